@@ -1,0 +1,71 @@
+"""The error taxonomy: every failure hal reports is a HalError that says what, where and what to do."""
+
+from __future__ import annotations
+
+
+class HalError(Exception):
+    """Base of every error hal raises on purpose.
+
+    ``what`` is the failure, ``where`` the place (file, node, plugin, feed), ``hint``
+    what the user can do about it. ``str(err)`` joins the three into one line.
+    """
+
+    def __init__(self, what: str, *, where: str | None = None, hint: str | None = None):
+        self.what = what
+        self.where = where
+        self.hint = hint
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        parts = [self.what if self.where is None else f"{self.where}: {self.what}"]
+        if self.hint:
+            parts.append(self.hint)
+        return " — ".join(parts)
+
+
+class ModelError(HalError):
+    """The model file or proto is unreadable, invalid, or unsafe (e.g. an external-data path)."""
+
+
+class InputError(HalError):
+    """A feed is missing, extra, or has the wrong dtype, rank or shape."""
+
+
+class UnsupportedOpError(HalError):
+    """A node has no kernel, or a target refuses it and fallback is 'error'."""
+
+    def __init__(self, what: str, *, where: str | None = None, hint: str | None = None,
+                 nodes: list[tuple[str, str, str]] | None = None):
+        #: (node name, op type, reason) for every refused node
+        self.nodes = nodes or []
+        super().__init__(what, where=where, hint=hint)
+
+
+class CompileError(HalError):
+    """A target could not lower the graph (bad option, inconsistent graph, internal limit)."""
+
+
+class ResourceError(CompileError):
+    """The program does not fit: memory, chips, wafers or an allowed bound; carries the numbers."""
+
+
+class PluginError(HalError):
+    """A plugin failed to import, register, declare a valid spec, or misbehaved in a hook."""
+
+    def __init__(self, what: str, *, plugin: str, distribution: str | None = None,
+                 hint: str | None = None):
+        self.plugin = plugin
+        self.distribution = distribution
+        where = f"plugin {plugin!r}" + (f" (distribution {distribution!r})" if distribution else "")
+        super().__init__(what, where=where, hint=hint)
+
+
+__all__ = ["HalError", "ModelError", "InputError", "UnsupportedOpError", "CompileError",
+           "ResourceError", "PluginError"]
+
+
+class RunError(HalError):
+    """A kernel failed while running: names the node, its op and the shapes it was given."""
+
+
+__all__ += ["RunError"]

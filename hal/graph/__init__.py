@@ -1,0 +1,1 @@
+"""ONNX in: safe loading, checking, shape inference, the IR and graph passes."""

@@ -1,0 +1,224 @@
+"""hal's graph IR: nodes in topological order, tensor infos from shape inference, weights.
+
+Weights are numpy arrays, or ``ShapeOnly`` placeholders (shape + dtype, no data) so that large
+models can be compiled and estimated without materialising them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from hal.graph.attrs import node_attributes
+
+
+@dataclass(frozen=True)
+class ShapeOnly:
+    """A weight declared by shape and dtype only."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+Weight = np.ndarray | ShapeOnly
+Dim = int | str | None
+
+
+def np_dtype(elem_type: int) -> np.dtype | None:
+    """numpy dtype of an ONNX tensor element type (ml_dtypes for float8/int4/bfloat16)."""
+    if elem_type == 0:
+        return None
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+@dataclass
+class TensorInfo:
+    """What is known statically of one value: ONNX type, numpy dtype and (symbolic) shape."""
+
+    name: str
+    elem_type: int = 0
+    shape: tuple[Dim, ...] | None = None
+    kind: str = "tensor"  # tensor | sequence | optional | map | sparse_tensor | unknown
+    type_proto: onnx.TypeProto | None = None
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        return np_dtype(self.elem_type)
+
+    @property
+    def static_shape(self) -> tuple[int, ...] | None:
+        """The shape when every dimension is a known integer, else None."""
+        if self.shape is None or any(not isinstance(d, int) for d in self.shape):
+            return None
+        return tuple(self.shape)  # type: ignore[arg-type]
+
+    @property
+    def nbytes(self) -> int | None:
+        s, dt = self.static_shape, self.dtype
+        if s is None or dt is None:
+            return None
+        return int(np.prod(s, dtype=np.int64)) * dt.itemsize
+
+    def describe(self) -> str:
+        dt = self.dtype.name if self.dtype is not None else self.kind
+        shp = "?" if self.shape is None else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+        return f"{self.name}: {dt}{shp}"
+
+    @classmethod
+    def from_value_info(cls, vi: onnx.ValueInfoProto) -> TensorInfo:
+        t = vi.type
+        which = t.WhichOneof("value")
+        if which == "tensor_type":
+            tt = t.tensor_type
+            shape = None
+            if tt.HasField("shape"):
+                shape = tuple(
+                    d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
+                )
+            return cls(vi.name, tt.elem_type, shape, "tensor", t)
+        kinds = {"sequence_type": "sequence", "optional_type": "optional", "map_type": "map",
+                 "sparse_tensor_type": "sparse_tensor"}
+        return cls(vi.name, 0, None, kinds.get(which or "", "unknown"), t)
+
+
+@dataclass
+class Node:
+    """One ONNX node; ``attrs`` are Python values (subgraphs stay onnx.GraphProto here)."""
+
+    name: str
+    op_type: str
+    domain: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_proto(cls, proto: onnx.NodeProto, name: str) -> Node:
+        return cls(name, proto.op_type, proto.domain if proto.domain != "ai.onnx" else "",
+                   list(proto.input), list(proto.output), node_attributes(proto))
+
+    def to_proto(self) -> onnx.NodeProto:
+        n = helper.make_node(self.op_type, self.inputs, self.outputs, name=self.name, domain=self.domain or None)
+        for k, v in self.attrs.items():
+            n.attribute.append(helper.make_attribute(k, v))
+        return n
+
+
+@dataclass
+class Graph:
+    """A model as hal sees it after loading: ready for passes, capability and compile."""
+
+    name: str
+    nodes: list[Node]
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    initializers: dict[str, Weight]
+    values: dict[str, TensorInfo]
+    opsets: dict[str, int]
+    ir_version: int = 8
+    metadata: dict[str, str] = field(default_factory=dict)
+    model_hash: str = ""
+    functions: list[onnx.FunctionProto] = field(default_factory=list)
+
+    def opset(self, domain: str = "") -> int:
+        return self.opsets.get("" if domain == "ai.onnx" else domain, 1)
+
+    @property
+    def shape_only(self) -> bool:
+        return any(isinstance(w, ShapeOnly) for w in self.initializers.values())
+
+    def info(self, name: str) -> TensorInfo | None:
+        return self.values.get(name)
+
+    def producers(self) -> dict[str, Node]:
+        return {o: n for n in self.nodes for o in n.outputs if o}
+
+    def consumers(self) -> dict[str, list[Node]]:
+        out: dict[str, list[Node]] = defaultdict(list)
+        for n in self.nodes:
+            for i in n.inputs:
+                if i:
+                    out[i].append(n)
+        return out
+
+    def weight_bytes(self) -> int:
+        return sum(int(w.nbytes) for w in self.initializers.values())
+
+    def subgraph(self, node_names: list[str] | set[str], name: str | None = None) -> Graph:
+        """The nodes named (kept in order) as a graph of their own: inputs are what they read from
+        outside (weights travel along), outputs what the rest of the graph or the model reads."""
+        keep = set(node_names)
+        nodes = [n for n in self.nodes if n.name in keep]
+        produced = {o for n in nodes for o in n.outputs if o}
+        needed_outside = {o.name for o in self.outputs}
+        for n in self.nodes:
+            if n.name not in keep:
+                needed_outside.update(i for i in n.inputs if i)
+        inputs, inits, seen = [], {}, set()
+        for n in nodes:
+            for i in n.inputs:
+                if not i or i in produced or i in seen:
+                    continue
+                seen.add(i)
+                if i in self.initializers:
+                    inits[i] = self.initializers[i]
+                else:
+                    inputs.append(self.values.get(i) or TensorInfo(i))
+        outputs = [self.values.get(o) or TensorInfo(o) for n in nodes for o in n.outputs
+                   if o and o in needed_outside]
+        return Graph(name or f"{self.name}/part", nodes, inputs, outputs, inits,
+                     self.values, self.opsets, self.ir_version, self.metadata, self.model_hash,
+                     self.functions)
+
+    def to_onnx(self) -> onnx.ModelProto:
+        """Back to a ModelProto (shape-only weights are declared as inputs, as the zoo does)."""
+        from onnx import numpy_helper
+
+        inits, shape_only_inputs = [], []
+        for k, w in self.initializers.items():
+            if isinstance(w, ShapeOnly):
+                shape_only_inputs.append(helper.make_tensor_value_info(
+                    k, helper.np_dtype_to_tensor_dtype(w.dtype), list(w.shape)))
+            else:
+                inits.append(numpy_helper.from_array(np.asarray(w), k))
+
+        def vi(t: TensorInfo) -> onnx.ValueInfoProto:
+            if t.type_proto is not None:
+                v = onnx.ValueInfoProto()
+                v.name = t.name
+                v.type.CopyFrom(t.type_proto)
+                return v
+            return helper.make_tensor_value_info(t.name, t.elem_type, t.shape)
+
+        g = helper.make_graph([n.to_proto() for n in self.nodes], self.name,
+                              [vi(t) for t in self.inputs] + shape_only_inputs,
+                              [vi(t) for t in self.outputs], inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in self.opsets.items()],
+                              ir_version=self.ir_version)
+        m.functions.extend(self.functions)
+        meta = dict(self.metadata)
+        if shape_only_inputs:
+            meta["hal.shape_only_weights"] = ",".join(v.name for v in shape_only_inputs)
+        for k, v in meta.items():
+            m.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+        return m

@@ -1,0 +1,245 @@
+"""Safe loading: a path, bytes, a ModelProto or ``zoo:NAME`` in; a checked, shape-inferred Graph out.
+
+Every failure is a ModelError naming the file and what is wrong. External data is read only from
+inside the model's folder: absolute locations, ``..`` and links that resolve outside are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import numpy_helper
+
+from hal.errors import ModelError
+from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo, np_dtype
+
+ModelLike = str | os.PathLike | bytes | onnx.ModelProto | Graph
+
+SHAPE_ONLY_KEY = "hal.shape_only_weights"
+
+
+def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    return [t for t in _get_all_tensors(model) if uses_external_data(t)]
+
+
+def check_external_data(model: onnx.ModelProto, base_dir: Path | None, where: str) -> None:
+    """Refuse external-data locations that could read outside the model's folder."""
+    tensors = _external_tensors(model)
+    if not tensors:
+        return
+    if base_dir is None:
+        raise ModelError("the model keeps weights in external data files, but was given as bytes",
+                         where=where, hint="load it from its path so hal can find the data beside it")
+    root = base_dir.resolve()
+    for t in tensors:
+        loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        p = Path(loc)
+        if not loc or p.is_absolute() or loc.startswith(("/", "\\")) or (len(loc) > 1 and loc[1] == ":"):
+            raise ModelError(f"tensor {t.name!r} has an absolute or empty external-data location {loc!r}",
+                             where=where, hint="external data must sit beside the model, by relative path")
+        if ".." in p.parts or ".." in loc.replace("\\", "/").split("/"):
+            raise ModelError(f"tensor {t.name!r} has external-data location {loc!r} containing '..'",
+                             where=where, hint="external data must sit inside the model's folder")
+        target = (root / p).resolve()
+        if root != target and root not in target.parents:
+            raise ModelError(f"tensor {t.name!r}: external-data location {loc!r} resolves to {target}, "
+                             "outside the model's folder", where=where,
+                             hint="a link may not lead out of the model's folder")
+        if not target.is_file():
+            raise ModelError(f"tensor {t.name!r}: external-data file {loc!r} does not exist", where=where)
+
+
+def parse_model(model: str | os.PathLike | bytes | onnx.ModelProto, *, zoo_params: dict[str, Any] | None = None
+                ) -> tuple[onnx.ModelProto, str, Path | None]:
+    """Read the model; returns (proto, description for messages, folder for external data)."""
+    if isinstance(model, onnx.ModelProto):
+        return model, model.graph.name or "<ModelProto>", None
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        where, data, base = "<bytes>", bytes(model), None
+    else:
+        s = os.fspath(model)
+        if isinstance(s, str) and s.startswith("zoo:"):
+            from hal import zoo
+
+            return zoo.build(s[4:], **(zoo_params or {})), s, None
+        path = Path(s)
+        where = str(path)
+        if not path.exists():
+            raise ModelError("no such file", where=where, hint="check the path, or use zoo:NAME for a built-in model")
+        if path.is_dir():
+            raise ModelError("is a folder, not an .onnx file", where=where)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ModelError(f"cannot read the file: {e.strerror or e}", where=where) from None
+        base = path.parent
+    if not data:
+        raise ModelError("the file is empty", where=where)
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise ModelError(f"not a valid ONNX protobuf ({e})", where=where,
+                         hint="the file is truncated or not an ONNX model") from None
+    if not proto.HasField("graph"):
+        raise ModelError("the protobuf has no graph: it is not an ONNX model", where=where)
+    check_external_data(proto, base, where)
+    if base is not None and _external_tensors(proto):
+        try:
+            onnx.load_external_data_for_model(proto, str(base))
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot read external data: {e}", where=where) from None
+    return proto, where, base
+
+
+def _check(proto: onnx.ModelProto, where: str) -> None:
+    if not proto.opset_import:
+        raise ModelError("the model imports no opset", where=where, hint="set opset_import (e.g. ai.onnx 17)")
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as e:
+        msg = str(e).strip().splitlines()
+        raise ModelError(f"onnx.checker: {' '.join(msg[:3])}", where=where,
+                         hint="fix the model, or re-export it with a current exporter") from None
+    except (ValueError, RuntimeError) as e:  # protobuf-level oddities the checker trips on
+        raise ModelError(f"onnx.checker failed: {e}", where=where) from None
+
+
+def _infer(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+    except onnx.shape_inference.InferenceError as e:
+        strict_error = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+    except (ValueError, RuntimeError) as e:
+        strict_error = str(e)
+    # Some valid models defeat strict inference (e.g. unknown custom domains): keep what is known.
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    except Exception as e:  # inference is best effort; a model it cannot read is a ModelError
+        raise ModelError(f"shape inference failed: {e}", where=where) from None
+    inferred.metadata_props.append(onnx.StringStringEntryProto(key="hal.inference_warning", value=strict_error))
+    return inferred
+
+
+def _toposort(nodes: list[onnx.NodeProto], available: set[str], where: str) -> list[onnx.NodeProto]:
+    """Nodes in an order where every input is produced before use; cycles are a ModelError."""
+    produced_by: dict[str, int] = {}
+    for idx, n in enumerate(nodes):
+        for o in n.output:
+            if o:
+                produced_by[o] = idx
+    deps = [{produced_by[i] for i in n.input if i and i in produced_by and i not in available} for n in nodes]
+    order, state = [], [0] * len(nodes)
+    for start in range(len(nodes)):
+        if state[start]:
+            continue
+        stack = [(start, iter(sorted(deps[start])))]
+        state[start] = 1
+        while stack:
+            idx, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                stack.pop()
+                state[idx] = 2
+                order.append(idx)
+            elif state[nxt] == 1:
+                raise ModelError(f"the graph has a cycle through node {nodes[nxt].name or nodes[nxt].op_type!r}",
+                                 where=where)
+            elif state[nxt] == 0:
+                state[nxt] = 1
+                stack.append((nxt, iter(sorted(deps[nxt]))))
+    return [nodes[i] for i in order]
+
+
+def sparse_to_dense(st: onnx.SparseTensorProto) -> np.ndarray:
+    """A sparse initializer as a dense array (indices flat [NNZ] or per-dimension [NNZ, rank])."""
+    values = numpy_helper.to_array(st.values)
+    idx = numpy_helper.to_array(st.indices).astype(np.int64)
+    dense = np.zeros(tuple(st.dims), dtype=values.dtype)
+    if idx.ndim == 1:
+        dense.reshape(-1)[idx] = values
+    else:
+        dense[tuple(idx.T)] = values
+    return dense
+
+
+def model_hash(proto: onnx.ModelProto) -> str:
+    return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
+def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = True,
+               infer_shapes: bool = True) -> Graph:
+    """Build the IR from a proto: check it, infer shapes, order nodes, collect weights."""
+    if check:
+        _check(proto, where)
+    digest = model_hash(proto)
+    if infer_shapes:
+        proto = _infer(proto, where)
+    g = proto.graph
+    meta = {p.key: p.value for p in proto.metadata_props}
+    shape_only_names = {n for n in meta.get(SHAPE_ONLY_KEY, "").split(",") if n}
+
+    initializers: dict[str, Any] = {}
+    for t in g.initializer:
+        try:
+            initializers[t.name] = numpy_helper.to_array(t)
+        except (ValueError, TypeError) as e:
+            raise ModelError(f"initializer {t.name!r} cannot be read: {e}", where=where) from None
+    for st in g.sparse_initializer:
+        initializers[st.values.name] = sparse_to_dense(st)
+
+    values: dict[str, TensorInfo] = {}
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        values[vi.name] = TensorInfo.from_value_info(vi)
+    for name, arr in initializers.items():
+        values.setdefault(name, TensorInfo(name, onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape))
+
+    inputs = []
+    for vi in g.input:
+        if vi.name in initializers:
+            continue
+        info = values[vi.name]
+        if vi.name in shape_only_names:
+            if info.static_shape is None or info.dtype is None:
+                raise ModelError(f"shape-only weight {vi.name!r} needs a static shape and dtype", where=where)
+            initializers[vi.name] = ShapeOnly(info.static_shape, info.dtype)
+            continue
+        inputs.append(info)
+
+    names: set[str] = set()
+    protos = list(g.node)
+    for i, n in enumerate(protos):
+        if not n.name or n.name in names:
+            n.name = f"{n.op_type}_{i}" if not n.name else f"{n.name}__{i}"
+        names.add(n.name)
+    available = set(initializers) | {i.name for i in inputs}
+    ordered = _toposort(protos, available, where)
+    nodes = [Node.from_proto(n, n.name) for n in ordered]
+
+    opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
+    return Graph(g.name or "model", nodes, inputs, [values[o.name] for o in g.output], initializers, values,
+                 opsets, proto.ir_version, meta, digest, list(proto.functions))
+
+
+def load(model: ModelLike, *, check: bool = True, infer_shapes: bool = True,
+         zoo_params: dict[str, Any] | None = None) -> Graph:
+    """Load any model form into a Graph (see module docstring); a Graph passes through."""
+    if isinstance(model, Graph):
+        return model
+    proto, where, _ = parse_model(model, zoo_params=zoo_params)
+    return from_proto(proto, where=where, check=check, infer_shapes=infer_shapes)
+
+
+def dtype_name(dt: np.dtype | None) -> str:
+    return "?" if dt is None else np.dtype(dt).name
+
+
+__all__ = ["ModelLike", "check_external_data", "from_proto", "load", "model_hash", "np_dtype", "parse_model"]

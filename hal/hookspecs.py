@@ -1,0 +1,65 @@
+"""The accelerator interface, as pluggy hook specifications (HAL API 1.0).
+
+A plugin is a module (found through the ``hal.plugins`` entry-point group) that sets
+``HAL_API_VERSION = "MAJOR.MINOR"`` and implements some of these hooks with ``@hal.hookimpl``.
+The core never imports a plugin by name: the built-in ``cpu``, ``gpu``, ``lpu`` and ``wafer``
+targets are registered through the same entry points as a third party's. Each hook is called on
+each plugin separately, so one plugin's failure is recorded against it and never reaches the others.
+``specs/interface.md`` is the normative text; these docstrings are the contract in code.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from hal.target import Target
+
+PROJECT = "hal"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def hal_targets() -> list[Target]:
+    """Return the targets this plugin provides.
+
+    Called once per process, at discovery, after the plugin's API version was accepted. Each item
+    must satisfy the ``hal.target.Target`` protocol: a ``spec`` (a valid ``TargetSpec`` whose name
+    is unique among all plugins), ``capability(graph, options)``, ``compile(graph, options)`` and
+    ``load(blob)``. Target construction should be cheap: parse spec sheets here, build nothing
+    model-specific. A plugin that raises here, or returns a spec that does not validate, is
+    skipped and recorded as a ``PluginError``; its targets are not offered.
+    """
+
+
+@hookspec
+def hal_kernels() -> list[Any]:
+    """Return extra kernels as ``hal.kernels.KernelDef`` objects (e.g. for a custom-op domain).
+
+    Called once at discovery. The kernels join the one registry that every target executes
+    through, so the reference ``cpu`` target can run (and check) a vendor's custom ops too. A
+    registration for an existing (domain, op, since) replaces the built-in one: use a domain of
+    your own for custom ops.
+    """
+
+
+@hookspec
+def hal_graph_passes() -> list[Any]:
+    """Return graph passes: callables ``pass_(graph: hal.graph.ir.Graph) -> Graph``.
+
+    Called once at discovery; the passes are offered to targets by name
+    (``hal.plugins.graph_passes()``), never applied to another plugin's targets implicitly. A pass
+    must keep the graph's outputs, numerics and topological order.
+    """
+
+
+@hookspec
+def hal_conformance_cases() -> list[Any]:
+    """Return extra conformance cases: objects with ``name``, ``model`` (ModelProto), ``data_sets``
+    ([(inputs, expected outputs)]), ``rtol`` and ``atol`` — the shape of onnx's node test cases.
+
+    Called by the conformance suite when it collects; the cases run on every target under test.
+    """

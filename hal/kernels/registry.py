@@ -1,0 +1,95 @@
+"""One registry of numpy kernels, keyed by (domain, op type) and the opset version they appear in.
+
+A kernel is data in, data out, with no hidden state (as in onnx/reference/ops/op_*.py):
+
+    @kernel("Relu", since=6)
+    def relu(x):
+        return np.maximum(x, x.dtype.type(0))
+
+Calling convention, shared by every target's executor:
+
+* positional arguments are the node's inputs in order; an omitted optional input ("" in the
+  node) arrives as ``None``; trailing optional inputs the node leaves out are not passed, so give
+  them defaults;
+* keyword arguments are the node's attributes, under their ONNX names, converted to Python
+  (int, float, str, lists of those, numpy arrays for tensors, ``hal.engine.Subgraph`` for graphs);
+  attributes the node does not set are not passed, so defaults must be ONNX's defaults;
+* return one ``numpy.ndarray`` for a single output, a ``tuple`` for several outputs (in order),
+  a ``list`` of arrays for a sequence value, ``None`` for an absent optional;
+* outputs carry exactly the dtype ONNX specifies; 0-d results are 0-d arrays, not numpy scalars;
+* a kernel registered with ``context=True`` also receives ``_ctx`` (a ``KernelContext``) with the
+  model's opset and, for control flow, the enclosing scope.
+
+Lookup picks the newest registration whose ``since`` is <= the model's opset for that domain.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+KernelFn = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class KernelDef:
+    op_type: str
+    domain: str
+    since: int
+    fn: KernelFn
+    context: bool = False
+
+
+@dataclass
+class KernelContext:
+    """What a context kernel may see beyond its inputs: the opset and the enclosing scope."""
+
+    opset: int
+    scope: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[tuple[str, str], list[KernelDef]] = {}
+
+
+def _norm_domain(domain: str) -> str:
+    return "" if domain in ("", "ai.onnx") else domain
+
+
+def register(defn: KernelDef) -> None:
+    """Add a kernel; a later registration for the same (domain, op, since) replaces the earlier."""
+    key = (_norm_domain(defn.domain), defn.op_type)
+    defs = _REGISTRY.setdefault(key, [])
+    defs[:] = [d for d in defs if d.since != defn.since]
+    bisect.insort(defs, defn, key=lambda d: d.since)
+
+
+def kernel(op_type: str, *, since: int = 1, domain: str = "", context: bool = False
+           ) -> Callable[[KernelFn], KernelFn]:
+    """Decorator registering ``fn`` as the kernel of ``op_type`` from opset ``since`` on."""
+
+    def deco(fn: KernelFn) -> KernelFn:
+        register(KernelDef(op_type, domain, since, fn, context))
+        return fn
+
+    return deco
+
+
+def lookup(op_type: str, domain: str = "", opset: int | None = None) -> KernelDef | None:
+    """The kernel for ``op_type`` at ``opset`` (newest when None), or None if there is none."""
+    defs = _REGISTRY.get((_norm_domain(domain), op_type))
+    if not defs:
+        return None
+    if opset is None:
+        return defs[-1]
+    best = None
+    for d in defs:
+        if d.since <= opset:
+            best = d
+    return best
+
+
+def registered_ops() -> list[tuple[str, str]]:
+    """Every (domain, op type) with at least one kernel, sorted."""
+    return sorted(_REGISTRY)

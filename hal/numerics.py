@@ -1,0 +1,125 @@
+"""Precision policies: what each number format does to a value, through ml_dtypes.
+
+Targets use these to run their programs the way their hardware would: ``round_to`` stores a
+tensor in a format and brings it back to fp32 (so the error is exactly the format's), and
+``quantize_weight`` applies the scale schemes of fp8 and int8 weights. Accumulation stays fp32,
+as on tensor cores, the MXM and the wafer's FMACs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+
+FORMATS = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
+
+#: bytes per element each storage format occupies
+ITEMSIZE = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
+
+FP8_MAX = float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn).max)  # 448
+
+
+def round_tf32(x: np.ndarray) -> np.ndarray:
+    """fp32 with the mantissa rounded to TF32's 10 bits (round to nearest even), as fp32."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    u = x.view(np.uint32)
+    lsb = (u >> 13) & 1
+    r = ((u + 0x0FFF + lsb) & np.uint32(0xFFFFE000)).astype(np.uint32)
+    finite = np.isfinite(x)
+    return np.where(finite, r.view(np.float32), x)
+
+
+def round_to(x: np.ndarray, fmt: str) -> np.ndarray:
+    """``x`` stored in ``fmt`` and read back as fp32 (int8 and fp8 use a per-tensor scale)."""
+    if x.dtype.kind != "f":
+        return x
+    if fmt == "fp32":
+        return x
+    if fmt == "tf32":
+        return round_tf32(x)
+    if fmt == "bf16":
+        return x.astype(ml_dtypes.bfloat16).astype(x.dtype)
+    if fmt == "fp16":
+        return x.astype(np.float16).astype(x.dtype)
+    if fmt in ("fp8", "int8"):
+        q, scale = quantize(x, fmt)
+        return (q.astype(np.float32) * scale).astype(x.dtype)
+    raise ValueError(f"unknown number format {fmt!r}; known: {', '.join(FORMATS)}")
+
+
+def quantize(x: np.ndarray, fmt: str, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric quantisation to fp8 (e4m3fn) or int8 with a scale per tensor or per ``axis`` slice."""
+    a = np.abs(x.astype(np.float32))
+    if axis is None:
+        amax = np.asarray(a.max() if a.size else 0.0, dtype=np.float32)
+    else:
+        red = tuple(i for i in range(x.ndim) if i != axis % x.ndim)
+        amax = a.max(axis=red, keepdims=True) if a.size else np.zeros((1,) * x.ndim, np.float32)
+    top = FP8_MAX if fmt == "fp8" else 127.0
+    scale = np.where(amax > 0, amax / top, 1.0).astype(np.float32)
+    y = x.astype(np.float32) / scale
+    if fmt == "fp8":
+        q = np.clip(y, -FP8_MAX, FP8_MAX).astype(ml_dtypes.float8_e4m3fn)
+    elif fmt == "int8":
+        q = np.clip(np.rint(y), -127, 127).astype(np.int8)
+    else:
+        raise ValueError(f"quantize supports fp8 and int8, not {fmt!r}")
+    return q, scale
+
+
+def quantize_weight(w: np.ndarray, fmt: str) -> np.ndarray:
+    """A [K, N] (or batched [..., K, N]) MatMul weight quantised per output column and brought back."""
+    if w.dtype.kind != "f":
+        return w
+    if fmt not in ("fp8", "int8"):
+        return round_to(w, fmt)
+    q, scale = quantize(w, fmt, axis=-1)
+    return (q.astype(np.float32) * scale).astype(w.dtype)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a target computes at one precision setting.
+
+    ``matmul_inputs``: format of MatMul/Gemm/Conv activations; ``matmul_weights``: format of their
+    weights; ``storage``: format activations are stored in between kernels; accumulation is fp32.
+    """
+
+    name: str
+    matmul_inputs: str = "fp32"
+    matmul_weights: str = "fp32"
+    storage: str = "fp32"
+
+    @property
+    def exact(self) -> bool:
+        return self.matmul_inputs == self.matmul_weights == self.storage == "fp32"
+
+    @property
+    def weight_itemsize(self) -> int:
+        return ITEMSIZE[self.matmul_weights]
+
+    @property
+    def act_itemsize(self) -> int:
+        return ITEMSIZE[self.storage]
+
+
+EXACT = Policy("exact")
+
+
+def policy(precision: str, native: Policy) -> Policy:
+    """The policy for a user's ``precision``: ``exact``, the target's ``native`` one, or a named format
+    applied to matmul inputs and weights (``fp8``/``int8`` keep 16-bit activations)."""
+    if precision == "exact":
+        return EXACT
+    if precision == "native":
+        return native
+    if precision in ("fp32", "tf32"):
+        return Policy(precision, precision, precision, "fp32")
+    if precision in ("bf16", "fp16"):
+        return Policy(precision, precision, precision, precision)
+    if precision in ("fp8", "int8"):
+        act = native.storage if native.storage != "fp32" else "bf16"
+        return Policy(precision, precision if precision == "fp8" else act, precision, act)
+    raise ValueError(f"unknown precision {precision!r}")

@@ -1,0 +1,1 @@
+"""Shared cost-model pieces: operation counts, liveness memory plans, roofline, trace export."""

@@ -1,0 +1,227 @@
+"""Plugin discovery: entry points in, validated targets out, every failure isolated and recorded.
+
+Plugins come from the ``hal.plugins`` entry-point group (the built-in targets too, as in
+datasette's DEFAULT_PLUGINS) or from ``register()`` in-process. ``HAL_PLUGINS=a,b`` limits which
+entry points load; ``HAL_TRACE_HOOKS=1`` prints every hook call (pluggy's tracing).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+from pydantic import ValidationError
+
+from hal import hookspecs
+from hal.errors import HalError, PluginError
+from hal.kernels import KernelDef, register as register_kernel
+from hal.specs import HAL_API_VERSION, TargetSpec
+from hal.target import Target
+
+ENTRY_POINT_GROUP = "hal.plugins"
+
+
+@dataclass
+class PluginRecord:
+    """What discovery learnt about one plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    api: str | None = None
+    targets: list[str] = field(default_factory=list)
+    error: PluginError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class PluginRegistry:
+    """The loaded plugins, their targets and their failures."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        if os.environ.get("HAL_TRACE_HOOKS"):
+            self.pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
+            self.pm.enable_tracing()
+        self.records: dict[str, PluginRecord] = {}
+        self.targets: dict[str, Target] = {}
+        self.graph_passes: dict[str, Any] = {}
+
+    @property
+    def failures(self) -> list[PluginError]:
+        return [r.error for r in self.records.values() if r.error is not None]
+
+    def _fail(self, rec: PluginRecord, what: str, hint: str | None = None) -> None:
+        rec.error = PluginError(what, plugin=rec.name, distribution=rec.distribution, hint=hint)
+        if self.pm.has_plugin(rec.name):
+            self.pm.unregister(name=rec.name)
+        for t in rec.targets:
+            self.targets.pop(t, None)
+        rec.targets = []
+
+    def _call(self, rec: PluginRecord, hook: str) -> list[Any] | None:
+        """Call one hook on one plugin only; its exception is its own failure."""
+        plugin = self.pm.get_plugin(rec.name)
+        impl = getattr(plugin, hook, None)
+        if impl is None:
+            return []
+        try:
+            result = impl()
+        except Exception as e:  # a plugin's hook may raise anything; it must not stop discovery
+            self._fail(rec, f"hook {hook} raised {type(e).__name__}: {e}")
+            return None
+        return list(result or [])
+
+    def add(self, plugin: Any, name: str, distribution: str | None = None, version: str | None = None) -> PluginRecord:
+        """Register one plugin object (module or instance), validate it and collect its targets."""
+        rec = PluginRecord(name, distribution, version)
+        self.records[name] = rec
+        api = getattr(plugin, "HAL_API_VERSION", None)
+        rec.api = api
+        if not isinstance(api, str):
+            self._fail(rec, "declares no HAL_API_VERSION",
+                       hint=f'set HAL_API_VERSION = "{HAL_API_VERSION}" in the plugin module')
+            return rec
+        major = api.split(".")[0]
+        if major != HAL_API_VERSION.split(".")[0]:
+            self._fail(rec, f"was built for HAL API {api}, but this hal speaks HAL API {HAL_API_VERSION}",
+                       hint="install a plugin release built for this HAL API major version")
+            return rec
+        try:
+            self.pm.register(plugin, name=name)
+        except (ValueError, pluggy.PluginValidationError) as e:
+            self._fail(rec, f"cannot be registered: {e}")
+            return rec
+
+        kernels = self._call(rec, "hal_kernels")
+        if kernels is None:
+            return rec
+        for k in kernels:
+            if not isinstance(k, KernelDef):
+                self._fail(rec, f"hal_kernels returned {type(k).__name__}, not hal.kernels.KernelDef")
+                return rec
+        passes = self._call(rec, "hal_graph_passes")
+        if passes is None:
+            return rec
+        targets = self._call(rec, "hal_targets")
+        if targets is None:
+            return rec
+        accepted: dict[str, Target] = {}
+        for t in targets:
+            spec = getattr(t, "spec", None)
+            try:
+                spec = spec if isinstance(spec, TargetSpec) else TargetSpec.model_validate(spec)
+                t.spec = spec
+            except (ValidationError, TypeError, AttributeError) as e:
+                first = e.errors()[0] if isinstance(e, ValidationError) else {"msg": str(e)}
+                self._fail(rec, f"returned a target with an invalid spec: {first.get('loc', '')} {first['msg']}",
+                           hint="see specs/schemas/TargetSpec.schema.json")
+                return rec
+            missing = [m for m in ("capability", "compile", "load") if not callable(getattr(t, m, None))]
+            if missing:
+                self._fail(rec, f"target {spec.name!r} lacks {', '.join(missing)}",
+                           hint="implement the hal.target.Target protocol")
+                return rec
+            if spec.name in self.targets or spec.name in accepted:
+                self._fail(rec, f"target name {spec.name!r} is already provided by another plugin")
+                return rec
+            if spec.hal_api.split(".")[0] != HAL_API_VERSION.split(".")[0]:
+                self._fail(rec, f"target {spec.name!r} declares HAL API {spec.hal_api}; this hal speaks "
+                                f"{HAL_API_VERSION}")
+                return rec
+            accepted[spec.name] = t
+        for k in kernels:
+            register_kernel(k)
+        for p in passes:
+            self.graph_passes[getattr(p, "__name__", repr(p))] = p
+        self.targets.update(accepted)
+        rec.targets = list(accepted)
+        return rec
+
+    def load_entry_points(self) -> None:
+        wanted = os.environ.get("HAL_PLUGINS")
+        allow = {w.strip() for w in wanted.split(",") if w.strip()} if wanted else None
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if allow is not None and ep.name not in allow:
+                continue
+            if ep.name in self.records:
+                continue  # the same plugin installed twice (e.g. editable + wheel): first wins
+            dist = getattr(ep, "dist", None)
+            dname = dist.name if dist is not None else None
+            dver = dist.version if dist is not None else None
+            try:
+                module = ep.load()
+            except Exception as e:  # importing third-party code may raise anything
+                rec = PluginRecord(ep.name, dname, dver)
+                self.records[ep.name] = rec
+                self._fail(rec, f"failed to import {ep.value!r}: {type(e).__name__}: {e}",
+                           hint="reinstall the plugin or run `hal doctor --debug`")
+                continue
+            self.add(module, ep.name, dname, dver)
+
+
+_lock = threading.Lock()
+_registry: PluginRegistry | None = None
+
+
+def registry(refresh: bool = False) -> PluginRegistry:
+    """The process-wide registry, discovered on first use (thread-safe)."""
+    global _registry
+    with _lock:
+        if _registry is None or refresh:
+            r = PluginRegistry()
+            r.load_entry_points()
+            _registry = r
+        return _registry
+
+
+def register(plugin: Any, name: str, distribution: str | None = None) -> PluginRecord:
+    """Register an in-process plugin (tests, notebooks) beside the discovered ones."""
+    reg = registry()
+    with _lock:
+        if name in reg.records:
+            unregister(name, _locked=True)
+        return reg.add(plugin, name, distribution)
+
+
+def unregister(name: str, _locked: bool = False) -> None:
+    reg = registry() if not _locked else _registry
+    assert reg is not None
+    rec = reg.records.pop(name, None)
+    if rec is None:
+        return
+    for t in rec.targets:
+        reg.targets.pop(t, None)
+    if reg.pm.has_plugin(name):
+        reg.pm.unregister(name=name)
+
+
+def get_target(name: str) -> Target:
+    """The target called ``name``; a HalError listing the installed ones when there is none."""
+    reg = registry()
+    t = reg.targets.get(name)
+    if t is None:
+        broken = [f.plugin for f in reg.failures]
+        hint = f"installed targets: {', '.join(sorted(reg.targets)) or 'none'}"
+        if broken:
+            hint += f"; plugins that failed to load: {', '.join(broken)} (see `hal doctor`)"
+        raise HalError(f"no target named {name!r}", where="hal.plugins", hint=hint)
+    return t
+
+
+def targets() -> list[TargetSpec]:
+    """The specs of every installed target, sorted by name."""
+    reg = registry()
+    return [reg.targets[n].spec for n in sorted(reg.targets)]
+
+
+__all__ = ["ENTRY_POINT_GROUP", "PluginRecord", "PluginRegistry", "get_target", "register", "registry",
+           "targets", "unregister"]

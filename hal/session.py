@@ -1,0 +1,329 @@
+"""InferenceSession: the unified API, shaped like onnxruntime's, with placement across targets.
+
+The session loads and optimises the model once, asks the target what it takes, and compiles. With
+``fallback="warn"`` or ``"allow"`` the nodes the target refuses run on the reference ``cpu``
+target as separate partitions (the bytes crossing between them are counted); with ``"error"`` a
+refusal is an UnsupportedOpError naming every refused node, the reason, and which targets take it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from hal.errors import CompileError, HalError, InputError, UnsupportedOpError
+from hal.graph.ir import Graph, TensorInfo
+from hal.graph.load import ModelLike, load
+from hal.graph.passes import optimize
+from hal.perf.opcount import tensor_bytes
+from hal.plugins import get_target, registry
+from hal.specs import CompileOptions, CompileReport, NodePlacement, RunReport
+from hal.target import Executable, Target
+
+REFERENCE_TARGET = "cpu"
+
+
+class FallbackWarning(UserWarning):
+    """Nodes ran on the reference target because the requested one refused them."""
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """An input or output as onnxruntime describes it: name, shape (ints or dim names), type."""
+
+    name: str
+    shape: list[int | str | None] | None
+    type: str
+    dtype: np.dtype | None
+
+    @classmethod
+    def of(cls, t: TensorInfo) -> NodeArg:
+        dt = t.dtype
+        if t.kind != "tensor":
+            typ = t.kind
+        else:
+            typ = f"tensor({_onnx_type_name(t.elem_type)})"
+        return cls(t.name, list(t.shape) if t.shape is not None else None, typ, dt)
+
+
+def _onnx_type_name(elem_type: int) -> str:
+    import onnx
+
+    name = onnx.TensorProto.DataType.Name(elem_type).lower() if elem_type else "undefined"
+    return {"float": "float", "double": "double"}.get(name, name)
+
+
+@dataclass
+class _Partition:
+    target: str
+    executable: Executable
+    nodes: list[str]
+    inputs: list[str]
+    outputs: list[str]
+
+
+def make_options(precision: str = "exact", devices: int | None = None, max_memory: int | None = None,
+                 timeout_s: float | None = None, **target_options: Any) -> CompileOptions:
+    try:
+        return CompileOptions(precision=precision, devices=devices, max_memory=max_memory, timeout_s=timeout_s,
+                              target_options=target_options)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise CompileError(f"invalid option {loc}: {err['msg']}", where="compile options",
+                           hint="precision: exact|native|fp32|tf32|bf16|fp16|fp8|int8; devices >= 1") from None
+
+
+def _check_target_accepts(target: Target, options: CompileOptions) -> None:
+    spec = target.spec
+    if options.precision not in spec.precisions:
+        raise CompileError(f"target {spec.name!r} does not offer precision {options.precision!r}",
+                           where=f"target {spec.name!r}", hint=f"it offers: {', '.join(spec.precisions)}")
+    unknown = sorted(set(options.target_options) - set(spec.options))
+    if unknown:
+        known = ", ".join(f"{k} ({v})" for k, v in spec.options.items()) or "none"
+        raise CompileError(f"unknown option(s) {', '.join(unknown)} for target {spec.name!r}",
+                           where=f"target {spec.name!r}", hint=f"its options: {known}")
+
+
+def _supporting_targets(graph: Graph, op_nodes: set[str], exclude: str) -> dict[str, list[str]]:
+    """For each refused node, the other installed targets whose capability takes it."""
+    out: dict[str, list[str]] = {n: [] for n in op_nodes}
+    for name, t in sorted(registry().targets.items()):
+        if name == exclude:
+            continue
+        try:
+            cap = t.capability(graph, CompileOptions())
+        except Exception:  # another plugin's failure must not hide this error
+            continue
+        ok = cap.supported_nodes()
+        for n in op_nodes:
+            if n in ok:
+                out[n].append(name)
+    return out
+
+
+def compile_graph(graph: Graph, target: Target, options: CompileOptions) -> Executable:
+    """Compile on one target, turning a plugin's unexpected exception into a PluginError."""
+    from hal.errors import PluginError
+
+    try:
+        return target.compile(graph, options)
+    except HalError:
+        raise
+    except Exception as e:  # third-party code: name it, keep the process alive
+        rec = next((r for r in registry().records.values() if target.spec.name in r.targets), None)
+        raise PluginError(f"compile on target {target.spec.name!r} raised {type(e).__name__}: {e}",
+                          plugin=rec.name if rec else target.spec.name,
+                          distribution=rec.distribution if rec else None,
+                          hint="report it to the plugin's authors; other targets still work") from e
+
+
+class InferenceSession:
+    """Compile a model for one target (with a fallback policy) and run it many times."""
+
+    def __init__(self, model: ModelLike, target: str = REFERENCE_TARGET, precision: str = "exact",
+                 fallback: str = "error", *, devices: int | None = None, max_memory: int | None = None,
+                 timeout_s: float | None = None, zoo_params: Mapping[str, Any] | None = None,
+                 **target_options: Any):
+        if fallback not in ("error", "warn", "allow"):
+            raise CompileError(f"fallback must be 'error', 'warn' or 'allow', not {fallback!r}",
+                               where="InferenceSession")
+        t0 = time.perf_counter()
+        self.target_name = target
+        self.fallback = fallback
+        self.options = make_options(precision, devices, max_memory, timeout_s, **target_options)
+        tgt = get_target(target)
+        _check_target_accepts(tgt, self.options)
+        graph = optimize(load(model, zoo_params=dict(zoo_params or {})))
+        self.graph = graph
+        self._inputs = list(graph.inputs)
+        self._outputs = list(graph.outputs)
+        self._parts = self._place_and_compile(graph, tgt)
+        self._report = self._merge_reports(graph, time.perf_counter() - t0)
+        self._lock = threading.Lock()
+        self.last_run: RunReport | None = None
+
+    # -- placement -------------------------------------------------------------------------
+    def _place_and_compile(self, graph: Graph, tgt: Target) -> list[_Partition]:
+        cap = tgt.capability(graph, self.options)
+        refused = {r.node: r for r in cap.refused}
+        unclaimed = [n.name for n in graph.nodes if n.name not in refused and n.name not in cap.supported_nodes()]
+        for n in unclaimed:  # a node the target neither takes nor refuses is refused, with that reason
+            node = next(x for x in graph.nodes if x.name == n)
+            from hal.specs import Refusal
+
+            refused[n] = Refusal(node=n, op_type=node.op_type, reason="not claimed by the target's capability")
+        if refused and (self.fallback == "error" or tgt.spec.name == REFERENCE_TARGET):
+            others = _supporting_targets(graph, set(refused), tgt.spec.name)
+            lines = [f"{r.node} ({r.op_type}): {r.reason}; runs on: {', '.join(others[r.node]) or 'no installed target'}"
+                     for r in refused.values()]
+            raise UnsupportedOpError(
+                f"target {tgt.spec.name!r} refuses {len(refused)} node(s): " + "; ".join(lines[:10])
+                + (f"; … and {len(lines) - 10} more" if len(lines) > 10 else ""),
+                where=f"model {graph.name!r}",
+                hint="pass fallback='warn' or 'allow' to run them on the cpu target"
+                if tgt.spec.name != REFERENCE_TARGET else "register a kernel through the hal_kernels hook",
+                nodes=[(r.node, r.op_type, r.reason) for r in refused.values()])
+        self._refused = refused
+        if not refused:
+            exe = compile_graph(graph, tgt, self.options)
+            return [_Partition(tgt.spec.name, exe, [n.name for n in graph.nodes],
+                               [i.name for i in graph.inputs], [o.name for o in graph.outputs])]
+        if self.fallback == "warn":
+            warnings.warn(f"{len(refused)} node(s) fall back from {tgt.spec.name!r} to {REFERENCE_TARGET!r}: "
+                          + ", ".join(f"{r.node} ({r.op_type})" for r in list(refused.values())[:5]),
+                          FallbackWarning, stacklevel=3)
+        ref = get_target(REFERENCE_TARGET)
+        runs: list[tuple[str, list[str]]] = []
+        for n in graph.nodes:
+            where = REFERENCE_TARGET if n.name in refused else tgt.spec.name
+            if runs and runs[-1][0] == where:
+                runs[-1][1].append(n.name)
+            else:
+                runs.append((where, [n.name]))
+        parts = []
+        ref_options = CompileOptions(max_memory=self.options.max_memory, timeout_s=self.options.timeout_s)
+        for i, (where, names) in enumerate(runs):
+            sub = graph.subgraph(names, name=f"{graph.name}/part{i}")
+            target = ref if where == REFERENCE_TARGET else tgt
+            exe = compile_graph(sub, target, ref_options if where == REFERENCE_TARGET else self.options)
+            parts.append(_Partition(where, exe, names, [t.name for t in sub.inputs], [t.name for t in sub.outputs]))
+        return parts
+
+    def _merge_reports(self, graph: Graph, compile_time: float) -> CompileReport:
+        op_of = {n.name: n.op_type for n in graph.nodes}
+        placement = []
+        for i, p in enumerate(self._parts):
+            for n in p.nodes:
+                r = self._refused.get(n)
+                placement.append(NodePlacement(node=n, op_type=op_of[n], target=p.target, partition=i,
+                                               reason=r.reason if r else None))
+        if len(self._parts) == 1:
+            rep = self._parts[0].executable.report.model_copy(deep=True)
+            rep.placement = placement
+            rep.compile_time_s = compile_time
+            return rep
+        main = next(p for p in self._parts if p.target == self.target_name).executable.report
+        rep = main.model_copy(deep=True)
+        rep.kernels = [k for p in self._parts for k in p.executable.report.kernels]
+        rep.kernel_count = len(rep.kernels)
+        rep.node_count = len(graph.nodes)
+        rep.placement = placement
+        crossing = set()
+        for a in self._parts:
+            for b in self._parts:
+                if a.target != b.target:
+                    crossing |= set(a.outputs) & set(b.inputs)
+        rep.transfers_bytes = int(sum(tensor_bytes(graph, n) for n in crossing))
+        lat = [p.executable.report.latency_s for p in self._parts if p.target == self.target_name]
+        rep.latency_s = sum(x for x in lat if x is not None) if any(x is not None for x in lat) else None
+        rep.details = {**rep.details, "partitions": len(self._parts),
+                       "fallback_nodes": len(self._refused), "latency_excludes": "partitions on cpu"}
+        rep.compile_time_s = compile_time
+        return rep
+
+    # -- onnxruntime-shaped API ---------------------------------------------------------------
+    @property
+    def report(self) -> CompileReport:
+        return self._report
+
+    def get_inputs(self) -> list[NodeArg]:
+        return [NodeArg.of(t) for t in self._inputs]
+
+    def get_outputs(self) -> list[NodeArg]:
+        return [NodeArg.of(t) for t in self._outputs]
+
+    def get_providers(self) -> list[str]:
+        return sorted({p.target for p in self._parts})
+
+    def _validate(self, feeds: Any) -> dict[str, Any]:
+        expected = "; ".join(t.describe() for t in self._inputs) or "no inputs"
+        if not isinstance(feeds, Mapping):
+            raise InputError(f"feeds must be a dict of name -> numpy array, not {type(feeds).__name__}",
+                             where="run", hint=f"the model expects: {expected}")
+        names = {t.name for t in self._inputs}
+        missing = [n for n in names if n not in feeds]
+        extra = [n for n in feeds if n not in names]
+        if missing or extra:
+            what = []
+            if missing:
+                what.append(f"missing {', '.join(sorted(missing))}")
+            if extra:
+                what.append(f"unexpected {', '.join(sorted(map(str, extra)))}")
+            raise InputError("; ".join(what), where="run feeds", hint=f"the model expects: {expected}")
+        bound: dict[str, int] = {}
+        for t in self._inputs:
+            v = feeds[t.name]
+            if t.kind != "tensor":
+                continue
+            if not isinstance(v, np.ndarray):
+                raise InputError(f"feed {t.name!r} is a {type(v).__name__}, not a numpy array",
+                                 where="run feeds", hint=f"expected {t.describe()}")
+            dt = t.dtype
+            if dt is not None and v.dtype != dt:
+                raise InputError(f"feed {t.name!r} has dtype {v.dtype}, expected {dt}",
+                                 where="run feeds", hint=f"cast it: x.astype(np.{dt.name}); expected {t.describe()}")
+            if t.shape is not None:
+                if v.ndim != len(t.shape):
+                    raise InputError(f"feed {t.name!r} has rank {v.ndim} (shape {list(v.shape)}), expected rank "
+                                     f"{len(t.shape)}", where="run feeds", hint=f"expected {t.describe()}")
+                for axis, (want, got) in enumerate(zip(t.shape, v.shape)):
+                    if isinstance(want, int) and want != got:
+                        raise InputError(f"feed {t.name!r} has shape {list(v.shape)}; dimension {axis} must be "
+                                         f"{want}", where="run feeds", hint=f"expected {t.describe()}")
+                    if isinstance(want, str):
+                        if bound.setdefault(want, got) != got:
+                            raise InputError(f"feed {t.name!r} binds dimension {want!r} to {got}, but another "
+                                             f"feed bound it to {bound[want]}", where="run feeds",
+                                             hint=f"the model expects: {expected}")
+        return dict(feeds)
+
+    def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any], run_options: Any = None
+            ) -> list[Any]:
+        """Run once; returns the outputs named (all, in model order, when None)."""
+        del run_options  # accepted for onnxruntime compatibility
+        values = self._validate(feeds)
+        all_out = [o.name for o in self._outputs]
+        wanted = list(output_names) if output_names else all_out
+        unknown = [n for n in wanted if n not in all_out]
+        if unknown:
+            raise InputError(f"unknown output name(s) {', '.join(unknown)}", where="run",
+                             hint=f"outputs: {', '.join(all_out)}")
+        t0 = time.perf_counter()
+        for p in self._parts:
+            sub = {n: values[n] for n in p.inputs}
+            values.update(p.executable.run(sub))
+        wall = time.perf_counter() - t0
+        self.last_run = RunReport(target=self.target_name, wall_time_s=wall,
+                                  modelled_latency_s=self._report.latency_s, outputs=wanted)
+        return [values[n] for n in wanted]
+
+    def trace(self) -> list[dict[str, Any]]:
+        """Timeline events of every partition's program."""
+        return [e for p in self._parts for e in p.executable.trace()]
+
+
+def compile(model: ModelLike, target: str = REFERENCE_TARGET, precision: str = "exact", *,
+            devices: int | None = None, max_memory: int | None = None, timeout_s: float | None = None,
+            zoo_params: Mapping[str, Any] | None = None, **target_options: Any) -> Executable:
+    """Compile the whole model for one target (no fallback) and return the target's executable."""
+    options = make_options(precision, devices, max_memory, timeout_s, **target_options)
+    tgt = get_target(target)
+    _check_target_accepts(tgt, options)
+    graph = optimize(load(model, zoo_params=dict(zoo_params or {})))
+    cap = tgt.capability(graph, options)
+    if cap.refused:
+        raise UnsupportedOpError(
+            f"target {target!r} refuses {len(cap.refused)} node(s): "
+            + "; ".join(f"{r.node} ({r.op_type}): {r.reason}" for r in cap.refused[:10]),
+            where=f"model {graph.name!r}", hint="use InferenceSession(..., fallback='warn') to place them on cpu",
+            nodes=[(r.node, r.op_type, r.reason) for r in cap.refused])
+    return compile_graph(graph, tgt, options)

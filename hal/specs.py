@@ -1,0 +1,226 @@
+"""Pydantic models at hal's edges: what targets declare, what options they take, what they report.
+
+These models are the wire format of HAL API 1.0; ``specs/schemas/`` holds their JSON Schema
+(``python -m hal.specs`` regenerates it; a test fails on drift).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+HAL_API_VERSION = "1.0"
+
+Precision = Literal["exact", "native", "fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
+TargetKind = Literal["gpu", "lpu", "wafer", "cpu", "other"]
+Fallback = Literal["error", "warn", "allow"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class HardwareNumber(_Model):
+    """One number of a spec sheet with where it comes from."""
+
+    value: float
+    unit: str
+    source: str = Field(min_length=3)
+    url: str | None = None
+    kind: Literal["published", "derived", "assumption"] = "published"
+    note: str | None = None
+
+
+class TargetSpec(_Model):
+    """What a target is: identity, kind, API version, precisions and its hardware numbers."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    vendor: str
+    kind: TargetKind
+    hal_api: str = HAL_API_VERSION
+    version: str = "0"
+    description: str = ""
+    precisions: list[Precision] = Field(default_factory=lambda: ["exact"])
+    dtypes: list[str] = Field(default_factory=list)
+    options: dict[str, str] = Field(default_factory=dict,
+                                    description="target-specific compile options -> what they do")
+    hardware: dict[str, HardwareNumber] = Field(default_factory=dict)
+    calibration: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("hal_api")
+    @classmethod
+    def _api_form(cls, v: str) -> str:
+        major, _, minor = v.partition(".")
+        if not (major.isdigit() and (minor == "" or minor.isdigit())):
+            raise ValueError(f"hal_api must look like MAJOR.MINOR, got {v!r}")
+        return v
+
+    def hw(self, key: str) -> float:
+        """The value of hardware number ``key`` (KeyError naming the sheet when absent)."""
+        try:
+            return self.hardware[key].value
+        except KeyError:
+            raise KeyError(f"spec sheet of target {self.name!r} has no hardware number {key!r}") from None
+
+    def fingerprint(self) -> str:
+        """A hash of everything in the spec: part of the compile-cache key."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def load_spec_sheet(path: str | Path, **overrides: Any) -> TargetSpec:
+    """Read a TOML spec sheet (``[target]`` + ``[hardware.<key>]`` + ``[calibration.<key>]``)."""
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    fields = dict(data.get("target", {}))
+    fields["hardware"] = data.get("hardware", {})
+    fields["calibration"] = data.get("calibration", {})
+    fields.update(overrides)
+    return TargetSpec.model_validate(fields)
+
+
+class CompileOptions(_Model):
+    """Options every target understands, plus ``target_options`` that the target declares."""
+
+    precision: Precision = "exact"
+    devices: int | None = Field(default=None, ge=1, description="GPUs, chips or wafers; None: target picks")
+    max_memory: int | None = Field(default=None, ge=1, description="bytes any one tensor/run may allocate")
+    timeout_s: float | None = Field(default=None, gt=0)
+    target_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class NodeGroup(_Model):
+    """Nodes a target takes together (one fusable group)."""
+
+    nodes: list[str]
+    label: str | None = None
+
+
+class Refusal(_Model):
+    node: str
+    op_type: str
+    reason: str
+
+
+class Capability(_Model):
+    """A target's answer to 'which of these nodes can you run?'."""
+
+    target: str
+    groups: list[NodeGroup] = Field(default_factory=list)
+    refused: list[Refusal] = Field(default_factory=list)
+
+    def supported_nodes(self) -> set[str]:
+        return {n for g in self.groups for n in g.nodes}
+
+
+class KernelReport(_Model):
+    """One unit of the target's program: a GPU kernel, an LPU instruction group, a wafer stage."""
+
+    name: str
+    nodes: list[str] = Field(default_factory=list)
+    op_types: list[str] = Field(default_factory=list)
+    unit: str | None = Field(default=None, description="where it runs: SM, MXM, VXM, region, host ...")
+    flops: float = 0.0
+    bytes: float = 0.0
+    time_s: float = 0.0
+    start_s: float | None = None
+    bound: Literal["compute", "memory", "latency", "interconnect", "other"] | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class MemoryLevel(_Model):
+    level: str = Field(description="HBM, L2, SRAM, host ...")
+    bytes: int
+    capacity: int | None = None
+    per_device: bool = True
+
+
+class NodePlacement(_Model):
+    node: str
+    op_type: str
+    target: str
+    partition: int
+    reason: str | None = Field(default=None, description="why it is not on the requested target")
+
+
+class CompileReport(_Model):
+    """One report schema that every target fills, so results sit side by side."""
+
+    target: str
+    hal_api: str = HAL_API_VERSION
+    plugin_version: str = "0"
+    model: str = ""
+    model_hash: str = ""
+    precision: Precision = "exact"
+    shape_only: bool = False
+    node_count: int = 0
+    kernel_count: int = 0
+    latency_s: float | None = Field(default=None, description="modelled time of one run")
+    throughput_per_s: float | None = Field(default=None, description="runs per second in steady state")
+    tokens_per_s: float | None = None
+    ttft_s: float | None = None
+    memory: list[MemoryLevel] = Field(default_factory=list)
+    peak_memory_bytes: int = 0
+    devices: int = 1
+    energy_j: float | None = None
+    compile_time_s: float = 0.0
+    kernels: list[KernelReport] = Field(default_factory=list)
+    placement: list[NodePlacement] = Field(default_factory=list)
+    transfers_bytes: int = 0
+    details: dict[str, Any] = Field(default_factory=dict, description="target-specific figures")
+
+
+class RunReport(_Model):
+    """What one run did: host wall time of the emulation and the modelled device time."""
+
+    target: str
+    wall_time_s: float
+    modelled_latency_s: float | None = None
+    outputs: list[str] = Field(default_factory=list)
+
+
+SCHEMA_MODELS: dict[str, type[BaseModel]] = {
+    "TargetSpec": TargetSpec,
+    "CompileOptions": CompileOptions,
+    "Capability": Capability,
+    "CompileReport": CompileReport,
+    "RunReport": RunReport,
+}
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of every wire model, by file stem."""
+    return {name: model.model_json_schema() for name, model in SCHEMA_MODELS.items()}
+
+
+def write_schemas(folder: str | Path) -> list[Path]:
+    """Write ``<Model>.schema.json`` files (the committed copies live in specs/schemas/)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in json_schemas().items():
+        p = folder / f"{name}.schema.json"
+        p.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        written.append(p)
+    return written
+
+
+if __name__ == "__main__":  # python -m hal.specs [folder]
+    out = sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).resolve().parent.parent / "specs" / "schemas")
+    for p in write_schemas(out):
+        print(p)
+
+
+def builtin_sheet(filename: str) -> Path:
+    """Path of a spec sheet shipped in specs/targets/ (the ``hal_specs`` data package)."""
+    from importlib import resources
+
+    return Path(str(resources.files("hal_specs").joinpath("targets", filename)))

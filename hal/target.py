@@ -1,0 +1,88 @@
+"""The Target and Executable protocols a plugin implements.
+
+A target answers what it can take (``capability``) before it compiles (``compile``); the
+executable is the target's own program, runs numerically through that program, and reports what
+the hardware would do. ``load`` turns ``Executable.serialize()`` bytes back into an executable
+(the compile cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from hal.graph.ir import Graph
+from hal.specs import Capability, CompileOptions, CompileReport, TargetSpec
+
+
+@runtime_checkable
+class Executable(Protocol):
+    """A compiled program for one target."""
+
+    #: what the hardware would do: latency, memory, devices, energy, per-kernel breakdown
+    report: CompileReport
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Execute the program on validated feeds (name -> array); returns outputs by name.
+
+        Must execute *through the program* (the kernels / schedule / placement the target built),
+        with the target's numeric policy, and must be safe to call from several threads at once.
+        Raises RunError if the program is shape-only (weights not materialised).
+        """
+        ...
+
+    def trace(self) -> list[dict[str, Any]]:
+        """Timeline events of the program in Chrome trace-event form (``ph``, ``name``, ``ts`` and
+        ``dur`` in microseconds, ``pid``, ``tid``, ``args``)."""
+        ...
+
+    def serialize(self) -> bytes:
+        """Bytes that ``Target.load`` turns back into an equivalent executable."""
+        ...
+
+
+@runtime_checkable
+class Target(Protocol):
+    """One accelerator target as a plugin provides it."""
+
+    spec: TargetSpec
+
+    def capability(self, graph: Graph, options: CompileOptions) -> Capability:
+        """Which nodes this target takes (as fusable groups) and, for each node it refuses, why
+        (op, dtype, shape or attribute). Must not compile; must be cheap."""
+        ...
+
+    def compile(self, graph: Graph, options: CompileOptions) -> Executable:
+        """Lower the graph to this target's program. Works without input data and with shape-only
+        weights (the executable then reports but cannot run). Raises UnsupportedOpError for a node
+        it cannot take, ResourceError when the program does not fit, CompileError otherwise."""
+        ...
+
+    def load(self, blob: bytes) -> Executable:
+        """Rebuild an executable from ``Executable.serialize()`` output of the same plugin version."""
+        ...
+
+
+def kernel_capability(graph: Graph, target: str, refuse: Any = None) -> Capability:
+    """The capability of a target that runs every node the kernel registry has a kernel for.
+
+    ``refuse(node, graph)`` may return a reason string to refuse a node the target cannot take
+    (an op, dtype or attribute its hardware lacks). Each node is its own group.
+    """
+    from hal.kernels import lookup
+    from hal.specs import NodeGroup, Refusal
+
+    groups, refused = [], []
+    for n in graph.nodes:
+        reason = None
+        if lookup(n.op_type, n.domain, graph.opset(n.domain)) is None:
+            reason = f"no kernel for {n.op_type} at opset {graph.opset(n.domain)}"
+        elif refuse is not None:
+            reason = refuse(n, graph)
+        if reason:
+            refused.append(Refusal(node=n.name, op_type=n.op_type, reason=reason))
+        else:
+            groups.append(NodeGroup(nodes=[n.name]))
+    return Capability(target=target, groups=groups, refused=refused)
