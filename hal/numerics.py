@@ -123,3 +123,80 @@ def policy(precision: str, native: Policy) -> Policy:
         act = native.storage if native.storage != "fp32" else "bf16"
         return Policy(precision, precision if precision == "fp8" else act, precision, act)
     raise ValueError(f"unknown precision {precision!r}")
+
+
+# -- applying a policy to a program of engine steps --------------------------------------------
+
+#: ops that run on matrix units: (activation input positions, weight input positions, weight out-channel axis)
+MATRIX_OPS: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
+    "MatMul": ((0, 1), (1,), -1),
+    "Gemm": ((0, 1), (1,), -1),
+    "Conv": ((0, 1), (1,), 0),
+    "ConvTranspose": ((0, 1), (1,), 1),
+    "Einsum": ((0, 1), (), 0),
+}
+
+
+def _matrix_call(fn, fmt_in: str, store: str, act_positions: tuple[int, ...], *args, **attrs):
+    args = list(args)
+    for i in act_positions:
+        if i < len(args) and isinstance(args[i], np.ndarray) and args[i].dtype.kind == "f":
+            args[i] = round_to(args[i], fmt_in)
+    out = fn(*args, **attrs)  # numpy accumulates fp32 products of the rounded inputs: fp32 accumulation
+    return _store_value(out, store)
+
+
+def _stored_call(fn, store: str, *args, **attrs):
+    return _store_value(fn(*args, **attrs), store)
+
+
+def _store_value(out, store: str):
+    if store == "fp32":
+        return out
+    if isinstance(out, tuple):
+        return tuple(_store_value(o, store) for o in out)
+    if isinstance(out, np.ndarray) and out.dtype == np.float32:
+        return round_to(out, store)
+    return out
+
+
+def apply_policy(steps: list, initializers: dict, policy: Policy) -> tuple[list, dict]:
+    """Steps and weights that compute the way ``policy`` says; the reference steps when exact.
+
+    Matrix-unit ops get their activation inputs rounded to ``policy.matmul_inputs`` and their
+    weights quantised once, here, to ``policy.matmul_weights`` (per output channel for fp8/int8);
+    every float32 result is stored in ``policy.storage``. Returns (steps, replaced weights).
+    """
+    from dataclasses import replace
+    from functools import partial
+
+    if policy.exact:
+        return steps, {}
+    weights: dict[str, np.ndarray] = {}
+    out = []
+    for s in steps:
+        if s.op_type in MATRIX_OPS:
+            acts, wpos, axis = MATRIX_OPS[s.op_type]
+            act_positions = []
+            for i in acts:
+                name = s.ins[i] if i < len(s.ins) else ""
+                w = initializers.get(name) if name else None
+                if i in wpos and isinstance(w, np.ndarray) and w.dtype.kind == "f":
+                    if name not in weights:
+                        if s.op_type == "Gemm" and s.attrs.get("transB", 0):
+                            axis = 0
+                        weights[name] = _quantize_axis(w, policy.matmul_weights, axis)
+                elif w is None or not isinstance(w, np.ndarray):
+                    act_positions.append(i)
+            out.append(replace(s, fn=partial(_matrix_call, s.fn, policy.matmul_inputs, policy.storage,
+                                             tuple(act_positions))))
+        else:
+            out.append(replace(s, fn=partial(_stored_call, s.fn, policy.storage)))
+    return out, weights
+
+
+def _quantize_axis(w: np.ndarray, fmt: str, axis: int) -> np.ndarray:
+    if fmt not in ("fp8", "int8"):
+        return round_to(w, fmt)
+    q, scale = quantize(w, fmt, axis=axis)
+    return (q.astype(np.float32) * scale).astype(w.dtype)
