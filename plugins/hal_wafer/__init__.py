@@ -1,0 +1,1 @@
+"""The wafer target plugin."""
