@@ -1,0 +1,389 @@
+"""The ``hal`` command: a thin layer over the Python API.
+
+argparse (standard library) parses, rich renders tables: no extra parser dependency, and every
+command is a function of parsed arguments that returns an exit code. Errors print one line
+(``error: ...``) and exit non-zero; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hal.errors import HalError, InputError
+
+EXIT_ERROR = 2
+EXIT_INTERNAL = 3
+
+
+def _console():
+    from rich.console import Console
+
+    probe = Console()
+    # Wide tables stay readable in logs and pipes; a terminal keeps its own width (at least 120).
+    return Console(soft_wrap=False, width=max(120, probe.width) if probe.is_terminal else 160)
+
+
+def _fmt_time(s: float | None) -> str:
+    if s is None:
+        return "—"
+    if s >= 1:
+        return f"{s:.3g} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} µs"
+
+
+def _fmt_bytes(b: float | None) -> str:
+    if b is None:
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(b) < 1024 or unit == "TiB":
+            return f"{b:.3g} {unit}" if unit != "B" else f"{int(b)} B"
+        b /= 1024
+    return str(b)
+
+
+def _fmt_num(x: float | None, unit: str = "") -> str:
+    return "—" if x is None else f"{x:,.4g}{unit}"
+
+
+def _emit_json(dest: str | None, payload: Any) -> None:
+    text = json.dumps(payload, indent=2, default=_json_default)
+    if dest in (None, "-"):
+        print(text)
+    else:
+        from hal.perf.trace import atomic_write
+
+        atomic_write(dest, text + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if hasattr(o, "model_dump"):
+        return o.model_dump(mode="json")
+    return str(o)
+
+
+def _parse_kv(items: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for it in items or []:
+        k, sep, v = it.partition("=")
+        if not sep or not k:
+            raise InputError(f"{what} {it!r} is not NAME=VALUE", where="command line")
+        out[k] = v
+    return out
+
+
+def _parse_options(items: list[str] | None) -> dict[str, Any]:
+    """``--option key=value``: values parsed as JSON when they can be (true, 4, 0.5), else strings."""
+    out: dict[str, Any] = {}
+    for k, v in _parse_kv(items, "--option").items():
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _load_inputs(pairs: list[str] | None, npz: str | None) -> dict[str, np.ndarray] | None:
+    feeds: dict[str, np.ndarray] = {}
+    if npz:
+        try:
+            with np.load(npz, allow_pickle=False) as data:
+                feeds.update({k: data[k] for k in data.files})
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read {npz}: {e}", where="--inputs") from None
+    for name, path in _parse_kv(pairs, "--input").items():
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read {path}: {e}", where=f"--input {name}") from None
+    return feeds or None
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    import hal
+
+    specs = hal.targets()
+    if args.json is not None:
+        _emit_json(args.json, [s.model_dump(mode="json") for s in specs])
+        return 0
+    from rich.table import Table
+
+    t = Table(title="hal targets")
+    for c in ("target", "kind", "vendor", "precisions", "HAL API", "version"):
+        t.add_column(c)
+    for s in specs:
+        t.add_row(s.name, s.kind, s.vendor, ", ".join(s.precisions), s.hal_api, s.version)
+    _console().print(t)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import platform
+    from importlib import metadata
+
+    import hal
+    from hal.plugins import registry
+
+    reg = registry()
+    plugins = [{"plugin": r.name, "distribution": r.distribution, "version": r.version, "hal_api": r.api,
+                "targets": r.targets, "ok": r.ok, "error": str(r.error) if r.error else None}
+               for r in sorted(reg.records.values(), key=lambda r: r.name)]
+    env = {"hal": hal.__version__, "hal_api": hal.HAL_API_VERSION, "python": platform.python_version()}
+    for pkg in ("numpy", "onnx", "ml_dtypes", "pluggy", "pydantic", "onnxruntime"):
+        try:
+            env[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            env[pkg] = None
+    if args.json is not None:
+        _emit_json(args.json, {"environment": env, "plugins": plugins})
+        return 0
+    from rich.table import Table
+
+    con = _console()
+    con.print(" ".join(f"{k} {v}" for k, v in env.items() if v))
+    t = Table(title="plugins (entry-point group hal.plugins)")
+    for c in ("plugin", "distribution", "version", "HAL API", "targets", "status"):
+        t.add_column(c)
+    for p in plugins:
+        t.add_row(p["plugin"], p["distribution"] or "—", p["version"] or "—", p["hal_api"] or "—",
+                  ", ".join(p["targets"]) or "—", "[green]ok[/]" if p["ok"] else f"[red]{p['error']}[/]")
+    con.print(t)
+    n_bad = sum(not p["ok"] for p in plugins)
+    con.print(f"{len(plugins) - n_bad} plugin(s) loaded, {n_bad} failed" + (" — the others work regardless"
+                                                                             if n_bad else ""))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import hal
+    from hal.feeds import random_feeds
+
+    sess = hal.InferenceSession(args.model, target=args.target, precision=args.precision,
+                                fallback=args.fallback, devices=args.devices, **_parse_options(args.option))
+    feeds = _load_inputs(args.input, args.inputs) or {}
+    dims = {k: int(v) for k, v in _parse_kv(args.dim, "--dim").items()}
+    missing = [i.name for i in sess.graph.inputs if i.name not in feeds]
+    if missing:
+        generated = random_feeds(sess.graph, seed=args.seed, dims=dims)
+        feeds.update({k: generated[k] for k in missing})
+    outs = sess.run(None, feeds)
+    names = [o.name for o in sess.get_outputs()]
+    if args.save:
+        import io
+
+        from hal.perf.trace import atomic_write
+
+        buf = io.BytesIO()
+        np.savez(buf, **dict(zip(names, outs)))
+        atomic_write(args.save, buf.getvalue())
+    summary = [{"name": n, "shape": list(np.shape(o)), "dtype": str(getattr(o, "dtype", type(o).__name__)),
+                "mean": float(np.mean(o)) if isinstance(o, np.ndarray) and o.size and o.dtype.kind in "fiu" else None,
+                "first": np.asarray(o).ravel()[:5].tolist() if isinstance(o, np.ndarray) else None}
+               for n, o in zip(names, outs)]
+    r = sess.report
+    if args.json is not None:
+        _emit_json(args.json, {"outputs": summary, "report": r.model_dump(mode="json"),
+                               "run": sess.last_run.model_dump(mode="json") if sess.last_run else None})
+        return 0
+    from rich.table import Table
+
+    con = _console()
+    t = Table(title=f"{args.model} on {args.target} ({args.precision})")
+    for c in ("output", "shape", "dtype", "mean", "first values"):
+        t.add_column(c)
+    for s in summary:
+        t.add_row(s["name"], str(s["shape"]), s["dtype"], _fmt_num(s["mean"]),
+                  ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in (s["first"] or [])))
+    con.print(t)
+    con.print(f"modelled latency {_fmt_time(r.latency_s)} · devices {r.devices} · peak memory "
+              f"{_fmt_bytes(r.peak_memory_bytes)} · {r.kernel_count} kernels for {r.node_count} nodes · "
+              f"compile {_fmt_time(r.compile_time_s)} · host run {_fmt_time(sess.last_run.wall_time_s)}")
+    return 0
+
+
+def _print_compare(rep, title: str) -> None:
+    from rich.table import Table
+
+    t = Table(title=title)
+    for c in ("target", "status", "max abs err", "max rel err", "cosine", "latency", "throughput",
+              "peak memory", "devices", "energy", "compile", "kernels/nodes", "placement"):
+        t.add_column(c, overflow="fold")
+    for r in rep.results:
+        worst = max(r.outputs, key=lambda o: o.max_rel, default=None)
+        ok = all(o.within_tolerance for o in r.outputs)
+        status = {"ok": "[green]ok[/]" if ok else "[yellow]ok (off)[/]", "fell back": "[yellow]fell back[/]",
+                  "refused": "[red]refused[/]", "error": "[red]error[/]"}[r.status]
+        t.add_row(r.target, status,
+                  _fmt_num(worst.max_abs) if worst else "—", _fmt_num(worst.max_rel) if worst else "—",
+                  f"{worst.cosine:.6f}" if worst else "—", _fmt_time(r.latency_s),
+                  _fmt_num(r.throughput_per_s, "/s"), _fmt_bytes(r.peak_memory_bytes),
+                  _fmt_num(r.devices), _fmt_num(r.energy_j, " J"), _fmt_time(r.compile_time_s),
+                  f"{r.kernel_count}/{r.node_count}" if r.kernel_count is not None else "—",
+                  ", ".join(f"{k}:{v}" for k, v in r.placement.items()) or (r.reason or "—")[:80])
+    con = _console()
+    con.print(t)
+    for r in rep.results:
+        if r.reason and r.status in ("refused", "error", "fell back"):
+            con.print(f"[bold]{r.target}[/]: {r.reason}")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from hal.compare import compare
+
+    dims = {k: int(v) for k, v in _parse_kv(args.dim, "--dim").items()}
+    rep = compare(args.model, args.targets, precision=args.precision, inputs=_load_inputs(None, args.inputs),
+                  fallback=args.fallback, dims=dims, seed=args.seed)
+    if args.json is not None:
+        _emit_json(args.json, rep.model_dump(mode="json"))
+        if args.json in ("-",):
+            return 0
+    _print_compare(rep, f"{args.model}: every target vs the cpu reference ({args.precision})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.model, args.targets, args.inputs, args.fallback, args.dim, args.seed = (
+        "zoo:tiny-gpt", "all", None, "allow", None, 0)
+    return cmd_compare(args)
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from hal.estimate import estimate
+
+    ests = estimate(args.model, args.target, phase=args.phase, batch=args.batch, context=args.context,
+                    prompt=args.prompt, devices=args.devices, precision=args.precision,
+                    **_parse_options(args.option))
+    if args.json is not None:
+        payload = [e.model_dump(mode="json") for e in ests]
+        _emit_json(args.json, payload[0] if len(payload) == 1 else payload)
+        return 0 if any(e.status == "ok" for e in ests) else EXIT_ERROR
+    from rich.table import Table
+
+    t = Table(title=f"estimate: {args.model} ({args.phase}, batch {args.batch}, "
+                    + (f"context {args.context}" if args.phase == "decode" else f"prompt {args.prompt}")
+                    + f", precision {args.precision})")
+    for c in ("target", "status", "latency", "tokens/s per user", "TTFT", "devices", "memory/device",
+              "energy", "compile"):
+        t.add_column(c, overflow="fold")
+    for e in ests:
+        t.add_row(e.target, e.status if e.status == "ok" else f"[red]{e.status}[/]", _fmt_time(e.latency_s),
+                  _fmt_num(e.tokens_per_s), _fmt_time(e.ttft_s), _fmt_num(e.devices), _fmt_bytes(e.memory_bytes),
+                  _fmt_num(e.energy_j, " J"), _fmt_time(e.compile_time_s))
+    con = _console()
+    con.print(t)
+    for e in ests:
+        if e.error:
+            con.print(f"[bold]{e.target}[/]: {e.error}")
+    return 0 if any(e.status == "ok" for e in ests) else EXIT_ERROR
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="print JSON to stdout, or write it to FILE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hal", description="One ONNX model, every accelerator.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("targets", help="list installed targets")
+    _json_flag(p)
+    p.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("doctor", help="plugins found, their versions and failures")
+    _json_flag(p)
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("run", help="run a model on one target")
+    p.add_argument("model", help="path to .onnx or zoo:NAME")
+    p.add_argument("--target", "-t", default="cpu")
+    p.add_argument("--precision", default="exact")
+    p.add_argument("--fallback", default="error", choices=["error", "warn", "allow"])
+    p.add_argument("--devices", type=int, default=None)
+    p.add_argument("--input", "-i", action="append", metavar="NAME=FILE.npy", help="an input from a .npy file")
+    p.add_argument("--inputs", metavar="FEEDS.npz", help="inputs from an .npz file")
+    p.add_argument("--dim", action="append", metavar="NAME=N", help="fix a dynamic dimension for random inputs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="a target-specific option")
+    p.add_argument("--save", metavar="OUT.npz", help="write the outputs")
+    _json_flag(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="run a model on several targets, side by side against cpu")
+    p.add_argument("model")
+    p.add_argument("--targets", default="all", help="all, or a,b,c")
+    p.add_argument("--precision", default="exact")
+    p.add_argument("--inputs", metavar="FEEDS.npz")
+    p.add_argument("--fallback", default="error", choices=["error", "warn", "allow"])
+    p.add_argument("--dim", action="append", metavar="NAME=N")
+    p.add_argument("--seed", type=int, default=0)
+    _json_flag(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("demo", help="zoo:tiny-gpt on every installed target, one table")
+    p.add_argument("--precision", default="exact")
+    _json_flag(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("estimate", help="compile-only latency / tokens/s / devices / memory")
+    p.add_argument("model", help="path to .onnx or zoo:NAME (shape-only LLMs welcome)")
+    p.add_argument("--target", "-t", default="all", help="all, one target, or a,b")
+    p.add_argument("--phase", default="decode", choices=["decode", "prefill"])
+    p.add_argument("--context", type=int, default=1024, help="KV positions already cached (decode)")
+    p.add_argument("--prompt", type=int, default=512, help="prompt length (prefill)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--devices", type=int, default=None, help="GPUs, LPU chips or wafers (default: fewest that fit)")
+    p.add_argument("--precision", default="native")
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE")
+    _json_flag(p)
+    p.set_defaults(func=cmd_estimate)
+
+    try:
+        from hal.conformance import command as conformance_command
+    except ImportError:
+        conformance_command = None
+    if conformance_command is not None and hasattr(conformance_command, "register"):
+        conformance_command.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HalError as e:
+        if args.debug:
+            raise
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # the CLI never shows a traceback unless asked
+        if args.debug:
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback, and report it)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

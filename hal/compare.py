@@ -1,0 +1,149 @@
+"""Side by side: one model on several targets, every output checked against the cpu reference."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from hal.errors import HalError, ResourceError, UnsupportedOpError
+from hal.feeds import random_feeds
+from hal.graph.ir import Graph
+from hal.graph.load import ModelLike, load
+from hal.plugins import registry
+from hal.session import REFERENCE_TARGET, FallbackWarning, InferenceSession
+from hal.specs import MemoryLevel
+
+#: relative tolerance per precision under which a target "agrees" with the reference
+TOLERANCE = {"exact": 1e-4, "fp32": 1e-4, "tf32": 5e-3, "native": 3e-2, "bf16": 3e-2, "fp16": 1e-2,
+             "fp8": 1.5e-1, "int8": 1e-1}
+
+
+class OutputDiff(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    shape: list[int]
+    max_abs: float
+    max_rel: float = Field(description="max |a-b| / max |reference|")
+    cosine: float
+    within_tolerance: bool
+
+
+class TargetResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    status: Literal["ok", "fell back", "refused", "error"]
+    reason: str | None = None
+    precision: str
+    outputs: list[OutputDiff] = Field(default_factory=list)
+    latency_s: float | None = None
+    throughput_per_s: float | None = None
+    tokens_per_s: float | None = None
+    peak_memory_bytes: int | None = None
+    memory: list[MemoryLevel] = Field(default_factory=list)
+    devices: int | None = None
+    energy_j: float | None = None
+    compile_time_s: float | None = None
+    host_run_time_s: float | None = None
+    kernel_count: int | None = None
+    node_count: int | None = None
+    placement: dict[str, int] = Field(default_factory=dict, description="nodes per target")
+
+
+class CompareReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    precision: str
+    reference: str = REFERENCE_TARGET
+    tolerance: float
+    inputs: dict[str, list[int]]
+    results: list[TargetResult]
+
+
+def diff(name: str, got: np.ndarray, ref: np.ndarray, tol: float) -> OutputDiff:
+    a = np.asarray(got, dtype=np.float64)
+    b = np.asarray(ref, dtype=np.float64)
+    if a.shape != b.shape:
+        return OutputDiff(name=name, shape=list(a.shape), max_abs=float("inf"), max_rel=float("inf"),
+                          cosine=0.0, within_tolerance=False)
+    finite = np.isfinite(a) & np.isfinite(b)
+    same_nonfinite = bool(np.all((a == b) | finite | (np.isnan(a) & np.isnan(b))))
+    d = np.abs(a[finite] - b[finite])
+    max_abs = float(d.max()) if d.size else 0.0
+    scale = float(np.abs(b[finite]).max()) if d.size else 0.0
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+    na, nb = float(np.linalg.norm(a[finite])), float(np.linalg.norm(b[finite]))
+    cosine = float(np.dot(a[finite].ravel(), b[finite].ravel()) / (na * nb)) if na > 0 and nb > 0 else \
+        (1.0 if na == nb else 0.0)
+    return OutputDiff(name=name, shape=list(a.shape), max_abs=max_abs, max_rel=max_rel, cosine=cosine,
+                      within_tolerance=same_nonfinite and max_rel <= tol)
+
+
+def compare_targets(target: str) -> list[str]:
+    if target == "all":
+        return sorted(registry().targets, key=lambda t: (t != REFERENCE_TARGET, t))
+    names = [t.strip() for t in target.split(",") if t.strip()]
+    return ([REFERENCE_TARGET] if REFERENCE_TARGET not in names else []) + names
+
+
+def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
+            inputs: Mapping[str, np.ndarray] | None = None, fallback: str = "error",
+            dims: Mapping[str, int] | None = None, seed: int = 0, **target_options: Any) -> CompareReport:
+    """Compile and run ``model`` on each target; diff every output against the cpu reference."""
+    graph: Graph = load(model)
+    feeds = dict(inputs) if inputs is not None else random_feeds(graph, seed=seed, dims=dims)
+    tol = TOLERANCE.get(precision, 3e-2)
+    ref = InferenceSession(graph_copy(model), target=REFERENCE_TARGET)
+    ref_out = ref.run(None, feeds)
+    out_names = [o.name for o in ref.get_outputs()]
+    results = []
+    for name in compare_targets(targets):
+        prec = "exact" if name == REFERENCE_TARGET else precision
+        res = TargetResult(target=name, status="ok", precision=prec)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", FallbackWarning)
+                sess = ref if name == REFERENCE_TARGET else InferenceSession(
+                    graph_copy(model), target=name, precision=prec, fallback=fallback, **target_options)
+            t0 = time.perf_counter()
+            got = sess.run(None, feeds)
+            res.host_run_time_s = time.perf_counter() - t0
+        except (UnsupportedOpError, ResourceError) as e:
+            res.status, res.reason = "refused", str(e)
+            results.append(res)
+            continue
+        except HalError as e:
+            res.status, res.reason = "error", str(e)
+            results.append(res)
+            continue
+        r = sess.report
+        res.placement = dict(Counter(p.target for p in r.placement))
+        if len(res.placement) > 1:
+            res.status = "fell back"
+            res.reason = "; ".join(str(w.message) for w in caught) or \
+                f"{r.details.get('fallback_nodes', 0)} node(s) ran on {REFERENCE_TARGET}"
+        res.outputs = [diff(n, g, e, tol) for n, g, e in zip(out_names, got, ref_out)]
+        res.latency_s, res.throughput_per_s, res.tokens_per_s = r.latency_s, r.throughput_per_s, r.tokens_per_s
+        res.peak_memory_bytes, res.memory, res.devices = r.peak_memory_bytes, r.memory, r.devices
+        res.energy_j, res.compile_time_s = r.energy_j, r.compile_time_s
+        res.kernel_count, res.node_count = r.kernel_count, r.node_count
+        results.append(res)
+    return CompareReport(model=str(model) if not isinstance(model, bytes) else "<bytes>", precision=precision,
+                         tolerance=tol, inputs={k: list(np.shape(v)) for k, v in feeds.items()}, results=results)
+
+
+def graph_copy(model: ModelLike) -> ModelLike:
+    """Each session optimises its graph in place, so sessions get a fresh load of paths/protos."""
+    if isinstance(model, Graph):
+        import copy
+
+        return copy.deepcopy(model)
+    return model

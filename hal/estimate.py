@@ -1,0 +1,101 @@
+"""Compile-only estimates: latency, tokens/s, time to first token, devices and memory per target.
+
+Works on shape-only models (the zoo's LLMs): nothing is run, no weight is allocated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hal.errors import HalError
+from hal.graph.load import ModelLike
+from hal.plugins import registry
+from hal.session import REFERENCE_TARGET, compile
+from hal.specs import MemoryLevel
+
+Phase = Literal["decode", "prefill"]
+
+
+class Estimate(BaseModel):
+    """One target's estimate for one model configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    model: str
+    status: Literal["ok", "refused", "error"] = "ok"
+    error: str | None = None
+    phase: Phase | None = None
+    batch: int | None = None
+    context: int | None = None
+    prompt: int | None = None
+    precision: str
+    latency_s: float | None = None
+    tokens_per_s: float | None = Field(default=None, description="per user, decode: batch / latency / batch")
+    tokens_per_s_total: float | None = None
+    ttft_s: float | None = Field(default=None, description="prefill: time to first token")
+    throughput_per_s: float | None = None
+    devices: int | None = None
+    memory_bytes: int | None = Field(default=None, description="peak memory per device")
+    memory: list[MemoryLevel] = Field(default_factory=list)
+    energy_j: float | None = None
+    compile_time_s: float | None = None
+    kernel_count: int | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+def zoo_params_for(model: ModelLike, phase: str, batch: int, context: int, prompt: int) -> dict[str, Any]:
+    """The LLM parameters when ``model`` names a shape-only zoo model; {} otherwise."""
+    if isinstance(model, str) and model.startswith("zoo:"):
+        from hal.zoo import list_models
+
+        entry = next((e for e in list_models() if e.name == model[4:]), None)
+        if entry is not None and entry.kind == "shape-only":
+            return {"phase": phase, "batch": batch, "context": context, "prompt": prompt}
+    return {}
+
+
+def estimate_targets(target: str) -> list[str]:
+    """``all`` means every installed accelerator target (the reference cpu models no hardware)."""
+    if target != "all":
+        return [t.strip() for t in target.split(",") if t.strip()]
+    return sorted(t for t in registry().targets if t != REFERENCE_TARGET)
+
+
+def estimate(model: ModelLike, target: str = "all", *, phase: Phase = "decode", batch: int = 1,
+             context: int = 1024, prompt: int = 512, devices: int | None = None, precision: str = "native",
+             **target_options: Any) -> list[Estimate]:
+    """Compile ``model`` on each target named (``all``, one, or ``a,b``) and collect the estimates.
+
+    A target that refuses the model or cannot fit it gets status ``refused`` / ``error`` with the
+    reason, and the other targets still report.
+    """
+    zp = zoo_params_for(model, phase, batch, context, prompt)
+    out = []
+    for name in estimate_targets(target):
+        prec = precision
+        base = dict(target=name, model=str(model) if not isinstance(model, bytes) else "<bytes>",
+                    phase=phase if zp else None, batch=batch if zp else None,
+                    context=context if zp and phase == "decode" else None,
+                    prompt=prompt if zp and phase == "prefill" else None, precision=prec)
+        try:
+            exe = compile(model, target=name, precision=prec, devices=devices, zoo_params=zp, **target_options)
+        except HalError as e:
+            from hal.errors import ResourceError, UnsupportedOpError
+
+            status = "refused" if isinstance(e, (UnsupportedOpError, ResourceError)) else "error"
+            out.append(Estimate(**base, status=status, error=str(e)))
+            continue
+        r = exe.report
+        per_device = max((m.bytes for m in r.memory if m.per_device), default=r.peak_memory_bytes)
+        tps = r.tokens_per_s
+        b = batch if zp else 1
+        out.append(Estimate(
+            **base, latency_s=r.latency_s, tokens_per_s=(tps / b if tps is not None else None),
+            tokens_per_s_total=tps, ttft_s=r.ttft_s, throughput_per_s=r.throughput_per_s, devices=r.devices,
+            memory_bytes=per_device, memory=r.memory, energy_j=r.energy_j, compile_time_s=r.compile_time_s,
+            kernel_count=r.kernel_count,
+            details={k: v for k, v in r.details.items() if isinstance(v, (int, float, str, bool))}))
+    return out

@@ -1,0 +1,65 @@
+"""Seeded inputs of a model's declared shapes, for commands that run a model without user data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from hal.errors import InputError
+from hal.graph.ir import Graph, TensorInfo
+
+
+def _index_bound(graph: Graph, name: str) -> int | None:
+    """If ``name`` indexes a Gather, the size of the gathered axis (so random ids stay in range)."""
+    for n in graph.nodes:
+        if n.op_type == "Gather" and len(n.inputs) > 1 and n.inputs[1] == name:
+            data = graph.initializers.get(n.inputs[0])
+            shape = data.shape if data is not None else (graph.values.get(n.inputs[0]) or TensorInfo("")).shape
+            axis = n.attrs.get("axis", 0)
+            if shape and isinstance(shape[axis], int):
+                return int(shape[axis])
+    return None
+
+
+def resolve_shape(t: TensorInfo, dims: Mapping[str, int]) -> tuple[int, ...]:
+    if t.shape is None:
+        raise InputError(f"input {t.name!r} has no declared shape", where="random inputs",
+                         hint="pass the input explicitly")
+    out = []
+    for d in t.shape:
+        if isinstance(d, int):
+            out.append(d)
+        elif isinstance(d, str) and d in dims:
+            out.append(int(dims[d]))
+        elif d is None or isinstance(d, str):
+            out.append(int(dims.get("*", 1)))
+    return tuple(out)
+
+
+def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+    """One seeded array per graph input: normal floats, in-range ids for Gather indices, ones for
+    masks; dynamic dimensions from ``dims`` (by name, ``"*"`` for any), else 1."""
+    rng = np.random.default_rng(seed)
+    dims = dims or {}
+    feeds = {}
+    for t in graph.inputs:
+        if t.kind != "tensor" or t.dtype is None:
+            raise InputError(f"input {t.name!r} is a {t.kind}; hal cannot invent it", where="random inputs",
+                             hint="pass it with --input / --inputs")
+        shape = resolve_shape(t, dims)
+        dt = t.dtype
+        if dt.kind == "f" or dt.name in ("bfloat16",) or "float8" in dt.name:
+            feeds[t.name] = rng.standard_normal(shape).astype(np.float32).astype(dt)
+        elif dt.kind in "iu":
+            if "mask" in t.name.lower():
+                feeds[t.name] = np.ones(shape, dtype=dt)
+            else:
+                hi = _index_bound(graph, t.name) or 2
+                feeds[t.name] = rng.integers(0, hi, size=shape).astype(dt)
+        elif dt.kind == "b":
+            feeds[t.name] = np.ones(shape, dtype=bool)
+        else:
+            raise InputError(f"input {t.name!r} has dtype {dt}; hal cannot invent it", where="random inputs",
+                             hint="pass it with --input / --inputs")
+    return feeds
