@@ -18,6 +18,8 @@ from hal.errors import (
     RunError,
     UnsupportedOpError,
 )
+from hal.compare import compare
+from hal.estimate import estimate
 from hal.hookspecs import hookimpl
 from hal.plugins import targets
 from hal.session import FallbackWarning, InferenceSession, compile
@@ -37,7 +39,9 @@ __all__ = [
     "ResourceError",
     "RunError",
     "UnsupportedOpError",
+    "compare",
     "compile",
+    "estimate",
     "hookimpl",
     "targets",
 ]

@@ -265,7 +265,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
     ests = estimate(args.model, args.target, phase=args.phase, batch=args.batch, context=args.context,
                     prompt=args.prompt, devices=args.devices, precision=args.precision,
-                    **_parse_options(args.option))
+                    **_parse_options(args.option)).estimates
     if args.json is not None:
         payload = [e.model_dump(mode="json") for e in ests]
         _emit_json(args.json, payload[0] if len(payload) == 1 else payload)

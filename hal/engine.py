@@ -43,6 +43,8 @@ class Subgraph:
         self._program: Program | None = None
         self.input_names = [i.name for i in proto.input]
         self.output_names = [o.name for o in proto.output]
+        #: every name the body reads, nested bodies included (outer names among them)
+        self.reads = _graph_reads(proto)
 
     def _compile(self) -> Program:
         if self._program is None:
@@ -53,8 +55,7 @@ class Subgraph:
             g = from_proto(model, where=f"subgraph {self.proto.name!r}", check=False, infer_shapes=False)
             # Names the body reads but neither defines nor receives come from the enclosing scope.
             defined = {i.name for i in g.inputs} | set(g.initializers) | {o for n in g.nodes for o in n.outputs}
-            free = sorted({i for n in g.nodes for i in n.inputs if i and i not in defined}
-                          | {o.name for o in g.outputs if o.name not in defined})
+            free = sorted(n for n in self.reads if n not in defined)
             self._program = Program(g, steps_for_nodes(g, g.nodes), extra_inputs=free)
         return self._program
 
@@ -63,6 +64,26 @@ class Subgraph:
         feeds = dict(zip(self.input_names, inputs))
         outer = {n: scope[n] for n in prog.extra_inputs if scope is not None and n in scope}
         return prog.run_list(feeds, outer)
+
+
+def _graph_reads(g: onnx.GraphProto) -> set[str]:
+    reads = {o.name for o in g.output}
+    for n in g.node:
+        reads.update(i for i in n.input if i)
+        for a in n.attribute:
+            for sg in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                reads |= _graph_reads(sg)
+    return reads
+
+
+def _implicit_reads(step: Step) -> set[str]:
+    """Names a step's subgraph attributes read from the enclosing scope (they keep those values alive)."""
+    out: set[str] = set()
+    for v in step.attrs.values():
+        for sg in v if isinstance(v, list) else [v]:
+            if isinstance(sg, Subgraph):
+                out |= sg.reads
+    return out
 
 
 class _Scope(Mapping[str, Any]):
@@ -165,6 +186,9 @@ class Program:
         for idx, s in enumerate(self.steps):
             for n in s.ins:
                 if n:
+                    last_use[slots[n]] = idx
+            for n in _implicit_reads(s):
+                if n in slots:
                     last_use[slots[n]] = idx
             for n in s.outs:
                 if n and slots[n] not in last_use:

@@ -46,6 +46,19 @@ class Estimate(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class EstimateReport(BaseModel):
+    """Estimates of one model configuration across targets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    precision: str
+    estimates: list[Estimate]
+
+    def by_target(self) -> dict[str, Estimate]:
+        return {e.target: e for e in self.estimates}
+
+
 def zoo_params_for(model: ModelLike, phase: str, batch: int, context: int, prompt: int) -> dict[str, Any]:
     """The LLM parameters when ``model`` names a shape-only zoo model; {} otherwise."""
     if isinstance(model, str) and model.startswith("zoo:"):
@@ -66,7 +79,7 @@ def estimate_targets(target: str) -> list[str]:
 
 def estimate(model: ModelLike, target: str = "all", *, phase: Phase = "decode", batch: int = 1,
              context: int = 1024, prompt: int = 512, devices: int | None = None, precision: str = "native",
-             **target_options: Any) -> list[Estimate]:
+             **target_options: Any) -> EstimateReport:
     """Compile ``model`` on each target named (``all``, one, or ``a,b``) and collect the estimates.
 
     A target that refuses the model or cannot fit it gets status ``refused`` / ``error`` with the
@@ -98,4 +111,5 @@ def estimate(model: ModelLike, target: str = "all", *, phase: Phase = "decode", 
             memory_bytes=per_device, memory=r.memory, energy_j=r.energy_j, compile_time_s=r.compile_time_s,
             kernel_count=r.kernel_count,
             details={k: v for k, v in r.details.items() if isinstance(v, (int, float, str, bool))}))
-    return out
+    return EstimateReport(model=str(model) if not isinstance(model, bytes) else "<bytes>", precision=precision,
+                          estimates=out)

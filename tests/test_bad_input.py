@@ -1,0 +1,159 @@
+"""Bad input gets a clear HalError subclass saying what, where and what to do — never a crash."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import hal
+
+
+def _relu_model(opset: int = 17) -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="r")], "g", [x], [y])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+# -- models -------------------------------------------------------------------------------------
+
+def test_missing_file_is_a_model_error_naming_it(tmp_path):
+    with pytest.raises(hal.ModelError, match="nope.onnx: no such file"):
+        hal.InferenceSession(str(tmp_path / "nope.onnx"))
+
+
+def test_truncated_file_is_a_model_error(tmp_path):
+    from hal.zoo import build
+
+    data = build("tiny-cnn").SerializeToString()
+    p = tmp_path / "cut.onnx"
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(hal.ModelError) as ei:
+        hal.InferenceSession(str(p))
+    assert str(p) in str(ei.value)
+
+
+def test_random_bytes_are_a_model_error(tmp_path):
+    p = tmp_path / "noise.onnx"
+    p.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(hal.ModelError, match="noise.onnx"):
+        hal.InferenceSession(str(p))
+
+
+def test_empty_file_is_a_model_error(tmp_path):
+    p = tmp_path / "empty.onnx"
+    p.write_bytes(b"")
+    with pytest.raises(hal.ModelError, match="empty"):
+        hal.InferenceSession(str(p))
+
+
+def test_valid_protobuf_that_is_not_a_model_is_a_model_error():
+    meta_only = onnx.ModelProto(ir_version=8, producer_name="not-a-model")
+    with pytest.raises(hal.ModelError, match="no graph"):
+        hal.InferenceSession(meta_only.SerializeToString())
+
+
+def test_checker_failure_is_a_model_error_with_the_checkers_message():
+    m = _relu_model()
+    m.graph.node[0].input[0] = "undefined_tensor"
+    with pytest.raises(hal.ModelError, match=r"onnx\.checker.*undefined_tensor"):
+        hal.InferenceSession(m)
+
+
+def test_unknown_op_is_unsupported_naming_node_op_opset_and_targets():
+    m = _relu_model()
+    m.graph.node[0].op_type = "FrobnicateX"
+    m.graph.node[0].domain = "com.example"
+    m.opset_import.append(helper.make_opsetid("com.example", 1))
+    with pytest.raises(hal.UnsupportedOpError) as ei:
+        hal.InferenceSession(m)
+    msg = str(ei.value)
+    assert "r (FrobnicateX)" in msg and "opset 1" in msg and "runs on:" in msg
+
+
+# -- feeds --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sess():
+    return hal.InferenceSession(_relu_model())
+
+
+def test_missing_feed_lists_what_the_model_expects(sess):
+    with pytest.raises(hal.InputError, match=r"missing x.*expects: x: float32\[2, 3\]"):
+        sess.run(None, {})
+
+
+def test_extra_feed_is_named(sess):
+    with pytest.raises(hal.InputError, match="unexpected zzz"):
+        sess.run(None, {"x": np.zeros((2, 3), np.float32), "zzz": np.zeros(1)})
+
+
+def test_wrong_dtype_says_how_to_cast(sess):
+    with pytest.raises(hal.InputError, match=r"dtype float64, expected float32.*astype"):
+        sess.run(None, {"x": np.zeros((2, 3))})
+
+
+def test_wrong_rank_and_shape_are_input_errors(sess):
+    with pytest.raises(hal.InputError, match="rank 1"):
+        sess.run(None, {"x": np.zeros(6, np.float32)})
+    with pytest.raises(hal.InputError, match="dimension 1 must be 3"):
+        sess.run(None, {"x": np.zeros((2, 4), np.float32)})
+
+
+def test_non_array_feed_and_non_dict_feeds_are_input_errors(sess):
+    with pytest.raises(hal.InputError, match="not a numpy array"):
+        sess.run(None, {"x": [[0.0] * 3] * 2})
+    with pytest.raises(hal.InputError, match="must be a dict"):
+        sess.run(None, [np.zeros((2, 3), np.float32)])
+
+
+def test_unknown_output_name_is_an_input_error(sess):
+    with pytest.raises(hal.InputError, match="unknown output"):
+        sess.run(["nope"], {"x": np.zeros((2, 3), np.float32)})
+
+
+def test_bad_options_are_compile_errors():
+    with pytest.raises(hal.CompileError, match="precision"):
+        hal.InferenceSession(_relu_model(), precision="fp4")
+    with pytest.raises(hal.CompileError, match="does not offer precision 'bf16'"):
+        hal.InferenceSession(_relu_model(), precision="bf16")
+    with pytest.raises(hal.CompileError, match="unknown option"):
+        hal.InferenceSession(_relu_model(), warp_speed=True)
+    with pytest.raises(hal.HalError, match="no target named 'tpu'.*installed targets: .*cpu"):
+        hal.InferenceSession(_relu_model(), target="tpu")
+
+
+def test_shape_only_model_refuses_to_run_with_a_clear_error():
+    sess = hal.InferenceSession("zoo:llama-2-7b", zoo_params={"context": 8})
+    feeds = {i.name: np.zeros([d for d in i.shape], dtype=i.dtype) for i in sess.get_inputs()}
+    with pytest.raises(hal.RunError, match="shape only"):
+        sess.run(None, feeds)
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+
+def _hal(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hal.cli", *args], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ))
+
+
+def test_cli_prints_one_line_and_exits_non_zero_without_traceback(tmp_path):
+    p = tmp_path / "bad.onnx"
+    p.write_bytes(b"not a model")
+    res = _hal("run", str(p))
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: ModelError:")
+    assert "Traceback" not in res.stderr
+
+
+def test_cli_debug_shows_the_traceback(tmp_path):
+    p = tmp_path / "bad.onnx"
+    p.write_bytes(b"not a model")
+    res = _hal("--debug", "run", str(p))
+    assert res.returncode != 0 and "Traceback" in res.stderr

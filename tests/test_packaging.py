@@ -1,0 +1,48 @@
+"""A built wheel carries everything: the core, the built-in plugins, spec sheets and entry points."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                          "-q", "-w", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    (whl,) = out.glob("hal_sdk-*.whl")
+    return whl
+
+
+def test_wheel_contains_plugins_sheets_and_entry_points(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    for must in ("hal/session.py", "hal_cpu/plugin.py", "hal_specs/targets/cpu.toml",
+                 "hal_specs/schemas/CompileReport.schema.json"):
+        assert must in names, must
+    ep = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(ep).decode()
+    assert "[hal.plugins]" in text and "cpu = hal_cpu.plugin" in text and "[pytest11]" in text
+
+
+def test_hal_runs_from_the_installed_wheel(wheel, tmp_path):
+    site = tmp_path / "site"
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                          str(wheel)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    code = ("import json, hal, numpy as np; s = hal.InferenceSession('zoo:tiny-cnn');"
+            "y = s.run(None, {'image': np.zeros((1,3,32,32), np.float32)})[0];"
+            "print(json.dumps({'file': hal.__file__, 'targets': [t.name for t in hal.targets()], 'shape': y.shape}))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["file"].startswith(str(site)) and "cpu" in out["targets"] and out["shape"] == [1, 10]
