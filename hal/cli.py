@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from hal.errors import HalError, InputError
+from hal.render import fmt_bytes, fmt_num, fmt_time
 
 EXIT_ERROR = 2
 EXIT_INTERNAL = 3
@@ -27,30 +28,6 @@ def _console():
     probe = Console()
     # Wide tables stay readable in logs and pipes; a terminal keeps its own width (at least 120).
     return Console(soft_wrap=False, width=max(120, probe.width) if probe.is_terminal else 160)
-
-
-def _fmt_time(s: float | None) -> str:
-    if s is None:
-        return "—"
-    if s >= 1:
-        return f"{s:.3g} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.3g} ms"
-    return f"{s * 1e6:.3g} µs"
-
-
-def _fmt_bytes(b: float | None) -> str:
-    if b is None:
-        return "—"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(b) < 1024 or unit == "TiB":
-            return f"{b:.3g} {unit}" if unit != "B" else f"{int(b)} B"
-        b /= 1024
-    return str(b)
-
-
-def _fmt_num(x: float | None, unit: str = "") -> str:
-    return "—" if x is None else f"{x:,.4g}{unit}"
 
 
 def _emit_json(dest: str | None, payload: Any) -> None:
@@ -205,63 +182,159 @@ def cmd_run(args: argparse.Namespace) -> int:
     for c in ("output", "shape", "dtype", "mean", "first values"):
         t.add_column(c)
     for s in summary:
-        t.add_row(s["name"], str(s["shape"]), s["dtype"], _fmt_num(s["mean"]),
+        t.add_row(s["name"], str(s["shape"]), s["dtype"], fmt_num(s["mean"]),
                   ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in (s["first"] or [])))
     con.print(t)
-    con.print(f"modelled latency {_fmt_time(r.latency_s)} · devices {r.devices} · peak memory "
-              f"{_fmt_bytes(r.peak_memory_bytes)} · {r.kernel_count} kernels for {r.node_count} nodes · "
-              f"compile {_fmt_time(r.compile_time_s)} · host run {_fmt_time(sess.last_run.wall_time_s)}")
+    con.print(f"modelled latency {fmt_time(r.latency_s)} · devices {r.devices} · peak memory "
+              f"{fmt_bytes(r.peak_memory_bytes)} · {r.kernel_count} kernels for {r.node_count} nodes · "
+              f"compile {fmt_time(r.compile_time_s)} · host run {fmt_time(sess.last_run.wall_time_s)}")
     return 0
 
 
 def _print_compare(rep, title: str) -> None:
     from rich.table import Table
 
+    from hal.render import COLUMNS, notes, row
+
     t = Table(title=title)
-    for c in ("target", "status", "max abs err", "max rel err", "cosine", "latency", "throughput",
-              "peak memory", "devices", "energy", "compile", "kernels/nodes", "placement"):
+    for c in COLUMNS:
         t.add_column(c, overflow="fold")
+    style = {"ok": "green", "fell back": "yellow", "refused": "red", "error": "red"}
     for r in rep.results:
-        worst = max(r.outputs, key=lambda o: o.max_rel, default=None)
-        ok = all(o.within_tolerance for o in r.outputs)
-        status = {"ok": "[green]ok[/]" if ok else "[yellow]ok (off)[/]", "fell back": "[yellow]fell back[/]",
-                  "refused": "[red]refused[/]", "error": "[red]error[/]"}[r.status]
-        t.add_row(r.target, status,
-                  _fmt_num(worst.max_abs) if worst else "—", _fmt_num(worst.max_rel) if worst else "—",
-                  f"{worst.cosine:.6f}" if worst else "—", _fmt_time(r.latency_s),
-                  _fmt_num(r.throughput_per_s, "/s"), _fmt_bytes(r.peak_memory_bytes),
-                  _fmt_num(r.devices), _fmt_num(r.energy_j, " J"), _fmt_time(r.compile_time_s),
-                  f"{r.kernel_count}/{r.node_count}" if r.kernel_count is not None else "—",
-                  ", ".join(f"{k}:{v}" for k, v in r.placement.items()) or (r.reason or "—")[:80])
+        cells = row(r)
+        colour = "yellow" if "beyond" in cells[1] else style[r.status]
+        cells[1] = f"[{colour}]{cells[1]}[/]"
+        t.add_row(*cells)
     con = _console()
     con.print(t)
-    for r in rep.results:
-        if r.reason and r.status in ("refused", "error", "fell back"):
-            con.print(f"[bold]{r.target}[/]: {r.reason}")
+    for line in notes(rep):
+        con.print(line, markup=False)
+
+
+def _progress(enabled: bool):
+    """A rich status line on a terminal (quiet under --json or when not a TTY)."""
+    import contextlib
+
+    if not enabled or not sys.stderr.isatty():
+        return contextlib.nullcontext(None)
+    from rich.console import Console
+
+    return Console(stderr=True).status("compiling")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from hal.compare import compare
 
     dims = {k: int(v) for k, v in _parse_kv(args.dim, "--dim").items()}
-    rep = compare(args.model, args.targets, precision=args.precision, inputs=_load_inputs(None, args.inputs),
-                  fallback=args.fallback, dims=dims, seed=args.seed)
+    with _progress(args.json is None) as status:
+        def tick(target: str) -> None:
+            if status is not None:
+                status.update(f"compiling and running on {target}")
+
+        rep = compare(args.model, args.targets, precision=args.precision, inputs=_load_inputs(None, args.inputs),
+                      fallback=args.fallback, dims=dims, seed=args.seed, bisect=args.bisect, progress=tick)
+    pictures = {}
+    if args.html:
+        pictures = _pictures(rep, Path(args.html).with_suffix(""))
+    from hal import render
+
+    if args.markdown:
+        render.write(args.markdown, render.to_markdown(rep))
+    if args.html:
+        render.write(args.html, render.to_html(rep, pictures))
     if args.json is not None:
         _emit_json(args.json, rep.model_dump(mode="json"))
-        if args.json in ("-",):
+        if args.json == "-":
             return 0
     _print_compare(rep, f"{args.model}: every target vs the cpu reference ({args.precision})")
+    return 0
+
+
+def _pictures(rep, stem: Path) -> dict[str, Path]:
+    """One profile picture per target that ran (skipped, with a note, when matplotlib is missing)."""
+    from hal.plots import PlotUnavailable, profile_picture
+    from hal.plugins import get_target
+
+    out = {}
+    for r in rep.results:
+        sess = rep.session(r.target)
+        if sess is None or r.target == "cpu":
+            continue
+        spec = get_target(r.target).spec
+        try:
+            out[r.target] = profile_picture(spec.kind, sess.report, sess.trace(), spec,
+                                            f"{stem}.{r.target}.png", routes=_routes(sess))
+        except PlotUnavailable as e:
+            print(f"note: {e}", file=sys.stderr)
+            break
+    return out
+
+
+def _routes(sess) -> list:
+    exe = sess._parts[0].executable if len(sess._parts) == 1 else None
+    placement = getattr(exe, "placement", None)
+    routes = getattr(placement, "routes", None) if placement is not None else None
+    if routes is None:
+        return []
+    return [r if isinstance(r, dict) else {"src": getattr(r, "src", None), "dst": getattr(r, "dst", None)}
+            for r in routes]
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    import hal
+    from hal.feeds import random_feeds
+    from hal.perf.trace import write_chrome_trace
+    from hal.plugins import get_target
+
+    spec = get_target(args.target).spec
+    sess = hal.InferenceSession(args.model, target=args.target, precision=args.precision, fallback=args.fallback,
+                                devices=args.devices, **_parse_options(args.option))
+    ran = False
+    if not sess.graph.shape_only and args.run:
+        sess.run(None, random_feeds(sess.graph, seed=0))
+        ran = True
+    events = sess.trace()
+    written = {}
+    if args.trace:
+        written["trace"] = str(write_chrome_trace(events, args.trace, {"target": args.target, "model": args.model}))
+    if args.plot:
+        from hal.plots import profile_picture
+
+        written["plot"] = str(profile_picture(spec.kind, sess.report, events, spec, args.plot, routes=_routes(sess)))
+    r = sess.report
+    summary = {"target": args.target, "model": args.model, "ran": ran, "latency_s": r.latency_s,
+               "kernels": r.kernel_count, "nodes": r.node_count, "events": len(events), "written": written}
+    if args.json is not None:
+        _emit_json(args.json, {**summary, "report": r.model_dump(mode="json")})
+        return 0
+    from rich.table import Table
+
+    t = Table(title=f"{args.model} on {args.target}: the {min(args.top, len(r.kernels))} longest of "
+                    f"{r.kernel_count} program units")
+    for c in ("unit of program", "ops", "where", "time", "FLOPs", "bytes", "bound"):
+        t.add_column(c, overflow="fold")
+    for k in sorted(r.kernels, key=lambda k: -k.time_s)[: args.top]:
+        t.add_row(k.name, ",".join(dict.fromkeys(k.op_types)), k.unit or "—", fmt_time(k.time_s),
+                  fmt_num(k.flops), fmt_bytes(k.bytes), k.bound or "—")
+    con = _console()
+    con.print(t)
+    con.print(f"modelled latency {fmt_time(r.latency_s)} · {len(events)} trace events"
+              + "".join(f" · {k}: {v}" for k, v in written.items()))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     args.model, args.targets, args.inputs, args.fallback, args.dim, args.seed = (
         "zoo:tiny-gpt", "all", None, "allow", None, 0)
+    args.bisect, args.markdown, args.html = False, None, None
     return cmd_compare(args)
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     from hal.estimate import estimate
+
+    if args.sweep:
+        return _estimate_sweep(args)
 
     ests = estimate(args.model, args.target, phase=args.phase, batch=args.batch, context=args.context,
                     prompt=args.prompt, devices=args.devices, precision=args.precision,
@@ -279,15 +352,59 @@ def cmd_estimate(args: argparse.Namespace) -> int:
               "energy", "compile"):
         t.add_column(c, overflow="fold")
     for e in ests:
-        t.add_row(e.target, e.status if e.status == "ok" else f"[red]{e.status}[/]", _fmt_time(e.latency_s),
-                  _fmt_num(e.tokens_per_s), _fmt_time(e.ttft_s), _fmt_num(e.devices), _fmt_bytes(e.memory_bytes),
-                  _fmt_num(e.energy_j, " J"), _fmt_time(e.compile_time_s))
+        t.add_row(e.target, e.status if e.status == "ok" else f"[red]{e.status}[/]", fmt_time(e.latency_s),
+                  fmt_num(e.tokens_per_s), fmt_time(e.ttft_s), fmt_num(e.devices), fmt_bytes(e.memory_bytes),
+                  fmt_num(e.energy_j, " J"), fmt_time(e.compile_time_s))
     con = _console()
     con.print(t)
     for e in ests:
         if e.error:
             con.print(f"[bold]{e.target}[/]: {e.error}")
     return 0 if any(e.status == "ok" for e in ests) else EXIT_ERROR
+
+
+def _estimate_sweep(args: argparse.Namespace) -> int:
+    from hal.estimate import estimate
+
+    key, sep, values = args.sweep.partition("=")
+    if not sep or key not in ("batch", "context", "prompt"):
+        raise InputError(f"--sweep {args.sweep!r} must be batch=1,2,4 or context=... or prompt=...",
+                         where="command line")
+    xs = [int(v) for v in values.split(",") if v.strip()]
+    rows = []
+    with _progress(args.json is None) as status:
+        for x in xs:
+            if status is not None:
+                status.update(f"estimating {key}={x}")
+            params = {"batch": args.batch, "context": args.context, "prompt": args.prompt, key: x}
+            rep = estimate(args.model, args.target, phase=args.phase, devices=args.devices, precision=args.precision,
+                           **params, **_parse_options(args.option))
+            rows.append((x, rep.estimates))
+    metric = "tokens_per_s_total" if args.phase == "decode" and key == "batch" else \
+        ("tokens_per_s" if args.phase == "decode" else "ttft_s")
+    targets = list(dict.fromkeys(e.target for _, ests in rows for e in ests))
+    series = {t: [next((getattr(e, metric) for e in ests if e.target == t and e.status == "ok"), None)
+                  for _, ests in rows] for t in targets}
+    if args.plot:
+        from hal.plots import sweep_plot
+
+        ylabel = {"tokens_per_s_total": "tokens/s (all users)", "tokens_per_s": "tokens/s per user",
+                  "ttft_s": "time to first token (s)"}[metric]
+        sweep_plot(xs, series, key, ylabel, f"{args.model}: {ylabel} vs {key} ({args.phase})", args.plot)
+    if args.json is not None:
+        _emit_json(args.json, {"sweep": key, "values": xs, "metric": metric, "series": series,
+                               "estimates": [[e.model_dump(mode="json") for e in ests] for _, ests in rows]})
+        return 0
+    from rich.table import Table
+
+    t = Table(title=f"{args.model}: {metric} vs {key} ({args.phase}, precision {args.precision})")
+    t.add_column(key)
+    for name in targets:
+        t.add_column(name)
+    for i, x in enumerate(xs):
+        t.add_row(str(x), *[fmt_num(series[name][i]) for name in targets])
+    _console().print(t)
+    return 0
 
 
 # -- parser -----------------------------------------------------------------------------------
@@ -334,8 +451,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fallback", default="error", choices=["error", "warn", "allow"])
     p.add_argument("--dim", action="append", metavar="NAME=N")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bisect", action="store_true", help="find the first diverging node of a disagreeing output")
+    p.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
+    p.add_argument("--html", metavar="FILE", help="write an HTML report with the table and pictures")
     _json_flag(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("profile", help="a target's program as a Chrome trace and a picture")
+    p.add_argument("model")
+    p.add_argument("--target", "-t", required=True)
+    p.add_argument("--precision", default="exact")
+    p.add_argument("--fallback", default="error", choices=["error", "warn", "allow"])
+    p.add_argument("--devices", type=int, default=None)
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE")
+    p.add_argument("--trace", metavar="OUT.json", help="Chrome/Perfetto trace of the program")
+    p.add_argument("--plot", metavar="OUT.png", help="timeline + roofline (gpu), slice Gantt (lpu), placement (wafer)")
+    p.add_argument("--top", type=int, default=15, help="rows in the table of longest program units")
+    p.add_argument("--no-run", dest="run", action="store_false", help="compile only")
+    _json_flag(p)
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("demo", help="zoo:tiny-gpt on every installed target, one table")
     p.add_argument("--precision", default="exact")
@@ -352,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=None, help="GPUs, LPU chips or wafers (default: fewest that fit)")
     p.add_argument("--precision", default="native")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE")
+    p.add_argument("--sweep", metavar="KEY=V1,V2,...", help="sweep batch, context or prompt")
+    p.add_argument("--plot", metavar="OUT.png", help="with --sweep: plot the metric per target")
     _json_flag(p)
     p.set_defaults(func=cmd_estimate)
 

@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from hal.bisect import BisectResult
 from hal.errors import HalError, ResourceError, UnsupportedOpError
 from hal.feeds import random_feeds
 from hal.graph.ir import Graph
@@ -66,6 +67,13 @@ class CompareReport(BaseModel):
     tolerance: float
     inputs: dict[str, list[int]]
     results: list[TargetResult]
+    bisect: list[BisectResult] = Field(default_factory=list, description="first diverging node per disagreeing target")
+    _sessions: dict[str, InferenceSession] = PrivateAttr(default_factory=dict)
+    _feeds: dict[str, np.ndarray] = PrivateAttr(default_factory=dict)
+
+    def session(self, target: str) -> InferenceSession | None:
+        """The compiled session of a target that ran (kept for profiles and pictures)."""
+        return self._sessions.get(target)
 
 
 def diff(name: str, got: np.ndarray, ref: np.ndarray, tol: float) -> OutputDiff:
@@ -96,7 +104,8 @@ def compare_targets(target: str) -> list[str]:
 
 def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
             inputs: Mapping[str, np.ndarray] | None = None, fallback: str = "error",
-            dims: Mapping[str, int] | None = None, seed: int = 0, **target_options: Any) -> CompareReport:
+            dims: Mapping[str, int] | None = None, seed: int = 0, bisect: bool = False,
+            progress: Any = None, **target_options: Any) -> CompareReport:
     """Compile and run ``model`` on each target; diff every output against the cpu reference."""
     graph: Graph = load(model)
     feeds = dict(inputs) if inputs is not None else random_feeds(graph, seed=seed, dims=dims)
@@ -105,7 +114,10 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
     ref_out = ref.run(None, feeds)
     out_names = [o.name for o in ref.get_outputs()]
     results = []
+    sessions: dict[str, InferenceSession] = {}
     for name in compare_targets(targets):
+        if progress is not None:
+            progress(name)
         prec = "exact" if name == REFERENCE_TARGET else precision
         res = TargetResult(target=name, status="ok", precision=prec)
         try:
@@ -136,8 +148,19 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
         res.energy_j, res.compile_time_s = r.energy_j, r.compile_time_s
         res.kernel_count, res.node_count = r.kernel_count, r.node_count
         results.append(res)
-    return CompareReport(model=str(model) if not isinstance(model, bytes) else "<bytes>", precision=precision,
-                         tolerance=tol, inputs={k: list(np.shape(v)) for k, v in feeds.items()}, results=results)
+        sessions[name] = sess
+    rep = CompareReport(model=str(model) if not isinstance(model, bytes) else "<bytes>", precision=precision,
+                        tolerance=tol, inputs={k: list(np.shape(v)) for k, v in feeds.items()}, results=results)
+    rep._sessions, rep._feeds = sessions, feeds
+    if bisect:
+        from hal.bisect import bisect as bisect_one
+
+        for res in results:
+            bad = [o.name for o in res.outputs if not o.within_tolerance]
+            if res.target != REFERENCE_TARGET and bad:
+                rep.bisect.append(bisect_one(graph_copy(model), res.target, feeds, output=bad[0],
+                                             precision=res.precision, tolerance=tol, **target_options))
+    return rep
 
 
 def graph_copy(model: ModelLike) -> ModelLike:

@@ -24,7 +24,7 @@ from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
 from hal.perf.opcount import tensor_bytes
 from hal.plugins import get_target, registry
-from hal.specs import CompileOptions, CompileReport, NodePlacement, RunReport
+from hal.specs import CompileOptions, CompileReport, NodePlacement, Refusal, RunReport
 from hal.target import Executable, Target
 
 REFERENCE_TARGET = "cpu"
@@ -158,13 +158,11 @@ class InferenceSession:
         unclaimed = [n.name for n in graph.nodes if n.name not in refused and n.name not in cap.supported_nodes()]
         for n in unclaimed:  # a node the target neither takes nor refuses is refused, with that reason
             node = next(x for x in graph.nodes if x.name == n)
-            from hal.specs import Refusal
-
             refused[n] = Refusal(node=n, op_type=node.op_type, reason="not claimed by the target's capability")
         if refused and (self.fallback == "error" or tgt.spec.name == REFERENCE_TARGET):
             others = _supporting_targets(graph, set(refused), tgt.spec.name)
-            lines = [f"{r.node} ({r.op_type}): {r.reason}; runs on: {', '.join(others[r.node]) or 'no installed target'}"
-                     for r in refused.values()]
+            lines = [f"{r.node} ({r.op_type}): {r.reason}; "
+                     f"runs on: {', '.join(others[r.node]) or 'no installed target'}" for r in refused.values()]
             raise UnsupportedOpError(
                 f"target {tgt.spec.name!r} refuses {len(refused)} node(s): " + "; ".join(lines[:10])
                 + (f"; … and {len(lines) - 10} more" if len(lines) > 10 else ""),

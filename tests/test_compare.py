@@ -1,0 +1,128 @@
+"""hal compare / bisect / profile / estimate sweep: the model team's side-by-side view."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from dataclasses import replace
+from functools import partial
+
+import jsonschema
+import numpy as np
+import pytest
+
+import hal
+from hal import plugins
+from hal.engine import Program, steps_for_nodes
+from hal.specs import CompileReport, TargetSpec
+from hal.target import kernel_capability
+
+CORRUPT_OP = "Softmax"
+
+
+def _add_bias(fn, *args, **attrs):
+    return fn(*args, **attrs) + np.float32(1e-2)
+
+
+class _CorruptExecutable:
+    def __init__(self, program, report):
+        self.program, self.report = program, report
+
+    def run(self, feeds):
+        return self.program.run(feeds)
+
+    def trace(self):
+        return []
+
+    def serialize(self):
+        return pickle.dumps(self)
+
+
+class _CorruptsFirstSoftmax:
+    """A fixture target whose program is the reference one except the first Softmax, off by 1e-2."""
+
+    spec = TargetSpec(name="corrupt-one", vendor="test", kind="other")
+
+    def capability(self, graph, options):
+        return kernel_capability(graph, self.spec.name)
+
+    def compile(self, graph, options):
+        steps = steps_for_nodes(graph, graph.nodes)
+        idx = next(i for i, s in enumerate(steps) if s.op_type == CORRUPT_OP)
+        steps[idx] = replace(steps[idx], fn=partial(_add_bias, steps[idx].fn))
+        return _CorruptExecutable(Program(graph, steps),
+                                  CompileReport(target=self.spec.name, node_count=len(graph.nodes),
+                                                kernel_count=len(steps)))
+
+    def load(self, blob):
+        return pickle.loads(blob)
+
+
+class _Plugin:
+    HAL_API_VERSION = "1.0"
+
+    @hal.hookimpl
+    def hal_targets(self):
+        return [_CorruptsFirstSoftmax()]
+
+
+@pytest.fixture
+def corrupt_target():
+    plugins.register(_Plugin(), "corrupt-plugin")
+    yield "corrupt-one"
+    plugins.unregister("corrupt-plugin")
+
+
+def test_bisect_names_exactly_the_corrupted_node(corrupt_target):
+    rep = hal.compare("zoo:tiny-gpt", corrupt_target, bisect=True)
+    bad = next(r for r in rep.results if r.target == corrupt_target)
+    assert not all(o.within_tolerance for o in bad.outputs)
+    (b,) = rep.bisect
+    graph = hal.InferenceSession("zoo:tiny-gpt").graph
+    first_softmax = next(n.name for n in graph.nodes if n.op_type == CORRUPT_OP)
+    assert b.found and b.node == first_softmax and b.op_type == CORRUPT_OP
+    assert b.inputs_max_rel <= b.tolerance < b.max_rel
+    assert b.path[0].node == first_softmax and b.path[-1].tensor == "logits"
+
+
+def test_compare_reference_agrees_with_itself_and_report_validates():
+    from hal.compare import CompareReport
+
+    rep = hal.compare("zoo:tiny-cnn", "cpu")
+    (r,) = rep.results
+    assert r.status == "ok" and all(o.max_abs == 0 and o.within_tolerance for o in r.outputs)
+    jsonschema.validate(rep.model_dump(mode="json"), CompareReport.model_json_schema())
+
+
+def _hal(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hal.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_compare_writes_json_markdown_and_html(tmp_path):
+    res = _hal("compare", "zoo:tiny-gpt", "--targets", "all", "--json", str(tmp_path / "c.json"),
+               "--markdown", str(tmp_path / "c.md"), "--html", str(tmp_path / "c.html"))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert {r["target"] for r in doc["results"]} >= {"cpu"}
+    md = (tmp_path / "c.md").read_text()
+    assert md.count("\n| ") >= 2 and "max rel err" in md
+    page = (tmp_path / "c.html").read_text()
+    assert "<table id='results'>" in page and page.count("<tr>") == 1 + len(doc["results"])
+
+
+def test_profile_writes_a_valid_chrome_trace(tmp_path):
+    res = _hal("profile", "zoo:tiny-cnn", "--target", "cpu", "--trace", str(tmp_path / "t.json"), "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "t.json").read_text())
+    assert doc["traceEvents"] and all({"ph", "name", "ts", "dur", "pid", "tid"} <= set(e) for e in doc["traceEvents"])
+
+
+def test_estimate_sweep_reports_a_series_per_target():
+    res = _hal("estimate", "zoo:llama-2-7b", "--target", "cpu", "--precision", "exact", "--sweep",
+               "context=128,256", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["values"] == [128, 256] and set(doc["series"]) == {"cpu"}
+    assert len(doc["estimates"]) == 2
