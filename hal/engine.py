@@ -128,8 +128,9 @@ def kernel_step(node: Node, graph: Graph) -> Step:
         raise UnsupportedOpError(f"no kernel for {dom}{node.op_type} at opset {opset}", where=f"node {node.name!r}",
                                  nodes=[(node.name, node.op_type, "no kernel")],
                                  hint="register one through the hal_kernels hook, or pick a target that has it")
-    return Step(kdef.fn, list(node.inputs), list(node.outputs), _convert_graph_attrs(node, graph.opsets),
-                node.name, node.op_type, opset if kdef.context else None)
+    attrs = kdef.static_attrs(_convert_graph_attrs(node, graph.opsets), node.outputs)
+    return Step(kdef.fn, list(node.inputs), list(node.outputs), attrs, node.name, node.op_type,
+                opset if kdef.context else None)
 
 
 def steps_for_nodes(graph: Graph, nodes: Iterable[Node]) -> list[Step]:

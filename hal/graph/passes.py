@@ -45,7 +45,8 @@ def fold_constants(graph: Graph) -> Graph:
                     kdef = lookup(n.op_type, n.domain, graph.opset(n.domain))
                     if kdef is not None and not kdef.context:
                         try:
-                            res = kdef.fn(*[inits[i] if i else None for i in n.inputs], **n.attrs)
+                            res = kdef.fn(*[inits[i] if i else None for i in n.inputs],
+                                          **kdef.static_attrs(n.attrs, n.outputs))
                         except Exception:  # leave it for run time, where errors name the node
                             res = None
                         if res is not None:

@@ -18,7 +18,9 @@ Calling convention, shared by every target's executor:
   a ``list`` of arrays for a sequence value, ``None`` for an absent optional;
 * outputs carry exactly the dtype ONNX specifies; 0-d results are 0-d arrays, not numpy scalars;
 * a kernel registered with ``context=True`` also receives ``_ctx`` (a ``KernelContext``) with the
-  model's opset and, for control flow, the enclosing scope.
+  model's opset and, for control flow, the enclosing scope;
+* a kernel registered with ``output_count=True`` also receives ``_n_outputs``: how many outputs the
+  node asks for (trailing omitted ones not counted) — Split divides by it, MaxPool skips Indices.
 
 Lookup picks the newest registration whose ``since`` is <= the model's opset for that domain.
 """
@@ -40,6 +42,16 @@ class KernelDef:
     since: int
     fn: KernelFn
     context: bool = False
+    output_count: bool = False
+
+    def static_attrs(self, attrs: dict[str, Any], outputs: list[str]) -> dict[str, Any]:
+        """The keyword arguments a call gets besides the inputs (attributes + declared extras)."""
+        if not self.output_count:
+            return attrs
+        n = len(outputs)
+        while n and not outputs[n - 1]:
+            n -= 1
+        return {**attrs, "_n_outputs": n}
 
 
 @dataclass
@@ -65,12 +77,12 @@ def register(defn: KernelDef) -> None:
     bisect.insort(defs, defn, key=lambda d: d.since)
 
 
-def kernel(op_type: str, *, since: int = 1, domain: str = "", context: bool = False
+def kernel(op_type: str, *, since: int = 1, domain: str = "", context: bool = False, output_count: bool = False
            ) -> Callable[[KernelFn], KernelFn]:
     """Decorator registering ``fn`` as the kernel of ``op_type`` from opset ``since`` on."""
 
     def deco(fn: KernelFn) -> KernelFn:
-        register(KernelDef(op_type, domain, since, fn, context))
+        register(KernelDef(op_type, domain, since, fn, context, output_count))
         return fn
 
     return deco
