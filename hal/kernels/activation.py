@@ -1,0 +1,269 @@
+"""Activation kernels: the Relu family, sigmoid-like gates, Gelu, and Softmax / LogSoftmax / Hardmax.
+
+Pointwise activations compute in the input dtype, except ml_dtypes floats (bfloat16, ...), which
+run in float32: numpy does not keep Python-float attributes weak against them. The softmax family
+computes float16 / bfloat16 in float32 and rounds once at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from hal.kernels.elementwise import erf_array
+from hal.kernels.registry import kernel
+
+Array = np.ndarray
+
+
+def _arr(x: object) -> Array:
+    return x if isinstance(x, np.ndarray) else np.asarray(x)
+
+
+def _widened(fn: Callable[..., Array]) -> Callable[..., Array]:
+    """Run ``fn`` in float32 for ml_dtypes inputs (``x * alpha`` would silently promote them)."""
+
+    @functools.wraps(fn)
+    def run(x: Array, *args: Array, **attrs: object) -> Array:
+        if x.dtype.kind != "V":
+            return fn(x, *args, **attrs)
+        wide = [a.astype(np.float32) if a.dtype.kind == "V" else a for a in args]
+        return fn(x.astype(np.float32), *wide, **attrs).astype(x.dtype)
+
+    return run
+
+
+def _legacy(op: str, since: int, fn: Callable[..., Array]) -> None:
+    """Register ``fn`` for the opset-1 form, which also carried ``consumed_inputs``."""
+
+    def legacy(*args, consumed_inputs=None, **attrs):
+        return fn(*args, **attrs)
+
+    legacy.__name__ = f"{fn.__name__}_legacy"
+    kernel(op, since=since)(legacy)
+
+
+# ---- Relu family --------------------------------------------------------------------------------
+
+@kernel("Relu", since=6)
+def relu(x: Array) -> Array:
+    return _arr(np.maximum(x, 0))
+
+
+@kernel("LeakyRelu", since=6)
+@_widened
+def leaky_relu(x: Array, alpha: float = 0.01) -> Array:
+    if 0.0 <= alpha <= 1.0:  # then x * alpha lies between 0 and x, and the max picks the right branch
+        return _arr(np.maximum(x, x * alpha))
+    return _arr(np.where(x < 0, x * alpha, x))
+
+
+@kernel("PRelu", since=7)
+@_widened
+def prelu(x: Array, slope: Array) -> Array:
+    return _arr(np.where(x < 0, x * slope, x)).astype(x.dtype, copy=False)
+
+
+@kernel("ThresholdedRelu", since=10)
+@_widened
+def thresholded_relu(x: Array, alpha: float = 1.0) -> Array:
+    return _arr(np.where(x > alpha, x, 0)).astype(x.dtype, copy=False)
+
+
+@kernel("Elu", since=6)
+@_widened
+def elu(x: Array, alpha: float = 1.0) -> Array:
+    return _arr(np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))))
+
+
+@kernel("Selu", since=6)
+@_widened
+def selu(x: Array, alpha: float = 1.67326319217681884765625, gamma: float = 1.05070102214813232421875
+         ) -> Array:
+    neg = (alpha * gamma) * np.expm1(np.minimum(x, 0))
+    return _arr(np.where(x > 0, x * gamma, neg))
+
+
+@kernel("Celu", since=12)
+@_widened
+def celu(x: Array, alpha: float = 1.0) -> Array:
+    neg = alpha * np.expm1(np.minimum(x, 0) / alpha)
+    return _arr(np.where(x > 0, x, neg)).astype(x.dtype, copy=False)
+
+
+for _op, _fn in (("Relu", relu), ("LeakyRelu", leaky_relu), ("PRelu", prelu), ("Elu", elu), ("Selu", selu)):
+    _legacy(_op, 1, _fn)
+
+
+@kernel("Shrink", since=9)
+@_widened
+def shrink(x: Array, bias: float = 0.0, lambd: float = 0.5) -> Array:
+    out = np.where(x < -lambd, x + bias, np.where(x > lambd, x - bias, 0))
+    return _arr(out).astype(x.dtype, copy=False)
+
+
+# ---- smooth gates -------------------------------------------------------------------------------
+
+def _sigmoid(x: Array) -> Array:
+    # exp(-x) overflows to inf for very negative x and 1 / (1 + inf) is the right 0
+    with np.errstate(over="ignore"):
+        e = _arr(np.exp(np.negative(x)))
+    e += 1
+    return np.reciprocal(e, out=e)
+
+
+@kernel("Sigmoid", since=6)
+@_widened
+def sigmoid(x: Array) -> Array:
+    return _arr(_sigmoid(x))
+
+
+_legacy("Sigmoid", 1, sigmoid)
+
+
+@kernel("Tanh", since=6)
+def tanh(x: Array) -> Array:
+    return _arr(np.tanh(x))
+
+
+_legacy("Tanh", 1, tanh)
+
+
+@kernel("HardSigmoid", since=6)
+@_widened
+def hard_sigmoid(x: Array, alpha: float = 0.2, beta: float = 0.5) -> Array:
+    y = _arr(x * alpha)
+    y += beta
+    return _arr(np.clip(y, 0, 1, out=y))
+
+
+_legacy("HardSigmoid", 1, hard_sigmoid)
+
+
+@kernel("HardSwish", since=14)
+@_widened
+def hard_swish(x: Array) -> Array:
+    return _arr(x * hard_sigmoid(x, alpha=1.0 / 6.0, beta=0.5))
+
+
+@kernel("Softplus", since=1)
+@_widened
+def softplus(x: Array) -> Array:
+    return _arr(np.logaddexp(x, 0))
+
+
+@kernel("Softsign", since=1)
+@_widened
+def softsign(x: Array) -> Array:
+    d = _arr(np.abs(x))
+    d += 1
+    return _arr(np.divide(x, d, out=d))
+
+
+@kernel("Mish", since=18)
+@_widened
+def mish(x: Array) -> Array:
+    return _arr(x * np.tanh(np.logaddexp(x, 0)))
+
+
+@kernel("Swish", since=24)
+@_widened
+def swish(x: Array, alpha: float = 1.0) -> Array:
+    return _arr(x * _sigmoid(x * alpha if alpha != 1.0 else x))
+
+
+@kernel("SwiGLU", since=28)
+@_widened
+def swiglu(a: Array, b: Array, alpha: float = 1.0) -> Array:
+    if a.shape != b.shape:
+        raise ValueError(f"SwiGLU needs A and B of one shape (no broadcasting), got {a.shape} and {b.shape}")
+    y = swish(a, alpha=alpha)
+    y *= b
+    return y
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_SQRT_HALF = math.sqrt(0.5)
+
+
+@kernel("Gelu", since=20)
+@_widened
+def gelu(x: Array, approximate: str = "none") -> Array:
+    if approximate == "tanh":
+        inner = _arr(x * x)
+        inner *= 0.044715
+        inner += 1
+        inner *= x
+        inner *= _SQRT_2_OVER_PI
+        g = np.tanh(inner, out=inner)
+    elif approximate == "none":
+        g = erf_array(x * _SQRT_HALF)
+    else:
+        raise ValueError(f"Gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+    g += 1
+    g *= x
+    g *= 0.5
+    return _arr(g)
+
+
+# ---- softmax family -----------------------------------------------------------------------------
+
+def _wide(x: Array) -> Array:
+    """Low-precision floats are computed in float32 and rounded once at the end."""
+    return x.astype(np.float32) if x.dtype.itemsize < 4 else x
+
+
+def _softmax(x: Array, axis: int) -> Array:
+    if x.size == 0:
+        return x.copy()
+    w = _wide(x)
+    e = np.subtract(w, np.max(w, axis=axis, keepdims=True))
+    np.exp(e, out=e)
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return e.astype(x.dtype, copy=False)
+
+
+def _log_softmax(x: Array, axis: int) -> Array:
+    if x.size == 0:
+        return x.copy()
+    w = _wide(x)
+    d = np.subtract(w, np.max(w, axis=axis, keepdims=True))
+    d -= np.log(np.sum(np.exp(d), axis=axis, keepdims=True))
+    return d.astype(x.dtype, copy=False)
+
+
+def _hardmax(x: Array, axis: int) -> Array:
+    y = np.zeros_like(x)
+    if x.size:
+        np.put_along_axis(y, np.argmax(x, axis=axis, keepdims=True), 1, axis=axis)
+    return y
+
+
+def _coerced_2d(fn: Callable[[Array, int], Array]) -> Callable[..., Array]:
+    """Opset < 13: the input is flattened to 2-D at ``axis`` and the op runs along the rows."""
+
+    def run(x: Array, axis: int = 1) -> Array:
+        if x.ndim == 0:
+            return _arr(fn(x.reshape(1, 1), 1).reshape(()))
+        axis = axis % x.ndim
+        rows = math.prod(x.shape[:axis])
+        return fn(x.reshape(rows, -1), 1).reshape(x.shape)
+
+    return run
+
+
+def _along_axis(fn: Callable[[Array, int], Array]) -> Callable[..., Array]:
+    def run(x: Array, axis: int = -1) -> Array:
+        return _arr(fn(x, axis))
+
+    return run
+
+
+for _op, _fn in (("Softmax", _softmax), ("LogSoftmax", _log_softmax), ("Hardmax", _hardmax)):
+    _old, _new = _coerced_2d(_fn), _along_axis(_fn)
+    _old.__name__, _new.__name__ = f"{_fn.__name__[1:]}_2d", _fn.__name__[1:]
+    kernel(_op, since=1)(_old)
+    kernel(_op, since=13)(_new)

@@ -1,0 +1,315 @@
+"""Elementwise math kernels: arithmetic, unary math, variadic Max/Min/Sum/Mean, Clip, bit ops, Det.
+
+Every kernel computes in its input dtype (numpy 2 keeps Python scalars weak), and returns arrays,
+never numpy scalars. Erf has no numpy ufunc; it is evaluated from fitted polynomials (see erf_array).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from hal.kernels.registry import kernel
+
+Array = np.ndarray
+
+
+def _arr(x: object) -> Array:
+    """numpy ufuncs on 0-d inputs return scalars; kernels return 0-d arrays."""
+    return x if isinstance(x, np.ndarray) else np.asarray(x)
+
+
+def legacy_broadcast(a: Array, b: Array, broadcast: int = 0, axis: int | None = None) -> Array:
+    """Opset < 7 binary ops: with ``broadcast=1`` and ``axis``, ``b`` lines up with ``a`` from ``axis``."""
+    if broadcast and axis is not None and b.ndim:
+        axis = axis % a.ndim
+        b = b.reshape(b.shape + (1,) * (a.ndim - axis - b.ndim))
+    return b
+
+
+def _register_binary(op: str, fn: Callable[[Array, Array], Array], modern: int) -> None:
+    """``op`` with numpy broadcasting from ``modern`` on, and the legacy attribute form before it."""
+
+    def legacy(a, b, broadcast=0, axis=None, consumed_inputs=None):
+        return fn(a, legacy_broadcast(a, b, broadcast, axis))
+
+    legacy.__name__ = f"{op.lower()}_legacy"
+    kernel(op, since=1)(legacy)
+    kernel(op, since=modern)(fn)
+
+
+def _register_unary(op: str, since: int, fn: Callable[[Array], Array]) -> None:
+    """A unary op; opset-1 forms carried a ``consumed_inputs`` attribute that means nothing here."""
+
+    def unary(x, consumed_inputs=None):
+        return _arr(fn(x))
+
+    unary.__name__ = op.lower()
+    kernel(op, since=since)(unary)
+
+
+# ---- arithmetic ---------------------------------------------------------------------------------
+
+def add(a: Array, b: Array) -> Array:
+    return _arr(np.add(a, b))
+
+
+def sub(a: Array, b: Array) -> Array:
+    return _arr(np.subtract(a, b))
+
+
+def mul(a: Array, b: Array) -> Array:
+    return _arr(np.multiply(a, b))
+
+
+def div(a: Array, b: Array) -> Array:
+    if a.dtype.kind in "iu":
+        # ONNX integer division truncates toward zero (C semantics), numpy floors.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = np.floor_divide(a, b)
+            if a.dtype.kind == "i":
+                fix = (np.remainder(a, b) != 0) & ((a < 0) != (b < 0))
+                q = q + fix.astype(q.dtype)
+        return _arr(q)
+    return _arr(np.divide(a, b))
+
+
+for _op, _fn in (("Add", add), ("Sub", sub), ("Mul", mul), ("Div", div)):
+    _register_binary(_op, _fn, 7)
+
+
+@kernel("Pow", since=1)
+def pow_legacy(x, y, broadcast=0, axis=None):
+    return pow_(x, legacy_broadcast(x, y, broadcast, axis))
+
+
+@kernel("Pow", since=7)
+def pow_(x: Array, y: Array) -> Array:
+    with np.errstate(all="ignore"):
+        r = np.power(x, y)
+    return _arr(r).astype(x.dtype, copy=False)
+
+
+@kernel("Mod", since=10)
+def mod(a: Array, b: Array, fmod: int = 0) -> Array:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _arr(np.fmod(a, b) if fmod else np.mod(a, b))
+
+
+# ---- unary math ---------------------------------------------------------------------------------
+
+def _erf_fit(small_degree: int, big_degree: int, top: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Chebyshev fits against math.erf, as monomials on [-1, 1], for the two pieces of erf_array."""
+    cheb = np.polynomial.chebyshev
+    n = 400
+    u = np.cos(np.pi * (np.arange(n) + 0.5) / n)
+    x_small = np.sqrt((u + 1.0) / 2.0)  # |x| <= 1: erf(x) / x, in s = 2 x^2 - 1
+    small = [math.erf(v) / v if v > 0 else 2.0 / math.sqrt(math.pi) for v in x_small]
+    x_big = 1.0 + (u + 1.0) * ((top - 1.0) / 2.0)  # 1 <= |x| <= top: erfc(x) * exp(x^2), in u
+    big = [math.erfc(v) * math.exp(v * v) for v in x_big]
+    return (cheb.cheb2poly(cheb.chebfit(u, small, small_degree)),
+            cheb.cheb2poly(cheb.chebfit(u, big, big_degree)), top)
+
+
+# float64 needs ~1e-15 and erf reaches 1.0 at 6; float32 and narrower round correctly from ~1e-10,
+# and erf rounds to 1.0f from 4 on
+_ERF_WIDE = _erf_fit(10, 24, 6.0)
+_ERF_NARROW = _erf_fit(7, 13, 4.0)
+
+
+def _horner(coef: np.ndarray, t: Array) -> Array:
+    acc = np.full_like(t, coef[-1])
+    for c in coef[-2::-1]:
+        acc *= t
+        acc += c
+    return acc
+
+
+_ERF_BLOCK = 1 << 15  # elements per pass: the temporaries stay in cache and are never page-faulted
+
+
+def erf_array(x: Array) -> Array:
+    """erf elementwise, evaluated in float64 from two fitted pieces; float32 results round correctly."""
+    fit = _ERF_WIDE if x.dtype == np.float64 else _ERF_NARROW
+    flat = x.reshape(-1)
+    out = np.empty(flat.shape, dtype=x.dtype)
+    for start in range(0, flat.size, _ERF_BLOCK):
+        stop = min(start + _ERF_BLOCK, flat.size)
+        out[start:stop] = _erf_block(flat[start:stop], *fit)
+    return out.reshape(x.shape)
+
+
+def _erf_block(x: Array, small_coef: np.ndarray, big_coef: np.ndarray, top: float) -> Array:
+    out = x.astype(np.float64)
+    np.abs(out, out=out)
+    small = out <= 1.0
+    big = ~small  # NaN lands here and stays NaN
+    xs = out[small]
+    xb = out[big]
+    t = np.square(xs)
+    t *= 2.0
+    t -= 1.0
+    p = _horner(small_coef, t)
+    p *= xs
+    out[small] = p
+    if xb.size:
+        np.minimum(xb, top, out=xb)
+        u = xb - 1.0
+        u *= 2.0 / (top - 1.0)
+        u -= 1.0
+        q = _horner(big_coef, u)
+        np.square(xb, out=xb)
+        np.negative(xb, out=xb)
+        q *= np.exp(xb, out=xb)
+        out[big] = np.subtract(1.0, q, out=q)
+    return np.copysign(out, x, out=out)
+
+
+_UNARY: list[tuple[str, int, Callable[[Array], Array]]] = [
+    ("Neg", 1, np.negative), ("Abs", 1, np.abs), ("Reciprocal", 1, np.reciprocal),
+    ("Sqrt", 1, np.sqrt), ("Exp", 1, np.exp), ("Log", 1, np.log),
+    ("Ceil", 1, np.ceil), ("Floor", 1, np.floor),
+    ("Sign", 9, np.sign), ("Round", 11, np.rint), ("Erf", 9, erf_array),
+    ("Sin", 7, np.sin), ("Cos", 7, np.cos), ("Tan", 7, np.tan),
+    ("Asin", 7, np.arcsin), ("Acos", 7, np.arccos), ("Atan", 7, np.arctan),
+    ("Sinh", 9, np.sinh), ("Cosh", 9, np.cosh), ("Asinh", 9, np.arcsinh),
+    ("Acosh", 9, np.arccosh), ("Atanh", 9, np.arctanh),
+]
+
+
+def _quiet(fn: Callable[[Array], Array]) -> Callable[[Array], Array]:
+    # Out-of-domain inputs give NaN/inf as ONNX expects; numpy's warnings are noise here.
+    @functools.wraps(fn)
+    def run(x: Array) -> Array:
+        with np.errstate(all="ignore"):
+            return fn(x)
+
+    return run
+
+
+for _op, _since, _fn in _UNARY:
+    _register_unary(_op, _since, _quiet(_fn))
+
+
+@kernel("IsNaN", since=9)
+def isnan(x: Array) -> Array:
+    return _arr(np.isnan(x))
+
+
+@kernel("IsInf", since=10)
+def isinf(x: Array, detect_negative: int = 1, detect_positive: int = 1) -> Array:
+    if detect_negative and detect_positive:
+        return _arr(np.isinf(x))
+    if detect_negative:
+        return _arr(np.isneginf(x))
+    if detect_positive:
+        return _arr(np.isposinf(x))
+    return np.zeros(x.shape, dtype=bool)
+
+
+# ---- variadic -----------------------------------------------------------------------------------
+
+def _variadic(ufunc: np.ufunc, inputs: tuple[Array, ...]) -> Array:
+    if len(inputs) == 1:
+        return inputs[0]
+    return _arr(functools.reduce(ufunc, inputs))
+
+
+@kernel("Max", since=1)
+def max_(*inputs: Array, consumed_inputs=None) -> Array:
+    return _variadic(np.maximum, inputs)
+
+
+@kernel("Min", since=1)
+def min_(*inputs: Array, consumed_inputs=None) -> Array:
+    return _variadic(np.minimum, inputs)
+
+
+@kernel("Sum", since=1)
+def sum_(*inputs: Array, consumed_inputs=None) -> Array:
+    if len(inputs) <= 2:
+        return _variadic(np.add, inputs)
+    out = np.add(inputs[0], inputs[1])
+    for x in inputs[2:]:
+        # accumulate in place once the running sum already has the broadcast shape
+        out = np.add(out, x, out=out) if out.shape == np.broadcast_shapes(out.shape, x.shape) else out + x
+    return _arr(out)
+
+
+@kernel("Mean", since=1)
+def mean(*inputs: Array, consumed_inputs=None) -> Array:
+    total = sum_(*inputs)
+    return _arr(np.divide(total, len(inputs), dtype=total.dtype))
+
+
+# ---- Clip ---------------------------------------------------------------------------------------
+
+@kernel("Clip", since=1)
+def clip_attr(x: Array, min: float = -3.4028234663852886e38, max: float = 3.4028234663852886e38,
+              consumed_inputs=None) -> Array:
+    with np.errstate(over="ignore"):  # the float32 default bounds overflow float16 to +-inf, as meant
+        return _arr(np.minimum(np.maximum(x, min), max)).astype(x.dtype, copy=False)
+
+
+@kernel("Clip", since=11)
+def clip(x: Array, min: Array | None = None, max: Array | None = None) -> Array:
+    if min is not None:
+        x = np.maximum(x, min.astype(x.dtype, copy=False))
+    if max is not None:
+        x = np.minimum(x, max.astype(x.dtype, copy=False))
+    return _arr(x)
+
+
+# ---- bit ops ------------------------------------------------------------------------------------
+
+@kernel("BitShift", since=11)
+def bitshift(x: Array, y: Array, direction: str = "") -> Array:
+    bits = x.dtype.itemsize * 8
+    y = y.astype(x.dtype, copy=False)
+    in_range = (y >= 0) & (y < bits)
+    amount = np.where(in_range, y, 0).astype(x.dtype, copy=False)
+    if direction == "RIGHT":
+        out = np.right_shift(x, amount)
+        fill = np.where(x < 0, x.dtype.type(-1), x.dtype.type(0)) if x.dtype.kind == "i" else 0
+    elif direction == "LEFT":
+        if x.dtype.kind == "i":
+            u = np.dtype(f"u{x.dtype.itemsize}")
+            out = np.left_shift(x.view(u), amount.view(u)).view(x.dtype)
+        else:
+            out = np.left_shift(x, amount)
+        fill = 0
+    else:
+        raise ValueError(f"BitShift direction must be LEFT or RIGHT, got {direction!r}")
+    if not in_range.all():
+        out = np.where(in_range, out, fill).astype(x.dtype, copy=False)
+    return _arr(out)
+
+
+@kernel("BitwiseAnd", since=18)
+def bitwise_and(a: Array, b: Array) -> Array:
+    return _arr(np.bitwise_and(a, b))
+
+
+@kernel("BitwiseOr", since=18)
+def bitwise_or(a: Array, b: Array) -> Array:
+    return _arr(np.bitwise_or(a, b))
+
+
+@kernel("BitwiseXor", since=18)
+def bitwise_xor(a: Array, b: Array) -> Array:
+    return _arr(np.bitwise_xor(a, b))
+
+
+@kernel("BitwiseNot", since=18)
+def bitwise_not(x: Array) -> Array:
+    return _arr(np.bitwise_not(x))
+
+
+# ---- linear-algebra odd one out -----------------------------------------------------------------
+
+@kernel("Det", since=11)
+def det(x: Array) -> Array:
+    return _arr(np.linalg.det(x)).astype(x.dtype, copy=False)

@@ -1,0 +1,187 @@
+"""Normalisation kernels: Layer / RMS / Batch / Instance / Group normalisation, LRN, MVN, LpNormalization.
+
+Statistics are taken in float32 for 16-bit inputs (ONNX's ``stash_type=1``) and in float64 for
+float64 inputs, then the result is rounded once to the input dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_dtypes
+import numpy as np
+
+from hal.kernels.registry import kernel
+
+Array = np.ndarray
+
+
+def _stash(x: Array) -> np.dtype:
+    """Precision of the statistics: float64 stays float64, anything narrower uses float32."""
+    return np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
+
+
+def _standardize(x: Array, axes: tuple[int, ...], epsilon: float) -> tuple[Array, Array, Array]:
+    """(x - mean) / sqrt(var + epsilon) over ``axes``, with the mean and 1/std, all in the stash dtype."""
+    w = x.astype(_stash(x), copy=False)
+    mean = np.mean(w, axis=axes, keepdims=True)
+    d = w - mean
+    var = np.mean(np.square(d), axis=axes, keepdims=True)
+    var += epsilon
+    inv_std = np.reciprocal(np.sqrt(var, out=var), out=var)
+    d *= inv_std
+    return d, mean, inv_std
+
+
+def _channel(v: Array, ndim: int) -> Array:
+    """A per-channel vector shaped to broadcast against (N, C, D1, ...)."""
+    return v.reshape((-1,) + (1,) * (ndim - 2))
+
+
+# ---- layer-wise ---------------------------------------------------------------------------------
+
+@kernel("LayerNormalization", since=17)
+def layer_normalization(x: Array, scale: Array, bias: Array | None = None, axis: int = -1,
+                        epsilon: float = 1e-5, stash_type: int = 1) -> tuple[Array, Array, Array]:
+    axis = axis % x.ndim
+    y, mean, inv_std = _standardize(x, tuple(range(axis, x.ndim)), epsilon)
+    y = y.astype(x.dtype, copy=False)
+    y *= scale
+    if bias is not None:
+        y += bias
+    stat = np.dtype(_STASH_TYPES.get(stash_type, np.float32))  # ONNX's type U of Mean and InvStdDev
+    return y, mean.astype(stat, copy=False), inv_std.astype(stat, copy=False)
+
+
+_STASH_TYPES: dict[int, type] = {1: np.float32, 10: np.float16, 11: np.float64, 16: ml_dtypes.bfloat16}
+
+
+@kernel("RMSNormalization", since=23)
+def rms_normalization(x: Array, scale: Array, axis: int = -1, epsilon: float = 1e-5,
+                      stash_type: int = 1) -> Array:
+    axis = axis % x.ndim
+    w = x.astype(_stash(x), copy=False)
+    ms = np.mean(np.square(w), axis=tuple(range(axis, x.ndim)), keepdims=True)
+    ms += epsilon
+    inv = np.reciprocal(np.sqrt(ms, out=ms), out=ms)
+    y = (w * inv).astype(x.dtype, copy=False)
+    y *= scale
+    return y
+
+
+# ---- channel-wise -------------------------------------------------------------------------------
+
+def _batchnorm_infer(x: Array, scale: Array, bias: Array, mean: Array, var: Array, epsilon: float) -> Array:
+    # fold the statistics into one per-channel multiply-add, as inference runtimes do
+    st = _stash(x)
+    a = scale.astype(st) / np.sqrt(var.astype(st) + epsilon)
+    b = bias.astype(st) - mean.astype(st) * a
+    y = x * _channel(a.astype(x.dtype), x.ndim)
+    y += _channel(b.astype(x.dtype), x.ndim)
+    return y
+
+
+@kernel("BatchNormalization", since=1)
+def batch_normalization_legacy(x: Array, scale: Array, bias: Array, mean: Array, var: Array,
+                               epsilon: float = 1e-5, momentum: float = 0.9, spatial: int = 1,
+                               is_test: int = 0, consumed_inputs=None) -> Array:
+    return _batchnorm_infer(x, scale, bias, mean, var, epsilon)
+
+
+@kernel("BatchNormalization", since=9)
+def batch_normalization_9(x: Array, scale: Array, bias: Array, mean: Array, var: Array,
+                          epsilon: float = 1e-5, momentum: float = 0.9) -> Array:
+    return _batchnorm_infer(x, scale, bias, mean, var, epsilon)
+
+
+@kernel("BatchNormalization", since=14)
+def batch_normalization(x: Array, scale: Array, bias: Array, mean: Array, var: Array,
+                        epsilon: float = 1e-5, momentum: float = 0.9, training_mode: int = 0
+                        ) -> Array | tuple[Array, Array, Array]:
+    if not training_mode:
+        return _batchnorm_infer(x, scale, bias, mean, var, epsilon)
+    axes = (0, *range(2, x.ndim))
+    w = x.astype(_stash(x), copy=False)
+    batch_mean = np.mean(w, axis=axes)
+    batch_var = np.var(w, axis=axes)
+    y = _batchnorm_infer(x, scale, bias, batch_mean, batch_var, epsilon)
+    running_mean = (mean * momentum + batch_mean * (1 - momentum)).astype(mean.dtype, copy=False)
+    running_var = (var * momentum + batch_var * (1 - momentum)).astype(var.dtype, copy=False)
+    return y, running_mean, running_var
+
+
+@kernel("InstanceNormalization", since=1)
+def instance_normalization(x: Array, scale: Array, bias: Array, epsilon: float = 1e-5,
+                           consumed_inputs=None) -> Array:
+    y, _, _ = _standardize(x, tuple(range(2, x.ndim)), epsilon)
+    y = y.astype(x.dtype, copy=False)
+    y *= _channel(scale, x.ndim)
+    y += _channel(bias, x.ndim)
+    return y
+
+
+def _group_standardize(x: Array, num_groups: int, epsilon: float) -> Array:
+    grouped = x.reshape(x.shape[0], num_groups, -1)
+    y, _, _ = _standardize(grouped, (2,), epsilon)
+    return y.astype(x.dtype, copy=False).reshape(x.shape)
+
+
+@kernel("GroupNormalization", since=18)
+def group_normalization_18(x: Array, scale: Array, bias: Array, num_groups: int = 1,
+                           epsilon: float = 1e-5) -> Array:
+    # opset 18 takes one scale and bias per group
+    per_group = x.shape[1] // num_groups
+    return group_normalization(x, np.repeat(scale, per_group), np.repeat(bias, per_group),
+                               num_groups=num_groups, epsilon=epsilon)
+
+
+@kernel("GroupNormalization", since=21)
+def group_normalization(x: Array, scale: Array, bias: Array, num_groups: int = 1, epsilon: float = 1e-5,
+                        stash_type: int = 1) -> Array:
+    y = _group_standardize(x, num_groups, epsilon)
+    y *= _channel(scale, x.ndim)
+    y += _channel(bias, x.ndim)
+    return y
+
+
+# ---- local and whole-tensor ---------------------------------------------------------------------
+
+@kernel("LRN", since=1)
+def lrn(x: Array, size: int, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0) -> Array:
+    sq = np.square(x.astype(_stash(x), copy=False))
+    c = x.shape[1]
+    lo, hi = (size - 1) // 2, math.ceil((size - 1) / 2)
+    window = np.zeros_like(sq)
+    # a channel window of a few channels: add shifted slices rather than a cumsum, to keep sums exact
+    for off in range(-lo, hi + 1):
+        dst = slice(max(0, -off), c - max(0, off))
+        src = slice(max(0, off), c - max(0, -off))
+        window[:, dst] += sq[:, src]
+    window *= alpha / size
+    window += bias
+    return (x / np.power(window, beta)).astype(x.dtype, copy=False)
+
+
+@kernel("MeanVarianceNormalization", since=9)
+def mean_variance_normalization(x: Array, axes: list[int] | None = None) -> Array:
+    axes_t = tuple(a % x.ndim for a in (axes if axes is not None else (0, 2, 3)))
+    w = x.astype(_stash(x), copy=False)
+    mean = np.mean(w, axis=axes_t, keepdims=True)
+    d = w - mean
+    std = np.sqrt(np.mean(np.square(d), axis=axes_t, keepdims=True))
+    std += 1e-9  # the epsilon of ONNX's function body
+    return (d / std).astype(x.dtype, copy=False)
+
+
+@kernel("LpNormalization", since=1)
+def lp_normalization(x: Array, axis: int = -1, p: int = 2) -> Array:
+    w = x.astype(_stash(x), copy=False)
+    if p == 1:
+        norm = np.sum(np.abs(w), axis=axis, keepdims=True)
+    elif p == 2:
+        norm = np.sqrt(np.sum(np.square(w), axis=axis, keepdims=True))
+    else:
+        raise ValueError(f"LpNormalization supports p in (1, 2), got {p}")
+    # a zero norm gives zeros (0 / 0 = 0 in ONNX's tests), not NaN
+    y = np.divide(w, norm, out=np.zeros(np.broadcast_shapes(w.shape, norm.shape), w.dtype), where=norm != 0)
+    return y.astype(x.dtype, copy=False)
