@@ -1,0 +1,469 @@
+"""Image and detection kernels: Resize, GridSample, AffineGrid, RoiAlign, NonMaxSuppression, DeformConv.
+
+Resize is separable: each resized axis becomes one dense (out, in) weight matrix (nearest, linear,
+cubic, with or without the antialiasing stretch) applied by one tensordot; edge taps clamp to the
+border, as ONNX's edge padding does. GridSample, RoiAlign and DeformConv gather every tap of every
+sampling point at once with advanced indexing and sum weighted taps, one vectorised pass per tap
+corner. NonMaxSuppression builds the IoU matrix of each (batch, class) in one shot; only the greedy
+selection, which is sequential by definition, walks the boxes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import ml_dtypes
+import numpy as np
+
+from hal.kernels.registry import kernel
+
+Array = np.ndarray
+
+
+def _saturate(y: Array, dtype: np.dtype) -> Array:
+    """A float64 result cast to ``dtype``: integers round half to even, every type clips to its range."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(y), info.min, info.max).astype(dtype)
+    if dtype == np.float64:
+        return np.asarray(y)
+    info = ml_dtypes.finfo(dtype)
+    return np.clip(y, float(info.min), float(info.max)).astype(dtype)
+
+
+def _cubic(a: float) -> Callable[[Array], Array]:
+    """Keys' cubic convolution kernel with coefficient ``a``, as a function of the tap distance."""
+
+    def weight(d: Array) -> Array:
+        d = np.abs(d)
+        near = ((a + 2) * d - (a + 3)) * d * d + 1
+        far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+        return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+
+    return weight
+
+
+def _linear(d: Array) -> Array:
+    return np.clip(1 - np.abs(d), 0, 1)
+
+
+# --- Resize ----------------------------------------------------------------------------------------
+
+
+def _source_coords(mode: str, n_out: int, n_in: int, scale: float, roi: tuple[float, float] | None
+                   ) -> Array:
+    """The input coordinate each output index maps to (``coordinate_transformation_mode``)."""
+    y = np.arange(n_out, dtype=np.float64)
+    out_width = scale * n_in  # fractional when it comes from a scale factor
+    if mode == "half_pixel":
+        return (y + 0.5) / scale - 0.5
+    if mode == "half_pixel_symmetric":
+        offset = n_in / 2 * (1 - n_out / out_width)
+        return offset + (y + 0.5) / scale - 0.5
+    if mode == "pytorch_half_pixel":
+        return np.full(n_out, -0.5) if out_width == 1 else (y + 0.5) / scale - 0.5
+    if mode == "align_corners":
+        return np.zeros(n_out) if out_width == 1 else y * (n_in - 1) / (out_width - 1)
+    if mode == "asymmetric":
+        return y / scale
+    if mode == "tf_crop_and_resize":
+        start, end = roi if roi is not None else (0.0, 1.0)
+        if out_width == 1:
+            return np.full(n_out, (end - start) * (n_in - 1) / 2 + start * (n_in - 1))
+        return y * (end - start) * (n_in - 1) / (out_width - 1) + start * (n_in - 1)
+    raise ValueError(f"Resize: unknown coordinate_transformation_mode {mode!r}")
+
+
+def _nearest_index(x: Array, nearest_mode: str, n_in: int) -> Array:
+    if nearest_mode == "round_prefer_floor":
+        idx = np.ceil(x - 0.5)
+    elif nearest_mode == "round_prefer_ceil":
+        idx = np.floor(x + 0.5)
+    elif nearest_mode == "floor":
+        idx = np.floor(x)
+    elif nearest_mode == "ceil":
+        idx = np.ceil(x)
+    else:
+        raise ValueError(f"Resize: unknown nearest_mode {nearest_mode!r}")
+    return np.clip(idx, 0, n_in - 1).astype(np.intp)
+
+
+def _weights(x: Array, n_in: int, mode: str, scale: float, antialias: int, cubic_coeff_a: float,
+             exclude_outside: int) -> Array:
+    """Dense (out, in) interpolation matrix for source coordinates ``x``; outside taps hit the edge."""
+    support, fn = (1.0, _linear) if mode == "linear" else (2.0, _cubic(cubic_coeff_a))
+    stretch = min(scale, 1.0) if antialias else 1.0  # the antialias filter widens by 1 / scale
+    reach = math.ceil(support / stretch)
+    taps = np.floor(x)[:, None] + np.arange(1 - reach, reach + 1)[None, :]
+    w = fn((taps - x[:, None]) * stretch)
+    if exclude_outside:
+        w = np.where((taps < 0) | (taps >= n_in), 0.0, w)
+    if antialias or exclude_outside:
+        total = w.sum(axis=1, keepdims=True)
+        w = w / np.where(total == 0, 1.0, total)
+    mat = np.zeros((x.size, n_in))
+    rows = np.broadcast_to(np.arange(x.size)[:, None], taps.shape)
+    np.add.at(mat, (rows, np.clip(taps, 0, n_in - 1).astype(np.intp)), w)
+    return mat
+
+
+def _resize(x: Array, scales: Sequence[float], sizes: Sequence[int], roi: Array | None, axes: Sequence[int],
+            mode: str, coord_mode: str, nearest_mode: str, cubic_coeff_a: float, exclude_outside: int,
+            extrapolation_value: float, antialias: int) -> Array:
+    r = x.ndim
+    out = x if mode == "nearest" else x.astype(np.float64)
+    outside = np.zeros((1,) * r, dtype=bool)
+    for i, axis in enumerate(axes):
+        n_in, n_out, scale = x.shape[axis], int(sizes[i]), float(scales[i])
+        axis_roi = None if roi is None else (float(roi[i]), float(roi[i + len(axes)]))
+        crop = coord_mode == "tf_crop_and_resize"
+        if n_out == n_in and scale == 1.0 and (not crop or axis_roi in (None, (0.0, 1.0))):
+            continue
+        src = _source_coords(coord_mode, n_out, n_in, scale, axis_roi)
+        if crop:
+            shape = [1] * r
+            shape[axis] = n_out
+            outside = outside | ((src < 0) | (src > n_in - 1)).reshape(shape)
+        if mode == "nearest":
+            out = np.take(out, _nearest_index(src, nearest_mode, n_in), axis=axis)
+        elif mode in ("linear", "cubic"):
+            mat = _weights(src, n_in, mode, scale, antialias, cubic_coeff_a, exclude_outside)
+            out = np.moveaxis(np.tensordot(out, mat, axes=([axis], [1])), -1, axis)
+        else:
+            raise ValueError(f"Resize: unknown mode {mode!r}")
+    if outside.any():
+        out = np.where(outside, extrapolation_value, out)
+    if out is x:
+        return x.copy()
+    return out.astype(x.dtype) if mode == "nearest" and not outside.any() else _saturate(out, x.dtype)
+
+
+def _vector(v: Array | None) -> Array | None:
+    """An optional 1-D input, or None when it is absent or empty."""
+    if v is None:
+        return None
+    v = np.asarray(v).reshape(-1)
+    return v if v.size else None
+
+
+@kernel("Resize", since=11)
+def resize(x: Array, roi: Array | None = None, scales: Array | None = None, sizes: Array | None = None,
+           antialias: int = 0, axes: Sequence[int] | None = None, coordinate_transformation_mode: str = "half_pixel",
+           cubic_coeff_a: float = -0.75, exclude_outside: int = 0, extrapolation_value: float = 0.0,
+           keep_aspect_ratio_policy: str = "stretch", mode: str = "nearest",
+           nearest_mode: str = "round_prefer_floor") -> Array:
+    r = x.ndim
+    axes = [a % r for a in axes] if axes is not None else list(range(r))
+    scales, sizes, roi = _vector(scales), _vector(sizes), _vector(roi)
+    in_dims = [x.shape[a] for a in axes]
+    if sizes is not None:
+        ratio = [int(s) / d for s, d in zip(sizes, in_dims)]
+        if keep_aspect_ratio_policy == "stretch":
+            factors, out = ratio, [int(s) for s in sizes]
+        elif keep_aspect_ratio_policy in ("not_larger", "not_smaller"):
+            scale = min(ratio) if keep_aspect_ratio_policy == "not_larger" else max(ratio)
+            factors, out = [scale] * len(axes), [int(scale * d + 0.5) for d in in_dims]
+        else:
+            raise ValueError(f"Resize: unknown keep_aspect_ratio_policy {keep_aspect_ratio_policy!r}")
+    elif scales is not None:
+        factors = [float(s) for s in scales]
+        out = [math.floor(f * d) for f, d in zip(factors, in_dims)]
+    else:
+        raise ValueError("Resize needs scales or sizes")
+    if mode == "nearest" and antialias:
+        raise ValueError("Resize: antialias applies to linear and cubic modes only")
+    return _resize(x, factors, out, roi, axes, mode, coordinate_transformation_mode, nearest_mode,
+                   cubic_coeff_a, exclude_outside, extrapolation_value, antialias)
+
+
+@kernel("Resize", since=10)
+def resize_10(x: Array, scales: Array, mode: str = "nearest") -> Array:
+    """Opset 10 had only scales: asymmetric coordinates, nearest rounds down (as Upsample did)."""
+    factors = [float(s) for s in np.asarray(scales).reshape(-1)]
+    out = [math.floor(f * d) for f, d in zip(factors, x.shape)]
+    return _resize(x, factors, out, None, list(range(x.ndim)), mode, "asymmetric", "floor", -0.75, 0, 0.0, 0)
+
+
+# --- GridSample ------------------------------------------------------------------------------------
+
+
+def _reflect(x: Array, lo: float, hi: float) -> Array:
+    """Fold coordinates into [lo, hi] by mirroring at the borders, as often as needed."""
+    span = hi - lo
+    if span <= 0:
+        return np.full_like(x, lo)
+    below, above = x < lo, x > hi
+    dx = np.where(below, lo - x, np.where(above, x - hi, 0.0))
+    n = np.floor(dx / span)
+    rest = dx - n * span
+    even = n % 2 == 0
+    low_side = np.where(even, lo + rest, hi - rest)
+    high_side = np.where(even, hi - rest, lo + rest)
+    return np.where(below, low_side, np.where(above, high_side, x))
+
+
+def _grid_sample(x: Array, coords: list[Array], mode: str, padding_mode: str, align_corners: int) -> Array:
+    """Sample ``x`` (N, C, *D) at pixel coordinates ``coords`` (one (N, *O) array per spatial dim)."""
+    n, c = x.shape[:2]
+    dims = x.shape[2:]
+    nd = len(dims)
+    lo = [0.0 if align_corners else -0.5] * nd
+    hi = [d - 1.0 if align_corners else d - 0.5 for d in dims]
+    if mode == "nearest":
+        coords = [np.rint(p) for p in coords]
+    # border: taps past the edge read the edge pixel (clamped in fetch), so the coordinate itself is
+    # left alone; for cubic this matters, and matches onnxruntime and PyTorch
+    if padding_mode == "reflection":
+        coords = [_reflect(p, lo[i], hi[i]) for i, p in enumerate(coords)]
+    elif padding_mode not in ("zeros", "border"):
+        raise ValueError(f"GridSample: unknown padding_mode {padding_mode!r}")
+
+    def fetch(index: Array, dim: int) -> tuple[Array, Array]:
+        """(in-range index, validity) of integer taps along one dim, under the padding mode."""
+        if padding_mode == "zeros":
+            valid = (index >= 0) & (index < dims[dim])
+        else:
+            if padding_mode == "reflection":
+                index = np.trunc(_reflect(index.astype(np.float64), lo[dim], hi[dim]))
+            valid = np.ones(index.shape, dtype=bool)
+        return np.clip(index, 0, dims[dim] - 1).astype(np.intp), valid
+
+    if mode == "nearest":
+        per_dim = [[(np.trunc(p), np.ones_like(p))] for p in coords]
+    elif mode == "linear":
+        per_dim = []
+        for p in coords:
+            base = np.floor(p)
+            t = p - base
+            per_dim.append([(base, 1 - t), (base + 1, t)])
+    elif mode == "cubic":
+        weight = _cubic(-0.75)
+        per_dim = []
+        for p in coords:
+            base = np.floor(p)
+            t = p - base
+            per_dim.append([(base + k, weight(t - k)) for k in (-1, 0, 1, 2)])
+    else:
+        raise ValueError(f"GridSample: unknown mode {mode!r}")
+
+    xt = np.moveaxis(x, 1, -1).astype(np.float64)  # (N, *D, C): one gather yields every channel
+    batch = np.arange(n).reshape((n,) + (1,) * (coords[0].ndim - 1))
+    acc = np.zeros((*coords[0].shape, c))
+    for combo in itertools.product(*per_dim):
+        index, weight_total = [], 1.0
+        for dim, (tap, w) in enumerate(combo):
+            idx, valid = fetch(tap.astype(np.int64), dim)
+            index.append(idx)
+            weight_total = weight_total * np.where(valid, w, 0.0)
+        acc += xt[(batch, *index)] * weight_total[..., None]
+    return _saturate(np.moveaxis(acc, -1, 1), x.dtype)
+
+
+def _denormalize(g: Array, size: int, align_corners: int) -> Array:
+    return (g + 1) / 2 * (size - 1) if align_corners else ((g + 1) * size - 1) / 2
+
+
+@kernel("GridSample", since=16)
+def grid_sample(x: Array, grid: Array, align_corners: int = 0, mode: str = "linear", padding_mode: str = "zeros"
+                ) -> Array:
+    mode = {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)  # opset 16 names
+    dims = x.shape[2:]
+    # grid's last axis lists coordinates innermost-first (x, y, z): reverse to match the spatial dims
+    coords = [_denormalize(grid[..., len(dims) - 1 - i], dims[i], align_corners).astype(np.float64)
+              for i in range(len(dims))]
+    return _grid_sample(x, coords, mode, padding_mode, align_corners)
+
+
+@kernel("AffineGrid", since=20)
+def affine_grid(theta: Array, size: Array, align_corners: int = 0) -> Array:
+    dims = [int(d) for d in np.asarray(size).reshape(-1)[2:]]
+    axes = []
+    for d in dims:
+        i = np.arange(d, dtype=np.float64)
+        if align_corners:
+            axes.append(-1 + i * (2.0 / (d - 1) if d > 1 else 0.0))
+        else:
+            axes.append(-1 + (2 * i + 1) / d)
+    mesh = np.meshgrid(*axes, indexing="ij")  # one (*dims) array per spatial dim
+    # homogeneous positions, innermost dim first: (x, y[, z], 1)
+    base = np.stack([*mesh[::-1], np.ones(dims)], axis=-1).reshape(-1, len(dims) + 1)
+    grid = np.einsum("nij,pj->npi", theta.astype(np.float64), base)
+    return grid.reshape(theta.shape[0], *dims, len(dims)).astype(theta.dtype)
+
+
+# --- RoiAlign --------------------------------------------------------------------------------------
+
+
+def _roi_align(x: Array, rois: Array, batch_indices: Array, coord_mode: str, mode: str, output_height: int,
+               output_width: int, sampling_ratio: int, spatial_scale: float) -> Array:
+    n_rois = rois.shape[0]
+    c, height, width = x.shape[1:]
+    y = np.zeros((n_rois, c, output_height, output_width))
+    half = 0.5 if coord_mode == "half_pixel" else 0.0
+    if coord_mode not in ("half_pixel", "output_half_pixel"):
+        raise ValueError(f"RoiAlign: unknown coordinate_transformation_mode {coord_mode!r}")
+    data = x.astype(np.float64)
+    for r in range(n_rois):  # each roi has its own sampling grid size
+        x0, y0, x1, y1 = (float(v) * spatial_scale - half for v in rois[r])
+        roi_w, roi_h = x1 - x0, y1 - y0
+        if not half:
+            roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
+        bin_h, bin_w = roi_h / output_height, roi_w / output_width
+        grid_h = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_h / output_height)
+        grid_w = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_w / output_width)
+        # sample positions: (out_h, grid_h) rows and (out_w, grid_w) columns
+        ys = y0 + np.arange(output_height)[:, None] * bin_h + (np.arange(grid_h)[None, :] + 0.5) * bin_h / grid_h
+        xs = x0 + np.arange(output_width)[:, None] * bin_w + (np.arange(grid_w)[None, :] + 0.5) * bin_w / grid_w
+        ys, xs = ys[:, None, :, None], xs[None, :, None, :]  # broadcast to (out_h, out_w, grid_h, grid_w)
+        empty = (ys < -1.0) | (ys > height) | (xs < -1.0) | (xs > width)
+        yc, xc = np.maximum(ys, 0), np.maximum(xs, 0)
+        y_low, x_low = np.floor(yc).astype(np.intp), np.floor(xc).astype(np.intp)
+        y_edge, x_edge = y_low >= height - 1, x_low >= width - 1
+        y_low, x_low = np.where(y_edge, height - 1, y_low), np.where(x_edge, width - 1, x_low)
+        y_high, x_high = np.where(y_edge, height - 1, y_low + 1), np.where(x_edge, width - 1, x_low + 1)
+        ly, lx = np.where(y_edge, 0.0, yc - y_low), np.where(x_edge, 0.0, xc - x_low)
+        hy, hx = 1 - ly, 1 - lx
+        img = data[int(batch_indices[r])]  # (C, H, W)
+        corners = [(y_low, x_low, hy * hx), (y_low, x_high, hy * lx), (y_high, x_low, ly * hx),
+                   (y_high, x_high, ly * lx)]
+        terms = [img[:, yi, xi] * np.where(empty, 0.0, w) for yi, xi, w in corners]  # (C, oh, ow, gh, gw)
+        if mode == "avg":
+            y[r] = sum(terms).sum(axis=(-2, -1)) / max(grid_h * grid_w, 1)
+        elif mode == "max":  # ORT's definition: the largest weighted corner over all samples
+            y[r] = np.max(np.maximum.reduce(terms), axis=(-2, -1))
+        else:
+            raise ValueError(f"RoiAlign: unknown mode {mode!r}")
+    return y.astype(x.dtype)
+
+
+@kernel("RoiAlign", since=16)
+def roi_align(x: Array, rois: Array, batch_indices: Array, coordinate_transformation_mode: str = "half_pixel",
+              mode: str = "avg", output_height: int = 1, output_width: int = 1, sampling_ratio: int = 0,
+              spatial_scale: float = 1.0) -> Array:
+    return _roi_align(x, rois, batch_indices, coordinate_transformation_mode, mode, output_height, output_width,
+                      sampling_ratio, spatial_scale)
+
+
+@kernel("RoiAlign", since=10)
+def roi_align_10(x: Array, rois: Array, batch_indices: Array, mode: str = "avg", output_height: int = 1,
+                 output_width: int = 1, sampling_ratio: int = 0, spatial_scale: float = 1.0) -> Array:
+    """Opset 10 did not shift input coordinates by half a pixel."""
+    return _roi_align(x, rois, batch_indices, "output_half_pixel", mode, output_height, output_width,
+                      sampling_ratio, spatial_scale)
+
+
+# --- NonMaxSuppression -----------------------------------------------------------------------------
+
+
+def _corners(boxes: Array, center_point_box: int) -> tuple[Array, Array, Array, Array]:
+    """(y_min, x_min, y_max, x_max) of each box."""
+    b = boxes.astype(np.float64)
+    if center_point_box:
+        xc, yc, w, h = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+        return yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2
+    return (np.minimum(b[:, 0], b[:, 2]), np.minimum(b[:, 1], b[:, 3]),
+            np.maximum(b[:, 0], b[:, 2]), np.maximum(b[:, 1], b[:, 3]))
+
+
+def _overlaps(boxes: Array, center_point_box: int, iou_threshold: float) -> Array:
+    """Boolean (B, B) matrix: does box i suppress box j (IoU strictly above the threshold)?"""
+    y0, x0, y1, x1 = _corners(boxes, center_point_box)
+    ih = np.minimum(y1[:, None], y1[None, :]) - np.maximum(y0[:, None], y0[None, :])
+    iw = np.minimum(x1[:, None], x1[None, :]) - np.maximum(x0[:, None], x0[None, :])
+    inter = np.where((ih > 0) & (iw > 0), ih * iw, 0.0)
+    area = (y1 - y0) * (x1 - x0)
+    union = area[:, None] + area[None, :] - inter
+    ok = (inter > 0) & (area[:, None] > 0) & (area[None, :] > 0) & (union > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return ok & (inter / np.where(ok, union, 1.0) > iou_threshold)
+
+
+def _scalar(v: Array | None, default: float) -> float:
+    if v is None or np.asarray(v).size == 0:
+        return default
+    return np.asarray(v).reshape(-1)[0].item()
+
+
+@kernel("NonMaxSuppression", since=10)
+def non_max_suppression(boxes: Array, scores: Array, max_output_boxes_per_class: Array | None = None,
+                        iou_threshold: Array | None = None, score_threshold: Array | None = None,
+                        center_point_box: int = 0) -> Array:
+    limit = max(int(_scalar(max_output_boxes_per_class, 0)), 0)
+    iou = float(_scalar(iou_threshold, 0.0))
+    has_floor = score_threshold is not None and np.asarray(score_threshold).size > 0
+    floor = float(_scalar(score_threshold, 0.0))
+    selected: list[tuple[int, int, int]] = []
+    if limit == 0:
+        return np.empty((0, 3), dtype=np.int64)
+    for b in range(boxes.shape[0]):
+        suppress = _overlaps(boxes[b], center_point_box, iou)
+        for cls in range(scores.shape[1]):
+            s = scores[b, cls]
+            order = np.argsort(-s.astype(np.float64), kind="stable")  # best first, ties by lower index
+            if has_floor:
+                order = order[s[order] > floor]
+            alive = np.ones(boxes.shape[1], dtype=bool)
+            kept = 0
+            for i in order:  # greedy: each kept box removes the boxes it overlaps
+                if not alive[i]:
+                    continue
+                selected.append((b, cls, int(i)))
+                kept += 1
+                if kept >= limit:
+                    break
+                alive &= ~suppress[i]
+    return np.array(selected, dtype=np.int64).reshape(-1, 3)
+
+
+# --- DeformConv ------------------------------------------------------------------------------------
+
+
+@kernel("DeformConv", since=19)
+def deform_conv(x: Array, w: Array, offset: Array, b: Array | None = None, mask: Array | None = None,
+                dilations: Sequence[int] | None = None, group: int = 1, kernel_shape: Sequence[int] | None = None,
+                offset_group: int = 1, pads: Sequence[int] | None = None, strides: Sequence[int] | None = None
+                ) -> Array:
+    n, c = x.shape[:2]
+    dims = x.shape[2:]
+    nd = len(dims)
+    k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
+    d = list(dilations) if dilations else [1] * nd
+    s = list(strides) if strides else [1] * nd
+    p = list(pads) if pads else [0] * (2 * nd)
+    out = list(offset.shape[2:])
+    og = offset_group
+    kn = math.prod(k)
+    if c % og or offset.shape[1] != og * kn * nd:
+        raise ValueError(f"DeformConv: offset shape {offset.shape} does not fit offset_group {og} and kernel {k}")
+    off = offset.astype(np.float64).reshape(n, og, *k, nd, *out)
+    # sampling positions (N, og, *k, *out) along each spatial dim: window origin + tap + learnt offset
+    pos = []
+    for i in range(nd):
+        origin = (-p[i] + s[i] * np.arange(out[i])).reshape((1,) * (2 + nd + i) + (-1,) + (1,) * (nd - 1 - i))
+        tap = (d[i] * np.arange(k[i])).reshape((1, 1) + (1,) * i + (-1,) + (1,) * (2 * nd - 1 - i))
+        pos.append(origin + tap + off[(slice(None), slice(None), *([slice(None)] * nd), i)])
+    cg = c // og
+    xt = np.moveaxis(x.astype(np.float64).reshape(n, og, cg, *dims), 2, -1)  # (N, og, *D, cg)
+    lead = (np.arange(n).reshape((n,) + (1,) * (1 + 2 * nd)), np.arange(og).reshape((1, og) + (1,) * (2 * nd)))
+    cols = np.zeros((*pos[0].shape, cg))
+    floors = [np.floor(q) for q in pos]
+    for corner in itertools.product((0, 1), repeat=nd):  # bilinear taps, zero outside the input
+        index, weight = [], 1.0
+        for i, hi in enumerate(corner):
+            tap = floors[i] + hi
+            t = pos[i] - floors[i]
+            weight = weight * np.where((tap >= 0) & (tap < dims[i]), t if hi else 1 - t, 0.0)
+            index.append(np.clip(tap, 0, dims[i] - 1).astype(np.intp))
+        cols += xt[(*lead, *index)] * weight[..., None]
+    if mask is not None:
+        cols *= mask.astype(np.float64).reshape(n, og, *k, *out)[..., None]
+    # (N, og, *k, *out, cg) -> (N, group, C/group * taps, pixels), then one batched GEMM per group
+    cols = np.moveaxis(cols, -1, 2).reshape(n, c, kn, math.prod(out))
+    m = w.shape[0]
+    cols = cols.reshape(n, group, (c // group) * kn, -1)
+    y = np.matmul(w.astype(np.float64).reshape(group, m // group, -1), cols).reshape(n, m, *out)
+    if b is not None:
+        y += b.astype(np.float64).reshape((1, m) + (1,) * nd)
+    return y.astype(x.dtype)

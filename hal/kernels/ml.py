@@ -1,0 +1,218 @@
+"""ai.onnx.ml kernels: LabelEncoder, TreeEnsemble, ArrayFeatureExtractor, Binarizer.
+
+LabelEncoder looks keys up with one ``searchsorted`` over the sorted keys (NaN keys match every NaN).
+TreeEnsemble walks all (sample, tree) pairs down their trees together, one vectorised step per depth
+level, then aggregates the reached leaves per target with ``ufunc.at``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from hal.kernels.elementwise import erf_array
+from hal.kernels.registry import kernel
+
+Array = np.ndarray
+ML = "ai.onnx.ml"
+
+
+@kernel("Binarizer", since=1, domain=ML)
+def binarizer(x: Array, threshold: float = 0.0) -> Array:
+    return np.asarray(x > threshold).astype(x.dtype)
+
+
+@kernel("ArrayFeatureExtractor", since=1, domain=ML)
+def array_feature_extractor(x: Array, y: Array) -> Array:
+    """Pick entries of the last axis; a 1-D input yields one row (as onnxruntime does)."""
+    index = np.asarray(y, dtype=np.int64).reshape(-1)
+    picked = x[..., index]
+    return picked.reshape(1, -1) if x.ndim == 1 else picked
+
+
+# --- LabelEncoder ----------------------------------------------------------------------------------
+
+
+def _strings(values: Sequence[object]) -> Array:
+    out = np.empty(len(values), dtype=object)
+    out[:] = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+    return out
+
+
+@kernel("LabelEncoder", since=1, domain=ML)
+def label_encoder_1(x: Array, classes_strings: Sequence[str] = (), default_int64: int = -1,
+                    default_string: str = "_Unused") -> Array:
+    """Opset 1: strings map to their position in ``classes_strings``, integers to the string there."""
+    classes = _strings(list(classes_strings))
+    if x.dtype == object:
+        return label_encoder(x, default_int64=default_int64, keys_strings=classes,
+                             values_int64s=list(range(len(classes))))
+    return label_encoder(x, default_string=default_string, keys_int64s=list(range(len(classes))),
+                         values_strings=classes)
+
+
+@kernel("LabelEncoder", since=2, domain=ML)
+def label_encoder(x: Array, default_float: float = -0.0, default_int64: int = -1, default_string: str = "_Unused",
+                  default_tensor: Array | None = None, keys_floats: Sequence[float] | None = None,
+                  keys_int64s: Sequence[int] | None = None, keys_strings: Sequence[str] | None = None,
+                  keys_tensor: Array | None = None, values_floats: Sequence[float] | None = None,
+                  values_int64s: Sequence[int] | None = None, values_strings: Sequence[str] | None = None,
+                  values_tensor: Array | None = None) -> Array:
+    if keys_tensor is not None:
+        keys = keys_tensor.reshape(-1)
+    elif keys_strings is not None:
+        keys = _strings(keys_strings)
+    elif keys_int64s is not None:
+        keys = np.asarray(keys_int64s, dtype=np.int64)
+    elif keys_floats is not None:
+        keys = np.asarray(keys_floats, dtype=np.float32)
+    else:
+        raise ValueError("LabelEncoder needs one keys_* attribute")
+    if values_tensor is not None:
+        values = values_tensor.reshape(-1)
+        if default_tensor is not None:
+            default = np.asarray(default_tensor).reshape(-1)[0]
+        else:
+            default = "_Unused" if values.dtype == object else (-1 if values.dtype.kind in "iu" else -0.0)
+    elif values_strings is not None:
+        values, default = _strings(values_strings), default_string
+    elif values_int64s is not None:
+        values, default = np.asarray(values_int64s, dtype=np.int64), default_int64
+    elif values_floats is not None:
+        values, default = np.asarray(values_floats, dtype=np.float32), default_float
+    else:
+        raise ValueError("LabelEncoder needs one values_* attribute")
+    if len(keys) != len(values):
+        raise ValueError("LabelEncoder keys and values differ in length")
+    flat = x.reshape(-1)
+    if keys.dtype == object:
+        flat = _strings(list(flat))
+    out = np.empty(flat.shape, dtype=values.dtype)
+    out[...] = default
+    if len(keys):
+        nan_keys = np.zeros(len(keys), dtype=bool) if keys.dtype.kind != "f" else np.isnan(keys)
+        # a repeated key: the last one wins, so look keys up from the back
+        order = np.arange(len(keys))[::-1][~nan_keys[::-1]]
+        keys_sorted_idx = order[np.argsort(keys[order], kind="stable")]
+        sorted_keys = keys[keys_sorted_idx]
+        if sorted_keys.size:
+            pos = np.clip(np.searchsorted(sorted_keys, flat), 0, sorted_keys.size - 1)
+            hit = sorted_keys[pos] == flat
+            out[hit] = values[keys_sorted_idx[pos[hit]]]
+        if nan_keys.any():
+            out[np.isnan(flat)] = values[np.flatnonzero(nan_keys)[-1]]
+    return out.reshape(x.shape)
+
+
+# --- TreeEnsemble ----------------------------------------------------------------------------------
+
+
+def _probit(p: Array) -> Array:
+    """sqrt(2) * erfinv(2p - 1): an initial guess refined by Newton steps on erf; NaN outside [0, 1]."""
+    y = 2 * np.asarray(p, dtype=np.float64) - 1
+    inside = np.abs(y) < 1
+    t = np.where(inside, y, 0.0)
+    a = 0.147
+    ln = np.log1p(-t * t)
+    b = 2 / (math.pi * a) + ln / 2
+    z = np.sign(t) * np.sqrt(np.sqrt(b * b - ln / a) - b)
+    for _ in range(3):
+        z -= (erf_array(z) - t) / (2 / math.sqrt(math.pi) * np.exp(-z * z))
+    with np.errstate(invalid="ignore"):
+        edge = np.where(np.abs(y) == 1, np.sign(y) * np.inf, np.nan)
+    return np.where(inside, math.sqrt(2) * z, edge)
+
+
+def _post_transform(scores: Array, post_transform: int) -> Array:
+    if post_transform == 0:
+        return scores
+    if post_transform == 1:
+        e = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    if post_transform == 2:
+        return 1 / (1 + np.exp(-scores))
+    if post_transform == 3:  # softmax over the non-zero scores; zeros stay zero
+        nonzero = scores != 0
+        peak = np.where(nonzero, scores, -np.inf).max(axis=1, keepdims=True)
+        e = np.where(nonzero, np.exp(scores - np.where(np.isfinite(peak), peak, 0)), 0.0)
+        total = e.sum(axis=1, keepdims=True)
+        return e / np.where(total == 0, 1.0, total)
+    if post_transform == 4:
+        return _probit(scores)
+    raise ValueError(f"TreeEnsemble: unknown post_transform {post_transform}")
+
+
+@kernel("TreeEnsemble", since=5, domain=ML)
+def tree_ensemble(x: Array, aggregate_function: int = 1, leaf_targetids: Sequence[int] = (),
+                  leaf_weights: Array | None = None, membership_values: Array | None = None, n_targets: int = 1,
+                  nodes_falseleafs: Sequence[int] = (), nodes_falsenodeids: Sequence[int] = (),
+                  nodes_featureids: Sequence[int] = (), nodes_hitrates: Array | None = None,
+                  nodes_missing_value_tracks_true: Sequence[int] | None = None, nodes_modes: Array | None = None,
+                  nodes_splits: Array | None = None, nodes_trueleafs: Sequence[int] = (),
+                  nodes_truenodeids: Sequence[int] = (), post_transform: int = 0, tree_roots: Sequence[int] = ()
+                  ) -> Array:
+    data = x.astype(np.float64).reshape(x.shape[0], -1)
+    n_samples, n_nodes = data.shape[0], len(nodes_featureids)
+    modes = np.asarray(nodes_modes, dtype=np.int64).reshape(-1)
+    splits = np.asarray(nodes_splits, dtype=np.float64).reshape(-1)
+    feature = np.asarray(nodes_featureids, dtype=np.intp)
+    true_id, false_id = np.asarray(nodes_truenodeids, dtype=np.intp), np.asarray(nodes_falsenodeids, dtype=np.intp)
+    true_leaf, false_leaf = np.asarray(nodes_trueleafs, dtype=bool), np.asarray(nodes_falseleafs, dtype=bool)
+    nan_true = (np.asarray(nodes_missing_value_tracks_true, dtype=bool) if nodes_missing_value_tracks_true
+                else np.zeros(n_nodes, dtype=bool))
+    # membership sets, one padded row per node (NaN pads never match)
+    members = np.full((n_nodes, 1), np.nan)
+    member_nodes = np.flatnonzero(modes == 6)
+    if member_nodes.size:
+        if membership_values is None:
+            raise ValueError("TreeEnsemble: BRANCH_MEMBER nodes need membership_values")
+        flat = np.asarray(membership_values, dtype=np.float64).reshape(-1)
+        sets = np.split(flat, np.flatnonzero(np.isnan(flat)))
+        sets = [s[~np.isnan(s)] for s in sets][:member_nodes.size]
+        members = np.full((n_nodes, max(len(s) for s in sets) or 1), np.nan)
+        for node, s in zip(member_nodes, sets):
+            members[node, :len(s)] = s
+
+    roots = np.asarray(tree_roots, dtype=np.intp)
+    n_trees = roots.size
+    node = np.broadcast_to(roots, (n_samples, n_trees)).copy()
+    # a root whose two branches name the same leaf is a single-leaf tree
+    leaf = np.where(true_leaf[roots] & false_leaf[roots] & (true_id[roots] == false_id[roots]), true_id[roots], -1)
+    leaf = np.broadcast_to(leaf, (n_samples, n_trees)).copy()
+    sample = np.broadcast_to(np.arange(n_samples)[:, None], node.shape)
+    for _ in range(n_nodes + 1):  # every step goes one level down; no tree is deeper than it has nodes
+        active = leaf < 0
+        if not active.any():
+            break
+        nd, sm = node[active], sample[active]
+        v = data[sm, feature[nd]]
+        s = splits[nd]
+        m = modes[nd]
+        go = np.select([m == 0, m == 1, m == 2, m == 3, m == 4, m == 5],
+                       [v <= s, v < s, v >= s, v > s, v == s, v != s],
+                       default=(members[nd] == v[:, None]).any(axis=1))
+        go |= np.isnan(v) & nan_true[nd]
+        nxt = np.where(go, true_id[nd], false_id[nd])
+        is_leaf = np.where(go, true_leaf[nd], false_leaf[nd])
+        new_leaf, new_node = leaf[active], node[active]
+        new_leaf[is_leaf] = nxt[is_leaf]
+        new_node[~is_leaf] = nxt[~is_leaf]
+        leaf[active], node[active] = new_leaf, new_node
+    weights = np.asarray(leaf_weights, dtype=np.float64).reshape(-1)[leaf]
+    targets = np.asarray(leaf_targetids, dtype=np.intp)[leaf]
+    rows = np.broadcast_to(np.arange(n_samples)[:, None], leaf.shape)
+    scores = np.zeros((n_samples, n_targets))
+    if aggregate_function in (0, 1):
+        np.add.at(scores, (rows, targets), weights)
+        if aggregate_function == 0:
+            scores /= max(n_trees, 1)
+    elif aggregate_function in (2, 3):
+        ufunc = np.minimum if aggregate_function == 2 else np.maximum
+        acc = np.full((n_samples, n_targets), np.inf if aggregate_function == 2 else -np.inf)
+        ufunc.at(acc, (rows, targets), weights)
+        scores = np.where(np.isfinite(acc), acc, 0.0)  # targets no leaf reached score 0
+    else:
+        raise ValueError(f"TreeEnsemble: unknown aggregate_function {aggregate_function}")
+    return _post_transform(scores, post_transform).astype(x.dtype)

@@ -1,0 +1,124 @@
+"""Linear quantisation kernels: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear.
+
+Scales and zero points are per tensor (a scalar or a one-element vector), per axis (a vector along
+``axis``) or blocked (the input's rank, ``ceil(D/block_size)`` along ``axis``); all three broadcast
+against the input through ``_expand``. Integer targets round half to even and saturate to their
+range; the 8-bit floats saturate (or not) as Cast does; float4 saturates by construction. Every
+small type (int4/uint4, int2/uint2, float4e2m1, the float8 family) comes from ml_dtypes.
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+from onnx.helper import tensor_dtype_to_np_dtype
+
+from hal.kernels.logic import cast_to
+from hal.kernels.registry import kernel
+
+Array = np.ndarray
+
+# Integer quantised types and their saturation ranges (ml_dtypes' int4 / int2 have no numpy iinfo).
+_INT_RANGES: dict[np.dtype, tuple[int, int]] = {
+    np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127),
+    np.dtype(np.uint16): (0, 65535), np.dtype(np.int16): (-32768, 32767),
+    np.dtype(ml_dtypes.uint4): (0, 15), np.dtype(ml_dtypes.int4): (-8, 7),
+    np.dtype(ml_dtypes.uint2): (0, 3), np.dtype(ml_dtypes.int2): (-2, 1),
+    np.dtype(np.int32): (-(2 ** 31), 2 ** 31 - 1),
+}
+_FLOAT8 = {np.dtype(t) for t in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz,
+                                  ml_dtypes.float8_e5m2, ml_dtypes.float8_e5m2fnuz)}
+_WIDE_FLOATS = {np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)}
+
+
+def _expand(value: Array, shape: tuple[int, ...], axis: int, block_size: int) -> Array:
+    """A scale or zero point shaped to broadcast against an input of ``shape``."""
+    value = np.asarray(value)
+    if value.size == 1:  # a one-element scale is per tensor, whatever its rank
+        return value.reshape(())
+    axis = axis % len(shape)
+    if not block_size:
+        if value.ndim != 1:
+            raise ValueError(f"per-axis quantisation needs a 1-D scale, got shape {value.shape}")
+        dims = [1] * len(shape)
+        dims[axis] = value.size
+        return value.reshape(dims)
+    if block_size < 0:
+        raise ValueError("block_size must be positive")
+    if value.ndim != len(shape):
+        raise ValueError(f"blocked quantisation needs a scale of rank {len(shape)}, got shape {value.shape}")
+    full = np.repeat(value, block_size, axis=axis)
+    full = full[(slice(None),) * axis + (slice(0, shape[axis]),)]
+    if full.shape != tuple(shape):
+        raise ValueError(f"blocked scale of shape {value.shape} does not fit input of shape {shape}")
+    return full
+
+
+def _dtype(code: int) -> np.dtype:
+    return np.dtype(tensor_dtype_to_np_dtype(code))
+
+
+def _saturate_int(q: Array, dtype: np.dtype) -> Array:
+    lo, hi = _INT_RANGES[dtype]
+    with np.errstate(invalid="ignore"):
+        return np.clip(q, lo, hi).astype(np.int64).astype(dtype)
+
+
+@kernel("QuantizeLinear", since=10)
+def quantize_linear(x: Array, y_scale: Array, y_zero_point: Array | None = None, axis: int = 1,
+                    saturate: int = 1, block_size: int = 0, output_dtype: int = 0, precision: int = 0
+                    ) -> Array:
+    if y_zero_point is not None:
+        out = np.asarray(y_zero_point).dtype
+        if output_dtype and _dtype(output_dtype) != out:
+            raise ValueError(f"QuantizeLinear output_dtype {_dtype(output_dtype)} differs from zero point's {out}")
+    else:
+        out = _dtype(output_dtype) if output_dtype else np.dtype(np.uint8)
+    y_scale = np.asarray(y_scale)
+    # The division runs in ``precision`` if given, else in the scale's type (16-bit floats included).
+    work = _dtype(precision) if precision else y_scale.dtype
+    scale = _expand(y_scale, x.shape, axis, block_size).astype(work)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        q = np.asarray(x.astype(work) / scale)
+        if out in _INT_RANGES:
+            q = np.rint(q.astype(np.float64))
+            if y_zero_point is not None:
+                q = q + _expand(y_zero_point, x.shape, axis, block_size).astype(np.float64)
+            return _saturate_int(q, out)
+        if y_zero_point is not None:  # float targets: the zero point is (almost always) 0, but is honoured
+            zp = _expand(y_zero_point, x.shape, axis, block_size).astype(np.float32)
+            q = q.astype(np.float32) + zp
+        q = q.astype(np.float32)  # one rounding to the 8/4-bit float, from float32 as Cast does
+        if out in _FLOAT8:
+            return cast_to(q, out, saturate)
+        if out == np.dtype(ml_dtypes.float4_e2m1fn):  # no inf / NaN: the cast saturates by itself
+            return np.asarray(q.astype(out))
+    raise ValueError(f"QuantizeLinear cannot quantise to {out}")
+
+
+@kernel("DequantizeLinear", since=10)
+def dequantize_linear(x: Array, x_scale: Array, x_zero_point: Array | None = None, axis: int = 1,
+                      block_size: int = 0, output_dtype: int = 0) -> Array:
+    x_scale = np.asarray(x_scale)
+    out = _dtype(output_dtype) if output_dtype else x_scale.dtype
+    # The product runs in the output type; 16-bit floats multiply in float32 and round once.
+    work = np.dtype(np.float32) if out in _WIDE_FLOATS else out
+    dx = x.astype(np.float32 if x.dtype in _FLOAT8 or x.dtype.kind == "V" else np.float64)
+    if x_zero_point is not None and x.dtype in _INT_RANGES:
+        if np.asarray(x_zero_point).dtype != x.dtype:
+            raise ValueError(f"DequantizeLinear zero point type {x_zero_point.dtype} differs from input's {x.dtype}")
+        dx = dx - _expand(x_zero_point, x.shape, axis, block_size).astype(dx.dtype)
+    scale = _expand(x_scale, x.shape, axis, block_size).astype(work)
+    return np.asarray(dx.astype(work) * scale).astype(out)
+
+
+@kernel("DynamicQuantizeLinear", since=11)
+def dynamic_quantize_linear(x: Array) -> tuple[Array, Array, Array]:
+    """uint8 quantisation whose range always holds 0: scale = (max - min) / 255, zero point rounds."""
+    x32 = x.astype(np.float32)
+    hi = np.float32(max(0.0, float(x32.max()))) if x32.size else np.float32(0)
+    lo = np.float32(min(0.0, float(x32.min()))) if x32.size else np.float32(0)
+    scale = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255))
+    zero_point = np.rint(np.clip(np.float32(0) - lo / scale, 0, 255))
+    y = np.clip(np.rint(x32 / scale) + zero_point, 0, 255).astype(np.uint8)
+    return y, np.asarray(scale, dtype=x.dtype), np.asarray(zero_point).astype(np.uint8)

@@ -1,0 +1,169 @@
+"""String kernels: StringNormalizer, StringSplit, StringConcat, RegexFullMatch, TfIdfVectorizer.
+
+String tensors are numpy object arrays of Python ``str`` (bytes are decoded as UTF-8). Per-string
+work goes through ``numpy.frompyfunc`` so it broadcasts like any ufunc; TfIdfVectorizer maps tokens
+to pool ids once and matches every n-gram of every row in one ``numpy.unique`` over id rows.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from hal.kernels.registry import kernel
+
+Array = np.ndarray
+
+
+def _text(s: object) -> str:
+    return s.decode("utf-8") if isinstance(s, bytes) else str(s)
+
+
+def _strings(x: Array) -> Array:
+    """``x`` as an object array of ``str``."""
+    x = np.asarray(x)
+    if x.dtype == object and all(isinstance(s, str) for s in x.flat):
+        return x
+    return np.frompyfunc(_text, 1, 1)(x).astype(object).reshape(x.shape)
+
+
+def _object(result: object, shape: tuple[int, ...]) -> Array:
+    out = np.empty(shape, dtype=object)
+    out[...] = result
+    return out
+
+
+@kernel("StringNormalizer", since=10)
+def string_normalizer(x: Array, case_change_action: str = "NONE", is_case_sensitive: int = 0,
+                      locale: str = "", stopwords: Sequence[str] | None = None) -> Array:
+    """Drop stopword elements, then change case; only [C] and [1, C] inputs are allowed."""
+    x = _strings(x)
+    if x.ndim not in (1, 2) or (x.ndim == 2 and x.shape[0] != 1):
+        raise ValueError(f"StringNormalizer takes a [C] or [1, C] tensor, got shape {x.shape}")
+    words = x.reshape(-1)
+    if stopwords:
+        if is_case_sensitive:
+            stops = set(stopwords)
+            keep = [w not in stops for w in words]
+        else:
+            stops = {s.casefold() for s in stopwords}
+            keep = [w.casefold() not in stops for w in words]
+        words = words[np.asarray(keep, dtype=bool)]
+    if case_change_action == "LOWER":
+        words = np.frompyfunc(str.lower, 1, 1)(words)
+    elif case_change_action == "UPPER":
+        words = np.frompyfunc(str.upper, 1, 1)(words)
+    elif case_change_action != "NONE":
+        raise ValueError(f"StringNormalizer: unknown case_change_action {case_change_action!r}")
+    if words.size == 0:  # everything dropped: a single empty string
+        words = np.array([""], dtype=object)
+    words = np.asarray(words, dtype=object)
+    return words.reshape(1, -1) if x.ndim == 2 else words
+
+
+@kernel("StringSplit", since=20)
+def string_split(x: Array, delimiter: str = "", maxsplit: int | None = None) -> tuple[Array, Array]:
+    """Split every string; pad the ragged parts with "" into a trailing axis as long as the longest."""
+    x = _strings(x)
+    sep = delimiter or None  # empty or absent: split on runs of whitespace, ignoring the ends
+    limit = -1 if maxsplit is None else int(maxsplit)
+    parts = [s.split(sep, limit) for s in x.flat]
+    counts = np.array([len(p) for p in parts], dtype=np.int64).reshape(x.shape)
+    width = int(counts.max(initial=0))
+    y = np.full((len(parts), width), "", dtype=object)
+    lengths = counts.reshape(-1)
+    rows = np.repeat(np.arange(len(parts)), lengths)
+    cols = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    y[rows, cols] = [p for ps in parts for p in ps]
+    return y.reshape(*x.shape, width), counts
+
+
+@kernel("StringConcat", since=20)
+def string_concat(x: Array, y: Array) -> Array:
+    x, y = _strings(x), _strings(y)
+    return _object(np.frompyfunc(operator.add, 2, 1)(x, y), np.broadcast_shapes(x.shape, y.shape))
+
+
+@kernel("RegexFullMatch", since=20)
+def regex_full_match(x: Array, pattern: str = "") -> Array:
+    """Whole-string match; ONNX names RE2 syntax, which Python's ``re`` reads for the common subset."""
+    regex = re.compile(pattern)
+    x = _strings(x)
+    hit = np.frompyfunc(lambda s: regex.fullmatch(s) is not None, 1, 1)(x)
+    return np.asarray(hit, dtype=bool).reshape(x.shape)
+
+
+# --- TfIdfVectorizer -------------------------------------------------------------------------------
+
+
+def _pool_ngrams(pool: Array, ngram_counts: Sequence[int], ngram_indexes: Sequence[int], min_n: int, max_n: int
+                 ) -> dict[int, tuple[Array, Array]]:
+    """For each n in [min_n, max_n]: (pool n-grams as rows of pool items, their output columns)."""
+    bounds = [*ngram_counts, len(pool)]
+    out: dict[int, tuple[Array, Array]] = {}
+    ordinal = 0  # n-grams are numbered across the whole pool, in order
+    for i in range(len(ngram_counts)):
+        n = i + 1
+        items = pool[bounds[i]:bounds[i + 1]]
+        count = len(items) // n
+        if min_n <= n <= max_n and count:
+            out[n] = (items[:count * n].reshape(count, n), np.asarray(ngram_indexes[ordinal:ordinal + count]))
+        ordinal += count
+    return out
+
+
+@kernel("TfIdfVectorizer", since=9)
+def tfidf_vectorizer(x: Array, max_gram_length: int = 1, max_skip_count: int = 0, min_gram_length: int = 1,
+                     mode: str = "TF", ngram_counts: Sequence[int] = (), ngram_indexes: Sequence[int] = (),
+                     pool_int64s: Sequence[int] | None = None, pool_strings: Sequence[str] | None = None,
+                     weights: Sequence[float] | None = None) -> Array:
+    """Count pool n-grams (items ``skip + 1`` apart, skip <= max_skip_count) in each row of ``x``."""
+    strings = pool_strings is not None
+    pool = np.asarray(list(pool_strings), dtype=object) if strings else np.asarray(pool_int64s, dtype=np.int64)
+    size = int(max(ngram_indexes)) + 1 if len(ngram_indexes) else 0
+    if x.ndim > 2 or (x.ndim == 2 and x.shape[0] < 1):
+        raise ValueError(f"TfIdfVectorizer takes a [C] or [B, C] tensor, got shape {x.shape}")
+    rows = x.reshape(1, -1) if x.ndim < 2 else x
+    n_rows, width = rows.shape
+    rows = _strings(rows) if strings else rows.astype(np.int64)
+    # every token as an id into the pool's vocabulary (-1: not in the pool)
+    vocab = np.unique(pool)
+    pos = np.clip(np.searchsorted(vocab, rows.reshape(-1)), 0, max(len(vocab) - 1, 0))
+    ids = np.where(vocab[pos] == rows.reshape(-1), pos, -1).reshape(n_rows, width) if len(vocab) else \
+        np.full((n_rows, width), -1)
+    counts = np.zeros((n_rows, size), dtype=np.int64)
+    for n, (grams, columns) in _pool_ngrams(pool, ngram_counts, ngram_indexes, min_gram_length,
+                                            max_gram_length).items():
+        gram_ids = np.searchsorted(vocab, grams.reshape(-1)).reshape(grams.shape)
+        for skip in range(max_skip_count + 1 if n > 1 else 1):  # unigrams count once, whatever the skip
+            span = (n - 1) * (skip + 1)
+            if span >= width:
+                continue
+            starts = np.arange(width - span)
+            cand = ids[:, starts[:, None] + (skip + 1) * np.arange(n)[None, :]]  # (rows, starts, n)
+            row_of = np.broadcast_to(np.arange(n_rows)[:, None], cand.shape[:2]).reshape(-1)
+            cand = cand.reshape(-1, n)
+            ok = (cand >= 0).all(axis=1)
+            if not ok.any():
+                continue
+            _, inverse = np.unique(np.concatenate([gram_ids, cand[ok]]), axis=0, return_inverse=True)
+            inverse = inverse.reshape(-1)
+            column_of = np.full(inverse.max() + 1, -1, dtype=np.int64)
+            column_of[inverse[:len(grams)]] = columns
+            hit = column_of[inverse[len(grams):]]
+            found = hit >= 0
+            np.add.at(counts, (row_of[ok][found], hit[found]), 1)
+    w = np.asarray(weights, dtype=np.float64) if weights else None
+    if mode == "TF":
+        y = counts.astype(np.float64)
+    elif mode == "IDF":
+        y = (counts > 0) * (w if w is not None else 1.0)
+    elif mode == "TFIDF":
+        y = counts * (w if w is not None else 1.0)
+    else:
+        raise ValueError(f"TfIdfVectorizer: unknown mode {mode!r}")
+    y = np.asarray(y, dtype=np.float32)
+    return y if x.ndim == 2 else y.reshape(size)
