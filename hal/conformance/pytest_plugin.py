@@ -1,8 +1,230 @@
-"""pytest plugin of the hal conformance suite; dormant unless ``--hal-target NAME`` is given."""
+"""pytest plugin of the hal conformance suite, registered through the ``pytest11`` entry point.
+
+Dormant unless ``--hal-target NAME`` is given; then the session runs the suite instead of
+collecting test files, so ``pytest --hal-target cpu`` works from any folder:
+
+    pytest --hal-target gpu --hal-profile full -n 4 --hal-json gpu.json
+
+Each case is one item (``hal[TARGET]::node::test_abs``); ``-k`` also matches the op type
+(``-k Conv``). Cases listed in the target's expected-failure manifest
+(specs/conformance/xfail-TARGET.toml, or ``--hal-manifest``) are xfail with the manifest's reason;
+``--hal-write-manifest PATH`` writes the manifest of this run's failures. Works with pytest-xdist.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-def pytest_addoption(parser) -> None:
-    group = parser.getgroup("hal", "hal conformance suite")
-    group.addoption("--hal-target", default=None, help="run the hal conformance suite on this target")
+import pytest
+
+if TYPE_CHECKING:  # hal is imported only once the suite is active: dormant runs pay nothing
+    from hal.conformance.profiles import Profile
+    from hal.conformance.report import CaseResult, ConformanceReport
+    from hal.conformance.suite import Case
+
+KINDS = ("node", "light", "plugin", "contract")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hal", "hal conformance suite (dormant unless --hal-target is given)")
+    group.addoption("--hal-target", default=None, metavar="NAME",
+                    help="run the hal conformance suite on this target instead of collecting test files")
+    group.addoption("--hal-profile", default="core", metavar="core|full|PATH",
+                    help="certification profile: core (CNN + transformer ops), full (every node case), "
+                         "or a profile .toml (default: core)")
+    group.addoption("--hal-precision", default="exact", metavar="PRECISION",
+                    help="compile precision; tolerances widen per the profile (default: exact)")
+    group.addoption("--hal-manifest", default=None, metavar="PATH|none",
+                    help="expected-failure manifest (default: the target's specs/conformance/xfail-TARGET.toml)")
+    group.addoption("--hal-write-manifest", default=None, metavar="PATH",
+                    help="after the run, write this run's failures as the expected-failure manifest")
+    group.addoption("--hal-json", default=None, metavar="PATH", help="write a ConformanceReport (JSON) here")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    target = config.getoption("hal_target", None)
+    if not target:
+        return
+    from hal.errors import HalError
+    from hal.plugins import get_target
+
+    try:
+        get_target(target)
+        state = SuiteState(config, target)
+    except HalError as e:
+        raise pytest.UsageError(f"--hal-target: {e}") from None
+    config.pluginmanager.register(state, "hal-conformance-suite")
+
+
+class SuiteState:
+    """The active suite: options, the manifest, and the results seen (on the controller with xdist)."""
+
+    def __init__(self, config: pytest.Config, target: str):
+        from hal.conformance.profiles import load_manifest, load_profile, manifest_path
+
+        self.config = config
+        self.target = target
+        self.profile_arg = config.getoption("hal_profile")
+        self.profile: Profile = load_profile(self.profile_arg)
+        self.precision = config.getoption("hal_precision")
+        m = config.getoption("hal_manifest")
+        self.manifest_file = None if m == "none" else Path(m) if m else manifest_path(target)
+        self.manifest = load_manifest(self.manifest_file)
+        self.results: dict[str, CaseResult] = {}
+        self.t0 = time.perf_counter()
+
+    # -- collection: the suite replaces file collection ------------------------------------------------
+    def pytest_collection(self, session: pytest.Session) -> bool | None:
+        if self.config.pluginmanager.has_plugin("dsession"):
+            return None  # xdist's controller collects nothing; its workers collect the suite
+        from _pytest.runner import collect_one_node
+
+        hook = self.config.hook
+        session.items = []
+        suite = Suite.from_parent(session, name=f"hal[{self.target}]", nodeid=f"hal[{self.target}]", state=self)
+        rep = collect_one_node(suite)
+        session.ihook.pytest_collectreport(report=rep)
+        if rep.passed:
+            for node in rep.result:
+                session.items.extend(session.genitems(node))
+        hook.pytest_collection_modifyitems(session=session, config=self.config, items=session.items)
+        hook.pytest_collection_finish(session=session)
+        session.testscollected = len(session.items)
+        return True
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        src = str(self.manifest_file) if self.manifest else "none"
+        return [f"hal conformance: target {self.target}, profile {self.profile.name}, precision {self.precision}, "
+                f"manifest {src} ({len(self.manifest)} expected failures)"]
+
+    # -- results -----------------------------------------------------------------------------------------
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        if "hal_case" not in props or not (report.when == "call" or (report.when == "setup" and not report.passed)):
+            return
+        xfail = hasattr(report, "wasxfail")
+        if report.passed:
+            outcome = "xpassed" if xfail else "passed"
+        elif report.failed:
+            outcome = "failed"
+        else:
+            outcome = "xfailed" if xfail else "skipped"
+        message = props.get("hal_message")
+        if outcome == "failed" and message is None:
+            message = report.longreprtext.strip().splitlines()[-1][:600] if report.longreprtext else None
+        from hal.conformance.report import CaseResult
+
+        self.results[props["hal_case"]] = CaseResult(
+            name=props["hal_case"], op=props["hal_op"], kind=props["hal_kind"], outcome=outcome,
+            cause=props.get("hal_cause") or ("error" if outcome == "failed" else None),
+            message=message, duration_s=report.duration)
+
+    def report(self) -> ConformanceReport:
+        from hal.conformance.report import ConformanceReport
+
+        workers = int(getattr(self.config.option, "numprocesses", 0) or 0) or 1
+        return ConformanceReport.build(self.results.values(), target=self.target, profile=self.profile.name,
+                                       precision=self.precision, workers=workers,
+                                       duration_s=time.perf_counter() - self.t0)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput"):
+            return  # an xdist worker: the controller writes the files
+        json_path = self.config.getoption("hal_json")
+        if json_path:
+            p = Path(json_path)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(self.report().model_dump_json(indent=2) + "\n", encoding="utf-8")
+        out = self.config.getoption("hal_write_manifest")
+        if out:
+            from hal.conformance.profiles import ManifestEntry, manifest_reason, write_manifest
+
+            entries = [ManifestEntry(r.name, r.op, r.cause or "error", manifest_reason(r.cause, r.message))
+                       for r in self.results.values() if r.outcome in ("failed", "xfailed")]
+            keep = [e for name, e in self.manifest.items() if name not in self.results]
+            write_manifest(out, self.target, entries, profile=self.profile.name, keep=keep)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.results:
+            return
+        rep = self.report()
+        t = rep.totals
+        tr = terminalreporter
+        tr.section(f"hal conformance: {self.target} ({self.profile.name})")
+        for row in [o for o in rep.ops if o.failed][:40]:
+            tr.write_line(f"  {row.op:32s} {row.passed + row.xpassed:4d}/{row.total:<4d} passed, {row.failed} failed")
+        tr.write_line(f"{t.passed + t.xpassed}/{t.total} passed ({100 * t.pass_rate:.1f}%), {t.failed} failed, "
+                      f"{t.xfailed} expected failures, {t.xpassed} unexpectedly passing")
+
+
+# --- collectors and items --------------------------------------------------------------------------------
+
+
+class Suite(pytest.Collector):
+    """The whole suite for one target: one group per kind of case."""
+
+    def __init__(self, *, state: SuiteState, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.state = state
+
+    def collect(self) -> Iterator[pytest.Collector]:
+        from hal.conformance.suite import select_cases
+
+        by_kind: dict[str, list[Case]] = {k: [] for k in KINDS}
+        for case in select_cases(self.state.profile):
+            by_kind[case.kind].append(case)
+        for kind in KINDS:
+            if by_kind[kind]:
+                yield CaseGroup.from_parent(self, name=kind, cases=by_kind[kind], state=self.state)
+
+
+class CaseGroup(pytest.Collector):
+    def __init__(self, *, cases: list[Case], state: SuiteState, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.cases = cases
+        self.state = state
+
+    def collect(self) -> Iterator[pytest.Item]:
+        from hal.conformance.check import CaseFailure
+
+        for case in self.cases:
+            item = CaseItem.from_parent(self, name=case.name, case=case, state=self.state)
+            entry = self.state.manifest.get(case.name)
+            if entry is not None:
+                item.add_marker(pytest.mark.xfail(reason=entry.reason, strict=False, raises=CaseFailure))
+            yield item
+
+
+class CaseItem(pytest.Item):
+    """One case on the target under test."""
+
+    def __init__(self, *, case: Case, state: SuiteState, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.case = case
+        self.state = state
+        self.extra_keyword_matches.add(case.op)
+        self.user_properties += [("hal_case", case.name), ("hal_op", case.op), ("hal_kind", case.kind)]
+
+    def runtest(self) -> None:
+        from hal.conformance.check import CaseFailure
+        from hal.conformance.suite import run_case
+
+        s = self.state
+        try:
+            run_case(self.case, s.target, s.profile, s.precision)
+        except CaseFailure as e:
+            self.user_properties += [("hal_cause", e.cause), ("hal_message", e.message)]
+            raise
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        from hal.conformance.check import CaseFailure
+
+        if isinstance(excinfo.value, CaseFailure):
+            return f"{self.case.op}: [{excinfo.value.cause}] {excinfo.value.message}"
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, f"hal[{self.state.target}]::{self.case.kind}::{self.case.name}"

@@ -1,0 +1,214 @@
+"""The cases of the suite: onnx's node tests, the light model zoo, and cases plugins contribute.
+
+Every case has the shape of onnx's ``TestCase`` (name, model, data sets, rtol, atol) plus the op it
+certifies, so results group per op. Node cases come from
+``onnx.backend.test.case.node.collect_testcases()``; an ``_expanded`` case (the op's function body)
+counts for the op of its single-node twin. Light models are loaded only when a case runs.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+#: the light models onnx ships, in onnx/backend/test/data/light/
+LIGHT_MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
+                "squeezenet", "vgg19", "zfnet512")
+LIGHT_RTOL = 1e-3
+LIGHT_ATOL = 1e-5
+
+_EXPANDED = re.compile(r"_expanded(_ver\d+)?$")
+
+
+@dataclass
+class ConformanceCase:
+    """One model with its data sets, compared the way onnx's runner compares them."""
+
+    name: str
+    op: str
+    kind: str  # node | light | plugin
+    rtol: float
+    atol: float
+    load_model: Callable[[], onnx.ModelProto] = field(repr=False)
+    load_data: Callable[[], list[tuple[list[Any], list[Any]]]] = field(repr=False)
+    ops: frozenset[str] = frozenset()  # every op type the case's graph uses, subgraphs included
+
+    @property
+    def model(self) -> onnx.ModelProto:
+        return self.load_model()
+
+    @property
+    def data_sets(self) -> list[tuple[list[Any], list[Any]]]:
+        return self.load_data()
+
+
+def to_value(v: Any) -> Any:
+    """A data-set entry as a runtime value: an array, a list of arrays (sequence) or None (optional).
+
+    TensorProto / SequenceProto / OptionalProto are converted as onnx's runner loads them; a numpy
+    scalar (``np.float32(2)`` in a few node cases) becomes the 0-d array it stands for.
+    """
+    if isinstance(v, onnx.TensorProto):
+        return numpy_helper.to_array(v)
+    if isinstance(v, onnx.SequenceProto):
+        return numpy_helper.to_list(v)
+    if isinstance(v, onnx.OptionalProto):
+        return numpy_helper.to_optional(v)
+    if isinstance(v, np.generic):
+        return np.asarray(v)
+    if isinstance(v, list):
+        return [to_value(x) for x in v]
+    return v
+
+
+def graph_ops(g: onnx.GraphProto) -> set[str]:
+    """Op types used in a graph and in its subgraphs."""
+    ops: set[str] = set()
+    for n in g.node:
+        ops.add(n.op_type)
+        for a in n.attribute:
+            if a.HasField("g"):
+                ops |= graph_ops(a.g)
+            for sg in a.graphs:
+                ops |= graph_ops(sg)
+    return ops
+
+
+def _cache_file() -> Path | None:
+    """Where collected node cases are cached (``$HAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/hal`` or
+    ``~/.cache/hal``); None when ``HAL_CONFORMANCE_CACHE=0``. The key holds every version that
+    shapes the pickled cases."""
+    if os.environ.get("HAL_CONFORMANCE_CACHE", "1") == "0":
+        return None
+    import ml_dtypes
+
+    root = os.environ.get("HAL_CACHE_DIR")
+    folder = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hal"
+    key = (f"onnx-{onnx.__version__}_numpy-{np.__version__}_ml_dtypes-{ml_dtypes.__version__}"
+           f"_py{sys.version_info[0]}{sys.version_info[1]}")
+    return folder / "conformance" / f"node-cases_{key}.pickle"
+
+
+@cache
+def _onnx_node_cases() -> tuple[Any, ...]:
+    """onnx's node cases. Generating them runs every case's numpy reference (seconds, and some
+    draw unseeded random inputs), so the first collection is cached: every later process, xdist
+    workers included, then runs on the very same data."""
+    path = _cache_file()
+    if path is not None and path.is_file():
+        try:
+            cases = pickle.loads(path.read_bytes())
+            if isinstance(cases, tuple) and cases:
+                return cases
+        except Exception:  # a stale or truncated cache is regenerated, never fatal
+            pass
+    from onnx.backend.test.case.node import collect_testcases
+
+    with np.errstate(all="ignore"):
+        cases = tuple(collect_testcases())
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(pickle.dumps(cases, protocol=pickle.HIGHEST_PROTOCOL))
+            os.replace(tmp, path)
+        except OSError:  # a read-only home only costs the next process the collection time
+            pass
+    return cases
+
+
+def node_cases() -> list[ConformanceCase]:
+    """Every onnx node test case (1,884 with onnx 1.23.2), sorted by name."""
+    raw = _onnx_node_cases()
+    single = {c.name: c.model.graph.node[0].op_type for c in raw if len(c.model.graph.node) == 1}
+    out = []
+    for c in raw:
+        op = single.get(c.name) or single.get(_EXPANDED.sub("", c.name)) or c.model.graph.node[0].op_type
+        out.append(ConformanceCase(c.name, op, "node", float(c.rtol), float(c.atol),
+                                   _const(c.model), _const(c.data_sets), frozenset(graph_ops(c.model.graph))))
+    return sorted(out, key=lambda c: c.name)
+
+
+def _const(v: Any) -> Callable[[], Any]:
+    return lambda: v
+
+
+def light_dir() -> Path:
+    return Path(onnx.__file__).resolve().parent / "backend" / "test" / "data" / "light"
+
+
+def _light_model(name: str) -> onnx.ModelProto:
+    return onnx.load(str(light_dir() / f"light_{name}.onnx"))
+
+
+def _light_data(name: str) -> list[tuple[list[Any], list[Any]]]:
+    from onnx.backend.test.runner import Runner
+
+    model = _light_model(name)
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [Runner.generate_dummy_data(vi, seed=0, name=name, random=False)
+              for vi in model.graph.input if vi.name not in inits]
+    outputs = []
+    for i in range(len(model.graph.output)):
+        t = onnx.TensorProto()
+        t.ParseFromString((light_dir() / f"light_{name}_output_{i}.pb").read_bytes())
+        outputs.append(numpy_helper.to_array(t))
+    return [(inputs, outputs)]
+
+
+def light_cases() -> list[ConformanceCase]:
+    """The 9 light models: inputs from onnx's dummy-data generator, expected outputs beside them."""
+    out = []
+    for name in LIGHT_MODELS:
+        out.append(ConformanceCase(f"test_light_{name}", "light model", "light", LIGHT_RTOL, LIGHT_ATOL,
+                                   _cached(lambda n=name: _light_model(n)), _cached(lambda n=name: _light_data(n))))
+    return out
+
+
+def _cached(fn: Callable[[], Any]) -> Callable[[], Any]:
+    box: list[Any] = []
+
+    def get() -> Any:
+        if not box:
+            box.append(fn())
+        return box[0]
+
+    return get
+
+
+def plugin_cases() -> list[ConformanceCase]:
+    """Cases contributed through the ``hal_conformance_cases`` hook of every loaded plugin."""
+    from hal.plugins import registry
+
+    reg = registry()
+    out = []
+    for rec in reg.records.values():
+        plugin = reg.pm.get_plugin(rec.name)
+        hook = getattr(plugin, "hal_conformance_cases", None)
+        if not rec.ok or hook is None:
+            continue
+        for c in hook() or []:
+            model = c.model
+            ops = graph_ops(model.graph)
+            op = getattr(c, "op", None) or (model.graph.node[0].op_type if len(model.graph.node) == 1 else "model")
+            out.append(ConformanceCase(c.name, op, "plugin", float(getattr(c, "rtol", 1e-3)),
+                                       float(getattr(c, "atol", 1e-7)), _const(model), _const(list(c.data_sets)),
+                                       frozenset(ops)))
+    return out
+
+
+def all_cases() -> Iterator[ConformanceCase]:
+    yield from node_cases()
+    yield from light_cases()
+    yield from plugin_cases()

@@ -1,0 +1,125 @@
+"""Run one case on one target and compare exactly as onnx's backend-test runner does.
+
+A case runs through ``hal.InferenceSession(model, target=T, fallback="error")``, so a node the target
+refuses fails the case instead of quietly running on the reference. Outputs are compared with
+``onnx.backend.test.runner.Runner.assert_similar_outputs`` and the case's rtol/atol (sequences are
+compared element by element, bfloat16 through float32, strings exactly). A failure is a
+``CaseFailure`` whose ``cause`` says which kind it is, so the lead can see at a glance whether a
+kernel is missing, wrong, or broken.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from hal.conformance.cases import ConformanceCase, to_value
+from hal.errors import HalError, ModelError, UnsupportedOpError
+
+Cause = Literal["checker", "no kernel", "wrong numbers", "error"]
+
+#: causes in the order the report lists them
+CAUSES: tuple[Cause, ...] = ("no kernel", "wrong numbers", "error", "checker")
+
+
+class CaseFailure(AssertionError):
+    """A case did not pass: ``cause`` is one of CAUSES, ``str()`` the message."""
+
+    def __init__(self, cause: Cause, message: str):
+        self.cause = cause
+        self.message = message
+        super().__init__(f"[{cause}] {message}")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """rtol/atol floors a profile sets for a precision; the case's own values apply when larger."""
+
+    rtol: float = 0.0
+    atol: float = 0.0
+
+    def widen(self, rtol: float, atol: float) -> tuple[float, float]:
+        return max(rtol, self.rtol), max(atol, self.atol)
+
+
+def assert_similar(expected: list[Any], actual: list[Any], rtol: float, atol: float) -> None:
+    """onnx's comparison (``Runner.assert_similar_outputs``), output by output.
+
+    Two gaps of the runner are closed without loosening it: an absent optional (None) must be
+    matched by None, and a sequence is compared item by item as one-output lists — the runner's own
+    recursion hands it each item bare and then calls ``len()`` on it, which raises for 0-d items.
+    """
+    from onnx.backend.test.runner import Runner
+
+    if len(actual) != len(expected):
+        raise AssertionError(f"expected {len(expected)} output(s), got {len(actual)}")
+    for i, (e, a) in enumerate(zip(expected, actual)):
+        if e is None or a is None:
+            if e is not a:
+                raise AssertionError(f"output {i}: expected {_kind(e)}, got {_kind(a)}")
+        elif isinstance(e, (list, tuple)):
+            if not isinstance(a, (list, tuple)):
+                raise AssertionError(f"output {i}: expected a sequence, got {_kind(a)}")
+            if len(a) != len(e):
+                raise AssertionError(f"output {i}: expected a sequence of {len(e)} item(s), got {len(a)}")
+            for j, (ej, aj) in enumerate(zip(e, a)):
+                try:
+                    assert_similar([ej], [aj], rtol, atol)
+                except AssertionError as err:
+                    raise AssertionError(f"output {i}, item {j}: {err}") from None
+        else:
+            Runner.assert_similar_outputs([e], [a], rtol, atol)
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "an empty optional"
+    if isinstance(v, (list, tuple)):
+        return f"a sequence of {len(v)}"
+    return f"{type(v).__name__} {getattr(v, 'dtype', '')}{list(getattr(v, 'shape', []))}"
+
+
+def _first_line(e: BaseException, limit: int = 600) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def input_names(model: Any) -> list[str]:
+    inits = {i.name for i in model.graph.initializer} | {s.values.name for s in model.graph.sparse_initializer}
+    return [i.name for i in model.graph.input if i.name not in inits]
+
+
+def check_case(case: ConformanceCase, target: str, precision: str = "exact",
+               tolerance: Tolerance | None = None) -> None:
+    """Run every data set of ``case`` on ``target``; raise CaseFailure when it does not pass."""
+    from hal.session import InferenceSession
+
+    rtol, atol = (tolerance or Tolerance()).widen(case.rtol, case.atol)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            model = case.model
+            sess = InferenceSession(model, target=target, precision=precision, fallback="error")
+        except ModelError as e:
+            cause: Cause = "checker" if "checker" in e.what else "error"
+            raise CaseFailure(cause, _first_line(e)) from None
+        except UnsupportedOpError as e:
+            raise CaseFailure("no kernel", _first_line(e)) from None
+        except Exception as e:  # a compile failure of any kind fails this case only
+            raise CaseFailure("error", f"compile: {type(e).__name__}: {_first_line(e)}") from None
+        names = input_names(model)
+        for k, (inputs, expected) in enumerate(case.data_sets):
+            feeds = dict(zip(names, (to_value(v) for v in inputs)))
+            try:
+                got = sess.run(None, feeds)
+            except HalError as e:
+                raise CaseFailure("error", f"data set {k}: {_first_line(e)}") from None
+            except Exception as e:  # a target's executor must not crash the suite
+                raise CaseFailure("error", f"data set {k}: {type(e).__name__}: {_first_line(e)}") from None
+            try:
+                assert_similar([to_value(v) for v in expected], got, rtol, atol)
+            except (AssertionError, TypeError, AttributeError, ValueError) as e:
+                raise CaseFailure("wrong numbers", f"data set {k}: {_first_line(e)}") from None

@@ -1,0 +1,133 @@
+"""``hal conformance TARGET``: run the suite through pytest (xdist with ``-n``), print a pass table per op.
+
+    hal conformance cpu --profile full --json r.json -n 2
+    hal conformance gpu --write-manifest            # regenerate specs/conformance/xfail-gpu.toml
+
+The run is isolated from the current folder's pytest configuration and conftest files, so it works
+from anywhere. Exit status: 0 when nothing failed (expected failures allowed), 1 when a case
+failed, 2 when the suite could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hal.conformance.report import ConformanceReport
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``conformance`` sub-command to the ``hal`` CLI's sub-parsers."""
+    p = subparsers.add_parser(
+        "conformance", help="certify a target: onnx node tests, light models, API contract",
+        description="Run the hal conformance suite on TARGET and print a pass table per op.")
+    p.add_argument("target", help="target name (see `hal targets`)")
+    p.add_argument("--profile", default="core", help="core (CNN + transformer ops), full (every node case) "
+                                                     "or a profile .toml (default: core)")
+    p.add_argument("--precision", default="exact", help="compile precision (default: exact)")
+    p.add_argument("--json", dest="json_path", metavar="PATH", help="write the ConformanceReport here")
+    p.add_argument("-n", "--workers", default=None, metavar="N",
+                   help="run in N processes through pytest-xdist (a number or 'auto')")
+    p.add_argument("-k", dest="keyword", metavar="EXPR", help="only cases matching this pytest -k expression "
+                                                               "(case names and op types)")
+    p.add_argument("--manifest", metavar="PATH|none",
+                   help="expected-failure manifest (default: specs/conformance/xfail-TARGET.toml)")
+    p.add_argument("--write-manifest", nargs="?", const="", default=None, metavar="PATH",
+                   help="write this run's failures as the target's manifest (default path: the built-in one)")
+    p.add_argument("--failing-only", action="store_true", help="print only the ops with failures")
+    p.add_argument("-v", "--verbose", action="store_true", help="show pytest's own output")
+    p.set_defaults(func=run)
+    return p
+
+
+def pytest_args(args: argparse.Namespace, json_out: Path, folder: Path) -> list[str]:
+    """The pytest command line for these options, isolated in ``folder``."""
+    ini = folder / "pytest.ini"
+    ini.write_text("[pytest]\n", encoding="utf-8")
+    argv = ["-c", str(ini), "--rootdir", str(folder), "--noconftest", "-p", "no:cacheprovider",
+            "--hal-target", args.target, "--hal-profile", args.profile, "--hal-precision", args.precision,
+            "--hal-json", str(json_out)]
+    argv += ["-q", "--tb=short"] if args.verbose else ["-q", "--tb=no", "-p", "no:warnings"]
+    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        argv += ["-p", "hal.conformance.pytest_plugin"] + (["-p", "xdist.plugin"] if args.workers else [])
+    if args.workers and str(args.workers) not in ("0", "1"):
+        argv += ["-n", str(args.workers)]
+    if args.keyword:
+        argv += ["-k", args.keyword]
+    if args.manifest:
+        argv += ["--hal-manifest", args.manifest]
+    if args.write_manifest is not None:
+        from hal.conformance.profiles import manifest_path
+
+        argv += ["--hal-write-manifest", args.write_manifest or str(manifest_path(args.target))]
+    return argv
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the suite as ``args`` asks; print the table; return the exit status."""
+    import pytest
+    from rich.console import Console
+
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="hal-conformance-") as tmp:
+        folder = Path(tmp)
+        json_out = folder / "report.json"
+        argv = pytest_args(args, json_out, folder)
+        if args.verbose:
+            rc = pytest.main(argv)
+        else:
+            sink = io.StringIO()
+            with console.status(f"hal conformance: {args.target} ({args.profile})…"), \
+                    contextlib.redirect_stdout(sink):
+                rc = pytest.main(argv)
+        if not json_out.is_file():
+            tail = "" if args.verbose else "\n".join(sink.getvalue().strip().splitlines()[-15:])
+            console.print(f"[red]hal conformance: the suite did not run (pytest exit {int(rc)})[/red]")
+            if tail:
+                console.print(tail, markup=False, highlight=False)
+            return 2
+        report = ConformanceReport.model_validate_json(json_out.read_text(encoding="utf-8"))
+    print_report(report, console, failing_only=args.failing_only)
+    if args.json_path:
+        out = Path(args.json_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        console.print(f"report: {out}")
+    if args.write_manifest is not None:
+        from hal.conformance.profiles import manifest_path
+
+        console.print(f"manifest: {args.write_manifest or manifest_path(args.target)}")
+    return 0 if report.ok else 1
+
+
+def print_report(report: ConformanceReport, console: Any, *, failing_only: bool = False) -> None:
+    """The pass table per op, then totals and the failures grouped by cause."""
+    from rich.table import Table
+
+    table = Table(title=f"hal conformance — target {report.target}, profile {report.profile}, "
+                        f"precision {report.precision}", title_justify="left")
+    for col, just in (("op", "left"), ("cases", "right"), ("passed", "right"), ("failed", "right"),
+                      ("xfail", "right"), ("xpass", "right"), ("pass %", "right")):
+        table.add_column(col, justify=just)
+    for row in report.ops:
+        if failing_only and not row.failed:
+            continue
+        rate = 100.0 * (row.passed + row.xpassed) / row.total if row.total else 0.0
+        style = "red" if row.failed else ("yellow" if row.xfailed else None)
+        table.add_row(row.op, str(row.total), str(row.passed), str(row.failed), str(row.xfailed),
+                      str(row.xpassed), f"{rate:.0f}", style=style)
+    console.print(table)
+    t = report.totals
+    causes: dict[str, int] = {}
+    for f in report.failures:
+        if f.outcome == "failed":
+            causes[f.cause or "error"] = causes.get(f.cause or "error", 0) + 1
+    by_cause = ", ".join(f"{n} {c}" for c, n in sorted(causes.items(), key=lambda kv: -kv[1]))
+    console.print(f"[bold]{t.passed + t.xpassed}/{t.total} passed ({100 * t.pass_rate:.1f}%)[/bold], "
+                  f"{t.failed} failed{f' ({by_cause})' if by_cause else ''}, {t.xfailed} expected failures, "
+                  f"{t.xpassed} unexpectedly passing — {report.duration_s:.1f} s on {report.workers} worker(s)")

@@ -1,0 +1,107 @@
+"""ConformanceReport: what one suite run on one target found — the table a vendor publishes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Outcome = Literal["passed", "failed", "xfailed", "xpassed", "skipped"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CaseResult(_Model):
+    """One case: its outcome and, when it did not pass, the kind of failure and the message."""
+
+    name: str
+    op: str
+    kind: str = Field(description="node | light | contract | plugin")
+    outcome: Outcome
+    cause: str | None = Field(default=None, description="no kernel | wrong numbers | error | checker | contract")
+    message: str | None = None
+    duration_s: float = 0.0
+
+
+class OpResult(_Model):
+    """The cases of one op (light models and contract checks each form one row)."""
+
+    op: str
+    total: int = 0
+    passed: int = 0
+    failed: int = 0
+    xfailed: int = 0
+    xpassed: int = 0
+    skipped: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+class Totals(_Model):
+    total: int = 0
+    passed: int = 0
+    failed: int = 0
+    xfailed: int = 0
+    xpassed: int = 0
+    skipped: int = 0
+    pass_rate: float = Field(default=0.0, description="passed (xpassed included) / total")
+
+
+class ConformanceReport(_Model):
+    """Totals, a pass table per op, and every case that did not pass, with its message."""
+
+    target: str
+    profile: str
+    precision: str = "exact"
+    hal_version: str
+    hal_api: str
+    onnx_version: str
+    target_version: str | None = None
+    workers: int = 1
+    duration_s: float = 0.0
+    totals: Totals
+    ops: list[OpResult]
+    failures: list[CaseResult] = Field(default_factory=list, description="failed and xfailed cases")
+    cases: list[CaseResult] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.totals.failed == 0
+
+    @classmethod
+    def build(cls, results: Iterable[CaseResult], *, target: str, profile: str, precision: str = "exact",
+              workers: int = 1, duration_s: float = 0.0) -> ConformanceReport:
+        import onnx
+
+        import hal
+        from hal.specs import HAL_API_VERSION
+
+        results = sorted(results, key=lambda r: r.name)
+        per_op: dict[str, OpResult] = defaultdict(lambda: OpResult(op=""))
+        totals = Totals()
+        for r in results:
+            row = per_op[r.op]
+            row.op = r.op
+            row.total += 1
+            setattr(row, r.outcome, getattr(row, r.outcome) + 1)
+            totals.total += 1
+            setattr(totals, r.outcome, getattr(totals, r.outcome) + 1)
+        totals.pass_rate = (totals.passed + totals.xpassed) / totals.total if totals.total else 0.0
+        version = None
+        try:
+            from hal.plugins import get_target
+
+            version = get_target(target).spec.version
+        except Exception:  # the report is still worth writing when the target is gone
+            version = None
+        return cls(target=target, profile=profile, precision=precision, hal_version=hal.__version__,
+                   hal_api=HAL_API_VERSION, onnx_version=onnx.__version__, target_version=version,
+                   workers=workers, duration_s=duration_s, totals=totals,
+                   ops=sorted(per_op.values(), key=lambda o: o.op.lower()),
+                   failures=[r for r in results if r.outcome in ("failed", "xfailed")], cases=results)

@@ -1,0 +1,61 @@
+"""The suite as a library: select a profile's cases, run them on a target, collect CaseResults.
+
+The pytest plugin and ``hal conformance`` run the same cases through pytest (for xdist and for
+vendors' CI); ``run_suite`` runs them in this process, which tests and notebooks use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from hal.conformance.cases import light_cases, node_cases, plugin_cases
+from hal.conformance.check import CaseFailure, check_case
+from hal.conformance.contract import contract_cases
+from hal.conformance.profiles import ManifestEntry, Profile, load_profile
+from hal.conformance.report import CaseResult
+
+Case = Any  # ConformanceCase | ContractCase: both have name, op, kind, ops
+
+
+def select_cases(profile: Profile | str) -> list[Case]:
+    """The cases of a profile, in a stable order: node cases, light models, plugin cases, contract."""
+    prof = load_profile(profile) if isinstance(profile, str) else profile
+    cases: list[Case] = [c for c in node_cases() if prof.includes(c)]
+    if prof.light_models:
+        cases += light_cases()
+    cases += plugin_cases()
+    if prof.contract:
+        cases += contract_cases()
+    return cases
+
+
+def run_case(case: Case, target: str, profile: Profile, precision: str = "exact") -> None:
+    """Run one case; raises CaseFailure when it does not pass."""
+    if case.kind == "contract":
+        case.run(target)
+    else:
+        check_case(case, target, precision, profile.tolerance(precision))
+
+
+def run_suite(target: str, profile: Profile | str = "core", *, precision: str = "exact",
+              cases: Iterable[Case] | None = None,
+              manifest: dict[str, ManifestEntry] | None = None) -> list[CaseResult]:
+    """Run the profile's cases (or ``cases``) in this process; manifest entries count as xfail."""
+    prof = load_profile(profile) if isinstance(profile, str) else profile
+    manifest = manifest or {}
+    results = []
+    for case in select_cases(prof) if cases is None else cases:
+        t0 = time.perf_counter()
+        expected = case.name in manifest
+        try:
+            run_case(case, target, prof, precision)
+        except CaseFailure as e:
+            results.append(CaseResult(name=case.name, op=case.op, kind=case.kind,
+                                      outcome="xfailed" if expected else "failed", cause=e.cause,
+                                      message=e.message, duration_s=time.perf_counter() - t0))
+            continue
+        results.append(CaseResult(name=case.name, op=case.op, kind=case.kind,
+                                  outcome="xpassed" if expected else "passed", duration_s=time.perf_counter() - t0))
+    return results

@@ -1,0 +1,144 @@
+"""Control-flow kernels: If, Loop, Scan, running their bodies through ``hal.engine.Subgraph``.
+
+A body is compiled once (lazily) into its own flat program; names it reads from the enclosing graph
+come from ``_ctx.scope``. Bodies return lists of values, so loop-carried values may be sequences
+(lists of arrays) or empty optionals (None) as well as tensors. Every kernel returns a tuple, one
+item per node output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+
+from hal.kernels.registry import KernelContext, kernel
+
+
+def _truth(v: Any) -> bool:
+    return bool(np.asarray(v).reshape(-1)[0])
+
+
+def _empty_scan_output(body: Any, index: int) -> np.ndarray:
+    """A zero-iteration scan output: shape [0, *element shape] from the body's declared output."""
+    vi = body.proto.output[index]
+    tt = vi.type.tensor_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type) if tt.elem_type else np.float32
+    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim] if tt.HasField("shape") else []
+    return np.zeros([0, *dims], dtype=dtype)
+
+
+# --- If --------------------------------------------------------------------------------------------
+
+
+@kernel("If", since=1, context=True)
+def if_(cond, *, then_branch, else_branch, _ctx: KernelContext):
+    branch = then_branch if _truth(cond) else else_branch
+    return tuple(branch(scope=_ctx.scope))
+
+
+# --- Loop ------------------------------------------------------------------------------------------
+
+
+@kernel("Loop", since=1, context=True)
+def loop(M=None, cond=None, *v_initial, body, _ctx: KernelContext):
+    """Run ``body`` while ``cond`` holds and fewer than ``M`` iterations ran (either may be absent).
+
+    Outputs: the final loop-carried values, then each scan output stacked along a new axis 0.
+    """
+    n_carried = len(v_initial)
+    n_scan = len(body.output_names) - 1 - n_carried
+    trip = None if M is None else int(np.asarray(M).reshape(-1)[0])
+    keep = True if cond is None else _truth(cond)
+    carried = list(v_initial)
+    scans: list[list[Any]] = [[] for _ in range(n_scan)]
+    i = 0
+    while keep and (trip is None or i < trip):
+        outs = body(np.array(i, dtype=np.int64), np.array(keep), *carried, scope=_ctx.scope)
+        keep = _truth(outs[0])
+        carried = list(outs[1:1 + n_carried])
+        for k in range(n_scan):
+            scans[k].append(outs[1 + n_carried + k])
+        i += 1
+    stacked = [np.stack(s) if s else _empty_scan_output(body, 1 + n_carried + k) for k, s in enumerate(scans)]
+    return (*carried, *stacked)
+
+
+# --- Scan ------------------------------------------------------------------------------------------
+
+
+def _axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+def _scan(states: list[Any], xs: list[np.ndarray], body: Any, scope: Any, in_axes: list[int],
+          in_dirs: list[int], out_axes: list[int], out_dirs: list[int]) -> tuple[list[Any], list[np.ndarray]]:
+    """One scan over ``xs`` (each along its own axis and direction); returns (states, scan outputs)."""
+    n_state = len(states)
+    n_scan_out = len(body.output_names) - n_state
+    axes = [_axis(a, x.ndim) for a, x in zip(in_axes, xs)]
+    length = xs[0].shape[axes[0]] if xs else 0
+    collected: list[list[Any]] = [[] for _ in range(n_scan_out)]
+    for t in range(length):
+        slices = [np.take(x, length - 1 - t if d else t, axis=a) for x, a, d in zip(xs, axes, in_dirs)]
+        outs = body(*states, *slices, scope=scope)
+        states = list(outs[:n_state])
+        for k in range(n_scan_out):
+            collected[k].append(outs[n_state + k])
+    results = []
+    for k, items in enumerate(collected):
+        if not items:
+            results.append(_empty_scan_output(body, n_state + k))
+            continue
+        if out_dirs[k]:
+            items = items[::-1]
+        y = np.stack(items)
+        axis = _axis(out_axes[k], y.ndim)
+        results.append(np.moveaxis(y, 0, axis) if axis else y)
+    return states, results
+
+
+def _per_input(values: list[int] | None, n: int) -> list[int]:
+    return list(values) + [0] * (n - len(values)) if values else [0] * n
+
+
+@kernel("Scan", since=9, context=True)
+def scan(*args, body, num_scan_inputs, scan_input_axes=None, scan_input_directions=None,
+         scan_output_axes=None, scan_output_directions=None, _ctx: KernelContext):
+    n_state = len(args) - num_scan_inputs
+    n_out = len(body.output_names) - n_state
+    states, ys = _scan(list(args[:n_state]), list(args[n_state:]), body, _ctx.scope,
+                       _per_input(scan_input_axes, num_scan_inputs),
+                       _per_input(scan_input_directions, num_scan_inputs),
+                       _per_input(scan_output_axes, n_out), _per_input(scan_output_directions, n_out))
+    return (*states, *ys)
+
+
+@kernel("Scan", since=8, context=True)
+def scan_8(sequence_lens, *args, body, num_scan_inputs, directions=None, _ctx: KernelContext):
+    """Scan-8: axis 0 of every input is a batch; scan inputs are scanned along axis 1, each batch
+    item up to its ``sequence_lens`` entry (outputs past a short sequence are zero)."""
+    n_state = len(args) - num_scan_inputs
+    n_out = len(body.output_names) - n_state
+    states_in, xs = list(args[:n_state]), list(args[n_state:])
+    batch = (states_in or xs)[0].shape[0]
+    full = xs[0].shape[1] if xs else 0
+    lens = [full] * batch if sequence_lens is None else [int(v) for v in np.asarray(sequence_lens).reshape(-1)]
+    dirs = _per_input(directions, num_scan_inputs)
+    per_state: list[list[Any]] = [[] for _ in range(n_state)]
+    per_out: list[list[np.ndarray]] = [[] for _ in range(n_out)]
+    for b in range(batch):
+        states, ys = _scan([s[b] for s in states_in], [x[b, :lens[b]] for x in xs], body, _ctx.scope,
+                           [0] * num_scan_inputs, dirs, [0] * n_out, [0] * n_out)
+        for k, s in enumerate(states):
+            per_state[k].append(s)
+        for k, y in enumerate(ys):
+            per_out[k].append(y)
+    outs: list[Any] = [np.stack(s) for s in per_state]
+    for items in per_out:
+        longest = max(y.shape[0] for y in items)
+        padded = [np.concatenate([y, np.zeros((longest - y.shape[0], *y.shape[1:]), y.dtype)]) if y.shape[0] < longest
+                  else y for y in items]
+        outs.append(np.stack(padded))
+    return tuple(outs)

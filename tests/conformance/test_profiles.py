@@ -1,0 +1,134 @@
+"""Certification profiles and expected-failure manifests."""
+
+from __future__ import annotations
+
+import pytest
+
+from hal.conformance.cases import node_cases
+from hal.conformance.check import Tolerance
+from hal.conformance.profiles import (
+    ManifestEntry,
+    load_manifest,
+    load_profile,
+    manifest_path,
+    manifest_reason,
+    specs_dir,
+    write_manifest,
+)
+from hal.conformance.suite import select_cases
+from hal.errors import HalError
+from hal.specs import Precision
+
+
+def test_core_lists_cnn_and_transformer_ops_that_all_have_node_cases() -> None:
+    core = load_profile("core")
+    assert core.ops is not None
+    ops_with_cases = {c.op for c in node_cases()}
+    assert core.ops <= ops_with_cases, sorted(core.ops - ops_with_cases)
+    assert {"Conv", "BatchNormalization", "MaxPool", "Gemm", "MatMul", "Softmax", "LayerNormalization",
+            "Attention", "Gelu", "Gather", "Reshape", "Transpose"} <= core.ops
+
+
+def test_full_selects_every_node_case_and_core_a_subset_of_it() -> None:
+    full, core = select_cases("full"), select_cases("core")
+    assert sum(c.kind == "node" for c in full) == len(node_cases())
+    assert {c.name for c in core} < {c.name for c in full}
+    for cases in (full, core):
+        assert sum(c.kind == "light" for c in cases) == 9
+        assert any(c.kind == "contract" for c in cases)
+
+
+def test_both_profiles_give_a_tolerance_for_every_precision() -> None:
+    precisions = set(Precision.__args__)
+    for name in ("core", "full"):
+        prof = load_profile(name)
+        assert set(prof.tolerances) == precisions
+        assert prof.tolerance("exact") == Tolerance(0.0, 0.0)  # exact: each case's own rtol/atol
+        assert prof.tolerance("fp8").rtol > prof.tolerance("bf16").rtol > prof.tolerance("fp16").rtol
+
+
+def test_tolerance_floors_only_widen_a_case_tolerance() -> None:
+    assert Tolerance(1e-2, 1e-3).widen(1e-3, 1e-7) == (1e-2, 1e-3)
+    assert Tolerance().widen(1e-3, 1e-7) == (1e-3, 1e-7)
+
+
+def test_an_unknown_profile_names_the_known_ones() -> None:
+    with pytest.raises(HalError, match="core, full"):
+        load_profile("nope")
+
+
+def test_a_profile_file_can_be_given_by_path(tmp_path) -> None:
+    p = tmp_path / "mine.toml"
+    p.write_text('[profile]\nname = "mine"\nops = ["Relu"]\nlight_models = false\ncontract = false\n')
+    cases = select_cases(str(p))
+    assert cases and {c.op for c in cases} == {"Relu"}
+
+
+def test_every_shipped_manifest_entry_names_a_case_and_gives_a_reason() -> None:
+    names = {c.name for c in select_cases("full")}
+    manifests = sorted(specs_dir().glob("xfail-*.toml"))
+    assert manifest_path("cpu") in manifests
+    for path in manifests:
+        entries = load_manifest(path)
+        for e in entries.values():
+            assert e.reason and e.op and e.cause, e
+            assert e.case in names, f"{path.name}: {e.case} is not a case of the suite"
+
+
+def test_manifest_round_trips_and_keeps_entries_of_cases_not_run(tmp_path) -> None:
+    p = tmp_path / "xfail-x.toml"
+    old = ManifestEntry("test_old", "Old", "no kernel", 'reason with "quotes" and \\ and ü')
+    new = ManifestEntry("test_new", "New", "wrong numbers", "off by 1e-2")
+    write_manifest(p, "x", [new], profile="core", keep=[old])
+    back = load_manifest(p)
+    assert back == {"test_old": old, "test_new": new}
+    assert "hal conformance x --profile core --write-manifest" in p.read_text()
+    assert load_manifest(tmp_path / "missing.toml") == {}
+
+
+def test_a_manifest_entry_without_a_reason_is_refused(tmp_path) -> None:
+    p = tmp_path / "xfail-x.toml"
+    p.write_text('[[xfail]]\ncase = "test_abs"\n')
+    with pytest.raises(HalError, match="reason"):
+        load_manifest(p)
+
+
+def test_manifest_reasons_keep_the_gist_of_the_failure() -> None:
+    msg = ("model 'test_x': target 'cpu' refuses 1 node(s): X_0 (Resize): no kernel for Resize at opset 19; "
+           "runs on: no installed target — register a kernel")
+    assert manifest_reason("no kernel", msg) == "no kernel: no kernel for Resize at opset 19"
+    assert manifest_reason("error", "data set 0: node 'a': boom — hint") == "error: node 'a': boom"
+
+
+def test_cases_a_plugin_contributes_join_every_profile_and_run_like_node_cases() -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    import hal
+    import hal.plugins
+    from hal.conformance.suite import run_suite
+
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["y"])], "neg",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])]), opset_imports=[helper.make_opsetid("", 17)])
+    x = np.arange(3, dtype=np.float32)
+    case = SimpleNamespace(name="test_vendor_neg", model=model, data_sets=[([x], [-x])], rtol=1e-3, atol=1e-7)
+
+    class VendorCases:
+        HAL_API_VERSION = "1.0"
+
+        @hal.hookimpl
+        def hal_conformance_cases(self):
+            return [case]
+
+    hal.plugins.register(VendorCases(), "vendor-cases")
+    try:
+        for profile in ("core", "full"):
+            mine = [c for c in select_cases(profile) if c.kind == "plugin"]
+            assert [(c.name, c.op) for c in mine] == [("test_vendor_neg", "Neg")]
+        assert [r.outcome for r in run_suite("cpu", "core", cases=mine)] == ["passed"]
+    finally:
+        hal.plugins.unregister("vendor-cases")

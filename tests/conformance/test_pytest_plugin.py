@@ -1,0 +1,59 @@
+"""The pytest plugin: dormant by default; with --hal-target it runs the suite from any folder."""
+
+from __future__ import annotations
+
+import json
+
+from _support import run_pytest
+
+from hal.conformance.profiles import load_manifest
+from hal.conformance.report import ConformanceReport
+
+
+def test_without_hal_target_the_plugin_leaves_ordinary_runs_alone(tmp_path) -> None:
+    (tmp_path / "test_mine.py").write_text("def test_mine():\n    assert True\n")
+    r = run_pytest(tmp_path, "-q")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 passed" in r.stdout and "hal[" not in r.stdout
+    assert "--hal-target" in run_pytest(tmp_path, "--help").stdout
+
+
+def test_hal_target_runs_the_suite_in_a_folder_without_tests(tmp_path) -> None:
+    r = run_pytest(tmp_path, "--hal-target", "cpu", "--hal-profile", "full", "-v", "-k",
+                   "test_abs or test_relu or Softsign")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert "hal[cpu]::node::test_abs PASSED" in r.stdout
+    assert "hal[cpu]::node::test_softsign_example PASSED" in r.stdout  # -k matches the op type too
+    assert "hal conformance: target cpu, profile full" in r.stdout  # report header
+
+
+def test_manifest_entries_are_xfail_with_their_reason_and_a_run_regenerates_the_manifest(tmp_path) -> None:
+    # The cpu target offers only exact precision, so at fp16 every case fails: a failure on demand.
+    manifest = tmp_path / "xfail.toml"
+    manifest.write_text('[[xfail]]\ncase = "test_abs"\nop = "Abs"\ncause = "error"\nreason = "fp16 is not offered"\n')
+    out = tmp_path / "new.toml"
+    r = run_pytest(tmp_path, "--hal-target", "cpu", "--hal-precision", "fp16", "--hal-manifest", str(manifest),
+                   "--hal-write-manifest", str(out), "-k", "test_abs or test_relu", "-rxf")
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr
+    assert "XFAIL hal[cpu]::node::test_abs - fp16 is not offered" in r.stdout
+    assert "FAILED hal[cpu]::node::test_relu" in r.stdout
+    written = load_manifest(out)
+    assert set(written) == {"test_abs", "test_relu", "test_relu_expanded_ver18"}
+    assert written["test_relu"].op == "Relu" and "precision 'fp16'" in written["test_relu"].reason
+
+
+def test_the_suite_runs_under_xdist_and_writes_a_conformance_report(tmp_path) -> None:
+    out = tmp_path / "r.json"
+    r = run_pytest(tmp_path, "--hal-target", "cpu", "--hal-profile", "full", "-n", "2", "--hal-json", str(out),
+                   "-k", "test_abs or test_if or test_loop11 or test_light_squeezenet or contract_run_deterministic")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    report = ConformanceReport.model_validate(json.loads(out.read_text()))
+    assert report.target == "cpu" and report.profile == "full" and report.workers == 2
+    assert report.totals.failed == 0 and report.totals.passed == report.totals.total >= 6
+    assert {"Abs", "If", "Loop", "light model", "api contract"} <= {o.op for o in report.ops}
+
+
+def test_an_unknown_target_is_a_usage_error_naming_the_installed_ones(tmp_path) -> None:
+    r = run_pytest(tmp_path, "--hal-target", "no-such-target")
+    assert r.returncode == 4
+    assert "no target named 'no-such-target'" in r.stderr and "cpu" in r.stderr
