@@ -1,0 +1,106 @@
+"""The fused attention kernel, run as the GPU runs it: key blocks, online softmax, no score matrix.
+
+For each block of keys the kernel computes the block's scores S_j = Q·Kᵀ_j, applies the graph's
+own score ops to the block (scale, additive or boolean mask — their operands sliced to the block's
+columns), and folds the block into a running max m, a running sum l and an output accumulator O:
+
+    m' = max(m, rowmax S_j);  P_j = exp(S_j - m');  c = exp(m - m')
+    l' = l·c + rowsum P_j;    O' = O·c + P_j·V_j
+
+and writes O / l at the end (FlashAttention, Dao et al. 2022; online softmax, Milakov & Gimelshein
+2018). Only one [queries, block] tile of scores exists at a time. Accumulation is fp32 (fp64 for
+fp64 inputs); with a precision policy the tensor-core inputs Q, K, V and the probabilities fed to
+the second GEMM are rounded to the policy's format, as FlashAttention does in bf16/fp16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hal.numerics import round_to
+
+
+@dataclass(frozen=True)
+class ScoreOp:
+    """One graph op between Q·Kᵀ and the softmax, applied to each block of scores.
+
+    ``args`` has one entry per input position: ``-1`` the running scores, ``k >= 0`` the k-th side
+    input, ``None`` an omitted optional input. A Reshape (``fn`` None) goes to ``shape`` with the
+    key axis replaced by the block's width.
+    """
+
+    fn: Callable[..., Any] | None
+    args: tuple[int | None, ...] = ()
+    attrs: tuple[tuple[str, Any], ...] = ()
+    shape: tuple[int, ...] | None = None
+
+
+def _block(x: np.ndarray, keys: int, lo: int, hi: int) -> np.ndarray:
+    """The columns [lo, hi) of a side input that varies along the key axis (else the input itself)."""
+    if x.ndim and x.shape[-1] == keys and keys > 1:
+        return x[..., lo:hi]
+    return x
+
+
+def _to_format(x: np.ndarray, fmt: str | None) -> np.ndarray:
+    if fmt is None or x.dtype.kind != "f":
+        return x
+    return round_to(x.astype(np.float32, copy=False), fmt).astype(x.dtype, copy=False)
+
+
+def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndarray,
+                    score_ops: tuple[ScoreOp, ...] = (), prob_shapes: tuple[tuple[int, ...], ...] = (),
+                    keys: int, key_block: int = 128, fmt: str | None = None, store: str | None = None
+                    ) -> np.ndarray:
+    """softmax(score_ops(Q·Kᵀ))·V over key blocks of ``key_block`` columns (see the module docstring)."""
+    out_dtype = np.result_type(q.dtype, kt.dtype, v.dtype)
+    acc_t = np.float64 if out_dtype == np.float64 else np.float32
+    q, kt, v = (_to_format(np.asarray(t), fmt).astype(acc_t, copy=False) for t in (q, kt, v))
+    m = l = acc = None
+    key_block = max(1, int(key_block))
+    for lo in range(0, keys, key_block):
+        hi = min(keys, lo + key_block)
+        s = np.matmul(q, kt[..., lo:hi])
+        for op in score_ops:
+            if op.fn is None:
+                s = s.reshape((*op.shape[:-1], hi - lo))  # type: ignore[index]
+                continue
+            args = [s if a == -1 else None if a is None else _block(side[a], keys, lo, hi) for a in op.args]
+            s = np.asarray(op.fn(*args, **dict(op.attrs)))
+        s = s.astype(acc_t, copy=False)
+        m_blk = s.max(axis=-1, keepdims=True)
+        m_new = m_blk if m is None else np.maximum(m, m_blk)
+        m_safe = np.where(np.isneginf(m_new), 0.0, m_new).astype(acc_t)  # a fully masked row so far
+        p = np.exp(s - m_safe)
+        row = p.sum(axis=-1, keepdims=True)
+        if m is None:
+            l = row
+        else:
+            corr = np.exp(m - m_safe)
+            l = l * corr
+            l += row
+        for shp in prob_shapes:
+            p = p.reshape((*shp[:-1], hi - lo))
+        pv = np.matmul(_to_format(p, fmt), v[..., lo:hi, :])
+        if acc is None:
+            acc = pv
+        else:
+            acc = acc * _reshape_rows(corr, prob_shapes)
+            acc += pv
+        m = m_new
+    assert acc is not None and l is not None
+    out = (acc / _reshape_rows(l, prob_shapes)).astype(out_dtype, copy=False)
+    if store is not None and out.dtype == np.float32:
+        out = round_to(out, store)
+    return out
+
+
+def _reshape_rows(x: np.ndarray, prob_shapes: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    """A per-row statistic ([..., 1]) in the layout of the P·V product."""
+    for shp in prob_shapes:
+        x = x.reshape((*shp[:-1], 1))
+    return x

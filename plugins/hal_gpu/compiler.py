@@ -1,0 +1,316 @@
+"""Compile for a GPU: lower to kernels, shape them, place them on devices, cost them, build the program.
+
+The same code serves every GPU sheet (``gpu`` = H100 SXM, ``gpu-mi300x`` = MI300X): the numbers
+are the sheet's, the decisions (fusion, tiles, tensor parallelism) follow from them.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hal.errors import CompileError, ResourceError
+from hal.graph.ir import Graph
+from hal.numerics import ITEMSIZE, Policy
+from hal.numerics import policy as precision_policy
+from hal.perf.memory import MemoryPlan, plan_memory
+from hal.perf.opcount import shape as static_shape
+from hal.specs import (
+    Capability,
+    CompileOptions,
+    CompileReport,
+    KernelReport,
+    MemoryLevel,
+    NodeGroup,
+    load_spec_sheet,
+)
+from hal.target import kernel_capability
+from hal_gpu.cost import KernelCost, Sizes, kernel_cost, timeline
+from hal_gpu.executor import GpuExecutable, build_program
+from hal_gpu.fusion import Kernel, plan_kernels
+from hal_gpu.hardware import Gpu
+from hal_gpu.parallel import Sharding, plan_sharding
+from hal_gpu.patterns import GEMM_OPS, GraphIndex, is_cache_append
+from hal_gpu.tiling import parse_tile
+
+__version__ = "0.1.0"
+
+#: what the tensor cores use when asked for the target's own numerics: TF32 inputs for fp32
+#: GEMMs (16-bit models keep their 16-bit inputs), fp32 accumulation and fp32 storage
+NATIVE = Policy("native", matmul_inputs="tf32", matmul_weights="tf32", storage="fp32")
+
+OPTIONS = {
+    "cuda_graphs": "bool: capture the program as one CUDA graph (one launch, per-node gaps) instead of "
+                   "launching each kernel from the host (default False)",
+    "tile": "GEMM tile 'BMxBNxBK' for every GEMM kernel instead of the per-kernel choice; its BN is also "
+            "the fused attention kernel's key block",
+}
+
+_DTYPE_FORMAT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64", "int8": "int8",
+                 "uint8": "int8", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
+
+
+class _Formats:
+    """Storage sizes and tensor-core formats under one precision policy."""
+
+    def __init__(self, graph: Graph, pol: Policy, keep_wide: set[int]):
+        self.graph, self.policy, self.keep_wide = graph, pol, keep_wide
+        self.gemm_weights: dict[str, int] = {}
+        for i, n in enumerate(graph.nodes):
+            if n.op_type in GEMM_OPS and len(n.inputs) > 1 and n.inputs[1] in graph.initializers:
+                self.gemm_weights[n.inputs[1]] = i
+
+    def _narrow(self, dtype: np.dtype | None, fmt: str) -> int:
+        if dtype is None:
+            return 4
+        if dtype.kind != "f" or self.policy.exact:
+            return dtype.itemsize
+        return min(dtype.itemsize, ITEMSIZE[fmt])
+
+    def value(self, name: str) -> float:
+        info = self.graph.values.get(name)
+        if info is None:
+            return 0.0
+        n = 1
+        for d in static_shape(self.graph, name):
+            n *= d
+        return float(n * self._narrow(info.dtype, self.policy.storage))
+
+    def weight(self, name: str) -> float:
+        w = self.graph.initializers[name]
+        fmt = self.policy.storage
+        i = self.gemm_weights.get(name)
+        if i is not None:
+            fmt = self.policy.storage if i in self.keep_wide else self.policy.matmul_weights
+        return float(w.size * self._narrow(np.dtype(w.dtype), fmt))
+
+    def act_itemsize(self) -> int:
+        return 4 if self.policy.exact else ITEMSIZE[self.policy.storage]
+
+    def gemm(self, idx: int) -> str:
+        """The input format the tensor cores run GEMM node ``idx`` in."""
+        node = self.graph.nodes[idx]
+        info = self.graph.values.get(node.inputs[0]) or self.graph.values.get(node.outputs[0])
+        own = _DTYPE_FORMAT.get(info.dtype.name, "fp32") if info is not None and info.dtype is not None else "fp32"
+        if self.policy.exact:
+            return own
+        fmt = self.policy.storage if idx in self.keep_wide else self.policy.matmul_inputs
+        if ITEMSIZE.get(own, 4) < ITEMSIZE[fmt] or own == "fp64":
+            return own  # 16-bit models are not widened to TF32
+        return fmt
+
+
+def _logits_gemms(graph: Graph, ix: GraphIndex) -> set[int]:
+    """GEMMs whose result (through views) is an output nothing in the graph reads: the logits
+    projection, which FP8/INT8 recipes (TensorRT-LLM, ModelOpt) leave in 16-bit."""
+    out = set()
+    for o in graph.outputs:
+        if ix.consumers.get(o.name):
+            continue
+        cur = o.name
+        while cur in ix.producer:
+            n = graph.nodes[ix.producer[cur]]
+            if n.op_type in ("MatMul", "Gemm"):
+                out.add(ix.producer[cur])
+                break
+            if n.op_type not in ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Transpose"):
+                break
+            cur = n.inputs[0]
+    return out
+
+
+class GpuTarget:
+    """A GPU described by one spec sheet: kernels, fusion, waves, HBM plan, tensor parallelism."""
+
+    def __init__(self, sheet: str | Path):
+        self.spec = load_spec_sheet(sheet, version=__version__, options=dict(OPTIONS))
+        self.gpu = Gpu.from_spec(self.spec)
+
+    # -- capability ------------------------------------------------------------------------
+    def capability(self, graph: Graph, options: CompileOptions) -> Capability:
+        cap = kernel_capability(graph, self.spec.name)
+        refused = {r.node for r in cap.refused}
+        try:
+            kernels = plan_kernels(graph)
+        except Exception:  # capability must answer even where the planner would not
+            return cap
+        groups = []
+        for k in kernels:
+            names = [graph.nodes[i].name for i in k.nodes if graph.nodes[i].name not in refused]
+            if names:
+                groups.append(NodeGroup(nodes=names, label=k.name))
+        return Capability(target=self.spec.name, groups=groups, refused=cap.refused)
+
+    # -- compile ---------------------------------------------------------------------------
+    def _options(self, options: CompileOptions) -> tuple[bool, tuple[int, int, int] | None]:
+        where = f"target {self.spec.name!r}"
+        if options.precision not in self.spec.precisions:
+            raise CompileError(f"precision {options.precision!r} is not offered", where=where,
+                               hint=f"it offers: {', '.join(self.spec.precisions)}")
+        unknown = sorted(set(options.target_options) - set(OPTIONS))
+        if unknown:
+            raise CompileError(f"unknown option(s) {', '.join(unknown)}", where=where,
+                               hint="its options: " + "; ".join(f"{k}: {v}" for k, v in OPTIONS.items()))
+        graphs = options.target_options.get("cuda_graphs", False)
+        if not isinstance(graphs, (bool, np.bool_)):
+            raise CompileError(f"cuda_graphs must be True or False, not {graphs!r}", where=where)
+        tile = options.target_options.get("tile")
+        if tile is not None:
+            try:
+                tile = parse_tile(tile)
+            except ValueError as e:
+                raise CompileError(str(e), where=where, hint="e.g. tile='128x256x64'") from None
+        return bool(graphs), tile
+
+    def compile(self, graph: Graph, options: CompileOptions) -> GpuExecutable:
+        t0 = time.perf_counter()
+        cuda_graphs, tile = self._options(options)
+        gpu = self.gpu
+        pol = precision_policy(options.precision, NATIVE)
+        ix = GraphIndex(graph)
+        kernels = plan_kernels(graph)
+        keep_wide = _logits_gemms(graph, ix) if pol.matmul_weights in ("fp8", "int8") else set()
+        fmt = _Formats(graph, pol, keep_wide)
+        appended, cache_inputs = {}, set()
+        for n in graph.nodes:
+            if is_cache_append(n, ix):
+                cache_inputs.add(n.inputs[0])
+                appended[n.outputs[0]] = sum(fmt.value(x) for x in n.inputs[1:] if x)
+        sizes = Sizes(fmt.value, fmt.weight, appended, cache_inputs)
+        sh, plan, need = self._place(graph, kernels, options.devices, sizes)
+        overhead = gpu.graph_node_overhead_s if cuda_graphs else gpu.launch_overhead_s
+        costs = [kernel_cost(k, graph, gpu, sizes, sh, fmt.gemm, fmt.act_itemsize(), tile, overhead)
+                 for k in kernels]
+        tl = timeline(costs, sh, gpu, cuda_graphs)
+        report = self._report(graph, options, pol, kernels, costs, tl, sh, plan, need, sizes, cuda_graphs)
+        key_blocks = {c.kernel.id: c.launch.tile[1] for c in costs
+                      if c.kernel.attention is not None and c.launch is not None and len(c.launch.tile) > 1}
+        program = build_program(graph, kernels, pol, keep_wide=keep_wide, key_blocks=key_blocks)
+        report.compile_time_s = time.perf_counter() - t0
+        return GpuExecutable(program, report, tl.events)
+
+    def _memory(self, graph: Graph, kernels: list[Kernel], sizes: Sizes, sh: Sharding) -> MemoryPlan:
+        def value(n: str) -> int:
+            return int(sizes.appended.get(n, sizes.value(n)) * sh.share(n))
+
+        def weight(n: str) -> int:
+            return int(sizes.weight(n) * sh.share(n))
+
+        return plan_memory(graph, [(k.inputs, k.outputs) for k in kernels], value, weight)
+
+    def _place(self, graph: Graph, kernels: list[Kernel], devices: int | None, sizes: Sizes
+               ) -> tuple[Sharding, MemoryPlan, list[tuple[int, int]]]:
+        """The tensor-parallel degree: the one asked for, else the smallest whose per-device HBM fits."""
+        gpu, where = self.gpu, f"target {self.spec.name!r}"
+        if devices is not None and devices > gpu.max_devices:
+            raise ResourceError(f"tensor parallelism over {devices} GPUs is not modelled: one node holds "
+                                f"{gpu.max_devices}", where=where, hint=f"use devices <= {gpu.max_devices}")
+        candidates = [devices] if devices else [d for d in (1, 2, 4, 8, 16, 32) if d <= gpu.max_devices]
+        tried = []
+        for d in candidates:
+            sh = plan_sharding(graph, kernels, d, sizes.value)
+            plan = self._memory(graph, kernels, sizes, sh)
+            tried.append((d, plan.peak_bytes))
+            if plan.peak_bytes <= gpu.hbm_bytes:
+                return sh, plan, tried
+        gb = 1e9
+        detail = "; ".join(f"{d} GPU(s): {b / gb:.1f} GB per GPU" for d, b in tried)
+        raise ResourceError(
+            f"the model needs more HBM than the allowed GPUs have: {detail}, but each GPU has "
+            f"{gpu.hbm_bytes / gb:.1f} GB (weights {sum(sizes.weight(w) for w in graph.initializers) / gb:.1f} GB "
+            f"in all at this precision)", where=where,
+            hint=f"raise devices (tensor parallel, up to {gpu.max_devices} in one node), or choose a narrower "
+                 "precision such as fp8" if devices else
+                 f"choose a narrower precision such as fp8 (tensor parallelism is modelled within one node of "
+                 f"{gpu.max_devices} GPUs)")
+
+    def _report(self, graph: Graph, options: CompileOptions, pol: Policy, kernels: list[Kernel],
+                costs: list[KernelCost], tl, sh: Sharding, plan: MemoryPlan, tried, sizes: Sizes,
+                cuda_graphs: bool) -> CompileReport:
+        gpu = self.gpu
+        names = [n.name for n in graph.nodes]
+        reports = []
+        by_kernel = {c.kernel.id: c for c in costs}
+        coll_after = {c.after: c for c in tl.collectives if c.after is not None}
+        for kc in costs:
+            k = kc.kernel
+            if not k.launched:
+                continue
+            details = {"kind": k.kind, "format": kc.fmt, "compute_s": kc.compute_s, "memory_s": kc.memory_s,
+                       "overhead_s": kc.overhead_s, **({} if kc.launch is None else kc.launch.details()),
+                       **{key: v for key, v in kc.extra.items() if key != "start_s"}}
+            reports.append(KernelReport(
+                name=k.name, nodes=[names[i] for i in k.nodes], op_types=[graph.nodes[i].op_type for i in k.nodes],
+                unit=kc.unit, flops=kc.flops, bytes=kc.bytes, time_s=kc.time_s, start_s=kc.extra.get("start_s"),
+                bound=kc.bound, details=details))
+            c = coll_after.get(k.id)
+            if c is not None:
+                reports.append(self._collective_report(c, tl))
+        for c in tl.collectives:
+            if c.after is None:
+                reports.append(self._collective_report(c, tl))
+        del by_kernel
+        latency = tl.latency_s
+        meta = graph.metadata
+        phase = meta.get("hal.phase")
+        batch = int(meta.get("hal.batch", "1") or 1)
+        tokens = int(meta.get("hal.tokens", "0") or 0)
+        tokens_per_s = ttft = None
+        if phase == "decode":
+            tokens_per_s = batch / latency if latency > 0 else None
+        elif phase == "prefill":
+            ttft = latency
+            tokens_per_s = tokens / latency if latency > 0 and tokens else None
+        act_total = sum(int(sizes.appended.get(o, sizes.value(o)) * sh.share(o)) for k in kernels for o in k.outputs)
+        act_total += plan.inputs_bytes
+        kv = sum(int(sizes.value(x) * sh.share(x)) for x in sizes.cache_inputs)
+        launched = [c for c in costs if c.kernel.launched]
+        bound_time = {b: sum(c.time_s for c in launched if c.bound == b) for b in ("compute", "memory", "latency")}
+        return CompileReport(
+            target=self.spec.name, plugin_version=__version__, model=graph.name, model_hash=graph.model_hash,
+            precision=options.precision, shape_only=graph.shape_only, node_count=len(graph.nodes),
+            kernel_count=len(reports), latency_s=latency, throughput_per_s=1.0 / latency if latency > 0 else None,
+            tokens_per_s=tokens_per_s, ttft_s=ttft,
+            memory=[MemoryLevel(level="HBM", bytes=int(plan.peak_bytes), capacity=int(gpu.hbm_bytes), per_device=True)],
+            peak_memory_bytes=int(plan.peak_bytes), devices=sh.devices, energy_j=tl.energy_j, kernels=reports,
+            details={
+                "gpu": self.spec.vendor, "cuda_graphs": cuda_graphs, "tensor_parallel": sh.devices,
+                "devices_tried": [{"devices": d, "peak_bytes_per_device": b} for d, b in tried],
+                "formats": {"matmul_inputs": pol.matmul_inputs, "weights": pol.matmul_weights,
+                            "storage": pol.storage},
+                "fused_attention_kernels": sum(1 for k in kernels if k.attention is not None),
+                "gpu_kernels": len(launched), "view_groups": len(kernels) - len(launched),
+                "launch_overhead_s": tl.launch_overhead_s,
+                "allreduce_count": sum(1 for c in tl.collectives if c.kind == "allreduce"),
+                "allreduce_s": sum(c.time_s for c in tl.collectives if c.kind == "allreduce"),
+                "collective_s": tl.collective_s,
+                "weights_bytes_per_device": int(plan.weights_bytes),
+                "peak_activation_bytes_per_device": int(plan.peak_activation_bytes),
+                "activation_bytes_total": int(act_total), "kv_cache_bytes_per_device": kv,
+                "flops_per_device": sum(c.flops for c in launched),
+                "hbm_bytes_per_device": sum(c.bytes for c in launched),
+                "time_by_bound_s": bound_time, "phase": phase, "batch": batch, "tokens": tokens,
+            })
+
+    def _collective_report(self, c, tl) -> KernelReport:
+        start = next((s for name, _, s, _, _ in tl.events if name == c.name), None)
+        return KernelReport(name=c.name, op_types=["AllReduce" if c.kind == "allreduce" else "AllGather"],
+                            unit="links", flops=0.0, bytes=c.bytes, time_s=c.time_s, start_s=start,
+                            bound="interconnect", details={"kind": c.kind})
+
+    def load(self, blob: bytes) -> GpuExecutable:
+        try:
+            exe = pickle.loads(blob)
+        except Exception as e:
+            raise CompileError(f"cannot read the cached executable: {type(e).__name__}: {e}",
+                               where=f"target {self.spec.name!r}", hint="recompile the model") from None
+        if not isinstance(exe, GpuExecutable) or exe.report.target != self.spec.name:
+            raise CompileError(f"the blob is not a {self.spec.name} executable", where=f"target {self.spec.name!r}",
+                               hint="recompile the model for this target")
+        return exe
+
+
+__all__ = ["NATIVE", "OPTIONS", "GpuTarget"]

@@ -1,0 +1,291 @@
+"""Time, traffic and energy of the lowered program: a roofline per kernel, laid on one timeline.
+
+Per kernel (per device): FLOPs are its nodes' FLOPs; bytes are what crosses HBM — the values it
+reads from other kernels, the weights it streams, the values it writes for other kernels (what a
+fused kernel keeps in registers and shared memory never reaches HBM). Time is
+
+    max(FLOPs / (peak[format] x efficiency x wave efficiency x tile efficiency),
+        bytes / (HBM bandwidth x efficiency x SM fill))  + launch overhead
+
+with the launch overhead of an eagerly launched kernel, or — with ``cuda_graphs`` — the gap
+between nodes of a captured graph plus one graph launch for the whole program. A row-parallel
+GEMM is followed by a ring all-reduce over the links; energy is power x time, the power of each
+kernel between idle and TDP by how hard it drives its busiest unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hal.graph.ir import Graph
+from hal.perf.opcount import node_flops
+from hal.perf.opcount import shape as static_shape
+from hal_gpu.fusion import Kernel
+from hal_gpu.hardware import Gpu
+from hal_gpu.parallel import Sharding
+from hal_gpu.tiling import Launch, attention_launches, gemm_launches, stream_launch
+
+#: ops that read only the part of a weight table they output
+_PARTIAL_READ = frozenset({"Gather", "Slice", "GatherElements", "GatherND"})
+
+
+@dataclass
+class Sizes:
+    """Bytes of values and weights as the program stores them (precision policy applied)."""
+
+    value: Callable[[str], float]       # an activation, whole
+    weight: Callable[[str], float]      # a weight, whole
+    appended: dict[str, float]          # KV-cache append outputs -> bytes of the appended rows only
+    cache_inputs: set[str]              # feeds a KV-cache append extends in place
+
+
+@dataclass
+class KernelCost:
+    kernel: Kernel
+    flops: float
+    bytes: float
+    compute_s: float
+    memory_s: float
+    overhead_s: float
+    fmt: str
+    unit: str
+    launch: Launch | None
+    extra: dict = field(default_factory=dict)
+    peak: float = 0.0   # FLOP/s of the unit it runs on, for utilisation
+
+    @property
+    def roofline_s(self) -> float:
+        return max(self.compute_s, self.memory_s)
+
+    @property
+    def time_s(self) -> float:
+        return self.roofline_s + self.overhead_s
+
+    @property
+    def bound(self) -> str:
+        if self.overhead_s > self.roofline_s:
+            return "latency"
+        return "compute" if self.compute_s >= self.memory_s else "memory"
+
+
+@dataclass
+class Collective:
+    name: str
+    kind: str            # allreduce | allgather
+    bytes: float
+    time_s: float
+    after: int | None    # kernel id it follows (None: end of program)
+
+
+@dataclass
+class Timeline:
+    costs: list[KernelCost]
+    collectives: list[Collective]
+    events: list[tuple[str, str, float, float, dict]]   # (name, lane, start, duration, args)
+    latency_s: float
+    launch_overhead_s: float
+    collective_s: float
+    energy_j: float
+
+
+def _numel(graph: Graph, name: str) -> int:
+    n = 1
+    for d in static_shape(graph, name):
+        n *= d
+    return n
+
+
+def kernel_bytes(k: Kernel, graph: Graph, sizes: Sizes, sh: Sharding) -> float:
+    """HBM bytes one device moves for kernel ``k``."""
+    members = [graph.nodes[i] for i in k.nodes]
+    total = 0.0
+    for x in k.inputs:
+        readers = [n for n in members if x in n.inputs]
+        if x in sizes.cache_inputs and all(n.op_type == "Concat" and n.inputs[0] == x for n in readers):
+            continue  # appended in place: the old rows are not touched
+        if x in graph.initializers:
+            b = sizes.weight(x)
+            if readers and all(n.op_type in _PARTIAL_READ and n.inputs[0] == x for n in readers):
+                b = min(b, sum(sizes.value(n.outputs[0]) for n in readers))
+        else:
+            b = sizes.value(x)
+        total += b * sh.share(x)
+    for o in k.outputs:
+        total += sizes.appended.get(o, sizes.value(o)) * sh.share(o)
+    return total
+
+
+def _gemm_dims(graph: Graph, idx: int) -> tuple[int, int, int, int]:
+    """(batch, M, N, K) of one GEMM-class node as the tensor cores see it (convolutions as implicit GEMM)."""
+    n = graph.nodes[idx]
+    out = static_shape(graph, n.outputs[0])
+    op = n.op_type
+    if op in ("Conv", "ConvInteger", "QLinearConv"):
+        w = static_shape(graph, n.inputs[3] if op == "QLinearConv" else n.inputs[1])
+        group = int(n.attrs.get("group", 1))
+        spatial = 1
+        for d in out[2:]:
+            spatial *= d
+        k = 1
+        for d in w[1:]:
+            k *= d
+        return group, (out[0] if out else 1) * spatial, (w[0] if w else 1) // max(1, group), k
+    if op == "ConvTranspose":
+        x, w = static_shape(graph, n.inputs[0]), static_shape(graph, n.inputs[1])
+        group = int(n.attrs.get("group", 1))
+        spatial = 1
+        for d in x[2:]:
+            spatial *= d
+        kn = 1
+        for d in w[1:]:
+            kn *= d
+        return group, (x[0] if x else 1) * spatial, kn, (w[0] if w else 1) // max(1, group)
+    a = static_shape(graph, n.inputs[0])
+    if op == "Gemm":
+        m, nn = (out[0], out[1]) if len(out) == 2 else (1, 1)
+        k = (a[0] if n.attrs.get("transA", 0) else a[-1]) if a else 1
+        return 1, m, nn, k
+    b = static_shape(graph, n.inputs[3] if op == "QLinearMatMul" else n.inputs[1])
+    m = a[-2] if len(a) >= 2 else 1
+    k = a[-1] if a else 1
+    nn = b[-1] if len(b) >= 2 else 1
+    total = _numel(graph, n.outputs[0])
+    return max(1, total // max(1, m * nn)), m, nn, k
+
+
+def _best(launches: list[Launch], flops_of: Callable[[Launch], float], rate: float, bytes_of: Callable[[Launch], float],
+          mem_rate: float) -> tuple[Launch, float, float]:
+    best = None
+    for ln in launches:
+        c = flops_of(ln) / (rate * ln.wave_efficiency * ln.tile_efficiency)
+        m = bytes_of(ln) / (mem_rate * ln.sm_fill)
+        key = (max(c, m), c + m, ln.split, -ln.tile[0] * ln.tile[1])  # then the least wasted work
+        if best is None or key < best[0]:
+            best = (key, ln, c, m)
+    assert best is not None
+    return best[1], best[2], best[3]
+
+
+def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
+                gemm_format: Callable[[int], str], act_itemsize: float,
+                tile: tuple[int, int, int] | None, overhead_s: float) -> KernelCost:
+    """The roofline of one kernel on one device."""
+    flops = sum(node_flops(graph.nodes[i], graph) * (1.0 / sh.devices if i in sh.split_nodes else 1.0)
+                for i in k.nodes)
+    nbytes = kernel_bytes(k, graph, sizes, sh)
+    mem_rate = gpu.hbm_rate
+    if k.kind == "gemm" and k.gemms:
+        first = k.gemms[0]
+        fmt = gemm_format(first)
+        batch, m, _, kk = _gemm_dims(graph, first)
+        n_total = sum(_gemm_dims(graph, i)[2] for i in k.gemms)  # a horizontal GEMM: widths add up
+        share = 1.0 / sh.devices if first in sh.split_nodes else 1.0
+        # a column-parallel GEMM splits N, a row-parallel one K; either way each device has share of the work
+        n_dev = max(1, round(n_total * share)) if graph.nodes[first].inputs[0] not in sh.split else n_total
+        k_dev = max(1, round(kk * share)) if graph.nodes[first].inputs[0] in sh.split else kk
+        itemsize = 1 if fmt in ("fp8", "int8") else 2 if fmt in ("bf16", "fp16") else 4
+        gemm_flops = 2.0 * batch * m * n_dev * k_dev
+        epilogue = max(0.0, flops - gemm_flops)
+        launches = gemm_launches(batch, m, n_dev, k_dev, itemsize, gpu, tile)
+        rate = gpu.gemm_rate(fmt)
+
+        def flops_of(ln: Launch) -> float:  # the epilogue's FLOPs run on the CUDA cores, at their rate
+            return gemm_flops + epilogue * rate / gpu.vector_flops
+
+        def bytes_of(ln: Launch) -> float:  # split-K partial sums: written and read back in fp32
+            return nbytes + (2.0 * batch * m * n_dev * 4 * ln.split if ln.split > 1 else 0.0)
+
+        ln, c, mm = _best(launches, flops_of, rate, bytes_of, mem_rate)
+        return KernelCost(k, flops, bytes_of(ln), c, mm, overhead_s, fmt, "tensor cores", ln,
+                          {"m": m, "n": n_dev, "k": k_dev, "batch": batch}, gpu.peak[fmt])
+    if k.kind == "attention" and k.attention is not None:
+        p = k.attention
+        fmt = gemm_format(p.qk)
+        q = static_shape(graph, p.q)
+        kt = static_shape(graph, p.kt)
+        head_dim = kt[-2] if len(kt) >= 2 else 1
+        q_rows = q[-2] if len(q) >= 2 else 1
+        batch_heads = max(1, round(_numel(graph, p.q) / max(1, q_rows * head_dim) * sh.share(p.q)))
+        itemsize = 2 if fmt in ("bf16", "fp16", "fp8", "int8") else 4
+        launches = attention_launches(batch_heads, q_rows, p.keys, head_dim, itemsize, gpu,
+                                      tile[1] if tile else None)
+        rate = gpu.peak["fp16" if fmt in ("fp8", "int8") else fmt] * gpu.attention_efficiency
+        if not launches:
+            launches = [stream_launch(_numel(graph, p.out), itemsize, gpu)]
+        ln, c, mm = _best(launches, lambda _: flops, rate, lambda _: nbytes, mem_rate)
+        return KernelCost(k, flops, nbytes, c, mm, overhead_s, fmt, "tensor cores", ln,
+                          {"batch_heads": batch_heads, "query_rows": q_rows, "keys": p.keys, "head_dim": head_dim,
+                           "score_bytes_kept_on_chip": batch_heads * q_rows * p.keys * 4},
+                          rate / gpu.attention_efficiency)
+    anchor = graph.nodes[k.anchor] if k.anchor is not None else graph.nodes[k.nodes[0]]
+    if k.kind == "row":
+        x = anchor.inputs[0]
+        dims = static_shape(graph, x)
+        row = dims[-1] if dims else 1
+        ln = stream_launch(max(1, round(_numel(graph, x) * sh.share(x))), act_itemsize, gpu, row=row)
+    else:
+        outs = [o for o in k.outputs] or [o for o in anchor.outputs if o]
+        numel = max((_numel(graph, o) * sh.share(o) for o in outs), default=1)
+        ln = stream_launch(max(1, round(numel)), act_itemsize, gpu)
+    if not k.launched:  # views: no launch, no traffic
+        return KernelCost(k, 0.0, 0.0, 0.0, 0.0, 0.0, "fp32", "view", None, {}, gpu.vector_flops)
+    c = flops / (gpu.vector_flops * ln.wave_efficiency)
+    mm = nbytes / (mem_rate * ln.sm_fill)
+    return KernelCost(k, flops, nbytes, c, mm, overhead_s, "fp32", "SM", ln, {}, gpu.vector_flops)
+
+
+def allreduce_s(nbytes: float, devices: int, gpu: Gpu) -> float:
+    """A ring all-reduce: 2(n-1)/n of the message over each device's links, plus a fixed latency."""
+    return gpu.allreduce_latency_s + 2.0 * (devices - 1) / devices * nbytes / gpu.allreduce_bandwidth(devices)
+
+
+def allgather_s(nbytes: float, devices: int, gpu: Gpu) -> float:
+    return gpu.allreduce_latency_s + (devices - 1) / devices * nbytes / gpu.allreduce_bandwidth(devices)
+
+
+def _power(gpu: Gpu, util: float) -> float:
+    return gpu.idle_w + (gpu.tdp_w - gpu.idle_w) * max(0.0, min(1.0, util))
+
+
+def timeline(costs: list[KernelCost], sh: Sharding, gpu: Gpu, cuda_graphs: bool) -> Timeline:
+    """Lay the kernels and collectives end to end on one device (all devices run the same program)."""
+    events: list[tuple[str, str, float, float, dict]] = []
+    collectives: list[Collective] = []
+    per_op = gpu.graph_node_overhead_s if cuda_graphs else gpu.launch_overhead_s
+    t = gpu.graph_launch_overhead_s if cuda_graphs else 0.0
+    overhead = t
+    if cuda_graphs:
+        events.append(("cudaGraphLaunch", "host", 0.0, t, {}))
+    energy = t * gpu.idle_w
+    coll_total = 0.0
+    for kc in costs:
+        if not kc.kernel.launched:
+            continue
+        kc.extra["start_s"] = t
+        events.append((kc.kernel.name, "stream", t, kc.time_s, kc.extra))
+        busy = kc.roofline_s
+        util = 0.0
+        if busy > 0:
+            util = max(kc.flops / (kc.peak * busy) if kc.peak else 0.0, kc.bytes / (gpu.hbm_bandwidth * busy))
+        energy += busy * _power(gpu, util) + kc.overhead_s * gpu.idle_w
+        overhead += kc.overhead_s
+        t += kc.time_s
+        nb = sh.allreduce.get(kc.kernel.id)
+        if nb:
+            dur = allreduce_s(nb, sh.devices, gpu) + per_op
+            collectives.append(Collective(f"allreduce:{kc.kernel.name}", "allreduce", nb, dur, kc.kernel.id))
+            events.append((f"allreduce:{kc.kernel.name}", "stream", t, dur, {"bytes": nb, "devices": sh.devices}))
+            energy += dur * gpu.idle_w
+            coll_total += dur
+            overhead += per_op
+            t += dur
+    for name, nb in sh.allgather.items():
+        dur = allgather_s(nb, sh.devices, gpu) + per_op
+        collectives.append(Collective(f"allgather:{name}", "allgather", nb, dur, None))
+        events.append((f"allgather:{name}", "stream", t, dur, {"bytes": nb, "devices": sh.devices}))
+        energy += dur * gpu.idle_w
+        coll_total += dur
+        overhead += per_op
+        t += dur
+    return Timeline(costs, collectives, events, t, overhead, coll_total, energy * sh.devices)

@@ -1,0 +1,218 @@
+"""The GPU executable: the kernel list as engine steps, run in launch order with the target's numerics.
+
+A fused kernel runs its member nodes' reference kernels in order — the values between them are
+what the GPU keeps in registers, so only the kernel's outputs are stored in the policy's storage
+format. The fused attention kernel is one step running the blocked online-softmax implementation.
+Matrix-unit ops see their inputs rounded to the policy's input format and their weights quantised
+once, here (per output channel for fp8/int8), and accumulate in fp32.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from hal.engine import Program, Step, kernel_step
+from hal.errors import RunError
+from hal.graph.ir import Graph
+from hal.kernels import lookup
+from hal.numerics import Policy, quantize, round_to
+from hal.perf.trace import event
+from hal.specs import CompileReport
+from hal_gpu.attention import ScoreOp, flash_attention
+from hal_gpu.fusion import Kernel
+
+#: matrix-unit ops: (activation positions, weight position, weight output-channel axis)
+MATRIX_OPS: dict[str, tuple[tuple[int, ...], int | None, int]] = {
+    "MatMul": ((0, 1), 1, -1), "Gemm": ((0, 1), 1, -1), "Conv": ((0, 1), 1, 0),
+    "ConvTranspose": ((0, 1), 1, 1), "Einsum": ((0, 1), None, 0),
+}
+
+
+class RegistryKernel:
+    """A registry kernel a wrapped step calls, pickled by its registry key (some kernels are closures)."""
+
+    def __init__(self, op_type: str, domain: str, opset: int):
+        self.key = (op_type, domain, opset)
+        kdef = lookup(op_type, domain, opset)
+        if kdef is None:
+            raise RunError(f"no kernel for {op_type} at opset {opset}", where="program load",
+                           hint="recompile: the stored program came from another hal")
+        self.fn = kdef.fn
+
+    def __call__(self, *args: Any, **attrs: Any) -> Any:
+        return self.fn(*args, **attrs)
+
+    def __reduce__(self):
+        return (RegistryKernel, self.key)
+
+
+def _kernel(node, graph: Graph) -> RegistryKernel:
+    return RegistryKernel(node.op_type, node.domain, graph.opset(node.domain))
+
+
+def round_input(x: Any, fmt: str) -> Any:
+    """``x`` as the tensor cores would read it in ``fmt`` (never widened, dtype kept)."""
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+        return x
+    if fmt in ("fp32", "tf32") and x.dtype.itemsize < 4:
+        return x
+    return round_to(x.astype(np.float32, copy=False), fmt).astype(x.dtype, copy=False)
+
+
+def _store(out: Any, fmt: str) -> Any:
+    if isinstance(out, np.ndarray) and out.dtype == np.float32 and fmt != "fp32":
+        return round_to(out, fmt)
+    return out
+
+
+def matrix_call(fn, fmt: str, positions: tuple[int, ...], store: tuple[str | None, ...], *args, **attrs):
+    """A matrix-unit op: inputs rounded to ``fmt``, products accumulated in fp32, outputs stored."""
+    args = list(args)
+    narrow = None
+    for i in positions:
+        if i < len(args) and isinstance(args[i], np.ndarray) and args[i].dtype.kind == "f":
+            args[i] = round_input(args[i], fmt)
+            if args[i].dtype.itemsize < 4:
+                narrow = args[i].dtype
+    if narrow is not None:  # 16-bit operands: fp32 accumulation, result in the operand type
+        args = [a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in args]
+        out = fn(*args, **attrs)
+        out = out.astype(narrow) if isinstance(out, np.ndarray) and out.dtype == np.float32 else out
+    else:
+        out = fn(*args, **attrs)
+    return _stored(out, store)
+
+
+def stored_call(fn, store: tuple[str | None, ...], *args, **attrs):
+    """Any other op of a fused kernel: its outputs that leave the kernel are stored in the policy's format."""
+    return _stored(fn(*args, **attrs), store)
+
+
+def _stored(out: Any, store: tuple[str | None, ...]) -> Any:
+    if isinstance(out, tuple):
+        return tuple(_store(o, s) if s else o for o, s in zip(out, store))
+    return _store(out, store[0]) if store and store[0] else out
+
+
+def quantize_weight(w: np.ndarray, fmt: str, axis: int) -> np.ndarray:
+    """A weight as the matrix unit holds it: fp8/int8 with a scale per output channel, else rounded."""
+    if w.dtype.kind != "f" or (fmt in ("fp32", "tf32") and w.dtype.itemsize < 4):
+        return w
+    if fmt in ("fp8", "int8"):
+        q, scale = quantize(w, fmt, axis=axis if w.ndim > 1 else None)
+        return (q.astype(np.float32) * scale).astype(w.dtype)
+    return round_to(w.astype(np.float32, copy=False), fmt).astype(w.dtype, copy=False)
+
+
+def _attention_step(k: Kernel, graph: Graph, fmt: str | None, store: str | None, key_block: int) -> Step:
+    p = k.attention
+    assert p is not None
+    side = list(p.side_inputs)
+    chain = {graph.nodes[p.qk].outputs[0]} | {graph.nodes[i].outputs[0] for i in p.score_ops}
+    ops = []
+    for i in p.score_ops:
+        n = graph.nodes[i]
+        if n.op_type == "Reshape":
+            ops.append(ScoreOp(None, shape=graph.values[n.outputs[0]].static_shape))
+            continue
+        st = kernel_step(n, graph)
+        args = tuple(None if not x else -1 if x in chain else side.index(x) for x in n.inputs)
+        ops.append(ScoreOp(_kernel(n, graph), args, tuple(sorted(st.attrs.items()))))
+    prob_shapes = tuple(graph.values[graph.nodes[i].outputs[0]].static_shape for i in p.prob_ops)
+    fn = partial(flash_attention, score_ops=tuple(ops), prob_shapes=prob_shapes, keys=p.keys,
+                 key_block=key_block, fmt=fmt, store=store)
+    return Step(fn, [p.q, p.kt, p.v, *side], [p.out], {}, k.name, "FusedAttention")
+
+
+def _narrow_float(graph: Graph, name: str) -> bool:
+    info = graph.values.get(name)
+    return info is not None and info.dtype is not None and info.dtype.kind == "f" and info.dtype.itemsize < 4
+
+
+def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_wide: set[int],
+                  key_blocks: dict[int, int]) -> Program:
+    """The engine program of the kernel list under ``policy``.
+
+    ``keep_wide``: GEMM node indices that keep 16-bit inputs and weights under fp8/int8 (the logits
+    projection, as FP8 recipes do); ``key_blocks``: attention kernel id -> key block width.
+    With ``exact`` numerics a 16-bit attention runs its nodes' reference steps inside the kernel:
+    the reference rounds every intermediate to 16 bits, which a fused fp32 kernel cannot reproduce.
+    """
+    exact = policy.exact
+    narrow_act = policy.storage if policy.matmul_inputs in ("fp8", "int8") else policy.matmul_inputs
+    users: dict[str, set[tuple[str, int]]] = {}
+    for n in graph.nodes:
+        for pos, x in enumerate(n.inputs):
+            if x in graph.initializers:
+                users.setdefault(x, set()).add((n.op_type, pos))
+    weights: dict[str, np.ndarray] = {}
+    steps: list[Step] = []
+    for k in kernels:
+        outs = set(k.outputs)
+        fused = k.attention is not None and not (exact and _narrow_float(graph, k.attention.q))
+        core = set(k.attention.core) if fused and k.attention is not None else set()
+        ordered = [i for i in k.nodes if i not in core]
+        if fused and k.attention is not None:
+            av = k.attention.av
+            ordered = [i for i in ordered if i < av] + [-1] + [i for i in ordered if i > av]
+        for i in ordered:
+            if i == -1:
+                steps.append(_attention_step(k, graph, None if exact else narrow_act,
+                                             None if exact else policy.storage, key_blocks.get(k.id, 128)))
+                continue
+            node = graph.nodes[i]
+            st = kernel_step(node, graph)
+            if exact:
+                steps.append(st)
+                continue
+            store = tuple(policy.storage if o in outs else None for o in node.outputs)
+            if node.op_type in MATRIX_OPS:
+                acts, wpos, axis = MATRIX_OPS[node.op_type]
+                fmt_in = policy.storage if i in keep_wide else policy.matmul_inputs
+                fmt_w = policy.storage if i in keep_wide else policy.matmul_weights
+                if node.op_type == "Gemm" and node.attrs.get("transB", 0):
+                    axis = 0
+                positions = []
+                for pos in acts:
+                    x = node.inputs[pos] if pos < len(node.inputs) else ""
+                    w = graph.initializers.get(x) if x else None
+                    if pos == wpos and isinstance(w, np.ndarray) and users.get(x) == {(node.op_type, pos)}:
+                        if x not in weights:
+                            weights[x] = quantize_weight(w, fmt_w, axis)
+                    else:
+                        positions.append(pos)
+                steps.append(replace(st, fn=partial(matrix_call, _kernel(node, graph), fmt_in, tuple(positions),
+                                                    store)))
+            elif any(store):
+                steps.append(replace(st, fn=partial(stored_call, _kernel(node, graph), store)))
+            else:
+                steps.append(st)
+    run_graph = replace(graph, initializers={**graph.initializers, **weights}) if weights else graph
+    return Program(run_graph, steps)
+
+
+class GpuExecutable:
+    """A compiled GPU program: run it, read its report, trace its kernel timeline, cache it."""
+
+    def __init__(self, program: Program, report: CompileReport,
+                 events: list[tuple[str, str, float, float, dict]]):
+        self.program = program
+        self.report = report
+        self._events = events
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        return self.program.run(feeds)
+
+    def trace(self) -> list[dict[str, Any]]:
+        pid = f"{self.report.target} x{self.report.devices}" if self.report.devices > 1 else self.report.target
+        return [event(name, start, dur, pid=pid, tid=lane, cat=name.split(":", 1)[0], args=dict(args))
+                for name, lane, start, dur, args in self._events]
+
+    def serialize(self) -> bytes:
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)

@@ -1,0 +1,90 @@
+"""The GPU as the cost model sees it: every number read from the target's spec sheet.
+
+One code path serves every sheet (H100, MI300X, ...): a number the model needs is a key the
+sheet must have, so a new GPU is a new TOML file, never a code change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hal.specs import TargetSpec
+
+#: number formats the tensor cores (matrix cores) take, with the sheet key of their dense peak
+PEAK_KEYS = {"fp64": "peak_flops_fp64_tensor", "fp32": "peak_flops_fp32", "tf32": "peak_flops_tf32",
+             "bf16": "peak_flops_bf16", "fp16": "peak_flops_fp16", "fp8": "peak_flops_fp8",
+             "int8": "peak_flops_int8"}
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """Hardware numbers of one GPU model (per device unless the name says otherwise)."""
+
+    name: str
+    sm_count: int
+    peak: dict[str, float]            # dense FLOP/s by matrix input format
+    vector_flops: float               # non-tensor FP32 FLOP/s (elementwise, reductions)
+    hbm_bytes: float
+    hbm_bandwidth: float
+    hbm_efficiency: float
+    l2_bytes: float
+    smem_per_sm: float
+    max_threads_per_sm: int
+    gemm_efficiency: float
+    gemm_efficiency_fp8: float
+    attention_efficiency: float
+    launch_overhead_s: float
+    graph_launch_overhead_s: float
+    graph_node_overhead_s: float
+    link_bandwidth: float             # per direction, per device, all links
+    peer_bandwidth: float             # per direction, to one peer
+    link_efficiency: float
+    allreduce_latency_s: float
+    max_devices: int                  # GPUs one tensor-parallel group may span (one node)
+    tdp_w: float
+    idle_w: float
+
+    @classmethod
+    def from_spec(cls, spec: TargetSpec) -> Gpu:
+        hw = spec.hw
+        return cls(
+            name=spec.name,
+            sm_count=int(hw("sm_count")),
+            peak={fmt: hw(key) for fmt, key in PEAK_KEYS.items()},
+            vector_flops=hw("peak_flops_fp32"),
+            hbm_bytes=hw("hbm_bytes"),
+            hbm_bandwidth=hw("hbm_bandwidth"),
+            hbm_efficiency=hw("hbm_efficiency"),
+            l2_bytes=hw("l2_bytes"),
+            smem_per_sm=hw("smem_per_sm_bytes"),
+            max_threads_per_sm=int(hw("max_threads_per_sm")),
+            gemm_efficiency=hw("gemm_efficiency"),
+            gemm_efficiency_fp8=hw("gemm_efficiency_fp8"),
+            attention_efficiency=hw("attention_efficiency"),
+            launch_overhead_s=hw("launch_overhead_s"),
+            graph_launch_overhead_s=hw("graph_launch_overhead_s"),
+            graph_node_overhead_s=hw("graph_node_overhead_s"),
+            link_bandwidth=hw("interconnect_bandwidth"),
+            peer_bandwidth=hw("interconnect_peer_bandwidth"),
+            link_efficiency=hw("interconnect_efficiency"),
+            allreduce_latency_s=hw("allreduce_latency_s"),
+            max_devices=int(hw("gpus_per_node")),
+            tdp_w=hw("tdp_w"),
+            idle_w=hw("idle_w"),
+        )
+
+    @property
+    def hbm_rate(self) -> float:
+        """Bytes per second a streaming kernel reaches."""
+        return self.hbm_bandwidth * self.hbm_efficiency
+
+    def gemm_rate(self, fmt: str) -> float:
+        """FLOP/s a large GEMM reaches with ``fmt`` inputs."""
+        eff = self.gemm_efficiency_fp8 if fmt in ("fp8", "int8") else self.gemm_efficiency
+        return self.peak[fmt] * eff
+
+    def allreduce_bandwidth(self, devices: int) -> float:
+        """Bytes/s one device moves in a ring all-reduce: its links to the ring's peers, derated."""
+        if devices <= 1:
+            return float("inf")
+        return min(self.link_bandwidth, (devices - 1) * self.peer_bandwidth) * self.link_efficiency

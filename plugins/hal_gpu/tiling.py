@@ -1,0 +1,138 @@
+"""Kernel launch shapes: the tile each kernel computes, its grid, and the waves it takes over the SMs.
+
+A GPU runs a kernel's thread blocks (CTAs) in waves of at most ``SMs x CTAs-per-SM``; a grid that
+is not a multiple of that leaves SMs idle in the last wave (wave quantisation). A tile that does
+not divide the problem computes padding (tile quantisation). Both are efficiencies < 1 that the
+roofline divides by. GEMM tiles are the CUTLASS / cuBLAS shapes (64-row warpgroup MMAs, and 16-
+and 32-row tiles for skinny problems); split-K divides K among CTAs when the output alone cannot
+fill the machine (decode GEMMs).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from hal_gpu.hardware import Gpu
+
+#: (BM, BN, BK) output tile rows x columns x depth step, largest first
+GEMM_TILES: tuple[tuple[int, int, int], ...] = (
+    (128, 256, 64), (256, 128, 64), (128, 128, 64), (128, 64, 64), (64, 128, 64), (64, 64, 64),
+    (64, 256, 64),
+    (32, 128, 64), (16, 128, 64), (16, 64, 64))  # skinny-M tiles of the mma.sync path (decode GEMMs)
+SPLIT_K: tuple[int, ...] = (1, 2, 4, 8, 16)
+#: smallest depth one split-K slice keeps (two pipeline steps of BK)
+MIN_K_PER_SPLIT = 128
+#: (query rows, key columns) per CTA of the fused attention kernel (FlashAttention-2/3 tile sizes)
+ATTENTION_TILES: tuple[tuple[int, int], ...] = ((128, 128), (128, 64), (64, 128), (64, 64), (64, 32), (32, 32))
+#: threads per CTA of elementwise and row kernels; each thread moves one 16-byte vector
+BLOCK_THREADS = 256
+VECTOR_BYTES = 16
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How one kernel is launched: tile, grid, waves and the efficiencies they imply."""
+
+    tile: tuple[int, ...]
+    grid: int
+    ctas_per_sm: int
+    split: int = 1                 # split-K (GEMM) or split-KV (attention) factor
+    stages: int = 0                # software-pipeline depth that fits shared memory (GEMM)
+    tile_efficiency: float = 1.0   # useful / computed elements (padding of partial tiles)
+    waves: int = 1
+    wave_efficiency: float = 1.0   # busy / available CTA slots over all waves
+    sm_fill: float = 1.0           # fraction of SMs with work (< 1 when the grid is smaller)
+
+    def details(self) -> dict:
+        return {"tile": "x".join(str(t) for t in self.tile), "grid": self.grid, "waves": self.waves,
+                "wave_efficiency": round(self.wave_efficiency, 4), "tile_efficiency": round(self.tile_efficiency, 4),
+                "split": self.split, "ctas_per_sm": self.ctas_per_sm, "sm_fill": round(self.sm_fill, 4)}
+
+
+def waves(grid: int, gpu: Gpu, ctas_per_sm: int) -> tuple[int, float, float]:
+    """(waves, wave efficiency, SM fill) of ``grid`` CTAs with ``ctas_per_sm`` resident per SM."""
+    slots = gpu.sm_count * max(1, ctas_per_sm)
+    n = max(1, math.ceil(grid / slots))
+    return n, grid / (n * slots), min(1.0, grid / gpu.sm_count)
+
+
+def gemm_stages(tile: tuple[int, int, int], itemsize: float, gpu: Gpu) -> int:
+    """Pipeline stages of A and B tiles that fit one SM's shared memory (0 if not even two)."""
+    bm, bn, bk = tile
+    stage = (bm * bk + bk * bn) * itemsize
+    return int(min(4, gpu.smem_per_sm // stage)) if stage * 2 <= gpu.smem_per_sm else 0
+
+
+def gemm_launches(batch: int, m: int, n: int, k: int, itemsize: float, gpu: Gpu,
+                  tile: tuple[int, int, int] | None = None) -> list[Launch]:
+    """Every legal (tile, split-K) launch of a [batch] x [m, k] @ [k, n] GEMM (``tile`` forces one)."""
+    out = []
+    for t in ([tile] if tile else GEMM_TILES):
+        bm, bn, _bk = t
+        stages = gemm_stages(t, itemsize, gpu)
+        if stages < 2 and not tile:  # a forced tile is the user's call; the default set must fit
+            continue
+        tiles_m, tiles_n = math.ceil(m / bm), math.ceil(n / bn)
+        tile_eff = (m * n) / (tiles_m * bm * tiles_n * bn)
+        for split in SPLIT_K:
+            if split > 1 and k // split < MIN_K_PER_SPLIT:
+                break
+            grid = batch * tiles_m * tiles_n * split
+            w, w_eff, fill = waves(grid, gpu, 1)  # Hopper GEMMs keep one large CTA per SM
+            out.append(Launch(t, grid, 1, split, stages, tile_eff, w, w_eff, fill))
+    return out
+
+
+def attention_launches(batch_heads: int, q_rows: int, keys: int, head_dim: int, itemsize: float, gpu: Gpu,
+                       key_block: int | None = None) -> list[Launch]:
+    """Launches of the fused attention kernel: one CTA per (batch·head, query block), and when that
+    cannot fill the SMs (decode), the keys split among CTAs and merged after (flash-decoding)."""
+    out = []
+    for bq, bkv in ATTENTION_TILES:
+        if key_block:
+            bkv = key_block
+        # the Q tile stays; K and V tiles stream through shared memory
+        if (bq + 2 * bkv) * head_dim * itemsize > gpu.smem_per_sm:
+            continue
+        base = batch_heads * math.ceil(q_rows / bq)
+        blocks = math.ceil(keys / bkv)
+        split = max(1, min(blocks, gpu.sm_count // max(1, base)))
+        grid = base * split
+        w, w_eff, fill = waves(grid, gpu, 1)
+        tile_eff = q_rows / (math.ceil(q_rows / bq) * bq)
+        out.append(Launch((bq, bkv), grid, 1, split, 2, tile_eff, w, w_eff, fill))
+        if key_block:
+            break
+    return out
+
+
+def stream_launch(numel: int, itemsize: float, gpu: Gpu, row: int | None = None) -> Launch:
+    """An elementwise kernel (one 16-byte vector per thread) or a row kernel (one CTA per row)."""
+    per_thread = max(1, int(VECTOR_BYTES // max(1, itemsize)))
+    if row:
+        grid = max(1, math.ceil(numel / row))
+        tile = (min(row, BLOCK_THREADS * per_thread),)
+    else:
+        grid = max(1, math.ceil(numel / (BLOCK_THREADS * per_thread)))
+        tile = (BLOCK_THREADS * per_thread,)
+    ctas = max(1, gpu.max_threads_per_sm // BLOCK_THREADS)
+    w, w_eff, fill = waves(grid, gpu, ctas)
+    return Launch(tile, grid, ctas, 1, 0, 1.0, w, w_eff, fill)
+
+
+def parse_tile(value: object) -> tuple[int, int, int]:
+    """A ``tile`` option: "128x256x64" or a sequence of three positive ints."""
+    if isinstance(value, str):
+        parts = value.lower().replace("*", "x").split("x")
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        raise ValueError(f"tile must look like '128x256x64', not {value!r}")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"tile must look like '128x256x64', not {value!r}") from None
+    if len(dims) != 3 or min(dims) < 1:
+        raise ValueError(f"tile must be three positive sizes BMxBNxBK, not {value!r}")
+    return dims  # type: ignore[return-value]

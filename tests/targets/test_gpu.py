@@ -1,0 +1,274 @@
+"""The gpu target: kernels, fusion, waves, HBM plan, tensor parallelism, numerics and calibration."""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import hal
+from hal.graph.load import load
+from hal.graph.passes import optimize
+from hal.plugins import get_target
+from hal.specs import CompileOptions
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+LIGHT_MODELS = sorted(p.stem for p in LIGHT_DIR.glob("light_*.onnx"))
+TRANSFORMERS = ["zoo:tiny-gpt", str(FIXTURES / "bert_tiny.onnx"), str(FIXTURES / "gpt_tiny.onnx")]
+DECODE = {"phase": "decode", "batch": 1, "context": 1500}
+
+
+def _light_case(name: str):
+    from onnx.backend.test.runner import Runner
+
+    path = LIGHT_DIR / f"{name}.onnx"
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    feeds = {vi.name: Runner.generate_dummy_data(vi, seed=0, random=False) for vi in m.graph.input
+             if vi.name not in inits}
+    return path, feeds, numpy_helper.to_array(onnx.load_tensor(str(LIGHT_DIR / f"{name}_output_0.pb")))
+
+
+def _feeds(session: hal.InferenceSession) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for i in session.get_inputs():
+        if i.name == "attention_mask":
+            m = np.ones(i.shape, i.dtype)
+            m[-1, i.shape[1] // 2:] = 0  # padding in the last sequence
+            feeds[i.name] = m
+        elif i.dtype.kind == "i":
+            feeds[i.name] = rng.integers(0, 200, size=i.shape).astype(i.dtype)
+        else:
+            feeds[i.name] = rng.standard_normal(i.shape).astype(i.dtype)
+    return feeds
+
+
+def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a.astype(np.float64) - b)) / np.max(np.abs(b)))
+
+
+def _estimate(model: str, target: str = "gpu", zoo=DECODE, **options):
+    graph = optimize(load(f"zoo:{model}", zoo_params=dict(zoo)))
+    extra = {k: v for k, v in options.items() if k not in ("precision", "devices")}
+    opts = CompileOptions(precision=options.get("precision", "exact"), devices=options.get("devices"),
+                          target_options=extra)
+    return get_target(target).compile(graph, opts).report
+
+
+@pytest.fixture(scope="module")
+def llama70b_decode():
+    return optimize(load("zoo:llama-3.3-70b", zoo_params=dict(DECODE)))
+
+
+def _compile(graph, target="gpu", **options):
+    extra = {k: v for k, v in options.items() if k not in ("precision", "devices")}
+    opts = CompileOptions(precision=options.get("precision", "exact"), devices=options.get("devices"),
+                          target_options=extra)
+    return get_target(target).compile(graph, opts).report
+
+
+def test_both_gpus_are_listed_from_their_sheets():
+    names = {t.name: t for t in hal.targets()}
+    assert {"gpu", "gpu-mi300x"} <= set(names)
+    assert names["gpu"].hardware["sm_count"].value == 132
+    assert names["gpu-mi300x"].hardware["sm_count"].value == 304
+    assert type(get_target("gpu")) is type(get_target("gpu-mi300x"))
+    for spec in (names["gpu"], names["gpu-mi300x"]):
+        assert {"cuda_graphs", "tile"} <= set(spec.options)
+        assert all(n.source for n in spec.hardware.values())
+
+
+@pytest.mark.parametrize("name", LIGHT_MODELS)
+def test_light_models_match_the_reference_outputs(name):
+    path, feeds, expected = _light_case(name)
+    sess = hal.InferenceSession(str(path), target="gpu")
+    out = sess.run(None, feeds)[0]
+    np.testing.assert_allclose(out, expected, rtol=1e-3, atol=1e-5)
+    assert sess.report.kernel_count < sess.report.node_count
+
+
+@pytest.mark.parametrize("model", TRANSFORMERS)
+def test_transformers_match_cpu_exactly_and_natively_within_tolerance(model):
+    ref = hal.InferenceSession(model, target="cpu")
+    feeds = _feeds(ref)
+    want = ref.run(None, feeds)[0]
+    exact = hal.InferenceSession(model, target="gpu").run(None, feeds)[0]
+    np.testing.assert_allclose(exact, want, rtol=1e-3, atol=1e-5)
+    assert _rel_err(hal.InferenceSession(model, target="gpu", precision="native").run(None, feeds)[0], want) < 5e-3
+    bf16 = hal.InferenceSession(model, target="gpu", precision="bf16").run(None, feeds)[0]
+    assert 1e-5 < _rel_err(bf16, want) < 3e-2  # bf16 changes the numbers, within bf16's reach
+    fp8 = hal.InferenceSession(model, target="gpu", precision="fp8").run(None, feeds)[0]
+    assert _rel_err(fp8, want) < 0.15
+
+
+@pytest.mark.parametrize("model", TRANSFORMERS)
+def test_fusion_and_attention_recognition_on_a_transformer(model):
+    rep = hal.InferenceSession(model, target="gpu").report
+    assert rep.kernel_count * 3 < rep.node_count
+    attn = [k for k in rep.kernels if k.details["kind"] == "attention"]
+    assert len(attn) == 2 == rep.details["fused_attention_kernels"]  # one per layer
+    for k in attn:
+        assert {"MatMul", "Softmax"} <= set(k.op_types)
+        assert k.details["score_bytes_kept_on_chip"] > 0
+    fused_gemms = [k for k in rep.kernels if k.details["kind"] == "gemm" and len(k.nodes) > 1]
+    assert any("Add" in k.op_types for k in fused_gemms)  # bias / residual epilogues
+
+
+def test_llama_decode_has_one_fused_attention_per_layer_and_few_kernels():
+    rep = _estimate("llama-3.1-8b", precision="fp8", devices=1)
+    assert rep.details["fused_attention_kernels"] == 32
+    assert rep.kernel_count * 5 < rep.node_count
+    assert rep.tokens_per_s == pytest.approx(1 / rep.latency_s)
+    assert rep.shape_only
+
+
+def test_fused_attention_runs_over_key_blocks_with_the_same_numbers():
+    ref = hal.InferenceSession("zoo:tiny-gpt", target="cpu")
+    feeds = _feeds(ref)
+    sess = hal.InferenceSession("zoo:tiny-gpt", target="gpu", tile="64x4x64")  # 4-key blocks of 16 keys
+    np.testing.assert_allclose(sess.run(None, feeds)[0], ref.run(None, feeds)[0], rtol=1e-4, atol=1e-5)
+    assert all(k.details["tile"].endswith("x4") for k in sess.report.kernels if k.details["kind"] == "attention")
+
+
+def test_online_softmax_kernel_matches_dense_attention_with_masks():
+    from hal_gpu.attention import ScoreOp, flash_attention
+
+    rng = np.random.default_rng(1)
+    q, kt, v = (rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 5, 8), (2, 3, 8, 11), (2, 3, 11, 8)))
+    mask = np.where(np.tril(np.ones((5, 11), bool), k=6), 0.0, -np.inf).astype(np.float32)
+    ops = (ScoreOp(np.multiply, (-1, 0)), ScoreOp(np.add, (-1, 1)))
+    scale = np.float32(1 / math.sqrt(8))
+    out = flash_attention(q, kt, v, scale, mask, score_ops=ops, keys=11, key_block=3)
+    s = q @ kt * scale + mask
+    p = np.exp(s - s.max(-1, keepdims=True))
+    np.testing.assert_allclose(out, (p / p.sum(-1, keepdims=True)) @ v, rtol=1e-5, atol=1e-6)
+
+
+def _gemm_model(m: int, n: int, k: int) -> onnx.ModelProto:
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="gemm")], "gemm",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [m, k]),
+                           helper.make_tensor_value_info("w", TensorProto.FLOAT16, [k, n])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [m, n])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    helper.set_model_props(model, {"hal.shape_only_weights": "w"})
+    return model
+
+
+def test_wave_quantisation_of_a_known_gemm():
+    # 4096^3 with 128x256 tiles: 32 x 16 = 512 CTAs over 132 SMs = 4 waves, 512 / 528 busy
+    k = hal.compile(_gemm_model(4096, 4096, 4096), target="gpu", tile="128x256x64").report.kernels[0]
+    assert (k.details["tile"], k.details["grid"], k.details["waves"]) == ("128x256x64", 512, 4)
+    assert k.details["wave_efficiency"] == pytest.approx(512 / 528, abs=1e-4)
+    assert k.flops == 2 * 4096**3 and k.bound == "compute"
+    # on 304 MI300X compute units 512 CTAs would be 2 waves at 512 / 608; split-K buys back the tail
+    k = hal.compile(_gemm_model(4096, 4096, 4096), target="gpu-mi300x", tile="128x256x64").report.kernels[0]
+    grid, waves = k.details["grid"], k.details["waves"]
+    assert grid == 512 * k.details["split"] and waves == math.ceil(grid / 304)
+    assert k.details["wave_efficiency"] == pytest.approx(grid / (waves * 304), abs=1e-4)
+    assert k.details["wave_efficiency"] > 512 / 608
+    # left to choose, the compiler finds a launch at least as efficient as the forced one
+    auto = hal.compile(_gemm_model(4096, 4096, 4096), target="gpu").report.kernels[0]
+    assert auto.time_s <= hal.compile(_gemm_model(4096, 4096, 4096), target="gpu",
+                                      tile="128x256x64").report.kernels[0].time_s
+
+
+def test_hbm_plan_reuses_buffers_by_liveness():
+    rep = hal.InferenceSession(str(LIGHT_DIR / "light_resnet50.onnx"), target="gpu").report
+    d = rep.details
+    assert d["peak_activation_bytes_per_device"] < d["activation_bytes_total"] / 4
+    assert rep.peak_memory_bytes == d["weights_bytes_per_device"] + d["peak_activation_bytes_per_device"]
+    hbm = next(m for m in rep.memory if m.level == "HBM")
+    assert hbm.bytes == rep.peak_memory_bytes and hbm.capacity == 85176483840
+
+
+def test_model_larger_than_hbm_is_a_resource_error_unless_devices_allow():
+    with pytest.raises(hal.ResourceError) as err:
+        _estimate("llama-3.1-70b", precision="native", devices=1)
+    msg = str(err.value)
+    assert "141" in msg and "85.2 GB" in msg  # what it needs, what one GPU has
+    rep = _estimate("llama-3.1-70b", precision="native")  # devices chosen: the smallest that fits
+    assert rep.devices == 2 and rep.peak_memory_bytes <= 85176483840
+    assert rep.details["allreduce_count"] == 2 * 80
+
+
+def test_cuda_graphs_lower_latency(llama70b_decode):
+    eager = _compile(llama70b_decode, precision="fp8", devices=2)
+    graphs = _compile(llama70b_decode, precision="fp8", devices=2, cuda_graphs=True)
+    assert graphs.latency_s < eager.latency_s
+    assert graphs.details["launch_overhead_s"] < eager.details["launch_overhead_s"]
+
+
+def test_mi300x_sheet_gives_different_numbers_with_the_same_code(llama70b_decode):
+    h100 = _compile(llama70b_decode, precision="fp8", devices=2)
+    mi300x = _compile(llama70b_decode, "gpu-mi300x", precision="fp8", devices=2)
+    assert mi300x.target == "gpu-mi300x" and mi300x.latency_s != pytest.approx(h100.latency_s, rel=0.02)
+    assert next(m for m in mi300x.memory if m.level == "HBM").capacity == 206158430208
+
+
+def test_calibration_point_within_15_percent(llama70b_decode):
+    rep = _compile(llama70b_decode, precision="fp8", devices=2)
+    published = get_target("gpu").spec.calibration["nim_llama33_70b_fp8_tp2_itl"]["value"]
+    assert rep.latency_s == pytest.approx(published, rel=0.15)
+    assert rep.devices == 2 and rep.details["allreduce_count"] == 160
+    assert rep.energy_j > 0 and rep.tokens_per_s == pytest.approx(1 / rep.latency_s)
+
+
+def test_serialize_then_load_gives_identical_outputs():
+    exe = hal.compile("zoo:tiny-gpt", target="gpu", precision="bf16")
+    again = get_target("gpu").load(exe.serialize())
+    ids = {"input_ids": np.arange(16, dtype=np.int64)[None] % 256}
+    np.testing.assert_array_equal(exe.run(ids)["logits"], again.run(ids)["logits"])
+    assert again.report == exe.report
+    with pytest.raises(hal.CompileError):
+        get_target("gpu-mi300x").load(exe.serialize())
+
+
+def test_runs_from_several_threads_agree():
+    exe = hal.compile("zoo:tiny-gpt", target="gpu", precision="native")
+    feeds = [{"input_ids": (np.arange(16, dtype=np.int64)[None] * (i + 1)) % 256} for i in range(4)]
+    want = [exe.run(f)["logits"] for f in feeds]
+    got: list = [None] * 4
+
+    def work(i: int) -> None:
+        got[i] = exe.run(feeds[i])["logits"]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_trace_is_the_kernel_timeline():
+    exe = hal.compile("zoo:tiny-gpt", target="gpu")
+    events = exe.trace()
+    assert len(events) == exe.report.kernel_count
+    assert all(e["ph"] == "X" and e["dur"] > 0 for e in events)
+    ts = [e["ts"] for e in events]
+    assert ts == sorted(ts)
+    assert (ts[-1] + events[-1]["dur"]) * 1e-6 == pytest.approx(exe.report.latency_s)
+
+
+def test_shape_only_models_compile_but_do_not_run():
+    exe = hal.compile(_gemm_model(64, 64, 64), target="gpu")
+    assert exe.report.shape_only and exe.report.latency_s > 0
+    with pytest.raises(hal.RunError):
+        exe.run({"x": np.zeros((64, 64), np.float16)})
+
+
+def test_bad_target_options_are_compile_errors():
+    with pytest.raises(hal.CompileError):
+        hal.compile("zoo:tiny-gpt", target="gpu", tile="big")
+    with pytest.raises(hal.CompileError):
+        hal.compile("zoo:tiny-gpt", target="gpu", cuda_graphs="yes")
+    with pytest.raises(hal.CompileError):
+        hal.compile("zoo:tiny-gpt", target="gpu", warp_size=64)
