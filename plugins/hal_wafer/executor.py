@@ -1,0 +1,156 @@
+"""Run the spatial program: stage by stage in pipeline order, each region's kernels as engine steps.
+
+Each stage is its own engine ``Program`` (the kernels its region runs, with the wafer's numeric
+policy applied); a run hands each stage the tensors its routes deliver, collects what it sends on,
+and drops a tensor once the last stage that reads it has run. Nothing is shared between runs, so
+several threads may run one executable at once. Serialising keeps the recipe (graph, stages,
+policy), not the kernels: loading rebuilds each region's program, so any kernel the registry holds
+(closures included) survives the round trip.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hal.engine import Program, kernel_step
+from hal.errors import RunError
+from hal.graph.ir import Graph, TensorInfo
+from hal.numerics import Policy, apply_policy
+from hal.specs import CompileReport
+from hal_wafer.placement import Placement
+
+
+@dataclass
+class StageProgram:
+    """The program of one region: its steps over its own slots, the tensors it receives and sends."""
+
+    name: str
+    program: Program
+    inputs: list[str]
+    outputs: list[str]
+    outer: list[str]      # names its control-flow bodies read from earlier stages
+
+
+def _subgraph_reads(proto: Any) -> set[str]:
+    """Names a body reads from the scopes around it (what it, and bodies nested in it, do not define)."""
+    defined = {i.name for i in proto.input} | {t.name for t in proto.initializer}
+    defined |= {o for node in proto.node for o in node.output if o}
+    reads = {o.name for o in proto.output}
+    for node in proto.node:
+        reads.update(i for i in node.input if i)
+        for a in node.attribute:
+            if a.HasField("g"):
+                reads |= _subgraph_reads(a.g)
+            for g in a.graphs:
+                reads |= _subgraph_reads(g)
+    return reads - defined
+
+
+def implicit_reads(graph: Graph) -> set[str]:
+    """Names that control-flow bodies (If / Loop / Scan) read from the enclosing graph."""
+    reads: set[str] = set()
+    for n in graph.nodes:
+        for v in n.attrs.values():
+            for g in (v if isinstance(v, list) else [v]):
+                if hasattr(g, "node"):
+                    reads |= _subgraph_reads(g)
+    return reads
+
+
+def build_stage_program(graph: Graph, name: str, node_names: list[str], policy: Policy,
+                        implicit: set[str] = frozenset()) -> StageProgram:
+    """One stage's program: the reference kernel of each node, with ``policy`` applied. Values in
+    ``implicit`` (read by a control-flow body elsewhere) that it produces are sent on too."""
+    sub = graph.subgraph(node_names, name=f"{graph.name}/{name}")
+    listed = {o.name for o in sub.outputs}
+    sub.outputs = sub.outputs + [graph.values.get(o) or TensorInfo(o) for n in sub.nodes for o in n.outputs
+                                 if o in implicit and o not in listed]
+    steps = [kernel_step(n, sub) for n in sub.nodes]
+    steps, rounded = apply_policy(steps, sub.initializers, policy)
+    if rounded:
+        sub.initializers = {**sub.initializers, **rounded}
+    defined = {i.name for i in sub.inputs} | set(sub.initializers) | {o for n in sub.nodes for o in n.outputs}
+    outer = set()
+    for n in sub.nodes:
+        for v in n.attrs.values():
+            for g in (v if isinstance(v, list) else [v]):
+                if hasattr(g, "node"):
+                    outer |= _subgraph_reads(g)
+    outer_names = sorted(o for o in outer if o not in defined)
+    program = Program(sub, steps, extra_inputs=outer_names)
+    return StageProgram(name, program, [i.name for i in sub.inputs], [o.name for o in sub.outputs], outer_names)
+
+
+class WaferExecutable:
+    """A compiled wafer program: placement, per-region programs, report and timeline."""
+
+    def __init__(self, graph: Graph | None, stage_nodes: list[tuple[str, list[str]]], policy: Policy,
+                 report: CompileReport, placement: Placement, events: list[dict[str, Any]], graph_name: str):
+        """``graph`` is None when the weights are shape-only: the program then reports but cannot run."""
+        self._recipe = (graph, stage_nodes, policy)
+        self.report = report
+        self.placement = placement
+        self._events = events
+        self._graph_name = graph_name
+        self._build()
+
+    def _build(self) -> None:
+        graph, stage_nodes, policy = self._recipe
+        self.stages: list[StageProgram] | None = None
+        self._frees: list[list[str]] = []
+        self._constants: dict[str, np.ndarray] = {}
+        if graph is None:
+            return
+        implicit = implicit_reads(graph)
+        self.stages = [build_stage_program(graph, name, nodes, policy, implicit) for name, nodes in stage_nodes]
+        self.output_names = [o.name for o in graph.outputs]
+        keep = set(self.output_names)
+        self._frees = frees_after(self.stages, keep)
+        self._constants = {o: graph.initializers[o] for o in keep if o in graph.initializers}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k in ("_recipe", "report", "placement", "_events",
+                                                                  "_graph_name")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._build()
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        if self.stages is None:
+            raise RunError("this model's weights are declared by shape only, so it can be compiled and "
+                           "estimated but not run", where=self._graph_name,
+                           hint="use hal estimate, or build the model with real weights")
+        env: dict[str, Any] = dict(feeds)
+        env.update(self._constants)
+        for st, frees in zip(self.stages, self._frees):
+            ins = {n: env.get(n) for n in st.inputs}
+            outer = {n: env[n] for n in st.outer if n in env} or None
+            env.update(zip(st.outputs, st.program.run_list(ins, outer)))
+            for n in frees:
+                env.pop(n, None)
+        return {n: env[n] for n in self.output_names}
+
+    def trace(self) -> list[dict[str, Any]]:
+        return [dict(e, args=dict(e["args"])) for e in self._events]
+
+    def serialize(self) -> bytes:
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def frees_after(stages: list[StageProgram], keep: set[str]) -> list[list[str]]:
+    """For each stage, the tensors no later stage reads (dropped once it has run)."""
+    last: dict[str, int] = {}
+    for i, st in enumerate(stages):
+        for n in st.inputs + st.outer:
+            last[n] = i
+    out: list[list[str]] = [[] for _ in stages]
+    for n, i in last.items():
+        if n not in keep:
+            out[i].append(n)
+    return out

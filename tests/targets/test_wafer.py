@@ -1,0 +1,316 @@
+"""The wafer target: stages on rectangles of PEs, routes, pipeline time, modes, numerics and calibration."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hal_wafer.compiler import WaferTarget
+from hal_wafer.placement import Placement, Region
+from hal_wafer.routing import connects, route_all
+from onnx import numpy_helper
+
+import hal
+from hal.errors import CompileError, ResourceError, RunError
+from hal.graph.load import load
+from hal.graph.passes import optimize
+from hal.plugins import get_target
+from hal.specs import CompileOptions
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+LIGHT_MODELS = sorted(p.stem for p in LIGHT_DIR.glob("light_*.onnx"))
+#: light models quick enough to also run natively on every test run (the others are bigger GEMM / concat nets)
+NATIVE_LIGHT = ["light_inception_v1", "light_resnet50", "light_shufflenet", "light_squeezenet"]
+TRANSFORMERS = ["zoo:tiny-gpt", str(FIXTURES / "bert_tiny.onnx"), str(FIXTURES / "gpt_tiny.onnx")]
+#: the core profile's floors for precision="native" (specs/conformance/core.toml, [tolerances.native])
+NATIVE_RTOL, NATIVE_ATOL = 1.6e-2, 1e-2
+DECODE = {"phase": "decode", "batch": 1, "context": 1024}
+#: a 4 x 4-PE wafer: tiny-gpt's stages need 17 PEs, its largest stage's weights stream into 16
+SMALL_WAFER = {"fabric_width": 4, "fabric_height": 4}
+#: a 2 x 2-PE wafer: one layer of tiny-gpt needs 6 PEs and cannot even be streamed through 4
+TINY_WAFER = {"fabric_width": 2, "fabric_height": 2}
+
+
+def _light_case(name: str):
+    from onnx.backend.test.runner import Runner
+
+    path = LIGHT_DIR / f"{name}.onnx"
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    feeds = {vi.name: Runner.generate_dummy_data(vi, seed=0, random=False) for vi in m.graph.input
+             if vi.name not in inits}
+    return path, feeds, numpy_helper.to_array(onnx.load_tensor(str(LIGHT_DIR / f"{name}_output_0.pb")))
+
+
+def _feeds(session: hal.InferenceSession) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for i in session.get_inputs():
+        shape = [d if isinstance(d, int) else 1 for d in i.shape]
+        if i.dtype == np.int64:
+            feeds[i.name] = np.ones(shape, np.int64) if "mask" in i.name else rng.integers(0, 250, shape)
+        else:
+            feeds[i.name] = rng.standard_normal(shape).astype(i.dtype)
+    return feeds
+
+
+def _graph(model: str, **zoo):
+    return optimize(load(model, zoo_params=zoo or None))
+
+
+def _close(out, exp, rtol: float, atol: float) -> None:
+    np.testing.assert_allclose(np.asarray(out, np.float64), np.asarray(exp, np.float64), rtol=rtol, atol=atol)
+
+
+@pytest.fixture(scope="module")
+def llama8b():
+    return hal.compile("zoo:llama-3.1-8b", target="wafer", precision="fp16", zoo_params=DECODE)
+
+
+@pytest.fixture(scope="module")
+def llama70b_4():
+    return hal.compile("zoo:llama-3.1-70b", target="wafer", precision="fp16", zoo_params=DECODE, wafers=4)
+
+
+def test_wafer_is_a_registered_target_with_a_sourced_sheet():
+    spec = get_target("wafer").spec
+    assert spec.kind == "wafer" and "wafer" in {s.name for s in hal.targets()}
+    for key, number in spec.hardware.items():
+        assert number.source, key
+        assert number.kind in ("published", "derived", "assumption")
+
+
+# -- numerics: the reference's numbers through the spatial program -------------------------------------
+
+@pytest.mark.parametrize("name", LIGHT_MODELS)
+def test_light_model_matches_reference_exactly(name):
+    path, feeds, expected = _light_case(name)
+    out = hal.InferenceSession(str(path), target="wafer").run(None, feeds)[0]
+    _close(out, expected, 1e-3, 1e-5)
+
+
+@pytest.mark.parametrize("name", NATIVE_LIGHT)
+def test_light_model_native_within_core_tolerance(name):
+    path, feeds, expected = _light_case(name)
+    out = hal.InferenceSession(str(path), target="wafer", precision="native").run(None, feeds)[0]
+    _close(out, expected, NATIVE_RTOL, NATIVE_ATOL)
+
+
+@pytest.mark.parametrize("model", TRANSFORMERS)
+def test_transformer_exact_is_bit_identical_to_cpu(model):
+    ref = hal.InferenceSession(model)
+    feeds = _feeds(ref)
+    wafer = hal.InferenceSession(model, target="wafer")
+    for o, e in zip(wafer.run(None, feeds), ref.run(None, feeds)):
+        np.testing.assert_array_equal(o, e)
+    assert wafer.report.details["stage_count"] >= 3  # embed, layers (, head): one stage per layer
+
+
+@pytest.mark.parametrize("model", TRANSFORMERS)
+def test_transformer_native_within_tolerance(model):
+    ref = hal.InferenceSession(model)
+    feeds = _feeds(ref)
+    native = hal.InferenceSession(model, target="wafer", precision="native").run(None, feeds)
+    # tiny-gpt's 256-way logits go through bf16 FMAC operands in every layer: allow three bf16 floors
+    scale = 3.0 if model.startswith("zoo:") else 1.0
+    for o, e in zip(native, ref.run(None, feeds)):
+        _close(o, e, NATIVE_RTOL * scale, NATIVE_ATOL * scale)
+        assert not np.array_equal(o, e)  # the native formats really were applied
+
+
+def test_serialize_then_load_gives_identical_outputs_and_report():
+    model = str(FIXTURES / "bert_tiny.onnx")
+    feeds = _feeds(hal.InferenceSession(model))
+    target = get_target("wafer")
+    exe = hal.compile(model, target="wafer", precision="native")
+    again = target.load(exe.serialize())
+    for name in exe.run(feeds):
+        np.testing.assert_array_equal(again.run(feeds)[name], exe.run(feeds)[name])
+    assert again.report == exe.report and again.trace() == exe.trace()
+    assert again.placement.regions == exe.placement.regions
+
+
+def test_runs_from_several_threads_at_once_agree():
+    model = str(FIXTURES / "gpt_tiny.onnx")
+    feeds = _feeds(hal.InferenceSession(model))
+    exe = hal.compile(model, target="wafer")
+    want = exe.run(feeds)["logits"]
+    got: list[np.ndarray] = []
+    threads = [threading.Thread(target=lambda: got.append(exe.run(feeds)["logits"])) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4 and all(np.array_equal(g, want) for g in got)
+
+
+def test_shape_only_model_compiles_but_does_not_run(llama8b):
+    with pytest.raises(RunError, match="shape only"):
+        llama8b.run({})
+
+
+# -- placement and routing --------------------------------------------------------------------------------
+
+def _check_regions(exe) -> None:
+    placement = exe.placement
+    width, height = placement.mesh
+    regions = list(placement.regions.values())
+    for r in regions:
+        assert 0 <= r.x and r.x + r.w <= width and 0 <= r.y and r.y + r.h <= height
+        assert 0 <= r.wafer < placement.wafers
+    for i, a in enumerate(regions):
+        for b in regions[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+
+
+def test_every_region_holds_its_weights_and_state(llama8b, llama70b_4):
+    for exe in (llama8b, llama70b_4, hal.compile("zoo:tiny-gpt", target="wafer")):
+        for k in exe.report.kernels:
+            assert k.details["weights_bytes"] <= k.details["sram_bytes"] <= k.details["sram_capacity_bytes"], k.name
+            assert k.details["pes"] == exe.placement.regions[k.name].pes
+
+
+def test_regions_lie_on_the_wafer_and_do_not_overlap(llama8b, llama70b_4):
+    _check_regions(llama8b)
+    _check_regions(llama70b_4)
+    assert llama70b_4.placement.wafers == 4
+    assert {r.wafer for r in llama70b_4.placement.regions.values()} == {0, 1, 2, 3}
+
+
+def test_consecutive_stages_are_neighbours(llama8b):
+    regions = [llama8b.placement.regions[s] for s in llama8b.placement.order]
+    for a, b in itertools.pairwise(regions):
+        touch_x = a.x + a.w == b.x or b.x + b.w == a.x
+        touch_y = a.y + a.h == b.y or b.y + b.h == a.y
+        share_x = a.x < b.x + b.w and b.x < a.x + a.w
+        share_y = a.y < b.y + b.h and b.y < a.y + a.h
+        assert (touch_y and share_x) or (touch_x and share_y), (a, b)
+
+
+def test_routes_connect_producer_to_consumer(llama8b, llama70b_4):
+    for exe in (llama8b, llama70b_4):
+        stages = {k.name: set(k.nodes) for k in exe.report.kernels}
+        assert exe.placement.routes
+        for r in exe.placement.routes:
+            assert connects(r, exe.placement.regions[r.src], exe.placement.regions[r.dst]), r
+            assert exe.placement.order.index(r.src) < exe.placement.order.index(r.dst)
+            assert stages[r.src] and stages[r.dst]
+        cross = [r for r in exe.placement.routes if r.cross_wafer]
+        assert bool(cross) == (exe.placement.wafers > 1)
+
+
+def test_oversubscribed_links_are_detected():
+    regions = {"a": Region(0, 0, 0, 1, 2), "b": Region(0, 3, 0, 1, 2)}
+    placement = Placement("pipelined", 1, (4, 2), regions, ["a", "b"])
+    p = WaferTarget().params
+    edges = [(f"t{i}", "a", "b", 4096) for i in range(30)]
+    _, light = route_all(placement, edges[:1], p, stage_interval_s=1.0)
+    assert light.oversubscribed_count == 0 and light.color_oversubscribed_count == 0
+    routes, heavy = route_all(placement, edges, p, stage_interval_s=1e-9)
+    assert heavy.oversubscribed_count > 0 and heavy.oversubscribed[0]["utilisation"] > 1
+    assert heavy.color_oversubscribed_count > 0  # 30 tensors over links a router can give 24 colours
+    assert all(r.hops == 3 for r in routes)
+
+
+def test_placement_of_405b_over_many_wafers_is_fast():
+    exe = hal.compile("zoo:llama-3.1-405b", target="wafer", precision="fp16", zoo_params=DECODE, wafers="auto")
+    assert exe.report.compile_time_s < 10
+    assert exe.report.devices > 10 and exe.report.details["mode"] == "pipelined"
+    _check_regions(exe)
+
+
+# -- modes ------------------------------------------------------------------------------------------------
+
+def test_model_over_the_wafer_streams_its_weights_and_still_matches_the_reference():
+    graph = _graph("zoo:tiny-gpt")
+    ref = hal.InferenceSession("zoo:tiny-gpt")
+    feeds = _feeds(ref)
+    exe = WaferTarget(SMALL_WAFER).compile(graph, CompileOptions())
+    assert exe.report.details["mode"] == "weight_streaming" and exe.report.devices == 1
+    levels = {m.level: m for m in exe.report.memory}
+    assert levels["SRAM"].bytes <= levels["SRAM"].capacity
+    assert levels["external (MemoryX)"].bytes == exe.report.details["weights_bytes"]
+    for name, want in zip([o.name for o in ref.get_outputs()], ref.run(None, feeds)):
+        np.testing.assert_array_equal(exe.run(feeds)[name], want)
+
+
+def test_model_over_the_wafer_spreads_over_several_wafers_and_still_matches_the_reference():
+    graph = _graph("zoo:tiny-gpt")
+    ref = hal.InferenceSession("zoo:tiny-gpt")
+    feeds = _feeds(ref)
+    exe = WaferTarget(SMALL_WAFER).compile(graph, CompileOptions(target_options={"wafers": "auto"}))
+    assert exe.report.details["mode"] == "pipelined" and exe.report.devices >= 2
+    assert exe.report.details["cross_wafer_routes"] > 0
+    _check_regions(exe)
+    for name, want in zip([o.name for o in ref.get_outputs()], ref.run(None, feeds)):
+        np.testing.assert_array_equal(exe.run(feeds)[name], want)
+
+
+def test_model_that_fits_nowhere_is_a_resource_error_with_the_numbers():
+    graph = _graph("zoo:tiny-gpt")
+    with pytest.raises(ResourceError, match=r"no allowed mode.*PEs.*weight streaming.*GiB"):
+        WaferTarget(TINY_WAFER).compile(graph, CompileOptions())
+    with pytest.raises(ResourceError, match=r"layer-pipelined on 1 wafer"):
+        WaferTarget(SMALL_WAFER).compile(graph, CompileOptions(target_options={"weight_streaming": "off"}))
+
+
+def test_options_are_checked():
+    with pytest.raises(CompileError, match="fusion"):
+        hal.compile("zoo:tiny-gpt", target="wafer", fusion="everything")
+    with pytest.raises(CompileError, match="disagree"):
+        hal.compile("zoo:tiny-gpt", target="wafer", devices=2, wafers=3)
+    with pytest.raises(CompileError, match="unknown option"):
+        hal.compile("zoo:tiny-gpt", target="wafer", tiles=4)
+
+
+# -- report, trace and calibration ------------------------------------------------------------------------
+
+def test_report_describes_the_pipeline(llama8b):
+    r = llama8b.report
+    d = r.details
+    assert d["mode"] == "pipelined" and r.devices == 1
+    assert r.tokens_per_s == pytest.approx(1 / r.latency_s)
+    assert r.throughput_per_s == pytest.approx(1 / d["pipeline_interval_s"])
+    assert d["bottleneck_stage"] == max(r.kernels, key=lambda k: k.time_s).name
+    assert 0 < d["pes_used"] <= d["pes_total"]
+    assert d["fabric_hops"] > 0 and d["link_utilisation"]["max"] <= 1 and d["oversubscribed_links"] == 0
+    assert r.energy_j == pytest.approx(get_target("wafer").spec.hw("system_power_w") * r.latency_s)
+    assert r.memory[0].level == "SRAM" and r.memory[0].bytes <= r.memory[0].capacity
+    assert all(k.unit.count(",") == 3 and k.start_s is not None for k in r.kernels)
+    # stages start after their producers: the pipeline fills in order
+    starts = [k.start_s for k in r.kernels]
+    assert starts == sorted(starts) and r.latency_s >= sum(k.time_s for k in r.kernels)
+
+
+def test_prefill_reports_time_to_first_token():
+    r = hal.compile("zoo:llama-3.1-8b", target="wafer", precision="fp16",
+                    zoo_params={"phase": "prefill", "prompt": 128, "logits": "last"}).report
+    assert r.ttft_s == pytest.approx(r.latency_s) and r.tokens_per_s == pytest.approx(128 / r.latency_s)
+
+
+def test_trace_has_an_event_per_stage_and_per_route(llama8b):
+    events = llama8b.trace()
+    stages = [e for e in events if e["cat"] == "stage"]
+    assert [e["name"] for e in stages] == [k.name for k in llama8b.report.kernels]
+    assert len([e for e in events if e["cat"] == "route"]) == len(llama8b.placement.routes)
+    assert all(e["ph"] == "X" and e["dur"] >= 0 for e in events)
+    pickle.dumps(events)
+
+
+def test_calibration_llama_3_1_8b_decode_within_15_percent(llama8b):
+    published = get_target("wafer").spec.calibration["cerebras_inference_llama31_8b_aug2024"]["value"]
+    assert llama8b.report.tokens_per_s == pytest.approx(published, rel=0.15)
+
+
+def test_same_parameters_hold_for_70b_over_four_wafers(llama70b_4):
+    published = get_target("wafer").spec.calibration["cerebras_inference_llama31_70b_aug2024"]["value"]
+    assert llama70b_4.report.tokens_per_s == pytest.approx(published, rel=0.15)
+    streamed = hal.compile("zoo:llama-3.1-70b", target="wafer", precision="fp16", zoo_params=DECODE).report
+    assert streamed.details["mode"] == "weight_streaming"
+    assert streamed.tokens_per_s < llama70b_4.report.tokens_per_s / 100  # 141 GB over the system I/O per token
