@@ -242,28 +242,41 @@ def _hardmax(x: Array, axis: int) -> Array:
     return y
 
 
-def _coerced_2d(fn: Callable[[Array, int], Array]) -> Callable[..., Array]:
+def _coerced_2d(fn: Callable[[Array, int], Array], x: Array, axis: int) -> Array:
     """Opset < 13: the input is flattened to 2-D at ``axis`` and the op runs along the rows."""
-
-    def run(x: Array, axis: int = 1) -> Array:
-        if x.ndim == 0:
-            return _arr(fn(x.reshape(1, 1), 1).reshape(()))
-        axis = axis % x.ndim
-        rows = math.prod(x.shape[:axis])
-        return fn(x.reshape(rows, -1), 1).reshape(x.shape)
-
-    return run
+    if x.ndim == 0:
+        return _arr(fn(x.reshape(1, 1), 1).reshape(()))
+    axis = axis % x.ndim
+    rows = math.prod(x.shape[:axis])
+    return fn(x.reshape(rows, -1), 1).reshape(x.shape)
 
 
-def _along_axis(fn: Callable[[Array, int], Array]) -> Callable[..., Array]:
-    def run(x: Array, axis: int = -1) -> Array:
-        return _arr(fn(x, axis))
+# Module-level functions (not closures) so that programs holding them pickle (Executable.serialize).
+@kernel("Softmax", since=1)
+def softmax_2d(x: Array, axis: int = 1) -> Array:
+    return _coerced_2d(_softmax, x, axis)
 
-    return run
+
+@kernel("Softmax", since=13)
+def softmax(x: Array, axis: int = -1) -> Array:
+    return _arr(_softmax(x, axis))
 
 
-for _op, _fn in (("Softmax", _softmax), ("LogSoftmax", _log_softmax), ("Hardmax", _hardmax)):
-    _old, _new = _coerced_2d(_fn), _along_axis(_fn)
-    _old.__name__, _new.__name__ = f"{_fn.__name__[1:]}_2d", _fn.__name__[1:]
-    kernel(_op, since=1)(_old)
-    kernel(_op, since=13)(_new)
+@kernel("LogSoftmax", since=1)
+def log_softmax_2d(x: Array, axis: int = 1) -> Array:
+    return _coerced_2d(_log_softmax, x, axis)
+
+
+@kernel("LogSoftmax", since=13)
+def log_softmax(x: Array, axis: int = -1) -> Array:
+    return _arr(_log_softmax(x, axis))
+
+
+@kernel("Hardmax", since=1)
+def hardmax_2d(x: Array, axis: int = 1) -> Array:
+    return _coerced_2d(_hardmax, x, axis)
+
+
+@kernel("Hardmax", since=13)
+def hardmax(x: Array, axis: int = -1) -> Array:
+    return _arr(_hardmax(x, axis))

@@ -69,8 +69,28 @@ def _norm_domain(domain: str) -> str:
     return "" if domain in ("", "ai.onnx") else domain
 
 
+def _make_importable(defn: KernelDef) -> None:
+    """Give a generated kernel (a closure from a family's factory) a module-level name, so programs
+    that hold it pickle by reference like any other function (Executable.serialize)."""
+    import re
+    import sys
+
+    fn = defn.fn
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    if module is None or getattr(module, getattr(fn, "__qualname__", ""), None) is fn:
+        return
+    dom = re.sub(r"\W", "_", defn.domain)
+    name = f"_kernel_{dom}_{defn.op_type}_{defn.since}" if dom else f"_kernel_{defn.op_type}_{defn.since}"
+    try:
+        fn.__qualname__ = name
+        setattr(module, name, fn)
+    except (AttributeError, TypeError):  # builtins and other exotic callables pickle on their own terms
+        pass
+
+
 def register(defn: KernelDef) -> None:
     """Add a kernel; a later registration for the same (domain, op, since) replaces the earlier."""
+    _make_importable(defn)
     key = (_norm_domain(defn.domain), defn.op_type)
     defs = _REGISTRY.setdefault(key, [])
     defs[:] = [d for d in defs if d.since != defn.since]
