@@ -1,0 +1,305 @@
+"""Compile for a TSP-class LPU: lower to slice instructions, place in SRAM over chips, schedule statically.
+
+The steps: (1) nodes whose inputs are all weights are materialised when the program is loaded
+(their results become SRAM-resident constants); (2) every other node is lowered to the slice it runs
+on (lowering.py); (3) weights and live activations are packed into chips' SRAM, splitting a node's
+weight over chips when it does not fit (partition.py); (4) each node becomes an instruction group
+(MEM read, slice instruction, MEM write), values crossing chips become C2C sends, and the list
+scheduler gives every instruction its cycle (schedule.py); (5) the numeric steps, with the LPU's
+precision policy applied, are ordered by the cycle of the instruction that carries them.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import time
+from dataclasses import replace
+from functools import partial
+
+import numpy as np
+
+from hal.engine import Program, Step, kernel_step
+from hal.errors import CompileError, ResourceError
+from hal.graph.ir import Graph, Node
+from hal.graph.passes import NONDETERMINISTIC
+from hal.specs import Capability, CompileOptions, TargetSpec, builtin_sheet, load_spec_sheet
+from hal.target import kernel_capability
+from hal_lpu.cost import Machine
+from hal_lpu.executor import LpuExecutable, gather_shards, shard_call
+from hal_lpu.lowering import Lowered, Sizes, lower
+from hal_lpu.partition import Placement, partition
+from hal_lpu.precision import apply_lpu_policy, lpu_policy
+from hal_lpu.report import build_report
+from hal_lpu.schedule import ProgramBuilder, schedule
+from hal_lpu.shapes import resolve_shapes
+
+__version__ = "0.1.0"
+
+#: ops whose output shape depends on the data: a static schedule cannot size or time them
+DATA_DEPENDENT = {
+    "NonZero": "its output length is the number of non-zero elements",
+    "Unique": "its output length is the number of distinct values",
+    "Compress": "its output length depends on the condition's values",
+    "NonMaxSuppression": "the number of boxes kept depends on the scores",
+    "StringSplit": "the number of substrings depends on the strings",
+    "If": "the branch taken (and its output shapes) depends on the condition's value",
+}
+#: options the target takes (declared in the spec, checked by the session)
+OPTIONS = {
+    "max_chips": "largest number of chips the pipeline may use (default: the largest published system)",
+    "sram_bytes": "SRAM per chip in bytes, to study smaller or larger chips (default: the spec's 220 MiB)",
+}
+
+
+def _refuse(node: Node, graph: Graph, used: set[str], dynamic: dict[str, str]) -> str | None:
+    reason = DATA_DEPENDENT.get(node.op_type)
+    if reason:
+        return f"data-dependent output shape: {reason}; a statically scheduled machine cannot run it"
+    if node.op_type == "Loop":
+        trip = node.inputs[0] if node.inputs else ""
+        cond = node.inputs[1] if len(node.inputs) > 1 else ""
+        if not trip or trip not in graph.initializers or (cond and cond not in graph.initializers):
+            return "a Loop whose trip count is not a compile-time constant cannot be statically scheduled"
+    for o in node.outputs:
+        if o and o in used:
+            if o in dynamic:
+                return f"data-dependent output shape: {dynamic[o]}; a statically scheduled machine cannot run it"
+            info = graph.values.get(o)
+            if node.op_type != "Identity" and (info is None or info.kind != "tensor" or info.static_shape is None):
+                return (f"output {o!r} has no shape known at compile time; a statically scheduled machine "
+                        "needs every tensor's size before it runs")
+    return None
+
+
+def _int_option(options: CompileOptions, key: str, default: int | None) -> int | None:
+    v = options.target_options.get(key, default)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise CompileError(f"option {key}={v!r} must be a positive integer", where="target 'lpu'")
+    try:
+        n = int(v)
+    except ValueError:
+        raise CompileError(f"option {key}={v!r} must be a positive integer", where="target 'lpu'") from None
+    if n < 1 or n != float(v):
+        raise CompileError(f"option {key}={v!r} must be a positive integer", where="target 'lpu'")
+    return n
+
+
+def load_time_constants(graph: Graph) -> tuple[list[Node], list[Node]]:
+    """Split the nodes into (materialised at load: all inputs are weights, deterministic) and the rest."""
+    known = set(graph.initializers)
+    outs = {o.name for o in graph.outputs}
+    const, rest = [], []
+    for n in graph.nodes:
+        if (n.op_type not in NONDETERMINISTIC and n.inputs and all((not i) or i in known for i in n.inputs)
+                and not any(o in outs for o in n.outputs)
+                and not any(hasattr(v, "SerializeToString") for v in n.attrs.values())
+                and all(o and graph.values.get(o) is not None and graph.values[o].static_shape is not None
+                        for o in n.outputs)):
+            const.append(n)
+            known.update(n.outputs)
+        else:
+            rest.append(n)
+    return const, rest
+
+
+class LpuTarget:
+    """A pipeline of TSP-class chips: static, cycle-exact, SRAM-only."""
+
+    def __init__(self, spec: TargetSpec | None = None) -> None:
+        """The target of the built-in sheet, or of ``spec`` (another chip generation, a what-if)."""
+        spec = spec or load_spec_sheet(builtin_sheet("lpu.toml"), version=__version__)
+        self.spec = spec.model_copy(update={"options": {**OPTIONS, **spec.options}})
+
+    def capability(self, graph: Graph, options: CompileOptions) -> Capability:
+        values, dynamic = resolve_shapes(graph)
+        resolved = replace(graph, values=values)
+        used = {i for n in graph.nodes for i in n.inputs if i} | {o.name for o in graph.outputs}
+        return kernel_capability(graph, self.spec.name, refuse=lambda n, g: _refuse(n, resolved, used, dynamic))
+
+    def load(self, blob: bytes) -> LpuExecutable:
+        exe = pickle.loads(blob)
+        if not isinstance(exe, LpuExecutable):
+            raise CompileError("the blob is not an lpu executable", where="target 'lpu'")
+        return exe
+
+    # -- compile ------------------------------------------------------------------------------
+    def compile(self, graph: Graph, options: CompileOptions) -> LpuExecutable:
+        t0 = time.perf_counter()
+        unknown = sorted(set(options.target_options) - set(self.spec.options))
+        if unknown:
+            raise CompileError(f"unknown option(s) {', '.join(unknown)} for target 'lpu'", where="target 'lpu'",
+                               hint="its options: " + ", ".join(self.spec.options))
+        policy = lpu_policy(options.precision)
+        machine = Machine.from_spec(self.spec, _int_option(options, "sram_bytes", None))
+        max_chips = _int_option(options, "max_chips", machine.max_chips)
+        assert max_chips is not None
+
+        values, _ = resolve_shapes(graph)
+        graph = replace(graph, values=values)
+        const_nodes, nodes = load_time_constants(graph)
+        constants = {o: (graph.values[o].static_shape, graph.values[o].dtype) for n in const_nodes
+                     for o in n.outputs if o}
+        sizes = Sizes(graph, policy, constants)
+        lowered = [lower(n, graph, sizes) for n in nodes]
+        placement = self._place(graph, nodes, lowered, sizes, machine, options.devices, max_chips)
+
+        ref_steps = {n.name: kernel_step(n, graph) for n in graph.nodes}
+        numeric = [ref_steps[n.name] for n in graph.nodes]
+        weights = {k: w for k, w in graph.initializers.items()}
+        steps, replaced = apply_lpu_policy(numeric, {k: w for k, w in weights.items() if isinstance(w, np.ndarray)},
+                                       policy)
+        weights.update(replaced)
+        by_name = {s.label: s for s in steps}
+
+        builder, carries = self._build(graph, nodes, lowered, placement, sizes, machine, by_name)
+        cycles = schedule(builder.instructions)
+        order = sorted(carries, key=lambda i: (builder.instructions[i].start, i))
+        program_steps = [by_name[n.name] for n in const_nodes] + [carries[i] for i in order]
+        engine = Program(replace(graph, initializers=weights), program_steps)
+        program = sorted(builder.instructions, key=lambda i: (i.start, i.id))
+        report = build_report(graph, options, policy, machine, placement, builder, cycles, __version__,
+                              self.spec.name, len(const_nodes))
+        report.compile_time_s = time.perf_counter() - t0
+        return LpuExecutable(program, builder.groups, engine, report, machine.clock_hz, cycles)
+
+    def _place(self, graph: Graph, nodes: list[Node], lowered: list[Lowered], sizes: Sizes, machine: Machine,
+               devices: int | None, max_chips: int) -> Placement:
+        placement = partition(graph, nodes, lowered, sizes, machine, machine.sram_bytes)
+        if devices is not None and placement.chips < devices:
+            # spread over the chips asked for: a smaller budget per chip, raised until it fits
+            total = sum(placement.sram)
+            budget = math.ceil(total / devices)
+            while budget < machine.sram_bytes:
+                try:
+                    p = partition(graph, nodes, lowered, sizes, machine, budget)
+                except ResourceError:
+                    p = None
+                if p is not None and p.chips <= devices:
+                    placement = p
+                    break
+                budget = math.ceil(budget * 1.02)
+        bound = min(max_chips, devices) if devices is not None else max_chips
+        if placement.chips > bound:
+            need = sum(placement.weights) + sum(placement.resident)
+            which = "devices" if devices is not None and devices < max_chips else "max_chips"
+            raise ResourceError(
+                f"the model needs {placement.chips} chips and {which} allows {bound}: {need:,} bytes of weights "
+                f"and resident tensors (plus activations) against {machine.sram_bytes:,} bytes of SRAM per chip",
+                where="target 'lpu'",
+                hint=f"raise {which} to at least {placement.chips}, or use a lower precision "
+                     "(int8 halves fp16 weights)")
+        return placement
+
+    def _build(self, graph: Graph, nodes: list[Node], lowered: list[Lowered], placement: Placement, sizes: Sizes,
+               machine: Machine, steps: dict[str, Step]) -> tuple[ProgramBuilder, dict[int, Step]]:
+        b = ProgramBuilder()
+        carries: dict[int, Step] = {}
+        resident = {t.name for t in graph.inputs}
+        avail: dict[tuple[str, int], int] = {}
+        home: dict[str, int] = {}
+        nbytes: dict[str, int] = {}
+        mxm_of: dict[int, int] = {}  # group -> its MXM instruction (the one carrying the numeric work)
+        m = machine
+
+        def need(value: str, chip: int) -> list[int]:
+            if not value or sizes.is_weight(value) or value in resident:
+                return []
+            key = (value, chip)
+            if key not in avail:
+                src = home[value]
+                size = nbytes.get(value) or sizes.nbytes(value)
+                g = b.group(f"send {value} chip{src}->chip{chip}", "send", src, "C2C", [], [], 0.0, size,
+                            value=value, src=src, dst=chip)
+                avail[key] = b.emit(g, "C2C", "send", m.c2c_cycles(size), m.c2c_hop_cycles + m.superlanes,
+                                    m.vector_count(size), size, deps=(avail[(value, src)],), link=chip)
+            return [avail[key]]
+
+        def emit_mxm(g: int, low: Lowered, frac: float, out_b: int, deps: tuple[int, ...]) -> int:
+            """Activations through the VXM into the MXM's format (int8: a max-abs reduction for the
+            scale, then the quantise), weights streamed from MEM into the planes, the product, and
+            (int8) the dequantise with both scales, then the write."""
+            x = b.emit(g, "MEM", "read", m.stream_cycles(low.act_bytes), m.transit_cycles,
+                       m.vector_count(low.act_bytes), low.act_bytes, deps=deps)
+            conv_b = low.convert_elems * (1 if low.fmt == "int8" else 2)
+            if low.fmt == "int8" and low.convert_elems:
+                amax = b.emit(g, "VXM", "absmax", m.vxm_cycles(low.convert_elems, conv_b), m.vxm_latency,
+                              m.vector_count(conv_b), conv_b, streams=(x,))
+                x = b.emit(g, "VXM", "quantize", m.vxm_cycles(low.convert_elems, conv_b), m.vxm_latency,
+                           m.vector_count(conv_b), conv_b, deps=(amax,), streams=(x,))
+            elif low.convert_elems:
+                x = b.emit(g, "VXM", "convert", m.vxm_cycles(low.convert_elems, conv_b), m.vxm_latency,
+                           m.vector_count(conv_b), conv_b, streams=(x,))
+            w_b = int(low.install_bytes * frac)
+            w = b.emit(g, "MEM", "read", m.stream_cycles(w_b), m.transit_cycles, m.vector_count(w_b), w_b, deps=deps)
+            comp = b.emit(g, "MXM", low.op, low.issue(m, frac), low.latency(m), low.repeat(m, frac), w_b,
+                          streams=(x, w))
+            mxm_of[g] = comp
+            tail = comp
+            if low.fmt == "int8":
+                n = int(low.out_elems * frac)
+                tail = b.emit(g, "VXM", "dequantize", m.vxm_cycles(n, 4 * n), m.vxm_latency, m.vector_count(4 * n),
+                              4 * n, streams=(comp,))
+            return b.emit(g, "MEM", "write", max(m.stream_cycles(out_b), 1), m.transit_cycles,
+                          m.vector_count(out_b), out_b, streams=(tail,))
+
+        def emit_node(name: str, kind: str, node: Node, low: Lowered, chip: int, frac: float,
+                      outs: list[str]) -> int:
+            deps = [d for i in node.inputs for d in need(i, chip)]
+            out_b = int(low.out_bytes * frac)
+            g = b.group(name, kind, chip, low.unit, [node.name], [node.op_type], low.flops * frac,
+                        int(low.act_bytes + (low.weight_bytes + low.out_bytes) * frac))
+            if low.unit == "MEM":
+                last = b.emit(g, "MEM", low.op, 0, 0, 0, 0, deps=tuple(deps))
+                comp = last
+            elif low.unit == "MXM":
+                last = emit_mxm(g, low, frac, out_b, tuple(deps))
+                comp = mxm_of[g]
+            else:
+                rd = b.emit(g, "MEM", "read", m.stream_cycles(low.act_bytes), m.transit_cycles,
+                            m.vector_count(low.act_bytes), low.act_bytes, deps=tuple(deps))
+                comp = b.emit(g, low.unit, low.op, low.issue(m, frac), low.latency(m), low.repeat(m, frac),
+                              out_b, streams=(rd,))
+                last = b.emit(g, "MEM", "write", max(m.stream_cycles(out_b), 1), m.transit_cycles,
+                              m.vector_count(out_b), out_b, streams=(comp,))
+            for o in outs:
+                avail[(o, chip)] = last
+                home[o] = chip
+            return comp
+
+        for node, low, shards in zip(nodes, lowered, placement.where):
+            step = steps[node.name]
+            for o in node.outputs:
+                if o:
+                    nbytes[o] = sizes.nbytes(o)
+            if len(shards) == 1:
+                outs = [o for o in node.outputs if o]
+                carries[emit_node(node.name, "node", node, low, shards[0].chip, 1.0, outs)] = step
+                continue
+            rule = low.shard
+            assert rule is not None
+            out = node.outputs[0]
+            parts = []
+            for k, s in enumerate(shards):
+                part = f"{out}#shard{k}"
+                nbytes[part] = int(sizes.nbytes(out) * s.frac)
+                comp = emit_node(f"{node.name}#shard{k}", "shard", node, low, s.chip, s.frac, [part])
+                carries[comp] = Step(partial(shard_call, step.fn, rule.weight, rule.axis, s.lo, s.hi, rule.bias,
+                                             rule.bias_axis), list(step.ins), [part], step.attrs,
+                                     f"{node.name}#shard{k}", node.op_type)
+                parts.append(part)
+            chip = shards[-1].chip
+            deps = [d for p in parts for d in need(p, chip)]
+            size = sizes.nbytes(out)
+            g = b.group(f"{node.name}#gather", "gather", chip, "SXM", [node.name], ["Concat"], 0.0, size,
+                        shards=len(shards))
+            cat = b.emit(g, "SXM", "concat", max(m.stream_cycles(size), 1), m.sxm_latency + m.transit_cycles,
+                         m.vector_count(size), size, deps=tuple(deps))
+            out_ndim = len(graph.values[out].static_shape or ()) if out in graph.values else 1
+            carries[cat] = Step(partial(gather_shards, rule.out_axis % max(out_ndim, 1)), parts, [out], {},
+                                f"{node.name}#gather", "Concat")
+            avail[(out, chip)] = cat
+            home[out] = chip
+        return b, carries

@@ -1,0 +1,76 @@
+"""The LPU executable: the static schedule, run in cycle order with numpy.
+
+``program`` is the schedule — every instruction with its chip, slice and start cycle, in cycle
+order. A run walks the instructions that carry numeric work (a node's functional-slice instruction,
+a shard's MXM instruction, a gather's concat) in that order through the kernel engine, so the
+values are produced in the order the hardware would produce them. Chip-to-chip sends move bytes
+between SRAMs; the emulation holds every chip's values in one store, so they carry no numeric work.
+The executable is immutable after compile: runs share nothing mutable, so threads may run it at once.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from hal.engine import Program
+from hal.perf.trace import event
+from hal.specs import CompileReport
+from hal_lpu.schedule import Group, Instruction
+
+
+def shard_call(fn: Any, weight: int, w_axis: int, lo: int, hi: int, bias: int | None, bias_axis: int, /,
+               *args: Any, **attrs: Any) -> Any:
+    """One chip's share of a split node: its columns [lo, hi) of the weight (and bias), then the kernel."""
+    args = list(args)
+    w = args[weight]
+    idx = [slice(None)] * w.ndim
+    idx[w_axis] = slice(lo, hi)
+    args[weight] = w[tuple(idx)]
+    if bias is not None and bias < len(args) and args[bias] is not None:
+        b = args[bias]
+        bidx = [slice(None)] * b.ndim
+        bidx[bias_axis] = slice(lo, hi)
+        args[bias] = b[tuple(bidx)]
+    return fn(*args, **attrs)
+
+
+def gather_shards(axis: int, /, *parts: np.ndarray) -> np.ndarray:
+    """The SXM concat that joins the shards' outputs on the gathering chip."""
+    return np.concatenate(parts, axis=axis)
+
+
+class LpuExecutable:
+    """A compiled LPU program: the schedule, its numeric steps in cycle order, and the report."""
+
+    def __init__(self, program: list[Instruction], groups: list[Group], engine: Program, report: CompileReport,
+                 clock_hz: float, cycles: int):
+        #: the schedule: every instruction with its start cycle, slice and chip, in cycle order
+        self.program = program
+        self.groups = groups
+        self.cycles = cycles
+        self.clock_hz = clock_hz
+        self.report = report
+        self._engine = engine
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Execute the program's numeric instructions in cycle order (RunError when shape-only)."""
+        return self._engine.run(feeds)
+
+    def trace(self) -> list[dict[str, Any]]:
+        """One event per instruction: pid = chip, tid = functional slice, times from the schedule."""
+        f = self.clock_hz
+        events = []
+        for ins in self.program:
+            g = self.groups[ins.group]
+            events.append(event(f"{ins.op} {g.name}", ins.start / f, (ins.issue + ins.latency) / f,
+                                pid=f"chip {ins.chip}", tid=ins.slice, cat=g.kind,
+                                args={"cycle": ins.start, "issue_cycles": ins.issue, "latency_cycles": ins.latency,
+                                      "repeat": ins.repeat, "bytes": ins.bytes, "nodes": g.nodes}))
+        return events
+
+    def serialize(self) -> bytes:
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)

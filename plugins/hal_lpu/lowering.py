@@ -1,0 +1,229 @@
+"""Lowering: which functional slice each ONNX op runs on, what it streams, and how it can be split.
+
+Matrix products go to the MXM (weights installed in 320x320 blocks, activations streamed through);
+elementwise, activation, normalisation and reduction ops to the VXM; data movement (transposes,
+concatenation, slicing, gathers) to the SXM; pure relabelings (Reshape, Squeeze, ...) cost nothing
+beyond a MEM alias. Sizes are bytes in the formats the precision policy stores them in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hal.graph.ir import Graph, Node
+from hal.numerics import ITEMSIZE, Policy
+from hal.perf.opcount import VIEW_OPS, node_flops, shape
+from hal_lpu.cost import Machine
+
+#: ops on the matrix slices, with the position of the operand installed as weights
+MXM_OPS: dict[str, int] = {"MatMul": 1, "Gemm": 1, "Conv": 1, "ConvTranspose": 1, "Einsum": 1,
+                           "MatMulInteger": 1, "ConvInteger": 1, "QLinearMatMul": 3, "QLinearConv": 3}
+#: ops on the switch slices: they move or permute data without arithmetic
+SXM_OPS = frozenset({"Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "Pad",
+                     "Tile", "Expand", "DepthToSpace", "SpaceToDepth", "ReverseSequence", "ScatterND",
+                     "ScatterElements", "Scatter", "Resize", "Upsample", "Trilu", "CenterCropPad"})
+
+
+@dataclass(frozen=True)
+class ShardRule:
+    """How a node splits over chips along its weight's output columns (tensor-parallel shards)."""
+
+    weight: int        # input position of the split weight
+    axis: int          # its axis holding the output columns
+    out_axis: int      # output axis the shards are concatenated along
+    bias: int | None   # input position of a bias split the same way, if any
+    bias_axis: int
+    columns: int       # columns to share out
+
+
+@dataclass
+class Lowered:
+    """One node as LPU work: its slice, mnemonic, bytes moved and matrix shape."""
+
+    unit: str            # MXM | VXM | SXM | MEM
+    op: str              # the instruction mnemonic on that slice
+    act_bytes: int       # activation bytes read from MEM
+    weight_bytes: int    # SRAM-resident weight bytes it reads
+    out_bytes: int
+    flops: float
+    mxm: tuple[int, int, int, int] | None = None  # (batch, m, k, n)
+    install_bytes: int = 0
+    fmt: str = "fp16"    # MXM arithmetic: int8 or fp16
+    shard: ShardRule | None = None
+    convert_elems: int = 0  # activation elements the VXM converts to the MXM's format first
+    out_elems: int = 0      # output elements (int8: dequantised on the VXM)
+
+    def issue(self, m: Machine, frac: float = 1.0) -> int:
+        """Occupancy of the compute instruction for a ``frac`` share of the output columns."""
+        if self.unit == "MEM":
+            return 0
+        if self.unit == "MXM":
+            batch, rows, k, n = self.mxm or (1, 1, 1, 1)
+            return m.mxm_cycles(batch, rows, k, max(1, math.ceil(n * frac)), self.install_bytes * frac, self.fmt)
+        if self.unit == "SXM":
+            return max(m.stream_cycles(self.out_bytes * frac), 1)
+        return m.vxm_cycles(self.flops * frac, (self.act_bytes + self.out_bytes) * frac)
+
+    def latency(self, m: Machine) -> int:
+        return {"MXM": m.mxm_latency, "VXM": m.vxm_latency, "SXM": m.sxm_latency}.get(self.unit, 0)
+
+    def repeat(self, m: Machine, frac: float = 1.0) -> int:
+        """The instruction's repeat count: 320x320 blocks on the MXM, 320-byte vectors elsewhere."""
+        if self.unit == "MXM" and self.mxm is not None:
+            batch, _, k, n = self.mxm
+            return m.mxm_blocks(batch, k, max(1, math.ceil(n * frac)))
+        return m.vector_count(self.out_bytes * frac)
+
+
+class Sizes:
+    """Bytes of graph values in the formats a precision policy stores them in."""
+
+    def __init__(self, graph: Graph, policy: Policy, constants: dict[str, tuple[tuple[int, ...], np.dtype]]):
+        self.graph, self.policy, self.constants = graph, policy, constants
+        self._info: dict[str, tuple[np.dtype | None, tuple[int, ...]]] = {}
+        self._bytes: dict[tuple[str, str | None], int] = {}
+
+    def _dtype_shape(self, name: str) -> tuple[np.dtype | None, tuple[int, ...]]:
+        got = self._info.get(name)
+        if got is None:
+            got = self._info[name] = self._lookup(name)
+        return got
+
+    def _lookup(self, name: str) -> tuple[np.dtype | None, tuple[int, ...]]:
+        w = self.graph.initializers.get(name)
+        if w is not None:
+            return np.dtype(w.dtype), tuple(w.shape)
+        c = self.constants.get(name)
+        if c is not None:
+            return np.dtype(c[1]), tuple(c[0])
+        info = self.graph.values.get(name)
+        dt = info.dtype if info is not None else None
+        return dt, shape(self.graph, name)
+
+    def nbytes(self, name: str, fmt: str | None = None) -> int:
+        """Bytes of ``name``; floats take ``fmt`` (default: the policy's storage) when narrower."""
+        if not name:
+            return 0
+        key = (name, fmt)
+        got = self._bytes.get(key)
+        if got is None:
+            dt, shp = self._dtype_shape(name)
+            if dt is None:
+                dt = np.dtype(np.float32)
+            item = dt.itemsize
+            if dt.kind == "f" and not self.policy.exact:
+                item = min(item, ITEMSIZE[fmt or self.policy.storage])
+            got = self._bytes[key] = math.prod(shp) * item
+        return got
+
+    def numel(self, name: str) -> int:
+        return math.prod(self._dtype_shape(name)[1])
+
+    def is_float(self, name: str) -> bool:
+        dt = self._dtype_shape(name)[0]
+        return dt is None or dt.kind == "f"
+
+    def itemsize(self, name: str) -> int:
+        dt = self._dtype_shape(name)[0]
+        return dt.itemsize if dt is not None else 4
+
+    def is_weight(self, name: str) -> bool:
+        return bool(name) and (name in self.graph.initializers or name in self.constants)
+
+
+def _mxm_dims(node: Node, graph: Graph) -> tuple[int, int, int, int] | None:
+    op, out = node.op_type, shape(graph, node.outputs[0])
+    if op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
+        a = shape(graph, node.inputs[0])
+        rows = out[-2] if len(out) >= 2 and len(a) >= 2 else 1
+        n = out[-1] if out and len(shape(graph, node.inputs[MXM_OPS[op]])) >= 2 else 1
+        batch = int(np.prod(out[:-2])) if len(out) > 2 else 1
+        return batch, rows, (a[-1] if a else 1), n
+    if op == "Gemm":
+        a = shape(graph, node.inputs[0])
+        k = (a[0] if node.attrs.get("transA", 0) else a[-1]) if a else 1
+        return 1, (out[0] if out else 1), k, (out[-1] if out else 1)
+    if op in ("Conv", "ConvInteger", "QLinearConv"):
+        w = shape(graph, node.inputs[MXM_OPS[op]])
+        g = int(node.attrs.get("group", 1))
+        if len(w) < 2 or len(out) < 2:
+            return None
+        return g, out[0] * int(np.prod(out[2:])), int(np.prod(w[1:])), w[0] // g
+    if op == "ConvTranspose":
+        x, w = shape(graph, node.inputs[0]), shape(graph, node.inputs[1])
+        g = int(node.attrs.get("group", 1))
+        if len(w) < 2 or len(x) < 2:
+            return None
+        return g, x[0] * int(np.prod(x[2:])), x[1] // g, w[1] * int(np.prod(w[2:]))
+    return None
+
+
+def _shard_rule(node: Node, graph: Graph, sizes: Sizes) -> ShardRule | None:
+    op, ins = node.op_type, node.inputs
+
+    def w2d(pos: int) -> tuple[int, ...] | None:
+        if len(ins) > pos and sizes.is_weight(ins[pos]):
+            s = sizes._dtype_shape(ins[pos])[1]
+            return s if len(s) == 2 else None
+        return None
+
+    if op == "MatMul" and (s := w2d(1)) is not None:
+        return ShardRule(1, 1, -1, None, 0, s[1])
+    if op == "Gemm" and (s := w2d(1)) is not None:
+        axis = 0 if node.attrs.get("transB", 0) else 1
+        n = s[axis]
+        bias = None
+        if len(ins) > 2 and ins[2] and sizes.is_weight(ins[2]):
+            bs = sizes._dtype_shape(ins[2])[1]
+            if not bs or bs[-1] != n or n == 1:
+                return None  # a broadcast bias that cannot follow the split
+            bias = 2
+            return ShardRule(1, axis, -1, bias, len(bs) - 1, n)
+        return ShardRule(1, axis, -1, None, 0, n)
+    if op == "Conv" and int(node.attrs.get("group", 1)) == 1 and len(ins) > 1 and sizes.is_weight(ins[1]):
+        w = sizes._dtype_shape(ins[1])[1]
+        bias = 2 if len(ins) > 2 and ins[2] and sizes.is_weight(ins[2]) else None
+        if len(ins) > 2 and ins[2] and bias is None:
+            return None
+        return ShardRule(1, 0, 1, bias, 0, w[0])
+    if op == "Gather" and int(node.attrs.get("axis", 0)) == 0 and (s := w2d(0)) is not None:
+        return ShardRule(0, 1, -1, None, 0, s[1])
+    return None
+
+
+def lower(node: Node, graph: Graph, sizes: Sizes) -> Lowered:
+    """The LPU work of one node."""
+    policy = sizes.policy
+    op = node.op_type
+    flops = node_flops(node, graph)
+    out_bytes = sum(sizes.nbytes(o) for o in node.outputs if o)
+    weights = [i for i in node.inputs if sizes.is_weight(i)]
+    weight_bytes = 0
+    for i in dict.fromkeys(weights):
+        fmt = policy.matmul_weights if op in MXM_OPS and i == node.inputs[MXM_OPS[op]] else None
+        weight_bytes += sizes.nbytes(i, fmt)
+    if op in MXM_OPS:
+        pos = MXM_OPS[op]
+        installed = node.inputs[pos] if len(node.inputs) > pos else ""
+        fmt = "int8" if policy.matmul_inputs == "int8" and not policy.exact else "fp16"
+        act_fmt = policy.matmul_inputs
+        acts = [i for i in node.inputs if i and not sizes.is_weight(i)]
+        act_bytes = sum(sizes.nbytes(i, act_fmt) for i in acts if i != installed)
+        install = sizes.nbytes(installed, policy.matmul_weights if sizes.is_weight(installed) else act_fmt)
+        convert = sum(sizes.numel(i) for i in acts if sizes.is_float(i) and (fmt == "int8" or sizes.itemsize(i) != 2))
+        dims = _mxm_dims(node, graph)
+        if dims is None:  # Einsum and friends: an equivalent [1, K] x [K, N] from the FLOP count
+            dims = (1, 1, 1, max(1, int(flops // 2)))
+        return Lowered("MXM", "matmul", act_bytes, weight_bytes, out_bytes, flops, dims, install, fmt,
+                       _shard_rule(node, graph, sizes), convert, sum(sizes.numel(o) for o in node.outputs if o))
+    act_bytes = sum(sizes.nbytes(i) for i in node.inputs if i and not sizes.is_weight(i))
+    if op in VIEW_OPS:
+        return Lowered("MEM", "alias", 0, weight_bytes, 0, 0.0)
+    if op in SXM_OPS:
+        mnemonic = {"Transpose": "transpose", "Concat": "concat", "Gather": "gather"}.get(op, "permute")
+        return Lowered("SXM", mnemonic, act_bytes, weight_bytes, out_bytes, flops,
+                       shard=_shard_rule(node, graph, sizes))
+    return Lowered("VXM", "vector", act_bytes, weight_bytes, out_bytes, flops)

@@ -1,0 +1,127 @@
+"""The LPU's number formats: what the MXM is fed at each precision setting, through hal.numerics.
+
+The MXM multiplies fp16 or int8 operands and accumulates in fp32; the VXM computes in fp32. At
+``native`` the compiler feeds the MXM fp16 with a power-of-two scale per tensor (an exponent offset
+the VXM applies for free), so the error is fp16's 11-bit mantissa while the range follows the
+data; at ``int8`` activations are quantised per tensor and weights per output channel, with their
+scales. ``fp16`` also stores every VXM result in fp16, unscaled, as a plain fp16 pipeline would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from hal.errors import CompileError
+from hal.numerics import EXACT, MATRIX_OPS, Policy, quantize, round_to
+
+
+def lpu_policy(precision: str) -> Policy:
+    """MXM inputs in fp16 (native) or int8 with scales (int8), fp32 accumulation; VXM keeps fp32."""
+    if precision == "exact":
+        return EXACT
+    if precision == "native":
+        return Policy("native", matmul_inputs="fp16", matmul_weights="fp16", storage="fp32")
+    if precision == "fp16":
+        return Policy("fp16", matmul_inputs="fp16", matmul_weights="fp16", storage="fp16")
+    if precision == "int8":
+        return Policy("int8", matmul_inputs="int8", matmul_weights="int8", storage="fp32")
+    raise CompileError(f"the lpu target does not offer precision {precision!r}", where="target 'lpu'",
+                       hint="it offers: exact, native, fp16, int8")
+
+
+def round_scaled_fp16(x: np.ndarray) -> np.ndarray:
+    """``x`` as the MXM sees it in fp16: scaled by a power of two so its largest magnitude sits just
+    under fp16's top binade, rounded to fp16, scaled back (the scaling itself is exact)."""
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.size == 0:
+        return x
+    finite = np.abs(x[np.isfinite(x)])
+    amax = float(finite.max()) if finite.size else 0.0
+    if amax == 0.0:
+        return round_to(x, "fp16")
+    scale = x.dtype.type(2.0 ** (np.floor(np.log2(amax)) - 14))
+    return (round_to(x / scale, "fp16") * scale).astype(x.dtype)
+
+
+def mxm_operand(x: Any, fmt: str) -> Any:
+    """An activation operand of the MXM in ``fmt`` (fp16 scaled per tensor, or int8 with a scale)."""
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or fmt == "fp32":
+        return x
+    return round_scaled_fp16(x) if fmt == "fp16" else round_to(x, fmt)
+
+
+def mxm_weight(w: np.ndarray, fmt: str, axis: int) -> np.ndarray:
+    """A weight installed in the MXM: fp16 scaled per tensor, or int8 per output channel."""
+    if w.dtype.kind != "f" or fmt == "fp32":
+        return w
+    if fmt == "int8":
+        q, scale = quantize(w, "int8", axis=axis)
+        return (q.astype(np.float32) * scale).astype(w.dtype)
+    return round_scaled_fp16(w)
+
+
+def _store(out: Any, fmt: str) -> Any:
+    if fmt == "fp32":
+        return out
+    if isinstance(out, tuple):
+        return tuple(_store(o, fmt) for o in out)
+    if isinstance(out, np.ndarray) and out.dtype == np.float32:
+        return round_to(out, fmt)
+    return out
+
+
+def mxm_call(fn: Any, fmt: str, store: str, positions: tuple[int, ...], /, *args: Any, **attrs: Any) -> Any:
+    """A matrix op on the MXM: operands in ``fmt``, products accumulated in fp32 (numpy's float32
+    matmul of the rounded operands), the result stored in ``store``."""
+    args = tuple(mxm_operand(a, fmt) if i in positions else a for i, a in enumerate(args))
+    return _store(fn(*args, **attrs), store)
+
+
+def vxm_call(fn: Any, store: str, /, *args: Any, **attrs: Any) -> Any:
+    return _store(fn(*args, **attrs), store)
+
+
+def apply_lpu_policy(steps: list, weights: dict[str, Any], policy: Policy) -> tuple[list, dict[str, np.ndarray]]:
+    """Steps computing as the LPU does under ``policy``, and the weights the MXM installs (new or
+    replaced ones only). A weight that other ops also read gets its own MXM copy (``name#mxm``)."""
+    if policy.exact:
+        return steps, {}
+    as_weight: dict[str, int] = {}
+    other: set[str] = set()
+    for s in steps:
+        wpos = MATRIX_OPS[s.op_type][1] if s.op_type in MATRIX_OPS else ()
+        for i, name in enumerate(s.ins):
+            if name in weights:
+                if i in wpos:
+                    as_weight[name] = as_weight.get(name, 0) + 1
+                else:
+                    other.add(name)
+    installed: dict[str, np.ndarray] = {}
+    out = []
+    for s in steps:
+        if s.op_type in MATRIX_OPS:
+            acts, wpos, axis = MATRIX_OPS[s.op_type]
+            if s.op_type == "Gemm" and s.attrs.get("transB", 0):
+                axis = 0
+            ins = list(s.ins)
+            positions = []
+            for i in acts:
+                name = ins[i] if i < len(ins) else ""
+                w = weights.get(name) if name else None
+                if i in wpos and isinstance(w, np.ndarray) and w.dtype.kind == "f":
+                    key = f"{name}#mxm" if name in other else name
+                    if key not in installed:
+                        installed[key] = mxm_weight(w, policy.matmul_weights, axis)
+                    ins[i] = key
+                else:
+                    positions.append(i)
+            out.append(replace(s, ins=ins, fn=partial(mxm_call, s.fn, policy.matmul_inputs, policy.storage,
+                                                      tuple(positions))))
+        elif policy.storage != "fp32":
+            out.append(replace(s, fn=partial(vxm_call, s.fn, policy.storage)))
+        else:
+            out.append(s)
+    return out, installed
