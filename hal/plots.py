@@ -61,7 +61,8 @@ def gantt(ax, events: list[dict[str, Any]], title: str, lane_label: str) -> None
     lane_of = {ln: i for i, ln in enumerate(lanes)}
     end = max((e["ts"] + e["dur"] for e in evs), default=1.0)
     scale, unit = _time_unit(end)
-    cats = [e.get("cat") or e["name"] for e in evs]
+    # Colour by kind: the event's category, or the instruction word that starts its name.
+    cats = [e.get("cat") if e.get("cat") not in (None, "", "node") else e["name"].split()[0] for e in evs]
     colors = _colors(cats)
     multi = len({x.get("pid") for x in evs}) > 1
     for e, c in zip(evs, cats):
@@ -121,14 +122,19 @@ def placement_map(ax, kernels: list[Any], mesh: tuple[int, int] | None, routes: 
     for name, x, y, w, h in rects:
         ax.add_patch(plt.Rectangle((x, y), w, h, facecolor=colors[name], edgecolor="black", lw=0.3, alpha=0.85))
     for r in routes[:2000]:
-        src, dst = (r.get("src"), r.get("dst")) if isinstance(r, dict) else (None, None)
-        if src and dst:
-            ax.plot([src[0], dst[0], dst[0]], [src[1], src[1], dst[1]], color="black", lw=0.4, alpha=0.5)
+        pts = [p for p in (r.get("src"), r.get("via"), r.get("dst")) if p is not None]
+        if len(pts) >= 2:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color="black", lw=1.2, alpha=0.8)
+            ax.plot(pts[-1][0], pts[-1][1], marker="o", ms=3, color="black")
     W = mesh[0] if mesh else max((x + w for _, x, _, w, _ in rects), default=1)
     H = mesh[1] if mesh else max((y + h for _, _, y, _, h in rects), default=1)
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_xlim(0, W)
     ax.set_ylim(H, 0)
     ax.set_aspect("equal")
+    ax.xaxis.set_major_locator(MaxNLocator(6, integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(8, integer=True))
     ax.set_xlabel("PE column")
     ax.set_ylabel("PE row")
     ax.set_title(title)
@@ -156,9 +162,11 @@ def profile_picture(kind: str, report: Any, events: list[dict[str, Any]], spec: 
         if "fabric_width" in spec.hardware and "fabric_height" in spec.hardware:
             mesh = (int(spec.hw("fabric_width")), int(spec.hw("fabric_height")))
         used = report.details.get("mesh")
-        if isinstance(used, (list, tuple)) and len(used) == 2:
-            mesh = (int(used[0]), int(used[1]))
-        placement_map(ax, report.kernels, mesh, routes or [], f"{name}: placement ({len(report.kernels)} stages)")
+        if isinstance(used, str) and re.fullmatch(r"\d+x\d+", used):
+            mesh = tuple(int(v) for v in used.split("x"))
+        placement_map(ax, report.kernels, mesh, routes or [],
+                      f"{name}: placement of {len(report.kernels)} stages on a {mesh[0]}×{mesh[1]} PE mesh"
+                      if mesh else f"{name}: placement ({len(report.kernels)} stages)")
     else:
         fig, ax = plt.subplots(figsize=(14, 6))
         label = "functional slice" if kind == "lpu" else "unit"

@@ -22,7 +22,10 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a written report should read like any file
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
