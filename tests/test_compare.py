@@ -126,3 +126,26 @@ def test_estimate_sweep_reports_a_series_per_target():
     doc = json.loads(res.stdout)
     assert doc["values"] == [128, 256] and set(doc["series"]) == {"cpu"}
     assert len(doc["estimates"]) == 2
+
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+                 if __import__("os").path.exists(p)), None)
+HEADLESS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (.ci/run installs it)")
+def test_html_report_renders_in_a_headless_browser(tmp_path):
+    res = _hal("compare", "zoo:tiny-cnn", "--targets", "all", "--html", str(tmp_path / "r.html"))
+    assert res.returncode == 0, res.stderr
+    pictures = sorted(p.name for p in tmp_path.glob("r.*.png"))
+    assert pictures, "every accelerator target that ran gets a picture"
+    common = [CHROMIUM, *HEADLESS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*common, "--dump-dom", (tmp_path / "r.html").as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "<table id=\"results\">" in dom.stdout and dom.stdout.count("data:image/png;base64,") == len(pictures)
+    shot = tmp_path / "shot.png"
+    subprocess.run([*common, "--window-size=1400,1800", f"--screenshot={shot}", (tmp_path / "r.html").as_uri()],
+                   capture_output=True, text=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
