@@ -2,7 +2,7 @@
 
 Modes, in the order they are tried:
 
-* **layer-pipelined** on ``wafers`` wafers (default 1; ``"auto"``: the fewest that hold the model):
+* **layer-pipelined** on ``wafers`` wafers (default, or ``"auto"``: the fewest that hold the model):
   every stage's weights and state live in its rectangle's SRAM; stages are split over the wafers
   in pipeline order and the wafers are chained over the system links;
 * **weight streaming** (``weight_streaming="auto"`` when pipelining does not fit one wafer, or
@@ -241,7 +241,8 @@ def _choose_mode(stages: list[StageInfo], needs: list[StageNeed], p: WaferParams
     tried = []
     if ws != "on":
         lower = min_wafers(needs, p)
-        counts = range(lower, 2 * lower + 3) if wafers_opt == "auto" else [wafers_opt or 1]
+        # Left out, the count is the fewest wafers that hold the model (the core's rule for devices=None).
+        counts = range(lower, 2 * lower + 3) if wafers_opt in ("auto", None) else [wafers_opt]
         for n in counts:
             groups = split_over_wafers(needs, n, p)
             if groups is None:

@@ -227,11 +227,11 @@ def test_placement_of_405b_over_many_wafers_is_fast():
 
 # -- modes ------------------------------------------------------------------------------------------------
 
-def test_model_over_the_wafer_streams_its_weights_and_still_matches_the_reference():
+def test_model_over_one_allowed_wafer_streams_its_weights_and_still_matches_the_reference():
     graph = _graph("zoo:tiny-gpt")
     ref = hal.InferenceSession("zoo:tiny-gpt")
     feeds = _feeds(ref)
-    exe = WaferTarget(SMALL_WAFER).compile(graph, CompileOptions())
+    exe = WaferTarget(SMALL_WAFER).compile(graph, CompileOptions(devices=1))
     assert exe.report.details["mode"] == "weight_streaming" and exe.report.devices == 1
     levels = {m.level: m for m in exe.report.memory}
     assert levels["SRAM"].bytes <= levels["SRAM"].capacity
@@ -240,11 +240,11 @@ def test_model_over_the_wafer_streams_its_weights_and_still_matches_the_referenc
         np.testing.assert_array_equal(exe.run(feeds)[name], want)
 
 
-def test_model_over_the_wafer_spreads_over_several_wafers_and_still_matches_the_reference():
+def test_model_over_the_wafer_spreads_over_the_fewest_wafers_that_hold_it_by_default():
     graph = _graph("zoo:tiny-gpt")
     ref = hal.InferenceSession("zoo:tiny-gpt")
     feeds = _feeds(ref)
-    exe = WaferTarget(SMALL_WAFER).compile(graph, CompileOptions(target_options={"wafers": "auto"}))
+    exe = WaferTarget(SMALL_WAFER).compile(graph, CompileOptions())
     assert exe.report.details["mode"] == "pipelined" and exe.report.devices >= 2
     assert exe.report.details["cross_wafer_routes"] > 0
     _check_regions(exe)
@@ -257,7 +257,7 @@ def test_model_that_fits_nowhere_is_a_resource_error_with_the_numbers():
     with pytest.raises(ResourceError, match=r"no allowed mode.*PEs.*weight streaming.*GiB"):
         WaferTarget(TINY_WAFER).compile(graph, CompileOptions())
     with pytest.raises(ResourceError, match=r"layer-pipelined on 1 wafer"):
-        WaferTarget(SMALL_WAFER).compile(graph, CompileOptions(target_options={"weight_streaming": "off"}))
+        WaferTarget(SMALL_WAFER).compile(graph, CompileOptions(devices=1, target_options={"weight_streaming": "off"}))
 
 
 def test_options_are_checked():
@@ -311,6 +311,6 @@ def test_calibration_llama_3_1_8b_decode_within_15_percent(llama8b):
 def test_same_parameters_hold_for_70b_over_four_wafers(llama70b_4):
     published = get_target("wafer").spec.calibration["cerebras_inference_llama31_70b_aug2024"]["value"]
     assert llama70b_4.report.tokens_per_s == pytest.approx(published, rel=0.15)
-    streamed = hal.compile("zoo:llama-3.1-70b", target="wafer", precision="fp16", zoo_params=DECODE).report
+    streamed = hal.compile("zoo:llama-3.1-70b", target="wafer", precision="fp16", devices=1, zoo_params=DECODE).report
     assert streamed.details["mode"] == "weight_streaming"
     assert streamed.tokens_per_s < llama70b_4.report.tokens_per_s / 100  # 141 GB over the system I/O per token
