@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,10 +16,9 @@ from hal.graph.load import load
 from hal.graph.passes import optimize
 from hal.plugins import get_target
 from hal.specs import CompileOptions
+from tests.conftest import FIXTURES, LIGHT_MODELS
+from tests.conftest import light_case as _light_case
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-LIGHT_MODELS = sorted(p.stem for p in LIGHT_DIR.glob("light_*.onnx"))
 #: light models checked at native precision here (all nine run in `hal conformance lpu --precision native`)
 QUICK_LIGHT = ["light_bvlc_alexnet", "light_resnet50", "light_shufflenet", "light_squeezenet"]
 TRANSFORMERS = ["zoo:tiny-gpt", str(FIXTURES / "bert_tiny.onnx"), str(FIXTURES / "gpt_tiny.onnx")]
@@ -28,15 +26,6 @@ DECODE = {"phase": "decode", "batch": 1, "context": 1024}
 NATIVE = {"rtol": 1.6e-2, "atol": 1e-2}  # specs/conformance/core.toml, [tolerances.native]
 
 
-def _light_case(name: str):
-    from onnx.backend.test.runner import Runner
-
-    path = LIGHT_DIR / f"{name}.onnx"
-    m = onnx.load(str(path), load_external_data=False)
-    inits = {i.name for i in m.graph.initializer}
-    feeds = {vi.name: Runner.generate_dummy_data(vi, seed=0, random=False) for vi in m.graph.input
-             if vi.name not in inits}
-    return path, feeds, numpy_helper.to_array(onnx.load_tensor(str(LIGHT_DIR / f"{name}_output_0.pb")))
 
 
 def _feeds(session: hal.InferenceSession) -> dict[str, np.ndarray]:

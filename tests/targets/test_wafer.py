@@ -5,15 +5,12 @@ from __future__ import annotations
 import itertools
 import pickle
 import threading
-from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from hal_wafer.compiler import WaferTarget
 from hal_wafer.placement import Placement, Region
 from hal_wafer.routing import connects, route_all
-from onnx import numpy_helper
 
 import hal
 from hal.errors import CompileError, ResourceError, RunError
@@ -21,10 +18,9 @@ from hal.graph.load import load
 from hal.graph.passes import optimize
 from hal.plugins import get_target
 from hal.specs import CompileOptions
+from tests.conftest import FIXTURES, LIGHT_MODELS
+from tests.conftest import light_case as _light_case
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-LIGHT_MODELS = sorted(p.stem for p in LIGHT_DIR.glob("light_*.onnx"))
 #: light models quick enough to also run natively on every test run (the others are bigger GEMM / concat nets)
 NATIVE_LIGHT = ["light_inception_v1", "light_resnet50", "light_shufflenet", "light_squeezenet"]
 TRANSFORMERS = ["zoo:tiny-gpt", str(FIXTURES / "bert_tiny.onnx"), str(FIXTURES / "gpt_tiny.onnx")]
@@ -37,15 +33,6 @@ SMALL_WAFER = {"fabric_width": 4, "fabric_height": 4}
 TINY_WAFER = {"fabric_width": 2, "fabric_height": 2}
 
 
-def _light_case(name: str):
-    from onnx.backend.test.runner import Runner
-
-    path = LIGHT_DIR / f"{name}.onnx"
-    m = onnx.load(str(path), load_external_data=False)
-    inits = {i.name for i in m.graph.initializer}
-    feeds = {vi.name: Runner.generate_dummy_data(vi, seed=0, random=False) for vi in m.graph.input
-             if vi.name not in inits}
-    return path, feeds, numpy_helper.to_array(onnx.load_tensor(str(LIGHT_DIR / f"{name}_output_0.pb")))
 
 
 def _feeds(session: hal.InferenceSession) -> dict[str, np.ndarray]:
