@@ -149,3 +149,18 @@ def test_html_report_renders_in_a_headless_browser(tmp_path):
     subprocess.run([*common, "--window-size=1400,1800", f"--screenshot={shot}", (tmp_path / "r.html").as_uri()],
                    capture_output=True, text=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_estimate_all_targets_on_a_70b_model_never_allocates_its_weights():
+    code = ("import json, resource, hal;"
+            "r = hal.estimate('zoo:llama-3.1-70b', 'all', phase='decode', context=1024);"
+            "print(json.dumps({'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,"
+            " 'rows': [[e.target, e.status, e.tokens_per_s, e.devices, e.memory_bytes] for e in r.estimates]}))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout.strip().splitlines()[-1])
+    assert doc["rss"] < 1 << 30  # 141 GB of fp16 weights, never materialised
+    rows = {t: (status, tps, devices, mem) for t, status, tps, devices, mem in doc["rows"]}
+    assert {"gpu", "lpu", "wafer"} <= set(rows)
+    for status, tps, devices, mem in rows.values():
+        assert status == "ok" and tps > 0 and devices >= 1 and mem > 0
