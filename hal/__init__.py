@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from hal.compare import compare
 from hal.errors import (
     CompileError,
     HalError,
@@ -18,7 +19,6 @@ from hal.errors import (
     RunError,
     UnsupportedOpError,
 )
-from hal.compare import compare
 from hal.estimate import estimate
 from hal.hookspecs import hookimpl
 from hal.plugins import targets

@@ -30,14 +30,29 @@ def _console():
     return Console(soft_wrap=False, width=max(120, probe.width) if probe.is_terminal else 160)
 
 
+def _write_out(dest: str, data: bytes | str) -> None:
+    """Write an output file atomically; a device or pipe (/dev/stdout, a FIFO) is written directly."""
+    import stat
+
+    from hal.perf.trace import atomic_write
+
+    try:
+        special = not stat.S_ISREG(Path(dest).stat().st_mode)
+    except OSError:
+        special = False
+    if special:
+        with open(dest, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+    else:
+        atomic_write(dest, data)
+
+
 def _emit_json(dest: str | None, payload: Any) -> None:
     text = json.dumps(payload, indent=2, default=_json_default)
     if dest in (None, "-"):
         print(text)
     else:
-        from hal.perf.trace import atomic_write
-
-        atomic_write(dest, text + "\n")
+        _write_out(dest, text + "\n")
 
 
 def _json_default(o: Any) -> Any:
@@ -60,10 +75,18 @@ def _parse_kv(items: list[str] | None, what: str) -> dict[str, str]:
     return out
 
 
+#: keyword arguments the commands pass themselves (``--option`` may not repeat them)
+_OWN_FLAGS = frozenset({"model", "target", "targets", "precision", "fallback", "devices", "max_memory", "timeout_s",
+                        "cache_dir", "zoo_params", "phase", "batch", "context", "prompt", "inputs", "dims", "seed"})
+
+
 def _parse_options(items: list[str] | None) -> dict[str, Any]:
     """``--option key=value``: values parsed as JSON when they can be (true, 4, 0.5), else strings."""
     out: dict[str, Any] = {}
     for k, v in _parse_kv(items, "--option").items():
+        if k in _OWN_FLAGS:  # a target option may not stand in for one of the command's own arguments
+            raise InputError(f"--option {k}=... names a setting of the command, not of the target",
+                             where="command line", hint=f"use --{k.replace('_', '-')} instead")
         try:
             out[k] = json.loads(v)
         except json.JSONDecodeError:
@@ -71,19 +94,42 @@ def _parse_options(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _parse_dims(items: list[str] | None) -> dict[str, int]:
+    out = {}
+    for k, v in _parse_kv(items, "--dim").items():
+        if not v.strip().isdigit():
+            raise InputError(f"--dim {k}={v!r}: the size must be a non-negative integer", where="command line")
+        out[k] = int(v)
+    return out
+
+
 def _load_inputs(pairs: list[str] | None, npz: str | None) -> dict[str, np.ndarray] | None:
+    from hal import limits
+
     feeds: dict[str, np.ndarray] = {}
     if npz:
         try:
             with np.load(npz, allow_pickle=False) as data:
+                if not hasattr(data, "files"):
+                    raise ValueError("not an .npz archive")
+                for info in data.zip.infolist():  # a compressed member may inflate far beyond the file
+                    limits.check_alloc(f"member {info.filename!r}", [info.file_size], np.uint8,
+                                       where=f"--inputs {npz}")
                 feeds.update({k: data[k] for k in data.files})
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot read {npz}: {e}", where="--inputs") from None
+        except HalError:
+            raise
+        except Exception as e:  # a user's file: numpy's parser may raise anything (TokenError, BadZipFile, ...)
+            raise InputError(f"cannot read {npz}: {type(e).__name__}: {e}", where="--inputs") from None
     for name, path in _parse_kv(pairs, "--input").items():
         try:
-            feeds[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot read {path}: {e}", where=f"--input {name}") from None
+            value = np.load(path, allow_pickle=False)
+        except Exception as e:  # as above
+            raise InputError(f"cannot read {path}: {type(e).__name__}: {e}", where=f"--input {name}") from None
+        if not isinstance(value, np.ndarray):
+            value.close()
+            raise InputError(f"{path} holds several arrays (.npz), not one", where=f"--input {name}",
+                             hint="pass it with --inputs FEEDS.npz")
+        feeds[name] = value
     return feeds or None
 
 
@@ -146,14 +192,25 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import hal
-    from hal.feeds import random_feeds
+    from hal import limits
+    from hal.feeds import random_feeds, resolve_shape
 
+    try:
+        max_memory = limits.parse_bytes(args.max_memory) if args.max_memory is not None else None
+    except ValueError as e:
+        raise InputError(str(e), where="--max-memory") from None
     sess = hal.InferenceSession(args.model, target=args.target, precision=args.precision,
-                                fallback=args.fallback, devices=args.devices, **_parse_options(args.option))
-    feeds = _load_inputs(args.input, args.inputs) or {}
-    dims = {k: int(v) for k, v in _parse_kv(args.dim, "--dim").items()}
+                                fallback=args.fallback, devices=args.devices, max_memory=max_memory,
+                                timeout_s=args.timeout, cache_dir=args.cache_dir, **_parse_options(args.option))
+    with limits.bounds(max_memory):
+        feeds = _load_inputs(args.input, args.inputs) or {}
+    dims = _parse_dims(args.dim)
     missing = [i.name for i in sess.graph.inputs if i.name not in feeds]
     if missing:
+        for t in sess.graph.inputs:  # random inputs are allocated here: hold them to the same bound
+            if t.name in missing and t.dtype is not None and t.shape is not None:
+                limits.check_alloc(f"random input {t.name!r}", resolve_shape(t, dims), t.dtype,
+                                   where="random inputs", max_memory=limits.effective_max_memory(max_memory))
         generated = random_feeds(sess.graph, seed=args.seed, dims=dims)
         feeds.update({k: generated[k] for k in missing})
     outs = sess.run(None, feeds)
@@ -161,14 +218,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.save:
         import io
 
-        from hal.perf.trace import atomic_write
-
+        arrays: dict[str, np.ndarray] = {}
+        for n, o in zip(names, outs):  # a sequence output is saved item by item; an absent optional is not
+            items = [(n, o)] if not isinstance(o, list) else [(f"{n}.{i}", x) for i, x in enumerate(o)]
+            arrays.update((k, x) for k, x in items if isinstance(x, np.ndarray))
         buf = io.BytesIO()
-        np.savez(buf, **dict(zip(names, outs)))
-        atomic_write(args.save, buf.getvalue())
-    summary = [{"name": n, "shape": list(np.shape(o)), "dtype": str(getattr(o, "dtype", type(o).__name__)),
+        np.savez(buf, **arrays)
+        _write_out(args.save, buf.getvalue())
+    summary = [{"name": n, "shape": list(o.shape) if isinstance(o, np.ndarray) else None,
+                "dtype": str(o.dtype) if isinstance(o, np.ndarray) else
+                (f"sequence[{len(o)}]" if isinstance(o, list) else type(o).__name__),
                 "mean": float(np.mean(o)) if isinstance(o, np.ndarray) and o.size and o.dtype.kind in "fiu" else None,
-                "first": np.asarray(o).ravel()[:5].tolist() if isinstance(o, np.ndarray) else None}
+                "first": o.ravel()[:5].tolist() if isinstance(o, np.ndarray) and o.dtype != object else None}
                for n, o in zip(names, outs)]
     r = sess.report
     if args.json is not None:
@@ -225,7 +286,7 @@ def _progress(enabled: bool):
 def cmd_compare(args: argparse.Namespace) -> int:
     from hal.compare import compare
 
-    dims = {k: int(v) for k, v in _parse_kv(args.dim, "--dim").items()}
+    dims = _parse_dims(args.dim)
     with _progress(args.json is None) as status:
         def tick(target: str) -> None:
             if status is not None:
@@ -271,13 +332,15 @@ def _pictures(rep, stem: Path) -> dict[str, Path]:
 
 
 def _routes(sess) -> list:
+    """Routes of a placed program (the wafer's), as src / via / dst mesh points for the picture."""
     exe = sess._parts[0].executable if len(sess._parts) == 1 else None
-    placement = getattr(exe, "placement", None)
-    routes = getattr(placement, "routes", None) if placement is not None else None
-    if routes is None:
-        return []
-    return [r if isinstance(r, dict) else {"src": getattr(r, "src", None), "dst": getattr(r, "dst", None)}
-            for r in routes]
+    routes = getattr(getattr(exe, "placement", None), "routes", None) or []
+    out = []
+    for r in routes:
+        pts = [getattr(r, k, None) for k in ("start", "corner", "end")]
+        if all(isinstance(p, tuple) and len(p) >= 3 for p in pts):
+            out.append({"src": pts[0][1:3], "via": pts[1][1:3], "dst": pts[2][1:3]})
+    return out
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -440,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="a target-specific option")
     p.add_argument("--save", metavar="OUT.npz", help="write the outputs")
+    p.add_argument("--timeout", type=float, default=None, metavar="S", help="bound compile and run, in seconds")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="most bytes one tensor may need (e.g. 2GiB; default: half the RAM, or HAL_MAX_MEMORY)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR", help="compile cache folder (default: HAL_CACHE_DIR)")
     _json_flag(p)
     p.set_defaults(func=cmd_run)
 
@@ -513,6 +580,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a file the command reads or writes: the environment's error, not hal's
+        if args.debug:
+            raise
+        what = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        print(f"error: {type(e).__name__}: {what}", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as e:  # the CLI never shows a traceback unless asked
         if args.debug:
             raise

@@ -16,9 +16,24 @@ from typing import Any
 import numpy as np
 import onnx
 
+from hal import limits
 from hal.errors import HalError, RunError, UnsupportedOpError
 from hal.graph.ir import Graph, Node, ShapeOnly
+from hal.graph.passes import NONDETERMINISTIC
 from hal.kernels import KernelContext, lookup
+
+#: ops whose output size follows from their inputs' shapes and dtypes and their attributes alone:
+#: the memory guard's verdict for one input signature holds for every run with that signature
+SHAPE_SIZED_OPS = frozenset({
+    "Add", "Sub", "Mul", "Div", "Pow", "Mod", "And", "Or", "Xor", "Equal", "Greater", "Less", "GreaterOrEqual",
+    "LessOrEqual", "Where", "Max", "Min", "Sum", "Mean", "PRelu", "BitShift", "BitwiseAnd", "BitwiseOr",
+    "BitwiseXor", "Gather", "MatMul", "MatMulInteger", "Gemm", "Einsum", "ConvTranspose", "Constant",
+    "Conv", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool",
+})
+_ALWAYS = -1  # a guard that re-checks every run (the output size depends on input values)
+#: at most this many bytes of weight-only step results are kept from run to run (and never more
+#: than max_memory): enough for generated FC weights, not a second copy of a large model's weights
+HOIST_LIMIT_BYTES = 1 << 30
 
 
 @dataclass
@@ -32,6 +47,45 @@ class Step:
     label: str = ""
     op_type: str = ""
     context_opset: int | None = None  # set when fn wants a KernelContext (control flow)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Kernels made by closures cannot be pickled by name: store them as registry keys.
+        state = dict(self.__dict__)
+        state["fn"] = _KernelRef.of(self.fn) or self.fn
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        fn = state["fn"]
+        state["fn"] = fn.resolve() if isinstance(fn, _KernelRef) else fn
+        self.__dict__.update(state)
+
+
+@dataclass(frozen=True)
+class _KernelRef:
+    """A registered kernel named by its registry key, for kernels pickle cannot name (closures)."""
+
+    domain: str
+    op_type: str
+    since: int
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any]) -> _KernelRef | None:
+        if "<locals>" not in getattr(fn, "__qualname__", ""):
+            return None
+        from hal.kernels.registry import _REGISTRY
+
+        for (domain, op_type), defs in _REGISTRY.items():
+            for d in defs:
+                if d.fn is fn:
+                    return cls(domain, op_type, d.since)
+        return None
+
+    def resolve(self) -> Callable[..., Any]:
+        kdef = lookup(self.op_type, self.domain, self.since)
+        if kdef is None or kdef.since != self.since:
+            raise RunError(f"no kernel {self.op_type} (since opset {self.since}) to rebuild a stored program",
+                           where="program load", hint="recompile: the stored program came from another hal")
+        return kdef.fn
 
 
 class Subgraph:
@@ -63,17 +117,24 @@ class Subgraph:
         prog = self._compile()
         feeds = dict(zip(self.input_names, inputs))
         outer = {n: scope[n] for n in prog.extra_inputs if scope is not None and n in scope}
+        absent = [n for n in prog.extra_inputs if n not in outer]
+        if absent:  # running on would hand the body None for a tensor
+            raise RunError(f"the body reads {', '.join(map(repr, absent))}, which the enclosing graph does not "
+                           "provide", where=f"subgraph {self.proto.name!r}")
         return prog.run_list(feeds, outer)
 
 
 def _graph_reads(g: onnx.GraphProto) -> set[str]:
+    """The names a body reads from outside itself (nested bodies included, their own names excluded)."""
     reads = {o.name for o in g.output}
     for n in g.node:
         reads.update(i for i in n.input if i)
         for a in n.attribute:
             for sg in ([a.g] if a.HasField("g") else []) + list(a.graphs):
                 reads |= _graph_reads(sg)
-    return reads
+    defined = {i.name for i in g.input} | {t.name for t in g.initializer} | {
+        t.values.name for t in g.sparse_initializer} | {o for n in g.node for o in n.output if o}
+    return reads - defined
 
 
 def _implicit_reads(step: Step) -> set[str]:
@@ -137,6 +198,13 @@ def steps_for_nodes(graph: Graph, nodes: Iterable[Node]) -> list[Step]:
     return [kernel_step(n, graph) for n in nodes]
 
 
+def _root(a: np.ndarray) -> np.ndarray:
+    """The array that owns ``a``'s memory (``a`` itself unless it is a view)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
 def _shape_of(v: Any) -> str:
     if isinstance(v, np.ndarray):
         return f"{v.dtype}{list(v.shape)}"
@@ -180,6 +248,7 @@ class Program:
         self._template: list[Any] = [None] * len(slots)
         for k, w in weights.items():
             self._template[slots[k]] = w
+        self._protect_weights()
         self.shape_only = any(isinstance(w, ShapeOnly) for w in weights.values())
         # Liveness: free each intermediate right after its last reader.
         keep = {slots[n] for n in self.output_names} | {slots[k] for k in weights}
@@ -198,21 +267,115 @@ class Program:
         for sl, idx in last_use.items():
             if sl not in keep:
                 frees[idx].append(sl)
+        # Memory guard per step (see hal.limits): none, re-check every run, or an index into
+        # ``_memo``, which remembers the last input signature's output size (ops in SHAPE_SIZED_OPS).
+        guards: list[int | None] = []
+        n_memo = 0
+        for s in self.steps:
+            if s.op_type not in limits.GUARDED_OPS:
+                guards.append(None)
+            elif s.op_type in SHAPE_SIZED_OPS:
+                guards.append(n_memo)
+                n_memo += 1
+            else:
+                guards.append(_ALWAYS)
+        self._memo: list[tuple[tuple[Any, ...], int] | None] = [None] * n_memo
         self._plan = [
             (s.fn, tuple(slots[n] if n else -1 for n in s.ins), tuple(slots[n] if n else -1 for n in s.outs),
-             s.attrs, tuple(frees[i]), s)
+             s.attrs, tuple(frees[i]), guards[i], s)
             for i, s in enumerate(self.steps)
         ]
         self._in_slots = [slots[n] for n in self.input_names]
         self._out_slots = [slots[n] for n in self.output_names]
+        # Steps that read only weights compute the same value every run: the first run keeps their
+        # results as weights (ONNX Runtime folds them at load; hal's compile-time folding stops at
+        # FOLD_LIMIT_BYTES, e.g. the light zoo's ConstantOfShape-made FC weights).
+        out_slots = set(self._out_slots)
+        self._weight_names = frozenset(weights)
+        self._hoistable = [
+            i for i, s in enumerate(self.steps)
+            if s.context_opset is None and s.op_type not in NONDETERMINISTIC and not _implicit_reads(s)
+            and not out_slots.intersection(self._plan[i][2])
+        ]
+        self._prepared: tuple[list[Any], list[tuple[Any, ...]]] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)  # the plan's functions are pickled once, through the steps
+        state["_plan"] = [(None, *rest) for _, *rest in self._plan]
+        state["_memo"] = [None] * len(self._memo)  # run-time caches: a stored program starts fresh
+        state["_prepared"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["_plan"] = [(step.fn, *rest, step) for _, *rest, step in state["_plan"]]
+        self.__dict__.update(state)
+        self._protect_weights()
+
+    def _protect_weights(self) -> None:
+        """Weights are the program's state across runs: no kernel may write them (read-only), and an
+        output that aliases one is handed out as a copy, so a caller mutating it cannot change a later run."""
+        roots = set()
+        for w in self._template:
+            if isinstance(w, np.ndarray):
+                w.flags.writeable = False
+                roots.add(id(_root(w)))
+        self._weight_roots = roots
+
+    def _prepare(self, bounds: limits.Bounds, outer: Mapping[str, Any] | None) -> tuple[list[Any], list[Any]]:
+        """Run the weight-only steps once; their results join the weights (HOIST_LIMIT_BYTES in all)."""
+        env = list(self._template)
+        const = {i for i, v in enumerate(env) if v is not None}
+        budget = min(bounds.max_memory, HOIST_LIMIT_BYTES)
+        hoisted: set[int] = set()
+        for idx in self._hoistable:
+            entry = self._plan[idx]
+            if not all(i < 0 or i in const for i in entry[1]):
+                continue
+            # Without its frees: a value this step reads last may still be read by an earlier, kept step.
+            self._execute([(*entry[:4], (), *entry[5:])], env, outer, bounds)
+            made = [o for o in entry[2] if o >= 0]
+            size = sum(getattr(env[o], "nbytes", 0) for o in made)
+            if size > budget or not all(isinstance(env[o], np.ndarray) for o in made):
+                for o in made:
+                    env[o] = None
+                continue
+            budget -= size
+            hoisted.add(idx)
+            const.update(made)
+        kept = [e for i, e in enumerate(self._plan) if i not in hoisted]
+        read = {i for e in kept for i in e[1]} | {self.slots[n] for e in kept for n in _implicit_reads(e[-1])
+                                                  if n in self.slots}
+        template = list(self._template)
+        for idx in hoisted:
+            for o in self._plan[idx][2]:
+                if o in read:
+                    template[o] = env[o]
+                    # a kept result is a weight from now on: read-only, and copied when an output aliases it
+                    env[o].flags.writeable = False
+                    self._weight_roots = self._weight_roots | {id(_root(env[o]))}
+        prepared = (template, kept)
+        self._prepared = prepared
+        return prepared
+
+    @np.errstate(all="ignore")  # NaN / Inf propagate as IEEE 754 says, without warnings (or errors under -W)
     def run_list(self, feeds: Mapping[str, Any], outer: Mapping[str, Any] | None = None) -> list[Any]:
-        """Run with feeds by name (already validated); returns outputs in ``output_names`` order."""
+        """Run with feeds by name (already validated); returns outputs in ``output_names`` order.
+
+        Before each step: the run's deadline (``timeout_s``) and, for ops whose output size depends
+        on values or dynamic shapes, ``max_memory`` (see hal.limits) — both as ResourceError.
+        """
         if self.shape_only:
             raise RunError("this model's weights are declared by shape only, so it can be compiled and "
                            "estimated but not run", where=self.graph.name,
                            hint="use hal estimate, or build the model with real weights")
-        env = list(self._template)
+        bounds = limits.current()
+        if bounds.deadline is not None:
+            limits.check_deadline(self.graph.name)
+        template, plan = self._template, self._plan
+        # A feed that overrides a weight would make the kept weight-only results stale.
+        if self._hoistable and (not self._weight_names or self._weight_names.isdisjoint(feeds)):
+            template, plan = self._prepared or self._prepare(bounds, outer)
+        env = list(template)
         slots = self.slots
         for name, v in feeds.items():
             i = slots.get(name)
@@ -223,8 +386,35 @@ class Program:
                 i = slots.get(name)
                 if i is not None and env[i] is None:
                     env[i] = v
-        for fn, ins, outs, attrs, frees, step in self._plan:
+        self._execute(plan, env, outer, bounds)
+        out = [env[i] for i in self._out_slots]
+        if self._weight_roots:
+            out = [v.copy() if isinstance(v, np.ndarray) and id(_root(v)) in self._weight_roots else v for v in out]
+        return out
+
+    def _execute(self, plan: Sequence[tuple[Any, ...]], env: list[Any], outer: Mapping[str, Any] | None,
+                 bounds: limits.Bounds) -> None:
+        """The step loop: guards, the kernel call, outputs into slots, frees after last use."""
+        timed = bounds.deadline is not None
+        max_memory = bounds.max_memory
+        memo = self._memo
+        slots = self.slots
+        ndarray = np.ndarray
+        for fn, ins, outs, attrs, frees, guard, step in plan:
             args = [env[i] if i >= 0 else None for i in ins]
+            if timed:
+                limits.check_deadline(f"node {step.label!r}")
+            if guard is not None:
+                if guard == _ALWAYS:
+                    limits.check_step(step.op_type, step.label, args, attrs, max_memory)
+                else:
+                    sig = tuple([(a.shape, a.dtype) if isinstance(a, ndarray) else type(a) for a in args])
+                    seen = memo[guard]
+                    if seen is None or seen[0] != sig:
+                        seen = (sig, _output_nbytes(step.op_type, args, attrs))
+                        memo[guard] = seen  # one tuple: atomic for concurrent runs
+                    if seen[1] > max_memory:
+                        limits.check_step(step.op_type, step.label, args, attrs, max_memory)
             try:
                 if step.context_opset is not None:
                     res = fn(*args, _ctx=KernelContext(step.context_opset, _Scope(slots, env, outer)), **attrs)
@@ -247,10 +437,20 @@ class Program:
                         env[o] = r
             for f in frees:
                 env[f] = None
-        return [env[i] for i in self._out_slots]
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         return dict(zip(self.output_names, self.run_list(feeds)))
+
+
+def _output_nbytes(op_type: str, args: Sequence[Any], attrs: dict[str, Any]) -> int:
+    """What ``limits.check_step`` would compare with max_memory (0 where it would not check)."""
+    try:
+        got = limits.OUTPUT_SIZE[op_type](args, attrs)
+    except Exception:  # malformed arguments: check_step leaves them to the kernel too
+        return 0
+    if got is None or any(d < 0 for d in got[0]):
+        return 0
+    return limits.nbytes_of(got[0], got[1])
 
 
 def reference_program(graph: Graph) -> Program:

@@ -60,8 +60,15 @@ class PluginError(HalError):
         super().__init__(what, where=where, hint=hint)
 
 
-__all__ = ["HalError", "ModelError", "InputError", "UnsupportedOpError", "CompileError",
-           "ResourceError", "PluginError"]
+__all__ = [
+    "CompileError",
+    "HalError",
+    "InputError",
+    "ModelError",
+    "PluginError",
+    "ResourceError",
+    "UnsupportedOpError",
+]
 
 
 class RunError(HalError):

@@ -17,8 +17,8 @@ def _index_bound(graph: Graph, name: str) -> int | None:
             data = graph.initializers.get(n.inputs[0])
             shape = data.shape if data is not None else (graph.values.get(n.inputs[0]) or TensorInfo("")).shape
             axis = n.attrs.get("axis", 0)
-            if shape and isinstance(shape[axis], int):
-                return int(shape[axis])
+            if shape and isinstance(axis, int) and -len(shape) <= axis < len(shape) and isinstance(shape[axis], int):
+                return int(shape[axis])  # (an out-of-range axis is the kernel's error to report, not ours)
     return None
 
 

@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from hal import hookspecs
 from hal.errors import HalError, PluginError
-from hal.kernels import KernelDef, register as register_kernel
+from hal.kernels import KernelDef
+from hal.kernels import register as register_kernel
 from hal.specs import HAL_API_VERSION, TargetSpec
 from hal.target import Target
 
@@ -223,5 +224,17 @@ def targets() -> list[TargetSpec]:
     return [reg.targets[n].spec for n in sorted(reg.targets)]
 
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginRecord", "PluginRegistry", "get_target", "register", "registry",
-           "targets", "unregister"]
+def plugin_of(target: str) -> PluginRecord | None:
+    """The record of the plugin that provides ``target`` (None for a target not from discovery)."""
+    return next((r for r in registry().records.values() if target in r.targets), None)
+
+
+def hook_error(target: str, what: str, hint: str | None = None) -> PluginError:
+    """A PluginError for a target's misbehaviour after discovery, naming its plugin and distribution."""
+    rec = plugin_of(target)
+    return PluginError(what, plugin=rec.name if rec else target, distribution=rec.distribution if rec else None,
+                       hint=hint or "report it to the plugin's authors; other targets still work")
+
+
+__all__ = ["ENTRY_POINT_GROUP", "PluginRecord", "PluginRegistry", "get_target", "hook_error", "plugin_of",
+           "register", "registry", "targets", "unregister"]

@@ -8,6 +8,7 @@ refusal is an UnsupportedOpError naming every refused node, the reason, and whic
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -18,13 +19,15 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from hal import limits
+from hal.cache import CompileCache, open_cache
 from hal.errors import CompileError, HalError, InputError, UnsupportedOpError
 from hal.graph.ir import Graph, TensorInfo
 from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
 from hal.perf.opcount import tensor_bytes
-from hal.plugins import get_target, registry
-from hal.specs import CompileOptions, CompileReport, NodePlacement, Refusal, RunReport
+from hal.plugins import get_target, hook_error, registry
+from hal.specs import Capability, CompileOptions, CompileReport, NodePlacement, Refusal, RunReport
 from hal.target import Executable, Target
 
 REFERENCE_TARGET = "cpu"
@@ -110,20 +113,70 @@ def _supporting_targets(graph: Graph, op_nodes: set[str], exclude: str) -> dict[
     return out
 
 
-def compile_graph(graph: Graph, target: Target, options: CompileOptions) -> Executable:
-    """Compile on one target, turning a plugin's unexpected exception into a PluginError."""
-    from hal.errors import PluginError
-
+def target_capability(target: Target, graph: Graph, options: CompileOptions) -> Capability:
+    """``target.capability``; a plugin that raises or answers something invalid is a PluginError."""
+    name = target.spec.name
     try:
-        return target.compile(graph, options)
+        cap = target.capability(graph, options)
     except HalError:
         raise
-    except Exception as e:  # third-party code: name it, keep the process alive
-        rec = next((r for r in registry().records.values() if target.spec.name in r.targets), None)
-        raise PluginError(f"compile on target {target.spec.name!r} raised {type(e).__name__}: {e}",
-                          plugin=rec.name if rec else target.spec.name,
-                          distribution=rec.distribution if rec else None,
-                          hint="report it to the plugin's authors; other targets still work") from e
+    except (Exception, SystemExit) as e:  # third-party code: name it, keep the process alive
+        raise hook_error(name, f"capability on target {name!r} raised {type(e).__name__}: {e}") from e
+    if isinstance(cap, Capability):
+        return cap
+    try:
+        return Capability.model_validate(cap)
+    except ValidationError as e:
+        raise hook_error(name, f"capability on target {name!r} returned an invalid answer "
+                               f"({type(cap).__name__}): {e.errors()[0]['msg']}",
+                         hint="return a hal.specs.Capability") from None
+
+
+def _checked_executable(exe: Any, name: str) -> Executable:
+    """The executable a plugin returned, if it has the protocol's methods and a valid report."""
+    missing = [m for m in ("run", "trace", "serialize") if not callable(getattr(exe, m, None))]
+    if missing:
+        raise hook_error(name, f"compile on target {name!r} returned a {type(exe).__name__} without "
+                               f"{', '.join(missing)}", hint="return an object implementing hal.target.Executable")
+    try:
+        report = exe.report
+        if not isinstance(report, CompileReport):
+            raise TypeError(f"report is a {type(report).__name__}, not a CompileReport")
+        CompileReport.model_validate(report.model_dump(warnings=False))  # fields set after construction
+    except (Exception, SystemExit) as e:
+        first = e.errors()[0] if isinstance(e, ValidationError) else None
+        why = f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else f"{type(e).__name__}: {e}"
+        raise hook_error(name, f"target {name!r} produced an invalid compile report ({why})",
+                         hint="see specs/schemas/CompileReport.schema.json") from None
+    return exe
+
+
+def compile_graph(graph: Graph, target: Target, options: CompileOptions, cache: CompileCache | None = None
+                  ) -> Executable:
+    """Compile on one target: from the compile cache when it holds the program, else bounded by
+    ``options.timeout_s``. A plugin's unexpected exception, hang or invalid executable is a PluginError."""
+    name = target.spec.name
+    key = cache.key(graph, target, options) if cache is not None else None
+    if cache is not None and key is not None:
+        exe = cache.load(key, target)
+        if exe is not None:
+            return _checked_executable(exe, name)
+    t0 = time.perf_counter()
+    try:
+        exe = limits.call_with_timeout(lambda: target.compile(graph, options), options.timeout_s,
+                                       f"hal-compile-{name}")
+    except HalError:
+        raise
+    except limits.Timeout as e:
+        raise hook_error(name, f"compile on target {name!r} {e}; it was abandoned (its worker thread may "
+                               "still be running in the background)",
+                         hint="raise timeout_s, or report the hang to the plugin's authors") from None
+    except (Exception, SystemExit) as e:  # third-party code: name it, keep the process alive
+        raise hook_error(name, f"compile on target {name!r} raised {type(e).__name__}: {e}") from e
+    exe = _checked_executable(exe, name)
+    if cache is not None and key is not None:
+        cache.store(key, target, exe, compile_s=time.perf_counter() - t0)
+    return exe
 
 
 class InferenceSession:
@@ -132,7 +185,7 @@ class InferenceSession:
     def __init__(self, model: ModelLike, target: str = REFERENCE_TARGET, precision: str = "exact",
                  fallback: str = "error", *, devices: int | None = None, max_memory: int | None = None,
                  timeout_s: float | None = None, zoo_params: Mapping[str, Any] | None = None,
-                 **target_options: Any):
+                 cache_dir: str | os.PathLike | bool | None = None, **target_options: Any):
         if fallback not in ("error", "warn", "allow"):
             raise CompileError(f"fallback must be 'error', 'warn' or 'allow', not {fallback!r}",
                                where="InferenceSession")
@@ -142,20 +195,28 @@ class InferenceSession:
         self.options = make_options(precision, devices, max_memory, timeout_s, **target_options)
         tgt = get_target(target)
         _check_target_accepts(tgt, self.options)
-        graph = optimize(load(model, zoo_params=dict(zoo_params or {})))
-        self.graph = graph
-        self._inputs = list(graph.inputs)
-        self._outputs = list(graph.outputs)
-        self._parts = self._place_and_compile(graph, tgt)
+        #: the compile cache this session used (``cache_dir`` or HAL_CACHE_DIR), with its stats
+        self.compile_cache = open_cache(cache_dir)
+        with limits.bounds(self.options.max_memory):
+            graph = optimize(load(model, zoo_params=dict(zoo_params or {})))
+            limits.check_graph(graph, self.options.max_memory)
+            self.graph = graph
+            self._inputs = list(graph.inputs)
+            self._outputs = list(graph.outputs)
+            self._parts = self._place_and_compile(graph, tgt)
         self._report = self._merge_reports(graph, time.perf_counter() - t0)
+        if self.compile_cache is not None:
+            st = self.compile_cache.stats
+            self._report.details = {**self._report.details, "compile_cache": {"hits": st.hits, "misses": st.misses}}
         self._lock = threading.Lock()
         self.last_run: RunReport | None = None
 
     # -- placement -------------------------------------------------------------------------
     def _place_and_compile(self, graph: Graph, tgt: Target) -> list[_Partition]:
-        cap = tgt.capability(graph, self.options)
+        cap = target_capability(tgt, graph, self.options)
         refused = {r.node: r for r in cap.refused}
-        unclaimed = [n.name for n in graph.nodes if n.name not in refused and n.name not in cap.supported_nodes()]
+        supported = cap.supported_nodes()
+        unclaimed = [n.name for n in graph.nodes if n.name not in refused and n.name not in supported]
         for n in unclaimed:  # a node the target neither takes nor refuses is refused, with that reason
             node = next(x for x in graph.nodes if x.name == n)
             refused[n] = Refusal(node=n, op_type=node.op_type, reason="not claimed by the target's capability")
@@ -172,7 +233,7 @@ class InferenceSession:
                 nodes=[(r.node, r.op_type, r.reason) for r in refused.values()])
         self._refused = refused
         if not refused:
-            exe = compile_graph(graph, tgt, self.options)
+            exe = compile_graph(graph, tgt, self.options, self.compile_cache)
             return [_Partition(tgt.spec.name, exe, [n.name for n in graph.nodes],
                                [i.name for i in graph.inputs], [o.name for o in graph.outputs])]
         if self.fallback == "warn":
@@ -192,7 +253,8 @@ class InferenceSession:
         for i, (where, names) in enumerate(runs):
             sub = graph.subgraph(names, name=f"{graph.name}/part{i}")
             target = ref if where == REFERENCE_TARGET else tgt
-            exe = compile_graph(sub, target, ref_options if where == REFERENCE_TARGET else self.options)
+            exe = compile_graph(sub, target, ref_options if where == REFERENCE_TARGET else self.options,
+                                self.compile_cache)
             parts.append(_Partition(where, exe, names, [t.name for t in sub.inputs], [t.name for t in sub.outputs]))
         return parts
 
@@ -205,12 +267,12 @@ class InferenceSession:
                 placement.append(NodePlacement(node=n, op_type=op_of[n], target=p.target, partition=i,
                                                reason=r.reason if r else None))
         if len(self._parts) == 1:
-            rep = self._parts[0].executable.report.model_copy(deep=True)
+            rep = self._parts[0].executable.report.model_copy()  # shallow: the kernels list is shared, read-only
             rep.placement = placement
             rep.compile_time_s = compile_time
             return rep
         main = next(p for p in self._parts if p.target == self.target_name).executable.report
-        rep = main.model_copy(deep=True)
+        rep = main.model_copy()
         rep.kernels = [k for p in self._parts for k in p.executable.report.kernels]
         rep.kernel_count = len(rep.kernels)
         rep.node_count = len(graph.nodes)
@@ -296,9 +358,9 @@ class InferenceSession:
             raise InputError(f"unknown output name(s) {', '.join(unknown)}", where="run",
                              hint=f"outputs: {', '.join(all_out)}")
         t0 = time.perf_counter()
-        for p in self._parts:
-            sub = {n: values[n] for n in p.inputs}
-            values.update(p.executable.run(sub))
+        with limits.bounds(self.options.max_memory, self.options.timeout_s):
+            for p in self._parts:
+                values.update(_run_partition(p, {n: values[n] for n in p.inputs}))
         wall = time.perf_counter() - t0
         self.last_run = RunReport(target=self.target_name, wall_time_s=wall,
                                   modelled_latency_s=self._report.latency_s, outputs=wanted)
@@ -306,22 +368,52 @@ class InferenceSession:
 
     def trace(self) -> list[dict[str, Any]]:
         """Timeline events of every partition's program."""
-        return [e for p in self._parts for e in p.executable.trace()]
+        events: list[dict[str, Any]] = []
+        for p in self._parts:
+            try:
+                got = p.executable.trace()
+                if not isinstance(got, list) or not all(isinstance(e, dict) for e in got):
+                    raise TypeError(f"trace() returned {type(got).__name__}, not a list of event dicts")
+            except HalError:
+                raise
+            except (Exception, SystemExit) as e:
+                raise hook_error(p.target, f"trace on target {p.target!r} failed: {type(e).__name__}: {e}") from e
+            events.extend(got)
+        return events
+
+
+def _run_partition(p: _Partition, feeds: dict[str, Any]) -> Mapping[str, Any]:
+    """One partition's run; a plugin that raises or omits an output is a PluginError."""
+    try:
+        out = p.executable.run(feeds)
+    except HalError:
+        raise
+    except (Exception, SystemExit) as e:  # third-party code: name it, keep the session usable
+        raise hook_error(p.target, f"run on target {p.target!r} raised {type(e).__name__}: {e}") from e
+    if not isinstance(out, Mapping) or any(o not in out for o in p.outputs):
+        got = sorted(map(str, out)) if isinstance(out, Mapping) else type(out).__name__
+        raise hook_error(p.target, f"run on target {p.target!r} returned {got}; expected outputs "
+                                   f"{', '.join(p.outputs)}")
+    return out
 
 
 def compile(model: ModelLike, target: str = REFERENCE_TARGET, precision: str = "exact", *,
             devices: int | None = None, max_memory: int | None = None, timeout_s: float | None = None,
-            zoo_params: Mapping[str, Any] | None = None, **target_options: Any) -> Executable:
+            zoo_params: Mapping[str, Any] | None = None, cache_dir: str | os.PathLike | bool | None = None,
+            **target_options: Any) -> Executable:
     """Compile the whole model for one target (no fallback) and return the target's executable."""
     options = make_options(precision, devices, max_memory, timeout_s, **target_options)
     tgt = get_target(target)
     _check_target_accepts(tgt, options)
-    graph = optimize(load(model, zoo_params=dict(zoo_params or {})))
-    cap = tgt.capability(graph, options)
+    with limits.bounds(options.max_memory):
+        graph = optimize(load(model, zoo_params=dict(zoo_params or {})))
+        limits.check_graph(graph, options.max_memory)
+    cap = target_capability(tgt, graph, options)
     if cap.refused:
         raise UnsupportedOpError(
             f"target {target!r} refuses {len(cap.refused)} node(s): "
             + "; ".join(f"{r.node} ({r.op_type}): {r.reason}" for r in cap.refused[:10]),
             where=f"model {graph.name!r}", hint="use InferenceSession(..., fallback='warn') to place them on cpu",
             nodes=[(r.node, r.op_type, r.reason) for r in cap.refused])
-    return compile_graph(graph, tgt, options)
+    with limits.bounds(options.max_memory):
+        return compile_graph(graph, tgt, options, open_cache(cache_dir))

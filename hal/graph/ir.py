@@ -95,10 +95,17 @@ class TensorInfo:
                 shape = tuple(
                     d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
                 )
-            return cls(vi.name, tt.elem_type, shape, "tensor", t)
+            return cls(vi.name, tt.elem_type, shape, "tensor", _own_copy(t))
         kinds = {"sequence_type": "sequence", "optional_type": "optional", "map_type": "map",
                  "sparse_tensor_type": "sparse_tensor"}
-        return cls(vi.name, 0, None, kinds.get(which or "", "unknown"), t)
+        return cls(vi.name, 0, None, kinds.get(which or "", "unknown"), _own_copy(t))
+
+
+def _own_copy(t: onnx.TypeProto) -> onnx.TypeProto:
+    """A detached copy: a sub-message would keep the whole inferred ModelProto (weights too) alive."""
+    own = onnx.TypeProto()
+    own.CopyFrom(t)
+    return own
 
 
 @dataclass
@@ -122,6 +129,27 @@ class Node:
         for k, v in self.attrs.items():
             n.attribute.append(helper.make_attribute(k, v))
         return n
+
+
+def _body_reads(node: Node) -> set[str]:
+    """The outer names the node's graph attributes (If/Loop/Scan bodies, nested ones too) read."""
+    def reads(g: onnx.GraphProto) -> set[str]:
+        out = {o.name for o in g.output}
+        for n in g.node:
+            out.update(i for i in n.input if i)
+            for a in n.attribute:
+                for sg in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    out |= reads(sg)
+        defined = {i.name for i in g.input} | {t.name for t in g.initializer} | {
+            t.values.name for t in g.sparse_initializer} | {o for n in g.node for o in n.output if o}
+        return out - defined
+
+    out: set[str] = set()
+    for v in node.attrs.values():
+        for g in v if isinstance(v, list) else [v]:
+            if isinstance(g, onnx.GraphProto):
+                out |= reads(g)
+    return out
 
 
 @dataclass
@@ -170,13 +198,17 @@ class Graph:
         keep = set(node_names)
         nodes = [n for n in self.nodes if n.name in keep]
         produced = {o for n in nodes for o in n.outputs if o}
+        # If/Loop/Scan bodies read outer values by name, not through node inputs: they cross too.
+        outer = {o for n in self.nodes for o in n.outputs if o} | set(self.initializers) | {
+            i.name for i in self.inputs}
+        reads = {n.name: [*n.inputs, *sorted(_body_reads(n) & outer)] for n in self.nodes}
         needed_outside = {o.name for o in self.outputs}
         for n in self.nodes:
             if n.name not in keep:
-                needed_outside.update(i for i in n.inputs if i)
+                needed_outside.update(i for i in reads[n.name] if i)
         inputs, inits, seen = [], {}, set()
         for n in nodes:
-            for i in n.inputs:
+            for i in reads[n.name]:
                 if not i or i in produced or i in seen:
                     continue
                 seen.add(i)

@@ -16,7 +16,8 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from hal.errors import ModelError
+from hal import limits
+from hal.errors import ModelError, ResourceError
 from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo, np_dtype
 
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto | Graph
@@ -103,6 +104,11 @@ def parse_model(model: str | os.PathLike | bytes | onnx.ModelProto, *, zoo_param
 def _check(proto: onnx.ModelProto, where: str) -> None:
     if not proto.opset_import:
         raise ModelError("the model imports no opset", where=where, hint="set opset_import (e.g. ai.onnx 17)")
+    newest = onnx.defs.onnx_opset_version()
+    for o in proto.opset_import:  # ops of an unreleased opset have no defined meaning yet
+        if o.domain in ("", "ai.onnx") and o.version > newest:
+            raise ModelError(f"the model imports ai.onnx opset {o.version}, newer than the newest this onnx "
+                             f"knows ({newest})", where=where, hint="upgrade onnx, or re-export at a released opset")
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as e:
@@ -113,19 +119,76 @@ def _check(proto: onnx.ModelProto, where: str) -> None:
         raise ModelError(f"onnx.checker failed: {e}", where=where) from None
 
 
-def _infer(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
+#: onnx's data propagation walks (and allocates) every element of 1-D tensors, in C++ that cannot be
+#: interrupted: a declared or inferred length past this (shape tensors are rank-sized) turns it off
+DATA_PROP_MAX_ELEMENTS = 1 << 16
+
+
+def _long_vector(proto: onnx.ModelProto) -> str | None:
+    """The name of a 1-D tensor longer than DATA_PROP_MAX_ELEMENTS (declared, or inferred without data
+    propagation; subgraphs included), or None."""
     try:
-        return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+        probe = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=False)
+    except Exception:  # the real pass reports what is wrong
+        probe = proto
+    stack = [probe.graph]
+    while stack:
+        g = stack.pop()
+        for vi in (*g.input, *g.output, *g.value_info):
+            tt = vi.type.tensor_type
+            if tt.HasField("shape") and len(tt.shape.dim) == 1 and tt.shape.dim[0].dim_value > DATA_PROP_MAX_ELEMENTS:
+                return vi.name
+        for n in g.node:
+            for a in n.attribute:
+                stack.extend([a.g] if a.HasField("g") else [])
+                stack.extend(a.graphs)
+    return None
+
+
+#: no tensor has this many dimensions; onnx's inference overflows on axis values near INT64_MAX (a crash)
+AXIS_LIMIT = 1 << 20
+
+
+def _check_axes(proto: onnx.ModelProto, where: str) -> None:
+    """Refuse axis attributes no tensor could have, before onnx's C++ inference sees them."""
+    stack = [proto.graph]
+    while stack:
+        g = stack.pop()
+        for n in g.node:
+            for a in n.attribute:
+                if a.name in ("axis", "axes") and any(abs(v) >= AXIS_LIMIT for v in [a.i, *a.ints]):
+                    raise ModelError(f"node {n.name or n.op_type!r} ({n.op_type}) has {a.name} out of any tensor's "
+                                     f"range: {a.i if a.type == onnx.AttributeProto.INT else list(a.ints)}",
+                                     where=where)
+                stack.extend([a.g] if a.HasField("g") else [])
+                stack.extend(a.graphs)
+
+
+def _infer(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    _check_axes(proto, where)
+    long_vector = _long_vector(proto)
+    data_prop = long_vector is None
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=data_prop)
+        strict_error = None
     except onnx.shape_inference.InferenceError as e:
         strict_error = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
     except (ValueError, RuntimeError) as e:
         strict_error = str(e)
-    # Some valid models defeat strict inference (e.g. unknown custom domains): keep what is known.
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-    except Exception as e:  # inference is best effort; a model it cannot read is a ModelError
-        raise ModelError(f"shape inference failed: {e}", where=where) from None
-    inferred.metadata_props.append(onnx.StringStringEntryProto(key="hal.inference_warning", value=strict_error))
+    except MemoryError:  # onnx's C++ (std::bad_alloc): shapes or propagated values too large to hold
+        raise ResourceError("shape inference ran out of memory", where=where,
+                            hint="the model declares or computes tensors far larger than memory") from None
+    if strict_error is not None:
+        # Some valid models defeat strict inference (e.g. unknown custom domains): keep what is known.
+        try:
+            inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=data_prop)
+        except Exception as e:  # inference is best effort; a model it cannot read is a ModelError
+            raise ModelError(f"shape inference failed: {e}", where=where) from None
+        inferred.metadata_props.append(onnx.StringStringEntryProto(key="hal.inference_warning", value=strict_error))
+    if long_vector is not None:
+        inferred.metadata_props.append(onnx.StringStringEntryProto(
+            key="hal.data_propagation", value=f"off: 1-D tensor {long_vector!r} is longer than "
+                                              f"{DATA_PROP_MAX_ELEMENTS} elements"))
     return inferred
 
 
@@ -163,12 +226,18 @@ def sparse_to_dense(st: onnx.SparseTensorProto) -> np.ndarray:
     """A sparse initializer as a dense array (indices flat [NNZ] or per-dimension [NNZ, rank])."""
     values = numpy_helper.to_array(st.values)
     idx = numpy_helper.to_array(st.indices).astype(np.int64)
+    # A few stored values can declare an enormous dense shape: refuse it before allocating.
+    limits.check_alloc(f"sparse tensor {st.values.name!r}", list(st.dims), values.dtype, where="model")
     dense = np.zeros(tuple(st.dims), dtype=values.dtype)
     if idx.ndim == 1:
         dense.reshape(-1)[idx] = values
     else:
         dense[tuple(idx.T)] = values
     return dense
+
+
+def _text(v: str | bytes) -> str:
+    return v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v
 
 
 def model_hash(proto: onnx.ModelProto) -> str:
@@ -184,7 +253,8 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
     if infer_shapes:
         proto = _infer(proto, where)
     g = proto.graph
-    meta = {p.key: p.value for p in proto.metadata_props}
+    # protobuf hands back bytes for a string field that is not valid UTF-8
+    meta = {_text(p.key): _text(p.value) for p in proto.metadata_props}
     shape_only_names = {n for n in meta.get(SHAPE_ONLY_KEY, "").split(",") if n}
 
     initializers: dict[str, Any] = {}
@@ -194,7 +264,10 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
         except (ValueError, TypeError) as e:
             raise ModelError(f"initializer {t.name!r} cannot be read: {e}", where=where) from None
     for st in g.sparse_initializer:
-        initializers[st.values.name] = sparse_to_dense(st)
+        try:
+            initializers[st.values.name] = sparse_to_dense(st)
+        except (ValueError, TypeError, IndexError) as e:
+            raise ModelError(f"sparse initializer {st.values.name!r} cannot be read: {e}", where=where) from None
 
     values: dict[str, TensorInfo] = {}
     for vi in list(g.value_info) + list(g.input) + list(g.output):
@@ -222,7 +295,13 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
         names.add(n.name)
     available = set(initializers) | {i.name for i in inputs}
     ordered = _toposort(protos, available, where)
-    nodes = [Node.from_proto(n, n.name) for n in ordered]
+    nodes = []
+    for n in ordered:
+        try:
+            nodes.append(Node.from_proto(n, n.name))
+        except (ValueError, TypeError, KeyError) as e:  # e.g. a tensor attribute whose data does not fit its dims
+            raise ModelError(f"node {n.name!r} ({n.op_type}) has an attribute that cannot be read: {e}",
+                             where=where) from None
 
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
     return Graph(g.name or "model", nodes, inputs, [values[o.name] for o in g.output], initializers, values,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hal import limits
 from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo
 from hal.kernels import lookup
 
@@ -45,8 +46,10 @@ def fold_constants(graph: Graph) -> Graph:
                     kdef = lookup(n.op_type, n.domain, graph.opset(n.domain))
                     if kdef is not None and not kdef.context:
                         try:
-                            res = kdef.fn(*[inits[i] if i else None for i in n.inputs],
-                                          **kdef.static_attrs(n.attrs, n.outputs))
+                            args = [inits[i] if i else None for i in n.inputs]
+                            # Declared shapes can lie: bound the real output before the kernel allocates.
+                            limits.check_step(n.op_type, n.name, args, n.attrs, FOLD_LIMIT_BYTES)
+                            res = kdef.fn(*args, **kdef.static_attrs(n.attrs, n.outputs))
                         except Exception:  # leave it for run time, where errors name the node
                             res = None
                         if res is not None:

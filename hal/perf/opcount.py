@@ -6,6 +6,7 @@ symbolic counts as 1 (callers bind dynamic dimensions before compiling for estim
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ class NodeCost:
 def _numel(shape) -> int:
     if shape is None:
         return 0
-    return int(np.prod([d if isinstance(d, int) and d >= 0 else 1 for d in shape], dtype=np.int64))
+    return math.prod(d if isinstance(d, int) and d >= 0 else 1 for d in shape)
 
 
 def tensor_bytes(graph: Graph, name: str, itemsize: int | None = None) -> int:

@@ -10,7 +10,15 @@ from hal.errors import CompileError
 from hal.graph.ir import Graph
 from hal.perf.memory import plan_memory
 from hal.perf.opcount import node_cost, tensor_bytes
-from hal.specs import Capability, CompileOptions, CompileReport, KernelReport, MemoryLevel, builtin_sheet, load_spec_sheet
+from hal.specs import (
+    Capability,
+    CompileOptions,
+    CompileReport,
+    KernelReport,
+    MemoryLevel,
+    builtin_sheet,
+    load_spec_sheet,
+)
 from hal.target import kernel_capability
 from hal_cpu.executor import CpuExecutable
 

@@ -1,0 +1,804 @@
+"""Fuzz hal's loader, sessions and CLI for a given time; count inputs, crashes, hangs and unhandled exceptions.
+
+    python -m benchmarks.fuzz --seconds 900                     # -> benchmarks/results/fuzz.json
+    python -m benchmarks.fuzz --seconds 30 --engine random --out /tmp/fuzz.json
+
+Inputs are mutations of a corpus (hand-made models with every bomb and control-flow shape, the
+zoo's tiny-cnn, and onnx's node test models): structure-aware mutations of the ModelProto
+(attributes, shapes, element types, wiring, op types, opsets, initializers and external-data
+locations, metadata) and byte-level ones (bit flips, truncation, splices). Three fuzz targets:
+
+- ``loader``: bytes -> ``hal.graph.load.load`` + the standard passes;
+- ``session``: a mutated model -> ``hal.InferenceSession`` on a random installed target, run on
+  seeded random feeds (sometimes poisoned with NaN / Inf), report and trace read back;
+- ``cli``: a mutated model file -> ``hal run`` in-process, with random extra arguments.
+
+The expected answers are a result or a ``HalError`` (for the CLI: exit 0 or 2). Anything else is
+a finding: an *unhandled exception* (another exception type; CLI exit 3), a *crash* (the worker
+process dies), a *hang* (one input runs past ``--hang-seconds``; hal's own bounds are
+``timeout_s`` for compile and run), or a *memory escape* (a MemoryError that a size guard should
+have prevented). The worker runs in a child process under a supervisor that restarts it after a
+crash or hang, and saves the input that caused each finding (``--findings``).
+
+The engine is hypothesis (``st.data()`` draws drive the mutators; the same mutators run in the
+bounded suite tests/robustness/test_robust_fuzz.py) or ``random`` (seeded ``random.Random``).
+One worker process, one BLAS thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import pin_thread_env
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FUZZ_TARGETS = ("loader", "session", "cli")
+#: share of inputs per fuzz target (the loader is cheap, sessions and the CLI compile and run)
+WEIGHTS = {"loader": 0.6, "session": 0.3, "cli": 0.1}
+MAX_MEMORY = 256 << 20  # bytes one tensor may need inside the fuzzer
+TIMEOUT_S = 2.0  # hal's timeout_s for each compile and run
+ADDRESS_SPACE = 12 << 30  # the worker's RLIMIT_AS: an allocation that escapes the guards fails, not the machine
+
+INTERESTING_INTS = (0, 1, -1, 2, 3, -2, 4, 7, 8, 16, 64, 255, 1024, 2**16, 2**31 - 1, -(2**31), 2**32, 2**40,
+                    2**62, 2**63 - 1, -(2**63))
+INTERESTING_FLOATS = (0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 1e-30, 1e30, 3.4e38, math.inf, -math.inf, math.nan)
+HOSTILE_LOCATIONS = ("/etc/passwd", "../w.bin", "../../../../etc/hostname", "sub/../../x", "C:\\x.bin",
+                     "\\\\server\\share\\x", "", ".", "nul", "w.bin\0.txt", "a" * 300)
+STRINGS = (b"", b"NOTSET", b"SAME_UPPER", b"VALID", b"constant", b"reflect", b"edge", b"wrap", b"linear",
+           b"nearest", b"cubic", b"half_pixel", b"asymmetric", b"DCR", b"CRD", b"none", b"sum", b"mean",
+           b"\xff\xfe", b"%s%n", b"x" * 64)
+ATTR_NAMES = ("axis", "axes", "perm", "keepdims", "kernel_shape", "strides", "pads", "dilations", "group",
+              "alpha", "beta", "transA", "transB", "to", "mode", "value", "epsilon", "k", "largest", "sorted",
+              "split", "num_outputs", "allowzero", "start", "end", "batch_dims", "auto_pad", "ceil_mode",
+              "coordinate_transformation_mode", "keep_aspect_ratio_policy", "reduction", "blocksize", "body",
+              "then_branch", "else_branch", "exclusive", "reverse", "direction", "hidden_size", "output_shape")
+DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.example", "ai.onnx.preview.training")
+
+
+# -- where choices come from -----------------------------------------------------------------
+
+class RandomDraw:
+    """Choices from a seeded random.Random (fast; the long-run default when ``--engine random``)."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+
+    def int(self, lo: int, hi: int) -> int:
+        return self.rng.randint(lo, hi)
+
+    def chance(self, p: float) -> bool:
+        return self.rng.random() < p
+
+
+class HypothesisDraw(RandomDraw):
+    """Choices from a Random that hypothesis draws (``st.randoms(use_true_random=True)``): hypothesis owns
+    the seeds (and replays them), the mutators get uniform choices (hypothesis's own integer draws lean
+    so hard to boundary values that most inputs would be the same few)."""
+
+    def __init__(self, data: Any):
+        from hypothesis import strategies as st
+
+        super().__init__(data.draw(st.randoms(use_true_random=True)))
+
+
+def pick(d: Any, seq: Sequence[Any]) -> Any:
+    return seq[d.int(0, len(seq) - 1)]
+
+
+def an_int(d: Any) -> int:
+    return pick(d, INTERESTING_INTS) if d.chance(0.7) else d.int(-8, 64)
+
+
+def a_float(d: Any) -> float:
+    return pick(d, INTERESTING_FLOATS) if d.chance(0.7) else d.int(-1000, 1000) / 8
+
+
+def some_bytes(d: Any, most: int = 64) -> bytes:
+    return bytes(d.int(0, 255) for _ in range(d.int(0, most)))
+
+
+# -- the corpus ------------------------------------------------------------------------------
+
+def corpus(node_cases: int = 400) -> list[bytes]:
+    """Serialized seed models: hand-made (bombs, control flow, external-data users), zoo, onnx node tests."""
+    import onnx
+
+    from hal.zoo import build
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "robustness"))
+    import _robust_models as rm
+
+    seeds: list[onnx.ModelProto] = [rm.relu_model(), rm.mlp_model(), rm.elementwise_model(), rm.matmul_with_weight(),
+                                    rm.static_bomb_model(), rm.constant_bomb_model(), rm.runaway_loop_model(),
+                                    rm.sparse_constant_bomb_model(), build("tiny-cnn")]
+    seeds += [m for m, _, _ in rm.bomb_models().values()]
+    out = [m.SerializeToString() for m in seeds]
+    if node_cases <= 0:
+        return out
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from onnx.backend.test.case.node import collect_testcases
+
+            cases = collect_testcases()
+    small = (c.model.SerializeToString() for c in cases if c.model.ByteSize() < 32 << 10)
+    data = sorted(small, key=lambda b: hashlib.sha1(b).digest())
+    step = max(1, len(data) // node_cases)
+    out += data[::step][:node_cases]
+    return out
+
+
+# -- mutators ---------------------------------------------------------------------------------
+
+def _graphs(g: Any) -> list[Any]:
+    """The graph and every subgraph in it."""
+    out = [g]
+    for n in g.node:
+        for a in n.attribute:
+            if a.HasField("g"):
+                out += _graphs(a.g)
+            for sg in a.graphs:
+                out += _graphs(sg)
+    return out
+
+
+def _nodes(m: Any) -> list[Any]:
+    return [n for g in _graphs(m.graph) for n in g.node]
+
+
+def _value_infos(m: Any) -> list[Any]:
+    return [v for g in _graphs(m.graph) for v in (*g.input, *g.output, *g.value_info)]
+
+
+def _names(m: Any) -> list[str]:
+    g = m.graph
+    names = [i.name for i in g.input] + [t.name for t in g.initializer] + [o for n in g.node for o in n.output]
+    return names or ["x"]
+
+
+def mutate_attribute(m: Any, d: Any) -> None:
+    from onnx import AttributeProto as A
+    from onnx import helper
+
+    nodes = _nodes(m)
+    if not nodes:
+        return
+    n = pick(d, nodes)
+    if n.attribute and d.chance(0.75):
+        a = pick(d, n.attribute)
+        if d.chance(0.1):  # type confusion: same name, another type
+            a.type = pick(d, (A.INT, A.FLOAT, A.INTS, A.STRING, A.TENSOR, A.GRAPH, A.FLOATS, A.UNDEFINED))
+        elif a.type == A.INT:
+            a.i = an_int(d)
+        elif a.type == A.FLOAT:
+            a.f = a_float(d)
+        elif a.type == A.STRING:
+            a.s = pick(d, STRINGS)
+        elif a.type == A.INTS:
+            if a.ints and d.chance(0.5):
+                a.ints[d.int(0, len(a.ints) - 1)] = an_int(d)
+            elif d.chance(0.5):
+                a.ints.append(an_int(d))
+            else:
+                del a.ints[:]
+        elif a.type == A.FLOATS:
+            if d.chance(0.5):
+                a.floats.append(a_float(d))
+            else:
+                del a.floats[:]
+        elif a.type == A.TENSOR:
+            mutate_tensor(a.t, d)
+        elif d.chance(0.5):
+            n.attribute.remove(a)
+        return
+    if n.attribute and d.chance(0.3):
+        n.attribute.remove(pick(d, n.attribute))
+        return
+    name = pick(d, ATTR_NAMES)
+    if any(a.name == name for a in n.attribute):
+        return
+    kind = d.int(0, 3)
+    value: Any = [an_int(d) for _ in range(d.int(0, 4))] if kind == 0 else (
+        an_int(d) if kind == 1 else a_float(d) if kind == 2 else pick(d, STRINGS))
+    with contextlib.suppress(ValueError, TypeError):
+        n.attribute.append(helper.make_attribute(name, value))
+
+
+def mutate_shape(m: Any, d: Any) -> None:
+    vis = _value_infos(m)
+    if not vis:
+        return
+    tt = pick(d, vis).type.tensor_type
+    dims = tt.shape.dim
+    op = d.int(0, 5)
+    if op == 0 and dims:
+        dims[d.int(0, len(dims) - 1)].dim_value = max(an_int(d), 0) if d.chance(0.8) else d.int(0, 4)
+    elif op == 1 and dims:
+        dims[d.int(0, len(dims) - 1)].dim_param = pick(d, ("n", "batch", "seq", "", "N", "?"))
+    elif op == 2:
+        dims.add().dim_value = d.int(0, 8)
+    elif op == 3 and dims:
+        del dims[d.int(0, len(dims) - 1)]
+    elif op == 4:
+        tt.ClearField("shape")
+    else:
+        tt.elem_type = d.int(0, 26)
+
+
+def mutate_type(m: Any, d: Any) -> None:
+    g = m.graph
+    if g.initializer and d.chance(0.3):
+        pick(d, g.initializer).data_type = d.int(0, 26)
+    elif d.chance(0.3):
+        casts = [n for n in _nodes(m) if n.op_type in ("Cast", "CastLike", "EyeLike", "RandomNormal")]
+        for a in (pick(d, casts).attribute if casts else []):
+            if a.name in ("to", "dtype"):
+                a.i = d.int(0, 26)
+    else:
+        vis = _value_infos(m)
+        if vis:
+            pick(d, vis).type.tensor_type.elem_type = d.int(0, 26)
+
+
+def mutate_wiring(m: Any, d: Any) -> None:
+    g = m.graph
+    if not g.node:
+        return
+    names = _names(m)
+    n = pick(d, g.node)
+    op = d.int(0, 7)
+    if op == 0 and n.input:
+        n.input[d.int(0, len(n.input) - 1)] = pick(d, names) if d.chance(0.7) else pick(d, ("", "ghost"))
+    elif op == 1 and n.output:
+        n.output[d.int(0, len(n.output) - 1)] = pick(d, names) if d.chance(0.5) else "y2"
+    elif op == 2:
+        g.node.remove(n)
+    elif op == 3:
+        g.node.add().CopyFrom(n)
+    elif op == 4 and len(g.node) > 1:
+        i, j = d.int(0, len(g.node) - 1), d.int(0, len(g.node) - 1)
+        a, b = type(n)(), type(n)()
+        a.CopyFrom(g.node[i])
+        b.CopyFrom(g.node[j])
+        g.node[i].CopyFrom(b)
+        g.node[j].CopyFrom(a)
+    elif op == 5:
+        n.input.append(pick(d, names))
+    elif op == 6 and n.input:
+        del n.input[d.int(0, len(n.input) - 1)]
+    elif g.output:
+        g.output[d.int(0, len(g.output) - 1)].name = pick(d, names)
+
+
+def mutate_op(m: Any, d: Any) -> None:
+    from hal.kernels import registered_ops
+
+    nodes = _nodes(m)
+    if not nodes:
+        return
+    n = pick(d, nodes)
+    if d.chance(0.8):
+        ops = registered_ops()
+        n.op_type = pick(d, ops)[1] if ops and d.chance(0.9) else pick(d, ("Frob", "", "relu", "If", "Loop"))
+    else:
+        n.domain = pick(d, DOMAINS)
+
+
+def mutate_opset(m: Any, d: Any) -> None:
+    if m.opset_import and d.chance(0.7):
+        pick(d, m.opset_import).version = d.int(0, 30) if d.chance(0.9) else an_int(d)
+    elif d.chance(0.5):
+        o = m.opset_import.add()
+        o.domain, o.version = pick(d, DOMAINS), d.int(0, 30)
+    elif m.opset_import:
+        del m.opset_import[d.int(0, len(m.opset_import) - 1)]
+
+
+def mutate_tensor(t: Any, d: Any) -> None:
+    op = d.int(0, 6)
+    if op == 0:
+        if t.dims and d.chance(0.7):
+            t.dims[d.int(0, len(t.dims) - 1)] = an_int(d) if d.chance(0.5) else d.int(0, 9)
+        else:
+            t.dims.append(d.int(0, 9))
+    elif op == 1 and t.raw_data:
+        t.raw_data = t.raw_data[: d.int(0, len(t.raw_data))]
+    elif op == 2:
+        t.data_type = d.int(0, 26)
+    elif op == 3:
+        t.data_location = 1  # EXTERNAL
+        del t.external_data[:]
+        for key, value in (("location", pick(d, HOSTILE_LOCATIONS)), ("offset", str(an_int(d))),
+                           ("length", str(an_int(d)))):
+            if d.chance(0.8):
+                e = t.external_data.add()
+                e.key, e.value = key, value
+    elif op == 4:
+        t.raw_data = some_bytes(d)
+    elif op == 5:
+        del t.dims[:]
+    else:
+        t.ClearField("raw_data")
+        t.float_data.extend(a_float(d) for _ in range(d.int(0, 4)))
+
+
+def mutate_initializer(m: Any, d: Any) -> None:
+    g = m.graph
+    if g.initializer and d.chance(0.85):
+        mutate_tensor(pick(d, g.initializer), d)
+    elif g.initializer:
+        g.initializer.remove(pick(d, g.initializer))
+
+
+def mutate_graph(m: Any, d: Any) -> None:
+    g = m.graph
+    op = d.int(0, 5)
+    if op == 0 and g.input:
+        g.input.remove(pick(d, g.input))
+    elif op == 1 and g.output:
+        g.output.remove(pick(d, g.output))
+    elif op == 2 and g.input:
+        g.input.add().CopyFrom(pick(d, g.input))
+    elif op == 3:
+        m.ir_version = d.int(0, 12) if d.chance(0.9) else an_int(d) & 0x7FFFFFFFFFFFFFFF
+    elif op == 4:
+        p = m.metadata_props.add()
+        p.key = "hal.shape_only_weights"
+        p.value = ",".join(pick(d, _names(m)) for _ in range(d.int(0, 3)))
+    else:
+        m.ClearField("graph") if d.chance(0.1) else g.ClearField("name")
+
+
+MUTATORS: dict[str, Callable[[Any, Any], None]] = {
+    "attribute": mutate_attribute, "shape": mutate_shape, "type": mutate_type, "wiring": mutate_wiring,
+    "op": mutate_op, "opset": mutate_opset, "initializer": mutate_initializer, "graph": mutate_graph,
+}
+MUTATOR_NAMES = tuple(MUTATORS)
+
+
+def mutate_model(m: Any, d: Any, rounds: int) -> None:
+    """Apply ``rounds`` structure-aware mutations to ``m`` in place."""
+    for _ in range(rounds):
+        with contextlib.suppress(ValueError, TypeError, IndexError, OverflowError):  # protobuf refused a value
+            MUTATORS[pick(d, MUTATOR_NAMES)](m, d)
+
+
+def mutate_bytes(data: bytes, d: Any) -> bytes:
+    b = bytearray(data)
+    op = d.int(0, 4)
+    if op == 0 and b:
+        for _ in range(d.int(1, 8)):
+            i = d.int(0, len(b) - 1)
+            b[i] ^= 1 << d.int(0, 7)
+    elif op == 1:
+        del b[d.int(0, len(b)):]
+    elif op == 2:
+        i = d.int(0, len(b))
+        b[i:i] = some_bytes(d)
+    elif op == 3 and b:
+        i = d.int(0, len(b) - 1)
+        del b[i:i + d.int(1, 64)]
+    else:
+        i, j = d.int(0, len(b)), d.int(0, len(b))
+        b[i:i] = b[min(i, j):max(i, j)][:4096]
+    return bytes(b)
+
+
+def make_input(seeds: Sequence[bytes], d: Any, structured: float = 0.8) -> bytes:
+    """One fuzzed model: a seed, structurally mutated (then maybe byte-mutated), serialized."""
+    import onnx
+
+    data = pick(d, seeds)
+    if d.chance(structured):
+        m = onnx.ModelProto()
+        m.ParseFromString(data)
+        mutate_model(m, d, d.int(1, 4))
+        try:
+            data = m.SerializeToString()
+        except Exception:  # a mutation protobuf refuses to encode (e.g. bad UTF-8): use the seed's bytes
+            pass
+    if d.chance(0.15):
+        data = mutate_bytes(data, d)
+    return data
+
+
+# -- fuzz targets: every choice is drawn first (a plan), then the input runs ------------------------
+# Drawing nothing after hal starts keeps the draws independent of what hal does (timeouts, errors),
+# which hypothesis needs to replay and tell examples apart.
+
+def plan_loader(d: Any, ctx: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+def run_loader(data: bytes, plan: dict[str, Any], ctx: dict[str, Any]) -> str:
+    from hal.graph.load import load
+    from hal.graph.passes import optimize
+
+    optimize(load(data))
+    return "ok"
+
+
+def plan_session(d: Any, ctx: dict[str, Any]) -> dict[str, Any]:
+    from hal.plugins import get_target
+
+    target = pick(d, ctx["targets"])
+    precision = pick(d, ("exact", "exact", "native"))
+    return {"target": target, "fallback": pick(d, ("allow", "error", "warn")),
+            "precision": precision if precision in get_target(target).spec.precisions else "exact",
+            "seed": d.int(0, 9), "dim": d.int(0, 3),
+            "poison": pick(d, (None, None, "nan", "inf", "-inf")), "where": d.int(0, 999), "trace": d.chance(0.2)}
+
+
+def run_session(data: bytes, plan: dict[str, Any], ctx: dict[str, Any]) -> str:
+    import warnings
+
+    import hal
+    from hal.feeds import random_feeds
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = hal.InferenceSession(data, target=plan["target"], fallback=plan["fallback"], precision=plan["precision"],
+                                 max_memory=MAX_MEMORY, timeout_s=TIMEOUT_S)
+    s.report.model_dump_json()
+    feeds = random_feeds(s.graph, seed=plan["seed"], dims={"*": plan["dim"]})
+    if plan["poison"]:
+        for v in feeds.values():
+            if v.dtype.kind == "f" and v.size:
+                v.reshape(-1)[plan["where"] * v.size // 1000] = float(plan["poison"])
+    s.run(None, feeds)
+    if plan["trace"]:
+        s.trace()
+    return "ok"
+
+
+def plan_cli(d: Any, ctx: dict[str, Any]) -> dict[str, Any]:
+    extra = d.int(0, 6)
+    plan: dict[str, Any] = {"target": pick(d, ctx["targets"]), "extra": extra}
+    if extra == 2:
+        plan["dim"] = pick(d, ("n=2", "n=abc", "n=-1", "=3", "n", f"n={2**40}", "batch=0"))
+    elif extra == 3:
+        plan["option"] = pick(d, ("tile=8", "x", "=", "warp_speed=true", "chips=0", "devices=[1]"))
+    elif extra == 4:
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.save(buf, np.ones((2, 3), np.float32))
+        plan["npy"] = mutate_bytes(buf.getvalue(), d) if d.chance(0.7) else buf.getvalue()
+    elif extra == 6:
+        plan["precision"] = pick(d, ("native", "fp8", "bf16", "quantum", ""))
+    return plan
+
+
+def run_cli(data: bytes, plan: dict[str, Any], ctx: dict[str, Any]) -> str:
+    from hal.cli import main
+
+    work: Path = ctx["workdir"]
+    path = work / "m.onnx"
+    path.write_bytes(data)
+    args = ["run", str(path), "--target", plan["target"], "--fallback", "allow", "--timeout", str(TIMEOUT_S),
+            "--max-memory", str(MAX_MEMORY)]
+    extra = plan["extra"]
+    if extra == 1:
+        args += ["--json", str(work / "out.json")]
+    elif extra == 2:
+        args += ["--dim", plan["dim"]]
+    elif extra == 3:
+        args += ["--option", plan["option"]]
+    elif extra == 4:
+        (work / "x.npy").write_bytes(plan["npy"])
+        args += ["--input", f"x={work / 'x.npy'}"]
+    elif extra == 5:
+        args += ["--save", str(work / "out.npz"), "--json", "-"]
+    elif extra == 6:
+        args += ["--precision", plan["precision"]]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        code = main(args)
+    if code == 0:
+        return "ok"
+    if code == 2:  # one line naming the HalError class
+        line = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else ""
+        return "hal:" + (line.split(":")[1].strip() if line.startswith("error:") and line.count(":") > 1 else "exit 2")
+    raise CliInternalError(f"exit {code}: {err.getvalue().strip()[-300:]}")
+
+
+class CliInternalError(Exception):
+    """``hal run`` exited with a code other than 0 (ok) or 2 (a HalError): an unhandled exception inside."""
+
+
+PLANNERS: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
+    "loader": plan_loader, "session": plan_session, "cli": plan_cli}
+RUNNERS: dict[str, Callable[[bytes, dict[str, Any], dict[str, Any]], str]] = {
+    "loader": run_loader, "session": run_session, "cli": run_cli}
+
+
+# -- the worker -------------------------------------------------------------------------------
+
+def _classify(exc: BaseException | None) -> tuple[str, str]:
+    """(outcome, detail): ok, hal:<class>, memory (a MemoryError behind a HalError), or unhandled."""
+    from hal.errors import HalError
+
+    if exc is None:
+        return "ok", ""
+    if isinstance(exc, HalError):
+        cause = exc.__cause__
+        while cause is not None:
+            if isinstance(cause, MemoryError):
+                return "memory", f"{type(exc).__name__}: {exc}"[:300]
+            cause = cause.__cause__
+        # a PluginError is isolation working; its message names a built-in plugin's own bug
+        return f"hal:{type(exc).__name__}", str(exc)[:300] if type(exc).__name__ == "PluginError" else ""
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else "?"
+    return "unhandled", f"{type(exc).__name__} at {where}: {str(exc)[:200]}"
+
+
+def fuzz_one(d: Any, state: dict[str, Any]) -> None:
+    """Make one input, publish it (for crash and hang repros), run it, count the outcome."""
+    kinds = state["kinds"]
+    r = d.int(0, 999)
+    acc, kind = 0, kinds[-1]
+    for k in kinds:
+        acc += int(WEIGHTS[k] / sum(WEIGHTS[x] for x in kinds) * 1000)
+        if r < acc:
+            kind = k
+            break
+    data = make_input(state["seeds"], d)
+    plan = PLANNERS[kind](d, state)
+    shared = state["shared"]
+    state["current"].seek(0)
+    state["current"].write(json.dumps({"kind": kind}).encode() + b"\n" + data)
+    state["current"].truncate()
+    state["current"].flush()
+    shared[1] = time.monotonic_ns() // 1_000_000
+    result = "ok"
+    try:
+        result = RUNNERS[kind](data, plan, state)
+        exc = None
+    except (Exception, SystemExit) as e:  # the thing being measured: anything but a HalError is a finding
+        exc = e
+    shared[1] = 0
+    outcome, detail = _classify(exc)
+    if exc is None:
+        outcome = result
+    counts = state["counts"]
+    counts[(kind, outcome)] += 1
+    shared[0] += 1
+    plugin_fault = outcome == "hal:PluginError"
+    if outcome in ("unhandled", "memory") or plugin_fault:
+        sig = f"{kind}|{detail.split(':')[0]}|{detail[:120]}"
+        if sig not in state["seen"] and (not plugin_fault or len(state["seen"]) < 50):
+            state["seen"].add(sig)
+            digest = hashlib.sha256(data).hexdigest()[:12]
+            repro = state["findings"] / f"{'plugin' if plugin_fault else outcome}-{kind}-{digest}.onnx"
+            repro.parent.mkdir(parents=True, exist_ok=True)
+            repro.write_bytes(data)
+            plan_doc = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in plan.items()}
+            repro.with_suffix(".plan.json").write_text(json.dumps({"target": kind, "plan": plan_doc}) + "\n")
+            tb = "".join(traceback.format_exception(exc)) if exc is not None else ""
+            state["found"].append({"kind": "plugin" if plugin_fault else outcome, "target": kind, "detail": detail,
+                                   "repro": str(repro),
+                                   "traceback": tb[-3000:]})
+
+
+def worker(seed: int, engine: str, kinds: Sequence[str], targets: Sequence[str], seeds_path: str,
+           current_path: str, findings: str, report_path: str, shared: Any, stop_at: float) -> None:
+    import pickle
+    import resource
+    import tempfile
+    import warnings
+
+    warnings.simplefilter("ignore")
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+    import hal  # noqa: F401  (import before counting time: plugin discovery)
+
+    with open(seeds_path, "rb") as f:
+        seeds = pickle.load(f)
+    state: dict[str, Any] = {"seeds": seeds, "kinds": list(kinds), "targets": list(targets), "shared": shared,
+                             "counts": Counter(), "seen": set(), "found": [], "findings": Path(findings),
+                             "current": open(current_path, "wb"), "workdir": Path(tempfile.mkdtemp(prefix="halfuzz-"))}
+    last_flush = 0.0
+
+    def flush(final: bool = False) -> None:
+        nonlocal last_flush
+        if final or time.monotonic() - last_flush > 1.0:
+            doc = {"counts": {f"{k}|{o}": n for (k, o), n in state["counts"].items()}, "found": state["found"]}
+            tmp = report_path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(doc, f)
+            os.replace(tmp, report_path)
+            last_flush = time.monotonic()
+
+    if engine == "random":
+        rng = random.Random(seed)
+        while time.time() < stop_at:
+            fuzz_one(RandomDraw(random.Random(rng.getrandbits(64))), state)
+            flush()
+    else:
+        from hypothesis import HealthCheck, Phase, given, settings
+        from hypothesis import seed as hseed
+        from hypothesis import strategies as st
+
+        batch = 0
+        while time.time() < stop_at:
+            batch += 1
+
+            # The clock is read between batches only: an example that drew nothing would look flaky.
+            @hseed(seed * 1_000_003 + batch)
+            @settings(max_examples=50, phases=[Phase.generate], deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck), derandomize=False)
+            @given(st.data())
+            def one(data: Any) -> None:
+                fuzz_one(HypothesisDraw(data), state)
+                flush()
+
+            try:
+                one()
+            except Exception as e:  # hypothesis itself gave up on a batch: the harness's problem, not hal's
+                state["counts"][("harness", "error")] += 1
+                state["found"].append({"kind": "harness", "target": "-", "detail": f"{type(e).__name__}: {e}"[:300]})
+    flush(final=True)
+
+
+# -- the supervisor ---------------------------------------------------------------------------
+
+def _machine() -> dict[str, Any]:
+    from importlib import metadata
+
+    versions = {}
+    for pkg in ("hal-sdk", "numpy", "onnx", "hypothesis", "protobuf"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[pkg] = metadata.version(pkg)
+    return {"python": platform.python_version(), "platform": platform.platform(), "cores": os.cpu_count(),
+            "versions": versions}
+
+
+def supervise(args: argparse.Namespace) -> dict[str, Any]:
+    import multiprocessing as mp
+    import pickle
+    import signal
+    import tempfile
+
+    import hal
+
+    targets = [t for t in (args.hal_targets.split(",") if args.hal_targets else [s.name for s in hal.targets()])]
+    kinds = [k for k in args.targets.split(",") if k]
+    unknown = sorted(set(kinds) - set(FUZZ_TARGETS))
+    if unknown:
+        raise SystemExit(f"unknown fuzz target(s) {unknown}; choose from {FUZZ_TARGETS}")
+    work = Path(tempfile.mkdtemp(prefix="halfuzz-sup-"))
+    seeds = corpus(args.node_cases)
+    seeds_path = work / "seeds.pkl"
+    seeds_path.write_bytes(pickle.dumps(seeds))
+    findings = Path(args.findings)
+    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    t0 = time.time()
+    stop_at = t0 + args.seconds
+    totals: Counter[str] = Counter()
+    found: list[dict[str, Any]] = []
+    crashes = hangs = restarts = 0
+    seed = args.seed
+    while time.time() < stop_at - 1:
+        shared = ctx.Array("q", 2, lock=False)  # [inputs run, start of the current input in ms (0: idle)]
+        current = work / f"current-{seed}.bin"
+        report = work / f"report-{seed}.json"
+        p = ctx.Process(target=worker, args=(seed, args.engine, kinds, targets, str(seeds_path), str(current),
+                                             str(findings), str(report), shared, stop_at), daemon=True)
+        p.start()
+        hung = False
+        while p.is_alive():
+            p.join(0.25)
+            started = shared[1]
+            if started and time.monotonic_ns() // 1_000_000 - started > args.hang_seconds * 1000:
+                hung = True
+                os.kill(p.pid, signal.SIGKILL)
+                p.join()
+        died = hung or p.exitcode != 0
+        if report.exists():
+            doc = json.loads(report.read_text())
+            totals.update(doc["counts"])
+            found += doc["found"]
+        if died:
+            # the input in flight when the worker died (or hung) is lost to its counts: count it here
+            raw = current.read_bytes() if current.exists() else b""
+            head, _, data = raw.partition(b"\n")
+            kind = json.loads(head or b"{}").get("kind", "?")
+            totals[f"{kind}|{'hang' if hung else 'crash'}"] += 1
+            digest = hashlib.sha256(data).hexdigest()[:12]
+            repro = findings / f"{'hang' if hung else 'crash'}-{kind}-{digest}.onnx"
+            repro.parent.mkdir(parents=True, exist_ok=True)
+            repro.write_bytes(data)
+            found.append({"kind": "hang" if hung else "crash", "target": kind, "repro": str(repro),
+                          "detail": f"exit code {p.exitcode}" if not hung else f"> {args.hang_seconds} s"})
+            hangs += hung
+            crashes += not hung
+            restarts += 1
+        seed += 1
+    wall = time.time() - t0
+    by_target: dict[str, dict[str, Any]] = {}
+    outcomes: Counter[str] = Counter()
+    harness_errors = totals.pop("harness|error", 0)
+    for key, n in totals.items():
+        kind, outcome = key.split("|", 1)
+        t = by_target.setdefault(kind, {"inputs": 0, "ok": 0, "hal_errors": {}, "unhandled": 0, "memory_escapes": 0,
+                                         "crashes": 0, "hangs": 0})
+        t["inputs"] += n
+        outcomes[outcome] += n
+        if outcome == "ok":
+            t["ok"] += n
+        elif outcome.startswith("hal:"):
+            t["hal_errors"][outcome[4:]] = t["hal_errors"].get(outcome[4:], 0) + n
+        elif outcome == "memory":
+            t["memory_escapes"] += n
+        elif outcome in ("crash", "hang"):
+            t[outcome + "es" if outcome == "crash" else "hangs"] += n
+        else:
+            t["unhandled"] += n
+    inputs = sum(t["inputs"] for t in by_target.values())
+    return {
+        "schema": "hal-fuzz/1",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {"seconds": args.seconds, "engine": args.engine, "seed": args.seed, "fuzz_targets": kinds,
+                     "hal_targets": targets, "max_memory": MAX_MEMORY, "timeout_s": TIMEOUT_S,
+                     "hang_seconds": args.hang_seconds, "address_space_limit": ADDRESS_SPACE, "workers": 1,
+                     "corpus_models": len(seeds)},
+        "machine": _machine(),
+        "wall_s": round(wall, 1),
+        "inputs": inputs,
+        "inputs_per_s": round(inputs / wall, 1) if wall else None,
+        "crashes": crashes,
+        "hangs": hangs,
+        "unhandled_exceptions": sum(t["unhandled"] for t in by_target.values()),
+        "memory_escapes": sum(t["memory_escapes"] for t in by_target.values()),
+        "worker_restarts": restarts,
+        "harness_errors": harness_errors,
+        "by_target": by_target,
+        "findings": [f for f in found if f["kind"] != "plugin"],
+        "plugin_faults": [f for f in found if f["kind"] == "plugin"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.fuzz", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=60.0, help="how long to fuzz (wall clock)")
+    ap.add_argument("--engine", choices=("hypothesis", "random"), default="hypothesis")
+    ap.add_argument("--targets", default=",".join(FUZZ_TARGETS), help="fuzz targets: loader,session,cli")
+    ap.add_argument("--hal-targets", default=None, help="hal targets sessions and the CLI use (default: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hang-seconds", type=float, default=60.0, help="one input running longer is a hang")
+    ap.add_argument("--node-cases", type=int, default=400, help="onnx node test models in the corpus")
+    ap.add_argument("--out", default=str(RESULTS / "fuzz.json"))
+    ap.add_argument("--findings", default=str(RESULTS / "fuzz_findings"), help="where repro inputs go")
+    args = ap.parse_args(argv)
+    pin_thread_env(1)
+    doc = supervise(args)
+    from hal.perf.trace import atomic_write
+
+    atomic_write(args.out, json.dumps(doc, indent=1) + "\n")
+    print(f"{doc['inputs']} inputs in {doc['wall_s']} s ({doc['inputs_per_s']}/s): {doc['crashes']} crashes, "
+          f"{doc['hangs']} hangs, {doc['unhandled_exceptions']} unhandled exceptions, "
+          f"{doc['memory_escapes']} memory escapes -> {args.out}")
+    bad = doc["crashes"] + doc["hangs"] + doc["unhandled_exceptions"] + doc["memory_escapes"]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,694 @@
+"""Time hal's targets against onnxruntime and onnx's ReferenceEvaluator, in one process run.
+
+    python -m benchmarks                       # everything, 1 thread, JSON to benchmarks/results/bench.json
+    python -m benchmarks --models light_resnet50,bert-bench --targets cpu --reps 20
+    python -m benchmarks --smoke               # one model, one repetition (CI keeps it working)
+
+Every runner gets the same feeds and the same thread count. Runs are interleaved in rounds (one
+repetition of each runner, the starting runner rotating), so drift on a shared machine hits them
+alike; ReferenceEvaluator is timed after them, on its own. The first run of each is a warm-up
+and is not counted. Peak RSS is measured in a fresh child process
+per (model, runner), so no other model's memory is in the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import THREAD_ENV_VARS, pin_thread_env
+from benchmarks.models import COMPILE_GRAPHS, DEFAULT_CACHE, BenchModel, load_model, model_names
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ORT = "onnxruntime"
+REF = "reference"
+SCHEMA = "hal-bench/1"
+#: issue 8's goals, checked in the summary
+GOALS = {"hal_cpu/ort": {"transformer": 1.3, "cnn": 2.0}, "ref/hal_cpu": {"transformer": 5.0, "cnn": 10.0},
+         "target/hal_cpu": 1.15, "compile_s": 3.0, "rss/planned": 1.5}
+
+
+# -- machine and threads -----------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _ram_bytes() -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    import hal
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "hal": hal.__version__}
+
+
+def _blas_config() -> Any:
+    with contextlib.suppress(Exception):
+        cfg = np.show_config(mode="dicts")
+        return cfg.get("Build Dependencies", cfg)
+    return None
+
+
+def _git_state() -> dict[str, Any] | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return {"commit": head.stdout.strip(), "changed_files": len(dirty.stdout.splitlines())}
+
+
+def machine_info() -> dict[str, Any]:
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "ram_bytes": _ram_bytes(),
+            "platform": platform.platform(), "versions": _versions(), "git": _git_state(),
+            "numpy_build": _blas_config(),
+            "env": {k: os.environ.get(k) for k in (*THREAD_ENV_VARS, "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}}
+
+
+def limit_threads(threads: int) -> dict[str, Any]:
+    """Pin BLAS/OpenMP pools to ``threads`` now (threadpoolctl) and report what the libraries say."""
+    pin_thread_env(threads)
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        return {"threadpoolctl": None, "note": "threadpoolctl not installed: only the environment pins threads"}
+    threadpool_limits(limits=threads)
+    pools = [{k: p.get(k) for k in ("user_api", "internal_api", "prefix", "version", "num_threads",
+                                     "architecture", "threading_layer")} for p in threadpool_info()]
+    return {"threadpoolctl": "ok", "pools": pools,
+            "all_pinned": all(p["num_threads"] == threads for p in pools)}
+
+
+# -- runners -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Runner:
+    """One way of running a model: a name, a zero-argument run, and what setting it up cost."""
+
+    name: str
+    run: Callable[[], list[np.ndarray]]
+    setup_s: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def make_runner(name: str, model: BenchModel, threads: int) -> Runner:
+    feeds = model.feeds
+    t0 = time.perf_counter()
+    if name.startswith("hal:"):
+        import hal
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sess = hal.InferenceSession(model.source, target=name[4:], precision="exact", fallback="allow")
+        d = sess.report.details
+        info = {"fallback_nodes": d.get("fallback_nodes", 0), "partitions": d.get("partitions", 1),
+                "nodes": sess.report.node_count, "weights_bytes": d.get("weights_bytes"),
+                "peak_activation_bytes": d.get("peak_activation_bytes")}
+        return Runner(name, lambda: sess.run(None, feeds), time.perf_counter() - t0, info)
+    if name == ORT:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3  # the light zoo's unused initializers make it warn on every load
+        src: Any = model.source if not model.source.startswith("zoo:") else model.proto().SerializeToString()
+        osess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        return Runner(name, lambda: osess.run(None, feeds), time.perf_counter() - t0)
+    if name == REF:
+        from onnx.reference import ReferenceEvaluator
+
+        ref = ReferenceEvaluator(model.proto())
+        return Runner(name, lambda: ref.run(None, feeds), time.perf_counter() - t0)
+    raise ValueError(f"unknown runner {name!r}")
+
+
+def _stats(times: Sequence[float]) -> dict[str, Any]:
+    q1, med, q3 = (float(x) for x in np.percentile(times, [25, 50, 75]))
+    return {"median_s": med, "iqr_s": q3 - q1, "q1_s": q1, "q3_s": q3, "min_s": float(min(times)),
+            "reps": len(times), "times_s": [float(t) for t in times]}
+
+
+def _max_err(out: Sequence[Any], ref: Sequence[Any]) -> float | None:
+    try:
+        errs = [float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+                for a, b in zip(out, ref) if np.asarray(a).size]
+    except (TypeError, ValueError):
+        return None
+    return max(errs) if errs else 0.0
+
+
+def _set_up(name: str, model: BenchModel, args: argparse.Namespace, results: dict[str, dict[str, Any]],
+            outputs: dict[str, list[Any]]) -> Runner | None:
+    """Build one runner and warm it once; its result entry says how many timed reps it gets."""
+    try:
+        r = make_runner(name, model, args.threads)
+        t0 = time.perf_counter()
+        outputs[name] = r.run()
+        warm = time.perf_counter() - t0
+    except Exception as e:  # one runner's failure is a result, not the end of the benchmark
+        results[name] = {"status": "error", "error": f"{type(e).__name__}: {str(e)[:400]}"}
+        return None
+    want = args.reps
+    note = None
+    cap = args.budget_s if name != REF else args.ref_budget_s
+    if warm * want > cap:
+        want = max(1, int(cap / max(warm, 1e-9)))
+        note = f"capped to {want} rep(s): the warm-up took {warm:.2f} s (budget {cap:.0f} s)"
+    if name == REF and warm > args.ref_max_s:
+        want = 0
+        note = f"warm-up took {warm:.1f} s > --ref-max-s {args.ref_max_s:.0f}: the warm-up is the only sample"
+    results[name] = {"status": "ok", "setup_s": r.setup_s, "warmup_s": warm, "times": [warm] if want == 0 else [],
+                     "want": want, "note": note, **r.info}
+    return r
+
+
+def _time_rounds(runners: Sequence[Runner], results: dict[str, dict[str, Any]]) -> None:
+    """One repetition of each runner per round; round k starts at runner k (no runner always
+    follows the same one, so no runner always meets the caches and heap another one left)."""
+    for rep in range(max((results[r.name]["want"] for r in runners), default=0)):
+        k = rep % len(runners)
+        for r in [*runners[k:], *runners[:k]]:
+            res = results[r.name]
+            if rep < res["want"]:
+                t0 = time.perf_counter()
+                r.run()
+                res["times"].append(time.perf_counter() - t0)
+
+
+def bench_model(model: BenchModel, runner_names: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Set the fast runners up, warm each once and time them in rotating rounds; then the
+    ReferenceEvaluator on its own (its long runs would otherwise sit between the others')."""
+    results: dict[str, dict[str, Any]] = {}
+    outputs: dict[str, list[Any]] = {}
+    runners = [r for n in runner_names if n != REF and (r := _set_up(n, model, args, results, outputs))]
+    _time_rounds(runners, results)
+    if REF in runner_names:
+        gc.collect()
+        ref = _set_up(REF, model, args, results, outputs)
+        if ref is not None:
+            _time_rounds([ref], results)
+            runners.append(ref)
+    for r in runners:
+        res = results[r.name]
+        res.update(_stats(res.pop("times")))
+        res.pop("want")
+        if ORT in outputs and r.name != ORT:
+            res["max_abs_err_vs_ort"] = _max_err(outputs[r.name], outputs[ORT])
+    del runners, outputs
+    gc.collect()
+    return {"name": model.name, "kind": model.kind, "source": model.source, "description": model.description,
+            "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in model.feeds.items()},
+            "results": {n: results[n] for n in runner_names if n in results}, "ratios": ratios(results)}
+
+
+def _med(results: dict[str, dict[str, Any]], name: str) -> float | None:
+    r = results.get(name)
+    return r["median_s"] if r and r.get("status") == "ok" else None
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """hal_cpu/ort, ref/hal_cpu, and for every other target hal_T/hal_cpu and hal_T/ort."""
+    out: dict[str, float] = {}
+    cpu, ort, ref = _med(results, "hal:cpu"), _med(results, ORT), _med(results, REF)
+    if cpu and ort:
+        out["hal_cpu/ort"] = cpu / ort
+    if cpu and ref:
+        out["ref/hal_cpu"] = ref / cpu
+    if ref and ort:
+        out["ref/ort"] = ref / ort
+    for name in results:
+        t = _med(results, name)
+        if name.startswith("hal:") and name != "hal:cpu" and t:
+            if cpu:
+                out[f"hal_{name[4:]}/hal_cpu"] = t / cpu
+            if ort:
+                out[f"hal_{name[4:]}/ort"] = t / ort
+    return out
+
+
+# -- compile time --------------------------------------------------------------------------------------
+
+
+def bench_compile(graph_name: str, targets: Sequence[str], reps: int) -> dict[str, Any]:
+    """End-to-end InferenceSession construction (parse, check, shape inference, passes, placement,
+    target compile) from the serialized model, per target; median of ``reps``."""
+    import hal
+    from hal.graph.load import load
+    from hal.graph.passes import optimize
+
+    proto = COMPILE_GRAPHS[graph_name]()
+    blob = proto.SerializeToString()
+    t0 = time.perf_counter()
+    g = load(blob)
+    t1 = time.perf_counter()
+    nodes_before = len(g.nodes)
+    optimize(g)
+    t2 = time.perf_counter()
+    out: dict[str, Any] = {"graph": graph_name, "nodes": len(proto.graph.node), "nodes_loaded": nodes_before,
+                           "nodes_after_optimize": len(g.nodes), "model_bytes": len(blob),
+                           "frontend": {"load_s": t1 - t0, "optimize_s": t2 - t1}, "targets": {}}
+    del g
+    for t in targets:
+        times = []
+        try:
+            for _ in range(reps):
+                gc.collect()
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    sess = hal.InferenceSession(blob, target=t, precision="exact", fallback="allow")
+                times.append(time.perf_counter() - t0)
+                kernels = sess.report.kernel_count
+                del sess
+            out["targets"][t] = {"status": "ok", "kernels": kernels, **_stats(times)}
+        except Exception as e:
+            out["targets"][t] = {"status": "error", "error": f"{type(e).__name__}: {str(e)[:400]}"}
+    return out
+
+
+# -- where hal's time goes -----------------------------------------------------------------------------
+
+
+def profile_model(model: BenchModel, reps: int) -> dict[str, Any]:
+    """hal cpu's program with every kernel timed: seconds per run by op type, and what the engine
+    loop itself costs (the run's time minus the kernels' time)."""
+    import dataclasses
+
+    from hal.engine import Program, steps_for_nodes
+    from hal.graph.load import load
+    from hal.graph.passes import optimize
+
+    graph = optimize(load(model.source))
+    spent: dict[str, list[float]] = {}
+
+    def timed(fn: Callable[..., Any], op: str) -> Callable[..., Any]:
+        acc = spent.setdefault(op, [0.0, 0])
+
+        def call(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                acc[0] += time.perf_counter() - t0
+                acc[1] += 1
+
+        return call
+
+    steps = [dataclasses.replace(s, fn=timed(s.fn, s.op_type)) for s in steps_for_nodes(graph, graph.nodes)]
+    prog = Program(graph, steps)
+    plain = Program(graph, steps_for_nodes(graph, graph.nodes))
+    prog.run_list(model.feeds)
+    plain.run_list(model.feeds)
+    for acc in spent.values():
+        acc[0], acc[1] = 0.0, 0
+    walls, plain_walls = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        plain.run_list(model.feeds)
+        plain_walls.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        prog.run_list(model.feeds)
+        walls.append(time.perf_counter() - t0)
+    wall = sum(walls) / reps
+    kern = sum(a[0] for a in spent.values()) / reps
+    ops = sorted(({"op": op, "s_per_run": a[0] / reps, "share": a[0] / reps / wall, "calls_per_run": a[1] // reps}
+                  for op, a in spent.items()), key=lambda r: -r["s_per_run"])
+    return {"model": model.name, "steps": len(steps), "run_s": float(np.median(plain_walls)),
+            "profiled_run_s": wall, "kernels_s": kern, "engine_overhead_s": max(wall - kern, 0.0), "ops": ops}
+
+
+# -- peak memory (child processes) ---------------------------------------------------------------------
+
+
+def _rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _hwm() -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _reset_hwm() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: reset the peak-RSS mark
+        return True
+    except OSError:
+        return False
+
+
+class _Sampler(threading.Thread):
+    """Fallback when the peak mark cannot be reset: sample RSS every half millisecond."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = 0
+        self._stop_evt = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_evt.is_set():
+            self.peak = max(self.peak, _rss_now())
+            time.sleep(0.0005)
+
+    def stop(self) -> int:
+        self._stop_evt.set()
+        self.join()
+        return self.peak
+
+
+def rss_probe(model_name: str, runner: str, threads: int, cache: Path) -> dict[str, Any]:
+    """In a fresh process: RSS after imports, after setup, and the peak during one run after a warm-up."""
+    import onnx.reference  # noqa: F401  (every probe imports the same libraries, so baselines compare)
+    import onnxruntime  # noqa: F401
+
+    import hal  # noqa: F401
+
+    limit_threads(threads)
+    model = load_model(model_name, cache)
+    gc.collect()
+    base = _rss_now()
+    r = make_runner(runner, model, threads)
+    gc.collect()
+    after_setup = _rss_now()
+    r.run()
+    gc.collect()
+    exact = _reset_hwm()
+    sampler = _Sampler()
+    sampler.start()
+    r.run()
+    sampled = sampler.stop()
+    peak = max(_hwm() or 0, sampled) if exact else sampled
+    return {"model": model_name, "runner": runner, "baseline_rss": base, "after_setup_rss": after_setup,
+            "run_peak_rss": peak, "method": "VmHWM reset via clear_refs" if exact else "0.5 ms sampling",
+            "process_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, **r.info}
+
+
+def bench_rss(model_name: str, runner: str, args: argparse.Namespace, plan: dict[str, Any] | None
+              ) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.update({k: str(args.threads) for k in THREAD_ENV_VARS})
+    cmd = [sys.executable, "-m", "benchmarks.run", "--rss-probe", model_name, runner,
+           "--threads", str(args.threads), "--cache", str(args.cache)]
+    root = Path(__file__).resolve().parent.parent
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=args.rss_timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"model": model_name, "runner": runner, "status": "error", "error": "timed out"}
+    if proc.returncode != 0:
+        return {"model": model_name, "runner": runner, "status": "error",
+                "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:400]}
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["status"] = "ok"
+    res["run_delta_bytes"] = res["run_peak_rss"] - res["baseline_rss"]
+    planned = None
+    if plan and plan.get("weights_bytes") is not None and plan.get("peak_activation_bytes") is not None:
+        planned = plan["weights_bytes"] + plan["peak_activation_bytes"]
+        res["planned_weights_bytes"] = plan["weights_bytes"]
+        res["planned_peak_activation_bytes"] = plan["peak_activation_bytes"]
+        res["planned_bytes"] = planned
+        res["ratio_to_planned"] = res["run_delta_bytes"] / planned if planned else None
+    return res
+
+
+# -- report --------------------------------------------------------------------------------------------
+
+
+def _ms(x: float | None) -> str:
+    return "—" if x is None else f"{x * 1e3:,.1f}"
+
+
+def _mb(x: float | None) -> str:
+    return "—" if x is None else f"{x / 2**20:,.0f}"
+
+
+def print_report(doc: dict[str, Any], out: Any = sys.stdout) -> None:
+    runners = doc["settings"]["runners"]
+    p = lambda *a: print(*a, file=out)  # noqa: E731
+    m = doc["machine"]
+    p(f"\nmachine: {m['cpu']}, {m['cores']} cores, {_mb(m['ram_bytes'])} MiB RAM; threads={doc['settings']['threads']}"
+      f"; {', '.join(f'{k} {v}' for k, v in m['versions'].items())}")
+    p("\nmedian ms per run (IQR), warm-up excluded")
+    head = f"{'model':<22}" + "".join(f"{r:>20}" for r in runners)
+    p(head)
+    notes = []
+    for mod in doc["models"]:
+        cells = []
+        for r in runners:
+            res = mod["results"].get(r)
+            if res is None:
+                cells.append(f"{'':>20}")
+            elif res["status"] != "ok":
+                cells.append(f"{'error':>20}")
+                notes.append(f"{mod['name']} / {r}: {res['error']}")
+            else:
+                cells.append(f"{_ms(res['median_s']) + ' (' + _ms(res['iqr_s']) + ')':>20}")
+                if res.get("note"):
+                    notes.append(f"{mod['name']} / {r}: {res['note']}")
+                if res.get("fallback_nodes"):
+                    notes.append(f"{mod['name']} / {r}: {res['fallback_nodes']} node(s) fell back to cpu")
+        p(f"{mod['name']:<22}" + "".join(cells))
+    keys = sorted({k for mod in doc["models"] for k in mod["ratios"]},
+                  key=lambda k: (k != "hal_cpu/ort", k != "ref/hal_cpu", k))
+    w = max([12, *(len(k) + 2 for k in keys)])
+    p("\nratios (time / time)")
+    p(f"{'model':<22}" + "".join(f"{k:>{w}}" for k in keys))
+    for mod in doc["models"]:
+        p(f"{mod['name']:<22}" + "".join(f"{mod['ratios'].get(k, float('nan')):>{w}.2f}" for k in keys))
+    if doc["compile"]:
+        p("\ncompile (InferenceSession construction from bytes, median s)")
+        for c in doc["compile"]:
+            fe = c["frontend"]
+            p(f"{c['graph']}: {c['nodes']} nodes ({c['nodes_after_optimize']} after passes); load {fe['load_s']:.2f} s,"
+              f" passes {fe['optimize_s']:.2f} s")
+            for t, r in c["targets"].items():
+                p(f"  {t:<10} " + (f"{r['median_s']:.2f} s (IQR {r['iqr_s']:.2f}, {r['reps']} reps)"
+                                   if r["status"] == "ok" else f"error: {r['error']}"))
+    if doc["memory"]:
+        p("\npeak RSS during one run (MiB): delta over the process after imports vs planned weights + live activations")
+        p(f"{'model':<22}{'runner':>14}{'setup':>9}{'run peak':>10}{'planned':>9}{'ratio':>7}")
+        for r in doc["memory"]:
+            if r["status"] != "ok":
+                p(f"{r['model']:<22}{r['runner']:>14}  error: {r['error']}")
+                continue
+            ratio = r.get("ratio_to_planned")
+            p(f"{r['model']:<22}{r['runner']:>14}{_mb(r['after_setup_rss'] - r['baseline_rss']):>9}"
+              f"{_mb(r['run_delta_bytes']):>10}{_mb(r.get('planned_bytes')):>9}"
+              f"{('—' if ratio is None else f'{ratio:.2f}'):>7}")
+    for prof in doc.get("profile", []):
+        if "ops" not in prof:
+            continue
+        top = ", ".join(f"{o['op']} {o['share']:.0%}" for o in prof["ops"][:6])
+        p(f"\nprofile {prof['model']}: {prof['steps']} steps, {_ms(prof['run_s'])} ms/run; engine loop "
+          f"{prof['engine_overhead_s'] / prof['profiled_run_s']:.1%}; {top}")
+    if notes:
+        p("\nnotes:")
+        for n in notes:
+            p(f"  {n}")
+
+
+def summarize(doc: dict[str, Any]) -> dict[str, Any]:
+    """Each goal of issue 8 against the figures: value, limit, met."""
+    checks = []
+    for mod in doc["models"]:
+        for key in ("hal_cpu/ort", "ref/hal_cpu"):
+            v = mod["ratios"].get(key)
+            if v is not None:
+                lim = GOALS[key][mod["kind"]]
+                met = v <= lim if key == "hal_cpu/ort" else v >= lim
+                checks.append({"goal": key, "model": mod["name"], "value": v, "limit": lim, "met": met})
+        for key, v in mod["ratios"].items():
+            if key.endswith("/hal_cpu") and key.startswith("hal_"):
+                checks.append({"goal": "target/hal_cpu", "model": mod["name"], "target": key.split("/")[0][4:],
+                               "value": v, "limit": GOALS["target/hal_cpu"], "met": v <= GOALS["target/hal_cpu"]})
+    for c in doc["compile"]:
+        for t, r in c["targets"].items():
+            if r["status"] == "ok":
+                checks.append({"goal": "compile_s", "graph": c["graph"], "target": t, "value": r["median_s"],
+                               "limit": GOALS["compile_s"], "met": r["median_s"] < GOALS["compile_s"]})
+    for r in doc["memory"]:
+        if r.get("ratio_to_planned") is not None and r["runner"].startswith("hal:"):
+            checks.append({"goal": "rss/planned", "model": r["model"], "target": r["runner"][4:],
+                           "value": r["ratio_to_planned"], "limit": GOALS["rss/planned"],
+                           "met": r["ratio_to_planned"] <= GOALS["rss/planned"]})
+    return {"checks": checks, "met": sum(c["met"] for c in checks), "total": len(checks)}
+
+
+# -- command line --------------------------------------------------------------------------------------
+
+
+def _csv(s: str | None) -> list[str] | None:
+    return None if s in (None, "", "all") else [x.strip() for x in s.split(",") if x.strip()]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", help="comma list of models, or 'light' / 'transformers' / 'all' (default all)")
+    ap.add_argument("--targets", help="comma list of hal targets (default: every installed target)")
+    ap.add_argument("--baselines", default=f"{ORT},{REF}", help=f"comma list from {ORT},{REF} (or 'none')")
+    ap.add_argument("--reps", type=int, default=10, help="timed repetitions per runner (default 10)")
+    ap.add_argument("--threads", type=int, default=1, help="threads for every runner (default 1)")
+    ap.add_argument("--budget-s", type=float, default=20.0,
+                    help="per model and runner: fewer reps when warm-up x reps would exceed this (default 20)")
+    ap.add_argument("--ref-budget-s", type=float, default=30.0, help="the same budget for ReferenceEvaluator")
+    ap.add_argument("--ref-max-s", type=float, default=60.0,
+                    help="ReferenceEvaluator runs slower than this are timed by their warm-up only (default 60)")
+    ap.add_argument("--compile-graphs", default="decoder-24l",
+                    help=f"generated graphs to compile, from {','.join(COMPILE_GRAPHS)} (or 'none')")
+    ap.add_argument("--compile-reps", type=int, default=3)
+    ap.add_argument("--rss", default="hal,onnxruntime",
+                    help="runners to measure peak RSS for: 'hal' (every target), target names, onnxruntime, "
+                         "reference, or 'none'")
+    ap.add_argument("--rss-timeout-s", type=float, default=600.0)
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder for the exported transformers")
+    ap.add_argument("--out", type=Path, help="JSON output (default benchmarks/results/bench.json, "
+                                             "bench-smoke.json with --smoke)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny-gpt only, one repetition, the 2-layer compile graph, RSS for cpu only")
+    ap.add_argument("--profile", action="store_true",
+                    help="also time every kernel of hal cpu's program and list the op types by share")
+    ap.add_argument("--rss-probe", nargs=2, metavar=("MODEL", "RUNNER"), help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def _select_models(spec: str | None) -> list[str]:
+    names = model_names()
+    groups = {"light": [n for n in names if n.startswith("light_")],
+              "transformers": [n for n in names if not n.startswith("light_")], "all": names}
+    if not spec:
+        return names
+    out: list[str] = []
+    for s in spec.split(","):
+        s = s.strip()
+        for n in groups.get(s, [s]):
+            if n not in names:
+                raise SystemExit(f"unknown model {n!r}; known: {', '.join(names)} (or light, transformers, all)")
+            if n not in out:
+                out.append(n)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.rss_probe:
+        print(json.dumps(rss_probe(args.rss_probe[0], args.rss_probe[1], args.threads, args.cache)))
+        return 0
+    started = time.perf_counter()
+    load_start = os.getloadavg()
+    threads_check = limit_threads(args.threads)
+    import hal
+
+    installed = [t.name for t in hal.targets()]
+    targets = _csv(args.targets) or installed
+    missing = [t for t in targets if t not in installed]
+    if missing:
+        raise SystemExit(f"target(s) {', '.join(missing)} not installed; installed: {', '.join(installed)}")
+    if "cpu" in targets:  # cpu first: the other targets' ratios are against it
+        targets = ["cpu", *[t for t in targets if t != "cpu"]]
+    baselines = [] if args.baselines == "none" else [b for b in (_csv(args.baselines) or [ORT, REF])]
+    if args.smoke:
+        models, args.reps, compile_graphs, rss_runners = ["tiny-gpt"], 1, ["decoder-2l"], ["hal:cpu"]
+        args.compile_reps = 1
+    else:
+        models = _select_models(args.models)
+        compile_graphs = [] if args.compile_graphs == "none" else _csv(args.compile_graphs) or list(COMPILE_GRAPHS)
+        rss_runners = []
+        for r in ([] if args.rss == "none" else _csv(args.rss) or ["hal", ORT]):
+            rss_runners += [f"hal:{t}" for t in targets] if r == "hal" else [r if r in (ORT, REF) else f"hal:{r}"]
+    runners = [f"hal:{t}" for t in targets] + baselines
+    doc: dict[str, Any] = {
+        "schema": SCHEMA, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": [Path(sys.executable).name, "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])],
+        "settings": {"threads": args.threads, "reps": args.reps, "warmup": 1, "budget_s": args.budget_s,
+                     "ref_budget_s": args.ref_budget_s, "ref_max_s": args.ref_max_s, "smoke": args.smoke,
+                     "targets": targets, "runners": runners, "models": models, "compile_graphs": compile_graphs,
+                     "ort_options": {"intra_op_num_threads": args.threads, "inter_op_num_threads": 1,
+                                     "execution_mode": "sequential", "graph_optimization_level": "default (all)"},
+                     "hal_options": {"precision": "exact", "fallback": "allow"}},
+        "machine": machine_info(), "threads": threads_check, "models": [], "compile": [], "memory": [],
+        "profile": [],
+    }
+    plans: dict[str, dict[str, Any]] = {}
+    for name in models:
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        try:
+            model = load_model(name, args.cache)
+        except Exception as e:
+            doc["models"].append({"name": name, "kind": "transformer" if not name.startswith("light_") else "cnn",
+                                  "status": "error", "error": f"{type(e).__name__}: {e}", "results": {},
+                                  "ratios": {}})
+            continue
+        entry = bench_model(model, runners, args)
+        doc["models"].append(entry)
+        if args.profile:
+            try:
+                doc["profile"].append(profile_model(model, max(1, min(args.reps, 5))))
+            except Exception as e:
+                doc["profile"].append({"model": name, "error": f"{type(e).__name__}: {e}"})
+        cpu = entry["results"].get("hal:cpu", {})
+        plans[name] = {"weights_bytes": cpu.get("weights_bytes"),
+                       "peak_activation_bytes": cpu.get("peak_activation_bytes")}
+    for g in compile_graphs:
+        print(f"[bench] compile {g} ...", file=sys.stderr, flush=True)
+        doc["compile"].append(bench_compile(g, targets, args.compile_reps))
+    for name in models if not args.smoke else models[:1]:
+        for r in rss_runners:
+            if any(m["name"] == name and m.get("status") != "error" for m in doc["models"]):
+                print(f"[bench] rss {name} {r} ...", file=sys.stderr, flush=True)
+                doc["memory"].append(bench_rss(name, r, args, plans.get(name)))
+    doc["machine"]["loadavg"] = {"start": load_start, "end": os.getloadavg(),
+                                 "note": "1/5/15-minute load averages; above the core count, other work shared the CPU"}
+    doc["summary"] = summarize(doc)
+    doc["elapsed_s"] = time.perf_counter() - started
+    out = args.out or RESULTS / ("bench-smoke.json" if args.smoke else "bench.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    print_report(doc)
+    s = doc["summary"]
+    print(f"\ngoals met: {s['met']}/{s['total']}; wrote {out} in {doc['elapsed_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

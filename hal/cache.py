@@ -1,0 +1,314 @@
+"""The compile cache: a target's compiled executable kept on disk, so a second session skips compiling.
+
+``InferenceSession(..., cache_dir=DIR)`` / ``hal.compile(..., cache_dir=DIR)``, or ``HAL_CACHE_DIR``.
+An entry is ``Executable.serialize()`` bytes, rebuilt with the target's ``load(blob)``. Its key
+hashes everything that shapes the program:
+
+- the model (``Graph.model_hash``, the hash of the model file) and the graph as compiled (nodes,
+  attributes, inputs, outputs, weight shapes, opsets), so each fallback partition has its own key;
+- the plugin: name, distribution version, and a fingerprint of its code files and of hal's, so an
+  entry from another plugin version — or an edited checkout — is never used;
+- the target: name and ``TargetSpec.fingerprint()``;
+- the compile options (all but ``timeout_s``, which does not change the program) and hal's version.
+
+One file per entry: a magic line, a JSON header (key, plugin, versions, payload size and SHA-256,
+the compile time), then the payload. Entries are written atomically (temp file + rename). On load
+the header must name the same key and plugin version and the payload must match its size and hash;
+anything else (truncated, corrupted, foreign) is deleted and rebuilt, never loaded. An entry that
+took longer to load than its program took to compile (a large blob of weights, a compile of a few
+milliseconds) is replaced by a "not worth it" marker: later sessions just compile.
+
+Payloads are pickles for the built-in targets: only use a cache folder you trust. hal refuses a
+folder that other users can write to or that another user owns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hal.errors import HalError
+from hal.graph.ir import Graph, ShapeOnly
+from hal.perf.trace import atomic_write
+from hal.specs import CompileOptions
+from hal.target import Executable, Target
+
+ENV_CACHE_DIR = "HAL_CACHE_DIR"
+MAGIC = b"HALCACHE1\n"
+FORMAT = 1
+
+
+class CacheWarning(UserWarning):
+    """The compile cache could not be used (unsafe folder, a plugin that cannot serialize, ...)."""
+
+
+@dataclass
+class CacheStats:
+    """What one cache object did: entries loaded, compiled and stored, corrupted ones rebuilt."""
+
+    hits: int = 0
+    misses: int = 0
+    stored: int = 0
+    rebuilt: int = 0  # entries found corrupted, truncated or foreign, and replaced
+    store_failures: int = 0
+    not_worth_it: int = 0  # programs that load slower than they compile: a marker says "just compile"
+
+
+def _attr_token(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return ["ndarray", str(v.dtype), list(v.shape), hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()
+                if v.dtype != object else repr(v.tolist())]
+    if hasattr(v, "SerializeToString"):  # GraphProto, SparseTensorProto, TypeProto
+        return [type(v).__name__, hashlib.sha256(v.SerializeToString(deterministic=True)).hexdigest()]
+    if isinstance(v, (list, tuple)):
+        return [_attr_token(x) for x in v]
+    return repr(v)
+
+
+def graph_digest(graph: Graph) -> str:
+    """A hash of the graph as a target receives it (the model hash plus what passes made of it)."""
+    h = hashlib.sha256()
+
+    def put(x: Any) -> None:
+        h.update(json.dumps(x, default=repr, sort_keys=True).encode())
+        h.update(b"\0")
+
+    put([graph.model_hash, graph.name, sorted(graph.opsets.items()), graph.ir_version])
+    for n in graph.nodes:
+        put([n.name, n.op_type, n.domain, n.inputs, n.outputs, {k: _attr_token(v) for k, v in n.attrs.items()}])
+    put([t.describe() for t in graph.inputs])
+    put([t.describe() for t in graph.outputs])
+    for k in sorted(graph.initializers):
+        w = graph.initializers[k]
+        if isinstance(w, ShapeOnly):
+            put([k, "shape-only", list(w.shape), str(w.dtype)])
+        else:
+            a = np.asarray(w)
+            # The model hash already covers weights read from a file; a graph built in code has none.
+            data = "" if graph.model_hash else hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() \
+                if a.dtype != object else repr(a.tolist())
+            put([k, list(a.shape), str(a.dtype), data])
+    return h.hexdigest()
+
+
+def _source_files(obj: Any) -> tuple[Path, ...]:
+    """The .py files of the package that defines ``obj`` (a module, or an object's class)."""
+    return _module_files(obj.__name__ if isinstance(obj, type(sys)) else type(obj).__module__)
+
+
+@cache
+def _module_files(name: str) -> tuple[Path, ...]:
+    mod = sys.modules.get(name)
+    f = getattr(mod, "__file__", None)
+    if not f:
+        return ()
+    path = Path(f)
+    return tuple(sorted(path.parent.rglob("*.py"))) if getattr(mod, "__package__", None) else (path,)
+
+
+@cache
+def _code_fingerprint(files: tuple[Path, ...]) -> str:
+    h = hashlib.sha256()
+    for p in files:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def plugin_identity(target: Target) -> dict[str, Any]:
+    """Who built an entry: plugin name, distribution and version, and its code's fingerprint."""
+    import hal
+    from hal.plugins import plugin_of, registry
+
+    rec = plugin_of(target.spec.name)
+    plugin_obj = registry().pm.get_plugin(rec.name) if rec is not None else None
+    files = _source_files(plugin_obj if plugin_obj is not None else target) + _source_files(hal)
+    return {"plugin": rec.name if rec else target.spec.name,
+            "distribution": rec.distribution if rec else None,
+            "version": rec.version if rec and rec.version else target.spec.version,
+            "code": _code_fingerprint(files)}
+
+
+def read_entry(path: Path) -> tuple[dict[str, Any] | None, bytes]:
+    """(header, payload) of an entry file; header None when the file is not an entry at all.
+
+    Reads the payload in one go after the header line, so a large executable is copied once.
+    """
+    with open(path, "rb") as f:
+        if f.read(len(MAGIC)) != MAGIC:
+            return None, b""
+        line = f.readline(1 << 16)
+        if not line.endswith(b"\n"):
+            return None, b""
+        payload = f.read()
+    try:
+        header = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None, payload
+    return (header if isinstance(header, dict) else None), payload
+
+
+def entry_is_valid(header: dict[str, Any], payload: bytes, key: str, ident: dict[str, Any]) -> bool:
+    """The entry is the one asked for, from the same plugin version and code, and whole (size and SHA-256)."""
+    return (header.get("key") == key and header.get("plugin") == ident["plugin"]
+            and header.get("version") == ident["version"] and header.get("code") == ident["code"]
+            and header.get("size") == len(payload) and header.get("sha256") == hashlib.sha256(payload).hexdigest())
+
+
+class CompileCache:
+    """A folder of compiled executables (see the module docstring)."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder).expanduser()
+        self.stats = CacheStats()
+        self._identities: dict[int, dict[str, Any]] = {}
+
+    def identity(self, target: Target) -> dict[str, Any]:
+        """``plugin_identity(target)``, worked out once per target for this cache object."""
+        got = self._identities.get(id(target))
+        if got is None:
+            got = self._identities[id(target)] = plugin_identity(target)
+        return got
+
+    # -- keys --------------------------------------------------------------------------------------
+    def key(self, graph: Graph, target: Target, options: CompileOptions) -> str:
+        import hal
+
+        material = {
+            "format": FORMAT, "hal": hal.__version__, "hal_api": hal.HAL_API_VERSION,
+            "graph": graph_digest(graph), "plugin": self.identity(target),
+            "target": target.spec.name, "spec": target.spec.fingerprint(),
+            "options": options.model_dump(mode="json", exclude={"timeout_s"}),
+        }
+        return hashlib.sha256(json.dumps(material, sort_keys=True, default=repr).encode()).hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.halc"
+
+    # -- folder safety -------------------------------------------------------------------------------
+    def usable(self) -> bool:
+        """Create the folder (owner-only) if needed; False, with a warning, if others could plant entries."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            st = self.folder.stat()
+        except OSError as e:
+            warnings.warn(f"compile cache {self.folder} cannot be used: {e}", CacheWarning, stacklevel=3)
+            return False
+        if hasattr(os, "getuid"):
+            foreign = st.st_uid != os.getuid()
+            shared = bool(st.st_mode & stat.S_IWOTH)
+            if foreign or shared:
+                why = "is owned by another user" if foreign else "is writable by other users"
+                warnings.warn(f"compile cache {self.folder} {why}; not used (entries are executable "
+                              "pickles, so only a folder you own may hold them)", CacheWarning, stacklevel=3)
+                return False
+        return True
+
+    # -- entries -----------------------------------------------------------------------------------
+    def load(self, key: str, target: Target) -> Executable | None:
+        """The executable stored under ``key``, or None (absent, bad and now deleted, or not worth loading).
+
+        An entry that took longer to load than its program took to compile is replaced by a marker,
+        so later sessions compile instead of paying for the load again (e.g. a big weight-only blob).
+        """
+        p = self.path(key)
+        t0 = time.perf_counter()
+        try:
+            header, payload = read_entry(p)
+        except FileNotFoundError:
+            self.stats.misses += 1
+            return None
+        except OSError:
+            header, payload = None, b""
+        ident = self.identity(target)
+        if header is not None and header.get("not_worth_it") and entry_is_valid(header, payload, key, ident):
+            self.stats.misses += 1
+            self.stats.not_worth_it += 1
+            return None
+        exe = None
+        if header is not None and entry_is_valid(header, payload, key, ident):
+            try:
+                exe = target.load(payload)
+            except Exception:  # a blob its own plugin cannot read is as good as corrupted
+                exe = None
+            if exe is not None and not callable(getattr(exe, "run", None)):
+                exe = None
+        if exe is None:
+            self.stats.rebuilt += 1
+            self.stats.misses += 1
+            p.unlink(missing_ok=True)
+            return None
+        self.stats.hits += 1
+        compile_s = header.get("compile_s") if header is not None else None
+        if isinstance(compile_s, (int, float)) and time.perf_counter() - t0 > compile_s:
+            self._write(key, target, b"", {"not_worth_it": True, "compile_s": compile_s,
+                                           "load_s": round(time.perf_counter() - t0, 6)})
+        return exe
+
+    def store(self, key: str, target: Target, exe: Executable, compile_s: float | None = None) -> Path | None:
+        """Serialize ``exe`` under ``key`` (``compile_s``: what compiling it took, kept to judge loads).
+
+        A plugin that cannot serialize gets a CacheWarning, not an error; a "not worth it" marker
+        under ``key`` is left in place.
+        """
+        try:
+            header, _ = read_entry(self.path(key))
+            if header is not None and header.get("not_worth_it"):
+                return None
+        except OSError:
+            pass
+        try:
+            payload = exe.serialize()
+            if not isinstance(payload, (bytes, bytearray)):
+                raise TypeError(f"serialize() returned {type(payload).__name__}, not bytes")
+        except Exception as e:  # third-party code: the session must go on without the cache
+            from hal.plugins import hook_error
+
+            err = e if isinstance(e, HalError) else hook_error(
+                target.spec.name, f"serialize() on target {target.spec.name!r} raised {type(e).__name__}: {e}")
+            self.stats.store_failures += 1
+            warnings.warn(f"compile cache: not stored: {err}", CacheWarning, stacklevel=3)
+            return None
+        p = self._write(key, target, bytes(payload), {"compile_s": compile_s} if compile_s is not None else {})
+        if p is not None:
+            self.stats.stored += 1
+        return p
+
+    def _write(self, key: str, target: Target, payload: bytes, extra: dict[str, Any]) -> Path | None:
+        header = {"format": FORMAT, "key": key, **self.identity(target), "target": target.spec.name,
+                  "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest(), **extra}
+        data = MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+        try:
+            return atomic_write(self.path(key), data)
+        except OSError as e:
+            self.stats.store_failures += 1
+            warnings.warn(f"compile cache: cannot write {self.path(key)}: {e}", CacheWarning, stacklevel=4)
+            return None
+
+
+def open_cache(cache_dir: str | os.PathLike | bool | None) -> CompileCache | None:
+    """The cache for ``cache_dir`` (None: ``HAL_CACHE_DIR``; False or "": no cache), or None if unusable."""
+    if cache_dir is None:
+        cache_dir = os.environ.get(ENV_CACHE_DIR) or False
+    if cache_dir is False or cache_dir == "" or cache_dir is True:
+        return None
+    c = CompileCache(cache_dir)
+    return c if c.usable() else None
+
+
+__all__ = ["ENV_CACHE_DIR", "CacheStats", "CacheWarning", "CompileCache", "entry_is_valid", "graph_digest",
+           "open_cache", "plugin_identity", "read_entry"]

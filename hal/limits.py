@@ -1,0 +1,593 @@
+"""Bounds on what one model may make hal do: bytes per tensor, seconds per compile and per run.
+
+``max_memory`` (``CompileOptions.max_memory``, else ``HAL_MAX_MEMORY``, else half the RAM this
+process may use) is the most bytes any one tensor may need. It is checked
+
+- at compile, from the statically inferred shapes (``check_graph``): a declared dimension whose
+  product would need more is a ResourceError naming the tensor, its shape and the size;
+- at load, for tensors the loader itself would expand (sparse initializers);
+- at run, *before the kernel allocates*, for ops whose output size depends on input values or on
+  dynamic shapes (Expand, Tile, ConstantOfShape, Range, Resize, Pad, OneHot, broadcasting, ...):
+  ``check_step`` computes the output size from the arguments with Python integers (no overflow).
+
+``timeout_s`` bounds a compile (``call_with_timeout``: the plugin's compile runs in a worker
+thread that is given up, left running as a daemon, after the timeout) and a run (the engine
+checks the deadline between steps, so a run stops at the first step boundary past it).
+
+The bounds in force travel in a context variable (``bounds()``), so every thread and every
+nested program (If/Loop/Scan bodies) sees the ones its session set, and sessions share nothing.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, TypeVar
+
+import numpy as np
+
+from hal.errors import ResourceError
+
+T = TypeVar("T")
+
+#: the share of this process's memory one tensor may take when nothing else is said
+DEFAULT_FRACTION = 0.5
+#: used when the machine's memory cannot be read
+FALLBACK_MAX_MEMORY = 4 << 30
+ENV_MAX_MEMORY = "HAL_MAX_MEMORY"
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def parse_bytes(text: str | int) -> int:
+    """``"512MiB"``, ``"4GB"``, ``"1e9"`` or an int -> bytes (ValueError when it is not a size)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        n = text
+    else:
+        m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", str(text))
+        if not m or m.group(2).lower() not in _UNITS:
+            raise ValueError(f"{text!r} is not a size (e.g. 512MiB, 4GB, 1000000)")
+        n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if n < 1:
+        raise ValueError(f"a size must be at least 1 byte, got {text!r}")
+    return n
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{int(n)} B" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} EiB"  # pragma: no cover
+
+
+def _cgroup_limit() -> int | None:
+    """A container's memory limit (cgroup v2, then v1), if one is set below the machine's RAM."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path, encoding="ascii") as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            return int(text)
+    return None
+
+
+@cache
+def usable_memory() -> int | None:
+    """Bytes this process may use: physical RAM, or a smaller container limit; None if unknown."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        ram = None
+    limit = _cgroup_limit()
+    known = [x for x in (ram, limit) if x and x > 0]
+    return min(known) if known else None
+
+
+def default_max_memory() -> int:
+    """``HAL_MAX_MEMORY`` if set (e.g. ``8GiB``), else half of ``usable_memory()``."""
+    env = os.environ.get(ENV_MAX_MEMORY)
+    if env:
+        try:
+            return parse_bytes(env)
+        except ValueError:
+            pass  # a malformed variable must not make every session fail; the default still holds
+    mem = usable_memory()
+    return int(mem * DEFAULT_FRACTION) if mem else FALLBACK_MAX_MEMORY
+
+
+def effective_max_memory(max_memory: int | None) -> int:
+    return int(max_memory) if max_memory is not None else default_max_memory()
+
+
+# -- the bounds in force ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Bounds:
+    """The limits of the current load, compile or run."""
+
+    max_memory: int
+    timeout_s: float | None = None
+    deadline: float | None = None  # time.monotonic() after which a run stops
+
+
+_current: contextvars.ContextVar[Bounds | None] = contextvars.ContextVar("hal_bounds", default=None)
+
+
+def current() -> Bounds:
+    """The bounds a session set on this thread, else the defaults."""
+    b = _current.get()
+    return b if b is not None else Bounds(default_max_memory())
+
+
+@contextmanager
+def bounds(max_memory: int | None = None, timeout_s: float | None = None) -> Iterator[Bounds]:
+    """Set the bounds for what runs inside (a deadline starts now when ``timeout_s`` is given)."""
+    b = Bounds(effective_max_memory(max_memory), timeout_s,
+               time.monotonic() + timeout_s if timeout_s is not None else None)
+    token = _current.set(b)
+    try:
+        yield b
+    finally:
+        _current.reset(token)
+
+
+def check_deadline(where: str) -> None:
+    """ResourceError when the current run has passed its ``timeout_s``."""
+    b = _current.get()
+    if b is not None and b.deadline is not None and time.monotonic() > b.deadline:
+        raise ResourceError(f"the run took longer than timeout_s={b.timeout_s:g} s and was stopped",
+                            where=where, hint="raise timeout_s, or check the model for a runaway Loop")
+
+
+# -- sizes ---------------------------------------------------------------------------------------
+
+def nbytes_of(shape: Sequence[int], itemsize: int) -> int:
+    """Bytes of a tensor, with Python integers (a product of huge dims never wraps around)."""
+    return math.prod(int(d) for d in shape) * int(itemsize)
+
+
+def _too_big(what: str, shape: Sequence[int], dtype: Any, nbytes: int, bound: int, where: str) -> ResourceError:
+    dt = np.dtype(dtype).name if dtype is not None else "?"
+    return ResourceError(
+        f"{what} {dt}{list(shape)} would need {format_bytes(nbytes)} ({nbytes:,} bytes), more than max_memory "
+        f"{format_bytes(bound)} ({bound:,} bytes); refused before allocating", where=where,
+        hint=f"pass max_memory=<bytes> (or set {ENV_MAX_MEMORY}) if this is intended, or fix the shape")
+
+
+def check_alloc(what: str, shape: Sequence[int], dtype: Any, where: str, max_memory: int | None = None) -> None:
+    """ResourceError if a tensor of ``shape`` and ``dtype`` would exceed the bound in force."""
+    bound = max_memory if max_memory is not None else current().max_memory
+    try:
+        itemsize = np.dtype(dtype).itemsize if dtype is not None else 1
+    except TypeError:
+        itemsize = 1
+    dims = [int(d) for d in shape]
+    if any(d < 0 for d in dims):
+        return  # an invalid shape is the kernel's or the checker's error, not a size
+    n = nbytes_of(dims, itemsize)
+    if n > bound:
+        raise _too_big(what, dims, dtype, n, bound, where)
+
+
+def check_graph(graph: Any, max_memory: int | None = None) -> None:
+    """Refuse, before anything is allocated, a graph whose statically known tensors exceed the bound.
+
+    Looks at every graph input and node output whose inferred shape is fully static. Shape-only
+    graphs are skipped: they are compiled and estimated, never run, so nothing is allocated.
+    """
+    if graph.shape_only:
+        return
+    bound = effective_max_memory(max_memory)
+    produced = [(o, f"node {n.name!r} ({n.op_type})") for n in graph.nodes for o in n.outputs if o]
+    for name, where in [(t.name, "model input") for t in graph.inputs] + produced:
+        info = graph.values.get(name)
+        if info is None or info.shape is None or info.dtype is None:
+            continue
+        shape = info.shape
+        if not all(isinstance(d, int) and d >= 0 for d in shape):
+            continue
+        n = nbytes_of(shape, info.dtype.itemsize)
+        if n > bound:
+            raise _too_big(f"tensor {name!r}", shape, info.dtype, n, bound, where)
+
+
+# -- run-time output sizes -------------------------------------------------------------------------
+
+def _ints(v: Any) -> list[int]:
+    return [int(x) for x in np.asarray(v).reshape(-1)]
+
+
+def _first(v: Any) -> Any:
+    return np.asarray(v).reshape(-1)[0]
+
+
+def _itemsize(v: Any, default: int = 4) -> int:
+    dt = getattr(v, "dtype", None)
+    return int(dt.itemsize) if dt is not None and dt.itemsize else default
+
+
+def _broadcast(shapes: Sequence[Sequence[int]]) -> list[int]:
+    """Broadcast shape as an upper bound (incompatible dims are the kernel's error to raise)."""
+    rank = max((len(s) for s in shapes), default=0)
+    out = [1] * rank
+    for s in shapes:
+        for i, d in enumerate(s):
+            j = rank - len(s) + i
+            out[j] = max(out[j], int(d))
+    return out
+
+
+def _elementwise(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    arrays = [a for a in args if isinstance(a, np.ndarray)]
+    if len(arrays) < 2:
+        return None
+    first = arrays[0].shape
+    if all(a.shape == first for a in arrays):
+        return None  # no broadcasting: the output is no larger than an input already in memory
+    return _broadcast([a.shape for a in arrays]), max(_itemsize(a) for a in arrays)
+
+
+def _expand(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    x, shape = args[0], args[1]
+    return _broadcast([x.shape, _ints(shape)]), _itemsize(x)
+
+
+def _tile(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    x = args[0]
+    if len(args) >= 3:  # Tile-1: (input, tiles, axis)
+        shape = list(x.shape)
+        axis = int(_first(args[2])) % max(x.ndim, 1)
+        shape[axis] *= max(int(_first(args[1])), 0)
+        return shape, _itemsize(x)
+    reps = _ints(args[1])
+    return [d * max(r, 0) for d, r in zip(x.shape, reps)], _itemsize(x)
+
+
+def _constant_of_shape(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    value = attrs.get("value")
+    return _ints(args[0]), _itemsize(value) if value is not None else 4
+
+
+def _range(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    start, limit, delta = (_first(a) for a in args[:3])
+    if np.asarray(start).dtype.kind in "iu":
+        s, lim, d = int(start), int(limit), int(delta)
+        if d == 0:
+            return None
+        n = max(-((s - lim) // d), 0)
+    else:
+        s, lim, d = float(start), float(limit), float(delta)
+        if d == 0 or math.isnan(s) or math.isnan(lim) or math.isnan(d):
+            return None
+        q = (lim - s) / d
+        if math.isinf(q):
+            return [2**63], _itemsize(args[0])  # an endless range: refuse rather than let numpy try
+        n = max(math.ceil(q), 0)
+    return [n], _itemsize(args[0])
+
+
+def _scaled(dim: int, scale: float) -> int:
+    if math.isnan(scale) or scale <= 0:
+        return dim
+    if math.isinf(scale):
+        return 2**63
+    return math.ceil(dim * scale)
+
+
+def _resize(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    x = args[0]
+    rank = x.ndim
+    if len(args) == 2:  # Resize-10 / Upsample-9: (X, scales)
+        scales, sizes = args[1], None
+    else:
+        scales = args[2] if len(args) > 2 else None
+        sizes = args[3] if len(args) > 3 else None
+    if scales is None and "scales" in attrs:  # Upsample-7
+        scales = attrs["scales"]
+    axes = attrs.get("axes")
+    out = list(x.shape)
+    if sizes is not None and np.asarray(sizes).size:
+        sz = _ints(sizes)
+        axes = list(range(rank)) if axes is None else [a % rank for a in axes]
+        policy = attrs.get("keep_aspect_ratio_policy", "stretch")
+        if policy == "stretch":
+            for a, s in zip(axes, sz):
+                out[a] = s
+        else:
+            ratios = [s / x.shape[a] for a, s in zip(axes, sz) if x.shape[a]]
+            if not ratios:
+                return None
+            r = max(ratios) if policy == "not_smaller" else min(ratios)
+            for a in axes:
+                out[a] = _scaled(x.shape[a], r)
+        return out, _itemsize(x)
+    if scales is not None and np.asarray(scales).size:
+        sc = [float(s) for s in np.asarray(scales, dtype=np.float64).reshape(-1)]
+        axes = list(range(rank)) if axes is None else [a % rank for a in axes]
+        for a, s in zip(axes, sc):
+            out[a] = _scaled(x.shape[a], s)
+        return out, _itemsize(x)
+    if "height_scale" in attrs and rank >= 2:  # Upsample-1
+        out[-2] = _scaled(out[-2], float(attrs["height_scale"]))
+        out[-1] = _scaled(out[-1], float(attrs.get("width_scale", 1.0)))
+        return out, _itemsize(x)
+    return None
+
+
+def _pad(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    x = args[0]
+    pads = attrs.get("pads", attrs.get("paddings")) if len(args) < 2 or args[1] is None else _ints(args[1])
+    if pads is None:
+        return None
+    rank = x.ndim
+    axes = _ints(args[3]) if len(args) > 3 and args[3] is not None else list(range(rank))
+    n = len(axes)
+    out = list(x.shape)
+    for i, a in enumerate(axes[: len(pads) // 2]):
+        a %= max(rank, 1)
+        out[a] = max(out[a] + int(pads[i]) + int(pads[i + n]), 0)
+    return out, _itemsize(x)
+
+
+def _one_hot(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    indices, depth, values = args[0], args[1], args[2]
+    d = _first(depth)
+    d = int(d) if math.isfinite(float(d)) else 2**63
+    return [*indices.shape, max(d, 0)], _itemsize(values)
+
+
+def _center_crop_pad(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    x, shape = args[0], _ints(args[1])
+    axes = attrs.get("axes")
+    out = list(x.shape)
+    for a, s in zip(range(x.ndim) if axes is None else axes, shape):
+        out[a % x.ndim] = s
+    return out, _itemsize(x)
+
+
+def _gather(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    data, indices = args[0], np.asarray(args[1])
+    axis = int(attrs.get("axis", 0)) % max(data.ndim, 1)
+    return [*data.shape[:axis], *indices.shape, *data.shape[axis + 1:]], _itemsize(data)
+
+
+def _matmul(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    a, b = args[0], args[1]
+    if a.ndim == 0 or b.ndim == 0:
+        return None
+    sa = list(a.shape) if a.ndim > 1 else [1, a.shape[0]]
+    sb = list(b.shape) if b.ndim > 1 else [b.shape[0], 1]
+    batch = _broadcast([sa[:-2], sb[:-2]])
+    return [*batch, sa[-2], sb[-1]], max(_itemsize(a), _itemsize(b), 4)
+
+
+def _gemm(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    a, b = args[0], args[1]
+    if a.ndim != 2 or b.ndim != 2:
+        return None
+    m = a.shape[1] if attrs.get("transA", 0) else a.shape[0]
+    n = b.shape[0] if attrs.get("transB", 0) else b.shape[1]
+    return [m, n], max(_itemsize(a), _itemsize(b))
+
+
+def _einsum(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    eq = str(attrs.get("equation", "")).replace(" ", "")
+    if "..." in eq or "->" not in eq:
+        return None  # implicit outputs and ellipses: left to the kernel
+    lhs, rhs = eq.split("->", 1)
+    sizes: dict[str, int] = {}
+    for term, x in zip(lhs.split(","), args):
+        for letter, d in zip(term, getattr(x, "shape", ())):
+            sizes[letter] = max(sizes.get(letter, 1), int(d))
+    return [sizes.get(c, 1) for c in rhs], max(_itemsize(x) for x in args if isinstance(x, np.ndarray))
+
+
+def _conv_transpose(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    x, w = args[0], args[1]
+    if x.ndim < 3 or w.ndim != x.ndim:
+        return None
+    if "output_shape" in attrs:
+        spatial = [int(d) for d in attrs["output_shape"]][-(x.ndim - 2):]
+    else:
+        k = len(x.shape) - 2
+        strides = attrs.get("strides", [1] * k)
+        dil = attrs.get("dilations", [1] * k)
+        opad = attrs.get("output_padding", [0] * k)
+        kshape = attrs.get("kernel_shape", list(w.shape[2:]))
+        spatial = [max(s * (d - 1), 0) + op + (ks - 1) * dl + 1
+                   for d, s, dl, op, ks in zip(x.shape[2:], strides, dil, opad, kshape)]
+    return [x.shape[0], w.shape[1] * int(attrs.get("group", 1)), *spatial], _itemsize(x)
+
+
+def _max_unpool(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    if len(args) > 2 and args[2] is not None:
+        return _ints(args[2]), _itemsize(args[0])
+    return None
+
+
+def _window(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    return [max(int(_first(args[0])), 0)], 8
+
+
+def _mel(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    bins, dft = int(_first(args[0])), int(_first(args[1]))
+    return [max(dft // 2 + 1, 0), max(bins, 0)], 8
+
+
+def _affine_grid(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    size = _ints(args[1])
+    return [size[0], *size[2:], len(size) - 2], _itemsize(args[0])
+
+
+def _constant(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    sparse = attrs.get("sparse_value")
+    if sparse is None or not hasattr(sparse, "dims"):
+        return None
+    from onnx import helper
+
+    try:
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(sparse.values.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        itemsize = 8
+    return [int(d) for d in sparse.dims], itemsize
+
+
+def _window_geometry(x: np.ndarray, k: Sequence[int], attrs: dict[str, Any], ceil: bool
+                     ) -> tuple[list[int], list[int]] | None:
+    """(padded spatial dims, output spatial dims) of a conv or pool, as hal.kernels.nn computes them."""
+    nd = x.ndim - 2
+    if nd < 1 or len(k) != nd:
+        return None
+    s = list(attrs.get("strides") or [1] * nd)
+    d = list(attrs.get("dilations") or [1] * nd)
+    pads = list(attrs.get("pads") or [0] * 2 * nd)
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    if len(s) != nd or len(d) != nd or len(pads) != 2 * nd or min(s) < 1 or min(d) < 1:
+        return None
+    padded, out = [], []
+    for i, n in enumerate(x.shape[2:]):
+        dk = (int(k[i]) - 1) * int(d[i]) + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            o = -(-n // s[i])
+            pad = max((o - 1) * s[i] + dk - n, 0)
+        elif auto_pad == "VALID":
+            o, pad = (n - dk) // s[i] + 1, 0
+        else:
+            pad = int(pads[i]) + int(pads[i + nd])
+            span = n + pad - dk
+            o = (-(-span // s[i]) if ceil else span // s[i]) + 1
+        padded.append(max(n + max(pad, 0), 0))
+        out.append(max(o, 0))
+    return padded, out
+
+
+def _conv_rule(w_index: int, work_itemsize: int | None) -> Callable[[Sequence[Any], dict[str, Any]],
+                                                                    tuple[list[int], int] | None]:
+    """Conv-like ops: the largest of the padded input, the im2col matrix and the output (pads and
+    strides are attributes, so a few bytes of model can ask for terabytes)."""
+    def rule(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+        x, w = args[0], args[w_index]
+        if x.ndim < 3 or w.ndim != x.ndim:
+            return None
+        geo = _window_geometry(x, list(w.shape[2:]), attrs, False)
+        if geo is None:
+            return None
+        padded, out = geo
+        n, c, m = x.shape[0], x.shape[1], w.shape[0]
+        item = work_itemsize or max(_itemsize(x), 4)
+        shapes = [[n, c, *padded], [c, math.prod(w.shape[2:]), n * math.prod(out)], [n, m, *out]]
+        return max(shapes, key=math.prod), item
+    return rule
+
+
+def _pool(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    x = args[0]
+    k = attrs.get("kernel_shape")
+    if k is None or x.ndim < 3:
+        return None
+    geo = _window_geometry(x, list(k), attrs, bool(attrs.get("ceil_mode", 0)))
+    if geo is None:
+        return None
+    padded, out = geo
+    shapes = [[*x.shape[:2], *padded], [*x.shape[:2], *out]]
+    return max(shapes, key=math.prod), max(_itemsize(x), 8 if attrs.get("p") is not None else 4)
+
+
+_BROADCASTING = ("Add", "Sub", "Mul", "Div", "Pow", "Mod", "And", "Or", "Xor", "Equal", "Greater", "Less",
+                 "GreaterOrEqual", "LessOrEqual", "Where", "Max", "Min", "Sum", "Mean", "PRelu", "BitShift",
+                 "BitwiseAnd", "BitwiseOr", "BitwiseXor")
+
+#: op type -> (kernel args, attrs) -> (output shape, bytes per element) or None (nothing to check)
+OUTPUT_SIZE: dict[str, Callable[[Sequence[Any], dict[str, Any]], tuple[list[int], int] | None]] = {
+    **{op: _elementwise for op in _BROADCASTING},
+    "Expand": _expand, "Tile": _tile, "ConstantOfShape": _constant_of_shape, "Range": _range,
+    "Resize": _resize, "Upsample": _resize, "Pad": _pad, "OneHot": _one_hot, "CenterCropPad": _center_crop_pad,
+    "Gather": _gather, "MatMul": _matmul, "MatMulInteger": _matmul, "Gemm": _gemm, "Einsum": _einsum,
+    "ConvTranspose": _conv_transpose, "MaxUnpool": _max_unpool, "HannWindow": _window, "HammingWindow": _window,
+    "BlackmanWindow": _window, "MelWeightMatrix": _mel, "AffineGrid": _affine_grid, "Constant": _constant,
+    "Conv": _conv_rule(1, None), "ConvInteger": _conv_rule(1, 8), "QLinearConv": _conv_rule(3, 8),
+    "MaxPool": _pool, "AveragePool": _pool, "LpPool": _pool,
+}
+GUARDED_OPS = frozenset(OUTPUT_SIZE)
+
+
+def check_step(op_type: str, label: str, args: Sequence[Any], attrs: dict[str, Any],
+               max_memory: int | None = None) -> None:
+    """Before a kernel of ``op_type`` allocates: ResourceError if its output would exceed the bound.
+
+    An argument the size rule cannot read (wrong type, missing input) is left to the kernel, whose
+    failure the engine reports as a RunError naming the node.
+    """
+    rule = OUTPUT_SIZE.get(op_type)
+    if rule is None:
+        return
+    try:
+        got = rule(args, attrs)
+    except Exception:  # malformed arguments: the kernel raises the real error
+        return
+    if got is None:
+        return
+    shape, itemsize = got
+    bound = max_memory if max_memory is not None else current().max_memory
+    if any(d < 0 for d in shape):
+        return
+    n = nbytes_of(shape, itemsize)
+    if n > bound:
+        raise ResourceError(
+            f"{op_type} would need a tensor of shape {list(shape)}: {format_bytes(n)} ({n:,} bytes), "
+            f"more than max_memory {format_bytes(bound)} ({bound:,} bytes); refused before allocating",
+            where=f"node {label!r}",
+            hint=f"pass max_memory=<bytes> (or set {ENV_MAX_MEMORY}) if this is intended, or check the "
+                 "values feeding its shape")
+
+
+# -- time --------------------------------------------------------------------------------------
+
+class Timeout(Exception):
+    """``call_with_timeout`` gave up; the caller turns it into the right HalError."""
+
+
+def call_with_timeout(fn: Callable[[], T], timeout_s: float | None, name: str = "hal-compile") -> T:
+    """``fn()``, given up after ``timeout_s`` (then ``Timeout``); inline when ``timeout_s`` is None.
+
+    The call runs in a daemon worker thread with this thread's context (so it sees the same
+    bounds). Python cannot stop a thread: after a timeout the worker is left running in the
+    background until ``fn`` returns, and its result is dropped.
+    """
+    if timeout_s is None:
+        return fn()
+    box: dict[str, Any] = {}
+    done = threading.Event()
+    ctx = contextvars.copy_context()
+
+    def work() -> None:
+        try:
+            box["value"] = ctx.run(fn)
+        except BaseException as e:  # handed back to the caller's thread as is
+            box["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    if not done.wait(timeout_s):
+        raise Timeout(f"did not finish within timeout_s={timeout_s:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+__all__ = ["DEFAULT_FRACTION", "ENV_MAX_MEMORY", "GUARDED_OPS", "OUTPUT_SIZE", "Bounds", "Timeout", "bounds",
+           "call_with_timeout", "check_alloc", "check_deadline", "check_graph", "check_step", "current",
+           "default_max_memory", "effective_max_memory", "format_bytes", "parse_bytes", "usable_memory"]

@@ -1,0 +1,303 @@
+"""The compile cache and hal's output files: a second session skips compiling; entries and outputs are
+written atomically; a corrupted, truncated or foreign entry is rebuilt, never loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from _robust_models import TARGETS, mlp_model, session
+
+import hal
+from hal import plugins
+from hal.cache import CacheWarning, entry_is_valid, open_cache, read_entry
+from hal.specs import TargetSpec
+
+X = {"x": np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)}
+
+
+class CountingTarget:
+    """The cpu target under another name, counting compiles and loads (version set per test)."""
+
+    def __init__(self, name: str, version: str):
+        self.spec = TargetSpec(name=name, vendor="Counting", kind="other", version=version)
+        self.compiles = self.loads = 0
+
+    def capability(self, graph: Any, options: Any) -> Any:
+        return plugins.get_target("cpu").capability(graph, options).model_copy(update={"target": self.spec.name})
+
+    def compile(self, graph: Any, options: Any) -> Any:
+        self.compiles += 1
+        return plugins.get_target("cpu").compile(graph, options)
+
+    def load(self, blob: bytes) -> Any:
+        self.loads += 1
+        return plugins.get_target("cpu").load(blob)
+
+
+class CountingPlugin:
+    HAL_API_VERSION = "1.0"
+
+    def __init__(self, target: CountingTarget):
+        self.target = target
+
+    @hal.hookimpl
+    def hal_targets(self) -> list[Any]:
+        return [self.target]
+
+
+@pytest.fixture
+def counting():
+    made = []
+
+    def make(version: str = "1.0") -> CountingTarget:
+        t = CountingTarget("counting", version)
+        plugins.register(CountingPlugin(t), "counting", distribution="hal-counting")
+        made.append(t)
+        return t
+
+    yield make
+    plugins.unregister("counting")
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.halc"))
+
+
+def test_second_session_skips_compilation(counting, tmp_path):
+    t = counting()
+    a = hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)
+    b = hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)
+    assert (t.compiles, t.loads) == (1, 1)
+    assert a.report.details["compile_cache"] == {"hits": 0, "misses": 1}
+    assert b.report.details["compile_cache"] == {"hits": 1, "misses": 0}
+    np.testing.assert_array_equal(a.run(None, X)[0], b.run(None, X)[0])
+    assert len(_entries(tmp_path)) == 1
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_target_reloads_its_program_from_the_cache(target, tmp_path):
+    a = session("zoo:tiny-gpt", target, cache_dir=tmp_path)
+    b = session("zoo:tiny-gpt", target, cache_dir=tmp_path)
+    parts = len(b._parts)
+    assert b.report.details["compile_cache"] == {"hits": parts, "misses": 0}
+    from hal.feeds import random_feeds
+
+    feeds = random_feeds(a.graph, seed=3)
+    for x, y in zip(a.run(None, feeds), b.run(None, feeds)):
+        np.testing.assert_array_equal(x, y)
+    assert b.report.latency_s == a.report.latency_s and b.report.kernel_count == a.report.kernel_count
+    assert b.report.details.get("cycles") == a.report.details.get("cycles")
+
+
+def test_hal_cache_dir_environment_variable_and_opting_out(counting, tmp_path, monkeypatch):
+    t = counting()
+    monkeypatch.setenv("HAL_CACHE_DIR", str(tmp_path))
+    hal.InferenceSession(mlp_model(), "counting")
+    hal.InferenceSession(mlp_model(), "counting")
+    assert t.compiles == 1 and _entries(tmp_path)
+    hal.InferenceSession(mlp_model(), "counting", cache_dir=False)
+    assert t.compiles == 2
+
+
+def test_hal_compile_uses_the_cache(counting, tmp_path):
+    t = counting()
+    e1 = hal.compile(mlp_model(), "counting", cache_dir=tmp_path)
+    e2 = hal.compile(mlp_model(), "counting", cache_dir=tmp_path)
+    assert (t.compiles, t.loads) == (1, 1)
+    np.testing.assert_array_equal(e1.run(X)["y"], e2.run(X)["y"])
+
+
+def test_options_model_and_spec_are_in_the_key(counting, tmp_path):
+    t = counting()
+    hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)
+    hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path, max_memory=1 << 30)  # other options
+    other = mlp_model()
+    other.graph.initializer[0].raw_data = np.full((4, 8), 3, np.float32).tobytes()  # other weights
+    hal.InferenceSession(other, "counting", cache_dir=tmp_path)
+    assert t.compiles == 3 and len(_entries(tmp_path)) == 3
+    hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path, timeout_s=30)  # timeout_s is not
+    assert t.compiles == 3
+
+
+def test_entry_from_another_plugin_version_is_never_used(counting, tmp_path):
+    old = counting("1.0")
+    hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)
+    (entry,) = _entries(tmp_path)
+    new = counting("2.0")
+    s = hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)
+    assert new.compiles == 1 and new.loads == 0 and s.report.details["compile_cache"]["hits"] == 0
+    # an old entry planted under the new key (copied, renamed) is refused by its header, not loaded
+    fresh = [p for p in _entries(tmp_path) if p != entry]
+    assert len(fresh) == 1
+    fresh[0].write_bytes(entry.read_bytes())
+    hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)
+    assert new.compiles == 2 and new.loads == 0 and old.loads == 0
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "garbage-header", "swap-payload"])
+def test_damaged_entry_is_detected_rebuilt_and_never_loaded(counting, tmp_path, damage):
+    t = counting()
+    hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)
+    (entry,) = _entries(tmp_path)
+    raw = bytearray(entry.read_bytes())
+    if damage == "flip":
+        raw[-10] ^= 0x40
+    elif damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    elif damage == "empty":
+        raw = bytearray()
+    elif damage == "garbage-header":
+        raw[12:20] = b"}}}}{{{{"
+    else:  # a valid-looking header whose hash belongs to another payload
+        _, _, payload = bytes(raw).partition(b"\n")[2].partition(b"\n")
+        raw = bytearray(bytes(raw)[: len(bytes(raw)) - len(payload)] + b"\x80\x05N.")
+    entry.write_bytes(bytes(raw))
+    s = hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)
+    assert t.loads == 0 and t.compiles == 2
+    assert s.compile_cache.stats.rebuilt == 1
+    np.testing.assert_array_equal(s.run(None, X)[0], session(mlp_model(), "cpu").run(None, X)[0])
+    # the rebuilt entry is whole again: the next session loads it
+    hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)
+    assert t.loads == 1 and t.compiles == 2
+
+
+def test_a_write_that_fails_halfway_leaves_no_entry_and_no_temp_file(counting, tmp_path, monkeypatch):
+    t = counting()
+
+    def broken_replace(src: Any, dst: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.warns(CacheWarning, match="No space left"):
+        s = hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)
+    assert s.run(None, X)[0].shape == (2, 3)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+    monkeypatch.undo()
+    hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)
+    assert t.compiles == 2 and len(_entries(tmp_path)) == 1
+
+
+def test_sessions_racing_on_one_cache_all_get_a_whole_entry(counting, tmp_path):
+    counting()
+    errors: list[BaseException] = []
+    outs: list[np.ndarray] = []
+
+    def work() -> None:
+        try:
+            outs.append(hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path).run(None, X)[0])
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors and len(outs) == 6 and all(np.array_equal(o, outs[0]) for o in outs)
+    assert len(_entries(tmp_path)) == 1 and not list(tmp_path.rglob("*.tmp"))
+    (entry,) = _entries(tmp_path)
+    header, payload = read_entry(entry)
+    assert header is not None and entry_is_valid(header, payload, entry.stem, header)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_cache_folder_others_can_write_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.warns(CacheWarning, match="writable by other users"):
+        assert open_cache(shared) is None
+    with pytest.warns(CacheWarning, match="writable by other users"):
+        s = hal.InferenceSession(mlp_model(), "cpu", cache_dir=shared)
+    assert s.compile_cache is None and s.run(None, X)[0].shape == (2, 3)
+
+
+def test_new_cache_folder_is_private(tmp_path):
+    c = open_cache(tmp_path / "new" / "cache")
+    assert c is not None
+    if hasattr(os, "getuid"):
+        assert (tmp_path / "new" / "cache").stat().st_mode & 0o077 == 0
+
+
+def test_entry_that_loads_slower_than_it_compiles_is_replaced_by_a_marker(counting, tmp_path, monkeypatch):
+    import time
+
+    t = counting()
+    hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)
+    real_load = CountingTarget.load
+    monkeypatch.setattr(CountingTarget, "load", lambda self, blob: (time.sleep(0.3), real_load(self, blob))[1])
+    hit = hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)  # a hit, but a slow one
+    assert hit.report.details["compile_cache"]["hits"] == 1 and t.loads == 1
+    (entry,) = _entries(tmp_path)
+    header, payload = read_entry(entry)
+    assert header["not_worth_it"] and header["load_s"] > header["compile_s"] and payload == b""
+    later = hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)  # compiles, loads nothing
+    assert t.loads == 1 and t.compiles == 2 and later.compile_cache.stats.not_worth_it == 1
+    assert read_entry(entry)[0]["not_worth_it"]  # and the marker stays
+
+
+# -- output files -------------------------------------------------------------------------------
+
+def test_cli_output_files_are_written_atomically(tmp_path, monkeypatch, capsys):
+    import onnx
+
+    from hal.cli import main
+
+    model = tmp_path / "m.onnx"
+    onnx.save(mlp_model(), str(model))
+    out_json, out_npz = tmp_path / "out.json", tmp_path / "out.npz"
+    out_json.write_text("previous")
+    out_npz.write_bytes(b"previous")
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda s, d: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    assert main(["run", str(model), "--json", str(out_json)]) == 2
+    assert main(["run", str(model), "--save", str(out_npz)]) == 2
+    assert "error: OSError: I/O error" in capsys.readouterr().err
+    assert out_json.read_text() == "previous" and out_npz.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "out.json", "out.npz"]
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert main(["run", str(model), "--json", str(out_json), "--save", str(out_npz)]) == 0
+    assert json.loads(out_json.read_text())["outputs"][0]["shape"] == [2, 3]
+    assert np.load(out_npz)["y"].shape == (2, 3)
+
+
+def test_cli_writes_to_a_device_path(tmp_path, capsys):
+    import onnx
+
+    from hal.cli import main
+
+    model = tmp_path / "m.onnx"
+    onnx.save(mlp_model(), str(model))
+    assert main(["run", str(model), "--json", os.devnull, "--save", os.devnull]) == 0
+
+
+def test_cli_cache_dir_flag(tmp_path, capsys):
+    import onnx
+
+    from hal.cli import main
+
+    model = tmp_path / "m.onnx"
+    onnx.save(mlp_model(), str(model))
+    cache = tmp_path / "cache"
+    for hits in (0, 1):
+        assert main(["run", str(model), "--cache-dir", str(cache), "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["report"]["details"]["compile_cache"]["hits"] == hits
+
+
+def test_trace_export_is_atomic(tmp_path, monkeypatch):
+    from hal.perf.trace import write_chrome_trace
+
+    dest = tmp_path / "trace.json"
+    dest.write_text("previous")
+    events = session(mlp_model(), "cpu").trace()
+    monkeypatch.setattr(os, "replace", lambda s, d: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    with pytest.raises(OSError):
+        write_chrome_trace(events, dest)
+    assert dest.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["trace.json"]

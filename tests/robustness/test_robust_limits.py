@@ -1,0 +1,164 @@
+"""Memory bombs and runaway runs, on every installed target: refused before allocating, as a
+ResourceError that gives the size and the bound; bounded by ``timeout_s``."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+from _robust_models import (
+    TARGETS,
+    bomb_models,
+    constant_bomb_model,
+    known_issue_params,
+    lying_constant_bomb_model,
+    relu_model,
+    runaway_loop_model,
+    session,
+    sparse_constant_bomb_model,
+    sparse_initializer_bomb_model,
+    static_bomb_model,
+)
+
+import hal
+from hal import limits
+
+BOMBS = bomb_models()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("op", sorted(BOMBS))
+def test_value_dependent_bomb_is_refused_before_allocating(target, op):
+    m, hostile, harmless = BOMBS[op]
+    s = session(m, target)
+    s.run(None, harmless)  # the same session runs sane values
+    tracemalloc.start()
+    try:
+        with pytest.raises(hal.ResourceError) as ei:
+            s.run(None, hostile)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    msg = str(ei.value)
+    assert "bytes" in msg and "max_memory" in msg and "refused before allocating" in msg
+    assert peak < 64 << 20, f"{peak} bytes traced while refusing"
+    s.run(None, harmless)  # and still does afterwards
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("build", [static_bomb_model, constant_bomb_model, sparse_constant_bomb_model,
+                                   sparse_initializer_bomb_model], ids=lambda f: f.__name__)
+def test_declared_dimensions_beyond_the_bound_are_refused_at_compile(target, build):
+    with pytest.raises(hal.ResourceError) as ei:
+        session(build(), target)
+    msg = str(ei.value)
+    assert "PiB" in msg and "bytes" in msg and "max_memory" in msg
+
+
+@pytest.mark.parametrize("target", known_issue_params(TARGETS, "lying-shapes"))
+def test_declared_shapes_that_lie_do_not_let_folding_allocate(target):
+    tracemalloc.start()
+    try:
+        with pytest.raises(hal.ResourceError, match=r"2,000,000,000 bytes"):
+            session(lying_constant_bomb_model(), target, max_memory=100 << 20).run(None, {})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_max_memory_option_sets_the_bound_both_ways(target):
+    m, _, _ = BOMBS["ConstantOfShape"]
+    feeds = {"s": np.array([256, 256, 16], np.int64)}  # 4 MiB of float32
+    with pytest.raises(hal.ResourceError, match=r"4,194,304 bytes.*max_memory 1 MiB"):
+        session(m, target, max_memory=1 << 20).run(None, feeds)
+    (y,) = session(m, target, max_memory=8 << 20).run(None, feeds)
+    assert y.shape == (256, 256, 16)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_compile_time_bound_follows_max_memory(target):
+    from _robust_models import F, model, vi
+    from onnx import helper
+
+    m = model([helper.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", F, [1024, 1024])],
+              [vi("y", F, [1024, 1024])])
+    with pytest.raises(hal.ResourceError, match=r"tensor 'x' float32\[1024, 1024\] would need 4 MiB"):
+        session(m, target, max_memory=1 << 20)
+    session(m, target, max_memory=4 << 20)
+
+
+def test_hal_max_memory_environment_variable_sets_the_default(monkeypatch):
+    monkeypatch.setenv("HAL_MAX_MEMORY", "1MiB")
+    assert limits.default_max_memory() == 1 << 20
+    m, _, _ = BOMBS["ConstantOfShape"]
+    with pytest.raises(hal.ResourceError, match="max_memory 1 MiB"):
+        session(m, "cpu").run(None, {"s": np.array([1024, 1024, 1], np.int64)})
+    monkeypatch.setenv("HAL_MAX_MEMORY", "not a size")  # ignored, never fatal
+    assert limits.default_max_memory() > 1 << 20
+
+
+def test_default_bound_is_a_safe_fraction_of_memory(monkeypatch):
+    monkeypatch.delenv("HAL_MAX_MEMORY", raising=False)
+    mem = limits.usable_memory()
+    if mem is None:
+        assert limits.default_max_memory() == limits.FALLBACK_MAX_MEMORY
+    else:
+        assert limits.default_max_memory() == int(mem * limits.DEFAULT_FRACTION)
+
+
+def test_invalid_max_memory_is_a_compile_error():
+    with pytest.raises(hal.CompileError, match="max_memory"):
+        hal.InferenceSession(relu_model(), max_memory=0)
+
+
+@pytest.mark.parametrize("text,expected", [("512MiB", 512 << 20), ("4GB", 4 * 10**9), ("1000", 1000),
+                                           ("1.5GiB", 3 << 29), (77, 77)])
+def test_parse_bytes(text, expected):
+    assert limits.parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-5", "0", "12 parsecs"])
+def test_parse_bytes_refuses_what_is_not_a_size(text):
+    with pytest.raises(ValueError):
+        limits.parse_bytes(text)
+
+
+def test_size_arithmetic_never_wraps_around():
+    # int64 products of these dims wrap to 0; Python integers do not.
+    with pytest.raises(hal.ResourceError):
+        limits.check_alloc("t", [2**32, 2**32, 16], np.float32, where="test", max_memory=1 << 30)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_runaway_loop_stops_at_timeout(target):
+    s = session(runaway_loop_model(), target, timeout_s=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(hal.ResourceError, match=r"timeout_s=0\.5"):
+        s.run(None, {"x": np.ones(1, np.float32)})
+    assert time.monotonic() - t0 < 5
+    # the deadline is per run: a fresh run gets its own 0.5 s, and the session is still usable
+    with pytest.raises(hal.ResourceError):
+        s.run(None, {"x": np.ones(1, np.float32)})
+
+
+def test_runs_without_timeout_have_no_deadline():
+    s = session(relu_model(), "cpu")
+    s.run(None, {"x": np.ones((2, 3), np.float32)})
+    assert limits.current().deadline is None
+
+
+def test_bounds_are_per_thread_and_restored():
+    import threading
+
+    seen = {}
+    with limits.bounds(max_memory=123, timeout_s=10):
+        t = threading.Thread(target=lambda: seen.update(b=limits.current()))
+        t.start()
+        t.join()
+        assert limits.current().max_memory == 123
+    assert seen["b"].max_memory != 123 and seen["b"].deadline is None
+    assert limits.current().max_memory != 123

@@ -1,0 +1,51 @@
+"""The benchmark's smoke mode runs end to end and writes JSON of the documented shape (no timings checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_benchmark_smoke_mode_writes_json_of_the_documented_shape(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--targets", "cpu", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+
+    assert doc["schema"] == "hal-bench/1"
+    assert doc["settings"]["smoke"] is True and doc["settings"]["threads"] == 1
+    assert {"cpu", "cores", "ram_bytes", "versions"} <= set(doc["machine"])
+    assert {"numpy", "onnx", "onnxruntime", "hal"} <= set(doc["machine"]["versions"])
+
+    (model,) = doc["models"]
+    assert model["name"] == "tiny-gpt" and model["kind"] == "transformer"
+    assert set(model["results"]) == {"hal:cpu", "onnxruntime", "reference"}
+    for name, res in model["results"].items():
+        assert res["status"] == "ok", (name, res)
+        assert res["reps"] == 1
+        assert {"median_s", "iqr_s", "q1_s", "q3_s", "min_s", "warmup_s", "setup_s"} <= set(res)
+    assert {"hal_cpu/ort", "ref/hal_cpu"} <= set(model["ratios"])
+    assert model["results"]["hal:cpu"]["max_abs_err_vs_ort"] < 1e-3
+
+    (comp,) = doc["compile"]
+    assert comp["nodes"] > 0 and comp["targets"]["cpu"]["status"] == "ok"
+    assert {"load_s", "optimize_s"} <= set(comp["frontend"])
+
+    (mem,) = doc["memory"]
+    assert mem["status"] == "ok", mem
+    assert {"baseline_rss", "after_setup_rss", "run_peak_rss", "planned_bytes", "ratio_to_planned"} <= set(mem)
+
+    assert {"checks", "met", "total"} <= set(doc["summary"])
+    assert "median ms per run" in proc.stdout and "ratios" in proc.stdout
+
+
+def test_compile_graph_generator_reaches_ten_thousand_nodes() -> None:
+    from benchmarks.models import build_compile_graph
+
+    model = build_compile_graph()
+    assert 9_000 <= len(model.graph.node) <= 12_000
