@@ -18,7 +18,7 @@ import onnx
 
 from hal import limits
 from hal.errors import HalError, RunError, UnsupportedOpError
-from hal.graph.ir import Graph, Node, ShapeOnly
+from hal.graph.ir import Graph, Node, ShapeOnly, graph_reads
 from hal.graph.passes import NONDETERMINISTIC
 from hal.kernels import KernelContext, lookup
 
@@ -98,7 +98,7 @@ class Subgraph:
         self.input_names = [i.name for i in proto.input]
         self.output_names = [o.name for o in proto.output]
         #: every name the body reads, nested bodies included (outer names among them)
-        self.reads = _graph_reads(proto)
+        self.reads = graph_reads(proto)
 
     def _compile(self) -> Program:
         if self._program is None:
@@ -122,19 +122,6 @@ class Subgraph:
             raise RunError(f"the body reads {', '.join(map(repr, absent))}, which the enclosing graph does not "
                            "provide", where=f"subgraph {self.proto.name!r}")
         return prog.run_list(feeds, outer)
-
-
-def _graph_reads(g: onnx.GraphProto) -> set[str]:
-    """The names a body reads from outside itself (nested bodies included, their own names excluded)."""
-    reads = {o.name for o in g.output}
-    for n in g.node:
-        reads.update(i for i in n.input if i)
-        for a in n.attribute:
-            for sg in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                reads |= _graph_reads(sg)
-    defined = {i.name for i in g.input} | {t.name for t in g.initializer} | {
-        t.values.name for t in g.sparse_initializer} | {o for n in g.node for o in n.output if o}
-    return reads - defined
 
 
 def _implicit_reads(step: Step) -> set[str]:

@@ -131,24 +131,26 @@ class Node:
         return n
 
 
-def _body_reads(node: Node) -> set[str]:
-    """The outer names the node's graph attributes (If/Loop/Scan bodies, nested ones too) read."""
-    def reads(g: onnx.GraphProto) -> set[str]:
-        out = {o.name for o in g.output}
-        for n in g.node:
-            out.update(i for i in n.input if i)
-            for a in n.attribute:
-                for sg in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                    out |= reads(sg)
-        defined = {i.name for i in g.input} | {t.name for t in g.initializer} | {
-            t.values.name for t in g.sparse_initializer} | {o for n in g.node for o in n.output if o}
-        return out - defined
+def graph_reads(g: onnx.GraphProto) -> set[str]:
+    """The names a body (If/Loop/Scan graph) reads from outside itself, nested bodies included."""
+    reads = {o.name for o in g.output}
+    for n in g.node:
+        reads.update(i for i in n.input if i)
+        for a in n.attribute:
+            for sg in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                reads |= graph_reads(sg)
+    defined = {i.name for i in g.input} | {t.name for t in g.initializer} | {
+        t.values.name for t in g.sparse_initializer} | {o for n in g.node for o in n.output if o}
+    return reads - defined
 
+
+def body_reads(node: Node) -> set[str]:
+    """The outer names the node's graph attributes read implicitly (they keep those values alive)."""
     out: set[str] = set()
     for v in node.attrs.values():
         for g in v if isinstance(v, list) else [v]:
             if isinstance(g, onnx.GraphProto):
-                out |= reads(g)
+                out |= graph_reads(g)
     return out
 
 
@@ -201,7 +203,7 @@ class Graph:
         # If/Loop/Scan bodies read outer values by name, not through node inputs: they cross too.
         outer = {o for n in self.nodes for o in n.outputs if o} | set(self.initializers) | {
             i.name for i in self.inputs}
-        reads = {n.name: [*n.inputs, *sorted(_body_reads(n) & outer)] for n in self.nodes}
+        reads = {n.name: [*n.inputs, *sorted(body_reads(n) & outer)] for n in self.nodes}
         needed_outside = {o.name for o in self.outputs}
         for n in self.nodes:
             if n.name not in keep:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from hal import limits
-from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo
+from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo, body_reads
 from hal.kernels import lookup
 
 #: ops whose result is not a function of their inputs alone
@@ -95,27 +95,11 @@ def remove_dead_nodes(graph: Graph) -> Graph:
         if any(o in needed for o in n.outputs if o):
             kept.append(n)
             needed.update(i for i in n.inputs if i)
-            # Subgraphs read outer names implicitly: keep whatever they mention.
-            for v in n.attrs.values():
-                if hasattr(v, "node"):
-                    needed.update(_subgraph_reads(v))
+            needed.update(body_reads(n))  # subgraphs read outer names implicitly
     kept.reverse()
     graph.nodes = kept
     graph.initializers = {k: w for k, w in graph.initializers.items() if k in needed}
     return graph
-
-
-def _subgraph_reads(g) -> set[str]:
-    reads = set()
-    for node in g.node:
-        reads.update(i for i in node.input if i)
-        for a in node.attribute:
-            if a.HasField("g"):
-                reads |= _subgraph_reads(a.g)
-            for sg in a.graphs:
-                reads |= _subgraph_reads(sg)
-    reads.update(o.name for o in g.output)
-    return reads
 
 
 def optimize(graph: Graph) -> Graph:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hal.graph.ir import Graph, Node
+from hal.graph.ir import Graph, Node, body_reads
 from hal.perf.opcount import shape as static_shape
 
 #: ops that relabel memory: no launch, no traffic
@@ -112,24 +112,9 @@ def op_class(node: Node, graph: Graph) -> str:
 
 # -- pattern recognition ----------------------------------------------------------------------
 
-def _graph_reads(g) -> set[str]:
-    """Names a subgraph (If/Loop/Scan body) reads, its own included (outer ones are among them)."""
-    reads = {o.name for o in g.output}
-    for n in g.node:
-        reads.update(i for i in n.input if i)
-        for a in n.attribute:
-            for sg in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                reads |= _graph_reads(sg)
-    return reads
-
-
 def node_reads(node: Node) -> list[str]:
     """A node's inputs plus the outer values its subgraphs read implicitly."""
-    extra: set[str] = set()
-    for v in node.attrs.values():
-        for sg in v if isinstance(v, list) else [v]:
-            if hasattr(sg, "SerializeToString") and hasattr(sg, "node"):
-                extra |= _graph_reads(sg)
+    extra = body_reads(node)
     return [*node.inputs, *sorted(extra - set(node.inputs))] if extra else list(node.inputs)
 
 
