@@ -12,8 +12,6 @@ same points. Published figures are read from the sheets' ``[calibration]`` table
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._calibration import calibration_main
 from hal.graph.load import load
 from hal.graph.passes import optimize
 from hal.plugins import get_target
@@ -153,17 +152,8 @@ def _print(res: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=RESULTS, help=f"JSON file to write (default {RESULTS})")
-    args = ap.parse_args(argv)
-    res = run()
-    _print(res)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(args.out)
-    print(f"wrote {args.out}")
-    return 0 if res["targets"]["gpu"]["calibration"]["within_15pct"] else 1
+    return calibration_main(__doc__, RESULTS, run, _print,
+                            lambda res: res["targets"]["gpu"]["calibration"]["within_15pct"], argv)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ the sheet's assumed (not published) numbers.
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import statistics
 import sys
@@ -28,9 +26,9 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._calibration import calibration_main
 from hal.graph.load import load
 from hal.graph.passes import optimize
-from hal.perf.trace import atomic_write
 from hal.plugins import get_target
 from hal.specs import CompileOptions, CompileReport, TargetSpec
 
@@ -183,14 +181,7 @@ def _print(res: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default: {RESULTS})")
-    args = ap.parse_args(argv)
-    res = run()
-    _print(res)
-    atomic_write(args.out, json.dumps(res, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    return 0
+    return calibration_main(__doc__, RESULTS, run, _print, lambda res: res["calibration"]["within_tolerance"], argv)
 
 
 if __name__ == "__main__":
