@@ -28,7 +28,7 @@ SHAPE_SIZED_OPS = frozenset({
     "Add", "Sub", "Mul", "Div", "Pow", "Mod", "And", "Or", "Xor", "Equal", "Greater", "Less", "GreaterOrEqual",
     "LessOrEqual", "Where", "Max", "Min", "Sum", "Mean", "PRelu", "BitShift", "BitwiseAnd", "BitwiseOr",
     "BitwiseXor", "Gather", "MatMul", "MatMulInteger", "Gemm", "Einsum", "ConvTranspose", "Constant",
-    "Conv", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool",
+    "Conv", "ConvInteger", "QLinearConv", "RoiAlign", "MaxRoiPool",
 })
 _ALWAYS = -1  # a guard that re-checks every run (the output size depends on input values)
 #: at most this many bytes of weight-only step results are kept from run to run (and never more

@@ -520,7 +520,40 @@ OUTPUT_SIZE: dict[str, Callable[[Sequence[Any], dict[str, Any]], tuple[list[int]
     "Conv": _conv_rule(1, None), "ConvInteger": _conv_rule(1, 8), "QLinearConv": _conv_rule(3, 8),
     "MaxPool": _pool, "AveragePool": _pool, "LpPool": _pool,
 }
-GUARDED_OPS = frozenset(OUTPUT_SIZE)
+
+
+def _roi_align(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    x, rois = args[0], args[1]
+    return [rois.shape[0], x.shape[1], int(attrs.get("output_height", 1)), int(attrs.get("output_width", 1))], 8
+
+
+def _max_roi_pool(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    x, rois = args[0], args[1]
+    return [rois.shape[0], x.shape[1], *[int(v) for v in attrs["pooled_shape"]]], max(_itemsize(x), 4)
+
+
+OUTPUT_SIZE.update({"RoiAlign": _roi_align, "MaxRoiPool": _max_roi_pool})
+
+#: the most iterations a kernel's own loop may make (pooling taps, LRN's channel window): attributes
+#: are a few bytes of model, and a loop inside one kernel call cannot be stopped by ``timeout_s``
+MAX_KERNEL_ITERATIONS = 1 << 24
+
+
+def _taps(args: Sequence[Any], attrs: dict[str, Any]) -> int | None:
+    k = attrs.get("kernel_shape")
+    return math.prod(max(int(v), 0) for v in k) if k else None
+
+
+def _lrn_window(args: Sequence[Any], attrs: dict[str, Any]) -> int | None:
+    size = attrs.get("size")
+    return abs(int(size)) if size is not None else None
+
+
+#: op type -> (kernel args, attrs) -> how many iterations the kernel's own loop will make
+LOOP_COUNT: dict[str, Callable[[Sequence[Any], dict[str, Any]], int | None]] = {
+    "MaxPool": _taps, "AveragePool": _taps, "LpPool": _taps, "LRN": _lrn_window,
+}
+GUARDED_OPS = frozenset(OUTPUT_SIZE) | frozenset(LOOP_COUNT)
 
 
 def check_step(op_type: str, label: str, args: Sequence[Any], attrs: dict[str, Any],
@@ -530,6 +563,16 @@ def check_step(op_type: str, label: str, args: Sequence[Any], attrs: dict[str, A
     An argument the size rule cannot read (wrong type, missing input) is left to the kernel, whose
     failure the engine reports as a RunError naming the node.
     """
+    loop = LOOP_COUNT.get(op_type)
+    if loop is not None:
+        try:
+            count = loop(args, attrs)
+        except Exception:  # malformed attributes: the kernel raises the real error
+            count = None
+        if count is not None and count > MAX_KERNEL_ITERATIONS:
+            raise ResourceError(f"{op_type} would loop {count:,} times inside one kernel call (its window), more "
+                                f"than {MAX_KERNEL_ITERATIONS:,}; refused before running", where=f"node {label!r}",
+                                hint="check the node's kernel_shape / size attribute")
     rule = OUTPUT_SIZE.get(op_type)
     if rule is None:
         return
@@ -588,6 +631,7 @@ def call_with_timeout(fn: Callable[[], T], timeout_s: float | None, name: str = 
     return box["value"]
 
 
-__all__ = ["DEFAULT_FRACTION", "ENV_MAX_MEMORY", "GUARDED_OPS", "OUTPUT_SIZE", "Bounds", "Timeout", "bounds",
+__all__ = ["DEFAULT_FRACTION", "ENV_MAX_MEMORY", "GUARDED_OPS", "LOOP_COUNT", "MAX_KERNEL_ITERATIONS", "OUTPUT_SIZE",
+           "Bounds", "Timeout", "bounds",
            "call_with_timeout", "check_alloc", "check_deadline", "check_graph", "check_step", "current",
            "default_max_memory", "effective_max_memory", "format_bytes", "parse_bytes", "usable_memory"]

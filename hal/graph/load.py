@@ -236,6 +236,18 @@ def sparse_to_dense(st: onnx.SparseTensorProto) -> np.ndarray:
     return dense
 
 
+def _check_names(g: onnx.GraphProto, where: str) -> None:
+    """Names must be text: protobuf hands back bytes for a proto2 string that is not valid UTF-8."""
+    fields = [("graph name", g.name)] + [(f"value {v.name!r}", v.name) for v in (*g.input, *g.output, *g.value_info)]
+    fields += [(f"initializer {t.name!r}", t.name) for t in g.initializer]
+    for n in g.node:
+        fields += [(f"node {n.name!r}", x) for x in (n.name, n.op_type, n.domain, *n.input, *n.output)]
+    bad = next((what for what, x in fields if not isinstance(x, str)), None)
+    if bad is not None:
+        raise ModelError(f"{bad} holds a name that is not valid UTF-8 text", where=where,
+                         hint="ONNX names are UTF-8 strings; re-export the model")
+
+
 def _text(v: str | bytes) -> str:
     return v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v
 
@@ -253,6 +265,7 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
     if infer_shapes:
         proto = _infer(proto, where)
     g = proto.graph
+    _check_names(g, where)
     # protobuf hands back bytes for a string field that is not valid UTF-8
     meta = {_text(p.key): _text(p.value) for p in proto.metadata_props}
     shape_only_names = {n for n in meta.get(SHAPE_ONLY_KEY, "").split(",") if n}

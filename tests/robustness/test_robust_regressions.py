@@ -283,3 +283,48 @@ def test_ordinary_convolutions_pass_the_guard():
     for name in ("zoo:tiny-cnn",):
         s = session(name, "cpu", max_memory=64 << 20)
         assert s.run(None, random_feeds(s.graph))[0].shape == (1, 10)
+
+
+def _one_node(op: str, inputs: list, out_shape: list, **attrs) -> onnx.ModelProto:
+    node = helper.make_node(op, [i.name for i in inputs], ["y"], name="n", **attrs)
+    return model([node], inputs, [vi("y", F, out_shape)], opset=17)
+
+
+@pytest.mark.parametrize("case", ["maxpool-rank", "maxpool-taps", "lrn-size"])
+def test_attribute_controlled_kernel_loops_are_refused_before_running(case):
+    # was: MaxPool kernel_shape [2, 2, 2**31 - 1] on 2-D input (np.ndindex materialised 2**31 taps: MemoryError),
+    # and LRN size 2**62 (a Python loop over the window: a hang)
+    x = vi("x", F, [1, 1, 5, 5])
+    if case == "maxpool-rank":
+        m = _one_node("MaxPool", [x], ["a", "b", "c", "d"], kernel_shape=[2, 2, 2**31 - 1])
+    elif case == "maxpool-taps":
+        m = _one_node("MaxPool", [x], ["a", "b", "c", "d"], kernel_shape=[2**20, 2**20])
+    else:
+        m = _one_node("LRN", [x], [1, 1, 5, 5], size=2**62)
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(hal.HalError, match="loop|kernel_shape|size"):
+        session(m, "cpu").run(None, {"x": np.ones((1, 1, 5, 5), np.float32)})
+    assert time.monotonic() - t0 < 10
+
+
+def test_roi_align_output_size_is_bounded():
+    # was: MemoryError for a 480 GiB output (output_width 2**32), a guard escape
+    inputs = [vi("x", F, [1, 1, 10, 10]), vi("rois", F, [3, 4]), vi("idx", TensorProto.INT64, [3])]
+    m = _one_node("RoiAlign", inputs, ["a", "b", "c", "d"], output_height=5, output_width=2**32)
+    feeds = {"x": np.ones((1, 1, 10, 10), np.float32), "rois": np.ones((3, 4), np.float32),
+             "idx": np.zeros(3, np.int64)}
+    with pytest.raises(hal.ResourceError, match="refused before allocating"):
+        session(m, "cpu").run(None, feeds)
+
+
+def test_names_that_are_not_utf8_are_a_model_error():
+    # was: bytes as the graph's name reached the targets' CompileReport(model=...): ValidationError in plugins
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", F, [2])], [vi("y", F, [2])])
+    m.graph.name = "gname"
+    raw = bytearray(m.SerializeToString())
+    i = raw.find(b"gname")
+    raw[i:i + 5] = b"g\xe9ame"
+    with pytest.raises(hal.ModelError, match="not valid UTF-8"):
+        hal.InferenceSession(bytes(raw))
