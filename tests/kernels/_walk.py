@@ -15,6 +15,7 @@ from onnx import numpy_helper
 from onnx.backend.test.case.node import collect_testcases
 from onnx.backend.test.runner import Runner
 
+from hal.conformance.cases import to_value
 from hal.graph.attrs import node_attributes
 from hal.kernels import KernelContext, lookup
 
@@ -39,17 +40,6 @@ def cases_within(ops: Iterable[str]) -> list[Any]:
     """The cases whose op types all fall into ``ops``, sorted by name."""
     allowed = set(ops)
     return sorted((c for c in node_cases() if case_ops(c) <= allowed), key=lambda c: c.name)
-
-
-def to_value(v: Any) -> Any:
-    """A data-set entry (TensorProto, SequenceProto, OptionalProto or ndarray) as a kernel value."""
-    if isinstance(v, onnx.TensorProto):
-        return numpy_helper.to_array(v)
-    if isinstance(v, onnx.SequenceProto):
-        return numpy_helper.to_list(v)
-    if isinstance(v, onnx.OptionalProto):
-        return numpy_helper.to_optional(v)
-    return v
 
 
 def _opsets(model: onnx.ModelProto) -> dict[str, int]:
