@@ -468,7 +468,8 @@ def _window_geometry(x: np.ndarray, k: Sequence[int], attrs: dict[str, Any], cei
             pad = int(pads[i]) + int(pads[i + nd])
             span = n + pad - dk
             o = (-(-span // s[i]) if ceil else span // s[i]) + 1
-        padded.append(max(n + max(pad, 0), 0))
+        # a kernel may pad the input out to one whole (dilated) window even when no window fits
+        padded.append(max(n + max(pad, 0), dk, 0))
         out.append(max(o, 0))
     return padded, out
 
