@@ -594,7 +594,7 @@ def fuzz_one(d: Any, state: dict[str, Any]) -> None:
             repro.with_suffix(".plan.json").write_text(json.dumps({"target": kind, "plan": plan_doc}) + "\n")
             tb = "".join(traceback.format_exception(exc)) if exc is not None else ""
             state["found"].append({"kind": "plugin" if plugin_fault else outcome, "target": kind, "detail": detail,
-                                   "repro": str(repro),
+                                   "repro": os.path.relpath(repro),
                                    "traceback": tb[-3000:]})
 
 
@@ -726,7 +726,7 @@ def supervise(args: argparse.Namespace) -> dict[str, Any]:
             repro = findings / f"{'hang' if hung else 'crash'}-{kind}-{digest}.onnx"
             repro.parent.mkdir(parents=True, exist_ok=True)
             repro.write_bytes(data)
-            found.append({"kind": "hang" if hung else "crash", "target": kind, "repro": str(repro),
+            found.append({"kind": "hang" if hung else "crash", "target": kind, "repro": os.path.relpath(repro),
                           "detail": f"exit code {p.exitcode}" if not hung else f"> {args.hang_seconds} s"})
             hangs += hung
             crashes += not hung

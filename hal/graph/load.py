@@ -42,6 +42,9 @@ def check_external_data(model: onnx.ModelProto, base_dir: Path | None, where: st
     root = base_dir.resolve()
     for t in tensors:
         loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        if not isinstance(loc, str) or any(ord(ch) < 32 for ch in loc):  # NUL, newlines: no file is named so
+            raise ModelError(f"tensor {t.name!r} has an external-data location {loc!r} that is not a file name",
+                             where=where, hint="external data must sit beside the model, by relative path")
         p = Path(loc)
         if not loc or p.is_absolute() or loc.startswith(("/", "\\")) or (len(loc) > 1 and loc[1] == ":"):
             raise ModelError(f"tensor {t.name!r} has an absolute or empty external-data location {loc!r}",

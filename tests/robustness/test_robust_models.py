@@ -248,7 +248,8 @@ def test_deeply_nested_subgraphs_are_refused_or_run_without_a_crash(target, dept
 
 # -- external data ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("location", ["/etc/passwd", "../w.bin", "sub/../../w.bin", "..\\w.bin", "C:\\w.bin", ""])
+@pytest.mark.parametrize("location", ["/etc/passwd", "../w.bin", "sub/../../w.bin", "..\\w.bin", "C:\\w.bin", "",
+                                      "w.bin\x00.txt", "w\nbin"])
 def test_external_data_outside_the_model_folder_is_refused(tmp_path, target, location):
     folder = tmp_path / "model"
     folder.mkdir()

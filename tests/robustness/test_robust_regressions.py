@@ -290,7 +290,7 @@ def _one_node(op: str, inputs: list, out_shape: list, **attrs) -> onnx.ModelProt
     return model([node], inputs, [vi("y", F, out_shape)], opset=17)
 
 
-@pytest.mark.parametrize("case", ["maxpool-rank", "maxpool-taps", "lrn-size", "avgpool-dilation"])
+@pytest.mark.parametrize("case", ["maxpool-rank", "maxpool-taps", "lrn-size", "avgpool-dilation", "avgpool-pads"])
 def test_attribute_controlled_kernel_loops_are_refused_before_running(case):
     # was: MaxPool kernel_shape [2, 2, 2**31 - 1] on 2-D input (np.ndindex materialised 2**31 taps: MemoryError),
     # and LRN size 2**62 (a Python loop over the window: a hang)
@@ -301,6 +301,9 @@ def test_attribute_controlled_kernel_loops_are_refused_before_running(case):
         m = _one_node("MaxPool", [x], ["a", "b", "c", "d"], kernel_shape=[2**20, 2**20])
     elif case == "lrn-size":
         m = _one_node("LRN", [x], [1, 1, 5, 5], size=2**62)
+    elif case == "avgpool-pads":  # was: MemoryError, 384 TiB from pads of the wrong length (5 for 2-D)
+        m = _one_node("AveragePool", [x], ["a", "b", "c", "d"], kernel_shape=[3, 3], pads=[2, 2, 2, 2**40, 2**40])
+        m.opset_import[0].version = 22
     else:  # was: MemoryError, 32 GiB to pad the input out to one dilated window
         m = _one_node("AveragePool", [x], ["a", "b", "c", "d"], kernel_shape=[2, 2], dilations=[2**31 - 1, 2],
                       strides=[1, 1], ceil_mode=1)

@@ -1,0 +1,371 @@
+"""What each guarded op would allocate or loop over, computed from its kernel arguments before it runs.
+
+``OUTPUT_SIZE[op](args, attrs)`` gives (shape, bytes per element) of the largest tensor the kernel
+would make (its output, or an internal buffer such as Conv's im2col matrix), or None when there is
+nothing to check; ``LOOP_COUNT[op](args, attrs)`` the iterations of a loop inside the kernel (pooling
+taps, LRN's window). Sizes use Python integers, so a product of huge dimensions never wraps around.
+The rules are upper bounds: malformed attributes are read the way the kernels read them, or left to
+the kernel's own error. ``hal.limits.check_step`` applies them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _ints(v: Any) -> list[int]:
+    return [int(x) for x in np.asarray(v).reshape(-1)]
+
+
+def _first(v: Any) -> Any:
+    return np.asarray(v).reshape(-1)[0]
+
+
+def _itemsize(v: Any, default: int = 4) -> int:
+    dt = getattr(v, "dtype", None)
+    return int(dt.itemsize) if dt is not None and dt.itemsize else default
+
+
+def _broadcast(shapes: Sequence[Sequence[int]]) -> list[int]:
+    """Broadcast shape as an upper bound (incompatible dims are the kernel's error to raise)."""
+    rank = max((len(s) for s in shapes), default=0)
+    out = [1] * rank
+    for s in shapes:
+        for i, d in enumerate(s):
+            j = rank - len(s) + i
+            out[j] = max(out[j], int(d))
+    return out
+
+
+def _elementwise(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    arrays = [a for a in args if isinstance(a, np.ndarray)]
+    if len(arrays) < 2:
+        return None
+    first = arrays[0].shape
+    if all(a.shape == first for a in arrays):
+        return None  # no broadcasting: the output is no larger than an input already in memory
+    return _broadcast([a.shape for a in arrays]), max(_itemsize(a) for a in arrays)
+
+
+def _expand(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    x, shape = args[0], args[1]
+    return _broadcast([x.shape, _ints(shape)]), _itemsize(x)
+
+
+def _tile(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    x = args[0]
+    if len(args) >= 3:  # Tile-1: (input, tiles, axis)
+        shape = list(x.shape)
+        axis = int(_first(args[2])) % max(x.ndim, 1)
+        shape[axis] *= max(int(_first(args[1])), 0)
+        return shape, _itemsize(x)
+    reps = _ints(args[1])
+    return [d * max(r, 0) for d, r in zip(x.shape, reps)], _itemsize(x)
+
+
+def _constant_of_shape(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    value = attrs.get("value")
+    return _ints(args[0]), _itemsize(value) if value is not None else 4
+
+
+def _range(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    start, limit, delta = (_first(a) for a in args[:3])
+    if np.asarray(start).dtype.kind in "iu":
+        s, lim, d = int(start), int(limit), int(delta)
+        if d == 0:
+            return None
+        n = max(-((s - lim) // d), 0)
+    else:
+        s, lim, d = float(start), float(limit), float(delta)
+        if d == 0 or math.isnan(s) or math.isnan(lim) or math.isnan(d):
+            return None
+        q = (lim - s) / d
+        if math.isinf(q):
+            return [2**63], _itemsize(args[0])  # an endless range: refuse rather than let numpy try
+        n = max(math.ceil(q), 0)
+    return [n], _itemsize(args[0])
+
+
+def _scaled(dim: int, scale: float) -> int:
+    if math.isnan(scale) or scale <= 0:
+        return dim
+    if math.isinf(scale):
+        return 2**63
+    return math.ceil(dim * scale)
+
+
+def _resize(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    x = args[0]
+    rank = x.ndim
+    if len(args) == 2:  # Resize-10 / Upsample-9: (X, scales)
+        scales, sizes = args[1], None
+    else:
+        scales = args[2] if len(args) > 2 else None
+        sizes = args[3] if len(args) > 3 else None
+    if scales is None and "scales" in attrs:  # Upsample-7
+        scales = attrs["scales"]
+    axes = attrs.get("axes")
+    out = list(x.shape)
+    if sizes is not None and np.asarray(sizes).size:
+        sz = _ints(sizes)
+        axes = list(range(rank)) if axes is None else [a % rank for a in axes]
+        policy = attrs.get("keep_aspect_ratio_policy", "stretch")
+        if policy == "stretch":
+            for a, s in zip(axes, sz):
+                out[a] = s
+        else:
+            ratios = [s / x.shape[a] for a, s in zip(axes, sz) if x.shape[a]]
+            if not ratios:
+                return None
+            r = max(ratios) if policy == "not_smaller" else min(ratios)
+            for a in axes:
+                out[a] = _scaled(x.shape[a], r)
+        return out, _itemsize(x)
+    if scales is not None and np.asarray(scales).size:
+        sc = [float(s) for s in np.asarray(scales, dtype=np.float64).reshape(-1)]
+        axes = list(range(rank)) if axes is None else [a % rank for a in axes]
+        for a, s in zip(axes, sc):
+            out[a] = _scaled(x.shape[a], s)
+        return out, _itemsize(x)
+    if "height_scale" in attrs and rank >= 2:  # Upsample-1
+        out[-2] = _scaled(out[-2], float(attrs["height_scale"]))
+        out[-1] = _scaled(out[-1], float(attrs.get("width_scale", 1.0)))
+        return out, _itemsize(x)
+    return None
+
+
+def _pad(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    x = args[0]
+    pads = attrs.get("pads", attrs.get("paddings")) if len(args) < 2 or args[1] is None else _ints(args[1])
+    if pads is None:
+        return None
+    rank = x.ndim
+    axes = _ints(args[3]) if len(args) > 3 and args[3] is not None else list(range(rank))
+    n = len(axes)
+    out = list(x.shape)
+    for i, a in enumerate(axes[: len(pads) // 2]):
+        a %= max(rank, 1)
+        out[a] = max(out[a] + int(pads[i]) + int(pads[i + n]), 0)
+    return out, _itemsize(x)
+
+
+def _one_hot(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    indices, depth, values = args[0], args[1], args[2]
+    d = _first(depth)
+    d = int(d) if math.isfinite(float(d)) else 2**63
+    return [*indices.shape, max(d, 0)], _itemsize(values)
+
+
+def _center_crop_pad(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    x, shape = args[0], _ints(args[1])
+    axes = attrs.get("axes")
+    out = list(x.shape)
+    for a, s in zip(range(x.ndim) if axes is None else axes, shape):
+        out[a % x.ndim] = s
+    return out, _itemsize(x)
+
+
+def _gather(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    data, indices = args[0], np.asarray(args[1])
+    axis = int(attrs.get("axis", 0)) % max(data.ndim, 1)
+    return [*data.shape[:axis], *indices.shape, *data.shape[axis + 1:]], _itemsize(data)
+
+
+def _matmul(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    a, b = args[0], args[1]
+    if a.ndim == 0 or b.ndim == 0:
+        return None
+    sa = list(a.shape) if a.ndim > 1 else [1, a.shape[0]]
+    sb = list(b.shape) if b.ndim > 1 else [b.shape[0], 1]
+    batch = _broadcast([sa[:-2], sb[:-2]])
+    return [*batch, sa[-2], sb[-1]], max(_itemsize(a), _itemsize(b), 4)
+
+
+def _gemm(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    a, b = args[0], args[1]
+    if a.ndim != 2 or b.ndim != 2:
+        return None
+    m = a.shape[1] if attrs.get("transA", 0) else a.shape[0]
+    n = b.shape[0] if attrs.get("transB", 0) else b.shape[1]
+    return [m, n], max(_itemsize(a), _itemsize(b))
+
+
+def _einsum(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    eq = str(attrs.get("equation", "")).replace(" ", "")
+    if "..." in eq or "->" not in eq:
+        return None  # implicit outputs and ellipses: left to the kernel
+    lhs, rhs = eq.split("->", 1)
+    sizes: dict[str, int] = {}
+    for term, x in zip(lhs.split(","), args):
+        for letter, d in zip(term, getattr(x, "shape", ())):
+            sizes[letter] = max(sizes.get(letter, 1), int(d))
+    return [sizes.get(c, 1) for c in rhs], max(_itemsize(x) for x in args if isinstance(x, np.ndarray))
+
+
+def _conv_transpose(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    x, w = args[0], args[1]
+    if x.ndim < 3 or w.ndim != x.ndim:
+        return None
+    if "output_shape" in attrs:
+        spatial = [int(d) for d in attrs["output_shape"]][-(x.ndim - 2):]
+    else:
+        k = len(x.shape) - 2
+        strides = attrs.get("strides", [1] * k)
+        dil = attrs.get("dilations", [1] * k)
+        opad = attrs.get("output_padding", [0] * k)
+        kshape = attrs.get("kernel_shape", list(w.shape[2:]))
+        spatial = [max(s * (d - 1), 0) + op + (ks - 1) * dl + 1
+                   for d, s, dl, op, ks in zip(x.shape[2:], strides, dil, opad, kshape)]
+    return [x.shape[0], w.shape[1] * int(attrs.get("group", 1)), *spatial], _itemsize(x)
+
+
+def _max_unpool(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    if len(args) > 2 and args[2] is not None:
+        return _ints(args[2]), _itemsize(args[0])
+    return None
+
+
+def _window(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    return [max(int(_first(args[0])), 0)], 8
+
+
+def _mel(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    bins, dft = int(_first(args[0])), int(_first(args[1]))
+    return [max(dft // 2 + 1, 0), max(bins, 0)], 8
+
+
+def _affine_grid(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    size = _ints(args[1])
+    return [size[0], *size[2:], len(size) - 2], _itemsize(args[0])
+
+
+def _constant(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    sparse = attrs.get("sparse_value")
+    if sparse is None or not hasattr(sparse, "dims"):
+        return None
+    from onnx import helper
+
+    try:
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(sparse.values.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        itemsize = 8
+    return [int(d) for d in sparse.dims], itemsize
+
+
+def _window_geometry(x: np.ndarray, k: Sequence[int], attrs: dict[str, Any], ceil: bool
+                     ) -> tuple[list[int], list[int]] | None:
+    """(padded spatial dims, output spatial dims) of a conv or pool, as hal.kernels.nn computes them."""
+    nd = x.ndim - 2
+    if nd < 1 or len(k) != nd:
+        return None
+    s = [int(v) for v in (attrs.get("strides") or [1] * nd)][:nd]
+    d = [int(v) for v in (attrs.get("dilations") or [1] * nd)][:nd]
+    pads = [int(v) for v in (attrs.get("pads") or [0] * 2 * nd)]
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    if len(s) != nd or len(d) != nd or min(s) < 1 or min(d) < 1:
+        return None  # the kernel cannot index these: its own error
+    if len(pads) != 2 * nd:  # malformed: bound each side by the largest pad given
+        pads = [max(pads, default=0)] * (2 * nd)
+    padded, out = [], []
+    for i, n in enumerate(x.shape[2:]):
+        dk = (int(k[i]) - 1) * int(d[i]) + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            o = -(-n // s[i])
+            pad = max((o - 1) * s[i] + dk - n, 0)
+        elif auto_pad == "VALID":
+            o, pad = (n - dk) // s[i] + 1, 0
+        else:
+            pad = int(pads[i]) + int(pads[i + nd])
+            span = n + pad - dk
+            o = (-(-span // s[i]) if ceil else span // s[i]) + 1
+        # a kernel may pad the input out to one whole (dilated) window even when no window fits
+        padded.append(max(n + max(pad, 0), dk, 0))
+        out.append(max(o, 0))
+    return padded, out
+
+
+def _conv_rule(w_index: int, work_itemsize: int | None) -> Callable[[Sequence[Any], dict[str, Any]],
+                                                                    tuple[list[int], int] | None]:
+    """Conv-like ops: the largest of the padded input, the im2col matrix and the output (pads and
+    strides are attributes, so a few bytes of model can ask for terabytes)."""
+    def rule(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+        x, w = args[0], args[w_index]
+        if x.ndim < 3 or w.ndim != x.ndim:
+            return None
+        geo = _window_geometry(x, list(w.shape[2:]), attrs, False)
+        if geo is None:
+            return None
+        padded, out = geo
+        n, c, m = x.shape[0], x.shape[1], w.shape[0]
+        item = work_itemsize or max(_itemsize(x), 4)
+        shapes = [[n, c, *padded], [c, math.prod(w.shape[2:]), n * math.prod(out)], [n, m, *out]]
+        return max(shapes, key=math.prod), item
+    return rule
+
+
+def _pool(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    x = args[0]
+    k = attrs.get("kernel_shape")
+    if k is None or x.ndim < 3:
+        return None
+    geo = _window_geometry(x, list(k), attrs, bool(attrs.get("ceil_mode", 0)))
+    if geo is None:
+        return None
+    padded, out = geo
+    shapes = [[*x.shape[:2], *padded], [*x.shape[:2], *out]]
+    return max(shapes, key=math.prod), max(_itemsize(x), 8 if attrs.get("p") is not None else 4)
+
+
+_BROADCASTING = ("Add", "Sub", "Mul", "Div", "Pow", "Mod", "And", "Or", "Xor", "Equal", "Greater", "Less",
+                 "GreaterOrEqual", "LessOrEqual", "Where", "Max", "Min", "Sum", "Mean", "PRelu", "BitShift",
+                 "BitwiseAnd", "BitwiseOr", "BitwiseXor")
+
+#: op type -> (kernel args, attrs) -> (output shape, bytes per element) or None (nothing to check)
+OUTPUT_SIZE: dict[str, Callable[[Sequence[Any], dict[str, Any]], tuple[list[int], int] | None]] = {
+    **{op: _elementwise for op in _BROADCASTING},
+    "Expand": _expand, "Tile": _tile, "ConstantOfShape": _constant_of_shape, "Range": _range,
+    "Resize": _resize, "Upsample": _resize, "Pad": _pad, "OneHot": _one_hot, "CenterCropPad": _center_crop_pad,
+    "Gather": _gather, "MatMul": _matmul, "MatMulInteger": _matmul, "Gemm": _gemm, "Einsum": _einsum,
+    "ConvTranspose": _conv_transpose, "MaxUnpool": _max_unpool, "HannWindow": _window, "HammingWindow": _window,
+    "BlackmanWindow": _window, "MelWeightMatrix": _mel, "AffineGrid": _affine_grid, "Constant": _constant,
+    "Conv": _conv_rule(1, None), "ConvInteger": _conv_rule(1, 8), "QLinearConv": _conv_rule(3, 8),
+    "MaxPool": _pool, "AveragePool": _pool, "LpPool": _pool,
+}
+
+
+def _roi_align(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    x, rois = args[0], args[1]
+    return [rois.shape[0], x.shape[1], int(attrs.get("output_height", 1)), int(attrs.get("output_width", 1))], 8
+
+
+def _max_roi_pool(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
+    x, rois = args[0], args[1]
+    return [rois.shape[0], x.shape[1], *[int(v) for v in attrs["pooled_shape"]]], max(_itemsize(x), 4)
+
+
+OUTPUT_SIZE.update({"RoiAlign": _roi_align, "MaxRoiPool": _max_roi_pool})  # (defined after the table)
+
+#: the most iterations a kernel's own loop may make (pooling taps, LRN's channel window): attributes
+#: are a few bytes of model, and a loop inside one kernel call cannot be stopped by ``timeout_s``
+MAX_KERNEL_ITERATIONS = 1 << 24
+
+
+def _taps(args: Sequence[Any], attrs: dict[str, Any]) -> int | None:
+    k = attrs.get("kernel_shape")
+    return math.prod(max(int(v), 0) for v in k) if k else None
+
+
+def _lrn_window(args: Sequence[Any], attrs: dict[str, Any]) -> int | None:
+    size = attrs.get("size")
+    return abs(int(size)) if size is not None else None
+
+
+#: op type -> (kernel args, attrs) -> how many iterations the kernel's own loop will make
+LOOP_COUNT: dict[str, Callable[[Sequence[Any], dict[str, Any]], int | None]] = {
+    "MaxPool": _taps, "AveragePool": _taps, "LpPool": _taps, "LRN": _lrn_window,
+}
+GUARDED_OPS = frozenset(OUTPUT_SIZE) | frozenset(LOOP_COUNT)
