@@ -192,6 +192,8 @@ _SQRT_HALF = math.sqrt(0.5)
 @kernel("Gelu", since=20)
 @_widened
 def gelu(x: Array, approximate: str = "none") -> Array:
+    if x.dtype == np.float16:  # 1 + erf cancels for x < 0: float16 arithmetic there loses every digit
+        return gelu(x.astype(np.float32), approximate=approximate).astype(np.float16)
     if approximate == "tanh":
         inner = _arr(x * x)
         inner *= 0.044715
@@ -220,10 +222,22 @@ def _softmax(x: Array, axis: int) -> Array:
     if x.size == 0:
         return x.copy()
     w = _wide(x)
+    if x.ndim and axis in (-1, x.ndim - 1):  # an out-of-range axis falls through to numpy's AxisError
+        return _softmax_rows(w.reshape(-1, w.shape[-1])).reshape(x.shape).astype(x.dtype, copy=False)
     e = np.subtract(w, np.max(w, axis=axis, keepdims=True))
     np.exp(e, out=e)
     e /= np.sum(e, axis=axis, keepdims=True)
     return e.astype(x.dtype, copy=False)
+
+
+def _softmax_rows(w: Array) -> Array:
+    """Softmax along the rows of a 2-D array, the attention case. fmax.reduce is numpy's faster row
+    maximum (a NaN row still ends all NaN, through exp), and the row sums are one BLAS
+    matrix-vector product instead of a reduction over short rows."""
+    e = np.subtract(w, np.fmax.reduce(w, axis=1, keepdims=True))
+    np.exp(e, out=e)
+    e /= (e @ np.ones(e.shape[1], dtype=e.dtype))[:, None]
+    return e
 
 
 def _log_softmax(x: Array, axis: int) -> Array:

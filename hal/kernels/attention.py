@@ -70,10 +70,14 @@ def _weighted(p: Array, v: Array) -> Array:
 
 def _softmax_last(x: Array) -> Array:
     """Softmax over the last axis; an all -inf row gives zeros, not NaN."""
-    m = np.max(x, axis=-1, keepdims=True)
+    if x.size == 0:
+        return np.exp(x)
+    m = np.fmax.reduce(x, axis=-1, keepdims=True)  # faster than max; a NaN row still ends NaN via exp
     m[np.isneginf(m)] = 0
-    e = np.exp(x - m)
-    s = np.sum(e, axis=-1, keepdims=True)
+    e = np.subtract(x, m)
+    np.exp(e, out=e)
+    # row sums as one BLAS matrix-vector product: numpy's reduction over short rows is slower
+    s = (e.reshape(-1, e.shape[-1]) @ np.ones(e.shape[-1], dtype=e.dtype)).reshape(m.shape)
     s[s == 0] = 1
     e /= s
     return e
