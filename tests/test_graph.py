@@ -120,3 +120,66 @@ def test_nodes_out_of_order_are_sorted_and_cycles_refused():
         load(m2, check=False)
     with pytest.raises(hal.ModelError):
         load(m2)
+
+
+def _conv_bn_model(second_reader: bool, rng: np.random.Generator) -> onnx.ModelProto:
+    """x -> Conv(W, B) -> BatchNormalization -> Relu -> Mul(k) -> ...; with ``second_reader`` the
+    Conv's output is also added to the result, so the BatchNormalization must stay a node."""
+    c_in, c = 3, 4
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
+        ("W", rng.standard_normal((c, c_in, 3, 3))), ("B", rng.standard_normal(c)),
+        ("scale", rng.uniform(0.5, 2, c)), ("bias", rng.standard_normal(c)),
+        ("mean", rng.standard_normal(c)), ("var", rng.uniform(0.1, 3, c)),
+        ("scale2", rng.uniform(0.5, 2, c)), ("bias2", rng.standard_normal(c)),
+        ("mean2", rng.standard_normal(c)), ("var2", rng.uniform(0.1, 3, c)),
+        ("k", rng.standard_normal((c, 1, 1))), ("t", rng.standard_normal((1, c, 1, 1)))]]
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["conv", "scale", "bias", "mean", "var"], ["bn"], epsilon=1e-3),
+             helper.make_node("Relu", ["bn"], ["r"]),
+             # a BatchNormalization with no Conv before it, then a per-channel Mul and Add (Caffe2's export)
+             helper.make_node("BatchNormalization", ["r", "scale2", "bias2", "mean2", "var2"], ["bn2"]),
+             helper.make_node("Mul", ["k", "bn2"], ["m"]),
+             helper.make_node("Add", ["m", "t"], ["a"] if second_reader else ["y"])]
+    if second_reader:
+        nodes.append(helper.make_node("Add", ["a", "conv"], ["y"]))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, c_in, 6, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, c, 6, 5])
+    return helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                             opset_imports=[helper.make_opsetid("", 15)])
+
+
+@pytest.mark.parametrize("second_reader", [False, True])
+def test_batch_norm_folds_into_the_conv_before_it_unless_the_conv_output_has_another_reader(second_reader):
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    model = _conv_bn_model(second_reader, rng)
+    ops = [n.op_type for n in optimize(load(model)).nodes]
+    if second_reader:  # the Conv's output is read twice: its BatchNormalization stays
+        assert ops == ["Conv", "BatchNormalization", "Relu", "BatchNormalization", "Add"]
+    else:  # BN into the Conv's weights; Mul and Add into the second BN's parameters
+        assert ops == ["Conv", "Relu", "BatchNormalization"]
+    feeds = {"x": rng.standard_normal((2, 3, 6, 5)).astype(np.float32)}
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    (got,) = hal.InferenceSession(model).run(None, feeds)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_fold_leaves_shared_weights_and_graph_outputs_alone():
+    rng = np.random.default_rng(1)
+    model = _conv_bn_model(False, rng)
+    # the Conv's output is also a graph output, and a second Conv reads the same weights
+    model.graph.output.append(helper.make_tensor_value_info("conv", TensorProto.FLOAT, [2, 4, 6, 5]))
+    model.graph.node.append(helper.make_node("Conv", ["x", "W"], ["conv2"], pads=[1, 1, 1, 1]))
+    model.graph.output.append(helper.make_tensor_value_info("conv2", TensorProto.FLOAT, [2, 4, 6, 5]))
+    g = optimize(load(model))
+    assert [n.op_type for n in g.nodes].count("BatchNormalization") == 2
+    np.testing.assert_array_equal(g.initializers["W"], numpy_helper.to_array(model.graph.initializer[0]))
+    feeds = {"x": rng.standard_normal((2, 3, 6, 5)).astype(np.float32)}
+    from onnx.reference import ReferenceEvaluator
+
+    want = ReferenceEvaluator(model).run(None, feeds)
+    got = hal.InferenceSession(model).run(None, feeds)
+    for w, h in zip(want, got):
+        np.testing.assert_allclose(h, w, rtol=1e-5, atol=1e-5)

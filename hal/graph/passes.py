@@ -1,4 +1,5 @@
-"""Graph passes every target gets before capability and compile: constant folding, dead-node removal.
+"""Graph passes every target gets before capability and compile: constant folding, BatchNormalization
+folding, dead-node removal.
 
 Each pass is linear in the graph's size and keeps outputs, numerics and topological order.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from hal import limits
-from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo, body_reads
+from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo, Weight, body_reads
 from hal.kernels import lookup
 
 #: ops whose result is not a function of their inputs alone
@@ -102,6 +103,153 @@ def remove_dead_nodes(graph: Graph) -> Graph:
     return graph
 
 
+
+
+# --- batch normalisation folding -----------------------------------------------------------------
+
+#: weight dtypes a fold may rewrite: computed in float64 and rounded once, the result is as close as
+#: the unfolded fp32 chain (narrower floats would round the folded weights where the chain did not)
+_FOLD_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _float_weight(inits: dict[str, Weight], name: str) -> Weight | None:
+    w = inits.get(name) if name else None
+    return w if w is not None and np.dtype(w.dtype) in _FOLD_DTYPES else None
+
+
+def _inference_bn(n: Node, inits: dict[str, Weight], rank: int | None) -> bool:
+    """A BatchNormalization that is a per-channel affine map: inference mode, one output, spatial
+    statistics, all four parameters weights of shape (C,), and an input of known rank."""
+    if (n.op_type != "BatchNormalization" or n.domain or len(n.inputs) != 5 or rank is None or rank < 2
+            or any(n.outputs[1:]) or n.attrs.get("training_mode", 0) or not n.attrs.get("spatial", 1)):
+        return False
+    params = [_float_weight(inits, i) for i in n.inputs[1:]]
+    return all(p is not None and p.ndim == 1 for p in params) and len({p.shape for p in params}) == 1  # type: ignore[union-attr]
+
+
+def _per_channel(w: Weight, channels: int, rank: int) -> bool:
+    """Whether a weight broadcasts against an (N, C, ...) tensor of ``rank`` as one value per channel
+    (or one value for all) without changing the tensor's shape."""
+    shp = tuple(w.shape)
+    if len(shp) > rank:
+        return False
+    full = (1,) * (rank - len(shp)) + shp
+    return full[0] == 1 and full[1] in (1, channels) and all(v == 1 for v in full[2:])
+
+
+def _channel_vector(w: np.ndarray, channels: int) -> np.ndarray:
+    return np.broadcast_to(np.asarray(w, dtype=np.float64).reshape(-1), (channels,))
+
+
+def fold_batch_norm(graph: Graph) -> Graph:
+    """Fold inference BatchNormalization into the Conv before it, as inference compilers do.
+
+    ``BN(Conv(x, W, B))`` is ``Conv(x, W * a, B * a + c)`` with ``a = scale / sqrt(var + eps)`` and
+    ``c = bias - mean * a`` per output channel. A per-channel ``Mul``/``Add`` by a weight right after
+    the BatchNormalization (as exported by Caffe2) is absorbed into ``a`` and ``c`` first. A value is
+    only rewritten when its one reader is the next node of the chain and no graph output or subgraph
+    reads it. New weights are computed in float64 and rounded once to the weights' dtype; shape-only
+    weights fold to shape-only weights, so a model compiles to the same graph with or without data.
+    A BatchNormalization with no Conv before it keeps its node, with the precomputed affine map as
+    parameters (scale a, bias c, mean 0, var 1, epsilon 0), so its kernel is one multiply-add.
+    """
+    inits = graph.initializers
+    consumers = graph.consumers()
+    producers = graph.producers()
+    pinned = {o.name for o in graph.outputs}
+    for n in graph.nodes:
+        pinned |= body_reads(n)
+    taken = set(inits) | set(graph.values) | {v for n in graph.nodes for v in (*n.inputs, *n.outputs)}
+    dropped: set[int] = set()
+
+    def sole_reader(name: str) -> Node | None:
+        readers = consumers.get(name, [])
+        if name in pinned or len(readers) != 1 or readers[0].inputs.count(name) != 1:
+            return None
+        return readers[0]
+
+    def fresh(base: str) -> str:
+        name, i = base, 0
+        while name in taken:
+            i += 1
+            name = f"{base}_{i}"
+        taken.add(name)
+        return name
+
+    def add_weight(base: str, value: Weight) -> str:
+        name = fresh(base)
+        inits[name] = value
+        elem = _elem_type(np.empty(0, dtype=value.dtype))
+        graph.values[name] = TensorInfo(name, elem, tuple(value.shape))
+        return name
+
+    for bn in graph.nodes:
+        info = graph.values.get(bn.inputs[0]) if bn.inputs else None
+        rank = len(info.shape) if info is not None and info.shape is not None else None
+        if id(bn) in dropped or not _inference_bn(bn, inits, rank):
+            continue
+        assert rank is not None
+        scale, bias, mean, var = (inits[i] for i in bn.inputs[1:])
+        channels = scale.shape[0]
+        dtype = np.dtype(scale.dtype)
+        shape_only = any(isinstance(w, ShapeOnly) for w in (scale, bias, mean, var))
+        a = c = None
+        if not shape_only:
+            eps = float(bn.attrs.get("epsilon", 1e-5))
+            a = np.asarray(scale, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
+            c = np.asarray(bias, np.float64) - np.asarray(mean, np.float64) * a
+        # Absorb per-channel Mul / Add by weights that follow.
+        while (nxt := sole_reader(bn.outputs[0])) is not None and nxt.op_type in ("Mul", "Add") \
+                and not nxt.domain and len(nxt.inputs) == 2:
+            other = nxt.inputs[1] if nxt.inputs[0] == bn.outputs[0] else nxt.inputs[0]
+            k = _float_weight(inits, other)
+            if k is None or np.dtype(k.dtype) != dtype or not _per_channel(k, channels, rank):
+                break
+            if isinstance(k, ShapeOnly):
+                shape_only = True
+            elif a is not None and c is not None:
+                v = _channel_vector(k, channels)
+                if nxt.op_type == "Mul":
+                    a, c = a * v, c * v
+                else:
+                    c = c + v
+            graph.values.pop(bn.outputs[0], None)
+            bn.outputs[0] = nxt.outputs[0]
+            dropped.add(id(nxt))
+        conv = producers.get(bn.inputs[0])
+        w = _float_weight(inits, conv.inputs[1]) if conv is not None and len(conv.inputs) > 1 else None
+        b_name = conv.inputs[2] if conv is not None and len(conv.inputs) > 2 else ""
+        b = _float_weight(inits, b_name) if b_name else None
+        if (conv is not None and conv.op_type == "Conv" and not conv.domain and len(conv.outputs) == 1
+                and sole_reader(conv.outputs[0]) is bn and w is not None and w.ndim >= 3
+                and w.shape[0] == channels and np.dtype(w.dtype) == dtype
+                and (not b_name or (b is not None and tuple(b.shape) == (channels,)))):
+            if shape_only or isinstance(w, ShapeOnly) or isinstance(b, ShapeOnly):
+                new_w: Weight = ShapeOnly(tuple(w.shape), dtype)
+                new_b: Weight = ShapeOnly((channels,), dtype)
+            else:
+                assert a is not None and c is not None
+                w64 = np.asarray(w, np.float64)
+                new_w = (w64 * a.reshape(-1, *([1] * (w.ndim - 1)))).astype(dtype)
+                new_b = ((np.asarray(b, np.float64) * a if b is not None else 0.0) + c).astype(dtype)
+            conv.inputs = [conv.inputs[0], add_weight(f"{conv.inputs[1]}_bnfold", new_w),
+                           add_weight(f"{b_name or conv.inputs[1]}_bnfold_bias", new_b)]
+            graph.values.pop(conv.outputs[0], None)
+            conv.outputs[0] = bn.outputs[0]
+            dropped.add(id(bn))
+        else:  # no Conv to take it: the BatchNormalization carries the precomputed affine map
+            if shape_only:
+                params: list[Weight] = [ShapeOnly((channels,), dtype)] * 4
+            else:
+                assert a is not None and c is not None
+                params = [a.astype(dtype), c.astype(dtype), np.zeros(channels, dtype), np.ones(channels, dtype)]
+            bn.inputs = [bn.inputs[0], *(add_weight(f"{bn.inputs[1 + j]}_affine", p) for j, p in enumerate(params))]
+            bn.attrs = {**bn.attrs, "epsilon": 0.0}
+    graph.nodes = [n for n in graph.nodes if id(n) not in dropped]
+    return graph
+
+
 def optimize(graph: Graph) -> Graph:
-    """The standard pipeline, in place: fold constants, then remove what no output needs."""
-    return remove_dead_nodes(fold_constants(graph))
+    """The standard pipeline, in place: fold constants, fold BatchNormalization into Conv weights,
+    then remove what no output needs."""
+    return remove_dead_nodes(fold_batch_norm(fold_constants(graph)))

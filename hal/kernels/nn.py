@@ -1,9 +1,12 @@
 """Convolution and pooling kernels, N-d (1D/2D/3D and beyond), NCHW layout.
 
-Conv lowers to im2col: a strided window view of the padded input, copied once into a
-(group, C/group * kernel, N * out_pixels) column matrix and multiplied by the weights in one batched
-BLAS matmul (one GEMM per group). ConvTranspose and Col2Im run the same pair backwards (GEMM, then
-fold). Pooling loops over kernel taps, not output pixels: each tap is one strided, vectorised op.
+Conv lowers to im2col: a strided window view of the padded input, copied once into an
+(N, group, C/group * kernel, out_pixels) column matrix and multiplied by the weights in one batched
+BLAS matmul whose result is already NCHW. A 1x1 conv at stride 1 uses the input itself as the
+matrix; a depthwise 2-D conv takes its columns from the flattened padded image (long runs, not one
+short run per output row). ConvTranspose and Col2Im run the same pair backwards (GEMM, then fold).
+Pooling reduces one spatial axis at a time (a box window is separable): each tap of each axis is one
+strided, vectorised op; MaxPool with Indices loops over the full taps.
 """
 
 from __future__ import annotations
@@ -62,15 +65,15 @@ def _geometry(in_sp: Sequence[int], k: Sequence[int], s: Sequence[int], d: Seque
 
 
 def _padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill) -> np.ndarray:
-    """``x`` with its spatial axes padded by ``fill`` (``end`` may be negative: crop)."""
+    """``x`` with its spatial axes padded by ``fill`` (a negative pad crops that side)."""
     if not any(begin) and not any(end):
         return x
     nd = x.ndim - 2
-    shape = [x.shape[0], x.shape[1]] + [x.shape[2 + i] + begin[i] + max(end[i], 0) for i in range(nd)]
+    shape = [x.shape[0], x.shape[1]] + [max(x.shape[2 + i] + begin[i] + max(end[i], 0), 0) for i in range(nd)]
     out = np.empty(shape, dtype=x.dtype)
     out.fill(fill)
-    src = x[(..., *(slice(0, x.shape[2 + i] + min(end[i], 0)) for i in range(nd)))]
-    out[(..., *(slice(begin[i], begin[i] + src.shape[2 + i]) for i in range(nd)))] = src
+    src = x[(..., *(slice(max(-begin[i], 0), x.shape[2 + i] + min(end[i], 0)) for i in range(nd)))]
+    out[(..., *(slice(max(begin[i], 0), max(begin[i], 0) + src.shape[2 + i]) for i in range(nd)))] = src
     return out
 
 
@@ -113,20 +116,67 @@ def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, auto_pad: str, dil
     k = list(w.shape[2:])
     s, d, p = _defaults(nd, strides, dilations, pads)
     begin, end, out = _geometry(x.shape[2:], k, s, d, p, auto_pad)
-    xp = _padded(x, begin, end, 0)
     n, c = x.shape[:2]
     m = w.shape[0]
     g = group
     cg, mg = c // g, m // g
-    kn, pn = math.prod(k), math.prod(out)
-    win = _windows(xp, out, k, s, d).reshape(n, g, cg, *out, *k)
-    # im2col: one copy into (group, cg * taps, n * pixels), then one GEMM per group.
-    perm = (1, 2, *range(3 + nd, 3 + 2 * nd), 0, *range(3, 3 + nd))
-    cols = win.transpose(perm).reshape(g, cg * kn, n * pn)
-    y = np.matmul(w.reshape(g, mg, cg * kn), cols).reshape(m, n, *out)
+    if cg == 1 and g > 1 and nd == 2 and s[0] == 1 and 0 not in out:
+        y = _depthwise(x, w, b, k, s, d, begin, end, out)
+    else:
+        y = np.matmul(w.reshape(g, mg, cg * math.prod(k)), _columns(x, k, s, d, begin, end, out, g))
+        y = y.reshape(n, m, *out)  # (n, g, mg, pixels) is already NCHW: no transpose, no copy
+        if b is not None:
+            y += b.reshape(m, *([1] * nd)).astype(y.dtype, copy=False)
+    return y.astype(out_dtype, copy=False)
+
+
+def _columns(x: np.ndarray, k: Sequence[int], s: Sequence[int], d: Sequence[int], begin: Sequence[int],
+             end: Sequence[int], out: Sequence[int], g: int) -> np.ndarray:
+    """The im2col matrix (n, g, C/g * taps, pixels), so that weights (g, M/g, C/g * taps) @ it is NCHW.
+
+    A 1x1 kernel needs no copy at all at stride 1 (the input is the matrix) and one strided slice
+    otherwise; a larger kernel copies its window view once.
+    """
+    n, c = x.shape[:2]
+    nd = len(k)
+    pn = math.prod(out)
+    xp = _padded(x, begin, end, 0)
+    if all(v == 1 for v in k):
+        sub = xp[(slice(None), slice(None), *(slice(0, (out[i] - 1) * s[i] + 1, s[i]) for i in range(nd)))]
+        return np.ascontiguousarray(sub).reshape(n, g, c // g, pn)
+    win = _windows(xp, out, k, s, d)                                    # (n, c, *out, *k)
+    perm = (0, 1, *range(2 + nd, 2 + 2 * nd), *range(2, 2 + nd))         # (n, c, *k, *out)
+    return np.ascontiguousarray(win.transpose(perm)).reshape(n, g, c // g * math.prod(k), pn)
+
+
+def _depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, k: Sequence[int], s: Sequence[int],
+               d: Sequence[int], begin: Sequence[int], end: Sequence[int], out: Sequence[int]) -> np.ndarray:
+    """A 2-D conv with one input channel per group, its im2col taken from the flattened padded image.
+
+    With the padded width a multiple of the column stride, output (r, c) of a grid ``stride_h *
+    width / stride_w`` wide reads flat element ``stride_w * (r * grid_width + c) + tap offset``: each
+    tap's columns are one long strided run per channel (not one short run per output row, which
+    is what makes a depthwise im2col slow), and grid columns past the output width are dropped.
+    """
+    n, g = x.shape[:2]
+    mg = w.shape[0] // g
+    (h, wd), (oh, ow) = x.shape[2:], out
+    width = -(-(wd + begin[1] + max(end[1], 0)) // s[1]) * s[1]
+    grid_w = s[0] * width // s[1]
+    span = oh * grid_w
+    reach = (k[0] - 1) * d[0] * width + (k[1] - 1) * d[1] + s[1] * (span - 1) + 1
+    height = max(h + begin[0] + max(end[0], 0), -(-reach // width))
+    xp = np.ascontiguousarray(_padded(x, begin, [height - h - begin[0], width - wd - begin[1]], 0))
+    st = xp.strides
+    cols = as_strided(xp, shape=(n, g, k[0], k[1], span),
+                      strides=(st[0], st[1], st[2] * d[0], st[3] * d[1], st[3] * s[1]), writeable=False)
+    cols = np.ascontiguousarray(cols).reshape(n, g, k[0] * k[1], span)
+    grid = np.matmul(w.reshape(g, mg, k[0] * k[1]), cols)                  # (n, g, mg, oh * grid_w)
+    y = np.ascontiguousarray(grid.reshape(n, g * mg, oh, grid_w)[..., :ow]) if grid_w != ow else \
+        grid.reshape(n, g * mg, oh, ow)
     if b is not None:
-        y += b.reshape(m, *([1] * (nd + 1))).astype(y.dtype, copy=False)
-    return np.ascontiguousarray(np.moveaxis(y, 0, 1)).astype(out_dtype, copy=False)
+        y += b.reshape(-1, 1, 1).astype(y.dtype, copy=False)
+    return y
 
 
 @kernel("Conv", since=1)
@@ -265,6 +315,27 @@ def _pool_setup(x: np.ndarray, kernel_shape, strides, dilations, pads, auto_pad,
     return k, s, d, begin, end, ext, out
 
 
+def _reduce_windows(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Sequence[int],
+                    d: Sequence[int], op: np.ufunc) -> np.ndarray:
+    """Reduce every window of the padded input with ``op`` (np.maximum, np.add), one spatial axis at a
+    time: a box window is separable, so this makes sum(k) - nd strided passes rather than prod(k) - 1,
+    each over an array already shrunk along the axes done before. The outermost axis goes first, so
+    its passes read whole contiguous rows."""
+    y = xp
+    for i in range(len(k)):
+        lead = (slice(None),) * (2 + i)
+        span = (out[i] - 1) * s[i] + 1 if out[i] > 0 else 0
+        taps = [y[(*lead, slice(t * d[i], t * d[i] + span, s[i]))] for t in range(k[i])]
+        if len(taps) == 1:
+            y = taps[0]
+            continue
+        acc = op(taps[0], taps[1])
+        for v in taps[2:]:
+            op(acc, v, out=acc)
+        y = acc
+    return y if y is not xp and y.base is None else y.copy()
+
+
 def _lowest(dtype: np.dtype):
     return np.iinfo(dtype).min if dtype.kind in "iu" else -np.inf
 
@@ -272,12 +343,10 @@ def _lowest(dtype: np.dtype):
 def _max_pool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides, with_index):
     k, s, d, begin, _, ext, out = _pool_setup(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     xp = _padded(x, begin, ext, _lowest(x.dtype))
+    if not with_index:
+        return _reduce_windows(xp, out, k, s, d, np.maximum)
     taps = _taps(xp, out, k, s, d)
     y = next(taps)[1].copy()
-    if not with_index:
-        for _, v in taps:
-            np.maximum(y, v, out=y)
-        return y
     nd = x.ndim - 2
     in_sp = x.shape[2:]
     n, c = x.shape[:2]
@@ -331,32 +400,22 @@ def average_pool(x, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilatio
                  pads=None, strides=None):
     k, s, d, begin, end, ext, out = _pool_setup(x, kernel_shape, strides, dilations, pads, auto_pad,
                                                 ceil_mode)
-    xp = _padded(x, begin, ext, 0)
     work = _work_dtype(x.dtype)
-    acc = None
-    for _, v in _taps(xp, out, k, s, d):
-        if acc is None:
-            acc = v.astype(work)
-        else:
-            acc += v
+    xp = _padded(x.astype(work, copy=False), begin, ext, 0)
+    acc = _reduce_windows(xp, out, k, s, d, np.add)
     counts = _window_counts(x.shape[2:], k, s, d, begin, end, out, bool(count_include_pad))
-    return (acc / counts.astype(work)).astype(x.dtype, copy=False)
+    acc /= counts.astype(work)
+    return acc.astype(x.dtype, copy=False)
 
 
 @kernel("LpPool", since=1)
 def lp_pool(x, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=None, p=2, pads=None,
             strides=None):
     k, s, d, begin, _, ext, out = _pool_setup(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
-    xp = _padded(x, begin, ext, 0)
     work = _work_dtype(x.dtype)
-    acc = None
-    for _, v in _taps(xp, out, k, s, d):
-        v = v.astype(work, copy=False)
-        term = v * v if p == 2 else np.abs(v) ** work.type(p)
-        if acc is None:
-            acc = term
-        else:
-            acc += term
+    v = x.astype(work, copy=False)
+    term = v * v if p == 2 else np.abs(v) ** work.type(p)  # powers once per input, not once per tap
+    acc = _reduce_windows(_padded(term, begin, ext, 0), out, k, s, d, np.add)
     return (np.sqrt(acc) if p == 2 else acc ** work.type(1.0 / p)).astype(x.dtype, copy=False)
 
 

@@ -10,6 +10,7 @@ import math
 
 import ml_dtypes
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from hal.kernels.registry import kernel
 
@@ -40,17 +41,44 @@ def _channel(v: Array, ndim: int) -> Array:
 
 # ---- layer-wise ---------------------------------------------------------------------------------
 
+def _row_mean(rows: Array) -> Array:
+    """Mean of each row of a 2-D array, as one BLAS matrix-vector product (numpy's reduction over
+    short contiguous rows is several times slower); float32 sums keep float32, as ONNX's stash type."""
+    total = rows @ np.ones(rows.shape[1], dtype=rows.dtype)
+    total /= rows.shape[1]
+    return total
+
+
+def _layer_rows(x: Array, axis: int) -> Array:
+    """``x`` in its stash dtype as (outer, normalized) rows, a view where the layout allows."""
+    rows = math.prod(x.shape[:axis])
+    return x.astype(_stash(x), copy=False).reshape(rows, -1)
+
+
 @kernel("LayerNormalization", since=17)
 def layer_normalization(x: Array, scale: Array, bias: Array | None = None, axis: int = -1,
                         epsilon: float = 1e-5, stash_type: int = 1) -> tuple[Array, Array, Array]:
     axis = axis % x.ndim
-    y, mean, inv_std = _standardize(x, tuple(range(axis, x.ndim)), epsilon)
+    stat = np.dtype(_STASH_TYPES.get(stash_type, np.float32))  # ONNX's type U of Mean and InvStdDev
+    stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
+    if x.size == 0:
+        y, mean, inv_std = _standardize(x, tuple(range(axis, x.ndim)), epsilon)
+    else:
+        w = _layer_rows(x, axis)
+        mean = _row_mean(w)
+        y = np.subtract(w, mean[:, None])
+        inv_std = np.einsum("ij,ij->i", y, y)  # two passes: the variance of x - mean, not E[x^2] - mean^2
+        inv_std /= y.shape[1]
+        inv_std += epsilon
+        np.sqrt(inv_std, out=inv_std)
+        np.reciprocal(inv_std, out=inv_std)
+        y *= inv_std[:, None]
+        y = y.reshape(x.shape)
     y = y.astype(x.dtype, copy=False)
     y *= scale
     if bias is not None:
         y += bias
-    stat = np.dtype(_STASH_TYPES.get(stash_type, np.float32))  # ONNX's type U of Mean and InvStdDev
-    return y, mean.astype(stat, copy=False), inv_std.astype(stat, copy=False)
+    return y, mean.reshape(stat_shape).astype(stat, copy=False), inv_std.reshape(stat_shape).astype(stat, copy=False)
 
 
 _STASH_TYPES: dict[int, type] = {1: np.float32, 10: np.float16, 11: np.float64, 16: ml_dtypes.bfloat16}
@@ -60,11 +88,14 @@ _STASH_TYPES: dict[int, type] = {1: np.float32, 10: np.float16, 11: np.float64, 
 def rms_normalization(x: Array, scale: Array, axis: int = -1, epsilon: float = 1e-5,
                       stash_type: int = 1) -> Array:
     axis = axis % x.ndim
-    w = x.astype(_stash(x), copy=False)
-    ms = np.mean(np.square(w), axis=tuple(range(axis, x.ndim)), keepdims=True)
-    ms += epsilon
-    inv = np.reciprocal(np.sqrt(ms, out=ms), out=ms)
-    y = (w * inv).astype(x.dtype, copy=False)
+    if x.size == 0:
+        return (x * scale).astype(x.dtype, copy=False)
+    w = _layer_rows(x, axis)
+    inv = _row_mean(np.square(w))
+    inv += epsilon
+    np.sqrt(inv, out=inv)
+    np.reciprocal(inv, out=inv)
+    y = np.multiply(w, inv[:, None]).reshape(x.shape).astype(x.dtype, copy=False)
     y *= scale
     return y
 
@@ -148,18 +179,30 @@ def group_normalization(x: Array, scale: Array, bias: Array, num_groups: int = 1
 
 @kernel("LRN", since=1)
 def lrn(x: Array, size: int, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0) -> Array:
-    sq = np.square(x.astype(_stash(x), copy=False))
+    st = _stash(x)
     c = x.shape[1]
-    lo, hi = (size - 1) // 2, math.ceil((size - 1) / 2)
-    window = np.zeros_like(sq)
-    # a channel window of a few channels: add shifted slices rather than a cumsum, to keep sums exact
-    for off in range(-lo, hi + 1):
-        dst = slice(max(0, -off), c - max(0, off))
-        src = slice(max(0, off), c - max(0, -off))
-        window[:, dst] += sq[:, src]
+    # Channel windows [c - lo, c + hi] as one strided view of the zero-padded squares, summed by one
+    # reduction (no Python loop over the window); pads past c only add zeros, so they are capped.
+    lo, hi = min((size - 1) // 2, c), min(math.ceil((size - 1) / 2), c)
+    sq = np.zeros((x.shape[0], c + lo + hi, *x.shape[2:]), dtype=st)
+    np.square(x.astype(st, copy=False), out=sq[:, lo:lo + c])
+    s = sq.strides
+    windows = as_strided(sq, shape=(x.shape[0], lo + hi + 1, c, *x.shape[2:]), strides=(s[0], s[1], *s[1:]),
+                         writeable=False)
+    window = np.add.reduce(windows, axis=1)
     window *= alpha / size
     window += bias
-    return (x / np.power(window, beta)).astype(x.dtype, copy=False)
+    return (x / _lrn_power(window, beta)).astype(x.dtype, copy=False)
+
+
+def _lrn_power(v: Array, beta: float) -> Array:
+    """``v ** beta`` in place, the usual beta = 0.75 as sqrt(v) * sqrt(sqrt(v)): a transcendental
+    power per element costs more than the rest of LRN."""
+    if beta == 0.75:
+        r = np.sqrt(v)
+        np.sqrt(r, out=v)
+        return np.multiply(v, r, out=v)
+    return np.power(v, beta, out=v)
 
 
 @kernel("MeanVarianceNormalization", since=9)

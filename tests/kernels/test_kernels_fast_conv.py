@@ -1,0 +1,166 @@
+"""The fast paths of the conv, pooling and LRN kernels against onnxruntime.
+
+Each shape below takes one of the kernels' special paths: 1x1 convs as a plain GEMM (stride 1 and
+strided, padded), grouped convs as one batched GEMM, depthwise convs on the flattened padded image
+(channel multipliers, strides, dilations, negative pads), pooling reduced one spatial axis at a time
+(ceil mode, dilations, SAME pads, 1-D and 3-D) and LRN's window as one strided reduction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from hal.kernels import lookup
+
+
+def _ort(op: str, inputs: dict[str, np.ndarray], attrs: dict, opset: int = 19, n_out: int = 1) -> list[np.ndarray]:
+    names = list(inputs)
+    outs = [f"y{i}" for i in range(n_out)]
+    # outputs have the first input's type; MaxPool's second output is its int64 Indices
+    types = [helper.np_dtype_to_tensor_dtype(inputs[names[0]].dtype), TensorProto.INT64][:n_out]
+    graph = helper.make_graph(
+        [helper.make_node(op, names, outs, **attrs)], "g",
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+         for n, v in inputs.items()],
+        [helper.make_tensor_value_info(o, t, None) for o, t in zip(outs, types)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return sess.run(None, inputs)
+
+
+def _hal(op: str, args: list, attrs: dict, opset: int = 19, n_out: int = 1):
+    kdef = lookup(op, "", opset)
+    assert kdef is not None
+    return kdef.fn(*args, **kdef.static_attrs(attrs, [f"y{i}" for i in range(n_out)]))
+
+
+CONVS = [  # (x shape, w shape, attrs, bias)
+    ((1, 16, 9, 9), (24, 16, 1, 1), {}, True),                                        # 1x1: the input is the matrix
+    ((2, 16, 9, 9), (24, 16, 1, 1), {}, False),                                       # 1x1, batch 2
+    ((1, 16, 9, 9), (8, 16, 1, 1), {"strides": [2, 2]}, True),                        # 1x1 strided
+    ((1, 16, 9, 8), (8, 16, 1, 1), {"pads": [1, 0, 2, 1]}, False),                    # 1x1 padded
+    ((2, 12, 10, 11), (18, 4, 1, 1), {"group": 3}, True),                             # grouped 1x1
+    ((2, 12, 10, 11), (6, 6, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}, True),        # grouped 3x3
+    ((1, 8, 12, 12), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}, True),         # depthwise
+    ((2, 8, 12, 13), (16, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}, False),       # channel multiplier 2
+    ((1, 8, 12, 12), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1], "strides": [2, 2]}, True),
+    ((1, 8, 12, 12), (8, 1, 3, 3), {"group": 8, "strides": [1, 3], "dilations": [2, 1]}, True),
+    ((1, 8, 11, 12), (8, 1, 2, 3), {"group": 8, "pads": [0, 2, 1, 0]}, False),        # uneven pads
+    ((1, 8, 11, 12), (8, 1, 3, 3), {"group": 8, "auto_pad": "SAME_UPPER"}, True),
+    ((1, 6, 20), (6, 1, 5), {"group": 6, "pads": [2, 2]}, True),                      # 1-D depthwise
+    ((1, 4, 5, 6, 7), (4, 1, 3, 3, 3), {"group": 4, "pads": [1] * 6}, True),          # 3-D depthwise
+    ((1, 3, 15, 15), (8, 3, 7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}, True),  # im2col stem
+    ((2, 5, 9, 9), (7, 5, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}, True),
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs,bias", CONVS, ids=[f"conv{i}" for i in range(len(CONVS))])
+def test_conv_fast_paths_match_onnxruntime(xs, ws, attrs, bias) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    inputs = {"x": x, "w": w}
+    if bias:
+        inputs["b"] = rng.standard_normal(ws[0]).astype(np.float32)
+    want = _ort("Conv", inputs, attrs)[0]
+    got = _hal("Conv", list(inputs.values()), attrs)
+    assert got.dtype == np.float32 and got.shape == want.shape and got.flags.c_contiguous
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("group", [1, 6])
+def test_negative_pads_crop_the_input_first(group) -> None:
+    # onnxruntime refuses negative pads: compare with its conv of the input cropped by hand
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 6, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((6, 6 // group, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    want = _ort("Conv", {"x": np.ascontiguousarray(x[:, :, 1:, :-1]), "w": w, "b": b},
+                {"group": group, "pads": [0, 1, 1, 0]})[0]
+    got = _hal("Conv", [x, w, b], {"group": group, "pads": [-1, 1, 1, -1]})
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_pointwise_conv_does_not_write_into_its_input() -> None:
+    x = np.ones((1, 4, 3, 3), np.float32)
+    y = _hal("Conv", [x, np.full((4, 4, 1, 1), 2, np.float32), np.ones(4, np.float32)], {})
+    assert not np.shares_memory(x, y)
+    np.testing.assert_array_equal(x, 1)
+    np.testing.assert_array_equal(y, 9)
+
+
+def test_float16_depthwise_conv_accumulates_in_float32() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 4, 8, 8)).astype(np.float16)
+    w = rng.standard_normal((4, 1, 3, 3)).astype(np.float16)
+    attrs = {"group": 4, "pads": [1, 1, 1, 1]}
+    got = _hal("Conv", [x, w], attrs)
+    want = _hal("Conv", [x.astype(np.float32), w.astype(np.float32)], attrs).astype(np.float16)
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, want)
+
+
+POOLS = [  # (op, x shape, attrs)
+    ("MaxPool", (1, 5, 13, 13), {"kernel_shape": [3, 3], "strides": [2, 2]}),
+    ("MaxPool", (1, 5, 14, 14), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [0, 0, 1, 1]}),
+    ("MaxPool", (2, 3, 12, 11), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+    ("MaxPool", (1, 3, 10, 10), {"kernel_shape": [2, 3], "dilations": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", (1, 3, 9, 9), {"kernel_shape": [3, 3], "auto_pad": "SAME_LOWER", "strides": [2, 2]}),
+    ("MaxPool", (1, 3, 17), {"kernel_shape": [4], "strides": [3], "pads": [1, 2]}),
+    ("MaxPool", (1, 2, 6, 7, 5), {"kernel_shape": [2, 3, 2], "strides": [1, 2, 2], "ceil_mode": 1}),
+    ("AveragePool", (1, 5, 14, 14), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    ("AveragePool", (1, 5, 14, 14), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+    ("AveragePool", (2, 4, 13, 12), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
+                                     "ceil_mode": 1}),
+    ("AveragePool", (1, 4, 7, 7), {"kernel_shape": [7, 7]}),
+    ("AveragePool", (1, 3, 10, 9), {"kernel_shape": [2, 3], "dilations": [2, 3], "pads": [1, 0, 1, 2]}),
+    ("AveragePool", (1, 2, 6, 7, 5), {"kernel_shape": [3, 2, 2], "pads": [1, 0, 1, 1, 1, 0]}),
+    ("LpPool", (1, 3, 9, 9), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("LpPool", (1, 3, 9, 9), {"kernel_shape": [2, 2], "p": 3}),
+]
+
+
+@pytest.mark.parametrize("op,xs,attrs", POOLS, ids=[f"{p[0]}{i}" for i, p in enumerate(POOLS)])
+def test_pooling_one_axis_at_a_time_matches_onnxruntime(op, xs, attrs) -> None:
+    x = np.random.default_rng(2).standard_normal(xs).astype(np.float32)
+    want = _ort(op, {"x": x}, attrs, opset=18 if op == "LpPool" else 19)[0]
+    got = _hal(op, [x], attrs, opset=18 if op == "LpPool" else 19)
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_max_pool_with_indices_keeps_the_per_tap_path() -> None:
+    x = np.random.default_rng(3).standard_normal((1, 3, 9, 9)).astype(np.float32)
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+    want = _ort("MaxPool", {"x": x}, attrs, n_out=2)
+    got = _hal("MaxPool", [x], attrs, n_out=2)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_integer_max_pool_pads_with_the_lowest_integer() -> None:
+    x = np.random.default_rng(4).integers(-100, 100, (1, 2, 7, 7)).astype(np.int8)
+    attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]}
+    np.testing.assert_array_equal(_hal("MaxPool", [x], attrs), _ort("MaxPool", {"x": x}, attrs)[0])
+
+
+def test_max_pool_of_a_1x1_window_is_a_copy_not_a_view() -> None:
+    x = np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2)
+    y = _hal("MaxPool", [x], {"kernel_shape": [1, 1]})
+    assert not np.shares_memory(x, y)
+    np.testing.assert_array_equal(y, x)
+
+
+@pytest.mark.parametrize("size,c,alpha,beta,bias", [(5, 16, 1e-4, 0.75, 1.0), (3, 7, 0.5, 0.75, 2.0),
+                                                    (5, 3, 0.3, 0.5, 1.5), (1, 4, 0.2, 1.3, 1.0),
+                                                    (11, 4, 0.9, 0.75, 1.0)])
+def test_lrn_window_reduction_matches_onnxruntime(size, c, alpha, beta, bias) -> None:
+    x = np.random.default_rng(5).standard_normal((2, c, 6, 5)).astype(np.float32)
+    attrs = {"size": size, "alpha": alpha, "beta": beta, "bias": bias}
+    want = _ort("LRN", {"x": x}, attrs)[0]
+    np.testing.assert_allclose(_hal("LRN", [x], attrs), want, rtol=1e-5, atol=1e-6)
