@@ -7,6 +7,12 @@ weight over chips when it does not fit (partition.py); (4) each node becomes an 
 (MEM read, slice instruction, MEM write), values crossing chips become C2C sends, and the list
 scheduler gives every instruction its cycle (schedule.py); (5) the numeric steps, with the LPU's
 precision policy applied, are ordered by the cycle of the instruction that carries them.
+
+A node whose activations fit no chip (a long prompt's attention scores) is split along an output
+axis (heads) over several chips, with each chip sent only its slice (partition.py). A graph whose
+shapes or trip counts are fixed only by small inputs the host reads before a run (Range's Loop, a
+Reshape to a fed shape, a symbolic dimension) gets one static schedule per value signature, compiled
+at run time and cached (specialise.py).
 """
 
 from __future__ import annotations
@@ -23,16 +29,18 @@ from hal.engine import Program, Step, kernel_step
 from hal.errors import CompileError, ResourceError
 from hal.graph.ir import Graph, Node
 from hal.graph.passes import NONDETERMINISTIC
+from hal.perf.opcount import VIEW_OPS
 from hal.specs import Capability, CompileOptions, TargetSpec, builtin_sheet, load_spec_sheet
 from hal.target import kernel_capability
 from hal_lpu.cost import Machine
-from hal_lpu.executor import LpuExecutable, gather_shards, shard_call
+from hal_lpu.executor import LpuExecutable, act_shard_call, gather_shards, shard_call
 from hal_lpu.lowering import Lowered, Sizes, lower
-from hal_lpu.partition import Placement, partition
+from hal_lpu.partition import Placement, Shard, partition, split_input_axis
 from hal_lpu.precision import apply_lpu_policy, lpu_policy
 from hal_lpu.report import build_report
 from hal_lpu.schedule import ProgramBuilder, schedule
-from hal_lpu.shapes import resolve_shapes
+from hal_lpu.shapes import Resolved, graph_inputs_behind, host_candidates, resolve_shapes
+from hal_lpu.specialise import SpecialisingExecutable
 
 __version__ = "0.1.0"
 
@@ -43,7 +51,6 @@ DATA_DEPENDENT = {
     "Compress": "its output length depends on the condition's values",
     "NonMaxSuppression": "the number of boxes kept depends on the scores",
     "StringSplit": "the number of substrings depends on the strings",
-    "If": "the branch taken (and its output shapes) depends on the condition's value",
 }
 #: options the target takes (declared in the spec, checked by the session)
 OPTIONS = {
@@ -52,20 +59,30 @@ OPTIONS = {
 }
 
 
-def _refuse(node: Node, graph: Graph, used: set[str], dynamic: dict[str, str]) -> str | None:
+def _refuse(node: Node, graph: Graph, used: set[str], shapes: Resolved) -> str | None:
     reason = DATA_DEPENDENT.get(node.op_type)
     if reason:
         return f"data-dependent output shape: {reason}; a statically scheduled machine cannot run it"
+    dynamic, special = shapes.dynamic, shapes.special
+    if node.op_type == "If":
+        cond = node.inputs[0] if node.inputs else ""
+        if cond not in shapes.known and cond not in graph.initializers and cond not in shapes.host:
+            return ("data-dependent output shape: the branch taken (and its output shapes) depends on a condition "
+                    "computed on the device; a statically scheduled machine cannot run it")
     if node.op_type == "Loop":
         trip = node.inputs[0] if node.inputs else ""
         cond = node.inputs[1] if len(node.inputs) > 1 else ""
-        if not trip or trip not in graph.initializers or (cond and cond not in graph.initializers):
-            return "a Loop whose trip count is not a compile-time constant cannot be statically scheduled"
+        static = shapes.known | set(graph.initializers) | shapes.host
+        if not trip or trip not in static or (cond and cond not in static):
+            return ("a Loop whose trip count (or condition) is computed on the device from data cannot be "
+                    "statically scheduled; only one the host can compute before the run is taken")
     for o in node.outputs:
         if o and o in used:
             if o in dynamic:
                 return f"data-dependent output shape: {dynamic[o]}; a statically scheduled machine cannot run it"
             info = graph.values.get(o)
+            if o in special and (info is None or info.kind == "tensor"):
+                continue  # fixed once the host knows its inputs: scheduled per value signature at run time
             if node.op_type != "Identity" and (info is None or info.kind != "tensor" or info.static_shape is None):
                 return (f"output {o!r} has no shape known at compile time; a statically scheduled machine "
                         "needs every tensor's size before it runs")
@@ -114,19 +131,42 @@ class LpuTarget:
         self.spec = spec.model_copy(update={"options": {**OPTIONS, **spec.options}})
 
     def capability(self, graph: Graph, options: CompileOptions) -> Capability:
-        values, dynamic = resolve_shapes(graph)
-        resolved = replace(graph, values=values)
+        shapes = resolve_shapes(graph, *host_candidates(graph))
+        resolved = replace(graph, values=shapes.values)
         used = {i for n in graph.nodes for i in n.inputs if i} | {o.name for o in graph.outputs}
-        return kernel_capability(graph, self.spec.name, refuse=lambda n, g: _refuse(n, resolved, used, dynamic))
+        return kernel_capability(graph, self.spec.name, refuse=lambda n, g: _refuse(n, resolved, used, shapes))
 
-    def load(self, blob: bytes) -> LpuExecutable:
+    def load(self, blob: bytes) -> LpuExecutable | SpecialisingExecutable:
         exe = pickle.loads(blob)
-        if not isinstance(exe, LpuExecutable):
+        if not isinstance(exe, (LpuExecutable, SpecialisingExecutable)):
             raise CompileError("the blob is not an lpu executable", where="target 'lpu'")
         return exe
 
     # -- compile ------------------------------------------------------------------------------
-    def compile(self, graph: Graph, options: CompileOptions) -> LpuExecutable:
+    def compile(self, graph: Graph, options: CompileOptions) -> LpuExecutable | SpecialisingExecutable:
+        """A static program; or, when shapes or trip counts are fixed only by values the host reads
+        before a run, an executable that compiles one static program per value signature (cached)."""
+        self._check_options(options)
+        scalars, shaped = host_candidates(graph)
+        shapes = resolve_shapes(graph, scalars, shaped)
+        keys = graph_inputs_behind(graph, shapes.deciders) & scalars
+        by_shape = {t for t in shaped if t in shapes.special}
+        if keys or by_shape:
+            return SpecialisingExecutable(self, graph, options, sorted(keys), sorted(by_shape), __version__,
+                                          set(shapes.special))
+        return self.compile_static(graph, options)
+
+    def _check_options(self, options: CompileOptions) -> None:
+        unknown = sorted(set(options.target_options) - set(self.spec.options))
+        if unknown:
+            raise CompileError(f"unknown option(s) {', '.join(unknown)} for target 'lpu'", where="target 'lpu'",
+                               hint="its options: " + ", ".join(self.spec.options))
+        lpu_policy(options.precision)
+        _int_option(options, "sram_bytes", None)
+        _int_option(options, "max_chips", None)
+
+    def compile_static(self, graph: Graph, options: CompileOptions) -> LpuExecutable:
+        """The static schedule of a graph whose every shape is known at compile time."""
         t0 = time.perf_counter()
         unknown = sorted(set(options.target_options) - set(self.spec.options))
         if unknown:
@@ -137,8 +177,7 @@ class LpuTarget:
         max_chips = _int_option(options, "max_chips", machine.max_chips)
         assert max_chips is not None
 
-        values, _ = resolve_shapes(graph)
-        graph = replace(graph, values=values)
+        graph = replace(graph, values=resolve_shapes(graph).values)
         const_nodes, nodes = load_time_constants(graph)
         constants = {o: (graph.values[o].static_shape, graph.values[o].dtype) for n in const_nodes
                      for o in n.outputs if o}
@@ -213,7 +252,7 @@ class LpuTarget:
                 size = nbytes.get(value) or sizes.nbytes(value)
                 g = b.group(f"send {value} chip{src}->chip{chip}", "send", src, "C2C", [], [], 0.0, size,
                             value=value, src=src, dst=chip)
-                avail[key] = b.emit(g, "C2C", "send", m.c2c_cycles(size), m.c2c_hop_cycles + m.superlanes,
+                avail[key] = b.emit(g, "C2C", "send", m.c2c_cycles(size), m.c2c_latency(size) + m.superlanes,
                                     m.vector_count(size), size, deps=(avail[(value, src)],), link=chip)
             return [avail[key]]
 
@@ -245,9 +284,25 @@ class LpuTarget:
             return b.emit(g, "MEM", "write", max(m.stream_cycles(out_b), 1), m.transit_cycles,
                           m.vector_count(out_b), out_b, streams=(tail,))
 
+        def need_slice(value: str, chip: int, k: int, size: int) -> list[int]:
+            """Slice ``k`` of a value for an activation split: sent alone when it lives on another chip."""
+            if not value or sizes.is_weight(value) or value in resident:
+                return []
+            src = home[value]
+            if src == chip:
+                return [avail[(value, src)]]
+            key = (f"{value}#slice{k}", chip)
+            if key not in avail:
+                g = b.group(f"send {value}[slice {k}] chip{src}->chip{chip}", "send", src, "C2C", [], [], 0.0, size,
+                            value=value, src=src, dst=chip)
+                avail[key] = b.emit(g, "C2C", "send", m.c2c_cycles(size), m.c2c_latency(size) + m.superlanes,
+                                    m.vector_count(size), size, deps=(avail[(value, src)],), link=chip)
+            return [avail[key]]
+
         def emit_node(name: str, kind: str, node: Node, low: Lowered, chip: int, frac: float,
-                      outs: list[str]) -> int:
-            deps = [d for i in node.inputs for d in need(i, chip)]
+                      outs: list[str], deps: list[int] | None = None) -> int:
+            if deps is None:
+                deps = [d for i in node.inputs for d in need(i, chip)]
             out_b = int(low.out_bytes * frac)
             g = b.group(name, kind, chip, low.unit, [node.name], [node.op_type], low.flops * frac,
                         int(low.act_bytes + (low.weight_bytes + low.out_bytes) * frac))
@@ -269,11 +324,61 @@ class LpuTarget:
                 home[o] = chip
             return comp
 
-        for node, low, shards in zip(nodes, lowered, placement.where):
+        def emit_act_split(idx: int, node: Node, low: Lowered, shards: list[Shard], step: Step) -> None:
+            """Each chip computes its slice (along ``axis``) of a node whose activations fit no chip; a
+            value the next node of the run reads stays split, the run's result is gathered."""
+            axis = placement.act_axis[idx]
+            out = node.outputs[0]
+            out_shape = graph.values[out].static_shape or ()
+            kept = out in placement.kept_split
+            parts = []
+            for k, s in enumerate(shards):
+                ins, slicing, deps = [], [], []
+                for i in node.inputs:
+                    if i and i in placement.kept_split:
+                        ins.append(f"{i}#part{k}")
+                        slicing.append(None)
+                        deps.append(avail[(f"{i}#part{k}", s.chip)])
+                        continue
+                    ax = split_input_axis(graph, node, i, axis) if i else None
+                    ins.append(i)
+                    slicing.append(ax)
+                    if ax is None:
+                        deps.extend(need(i, s.chip))
+                    else:
+                        deps.extend(need_slice(i, s.chip, k, int(sizes.nbytes(i) * s.frac)))
+                part = f"{out}#part{k}"
+                nbytes[part] = int(sizes.nbytes(out) * s.frac)
+                view = tuple(s.hi - s.lo if a == axis else d for a, d in enumerate(out_shape))
+                comp = emit_node(f"{node.name}#part{k}", "shard", node, _scaled(low, s.frac, sizes, node), s.chip,
+                                 1.0, [part], deps)
+                carries[comp] = Step(partial(act_shard_call, step.fn, tuple(slicing), s.lo, s.hi,
+                                             view if node.op_type in VIEW_OPS else None),
+                                     ins, [part], step.attrs, f"{node.name}#part{k}", node.op_type)
+                parts.append(part)
+            if kept:
+                return
+            gather(node, out, parts, shards[-1].chip, axis, len(shards))
+
+        def gather(node: Node, out: str, parts: list[str], chip: int, axis: int, count: int) -> None:
+            deps = [d for p in parts for d in need(p, chip)]
+            size = sizes.nbytes(out)
+            g = b.group(f"{node.name}#gather", "gather", chip, "SXM", [node.name], ["Concat"], 0.0, size,
+                        shards=count)
+            cat = b.emit(g, "SXM", "concat", max(m.stream_cycles(size), 1), m.sxm_latency + m.transit_cycles,
+                         m.vector_count(size), size, deps=tuple(deps))
+            carries[cat] = Step(partial(gather_shards, axis), parts, [out], {}, f"{node.name}#gather", "Concat")
+            avail[(out, chip)] = cat
+            home[out] = chip
+
+        for idx, (node, low, shards) in enumerate(zip(nodes, lowered, placement.where)):
             step = steps[node.name]
             for o in node.outputs:
                 if o:
                     nbytes[o] = sizes.nbytes(o)
+            if idx in placement.act_axis:
+                emit_act_split(idx, node, low, shards, step)
+                continue
             if len(shards) == 1:
                 outs = [o for o in node.outputs if o]
                 carries[emit_node(node.name, "node", node, low, shards[0].chip, 1.0, outs)] = step
@@ -290,16 +395,19 @@ class LpuTarget:
                                              rule.bias_axis), list(step.ins), [part], step.attrs,
                                      f"{node.name}#shard{k}", node.op_type)
                 parts.append(part)
-            chip = shards[-1].chip
-            deps = [d for p in parts for d in need(p, chip)]
-            size = sizes.nbytes(out)
-            g = b.group(f"{node.name}#gather", "gather", chip, "SXM", [node.name], ["Concat"], 0.0, size,
-                        shards=len(shards))
-            cat = b.emit(g, "SXM", "concat", max(m.stream_cycles(size), 1), m.sxm_latency + m.transit_cycles,
-                         m.vector_count(size), size, deps=tuple(deps))
             out_ndim = len(graph.values[out].static_shape or ()) if out in graph.values else 1
-            carries[cat] = Step(partial(gather_shards, rule.out_axis % max(out_ndim, 1)), parts, [out], {},
-                                f"{node.name}#gather", "Concat")
-            avail[(out, chip)] = cat
-            home[out] = chip
+            gather(node, out, parts, shards[-1].chip, rule.out_axis % max(out_ndim, 1), len(shards))
         return b, carries
+
+
+def _scaled(low: Lowered, frac: float, sizes: Sizes, node: Node) -> Lowered:
+    """One chip's share of a node split along an activation axis: ``frac`` of its bytes and work."""
+    mxm = low.mxm
+    if mxm is not None:
+        batch, rows, k, n = mxm
+        mxm = (max(1, round(batch * frac)), rows, k, n)
+    installed_is_weight = low.unit == "MXM" and any(sizes.is_weight(i) for i in node.inputs[1:2])
+    return replace(low, act_bytes=int(low.act_bytes * frac), out_bytes=int(low.out_bytes * frac),
+                   flops=low.flops * frac, mxm=mxm, shard=None, convert_elems=int(low.convert_elems * frac),
+                   out_elems=int(low.out_elems * frac),
+                   install_bytes=low.install_bytes if installed_is_weight else int(low.install_bytes * frac))

@@ -38,6 +38,8 @@ class Machine:
     sxm_latency: int
     c2c_bytes_per_cycle: float      # one chip-to-chip transfer's bandwidth
     c2c_hop_cycles: int             # one chip-to-chip hop, first byte out to first byte in
+    c2c_stripe_links: int           # links one large send may be striped over (direct + 2-hop paths)
+    c2c_stripe_min_bytes: float     # sends at least this large are bulk: striped when that is faster
     power_w: float
     max_chips: int
 
@@ -62,6 +64,8 @@ class Machine:
             sxm_latency=int(hw("sxm_latency_cycles")),
             c2c_bytes_per_cycle=hw("c2c_link_bandwidth") * hw("c2c_links_per_transfer") / clock,
             c2c_hop_cycles=_ceil(hw("c2c_hop_latency_s") * clock),
+            c2c_stripe_links=int(hw("c2c_stripe_links")) if "c2c_stripe_links" in spec.hardware else 1,
+            c2c_stripe_min_bytes=hw("c2c_stripe_min_bytes") if "c2c_stripe_min_bytes" in spec.hardware else 0.0,
             power_w=hw("tdp_w"),
             max_chips=int(hw("max_system_chips")),
         )
@@ -94,8 +98,25 @@ class Machine:
         install = self.stream_cycles(install_bytes)
         return max(_ceil(compute), install, 1)
 
+    def c2c_stripes(self, nbytes: float) -> int:
+        """Links a send is striped over: the direct link alone, or, for a bulk send, also the 2-hop paths
+        through other chips of the node (one more hop latency), whichever delivers the last byte first."""
+        best, best_t = 1, nbytes / self.c2c_bytes_per_cycle + self.c2c_hop_cycles
+        if nbytes < self.c2c_stripe_min_bytes:
+            return 1  # latency-sensitive traffic takes the minimal route
+        for k in range(2, self.c2c_stripe_links + 1):
+            t = nbytes / (k * self.c2c_bytes_per_cycle) + 2 * self.c2c_hop_cycles
+            if t < best_t:
+                best, best_t = k, t
+        return best
+
     def c2c_cycles(self, nbytes: float) -> int:
-        return max(_ceil(nbytes / self.c2c_bytes_per_cycle), 1)
+        """Occupancy of a send: its bytes over the links it is striped over."""
+        return max(_ceil(nbytes / (self.c2c_stripes(nbytes) * self.c2c_bytes_per_cycle)), 1)
+
+    def c2c_latency(self, nbytes: float) -> int:
+        """First byte out to first byte in: one hop, two when the send is striped over 2-hop paths."""
+        return self.c2c_hop_cycles * (1 if self.c2c_stripes(nbytes) == 1 else 2)
 
     # -- time and energy ----------------------------------------------------------------------
     def seconds(self, cycles: float) -> float:

@@ -38,6 +38,22 @@ def shard_call(fn: Any, weight: int, w_axis: int, lo: int, hi: int, bias: int | 
     return fn(*args, **attrs)
 
 
+def act_shard_call(fn: Any, slicing: tuple[int | None, ...], lo: int, hi: int, view: tuple[int, ...] | None, /,
+                   *args: Any, **attrs: Any) -> Any:
+    """One chip's slice of a node split along an activation axis: rows [lo, hi) of each input that has
+    the axis (``slicing``: its axis per input, None for inputs read whole or already sliced); a view
+    (Reshape, ...) reshapes the slice to its share of the output shape."""
+    if view is not None:
+        return np.reshape(args[0], view)
+    args = list(args)
+    for k, ax in enumerate(slicing):
+        if ax is not None and args[k] is not None:
+            idx = [slice(None)] * args[k].ndim
+            idx[ax] = slice(lo, hi)
+            args[k] = args[k][tuple(idx)]
+    return fn(*args, **attrs)
+
+
 def gather_shards(axis: int, /, *parts: np.ndarray) -> np.ndarray:
     """The SXM concat that joins the shards' outputs on the gathering chip."""
     return np.concatenate(parts, axis=axis)

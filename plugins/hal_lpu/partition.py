@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from hal.errors import ResourceError
 from hal.graph.ir import Graph, Node
+from hal.perf.opcount import shape
 from hal_lpu.cost import Machine
 from hal_lpu.lowering import Lowered, Sizes
 
@@ -44,6 +45,10 @@ class Placement:
     resident: list[int]             # graph inputs / outputs held per chip
     sram: list[int]                 # weights + resident + peak live activations, per chip
     budget: int                     # packing budget per chip that was used
+    #: node index -> the output axis its activations are split along (heads or rows over chips)
+    act_axis: dict[int, int] = field(default_factory=dict)
+    #: values of an activation split that stay split (each chip keeps its slice for the next node)
+    kept_split: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -65,6 +70,8 @@ class _Packer:
         self.inputs = {t.name for t in graph.inputs}
         self.outputs = {t.name for t in graph.outputs}
         self.chips = [_Chip()]
+        self.act_axis: dict[int, int] = {}
+        self.kept_split: set[str] = set()
 
     def _weight_items(self, node: Node, low: Lowered) -> dict[str, int]:
         from hal_lpu.lowering import MXM_OPS
@@ -154,6 +161,10 @@ class _Packer:
                 where[i] = [Shard(len(self.chips) - 1)]
                 i += 1
                 continue
+            if (low.shard is None and not self._fits(_Chip(), weights, resident, transient)
+                    and act_split_axis(node, self.graph) is not None):
+                i = self._split_activations(i, where)
+                continue
             if low.shard is None or self._fits(_Chip(), weights, resident, transient):
                 # a node that fits a chip moves to the next chip whole; only larger ones are split
                 if not c.empty:
@@ -207,6 +218,65 @@ class _Packer:
         self._take(c, idx, {}, out_res, 0)  # outputs are gathered on the last shard's chip
         return shards
 
+    def _split_activations(self, start: int, where: list[list[Shard]]) -> int:
+        """Split a run of nodes whose activations fit no chip along one output axis (the attention's
+        heads, say) over this chip's free SRAM and the next chips: each chip computes its slice of every
+        node of the run, values inside the run stay split, the run's result is gathered on the last chip.
+        Returns the index of the first node after the run."""
+        node = self.nodes[start]
+        axis = act_split_axis(node, self.graph)
+        assert axis is not None
+        extent = shape(self.graph, node.outputs[0])[axis]
+        run, made = [start], set(node.outputs)
+        j = start + 1
+        while j < len(self.nodes):
+            nxt = self.nodes[j]
+            if (self.lowered[j].shard is not None or not made.intersection(nxt.inputs)
+                    or act_split_axis(nxt, self.graph, axis) != axis
+                    or shape(self.graph, nxt.outputs[0])[axis] != extent):
+                break
+            run.append(j)
+            made.update(o for o in nxt.outputs if o)
+            j += 1
+        consumers: dict[str, set[int]] = {}
+        for k, n in enumerate(self.nodes):
+            for i in n.inputs:
+                if i in made:
+                    consumers.setdefault(i, set()).add(k)
+        inside = set(run)
+        kept = {v for v in made if v not in self.outputs and consumers.get(v) and consumers[v] <= inside}
+        per = max(self._transient(self.nodes[k], self.lowered[k]) for k in run) / extent
+        weights: dict[str, int] = {}
+        resident: dict[str, int] = {}
+        for k in run:
+            weights.update(self._weight_items(self.nodes[k], self.lowered[k]))
+            resident.update({i: b for i, b in self._resident_items(self.nodes[k]).items()
+                             if i not in self.nodes[run[-1]].outputs})
+        shards: list[Shard] = []
+        lo = 0
+        c = self.chips[-1]
+        while lo < extent:
+            used = c.w + sum(b for k, b in weights.items() if k not in c.weights) + c.res + sum(
+                b for k, b in resident.items() if k not in c.resident) + c.transient
+            cols = min(extent - lo, int((self.budget - used) // per))
+            if cols <= 0:
+                if c.empty:
+                    raise self._too_big(node, int(per) + used)
+                c = self._new()
+                continue
+            self._take(c, start, weights, resident, c.transient + math.ceil(per * cols))
+            shards.append(Shard(len(self.chips) - 1, lo, lo + cols, extent))
+            lo += cols
+            if lo < extent:
+                c = self._new()
+        out_res = {o: self.sizes.nbytes(o) for o in self.nodes[run[-1]].outputs if o in self.outputs}
+        self._take(c, run[-1], {}, out_res, 0)  # the run's result is gathered on the last shard's chip
+        for k in run:
+            where[k] = list(shards)
+            self.act_axis[k] = axis
+        self.kept_split |= kept
+        return run[-1] + 1
+
     def _too_big(self, node: Node, need: int) -> ResourceError:
         weighted = any(self.sizes.is_weight(i) for i in node.inputs)
         return ResourceError(
@@ -219,16 +289,23 @@ class _Packer:
                  "its activations alone do not fit one chip's SRAM; lower the batch or sequence, or raise sram_bytes")
 
 
-def _liveness(graph: Graph, nodes: list[Node], where: list[list[Shard]], sizes: Sizes, chips: int) -> list[int]:
-    """Peak bytes of live intermediate activations on each chip (produced there or sent to it)."""
+def _liveness(graph: Graph, nodes: list[Node], where: list[list[Shard]], sizes: Sizes, chips: int,
+              act_axis: dict[int, int] | None = None, kept_split: set[str] | None = None) -> list[int]:
+    """Peak bytes of live intermediate activations on each chip (produced there or sent to it); a value
+    split over chips counts its slice on each."""
+    act_axis, kept_split = act_axis or {}, kept_split or set()
     inputs = {t.name for t in graph.inputs}
     outputs = {t.name for t in graph.outputs}
     last: dict[tuple[str, int], int] = {}
+    size: dict[tuple[str, int], int] = {}
     for idx, (node, shards) in enumerate(zip(nodes, where)):
         for s in shards:
             for i in node.inputs:
                 if i and not sizes.is_weight(i) and i not in inputs:
                     last[(i, s.chip)] = idx
+                    if idx in act_axis:
+                        sliced = split_input_axis(graph, node, i, act_axis[idx]) is not None
+                        size[(i, s.chip)] = int(sizes.nbytes(i) * s.frac) if sliced else sizes.nbytes(i)
     live = [0] * chips
     peak = [0] * chips
     alive: set[tuple[str, int]] = set()
@@ -238,16 +315,25 @@ def _liveness(graph: Graph, nodes: list[Node], where: list[list[Shard]], sizes: 
                 key = (i, s.chip)
                 if i and key in last and key not in alive:
                     alive.add(key)
-                    live[s.chip] += sizes.nbytes(i)
+                    live[s.chip] += size.get(key, sizes.nbytes(i))
         home = shards[-1].chip
         for o in node.outputs:
-            if o and o not in outputs:
+            if not o or o in outputs:
+                continue
+            if o in kept_split:
+                for s in shards:
+                    key = (o, s.chip)
+                    size[key] = int(sizes.nbytes(o) * s.frac)
+                    live[s.chip] += size[key]
+                    alive.add(key)
+                    last.setdefault(key, idx)
+            else:
                 live[home] += sizes.nbytes(o)
                 alive.add((o, home))
                 last.setdefault((o, home), idx)
         for s in shards:
-            if len(shards) > 1:  # each shard's partial output lives until the gather
-                part = int(sum(sizes.nbytes(o) for o in node.outputs) * s.frac)
+            if len(shards) > 1 and not all(o in kept_split for o in node.outputs if o):
+                part = int(sum(sizes.nbytes(o) for o in node.outputs) * s.frac)  # each part lives until the gather
                 peak[s.chip] = max(peak[s.chip], live[s.chip] + part)
             peak[s.chip] = max(peak[s.chip], live[s.chip])
         for s in shards:
@@ -255,8 +341,57 @@ def _liveness(graph: Graph, nodes: list[Node], where: list[list[Shard]], sizes: 
                 key = (v, s.chip)
                 if key in alive and last.get(key) == idx and v not in outputs:
                     alive.discard(key)
-                    live[s.chip] -= sizes.nbytes(v)
+                    live[s.chip] -= size.get(key, sizes.nbytes(v))
     return peak
+
+
+#: ops that compute each output element from the same position of their inputs (broadcasting)
+ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "Relu", "Sigmoid", "Tanh",
+                         "Exp", "Log", "Neg", "Abs", "Sqrt", "Reciprocal", "Erf", "Cast", "Gelu", "Equal", "Less",
+                         "Greater", "Not", "And", "Or", "Clip", "Identity", "Softplus", "HardSigmoid", "LeakyRelu"})
+#: pure relabelings a split run may pass through when the leading dimensions up to the axis are unchanged
+_SPLIT_VIEWS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten"})
+
+
+def split_input_axis(graph: Graph, node: Node, name: str, axis: int) -> int | None:
+    """The axis of input ``name`` that follows the node's output ``axis`` (right-aligned broadcasting,
+    or the same leading axis through a view), or None when the input is read whole by every slice."""
+    out = shape(graph, node.outputs[0])
+    shp = shape(graph, name)
+    if node.op_type in _SPLIT_VIEWS:
+        return axis if name == node.inputs[0] else None
+    a = axis - (len(out) - len(shp))
+    if a < 0 or a >= len(shp) or shp[a] != out[axis] or out[axis] == 1:
+        return None
+    return a
+
+
+def act_split_axis(node: Node, graph: Graph, want: int | None = None) -> int | None:
+    """The output axis a node's activations can be split along over chips (``want``, or the first
+    non-trivial one), or None. Matrix products split along batch axes (heads), elementwise ops
+    along any axis, softmaxes along any axis but the normalised one, views when they keep the
+    leading dimensions up to the axis."""
+    outs = [o for o in node.outputs if o]
+    if len(outs) != 1:
+        return None
+    out = shape(graph, outs[0])
+    op = node.op_type
+    if op in ("MatMul",):
+        axes = range(len(out) - 2)
+    elif op in ELEMENTWISE:
+        axes = range(len(out))
+    elif op in ("Softmax", "LogSoftmax"):
+        norm = int(node.attrs.get("axis", -1)) % max(len(out), 1)
+        axes = [a for a in range(len(out)) if a != norm]
+    elif op in _SPLIT_VIEWS:
+        src = shape(graph, node.inputs[0])
+        axes = [a for a in range(min(len(src), len(out))) if src[:a + 1] == out[:a + 1]]
+    else:
+        return None
+    cands = [a for a in axes if out[a] > 1]
+    if want is not None:
+        return want if want in cands else None
+    return cands[0] if cands else None
 
 
 def partition(graph: Graph, nodes: list[Node], lowered: list[Lowered], sizes: Sizes, machine: Machine,
@@ -268,13 +403,13 @@ def partition(graph: Graph, nodes: list[Node], lowered: list[Lowered], sizes: Si
         packer = _Packer(graph, nodes, lowered, sizes, budget, machine.mxm_dim, cap)
         where = packer.pack()
         n = len(packer.chips)
-        peak = _liveness(graph, nodes, where, sizes, n)
+        peak = _liveness(graph, nodes, where, sizes, n, packer.act_axis, packer.kept_split)
         weights = [c.w for c in packer.chips]
         resident = [c.res for c in packer.chips]
         sram = [w + r + p for w, r, p in zip(weights, resident, peak)]
         over = max(s - cap for s in sram)
         if over <= 0:
-            return Placement(n, where, weights, resident, sram, budget)
+            return Placement(n, where, weights, resident, sram, budget, packer.act_axis, packer.kept_split)
         budget -= over
     raise ResourceError(f"activations do not fit next to the weights: a chip needs {max(sram):,} bytes of SRAM "
                         f"and has {cap:,}", where="target 'lpu'",

@@ -91,6 +91,9 @@ def build_report(graph: Graph, options: CompileOptions, policy: Policy, machine:
         "c2c_bytes": c2c_bytes,
         "c2c_sends": sum(1 for g in builder.groups if g.kind == "send"),
         "split_nodes": sum(1 for g in builder.groups if g.kind == "gather"),
+        "activation_split_nodes": len(placement.act_axis),
+        "c2c_striped_sends": sum(1 for i in builder.instructions
+                                 if i.slice == "C2C" and machine.c2c_stripes(i.bytes) > 1),
         "instructions": len(ins),
         "instruction_groups": len(builder.groups),
         "load_time_nodes": load_time_nodes,

@@ -12,6 +12,8 @@ data-dependent output, and so has everything downstream of it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,10 @@ from onnx import helper
 
 from hal import limits
 from hal.engine import kernel_step
+from hal.errors import ResourceError
 from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo
+from hal.graph.passes import NONDETERMINISTIC
+from hal.kernels.registry import KernelContext
 
 #: input positions whose *values* decide the op's output shape
 SHAPE_INPUTS: dict[str, tuple[int, ...]] = {
@@ -33,21 +38,71 @@ SHAPE_INPUTS: dict[str, tuple[int, ...]] = {
 }
 #: values larger than this are not evaluated at compile time (shape arithmetic is tiny)
 _KNOWN_LIMIT = 1 << 16
+#: graph inputs up to this many elements are read by the host before a run (trip counts, axes, pads)
+HOST_SCALAR_LIMIT = 64
+#: stand-in zeros for an input's value are made up to this size (and never past max_memory)
+_ZEROS_LIMIT_BYTES = 64 << 20
 
 
 def _static(info: TensorInfo | None) -> tuple[int, ...] | None:
     return info.static_shape if info is not None and info.kind == "tensor" else None
 
 
-def resolve_shapes(graph: Graph) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    """(values with the shapes this pass could fix, {value: why its shape depends on data})."""
+@dataclass
+class Resolved:
+    """What the compiler knows of every value's shape before the program runs."""
+
+    values: dict[str, TensorInfo]
+    #: value -> why its shape depends on data (a static schedule cannot take it)
+    dynamic: dict[str, str] = field(default_factory=dict)
+    #: value -> why its shape is fixed only once the host knows its inputs (a schedule per value signature)
+    special: dict[str, str] = field(default_factory=dict)
+    #: values computed at compile time (weights, shape arithmetic)
+    known: set[str] = field(default_factory=set)
+    #: values the host computes from small graph inputs before the run (scalars such as a trip count)
+    host: set[str] = field(default_factory=set)
+    #: host values that decide a shape or a trip count: what a specialised schedule is keyed on
+    deciders: set[str] = field(default_factory=set)
+
+
+def host_candidates(graph: Graph) -> tuple[set[str], set[str]]:
+    """(small graph inputs the host can read before a run, tensor inputs without a static shape)."""
+    scalars, shaped = set(), set()
+    for t in graph.inputs:
+        info = graph.values.get(t.name, t)
+        if t.name in graph.initializers or info.kind != "tensor":
+            continue
+        shp, dt = _static(info), info.dtype
+        if shp is None:
+            shaped.add(t.name)
+        elif dt is not None and dt.kind in "biufV" and int(np.prod(shp, dtype=np.int64)) <= HOST_SCALAR_LIMIT:
+            scalars.add(t.name)
+    return scalars, shaped
+
+
+def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] | None = None,
+                   strict: bool = False) -> Resolved:
+    """Every value's compile-time shape where it can be fixed, and why not elsewhere.
+
+    ``host`` names small graph inputs whose values the host reads before a run, and ``shaped``
+    tensor inputs whose shape is known only then: a shape decided by them is not data-dependent in
+    the sense that forbids a static schedule, it is *specialised* (a schedule per value signature).
+    ``strict``: a value whose evaluation max_memory refuses is a ResourceError, not an open shape
+    (a specialisation's concrete values are the run's: the run would need that tensor).
+    """
     values = dict(graph.values)
     known: dict[str, np.ndarray] = {k: w for k, w in graph.initializers.items()
                                     if not isinstance(w, ShapeOnly) and w.size <= _KNOWN_LIMIT}
     dynamic: dict[str, str] = {}
+    special: dict[str, str] = {}
+    hostv: set[str] = set(host or ())
+    deciders: set[str] = set()
     for t in graph.inputs:
         if t.kind == "tensor" and _static(values.get(t.name, t)) is None:
-            dynamic[t.name] = f"graph input {t.name!r} has no static shape"
+            if shaped and t.name in shaped:
+                special[t.name] = f"graph input {t.name!r} has no static shape: one schedule per concrete shape"
+            else:
+                dynamic[t.name] = f"graph input {t.name!r} has no static shape"
     for node in graph.nodes:
         outs = [o for o in node.outputs if o]
         ins = [i for i in node.inputs if i]
@@ -55,6 +110,17 @@ def resolve_shapes(graph: Graph) -> tuple[dict[str, TensorInfo], dict[str, str]]
         if upstream is not None:
             for o in outs:
                 dynamic.setdefault(o, upstream)
+            continue
+        if node.op_type in ("Shape", "Size") and node.inputs and node.inputs[0] in special:
+            hostv.update(outs)  # the host knows the concrete shape it specialised for
+            for o in outs:
+                if _static(values.get(o)) is None:
+                    special[o] = special[node.inputs[0]]
+            continue
+        up_special = next((special[i] for i in ins if i in special), None)
+        if up_special is not None:
+            for o in outs:
+                special.setdefault(o, up_special)
             continue
         if node.op_type in ("Shape", "Size") and node.inputs and node.inputs[0] not in known:
             shp = _shape_of(values, graph, node.inputs[0])
@@ -68,19 +134,45 @@ def resolve_shapes(graph: Graph) -> tuple[dict[str, TensorInfo], dict[str, str]]
                 values[outs[0]] = TensorInfo(outs[0], src.elem_type, src.shape, src.kind, src.type_proto)
             if node.inputs[0] in known:
                 known[outs[0]] = known[node.inputs[0]]
+            if node.inputs[0] in hostv:
+                hostv.update(outs)
             continue
+        if node.op_type == "If" and node.inputs and node.inputs[0] in hostv:
+            deciders.add(node.inputs[0])
+            for o in outs:
+                special[o] = f"If {node.name!r} takes the branch of a condition the host computes before the run"
+            continue
+        if node.op_type == "Loop":
+            control = [i for i in node.inputs[:2] if i]
+            if any(i in hostv for i in control) and all(i in hostv or i in known for i in control):
+                deciders.update(i for i in control if i in hostv)
+                for o in outs:
+                    special[o] = f"Loop {node.name!r} runs a trip count the host computes before the run"
+                continue
         have = all(_static(values.get(o)) is not None for o in outs)
         decides = [node.inputs[p] for p in SHAPE_INPUTS.get(node.op_type, ()) if p < len(node.inputs)]
         if not have and any(d and d not in known for d in decides):
-            d = next(d for d in decides if d and d not in known)
+            open_ = [d for d in decides if d and d not in known]
+            if all(d in hostv for d in open_):
+                deciders.update(open_)
+                for o in outs:
+                    special[o] = (f"{node.op_type} {node.name!r} takes its output shape from {open_[0]!r}, "
+                                  "which the host computes before the run")
+                continue
             for o in outs:
-                dynamic[o] = f"{node.op_type} {node.name!r} takes its output shape from the values of {d!r}"
+                dynamic[o] = f"{node.op_type} {node.name!r} takes its output shape from the values of {open_[0]!r}"
+            continue
+        if (have and ins and any(i in hostv for i in ins) and all(i in hostv or i in known for i in ins)
+                and node.op_type not in NONDETERMINISTIC
+                and not any(hasattr(v, "SerializeToString") for v in node.attrs.values())
+                and all(int(np.prod(_static(values[o]), dtype=np.int64)) <= HOST_SCALAR_LIMIT for o in outs)):
+            hostv.update(outs)  # host scalar arithmetic (a trip count from start, limit, delta)
             continue
         all_known = all(i in known for i in ins)
         small = have and all(int(np.prod(_static(values[o]), dtype=np.int64)) <= _KNOWN_LIMIT for o in outs)
         if have and not (all_known and small):
             continue
-        res = _evaluate(node, graph, values, known, _KNOWN_LIMIT * 8 if have else None)
+        res = _evaluate(node, graph, values, known, _KNOWN_LIMIT * 8 if have else None, strict)
         if res is None:
             if not have:
                 for o in outs:
@@ -94,7 +186,25 @@ def resolve_shapes(graph: Graph) -> tuple[dict[str, TensorInfo], dict[str, str]]
                 values[o] = TensorInfo(o, helper.np_dtype_to_tensor_dtype(r.dtype), tuple(r.shape))
             if all_known and r.size <= _KNOWN_LIMIT:
                 known[o] = r
-    return values, dynamic
+    return Resolved(values, dynamic, special, set(known), hostv, deciders)
+
+
+def graph_inputs_behind(graph: Graph, names: set[str]) -> set[str]:
+    """The graph inputs that ``names`` are computed from (walking producers back)."""
+    producer = {o: n for n in graph.nodes for o in n.outputs if o}
+    inputs = {t.name for t in graph.inputs}
+    seen, todo, found = set(), list(names), set()
+    while todo:
+        v = todo.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        if v in inputs:
+            found.add(v)
+        n = producer.get(v)
+        if n is not None:
+            todo.extend(i for i in n.inputs if i)
+    return found
 
 
 def _shape_of(values: dict[str, TensorInfo], graph: Graph, name: str) -> tuple[int, ...] | None:
@@ -115,32 +225,123 @@ def _shape_value(node: Node, shp: tuple[int, ...]) -> np.ndarray:
     return np.array(shp[start:end], dtype=np.int64)
 
 
+def _check_rough(node: Node, args: list[Any], bound: int) -> None:
+    """For an op without a size rule in hal.limits: its output is at most the broadcast of its inputs
+    (elementwise) or their sum (Concat and other gathers), at 8 bytes an element; refuse past the bound."""
+    arrays = [a for a in args if isinstance(a, np.ndarray)]
+    total = sum(limits.nbytes_of(a.shape, 8) for a in arrays)
+    try:
+        shp = np.broadcast_shapes(*(a.shape for a in arrays)) if arrays else ()
+        est = max(total, limits.nbytes_of(shp, 8))
+    except ValueError:
+        shp, est = (), total
+    if est > bound:
+        raise ResourceError(
+            f"{node.op_type} would need up to {limits.format_bytes(est)} ({est:,} bytes) for inputs of shapes "
+            f"{', '.join(str(list(a.shape)) for a in arrays)}, more than max_memory "
+            f"{limits.format_bytes(bound)} ({bound:,} bytes); refused before allocating",
+            where=f"node {node.name!r}", hint="pass max_memory=<bytes> if this is intended, or check the input shapes")
+
+
 def _evaluate(node: Node, graph: Graph, values: dict[str, TensorInfo], known: dict[str, np.ndarray],
-              max_bytes: int | None) -> tuple[Any, ...] | None:
+              max_bytes: int | None, strict: bool = False) -> tuple[Any, ...] | None:
     """The node's outputs on its known inputs and zeros elsewhere (None when that cannot be done, or when
     the output would exceed ``max_bytes`` — default: the session's max_memory — whatever shape is declared)."""
     try:
         step = kernel_step(node, graph)
     except Exception:
         return None
-    if step.context_opset is not None:
-        return None  # control flow: its shapes come from its body, evaluated only at run time
+    # As hal.engine does before every kernel: the output's size from the arguments (Python integers,
+    # nothing allocated) against the bound, and here the stand-in zeros of unknown inputs too.
+    bound = max_bytes if max_bytes is not None else limits.current().max_memory
+    zeros = _Zeros(values, known, min(bound, _ZEROS_LIMIT_BYTES))
+    control = step.context_opset is not None
+    if control:
+        # control flow: its shapes come from its body, run here on stand-in values. A Loop only with its
+        # trip count and condition known, the trip count small enough to be shape arithmetic (a Range's
+        # loop once the host fixed its bounds); an If only with its condition known; a Scan's length is
+        # its inputs' static shape.
+        if node.op_type == "Loop":
+            if not all((not i) or i in known for i in node.inputs[:2]):
+                return None
+            trip = known.get(node.inputs[0]) if node.inputs and node.inputs[0] else None
+            if trip is None or trip.size != 1 or int(trip.reshape(-1)[0]) > _KNOWN_LIMIT:
+                return None
+        elif node.op_type == "If":
+            if not node.inputs or node.inputs[0] not in known:
+                return None
+        elif node.op_type != "Scan":
+            return None
     args = []
     for i in node.inputs:
         if not i:
             args.append(None)
-        elif i in known:
-            args.append(known[i])
-        else:
+            continue
+        v = zeros.get(i)
+        if v is None:
             info = values.get(i)
             shp, dt = _static(info), info.dtype if info is not None else None
-            if shp is None or dt is None or int(np.prod(shp, dtype=np.int64)) > (1 << 24):
-                return None
-            args.append(np.zeros(shp, dtype=dt))
+            if strict and max_bytes is None and shp is not None and dt is not None:
+                n = limits.nbytes_of(shp, dt.itemsize)
+                if n > bound:
+                    raise ResourceError(
+                        f"{node.op_type} reads {i!r} of shape {list(shp)}: {limits.format_bytes(n)} ({n:,} bytes), "
+                        f"more than max_memory {limits.format_bytes(bound)} ({bound:,} bytes); refused before "
+                        "allocating", where=f"node {node.name!r}",
+                        hint="pass max_memory=<bytes> if this is intended, or check the input shapes")
+            return None
+        args.append(v)
+    if control:
+        try:
+            limits.check_deadline(f"node {node.name!r}")
+            with np.errstate(all="ignore"):
+                res = step.fn(*args, _ctx=KernelContext(step.context_opset, zeros), **step.attrs)  # type: ignore[arg-type]
+        except Exception:  # a body that reads run-time values, or fails: its shapes stay open
+            return None
+        return res if isinstance(res, tuple) else (res,)
     try:
-        limits.check_step(node.op_type, node.name, args, step.attrs, max_bytes)
+        limits.check_deadline(f"node {node.name!r}")
+        limits.check_step(node.op_type, node.name, args, step.attrs, bound)
+        if node.op_type not in limits.OUTPUT_SIZE:
+            _check_rough(node, args, bound)
+    except ResourceError:
+        if strict and max_bytes is None:
+            raise  # the concrete values of a specialisation ask for more than max_memory: say so
+        return None
+    except Exception:  # malformed arguments: the kernel's error is the run's to report
+        return None
+    try:
         with np.errstate(all="ignore"):
             res = step.fn(*args, **step.attrs)
-    except Exception:  # too large to evaluate here, or a kernel error: the run reports it, naming the node
+    except Exception:  # a kernel error: the run reports it, naming the node
         return None
     return res if isinstance(res, tuple) else (res,)
+
+
+class _Zeros(Mapping[str, Any]):
+    """Values for compile-time evaluation: the known ones, else zeros of the static shape (bounded in
+    bytes before allocating); a control-flow body reads its outer scope through it too."""
+
+    def __init__(self, values: dict[str, TensorInfo], known: dict[str, np.ndarray], limit: int):
+        self._values, self._known, self._limit = values, known, limit
+
+    def __getitem__(self, name: str) -> Any:
+        v = self.get(name)
+        if v is None:
+            raise KeyError(name)
+        return v
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name in self._known:
+            return self._known[name]
+        info = self._values.get(name)
+        shp, dt = _static(info), info.dtype if info is not None else None
+        if shp is None or dt is None or limits.nbytes_of(shp, dt.itemsize) > self._limit:
+            return default
+        return np.broadcast_to(np.zeros((), dtype=dt), shp)  # one element, whatever the shape
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._known)
+
+    def __len__(self) -> int:
+        return len(self._known)

@@ -23,11 +23,7 @@ OPSET = 17
 
 
 #: (target, case) -> why it fails today; such cases are xfail without running (reported to the owners)
-KNOWN_ISSUES: dict[tuple[str, str], str] = {
-    ("lpu", "lying-shapes"): "hal_lpu.shapes._evaluate and load_time_constants run kernels on constants at "
-                             "capability/compile without hal.limits.check_step: a declared shape that lies "
-                             "makes them allocate (2 GB here)",
-}
+KNOWN_ISSUES: dict[tuple[str, str], str] = {}
 
 
 def known_issue_params(targets: list[str], case: str) -> list[Any]:

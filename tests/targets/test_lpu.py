@@ -277,10 +277,12 @@ def test_data_dependent_shapes_are_refused_and_run_on_cpu_with_fallback_allow():
 
 def test_a_reshape_whose_shape_comes_from_data_is_refused_but_one_from_static_shapes_is_taken():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])
-    s = helper.make_tensor_value_info("s", TensorProto.INT64, [2])
+    t = helper.make_tensor_value_info("t", TensorProto.INT64, [100])  # too large for the host to read ahead
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None])
-    data = helper.make_model(helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["r"]),
-                                                helper.make_node("Relu", ["r"], ["y"])], "d", [x, s], [y]),
+    k0, k2 = (numpy_helper.from_array(np.array([v], np.int64), f"k{v}") for v in (0, 2))
+    data = helper.make_model(helper.make_graph([helper.make_node("Slice", ["t", "k0", "k2"], ["s"]),
+                                                helper.make_node("Reshape", ["x", "s"], ["r"]),
+                                                helper.make_node("Relu", ["r"], ["y"])], "d", [x, t], [y], [k0, k2]),
                              opset_imports=[helper.make_opsetid("", 17)])
     cap = get_target("lpu").capability(optimize(load(data)), CompileOptions())
     assert {r.op_type for r in cap.refused} == {"Reshape", "Relu"}
@@ -366,3 +368,90 @@ def test_the_larger_chip_count_of_fp16_weights_is_slower_per_token(llama70b_deco
     fp16 = hal.compile("zoo:llama-2-70b", target="lpu", precision="native", zoo_params=DECODE).report
     assert fp16.devices > 1.8 * llama70b_decode.devices
     assert fp16.tokens_per_s < llama70b_decode.tokens_per_s
+
+
+# -- schedules specialised per value signature --------------------------------------------------------------
+def _onnx_case(name: str):
+    from hal.conformance.cases import node_cases, to_value
+
+    (case,) = [c for c in node_cases() if c.name == name]
+    inputs, expected = case.data_sets[0]
+    names = [i.name for i in case.model.graph.input]
+    return case.model, dict(zip(names, (to_value(v) for v in inputs))), [to_value(v) for v in expected]
+
+
+def test_a_loop_whose_trip_count_the_host_computes_gets_a_schedule_per_value_signature():
+    import onnxruntime as ort
+
+    model, feeds, expected = _onnx_case("test_range_float_type_positive_delta_expanded")
+    cap = get_target("lpu").capability(optimize(load(model)), CompileOptions())
+    assert not cap.refused  # the Loop's trip count comes from start/limit/delta, which the host reads
+    sess = hal.InferenceSession(model, target="lpu")
+    stats = sess.report.details["specialisation"]
+    assert stats["value_keys"] == ["delta", "limit", "start"] and stats["compiles"] == 0
+    (got,) = sess.run(None, feeds)
+    np.testing.assert_array_equal(got, expected[0])  # onnx's own expected output
+    assert stats["compiles"] == 1 and stats["cache_hits"] == 0 and stats["last_cycles"] > 0
+    first = _executable(sess).program
+    _assert_schedule_is_valid(_executable(sess)._latest())
+    sess.run(None, {k: v.copy() for k, v in feeds.items()})  # same values: the cached schedule
+    assert stats["compiles"] == 1 and stats["cache_hits"] == 1
+    other = {"start": np.array(0.5, np.float32), "limit": np.array(40.0, np.float32),
+             "delta": np.array(1.5, np.float32)}
+    (got2,) = sess.run(None, other)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, other)[0]
+    np.testing.assert_array_equal(got2, ref)
+    assert got2.shape == (27,) and stats["compiles"] == 2 and stats["signatures_cached"] == 2
+    assert _executable(sess).program is not first and "start=0.5" in _executable(sess)._latest().report.details[
+        "specialised_for"]
+
+
+def test_a_specialised_executable_survives_serialize_and_refuses_a_missing_key():
+    model, feeds, expected = _onnx_case("test_range_int32_type_negative_delta_expanded")
+    sess = hal.InferenceSession(model, target="lpu")
+    exe = _executable(sess)
+    back = get_target("lpu").load(exe.serialize())
+    np.testing.assert_array_equal(back.run(feeds)[sess.get_outputs()[0].name], expected[0])
+    with pytest.raises(hal.InputError, match="decides the schedule"):
+        back.run({})
+
+
+def test_a_reshape_to_a_shape_fed_as_an_input_is_specialised_per_shape_value():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])
+    s = helper.make_tensor_value_info("s", TensorProto.INT64, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None])
+    model = helper.make_model(helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["r"]),
+                                                 helper.make_node("Relu", ["r"], ["y"])], "d", [x, s], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    sess = hal.InferenceSession(model, target="lpu")
+    xv = np.arange(12, dtype=np.float32).reshape(2, 6) - 5
+    for shape in ([3, 4], [12, 1], [3, 4]):
+        (out,) = sess.run(None, {"x": xv, "s": np.array(shape, np.int64)})
+        assert np.array_equal(out, np.maximum(xv.reshape(shape), 0))
+    stats = sess.report.details["specialisation"]
+    assert stats["compiles"] == 2 and stats["cache_hits"] == 1
+
+
+# -- activations split over chips ---------------------------------------------------------------------------
+def test_activations_too_large_for_a_chip_are_split_over_chips_and_still_give_the_reference_numbers():
+    cpu = hal.InferenceSession("zoo:tiny-gpt", target="cpu")
+    feeds = _feeds(cpu)
+    sess = hal.InferenceSession("zoo:tiny-gpt", target="lpu", sram_bytes=40_000)
+    exe = _executable(sess)
+    d = sess.report.details
+    assert d["activation_split_nodes"] > 0 and max(d["sram_used_per_chip"]) <= 40_000
+    parts = [g for g in exe.groups if g.kind == "shard" and "#part" in g.name]
+    assert len({g.chip for g in parts}) > 1
+    assert any(g.kind == "send" and "[slice" in g.name for g in exe.groups)  # each chip is sent its slice only
+    for a, b in zip(sess.run(None, feeds), cpu.run(None, feeds)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_schedule_is_valid(exe)
+
+
+def test_llama_70b_prefill_at_a_1024_token_prompt_splits_attention_over_chips_and_stripes_large_sends():
+    r = hal.compile("zoo:llama-2-70b", target="lpu", precision="int8",
+                    zoo_params={"phase": "prefill", "batch": 1, "prompt": 1024}).report
+    d = r.details
+    assert r.ttft_s is not None and r.ttft_s == r.latency_s > 0
+    assert d["activation_split_nodes"] >= 80 and d["c2c_striped_sends"] > 0  # every layer's attention scores
+    assert max(d["sram_used_per_chip"]) <= 220 * 2**20
