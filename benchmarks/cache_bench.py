@@ -6,8 +6,9 @@
 For each (model, target): the median over ``--reps`` of a whole ``InferenceSession(...)`` with the
 cache off, and with a warm cache (``cache_dir`` holding the entry), interleaved so drift hits both;
 plus the target's own compile time and the cache's load time (read, hash check, ``load(blob)``)
-taken apart. A cache hit skips the target's compile only: loading, checking, shape inference and
-the graph passes still run (they give the session its graph and the key its model hash).
+taken apart. A session hit (a model given as a file, bytes or a zoo name) skips the frontend too:
+loading, checking, shape inference, graph passes and placement; it reads the session's graph and
+each partition's program, so a model whose weights dominate pays for reading them twice.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def measure(model: str, target: str, reps: int) -> dict[str, Any]:
             s = hal.InferenceSession(path, cache_dir=d, **kw)
             warm.append(time.perf_counter() - t0)
             st = s.compile_cache.stats
-            outcomes.append("hit" if st.hits and not st.misses else "not worth it" if st.not_worth_it else "miss")
+            outcomes.append("session hit" if getattr(st, "session_hits", 0) else "hit" if st.hits and not st.misses
+                            else "not worth it" if st.not_worth_it else "miss")
         parts = len(s._parts)
         # the two steps a hit swaps, taken apart on the whole graph (one partition when nothing falls back)
         tgt = get_target(target)
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     import platform
 
     import hal
-    from hal.perf.trace import atomic_write
+    from hal.files import atomic_write
 
     targets = args.targets.split(",") if args.targets else [s.name for s in hal.targets()]
     rows = []
@@ -125,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"model": m, "target": t, "error": str(e)[:300]})
             print(f"{m:24} {t:11} {_line(rows[-1])}", flush=True)
     doc = {"schema": "hal-cache-bench/1", "reps": args.reps, "threads": 1, "python": platform.python_version(),
-           "hal": hal.__version__, "note": "median wall time of a whole InferenceSession(...); a hit skips the "
-           "target's compile only (load, check, shape inference and passes still run); an entry that loads "
-           "slower than it compiles is replaced by a 'not worth it' marker after its first hit", "results": rows}
+           "hal": hal.__version__, "note": "median wall time of a whole InferenceSession(...); a session hit "
+           "skips the frontend (load, check, shape inference, passes, placement) and the target's compile; a "
+           "program hit skips the compile only; an entry that loads slower than building it is replaced by a "
+           "'not worth it' marker after its first hit", "results": rows}
     atomic_write(args.out, json.dumps(doc, indent=1) + "\n")
     return 0
 

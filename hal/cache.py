@@ -18,6 +18,17 @@ anything else (truncated, corrupted, foreign) is deleted and rebuilt, never load
 took longer to load than its program took to compile (a large blob of weights, a compile of a few
 milliseconds) is replaced by a "not worth it" marker: later sessions just compile.
 
+A session entry lets a second ``InferenceSession`` skip the frontend too (reading, checking, shape
+inference, graph passes, placement), which dominates on small models. Its key hashes the model as
+given, without loading it (a file's or bytes' SHA-256, or a ``zoo:`` name with its parameters), the
+target's and the reference target's identities and specs, the options and the fallback policy; its
+payload is the session's graph, refusals and partitions, each partition naming the entry of its
+program, which is loaded as above (so every check applies) or, when that entry is gone, bad or not
+worth loading, compiled again from the stored graph. A model with external-data files gets no
+session entry (its file alone does not pin its weights); neither does a Graph or ModelProto passed
+in code. A session entry is judged by what it saves: one whose hit (hashing the model, reading the
+entry) took longer than the frontend took when it was built is replaced by a "not worth it" marker.
+
 Payloads are pickles for the built-in targets: only use a cache folder you trust. hal refuses a
 folder that other users can write to or that another user owns.
 """
@@ -27,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import stat
 import sys
 import time
@@ -39,8 +51,8 @@ from typing import Any
 import numpy as np
 
 from hal.errors import HalError
+from hal.files import atomic_write
 from hal.graph.ir import Graph, ShapeOnly
-from hal.perf.trace import atomic_write
 from hal.specs import CompileOptions
 from hal.target import Executable, Target
 
@@ -63,6 +75,7 @@ class CacheStats:
     rebuilt: int = 0  # entries found corrupted, truncated or foreign, and replaced
     store_failures: int = 0
     not_worth_it: int = 0  # programs that load slower than they compile: a marker says "just compile"
+    session_hits: int = 0  # sessions restored whole, frontend included
 
 
 def _attr_token(v: Any) -> Any:
@@ -100,6 +113,62 @@ def graph_digest(graph: Graph) -> str:
                 if a.dtype != object else repr(a.tolist())
             put([k, list(a.shape), str(a.dtype), data])
     return h.hexdigest()
+
+
+def source_digest(model: Any, zoo_params: Any = None) -> str | None:
+    """A hash of the model as given, worked out without loading it (None: no session entry for it).
+
+    A file: SHA-256 of its bytes; bytes: of them; ``zoo:NAME``: of the name and ``zoo_params`` (the
+    builder's code is in hal's code fingerprint). A Graph or ModelProto built in code has none.
+    """
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return "bytes:" + hashlib.sha256(model).hexdigest()
+    if not isinstance(model, (str, os.PathLike)):
+        return None
+    s = os.fspath(model)
+    if not isinstance(s, str):
+        return None
+    if s.startswith("zoo:"):
+        spec = json.dumps([s, dict(zoo_params or {})], sort_keys=True, default=repr)
+        return "zoo:" + hashlib.sha256(spec.encode()).hexdigest()
+    try:
+        return "file:" + hashlib.sha256(Path(s).read_bytes()).hexdigest()
+    except OSError:  # the loader says what is wrong with the path
+        return None
+
+
+def _uses_external_data(model: Any) -> bool:
+    """A model file that keeps weights in other files (parsed only when a session entry is stored)."""
+    if not isinstance(model, (str, os.PathLike)) or str(os.fspath(model)).startswith("zoo:"):
+        return False
+    import onnx
+
+    from hal.graph.load import _external_tensors
+
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(Path(os.fspath(model)).read_bytes())
+    except Exception:  # unreadable now: store nothing
+        return True
+    return bool(_external_tensors(proto))
+
+
+@dataclass
+class SessionPart:
+    """One partition of a stored session: where it runs, its program's cache key, its nodes."""
+
+    target: str
+    key: str
+    nodes: list[str]
+
+
+@dataclass
+class SessionEntry:
+    """What a session entry restores: the optimised graph, the refused nodes, the partitions."""
+
+    graph: Graph
+    refused: dict[str, Any]
+    parts: list[SessionPart]
 
 
 def _source_files(obj: Any) -> tuple[Path, ...]:
@@ -162,6 +231,19 @@ def read_entry(path: Path) -> tuple[dict[str, Any] | None, bytes]:
     return (header if isinstance(header, dict) else None), payload
 
 
+def read_header(path: Path) -> dict[str, Any] | None:
+    """The header of an entry file without its payload (None: absent or not an entry)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(MAGIC)) != MAGIC:
+                return None
+            line = f.readline(1 << 16)
+        header = json.loads(line)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
 def entry_is_valid(header: dict[str, Any], payload: bytes, key: str, ident: dict[str, Any]) -> bool:
     """The entry is the one asked for, from the same plugin version and code, and whole (size and SHA-256)."""
     return (header.get("key") == key and header.get("plugin") == ident["plugin"]
@@ -176,6 +258,8 @@ class CompileCache:
         self.folder = Path(folder).expanduser()
         self.stats = CacheStats()
         self._identities: dict[int, dict[str, Any]] = {}
+        self._digest_s: dict[str, float] = {}  # session key -> what hashing the model for it took
+        self._busy_s = 0.0  # time spent in this cache's key, load and store (not the session's frontend)
 
     def identity(self, target: Target) -> dict[str, Any]:
         """``plugin_identity(target)``, worked out once per target for this cache object."""
@@ -186,6 +270,14 @@ class CompileCache:
 
     # -- keys --------------------------------------------------------------------------------------
     def key(self, graph: Graph, target: Target, options: CompileOptions) -> str:
+        """The key of ``graph``'s program on ``target`` with ``options`` (see the module docstring)."""
+        t0 = time.perf_counter()
+        try:
+            return self._key(graph, target, options)
+        finally:
+            self._busy_s += time.perf_counter() - t0
+
+    def _key(self, graph: Graph, target: Target, options: CompileOptions) -> str:
         import hal
 
         material = {
@@ -195,6 +287,29 @@ class CompileCache:
             "options": options.model_dump(mode="json", exclude={"timeout_s"}),
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True, default=repr).encode()).hexdigest()
+
+    def session_key(self, model: Any, zoo_params: Any, target: Target, reference: Target,
+                    options: CompileOptions, fallback: str) -> str | None:
+        """The key of a whole session on ``model`` (None when the model form has no session entry)."""
+        import hal
+        from hal import limits
+
+        t0 = time.perf_counter()
+        digest = source_digest(model, zoo_params)
+        if digest is None:
+            return None
+        digest_s = time.perf_counter() - t0
+        material = {
+            "format": FORMAT, "kind": "session", "hal": hal.__version__, "hal_api": hal.HAL_API_VERSION,
+            "model": digest, "fallback": fallback,
+            # a hit skips the memory check of the graph: the bound in force (HAL_MAX_MEMORY, RAM) is in the key
+            "max_memory": options.max_memory or limits.default_max_memory(),
+            "targets": [[t.spec.name, t.spec.fingerprint(), self.identity(t)] for t in (target, reference)],
+            "options": options.model_dump(mode="json", exclude={"timeout_s"}),
+        }
+        key = hashlib.sha256(json.dumps(material, sort_keys=True, default=repr).encode()).hexdigest()
+        self._digest_s[key] = digest_s
+        return key
 
     def path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.halc"
@@ -220,6 +335,14 @@ class CompileCache:
 
     # -- entries -----------------------------------------------------------------------------------
     def load(self, key: str, target: Target) -> Executable | None:
+        """The executable stored under ``key``, or None (see ``_load``)."""
+        t0 = time.perf_counter()
+        try:
+            return self._load(key, target)
+        finally:
+            self._busy_s += time.perf_counter() - t0
+
+    def _load(self, key: str, target: Target) -> Executable | None:
         """The executable stored under ``key``, or None (absent, bad and now deleted, or not worth loading).
 
         An entry that took longer to load than its program took to compile is replaced by a marker,
@@ -260,17 +383,21 @@ class CompileCache:
         return exe
 
     def store(self, key: str, target: Target, exe: Executable, compile_s: float | None = None) -> Path | None:
+        """Serialize ``exe`` under ``key`` (see ``_store``)."""
+        t0 = time.perf_counter()
+        try:
+            return self._store(key, target, exe, compile_s)
+        finally:
+            self._busy_s += time.perf_counter() - t0
+
+    def _store(self, key: str, target: Target, exe: Executable, compile_s: float | None = None) -> Path | None:
         """Serialize ``exe`` under ``key`` (``compile_s``: what compiling it took, kept to judge loads).
 
         A plugin that cannot serialize gets a CacheWarning, not an error; a "not worth it" marker
         under ``key`` is left in place.
         """
-        try:
-            header, _ = read_entry(self.path(key))
-            if header is not None and header.get("not_worth_it"):
-                return None
-        except OSError:
-            pass
+        if self._marked(key):
+            return None
         try:
             payload = exe.serialize()
             if not isinstance(payload, (bytes, bytearray)):
@@ -288,6 +415,11 @@ class CompileCache:
             self.stats.stored += 1
         return p
 
+    def _marked(self, key: str) -> bool:
+        """A "not worth it" marker holds ``key`` (read from its header alone)."""
+        header = read_header(self.path(key))
+        return bool(header is not None and header.get("not_worth_it"))
+
     def _write(self, key: str, target: Target, payload: bytes, extra: dict[str, Any]) -> Path | None:
         header = {"format": FORMAT, "key": key, **self.identity(target), "target": target.spec.name,
                   "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest(), **extra}
@@ -300,6 +432,65 @@ class CompileCache:
             return None
 
 
+    # -- session entries ---------------------------------------------------------------------------
+    def load_session(self, key: str, target: Target) -> SessionEntry | None:
+        """The session stored under ``key``, or None (absent, not worth it, or bad and now deleted).
+
+        Its partitions' programs are then got through ``load`` under their own keys (compiled again
+        where their entry is gone, bad or not worth loading). A session entry that took longer to
+        hash the model and read than the frontend it saves took to run is replaced by a marker.
+        """
+        p = self.path(key)
+        t0 = time.perf_counter()
+        try:
+            header, payload = read_entry(p)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            header, payload = None, b""
+        entry = None
+        if header is not None and entry_is_valid(header, payload, key, self.identity(target)):
+            if header.get("not_worth_it"):
+                return None
+            try:
+                entry = pickle.loads(payload)
+            except Exception:  # whole by its hash but unreadable here: as good as corrupted
+                entry = None
+        if not isinstance(entry, SessionEntry):
+            self.stats.rebuilt += 1
+            p.unlink(missing_ok=True)
+            return None
+        self.stats.session_hits += 1
+        load_s = time.perf_counter() - t0 + self._digest_s.get(key, 0.0)
+        frontend_s = header.get("frontend_s") if header is not None else None
+        if isinstance(frontend_s, (int, float)) and load_s > frontend_s:
+            self._write(key, target, b"", {"kind": "session", "not_worth_it": True, "frontend_s": frontend_s,
+                                           "load_s": round(load_s, 6)})
+        return entry
+
+    def store_session(self, key: str, target: Target, model: Any, entry: SessionEntry, build_s: float
+                      ) -> Path | None:
+        """Store a session that took ``build_s`` seconds to build (its frontend: that less its programs'
+        compile times and this cache's own work), unless the model file leaves weights in external
+        files or a "not worth it" marker holds the key."""
+        if self._marked(key):
+            return None
+        if _uses_external_data(model):
+            return None
+        compile_s = 0.0
+        for part in entry.parts:
+            head = read_header(self.path(part.key))
+            if head is not None and isinstance(head.get("compile_s"), (int, float)):
+                compile_s += head["compile_s"]
+        try:
+            payload = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # e.g. a third-party attribute value that cannot be pickled
+            warnings.warn(f"compile cache: session not stored: {type(e).__name__}: {e}", CacheWarning, stacklevel=3)
+            return None
+        frontend_s = max(0.0, build_s - compile_s - self._busy_s)
+        return self._write(key, target, payload, {"kind": "session", "build_s": build_s, "frontend_s": frontend_s})
+
+
 def open_cache(cache_dir: str | os.PathLike | bool | None) -> CompileCache | None:
     """The cache for ``cache_dir`` (None: ``HAL_CACHE_DIR``; False or "": no cache), or None if unusable."""
     if cache_dir is None:
@@ -310,5 +501,6 @@ def open_cache(cache_dir: str | os.PathLike | bool | None) -> CompileCache | Non
     return c if c.usable() else None
 
 
-__all__ = ["ENV_CACHE_DIR", "CacheStats", "CacheWarning", "CompileCache", "entry_is_valid", "graph_digest",
-           "open_cache", "plugin_identity", "read_entry"]
+__all__ = ["ENV_CACHE_DIR", "CacheStats", "CacheWarning", "CompileCache", "SessionEntry", "SessionPart",
+           "entry_is_valid", "graph_digest", "open_cache", "plugin_identity", "read_entry", "read_header",
+           "source_digest"]

@@ -32,19 +32,9 @@ def _console():
 
 def _write_out(dest: str, data: bytes | str) -> None:
     """Write an output file atomically; a device or pipe (/dev/stdout, a FIFO) is written directly."""
-    import stat
+    from hal.files import write_output
 
-    from hal.perf.trace import atomic_write
-
-    try:
-        special = not stat.S_ISREG(Path(dest).stat().st_mode)
-    except OSError:
-        special = False
-    if special:
-        with open(dest, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-    else:
-        atomic_write(dest, data)
+    write_output(dest, data)
 
 
 def _emit_json(dest: str | None, payload: Any) -> None:

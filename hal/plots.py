@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hal.errors import HalError
-from hal.perf.trace import atomic_write
+from hal.files import atomic_write
 
 
 class PlotUnavailable(HalError):

@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 
 from hal.compare import CompareReport, TargetResult
-from hal.perf.trace import atomic_write
+from hal.files import atomic_write
 
 COLUMNS = ("target", "status", "max abs err", "max rel err", "cosine", "latency", "throughput", "peak memory",
            "devices", "energy", "compile", "kernels/nodes", "placement")

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hal.files import atomic_write
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -208,8 +210,7 @@ def write_schemas(folder: str | Path) -> list[Path]:
     written = []
     for name, schema in json_schemas().items():
         p = folder / f"{name}.schema.json"
-        p.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        written.append(p)
+        written.append(atomic_write(p, json.dumps(schema, indent=2, sort_keys=True) + "\n"))
     return written
 
 

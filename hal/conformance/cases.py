@@ -22,6 +22,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from hal.files import atomic_write
+
 #: the light models onnx ships, in onnx/backend/test/data/light/
 LIGHT_MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
                 "squeezenet", "vgg19", "zfnet512")
@@ -119,10 +121,7 @@ def _onnx_node_cases() -> tuple[Any, ...]:
         cases = tuple(collect_testcases())
     if path is not None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(pickle.dumps(cases, protocol=pickle.HIGHEST_PROTOCOL))
-            os.replace(tmp, path)
+            atomic_write(path, pickle.dumps(cases, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError:  # a read-only home only costs the next process the collection time
             pass
     return cases

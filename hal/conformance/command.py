@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hal.conformance.report import ConformanceReport
+from hal.files import atomic_write, write_output
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -48,7 +49,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def pytest_args(args: argparse.Namespace, json_out: Path, folder: Path) -> list[str]:
     """The pytest command line for these options, isolated in ``folder``."""
     ini = folder / "pytest.ini"
-    ini.write_text("[pytest]\n", encoding="utf-8")
+    atomic_write(ini, "[pytest]\n")
     argv = ["-c", str(ini), "--rootdir", str(folder), "--noconftest", "-p", "no:cacheprovider",
             "--hal-target", args.target, "--hal-profile", args.profile, "--hal-precision", args.precision,
             "--hal-json", str(json_out)]
@@ -94,9 +95,7 @@ def run(args: argparse.Namespace) -> int:
         report = ConformanceReport.model_validate_json(json_out.read_text(encoding="utf-8"))
     print_report(report, console, failing_only=args.failing_only)
     if args.json_path:
-        out = Path(args.json_path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        out = write_output(args.json_path, report.model_dump_json(indent=2) + "\n")
         console.print(f"report: {out}")
     if args.write_manifest is not None:
         from hal.conformance.profiles import manifest_path

@@ -18,6 +18,7 @@ from pathlib import Path
 from hal.conformance.cases import ConformanceCase
 from hal.conformance.check import Tolerance
 from hal.errors import HalError
+from hal.files import atomic_write
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -162,8 +163,4 @@ def write_manifest(path: str | Path, target: str, entries: Iterable[ManifestEntr
     for e in sorted(merged.values(), key=lambda e: (e.op, e.case)):
         lines += ["", "[[xfail]]", f"case = {_toml_str(e.case)}", f"op = {_toml_str(e.op)}",
                   f"cause = {_toml_str(e.cause)}", f"reason = {_toml_str(e.reason)}"]
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(p)
-    return p
+    return atomic_write(p, "\n".join(lines) + "\n")

@@ -135,9 +135,9 @@ class SuiteState:
             return  # an xdist worker: the controller writes the files
         json_path = self.config.getoption("hal_json")
         if json_path:
-            p = Path(json_path)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(self.report().model_dump_json(indent=2) + "\n", encoding="utf-8")
+            from hal.files import write_output
+
+            write_output(json_path, self.report().model_dump_json(indent=2) + "\n")
         out = self.config.getoption("hal_write_manifest")
         if out:
             from hal.conformance.profiles import ManifestEntry, manifest_reason, write_manifest

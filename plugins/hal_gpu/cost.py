@@ -15,6 +15,7 @@ kernel between idle and TDP by how hard it drives its busiest unit.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -90,10 +91,12 @@ class Timeline:
 
 
 def _numel(graph: Graph, name: str) -> int:
-    n = 1
-    for d in static_shape(graph, name):
-        n *= d
-    return n
+    return math.prod(static_shape(graph, name))
+
+
+def _per_device(dim: int, share: float) -> int:
+    """One device's part of a split dimension: at least 1, unless there is nothing to split."""
+    return max(1, round(dim * share)) if dim else 0
 
 
 def kernel_bytes(k: Kernel, graph: Graph, sizes: Sizes, sh: Sharding) -> float:
@@ -121,26 +124,16 @@ def _gemm_dims(graph: Graph, idx: int) -> tuple[int, int, int, int]:
     n = graph.nodes[idx]
     out = static_shape(graph, n.outputs[0])
     op = n.op_type
-    if op in ("Conv", "ConvInteger", "QLinearConv"):
+    if op in ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose"):
+        # implicit GEMM: rows are batch x spatial positions; a transposed conv is the same GEMM run backwards
+        transposed = op == "ConvTranspose"
         w = static_shape(graph, n.inputs[3] if op == "QLinearConv" else n.inputs[1])
+        rows_of = static_shape(graph, n.inputs[0]) if transposed else out
         group = int(n.attrs.get("group", 1))
-        spatial = 1
-        for d in out[2:]:
-            spatial *= d
-        k = 1
-        for d in w[1:]:
-            k *= d
-        return group, (out[0] if out else 1) * spatial, (w[0] if w else 1) // max(1, group), k
-    if op == "ConvTranspose":
-        x, w = static_shape(graph, n.inputs[0]), static_shape(graph, n.inputs[1])
-        group = int(n.attrs.get("group", 1))
-        spatial = 1
-        for d in x[2:]:
-            spatial *= d
-        kn = 1
-        for d in w[1:]:
-            kn *= d
-        return group, (x[0] if x else 1) * spatial, kn, (w[0] if w else 1) // max(1, group)
+        rows = (rows_of[0] if rows_of else 1) * math.prod(rows_of[2:])
+        channels = (w[0] if w else 1) // max(1, group)
+        reduce = math.prod(w[1:])
+        return (group, rows, reduce, channels) if transposed else (group, rows, channels, reduce)
     a = static_shape(graph, n.inputs[0])
     if op == "Gemm":
         m, nn = (out[0], out[1]) if len(out) == 2 else (1, 1)
@@ -151,15 +144,21 @@ def _gemm_dims(graph: Graph, idx: int) -> tuple[int, int, int, int]:
     k = a[-1] if a else 1
     nn = b[-1] if len(b) >= 2 else 1
     total = _numel(graph, n.outputs[0])
-    return max(1, total // max(1, m * nn)), m, nn, k
+    return (0 if total == 0 else max(1, total // max(1, m * nn))), m, nn, k
+
+
+def _roofline(ln: Launch, flops: float, rate: float, nbytes: float, mem_rate: float) -> tuple[float, float]:
+    """(compute, memory) seconds of one launch; an empty grid does no work."""
+    if ln.empty:
+        return 0.0, 0.0
+    return flops / (rate * ln.wave_efficiency * ln.tile_efficiency), nbytes / (mem_rate * ln.sm_fill)
 
 
 def _best(launches: list[Launch], flops_of: Callable[[Launch], float], rate: float, bytes_of: Callable[[Launch], float],
           mem_rate: float) -> tuple[Launch, float, float]:
     best = None
     for ln in launches:
-        c = flops_of(ln) / (rate * ln.wave_efficiency * ln.tile_efficiency)
-        m = bytes_of(ln) / (mem_rate * ln.sm_fill)
+        c, m = _roofline(ln, flops_of(ln), rate, bytes_of(ln), mem_rate)
         key = (max(c, m), c + m, ln.split, -ln.tile[0] * ln.tile[1])  # then the least wasted work
         if best is None or key < best[0]:
             best = (key, ln, c, m)
@@ -182,8 +181,8 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
         n_total = sum(_gemm_dims(graph, i)[2] for i in k.gemms)  # a horizontal GEMM: widths add up
         share = 1.0 / sh.devices if first in sh.split_nodes else 1.0
         # a column-parallel GEMM splits N, a row-parallel one K; either way each device has share of the work
-        n_dev = max(1, round(n_total * share)) if graph.nodes[first].inputs[0] not in sh.split else n_total
-        k_dev = max(1, round(kk * share)) if graph.nodes[first].inputs[0] in sh.split else kk
+        n_dev = _per_device(n_total, share) if graph.nodes[first].inputs[0] not in sh.split else n_total
+        k_dev = _per_device(kk, share) if graph.nodes[first].inputs[0] in sh.split else kk
         itemsize = 1 if fmt in ("fp8", "int8") else 2 if fmt in ("bf16", "fp16") else 4
         gemm_flops = 2.0 * batch * m * n_dev * k_dev
         epilogue = max(0.0, flops - gemm_flops)
@@ -206,7 +205,7 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
         kt = static_shape(graph, p.kt)
         head_dim = kt[-2] if len(kt) >= 2 else 1
         q_rows = q[-2] if len(q) >= 2 else 1
-        batch_heads = max(1, round(_numel(graph, p.q) / max(1, q_rows * head_dim) * sh.share(p.q)))
+        batch_heads = _per_device(_numel(graph, p.q) // max(1, q_rows * head_dim), sh.share(p.q))
         itemsize = 2 if fmt in ("bf16", "fp16", "fp8", "int8") else 4
         launches = attention_launches(batch_heads, q_rows, p.keys, head_dim, itemsize, gpu,
                                       tile[1] if tile else None)
@@ -223,15 +222,14 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
         x = anchor.inputs[0]
         dims = static_shape(graph, x)
         row = dims[-1] if dims else 1
-        ln = stream_launch(max(1, round(_numel(graph, x) * sh.share(x))), act_itemsize, gpu, row=row)
+        ln = stream_launch(_per_device(_numel(graph, x), sh.share(x)), act_itemsize, gpu, row=row)
     else:
         outs = [o for o in k.outputs] or [o for o in anchor.outputs if o]
-        numel = max((_numel(graph, o) * sh.share(o) for o in outs), default=1)
-        ln = stream_launch(max(1, round(numel)), act_itemsize, gpu)
+        numel = max((_per_device(_numel(graph, o), sh.share(o)) for o in outs), default=1)
+        ln = stream_launch(numel, act_itemsize, gpu)
     if not k.launched:  # views: no launch, no traffic
         return KernelCost(k, 0.0, 0.0, 0.0, 0.0, 0.0, "fp32", "view", None, {}, gpu.vector_flops)
-    c = flops / (gpu.vector_flops * ln.wave_efficiency)
-    mm = nbytes / (mem_rate * ln.sm_fill)
+    c, mm = _roofline(ln, flops, gpu.vector_flops, nbytes, mem_rate)
     return KernelCost(k, flops, nbytes, c, mm, overhead_s, "fp32", "SM", ln, {}, gpu.vector_flops)
 
 

@@ -15,6 +15,21 @@ PEAK_KEYS = {"fp64": "peak_flops_fp64_tensor", "fp32": "peak_flops_fp32", "tf32"
              "bf16": "peak_flops_bf16", "fp16": "peak_flops_fp16", "fp8": "peak_flops_fp8",
              "int8": "peak_flops_int8"}
 
+#: every other field of Gpu -> (sheet key, type)
+SHEET_KEYS: dict[str, tuple[str, type]] = {
+    "sm_count": ("sm_count", int), "vector_flops": ("peak_flops_fp32", float),
+    "hbm_bytes": ("hbm_bytes", float), "hbm_bandwidth": ("hbm_bandwidth", float),
+    "hbm_efficiency": ("hbm_efficiency", float), "l2_bytes": ("l2_bytes", float),
+    "smem_per_sm": ("smem_per_sm_bytes", float), "max_threads_per_sm": ("max_threads_per_sm", int),
+    "gemm_efficiency": ("gemm_efficiency", float), "gemm_efficiency_fp8": ("gemm_efficiency_fp8", float),
+    "attention_efficiency": ("attention_efficiency", float), "launch_overhead_s": ("launch_overhead_s", float),
+    "graph_launch_overhead_s": ("graph_launch_overhead_s", float),
+    "graph_node_overhead_s": ("graph_node_overhead_s", float),
+    "link_bandwidth": ("interconnect_bandwidth", float), "peer_bandwidth": ("interconnect_peer_bandwidth", float),
+    "link_efficiency": ("interconnect_efficiency", float), "allreduce_latency_s": ("allreduce_latency_s", float),
+    "max_devices": ("gpus_per_node", int), "tdp_w": ("tdp_w", float), "idle_w": ("idle_w", float),
+}
+
 
 @dataclass(frozen=True)
 class Gpu:
@@ -47,31 +62,8 @@ class Gpu:
     @classmethod
     def from_spec(cls, spec: TargetSpec) -> Gpu:
         hw = spec.hw
-        return cls(
-            name=spec.name,
-            sm_count=int(hw("sm_count")),
-            peak={fmt: hw(key) for fmt, key in PEAK_KEYS.items()},
-            vector_flops=hw("peak_flops_fp32"),
-            hbm_bytes=hw("hbm_bytes"),
-            hbm_bandwidth=hw("hbm_bandwidth"),
-            hbm_efficiency=hw("hbm_efficiency"),
-            l2_bytes=hw("l2_bytes"),
-            smem_per_sm=hw("smem_per_sm_bytes"),
-            max_threads_per_sm=int(hw("max_threads_per_sm")),
-            gemm_efficiency=hw("gemm_efficiency"),
-            gemm_efficiency_fp8=hw("gemm_efficiency_fp8"),
-            attention_efficiency=hw("attention_efficiency"),
-            launch_overhead_s=hw("launch_overhead_s"),
-            graph_launch_overhead_s=hw("graph_launch_overhead_s"),
-            graph_node_overhead_s=hw("graph_node_overhead_s"),
-            link_bandwidth=hw("interconnect_bandwidth"),
-            peer_bandwidth=hw("interconnect_peer_bandwidth"),
-            link_efficiency=hw("interconnect_efficiency"),
-            allreduce_latency_s=hw("allreduce_latency_s"),
-            max_devices=int(hw("gpus_per_node")),
-            tdp_w=hw("tdp_w"),
-            idle_w=hw("idle_w"),
-        )
+        numbers = {name: cast(hw(key)) for name, (key, cast) in SHEET_KEYS.items()}
+        return cls(name=spec.name, peak={fmt: hw(key) for fmt, key in PEAK_KEYS.items()}, **numbers)
 
     @property
     def hbm_rate(self) -> float:

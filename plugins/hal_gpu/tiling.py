@@ -5,7 +5,8 @@ is not a multiple of that leaves SMs idle in the last wave (wave quantisation). 
 not divide the problem computes padding (tile quantisation). Both are efficiencies < 1 that the
 roofline divides by. GEMM tiles are the CUTLASS / cuBLAS shapes (64-row warpgroup MMAs, and 16-
 and 32-row tiles for skinny problems); split-K divides K among CTAs when the output alone cannot
-fill the machine (decode GEMMs).
+fill the machine (decode GEMMs). A kernel with nothing to compute (a zero-size tensor, valid ONNX)
+has an empty grid: no waves, no work, efficiencies of 1 so nothing divides by zero.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class Launch:
     wave_efficiency: float = 1.0   # busy / available CTA slots over all waves
     sm_fill: float = 1.0           # fraction of SMs with work (< 1 when the grid is smaller)
 
+    @property
+    def empty(self) -> bool:
+        """No CTA has work: the problem has a zero-length dimension."""
+        return self.grid == 0
+
     def details(self) -> dict:
         return {"tile": "x".join(str(t) for t in self.tile), "grid": self.grid, "waves": self.waves,
                 "wave_efficiency": round(self.wave_efficiency, 4), "tile_efficiency": round(self.tile_efficiency, 4),
@@ -52,6 +58,8 @@ class Launch:
 
 def waves(grid: int, gpu: Gpu, ctas_per_sm: int) -> tuple[int, float, float]:
     """(waves, wave efficiency, SM fill) of ``grid`` CTAs with ``ctas_per_sm`` resident per SM."""
+    if grid <= 0:
+        return 0, 1.0, 0.0
     slots = gpu.sm_count * max(1, ctas_per_sm)
     n = max(1, math.ceil(grid / slots))
     return n, grid / (n * slots), min(1.0, grid / gpu.sm_count)
@@ -64,9 +72,21 @@ def gemm_stages(tile: tuple[int, int, int], itemsize: float, gpu: Gpu) -> int:
     return int(min(4, gpu.smem_per_sm // stage)) if stage * 2 <= gpu.smem_per_sm else 0
 
 
+def empty_launch(tile: tuple[int, ...], ctas_per_sm: int = 1, stages: int = 0) -> Launch:
+    """The launch of a kernel whose output has no elements: an empty grid."""
+    return Launch(tile, 0, ctas_per_sm, 1, stages, 1.0, 0, 1.0, 0.0)
+
+
 def gemm_launches(batch: int, m: int, n: int, k: int, itemsize: float, gpu: Gpu,
                   tile: tuple[int, int, int] | None = None) -> list[Launch]:
-    """Every legal (tile, split-K) launch of a [batch] x [m, k] @ [k, n] GEMM (``tile`` forces one)."""
+    """Every legal (tile, split-K) launch of a [batch] x [m, k] @ [k, n] GEMM (``tile`` forces one).
+
+    An empty output (batch, m or n of 0) is one empty launch; k = 0 is an ordinary launch that
+    writes zeros.
+    """
+    if batch * m * n == 0:
+        t = tile or GEMM_TILES[-1]
+        return [empty_launch(t, stages=gemm_stages(t, itemsize, gpu))]
     out = []
     for t in ([tile] if tile else GEMM_TILES):
         bm, bn, _bk = t
@@ -88,6 +108,8 @@ def attention_launches(batch_heads: int, q_rows: int, keys: int, head_dim: int, 
                        key_block: int | None = None) -> list[Launch]:
     """Launches of the fused attention kernel: one CTA per (batch·head, query block), and when that
     cannot fill the SMs (decode), the keys split among CTAs and merged after (flash-decoding)."""
+    if batch_heads * q_rows == 0:
+        return [empty_launch((ATTENTION_TILES[-1][0], key_block or ATTENTION_TILES[-1][1]))]
     out = []
     for bq, bkv in ATTENTION_TILES:
         if key_block:
@@ -110,13 +132,15 @@ def attention_launches(batch_heads: int, q_rows: int, keys: int, head_dim: int, 
 def stream_launch(numel: int, itemsize: float, gpu: Gpu, row: int | None = None) -> Launch:
     """An elementwise kernel (one 16-byte vector per thread) or a row kernel (one CTA per row)."""
     per_thread = max(1, int(VECTOR_BYTES // max(1, itemsize)))
+    ctas = max(1, gpu.max_threads_per_sm // BLOCK_THREADS)
+    if numel <= 0:
+        return empty_launch((min(row, BLOCK_THREADS * per_thread) if row else BLOCK_THREADS * per_thread,), ctas)
     if row:
         grid = max(1, math.ceil(numel / row))
         tile = (min(row, BLOCK_THREADS * per_thread),)
     else:
         grid = max(1, math.ceil(numel / (BLOCK_THREADS * per_thread)))
         tile = (BLOCK_THREADS * per_thread,)
-    ctas = max(1, gpu.max_threads_per_sm // BLOCK_THREADS)
     w, w_eff, fill = waves(grid, gpu, ctas)
     return Launch(tile, grid, ctas, 1, 0, 1.0, w, w_eff, fill)
 

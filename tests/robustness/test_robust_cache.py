@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 from _robust_models import TARGETS, mlp_model, session
 
@@ -301,3 +302,200 @@ def test_trace_export_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_chrome_trace(events, dest)
     assert dest.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["trace.json"]
+
+
+# -- session entries: a hit skips the frontend (loading, checking, shape inference, passes, placement) --
+def _session_entries(folder: Path) -> list[Path]:
+    return [p for p in _entries(folder) if (read_entry(p)[0] or {}).get("kind") == "session"]
+
+
+@pytest.fixture
+def frontend_calls(monkeypatch):
+    """How many times sessions ran the frontend (hal.session's model loader). Loads and builds are
+    timed as instant, so no entry is judged "not worth it" by chance (that judgement has its own test)."""
+    import types
+
+    import hal.cache
+    import hal.session
+
+    for module in (hal.cache, hal.session):
+        monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=lambda: 0.0))
+    calls = []
+    real = hal.session.load
+
+    def counted(*a: Any, **kw: Any) -> Any:
+        calls.append(a[0])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(hal.session, "load", counted)
+    return calls
+
+
+@pytest.mark.parametrize("form", ["file", "bytes", "zoo"])
+def test_second_session_on_a_file_bytes_or_zoo_name_skips_the_frontend(form, tmp_path, frontend_calls):
+    path = tmp_path / "m.onnx"
+    onnx.save(mlp_model(), str(path))
+    model = {"file": str(path), "bytes": path.read_bytes(), "zoo": "zoo:tiny-gpt"}[form]
+    cache = tmp_path / "cache"
+    a = hal.InferenceSession(model, "gpu", cache_dir=cache)
+    b = hal.InferenceSession(model, "gpu", cache_dir=cache)
+    assert len(frontend_calls) == 1 and b.compile_cache.stats.session_hits == 1
+    assert len(_session_entries(cache)) == 1
+    from hal.feeds import random_feeds
+
+    feeds = random_feeds(a.graph, seed=4)
+    for x, y in zip(a.run(None, feeds), b.run(None, feeds)):
+        np.testing.assert_array_equal(x, y)
+    assert [i.describe() for i in b.graph.inputs] == [i.describe() for i in a.graph.inputs]
+    assert b.report.latency_s == a.report.latency_s and b.report.kernel_count == a.report.kernel_count
+    assert [p.model_dump() for p in b.report.placement] == [p.model_dump() for p in a.report.placement]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "swap-payload", "not-a-session"])
+def test_damaged_session_entry_is_rebuilt_never_loaded(damage, tmp_path, frontend_calls):
+    model = mlp_model().SerializeToString()
+    hal.InferenceSession(model, "cpu", cache_dir=tmp_path)
+    (entry,) = _session_entries(tmp_path)
+    raw = entry.read_bytes()
+    header, payload = read_entry(entry)
+    if damage == "flip":
+        raw = raw[:-10] + bytes([raw[-10] ^ 0x40]) + raw[-9:]
+    elif damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    elif damage == "empty":
+        raw = b""
+    elif damage == "swap-payload":  # the header's hash belongs to another payload
+        raw = raw[: len(raw) - len(payload)] + b"\x80\x05N."
+    else:  # whole by its hash, but its payload is not a session (a foreign pickle re-hashed)
+        import hashlib
+        import pickle
+
+        other = pickle.dumps({"not": "a session"})
+        head = {**header, "size": len(other), "sha256": hashlib.sha256(other).hexdigest()}
+        raw = b"HALCACHE1\n" + json.dumps(head, sort_keys=True).encode() + b"\n" + other
+    entry.write_bytes(raw)
+    s = hal.InferenceSession(model, "cpu", cache_dir=tmp_path)
+    assert len(frontend_calls) == 2 and s.compile_cache.stats.session_hits == 0
+    assert s.compile_cache.stats.rebuilt == 1
+    again = hal.InferenceSession(model, "cpu", cache_dir=tmp_path)  # rebuilt whole: the next one hits
+    assert len(frontend_calls) == 2 and again.compile_cache.stats.session_hits == 1
+    np.testing.assert_array_equal(s.run(None, X)[0], session(mlp_model(), "cpu").run(None, X)[0])
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_bad_or_missing_program_entry_is_compiled_again_from_the_stored_session(damage, counting, tmp_path,
+                                                                              frontend_calls):
+    t = counting()
+    model = mlp_model().SerializeToString()
+    hal.InferenceSession(model, "counting", cache_dir=tmp_path)
+    (program,) = [p for p in _entries(tmp_path) if p not in _session_entries(tmp_path)]
+    if damage == "delete":
+        program.unlink()
+    else:
+        program.write_bytes(program.read_bytes()[:-5])
+    s = hal.InferenceSession(model, "counting", cache_dir=tmp_path)
+    st = s.compile_cache.stats
+    assert st.session_hits == 1 and len(frontend_calls) == 1  # the graph came from the session entry
+    assert (t.compiles, t.loads) == (2, 0) and st.rebuilt == (damage == "truncate") and st.stored == 1
+    again = hal.InferenceSession(model, "counting", cache_dir=tmp_path)
+    assert (t.compiles, t.loads) == (2, 1) and again.compile_cache.stats.session_hits == 1
+    np.testing.assert_array_equal(s.run(None, X)[0], session(mlp_model(), "cpu").run(None, X)[0])
+
+
+def test_session_entry_from_another_plugin_version_is_never_used(counting, tmp_path, frontend_calls):
+    old = counting("1.0")
+    model = mlp_model().SerializeToString()
+    hal.InferenceSession(model, "counting", cache_dir=tmp_path)
+    (entry,) = _session_entries(tmp_path)
+    new = counting("2.0")
+    s = hal.InferenceSession(model, "counting", cache_dir=tmp_path)
+    assert s.compile_cache.stats.session_hits == 0 and len(frontend_calls) == 2
+    assert new.compiles == 1 and new.loads == 0 and old.loads == 0
+    # the old entry planted under the new session key is refused by its header, not loaded
+    fresh = [p for p in _session_entries(tmp_path) if p != entry]
+    assert len(fresh) == 1
+    fresh[0].write_bytes(entry.read_bytes())
+    s = hal.InferenceSession(model, "counting", cache_dir=tmp_path)
+    assert s.compile_cache.stats.session_hits == 0 and s.compile_cache.stats.rebuilt == 1
+    assert len(frontend_calls) == 3 and old.loads == 0
+
+
+def test_edited_model_file_and_other_options_do_not_hit(tmp_path, frontend_calls):
+    path = tmp_path / "m.onnx"
+    onnx.save(mlp_model(), str(path))
+    cache = tmp_path / "cache"
+    hal.InferenceSession(str(path), "cpu", cache_dir=cache)
+    hal.InferenceSession(str(path), "cpu", cache_dir=cache, fallback="warn")  # another policy: its own entry
+    edited = mlp_model()
+    edited.graph.initializer[0].float_data[:] = [0.0] * 32
+    edited.graph.initializer[0].ClearField("raw_data")
+    onnx.save(edited, str(path))
+    s = hal.InferenceSession(str(path), "cpu", cache_dir=cache)
+    assert s.compile_cache.stats.session_hits == 0 and len(frontend_calls) == 3
+    np.testing.assert_array_equal(s.run(None, X)[0], session(edited, "cpu").run(None, X)[0])
+
+
+def test_model_with_external_data_gets_no_session_entry(tmp_path, frontend_calls):
+    from _robust_models import save_external
+
+    path = save_external(mlp_model(), tmp_path, "w.bin")
+    cache = tmp_path / "cache"
+    for _ in range(2):
+        s = hal.InferenceSession(str(path), "cpu", cache_dir=cache)
+    assert not _session_entries(cache) and len(frontend_calls) == 2
+    assert s.compile_cache.stats.hits == 1  # the program itself still comes from the cache
+
+
+class RefusingTarget(CountingTarget):
+    """The counting target, refusing every Softmax (it falls back to cpu)."""
+
+    def capability(self, graph: Any, options: Any) -> Any:
+        from hal.target import kernel_capability
+
+        return kernel_capability(graph, self.spec.name, lambda n, g: "no exp unit" if n.op_type == "Softmax" else None)
+
+
+def test_fallback_warning_is_given_again_on_a_hit(tmp_path, frontend_calls):
+    from hal.session import FallbackWarning
+
+    t = RefusingTarget("refusing", "1.0")
+    plugins.register(CountingPlugin(t), "refusing", distribution="hal-refusing")
+    try:
+        blob = mlp_model().SerializeToString()
+        for _ in range(2):
+            with pytest.warns(FallbackWarning, match="sm"):
+                s = hal.InferenceSession(blob, "refusing", fallback="warn", cache_dir=tmp_path)
+    finally:
+        plugins.unregister("refusing")
+    assert s.compile_cache.stats.session_hits == 1 and len(frontend_calls) == 1
+    assert s.get_providers() == ["cpu", "refusing"] and t.compiles == 1
+    np.testing.assert_array_equal(s.run(None, X)[0], session(mlp_model(), "cpu").run(None, X)[0])
+
+
+def test_session_hit_slower_than_its_frontend_leaves_a_marker(tmp_path, monkeypatch, frontend_calls):
+    import types
+
+    import hal.cache
+
+    model = mlp_model().SerializeToString()
+    hal.InferenceSession(model, "cpu", cache_dir=tmp_path)
+    clock = iter(range(0, 10**6, 1000))  # every reading of the cache's clock 1000 s after the last
+    monkeypatch.setattr(hal.cache, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    hit = hal.InferenceSession(model, "cpu", cache_dir=tmp_path)  # a hit, but a slow one
+    assert hit.compile_cache.stats.session_hits == 1 and len(frontend_calls) == 1
+    (marker,) = _session_entries(tmp_path)
+    header, payload = read_entry(marker)
+    assert header["not_worth_it"] and payload == b"" and header["load_s"] > header["frontend_s"]
+    later = hal.InferenceSession(model, "cpu", cache_dir=tmp_path)  # the frontend again, nothing stored over it
+    assert later.compile_cache.stats.session_hits == 0 and len(frontend_calls) == 2
+    assert read_entry(marker)[0]["not_worth_it"]
+    np.testing.assert_array_equal(later.run(None, X)[0], hit.run(None, X)[0])
+
+
+def test_a_smaller_memory_bound_is_never_skipped_by_a_session_hit(tmp_path, monkeypatch, frontend_calls):
+    model = mlp_model().SerializeToString()
+    hal.InferenceSession(model, "cpu", cache_dir=tmp_path)
+    monkeypatch.setenv("HAL_MAX_MEMORY", "16")  # smaller than the 2x8 float hidden activation
+    with pytest.raises(hal.ResourceError):
+        hal.InferenceSession(model, "cpu", cache_dir=tmp_path)
+    assert len(frontend_calls) == 2

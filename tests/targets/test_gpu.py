@@ -261,3 +261,68 @@ def test_bad_target_options_are_compile_errors():
         hal.compile("zoo:tiny-gpt", target="gpu", cuda_graphs="yes")
     with pytest.raises(hal.CompileError):
         hal.compile("zoo:tiny-gpt", target="gpu", warp_size=64)
+
+
+def _zero_size_model(case: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A small model whose tensors have a 0-length dimension (valid ONNX), with its feeds."""
+    f32 = TensorProto.FLOAT
+    rng = np.random.default_rng(3)
+    if case == "attention":  # Q·Kᵀ, scale, softmax, P·V over 0 query rows: the fused attention path
+        shapes = {"q": [1, 2, 0, 8], "k": [1, 2, 5, 8], "v": [1, 2, 5, 8]}
+        nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+                 helper.make_node("MatMul", ["q", "kt"], ["s"]),
+                 helper.make_node("Mul", ["s", "scale"], ["ss"]),
+                 helper.make_node("Softmax", ["ss"], ["p"], axis=-1),
+                 helper.make_node("MatMul", ["p", "v"], ["y"])]
+        inits = [helper.make_tensor("scale", f32, [], [8 ** -0.5])]
+    elif case in ("conv", "conv_transpose"):  # a batch of 0 images through an implicit GEMM
+        shapes = {"x": [0, 3, 6, 6]}
+        w_shape = [4, 3, 3, 3] if case == "conv" else [3, 4, 3, 3]
+        op = "Conv" if case == "conv" else "ConvTranspose"
+        nodes = [helper.make_node(op, ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
+        inits = [onnx.numpy_helper.from_array(rng.standard_normal(w_shape).astype(np.float32), "w")]
+    else:  # MatMul / Gemm with a zero M, N, K or batch, then bias, a row kernel and a reduction
+        a, b = {"m0": ([0, 4], [4, 3]), "k0": ([2, 0], [0, 3]), "n0": ([2, 4], [4, 0]),
+                "batch0": ([0, 2, 4], [4, 3]), "gemm_m0": ([0, 4], [4, 3])}[case]
+        shapes = {"a": a, "b": b}
+        op = "Gemm" if case == "gemm_m0" else "MatMul"
+        nodes = [helper.make_node(op, ["a", "b"], ["t"]), helper.make_node("Add", ["t", "bias"], ["u"]),
+                 helper.make_node("Softmax", ["u"], ["p"], axis=-1),
+                 # onnxruntime refuses to normalise a row of 0 elements; Tanh keeps n0 elementwise
+                 helper.make_node("Tanh", ["u"], ["y"]) if case == "n0" else
+                 helper.make_node("LayerNormalization", ["u", "gamma"], ["y"], axis=-1),
+                 helper.make_node("ReduceSum", ["p"], ["r"], keepdims=1)]
+        inits = [onnx.numpy_helper.from_array(np.full(b[-1], 0.5, np.float32), "bias"),
+                 onnx.numpy_helper.from_array(np.ones(b[-1], np.float32), "gamma")]
+    outputs = ["y", "r"] if "r" in {o for n in nodes for o in n.output} else ["y"]
+    inputs = [helper.make_tensor_value_info(n, f32, s) for n, s in shapes.items()]
+    graph = helper.make_graph(nodes, f"zero_{case}", inputs,
+                              [helper.make_tensor_value_info(o, f32, None) for o in outputs], inits)
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    return model, {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+
+
+@pytest.mark.parametrize("case", ["m0", "k0", "n0", "batch0", "gemm_m0", "conv", "conv_transpose", "attention"])
+@pytest.mark.parametrize("target", ["gpu", "gpu-mi300x"])
+def test_zero_size_tensors_compile_cost_and_run_like_onnxruntime(case, target):
+    import onnxruntime as ort
+
+    model, feeds = _zero_size_model(case)
+    blob = model.SerializeToString()
+    sess = hal.InferenceSession(blob, target=target)
+    want = ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).run(None, feeds)
+    for got, ref in zip(sess.run(None, feeds), want):
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    rep = sess.report
+    assert math.isfinite(rep.latency_s) and rep.latency_s > 0 and math.isfinite(rep.energy_j)
+    for k in rep.kernels:
+        d = k.details
+        assert math.isfinite(k.time_s) and k.time_s >= d["overhead_s"]
+        if d.get("grid") == 0:  # an empty grid does no work: only the launch is paid
+            assert d["waves"] == 0 and d["compute_s"] == 0 and d["memory_s"] == 0
+    if case == "attention":
+        assert rep.details["fused_attention_kernels"] == 1
+    if case != "k0":  # k = 0 still writes an output of zeros; every other case computes nothing
+        gemms = [k for k in rep.kernels if k.details["kind"] in ("gemm", "attention")]
+        assert gemms and all(k.details["grid"] == 0 for k in gemms)

@@ -1,0 +1,52 @@
+"""Output files, written atomically: a reader, or a crash mid-write, sees the old file or the new one.
+
+Every file hal writes (reports, traces, pictures, schemas, manifests, cache entries) goes through
+``atomic_write``: the bytes go to a temporary file in the same folder, are flushed to disk, and
+replace the destination in one rename; on any failure the temporary file is removed and the
+destination is left as it was. ``write_output`` is the same for a path a user named, which may
+also be a device or a pipe (``/dev/stdout``, a FIFO) that cannot be renamed over.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` (str as UTF-8) to ``path`` so that it is whole or untouched, never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a written report should read like any file
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_output(dest: str | os.PathLike, data: bytes | str) -> Path:
+    """``atomic_write`` for a user-named destination; a device or pipe there is written directly."""
+    try:
+        special = not stat.S_ISREG(Path(dest).stat().st_mode)
+    except OSError:
+        special = False
+    if not special:
+        return atomic_write(dest, data)
+    with open(dest, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    return Path(dest)
+
+
+__all__ = ["atomic_write", "write_output"]
