@@ -9,8 +9,10 @@ hand them to ``Program``; ``steps_for_nodes`` gives the plain one-kernel-per-nod
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -200,11 +202,110 @@ def _shape_of(v: Any) -> str:
     return type(v).__name__
 
 
+#: ufuncs the reference kernels of single-ufunc unary ops are made of, that keep a float dtype
+_UNARY_UFUNCS = frozenset({np.negative, np.abs, np.sqrt, np.exp, np.log, np.tanh, np.ceil, np.floor, np.reciprocal,
+                           np.sin, np.cos})
+
+
+@cache
+def _inplace_kernels() -> dict[int, tuple[Any, int]]:
+    """Reference kernels that are one ufunc call, as id(kernel) -> (ufunc, arity): the engine may run
+    them into the buffer of an operand nothing else holds (see ``_in_place``). Only kernels seen to
+    be exactly that qualify (by module and name, or a unary wrapper's captured ufunc), so a kernel
+    someone rewrites stops qualifying instead of being bypassed."""
+    from hal.kernels.registry import _REGISTRY
+
+    out: dict[int, tuple[Any, int]] = {}  # by id: a step's fn need not be hashable (registered ones live on)
+    binary = {"add": np.add, "sub": np.subtract, "mul": np.multiply}
+    for (domain, _), defs in _REGISTRY.items():
+        if domain:
+            continue
+        for d in defs:
+            fn, mod, name = d.fn, getattr(d.fn, "__module__", ""), getattr(d.fn, "__name__", "")
+            if mod == "hal.kernels.elementwise" and name in binary and d.op_type.lower() == name:
+                out[id(fn)] = (binary[name], 2)
+            elif mod == "hal.kernels.activation" and name == "relu" and d.op_type == "Relu":
+                out[id(fn)] = (np.maximum, 0)  # max(x, 0)
+            elif mod == "hal.kernels.activation" and name == "tanh" and d.op_type == "Tanh":
+                out[id(fn)] = (np.tanh, 1)
+            elif mod == "hal.kernels.elementwise" and name == d.op_type.lower() and fn.__closure__:
+                cells = [c.cell_contents for c in fn.__closure__]
+                if len(cells) == 1 and any(cells[0] is u for u in _UNARY_UFUNCS):
+                    out[id(fn)] = (cells[0], 1)
+    return out
+
+
+@cache
+def _unshared_refcount() -> int:
+    """What ``sys.getrefcount`` reports, inside a kernel the step loop calls, for an argument that
+    only the run's slot holds (measured through the loop itself, so it follows the interpreter)."""
+    seen: list[int] = []
+
+    def probe(a: Any) -> Any:
+        seen.append(sys.getrefcount(a))
+        return a
+
+    def fresh() -> Any:
+        return np.zeros(1)
+
+    def pair() -> Any:
+        return np.zeros(1), np.zeros(1)
+
+    prog = Program.__new__(Program)
+    prog._memo = []
+    prog.slots = {}
+    env: list[Any] = [None] * 5
+    # read right after it is made, and after other steps (one with two outputs) ran in between
+    plan = [(fresh, (), 0, {}, (), None, None, Step(fresh, [], ["a"])),
+            (probe, (0,), 1, {}, (0,), None, None, Step(probe, ["a"], ["b"])),
+            (fresh, (), 0, {}, (), None, None, Step(fresh, [], ["a"])),
+            (pair, (), (2, 3), {}, (), None, None, Step(pair, [], ["c", "d"])),
+            (probe, (0,), 4, {}, (0,), None, None, Step(probe, ["a"], ["e"]))]
+    prog._execute(plan, env, None, limits.Bounds(1 << 30))
+    return seen[0] if seen[0] == seen[1] else -1  # -1: the count is not stable here, never compute in place
+
+
+def _in_place(kernel: Callable[..., Any], ufunc: Any, arity: int, positions: tuple[int, ...]) -> Callable[..., Any]:
+    """``kernel`` that writes into operand ``positions[k]`` when the run holds it nowhere else (this is
+    its last reader, no view or second slot refers to it, it owns its writable memory and has the
+    result's dtype and shape); otherwise the kernel itself. Saves an allocation per elementwise step
+    (page faults on large activations) and the peak memory of one activation."""
+    unshared = _unshared_refcount()
+    rc = sys.getrefcount
+    ndarray = np.ndarray
+
+    def owned(a: Any) -> bool:
+        return a.__class__ is ndarray and a.base is None and a.flags.writeable
+
+    if arity == 2:
+        def binary(a: Any, b: Any) -> Any:
+            for p in positions:
+                t = a if p == 0 else b
+                # unshared + 1: the name t
+                if (rc(t) == unshared + 1 and owned(t) and a.__class__ is b.__class__ and a.dtype == b.dtype
+                        and (a.shape == b.shape or np.broadcast_shapes(a.shape, b.shape) == t.shape)):
+                    return ufunc(a, b, out=t)
+            return kernel(a, b)
+        return binary
+
+    def unary(x: Any) -> Any:
+        if rc(x) == unshared and owned(x) and (arity == 0 or x.dtype.kind == "f"):
+            return ufunc(x, 0, out=x) if arity == 0 else ufunc(x, out=x)
+        return kernel(x)
+    return unary
+
+
 class Program:
-    """Flat steps over slots, with weights bound and lifetimes planned."""
+    """Flat steps over slots, with weights bound and lifetimes planned.
+
+    ``constant_inputs`` names inputs (or extra inputs) whose value is the same on every run — a
+    weight-only value another program computes and hands over (a wafer stage's, for one): steps
+    that read only weights and constant inputs are hoisted like weight-only steps. The caller
+    vouches that the value never changes.
+    """
 
     def __init__(self, graph: Graph, steps: Sequence[Step], *, extra_inputs: Sequence[str] = (),
-                 output_names: Sequence[str] | None = None):
+                 output_names: Sequence[str] | None = None, constant_inputs: Sequence[str] = ()):
         self.graph = graph
         self.steps = list(steps)
         self.input_names = [i.name for i in graph.inputs]
@@ -232,11 +333,17 @@ class Program:
         for n in self.output_names:
             slot(n)
         self.slots = slots
-        self._template: list[Any] = [None] * len(slots)
+        # Two slots past the named ones: an absent input reads ``_absent`` (always None) and an
+        # output nobody names is written to ``_discard`` (freed by the same step), so the step
+        # loop indexes without branching.
+        self._absent, self._discard = len(slots), len(slots) + 1
+        self._template: list[Any] = [None] * (len(slots) + 2)
         for k, w in weights.items():
             self._template[slots[k]] = w
         self._protect_weights()
         self.shape_only = any(isinstance(w, ShapeOnly) for w in weights.values())
+        known = set(self.input_names) | set(self.extra_inputs)
+        self._constant_inputs = [slots[n] for n in dict.fromkeys(constant_inputs) if n in known]
         # Liveness: free each intermediate right after its last reader.
         keep = {slots[n] for n in self.output_names} | {slots[k] for k in weights}
         last_use: dict[int, int] = {}
@@ -254,6 +361,9 @@ class Program:
         for sl, idx in last_use.items():
             if sl not in keep:
                 frees[idx].append(sl)
+        for idx, s in enumerate(self.steps):
+            if any(not n for n in s.outs):
+                frees[idx].append(self._discard)
         # Memory guard per step (see hal.limits): none, re-check every run, or an index into
         # ``_memo``, which remembers the last input signature's output size (ops in SHAPE_SIZED_OPS).
         guards: list[int | None] = []
@@ -267,22 +377,37 @@ class Program:
             else:
                 guards.append(_ALWAYS)
         self._memo: list[tuple[tuple[Any, ...], int] | None] = [None] * n_memo
+        absent, discard = self._absent, self._discard
+        # Elementwise steps may reuse an operand's buffer where this step is its last reader and the
+        # program owns it (an intermediate: not a feed, a weight, an output or a constant input).
+        shared = keep | {slots[n] for n in self.input_names + self.extra_inputs}
+        self._inplace: dict[int, tuple[int, ...]] = {}
+        for idx, s in enumerate(self.steps):
+            if id(s.fn) in _inplace_kernels() and len(s.outs) == 1 and not s.attrs:
+                ins = [slots[n] if n else absent for n in s.ins]
+                pos = tuple(k for k, sl in enumerate(ins)
+                            if sl in frees[idx] and sl not in shared and ins.count(sl) == 1)
+                if pos and len(ins) == max(_inplace_kernels()[id(s.fn)][1], 1):
+                    self._inplace[idx] = pos
+        # One tuple per step: (fn, in slots, out slot or out slots, attrs, frees, guard, context opset, step).
+        # A single output is a bare int (the common case: one store, no zip).
         self._plan = [
-            (s.fn, tuple(slots[n] if n else -1 for n in s.ins), tuple(slots[n] if n else -1 for n in s.outs),
-             s.attrs, tuple(frees[i]), guards[i], s)
+            (self._kernel(i, s), tuple(slots[n] if n else absent for n in s.ins),
+             (slots[s.outs[0]] if s.outs[0] else discard) if len(s.outs) == 1
+             else tuple(slots[n] if n else discard for n in s.outs),
+             s.attrs, tuple(frees[i]), guards[i], s.context_opset, s)
             for i, s in enumerate(self.steps)
         ]
         self._in_slots = [slots[n] for n in self.input_names]
         self._out_slots = [slots[n] for n in self.output_names]
         # Steps that read only weights compute the same value every run: the first run keeps their
         # results as weights (ONNX Runtime folds them at load; hal's compile-time folding stops at
-        # FOLD_LIMIT_BYTES, e.g. the light zoo's ConstantOfShape-made FC weights).
-        out_slots = set(self._out_slots)
+        # FOLD_LIMIT_BYTES, e.g. the light zoo's ConstantOfShape-made FC weights). A kept result that
+        # is an output is handed out as a copy (or shared, see ``run_list``).
         self._weight_names = frozenset(weights)
         self._hoistable = [
             i for i, s in enumerate(self.steps)
             if s.context_opset is None and s.op_type not in NONDETERMINISTIC and not _implicit_reads(s)
-            and not out_slots.intersection(self._plan[i][2])
         ]
         self._prepared: tuple[list[Any], list[tuple[Any, ...]]] | None = None
 
@@ -294,9 +419,17 @@ class Program:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state["_plan"] = [(step.fn, *rest, step) for _, *rest, step in state["_plan"]]
         self.__dict__.update(state)
+        self._plan = [(self._kernel(i, step), *rest, step) for i, (_, *rest, step) in enumerate(state["_plan"])]
         self._protect_weights()
+
+    def _kernel(self, idx: int, step: Step) -> Callable[..., Any]:
+        """What the loop calls for step ``idx``: its kernel, or the kernel computing in place."""
+        pos = self._inplace.get(idx)
+        known = _inplace_kernels().get(id(step.fn)) if pos is not None else None
+        if pos is None or known is None:  # (a stored program whose kernel no longer qualifies: as is)
+            return step.fn
+        return _in_place(step.fn, known[0], known[1], pos)
 
     def _protect_weights(self) -> None:
         """Weights are the program's state across runs: no kernel may write them (read-only), and an
@@ -308,19 +441,33 @@ class Program:
                 roots.add(id(_root(w)))
         self._weight_roots = roots
 
-    def _prepare(self, bounds: limits.Bounds, outer: Mapping[str, Any] | None) -> tuple[list[Any], list[Any]]:
-        """Run the weight-only steps once; their results join the weights (HOIST_LIMIT_BYTES in all)."""
+    def holds(self, value: Any) -> bool:
+        """Whether ``value`` is (a view of) one of the program's weights or kept weight-only results."""
+        return isinstance(value, np.ndarray) and id(_root(value)) in self._weight_roots
+
+    def _outs(self, entry: tuple[Any, ...]) -> tuple[int, ...]:
+        o = entry[2]
+        return (o,) if isinstance(o, int) else o
+
+    def _prepare(self, bounds: limits.Bounds, outer: Mapping[str, Any] | None,
+                 constants: Sequence[tuple[int, Any]]) -> tuple[list[Any], list[tuple[Any, ...]]]:
+        """Run the weight-only steps once; their results join the weights (HOIST_LIMIT_BYTES in all).
+        ``constants`` are this run's (slot, value) of the constant inputs, which count as weights here."""
         env = list(self._template)
+        for i, v in constants:
+            env[i] = v
         const = {i for i, v in enumerate(env) if v is not None}
+        const.add(self._absent)
         budget = min(bounds.max_memory, HOIST_LIMIT_BYTES)
         hoisted: set[int] = set()
         for idx in self._hoistable:
             entry = self._plan[idx]
-            if not all(i < 0 or i in const for i in entry[1]):
+            if not all(i in const for i in entry[1]):
                 continue
-            # Without its frees: a value this step reads last may still be read by an earlier, kept step.
-            self._execute([(*entry[:4], (), *entry[5:])], env, outer, bounds)
-            made = [o for o in entry[2] if o >= 0]
+            # Without its frees, and with the kernel itself (never in place): a value this step reads
+            # last may still be read by an earlier, kept step.
+            self._execute([(entry[-1].fn, *entry[1:4], (), *entry[5:])], env, outer, bounds)
+            made = [o for o in self._outs(entry) if o != self._discard]
             size = sum(getattr(env[o], "nbytes", 0) for o in made)
             if size > budget or not all(isinstance(env[o], np.ndarray) for o in made):
                 for o in made:
@@ -331,11 +478,11 @@ class Program:
             const.update(made)
         kept = [e for i, e in enumerate(self._plan) if i not in hoisted]
         read = {i for e in kept for i in e[1]} | {self.slots[n] for e in kept for n in _implicit_reads(e[-1])
-                                                  if n in self.slots}
+                                                  if n in self.slots} | set(self._out_slots)
         template = list(self._template)
         for idx in hoisted:
-            for o in self._plan[idx][2]:
-                if o in read:
+            for o in self._outs(self._plan[idx]):
+                if o in read and o != self._discard:
                     template[o] = env[o]
                     # a kept result is a weight from now on: read-only, and copied when an output aliases it
                     env[o].flags.writeable = False
@@ -345,11 +492,14 @@ class Program:
         return prepared
 
     @np.errstate(all="ignore")  # NaN / Inf propagate as IEEE 754 says, without warnings (or errors under -W)
-    def run_list(self, feeds: Mapping[str, Any], outer: Mapping[str, Any] | None = None) -> list[Any]:
+    def run_list(self, feeds: Mapping[str, Any], outer: Mapping[str, Any] | None = None, *,
+                 share_weights: bool = False) -> list[Any]:
         """Run with feeds by name (already validated); returns outputs in ``output_names`` order.
 
         Before each step: the run's deadline (``timeout_s``) and, for ops whose output size depends
         on values or dynamic shapes, ``max_memory`` (see hal.limits) — both as ResourceError.
+        An output that is (a view of) a weight is copied, unless ``share_weights``: then the caller
+        gets the program's read-only array (``holds`` tells which) and must not hand it out.
         """
         if self.shape_only:
             raise RunError("this model's weights are declared by shape only, so it can be compiled and "
@@ -359,11 +509,21 @@ class Program:
         if bounds.deadline is not None:
             limits.check_deadline(self.graph.name)
         template, plan = self._template, self._plan
+        slots = self.slots
         # A feed that overrides a weight would make the kept weight-only results stale.
         if self._hoistable and (not self._weight_names or self._weight_names.isdisjoint(feeds)):
-            template, plan = self._prepared or self._prepare(bounds, outer)
+            prepared = self._prepared
+            if prepared is None:
+                names = {i: n for n, i in slots.items()}
+                constants = []
+                for i in self._constant_inputs:
+                    n = names[i]
+                    v = feeds.get(n) if n in feeds else (outer or {}).get(n)
+                    if v is not None:
+                        constants.append((i, v))
+                prepared = self._prepare(bounds, outer, constants)
+            template, plan = prepared
         env = list(template)
-        slots = self.slots
         for name, v in feeds.items():
             i = slots.get(name)
             if i is not None:
@@ -375,8 +535,9 @@ class Program:
                     env[i] = v
         self._execute(plan, env, outer, bounds)
         out = [env[i] for i in self._out_slots]
-        if self._weight_roots:
-            out = [v.copy() if isinstance(v, np.ndarray) and id(_root(v)) in self._weight_roots else v for v in out]
+        if self._weight_roots and not share_weights:
+            roots = self._weight_roots
+            out = [v.copy() if isinstance(v, np.ndarray) and id(_root(v)) in roots else v for v in out]
         return out
 
     def _execute(self, plan: Sequence[tuple[Any, ...]], env: list[Any], outer: Mapping[str, Any] | None,
@@ -385,10 +546,9 @@ class Program:
         timed = bounds.deadline is not None
         max_memory = bounds.max_memory
         memo = self._memo
-        slots = self.slots
         ndarray = np.ndarray
-        for fn, ins, outs, attrs, frees, guard, step in plan:
-            args = [env[i] if i >= 0 else None for i in ins]
+        for fn, ins, outs, attrs, frees, guard, ctx, step in plan:
+            args = [env[i] for i in ins]
             if timed:
                 limits.check_deadline(f"node {step.label!r}")
             if guard is not None:
@@ -403,25 +563,25 @@ class Program:
                     if seen[1] > max_memory:
                         limits.check_step(step.op_type, step.label, args, attrs, max_memory)
             try:
-                if step.context_opset is not None:
-                    res = fn(*args, _ctx=KernelContext(step.context_opset, _Scope(slots, env, outer)), **attrs)
-                else:
+                if ctx is None:
                     res = fn(*args, **attrs)
+                else:
+                    res = fn(*args, _ctx=KernelContext(ctx, _Scope(self.slots, env, outer)), **attrs)
             except HalError:
                 raise
             except Exception as e:  # a kernel failure becomes a RunError naming the node
                 shapes = ", ".join(_shape_of(a) for a in args)
                 raise RunError(f"{step.op_type} failed: {type(e).__name__}: {e}", where=f"node {step.label!r}",
                                hint=f"inputs were ({shapes})") from e
-            if len(outs) == 1:
-                if outs[0] >= 0:
-                    env[outs[0]] = res[0] if isinstance(res, tuple) else res
+            if outs.__class__ is int:
+                env[outs] = res[0] if res.__class__ is tuple else res
             else:
-                if not isinstance(res, tuple):
+                if res.__class__ is not tuple:
                     res = (res,)
                 for o, r in zip(outs, res):
-                    if o >= 0:
-                        env[o] = r
+                    env[o] = r
+                r = None
+            res = None  # the slots hold the results alone (what _unshared_refcount measured)
             for f in frees:
                 env[f] = None
 
@@ -438,6 +598,24 @@ def _output_nbytes(op_type: str, args: Sequence[Any], attrs: dict[str, Any]) -> 
     if got is None or any(d < 0 for d in got[0]):
         return 0
     return limits.nbytes_of(got[0], got[1])
+
+
+def weight_only_values(graph: Graph) -> set[str]:
+    """Values the same on every run: outputs of deterministic nodes without bodies that read only
+    weights and such values. Where a graph is cut into several programs (a wafer's stages), a stage
+    that receives one passes it as a ``constant_inputs`` name, so the steps it feeds hoist too."""
+    const = {k for k, w in graph.initializers.items() if not isinstance(w, ShapeOnly)}
+    fed = {i.name for i in graph.inputs}
+    out: set[str] = set()
+    for n in graph.nodes:
+        if (n.op_type in NONDETERMINISTIC or any(isinstance(v, onnx.GraphProto) or (
+                isinstance(v, list) and v and isinstance(v[0], onnx.GraphProto)) for v in n.attrs.values())):
+            continue
+        if all(not i or (i in const and i not in fed) for i in n.inputs):
+            made = {o for o in n.outputs if o}
+            const |= made
+            out |= made
+    return out
 
 
 def reference_program(graph: Graph) -> Program:

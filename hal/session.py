@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from hal import limits
-from hal.cache import CompileCache, open_cache
+from hal.cache import CompileCache, SessionEntry, SessionPart, open_cache
 from hal.errors import CompileError, HalError, InputError, UnsupportedOpError
 from hal.graph.ir import Graph, TensorInfo
 from hal.graph.load import ModelLike, load
@@ -70,6 +70,7 @@ class _Partition:
     nodes: list[str]
     inputs: list[str]
     outputs: list[str]
+    key: str | None = None  # its program's compile-cache key
 
 
 def make_options(precision: str = "exact", devices: int | None = None, max_memory: int | None = None,
@@ -151,12 +152,14 @@ def _checked_executable(exe: Any, name: str) -> Executable:
     return exe
 
 
-def compile_graph(graph: Graph, target: Target, options: CompileOptions, cache: CompileCache | None = None
-                  ) -> Executable:
-    """Compile on one target: from the compile cache when it holds the program, else bounded by
-    ``options.timeout_s``. A plugin's unexpected exception, hang or invalid executable is a PluginError."""
+def compile_graph(graph: Graph, target: Target, options: CompileOptions, cache: CompileCache | None = None,
+                  key: str | None = None) -> Executable:
+    """Compile on one target: from the compile cache when it holds the program (under ``key``, worked
+    out when not given), else bounded by ``options.timeout_s``. A plugin's unexpected exception, hang
+    or invalid executable is a PluginError."""
     name = target.spec.name
-    key = cache.key(graph, target, options) if cache is not None else None
+    if cache is not None and key is None:
+        key = cache.key(graph, target, options)
     if cache is not None and key is not None:
         exe = cache.load(key, target)
         if exe is not None:
@@ -196,20 +199,38 @@ class InferenceSession:
         tgt = get_target(target)
         _check_target_accepts(tgt, self.options)
         #: the compile cache this session used (``cache_dir`` or HAL_CACHE_DIR), with its stats
-        self.compile_cache = open_cache(cache_dir)
-        with limits.bounds(self.options.max_memory):
-            graph = optimize(load(model, zoo_params=dict(zoo_params or {})))
-            limits.check_graph(graph, self.options.max_memory)
-            self.graph = graph
-            self._inputs = list(graph.inputs)
-            self._outputs = list(graph.outputs)
-            self._parts = self._place_and_compile(graph, tgt)
+        self.compile_cache = cache = open_cache(cache_dir)
+        skey = hit = None
+        if cache is not None:
+            skey = cache.session_key(model, zoo_params, tgt, get_target(REFERENCE_TARGET), self.options, fallback)
+            hit = cache.load_session(skey, tgt) if skey is not None else None
+        if hit is not None:  # graph and placement from the cache: no loading, passes or capability
+            graph, self._refused = hit.graph, hit.refused
+            if self._refused and self.fallback == "warn":
+                self._warn_fallback(tgt, stacklevel=3)
+            with limits.bounds(self.options.max_memory):
+                self._parts = self._compile_parts(graph, tgt, [(p.target, p.nodes) for p in hit.parts],
+                                                  [p.key for p in hit.parts])
+        else:
+            with limits.bounds(self.options.max_memory):
+                graph = optimize(load(model, zoo_params=dict(zoo_params or {})))
+                limits.check_graph(graph, self.options.max_memory)
+                self._parts = self._place_and_compile(graph, tgt)
+        self.graph = graph
+        self._inputs = list(graph.inputs)
+        self._outputs = list(graph.outputs)
+        if cache is not None and skey is not None and hit is None:
+            parts = [SessionPart(p.target, p.key, p.nodes) for p in self._parts if p.key]
+            if len(parts) == len(self._parts):
+                cache.store_session(skey, tgt, model, SessionEntry(graph, self._refused, parts),
+                                    time.perf_counter() - t0)
         self._report = self._merge_reports(graph, time.perf_counter() - t0)
         if self.compile_cache is not None:
             st = self.compile_cache.stats
             self._report.details = {**self._report.details, "compile_cache": {"hits": st.hits, "misses": st.misses}}
         self._lock = threading.Lock()
         self.last_run: RunReport | None = None
+        limits.release_free_memory()  # what loading and the passes freed (the proto's weights, ...)
 
     # -- placement -------------------------------------------------------------------------
     def _place_and_compile(self, graph: Graph, tgt: Target) -> list[_Partition]:
@@ -232,15 +253,8 @@ class InferenceSession:
                 if tgt.spec.name != REFERENCE_TARGET else "register a kernel through the hal_kernels hook",
                 nodes=[(r.node, r.op_type, r.reason) for r in refused.values()])
         self._refused = refused
-        if not refused:
-            exe = compile_graph(graph, tgt, self.options, self.compile_cache)
-            return [_Partition(tgt.spec.name, exe, [n.name for n in graph.nodes],
-                               [i.name for i in graph.inputs], [o.name for o in graph.outputs])]
-        if self.fallback == "warn":
-            warnings.warn(f"{len(refused)} node(s) fall back from {tgt.spec.name!r} to {REFERENCE_TARGET!r}: "
-                          + ", ".join(f"{r.node} ({r.op_type})" for r in list(refused.values())[:5]),
-                          FallbackWarning, stacklevel=3)
-        ref = get_target(REFERENCE_TARGET)
+        if refused and self.fallback == "warn":
+            self._warn_fallback(tgt, stacklevel=4)
         runs: list[tuple[str, list[str]]] = []
         for n in graph.nodes:
             where = REFERENCE_TARGET if n.name in refused else tgt.spec.name
@@ -248,15 +262,31 @@ class InferenceSession:
                 runs[-1][1].append(n.name)
             else:
                 runs.append((where, [n.name]))
-        parts = []
+        # a graph the passes emptied (outputs that are feeds or weights) is still one program, with a report
+        return self._compile_parts(graph, tgt, runs or [(tgt.spec.name, [])])
+
+    def _compile_parts(self, graph: Graph, tgt: Target, runs: list[tuple[str, list[str]]],
+                       keys: Sequence[str | None] | None = None) -> list[_Partition]:
+        """Compile each run of nodes on its target (the whole graph when nothing was refused); ``keys``:
+        the programs' cache keys when known (a stored session), else worked out."""
+        cache = self.compile_cache
         ref_options = CompileOptions(max_memory=self.options.max_memory, timeout_s=self.options.timeout_s)
+        parts = []
         for i, (where, names) in enumerate(runs):
-            sub = graph.subgraph(names, name=f"{graph.name}/part{i}")
-            target = ref if where == REFERENCE_TARGET else tgt
-            exe = compile_graph(sub, target, ref_options if where == REFERENCE_TARGET else self.options,
-                                self.compile_cache)
-            parts.append(_Partition(where, exe, names, [t.name for t in sub.inputs], [t.name for t in sub.outputs]))
+            sub = graph if not self._refused else graph.subgraph(names, name=f"{graph.name}/part{i}")
+            target = tgt if where == tgt.spec.name else get_target(where)
+            opts = ref_options if self._refused and where == REFERENCE_TARGET else self.options
+            key = keys[i] if keys else cache.key(sub, target, opts) if cache is not None else None
+            exe = compile_graph(sub, target, opts, cache, key)
+            parts.append(_Partition(where, exe, names, [t.name for t in sub.inputs], [t.name for t in sub.outputs],
+                                    key))
         return parts
+
+    def _warn_fallback(self, tgt: Target, stacklevel: int) -> None:
+        refused = list(self._refused.values())
+        warnings.warn(f"{len(refused)} node(s) fall back from {tgt.spec.name!r} to {REFERENCE_TARGET!r}: "
+                      + ", ".join(f"{r.node} ({r.op_type})" for r in refused[:5]), FallbackWarning,
+                      stacklevel=stacklevel)
 
     def _merge_reports(self, graph: Graph, compile_time: float) -> CompileReport:
         op_of = {n.name: n.op_type for n in graph.nodes}
@@ -416,4 +446,7 @@ def compile(model: ModelLike, target: str = REFERENCE_TARGET, precision: str = "
             where=f"model {graph.name!r}", hint="use InferenceSession(..., fallback='warn') to place them on cpu",
             nodes=[(r.node, r.op_type, r.reason) for r in cap.refused])
     with limits.bounds(options.max_memory):
-        return compile_graph(graph, tgt, options, open_cache(cache_dir))
+        exe = compile_graph(graph, tgt, options, open_cache(cache_dir))
+    del graph
+    limits.release_free_memory()
+    return exe

@@ -176,3 +176,99 @@ def test_estimate_compiles_a_shape_only_llm_without_weights():
     (e,) = hal.estimate("zoo:llama-2-7b", "cpu", precision="exact").estimates
     assert e.status == "ok" and e.devices == 1
     assert e.memory_bytes > 6.7e9 * 2  # fp16 weights are counted, never allocated
+
+
+def test_program_runs_steps_fed_only_by_weights_and_constant_inputs_once():
+    import dataclasses
+
+    from hal.engine import Program, steps_for_nodes
+    from hal.graph.load import load
+
+    f = TensorProto.FLOAT
+    nodes = [helper.make_node("Neg", ["c"], ["n"], name="neg"), helper.make_node("Add", ["x", "n"], ["y"], name="add"),
+             helper.make_node("Abs", ["c"], ["a"], name="abs")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, f, [3]) for n in ("x", "c")],
+                          [helper.make_tensor_value_info(n, f, [3]) for n in ("y", "a")])
+    graph = load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    calls: dict[str, int] = {}
+
+    def counted(step):
+        def fn(*a, **k):
+            calls[step.op_type] = calls.get(step.op_type, 0) + 1
+            return step.fn(*a, **k)
+        return dataclasses.replace(step, fn=fn)
+
+    c = np.array([1.0, -2.0, 3.0], np.float32)
+    for constant, once in (((), False), (("c",), True)):
+        calls.clear()
+        prog = Program(graph, [counted(s) for s in steps_for_nodes(graph, graph.nodes)], constant_inputs=constant)
+        for k in range(3):
+            x = np.full(3, float(k), np.float32)
+            y, a = prog.run_list({"x": x, "c": c})
+            np.testing.assert_array_equal(y, x - c)
+            np.testing.assert_array_equal(a, np.abs(c))
+            a[:] = 7  # an output kept from run to run is handed out as a copy
+        assert calls == {"Neg": 1 if once else 3, "Abs": 1 if once else 3, "Add": 3}
+
+
+def test_elementwise_steps_reuse_a_buffer_only_when_nothing_else_sees_it():
+    # Relu's output is reshaped (a view) before Add reads it last: Add must not write into it; Relu, Sub
+    # and Tanh below may compute in place. Checked against onnxruntime, over repeated runs.
+    f = TensorProto.FLOAT
+    c = onnx.numpy_helper.from_array(np.full((2, 3), 0.5, np.float32), "c")
+    shp = onnx.numpy_helper.from_array(np.array([3, 2], np.int64), "shp")
+    nodes = [helper.make_node("Relu", ["x"], ["t"]), helper.make_node("Reshape", ["t", "shp"], ["v"]),
+             helper.make_node("Add", ["t", "c"], ["u"]), helper.make_node("Relu", ["u"], ["r"]),
+             helper.make_node("Mul", ["r", "r"], ["m"]), helper.make_node("Sub", ["c", "m"], ["s"]),
+             helper.make_node("Tanh", ["s"], ["th"]), helper.make_node("Reshape", ["th", "shp"], ["w"]),
+             helper.make_node("Add", ["v", "w"], ["y"]), helper.make_node("Identity", ["x"], ["xi"]),
+             helper.make_node("Relu", ["xi"], ["z"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f, [2, 3])],
+                          [helper.make_tensor_value_info("y", f, [3, 2]), helper.make_tensor_value_info("z", f, [2, 3]),
+                           helper.make_tensor_value_info("u", f, [2, 3])], [c, shp])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    sess = hal.InferenceSession(m)
+    for seed in range(3):
+        x = np.random.default_rng(seed).standard_normal((2, 3)).astype(np.float32)
+        kept = x.copy()
+        ours = sess.run(None, {"x": x})
+        for a, b in zip(ours, _ort(m, {"x": x})):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(x, kept)  # a feed is never a buffer to reuse
+
+
+def test_weight_only_step_never_overwrites_a_value_a_later_run_still_reads():
+    # r = Relu(w) is kept from run to run and read by Mul every run; Add, hoisted with it, reads r last
+    f = TensorProto.FLOAT
+    w = onnx.numpy_helper.from_array(np.array([-1.0, 2.0, -3.0], np.float32), "w")
+    w2 = onnx.numpy_helper.from_array(np.array([10.0, 20.0, 30.0], np.float32), "w2")
+    nodes = [helper.make_node("Relu", ["w"], ["r"]), helper.make_node("Mul", ["x", "r"], ["k"]),
+             helper.make_node("Add", ["r", "w2"], ["a"]), helper.make_node("Add", ["k", "a"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f, [3])],
+                          [helper.make_tensor_value_info("y", f, [3])], [w, w2])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    from hal.engine import reference_program
+    from hal.graph.load import load
+
+    prog = reference_program(load(m))  # not optimize()d: compile-time folding would take r and a away
+    for k in range(3):
+        x = np.full(3, float(k), np.float32)
+        np.testing.assert_array_equal(prog.run_list({"x": x})[0], _ort(m, {"x": x})[0])
+
+
+@pytest.mark.parametrize("target", ["cpu", "wafer"])
+def test_graph_without_nodes_is_one_program_with_a_report(target):
+    # was: StopIteration building the report (no partition at all), found by the fuzzer
+    f = TensorProto.FLOAT
+    w = onnx.numpy_helper.from_array(np.ones(2, np.float32), "w")
+    g = helper.make_graph([], "g", [helper.make_tensor_value_info("x", f, [2])],
+                          [helper.make_tensor_value_info("x", f, [2]), helper.make_tensor_value_info("w", f, [2])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    sess = hal.InferenceSession(m, target=target)
+    assert sess.report.target == target and sess.report.node_count == 0
+    x = np.array([1.0, -1.0], np.float32)
+    for _ in range(2):
+        got = sess.run(None, {"x": x})
+        for a, b in zip(got, _ort(m, {"x": x})):
+            np.testing.assert_array_equal(a, b)
+        got[1][:] = 5  # the weight handed out is the caller's copy

@@ -243,7 +243,10 @@ def _choose_mode(stages: list[StageInfo], needs: list[StageNeed], p: WaferParams
         lower = min_wafers(needs, p)
         # Left out, the count is the fewest wafers that hold the model (the core's rule for devices=None).
         counts = range(lower, 2 * lower + 3) if wafers_opt in ("auto", None) else [wafers_opt]
-        for n in counts:
+        # A stage lives on one wafer: when one alone outgrows a wafer no count helps (and a declared
+        # weight of 2**62 elements would make ``counts`` astronomically long).
+        fits = all(n.min_pes <= p.wafer_pes for n in needs)
+        for n in counts if fits else ():
             groups = split_over_wafers(needs, n, p)
             if groups is None:
                 continue
@@ -257,7 +260,7 @@ def _choose_mode(stages: list[StageInfo], needs: list[StageNeed], p: WaferParams
                 return "pipelined", n, regions
         need = sum(n.min_pes for n in needs)
         biggest = max(needs, key=lambda n: n.min_pes, default=None)
-        tried.append(f"layer-pipelined on {'/'.join(map(str, counts))} wafer(s): the stages' weights and state need "
+        tried.append(f"layer-pipelined on {_counts_text(counts)} wafer(s): the stages' weights and state need "
                      f"{need:,} PEs ({need * p.pe_usable_bytes / gib:.2f} GiB) against {p.wafer_pes:,} PEs "
                      f"({p.wafer_sram_bytes / gib:.2f} GiB usable) per wafer"
                      + (f"; largest stage {biggest.name!r} needs {biggest.min_pes:,} PEs" if biggest else ""))
@@ -274,6 +277,13 @@ def _choose_mode(stages: list[StageInfo], needs: list[StageNeed], p: WaferParams
     raise ResourceError("the model fits in no allowed mode: " + "; ".join(tried), where="target 'wafer'",
                         hint="allow more wafers (wafers=N or 'auto'), allow weight_streaming, or use a smaller "
                              "model / precision")
+
+
+def _counts_text(counts: range | list[Any]) -> str:
+    """The wafer counts tried, short: ``2/3/4`` or ``2..9`` (``counts`` may be astronomically long)."""
+    if isinstance(counts, range) and len(counts) > 4:
+        return f"{counts[0]:,}..{counts[-1]:,}"
+    return "/".join(map(str, counts))
 
 
 def _events(stages: list[StageInfo], placement: Placement, times: list[float], starts: list[float],

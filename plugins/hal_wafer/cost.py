@@ -26,6 +26,7 @@ Every number comes from the spec sheet (``WaferParams.from_spec``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,7 +121,7 @@ class OpWork:
 
 
 def _numel(shp: tuple[int, ...]) -> int:
-    return int(np.prod(shp, dtype=np.int64)) if shp else 1
+    return int(math.prod(shp))  # Python integers: exact for any declared size (np.prod wraps at 2**63)
 
 
 def _is_float(graph: Graph, name: str) -> bool:

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from hal.engine import Program, kernel_step
+from hal.engine import Program, kernel_step, weight_only_values
 from hal.errors import RunError
-from hal.graph.ir import Graph, TensorInfo
+from hal.graph.ir import Graph, Node, TensorInfo, body_reads
 from hal.numerics import Policy, apply_policy
 from hal.specs import CompileReport
 from hal_wafer.placement import Placement
@@ -62,11 +62,50 @@ def implicit_reads(graph: Graph) -> set[str]:
     return reads
 
 
+def stage_graphs(graph: Graph, stage_nodes: list[tuple[str, list[str]]]) -> list[Graph]:
+    """``graph.subgraph`` of every stage, in one pass over the graph instead of one per stage (a
+    24-layer decoder has ~7,000 nodes and ~50 stages)."""
+    outer = {o for n in graph.nodes for o in n.outputs if o} | set(graph.initializers) | {i.name for i in graph.inputs}
+    reads = {n.name: [*n.inputs, *sorted(body_reads(n) & outer)] for n in graph.nodes}
+    stage_of = {name: si for si, (_, names) in enumerate(stage_nodes) for name in names}
+    readers: dict[str, set[int]] = {}
+    by_stage: list[list[Node]] = [[] for _ in stage_nodes]
+    for n in graph.nodes:
+        si = stage_of.get(n.name, -1)
+        if si >= 0:
+            by_stage[si].append(n)
+        for i in reads[n.name]:
+            if i:
+                readers.setdefault(i, set()).add(si)
+    model_outputs = {o.name for o in graph.outputs}
+    out = []
+    for si, ((name, _), nodes) in enumerate(zip(stage_nodes, by_stage)):
+        produced = {o for n in nodes for o in n.outputs if o}
+        inputs, inits, seen = [], {}, set()
+        for n in nodes:
+            for i in reads[n.name]:
+                if not i or i in produced or i in seen:
+                    continue
+                seen.add(i)
+                if i in graph.initializers:
+                    inits[i] = graph.initializers[i]
+                else:
+                    inputs.append(graph.values.get(i) or TensorInfo(i))
+        outputs = [graph.values.get(o) or TensorInfo(o) for n in nodes for o in n.outputs
+                   if o and (o in model_outputs or any(r != si for r in readers.get(o, ())))]
+        out.append(Graph(f"{graph.name}/{name}", nodes, inputs, outputs, inits, graph.values, graph.opsets,
+                         graph.ir_version, graph.metadata, graph.model_hash, graph.functions))
+    return out
+
+
 def build_stage_program(graph: Graph, name: str, node_names: list[str], policy: Policy,
-                        implicit: set[str] = frozenset()) -> StageProgram:
+                        implicit: set[str] = frozenset(), constant: set[str] = frozenset(),
+                        sub: Graph | None = None) -> StageProgram:
     """One stage's program: the reference kernel of each node, with ``policy`` applied. Values in
-    ``implicit`` (read by a control-flow body elsewhere) that it produces are sent on too."""
-    sub = graph.subgraph(node_names, name=f"{graph.name}/{name}")
+    ``implicit`` (read by a control-flow body elsewhere) that it produces are sent on too; values in
+    ``constant`` (weight-only, see ``weight_only_values``) it receives hoist like its own weights."""
+    if sub is None:
+        sub = graph.subgraph(node_names, name=f"{graph.name}/{name}")
     listed = {o.name for o in sub.outputs}
     sub.outputs = sub.outputs + [graph.values.get(o) or TensorInfo(o) for n in sub.nodes for o in n.outputs
                                  if o in implicit and o not in listed]
@@ -82,7 +121,8 @@ def build_stage_program(graph: Graph, name: str, node_names: list[str], policy: 
                 if hasattr(g, "node"):
                     outer |= _subgraph_reads(g)
     outer_names = sorted(o for o in outer if o not in defined)
-    program = Program(sub, steps, extra_inputs=outer_names)
+    program = Program(sub, steps, extra_inputs=outer_names,
+                      constant_inputs=[n for n in [i.name for i in sub.inputs] + outer_names if n in constant])
     return StageProgram(name, program, [i.name for i in sub.inputs], [o.name for o in sub.outputs], outer_names)
 
 
@@ -107,7 +147,9 @@ class WaferExecutable:
         if graph is None:
             return
         implicit = implicit_reads(graph)
-        self.stages = [build_stage_program(graph, name, nodes, policy, implicit) for name, nodes in stage_nodes]
+        constant = weight_only_values(graph)
+        self.stages = [build_stage_program(graph, name, nodes, policy, implicit, constant, sub)
+                       for (name, nodes), sub in zip(stage_nodes, stage_graphs(graph, stage_nodes))]
         self.output_names = [o.name for o in graph.outputs]
         keep = set(self.output_names)
         self._frees = frees_after(self.stages, keep)
@@ -131,10 +173,15 @@ class WaferExecutable:
         for st, frees in zip(self.stages, self._frees):
             ins = {n: env.get(n) for n in st.inputs}
             outer = {n: env[n] for n in st.outer if n in env} or None
-            env.update(zip(st.outputs, st.program.run_list(ins, outer)))
+            # a stage's kept weight-only results travel to later stages uncopied (read-only) ...
+            env.update(zip(st.outputs, st.program.run_list(ins, outer, share_weights=True)))
             for n in frees:
                 env.pop(n, None)
-        return {n: env[n] for n in self.output_names}
+        # ... and leave the executable as copies, so a caller mutating an output cannot change a later run
+        stages = self.stages
+        return {n: env[n].copy() if n in self._constants or any(st.program.holds(env[n]) for st in stages)
+                else env[n]
+                for n in self.output_names}
 
     def trace(self) -> list[dict[str, Any]]:
         return [dict(e, args=dict(e["args"])) for e in self._events]

@@ -335,3 +335,75 @@ def test_names_that_are_not_utf8_are_a_model_error():
     raw[i:i + 5] = b"g\xe9ame"
     with pytest.raises(hal.ModelError, match="not valid UTF-8"):
         hal.InferenceSession(bytes(raw))
+
+
+@pytest.mark.parametrize("via", ["session", "estimate"])
+def test_wafer_refuses_a_shape_only_weight_of_2_pow_62_elements_fast(via, tmp_path, capsys):
+    # was: a hang compiling for wafer: the fewest wafers that hold the weight (~7e8) made the pipelined
+    # mode try every count up to twice that, and the refusal listed them all
+    from hal.zoo.graph_builder import GraphBuilder
+
+    b = GraphBuilder("huge")
+    x = b.input("x", F, [1, 4])
+    w = b.shape_only_weight("w", F, [4, 2**60])
+    b.output(b.op("MatMul", [x, w], name="mm", out="y"), F, [1, 2**60])
+    m = b.model({})
+    import time
+
+    t0 = time.monotonic()
+    if via == "session":
+        with pytest.raises(hal.ResourceError, match=r"fits in no allowed mode.*GiB") as err:
+            hal.InferenceSession(m, target="wafer")
+        assert "wafer" in str(err.value)
+    else:
+        p = tmp_path / "huge.onnx"
+        onnx.save(m, p)
+        assert main(["estimate", str(p), "--target", "wafer"]) != 0
+        said = capsys.readouterr()
+        assert "fits in no allowed mode" in said.out + said.err
+    assert time.monotonic() - t0 < 30
+
+
+def _lying_fold_model(op: str) -> onnx.ModelProto:
+    """A weight-only ``op`` whose 2,000,000,000-byte result the model declares as one element."""
+    from onnx import numpy_helper
+
+    if op == "Expand":
+        inits = [numpy_helper.from_array(np.ones(1, np.float32), "a"),
+                 numpy_helper.from_array(np.array([1000, 1000, 500], np.int64), "s")]
+        node = helper.make_node("Expand", ["a", "s"], ["c"], name="bomb")
+    elif op == "Tile":
+        inits = [numpy_helper.from_array(np.ones((1, 1000), np.float32), "a"),
+                 numpy_helper.from_array(np.array([1000, 500], np.int64), "s")]
+        node = helper.make_node("Tile", ["a", "s"], ["c"], name="bomb")
+    else:
+        inits = [numpy_helper.from_array(np.array([1000, 1000, 500], np.int64), "s")]
+        node = helper.make_node("ConstantOfShape", ["s"], ["c"], name="bomb")
+    return model([node, helper.make_node("ReduceSum", ["c"], ["y"], name="sum", keepdims=0)], [], [vi("y", F, [])],
+                 inits, value_info=[vi("c", F, [1])])
+
+
+@pytest.mark.parametrize("op", ["Expand", "Tile", "ConstantOfShape"])
+def test_lpu_compile_time_folding_checks_the_size_before_running_a_kernel(op):
+    # was (issue 9): hal_lpu.shapes ran weight-only kernels at capability/compile to learn shapes, trusting
+    # the declared [1]; the guard must size the output from the arguments first, as hal.engine does
+    import tracemalloc
+
+    from hal_lpu.shapes import resolve_shapes
+
+    from hal import limits
+    from hal.graph.load import load
+
+    m = _lying_fold_model(op)
+    graph = load(m)
+    tracemalloc.start()
+    try:
+        with limits.bounds(100 << 20):
+            resolved = resolve_shapes(graph)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, peak
+    assert "c" not in resolved.known  # not folded: left to the run, which refuses it
+    with pytest.raises(hal.ResourceError, match=rf"{op} would need .*2,000,000,000 bytes"):
+        session(m, "lpu", max_memory=100 << 20).run(None, {})

@@ -301,3 +301,39 @@ def test_same_parameters_hold_for_70b_over_four_wafers(llama70b_4):
     streamed = hal.compile("zoo:llama-3.1-70b", target="wafer", precision="fp16", devices=1, zoo_params=DECODE).report
     assert streamed.details["mode"] == "weight_streaming"
     assert streamed.tokens_per_s < llama70b_4.report.tokens_per_s / 100  # 141 GB over the system I/O per token
+
+
+def _cross_stage_weight_model():
+    """Layer 0 transposes a weight and layer 1 multiplies by it: a weight-only value crossing a stage cut."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    nodes = [helper.make_node("Transpose", ["w"], ["wt"], name="layers.0/transpose", perm=[1, 0]),
+             helper.make_node("Relu", ["x"], ["h"], name="layers.0/relu"),
+             helper.make_node("MatMul", ["h", "wt"], ["y"], name="layers.1/matmul"),
+             helper.make_node("Neg", ["wt"], ["wneg"], name="layers.1/neg")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
+                           helper.make_tensor_value_info("wneg", TensorProto.FLOAT, [4, 3])],
+                          [numpy_helper.from_array(w, "w")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_weight_only_values_crossing_a_stage_cut_are_computed_once_and_outputs_stay_private():
+    import onnxruntime as ort
+
+    m = _cross_stage_weight_model()
+    # compiled without optimize(), which would fold the transpose away before the stage cut
+    exe = get_target("wafer").compile(load(m), CompileOptions(precision="exact"))
+    assert [len(nodes) for _, nodes in exe._recipe[1]] == [2, 2]  # the transpose and its readers part ways
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    first = exe.run({"x": x})
+    first["wneg"][:] = 0  # the caller owns what it gets back
+    second = exe.run({"x": x})
+    for got in (first["y"], second["y"]):
+        np.testing.assert_allclose(got, want[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(second["wneg"], want[1])
+    # after the first run neither stage runs the weight-only steps: the transpose, nor the Neg it feeds
+    kept = [e[-1].op_type for st in exe.stages for e in st.program._prepared[1]]
+    assert sorted(kept) == ["MatMul", "Relu"]
