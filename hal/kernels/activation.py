@@ -11,6 +11,7 @@ import functools
 import math
 from collections.abc import Callable
 
+import ml_dtypes
 import numpy as np
 
 from hal.kernels.elementwise import erf_array
@@ -218,9 +219,14 @@ def _wide(x: Array) -> Array:
     return x.astype(np.float32) if x.dtype.itemsize < 4 else x
 
 
+_NARROW_FLOATS = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+
+
 def _softmax(x: Array, axis: int) -> Array:
     if x.size == 0:
         return x.copy()
+    if x.dtype in _NARROW_FLOATS:
+        return _softmax_narrow(x, axis)
     w = _wide(x)
     if x.ndim and axis in (-1, x.ndim - 1):  # an out-of-range axis falls through to numpy's AxisError
         return _softmax_rows(w.reshape(-1, w.shape[-1])).reshape(x.shape).astype(x.dtype, copy=False)
@@ -228,6 +234,16 @@ def _softmax(x: Array, axis: int) -> Array:
     np.exp(e, out=e)
     e /= np.sum(e, axis=axis, keepdims=True)
     return e.astype(x.dtype, copy=False)
+
+
+def _softmax_narrow(x: Array, axis: int) -> Array:
+    """Softmax of a 16-bit float as its ONNX function body computes it: Exp, ReduceSum and Div each
+    give a result in the input's type (each computed in float32 and rounded once), which is what
+    onnx's reference and the fp16/bf16 node cases expect; one rounding at the end differs by an ulp."""
+    w = x.astype(np.float32)
+    e = np.exp(w - np.max(w, axis=axis, keepdims=True)).astype(x.dtype).astype(np.float32)
+    total = np.sum(e, axis=axis, keepdims=True).astype(x.dtype).astype(np.float32)
+    return (e / total).astype(x.dtype)
 
 
 def _softmax_rows(w: Array) -> Array:

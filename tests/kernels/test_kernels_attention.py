@@ -28,17 +28,6 @@ RNN_OPS = {"RNN", "GRU", "LSTM"}
 LOSS_OPS = {"NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss", "CumProd"}
 FAMILY_OPS = ATTENTION_OPS | RNN_OPS | LOSS_OPS
 
-# Cases whose expected data is itself off (checked against a float64 computation and onnxruntime).
-XFAIL = {
-    "test_attention_4d_causal_fp16_expanded": (
-        "expected Y comes from onnx's fused reference doing the softmax in float16 arithmetic and is up to "
-        "4.9e-4 from the float64 result; the expanded graph, each op correctly rounded to float16, gives "
-        "0.469 vs expected 0.4695 at [0,0,1,4] (rel 1.04e-3 > rtol 1e-3); the fused Attention kernel and "
-        "onnxruntime both give 0.4692 (float64: 0.46919)"
-    ),
-}
-
-
 def _base_name(name: str) -> str:
     return re.sub(r"_expanded(_ver\d+)?$", "", name)
 
@@ -53,8 +42,7 @@ def _params() -> list:
             continue
         if not case_ops(case) <= kernels:
             continue
-        marks = [pytest.mark.xfail(reason=XFAIL[case.name], strict=False)] if case.name in XFAIL else []
-        params.append(pytest.param(case, id=case.name, marks=marks))
+        params.append(pytest.param(case, id=case.name))
     return params
 
 
