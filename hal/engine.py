@@ -49,6 +49,14 @@ class Step:
     label: str = ""
     op_type: str = ""
     context_opset: int | None = None  # set when fn wants a KernelContext (control flow)
+    #: the nodes a fused step runs (empty: the one node ``label`` names)
+    nodes: tuple[str, ...] = ()
+    #: the op whose size rule guards the step's memory, when not ``op_type`` ("" for none)
+    guard_op: str | None = None
+
+    @property
+    def guarded_as(self) -> str:
+        return self.op_type if self.guard_op is None else self.guard_op
 
     def __getstate__(self) -> dict[str, Any]:
         # Kernels made by closures cannot be pickled by name: store them as registry keys.
@@ -184,7 +192,49 @@ def kernel_step(node: Node, graph: Graph) -> Step:
 
 
 def steps_for_nodes(graph: Graph, nodes: Iterable[Node]) -> list[Step]:
+    """One reference kernel per node."""
     return [kernel_step(n, graph) for n in nodes]
+
+
+def _key(step: Step, node: Node, graph: Graph) -> tuple[str, str, int]:
+    kdef = lookup(node.op_type, node.domain, graph.opset(node.domain))
+    assert kdef is not None and kdef.fn is step.fn
+    return (kdef.domain, node.op_type, kdef.since)
+
+
+def fused_steps(graph: Graph, nodes: Iterable[Node]) -> list[Step]:
+    """``steps_for_nodes`` with the groups ``hal.graph.fuse.find_fusions`` finds run as one step each
+    (hal.kernels.fused): MatMul + bias Add, elementwise regions (GELU chains, attention scale and
+    mask) and the Softmax after one. Results are bit-identical to the plain steps; a fused step's
+    ``nodes`` names the nodes it runs and its label and op type join theirs with "+"."""
+    from hal.graph.fuse import find_fusions
+    from hal.kernels.fused import MatMulBias, Region
+
+    nodes = list(nodes)
+    plain = steps_for_nodes(graph, nodes)
+    fused: dict[int, Step] = {}
+    covered: set[int] = set()
+    for f in find_fusions(graph, nodes):
+        members = [nodes[k] for k in f.members]
+        steps = [plain[k] for k in f.members]
+        if any(s.context_opset is not None for s in steps):
+            continue
+        keys = [_key(s, n, graph) for s, n in zip(steps, members)]
+        out = members[-1].outputs[0]
+        label = "+".join(n.name for n in members)
+        op = "+".join(n.op_type for n in members)
+        if f.kind == "matmul_bias":
+            fn: Any = MatMulBias(keys[0], keys[1], f.bias_first)
+            step = Step(fn, list(f.inputs), [out], {}, label, op, None, tuple(n.name for n in members), "MatMul")
+        else:
+            n_elem = len(f.refs)
+            fn = Region(keys[:n_elem], f.refs, [s.attrs for s in steps[:n_elem]], [n.op_type for n in members[:n_elem]],
+                        [n.name for n in members[:n_elem]], keys[n_elem] if f.softmax is not None else None,
+                        steps[-1].attrs if f.softmax is not None else None)
+            step = Step(fn, list(f.inputs), [out], {}, label, op, None, tuple(n.name for n in members), "")
+        fused[f.members[-1]] = step
+        covered.update(f.members)
+    return [fused[k] if k in fused else s for k, s in enumerate(plain) if k in fused or k not in covered]
 
 
 def _root(a: np.ndarray) -> np.ndarray:
@@ -369,9 +419,9 @@ class Program:
         guards: list[int | None] = []
         n_memo = 0
         for s in self.steps:
-            if s.op_type not in limits.GUARDED_OPS:
+            if s.guarded_as not in limits.GUARDED_OPS:
                 guards.append(None)
-            elif s.op_type in SHAPE_SIZED_OPS:
+            elif s.guarded_as in SHAPE_SIZED_OPS:
                 guards.append(n_memo)
                 n_memo += 1
             else:
@@ -553,15 +603,15 @@ class Program:
                 limits.check_deadline(f"node {step.label!r}")
             if guard is not None:
                 if guard == _ALWAYS:
-                    limits.check_step(step.op_type, step.label, args, attrs, max_memory)
+                    limits.check_step(step.guarded_as, step.label, args, attrs, max_memory)
                 else:
                     sig = tuple([(a.shape, a.dtype) if isinstance(a, ndarray) else type(a) for a in args])
                     seen = memo[guard]
                     if seen is None or seen[0] != sig:
-                        seen = (sig, _output_nbytes(step.op_type, args, attrs))
+                        seen = (sig, _output_nbytes(step.guarded_as, args, attrs))
                         memo[guard] = seen  # one tuple: atomic for concurrent runs
                     if seen[1] > max_memory:
-                        limits.check_step(step.op_type, step.label, args, attrs, max_memory)
+                        limits.check_step(step.guarded_as, step.label, args, attrs, max_memory)
             try:
                 if ctx is None:
                     res = fn(*args, **attrs)
@@ -618,6 +668,6 @@ def weight_only_values(graph: Graph) -> set[str]:
     return out
 
 
-def reference_program(graph: Graph) -> Program:
-    """The plain program: one reference kernel per node."""
-    return Program(graph, steps_for_nodes(graph, graph.nodes))
+def reference_program(graph: Graph, *, fuse: bool = False) -> Program:
+    """The plain program: one reference kernel per node (``fuse``: with ``fused_steps``, the same results)."""
+    return Program(graph, (fused_steps if fuse else steps_for_nodes)(graph, graph.nodes))

@@ -1,4 +1,5 @@
-"""Compile for the host: one reference kernel per node, lifetimes planned, nothing modelled."""
+"""Compile for the host: the reference kernels (fused where the engine can run several nodes as one
+step with the same results), lifetimes planned, nothing modelled."""
 
 from __future__ import annotations
 
@@ -42,13 +43,16 @@ class CpuTarget:
         if options.target_options:
             raise CompileError(f"unknown options {sorted(options.target_options)} for target 'cpu'",
                                where="target 'cpu'", hint="the cpu target takes no target-specific options")
-        program = reference_program(graph)
+        program = reference_program(graph, fuse=True)
         plan = plan_memory(graph, [(s.ins, s.outs) for s in program.steps], lambda n: tensor_bytes(graph, n))
+        by_name = {n.name: n for n in graph.nodes}
         kernels = []
-        for n in graph.nodes:
-            c = node_cost(n, graph)
-            kernels.append(KernelReport(name=n.name, nodes=[n.name], op_types=[n.op_type], unit="host",
-                                        flops=c.flops, bytes=c.bytes))
+        for s in program.steps:  # one kernel per step: a fused step lists the nodes it runs
+            members = [by_name[x] for x in (s.nodes or (s.label,))]
+            costs = [node_cost(n, graph) for n in members]
+            kernels.append(KernelReport(name=s.label, nodes=[n.name for n in members],
+                                        op_types=[n.op_type for n in members], unit="host",
+                                        flops=sum(c.flops for c in costs), bytes=sum(c.bytes for c in costs)))
         report = CompileReport(
             target=self.spec.name, plugin_version=__version__, model=graph.name, model_hash=graph.model_hash,
             precision="exact", shape_only=graph.shape_only, node_count=len(graph.nodes),

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from hal.engine import Program, Step, kernel_step
+from hal.engine import Program, Step, fused_steps, kernel_step
 from hal.errors import RunError
-from hal.graph.ir import Graph
+from hal.graph.ir import Graph, Node
 from hal.kernels import lookup
 from hal.numerics import Policy, quantize, round_to
 from hal.perf.trace import event
@@ -153,6 +153,12 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
                 users.setdefault(x, set()).add((n.op_type, pos))
     weights: dict[str, np.ndarray] = {}
     steps: list[Step] = []
+    pending: list[Node] = []  # exact: reference steps of these nodes, fused where the host engine can
+
+    def flush() -> None:
+        steps.extend(fused_steps(graph, pending))
+        pending.clear()
+
     for k in kernels:
         outs = set(k.outputs)
         fused = k.attention is not None and not (exact and _narrow_float(graph, k.attention.q))
@@ -163,14 +169,15 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
             ordered = [i for i in ordered if i < av] + [-1] + [i for i in ordered if i > av]
         for i in ordered:
             if i == -1:
+                flush()
                 steps.append(_attention_step(k, graph, None if exact else narrow_act,
                                              None if exact else policy.storage, key_blocks.get(k.id, 128)))
                 continue
             node = graph.nodes[i]
-            st = kernel_step(node, graph)
             if exact:
-                steps.append(st)
+                pending.append(node)
                 continue
+            st = kernel_step(node, graph)
             store = tuple(policy.storage if o in outs else None for o in node.outputs)
             if node.op_type in MATRIX_OPS:
                 acts, wpos, axis = MATRIX_OPS[node.op_type]
@@ -193,6 +200,7 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
                 steps.append(replace(st, fn=partial(stored_call, _kernel(node, graph), store)))
             else:
                 steps.append(st)
+    flush()
     run_graph = replace(graph, initializers={**graph.initializers, **weights}) if weights else graph
     return Program(run_graph, steps)
 

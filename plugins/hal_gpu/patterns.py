@@ -1,7 +1,7 @@
 """What a GPU compiler recognises in a graph before it forms kernels.
 
 Op classes (views, layout ops, GEMMs, row reductions, elementwise and index ops), the graph's
-producer/consumer index (with the outer values control-flow bodies read implicitly), the
+producer/consumer index (``hal.graph.fuse.GraphIndex``, shared with the host engine's fusion), the
 scaled-dot-product attention pattern in its exported forms, and the KV-cache append.
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hal.graph.ir import Graph, Node, body_reads
+from hal.graph.fuse import GraphIndex, node_reads  # noqa: F401 (re-exported: its home was here)
+from hal.graph.ir import Graph, Node
 from hal.perf.opcount import shape as static_shape
 
 #: ops that relabel memory: no launch, no traffic
@@ -111,44 +112,6 @@ def op_class(node: Node, graph: Graph) -> str:
 
 
 # -- pattern recognition ----------------------------------------------------------------------
-
-def node_reads(node: Node) -> list[str]:
-    """A node's inputs plus the outer values its subgraphs read implicitly."""
-    extra = body_reads(node)
-    return [*node.inputs, *sorted(extra - set(node.inputs))] if extra else list(node.inputs)
-
-
-class GraphIndex:
-    """Producers, consumers and graph outputs of a graph, by value name (implicit subgraph reads count)."""
-
-    def __init__(self, graph: Graph):
-        self.graph = graph
-        self.producer: dict[str, int] = {}
-        self.consumers: dict[str, list[int]] = {}
-        self.graph_inputs = {i.name for i in graph.inputs}
-        self.reads: list[list[str]] = [node_reads(n) for n in graph.nodes]
-        for i, n in enumerate(graph.nodes):
-            for o in n.outputs:
-                if o:
-                    self.producer[o] = i
-        for i, reads in enumerate(self.reads):
-            for x in reads:  # a subgraph's own names are not values of this graph
-                if x and (x in self.producer or x in graph.initializers or x in self.graph_inputs):
-                    self.consumers.setdefault(x, []).append(i)
-        self.graph_outputs = {o.name for o in graph.outputs}
-
-    def sole_consumer(self, value: str) -> int | None:
-        c = self.consumers.get(value, [])
-        if len(c) != 1 or value in self.graph_outputs:
-            return None
-        return c[0]
-
-    def is_weight(self, value: str) -> bool:
-        return value in self.graph.initializers
-
-    def activations(self, node: Node) -> list[str]:
-        return [x for x in node.inputs if x and x not in self.graph.initializers]
-
 
 def _static(graph: Graph, name: str) -> tuple[int, ...] | None:
     w = graph.initializers.get(name)

@@ -1,0 +1,170 @@
+"""Which nodes may run as one host step: the producer/consumer index and the fusion matcher.
+
+``GraphIndex`` (shared with the gpu plugin's pattern recognition) knows each value's producer, its
+reading nodes (implicit subgraph reads included) and the graph outputs. ``find_fusions`` groups
+nodes the engine runs as one step:
+
+- ``matmul_bias``: a MatMul whose output only a bias Add reads (the Add's other input a 1-D weight);
+- ``region``: elementwise nodes joined through values each read by exactly one node of the group
+  (the exported erf/tanh GELU, Div/Mul scale + mask Add/Where), optionally ending in the Softmax
+  that alone reads the region's result.
+
+Every value inside a group has exactly one reading node, is not a graph output and is not read by a
+subgraph, so computing the group as one step changes no other step's inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from hal.graph.ir import Graph, Node, body_reads
+
+#: elementwise ops a region may hold: each kernel returns a fresh array of the broadcast shape,
+#: computed position by position (so blocks of the flattened operands give the same elements)
+REGION_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Erf", "Tanh", "Where", "Sqrt", "Exp", "Neg", "Relu",
+                        "Sigmoid", "Abs", "Reciprocal"})
+
+
+def node_reads(node: Node) -> list[str]:
+    """A node's inputs plus the outer values its subgraphs read implicitly."""
+    extra = body_reads(node)
+    return [*node.inputs, *sorted(extra - set(node.inputs))] if extra else list(node.inputs)
+
+
+class GraphIndex:
+    """Producers, consumers and graph outputs of a graph, by value name (implicit subgraph reads count)."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.producer: dict[str, int] = {}
+        self.consumers: dict[str, list[int]] = {}
+        self.graph_inputs = {i.name for i in graph.inputs}
+        self.reads: list[list[str]] = [node_reads(n) for n in graph.nodes]
+        for i, n in enumerate(graph.nodes):
+            for o in n.outputs:
+                if o:
+                    self.producer[o] = i
+        for i, reads in enumerate(self.reads):
+            for x in reads:  # a subgraph's own names are not values of this graph
+                if x and (x in self.producer or x in graph.initializers or x in self.graph_inputs):
+                    self.consumers.setdefault(x, []).append(i)
+        self.graph_outputs = {o.name for o in graph.outputs}
+
+    def sole_consumer(self, value: str) -> int | None:
+        """The one node reading ``value`` (once), or None: several readers, none, or a graph output."""
+        c = self.consumers.get(value, [])
+        if len(c) != 1 or value in self.graph_outputs:
+            return None
+        return c[0]
+
+    def is_weight(self, value: str) -> bool:
+        return value in self.graph.initializers
+
+    def activations(self, node: Node) -> list[str]:
+        return [x for x in node.inputs if x and x not in self.graph.initializers]
+
+
+@dataclass
+class Fusion:
+    """Nodes (indices into the list given to ``find_fusions``, in order) that run as one step."""
+
+    kind: str                     # "matmul_bias" | "region"
+    members: list[int]
+    inputs: list[str] = field(default_factory=list)   # the step's inputs, in call order
+    #: region: per member, each input as an index into ``inputs`` (>= 0) or ~k for member k's result
+    refs: list[tuple[int, ...]] = field(default_factory=list)
+    softmax: int | None = None    # region: the Softmax member reading the result, if any
+    bias_first: bool = False      # matmul_bias: the Add reads the bias first
+
+
+def _has_body(v: object) -> bool:
+    return isinstance(v, onnx.GraphProto) or (isinstance(v, list) and bool(v) and isinstance(v[0], onnx.GraphProto))
+
+
+def _plain(node: Node) -> bool:
+    """A default-domain node with one output and no subgraph attribute."""
+    return (node.domain in ("", "ai.onnx") and len(node.outputs) == 1 and bool(node.outputs[0])
+            and not any(_has_body(v) for v in node.attrs.values()))
+
+
+def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = None) -> list[Fusion]:
+    """The groups of ``nodes`` to run as single steps (see the module docstring)."""
+    ix = ix or GraphIndex(graph)
+    where = {id(n): k for k, n in enumerate(nodes)}
+    gpos = {id(n): i for i, n in enumerate(graph.nodes)}
+
+    def sole_reader(value: str) -> int | None:
+        """The position in ``nodes`` of the one node reading ``value``, if it is in ``nodes``."""
+        c = ix.sole_consumer(value)
+        return None if c is None else where.get(id(graph.nodes[c]))
+
+    used: set[int] = set()
+    out: list[Fusion] = []
+    for k, n in enumerate(nodes):
+        if n.op_type != "MatMul" or not _plain(n) or id(n) not in gpos or len(n.inputs) != 2:
+            continue
+        a = sole_reader(n.outputs[0])
+        if a is None or a <= k:
+            continue
+        add = nodes[a]
+        if add.op_type != "Add" or not _plain(add) or len(add.inputs) != 2 or add.inputs.count(n.outputs[0]) != 1:
+            continue
+        bias = add.inputs[1] if add.inputs[0] == n.outputs[0] else add.inputs[0]
+        w = graph.initializers.get(bias)
+        if not isinstance(w, np.ndarray) or w.ndim != 1 or bias in ix.graph_inputs:
+            continue
+        used |= {k, a}
+        out.append(Fusion("matmul_bias", [k, a], [*n.inputs, bias], bias_first=add.inputs[0] == bias))
+
+    # regions: union elementwise nodes along single-reader edges
+    parent = list(range(len(nodes)))
+
+    def find(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    elem = [k for k, n in enumerate(nodes) if k not in used and n.op_type in REGION_OPS and _plain(n)
+            and id(n) in gpos]
+    is_elem = set(elem)
+    for k in elem:
+        c = sole_reader(nodes[k].outputs[0])
+        if c is not None and c in is_elem and c > k:
+            parent[find(k)] = find(c)
+    groups: dict[int, list[int]] = {}
+    for k in elem:
+        groups.setdefault(find(k), []).append(k)
+    for members in groups.values():
+        members.sort()
+        root = members[-1]
+        s = sole_reader(nodes[root].outputs[0])
+        soft = None
+        if s is not None and s > root and s not in used and nodes[s].op_type == "Softmax" and _plain(nodes[s]) \
+                and len(nodes[s].inputs) == 1:
+            soft = s
+        if len(members) < 2 and soft is None:
+            continue
+        inside = {nodes[m].outputs[0]: j for j, m in enumerate(members)}
+        inputs: list[str] = []
+        refs: list[tuple[int, ...]] = []
+        for m in members:
+            r = []
+            for x in nodes[m].inputs:
+                if x in inside and inside[x] < members.index(m):
+                    r.append(~inside[x])
+                else:
+                    if x not in inputs:
+                        inputs.append(x)
+                    r.append(inputs.index(x))
+            refs.append(tuple(r))
+        out.append(Fusion("region", members + ([soft] if soft is not None else []), inputs, refs, soft))
+    out.sort(key=lambda f: f.members[-1])
+    return out
+
+
+__all__ = ["REGION_OPS", "Fusion", "GraphIndex", "find_fusions", "node_reads"]

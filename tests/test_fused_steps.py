@@ -1,0 +1,186 @@
+"""Fused host steps (hal.engine.fused_steps): bit-identical to one kernel per node, honest step counts,
+fused only where every intermediate has one reader, and still within onnxruntime's tolerance."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import hal
+from hal.engine import Program, fused_steps, steps_for_nodes
+from hal.errors import ResourceError
+from hal.graph.load import from_proto, load
+from hal.graph.passes import optimize
+from tests.conftest import FIXTURES
+
+
+def _transformer(name: str) -> onnx.ModelProto:
+    if name.startswith("zoo:"):
+        from hal.zoo import build
+
+        return build(name[4:])
+    return onnx.load(str(FIXTURES / name))
+
+
+def _feeds(model: onnx.ModelProto, seed: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    inits = {i.name for i in model.graph.initializer}
+    feeds = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        shape = [d.dim_value if d.HasField("dim_value") else 3 for d in vi.type.tensor_type.shape.dim]
+        if "mask" in vi.name:
+            m = np.ones(shape, np.int64)
+            m[..., -2:] = 0  # padding: the mask Add does real work
+            feeds[vi.name] = m
+        else:
+            feeds[vi.name] = rng.integers(0, 200, size=shape).astype(np.int64)
+    return feeds
+
+
+TRANSFORMERS = ["bert_tiny.onnx", "gpt_tiny.onnx", "zoo:tiny-gpt"]
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_fused_program_is_bit_identical_to_one_kernel_per_node(name):
+    model = _transformer(name)
+    graph = optimize(from_proto(model, where=name))
+    feeds = _feeds(model)
+    plain = Program(graph, steps_for_nodes(graph, graph.nodes))
+    fused = Program(graph, fused_steps(graph, graph.nodes))
+    kinds = {s.op_type for s in fused.steps if s.nodes}
+    assert "MatMul+Add" in kinds
+    assert any(k.endswith("Softmax") for k in kinds)  # the attention scale + mask (or Where) + Softmax
+    assert len(fused.steps) < len(plain.steps)
+    want = plain.run_list(feeds)
+    for prog in (fused, pickle.loads(pickle.dumps(fused))):  # a stored program rebuilds its fused kernels
+        for _ in range(2):  # the second run goes through the kept weight-only results
+            got = prog.run_list(feeds)
+            for a, b in zip(got, want):
+                assert a.dtype == b.dtype and a.shape == b.shape
+                assert np.array_equal(a, b, equal_nan=True)
+    # every node runs exactly once, in a fused step or its own
+    covered = [n for s in fused.steps for n in (s.nodes or (s.label,))]
+    assert sorted(covered) == sorted(n.name for n in graph.nodes)
+
+
+def test_erf_gelu_chain_fuses_into_one_step_bit_identically():
+    model = _transformer("bert_tiny.onnx")
+    graph = optimize(from_proto(model, where="bert"))
+    steps = fused_steps(graph, graph.nodes)
+    gelu = [s for s in steps if s.op_type == "Div+Erf+Add+Mul+Mul"]
+    assert gelu, sorted({s.op_type for s in steps})
+    rng = np.random.default_rng(0)
+    s = gelu[0]
+    args = [graph.initializers.get(n) for n in s.ins]
+    x_at = next(i for i, a in enumerate(args) if a is None)
+    x = (rng.standard_normal((2, 7, 64)) * 4).astype(np.float32)
+    x.flat[:4] = [np.nan, np.inf, -np.inf, 0.0]
+    args[x_at] = x
+    # the plain steps of the same nodes, one after another
+    by_name = {n.name: n for n in graph.nodes}
+    env = dict(zip(s.ins, args))
+    with np.errstate(all="ignore"):  # as the engine runs kernels: NaN and Inf propagate silently
+        for st in steps_for_nodes(graph, [by_name[n] for n in s.nodes]):
+            env[st.outs[0]] = st.fn(*[env[i] for i in st.ins], **st.attrs)
+        got = s.fn(*args)
+    assert np.array_equal(got, env[s.outs[0]], equal_nan=True)
+    assert np.array_equal(args[x_at][~np.isnan(args[x_at])], x[~np.isnan(x)])  # its input is left alone
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_cpu_target_with_fused_steps_matches_onnxruntime_and_reports_each_step(name):
+    model = _transformer(name)
+    feeds = _feeds(model)
+    sess = hal.InferenceSession(model, target="cpu")
+    ours = sess.run(None, feeds)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    theirs = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    report = sess.report
+    fused = [k for k in report.kernels if len(k.nodes) > 1]
+    assert fused and all(k.name == "+".join(k.nodes) for k in fused)
+    assert report.kernel_count == len(report.kernels) < report.node_count
+    assert sum(len(k.nodes) for k in report.kernels) == report.node_count
+
+
+def _mm_add_gelu(extra_reader: str | None) -> onnx.ModelProto:
+    """x @ W + b -> Div -> Erf -> Add 1 -> Mul x -> Mul 0.5, with a second reader of one intermediate."""
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b"),
+             numpy_helper.from_array(np.array(1.4142135, np.float32), "sqrt2"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "half")]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["mm"], name="mm"),
+             helper.make_node("Add", ["mm", "b"], ["h"], name="bias"),
+             helper.make_node("Div", ["h", "sqrt2"], ["d"], name="div"),
+             helper.make_node("Erf", ["d"], ["e"], name="erf"),
+             helper.make_node("Add", ["e", "one"], ["e1"], name="add1"),
+             helper.make_node("Mul", ["h", "e1"], ["m"], name="mulx"),
+             helper.make_node("Mul", ["m", "half"], ["y"], name="half_mul")]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])]
+    if extra_reader == "output":
+        outputs.append(helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 8]))
+        outputs.append(helper.make_tensor_value_info("mm", TensorProto.FLOAT, [2, 8]))
+    elif extra_reader == "node":
+        nodes.append(helper.make_node("Neg", ["e"], ["ne"], name="neg_e"))
+        nodes.append(helper.make_node("Neg", ["mm"], ["nm"], name="neg_mm"))
+        outputs.append(helper.make_tensor_value_info("ne", TensorProto.FLOAT, [2, 8]))
+        outputs.append(helper.make_tensor_value_info("nm", TensorProto.FLOAT, [2, 8]))
+    elif extra_reader == "subgraph":
+        body = helper.make_graph([helper.make_node("Neg", ["e"], ["be"]), helper.make_node("Neg", ["mm"], ["bm"]),
+                                  helper.make_node("Add", ["be", "bm"], ["bo"])], "body", [],
+                                 [helper.make_tensor_value_info("bo", TensorProto.FLOAT, [2, 8])])
+        nodes.append(helper.make_node("Constant", [], ["c"], name="cond",
+                                      value=numpy_helper.from_array(np.array(True))))
+        nodes.append(helper.make_node("If", ["c"], ["sub"], name="if", then_branch=body, else_branch=body))
+        outputs.append(helper.make_tensor_value_info("sub", TensorProto.FLOAT, [2, 8]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("extra_reader", [None, "output", "node", "subgraph"])
+def test_fuses_only_where_every_intermediate_has_one_reader(extra_reader):
+    model = _mm_add_gelu(extra_reader)
+    graph = load(model)
+    steps = fused_steps(graph, graph.nodes)
+    kinds = {s.op_type for s in steps}
+    if extra_reader is None:
+        assert {"MatMul+Add", "Div+Erf+Add+Mul+Mul"} <= kinds
+    else:  # mm and e have a second reader: MatMul stays alone, the chain splits at e
+        assert "MatMul+Add" not in kinds and "MatMul" in kinds
+        assert "Div+Erf" in kinds and "Add+Mul+Mul" in kinds
+    x = np.random.default_rng(2).standard_normal((2, 8)).astype(np.float32)
+    want = Program(graph, steps_for_nodes(graph, graph.nodes)).run_list({"x": x})
+    got = Program(graph, steps).run_list({"x": x})
+    for a, b in zip(got, want):
+        assert np.array_equal(a, b)
+    theirs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for a, b in zip(got, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_matmul_keeps_the_memory_guard():
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((64, 4096)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal(4096).astype(np.float32), "b")]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["mm"], name="mm"),
+             helper.make_node("Add", ["mm", "b"], ["y"], name="bias")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4096])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    sess = hal.InferenceSession(model, target="cpu", max_memory=4 << 20)
+    assert [k.op_types for k in sess.report.kernels] == [["MatMul", "Add"]]
+    sess.run(None, {"x": np.ones((8, 64), np.float32)})  # 128 KiB: within the bound
+    with pytest.raises(ResourceError):
+        sess.run(None, {"x": np.ones((1024, 64), np.float32)})  # 16 MiB of product
