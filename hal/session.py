@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from hal import limits
-from hal.cache import CompileCache, SessionEntry, SessionPart, open_cache
+from hal.cache import CompileCache, SessionEntry, SessionPart, open_cache, weights_elsewhere
 from hal.errors import CompileError, HalError, InputError, UnsupportedOpError
 from hal.graph.ir import Graph, TensorInfo
 from hal.graph.load import ModelLike, load
@@ -152,19 +152,25 @@ def _checked_executable(exe: Any, name: str) -> Executable:
     return exe
 
 
+class _WeightsElsewhere(Exception):
+    """A stored session's partition must be compiled, but its weights are in its (now gone) program entry."""
+
+
 def compile_graph(graph: Graph, target: Target, options: CompileOptions, cache: CompileCache | None = None,
-                  key: str | None = None) -> Executable:
+                  key: str | None = None, judge: bool = True) -> Executable:
     """Compile on one target: from the compile cache when it holds the program (under ``key``, worked
     out when not given), else bounded by ``options.timeout_s``. A plugin's unexpected exception, hang
-    or invalid executable is a PluginError."""
+    or invalid executable is a PluginError. ``judge``: see ``CompileCache.load``."""
     name = target.spec.name
     if cache is not None and key is None:
         key = cache.key(graph, target, options)
     if cache is not None and key is not None:
-        exe = cache.load(key, target)
+        exe = cache.load(key, target, judge)
         if exe is not None:
             return _checked_executable(exe, name)
-    t0 = time.perf_counter()
+    if weights_elsewhere(graph):  # a stored session's partition whose program entry is gone or bad
+        raise _WeightsElsewhere(name)
+    t0 = time.process_time()
     try:
         exe = limits.call_with_timeout(lambda: target.compile(graph, options), options.timeout_s,
                                        f"hal-compile-{name}")
@@ -178,7 +184,7 @@ def compile_graph(graph: Graph, target: Target, options: CompileOptions, cache: 
         raise hook_error(name, f"compile on target {name!r} raised {type(e).__name__}: {e}") from e
     exe = _checked_executable(exe, name)
     if cache is not None and key is not None:
-        cache.store(key, target, exe, compile_s=time.perf_counter() - t0)
+        cache.store(key, target, exe, compile_s=time.process_time() - t0)
     return exe
 
 
@@ -200,30 +206,44 @@ class InferenceSession:
         _check_target_accepts(tgt, self.options)
         #: the compile cache this session used (``cache_dir`` or HAL_CACHE_DIR), with its stats
         self.compile_cache = cache = open_cache(cache_dir)
-        skey = hit = None
+        skey = hit = self._session_key = None
+        self._parts_s = 0.0  # time spent getting the programs (compile, or load from the cache)
         if cache is not None:
-            skey = cache.session_key(model, zoo_params, tgt, get_target(REFERENCE_TARGET), self.options, fallback)
+            skey = self._session_key = cache.session_key(model, zoo_params, tgt, get_target(REFERENCE_TARGET),
+                                                          self.options, fallback)
             hit = cache.load_session(skey, tgt) if skey is not None else None
         if hit is not None:  # graph and placement from the cache: no loading, passes or capability
             graph, self._refused = hit.graph, hit.refused
-            if self._refused and self.fallback == "warn":
-                self._warn_fallback(tgt, stacklevel=3)
-            with limits.bounds(self.options.max_memory):
-                self._parts = self._compile_parts(graph, tgt, [(p.target, p.nodes) for p in hit.parts],
-                                                  [p.key for p in hit.parts])
-        else:
+            try:
+                with limits.bounds(self.options.max_memory):
+                    self._parts = self._compile_parts(graph, tgt, [(p.target, p.nodes) for p in hit.parts],
+                                                      [p.key for p in hit.parts])
+            except _WeightsElsewhere:  # a program holding weights is gone or bad: build from the model
+                cache.drop_session_hit(skey)
+                hit = None
+            else:
+                cache.judge_session(skey, tgt)
+                if self._refused and self.fallback == "warn":
+                    self._warn_fallback(tgt, stacklevel=3)
+        if hit is None:
+            self._parts_s = 0.0
+            t_frontend = time.process_time()
             with limits.bounds(self.options.max_memory):
                 graph = optimize(load(model, zoo_params=dict(zoo_params or {})))
                 limits.check_graph(graph, self.options.max_memory)
                 self._parts = self._place_and_compile(graph, tgt)
+            # loading, checking, passes and placement alone (not the programs' compiles, loads, stores), in
+            # CPU time like the compile cache's other judgements (other processes' load does not count)
+            frontend_s = time.process_time() - t_frontend - self._parts_s
+        #: the optimised graph; after a session-cache hit, a weight that a cached program holds is a
+        #: ``hal.cache.WeightInProgram`` here (its shape and dtype; the array lives in the program)
         self.graph = graph
         self._inputs = list(graph.inputs)
         self._outputs = list(graph.outputs)
         if cache is not None and skey is not None and hit is None:
             parts = [SessionPart(p.target, p.key, p.nodes) for p in self._parts if p.key]
             if len(parts) == len(self._parts):
-                cache.store_session(skey, tgt, model, SessionEntry(graph, self._refused, parts),
-                                    time.perf_counter() - t0)
+                cache.store_session(skey, tgt, model, SessionEntry(graph, self._refused, parts), frontend_s)
         self._report = self._merge_reports(graph, time.perf_counter() - t0)
         if self.compile_cache is not None:
             st = self.compile_cache.stats
@@ -269,7 +289,17 @@ class InferenceSession:
                        keys: Sequence[str | None] | None = None) -> list[_Partition]:
         """Compile each run of nodes on its target (the whole graph when nothing was refused); ``keys``:
         the programs' cache keys when known (a stored session), else worked out."""
+        t0 = time.process_time()
+        try:
+            return self._compile_parts_timed(graph, tgt, runs, keys)
+        finally:
+            self._parts_s += time.process_time() - t0
+
+    def _compile_parts_timed(self, graph: Graph, tgt: Target, runs: list[tuple[str, list[str]]],
+                             keys: Sequence[str | None] | None) -> list[_Partition]:
         cache = self.compile_cache
+        if cache is not None and self._session_key in cache.sessions_not_worth_it:
+            cache = None  # building this session costs less than loading it: its programs are not loaded either
         ref_options = CompileOptions(max_memory=self.options.max_memory, timeout_s=self.options.timeout_s)
         parts = []
         for i, (where, names) in enumerate(runs):
@@ -277,7 +307,8 @@ class InferenceSession:
             target = tgt if where == tgt.spec.name else get_target(where)
             opts = ref_options if self._refused and where == REFERENCE_TARGET else self.options
             key = keys[i] if keys else cache.key(sub, target, opts) if cache is not None else None
-            exe = compile_graph(sub, target, opts, cache, key)
+            # a stored session's program is judged with the session entry (it stands in for the frontend too)
+            exe = compile_graph(sub, target, opts, cache, key, judge=not keys)
             parts.append(_Partition(where, exe, names, [t.name for t in sub.inputs], [t.name for t in sub.outputs],
                                     key))
         return parts

@@ -228,11 +228,21 @@ def test_new_cache_folder_is_private(tmp_path):
 
 def test_entry_that_loads_slower_than_it_compiles_is_replaced_by_a_marker(counting, tmp_path, monkeypatch):
     import time
+    import types
+
+    import hal.cache
 
     t = counting()
     hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)
     real_load = CountingTarget.load
-    monkeypatch.setattr(CountingTarget, "load", lambda self, blob: (time.sleep(0.3), real_load(self, blob))[1])
+    spent = {"cpu": time.process_time()}  # the cache's clock: CPU time, here 0.3 s more per load
+    monkeypatch.setattr(hal.cache, "time", types.SimpleNamespace(process_time=lambda: spent["cpu"]))
+
+    def slow_load(self: Any, blob: bytes) -> Any:
+        spent["cpu"] += 0.3
+        return real_load(self, blob)
+
+    monkeypatch.setattr(CountingTarget, "load", slow_load)
     hit = hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path)  # a hit, but a slow one
     assert hit.report.details["compile_cache"]["hits"] == 1 and t.loads == 1
     (entry,) = _entries(tmp_path)
@@ -319,7 +329,8 @@ def frontend_calls(monkeypatch):
     import hal.session
 
     for module in (hal.cache, hal.session):
-        monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=lambda: 0.0))
+        monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=lambda: 0.0,
+                                                                   process_time=lambda: 0.0))
     calls = []
     real = hal.session.load
 
@@ -383,8 +394,8 @@ def test_damaged_session_entry_is_rebuilt_never_loaded(damage, tmp_path, fronten
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete"])
-def test_bad_or_missing_program_entry_is_compiled_again_from_the_stored_session(damage, counting, tmp_path,
-                                                                              frontend_calls):
+def test_bad_or_missing_program_entry_is_rebuilt_and_the_session_built_from_the_model(damage, counting, tmp_path,
+                                                                                     frontend_calls):
     t = counting()
     model = mlp_model().SerializeToString()
     hal.InferenceSession(model, "counting", cache_dir=tmp_path)
@@ -395,10 +406,57 @@ def test_bad_or_missing_program_entry_is_compiled_again_from_the_stored_session(
         program.write_bytes(program.read_bytes()[:-5])
     s = hal.InferenceSession(model, "counting", cache_dir=tmp_path)
     st = s.compile_cache.stats
-    assert st.session_hits == 1 and len(frontend_calls) == 1  # the graph came from the session entry
+    # the session entry left the weights to that program: the session is built from the model again
+    assert st.session_hits == 0 and len(frontend_calls) == 2
     assert (t.compiles, t.loads) == (2, 0) and st.rebuilt == (damage == "truncate") and st.stored == 1
     again = hal.InferenceSession(model, "counting", cache_dir=tmp_path)
     assert (t.compiles, t.loads) == (2, 1) and again.compile_cache.stats.session_hits == 1
+    assert len(frontend_calls) == 2
+    for sess in (s, again):
+        np.testing.assert_array_equal(sess.run(None, X)[0], session(mlp_model(), "cpu").run(None, X)[0])
+
+
+def test_session_entry_stores_weights_once(tmp_path, frontend_calls):
+    """The session entry describes the weights its program entry holds by shape and dtype only."""
+    import pickle
+
+    from hal.cache import WeightInProgram
+
+    model = mlp_model().SerializeToString()
+    a = hal.InferenceSession(model, "cpu", cache_dir=tmp_path)
+    (entry,) = _session_entries(tmp_path)
+    stored = pickle.loads(read_entry(entry)[1])
+    assert stored.graph.initializers and all(isinstance(w, WeightInProgram) for w in stored.graph.initializers.values())
+    b = hal.InferenceSession(model, "cpu", cache_dir=tmp_path)
+    assert b.compile_cache.stats.session_hits == 1 and len(frontend_calls) == 1
+    for k, w in a.graph.initializers.items():
+        assert b.graph.initializers[k].shape == w.shape and b.graph.initializers[k].dtype == w.dtype
+        assert b.graph.initializers[k].nbytes == w.nbytes
+    np.testing.assert_array_equal(a.run(None, X)[0], b.run(None, X)[0])
+
+
+def test_program_not_worth_loading_keeps_its_weights_in_the_session_entry(counting, tmp_path, frontend_calls):
+    """A program entry that is a "not worth it" marker holds no weights: the session entry keeps them,
+    and a hit compiles that program from the stored graph without running the frontend."""
+    import pickle
+
+    t = counting()
+    model = mlp_model().SerializeToString()
+    graph_only = hal.InferenceSession(model, "counting")  # the program's key, worked out as a session does
+    key = open_cache(tmp_path).key(graph_only.graph, t, graph_only.options)
+    path = open_cache(tmp_path).path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = {"format": 1, "key": key, **open_cache(tmp_path).identity(t), "target": "counting", "size": 0,
+            "sha256": __import__("hashlib").sha256(b"").hexdigest(), "not_worth_it": True, "compile_s": 0.0}
+    path.write_bytes(b"HALCACHE1\n" + json.dumps(head, sort_keys=True).encode() + b"\n")
+    hal.InferenceSession(model, "counting", cache_dir=tmp_path)
+    (entry,) = _session_entries(tmp_path)
+    stored = pickle.loads(read_entry(entry)[1])
+    assert all(isinstance(w, np.ndarray) for w in stored.graph.initializers.values())
+    compiles = t.compiles
+    s = hal.InferenceSession(model, "counting", cache_dir=tmp_path)
+    assert s.compile_cache.stats.session_hits == 1 and len(frontend_calls) == 2  # graph_only + the first build
+    assert t.compiles == compiles + 1 and t.loads == 0 and read_entry(path)[0]["not_worth_it"]
     np.testing.assert_array_equal(s.run(None, X)[0], session(mlp_model(), "cpu").run(None, X)[0])
 
 
@@ -480,14 +538,25 @@ def test_session_hit_slower_than_its_frontend_leaves_a_marker(tmp_path, monkeypa
     model = mlp_model().SerializeToString()
     hal.InferenceSession(model, "cpu", cache_dir=tmp_path)
     clock = iter(range(0, 10**6, 1000))  # every reading of the cache's clock 1000 s after the last
-    monkeypatch.setattr(hal.cache, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
-    hit = hal.InferenceSession(model, "cpu", cache_dir=tmp_path)  # a hit, but a slow one
+    monkeypatch.setattr(hal.cache, "time", types.SimpleNamespace(process_time=lambda: float(next(clock))))
+    hit = hal.InferenceSession(model, "cpu", cache_dir=tmp_path)  # a hit, but a slow one: in doubt
     assert hit.compile_cache.stats.session_hits == 1 and len(frontend_calls) == 1
     (marker,) = _session_entries(tmp_path)
+    assert read_entry(marker)[0]["probe"]
+    probe = hal.InferenceSession(model, "cpu", cache_dir=tmp_path)  # builds again, timing its frontend afresh
+    assert probe.compile_cache.stats.session_hits == 0 and len(frontend_calls) == 2
+    assert read_entry(marker)[0]["probed"]
+    for slow in range(1, hal.cache.SLOW_HITS + 1):  # slow again, SLOW_HITS times in a row: now a marker
+        hit = hal.InferenceSession(model, "cpu", cache_dir=tmp_path)
+        assert hit.compile_cache.stats.session_hits == 1 and len(frontend_calls) == 2
+        if slow < hal.cache.SLOW_HITS:
+            assert read_entry(marker)[0]["slow_hits"] == slow and read_entry(marker)[1]
     header, payload = read_entry(marker)
     assert header["not_worth_it"] and payload == b"" and header["load_s"] > header["frontend_s"]
     later = hal.InferenceSession(model, "cpu", cache_dir=tmp_path)  # the frontend again, nothing stored over it
-    assert later.compile_cache.stats.session_hits == 0 and len(frontend_calls) == 2
+    assert later.compile_cache.stats.session_hits == 0 and len(frontend_calls) == 3
+    st = later.compile_cache.stats  # built as without a cache: its program is compiled, not loaded
+    assert st.not_worth_it == 1 and st.hits == st.misses == st.stored == 0
     assert read_entry(marker)[0]["not_worth_it"]
     np.testing.assert_array_equal(later.run(None, X)[0], hit.run(None, X)[0])
 
@@ -499,3 +568,107 @@ def test_a_smaller_memory_bound_is_never_skipped_by_a_session_hit(tmp_path, monk
     with pytest.raises(hal.ResourceError):
         hal.InferenceSession(model, "cpu", cache_dir=tmp_path)
     assert len(frontend_calls) == 2
+
+
+def test_file_digest_is_remembered_by_stat_and_an_edit_is_hashed_again(tmp_path, monkeypatch, frontend_calls):
+    import hal.cache
+
+    path = tmp_path / "m.onnx"
+    onnx.save(mlp_model(), str(path))
+    old = path.stat().st_mtime - 3600
+    os.utime(path, (old, old))
+    # settled (changed over 2 s ago, ctime included): its digest may be remembered
+    wall = hal.cache._wall_clock() + 10
+    monkeypatch.setattr(hal.cache, "_wall_clock", lambda: wall)
+    hashed = []
+    real = hal.cache.source_digest
+    monkeypatch.setattr(hal.cache, "source_digest", lambda m, z=None: (hashed.append(m), real(m, z))[1])
+    cache = tmp_path / "cache"
+    for _ in range(2):
+        s = hal.InferenceSession(str(path), "cpu", cache_dir=cache)
+    assert len(hashed) == 1 and s.compile_cache.stats.session_hits == 1
+    assert [p for p in _entries(cache) if (read_entry(p)[0] or {}).get("kind") == "digest"]
+    edited = mlp_model()
+    edited.graph.initializer[0].raw_data = np.full(32, 0.5, np.float32).tobytes()  # same size
+    raw = edited.SerializeToString()
+    assert len(raw) == path.stat().st_size
+    __import__("time").sleep(0.05)  # past the file system's timestamp granularity
+    path.write_bytes(raw)
+    os.utime(path, (old, old))  # same size and mtime: the ctime still tells
+    s = hal.InferenceSession(str(path), "cpu", cache_dir=cache)
+    assert len(hashed) == 2 and s.compile_cache.stats.session_hits == 0 and len(frontend_calls) == 2
+    np.testing.assert_array_equal(s.run(None, X)[0], session(edited, "cpu").run(None, X)[0])
+    # a damaged memo is not trusted: the file is hashed again
+    for p in _entries(cache):
+        if (read_entry(p)[0] or {}).get("kind") == "digest":
+            p.write_bytes(p.read_bytes()[:-3] + b"xyz")
+    s = hal.InferenceSession(str(path), "cpu", cache_dir=cache)
+    assert len(hashed) == 3 and s.compile_cache.stats.session_hits == 1
+
+
+def test_a_hit_close_to_its_build_times_the_frontend_again_once(tmp_path, monkeypatch, frontend_calls):
+    """The build's time may include its process's warm-up: a hit taking more than half of it makes the
+    next session build again (timing the frontend afresh), and later hits are judged on the faster."""
+    import types
+
+    import hal.cache
+
+    model = mlp_model().SerializeToString()
+    ticks = {"step": 0.0}
+    clock = {"now": 0.0}
+
+    def perf_counter() -> float:
+        clock["now"] += ticks["step"]
+        return clock["now"]
+
+    for module in (hal.cache, hal.session):
+        monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=perf_counter, process_time=perf_counter))
+    ticks["step"] = 1.0  # the build: a few readings of a clock advancing 1 s each
+    hal.InferenceSession(model, "cpu", cache_dir=tmp_path)
+    (entry,) = _session_entries(tmp_path)
+    built = read_entry(entry)[0]
+    saved = built["frontend_s"] + built["compile_s"]
+    assert saved > 0 and not built.get("probe")
+    ticks["step"] = 0.0  # an instant hit: no doubt, nothing rewritten
+    assert hal.InferenceSession(model, "cpu", cache_dir=tmp_path).compile_cache.stats.session_hits == 1
+    assert read_entry(entry)[0] == built
+    monkeypatch.setattr(hal.cache, "PROBE_FRACTION", -1.0)  # every hit is in doubt
+    assert hal.InferenceSession(model, "cpu", cache_dir=tmp_path).compile_cache.stats.session_hits == 1
+    assert read_entry(entry)[0]["probe"] and len(frontend_calls) == 1
+    s = hal.InferenceSession(model, "cpu", cache_dir=tmp_path)  # the probe: built from the model again
+    assert s.compile_cache.stats.session_hits == 0 and len(frontend_calls) == 2
+    header = read_entry(entry)[0]
+    assert header["probed"] and not header.get("probe") and header["frontend_s"] <= built["frontend_s"]
+    hit = hal.InferenceSession(model, "cpu", cache_dir=tmp_path)  # probed once: hits again, no more probes
+    assert hit.compile_cache.stats.session_hits == 1 and len(frontend_calls) == 2
+    assert not read_entry(entry)[0].get("probe")
+    np.testing.assert_array_equal(hit.run(None, X)[0], session(mlp_model(), "cpu").run(None, X)[0])
+
+
+def test_one_slow_hit_between_fast_ones_leaves_no_marker(tmp_path, monkeypatch, frontend_calls):
+    """Only SLOW_HITS slow hits in a row turn a session entry into a marker: a fast hit starts the count again."""
+    import types
+
+    import hal.cache
+
+    model = mlp_model().SerializeToString()
+    clock = {"now": 0.0, "step": 1.0}
+
+    def perf_counter() -> float:
+        clock["now"] += clock["step"]
+        return clock["now"]
+
+    for module in (hal.cache, hal.session):
+        monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=perf_counter, process_time=perf_counter))
+    hal.InferenceSession(model, "cpu", cache_dir=tmp_path)  # built: frontend and compile take seconds
+    (entry,) = _session_entries(tmp_path)
+    hal.InferenceSession(model, "cpu", cache_dir=tmp_path)  # the first hit: probe
+    hal.InferenceSession(model, "cpu", cache_dir=tmp_path)  # the probe build
+    assert read_entry(entry)[0]["probed"] and len(frontend_calls) == 2
+    for step, slow in [(1000.0, 1), (0.0, 0), (1000.0, 1)]:  # slow, fast, slow: never two slow in a row
+        clock["step"] = step
+        s = hal.InferenceSession(model, "cpu", cache_dir=tmp_path)
+        header, payload = read_entry(entry)
+        assert s.compile_cache.stats.session_hits == 1 and header["slow_hits"] == slow and payload
+    assert len(frontend_calls) == 2 and not read_entry(entry)[0].get("not_worth_it")
+    np.testing.assert_array_equal(s.run(None, X)[0], session(mlp_model(), "cpu").run(None, X)[0])
