@@ -7,6 +7,7 @@ models can be compiled and estimated without materialising them.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,14 +42,24 @@ Weight = np.ndarray | ShapeOnly
 Dim = int | str | None
 
 
+_NP_DTYPES: dict[int, np.dtype | None] = {}
+
+
 def np_dtype(elem_type: int) -> np.dtype | None:
     """numpy dtype of an ONNX tensor element type (ml_dtypes for float8/int4/bfloat16)."""
+    try:
+        return _NP_DTYPES[elem_type]
+    except (KeyError, TypeError):  # TypeError: not hashable, left to the lookup below
+        pass
     if elem_type == 0:
         return None
     try:
-        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+        dt = np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
     except (KeyError, TypeError, ValueError):
-        return None
+        dt = None
+    if isinstance(elem_type, int):
+        _NP_DTYPES[elem_type] = dt
+    return dt
 
 
 @dataclass
@@ -68,9 +79,13 @@ class TensorInfo:
     @property
     def static_shape(self) -> tuple[int, ...] | None:
         """The shape when every dimension is a known integer, else None."""
-        if self.shape is None or any(not isinstance(d, int) for d in self.shape):
+        shape = self.shape
+        if shape is None:
             return None
-        return tuple(self.shape)  # type: ignore[arg-type]
+        for d in shape:
+            if not isinstance(d, int):
+                return None
+        return shape if type(shape) is tuple else tuple(shape)  # type: ignore[return-value]
 
     @property
     def nbytes(self) -> int | None:
@@ -194,35 +209,64 @@ class Graph:
     def weight_bytes(self) -> int:
         return sum(int(w.nbytes) for w in self.initializers.values())
 
-    def subgraph(self, node_names: list[str] | set[str], name: str | None = None) -> Graph:
+    def subgraph(self, node_names: Iterable[str], name: str | None = None) -> Graph:
         """The nodes named (kept in order) as a graph of their own: inputs are what they read from
         outside (weights travel along), outputs what the rest of the graph or the model reads."""
-        keep = set(node_names)
-        nodes = [n for n in self.nodes if n.name in keep]
-        produced = {o for n in nodes for o in n.outputs if o}
-        # If/Loop/Scan bodies read outer values by name, not through node inputs: they cross too.
-        outer = {o for n in self.nodes for o in n.outputs if o} | set(self.initializers) | {
-            i.name for i in self.inputs}
-        reads = {n.name: [*n.inputs, *sorted(body_reads(n) & outer)] for n in self.nodes}
-        needed_outside = {o.name for o in self.outputs}
-        for n in self.nodes:
-            if n.name not in keep:
-                needed_outside.update(i for i in reads[n.name] if i)
-        inputs, inits, seen = [], {}, set()
-        for n in nodes:
-            for i in reads[n.name]:
-                if not i or i in produced or i in seen:
-                    continue
-                seen.add(i)
-                if i in self.initializers:
-                    inits[i] = self.initializers[i]
-                else:
-                    inputs.append(self.values.get(i) or TensorInfo(i))
-        outputs = [self.values.get(o) or TensorInfo(o) for n in nodes for o in n.outputs
-                   if o and o in needed_outside]
-        return Graph(name or f"{self.name}/part", nodes, inputs, outputs, inits,
-                     self.values, self.opsets, self.ir_version, self.metadata, self.model_hash,
-                     self.functions)
+        return self.subgraphs([(name or f"{self.name}/part", node_names)])[0]
+
+    def subgraphs(self, parts: Sequence[tuple[str, Iterable[str]]]) -> list[Graph]:
+        """``subgraph`` of each (graph name, node names) part, from one pass over the graph: cutting
+        a graph into many parts (pipeline stages) costs about what cutting out one does."""
+        member: dict[str, tuple[int, ...]] = {}
+        for pi, (_, names) in enumerate(parts):
+            for nm in names:
+                m = member.get(nm, ())
+                if not m or m[-1] != pi:
+                    member[nm] = (*m, pi)
+        reads = self._reads()
+        outside = (-1,)  # a reader in no part
+        readers: dict[str, set[tuple[int, ...]]] = {}  # value -> the parts of the nodes that read it
+        by_part: list[list[tuple[Node, list[str]]]] = [[] for _ in parts]
+        for n, rd in zip(self.nodes, reads):
+            m = member.get(n.name, outside)
+            for pi in m:
+                if pi >= 0:
+                    by_part[pi].append((n, rd))
+            for i in rd:
+                if i:
+                    readers.setdefault(i, set()).add(m)
+        model_outputs = {o.name for o in self.outputs}
+        out = []
+        for pi, ((gname, _), members) in enumerate(zip(parts, by_part)):
+            nodes = [n for n, _ in members]
+            produced = {o for n in nodes for o in n.outputs if o}
+            inputs, inits, seen = [], {}, set()
+            for _, rd in members:
+                for i in rd:
+                    if not i or i in produced or i in seen:
+                        continue
+                    seen.add(i)
+                    if i in self.initializers:
+                        inits[i] = self.initializers[i]
+                    else:
+                        inputs.append(self.values.get(i) or TensorInfo(i))
+            outputs = [self.values.get(o) or TensorInfo(o) for n in nodes for o in n.outputs
+                       if o and (o in model_outputs or any(pi not in m for m in readers.get(o, ())))]
+            out.append(Graph(gname, nodes, inputs, outputs, inits, self.values, self.opsets, self.ir_version,
+                             self.metadata, self.model_hash, self.functions))
+        return out
+
+    def _reads(self) -> list[list[str]]:
+        """What each node reads: its inputs, then (sorted) the outer values its If/Loop/Scan bodies read
+        by name."""
+        bodies = {id(n): body_reads(n) for n in self.nodes
+                  if any(isinstance(g, onnx.GraphProto) for v in n.attrs.values()
+                         for g in (v if isinstance(v, list) else [v]))}
+        outer: set[str] = set()
+        if any(bodies.values()):
+            outer = {o for n in self.nodes for o in n.outputs if o} | set(self.initializers) | {
+                i.name for i in self.inputs}
+        return [[*n.inputs, *sorted(bodies[id(n)] & outer)] if id(n) in bodies else n.inputs for n in self.nodes]
 
     def to_onnx(self) -> onnx.ModelProto:
         """Back to a ModelProto (shape-only weights are declared as inputs, as the zoo does)."""

@@ -7,6 +7,7 @@ inside the model's folder: absolute locations, ``..`` and links that resolve out
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -127,9 +128,10 @@ def _check(proto: onnx.ModelProto, where: str) -> None:
 DATA_PROP_MAX_ELEMENTS = 1 << 16
 
 
-def _long_vector(proto: onnx.ModelProto) -> str | None:
+def _long_vector(proto: onnx.ModelProto, skip: int = 0) -> str | None:
     """The name of a 1-D tensor longer than DATA_PROP_MAX_ELEMENTS (declared, or inferred without data
-    propagation; subgraphs included), or None."""
+    propagation; subgraphs included), or None. The main graph's last ``skip`` inputs are not looked at
+    (the weights ``_light`` declared there)."""
     try:
         probe = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=False)
     except Exception:  # the real pass reports what is wrong
@@ -137,7 +139,10 @@ def _long_vector(proto: onnx.ModelProto) -> str | None:
     stack = [probe.graph]
     while stack:
         g = stack.pop()
-        for vi in (*g.input, *g.output, *g.value_info):
+        ins = list(g.input)
+        if g is probe.graph and skip:
+            ins = ins[:len(ins) - skip]
+        for vi in (*ins, *g.output, *g.value_info):
             tt = vi.type.tensor_type
             if tt.HasField("shape") and len(tt.shape.dim) == 1 and tt.shape.dim[0].dim_value > DATA_PROP_MAX_ELEMENTS:
                 return vi.name
@@ -146,6 +151,41 @@ def _long_vector(proto: onnx.ModelProto) -> str | None:
                 stack.extend([a.g] if a.HasField("g") else [])
                 stack.extend(a.graphs)
     return None
+
+
+#: initializers with more elements than this go to shape inference as declared inputs (type and shape,
+#: no data): no shape is computed from a weight's values, and the data would be copied into C++ and back
+_LIGHT_MIN_ELEMENTS = 1024
+#: integer vectors stay whole: shapes, axes, pads, repeats and sizes are read from them
+_SHAPE_DATA_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+
+
+def _light(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """The model for shape inference: large weights declared as inputs after the graph's own, without
+    their data. Returns it and how many inputs were appended (``proto`` itself and 0 when none is large)."""
+    g = proto.graph
+    declared = {i.name for i in g.input}  # a weight that is also an input (IR < 4) keeps its data
+    heavy = {t.name: t for t in g.initializer
+             if isinstance(t.name, str) and t.name not in declared and math.prod(t.dims) > _LIGHT_MIN_ELEMENTS
+             and not (t.data_type in _SHAPE_DATA_TYPES and len(t.dims) <= 1)}
+    if not heavy:
+        return proto, 0
+    light = onnx.ModelProto()
+    light.ir_version = proto.ir_version
+    light.opset_import.extend(proto.opset_import)
+    light.metadata_props.extend(proto.metadata_props)
+    light.functions.extend(proto.functions)
+    lg = light.graph
+    lg.name = g.name
+    lg.node.extend(g.node)
+    lg.input.extend(g.input)
+    lg.output.extend(g.output)
+    lg.value_info.extend(g.value_info)
+    lg.sparse_initializer.extend(g.sparse_initializer)
+    lg.initializer.extend(t for t in g.initializer if t.name not in heavy)
+    lg.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in heavy.values())
+    added = len(heavy)
+    return light, added
 
 
 #: no tensor has this many dimensions; onnx's inference overflows on axis values near INT64_MAX (a crash)
@@ -168,8 +208,11 @@ def _check_axes(proto: onnx.ModelProto, where: str) -> None:
 
 
 def _infer(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """The model with inferred value_info; its large weights are declared inputs with no data (see
+    ``_light``): take weights from ``proto``, and only its first ``len(proto.graph.input)`` inputs."""
     _check_axes(proto, where)
-    long_vector = _long_vector(proto)
+    proto, added = _light(proto)
+    long_vector = _long_vector(proto, added)
     data_prop = long_vector is None
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=data_prop)
@@ -202,6 +245,9 @@ def _toposort(nodes: list[onnx.NodeProto], available: set[str], where: str) -> l
         for o in n.output:
             if o:
                 produced_by[o] = idx
+    # already in order (as exporters write them): the depth-first walk below would return this same order
+    if all(produced_by.get(i, -1) < idx or i in available for idx, n in enumerate(nodes) for i in n.input if i):
+        return list(nodes)
     deps = [{produced_by[i] for i in n.input if i and i in produced_by and i not in available} for n in nodes]
     order, state = [], [0] * len(nodes)
     for start in range(len(nodes)):
@@ -241,6 +287,10 @@ def sparse_to_dense(st: onnx.SparseTensorProto) -> np.ndarray:
 
 def _check_names(g: onnx.GraphProto, where: str) -> None:
     """Names must be text: protobuf hands back bytes for a proto2 string that is not valid UTF-8."""
+    if isinstance(g.name, str) and all(isinstance(v.name, str) for v in (*g.input, *g.output, *g.value_info)) \
+            and all(isinstance(t.name, str) for t in g.initializer) \
+            and all(isinstance(x, str) for n in g.node for x in (n.name, n.op_type, n.domain, *n.input, *n.output)):
+        return  # the common case, without naming every field
     fields = [("graph name", g.name)] + [(f"value {v.name!r}", v.name) for v in (*g.input, *g.output, *g.value_info)]
     fields += [(f"initializer {t.name!r}", t.name) for t in g.initializer]
     for n in g.node:
@@ -265,34 +315,37 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
     if check:
         _check(proto, where)
     digest = model_hash(proto)
+    weights = proto.graph  # the inferred model declares the large weights as inputs, without data
+    n_inputs = len(weights.input)
     if infer_shapes:
         proto = _infer(proto, where)
     g = proto.graph
-    _check_names(g, where)
+    _check_names(weights, where)
     # protobuf hands back bytes for a string field that is not valid UTF-8
     meta = {_text(p.key): _text(p.value) for p in proto.metadata_props}
     shape_only_names = {n for n in meta.get(SHAPE_ONLY_KEY, "").split(",") if n}
 
     initializers: dict[str, Any] = {}
-    for t in g.initializer:
+    for t in weights.initializer:
         try:
             initializers[t.name] = numpy_helper.to_array(t)
         except (ValueError, TypeError) as e:
             raise ModelError(f"initializer {t.name!r} cannot be read: {e}", where=where) from None
-    for st in g.sparse_initializer:
+    for st in weights.sparse_initializer:
         try:
             initializers[st.values.name] = sparse_to_dense(st)
         except (ValueError, TypeError, IndexError) as e:
             raise ModelError(f"sparse initializer {st.values.name!r} cannot be read: {e}", where=where) from None
 
     values: dict[str, TensorInfo] = {}
-    for vi in list(g.value_info) + list(g.input) + list(g.output):
+    graph_inputs = list(g.input)[:n_inputs]
+    for vi in (*g.value_info, *graph_inputs, *g.output):
         values[vi.name] = TensorInfo.from_value_info(vi)
     for name, arr in initializers.items():
         values.setdefault(name, TensorInfo(name, onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape))
 
     inputs = []
-    for vi in g.input:
+    for vi in graph_inputs:
         if vi.name in initializers:
             continue
         info = values[vi.name]

@@ -27,7 +27,7 @@ import numpy as np
 
 from hal.engine import Program, Step, kernel_step
 from hal.errors import CompileError, ResourceError
-from hal.graph.ir import Graph, Node
+from hal.graph.ir import Graph, Node, TensorInfo
 from hal.graph.passes import NONDETERMINISTIC
 from hal.perf.opcount import VIEW_OPS
 from hal.specs import Capability, CompileOptions, TargetSpec, builtin_sheet, load_spec_sheet
@@ -154,7 +154,8 @@ class LpuTarget:
         if keys or by_shape:
             return SpecialisingExecutable(self, graph, options, sorted(keys), sorted(by_shape), __version__,
                                           set(shapes.special))
-        return self.compile_static(graph, options)
+        # nothing is specialised, so no value's shape waits on the host: these are the static shapes
+        return self.compile_static(graph, options, shapes.values)
 
     def _check_options(self, options: CompileOptions) -> None:
         unknown = sorted(set(options.target_options) - set(self.spec.options))
@@ -165,8 +166,10 @@ class LpuTarget:
         _int_option(options, "sram_bytes", None)
         _int_option(options, "max_chips", None)
 
-    def compile_static(self, graph: Graph, options: CompileOptions) -> LpuExecutable:
-        """The static schedule of a graph whose every shape is known at compile time."""
+    def compile_static(self, graph: Graph, options: CompileOptions,
+                       values: dict[str, TensorInfo] | None = None) -> LpuExecutable:
+        """The static schedule of a graph whose every shape is known at compile time; ``values``: its
+        ``resolve_shapes`` values when the caller has them already."""
         t0 = time.perf_counter()
         unknown = sorted(set(options.target_options) - set(self.spec.options))
         if unknown:
@@ -177,7 +180,7 @@ class LpuTarget:
         max_chips = _int_option(options, "max_chips", machine.max_chips)
         assert max_chips is not None
 
-        graph = replace(graph, values=resolve_shapes(graph).values)
+        graph = replace(graph, values=values if values is not None else resolve_shapes(graph).values)
         const_nodes, nodes = load_time_constants(graph)
         constants = {o: (graph.values[o].static_shape, graph.values[o].dtype) for n in const_nodes
                      for o in n.outputs if o}

@@ -12,6 +12,7 @@ data-dependent output, and so has everything downstream of it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,12 +166,11 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
         if (have and ins and any(i in hostv for i in ins) and all(i in hostv or i in known for i in ins)
                 and node.op_type not in NONDETERMINISTIC
                 and not any(hasattr(v, "SerializeToString") for v in node.attrs.values())
-                and all(int(np.prod(_static(values[o]), dtype=np.int64)) <= HOST_SCALAR_LIMIT for o in outs)):
+                and all(math.prod(_static(values[o])) <= HOST_SCALAR_LIMIT for o in outs)):
             hostv.update(outs)  # host scalar arithmetic (a trip count from start, limit, delta)
             continue
         all_known = all(i in known for i in ins)
-        small = have and all(int(np.prod(_static(values[o]), dtype=np.int64)) <= _KNOWN_LIMIT for o in outs)
-        if have and not (all_known and small):
+        if have and not (all_known and all(math.prod(_static(values[o])) <= _KNOWN_LIMIT for o in outs)):
             continue
         res = _evaluate(node, graph, values, known, _KNOWN_LIMIT * 8 if have else None, strict)
         if res is None:

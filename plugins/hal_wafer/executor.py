@@ -19,7 +19,7 @@ import numpy as np
 
 from hal.engine import Program, kernel_step, weight_only_values
 from hal.errors import RunError
-from hal.graph.ir import Graph, Node, TensorInfo, body_reads
+from hal.graph.ir import Graph, TensorInfo, body_reads, graph_reads
 from hal.numerics import Policy, apply_policy
 from hal.specs import CompileReport
 from hal_wafer.placement import Placement
@@ -36,66 +36,9 @@ class StageProgram:
     outer: list[str]      # names its control-flow bodies read from earlier stages
 
 
-def _subgraph_reads(proto: Any) -> set[str]:
-    """Names a body reads from the scopes around it (what it, and bodies nested in it, do not define)."""
-    defined = {i.name for i in proto.input} | {t.name for t in proto.initializer}
-    defined |= {o for node in proto.node for o in node.output if o}
-    reads = {o.name for o in proto.output}
-    for node in proto.node:
-        reads.update(i for i in node.input if i)
-        for a in node.attribute:
-            if a.HasField("g"):
-                reads |= _subgraph_reads(a.g)
-            for g in a.graphs:
-                reads |= _subgraph_reads(g)
-    return reads - defined
-
-
 def implicit_reads(graph: Graph) -> set[str]:
     """Names that control-flow bodies (If / Loop / Scan) read from the enclosing graph."""
-    reads: set[str] = set()
-    for n in graph.nodes:
-        for v in n.attrs.values():
-            for g in (v if isinstance(v, list) else [v]):
-                if hasattr(g, "node"):
-                    reads |= _subgraph_reads(g)
-    return reads
-
-
-def stage_graphs(graph: Graph, stage_nodes: list[tuple[str, list[str]]]) -> list[Graph]:
-    """``graph.subgraph`` of every stage, in one pass over the graph instead of one per stage (a
-    24-layer decoder has ~7,000 nodes and ~50 stages)."""
-    outer = {o for n in graph.nodes for o in n.outputs if o} | set(graph.initializers) | {i.name for i in graph.inputs}
-    reads = {n.name: [*n.inputs, *sorted(body_reads(n) & outer)] for n in graph.nodes}
-    stage_of = {name: si for si, (_, names) in enumerate(stage_nodes) for name in names}
-    readers: dict[str, set[int]] = {}
-    by_stage: list[list[Node]] = [[] for _ in stage_nodes]
-    for n in graph.nodes:
-        si = stage_of.get(n.name, -1)
-        if si >= 0:
-            by_stage[si].append(n)
-        for i in reads[n.name]:
-            if i:
-                readers.setdefault(i, set()).add(si)
-    model_outputs = {o.name for o in graph.outputs}
-    out = []
-    for si, ((name, _), nodes) in enumerate(zip(stage_nodes, by_stage)):
-        produced = {o for n in nodes for o in n.outputs if o}
-        inputs, inits, seen = [], {}, set()
-        for n in nodes:
-            for i in reads[n.name]:
-                if not i or i in produced or i in seen:
-                    continue
-                seen.add(i)
-                if i in graph.initializers:
-                    inits[i] = graph.initializers[i]
-                else:
-                    inputs.append(graph.values.get(i) or TensorInfo(i))
-        outputs = [graph.values.get(o) or TensorInfo(o) for n in nodes for o in n.outputs
-                   if o and (o in model_outputs or any(r != si for r in readers.get(o, ())))]
-        out.append(Graph(f"{graph.name}/{name}", nodes, inputs, outputs, inits, graph.values, graph.opsets,
-                         graph.ir_version, graph.metadata, graph.model_hash, graph.functions))
-    return out
+    return set().union(*(body_reads(n) for n in graph.nodes))
 
 
 def build_stage_program(graph: Graph, name: str, node_names: list[str], policy: Policy,
@@ -119,7 +62,7 @@ def build_stage_program(graph: Graph, name: str, node_names: list[str], policy: 
         for v in n.attrs.values():
             for g in (v if isinstance(v, list) else [v]):
                 if hasattr(g, "node"):
-                    outer |= _subgraph_reads(g)
+                    outer |= graph_reads(g)
     outer_names = sorted(o for o in outer if o not in defined)
     program = Program(sub, steps, extra_inputs=outer_names,
                       constant_inputs=[n for n in [i.name for i in sub.inputs] + outer_names if n in constant])
@@ -148,8 +91,9 @@ class WaferExecutable:
             return
         implicit = implicit_reads(graph)
         constant = weight_only_values(graph)
+        subs = graph.subgraphs([(f"{graph.name}/{name}", nodes) for name, nodes in stage_nodes])
         self.stages = [build_stage_program(graph, name, nodes, policy, implicit, constant, sub)
-                       for (name, nodes), sub in zip(stage_nodes, stage_graphs(graph, stage_nodes))]
+                       for (name, nodes), sub in zip(stage_nodes, subs)]
         self.output_names = [o.name for o in graph.outputs]
         keep = set(self.output_names)
         self._frees = frees_after(self.stages, keep)
