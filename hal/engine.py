@@ -20,6 +20,7 @@ import onnx
 
 from hal import limits
 from hal.errors import HalError, RunError, UnsupportedOpError
+from hal.graph.fuse import GraphIndex, find_fusions
 from hal.graph.ir import Graph, Node, ShapeOnly, graph_reads
 from hal.graph.passes import NONDETERMINISTIC
 from hal.kernels import KernelContext, lookup
@@ -202,19 +203,19 @@ def _key(step: Step, node: Node, graph: Graph) -> tuple[str, str, int]:
     return (kdef.domain, node.op_type, kdef.since)
 
 
-def fused_steps(graph: Graph, nodes: Iterable[Node]) -> list[Step]:
+def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = None) -> list[Step]:
     """``steps_for_nodes`` with the groups ``hal.graph.fuse.find_fusions`` finds run as one step each
     (hal.kernels.fused): MatMul + bias Add, elementwise regions (GELU chains, attention scale and
     mask) and the Softmax after one. Results are bit-identical to the plain steps; a fused step's
-    ``nodes`` names the nodes it runs and its label and op type join theirs with "+"."""
-    from hal.graph.fuse import find_fusions
-    from hal.kernels.fused import MatMulBias, Region
+    ``nodes`` names the nodes it runs and its label and op type join theirs with "+". A caller
+    fusing many slices of one graph passes the graph's ``GraphIndex`` once (building it is O(graph))."""
+    from hal.kernels.fused import MatMulBias, Region  # imports the kernel families: load them on first use
 
     nodes = list(nodes)
     plain = steps_for_nodes(graph, nodes)
     fused: dict[int, Step] = {}
     covered: set[int] = set()
-    for f in find_fusions(graph, nodes):
+    for f in find_fusions(graph, nodes, index):
         members = [nodes[k] for k in f.members]
         steps = [plain[k] for k in f.members]
         if any(s.context_opset is not None for s in steps):

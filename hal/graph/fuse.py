@@ -44,6 +44,7 @@ class GraphIndex:
         self.consumers: dict[str, list[int]] = {}
         self.graph_inputs = {i.name for i in graph.inputs}
         self.reads: list[list[str]] = [node_reads(n) for n in graph.nodes]
+        self.position: dict[int, int] = {id(n): i for i, n in enumerate(graph.nodes)}
         for i, n in enumerate(graph.nodes):
             for o in n.outputs:
                 if o:
@@ -95,7 +96,7 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
     """The groups of ``nodes`` to run as single steps (see the module docstring)."""
     ix = ix or GraphIndex(graph)
     where = {id(n): k for k, n in enumerate(nodes)}
-    gpos = {id(n): i for i, n in enumerate(graph.nodes)}
+    gpos = ix.position
 
     def sole_reader(value: str) -> int | None:
         """The position in ``nodes`` of the one node reading ``value``, if it is in ``nodes``."""

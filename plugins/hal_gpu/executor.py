@@ -19,6 +19,7 @@ import numpy as np
 
 from hal.engine import Program, Step, fused_steps, kernel_step
 from hal.errors import RunError
+from hal.graph.fuse import GraphIndex
 from hal.graph.ir import Graph, Node
 from hal.kernels import lookup
 from hal.numerics import Policy, quantize, round_to
@@ -155,8 +156,10 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
     steps: list[Step] = []
     pending: list[Node] = []  # exact: reference steps of these nodes, fused where the host engine can
 
+    index = GraphIndex(graph)  # one index for every slice fused below: building it is O(graph)
+
     def flush() -> None:
-        steps.extend(fused_steps(graph, pending))
+        steps.extend(fused_steps(graph, pending, index))
         pending.clear()
 
     for k in kernels:
