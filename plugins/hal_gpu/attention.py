@@ -72,11 +72,14 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
             args = [s if a == -1 else None if a is None else _block(side[a], keys, lo, hi) for a in op.args]
             s = np.asarray(op.fn(*args, **dict(op.attrs)))
         s = s.astype(acc_t, copy=False)
-        m_blk = s.max(axis=-1, keepdims=True)
+        # fmax.reduce is numpy's fast row maximum (a NaN score still makes its row NaN through exp and
+        # the row sum); the row sums are one matrix-vector product rather than a reduction over short rows
+        m_blk = np.fmax.reduce(s, axis=-1, keepdims=True)
         m_new = m_blk if m is None else np.maximum(m, m_blk)
         m_safe = np.where(np.isneginf(m_new), 0.0, m_new).astype(acc_t)  # a fully masked row so far
-        p = np.exp(s - m_safe)
-        row = p.sum(axis=-1, keepdims=True)
+        p = np.subtract(s, m_safe)
+        np.exp(p, out=p)
+        row = (p @ np.ones(p.shape[-1], dtype=acc_t))[..., None]
         if m is None:
             l = row
         else:
@@ -93,7 +96,8 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
             acc += pv
         m = m_new
     assert acc is not None and l is not None
-    out = (acc / _reshape_rows(l, prob_shapes)).astype(out_dtype, copy=False)
+    acc /= _reshape_rows(l, prob_shapes)
+    out = acc.astype(out_dtype, copy=False)
     if store is not None and out.dtype == np.float32:
         out = round_to(out, store)
     return out
