@@ -64,7 +64,7 @@ import numpy as np
 
 from hal.errors import HalError
 from hal.files import atomic_write
-from hal.graph.ir import Graph, ShapeOnly
+from hal.graph.ir import DeclaredTensor, Graph, ShapeOnly
 from hal.specs import CompileOptions
 from hal.target import Executable, Target
 
@@ -183,24 +183,9 @@ def _uses_external_data(model: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class WeightInProgram:
+class WeightInProgram(DeclaredTensor):
     """A weight a stored session's graph describes by shape and dtype: its array is in the program
     entries (stored once). After a session hit, ``InferenceSession.graph`` holds these in its place."""
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * np.dtype(self.dtype).itemsize
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
 
 @dataclass

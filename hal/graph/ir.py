@@ -19,15 +19,15 @@ from hal.graph.attrs import node_attributes
 
 
 @dataclass(frozen=True)
-class ShapeOnly:
-    """A weight declared by shape and dtype only."""
+class DeclaredTensor:
+    """A tensor known by shape and dtype, with the array-like sizes code asks of a weight."""
 
     shape: tuple[int, ...]
     dtype: np.dtype
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        return self.size * np.dtype(self.dtype).itemsize
 
     @property
     def size(self) -> int:
@@ -36,6 +36,11 @@ class ShapeOnly:
     @property
     def ndim(self) -> int:
         return len(self.shape)
+
+
+@dataclass(frozen=True)
+class ShapeOnly(DeclaredTensor):
+    """A weight declared by shape and dtype only."""
 
 
 Weight = np.ndarray | ShapeOnly
