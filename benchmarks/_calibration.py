@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hal.perf.trace import atomic_write
+from hal.files import atomic_write
 
 
 def calibration_main(doc: str, results: Path, run: Callable[[], dict[str, Any]],

@@ -790,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     pin_thread_env(1)
     doc = supervise(args)
-    from hal.perf.trace import atomic_write
+    from hal.files import atomic_write
 
     atomic_write(args.out, json.dumps(doc, indent=1) + "\n")
     print(f"{doc['inputs']} inputs in {doc['wall_s']} s ({doc['inputs_per_s']}/s): {doc['crashes']} crashes, "

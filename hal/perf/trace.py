@@ -23,4 +23,4 @@ def write_chrome_trace(events: list[dict[str, Any]], path: str | Path, metadata:
     return atomic_write(path, json.dumps(doc))
 
 
-__all__ = ["atomic_write", "event", "write_chrome_trace"]  # atomic_write: its old home, kept for callers
+__all__ = ["event", "write_chrome_trace"]
