@@ -98,32 +98,6 @@ def usable_memory() -> int | None:
     return min(known) if known else None
 
 
-@cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to hand back this way
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-def release_free_memory() -> None:
-    """Hand the heap's free pages back to the OS (glibc's ``malloc_trim``; elsewhere a no-op).
-
-    Loading a model frees the protobuf's copy of every weight, but glibc keeps the freed pages
-    mapped (its mmap threshold has grown past the weights' size by then): the process would stay
-    about one model larger than what it holds. A session calls this once it is built.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
 def default_max_memory() -> int:
     """``HAL_MAX_MEMORY`` if set (e.g. ``8GiB``), else half of ``usable_memory()``."""
     env = os.environ.get(ENV_MAX_MEMORY)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from hal import limits
+from hal import heap, limits
 from hal.cache import CompileCache, SessionEntry, SessionPart, open_cache, weights_elsewhere
 from hal.errors import CompileError, HalError, InputError, UnsupportedOpError
 from hal.graph.ir import Graph, TensorInfo
@@ -250,7 +250,8 @@ class InferenceSession:
             self._report.details = {**self._report.details, "compile_cache": {"hits": st.hits, "misses": st.misses}}
         self._lock = threading.Lock()
         self.last_run: RunReport | None = None
-        limits.release_free_memory()  # what loading and the passes freed (the proto's weights, ...)
+        heap.release_free_memory()  # what loading and the passes freed (the proto's weights, ...)
+        heap.keep_pages_for_runs()
 
     # -- placement -------------------------------------------------------------------------
     def _place_and_compile(self, graph: Graph, tgt: Target) -> list[_Partition]:
@@ -479,5 +480,6 @@ def compile(model: ModelLike, target: str = REFERENCE_TARGET, precision: str = "
     with limits.bounds(options.max_memory):
         exe = compile_graph(graph, tgt, options, open_cache(cache_dir))
     del graph
-    limits.release_free_memory()
+    heap.release_free_memory()
+    heap.keep_pages_for_runs()
     return exe

@@ -1,0 +1,56 @@
+"""hal.heap: after a session is built, a run reuses the last run's pages instead of faulting in new
+ones (SqueezeNet faulted in ~1,800 pages a run with glibc's defaults), and HAL_HEAP_TUNING=0 leaves
+the allocator alone. Each case runs in a fresh interpreter: the settings are process-wide."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+SQUEEZENET = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_squeezenet.onnx"
+
+PROBE = r"""
+import json, resource, sys
+import numpy as np
+import hal
+from hal import heap
+sess = hal.InferenceSession(sys.argv[1], target="cpu")
+x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+name = sess.get_inputs()[0].name
+for _ in range(2):
+    sess.run(None, {name: x})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    sess.run(None, {name: x})
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3
+print(json.dumps({"tuned": heap.keep_pages_for_runs(), "faults": faults}))
+"""
+
+glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                           reason="the heap settings are glibc's")
+
+
+def _probe(**env: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", PROBE, str(SQUEEZENET)], capture_output=True, text=True,
+                         env={**os.environ, **env}, timeout=300, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@glibc
+def test_a_run_reuses_the_last_runs_pages():
+    got = _probe()
+    assert got["tuned"] is True
+    # Its largest buffers are 3 MiB (64 x 111 x 111 floats): faulting them in would be >700 a run.
+    assert got["faults"] < 100, got
+
+
+@glibc
+def test_the_tuning_can_be_turned_off():
+    assert _probe(HAL_HEAP_TUNING="0")["tuned"] is False
