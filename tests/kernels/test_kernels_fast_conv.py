@@ -2,7 +2,8 @@
 
 Each shape below takes one of the kernels' special paths: 1x1 convs as a plain GEMM (stride 1 and
 strided, padded), grouped convs as one batched GEMM, depthwise convs on the flattened padded image
-(channel multipliers, strides, dilations, negative pads), pooling reduced one spatial axis at a time
+(channel multipliers, strides, dilations, negative pads), stride-1 convs with few output channels
+as one GEMM per tap over that image (dilations, uneven and SAME pads), pooling reduced one spatial axis at a time
 (ceil mode, dilations, SAME pads, 1-D and 3-D) and LRN's window as one strided reduction.
 """
 
@@ -55,7 +56,12 @@ CONVS = [  # (x shape, w shape, attrs, bias)
     ((1, 6, 20), (6, 1, 5), {"group": 6, "pads": [2, 2]}, True),                      # 1-D depthwise
     ((1, 4, 5, 6, 7), (4, 1, 3, 3, 3), {"group": 4, "pads": [1] * 6}, True),          # 3-D depthwise
     ((1, 3, 15, 15), (8, 3, 7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}, True),  # im2col stem
-    ((2, 5, 9, 9), (7, 5, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}, True),
+    ((2, 5, 9, 9), (7, 5, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}, True),     # shifted, dilated
+    ((1, 128, 14, 14), (32, 128, 3, 3), {"pads": [1, 1, 1, 1]}, True),                # shifted (DenseNet's)
+    ((2, 16, 11, 9), (24, 16, 5, 3), {"pads": [2, 0, 1, 1]}, False),                  # shifted, uneven pads
+    ((1, 16, 10, 12), (8, 16, 3, 3), {"auto_pad": "SAME_LOWER"}, True),               # shifted, SAME_LOWER
+    ((1, 16, 10, 12), (8, 16, 1, 3), {}, True),                                       # shifted, 1x3, no pads
+    ((1, 16, 8, 8), (49, 16, 3, 3), {"pads": [1, 1, 1, 1]}, True),                    # one past shifted: im2col
 ]
 
 
@@ -92,6 +98,21 @@ def test_pointwise_conv_does_not_write_into_its_input() -> None:
     assert not np.shares_memory(x, y)
     np.testing.assert_array_equal(x, 1)
     np.testing.assert_array_equal(y, 9)
+
+
+@pytest.mark.parametrize("out_channels,shifted", [(32, True), (48, True), (49, False)])
+def test_few_output_channels_take_the_shifted_path(monkeypatch, out_channels, shifted) -> None:
+    from hal.kernels import nn
+
+    calls = []
+    real = nn._shifted
+    monkeypatch.setattr(nn, "_shifted", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 8, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((out_channels, 8, 3, 3)).astype(np.float32)
+    got = _hal("Conv", [x, w], {"pads": [1, 1, 1, 1]})
+    assert bool(calls) is shifted
+    np.testing.assert_allclose(got, _ort("Conv", {"x": x, "w": w}, {"pads": [1, 1, 1, 1]})[0], rtol=1e-4, atol=1e-4)
 
 
 def test_float16_depthwise_conv_accumulates_in_float32() -> None:
