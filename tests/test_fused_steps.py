@@ -184,3 +184,16 @@ def test_fused_matmul_keeps_the_memory_guard():
     sess.run(None, {"x": np.ones((8, 64), np.float32)})  # 128 KiB: within the bound
     with pytest.raises(ResourceError):
         sess.run(None, {"x": np.ones((1024, 64), np.float32)})  # 16 MiB of product
+
+
+@pytest.mark.parametrize("name", ["bert_tiny.onnx", "zoo:tiny-gpt"])
+def test_wafer_stages_run_fused_steps_at_exact_bit_identical_to_cpu(name):
+    model = _transformer(name)
+    feeds = _feeds(model)
+    exe = hal.compile(model, target="wafer", precision="exact", cache_dir=False)
+    kinds = {s.op_type for st in exe.stages for s in st.program.steps}
+    assert "MatMul+Add" in kinds, sorted(kinds)
+    want = hal.compile(model, target="cpu", cache_dir=False).run(feeds)
+    got = exe.run(feeds)
+    for k in want:
+        assert np.array_equal(got[k], want[k], equal_nan=True)
