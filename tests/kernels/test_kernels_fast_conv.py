@@ -3,7 +3,8 @@
 Each shape below takes one of the kernels' special paths: 1x1 convs as a plain GEMM (stride 1 and
 strided, padded), grouped convs as one batched GEMM, depthwise convs on the flattened padded image
 (channel multipliers, strides, dilations, negative pads), stride-1 convs with few output channels
-as one GEMM per tap over that image (dilations, uneven and SAME pads), pooling reduced one spatial axis at a time
+as one GEMM per tap over that image (dilations, uneven and SAME pads), big im2col matrices built
+and multiplied a band of output rows at a time (2-D and 3-D), pooling reduced one spatial axis at a time
 (ceil mode, dilations, SAME pads, 1-D and 3-D) and LRN's window as one strided reduction.
 """
 
@@ -62,6 +63,9 @@ CONVS = [  # (x shape, w shape, attrs, bias)
     ((1, 16, 10, 12), (8, 16, 3, 3), {"auto_pad": "SAME_LOWER"}, True),               # shifted, SAME_LOWER
     ((1, 16, 10, 12), (8, 16, 1, 3), {}, True),                                       # shifted, 1x3, no pads
     ((1, 16, 8, 8), (49, 16, 3, 3), {"pads": [1, 1, 1, 1]}, True),                    # one past shifted: im2col
+    ((2, 3, 224, 200), (64, 3, 7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}, True),  # im2col in bands
+    ((1, 64, 56, 56), (64, 64, 3, 3), {"pads": [1, 1, 1, 1], "dilations": [1, 2]}, False),  # bands, dilated
+    ((1, 4, 20, 40, 40), (8, 4, 3, 3, 3), {"pads": [1] * 6}, True),                   # bands, 3-D
 ]
 
 
@@ -112,6 +116,21 @@ def test_few_output_channels_take_the_shifted_path(monkeypatch, out_channels, sh
     w = rng.standard_normal((out_channels, 8, 3, 3)).astype(np.float32)
     got = _hal("Conv", [x, w], {"pads": [1, 1, 1, 1]})
     assert bool(calls) is shifted
+    np.testing.assert_allclose(got, _ort("Conv", {"x": x, "w": w}, {"pads": [1, 1, 1, 1]})[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size,banded", [(56, True), (16, False)])
+def test_big_column_matrices_are_built_in_bands(monkeypatch, size, banded) -> None:
+    from hal.kernels import nn
+
+    calls = []
+    real = nn._blocked
+    monkeypatch.setattr(nn, "_blocked", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 64, size, size)).astype(np.float32)  # 64 x 9 x 56 x 56 floats: 7 MiB of columns
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    got = _hal("Conv", [x, w], {"pads": [1, 1, 1, 1]})
+    assert bool(calls) is banded
     np.testing.assert_allclose(got, _ort("Conv", {"x": x, "w": w}, {"pads": [1, 1, 1, 1]})[0], rtol=1e-4, atol=1e-4)
 
 
