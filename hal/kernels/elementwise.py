@@ -150,6 +150,7 @@ def _erf_tanh_fit(degree: int, top: float) -> np.ndarray:
 # float32 erf rounds to 1.0f from x = 3.92 on, so s is clamped at 16: p(16) > 0 keeps tanh at +-1
 _ERF_F32_TOP = 4.0
 _ERF_F32 = _erf_tanh_fit(8, _ERF_F32_TOP).astype(np.float32)
+_ERF_F32_TOP_S = np.float32(_ERF_F32_TOP**2)
 _ERF_BLOCK = 1 << 15  # elements per pass: the temporaries stay in cache and are never page-faulted
 
 
@@ -175,22 +176,25 @@ def _erf_float32(x: Array) -> Array:
     block = max(1, min(_ERF_BLOCK, flat.size))
     s_buf = np.empty(block, dtype=np.float32)
     p_buf = np.empty(block, dtype=np.float32)
-    coef = _ERF_F32
-    top = np.float32(_ERF_F32_TOP**2)
-    with np.errstate(over="ignore"):  # x^2 and x p(top) overflow to inf for huge x, and tanh(inf) = 1
-        for start in range(0, flat.size, block):
-            stop = min(start + block, flat.size)
-            xs = flat[start:stop]
-            s = np.multiply(xs, xs, out=s_buf[: stop - start])
-            np.minimum(s, top, out=s)  # NaN stays NaN
-            p = np.multiply(s, coef[-1], out=p_buf[: stop - start])
-            p += coef[-2]
-            for c in coef[-3::-1]:
-                p *= s
-                p += c
-            p *= xs
-            np.tanh(p, out=out[start:stop])
+    for start in range(0, flat.size, block):
+        stop = min(start + block, flat.size)
+        erf_float32_block(flat[start:stop], out[start:stop], s_buf[: stop - start], p_buf[: stop - start])
     return out.reshape(x.shape).astype(x.dtype, copy=False)
+
+
+def erf_float32_block(xs: Array, out: Array, s_buf: Array, p_buf: Array) -> None:
+    """erf of a float32 block into ``out`` (which may be ``xs``), with two scratch blocks of its size."""
+    coef = _ERF_F32
+    with np.errstate(over="ignore"):  # x^2 and x p(top) overflow to inf for huge x, and tanh(inf) = 1
+        s = np.multiply(xs, xs, out=s_buf)
+        np.minimum(s, _ERF_F32_TOP_S, out=s)  # NaN stays NaN
+        p = np.multiply(s, coef[-1], out=p_buf)
+        p += coef[-2]
+        for c in coef[-3::-1]:
+            p *= s
+            p += c
+        p *= xs
+        np.tanh(p, out=out)
 
 
 def _erf_block(x: Array, small_coef: np.ndarray, big_coef: np.ndarray, top: float) -> Array:

@@ -3,8 +3,10 @@
 Each calls the very kernels the nodes would run (looked up by registry key, so a stored program
 pickles keys, not closures) and only changes where results are written: a result goes into a
 buffer this step made and no one else holds, instead of a new allocation (fewer page-faulted
-activations, one step instead of several). Running a region block by block over cache-sized slices
-was measured slower (erf's own temporaries and the per-block calls cost more than the cache saved).
+activations, one step instead of several). A region of float32 arithmetic, Erf and Tanh whose
+operands are all one size or scalars runs block by block over cache-sized slices (``Region.BLOCK``
+elements), every member's block in reused buffers: the same operations on the same elements, so the
+same bits, without a pass over memory per member (BERT's erf GELU: 3.16 -> 2.57 ms a layer).
 """
 
 from __future__ import annotations
@@ -112,21 +114,41 @@ class Region(_Fused):
         self.softmax_attrs = dict(softmax_attrs or {})
         self._bind()
 
+    #: elements per block of a blocked region (a few blocks of float32 stay in L2)
+    BLOCK = 1 << 15
+
     def _bind(self) -> None:
         super()._bind()
         n = len(self.refs)
         self._memo: list[tuple[Any, bool] | None] = [None] * n
         self._plan = [(fn, refs, attrs, _UFUNCS.get(id(fn)) if len(refs) == 2 else None, op, label)
                       for fn, refs, attrs, op, label in zip(self.fns[:n], self.refs, self.attrs, self.ops, self.labels)]
+        # members as block operations (ufunc or "erf"), or None when one of them has no block form
+        block: list[tuple[Any, tuple[int, ...]]] | None = []
+        for (_, refs, attrs, u, _, _), key in zip(self._plan, self.keys):
+            if attrs or key[0] not in ("", "ai.onnx"):
+                block = None
+            elif u is not None:
+                block.append((u, refs))
+            elif key[1] in ("Erf", "Tanh") and len(refs) == 1:
+                block.append(("erf" if key[1] == "Erf" else np.tanh, refs))
+            else:
+                block = None
+            if block is None:
+                break
+        self._block_plan = block
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_plan", None)
         state.pop("_memo", None)
+        state.pop("_block_plan", None)
         return state
 
     def __call__(self, *xs: Any) -> Any:
-        y = self._whole(xs)
+        y = self._blocked(xs) if self._block_plan is not None else None
+        if y is None:
+            y = self._whole(xs)
         if not self.has_softmax:
             return y
         return self._softmax(y)
@@ -161,6 +183,63 @@ class Region(_Fused):
                     vals[~r] = None
             vals.append(res)
         return vals[-1]
+
+    def _blocked(self, xs: Sequence[Any]) -> Array | None:
+        """The region block by block, or None where it does not apply: every operand float32, of
+        one shape or a scalar, every member reading at least one full-size value, and at least two
+        blocks of work."""
+        plan = self._block_plan
+        assert plan is not None
+        shape: tuple[int, ...] | None = None
+        for x in xs:
+            if x.__class__ is not np.ndarray or x.dtype != np.float32:
+                return None
+            if x.size != 1 and shape is None:
+                shape = x.shape
+            elif x.size != 1 and x.shape != shape:
+                return None
+        if shape is None or any(x.size == 1 and x.ndim > len(shape) for x in xs):
+            return None
+        n = math.prod(shape)
+        if n < 2 * self.BLOCK:
+            return None
+        big = [x.size == n for x in xs]
+        made: list[bool] = []
+        for _, refs in plan:  # a member result is full size when one of its operands is
+            made.append(any(big[r] if r >= 0 else made[~r] for r in refs))
+        if not all(made):
+            return None
+        flat = [x.reshape(-1) if b else x.reshape(()) for x, b in zip(xs, big)]
+        out = np.empty(n, dtype=np.float32)
+        size = self.BLOCK
+        free: list[Array] = []
+        scratch = (np.empty(size, dtype=np.float32), np.empty(size, dtype=np.float32))
+        last = len(plan) - 1
+        for start in range(0, n, size):
+            stop = min(start + size, n)
+            count = stop - start
+            vals: list[Array | None] = []
+            for j, (op, refs) in enumerate(plan):
+                args = [(flat[r][start:stop] if big[r] else flat[r]) if r >= 0 else vals[~r] for r in refs]
+                owned = [vals[~r] for r in refs if r < 0]
+                if j == last:
+                    target = out[start:stop]
+                elif owned:
+                    target = owned[0]
+                else:
+                    target = free.pop()[:count] if free else np.empty(size, dtype=np.float32)[:count]
+                if op == "erf":
+                    elementwise.erf_float32_block(args[0], target, scratch[0][:count], scratch[1][:count])
+                else:
+                    op(*args, out=target)
+                for r in refs:  # a member result is read once: its buffer goes back to the pool
+                    if r < 0:
+                        buf = vals[~r]
+                        vals[~r] = None
+                        if buf is not None and buf is not target:
+                            free.append(buf.base if buf.base is not None else buf)
+                vals.append(target)
+        return out.reshape(shape)
 
     def _softmax(self, x: Any) -> Any:
         """The Softmax kernel, or its row computation (``activation._softmax_rows``) in x's own buffer."""
