@@ -29,6 +29,10 @@ def _matmul(a: Array, b: Array) -> Array:
     if a.ndim > 2 and b.ndim == 2:
         # (..., M, K) @ (K, N) is one GEMM over the flattened rows, not one per batch entry
         return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
+    if a.ndim > 2 or b.ndim > 2:
+        # numpy's batched matmul over strided views (attention's transposed heads) runs at half the
+        # speed of the same product over contiguous copies, copies included (BERT's Q @ K^T: 1.03 vs 0.52 ms)
+        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     return _arr(np.matmul(a, b))
 
 
