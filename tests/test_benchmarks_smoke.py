@@ -43,6 +43,16 @@ def test_benchmark_smoke_mode_writes_json_of_the_documented_shape(tmp_path: Path
     assert {"checks", "met", "total"} <= set(doc["summary"])
     assert "median ms per run" in proc.stdout and "ratios" in proc.stdout
 
+    # the README's tables come from the same JSON: its figures, not typed-in ones
+    md = subprocess.run([sys.executable, "-m", "benchmarks.markdown", str(out)], cwd=ROOT, capture_output=True,
+                        text=True, timeout=60)
+    assert md.returncode == 0, md.stderr
+    row = next(line for line in md.stdout.splitlines() if line.startswith("| tiny-gpt |"))
+    assert f"{model['results']['onnxruntime']['median_s'] * 1e3:,.1f}" in row or \
+        f"{model['results']['onnxruntime']['median_s'] * 1e3:.2f}" in row
+    assert f"{model['ratios']['hal_cpu/ort']:.2f}" in row
+    assert f"Goals met: {doc['summary']['met']}/{doc['summary']['total']}." in md.stdout
+
 
 def test_compile_graph_generator_reaches_ten_thousand_nodes() -> None:
     from benchmarks.models import build_compile_graph

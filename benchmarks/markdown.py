@@ -1,0 +1,107 @@
+"""``python -m benchmarks.markdown [bench.json]``: the results of a benchmark run as the Markdown
+tables benchmarks/README.md shows, so that every figure there is one the benchmark computed.
+
+Prints the timing table (medians, hal cpu's IQR, ratios), the compile times, the peak-RSS ratios and
+the goals met, all read from the JSON that ``python -m benchmarks`` wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT = Path(__file__).resolve().parent / "results" / "bench.json"
+
+
+def _ms(res: dict[str, Any] | None) -> str:
+    if not res or res.get("status") != "ok":
+        return "—"
+    v = res["median_s"] * 1e3
+    return f"{v:,.1f}" if v >= 0.1 else f"{v:.2f}"
+
+
+def _ratio(v: float | None, digits: int = 2) -> str:
+    return "—" if v is None else f"{v:,.{digits}f}"
+
+
+def timing_table(doc: dict[str, Any]) -> list[str]:
+    targets = [r[4:] for r in doc["settings"]["runners"] if r.startswith("hal:") and r != "hal:cpu"]
+    head = ["model", "hal cpu (IQR)", "ORT", "Reference", "cpu/ORT", "Ref/cpu", *(f"{t}/cpu" for t in targets)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for mod in doc["models"]:
+        res, r = mod["results"], mod["ratios"]
+        cpu = res.get("hal:cpu")
+        cells = [mod["name"],
+                 f"{_ms(cpu)} ({cpu['iqr_s'] * 1e3:,.1f})" if cpu and cpu.get("status") == "ok" else "—",
+                 _ms(res.get("onnxruntime")), _ms(res.get("reference")),
+                 _ratio(r.get("hal_cpu/ort")), _ratio(r.get("ref/hal_cpu"), 1),
+                 *(_ratio(r.get(f"hal_{t}/hal_cpu")) for t in targets)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def compile_lines(doc: dict[str, Any]) -> list[str]:
+    out = []
+    for c in doc["compile"]:
+        times = ", ".join(f"{t} {r['median_s']:.2f}" if r["status"] == "ok" else f"{t} error"
+                          for t, r in c["targets"].items())
+        out.append(f"Compile of `{c['graph']}` ({c['nodes']:,} nodes, {c['nodes_after_optimize']:,} after passes), "
+                   f"median s: {times}.")
+    return out
+
+
+def memory_lines(doc: dict[str, Any]) -> list[str]:
+    by_model: dict[str, list[str]] = {}
+    for r in doc["memory"]:
+        if r.get("status") == "ok" and r.get("ratio_to_planned") is not None and r["runner"] == "hal:cpu":
+            by_model.setdefault(r["model"], []).append(f"{r['ratio_to_planned']:.2f}")
+    if not by_model:
+        return []
+    return ["Peak RSS / planned (hal cpu): " + ", ".join(f"{m} {' '.join(v)}" for m, v in by_model.items()) + "."]
+
+
+def goal_lines(doc: dict[str, Any]) -> list[str]:
+    s = doc.get("summary") or {}
+    if not s:
+        return []
+    missed: dict[tuple[str, str, Any], list[tuple[float, str]]] = {}  # (goal, model, limit) -> (value, target)
+    for c in s["checks"]:
+        if not c["met"]:
+            key = (c["goal"], c.get("model") or c.get("graph"), c["limit"])
+            missed.setdefault(key, []).append((c["value"], c.get("target", "")))
+    out = [f"Goals met: {s['met']}/{s['total']}."]
+    if missed:
+        def one(v: list[tuple[float, str]]) -> str:
+            if len(v) > 1:
+                return f"{min(v)[0]:.2f}–{max(v)[0]:.2f} ({len(v)} targets)"
+            return f"{v[0][0]:.3f}" + (f" ({v[0][1]})" if v[0][1] else "")
+
+        out.append("Missed: " + "; ".join(f"{goal} {model} {one(v)}, limit {limit}"
+                                          for (goal, model, limit), v in missed.items()) + ".")
+    return out
+
+
+def render(doc: dict[str, Any]) -> str:
+    parts = [timing_table(doc), compile_lines(doc), memory_lines(doc), goal_lines(doc)]
+    return "\n\n".join("\n".join(p) for p in parts if p) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.markdown", description=__doc__.splitlines()[0])
+    ap.add_argument("json", nargs="?", type=Path, default=DEFAULT, help=f"a benchmark result (default {DEFAULT.name})")
+    args = ap.parse_args(argv)
+    try:
+        doc = json.loads(args.json.read_text())
+    except (OSError, ValueError) as e:
+        print(f"error: cannot read {args.json}: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(render(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
