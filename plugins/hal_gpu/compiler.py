@@ -7,7 +7,9 @@ are the sheet's, the decisions (fusion, tiles, tensor parallelism) follow from t
 from __future__ import annotations
 
 import pickle
+import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -128,13 +130,34 @@ class GpuTarget:
     def __init__(self, sheet: str | Path):
         self.spec = load_spec_sheet(sheet, version=__version__, options=dict(OPTIONS))
         self.gpu = Gpu.from_spec(self.spec)
+        # capability's kernel plan, handed to the compile of the same graph object that usually follows
+        # (planning a 10k-node graph takes ~85 ms); taken once, so no compile sees another's kernels
+        self._planned: tuple[weakref.ref[Graph], int, list[Kernel]] | None = None
+        self._planned_lock = threading.Lock()
+
+    def _plan(self, graph: Graph, *, keep: bool) -> list[Kernel]:
+        with self._planned_lock:
+            held, self._planned = self._planned, None
+        if held is not None and held[0]() is graph and held[1] == len(graph.nodes):
+            return held[2]
+        kernels = plan_kernels(graph)
+        if keep:
+            with self._planned_lock:
+                self._planned = (weakref.ref(graph, self._forget), len(graph.nodes), kernels)
+        return kernels
+
+    def _forget(self, ref: weakref.ref[Graph]) -> None:
+        """The planned graph is gone (its compile came from the cache, or never came): drop its kernels."""
+        with self._planned_lock:
+            if self._planned is not None and self._planned[0] is ref:
+                self._planned = None
 
     # -- capability ------------------------------------------------------------------------
     def capability(self, graph: Graph, options: CompileOptions) -> Capability:
         cap = kernel_capability(graph, self.spec.name)
         refused = {r.node for r in cap.refused}
         try:
-            kernels = plan_kernels(graph)
+            kernels = self._plan(graph, keep=not refused)
         except Exception:  # capability must answer even where the planner would not
             return cap
         groups = []
@@ -171,7 +194,7 @@ class GpuTarget:
         gpu = self.gpu
         pol = precision_policy(options.precision, NATIVE)
         ix = GraphIndex(graph)
-        kernels = plan_kernels(graph)
+        kernels = self._plan(graph, keep=False)
         keep_wide = _logits_gemms(graph, ix) if pol.matmul_weights in ("fp8", "int8") else set()
         fmt = _Formats(graph, pol, keep_wide)
         appended, cache_inputs = {}, set()

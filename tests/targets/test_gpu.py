@@ -326,3 +326,18 @@ def test_zero_size_tensors_compile_cost_and_run_like_onnxruntime(case, target):
     if case != "k0":  # k = 0 still writes an output of zeros; every other case computes nothing
         gemms = [k for k in rep.kernels if k.details["kind"] in ("gemm", "attention")]
         assert gemms and all(k.details["grid"] == 0 for k in gemms)
+
+
+def test_capability_hands_its_kernel_plan_to_the_compile_of_the_same_graph(monkeypatch):
+    import hal_gpu.compiler as gpu_compiler
+
+    calls = []
+    real = gpu_compiler.plan_kernels
+    monkeypatch.setattr(gpu_compiler, "plan_kernels", lambda g: calls.append(g) or real(g))
+    hal.InferenceSession("zoo:tiny-gpt", target="gpu", cache_dir=False)
+    assert len(calls) == 1  # capability planned; compile took that plan
+    first = hal.InferenceSession("zoo:tiny-gpt", target="gpu", cache_dir=False)
+    second = hal.InferenceSession("zoo:tiny-gpt", target="gpu", cache_dir=False)
+    assert len(calls) == 3  # one plan per graph: no session compiles with another graph's kernels
+    feeds = {"input_ids": np.arange(16, dtype=np.int64).reshape(1, 16) % 50}
+    np.testing.assert_array_equal(first.run(None, feeds)[0], second.run(None, feeds)[0])
