@@ -143,18 +143,19 @@ def _matrix_call(fn, fmt_in: str, store: str, act_positions: tuple[int, ...], *a
         if i < len(args) and isinstance(args[i], np.ndarray) and args[i].dtype.kind == "f":
             args[i] = round_to(args[i], fmt_in)
     out = fn(*args, **attrs)  # numpy accumulates fp32 products of the rounded inputs: fp32 accumulation
-    return _store_value(out, store)
+    return store_value(out, store)
 
 
 def _stored_call(fn, store: str, *args, **attrs):
-    return _store_value(fn(*args, **attrs), store)
+    return store_value(fn(*args, **attrs), store)
 
 
-def _store_value(out, store: str):
+def store_value(out, store: str):
+    """A kernel's result stored in ``store`` (fp32 as is; its float32 arrays rounded, tuples item by item)."""
     if store == "fp32":
         return out
     if isinstance(out, tuple):
-        return tuple(_store_value(o, store) for o in out)
+        return tuple(store_value(o, store) for o in out)
     if isinstance(out, np.ndarray) and out.dtype == np.float32:
         return round_to(out, store)
     return out

@@ -5,16 +5,61 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
+T = TypeVar("T")
+
 FIXTURES = Path(__file__).parent / "fixtures"
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 LIGHT_MODELS = sorted(p.stem for p in LIGHT_DIR.glob("light_*.onnx"))
+
+
+def in_threads(fn: Callable[[int], T], n: int) -> list[T]:
+    """``fn(0) … fn(n - 1)``, each in its own thread, started together; their results in order. An
+    exception in any thread is raised here (the first, by index), after every thread has ended."""
+    results: list[Any] = [None] * n
+    errors: list[BaseException | None] = [None] * n
+
+    def work(i: int) -> None:
+        try:
+            results[i] = fn(i)
+        except BaseException as e:  # re-raised below, in the test's thread
+            errors[i] = e
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for e in errors:
+        if e is not None:
+            raise e
+    return results
+
+
+def session_feeds(session: Any) -> dict[str, np.ndarray]:
+    """Seeded feeds for a session's inputs: token ids below 200, an attention mask with the last
+    sequence half padded, normal floats otherwise."""
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for i in session.get_inputs():
+        if i.name == "attention_mask":
+            m = np.ones(i.shape, i.dtype)
+            m[-1, i.shape[1] // 2:] = 0  # padding in the last sequence
+            feeds[i.name] = m
+        elif i.dtype.kind == "i":
+            feeds[i.name] = rng.integers(0, 200, size=i.shape).astype(i.dtype)
+        else:
+            feeds[i.name] = rng.standard_normal(i.shape).astype(i.dtype)
+    return feeds
 
 
 def light_case(name: str) -> tuple[Path, dict[str, np.ndarray], np.ndarray]:

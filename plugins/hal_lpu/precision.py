@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from hal.errors import CompileError
-from hal.numerics import EXACT, MATRIX_OPS, Policy, quantize, round_to
+from hal.numerics import EXACT, MATRIX_OPS, Policy, quantize, round_to, store_value
 
 
 def lpu_policy(precision: str) -> Policy:
@@ -63,25 +63,15 @@ def mxm_weight(w: np.ndarray, fmt: str, axis: int) -> np.ndarray:
     return round_scaled_fp16(w)
 
 
-def _store(out: Any, fmt: str) -> Any:
-    if fmt == "fp32":
-        return out
-    if isinstance(out, tuple):
-        return tuple(_store(o, fmt) for o in out)
-    if isinstance(out, np.ndarray) and out.dtype == np.float32:
-        return round_to(out, fmt)
-    return out
-
-
 def mxm_call(fn: Any, fmt: str, store: str, positions: tuple[int, ...], /, *args: Any, **attrs: Any) -> Any:
     """A matrix op on the MXM: operands in ``fmt``, products accumulated in fp32 (numpy's float32
     matmul of the rounded operands), the result stored in ``store``."""
     args = tuple(mxm_operand(a, fmt) if i in positions else a for i, a in enumerate(args))
-    return _store(fn(*args, **attrs), store)
+    return store_value(fn(*args, **attrs), store)
 
 
 def vxm_call(fn: Any, store: str, /, *args: Any, **attrs: Any) -> Any:
-    return _store(fn(*args, **attrs), store)
+    return store_value(fn(*args, **attrs), store)
 
 
 def apply_lpu_policy(steps: list, weights: dict[str, Any], policy: Policy) -> tuple[list, dict[str, np.ndarray]]:

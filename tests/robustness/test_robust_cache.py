@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import hal
 from hal import plugins
 from hal.cache import CacheWarning, entry_is_valid, open_cache, read_entry
 from hal.specs import TargetSpec
+from tests.conftest import in_threads
 
 X = {"x": np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)}
 
@@ -186,21 +186,8 @@ def test_a_write_that_fails_halfway_leaves_no_entry_and_no_temp_file(counting, t
 
 def test_sessions_racing_on_one_cache_all_get_a_whole_entry(counting, tmp_path):
     counting()
-    errors: list[BaseException] = []
-    outs: list[np.ndarray] = []
-
-    def work() -> None:
-        try:
-            outs.append(hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path).run(None, X)[0])
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors and len(outs) == 6 and all(np.array_equal(o, outs[0]) for o in outs)
+    outs = in_threads(lambda _: hal.InferenceSession(mlp_model(), "counting", cache_dir=tmp_path).run(None, X)[0], 6)
+    assert all(np.array_equal(o, outs[0]) for o in outs)
     assert len(_entries(tmp_path)) == 1 and not list(tmp_path.rglob("*.tmp"))
     (entry,) = _entries(tmp_path)
     header, payload = read_entry(entry)

@@ -259,30 +259,24 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path, target, loc
         session(str(path), target)
 
 
-def test_external_data_through_a_link_leading_outside_is_refused(tmp_path, target):
+@pytest.mark.parametrize("linked", ["file", "folder"])
+def test_external_data_through_a_link_leading_outside_is_refused(tmp_path, target, linked):
     if not symlink_supported(tmp_path):
         pytest.skip("no symlinks here")
     folder = tmp_path / "model"
     folder.mkdir()
     path = save_external(matmul_with_weight(), folder, "w.bin")
-    os.replace(folder / "w.bin", tmp_path / "secret.bin")
-    os.symlink(tmp_path / "secret.bin", folder / "link.bin")
-    path = save_external(onnx.load(str(path), load_external_data=False), folder, "link.bin")
-    with pytest.raises(hal.ModelError, match="outside the model's folder"):
-        session(str(path), target)
-
-
-def test_external_data_through_a_linked_folder_leading_outside_is_refused(tmp_path, target):
-    if not symlink_supported(tmp_path):
-        pytest.skip("no symlinks here")
-    folder = tmp_path / "model"
-    folder.mkdir()
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    path = save_external(matmul_with_weight(), folder, "w.bin")
-    os.replace(folder / "w.bin", outside / "w.bin")
-    os.symlink(outside, folder / "data")
-    save_external(onnx.load(str(path), load_external_data=False), folder, "data/w.bin")
+    if linked == "file":  # model/link.bin -> ../secret.bin
+        os.replace(folder / "w.bin", tmp_path / "secret.bin")
+        os.symlink(tmp_path / "secret.bin", folder / "link.bin")
+        location = "link.bin"
+    else:  # model/data -> ../elsewhere, holding w.bin
+        outside = tmp_path / "elsewhere"
+        outside.mkdir()
+        os.replace(folder / "w.bin", outside / "w.bin")
+        os.symlink(outside, folder / "data")
+        location = "data/w.bin"
+    path = save_external(onnx.load(str(path), load_external_data=False), folder, location)
     with pytest.raises(hal.ModelError, match="outside the model's folder"):
         session(str(path), target)
 

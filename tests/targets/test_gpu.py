@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 import onnx
@@ -15,28 +14,13 @@ from hal.graph.load import load
 from hal.graph.passes import optimize
 from hal.plugins import get_target
 from hal.specs import CompileOptions
-from tests.conftest import FIXTURES, LIGHT_DIR, LIGHT_MODELS
+from tests.conftest import FIXTURES, LIGHT_DIR, LIGHT_MODELS, in_threads, session_feeds
 from tests.conftest import light_case as _light_case
 
 TRANSFORMERS = ["zoo:tiny-gpt", str(FIXTURES / "bert_tiny.onnx"), str(FIXTURES / "gpt_tiny.onnx")]
 DECODE = {"phase": "decode", "batch": 1, "context": 1500}
 
 
-
-
-def _feeds(session: hal.InferenceSession) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for i in session.get_inputs():
-        if i.name == "attention_mask":
-            m = np.ones(i.shape, i.dtype)
-            m[-1, i.shape[1] // 2:] = 0  # padding in the last sequence
-            feeds[i.name] = m
-        elif i.dtype.kind == "i":
-            feeds[i.name] = rng.integers(0, 200, size=i.shape).astype(i.dtype)
-        else:
-            feeds[i.name] = rng.standard_normal(i.shape).astype(i.dtype)
-    return feeds
 
 
 def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
@@ -86,7 +70,7 @@ def test_light_models_match_the_reference_outputs(name):
 @pytest.mark.parametrize("model", TRANSFORMERS)
 def test_transformers_match_cpu_exactly_and_natively_within_tolerance(model):
     ref = hal.InferenceSession(model, target="cpu")
-    feeds = _feeds(ref)
+    feeds = session_feeds(ref)
     want = ref.run(None, feeds)[0]
     exact = hal.InferenceSession(model, target="gpu").run(None, feeds)[0]
     np.testing.assert_allclose(exact, want, rtol=1e-3, atol=1e-5)
@@ -120,7 +104,7 @@ def test_llama_decode_has_one_fused_attention_per_layer_and_few_kernels():
 
 def test_fused_attention_runs_over_key_blocks_with_the_same_numbers():
     ref = hal.InferenceSession("zoo:tiny-gpt", target="cpu")
-    feeds = _feeds(ref)
+    feeds = session_feeds(ref)
     sess = hal.InferenceSession("zoo:tiny-gpt", target="gpu", tile="64x4x64")  # 4-key blocks of 16 keys
     np.testing.assert_allclose(sess.run(None, feeds)[0], ref.run(None, feeds)[0], rtol=1e-4, atol=1e-5)
     assert all(k.details["tile"].endswith("x4") for k in sess.report.kernels if k.details["kind"] == "attention")
@@ -223,16 +207,7 @@ def test_runs_from_several_threads_agree():
     exe = hal.compile("zoo:tiny-gpt", target="gpu", precision="native")
     feeds = [{"input_ids": (np.arange(16, dtype=np.int64)[None] * (i + 1)) % 256} for i in range(4)]
     want = [exe.run(f)["logits"] for f in feeds]
-    got: list = [None] * 4
-
-    def work(i: int) -> None:
-        got[i] = exe.run(feeds[i])["logits"]
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    got = in_threads(lambda i: exe.run(feeds[i])["logits"], 4)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
 

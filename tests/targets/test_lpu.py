@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import threading
 
 import numpy as np
 import onnx
@@ -16,7 +15,7 @@ from hal.graph.load import load
 from hal.graph.passes import optimize
 from hal.plugins import get_target
 from hal.specs import CompileOptions
-from tests.conftest import FIXTURES, LIGHT_MODELS
+from tests.conftest import FIXTURES, LIGHT_MODELS, in_threads, session_feeds
 from tests.conftest import light_case as _light_case
 
 #: light models checked at native precision here (all nine run in `hal conformance lpu --precision native`)
@@ -26,21 +25,6 @@ DECODE = {"phase": "decode", "batch": 1, "context": 1024}
 NATIVE = {"rtol": 1.6e-2, "atol": 1e-2}  # specs/conformance/core.toml, [tolerances.native]
 
 
-
-
-def _feeds(session: hal.InferenceSession) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for i in session.get_inputs():
-        if i.name == "attention_mask":
-            m = np.ones(i.shape, i.dtype)
-            m[-1, i.shape[1] // 2:] = 0
-            feeds[i.name] = m
-        elif i.dtype.kind == "i":
-            feeds[i.name] = rng.integers(0, 200, size=i.shape).astype(i.dtype)
-        else:
-            feeds[i.name] = rng.standard_normal(i.shape).astype(i.dtype)
-    return feeds
 
 
 def _executable(session: hal.InferenceSession):
@@ -106,7 +90,7 @@ def test_light_models_at_native_precision_stay_within_the_core_tolerance(name):
 @pytest.mark.parametrize("model", TRANSFORMERS)
 def test_transformers_match_cpu_exactly_and_natively_within_tolerance(model):
     cpu = hal.InferenceSession(model, target="cpu")
-    feeds = _feeds(cpu)
+    feeds = session_feeds(cpu)
     ref = cpu.run(None, feeds)
     exact = hal.InferenceSession(model, target="lpu").run(None, feeds)
     for a, b in zip(exact, ref):
@@ -158,7 +142,7 @@ def test_lowering_puts_ops_on_their_slices_with_lane_tiling():
 def test_two_runs_are_bit_identical_and_two_compiles_give_identical_cycles():
     a = hal.InferenceSession("zoo:tiny-gpt", target="lpu", precision="native", sram_bytes=150_000)
     b = hal.InferenceSession("zoo:tiny-gpt", target="lpu", precision="native", sram_bytes=150_000)
-    feeds = _feeds(a)
+    feeds = session_feeds(a)
     first, second = a.run(None, feeds), a.run(None, feeds)
     assert all(np.array_equal(x, y) for x, y in zip(first, second))
     assert all(np.array_equal(x, y) for x, y in zip(first, b.run(None, feeds)))
@@ -193,7 +177,7 @@ def test_trace_has_one_event_per_instruction_on_its_chip_and_slice():
 # -- SRAM and chips ----------------------------------------------------------------------------------
 def test_model_larger_than_one_chip_is_pipelined_over_chips_with_the_reference_numbers():
     cpu = hal.InferenceSession("zoo:tiny-gpt", target="cpu")
-    feeds = _feeds(cpu)
+    feeds = session_feeds(cpu)
     ref = cpu.run(None, feeds)
     one = hal.InferenceSession("zoo:tiny-gpt", target="lpu")
     sess = hal.InferenceSession("zoo:tiny-gpt", target="lpu", sram_bytes=150_000)
@@ -208,7 +192,7 @@ def test_model_larger_than_one_chip_is_pipelined_over_chips_with_the_reference_n
 
 def test_a_node_larger_than_a_chip_is_split_into_shards_that_still_give_the_reference_numbers():
     cpu = hal.InferenceSession("zoo:tiny-gpt", target="cpu")
-    feeds = _feeds(cpu)
+    feeds = session_feeds(cpu)
     sess = hal.InferenceSession("zoo:tiny-gpt", target="lpu", sram_bytes=80_000)
     exe = _executable(sess)
     assert sess.report.details["split_nodes"] > 0
@@ -303,7 +287,7 @@ def test_a_reshape_whose_shape_comes_from_data_is_refused_but_one_from_static_sh
 def test_serialize_then_load_gives_identical_outputs_and_report():
     sess = hal.InferenceSession(str(FIXTURES / "gpt_tiny.onnx"), target="lpu", precision="int8", sram_bytes=300_000)
     exe = _executable(sess)
-    feeds = _feeds(sess)
+    feeds = session_feeds(sess)
     back = get_target("lpu").load(exe.serialize())
     for k, v in exe.run(feeds).items():
         assert np.array_equal(v, back.run(feeds)[k])
@@ -314,23 +298,10 @@ def test_serialize_then_load_gives_identical_outputs_and_report():
 
 def test_runs_from_several_threads_agree():
     sess = hal.InferenceSession("zoo:tiny-gpt", target="lpu", precision="native")
-    feeds = _feeds(sess)
+    feeds = session_feeds(sess)
     want = sess.run(None, feeds)
     exe = _executable(sess)
-    got, errors = [], []
-
-    def work():
-        try:
-            got.append(exe.run(feeds))
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len(got) == 4
+    got = in_threads(lambda _: exe.run(feeds), 4)
     assert all(np.array_equal(next(iter(g.values())), want[0]) for g in got)
 
 
@@ -435,7 +406,7 @@ def test_a_reshape_to_a_shape_fed_as_an_input_is_specialised_per_shape_value():
 # -- activations split over chips ---------------------------------------------------------------------------
 def test_activations_too_large_for_a_chip_are_split_over_chips_and_still_give_the_reference_numbers():
     cpu = hal.InferenceSession("zoo:tiny-gpt", target="cpu")
-    feeds = _feeds(cpu)
+    feeds = session_feeds(cpu)
     sess = hal.InferenceSession("zoo:tiny-gpt", target="lpu", sram_bytes=40_000)
     exe = _executable(sess)
     d = sess.report.details

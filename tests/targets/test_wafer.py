@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import pickle
-import threading
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from hal.graph.load import load
 from hal.graph.passes import optimize
 from hal.plugins import get_target
 from hal.specs import CompileOptions
-from tests.conftest import FIXTURES, LIGHT_MODELS
+from tests.conftest import FIXTURES, LIGHT_MODELS, in_threads
 from tests.conftest import light_case as _light_case
 
 #: light models quick enough to also run natively on every test run (the others are bigger GEMM / concat nets)
@@ -128,13 +127,8 @@ def test_runs_from_several_threads_at_once_agree():
     feeds = _feeds(hal.InferenceSession(model))
     exe = hal.compile(model, target="wafer")
     want = exe.run(feeds)["logits"]
-    got: list[np.ndarray] = []
-    threads = [threading.Thread(target=lambda: got.append(exe.run(feeds)["logits"])) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(got) == 4 and all(np.array_equal(g, want) for g in got)
+    got = in_threads(lambda _: exe.run(feeds)["logits"], 4)
+    assert all(np.array_equal(g, want) for g in got)
 
 
 def test_shape_only_model_compiles_but_does_not_run(llama8b):
