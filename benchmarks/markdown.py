@@ -1,8 +1,8 @@
 """``python -m benchmarks.markdown [bench.json]``: the results of a benchmark run as the Markdown
 tables benchmarks/README.md shows, so that every figure there is one the benchmark computed.
 
-Prints the timing table (medians, hal cpu's IQR, ratios), the compile times, the peak-RSS ratios and
-the goals met, all read from the JSON that ``python -m benchmarks`` wrote.
+Prints the timing table (medians, hal cpu's IQR, ratios), the compile times, the peak-RSS table
+(hal cpu and onnxruntime) and the goals met, all read from the JSON that ``python -m benchmarks`` wrote.
 """
 
 from __future__ import annotations
@@ -54,14 +54,20 @@ def compile_lines(doc: dict[str, Any]) -> list[str]:
     return out
 
 
-def memory_lines(doc: dict[str, Any]) -> list[str]:
-    by_model: dict[str, list[str]] = {}
-    for r in doc["memory"]:
-        if r.get("status") == "ok" and r.get("ratio_to_planned") is not None and r["runner"] == "hal:cpu":
-            by_model.setdefault(r["model"], []).append(f"{r['ratio_to_planned']:.2f}")
-    if not by_model:
+def memory_table(doc: dict[str, Any]) -> list[str]:
+    """hal cpu's and onnxruntime's peak RSS against hal's plan, with what tracemalloc saw hal hold."""
+    rows = [r for r in doc["memory"] if r.get("status") == "ok" and r["runner"] in ("hal:cpu", "onnxruntime")]
+    if not rows:
         return []
-    return ["Peak RSS / planned (hal cpu): " + ", ".join(f"{m} {' '.join(v)}" for m, v in by_model.items()) + "."]
+    mib = 1 << 20
+    lines = ["| model | runner | planned MiB | run peak MiB | peak / planned | traced MiB |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        traced = r.get("traced_run_peak_bytes")
+        lines.append(f"| {r['model']} | {r['runner']} | {r.get('planned_bytes', 0) / mib:,.1f} | "
+                     f"{r['run_delta_bytes'] / mib:,.1f} | {_ratio(r.get('ratio_to_planned'))} | "
+                     f"{'—' if traced is None else f'{traced / mib:,.1f}'} |")
+    return lines
 
 
 def goal_lines(doc: dict[str, Any]) -> list[str]:
@@ -86,7 +92,7 @@ def goal_lines(doc: dict[str, Any]) -> list[str]:
 
 
 def render(doc: dict[str, Any]) -> str:
-    parts = [timing_table(doc), compile_lines(doc), memory_lines(doc), goal_lines(doc)]
+    parts = [timing_table(doc), compile_lines(doc), memory_table(doc), goal_lines(doc)]
     return "\n\n".join("\n".join(p) for p in parts if p) + "\n"
 
 

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -422,8 +423,18 @@ def rss_probe(model_name: str, runner: str, threads: int, cache: Path) -> dict[s
     r.run()
     sampled = sampler.stop()
     peak = max(_hwm() or 0, sampled) if exact else sampled
+    # a third run under tracemalloc: the most bytes Python and numpy held at once (arrays and kernel
+    # temporaries), so the RSS above can be told apart from allocator retention and library buffers
+    traced = None
+    if runner.startswith("hal:"):  # onnxruntime's and the evaluator's C++ buffers are not traced
+        tracemalloc.start()
+        start = tracemalloc.get_traced_memory()[0]
+        r.run()
+        traced = tracemalloc.get_traced_memory()[1] - start
+        tracemalloc.stop()
     return {"model": model_name, "runner": runner, "baseline_rss": base, "after_setup_rss": after_setup,
-            "run_peak_rss": peak, "method": "VmHWM reset via clear_refs" if exact else "0.5 ms sampling",
+            "run_peak_rss": peak, "traced_run_peak_bytes": traced,
+            "method": "VmHWM reset via clear_refs" if exact else "0.5 ms sampling",
             "process_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, **r.info}
 
 
@@ -508,8 +519,9 @@ def print_report(doc: dict[str, Any], out: Any = sys.stdout) -> None:
                 p(f"  {t:<10} " + (f"{r['median_s']:.2f} s (IQR {r['iqr_s']:.2f}, {r['reps']} reps)"
                                    if r["status"] == "ok" else f"error: {r['error']}"))
     if doc["memory"]:
-        p("\npeak RSS during one run (MiB): delta over the process after imports vs planned weights + live activations")
-        p(f"{'model':<22}{'runner':>14}{'setup':>9}{'run peak':>10}{'planned':>9}{'ratio':>7}")
+        p("\npeak RSS during one run (MiB): delta over the process after imports vs planned weights + live activations;"
+          "\ntraced: the most a third run held at once in Python and numpy allocations (tracemalloc)")
+        p(f"{'model':<22}{'runner':>14}{'setup':>9}{'run peak':>10}{'planned':>9}{'ratio':>7}{'traced':>8}")
         for r in doc["memory"]:
             if r["status"] != "ok":
                 p(f"{r['model']:<22}{r['runner']:>14}  error: {r['error']}")
@@ -517,7 +529,7 @@ def print_report(doc: dict[str, Any], out: Any = sys.stdout) -> None:
             ratio = r.get("ratio_to_planned")
             p(f"{r['model']:<22}{r['runner']:>14}{_mb(r['after_setup_rss'] - r['baseline_rss']):>9}"
               f"{_mb(r['run_delta_bytes']):>10}{_mb(r.get('planned_bytes')):>9}"
-              f"{('—' if ratio is None else f'{ratio:.2f}'):>7}")
+              f"{('—' if ratio is None else f'{ratio:.2f}'):>7}{_mb(r.get('traced_run_peak_bytes')):>8}")
     for prof in doc.get("profile", []):
         if "ops" not in prof:
             continue

@@ -39,6 +39,7 @@ def test_benchmark_smoke_mode_writes_json_of_the_documented_shape(tmp_path: Path
     (mem,) = doc["memory"]
     assert mem["status"] == "ok", mem
     assert {"baseline_rss", "after_setup_rss", "run_peak_rss", "planned_bytes", "ratio_to_planned"} <= set(mem)
+    assert 0 < mem["traced_run_peak_bytes"] < mem["run_peak_rss"]
 
     assert {"checks", "met", "total"} <= set(doc["summary"])
     assert "median ms per run" in proc.stdout and "ratios" in proc.stdout
