@@ -268,6 +268,8 @@ def _inplace_kernels() -> dict[int, tuple[Any, int]]:
 
     out: dict[int, tuple[Any, int]] = {}  # by id: a step's fn need not be hashable (registered ones live on)
     binary = {"add": np.add, "sub": np.subtract, "mul": np.multiply}
+    # the variadic ops with two inputs are one ufunc call too (ResNet's residual Sum, ShuffleNet's)
+    variadic = {("sum_", "Sum"): np.add, ("max_", "Max"): np.maximum, ("min_", "Min"): np.minimum}
     for (domain, _), defs in _REGISTRY.items():
         if domain:
             continue
@@ -275,6 +277,8 @@ def _inplace_kernels() -> dict[int, tuple[Any, int]]:
             fn, mod, name = d.fn, getattr(d.fn, "__module__", ""), getattr(d.fn, "__name__", "")
             if mod == "hal.kernels.elementwise" and name in binary and d.op_type.lower() == name:
                 out[id(fn)] = (binary[name], 2)
+            elif mod == "hal.kernels.elementwise" and (name, d.op_type) in variadic:
+                out[id(fn)] = (variadic[name, d.op_type], 2)
             elif mod == "hal.kernels.activation" and name == "relu" and d.op_type == "Relu":
                 out[id(fn)] = (np.maximum, 0)  # max(x, 0)
             elif mod == "hal.kernels.activation" and name == "tanh" and d.op_type == "Tanh":

@@ -239,6 +239,35 @@ def test_elementwise_steps_reuse_a_buffer_only_when_nothing_else_sees_it():
         np.testing.assert_array_equal(x, kept)  # a feed is never a buffer to reuse
 
 
+def test_two_input_sum_max_min_run_in_place_and_three_input_sum_does_not():
+    # a = Relu(x), b = Neg(x): Sum(a, b) may write into a or b (each read last there); Max(s, a2) must
+    # not write into a2, which Min reads after it; Sum of three keeps its own kernel. Against onnxruntime.
+    from hal.engine import reference_program
+    from hal.graph.load import load
+
+    f = TensorProto.FLOAT
+    c = onnx.numpy_helper.from_array(np.full((1, 3), 0.25, np.float32), "c")
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu"), helper.make_node("Neg", ["x"], ["b"], name="neg"),
+             helper.make_node("Sum", ["a", "b"], ["s"], name="sum2"),
+             helper.make_node("Abs", ["x"], ["a2"], name="abs"),
+             helper.make_node("Max", ["s", "a2"], ["m"], name="max"),
+             helper.make_node("Min", ["a2", "c"], ["n"], name="min"),
+             helper.make_node("Sum", ["m", "n", "x"], ["y"], name="sum3")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f, [2, 3])],
+                          [helper.make_tensor_value_info("y", f, [2, 3])], [c])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    prog = reference_program(load(m))
+    in_place = {prog.steps[i].label: pos for i, pos in prog._inplace.items()}
+    assert in_place["sum2"] == (0, 1)
+    assert in_place["max"] == (0,)  # a2 is still read by min
+    assert in_place["min"] == (0,) and "sum3" not in in_place
+    for seed in range(3):
+        x = np.random.default_rng(seed).standard_normal((2, 3)).astype(np.float32)
+        kept = x.copy()
+        np.testing.assert_allclose(prog.run_list({"x": x})[0], _ort(m, {"x": x})[0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(x, kept)
+
+
 def test_weight_only_step_never_overwrites_a_value_a_later_run_still_reads():
     # r = Relu(w) is kept from run to run and read by Mul every run; Add, hoisted with it, reads r last
     f = TensorProto.FLOAT
