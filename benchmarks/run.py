@@ -20,26 +20,22 @@ import gc
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
-import threading
 import time
-import tracemalloc
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks import THREAD_ENV_VARS, pin_thread_env
+from benchmarks import THREAD_ENV_VARS
+from benchmarks.memory import bench_rss
 from benchmarks.models import COMPILE_GRAPHS, DEFAULT_CACHE, BenchModel, load_model, model_names
+from benchmarks.runners import ORT, REF, Runner, limit_threads, make_runner
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ORT = "onnxruntime"
-REF = "reference"
 SCHEMA = "hal-bench/1"
 #: issue 8's goals, checked in the summary
 GOALS = {"hal_cpu/ort": {"transformer": 1.3, "cnn": 2.0}, "ref/hal_cpu": {"transformer": 5.0, "cnn": 10.0},
@@ -101,64 +97,7 @@ def machine_info() -> dict[str, Any]:
             "env": {k: os.environ.get(k) for k in (*THREAD_ENV_VARS, "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}}
 
 
-def limit_threads(threads: int) -> dict[str, Any]:
-    """Pin BLAS/OpenMP pools to ``threads`` now (threadpoolctl) and report what the libraries say."""
-    pin_thread_env(threads)
-    try:
-        from threadpoolctl import threadpool_info, threadpool_limits
-    except ImportError:
-        return {"threadpoolctl": None, "note": "threadpoolctl not installed: only the environment pins threads"}
-    threadpool_limits(limits=threads)
-    pools = [{k: p.get(k) for k in ("user_api", "internal_api", "prefix", "version", "num_threads",
-                                     "architecture", "threading_layer")} for p in threadpool_info()]
-    return {"threadpoolctl": "ok", "pools": pools,
-            "all_pinned": all(p["num_threads"] == threads for p in pools)}
-
-
-# -- runners -------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Runner:
-    """One way of running a model: a name, a zero-argument run, and what setting it up cost."""
-
-    name: str
-    run: Callable[[], list[np.ndarray]]
-    setup_s: float
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def make_runner(name: str, model: BenchModel, threads: int) -> Runner:
-    feeds = model.feeds
-    t0 = time.perf_counter()
-    if name.startswith("hal:"):
-        import hal
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sess = hal.InferenceSession(model.source, target=name[4:], precision="exact", fallback="allow")
-        d = sess.report.details
-        info = {"fallback_nodes": d.get("fallback_nodes", 0), "partitions": d.get("partitions", 1),
-                "nodes": sess.report.node_count, "weights_bytes": d.get("weights_bytes"),
-                "peak_activation_bytes": d.get("peak_activation_bytes")}
-        return Runner(name, lambda: sess.run(None, feeds), time.perf_counter() - t0, info)
-    if name == ORT:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3  # the light zoo's unused initializers make it warn on every load
-        src: Any = model.source if not model.source.startswith("zoo:") else model.proto().SerializeToString()
-        osess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-        return Runner(name, lambda: osess.run(None, feeds), time.perf_counter() - t0)
-    if name == REF:
-        from onnx.reference import ReferenceEvaluator
-
-        ref = ReferenceEvaluator(model.proto())
-        return Runner(name, lambda: ref.run(None, feeds), time.perf_counter() - t0)
-    raise ValueError(f"unknown runner {name!r}")
+# -- timing --------------------------------------------------------------------------------------------
 
 
 def _stats(times: Sequence[float]) -> dict[str, Any]:
@@ -358,113 +297,6 @@ def profile_model(model: BenchModel, reps: int) -> dict[str, Any]:
             "profiled_run_s": wall, "kernels_s": kern, "engine_overhead_s": max(wall - kern, 0.0), "ops": ops}
 
 
-# -- peak memory (child processes) ---------------------------------------------------------------------
-
-
-def _rss_now() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _hwm() -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
-def _reset_hwm() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: reset the peak-RSS mark
-        return True
-    except OSError:
-        return False
-
-
-class _Sampler(threading.Thread):
-    """Fallback when the peak mark cannot be reset: sample RSS every half millisecond."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.peak = 0
-        self._stop_evt = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_evt.is_set():
-            self.peak = max(self.peak, _rss_now())
-            time.sleep(0.0005)
-
-    def stop(self) -> int:
-        self._stop_evt.set()
-        self.join()
-        return self.peak
-
-
-def rss_probe(model_name: str, runner: str, threads: int, cache: Path) -> dict[str, Any]:
-    """In a fresh process: RSS after imports, after setup, and the peak during one run after a warm-up."""
-    import onnx.reference  # noqa: F401  (every probe imports the same libraries, so baselines compare)
-    import onnxruntime  # noqa: F401
-
-    import hal  # noqa: F401
-
-    limit_threads(threads)
-    model = load_model(model_name, cache)
-    gc.collect()
-    base = _rss_now()
-    r = make_runner(runner, model, threads)
-    gc.collect()
-    after_setup = _rss_now()
-    r.run()
-    gc.collect()
-    exact = _reset_hwm()
-    sampler = _Sampler()
-    sampler.start()
-    r.run()
-    sampled = sampler.stop()
-    peak = max(_hwm() or 0, sampled) if exact else sampled
-    # a third run under tracemalloc: the most bytes Python and numpy held at once (arrays and kernel
-    # temporaries), so the RSS above can be told apart from allocator retention and library buffers
-    traced = None
-    if runner.startswith("hal:"):  # onnxruntime's and the evaluator's C++ buffers are not traced
-        tracemalloc.start()
-        start = tracemalloc.get_traced_memory()[0]
-        r.run()
-        traced = tracemalloc.get_traced_memory()[1] - start
-        tracemalloc.stop()
-    return {"model": model_name, "runner": runner, "baseline_rss": base, "after_setup_rss": after_setup,
-            "run_peak_rss": peak, "traced_run_peak_bytes": traced,
-            "method": "VmHWM reset via clear_refs" if exact else "0.5 ms sampling",
-            "process_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, **r.info}
-
-
-def bench_rss(model_name: str, runner: str, args: argparse.Namespace, plan: dict[str, Any] | None
-              ) -> dict[str, Any]:
-    env = dict(os.environ)
-    env.update({k: str(args.threads) for k in THREAD_ENV_VARS})
-    cmd = [sys.executable, "-m", "benchmarks.run", "--rss-probe", model_name, runner,
-           "--threads", str(args.threads), "--cache", str(args.cache)]
-    root = Path(__file__).resolve().parent.parent
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=args.rss_timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"model": model_name, "runner": runner, "status": "error", "error": "timed out"}
-    if proc.returncode != 0:
-        return {"model": model_name, "runner": runner, "status": "error",
-                "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:400]}
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    res["status"] = "ok"
-    res["run_delta_bytes"] = res["run_peak_rss"] - res["baseline_rss"]
-    planned = None
-    if plan and plan.get("weights_bytes") is not None and plan.get("peak_activation_bytes") is not None:
-        planned = plan["weights_bytes"] + plan["peak_activation_bytes"]
-        res["planned_weights_bytes"] = plan["weights_bytes"]
-        res["planned_peak_activation_bytes"] = plan["peak_activation_bytes"]
-        res["planned_bytes"] = planned
-        res["ratio_to_planned"] = res["run_delta_bytes"] / planned if planned else None
-    return res
-
-
 # -- report --------------------------------------------------------------------------------------------
 
 
@@ -602,7 +434,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="tiny-gpt only, one repetition, the 2-layer compile graph, RSS for cpu only")
     ap.add_argument("--profile", action="store_true",
                     help="also time every kernel of hal cpu's program and list the op types by share")
-    ap.add_argument("--rss-probe", nargs=2, metavar=("MODEL", "RUNNER"), help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
@@ -625,9 +456,6 @@ def _select_models(spec: str | None) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.rss_probe:
-        print(json.dumps(rss_probe(args.rss_probe[0], args.rss_probe[1], args.threads, args.cache)))
-        return 0
     started = time.perf_counter()
     load_start = os.getloadavg()
     threads_check = limit_threads(args.threads)

@@ -1,0 +1,142 @@
+"""Peak memory of one run, measured in a fresh child process per (model, runner) so that no other
+model's memory is in the figure: ``bench_rss`` starts ``python -m benchmarks.memory MODEL RUNNER``,
+which prints ``rss_probe``'s JSON."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+from benchmarks import THREAD_ENV_VARS
+from benchmarks.models import DEFAULT_CACHE, load_model
+from benchmarks.runners import limit_threads, make_runner
+
+
+def _rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _hwm() -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _reset_hwm() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: reset the peak-RSS mark
+        return True
+    except OSError:
+        return False
+
+
+class _Sampler(threading.Thread):
+    """Fallback when the peak mark cannot be reset: sample RSS every half millisecond."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = 0
+        self._stop_evt = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_evt.is_set():
+            self.peak = max(self.peak, _rss_now())
+            time.sleep(0.0005)
+
+    def stop(self) -> int:
+        self._stop_evt.set()
+        self.join()
+        return self.peak
+
+
+def rss_probe(model_name: str, runner: str, threads: int, cache: Path) -> dict[str, Any]:
+    """In a fresh process: RSS after imports, after setup, and the peak during one run after a warm-up."""
+    import onnx.reference  # noqa: F401  (every probe imports the same libraries, so baselines compare)
+    import onnxruntime  # noqa: F401
+
+    import hal  # noqa: F401
+
+    limit_threads(threads)
+    model = load_model(model_name, cache)
+    gc.collect()
+    base = _rss_now()
+    r = make_runner(runner, model, threads)
+    gc.collect()
+    after_setup = _rss_now()
+    r.run()
+    gc.collect()
+    exact = _reset_hwm()
+    sampler = _Sampler()
+    sampler.start()
+    r.run()
+    sampled = sampler.stop()
+    peak = max(_hwm() or 0, sampled) if exact else sampled
+    # a third run under tracemalloc: the most bytes Python and numpy held at once (arrays and kernel
+    # temporaries), so the RSS above can be told apart from allocator retention and library buffers
+    traced = None
+    if runner.startswith("hal:"):  # onnxruntime's and the evaluator's C++ buffers are not traced
+        tracemalloc.start()
+        start = tracemalloc.get_traced_memory()[0]
+        r.run()
+        traced = tracemalloc.get_traced_memory()[1] - start
+        tracemalloc.stop()
+    return {"model": model_name, "runner": runner, "baseline_rss": base, "after_setup_rss": after_setup,
+            "run_peak_rss": peak, "traced_run_peak_bytes": traced,
+            "method": "VmHWM reset via clear_refs" if exact else "0.5 ms sampling",
+            "process_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, **r.info}
+
+
+def bench_rss(model_name: str, runner: str, args: argparse.Namespace, plan: dict[str, Any] | None
+              ) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.update({k: str(args.threads) for k in THREAD_ENV_VARS})
+    cmd = [sys.executable, "-m", "benchmarks.memory", model_name, runner,
+           "--threads", str(args.threads), "--cache", str(args.cache)]
+    root = Path(__file__).resolve().parent.parent
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=args.rss_timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"model": model_name, "runner": runner, "status": "error", "error": "timed out"}
+    if proc.returncode != 0:
+        return {"model": model_name, "runner": runner, "status": "error",
+                "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:400]}
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["status"] = "ok"
+    res["run_delta_bytes"] = res["run_peak_rss"] - res["baseline_rss"]
+    planned = None
+    if plan and plan.get("weights_bytes") is not None and plan.get("peak_activation_bytes") is not None:
+        planned = plan["weights_bytes"] + plan["peak_activation_bytes"]
+        res["planned_weights_bytes"] = plan["weights_bytes"]
+        res["planned_peak_activation_bytes"] = plan["peak_activation_bytes"]
+        res["planned_bytes"] = planned
+        res["ratio_to_planned"] = res["run_delta_bytes"] / planned if planned else None
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.splitlines()[0])
+    ap.add_argument("model")
+    ap.add_argument("runner")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    args = ap.parse_args(argv)
+    print(json.dumps(rss_probe(args.model, args.runner, args.threads, args.cache)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
