@@ -1,11 +1,4 @@
-"""The kernel engine every target executes through: compile once into flat steps, run many.
-
-A ``Program`` is a list of ``Step``s over numbered value slots. Compiling resolves kernels, slots
-and buffer lifetimes up front; a run fills the input slots, calls each step's function on its
-slots, frees each value after its last use (liveness), and reads the output slots — no graph walk,
-no dict building per node. Targets build their own steps (fused kernels, numeric policies) and
-hand them to ``Program``; ``steps_for_nodes`` gives the plain one-kernel-per-node steps.
-"""
+"""Programs: steps over numbered value slots, lifetimes planned, run many times (see ``hal.engine``)."""
 
 from __future__ import annotations
 
@@ -19,8 +12,8 @@ import numpy as np
 import onnx
 
 from hal import limits
+from hal.engine.inplace import in_place, inplace_kernels
 from hal.errors import HalError, RunError, UnsupportedOpError
-from hal.graph.fuse import GraphIndex, find_fusions
 from hal.graph.ir import Graph, Node, ShapeOnly, graph_reads
 from hal.graph.passes import NONDETERMINISTIC
 from hal.kernels import KernelContext, lookup
@@ -197,47 +190,6 @@ def steps_for_nodes(graph: Graph, nodes: Iterable[Node]) -> list[Step]:
     return [kernel_step(n, graph) for n in nodes]
 
 
-def _key(step: Step, node: Node, graph: Graph) -> tuple[str, str, int]:
-    kdef = lookup(node.op_type, node.domain, graph.opset(node.domain))
-    assert kdef is not None and kdef.fn is step.fn
-    return (kdef.domain, node.op_type, kdef.since)
-
-
-def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = None) -> list[Step]:
-    """``steps_for_nodes`` with the groups ``hal.graph.fuse.find_fusions`` finds run as one step each
-    (hal.kernels.fused): MatMul + bias Add, elementwise regions (GELU chains, attention scale and
-    mask) and the Softmax after one. Results are bit-identical to the plain steps; a fused step's
-    ``nodes`` names the nodes it runs and its label and op type join theirs with "+". A caller
-    fusing many slices of one graph passes the graph's ``GraphIndex`` once (building it is O(graph))."""
-    from hal.kernels.fused import MatMulBias, Region  # imports the kernel families: load them on first use
-
-    nodes = list(nodes)
-    plain = steps_for_nodes(graph, nodes)
-    fused: dict[int, Step] = {}
-    covered: set[int] = set()
-    for f in find_fusions(graph, nodes, index):
-        members = [nodes[k] for k in f.members]
-        steps = [plain[k] for k in f.members]
-        if any(s.context_opset is not None for s in steps):
-            continue
-        keys = [_key(s, n, graph) for s, n in zip(steps, members)]
-        out = members[-1].outputs[0]
-        label = "+".join(n.name for n in members)
-        op = "+".join(n.op_type for n in members)
-        if f.kind == "matmul_bias":
-            fn: Any = MatMulBias(keys[0], keys[1], f.bias_first)
-            step = Step(fn, list(f.inputs), [out], {}, label, op, None, tuple(n.name for n in members), "MatMul")
-        else:
-            n_elem = len(f.refs)
-            fn = Region(keys[:n_elem], f.refs, [s.attrs for s in steps[:n_elem]], [n.op_type for n in members[:n_elem]],
-                        [n.name for n in members[:n_elem]], keys[n_elem] if f.softmax is not None else None,
-                        steps[-1].attrs if f.softmax is not None else None)
-            step = Step(fn, list(f.inputs), [out], {}, label, op, None, tuple(n.name for n in members), "")
-        fused[f.members[-1]] = step
-        covered.update(f.members)
-    return [fused[k] if k in fused else s for k, s in enumerate(plain) if k in fused or k not in covered]
-
-
 def _root(a: np.ndarray) -> np.ndarray:
     """The array that owns ``a``'s memory (``a`` itself unless it is a view)."""
     while isinstance(a.base, np.ndarray):
@@ -251,43 +203,6 @@ def _shape_of(v: Any) -> str:
     if isinstance(v, list):
         return f"seq[{len(v)}]"
     return type(v).__name__
-
-
-#: ufuncs the reference kernels of single-ufunc unary ops are made of, that keep a float dtype
-_UNARY_UFUNCS = frozenset({np.negative, np.abs, np.sqrt, np.exp, np.log, np.tanh, np.ceil, np.floor, np.reciprocal,
-                           np.sin, np.cos})
-
-
-@cache
-def _inplace_kernels() -> dict[int, tuple[Any, int]]:
-    """Reference kernels that are one ufunc call, as id(kernel) -> (ufunc, arity): the engine may run
-    them into the buffer of an operand nothing else holds (see ``_in_place``). Only kernels seen to
-    be exactly that qualify (by module and name, or a unary wrapper's captured ufunc), so a kernel
-    someone rewrites stops qualifying instead of being bypassed."""
-    from hal.kernels.registry import _REGISTRY
-
-    out: dict[int, tuple[Any, int]] = {}  # by id: a step's fn need not be hashable (registered ones live on)
-    binary = {"add": np.add, "sub": np.subtract, "mul": np.multiply}
-    # the variadic ops with two inputs are one ufunc call too (ResNet's residual Sum, ShuffleNet's)
-    variadic = {("sum_", "Sum"): np.add, ("max_", "Max"): np.maximum, ("min_", "Min"): np.minimum}
-    for (domain, _), defs in _REGISTRY.items():
-        if domain:
-            continue
-        for d in defs:
-            fn, mod, name = d.fn, getattr(d.fn, "__module__", ""), getattr(d.fn, "__name__", "")
-            if mod == "hal.kernels.elementwise" and name in binary and d.op_type.lower() == name:
-                out[id(fn)] = (binary[name], 2)
-            elif mod == "hal.kernels.elementwise" and (name, d.op_type) in variadic:
-                out[id(fn)] = (variadic[name, d.op_type], 2)
-            elif mod == "hal.kernels.activation" and name == "relu" and d.op_type == "Relu":
-                out[id(fn)] = (np.maximum, 0)  # max(x, 0)
-            elif mod == "hal.kernels.activation" and name == "tanh" and d.op_type == "Tanh":
-                out[id(fn)] = (np.tanh, 1)
-            elif mod == "hal.kernels.elementwise" and name == d.op_type.lower() and fn.__closure__:
-                cells = [c.cell_contents for c in fn.__closure__]
-                if len(cells) == 1 and any(cells[0] is u for u in _UNARY_UFUNCS):
-                    out[id(fn)] = (cells[0], 1)
-    return out
 
 
 @cache
@@ -318,36 +233,6 @@ def _unshared_refcount() -> int:
             (probe, (0,), 4, {}, (0,), None, None, Step(probe, ["a"], ["e"]))]
     prog._execute(plan, env, None, limits.Bounds(1 << 30))
     return seen[0] if seen[0] == seen[1] else -1  # -1: the count is not stable here, never compute in place
-
-
-def _in_place(kernel: Callable[..., Any], ufunc: Any, arity: int, positions: tuple[int, ...]) -> Callable[..., Any]:
-    """``kernel`` that writes into operand ``positions[k]`` when the run holds it nowhere else (this is
-    its last reader, no view or second slot refers to it, it owns its writable memory and has the
-    result's dtype and shape); otherwise the kernel itself. Saves an allocation per elementwise step
-    (page faults on large activations) and the peak memory of one activation."""
-    unshared = _unshared_refcount()
-    rc = sys.getrefcount
-    ndarray = np.ndarray
-
-    def owned(a: Any) -> bool:
-        return a.__class__ is ndarray and a.base is None and a.flags.writeable
-
-    if arity == 2:
-        def binary(a: Any, b: Any) -> Any:
-            for p in positions:
-                t = a if p == 0 else b
-                # unshared + 1: the name t
-                if (rc(t) == unshared + 1 and owned(t) and a.__class__ is b.__class__ and a.dtype == b.dtype
-                        and (a.shape == b.shape or np.broadcast_shapes(a.shape, b.shape) == t.shape)):
-                    return ufunc(a, b, out=t)
-            return kernel(a, b)
-        return binary
-
-    def unary(x: Any) -> Any:
-        if rc(x) == unshared and owned(x) and (arity == 0 or x.dtype.kind == "f"):
-            return ufunc(x, 0, out=x) if arity == 0 else ufunc(x, out=x)
-        return kernel(x)
-    return unary
 
 
 class Program:
@@ -438,11 +323,11 @@ class Program:
         shared = keep | {slots[n] for n in self.input_names + self.extra_inputs}
         self._inplace: dict[int, tuple[int, ...]] = {}
         for idx, s in enumerate(self.steps):
-            if id(s.fn) in _inplace_kernels() and len(s.outs) == 1 and not s.attrs:
+            if id(s.fn) in inplace_kernels() and len(s.outs) == 1 and not s.attrs:
                 ins = [slots[n] if n else absent for n in s.ins]
                 pos = tuple(k for k, sl in enumerate(ins)
                             if sl in frees[idx] and sl not in shared and ins.count(sl) == 1)
-                if pos and len(ins) == max(_inplace_kernels()[id(s.fn)][1], 1):
+                if pos and len(ins) == max(inplace_kernels()[id(s.fn)][1], 1):
                     self._inplace[idx] = pos
         # One tuple per step: (fn, in slots, out slot or out slots, attrs, frees, guard, context opset, step).
         # A single output is a bare int (the common case: one store, no zip).
@@ -481,10 +366,10 @@ class Program:
     def _kernel(self, idx: int, step: Step) -> Callable[..., Any]:
         """What the loop calls for step ``idx``: its kernel, or the kernel computing in place."""
         pos = self._inplace.get(idx)
-        known = _inplace_kernels().get(id(step.fn)) if pos is not None else None
+        known = inplace_kernels().get(id(step.fn)) if pos is not None else None
         if pos is None or known is None:  # (a stored program whose kernel no longer qualifies: as is)
             return step.fn
-        return _in_place(step.fn, known[0], known[1], pos)
+        return in_place(step.fn, known[0], known[1], pos, _unshared_refcount())
 
     def _protect_weights(self) -> None:
         """Weights are the program's state across runs: no kernel may write them (read-only), and an
@@ -671,8 +556,3 @@ def weight_only_values(graph: Graph) -> set[str]:
             const |= made
             out |= made
     return out
-
-
-def reference_program(graph: Graph, *, fuse: bool = False) -> Program:
-    """The plain program: one reference kernel per node (``fuse``: with ``fused_steps``, the same results)."""
-    return Program(graph, (fused_steps if fuse else steps_for_nodes)(graph, graph.nodes))

@@ -1,0 +1,23 @@
+"""The kernel engine every target executes through: compile once into flat steps, run many.
+
+A ``Program`` is a list of ``Step``s over numbered value slots. Compiling resolves kernels, slots
+and buffer lifetimes up front; a run fills the input slots, calls each step's function on its
+slots, frees each value after its last use (liveness), and reads the output slots — no graph walk,
+no dict building per node. Targets build their own steps (fused kernels, numeric policies) and
+hand them to ``Program``; ``steps_for_nodes`` gives the plain one-kernel-per-node steps.
+"""
+
+from hal.engine.fusion import fused_steps, reference_program
+from hal.engine.program import (
+    HOIST_LIMIT_BYTES,
+    SHAPE_SIZED_OPS,
+    Program,
+    Step,
+    Subgraph,
+    kernel_step,
+    steps_for_nodes,
+    weight_only_values,
+)
+
+__all__ = ["HOIST_LIMIT_BYTES", "SHAPE_SIZED_OPS", "Program", "Step", "Subgraph", "fused_steps", "kernel_step",
+           "reference_program", "steps_for_nodes", "weight_only_values"]
