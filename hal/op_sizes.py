@@ -258,7 +258,7 @@ def _constant(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], in
 
 def _window_geometry(x: np.ndarray, k: Sequence[int], attrs: dict[str, Any], ceil: bool
                      ) -> tuple[list[int], list[int]] | None:
-    """(padded spatial dims, output spatial dims) of a conv or pool, as hal.kernels.nn computes them."""
+    """(padded spatial dims, output spatial dims) of a conv or pool, as hal.kernels._sliding computes them."""
     nd = x.ndim - 2
     if nd < 1 or len(k) != nd:
         return None

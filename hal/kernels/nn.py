@@ -1,108 +1,24 @@
-"""Convolution and pooling kernels, N-d (1D/2D/3D and beyond), NCHW layout.
+"""Convolution kernels, N-d (1D/2D/3D and beyond), NCHW layout.
 
 Conv lowers to im2col: a strided window view of the padded input, copied once into an
 (N, group, C/group * kernel, out_pixels) column matrix and multiplied by the weights in one batched
 BLAS matmul whose result is already NCHW. A 1x1 conv at stride 1 uses the input itself as the
-matrix; a depthwise 2-D conv takes its columns from the flattened padded image (long runs, not one
-short run per output row). ConvTranspose and Col2Im run the same pair backwards (GEMM, then fold).
-Pooling reduces one spatial axis at a time (a box window is separable): each tap of each axis is one
-strided, vectorised op; MaxPool with Indices loops over the full taps.
+matrix; a big column matrix is built and multiplied a band of output rows at a time; a stride-1
+conv with few output channels runs one GEMM per tap over the flattened padded image; a depthwise
+2-D conv takes its columns from that image (long runs, not one short run per output row).
+ConvTranspose and Col2Im run the same pair backwards (GEMM, then fold).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from hal.kernels._sliding import _defaults, _flat_padded, _geometry, _padded, _same_pads, _windows, _work_dtype
 from hal.kernels.registry import kernel
-
-# --- geometry --------------------------------------------------------------------------------------
-
-
-def _defaults(nd: int, strides, dilations, pads) -> tuple[list[int], list[int], list[int]]:
-    s = list(strides) if strides else [1] * nd
-    d = list(dilations) if dilations else [1] * nd
-    p = list(pads) if pads else [0] * (2 * nd)
-    return s, d, p
-
-
-def _same_pads(total: int, auto_pad: str) -> tuple[int, int]:
-    """Split a total padding between begin and end the way SAME_UPPER / SAME_LOWER ask."""
-    small = total // 2
-    return (small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small)
-
-
-def _geometry(in_sp: Sequence[int], k: Sequence[int], s: Sequence[int], d: Sequence[int],
-              pads: Sequence[int], auto_pad: str, ceil_mode: int = 0
-              ) -> tuple[list[int], list[int], list[int]]:
-    """(pads_begin, pads_end, output spatial shape) of a sliding-window op."""
-    nd = len(in_sp)
-    begin, end, out = [], [], []
-    for i in range(nd):
-        dk = (k[i] - 1) * d[i] + 1
-        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            o = -(-in_sp[i] // s[i])
-            b, e = _same_pads(max((o - 1) * s[i] + dk - in_sp[i], 0), auto_pad)
-        elif auto_pad == "VALID":
-            b = e = 0
-            o = (in_sp[i] - dk) // s[i] + 1
-        else:
-            b, e = pads[i], pads[i + nd]
-            span = in_sp[i] + b + e - dk
-            if ceil_mode:
-                o = -(-span // s[i]) + 1
-                if (o - 1) * s[i] >= in_sp[i] + b:  # the last window must start inside input or left pad
-                    o -= 1
-            else:
-                o = span // s[i] + 1
-        begin.append(b)
-        end.append(e)
-        out.append(max(o, 0))
-    return begin, end, out
-
-
-def _padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill) -> np.ndarray:
-    """``x`` with its spatial axes padded by ``fill`` (a negative pad crops that side)."""
-    if not any(begin) and not any(end):
-        return x
-    nd = x.ndim - 2
-    shape = [x.shape[0], x.shape[1]] + [max(x.shape[2 + i] + begin[i] + max(end[i], 0), 0) for i in range(nd)]
-    out = np.empty(shape, dtype=x.dtype)
-    out.fill(fill)
-    src = x[(..., *(slice(max(-begin[i], 0), x.shape[2 + i] + min(end[i], 0)) for i in range(nd)))]
-    out[(..., *(slice(max(begin[i], 0), max(begin[i], 0) + src.shape[2 + i]) for i in range(nd)))] = src
-    return out
-
-
-def _windows(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Sequence[int], d: Sequence[int]
-             ) -> np.ndarray:
-    """Read-only view (N, C, *out, *k) of every window of the padded input ``xp``."""
-    st = xp.strides
-    nd = len(k)
-    return as_strided(xp, shape=(*xp.shape[:2], *out, *k),
-                      strides=(st[0], st[1], *(st[2 + i] * s[i] for i in range(nd)),
-                               *(st[2 + i] * d[i] for i in range(nd))),
-                      writeable=False)
-
-
-def _taps(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Sequence[int], d: Sequence[int]
-          ) -> Iterator[tuple[int, np.ndarray]]:
-    """(flat tap index, strided view (N, C, *out)) for each kernel tap in row-major order."""
-    for flat, kk in enumerate(np.ndindex(*k)):
-        yield flat, xp[(slice(None), slice(None),
-                        *(slice(kk[i] * d[i], kk[i] * d[i] + max((out[i] - 1) * s[i] + 1, 0), s[i])
-                          for i in range(len(k))))]
-
-
-def _work_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype sums run in: float32 for 16-bit floats (as hardware accumulates), else the input's."""
-    if dtype == np.float16 or dtype.name == "bfloat16":
-        return np.dtype(np.float32)
-    return dtype
-
 
 # --- Conv ------------------------------------------------------------------------------------------
 
@@ -191,15 +107,6 @@ def _blocked(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int], d
 #: column matrix would be 9x the input for a 3x3 kernel while the product is small; measured on
 #: DenseNet's 128 -> 32 3x3 convs (30-45% faster), break-even near 64, slower from 128 on
 SHIFTED_MAX_OUT_CHANNELS = 48
-
-
-def _flat_padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], width: int, reach: int) -> np.ndarray:
-    """``x`` padded to ``width`` columns and enough rows that ``reach`` flat elements of each
-    channel's image exist, as a contiguous (N, C, rows * width) array."""
-    h, wd = x.shape[2:]
-    height = max(h + begin[0] + max(end[0], 0), -(-reach // width))
-    xp = np.ascontiguousarray(_padded(x, begin, [height - h - begin[0], width - wd - begin[1]], 0))
-    return xp.reshape(*x.shape[:2], height * width)
 
 
 def _shifted(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, k: Sequence[int], d: Sequence[int],
@@ -380,200 +287,3 @@ def col2im(input, image_shape, block_shape, dilations=None, pads=None, strides=N
     c = input.shape[1] // math.prod(k)
     full = _fold(input.reshape(n, c, *k, *grid), k, s, d, span)
     return np.ascontiguousarray(full[(..., *(slice(p[i], p[i] + img[i]) for i in range(nd)))])
-
-
-# --- Pooling ---------------------------------------------------------------------------------------
-
-
-def _pool_setup(x: np.ndarray, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode):
-    """Kernel, strides, dilations, begin pads, end pads (with ceil-mode extension) and output shape."""
-    nd = x.ndim - 2
-    k = list(kernel_shape) if kernel_shape else list(x.shape[2:])
-    s, d, p = _defaults(nd, strides, dilations, pads)
-    begin, end, out = _geometry(x.shape[2:], k, s, d, p, auto_pad, ceil_mode)
-    # Extend the end so the last (ceil-mode) window is fully addressable.
-    reach = [begin[i] + x.shape[2 + i] + end[i] for i in range(nd)]
-    need = [(out[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 for i in range(nd)]
-    ext = [end[i] + max(need[i] - reach[i], 0) for i in range(nd)]
-    return k, s, d, begin, end, ext, out
-
-
-def _reduce_windows(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Sequence[int],
-                    d: Sequence[int], op: np.ufunc) -> np.ndarray:
-    """Reduce every window of the padded input with ``op`` (np.maximum, np.add), one spatial axis at a
-    time: a box window is separable, so this makes sum(k) - nd strided passes rather than prod(k) - 1,
-    each over an array already shrunk along the axes done before. The outermost axis goes first, so
-    its passes read whole contiguous rows."""
-    y = xp
-    for i in range(len(k)):
-        lead = (slice(None),) * (2 + i)
-        span = (out[i] - 1) * s[i] + 1 if out[i] > 0 else 0
-        taps = [y[(*lead, slice(t * d[i], t * d[i] + span, s[i]))] for t in range(k[i])]
-        if len(taps) == 1:
-            y = taps[0]
-            continue
-        acc = op(taps[0], taps[1])
-        for v in taps[2:]:
-            op(acc, v, out=acc)
-        y = acc
-    return y if y is not xp and y.base is None else y.copy()
-
-
-def _lowest(dtype: np.dtype):
-    return np.iinfo(dtype).min if dtype.kind in "iu" else -np.inf
-
-
-def _max_pool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides, with_index):
-    k, s, d, begin, _, ext, out = _pool_setup(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
-    xp = _padded(x, begin, ext, _lowest(x.dtype))
-    if not with_index:
-        return _reduce_windows(xp, out, k, s, d, np.maximum)
-    taps = _taps(xp, out, k, s, d)
-    y = next(taps)[1].copy()
-    nd = x.ndim - 2
-    in_sp = x.shape[2:]
-    n, c = x.shape[:2]
-    # Flat-index strides of the spatial axes (row-major, or column-major for storage_order=1).
-    stride = [math.prod(in_sp[:i]) if storage_order else math.prod(in_sp[i + 1:]) for i in range(nd)]
-    # Track the winning tap as its offset in the flattened input: masked copies (copyto/where) are
-    # several times slower than this branch-free int32 arithmetic.
-    off = np.zeros(y.shape, dtype=np.int32)
-    better = np.empty(y.shape, dtype=bool)
-    step = np.empty(y.shape, dtype=np.int32)
-    for flat, v in taps:
-        kk = np.unravel_index(flat, k)
-        tap_off = sum(int(kk[i]) * d[i] * stride[i] for i in range(nd))
-        np.greater(v, y, out=better)  # strict: the first tap wins ties, as onnxruntime does
-        np.maximum(y, v, out=y)
-        np.subtract(tap_off, off, out=step)
-        np.multiply(step, better, out=step)
-        off += step
-    index = (np.arange(n * c, dtype=np.int64) * math.prod(in_sp)).reshape(n, c, *([1] * nd))
-    for i in range(nd):
-        o = np.arange(out[i], dtype=np.int64).reshape(-1, *([1] * (nd - 1 - i)))
-        index = index + (o * s[i] - begin[i]) * stride[i]
-    return y, index + off
-
-
-@kernel("MaxPool", since=1)
-def max_pool_1(x, auto_pad="NOTSET", kernel_shape=None, pads=None, strides=None):
-    return _max_pool(x, auto_pad, 0, None, kernel_shape, pads, 0, strides, False)
-
-
-@kernel("MaxPool", since=8, output_count=True)
-def max_pool(x, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=None, pads=None,
-             storage_order=0, strides=None, _n_outputs=2):
-    return _max_pool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides,
-                     _n_outputs > 1)
-
-
-def _window_counts(x_sp, k, s, d, begin, end, out, include_pad: bool) -> np.ndarray:
-    """How many taps of each output window land in the counted region (the divisor of AveragePool)."""
-    counts = np.ones((), dtype=np.int64)
-    for i in range(len(k)):
-        lo, hi = (0, begin[i] + x_sp[i] + end[i]) if include_pad else (begin[i], begin[i] + x_sp[i])
-        pos = np.arange(out[i])[:, None] * s[i] + np.arange(k[i])[None, :] * d[i]
-        c = ((pos >= lo) & (pos < hi)).sum(axis=1)
-        counts = np.multiply.outer(counts, c)
-    return counts
-
-
-@kernel("AveragePool", since=1)
-def average_pool(x, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None, kernel_shape=None,
-                 pads=None, strides=None):
-    k, s, d, begin, end, ext, out = _pool_setup(x, kernel_shape, strides, dilations, pads, auto_pad,
-                                                ceil_mode)
-    work = _work_dtype(x.dtype)
-    xp = _padded(x.astype(work, copy=False), begin, ext, 0)
-    acc = _reduce_windows(xp, out, k, s, d, np.add)
-    counts = _window_counts(x.shape[2:], k, s, d, begin, end, out, bool(count_include_pad))
-    acc /= counts.astype(work)
-    return acc.astype(x.dtype, copy=False)
-
-
-@kernel("LpPool", since=1)
-def lp_pool(x, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=None, p=2, pads=None,
-            strides=None):
-    k, s, d, begin, _, ext, out = _pool_setup(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
-    work = _work_dtype(x.dtype)
-    v = x.astype(work, copy=False)
-    term = v * v if p == 2 else np.abs(v) ** work.type(p)  # powers once per input, not once per tap
-    acc = _reduce_windows(_padded(term, begin, ext, 0), out, k, s, d, np.add)
-    return (np.sqrt(acc) if p == 2 else acc ** work.type(1.0 / p)).astype(x.dtype, copy=False)
-
-
-def _spatial(x: np.ndarray) -> tuple[int, ...]:
-    return tuple(range(2, x.ndim))
-
-
-@kernel("GlobalAveragePool", since=1)
-def global_average_pool(x):
-    return np.mean(x, axis=_spatial(x), keepdims=True, dtype=_work_dtype(x.dtype)).astype(x.dtype, copy=False)
-
-
-@kernel("GlobalMaxPool", since=1)
-def global_max_pool(x):
-    return np.max(x, axis=_spatial(x), keepdims=True)
-
-
-@kernel("GlobalLpPool", since=1)
-def global_lp_pool(x, p=2):
-    work = _work_dtype(x.dtype)
-    v = x.astype(work, copy=False)
-    if p == 2:
-        return np.sqrt(np.sum(v * v, axis=_spatial(x), keepdims=True)).astype(x.dtype, copy=False)
-    total = np.sum(np.abs(v) ** work.type(p), axis=_spatial(x), keepdims=True)
-    return (total ** work.type(1.0 / p)).astype(x.dtype, copy=False)
-
-
-@kernel("MaxUnpool", since=9)
-def max_unpool(x, i, output_shape=None, kernel_shape=None, pads=None, strides=None):
-    nd = x.ndim - 2
-    s, _, p = _defaults(nd, strides, None, pads)
-    k = list(kernel_shape)
-    inferred = [*x.shape[:2], *((x.shape[2 + j] - 1) * s[j] - p[j] - p[j + nd] + k[j] for j in range(nd))]
-    # Indices address the inferred unpooled shape; a larger output_shape pads it at the end
-    # (the ONNX reference and node tests' reading of the spec).
-    flat = np.zeros(math.prod(inferred), dtype=x.dtype)
-    flat[i.reshape(-1)] = x.reshape(-1)
-    y = flat.reshape(inferred)
-    if output_shape is None:
-        return y
-    target = [int(v) for v in np.asarray(output_shape).reshape(-1)]
-    if target == inferred:
-        return y
-    res = np.zeros(target, dtype=x.dtype)
-    region = tuple(slice(0, min(a, b)) for a, b in zip(inferred, target))
-    res[region] = y[region]
-    return res
-
-
-def _round_half_away(v: np.ndarray) -> np.ndarray:
-    return np.sign(v) * np.floor(np.abs(v) + 0.5)
-
-
-@kernel("MaxRoiPool", since=1)
-def max_roi_pool(x, rois, pooled_shape=None, spatial_scale=1.0):
-    ph_n, pw_n = pooled_shape
-    n_rois = rois.shape[0]
-    c, h, w = x.shape[1:]
-    y = np.zeros((n_rois, c, ph_n, pw_n), dtype=x.dtype)
-    box = _round_half_away(rois[:, 1:5].astype(np.float64) * spatial_scale).astype(np.int64)
-    for r in range(n_rois):
-        x1, y1, x2, y2 = box[r]
-        img = x[int(rois[r, 0])]
-        rh, rw = max(y2 - y1 + 1, 1), max(x2 - x1 + 1, 1)
-        hs = np.clip(np.floor(np.arange(ph_n) * rh / ph_n).astype(np.int64) + y1, 0, h)
-        he = np.clip(np.ceil(np.arange(1, ph_n + 1) * rh / ph_n).astype(np.int64) + y1, 0, h)
-        ws = np.clip(np.floor(np.arange(pw_n) * rw / pw_n).astype(np.int64) + x1, 0, w)
-        we = np.clip(np.ceil(np.arange(1, pw_n + 1) * rw / pw_n).astype(np.int64) + x1, 0, w)
-        # Separable max: rows of each bin first, then columns; empty bins stay 0.
-        rows = np.full((c, ph_n, w), _lowest(x.dtype), dtype=x.dtype)
-        for a in range(ph_n):
-            if he[a] > hs[a]:
-                rows[:, a] = img[:, hs[a]:he[a]].max(axis=1)
-        for b in range(pw_n):
-            if we[b] > ws[b]:
-                y[r, :, :, b] = rows[:, :, ws[b]:we[b]].max(axis=2)
-        y[r, :, he <= hs] = 0
-    return y

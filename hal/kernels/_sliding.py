@@ -1,0 +1,100 @@
+"""Sliding-window geometry shared by the conv and pooling kernels: pads (explicit, SAME, VALID,
+ceil mode), output sizes, padded copies, strided window views and the flattened padded image."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+
+def _defaults(nd: int, strides, dilations, pads) -> tuple[list[int], list[int], list[int]]:
+    s = list(strides) if strides else [1] * nd
+    d = list(dilations) if dilations else [1] * nd
+    p = list(pads) if pads else [0] * (2 * nd)
+    return s, d, p
+
+
+def _same_pads(total: int, auto_pad: str) -> tuple[int, int]:
+    """Split a total padding between begin and end the way SAME_UPPER / SAME_LOWER ask."""
+    small = total // 2
+    return (small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small)
+
+
+def _geometry(in_sp: Sequence[int], k: Sequence[int], s: Sequence[int], d: Sequence[int],
+              pads: Sequence[int], auto_pad: str, ceil_mode: int = 0
+              ) -> tuple[list[int], list[int], list[int]]:
+    """(pads_begin, pads_end, output spatial shape) of a sliding-window op."""
+    nd = len(in_sp)
+    begin, end, out = [], [], []
+    for i in range(nd):
+        dk = (k[i] - 1) * d[i] + 1
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            o = -(-in_sp[i] // s[i])
+            b, e = _same_pads(max((o - 1) * s[i] + dk - in_sp[i], 0), auto_pad)
+        elif auto_pad == "VALID":
+            b = e = 0
+            o = (in_sp[i] - dk) // s[i] + 1
+        else:
+            b, e = pads[i], pads[i + nd]
+            span = in_sp[i] + b + e - dk
+            if ceil_mode:
+                o = -(-span // s[i]) + 1
+                if (o - 1) * s[i] >= in_sp[i] + b:  # the last window must start inside input or left pad
+                    o -= 1
+            else:
+                o = span // s[i] + 1
+        begin.append(b)
+        end.append(e)
+        out.append(max(o, 0))
+    return begin, end, out
+
+
+def _padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill) -> np.ndarray:
+    """``x`` with its spatial axes padded by ``fill`` (a negative pad crops that side)."""
+    if not any(begin) and not any(end):
+        return x
+    nd = x.ndim - 2
+    shape = [x.shape[0], x.shape[1]] + [max(x.shape[2 + i] + begin[i] + max(end[i], 0), 0) for i in range(nd)]
+    out = np.empty(shape, dtype=x.dtype)
+    out.fill(fill)
+    src = x[(..., *(slice(max(-begin[i], 0), x.shape[2 + i] + min(end[i], 0)) for i in range(nd)))]
+    out[(..., *(slice(max(begin[i], 0), max(begin[i], 0) + src.shape[2 + i]) for i in range(nd)))] = src
+    return out
+
+
+def _windows(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Sequence[int], d: Sequence[int]
+             ) -> np.ndarray:
+    """Read-only view (N, C, *out, *k) of every window of the padded input ``xp``."""
+    st = xp.strides
+    nd = len(k)
+    return as_strided(xp, shape=(*xp.shape[:2], *out, *k),
+                      strides=(st[0], st[1], *(st[2 + i] * s[i] for i in range(nd)),
+                               *(st[2 + i] * d[i] for i in range(nd))),
+                      writeable=False)
+
+
+def _taps(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Sequence[int], d: Sequence[int]
+          ) -> Iterator[tuple[int, np.ndarray]]:
+    """(flat tap index, strided view (N, C, *out)) for each kernel tap in row-major order."""
+    for flat, kk in enumerate(np.ndindex(*k)):
+        yield flat, xp[(slice(None), slice(None),
+                        *(slice(kk[i] * d[i], kk[i] * d[i] + max((out[i] - 1) * s[i] + 1, 0), s[i])
+                          for i in range(len(k))))]
+
+
+def _work_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype sums run in: float32 for 16-bit floats (as hardware accumulates), else the input's."""
+    if dtype == np.float16 or dtype.name == "bfloat16":
+        return np.dtype(np.float32)
+    return dtype
+
+
+def _flat_padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], width: int, reach: int) -> np.ndarray:
+    """``x`` padded to ``width`` columns and enough rows that ``reach`` flat elements of each
+    channel's image exist, as a contiguous (N, C, rows * width) array."""
+    h, wd = x.shape[2:]
+    height = max(h + begin[0] + max(end[0], 0), -(-reach // width))
+    xp = np.ascontiguousarray(_padded(x, begin, [height - h - begin[0], width - wd - begin[1]], 0))
+    return xp.reshape(*x.shape[:2], height * width)

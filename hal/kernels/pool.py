@@ -1,0 +1,208 @@
+"""Pooling kernels, N-d, NCHW layout: Max/Average/Lp pooling, their global forms, MaxUnpool and
+MaxRoiPool. A box window is separable, so pooling reduces one spatial axis at a time: each tap of
+each axis is one strided, vectorised op; MaxPool with Indices loops over the full taps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from hal.kernels._sliding import _defaults, _geometry, _padded, _taps, _work_dtype
+from hal.kernels.registry import kernel
+
+
+def _pool_setup(x: np.ndarray, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode):
+    """Kernel, strides, dilations, begin pads, end pads (with ceil-mode extension) and output shape."""
+    nd = x.ndim - 2
+    k = list(kernel_shape) if kernel_shape else list(x.shape[2:])
+    s, d, p = _defaults(nd, strides, dilations, pads)
+    begin, end, out = _geometry(x.shape[2:], k, s, d, p, auto_pad, ceil_mode)
+    # Extend the end so the last (ceil-mode) window is fully addressable.
+    reach = [begin[i] + x.shape[2 + i] + end[i] for i in range(nd)]
+    need = [(out[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 for i in range(nd)]
+    ext = [end[i] + max(need[i] - reach[i], 0) for i in range(nd)]
+    return k, s, d, begin, end, ext, out
+
+
+def _reduce_windows(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Sequence[int],
+                    d: Sequence[int], op: np.ufunc) -> np.ndarray:
+    """Reduce every window of the padded input with ``op`` (np.maximum, np.add), one spatial axis at a
+    time: a box window is separable, so this makes sum(k) - nd strided passes rather than prod(k) - 1,
+    each over an array already shrunk along the axes done before. The outermost axis goes first, so
+    its passes read whole contiguous rows."""
+    y = xp
+    for i in range(len(k)):
+        lead = (slice(None),) * (2 + i)
+        span = (out[i] - 1) * s[i] + 1 if out[i] > 0 else 0
+        taps = [y[(*lead, slice(t * d[i], t * d[i] + span, s[i]))] for t in range(k[i])]
+        if len(taps) == 1:
+            y = taps[0]
+            continue
+        acc = op(taps[0], taps[1])
+        for v in taps[2:]:
+            op(acc, v, out=acc)
+        y = acc
+    return y if y is not xp and y.base is None else y.copy()
+
+
+def _lowest(dtype: np.dtype):
+    return np.iinfo(dtype).min if dtype.kind in "iu" else -np.inf
+
+
+def _max_pool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides, with_index):
+    k, s, d, begin, _, ext, out = _pool_setup(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
+    xp = _padded(x, begin, ext, _lowest(x.dtype))
+    if not with_index:
+        return _reduce_windows(xp, out, k, s, d, np.maximum)
+    taps = _taps(xp, out, k, s, d)
+    y = next(taps)[1].copy()
+    nd = x.ndim - 2
+    in_sp = x.shape[2:]
+    n, c = x.shape[:2]
+    # Flat-index strides of the spatial axes (row-major, or column-major for storage_order=1).
+    stride = [math.prod(in_sp[:i]) if storage_order else math.prod(in_sp[i + 1:]) for i in range(nd)]
+    # Track the winning tap as its offset in the flattened input: masked copies (copyto/where) are
+    # several times slower than this branch-free int32 arithmetic.
+    off = np.zeros(y.shape, dtype=np.int32)
+    better = np.empty(y.shape, dtype=bool)
+    step = np.empty(y.shape, dtype=np.int32)
+    for flat, v in taps:
+        kk = np.unravel_index(flat, k)
+        tap_off = sum(int(kk[i]) * d[i] * stride[i] for i in range(nd))
+        np.greater(v, y, out=better)  # strict: the first tap wins ties, as onnxruntime does
+        np.maximum(y, v, out=y)
+        np.subtract(tap_off, off, out=step)
+        np.multiply(step, better, out=step)
+        off += step
+    index = (np.arange(n * c, dtype=np.int64) * math.prod(in_sp)).reshape(n, c, *([1] * nd))
+    for i in range(nd):
+        o = np.arange(out[i], dtype=np.int64).reshape(-1, *([1] * (nd - 1 - i)))
+        index = index + (o * s[i] - begin[i]) * stride[i]
+    return y, index + off
+
+
+@kernel("MaxPool", since=1)
+def max_pool_1(x, auto_pad="NOTSET", kernel_shape=None, pads=None, strides=None):
+    return _max_pool(x, auto_pad, 0, None, kernel_shape, pads, 0, strides, False)
+
+
+@kernel("MaxPool", since=8, output_count=True)
+def max_pool(x, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=None, pads=None,
+             storage_order=0, strides=None, _n_outputs=2):
+    return _max_pool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides,
+                     _n_outputs > 1)
+
+
+def _window_counts(x_sp, k, s, d, begin, end, out, include_pad: bool) -> np.ndarray:
+    """How many taps of each output window land in the counted region (the divisor of AveragePool)."""
+    counts = np.ones((), dtype=np.int64)
+    for i in range(len(k)):
+        lo, hi = (0, begin[i] + x_sp[i] + end[i]) if include_pad else (begin[i], begin[i] + x_sp[i])
+        pos = np.arange(out[i])[:, None] * s[i] + np.arange(k[i])[None, :] * d[i]
+        c = ((pos >= lo) & (pos < hi)).sum(axis=1)
+        counts = np.multiply.outer(counts, c)
+    return counts
+
+
+@kernel("AveragePool", since=1)
+def average_pool(x, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None, kernel_shape=None,
+                 pads=None, strides=None):
+    k, s, d, begin, end, ext, out = _pool_setup(x, kernel_shape, strides, dilations, pads, auto_pad,
+                                                ceil_mode)
+    work = _work_dtype(x.dtype)
+    xp = _padded(x.astype(work, copy=False), begin, ext, 0)
+    acc = _reduce_windows(xp, out, k, s, d, np.add)
+    counts = _window_counts(x.shape[2:], k, s, d, begin, end, out, bool(count_include_pad))
+    acc /= counts.astype(work)
+    return acc.astype(x.dtype, copy=False)
+
+
+@kernel("LpPool", since=1)
+def lp_pool(x, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=None, p=2, pads=None,
+            strides=None):
+    k, s, d, begin, _, ext, out = _pool_setup(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
+    work = _work_dtype(x.dtype)
+    v = x.astype(work, copy=False)
+    term = v * v if p == 2 else np.abs(v) ** work.type(p)  # powers once per input, not once per tap
+    acc = _reduce_windows(_padded(term, begin, ext, 0), out, k, s, d, np.add)
+    return (np.sqrt(acc) if p == 2 else acc ** work.type(1.0 / p)).astype(x.dtype, copy=False)
+
+
+def _spatial(x: np.ndarray) -> tuple[int, ...]:
+    return tuple(range(2, x.ndim))
+
+
+@kernel("GlobalAveragePool", since=1)
+def global_average_pool(x):
+    return np.mean(x, axis=_spatial(x), keepdims=True, dtype=_work_dtype(x.dtype)).astype(x.dtype, copy=False)
+
+
+@kernel("GlobalMaxPool", since=1)
+def global_max_pool(x):
+    return np.max(x, axis=_spatial(x), keepdims=True)
+
+
+@kernel("GlobalLpPool", since=1)
+def global_lp_pool(x, p=2):
+    work = _work_dtype(x.dtype)
+    v = x.astype(work, copy=False)
+    if p == 2:
+        return np.sqrt(np.sum(v * v, axis=_spatial(x), keepdims=True)).astype(x.dtype, copy=False)
+    total = np.sum(np.abs(v) ** work.type(p), axis=_spatial(x), keepdims=True)
+    return (total ** work.type(1.0 / p)).astype(x.dtype, copy=False)
+
+
+@kernel("MaxUnpool", since=9)
+def max_unpool(x, i, output_shape=None, kernel_shape=None, pads=None, strides=None):
+    nd = x.ndim - 2
+    s, _, p = _defaults(nd, strides, None, pads)
+    k = list(kernel_shape)
+    inferred = [*x.shape[:2], *((x.shape[2 + j] - 1) * s[j] - p[j] - p[j + nd] + k[j] for j in range(nd))]
+    # Indices address the inferred unpooled shape; a larger output_shape pads it at the end
+    # (the ONNX reference and node tests' reading of the spec).
+    flat = np.zeros(math.prod(inferred), dtype=x.dtype)
+    flat[i.reshape(-1)] = x.reshape(-1)
+    y = flat.reshape(inferred)
+    if output_shape is None:
+        return y
+    target = [int(v) for v in np.asarray(output_shape).reshape(-1)]
+    if target == inferred:
+        return y
+    res = np.zeros(target, dtype=x.dtype)
+    region = tuple(slice(0, min(a, b)) for a, b in zip(inferred, target))
+    res[region] = y[region]
+    return res
+
+
+def _round_half_away(v: np.ndarray) -> np.ndarray:
+    return np.sign(v) * np.floor(np.abs(v) + 0.5)
+
+
+@kernel("MaxRoiPool", since=1)
+def max_roi_pool(x, rois, pooled_shape=None, spatial_scale=1.0):
+    ph_n, pw_n = pooled_shape
+    n_rois = rois.shape[0]
+    c, h, w = x.shape[1:]
+    y = np.zeros((n_rois, c, ph_n, pw_n), dtype=x.dtype)
+    box = _round_half_away(rois[:, 1:5].astype(np.float64) * spatial_scale).astype(np.int64)
+    for r in range(n_rois):
+        x1, y1, x2, y2 = box[r]
+        img = x[int(rois[r, 0])]
+        rh, rw = max(y2 - y1 + 1, 1), max(x2 - x1 + 1, 1)
+        hs = np.clip(np.floor(np.arange(ph_n) * rh / ph_n).astype(np.int64) + y1, 0, h)
+        he = np.clip(np.ceil(np.arange(1, ph_n + 1) * rh / ph_n).astype(np.int64) + y1, 0, h)
+        ws = np.clip(np.floor(np.arange(pw_n) * rw / pw_n).astype(np.int64) + x1, 0, w)
+        we = np.clip(np.ceil(np.arange(1, pw_n + 1) * rw / pw_n).astype(np.int64) + x1, 0, w)
+        # Separable max: rows of each bin first, then columns; empty bins stay 0.
+        rows = np.full((c, ph_n, w), _lowest(x.dtype), dtype=x.dtype)
+        for a in range(ph_n):
+            if he[a] > hs[a]:
+                rows[:, a] = img[:, hs[a]:he[a]].max(axis=1)
+        for b in range(pw_n):
+            if we[b] > ws[b]:
+                y[r, :, :, b] = rows[:, :, ws[b]:we[b]].max(axis=2)
+        y[r, :, he <= hs] = 0
+    return y
