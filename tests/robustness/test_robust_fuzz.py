@@ -1,7 +1,7 @@
 """The bounded fuzz suite (hypothesis): mutated valid models — attributes, shapes, types, wiring, ops,
 opsets, initializers, metadata, raw bytes — either work or raise a HalError, never another exception.
 
-The mutators are benchmarks/fuzz.py's; there they run for minutes (``python -m benchmarks.fuzz``),
+The mutators are benchmarks/fuzz_inputs.py's; there they run for minutes (``python -m benchmarks.fuzz``),
 here for a few seconds with a fixed seed, so CI is deterministic.
 """
 
@@ -14,7 +14,8 @@ from _robust_models import TARGETS, bomb_models, elementwise_model, matmul_with_
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.fuzz import HypothesisDraw, make_input, plan_cli, plan_session, run_cli, run_loader, run_session
+from benchmarks.fuzz import plan_cli, plan_session, run_cli, run_loader, run_session
+from benchmarks.fuzz_inputs import HypothesisDraw, make_input
 from hal.errors import HalError
 
 SEEDS = [m.SerializeToString() for m in (relu_model(), mlp_model(), elementwise_model(), matmul_with_weight())]
