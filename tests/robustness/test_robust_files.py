@@ -9,6 +9,7 @@ writer that bypassed the shared helper (``hal.files.atomic_write``) would leave 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _robust_models import mlp_model
+from _robust_models import mlp_model, session
 
 import hal
 from hal import files
@@ -219,3 +220,50 @@ def test_write_output_streams_to_a_pipe(tmp_path):
     files.write_output(fifo, "through the pipe\n")
     reader.join(10)
     assert got == [b"through the pipe\n"] and fifo.is_fifo()
+
+
+# -- the CLI's outputs and trace export (moved from the cache tests) -------------------------------
+
+def test_cli_output_files_are_written_atomically(tmp_path, monkeypatch, capsys):
+    import onnx
+
+    from hal.cli import main
+
+    model = tmp_path / "m.onnx"
+    onnx.save(mlp_model(), str(model))
+    out_json, out_npz = tmp_path / "out.json", tmp_path / "out.npz"
+    out_json.write_text("previous")
+    out_npz.write_bytes(b"previous")
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda s, d: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    assert main(["run", str(model), "--json", str(out_json)]) == 2
+    assert main(["run", str(model), "--save", str(out_npz)]) == 2
+    assert "error: OSError: I/O error" in capsys.readouterr().err
+    assert out_json.read_text() == "previous" and out_npz.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "out.json", "out.npz"]
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert main(["run", str(model), "--json", str(out_json), "--save", str(out_npz)]) == 0
+    assert json.loads(out_json.read_text())["outputs"][0]["shape"] == [2, 3]
+    assert np.load(out_npz)["y"].shape == (2, 3)
+
+
+def test_cli_writes_to_a_device_path(tmp_path, capsys):
+    import onnx
+
+    from hal.cli import main
+
+    model = tmp_path / "m.onnx"
+    onnx.save(mlp_model(), str(model))
+    assert main(["run", str(model), "--json", os.devnull, "--save", os.devnull]) == 0
+
+
+def test_trace_export_is_atomic(tmp_path, monkeypatch):
+    from hal.perf.trace import write_chrome_trace
+
+    dest = tmp_path / "trace.json"
+    dest.write_text("previous")
+    events = session(mlp_model(), "cpu").trace()
+    monkeypatch.setattr(os, "replace", lambda s, d: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    with pytest.raises(OSError):
+        write_chrome_trace(events, dest)
+    assert dest.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["trace.json"]
