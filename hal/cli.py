@@ -8,13 +8,12 @@ command is a function of parsed arguments that returns an exit code. Errors prin
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from hal.cli_args import emit_json, load_inputs, parse_dims, parse_options, write_out
 from hal.errors import HalError, InputError
 from hal.render import fmt_bytes, fmt_num, fmt_time
 
@@ -30,99 +29,6 @@ def _console():
     return Console(soft_wrap=False, width=max(120, probe.width) if probe.is_terminal else 160)
 
 
-def _write_out(dest: str, data: bytes | str) -> None:
-    """Write an output file atomically; a device or pipe (/dev/stdout, a FIFO) is written directly."""
-    from hal.files import write_output
-
-    write_output(dest, data)
-
-
-def _emit_json(dest: str | None, payload: Any) -> None:
-    text = json.dumps(payload, indent=2, default=_json_default)
-    if dest in (None, "-"):
-        print(text)
-    else:
-        _write_out(dest, text + "\n")
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if hasattr(o, "model_dump"):
-        return o.model_dump(mode="json")
-    return str(o)
-
-
-def _parse_kv(items: list[str] | None, what: str) -> dict[str, str]:
-    out = {}
-    for it in items or []:
-        k, sep, v = it.partition("=")
-        if not sep or not k:
-            raise InputError(f"{what} {it!r} is not NAME=VALUE", where="command line")
-        out[k] = v
-    return out
-
-
-#: keyword arguments the commands pass themselves (``--option`` may not repeat them)
-_OWN_FLAGS = frozenset({"model", "target", "targets", "precision", "fallback", "devices", "max_memory", "timeout_s",
-                        "cache_dir", "zoo_params", "phase", "batch", "context", "prompt", "inputs", "dims", "seed"})
-
-
-def _parse_options(items: list[str] | None) -> dict[str, Any]:
-    """``--option key=value``: values parsed as JSON when they can be (true, 4, 0.5), else strings."""
-    out: dict[str, Any] = {}
-    for k, v in _parse_kv(items, "--option").items():
-        if k in _OWN_FLAGS:  # a target option may not stand in for one of the command's own arguments
-            raise InputError(f"--option {k}=... names a setting of the command, not of the target",
-                             where="command line", hint=f"use --{k.replace('_', '-')} instead")
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
-
-
-def _parse_dims(items: list[str] | None) -> dict[str, int]:
-    out = {}
-    for k, v in _parse_kv(items, "--dim").items():
-        if not v.strip().isdigit():
-            raise InputError(f"--dim {k}={v!r}: the size must be a non-negative integer", where="command line")
-        out[k] = int(v)
-    return out
-
-
-def _load_inputs(pairs: list[str] | None, npz: str | None) -> dict[str, np.ndarray] | None:
-    from hal import limits
-
-    feeds: dict[str, np.ndarray] = {}
-    if npz:
-        try:
-            with np.load(npz, allow_pickle=False) as data:
-                if not hasattr(data, "files"):
-                    raise ValueError("not an .npz archive")
-                for info in data.zip.infolist():  # a compressed member may inflate far beyond the file
-                    limits.check_alloc(f"member {info.filename!r}", [info.file_size], np.uint8,
-                                       where=f"--inputs {npz}")
-                feeds.update({k: data[k] for k in data.files})
-        except HalError:
-            raise
-        except Exception as e:  # a user's file: numpy's parser may raise anything (TokenError, BadZipFile, ...)
-            raise InputError(f"cannot read {npz}: {type(e).__name__}: {e}", where="--inputs") from None
-    for name, path in _parse_kv(pairs, "--input").items():
-        try:
-            value = np.load(path, allow_pickle=False)
-        except Exception as e:  # as above
-            raise InputError(f"cannot read {path}: {type(e).__name__}: {e}", where=f"--input {name}") from None
-        if not isinstance(value, np.ndarray):
-            value.close()
-            raise InputError(f"{path} holds several arrays (.npz), not one", where=f"--input {name}",
-                             hint="pass it with --inputs FEEDS.npz")
-        feeds[name] = value
-    return feeds or None
-
-
 # -- commands ---------------------------------------------------------------------------------
 
 def cmd_targets(args: argparse.Namespace) -> int:
@@ -130,7 +36,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
     specs = hal.targets()
     if args.json is not None:
-        _emit_json(args.json, [s.model_dump(mode="json") for s in specs])
+        emit_json(args.json, [s.model_dump(mode="json") for s in specs])
         return 0
     from rich.table import Table
 
@@ -161,7 +67,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         except metadata.PackageNotFoundError:
             env[pkg] = None
     if args.json is not None:
-        _emit_json(args.json, {"environment": env, "plugins": plugins})
+        emit_json(args.json, {"environment": env, "plugins": plugins})
         return 0
     from rich.table import Table
 
@@ -191,10 +97,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InputError(str(e), where="--max-memory") from None
     sess = hal.InferenceSession(args.model, target=args.target, precision=args.precision,
                                 fallback=args.fallback, devices=args.devices, max_memory=max_memory,
-                                timeout_s=args.timeout, cache_dir=args.cache_dir, **_parse_options(args.option))
+                                timeout_s=args.timeout, cache_dir=args.cache_dir, **parse_options(args.option))
     with limits.bounds(max_memory):
-        feeds = _load_inputs(args.input, args.inputs) or {}
-    dims = _parse_dims(args.dim)
+        feeds = load_inputs(args.input, args.inputs) or {}
+    dims = parse_dims(args.dim)
     missing = [i.name for i in sess.graph.inputs if i.name not in feeds]
     if missing:
         for t in sess.graph.inputs:  # random inputs are allocated here: hold them to the same bound
@@ -214,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             arrays.update((k, x) for k, x in items if isinstance(x, np.ndarray))
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        _write_out(args.save, buf.getvalue())
+        write_out(args.save, buf.getvalue())
     summary = [{"name": n, "shape": list(o.shape) if isinstance(o, np.ndarray) else None,
                 "dtype": str(o.dtype) if isinstance(o, np.ndarray) else
                 (f"sequence[{len(o)}]" if isinstance(o, list) else type(o).__name__),
@@ -223,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                for n, o in zip(names, outs)]
     r = sess.report
     if args.json is not None:
-        _emit_json(args.json, {"outputs": summary, "report": r.model_dump(mode="json"),
+        emit_json(args.json, {"outputs": summary, "report": r.model_dump(mode="json"),
                                "run": sess.last_run.model_dump(mode="json") if sess.last_run else None})
         return 0
     from rich.table import Table
@@ -276,13 +182,13 @@ def _progress(enabled: bool):
 def cmd_compare(args: argparse.Namespace) -> int:
     from hal.compare import compare
 
-    dims = _parse_dims(args.dim)
+    dims = parse_dims(args.dim)
     with _progress(args.json is None) as status:
         def tick(target: str) -> None:
             if status is not None:
                 status.update(f"compiling and running on {target}")
 
-        rep = compare(args.model, args.targets, precision=args.precision, inputs=_load_inputs(None, args.inputs),
+        rep = compare(args.model, args.targets, precision=args.precision, inputs=load_inputs(None, args.inputs),
                       fallback=args.fallback, dims=dims, seed=args.seed, bisect=args.bisect, progress=tick)
     pictures = {}
     if args.html:
@@ -294,7 +200,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.html:
         render.write(args.html, render.to_html(rep, pictures))
     if args.json is not None:
-        _emit_json(args.json, rep.model_dump(mode="json"))
+        emit_json(args.json, rep.model_dump(mode="json"))
         if args.json == "-":
             return 0
     _print_compare(rep, f"{args.model}: every target vs the cpu reference ({args.precision})")
@@ -341,7 +247,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     spec = get_target(args.target).spec
     sess = hal.InferenceSession(args.model, target=args.target, precision=args.precision, fallback=args.fallback,
-                                devices=args.devices, **_parse_options(args.option))
+                                devices=args.devices, **parse_options(args.option))
     ran = False
     if not sess.graph.shape_only and args.run:
         sess.run(None, random_feeds(sess.graph, seed=0))
@@ -358,7 +264,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     summary = {"target": args.target, "model": args.model, "ran": ran, "latency_s": r.latency_s,
                "kernels": r.kernel_count, "nodes": r.node_count, "events": len(events), "written": written}
     if args.json is not None:
-        _emit_json(args.json, {**summary, "report": r.model_dump(mode="json")})
+        emit_json(args.json, {**summary, "report": r.model_dump(mode="json")})
         return 0
     from rich.table import Table
 
@@ -391,10 +297,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
     ests = estimate(args.model, args.target, phase=args.phase, batch=args.batch, context=args.context,
                     prompt=args.prompt, devices=args.devices, precision=args.precision,
-                    **_parse_options(args.option)).estimates
+                    **parse_options(args.option)).estimates
     if args.json is not None:
         payload = [e.model_dump(mode="json") for e in ests]
-        _emit_json(args.json, payload[0] if len(payload) == 1 else payload)
+        emit_json(args.json, payload[0] if len(payload) == 1 else payload)
         return 0 if any(e.status == "ok" for e in ests) else EXIT_ERROR
     from rich.table import Table
 
@@ -431,7 +337,7 @@ def _estimate_sweep(args: argparse.Namespace) -> int:
                 status.update(f"estimating {key}={x}")
             params = {"batch": args.batch, "context": args.context, "prompt": args.prompt, key: x}
             rep = estimate(args.model, args.target, phase=args.phase, devices=args.devices, precision=args.precision,
-                           **params, **_parse_options(args.option))
+                           **params, **parse_options(args.option))
             rows.append((x, rep.estimates))
     metric = "tokens_per_s_total" if args.phase == "decode" and key == "batch" else \
         ("tokens_per_s" if args.phase == "decode" else "ttft_s")
@@ -445,7 +351,7 @@ def _estimate_sweep(args: argparse.Namespace) -> int:
                   "ttft_s": "time to first token (s)"}[metric]
         sweep_plot(xs, series, key, ylabel, f"{args.model}: {ylabel} vs {key} ({args.phase})", args.plot)
     if args.json is not None:
-        _emit_json(args.json, {"sweep": key, "values": xs, "metric": metric, "series": series,
+        emit_json(args.json, {"sweep": key, "values": xs, "metric": metric, "series": series,
                                "estimates": [[e.model_dump(mode="json") for e in ests] for _, ests in rows]})
         return 0
     from rich.table import Table
