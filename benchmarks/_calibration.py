@@ -1,4 +1,5 @@
-"""The command line every calibration benchmark shares: run, print, write the JSON atomically."""
+"""What every calibration benchmark shares: the command line (run, print, write the JSON atomically)
+and the spec sheet's assumptions, reported beside the result."""
 
 from __future__ import annotations
 
@@ -23,3 +24,8 @@ def calibration_main(doc: str, results: Path, run: Callable[[], dict[str, Any]],
     atomic_write(args.out, json.dumps(res, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0 if ok(res) else 1
+
+
+def assumptions(spec: Any) -> dict[str, dict[str, Any]]:
+    """The spec sheet's hardware figures marked ``kind = "assumption"`` (not sourced), by name."""
+    return {k: {"value": v.value, "unit": v.unit} for k, v in spec.hardware.items() if v.kind == "assumption"}

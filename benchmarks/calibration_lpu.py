@@ -26,7 +26,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._calibration import calibration_main
+from benchmarks._calibration import assumptions, calibration_main
 from hal.graph.load import load
 from hal.graph.passes import optimize
 from hal.plugins import get_target
@@ -118,8 +118,7 @@ def run() -> dict[str, Any]:
     implied = float(resp["value"]) - 100 / pub70
     out = {
         "target": "lpu", "sheet": "specs/targets/lpu.toml",
-        "assumptions": {k: {"value": v.value, "unit": v.unit} for k, v in spec.hardware.items()
-                        if v.kind == "assumption"},
+        "assumptions": assumptions(spec),
         "calibration": {
             "model": "llama-2-70b", "workload": {**DECODE, "precision": "int8"},
             "published_tokens_per_s": pub70, "published": aa["source"], "published_setup": aa.get("setup"),

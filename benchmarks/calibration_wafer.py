@@ -23,7 +23,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._calibration import calibration_main
+from benchmarks._calibration import assumptions, calibration_main
 from hal.graph.load import load
 from hal.graph.passes import optimize
 from hal.plugins import get_target
@@ -92,8 +92,7 @@ def run() -> dict[str, Any]:
     p8, p70 = r8.tokens_per_s or 0.0, r70_auto.tokens_per_s or 0.0
     out = {
         "target": "wafer", "sheet": "specs/targets/wafer.toml",
-        "assumptions": {k: {"value": v.value, "unit": v.unit} for k, v in spec.hardware.items()
-                        if v.kind == "assumption"},
+        "assumptions": assumptions(spec),
         "calibration": {
             "model": "llama-3.1-8b", "workload": {**DECODE, "precision": "fp16"},
             "published_tokens_per_s": pub_8b, "published": cal["cerebras_inference_llama31_8b_aug2024"]["source"],
