@@ -1,11 +1,12 @@
 """The fast paths of the conv, pooling and LRN kernels against onnxruntime.
 
 Each shape below takes one of the kernels' special paths: 1x1 convs as a plain GEMM (stride 1 and
-strided, padded), grouped convs as one batched GEMM, depthwise convs on the flattened padded image
-(channel multipliers, strides, dilations, negative pads), stride-1 convs with few output channels
-as one GEMM per tap over that image (dilations, uneven and SAME pads), big im2col matrices built
-and multiplied a band of output rows at a time (2-D and 3-D), pooling reduced one spatial axis at a time
-(ceil mode, dilations, SAME pads, 1-D and 3-D) and LRN's window as one strided reduction.
+strided, padded), grouped convs as batched GEMMs a block of groups at a time, depthwise convs on
+the flattened padded image a block of channels at a time (channel multipliers, strides, dilations,
+negative pads), stride-1 convs with few output channels as one GEMM per tap over that image
+(dilations, uneven and SAME pads), big im2col matrices built and multiplied a band of output rows
+at a time (2-D and 3-D), pooling reduced one spatial axis at a time (ceil mode, dilations, SAME
+pads, 1-D and 3-D) and LRN's window as one strided reduction.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ CONVS = [  # (x shape, w shape, attrs, bias)
     ((2, 12, 10, 11), (6, 6, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}, True),        # grouped 3x3
     ((1, 8, 12, 12), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}, True),         # depthwise
     ((2, 8, 12, 13), (16, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}, False),       # channel multiplier 2
+    ((2, 32, 40, 40), (64, 1, 3, 3), {"group": 32, "pads": [1, 1, 1, 1]}, True),     # depthwise in 4 blocks
+    ((1, 64, 60, 60), (64, 1, 3, 3), {"group": 64, "pads": [1, 1, 1, 1], "strides": [2, 2]}, True),  # 4 blocks
+    ((2, 48, 30, 30), (48, 4, 3, 3), {"group": 12, "pads": [1, 1, 1, 1]}, False),  # grouped, 4 blocks of groups
     ((1, 8, 12, 12), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1], "strides": [2, 2]}, True),
     ((1, 8, 12, 12), (8, 1, 3, 3), {"group": 8, "strides": [1, 3], "dilations": [2, 1]}, True),
     ((1, 8, 11, 12), (8, 1, 2, 3), {"group": 8, "pads": [0, 2, 1, 0]}, False),        # uneven pads
