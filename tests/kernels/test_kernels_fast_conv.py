@@ -208,3 +208,43 @@ def test_lrn_window_reduction_matches_onnxruntime(size, c, alpha, beta, bias) ->
     attrs = {"size": size, "alpha": alpha, "beta": beta, "bias": bias}
     want = _ort("LRN", {"x": x}, attrs)[0]
     np.testing.assert_allclose(_hal("LRN", [x], attrs), want, rtol=1e-5, atol=1e-6)
+
+
+def _random_conv(seed: int) -> tuple[dict[str, np.ndarray], dict]:
+    """A seeded random Conv (groups, depthwise, strides, dilations, pads or auto_pad, 1-D to 3-D); every
+    tenth one big enough that its im2col matrix passes COLUMN_BLOCK_FROM."""
+    rng = np.random.default_rng(1000 + seed)
+    big = seed % 10 == 9  # 2-D, one group, 64 output channels: the banded im2col path
+    nd = 2 if big else int(rng.choice([1, 2, 2, 2, 3]))
+    group = 1 if big else int(rng.choice([1, 1, 2, 3, 0]))  # 0: depthwise
+    cg = int(rng.integers(1, 5))
+    c = 16 if big else cg * max(group, 1) if group else int(rng.integers(2, 24))
+    group = group or c
+    cg = c // group
+    m = 64 if big else group * int(rng.integers(1, 4)) * (1 if group > 1 else int(rng.integers(1, 20)))
+    k = [int(rng.choice([3, 5] if big else [1, 2, 3, 3, 5])) for _ in range(nd)]
+    s = [int(rng.choice([1, 1, 2, 3])) for _ in range(nd)]
+    d = [int(rng.choice([1, 1, 2])) for _ in range(nd)]
+    size = [int(rng.integers(120, 140)) if big else int(rng.integers(5, 21 if nd < 3 else 9)) for _ in range(nd)]
+    attrs: dict = {"group": group, "strides": s, "dilations": d, "kernel_shape": k}
+    if rng.random() < 0.25:  # onnxruntime refuses SAME with dilations
+        attrs["auto_pad"] = str(rng.choice(["SAME_UPPER", "SAME_LOWER", "VALID"] if d == [1] * nd else ["VALID"]))
+    else:
+        attrs["pads"] = [int(rng.integers(0, min(3, (k[i % nd] - 1) * d[i % nd] + 1))) for i in range(2 * nd)]
+    for i in range(nd):  # keep every output dimension at least 1
+        size[i] = max(size[i], (k[i] - 1) * d[i] + 1)
+    x = rng.standard_normal((int(rng.integers(1, 3)), c, *size)).astype(np.float32)
+    w = rng.standard_normal((m, cg, *k)).astype(np.float32)
+    inputs = {"x": x, "w": w}
+    if rng.random() < 0.6:
+        inputs["b"] = rng.standard_normal(m).astype(np.float32)
+    return inputs, attrs
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_convs_match_onnxruntime(seed) -> None:
+    inputs, attrs = _random_conv(seed)
+    want = _ort("Conv", inputs, attrs)[0]
+    got = _hal("Conv", list(inputs.values()), attrs)
+    assert got.shape == want.shape and got.dtype == np.float32, attrs
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-4 * np.sqrt(inputs["w"][0].size), err_msg=str(attrs))
