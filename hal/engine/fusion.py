@@ -53,8 +53,6 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     return [fused[k] if k in fused else s for k, s in enumerate(plain) if k in fused or k not in covered]
 
 
-
-
 def reference_program(graph: Graph, *, fuse: bool = False) -> Program:
     """The plain program: one reference kernel per node (``fuse``: with ``fused_steps``, the same results)."""
     return Program(graph, (fused_steps if fuse else steps_for_nodes)(graph, graph.nodes))

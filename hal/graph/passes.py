@@ -103,8 +103,6 @@ def remove_dead_nodes(graph: Graph) -> Graph:
     return graph
 
 
-
-
 # --- batch normalisation folding -----------------------------------------------------------------
 
 #: weight dtypes a fold may rewrite: computed in float64 and rounded once, the result is as close as

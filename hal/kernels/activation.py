@@ -229,7 +229,7 @@ def _softmax(x: Array, axis: int) -> Array:
         return _softmax_narrow(x, axis)
     w = _wide(x)
     if x.ndim and axis in (-1, x.ndim - 1):  # an out-of-range axis falls through to numpy's AxisError
-        return _softmax_rows(w.reshape(-1, w.shape[-1])).reshape(x.shape).astype(x.dtype, copy=False)
+        return softmax_rows(w.reshape(-1, w.shape[-1])).reshape(x.shape).astype(x.dtype, copy=False)
     e = np.subtract(w, np.max(w, axis=axis, keepdims=True))
     np.exp(e, out=e)
     e /= np.sum(e, axis=axis, keepdims=True)
@@ -246,11 +246,11 @@ def _softmax_narrow(x: Array, axis: int) -> Array:
     return (e / total).astype(x.dtype)
 
 
-def _softmax_rows(w: Array) -> Array:
-    """Softmax along the rows of a 2-D array, the attention case. fmax.reduce is numpy's faster row
-    maximum (a NaN row still ends all NaN, through exp), and the row sums are one BLAS
-    matrix-vector product instead of a reduction over short rows."""
-    e = np.subtract(w, np.fmax.reduce(w, axis=1, keepdims=True))
+def softmax_rows(w: Array, out: Array | None = None) -> Array:
+    """Softmax along the rows of a 2-D array, the attention case, into ``out`` (``w`` itself may be
+    it). fmax.reduce is numpy's faster row maximum (a NaN row still ends all NaN, through exp), and
+    the row sums are one BLAS matrix-vector product instead of a reduction over short rows."""
+    e = np.subtract(w, np.fmax.reduce(w, axis=1, keepdims=True), out=out)
     np.exp(e, out=e)
     e /= (e @ np.ones(e.shape[1], dtype=e.dtype))[:, None]
     return e

@@ -242,15 +242,13 @@ class Region(_Fused):
         return out.reshape(shape)
 
     def _softmax(self, x: Any) -> Any:
-        """The Softmax kernel, or its row computation (``activation._softmax_rows``) in x's own buffer."""
+        """The Softmax kernel, or its row computation (``activation.softmax_rows``) in x's own buffer."""
         fn = self.fns[-1]
         axis = self.softmax_attrs.get("axis", -1)
         if (fn is activation.softmax and x.__class__ is np.ndarray and x.dtype.char in "fd"
                 and x.ndim and x.size and axis in (-1, x.ndim - 1) and x.flags.writeable and x.flags.c_contiguous):
             w = x.reshape(-1, x.shape[-1])
-            np.subtract(w, np.fmax.reduce(w, axis=1, keepdims=True), out=w)
-            np.exp(w, out=w)
-            w /= (w @ np.ones(w.shape[1], dtype=w.dtype))[:, None]
+            activation.softmax_rows(w, out=w)
             return x
         return fn(x, **self.softmax_attrs)
 

@@ -21,8 +21,6 @@ TRANSFORMERS = ["zoo:tiny-gpt", str(FIXTURES / "bert_tiny.onnx"), str(FIXTURES /
 DECODE = {"phase": "decode", "batch": 1, "context": 1500}
 
 
-
-
 def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a.astype(np.float64) - b)) / np.max(np.abs(b)))
 

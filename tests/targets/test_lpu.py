@@ -25,8 +25,6 @@ DECODE = {"phase": "decode", "batch": 1, "context": 1024}
 NATIVE = {"rtol": 1.6e-2, "atol": 1e-2}  # specs/conformance/core.toml, [tolerances.native]
 
 
-
-
 def _executable(session: hal.InferenceSession):
     (part,) = [p for p in session._parts if p.target == "lpu"]
     return part.executable

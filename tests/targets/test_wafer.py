@@ -32,8 +32,6 @@ SMALL_WAFER = {"fabric_width": 4, "fabric_height": 4}
 TINY_WAFER = {"fabric_width": 2, "fabric_height": 2}
 
 
-
-
 def _feeds(session: hal.InferenceSession) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     feeds = {}
