@@ -21,18 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from hal.graph.ir import Graph, Node, body_reads
+from hal.graph.ir import Graph, Node
 
 #: elementwise ops a region may hold: each kernel returns a fresh array of the broadcast shape,
 #: computed position by position (so blocks of the flattened operands give the same elements)
 REGION_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Erf", "Tanh", "Where", "Sqrt", "Exp", "Neg", "Relu",
                         "Sigmoid", "Abs", "Reciprocal"})
-
-
-def node_reads(node: Node) -> list[str]:
-    """A node's inputs plus the outer values its subgraphs read implicitly."""
-    extra = body_reads(node)
-    return [*node.inputs, *sorted(extra - set(node.inputs))] if extra else list(node.inputs)
 
 
 class GraphIndex:
@@ -43,7 +37,7 @@ class GraphIndex:
         self.producer: dict[str, int] = {}
         self.consumers: dict[str, list[int]] = {}
         self.graph_inputs = {i.name for i in graph.inputs}
-        self.reads: list[list[str]] = [node_reads(n) for n in graph.nodes]
+        self.reads: list[list[str]] = graph.reads()
         self.position: dict[int, int] = {id(n): i for i, n in enumerate(graph.nodes)}
         for i, n in enumerate(graph.nodes):
             for o in n.outputs:
@@ -168,4 +162,4 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
     return out
 
 
-__all__ = ["REGION_OPS", "Fusion", "GraphIndex", "find_fusions", "node_reads"]
+__all__ = ["REGION_OPS", "Fusion", "GraphIndex", "find_fusions"]

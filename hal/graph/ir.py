@@ -228,7 +228,7 @@ class Graph:
                 m = member.get(nm, ())
                 if not m or m[-1] != pi:
                     member[nm] = (*m, pi)
-        reads = self._reads()
+        reads = self.reads()
         outside = (-1,)  # a reader in no part
         readers: dict[str, set[tuple[int, ...]]] = {}  # value -> the parts of the nodes that read it
         by_part: list[list[tuple[Node, list[str]]]] = [[] for _ in parts]
@@ -261,9 +261,9 @@ class Graph:
                              self.metadata, self.model_hash, self.functions))
         return out
 
-    def _reads(self) -> list[list[str]]:
+    def reads(self) -> list[list[str]]:
         """What each node reads: its inputs, then (sorted) the outer values its If/Loop/Scan bodies read
-        by name."""
+        by name that are not among its inputs."""
         bodies = {id(n): body_reads(n) for n in self.nodes
                   if any(isinstance(g, onnx.GraphProto) for v in n.attrs.values()
                          for g in (v if isinstance(v, list) else [v]))}
@@ -271,7 +271,8 @@ class Graph:
         if any(bodies.values()):
             outer = {o for n in self.nodes for o in n.outputs if o} | set(self.initializers) | {
                 i.name for i in self.inputs}
-        return [[*n.inputs, *sorted(bodies[id(n)] & outer)] if id(n) in bodies else n.inputs for n in self.nodes]
+        return [[*n.inputs, *sorted((bodies[id(n)] & outer) - set(n.inputs))] if id(n) in bodies else n.inputs
+                for n in self.nodes]
 
     def to_onnx(self) -> onnx.ModelProto:
         """Back to a ModelProto (shape-only weights are declared as inputs, as the zoo does)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hal.graph.fuse import GraphIndex, node_reads  # noqa: F401 (re-exported: its home was here)
+from hal.graph.fuse import GraphIndex
 from hal.graph.ir import Graph, Node
 from hal.perf.opcount import shape as static_shape
 
