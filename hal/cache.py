@@ -201,9 +201,6 @@ class CompileCache:
     # -- keys --------------------------------------------------------------------------------------
     def key(self, graph: Graph, target: Target, options: CompileOptions) -> str:
         """The key of ``graph``'s program on ``target`` with ``options`` (see the module docstring)."""
-        return self._key(graph, target, options)
-
-    def _key(self, graph: Graph, target: Target, options: CompileOptions) -> str:
         import hal
 
         material = {
@@ -300,10 +297,6 @@ class CompileCache:
 
     # -- entries -----------------------------------------------------------------------------------
     def load(self, key: str, target: Target, judge: bool = True) -> Executable | None:
-        """The executable stored under ``key``, or None (see ``_load``)."""
-        return self._load(key, target, judge)
-
-    def _load(self, key: str, target: Target, judge: bool = True) -> Executable | None:
         """The executable stored under ``key``, or None (absent, bad and now deleted, or not worth loading).
 
         An entry that took longer to load than its program took to compile is replaced by a marker,
@@ -346,10 +339,6 @@ class CompileCache:
         return exe
 
     def store(self, key: str, target: Target, exe: Executable, compile_s: float | None = None) -> Path | None:
-        """Serialize ``exe`` under ``key`` (see ``_store``)."""
-        return self._store(key, target, exe, compile_s)
-
-    def _store(self, key: str, target: Target, exe: Executable, compile_s: float | None = None) -> Path | None:
         """Serialize ``exe`` under ``key`` (``compile_s``: what compiling it took, kept to judge loads).
 
         A plugin that cannot serialize gets a CacheWarning, not an error; a "not worth it" marker
