@@ -87,7 +87,7 @@ def bisect(model: ModelLike, target: str, feeds: Mapping[str, np.ndarray], *, ou
     result = BisectResult(target=target, output=out_name, tolerance=tolerance, found=False)
     if _rel(t_vals.get(out_name), r_vals.get(out_name)) <= tolerance:
         return result
-    producer = {o: n for n in ref_graph.nodes for o in n.outputs if o}
+    producer = ref_graph.producers()
     # Only nodes upstream of the disagreeing output matter.
     upstream, stack = set(), [out_name]
     while stack:

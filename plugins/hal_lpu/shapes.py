@@ -191,7 +191,7 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
 
 def graph_inputs_behind(graph: Graph, names: set[str]) -> set[str]:
     """The graph inputs that ``names`` are computed from (walking producers back)."""
-    producer = {o: n for n in graph.nodes for o in n.outputs if o}
+    producer = graph.producers()
     inputs = {t.name for t in graph.inputs}
     seen, todo, found = set(), list(names), set()
     while todo:
