@@ -274,9 +274,10 @@ def profile_model(model: BenchModel, reps: int) -> dict[str, Any]:
         return call
 
     # the steps hal cpu runs (fused); a fused step counts under its op types joined by "+"
-    steps = [dataclasses.replace(s, fn=timed(s.fn, s.op_type)) for s in fused_steps(graph, graph.nodes)]
+    base = fused_steps(graph, graph.nodes)
+    steps = [dataclasses.replace(s, fn=timed(s.fn, s.op_type)) for s in base]
     prog = Program(graph, steps)
-    plain = Program(graph, fused_steps(graph, graph.nodes))
+    plain = Program(graph, base)
     prog.run_list(model.feeds)
     plain.run_list(model.feeds)
     for acc in spent.values():
