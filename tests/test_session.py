@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -181,7 +182,6 @@ def test_estimate_compiles_a_shape_only_llm_without_weights():
 
 
 def test_program_runs_steps_fed_only_by_weights_and_constant_inputs_once():
-    import dataclasses
 
     from hal.engine import Program, steps_for_nodes
     from hal.graph.load import load
@@ -266,6 +266,47 @@ def test_two_input_sum_max_min_run_in_place_and_three_input_sum_does_not():
         kept = x.copy()
         np.testing.assert_allclose(prog.run_list({"x": x})[0], _ort(m, {"x": x})[0], rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(x, kept)
+
+
+@pytest.mark.parametrize("owner_read_later", [False, True])
+def test_a_view_of_a_whole_buffer_is_reused_in_place_only_when_nothing_else_holds_the_buffer(owner_read_later):
+    # v = Reshape(MatMul(x, w)) is a view of all of t's buffer, as Conv's result is of its GEMM's: once
+    # t has no reader left, Relu(v) may write into it; while Add still reads t, it must not.
+    import weakref
+
+    from hal.engine import Program, steps_for_nodes
+    from hal.graph.load import load
+
+    f = TensorProto.FLOAT
+    w = onnx.numpy_helper.from_array(np.arange(-6.0, 6.0, dtype=np.float32).reshape(3, 4), "w")
+    shp = onnx.numpy_helper.from_array(np.array([4, 2], np.int64), "shp")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["t"]), helper.make_node("Reshape", ["t", "shp"], ["v"]),
+             helper.make_node("Relu", ["v"], ["r"])]
+    outs = [helper.make_tensor_value_info("r", f, [4, 2])]
+    if owner_read_later:
+        nodes.append(helper.make_node("Add", ["t", "t"], ["u"]))
+        outs.append(helper.make_tensor_value_info("u", f, [2, 4]))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f, [2, 3])], outs, [w, shp])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    graph = load(m)
+    owners: list[weakref.ref] = []
+
+    def watched(step):
+        def fn(*a, **k):
+            v = step.fn(*a, **k)
+            owners.append(weakref.ref(v.base))  # a weak reference: the owner's count stays as it was
+            return v
+        return dataclasses.replace(step, fn=fn)
+
+    steps = [watched(s) if s.op_type == "Reshape" else s for s in steps_for_nodes(graph, graph.nodes)]
+    prog = Program(graph, steps)
+    for seed in range(3):
+        x = np.random.default_rng(seed).standard_normal((2, 3)).astype(np.float32)
+        got = prog.run_list({"x": x})
+        for a, b in zip(got, _ort(m, {"x": x})):
+            np.testing.assert_array_equal(a, b)
+        owner = owners[-1]()
+        assert (owner is not None and got[0].base is owner) is not owner_read_later
 
 
 def test_weight_only_step_never_overwrites_a_value_a_later_run_still_reads():

@@ -47,19 +47,42 @@ def inplace_kernels() -> dict[int, tuple[Any, int]]:
     return out
 
 
+def _owner_refs(a: np.ndarray) -> int:
+    return sys.getrefcount(a.base)
+
+
+@cache
+def _lone_owner_refcount() -> int:
+    """What ``_owner_refs`` reports for a view whose owner only the view holds (measured, so it
+    follows the interpreter)."""
+    return _owner_refs(np.zeros(4).reshape(2, 2))
+
+
 def in_place(kernel: Callable[..., Any], ufunc: Any, arity: int, positions: tuple[int, ...], unshared: int
              ) -> Callable[..., Any]:
     """``kernel`` that writes into operand ``positions[k]`` when the run holds it nowhere else (this is
-    its last reader, no view or second slot refers to it, it owns its writable memory and has the
-    result's dtype and shape); otherwise the kernel itself. Saves an allocation per elementwise step
-    (page faults on large activations) and the peak memory of one activation. ``unshared`` is what
+    its last reader, no view or second slot refers to it, it owns its writable memory or is a view of
+    all of a buffer nothing else holds, and it has the result's dtype and shape); otherwise the kernel
+    itself. Saves an allocation per elementwise step (page faults on large activations) and the peak
+    memory of one activation. ``unshared`` is what
     ``sys.getrefcount`` reports inside the kernel for an argument only the run's slot holds (the
     program measures it through its own step loop)."""
     rc = sys.getrefcount
     ndarray = np.ndarray
+    lone_owner = _lone_owner_refcount()
 
     def owned(a: Any) -> bool:
-        return a.__class__ is ndarray and a.base is None and a.flags.writeable
+        if a.__class__ is not ndarray or not a.flags.writeable:
+            return False
+        if a.base is None:
+            return True
+        # A kernel's reshape of its own result (Conv's GEMM output, for one): a view of all of its
+        # owner's memory, in order, whose owner nothing but this view holds, is as good as owned.
+        if _owner_refs(a) != lone_owner:  # (counted before a name here holds the owner too)
+            return False
+        b = a.base
+        return (b.__class__ is ndarray and b.base is None and a.nbytes == b.nbytes
+                and a.flags.c_contiguous and b.flags.c_contiguous)
 
     if arity == 2:
         def binary(a: Any, b: Any) -> Any:
