@@ -68,8 +68,11 @@ def rss_probe(model_name: str, runner: str, threads: int, cache: Path) -> dict[s
     import onnx.reference  # noqa: F401  (every probe imports the same libraries, so baselines compare)
     import onnxruntime  # noqa: F401
 
-    import hal  # noqa: F401
+    import hal
 
+    # hal imports its targets' plugins when a session first asks for one: their modules (~3 MB) are
+    # library code, loaded before the baseline as onnxruntime's and onnx's are, not a run's memory
+    hal.targets()
     limit_threads(threads)
     model = load_model(model_name, cache)
     gc.collect()
