@@ -13,11 +13,11 @@ from hal.engine.program import (
     SHAPE_SIZED_OPS,
     Program,
     Step,
-    Subgraph,
     kernel_step,
     steps_for_nodes,
     weight_only_values,
 )
+from hal.engine.subgraph import Subgraph
 
 __all__ = ["HOIST_LIMIT_BYTES", "SHAPE_SIZED_OPS", "Program", "Step", "Subgraph", "fused_steps", "kernel_step",
            "reference_program", "steps_for_nodes", "weight_only_values"]

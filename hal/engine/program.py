@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -13,8 +13,9 @@ import onnx
 
 from hal import limits
 from hal.engine.inplace import in_place, inplace_kernels
+from hal.engine.subgraph import Scope, Subgraph, subgraph_attrs
 from hal.errors import HalError, RunError, UnsupportedOpError
-from hal.graph.ir import Graph, Node, ShapeOnly, graph_reads
+from hal.graph.ir import Graph, Node, ShapeOnly
 from hal.graph.passes import NONDETERMINISTIC
 from hal.kernels import KernelContext, lookup
 
@@ -92,42 +93,6 @@ class _KernelRef:
         return kdef.fn
 
 
-class Subgraph:
-    """A graph attribute (If/Loop/Scan body) compiled lazily; outer names resolve in the scope."""
-
-    def __init__(self, proto: onnx.GraphProto, opsets: dict[str, int]):
-        self.proto = proto
-        self.opsets = opsets
-        self._program: Program | None = None
-        self.input_names = [i.name for i in proto.input]
-        self.output_names = [o.name for o in proto.output]
-        #: every name the body reads, nested bodies included (outer names among them)
-        self.reads = graph_reads(proto)
-
-    def _compile(self) -> Program:
-        if self._program is None:
-            from hal.graph.load import from_proto
-
-            model = onnx.helper.make_model(
-                self.proto, opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in self.opsets.items()])
-            g = from_proto(model, where=f"subgraph {self.proto.name!r}", check=False, infer_shapes=False)
-            # Names the body reads but neither defines nor receives come from the enclosing scope.
-            defined = {i.name for i in g.inputs} | set(g.initializers) | {o for n in g.nodes for o in n.outputs}
-            free = sorted(n for n in self.reads if n not in defined)
-            self._program = Program(g, steps_for_nodes(g, g.nodes), extra_inputs=free)
-        return self._program
-
-    def __call__(self, *inputs: Any, scope: Mapping[str, Any] | None = None) -> list[Any]:
-        prog = self._compile()
-        feeds = dict(zip(self.input_names, inputs))
-        outer = {n: scope[n] for n in prog.extra_inputs if scope is not None and n in scope}
-        absent = [n for n in prog.extra_inputs if n not in outer]
-        if absent:  # running on would hand the body None for a tensor
-            raise RunError(f"the body reads {', '.join(map(repr, absent))}, which the enclosing graph does not "
-                           "provide", where=f"subgraph {self.proto.name!r}")
-        return prog.run_list(feeds, outer)
-
-
 def _implicit_reads(step: Step) -> set[str]:
     """Names a step's subgraph attributes read from the enclosing scope (they keep those values alive)."""
     out: set[str] = set()
@@ -136,39 +101,6 @@ def _implicit_reads(step: Step) -> set[str]:
             if isinstance(sg, Subgraph):
                 out |= sg.reads
     return out
-
-
-class _Scope(Mapping[str, Any]):
-    """The values visible to a control-flow kernel: the program's live slots, then the outer scope."""
-
-    def __init__(self, slots: dict[str, int], env: list[Any], outer: Mapping[str, Any] | None):
-        self._slots, self._env, self._outer = slots, env, outer
-
-    def __getitem__(self, k: str) -> Any:
-        i = self._slots.get(k)
-        if i is not None and self._env[i] is not None:
-            return self._env[i]
-        if self._outer is not None:
-            return self._outer[k]
-        raise KeyError(k)
-
-    def __iter__(self) -> Iterator[str]:
-        yield from (k for k, i in self._slots.items() if self._env[i] is not None)
-        if self._outer is not None:
-            yield from self._outer
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-def _convert_graph_attrs(node: Node, opsets: dict[str, int]) -> dict[str, Any]:
-    attrs = dict(node.attrs)
-    for k, v in attrs.items():
-        if isinstance(v, onnx.GraphProto):
-            attrs[k] = Subgraph(v, opsets)
-        elif isinstance(v, list) and v and isinstance(v[0], onnx.GraphProto):
-            attrs[k] = [Subgraph(x, opsets) for x in v]
-    return attrs
 
 
 def kernel_step(node: Node, graph: Graph) -> Step:
@@ -180,7 +112,7 @@ def kernel_step(node: Node, graph: Graph) -> Step:
         raise UnsupportedOpError(f"no kernel for {dom}{node.op_type} at opset {opset}", where=f"node {node.name!r}",
                                  nodes=[(node.name, node.op_type, "no kernel")],
                                  hint="register one through the hal_kernels hook, or pick a target that has it")
-    attrs = kdef.static_attrs(_convert_graph_attrs(node, graph.opsets), node.outputs)
+    attrs = kdef.static_attrs(subgraph_attrs(node, graph.opsets), node.outputs)
     return Step(kdef.fn, list(node.inputs), list(node.outputs), attrs, node.name, node.op_type,
                 opset if kdef.context else None)
 
@@ -506,7 +438,7 @@ class Program:
                 if ctx is None:
                     res = fn(*args, **attrs)
                 else:
-                    res = fn(*args, _ctx=KernelContext(ctx, _Scope(self.slots, env, outer)), **attrs)
+                    res = fn(*args, _ctx=KernelContext(ctx, Scope(self.slots, env, outer)), **attrs)
             except HalError:
                 raise
             except Exception as e:  # a kernel failure becomes a RunError naming the node
