@@ -157,6 +157,11 @@ POOLS = [  # (op, x shape, attrs)
     ("MaxPool", (1, 3, 9, 9), {"kernel_shape": [3, 3], "auto_pad": "SAME_LOWER", "strides": [2, 2]}),
     ("MaxPool", (1, 3, 17), {"kernel_shape": [4], "strides": [3], "pads": [1, 2]}),
     ("MaxPool", (1, 2, 6, 7, 5), {"kernel_shape": [2, 3, 2], "strides": [1, 2, 2], "ceil_mode": 1}),
+    # stride 1 reduces over the flattened array: windows crossing rows, images and channels are dropped
+    ("MaxPool", (2, 3, 9, 8), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", (1, 4, 11, 10), {"kernel_shape": [3, 2], "dilations": [2, 3], "pads": [2, 1, 2, 1]}),
+    ("MaxPool", (1, 3, 8, 9), {"kernel_shape": [3, 3], "strides": [1, 2], "pads": [0, 1, 1, 1]}),
+    ("MaxPool", (1, 3, 9, 8), {"kernel_shape": [3, 3], "strides": [2, 1], "ceil_mode": 1}),
     ("AveragePool", (1, 5, 14, 14), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
     ("AveragePool", (1, 5, 14, 14), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
     ("AveragePool", (2, 4, 13, 12), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
@@ -176,6 +181,16 @@ def test_pooling_one_axis_at_a_time_matches_onnxruntime(op, xs, attrs) -> None:
     got = _hal(op, [x], attrs, opset=18 if op == "LpPool" else 19)
     assert got.shape == want.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_stride_one_pooling_of_a_non_contiguous_input_matches_onnxruntime() -> None:
+    # a transposed view takes the strided path on its first axis, then the flattened one on a buffer of its own
+    x = np.random.default_rng(5).standard_normal((1, 3, 9, 10)).astype(np.float32).transpose(0, 1, 3, 2)
+    attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    want = _ort("MaxPool", {"x": np.ascontiguousarray(x)}, attrs)[0]
+    got = _hal("MaxPool", [x], attrs)
+    np.testing.assert_array_equal(got, want)
+    assert got.flags.c_contiguous and not np.shares_memory(got, x)
 
 
 def test_max_pool_with_indices_keeps_the_per_tap_path() -> None:
