@@ -182,7 +182,6 @@ def test_estimate_compiles_a_shape_only_llm_without_weights():
 
 
 def test_program_runs_steps_fed_only_by_weights_and_constant_inputs_once():
-
     from hal.engine import Program, steps_for_nodes
     from hal.graph.load import load
 

@@ -64,9 +64,8 @@ def in_place(kernel: Callable[..., Any], ufunc: Any, arity: int, positions: tupl
     its last reader, no view or second slot refers to it, it owns its writable memory or is a view of
     all of a buffer nothing else holds, and it has the result's dtype and shape); otherwise the kernel
     itself. Saves an allocation per elementwise step (page faults on large activations) and the peak
-    memory of one activation. ``unshared`` is what
-    ``sys.getrefcount`` reports inside the kernel for an argument only the run's slot holds (the
-    program measures it through its own step loop)."""
+    memory of one activation. ``unshared`` is what ``sys.getrefcount`` reports inside the kernel for
+    an argument only the run's slot holds (the program measures it through its own step loop)."""
     rc = sys.getrefcount
     ndarray = np.ndarray
     lone_owner = _lone_owner_refcount()

@@ -46,7 +46,7 @@ def _reduce_windows(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Seq
         span = (out[i] - 1) * s[i] + 1 if out[i] > 0 else 0
         if k[i] == 1:
             y = y[(*lead, slice(0, span, s[i]))]
-        elif s[i] == 1 and y.flags.c_contiguous and y.size:
+        elif s[i] == 1 and out[i] > 0 and y.flags.c_contiguous and y.size:
             y, ours = _reduce_flat(y, i, span, k[i], d[i], op), True
         else:
             taps = [y[(*lead, slice(t * d[i], t * d[i] + span, s[i]))] for t in range(k[i])]
@@ -58,13 +58,12 @@ def _reduce_windows(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Seq
 
 
 def _reduce_flat(y: np.ndarray, i: int, span: int, k: int, d: int, op: np.ufunc) -> np.ndarray:
-    """Spatial axis ``i`` of contiguous ``y`` reduced at stride 1 over the flattened array, as a view
-    keeping the first ``span`` positions of the axis."""
+    """Spatial axis ``i`` of contiguous, non-empty ``y`` reduced at stride 1 over the flattened array,
+    as a view keeping the first ``span`` (> 0) positions of the axis: the padded axis holds at least
+    one whole window, so ``n`` below is positive."""
     step = d * math.prod(y.shape[3 + i:])
     flat = y.reshape(-1)
     n = flat.size - (k - 1) * step
-    if n <= 0:  # fewer elements than one window: no kept window can exist either
-        return y[(*(slice(None),) * (2 + i), slice(0, span))]
     buf = np.empty(flat.size, dtype=y.dtype)
     acc = buf[:n]
     op(flat[:n], flat[step:step + n], out=acc)
