@@ -308,6 +308,33 @@ def test_a_view_of_a_whole_buffer_is_reused_in_place_only_when_nothing_else_hold
         assert (owner is not None and got[0].base is owner) is not owner_read_later
 
 
+@pytest.mark.parametrize("given", [True, False])
+def test_a_feed_is_overwritten_in_place_only_when_the_caller_gives_it_away(given):
+    # run_list(consume=True) empties the feeds dict (a wafer stage's inputs): the run then holds x
+    # alone and Relu may write into it; a lent feed (the caller still holds it) is never written.
+    from hal.engine import Program, steps_for_nodes
+    from hal.graph.load import load
+
+    f = TensorProto.FLOAT
+    x_info, r_info = helper.make_tensor_value_info("x", f, [3, 4]), helper.make_tensor_value_info("r", f, [3, 4])
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["r"])], "g", [x_info], [r_info])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    graph = load(m)
+    prog = Program(graph, steps_for_nodes(graph, graph.nodes))
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    before, addr = x.copy(), x.ctypes.data
+    feeds = {"x": x}
+    if given:
+        del x
+    got = prog.run_list(feeds, consume=given)[0]
+    np.testing.assert_array_equal(got, np.maximum(before, 0))
+    assert (got.ctypes.data == addr) is given
+    if given:
+        assert feeds == {}
+    else:
+        np.testing.assert_array_equal(feeds["x"], before)
+
+
 def test_weight_only_step_never_overwrites_a_value_a_later_run_still_reads():
     # r = Relu(w) is kept from run to run and read by Mul every run; Add, hoisted with it, reads r last
     f = TensorProto.FLOAT

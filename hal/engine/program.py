@@ -251,8 +251,10 @@ class Program:
         self._memo: list[tuple[tuple[Any, ...], int] | None] = [None] * n_memo
         absent, discard = self._absent, self._discard
         # Elementwise steps may reuse an operand's buffer where this step is its last reader and the
-        # program owns it (an intermediate: not a feed, a weight, an output or a constant input).
-        shared = keep | {slots[n] for n in self.input_names + self.extra_inputs}
+        # run holds it alone: an intermediate, or a feed given away (``run_list(consume=True)``; a
+        # lent feed is still held by the caller's mapping, which ``in_place``'s reference count
+        # sees). Never a weight, an output, a constant input or a value lent by an enclosing scope.
+        shared = keep | set(self._constant_inputs) | {slots[n] for n in self.extra_inputs}
         self._inplace: dict[int, tuple[int, ...]] = {}
         for idx, s in enumerate(self.steps):
             if id(s.fn) in inplace_kernels() and len(s.outs) == 1 and not s.attrs:
@@ -365,13 +367,15 @@ class Program:
 
     @np.errstate(all="ignore")  # NaN / Inf propagate as IEEE 754 says, without warnings (or errors under -W)
     def run_list(self, feeds: Mapping[str, Any], outer: Mapping[str, Any] | None = None, *,
-                 share_weights: bool = False) -> list[Any]:
+                 share_weights: bool = False, consume: bool = False) -> list[Any]:
         """Run with feeds by name (already validated); returns outputs in ``output_names`` order.
 
         Before each step: the run's deadline (``timeout_s``) and, for ops whose output size depends
         on values or dynamic shapes, ``max_memory`` (see hal.limits) — both as ResourceError.
         An output that is (a view of) a weight is copied, unless ``share_weights``: then the caller
         gets the program's read-only array (``holds`` tells which) and must not hand it out.
+        With ``consume``, ``feeds`` is a dict the caller gives away: it is emptied once bound, so
+        each input is freed after its last reader instead of living through the whole run.
         """
         if self.shape_only:
             raise RunError("this model's weights are declared by shape only, so it can be compiled and "
@@ -400,6 +404,9 @@ class Program:
             i = slots.get(name)
             if i is not None:
                 env[i] = v
+        if consume and isinstance(feeds, dict):
+            feeds.clear()
+        v = None  # (the loop's last feed: only the slot holds it now)
         if outer:
             for name, v in outer.items():
                 i = slots.get(name)

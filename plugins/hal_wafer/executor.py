@@ -87,7 +87,7 @@ class WaferExecutable:
     def _build(self) -> None:
         graph, stage_nodes, policy = self._recipe
         self.stages: list[StageProgram] | None = None
-        self._frees: list[list[str]] = []
+        self._frees: list[set[str]] = []
         self._constants: dict[str, np.ndarray] = {}
         if graph is None:
             return
@@ -117,10 +117,12 @@ class WaferExecutable:
         env: dict[str, Any] = dict(feeds)
         env.update(self._constants)
         for st, frees in zip(self.stages, self._frees):
-            ins = {n: env.get(n) for n in st.inputs}
             outer = {n: env[n] for n in st.outer if n in env} or None
+            # a tensor no later stage reads is handed over, not lent: the stage frees it after its
+            # last reader there, instead of the tensor living until the whole stage has run
+            ins = {n: env.pop(n, None) if n in frees else env.get(n) for n in st.inputs}
             # a stage's kept weight-only results travel to later stages uncopied (read-only) ...
-            env.update(zip(st.outputs, st.program.run_list(ins, outer, share_weights=True)))
+            env.update(zip(st.outputs, st.program.run_list(ins, outer, share_weights=True, consume=True)))
             for n in frees:
                 env.pop(n, None)
         # ... and leave the executable as copies, so a caller mutating an output cannot change a later run
@@ -136,14 +138,14 @@ class WaferExecutable:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def frees_after(stages: list[StageProgram], keep: set[str]) -> list[list[str]]:
+def frees_after(stages: list[StageProgram], keep: set[str]) -> list[set[str]]:
     """For each stage, the tensors no later stage reads (dropped once it has run)."""
     last: dict[str, int] = {}
     for i, st in enumerate(stages):
         for n in st.inputs + st.outer:
             last[n] = i
-    out: list[list[str]] = [[] for _ in stages]
+    out: list[set[str]] = [set() for _ in stages]
     for n, i in last.items():
         if n not in keep:
-            out[i].append(n)
+            out[i].add(n)
     return out
