@@ -51,17 +51,24 @@ def _geometry(in_sp: Sequence[int], k: Sequence[int], s: Sequence[int], d: Seque
     return begin, end, out
 
 
-def _padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill) -> np.ndarray:
-    """``x`` with its spatial axes padded by ``fill`` (a negative pad crops that side)."""
+def _padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill, out: np.ndarray | None = None
+            ) -> np.ndarray:
+    """``x`` with its spatial axes padded by ``fill`` (a negative pad crops that side), written into
+    ``out`` when given (a buffer of the padded shape, reused across calls)."""
     if not any(begin) and not any(end):
         return x
     nd = x.ndim - 2
-    shape = [x.shape[0], x.shape[1]] + [max(x.shape[2 + i] + begin[i] + max(end[i], 0), 0) for i in range(nd)]
-    out = np.empty(shape, dtype=x.dtype)
+    if out is None:
+        out = np.empty(_padded_shape(x.shape, begin, end), dtype=x.dtype)
     out.fill(fill)
     src = x[(..., *(slice(max(-begin[i], 0), x.shape[2 + i] + min(end[i], 0)) for i in range(nd)))]
     out[(..., *(slice(max(begin[i], 0), max(begin[i], 0) + src.shape[2 + i]) for i in range(nd)))] = src
     return out
+
+
+def _padded_shape(shape: Sequence[int], begin: Sequence[int], end: Sequence[int]) -> tuple[int, ...]:
+    nd = len(shape) - 2
+    return (shape[0], shape[1], *(max(shape[2 + i] + begin[i] + max(end[i], 0), 0) for i in range(nd)))
 
 
 def _windows(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Sequence[int], d: Sequence[int]

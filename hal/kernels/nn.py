@@ -18,7 +18,16 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from hal.kernels._sliding import _defaults, _flat_padded, _geometry, _padded, _same_pads, _windows, _work_dtype
+from hal.kernels._sliding import (
+    _defaults,
+    _flat_padded,
+    _geometry,
+    _padded,
+    _padded_shape,
+    _same_pads,
+    _windows,
+    _work_dtype,
+)
 from hal.kernels.registry import kernel
 
 # --- Conv ------------------------------------------------------------------------------------------
@@ -103,12 +112,18 @@ def _in_blocks(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int],
                ) -> np.ndarray:
     """``_columns`` and the GEMM ``per`` groups and ``rows`` output rows at a time, into one reused
     column buffer (about COLUMN_BLOCK bytes, so the GEMM reads it from L2 rather than memory); each
-    block's product is written straight into its slice of the output."""
+    block's product is written straight into its slice of the output. Blocks of groups also pad
+    their own channels into one reused buffer, so no padded copy of the whole input is ever held
+    (ShuffleNet's stride-2 depthwise layers: 1.5 MB less at its peak step)."""
     n, c = x.shape[:2]
     m, nd = w.shape[0], len(k)
     cg, mg = c // g, m // g
     taps, row = math.prod(k), math.prod(out[1:])
-    win = _windows(_padded(x, begin, end, 0), out, k, s, d)              # (n, c, *out, *k)
+    pad_blocks = per < g and (any(begin) or any(end))
+    if pad_blocks:
+        pad_buf = np.empty(_padded_shape((1, per * cg, *x.shape[2:]), begin, end), dtype=x.dtype)
+    else:
+        win = _windows(_padded(x, begin, end, 0), out, k, s, d)          # (n, c, *out, *k)
     perm = (0, *range(1 + nd, 1 + 2 * nd), *range(1, 1 + nd))            # (c, *k, *out) per image
     wr = w.reshape(g, mg, cg * taps)
     y = np.empty((n, g, mg, out[0] * row), dtype=x.dtype)
@@ -116,10 +131,15 @@ def _in_blocks(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int],
     for i in range(n):
         for g0 in range(0, g, per):
             g1 = min(g0 + per, g)
+            if pad_blocks:
+                xp = _padded(x[i:i + 1, g0 * cg:g1 * cg], begin, end, 0, out=pad_buf[:, :(g1 - g0) * cg])
+                blk = _windows(xp, out, k, s, d)[0]
+            else:
+                blk = win[i, g0 * cg:g1 * cg]
             for r0 in range(0, out[0], rows):
                 r1 = min(r0 + rows, out[0])
                 cols = buf[: (g1 - g0) * cg * taps * (r1 - r0) * row].reshape((g1 - g0) * cg, *k, r1 - r0, *out[1:])
-                cols[...] = win[i, g0 * cg:g1 * cg, r0:r1].transpose(perm)
+                cols[...] = blk[:, r0:r1].transpose(perm)
                 np.matmul(wr[g0:g1], cols.reshape(g1 - g0, cg * taps, -1), out=y[i, g0:g1, :, r0 * row:r1 * row])
     return y.reshape(n, m, *out)
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hal.kernels._sliding import _defaults, _geometry, _padded, _taps, _work_dtype
+from hal.kernels._sliding import _defaults, _geometry, _padded, _padded_shape, _taps, _work_dtype
 from hal.kernels.registry import kernel
 
 
@@ -57,6 +57,30 @@ def _reduce_windows(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Seq
     return np.ascontiguousarray(y) if ours else y.copy()
 
 
+#: pooling pads and reduces this many bytes of (padded) channels at a time, into one reused buffer:
+#: no padded copy of the whole input is held, and each block's passes stay in L2
+POOL_BLOCK = 512 << 10
+POOL_BLOCK_FROM = 1 << 20
+
+
+def _pool_windows(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill, out: Sequence[int],
+                  k: Sequence[int], s: Sequence[int], d: Sequence[int], op: np.ufunc) -> np.ndarray:
+    """``_reduce_windows`` of ``x`` padded by ``fill``, a block of channels (POOL_BLOCK bytes) at a time."""
+    n, c = x.shape[:2]
+    pshape = _padded_shape(x.shape, begin, end)
+    per = max(1, POOL_BLOCK // max(math.prod(pshape[2:]) * x.itemsize, 1))
+    if per >= c or 0 in out or math.prod(pshape) * x.itemsize <= POOL_BLOCK_FROM:
+        return _reduce_windows(_padded(x, begin, end, fill), out, k, s, d, op)
+    y = np.empty((n, c, *out), dtype=x.dtype)
+    buf = np.empty((1, per, *pshape[2:]), dtype=x.dtype)
+    for i in range(n):
+        for c0 in range(0, c, per):
+            c1 = min(c0 + per, c)
+            xp = _padded(x[i:i + 1, c0:c1], begin, end, fill, out=buf[:, :c1 - c0])
+            y[i:i + 1, c0:c1] = _reduce_windows(xp, out, k, s, d, op)
+    return y
+
+
 def _reduce_flat(y: np.ndarray, i: int, span: int, k: int, d: int, op: np.ufunc) -> np.ndarray:
     """Spatial axis ``i`` of contiguous, non-empty ``y`` reduced at stride 1 over the flattened array,
     as a view keeping the first ``span`` (> 0) positions of the axis: the padded axis holds at least
@@ -79,9 +103,9 @@ def _lowest(dtype: np.dtype):
 
 def _max_pool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides, with_index):
     k, s, d, begin, _, ext, out = _pool_setup(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
-    xp = _padded(x, begin, ext, _lowest(x.dtype))
     if not with_index:
-        return _reduce_windows(xp, out, k, s, d, np.maximum)
+        return _pool_windows(x, begin, ext, _lowest(x.dtype), out, k, s, d, np.maximum)
+    xp = _padded(x, begin, ext, _lowest(x.dtype))
     taps = _taps(xp, out, k, s, d)
     y = next(taps)[1].copy()
     nd = x.ndim - 2
@@ -138,8 +162,7 @@ def average_pool(x, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilatio
     k, s, d, begin, end, ext, out = _pool_setup(x, kernel_shape, strides, dilations, pads, auto_pad,
                                                 ceil_mode)
     work = _work_dtype(x.dtype)
-    xp = _padded(x.astype(work, copy=False), begin, ext, 0)
-    acc = _reduce_windows(xp, out, k, s, d, np.add)
+    acc = _pool_windows(x.astype(work, copy=False), begin, ext, 0, out, k, s, d, np.add)
     counts = _window_counts(x.shape[2:], k, s, d, begin, end, out, bool(count_include_pad))
     acc /= counts.astype(work)
     return acc.astype(x.dtype, copy=False)

@@ -138,6 +138,32 @@ def test_big_column_matrices_are_built_in_bands(monkeypatch, size, banded) -> No
     np.testing.assert_allclose(got, _ort("Conv", {"x": x, "w": w}, {"pads": [1, 1, 1, 1]})[0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("xs,ws,attrs", [
+    ((2, 6, 9, 8), (6, 1, 3, 3), {"group": 6, "strides": [2, 2], "pads": [1, 1, 1, 1]}),    # depthwise, stride 2
+    ((1, 8, 7, 9), (12, 2, 3, 2), {"group": 4, "pads": [1, 0, 2, 1], "dilations": [2, 1]}),  # grouped, uneven pads
+    ((1, 6, 9, 9), (6, 2, 3, 3), {"group": 3, "pads": [-1, 1, 1, -1]}),                    # pads that crop
+])
+def test_grouped_conv_pads_each_block_of_groups_on_its_own(monkeypatch, xs, ws, attrs) -> None:
+    # one group per block, each padded into the reused buffer (no padded copy of the whole input)
+    from hal.kernels import _sliding, nn
+
+    monkeypatch.setattr(nn, "COLUMN_BLOCK", 1)
+    pads = []
+    real = _sliding._padded
+    monkeypatch.setattr(nn, "_padded", lambda *a, **k: pads.append(a[0].shape) or real(*a, **k))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    got = _hal("Conv", [x, w, b], attrs)
+    g = attrs["group"]
+    assert pads == [(1, xs[1] // g, *xs[2:])] * (xs[0] * g)
+    if any(p < 0 for p in attrs["pads"]):  # onnxruntime refuses negative pads: crop by hand
+        x, attrs = np.ascontiguousarray(x[:, :, 1:, :-1]), {**attrs, "pads": [0, 1, 1, 0]}
+    want = _ort("Conv", {"x": x, "w": w, "b": b}, attrs)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_float16_depthwise_conv_accumulates_in_float32() -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, 4, 8, 8)).astype(np.float16)
@@ -181,6 +207,27 @@ def test_pooling_one_axis_at_a_time_matches_onnxruntime(op, xs, attrs) -> None:
     got = _hal(op, [x], attrs, opset=18 if op == "LpPool" else 19)
     assert got.shape == want.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+BLOCKABLE = [p for p in POOLS if p[0] in ("MaxPool", "AveragePool")]
+
+
+@pytest.mark.parametrize("op,xs,attrs", BLOCKABLE, ids=[f"{p[0]}{i}" for i, p in enumerate(BLOCKABLE)])
+def test_pooling_a_channel_at_a_time_matches_onnxruntime(monkeypatch, op, xs, attrs) -> None:
+    # blocks of one channel, each padded into the reused buffer: the same values as onnxruntime
+    from hal.kernels import pool
+
+    monkeypatch.setattr(pool, "POOL_BLOCK", 1)
+    monkeypatch.setattr(pool, "POOL_BLOCK_FROM", 0)
+    calls = []
+    real = pool._reduce_windows
+    monkeypatch.setattr(pool, "_reduce_windows", lambda *a: calls.append(1) or real(*a))
+    x = np.random.default_rng(2).standard_normal(xs).astype(np.float32)
+    want = _ort(op, {"x": x}, attrs, opset=19)[0]
+    got = _hal(op, [x], attrs, opset=19)
+    assert got.shape == want.shape and got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert len(calls) == xs[0] * xs[1]
 
 
 def test_stride_one_pooling_of_a_non_contiguous_input_matches_onnxruntime() -> None:
