@@ -80,6 +80,14 @@ def div(a: Array, b: Array) -> Array:
 for _op, _fn in (("Add", add), ("Sub", sub), ("Mul", mul), ("Div", div)):
     _register_binary(_op, _fn, 7)
 
+_ARITHMETIC_UFUNCS = {id(add): np.add, id(sub): np.subtract, id(mul): np.multiply, id(div): np.divide}
+
+
+def arithmetic_ufunc(fn: Callable[..., Array]) -> np.ufunc | None:
+    """The ufunc that reference kernel ``fn`` (Add, Sub, Mul or Div) is on floats, else None: a
+    caller may run it with ``out=`` into an operand it owns, for the same bits without an allocation."""
+    return _ARITHMETIC_UFUNCS.get(id(fn))
+
 
 @kernel("Pow", since=1)
 def pow_legacy(x, y, broadcast=0, axis=None):

@@ -25,9 +25,6 @@ Array = np.ndarray
 #: a registered kernel by registry key: (domain, op type, since)
 Key = tuple[str, str, int]
 
-_UFUNCS = {id(elementwise.add): np.add, id(elementwise.sub): np.subtract, id(elementwise.mul): np.multiply,
-           id(elementwise.div): np.divide}
-
 
 def _resolve(key: Key) -> Any:
     kdef = lookup(key[1], key[0], key[2])
@@ -121,7 +118,7 @@ class Region(_Fused):
         super()._bind()
         n = len(self.refs)
         self._memo: list[tuple[Any, bool] | None] = [None] * n
-        self._plan = [(fn, refs, attrs, _UFUNCS.get(id(fn)) if len(refs) == 2 else None, op, label)
+        self._plan = [(fn, refs, attrs, elementwise.arithmetic_ufunc(fn) if len(refs) == 2 else None, op, label)
                       for fn, refs, attrs, op, label in zip(self.fns[:n], self.refs, self.attrs, self.ops, self.labels)]
         # members as block operations (ufunc or "erf"), or None when one of them has no block form
         block: list[tuple[Any, tuple[int, ...]]] | None = []

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from hal.kernels.elementwise import arithmetic_ufunc
 from hal.numerics import round_to
 
 
@@ -56,7 +57,10 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
                     score_ops: tuple[ScoreOp, ...] = (), prob_shapes: tuple[tuple[int, ...], ...] = (),
                     keys: int, key_block: int = 128, fmt: str | None = None, store: str | None = None
                     ) -> np.ndarray:
-    """softmax(score_ops(Q·Kᵀ))·V over key blocks of ``key_block`` columns (see the module docstring)."""
+    """softmax(score_ops(Q·Kᵀ))·V over key blocks of ``key_block`` columns (see the module docstring).
+
+    A block's scores, probabilities and the accumulator are buffers of this kernel's own: the score
+    ops that are one arithmetic ufunc, the max subtraction and the rescaling write into them."""
     out_dtype = np.result_type(q.dtype, kt.dtype, v.dtype)
     acc_t = np.float64 if out_dtype == np.float64 else np.float32
     q, kt, v = (_to_format(np.asarray(t), fmt).astype(acc_t, copy=False) for t in (q, kt, v))
@@ -65,19 +69,25 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
     for lo in range(0, keys, key_block):
         hi = min(keys, lo + key_block)
         s = np.matmul(q, kt[..., lo:hi])
+        ours = True  # s is (a view of) a buffer made here
         for op in score_ops:
             if op.fn is None:
                 s = s.reshape((*op.shape[:-1], hi - lo))  # type: ignore[index]
                 continue
             args = [s if a == -1 else None if a is None else _block(side[a], keys, lo, hi) for a in op.args]
-            s = np.asarray(op.fn(*args, **dict(op.attrs)))
-        s = s.astype(acc_t, copy=False)
+            u = arithmetic_ufunc(getattr(op.fn, "fn", op.fn)) if ours and len(args) == 2 else None
+            if u is not None and _writes_into(s, args):
+                u(*args, out=s)
+            else:
+                s, ours = np.asarray(op.fn(*args, **dict(op.attrs))), False
+        if s.dtype != acc_t:
+            s, ours = s.astype(acc_t), True
         # fmax.reduce is numpy's fast row maximum (a NaN score still makes its row NaN through exp and
         # the row sum); the row sums are one matrix-vector product rather than a reduction over short rows
         m_blk = np.fmax.reduce(s, axis=-1, keepdims=True)
         m_new = m_blk if m is None else np.maximum(m, m_blk)
         m_safe = np.where(np.isneginf(m_new), 0.0, m_new).astype(acc_t)  # a fully masked row so far
-        p = np.subtract(s, m_safe)
+        p = np.subtract(s, m_safe, out=s if ours else None)
         np.exp(p, out=p)
         row = (p @ np.ones(p.shape[-1], dtype=acc_t))[..., None]
         if m is None:
@@ -92,7 +102,7 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
         if acc is None:
             acc = pv
         else:
-            acc = acc * _reshape_rows(corr, prob_shapes)
+            acc *= _reshape_rows(corr, prob_shapes)
             acc += pv
         m = m_new
     assert acc is not None and l is not None
@@ -101,6 +111,19 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
     if store is not None and out.dtype == np.float32:
         out = round_to(out, store)
     return out
+
+
+def _writes_into(s: np.ndarray, args: list[Any]) -> bool:
+    """Whether a binary ufunc of ``args`` (one of them the scores ``s``) gives ``s``'s shape and dtype,
+    so it may be computed into ``s``: the same values a new array would get."""
+    if not any(a is s for a in args) or s.dtype.kind != "f":
+        return False
+    if any(a.__class__ is not np.ndarray or a.dtype != s.dtype for a in args):
+        return False
+    try:
+        return np.broadcast_shapes(*(a.shape for a in args)) == s.shape
+    except ValueError:
+        return False
 
 
 def _reshape_rows(x: np.ndarray, prob_shapes: tuple[tuple[int, ...], ...]) -> np.ndarray:

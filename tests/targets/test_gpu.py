@@ -122,6 +122,28 @@ def test_online_softmax_kernel_matches_dense_attention_with_masks():
     np.testing.assert_allclose(out, (p / p.sum(-1, keepdims=True)) @ v, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mask_dtype", [np.float32, np.float64])
+def test_online_softmax_computes_arithmetic_score_ops_in_its_own_buffer(mask_dtype):
+    # the registry's Mul/Add kernels run into the block's score buffer: the same bits as a new array
+    # each, and the side inputs untouched; a mask of another dtype takes the kernel itself
+    from hal_gpu.attention import ScoreOp, flash_attention
+
+    from hal.kernels import elementwise
+
+    rng = np.random.default_rng(2)
+    q, kt, v = (rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 5, 8), (2, 3, 8, 11), (2, 3, 11, 8)))
+    mask = np.where(np.tril(np.ones((5, 11), bool), k=6), 0.0, -np.inf).astype(mask_dtype)
+    scale = np.array(1 / math.sqrt(8), np.float32)  # a 0-d initializer, as a session hands it over
+    before = mask.copy()
+    fast = flash_attention(q, kt, v, scale, mask, keys=11, key_block=3,
+                           score_ops=(ScoreOp(elementwise.mul, (-1, 0)), ScoreOp(elementwise.add, (-1, 1))))
+    plain = flash_attention(q, kt, v, scale, mask, keys=11, key_block=3,
+                            score_ops=(ScoreOp(np.multiply, (-1, 0)), ScoreOp(np.add, (-1, 1))))
+    np.testing.assert_array_equal(fast, plain)
+    np.testing.assert_array_equal(mask, before)
+    assert fast.dtype == plain.dtype
+
+
 def _gemm_model(m: int, n: int, k: int) -> onnx.ModelProto:
     g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="gemm")], "gemm",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [m, k]),
