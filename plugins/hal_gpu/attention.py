@@ -82,9 +82,9 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
                 s, ours = np.asarray(op.fn(*args, **dict(op.attrs))), False
         if s.dtype != acc_t:
             s, ours = s.astype(acc_t), True
-        # fmax.reduce is numpy's fast row maximum (a NaN score still makes its row NaN through exp and
-        # the row sum); the row sums are one matrix-vector product rather than a reduction over short rows
-        m_blk = np.fmax.reduce(s, axis=-1, keepdims=True)
+        # a NaN score still makes its row NaN through exp and the row sum; the row sums are one
+        # matrix-vector product rather than a reduction over short rows
+        m_blk = _row_max(s)
         m_new = m_blk if m is None else np.maximum(m, m_blk)
         m_safe = np.where(np.isneginf(m_new), 0.0, m_new).astype(acc_t)  # a fully masked row so far
         p = np.subtract(s, m_safe, out=s if ours else None)
@@ -111,6 +111,30 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
     if store is not None and out.dtype == np.float32:
         out = round_to(out, store)
     return out
+
+
+#: blocks this many keys wide or narrower take their row maxima by halving (``_row_max``)
+HALVING_MAX_WIDTH = 32
+
+
+def _row_max(s: np.ndarray) -> np.ndarray:
+    """The maximum of each row (last axis) of ``s``, keepdims, ignoring NaN unless a whole row is NaN.
+
+    numpy's fmax.reduce is its fastest row maximum, but over rows a key block wide (32) it costs
+    more than halving the rows with contiguous elementwise fmax passes (0.26 vs 0.37 ms on BERT's
+    4x12x128x32 blocks; slower from 64 wide on). A maximum is the same value in any order.
+    """
+    w = s.shape[-1]
+    if w > HALVING_MAX_WIDTH or w < 2:
+        return np.fmax.reduce(s, axis=-1, keepdims=True)
+    a = s
+    while w > 1:
+        h = w // 2
+        b = np.fmax(a[..., :h], a[..., h:2 * h])
+        if w % 2:
+            np.fmax(b[..., :1], a[..., 2 * h:w], out=b[..., :1])
+        a, w = b, h
+    return a
 
 
 def _writes_into(s: np.ndarray, args: list[Any]) -> bool:

@@ -144,6 +144,21 @@ def test_online_softmax_computes_arithmetic_score_ops_in_its_own_buffer(mask_dty
     assert fast.dtype == plain.dtype
 
 
+@pytest.mark.parametrize("width", [1, 2, 3, 7, 16, 31, 32, 33, 64])
+def test_row_max_by_halving_is_numpys_row_maximum(width):
+    from hal_gpu.attention import _row_max
+
+    rng = np.random.default_rng(width)
+    s = rng.standard_normal((2, 3, 9, width)).astype(np.float32)
+    s[0, 0, 0] = np.nan            # a NaN row stays NaN
+    s[0, 0, 1, width // 2] = np.nan  # a NaN among numbers is skipped, as fmax does
+    s[0, 0, 2] = -np.inf           # a fully masked row
+    s[0, 0, 3, -1] = np.inf
+    got = _row_max(s)
+    assert got.shape == (2, 3, 9, 1)
+    np.testing.assert_array_equal(got, np.fmax.reduce(s, axis=-1, keepdims=True))
+
+
 def _gemm_model(m: int, n: int, k: int) -> onnx.ModelProto:
     g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="gemm")], "gemm",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [m, k]),
