@@ -66,17 +66,18 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
     q, kt, v = (_to_format(np.asarray(t), fmt).astype(acc_t, copy=False) for t in (q, kt, v))
     m = l = acc = None
     key_block = max(1, int(key_block))
+    # the score ops that are one arithmetic ufunc (the registry's Add/Sub/Mul/Div), looked up once
+    ufuncs = [arithmetic_ufunc(getattr(op.fn, "fn", op.fn)) if len(op.args) == 2 else None for op in score_ops]
     for lo in range(0, keys, key_block):
         hi = min(keys, lo + key_block)
         s = np.matmul(q, kt[..., lo:hi])
         ours = True  # s is (a view of) a buffer made here
-        for op in score_ops:
+        for op, u in zip(score_ops, ufuncs):
             if op.fn is None:
                 s = s.reshape((*op.shape[:-1], hi - lo))  # type: ignore[index]
                 continue
             args = [s if a == -1 else None if a is None else _block(side[a], keys, lo, hi) for a in op.args]
-            u = arithmetic_ufunc(getattr(op.fn, "fn", op.fn)) if ours and len(args) == 2 else None
-            if u is not None and _writes_into(s, args):
+            if ours and u is not None and _writes_into(s, args):
                 u(*args, out=s)
             else:
                 s, ours = np.asarray(op.fn(*args, **dict(op.attrs))), False
@@ -138,9 +139,9 @@ def _row_max(s: np.ndarray) -> np.ndarray:
 
 
 def _writes_into(s: np.ndarray, args: list[Any]) -> bool:
-    """Whether a binary ufunc of ``args`` (one of them the scores ``s``) gives ``s``'s shape and dtype,
-    so it may be computed into ``s``: the same values a new array would get."""
-    if not any(a is s for a in args) or s.dtype.kind != "f":
+    """Whether a binary ufunc of ``args`` (one of them the float scores ``s``) gives ``s``'s shape and
+    dtype, so it may be computed into ``s``: the same values a new array would get."""
+    if not any(a is s for a in args):
         return False
     if any(a.__class__ is not np.ndarray or a.dtype != s.dtype for a in args):
         return False
