@@ -4,7 +4,10 @@ ceil mode), output sizes, padded copies, strided window views and the flattened 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from typing import NamedTuple
 
+import ml_dtypes
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -51,6 +54,36 @@ def _geometry(in_sp: Sequence[int], k: Sequence[int], s: Sequence[int], d: Seque
     return begin, end, out
 
 
+class Window(NamedTuple):
+    """A sliding-window op's geometry, per spatial axis: kernel, strides, dilations, begin and end
+    pads, output size."""
+
+    k: tuple[int, ...]
+    s: tuple[int, ...]
+    d: tuple[int, ...]
+    begin: tuple[int, ...]
+    end: tuple[int, ...]
+    out: tuple[int, ...]
+
+
+def _key(v) -> tuple[int, ...] | None:
+    return tuple(v) if v is not None and len(v) else None
+
+
+def window(in_sp: tuple[int, ...], k: Sequence[int], strides, dilations, pads, auto_pad: str,
+           ceil_mode: int = 0) -> Window:
+    """``_defaults`` and ``_geometry`` of a call, computed once per input shape and attributes: a
+    model runs the same few geometries every time, so a run does no per-call window arithmetic."""
+    return _window(tuple(in_sp), tuple(k), _key(strides), _key(dilations), _key(pads), auto_pad, int(ceil_mode))
+
+
+@lru_cache(maxsize=4096)
+def _window(in_sp, k, strides, dilations, pads, auto_pad, ceil_mode) -> Window:
+    s, d, p = _defaults(len(k), strides, dilations, pads)
+    begin, end, out = _geometry(in_sp, k, s, d, p, auto_pad, ceil_mode)
+    return Window(k, tuple(s), tuple(d), tuple(begin), tuple(end), tuple(out))
+
+
 def _padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill, out: np.ndarray | None = None
             ) -> np.ndarray:
     """``x`` with its spatial axes padded by ``fill`` (a negative pad crops that side), written into
@@ -60,8 +93,14 @@ def _padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill, out: 
     nd = x.ndim - 2
     if out is None:
         out = np.empty(_padded_shape(x.shape, begin, end), dtype=x.dtype)
-    out.fill(fill)
     src = x[(..., *(slice(max(-begin[i], 0), x.shape[2 + i] + min(end[i], 0)) for i in range(nd)))]
+    lead = (slice(None),) * 2
+    for i in range(nd):  # only the border is filled: the interior is written once, by the copy
+        lo, hi = max(begin[i], 0), max(begin[i], 0) + src.shape[2 + i]
+        if lo:
+            out[(*lead, *(slice(None),) * i, slice(0, lo))] = fill
+        if hi < out.shape[2 + i]:
+            out[(*lead, *(slice(None),) * i, slice(hi, None))] = fill
     out[(..., *(slice(max(begin[i], 0), max(begin[i], 0) + src.shape[2 + i]) for i in range(nd)))] = src
     return out
 
@@ -91,11 +130,12 @@ def _taps(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Sequence[int]
                           for i in range(len(k))))]
 
 
+_WIDENED = {np.dtype(np.float16): np.dtype(np.float32), np.dtype(ml_dtypes.bfloat16): np.dtype(np.float32)}
+
+
 def _work_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype sums run in: float32 for 16-bit floats (as hardware accumulates), else the input's."""
-    if dtype == np.float16 or dtype.name == "bfloat16":
-        return np.dtype(np.float32)
-    return dtype
+    return _WIDENED.get(dtype, dtype)
 
 
 def _flat_padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], width: int, reach: int) -> np.ndarray:

@@ -21,12 +21,12 @@ from numpy.lib.stride_tricks import as_strided
 from hal.kernels._sliding import (
     _defaults,
     _flat_padded,
-    _geometry,
     _padded,
     _padded_shape,
     _same_pads,
     _windows,
     _work_dtype,
+    window,
 )
 from hal.kernels.registry import kernel
 
@@ -39,16 +39,14 @@ def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, auto_pad: str, dil
     if work != out_dtype:  # 16-bit floats: float32 GEMM, one rounding at the end
         x, w = x.astype(work), w.astype(work)
     nd = x.ndim - 2
-    k = list(w.shape[2:])
-    s, d, p = _defaults(nd, strides, dilations, pads)
-    begin, end, out = _geometry(x.shape[2:], k, s, d, p, auto_pad)
+    k, s, d, begin, end, out = window(x.shape[2:], w.shape[2:], strides, dilations, pads, auto_pad)
     n, c = x.shape[:2]
     m = w.shape[0]
     g = group
     cg, mg = c // g, m // g
     if cg == 1 and g > 1 and nd == 2 and s[0] == 1 and 0 not in out:
         y = _depthwise(x, w, b, k, s, d, begin, end, out)
-    elif g == 1 and nd == 2 and s == [1, 1] and m <= SHIFTED_MAX_OUT_CHANNELS and math.prod(k) > 1 and 0 not in out:
+    elif g == 1 and nd == 2 and s == (1, 1) and m <= SHIFTED_MAX_OUT_CHANNELS and math.prod(k) > 1 and 0 not in out:
         y = _shifted(x, w, b, k, d, begin, end, out)
     elif math.prod(k) > 1 and 0 not in out and (g > 1 or c * math.prod(k) * math.prod(out) * x.itemsize
                                                  > COLUMN_BLOCK_FROM):
@@ -175,11 +173,7 @@ def _shifted(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, k: Sequence[int
                 part = np.empty_like(acc)
             else:
                 acc += np.matmul(taps[i, j], view, out=part)
-    y = acc.reshape(n, m, oh, width)
-    y = np.ascontiguousarray(y[..., :ow]) if width != ow else y
-    if b is not None:
-        y += b.reshape(-1, 1, 1).astype(y.dtype, copy=False)
-    return y
+    return _cropped_plus_bias(acc.reshape(n, m, oh, width), ow, b)
 
 
 #: a depthwise conv builds its columns this many bytes of channels at a time, so each block's
@@ -217,11 +211,20 @@ def _depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, k: Sequence[i
             cols[...] = as_strided(flat[i, c0:c1], shape=cols.shape, writeable=False,
                                    strides=(st[1], item * width * d[0], item * d[1], item * s[1]))
             np.matmul(wr[c0:c1], cols.reshape(c1 - c0, taps, span), out=grid[i, c0:c1])
-    y = np.ascontiguousarray(grid.reshape(n, g * mg, oh, grid_w)[..., :ow]) if grid_w != ow else \
-        grid.reshape(n, g * mg, oh, ow)
-    if b is not None:
-        y += b.reshape(-1, 1, 1).astype(y.dtype, copy=False)
-    return y
+    return _cropped_plus_bias(grid.reshape(n, g * mg, oh, grid_w), ow, b)
+
+
+def _cropped_plus_bias(grid: np.ndarray, ow: int, b: np.ndarray | None) -> np.ndarray:
+    """The first ``ow`` columns of an (N, M, H, grid width) GEMM result plus the bias, in one pass
+    when both are needed (the crop's copy writes the sum)."""
+    bias = None if b is None else b.reshape(-1, 1, 1).astype(grid.dtype, copy=False)
+    if grid.shape[3] == ow:
+        if bias is not None:
+            grid += bias
+        return grid
+    if bias is None:
+        return np.ascontiguousarray(grid[..., :ow])
+    return np.add(grid[..., :ow], bias, out=np.empty((*grid.shape[:3], ow), dtype=grid.dtype))
 
 
 @kernel("Conv", since=1)

@@ -8,24 +8,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
-from hal.kernels._sliding import _defaults, _geometry, _padded, _padded_shape, _taps, _work_dtype
+from hal.kernels._sliding import _defaults, _padded, _padded_shape, _taps, _work_dtype, window
 from hal.kernels.registry import kernel
 
 
 def _pool_setup(x: np.ndarray, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode):
     """Kernel, strides, dilations, begin pads, end pads (with ceil-mode extension) and output shape."""
-    nd = x.ndim - 2
-    k = list(kernel_shape) if kernel_shape else list(x.shape[2:])
-    s, d, p = _defaults(nd, strides, dilations, pads)
-    begin, end, out = _geometry(x.shape[2:], k, s, d, p, auto_pad, ceil_mode)
-    # Extend the end so the last (ceil-mode) window is fully addressable.
-    reach = [begin[i] + x.shape[2 + i] + end[i] for i in range(nd)]
-    need = [(out[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 for i in range(nd)]
-    ext = [end[i] + max(need[i] - reach[i], 0) for i in range(nd)]
-    return k, s, d, begin, end, ext, out
+    in_sp = x.shape[2:]
+    k, s, d, begin, end, out = window(in_sp, kernel_shape if kernel_shape else in_sp, strides, dilations, pads,
+                                      auto_pad, ceil_mode)
+    return k, s, d, begin, end, _extended(in_sp, k, s, d, begin, end, out), out
+
+
+@lru_cache(maxsize=1024)
+def _extended(in_sp, k, s, d, begin, end, out) -> tuple[int, ...]:
+    """The end pads extended so the last (ceil-mode) window is fully addressable."""
+    reach = [begin[i] + in_sp[i] + end[i] for i in range(len(k))]
+    need = [(out[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 for i in range(len(k))]
+    return tuple(end[i] + max(need[i] - reach[i], 0) for i in range(len(k)))
 
 
 def _reduce_windows(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Sequence[int],
@@ -145,14 +149,18 @@ def max_pool(x, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=Non
                      _n_outputs > 1)
 
 
-def _window_counts(x_sp, k, s, d, begin, end, out, include_pad: bool) -> np.ndarray:
-    """How many taps of each output window land in the counted region (the divisor of AveragePool)."""
+@lru_cache(maxsize=256)
+def _window_counts(x_sp, k, s, d, begin, end, out, include_pad: bool, dtype: np.dtype) -> np.ndarray:
+    """How many taps of each output window land in the counted region (the divisor of AveragePool),
+    in ``dtype``; read-only, as it is cached per geometry."""
     counts = np.ones((), dtype=np.int64)
     for i in range(len(k)):
         lo, hi = (0, begin[i] + x_sp[i] + end[i]) if include_pad else (begin[i], begin[i] + x_sp[i])
         pos = np.arange(out[i])[:, None] * s[i] + np.arange(k[i])[None, :] * d[i]
         c = ((pos >= lo) & (pos < hi)).sum(axis=1)
         counts = np.multiply.outer(counts, c)
+    counts = counts.astype(dtype)
+    counts.flags.writeable = False
     return counts
 
 
@@ -163,8 +171,7 @@ def average_pool(x, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilatio
                                                 ceil_mode)
     work = _work_dtype(x.dtype)
     acc = _pool_windows(x.astype(work, copy=False), begin, ext, 0, out, k, s, d, np.add)
-    counts = _window_counts(x.shape[2:], k, s, d, begin, end, out, bool(count_include_pad))
-    acc /= counts.astype(work)
+    acc /= _window_counts(x.shape[2:], k, s, d, begin, end, out, bool(count_include_pad), work)
     return acc.astype(x.dtype, copy=False)
 
 
