@@ -37,7 +37,7 @@ def inplace_kernels() -> dict[int, tuple[Any, int]]:
             elif mod == "hal.kernels.elementwise" and (name, d.op_type) in variadic:
                 out[id(fn)] = (variadic[name, d.op_type], 2)
             elif mod == "hal.kernels.activation" and name == "relu" and d.op_type == "Relu":
-                out[id(fn)] = (np.maximum, 0)  # max(x, 0)
+                out[id(fn)] = (_relu_in_place, 0)  # max(x, 0)
             elif mod == "hal.kernels.activation" and name == "tanh" and d.op_type == "Tanh":
                 out[id(fn)] = (np.tanh, 1)
             elif mod == "hal.kernels.elementwise" and name == d.op_type.lower() and fn.__closure__:
@@ -45,6 +45,13 @@ def inplace_kernels() -> dict[int, tuple[Any, int]]:
                 if len(cells) == 1 and any(cells[0] is u for u in _UNARY_UFUNCS):
                     out[id(fn)] = (cells[0], 1)
     return out
+
+
+def _relu_in_place(x: np.ndarray, zero: int, out: np.ndarray) -> np.ndarray:
+    """Relu's ``max(x, 0)`` with the ufunc's call shape (see ``hal.kernels.activation.relu_into``)."""
+    from hal.kernels.activation import relu_into
+
+    return relu_into(x, out)
 
 
 def _owner_refs(a: np.ndarray) -> int:
