@@ -14,7 +14,7 @@ from collections.abc import Callable
 import ml_dtypes
 import numpy as np
 
-from hal.kernels.elementwise import erf_array
+from hal.kernels.elementwise import bound_into, erf_array
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -49,32 +49,9 @@ def _legacy(op: str, since: int, fn: Callable[..., Array]) -> None:
 
 # ---- Relu family --------------------------------------------------------------------------------
 
-#: max(x, 0) reads its zero from a row this long: numpy vectorises its maximum loop for two
-#: contiguous operands but not for an array and a scalar (2.7x slower on ShuffleNet's 351K-float
-#: activations, measured here); same bits either way, -0.0 and NaN included
-ZERO_ROW = 4096
-
-
-@functools.cache
-def _zero_row(dtype: np.dtype) -> Array:
-    z = np.zeros(ZERO_ROW, dtype=dtype)
-    z.flags.writeable = False
-    return z
-
-
 def relu_into(x: Array, out: Array) -> Array:
-    """``np.maximum(x, 0, out=out)``, a row of zeros at a time for big contiguous float32/64 arrays."""
-    n = x.size
-    if (x.dtype not in (np.float32, np.float64) or n < 2 * ZERO_ROW or not x.flags.c_contiguous
-            or not out.flags.c_contiguous or out.dtype != x.dtype):
-        return np.maximum(x, 0, out=out)
-    z = _zero_row(x.dtype)
-    body = n - n % ZERO_ROW
-    xf, of = x.reshape(-1), out.reshape(-1)
-    np.maximum(xf[:body].reshape(-1, ZERO_ROW), z, out=of[:body].reshape(-1, ZERO_ROW))
-    if body < n:
-        np.maximum(xf[body:], z[:n - body], out=of[body:])
-    return out
+    """``np.maximum(x, 0, out=out)``, vectorised (``bound_into``)."""
+    return bound_into(np.maximum, x, 0, out)
 
 
 @kernel("Relu", since=6)

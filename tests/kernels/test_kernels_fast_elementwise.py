@@ -1,0 +1,80 @@
+"""The vectorised forms of simple kernels give the very bits of the plain numpy call they replace:
+``bound_into`` (maximum / minimum against a row of the bound, Relu's path), the border-only fill of
+a padded copy, and the window geometry cached per shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hal.kernels._sliding import _defaults, _geometry, _padded, _padded_shape, window
+from hal.kernels.activation import relu
+from hal.kernels.elementwise import BOUND_ROW, bound_into
+
+SPECIAL = np.array([-0.0, 0.0, np.nan, -np.nan, np.inf, -np.inf, 1e-45, -1e-45, 3.5, -3.5])
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return a.view(np.int32 if a.dtype == np.float32 else np.int64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [7, 2 * BOUND_ROW - 1, 2 * BOUND_ROW, 3 * BOUND_ROW + 5])
+@pytest.mark.parametrize("ufunc, value", [(np.maximum, 0), (np.minimum, 0), (np.minimum, 9.0), (np.maximum, -np.inf)])
+def test_bound_into_gives_the_scalar_calls_bits(dtype, size, ufunc, value) -> None:
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal(size).astype(dtype)
+    x[: len(SPECIAL)] = SPECIAL[: min(size, len(SPECIAL))]
+    x = x.reshape(1, -1)
+    want = ufunc(x, value)
+    got = bound_into(ufunc, x, value, np.empty_like(x))
+    np.testing.assert_array_equal(_bits(got), _bits(want))
+    inplace = x.copy()
+    assert bound_into(ufunc, inplace, value, inplace) is inplace
+    np.testing.assert_array_equal(_bits(inplace), _bits(want))
+
+
+def test_relu_keeps_integer_dtypes_and_reads_views() -> None:
+    ints = np.arange(-5, 5, dtype=np.int32)
+    np.testing.assert_array_equal(relu(ints), np.maximum(ints, 0))
+    assert relu(ints).dtype == np.int32
+    big = np.random.default_rng(0).standard_normal((64, 3 * BOUND_ROW)).astype(np.float32)
+    view = big[:, ::3]  # not contiguous: the plain call
+    np.testing.assert_array_equal(_bits(relu(view)), _bits(np.maximum(view, 0)))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_padded_copy_into_a_dirty_buffer_fills_all_of_its_border(seed) -> None:
+    """A negative pad crops that side; the copy's shape keeps a negative end pad's room, filled
+    (windows never read it)."""
+    rng = np.random.default_rng(seed)
+    nd = int(rng.integers(1, 4))
+    shape = (2, 3, *(int(v) for v in rng.integers(3, 7, size=nd)))
+    x = rng.standard_normal(shape).astype(np.float32)
+    begin = [int(v) for v in rng.integers(-2, 3, size=nd)]
+    end = [int(v) for v in rng.integers(-2, 3, size=nd)]
+    cropped = x[(..., *(slice(max(-b, 0), x.shape[2 + i] + min(e, 0)) for i, (b, e) in enumerate(zip(begin, end))))]
+    want = np.pad(cropped, [(0, 0), (0, 0), *((max(b, 0), max(e, 0) - min(e, 0)) for b, e in zip(begin, end))],
+                  constant_values=-7.0)
+    dirty = np.full(_padded_shape(x.shape, begin, end), np.nan, dtype=np.float32)
+    if any(begin) or any(end):
+        np.testing.assert_array_equal(_padded(x, begin, end, -7.0, out=dirty), want)
+    np.testing.assert_array_equal(_padded(x, begin, end, -7.0), want if any(begin) or any(end) else x)
+
+
+@pytest.mark.parametrize("auto_pad", ["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"])
+@pytest.mark.parametrize("ceil_mode", [0, 1])
+def test_cached_window_matches_the_geometry_it_caches(auto_pad, ceil_mode) -> None:
+    rng = np.random.default_rng(len(auto_pad) + ceil_mode)
+    for _ in range(50):
+        in_sp = tuple(int(v) for v in rng.integers(4, 30, size=2))
+        k = [int(v) for v in rng.integers(1, 4, size=2)]
+        strides = [int(v) for v in rng.integers(1, 3, size=2)]
+        dilations = [int(v) for v in rng.integers(1, 3, size=2)]
+        pads = [int(v) for v in rng.integers(0, 3, size=4)]
+        s, d, p = _defaults(2, strides, dilations, pads)
+        begin, end, out = _geometry(in_sp, k, s, d, p, auto_pad, ceil_mode)
+        w = window(in_sp, k, strides, dilations, pads, auto_pad, ceil_mode)
+        assert w == (tuple(k), tuple(s), tuple(d), tuple(begin), tuple(end), tuple(out))
+        assert window(in_sp, k, strides, dilations, pads, auto_pad, ceil_mode) is w
+    assert window((5, 5), [3, 3], None, None, None, "NOTSET").s == (1, 1)
