@@ -14,7 +14,7 @@ from collections.abc import Callable
 import ml_dtypes
 import numpy as np
 
-from hal.kernels.elementwise import bound_into, erf_array
+from hal.kernels.elementwise import bound_into, erf_array, row_sums
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -256,10 +256,10 @@ def _softmax_narrow(x: Array, axis: int) -> Array:
 def softmax_rows(w: Array, out: Array | None = None) -> Array:
     """Softmax along the rows of a 2-D array, the attention case, into ``out`` (``w`` itself may be
     it). fmax.reduce is numpy's faster row maximum (a NaN row still ends all NaN, through exp), and
-    the row sums are one BLAS matrix-vector product instead of a reduction over short rows."""
+    the row sums are ``row_sums``."""
     e = np.subtract(w, np.fmax.reduce(w, axis=1, keepdims=True), out=out)
     np.exp(e, out=e)
-    e /= (e @ np.ones(e.shape[1], dtype=e.dtype))[:, None]
+    e /= row_sums(e)[:, None]
     return e
 
 

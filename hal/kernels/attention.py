@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from numpy.lib.stride_tricks import sliding_window_view
 
+from hal.kernels.elementwise import row_sums
 from hal.kernels.registry import KernelContext, kernel
 
 Array = np.ndarray
@@ -76,8 +77,7 @@ def _softmax_last(x: Array) -> Array:
     m[np.isneginf(m)] = 0
     e = np.subtract(x, m)
     np.exp(e, out=e)
-    # row sums as one BLAS matrix-vector product: numpy's reduction over short rows is slower
-    s = (e.reshape(-1, e.shape[-1]) @ np.ones(e.shape[-1], dtype=e.dtype)).reshape(m.shape)
+    s = row_sums(e.reshape(-1, e.shape[-1])).reshape(m.shape)
     s[s == 0] = 1
     e /= s
     return e

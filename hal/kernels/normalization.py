@@ -12,6 +12,7 @@ import ml_dtypes
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from hal.kernels.elementwise import row_sums
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -42,9 +43,8 @@ def _channel(v: Array, ndim: int) -> Array:
 # ---- layer-wise ---------------------------------------------------------------------------------
 
 def _row_mean(rows: Array) -> Array:
-    """Mean of each row of a 2-D array, as one BLAS matrix-vector product (numpy's reduction over
-    short contiguous rows is several times slower); float32 sums keep float32, as ONNX's stash type."""
-    total = rows @ np.ones(rows.shape[1], dtype=rows.dtype)
+    """Mean of each row of a 2-D array (``row_sums``); float32 sums keep float32, as ONNX's stash type."""
+    total = row_sums(rows)
     total /= rows.shape[1]
     return total
 
