@@ -12,16 +12,24 @@ after a session is built (``release_free_memory``).
 
 These are process-wide settings (``mallopt``), made once, by the first session; set
 ``HAL_HEAP_TUNING=0`` to leave the allocator as it is. Elsewhere than glibc both are no-ops.
+
+Building a session also pauses Python's cyclic garbage collector (``collector_paused``): a compile
+makes hundreds of thousands of objects that live on (graph IR, steps, reports), and every
+generational collection during it walks them again — 30% of a 10k-node graph's compile time.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+import gc
 import os
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 ENV_HEAP_TUNING = "HAL_HEAP_TUNING"
 #: mallopt parameters (glibc's malloc.h)
@@ -71,3 +79,40 @@ def keep_pages_for_runs() -> bool:
         # mallopt of either parameter turns glibc's dynamic threshold off, so both are set.
         _tuned = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TOP_PAD, TOP_PAD))
         return _tuned
+
+
+_paused = 0  # callers inside collector_paused, across threads
+_resume = False  # whether the collector was on when the first of them came in
+_paused_lock = threading.Lock()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the block (nested and concurrent blocks count; it
+    comes back on when the last one ends, if it was on when the first began). Cyclic garbage made
+    meanwhile is collected by the next collection after."""
+    global _paused, _resume
+    with _paused_lock:
+        if _paused == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _paused += 1
+    try:
+        yield
+    finally:
+        with _paused_lock:
+            _paused -= 1
+            if _paused == 0 and _resume:
+                gc.enable()
+
+
+def without_collector(fn: F) -> F:
+    """``fn`` run inside ``collector_paused``."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with collector_paused():
+            return fn(*args, **kwargs)
+
+    return run  # type: ignore[return-value]

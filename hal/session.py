@@ -191,6 +191,7 @@ def compile_graph(graph: Graph, target: Target, options: CompileOptions, cache: 
 class InferenceSession:
     """Compile a model for one target (with a fallback policy) and run it many times."""
 
+    @heap.without_collector  # the compile's many long-lived objects: see hal.heap
     def __init__(self, model: ModelLike, target: str = REFERENCE_TARGET, precision: str = "exact",
                  fallback: str = "error", *, devices: int | None = None, max_memory: int | None = None,
                  timeout_s: float | None = None, zoo_params: Mapping[str, Any] | None = None,

@@ -54,3 +54,56 @@ def test_a_run_reuses_the_last_runs_pages():
 @glibc
 def test_the_tuning_can_be_turned_off():
     assert _probe(HAL_HEAP_TUNING="0")["tuned"] is False
+
+
+
+def test_collector_pause_nests_across_threads_and_keeps_a_callers_choice() -> None:
+    import gc
+    import threading
+
+    from hal import heap
+
+    seen: list[bool] = []
+    done = threading.Event()
+    with heap.collector_paused():
+        assert not gc.isenabled()
+        with heap.collector_paused():  # nested: still off when the inner block ends
+            pass
+        assert not gc.isenabled()
+
+        def other() -> None:  # a concurrent block that ends first does not turn it back on
+            with heap.collector_paused():
+                pass
+            seen.append(gc.isenabled())
+            done.set()
+
+        threading.Thread(target=other).start()
+        assert done.wait(10)
+    assert seen == [False]
+    assert gc.isenabled()
+    gc.disable()  # a caller who turned it off keeps it off
+    try:
+        with heap.collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_session_compiles_with_the_collector_paused(monkeypatch) -> None:
+    import gc
+
+    import hal
+    import hal.session
+
+    during: list[bool] = []
+    real = hal.session.optimize
+
+    def spy(graph):
+        during.append(gc.isenabled())
+        return real(graph)
+
+    monkeypatch.setattr(hal.session, "optimize", spy)
+    hal.InferenceSession(str(SQUEEZENET), target="cpu")
+    assert during == [False]
+    assert gc.isenabled()
