@@ -21,7 +21,11 @@ def inplace_kernels() -> dict[int, tuple[Any, int]]:
     them into the buffer of an operand nothing else holds (see ``in_place``). Only kernels seen to
     be exactly that qualify (by module and name, or a unary wrapper's captured ufunc), so a kernel
     someone rewrites stops qualifying instead of being bypassed."""
+    from hal.kernels.activation import relu_into
     from hal.kernels.registry import _REGISTRY
+
+    def relu_in_place(x: np.ndarray, zero: int, out: np.ndarray) -> np.ndarray:
+        return relu_into(x, out)  # Relu's max(x, 0) with the ufunc's call shape
 
     out: dict[int, tuple[Any, int]] = {}  # by id: a step's fn need not be hashable (registered ones live on)
     binary = {"add": np.add, "sub": np.subtract, "mul": np.multiply}
@@ -37,7 +41,7 @@ def inplace_kernels() -> dict[int, tuple[Any, int]]:
             elif mod == "hal.kernels.elementwise" and (name, d.op_type) in variadic:
                 out[id(fn)] = (variadic[name, d.op_type], 2)
             elif mod == "hal.kernels.activation" and name == "relu" and d.op_type == "Relu":
-                out[id(fn)] = (_relu_in_place, 0)  # max(x, 0)
+                out[id(fn)] = (relu_in_place, 0)  # max(x, 0)
             elif mod == "hal.kernels.activation" and name == "tanh" and d.op_type == "Tanh":
                 out[id(fn)] = (np.tanh, 1)
             elif mod == "hal.kernels.elementwise" and name == d.op_type.lower() and fn.__closure__:
@@ -45,13 +49,6 @@ def inplace_kernels() -> dict[int, tuple[Any, int]]:
                 if len(cells) == 1 and any(cells[0] is u for u in _UNARY_UFUNCS):
                     out[id(fn)] = (cells[0], 1)
     return out
-
-
-def _relu_in_place(x: np.ndarray, zero: int, out: np.ndarray) -> np.ndarray:
-    """Relu's ``max(x, 0)`` with the ufunc's call shape (see ``hal.kernels.activation.relu_into``)."""
-    from hal.kernels.activation import relu_into
-
-    return relu_into(x, out)
 
 
 def _owner_refs(a: np.ndarray) -> int:

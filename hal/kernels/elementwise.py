@@ -107,6 +107,50 @@ def mod(a: Array, b: Array, fmod: int = 0) -> Array:
         return _arr(np.fmod(a, b) if fmod else np.mod(a, b))
 
 
+# ---- row sums and bounds ------------------------------------------------------------------------
+
+def row_sums(rows: Array) -> Array:
+    """The sum of each row of a 2-D array as one BLAS matrix-vector product: numpy's reduction over
+    short contiguous rows is several times slower (softmax and normalization rows)."""
+    return rows @ _ones(rows.shape[1], rows.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(n: int, dtype: np.dtype) -> Array:
+    v = np.ones(n, dtype=dtype)
+    v.flags.writeable = False
+    return v
+
+
+#: ``bound_into`` reads its bound from a row this long: numpy vectorises maximum and minimum for
+#: two contiguous operands but not for an array and a scalar (2.7x slower on a 351K-float32 array,
+#: measured here); the same bits either way, -0.0 and NaN included
+BOUND_ROW = 4096
+
+
+@functools.cache
+def _bound_row(value: float, dtype: np.dtype) -> Array:
+    row = np.full(BOUND_ROW, value, dtype=dtype)
+    row.flags.writeable = False
+    return row
+
+
+def bound_into(ufunc: np.ufunc, x: Array, value: float, out: Array) -> Array:
+    """``ufunc(x, value, out=out)`` for np.maximum / np.minimum, against a row of ``value`` at a time
+    when ``x`` and ``out`` are big contiguous float32/64 arrays of one dtype."""
+    n = x.size
+    if (x.dtype not in (np.float32, np.float64) or n < 2 * BOUND_ROW or out.dtype != x.dtype
+            or not x.flags.c_contiguous or not out.flags.c_contiguous):
+        return ufunc(x, value, out=out)
+    row = _bound_row(value, x.dtype)
+    body = n - n % BOUND_ROW
+    xf, of = x.reshape(-1), out.reshape(-1)
+    ufunc(xf[:body].reshape(-1, BOUND_ROW), row, out=of[:body].reshape(-1, BOUND_ROW))
+    if body < n:
+        ufunc(xf[body:], row[:n - body], out=of[body:])
+    return out
+
+
 # ---- unary math ---------------------------------------------------------------------------------
 
 def _erf_fit(small_degree: int, big_degree: int, top: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -159,47 +203,6 @@ def _erf_tanh_fit(degree: int, top: float) -> np.ndarray:
 _ERF_F32_TOP = 4.0
 _ERF_F32 = _erf_tanh_fit(8, _ERF_F32_TOP).astype(np.float32)
 _ERF_F32_TOP_S = np.float32(_ERF_F32_TOP**2)
-
-def row_sums(rows: Array) -> Array:
-    """The sum of each row of a 2-D array as one BLAS matrix-vector product: numpy's reduction over
-    short contiguous rows is several times slower (softmax and normalization rows)."""
-    return rows @ _ones(rows.shape[1], rows.dtype)
-
-
-@functools.lru_cache(maxsize=64)
-def _ones(n: int, dtype: np.dtype) -> Array:
-    v = np.ones(n, dtype=dtype)
-    v.flags.writeable = False
-    return v
-
-
-#: ``bound_into`` reads its bound from a row this long: numpy vectorises maximum and minimum for
-#: two contiguous operands but not for an array and a scalar (2.7x slower on a 351K-float32 array,
-#: measured here); the same bits either way, -0.0 and NaN included
-BOUND_ROW = 4096
-
-
-@functools.cache
-def _bound_row(value: float, dtype: np.dtype) -> Array:
-    row = np.full(BOUND_ROW, value, dtype=dtype)
-    row.flags.writeable = False
-    return row
-
-
-def bound_into(ufunc: np.ufunc, x: Array, value: float, out: Array) -> Array:
-    """``ufunc(x, value, out=out)`` for np.maximum / np.minimum, against a row of ``value`` at a time
-    when ``x`` and ``out`` are big contiguous float32/64 arrays of one dtype."""
-    n = x.size
-    if (x.dtype not in (np.float32, np.float64) or n < 2 * BOUND_ROW or out.dtype != x.dtype
-            or not x.flags.c_contiguous or not out.flags.c_contiguous):
-        return ufunc(x, value, out=out)
-    row = _bound_row(value, x.dtype)
-    body = n - n % BOUND_ROW
-    xf, of = x.reshape(-1), out.reshape(-1)
-    ufunc(xf[:body].reshape(-1, BOUND_ROW), row, out=of[:body].reshape(-1, BOUND_ROW))
-    if body < n:
-        ufunc(xf[body:], row[:n - body], out=of[body:])
-    return out
 _ERF_BLOCK = 1 << 15  # elements per pass: the temporaries stay in cache and are never page-faulted
 
 
