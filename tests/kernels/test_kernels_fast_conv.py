@@ -2,11 +2,12 @@
 
 Each shape below takes one of the kernels' special paths: 1x1 convs as a plain GEMM (stride 1 and
 strided, padded), grouped convs as batched GEMMs a block of groups at a time, depthwise convs on
-the flattened padded image a block of channels at a time (channel multipliers, strides, dilations,
-negative pads), stride-1 convs with few output channels as one GEMM per tap over that image
-(dilations, uneven and SAME pads), big im2col matrices built and multiplied a band of output rows
-at a time (2-D and 3-D), pooling reduced one spatial axis at a time (ceil mode, dilations, SAME
-pads, 1-D and 3-D) and LRN's window as one strided reduction.
+each channel's flattened image between zero margins, a block of channels at a time (channel
+multipliers, strides, dilations, wide, uneven and negative pads), stride-1 convs with few output
+channels as one GEMM per tap over the flattened padded image (dilations, uneven and SAME pads), big
+im2col matrices built and multiplied a band of output rows at a time (2-D and 3-D), pooling reduced
+one spatial axis at a time (ceil mode, dilations, SAME pads, 1-D and 3-D) and LRN's window as one
+strided reduction.
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ CONVS = [  # (x shape, w shape, attrs, bias)
     ((1, 8, 12, 12), (8, 1, 3, 3), {"group": 8, "strides": [1, 3], "dilations": [2, 1]}, True),
     ((1, 8, 11, 12), (8, 1, 2, 3), {"group": 8, "pads": [0, 2, 1, 0]}, False),        # uneven pads
     ((1, 8, 11, 12), (8, 1, 3, 3), {"group": 8, "auto_pad": "SAME_UPPER"}, True),
+    ((2, 6, 13, 11), (12, 1, 3, 3), {"group": 6, "strides": [2, 2], "pads": [1, 1, 1, 1]}, True),  # odd sizes
+    ((1, 6, 14, 15), (6, 1, 5, 3), {"group": 6, "strides": [3, 2], "dilations": [1, 2], "pads": [2, 3, 0, 1]},
+     False),                                                                      # strides 3x2, wide pads
+    ((1, 5, 1, 1), (5, 1, 3, 3), {"group": 5, "pads": [1, 1, 1, 1]}, True),           # 1x1 image, 3x3 kernel
+    ((1, 5, 2, 3), (5, 1, 3, 5), {"group": 5, "pads": [2, 3, 2, 3]}, True),           # kernel wider than image
+    ((1, 4, 9, 9), (4, 1, 3, 3), {"group": 4, "strides": [2, 2], "auto_pad": "SAME_LOWER"}, True),
     ((1, 6, 20), (6, 1, 5), {"group": 6, "pads": [2, 2]}, True),                      # 1-D depthwise
     ((1, 4, 5, 6, 7), (4, 1, 3, 3, 3), {"group": 4, "pads": [1] * 6}, True),          # 3-D depthwise
     ((1, 3, 15, 15), (8, 3, 7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}, True),  # im2col stem
@@ -139,7 +146,7 @@ def test_big_column_matrices_are_built_in_bands(monkeypatch, size, banded) -> No
 
 
 @pytest.mark.parametrize("xs,ws,attrs", [
-    ((2, 6, 9, 8), (6, 1, 3, 3), {"group": 6, "strides": [2, 2], "pads": [1, 1, 1, 1]}),    # depthwise, stride 2
+    ((2, 6, 9, 8), (6, 2, 3, 3), {"group": 3, "strides": [2, 2], "pads": [1, 1, 1, 1]}),    # stride 2
     ((1, 8, 7, 9), (12, 2, 3, 2), {"group": 4, "pads": [1, 0, 2, 1], "dilations": [2, 1]}),  # grouped, uneven pads
     ((1, 6, 9, 9), (6, 2, 3, 3), {"group": 3, "pads": [-1, 1, 1, -1]}),                    # pads that crop
 ])
@@ -162,6 +169,21 @@ def test_grouped_conv_pads_each_block_of_groups_on_its_own(monkeypatch, xs, ws, 
         x, attrs = np.ascontiguousarray(x[:, :, 1:, :-1]), {**attrs, "pads": [0, 1, 1, 0]}
     want = _ort("Conv", {"x": x, "w": w, "b": b}, attrs)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("block_channels", [1, 3])
+def test_depthwise_blocks_reuse_their_margins(monkeypatch, block_channels) -> None:
+    # one or three channels per block (the last block short): each block's copy must leave the
+    # reused image buffer's zero margins and its column strips as the previous block left them
+    from hal.kernels import nn
+
+    xs, ws, attrs = (2, 7, 10, 9), (14, 1, 3, 3), {"group": 7, "strides": [2, 1], "pads": [1, 2, 2, 1]}
+    monkeypatch.setattr(nn, "DEPTHWISE_BLOCK", block_channels * 9 * 6 * 9 * 4)
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(xs) + 3).astype(np.float32)  # no zeros: a stale margin would show
+    w = rng.standard_normal(ws).astype(np.float32)
+    got = _hal("Conv", [x, w], attrs)
+    np.testing.assert_allclose(got, _ort("Conv", {"x": x, "w": w}, attrs)[0], rtol=1e-4, atol=1e-4)
 
 
 def test_float16_depthwise_conv_accumulates_in_float32() -> None:
