@@ -219,6 +219,10 @@ POOLS = [  # (op, x shape, attrs)
     ("AveragePool", (1, 2, 6, 7, 5), {"kernel_shape": [3, 2, 2], "pads": [1, 0, 1, 1, 1, 0]}),
     ("LpPool", (1, 3, 9, 9), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ("LpPool", (1, 3, 9, 9), {"kernel_shape": [2, 2], "p": 3}),
+    # a strided last axis (up to FLAT_MAX_STRIDE) is reduced over the flattened array, every s-th kept
+    ("MaxPool", (1, 3, 20), {"kernel_shape": [3], "strides": [2], "dilations": [2]}),   # the input itself
+    ("MaxPool", (1, 3, 9, 14), {"kernel_shape": [2, 3], "strides": [1, 3], "dilations": [1, 2], "ceil_mode": 1}),
+    ("AveragePool", (1, 3, 11, 17), {"kernel_shape": [3, 5], "strides": [2, 4], "pads": [1, 2, 1, 2]}),  # past it
 ]
 
 
@@ -259,6 +263,17 @@ def test_stride_one_pooling_of_a_non_contiguous_input_matches_onnxruntime() -> N
     want = _ort("MaxPool", {"x": np.ascontiguousarray(x)}, attrs)[0]
     got = _hal("MaxPool", [x], attrs)
     np.testing.assert_array_equal(got, want)
+    assert got.flags.c_contiguous and not np.shares_memory(got, x)
+
+
+def test_strided_pooling_over_the_flattened_input_leaves_it_alone() -> None:
+    # no pads, one axis: the flattened reduction reads the caller's array and writes a buffer of its own
+    x = np.random.default_rng(6).standard_normal((2, 3, 21)).astype(np.float32)
+    before = x.copy()
+    attrs = {"kernel_shape": [3], "strides": [2]}
+    got = _hal("MaxPool", [x], attrs)
+    np.testing.assert_array_equal(x, before)
+    np.testing.assert_array_equal(got, _ort("MaxPool", {"x": x}, attrs)[0])
     assert got.flags.c_contiguous and not np.shares_memory(got, x)
 
 
