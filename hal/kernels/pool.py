@@ -1,6 +1,7 @@
 """Pooling kernels, N-d, NCHW layout: Max/Average/Lp pooling, their global forms, MaxUnpool and
 MaxRoiPool. A box window is separable, so pooling reduces one spatial axis at a time: each tap of
-each axis is one strided, vectorised op (at stride 1, one contiguous op over the flattened array);
+each axis is one strided, vectorised op (at stride 1, and on a strided last axis, one contiguous op
+over the flattened array);
 MaxPool with Indices loops over the full taps.
 """
 
