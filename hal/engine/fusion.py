@@ -4,6 +4,7 @@ kernels of ``hal.kernels.fused``, bit-identical to one reference kernel per node
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from hal.engine.program import Program, Step, steps_for_nodes
@@ -21,9 +22,10 @@ def _key(step: Step, node: Node, graph: Graph) -> tuple[str, str, int]:
 def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = None) -> list[Step]:
     """``steps_for_nodes`` with the groups ``hal.graph.fuse.find_fusions`` finds run as one step each
     (hal.kernels.fused): MatMul + bias Add, elementwise regions (GELU chains, attention scale and
-    mask) and the Softmax after one. Results are bit-identical to the plain steps; a fused step's
-    ``nodes`` names the nodes it runs and its label and op type join theirs with "+". A caller
-    fusing many slices of one graph passes the graph's ``GraphIndex`` once (building it is O(graph))."""
+    mask) and the Softmax after one; Concats that extend one another share one buffer. Results are
+    bit-identical to the plain steps; a fused step's ``nodes`` names the nodes it runs and its label
+    and op type join theirs with "+". A caller fusing many slices of one graph passes the graph's
+    ``GraphIndex`` once (building it is O(graph))."""
     from hal.kernels.fused import MatMulBias, Region  # imports the kernel families: load them on first use
 
     nodes = list(nodes)
@@ -50,7 +52,57 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
             step = Step(fn, list(f.inputs), [out], {}, label, op, None, tuple(n.name for n in members), "")
         fused[f.members[-1]] = step
         covered.update(f.members)
-    return [fused[k] if k in fused else s for k, s in enumerate(plain) if k in fused or k not in covered]
+    steps = [fused[k] if k in fused else s for k, s in enumerate(plain) if k in fused or k not in covered]
+    return chain_concats(graph, steps)
+
+
+def chain_concats(graph: Graph, steps: list[Step]) -> list[Step]:
+    """``steps`` (in run order) with the Concat steps that extend the previous one's result (their
+    first input, the previous Concat's only Concat reader, along the same axis, not a graph output)
+    as ``ConcatChain`` steps sharing a buffer sized by the last one's static shape. Steps whose kernel
+    is not the registered Concat (a numeric policy's wrapper, say) are left as they are."""
+    from hal.kernels.fused import ConcatChain
+
+    kdef = lookup("Concat", "", graph.opset(""))
+    if kdef is None:
+        return steps
+    producer = {o: i for i, s in enumerate(steps) for o in s.outs if o}
+    readers: dict[str, list[int]] = {}
+    for i, s in enumerate(steps):
+        for x in s.ins:
+            if x:
+                readers.setdefault(x, []).append(i)
+    outputs = {o.name for o in graph.outputs}
+
+    def axis_of(s: Step) -> int | None:
+        """The axis of a plain Concat step with a static result shape, else None."""
+        if s.fn is not kdef.fn or len(s.ins) < 2 or not all(s.ins) or len(s.outs) != 1:
+            return None
+        info = graph.values.get(s.outs[0])
+        shape = info.static_shape if info is not None else None
+        a = s.attrs.get("axis", 1)
+        if shape is None or not -len(shape) <= a < len(shape):
+            return None
+        return a % len(shape)
+
+    after: dict[int, int] = {}  # a chained Concat -> the one extending it
+    for j, s in enumerate(steps):
+        a = axis_of(s)
+        p = producer.get(s.ins[0]) if a is not None else None
+        if (p is None or axis_of(steps[p]) != a or s.ins[0] in outputs or s.ins.count(s.ins[0]) != 1
+                or sum(axis_of(steps[r]) is not None for r in readers[s.ins[0]]) != 1):
+            continue
+        after[p] = j
+    key = (kdef.domain, "Concat", kdef.since)
+    for head in set(after) - set(after.values()):
+        chain = [head]
+        while chain[-1] in after:
+            chain.append(after[chain[-1]])
+        last = steps[chain[-1]]
+        total = graph.values[last.outs[0]].static_shape[axis_of(last)]  # type: ignore[index]
+        for k in chain:
+            steps[k] = replace(steps[k], fn=ConcatChain(key, total, k == head))
+    return steps
 
 
 def reference_program(graph: Graph, *, fuse: bool = False) -> Program:

@@ -25,7 +25,7 @@ from functools import partial
 
 import numpy as np
 
-from hal.engine import Program, Step, kernel_step
+from hal.engine import Program, Step, chain_concats, kernel_step
 from hal.errors import CompileError, ResourceError
 from hal.graph.ir import Graph, Node, TensorInfo
 from hal.graph.passes import NONDETERMINISTIC
@@ -200,7 +200,8 @@ class LpuTarget:
         cycles = schedule(builder.instructions)
         order = sorted(carries, key=lambda i: (builder.instructions[i].start, i))
         program_steps = [by_name[n.name] for n in const_nodes] + [carries[i] for i in order]
-        engine = Program(replace(graph, initializers=weights), program_steps)
+        # Concats that extend one another share a buffer in the host program too (DenseNet's blocks)
+        engine = Program(replace(graph, initializers=weights), chain_concats(graph, program_steps))
         program = sorted(builder.instructions, key=lambda i: (i.start, i.id))
         report = build_report(graph, options, policy, machine, placement, builder, cycles, __version__,
                               self.spec.name, len(const_nodes))
