@@ -256,7 +256,7 @@ class ConcatChain(_Fused):
     chain's first step allocates the last one's size and every step appends its other inputs
     after what is there, returning a view of the prefix written so far. No result is copied again
     into the next, and the heap sees one allocation a chain instead of one a little larger than
-    the last at every step (DenseNet-121: 58 copies gone, 4.6 MB less peak RSS). The values are
+    the last at every step (DenseNet-121: 58 Concats, run peak RSS 57.5 -> 53.8 MB). The values are
     np.concatenate's; where a call does not fit (leading dimensions other than 1, a first input
     that is not the chain's writable prefix, mixed dtypes) the step is the Concat kernel itself.
     """
