@@ -49,24 +49,34 @@ def _reduce_windows(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Seq
     each tap is one long contiguous run (not one short run per row; Inception's 3x3 stride-1 pools:
     25-48% faster). So is a strided last axis (up to FLAT_MAX_STRIDE), every position computed and
     every s-th kept: its taps would otherwise be one short strided run per row (SqueezeNet's 3x3
-    stride-2 pools: that axis 35% faster). Windows that would run past the end of their row, image or
-    channel are computed too and dropped at the end; the elements kept see the same operations in
-    the same order."""
+    stride-2 pools: that axis 35% faster). Such a pass leaves the whole padded extent of its axis in
+    place and the cut to the end, so the next axis can take the flattened path too (a 3x3 stride-1
+    pool: both axes contiguous). Windows that would run past the end of their row, image or channel
+    are computed too and dropped at the end; the elements kept see the same operations in the same
+    order."""
     y, ours = xp, False  # ours: y is (a view of) a buffer made here, not of the input
-    for i in range(len(k)):
+    nd = len(k)
+    whole = (slice(None),) * nd
+    keep = list(whole)  # what a flattened pass left of each axis for the end to cut: y stays contiguous
+    for i in range(nd):
         lead = (slice(None),) * (2 + i)
         span = (out[i] - 1) * s[i] + 1 if out[i] > 0 else 0
+        if k[i] > 1 and out[i] > 0 and y.flags.c_contiguous and y.size and (
+                s[i] == 1 or (i == nd - 1 and s[i] <= FLAT_MAX_STRIDE)):
+            y, ours = _reduce_flat(y, i, k[i], d[i], op), True
+            keep[i] = slice(0, span, s[i])
+            continue
+        if tuple(keep) != whole:
+            y, keep = y[(slice(None), slice(None), *keep)], list(whole)
         if k[i] == 1:
             y = y[(*lead, slice(0, span, s[i]))]
-        elif out[i] > 0 and y.flags.c_contiguous and y.size and (
-                s[i] == 1 or (i == len(k) - 1 and s[i] <= FLAT_MAX_STRIDE)):
-            y, ours = _reduce_flat(y, i, span, k[i], d[i], op)[(*lead, slice(None, None, s[i]))], True
         else:
             taps = [y[(*lead, slice(t * d[i], t * d[i] + span, s[i]))] for t in range(k[i])]
             acc = op(taps[0], taps[1])
             for v in taps[2:]:
                 op(acc, v, out=acc)
             y, ours = acc, True
+    y = y[(slice(None), slice(None), *keep)]
     return np.ascontiguousarray(y) if ours else y.copy()
 
 
@@ -94,10 +104,11 @@ def _pool_windows(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill,
     return y
 
 
-def _reduce_flat(y: np.ndarray, i: int, span: int, k: int, d: int, op: np.ufunc) -> np.ndarray:
+def _reduce_flat(y: np.ndarray, i: int, k: int, d: int, op: np.ufunc) -> np.ndarray:
     """Spatial axis ``i`` of contiguous, non-empty ``y`` reduced at stride 1 over the flattened array,
-    as a view keeping the first ``span`` (> 0) positions of the axis: the padded axis holds at least
-    one whole window, so ``n`` below is positive."""
+    into a contiguous array of ``y``'s shape whose positions past the axis's last whole window are
+    not results (the caller cuts them): the padded axis holds at least one whole window, so ``n``
+    below is positive."""
     step = d * math.prod(y.shape[3 + i:])
     flat = y.reshape(-1)
     n = flat.size - (k - 1) * step
@@ -107,7 +118,7 @@ def _reduce_flat(y: np.ndarray, i: int, span: int, k: int, d: int, op: np.ufunc)
     for t in range(2, k):
         op(acc, flat[t * step:t * step + n], out=acc)
     buf[n:] = 0  # past the last window: never kept, but never left uninitialised either
-    return buf.reshape(y.shape)[(*(slice(None),) * (2 + i), slice(0, span))]
+    return buf.reshape(y.shape)
 
 
 def _lowest(dtype: np.dtype):

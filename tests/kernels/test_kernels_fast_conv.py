@@ -223,6 +223,11 @@ POOLS = [  # (op, x shape, attrs)
     ("MaxPool", (1, 3, 20), {"kernel_shape": [3], "strides": [2], "dilations": [2]}),   # the input itself
     ("MaxPool", (1, 3, 9, 14), {"kernel_shape": [2, 3], "strides": [1, 3], "dilations": [1, 2], "ceil_mode": 1}),
     ("AveragePool", (1, 3, 11, 17), {"kernel_shape": [3, 5], "strides": [2, 4], "pads": [1, 2, 1, 2]}),  # past it
+    # a flattened pass leaves its axis's cut to the end, unless a strided or 1-wide axis comes next
+    ("MaxPool", (1, 3, 9, 10), {"kernel_shape": [3, 1], "strides": [1, 2]}),
+    ("AveragePool", (1, 3, 10, 17), {"kernel_shape": [3, 3], "strides": [1, 4], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", (1, 2, 7, 9, 8), {"kernel_shape": [3, 3, 3], "strides": [1, 4, 1], "pads": [1] * 6}),
+    ("AveragePool", (1, 2, 6, 7, 8), {"kernel_shape": [3, 2, 3], "pads": [1, 0, 1, 1, 1, 1]}),  # three flat passes
 ]
 
 
