@@ -203,3 +203,54 @@ def test_wafer_stages_run_fused_steps_at_exact_bit_identical_to_cpu(name):
     got = exe.run(feeds)
     for k in want:
         assert np.array_equal(got[k], want[k], equal_nan=True)
+
+
+def _norm_relu(shape: tuple[int, ...], dtype=np.float32, extra_reader: bool = False,
+               training: bool = False) -> onnx.ModelProto:
+    """BatchNormalization -> Relu (DenseNet's pre-activation), its statistics as weights."""
+    rng = np.random.default_rng(7)
+    c = shape[1]
+    stats = [rng.standard_normal(c), rng.standard_normal(c), rng.standard_normal(c), rng.random(c) + 0.5]
+    inits = [numpy_helper.from_array(v.astype(dtype), n) for v, n in zip(stats, ("s", "b", "m", "v"))]
+    attrs = {"training_mode": 1} if training else {}
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["n"], name="bn", **attrs),
+             helper.make_node("Relu", ["n"], ["y"], name="relu")]
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    outputs = [helper.make_tensor_value_info("y", elem, list(shape))]
+    if extra_reader:
+        nodes.append(helper.make_node("Neg", ["n"], ["z"], name="neg"))
+        outputs.append(helper.make_tensor_value_info("z", elem, list(shape)))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", elem, list(shape))], outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+
+
+@pytest.mark.parametrize("shape,dtype,block", [
+    ((1, 64, 48, 48), np.float32, None),      # 590 KB: a block of channels at a time
+    ((2, 24, 40, 40), np.float32, 4096),      # two images, many small blocks, the last one short
+    ((1, 8, 5, 5), np.float32, None),         # small: the whole tensor in one pass
+    ((2, 6, 7), np.float16, 64),              # 16-bit, 1-D spatial
+])
+def test_batch_norm_and_its_relu_run_as_one_step_bit_identically(shape, dtype, block, monkeypatch):
+    from hal.kernels import normalization
+
+    if block is not None:
+        monkeypatch.setattr(normalization, "BN_BLOCK", block)
+    model = _norm_relu(shape, dtype)
+    graph = load(model)
+    steps = fused_steps(graph, graph.nodes)
+    assert [s.op_type for s in steps] == ["BatchNormalization+Relu"]
+    x = np.random.default_rng(3).standard_normal(shape).astype(dtype)
+    x.flat[:3] = [np.nan, -0.0, np.inf]
+    want = Program(graph, steps_for_nodes(graph, graph.nodes)).run_list({"x": x})[0]
+    got = Program(graph, steps).run_list({"x": x})[0]
+    assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+    theirs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, theirs, rtol=1e-5 if dtype == np.float32 else 1e-2, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["extra_reader", "training"])
+def test_batch_norm_stays_alone_where_its_result_is_read_twice_or_it_trains(case):
+    model = _norm_relu((1, 4, 3, 3), extra_reader=case == "extra_reader", training=case == "training")
+    graph = load(model)
+    assert [s.op_type for s in fused_steps(graph, graph.nodes)][:2] == ["BatchNormalization", "Relu"]
