@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import gc
 import json
+import math
 import os
 import sys
 import time
@@ -33,6 +34,8 @@ from benchmarks.models import COMPILE_GRAPHS, DEFAULT_CACHE, BenchModel, load_mo
 from benchmarks.runners import ORT, REF, Runner, limit_threads, make_runner
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: the most timed repetitions ``--min-s`` gives a fast runner
+MAX_REPS = 200
 SCHEMA = "hal-bench/1"
 #: issue 8's goals, checked in the summary
 GOALS = {"hal_cpu/ort": {"transformer": 1.3, "cnn": 2.0}, "ref/hal_cpu": {"transformer": 5.0, "cnn": 10.0},
@@ -69,6 +72,8 @@ def _set_up(name: str, model: BenchModel, args: argparse.Namespace, results: dic
         results[name] = {"status": "error", "error": f"{type(e).__name__}: {str(e)[:400]}"}
         return None
     want = args.reps
+    if warm * want < args.min_s:  # a fast model: more samples over a longer window, for every runner alike
+        want = min(MAX_REPS, max(want, math.ceil(args.min_s / max(warm, 1e-9))))
     note = None
     cap = args.budget_s if name != REF else args.ref_budget_s
     if warm * want > cap:
@@ -357,6 +362,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--targets", help="comma list of hal targets (default: every installed target)")
     ap.add_argument("--baselines", default=f"{ORT},{REF}", help=f"comma list from {ORT},{REF} (or 'none')")
     ap.add_argument("--reps", type=int, default=10, help="timed repetitions per runner (default 10)")
+    ap.add_argument("--min-s", type=float, default=1.0,
+                    help=f"per model and runner: more reps (up to {MAX_REPS}) when warm-up x reps is shorter "
+                         "than this (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="threads for every runner (default 1)")
     ap.add_argument("--budget-s", type=float, default=20.0,
                     help="per model and runner: fewer reps when warm-up x reps would exceed this (default 20)")
@@ -414,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     baselines = [] if args.baselines == "none" else [b for b in (_csv(args.baselines) or [ORT, REF])]
     if args.smoke:
         models, args.reps, compile_graphs, rss_runners = ["tiny-gpt"], 1, ["decoder-2l"], ["hal:cpu"]
-        args.compile_reps = 1
+        args.compile_reps, args.min_s = 1, 0.0
     else:
         models = _select_models(args.models)
         compile_graphs = [] if args.compile_graphs == "none" else _csv(args.compile_graphs) or list(COMPILE_GRAPHS)
@@ -425,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc: dict[str, Any] = {
         "schema": SCHEMA, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": [Path(sys.executable).name, "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])],
-        "settings": {"threads": args.threads, "reps": args.reps, "warmup": 1, "budget_s": args.budget_s,
+        "settings": {"threads": args.threads, "reps": args.reps, "min_s": args.min_s, "max_reps": MAX_REPS,
+                     "warmup": 1, "budget_s": args.budget_s,
                      "ref_budget_s": args.ref_budget_s, "ref_max_s": args.ref_max_s, "smoke": args.smoke,
                      "targets": targets, "runners": runners, "models": models, "compile_graphs": compile_graphs,
                      "ort_options": {"intra_op_num_threads": args.threads, "inter_op_num_threads": 1,

@@ -60,3 +60,31 @@ def test_compile_graph_generator_reaches_ten_thousand_nodes() -> None:
 
     model = build_compile_graph()
     assert 9_000 <= len(model.graph.node) <= 12_000
+
+
+def test_fast_runners_get_more_repetitions_up_to_the_cap(monkeypatch) -> None:
+    # --min-s: a runner whose warm-up x reps is shorter gets more reps (at most MAX_REPS); slower
+    # ones keep --reps; the warm-up is timed with perf_counter, which the test drives
+    import argparse
+    import itertools
+    from types import SimpleNamespace
+
+    from benchmarks import run
+
+    class Fake:
+        setup_s, info = 0.0, {}
+
+        def run(self) -> list:
+            return []
+
+    monkeypatch.setattr(run, "make_runner", lambda name, model, threads: Fake())
+    args = argparse.Namespace(threads=1, reps=10, min_s=1.0, budget_s=20.0, ref_budget_s=30.0, ref_max_s=60.0)
+    for warm, want in ((0.05, 20), (0.2, 10), (1e-4, run.MAX_REPS)):
+        monkeypatch.setattr(run, "time", SimpleNamespace(perf_counter=itertools.count(0.0, warm).__next__))
+        results: dict = {}
+        run._set_up("hal:cpu", None, args, results, {})
+        assert results["hal:cpu"]["want"] == want, warm
+    args.min_s = 0.0
+    monkeypatch.setattr(run, "time", SimpleNamespace(perf_counter=itertools.count(0.0, 1e-4).__next__))
+    run._set_up("hal:cpu", None, args, results, {})
+    assert results["hal:cpu"]["want"] == 10
