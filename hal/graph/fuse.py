@@ -5,8 +5,6 @@ reading nodes (implicit subgraph reads included) and the graph outputs. ``find_f
 nodes the engine runs as one step:
 
 - ``matmul_bias``: a MatMul whose output only a bias Add reads (the Add's other input a 1-D weight);
-- ``norm_relu``: an inference BatchNormalization whose output only a Relu reads (DenseNet's, on each
-  concatenation, where no Conv precedes it to fold into);
 - ``region``: elementwise nodes joined through values each read by exactly one node of the group
   (the exported erf/tanh GELU, Div/Mul scale + mask Add/Where), optionally ending in the Softmax
   that alone reads the region's result.
@@ -69,7 +67,7 @@ class GraphIndex:
 class Fusion:
     """Nodes (indices into the list given to ``find_fusions``, in order) that run as one step."""
 
-    kind: str                     # "matmul_bias" | "norm_relu" | "region"
+    kind: str                     # "matmul_bias" | "region"
     members: list[int]
     inputs: list[str] = field(default_factory=list)   # the step's inputs, in call order
     #: region: per member, each input as an index into ``inputs`` (>= 0) or ~k for member k's result
@@ -116,16 +114,6 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
             continue
         used |= {k, a}
         out.append(Fusion("matmul_bias", [k, a], [*n.inputs, bias], bias_first=add.inputs[0] == bias))
-
-    for k, n in enumerate(nodes):  # an inference BatchNormalization whose result only a Relu reads
-        if (n.op_type != "BatchNormalization" or not _plain(n) or id(n) not in gpos or len(n.inputs) != 5
-                or n.attrs.get("training_mode", 0)):
-            continue
-        r = sole_reader(n.outputs[0])
-        if r is None or r <= k or r in used or nodes[r].op_type != "Relu" or not _plain(nodes[r]):
-            continue
-        used |= {k, r}
-        out.append(Fusion("norm_relu", [k, r], list(n.inputs)))
 
     # regions: union elementwise nodes along single-reader edges
     parent = list(range(len(nodes)))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from hal import limits
-from hal.kernels import activation, elementwise, normalization
+from hal.kernels import activation, elementwise
 from hal.kernels.registry import lookup
 
 Array = np.ndarray
@@ -91,26 +91,6 @@ class MatMulBias(_Fused):
                 and y.ndim >= 1 and bias.ndim == 1 and bias.shape in ((1,), y.shape[-1:])):
             return np.add(bias, y, out=y) if self.bias_first else np.add(y, bias, out=y)
         return add(bias, y) if self.bias_first else add(y, bias)
-
-
-class BatchNormRelu(_Fused):
-    """An inference BatchNormalization, then the Relu that alone reads it, a block of channels at a time
-    (``normalization.batchnorm_infer``): the Relu's max(y, 0) while the block is still in L2."""
-
-    def __init__(self, norm: Key, relu: Key):
-        self.keys = [norm, relu]
-        self._bind()
-
-    def __call__(self, *args: Any, **attrs: Any) -> Any:
-        norm, relu = self.fns
-        if (relu is activation.relu and norm in _INFERENCE_NORMS and not attrs.get("training_mode", 0)
-                and len(args) == 5 and all(a.__class__ is np.ndarray for a in args)):
-            return normalization.batchnorm_infer(*args, attrs.get("epsilon", 1e-5), relu=True)
-        return relu(norm(*args, **attrs))
-
-
-_INFERENCE_NORMS = (normalization.batch_normalization, normalization.batch_normalization_9,
-                    normalization.batch_normalization_legacy)
 
 
 class Region(_Fused):
@@ -322,4 +302,4 @@ class ConcatChain(_Fused):
         return buf[:end].reshape(*lead, end, *rest)
 
 
-__all__ = ["BatchNormRelu", "ConcatChain", "MatMulBias", "Region"]
+__all__ = ["ConcatChain", "MatMulBias", "Region"]

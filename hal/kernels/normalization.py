@@ -12,7 +12,7 @@ import ml_dtypes
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from hal.kernels.elementwise import bound_into, row_sums
+from hal.kernels.elementwise import row_sums
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -102,38 +102,13 @@ def rms_normalization(x: Array, scale: Array, axis: int = -1, epsilon: float = 1
 
 # ---- channel-wise -------------------------------------------------------------------------------
 
-#: an inference BatchNormalization bigger than twice this runs this many bytes of channels at a
-#: time, so its multiply, its add and a fused Relu pass over L2 instead of memory (DenseNet's)
-BN_BLOCK = 256 << 10
-
-
-def batchnorm_infer(x: Array, scale: Array, bias: Array, mean: Array, var: Array, epsilon: float,
-                    relu: bool = False) -> Array:
-    """Inference BatchNormalization: the statistics folded into one per-channel multiply-add, as
-    inference runtimes do, then max(y, 0) with ``relu`` (a BatchNormalization + Relu step, see
-    ``hal.kernels.fused``). A big contiguous input is done a block of channels (BN_BLOCK bytes) at
-    a time: the same operations on the same elements, one trip through memory instead of three."""
+def _batchnorm_infer(x: Array, scale: Array, bias: Array, mean: Array, var: Array, epsilon: float) -> Array:
+    # fold the statistics into one per-channel multiply-add, as inference runtimes do
     st = _stash(x)
     a = scale.astype(st) / np.sqrt(var.astype(st) + epsilon)
     b = bias.astype(st) - mean.astype(st) * a
-    a, b = a.astype(x.dtype), b.astype(x.dtype)
-    c = x.shape[1] if x.ndim >= 3 else 0
-    if x.nbytes <= 2 * BN_BLOCK or not x.flags.c_contiguous or a.shape != (c,) or b.shape != (c,):
-        y = x * _channel(a, x.ndim)
-        y += _channel(b, x.ndim)
-        return bound_into(np.maximum, y, 0, y) if relu else y
-    n, inner = x.shape[0], math.prod(x.shape[2:])
-    y = np.empty(x.shape, dtype=x.dtype)
-    xr, yr, ac, bc = x.reshape(n, c, inner), y.reshape(n, c, inner), a.reshape(c, 1), b.reshape(c, 1)
-    per = max(1, BN_BLOCK // (inner * x.itemsize))
-    for i in range(n):
-        for c0 in range(0, c, per):
-            c1 = min(c0 + per, c)
-            blk = yr[i, c0:c1]
-            np.multiply(xr[i, c0:c1], ac[c0:c1], out=blk)
-            blk += bc[c0:c1]
-            if relu:
-                bound_into(np.maximum, blk, 0, blk)
+    y = x * _channel(a.astype(x.dtype), x.ndim)
+    y += _channel(b.astype(x.dtype), x.ndim)
     return y
 
 
@@ -141,13 +116,13 @@ def batchnorm_infer(x: Array, scale: Array, bias: Array, mean: Array, var: Array
 def batch_normalization_legacy(x: Array, scale: Array, bias: Array, mean: Array, var: Array,
                                epsilon: float = 1e-5, momentum: float = 0.9, spatial: int = 1,
                                is_test: int = 0, consumed_inputs=None) -> Array:
-    return batchnorm_infer(x, scale, bias, mean, var, epsilon)
+    return _batchnorm_infer(x, scale, bias, mean, var, epsilon)
 
 
 @kernel("BatchNormalization", since=9)
 def batch_normalization_9(x: Array, scale: Array, bias: Array, mean: Array, var: Array,
                           epsilon: float = 1e-5, momentum: float = 0.9) -> Array:
-    return batchnorm_infer(x, scale, bias, mean, var, epsilon)
+    return _batchnorm_infer(x, scale, bias, mean, var, epsilon)
 
 
 @kernel("BatchNormalization", since=14)
@@ -155,12 +130,12 @@ def batch_normalization(x: Array, scale: Array, bias: Array, mean: Array, var: A
                         epsilon: float = 1e-5, momentum: float = 0.9, training_mode: int = 0
                         ) -> Array | tuple[Array, Array, Array]:
     if not training_mode:
-        return batchnorm_infer(x, scale, bias, mean, var, epsilon)
+        return _batchnorm_infer(x, scale, bias, mean, var, epsilon)
     axes = (0, *range(2, x.ndim))
     w = x.astype(_stash(x), copy=False)
     batch_mean = np.mean(w, axis=axes)
     batch_var = np.var(w, axis=axes)
-    y = batchnorm_infer(x, scale, bias, batch_mean, batch_var, epsilon)
+    y = _batchnorm_infer(x, scale, bias, batch_mean, batch_var, epsilon)
     running_mean = (mean * momentum + batch_mean * (1 - momentum)).astype(mean.dtype, copy=False)
     running_var = (var * momentum + batch_var * (1 - momentum)).astype(var.dtype, copy=False)
     return y, running_mean, running_var
