@@ -88,3 +88,18 @@ def test_fast_runners_get_more_repetitions_up_to_the_cap(monkeypatch) -> None:
     monkeypatch.setattr(run, "time", SimpleNamespace(perf_counter=itertools.count(0.0, 1e-4).__next__))
     run._set_up("hal:cpu", None, args, results, {})
     assert results["hal:cpu"]["want"] == 10
+
+
+def test_ab_swaps_in_a_function_from_a_revision_without_registering_its_kernels() -> None:
+    # benchmarks.ab: linalg as committed at HEAD, run against the live module on one tiny-gpt session
+    from benchmarks import ab
+    from hal.kernels import linalg, lookup
+
+    kernel, helper = lookup("MatMul", "", 17).fn, linalg._matmul
+    live, name, old = ab.old_function("HEAD", "hal.kernels.linalg:_matmul")
+    assert (live, name) == (linalg, "_matmul") and old is not helper
+    assert old.__code__.co_code == helper.__code__.co_code  # the committed text, loaded a second time
+    assert lookup("MatMul", "", 17).fn is kernel  # the old module's @kernel registered nothing
+    r = ab.ab("tiny-gpt", [(live, name, old)], "cpu", reps=2)
+    assert r["bit_identical"] and r["old_s"] > 0 and r["new_s"] > 0
+    assert linalg._matmul is helper  # swapped back
