@@ -345,6 +345,32 @@ def _random_conv(seed: int) -> tuple[dict[str, np.ndarray], dict]:
     return inputs, attrs
 
 
+def _random_depthwise(seed: int) -> tuple[dict[str, np.ndarray], dict]:
+    """A seeded random 2-D depthwise Conv: strides 1-3, dilations 1-2, uneven pads up to the window's
+    reach, channel multipliers, images down to 1x1 (the zero-margin column path, every geometry)."""
+    rng = np.random.default_rng(2000 + seed)
+    c, mult = int(rng.integers(2, 7)), int(rng.integers(1, 3))
+    k = [int(rng.integers(1, 5)) for _ in range(2)]
+    d = [int(rng.integers(1, 3)) for _ in range(2)]
+    s = [int(rng.integers(1, 4)) for _ in range(2)]
+    pads = [int(rng.integers(0, (k[i % 2] - 1) * d[i % 2] + 1)) for i in range(4)]
+    size = [max(int(rng.integers(1, 13)), (k[i] - 1) * d[i] + 1 - pads[i] - pads[i + 2]) for i in range(2)]
+    x = rng.standard_normal((int(rng.integers(1, 3)), c, *size)).astype(np.float32)
+    inputs = {"x": x, "w": rng.standard_normal((c * mult, 1, *k)).astype(np.float32)}
+    if rng.random() < 0.5:
+        inputs["b"] = rng.standard_normal(c * mult).astype(np.float32)
+    return inputs, {"group": c, "strides": s, "dilations": d, "kernel_shape": k, "pads": pads}
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_depthwise_convs_match_onnxruntime(seed) -> None:
+    inputs, attrs = _random_depthwise(seed)
+    want = _ort("Conv", inputs, attrs)[0]
+    got = _hal("Conv", list(inputs.values()), attrs)
+    assert got.shape == want.shape and got.flags.c_contiguous, attrs
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=str(attrs))
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_random_convs_match_onnxruntime(seed) -> None:
     inputs, attrs = _random_conv(seed)
