@@ -196,9 +196,10 @@ def _depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, k: Sequence[i
     mg = w.shape[0] // g
     (oh, ow) = out
     taps, span, item = k[0] * k[1], oh * ow, x.itemsize
-    first = -begin[0] * wd - begin[1]                                     # reach of the first and
+    # the flat elements the first and the last tap read, counted from the image's first element
+    first = -begin[0] * wd - begin[1]
     last = (s[0] * (oh - 1) + (k[0] - 1) * d[0] - begin[0]) * wd + s[1] * (ow - 1) + (k[1] - 1) * d[1] - begin[1]
-    front = max(0, -first)                                                # last tap, from the image
+    front = max(0, -first)                                                # zero margin before the image
     length = front + max(h * wd, last + 1)
     strips = []                                                           # (tap column, first valid, end)
     for j in range(k[1]):
