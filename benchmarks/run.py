@@ -300,8 +300,9 @@ def print_report(doc: dict[str, Any], out: Any = sys.stdout) -> None:
                                    if r["status"] == "ok" else f"error: {r['error']}"))
     if doc["memory"]:
         p("\npeak RSS during one run (MiB): delta over the process after imports vs planned weights + live activations;"
-          "\ntraced: the most a third run held at once in Python and numpy allocations (tracemalloc)")
-        p(f"{'model':<22}{'runner':>14}{'setup':>9}{'run peak':>10}{'planned':>9}{'ratio':>7}{'traced':>8}")
+          "\ntraced: the most a third run held at once in Python and numpy allocations (tracemalloc);"
+          "\nlib: file-backed pages (library code) first touched since imports, inside the run peak")
+        p(f"{'model':<22}{'runner':>14}{'setup':>9}{'run peak':>10}{'planned':>9}{'ratio':>7}{'traced':>8}{'lib':>7}")
         for r in doc["memory"]:
             if r["status"] != "ok":
                 p(f"{r['model']:<22}{r['runner']:>14}  error: {r['error']}")
@@ -309,7 +310,8 @@ def print_report(doc: dict[str, Any], out: Any = sys.stdout) -> None:
             ratio = r.get("ratio_to_planned")
             p(f"{r['model']:<22}{r['runner']:>14}{_mb(r['after_setup_rss'] - r['baseline_rss']):>9}"
               f"{_mb(r['run_delta_bytes']):>10}{_mb(r.get('planned_bytes')):>9}"
-              f"{('—' if ratio is None else f'{ratio:.2f}'):>7}{_mb(r.get('traced_run_peak_bytes')):>8}")
+              f"{('—' if ratio is None else f'{ratio:.2f}'):>7}{_mb(r.get('traced_run_peak_bytes')):>8}"
+              f"{_mb(r.get('file_growth_bytes')):>7}")
     for prof in doc.get("profile", []):
         if "ops" not in prof:
             continue

@@ -40,6 +40,10 @@ def test_benchmark_smoke_mode_writes_json_of_the_documented_shape(tmp_path: Path
     assert mem["status"] == "ok", mem
     assert {"baseline_rss", "after_setup_rss", "run_peak_rss", "planned_bytes", "ratio_to_planned"} <= set(mem)
     assert 0 < mem["traced_run_peak_bytes"] < mem["run_peak_rss"]
+    if mem["file_growth_bytes"] is not None:  # Linux: the peak split into library pages and the rest
+        assert mem["file_growth_bytes"] >= 0
+        assert mem["run_delta_anon_bytes"] == mem["run_delta_bytes"] - mem["file_growth_bytes"]
+        assert mem["anon_ratio_to_planned"] <= mem["ratio_to_planned"]
 
     assert {"checks", "met", "total"} <= set(doc["summary"])
     assert "median ms per run" in proc.stdout and "ratios" in proc.stdout
