@@ -26,7 +26,9 @@ def load_wrong_target() -> ModuleType:
 
 
 def run_pytest(folder: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m pytest ARGS`` in ``folder`` (a folder with no tests and no configuration)."""
+    """``python -m pytest ARGS`` in ``folder`` (a folder with no tests and no configuration), rooted
+    there: a setup.py or ini file in a folder above it would otherwise become the rootdir and turn
+    the report's node ids into paths relative to that folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=folder,
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(folder), *args],
+                          cwd=folder, capture_output=True, text=True, env=env, timeout=timeout)
