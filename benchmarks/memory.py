@@ -14,7 +14,6 @@ import contextlib
 import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -117,8 +116,7 @@ def rss_probe(model_name: str, runner: str, threads: int, cache: Path) -> dict[s
         tracemalloc.stop()
     return {"model": model_name, "runner": runner, "baseline_rss": base, "after_setup_rss": after_setup,
             "run_peak_rss": peak, "traced_run_peak_bytes": traced, "file_growth_bytes": file_growth,
-            "method": "VmHWM reset via clear_refs" if exact else "0.5 ms sampling",
-            "process_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, **r.info}
+            "method": "VmHWM reset via clear_refs" if exact else "0.5 ms sampling", **r.info}
 
 
 def bench_rss(model_name: str, runner: str, args: argparse.Namespace, plan: dict[str, Any] | None
