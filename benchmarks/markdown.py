@@ -64,6 +64,7 @@ def memory_table(doc: dict[str, Any]) -> list[str]:
     lines = ["| model | runner | planned MiB | run peak MiB | peak / planned | of it library pages MiB | "
              "peak without them / planned | traced MiB |",
              "|---|---|---|---|---|---|---|---|"]
+
     def mb(v: float | None, fmt: str = ",.1f") -> str:
         return "—" if v is None else f"{v / mib:{fmt}}"
 

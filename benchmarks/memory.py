@@ -32,21 +32,22 @@ def _rss_now() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _rss_file() -> int | None:
-    """Resident pages backed by files: the shared libraries' code and data a process has touched."""
+def _status_bytes(field: str) -> int | None:
+    """A size line of /proc/self/status (``VmHWM``, ``RssFile``, ...) in bytes; None off Linux."""
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("RssFile:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return None
+
+
+def _rss_file() -> int | None:
+    """Resident pages backed by files: the shared libraries' code and data a process has touched."""
+    return _status_bytes("RssFile")
 
 
 def _hwm() -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return None
+    return _status_bytes("VmHWM")
 
 
 def _reset_hwm() -> bool:
