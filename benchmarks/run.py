@@ -5,10 +5,10 @@
     python -m benchmarks --smoke               # one model, one repetition (CI keeps it working)
 
 Every runner gets the same feeds and the same thread count. Runs are interleaved in rounds (one
-repetition of each runner, the starting runner rotating), so drift on a shared machine hits them
-alike; ReferenceEvaluator is timed after them, on its own. The first run of each is a warm-up
-and is not counted. Peak RSS is measured in a fresh child process
-per (model, runner), so no other model's memory is in the figure.
+repetition of each runner, the starting runner rotating; every runner gets as many rounds as the
+slowest one), so drift on a shared machine hits them alike; ReferenceEvaluator is timed after them,
+on its own. The first run of each is a warm-up and is not counted. Peak RSS is measured in a fresh
+child process per (model, runner), so no other model's memory is in the figure.
 """
 
 from __future__ import annotations
@@ -106,6 +106,11 @@ def bench_model(model: BenchModel, runner_names: Sequence[str], args: argparse.N
     results: dict[str, dict[str, Any]] = {}
     outputs: dict[str, list[Any]] = {}
     runners = [r for n in runner_names if n != REF and (r := _set_up(n, model, args, results, outputs))]
+    # every fast runner gets the slowest one's count: a faster runner's extra reps would run alone after
+    # the shared rounds, in other minutes of a shared machine than the runs its ratio is taken against
+    shared = min((results[r.name]["want"] for r in runners), default=0)
+    for r in runners:
+        results[r.name]["want"] = shared
     _time_rounds(runners, results)
     if REF in runner_names:
         gc.collect()

@@ -94,6 +94,35 @@ def test_fast_runners_get_more_repetitions_up_to_the_cap(monkeypatch) -> None:
     assert results["hal:cpu"]["want"] == 10
 
 
+def test_every_fast_runner_is_timed_in_the_same_rounds(monkeypatch) -> None:
+    # a faster runner would get more reps from --min-s; they would run alone after the shared rounds,
+    # so every fast runner gets the slowest one's count
+    import argparse
+    from types import SimpleNamespace
+
+    from benchmarks import run
+
+    clock = [0.0]
+
+    class Fake:
+        setup_s, info = 0.0, {}
+
+        def __init__(self, name: str, seconds: float) -> None:
+            self.name, self.seconds = name, seconds
+
+        def run(self) -> list:
+            clock[0] += self.seconds
+            return []
+
+    per_run = {"hal:cpu": 0.02, "onnxruntime": 0.005}
+    monkeypatch.setattr(run, "make_runner", lambda name, model, threads: Fake(name, per_run[name]))
+    monkeypatch.setattr(run, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    args = argparse.Namespace(threads=1, reps=10, min_s=1.0, budget_s=20.0, ref_budget_s=30.0, ref_max_s=60.0)
+    model = SimpleNamespace(name="m", kind="cnn", source="m.onnx", description="", feeds={})
+    out = run.bench_model(model, ["hal:cpu", "onnxruntime"], args)
+    assert out["results"]["hal:cpu"]["reps"] == out["results"]["onnxruntime"]["reps"] == 50
+
+
 def test_ab_swaps_in_a_function_from_a_revision_without_registering_its_kernels() -> None:
     # benchmarks.ab: linalg as committed at HEAD, run against the live module on one tiny-gpt session
     from benchmarks import ab
