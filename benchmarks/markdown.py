@@ -55,14 +55,14 @@ def compile_lines(doc: dict[str, Any]) -> list[str]:
 
 
 def memory_table(doc: dict[str, Any]) -> list[str]:
-    """hal cpu's and onnxruntime's peak RSS against hal's plan: whole, and without the library code
-    pages first touched since imports; with what tracemalloc saw hal hold."""
+    """hal cpu's and onnxruntime's peak RSS against hal's plan: whole, and without the pages of shared
+    objects (library code) first touched since imports; with what tracemalloc saw hal hold."""
     rows = [r for r in doc["memory"] if r.get("status") == "ok" and r["runner"] in ("hal:cpu", "onnxruntime")]
     if not rows:
         return []
     mib = 1 << 20
     lines = ["| model | runner | planned MiB | run peak MiB | peak / planned | of it library pages MiB | "
-             "peak without them / planned | traced MiB |",
+             "run's own / planned (goal) | traced MiB |",
              "|---|---|---|---|---|---|---|---|"]
 
     def mb(v: float | None, fmt: str = ",.1f") -> str:
@@ -70,8 +70,8 @@ def memory_table(doc: dict[str, Any]) -> list[str]:
 
     for r in rows:
         lines.append(f"| {r['model']} | {r['runner']} | {mb(r.get('planned_bytes', 0))} | {mb(r['run_delta_bytes'])} | "
-                     f"{_ratio(r.get('ratio_to_planned'))} | {mb(r.get('file_growth_bytes'), ',.2f')} | "
-                     f"{_ratio(r.get('anon_ratio_to_planned'))} | {mb(r.get('traced_run_peak_bytes'))} |")
+                     f"{_ratio(r.get('ratio_to_planned'))} | {mb(r.get('library_growth_bytes'), ',.2f')} | "
+                     f"{_ratio(r.get('own_ratio_to_planned'))} | {mb(r.get('traced_run_peak_bytes'))} |")
     return lines
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import machine_info
+from benchmarks.markdown import _ratio
 from benchmarks.memory import bench_rss
 from benchmarks.models import COMPILE_GRAPHS, DEFAULT_CACHE, BenchModel, load_model, model_names
 from benchmarks.runners import ORT, REF, Runner, limit_threads, make_runner
@@ -306,17 +307,18 @@ def print_report(doc: dict[str, Any], out: Any = sys.stdout) -> None:
     if doc["memory"]:
         p("\npeak RSS during one run (MiB): delta over the process after imports vs planned weights + live activations;"
           "\ntraced: the most a third run held at once in Python and numpy allocations (tracemalloc);"
-          "\nlib: file-backed pages (library code) first touched since imports, inside the run peak")
-        p(f"{'model':<22}{'runner':>14}{'setup':>9}{'run peak':>10}{'planned':>9}{'ratio':>7}{'traced':>8}{'lib':>7}")
+          "\nlib: pages of shared objects (library code) first touched since imports, inside the run peak;"
+          "\nown: the run peak without them over planned (the goal's figure)")
+        p(f"{'model':<22}{'runner':>14}{'setup':>9}{'run peak':>10}{'planned':>9}{'ratio':>7}{'traced':>8}{'lib':>7}"
+          f"{'own':>6}")
         for r in doc["memory"]:
             if r["status"] != "ok":
                 p(f"{r['model']:<22}{r['runner']:>14}  error: {r['error']}")
                 continue
-            ratio = r.get("ratio_to_planned")
             p(f"{r['model']:<22}{r['runner']:>14}{_mb(r['after_setup_rss'] - r['baseline_rss']):>9}"
               f"{_mb(r['run_delta_bytes']):>10}{_mb(r.get('planned_bytes')):>9}"
-              f"{('—' if ratio is None else f'{ratio:.2f}'):>7}{_mb(r.get('traced_run_peak_bytes')):>8}"
-              f"{_mb(r.get('file_growth_bytes')):>7}")
+              f"{_ratio(r.get('ratio_to_planned')):>7}{_mb(r.get('traced_run_peak_bytes')):>8}"
+              f"{_mb(r.get('library_growth_bytes')):>7}{_ratio(r.get('own_ratio_to_planned')):>6}")
     for prof in doc.get("profile", []):
         if "ops" not in prof:
             continue
@@ -349,10 +351,11 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
                 checks.append({"goal": "compile_s", "graph": c["graph"], "target": t, "value": r["median_s"],
                                "limit": GOALS["compile_s"], "met": r["median_s"] < GOALS["compile_s"]})
     for r in doc["memory"]:
-        if r.get("ratio_to_planned") is not None and r["runner"].startswith("hal:"):
-            checks.append({"goal": "rss/planned", "model": r["model"], "target": r["runner"][4:],
-                           "value": r["ratio_to_planned"], "limit": GOALS["rss/planned"],
-                           "met": r["ratio_to_planned"] <= GOALS["rss/planned"]})
+        # the run's own memory where the probe could tell library pages apart (benchmarks/memory.py)
+        v = r.get("own_ratio_to_planned", r.get("ratio_to_planned"))
+        if v is not None and r["runner"].startswith("hal:"):
+            checks.append({"goal": "rss/planned", "model": r["model"], "target": r["runner"][4:], "value": v,
+                           "limit": GOALS["rss/planned"], "met": v <= GOALS["rss/planned"]})
     return {"checks": checks, "met": sum(c["met"] for c in checks), "total": len(checks)}
 
 
