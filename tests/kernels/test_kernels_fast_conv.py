@@ -219,7 +219,9 @@ POOLS = [  # (op, x shape, attrs)
     ("AveragePool", (1, 2, 6, 7, 5), {"kernel_shape": [3, 2, 2], "pads": [1, 0, 1, 1, 1, 0]}),
     ("LpPool", (1, 3, 9, 9), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ("LpPool", (1, 3, 9, 9), {"kernel_shape": [2, 2], "p": 3}),
-    # a strided last axis (up to FLAT_MAX_STRIDE) is reduced over the flattened array, every s-th kept
+    # a strided axis (up to FLAT_MAX_STRIDE) is reduced over the flattened array, every s-th kept
+    ("MaxPool", (2, 3, 14, 9), {"kernel_shape": [3, 2], "strides": [3, 1], "dilations": [2, 1]}),  # outer axis
+    ("MaxPool", (1, 4, 11, 13), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 0, 1], "ceil_mode": 1}),
     ("MaxPool", (1, 3, 20), {"kernel_shape": [3], "strides": [2], "dilations": [2]}),   # the input itself
     ("MaxPool", (1, 3, 9, 14), {"kernel_shape": [2, 3], "strides": [1, 3], "dilations": [1, 2], "ceil_mode": 1}),
     ("AveragePool", (1, 3, 11, 17), {"kernel_shape": [3, 5], "strides": [2, 4], "pads": [1, 2, 1, 2]}),  # past it
