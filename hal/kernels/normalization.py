@@ -55,12 +55,11 @@ def _layer_rows(x: Array, axis: int) -> Array:
     return x.astype(_stash(x), copy=False).reshape(rows, -1)
 
 
-@kernel("LayerNormalization", since=17)
+@kernel("LayerNormalization", since=17, output_count=True)
 def layer_normalization(x: Array, scale: Array, bias: Array | None = None, axis: int = -1,
-                        epsilon: float = 1e-5, stash_type: int = 1) -> tuple[Array, Array, Array]:
+                        epsilon: float = 1e-5, stash_type: int = 1, _n_outputs: int = 3
+                        ) -> Array | tuple[Array, Array, Array]:
     axis = axis % x.ndim
-    stat = np.dtype(_STASH_TYPES.get(stash_type, np.float32))  # ONNX's type U of Mean and InvStdDev
-    stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
     if x.size == 0:
         y, mean, inv_std = _standardize(x, tuple(range(axis, x.ndim)), epsilon)
     else:
@@ -78,6 +77,10 @@ def layer_normalization(x: Array, scale: Array, bias: Array | None = None, axis:
     y *= scale
     if bias is not None:
         y += bias
+    if _n_outputs == 1:  # the usual node: Mean and InvStdDev are not asked for
+        return y
+    stat = np.dtype(_STASH_TYPES.get(stash_type, np.float32))  # ONNX's type U of Mean and InvStdDev
+    stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
     return y, mean.reshape(stat_shape).astype(stat, copy=False), inv_std.reshape(stat_shape).astype(stat, copy=False)
 
 
