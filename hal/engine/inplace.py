@@ -70,6 +70,8 @@ def in_place(kernel: Callable[..., Any], ufunc: Any, arity: int, positions: tupl
     itself. Saves an allocation per elementwise step (page faults on large activations) and the peak
     memory of one activation. ``unshared`` is what ``sys.getrefcount`` reports inside the kernel for
     an argument only the run's slot holds (the program measures it through its own step loop)."""
+    from hal.kernels.elementwise import broadcasts_onto
+
     rc = sys.getrefcount
     ndarray = np.ndarray
     lone_owner = _lone_owner_refcount()
@@ -90,10 +92,10 @@ def in_place(kernel: Callable[..., Any], ufunc: Any, arity: int, positions: tupl
     if arity == 2:
         def binary(a: Any, b: Any) -> Any:
             for p in positions:
-                t = a if p == 0 else b
+                t, o = (a, b) if p == 0 else (b, a)
                 # unshared + 1: the name t
                 if (rc(t) == unshared + 1 and owned(t) and a.__class__ is b.__class__ and a.dtype == b.dtype
-                        and (a.shape == b.shape or np.broadcast_shapes(a.shape, b.shape) == t.shape)):
+                        and (a.shape == b.shape or broadcasts_onto(o.shape, t.shape))):
                     return ufunc(a, b, out=t)
             return kernel(a, b)
         return binary

@@ -19,6 +19,7 @@ import numpy as np
 
 from hal import limits
 from hal.kernels import activation, elementwise
+from hal.kernels.elementwise import broadcasts_onto
 from hal.kernels.registry import lookup
 
 Array = np.ndarray
@@ -46,16 +47,6 @@ def _grows(args: Sequence[Any]) -> bool:
     except ValueError:
         return True  # the kernel raises the real error
     return math.prod(shape) > max(a.size for a in args)
-
-
-def _fits(o: tuple[int, ...], t: tuple[int, ...]) -> bool:
-    """Whether broadcasting shape ``o`` against ``t`` gives ``t``."""
-    if len(o) > len(t):
-        return False
-    for d, e in zip(o[::-1], t[::-1]):
-        if d != e and d != 1:
-            return False
-    return True
 
 
 class _Fused:
@@ -162,7 +153,7 @@ class Region(_Fused):
                 a, b = args
                 if a.__class__ is ndarray and b.__class__ is ndarray and a.dtype == b.dtype and a.dtype.kind == "f":
                     for r, t, o in ((refs[0], a, b), (refs[1], b, a)):
-                        if r < 0 and t.flags.writeable and (o.shape == t.shape or _fits(o.shape, t.shape)):
+                        if r < 0 and t.flags.writeable and (o.shape == t.shape or broadcasts_onto(o.shape, t.shape)):
                             res = u(a, b, out=t)
                             break
             if res is None:

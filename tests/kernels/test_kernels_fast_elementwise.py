@@ -9,7 +9,7 @@ import pytest
 
 from hal.kernels._sliding import _defaults, _geometry, _padded, _padded_shape, window
 from hal.kernels.activation import relu
-from hal.kernels.elementwise import BOUND_ROW, bound_into
+from hal.kernels.elementwise import BOUND_ROW, bound_into, broadcasts_onto
 
 SPECIAL = np.array([-0.0, 0.0, np.nan, -np.nan, np.inf, -np.inf, 1e-45, -1e-45, 3.5, -3.5])
 
@@ -32,6 +32,17 @@ def test_bound_into_gives_the_scalar_calls_bits(dtype, size, ufunc, value) -> No
     inplace = x.copy()
     assert bound_into(ufunc, inplace, value, inplace) is inplace
     np.testing.assert_array_equal(_bits(inplace), _bits(want))
+
+
+@pytest.mark.parametrize("o,t", [((), (2, 3)), ((3,), (2, 3)), ((1, 3), (2, 3)), ((2, 1), (2, 3)), ((2, 3), (2, 3)),
+                                 ((4,), (2, 3)), ((2, 3), (3,)), ((1, 2, 3), (2, 3)), ((2, 3), (1, 3)),
+                                 ((5, 1, 1), (5, 4, 3)), ((0,), (2, 0)), ((2, 0), (2, 1))])
+def test_broadcasts_onto_agrees_with_numpy(o, t) -> None:
+    try:
+        want = np.broadcast_shapes(o, t) == t
+    except ValueError:
+        want = False
+    assert broadcasts_onto(o, t) == want
 
 
 def test_relu_keeps_integer_dtypes_and_reads_views() -> None:
