@@ -6,9 +6,10 @@
 
 Every runner gets the same feeds and the same thread count. Runs are interleaved in rounds (one
 repetition of each runner, the starting runner rotating; every runner gets as many rounds as the
-slowest one), so drift on a shared machine hits them alike; ReferenceEvaluator is timed after them,
-on its own. The first run of each is a warm-up and is not counted. Peak RSS is measured in a fresh
-child process per (model, runner), so no other model's memory is in the figure.
+slowest one), so drift on a shared machine hits them alike. ReferenceEvaluator is timed after them,
+each of its runs followed by one of hal cpu and one of onnxruntime, and its ratios divide by those.
+The first run of each is a warm-up and is not counted. Peak RSS is measured in a fresh child process
+per (model, runner), so no other model's memory is in the figure.
 """
 
 from __future__ import annotations
@@ -101,9 +102,35 @@ def _time_rounds(runners: Sequence[Runner], results: dict[str, dict[str, Any]]) 
                 res["times"].append(time.perf_counter() - t0)
 
 
+def _time_with_reference(ref: Runner, partners: Sequence[Runner], results: dict[str, dict[str, Any]]) -> None:
+    """ReferenceEvaluator's repetitions, each followed by one run of each partner (hal cpu,
+    onnxruntime), whose times are kept apart as the partner's ``with_reference``: the Ref/cpu and
+    Ref/ORT ratios divide by runs of the same minutes, not by the rounds' (one ResNet-50 run read hal
+    cpu 129.9 ms in the rounds and 108.3 ms in its profile minutes later)."""
+    res = results[REF]
+    paired: dict[str, list[float]] = {p.name: [] for p in partners}
+
+    def partner_runs() -> None:
+        for p in partners:
+            t0 = time.perf_counter()
+            p.run()
+            paired[p.name].append(time.perf_counter() - t0)
+
+    if res["want"] == 0:  # the warm-up is the reference's only sample: pair it
+        partner_runs()
+    for _ in range(res["want"]):
+        t0 = time.perf_counter()
+        ref.run()
+        res["times"].append(time.perf_counter() - t0)
+        partner_runs()
+    for name, times in paired.items():
+        results[name]["with_reference"] = _stats(times)
+
+
 def bench_model(model: BenchModel, runner_names: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
     """Set the fast runners up, warm each once and time them in rotating rounds; then the
-    ReferenceEvaluator on its own (its long runs would otherwise sit between the others')."""
+    ReferenceEvaluator, each of its runs followed by one of hal cpu and of onnxruntime (its long runs
+    would otherwise sit between the others' in the rounds)."""
     results: dict[str, dict[str, Any]] = {}
     outputs: dict[str, list[Any]] = {}
     runners = [r for n in runner_names if n != REF and (r := _set_up(n, model, args, results, outputs))]
@@ -117,7 +144,7 @@ def bench_model(model: BenchModel, runner_names: Sequence[str], args: argparse.N
         gc.collect()
         ref = _set_up(REF, model, args, results, outputs)
         if ref is not None:
-            _time_rounds([ref], results)
+            _time_with_reference(ref, [r for r in runners if r.name in ("hal:cpu", ORT)], results)
             runners.append(ref)
     for r in runners:
         res = results[r.name]
@@ -132,21 +159,26 @@ def bench_model(model: BenchModel, runner_names: Sequence[str], args: argparse.N
             "results": {n: results[n] for n in runner_names if n in results}, "ratios": ratios(results)}
 
 
-def _med(results: dict[str, dict[str, Any]], name: str) -> float | None:
+def _med(results: dict[str, dict[str, Any]], name: str, with_reference: bool = False) -> float | None:
+    """A runner's median; ``with_reference``: over its runs between ReferenceEvaluator's, where it has them."""
     r = results.get(name)
-    return r["median_s"] if r and r.get("status") == "ok" else None
+    if not r or r.get("status") != "ok":
+        return None
+    return r["with_reference"]["median_s"] if with_reference and "with_reference" in r else r["median_s"]
 
 
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """hal_cpu/ort, ref/hal_cpu, and for every other target hal_T/hal_cpu and hal_T/ort."""
+    """hal_cpu/ort, ref/hal_cpu and ref/ort (against the runs paired with the reference's), and for every
+    other target hal_T/hal_cpu and hal_T/ort."""
     out: dict[str, float] = {}
     cpu, ort, ref = _med(results, "hal:cpu"), _med(results, ORT), _med(results, REF)
     if cpu and ort:
         out["hal_cpu/ort"] = cpu / ort
-    if cpu and ref:
-        out["ref/hal_cpu"] = ref / cpu
-    if ref and ort:
-        out["ref/ort"] = ref / ort
+    cpu_r, ort_r = _med(results, "hal:cpu", True), _med(results, ORT, True)  # paired with the reference's runs
+    if cpu_r and ref:
+        out["ref/hal_cpu"] = ref / cpu_r
+    if ref and ort_r:
+        out["ref/ort"] = ref / ort_r
     for name in results:
         t = _med(results, name)
         if name.startswith("hal:") and name != "hal:cpu" and t:

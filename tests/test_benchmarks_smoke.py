@@ -98,7 +98,7 @@ def test_fast_runners_get_more_repetitions_up_to_the_cap(monkeypatch) -> None:
     assert results["hal:cpu"]["want"] == 10
 
 
-def test_every_fast_runner_is_timed_in_the_same_rounds(monkeypatch) -> None:
+def test_runners_are_timed_in_the_same_rounds_and_beside_the_reference(monkeypatch) -> None:
     # a faster runner would get more reps from --min-s; they would run alone after the shared rounds,
     # so every fast runner gets the slowest one's count
     import argparse
@@ -125,6 +125,26 @@ def test_every_fast_runner_is_timed_in_the_same_rounds(monkeypatch) -> None:
     model = SimpleNamespace(name="m", kind="cnn", source="m.onnx", description="", feeds={})
     out = run.bench_model(model, ["hal:cpu", "onnxruntime"], args)
     assert out["results"]["hal:cpu"]["reps"] == out["results"]["onnxruntime"]["reps"] == 50
+
+    # ReferenceEvaluator's ratios divide by hal cpu's and onnxruntime's runs between its own, which
+    # here are slower than in the rounds (a busier minute)
+    per_run["reference"] = 0.5
+    monkeypatch.setattr(run, "make_runner", lambda name, model, threads: Fake(name, per_run[name]))
+    real = run._time_with_reference
+
+    def busier(ref, partners, results) -> None:
+        for p in partners:
+            p.seconds *= 2
+        real(ref, partners, results)
+
+    monkeypatch.setattr(run, "_time_with_reference", busier)
+    out = run.bench_model(model, ["hal:cpu", "onnxruntime", "reference"], args)
+    res, ratios = out["results"], out["ratios"]
+    assert res["hal:cpu"]["with_reference"]["reps"] == res["reference"]["reps"] == 10
+    assert res["hal:cpu"]["median_s"] == pytest.approx(0.02)
+    assert res["hal:cpu"]["with_reference"]["median_s"] == pytest.approx(0.04)
+    assert ratios["ref/hal_cpu"] == pytest.approx(0.5 / 0.04) and ratios["ref/ort"] == pytest.approx(0.5 / 0.01)
+    assert ratios["hal_cpu/ort"] == pytest.approx(0.02 / 0.005)
 
 
 def test_library_pages_are_the_shared_objects_not_the_heap() -> None:
