@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hal.kernels.elementwise import arithmetic_ufunc
+from hal.kernels.elementwise import arithmetic_ufunc, broadcasts_onto
 from hal.numerics import round_to
 
 
@@ -141,10 +141,7 @@ def _writes_into(s: np.ndarray, args: list[Any]) -> bool:
         return False
     if any(a.__class__ is not np.ndarray or a.dtype != s.dtype for a in args):
         return False
-    try:
-        return np.broadcast_shapes(*(a.shape for a in args)) == s.shape
-    except ValueError:
-        return False
+    return all(broadcasts_onto(a.shape, s.shape) for a in args)
 
 
 def _reshape_rows(x: np.ndarray, prob_shapes: tuple[tuple[int, ...], ...]) -> np.ndarray:
