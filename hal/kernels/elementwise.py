@@ -202,6 +202,11 @@ def _erf_tanh_fit(degree: int, top: float) -> np.ndarray:
 # float32 erf rounds to 1.0f from x = 3.92 on, so s is clamped at 16: p(16) > 0 keeps tanh at +-1
 _ERF_F32_TOP = 4.0
 _ERF_F32 = _erf_tanh_fit(8, _ERF_F32_TOP).astype(np.float32)
+#: the same coefficients, highest first, as read-only 0-d arrays: a ufunc takes a 0-d array operand
+#: faster than a numpy scalar (0.6-0.8 vs 0.8-1.1 us a call on 4K floats), for the same float32 math
+_ERF_F32_HORNER = tuple(np.array(c, dtype=np.float32) for c in _ERF_F32[::-1])
+for _c in _ERF_F32_HORNER:
+    _c.flags.writeable = False
 _ERF_F32_TOP_S = np.float32(_ERF_F32_TOP**2)
 _ERF_BLOCK = 1 << 15  # elements per pass: the temporaries stay in cache and are never page-faulted
 
@@ -236,13 +241,13 @@ def _erf_float32(x: Array) -> Array:
 
 def erf_float32_block(xs: Array, out: Array, s_buf: Array, p_buf: Array) -> None:
     """erf of a float32 block into ``out`` (which may be ``xs``), with two scratch blocks of its size."""
-    coef = _ERF_F32
+    coef = _ERF_F32_HORNER
     with np.errstate(over="ignore"):  # x^2 and x p(top) overflow to inf for huge x, and tanh(inf) = 1
         s = np.multiply(xs, xs, out=s_buf)
         bound_into(np.minimum, s, _ERF_F32_TOP_S, s)  # NaN stays NaN
-        p = np.multiply(s, coef[-1], out=p_buf)
-        p += coef[-2]
-        for c in coef[-3::-1]:
+        p = np.multiply(s, coef[0], out=p_buf)
+        p += coef[1]
+        for c in coef[2:]:
             p *= s
             p += c
         p *= xs
