@@ -24,7 +24,7 @@ def _ms(res: dict[str, Any] | None) -> str:
     return f"{v:,.1f}" if v >= 0.1 else f"{v:.2f}"
 
 
-def _ratio(v: float | None, digits: int = 2) -> str:
+def fmt_ratio(v: float | None, digits: int = 2) -> str:
     return "—" if v is None else f"{v:,.{digits}f}"
 
 
@@ -38,8 +38,8 @@ def timing_table(doc: dict[str, Any]) -> list[str]:
         cells = [mod["name"],
                  f"{_ms(cpu)} ({cpu['iqr_s'] * 1e3:,.1f})" if cpu and cpu.get("status") == "ok" else "—",
                  _ms(res.get("onnxruntime")), _ms(res.get("reference")),
-                 _ratio(r.get("hal_cpu/ort")), _ratio(r.get("ref/hal_cpu"), 1),
-                 *(_ratio(r.get(f"hal_{t}/hal_cpu")) for t in targets)]
+                 fmt_ratio(r.get("hal_cpu/ort")), fmt_ratio(r.get("ref/hal_cpu"), 1),
+                 *(fmt_ratio(r.get(f"hal_{t}/hal_cpu")) for t in targets)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -70,8 +70,8 @@ def memory_table(doc: dict[str, Any]) -> list[str]:
 
     for r in rows:
         lines.append(f"| {r['model']} | {r['runner']} | {mb(r.get('planned_bytes', 0))} | {mb(r['run_delta_bytes'])} | "
-                     f"{_ratio(r.get('ratio_to_planned'))} | {mb(r.get('library_growth_bytes'), ',.2f')} | "
-                     f"{_ratio(r.get('own_ratio_to_planned'))} | {mb(r.get('traced_run_peak_bytes'))} |")
+                     f"{fmt_ratio(r.get('ratio_to_planned'))} | {mb(r.get('library_growth_bytes'), ',.2f')} | "
+                     f"{fmt_ratio(r.get('own_ratio_to_planned'))} | {mb(r.get('traced_run_peak_bytes'))} |")
     return lines
 
 

@@ -36,15 +36,6 @@ def _rss_now() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _status_bytes(field: str) -> int | None:
-    """A size line of /proc/self/status (``VmHWM``, ``RssFile``, ...) in bytes; None off Linux."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
 #: a mapped shared object: libfoo.so, libfoo.so.6, _multiarray_umath.cpython-311-x86_64-linux-gnu.so
 _SHARED_OBJECT = re.compile(r"\.so(\.[0-9]+)*$")
 
@@ -67,7 +58,12 @@ def _library_rss() -> int | None:
 
 
 def _hwm() -> int | None:
-    return _status_bytes("VmHWM")
+    """The peak-RSS mark (/proc/self/status ``VmHWM``) in bytes; None off Linux."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
 
 
 def _reset_hwm() -> bool:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import machine_info
-from benchmarks.markdown import _ratio
+from benchmarks.markdown import fmt_ratio
 from benchmarks.memory import bench_rss
 from benchmarks.models import COMPILE_GRAPHS, DEFAULT_CACHE, BenchModel, load_model, model_names
 from benchmarks.runners import ORT, REF, Runner, limit_threads, make_runner
@@ -349,8 +349,8 @@ def print_report(doc: dict[str, Any], out: Any = sys.stdout) -> None:
                 continue
             p(f"{r['model']:<22}{r['runner']:>14}{_mb(r['after_setup_rss'] - r['baseline_rss']):>9}"
               f"{_mb(r['run_delta_bytes']):>10}{_mb(r.get('planned_bytes')):>9}"
-              f"{_ratio(r.get('ratio_to_planned')):>7}{_mb(r.get('traced_run_peak_bytes')):>8}"
-              f"{_mb(r.get('library_growth_bytes')):>7}{_ratio(r.get('own_ratio_to_planned')):>6}")
+              f"{fmt_ratio(r.get('ratio_to_planned')):>7}{_mb(r.get('traced_run_peak_bytes')):>8}"
+              f"{_mb(r.get('library_growth_bytes')):>7}{fmt_ratio(r.get('own_ratio_to_planned')):>6}")
     for prof in doc.get("profile", []):
         if "ops" not in prof:
             continue
