@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 
 from hal import limits
+from hal.engine.guards import shape_settled_steps
 from hal.engine.inplace import in_place, inplace_kernels
 from hal.engine.subgraph import Scope, Subgraph, subgraph_attrs
 from hal.errors import HalError, RunError, UnsupportedOpError
@@ -48,6 +49,9 @@ class Step:
     nodes: tuple[str, ...] = ()
     #: the op whose size rule guards the step's memory, when not ``op_type`` ("" for none)
     guard_op: str | None = None
+    #: a target's own step (not an ONNX op) whose results' shapes follow from its inputs' shapes
+    #: alone, as an ONNX op's would (see hal.engine.guards)
+    shapes_follow_inputs: bool = False
 
     @property
     def guarded_as(self) -> str:
@@ -274,6 +278,16 @@ class Program:
         ]
         self._in_slots = [slots[n] for n in self.input_names]
         self._out_slots = [slots[n] for n in self.output_names]
+        # Guards the feeds' shapes settle (hal.engine.guards): once a run passed them, a run whose feed
+        # tensors have the same shapes and dtypes, under a max_memory at least as large, skips them
+        feeds = [t.name for t in graph.inputs if t.kind == "tensor"]
+        constants = [k for k in weights if k not in known] + [n for n in constant_inputs if n in known]
+        self._settled = frozenset(i for i in shape_settled_steps(graph, self.steps, feeds, constants)
+                                  if guards[i] is not None)
+        self._feed_slots = tuple(slots[n] for n in feeds)
+        self._plan_settled = self._unguarded(self._plan)
+        #: (feed signature, max_memory) of the last run that passed every settled guard
+        self._settled_by: tuple[tuple[Any, ...], int] | None = None
         # Steps that read only weights compute the same value every run: the first run keeps their
         # results as weights (ONNX Runtime folds them at load; hal's compile-time folding stops at
         # FOLD_LIMIT_BYTES, e.g. the light zoo's ConstantOfShape-made FC weights). A kept result that
@@ -283,19 +297,41 @@ class Program:
             i for i, s in enumerate(self.steps)
             if s.context_opset is None and s.op_type not in NONDETERMINISTIC and not _implicit_reads(s)
         ]
-        self._prepared: tuple[list[Any], list[tuple[Any, ...]]] | None = None
+        self._prepared: tuple[list[Any], list[tuple[Any, ...]], list[tuple[Any, ...]] | None] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)  # the plan's functions are pickled once, through the steps
         state["_plan"] = [(None, *rest) for _, *rest in self._plan]
         state["_memo"] = [None] * len(self._memo)  # run-time caches: a stored program starts fresh
         state["_prepared"] = None
+        state["_plan_settled"] = None
+        state["_settled_by"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._plan = [(self._kernel(i, step), *rest, step) for i, (_, *rest, step) in enumerate(state["_plan"])]
+        self._plan_settled = self._unguarded(self._plan)
         self._protect_weights()
+
+    def _unguarded(self, plan: list[tuple[Any, ...]], kept: Sequence[int] | None = None
+                   ) -> list[tuple[Any, ...]] | None:
+        """``plan`` (the steps ``kept``, all by default) without the guards the feeds' shapes settle;
+        None when it has none."""
+        idx = range(len(plan)) if kept is None else kept
+        if not self._settled.intersection(idx):
+            return None
+        return [(*e[:5], None, *e[6:]) if i in self._settled else e for i, e in zip(idx, plan)]
+
+    def _feed_signature(self, env: list[Any]) -> tuple[Any, ...] | None:
+        """The shapes and dtypes of the run's feed tensors (None when one is not an array)."""
+        sig = []
+        for i in self._feed_slots:
+            v = env[i]
+            if v.__class__ is not np.ndarray:
+                return None
+            sig.append((v.shape, v.dtype))
+        return tuple(sig)
 
     def _kernel(self, idx: int, step: Step) -> Callable[..., Any]:
         """What the loop calls for step ``idx``: its kernel, or the kernel computing in place."""
@@ -323,9 +359,10 @@ class Program:
         o = entry[2]
         return (o,) if isinstance(o, int) else o
 
-    def _prepare(self, bounds: limits.Bounds, outer: Mapping[str, Any] | None,
-                 constants: Sequence[tuple[int, Any]]) -> tuple[list[Any], list[tuple[Any, ...]]]:
-        """Run the weight-only steps once; their results join the weights (HOIST_LIMIT_BYTES in all).
+    def _prepare(self, bounds: limits.Bounds, outer: Mapping[str, Any] | None, constants: Sequence[tuple[int, Any]]
+                 ) -> tuple[list[Any], list[tuple[Any, ...]], list[tuple[Any, ...]] | None]:
+        """Run the weight-only steps once; their results join the weights (HOIST_LIMIT_BYTES in all):
+        the template, the steps left and those without their settled guards (``_unguarded``).
         ``constants`` are this run's (slot, value) of the constant inputs, which count as weights here."""
         env = list(self._template)
         for i, v in constants:
@@ -350,7 +387,8 @@ class Program:
             budget -= size
             hoisted.add(idx)
             const.update(made)
-        kept = [e for i, e in enumerate(self._plan) if i not in hoisted]
+        kept_idx = [i for i in range(len(self._plan)) if i not in hoisted]
+        kept = [self._plan[i] for i in kept_idx]
         read = {i for e in kept for i in e[1]} | {self.slots[n] for e in kept for n in _implicit_reads(e[-1])
                                                   if n in self.slots} | set(self._out_slots)
         template = list(self._template)
@@ -361,7 +399,7 @@ class Program:
                     # a kept result is a weight from now on: read-only, and copied when an output aliases it
                     env[o].flags.writeable = False
                     self._weight_roots = self._weight_roots | {id(_root(env[o]))}
-        prepared = (template, kept)
+        prepared = (template, kept, self._unguarded(kept, kept_idx))
         self._prepared = prepared
         return prepared
 
@@ -384,7 +422,7 @@ class Program:
         bounds = limits.current()
         if bounds.deadline is not None:
             limits.check_deadline(self.graph.name)
-        template, plan = self._template, self._plan
+        template, plan, unguarded = self._template, self._plan, self._plan_settled
         slots = self.slots
         # A feed that overrides a weight would make the kept weight-only results stale.
         if self._hoistable and (not self._weight_names or self._weight_names.isdisjoint(feeds)):
@@ -398,7 +436,7 @@ class Program:
                     if v is not None:
                         constants.append((i, v))
                 prepared = self._prepare(bounds, outer, constants)
-            template, plan = prepared
+            template, plan, unguarded = prepared
         env = list(template)
         for name, v in feeds.items():
             i = slots.get(name)
@@ -412,7 +450,14 @@ class Program:
                 i = slots.get(name)
                 if i is not None and env[i] is None:
                     env[i] = v
+        sig = self._feed_signature(env) if unguarded is not None else None
+        if sig is not None:
+            passed = self._settled_by
+            if passed is not None and passed[0] == sig and bounds.max_memory >= passed[1]:
+                plan, sig = unguarded, None
         self._execute(plan, env, outer, bounds)
+        if sig is not None:  # this run passed every guard: the same feed shapes need not check again
+            self._settled_by = (sig, bounds.max_memory)
         out = [env[i] for i in self._out_slots]
         if self._weight_roots and not share_weights:
             roots = self._weight_roots

@@ -128,7 +128,7 @@ def _attention_step(k: Kernel, graph: Graph, fmt: str | None, store: str | None,
     prob_shapes = tuple(graph.values[graph.nodes[i].outputs[0]].static_shape for i in p.prob_ops)
     fn = partial(flash_attention, score_ops=tuple(ops), prob_shapes=prob_shapes, keys=p.keys,
                  key_block=key_block, fmt=fmt, store=store)
-    return Step(fn, [p.q, p.kt, p.v, *side], [p.out], {}, k.name, "FusedAttention")
+    return Step(fn, [p.q, p.kt, p.v, *side], [p.out], {}, k.name, "FusedAttention", shapes_follow_inputs=True)
 
 
 def _narrow_float(graph: Graph, name: str) -> bool:
