@@ -240,6 +240,7 @@ class InferenceSession:
         #: ``hal.cache.WeightInProgram`` here (its shape and dtype; the array lives in the program)
         self.graph = graph
         self._inputs = list(graph.inputs)
+        self._feed_checks = _feed_checks(self._inputs)
         self._outputs = list(graph.outputs)
         if cache is not None and skey is not None and hit is None:
             parts = [SessionPart(p.target, p.key, p.nodes) for p in self._parts if p.key]
@@ -368,11 +369,24 @@ class InferenceSession:
         return sorted({p.target for p in self._parts})
 
     def _validate(self, feeds: Any) -> dict[str, Any]:
-        expected = "; ".join(t.describe() for t in self._inputs) or "no inputs"
+        """``feeds`` as a new dict, checked against the inputs (InputError saying what is wrong)."""
+        names, exact = self._feed_checks
+        # the common case in a few attribute reads: every input a tensor of static shape, fed as an
+        # array of its dtype and shape; anything else gets the full check and its messages
+        if feeds.__class__ is dict and len(feeds) == len(names) == len(exact):
+            for name, dt, shape in exact:
+                v = feeds.get(name)
+                if v.__class__ is not np.ndarray or v.dtype != dt or v.shape != shape:
+                    break
+            else:
+                return dict(feeds)
+        return self._checked(feeds, names)
+
+    def _checked(self, feeds: Any, names: frozenset[str]) -> dict[str, Any]:
+        expected = _Expected(self._inputs)
         if not isinstance(feeds, Mapping):
             raise InputError(f"feeds must be a dict of name -> numpy array, not {type(feeds).__name__}",
                              where="run", hint=f"the model expects: {expected}")
-        names = {t.name for t in self._inputs}
         missing = [n for n in names if n not in feeds]
         extra = [n for n in feeds if n not in names]
         if missing or extra:
@@ -425,8 +439,9 @@ class InferenceSession:
             for p in self._parts:
                 values.update(_run_partition(p, {n: values[n] for n in p.inputs}))
         wall = time.perf_counter() - t0
-        self.last_run = RunReport(target=self.target_name, wall_time_s=wall,
-                                  modelled_latency_s=self._report.latency_s, outputs=wanted)
+        # (built from values of known types: pydantic's validation would cost more than the bookkeeping)
+        self.last_run = RunReport.model_construct(target=self.target_name, wall_time_s=wall,
+                                                  modelled_latency_s=self._report.latency_s, outputs=wanted)
         return [values[n] for n in wanted]
 
     def trace(self) -> list[dict[str, Any]]:
@@ -443,6 +458,24 @@ class InferenceSession:
                 raise hook_error(p.target, f"trace on target {p.target!r} failed: {type(e).__name__}: {e}") from e
             events.extend(got)
         return events
+
+
+class _Expected:
+    """What the model's inputs are, as a hint's text: formatted only when a message needs it."""
+
+    def __init__(self, inputs: Sequence[TensorInfo]):
+        self.inputs = inputs
+
+    def __format__(self, spec: str) -> str:
+        return format("; ".join(t.describe() for t in self.inputs) or "no inputs", spec)
+
+
+def _feed_checks(inputs: Sequence[TensorInfo]) -> tuple[frozenset[str], tuple[tuple[str, Any, tuple[int, ...]], ...]]:
+    """The input names, and (name, dtype, shape) of each tensor input whose dtype and shape are all
+    known: what ``_validate``'s quick path compares a run's feeds with."""
+    exact = tuple((t.name, t.dtype, t.static_shape) for t in inputs
+                  if t.kind == "tensor" and t.dtype is not None and t.static_shape is not None)
+    return frozenset(t.name for t in inputs), exact
 
 
 def _run_partition(p: _Partition, feeds: dict[str, Any]) -> Mapping[str, Any]:
