@@ -85,19 +85,91 @@ POOL_BLOCK_FROM = 1 << 20
 
 def _pool_windows(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill, out: Sequence[int],
                   k: Sequence[int], s: Sequence[int], d: Sequence[int], op: np.ufunc) -> np.ndarray:
-    """``_reduce_windows`` of ``x`` padded by ``fill``, a block of channels (POOL_BLOCK bytes) at a time."""
+    """``_reduce_windows`` of ``x`` padded by ``fill``, a block of channels (POOL_BLOCK bytes) at a time;
+    2-D pools whose column borders allow it pad only the rows (``_rows_padded``)."""
     n, c = x.shape[:2]
-    pshape = _padded_shape(x.shape, begin, end)
+    rows_only = _border_columns(x.shape, begin, end, out, k, s, d) is not None
+    pshape = (*_padded_shape(x.shape[:3], begin[:1], end[:1]), x.shape[3]) if rows_only else \
+        _padded_shape(x.shape, begin, end)
     per = max(1, POOL_BLOCK // max(math.prod(pshape[2:]) * x.itemsize, 1))
     if per >= c or 0 in out or math.prod(pshape) * x.itemsize <= POOL_BLOCK_FROM:
+        if rows_only:
+            return _rows_padded(x, begin, end, fill, out, k, s, d, op)
         return _reduce_windows(_padded(x, begin, end, fill), out, k, s, d, op)
     y = np.empty((n, c, *out), dtype=x.dtype)
     buf = np.empty((1, per, *pshape[2:]), dtype=x.dtype)
     for i in range(n):
         for c0 in range(0, c, per):
             c1 = min(c0 + per, c)
+            if rows_only:
+                y[i:i + 1, c0:c1] = _rows_padded(x[i:i + 1, c0:c1], begin, end, fill, out, k, s, d, op,
+                                                 buf[:, :c1 - c0])
+                continue
             xp = _padded(x[i:i + 1, c0:c1], begin, end, fill, out=buf[:, :c1 - c0])
             y[i:i + 1, c0:c1] = _reduce_windows(xp, out, k, s, d, op)
+    return y
+
+
+#: at most this many output columns a 2-D pool computes apart, from their in-range taps (``_rows_padded``)
+MAX_BORDER_COLUMNS = 8
+
+
+@lru_cache(maxsize=1024)
+def _border_columns_cached(w: int, begin: int, end: int, out: int, k: int, s: int, d: int
+                           ) -> tuple[tuple[int, int], tuple[int, ...]] | None:
+    lo = -(-begin // s)  # the first output column whose window starts in range
+    hi = max(lo, min(out, (w - (k - 1) * d + begin - 1) // s + 1))  # past the last that also ends in range
+    border = tuple(j for j in range(out) if not lo <= j < hi)
+    return ((lo, hi), border) if len(border) <= MAX_BORDER_COLUMNS else None
+
+
+def _border_columns(shape: Sequence[int], begin: Sequence[int], end: Sequence[int], out: Sequence[int],
+                    k: Sequence[int], s: Sequence[int], d: Sequence[int]
+                    ) -> tuple[tuple[int, int], tuple[int, ...]] | None:
+    """For a 2-D pool that ``_rows_padded`` runs (padded columns, no cropping pads, a strided last axis
+    and both strides up to FLAT_MAX_STRIDE, at most MAX_BORDER_COLUMNS output columns whose window
+    reaches a padded column): the range of the other output columns and the border ones; else None.
+    At stride 1, gathering the kept columns costs what the column-padded copy did."""
+    if (len(shape) != 4 or 0 in shape or 0 in out or min(begin) < 0 or min(end) < 0 or not (begin[1] or end[1])
+            or s[1] < 2 or max(s) > FLAT_MAX_STRIDE):
+        return None
+    return _border_columns_cached(shape[3], begin[1], end[1], out[1], k[1], s[1], d[1])
+
+
+def _rows_padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill, out: Sequence[int],
+                 k: Sequence[int], s: Sequence[int], d: Sequence[int], op: np.ufunc,
+                 buf: np.ndarray | None = None) -> np.ndarray:
+    """A 2-D pool with only the rows padded: copying each channel's image into a row-padded buffer is
+    one contiguous run, where a column-padded copy is one short run per row (a third of a 3x3
+    stride-2 pool's time). Both axes are reduced over the flattened array as ``_reduce_windows``
+    does; a window that would reach a padded column wraps into the neighbouring row there, so the
+    few output columns whose windows do (``_border_columns``) are computed apart, from their
+    in-range taps and ``fill`` in the same order: every result has the bits of the padded pass.
+    Padded 3x3 stride-2 pools, interleaved with the padded pass: 1.02-1.07x at 56-112 px, 1.17-1.32x
+    at 14-28 px (ShuffleNet's). ``buf``: a reused row-padded buffer."""
+    (lo, hi), border = _border_columns(x.shape, begin, end, out, k, s, d)  # type: ignore[misc]
+    n, c, h, w = x.shape
+    top, bottom = begin[0], end[0]
+    q = np.empty((n, c, top + h + bottom, w), dtype=x.dtype) if buf is None else buf
+    if top:
+        q[:, :, :top] = fill
+    q[:, :, top:top + h] = x
+    if bottom:
+        q[:, :, top + h:] = fill
+    a = _reduce_flat(q, 0, k[0], d[0], op) if k[0] > 1 else q
+    b = _reduce_flat(a, 1, k[1], d[1], op) if k[1] > 1 else a
+    rows = slice(0, (out[0] - 1) * s[0] + 1, s[0])
+    y = np.empty((n, c, *out), dtype=x.dtype)
+    if hi > lo:  # windows that start and end in range: column j's starts at j * stride - begin
+        y[:, :, :, lo:hi] = b[:, :, rows, lo * s[1] - begin[1]:(hi - 1) * s[1] - begin[1] + 1:s[1]]
+    pad = np.array(fill, dtype=x.dtype)
+    for j in border:
+        cols = [j * s[1] - begin[1] + t * d[1] for t in range(k[1])]
+        taps = [a[:, :, rows, col] if 0 <= col < w else pad for col in cols]
+        acc = taps[0] if len(taps) == 1 else op(taps[0], taps[1])
+        for v in taps[2:]:
+            acc = op(acc, v)
+        y[:, :, :, j] = acc
     return y
 
 

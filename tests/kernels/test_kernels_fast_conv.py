@@ -253,14 +253,45 @@ def test_pooling_a_channel_at_a_time_matches_onnxruntime(monkeypatch, op, xs, at
     monkeypatch.setattr(pool, "POOL_BLOCK", 1)
     monkeypatch.setattr(pool, "POOL_BLOCK_FROM", 0)
     calls = []
-    real = pool._reduce_windows
-    monkeypatch.setattr(pool, "_reduce_windows", lambda *a: calls.append(1) or real(*a))
+    for name in ("_reduce_windows", "_rows_padded"):  # a 2-D pool pads only its rows, the others every axis
+        real = getattr(pool, name)
+        monkeypatch.setattr(pool, name, lambda *a, _real=real: calls.append(1) or _real(*a))
     x = np.random.default_rng(2).standard_normal(xs).astype(np.float32)
     want = _ort(op, {"x": x}, attrs, opset=19)[0]
     got = _hal(op, [x], attrs, opset=19)
     assert got.shape == want.shape and got.dtype == np.float32 and got.flags.c_contiguous
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert len(calls) == xs[0] * xs[1]
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return a.view(np.uint32) if a.dtype == np.float32 else a
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_row_padded_pooling_has_the_bits_of_the_padded_pass(seed) -> None:
+    # the 2-D pools that pad only their rows against padding every axis, on random geometry (ceil mode,
+    # dilation, pads past the window, 1-wide kernels), with NaN, infinities and both zeros in the input
+    from hal.kernels import pool
+    from hal.kernels._sliding import _padded
+
+    rng = np.random.default_rng(seed)
+    k = [int(v) for v in rng.integers(1, 5, 2)]
+    d = [int(v) for v in rng.integers(1, 3, 2)]
+    s = [int(v) for v in rng.integers(1, 4, 2)]
+    pads = [int(rng.integers(0, k[i] * d[i])) for i in (0, 1)] + [int(rng.integers(0, k[i] * d[i])) for i in (0, 1)]
+    shape = (int(rng.integers(1, 3)), int(rng.integers(1, 5)), *(int(v) for v in rng.integers(6, 20, 2)))
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[rng.integers(0, x.size, 6)] = [np.nan, np.inf, -np.inf, 0.0, -0.0, -0.0]
+    for ceil in (0, 1):
+        k_, s_, d_, begin, _, ext, out = pool._pool_setup(x, k, s, d, pads, "NOTSET", ceil)
+        if pool._border_columns(x.shape, begin, ext, out, k_, s_, d_) is None:
+            continue
+        for fill, op in ((0, np.add), (-np.inf, np.maximum)):
+            want = pool._reduce_windows(_padded(x, begin, ext, fill), out, k_, s_, d_, op)
+            got = pool._rows_padded(x, begin, ext, fill, out, k_, s_, d_, op)
+            assert got.shape == want.shape and got.flags.c_contiguous
+            np.testing.assert_array_equal(_bits(got), _bits(want))
 
 
 def test_stride_one_pooling_of_a_non_contiguous_input_matches_onnxruntime() -> None:
