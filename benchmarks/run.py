@@ -159,34 +159,39 @@ def bench_model(model: BenchModel, runner_names: Sequence[str], args: argparse.N
             "results": {n: results[n] for n in runner_names if n in results}, "ratios": ratios(results)}
 
 
-def _med(results: dict[str, dict[str, Any]], name: str, with_reference: bool = False) -> float | None:
-    """A runner's median; ``with_reference``: over its runs between ReferenceEvaluator's, where it has them."""
+def _timing(results: dict[str, dict[str, Any]], name: str, with_reference: bool = False) -> dict[str, Any] | None:
+    """A runner's timing stats; ``with_reference``: of its runs between ReferenceEvaluator's, where it has them."""
     r = results.get(name)
     if not r or r.get("status") != "ok":
         return None
-    return r["with_reference"]["median_s"] if with_reference and "with_reference" in r else r["median_s"]
+    return r["with_reference"] if with_reference and "with_reference" in r else r
+
+
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    """``a`` over ``b``: the median of their runs' ratios taken pairwise (run k of ``a`` over run k of
+    ``b``, timed in the same round: the same minute of a shared machine), or the ratio of their
+    medians when the runs do not pair up."""
+    if not a or not b or not b["median_s"]:
+        return None
+    ta, tb = a.get("times_s"), b.get("times_s")
+    if ta and tb and len(ta) == len(tb) and all(tb):
+        return float(np.median(np.asarray(ta) / np.asarray(tb)))
+    return a["median_s"] / b["median_s"]
 
 
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     """hal_cpu/ort, ref/hal_cpu and ref/ort (against the runs paired with the reference's), and for every
-    other target hal_T/hal_cpu and hal_T/ort."""
-    out: dict[str, float] = {}
-    cpu, ort, ref = _med(results, "hal:cpu"), _med(results, ORT), _med(results, REF)
-    if cpu and ort:
-        out["hal_cpu/ort"] = cpu / ort
-    cpu_r, ort_r = _med(results, "hal:cpu", True), _med(results, ORT, True)  # paired with the reference's runs
-    if cpu_r and ref:
-        out["ref/hal_cpu"] = ref / cpu_r
-    if ref and ort_r:
-        out["ref/ort"] = ref / ort_r
+    other target hal_T/hal_cpu and hal_T/ort; each the median of its pairwise ratios (``_ratio``)."""
+    cpu, ort, ref = _timing(results, "hal:cpu"), _timing(results, ORT), _timing(results, REF)
+    pairs = {"hal_cpu/ort": (cpu, ort),
+             # paired with the reference's runs: each of its runs is followed by one of hal cpu's and ORT's
+             "ref/hal_cpu": (ref, _timing(results, "hal:cpu", True)), "ref/ort": (ref, _timing(results, ORT, True))}
     for name in results:
-        t = _med(results, name)
-        if name.startswith("hal:") and name != "hal:cpu" and t:
-            if cpu:
-                out[f"hal_{name[4:]}/hal_cpu"] = t / cpu
-            if ort:
-                out[f"hal_{name[4:]}/ort"] = t / ort
-    return out
+        t = _timing(results, name)
+        if name.startswith("hal:") and name != "hal:cpu":
+            pairs[f"hal_{name[4:]}/hal_cpu"] = (t, cpu)
+            pairs[f"hal_{name[4:]}/ort"] = (t, ort)
+    return {k: v for k, (a, b) in pairs.items() if (v := _ratio(a, b)) is not None}
 
 
 # -- compile time --------------------------------------------------------------------------------------

@@ -147,6 +147,39 @@ def test_runners_are_timed_in_the_same_rounds_and_beside_the_reference(monkeypat
     assert ratios["hal_cpu/ort"] == pytest.approx(0.02 / 0.005)
 
 
+def test_ratios_pair_the_runs_of_one_round(monkeypatch) -> None:
+    # a burst that slows hal cpu in rounds 3-7 and onnxruntime (timed beside it) in rounds 4-7 moves
+    # the medians apart (0.04 / 0.01 s); the runs of each round, taken in the same minute, still
+    # read 2x in every round but round 3
+    import argparse
+    from types import SimpleNamespace
+
+    from benchmarks import run
+
+    clock = [0.0]
+
+    class Fake:
+        setup_s, info = 0.0, {}
+
+        def __init__(self, name: str, seconds: float, burst: range) -> None:
+            self.name, self.seconds, self.burst, self.calls = name, seconds, burst, -1  # call -1: the warm-up
+
+        def run(self) -> list:
+            clock[0] += self.seconds * (3 if self.calls in self.burst else 1)
+            self.calls += 1
+            return []
+
+    fakes = {"hal:cpu": Fake("hal:cpu", 0.02, range(3, 8)), "onnxruntime": Fake("onnxruntime", 0.01, range(4, 8))}
+    monkeypatch.setattr(run, "make_runner", lambda name, model, threads: fakes[name])
+    monkeypatch.setattr(run, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    args = argparse.Namespace(threads=1, reps=10, min_s=0.0, budget_s=20.0, ref_budget_s=30.0, ref_max_s=60.0)
+    model = SimpleNamespace(name="m", kind="cnn", source="m.onnx", description="", feeds={})
+    out = run.bench_model(model, ["hal:cpu", "onnxruntime"], args)
+    res = out["results"]
+    assert res["hal:cpu"]["median_s"] / res["onnxruntime"]["median_s"] == pytest.approx(4.0)
+    assert out["ratios"]["hal_cpu/ort"] == pytest.approx(2.0)
+
+
 def test_library_pages_are_the_shared_objects_not_the_heap() -> None:
     import numpy as np
 
