@@ -92,6 +92,16 @@ def test_fusion_and_attention_recognition_on_a_transformer(model):
     assert any("Add" in k.op_types for k in fused_gemms)  # bias / residual epilogues
 
 
+@pytest.mark.parametrize("model", TRANSFORMERS)
+def test_fused_attention_lets_the_feeds_shapes_settle_every_memory_guard(model):
+    # the fused attention step says its result's shape follows from its inputs' (hal.engine.guards),
+    # so the projections and MLP after it skip their guards on a run with the feed shapes of one before
+    program = hal.InferenceSession(model, target="gpu")._parts[0].executable.program
+    guarded = {i for i, entry in enumerate(program._plan) if entry[5] is not None}
+    assert guarded and program._settled == guarded
+    assert any(s.op_type == "FusedAttention" and s.shapes_follow_inputs for s in program.steps)
+
+
 def test_llama_decode_has_one_fused_attention_per_layer_and_few_kernels():
     rep = _estimate("llama-3.1-8b", precision="fp8", devices=1)
     assert rep.details["fused_attention_kernels"] == 32
