@@ -8,9 +8,9 @@ hand them to ``Program``; ``steps_for_nodes`` gives the plain one-kernel-per-nod
 """
 
 from hal.engine.fusion import chain_concats, fused_steps, reference_program
+from hal.engine.guards import SHAPE_SIZED_OPS
 from hal.engine.program import (
     HOIST_LIMIT_BYTES,
-    SHAPE_SIZED_OPS,
     Program,
     Step,
     kernel_step,

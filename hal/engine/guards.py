@@ -1,4 +1,4 @@
-"""Which of a program's memory guards the shapes of a run's feeds settle.
+"""The memory guards of a program's steps, and which of them the shapes of a run's feeds settle.
 
 Before a step of a guarded op (``hal.limits.GUARDED_OPS``) the engine checks what the kernel would
 allocate against ``max_memory``. Where the step's inputs have shapes that follow from the feeds'
@@ -22,8 +22,31 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from hal import limits
 from hal.graph.ir import Graph
 from hal.graph.passes import NONDETERMINISTIC
+
+#: guarded ops whose output size follows from their inputs' shapes and dtypes and their attributes
+#: alone: the guard's verdict for one input signature holds for every run with that signature, so a
+#: step remembers the last signature's size (the others re-check on every run)
+SHAPE_SIZED_OPS = frozenset({
+    "Add", "Sub", "Mul", "Div", "Pow", "Mod", "And", "Or", "Xor", "Equal", "Greater", "Less", "GreaterOrEqual",
+    "LessOrEqual", "Where", "Max", "Min", "Sum", "Mean", "PRelu", "BitShift", "BitwiseAnd", "BitwiseOr",
+    "BitwiseXor", "Gather", "MatMul", "MatMulInteger", "Gemm", "Einsum", "ConvTranspose", "Constant",
+    "Conv", "ConvInteger", "QLinearConv", "RoiAlign", "MaxRoiPool",
+})
+
+
+def output_nbytes(op_type: str, args: Sequence[Any], attrs: dict[str, Any]) -> int:
+    """What ``limits.check_step`` would compare with max_memory (0 where it would not check)."""
+    try:
+        got = limits.OUTPUT_SIZE[op_type](args, attrs)
+    except Exception:  # malformed arguments: check_step leaves them to the kernel too
+        return 0
+    if got is None or any(d < 0 for d in got[0]):
+        return 0
+    return limits.nbytes_of(got[0], got[1])
+
 
 #: ops whose result shapes follow from their inputs' shapes and dtypes and their attributes alone
 #: (other inputs' values change the result's values, never its shape)
@@ -97,4 +120,4 @@ def shape_settled_steps(graph: Graph, steps: Sequence[Any], feeds: Iterable[str]
     return out
 
 
-__all__ = ["SHAPE_FROM_CONSTANTS", "SHAPE_FROM_SHAPES", "shape_settled_steps"]
+__all__ = ["SHAPE_FROM_CONSTANTS", "SHAPE_FROM_SHAPES", "SHAPE_SIZED_OPS", "output_nbytes", "shape_settled_steps"]

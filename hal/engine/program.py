@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from hal import limits
-from hal.engine.guards import shape_settled_steps
+from hal.engine.guards import SHAPE_SIZED_OPS, output_nbytes, shape_settled_steps
 from hal.engine.inplace import in_place, inplace_kernels
 from hal.engine.subgraph import Scope, Subgraph, subgraph_attrs
 from hal.errors import HalError, RunError, UnsupportedOpError
@@ -20,14 +20,6 @@ from hal.graph.ir import Graph, Node, ShapeOnly
 from hal.graph.passes import NONDETERMINISTIC
 from hal.kernels import KernelContext, lookup
 
-#: ops whose output size follows from their inputs' shapes and dtypes and their attributes alone:
-#: the memory guard's verdict for one input signature holds for every run with that signature
-SHAPE_SIZED_OPS = frozenset({
-    "Add", "Sub", "Mul", "Div", "Pow", "Mod", "And", "Or", "Xor", "Equal", "Greater", "Less", "GreaterOrEqual",
-    "LessOrEqual", "Where", "Max", "Min", "Sum", "Mean", "PRelu", "BitShift", "BitwiseAnd", "BitwiseOr",
-    "BitwiseXor", "Gather", "MatMul", "MatMulInteger", "Gemm", "Einsum", "ConvTranspose", "Constant",
-    "Conv", "ConvInteger", "QLinearConv", "RoiAlign", "MaxRoiPool",
-})
 _ALWAYS = -1  # a guard that re-checks every run (the output size depends on input values)
 #: at most this many bytes of weight-only step results are kept from run to run (and never more
 #: than max_memory): enough for generated FC weights, not a second copy of a large model's weights
@@ -482,7 +474,7 @@ class Program:
                     sig = tuple([(a.shape, a.dtype) if isinstance(a, ndarray) else type(a) for a in args])
                     seen = memo[guard]
                     if seen is None or seen[0] != sig:
-                        seen = (sig, _output_nbytes(step.guarded_as, args, attrs))
+                        seen = (sig, output_nbytes(step.guarded_as, args, attrs))
                         memo[guard] = seen  # one tuple: atomic for concurrent runs
                     if seen[1] > max_memory:
                         limits.check_step(step.guarded_as, step.label, args, attrs, max_memory)
@@ -511,17 +503,6 @@ class Program:
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         return dict(zip(self.output_names, self.run_list(feeds)))
-
-
-def _output_nbytes(op_type: str, args: Sequence[Any], attrs: dict[str, Any]) -> int:
-    """What ``limits.check_step`` would compare with max_memory (0 where it would not check)."""
-    try:
-        got = limits.OUTPUT_SIZE[op_type](args, attrs)
-    except Exception:  # malformed arguments: check_step leaves them to the kernel too
-        return 0
-    if got is None or any(d < 0 for d in got[0]):
-        return 0
-    return limits.nbytes_of(got[0], got[1])
 
 
 def weight_only_values(graph: Graph) -> set[str]:
