@@ -6,12 +6,13 @@ shapes alone, a run whose feeds have the shapes (and dtypes) of an earlier run t
 guard under the same or a smaller bound would pass them again: the program may skip those checks.
 On ShuffleNet that is 68 guards a run (about 3% of it); on a 2-layer GPT, 23.
 
-A value's shape follows from the feeds' shapes (``shape_settled``) when it is a feed tensor, a
+A value's shape follows from the feeds' shapes (``shape_settled_steps``) when it is a feed tensor, a
 weight, or the result of a known ONNX op whose result shapes depend on its inputs' shapes and
 attributes (``SHAPE_FROM_SHAPES``), or on its first input's shape and the values of the others
 where those are constant (``SHAPE_FROM_CONSTANTS``: Reshape's target shape, Slice's bounds, ...).
 A value is constant when it is a weight or computed from constants by a deterministic op of those
-two families, or it is the ``Shape`` / ``Size`` of a settled value. Nothing here reads declared
+two families (or Constant, ConstantOfShape, Range), or it is the ``Shape`` / ``Size`` of a settled
+value. Nothing here reads declared
 shapes (``value_info``), which a model may get wrong on purpose: the analysis trusts op semantics
 only, and anything it does not know (control flow, other domains, a target's own steps unless
 they say ``Step.shapes_follow_inputs``) settles nothing downstream.
