@@ -2,7 +2,8 @@
 tables benchmarks/README.md shows, so that every figure there is one the benchmark computed.
 
 Prints the timing table (medians, hal cpu's IQR, ratios), the compile times, the peak-RSS table
-(hal cpu and onnxruntime) and the goals met, all read from the JSON that ``python -m benchmarks`` wrote.
+(hal cpu and onnxruntime), the BLAS floor (runs with ``--profile``) and the goals met, all read from
+the JSON that ``python -m benchmarks`` wrote.
 """
 
 from __future__ import annotations
@@ -75,15 +76,36 @@ def memory_table(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def floor_table(doc: dict[str, Any]) -> list[str]:
+    """Each profiled model's matrix products against numpy's SGEMM rate (benchmarks/floor.py)."""
+    rows = doc.get("floor") or []
+    if not rows:
+        return []
+    blas = doc["blas"]
+    lines = [f"BLAS floor: the model's matrix products (MatMul, Gemm, Conv) at numpy's SGEMM rate on "
+             f"{blas['size']}³ here, {blas['flops_per_s'] / 1e9:.1f} GFLOP/s.", "",
+             "| model | product GFLOP | floor ms | hal cpu / floor | ORT / floor | Ref / floor |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        ms = r["floor_s"] * 1e3
+        cells = [r["model"], f"{r['product_flops'] / 1e9:,.3f}", f"{ms:,.1f}" if ms >= 0.1 else f"{ms:.3f}",
+                 *(fmt_ratio(r.get(k)) for k in ("hal_cpu/floor", "ort/floor", "ref/floor"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def goal_lines(doc: dict[str, Any]) -> list[str]:
     s = doc.get("summary") or {}
     if not s:
         return []
     missed: dict[tuple[str, str, Any], list[tuple[float, str]]] = {}  # (goal, model, limit) -> (value, target)
+    bounds: dict[tuple[str, str, Any], float] = {}
     for c in s["checks"]:
         if not c["met"]:
             key = (c["goal"], c.get("model") or c.get("graph"), c["limit"])
             missed.setdefault(key, []).append((c["value"], c.get("target", "")))
+            if c.get("bound_on_blas") is not None:
+                bounds[key] = c["bound_on_blas"]
     out = [f"Goals met: {s['met']}/{s['total']}."]
     if missed:
         def one(v: list[tuple[float, str]]) -> str:
@@ -91,13 +113,19 @@ def goal_lines(doc: dict[str, Any]) -> list[str]:
                 return f"{min(v)[0]:.2f}–{max(v)[0]:.2f} ({len(v)} targets)"
             return f"{v[0][0]:.3f}" + (f" ({v[0][1]})" if v[0][1] else "")
 
-        out.append("Missed: " + "; ".join(f"{goal} {model} {one(v)}, limit {limit}"
+        def why(key: tuple[str, str, Any]) -> str:
+            b = bounds.get(key)
+            if b is None:
+                return ""
+            return f" (numpy's BLAS allows {'at most' if key[0] == 'ref/hal_cpu' else 'at least'} {b:.2f})"
+
+        out.append("Missed: " + "; ".join(f"{goal} {model} {one(v)}, limit {limit}{why((goal, model, limit))}"
                                           for (goal, model, limit), v in missed.items()) + ".")
     return out
 
 
 def render(doc: dict[str, Any]) -> str:
-    parts = [timing_table(doc), compile_lines(doc), memory_table(doc), goal_lines(doc)]
+    parts = [timing_table(doc), compile_lines(doc), memory_table(doc), floor_table(doc), goal_lines(doc)]
     return "\n\n".join("\n".join(p) for p in parts if p) + "\n"
 
 

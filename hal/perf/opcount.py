@@ -7,7 +7,9 @@ symbolic counts as 1 (callers bind dynamic dimensions before compiling for estim
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -63,21 +65,31 @@ def shape(graph: Graph, name: str) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) and d >= 0 else 1 for d in info.shape)
 
 
+#: ops whose arithmetic is a matrix product: what a BLAS GEMM computes (Conv through im2col)
+PRODUCT_OPS = frozenset({"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "Conv", "ConvInteger", "QLinearConv"})
+
+
+def product_flops(op: str, inputs: Sequence[Sequence[int]], out_numel: int, attrs: Mapping[str, Any]) -> float:
+    """FLOPs of one of PRODUCT_OPS from its inputs' shapes and its output's element count: each output
+    element is a dot product over the reduced length (A's last axis, or a filter's C/group x taps).
+    The same rule serves static shapes (``node_flops``) and a run's actual arrays (the benchmark's
+    BLAS floor)."""
+    if op in ("Conv", "ConvInteger", "QLinearConv"):
+        i = 3 if op == "QLinearConv" else 1
+        w = inputs[i] if len(inputs) > i else ()
+        return 2.0 * out_numel * (math.prod(w[1:]) if len(w) > 1 else 1)
+    a = inputs[0] if inputs else ()
+    k = a[-1] if a else 1
+    if op == "Gemm" and attrs.get("transA", 0) and len(a) == 2:
+        k = a[0]
+    return 2.0 * out_numel * k
+
+
 def node_flops(node: Node, graph: Graph) -> float:
     op = node.op_type
     out = _numel(shape(graph, node.outputs[0])) if node.outputs and node.outputs[0] else 0
-    if op in ("MatMul", "MatMulInteger", "QLinearMatMul", "Gemm"):
-        a = shape(graph, node.inputs[0])
-        if op == "QLinearMatMul":
-            a = shape(graph, node.inputs[0])
-        k = a[-1] if a else 1
-        if op == "Gemm" and node.attrs.get("transA", 0) and len(a) == 2:
-            k = a[0]
-        return 2.0 * out * k
-    if op in ("Conv", "ConvInteger", "QLinearConv"):
-        w = shape(graph, node.inputs[3] if op == "QLinearConv" else node.inputs[1])
-        k = int(np.prod(w[1:])) if len(w) > 1 else 1
-        return 2.0 * out * k
+    if op in PRODUCT_OPS:
+        return product_flops(op, [shape(graph, i) for i in node.inputs], out, node.attrs)
     if op == "ConvTranspose":
         x = shape(graph, node.inputs[0])
         w = shape(graph, node.inputs[1])
