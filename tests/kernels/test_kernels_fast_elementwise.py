@@ -19,12 +19,15 @@ def _bits(a: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("size", [7, 2 * BOUND_ROW - 1, 2 * BOUND_ROW, 3 * BOUND_ROW + 5])
+@pytest.mark.parametrize("size", [0, 1, 7, BOUND_ROW - 1, BOUND_ROW, BOUND_ROW + 1, 2 * BOUND_ROW, 3 * BOUND_ROW + 5])
 @pytest.mark.parametrize("ufunc, value", [(np.maximum, 0), (np.minimum, 0), (np.minimum, 9.0), (np.maximum, -np.inf)])
 def test_bound_into_gives_the_scalar_calls_bits(dtype, size, ufunc, value) -> None:
     rng = np.random.default_rng(size)
     x = rng.standard_normal(size).astype(dtype)
     x[: len(SPECIAL)] = SPECIAL[: min(size, len(SPECIAL))]
+    tail = min(size, len(SPECIAL))
+    if tail:  # and in the tail past the whole rows
+        x[-tail:] = SPECIAL[-tail:]
     x = x.reshape(1, -1)
     want = ufunc(x, value)
     got = bound_into(ufunc, x, value, np.empty_like(x))
