@@ -145,6 +145,25 @@ def test_big_column_matrices_are_built_in_bands(monkeypatch, size, banded) -> No
     np.testing.assert_allclose(got, _ort("Conv", {"x": x, "w": w}, {"pads": [1, 1, 1, 1]})[0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("filters", [64, 300])
+def test_bands_are_at_least_twice_as_wide_as_the_filters(monkeypatch, filters) -> None:
+    # each band's GEMM packs all the weights again: 300 filters get bands of >= 600 pixels (13 rows
+    # of 48: three full bands and a short one), 64 filters the 256-pixel minimum (6 rows)
+    from hal.kernels import nn
+
+    rows = []
+    real = nn._in_blocks
+    monkeypatch.setattr(nn, "_in_blocks", lambda *a: rows.append(a[-1]) or real(*a))
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 64, 48, 48)).astype(np.float32)  # 5.3 MB of columns: banded
+    w = rng.standard_normal((filters, 64, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(filters).astype(np.float32)
+    got = _hal("Conv", [x, w, b], {"pads": [1, 1, 1, 1]})
+    assert rows == [13 if filters == 300 else 6]
+    want = _ort("Conv", {"x": x, "w": w, "b": b}, {"pads": [1, 1, 1, 1]})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("xs,ws,attrs", [
     ((2, 6, 9, 8), (6, 2, 3, 3), {"group": 3, "strides": [2, 2], "pads": [1, 1, 1, 1]}),    # stride 2
     ((1, 8, 7, 9), (12, 2, 3, 2), {"group": 4, "pads": [1, 0, 2, 1], "dilations": [2, 1]}),  # grouped, uneven pads
