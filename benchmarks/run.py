@@ -436,7 +436,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="threads for every runner (default 1)")
     ap.add_argument("--budget-s", type=float, default=20.0,
                     help="per model and runner: fewer reps when warm-up x reps would exceed this (default 20)")
-    ap.add_argument("--ref-budget-s", type=float, default=30.0, help="the same budget for ReferenceEvaluator")
+    ap.add_argument("--ref-budget-s", type=float, default=60.0,
+                    help="the same budget for ReferenceEvaluator (default 60: a 5-10 s run still gets 6-12 pairs)")
     ap.add_argument("--ref-max-s", type=float, default=60.0,
                     help="ReferenceEvaluator runs slower than this are timed by their warm-up only (default 60)")
     ap.add_argument("--compile-graphs", default="decoder-24l",
