@@ -128,6 +128,9 @@ def _ones(n: int, dtype: np.dtype) -> Array:
 #: contiguous operands again (np.maximum over 188K float32: a scalar 71 us, rows of 4096 41 us, rows of
 #: 16384 26 us, a whole array of zeros 25 us); the same bits every way, -0.0 and NaN included
 BOUND_ROW = 1 << 14
+#: ... for arrays of at least this many elements; a smaller one takes the scalar call, a microsecond
+#: slower, rather than a cached row that would weigh on a small model's memory (tiny-gpt plans 0.55 MB)
+BOUND_ROW_FROM = 1 << 13
 
 
 @functools.cache
@@ -139,10 +142,10 @@ def _bound_row(value: float, dtype: np.dtype) -> Array:
 
 def bound_into(ufunc: np.ufunc, x: Array, value: float, out: Array) -> Array:
     """``ufunc(x, value, out=out)`` for np.maximum / np.minimum, against a row of ``value`` at a time
-    when ``x`` and ``out`` are contiguous float32/64 arrays of one dtype (a shorter array against the
-    front of the row)."""
+    when ``x`` and ``out`` are big contiguous float32/64 arrays of one dtype (one no longer than the
+    row against its front)."""
     n = x.size
-    if (x.dtype not in (np.float32, np.float64) or out.dtype != x.dtype
+    if (x.dtype not in (np.float32, np.float64) or n < BOUND_ROW_FROM or out.dtype != x.dtype
             or not x.flags.c_contiguous or not out.flags.c_contiguous):
         return ufunc(x, value, out=out)
     row = _bound_row(value, x.dtype)
