@@ -250,22 +250,23 @@ def profile_model(model: BenchModel, reps: int) -> dict[str, Any]:
     from hal.graph.passes import optimize
 
     graph = optimize(load(model.source))
-    spent: dict[str, list[float]] = {}  # op -> [seconds, calls, product FLOPs]
+    spent: dict[str, list[float]] = {}  # op -> [seconds, calls]
+    products = [0.0]  # the FLOPs of the warm-up run's matrix products (not counted in the timed runs)
+    counting = [True]
 
     def timed(fn: Callable[..., Any], op: str, product: str | None) -> Callable[..., Any]:
-        acc = spent.setdefault(op, [0.0, 0, 0.0])
+        acc = spent.setdefault(op, [0.0, 0])
 
         def call(*a: Any, **k: Any) -> Any:
             t0 = time.perf_counter()
-            res = None
             try:
                 res = fn(*a, **k)
-                return res
             finally:
                 acc[0] += time.perf_counter() - t0
                 acc[1] += 1
-                if product is not None and res is not None:
-                    acc[2] += step_product_flops(product, a, k, res)
+            if product is not None and counting[0]:
+                products[0] += step_product_flops(product, a, k, res)
+            return res
 
         return call
 
@@ -275,9 +276,10 @@ def profile_model(model: BenchModel, reps: int) -> dict[str, Any]:
     prog = Program(graph, steps)
     plain = Program(graph, base)
     prog.run_list(model.feeds)
+    counting[0] = False
     plain.run_list(model.feeds)
     for acc in spent.values():
-        acc[0], acc[1], acc[2] = 0.0, 0, 0.0
+        acc[0], acc[1] = 0.0, 0
     walls, plain_walls = [], []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -292,7 +294,7 @@ def profile_model(model: BenchModel, reps: int) -> dict[str, Any]:
                   for op, a in spent.items()), key=lambda r: -r["s_per_run"])
     return {"model": model.name, "steps": len(steps), "run_s": float(np.median(plain_walls)),
             "profiled_run_s": wall, "kernels_s": kern, "engine_overhead_s": max(wall - kern, 0.0),
-            "product_flops": sum(a[2] for a in spent.values()) / reps, "ops": ops}
+            "product_flops": products[0], "ops": ops}
 
 
 # -- report --------------------------------------------------------------------------------------------
