@@ -88,13 +88,14 @@ def _pool_windows(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill,
     """``_reduce_windows`` of ``x`` padded by ``fill``, a block of channels (POOL_BLOCK bytes) at a time;
     2-D pools whose column borders allow it pad only the rows (``_rows_padded``)."""
     n, c = x.shape[:2]
-    rows_only = _border_columns(x.shape, begin, end, out, k, s, d) is not None
+    columns = _border_columns(x.shape, begin, end, out, k, s, d)
+    rows_only = columns is not None
     pshape = (*_padded_shape(x.shape[:3], begin[:1], end[:1]), x.shape[3]) if rows_only else \
         _padded_shape(x.shape, begin, end)
     per = max(1, POOL_BLOCK // max(math.prod(pshape[2:]) * x.itemsize, 1))
     if per >= c or 0 in out or math.prod(pshape) * x.itemsize <= POOL_BLOCK_FROM:
         if rows_only:
-            return _rows_padded(x, begin, end, fill, out, k, s, d, op)
+            return _rows_padded(x, begin, end, fill, out, k, s, d, op, columns)
         return _reduce_windows(_padded(x, begin, end, fill), out, k, s, d, op)
     y = np.empty((n, c, *out), dtype=x.dtype)
     buf = np.empty((1, per, *pshape[2:]), dtype=x.dtype)
@@ -103,7 +104,7 @@ def _pool_windows(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill,
             c1 = min(c0 + per, c)
             if rows_only:
                 y[i:i + 1, c0:c1] = _rows_padded(x[i:i + 1, c0:c1], begin, end, fill, out, k, s, d, op,
-                                                 buf[:, :c1 - c0])
+                                                 columns, buf[:, :c1 - c0])
                 continue
             xp = _padded(x[i:i + 1, c0:c1], begin, end, fill, out=buf[:, :c1 - c0])
             y[i:i + 1, c0:c1] = _reduce_windows(xp, out, k, s, d, op)
@@ -138,7 +139,7 @@ def _border_columns(shape: Sequence[int], begin: Sequence[int], end: Sequence[in
 
 def _rows_padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill, out: Sequence[int],
                  k: Sequence[int], s: Sequence[int], d: Sequence[int], op: np.ufunc,
-                 buf: np.ndarray | None = None) -> np.ndarray:
+                 columns: tuple[tuple[int, int], tuple[int, ...]], buf: np.ndarray | None = None) -> np.ndarray:
     """A 2-D pool with only the rows padded: copying each channel's image into a row-padded buffer is
     one contiguous run, where a column-padded copy is one short run per row (a third of a 3x3
     stride-2 pool's time). Both axes are reduced over the flattened array as ``_reduce_windows``
@@ -146,8 +147,9 @@ def _rows_padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill, 
     few output columns whose windows do (``_border_columns``) are computed apart, from their
     in-range taps and ``fill`` in the same order: every result has the bits of the padded pass.
     Padded 3x3 stride-2 pools, interleaved with the padded pass: 1.02-1.07x at 56-112 px, 1.17-1.32x
-    at 14-28 px (ShuffleNet's). ``buf``: a reused row-padded buffer."""
-    (lo, hi), border = _border_columns(x.shape, begin, end, out, k, s, d)  # type: ignore[misc]
+    at 14-28 px (ShuffleNet's). ``columns``: what ``_border_columns`` gave for this pool (the caller
+    asked it whether the pool runs here); ``buf``: a reused row-padded buffer."""
+    (lo, hi), border = columns
     n, c, h, w = x.shape
     top, bottom = begin[0], end[0]
     q = np.empty((n, c, top + h + bottom, w), dtype=x.dtype) if buf is None else buf
