@@ -30,8 +30,8 @@ def _wrap(indices: np.ndarray, dim: int | np.ndarray) -> np.ndarray:
 
 @kernel("Gather", since=1)
 def gather(data, indices, axis=0):
-    axis = _axis(axis, data.ndim)
-    return np.asarray(np.take(data, _wrap(indices, data.shape[axis]), axis=axis))
+    # np.take reads negative indices from the end itself and raises on any outside [-n, n)
+    return np.asarray(np.take(data, indices, axis=_axis(axis, data.ndim)))
 
 
 @kernel("GatherElements", since=11)
