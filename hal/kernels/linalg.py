@@ -27,8 +27,10 @@ def _matmul(a: Array, b: Array) -> Array:
     if _is_narrow_float(a.dtype):
         return _matmul(a.astype(np.float32), b.astype(np.float32)).astype(a.dtype)
     if a.ndim > 2 and b.ndim == 2:
+        if a.shape[-2] * a.shape[-1] == a.size:  # a batch of one is one GEMM already: no reshapes
+            return np.matmul(a, b)  # (tiny-gpt's (1, 16, 64) @ (64, 64): 2.3 us, against 2.9 through them)
         # (..., M, K) @ (K, N) is one GEMM over the flattened rows, not one per batch entry
-        return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
+        return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[-1:])
     if a.ndim > 2 or b.ndim > 2:
         # numpy's batched matmul over strided views (attention's transposed heads) runs at half the
         # speed of the same product over contiguous copies, copies included (BERT's Q @ K^T: 1.03 vs 0.52 ms)
