@@ -253,11 +253,26 @@ def _softmax_narrow(x: Array, axis: int) -> Array:
     return (e / total).astype(x.dtype)
 
 
+#: rows up to this long take their maximum down the columns of a transposed copy
+SHORT_ROW = 64
+
+
+def row_max(w: Array) -> Array:
+    """The maximum of each row of a non-empty 2-D float array, as a column (rows, 1); NaN only where
+    a row is all NaN (fmax: a softmax's NaN row still ends all NaN, through exp). numpy reduces short
+    contiguous rows one at a time: short rows are reduced down the columns of a transposed copy instead,
+    one vector fmax per column (tiny-gpt's 64 rows of 16: 6.5 -> 3.5 us, copy included; 512x16 24.7 ->
+    5.3 us; 256x64 23 -> 16 us). Longer rows keep the row reduction (BERT's rows of 128: 0.36 ms, 1.0 ms
+    the other way). The same maximum either way."""
+    if w.shape[1] <= SHORT_ROW:
+        return np.fmax.reduce(np.ascontiguousarray(w.T), axis=0)[:, None]
+    return np.fmax.reduce(w, axis=1, keepdims=True)
+
+
 def softmax_rows(w: Array, out: Array | None = None) -> Array:
     """Softmax along the rows of a 2-D array, the attention case, into ``out`` (``w`` itself may be
-    it). fmax.reduce is numpy's faster row maximum (a NaN row still ends all NaN, through exp), and
-    the row sums are ``row_sums``."""
-    e = np.subtract(w, np.fmax.reduce(w, axis=1, keepdims=True), out=out)
+    it); the row maxima are ``row_max`` and the row sums ``row_sums``."""
+    e = np.subtract(w, row_max(w), out=out)
     np.exp(e, out=e)
     e /= row_sums(e)[:, None]
     return e
