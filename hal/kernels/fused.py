@@ -125,12 +125,23 @@ class Region(_Fused):
             if block is None:
                 break
         self._block_plan = block
+        # per member: (operation, refs, where its result goes: -1 the step's output, k member k's
+        # buffer (the first member result it reads), None a pooled one; members whose buffers it frees)
+        self._block_schedule = []
+        last = len(block or ()) - 1
+        for j, (op, refs) in enumerate(block or ()):
+            owned = [~r for r in refs if r < 0]
+            into = -1 if j == last else (owned[0] if owned else None)
+            self._block_schedule.append((op, refs, into, tuple(k for k in owned if k != into)))
+        self._layout_memo: tuple[Any, Any] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_plan", None)
         state.pop("_memo", None)
         state.pop("_block_plan", None)
+        state.pop("_block_schedule", None)
+        state.pop("_layout_memo", None)
         return state
 
     def __call__(self, *xs: Any) -> Any:
@@ -172,61 +183,68 @@ class Region(_Fused):
             vals.append(res)
         return vals[-1]
 
-    def _blocked(self, xs: Sequence[Any]) -> Array | None:
-        """The region block by block, or None where it does not apply: every operand float32, of
-        one shape or a scalar, every member reading at least one full-size value, and at least two
-        blocks of work."""
-        plan = self._block_plan
-        assert plan is not None
-        shape: tuple[int, ...] | None = None
+    def _layout(self, xs: Sequence[Any]) -> tuple[tuple[int, ...], tuple[bool, ...]] | None:
+        """(shape, which operands are full size) where the region runs block by block, else None:
+        every operand float32, of one shape or a scalar, and every member reading at least one
+        full-size value. Decided once per operand signature (the last one is kept)."""
+        key = []
         for x in xs:
             if x.__class__ is not np.ndarray or x.dtype != np.float32:
                 return None
-            if x.size != 1 and shape is None:
-                shape = x.shape
-            elif x.size != 1 and x.shape != shape:
-                return None
-        if shape is None or any(x.size == 1 and x.ndim > len(shape) for x in xs):
+            key.append(x.shape)
+        sig = tuple(key)
+        seen = self._layout_memo
+        if seen is not None and seen[0] == sig:
+            return seen[1]
+        full = [k for k in sig if math.prod(k) != 1]
+        layout: tuple[tuple[int, ...], tuple[bool, ...]] | None = None
+        if full and all(k == full[0] for k in full) and math.prod(full[0]) and all(
+                len(k) <= len(full[0]) for k in sig):
+            big = tuple(math.prod(k) != 1 for k in sig)
+            made: list[bool] = []
+            for _, refs in self._block_plan or ():  # a member result is full size when one of its operands is
+                made.append(any(big[r] if r >= 0 else made[~r] for r in refs))
+            if all(made):
+                layout = (full[0], big)
+        self._layout_memo = (sig, layout)  # one tuple: atomic for concurrent runs
+        return layout
+
+    def _blocked(self, xs: Sequence[Any]) -> Array | None:
+        """The region block by block (a small one as one block), or None where ``_layout`` says no.
+        Each member writes into the buffer of the member result it reads, else into a pooled one."""
+        layout = self._layout(xs)
+        if layout is None:
             return None
+        shape, big = layout
         n = math.prod(shape)
-        if n < 2 * self.BLOCK:
-            return None
-        big = [x.size == n for x in xs]
-        made: list[bool] = []
-        for _, refs in plan:  # a member result is full size when one of its operands is
-            made.append(any(big[r] if r >= 0 else made[~r] for r in refs))
-        if not all(made):
-            return None
         flat = [x.reshape(-1) if b else x.reshape(()) for x, b in zip(xs, big)]
         out = np.empty(n, dtype=np.float32)
-        size = self.BLOCK
+        size = min(self.BLOCK, n)
         free: list[Array] = []
         scratch = (np.empty(size, dtype=np.float32), np.empty(size, dtype=np.float32))
-        last = len(plan) - 1
+        schedule = self._block_schedule
         for start in range(0, n, size):
             stop = min(start + size, n)
             count = stop - start
-            vals: list[Array | None] = []
-            for j, (op, refs) in enumerate(plan):
-                args = [(flat[r][start:stop] if big[r] else flat[r]) if r >= 0 else vals[~r] for r in refs]
-                owned = [vals[~r] for r in refs if r < 0]
-                if j == last:
-                    target = out[start:stop]
-                elif owned:
-                    target = owned[0]
-                else:
+            part = flat if count == n else [f[start:stop] if b else f for f, b in zip(flat, big)]
+            vals: list[Array | None] = [None] * len(schedule)
+            for j, (op, refs, into, release) in enumerate(schedule):
+                args = [part[r] if r >= 0 else vals[~r] for r in refs]
+                if into is None:
                     target = free.pop()[:count] if free else np.empty(size, dtype=np.float32)[:count]
-                if isinstance(op, str):  # "erf"
+                elif into < 0:
+                    target = out[start:stop]
+                else:
+                    target = vals[into]
+                if op == "erf":
                     elementwise.erf_float32_block(args[0], target, scratch[0][:count], scratch[1][:count])
                 else:
                     op(*args, out=target)
-                for r in refs:  # a member result is read once: its buffer goes back to the pool
-                    if r < 0:
-                        buf = vals[~r]
-                        vals[~r] = None
-                        if buf is not None and buf is not target:
-                            free.append(buf.base if buf.base is not None else buf)
-                vals.append(target)
+                for k in release:  # a member result is read once: its buffer goes back to the pool
+                    buf = vals[k]
+                    vals[k] = None
+                    free.append(buf.base if buf.base is not None else buf)
+                vals[j] = target
         return out.reshape(shape)
 
     def _softmax(self, x: Any) -> Any:
