@@ -6,6 +6,7 @@ float64 inputs, then the result is rounded once to the input dtype.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import ml_dtypes
@@ -45,8 +46,17 @@ def _channel(v: Array, ndim: int) -> Array:
 def _row_mean(rows: Array) -> Array:
     """Mean of each row of a 2-D array (``row_sums``); float32 sums keep float32, as ONNX's stash type."""
     total = row_sums(rows)
-    total /= rows.shape[1]
+    np.divide(total, _constant(rows.shape[1], total.dtype), out=total)
     return total
+
+
+@functools.lru_cache(maxsize=256)
+def _constant(value: float, dtype: np.dtype) -> Array:
+    """``value`` as a read-only 0-d array of ``dtype``: a ufunc takes it faster than a Python number,
+    which it converts on every call (dividing 16 float32 by 64: 0.5 vs 1.0 us), for the same bits."""
+    c = np.array(value, dtype=dtype)
+    c.flags.writeable = False
+    return c
 
 
 #: the dot product of each row pair of two 2-D arrays: numpy 2's vecdot calls BLAS per row, half the time
@@ -56,6 +66,8 @@ _row_dots = getattr(np, "vecdot", None) or (lambda a, b: np.einsum("ij,ij->i", a
 
 def _layer_rows(x: Array, axis: int) -> Array:
     """``x`` in its stash dtype as (outer, normalized) rows, a view where the layout allows."""
+    if axis == x.ndim - 1 and x.dtype.char in "fd":  # float32 and float64 are their own stash type
+        return x.reshape(-1, x.shape[-1])
     rows = math.prod(x.shape[:axis])
     return x.astype(_stash(x), copy=False).reshape(rows, -1)
 
@@ -72,8 +84,8 @@ def layer_normalization(x: Array, scale: Array, bias: Array | None = None, axis:
         mean = _row_mean(w)
         y = np.subtract(w, mean[:, None])
         inv_std = _row_dots(y, y)  # two passes: the variance of x - mean, not E[x^2] - mean^2
-        inv_std /= y.shape[1]
-        inv_std += epsilon
+        np.divide(inv_std, _constant(y.shape[1], inv_std.dtype), out=inv_std)
+        np.add(inv_std, _constant(epsilon, inv_std.dtype), out=inv_std)
         np.sqrt(inv_std, out=inv_std)
         np.reciprocal(inv_std, out=inv_std)
         y *= inv_std[:, None]
