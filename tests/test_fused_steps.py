@@ -192,6 +192,27 @@ def test_fused_matmul_keeps_the_memory_guard():
         sess.run(None, {"x": np.ones((1024, 64), np.float32)})  # 16 MiB of product
 
 
+def test_fused_region_keeps_the_memory_guard_after_calls_that_did_not_grow():
+    """A region remembers that its members did not outgrow their operands for one set of input
+    shapes; inputs of other shapes, whose broadcast does grow, are checked again."""
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"], name="add"),
+             helper.make_node("Mul", ["s", "two"], ["y"], name="scale")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", "m"]),
+                                           helper.make_tensor_value_info("b", TensorProto.FLOAT, ["k", "l"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["r", "c"])],
+                              [numpy_helper.from_array(np.array([2.0], np.float32), "two")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    sess = hal.InferenceSession(model, target="cpu", max_memory=4 << 20)
+    assert [k.op_types for k in sess.report.kernels] == [["Add", "Mul"]]
+    same = np.ones((512, 512), np.float32)  # 1 MiB, no broadcast: nothing grows
+    for _ in range(2):
+        np.testing.assert_array_equal(sess.run(None, {"a": same, "b": same})[0], 4 * same)
+    (small,) = sess.run(None, {"a": np.ones((64, 1), np.float32), "b": np.ones((1, 64), np.float32)})
+    assert small.shape == (64, 64)  # grows, within the bound
+    with pytest.raises(ResourceError):  # 16 MiB of broadcast from 4 KiB and 16 KiB operands
+        sess.run(None, {"a": np.ones((1024, 1), np.float32), "b": np.ones((1, 4096), np.float32)})
+
+
 @pytest.mark.parametrize("name", ["bert_tiny.onnx", "zoo:tiny-gpt"])
 def test_wafer_stages_run_fused_steps_at_exact_bit_identical_to_cpu(name):
     model = _transformer(name)

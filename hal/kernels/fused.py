@@ -75,11 +75,20 @@ class MatMulBias(_Fused):
         self.bias_first = bias_first
         self._bind()
 
+    def _bind(self) -> None:
+        super()._bind()
+        self._ufunc_add = self.fns[1] is elementwise.add  # the Add is np.add: it may run into the product
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_ufunc_add", None)
+        return state
+
     def __call__(self, a: Array, b: Array, bias: Array) -> Array:
         mm, add = self.fns
         y = mm(a, b)
-        if (add is elementwise.add and y.__class__ is np.ndarray and y.dtype == bias.dtype and y.flags.writeable
-                and y.ndim >= 1 and bias.ndim == 1 and bias.shape in ((1,), y.shape[-1:])):
+        if (self._ufunc_add and y.__class__ is np.ndarray and y.dtype == bias.dtype and y.flags.writeable
+                and bias.ndim == 1 and y.ndim and (bias.shape[0] == 1 or bias.shape[0] == y.shape[-1])):
             return np.add(bias, y, out=y) if self.bias_first else np.add(y, bias, out=y)
         return add(bias, y) if self.bias_first else add(y, bias)
 
@@ -109,6 +118,8 @@ class Region(_Fused):
         super()._bind()
         n = len(self.refs)
         self._memo: list[tuple[Any, bool] | None] = [None] * n
+        #: (the step's input shapes, whether a member's result outgrew its operands) of the last call
+        self._settled: tuple[tuple[Any, ...], bool] | None = None
         self._plan = [(fn, refs, attrs, elementwise.arithmetic_ufunc(fn) if len(refs) == 2 else None, op, label)
                       for fn, refs, attrs, op, label in zip(self.fns[:n], self.refs, self.attrs, self.ops, self.labels)]
         # members as block operations (ufunc or "erf"), or None when one of them has no block form
@@ -139,6 +150,7 @@ class Region(_Fused):
         state = super().__getstate__()
         state.pop("_plan", None)
         state.pop("_memo", None)
+        state.pop("_settled", None)
         state.pop("_block_plan", None)
         state.pop("_block_schedule", None)
         state.pop("_layout_memo", None)
@@ -153,10 +165,16 @@ class Region(_Fused):
         return self._softmax(y)
 
     def _whole(self, xs: Sequence[Any]) -> Any:
-        """Member by member; a binary ufunc kernel writes into a member result it reads (read once)."""
+        """Member by member; a binary ufunc kernel writes into a member result it reads (read once).
+        A member whose result may outgrow its operands passes the engine's memory guard; once a call
+        found that none does for the step's input shapes, calls with the same shapes skip the check."""
         vals: list[Any] = []
         ndarray = np.ndarray
         memo = self._memo
+        sig = tuple([getattr(x, "shape", None) for x in xs])
+        settled = self._settled
+        guarded = settled is None or settled[0] != sig or settled[1]
+        grew = False
         for j, (fn, refs, attrs, u, op, label) in enumerate(self._plan):
             args = [xs[r] if r >= 0 else vals[~r] for r in refs]
             res = None
@@ -168,19 +186,22 @@ class Region(_Fused):
                             res = u(a, b, out=t)
                             break
             if res is None:
-                if op in limits.GUARDED_OPS:  # the engine's memory guard, where the result outgrows its operands
-                    sig = tuple([getattr(x, "shape", None) for x in args])
+                if guarded and op in limits.GUARDED_OPS:  # the engine's guard, where a result outgrows its operands
+                    shapes = tuple([getattr(x, "shape", None) for x in args])
                     seen = memo[j]
-                    if seen is None or seen[0] != sig:
-                        seen = (sig, _grows(args))
+                    if seen is None or seen[0] != shapes:
+                        seen = (shapes, _grows(args))
                         memo[j] = seen  # one tuple: atomic for concurrent runs
                     if seen[1]:
+                        grew = True
                         limits.check_step(op, label, args, attrs, limits.current().max_memory)
                 res = fn(*args, **attrs)
             for r in refs:  # a member result is read once: drop it (the slot frees it in the plain program)
                 if r < 0:
                     vals[~r] = None
             vals.append(res)
+        if settled is None or settled[0] != sig:
+            self._settled = (sig, grew)  # one tuple: atomic for concurrent runs
         return vals[-1]
 
     def _layout(self, xs: Sequence[Any]) -> tuple[tuple[int, ...], tuple[bool, ...]] | None:
