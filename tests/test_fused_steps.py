@@ -192,6 +192,27 @@ def test_fused_matmul_keeps_the_memory_guard():
         sess.run(None, {"x": np.ones((1024, 64), np.float32)})  # 16 MiB of product
 
 
+@pytest.mark.parametrize("block", [None, 64], ids=["one-block", "blocks"])
+def test_region_member_reading_one_result_twice_runs_block_by_block(block, monkeypatch):
+    """d = x - c; s = d * d; y = s + s, built as a Region directly (find_fusions joins only values
+    read once, so a graph gives no such region): members reading one member result as both operands,
+    the last one too, give each buffer back to the pool once."""
+    from hal.kernels import lookup
+    from hal.kernels.fused import Region
+
+    if block is not None:
+        monkeypatch.setattr(Region, "BLOCK", block)
+    keys = [(d.domain, op, d.since) for op in ("Sub", "Mul", "Add") if (d := lookup(op, "", 17))]
+    region = Region(keys, [(0, 1), (~0, ~0), (~1, ~1)], [{}, {}, {}], ["Sub", "Mul", "Add"], ["d", "s", "y"])
+    x = np.random.default_rng(0).standard_normal((3, 100)).astype(np.float32)
+    c = np.array([0.25], np.float32)
+    d = x - c
+    want = d * d + d * d
+    for _ in range(2):
+        got = region._blocked([x, c])  # the block path, not member by member
+        assert got is not None and np.array_equal(got, want)
+
+
 def test_fused_region_keeps_the_memory_guard_after_calls_that_did_not_grow():
     """A region remembers that its members did not outgrow their operands for one set of input
     shapes; inputs of other shapes, whose broadcast does grow, are checked again."""

@@ -143,7 +143,7 @@ class Region(_Fused):
         for j, (op, refs) in enumerate(block or ()):
             owned = [~r for r in refs if r < 0]
             into = -1 if j == last else (owned[0] if owned else None)
-            self._block_schedule.append((op, refs, into, tuple(k for k in owned if k != into)))
+            self._block_schedule.append((op, refs, into, tuple(dict.fromkeys(k for k in owned if k != into))))
         self._layout_memo: tuple[Any, Any] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
