@@ -129,6 +129,18 @@ def test_bad_options_are_compile_errors():
         hal.InferenceSession(_relu_model(), target="tpu")
 
 
+@pytest.mark.parametrize("index", [4, -5])
+def test_gather_index_out_of_range_is_a_run_error_naming_the_node(index):
+    data = onnx.numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "data")
+    g = helper.make_graph([helper.make_node("Gather", ["data", "i"], ["y"], name="lookup", axis=0)], "g",
+                          [helper.make_tensor_value_info("i", TensorProto.INT64, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], [data])
+    sess = hal.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    np.testing.assert_array_equal(sess.run(None, {"i": np.array([-1, 0], np.int64)})[0], [[9, 10, 11], [0, 1, 2]])
+    with pytest.raises(hal.RunError, match=f"lookup.*index {index} is out of bounds for axis 0 with size 4"):
+        sess.run(None, {"i": np.array([0, index], np.int64)})
+
+
 def test_shape_only_model_refuses_to_run_with_a_clear_error():
     sess = hal.InferenceSession("zoo:llama-2-7b", zoo_params={"context": 8})
     feeds = {i.name: np.zeros([d for d in i.shape], dtype=i.dtype) for i in sess.get_inputs()}

@@ -171,6 +171,24 @@ def test_softmax_rows_with_inf_nan_and_huge_values_match_onnx_reference() -> Non
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=0.0, equal_nan=True)
 
 
+@pytest.mark.parametrize("shape", [(64, 16), (3, 64), (5, 65), (2, 1)], ids=str)
+def test_short_and_long_softmax_rows_take_the_same_row_maximum(shape) -> None:
+    """Rows up to SHORT_ROW take their maximum down a transposed copy, longer ones along the rows:
+    the same maxima either way, NaN only for an all-NaN row (fmax), and softmax as onnxruntime's."""
+    from hal.kernels.activation import SHORT_ROW, row_max
+
+    assert SHORT_ROW == 64
+    w = _rng(12).normal(0.0, 4.0, size=shape).astype(np.float32)
+    w[0, 0] = np.nan  # one NaN: the row maximum ignores it
+    w[-1, :] = np.nan if shape[0] > 1 else w[-1, :]  # an all-NaN row stays NaN
+    w[len(w) // 2, -1] = -np.inf
+    assert np.array_equal(row_max(w), np.fmax.reduce(w, axis=1, keepdims=True), equal_nan=True)
+    x = np.ascontiguousarray(w[: max(1, len(w) - 1)])  # without the NaN rows: against onnxruntime
+    x[0, 0] = 0.5
+    (want,) = _onnxruntime("Softmax", [x], 1, 13)
+    np.testing.assert_allclose(SOFTMAX(x), want, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("axis", [0, 1, -2, -1])
 def test_softmax_any_axis_of_a_strided_view_matches_onnx_reference(axis: int) -> None:
     x = _rng(7).normal(size=(6, 5, 8)).astype(np.float64).transpose(2, 0, 1)[::2]
@@ -196,6 +214,10 @@ MATMUL_CASES = [
     ("attention scores", (4, 12, 128, 32), (4, 12, 32, 128), None),
     ("broadcast batch", (1, 12, 16, 32), (4, 1, 32, 16), None),
     ("strided heads", (4, 128, 12, 32), (4, 128, 12, 32), "heads"),
+    ("batch of one @ 2-D", (1, 16, 64), (64, 64), None),
+    ("batch of one, 4-D @ 2-D", (1, 1, 16, 64), (64, 48), None),
+    ("no rows, batch of one", (1, 0, 64), (64, 8), None),
+    ("small strided heads", (1, 16, 4, 16), (1, 16, 4, 16), "heads"),
 ]
 
 
@@ -211,6 +233,19 @@ def test_matmul_matches_onnxruntime(a_shape, b_shape, layout) -> None:
     (want,) = _onnxruntime("MatMul", [a, b], 1, 13)
     assert got.shape == want.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_batch_of_one_and_small_strided_heads_are_the_gemm_of_contiguous_operands() -> None:
+    """The shortcuts (a batch of one against a 2-D weight without reshapes, small batched views
+    without copies) compute each product with the same BLAS call as the long way: the same bits."""
+    rng = _rng(11)
+    a = rng.normal(size=(1, 16, 64)).astype(np.float32)
+    w = rng.normal(size=(64, 64)).astype(np.float32)
+    assert np.array_equal(MATMUL(a, w), (a[0] @ w)[None])
+    q = rng.normal(size=(1, 16, 4, 16)).astype(np.float32).transpose(0, 2, 1, 3)
+    k = rng.normal(size=(1, 16, 4, 16)).astype(np.float32).transpose(0, 2, 3, 1)
+    assert not q.flags.c_contiguous and not k.flags.c_contiguous
+    assert np.array_equal(MATMUL(q, k), np.matmul(np.ascontiguousarray(q), np.ascontiguousarray(k)))
 
 
 def test_matmul_float16_accumulates_in_float32() -> None:
