@@ -14,6 +14,7 @@ from functools import lru_cache
 import numpy as np
 
 from hal.kernels._sliding import _defaults, _padded, _padded_shape, _taps, _work_dtype, window
+from hal.kernels.elementwise import row_sums
 from hal.kernels.registry import kernel
 
 
@@ -261,9 +262,23 @@ def average_pool(x, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilatio
     k, s, d, begin, end, ext, out = _pool_setup(x, kernel_shape, strides, dilations, pads, auto_pad,
                                                 ceil_mode)
     work = _work_dtype(x.dtype)
+    if tuple(k) == x.shape[2:] and not any(begin) and not any(ext) and all(o == 1 for o in out):
+        return _image_means(x, work)  # one window over each whole image (ResNet's, ShuffleNet's head)
     acc = _pool_windows(x.astype(work, copy=False), begin, ext, 0, out, k, s, d, np.add)
     acc /= _window_counts(x.shape[2:], k, s, d, begin, end, out, bool(count_include_pad), work)
     return acc.astype(x.dtype, copy=False)
+
+
+def _image_means(x: np.ndarray, work: np.dtype) -> np.ndarray:
+    """The mean of each channel's whole image, shaped (N, C, 1, ...): one BLAS row sum over the
+    (N*C, pixels) rows (``row_sums``), where np.mean over the spatial axes is a strided reduction
+    (2048 channels of 7x7: 133 us through the separable window sums, 59 us by np.mean, 10-13 by this)."""
+    if x.size == 0:
+        return np.mean(x, axis=_spatial(x), keepdims=True, dtype=work).astype(x.dtype, copy=False)
+    rows = x.astype(work, copy=False).reshape(x.shape[0] * x.shape[1], -1)
+    means = row_sums(rows)
+    means /= rows.shape[1]
+    return means.reshape(x.shape[:2] + (1,) * (x.ndim - 2)).astype(x.dtype, copy=False)
 
 
 @kernel("LpPool", since=1)
@@ -283,7 +298,7 @@ def _spatial(x: np.ndarray) -> tuple[int, ...]:
 
 @kernel("GlobalAveragePool", since=1)
 def global_average_pool(x):
-    return np.mean(x, axis=_spatial(x), keepdims=True, dtype=_work_dtype(x.dtype)).astype(x.dtype, copy=False)
+    return _image_means(x, _work_dtype(x.dtype))
 
 
 @kernel("GlobalMaxPool", since=1)

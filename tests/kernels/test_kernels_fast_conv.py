@@ -280,7 +280,25 @@ def test_pooling_a_channel_at_a_time_matches_onnxruntime(monkeypatch, op, xs, at
     got = _hal(op, [x], attrs, opset=19)
     assert got.shape == want.shape and got.dtype == np.float32 and got.flags.c_contiguous
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    assert len(calls) == xs[0] * xs[1]
+    whole = attrs["kernel_shape"] == list(xs[2:]) and len(attrs) == 1  # one window per image: row sums
+    assert len(calls) == (0 if whole else xs[0] * xs[1])
+
+
+@pytest.mark.parametrize("xs", [(2, 3, 7, 7), (1, 5, 9), (1, 2, 3, 4, 5), (2, 0, 4, 4)], ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_whole_image_average_pool_is_the_image_mean(xs, dtype) -> None:
+    """AveragePool whose one window is the whole unpadded image, and GlobalAveragePool, as one row
+    sum per (image, channel): the mean over the spatial axes, in float32 for float16 inputs."""
+    x = np.random.default_rng(3).standard_normal(xs).astype(dtype)
+    want = x.astype(np.float64).mean(axis=tuple(range(2, len(xs))), keepdims=True)
+    for op, attrs in (("AveragePool", {"kernel_shape": list(xs[2:])}), ("GlobalAveragePool", {})):
+        got = _hal(op, [x], attrs, opset=19)
+        assert got.shape == want.shape and got.dtype == dtype
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-3 if dtype == np.float16 else 1e-6,
+                                   atol=1e-3 if dtype == np.float16 else 1e-7)
+    if x.size and dtype == np.float32:
+        (ort_want,) = _ort("GlobalAveragePool", {"x": x}, {}, opset=19)
+        np.testing.assert_allclose(_hal("GlobalAveragePool", [x], {}, opset=19), ort_want, rtol=1e-6, atol=1e-7)
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
