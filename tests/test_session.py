@@ -81,6 +81,20 @@ def test_output_names_select_outputs():
     assert len(sess.run(["logits"], {"input_ids": ids})) == 1
 
 
+def test_last_run_reports_the_latest_run_when_read():
+    sess = hal.InferenceSession("zoo:tiny-gpt", target="gpu")
+    assert sess.last_run is None
+    ids = np.zeros((1, 16), np.int64)
+    sess.run(["logits"], {"input_ids": ids})
+    first = sess.last_run
+    assert first is not None and first.target == "gpu" and first.outputs == ["logits"]
+    assert first.wall_time_s > 0 and first.modelled_latency_s == sess.report.latency_s
+    assert sess.last_run is first  # built once, when first read
+    sess.run(None, {"input_ids": ids})
+    assert sess.last_run is not first and sess.last_run.outputs == ["logits"]
+    hal.specs.RunReport.model_validate(sess.last_run.model_dump())  # a valid report, though built unvalidated
+
+
 def _two_op_model() -> onnx.ModelProto:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
