@@ -115,6 +115,23 @@ def row_sums(rows: Array) -> Array:
     return rows @ _ones(rows.shape[1], rows.dtype)
 
 
+def row_means(rows: Array) -> Array:
+    """The mean of each row of a 2-D array (``row_sums``, in the rows' dtype: float32 sums stay
+    float32, as ONNX's stash type)."""
+    total = row_sums(rows)
+    np.divide(total, scalar_array(rows.shape[1], total.dtype), out=total)
+    return total
+
+
+@functools.lru_cache(maxsize=256)
+def scalar_array(value: float, dtype: np.dtype) -> Array:
+    """``value`` as a read-only 0-d array of ``dtype``: a ufunc takes it faster than a Python number,
+    which it converts on every call (dividing 16 float32 by 64: 0.5 vs 1.0 us), for the same bits."""
+    c = np.array(value, dtype=dtype)
+    c.flags.writeable = False
+    return c
+
+
 @functools.lru_cache(maxsize=64)
 def _ones(n: int, dtype: np.dtype) -> Array:
     v = np.ones(n, dtype=dtype)
