@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from hal.engine.program import Program, Step, steps_for_nodes
+from hal.engine.views import fold_views
 from hal.graph.fuse import GraphIndex, find_fusions
 from hal.graph.ir import Graph, Node
 from hal.kernels import lookup
@@ -22,7 +23,8 @@ def _key(step: Step, node: Node, graph: Graph) -> tuple[str, str, int]:
 def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = None) -> list[Step]:
     """``steps_for_nodes`` with the groups ``hal.graph.fuse.find_fusions`` finds run as one step each
     (hal.kernels.fused): MatMul + bias Add, elementwise regions (GELU chains, attention scale and
-    mask) and the Softmax after one; Concats that extend one another share one buffer. Results are
+    mask) and the Softmax after one; Concats that extend one another share one buffer; a layout node
+    (Reshape, Transpose, ...) runs inside the one step reading it (``hal.engine.views``). Results are
     bit-identical to the plain steps; a fused step's ``nodes`` names the nodes it runs and its label
     and op type join theirs with "+". A caller fusing many slices of one graph passes the graph's
     ``GraphIndex`` once (building it is O(graph))."""
@@ -53,7 +55,7 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
         fused[f.members[-1]] = step
         covered.update(f.members)
     steps = [fused[k] if k in fused else s for k, s in enumerate(plain) if k in fused or k not in covered]
-    return chain_concats(graph, steps)
+    return fold_views(graph, chain_concats(graph, steps), index)
 
 
 def chain_concats(graph: Graph, steps: list[Step]) -> list[Step]:

@@ -15,6 +15,7 @@ from hal import limits
 from hal.engine.guards import SHAPE_SIZED_OPS, output_nbytes, shape_settled_steps
 from hal.engine.inplace import in_place, inplace_kernels
 from hal.engine.subgraph import Scope, Subgraph, subgraph_attrs
+from hal.engine.views import apply_views
 from hal.errors import HalError, RunError, UnsupportedOpError
 from hal.graph.ir import Graph, Node, ShapeOnly
 from hal.graph.passes import NONDETERMINISTIC
@@ -44,6 +45,9 @@ class Step:
     #: a target's own step (not an ONNX op) whose results' shapes follow from its inputs' shapes
     #: alone, as an ONNX op's would (see hal.engine.guards)
     shapes_follow_inputs: bool = False
+    #: layout nodes folded into this step (``hal.engine.views``): per input position, the views
+    #: applied in order to the value read there before the guard and the kernel see it
+    views: tuple[tuple[int, tuple[Any, ...]], ...] = ()
 
     @property
     def guarded_as(self) -> str:
@@ -253,7 +257,7 @@ class Program:
         shared = keep | set(self._constant_inputs) | {slots[n] for n in self.extra_inputs}
         self._inplace: dict[int, tuple[int, ...]] = {}
         for idx, s in enumerate(self.steps):
-            if id(s.fn) in inplace_kernels() and len(s.outs) == 1 and not s.attrs:
+            if id(s.fn) in inplace_kernels() and len(s.outs) == 1 and not s.attrs and not s.views:
                 ins = [slots[n] if n else absent for n in s.ins]
                 pos = tuple(k for k, sl in enumerate(ins)
                             if sl in frees[idx] and sl not in shared and ins.count(sl) == 1)
@@ -465,6 +469,8 @@ class Program:
         ndarray = np.ndarray
         for fn, ins, outs, attrs, frees, guard, ctx, step in plan:
             args = [env[i] for i in ins]
+            if step.views:
+                apply_views(step, args)
             if timed:
                 limits.check_deadline(f"node {step.label!r}")
             if guard is not None:

@@ -1,0 +1,229 @@
+"""Layout nodes folded into the step that reads them.
+
+A Reshape, Transpose, Squeeze, Unsqueeze or Flatten whose parameters are constants is a numpy view
+(or, for a Reshape of a non-contiguous input, a copy) of its input. As a step of its own it costs a
+kernel call and a pass of the step loop — 1.5-3 us, about as much as the 16x64 GEMM it feeds on
+tiny-gpt, where eight of them sit around each attention. ``fold_views`` takes such a step out of the
+program when exactly one step reads its result, and has that step apply the view to the input as
+the engine gathers its arguments (``Step.views``): the same numpy call on the same array, so the
+same result, before the reader's memory guard and kernel see it.
+
+A view is not folded when its input is a weight (a kept, read-only value the program hands out
+as is), into a step that computes in place (it would lose its buffer reuse) or into a control-flow
+step. A view that fails raises the RunError its own node would have raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hal.engine.guards import SHAPE_FROM_SHAPES
+from hal.engine.inplace import inplace_kernels
+from hal.errors import RunError
+from hal.graph.fuse import GraphIndex
+from hal.graph.ir import Graph
+from hal.kernels import lookup
+
+if TYPE_CHECKING:
+    from hal.engine.program import Step
+
+
+class View:
+    """One folded layout node: ``view(x)`` is its result; ``label`` and ``op`` name it in errors."""
+
+    __slots__ = ("label", "op")
+
+    def __init__(self, label: str, op: str):
+        self.label, self.op = label, op
+
+    def __call__(self, x: Any) -> Any:  # pragma: no cover - every view overrides it
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for cls in type(self).__mro__ for k in getattr(cls, "__slots__", ())}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+
+
+class TransposeView(View):
+    """Transpose: ``np.transpose(x, perm)``, as the ndarray method (a third of the function's cost)."""
+
+    __slots__ = ("perm",)
+
+    def __init__(self, label: str, perm: tuple[int, ...] | None):
+        super().__init__(label, "Transpose")
+        self.perm = perm
+
+    def __call__(self, x: Any) -> Any:
+        if x.__class__ is not np.ndarray:
+            return np.transpose(x, self.perm)
+        return x.transpose() if self.perm is None else x.transpose(self.perm)
+
+
+class ReshapeView(View):
+    """Reshape to a constant shape: ``0`` copies the input's dimension unless ``allowzero``."""
+
+    __slots__ = ("copies", "shape")
+
+    def __init__(self, label: str, shape: list[int], allowzero: int):
+        super().__init__(label, "Reshape")
+        self.copies = not allowzero and 0 in shape
+        self.shape = list(shape) if self.copies else tuple(shape)
+
+    def __call__(self, x: Any) -> Any:
+        if self.copies:
+            return x.reshape([x.shape[i] if s == 0 else s for i, s in enumerate(self.shape)])
+        return x.reshape(self.shape)
+
+
+class KernelView(View):
+    """Any other layout node: its registered kernel with its constant inputs (by registry key, so a
+    stored program pickles the key, not the function)."""
+
+    __slots__ = ("attrs", "consts", "fn", "key")
+
+    def __init__(self, label: str, key: tuple[str, str, int], consts: tuple[Any, ...], attrs: dict[str, Any]):
+        super().__init__(label, key[1])
+        self.key, self.consts, self.attrs = key, consts, dict(attrs)
+        self.fn = _kernel(key)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("fn", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.fn = _kernel(self.key)
+
+    def __call__(self, x: Any) -> Any:
+        return self.fn(x, *self.consts, **self.attrs)
+
+
+def _kernel(key: tuple[str, str, int]) -> Any:
+    kdef = lookup(key[1], key[0], key[2])
+    if kdef is None or kdef.since != key[2]:
+        raise RunError(f"no kernel {key[1]} (since opset {key[2]}) to rebuild a folded view", where="program load",
+                       hint="recompile: the stored program came from another hal")
+    return kdef.fn
+
+
+def apply_views(step: Step, args: list[Any]) -> None:
+    """Replace each argument ``step.views`` names by its views' result, in order (the engine's
+    argument gathering). A failing view is a RunError naming its node, as its own step's would be."""
+    for pos, chain in step.views:
+        x = args[pos]
+        for v in chain:
+            try:
+                x = v(x)
+            except Exception as e:
+                shape = f"{x.dtype}{list(x.shape)}" if isinstance(x, np.ndarray) else type(x).__name__
+                raise RunError(f"{v.op} failed: {type(e).__name__}: {e}", where=f"node {v.label!r}",
+                               hint=f"inputs were ({shape})") from e
+        args[pos] = x
+
+
+#: the layout ops ``fold_views`` folds (each returns a view of its input where numpy can express one)
+VIEW_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"})
+
+
+def _view(step: Step, graph: Graph, constants: set[str]) -> View | None:
+    """The step as a View, when it is a plain layout kernel whose other inputs are constants."""
+    if step.op_type not in VIEW_OPS or step.context_opset is not None or step.nodes or len(step.outs) != 1:
+        return None
+    if not step.ins or not step.ins[0] or not step.outs[0] or step.ins[0] in graph.initializers:
+        return None
+    opset = graph.opset("")
+    kdef = lookup(step.op_type, "", opset)
+    if kdef is None or kdef.fn is not step.fn:  # a target's wrapper (a numeric policy): left as it is
+        return None
+    consts = []
+    for x in step.ins[1:]:
+        w = graph.initializers.get(x) if x else None
+        if x and (x not in constants or not isinstance(w, np.ndarray)):
+            return None
+        consts.append(w)
+    attrs = step.attrs
+    if step.op_type == "Transpose" and not consts:
+        perm = attrs.get("perm")
+        return TransposeView(step.label, None if perm is None else tuple(int(p) for p in perm))
+    if step.op_type == "Reshape":
+        shape = consts[0] if consts else attrs.get("shape")
+        if shape is None or set(attrs) - {"allowzero", "shape", "consumed_inputs"}:
+            return None
+        return ReshapeView(step.label, [int(s) for s in np.asarray(shape).reshape(-1)], int(attrs.get("allowzero", 0)))
+    return KernelView(step.label, (kdef.domain, kdef.op_type, kdef.since), tuple(consts), attrs)
+
+
+def _takes_views(step: Step) -> bool:
+    """Whether a step may apply views to its arguments: not control flow (its kernel reads the
+    enclosing scope), and not a kernel the engine may run in place (it would lose that)."""
+    return step.context_opset is None and id(step.fn) not in inplace_kernels()
+
+
+def _follows_shapes(step: Step, graph: Graph) -> bool:
+    """Whether the reader's results' shapes follow from its inputs' shapes alone, as
+    ``hal.engine.guards`` reads a step: then so do they with constant views before it. A plain
+    step counts when its kernel is the ONNX op's; a fused one (its members are ONNX nodes, see
+    ``hal.graph.fuse``) when every member's op does."""
+    if step.shapes_follow_inputs:
+        return True
+    ops = step.op_type.split("+")
+    if step.context_opset is not None or len(ops) != len(step.nodes or (step.label,)):
+        return False
+    if not all(op in SHAPE_FROM_SHAPES for op in ops):
+        return False
+    if step.nodes:
+        return True
+    kdef = lookup(step.op_type, "", graph.opset(""))
+    return kdef is not None and kdef.fn is step.fn
+
+
+def fold_views(graph: Graph, steps: Sequence[Step], index: GraphIndex | None = None) -> list[Step]:
+    """``steps`` (in run order) with each foldable layout step (see the module's text) applied by the
+    one step that reads its result instead; chains of them compose. ``index``: the graph's
+    ``GraphIndex`` when the caller has it (building one is O(graph))."""
+    ix = index or GraphIndex(graph)
+    constants = set(graph.initializers) - ix.graph_inputs
+    steps = list(steps)
+    readers: dict[str, list[int]] = {}
+    for i, s in enumerate(steps):
+        for x in dict.fromkeys(s.ins):
+            if x:
+                readers.setdefault(x, []).append(i)
+    dropped: set[int] = set()
+    for i in range(len(steps) - 1, -1, -1):  # readers first: a chain of views composes into the last reader
+        s = steps[i]
+        view = _view(s, graph, constants)
+        if view is None:
+            continue
+        out = s.outs[0]
+        r = readers.get(out, [])
+        if ix.sole_consumer(out) is None or len(r) != 1:  # several readers, a graph output, a subgraph's read
+            continue
+        j = r[0]
+        t = steps[j]
+        if t.ins.count(out) != 1 or not _takes_views(t):
+            continue
+        pos = t.ins.index(out)
+        views = dict(t.views)
+        views[pos] = (view, *views.get(pos, ()))
+        ins = list(t.ins)
+        ins[pos] = s.ins[0]
+        # named as a fused step is (its nodes' names and op types joined by "+"), guarded as the reader
+        nodes = (s.label, *(t.nodes or (t.label,)))
+        steps[j] = replace(t, ins=ins, views=tuple(sorted(views.items())), nodes=nodes, label="+".join(nodes),
+                           op_type=f"{s.op_type}+{t.op_type}", guard_op=t.guarded_as,
+                           shapes_follow_inputs=_follows_shapes(t, graph))
+        readers[s.ins[0]] = [j if k == i else k for k in readers[s.ins[0]]]
+        dropped.add(i)
+    return [s for i, s in enumerate(steps) if i not in dropped]
+
+
+__all__ = ["VIEW_OPS", "KernelView", "ReshapeView", "TransposeView", "View", "apply_views", "fold_views"]
