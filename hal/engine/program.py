@@ -471,6 +471,9 @@ class Program:
             args = [env[i] for i in ins]
             if step.views:
                 apply_views(step, args)
+                for p, _ in step.views:  # a value read last here through a view that copied it: free it now,
+                    if ins[p] in frees:  # as its own step's frees would have, not after this kernel
+                        env[ins[p]] = None
             if timed:
                 limits.check_deadline(f"node {step.label!r}")
             if guard is not None:
