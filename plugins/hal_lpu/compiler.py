@@ -6,7 +6,7 @@ on (lowering.py); (3) weights and live activations are packed into chips' SRAM, 
 weight over chips when it does not fit (partition.py); (4) each node becomes an instruction group
 (MEM read, slice instruction, MEM write), values crossing chips become C2C sends, and the list
 scheduler gives every instruction its cycle (schedule.py); (5) the numeric steps, with the LPU's
-precision policy applied, are ordered by the cycle of the instruction that carries them.
+precision policy applied, are ordered as the instructions that carry them were emitted.
 
 A node whose activations fit no chip (a long prompt's attention scores) is split along an output
 axis (heads) over several chips, with each chip sent only its slice (partition.py). A graph whose
@@ -198,8 +198,8 @@ class LpuTarget:
 
         builder, carries = self._build(graph, nodes, lowered, placement, sizes, machine, by_name)
         cycles = schedule(builder.instructions)
-        order = sorted(carries, key=lambda i: (builder.instructions[i].start, i))
-        program_steps = [by_name[n.name] for n in const_nodes] + [carries[i] for i in order]
+        # in program order (see executor.py): the same values as cycle order, less host memory
+        program_steps = [by_name[n.name] for n in const_nodes] + [carries[i] for i in sorted(carries)]
         # Concats that extend one another share a buffer in the host program too (DenseNet's blocks)
         engine = Program(replace(graph, initializers=weights), chain_concats(graph, program_steps))
         program = sorted(builder.instructions, key=lambda i: (i.start, i.id))

@@ -160,7 +160,7 @@ class SpecialisingExecutable:
         return text if len(text) <= 200 else text[:199] + "…"
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        """Specialise (or reuse the cached schedule), then run its numeric instructions in cycle order."""
+        """Specialise (or reuse the cached schedule), then run its numeric instructions."""
         exe = self.specialised(feeds)
         keys = set(self.keys)
         return exe.run({k: v for k, v in feeds.items() if k not in keys})
