@@ -119,13 +119,13 @@ def apply_views(step: Step, args: list[Any]) -> None:
     argument gathering). A failing view is a RunError naming its node, as its own step's would be."""
     for pos, chain in step.views:
         x = args[pos]
-        for v in chain:
-            try:
+        try:
+            for v in chain:
                 x = v(x)
-            except Exception as e:
-                shape = f"{x.dtype}{list(x.shape)}" if isinstance(x, np.ndarray) else type(x).__name__
-                raise RunError(f"{v.op} failed: {type(e).__name__}: {e}", where=f"node {v.label!r}",
-                               hint=f"inputs were ({shape})") from e
+        except Exception as e:  # v failed on x
+            shape = f"{x.dtype}{list(x.shape)}" if isinstance(x, np.ndarray) else type(x).__name__
+            raise RunError(f"{v.op} failed: {type(e).__name__}: {e}", where=f"node {v.label!r}",
+                           hint=f"inputs were ({shape})") from e
         args[pos] = x
 
 
