@@ -125,8 +125,9 @@ def test_the_reader_keeps_its_memory_guard_on_the_viewed_shapes():
 
 
 def test_views_left_as_steps():
-    """Not folded: a view of a weight, one read twice or by two nodes, a graph output, one feeding an
-    in-place kernel (Add), and a Reshape whose shape is computed."""
+    """Not folded: a view of a weight or of a value computed from weights alone (kept after the first
+    run), one read twice or by two nodes, a graph output, one feeding an in-place kernel (Add), and a
+    Reshape whose shape is computed."""
     nodes = [
         helper.make_node("Transpose", ["w"], ["wt"], name="of_weight"),
         helper.make_node("MatMul", ["x", "wt"], ["a"], name="mm_w"),
@@ -140,10 +141,14 @@ def test_views_left_as_steps():
         helper.make_node("Add", ["dt", "c"], ["e"], name="add"),
         helper.make_node("Shape", ["e"], ["shape"], name="shape"),
         helper.make_node("Reshape", ["e", "shape"], ["out2"], name="computed_shape"),
+        helper.make_node("Cast", ["w"], ["wc"], name="cast_w", to=F),
+        helper.make_node("Transpose", ["wc"], ["wct"], name="of_weight_only"),
+        helper.make_node("MatMul", ["c", "wct"], ["out3"], name="mm_wo"),
     ]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, [4, 4])],
                               [helper.make_tensor_value_info("out1", F, [4, 4]),
-                               helper.make_tensor_value_info("out2", F, [4, 4])],
+                               helper.make_tensor_value_info("out2", F, [4, 4]),
+                               helper.make_tensor_value_info("out3", F, [4, 4])],
                               [_init("w", RNG.standard_normal((4, 4)).astype(np.float32))])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     g = from_proto(model, where="g")

@@ -8,9 +8,10 @@ program when exactly one step reads its result, and has that step apply the view
 the engine gathers its arguments (``Step.views``): the same numpy call on the same array, so the
 same result, before the reader's memory guard and kernel see it.
 
-A view is not folded when its input is a weight (a kept, read-only value the program hands out
-as is), into a step that computes in place (it would lose its buffer reuse) or into a control-flow
-step. A view that fails raises the RunError its own node would have raised.
+A view is not folded when its input is a weight or computed from weights alone (the program keeps
+such a view's result after the first run instead of redoing it), into a step that computes in place
+(it would lose its buffer reuse) or into a control-flow step. A view that fails raises the RunError
+its own node would have raised.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from hal.engine.inplace import inplace_kernels
 from hal.errors import RunError
 from hal.graph.fuse import GraphIndex
 from hal.graph.ir import Graph
+from hal.graph.passes import NONDETERMINISTIC
 from hal.kernels import lookup
 
 if TYPE_CHECKING:
@@ -192,6 +194,13 @@ def fold_views(graph: Graph, steps: Sequence[Step], index: GraphIndex | None = N
     ix = index or GraphIndex(graph)
     constants = set(graph.initializers) - ix.graph_inputs
     steps = list(steps)
+    # values computed from weights alone: the program keeps them after the first run (hoisting), so a
+    # view of one stays a step and is kept too, rather than being redone in its reader every run
+    weight_only = set(constants)
+    for s in steps:
+        if s.context_opset is None and s.op_type not in NONDETERMINISTIC and all(not x or x in weight_only
+                                                                                   for x in s.ins):
+            weight_only.update(o for o in s.outs if o)
     readers: dict[str, list[int]] = {}
     for i, s in enumerate(steps):
         for x in dict.fromkeys(s.ins):
@@ -201,7 +210,7 @@ def fold_views(graph: Graph, steps: Sequence[Step], index: GraphIndex | None = N
     for i in range(len(steps) - 1, -1, -1):  # readers first: a chain of views composes into the last reader
         s = steps[i]
         view = _view(s, graph, constants)
-        if view is None:
+        if view is None or s.ins[0] in weight_only:
             continue
         out = s.outs[0]
         r = readers.get(out, [])
