@@ -124,10 +124,11 @@ def apply_views(step: Step, args: list[Any]) -> None:
         try:
             for v in chain:
                 x = v(x)
-        except Exception as e:  # v failed on x
-            shape = f"{x.dtype}{list(x.shape)}" if isinstance(x, np.ndarray) else type(x).__name__
+        except Exception as e:  # v failed on x: the engine's own message for a failing step
+            from hal.engine.program import _shape_of
+
             raise RunError(f"{v.op} failed: {type(e).__name__}: {e}", where=f"node {v.label!r}",
-                           hint=f"inputs were ({shape})") from e
+                           hint=f"inputs were ({_shape_of(x)})") from e
         args[pos] = x
 
 
