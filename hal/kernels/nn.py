@@ -1,6 +1,7 @@
 """Convolution kernels, N-d (1D/2D/3D and beyond), NCHW layout.
 
-Conv lowers to im2col: a strided window view of the padded input, copied once into an
+A stride-1 3x3 conv of enough channels runs as Winograd F(2x2, 3x3) (``hal.kernels.winograd``);
+the others lower to im2col: a strided window view of the padded input, copied once into an
 (N, group, C/group * kernel, out_pixels) column matrix and multiplied by the weights in one batched
 BLAS matmul whose result is already NCHW. A 1x1 conv at stride 1 uses the input itself as the
 matrix; a big column matrix is built and multiplied a band of output rows at a time, a grouped
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from hal.kernels import winograd
 from hal.kernels._sliding import (
     _defaults,
     _flat_padded,
@@ -36,10 +38,14 @@ from hal.kernels.registry import kernel
 def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, auto_pad: str, dilations, group: int,
           pads, strides) -> np.ndarray:
     out_dtype, work = x.dtype, _work_dtype(x.dtype)
-    if work != out_dtype:  # 16-bit floats: float32 GEMM, one rounding at the end
-        x, w = x.astype(work), w.astype(work)
-    nd = x.ndim - 2
     k, s, d, begin, end, out = window(x.shape[2:], w.shape[2:], strides, dilations, pads, auto_pad)
+    if work != out_dtype:  # 16-bit floats: float32 GEMM, one rounding at the end
+        x = x.astype(work)
+    if winograd.applies(x, w, k, s, d, begin, end, out, group):  # (w as given: its transform is kept)
+        return winograd.conv(x, w, b, begin, end, out).astype(out_dtype, copy=False)
+    if work != out_dtype:
+        w = w.astype(work)
+    nd = x.ndim - 2
     n, c = x.shape[:2]
     m = w.shape[0]
     g = group

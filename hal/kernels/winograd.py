@@ -1,0 +1,171 @@
+"""Winograd F(2x2, 3x3): a stride-1 3x3 convolution as 16 products of (M, C) by (C, tiles), where
+im2col makes one of (M, 9C) by (9C, pixels): 2.25x fewer multiply-adds (Lavin & Gray, "Fast
+Algorithms for Convolutional Neural Networks", 2016; the F(2x2, 3x3) of cuDNN, oneDNN and NNPACK).
+
+Each 4x4 input tile ``d`` (stride 2 over the padded image) becomes ``V = Bt d B``, each filter
+``g`` becomes ``U = G g Gt`` (once per weight array, see ``transformed``), and each 2x2 output tile is
+``At (U . V) A``, the elementwise product summed over input channels: for each of the 16 tile
+positions, one GEMM. ``Bt`` and ``At`` hold only 0 and +-1 and ``G`` only 0, 1 and 1/2, so the
+transforms add and subtract; the rounding differs from im2col's by reordering alone (same order
+of error against a float64 conv: ``tests/kernels/test_winograd.py``).
+
+Used by ``hal.kernels.nn`` where it was measured faster and pays for its memory (``applies``):
+VGG-19's 3x3 layers from 28x28 up 1.2-1.7x, ResNet-50's 128-channel ones 1.2-1.3x; not where the
+products get narrow or the channels few (64 -> 64 at 56x56: 0.8x).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+
+import numpy as np
+
+from hal.kernels._sliding import _padded
+
+#: Winograd for a 3x3 stride-1 conv with at least this many input and output channels ...
+MIN_CHANNELS = 128
+#: ... and at least this many output tiles (2x2 pixels each, so 20x20 outputs and up). The kept
+#: transform costs 16/9 of the layer's weights in memory, and the time it saves grows with the
+#: tiles each filter meets: 14x14 outputs (49 tiles) ran 1.05-1.35x, but Inception v1's four such
+#: layers held 10 MB of transforms for a 33 MB plan, and 7x7 outputs (16 tiles) ran 0.8-0.9x
+MIN_TILES = 100
+#: a large image (at least this many tiles, 112x112 outputs) takes it from 64 channels on, since
+#: im2col's GEMM with 64 filters runs at 75% of its peak there (VGG's 224x224 layer: 1.2x)
+LARGE_TILES = 3136
+LARGE_MIN_CHANNELS = 64
+#: a large image is transformed and multiplied this many tiles (whole tile rows) at a time, so a
+#: band's 16 transformed tiles per channel stay in cache between the transform, the GEMMs and the
+#: output transform (VGG's 112x112 and 224x224 layers: 1.2-1.3x with bands, 0.6-1.0x without);
+#: smaller images run whole (56x56 with 256 channels: 1.6x whole, 1.5x in bands)
+BAND_TILES = 256
+
+_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def applies(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int], d: Sequence[int],
+            begin: Sequence[int], end: Sequence[int], out: Sequence[int], group: int) -> bool:
+    """Whether ``hal.kernels.nn``'s conv runs this one here: float32 work, 2-D, one group, 3x3,
+    stride and dilation 1, no negative pads, and a shape where it was measured faster."""
+    if (len(k) != 2 or group != 1 or tuple(k) != (3, 3) or tuple(s) != (1, 1) or tuple(d) != (1, 1)
+            or min(*begin, *end) < 0 or x.dtype != np.float32):
+        return False
+    tiles = -(-out[0] // 2) * -(-out[1] // 2)
+    least = min(x.shape[1], w.shape[0])
+    return (least >= MIN_CHANNELS and tiles >= MIN_TILES) or (least >= LARGE_MIN_CHANNELS and tiles >= LARGE_TILES)
+
+
+#: filters are transformed this many bytes of float64 work at a time: a whole layer's would be
+#: 8x the float32 result in transient buffers, left as holes in the heap the runs then carry in
+#: their resident set (VGG-19: +100 MB)
+WEIGHT_CHUNK = 1 << 20
+
+
+def weights(w: np.ndarray) -> np.ndarray:
+    """``G g Gt`` of every (M, C, 3, 3) filter, as (16, M, C) float32 (computed in float64)."""
+    m, c = w.shape[:2]
+    u = np.empty((16, m, c), dtype=np.float32)
+    per = max(1, WEIGHT_CHUNK // (16 * c * 8))
+    for m0 in range(0, m, per):
+        m1 = min(m, m0 + per)
+        part = np.einsum("ai,mcij,bj->abmc", _G, w[m0:m1].astype(np.float64), _G, optimize=True)
+        u[:, m0:m1] = part.reshape(16, m1 - m0, c)
+    return u
+
+
+_transformed: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+
+
+def transformed(w: np.ndarray) -> np.ndarray:
+    """``weights(w)``, computed once per read-only array and kept while it lives.
+
+    A program's weights are read-only (``hal.engine.program``), so their transform is computed on the
+    first run and reused by every later one; a writeable array may change between calls and is
+    transformed on each. The entry is dropped when its array is freed (a weak reference), so a reused
+    ``id`` never finds another array's transform."""
+    if w.flags.writeable:
+        return weights(w)
+    key = id(w)
+    hit = _transformed.get(key)
+    if hit is not None and hit[0]() is w:
+        return hit[1]
+    u = weights(w)
+    u.flags.writeable = False
+
+    def forget(ref: weakref.ref, key: int = key) -> None:
+        entry = _transformed.get(key)
+        if entry is not None and entry[0] is ref:
+            del _transformed[key]
+
+    _transformed[key] = (weakref.ref(w, forget), u)
+    return u
+
+
+def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, begin: Sequence[int], end: Sequence[int],
+         out: Sequence[int]) -> np.ndarray:
+    """The conv ``applies`` accepted, (N, M, *out) float32: ``x`` float32 (N, C, H, W), ``w`` the
+    (M, C, 3, 3) filters (any float dtype: transformed in float64), ``b`` the bias or None."""
+    n, c = x.shape[:2]
+    u = transformed(w)
+    m = u.shape[1]
+    oh, ow = out
+    th, tw = -(-oh // 2), -(-ow // 2)
+    hp, wp = 2 * th + 2, 2 * tw + 2
+    # pads widened to whole tiles: the extra row or column only reaches an output that is cropped
+    wide_end = (end[0] + hp - (x.shape[2] + begin[0] + end[0]), end[1] + wp - (x.shape[3] + begin[1] + end[1]))
+    rows = th if th * tw < LARGE_TILES else max(1, min(th, BAND_TILES // tw))
+    bias = None if b is None else b.astype(np.float32, copy=False).reshape(m, 1, 1)
+    even = (oh, ow) == (2 * th, 2 * tw)
+    y = np.empty((n, m, oh, ow) if even else (n, m, 2 * th, 2 * tw), dtype=np.float32)
+    padded = np.empty((1, c, hp, wp), dtype=np.float32)
+    rt = np.empty((4, c, rows, wp), dtype=np.float32)          # the row transform of a band
+    v = np.empty((16, c, rows, tw), dtype=np.float32)          # Bt d B, tile position first
+    prod = np.empty((16, m, rows, tw), dtype=np.float32)       # U . V summed over channels
+    half = np.empty((2, 4, m, rows, tw), dtype=np.float32)     # At applied to the rows of prod
+    for i in range(n):
+        xp = _padded(x[i:i + 1], begin, wide_end, 0, out=padded)[0]
+        grid = y[i].reshape(m, th, 2, tw, 2)
+        for r0 in range(0, th, rows):
+            r1 = min(th, r0 + rows)
+            k = r1 - r0
+            _input_transform(xp, r0, r1, tw, rt[:, :, :k], v[:, :, :k])
+            p = prod[:, :, :k]
+            np.matmul(u, v[:, :, :k].reshape(16, c, k * tw), out=p.reshape(16, m, k * tw))
+            if bias is not None:  # At's sums take position (1, 1) into all four outputs of its tile
+                p[5] += bias
+            _output_transform(p, half[:, :, :, :k], grid[:, r0:r1])
+    if not even:
+        y = np.ascontiguousarray(y[:, :, :oh, :ow])
+    return y
+
+
+def _input_transform(xp: np.ndarray, r0: int, r1: int, tw: int, rt: np.ndarray, v: np.ndarray) -> None:
+    """``Bt d B`` of tile rows r0..r1 of the padded image (C, hp, wp) into ``v`` (16, C, k, tw).
+    Bt = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], along rows, then columns."""
+    d = [xp[:, 2 * r0 + j:2 * r1 + j:2] for j in range(4)]      # row j of every tile: (C, k, wp)
+    np.subtract(d[0], d[2], out=rt[0])
+    np.add(d[1], d[2], out=rt[1])
+    np.subtract(d[2], d[1], out=rt[2])
+    np.subtract(d[1], d[3], out=rt[3])
+    for a in range(4):
+        q = [rt[a][:, :, j:j + 2 * tw:2] for j in range(4)]    # column j of every tile: (C, k, tw)
+        np.subtract(q[0], q[2], out=v[4 * a])
+        np.add(q[1], q[2], out=v[4 * a + 1])
+        np.subtract(q[2], q[1], out=v[4 * a + 2])
+        np.subtract(q[1], q[3], out=v[4 * a + 3])
+
+
+def _output_transform(p: np.ndarray, half: np.ndarray, grid: np.ndarray) -> None:
+    """``At m A`` of the products ``p`` (16, M, k, tw) into ``grid`` (M, k, 2, tw, 2), the output
+    rows of those tiles. At = [[1, 1, 1, 0], [0, 1, -1, -1]], along rows, then columns."""
+    q = p.reshape(4, 4, *p.shape[1:])
+    np.add(q[0], q[1], out=half[0])
+    half[0] += q[2]
+    np.subtract(q[1], q[2], out=half[1])
+    half[1] -= q[3]
+    for a in range(2):
+        h = half[a]
+        np.add(h[0], h[1], out=grid[:, :, a, :, 0])
+        grid[:, :, a, :, 0] += h[2]
+        np.subtract(h[1], h[2], out=grid[:, :, a, :, 1])
+        grid[:, :, a, :, 1] -= h[3]
