@@ -344,7 +344,9 @@ class Program:
         for w in self._template:
             if isinstance(w, np.ndarray):
                 w.flags.writeable = False
-                roots.add(id(_root(w)))
+                root = _root(w)
+                root.flags.writeable = False  # (a weight that views a loader's buffer: nor through that)
+                roots.add(id(root))
         self._weight_roots = roots
 
     def holds(self, value: Any) -> bool:

@@ -46,9 +46,13 @@ _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.
 def applies(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int], d: Sequence[int],
             begin: Sequence[int], end: Sequence[int], out: Sequence[int], group: int) -> bool:
     """Whether ``hal.kernels.nn``'s conv runs this one here: float32 work, 2-D, one group, 3x3,
-    stride and dilation 1, no negative pads, and a shape where it was measured faster."""
+    stride and dilation 1, no negative pads, a shape where it was measured faster, and read-only
+    filters (a program's weights), whose transform is kept (``transformed``). Filters that may change
+    between calls (a graph input, or weights a numeric policy rounds on each call) keep im2col: their
+    transform on every call would cost more than it saves (21 ms for a 512 x 512 layer), as
+    onnxruntime prepacks constant initializers only."""
     if (len(k) != 2 or group != 1 or tuple(k) != (3, 3) or tuple(s) != (1, 1) or tuple(d) != (1, 1)
-            or min(*begin, *end) < 0 or x.dtype != np.float32):
+            or min(*begin, *end) < 0 or x.dtype != np.float32 or not _fixed(w)):
         return False
     tiles = -(-out[0] // 2) * -(-out[1] // 2)
     least = min(x.shape[1], w.shape[0])
@@ -59,6 +63,16 @@ def applies(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int], d:
 #: 8x the float32 result in transient buffers, left as holes in the heap the runs then carry in
 #: their resident set (VGG-19: +100 MB)
 WEIGHT_CHUNK = 1 << 20
+
+
+def _fixed(w: np.ndarray) -> bool:
+    """Whether no one can write ``w``: it and every array it views are read-only."""
+    a = w
+    while isinstance(a, np.ndarray):
+        if a.flags.writeable:
+            return False
+        a = a.base
+    return True
 
 
 def weights(w: np.ndarray) -> np.ndarray:
@@ -77,14 +91,11 @@ _transformed: dict[int, tuple[weakref.ref, np.ndarray]] = {}
 
 
 def transformed(w: np.ndarray) -> np.ndarray:
-    """``weights(w)``, computed once per read-only array and kept while it lives.
+    """``weights(w)`` of a read-only array, computed on its first call and kept while it lives.
 
     A program's weights are read-only (``hal.engine.program``), so their transform is computed on the
-    first run and reused by every later one; a writeable array may change between calls and is
-    transformed on each. The entry is dropped when its array is freed (a weak reference), so a reused
-    ``id`` never finds another array's transform."""
-    if w.flags.writeable:
-        return weights(w)
+    first run and reused by every later one. The entry is dropped when its array is freed (a weak
+    reference), so a reused ``id`` never finds another array's transform."""
     key = id(w)
     hit = _transformed.get(key)
     if hit is not None and hit[0]() is w:
