@@ -6,8 +6,10 @@ Each 4x4 input tile ``d`` (stride 2 over the padded image) becomes ``V = Bt d B`
 ``g`` becomes ``U = G g Gt`` (once per weight array, see ``transformed``), and each 2x2 output tile is
 ``At (U . V) A``, the elementwise product summed over input channels: for each of the 16 tile
 positions, one GEMM. ``Bt`` and ``At`` hold only 0 and +-1 and ``G`` only 0, 1 and 1/2, so the
-transforms add and subtract; the rounding differs from im2col's by reordering alone (same order
-of error against a float64 conv: ``tests/kernels/test_winograd.py``).
+transforms add and subtract. The rounding is not im2col's, but its error against a float64 conv is
+of the same order (``tests/kernels/test_winograd.py``), and the outputs a NaN or an infinity reaches
+are the same; one difference in kind: an infinite input meets itself in the transforms' sums and
+differences, so an output im2col gives as +-inf can read NaN (as in cuDNN's Winograd).
 
 Used by ``hal.kernels.nn`` where it was measured faster and pays for its memory (``applies``):
 VGG-19's 3x3 layers from 28x28 up 1.2-1.7x, ResNet-50's 128-channel ones 1.2-1.3x; not where the

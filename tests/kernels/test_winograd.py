@@ -82,6 +82,24 @@ def test_winograd_matches_im2col_float64_and_onnxruntime(everywhere, monkeypatch
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_input_reaches_the_outputs_im2col_gives_it_to(everywhere, monkeypatch, bad) -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(40):
+        x = rng.standard_normal((1, 3, 9, 8)).astype(np.float32)
+        x[tuple(rng.integers(0, s) for s in x.shape)] = bad
+        w = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+        w.flags.writeable = False
+        with np.errstate(all="ignore"):
+            got = _conv_kernel(x, w, None, {"pads": [1, 1, 1, 1]})
+            with monkeypatch.context() as m:
+                m.setattr(winograd, "applies", lambda *a: False)
+                im2col = _conv_kernel(x, w, None, {"pads": [1, 1, 1, 1]})
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(im2col))
+        if np.isnan(bad):
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(im2col))
+
+
 def test_float16_takes_winograd_in_float32(everywhere) -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, 4, 8, 8)).astype(np.float16)
