@@ -368,6 +368,27 @@ def test_weight_only_step_never_overwrites_a_value_a_later_run_still_reads():
         np.testing.assert_array_equal(prog.run_list({"x": x})[0], _ort(m, {"x": x})[0])
 
 
+def test_a_programs_weights_cannot_be_written_through_the_buffer_they_view():
+    # onnx's loader hands out reshaped views of writeable arrays: a read-only view alone would leave
+    # the weight writeable through its base (and kernels that keep a weight's transform, such as
+    # Winograd's, rely on no one writing it)
+    from hal.engine import reference_program
+    from hal.graph.load import load
+
+    f = TensorProto.FLOAT
+    w = helper.make_tensor("w", f, (2, 3), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])  # float_data: not raw bytes
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", f, [1, 2])],
+                          [helper.make_tensor_value_info("y", f, [1, 3])], [w])
+    prog = reference_program(load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])))
+    held = [v for v in prog._template if isinstance(v, np.ndarray)]
+    assert held
+    for v in held:
+        while isinstance(v, np.ndarray):
+            assert not v.flags.writeable
+            v = v.base
+
+
 @pytest.mark.parametrize("target", ["cpu", "wafer"])
 def test_graph_without_nodes_is_one_program_with_a_report(target):
     # was: StopIteration building the report (no partition at all), found by the fuzzer
