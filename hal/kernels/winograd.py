@@ -61,12 +61,6 @@ def applies(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int], d:
     return (least >= MIN_CHANNELS and tiles >= MIN_TILES) or (least >= LARGE_MIN_CHANNELS and tiles >= LARGE_TILES)
 
 
-#: filters are transformed this many bytes of float64 work at a time: a whole layer's would be
-#: 8x the float32 result in transient buffers, left as holes in the heap the runs then carry in
-#: their resident set (VGG-19: +100 MB)
-WEIGHT_CHUNK = 1 << 20
-
-
 def _fixed(w: np.ndarray) -> bool:
     """Whether no one can write ``w``: it and every array it views are read-only."""
     a = w
@@ -75,6 +69,12 @@ def _fixed(w: np.ndarray) -> bool:
             return False
         a = a.base
     return True
+
+
+#: filters are transformed this many bytes of float64 work at a time: a whole layer's would be
+#: 8x the float32 result in transient buffers, left as holes in the heap the runs then carry in
+#: their resident set (VGG-19: +100 MB)
+WEIGHT_CHUNK = 1 << 20
 
 
 def weights(w: np.ndarray) -> np.ndarray:
