@@ -130,7 +130,8 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, begin: Sequence[int
     bias = None if b is None else b.astype(np.float32, copy=False).reshape(m, 1, 1)
     even = (oh, ow) == (2 * th, 2 * tw)
     y = np.empty((n, m, oh, ow) if even else (n, m, 2 * th, 2 * tw), dtype=np.float32)
-    padded = np.empty((1, c, hp, wp), dtype=np.float32)
+    # (an unpadded image of whole tiles is read as it is: _padded returns it without the buffer)
+    padded = np.empty((1, c, hp, wp), dtype=np.float32) if any(begin) or any(wide_end) else None
     rt = np.empty((4, c, rows, wp), dtype=np.float32)          # the row transform of a band
     v = np.empty((16, c, rows, tw), dtype=np.float32)          # Bt d B, tile position first
     prod = np.empty((16, m, rows, tw), dtype=np.float32)       # U . V summed over channels

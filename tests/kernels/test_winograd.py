@@ -16,14 +16,14 @@ import pytest
 from onnx import TensorProto, helper
 
 import hal
-from hal.kernels import lookup, winograd
+from hal.kernels import winograd
 from hal.kernels._sliding import _work_dtype, window
 from hal.kernels.nn import _conv
+from tests.kernels.test_kernels_fast_conv import _hal, _ort
 
 
 def _conv_kernel(x, w, b, attrs):
-    kdef = lookup("Conv", "", 19)
-    return kdef.fn(x, w, b, **kdef.static_attrs(attrs, ["y"]))
+    return _hal("Conv", [x, w, b], attrs)
 
 
 def _takes_it(x, w, attrs) -> bool:
@@ -47,6 +47,7 @@ CASES = [  # (x shape, w shape, attrs, bias)
     ((2, 5, 9, 7), (4, 5, 3, 3), {"pads": [1, 1, 1, 1]}, False),                # odd rows and columns, batch 2
     ((1, 3, 11, 12), (5, 3, 3, 3), {"pads": [0, 2, 1, 0]}, True),               # uneven pads
     ((1, 4, 9, 9), (4, 4, 3, 3), {}, True),                                     # no pads (7x7 out)
+    ((1, 4, 10, 10), (5, 4, 3, 3), {}, False),                                  # no pads, whole tiles: no copy
     ((1, 4, 8, 13), (7, 4, 3, 3), {"auto_pad": "SAME_UPPER"}, False),
     ((1, 4, 8, 13), (7, 4, 3, 3), {"auto_pad": "SAME_LOWER"}, True),
     ((1, 2, 3, 3), (3, 2, 3, 3), {"pads": [1, 1, 1, 1]}, True),                 # one tile row, a partial tile
@@ -70,15 +71,7 @@ def test_winograd_matches_im2col_float64_and_onnxruntime(everywhere, monkeypatch
     assert got.shape == im2col.shape == exact.shape and got.dtype == np.float32
     # the same order of rounding error as im2col's (Bt and At are +-1, G's halves are exact)
     assert np.abs(got - exact).max() <= 4 * np.abs(im2col - exact).max() + 1e-7
-    feeds = {"x": x, "w": w} | ({"b": b} if bias else {})
-    graph = helper.make_graph([helper.make_node("Conv", list(feeds), ["y"], **attrs)], "g",
-                              [helper.make_tensor_value_info(k, TensorProto.FLOAT, v.shape) for k, v in feeds.items()],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    (ref,) = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(
-        None, feeds)
+    (ref,) = _ort("Conv", {"x": x, "w": w} | ({"b": b} if bias else {}), attrs)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
