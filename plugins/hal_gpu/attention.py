@@ -15,13 +15,14 @@ the second GEMM are rounded to the policy's format, as FlashAttention does in bf
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from hal.kernels.elementwise import arithmetic_ufunc, broadcasts_onto
+from hal.kernels.elementwise import arithmetic_ufunc, broadcasts_onto, row_sums, scalar_array
 from hal.numerics import round_to
 
 
@@ -38,6 +39,12 @@ class ScoreOp:
     args: tuple[int | None, ...] = ()
     attrs: tuple[tuple[str, Any], ...] = ()
     shape: tuple[int, ...] | None = None
+
+    @functools.cached_property
+    def ufunc(self) -> np.ufunc | None:
+        """The arithmetic ufunc a binary op is (the registry's Add/Sub/Mul/Div), which can write into
+        the block's scores; looked up once per op, not once per block of every run."""
+        return arithmetic_ufunc(getattr(self.fn, "fn", self.fn)) if len(self.args) == 2 else None
 
 
 def _block(x: np.ndarray, keys: int, lo: int, hi: int) -> np.ndarray:
@@ -61,22 +68,25 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
 
     A block's scores, probabilities and the accumulator are buffers of this kernel's own: the score
     ops that are one arithmetic ufunc, the max subtraction and the rescaling write into them."""
-    out_dtype = np.result_type(q.dtype, kt.dtype, v.dtype)
+    out_dtype = q.dtype if q.dtype == kt.dtype == v.dtype else np.result_type(q.dtype, kt.dtype, v.dtype)
     acc_t = np.float64 if out_dtype == np.float64 else np.float32
-    q, kt, v = (_to_format(np.asarray(t), fmt).astype(acc_t, copy=False) for t in (q, kt, v))
+    if fmt is not None or out_dtype != acc_t:
+        q, kt, v = (_to_format(np.asarray(t), fmt).astype(acc_t, copy=False) for t in (q, kt, v))
     m = l = acc = None
     key_block = max(1, int(key_block))
-    # the score ops that are one arithmetic ufunc (the registry's Add/Sub/Mul/Div), looked up once
-    ufuncs = [arithmetic_ufunc(getattr(op.fn, "fn", op.fn)) if len(op.args) == 2 else None for op in score_ops]
+    # a row masked in full so far (max -inf) subtracts the lowest finite value instead: exp(-inf) is
+    # still 0 for each of its scores, where -inf - -inf would be NaN; any other max is itself
+    lowest = scalar_array(float(np.finfo(acc_t).min), np.dtype(acc_t))
     for lo in range(0, keys, key_block):
         hi = min(keys, lo + key_block)
         s = np.matmul(q, kt[..., lo:hi])
         ours = True  # s is (a view of) a buffer made here
-        for op, u in zip(score_ops, ufuncs):
+        for op in score_ops:
             if op.fn is None:
                 s = s.reshape((*op.shape[:-1], hi - lo))  # type: ignore[index]
                 continue
             args = [s if a == -1 else None if a is None else _block(side[a], keys, lo, hi) for a in op.args]
+            u = op.ufunc
             if ours and u is not None and _writes_into(s, args):
                 u(*args, out=s)
             else:
@@ -87,10 +97,11 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
         # matrix-vector product rather than a reduction over short rows
         m_blk = _row_max(s)
         m_new = m_blk if m is None else np.maximum(m, m_blk)
-        m_safe = np.where(np.isneginf(m_new), 0.0, m_new).astype(acc_t)  # a fully masked row so far
+        m_safe = np.maximum(m_new, lowest)  # NaN stays NaN
         p = np.subtract(s, m_safe, out=s if ours else None)
         np.exp(p, out=p)
-        row = (p @ np.ones(p.shape[-1], dtype=acc_t))[..., None]
+        width = p.shape[-1]
+        row = row_sums(p.reshape(-1, width)).reshape(*p.shape[:-1], 1)
         if m is None:
             l = row
         else:
@@ -137,11 +148,13 @@ def _row_max(s: np.ndarray) -> np.ndarray:
 def _writes_into(s: np.ndarray, args: list[Any]) -> bool:
     """Whether a binary ufunc of ``args`` (one of them the float scores ``s``) gives ``s``'s shape and
     dtype, so it may be computed into ``s``: the same values a new array would get."""
-    if not any(a is s for a in args):
-        return False
-    if any(a.__class__ is not np.ndarray or a.dtype != s.dtype for a in args):
-        return False
-    return all(broadcasts_onto(a.shape, s.shape) for a in args)
+    mine = False
+    for a in args:  # a plain loop: three generator expressions cost 2 us a call on tiny-gpt's blocks
+        if a is s:
+            mine = True
+        elif a.__class__ is not np.ndarray or a.dtype != s.dtype or not broadcasts_onto(a.shape, s.shape):
+            return False
+    return mine
 
 
 def _reshape_rows(x: np.ndarray, prob_shapes: tuple[tuple[int, ...], ...]) -> np.ndarray:
