@@ -132,6 +132,26 @@ def test_online_softmax_kernel_matches_dense_attention_with_masks():
     np.testing.assert_allclose(out, (p / p.sum(-1, keepdims=True)) @ v, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_online_softmax_rows_masked_in_early_blocks_or_in_full(dtype):
+    # a row whose first key blocks are all masked carries max -inf until its first open key: its
+    # output is the dense softmax's; a row masked in full is NaN, as the dense softmax (and onnx) give
+    from hal_gpu.attention import ScoreOp, flash_attention
+
+    rng = np.random.default_rng(7)
+    q, kt, v = (rng.standard_normal(s).astype(dtype) for s in ((1, 2, 5, 4), (1, 2, 4, 11), (1, 2, 11, 4)))
+    mask = np.where(np.tril(np.ones((5, 11), bool), k=6), 0.0, -np.inf).astype(dtype)
+    mask[0] = -np.inf       # masked in full
+    mask[1, :7] = -np.inf   # the first two blocks of 3 keys masked, and one key of the third
+    s = q @ kt + mask
+    with np.errstate(invalid="ignore"):  # 0 / 0 for the row masked in full (the engine ignores it too)
+        out = flash_attention(q, kt, v, mask, score_ops=(ScoreOp(np.add, (-1, 0)),), keys=11, key_block=3)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        want = (p / p.sum(-1, keepdims=True)) @ v
+    assert out.dtype == dtype and np.isnan(out[:, :, 0]).all() and not np.isnan(out[:, :, 1:]).any()
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
 @pytest.mark.parametrize("mask_dtype", [np.float32, np.float64])
 def test_online_softmax_computes_arithmetic_score_ops_in_its_own_buffer(mask_dtype):
     # the registry's Mul/Add kernels run into the block's score buffer: the same bits as a new array
