@@ -4,12 +4,14 @@
     python -m benchmarks --models light_resnet50,bert-bench --targets cpu --reps 20
     python -m benchmarks --smoke               # one model, one repetition (CI keeps it working)
 
-Every runner gets the same feeds and the same thread count. Runs are interleaved in rounds (one
-repetition of each runner, the starting runner rotating; every runner gets as many rounds as the
-slowest one), so drift on a shared machine hits them alike. ReferenceEvaluator is timed after them,
-each of its runs followed by one of hal cpu and one of onnxruntime, and its ratios divide by those.
-The first run of each is a warm-up and is not counted. Peak RSS is measured in a fresh child process
-per (model, runner), so no other model's memory is in the figure.
+Every runner gets the same feeds and the same thread count. A timed sample is ``loops`` back-to-back
+runs lasting at least ``--sample-s`` (pyperf's raw value: 100 ms by default), and its figure is the
+time per run. Samples are interleaved in rounds (one sample of each runner, the starting runner
+rotating; every runner gets as many rounds as the slowest one), so drift on a shared machine hits
+them alike. ReferenceEvaluator is timed after them, each of its samples followed by one of hal cpu
+and one of onnxruntime, and its ratios divide by those. The first run of each is a warm-up and is
+not counted. Peak RSS is measured in a fresh child process per (model, runner), so no other
+model's memory is in the figure.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from benchmarks.runners import ORT, REF, Runner, limit_threads, make_runner
 RESULTS = Path(__file__).resolve().parent / "results"
 #: the most timed repetitions ``--min-s`` gives a fast runner
 MAX_REPS = 200
+#: the most back-to-back runs one sample takes (``--sample-s``)
+MAX_LOOPS = 1 << 16
 SCHEMA = "hal-bench/1"
 #: issue 8's goals, checked in the summary
 GOALS = {"hal_cpu/ort": {"transformer": 1.3, "cnn": 2.0}, "ref/hal_cpu": {"transformer": 5.0, "cnn": 10.0},
@@ -74,56 +78,76 @@ def _set_up(name: str, model: BenchModel, args: argparse.Namespace, results: dic
     except Exception as e:  # one runner's failure is a result, not the end of the benchmark
         results[name] = {"status": "error", "error": f"{type(e).__name__}: {str(e)[:400]}"}
         return None
+    loops, per_run = _calibrate(r, warm, args.sample_s)
+    sample = loops * per_run
     want = args.reps
-    if warm * want < args.min_s:  # a fast model: more samples over a longer window, for every runner alike
-        want = min(MAX_REPS, max(want, math.ceil(args.min_s / max(warm, 1e-9))))
+    if sample * want < args.min_s:  # a fast model: more samples over a longer window, for every runner alike
+        want = min(MAX_REPS, max(want, math.ceil(args.min_s / max(sample, 1e-9))))
     note = None
     cap = args.budget_s if name != REF else args.ref_budget_s
-    if warm * want > cap:
-        want = max(1, int(cap / max(warm, 1e-9)))
-        note = f"capped to {want} rep(s): the warm-up took {warm:.2f} s (budget {cap:.0f} s)"
+    if sample * want > cap:
+        want = max(1, int(cap / max(sample, 1e-9)))
+        note = f"capped to {want} sample(s) of {sample:.2f} s (budget {cap:.0f} s)"
     if name == REF and warm > args.ref_max_s:
         want = 0
         note = f"warm-up took {warm:.1f} s > --ref-max-s {args.ref_max_s:.0f}: the warm-up is the only sample"
-    results[name] = {"status": "ok", "setup_s": r.setup_s, "warmup_s": warm, "times": [warm] if want == 0 else [],
-                     "want": want, "note": note, **r.info}
+    results[name] = {"status": "ok", "setup_s": r.setup_s, "warmup_s": warm, "loops": loops,
+                     "times": [warm] if want == 0 else [], "want": want, "note": note, **r.info}
     return r
 
 
+def _calibrate(r: Runner, warm: float, sample_s: float) -> tuple[int, float]:
+    """How many back-to-back runs make one sample of at least ``sample_s``, and the time per run that
+    says so. A warm-up that long already needs one (no run is faster cold than hot); otherwise the
+    count doubles from one until the runs take that long, as pyperf calibrates its loops."""
+    if warm >= sample_s:
+        return 1, warm
+    loops = 1
+    while True:
+        spent = _sample(r, loops) * loops
+        if spent >= sample_s or loops >= MAX_LOOPS:
+            return min(MAX_LOOPS, max(1, math.ceil(sample_s * loops / max(spent, 1e-9)))), spent / loops
+        loops *= 2
+
+
+def _sample(r: Runner, loops: int) -> float:
+    """Seconds per run over ``loops`` back-to-back runs: the runs after the first meet the caches the
+    runner itself left, not the other runners' (on tiny-gpt a run right after ReferenceEvaluator's
+    took 1.4x one after its own)."""
+    t0 = time.perf_counter()
+    for _ in range(loops):
+        r.run()
+    return (time.perf_counter() - t0) / loops
+
+
 def _time_rounds(runners: Sequence[Runner], results: dict[str, dict[str, Any]]) -> None:
-    """One repetition of each runner per round; round k starts at runner k (no runner always
+    """One sample of each runner per round; round k starts at runner k (no runner always
     follows the same one, so no runner always meets the caches and heap another one left)."""
     for rep in range(max((results[r.name]["want"] for r in runners), default=0)):
         k = rep % len(runners)
         for r in [*runners[k:], *runners[:k]]:
             res = results[r.name]
             if rep < res["want"]:
-                t0 = time.perf_counter()
-                r.run()
-                res["times"].append(time.perf_counter() - t0)
+                res["times"].append(_sample(r, res["loops"]))
 
 
 def _time_with_reference(ref: Runner, partners: Sequence[Runner], results: dict[str, dict[str, Any]]) -> None:
-    """ReferenceEvaluator's repetitions, each followed by one run of each partner (hal cpu,
+    """ReferenceEvaluator's samples, each followed by one sample of each partner (hal cpu,
     onnxruntime), whose times are kept apart as the partner's ``with_reference``: the Ref/cpu and
     Ref/ORT ratios divide by runs of the same minutes, not by the rounds' (one ResNet-50 run read hal
     cpu 129.9 ms in the rounds and 108.3 ms in its profile minutes later)."""
     res = results[REF]
     paired: dict[str, list[float]] = {p.name: [] for p in partners}
 
-    def partner_runs() -> None:
+    def partner_samples() -> None:
         for p in partners:
-            t0 = time.perf_counter()
-            p.run()
-            paired[p.name].append(time.perf_counter() - t0)
+            paired[p.name].append(_sample(p, results[p.name]["loops"]))
 
     if res["want"] == 0:  # the warm-up is the reference's only sample: pair it
-        partner_runs()
+        partner_samples()
     for _ in range(res["want"]):
-        t0 = time.perf_counter()
-        ref.run()
-        res["times"].append(time.perf_counter() - t0)
-        partner_runs()
+        res["times"].append(_sample(ref, res["loops"]))
+        partner_samples()
     for name, times in paired.items():
         results[name]["with_reference"] = _stats(times)
 
@@ -314,7 +338,8 @@ def print_report(doc: dict[str, Any], out: Any = sys.stdout) -> None:
     m = doc["machine"]
     p(f"\nmachine: {m['cpu']}, {m['cores']} cores, {_mb(m['ram_bytes'])} MiB RAM; threads={doc['settings']['threads']}"
       f"; {', '.join(f'{k} {v}' for k, v in m['versions'].items())}")
-    p("\nmedian ms per run (IQR), warm-up excluded")
+    p(f"\nmedian ms per run (IQR) over samples of back-to-back runs >= {doc['settings'].get('sample_s', 0):g} s, "
+      "warm-up excluded")
     head = f"{'model':<22}" + "".join(f"{r:>20}" for r in runners)
     p(head)
     notes = []
@@ -431,13 +456,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--models", help="comma list of models, or 'light' / 'transformers' / 'all' (default all)")
     ap.add_argument("--targets", help="comma list of hal targets (default: every installed target)")
     ap.add_argument("--baselines", default=f"{ORT},{REF}", help=f"comma list from {ORT},{REF} (or 'none')")
-    ap.add_argument("--reps", type=int, default=10, help="timed repetitions per runner (default 10)")
+    ap.add_argument("--reps", type=int, default=10, help="timed samples per runner (default 10)")
     ap.add_argument("--min-s", type=float, default=1.0,
-                    help=f"per model and runner: more reps (up to {MAX_REPS}) when warm-up x reps is shorter "
+                    help=f"per model and runner: more samples (up to {MAX_REPS}) when a sample x reps is shorter "
                          "than this (default 1)")
+    ap.add_argument("--sample-s", type=float, default=0.1,
+                    help="one timed sample is as many back-to-back runs as last this long, and reads their time "
+                         "per run (pyperf's --min-time; default 0.1; 0: one run a sample)")
     ap.add_argument("--threads", type=int, default=1, help="threads for every runner (default 1)")
     ap.add_argument("--budget-s", type=float, default=20.0,
-                    help="per model and runner: fewer reps when warm-up x reps would exceed this (default 20)")
+                    help="per model and runner: fewer samples when a sample x reps would exceed this (default 20)")
     ap.add_argument("--ref-budget-s", type=float, default=60.0,
                     help="the same budget for ReferenceEvaluator (default 60: a 5-10 s run still gets 6-12 pairs)")
     ap.add_argument("--ref-max-s", type=float, default=60.0,
@@ -493,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     baselines = [] if args.baselines == "none" else [b for b in (_csv(args.baselines) or [ORT, REF])]
     if args.smoke:
         models, args.reps, compile_graphs, rss_runners = ["tiny-gpt"], 1, ["decoder-2l"], ["hal:cpu"]
-        args.compile_reps, args.min_s = 1, 0.0
+        args.compile_reps, args.min_s, args.sample_s = 1, 0.0, 0.0
     else:
         models = _select_models(args.models)
         compile_graphs = [] if args.compile_graphs == "none" else _csv(args.compile_graphs) or list(COMPILE_GRAPHS)
@@ -505,6 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schema": SCHEMA, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": [Path(sys.executable).name, "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])],
         "settings": {"threads": args.threads, "reps": args.reps, "min_s": args.min_s, "max_reps": MAX_REPS,
+                     "sample_s": args.sample_s,
                      "warmup": 1, "budget_s": args.budget_s,
                      "ref_budget_s": args.ref_budget_s, "ref_max_s": args.ref_max_s, "smoke": args.smoke,
                      "targets": targets, "runners": runners, "models": models, "compile_graphs": compile_graphs,

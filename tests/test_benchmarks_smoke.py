@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -10,6 +11,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _args(**kw: float) -> argparse.Namespace:
+    """The timing options of ``python -m benchmarks``, one run a sample unless ``sample_s`` is given."""
+    return argparse.Namespace(**{"threads": 1, "reps": 10, "min_s": 1.0, "sample_s": 0.0, "budget_s": 20.0,
+                                 "ref_budget_s": 30.0, "ref_max_s": 60.0, **kw})
 
 
 def test_benchmark_smoke_mode_writes_json_of_the_documented_shape(tmp_path: Path) -> None:
@@ -73,7 +80,6 @@ def test_compile_graph_generator_reaches_ten_thousand_nodes() -> None:
 def test_fast_runners_get_more_repetitions_up_to_the_cap(monkeypatch) -> None:
     # --min-s: a runner whose warm-up x reps is shorter gets more reps (at most MAX_REPS); slower
     # ones keep --reps; the warm-up is timed with perf_counter, which the test drives
-    import argparse
     import itertools
     from types import SimpleNamespace
 
@@ -86,7 +92,7 @@ def test_fast_runners_get_more_repetitions_up_to_the_cap(monkeypatch) -> None:
             return []
 
     monkeypatch.setattr(run, "make_runner", lambda name, model, threads: Fake())
-    args = argparse.Namespace(threads=1, reps=10, min_s=1.0, budget_s=20.0, ref_budget_s=30.0, ref_max_s=60.0)
+    args = _args(min_s=1.0)
     for warm, want in ((0.05, 20), (0.2, 10), (1e-4, run.MAX_REPS)):
         monkeypatch.setattr(run, "time", SimpleNamespace(perf_counter=itertools.count(0.0, warm).__next__))
         results: dict = {}
@@ -101,7 +107,6 @@ def test_fast_runners_get_more_repetitions_up_to_the_cap(monkeypatch) -> None:
 def test_runners_are_timed_in_the_same_rounds_and_beside_the_reference(monkeypatch) -> None:
     # a faster runner would get more reps from --min-s; they would run alone after the shared rounds,
     # so every fast runner gets the slowest one's count
-    import argparse
     from types import SimpleNamespace
 
     from benchmarks import run
@@ -121,7 +126,7 @@ def test_runners_are_timed_in_the_same_rounds_and_beside_the_reference(monkeypat
     per_run = {"hal:cpu": 0.02, "onnxruntime": 0.005}
     monkeypatch.setattr(run, "make_runner", lambda name, model, threads: Fake(name, per_run[name]))
     monkeypatch.setattr(run, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
-    args = argparse.Namespace(threads=1, reps=10, min_s=1.0, budget_s=20.0, ref_budget_s=30.0, ref_max_s=60.0)
+    args = _args(min_s=1.0)
     model = SimpleNamespace(name="m", kind="cnn", source="m.onnx", description="", feeds={})
     out = run.bench_model(model, ["hal:cpu", "onnxruntime"], args)
     assert out["results"]["hal:cpu"]["reps"] == out["results"]["onnxruntime"]["reps"] == 50
@@ -151,7 +156,6 @@ def test_ratios_pair_the_runs_of_one_round(monkeypatch) -> None:
     # a burst that slows hal cpu in rounds 3-7 and onnxruntime (timed beside it) in rounds 4-7 moves
     # the medians apart (0.04 / 0.01 s); the runs of each round, taken in the same minute, still
     # read 2x in every round but round 3
-    import argparse
     from types import SimpleNamespace
 
     from benchmarks import run
@@ -172,12 +176,69 @@ def test_ratios_pair_the_runs_of_one_round(monkeypatch) -> None:
     fakes = {"hal:cpu": Fake("hal:cpu", 0.02, range(3, 8)), "onnxruntime": Fake("onnxruntime", 0.01, range(4, 8))}
     monkeypatch.setattr(run, "make_runner", lambda name, model, threads: fakes[name])
     monkeypatch.setattr(run, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
-    args = argparse.Namespace(threads=1, reps=10, min_s=0.0, budget_s=20.0, ref_budget_s=30.0, ref_max_s=60.0)
+    args = _args(min_s=0.0)
     model = SimpleNamespace(name="m", kind="cnn", source="m.onnx", description="", feeds={})
     out = run.bench_model(model, ["hal:cpu", "onnxruntime"], args)
     res = out["results"]
     assert res["hal:cpu"]["median_s"] / res["onnxruntime"]["median_s"] == pytest.approx(4.0)
     assert out["ratios"]["hal_cpu/ort"] == pytest.approx(2.0)
+
+
+def test_a_sample_is_enough_back_to_back_runs_that_another_runners_caches_fade(monkeypatch) -> None:
+    # each fake run costs its runner's hot time, plus a cold cost when another runner ran last (the
+    # caches it left); ReferenceEvaluator's runs have none (they allocate afresh each time). One run a
+    # sample (--sample-s 0) charges hal and onnxruntime the cold cost on every run; samples of 0.1 s
+    # charge it once per sample
+    from types import SimpleNamespace
+
+    from benchmarks import run
+
+    clock, last = [0.0], [None]
+    hot = {"hal:cpu": 3e-4, "onnxruntime": 1e-4, "reference": 1.8e-3}
+    cold = {"hal:cpu": 1.2e-4, "onnxruntime": 5e-5, "reference": 0.0}
+
+    class Fake:
+        setup_s, info = 0.0, {}
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def run(self) -> list:
+            clock[0] += hot[self.name] + (cold[self.name] if last[0] != self.name else 0.0)
+            last[0] = self.name
+            return []
+
+    monkeypatch.setattr(run, "make_runner", lambda name, model, threads: Fake(name))
+    monkeypatch.setattr(run, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    model = SimpleNamespace(name="m", kind="transformer", source="m.onnx", description="", feeds={})
+    names = ["hal:cpu", "onnxruntime", "reference"]
+    args = _args(sample_s=0.1)
+    out = run.bench_model(model, names, args)
+    res, ratios = out["results"], out["ratios"]
+    assert 0.1 / 3e-4 <= res["hal:cpu"]["loops"] <= 0.1 / 3e-4 + 1  # calibrated on its hot runs
+    assert res["reference"]["loops"] == 56 and res["hal:cpu"]["reps"] == res["reference"]["reps"] == 10
+    assert res["hal:cpu"]["median_s"] == pytest.approx(3e-4, rel=2e-3)
+    assert ratios["ref/hal_cpu"] == pytest.approx(6.0, rel=2e-3)
+    assert ratios["hal_cpu/ort"] == pytest.approx(3.0, rel=2e-3)
+
+    args.sample_s, last[0] = 0.0, None
+    out = run.bench_model(model, names, args)
+    assert out["results"]["hal:cpu"]["loops"] == 1
+    assert out["results"]["hal:cpu"]["with_reference"]["median_s"] == pytest.approx(4.2e-4)
+    assert out["ratios"]["ref/hal_cpu"] == pytest.approx(1.8e-3 / 4.2e-4)
+
+
+def test_neighbours_probe_times_each_runner_back_to_back_and_after_the_others(tmp_path: Path) -> None:
+    from benchmarks import neighbours
+
+    assert neighbours.main(["--reps", "2", "--loops", "2", "--flush-mb", "1", "--sample-s", "0.001",
+                            "--out", str(tmp_path / "n.json")]) == 0
+    doc = json.loads((tmp_path / "n.json").read_text())
+    after = doc["median_s_after"]
+    assert set(after) == {"hal:cpu", "onnxruntime", "reference"}
+    assert set(after["hal:cpu"]) == {"2 back-to-back", "onnxruntime", "reference", "1 MB pass"}
+    assert all(t > 0 for cases in after.values() for t in cases.values())
+    assert doc["ref/hal_cpu"]["one_run_each"] > 0 and doc["ref/hal_cpu"]["loops"]["hal:cpu"] >= 1
 
 
 def test_library_pages_are_the_shared_objects_not_the_heap() -> None:
