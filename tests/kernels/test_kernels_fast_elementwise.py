@@ -4,12 +4,15 @@ a padded copy, and the window geometry cached per shape."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from hal.kernels._sliding import _defaults, _geometry, _padded, _padded_shape, window
 from hal.kernels.activation import relu
-from hal.kernels.elementwise import BOUND_ROW, BOUND_ROW_FROM, bound_into, broadcasts_onto
+from hal.kernels.elementwise import BOUND_ROW, BOUND_ROW_FROM, ZERO_ROW, bound_into, broadcasts_onto
 
 SPECIAL = np.array([-0.0, 0.0, np.nan, -np.nan, np.inf, -np.inf, 1e-45, -1e-45, 3.5, -3.5])
 
@@ -36,6 +39,32 @@ def test_bound_into_gives_the_scalar_calls_bits(dtype, size, ufunc, value) -> No
     inplace = x.copy()
     assert bound_into(ufunc, inplace, value, inplace) is inplace
     np.testing.assert_array_equal(_bits(inplace), _bits(want))
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -0.0])
+def test_a_zero_bound_past_the_zero_rows_length_gives_the_scalar_calls_bits(value) -> None:
+    x = np.random.default_rng(3).standard_normal(ZERO_ROW + 5).astype(np.float32)
+    x[:len(SPECIAL)] = SPECIAL
+    x[-len(SPECIAL):] = SPECIAL  # in the tail past the whole rows
+    want = np.maximum(x, value)
+    np.testing.assert_array_equal(_bits(bound_into(np.maximum, x, value, np.empty_like(x))), _bits(want))
+
+
+def test_the_zero_row_is_read_only_and_costs_no_resident_memory() -> None:
+    from hal.kernels.elementwise import _zero_row
+
+    status = Path("/proc/self/status")
+    if _zero_row(np.dtype(np.float64)) is None or not status.exists():
+        pytest.skip("no anonymous mappings or no /proc/self/status here")
+
+    def rss_kib() -> int:
+        return next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmRSS"))
+
+    before = rss_kib()
+    row = _zero_row.__wrapped__(np.dtype(np.float64))  # a row of its own, made and read in the window
+    assert row.size == ZERO_ROW and not row.flags.writeable
+    assert float(np.max(np.abs(row))) == 0.0 and math.copysign(1.0, float(row[-1])) > 0  # every page read: +0
+    assert rss_kib() - before < 4096  # 32 MB read, all of it the kernel's shared zero page
 
 
 @pytest.mark.parametrize("o,t", [((), (2, 3)), ((3,), (2, 3)), ((1, 3), (2, 3)), ((2, 1), (2, 3)), ((2, 3), (2, 3)),
