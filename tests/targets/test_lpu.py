@@ -126,13 +126,18 @@ def test_schedule_respects_dependencies_and_slice_occupancy():
 def test_the_host_computes_in_program_order_while_the_schedule_runs_branches_side_by_side():
     """ShuffleNet's units run two branches side by side on the chip, so the schedule starts their
     nodes interleaved; the host computes them in program order (each node after its inputs, as the
-    compiler emitted them), which gives the same bits and scatters fewer buffers over the heap."""
+    compiler emitted them), which gives the same bits and scatters fewer buffers over the heap. At
+    exact numerics the host fuses runs of whole nodes as the cpu target does (a channel shuffle's
+    layout nodes run inside the conv reading them): fewer steps, the same nodes in the same order."""
     path, feeds, expected = _light_case("light_shufflenet")
-    sess = hal.InferenceSession(path, target="lpu")
+    sess = hal.InferenceSession(path, target="lpu", precision="exact")
     exe = _executable(sess)
-    host = [s.label for s in exe._engine.steps]
+    host = [n for s in exe._engine.steps for n in (s.nodes or (s.label,))]
     nodes = [n for g in exe.groups if g.kind == "node" for n in g.nodes]
     assert host[-len(nodes):] == nodes  # the const-folded nodes come first, then every node as emitted
+    assert len(exe._engine.steps) < len(host)
+    native = _executable(hal.InferenceSession(path, target="lpu", precision="native"))  # rounds node by node
+    assert [s.label for s in native._engine.steps][-len(nodes):] == nodes
     first_start: dict[str, int] = {}
     for ins in exe.program:
         g = exe.groups[ins.group]
