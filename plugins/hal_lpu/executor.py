@@ -4,11 +4,12 @@
 order; latency, the trace and the report come from it. A run computes the instructions that carry
 numeric work (a node's functional-slice instruction, a shard's MXM instruction, a gather's concat)
 through the kernel engine in program order: the order the compiler emitted them, each after the
-instructions it depends on. At exact numerics, runs of whole nodes' reference kernels are fused as
-the cpu target fuses them (bit-identical; the schedule is not touched). Any order the dependencies allow gives the same bits; cycle order
+instructions it depends on. Any order the dependencies allow gives the same bits; cycle order
 interleaves the branches the chip runs side by side (ShuffleNet's two paths in each unit), and the
 host's allocator then scatters their buffers: the same run touched 5.6 MB of heap in cycle order
-against 4.6 MB in program order, for the same 3.2 MB peak of live arrays. Chip-to-chip sends move
+against 4.6 MB in program order, for the same 3.2 MB peak of live arrays. At exact numerics, runs
+of whole nodes' reference kernels are fused as the cpu target fuses them (bit-identical; the
+schedule is not touched). Chip-to-chip sends move
 bytes between SRAMs; the emulation holds every chip's values in one store, so they carry no numeric
 work. The executable is immutable after compile: runs share nothing mutable, so threads may run it
 at once.
