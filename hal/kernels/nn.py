@@ -77,6 +77,8 @@ def _columns(x: np.ndarray, k: Sequence[int], s: Sequence[int], d: Sequence[int]
     n, c = x.shape[:2]
     nd = len(k)
     pn = math.prod(out)
+    if x.flags.c_contiguous and math.prod(k) == 1 and math.prod(s) == 1 and not any(begin) and not any(end):
+        return x.reshape(n, g, c // g, pn)  # a plain 1x1 conv: the input is the matrix as it stands
     xp = _padded(x, begin, end, 0)
     if all(v == 1 for v in k):
         sub = xp[(slice(None), slice(None), *(slice(0, (out[i] - 1) * s[i] + 1, s[i]) for i in range(nd)))]
@@ -224,13 +226,16 @@ def _depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, k: Sequence[i
     cols_buf = np.empty(per * taps * span, dtype=x.dtype)
     image = np.zeros((per, length), dtype=x.dtype)                         # its margins stay zero
     st = (image.strides[0], item * wd * d[0], item * d[1], item * wd * s[0], item * s[1])
+    # every tap of every output, as one view of the whole buffer: a block reads its first channels
+    # (as_strided is 3.4 us a call: ShuffleNet's 28x28 layers have 8 blocks)
+    windows = as_strided(image[:, front + first:], shape=(per, k[0], k[1], oh, ow), strides=st, writeable=False)
     flat = x.reshape(n, g, h * wd)
     for i in range(n):
         for c0 in range(0, g, per):
             c1 = min(c0 + per, g)
             image[:c1 - c0, front:front + h * wd] = flat[i, c0:c1]
             cols = cols_buf[: (c1 - c0) * taps * span].reshape(c1 - c0, k[0], k[1], oh, ow)
-            cols[...] = as_strided(image[:c1 - c0, front + first:], shape=cols.shape, strides=st, writeable=False)
+            cols[...] = windows[:c1 - c0]
             for j, left, right in strips:
                 if left:
                     cols[:, :, j, :, :left] = 0
