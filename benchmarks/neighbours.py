@@ -7,9 +7,8 @@ times samples of back-to-back runs (``--sample-s``) rather than single runs betw
 For each runner: the median time per run of ``--loops`` back-to-back runs (what a sample of the
 benchmark reads), and of one run after each other runner's run and after a pass over
 ``--flush-mb`` of memory (the data a run touches is back in DRAM); the cases interleave, so drift
-hits them alike. Then the two ways of pairing ReferenceEvaluator
-with hal cpu: one run each, hal's right after the reference's (``--sample-s 0``), and a sample of
-back-to-back runs each.
+hits them alike. Then the two ways of pairing ReferenceEvaluator with hal cpu: one run each, hal's
+right after the reference's (``--sample-s 0``), and a sample of back-to-back runs each.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def _fused_runs(graph: Graph, steps: list[Step], nodes: dict[str, Node], plain: 
     out: list[Step] = []
     run: list[Node] = []
     for step in steps:
-        if plain.get(step.label) is step and step.label in nodes:
+        if plain.get(step.label) is step:  # a node's own reference step
             run.append(nodes[step.label])
             continue
         if run:

@@ -9,10 +9,9 @@ interleaves the branches the chip runs side by side (ShuffleNet's two paths in e
 host's allocator then scatters their buffers: the same run touched 5.6 MB of heap in cycle order
 against 4.6 MB in program order, for the same 3.2 MB peak of live arrays. At exact numerics, runs
 of whole nodes' reference kernels are fused as the cpu target fuses them (bit-identical; the
-schedule is not touched). Chip-to-chip sends move
-bytes between SRAMs; the emulation holds every chip's values in one store, so they carry no numeric
-work. The executable is immutable after compile: runs share nothing mutable, so threads may run it
-at once.
+schedule is not touched). Chip-to-chip sends move bytes between SRAMs; the emulation holds every
+chip's values in one store, so they carry no numeric work. The executable is immutable after
+compile: runs share nothing mutable, so threads may run it at once.
 """
 
 from __future__ import annotations
