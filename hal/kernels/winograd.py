@@ -12,8 +12,8 @@ are the same; one difference in kind: an infinite input meets itself in the tran
 differences, so an output im2col gives as +-inf can read NaN (as in cuDNN's Winograd).
 
 Used by ``hal.kernels.nn`` where it was measured faster and pays for its memory (``applies``):
-VGG-19's 3x3 layers from 28x28 up 1.2-1.7x, ResNet-50's 128-channel ones 1.2-1.3x; not where the
-products get narrow or the channels few (64 -> 64 at 56x56: 0.8x).
+VGG-19's 3x3 layers from 28x28 up 1.2-1.7x, ResNet-50's 128-channel ones 1.2-1.3x, 14x14 outputs from
+256 channels; not where the products get narrow or the channels few (64 -> 64 at 56x56: 0.8x).
 """
 
 from __future__ import annotations
@@ -30,8 +30,15 @@ MIN_CHANNELS = 128
 #: ... and at least this many output tiles (2x2 pixels each, so 20x20 outputs and up). The kept
 #: transform costs 16/9 of the layer's weights in memory, and the time it saves grows with the
 #: tiles each filter meets: 14x14 outputs (49 tiles) ran 1.05-1.35x, but Inception v1's four such
-#: layers held 10 MB of transforms for a 33 MB plan, and 7x7 outputs (16 tiles) ran 0.8-0.9x
+#: layers (96-160 channels) held 10 MB of transforms for a 33 MB plan, and 7x7 outputs (16 tiles)
+#: ran 0.8-0.9x ...
 MIN_TILES = 100
+#: ... or from this many tiles (13x13 and 14x14 outputs) with at least this many channels, where
+#: each tile's GEMMs are wide enough to pay for the memory: run against run, ResNet-50 (five
+#: 256-channel layers, +21 MB of transforms on a 112 MB plan) 1.023x faster and VGG-19 (four
+#: 512-channel ones) 1.036x; no other light-zoo model has such a layer
+MID_TILES = 49
+MID_MIN_CHANNELS = 256
 #: a large image (at least this many tiles, 112x112 outputs) takes it from 64 channels on, since
 #: im2col's GEMM with 64 filters runs at 75% of its peak there (VGG's 224x224 layer: 1.2x)
 LARGE_TILES = 3136
@@ -58,7 +65,8 @@ def applies(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int], d:
         return False
     tiles = -(-out[0] // 2) * -(-out[1] // 2)
     least = min(x.shape[1], w.shape[0])
-    return (least >= MIN_CHANNELS and tiles >= MIN_TILES) or (least >= LARGE_MIN_CHANNELS and tiles >= LARGE_TILES)
+    return ((least >= MIN_CHANNELS and tiles >= MIN_TILES) or (least >= MID_MIN_CHANNELS and tiles >= MID_TILES)
+            or (least >= LARGE_MIN_CHANNELS and tiles >= LARGE_TILES))
 
 
 def _fixed(w: np.ndarray) -> bool:

@@ -108,7 +108,10 @@ def test_float16_takes_winograd_in_float32(everywhere) -> None:
 @pytest.mark.parametrize("xs,ws,attrs,takes", [
     ((1, 512, 28, 28), (512, 512, 3, 3), {"pads": [1, 1, 1, 1]}, True),       # VGG-19's 28x28 layers
     ((1, 128, 28, 28), (128, 128, 3, 3), {"pads": [1, 1, 1, 1]}, True),       # ResNet-50's 128-channel layers
-    ((1, 256, 13, 13), (384, 256, 3, 3), {"pads": [1, 1, 1, 1]}, False),      # AlexNet's: 49 tiles
+    ((1, 192, 13, 13), (384, 192, 3, 3), {"pads": [1, 1, 1, 1]}, False),      # 49 tiles, 192 channels
+    ((1, 256, 14, 14), (256, 256, 3, 3), {"pads": [1, 1, 1, 1]}, True),       # ResNet-50's 256-channel layers
+    ((1, 512, 13, 13), (256, 512, 3, 3), {"pads": [1, 1, 1, 1]}, True),       # 49 tiles from 256 channels
+    ((1, 256, 12, 12), (384, 256, 3, 3), {"pads": [1, 1, 1, 1]}, False),      # AlexNet's: 36 tiles
     ((1, 64, 224, 224), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}, True),        # a large image from 64 channels
     ((1, 64, 56, 56), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}, False),         # ResNet's 64 -> 64: im2col's
     ((1, 512, 7, 7), (512, 512, 3, 3), {"pads": [1, 1, 1, 1]}, False),        # 16 tiles: too narrow
