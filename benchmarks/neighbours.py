@@ -16,23 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.models import load_model
-from benchmarks.runners import ORT, REF, Runner, limit_threads, make_runner
+from benchmarks.run import time_per_run
+from benchmarks.runners import ORT, REF, limit_threads, make_runner
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _timed(r: Runner, loops: int = 1) -> float:
-    t0 = time.perf_counter()
-    for _ in range(loops):
-        r.run()
-    return (time.perf_counter() - t0) / loops
 
 
 def neighbours(model_name: str, reps: int, loops: int, flush_mb: float, sample_s: float) -> dict[str, Any]:
@@ -51,21 +44,21 @@ def neighbours(model_name: str, reps: int, loops: int, flush_mb: float, sample_s
                 if before == r.name:
                     continue
                 if before == back_to_back:
-                    times[r.name][before].append(_timed(r, loops))
+                    times[r.name][before].append(time_per_run(r, loops))
                     continue
                 if run is None:
                     flush += 1
                 else:
                     run()
-                times[r.name][before].append(_timed(r))
+                times[r.name][before].append(time_per_run(r, 1))
     cpu, ref = runners[0], runners[2]
     counts = {r.name: max(1, round(sample_s / np.median(times[r.name][back_to_back]))) for r in (cpu, ref)}
     single, sampled = [], []
     for _ in range(max(3, reps // 5)):
-        t_ref = _timed(ref)
-        single.append(t_ref / _timed(cpu))
-        t_ref = _timed(ref, counts[REF])
-        sampled.append(t_ref / _timed(cpu, counts["hal:cpu"]))
+        t_ref = time_per_run(ref, 1)
+        single.append(t_ref / time_per_run(cpu, 1))
+        t_ref = time_per_run(ref, counts[REF])
+        sampled.append(t_ref / time_per_run(cpu, counts["hal:cpu"]))
     return {"model": model_name, "reps": reps, "loops": loops, "flush_mb": flush_mb,
             "median_s_after": {n: {b: float(np.median(v)) for b, v in c.items()} for n, c in times.items()},
             "ref/hal_cpu": {"one_run_each": float(np.median(single)), "samples": float(np.median(sampled)),

@@ -104,13 +104,13 @@ def _calibrate(r: Runner, warm: float, sample_s: float) -> tuple[int, float]:
         return 1, warm
     loops = 1
     while True:
-        spent = _sample(r, loops) * loops
+        spent = time_per_run(r, loops) * loops
         if spent >= sample_s or loops >= MAX_LOOPS:
             return min(MAX_LOOPS, max(1, math.ceil(sample_s * loops / max(spent, 1e-9)))), spent / loops
         loops *= 2
 
 
-def _sample(r: Runner, loops: int) -> float:
+def time_per_run(r: Runner, loops: int) -> float:
     """Seconds per run over ``loops`` back-to-back runs: the runs after the first meet the caches the
     runner itself left, not the other runners' (on tiny-gpt a run right after ReferenceEvaluator's
     took 1.4x one after its own)."""
@@ -128,7 +128,7 @@ def _time_rounds(runners: Sequence[Runner], results: dict[str, dict[str, Any]]) 
         for r in [*runners[k:], *runners[:k]]:
             res = results[r.name]
             if rep < res["want"]:
-                res["times"].append(_sample(r, res["loops"]))
+                res["times"].append(time_per_run(r, res["loops"]))
 
 
 def _time_with_reference(ref: Runner, partners: Sequence[Runner], results: dict[str, dict[str, Any]]) -> None:
@@ -141,12 +141,12 @@ def _time_with_reference(ref: Runner, partners: Sequence[Runner], results: dict[
 
     def partner_samples() -> None:
         for p in partners:
-            paired[p.name].append(_sample(p, results[p.name]["loops"]))
+            paired[p.name].append(time_per_run(p, results[p.name]["loops"]))
 
     if res["want"] == 0:  # the warm-up is the reference's only sample: pair it
         partner_samples()
     for _ in range(res["want"]):
-        res["times"].append(_sample(ref, res["loops"]))
+        res["times"].append(time_per_run(ref, res["loops"]))
         partner_samples()
     for name, times in paired.items():
         results[name]["with_reference"] = _stats(times)
