@@ -13,7 +13,7 @@ differences, so an output im2col gives as +-inf can read NaN (as in cuDNN's Wino
 
 Used by ``hal.kernels.nn`` where it was measured faster and pays for its memory (``applies``):
 VGG-19's 3x3 layers from 28x28 up 1.2-1.7x, ResNet-50's 128-channel ones 1.2-1.3x, 14x14 outputs from
-256 channels; not where the products get narrow or the channels few (64 -> 64 at 56x56: 0.8x).
+256 channels, 56x56 ones from 64; not where the products get narrow or the channels few.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ MIN_CHANNELS = 128
 #: ... and at least this many output tiles (2x2 pixels each, so 20x20 outputs and up). The kept
 #: transform costs 16/9 of the layer's weights in memory, and the time it saves grows with the
 #: tiles each filter meets: 14x14 outputs (49 tiles) ran 1.05-1.35x, but Inception v1's four such
-#: layers (96-160 channels) held 10 MB of transforms for a 33 MB plan, and 7x7 outputs (16 tiles)
-#: ran 0.8-0.9x ...
+#: layers (96-160 channels) held 10 MB of transforms for a 33 MB plan, and 7x7 outputs (16 tiles),
+#: 1.18x on ResNet-50's 512-channel ones, would hold 34 MB there ...
 MIN_TILES = 100
 #: ... or from this many tiles (13x13 and 14x14 outputs) with at least this many channels, where
 #: each tile's GEMMs are wide enough to pay for the memory: run against run, ResNet-50 (five
@@ -39,14 +39,16 @@ MIN_TILES = 100
 #: 512-channel ones) 1.036x; no other light-zoo model has such a layer
 MID_TILES = 49
 MID_MIN_CHANNELS = 256
-#: a large image (at least this many tiles, 112x112 outputs) takes it from 64 channels on, since
-#: im2col's GEMM with 64 filters runs at 75% of its peak there (VGG's 224x224 layer: 1.2x)
-LARGE_TILES = 3136
+#: a large image (at least this many tiles, 56x56 outputs) takes it from 64 channels on, since
+#: im2col's GEMM with 64 filters runs at 75% of its peak there (run against run: ResNet-50's three
+#: 64-channel 56x56 layers 1.020x, Inception v1 1.046x, Inception v2 1.032x; from 32 channels
+#: DenseNet-121 ran 1.025x faster, but its run held 1.48 of its plan against 1.36)
+LARGE_TILES = 784
 LARGE_MIN_CHANNELS = 64
-#: a large image is transformed and multiplied this many tiles (whole tile rows) at a time, so a
-#: band's 16 transformed tiles per channel stay in cache between the transform, the GEMMs and the
-#: output transform (VGG's 112x112 and 224x224 layers: 1.2-1.3x with bands, 0.6-1.0x without);
-#: smaller images run whole (56x56 with 256 channels: 1.6x whole, 1.5x in bands)
+#: an image is transformed and multiplied this many tiles (whole tile rows) at a time, so a band's
+#: 16 transformed tiles per channel stay in cache between the transform, the GEMMs and the output
+#: transform (VGG's 112x112 and 224x224 layers: 1.2-1.3x with bands, 0.6-1.0x without; 128
+#: channels at 56x56: 6.5 ms in bands against 8.3 whole; an image of up to this many tiles is one band)
 BAND_TILES = 256
 
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -86,14 +88,15 @@ WEIGHT_CHUNK = 1 << 20
 
 
 def weights(w: np.ndarray) -> np.ndarray:
-    """``G g Gt`` of every (M, C, 3, 3) filter, as (16, M, C) float32 (computed in float64)."""
+    """``G g Gt`` of every (M, C, 3, 3) filter, as (16, C, M) float32 (computed in float64): the
+    right-hand operand of each tile position's GEMM over channels-last tiles (see ``conv``)."""
     m, c = w.shape[:2]
-    u = np.empty((16, m, c), dtype=np.float32)
+    u = np.empty((16, c, m), dtype=np.float32)
     per = max(1, WEIGHT_CHUNK // (16 * c * 8))
     for m0 in range(0, m, per):
         m1 = min(m, m0 + per)
-        part = np.einsum("ai,mcij,bj->abmc", _G, w[m0:m1].astype(np.float64), _G, optimize=True)
-        u[:, m0:m1] = part.reshape(16, m1 - m0, c)
+        part = np.einsum("ai,mcij,bj->abcm", _G, w[m0:m1].astype(np.float64), _G, optimize=True)
+        u[:, :, m0:m1] = part.reshape(16, c, m1 - m0)
     return u
 
 
@@ -125,52 +128,59 @@ def transformed(w: np.ndarray) -> np.ndarray:
 def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, begin: Sequence[int], end: Sequence[int],
          out: Sequence[int]) -> np.ndarray:
     """The conv ``applies`` accepted, (N, M, *out) float32: ``x`` float32 (N, C, H, W), ``w`` the
-    (M, C, 3, 3) filters (any float dtype: transformed in float64), ``b`` the bias or None."""
+    (M, C, 3, 3) filters (any float dtype: transformed in float64), ``b`` the bias or None.
+
+    The work is channels-last: the padded image is copied once into an (H, W, C) buffer, so every
+    add and subtract of the transforms runs along whole rows of channels (one row of C floats per
+    tile), where the image's own layout gave runs of 7-16 strided floats per call; the products
+    are (tiles, C) by (C, M), and their output transform is copied back to (M, H, W) a band at a time.
+    The sums are the same, in the same order, as over the image's own layout."""
     n, c = x.shape[:2]
     u = transformed(w)
-    m = u.shape[1]
+    m = u.shape[2]
     oh, ow = out
     th, tw = -(-oh // 2), -(-ow // 2)
     hp, wp = 2 * th + 2, 2 * tw + 2
     # pads widened to whole tiles: the extra row or column only reaches an output that is cropped
     wide_end = (end[0] + hp - (x.shape[2] + begin[0] + end[0]), end[1] + wp - (x.shape[3] + begin[1] + end[1]))
-    rows = th if th * tw < LARGE_TILES else max(1, min(th, BAND_TILES // tw))
-    bias = None if b is None else b.astype(np.float32, copy=False).reshape(m, 1, 1)
-    even = (oh, ow) == (2 * th, 2 * tw)
-    y = np.empty((n, m, oh, ow) if even else (n, m, 2 * th, 2 * tw), dtype=np.float32)
-    # (an unpadded image of whole tiles is read as it is: _padded returns it without the buffer)
-    padded = np.empty((1, c, hp, wp), dtype=np.float32) if any(begin) or any(wide_end) else None
-    rt = np.empty((4, c, rows, wp), dtype=np.float32)          # the row transform of a band
-    v = np.empty((16, c, rows, tw), dtype=np.float32)          # Bt d B, tile position first
-    prod = np.empty((16, m, rows, tw), dtype=np.float32)       # U . V summed over channels
-    half = np.empty((2, 4, m, rows, tw), dtype=np.float32)     # At applied to the rows of prod
+    rows = max(1, min(th, BAND_TILES // tw))
+    bias = None if b is None else b.astype(np.float32, copy=False)
+    y = np.empty((n, m, oh, ow), dtype=np.float32)
+    image = np.empty((hp, wp, c), dtype=np.float32)          # the padded image, channels last
+    rt = np.empty((4, rows, wp, c), dtype=np.float32)        # the row transform of a band
+    v = np.empty((16, rows, tw, c), dtype=np.float32)        # Bt d B, tile position first
+    prod = np.empty((16, rows * tw, m), dtype=np.float32)    # U . V summed over channels
+    half = np.empty((2, 4, rows, tw, m), dtype=np.float32)   # At applied to the rows of prod
     for i in range(n):
-        xp = _padded(x[i:i + 1], begin, wide_end, 0, out=padded)[0]
-        grid = y[i].reshape(m, th, 2, tw, 2)
+        xi = x[i:i + 1]
+        if _padded(xi, begin, wide_end, 0, out=image.transpose(2, 0, 1)[None]) is xi:
+            np.copyto(image, x[i].transpose(1, 2, 0))  # unpadded whole tiles: _padded copied nothing
         for r0 in range(0, th, rows):
             r1 = min(th, r0 + rows)
             k = r1 - r0
-            _input_transform(xp, r0, r1, tw, rt[:, :, :k], v[:, :, :k])
-            p = prod[:, :, :k]
-            np.matmul(u, v[:, :, :k].reshape(16, c, k * tw), out=p.reshape(16, m, k * tw))
+            _input_transform(image, r0, r1, tw, rt[:, :k], v[:, :k])
+            p = prod[:, :k * tw]
+            np.matmul(v[:, :k].reshape(16, k * tw, c), u, out=p)
             if bias is not None:  # At's sums take position (1, 1) into all four outputs of its tile
                 p[5] += bias
-            _output_transform(p, half[:, :, :, :k], grid[:, r0:r1])
-    if not even:
-        y = np.ascontiguousarray(y[:, :, :oh, :ow])
+            # the band's outputs, (rows, 2, tw, 2, M), over the products it no longer needs
+            grid = prod.reshape(-1)[:4 * k * tw * m].reshape(k, 2, tw, 2, m)
+            _output_transform(p, half[:, :, :k], grid)
+            o0, o1 = 2 * r0, min(oh, 2 * r1)
+            np.copyto(y[i, :, o0:o1], grid.reshape(2 * k, 2 * tw, m)[:o1 - o0, :ow].transpose(2, 0, 1))
     return y
 
 
-def _input_transform(xp: np.ndarray, r0: int, r1: int, tw: int, rt: np.ndarray, v: np.ndarray) -> None:
-    """``Bt d B`` of tile rows r0..r1 of the padded image (C, hp, wp) into ``v`` (16, C, k, tw).
+def _input_transform(image: np.ndarray, r0: int, r1: int, tw: int, rt: np.ndarray, v: np.ndarray) -> None:
+    """``Bt d B`` of tile rows r0..r1 of the padded image (hp, wp, C) into ``v`` (16, k, tw, C).
     Bt = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], along rows, then columns."""
-    d = [xp[:, 2 * r0 + j:2 * r1 + j:2] for j in range(4)]      # row j of every tile: (C, k, wp)
+    d = [image[2 * r0 + j:2 * r1 + j:2] for j in range(4)]   # row j of every tile: (k, wp, C)
     np.subtract(d[0], d[2], out=rt[0])
     np.add(d[1], d[2], out=rt[1])
     np.subtract(d[2], d[1], out=rt[2])
     np.subtract(d[1], d[3], out=rt[3])
     for a in range(4):
-        q = [rt[a][:, :, j:j + 2 * tw:2] for j in range(4)]    # column j of every tile: (C, k, tw)
+        q = [rt[a][:, j:j + 2 * tw:2] for j in range(4)]     # column j of every tile: (k, tw, C)
         np.subtract(q[0], q[2], out=v[4 * a])
         np.add(q[1], q[2], out=v[4 * a + 1])
         np.subtract(q[2], q[1], out=v[4 * a + 2])
@@ -178,16 +188,16 @@ def _input_transform(xp: np.ndarray, r0: int, r1: int, tw: int, rt: np.ndarray, 
 
 
 def _output_transform(p: np.ndarray, half: np.ndarray, grid: np.ndarray) -> None:
-    """``At m A`` of the products ``p`` (16, M, k, tw) into ``grid`` (M, k, 2, tw, 2), the output
+    """``At m A`` of the products ``p`` (16, k * tw, M) into ``grid`` (k, 2, tw, 2, M), the output
     rows of those tiles. At = [[1, 1, 1, 0], [0, 1, -1, -1]], along rows, then columns."""
-    q = p.reshape(4, 4, *p.shape[1:])
+    q = p.reshape(4, 4, *half.shape[2:])
     np.add(q[0], q[1], out=half[0])
     half[0] += q[2]
     np.subtract(q[1], q[2], out=half[1])
     half[1] -= q[3]
     for a in range(2):
         h = half[a]
-        np.add(h[0], h[1], out=grid[:, :, a, :, 0])
-        grid[:, :, a, :, 0] += h[2]
-        np.subtract(h[1], h[2], out=grid[:, :, a, :, 1])
-        grid[:, :, a, :, 1] -= h[3]
+        np.add(h[0], h[1], out=grid[:, a, :, 0])
+        grid[:, a, :, 0] += h[2]
+        np.subtract(h[1], h[2], out=grid[:, a, :, 1])
+        grid[:, a, :, 1] -= h[3]

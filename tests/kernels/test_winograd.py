@@ -34,12 +34,13 @@ def _takes_it(x, w, attrs) -> bool:
 
 @pytest.fixture
 def everywhere(monkeypatch):
-    """Winograd for every 3x3 stride-1 float conv, whatever its size; bands of 2 tile rows from 8 tiles."""
+    """Winograd for every 3x3 stride-1 float conv, whatever its size, in bands of up to 12 tiles: one
+    tile row of a wide image, 2 of a 5-tile one (the last band short), a small image whole."""
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
     monkeypatch.setattr(winograd, "MIN_TILES", 1)
     monkeypatch.setattr(winograd, "LARGE_TILES", 8)
     monkeypatch.setattr(winograd, "LARGE_MIN_CHANNELS", 1)
-    monkeypatch.setattr(winograd, "BAND_TILES", 2)
+    monkeypatch.setattr(winograd, "BAND_TILES", 12)
 
 
 CASES = [  # (x shape, w shape, attrs, bias)
@@ -113,7 +114,9 @@ def test_float16_takes_winograd_in_float32(everywhere) -> None:
     ((1, 512, 13, 13), (256, 512, 3, 3), {"pads": [1, 1, 1, 1]}, True),       # 49 tiles from 256 channels
     ((1, 256, 12, 12), (384, 256, 3, 3), {"pads": [1, 1, 1, 1]}, False),      # AlexNet's: 36 tiles
     ((1, 64, 224, 224), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}, True),        # a large image from 64 channels
-    ((1, 64, 56, 56), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}, False),         # ResNet's 64 -> 64: im2col's
+    ((1, 64, 56, 56), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}, True),          # ResNet's 64 -> 64 at 56x56
+    ((1, 32, 56, 56), (128, 32, 3, 3), {"pads": [1, 1, 1, 1]}, False),        # 32 channels: im2col's
+    ((1, 64, 54, 54), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}, False),         # 729 tiles, 64 channels
     ((1, 512, 7, 7), (512, 512, 3, 3), {"pads": [1, 1, 1, 1]}, False),        # 16 tiles: too narrow
     ((1, 256, 28, 28), (256, 256, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}, False),
     ((1, 256, 28, 28), (256, 256, 3, 3), {"pads": [2, 2, 2, 2], "dilations": [2, 2]}, False),
