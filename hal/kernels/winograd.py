@@ -30,8 +30,9 @@ MIN_CHANNELS = 128
 #: ... and at least this many output tiles (2x2 pixels each, so 20x20 outputs and up). The kept
 #: transform costs 16/9 of the layer's weights in memory, and the time it saves grows with the
 #: tiles each filter meets: 14x14 outputs (49 tiles) ran 1.05-1.35x, but Inception v1's four such
-#: layers (96-160 channels) held 10 MB of transforms for a 33 MB plan, and 7x7 outputs (16 tiles),
-#: 1.18x on ResNet-50's 512-channel ones, would hold 34 MB there ...
+#: layers (96-160 channels) held 10 MB of transforms for a 33 MB plan, and 7x7 outputs (16 tiles)
+#: gain nothing in a run (ResNet-50's 512-channel ones: 1.18x in isolation, 1.001x run against run,
+#: for 34 MB) ...
 MIN_TILES = 100
 #: ... or from this many tiles (13x13 and 14x14 outputs) with at least this many channels, where
 #: each tile's GEMMs are wide enough to pay for the memory: run against run, ResNet-50 (five
