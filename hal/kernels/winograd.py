@@ -135,7 +135,8 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, begin: Sequence[int
     add and subtract of the transforms runs along whole rows of channels (one row of C floats per
     tile), where the image's own layout gave runs of 7-16 strided floats per call; the products
     are (tiles, C) by (C, M), and their output transform is copied back to (M, H, W) a band at a time.
-    The sums are the same, in the same order, as over the image's own layout."""
+    The transforms' sums are the same, in the same order, as over the image's own layout; the
+    products' sums over channels are BLAS's, as before."""
     n, c = x.shape[:2]
     u = transformed(w)
     m = u.shape[2]
