@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hal.kernels import winograd
+from hal.kernels._channels import apply_per_channel
 from hal.kernels._sliding import (
     _defaults,
     _flat_padded,
@@ -57,12 +58,12 @@ def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, auto_pad: str, dil
                                                  > COLUMN_BLOCK_FROM):
         y = _blocked(x, w, k, s, d, begin, end, out) if g == 1 else _grouped(x, w, k, s, d, begin, end, out, g)
         if b is not None:
-            y += b.reshape(m, *([1] * nd)).astype(y.dtype, copy=False)
+            apply_per_channel(np.add, y, b, out=y)
     else:
         y = np.matmul(w.reshape(g, mg, cg * math.prod(k)), _columns(x, k, s, d, begin, end, out, g))
         y = y.reshape(n, m, *out)  # (n, g, mg, pixels) is already NCHW: no transpose, no copy
         if b is not None:
-            y += b.reshape(m, *([1] * nd)).astype(y.dtype, copy=False)
+            apply_per_channel(np.add, y, b, out=y)
     return y.astype(out_dtype, copy=False)
 
 

@@ -12,6 +12,7 @@ import ml_dtypes
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from hal.kernels._channels import apply_per_channel
 from hal.kernels.elementwise import row_means, scalar_array
 from hal.kernels.registry import kernel
 
@@ -33,11 +34,6 @@ def _standardize(x: Array, axes: tuple[int, ...], epsilon: float) -> tuple[Array
     inv_std = np.reciprocal(np.sqrt(var, out=var), out=var)
     d *= inv_std
     return d, mean, inv_std
-
-
-def _channel(v: Array, ndim: int) -> Array:
-    """A per-channel vector shaped to broadcast against (N, C, D1, ...)."""
-    return v.reshape((-1,) + (1,) * (ndim - 2))
 
 
 # ---- layer-wise ---------------------------------------------------------------------------------
@@ -110,9 +106,8 @@ def _batchnorm_infer(x: Array, scale: Array, bias: Array, mean: Array, var: Arra
     st = _stash(x)
     a = scale.astype(st) / np.sqrt(var.astype(st) + epsilon)
     b = bias.astype(st) - mean.astype(st) * a
-    y = x * _channel(a.astype(x.dtype), x.ndim)
-    y += _channel(b.astype(x.dtype), x.ndim)
-    return y
+    y = apply_per_channel(np.multiply, x, a)
+    return apply_per_channel(np.add, y, b, out=y)
 
 
 @kernel("BatchNormalization", since=1)
@@ -149,9 +144,8 @@ def instance_normalization(x: Array, scale: Array, bias: Array, epsilon: float =
                            consumed_inputs=None) -> Array:
     y, _, _ = _standardize(x, tuple(range(2, x.ndim)), epsilon)
     y = y.astype(x.dtype, copy=False)
-    y *= _channel(scale, x.ndim)
-    y += _channel(bias, x.ndim)
-    return y
+    apply_per_channel(np.multiply, y, scale, out=y)
+    return apply_per_channel(np.add, y, bias, out=y)
 
 
 def _group_standardize(x: Array, num_groups: int, epsilon: float) -> Array:
@@ -173,9 +167,8 @@ def group_normalization_18(x: Array, scale: Array, bias: Array, num_groups: int 
 def group_normalization(x: Array, scale: Array, bias: Array, num_groups: int = 1, epsilon: float = 1e-5,
                         stash_type: int = 1) -> Array:
     y = _group_standardize(x, num_groups, epsilon)
-    y *= _channel(scale, x.ndim)
-    y += _channel(bias, x.ndim)
-    return y
+    apply_per_channel(np.multiply, y, scale, out=y)
+    return apply_per_channel(np.add, y, bias, out=y)
 
 
 # ---- local and whole-tensor ---------------------------------------------------------------------

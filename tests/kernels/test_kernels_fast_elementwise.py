@@ -1,6 +1,7 @@
 """The vectorised forms of simple kernels give the very bits of the plain numpy call they replace:
 ``bound_into`` (maximum / minimum against a row of the bound, Relu's path), the border-only fill of
-a padded copy, and the window geometry cached per shape."""
+a padded copy, the window geometry cached per shape, and a per-channel vector applied with numpy's
+buffer shortened to a row (``apply_per_channel``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hal.kernels._channels import UNBUFFERED_SIZE_FROM, apply_per_channel
 from hal.kernels._sliding import _defaults, _geometry, _padded, _padded_shape, window
 from hal.kernels.activation import relu
 from hal.kernels.elementwise import BOUND_ROW, BOUND_ROW_FROM, ZERO_ROW, bound_into, broadcasts_onto
@@ -122,3 +124,29 @@ def test_cached_window_matches_the_geometry_it_caches(auto_pad, ceil_mode) -> No
         assert w == (tuple(k), tuple(s), tuple(d), tuple(begin), tuple(end), tuple(out))
         assert window(in_sp, k, strides, dilations, pads, auto_pad, ceil_mode) is w
     assert window((5, 5), [3, 3], None, None, None, "NOTSET").s == (1, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("spatial", [(7, 7), (23, 23), (28, 28), (56, 56), (64, 64), (65, 65), (4, 8, 32)])
+@pytest.mark.parametrize("ufunc", [np.add, np.multiply])
+def test_apply_per_channel_gives_the_broadcasts_bits(dtype, spatial, ufunc) -> None:
+    rng = np.random.default_rng(math.prod(spatial))
+    channels = max(4, UNBUFFERED_SIZE_FROM // math.prod(spatial) + 1)  # big enough to go unbuffered
+    x = rng.standard_normal((1, channels, *spatial)).astype(dtype)
+    x.reshape(-1)[: len(SPECIAL)] = SPECIAL
+    v = rng.standard_normal(channels)  # float64: cast to x's dtype first, as a Conv's bias is
+    want = ufunc(x, v.astype(dtype).reshape(-1, *([1] * len(spatial))))
+    default = np.getbufsize()
+    np.testing.assert_array_equal(apply_per_channel(ufunc, x, v), want)
+    inplace = x.copy()
+    assert apply_per_channel(ufunc, inplace, v, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace, want)
+    assert np.getbufsize() == default
+
+
+def test_apply_per_channel_restores_the_buffer_size_when_the_ufunc_raises() -> None:
+    default = np.getbufsize()
+    x = np.ones((1, UNBUFFERED_SIZE_FROM // 1024, 32, 32), dtype=np.float32)
+    with pytest.raises(ValueError):
+        apply_per_channel(np.add, x, np.ones(x.shape[1]), out=np.empty((1, 1, 32, 32), dtype=np.float32))
+    assert np.getbufsize() == default
