@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hal.kernels import winograd
-from hal.kernels._channels import apply_per_channel
+from hal.kernels._broadcast import apply_per_channel
 from hal.kernels._sliding import (
     _defaults,
     _flat_padded,

@@ -12,7 +12,7 @@ import ml_dtypes
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from hal.kernels._channels import apply_per_channel
+from hal.kernels._broadcast import apply_per_channel
 from hal.kernels.elementwise import row_means, scalar_array
 from hal.kernels.registry import kernel
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hal.kernels._channels import UNBUFFERED_SIZE_FROM, apply_per_channel
+from hal.kernels._broadcast import UNBUFFERED_SIZE_FROM, apply_per_channel, broadcast, row_length
 from hal.kernels._sliding import _defaults, _geometry, _padded, _padded_shape, window
 from hal.kernels.activation import relu
 from hal.kernels.elementwise import BOUND_ROW, BOUND_ROW_FROM, ZERO_ROW, bound_into, broadcasts_onto
@@ -150,3 +150,29 @@ def test_apply_per_channel_restores_the_buffer_size_when_the_ufunc_raises() -> N
     with pytest.raises(ValueError):
         apply_per_channel(np.add, x, np.ones(x.shape[1]), out=np.empty((1, 1, 32, 32), dtype=np.float32))
     assert np.getbufsize() == default
+
+
+@pytest.mark.parametrize("shape, operand, run", [
+    ((1, 256, 56, 56), (256, 1, 1), 3136),        # a conv's bias: repeats along each map
+    ((4, 128, 1536), (1536,), 1536),              # a bias row: varies along each row, repeats down
+    ((4, 12, 128, 128), (4, 1, 1, 128), 128),     # an attention mask
+    ((2, 3, 4), (2, 3, 4), 0),                    # no broadcast
+    ((2, 3, 4), (), 0),                           # one value for all
+    ((1, 8, 1, 5), (8, 1, 1), 5),                 # unit axes are skipped
+])
+def test_row_length(shape, operand, run) -> None:
+    assert row_length(shape, operand) == run
+
+
+@pytest.mark.parametrize("rows, row", [(160, 512), (40, 2048), (300, 384), (20, 5000)])
+@pytest.mark.parametrize("first", [True, False])
+def test_broadcast_of_a_row_gives_the_ufuncs_bits(rows, row, first) -> None:
+    rng = np.random.default_rng(row)
+    x = rng.standard_normal((rows, row)).astype(np.float32)
+    v = rng.standard_normal(row).astype(np.float32)
+    a, b = (v, x) if first else (x, v)
+    want = np.subtract(a, b)
+    np.testing.assert_array_equal(broadcast(np.subtract, a, b), want)
+    out = x.copy()
+    assert broadcast(np.subtract, *((v, out) if first else (out, v)), out=out) is out
+    np.testing.assert_array_equal(out, want)
