@@ -248,20 +248,18 @@ def _depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, k: Sequence[i
             np.matmul(wr[c0:c1], cols.reshape(c1 - c0, taps, span), out=y[i, c0:c1])
     y = y.reshape(n, g * mg, oh, ow)
     if b is not None:
-        y += b.reshape(-1, 1, 1).astype(y.dtype, copy=False)
+        apply_per_channel(np.add, y, b, out=y)
     return y
 
 
 def _cropped_plus_bias(grid: np.ndarray, ow: int, b: np.ndarray | None) -> np.ndarray:
     """The first ``ow`` columns of an (N, M, H, grid width) GEMM result plus the bias, in one pass
     when both are needed (the crop's copy writes the sum)."""
-    bias = None if b is None else b.reshape(-1, 1, 1).astype(grid.dtype, copy=False)
     if grid.shape[3] == ow:
-        if bias is not None:
-            grid += bias
-        return grid
-    if bias is None:
+        return grid if b is None else apply_per_channel(np.add, grid, b, out=grid)
+    if b is None:
         return np.ascontiguousarray(grid[..., :ow])
+    bias = b.reshape(-1, 1, 1).astype(grid.dtype, copy=False)  # (rows of the crop: numpy's default buffer)
     return np.add(grid[..., :ow], bias, out=np.empty((*grid.shape[:3], ow), dtype=grid.dtype))
 
 
@@ -367,7 +365,7 @@ def conv_transpose(x, w, b=None, auto_pad="NOTSET", dilations=None, group=1, ker
                 for i, sl in enumerate(src))
     y[(slice(None), slice(None), *dst)] = np.moveaxis(img[(slice(None), slice(None), *src)], 0, 1)
     if b is not None:
-        y += b.reshape(-1, *([1] * nd)).astype(y.dtype, copy=False)
+        apply_per_channel(np.add, y, b, out=y)
     return y.astype(out_dtype, copy=False)
 
 

@@ -176,3 +176,15 @@ def test_broadcast_of_a_row_gives_the_ufuncs_bits(rows, row, first) -> None:
     out = x.copy()
     assert broadcast(np.subtract, *((v, out) if first else (out, v)), out=out) is out
     np.testing.assert_array_equal(out, want)
+
+
+def test_broadcast_keeps_the_default_buffer_for_a_strided_operand(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(np, "setbufsize", lambda size: calls.append(size) or 8192)
+    grid = np.ones((1, 64, 56, 58), dtype=np.float32)
+    bias = np.arange(64, dtype=np.float32).reshape(64, 1, 1)
+    got = broadcast(np.add, grid[..., :56], bias)
+    np.testing.assert_array_equal(got, grid[..., :56] + bias)
+    assert calls == []
+    broadcast(np.add, np.ascontiguousarray(grid[..., :56]), bias)
+    assert calls == [16, 8192]
