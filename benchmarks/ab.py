@@ -8,7 +8,9 @@ registration switched off, so nothing is registered twice) and swapped into the 
 every other run, so the old and the new function take turns on the same session, the same feeds,
 the same heap and the same minute of a shared machine. A change that only wins in an isolated loop
 (hot caches, one shape over and over) shows here for what it is in the model. The functions must be
-called through their module's global name (a kernel's helper, not the registered kernel itself).
+called through their module's global name (a kernel's helper, not the registered kernel itself), or
+be a method looked up on its class (``hal.kernels.fused:MatMulBias.__call__``; not one calling
+``super()`` without arguments, whose class cell is the old class).
 Prints the medians, old/new, and whether the outputs are bit-identical.
 """
 
@@ -28,15 +30,27 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def old_function(rev: str, spec: str) -> tuple[types.ModuleType, str, Any]:
-    """(live module, function name, the function as it was at ``rev``)."""
-    mod_name, _, fn_name = spec.partition(":")
-    if not mod_name or not fn_name:
-        raise SystemExit(f"--swap takes module:function (hal.kernels.nn:_conv), not {spec!r}")
-    live = importlib.import_module(mod_name)
+def _owner(root: Any, dotted: str) -> tuple[Any, str]:
+    """(object holding the last name of ``dotted``, that name), from ``root``: a module's function,
+    or a class's method for ``Class.method``."""
+    *path, name = dotted.split(".")
+    owner = root
+    for part in path:
+        owner = getattr(owner, part, None)
+    return owner, name
+
+
+def old_function(rev: str, spec: str) -> tuple[Any, str, Any]:
+    """(live module or class, function name, the function as it was at ``rev``); ``spec`` is
+    ``module:function`` or ``module:Class.method``."""
+    mod_name, _, fn_path = spec.partition(":")
+    if not mod_name or not fn_path:
+        raise SystemExit(f"--swap takes module:function or module:Class.method (hal.kernels.nn:_conv), not {spec!r}")
+    live_mod = importlib.import_module(mod_name)
+    live, fn_name = _owner(live_mod, fn_path)
     if not callable(getattr(live, fn_name, None)):
-        raise SystemExit(f"{mod_name} has no function {fn_name!r}")
-    path = Path(live.__file__).resolve().relative_to(ROOT).as_posix()
+        raise SystemExit(f"{mod_name} has no function {fn_path!r}")
+    path = Path(live_mod.__file__).resolve().relative_to(ROOT).as_posix()
     proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"git show {rev}:{path} failed: {proc.stderr.strip()}")
@@ -51,12 +65,15 @@ def old_function(rev: str, spec: str) -> tuple[types.ModuleType, str, Any]:
         exec(compile(source, f"{path}@{rev}", "exec"), old.__dict__)
     finally:
         registry.kernel = real
-    if not callable(getattr(old, fn_name, None)):
-        raise SystemExit(f"{path} at {rev} has no function {fn_name!r}")
-    return live, fn_name, getattr(old, fn_name)
+    old_owner, _ = _owner(old, fn_path)
+    fn = getattr(old_owner, fn_name, None)
+    if not callable(fn):
+        raise SystemExit(f"{path} at {rev} has no function {fn_path!r}")
+    # the live class gets the old class's function (its globals are the old module's, as for a function)
+    return live, fn_name, fn
 
 
-def ab(model_name: str, swaps: list[tuple[types.ModuleType, str, Any]], target: str, reps: int) -> dict[str, Any]:
+def ab(model_name: str, swaps: list[tuple[Any, str, Any]], target: str, reps: int) -> dict[str, Any]:
     import hal
     from benchmarks.models import load_model
 
@@ -87,7 +104,7 @@ def ab(model_name: str, swaps: list[tuple[types.ModuleType, str, Any]], target: 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__.splitlines()[0])
     ap.add_argument("--rev", required=True, help="git revision of the old functions")
-    ap.add_argument("--swap", required=True, help="comma list of module:function")
+    ap.add_argument("--swap", required=True, help="comma list of module:function or module:Class.method")
     ap.add_argument("--models", required=True, help="comma list of benchmark models")
     ap.add_argument("--target", default="cpu")
     ap.add_argument("--reps", type=int, default=30, help="timed runs of each (default 30)")

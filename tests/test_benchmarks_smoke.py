@@ -268,3 +268,18 @@ def test_ab_swaps_in_a_function_from_a_revision_without_registering_its_kernels(
     r = ab.ab("tiny-gpt", [(live, name, old)], "cpu", reps=2)
     assert r["bit_identical"] and r["old_s"] > 0 and r["new_s"] > 0
     assert linalg._matmul is helper  # swapped back
+
+
+def test_ab_swaps_in_a_method_on_its_live_class() -> None:
+    from benchmarks import ab
+    from hal.kernels import fused
+
+    method = fused.MatMulBias.__call__
+    live, name, old = ab.old_function("HEAD", "hal.kernels.fused:MatMulBias.__call__")
+    assert (live, name) == (fused.MatMulBias, "__call__") and old is not method
+    assert old.__code__.co_code == method.__code__.co_code
+    r = ab.ab("tiny-gpt", [(live, name, old)], "cpu", reps=2)  # tiny-gpt's MatMul+Add steps call it
+    assert r["bit_identical"]
+    assert fused.MatMulBias.__call__ is method  # swapped back
+    with pytest.raises(SystemExit, match="no function"):
+        ab.old_function("HEAD", "hal.kernels.fused:MatMulBias.no_such_method")
