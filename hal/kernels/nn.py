@@ -259,8 +259,7 @@ def _cropped_plus_bias(grid: np.ndarray, ow: int, b: np.ndarray | None) -> np.nd
         return grid if b is None else apply_per_channel(np.add, grid, b, out=grid)
     if b is None:
         return np.ascontiguousarray(grid[..., :ow])
-    bias = b.reshape(-1, 1, 1).astype(grid.dtype, copy=False)  # (rows of the crop: numpy's default buffer)
-    return np.add(grid[..., :ow], bias, out=np.empty((*grid.shape[:3], ow), dtype=grid.dtype))
+    return apply_per_channel(np.add, grid[..., :ow], b, out=np.empty((*grid.shape[:3], ow), dtype=grid.dtype))
 
 
 @kernel("Conv", since=1)
