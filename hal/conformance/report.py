@@ -27,29 +27,30 @@ class CaseResult(_Model):
     duration_s: float = 0.0
 
 
-class OpResult(_Model):
-    """The cases of one op (light models and contract checks each form one row)."""
-
-    op: str
+class _Counts(_Model):
     total: int = 0
     passed: int = 0
     failed: int = 0
     xfailed: int = 0
     xpassed: int = 0
     skipped: int = 0
+
+    def count(self, outcome: Outcome) -> None:
+        self.total += 1
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
+
+class OpResult(_Counts):
+    """The cases of one op (light models and contract checks each form one row)."""
+
+    op: str
 
     @property
     def ok(self) -> bool:
         return self.failed == 0
 
 
-class Totals(_Model):
-    total: int = 0
-    passed: int = 0
-    failed: int = 0
-    xfailed: int = 0
-    xpassed: int = 0
-    skipped: int = 0
+class Totals(_Counts):
     pass_rate: float = Field(default=0.0, description="passed (xpassed included) / total")
 
 
@@ -86,12 +87,9 @@ class ConformanceReport(_Model):
         per_op: dict[str, OpResult] = defaultdict(lambda: OpResult(op=""))
         totals = Totals()
         for r in results:
-            row = per_op[r.op]
-            row.op = r.op
-            row.total += 1
-            setattr(row, r.outcome, getattr(row, r.outcome) + 1)
-            totals.total += 1
-            setattr(totals, r.outcome, getattr(totals, r.outcome) + 1)
+            per_op[r.op].op = r.op
+            per_op[r.op].count(r.outcome)
+            totals.count(r.outcome)
         totals.pass_rate = (totals.passed + totals.xpassed) / totals.total if totals.total else 0.0
         version = None
         try:
