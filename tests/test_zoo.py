@@ -11,7 +11,7 @@ import pytest
 from onnx import shape_inference
 
 from hal.errors import ModelError
-from hal.zoo import SHAPE_ONLY_WEIGHTS_KEY, ZooEntry, build, list_models
+from hal.zoo import SHAPE_ONLY_KEY, ZooEntry, build, list_models
 from hal.zoo.llm import LlamaConfig, build_llm
 
 ALLOWED_OPS = {
@@ -142,7 +142,7 @@ def test_llm_graph_is_valid_with_shape_only_weights(name, phase):
     assert model.ByteSize() < 2_000_000
     assert all(t.data_type == onnx.TensorProto.INT64 or np.prod(t.dims) <= 8 for t in model.graph.initializer)
     meta = _meta(model)
-    weights = meta[SHAPE_ONLY_WEIGHTS_KEY].split(",")
+    weights = meta[SHAPE_ONLY_KEY].split(",")
     inputs = {i.name: i for i in model.graph.input}
     assert set(weights) <= set(inputs)
     assert all(inputs[w].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 for w in weights)
@@ -154,7 +154,7 @@ def test_llm_graph_is_valid_with_shape_only_weights(name, phase):
 @pytest.mark.parametrize("name", LLMS)
 def test_llm_parameter_count_matches_published_size(name):
     model = build(name)
-    weights = set(_meta(model)[SHAPE_ONLY_WEIGHTS_KEY].split(","))
+    weights = set(_meta(model)[SHAPE_ONLY_KEY].split(","))
     learned = [i for i in model.graph.input if i.name in weights and not i.name.startswith("rotary.")]
     count = sum(int(np.prod(_shape(i))) for i in learned)
     config = next(e.config for e in list_models() if e.name == name)
@@ -198,7 +198,7 @@ TINY_LLAMA = LlamaConfig("test", layers=2, hidden=64, heads=8, kv_heads=2, ffn=9
 
 
 def _random_weights(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    weights = set(_meta(model)[SHAPE_ONLY_WEIGHTS_KEY].split(","))
+    weights = set(_meta(model)[SHAPE_ONLY_KEY].split(","))
     feeds = {}
     for value in model.graph.input:
         if value.name in weights and not value.name.startswith("rotary."):

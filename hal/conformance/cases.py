@@ -12,7 +12,7 @@ import os
 import pickle
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -205,9 +205,3 @@ def plugin_cases() -> list[ConformanceCase]:
                                        float(getattr(c, "atol", 1e-7)), _const(model), _const(list(c.data_sets)),
                                        frozenset(ops)))
     return out
-
-
-def all_cases() -> Iterator[ConformanceCase]:
-    yield from node_cases()
-    yield from light_cases()
-    yield from plugin_cases()

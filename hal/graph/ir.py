@@ -43,6 +43,10 @@ class ShapeOnly(DeclaredTensor):
     """A weight declared by shape and dtype only."""
 
 
+#: model metadata key listing the graph inputs that are shape-only weights (comma-separated)
+SHAPE_ONLY_KEY = "hal.shape_only_weights"
+
+
 Weight = np.ndarray | ShapeOnly
 Dim = int | str | None
 
@@ -294,15 +298,18 @@ class Graph:
                 return v
             return helper.make_tensor_value_info(t.name, t.elem_type, t.shape)
 
+        # before IR version 4 every initializer must also be a graph input (the light zoo is IR 3)
+        init_inputs = [helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in inits
+                       if self.ir_version < 4 and t.name not in {i.name for i in self.inputs}]
         g = helper.make_graph([n.to_proto() for n in self.nodes], self.name,
-                              [vi(t) for t in self.inputs] + shape_only_inputs,
+                              [vi(t) for t in self.inputs] + shape_only_inputs + init_inputs,
                               [vi(t) for t in self.outputs], inits)
         m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in self.opsets.items()],
                               ir_version=self.ir_version)
         m.functions.extend(self.functions)
         meta = dict(self.metadata)
         if shape_only_inputs:
-            meta["hal.shape_only_weights"] = ",".join(v.name for v in shape_only_inputs)
+            meta[SHAPE_ONLY_KEY] = ",".join(v.name for v in shape_only_inputs)
         for k, v in meta.items():
             m.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
         return m

@@ -19,11 +19,10 @@ from onnx import numpy_helper
 
 from hal import limits
 from hal.errors import ModelError, ResourceError
-from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo, np_dtype
+from hal.graph.ir import SHAPE_ONLY_KEY, Graph, Node, ShapeOnly, TensorInfo, np_dtype
 
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto | Graph
 
-SHAPE_ONLY_KEY = "hal.shape_only_weights"
 
 
 def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
@@ -384,10 +383,6 @@ def load(model: ModelLike, *, check: bool = True, infer_shapes: bool = True,
         return model
     proto, where, _ = parse_model(model, zoo_params=zoo_params)
     return from_proto(proto, where=where, check=check, infer_shapes=infer_shapes)
-
-
-def dtype_name(dt: np.dtype | None) -> str:
-    return "?" if dt is None else np.dtype(dt).name
 
 
 __all__ = ["ModelLike", "check_external_data", "from_proto", "load", "model_hash", "np_dtype", "parse_model"]

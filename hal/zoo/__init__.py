@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from hal.errors import ModelError
-from hal.zoo.graph_builder import SHAPE_ONLY_WEIGHTS_KEY
+from hal.graph.ir import SHAPE_ONLY_KEY
 from hal.zoo.llm import LLAMA_CONFIGS, LLM_PARAMS, build_llm
 from hal.zoo.tiny import TINY_CNN, TINY_GPT, build_tiny_cnn, build_tiny_gpt
 
@@ -82,4 +82,4 @@ def build(name: str, **params: object) -> onnx.ModelProto:
     return _BUILDERS[name]()
 
 
-__all__ = ["SHAPE_ONLY_WEIGHTS_KEY", "ZooEntry", "build", "list_models"]
+__all__ = ["SHAPE_ONLY_KEY", "ZooEntry", "build", "list_models"]

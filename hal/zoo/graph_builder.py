@@ -3,7 +3,7 @@
 It keeps node and value names unique, deduplicates constants (one initializer per
 distinct value, so a 126-layer model does not carry 126 copies of a reshape shape),
 and records shape-only weights: graph inputs that stand for weights which are never
-materialised (see ``SHAPE_ONLY_WEIGHTS_KEY``).
+materialised (see ``SHAPE_ONLY_KEY``).
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from hal.graph.ir import SHAPE_ONLY_KEY
+
 OPSET = 17
 IR_VERSION = 8
-
-#: metadata key whose value lists, comma-separated, the graph inputs that are weights
-SHAPE_ONLY_WEIGHTS_KEY = "hal.shape_only_weights"
 
 
 class GraphBuilder:
@@ -51,7 +50,7 @@ class GraphBuilder:
         return name
 
     def shape_only_weight(self, name: str, elem_type: int, shape: Sequence[int]) -> str:
-        """Declare a weight by shape and dtype only: a graph input listed under SHAPE_ONLY_WEIGHTS_KEY."""
+        """Declare a weight by shape and dtype only: a graph input listed under SHAPE_ONLY_KEY."""
         name = self.input(name, elem_type, shape)
         self.shape_only_weights.append(name)
         return name
@@ -104,7 +103,7 @@ class GraphBuilder:
                                   ir_version=IR_VERSION, producer_name="hal.zoo")
         props = dict(metadata)
         if self.shape_only_weights:
-            props[SHAPE_ONLY_WEIGHTS_KEY] = ",".join(self.shape_only_weights)
+            props[SHAPE_ONLY_KEY] = ",".join(self.shape_only_weights)
         helper.set_model_props(model, props)
         return model
 
