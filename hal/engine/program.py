@@ -272,7 +272,6 @@ class Program:
              s.attrs, tuple(frees[i]), guards[i], s.context_opset, s)
             for i, s in enumerate(self.steps)
         ]
-        self._in_slots = [slots[n] for n in self.input_names]
         self._out_slots = [slots[n] for n in self.output_names]
         # Guards the feeds' shapes settle (hal.engine.guards): once a run passed them, a run whose feed
         # tensors have the same shapes and dtypes, under a max_memory at least as large, skips them
