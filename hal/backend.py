@@ -98,6 +98,8 @@ class HalBackend(Backend):
                  outputs_info: Sequence[tuple[np.dtype, tuple[int, ...]]] | None = None,
                  **kwargs: Any) -> tuple[Any, ...]:
         """Run one node: wrap it in a model typed from its inputs (and ``outputs_info`` when given)."""
+        from hal.graph.load import check_before_inference
+
         values = [_value(v) for v in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
         in_vis = [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
                   for n, v in zip(node.input, values) if n]
@@ -108,6 +110,7 @@ class HalBackend(Backend):
                        for n, (dt, shp) in zip(node.output, outputs_info)]
         else:  # type the outputs by onnx's shape inference on the bare node
             bare = onnx.helper.make_model(onnx.helper.make_graph([node], "run_node", in_vis, []), opset_imports=imports)
+            check_before_inference(bare, where=f"node {node.name or node.op_type!r}")
             inferred = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(bare).graph.value_info}
             out_vis = [inferred.get(n) or onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
                        for n in node.output if n]

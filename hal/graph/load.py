@@ -191,9 +191,11 @@ def _light(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
 AXIS_LIMIT = 1 << 20
 
 
-def _check_axes(proto: onnx.ModelProto, where: str) -> None:
-    """Refuse axis attributes no tensor could have, before onnx's C++ inference sees them."""
-    stack = [proto.graph]
+def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
+    """Refuse, as a ModelError, the attributes that make onnx's C++ shape inference crash the process
+    rather than raise, in every graph, subgraph and model-local function: axis values no tensor could
+    have, and a Split with more outputs than its ``num_outputs`` (onnx indexes past its split vector)."""
+    stack: list[Any] = [proto.graph, *proto.functions]
     while stack:
         g = stack.pop()
         for n in g.node:
@@ -202,6 +204,11 @@ def _check_axes(proto: onnx.ModelProto, where: str) -> None:
                     raise ModelError(f"node {n.name or n.op_type!r} ({n.op_type}) has {a.name} out of any tensor's "
                                      f"range: {a.i if a.type == onnx.AttributeProto.INT else list(a.ints)}",
                                      where=where)
+                if a.name == "num_outputs" and n.op_type == "Split" and n.domain in ("", "ai.onnx") \
+                        and len(n.output) > a.i:
+                    raise ModelError(f"node {n.name or n.op_type!r} (Split) has {len(n.output)} outputs but "
+                                     f"num_outputs={a.i}", where=where,
+                                     hint="a Split with num_outputs has exactly that many outputs; fix either")
                 stack.extend([a.g] if a.HasField("g") else [])
                 stack.extend(a.graphs)
 
@@ -209,7 +216,7 @@ def _check_axes(proto: onnx.ModelProto, where: str) -> None:
 def _infer(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
     """The model with inferred value_info; its large weights are declared inputs with no data (see
     ``_light``): take weights from ``proto``, and only its first ``len(proto.graph.input)`` inputs."""
-    _check_axes(proto, where)
+    check_before_inference(proto, where)
     proto, added = _light(proto)
     long_vector = _long_vector(proto, added)
     data_prop = long_vector is None

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 
 import hal
 from hal import plugins
+from hal.backend import HalBackend
 from hal.cli import main
 from hal.specs import TargetSpec
 from hal.target import kernel_capability
@@ -407,3 +408,35 @@ def test_lpu_compile_time_folding_checks_the_size_before_running_a_kernel(op):
     assert "c" not in resolved.known  # not folded: left to the run, which refuses it
     with pytest.raises(hal.ResourceError, match=rf"{op} would need .*2,000,000,000 bytes"):
         session(m, "lpu", max_memory=100 << 20).run(None, {})
+
+
+@pytest.mark.parametrize("outputs,num_outputs", [(3, 2), (5, 4)])
+def test_split_with_more_outputs_than_num_outputs_is_refused_before_onnx_inference(outputs, num_outputs):
+    # was (fuzzer, 509K inputs): onnx's Split-18 shape inference read past its split vector and the
+    # process aborted on a C++ assertion; hal now names the node before onnx sees it
+    names = [f"y{i}" for i in range(outputs)]
+    split = helper.make_node("Split", ["x"], names, name="split", axis=1, num_outputs=num_outputs)
+    m = model([split], [vi("x", F, [2, 8])], [vi(n, F, [2, "w"]) for n in names], opset=18)
+    said = f"'split' \\(Split\\) has {outputs} outputs but num_outputs={num_outputs}"
+    with pytest.raises(hal.ModelError, match=said):
+        hal.InferenceSession(m)
+    # the same node inside a model-local function, and through onnx's backend API's run_node
+    fn = helper.make_function("local", "f", ["x"], names, [split], [helper.make_opsetid("", 18)])
+    call = helper.make_node("f", ["x"], names, domain="local")
+    m2 = model([call], [vi("x", F, [2, 8])], [vi(n, F, [2, "w"]) for n in names], opset=18)
+    m2.opset_import.append(helper.make_opsetid("local", 1))
+    m2.functions.append(fn)
+    with pytest.raises(hal.ModelError, match="num_outputs"):
+        hal.InferenceSession(m2)
+    with pytest.raises(hal.ModelError, match="num_outputs"):
+        HalBackend.run_node(split, [np.zeros((2, 8), np.float32)], opset_version=18)
+
+
+def test_split_with_num_outputs_as_many_as_its_outputs_still_runs():
+    names = ["a", "b", "c"]
+    m = model([helper.make_node("Split", ["x"], names, axis=1, num_outputs=3)], [vi("x", F, [2, 8])],
+              [vi(n, F, [2, "w"]) for n in names], opset=18)
+    x = np.arange(16, dtype=np.float32).reshape(2, 8)
+    got = hal.InferenceSession(m).run(None, {"x": x})
+    assert [g.shape for g in got] == [(2, 3), (2, 3), (2, 2)]
+    np.testing.assert_array_equal(np.concatenate(got, axis=1), x)
