@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -192,9 +193,10 @@ AXIS_LIMIT = 1 << 20
 
 
 def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
-    """Refuse, as a ModelError, the attributes that make onnx's C++ shape inference crash the process
-    rather than raise, in every graph, subgraph and model-local function: axis values no tensor could
-    have, and a Split with more outputs than its ``num_outputs`` (onnx indexes past its split vector)."""
+    """Refuse, as a ModelError, the attributes that make onnx's C++ shape inference crash or hang the
+    process rather than raise, in every graph, subgraph and model-local function: axis values no tensor
+    could have, a Split with more outputs than its ``num_outputs`` (onnx indexes past its split vector)
+    and an Einsum term with stray dots (``_check_einsum``)."""
     stack: list[Any] = [proto.graph, *proto.functions]
     while stack:
         g = stack.pop()
@@ -209,8 +211,20 @@ def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
                     raise ModelError(f"node {n.name or n.op_type!r} (Split) has {len(n.output)} outputs but "
                                      f"num_outputs={a.i}", where=where,
                                      hint="a Split with num_outputs has exactly that many outputs; fix either")
+                if a.name == "equation" and n.op_type == "Einsum" and n.domain in ("", "ai.onnx"):
+                    _check_einsum(n, a.s.decode("utf-8", "replace"), where)
                 stack.extend([a.g] if a.HasField("g") else [])
                 stack.extend(a.graphs)
+
+
+def _check_einsum(node: onnx.NodeProto, equation: str, where: str) -> None:
+    """A '.' outside a term's one ellipsis ("i..j", "i...j...") sends onnx's Einsum inference into a
+    loop that never returns (and that no timeout can interrupt); numpy's einsum refuses such a term too."""
+    for term in re.split(r"->|,", equation.replace(" ", "")):
+        if "." in term and (term.count(".") != 3 or "..." not in term):
+            raise ModelError(f"node {node.name or node.op_type!r} (Einsum) has equation {equation!r}, whose "
+                             f"term {term!r} has a '.' outside one '...' ellipsis", where=where,
+                             hint="each term may hold one '...' (broadcast dimensions) and letters only")
 
 
 def _infer(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:

@@ -440,3 +440,24 @@ def test_split_with_num_outputs_as_many_as_its_outputs_still_runs():
     got = hal.InferenceSession(m).run(None, {"x": x})
     assert [g.shape for g in got] == [(2, 3), (2, 3), (2, 2)]
     np.testing.assert_array_equal(np.concatenate(got, axis=1), x)
+
+
+@pytest.mark.parametrize("equation", ["i..j->", "i...j...->", "i....->i", ".->", "ij,k..->"])
+def test_einsum_with_dots_outside_one_ellipsis_is_refused_before_onnx_inference(equation):
+    # was: onnx's Einsum shape inference never returned on these (a '.' that is not part of one
+    # '...'), in C++ that hal's timeout_s cannot interrupt
+    inputs = [vi("x", F, [2, 3])] + ([vi("z", F, [2])] if "," in equation else [])
+    m = model([helper.make_node("Einsum", [i.name for i in inputs], ["y"], name="ein", equation=equation)],
+              inputs, [vi("y", F, [2, "w"])])
+    with pytest.raises(hal.ModelError, match="'ein' \\(Einsum\\) has equation .* outside one '...' ellipsis"):
+        hal.InferenceSession(m, timeout_s=5)
+
+
+@pytest.mark.parametrize("equation,shape,expected", [
+    ("...ij->...ji", (2, 3, 4), (2, 4, 3)), ("... ii ->... i", (2, 3, 3), (2, 3)), ("ij->", (2, 3), ())])
+def test_einsum_with_one_ellipsis_a_term_still_runs(equation, shape, expected):
+    x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    m = model([helper.make_node("Einsum", ["x"], ["y"], equation=equation)], [vi("x", F, list(shape))],
+              [vi("y", F, list(expected))])
+    (y,) = hal.InferenceSession(m).run(None, {"x": x})
+    np.testing.assert_allclose(y, np.einsum(equation.replace(" ", ""), x), rtol=1e-6)
