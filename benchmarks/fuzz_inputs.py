@@ -27,7 +27,8 @@ ATTR_NAMES = ("axis", "axes", "perm", "keepdims", "kernel_shape", "strides", "pa
               "alpha", "beta", "transA", "transB", "to", "mode", "value", "epsilon", "k", "largest", "sorted",
               "split", "num_outputs", "allowzero", "start", "end", "batch_dims", "auto_pad", "ceil_mode",
               "coordinate_transformation_mode", "keep_aspect_ratio_policy", "reduction", "blocksize", "body",
-              "then_branch", "else_branch", "exclusive", "reverse", "direction", "hidden_size", "output_shape")
+              "then_branch", "else_branch", "exclusive", "reverse", "direction", "hidden_size", "output_shape",
+              "equation")
 DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.example", "ai.onnx.preview.training")
 
 
@@ -134,6 +135,19 @@ def _names(m: Any) -> list[str]:
     return names or ["x"]
 
 
+def edit_bytes(s: bytes, d: Any) -> bytes:
+    """One small edit of a string attribute (an Einsum equation, a mode): a character inserted (one of
+    its own, or one of the equation grammar's), deleted, or a slice repeated."""
+    i = d.int(0, len(s))
+    kind = d.int(0, 2)
+    if kind == 0:
+        return s[:i] + pick(d, (s[i - 1:i] or b".", b".", b",", b"->", b"...", b"i", b" ")) + s[i:]
+    if kind == 1:
+        return s[:i] + s[i + 1:]
+    j = d.int(i, len(s))
+    return s[:j] + s[i:j] + s[j:]
+
+
 def mutate_attribute(m: Any, d: Any) -> None:
     from onnx import AttributeProto as A
     from onnx import helper
@@ -151,7 +165,7 @@ def mutate_attribute(m: Any, d: Any) -> None:
         elif a.type == A.FLOAT:
             a.f = a_float(d)
         elif a.type == A.STRING:
-            a.s = pick(d, STRINGS)
+            a.s = edit_bytes(a.s, d) if a.s and d.chance(0.5) else pick(d, STRINGS)
         elif a.type == A.INTS:
             if a.ints and d.chance(0.5):
                 a.ints[d.int(0, len(a.ints) - 1)] = an_int(d)
