@@ -7,9 +7,10 @@ to pool ids once and matches every n-gram of every row in one ``numpy.unique`` o
 
 from __future__ import annotations
 
+import functools
 import operator
-import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -87,10 +88,26 @@ def string_concat(x: Array, y: Array) -> Array:
     return _object(np.frompyfunc(operator.add, 2, 1)(x, y), np.broadcast_shapes(x.shape, y.shape))
 
 
+@functools.lru_cache(maxsize=64)
+def _re2(pattern: str) -> Any:
+    """``pattern`` compiled by RE2, the syntax ONNX names and onnxruntime's engine: it matches in time
+    linear in the string, where Python's backtracking ``re`` never returned on ``(a+)+$`` against 40
+    characters (in C, holding the GIL: no timeout can stop it)."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # the error is raised, with its reason, instead of printed to stderr
+    try:
+        return re2.compile(pattern, options=options)
+    except re2.error as e:
+        reason = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise ValueError(f"RegexFullMatch: pattern {pattern!r} is not RE2 syntax: {reason}") from None
+
+
 @kernel("RegexFullMatch", since=20)
 def regex_full_match(x: Array, pattern: str = "") -> Array:
-    """Whole-string match; ONNX names RE2 syntax, which Python's ``re`` reads for the common subset."""
-    regex = re.compile(pattern)
+    """Whole-string match, in RE2 syntax as ONNX specifies (``_re2``)."""
+    regex = _re2(pattern)
     x = _strings(x)
     hit = np.frompyfunc(lambda s: regex.fullmatch(s) is not None, 1, 1)(x)
     return np.asarray(hit, dtype=bool).reshape(x.shape)

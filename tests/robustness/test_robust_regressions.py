@@ -461,3 +461,22 @@ def test_einsum_with_one_ellipsis_a_term_still_runs(equation, shape, expected):
               [vi("y", F, list(expected))])
     (y,) = hal.InferenceSession(m).run(None, {"x": x})
     np.testing.assert_allclose(y, np.einsum(equation.replace(" ", ""), x), rtol=1e-6)
+
+
+def _regex_model(pattern: str) -> onnx.ModelProto:
+    return model([helper.make_node("RegexFullMatch", ["x"], ["y"], name="re", pattern=pattern)],
+                 [vi("x", TensorProto.STRING, [2])], [vi("y", TensorProto.BOOL, [2])], opset=20)
+
+
+def test_regex_with_catastrophic_backtracking_returns():
+    # was: Python's re on (a+)+$ against 40 a's and a b never returned, in C holding the GIL, so
+    # timeout_s could not stop it; RE2 (the syntax ONNX names) matches in linear time
+    s = hal.InferenceSession(_regex_model("(a+)+$"), timeout_s=10)
+    (y,) = s.run(None, {"x": np.array(["a" * 40 + "b", "a" * 40], dtype=object)})
+    assert y.tolist() == [False, True]
+
+
+def test_regex_outside_re2_syntax_is_a_run_error_that_says_so():
+    s = hal.InferenceSession(_regex_model("(?<=a)b"))
+    with pytest.raises(hal.RunError, match="not RE2 syntax: invalid perl operator"):
+        s.run(None, {"x": np.array(["ab", "b"], dtype=object)})
