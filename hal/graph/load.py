@@ -25,7 +25,6 @@ from hal.graph.ir import SHAPE_ONLY_KEY, Graph, Node, ShapeOnly, TensorInfo, np_
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto | Graph
 
 
-
 def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
