@@ -194,7 +194,8 @@ AXIS_LIMIT = 1 << 20
 def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
     """Refuse, as a ModelError, the attributes that make onnx's C++ shape inference crash or hang the
     process rather than raise, in every graph, subgraph and model-local function: axis values no tensor
-    could have, a Split with more outputs than its ``num_outputs`` (onnx indexes past its split vector)
+    could have, a Split whose ``num_outputs`` is not its output count (onnx indexes past its split
+    vector when it is fewer; more would have the kernel make that many parts)
     and an Einsum term with stray dots (``_check_einsum``)."""
     stack: list[Any] = [proto.graph, *proto.functions]
     while stack:
@@ -206,7 +207,7 @@ def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
                                      f"range: {a.i if a.type == onnx.AttributeProto.INT else list(a.ints)}",
                                      where=where)
                 if a.name == "num_outputs" and n.op_type == "Split" and n.domain in ("", "ai.onnx") \
-                        and len(n.output) > a.i:
+                        and len(n.output) != a.i:
                     raise ModelError(f"node {n.name or n.op_type!r} (Split) has {len(n.output)} outputs but "
                                      f"num_outputs={a.i}", where=where,
                                      hint="a Split with num_outputs has exactly that many outputs; fix either")
@@ -216,14 +217,21 @@ def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
                 stack.extend(a.graphs)
 
 
+#: an Einsum equation: terms of letters, each with at most one "..." (spaces removed), separated by
+#: commas, and at most one "->" before the output term
+_EINSUM_TERM = r"[A-Za-z]*(?:\.\.\.[A-Za-z]*)?"
+_EINSUM_EQUATION = re.compile(rf"{_EINSUM_TERM}(?:,{_EINSUM_TERM})*(?:->{_EINSUM_TERM})?")
+
+
 def _check_einsum(node: onnx.NodeProto, equation: str, where: str) -> None:
-    """A '.' outside a term's one ellipsis ("i..j", "i...j...") sends onnx's Einsum inference into a
-    loop that never returns (and that no timeout can interrupt); numpy's einsum refuses such a term too."""
-    for term in re.split(r"->|,", equation.replace(" ", "")):
-        if "." in term and (term.count(".") != 3 or "..." not in term):
-            raise ModelError(f"node {node.name or node.op_type!r} (Einsum) has equation {equation!r}, whose "
-                             f"term {term!r} has a '.' outside one '...' ellipsis", where=where,
-                             hint="each term may hold one '...' (broadcast dimensions) and letters only")
+    """An equation outside that grammar can send onnx's Einsum inference into a loop that never
+    returns, and no timeout can interrupt it: a '.' outside one '...' ("i..j", "i...j..."), a lone
+    '-' or '>' ("ij-,>ji"), any other character. numpy's einsum refuses all of them too."""
+    if _EINSUM_EQUATION.fullmatch(equation.replace(" ", "")) is None:
+        raise ModelError(f"node {node.name or node.op_type!r} (Einsum) has equation {equation!r}, which is not "
+                         f"an einsum equation", where=where,
+                         hint="write terms of letters, each with at most one '...', separated by ',', and at "
+                              "most one '->' before the output term (e.g. 'bij,bjk->bik')")
 
 
 def _infer(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:

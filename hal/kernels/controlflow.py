@@ -103,11 +103,20 @@ def _per_input(values: list[int] | None, n: int) -> list[int]:
     return list(values) + [0] * (n - len(values)) if values else [0] * n
 
 
+def _scan_counts(n_args: int, num_scan_inputs: int, body: Any) -> tuple[int, int]:
+    """(state variables, scan outputs) of a Scan, after checking ``num_scan_inputs`` against what the
+    node and its body have (a count past them would size per-input lists by it)."""
+    n_state = n_args - num_scan_inputs
+    if not 1 <= num_scan_inputs <= n_args or n_state > len(body.output_names):
+        raise ValueError(f"Scan: num_scan_inputs={num_scan_inputs} does not fit {n_args} inputs and a body of "
+                         f"{len(body.output_names)} outputs (state variables come first, then scan inputs)")
+    return n_state, len(body.output_names) - n_state
+
+
 @kernel("Scan", since=9, context=True)
 def scan(*args, body, num_scan_inputs, scan_input_axes=None, scan_input_directions=None,
          scan_output_axes=None, scan_output_directions=None, _ctx: KernelContext):
-    n_state = len(args) - num_scan_inputs
-    n_out = len(body.output_names) - n_state
+    n_state, n_out = _scan_counts(len(args), num_scan_inputs, body)
     states, ys = _scan(list(args[:n_state]), list(args[n_state:]), body, _ctx.scope,
                        _per_input(scan_input_axes, num_scan_inputs),
                        _per_input(scan_input_directions, num_scan_inputs),
@@ -119,8 +128,7 @@ def scan(*args, body, num_scan_inputs, scan_input_axes=None, scan_input_directio
 def scan_8(sequence_lens, *args, body, num_scan_inputs, directions=None, _ctx: KernelContext):
     """Scan-8: axis 0 of every input is a batch; scan inputs are scanned along axis 1, each batch
     item up to its ``sequence_lens`` entry (outputs past a short sequence are zero)."""
-    n_state = len(args) - num_scan_inputs
-    n_out = len(body.output_names) - n_state
+    n_state, n_out = _scan_counts(len(args), num_scan_inputs, body)
     states_in, xs = list(args[:n_state]), list(args[n_state:])
     batch = (states_in or xs)[0].shape[0]
     full = xs[0].shape[1] if xs else 0

@@ -98,9 +98,13 @@ def concat(*inputs, axis):
     return np.concatenate(inputs, axis=axis)
 
 
-def _split(x: np.ndarray, split: list[int] | None, axis: int, num_outputs: int | None) -> tuple:
+def _split(x: np.ndarray, split: list[int] | None, axis: int, num_outputs: int | None,
+           n_outputs: int | None = None) -> tuple:
     axis = _axis(axis, x.ndim)
     dim = x.shape[axis]
+    if num_outputs is not None and n_outputs is not None and num_outputs != n_outputs:
+        raise ValueError(f"Split has {n_outputs} outputs but num_outputs={num_outputs}")
+    num_outputs = num_outputs or n_outputs
     if split is None:
         if num_outputs is None:
             raise ValueError("Split without 'split' needs the node's output count (num_outputs)")
@@ -113,17 +117,17 @@ def _split(x: np.ndarray, split: list[int] | None, axis: int, num_outputs: int |
 
 @kernel("Split", since=1, output_count=True)
 def split_1(x, split=None, axis=0, num_outputs=None, _n_outputs=None):
-    return _split(x, None if split is None else _ints(split), axis, num_outputs or _n_outputs)
+    return _split(x, None if split is None else _ints(split), axis, num_outputs, _n_outputs)
 
 
 @kernel("Split", since=2, output_count=True)
 def split_2(x, split=None, axis=0, num_outputs=None, _n_outputs=None):
-    return _split(x, None if split is None else _ints(split), axis, num_outputs or _n_outputs)
+    return _split(x, None if split is None else _ints(split), axis, num_outputs, _n_outputs)
 
 
 @kernel("Split", since=13, output_count=True)
 def split(x, split=None, axis=0, num_outputs=None, _n_outputs=None):
-    return _split(x, None if split is None else _ints(split), axis, num_outputs or _n_outputs)
+    return _split(x, None if split is None else _ints(split), axis, num_outputs, _n_outputs)
 
 
 def _slice(data: np.ndarray, starts: list[int], ends: list[int], axes: list[int] | None,

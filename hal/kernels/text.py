@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from hal import limits
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -143,8 +144,15 @@ def tfidf_vectorizer(x: Array, max_gram_length: int = 1, max_skip_count: int = 0
     size = int(max(ngram_indexes)) + 1 if len(ngram_indexes) else 0
     if x.ndim > 2 or (x.ndim == 2 and x.shape[0] < 1):
         raise ValueError(f"TfIdfVectorizer takes a [C] or [B, C] tensor, got shape {x.shape}")
+    if len(ngram_indexes) and min(ngram_indexes) < 0:
+        raise ValueError(f"TfIdfVectorizer: ngram_indexes must be output columns (>= 0), got {min(ngram_indexes)}")
     rows = x.reshape(1, -1) if x.ndim < 2 else x
     n_rows, width = rows.shape
+    # the output has a column per index up to the largest: a huge index is a huge output
+    limits.check_alloc("TfIdfVectorizer output", (n_rows, size), np.int64, where="TfIdfVectorizer")
+    # an n-gram's items are skip + 1 apart: a skip that spans the row matches nothing, so the skips
+    # tried stop there however large max_skip_count is
+    max_skip_count = min(max_skip_count, max(width - 1, 0))
     rows = _strings(rows) if strings else rows.astype(np.int64)
     # every token as an id into the pool's vocabulary (-1: not in the pool)
     vocab = np.unique(pool)

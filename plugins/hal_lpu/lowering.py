@@ -21,6 +21,15 @@ from hal_lpu.cost import Machine
 #: ops on the matrix slices, with the position of the operand installed as weights
 MXM_OPS: dict[str, int] = {"MatMul": 1, "Gemm": 1, "Conv": 1, "ConvTranspose": 1, "Einsum": 1,
                            "MatMulInteger": 1, "ConvInteger": 1, "QLinearMatMul": 3, "QLinearConv": 3}
+
+
+def installed_operand(node: Node) -> str:
+    """The name of the operand an MXM op installs as weights ("" for other ops, and for an Einsum
+    of one operand, which has no second)."""
+    pos = MXM_OPS.get(node.op_type)
+    return node.inputs[pos] if pos is not None and len(node.inputs) > pos else ""
+
+
 #: ops on the switch slices: they move or permute data without arithmetic
 SXM_OPS = frozenset({"Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "Pad",
                      "Tile", "Expand", "DepthToSpace", "SpaceToDepth", "ReverseSequence", "ScatterND",
@@ -202,12 +211,11 @@ def lower(node: Node, graph: Graph, sizes: Sizes) -> Lowered:
     out_bytes = sum(sizes.nbytes(o) for o in node.outputs if o)
     weights = [i for i in node.inputs if sizes.is_weight(i)]
     weight_bytes = 0
+    installed = installed_operand(node)
     for i in dict.fromkeys(weights):
-        fmt = policy.matmul_weights if op in MXM_OPS and i == node.inputs[MXM_OPS[op]] else None
+        fmt = policy.matmul_weights if i and i == installed else None
         weight_bytes += sizes.nbytes(i, fmt)
     if op in MXM_OPS:
-        pos = MXM_OPS[op]
-        installed = node.inputs[pos] if len(node.inputs) > pos else ""
         fmt = "int8" if policy.matmul_inputs == "int8" and not policy.exact else "fp16"
         act_fmt = policy.matmul_inputs
         acts = [i for i in node.inputs if i and not sizes.is_weight(i)]

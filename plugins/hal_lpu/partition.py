@@ -74,13 +74,13 @@ class _Packer:
         self.kept_split: set[str] = set()
 
     def _weight_items(self, node: Node, low: Lowered) -> dict[str, int]:
-        from hal_lpu.lowering import MXM_OPS
+        from hal_lpu.lowering import installed_operand
 
+        installed = installed_operand(node)
         items = {}
         for i in node.inputs:
             if self.sizes.is_weight(i) and i not in items:
-                fmt = (self.sizes.policy.matmul_weights
-                       if node.op_type in MXM_OPS and i == node.inputs[MXM_OPS[node.op_type]] else None)
+                fmt = self.sizes.policy.matmul_weights if i == installed else None
                 items[i] = self.sizes.nbytes(i, fmt)
         return items
 

@@ -410,10 +410,11 @@ def test_lpu_compile_time_folding_checks_the_size_before_running_a_kernel(op):
         session(m, "lpu", max_memory=100 << 20).run(None, {})
 
 
-@pytest.mark.parametrize("outputs,num_outputs", [(3, 2), (5, 4)])
-def test_split_with_more_outputs_than_num_outputs_is_refused_before_onnx_inference(outputs, num_outputs):
+@pytest.mark.parametrize("outputs,num_outputs", [(3, 2), (5, 4), (2, 2**31 - 1)])
+def test_split_whose_num_outputs_is_not_its_output_count_is_refused_before_onnx_inference(outputs, num_outputs):
     # was (fuzzer, 509K inputs): onnx's Split-18 shape inference read past its split vector and the
-    # process aborted on a C++ assertion; hal now names the node before onnx sees it
+    # process aborted on a C++ assertion; hal now names the node before onnx sees it. With fewer
+    # outputs than num_outputs (2**31 - 1: fuzzer, through the CLI) the kernel made that many parts.
     names = [f"y{i}" for i in range(outputs)]
     split = helper.make_node("Split", ["x"], names, name="split", axis=1, num_outputs=num_outputs)
     m = model([split], [vi("x", F, [2, 8])], [vi(n, F, [2, "w"]) for n in names], opset=18)
@@ -442,14 +443,16 @@ def test_split_with_num_outputs_as_many_as_its_outputs_still_runs():
     np.testing.assert_array_equal(np.concatenate(got, axis=1), x)
 
 
-@pytest.mark.parametrize("equation", ["i..j->", "i...j...->", "i....->i", ".->", "ij,k..->"])
-def test_einsum_with_dots_outside_one_ellipsis_is_refused_before_onnx_inference(equation):
+@pytest.mark.parametrize("equation", ["i..j->", "i...j...->", "i....->i", ".->", "ij,k..->",
+                                      "-", ">", "ij-,>ji", "%s%n", "ij->j->i"])
+def test_einsum_outside_the_equation_grammar_is_refused_before_onnx_inference(equation):
     # was: onnx's Einsum shape inference never returned on these (a '.' that is not part of one
-    # '...'), in C++ that hal's timeout_s cannot interrupt
+    # '...', a lone '-' or '>', other characters: the last four found by the fuzzer), in C++ that
+    # hal's timeout_s cannot interrupt
     inputs = [vi("x", F, [2, 3])] + ([vi("z", F, [2])] if "," in equation else [])
     m = model([helper.make_node("Einsum", [i.name for i in inputs], ["y"], name="ein", equation=equation)],
               inputs, [vi("y", F, [2, "w"])])
-    with pytest.raises(hal.ModelError, match="'ein' \\(Einsum\\) has equation .* outside one '...' ellipsis"):
+    with pytest.raises(hal.ModelError, match="'ein' \\(Einsum\\) has equation .*, which is not an einsum equation"):
         hal.InferenceSession(m, timeout_s=5)
 
 
@@ -480,3 +483,53 @@ def test_regex_outside_re2_syntax_is_a_run_error_that_says_so():
     s = hal.InferenceSession(_regex_model("(?<=a)b"))
     with pytest.raises(hal.RunError, match="not RE2 syntax: invalid perl operator"):
         s.run(None, {"x": np.array(["ab", "b"], dtype=object)})
+
+
+def test_lpu_compiles_an_einsum_of_one_weight_operand():
+    # was (fuzzer): the LPU's lowering looked for the operand an MXM op installs at input 1, and an
+    # Einsum of one operand has none: IndexError, reported as a plugin fault
+    m = model([helper.make_node("Einsum", ["w"], ["y"], equation="...ii->...i")], [vi("w", F, [3, 5, 5])],
+              [vi("y", F, [3, 5])])
+    helper.set_model_props(m, {"hal.shape_only_weights": "w"})
+    s = hal.InferenceSession(m, target="lpu")
+    assert s.report.kernels and s.report.target == "lpu"
+
+
+def test_scan_whose_num_scan_inputs_exceeds_its_inputs_is_a_run_error():
+    # was (fuzzer): num_scan_inputs = 2**32 sized per-input lists by it: MemoryError
+    body = helper.make_graph([helper.make_node("Add", ["s", "a"], ["so"]), helper.make_node("Identity", ["so"], ["o"])],
+                             "body", [vi("s", F, [2]), vi("a", F, [2])], [vi("so", F, [2]), vi("o", F, [2])])
+    m = model([helper.make_node("Scan", ["s0", "xs"], ["sN", "ys"], name="scan", body=body, num_scan_inputs=2**32)],
+              [vi("s0", F, [2]), vi("xs", F, [3, 2])], [vi("sN", F, [2]), vi("ys", F, [3, 2])], opset=9)
+    s = hal.InferenceSession(m)
+    with pytest.raises(hal.RunError, match="num_scan_inputs=4294967296 does not fit 2 inputs"):
+        s.run(None, {"s0": np.zeros(2, np.float32), "xs": np.ones((3, 2), np.float32)})
+
+
+def _tfidf(max_skip_count: int, indexes: list[int]) -> onnx.ModelProto:
+    node = helper.make_node("TfIdfVectorizer", ["x"], ["y"], name="tfidf", mode="TF", min_gram_length=1,
+                            max_gram_length=2, max_skip_count=max_skip_count, ngram_counts=[0, 4],
+                            ngram_indexes=indexes, pool_int64s=[2, 3, 5, 4, 5, 6, 7, 8, 6, 7])
+    return model([node], [vi("x", TensorProto.INT32, [12])], [vi("y", F, ["columns"])], opset=9)
+
+
+def test_tfidf_with_a_huge_skip_count_counts_as_the_row_allows():
+    # was (fuzzer): max_skip_count = 2**31 - 1 looped over every skip, far past the row's length
+    x = np.array([1, 1, 3, 3, 3, 7, 8, 6, 7, 5, 6, 8], np.int32)
+    huge = hal.InferenceSession(_tfidf(2**31 - 1, [0, 1, 2, 3, 4, 5, 6])).run(None, {"x": x})[0]
+    whole_row = hal.InferenceSession(_tfidf(11, [0, 1, 2, 3, 4, 5, 6])).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(huge, whole_row)
+
+
+def test_tfidf_with_a_huge_ngram_index_is_refused_before_allocating():
+    # was (fuzzer): an index of 2**32 asked numpy for a 32 GiB output: MemoryError
+    # (as the graph's declared size when shape inference reads it, as the kernel's when it cannot)
+    m = _tfidf(0, [0, 1, 2, 3, 4, 2**32, 6])
+    with pytest.raises(hal.ResourceError, match="'y' float32\\[4294967297\\]"):
+        hal.InferenceSession(m, max_memory=1 << 28)
+    from hal.kernels.text import tfidf_vectorizer
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in m.graph.node[0].attribute}
+    attrs["mode"] = attrs["mode"].decode()
+    with pytest.raises(hal.ResourceError, match="TfIdfVectorizer output int64\\[1, 4294967297\\]"):
+        tfidf_vectorizer(np.zeros(12, np.int32), **attrs)
