@@ -89,7 +89,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import hal
     from hal import limits
-    from hal.feeds import random_feeds, resolve_shape
+    from hal.feeds import random_feeds
 
     try:
         max_memory = limits.parse_bytes(args.max_memory) if args.max_memory is not None else None
@@ -102,12 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         feeds = load_inputs(args.input, args.inputs) or {}
     dims = parse_dims(args.dim)
     missing = [i.name for i in sess.graph.inputs if i.name not in feeds]
-    if missing:
-        for t in sess.graph.inputs:  # random inputs are allocated here: hold them to the same bound
-            if t.name in missing and t.dtype is not None and t.shape is not None:
-                limits.check_alloc(f"random input {t.name!r}", resolve_shape(t, dims), t.dtype,
-                                   where="random inputs", max_memory=limits.effective_max_memory(max_memory))
-        generated = random_feeds(sess.graph, seed=args.seed, dims=dims)
+    if missing:  # random inputs are held to the same bound as the run
+        generated = random_feeds(sess.graph, seed=args.seed, dims=dims, max_memory=max_memory)
         feeds.update({k: generated[k] for k in missing})
     outs = sess.run(None, feeds)
     names = [o.name for o in sess.get_outputs()]

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from hal import limits
 from hal.errors import InputError
 from hal.graph.ir import Graph, TensorInfo
 
@@ -37,11 +38,14 @@ def resolve_shape(t: TensorInfo, dims: Mapping[str, int]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = None,
+                 max_memory: int | None = None) -> dict[str, np.ndarray]:
     """One seeded array per graph input: normal floats, in-range ids for Gather indices, ones for
-    masks; dynamic dimensions from ``dims`` (by name, ``"*"`` for any), else 1."""
+    masks; dynamic dimensions from ``dims`` (by name, ``"*"`` for any), else 1. An input larger than
+    ``max_memory`` (default: hal's, half the RAM) is a ResourceError before anything is allocated."""
     rng = np.random.default_rng(seed)
     dims = dims or {}
+    bound = limits.effective_max_memory(max_memory)
     feeds = {}
     for t in graph.inputs:
         if t.kind != "tensor" or t.dtype is None:
@@ -49,6 +53,10 @@ def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = N
                              hint="pass it with --input / --inputs")
         shape = resolve_shape(t, dims)
         dt = t.dtype
+        # floats and ids are drawn as float64 and int64 first: bound the draw, not only the result
+        drawn = np.float64 if dt.kind == "f" or dt.name == "bfloat16" or "float8" in dt.name else \
+            np.int64 if dt.kind in "iu" else dt
+        limits.check_alloc(f"random input {t.name!r}", shape, drawn, where="random inputs", max_memory=bound)
         if dt.kind == "f" or dt.name in ("bfloat16",) or "float8" in dt.name:
             feeds[t.name] = rng.standard_normal(shape).astype(np.float32).astype(dt)
         elif dt.kind in "iu":

@@ -163,6 +163,11 @@ def check_deadline(where: str) -> None:
 
 # -- sizes ---------------------------------------------------------------------------------------
 
+#: numpy refuses to make an array whose non-zero dimensions times its item size reach this, even
+#: when another dimension is 0 (``ValueError: array is too big``)
+NUMPY_MAX_BYTES = 1 << 63
+
+
 def nbytes_of(shape: Sequence[int], itemsize: int) -> int:
     """Bytes of a tensor, with Python integers (a product of huge dims never wraps around)."""
     return math.prod(int(d) for d in shape) * int(itemsize)
@@ -189,6 +194,10 @@ def check_alloc(what: str, shape: Sequence[int], dtype: Any, where: str, max_mem
     n = nbytes_of(dims, itemsize)
     if n > bound:
         raise _too_big(what, dims, dtype, n, bound, where)
+    if n == 0 and nbytes_of([d for d in dims if d], itemsize) >= NUMPY_MAX_BYTES:
+        dt = np.dtype(dtype).name if dtype is not None else "?"
+        raise ResourceError(f"{what} {dt}{dims} is empty, but numpy holds no shape whose non-zero dimensions "
+                            f"span 2**63 bytes or more, empty or not", where=where, hint="fix the shape")
 
 
 def check_graph(graph: Any, max_memory: int | None = None) -> None:

@@ -195,8 +195,9 @@ def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
     """Refuse, as a ModelError, the attributes that make onnx's C++ shape inference crash or hang the
     process rather than raise, in every graph, subgraph and model-local function: axis values no tensor
     could have, a Split whose ``num_outputs`` is not its output count (onnx indexes past its split
-    vector when it is fewer; more would have the kernel make that many parts)
-    and an Einsum term with stray dots (``_check_einsum``)."""
+    vector when it is fewer; more would have the kernel make that many parts), an Einsum equation
+    outside the einsum grammar (``_check_einsum``), a negative GatherND batch_dims (a segmentation
+    fault); and a conv's group below 1, which plugins' cost models divide by."""
     stack: list[Any] = [proto.graph, *proto.functions]
     while stack:
         g = stack.pop()
@@ -211,12 +212,20 @@ def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
                     raise ModelError(f"node {n.name or n.op_type!r} (Split) has {len(n.output)} outputs but "
                                      f"num_outputs={a.i}", where=where,
                                      hint="a Split with num_outputs has exactly that many outputs; fix either")
+                if a.name == "batch_dims" and n.op_type == "GatherND" and n.domain in ("", "ai.onnx") and a.i < 0:
+                    raise ModelError(f"node {n.name or n.op_type!r} (GatherND) has batch_dims={a.i}", where=where,
+                                     hint="batch_dims counts leading batch dimensions: 0 or more")
+                if a.name == "group" and n.op_type in _GROUPED_OPS and n.domain in ("", "ai.onnx") and a.i < 1:
+                    raise ModelError(f"node {n.name or n.op_type!r} ({n.op_type}) has group={a.i}", where=where,
+                                     hint="group counts the channel groups: 1 or more, dividing the channels")
                 if a.name == "equation" and n.op_type == "Einsum" and n.domain in ("", "ai.onnx"):
                     _check_einsum(n, a.s.decode("utf-8", "replace"), where)
                 stack.extend([a.g] if a.HasField("g") else [])
                 stack.extend(a.graphs)
 
 
+#: ops whose ``group`` attribute divides the channels (a group below 1 divided by zero in cost models)
+_GROUPED_OPS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "DeformConv"})
 #: an Einsum equation: terms of letters, each with at most one "..." (spaces removed), separated by
 #: commas, and at most one "->" before the output term
 _EINSUM_TERM = r"[A-Za-z]*(?:\.\.\.[A-Za-z]*)?"

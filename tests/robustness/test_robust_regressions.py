@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from _robust_models import F, model, session, vi
+from _robust_models import I64, F, model, session, vi
 from onnx import TensorProto, helper
 
 import hal
@@ -533,3 +533,32 @@ def test_tfidf_with_a_huge_ngram_index_is_refused_before_allocating():
     attrs["mode"] = attrs["mode"].decode()
     with pytest.raises(hal.ResourceError, match="TfIdfVectorizer output int64\\[1, 4294967297\\]"):
         tfidf_vectorizer(np.zeros(12, np.int32), **attrs)
+
+
+@pytest.mark.parametrize("shape", [[1, 1, 2**31 - 1], [2**62, 0, 4]])
+def test_random_inputs_past_the_bound_or_numpy_are_resource_errors(shape):
+    # was (fuzzer): random_feeds drew 2**31 float64s (a MemoryError past the address-space limit), and
+    # numpy refused an empty [2**62, 0, 4] outright (ValueError: array is too big)
+    from hal.feeds import random_feeds
+
+    s = session(model([helper.make_node("Log", ["x"], ["y"])], [vi("x", F, shape)], [vi("y", F, shape)]), "cpu")
+    with pytest.raises(hal.ResourceError, match="random input 'x'"):
+        random_feeds(s.graph, max_memory=1 << 30)
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu", "lpu", "wafer"])
+def test_conv_transpose_group_below_one_is_a_model_error_on_every_target(target):
+    # was (fuzzer, through the CLI): group = -2**63 reached the GPU's cost model: ZeroDivisionError
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="deconv", group=-(2**63))
+    m = model([node], [vi("x", F, [3, 2, 3, 3]), vi("w", F, [2, 1, 3, 3])], [vi("y", F, [3, 1, 5, 5])])
+    with pytest.raises(hal.ModelError, match="'deconv' \\(ConvTranspose\\) has group=-9223372036854775808"):
+        hal.InferenceSession(m, target=target)
+
+
+@pytest.mark.parametrize("batch_dims", [-2, -(2**31)])
+def test_gather_nd_with_negative_batch_dims_is_refused_before_onnx_inference(batch_dims):
+    # was (fuzzer): onnx's GatherND shape inference crashed the process (segmentation fault)
+    node = helper.make_node("GatherND", ["data", "indices"], ["y"], name="gnd", batch_dims=batch_dims)
+    m = model([node], [vi("data", F, [2, 2, 2]), vi("indices", I64, [2, 1])], [vi("y", F, [2, 2])])
+    with pytest.raises(hal.ModelError, match=f"'gnd' \\(GatherND\\) has batch_dims={batch_dims}"):
+        hal.InferenceSession(m)
