@@ -254,7 +254,8 @@ class _Fuser:
         if cls in ("view", "layout"):
             for kid in producers:
                 k = self.kernels[kid]
-                if not k.sealed:
+                # (a view's other operand, a Reshape's shape, may come from a kernel after this one)
+                if not k.sealed and self._acyclic(kid, node):
                     self._join(kid, i)
                     if cls == "layout" and k.kind == "view":
                         k.kind = "elementwise"
@@ -328,7 +329,7 @@ class _Fuser:
                 indeg[c] -= 1
                 if indeg[c] == 0:
                     heapq.heappush(heap, (self.kernels[c].nodes[0], c))
-        if len(order) != len(self.kernels):  # pragma: no cover - the bitsets make this impossible
+        if len(order) != len(self.kernels):  # every join checks _acyclic first: a cycle is a bug here
             raise RuntimeError("kernel graph has a cycle")
         for k in order:
             k.nodes.sort()

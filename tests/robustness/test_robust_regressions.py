@@ -562,3 +562,19 @@ def test_gather_nd_with_negative_batch_dims_is_refused_before_onnx_inference(bat
     m = model([node], [vi("data", F, [2, 2, 2]), vi("indices", I64, [2, 1])], [vi("y", F, [2, 2])])
     with pytest.raises(hal.ModelError, match=f"'gnd' \\(GatherND\\) has batch_dims={batch_dims}"):
         hal.InferenceSession(m)
+
+
+def test_gpu_fusion_keeps_a_view_out_of_a_kernel_its_other_operand_depends_on():
+    # was (fuzzer): onnx's expanded LayerNormalization case with its Sqrt rewired to read the reduced
+    # shape; a Reshape joined the kernel of the data it views though its shape operand came from a
+    # later kernel, and the GPU's kernel graph had a cycle (a RuntimeError, reported as a plugin fault)
+    from onnx.backend.test.case.node import collect_testcases
+
+    name = "test_layer_normalization_3d_axis_negative_1_epsilon_expanded"
+    case = next(c for c in collect_testcases() if c.name == name)
+    m = onnx.ModelProto()
+    m.CopyFrom(case.model)
+    sqrt = next(n for n in m.graph.node if n.op_type == "Sqrt")
+    sqrt.input[0] = next(n for n in m.graph.node if n.op_type == "Concat").output[0]
+    s = session(m, "gpu")
+    assert s.report.kernels and {p.target for p in s.report.placement} == {"gpu"}
