@@ -197,7 +197,8 @@ def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
     could have, a Split whose ``num_outputs`` is not its output count (onnx indexes past its split
     vector when it is fewer; more would have the kernel make that many parts), an Einsum equation
     outside the einsum grammar (``_check_einsum``), a negative GatherND batch_dims (a segmentation
-    fault); and a conv's group below 1, which plugins' cost models divide by."""
+    fault); and a conv's group below 1 or a Transpose perm that is no permutation, which plugins'
+    cost models divide by or index with."""
     stack: list[Any] = [proto.graph, *proto.functions]
     while stack:
         g = stack.pop()
@@ -212,6 +213,11 @@ def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
                     raise ModelError(f"node {n.name or n.op_type!r} (Split) has {len(n.output)} outputs but "
                                      f"num_outputs={a.i}", where=where,
                                      hint="a Split with num_outputs has exactly that many outputs; fix either")
+                if a.name == "perm" and n.op_type == "Transpose" and n.domain in ("", "ai.onnx") \
+                        and sorted(a.ints) != list(range(len(a.ints))):
+                    raise ModelError(f"node {n.name or n.op_type!r} (Transpose) has perm={list(a.ints)}, not a "
+                                     f"permutation of 0..{len(a.ints) - 1}", where=where,
+                                     hint="perm lists every axis of the input once, each from 0 to rank - 1")
                 if a.name == "batch_dims" and n.op_type == "GatherND" and n.domain in ("", "ai.onnx") and a.i < 0:
                     raise ModelError(f"node {n.name or n.op_type!r} (GatherND) has batch_dims={a.i}", where=where,
                                      hint="batch_dims counts leading batch dimensions: 0 or more")

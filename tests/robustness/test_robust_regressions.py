@@ -578,3 +578,13 @@ def test_gpu_fusion_keeps_a_view_out_of_a_kernel_its_other_operand_depends_on():
     sqrt.input[0] = next(n for n in m.graph.node if n.op_type == "Concat").output[0]
     s = session(m, "gpu")
     assert s.report.kernels and {p.target for p in s.report.placement} == {"gpu"}
+
+
+@pytest.mark.parametrize("perm", [[0, -(2**63), 1], [0, 0, 1], [0, 1, 3]])
+def test_transpose_perm_that_is_no_permutation_is_a_model_error_on_every_target(perm):
+    # was (fuzzer, seed 2): perm [0, -2**63, 1] reached the wafer's compiler: IndexError
+    m = model([helper.make_node("Transpose", ["x"], ["y"], name="t", perm=perm)], [vi("x", F, [2, 3, 4])],
+              [vi("y", F, [2, 4, 3])])
+    for target in ("cpu", "wafer"):
+        with pytest.raises(hal.ModelError, match=f"'t' \\(Transpose\\) has perm=\\[{perm[0]}, "):
+            hal.InferenceSession(m, target=target)
