@@ -197,8 +197,8 @@ def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
     could have, a Split whose ``num_outputs`` is not its output count (onnx indexes past its split
     vector when it is fewer; more would have the kernel make that many parts), an Einsum equation
     outside the einsum grammar (``_check_einsum``), a negative GatherND batch_dims (a segmentation
-    fault); and a conv's group below 1 or a Transpose perm that is no permutation, which plugins'
-    cost models divide by or index with."""
+    fault); and a conv's group below 1, strides, dilations or kernel_shape below 1, or a Transpose
+    perm that is no permutation, which kernels and plugins' cost models divide by or index with."""
     stack: list[Any] = [proto.graph, *proto.functions]
     while stack:
         g = stack.pop()
@@ -213,6 +213,10 @@ def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
                     raise ModelError(f"node {n.name or n.op_type!r} (Split) has {len(n.output)} outputs but "
                                      f"num_outputs={a.i}", where=where,
                                      hint="a Split with num_outputs has exactly that many outputs; fix either")
+                if a.name in ("strides", "dilations", "kernel_shape") and n.domain in ("", "ai.onnx") \
+                        and any(v < 1 for v in a.ints):
+                    raise ModelError(f"node {n.name or n.op_type!r} ({n.op_type}) has {a.name}={list(a.ints)}",
+                                     where=where, hint=f"every {a.name} value is 1 or more")
                 if a.name == "perm" and n.op_type == "Transpose" and n.domain in ("", "ai.onnx") \
                         and sorted(a.ints) != list(range(len(a.ints))):
                     raise ModelError(f"node {n.name or n.op_type!r} (Transpose) has perm={list(a.ints)}, not a "

@@ -588,3 +588,13 @@ def test_transpose_perm_that_is_no_permutation_is_a_model_error_on_every_target(
     for target in ("cpu", "wafer"):
         with pytest.raises(hal.ModelError, match=f"'t' \\(Transpose\\) has perm=\\[{perm[0]}, "):
             hal.InferenceSession(m, target=target)
+
+
+@pytest.mark.parametrize("attr,value", [("strides", [-(2**31), 3]), ("dilations", [1, 0]), ("kernel_shape", [0, 5])])
+def test_window_attributes_below_one_are_model_errors(attr, value):
+    # was (fuzzer, seed 2): MaxPool with strides [-2**31, 3] padded a bool image to 192 GiB: MemoryError
+    attrs = {"kernel_shape": [5, 5], attr: value}
+    m = model([helper.make_node("MaxPool", ["x"], ["y"], name="pool", **attrs)], [vi("x", F, [1, 3, 32, 32])],
+              [vi("y", F, [1, 3, "h", "w"])])
+    with pytest.raises(hal.ModelError, match=f"'pool' \\(MaxPool\\) has {attr}="):
+        hal.InferenceSession(m)
