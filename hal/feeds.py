@@ -53,11 +53,11 @@ def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = N
                              hint="pass it with --input / --inputs")
         shape = resolve_shape(t, dims)
         dt = t.dtype
+        floating = dt.kind == "f" or dt.name == "bfloat16" or "float8" in dt.name
         # floats and ids are drawn as float64 and int64 first: bound the draw, not only the result
-        drawn = np.float64 if dt.kind == "f" or dt.name == "bfloat16" or "float8" in dt.name else \
-            np.int64 if dt.kind in "iu" else dt
+        drawn = np.float64 if floating else np.int64 if dt.kind in "iu" else dt
         limits.check_alloc(f"random input {t.name!r}", shape, drawn, where="random inputs", max_memory=bound)
-        if dt.kind == "f" or dt.name in ("bfloat16",) or "float8" in dt.name:
+        if floating:
             feeds[t.name] = rng.standard_normal(shape).astype(np.float32).astype(dt)
         elif dt.kind in "iu":
             if "mask" in t.name.lower():

@@ -299,8 +299,9 @@ class Graph:
             return helper.make_tensor_value_info(t.name, t.elem_type, t.shape)
 
         # before IR version 4 every initializer must also be a graph input (the light zoo is IR 3)
+        declared = {i.name for i in self.inputs}
         init_inputs = [helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in inits
-                       if self.ir_version < 4 and t.name not in {i.name for i in self.inputs}]
+                       if self.ir_version < 4 and t.name not in declared]
         g = helper.make_graph([n.to_proto() for n in self.nodes], self.name,
                               [vi(t) for t in self.inputs] + shape_only_inputs + init_inputs,
                               [vi(t) for t in self.outputs], inits)

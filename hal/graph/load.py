@@ -203,35 +203,42 @@ def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
     while stack:
         g = stack.pop()
         for n in g.node:
+            default = n.domain in ("", "ai.onnx")
             for a in n.attribute:
                 if a.name in ("axis", "axes") and any(abs(v) >= AXIS_LIMIT for v in [a.i, *a.ints]):
-                    raise ModelError(f"node {n.name or n.op_type!r} ({n.op_type}) has {a.name} out of any tensor's "
+                    raise ModelError(f"{_label(n)} has {a.name} out of any tensor's "
                                      f"range: {a.i if a.type == onnx.AttributeProto.INT else list(a.ints)}",
                                      where=where)
-                if a.name == "num_outputs" and n.op_type == "Split" and n.domain in ("", "ai.onnx") \
-                        and len(n.output) != a.i:
-                    raise ModelError(f"node {n.name or n.op_type!r} (Split) has {len(n.output)} outputs but "
-                                     f"num_outputs={a.i}", where=where,
-                                     hint="a Split with num_outputs has exactly that many outputs; fix either")
-                if a.name in ("strides", "dilations", "kernel_shape") and n.domain in ("", "ai.onnx") \
-                        and any(v < 1 for v in a.ints):
-                    raise ModelError(f"node {n.name or n.op_type!r} ({n.op_type}) has {a.name}={list(a.ints)}",
-                                     where=where, hint=f"every {a.name} value is 1 or more")
-                if a.name == "perm" and n.op_type == "Transpose" and n.domain in ("", "ai.onnx") \
-                        and sorted(a.ints) != list(range(len(a.ints))):
-                    raise ModelError(f"node {n.name or n.op_type!r} (Transpose) has perm={list(a.ints)}, not a "
-                                     f"permutation of 0..{len(a.ints) - 1}", where=where,
-                                     hint="perm lists every axis of the input once, each from 0 to rank - 1")
-                if a.name == "batch_dims" and n.op_type == "GatherND" and n.domain in ("", "ai.onnx") and a.i < 0:
-                    raise ModelError(f"node {n.name or n.op_type!r} (GatherND) has batch_dims={a.i}", where=where,
-                                     hint="batch_dims counts leading batch dimensions: 0 or more")
-                if a.name == "group" and n.op_type in _GROUPED_OPS and n.domain in ("", "ai.onnx") and a.i < 1:
-                    raise ModelError(f"node {n.name or n.op_type!r} ({n.op_type}) has group={a.i}", where=where,
-                                     hint="group counts the channel groups: 1 or more, dividing the channels")
-                if a.name == "equation" and n.op_type == "Einsum" and n.domain in ("", "ai.onnx"):
-                    _check_einsum(n, a.s.decode("utf-8", "replace"), where)
+                if default:
+                    _check_attribute(n, a, where)
                 stack.extend([a.g] if a.HasField("g") else [])
                 stack.extend(a.graphs)
+
+
+def _label(n: onnx.NodeProto) -> str:
+    return f"node {n.name or n.op_type!r} ({n.op_type})"
+
+
+def _check_attribute(n: onnx.NodeProto, a: onnx.AttributeProto, where: str) -> None:
+    """``check_before_inference``'s rules for one attribute of a default-domain node."""
+    if a.name == "num_outputs" and n.op_type == "Split" and len(n.output) != a.i:
+        raise ModelError(f"{_label(n)} has {len(n.output)} outputs but num_outputs={a.i}", where=where,
+                         hint="a Split with num_outputs has exactly that many outputs; fix either")
+    if a.name in ("strides", "dilations", "kernel_shape") and any(v < 1 for v in a.ints):
+        raise ModelError(f"{_label(n)} has {a.name}={list(a.ints)}", where=where,
+                         hint=f"every {a.name} value is 1 or more")
+    if a.name == "perm" and n.op_type == "Transpose" and sorted(a.ints) != list(range(len(a.ints))):
+        raise ModelError(f"{_label(n)} has perm={list(a.ints)}, not a permutation of 0..{len(a.ints) - 1}",
+                         where=where,
+                         hint="perm lists every axis of the input once, each from 0 to rank - 1")
+    if a.name == "batch_dims" and n.op_type == "GatherND" and a.i < 0:
+        raise ModelError(f"{_label(n)} has batch_dims={a.i}", where=where,
+                         hint="batch_dims counts leading batch dimensions: 0 or more")
+    if a.name == "group" and n.op_type in _GROUPED_OPS and a.i < 1:
+        raise ModelError(f"{_label(n)} has group={a.i}", where=where,
+                         hint="group counts the channel groups: 1 or more, dividing the channels")
+    if a.name == "equation" and n.op_type == "Einsum":
+        _check_einsum(_label(n), a.s.decode("utf-8", "replace"), where)
 
 
 #: ops whose ``group`` attribute divides the channels (a group below 1 divided by zero in cost models)
@@ -242,13 +249,12 @@ _EINSUM_TERM = r"[A-Za-z]*(?:\.\.\.[A-Za-z]*)?"
 _EINSUM_EQUATION = re.compile(rf"{_EINSUM_TERM}(?:,{_EINSUM_TERM})*(?:->{_EINSUM_TERM})?")
 
 
-def _check_einsum(node: onnx.NodeProto, equation: str, where: str) -> None:
+def _check_einsum(node: str, equation: str, where: str) -> None:
     """An equation outside that grammar can send onnx's Einsum inference into a loop that never
     returns, and no timeout can interrupt it: a '.' outside one '...' ("i..j", "i...j..."), a lone
     '-' or '>' ("ij-,>ji"), any other character. numpy's einsum refuses all of them too."""
     if _EINSUM_EQUATION.fullmatch(equation.replace(" ", "")) is None:
-        raise ModelError(f"node {node.name or node.op_type!r} (Einsum) has equation {equation!r}, which is not "
-                         f"an einsum equation", where=where,
+        raise ModelError(f"{node} has equation {equation!r}, which is not an einsum equation", where=where,
                          hint="write terms of letters, each with at most one '...', separated by ',', and at "
                               "most one '->' before the output term (e.g. 'bij,bjk->bik')")
 

@@ -92,8 +92,8 @@ def string_concat(x: Array, y: Array) -> Array:
 @functools.lru_cache(maxsize=64)
 def _re2(pattern: str) -> Any:
     """``pattern`` compiled by RE2, the syntax ONNX names and onnxruntime's engine: it matches in time
-    linear in the string, where Python's backtracking ``re`` never returned on ``(a+)+$`` against 40
-    characters (in C, holding the GIL: no timeout can stop it)."""
+    linear in the string, where Python's backtracking ``re`` had not returned after 30 s on ``(a+)+$``
+    against 40 a's and a b (in C, holding the GIL: no timeout can stop it)."""
     import re2
 
     options = re2.Options()
