@@ -1,0 +1,393 @@
+"""The gpu target against a real H200: prepare what travels, then compare what came back.
+
+    python -m benchmarks.calibration_gpu_device prepare DIR [--ort-wheel WHEEL]
+    (on the GPU machine)  python benchmarks/gpu_device.py measure DIR OUT.json
+    python -m benchmarks.calibration_gpu_device report OUT.json [--out results.json]
+
+``prepare`` writes the benchmark's models with their large float weights stripped (the GPU
+machine fills them with seeded random numbers), their feeds and a manifest. Given the
+onnxruntime-gpu wheel, it also packs onnxruntime for the trip: the GPU machine has no registry
+and a call carries at most 64 MiB, so the CUDA provider keeps only its sm_90 (Hopper) code — the
+other architectures' cubins are zeroed, which the CUDA runtime never loads on an sm_90 device —
+and the C-API library the Python module does not link is left out. ``report`` compiles the same
+models for the ``gpu-h200`` sheet and sets its predictions beside the measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import onnx
+
+RESULTS = Path(__file__).resolve().parent / "results" / "calibration_gpu_device.json"
+SHEET = "gpu-h200.toml"
+FATBIN_MAGIC = 0xBA55ED50
+#: float weights at least this many elements travel as shapes only
+STRIP_ABOVE = 1024
+
+
+def strip_weights(proto: onnx.ModelProto) -> int:
+    """Drop the data of every large float initializer (shape and type stay); returns bytes dropped."""
+    dropped = 0
+    for t in proto.graph.initializer:
+        n = int(np.prod(t.dims)) if t.dims else 1
+        if t.data_type == onnx.TensorProto.FLOAT and n >= STRIP_ABOVE and t.data_location == onnx.TensorProto.DEFAULT:
+            dropped += 4 * n
+            t.ClearField("raw_data")
+            t.ClearField("float_data")
+    return dropped
+
+
+def _feeds_file(folder: Path, feeds: dict[str, np.ndarray]) -> str:
+    """Write ``feeds`` once per distinct content (the light CNNs share theirs); returns the file name."""
+    digest = hashlib.sha256()
+    for k in sorted(feeds):
+        digest.update(k.encode() + str(feeds[k].dtype).encode() + str(feeds[k].shape).encode() + feeds[k].tobytes())
+    name = f"feeds_{digest.hexdigest()[:12]}.npz"
+    if not (folder / name).is_file():
+        np.savez_compressed(folder / name, **feeds)
+    return name
+
+
+def prepare_models(folder: Path) -> dict[str, Any]:
+    from benchmarks.models import load_model, model_names
+
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for name in model_names():
+        bm = load_model(name)
+        proto = bm.proto()
+        dropped = strip_weights(proto)
+        onnx.save(proto, str(folder / f"{name}.onnx"))
+        feeds = _feeds_file(folder, bm.feeds)
+        entries.append({"name": name, "kind": bm.kind, "file": f"{name}.onnx", "feeds": feeds,
+                        "weights_stripped_bytes": dropped})
+    manifest = {"models": entries, "convs": conv_shapes("light_resnet50")}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def conv_shapes(name: str) -> list[dict[str, Any]]:
+    """The distinct Conv nodes of a benchmark model (input and weight shapes, strides, pads,
+    group) with how often each occurs."""
+    from onnx import helper, shape_inference
+
+    from benchmarks.models import load_model
+
+    proto = shape_inference.infer_shapes(load_model(name).proto())
+    g = proto.graph
+    dims = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+            for vi in [*g.value_info, *g.input, *g.output]}
+    dims.update({t.name: list(t.dims) for t in g.initializer})
+    found: dict[str, dict[str, Any]] = {}
+    for n in g.node:
+        if n.op_type != "Conv":
+            continue
+        a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+        conv = {"model": name, "x": dims[n.input[0]], "w": dims[n.input[1]], "strides": list(a.get("strides", [1, 1])),
+                "pads": list(a.get("pads", [0, 0, 0, 0])), "group": int(a.get("group", 1))}
+        key = json.dumps(conv, sort_keys=True)
+        found.setdefault(key, {**conv, "count": 0})["count"] += 1
+    return list(found.values())
+
+
+def zero_foreign_cubins(lib: Path, keep_arch: int) -> tuple[int, int]:
+    """Zero the payload of every fatbin entry in ``lib``'s .nv_fatbin section not built for
+    ``keep_arch``; returns (bytes zeroed, bytes kept). The container layout: a 16-byte header
+    (magic, version, header size, size of the entries), then entries of (kind, -, header size,
+    payload size, ..., arch at byte 28)."""
+    sections = subprocess.run(["readelf", "-S", "-W", str(lib)], capture_output=True, text=True, check=True).stdout
+    line = next(s for s in sections.splitlines() if " .nv_fatbin " in s)
+    fields = line.split("]", 1)[1].split()
+    off, size = int(fields[3], 16), int(fields[4], 16)
+    data = bytearray(lib.read_bytes())
+    pos, end, zeroed, kept = off, off + size, 0, 0
+    while pos < end:
+        magic, _, header, body = struct.unpack_from("<IHHQ", data, pos)
+        if magic != FATBIN_MAGIC:
+            pos += 8  # containers are 8-byte aligned
+            continue
+        e, stop = pos + header, pos + header + body
+        while e < stop:
+            _, _, entry_header, payload = struct.unpack_from("<HHIQ", data, e)
+            (arch,) = struct.unpack_from("<I", data, e + 28)
+            start = e + entry_header
+            if arch == keep_arch:
+                kept += payload
+            else:
+                data[start:start + payload] = bytes(payload)
+                zeroed += payload
+            e = start + payload
+        pos = stop
+    lib.write_bytes(bytes(data))
+    return zeroed, kept
+
+
+def pack_onnxruntime(wheel: Path, dest: Path, keep_arch: int = 90) -> dict[str, Any]:
+    """The onnxruntime-gpu wheel as a .tar.xz of its package, small enough to carry."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        with zipfile.ZipFile(wheel) as z:
+            z.extractall(root)
+        capi = root / "onnxruntime" / "capi"
+        zeroed, kept = zero_foreign_cubins(capi / "libonnxruntime_providers_cuda.so", keep_arch)
+        for lib in capi.glob("libonnxruntime.so*"):  # the C API; the Python module links its own copy
+            lib.unlink()
+        for lib in capi.glob("libonnxruntime_providers_tensorrt.so"):
+            lib.unlink()
+        for sub in ("transformers", "tools", "quantization"):
+            shutil.rmtree(root / "onnxruntime" / sub, ignore_errors=True)
+        with tarfile.open(dest, "w:xz", preset=9) as tar:
+            for p in sorted(root.iterdir()):
+                tar.add(p, arcname=p.name)
+    return {"wheel": wheel.name, "packed": dest.name, "bytes": dest.stat().st_size,
+            "cubin_bytes_zeroed": zeroed, "cubin_bytes_kept": kept, "kept_arch": f"sm_{keep_arch}"}
+
+
+# -- the report ---------------------------------------------------------------------------------------
+
+
+def _target():
+    from hal_gpu.compiler import GpuTarget
+
+    from hal.specs import builtin_sheet
+
+    return GpuTarget(builtin_sheet(SHEET))
+
+
+def predict(target, proto: onnx.ModelProto, precision: str, cuda_graphs: bool):
+    """The target's compile report for ``proto``."""
+    from hal.graph.load import load
+    from hal.graph.passes import optimize
+    from hal.specs import CompileOptions
+
+    graph = optimize(load(proto))
+    opts = CompileOptions(precision=precision, target_options={"cuda_graphs": cuda_graphs})
+    return target.compile(graph, opts).report
+
+
+def _one_node(op: str, x: list[int], w: list[int], y: list[int | str], dtype: int, **attrs: Any) -> onnx.ModelProto:
+    """A one-node model whose weight ``w`` is shape-only (the cost model needs no values)."""
+    from onnx import helper
+
+    g = helper.make_graph([helper.make_node(op, ["x", "w"], ["y"], **attrs)], op.lower(),
+                          [helper.make_tensor_value_info("x", dtype, x), helper.make_tensor_value_info("w", dtype, w)],
+                          [helper.make_tensor_value_info("y", dtype, y)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    helper.set_model_props(model, {"hal.shape_only_weights": "w"})
+    return model
+
+
+def _busy_s(kernel) -> float:
+    """GPU time of one predicted kernel: its time less the launch (or graph node) overhead."""
+    return kernel.time_s - kernel.details["overhead_s"]
+
+
+def _stats(measured: list[float], predicted: list[float]) -> dict[str, Any]:
+    r = np.asarray(measured) / np.asarray(predicted)
+    return {"points": int(r.size), "median_measured_over_predicted": round(float(np.median(r)), 3),
+            "geomean": round(float(np.exp(np.mean(np.log(r)))), 3),
+            "within_25pct": round(float(np.mean(np.abs(np.log(r)) <= np.log(1.25))), 3),
+            "min": round(float(r.min()), 3), "max": round(float(r.max()), 3)}
+
+
+#: the sheet's precision for each measured format
+_PRECISION = {"fp32": "exact", "tf32": "tf32", "bf16": "exact"}
+
+
+def gemm_sweep_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each measured GEMM against the predicted kernel, with and without the GEMM latency term.
+    The measurement is a CUDA-graph replay, so the prediction is the kernel's graph-node time."""
+    points = []
+    for r in rows:
+        dtype = onnx.TensorProto.BFLOAT16 if r["format"] == "bf16" else onnx.TensorProto.FLOAT
+        model = _one_node("MatMul", [r["m"], r["k"]], [r["k"], r["n"]], [r["m"], r["n"]], dtype)
+        k = predict(target, model, _PRECISION[r["format"]], True).kernels[0]
+        points.append({**r, "predicted_s": k.time_s, "predicted_roofline_only_s": k.time_s - k.details["latency_s"],
+                       "bound": k.bound})
+    out: dict[str, Any] = {"points": points, "by_format": {}}
+    for fmt in sorted({p["format"] for p in points}):
+        grid = [p for p in points if p["format"] == fmt and p["n"] not in (50257, 50260)]
+        meas = [p["seconds"] for p in grid]
+        out["by_format"][fmt] = {
+            "with_gemm_latency": _stats(meas, [p["predicted_s"] for p in grid]),
+            "roofline_only": _stats(meas, [p["predicted_roofline_only_s"] for p in grid]),
+            "large_over_20_gflop": _stats([p["seconds"] for p in grid if 2 * p["m"] * p["n"] * p["k"] > 2e10],
+                                          [p["predicted_s"] for p in grid if 2 * p["m"] * p["n"] * p["k"] > 2e10])}
+        pair = {p["n"]: p["seconds"] for p in points if p["format"] == fmt and p["n"] in (50257, 50260)}
+        if len(pair) == 2:
+            out["by_format"][fmt]["row_length_50257_over_50260"] = round(pair[50257] / pair[50260], 3)
+    return out
+
+
+def conv_sweep_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each measured cuDNN conv against the predicted implicit-GEMM kernel, and ResNet-50's sum."""
+    points, totals = [], {}
+    for r in rows:
+        n, _, h, w = r["x"]
+        kh, kw = r["w"][2:]
+        oh = (h + r["pads"][0] + r["pads"][2] - kh) // r["strides"][0] + 1
+        ow = (w + r["pads"][1] + r["pads"][3] - kw) // r["strides"][1] + 1
+        model = _one_node("Conv", r["x"], r["w"], [n, r["w"][0], oh, ow], onnx.TensorProto.FLOAT,
+                          strides=r["strides"], pads=r["pads"], group=r["group"])
+        k = predict(target, model, _PRECISION[r["format"]], True).kernels[0]
+        points.append({**r, "predicted_s": k.time_s, "measured_over_predicted": round(r["seconds"] / k.time_s, 3),
+                       "measured_flops_per_s": k.flops / r["seconds"]})
+        t = totals.setdefault(r["format"], {"measured_s": 0.0, "predicted_s": 0.0, "convs": 0})
+        t["measured_s"] += r["seconds"] * r["count"]
+        t["predicted_s"] += k.time_s * r["count"]
+        t["convs"] += r["count"]
+    for t in totals.values():
+        t["measured_over_predicted"] = round(t["measured_s"] / t["predicted_s"], 3)
+    return {"points": points, "resnet50_total": totals}
+
+
+def model_report(target, name: str, m: dict[str, Any], prof: dict[str, Any] | None) -> dict[str, Any]:
+    from benchmarks.models import load_model
+
+    bm = load_model(name)
+    proto = bm.proto()
+    row: dict[str, Any] = {"kind": bm.kind}
+    for config, precision, graphs in (("fp32", "exact", False), ("tf32", "tf32", False),
+                                      ("fp32_cuda_graph", "exact", True)):
+        r = predict(target, proto, precision, graphs)
+        got = m.get(config) or {}
+        row[config] = {"predicted_s": r.latency_s, "kernels": r.kernel_count,
+                       "predicted_launch_overhead_s": r.details["launch_overhead_s"],
+                       "measured_s": got.get("median_s"),
+                       "measured_over_predicted": _ratio(got.get("median_s"), r.latency_s),
+                       "ort_nodes": got.get("optimized_nodes"),
+                       "max_err_vs_cpu": got.get("max_err_vs_cpu_rel_to_max"),
+                       **({"error": got["error"]} if "error" in got else {})}
+        if config == "fp32" and prof:
+            busy = sum(_busy_s(k) for k in r.kernels)
+            row["gpu_busy"] = {
+                "measured_kernels_per_run": prof["kernels_per_run"], "predicted_kernels": r.kernel_count,
+                "measured_s": prof["gpu_busy_per_run_s"], "predicted_s": busy,
+                "measured_over_predicted": _ratio(prof["gpu_busy_per_run_s"], busy),
+                "top_kernels": [{"name": n, "per_run": c, "seconds": s} for n, c, s in prof["by_kernel"][:6]]}
+    return row
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def report(measured: dict[str, Any]) -> dict[str, Any]:
+    from hal_gpu.hardware import Gpu
+
+    target = _target()
+    gpu = Gpu.from_spec(target.spec)
+    out: dict[str, Any] = {"generated_by": "benchmarks/calibration_gpu_device.py", "sheet": SHEET,
+                           "device": measured.get("device"), "onnxruntime": measured.get("onnxruntime"),
+                           "errors": measured.get("errors", []), "factors": {}}
+    st = measured.get("streaming") or {}
+    if st:
+        out["factors"]["hbm_efficiency"] = {
+            "sheet": gpu.hbm_efficiency, "measured": {k: round(st[k]["bytes_per_s"] / gpu.hbm_bandwidth, 3)
+                                                     for k in ("copy", "read", "write", "triad")},
+            "peak_bytes_per_s": gpu.hbm_bandwidth}
+        out["copy_sweep"] = st.get("copy_sweep")
+    gm = (measured.get("gemm") or {}).get("square_8192", {})
+    if gm:
+        out["factors"]["gemm_efficiency"] = {
+            "sheet": {"16-bit": gpu.gemm_efficiency, "fp8": gpu.gemm_efficiency_fp8},
+            "measured_8192": {fmt: round(v["flops_per_s"] / gpu.peak[fmt], 3) for fmt, v in gm.items()
+                              if "flops_per_s" in v},
+            "note": "fp32 is the CUDA cores' SGEMM (the sheet's peak_flops_fp32), the others the tensor cores"}
+    at = measured.get("attention") or {}
+    if at:
+        out["factors"]["attention_efficiency"] = {
+            "sheet": gpu.attention_efficiency,
+            "measured": {fmt: round(v["flops_per_s"] / gpu.peak[fmt], 3) for fmt, v in at.items()},
+            "note": "PyTorch's scaled_dot_product_attention; the sheet's 0.75 is FlashAttention-3's"}
+    ln = measured.get("launch") or {}
+    if ln:
+        out["factors"]["launch"] = {
+            "sheet": {"launch_overhead_s": gpu.launch_overhead_s, "graph_node_overhead_s": gpu.graph_node_overhead_s,
+                      "graph_launch_overhead_s": gpu.graph_launch_overhead_s},
+            "measured": {k: v for k, v in ln.items() if k != "note"}, "note": ln.get("note")}
+    if measured.get("gemm_sweep"):
+        out["gemm_sweep"] = gemm_sweep_report(target, measured["gemm_sweep"])
+        out["factors"]["gemm_latency_s"] = {"sheet": gpu.gemm_latency_s}
+    if measured.get("conv_sweep"):
+        out["conv_sweep"] = conv_sweep_report(target, measured["conv_sweep"])
+    profiles = measured.get("profiles") or {}
+    out["models"] = {name: model_report(target, name, m, profiles.get(name))
+                     for name, m in (measured.get("models") or {}).items()}
+    return out
+
+
+def _print(res: dict[str, Any]) -> None:
+    d = res.get("device") or {}
+    print(f"device: {d.get('name')}  sheet: {res['sheet']}")
+    for k, v in res["factors"].items():
+        print(f"  {k}: {json.dumps(v)[:300]}")
+    for fmt, v in (res.get("gemm_sweep") or {}).get("by_format", {}).items():
+        w, r = v["with_gemm_latency"], v["roofline_only"]
+        print(f"  GEMM sweep {fmt}: measured/predicted median {w['median_measured_over_predicted']} "
+              f"(roofline alone {r['median_measured_over_predicted']}), within 25%: {w['within_25pct']} "
+              f"({r['within_25pct']}), {w['points']} shapes")
+    for fmt, t in (res.get("conv_sweep") or {}).get("resnet50_total", {}).items():
+        print(f"  ResNet-50 convs {fmt}: measured {t['measured_s'] * 1e3:.3f} ms, predicted "
+              f"{t['predicted_s'] * 1e3:.3f} ms (x{t['measured_over_predicted']})")
+    print(f"{'model':20s} {'config':16s} {'predicted ms':>12s} {'measured ms':>12s} {'meas/pred':>9s} "
+          f"{'kernels':>7s} {'ort nodes':>9s}")
+    for name, row in res["models"].items():
+        for config in ("fp32", "tf32", "fp32_cuda_graph"):
+            c = row[config]
+            meas = f"{c['measured_s'] * 1e3:12.3f}" if c.get("measured_s") else f"{'-':>12s}"
+            print(f"{name:20s} {config:16s} {c['predicted_s'] * 1e3:12.3f} {meas} "
+                  f"{c['measured_over_predicted'] or '-':>9} {c['kernels']:7d} {c['ort_nodes'] or '-':>9}")
+        if "gpu_busy" in row:
+            b = row["gpu_busy"]
+            print(f"{'':20s} {'GPU busy, fp32':16s} {b['predicted_s'] * 1e3:12.3f} {b['measured_s'] * 1e3:12.3f} "
+                  f"{b['measured_over_predicted']:>9} {b['predicted_kernels']:7d} {b['measured_kernels_per_run']:9.0f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare", help="write the stripped models (and packed onnxruntime) to carry")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--ort-wheel", type=Path, help="an onnxruntime-gpu wheel (cp312, manylinux x86_64) to pack")
+    r = sub.add_parser("report", help="compare measurements with the gpu-h200 sheet's predictions")
+    r.add_argument("measured", type=Path, nargs="+", help="files gpu_device.py wrote; later ones add their steps")
+    r.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    if args.cmd == "prepare":
+        manifest = prepare_models(args.folder)
+        print(f"{len(manifest['models'])} models written to {args.folder}")
+        if args.ort_wheel:
+            print(json.dumps(pack_onnxruntime(args.ort_wheel, args.folder / "onnxruntime.tar.xz")))
+        return 0
+    measured: dict[str, Any] = {}
+    for path in args.measured:
+        part = json.loads(path.read_text())
+        errors = measured.get("errors", []) + part.pop("errors", [])
+        measured.update({k: v for k, v in part.items() if v is not None})
+        measured["errors"] = errors
+    res = report(measured)
+    args.out.write_text(json.dumps(res, indent=1) + "\n")
+    _print(res)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
