@@ -1,6 +1,6 @@
 """Compile for a GPU: lower to kernels, shape them, place them on devices, cost them, build the program.
 
-The same code serves every GPU sheet (``gpu`` = H100 SXM, ``gpu-mi300x`` = MI300X): the numbers
+The same code serves every GPU sheet (``gpu`` = H100 SXM, ``gpu-h200`` = H200 SXM, ``gpu-mi300x`` = MI300X): the numbers
 are the sheet's, the decisions (fusion, tiles, tensor parallelism) follow from them.
 """
 
@@ -263,7 +263,8 @@ class GpuTarget:
             if not k.launched:
                 continue
             details = {"kind": k.kind, "format": kc.fmt, "compute_s": kc.compute_s, "memory_s": kc.memory_s,
-                       "overhead_s": kc.overhead_s, **({} if kc.launch is None else kc.launch.details()),
+                       "overhead_s": kc.overhead_s, "latency_s": kc.latency_s,
+                       **({} if kc.launch is None else kc.launch.details()),
                        **{key: v for key, v in kc.extra.items() if key != "start_s"}}
             reports.append(KernelReport(
                 name=k.name, nodes=[names[i] for i in k.nodes], op_types=[graph.nodes[i].op_type for i in k.nodes],

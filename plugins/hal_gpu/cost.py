@@ -5,12 +5,14 @@ reads from other kernels, the weights it streams, the values it writes for other
 fused kernel keeps in registers and shared memory never reaches HBM). Time is
 
     max(FLOPs / (peak[format] x efficiency x wave efficiency x tile efficiency),
-        bytes / (HBM bandwidth x efficiency x SM fill))  + launch overhead
+        bytes / (HBM bandwidth x efficiency x SM fill))  [+ GEMM latency]  + launch overhead
 
-with the launch overhead of an eagerly launched kernel, or — with ``cuda_graphs`` — the gap
-between nodes of a captured graph plus one graph launch for the whole program. A row-parallel
-GEMM is followed by a ring all-reduce over the links; energy is power x time, the power of each
-kernel between idle and TDP by how hard it drives its busiest unit.
+where a GEMM kernel (convolutions included) also pays a fixed latency: filling its pipeline
+before the first MMA and writing its last tiles after it, which no amount of parallel work hides
+and which sets the time of small GEMMs. Launch overhead is that of an eagerly launched kernel,
+or — with ``cuda_graphs`` — the gap between nodes of a captured graph plus one graph launch for
+the whole program. A row-parallel GEMM is followed by a ring all-reduce over the links; energy is
+power x time, the power of each kernel between idle and TDP by how hard it drives its busiest unit.
 """
 
 from __future__ import annotations
@@ -54,18 +56,24 @@ class KernelCost:
     launch: Launch | None
     extra: dict = field(default_factory=dict)
     peak: float = 0.0   # FLOP/s of the unit it runs on, for utilisation
+    latency_s: float = 0.0  # GPU time beyond the roofline (a GEMM's pipeline fill and drain)
 
     @property
     def roofline_s(self) -> float:
         return max(self.compute_s, self.memory_s)
 
     @property
+    def busy_s(self) -> float:
+        """Time the kernel runs on the GPU."""
+        return self.roofline_s + self.latency_s
+
+    @property
     def time_s(self) -> float:
-        return self.roofline_s + self.overhead_s
+        return self.busy_s + self.overhead_s
 
     @property
     def bound(self) -> str:
-        if self.overhead_s > self.roofline_s:
+        if self.overhead_s + self.latency_s > self.roofline_s:
             return "latency"
         return "compute" if self.compute_s >= self.memory_s else "memory"
 
@@ -197,7 +205,8 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
 
         ln, c, mm = _best(launches, flops_of, rate, bytes_of, mem_rate)
         return KernelCost(k, flops, bytes_of(ln), c, mm, overhead_s, fmt, "tensor cores", ln,
-                          {"m": m, "n": n_dev, "k": k_dev, "batch": batch}, gpu.peak[fmt])
+                          {"m": m, "n": n_dev, "k": k_dev, "batch": batch}, gpu.peak[fmt],
+                          0.0 if ln.empty else gpu.gemm_latency_s)
     if k.kind == "attention" and k.attention is not None:
         p = k.attention
         fmt = gemm_format(p.qk)
@@ -262,7 +271,7 @@ def timeline(costs: list[KernelCost], sh: Sharding, gpu: Gpu, cuda_graphs: bool)
             continue
         kc.extra["start_s"] = t
         events.append((kc.kernel.name, "stream", t, kc.time_s, kc.extra))
-        busy = kc.roofline_s
+        busy = kc.busy_s
         util = 0.0
         if busy > 0:
             util = max(kc.flops / (kc.peak * busy) if kc.peak else 0.0, kc.bytes / (gpu.hbm_bandwidth * busy))

@@ -22,7 +22,8 @@ SHEET_KEYS: dict[str, tuple[str, type]] = {
     "hbm_efficiency": ("hbm_efficiency", float), "l2_bytes": ("l2_bytes", float),
     "smem_per_sm": ("smem_per_sm_bytes", float), "max_threads_per_sm": ("max_threads_per_sm", int),
     "gemm_efficiency": ("gemm_efficiency", float), "gemm_efficiency_fp8": ("gemm_efficiency_fp8", float),
-    "attention_efficiency": ("attention_efficiency", float), "launch_overhead_s": ("launch_overhead_s", float),
+    "attention_efficiency": ("attention_efficiency", float), "gemm_latency_s": ("gemm_latency_s", float),
+    "launch_overhead_s": ("launch_overhead_s", float),
     "graph_launch_overhead_s": ("graph_launch_overhead_s", float),
     "graph_node_overhead_s": ("graph_node_overhead_s", float),
     "link_bandwidth": ("interconnect_bandwidth", float), "peer_bandwidth": ("interconnect_peer_bandwidth", float),
@@ -48,6 +49,7 @@ class Gpu:
     gemm_efficiency: float
     gemm_efficiency_fp8: float
     attention_efficiency: float
+    gemm_latency_s: float             # a GEMM kernel's time beyond its roofline: pipeline fill and drain
     launch_overhead_s: float
     graph_launch_overhead_s: float
     graph_node_overhead_s: float
