@@ -45,13 +45,18 @@ def _compile(graph, target="gpu", **options):
     return get_target(target).compile(graph, opts).report
 
 
-def test_both_gpus_are_listed_from_their_sheets():
+def test_every_gpu_is_listed_from_its_sheet():
     names = {t.name: t for t in hal.targets()}
-    assert {"gpu", "gpu-mi300x"} <= set(names)
+    assert {"gpu", "gpu-h200", "gpu-mi300x"} <= set(names)
     assert names["gpu"].hardware["sm_count"].value == 132
     assert names["gpu-mi300x"].hardware["sm_count"].value == 304
-    assert type(get_target("gpu")) is type(get_target("gpu-mi300x"))
-    for spec in (names["gpu"], names["gpu-mi300x"]):
+    # the H200 is the H100's die with faster, larger memory
+    h100, h200 = names["gpu"].hardware, names["gpu-h200"].hardware
+    assert h200["sm_count"].value == 132 and h200["peak_flops_bf16"].value == h100["peak_flops_bf16"].value
+    assert h200["hbm_bandwidth"].value > h100["hbm_bandwidth"].value
+    assert h200["hbm_bytes"].value > 1.7 * h100["hbm_bytes"].value
+    assert type(get_target("gpu")) is type(get_target("gpu-mi300x")) is type(get_target("gpu-h200"))
+    for spec in (names["gpu"], names["gpu-h200"], names["gpu-mi300x"]):
         assert {"cuda_graphs", "tile"} <= set(spec.options)
         assert all(n.source for n in spec.hardware.values())
 
@@ -217,6 +222,28 @@ def test_wave_quantisation_of_a_known_gemm():
     auto = hal.compile(_gemm_model(4096, 4096, 4096), target="gpu").report.kernels[0]
     assert auto.time_s <= hal.compile(_gemm_model(4096, 4096, 4096), target="gpu",
                                       tile="128x256x64").report.kernels[0].time_s
+
+
+def test_a_gemm_pays_its_pipeline_latency_beyond_the_roofline():
+    gpu = get_target("gpu").spec.hardware
+    small, big = (hal.compile(_gemm_model(n, n, n), target="gpu", cuda_graphs=True).report.kernels[0]
+                  for n in (256, 8192))
+    for k in (small, big):
+        roofline = max(k.details["compute_s"], k.details["memory_s"])
+        assert k.details["latency_s"] == gpu["gemm_latency_s"].value
+        assert k.time_s == pytest.approx(roofline + k.details["latency_s"] + k.details["overhead_s"])
+    # a small GEMM is its latency; a large one its arithmetic
+    assert small.bound == "latency" and big.bound == "compute"
+    assert big.details["latency_s"] < 0.01 * big.time_s
+
+
+def test_h200_runs_memory_bound_decode_faster_than_h100_by_its_bandwidth(llama70b_decode):
+    h100 = _compile(llama70b_decode, precision="fp8", devices=2, cuda_graphs=True)
+    h200 = _compile(llama70b_decode, "gpu-h200", precision="fp8", devices=2, cuda_graphs=True)
+    memory = {r.target: sum(k.details.get("memory_s", 0.0) for k in r.kernels) for r in (h100, h200)}
+    # 4.8 TB/s x 0.89 against 3.35 TB/s x 0.87: every kernel's HBM time falls by that ratio
+    assert memory["gpu"] / memory["gpu-h200"] == pytest.approx(4.8 * 0.89 / (3.35 * 0.87), rel=1e-6)
+    assert h200.latency_s < h100.latency_s
 
 
 def test_hbm_plan_reuses_buffers_by_liveness():
