@@ -2,7 +2,8 @@
 
     python -m benchmarks.calibration_gpu_device prepare DIR [--ort-wheel WHEEL]
     (on the GPU machine)  python benchmarks/gpu_device.py measure DIR OUT.json
-    python -m benchmarks.calibration_gpu_device report OUT.json [--out results.json]
+    python -m benchmarks.calibration_gpu_device report OUT.json [...] [--out results.json]
+    python -m benchmarks.calibration_gpu_device markdown [results.json]
 
 ``prepare`` writes the benchmark's models with their large float weights stripped (the GPU
 machine fills them with seeded random numbers), their feeds and a manifest. Given the
@@ -284,6 +285,29 @@ def model_report(target, name: str, m: dict[str, Any], prof: dict[str, Any] | No
     return row
 
 
+def compiled_report(target, compiled: dict[str, Any]) -> dict[str, Any]:
+    """The transformers as inductor compiled them (CUDA graphs) against the model's CUDA-graph
+    prediction at the same precision: wall time per run, kernels, GPU busy time."""
+    from benchmarks.models import load_model
+
+    out: dict[str, Any] = {}
+    for name, configs in compiled.items():
+        proto = load_model(name).proto()
+        for config, m in configs.items():
+            r = predict(target, proto, "exact" if config == "fp32" else config, True)
+            busy = sum(_busy_s(k) for k in r.kernels)
+            got = m.get("compiled_graph") or {}
+            out.setdefault(name, {})[config] = {
+                "predicted_s": r.latency_s, "predicted_busy_s": busy, "predicted_kernels": r.kernel_count,
+                "eager_s": m.get("eager_s"), "eager_kernels_per_run": (m.get("eager") or {}).get("kernels_per_run"),
+                "compiled_s": m.get("compiled_graph_s"), "compiled_kernels_per_run": got.get("kernels_per_run"),
+                "compiled_busy_s": got.get("gpu_busy_per_run_s"),
+                "compiled_over_predicted": _ratio(m.get("compiled_graph_s"), r.latency_s),
+                "compiled_busy_over_predicted": _ratio(got.get("gpu_busy_per_run_s"), busy),
+                **({"error": m["error"]} if "error" in m else {})}
+    return out
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
@@ -327,6 +351,8 @@ def report(measured: dict[str, Any]) -> dict[str, Any]:
         out["factors"]["gemm_latency_s"] = {"sheet": gpu.gemm_latency_s}
     if measured.get("conv_sweep"):
         out["conv_sweep"] = conv_sweep_report(target, measured["conv_sweep"])
+    if measured.get("compiled"):
+        out["compiled"] = compiled_report(target, measured["compiled"])
     profiles = measured.get("profiles") or {}
     out["models"] = {name: model_report(target, name, m, profiles.get(name))
                      for name, m in (measured.get("models") or {}).items()}
@@ -360,6 +386,79 @@ def _print(res: dict[str, Any]) -> None:
                   f"{b['measured_over_predicted']:>9} {b['predicted_kernels']:7d} {b['measured_kernels_per_run']:9.0f}")
 
 
+def _ms(s: float | None) -> str:
+    return "—" if s is None else f"{s * 1e3:.3f}"
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The report's tables as benchmarks/README.md shows them."""
+    f = res["factors"]
+    lines = ["| factor | sheet | measured |", "|---|---|---|"]
+    hbm = f.get("hbm_efficiency")
+    if hbm:
+        measured = ", ".join(f"{k} {v}" for k, v in hbm["measured"].items())
+        lines.append(f"| `hbm_efficiency` | {hbm['sheet']} | {measured} |")
+    ge = f.get("gemm_efficiency")
+    if ge:
+        lines.append(f"| `gemm_efficiency` (8192³) | {ge['sheet']['16-bit']} (fp8 {ge['sheet']['fp8']}) | "
+                     + ", ".join(f"{k} {v}" for k, v in ge["measured_8192"].items()) + " |")
+    at = f.get("attention_efficiency")
+    if at:
+        lines.append(f"| `attention_efficiency` | {at['sheet']} | "
+                     + ", ".join(f"{k} {v}" for k, v in at["measured"].items()) + " (PyTorch SDPA) |")
+    la = f.get("launch")
+    if la:
+        s, m = la["sheet"], la["measured"]
+        lines.append(f"| `graph_node_overhead_s` | {s['graph_node_overhead_s'] * 1e6:.2f} µs | "
+                     f"{m['graph_node_s'] * 1e6:.2f} µs |")
+        lines.append(f"| `graph_launch_overhead_s` | {s['graph_launch_overhead_s'] * 1e6:.1f} µs | "
+                     f"{m['graph_launch_host_s'] * 1e6:.1f} µs (host) |")
+        lines.append(f"| `launch_overhead_s` | {s['launch_overhead_s'] * 1e6:.1f} µs | "
+                     f"{m['eager_torch_launch_s'] * 1e6:.1f} µs (PyTorch's dispatcher included) |")
+    sweep = (res.get("gemm_sweep") or {}).get("by_format", {})
+    if sweep:
+        lines += ["", "| GEMM sweep | shapes | measured / predicted, median (geomean) | within ±25% | "
+                  "roofline alone: median (within ±25%) | > 20 GFLOP: median | N 50257 / 50260 |",
+                  "|---|---|---|---|---|---|---|"]
+        for fmt, v in sweep.items():
+            w, r, big = v["with_gemm_latency"], v["roofline_only"], v["large_over_20_gflop"]
+            lines.append(f"| {fmt} | {w['points']} | {w['median_measured_over_predicted']} ({w['geomean']}) | "
+                         f"{w['within_25pct']:.0%} | {r['median_measured_over_predicted']} ({r['within_25pct']:.0%}) | "
+                         f"{big['median_measured_over_predicted']} | {v.get('row_length_50257_over_50260', '—')} |")
+    convs = (res.get("conv_sweep") or {}).get("resnet50_total", {})
+    if convs:
+        lines += ["", "| ResNet-50's 53 convs, batch 1 (cuDNN) | measured ms | predicted ms | measured / predicted |",
+                  "|---|---|---|---|"]
+        for fmt, t in convs.items():
+            lines.append(f"| {fmt} | {_ms(t['measured_s'])} | {_ms(t['predicted_s'])} | "
+                         f"{t['measured_over_predicted']} |")
+    comp = res.get("compiled") or {}
+    if comp:
+        lines += ["", "| inductor + CUDA graphs | wall: measured / predicted ms | GPU busy: measured / predicted ms | "
+                  "kernels: inductor (eager) / model |", "|---|---|---|---|"]
+        for name, configs in comp.items():
+            for config, c in configs.items():
+                lines.append(f"| {name} {config} | {_ms(c['compiled_s'])} / {_ms(c['predicted_s'])} "
+                             f"(x{c['compiled_over_predicted']}) | {_ms(c['compiled_busy_s'])} / "
+                             f"{_ms(c['predicted_busy_s'])} (x{c['compiled_busy_over_predicted']}) | "
+                             f"{c['compiled_kernels_per_run']:.0f} ({c['eager_kernels_per_run']:.0f}) / "
+                             f"{c['predicted_kernels']} |")
+    lines += ["", "| model | fp32: measured / predicted ms | TF32 | fp32, CUDA graph | measured / predicted "
+              "(fp32, TF32, graph) | kernels: ORT nodes / model | GPU busy, fp32: measured / predicted ms "
+              "(kernels) |", "|---|---|---|---|---|---|---|"]
+    for name, row in res["models"].items():
+        a, b, c = row["fp32"], row["tf32"], row["fp32_cuda_graph"]
+        busy = row.get("gpu_busy")
+        busy_s = (f"{_ms(busy['measured_s'])} / {_ms(busy['predicted_s'])} "
+                  f"({busy['measured_kernels_per_run']:.0f} / {busy['predicted_kernels']})" if busy else "—")
+        lines.append(f"| {name} | {_ms(a['measured_s'])} / {_ms(a['predicted_s'])} | {_ms(b['measured_s'])} / "
+                     f"{_ms(b['predicted_s'])} | {_ms(c['measured_s'])} / {_ms(c['predicted_s'])} | "
+                     f"{a['measured_over_predicted']}, {b['measured_over_predicted']}, "
+                     f"{c['measured_over_predicted']} | "
+                     f"{a['ort_nodes']} / {a['kernels']} | {busy_s} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -369,7 +468,12 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("report", help="compare measurements with the gpu-h200 sheet's predictions")
     r.add_argument("measured", type=Path, nargs="+", help="files gpu_device.py wrote; later ones add their steps")
     r.add_argument("--out", type=Path, default=RESULTS)
+    md = sub.add_parser("markdown", help="print a report's tables as benchmarks/README.md shows them")
+    md.add_argument("results", type=Path, nargs="?", default=RESULTS)
     args = ap.parse_args(argv)
+    if args.cmd == "markdown":
+        print(markdown(json.loads(args.results.read_text())))
+        return 0
     if args.cmd == "prepare":
         manifest = prepare_models(args.folder)
         print(f"{len(manifest['models'])} models written to {args.folder}")

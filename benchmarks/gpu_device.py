@@ -19,7 +19,9 @@ runs, medians throughout:
 * with ``--steps sweep``, GEMM kernel time over a grid of shapes (M 1..8192, N and K 384..4096)
   and each distinct conv of ResNet-50 through cuDNN, fp32 and TF32, replayed from CUDA graphs;
 * with ``--steps profile``, the CUDA kernels each named model's fp32 run launches (CUPTI through
-  torch's profiler): how many, and the GPU time of each.
+  torch's profiler): how many, and the GPU time of each;
+* with ``--steps compiled``, the benchmark transformers as the generator's PyTorch modules, eager
+  and compiled by inductor with CUDA graphs, fp32 and bf16: time, kernels per run, GPU busy time.
 
 Everything is written to ``OUT.json`` after each step, so a run cut short still reports.
 """
@@ -484,6 +486,67 @@ def profiles(run: Run, folder: Path, names: list[str]) -> None:
             run.data["profiles"][entry["name"]] = value
 
 
+def _kernels(fn: Callable[[], Any], runs: int = 10) -> dict[str, Any]:
+    """Kernels per run of ``fn`` and their GPU time, from CUPTI through torch's profiler."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(runs):
+            fn()
+        torch.cuda.synchronize()
+    count, busy = 0, 0.0
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            count += 1
+            busy += ev.device_time_total * 1e-6  # device_time_total is in microseconds
+    return {"kernels_per_run": count / runs, "gpu_busy_per_run_s": busy / runs}
+
+
+def compiled_transformers(run: Run) -> dict[str, Any]:
+    """The benchmark transformers as PyTorch modules (the generator's own classes and seeded
+    weights), eager and through torch.compile's inductor with CUDA graphs (mode "reduce-overhead"):
+    a runtime that fuses, as the gpu target's model assumes, beside onnxruntime's op-by-op one."""
+    import importlib.util
+
+    import torch
+
+    path = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "generate_transformers.py"
+    spec = importlib.util.spec_from_file_location("generate_transformers", path)
+    gen = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = gen  # its dataclasses look their module up while the class is built
+    spec.loader.exec_module(gen)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    out: dict[str, Any] = {}
+    for name, cls, shape, with_mask in (("bert-bench", gen.BertEncoder, gen.BERT_BENCH, True),
+                                        ("gpt-bench", gen.GptDecoder, gen.GPT_BENCH, False)):
+        inputs = [t.cuda() for t in gen._example_inputs(shape, seed=0, with_mask=with_mask)]
+        for config, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            if run.left() < 60:
+                run.data["errors"].append(f"out of time before compiling {name} {config}")
+                return out
+            model = gen._init(cls(shape), seed=0).to(device="cuda", dtype=dtype).eval()
+            row: dict[str, Any] = {}
+            try:
+                with torch.inference_mode():
+                    row["eager_s"], _ = _median_wall(lambda m=model, x=inputs: m(*x), budget_s=2.0)
+                    row["eager"] = _kernels(lambda m=model, x=inputs: m(*x))
+                    torch._dynamo.reset()
+                    fast = torch.compile(model, mode="reduce-overhead")
+                    t = time.monotonic()
+                    for _ in range(3):
+                        fast(*inputs)
+                    torch.cuda.synchronize()
+                    row["compile_s"] = time.monotonic() - t
+                    row["compiled_graph_s"], _ = _median_wall(lambda f=fast, x=inputs: f(*x), budget_s=2.0)
+                    row["compiled_graph"] = _kernels(lambda f=fast, x=inputs: f(*x))
+            except Exception as e:
+                row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+            out.setdefault(name, {})[config] = row
+            run.save()
+    return out
+
+
 def measure(folder: Path, out: Path, budget_s: float, steps: set[str], profile_names: list[str]) -> int:
     run = Run(out, budget_s)
     run.data["device"] = run.step("device", device_facts)
@@ -500,6 +563,8 @@ def measure(folder: Path, out: Path, budget_s: float, steps: set[str], profile_n
         models(run, folder)
     if "profile" in steps:
         profiles(run, folder, profile_names)
+    if "compiled" in steps:
+        run.data["compiled"] = run.step("compiled transformers", lambda: compiled_transformers(run))
     run.data["device_after"] = run.step("device after", device_facts)
     run.save()
     print(json.dumps(run.data["errors"], indent=1))
@@ -513,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("folder", type=Path)
     m.add_argument("out", type=Path)
     m.add_argument("--budget", type=float, default=400.0, help="seconds; steps past it are skipped")
-    m.add_argument("--steps", default="micro,models", help="any of micro, sweep, models, profile (comma-separated)")
+    m.add_argument("--steps", default="micro,models",
+                   help="any of micro, sweep, models, profile, compiled (comma-separated)")
     m.add_argument("--profile", default="", help="models whose kernels to profile (comma-separated)")
     args = ap.parse_args(argv)
     return measure(args.folder, args.out, args.budget, set(args.steps.split(",")),

@@ -52,8 +52,8 @@ def test_foreign_cubins_are_zeroed_and_hoppers_kept(tmp_path):
     blob = tmp_path / "fat.bin"
     blob.write_bytes(_fatbin([(80, b"\x11" * 200), (90, b"\x22" * 300), (120, b"\x33" * 100)]))
     lib = tmp_path / "lib.so"
-    subprocess.run(["objcopy", "--add-section", f".nv_fatbin={blob}", "--set-section-flags", ".nv_fatbin=alloc,readonly",
-                    shutil.which("true"), str(lib)], check=True)
+    subprocess.run(["objcopy", "--add-section", f".nv_fatbin={blob}",
+                    "--set-section-flags", ".nv_fatbin=alloc,readonly", shutil.which("true"), str(lib)], check=True)
     before = lib.read_bytes()
     zeroed, kept = cal.zero_foreign_cubins(lib, 90)
     after = lib.read_bytes()
@@ -80,3 +80,12 @@ def test_report_sets_predictions_beside_the_h200_measurements():
     graph = row["fp32_cuda_graph"]
     assert graph["measured_s"] == measured["models"]["light_squeezenet"]["fp32_cuda_graph"]["median_s"]
     assert graph["measured_over_predicted"] == pytest.approx(graph["measured_s"] / graph["predicted_s"], abs=1e-3)
+
+
+def test_committed_report_renders_as_the_readme_tables():
+    res = json.loads(cal.RESULTS.read_text())
+    md = cal.markdown(res)
+    assert "| bf16 | 63 |" in md and "| ResNet-50's 53 convs" in md and "| bert-bench bf16 |" in md
+    # every model measured through onnxruntime has its row, with the ratio the report computed
+    for name, row in res["models"].items():
+        assert f"| {name} | " in md and str(row["fp32"]["measured_over_predicted"]) in md
