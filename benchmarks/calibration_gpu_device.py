@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -194,9 +195,12 @@ def _one_node(op: str, x: list[int], w: list[int], y: list[int | str], dtype: in
     return model
 
 
-def _busy_s(kernel) -> float:
-    """GPU time of one predicted kernel: its time less the launch (or graph node) overhead."""
-    return kernel.time_s - kernel.details["overhead_s"]
+def _span_s(kernel) -> float:
+    """A predicted kernel's span on the GPU's timeline, to set beside a CUPTI kernel duration: its
+    time in a CUDA graph, the node's time included (in a graph replay a tiny kernel takes about the
+    node's 1.1 µs, and a GEMM about its measured duration: the node does not add to the kernel)."""
+    assert not kernel.details.get("overhead_s") or kernel.details["overhead_s"] < 2e-6, "compile with cuda_graphs"
+    return kernel.time_s
 
 
 def _stats(measured: list[float], predicted: list[float]) -> dict[str, Any]:
@@ -275,14 +279,48 @@ def model_report(target, name: str, m: dict[str, Any], prof: dict[str, Any] | No
                        "ort_nodes": got.get("optimized_nodes"),
                        "max_err_vs_cpu": got.get("max_err_vs_cpu_rel_to_max"),
                        **({"error": got["error"]} if "error" in got else {})}
-        if config == "fp32" and prof:
-            busy = sum(_busy_s(k) for k in r.kernels)
+        if config == "fp32_cuda_graph" and prof:  # the profile is of fp32 runs; spans come from the graph build
+            busy = sum(_span_s(k) for k in r.kernels)
             row["gpu_busy"] = {
                 "measured_kernels_per_run": prof["kernels_per_run"], "predicted_kernels": r.kernel_count,
                 "measured_s": prof["gpu_busy_per_run_s"], "predicted_s": busy,
                 "measured_over_predicted": _ratio(prof["gpu_busy_per_run_s"], busy),
                 "top_kernels": [{"name": n, "per_run": c, "seconds": s} for n, c, s in prof["by_kernel"][:6]]}
     return row
+
+
+#: a measured kernel's class, by its name (cuBLAS/cuBLASLt/CUTLASS GEMMs, cuDNN/flash attention)
+_GEMM_NAMES = re.compile(r"gemm|nvjet|cutlass|xmma|splitKreduce", re.I)
+_ATTENTION_NAMES = re.compile(r"flash|fmha|sdpa_sm|attention_fwd", re.I)
+
+
+def kernel_class(name: str) -> str:
+    """``gemm``, ``attention`` or ``other`` for a kernel name from a CUPTI trace."""
+    if name.startswith("kernel:triton_"):
+        return "other"  # inductor's fused pointwise and reduction kernels, whatever ops they name
+    if _ATTENTION_NAMES.search(name):
+        return "attention"
+    return "gemm" if _GEMM_NAMES.search(name) else "other"
+
+
+def by_class(measured_rows: list[list[Any]], predicted_kernels) -> dict[str, Any]:
+    """Kernels and GPU time per class, measured (CUPTI durations per run) against predicted spans."""
+    out: dict[str, Any] = {}
+    for name, count, seconds in measured_rows:
+        c = out.setdefault(kernel_class(name), {"measured_kernels": 0.0, "measured_s": 0.0,
+                                                "predicted_kernels": 0, "predicted_s": 0.0})
+        c["measured_kernels"] += count
+        c["measured_s"] += seconds
+    for k in predicted_kernels:
+        kind = k.details["kind"] if k.details["kind"] in ("gemm", "attention") else "other"
+        c = out.setdefault(kind, {"measured_kernels": 0.0, "measured_s": 0.0, "predicted_kernels": 0,
+                                  "predicted_s": 0.0})
+        c["predicted_kernels"] += 1
+        c["predicted_s"] += _span_s(k)
+    for c in out.values():
+        c["measured_per_kernel_s"] = c["measured_s"] / c["measured_kernels"] if c["measured_kernels"] else None
+        c["predicted_per_kernel_s"] = c["predicted_s"] / c["predicted_kernels"] if c["predicted_kernels"] else None
+    return out
 
 
 def compiled_report(target, compiled: dict[str, Any]) -> dict[str, Any]:
@@ -295,7 +333,7 @@ def compiled_report(target, compiled: dict[str, Any]) -> dict[str, Any]:
         proto = load_model(name).proto()
         for config, m in configs.items():
             r = predict(target, proto, "exact" if config == "fp32" else config, True)
-            busy = sum(_busy_s(k) for k in r.kernels)
+            busy = sum(_span_s(k) for k in r.kernels)
             got = m.get("compiled_graph") or {}
             out.setdefault(name, {})[config] = {
                 "predicted_s": r.latency_s, "predicted_busy_s": busy, "predicted_kernels": r.kernel_count,
@@ -304,6 +342,7 @@ def compiled_report(target, compiled: dict[str, Any]) -> dict[str, Any]:
                 "compiled_busy_s": got.get("gpu_busy_per_run_s"),
                 "compiled_over_predicted": _ratio(m.get("compiled_graph_s"), r.latency_s),
                 "compiled_busy_over_predicted": _ratio(got.get("gpu_busy_per_run_s"), busy),
+                "by_class": by_class(got.get("by_kernel", []), r.kernels),
                 **({"error": m["error"]} if "error" in m else {})}
     return out
 
@@ -443,6 +482,21 @@ def markdown(res: dict[str, Any]) -> str:
                              f"{_ms(c['predicted_busy_s'])} (x{c['compiled_busy_over_predicted']}) | "
                              f"{c['compiled_kernels_per_run']:.0f} ({c['eager_kernels_per_run']:.0f}) / "
                              f"{c['predicted_kernels']} |")
+    if comp:
+        lines += ["", "| inductor kernels by class | GEMM: kernels, µs each (measured / predicted) | attention | "
+                  "other (norms, pointwise, copies) |", "|---|---|---|---|"]
+        for name, configs in comp.items():
+            for config, c in configs.items():
+                cells = []
+                for cls in ("gemm", "attention", "other"):
+                    v = c["by_class"].get(cls)
+                    if not v:
+                        cells.append("—")
+                        continue
+                    each = [f"{x * 1e6:.2f}" if x is not None else "—"
+                            for x in (v["measured_per_kernel_s"], v["predicted_per_kernel_s"])]
+                    cells.append(f"{v['measured_kernels']:.0f} / {v['predicted_kernels']}, {each[0]} / {each[1]}")
+                lines.append(f"| {name} {config} | " + " | ".join(cells) + " |")
     lines += ["", "| model | fp32: measured / predicted ms | TF32 | fp32, CUDA graph | measured / predicted "
               "(fp32, TF32, graph) | kernels: ORT nodes / model | GPU busy, fp32: measured / predicted ms "
               "(kernels) |", "|---|---|---|---|---|---|---|"]

@@ -433,11 +433,8 @@ def models(run: Run, folder: Path) -> None:
 
 
 def kernel_profile(ort, entry: dict[str, Any], folder: Path, runs: int = 20) -> dict[str, Any]:
-    """The CUDA kernels one fp32 run launches, from CUPTI through torch's profiler (it records every
-    kernel of the process, onnxruntime's too): count and GPU time per kernel name, per run."""
+    """The CUDA kernels one fp32 run through onnxruntime's CUDA provider launches."""
     import numpy as np
-    import torch
-    from torch.profiler import ProfilerActivity, profile
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -448,26 +445,7 @@ def kernel_profile(ort, entry: dict[str, Any], folder: Path, runs: int = 20) -> 
         binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", 0))
     for o in sess.get_outputs():
         binding.bind_output(o.name, "cuda")
-    for _ in range(5):
-        sess.run_with_iobinding(binding)
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        s = time.perf_counter()
-        for _ in range(runs):
-            sess.run_with_iobinding(binding)
-        torch.cuda.synchronize()
-        wall = (time.perf_counter() - s) / runs
-    trace = Path(f"/tmp/gpu_device_scratch/{entry['name']}_trace.json")
-    prof.export_chrome_trace(str(trace))
-    kernels: dict[str, list[float]] = {}
-    for ev in json.loads(trace.read_text()).get("traceEvents", []):
-        if ev.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset") and "dur" in ev:
-            k = kernels.setdefault(f"{ev['cat']}:{ev['name'][:160]}", [0, 0.0])
-            k[0] += 1
-            k[1] += float(ev["dur"]) * 1e-6
-    rows = sorted(([name, n / runs, t / runs] for name, (n, t) in kernels.items()), key=lambda r: -r[2])
-    return {"runs": runs, "wall_per_run_s": wall, "kernels_per_run": sum(r[1] for r in rows),
-            "gpu_busy_per_run_s": sum(r[2] for r in rows), "by_kernel": rows}
+    return _traced_kernels(lambda: sess.run_with_iobinding(binding), runs, f"ort_{entry['name']}")
 
 
 def profiles(run: Run, folder: Path, names: list[str]) -> None:
@@ -486,21 +464,35 @@ def profiles(run: Run, folder: Path, names: list[str]) -> None:
             run.data["profiles"][entry["name"]] = value
 
 
-def _kernels(fn: Callable[[], Any], runs: int = 10) -> dict[str, Any]:
-    """Kernels per run of ``fn`` and their GPU time, from CUPTI through torch's profiler."""
+def _traced_kernels(fn: Callable[[], Any], runs: int, label: str) -> dict[str, Any]:
+    """The CUDA kernels ``runs`` calls of ``fn`` launch, from CUPTI through torch's profiler (it
+    records every kernel of the process, onnxruntime's too): per kernel name, count and GPU time
+    per run; the wall time per run."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        s = time.perf_counter()
         for _ in range(runs):
             fn()
         torch.cuda.synchronize()
-    count, busy = 0, 0.0
-    for ev in prof.events():
-        if ev.device_type == torch.autograd.DeviceType.CUDA:
-            count += 1
-            busy += ev.device_time_total * 1e-6  # device_time_total is in microseconds
-    return {"kernels_per_run": count / runs, "gpu_busy_per_run_s": busy / runs}
+        wall = (time.perf_counter() - s) / runs
+    scratch = Path("/tmp/gpu_device_scratch")
+    scratch.mkdir(exist_ok=True)
+    trace = scratch / f"{label}_trace.json"
+    prof.export_chrome_trace(str(trace))
+    kernels: dict[str, list[float]] = {}
+    for ev in json.loads(trace.read_text()).get("traceEvents", []):
+        if ev.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset") and "dur" in ev:
+            k = kernels.setdefault(f"{ev['cat']}:{ev['name'][:160]}", [0, 0.0])
+            k[0] += 1
+            k[1] += float(ev["dur"]) * 1e-6
+    rows = sorted(([name, n / runs, t / runs] for name, (n, t) in kernels.items()), key=lambda r: -r[2])
+    return {"runs": runs, "wall_per_run_s": wall, "kernels_per_run": sum(r[1] for r in rows),
+            "gpu_busy_per_run_s": sum(r[2] for r in rows), "by_kernel": rows}
 
 
 def compiled_transformers(run: Run) -> dict[str, Any]:
@@ -530,7 +522,8 @@ def compiled_transformers(run: Run) -> dict[str, Any]:
             try:
                 with torch.inference_mode():
                     row["eager_s"], _ = _median_wall(lambda m=model, x=inputs: m(*x), budget_s=2.0)
-                    row["eager"] = _kernels(lambda m=model, x=inputs: m(*x))
+                    row["eager"] = _traced_kernels(lambda m=model, x=inputs: m(*x), 10,
+                                                   f"{name}_{config}_eager")
                     torch._dynamo.reset()
                     fast = torch.compile(model, mode="reduce-overhead")
                     t = time.monotonic()
@@ -539,7 +532,8 @@ def compiled_transformers(run: Run) -> dict[str, Any]:
                     torch.cuda.synchronize()
                     row["compile_s"] = time.monotonic() - t
                     row["compiled_graph_s"], _ = _median_wall(lambda f=fast, x=inputs: f(*x), budget_s=2.0)
-                    row["compiled_graph"] = _kernels(lambda f=fast, x=inputs: f(*x))
+                    row["compiled_graph"] = _traced_kernels(lambda f=fast, x=inputs: f(*x), 10,
+                                                            f"{name}_{config}_compiled")
             except Exception as e:
                 row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
             out.setdefault(name, {})[config] = row

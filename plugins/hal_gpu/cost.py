@@ -7,9 +7,9 @@ fused kernel keeps in registers and shared memory never reaches HBM). Time is
     max(FLOPs / (peak[format] x efficiency x wave efficiency x tile efficiency),
         bytes / (HBM bandwidth x efficiency x SM fill))  [+ GEMM latency]  + launch overhead
 
-where a GEMM kernel (convolutions included) also pays a fixed latency: filling its pipeline
-before the first MMA and writing its last tiles after it, which no amount of parallel work hides
-and which sets the time of small GEMMs. Launch overhead is that of an eagerly launched kernel,
+where a GEMM kernel (convolutions and fused attention included) also pays a fixed latency:
+filling its pipeline before the first MMA and writing its last tiles after it, which no amount of
+parallel work hides and which sets the time of small GEMMs. Launch overhead is that of an eagerly launched kernel,
 or — with ``cuda_graphs`` — the gap between nodes of a captured graph plus one graph launch for
 the whole program. A row-parallel GEMM is followed by a ring all-reduce over the links; energy is
 power x time, the power of each kernel between idle and TDP by how hard it drives its busiest unit.
@@ -225,7 +225,7 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
         return KernelCost(k, flops, nbytes, c, mm, overhead_s, fmt, "tensor cores", ln,
                           {"batch_heads": batch_heads, "query_rows": q_rows, "keys": p.keys, "head_dim": head_dim,
                            "score_bytes_kept_on_chip": batch_heads * q_rows * p.keys * 4},
-                          rate / gpu.attention_efficiency)
+                          rate / gpu.attention_efficiency, 0.0 if ln.empty else gpu.gemm_latency_s)
     anchor = graph.nodes[k.anchor] if k.anchor is not None else graph.nodes[k.nodes[0]]
     if k.kind == "row":
         x = anchor.inputs[0]

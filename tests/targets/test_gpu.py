@@ -93,6 +93,8 @@ def test_fusion_and_attention_recognition_on_a_transformer(model):
     for k in attn:
         assert {"MatMul", "Softmax"} <= set(k.op_types)
         assert k.details["score_bytes_kept_on_chip"] > 0
+        # two GEMMs in one pipeline: it fills and drains like a GEMM kernel
+        assert k.details["latency_s"] == get_target("gpu").spec.hardware["gemm_latency_s"].value
     fused_gemms = [k for k in rep.kernels if k.details["kind"] == "gemm" and len(k.nodes) > 1]
     assert any("Add" in k.op_types for k in fused_gemms)  # bias / residual epilogues
 
