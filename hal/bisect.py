@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hal.graph.ir import Graph, TensorInfo
 from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
+from hal.numerics import is_float
 from hal.session import REFERENCE_TARGET, InferenceSession
 
 
@@ -44,7 +45,7 @@ class BisectResult(BaseModel):
 
 
 def _rel(a: Any, b: Any) -> float:
-    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or a.dtype.kind != "f":
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or not is_float(a.dtype):
         return 0.0
     if a.shape != b.shape:
         return float("inf")
@@ -64,7 +65,7 @@ def _with_all_outputs(graph: Graph) -> Graph:
         for o in n.outputs:
             info = graph.values.get(o)
             if o and o not in outs and info is not None and info.kind == "tensor" and info.dtype is not None \
-                    and info.dtype.kind == "f":
+                    and is_float(info.dtype):
                 extra.append(info)
                 outs.add(o)
     graph.outputs = list(graph.outputs) + [TensorInfo(t.name, t.elem_type, t.shape, t.kind, t.type_proto)

@@ -15,6 +15,7 @@ import numpy as np
 
 from hal.cli_args import emit_json, load_inputs, parse_dims, parse_options, write_out
 from hal.errors import HalError, InputError
+from hal.numerics import is_float
 from hal.render import fmt_bytes, fmt_num, fmt_time
 
 EXIT_ERROR = 2
@@ -120,7 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = [{"name": n, "shape": list(o.shape) if isinstance(o, np.ndarray) else None,
                 "dtype": str(o.dtype) if isinstance(o, np.ndarray) else
                 (f"sequence[{len(o)}]" if isinstance(o, list) else type(o).__name__),
-                "mean": float(np.mean(o)) if isinstance(o, np.ndarray) and o.size and o.dtype.kind in "fiu" else None,
+                "mean": float(np.mean(o, dtype=np.float64)) if isinstance(o, np.ndarray) and o.size
+                and (is_float(o.dtype) or o.dtype.kind in "iu") else None,
                 "first": o.ravel()[:5].tolist() if isinstance(o, np.ndarray) and o.dtype != object else None}
                for n, o in zip(names, outs)]
     r = sess.report

@@ -9,6 +9,7 @@ import numpy as np
 from hal import limits
 from hal.errors import InputError
 from hal.graph.ir import Graph, TensorInfo
+from hal.numerics import is_float
 
 
 def _index_bound(graph: Graph, name: str) -> int | None:
@@ -53,7 +54,7 @@ def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = N
                              hint="pass it with --input / --inputs")
         shape = resolve_shape(t, dims)
         dt = t.dtype
-        floating = dt.kind == "f" or dt.name == "bfloat16" or "float8" in dt.name
+        floating = is_float(dt)
         # floats and ids are drawn as float64 and int64 first: bound the draw, not only the result
         drawn = np.float64 if floating else np.int64 if dt.kind in "iu" else dt
         limits.check_alloc(f"random input {t.name!r}", shape, drawn, where="random inputs", max_memory=bound)

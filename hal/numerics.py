@@ -20,6 +20,17 @@ ITEMSIZE = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
 
 FP8_MAX = float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn).max)  # 448
 
+#: the floating-point types ml_dtypes adds to numpy; their numpy kind is 'V', as its int4 types' is
+_ML_FLOATS = frozenset(np.dtype(getattr(ml_dtypes, name)) for name in (
+    "bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float4_e2m1fn")
+    if hasattr(ml_dtypes, name))
+
+
+def is_float(dtype: np.dtype) -> bool:
+    """Whether ``dtype`` holds floating-point numbers: numpy's own, or bfloat16 and the float8 and
+    float4 types ml_dtypes adds (a test of ``dtype.kind == "f"`` alone passes those by)."""
+    return dtype.kind == "f" or dtype in _ML_FLOATS
+
 
 def round_tf32(x: np.ndarray) -> np.ndarray:
     """fp32 with the mantissa rounded to TF32's 10 bits (round to nearest even), as fp32."""
@@ -33,7 +44,7 @@ def round_tf32(x: np.ndarray) -> np.ndarray:
 
 def round_to(x: np.ndarray, fmt: str) -> np.ndarray:
     """``x`` stored in ``fmt`` and read back as fp32 (int8 and fp8 use a per-tensor scale)."""
-    if x.dtype.kind != "f":
+    if not is_float(x.dtype):
         return x
     if fmt == "fp32":
         return x
@@ -71,7 +82,7 @@ def quantize(x: np.ndarray, fmt: str, axis: int | None = None) -> tuple[np.ndarr
 
 def quantize_weight(w: np.ndarray, fmt: str) -> np.ndarray:
     """A [K, N] (or batched [..., K, N]) MatMul weight quantised per output column and brought back."""
-    if w.dtype.kind != "f":
+    if not is_float(w.dtype):
         return w
     if fmt not in ("fp8", "int8"):
         return round_to(w, fmt)
@@ -140,7 +151,7 @@ MATRIX_OPS: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
 def _matrix_call(fn, fmt_in: str, store: str, act_positions: tuple[int, ...], *args, **attrs):
     args = list(args)
     for i in act_positions:
-        if i < len(args) and isinstance(args[i], np.ndarray) and args[i].dtype.kind == "f":
+        if i < len(args) and isinstance(args[i], np.ndarray) and is_float(args[i].dtype):
             args[i] = round_to(args[i], fmt_in)
     out = fn(*args, **attrs)  # numpy accumulates fp32 products of the rounded inputs: fp32 accumulation
     return store_value(out, store)
@@ -182,7 +193,7 @@ def apply_policy(steps: list, initializers: dict, policy: Policy) -> tuple[list,
             for i in acts:
                 name = s.ins[i] if i < len(s.ins) else ""
                 w = initializers.get(name) if name else None
-                if i in wpos and isinstance(w, np.ndarray) and w.dtype.kind == "f":
+                if i in wpos and isinstance(w, np.ndarray) and is_float(w.dtype):
                     if name not in weights:
                         if s.op_type == "Gemm" and s.attrs.get("transB", 0):
                             axis = 0

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from hal.kernels.elementwise import arithmetic_ufunc, broadcasts_onto, row_sums, scalar_array
-from hal.numerics import round_to
+from hal.numerics import is_float, round_to
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def _block(x: np.ndarray, keys: int, lo: int, hi: int) -> np.ndarray:
 
 
 def _to_format(x: np.ndarray, fmt: str | None) -> np.ndarray:
-    if fmt is None or x.dtype.kind != "f":
+    if fmt is None or not is_float(x.dtype):
         return x
     return round_to(x.astype(np.float32, copy=False), fmt).astype(x.dtype, copy=False)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from hal.errors import CompileError, ResourceError
 from hal.graph.ir import Graph
-from hal.numerics import ITEMSIZE, Policy
+from hal.numerics import ITEMSIZE, Policy, is_float
 from hal.numerics import policy as precision_policy
 from hal.perf.memory import MemoryPlan, plan_memory
 from hal.perf.opcount import shape as static_shape
@@ -68,7 +68,7 @@ class _Formats:
     def _narrow(self, dtype: np.dtype | None, fmt: str) -> int:
         if dtype is None:
             return 4
-        if dtype.kind != "f" or self.policy.exact:
+        if not is_float(dtype) or self.policy.exact:
             return dtype.itemsize
         return min(dtype.itemsize, ITEMSIZE[fmt])
 

@@ -22,7 +22,7 @@ from hal.errors import RunError
 from hal.graph.fuse import GraphIndex
 from hal.graph.ir import Graph, Node
 from hal.kernels import lookup
-from hal.numerics import Policy, quantize, round_to
+from hal.numerics import Policy, is_float, quantize, round_to
 from hal.perf.trace import event
 from hal.specs import CompileReport
 from hal_gpu.attention import ScoreOp, flash_attention
@@ -59,7 +59,7 @@ def _kernel(node, graph: Graph) -> RegistryKernel:
 
 def round_input(x: Any, fmt: str) -> Any:
     """``x`` as the tensor cores would read it in ``fmt`` (never widened, dtype kept)."""
-    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+    if not isinstance(x, np.ndarray) or not is_float(x.dtype):
         return x
     if fmt in ("fp32", "tf32") and x.dtype.itemsize < 4:
         return x
@@ -77,12 +77,12 @@ def matrix_call(fn, fmt: str, positions: tuple[int, ...], store: tuple[str | Non
     args = list(args)
     narrow = None
     for i in positions:
-        if i < len(args) and isinstance(args[i], np.ndarray) and args[i].dtype.kind == "f":
+        if i < len(args) and isinstance(args[i], np.ndarray) and is_float(args[i].dtype):
             args[i] = round_input(args[i], fmt)
             if args[i].dtype.itemsize < 4:
                 narrow = args[i].dtype
     if narrow is not None:  # 16-bit operands: fp32 accumulation, result in the operand type
-        args = [a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in args]
+        args = [a.astype(np.float32) if isinstance(a, np.ndarray) and is_float(a.dtype) else a for a in args]
         out = fn(*args, **attrs)
         out = out.astype(narrow) if isinstance(out, np.ndarray) and out.dtype == np.float32 else out
     else:
@@ -103,7 +103,7 @@ def _stored(out: Any, store: tuple[str | None, ...]) -> Any:
 
 def quantize_weight(w: np.ndarray, fmt: str, axis: int) -> np.ndarray:
     """A weight as the matrix unit holds it: fp8/int8 with a scale per output channel, else rounded."""
-    if w.dtype.kind != "f" or (fmt in ("fp32", "tf32") and w.dtype.itemsize < 4):
+    if not is_float(w.dtype) or (fmt in ("fp32", "tf32") and w.dtype.itemsize < 4):
         return w
     if fmt in ("fp8", "int8"):
         q, scale = quantize(w, fmt, axis=axis if w.ndim > 1 else None)
@@ -133,7 +133,7 @@ def _attention_step(k: Kernel, graph: Graph, fmt: str | None, store: str | None,
 
 def _narrow_float(graph: Graph, name: str) -> bool:
     info = graph.values.get(name)
-    return info is not None and info.dtype is not None and info.dtype.kind == "f" and info.dtype.itemsize < 4
+    return info is not None and info.dtype is not None and is_float(info.dtype) and info.dtype.itemsize < 4
 
 
 def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_wide: set[int],

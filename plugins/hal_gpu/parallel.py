@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hal.graph.ir import Graph
+from hal.numerics import is_float
 from hal_gpu.fusion import Kernel
 
 #: ops whose weight operand (input 1, 2-D) the plan may split
@@ -94,7 +95,7 @@ def plan_sharding(graph: Graph, kernels: list[Kernel], devices: int,
     for t in graph.inputs:  # per-device state (a KV cache) feeds only split work: it is split too
         cons = consumers.get(t.name, [])
         dt = t.dtype
-        if cons and dt is not None and dt.kind == "f" and all(c in sh.split_nodes for c in cons):
+        if cons and dt is not None and is_float(dt) and all(c in sh.split_nodes for c in cons):
             sh.split.add(t.name)
     for o in graph.outputs:
         if o.name in sh.split and not consumers.get(o.name):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hal.graph.ir import Graph, Node
-from hal.numerics import ITEMSIZE, Policy
+from hal.numerics import ITEMSIZE, Policy, is_float
 from hal.perf.opcount import VIEW_OPS, node_flops, shape
 from hal_lpu.cost import Machine
 
@@ -123,7 +123,7 @@ class Sizes:
             if dt is None:
                 dt = np.dtype(np.float32)
             item = dt.itemsize
-            if dt.kind == "f" and not self.policy.exact:
+            if is_float(dt) and not self.policy.exact:
                 item = min(item, ITEMSIZE[fmt or self.policy.storage])
             got = self._bytes[key] = math.prod(shp) * item
         return got
@@ -133,7 +133,7 @@ class Sizes:
 
     def is_float(self, name: str) -> bool:
         dt = self._dtype_shape(name)[0]
-        return dt is None or dt.kind == "f"
+        return dt is None or is_float(dt)
 
     def itemsize(self, name: str) -> int:
         dt = self._dtype_shape(name)[0]

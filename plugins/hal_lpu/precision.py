@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from hal.errors import CompileError
-from hal.numerics import EXACT, MATRIX_OPS, Policy, quantize, round_to, store_value
+from hal.numerics import EXACT, MATRIX_OPS, Policy, is_float, quantize, round_to, store_value
 
 
 def lpu_policy(precision: str) -> Policy:
@@ -36,7 +36,7 @@ def lpu_policy(precision: str) -> Policy:
 def round_scaled_fp16(x: np.ndarray) -> np.ndarray:
     """``x`` as the MXM sees it in fp16: scaled by a power of two so its largest magnitude sits just
     under fp16's top binade, rounded to fp16, scaled back (the scaling itself is exact)."""
-    if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.size == 0:
+    if not isinstance(x, np.ndarray) or not is_float(x.dtype) or x.size == 0:
         return x
     finite = np.abs(x[np.isfinite(x)])
     amax = float(finite.max()) if finite.size else 0.0
@@ -48,14 +48,14 @@ def round_scaled_fp16(x: np.ndarray) -> np.ndarray:
 
 def mxm_operand(x: Any, fmt: str) -> Any:
     """An activation operand of the MXM in ``fmt`` (fp16 scaled per tensor, or int8 with a scale)."""
-    if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or fmt == "fp32":
+    if not isinstance(x, np.ndarray) or not is_float(x.dtype) or fmt == "fp32":
         return x
     return round_scaled_fp16(x) if fmt == "fp16" else round_to(x, fmt)
 
 
 def mxm_weight(w: np.ndarray, fmt: str, axis: int) -> np.ndarray:
     """A weight installed in the MXM: fp16 scaled per tensor, or int8 per output channel."""
-    if w.dtype.kind != "f" or fmt == "fp32":
+    if not is_float(w.dtype) or fmt == "fp32":
         return w
     if fmt == "int8":
         q, scale = quantize(w, "int8", axis=axis)
@@ -101,7 +101,7 @@ def apply_lpu_policy(steps: list, weights: dict[str, Any], policy: Policy) -> tu
             for i in acts:
                 name = ins[i] if i < len(ins) else ""
                 w = weights.get(name) if name else None
-                if i in wpos and isinstance(w, np.ndarray) and w.dtype.kind == "f":
+                if i in wpos and isinstance(w, np.ndarray) and is_float(w.dtype):
                     key = f"{name}#mxm" if name in other else name
                     if key not in installed:
                         installed[key] = mxm_weight(w, policy.matmul_weights, axis)

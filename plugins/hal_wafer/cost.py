@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hal.graph.ir import Graph, Node
-from hal.numerics import ITEMSIZE, Policy
+from hal.numerics import ITEMSIZE, Policy, is_float
 from hal.perf.opcount import VIEW_OPS, node_flops, shape
 from hal.specs import TargetSpec
 
@@ -126,7 +126,7 @@ def _numel(shp: tuple[int, ...]) -> int:
 
 def _is_float(graph: Graph, name: str) -> bool:
     dt = _dtype(graph, name)
-    return dt is not None and dt.kind == "f"
+    return dt is not None and is_float(dt)
 
 
 def _dtype(graph: Graph, name: str) -> np.dtype | None:
