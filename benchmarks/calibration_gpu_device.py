@@ -240,6 +240,36 @@ def gemm_sweep_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _gemm_then_relu(m: int, n: int, k: int, dtype: int) -> onnx.ModelProto:
+    """A GEMM whose result a Relu reads (fused into its epilogue): a GEMM whose result is the graph's
+    output would be taken for a logits projection, which the fp8 policy keeps in 16-bit."""
+    from onnx import helper
+
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+                          "gemm", [helper.make_tensor_value_info("x", dtype, [m, k]),
+                                   helper.make_tensor_value_info("w", dtype, [k, n])],
+                          [helper.make_tensor_value_info("y", dtype, [m, n])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    helper.set_model_props(model, {"hal.shape_only_weights": "w"})
+    return model
+
+
+def decode_sweep_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Llama-3.3-70B's decode GEMMs (one of two tensor-parallel GPUs) against the predicted kernel."""
+    points = []
+    for r in rows:
+        model = _gemm_then_relu(r["m"], r["n"], r["k"], onnx.TensorProto.BFLOAT16)
+        k = predict(target, model, "exact" if r["format"] == "bf16" else r["format"], True).kernels[0]
+        weight_bytes = r["n"] * r["k"] * (2 if r["format"] == "bf16" else 1)
+        points.append({**r, "predicted_s": k.time_s, "bound": k.bound,
+                       "measured_over_predicted": round(r["seconds"] / k.time_s, 3),
+                       "weight_bytes_per_s": weight_bytes / r["seconds"]})
+    by_format = {fmt: _stats([p["seconds"] for p in points if p["format"] == fmt],
+                             [p["predicted_s"] for p in points if p["format"] == fmt])
+                 for fmt in sorted({p["format"] for p in points})}
+    return {"points": points, "by_format": by_format}
+
+
 def conv_sweep_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Each measured cuDNN conv against the predicted implicit-GEMM kernel, and ResNet-50's sum."""
     points, totals = [], {}
@@ -388,6 +418,8 @@ def report(measured: dict[str, Any]) -> dict[str, Any]:
     if measured.get("gemm_sweep"):
         out["gemm_sweep"] = gemm_sweep_report(target, measured["gemm_sweep"])
         out["factors"]["gemm_latency_s"] = {"sheet": gpu.gemm_latency_s}
+    if measured.get("decode_sweep"):
+        out["decode_sweep"] = decode_sweep_report(target, measured["decode_sweep"])
     if measured.get("conv_sweep"):
         out["conv_sweep"] = conv_sweep_report(target, measured["conv_sweep"])
     if measured.get("compiled"):
@@ -408,6 +440,9 @@ def _print(res: dict[str, Any]) -> None:
         print(f"  GEMM sweep {fmt}: measured/predicted median {w['median_measured_over_predicted']} "
               f"(roofline alone {r['median_measured_over_predicted']}), within 25%: {w['within_25pct']} "
               f"({r['within_25pct']}), {w['points']} shapes")
+    for fmt, st in (res.get("decode_sweep") or {}).get("by_format", {}).items():
+        print(f"  decode GEMMs {fmt}: measured/predicted median {st['median_measured_over_predicted']} "
+              f"({st['min']}-{st['max']}), {st['points']} GEMMs")
     for fmt, t in (res.get("conv_sweep") or {}).get("resnet50_total", {}).items():
         print(f"  ResNet-50 convs {fmt}: measured {t['measured_s'] * 1e3:.3f} ms, predicted "
               f"{t['predicted_s'] * 1e3:.3f} ms (x{t['measured_over_predicted']})")
@@ -464,6 +499,14 @@ def markdown(res: dict[str, Any]) -> str:
             lines.append(f"| {fmt} | {w['points']} | {w['median_measured_over_predicted']} ({w['geomean']}) | "
                          f"{w['within_25pct']:.0%} | {r['median_measured_over_predicted']} ({r['within_25pct']:.0%}) | "
                          f"{big['median_measured_over_predicted']} | {v.get('row_length_50257_over_50260', '—')} |")
+    decode = res.get("decode_sweep")
+    if decode:
+        lines += ["", "| Llama-3.3-70B decode GEMMs (TP2 shard), batch 1–64 | GEMMs | measured / predicted, median "
+                  "(min–max) | weights streamed, TB/s |", "|---|---|---|---|"]
+        for fmt, st in decode["by_format"].items():
+            rates = [p["weight_bytes_per_s"] / 1e12 for p in decode["points"] if p["format"] == fmt]
+            lines.append(f"| {fmt} | {st['points']} | {st['median_measured_over_predicted']} ({st['min']}–{st['max']}) "
+                         f"| {min(rates):.2f}–{max(rates):.2f} |")
     convs = (res.get("conv_sweep") or {}).get("resnet50_total", {})
     if convs:
         lines += ["", "| ResNet-50's 53 convs, batch 1 (cuDNN) | measured ms | predicted ms | measured / predicted |",

@@ -18,6 +18,8 @@ runs, medians throughout:
   on, and captured as a CUDA graph, each output checked against onnxruntime's CPU provider;
 * with ``--steps sweep``, GEMM kernel time over a grid of shapes (M 1..8192, N and K 384..4096)
   and each distinct conv of ResNet-50 through cuDNN, fp32 and TF32, replayed from CUDA graphs;
+* with ``--steps decode``, the decode GEMMs of Llama-3.3-70B on one of two tensor-parallel GPUs
+  (the NIM calibration point's) at batch 1, 16 and 64, bf16 and fp8;
 * with ``--steps profile``, the CUDA kernels each named model's fp32 run launches (CUPTI through
   torch's profiler): how many, and the GPU time of each;
 * with ``--steps compiled``, the benchmark transformers as the generator's PyTorch modules, eager
@@ -247,6 +249,36 @@ def gemm_sweep() -> list[dict[str, Any]]:
             t = _graph_time(lambda a=a, b=b, c=c: torch.matmul(a, b, out=c))
             rows.append({"format": fmt, "m": 512, "n": n, "k": 384, "seconds": t})
     torch.backends.cuda.matmul.allow_tf32 = False
+    return rows
+
+
+#: (N, K) of Llama-3.3-70B's GEMMs on one of two tensor-parallel GPUs: fused QKV, attention output,
+#: fused gate+up, down projection (hidden 8192, 64 query and 8 KV heads of 128, FFN 28672)
+DECODE_GEMMS = {"qkv": (5120, 8192), "o_proj": (8192, 4096), "gate_up": (28672, 8192), "down": (8192, 14336)}
+
+
+def decode_sweep() -> list[dict[str, Any]]:
+    """The decode GEMMs of the NIM calibration point (Llama-3.3-70B, TP2) at a few batch sizes,
+    bf16 and fp8 (torch._scaled_mm, per-tensor scales, bf16 out), from CUDA graphs: the regime
+    where a GEMM streams its weights once and the sheets' bandwidth and latency decide."""
+    import torch
+
+    rows = []
+    one = torch.tensor(1.0, device="cuda")
+    for name, (n, k) in DECODE_GEMMS.items():
+        w16 = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
+        w8 = torch.randn(n, k, device="cuda").to(torch.float8_e4m3fn).t()  # column-major, as cuBLASLt wants
+        for m in (1, 16, 64):
+            a16 = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+            c16 = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+            t = _graph_time(lambda a=a16, w=w16, c=c16: torch.matmul(a, w, out=c))
+            rows.append({"gemm": name, "format": "bf16", "m": m, "n": n, "k": k, "seconds": t})
+            if m % 16 == 0:  # cuBLASLt's FP8 GEMMs take dimensions in multiples of 16
+                a8 = torch.randn(m, k, device="cuda").to(torch.float8_e4m3fn)
+                t = _graph_time(lambda a=a8, w=w8: torch._scaled_mm(a, w, scale_a=one, scale_b=one,
+                                                                     out_dtype=torch.bfloat16))
+                rows.append({"gemm": name, "format": "fp8", "m": m, "n": n, "k": k, "seconds": t})
+        del w16, w8
     return rows
 
 
@@ -557,6 +589,8 @@ def measure(folder: Path, out: Path, budget_s: float, steps: set[str], profile_n
         models(run, folder)
     if "profile" in steps:
         profiles(run, folder, profile_names)
+    if "decode" in steps:
+        run.data["decode_sweep"] = run.step("decode GEMMs", decode_sweep)
     if "compiled" in steps:
         run.data["compiled"] = run.step("compiled transformers", lambda: compiled_transformers(run))
     run.data["device_after"] = run.step("device after", device_facts)
@@ -573,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("out", type=Path)
     m.add_argument("--budget", type=float, default=400.0, help="seconds; steps past it are skipped")
     m.add_argument("--steps", default="micro,models",
-                   help="any of micro, sweep, models, profile, compiled (comma-separated)")
+                   help="any of micro, sweep, decode, models, profile, compiled (comma-separated)")
     m.add_argument("--profile", default="", help="models whose kernels to profile (comma-separated)")
     args = ap.parse_args(argv)
     return measure(args.folder, args.out, args.budget, set(args.steps.split(",")),
