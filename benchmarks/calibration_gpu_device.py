@@ -270,6 +270,41 @@ def decode_sweep_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"points": points, "by_format": by_format}
 
 
+def _aligned(length: int, itemsize: int) -> int:
+    """The smallest row length from ``length`` up that is a multiple of 16 bytes."""
+    per = 16 // itemsize
+    return -(-length // per) * per
+
+
+def alignment_sweep_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every GEMM of the alignment sweep against its prediction; those the model takes for
+    misaligned (a row not a multiple of 16 bytes) also against the prediction for the same GEMM
+    with its rows padded to 16 bytes, which is what the model said before it knew alignment."""
+    points = []
+    for r in rows:
+        dtype = onnx.TensorProto.BFLOAT16 if r["format"] == "bf16" else onnx.TensorProto.FLOAT
+        itemsize = 2 if r["format"] == "bf16" else 4
+
+        def kernel(kk: int, nn: int, r=r, dtype=dtype):
+            model = _one_node("MatMul", [r["m"], kk], [kk, nn], [r["m"], nn], dtype)
+            return predict(target, model, _PRECISION[r["format"]], True).kernels[0]
+
+        pred = kernel(r["k"], r["n"])
+        point = {**r, "predicted_s": pred.time_s, "misaligned_rows": pred.details["misaligned_rows"]}
+        if point["misaligned_rows"]:
+            point["predicted_as_aligned_s"] = kernel(_aligned(r["k"], itemsize), _aligned(r["n"], itemsize)).time_s
+        points.append(point)
+    by_format = {}
+    for fmt in sorted({p["format"] for p in points}):
+        odd = [p for p in points if p["format"] == fmt and p["misaligned_rows"]]
+        even = [p for p in points if p["format"] == fmt and not p["misaligned_rows"]]
+        by_format[fmt] = {
+            "misaligned": _stats([p["seconds"] for p in odd], [p["predicted_s"] for p in odd]),
+            "misaligned_as_if_aligned": _stats([p["seconds"] for p in odd], [p["predicted_as_aligned_s"] for p in odd]),
+            "aligned": _stats([p["seconds"] for p in even], [p["predicted_s"] for p in even])}
+    return {"points": points, "by_format": by_format}
+
+
 def conv_sweep_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Each measured cuDNN conv against the predicted implicit-GEMM kernel, and ResNet-50's sum."""
     points, totals = [], {}
@@ -418,6 +453,8 @@ def report(measured: dict[str, Any]) -> dict[str, Any]:
     if measured.get("gemm_sweep"):
         out["gemm_sweep"] = gemm_sweep_report(target, measured["gemm_sweep"])
         out["factors"]["gemm_latency_s"] = {"sheet": gpu.gemm_latency_s}
+    if measured.get("alignment_sweep"):
+        out["alignment_sweep"] = alignment_sweep_report(target, measured["alignment_sweep"])
     if measured.get("decode_sweep"):
         out["decode_sweep"] = decode_sweep_report(target, measured["decode_sweep"])
     if measured.get("conv_sweep"):
@@ -440,6 +477,10 @@ def _print(res: dict[str, Any]) -> None:
         print(f"  GEMM sweep {fmt}: measured/predicted median {w['median_measured_over_predicted']} "
               f"(roofline alone {r['median_measured_over_predicted']}), within 25%: {w['within_25pct']} "
               f"({r['within_25pct']}), {w['points']} shapes")
+    for fmt, v in (res.get("alignment_sweep") or {}).get("by_format", {}).items():
+        now, before = v["misaligned"], v["misaligned_as_if_aligned"]
+        print(f"  misaligned GEMMs {fmt}: measured/predicted median {now['median_measured_over_predicted']}"
+              f" (as if aligned {before['median_measured_over_predicted']})")
     for fmt, st in (res.get("decode_sweep") or {}).get("by_format", {}).items():
         print(f"  decode GEMMs {fmt}: measured/predicted median {st['median_measured_over_predicted']} "
               f"({st['min']}-{st['max']}), {st['points']} GEMMs")
@@ -499,6 +540,14 @@ def markdown(res: dict[str, Any]) -> str:
             lines.append(f"| {fmt} | {w['points']} | {w['median_measured_over_predicted']} ({w['geomean']}) | "
                          f"{w['within_25pct']:.0%} | {r['median_measured_over_predicted']} ({r['within_25pct']:.0%}) | "
                          f"{big['median_measured_over_predicted']} | {v.get('row_length_50257_over_50260', '—')} |")
+    align = res.get("alignment_sweep")
+    if align:
+        lines += ["", "| alignment sweep | GEMMs with a row off 16 bytes: measured / predicted, median (within ±25%) "
+                  "| the same as if aligned | aligned GEMMs |", "|---|---|---|---|"]
+        for fmt, v in align["by_format"].items():
+            cells = [f"{st['median_measured_over_predicted']} ({st['within_25pct']:.0%}, {st['points']} GEMMs)"
+                     for st in (v["misaligned"], v["misaligned_as_if_aligned"], v["aligned"])]
+            lines.append(f"| {fmt} | " + " | ".join(cells) + " |")
     decode = res.get("decode_sweep")
     if decode:
         lines += ["", "| Llama-3.3-70B decode GEMMs (TP2 shard), batch 1–64 | GEMMs | measured / predicted, median "

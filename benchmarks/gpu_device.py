@@ -20,6 +20,7 @@ runs, medians throughout:
   and each distinct conv of ResNet-50 through cuDNN, fp32 and TF32, replayed from CUDA graphs;
 * with ``--steps decode``, the decode GEMMs of Llama-3.3-70B on one of two tensor-parallel GPUs
   (the NIM calibration point's) at batch 1, 16 and 64, bf16 and fp8;
+* with ``--steps alignment``, GEMMs whose rows are and are not a multiple of 16 bytes;
 * with ``--steps profile``, the CUDA kernels each named model's fp32 run launches (CUPTI through
   torch's profiler): how many, and the GPU time of each;
 * with ``--steps compiled``, the benchmark transformers as the generator's PyTorch modules, eager
@@ -279,6 +280,27 @@ def decode_sweep() -> list[dict[str, Any]]:
                                                                      out_dtype=torch.bfloat16))
                 rows.append({"gemm": name, "format": "fp8", "m": m, "n": n, "k": k, "seconds": t})
         del w16, w8
+    return rows
+
+
+def alignment_sweep() -> list[dict[str, Any]]:
+    """GEMMs whose row lengths are, and are not, a multiple of 16 bytes (N = 4096 / 4097, 50260 /
+    50257 -- GPT-2's vocabulary -- and K = 4096 / 4097), TF32 and bf16, from CUDA graphs: cuBLAS
+    runs the tensor cores only on aligned rows at full speed."""
+    import torch
+
+    rows = []
+    for fmt, dtype, tf32 in (("tf32", torch.float32, True), ("bf16", torch.bfloat16, False)):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        for m in (16, 128, 512, 2048):
+            for k, n in ((384, 4096), (384, 4097), (384, 50260), (384, 50257), (4096, 4096), (4096, 4097),
+                         (4097, 4096)):
+                a = torch.randn(m, k, device="cuda", dtype=dtype)
+                b = torch.randn(k, n, device="cuda", dtype=dtype)
+                c = torch.empty(m, n, device="cuda", dtype=dtype)
+                t = _graph_time(lambda a=a, b=b, c=c: torch.matmul(a, b, out=c))
+                rows.append({"format": fmt, "m": m, "n": n, "k": k, "seconds": t})
+    torch.backends.cuda.matmul.allow_tf32 = False
     return rows
 
 
@@ -589,6 +611,8 @@ def measure(folder: Path, out: Path, budget_s: float, steps: set[str], profile_n
         models(run, folder)
     if "profile" in steps:
         profiles(run, folder, profile_names)
+    if "alignment" in steps:
+        run.data["alignment_sweep"] = run.step("alignment GEMMs", alignment_sweep)
     if "decode" in steps:
         run.data["decode_sweep"] = run.step("decode GEMMs", decode_sweep)
     if "compiled" in steps:
@@ -607,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("out", type=Path)
     m.add_argument("--budget", type=float, default=400.0, help="seconds; steps past it are skipped")
     m.add_argument("--steps", default="micro,models",
-                   help="any of micro, sweep, decode, models, profile, compiled (comma-separated)")
+                   help="any of micro, sweep, decode, alignment, models, profile, compiled (comma-separated)")
     m.add_argument("--profile", default="", help="models whose kernels to profile (comma-separated)")
     args = ap.parse_args(argv)
     return measure(args.folder, args.out, args.budget, set(args.steps.split(",")),

@@ -63,7 +63,7 @@ def test_foreign_cubins_are_zeroed_and_hoppers_kept(tmp_path):
 
 def test_report_sets_predictions_beside_the_h200_measurements():
     measured = {}
-    for name in ("gpu_device.json", "gpu_sweep.json", "gpu_profile.json"):
+    for name in ("gpu_device.json", "gpu_sweep.json", "gpu_profile.json", "gpu_alignment.json"):
         measured.update(json.loads((MEASURED / name).read_text()))
     target = cal._target()
     assert target.spec.name == "gpu-h200"
@@ -74,6 +74,10 @@ def test_report_sets_predictions_beside_the_h200_measurements():
     # the GEMM latency term is what brings small GEMMs to the measured time
     assert abs(np.log(with_latency["geomean"])) < abs(np.log(roofline["geomean"]))
     assert 0.8 < with_latency["median_measured_over_predicted"] < 1.25
+    align = cal.alignment_sweep_report(target, measured["alignment_sweep"])["by_format"]
+    for fmt in ("bf16", "tf32"):  # rows off 16 bytes: the fallback rates fit, the aligned ones do not
+        assert 0.75 < align[fmt]["misaligned"]["median_measured_over_predicted"] < 1.33
+        assert align[fmt]["misaligned_as_if_aligned"]["median_measured_over_predicted"] > 2
     convs = cal.conv_sweep_report(target, measured["conv_sweep"])["resnet50_total"]
     assert {t["convs"] for t in convs.values()} == {53}  # ResNet-50's Conv nodes, each format
     row = cal.model_report(target, "light_squeezenet", measured["models"]["light_squeezenet"], None)

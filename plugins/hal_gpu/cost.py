@@ -155,6 +155,25 @@ def _gemm_dims(graph: Graph, idx: int) -> tuple[int, int, int, int]:
     return (0 if total == 0 else max(1, total // max(1, m * nn))), m, nn, k
 
 
+#: GEMM ops whose operands are plain row-major matrices (convolutions are laid out by the library)
+_ROW_MAJOR_GEMMS = frozenset({"MatMul", "Gemm", "MatMulInteger", "QLinearMatMul", "FusedMatMul"})
+
+
+def rows_misaligned(graph: Graph, idx: int, itemsize: int) -> bool:
+    """Whether a row of GEMM ``idx``'s A, B or C is not a multiple of 16 bytes in its tensor-core
+    format: cuBLAS then cannot use the Hopper path (TMA copies, wgmma) and falls back to kernels
+    that load element by element (on the H200: GPT-2's vocabulary of 50257 made a bf16 GEMM 1.6-1.9x
+    slower than 50260; K = 4097 made one 3.4-6.4x slower than 4096)."""
+    n = graph.nodes[idx]
+    if n.op_type not in _ROW_MAJOR_GEMMS:
+        return False
+    _, m, cols, k = _gemm_dims(graph, idx)
+    rows = [k, cols]  # A is [M, K], B is [K, N], C is [M, N]
+    if n.op_type == "Gemm":
+        rows = [m if n.attrs.get("transA", 0) else k, k if n.attrs.get("transB", 0) else cols, cols]
+    return any(r > 1 and (r * itemsize) % 16 for r in rows)
+
+
 def _roofline(ln: Launch, flops: float, rate: float, nbytes: float, mem_rate: float) -> tuple[float, float]:
     """(compute, memory) seconds of one launch; an empty grid does no work."""
     if ln.empty:
@@ -196,6 +215,11 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
         epilogue = max(0.0, flops - gemm_flops)
         launches = gemm_launches(batch, m, n_dev, k_dev, itemsize, gpu, tile)
         rate = gpu.gemm_rate(fmt)
+        # the CUDA cores' SGEMM loads element by element anyway; the tensor cores need aligned rows
+        misaligned = fmt not in ("fp32", "fp64") and any(rows_misaligned(graph, i, itemsize) for i in k.gemms)
+        if misaligned:
+            rate = min(rate, gpu.misaligned_gemm_flops)
+            mem_rate = min(mem_rate, gpu.misaligned_hbm_rate(itemsize))
 
         def flops_of(ln: Launch) -> float:  # the epilogue's FLOPs run on the CUDA cores, at their rate
             return gemm_flops + epilogue * rate / gpu.vector_flops
@@ -205,7 +229,8 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
 
         ln, c, mm = _best(launches, flops_of, rate, bytes_of, mem_rate)
         return KernelCost(k, flops, bytes_of(ln), c, mm, overhead_s, fmt, "tensor cores", ln,
-                          {"m": m, "n": n_dev, "k": k_dev, "batch": batch}, gpu.peak[fmt],
+                          {"m": m, "n": n_dev, "k": k_dev, "batch": batch, "misaligned_rows": misaligned},
+                          gpu.peak[fmt],
                           0.0 if ln.empty else gpu.gemm_latency_s)
     if k.kind == "attention" and k.attention is not None:
         p = k.attention

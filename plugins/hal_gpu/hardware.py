@@ -23,6 +23,8 @@ SHEET_KEYS: dict[str, tuple[str, type]] = {
     "smem_per_sm": ("smem_per_sm_bytes", float), "max_threads_per_sm": ("max_threads_per_sm", int),
     "gemm_efficiency": ("gemm_efficiency", float), "gemm_efficiency_fp8": ("gemm_efficiency_fp8", float),
     "attention_efficiency": ("attention_efficiency", float), "gemm_latency_s": ("gemm_latency_s", float),
+    "misaligned_gemm_flops": ("misaligned_gemm_flops", float),
+    "misaligned_hbm_efficiency": ("misaligned_hbm_efficiency", float),
     "launch_overhead_s": ("launch_overhead_s", float),
     "graph_launch_overhead_s": ("graph_launch_overhead_s", float),
     "graph_node_overhead_s": ("graph_node_overhead_s", float),
@@ -50,6 +52,8 @@ class Gpu:
     gemm_efficiency_fp8: float
     attention_efficiency: float
     gemm_latency_s: float             # a GEMM kernel's time beyond its roofline: pipeline fill and drain
+    misaligned_gemm_flops: float      # a tensor-core GEMM with a row not a multiple of 16 bytes: its FLOP/s
+    misaligned_hbm_efficiency: float  # ... and its share of HBM bandwidth, for 4-byte elements
     launch_overhead_s: float
     graph_launch_overhead_s: float
     graph_node_overhead_s: float
@@ -71,6 +75,11 @@ class Gpu:
     def hbm_rate(self) -> float:
         """Bytes per second a streaming kernel reaches."""
         return self.hbm_bandwidth * self.hbm_efficiency
+
+    def misaligned_hbm_rate(self, itemsize: int) -> float:
+        """Bytes per second a GEMM streams when its rows are not 16-byte aligned: the library's
+        fallback loads one element at a time, so narrower elements move fewer bytes."""
+        return self.hbm_bandwidth * self.misaligned_hbm_efficiency * min(itemsize, 4) / 4
 
     def gemm_rate(self, fmt: str) -> float:
         """FLOP/s a large GEMM reaches with ``fmt`` inputs."""

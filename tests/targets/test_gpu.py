@@ -239,6 +239,23 @@ def test_a_gemm_pays_its_pipeline_latency_beyond_the_roofline():
     assert big.details["latency_s"] < 0.01 * big.time_s
 
 
+def test_a_tensor_core_gemm_with_rows_off_16_bytes_runs_at_the_fallback_rates():
+    def kernel(n: int, precision: str):
+        return hal.compile(_gemm_model(512, n, 4096), target="gpu-h200", precision=precision,
+                           cuda_graphs=True).report.kernels[0]
+
+    hw = get_target("gpu-h200").spec.hardware
+    aligned, odd = kernel(50264, "fp16"), kernel(50257, "fp16")  # GPT-2's vocabulary: 50257 x 2 bytes
+    assert not aligned.details["misaligned_rows"] and odd.details["misaligned_rows"]
+    assert odd.flops / odd.details["compute_s"] <= hw["misaligned_gemm_flops"].value * (1 + 1e-9)
+    assert odd.time_s > 3 * aligned.time_s
+    # the CUDA cores' SGEMM (an fp32 model, exact) has no aligned path to lose
+    fp32 = _gemm_model(512, 50257, 4096)
+    for vi in (*fp32.graph.input, *fp32.graph.output):
+        vi.type.tensor_type.elem_type = TensorProto.FLOAT
+    assert not hal.compile(fp32, target="gpu-h200", precision="exact").report.kernels[0].details["misaligned_rows"]
+
+
 def test_h200_runs_memory_bound_decode_faster_than_h100_by_its_bandwidth(llama70b_decode):
     h100 = _compile(llama70b_decode, precision="fp8", devices=2, cuda_graphs=True)
     h200 = _compile(llama70b_decode, "gpu-h200", precision="fp8", devices=2, cuda_graphs=True)
