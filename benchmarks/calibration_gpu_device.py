@@ -255,7 +255,8 @@ def _gemm_then_relu(m: int, n: int, k: int, dtype: int) -> onnx.ModelProto:
 
 
 def decode_sweep_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Llama-3.3-70B's decode GEMMs (one of two tensor-parallel GPUs) against the predicted kernel."""
+    """Llama-3.3-70B's GEMMs (one of two tensor-parallel GPUs; decode's or a prefill's rows) against
+    the predicted kernel."""
     points = []
     for r in rows:
         model = _gemm_then_relu(r["m"], r["n"], r["k"], onnx.TensorProto.BFLOAT16)
@@ -455,8 +456,9 @@ def report(measured: dict[str, Any]) -> dict[str, Any]:
         out["factors"]["gemm_latency_s"] = {"sheet": gpu.gemm_latency_s}
     if measured.get("alignment_sweep"):
         out["alignment_sweep"] = alignment_sweep_report(target, measured["alignment_sweep"])
-    if measured.get("decode_sweep"):
-        out["decode_sweep"] = decode_sweep_report(target, measured["decode_sweep"])
+    for phase in ("decode", "prefill"):
+        if measured.get(f"{phase}_sweep"):
+            out[f"{phase}_sweep"] = decode_sweep_report(target, measured[f"{phase}_sweep"])
     if measured.get("conv_sweep"):
         out["conv_sweep"] = conv_sweep_report(target, measured["conv_sweep"])
     if measured.get("compiled"):
@@ -481,9 +483,10 @@ def _print(res: dict[str, Any]) -> None:
         now, before = v["misaligned"], v["misaligned_as_if_aligned"]
         print(f"  misaligned GEMMs {fmt}: measured/predicted median {now['median_measured_over_predicted']}"
               f" (as if aligned {before['median_measured_over_predicted']})")
-    for fmt, st in (res.get("decode_sweep") or {}).get("by_format", {}).items():
-        print(f"  decode GEMMs {fmt}: measured/predicted median {st['median_measured_over_predicted']} "
-              f"({st['min']}-{st['max']}), {st['points']} GEMMs")
+    for phase in ("decode", "prefill"):
+        for fmt, st in (res.get(f"{phase}_sweep") or {}).get("by_format", {}).items():
+            print(f"  {phase} GEMMs {fmt}: measured/predicted median {st['median_measured_over_predicted']} "
+                  f"({st['min']}-{st['max']}), {st['points']} GEMMs")
     for fmt, t in (res.get("conv_sweep") or {}).get("resnet50_total", {}).items():
         print(f"  ResNet-50 convs {fmt}: measured {t['measured_s'] * 1e3:.3f} ms, predicted "
               f"{t['predicted_s'] * 1e3:.3f} ms (x{t['measured_over_predicted']})")
@@ -548,14 +551,19 @@ def markdown(res: dict[str, Any]) -> str:
             cells = [f"{st['median_measured_over_predicted']} ({st['within_25pct']:.0%}, {st['points']} GEMMs)"
                      for st in (v["misaligned"], v["misaligned_as_if_aligned"], v["aligned"])]
             lines.append(f"| {fmt} | " + " | ".join(cells) + " |")
-    decode = res.get("decode_sweep")
-    if decode:
-        lines += ["", "| Llama-3.3-70B decode GEMMs (TP2 shard), batch 1–64 | GEMMs | measured / predicted, median "
-                  "(min–max) | weights streamed, TB/s |", "|---|---|---|---|"]
-        for fmt, st in decode["by_format"].items():
-            rates = [p["weight_bytes_per_s"] / 1e12 for p in decode["points"] if p["format"] == fmt]
-            lines.append(f"| {fmt} | {st['points']} | {st['median_measured_over_predicted']} ({st['min']}–{st['max']}) "
-                         f"| {min(rates):.2f}–{max(rates):.2f} |")
+    phases = [(p, res[f"{p}_sweep"]) for p in ("decode", "prefill") if res.get(f"{p}_sweep")]
+    if phases:
+        lines += ["", "| Llama-3.3-70B GEMMs (TP2 shard) | GEMMs | measured / predicted, median (min–max) | "
+                  "weights streamed, TB/s | TFLOP/s |", "|---|---|---|---|---|"]
+        for phase, sweep in phases:
+            rows = sorted({p["m"] for p in sweep["points"]})
+            for fmt, st in sweep["by_format"].items():
+                sel = [p for p in sweep["points"] if p["format"] == fmt]
+                rates = [p["weight_bytes_per_s"] / 1e12 for p in sel]
+                flops = [2 * p["m"] * p["n"] * p["k"] / p["seconds"] / 1e12 for p in sel]
+                lines.append(f"| {phase}, {rows[0]}–{rows[-1]} rows, {fmt} | {st['points']} | "
+                             f"{st['median_measured_over_predicted']} ({st['min']}–{st['max']}) | "
+                             f"{min(rates):.2f}–{max(rates):.2f} | {min(flops):.0f}–{max(flops):.0f} |")
     convs = (res.get("conv_sweep") or {}).get("resnet50_total", {})
     if convs:
         lines += ["", "| ResNet-50's 53 convs, batch 1 (cuDNN) | measured ms | predicted ms | measured / predicted |",

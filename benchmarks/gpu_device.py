@@ -18,8 +18,8 @@ runs, medians throughout:
   on, and captured as a CUDA graph, each output checked against onnxruntime's CPU provider;
 * with ``--steps sweep``, GEMM kernel time over a grid of shapes (M 1..8192, N and K 384..4096)
   and each distinct conv of ResNet-50 through cuDNN, fp32 and TF32, replayed from CUDA graphs;
-* with ``--steps decode``, the decode GEMMs of Llama-3.3-70B on one of two tensor-parallel GPUs
-  (the NIM calibration point's) at batch 1, 16 and 64, bf16 and fp8;
+* with ``--steps decode`` / ``prefill``, the GEMMs of Llama-3.3-70B on one of two tensor-parallel
+  GPUs (the NIM calibration point's) at 1, 16 and 64 rows / 512 and 5008, bf16 and fp8;
 * with ``--steps alignment``, GEMMs whose rows are and are not a multiple of 16 bytes;
 * with ``--steps profile``, the CUDA kernels each named model's fp32 run launches (CUPTI through
   torch's profiler): how many, and the GPU time of each;
@@ -258,10 +258,11 @@ def gemm_sweep() -> list[dict[str, Any]]:
 DECODE_GEMMS = {"qkv": (5120, 8192), "o_proj": (8192, 4096), "gate_up": (28672, 8192), "down": (8192, 14336)}
 
 
-def decode_sweep() -> list[dict[str, Any]]:
-    """The decode GEMMs of the NIM calibration point (Llama-3.3-70B, TP2) at a few batch sizes,
-    bf16 and fp8 (torch._scaled_mm, per-tensor scales, bf16 out), from CUDA graphs: the regime
-    where a GEMM streams its weights once and the sheets' bandwidth and latency decide."""
+def decode_sweep(tokens: tuple[int, ...] = (1, 16, 64)) -> list[dict[str, Any]]:
+    """The GEMMs of the NIM calibration point (Llama-3.3-70B, TP2) at ``tokens`` rows, bf16 and fp8
+    (torch._scaled_mm, per-tensor scales, bf16 out), from CUDA graphs. At decode's few rows a GEMM
+    streams its weights once and the sheets' bandwidth and latency decide; at a prefill's hundreds
+    or thousands, the tensor cores' rate does."""
     import torch
 
     rows = []
@@ -269,7 +270,7 @@ def decode_sweep() -> list[dict[str, Any]]:
     for name, (n, k) in DECODE_GEMMS.items():
         w16 = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
         w8 = torch.randn(n, k, device="cuda").to(torch.float8_e4m3fn).t()  # column-major, as cuBLASLt wants
-        for m in (1, 16, 64):
+        for m in tokens:
             a16 = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             c16 = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
             t = _graph_time(lambda a=a16, w=w16, c=c16: torch.matmul(a, w, out=c))
@@ -615,6 +616,8 @@ def measure(folder: Path, out: Path, budget_s: float, steps: set[str], profile_n
         run.data["alignment_sweep"] = run.step("alignment GEMMs", alignment_sweep)
     if "decode" in steps:
         run.data["decode_sweep"] = run.step("decode GEMMs", decode_sweep)
+    if "prefill" in steps:  # the NIM point's prompts: 500 and 5000 tokens (rounded up to FP8's 16)
+        run.data["prefill_sweep"] = run.step("prefill GEMMs", lambda: decode_sweep((512, 5008)))
     if "compiled" in steps:
         run.data["compiled"] = run.step("compiled transformers", lambda: compiled_transformers(run))
     run.data["device_after"] = run.step("device after", device_facts)
@@ -631,7 +634,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("out", type=Path)
     m.add_argument("--budget", type=float, default=400.0, help="seconds; steps past it are skipped")
     m.add_argument("--steps", default="micro,models",
-                   help="any of micro, sweep, decode, alignment, models, profile, compiled (comma-separated)")
+                   help="any of micro, sweep, decode, prefill, alignment, models, profile, compiled "
+                        "(comma-separated)")
     m.add_argument("--profile", default="", help="models whose kernels to profile (comma-separated)")
     args = ap.parse_args(argv)
     return measure(args.folder, args.out, args.budget, set(args.steps.split(",")),
