@@ -107,11 +107,11 @@ def test_scan9_honours_input_axes_and_directions_and_output_axes() -> None:
 
 def test_scan8_runs_each_batch_item_to_its_sequence_length() -> None:
     node = helper.make_node("Scan", ["lens", "s0", "xs"], ["s", "ys"], body=_scan_body(), num_scan_inputs=1)
-    model = _model([node], [helper.make_tensor_value_info("lens", TensorProto.INT32, [2]), _f("s0", [2, 2]),
+    model = _model([node], [helper.make_tensor_value_info("lens", TensorProto.INT64, [2]), _f("s0", [2, 2]),
                             _f("xs", [2, 3, 2])], [_f("s", [2, 2]), _f("ys", [2, 3, 2])], opset=8)
     xs = np.arange(12, dtype=np.float32).reshape(2, 3, 2)
     s, ys = hal.InferenceSession(model, "cpu").run(
-        None, {"lens": np.array([3, 2], np.int32), "s0": np.zeros((2, 2), np.float32), "xs": xs})
+        None, {"lens": np.array([3, 2], np.int64), "s0": np.zeros((2, 2), np.float32), "xs": xs})
     np.testing.assert_array_equal(s[0], xs[0].sum(axis=0))
     np.testing.assert_array_equal(s[1], xs[1, :2].sum(axis=0))
     np.testing.assert_array_equal(ys[1, 2], [0, 0])  # past the short sequence: zeros

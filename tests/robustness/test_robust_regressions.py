@@ -567,7 +567,8 @@ def test_gather_nd_with_negative_batch_dims_is_refused_before_onnx_inference(bat
 def test_gpu_fusion_keeps_a_view_out_of_a_kernel_its_other_operand_depends_on():
     # was (fuzzer): onnx's expanded LayerNormalization case with its Sqrt rewired to read the reduced
     # shape; a Reshape joined the kernel of the data it views though its shape operand came from a
-    # later kernel, and the GPU's kernel graph had a cycle (a RuntimeError, reported as a plugin fault)
+    # later kernel, and the GPU's kernel graph had a cycle (a RuntimeError, reported as a plugin fault).
+    # The fuzzer's Sqrt read the int64 shape itself, which the loader now refuses; a Cast keeps it valid.
     from onnx.backend.test.case.node import collect_testcases
 
     name = "test_layer_normalization_3d_axis_negative_1_epsilon_expanded"
@@ -575,7 +576,10 @@ def test_gpu_fusion_keeps_a_view_out_of_a_kernel_its_other_operand_depends_on():
     m = onnx.ModelProto()
     m.CopyFrom(case.model)
     sqrt = next(n for n in m.graph.node if n.op_type == "Sqrt")
-    sqrt.input[0] = next(n for n in m.graph.node if n.op_type == "Concat").output[0]
+    shape = next(n for n in m.graph.node if n.op_type == "Concat").output[0]
+    m.graph.node.insert(list(m.graph.node).index(sqrt),
+                        helper.make_node("Cast", [shape], ["shape_f"], to=TensorProto.FLOAT, name="cast_shape"))
+    sqrt.input[0] = "shape_f"
     s = session(m, "gpu")
     assert s.report.kernels and {p.target for p in s.report.placement} == {"gpu"}
 
@@ -598,3 +602,16 @@ def test_window_attributes_below_one_are_model_errors(attr, value):
               [vi("y", F, [1, 3, "h", "w"])])
     with pytest.raises(hal.ModelError, match=f"'pool' \\(MaxPool\\) has {attr}="):
         hal.InferenceSession(m)
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu", "lpu", "wafer"])
+def test_an_input_of_a_type_its_operator_does_not_take_is_a_model_error(target):
+    # was (fuzzer, seed 3): a float initializer [-inf] as ReduceSum's axes passed onnx's non-strict
+    # inference; the GPU's fusion converted it to int (OverflowError, reported as a plugin fault) and
+    # the other targets failed at run time. onnxruntime refuses such a model when it loads it.
+    axes = helper.make_tensor("axes", TensorProto.FLOAT, [1], [float("-inf")])
+    m = model([helper.make_node("ReduceSum", ["x", "axes"], ["y"], name="sum")], [vi("x", F, [2, 3])],
+              [vi("y", F, ["a", "b"])], [axes], opset=18)
+    with pytest.raises(hal.ModelError, match="'sum' \\(ReduceSum\\) takes 'axes' \\(input 1\\) as tensor\\(int64\\), "
+                                             "but 'axes' is a tensor\\(float\\)"):
+        hal.InferenceSession(m, target=target)
