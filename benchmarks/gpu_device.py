@@ -1,6 +1,6 @@
 """Measure a real NVIDIA GPU for the gpu target's cost model: the half that runs on the GPU machine.
 
-    python benchmarks/gpu_device.py measure DIR OUT.json [--budget SECONDS]
+    python benchmarks/gpu_device.py measure DIR OUT.json [--steps micro,models,...] [--budget SECONDS]
 
 Standalone on purpose: the GPU machine has torch and onnx but not hal, so this file imports
 nothing from the project. ``DIR`` is what ``python -m benchmarks.calibration_gpu_device prepare``

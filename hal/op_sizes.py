@@ -224,9 +224,21 @@ def _conv_transpose(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[in
 
 
 def _max_unpool(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """The larger of the unpooled shape the kernel infers (it scatters into that first) and the
+    output_shape input, if any."""
+    x = args[0]
+    nd = x.ndim - 2
+    k = [int(v) for v in attrs.get("kernel_shape", [])]
+    if nd < 1 or len(k) < nd:
+        return None  # malformed: the kernel's own error
+    s = [int(v) for v in attrs.get("strides", [1] * nd)] + [1] * nd
+    p = [int(v) for v in attrs.get("pads", [0] * (2 * nd))] + [0] * (2 * nd)
+    inferred = [*x.shape[:2], *(max((x.shape[2 + j] - 1) * s[j] - p[j] - p[j + nd] + k[j], 0) for j in range(nd))]
     if len(args) > 2 and args[2] is not None:
-        return _ints(args[2]), _itemsize(args[0])
-    return None
+        asked = _ints(args[2])
+        if math.prod(asked) > math.prod(inferred):
+            return asked, _itemsize(x)
+    return inferred, _itemsize(x)
 
 
 def _window(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:

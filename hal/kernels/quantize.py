@@ -47,7 +47,12 @@ def _expand(value: Array, shape: tuple[int, ...], axis: int, block_size: int) ->
         raise ValueError("block_size must be positive")
     if value.ndim != len(shape):
         raise ValueError(f"blocked quantisation needs a scale of rank {len(shape)}, got shape {value.shape}")
-    full = np.repeat(value, block_size, axis=axis)
+    blocks = -(-shape[axis] // block_size)
+    if value.shape[axis] != blocks:
+        raise ValueError(f"block_size {block_size} cuts axis {axis} of an input of shape {shape} into {blocks} "
+                         f"block(s), but the scale has {value.shape[axis]}")
+    # a block longer than the axis is the axis: repeating by more would only be sliced off
+    full = np.repeat(value, min(block_size, shape[axis]), axis=axis)
     full = full[(slice(None),) * axis + (slice(0, shape[axis]),)]
     if full.shape != tuple(shape):
         raise ValueError(f"blocked scale of shape {value.shape} does not fit input of shape {shape}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import zipfile
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from _robust_models import I64, F, model, session, vi
+from _robust_models import I64, F, model, session, sym, vi
 from onnx import TensorProto, helper
 
 import hal
@@ -615,3 +616,31 @@ def test_an_input_of_a_type_its_operator_does_not_take_is_a_model_error(target):
     with pytest.raises(hal.ModelError, match="'sum' \\(ReduceSum\\) takes 'axes' \\(input 1\\) as tensor\\(int64\\), "
                                              "but 'axes' is a tensor\\(float\\)"):
         hal.InferenceSession(m, target=target)
+
+
+def test_blocked_dequantize_checks_its_blocks_and_never_repeats_past_the_axis():
+    # was (fuzzer, seed 3): block_size 2**40 made np.repeat build a 12 TiB scale (a MemoryError)
+    def dequantize(scale_shape):
+        node = helper.make_node("DequantizeLinear", ["x", "s"], ["y"], name="dq", axis=1, block_size=2**40)
+        m = model([node], [vi("x", TensorProto.UINT8, [1, 4, 3, 2]), vi("s", F, scale_shape)],
+                  [vi("y", F, [1, 4, 3, 2])], opset=21)
+        x = np.arange(24, dtype=np.uint8).reshape(1, 4, 3, 2)
+        s = np.linspace(0.5, 2.0, math.prod(scale_shape), dtype=np.float32).reshape(scale_shape)
+        return x, s, session(m, "cpu").run(None, {"x": x, "s": s})[0]
+
+    with pytest.raises(hal.RunError, match="cuts axis 1 of an input of shape \\(1, 4, 3, 2\\) into 1 block"):
+        dequantize([1, 2, 3, 2])
+    x, s, y = dequantize([1, 1, 3, 2])  # one block spans the whole axis
+    np.testing.assert_array_equal(y, x.astype(np.float32) * s)
+
+
+@pytest.mark.parametrize("shape", [[1, 1, 2, 2], sym(4)])
+def test_max_unpool_with_huge_strides_is_refused_before_allocating(shape):
+    # was (fuzzer, seed 3): strides [2, 2**40] unpooled into 16 TiB (a MemoryError): the step's size
+    # rule checked only an explicit output_shape, not the shape the kernel infers and scatters into
+    # first. With static shapes the plan refuses it; with symbolic ones, the step guard.
+    node = helper.make_node("MaxUnpool", ["x", "i"], ["y"], name="unpool", kernel_shape=[2, 2], strides=[2, 2**40])
+    m = model([node], [vi("x", F, shape), vi("i", I64, shape)], [vi("y", F, sym(4))])
+    feeds = {"x": np.ones((1, 1, 2, 2), np.float32), "i": np.zeros((1, 1, 2, 2), np.int64)}
+    with pytest.raises(hal.ResourceError, match="1, 1, 4, 1099511627778\\].*refused before allocating"):
+        session(m, "cpu", max_memory=1 << 28).run(None, feeds)
