@@ -9,10 +9,12 @@ fused kernel keeps in registers and shared memory never reaches HBM). Time is
 
 where a GEMM kernel (convolutions and fused attention included) also pays a fixed latency:
 filling its pipeline before the first MMA and writing its last tiles after it, which no amount of
-parallel work hides and which sets the time of small GEMMs. Launch overhead is that of an eagerly launched kernel,
-or — with ``cuda_graphs`` — the gap between nodes of a captured graph plus one graph launch for
-the whole program. A row-parallel GEMM is followed by a ring all-reduce over the links; energy is
-power x time, the power of each kernel between idle and TDP by how hard it drives its busiest unit.
+parallel work hides and which sets the time of small GEMMs. A tensor-core GEMM with a row that is
+not a multiple of 16 bytes runs at the library's fallback rates (``rows_misaligned``). Launch
+overhead is that of an eagerly launched kernel, or — with ``cuda_graphs`` — the gap between nodes
+of a captured graph plus one graph launch for the whole program. A row-parallel GEMM is followed
+by a ring all-reduce over the links; energy is power x time, the power of each kernel between idle
+and TDP by how hard it drives its busiest unit.
 """
 
 from __future__ import annotations
@@ -162,8 +164,8 @@ _ROW_MAJOR_GEMMS = frozenset({"MatMul", "Gemm", "MatMulInteger", "QLinearMatMul"
 def rows_misaligned(graph: Graph, idx: int, itemsize: int) -> bool:
     """Whether a row of GEMM ``idx``'s A, B or C is not a multiple of 16 bytes in its tensor-core
     format: cuBLAS then cannot use the Hopper path (TMA copies, wgmma) and falls back to kernels
-    that load element by element (on the H200: GPT-2's vocabulary of 50257 made a bf16 GEMM 1.6-1.9x
-    slower than 50260; K = 4097 made one 3.4-6.4x slower than 4096)."""
+    that load element by element (on the H200: GPT-2's vocabulary of 50257 made TF32 GEMMs 1.6-2.9x
+    slower than 50260; N or K = 4097 made bf16 ones 3.4-6.4x slower than 4096)."""
     n = graph.nodes[idx]
     if n.op_type not in _ROW_MAJOR_GEMMS:
         return False
