@@ -450,7 +450,8 @@ def report(measured: dict[str, Any]) -> dict[str, Any]:
         out["factors"]["launch"] = {
             "sheet": {"launch_overhead_s": gpu.launch_overhead_s, "graph_node_overhead_s": gpu.graph_node_overhead_s,
                       "graph_launch_overhead_s": gpu.graph_launch_overhead_s},
-            "measured": {k: v for k, v in ln.items() if k != "note"}, "note": ln.get("note")}
+            "measured": {k: v for k, v in ln.items() if k != "note"}, "note": ln.get("note"),
+            "cuda_runtime_alone": measured.get("raw_launch")}
     if measured.get("gemm_sweep"):
         out["gemm_sweep"] = gemm_sweep_report(target, measured["gemm_sweep"])
         out["factors"]["gemm_latency_s"] = {"sheet": gpu.gemm_latency_s}
@@ -531,8 +532,13 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{m['graph_node_s'] * 1e6:.2f} µs |")
         lines.append(f"| `graph_launch_overhead_s` | {s['graph_launch_overhead_s'] * 1e6:.1f} µs | "
                      f"{m['graph_launch_host_s'] * 1e6:.1f} µs (host) |")
-        lines.append(f"| `launch_overhead_s` | {s['launch_overhead_s'] * 1e6:.1f} µs | "
-                     f"{m['eager_torch_launch_s'] * 1e6:.1f} µs (PyTorch's dispatcher included) |")
+        raw = la.get("cuda_runtime_alone") or {}
+        eager = (f"{raw['eager_back_to_back_s'] * 1e6:.1f} µs back to back with the CUDA runtime alone; "
+                 if raw else "")
+        lines.append(f"| `launch_overhead_s` | {s['launch_overhead_s'] * 1e6:.1f} µs | {eager}"
+                     f"{m['eager_torch_launch_s'] * 1e6:.1f} µs through PyTorch |")
+        if raw:
+            lines.append(f"| (an empty kernel in a graph of 20,000) | | {raw['graph_node_s'] * 1e6:.2f} µs a node |")
     sweep = (res.get("gemm_sweep") or {}).get("by_format", {})
     if sweep:
         lines += ["", "| GEMM sweep | shapes | measured / predicted, median (geomean) | within ±25% | "

@@ -21,6 +21,7 @@ runs, medians throughout:
 * with ``--steps decode`` / ``prefill``, the GEMMs of Llama-3.3-70B on one of two tensor-parallel
   GPUs (the NIM calibration point's) at 1, 16 and 64 rows / 512 and 5008, bf16 and fp8;
 * with ``--steps alignment``, GEMMs whose rows are and are not a multiple of 16 bytes;
+* with ``--steps launch_raw``, ``cuda/launch.cu`` built with nvcc: launches with the CUDA runtime alone;
 * with ``--steps profile``, the CUDA kernels each named model's fp32 run launches (CUPTI through
   torch's profiler): how many, and the GPU time of each;
 * with ``--steps compiled``, the benchmark transformers as the generator's PyTorch modules, eager
@@ -184,6 +185,20 @@ def launches() -> dict[str, Any]:
             "note": "eager: host time per torch.add_ on one element, PyTorch's dispatcher included; graph node: "
                     "GPU time per kernel of a 1000-kernel graph; graph launch: host time per replay of a "
                     "one-kernel graph, synchronised every 200"}
+
+
+def raw_launches() -> dict[str, Any]:
+    """``benchmarks/cuda/launch.cu``, built with nvcc and run: kernel launches with the CUDA runtime
+    alone, eagerly and from a graph of 20,000 empty kernels (no framework's overhead in them)."""
+    import tempfile
+
+    src = Path(__file__).resolve().parent / "cuda" / "launch.cu"
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = Path(tmp) / "launch"
+        subprocess.run(["nvcc", "-O2", "-o", str(exe), str(src)], check=True, capture_output=True, text=True)
+        runs = [json.loads(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout)
+                for _ in range(5)]
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0] if isinstance(runs[0][key], float)}
 
 
 def gemms() -> dict[str, Any]:
@@ -612,6 +627,8 @@ def measure(folder: Path, out: Path, budget_s: float, steps: set[str], profile_n
         models(run, folder)
     if "profile" in steps:
         profiles(run, folder, profile_names)
+    if "launch_raw" in steps:
+        run.data["raw_launch"] = run.step("raw launches (nvcc)", raw_launches)
     if "alignment" in steps:
         run.data["alignment_sweep"] = run.step("alignment GEMMs", alignment_sweep)
     if "decode" in steps:
@@ -634,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("out", type=Path)
     m.add_argument("--budget", type=float, default=400.0, help="seconds; steps past it are skipped")
     m.add_argument("--steps", default="micro,models",
-                   help="any of micro, sweep, decode, prefill, alignment, models, profile, compiled "
+                   help="any of micro, sweep, decode, prefill, alignment, launch_raw, models, profile, compiled "
                         "(comma-separated)")
     m.add_argument("--profile", default="", help="models whose kernels to profile (comma-separated)")
     args = ap.parse_args(argv)
