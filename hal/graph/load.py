@@ -431,6 +431,10 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
                  opsets, proto.ir_version, meta, digest, list(proto.functions))
 
 
+#: element type -> the name schemas use in their type strings ("float", "int64", "bfloat16", ...)
+_TYPE_NAMES = {value: name.lower() for name, value in onnx.TensorProto.DataType.items()}
+
+
 @functools.lru_cache(maxsize=4096)
 def _input_types(op_type: str, opset: int) -> tuple[tuple[str, frozenset[str], bool], ...] | None:
     """Per formal input of the default-domain op at ``opset``: its name, the tensor types it takes
@@ -464,7 +468,10 @@ def check_input_types(nodes: list[Node], values: dict[str, TensorInfo], opset: i
             param, types, _ = formal[min(i, len(formal) - 1)]
             if not any(t.startswith("tensor(") for t in types):
                 continue  # a sequence or optional parameter; its element types are checked elsewhere
-            got = f"tensor({onnx.TensorProto.DataType.Name(info.elem_type).lower()})"
+            name_of = _TYPE_NAMES.get(info.elem_type)
+            if name_of is None:
+                continue  # an element type onnx does not know: not this check's to judge
+            got = f"tensor({name_of})"
             if got not in types:
                 raise ModelError(f"{_label(n)} takes {param!r} (input {i}) as {' or '.join(sorted(types))}, "
                                  f"but {name!r} is a {got}", where=where,

@@ -18,6 +18,7 @@ import hal
 from hal import plugins
 from hal.backend import HalBackend
 from hal.cli import main
+from hal.graph.load import load
 from hal.specs import TargetSpec
 from hal.target import kernel_capability
 
@@ -644,3 +645,11 @@ def test_max_unpool_with_huge_strides_is_refused_before_allocating(shape):
     feeds = {"x": np.ones((1, 1, 2, 2), np.float32), "i": np.zeros((1, 1, 2, 2), np.int64)}
     with pytest.raises(hal.ResourceError, match="1, 1, 4, 1099511627778\\].*refused before allocating"):
         session(m, "cpu", max_memory=1 << 28).run(None, feeds)
+
+
+@pytest.mark.parametrize("elem_type", [33, 65])
+def test_the_input_type_check_passes_by_element_types_onnx_does_not_know(elem_type):
+    # was (fuzzer, seed 4): the new schema check named the type through protobuf's enum, which raised
+    # ValueError for a number it has no name for (a GRU's W of type 65)
+    m = model([helper.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", elem_type, [2])], [vi("y", elem_type, [2])])
+    assert [n.op_type for n in load(m).nodes] == ["Relu"]
