@@ -5,28 +5,18 @@
     python -m benchmarks.calibration_gpu_device report OUT.json [...] [--out results.json]
     python -m benchmarks.calibration_gpu_device markdown [results.json]
 
-``prepare`` writes the benchmark's models with their large float weights stripped (the GPU
-machine fills them with seeded random numbers), their feeds and a manifest. Given the
-onnxruntime-gpu wheel, it also packs onnxruntime for the trip: the GPU machine has no registry
-and a call carries at most 64 MiB, so the CUDA provider keeps only its sm_90 (Hopper) code — the
-other architectures' cubins are zeroed, which the CUDA runtime never loads on an sm_90 device —
-and the C-API library the Python module does not link is left out. ``report`` compiles the same
-models for the ``gpu-h200`` sheet and sets its predictions beside the measurements.
+``prepare`` writes what travels (``gpu_device_pack.py``: the models with their weights stripped
+to shapes, their feeds, a manifest, and onnxruntime-gpu packed into the 64 MiB a call carries).
+``report`` compiles the same models for the ``gpu-h200`` sheet and sets its predictions beside the
+measurements; ``markdown`` prints the report as benchmarks/README.md shows it.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
-import shutil
-import struct
-import subprocess
 import sys
-import tarfile
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -38,127 +28,6 @@ import onnx
 
 RESULTS = Path(__file__).resolve().parent / "results" / "calibration_gpu_device.json"
 SHEET = "gpu-h200.toml"
-FATBIN_MAGIC = 0xBA55ED50
-#: float weights at least this many elements travel as shapes only
-STRIP_ABOVE = 1024
-
-
-def strip_weights(proto: onnx.ModelProto) -> int:
-    """Drop the data of every large float initializer (shape and type stay); returns bytes dropped."""
-    dropped = 0
-    for t in proto.graph.initializer:
-        n = int(np.prod(t.dims)) if t.dims else 1
-        if t.data_type == onnx.TensorProto.FLOAT and n >= STRIP_ABOVE and t.data_location == onnx.TensorProto.DEFAULT:
-            dropped += 4 * n
-            t.ClearField("raw_data")
-            t.ClearField("float_data")
-    return dropped
-
-
-def _feeds_file(folder: Path, feeds: dict[str, np.ndarray]) -> str:
-    """Write ``feeds`` once per distinct content (the light CNNs share theirs); returns the file name."""
-    digest = hashlib.sha256()
-    for k in sorted(feeds):
-        digest.update(k.encode() + str(feeds[k].dtype).encode() + str(feeds[k].shape).encode() + feeds[k].tobytes())
-    name = f"feeds_{digest.hexdigest()[:12]}.npz"
-    if not (folder / name).is_file():
-        np.savez_compressed(folder / name, **feeds)
-    return name
-
-
-def prepare_models(folder: Path) -> dict[str, Any]:
-    from benchmarks.models import load_model, model_names
-
-    folder.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for name in model_names():
-        bm = load_model(name)
-        proto = bm.proto()
-        dropped = strip_weights(proto)
-        onnx.save(proto, str(folder / f"{name}.onnx"))
-        feeds = _feeds_file(folder, bm.feeds)
-        entries.append({"name": name, "kind": bm.kind, "file": f"{name}.onnx", "feeds": feeds,
-                        "weights_stripped_bytes": dropped})
-    manifest = {"models": entries, "convs": conv_shapes("light_resnet50")}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return manifest
-
-
-def conv_shapes(name: str) -> list[dict[str, Any]]:
-    """The distinct Conv nodes of a benchmark model (input and weight shapes, strides, pads,
-    group) with how often each occurs."""
-    from onnx import helper, shape_inference
-
-    from benchmarks.models import load_model
-
-    proto = shape_inference.infer_shapes(load_model(name).proto())
-    g = proto.graph
-    dims = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
-            for vi in [*g.value_info, *g.input, *g.output]}
-    dims.update({t.name: list(t.dims) for t in g.initializer})
-    found: dict[str, dict[str, Any]] = {}
-    for n in g.node:
-        if n.op_type != "Conv":
-            continue
-        a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
-        conv = {"model": name, "x": dims[n.input[0]], "w": dims[n.input[1]], "strides": list(a.get("strides", [1, 1])),
-                "pads": list(a.get("pads", [0, 0, 0, 0])), "group": int(a.get("group", 1))}
-        key = json.dumps(conv, sort_keys=True)
-        found.setdefault(key, {**conv, "count": 0})["count"] += 1
-    return list(found.values())
-
-
-def zero_foreign_cubins(lib: Path, keep_arch: int) -> tuple[int, int]:
-    """Zero the payload of every fatbin entry in ``lib``'s .nv_fatbin section not built for
-    ``keep_arch``; returns (bytes zeroed, bytes kept). The container layout: a 16-byte header
-    (magic, version, header size, size of the entries), then entries of (kind, -, header size,
-    payload size, ..., arch at byte 28)."""
-    sections = subprocess.run(["readelf", "-S", "-W", str(lib)], capture_output=True, text=True, check=True).stdout
-    line = next(s for s in sections.splitlines() if " .nv_fatbin " in s)
-    fields = line.split("]", 1)[1].split()
-    off, size = int(fields[3], 16), int(fields[4], 16)
-    data = bytearray(lib.read_bytes())
-    pos, end, zeroed, kept = off, off + size, 0, 0
-    while pos < end:
-        magic, _, header, body = struct.unpack_from("<IHHQ", data, pos)
-        if magic != FATBIN_MAGIC:
-            pos += 8  # containers are 8-byte aligned
-            continue
-        e, stop = pos + header, pos + header + body
-        while e < stop:
-            _, _, entry_header, payload = struct.unpack_from("<HHIQ", data, e)
-            (arch,) = struct.unpack_from("<I", data, e + 28)
-            start = e + entry_header
-            if arch == keep_arch:
-                kept += payload
-            else:
-                data[start:start + payload] = bytes(payload)
-                zeroed += payload
-            e = start + payload
-        pos = stop
-    lib.write_bytes(bytes(data))
-    return zeroed, kept
-
-
-def pack_onnxruntime(wheel: Path, dest: Path, keep_arch: int = 90) -> dict[str, Any]:
-    """The onnxruntime-gpu wheel as a .tar.xz of its package, small enough to carry."""
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        with zipfile.ZipFile(wheel) as z:
-            z.extractall(root)
-        capi = root / "onnxruntime" / "capi"
-        zeroed, kept = zero_foreign_cubins(capi / "libonnxruntime_providers_cuda.so", keep_arch)
-        for lib in capi.glob("libonnxruntime.so*"):  # the C API; the Python module links its own copy
-            lib.unlink()
-        for lib in capi.glob("libonnxruntime_providers_tensorrt.so"):
-            lib.unlink()
-        for sub in ("transformers", "tools", "quantization"):
-            shutil.rmtree(root / "onnxruntime" / sub, ignore_errors=True)
-        with tarfile.open(dest, "w:xz", preset=9) as tar:
-            for p in sorted(root.iterdir()):
-                tar.add(p, arcname=p.name)
-    return {"wheel": wheel.name, "packed": dest.name, "bytes": dest.stat().st_size,
-            "cubin_bytes_zeroed": zeroed, "cubin_bytes_kept": kept, "kept_arch": f"sm_{keep_arch}"}
 
 
 # -- the report ---------------------------------------------------------------------------------------
@@ -183,11 +52,17 @@ def predict(target, proto: onnx.ModelProto, precision: str, cuda_graphs: bool):
     return target.compile(graph, opts).report
 
 
-def _one_node(op: str, x: list[int], w: list[int], y: list[int | str], dtype: int, **attrs: Any) -> onnx.ModelProto:
-    """A one-node model whose weight ``w`` is shape-only (the cost model needs no values)."""
+def _one_node(op: str, x: list[int], w: list[int], y: list[int | str], dtype: int, tail: str | None = None,
+              **attrs: Any) -> onnx.ModelProto:
+    """A one-node model whose weight ``w`` is shape-only (the cost model needs no values); with
+    ``tail``, that one-input op reads the node's result (a GEMM whose result is the graph's output
+    would be taken for a logits projection, which the fp8 policy keeps in 16-bit)."""
     from onnx import helper
 
-    g = helper.make_graph([helper.make_node(op, ["x", "w"], ["y"], **attrs)], op.lower(),
+    nodes = [helper.make_node(op, ["x", "w"], ["h" if tail else "y"], **attrs)]
+    if tail:
+        nodes.append(helper.make_node(tail, ["h"], ["y"]))
+    g = helper.make_graph(nodes, op.lower(),
                           [helper.make_tensor_value_info("x", dtype, x), helper.make_tensor_value_info("w", dtype, w)],
                           [helper.make_tensor_value_info("y", dtype, y)])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
@@ -240,26 +115,13 @@ def gemm_sweep_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _gemm_then_relu(m: int, n: int, k: int, dtype: int) -> onnx.ModelProto:
-    """A GEMM whose result a Relu reads (fused into its epilogue): a GEMM whose result is the graph's
-    output would be taken for a logits projection, which the fp8 policy keeps in 16-bit."""
-    from onnx import helper
-
-    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
-                          "gemm", [helper.make_tensor_value_info("x", dtype, [m, k]),
-                                   helper.make_tensor_value_info("w", dtype, [k, n])],
-                          [helper.make_tensor_value_info("y", dtype, [m, n])])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    helper.set_model_props(model, {"hal.shape_only_weights": "w"})
-    return model
-
-
 def decode_sweep_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Llama-3.3-70B's GEMMs (one of two tensor-parallel GPUs; decode's or a prefill's rows) against
     the predicted kernel."""
     points = []
     for r in rows:
-        model = _gemm_then_relu(r["m"], r["n"], r["k"], onnx.TensorProto.BFLOAT16)
+        model = _one_node("MatMul", [r["m"], r["k"]], [r["k"], r["n"]], [r["m"], r["n"]], onnx.TensorProto.BFLOAT16,
+                          tail="Relu")
         k = predict(target, model, "exact" if r["format"] == "bf16" else r["format"], True).kernels[0]
         weight_bytes = r["n"] * r["k"] * (2 if r["format"] == "bf16" else 1)
         points.append({**r, "predicted_s": k.time_s, "bound": k.bound,
@@ -635,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(json.loads(args.results.read_text())))
         return 0
     if args.cmd == "prepare":
+        from benchmarks.gpu_device_pack import pack_onnxruntime, prepare_models
+
         manifest = prepare_models(args.folder)
         print(f"{len(manifest['models'])} models written to {args.folder}")
         if args.ort_wheel:

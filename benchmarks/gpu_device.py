@@ -12,7 +12,7 @@ runs, medians throughout:
 * streaming bandwidth (copy, read, write, triad) on buffers 35x the L2, and a copy at sizes from
   4 KiB to 1 GiB, launched eagerly and from a CUDA graph (the latency floor and the fill curve);
 * the cost of a kernel launch: eager, as a CUDA graph node, and one graph launch;
-* GEMM throughput by input format at 8192^3 and at the benchmark transformers' GEMM shapes;
+* GEMM throughput by input format at 8192^3;
 * fused attention (``scaled_dot_product_attention``) throughput;
 * every benchmark model through onnxruntime's CUDA execution provider, fp32 with TF32 off and
   on, and captured as a CUDA graph, each output checked against onnxruntime's CPU provider;
@@ -27,6 +27,7 @@ runs, medians throughout:
 * with ``--steps compiled``, the benchmark transformers as the generator's PyTorch modules, eager
   and compiled by inductor with CUDA graphs, fp32 and bf16: time, kernels per run, GPU busy time.
 
+The model steps (models, profile, compiled) live in ``gpu_device_models.py`` beside this file.
 Everything is written to ``OUT.json`` after each step, so a run cut short still reports.
 """
 
@@ -41,11 +42,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-GEMM_SHAPES = {  # (M, N, K) of the benchmark transformers' GEMMs: batch 4 x 128 tokens, hidden 384
-    "qkv_proj_512x384x384": (512, 384, 384), "ffn_up_512x1536x384": (512, 1536, 384),
-    "ffn_down_512x384x1536": (512, 384, 1536), "lm_head_512x50257x384": (512, 50257, 384),
-}
 
 
 class Run:
@@ -204,7 +200,7 @@ def raw_launches() -> dict[str, Any]:
 def gemms() -> dict[str, Any]:
     import torch
 
-    out: dict[str, Any] = {"square_8192": {}, "shapes": {}}
+    out: dict[str, Any] = {"square_8192": {}}
     n = 8192
     for fmt, dtype, tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, True),
                              ("bf16", torch.bfloat16, False), ("fp16", torch.float16, False)):
@@ -214,14 +210,6 @@ def gemms() -> dict[str, Any]:
         c = torch.empty(n, n, device="cuda", dtype=dtype)
         t = gpu_time(lambda a=a, b=b, c=c: torch.matmul(a, b, out=c), reps=10)
         out["square_8192"][fmt] = {"seconds": t, "flops_per_s": 2 * n ** 3 / t}
-        if fmt in ("fp32", "tf32", "bf16"):
-            for name, (m, nn, k) in GEMM_SHAPES.items():
-                x = torch.randn(m, k, device="cuda", dtype=dtype)
-                w = torch.randn(k, nn, device="cuda", dtype=dtype)
-                y = torch.empty(m, nn, device="cuda", dtype=dtype)
-                ts = gpu_time(lambda x=x, w=w, y=y: torch.matmul(x, w, out=y), reps=7, inner=20)
-                out["shapes"].setdefault(name, {"m": m, "n": nn, "k": k})[fmt] = {
-                    "seconds": ts, "flops_per_s": 2 * m * nn * k / ts}
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
         a8 = torch.randn(n, n, device="cuda").to(torch.float8_e4m3fn)
@@ -362,253 +350,14 @@ def attention() -> dict[str, Any]:
     return out
 
 
-def _restore(path: Path, seed: int = 0):
-    """The model with every stripped float weight filled from a seeded normal (scale 0.02)."""
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    proto = onnx.load(str(path))
-    rng = np.random.default_rng(seed)
-    for i, t in enumerate(proto.graph.initializer):
-        if t.data_location == onnx.TensorProto.DEFAULT and not t.raw_data and not t.float_data and t.dims \
-                and t.data_type == onnx.TensorProto.FLOAT:
-            arr = (rng.standard_normal(tuple(t.dims), dtype=np.float32) * 0.02).astype(np.float32)
-            proto.graph.initializer[i].CopyFrom(numpy_helper.from_array(arr, t.name))
-    return proto
-
-
-def _median_wall(fn: Callable[[], Any], budget_s: float, max_reps: int = 50, warmup: int = 5) -> tuple[float, int]:
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times: list[float] = []
-    end = time.monotonic() + budget_s
-    while len(times) < max_reps and (len(times) < 5 or time.monotonic() < end):
-        s = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - s)
-    return statistics.median(times), len(times)
-
-
-def ort_model(ort, entry: dict[str, Any], folder: Path, scratch: Path) -> dict[str, Any]:
-    """One model through onnxruntime's CUDA provider: fp32, TF32, fp32 as a CUDA graph."""
-    import numpy as np
-
-    proto = _restore(folder / entry["file"])
-    feeds = dict(np.load(folder / entry["feeds"]))
-    blob = proto.SerializeToString()
-    cpu = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-    want = cpu.run(None, feeds)
-    res: dict[str, Any] = {"nodes_in_model": len(proto.graph.node)}
-
-    def session(**cuda: str):
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        opt = scratch / f"{entry['name']}_opt.onnx"
-        so.optimized_model_filepath = str(opt)
-        s = ort.InferenceSession(blob, so, providers=[("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])
-        return s, opt
-
-    for config, opts in (("fp32", {"use_tf32": "0"}), ("tf32", {"use_tf32": "1"}),
-                         ("fp32_cuda_graph", {"use_tf32": "0", "enable_cuda_graph": "1"})):
-        try:
-            sess, opt = session(**opts)
-            binding = sess.io_binding()
-            for name, arr in feeds.items():
-                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", 0))
-            if config.endswith("cuda_graph"):  # fixed output buffers, shaped as the CPU run's outputs
-                for o, ref in zip(sess.get_outputs(), want):
-                    buffer = ort.OrtValue.ortvalue_from_numpy(np.empty_like(ref), "cuda", 0)
-                    binding.bind_ortvalue_output(o.name, buffer)
-            else:
-                for o in sess.get_outputs():
-                    binding.bind_output(o.name, "cuda")
-            sess.run_with_iobinding(binding)
-            got = [v.numpy() for v in binding.get_outputs()]
-            err = max(float(np.max(np.abs(g.astype(np.float64) - w)) / (float(np.max(np.abs(w))) or 1.0))
-                      for g, w in zip(got, want))
-            t, reps = _median_wall(lambda s=sess, b=binding: s.run_with_iobinding(b), budget_s=3.0)
-            entry_res = {"median_s": t, "reps": reps, "max_err_vs_cpu_rel_to_max": err}
-            if config == "fp32" and opt.is_file():
-                import onnx
-
-                o = onnx.load(str(opt), load_external_data=False)
-                ops: dict[str, int] = {}
-                for n in o.graph.node:
-                    ops[n.op_type] = ops.get(n.op_type, 0) + 1
-                entry_res["optimized_nodes"] = len(o.graph.node)
-                entry_res["memcpy_nodes"] = ops.get("MemcpyToHost", 0) + ops.get("MemcpyFromHost", 0)
-                entry_res["optimized_op_counts"] = ops
-            res[config] = entry_res
-        except Exception as e:
-            res[config] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-    return res
-
-
-def torch_model(entry: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """Fallback when onnxruntime's CUDA provider is missing: onnx2torch, eager PyTorch, fp32."""
-    import numpy as np
-    import torch
-    from onnx2torch import convert
-
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    model = convert(_restore(folder / entry["file"])).cuda().eval()
-    feeds = [torch.from_numpy(v).cuda() for v in np.load(folder / entry["feeds"]).values()]
-    with torch.inference_mode():
-        t, reps = _median_wall(lambda: model(*feeds), budget_s=3.0)
-    return {"torch_eager_fp32": {"median_s": t, "reps": reps}}
-
-
-def _onnxruntime(run: Run):
-    """onnxruntime with its CUDA provider, or None (the reason goes to the errors)."""
-    import torch  # loads CUDA's libraries before onnxruntime looks for them
-
-    del torch
+def _models_module():
+    """``gpu_device_models``, imported from the package here, or as a sibling file on the GPU machine
+    (where ``python3 benchmarks/gpu_device.py`` puts benchmarks/ on the path and hal is absent)."""
     try:
-        import onnxruntime as ort
-
-        if hasattr(ort, "preload_dlls"):
-            ort.preload_dlls()
-        run.data["onnxruntime"] = {"version": ort.__version__, "providers": ort.get_available_providers()}
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            return ort
-        run.data["errors"].append("onnxruntime: no CUDAExecutionProvider")
-    except Exception as e:
-        run.data["errors"].append(f"onnxruntime: {type(e).__name__}: {e}")
-    return None
-
-
-def models(run: Run, folder: Path) -> None:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    ort = _onnxruntime(run)
-    scratch = Path("/tmp/gpu_device_scratch")
-    scratch.mkdir(exist_ok=True)
-    run.data.setdefault("models", {})
-    for entry in manifest["models"]:
-        if run.left() < 20:
-            run.data["errors"].append(f"out of time before {entry['name']}")
-            break
-        if ort is not None:
-            value = run.step(f"model {entry['name']}", lambda e=entry: ort_model(ort, e, folder, scratch))
-        else:
-            value = run.step(f"model {entry['name']} (torch)", lambda e=entry: torch_model(e, folder))
-        if value is not None:
-            run.data["models"][entry["name"]] = value
-        run.save()
-
-
-def kernel_profile(ort, entry: dict[str, Any], folder: Path, runs: int = 20) -> dict[str, Any]:
-    """The CUDA kernels one fp32 run through onnxruntime's CUDA provider launches."""
-    import numpy as np
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(_restore(folder / entry["file"]).SerializeToString(), so,
-                                providers=[("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"])
-    binding = sess.io_binding()
-    for name, arr in dict(np.load(folder / entry["feeds"])).items():
-        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", 0))
-    for o in sess.get_outputs():
-        binding.bind_output(o.name, "cuda")
-    return _traced_kernels(lambda: sess.run_with_iobinding(binding), runs, f"ort_{entry['name']}")
-
-
-def profiles(run: Run, folder: Path, names: list[str]) -> None:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    ort = _onnxruntime(run)
-    Path("/tmp/gpu_device_scratch").mkdir(exist_ok=True)
-    run.data.setdefault("profiles", {})
-    for entry in manifest["models"]:
-        if ort is None or entry["name"] not in names:
-            continue
-        if run.left() < 20:
-            run.data["errors"].append(f"out of time before profiling {entry['name']}")
-            break
-        value = run.step(f"profile {entry['name']}", lambda e=entry: kernel_profile(ort, e, folder))
-        if value is not None:
-            run.data["profiles"][entry["name"]] = value
-
-
-def _traced_kernels(fn: Callable[[], Any], runs: int, label: str) -> dict[str, Any]:
-    """The CUDA kernels ``runs`` calls of ``fn`` launch, from CUPTI through torch's profiler (it
-    records every kernel of the process, onnxruntime's too): per kernel name, count and GPU time
-    per run; the wall time per run."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        s = time.perf_counter()
-        for _ in range(runs):
-            fn()
-        torch.cuda.synchronize()
-        wall = (time.perf_counter() - s) / runs
-    scratch = Path("/tmp/gpu_device_scratch")
-    scratch.mkdir(exist_ok=True)
-    trace = scratch / f"{label}_trace.json"
-    prof.export_chrome_trace(str(trace))
-    kernels: dict[str, list[float]] = {}
-    for ev in json.loads(trace.read_text()).get("traceEvents", []):
-        if ev.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset") and "dur" in ev:
-            k = kernels.setdefault(f"{ev['cat']}:{ev['name'][:160]}", [0, 0.0])
-            k[0] += 1
-            k[1] += float(ev["dur"]) * 1e-6
-    rows = sorted(([name, n / runs, t / runs] for name, (n, t) in kernels.items()), key=lambda r: -r[2])
-    return {"runs": runs, "wall_per_run_s": wall, "kernels_per_run": sum(r[1] for r in rows),
-            "gpu_busy_per_run_s": sum(r[2] for r in rows), "by_kernel": rows}
-
-
-def compiled_transformers(run: Run) -> dict[str, Any]:
-    """The benchmark transformers as PyTorch modules (the generator's own classes and seeded
-    weights), eager and through torch.compile's inductor with CUDA graphs (mode "reduce-overhead"):
-    a runtime that fuses, as the gpu target's model assumes, beside onnxruntime's op-by-op one."""
-    import importlib.util
-
-    import torch
-
-    path = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "generate_transformers.py"
-    spec = importlib.util.spec_from_file_location("generate_transformers", path)
-    gen = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = gen  # its dataclasses look their module up while the class is built
-    spec.loader.exec_module(gen)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    out: dict[str, Any] = {}
-    for name, cls, shape, with_mask in (("bert-bench", gen.BertEncoder, gen.BERT_BENCH, True),
-                                        ("gpt-bench", gen.GptDecoder, gen.GPT_BENCH, False)):
-        inputs = [t.cuda() for t in gen._example_inputs(shape, seed=0, with_mask=with_mask)]
-        for config, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            if run.left() < 60:
-                run.data["errors"].append(f"out of time before compiling {name} {config}")
-                return out
-            model = gen._init(cls(shape), seed=0).to(device="cuda", dtype=dtype).eval()
-            row: dict[str, Any] = {}
-            try:
-                with torch.inference_mode():
-                    row["eager_s"], _ = _median_wall(lambda m=model, x=inputs: m(*x), budget_s=2.0)
-                    row["eager"] = _traced_kernels(lambda m=model, x=inputs: m(*x), 10,
-                                                   f"{name}_{config}_eager")
-                    torch._dynamo.reset()
-                    fast = torch.compile(model, mode="reduce-overhead")
-                    t = time.monotonic()
-                    for _ in range(3):
-                        fast(*inputs)
-                    torch.cuda.synchronize()
-                    row["compile_s"] = time.monotonic() - t
-                    row["compiled_graph_s"], _ = _median_wall(lambda f=fast, x=inputs: f(*x), budget_s=2.0)
-                    row["compiled_graph"] = _traced_kernels(lambda f=fast, x=inputs: f(*x), 10,
-                                                            f"{name}_{config}_compiled")
-            except Exception as e:
-                row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
-            out.setdefault(name, {})[config] = row
-            run.save()
-    return out
+        from benchmarks import gpu_device_models
+    except ImportError:
+        import gpu_device_models
+    return gpu_device_models
 
 
 def measure(folder: Path, out: Path, budget_s: float, steps: set[str], profile_names: list[str]) -> int:
@@ -624,9 +373,9 @@ def measure(folder: Path, out: Path, budget_s: float, steps: set[str], profile_n
         convs = json.loads((folder / "manifest.json").read_text()).get("convs", [])
         run.data["conv_sweep"] = run.step("conv sweep", lambda: conv_sweep(convs))
     if "models" in steps:
-        models(run, folder)
+        _models_module().models(run, folder)
     if "profile" in steps:
-        profiles(run, folder, profile_names)
+        _models_module().profiles(run, folder, profile_names)
     if "launch_raw" in steps:
         run.data["raw_launch"] = run.step("raw launches (nvcc)", raw_launches)
     if "alignment" in steps:
@@ -636,7 +385,7 @@ def measure(folder: Path, out: Path, budget_s: float, steps: set[str], profile_n
     if "prefill" in steps:  # the NIM point's prompts: 500 and 5000 tokens (rounded up to FP8's 16)
         run.data["prefill_sweep"] = run.step("prefill GEMMs", lambda: decode_sweep((512, 5008)))
     if "compiled" in steps:
-        run.data["compiled"] = run.step("compiled transformers", lambda: compiled_transformers(run))
+        run.data["compiled"] = run.step("compiled transformers", lambda: _models_module().compiled_transformers(run))
     run.data["device_after"] = run.step("device after", device_facts)
     run.save()
     print(json.dumps(run.data["errors"], indent=1))

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 
 from benchmarks import calibration_gpu_device as cal
-from benchmarks import gpu_device
+from benchmarks import gpu_device_models, gpu_device_pack
 from hal import zoo
 
 MEASURED = Path(cal.__file__).parent / "results" / "device_h200"
@@ -23,12 +23,12 @@ MEASURED = Path(cal.__file__).parent / "results" / "device_h200"
 def test_stripped_weights_travel_as_shapes_and_come_back_runnable(tmp_path):
     proto = zoo.build("tiny-gpt")
     sizes = {t.name: len(t.raw_data) for t in proto.graph.initializer}
-    dropped = cal.strip_weights(proto)
+    dropped = gpu_device_pack.strip_weights(proto)
     assert dropped > 0.9 * sum(sizes.values())
     path = tmp_path / "m.onnx"
     onnx.save(proto, str(path))
     assert path.stat().st_size < 0.1 * sum(sizes.values())
-    restored = gpu_device._restore(path)
+    restored = gpu_device_models._restore(path)
     for before, after in zip(proto.graph.initializer, restored.graph.initializer, strict=True):
         assert list(before.dims) == list(after.dims) and before.data_type == after.data_type
     from benchmarks.models import transformer_feeds
@@ -44,7 +44,7 @@ def _fatbin(entries: list[tuple[int, bytes]]) -> bytes:
     for arch, payload in entries:
         header = struct.pack("<HHIQ", 2, 0, 64, len(payload)) + struct.pack("<IIHHI", 0, 0, 0, 0, arch)
         body += header.ljust(64, b"\0") + payload
-    return struct.pack("<IHHQ", cal.FATBIN_MAGIC, 1, 16, len(body)) + body
+    return struct.pack("<IHHQ", gpu_device_pack.FATBIN_MAGIC, 1, 16, len(body)) + body
 
 
 @pytest.mark.skipif(not (shutil.which("objcopy") and shutil.which("readelf")), reason="needs binutils")
@@ -55,7 +55,7 @@ def test_foreign_cubins_are_zeroed_and_hoppers_kept(tmp_path):
     subprocess.run(["objcopy", "--add-section", f".nv_fatbin={blob}",
                     "--set-section-flags", ".nv_fatbin=alloc,readonly", shutil.which("true"), str(lib)], check=True)
     before = lib.read_bytes()
-    zeroed, kept = cal.zero_foreign_cubins(lib, 90)
+    zeroed, kept = gpu_device_pack.zero_foreign_cubins(lib, 90)
     after = lib.read_bytes()
     assert (zeroed, kept) == (300, 300) and len(after) == len(before)
     assert b"\x22" * 300 in after and b"\x11" * 200 not in after and b"\x33" * 100 not in after

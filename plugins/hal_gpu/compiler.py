@@ -1,7 +1,7 @@
 """Compile for a GPU: lower to kernels, shape them, place them on devices, cost them, build the program.
 
-The same code serves every GPU sheet (``gpu`` = H100 SXM, ``gpu-h200`` = H200 SXM, ``gpu-mi300x`` = MI300X): the numbers
-are the sheet's, the decisions (fusion, tiles, tensor parallelism) follow from them.
+The same code serves every GPU sheet (``gpu`` = H100 SXM, ``gpu-h200`` = H200 SXM, ``gpu-mi300x`` =
+MI300X): the numbers are the sheet's, the decisions (fusion, tiles, tensor parallelism) follow from them.
 """
 
 from __future__ import annotations
