@@ -11,6 +11,8 @@ import hashlib
 import math
 import os
 import re
+from collections import ChainMap
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -449,33 +451,71 @@ def _input_types(op_type: str, opset: int) -> tuple[tuple[str, frozenset[str], b
 
 
 def check_input_types(nodes: list[Node], values: dict[str, TensorInfo], opset: int, where: str) -> None:
-    """Refuse, as a ModelError, a default-domain node of the main graph whose input tensor has a type
-    its operator's schema does not take (a float tensor as ReduceSum's axes, say), as onnxruntime
-    refuses such a model when it loads it; onnx's own inference, which hal falls back to running
-    non-strictly, lets it through. 30 ms on the 10,193-node compile graph."""
+    """Refuse, as a ModelError, a default-domain node whose input tensor has a type its operator's
+    schema does not take (a float tensor as ReduceSum's axes, say), in the main graph and in every
+    If, Loop and Scan body under it, as onnxruntime refuses such a model when it loads it; onnx's own
+    inference, which hal falls back to running non-strictly, lets it through. 30 ms on the
+    10,193-node compile graph."""
+    types = {name: info.elem_type for name, info in values.items() if info.kind == "tensor"}
     for n in nodes:
-        if n.domain not in ("", "ai.onnx"):
+        _check_node(n, n.inputs, types, opset, where, "")
+        for attr, body in _bodies(n.attrs.items()):
+            _check_body(body, ChainMap(_declared_types(body), types), opset, where, f"{_label(n)} {attr}: ")
+
+
+def _bodies(attrs: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, onnx.GraphProto]]:
+    """The graph attributes among (name, value) pairs, a list of graphs giving one pair each."""
+    for name, v in attrs:
+        for g in v if isinstance(v, list) else [v]:
+            if isinstance(g, onnx.GraphProto):
+                yield name, g
+
+
+def _declared_types(g: onnx.GraphProto) -> dict[str, int]:
+    """The element types a body declares for its own values (inputs, initializers, value_info and
+    outputs); a value its nodes make without a declared type maps to 0, unknown, so that it hides
+    an outer value of the same name rather than borrowing that value's type."""
+    types = {o: 0 for n in g.node for o in n.output}
+    types.update((t.name, t.data_type) for t in g.initializer)
+    for vi in (*g.input, *g.value_info, *g.output):
+        types[vi.name] = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
+    return types
+
+
+def _check_body(g: onnx.GraphProto, types: ChainMap[str, int], opset: int, where: str, path: str) -> None:
+    for n in g.node:
+        _check_node(n, n.input, types, opset, where, path)
+        for a in n.attribute:
+            for attr, body in _bodies([(a.name, a.g)] if a.HasField("g") else [(a.name, list(a.graphs))]):
+                _check_body(body, types.new_child(_declared_types(body)), opset, where,
+                            f"{path}{_label(n)} {attr}: ")
+
+
+def _check_node(n: onnx.NodeProto | Node, inputs: Sequence[str], types: Mapping[str, int], opset: int,
+                where: str, path: str) -> None:
+    """``check_input_types`` for one node, its input names' element types looked up in ``types``."""
+    if n.domain not in ("", "ai.onnx"):
+        return
+    formal = _input_types(n.op_type, opset)
+    if not formal:
+        return
+    for i, name in enumerate(inputs):
+        elem_type = types.get(name, 0) if name else 0
+        if not elem_type:
             continue
-        formal = _input_types(n.op_type, opset)
-        if not formal:
-            continue
-        for i, name in enumerate(n.inputs):
-            info = values.get(name) if name else None
-            if info is None or info.kind != "tensor" or not info.elem_type:
-                continue
-            if i >= len(formal) and not formal[-1][2]:
-                continue  # more inputs than the schema has: onnx's checker answers for that
-            param, types, _ = formal[min(i, len(formal) - 1)]
-            if not any(t.startswith("tensor(") for t in types):
-                continue  # a sequence or optional parameter; its element types are checked elsewhere
-            name_of = _TYPE_NAMES.get(info.elem_type)
-            if name_of is None:
-                continue  # an element type onnx does not know: not this check's to judge
-            got = f"tensor({name_of})"
-            if got not in types:
-                raise ModelError(f"{_label(n)} takes {param!r} (input {i}) as {' or '.join(sorted(types))}, "
-                                 f"but {name!r} is a {got}", where=where,
-                                 hint="cast it to a type the operator takes, or fix the exporter that wrote it")
+        if i >= len(formal) and not formal[-1][2]:
+            continue  # more inputs than the schema has: onnx's checker answers for that
+        param, allowed, _ = formal[min(i, len(formal) - 1)]
+        if not any(t.startswith("tensor(") for t in allowed):
+            continue  # a sequence or optional parameter; its element types are checked elsewhere
+        name_of = _TYPE_NAMES.get(elem_type)
+        if name_of is None:
+            continue  # an element type onnx does not know: not this check's to judge
+        got = f"tensor({name_of})"
+        if got not in allowed:
+            raise ModelError(f"{path}{_label(n)} takes {param!r} (input {i}) as {' or '.join(sorted(allowed))}, "
+                             f"but {name!r} is a {got}", where=where,
+                             hint="cast it to a type the operator takes, or fix the exporter that wrote it")
 
 
 def load(model: ModelLike, *, check: bool = True, infer_shapes: bool = True,

@@ -225,6 +225,52 @@ def test_an_input_of_a_type_its_operator_does_not_take_is_a_model_error(target):
         hal.InferenceSession(m, target=target)
 
 
+def _loop_over_an_if(axes_type: int) -> onnx.ModelProto:
+    """A Loop whose body casts the iteration number to ``axes_type`` and hands it, from the body's scope,
+    to a ReduceSum two bodies down (in an If's then-branch)."""
+    then = helper.make_graph([helper.make_node("ReduceSum", ["v", "it_axes"], ["r"], name="sum", keepdims=1)],
+                             "then", [], [vi("r", F, ["a", "b"])])
+    other = helper.make_graph([helper.make_node("Identity", ["v"], ["r2"])], "else", [], [vi("r2", F, ["a", "b"])])
+    body = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["it", "zero"], ["it1"]),
+         helper.make_node("Cast", ["it1"], ["it_axes"], to=axes_type),
+         helper.make_node("If", ["cin"], ["vo"], name="branch", then_branch=then, else_branch=other),
+         helper.make_node("Identity", ["cin"], ["cout"])], "body",
+        [vi("it", I64, []), vi("cin", TensorProto.BOOL, []), vi("v", F, ["a", "b"])],
+        [vi("cout", TensorProto.BOOL, []), vi("vo", F, ["a", "b"])])
+    zero = helper.make_tensor("zero", I64, [1], [0])
+    return model([helper.make_node("Loop", ["n", "c", "x"], ["y"], name="loop", body=body)],
+                 [vi("n", I64, []), vi("c", TensorProto.BOOL, []), vi("x", F, [2, 3])], [vi("y", F, ["a", "b"])],
+                 [zero], opset=18)
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu", "lpu", "wafer"])
+def test_the_input_type_check_reaches_into_if_loop_and_scan_bodies(target):
+    # A body's node read a tensor of a type its operator does not take (a float as ReduceSum's axes)
+    # and hal ran it anyway, casting -1.0 to the axis -1 or failing at run time on -inf; onnxruntime
+    # refuses such a model when it loads it. The path names each body down to the node.
+    with pytest.raises(hal.ModelError, match="'loop' \\(Loop\\) body: node 'branch' \\(If\\) then_branch: "
+                                             "node 'sum' \\(ReduceSum\\) takes 'axes' \\(input 1\\) as "
+                                             "tensor\\(int64\\), but 'it_axes' is a tensor\\(float\\)"):
+        hal.InferenceSession(_loop_over_an_if(F), target=target)
+    # The same graph with int64 axes is valid: it loads and sums x over axis 0 on the first pass.
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    feeds = {"n": np.array(1, np.int64), "c": np.array(True), "x": x}
+    (y,) = session(_loop_over_an_if(I64), target).run(None, feeds)
+    np.testing.assert_allclose(y, x.sum(axis=0, keepdims=True))
+
+
+def test_the_input_type_check_reads_an_outer_value_in_a_body():
+    then = helper.make_graph([helper.make_node("ReduceSum", ["x", "axes"], ["r"], name="sum")], "then", [],
+                             [vi("r", F, ["a", "b"])])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["r2"])], "else", [], [vi("r2", F, ["a", "b"])])
+    m = model([helper.make_node("If", ["c"], ["y"], name="if", then_branch=then, else_branch=other)],
+              [vi("c", TensorProto.BOOL, []), vi("x", F, [2, 3]), vi("axes", F, [1])], [vi("y", F, ["a", "b"])],
+              opset=18)
+    with pytest.raises(hal.ModelError, match="'if' \\(If\\) then_branch: .* but 'axes' is a tensor\\(float\\)"):
+        load(m)
+
+
 def test_blocked_dequantize_checks_its_blocks_and_never_repeats_past_the_axis():
     # was (fuzzer, seed 3): block_size 2**40 made np.repeat build a 12 TiB scale (a MemoryError)
     def dequantize(scale_shape):
