@@ -186,3 +186,26 @@ def test_a_value_copied_by_its_views_is_freed_before_the_reader_runs():
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] < peaks[0] + (256 << 10), peaks
+
+
+def test_a_long_chain_of_views_folds_in_order_into_its_reader():
+    # 2,001 Reshapes alternating [4, 6] -> [24] -> [4, 6] before a MatMul: one step, its views in the
+    # chain's order (folding rebuilt the reader per view once, which made a chain's compile quadratic)
+    n = 2001
+    nodes = [helper.make_node("Reshape", [f"v{i}" if i else "x", "flat" if i % 2 == 0 else "grid"], [f"v{i + 1}"],
+                              name=f"r{i}") for i in range(n)]
+    nodes += [helper.make_node("Reshape", [f"v{n}", "grid"], ["g"], name="last"),
+              helper.make_node("MatMul", ["g", "w"], ["y"], name="mm")]
+    w = RNG.standard_normal((6, 3)).astype(np.float32)
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", F, [4, 6])],
+                              [helper.make_tensor_value_info("y", F, [4, 3])],
+                              [_init("flat", np.array([24], np.int64)), _init("grid", np.array([4, 6], np.int64)),
+                               _init("w", w)])
+    g = from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), where="chain")
+    (step,) = fused_steps(g, g.nodes)
+    assert step.nodes == (*(f"r{i}" for i in range(n)), "last", "mm")
+    assert step.op_type == "+".join(["Reshape"] * (n + 1) + ["MatMul"]) and step.guarded_as == "MatMul"
+    assert step.ins == ["x", "w"] and [v.label for v in dict(step.views)[0]] == [*(f"r{i}" for i in range(n)), "last"]
+    x = RNG.standard_normal((4, 6)).astype(np.float32)
+    (y,) = Program(g, [step]).run_list({"x": x})
+    np.testing.assert_array_equal(y, x @ w)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -259,8 +260,9 @@ class Program:
         for idx, s in enumerate(self.steps):
             if id(s.fn) in inplace_kernels() and len(s.outs) == 1 and not s.attrs and not s.views:
                 ins = [slots[n] if n else absent for n in s.ins]
-                pos = tuple(k for k, sl in enumerate(ins)
-                            if sl in frees[idx] and sl not in shared and ins.count(sl) == 1)
+                uses = Counter(ins)  # (a Sum of thousands of inputs: count once, not once an input)
+                freed = set(frees[idx])
+                pos = tuple(k for k, sl in enumerate(ins) if sl in freed and sl not in shared and uses[sl] == 1)
                 if pos and len(ins) == max(inplace_kernels()[id(s.fn)][1], 1):
                     self._inplace[idx] = pos
         # One tuple per step: (fn, in slots, out slot or out slots, attrs, frees, guard, context opset, step).

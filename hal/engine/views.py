@@ -16,6 +16,7 @@ its own node would have raised.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -188,6 +189,43 @@ def _follows_shapes(step: Step, graph: Graph) -> bool:
     return kdef is not None and kdef.fn is step.fn
 
 
+class _Folding:
+    """The views folded so far into one reading step, kept as lists and made into the step once, so
+    that a chain of n views costs O(n) (a new step per fold rebuilt its name each time: O(n²))."""
+
+    def __init__(self, step: Step, graph: Graph):
+        self.step = step
+        self.ins = list(step.ins)
+        self.uses = Counter(self.ins)
+        self.at = {x: k for k, x in enumerate(self.ins)}  # the position of each input read once
+        self.views: dict[int, list[View]] = {}             # per position, last view first
+        self.labels: list[str] = []                         # the folded steps' labels, last first
+        self.op_types: list[str] = []
+        # as a plain reader's own results would (see _follows_shapes): views before it change nothing
+        self.follows = _follows_shapes(step, graph)
+
+    def fold(self, value: str, source: str, view: View, label: str, op_type: str) -> None:
+        """``value`` (read once) becomes ``view`` of ``source``."""
+        pos = self.at[value]
+        self.ins[pos] = source
+        self.uses[value] -= 1
+        self.uses[source] += 1
+        self.at[source] = pos
+        self.views.setdefault(pos, []).append(view)
+        self.labels.append(label)
+        self.op_types.append(op_type)
+
+    def folded(self) -> Step:
+        """The reader with its views, named as a fused step is (its nodes' names and op types joined
+        by "+"), and guarded as the reader."""
+        t = self.step
+        views = {pos: (*reversed(chain), *dict(t.views).get(pos, ())) for pos, chain in self.views.items()}
+        nodes = (*reversed(self.labels), *(t.nodes or (t.label,)))
+        return replace(t, ins=self.ins, views=tuple(sorted({**dict(t.views), **views}.items())), nodes=nodes,
+                       label="+".join(nodes), op_type="+".join((*reversed(self.op_types), t.op_type)),
+                       guard_op=t.guarded_as, shapes_follow_inputs=self.follows)
+
+
 def fold_views(graph: Graph, steps: Sequence[Step], index: GraphIndex | None = None) -> list[Step]:
     """``steps`` (in run order) with each foldable layout step (see the module's text) applied by the
     one step that reads its result instead; chains of them compose. ``index``: the graph's
@@ -207,6 +245,7 @@ def fold_views(graph: Graph, steps: Sequence[Step], index: GraphIndex | None = N
         for x in dict.fromkeys(s.ins):
             if x:
                 readers.setdefault(x, []).append(i)
+    folding: dict[int, _Folding] = {}
     dropped: set[int] = set()
     for i in range(len(steps) - 1, -1, -1):  # readers first: a chain of views composes into the last reader
         s = steps[i]
@@ -218,21 +257,19 @@ def fold_views(graph: Graph, steps: Sequence[Step], index: GraphIndex | None = N
         if ix.sole_consumer(out) is None or len(r) != 1:  # several readers, a graph output, a subgraph's read
             continue
         j = r[0]
-        t = steps[j]
-        if t.ins.count(out) != 1 or not _takes_views(t):
+        f = folding.get(j)
+        if f is None:
+            if not _takes_views(steps[j]):
+                continue
+            f = folding[j] = _Folding(steps[j], graph)
+        if f.uses[out] != 1:
             continue
-        pos = t.ins.index(out)
-        views = dict(t.views)
-        views[pos] = (view, *views.get(pos, ()))
-        ins = list(t.ins)
-        ins[pos] = s.ins[0]
-        # named as a fused step is (its nodes' names and op types joined by "+"), guarded as the reader
-        nodes = (s.label, *(t.nodes or (t.label,)))
-        steps[j] = replace(t, ins=ins, views=tuple(sorted(views.items())), nodes=nodes, label="+".join(nodes),
-                           op_type=f"{s.op_type}+{t.op_type}", guard_op=t.guarded_as,
-                           shapes_follow_inputs=_follows_shapes(t, graph))
+        f.fold(out, s.ins[0], view, s.label, s.op_type)
         readers[s.ins[0]] = [j if k == i else k for k in readers[s.ins[0]]]
         dropped.add(i)
+    for j, f in folding.items():
+        if f.labels:
+            steps[j] = f.folded()
     return [s for i, s in enumerate(steps) if i not in dropped]
 
 

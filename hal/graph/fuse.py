@@ -145,19 +145,12 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
         if len(members) < 2 and soft is None:
             continue
         inside = {nodes[m].outputs[0]: j for j, m in enumerate(members)}
-        inputs: list[str] = []
+        slot: dict[str, int] = {}  # the region's inputs, in order of first use (dict: linear in region size)
         refs: list[tuple[int, ...]] = []
-        for m in members:
-            r = []
-            for x in nodes[m].inputs:
-                if x in inside and inside[x] < members.index(m):
-                    r.append(~inside[x])
-                else:
-                    if x not in inputs:
-                        inputs.append(x)
-                    r.append(inputs.index(x))
-            refs.append(tuple(r))
-        out.append(Fusion("region", members + ([soft] if soft is not None else []), inputs, refs, soft))
+        for j, m in enumerate(members):
+            refs.append(tuple(~inside[x] if x in inside and inside[x] < j else slot.setdefault(x, len(slot))
+                              for x in nodes[m].inputs))
+        out.append(Fusion("region", members + ([soft] if soft is not None else []), list(slot), refs, soft))
     out.sort(key=lambda f: f.members[-1])
     return out
 

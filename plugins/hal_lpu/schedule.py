@@ -91,7 +91,9 @@ class ProgramBuilder:
 
 
 class _SliceTimeline:
-    """Busy intervals of one slice, sorted; finds the earliest gap of a given length."""
+    """Busy intervals of one slice, sorted and disjoint, touching ones merged (so that a slice busy
+    back to back is one interval, and placing the next instruction there costs no scan of all the
+    ones before it); finds the earliest gap of a given length."""
 
     __slots__ = ("ends", "starts")
 
@@ -108,8 +110,19 @@ class _SliceTimeline:
         while i < len(starts) and starts[i] < t + length:
             t = max(t, ends[i])
             i += 1
-        starts.insert(i, t)
-        ends.insert(i, t + length)
+        end = t + length  # every interval before i ends by t; every one from i on starts at end or later
+        joins_next = i < len(starts) and starts[i] == end
+        if i > 0 and ends[i - 1] == t:
+            if joins_next:  # fills the gap between two intervals exactly: they become one
+                ends[i - 1] = ends[i]
+                del starts[i], ends[i]
+            else:
+                ends[i - 1] = end
+        elif joins_next:
+            starts[i] = t
+        else:
+            starts.insert(i, t)
+            ends.insert(i, end)
         return t
 
 

@@ -448,3 +448,20 @@ def test_llama_70b_prefill_at_a_1024_token_prompt_splits_attention_over_chips_an
     assert r.ttft_s is not None and r.ttft_s == r.latency_s > 0
     assert d["activation_split_nodes"] >= 80 and d["c2c_striped_sends"] > 0  # every layer's attention scores
     assert max(d["sram_used_per_chip"]) <= 220 * 2**20
+
+
+def test_a_slice_busy_back_to_back_is_one_interval_and_gaps_still_fill_first():
+    from hal_lpu.schedule import _SliceTimeline
+
+    tl = _SliceTimeline()
+    # 20,000 instructions ready at cycle 0 (a Sum of 20,000 Relus): each scanned every interval
+    # placed before it, and compiling that graph took 125 s
+    assert [tl.place(0, 3) for _ in range(20000)][-1] == 59997
+    assert (tl.starts, tl.ends) == ([0], [60000])
+    tl = _SliceTimeline()
+    assert [tl.place(0, 5), tl.place(10, 5), tl.place(30, 2)] == [0, 10, 30]
+    assert tl.place(0, 6) == 15   # the gap of 5 at 5 is too short: the first gap that fits
+    assert tl.place(0, 5) == 5    # fills the gap exactly, joining three intervals
+    assert (tl.starts, tl.ends) == ([0, 30], [21, 32])
+    assert tl.place(25, 5) == 25  # ends where the next begins: joins it
+    assert (tl.starts, tl.ends) == ([0, 25], [21, 32])
