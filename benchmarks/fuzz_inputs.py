@@ -87,7 +87,7 @@ def corpus(node_cases: int = 400) -> list[bytes]:
 
     seeds: list[onnx.ModelProto] = [rm.relu_model(), rm.mlp_model(), rm.elementwise_model(), rm.matmul_with_weight(),
                                     rm.static_bomb_model(), rm.constant_bomb_model(), rm.runaway_loop_model(),
-                                    rm.sparse_constant_bomb_model(), build("tiny-cnn")]
+                                    rm.sparse_constant_bomb_model(), rm.local_function_model(), build("tiny-cnn")]
     seeds += [m for m, _, _ in rm.bomb_models().values()]
     out = [m.SerializeToString() for m in seeds]
     if node_cases <= 0:
@@ -122,7 +122,8 @@ def _graphs(g: Any) -> list[Any]:
 
 
 def _nodes(m: Any) -> list[Any]:
-    return [n for g in _graphs(m.graph) for n in g.node]
+    """Every node: the graph's, its subgraphs' and the model-local functions' (the inliner's input)."""
+    return [n for g in (_graphs(m.graph) + list(m.functions)) for n in g.node]
 
 
 def _value_infos(m: Any) -> list[Any]:

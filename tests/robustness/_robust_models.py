@@ -243,3 +243,33 @@ def runaway_loop_model() -> onnx.ModelProto:
     cond = numpy_helper.from_array(np.array(True), "cond")
     return model([helper.make_node("Loop", ["M", "cond", "x"], ["y"], name="loop", body=body)],
                  [vi("x", F, [1])], [vi("y", F, [1])], [m, cond])
+
+
+FUNCTION_OPSETS = [helper.make_opsetid("", 18), helper.make_opsetid("local", 1)]
+
+
+def local_function_model() -> onnx.ModelProto:
+    """Nested functions with attribute references and a default, one of them called in an If branch:
+    ScaledRelu(x; alpha) = LeakyRelu(Mul(x, 2); alpha), and Twice(x) = ScaledRelu(ScaledRelu(x)) with
+    ScaledRelu's alpha left at its default once."""
+    alpha = onnx.AttributeProto(name="alpha", ref_attr_name="alpha", type=onnx.AttributeProto.FLOAT)
+    leaky = helper.make_node("LeakyRelu", ["m"], ["y"])
+    leaky.attribute.append(alpha)
+    two = helper.make_node("Constant", [], ["two"], value=helper.make_tensor("two", F, [], [2.0]))
+    scaled = helper.make_function("local", "ScaledRelu", ["x"], ["y"],
+                                  [two, helper.make_node("Mul", ["x", "two"], ["m"]), leaky], FUNCTION_OPSETS[:1],
+                                  attribute_protos=[helper.make_attribute("alpha", 0.25)])
+    twice = helper.make_function("local", "Twice", ["x"], ["y"],
+                                 [helper.make_node("ScaledRelu", ["x"], ["t"], domain="local", alpha=0.5),
+                                  helper.make_node("ScaledRelu", ["t"], ["y"], domain="local")], FUNCTION_OPSETS)
+    then = helper.make_graph([helper.make_node("Twice", ["x"], ["a"], domain="local")], "then", [],
+                             [vi("a", F, [3, 4])])
+    other = helper.make_graph([helper.make_node("Neg", ["x"], ["b"])], "else", [],
+                              [vi("b", F, [3, 4])])
+    g = helper.make_graph([helper.make_node("Twice", ["x"], ["u"], domain="local"),
+                           helper.make_node("If", ["c"], ["v"], then_branch=then, else_branch=other)], "g",
+                          [vi("x", F, [3, 4]),
+                           vi("c", TensorProto.BOOL, [])],
+                          [vi("u", F, [3, 4]),
+                           vi("v", F, [3, 4])])
+    return helper.make_model(g, opset_imports=FUNCTION_OPSETS, functions=[scaled, twice])

@@ -1,0 +1,118 @@
+"""Model-local functions: expanded at load (onnx's inliner), as onnxruntime expands them, on every
+target; the expansion bounded before it runs; what cannot be expanded is a ModelError."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+import hal
+from hal.graph.load import MAX_INLINED_NODES, load
+from tests.conftest import FIXTURES
+from tests.robustness._robust_models import local_function_model
+
+TARGETS = ["cpu", "gpu", "lpu", "wafer"]
+F = TensorProto.FLOAT
+OPSETS = [helper.make_opsetid("", 18), helper.make_opsetid("local", 1)]
+
+
+def _ort(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    data = model if isinstance(model, str) else model.SerializeToString()
+    return ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def _bert_feeds() -> dict[str, np.ndarray]:
+    ids = np.random.default_rng(3).integers(0, 512, size=(2, 16)).astype(np.int64)
+    mask = np.ones((2, 16), np.int64)
+    mask[1, 11:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_model_exported_with_modules_as_functions_matches_onnxruntime(target):
+    # torch 2.13's TorchScript exporter with export_modules_as_functions={BertLayer, LayerNorm}: the
+    # main graph calls BertLayer twice, and each BertLayer calls LayerNorm (tests/fixtures/README.md)
+    path = FIXTURES / "bert_tiny_functions.onnx"
+    proto = onnx.load(str(path))
+    assert {f.name for f in proto.functions} == {"BertLayer", "LayerNorm"}
+    assert "BertLayer" in {n.op_type for n in proto.graph.node}
+    feeds = _bert_feeds()
+    (ours,) = hal.InferenceSession(str(path), target=target).run(None, feeds)
+    (theirs,) = _ort(str(path), feeds)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    # the same encoder exported without functions: the same program, so the same bits on cpu
+    if target == "cpu":
+        (plain,) = hal.InferenceSession(str(FIXTURES / "bert_tiny.onnx")).run(None, feeds)
+        np.testing.assert_array_equal(ours, plain)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_nested_functions_with_attributes_and_calls_in_a_branch_match_the_references(target):
+    model = local_function_model()
+    given = model.SerializeToString()
+    x = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
+    for c in (True, False):
+        feeds = {"x": x, "c": np.array(c)}
+        ours = hal.InferenceSession(model, target=target).run(None, feeds)
+        # (onnx's ReferenceEvaluator raises on a function attribute's default value)
+        for a, b in zip(ours, _ort(model, feeds)):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert model.SerializeToString() == given  # the defaults were set on a copy
+    # x < 0 went through alpha 0.5 then the default 0.25: 2 * 0.5 * 2 * 0.25 = 0.5 of x
+    np.testing.assert_allclose(ours[0][x < 0], 0.5 * x[x < 0], rtol=1e-6)
+
+
+def test_graphs_loaded_without_inference_are_expanded_too():
+    g = load(local_function_model(), infer_shapes=False)
+    assert {n.op_type for n in g.nodes} == {"Constant", "Mul", "LeakyRelu", "If"}
+
+
+def _doubling_chain(levels: int) -> onnx.ModelProto:
+    """F0 calls F1 twice, F1 calls F2 twice, ...: 2**(levels-1) Relu nodes once expanded."""
+    functions = []
+    for i in range(levels):
+        nodes = ([helper.make_node(f"F{i + 1}", ["a"], ["t"], domain="local"),
+                  helper.make_node(f"F{i + 1}", ["t"], ["b"], domain="local")] if i < levels - 1
+                 else [helper.make_node("Relu", ["a"], ["b"])])
+        functions.append(helper.make_function("local", f"F{i}", ["a"], ["b"], nodes, OPSETS))
+    g = helper.make_graph([helper.make_node("F0", ["x"], ["y"], domain="local")], "g",
+                          [helper.make_tensor_value_info("x", F, [2])], [helper.make_tensor_value_info("y", F, [2])])
+    return helper.make_model(g, opset_imports=OPSETS, functions=functions)
+
+
+def test_an_expansion_past_the_bound_is_refused_before_the_inliner_runs():
+    # 60 levels would expand to 2**59 nodes: onnx's inliner, in C++, would run until memory ran out
+    start = time.perf_counter()
+    with pytest.raises(hal.ModelError, match=f"would make more than {MAX_INLINED_NODES:,} nodes"):
+        hal.InferenceSession(_doubling_chain(60))
+    assert time.perf_counter() - start < 30  # a bound on a hang, not a speed check
+    # just under the bound, the same shape of model expands and runs
+    levels = MAX_INLINED_NODES.bit_length() - 1
+    assert 2 ** (levels - 1) <= MAX_INLINED_NODES
+    assert len(load(_doubling_chain(12)).nodes) == 2 ** 11
+
+
+def test_a_function_calling_itself_is_a_model_error_without_the_checker_too():
+    f = helper.make_function("local", "F", ["a"], ["b"], [helper.make_node("F", ["a"], ["b"], domain="local")], OPSETS)
+    g = helper.make_graph([helper.make_node("F", ["x"], ["y"], domain="local")], "g",
+                          [helper.make_tensor_value_info("x", F, [2])], [helper.make_tensor_value_info("y", F, [2])])
+    m = helper.make_model(g, opset_imports=OPSETS, functions=[f])
+    with pytest.raises(hal.ModelError, match="Cycle detected"):
+        load(m)  # onnx's checker
+    with pytest.raises(hal.ModelError, match="local::F calls itself"):
+        load(m, check=False)
+
+
+def test_a_call_the_inliner_cannot_bind_is_a_model_error():
+    f = helper.make_function("local", "F", ["a"], ["b"], [helper.make_node("Relu", ["a"], ["b"])], OPSETS[:1])
+    g = helper.make_graph([helper.make_node("F", ["x"], ["y", "z"], domain="local", name="call")], "g",
+                          [helper.make_tensor_value_info("x", F, [2])],
+                          [helper.make_tensor_value_info("y", F, [2]), helper.make_tensor_value_info("z", F, [2])])
+    m = helper.make_model(g, opset_imports=OPSETS, functions=[f])
+    with pytest.raises(hal.ModelError, match="model-local functions cannot be expanded: .*formal parameters"):
+        hal.InferenceSession(m)
