@@ -12,7 +12,8 @@ import pytest
 from onnx import TensorProto, helper
 
 import hal
-from hal.graph.load import MAX_INLINED_NODES, load
+from hal.graph.inline import MAX_INLINED_NODES
+from hal.graph.load import load
 from tests.conftest import FIXTURES
 from tests.robustness._robust_models import local_function_model
 

@@ -1,0 +1,108 @@
+"""Model-local functions expanded into their callers' graphs, as onnxruntime expands them when it
+loads a model: onnx's inliner does the work, after two things it does not do itself. It drops a
+function's default attribute values where a call leaves the attribute out (``_with_default_attributes``
+sets them at each call first), and a function that calls another more than once multiplies the
+graph at every level, in C++ that no timeout can interrupt (``_inlined_size`` counts the expansion
+first, and ``MAX_INLINED_NODES`` bounds it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import onnx
+import onnx.inliner
+
+from hal.errors import ModelError
+
+#: the most nodes expanding a model's local functions may make: a function that calls another twice
+#: doubles the graph at every level, and onnx's inliner and inference, in C++ that no timeout can
+#: interrupt, take about 4 s for this many; a plain graph this large is some 25 times the largest
+#: exported transformer here (decoder-24l, 10,193 nodes)
+MAX_INLINED_NODES = 250_000
+
+
+def inline_functions(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """The model with each call of a model-local function replaced by the function's body (onnx's
+    inliner, recursively, in subgraphs too), as onnxruntime expands them when it loads a model: the
+    TorchScript exporter's ``export_modules_as_functions`` and onnxscript write such models. ``proto``
+    itself when it defines no function; a body the inliner cannot expand is a ModelError, and so is an
+    expansion past MAX_INLINED_NODES (counted before the inliner runs)."""
+    if not proto.functions:
+        return proto
+    size = _inlined_size(proto, where)
+    if size > MAX_INLINED_NODES:
+        raise ModelError(f"expanding its model-local functions would make more than {MAX_INLINED_NODES:,} nodes "
+                         "(a function calling another more than once multiplies its nodes at every level)",
+                         where=where, hint="if the model really is that large, expand its functions ahead of time "
+                                           "with onnx.inliner.inline_local_functions and load the result")
+    try:
+        return onnx.inliner.inline_local_functions(_with_default_attributes(proto))
+    except Exception as e:  # the inliner's C++ raises plain exceptions of several kinds
+        raise ModelError(f"its model-local functions cannot be expanded: {str(e).strip() or repr(e)}",
+                         where=where, hint="check each function's inputs, outputs and attributes against "
+                                           "the nodes that call it") from None
+
+
+def _with_default_attributes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the model in which every call of a local function sets each attribute the function
+    gives a default value (``attribute_proto``) and the call leaves out; ``proto`` itself when no
+    function has one. onnx's inliner (1.23) drops such defaults, so that the attribute fell to the
+    inner op's own default (LeakyRelu's 0.01 for a function's 0.25), where onnxruntime applies them."""
+    defaults = {(f.domain, f.name): list(f.attribute_proto) for f in proto.functions if len(f.attribute_proto)}
+    if not defaults:
+        return proto
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    stack = [out.graph.node, *(f.node for f in out.functions)]
+    while stack:
+        for n in stack.pop():
+            given = defaults.get((n.domain, n.op_type))
+            if given:
+                have = {a.name for a in n.attribute}
+                n.attribute.extend(a for a in given if a.name not in have)
+            for a in n.attribute:
+                stack.extend(g.node for g in ([a.g] if a.HasField("g") else []) + list(a.graphs))
+    return out
+
+
+def _inlined_size(proto: onnx.ModelProto, where: str) -> int:
+    """How many nodes the main graph (subgraphs included) has once every local function call is
+    expanded, counted up to MAX_INLINED_NODES + 1; a function that calls itself is a ModelError."""
+    cap = MAX_INLINED_NODES + 1
+    functions = {(f.domain, f.name): f for f in proto.functions}
+
+    def own_nodes(nodes: Iterable[onnx.NodeProto]) -> tuple[int, list[tuple[str, str]]]:
+        """(nodes that are no call, the local functions called, once per call), subgraphs included."""
+        plain, calls, stack = 0, [], [nodes]
+        while stack:
+            for n in stack.pop():
+                if (n.domain, n.op_type) in functions:
+                    calls.append((n.domain, n.op_type))
+                else:
+                    plain += 1
+                for a in n.attribute:
+                    stack.extend(g.node for g in ([a.g] if a.HasField("g") else []) + list(a.graphs))
+        return plain, calls
+
+    body = {key: own_nodes(f.node) for key, f in functions.items()}
+    sizes: dict[tuple[str, str], int] = {}
+    for root in functions:  # iterative post-order: a deep chain of functions needs no Python recursion
+        path, todo = set(), [(root, False)]
+        while todo:
+            key, done = todo.pop()
+            if done:
+                path.discard(key)
+                plain, calls = body[key]
+                sizes[key] = min(cap, plain + sum(sizes[c] for c in calls))
+            elif key not in sizes:
+                if key in path:
+                    raise ModelError(f"model-local function {key[0]}::{key[1]} calls itself", where=where,
+                                     hint="model-local functions must not be recursive")
+                path.add(key)
+                todo.append((key, True))
+                todo.extend((c, False) for c in set(body[key][1]) if c not in sizes)
+    plain, calls = own_nodes(proto.graph.node)
+    return min(cap, plain + sum(sizes[c] for c in calls))
+
+
+__all__ = ["MAX_INLINED_NODES", "inline_functions"]
