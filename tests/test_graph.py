@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hal
-from hal.graph.ir import SHAPE_ONLY_KEY, ShapeOnly
+from hal.graph.ir import SHAPE_ONLY_KEY, Node, ShapeOnly
 from hal.graph.load import load
 from hal.graph.passes import optimize
 
@@ -203,6 +203,28 @@ def test_an_optimized_graph_goes_back_to_onnx_and_onnxruntime_agrees():
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5)
     again = load(proto)  # and hal loads what it wrote
     assert [n.op_type for n in again.nodes] == [n.op_type for n in g.nodes]
+
+
+def test_a_loaded_graph_with_constant_nodes_goes_back_to_onnx():
+    """Before folding, the exporter's Constant nodes hold arrays (their tensor attribute), and an
+    empty list attribute has no element to tell its type: both come back as onnx wrote them."""
+    import onnxruntime as ort
+
+    from tests.conftest import FIXTURES
+
+    path = FIXTURES / "bert_tiny.onnx"
+    g = load(path)
+    assert any(n.op_type == "Constant" for n in g.nodes)
+    proto = g.to_onnx()
+    onnx.checker.check_model(proto, full_check=True)
+    feeds = {"input_ids": np.arange(32, dtype=np.int64).reshape(2, 16), "attention_mask": np.ones((2, 16), np.int64)}
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_array_equal(got[0], want[0])
+    empty = helper.make_node("LabelEncoder", ["x"], ["y"], name="enc", domain="ai.onnx.ml")
+    empty.attribute.append(helper.make_attribute("values_floats", [], attr_type=onnx.AttributeProto.FLOATS))
+    node = Node.from_proto(empty, "enc")
+    assert node.attrs == {"values_floats": []} and node.to_proto().attribute[0].type == onnx.AttributeProto.FLOATS
 
 
 def test_shape_only_weights_go_back_as_declared_inputs():

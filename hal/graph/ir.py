@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from hal.graph.attrs import node_attributes
 
@@ -151,8 +151,23 @@ class Node:
     def to_proto(self) -> onnx.NodeProto:
         n = helper.make_node(self.op_type, self.inputs, self.outputs, name=self.name, domain=self.domain or None)
         for k, v in self.attrs.items():
-            n.attribute.append(helper.make_attribute(k, v))
+            n.attribute.append(self._attribute(k, v))
         return n
+
+    def _attribute(self, key: str, v: Any) -> onnx.AttributeProto:
+        """``attrs[key]`` back as an AttributeProto: a tensor (a Constant's value) from its array, and
+        an empty list with the type the operator's schema gives it (no element tells it)."""
+        if isinstance(v, np.ndarray):
+            return helper.make_attribute(key, numpy_helper.from_array(v))
+        if isinstance(v, list) and v and all(isinstance(x, np.ndarray) for x in v):
+            return helper.make_attribute(key, [numpy_helper.from_array(x) for x in v])
+        if isinstance(v, list) and not v:
+            try:
+                kind = onnx.defs.get_schema(self.op_type, domain=self.domain).attributes[key].type
+            except (onnx.defs.SchemaError, KeyError):
+                kind = onnx.AttributeProto.INTS
+            return helper.make_attribute(key, [], attr_type=kind)
+        return helper.make_attribute(key, v)
 
 
 def graph_reads(g: onnx.GraphProto) -> set[str]:
