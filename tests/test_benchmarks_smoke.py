@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,3 +284,26 @@ def test_ab_swaps_in_a_method_on_its_live_class() -> None:
     assert fused.MatMulBias.__call__ is method  # swapped back
     with pytest.raises(SystemExit, match="no function"):
         ab.old_function("HEAD", "hal.kernels.fused:MatMulBias.no_such_method")
+
+
+def test_scaling_probe_builds_each_shape_at_its_node_count_and_writes_json(tmp_path: Path) -> None:
+    import hal
+    from benchmarks.scaling import SHAPES
+
+    for name, build in SHAPES.items():  # each shape has the nodes it says, and loads and runs
+        m = build(40)
+        assert abs(len(m.graph.node) - 40) <= 2, name
+        hal.InferenceSession(m, cache_dir=False).run(None, {"x": np.ones((4, 4), np.float32)})
+    out = tmp_path / "scaling.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--nodes", "30", "--reps", "1",
+                           "--targets", "cpu", "--shapes", "wide_sum,view_chain", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "hal-scaling/1" and {"cpu", "cores"} <= set(doc["machine"])
+    assert [(r["shape"], r["target"], r["nodes"]) for r in doc["results"]] == [("wide_sum", "cpu", [30, 120]),
+                                                                            ("view_chain", "cpu", [30, 120])]
+    for r in doc["results"]:
+        assert r["ratio"] == pytest.approx(r["median_s"][1] / r["median_s"][0], rel=0.05)
+        assert r["exponent"] == pytest.approx(np.log(r["ratio"]) / np.log(4), abs=0.02)
+        assert r["linear"] == (r["exponent"] <= doc["linear_limit"])
