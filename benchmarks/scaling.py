@@ -36,8 +36,9 @@ from benchmarks import pin_thread_env
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: the most a cell's exponent may read and count as linear: Python's own costs grow a little faster
-#: than n (its garbage collector walks a heap that grows with the graph, and larger dicts miss cache
-#: more): 1.0-1.3 on this machine, where the four quadratic passes found here read 1.5-2.0
+#: than n (its garbage collector, paused while a session compiles, walks the larger heap at its next
+#: collections, and larger dicts miss cache more): 0.75-1.21 here, where the four quadratic passes
+#: this probe found read 1.5-2.0
 LINEAR_LIMIT = 1.3
 
 
