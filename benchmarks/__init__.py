@@ -17,3 +17,12 @@ def pin_thread_env(threads: int) -> None:
     """Set every thread-count variable to ``threads`` (effective only before numpy is imported)."""
     for var in THREAD_ENV_VARS:
         os.environ[var] = str(threads)
+
+
+def target_names(arg: str | None) -> list[str]:
+    """A ``--targets a,b`` value as a list; every installed hal target when it is empty or None."""
+    if arg:
+        return [t for t in arg.split(",") if t]
+    import hal
+
+    return [s.name for s in hal.targets()]

@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from benchmarks import pin_thread_env
+from benchmarks import pin_thread_env, target_names
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_MODELS = ("zoo:tiny-gpt", "zoo:tiny-cnn", "light:light_squeezenet", "light:light_resnet50", "zoo:llama-2-7b")
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     import hal
     from hal.files import atomic_write
 
-    targets = args.targets.split(",") if args.targets else [s.name for s in hal.targets()]
+    targets = target_names(args.targets)
     rows = []
     for m in args.models.split(","):
         for t in targets:

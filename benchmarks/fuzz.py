@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import pin_thread_env
+from benchmarks import pin_thread_env, target_names
 from benchmarks.fuzz_inputs import HypothesisDraw, RandomDraw, corpus, make_input, mutate_bytes, pick
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -313,9 +313,8 @@ def supervise(args: argparse.Namespace) -> dict[str, Any]:
     import signal
     import tempfile
 
-    import hal
 
-    targets = [t for t in (args.hal_targets.split(",") if args.hal_targets else [s.name for s in hal.targets()])]
+    targets = target_names(args.hal_targets)
     kinds = [k for k in args.targets.split(",") if k]
     unknown = sorted(set(kinds) - set(FUZZ_TARGETS))
     if unknown:

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import pin_thread_env
+from benchmarks import pin_thread_env, target_names
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: the most a cell's exponent may read and count as linear: Python's own costs grow a little faster
@@ -140,11 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "scaling.json"))
     args = ap.parse_args(argv)
     pin_thread_env(1)
-    import hal
     from benchmarks.machine import machine_info
     from hal.files import atomic_write
 
-    targets = args.targets.split(",") if args.targets else [s.name for s in hal.targets()]
+    targets = target_names(args.targets)
     rows = []
     for shape in args.shapes.split(","):
         for t in targets:
