@@ -33,7 +33,7 @@ def _ort(path_or_model, feeds):
     return s.run(None, feeds)
 
 
-@pytest.mark.parametrize("fixture", ["bert_tiny.onnx", "gpt_tiny.onnx"])
+@pytest.mark.parametrize("fixture", ["bert_tiny.onnx", "gpt_tiny.onnx", "bert_tiny_dynamo.onnx"])
 def test_exported_transformer_matches_onnxruntime(fixture):
     path = FIXTURES / fixture
     sess = hal.InferenceSession(str(path))
