@@ -117,3 +117,27 @@ def test_a_call_the_inliner_cannot_bind_is_a_model_error():
     m = helper.make_model(g, opset_imports=OPSETS, functions=[f])
     with pytest.raises(hal.ModelError, match="model-local functions cannot be expanded: .*formal parameters"):
         hal.InferenceSession(m)
+
+
+@pytest.mark.parametrize("given", [None, 0.5])
+def test_an_attribute_passed_on_from_an_outer_function_falls_back_to_the_inner_default(given):
+    # G calls F with F's alpha taken from G's b (ref_attr_name); G has no default for b. A call of G
+    # that leaves b out gives F its own default alpha (0.25), as onnxruntime does; the inliner, left
+    # to itself, dropped alpha and LeakyRelu took its own 0.01
+    alpha = onnx.AttributeProto(name="alpha", ref_attr_name="alpha", type=onnx.AttributeProto.FLOAT)
+    leaky = helper.make_node("LeakyRelu", ["x"], ["y"])
+    leaky.attribute.append(alpha)
+    f = helper.make_function("local", "F", ["x"], ["y"], [leaky], OPSETS[:1],
+                             attribute_protos=[helper.make_attribute("alpha", 0.25)])
+    call = helper.make_node("F", ["x"], ["y"], domain="local")
+    call.attribute.append(onnx.AttributeProto(name="alpha", ref_attr_name="b", type=onnx.AttributeProto.FLOAT))
+    g = helper.make_function("local", "G", ["x"], ["y"], [call], OPSETS, attributes=["b"])
+    top = helper.make_node("G", ["x"], ["y"], domain="local", **({} if given is None else {"b": given}))
+    graph = helper.make_graph([top], "g", [helper.make_tensor_value_info("x", F, [3])],
+                              [helper.make_tensor_value_info("y", F, [3])])
+    m = helper.make_model(graph, opset_imports=OPSETS, functions=[f, g])
+    x = np.array([-4, 0, 4], np.float32)
+    (ours,) = hal.InferenceSession(m).run(None, {"x": x})
+    (theirs,) = _ort(m, {"x": x})
+    np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(ours, [-4 * (0.25 if given is None else given), 0, 4])

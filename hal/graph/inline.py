@@ -7,7 +7,7 @@ first, and ``MAX_INLINED_NODES`` bounds it)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import onnx
 import onnx.inliner
@@ -47,22 +47,66 @@ def _with_default_attributes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of the model in which every call of a local function sets each attribute the function
     gives a default value (``attribute_proto``) and the call leaves out; ``proto`` itself when no
     function has one. onnx's inliner (1.23) drops such defaults, so that the attribute fell to the
-    inner op's own default (LeakyRelu's 0.01 for a function's 0.25), where onnxruntime applies them."""
-    defaults = {(f.domain, f.name): list(f.attribute_proto) for f in proto.functions if len(f.attribute_proto)}
-    if not defaults:
+    inner op's own default (LeakyRelu's 0.01 for a function's 0.25), where onnxruntime applies them.
+    A call inside a function that passes on one of that function's attributes (``ref_attr_name``)
+    sets it, so ``_inherit_defaults`` first covers the case where the outer call leaves it out."""
+    if not any(len(f.attribute_proto) for f in proto.functions):
         return proto
     out = onnx.ModelProto()
     out.CopyFrom(proto)
-    stack = [out.graph.node, *(f.node for f in out.functions)]
-    while stack:
-        for n in stack.pop():
+    _inherit_defaults(out)
+    defaults = {(f.domain, f.name): list(f.attribute_proto) for f in out.functions if len(f.attribute_proto)}
+    for nodes in _node_lists([out.graph.node, *(f.node for f in out.functions)]):
+        for n in nodes:
             given = defaults.get((n.domain, n.op_type))
             if given:
                 have = {a.name for a in n.attribute}
                 n.attribute.extend(a for a in given if a.name not in have)
+    return out
+
+
+def _node_lists(roots: list) -> Iterator:
+    """Each node list in ``roots`` and in every subgraph under them."""
+    stack = list(roots)
+    while stack:
+        nodes = stack.pop()
+        yield nodes
+        for n in nodes:
             for a in n.attribute:
                 stack.extend(g.node for g in ([a.g] if a.HasField("g") else []) + list(a.graphs))
-    return out
+
+
+def _inherit_defaults(model: onnx.ModelProto) -> None:
+    """Give a function attribute with no default of its own the default of the calls that use it,
+    where calls of local functions are its only uses and they agree: G calls F with F's alpha taken
+    from G's b, and a call of G that leaves b out must give F its own default alpha, as onnxruntime
+    does, where the inliner would drop alpha altogether. Repeated until nothing changes, for chains."""
+    functions = {(f.domain, f.name): f for f in model.functions}
+    changed = True
+    while changed:
+        changed = False
+        for f in model.functions:
+            uses: dict[str, list[onnx.AttributeProto | None]] = {}
+            for nodes in _node_lists([f.node]):
+                for n in nodes:
+                    callee = functions.get((n.domain, n.op_type))
+                    for a in n.attribute:
+                        if a.ref_attr_name:
+                            default = next((d for d in callee.attribute_proto if d.name == a.name), None) \
+                                if callee is not None else None
+                            uses.setdefault(a.ref_attr_name, []).append(default)
+            have = {d.name for d in f.attribute_proto}
+            for name, defaults in uses.items():
+                if name in have or any(d is None for d in defaults):
+                    continue
+                renamed = [onnx.AttributeProto() for _ in defaults]
+                for r, d in zip(renamed, defaults):
+                    r.CopyFrom(d)
+                    r.name = name
+                if len({r.SerializeToString() for r in renamed}) == 1:
+                    f.attribute_proto.append(renamed[0])
+                    f.attribute[:] = [x for x in f.attribute if x != name]
+                    changed = True
 
 
 def _inlined_size(proto: onnx.ModelProto, where: str) -> int:
