@@ -202,7 +202,8 @@ def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
     vector when it is fewer; more would have the kernel make that many parts), an Einsum equation
     outside the einsum grammar (``_check_einsum``), a negative GatherND batch_dims (a segmentation
     fault); and a conv's group below 1, strides, dilations or kernel_shape below 1, or a Transpose
-    perm that is no permutation, which kernels and plugins' cost models divide by or index with."""
+    perm that is no permutation, which kernels and plugins' cost models divide by or index with, and
+    an If branch with more or fewer outputs than the If (the engine read the missing one)."""
     stack: list[Any] = [proto.graph, *proto.functions]
     while stack:
         g = stack.pop()
@@ -241,6 +242,9 @@ def _check_attribute(n: onnx.NodeProto, a: onnx.AttributeProto, where: str) -> N
     if a.name == "group" and n.op_type in _GROUPED_OPS and a.i < 1:
         raise ModelError(f"{_label(n)} has group={a.i}", where=where,
                          hint="group counts the channel groups: 1 or more, dividing the channels")
+    if a.name in ("then_branch", "else_branch") and n.op_type == "If" and len(a.g.output) != len(n.output):
+        raise ModelError(f"{_label(n)} has {len(n.output)} output(s) but its {a.name} {len(a.g.output)}", where=where,
+                         hint="each branch of an If returns one value for each of the If's outputs")
     if a.name == "equation" and n.op_type == "Einsum":
         _check_einsum(_label(n), a.s.decode("utf-8", "replace"), where)
 
@@ -373,6 +377,7 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
         _check(proto, where)
     digest = model_hash(proto)
     weights = proto.graph  # the inferred model declares the large weights as inputs, without data
+    had_functions = len(proto.functions) > 0
     n_inputs = len(weights.input)
     if infer_shapes:
         proto = _infer(proto, where)
@@ -380,6 +385,8 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
         proto = inline_functions(proto, where)
     g = proto.graph
     _check_names(weights, where)
+    if had_functions:  # the nodes inlined from its functions come from their bodies, not checked above
+        _check_names(g, where)
     # protobuf hands back bytes for a string field that is not valid UTF-8
     meta = {_text(p.key): _text(p.value) for p in proto.metadata_props}
     shape_only_names = {n for n in meta.get(SHAPE_ONLY_KEY, "").split(",") if n}

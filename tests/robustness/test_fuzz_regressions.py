@@ -305,3 +305,31 @@ def test_the_input_type_check_passes_by_element_types_onnx_does_not_know(elem_ty
     # ValueError for a number it has no name for (a GRU's W of type 65)
     m = model([helper.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", elem_type, [2])], [vi("y", elem_type, [2])])
     assert [n.op_type for n in load(m).nodes] == ["Relu"]
+
+
+@pytest.mark.parametrize("target", ["cpu", "wafer"])
+def test_a_function_body_node_whose_op_type_is_not_text_is_a_model_error(target):
+    # was (mutating the local-function seed): a byte flip left a call in a function body with an
+    # op_type that is not UTF-8, which protobuf hands back as bytes; inlined into the graph, it
+    # reached the wafer's capability as bytes (a pydantic ValidationError, reported as a plugin fault)
+    from _robust_models import local_function_model
+
+    m = local_function_model()
+    twice = next(f for f in m.functions if f.name == "Twice")
+    twice.node[0].op_type = "ScaledRelX"  # then one byte of it made invalid UTF-8, lengths unchanged
+    data = m.SerializeToString().replace(b"ScaledRelX", b"ScaledRel\xff")
+    with pytest.raises(hal.ModelError, match="not valid UTF-8"):
+        hal.InferenceSession(data, target=target, cache_dir=False)
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu", "wafer"])
+def test_an_if_branch_with_fewer_outputs_than_the_if_is_a_model_error(target):
+    # was (mutating the local-function seed): a then_branch that returned nothing for an If with one
+    # output passed onnx's checker; the engine indexed the branch's empty result (IndexError, reported
+    # as a plugin fault). onnxruntime refuses such a model when it loads it.
+    then = helper.make_graph([helper.make_node("Relu", ["x"], ["a"])], "then", [], [])
+    other = helper.make_graph([helper.make_node("Neg", ["x"], ["b"])], "else", [], [vi("b", F, [2])])
+    m = model([helper.make_node("If", ["c"], ["y"], name="if", then_branch=then, else_branch=other)],
+              [vi("c", TensorProto.BOOL, []), vi("x", F, [2])], [vi("y", F, [2])])
+    with pytest.raises(hal.ModelError, match="'if' \\(If\\) has 1 output\\(s\\) but its then_branch 0"):
+        hal.InferenceSession(m, target=target, cache_dir=False)
