@@ -3,8 +3,6 @@ target; the expansion bounded before it runs; what cannot be expanded is a Model
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -88,13 +86,10 @@ def _doubling_chain(levels: int) -> onnx.ModelProto:
 
 def test_an_expansion_past_the_bound_is_refused_before_the_inliner_runs():
     # 60 levels would expand to 2**59 nodes: onnx's inliner, in C++, would run until memory ran out
-    start = time.perf_counter()
+    # (had it run, this would not return)
     with pytest.raises(hal.ModelError, match=f"would make more than {MAX_INLINED_NODES:,} nodes"):
         hal.InferenceSession(_doubling_chain(60))
-    assert time.perf_counter() - start < 30  # a bound on a hang, not a speed check
-    # just under the bound, the same shape of model expands and runs
-    levels = MAX_INLINED_NODES.bit_length() - 1
-    assert 2 ** (levels - 1) <= MAX_INLINED_NODES
+    # inside the bound, the same shape of model expands to every node it should
     assert len(load(_doubling_chain(12)).nodes) == 2 ** 11
 
 

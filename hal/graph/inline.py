@@ -13,6 +13,7 @@ import onnx
 import onnx.inliner
 
 from hal.errors import ModelError
+from hal.graph.ir import attribute_graphs
 
 #: the most nodes expanding a model's local functions may make: a function that calls another twice
 #: doubles the graph at every level, and onnx's inliner and inference, in C++ that no timeout can
@@ -73,7 +74,7 @@ def _node_lists(roots: list) -> Iterator:
         yield nodes
         for n in nodes:
             for a in n.attribute:
-                stack.extend(g.node for g in ([a.g] if a.HasField("g") else []) + list(a.graphs))
+                stack.extend(g.node for g in attribute_graphs(a))
 
 
 def _inherit_defaults(model: onnx.ModelProto) -> None:
@@ -117,15 +118,13 @@ def _inlined_size(proto: onnx.ModelProto, where: str) -> int:
 
     def own_nodes(nodes: Iterable[onnx.NodeProto]) -> tuple[int, list[tuple[str, str]]]:
         """(nodes that are no call, the local functions called, once per call), subgraphs included."""
-        plain, calls, stack = 0, [], [nodes]
-        while stack:
-            for n in stack.pop():
+        plain, calls = 0, []
+        for level in _node_lists([nodes]):
+            for n in level:
                 if (n.domain, n.op_type) in functions:
                     calls.append((n.domain, n.op_type))
                 else:
                     plain += 1
-                for a in n.attribute:
-                    stack.extend(g.node for g in ([a.g] if a.HasField("g") else []) + list(a.graphs))
         return plain, calls
 
     body = {key: own_nodes(f.node) for key, f in functions.items()}

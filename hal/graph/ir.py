@@ -170,13 +170,18 @@ class Node:
         return helper.make_attribute(key, v)
 
 
+def attribute_graphs(a: onnx.AttributeProto) -> list[onnx.GraphProto]:
+    """The graphs an attribute holds: its one graph (If's branches, a Loop or Scan body) or its list."""
+    return ([a.g] if a.HasField("g") else []) + list(a.graphs)
+
+
 def graph_reads(g: onnx.GraphProto) -> set[str]:
     """The names a body (If/Loop/Scan graph) reads from outside itself, nested bodies included."""
     reads = {o.name for o in g.output}
     for n in g.node:
         reads.update(i for i in n.input if i)
         for a in n.attribute:
-            for sg in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            for sg in attribute_graphs(a):
                 reads |= graph_reads(sg)
     defined = {i.name for i in g.input} | {t.name for t in g.initializer} | {
         t.values.name for t in g.sparse_initializer} | {o for n in g.node for o in n.output if o}

@@ -24,7 +24,7 @@ from onnx import numpy_helper
 from hal import limits
 from hal.errors import ModelError, ResourceError
 from hal.graph.inline import inline_functions
-from hal.graph.ir import SHAPE_ONLY_KEY, Graph, Node, ShapeOnly, TensorInfo, np_dtype
+from hal.graph.ir import SHAPE_ONLY_KEY, Graph, Node, ShapeOnly, TensorInfo, attribute_graphs, np_dtype
 
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto | Graph
 
@@ -151,8 +151,7 @@ def _long_vector(proto: onnx.ModelProto, skip: int = 0) -> str | None:
                 return vi.name
         for n in g.node:
             for a in n.attribute:
-                stack.extend([a.g] if a.HasField("g") else [])
-                stack.extend(a.graphs)
+                stack.extend(attribute_graphs(a))
     return None
 
 
@@ -216,8 +215,7 @@ def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
                                      where=where)
                 if default:
                     _check_attribute(n, a, where)
-                stack.extend([a.g] if a.HasField("g") else [])
-                stack.extend(a.graphs)
+                stack.extend(attribute_graphs(a))
 
 
 def _label(n: onnx.NodeProto | Node) -> str:
@@ -497,9 +495,9 @@ def _check_body(g: onnx.GraphProto, types: ChainMap[str, int], opset: int, where
     for n in g.node:
         _check_node(n, n.input, types, opset, where, path)
         for a in n.attribute:
-            for attr, body in _bodies([(a.name, a.g)] if a.HasField("g") else [(a.name, list(a.graphs))]):
+            for body in attribute_graphs(a):
                 _check_body(body, types.new_child(_declared_types(body)), opset, where,
-                            f"{path}{_label(n)} {attr}: ")
+                            f"{path}{_label(n)} {a.name}: ")
 
 
 def _check_node(n: onnx.NodeProto | Node, inputs: Sequence[str], types: Mapping[str, int], opset: int,
