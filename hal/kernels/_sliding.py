@@ -145,3 +145,67 @@ def _flat_padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], width:
     height = max(h + begin[0] + max(end[0], 0), -(-reach // width))
     xp = np.ascontiguousarray(_padded(x, begin, [height - h - begin[0], width - wd - begin[1]], 0))
     return xp.reshape(*x.shape[:2], height * width)
+
+
+# -- im2col columns as contiguous runs ---------------------------------------------------------------
+#
+# A stride-1 2-D conv whose output is as wide as its input (its column pads make up the kernel's
+# reach: "same" width) reads, for tap (i, j), input row r + i*dh and column q + j*dw - pad_left at
+# output pixel (r, q). Over the image flattened at its own width, that is one contiguous run of
+# out_rows * width elements starting at i*dh*width + j*dw - pad_left: im2col copies one run per
+# channel and tap where the window view copies one short run per channel, tap and output row (14
+# floats on a 14x14 image, each a separate inner loop of numpy's copy). The runs wrap at the row
+# ends: the few columns whose tap falls in the pad read the neighbouring row's first or last elements
+# and are zeroed after the copy, so the columns are the window view's, element for element.
+
+
+def flat_columns_apply(shape: Sequence[int], k: Sequence[int], s: Sequence[int], begin: Sequence[int],
+                       end: Sequence[int], out: Sequence[int]) -> bool:
+    """Whether ``flat_rows`` and ``flat_columns`` build this conv's columns: 2-D, stride 1, no pad that
+    crops, and an output as wide as the (N, C, H, W) input ``shape``."""
+    return (len(k) == 2 and tuple(s) == (1, 1) and min(begin) >= 0 and min(end) >= 0 and 0 not in out
+            and 0 not in shape and out[1] == shape[3])
+
+
+def flat_rows(x: np.ndarray, begin: Sequence[int], end: Sequence[int], buf: np.ndarray | None = None) -> np.ndarray:
+    """``x`` (N, C, H, W) with ``begin[0]`` zero rows above and ``end[0]`` below each image, flattened,
+    between ``begin[1]`` zeros before and ``end[1]`` after (the reach of the first and last runs), in
+    ``buf`` (a reused flat buffer at least that long) when given."""
+    n, c, h, w = x.shape
+    top, left = begin
+    rows = top + h + end[0]
+    body = n * c * rows * w
+    total = left + body + end[1]
+    flat = np.empty(total, dtype=x.dtype) if buf is None else buf[:total]
+    flat[:left] = 0
+    flat[left + body:] = 0
+    image = flat[left:left + body].reshape(n, c, rows, w)
+    if top:
+        image[:, :, :top] = 0
+    if end[0]:
+        image[:, :, top + h:] = 0
+    image[:, :, top:top + h] = x
+    return flat
+
+
+def flat_columns(flat: np.ndarray, first: int, channels: int, rows: int, width: int, k: Sequence[int],
+                 d: Sequence[int], left: int, out_rows: tuple[int, int], cols: np.ndarray) -> np.ndarray:
+    """The im2col columns (channels, kh, kw, pixels) of output rows ``out_rows`` = [r0, r1), copied into
+    ``cols`` (that shape, contiguous) from ``flat_rows``'s array: ``first`` is the index of the first
+    channel's image in the flattened images, each ``rows`` x ``width`` after padding; ``left`` the
+    left pad. Returns ``cols``."""
+    r0, r1 = out_rows
+    kh, kw = k
+    it = flat.itemsize
+    start = first * rows * width + r0 * width  # = left + (the run's first element) - left
+    view = as_strided(flat[start:], shape=(channels, kh, kw, (r1 - r0) * width),
+                      strides=(rows * width * it, d[0] * width * it, d[1] * it, it), writeable=False)
+    cols[...] = view
+    grid = cols.reshape(channels, kh, kw, r1 - r0, width)
+    for j in range(kw):
+        shift = j * d[1] - left  # output column q reads input column q + shift
+        if shift < 0:
+            grid[:, :, j, :, :min(-shift, width)] = 0
+        elif shift > 0:
+            grid[:, :, j, :, max(width - shift, 0):] = 0
+    return cols

@@ -3,12 +3,14 @@
 A stride-1 3x3 conv of enough channels runs as Winograd F(2x2, 3x3) (``hal.kernels.winograd``);
 the others lower to im2col: a strided window view of the padded input, copied once into an
 (N, group, C/group * kernel, out_pixels) column matrix and multiplied by the weights in one batched
-BLAS matmul whose result is already NCHW. A 1x1 conv at stride 1 uses the input itself as the
-matrix; a big column matrix is built and multiplied a band of output rows at a time, a grouped
-conv's a block of groups at a time; a stride-1 conv with few output channels runs one GEMM per tap
-over the flattened padded image; a depthwise 2-D conv copies its columns from each channel's
-flattened image between zero margins (no padded copy, no crop), a block of channels at a time.
-ConvTranspose and Col2Im run the same pair backwards (GEMM, then fold).
+BLAS matmul whose result is already NCHW. A stride-1 2-D conv as wide as its input copies its
+columns as runs of whole output rows from the row-padded image (``_sliding.flat_columns``). A 1x1
+conv at stride 1 uses the input itself as the matrix; a big column matrix is built and multiplied a
+band of output rows at a time, a grouped conv's a block of groups at a time; a stride-1 conv with
+few output channels runs one GEMM per tap over the flattened padded image; a depthwise 2-D conv
+copies its columns from each channel's flattened image between zero margins (no padded copy, no
+crop), a block of channels at a time. ConvTranspose and Col2Im run the same pair backwards (GEMM,
+then fold).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from hal.kernels._sliding import (
     _same_pads,
     _windows,
     _work_dtype,
+    flat_columns,
+    flat_columns_apply,
+    flat_rows,
     window,
 )
 from hal.kernels.registry import kernel
@@ -79,6 +84,11 @@ def _columns(x: np.ndarray, k: Sequence[int], s: Sequence[int], d: Sequence[int]
     pn = math.prod(out)
     if x.flags.c_contiguous and math.prod(k) == 1 and math.prod(s) == 1 and not any(begin) and not any(end):
         return x.reshape(n, g, c // g, pn)  # a plain 1x1 conv: the input is the matrix as it stands
+    if math.prod(k) > 1 and flat_columns_apply(x.shape, k, s, begin, end, out):
+        rows, width = x.shape[2] + begin[0] + end[0], x.shape[3]
+        cols = np.empty((n * c, *k, pn), dtype=x.dtype)
+        flat_columns(flat_rows(x, begin, end), 0, n * c, rows, width, k, d, begin[1], (0, out[0]), cols)
+        return cols.reshape(n, g, c // g * math.prod(k), pn)
     xp = _padded(x, begin, end, 0)
     if all(v == 1 for v in k):
         sub = xp[(slice(None), slice(None), *(slice(0, (out[i] - 1) * s[i] + 1, s[i]) for i in range(nd)))]
@@ -132,7 +142,14 @@ def _in_blocks(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int],
     cg, mg = c // g, m // g
     taps, row = math.prod(k), math.prod(out[1:])
     pad_blocks = per < g and (any(begin) or any(end))
-    if pad_blocks:
+    flat = flat_columns_apply(x.shape, k, s, begin, end, out)  # columns as runs of whole output rows
+    if flat:
+        height, width = x.shape[2] + begin[0] + end[0], x.shape[3]
+        if pad_blocks:
+            flat_buf = np.empty(begin[1] + per * cg * height * width + end[1], dtype=x.dtype)
+        else:
+            src = flat_rows(x, begin, end)
+    elif pad_blocks:
         pad_buf = np.empty(_padded_shape((1, per * cg, *x.shape[2:]), begin, end), dtype=x.dtype)
     else:
         win = _windows(_padded(x, begin, end, 0), out, k, s, d)          # (n, c, *out, *k)
@@ -143,15 +160,25 @@ def _in_blocks(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int],
     for i in range(n):
         for g0 in range(0, g, per):
             g1 = min(g0 + per, g)
-            if pad_blocks:
-                xp = _padded(x[i:i + 1, g0 * cg:g1 * cg], begin, end, 0, out=pad_buf[:, :(g1 - g0) * cg])
+            channels = (g1 - g0) * cg
+            if flat:
+                if pad_blocks:
+                    src, first = flat_rows(x[i:i + 1, g0 * cg:g1 * cg], begin, end, flat_buf), 0
+                else:
+                    first = i * c + g0 * cg
+            elif pad_blocks:
+                xp = _padded(x[i:i + 1, g0 * cg:g1 * cg], begin, end, 0, out=pad_buf[:, :channels])
                 blk = _windows(xp, out, k, s, d)[0]
             else:
                 blk = win[i, g0 * cg:g1 * cg]
             for r0 in range(0, out[0], rows):
                 r1 = min(r0 + rows, out[0])
-                cols = buf[: (g1 - g0) * cg * taps * (r1 - r0) * row].reshape((g1 - g0) * cg, *k, r1 - r0, *out[1:])
-                cols[...] = blk[:, r0:r1].transpose(perm)
+                cols = buf[: channels * taps * (r1 - r0) * row]
+                if flat:
+                    flat_columns(src, first, channels, height, width, k, d, begin[1], (r0, r1),
+                                 cols.reshape(channels, *k, (r1 - r0) * row))
+                else:
+                    cols.reshape(channels, *k, r1 - r0, *out[1:])[...] = blk[:, r0:r1].transpose(perm)
                 np.matmul(wr[g0:g1], cols.reshape(g1 - g0, cg * taps, -1), out=y[i, g0:g1, :, r0 * row:r1 * row])
     return y.reshape(n, m, *out)
 

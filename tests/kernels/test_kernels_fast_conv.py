@@ -174,9 +174,10 @@ def test_grouped_conv_pads_each_block_of_groups_on_its_own(monkeypatch, xs, ws, 
     from hal.kernels import _sliding, nn
 
     monkeypatch.setattr(nn, "COLUMN_BLOCK", 1)
-    pads = []
-    real = _sliding._padded
-    monkeypatch.setattr(nn, "_padded", lambda *a, **k: pads.append(a[0].shape) or real(*a, **k))
+    pads = []  # padded copies, as the window view's padded image or flat_rows' row-padded runs
+    for name in ("_padded", "flat_rows"):
+        real = getattr(_sliding, name)
+        monkeypatch.setattr(nn, name, lambda *a, real=real, **k: pads.append(a[0].shape) or real(*a, **k))
     rng = np.random.default_rng(4)
     x = rng.standard_normal(xs).astype(np.float32)
     w = rng.standard_normal(ws).astype(np.float32)
