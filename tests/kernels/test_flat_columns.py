@@ -46,10 +46,15 @@ def test_flat_columns_are_the_window_views(xs, kernel, pads, dilations) -> None:
     np.testing.assert_array_equal(band.reshape(xs[1] - 1, *k, r1 - r0, width), want[0, 1:, :, :, r0:r1])
 
 
-@pytest.mark.parametrize("xs,kernel,pads", [((1, 64, 20, 24), (64, 64, 3, 3), [1, 1, 1, 1]),
-                                              ((1, 64, 48, 48), (64, 64, 3, 3), [1, 1, 1, 1]),  # banded
-                                              ((2, 12, 9, 10), (60, 6, 3, 3), [1, 1, 1, 1])])  # grouped
-def test_convs_on_flat_columns_match_onnxruntime(monkeypatch, xs, kernel, pads) -> None:
+@pytest.mark.parametrize("xs,kernel,pads,block", [
+    ((1, 64, 20, 24), (64, 64, 3, 3), [1, 1, 1, 1], None),
+    ((1, 64, 48, 48), (64, 64, 3, 3), [1, 1, 1, 1], None),      # banded
+    ((2, 12, 9, 10), (60, 6, 3, 3), [1, 1, 1, 1], None),        # grouped, batch 2
+    ((2, 12, 9, 10), (60, 4, 3, 3), [2, 1, 0, 1], 1),           # a group a block: each block's rows padded apart
+])
+def test_convs_on_flat_columns_match_onnxruntime(monkeypatch, xs, kernel, pads, block) -> None:
+    if block is not None:
+        monkeypatch.setattr(nn, "COLUMN_BLOCK", block)
     calls = []
     real = _sliding.flat_columns
     monkeypatch.setattr(nn, "flat_columns", lambda *a, **k: calls.append(1) or real(*a, **k))
