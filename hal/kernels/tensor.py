@@ -363,35 +363,38 @@ def center_crop_pad(input_data, shape, axes=None):
 # --- Dropout ------------------------------------------------------------------------------------------
 
 
-def _dropout(data: np.ndarray, ratio: float, training: bool, seed: int | None, mask_dtype: Any) -> tuple:
+def _dropout(data: np.ndarray, ratio: float, training: bool, seed: int | None, mask_dtype: Any,
+             n_outputs: int) -> Any:
+    """The output, and the mask when the node asks for it (``n_outputs`` 2): an inference Dropout
+    that reads only its output allocates nothing."""
     if not training or ratio == 0:
-        return data, np.ones(data.shape, dtype=mask_dtype)
+        return data if n_outputs < 2 else (data, np.ones(data.shape, dtype=mask_dtype))
     keep = np.random.RandomState(seed).uniform(0.0, 1.0, data.shape) >= ratio
-    out = (keep * data) * data.dtype.type(1.0 / (1.0 - ratio))
-    return out.astype(data.dtype, copy=False), keep.astype(mask_dtype, copy=False)
+    out = ((keep * data) * data.dtype.type(1.0 / (1.0 - ratio))).astype(data.dtype, copy=False)
+    return out if n_outputs < 2 else (out, keep.astype(mask_dtype, copy=False))
 
 
-@kernel("Dropout", since=1)
-def dropout_1(data, ratio=0.5, is_test=0, consumed_inputs=None):
+@kernel("Dropout", since=1, output_count=True)
+def dropout_1(data, ratio=0.5, is_test=0, consumed_inputs=None, _n_outputs=2):
     # Inference semantics: the reference target never trains, as in onnxruntime's inference path.
-    return _dropout(data, ratio, False, None, data.dtype)
+    return _dropout(data, ratio, False, None, data.dtype, _n_outputs)
 
 
-@kernel("Dropout", since=7)
-def dropout_7(data, ratio=0.5):
-    return _dropout(data, ratio, False, None, data.dtype)
+@kernel("Dropout", since=7, output_count=True)
+def dropout_7(data, ratio=0.5, _n_outputs=2):
+    return _dropout(data, ratio, False, None, data.dtype, _n_outputs)
 
 
-@kernel("Dropout", since=10)
-def dropout_10(data, ratio=0.5):
-    return _dropout(data, ratio, False, None, np.bool_)
+@kernel("Dropout", since=10, output_count=True)
+def dropout_10(data, ratio=0.5, _n_outputs=2):
+    return _dropout(data, ratio, False, None, np.bool_, _n_outputs)
 
 
-@kernel("Dropout", since=12)
-def dropout(data, ratio=None, training_mode=None, seed=None):
+@kernel("Dropout", since=12, output_count=True)
+def dropout(data, ratio=None, training_mode=None, seed=None, _n_outputs=2):
     r = 0.5 if ratio is None else float(np.asarray(ratio).reshape(-1)[0])
     training = training_mode is not None and bool(np.asarray(training_mode).reshape(-1)[0])
-    return _dropout(data, r, training, seed, np.bool_)
+    return _dropout(data, r, training, seed, np.bool_, _n_outputs)
 
 
 # --- Upsample (deprecated by Resize at opset 10) ------------------------------------------------------
