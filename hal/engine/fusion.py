@@ -23,12 +23,12 @@ def _key(step: Step, node: Node, graph: Graph) -> tuple[str, str, int]:
 def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = None) -> list[Step]:
     """``steps_for_nodes`` with the groups ``hal.graph.fuse.find_fusions`` finds run as one step each
     (hal.kernels.fused): MatMul + bias Add, elementwise regions (GELU chains, attention scale and
-    mask) and the Softmax after one; Concats that extend one another share one buffer; a layout node
-    (Reshape, Transpose, ...) runs inside the one step reading it (``hal.engine.views``). Results are
-    bit-identical to the plain steps; a fused step's ``nodes`` names the nodes it runs and its label
-    and op type join theirs with "+". A caller fusing many slices of one graph passes the graph's
-    ``GraphIndex`` once (building it is O(graph))."""
-    from hal.kernels.fused import MatMulBias, Region  # imports the kernel families: load them on first use
+    mask) and the Softmax after one, a Relu and the MaxPool after it; Concats that extend one
+    another share one buffer; a layout node (Reshape, Transpose, ...) runs inside the one step
+    reading it (``hal.engine.views``). Results are bit-identical to the plain steps; a fused step's
+    ``nodes`` names the nodes it runs and its label and op type join theirs with "+". A caller
+    fusing many slices of one graph passes the graph's ``GraphIndex`` once (building it is O(graph))."""
+    from hal.kernels.fused import MatMulBias, Region, ReluPool  # imports the kernel families on first use
 
     nodes = list(nodes)
     plain = steps_for_nodes(graph, nodes)
@@ -46,6 +46,10 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
         if f.kind == "matmul_bias":
             fn: Any = MatMulBias(keys[0], keys[1], f.bias_first)
             step = Step(fn, list(f.inputs), [out], {}, label, op, None, tuple(n.name for n in members), "MatMul")
+        elif f.kind == "relu_pool":
+            fn = ReluPool(keys[0], keys[1])
+            step = Step(fn, list(f.inputs), [out], dict(steps[1].attrs), label, op, None,
+                        tuple(n.name for n in members), "MaxPool")
         else:
             n_elem = len(f.refs)
             fn = Region(keys[:n_elem], f.refs, [s.attrs for s in steps[:n_elem]], [n.op_type for n in members[:n_elem]],

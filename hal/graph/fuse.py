@@ -7,7 +7,10 @@ nodes the engine runs as one step:
 - ``matmul_bias``: a MatMul whose output only a bias Add reads (the Add's other input a 1-D weight);
 - ``region``: elementwise nodes joined through values each read by exactly one node of the group
   (the exported erf/tanh GELU, Div/Mul scale + mask Add/Where), optionally ending in the Softmax
-  that alone reads the region's result.
+  that alone reads the region's result;
+- ``relu_pool``: a Relu whose output only a MaxPool reads (a CNN's stem, VGG's blocks), the pool
+  run first and the Relu on its smaller result: max commutes with max(., 0), and every window of
+  such a pool (no dilation, no ceil mode, pads within the kernel) holds an element of the image.
 
 Every value inside a group has exactly one reading node, is not a graph output and is not read by a
 subgraph, so computing the group as one step changes no other step's inputs.
@@ -67,7 +70,7 @@ class GraphIndex:
 class Fusion:
     """Nodes (indices into the list given to ``find_fusions``, in order) that run as one step."""
 
-    kind: str                     # "matmul_bias" | "region"
+    kind: str                     # "matmul_bias" | "region" | "relu_pool"
     members: list[int]
     inputs: list[str] = field(default_factory=list)   # the step's inputs, in call order
     #: region: per member, each input as an index into ``inputs`` (>= 0) or ~k for member k's result
@@ -151,8 +154,33 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
             refs.append(tuple(~inside[x] if x in inside and inside[x] < j else slot.setdefault(x, len(slot))
                               for x in nodes[m].inputs))
         out.append(Fusion("region", members + ([soft] if soft is not None else []), list(slot), refs, soft))
+        used.update(members)
+    for k, n in enumerate(nodes):
+        if n.op_type != "Relu" or k in used or not _plain(n) or len(n.inputs) != 1 or id(n) not in gpos:
+            continue
+        p = sole_reader(n.outputs[0])
+        if p is not None and p > k and p not in used and _pool_after_relu(nodes[p]):
+            used |= {k, p}
+            out.append(Fusion("relu_pool", [k, p], [n.inputs[0]]))
     out.sort(key=lambda f: f.members[-1])
     return out
+
+
+def _pool_after_relu(node: Node) -> bool:
+    """A 2-D or wider MaxPool without Indices each of whose windows reads an element of the image
+    (so none is all padding, whose -inf the Relu before it would not have seen): no dilation, no
+    ceil mode, explicit pads no wider than the kernel less one, or SAME / VALID."""
+    if node.op_type != "MaxPool" or not _plain(node) or len(node.inputs) != 1:
+        return False
+    a = node.attrs
+    k = a.get("kernel_shape")
+    if not k or any(v != 1 for v in a.get("dilations") or ()) or a.get("ceil_mode", 0) \
+            or a.get("storage_order", 0):
+        return False
+    pads = a.get("pads") or [0] * (2 * len(k))
+    if a.get("auto_pad", "NOTSET") == "NOTSET":
+        return len(pads) == 2 * len(k) and all(0 <= p <= v - 1 for p, v in zip(pads, [*k, *k]))
+    return a.get("auto_pad") in ("SAME_UPPER", "SAME_LOWER", "VALID")
 
 
 __all__ = ["REGION_OPS", "Fusion", "GraphIndex", "find_fusions"]

@@ -283,6 +283,35 @@ class Region(_Fused):
         return fn(x, **self.softmax_attrs)
 
 
+class ReluPool(_Fused):
+    """A Relu and the MaxPool that alone reads it, pooled first: max over a window of max(x, 0) is
+    max(max over the window, 0) value for value (a NaN in the window stays NaN either way, and both
+    orders end in the Relu's own max against +0), so the Relu runs on the pooled result, a quarter
+    of its input at stride 2 (SqueezeNet's stem: 64x111x111 floats -> 64x55x55). ``hal.graph.fuse``
+    pairs only pools whose every window reads the image, never all padding."""
+
+    def __init__(self, relu: Key, pool: Key):
+        self.keys = [relu, pool]
+        self._bind()
+
+    def _bind(self) -> None:
+        super()._bind()
+        self._ufunc_relu = self.fns[0] is activation.relu  # the Relu is max(x, 0): it may run in place
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_ufunc_relu", None)
+        return state
+
+    def __call__(self, x: Any, **attrs: Any) -> Any:
+        relu, pool = self.fns
+        y = pool(x, **attrs)
+        if (self._ufunc_relu and y.__class__ is np.ndarray and y is not x and y.base is None and y.ndim
+                and y.flags.writeable):  # a result the pool made for this call: nobody else holds it
+            return activation.relu_into(y, y)
+        return relu(y)
+
+
 class ConcatChain(_Fused):
     """A Concat whose result shares one buffer with the Concats that extend it: each of those reads
     the previous result as its first input along the same axis (DenseNet's dense blocks), so the
@@ -335,4 +364,4 @@ class ConcatChain(_Fused):
         return buf[:end].reshape(*lead, end, *rest)
 
 
-__all__ = ["ConcatChain", "MatMulBias", "Region"]
+__all__ = ["ConcatChain", "MatMulBias", "Region", "ReluPool"]
