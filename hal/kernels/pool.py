@@ -39,7 +39,7 @@ FLAT_MAX_STRIDE = 3
 
 
 def _reduce_windows(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Sequence[int],
-                    d: Sequence[int], op: np.ufunc) -> np.ndarray:
+                    d: Sequence[int], op: np.ufunc, into: np.ndarray | None = None) -> np.ndarray:
     """Reduce every window of the padded input with ``op`` (np.maximum, np.add), one spatial axis at a
     time: a box window is separable, so this makes sum(k) - nd passes rather than prod(k) - 1.
 
@@ -52,7 +52,8 @@ def _reduce_windows(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Seq
     pass leaves the whole padded extent of its axis in place and the cut to the end, so the next axis
     can take the flattened path too. Windows that would run past the end of their row, image or
     channel are computed too and dropped at the end; the elements kept see the same operations in
-    the same order. A larger stride reduces one strided run per kept position instead."""
+    the same order. A larger stride reduces one strided run per kept position instead. The result
+    is written into ``into`` when given (a block of the caller's output), else a new array."""
     y, ours = xp, False  # ours: y is (a view of) a buffer made here, not of the input
     nd = len(k)
     whole = (slice(None),) * nd
@@ -75,6 +76,9 @@ def _reduce_windows(xp: np.ndarray, out: Sequence[int], k: Sequence[int], s: Seq
                 op(acc, v, out=acc)
             y, ours = acc, True
     y = y[(slice(None), slice(None), *keep)]
+    if into is not None:
+        np.copyto(into, y)
+        return into
     return np.ascontiguousarray(y) if ours else y.copy()
 
 
@@ -104,11 +108,11 @@ def _pool_windows(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill,
         for c0 in range(0, c, per):
             c1 = min(c0 + per, c)
             if rows_only:
-                y[i:i + 1, c0:c1] = _rows_padded(x[i:i + 1, c0:c1], begin, end, fill, out, k, s, d, op,
-                                                 columns, buf[:, :c1 - c0])
+                _rows_padded(x[i:i + 1, c0:c1], begin, end, fill, out, k, s, d, op, columns, buf[:, :c1 - c0],
+                             y[i:i + 1, c0:c1])
                 continue
             xp = _padded(x[i:i + 1, c0:c1], begin, end, fill, out=buf[:, :c1 - c0])
-            y[i:i + 1, c0:c1] = _reduce_windows(xp, out, k, s, d, op)
+            _reduce_windows(xp, out, k, s, d, op, y[i:i + 1, c0:c1])
     return y
 
 
@@ -140,7 +144,8 @@ def _border_columns(shape: Sequence[int], begin: Sequence[int], end: Sequence[in
 
 def _rows_padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill, out: Sequence[int],
                  k: Sequence[int], s: Sequence[int], d: Sequence[int], op: np.ufunc,
-                 columns: tuple[tuple[int, int], tuple[int, ...]], buf: np.ndarray | None = None) -> np.ndarray:
+                 columns: tuple[tuple[int, int], tuple[int, ...]], buf: np.ndarray | None = None,
+                 into: np.ndarray | None = None) -> np.ndarray:
     """A 2-D pool with only the rows padded: copying each channel's image into a row-padded buffer is
     one contiguous run, where a column-padded copy is one short run per row (a third of a 3x3
     stride-2 pool's time). Both axes are reduced over the flattened array as ``_reduce_windows``
@@ -149,7 +154,8 @@ def _rows_padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill, 
     in-range taps and ``fill`` in the same order: every result has the bits of the padded pass.
     Padded 3x3 stride-2 pools, interleaved with the padded pass: 1.02-1.07x at 56-112 px, 1.17-1.32x
     at 14-28 px (ShuffleNet's). ``columns``: what ``_border_columns`` gave for this pool (the caller
-    asked it whether the pool runs here); ``buf``: a reused row-padded buffer."""
+    asked it whether the pool runs here); ``buf``: a reused row-padded buffer; ``into``: where the
+    result goes (a block of the caller's output), else a new array."""
     (lo, hi), border = columns
     n, c, h, w = x.shape
     top, bottom = begin[0], end[0]
@@ -162,7 +168,7 @@ def _rows_padded(x: np.ndarray, begin: Sequence[int], end: Sequence[int], fill, 
     a = _reduce_flat(q, 0, k[0], d[0], op) if k[0] > 1 else q
     b = _reduce_flat(a, 1, k[1], d[1], op) if k[1] > 1 else a
     rows = slice(0, (out[0] - 1) * s[0] + 1, s[0])
-    y = np.empty((n, c, *out), dtype=x.dtype)
+    y = np.empty((n, c, *out), dtype=x.dtype) if into is None else into
     if hi > lo:  # windows that start and end in range: column j's starts at j * stride - begin
         y[:, :, :, lo:hi] = b[:, :, rows, lo * s[1] - begin[1]:(hi - 1) * s[1] - begin[1] + 1:s[1]]
     pad = np.array(fill, dtype=x.dtype)
