@@ -167,7 +167,7 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
 
 
 def _pool_after_relu(node: Node) -> bool:
-    """A 2-D or wider MaxPool without Indices each of whose windows reads an element of the image
+    """A MaxPool without Indices each of whose windows reads an element of the image
     (so none is all padding, whose -inf the Relu before it would not have seen): no dilation, no
     ceil mode, explicit pads no wider than the kernel less one, or SAME / VALID."""
     if node.op_type != "MaxPool" or not _plain(node) or len(node.inputs) != 1:

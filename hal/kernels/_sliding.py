@@ -197,7 +197,7 @@ def flat_columns(flat: np.ndarray, first: int, channels: int, rows: int, width: 
     r0, r1 = out_rows
     kh, kw = k
     it = flat.itemsize
-    start = first * rows * width + r0 * width  # = left + (the run's first element) - left
+    start = (first * rows + r0) * width  # tap (0, 0) of output row r0: its image's start, less the left pad
     view = as_strided(flat[start:], shape=(channels, kh, kw, (r1 - r0) * width),
                       strides=(rows * width * it, d[0] * width * it, d[1] * it, it), writeable=False)
     cols[...] = view
