@@ -9,8 +9,9 @@ conv at stride 1 uses the input itself as the matrix; a big column matrix is bui
 band of output rows at a time, a grouped conv's a block of groups at a time; a stride-1 conv with
 few output channels runs one GEMM per tap over the flattened padded image; a depthwise 2-D conv
 copies its columns from each channel's flattened image between zero margins (no padded copy, no
-crop), a block of channels at a time. ConvTranspose and Col2Im run the same pair backwards (GEMM,
-then fold).
+crop), a block of channels at a time. An im2col conv whose weights are small beside its output adds
+its bias inside the GEMM (a row of ones under the columns) rather than in a pass over the output.
+ConvTranspose and Col2Im run the same pair backwards (GEMM, then fold).
 """
 
 from __future__ import annotations
@@ -61,20 +62,65 @@ def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, auto_pad: str, dil
         y = _shifted(x, w, b, k, d, begin, end, out)
     elif math.prod(k) > 1 and 0 not in out and (g > 1 or c * math.prod(k) * math.prod(out) * x.itemsize
                                                  > COLUMN_BLOCK_FROM):
-        y = _blocked(x, w, k, s, d, begin, end, out) if g == 1 else _grouped(x, w, k, s, d, begin, end, out, g)
-        if b is not None:
+        if g == 1:
+            ones = _bias_row(b, n, c * math.prod(k), math.prod(out), m, 0)
+            y = _blocked(x, w, k, s, d, begin, end, out, b if ones else None)
+        else:
+            y, ones = _grouped(x, w, k, s, d, begin, end, out, g), False
+        if b is not None and not ones:
             apply_per_channel(np.add, y, b, out=y)
     else:
-        y = np.matmul(w.reshape(g, mg, cg * math.prod(k)), _columns(x, k, s, d, begin, end, out, g))
+        ones = _bias_row(b, n, cg * math.prod(k), math.prod(out), m, 0 if _copies(x, k, s, begin, end) else c)
+        wr = _with_bias(w, b, g) if ones else w.reshape(g, mg, cg * math.prod(k))
+        y = np.matmul(wr, _columns(x, k, s, d, begin, end, out, g, ones))
         y = y.reshape(n, m, *out)  # (n, g, mg, pixels) is already NCHW: no transpose, no copy
-        if b is not None:
+        if b is not None and not ones:
             apply_per_channel(np.add, y, b, out=y)
     return y.astype(out_dtype, copy=False)
 
 
+#: an im2col conv adds its bias inside the GEMM, as a row of ones under each group's columns and the
+#: bias as one more weight column, when a group's K + 1 weight columns are at most this many times
+#: its output pixels: copying the weights with the bias beside them, on each call, then costs less
+#: than the pass over the output it saves (SqueezeNet's 3 -> 64 stem at 111x111: GEMM and bias pass
+#: 674 + 180 -> 688 us; ResNet's 64 -> 256 1x1 at 56x56: 1167 + 205 -> 1170 us). From about
+#: K = 2 x pixels (ResNet's 7x7 layers, SqueezeNet's 512 -> 1000 head) the copy costs more. OpenBLAS
+#: adds the last row's product after the others, so the result has the bits of the bias pass
+BIAS_ROW_MAX_K_PER_PIXEL = 1
+#: ... and a 1x1 conv whose input is its column matrix as it stands (no copy to put the row in) only
+#: with at least this many output channels per input channel: its input's copy then costs less than
+#: the pass over its output (SqueezeNet's 16 -> 64 expansions at 55x55: 236 -> 207 us)
+BIAS_ROW_COPY_MIN_RATIO = 2
+
+
+def _bias_row(b: np.ndarray | None, n: int, kk: int, pixels: int, m: int, uncopied: int) -> bool:
+    """Whether a conv of ``kk`` weight columns a group, ``m`` filters and ``pixels`` output pixels an
+    image adds its bias in the GEMM (``BIAS_ROW_MAX_K_PER_PIXEL``); ``uncopied``: the input channels
+    of a 1x1 conv whose input is its column matrix (they would be copied to add the row), else 0."""
+    return (b is not None and b.shape == (m,) and kk + 1 <= BIAS_ROW_MAX_K_PER_PIXEL * n * pixels
+            and m >= BIAS_ROW_COPY_MIN_RATIO * uncopied)
+
+
+def _copies(x: np.ndarray, k: Sequence[int], s: Sequence[int], begin: Sequence[int], end: Sequence[int]) -> bool:
+    """Whether ``_columns`` copies the input (else the input is the column matrix as it stands)."""
+    return not (x.flags.c_contiguous and math.prod(k) == 1 and math.prod(s) == 1 and not any(begin)
+                and not any(end))
+
+
+def _with_bias(w: np.ndarray, b: np.ndarray, g: int = 1) -> np.ndarray:
+    """(M, C/g, *k) weights as (g, M/g, C/g * taps + 1), each filter's bias its last column: the
+    weights of column matrices with a row of ones under each group's columns."""
+    m = w.shape[0]
+    wa = np.empty((g, m // g, w.size // m + 1), dtype=w.dtype)
+    wa[:, :, :-1] = w.reshape(g, m // g, -1)
+    wa[:, :, -1] = b.reshape(g, m // g)
+    return wa
+
+
 def _columns(x: np.ndarray, k: Sequence[int], s: Sequence[int], d: Sequence[int], begin: Sequence[int],
-             end: Sequence[int], out: Sequence[int], g: int) -> np.ndarray:
-    """The im2col matrix (n, g, C/g * taps, pixels), so that weights (g, M/g, C/g * taps) @ it is NCHW.
+             end: Sequence[int], out: Sequence[int], g: int, ones: bool = False) -> np.ndarray:
+    """The im2col matrix (n, g, C/g * taps, pixels), so that weights (g, M/g, C/g * taps) @ it is NCHW;
+    with ``ones``, (n, g, C/g * taps + 1, pixels), each group's last row ones (``_with_bias``).
 
     A 1x1 kernel needs no copy at all at stride 1 (the input is the matrix) and one strided slice
     otherwise; a larger kernel copies its window view once.
@@ -82,20 +128,35 @@ def _columns(x: np.ndarray, k: Sequence[int], s: Sequence[int], d: Sequence[int]
     n, c = x.shape[:2]
     nd = len(k)
     pn = math.prod(out)
-    if x.flags.c_contiguous and math.prod(k) == 1 and math.prod(s) == 1 and not any(begin) and not any(end):
-        return x.reshape(n, g, c // g, pn)  # a plain 1x1 conv: the input is the matrix as it stands
-    if math.prod(k) > 1 and flat_columns_apply(x.shape, k, s, begin, end, out):
+    cg = c // g
+    kk = cg * math.prod(k)
+    if not _copies(x, k, s, begin, end) and not ones:
+        return x.reshape(n, g, cg, pn)  # a plain 1x1 conv: the input is the matrix as it stands
+    cols = np.empty((n, g, kk + ones, pn), dtype=x.dtype)
+    if ones:
+        cols[:, :, kk] = 1
+    body = cols[:, :, :kk]  # the columns themselves (all of cols, without the rows of ones)
+    if not _copies(x, k, s, begin, end):
+        np.copyto(body, x.reshape(n, g, cg, pn))
+    elif math.prod(k) > 1 and flat_columns_apply(x.shape, k, s, begin, end, out):
         rows, width = x.shape[2] + begin[0] + end[0], x.shape[3]
-        cols = np.empty((n * c, *k, pn), dtype=x.dtype)
-        flat_columns(flat_rows(x, begin, end), 0, n * c, rows, width, k, d, begin[1], (0, out[0]), cols)
-        return cols.reshape(n, g, c // g * math.prod(k), pn)
-    xp = _padded(x, begin, end, 0)
-    if all(v == 1 for v in k):
-        sub = xp[(slice(None), slice(None), *(slice(0, (out[i] - 1) * s[i] + 1, s[i]) for i in range(nd)))]
-        return np.ascontiguousarray(sub).reshape(n, g, c // g, pn)
-    win = _windows(xp, out, k, s, d)                                    # (n, c, *out, *k)
-    perm = (0, 1, *range(2 + nd, 2 + 2 * nd), *range(2, 2 + nd))         # (n, c, *k, *out)
-    return np.ascontiguousarray(win.transpose(perm)).reshape(n, g, c // g * math.prod(k), pn)
+        src = flat_rows(x, begin, end)
+        for i in range(n):  # a group's block of cols is contiguous: one call each
+            for j in range(g):
+                flat_columns(src, i * c + j * cg, cg, rows, width, k, d, begin[1], (0, out[0]),
+                             body[i, j].reshape(cg, *k, pn))
+    else:
+        xp = _padded(x, begin, end, 0)
+        if all(v == 1 for v in k):
+            sub = xp[(slice(None), slice(None), *(slice(0, (out[i] - 1) * s[i] + 1, s[i]) for i in range(nd)))]
+            shape = (g, cg, *out)
+        else:
+            win = _windows(xp, out, k, s, d)                                # (n, c, *out, *k)
+            sub = win.transpose(0, 1, *range(2 + nd, 2 + 2 * nd), *range(2, 2 + nd))  # (n, c, *k, *out)
+            shape = (g, cg, *k, *out)
+        for i in range(n):  # splitting an image's axes: a view of cols, whatever the rows of ones
+            np.copyto(body[i].reshape(shape), sub[i].reshape(shape))
+    return cols
 
 
 #: an im2col matrix bigger than this is built and multiplied a band of output rows at a time, each
@@ -113,12 +174,14 @@ COLUMN_BLOCK_PIXELS_PER_FILTER = 2
 
 
 def _blocked(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int], d: Sequence[int],
-             begin: Sequence[int], end: Sequence[int], out: Sequence[int]) -> np.ndarray:
-    """One group: ``_in_blocks`` a band of output rows (the first spatial axis) at a time."""
+             begin: Sequence[int], end: Sequence[int], out: Sequence[int], bias: np.ndarray | None = None
+             ) -> np.ndarray:
+    """One group: ``_in_blocks`` a band of output rows (the first spatial axis) at a time; ``bias``,
+    when given, is added in each band's GEMM (``_with_bias``)."""
     row = math.prod(out[1:])
     least = max(COLUMN_BLOCK_MIN_PIXELS, COLUMN_BLOCK_PIXELS_PER_FILTER * w.shape[0])
     rows = max(COLUMN_BLOCK // (x.shape[1] * math.prod(k) * row * x.itemsize), -(-least // row), 1)
-    return _in_blocks(x, w, k, s, d, begin, end, out, 1, 1, min(rows, out[0]))
+    return _in_blocks(x, w, k, s, d, begin, end, out, 1, 1, min(rows, out[0]), bias)
 
 
 def _grouped(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int], d: Sequence[int],
@@ -130,13 +193,14 @@ def _grouped(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int], d
 
 
 def _in_blocks(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int], d: Sequence[int],
-               begin: Sequence[int], end: Sequence[int], out: Sequence[int], g: int, per: int, rows: int
-               ) -> np.ndarray:
+               begin: Sequence[int], end: Sequence[int], out: Sequence[int], g: int, per: int, rows: int,
+               bias: np.ndarray | None = None) -> np.ndarray:
     """``_columns`` and the GEMM ``per`` groups and ``rows`` output rows at a time, into one reused
     column buffer (about COLUMN_BLOCK bytes, so the GEMM reads it from L2 rather than memory); each
     block's product is written straight into its slice of the output. Blocks of groups also pad
     their own channels into one reused buffer, so no padded copy of the whole input is ever held
-    (ShuffleNet's stride-2 depthwise layers: 1.5 MB less at its peak step)."""
+    (ShuffleNet's stride-2 depthwise layers: 1.5 MB less at its peak step). ``bias`` (one group only)
+    is added in the GEMM: each band's columns get a row of ones (``_with_bias``)."""
     n, c = x.shape[:2]
     m, nd = w.shape[0], len(k)
     cg, mg = c // g, m // g
@@ -154,9 +218,10 @@ def _in_blocks(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int],
     else:
         win = _windows(_padded(x, begin, end, 0), out, k, s, d)          # (n, c, *out, *k)
     perm = (0, *range(1 + nd, 1 + 2 * nd), *range(1, 1 + nd))            # (c, *k, *out) per image
-    wr = w.reshape(g, mg, cg * taps)
+    ones = bias is not None
+    wr = _with_bias(w, bias) if ones else w.reshape(g, mg, cg * taps)
     y = np.empty((n, g, mg, out[0] * row), dtype=x.dtype)
-    buf = np.empty(per * cg * taps * rows * row, dtype=x.dtype)
+    buf = np.empty((per * cg * taps + ones) * rows * row, dtype=x.dtype)
     for i in range(n):
         for g0 in range(0, g, per):
             g1 = min(g0 + per, g)
@@ -173,13 +238,17 @@ def _in_blocks(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int],
                 blk = win[i, g0 * cg:g1 * cg]
             for r0 in range(0, out[0], rows):
                 r1 = min(r0 + rows, out[0])
-                cols = buf[: channels * taps * (r1 - r0) * row]
+                size = channels * taps * (r1 - r0) * row
+                cols = buf[:size]
+                if ones:
+                    buf[size:size + (r1 - r0) * row] = 1
                 if flat:
                     flat_columns(src, first, channels, height, width, k, d, begin[1], (r0, r1),
                                  cols.reshape(channels, *k, (r1 - r0) * row))
                 else:
                     cols.reshape(channels, *k, r1 - r0, *out[1:])[...] = blk[:, r0:r1].transpose(perm)
-                np.matmul(wr[g0:g1], cols.reshape(g1 - g0, cg * taps, -1), out=y[i, g0:g1, :, r0 * row:r1 * row])
+                np.matmul(wr[g0:g1], buf[:size + ones * (r1 - r0) * row].reshape(g1 - g0, cg * taps + ones, -1),
+                          out=y[i, g0:g1, :, r0 * row:r1 * row])
     return y.reshape(n, m, *out)
 
 
