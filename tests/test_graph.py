@@ -98,6 +98,36 @@ def test_constant_subgraphs_fold_and_dead_nodes_go():
     np.testing.assert_array_equal(out, np.full((2, 3), 5, np.float32))
 
 
+def test_optional_outputs_nobody_reads_are_dropped_from_the_end():
+    # Dropout's mask, MaxPool's indices and LayerNormalization's statistics are computed only when
+    # declared: an unread one is dropped, a read one (by a node or as a graph output) kept, and
+    # Split, whose output count sets the split, keeps every output
+    import onnxruntime as ort
+
+    f = TensorProto.FLOAT
+    nodes = [
+        helper.make_node("Dropout", ["x"], ["d", "mask"]),                        # mask unread
+        helper.make_node("MaxPool", ["d"], ["p", "idx"], kernel_shape=[2, 2], strides=[2, 2]),  # indices unread
+        helper.make_node("LayerNormalization", ["p", "s", "b"], ["ln", "mean", "inv"]),  # inv read
+        helper.make_node("Split", ["ln"], ["s0", "s1"], axis=3, num_outputs=2),   # s1 unread
+        helper.make_node("Dropout", ["s0"], ["y", "m2"]),                         # m2 a graph output
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f, [1, 2, 4, 4])],
+                          [helper.make_tensor_value_info("y", f, [1, 2, 2, 1]),
+                           helper.make_tensor_value_info("inv", f, [1, 2, 2, 1]),
+                           helper.make_tensor_value_info("m2", TensorProto.BOOL, [1, 2, 2, 1])],
+                          [numpy_helper.from_array(np.full(2, 1.5, np.float32), "s"),
+                           numpy_helper.from_array(np.full(2, 0.5, np.float32), "b")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    graph = optimize(load(m))
+    assert [n.outputs for n in graph.nodes] == [["d"], ["p"], ["ln", "mean", "inv"], ["s0", "s1"], ["y", "m2"]]
+    x = np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)
+    got = hal.InferenceSession(m).run(None, {"x": x})
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_folding_never_materialises_a_memory_bomb():
     shape = numpy_helper.from_array(np.array([1 << 20, 1 << 20], np.int64), "shape")
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1 << 20, 1 << 20])

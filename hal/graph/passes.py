@@ -1,5 +1,6 @@
 """Graph passes every target gets before capability and compile: constant folding, BatchNormalization
-folding, dead-node removal.
+folding, dead-node removal (with
+the optional outputs nobody reads).
 
 Each pass is linear in the graph's size and keeps outputs, numerics and topological order.
 """
@@ -88,12 +89,22 @@ def _fold_shape(n: Node, info: TensorInfo) -> np.ndarray:
     return np.array(shp[start:end], dtype=np.int64)
 
 
+#: ops whose outputs after the first are optional extras that their kernels compute only when the
+#: node declares them (``output_count``): Dropout's mask, MaxPool's indices, LayerNormalization's
+#: mean and inverse deviation. (Not Split, whose output count sets the split.)
+OPTIONAL_TRAILING_OUTPUTS = frozenset({"Dropout", "MaxPool", "LayerNormalization"})
+
+
 def remove_dead_nodes(graph: Graph) -> Graph:
-    """Drop nodes none of whose outputs reach a graph output, and weights nobody reads."""
+    """Drop nodes none of whose outputs reach a graph output, and weights nobody reads; an optional
+    output that nothing reads is dropped from the end of its node's outputs (an unread Dropout mask
+    allocated a mask of ones on every run: SqueezeNet's 86K-element one, 14 us)."""
     needed = {o.name for o in graph.outputs}
     kept: list[Node] = []
     for n in reversed(graph.nodes):
         if any(o in needed for o in n.outputs if o):
+            if n.op_type in OPTIONAL_TRAILING_OUTPUTS and not n.domain:
+                n.outputs = n.outputs[:max(i for i, o in enumerate(n.outputs) if o in needed) + 1]
             kept.append(n)
             needed.update(i for i in n.inputs if i)
             needed.update(body_reads(n))  # subgraphs read outer names implicitly
