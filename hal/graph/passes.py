@@ -1,6 +1,5 @@
 """Graph passes every target gets before capability and compile: constant folding, BatchNormalization
-folding, dead-node removal (with
-the optional outputs nobody reads).
+folding, dead-node removal (and of the optional outputs nobody reads).
 
 Each pass is linear in the graph's size and keeps outputs, numerics and topological order.
 """
