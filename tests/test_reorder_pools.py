@@ -1,0 +1,91 @@
+"""Average pools and pointwise convs in their cheaper order (``hal.graph.passes.reorder_average_pools``).
+
+A 1x1 stride-1 conv and an average pool whose windows' weights sum to one commute, bias included:
+each reordered model is checked against onnxruntime running it as written, and the pairs that must
+stay as they are (padding counted in the divisor, a conv that is not pointwise, a result read twice,
+a swap that would cost more) are checked to keep their order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper, shape_inference
+
+import hal
+from hal.graph.load import load
+from hal.graph.passes import optimize
+
+
+def _model(pool_first: bool, x_shape, m: int, pool: dict, conv: dict | None = None, group: int = 1,
+           bias: bool = True, extra_output: bool = False, filters: tuple[int, ...] | None = None):
+    rng = np.random.default_rng(7)
+    c = x_shape[1]
+    nd = len(x_shape) - 2
+    w = rng.standard_normal((m, c // group, *(filters or (1,) * nd))).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    conv_in = ["mid" if pool_first else "x", "W", *(["B"] if bias else [])]
+    pool_node = helper.make_node("AveragePool", ["x" if pool_first else "mid"], ["mid" if pool_first else "y"], **pool)
+    conv_node = helper.make_node("Conv", conv_in, ["y" if pool_first else "mid"], group=group, **(conv or {}))
+    nodes = [pool_node, conv_node] if pool_first else [conv_node, pool_node]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if extra_output:
+        outputs.append(helper.make_tensor_value_info("mid", TensorProto.FLOAT, None))
+    inits = [numpy_helper.from_array(w, "W"), *([numpy_helper.from_array(b, "B")] if bias else [])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                          outputs, inits)
+    return shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def _ops(model) -> list[str]:
+    return [n.op_type for n in optimize(load(model)).nodes]
+
+
+def _against_onnxruntime(model, x_shape) -> None:
+    x = np.random.default_rng(3).standard_normal(x_shape).astype(np.float32)
+    got = hal.InferenceSession(model).run(None, {"x": x})
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+SWAPPED = [  # (pool first, x shape, filters, pool attrs, group, bias)
+    (True, (1, 32, 10, 10), 8, {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, 1, True),  # Inception's pool branch
+    (True, (2, 32, 9, 7), 8, {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, 2, False),   # grouped, no bias, batch 2
+    (True, (1, 16, 12), 4, {"kernel_shape": [5], "pads": [2, 2]}, 1, True),              # 1-D
+    (True, (1, 24, 5, 6, 7), 6, {"kernel_shape": [3, 3, 3], "auto_pad": "SAME_UPPER"}, 1, True),  # 3-D, SAME
+    (False, (1, 256, 16, 16), 256, {"kernel_shape": [2, 2], "strides": [2, 2]}, 1, True),  # DenseNet's transition
+    (False, (1, 128, 9, 9), 128, {"kernel_shape": [3, 3], "strides": [3, 3], "ceil_mode": 1}, 1, True),
+]
+
+
+@pytest.mark.parametrize("pool_first,x_shape,m,pool,group,bias", SWAPPED)
+def test_the_cheaper_order_is_taken_and_computes_the_same(pool_first, x_shape, m, pool, group, bias) -> None:
+    model = _model(pool_first, x_shape, m, pool, group=group, bias=bias)
+    assert _ops(model) == (["Conv", "AveragePool"] if pool_first else ["AveragePool", "Conv"])
+    _against_onnxruntime(model, x_shape)
+
+
+KEPT = {
+    "padding counted in the divisor": dict(pool_first=True, x_shape=(1, 32, 8, 8), m=8,
+                                           pool={"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+    "a 3x3 conv": dict(pool_first=True, x_shape=(1, 32, 8, 8), m=8, pool={"kernel_shape": [3, 3], "pads": [1] * 4},
+                       conv={"pads": [1, 1, 1, 1]}, filters=(3, 3)),
+    "a strided conv": dict(pool_first=True, x_shape=(1, 32, 8, 8), m=8, pool={"kernel_shape": [3, 3], "pads": [1] * 4},
+                           conv={"strides": [2, 2]}),
+    "the pooled result read twice": dict(pool_first=True, x_shape=(1, 32, 8, 8), m=8, extra_output=True,
+                                         pool={"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    "more filters than channels": dict(pool_first=True, x_shape=(1, 8, 8, 8), m=32,
+                                       pool={"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    "a pool that shrinks little after a conv that shrinks": dict(pool_first=False, x_shape=(1, 64, 8, 8), m=16,
+                                                           pool={"kernel_shape": [2, 2]}),
+}
+
+
+@pytest.mark.parametrize("case", list(KEPT))
+def test_pairs_that_must_or_should_stay_keep_their_order(case) -> None:
+    kw = KEPT[case]
+    model = _model(**kw)
+    assert _ops(model) == (["AveragePool", "Conv"] if kw["pool_first"] else ["Conv", "AveragePool"])
+    _against_onnxruntime(model, kw["x_shape"])
