@@ -115,6 +115,38 @@ def remove_dead_nodes(graph: Graph) -> Graph:
     return graph
 
 
+class _Rewrite:
+    """What a rewriting pass reads of the graph as it stood when the pass began: each value's
+    producer and readers, the values it must leave alone (graph outputs, what subgraphs read), and
+    names no value or node has."""
+
+    def __init__(self, graph: Graph):
+        self.consumers = graph.consumers()
+        self.producers = graph.producers()
+        self.pinned = {o.name for o in graph.outputs}
+        for n in graph.nodes:
+            self.pinned |= body_reads(n)
+        self.taken = set(graph.initializers) | set(graph.values)
+        for n in graph.nodes:
+            self.taken.update(n.inputs, n.outputs, (n.name,))
+
+    def sole_reader(self, name: str) -> Node | None:
+        """The one node that reads ``name``, once, when no graph output or subgraph reads it."""
+        readers = self.consumers.get(name, [])
+        if name in self.pinned or len(readers) != 1 or readers[0].inputs.count(name) != 1:
+            return None
+        return readers[0]
+
+    def fresh(self, base: str) -> str:
+        """``base``, or ``base_1``, ``base_2``, ...: the first that no value or node has (now taken)."""
+        name, i = base, 0
+        while name in self.taken:
+            i += 1
+            name = f"{base}_{i}"
+        self.taken.add(name)
+        return name
+
+
 # --- batch normalisation folding -----------------------------------------------------------------
 
 #: weight dtypes a fold may rewrite: computed in float64 and rounded once, the result is as close as
@@ -164,27 +196,9 @@ def fold_batch_norm(graph: Graph) -> Graph:
     parameters (scale a, bias c, mean 0, var 1, epsilon 0), so its kernel is one multiply-add.
     """
     inits = graph.initializers
-    consumers = graph.consumers()
-    producers = graph.producers()
-    pinned = {o.name for o in graph.outputs}
-    for n in graph.nodes:
-        pinned |= body_reads(n)
-    taken = set(inits) | set(graph.values) | {v for n in graph.nodes for v in (*n.inputs, *n.outputs)}
+    rw = _Rewrite(graph)
+    sole_reader, fresh, producers = rw.sole_reader, rw.fresh, rw.producers
     dropped: set[int] = set()
-
-    def sole_reader(name: str) -> Node | None:
-        readers = consumers.get(name, [])
-        if name in pinned or len(readers) != 1 or readers[0].inputs.count(name) != 1:
-            return None
-        return readers[0]
-
-    def fresh(base: str) -> str:
-        name, i = base, 0
-        while name in taken:
-            i += 1
-            name = f"{base}_{i}"
-        taken.add(name)
-        return name
 
     def add_weight(base: str, value: Weight) -> str:
         name = fresh(base)
@@ -311,18 +325,13 @@ def reorder_average_pools(graph: Graph) -> Graph:
     input elements (``POOL_ELEMENT_MACS``). A pair is only rewritten when the first's result has the
     second for its one reader and no graph output or subgraph reads it.
     """
-    consumers = graph.consumers()
-    pinned = {o.name for o in graph.outputs}
-    for n in graph.nodes:
-        pinned |= body_reads(n)
-    taken = set(graph.initializers) | set(graph.values) | {v for n in graph.nodes for v in (*n.inputs, *n.outputs)}
+    rw = _Rewrite(graph)
     pairs: dict[int, tuple[Node, Node]] = {}  # id of the pair's second node -> the pair in its new order
     for first in graph.nodes:
         out = first.outputs[0] if len(first.outputs) == 1 and first.inputs else ""
-        readers = consumers.get(out, []) if out and out not in pinned else []
-        if len(readers) != 1 or readers[0].inputs[:1] != [out] or readers[0].inputs.count(out) != 1:
+        second = rw.sole_reader(out) if out else None
+        if second is None or second.inputs[0] != out:
             continue
-        second = readers[0]
         pool, conv = (first, second) if first.op_type == "AveragePool" else (second, first)
         window, pointwise = _average_pool_window(pool, graph), _pointwise_conv(conv, graph)
         if window is None or pointwise is None or id(first) in pairs or id(second) in pairs:
@@ -340,11 +349,7 @@ def reorder_average_pools(graph: Graph) -> Graph:
         if swapped >= now:
             continue
         x, y = first.inputs[0], second.outputs[0]
-        mid, i = f"{y}_{'unpooled' if pool is first else 'pooled'}", 0
-        while mid in taken:
-            i += 1
-            mid = f"{y}_{i}"
-        taken.add(mid)
+        mid = rw.fresh(f"{y}_{'unpooled' if pool is first else 'pooled'}")
         shape = (n, m, *before) if pool is first else (n, c, *after)
         graph.values[mid] = TensorInfo(mid, graph.values[x].elem_type, shape)
         graph.values.pop(out, None)
@@ -364,7 +369,57 @@ def reorder_average_pools(graph: Graph) -> Graph:
     return graph
 
 
+# --- pools over a channel concat ----------------------------------------------------------------
+
+#: pools that treat every channel alike (a MaxPool with one output: Indices would count positions
+#: in the concatenated tensor)
+_CHANNEL_POOLS = frozenset({"MaxPool", "AveragePool"})
+
+
+def pool_concat_parts(graph: Graph) -> Graph:
+    """Pool each part of a channel Concat and concatenate the pooled parts, when the pool is the
+    Concat's one reader and shrinks its input.
+
+    A pool treats every channel alike, so ``Pool(Concat(a, b))`` is ``Concat(Pool(a), Pool(b))``, bit
+    for bit. The Concat then copies the pooled sizes (a quarter, at stride 2), and a Relu that only
+    its part's pool reads runs on the pooled map (``relu_pool`` in ``hal.graph.fuse``): SqueezeNet's
+    fire modules before its two max pools, Inception v1's before its stride-2 ones.
+    """
+    rw = _Rewrite(graph)
+    split: dict[int, list[Node]] = {}  # id of a pool -> the nodes that replace it
+    for pool in graph.nodes:
+        if pool.op_type not in _CHANNEL_POOLS or pool.domain or len(pool.inputs) != 1 or len(pool.outputs) != 1:
+            continue
+        concat = rw.producers.get(pool.inputs[0])
+        x, y = graph.values.get(pool.inputs[0]), graph.values.get(pool.outputs[0])
+        if (concat is None or concat.op_type != "Concat" or concat.domain
+                or rw.sole_reader(concat.outputs[0]) is not pool or x is None or y is None
+                or x.static_shape is None or y.static_shape is None or len(x.static_shape) < 3
+                or int(concat.attrs.get("axis", 0)) not in (1, 1 - len(x.static_shape))
+                or 2 * math.prod(y.static_shape) > math.prod(x.static_shape)):
+            continue
+        parts = [graph.values.get(i) for i in concat.inputs]
+        if any(p is None or p.static_shape is None for p in parts):
+            continue
+        nodes: list[Node] = []
+        pooled: list[str] = []
+        for k, (name, part) in enumerate(zip(concat.inputs, parts)):
+            out = rw.fresh(f"{pool.outputs[0]}_part{k}")
+            shape = (y.static_shape[0], part.static_shape[1], *y.static_shape[2:])  # type: ignore[index]
+            graph.values[out] = TensorInfo(out, y.elem_type, shape)
+            nodes.append(Node(rw.fresh(f"{pool.name}_part{k}"), pool.op_type, "", [name], [out], dict(pool.attrs)))
+            pooled.append(out)
+        nodes.append(Node(concat.name, "Concat", "", pooled, list(pool.outputs), dict(concat.attrs)))
+        graph.values.pop(concat.outputs[0], None)
+        split[id(pool)] = nodes
+        split[id(concat)] = []
+    if split:
+        graph.nodes = [m for n in graph.nodes for m in split.get(id(n), [n])]
+    return graph
+
+
 def optimize(graph: Graph) -> Graph:
     """The standard pipeline, in place: fold constants, fold BatchNormalization into Conv weights,
-    put average pools and pointwise convs in their cheaper order, then remove what no output needs."""
-    return remove_dead_nodes(reorder_average_pools(fold_batch_norm(fold_constants(graph))))
+    put average pools and pointwise convs in their cheaper order, pool a channel Concat's parts,
+    then remove what no output needs."""
+    return remove_dead_nodes(pool_concat_parts(reorder_average_pools(fold_batch_norm(fold_constants(graph)))))

@@ -1,9 +1,13 @@
-"""Average pools and pointwise convs in their cheaper order (``hal.graph.passes.reorder_average_pools``).
+"""The graph passes that move pools (``hal.graph.passes``).
 
-A 1x1 stride-1 conv and an average pool whose windows' weights sum to one commute, bias included:
-each reordered model is checked against onnxruntime running it as written, and the pairs that must
-stay as they are (padding counted in the divisor, a conv that is not pointwise, a result read twice,
-a swap that would cost more) are checked to keep their order.
+``reorder_average_pools``: a 1x1 stride-1 conv and an average pool whose windows' weights sum to
+one commute, bias included. Each reordered model is checked against onnxruntime running it as
+written, and the pairs that must stay as they are (padding counted in the divisor, a conv that is
+not pointwise, a result read twice, a swap that would cost more) are checked to keep their order.
+
+``pool_concat_parts``: a pool over a channel Concat pools each part, bit for bit as the pool of the
+whole; the cases it must leave alone (a Concat read twice, a spatial axis, MaxPool's Indices, a
+pool that does not shrink) keep their nodes.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 import hal
+from hal.graph import passes
 from hal.graph.load import load
 from hal.graph.passes import optimize
 
@@ -89,3 +94,66 @@ def test_pairs_that_must_or_should_stay_keep_their_order(case) -> None:
     model = _model(**kw)
     assert _ops(model) == (["AveragePool", "Conv"] if kw["pool_first"] else ["Conv", "AveragePool"])
     _against_onnxruntime(model, kw["x_shape"])
+
+
+def _concat_pool_model(pool_op: str, pool: dict, axis: int = 1, concat_output: bool = False, indices: bool = False):
+    rng = np.random.default_rng(11)
+    f = TensorProto.FLOAT
+    nodes = [helper.make_node("Relu", ["a"], ["ra"]), helper.make_node("Relu", ["b"], ["rb"]),
+             helper.make_node("Concat", ["ra", "rb", "c"], ["cat"], axis=axis),
+             helper.make_node(pool_op, ["cat"], ["y", "idx"] if indices else ["y"], **pool)]
+    shapes = {"a": [1, 3, 9, 10], "b": [1, 5, 9, 10], "c": [1, 2, 9, 10]}
+    if axis not in (1, -3):  # a spatial axis: parts as wide as they like
+        shapes = {k: [1, 4, 9, v[1] + 4] for k, v in shapes.items()}
+    outputs = [helper.make_tensor_value_info("y", f, None)]
+    if concat_output:
+        outputs.append(helper.make_tensor_value_info("cat", f, None))
+    if indices:
+        outputs.append(helper.make_tensor_value_info("idx", TensorProto.INT64, None))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(k, f, v) for k, v in shapes.items()], outputs)
+    model = shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    return model, {k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()}
+
+
+POOLED_PARTS = [
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2]}, 1),              # SqueezeNet's
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [0, 0, 1, 1], "ceil_mode": 1}, -3),
+    ("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1}, 1),
+]
+
+
+@pytest.mark.parametrize("op,pool,axis", POOLED_PARTS)
+def test_a_pool_over_a_channel_concat_pools_each_part(monkeypatch, op, pool, axis) -> None:
+    model, feeds = _concat_pool_model(op, pool, axis)
+    assert _ops(model) == ["Relu", "Relu", op, op, op, "Concat"]
+    got = hal.InferenceSession(model).run(None, feeds)[0]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    # bit for bit as the pool of the whole concat, NaN, inf and -0.0 included
+    feeds["a"][0, 0, 2, 3], feeds["b"][0, 1, 4, 4], feeds["c"][0, 0, 0, 0] = np.nan, np.inf, -0.0
+    got = hal.InferenceSession(model).run(None, feeds)[0]
+    monkeypatch.setattr(passes, "pool_concat_parts", lambda graph: graph)
+    whole = hal.InferenceSession(model).run(None, feeds)[0]
+    assert _ops(model) == ["Relu", "Relu", "Concat", op]
+    np.testing.assert_array_equal(got, whole)
+    assert np.isnan(got[0, 0]).any() and np.isinf(got[0, 4]).any()
+
+
+HALVING = {"kernel_shape": [2, 2], "strides": [2, 2]}
+KEPT_CONCATS = {
+    "the concat read twice": dict(pool_op="MaxPool", pool=HALVING, concat_output=True),
+    "a spatial axis": dict(pool_op="MaxPool", pool=HALVING, axis=3),
+    "MaxPool's indices": dict(pool_op="MaxPool", pool=HALVING, indices=True),
+    "a pool that keeps the size": dict(pool_op="MaxPool", pool={"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+}
+
+
+@pytest.mark.parametrize("case", list(KEPT_CONCATS))
+def test_pools_over_concats_that_stay_whole(case) -> None:
+    kw = KEPT_CONCATS[case]
+    model, feeds = _concat_pool_model(**kw)
+    assert _ops(model) == ["Relu", "Relu", "Concat", kw["pool_op"]]
+    got = hal.InferenceSession(model).run(None, feeds)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, equal_nan=True)
