@@ -1,17 +1,19 @@
 """Graph passes every target gets before capability and compile: constant folding, BatchNormalization
-folding, dead-node removal (and of the optional outputs nobody reads).
+folding, the reorderings of ``hal.graph.rewrite`` (pools moved past what they commute with, a
+pointwise conv split over a Concat's parts), dead-node removal (and of the optional outputs nobody
+reads).
 
-Each pass is linear in the graph's size and keeps outputs, numerics and topological order.
+Each pass is linear in the graph's size and keeps outputs and topological order; numerics move by
+rounding at most (BatchNormalization folding, and the rewrites whose docstrings say so).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from hal import limits
 from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo, Weight, body_reads
+from hal.graph.rewrite import Rewrite, pool_concat_parts, reorder_average_pools, split_concat_convs
 from hal.kernels import lookup
 
 #: ops whose result is not a function of their inputs alone
@@ -115,38 +117,6 @@ def remove_dead_nodes(graph: Graph) -> Graph:
     return graph
 
 
-class _Rewrite:
-    """What a rewriting pass reads of the graph as it stood when the pass began: each value's
-    producer and readers, the values it must leave alone (graph outputs, what subgraphs read), and
-    names no value or node has."""
-
-    def __init__(self, graph: Graph):
-        self.consumers = graph.consumers()
-        self.producers = graph.producers()
-        self.pinned = {o.name for o in graph.outputs}
-        for n in graph.nodes:
-            self.pinned |= body_reads(n)
-        self.taken = set(graph.initializers) | set(graph.values)
-        for n in graph.nodes:
-            self.taken.update(n.inputs, n.outputs, (n.name,))
-
-    def sole_reader(self, name: str) -> Node | None:
-        """The one node that reads ``name``, once, when no graph output or subgraph reads it."""
-        readers = self.consumers.get(name, [])
-        if name in self.pinned or len(readers) != 1 or readers[0].inputs.count(name) != 1:
-            return None
-        return readers[0]
-
-    def fresh(self, base: str) -> str:
-        """``base``, or ``base_1``, ``base_2``, ...: the first that no value or node has (now taken)."""
-        name, i = base, 0
-        while name in self.taken:
-            i += 1
-            name = f"{base}_{i}"
-        self.taken.add(name)
-        return name
-
-
 # --- batch normalisation folding -----------------------------------------------------------------
 
 #: weight dtypes a fold may rewrite: computed in float64 and rounded once, the result is as close as
@@ -196,7 +166,7 @@ def fold_batch_norm(graph: Graph) -> Graph:
     parameters (scale a, bias c, mean 0, var 1, epsilon 0), so its kernel is one multiply-add.
     """
     inits = graph.initializers
-    rw = _Rewrite(graph)
+    rw = Rewrite(graph)
     sole_reader, fresh, producers = rw.sole_reader, rw.fresh, rw.producers
     dropped: set[int] = set()
 
@@ -273,153 +243,9 @@ def fold_batch_norm(graph: Graph) -> Graph:
     return graph
 
 
-# --- average pools and pointwise convs ----------------------------------------------------------
-
-#: what pooling one input element costs against one multiply-add of a conv's GEMM, in the order
-#: rule below (hal's separable 3x3 average pool: 474 us for 150K elements, about 3 ns each, where
-#: OpenBLAS makes 50-80 G multiply-adds a second)
-POOL_ELEMENT_MACS = 200
-
-
-def _average_pool_window(n: Node, graph: Graph) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """(input shape, output shape) of an AveragePool whose every window's weights sum to one (it
-    divides by the count of the window's input elements, or has no padding): a map that commutes
-    with a pointwise conv, bias included. Else None."""
-    if n.op_type != "AveragePool" or n.domain or len(n.inputs) != 1 or len(n.outputs) != 1:
-        return None
-    padded = any(n.attrs.get("pads", ())) or n.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID")
-    if padded and n.attrs.get("count_include_pad", 0):
-        return None
-    x, y = graph.values.get(n.inputs[0]), graph.values.get(n.outputs[0])
-    if x is None or y is None or x.static_shape is None or y.static_shape is None or len(x.static_shape) < 3:
-        return None
-    if x.dtype not in _FOLD_DTYPES or len(y.static_shape) != len(x.static_shape):
-        return None
-    return x.static_shape, y.static_shape
-
-
-def _pointwise_conv(n: Node, graph: Graph) -> tuple[int, int, int] | None:
-    """(output channels, input channels, group) of a Conv that mixes channels pixel by pixel: 1x1
-    filters (a weight), stride 1, no padding. Else None."""
-    if n.op_type != "Conv" or n.domain or len(n.inputs) < 2 or len(n.outputs) != 1:
-        return None
-    w = graph.initializers.get(n.inputs[1])
-    if w is None or len(w.shape) < 3 or any(v != 1 for v in w.shape[2:]):
-        return None
-    a = n.attrs
-    if any(a.get("pads", ())) or any(v != 1 for v in a.get("strides", ())) or a.get("auto_pad", "NOTSET") != "NOTSET":
-        return None
-    g = int(a.get("group", 1))
-    return int(w.shape[0]), int(w.shape[1]) * g, g
-
-
-def reorder_average_pools(graph: Graph) -> Graph:
-    """Swap an average pool and the pointwise conv next to it where that costs less.
-
-    A 1x1 conv at stride 1 mixes channels pixel by pixel, and an average pool applies one linear
-    map to every channel, so the two commute; the bias too when each pool window's weights sum to
-    one (it divides by its window's input elements, or there is no padding). So ``Conv(AvgPool(x))``
-    is ``AvgPool(Conv(x))``, up to rounding, and the cheaper order is taken: Inception v2's 3x3
-    stride-1 pools before its 576 -> 128 pointwise convs then pool 128 channels rather than 576,
-    and the GEMM stays the same size. The cost weighs the conv's multiply-adds against the pooled
-    input elements (``POOL_ELEMENT_MACS``). A pair is only rewritten when the first's result has the
-    second for its one reader and no graph output or subgraph reads it.
-    """
-    rw = _Rewrite(graph)
-    pairs: dict[int, tuple[Node, Node]] = {}  # id of the pair's second node -> the pair in its new order
-    for first in graph.nodes:
-        out = first.outputs[0] if len(first.outputs) == 1 and first.inputs else ""
-        second = rw.sole_reader(out) if out else None
-        if second is None or second.inputs[0] != out:
-            continue
-        pool, conv = (first, second) if first.op_type == "AveragePool" else (second, first)
-        window, pointwise = _average_pool_window(pool, graph), _pointwise_conv(conv, graph)
-        if window is None or pointwise is None or id(first) in pairs or id(second) in pairs:
-            continue
-        (n, _, *before), (_, _, *after) = window
-        m, c, g = pointwise
-        macs = m * (c // g)
-        pixels_in, pixels_out = math.prod(before), math.prod(after)
-        if pool is first:  # pool c channels, then the conv at the pooled size / the conv, then pool m
-            now, swapped = macs * pixels_out + POOL_ELEMENT_MACS * c * pixels_in, \
-                macs * pixels_in + POOL_ELEMENT_MACS * m * pixels_in
-        else:
-            now, swapped = macs * pixels_in + POOL_ELEMENT_MACS * m * pixels_in, \
-                macs * pixels_out + POOL_ELEMENT_MACS * c * pixels_in
-        if swapped >= now:
-            continue
-        x, y = first.inputs[0], second.outputs[0]
-        mid = rw.fresh(f"{y}_{'unpooled' if pool is first else 'pooled'}")
-        shape = (n, m, *before) if pool is first else (n, c, *after)
-        graph.values[mid] = TensorInfo(mid, graph.values[x].elem_type, shape)
-        graph.values.pop(out, None)
-        second.inputs, second.outputs = [x, *second.inputs[1:]], [mid]  # the second node runs first
-        first.inputs, first.outputs = [mid, *first.inputs[1:]], [y]
-        pairs[id(second)] = (second, first)
-        pairs[id(first)] = (second, first)
-    if pairs:  # each pair runs where its second node stood: every input of both is computed by then
-        nodes: list[Node] = []
-        for node in graph.nodes:
-            pair = pairs.get(id(node))
-            if pair is None:
-                nodes.append(node)
-            elif node is pair[0]:  # (the old second node, now first)
-                nodes.extend(pair)
-        graph.nodes = nodes
-    return graph
-
-
-# --- pools over a channel concat ----------------------------------------------------------------
-
-#: pools that treat every channel alike (a MaxPool with one output: Indices would count positions
-#: in the concatenated tensor)
-_CHANNEL_POOLS = frozenset({"MaxPool", "AveragePool"})
-
-
-def pool_concat_parts(graph: Graph) -> Graph:
-    """Pool each part of a channel Concat and concatenate the pooled parts, when the pool is the
-    Concat's one reader and shrinks its input.
-
-    A pool treats every channel alike, so ``Pool(Concat(a, b))`` is ``Concat(Pool(a), Pool(b))``, bit
-    for bit. The Concat then copies the pooled sizes (a quarter, at stride 2), and a Relu that only
-    its part's pool reads runs on the pooled map (``relu_pool`` in ``hal.graph.fuse``): SqueezeNet's
-    fire modules before its two max pools, Inception v1's before its stride-2 ones.
-    """
-    rw = _Rewrite(graph)
-    split: dict[int, list[Node]] = {}  # id of a pool -> the nodes that replace it
-    for pool in graph.nodes:
-        if pool.op_type not in _CHANNEL_POOLS or pool.domain or len(pool.inputs) != 1 or len(pool.outputs) != 1:
-            continue
-        concat = rw.producers.get(pool.inputs[0])
-        x, y = graph.values.get(pool.inputs[0]), graph.values.get(pool.outputs[0])
-        if (concat is None or concat.op_type != "Concat" or concat.domain
-                or rw.sole_reader(concat.outputs[0]) is not pool or x is None or y is None
-                or x.static_shape is None or y.static_shape is None or len(x.static_shape) < 3
-                or int(concat.attrs.get("axis", 0)) not in (1, 1 - len(x.static_shape))
-                or 2 * math.prod(y.static_shape) > math.prod(x.static_shape)):
-            continue
-        parts = [graph.values.get(i) for i in concat.inputs]
-        if any(p is None or p.static_shape is None for p in parts):
-            continue
-        nodes: list[Node] = []
-        pooled: list[str] = []
-        for k, (name, part) in enumerate(zip(concat.inputs, parts)):
-            out = rw.fresh(f"{pool.outputs[0]}_part{k}")
-            shape = (y.static_shape[0], part.static_shape[1], *y.static_shape[2:])  # type: ignore[index]
-            graph.values[out] = TensorInfo(out, y.elem_type, shape)
-            nodes.append(Node(rw.fresh(f"{pool.name}_part{k}"), pool.op_type, "", [name], [out], dict(pool.attrs)))
-            pooled.append(out)
-        nodes.append(Node(concat.name, "Concat", "", pooled, list(pool.outputs), dict(concat.attrs)))
-        graph.values.pop(concat.outputs[0], None)
-        split[id(pool)] = nodes
-        split[id(concat)] = []
-    if split:
-        graph.nodes = [m for n in graph.nodes for m in split.get(id(n), [n])]
-    return graph
-
-
 def optimize(graph: Graph) -> Graph:
     """The standard pipeline, in place: fold constants, fold BatchNormalization into Conv weights,
     put average pools and pointwise convs in their cheaper order, pool a channel Concat's parts,
-    then remove what no output needs."""
-    return remove_dead_nodes(pool_concat_parts(reorder_average_pools(fold_batch_norm(fold_constants(graph)))))
+    split a pointwise conv over a Concat's parts, then remove what no output needs."""
+    graph = reorder_average_pools(fold_batch_norm(fold_constants(graph)))
+    return remove_dead_nodes(split_concat_convs(pool_concat_parts(graph)))

@@ -1,4 +1,4 @@
-"""The graph passes that move pools (``hal.graph.passes``).
+"""The rewrites that change the order of work (``hal.graph.rewrite``, run by ``hal.graph.passes.optimize``).
 
 ``reorder_average_pools``: a 1x1 stride-1 conv and an average pool whose windows' weights sum to
 one commute, bias included. Each reordered model is checked against onnxruntime running it as
@@ -8,6 +8,10 @@ not pointwise, a result read twice, a swap that would cost more) are checked to 
 ``pool_concat_parts``: a pool over a channel Concat pools each part, bit for bit as the pool of the
 whole; the cases it must leave alone (a Concat read twice, a spatial axis, MaxPool's Indices, a
 pool that does not shrink) keep their nodes.
+
+``split_concat_convs``: a pointwise conv over a channel Concat multiplies each part by its own
+columns and adds the products, against onnxruntime; shape-only weights split into shape-only
+parts; a conv with many filters, a grouped one, a small image or a Concat read twice keep theirs.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 import hal
 from hal.graph import passes
+from hal.graph.ir import ShapeOnly
 from hal.graph.load import load
 from hal.graph.passes import optimize
 
@@ -157,3 +162,58 @@ def test_pools_over_concats_that_stay_whole(case) -> None:
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, equal_nan=True)
+
+
+def _concat_conv_model(filters: int, size: int = 24, group: int = 1, concat_output: bool = False, parts=(12, 20, 8)):
+    rng = np.random.default_rng(5)
+    f = TensorProto.FLOAT
+    names = [f"x{i}" for i in range(len(parts))]
+    c = sum(parts)
+    w = rng.standard_normal((filters, c // group, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(filters).astype(np.float32)
+    nodes = [helper.make_node("Relu", [names[0]], ["r0"]),
+             helper.make_node("Concat", ["r0", *names[1:]], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "W", "B"], ["conv"], group=group),
+             helper.make_node("Relu", ["conv"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", f, None)]
+    if concat_output:
+        outputs.append(helper.make_tensor_value_info("cat", f, None))
+    inputs = [helper.make_tensor_value_info(n, f, [1, p, size, size]) for n, p in zip(names, parts)]
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
+    g = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    model = shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    return model, {n: rng.standard_normal((1, p, size, size)).astype(np.float32) for n, p in zip(names, parts)}
+
+
+def test_a_pointwise_conv_over_a_concat_multiplies_each_part() -> None:
+    model, feeds = _concat_conv_model(filters=8)
+    assert _ops(model) == ["Relu", "Conv", "Conv", "Add", "Conv", "Add", "Relu"]
+    got = hal.InferenceSession(model).run(None, feeds)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+
+
+def test_shape_only_weights_split_into_shape_only_parts() -> None:
+    model, _ = _concat_conv_model(filters=8)
+    graph = load(model)
+    graph.initializers["W"] = ShapeOnly(graph.initializers["W"].shape, np.dtype(np.float32))
+    graph = passes.optimize(graph)
+    parts = [graph.initializers[n.inputs[1]] for n in graph.nodes if n.op_type == "Conv"]
+    assert [(type(p), p.shape) for p in parts] == [(ShapeOnly, (8, w, 1, 1)) for w in (12, 20, 8)]
+
+
+KEPT_CONVS = {
+    "many filters": dict(filters=16),            # 2 x 2 adds x 16 filters > 40 channels
+    "a grouped conv": dict(filters=8, group=2, parts=(12, 20, 8)),
+    "a small image": dict(filters=8, size=16),   # 256 pixels
+    "the concat read twice": dict(filters=8, concat_output=True),
+}
+
+
+@pytest.mark.parametrize("case", list(KEPT_CONVS))
+def test_convs_over_concats_that_stay_whole(case) -> None:
+    model, feeds = _concat_conv_model(**KEPT_CONVS[case])
+    assert _ops(model) == ["Relu", "Concat", "Conv", "Relu"]
+    got = hal.InferenceSession(model).run(None, feeds)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
