@@ -1,7 +1,9 @@
-"""Graph rewrites that change the order work is done in, not what is computed: they move pools past
-the ops they commute with, where the moved order touches less data. Part of the standard pipeline
-(``hal.graph.passes.optimize``); like the other passes, each is linear in the graph's size and
-keeps the graph's outputs, its topological order and, where a docstring says so, its bits.
+"""Graph rewrites that change the order work is done in, not what is computed, where the new order
+touches less data: an average pool moved past the pointwise conv it commutes with, a pool over a
+channel Concat applied to each part, a pointwise conv over a channel Concat split over the parts.
+Part of the standard pipeline (``hal.graph.passes.optimize``); like the other passes, each is linear
+in the graph's size and keeps the graph's outputs, its topological order and, where a docstring
+says so, its bits (the others move results by rounding).
 """
 
 from __future__ import annotations
