@@ -40,12 +40,9 @@ MIN_TILES = 100
 #: 512-channel ones) 1.036x; no other light-zoo model has such a layer
 MID_TILES = 49
 MID_MIN_CHANNELS = 256
-#: a large image (at least this many tiles, 56x56 outputs) takes it from 64 channels on, since
-#: im2col's GEMM with 64 filters runs at 75% of its peak there (run against run: ResNet-50's three
-#: 64-channel 56x56 layers 1.020x, Inception v1 1.046x, Inception v2 1.032x; from 32 channels
-#: DenseNet-121 ran 1.025x faster, but its run held 1.48 of its plan against 1.36)
-LARGE_TILES = 784
-LARGE_MIN_CHANNELS = 64
+#: (A large image, 56x56 outputs, took it from 64 channels on until im2col's columns became runs of
+#: whole rows and its bias a row of the GEMM: since then im2col runs those layers faster, run
+#: against run Inception v1 1.039x, Inception v2 1.031x, ResNet-50 1.028x, VGG-19 level.)
 #: an image is transformed and multiplied this many tiles (whole tile rows) at a time, so a band's
 #: 16 transformed tiles per channel stay in cache between the transform, the GEMMs and the output
 #: transform (VGG's 112x112 and 224x224 layers: 1.2-1.3x with bands, 0.6-1.0x without; 128
@@ -68,8 +65,7 @@ def applies(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int], d:
         return False
     tiles = -(-out[0] // 2) * -(-out[1] // 2)
     least = min(x.shape[1], w.shape[0])
-    return ((least >= MIN_CHANNELS and tiles >= MIN_TILES) or (least >= MID_MIN_CHANNELS and tiles >= MID_TILES)
-            or (least >= LARGE_MIN_CHANNELS and tiles >= LARGE_TILES))
+    return (least >= MIN_CHANNELS and tiles >= MIN_TILES) or (least >= MID_MIN_CHANNELS and tiles >= MID_TILES)
 
 
 def _fixed(w: np.ndarray) -> bool:
