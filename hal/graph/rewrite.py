@@ -41,6 +41,13 @@ class Rewrite:
             return None
         return readers[0]
 
+    @staticmethod
+    def splice(graph: Graph, replaced: dict[int, list[Node]]) -> None:
+        """Each node whose id ``replaced`` holds gives way, in place, to the nodes it lists (none: the
+        node goes)."""
+        if replaced:
+            graph.nodes = [m for n in graph.nodes for m in replaced.get(id(n), [n])]
+
     def fresh(self, base: str) -> str:
         """``base``, or ``base_1``, ``base_2``, ...: the first that no value or node has (now taken)."""
         name, i = base, 0
@@ -104,7 +111,7 @@ def reorder_average_pools(graph: Graph) -> Graph:
     second for its one reader and no graph output or subgraph reads it.
     """
     rw = Rewrite(graph)
-    pairs: dict[int, tuple[Node, Node]] = {}  # id of the pair's second node -> the pair in its new order
+    pairs: dict[int, list[Node]] = {}  # id of a pair's node -> what stands in its place
     for first in graph.nodes:
         out = first.outputs[0] if len(first.outputs) == 1 and first.inputs else ""
         second = rw.sole_reader(out) if out else None
@@ -133,17 +140,9 @@ def reorder_average_pools(graph: Graph) -> Graph:
         graph.values.pop(out, None)
         second.inputs, second.outputs = [x, *second.inputs[1:]], [mid]  # the second node runs first
         first.inputs, first.outputs = [mid, *first.inputs[1:]], [y]
-        pairs[id(second)] = (second, first)
-        pairs[id(first)] = (second, first)
-    if pairs:  # each pair runs where its second node stood: every input of both is computed by then
-        nodes: list[Node] = []
-        for node in graph.nodes:
-            pair = pairs.get(id(node))
-            if pair is None:
-                nodes.append(node)
-            elif node is pair[0]:  # (the old second node, now first)
-                nodes.extend(pair)
-        graph.nodes = nodes
+        # the pair runs where its second node stood: every input of both is computed by then
+        pairs[id(second)], pairs[id(first)] = [second, first], []
+    rw.splice(graph, pairs)
     return graph
 
 
@@ -189,10 +188,8 @@ def pool_concat_parts(graph: Graph) -> Graph:
             pooled.append(out)
         nodes.append(Node(concat.name, "Concat", "", pooled, list(pool.outputs), dict(concat.attrs)))
         graph.values.pop(concat.outputs[0], None)
-        split[id(pool)] = nodes
-        split[id(concat)] = []
-    if split:
-        graph.nodes = [m for n in graph.nodes for m in split.get(id(n), [n])]
+        split[id(pool)], split[id(concat)] = nodes, []
+    rw.splice(graph, split)
     return graph
 
 
@@ -258,10 +255,8 @@ def split_concat_convs(graph: Graph) -> Graph:
             else:
                 total = y
         graph.values.pop(concat.outputs[0], None)
-        replaced[id(conv)] = nodes
-        replaced[id(concat)] = []
-    if replaced:
-        graph.nodes = [m for n in graph.nodes for m in replaced.get(id(n), [n])]
+        replaced[id(conv)], replaced[id(concat)] = nodes, []
+    rw.splice(graph, replaced)
     return graph
 
 
