@@ -125,12 +125,9 @@ def reorder_average_pools(graph: Graph) -> Graph:
         m, c, g = pointwise
         macs = m * (c // g)
         pixels_in, pixels_out = math.prod(before), math.prod(after)
-        if pool is first:  # pool c channels, then the conv at the pooled size / the conv, then pool m
-            now, swapped = macs * pixels_out + POOL_ELEMENT_MACS * c * pixels_in, \
-                macs * pixels_in + POOL_ELEMENT_MACS * m * pixels_in
-        else:
-            now, swapped = macs * pixels_in + POOL_ELEMENT_MACS * m * pixels_in, \
-                macs * pixels_out + POOL_ELEMENT_MACS * c * pixels_in
+        pool_first = macs * pixels_out + POOL_ELEMENT_MACS * c * pixels_in  # pool c channels, conv the pooled map
+        conv_first = macs * pixels_in + POOL_ELEMENT_MACS * m * pixels_in   # conv the whole map, pool m channels
+        now, swapped = (pool_first, conv_first) if pool is first else (conv_first, pool_first)
         if swapped >= now:
             continue
         x, y = first.inputs[0], second.outputs[0]
@@ -147,6 +144,19 @@ def reorder_average_pools(graph: Graph) -> Graph:
 
 
 # --- pools over a channel concat ----------------------------------------------------------------
+
+def _channel_concat_widths(concat: Node, graph: Graph) -> list[int] | None:
+    """The channel counts of a default-domain Concat along the channel axis whose result and parts
+    all have static shapes (of rank 3 and up), else None."""
+    x = graph.values.get(concat.outputs[0]) if concat.op_type == "Concat" and not concat.domain else None
+    if x is None or x.static_shape is None or len(x.static_shape) < 3 \
+            or int(concat.attrs.get("axis", 0)) not in (1, 1 - len(x.static_shape)):
+        return None
+    parts = [graph.values.get(i) for i in concat.inputs]
+    if any(p is None or p.static_shape is None for p in parts):
+        return None
+    return [p.static_shape[1] for p in parts]  # type: ignore[union-attr, index]
+
 
 #: pools that treat every channel alike (a MaxPool with one output: Indices would count positions
 #: in the concatenated tensor)
@@ -168,21 +178,18 @@ def pool_concat_parts(graph: Graph) -> Graph:
         if pool.op_type not in _CHANNEL_POOLS or pool.domain or len(pool.inputs) != 1 or len(pool.outputs) != 1:
             continue
         concat = rw.producers.get(pool.inputs[0])
-        x, y = graph.values.get(pool.inputs[0]), graph.values.get(pool.outputs[0])
-        if (concat is None or concat.op_type != "Concat" or concat.domain
-                or rw.sole_reader(concat.outputs[0]) is not pool or x is None or y is None
-                or x.static_shape is None or y.static_shape is None or len(x.static_shape) < 3
-                or int(concat.attrs.get("axis", 0)) not in (1, 1 - len(x.static_shape))
-                or 2 * math.prod(y.static_shape) > math.prod(x.static_shape)):
+        if concat is None or rw.sole_reader(concat.outputs[0]) is not pool:
             continue
-        parts = [graph.values.get(i) for i in concat.inputs]
-        if any(p is None or p.static_shape is None for p in parts):
+        widths = _channel_concat_widths(concat, graph)
+        x, y = graph.values.get(pool.inputs[0]), graph.values.get(pool.outputs[0])
+        if (widths is None or x is None or x.static_shape is None or y is None or y.static_shape is None
+                or 2 * math.prod(y.static_shape) > math.prod(x.static_shape)):
             continue
         nodes: list[Node] = []
         pooled: list[str] = []
-        for k, (name, part) in enumerate(zip(concat.inputs, parts)):
+        for k, (name, width) in enumerate(zip(concat.inputs, widths)):
             out = rw.fresh(f"{pool.outputs[0]}_part{k}")
-            shape = (y.static_shape[0], part.static_shape[1], *y.static_shape[2:])  # type: ignore[index]
+            shape = (y.static_shape[0], width, *y.static_shape[2:])
             graph.values[out] = TensorInfo(out, y.elem_type, shape)
             nodes.append(Node(rw.fresh(f"{pool.name}_part{k}"), pool.op_type, "", [name], [out], dict(pool.attrs)))
             pooled.append(out)
@@ -219,17 +226,13 @@ def split_concat_convs(graph: Graph) -> Graph:
         conv = rw.sole_reader(concat.outputs[0])
         if conv is None or conv.inputs[0] != concat.outputs[0]:
             continue
-        pointwise = _pointwise_conv(conv, graph)
+        pointwise, widths = _pointwise_conv(conv, graph), _channel_concat_widths(concat, graph)
         x = graph.values.get(concat.outputs[0])
-        parts = [graph.values.get(i) for i in concat.inputs]
-        if (pointwise is None or pointwise[2] != 1 or x is None or x.static_shape is None
-                or x.dtype not in FLOAT_DTYPES or len(x.static_shape) < 3
-                or int(concat.attrs.get("axis", 0)) not in (1, 1 - len(x.static_shape))
-                or any(p is None or p.static_shape is None for p in parts)):
+        if pointwise is None or pointwise[2] != 1 or widths is None or x is None or x.dtype not in FLOAT_DTYPES:
             continue
+        assert x.static_shape is not None
         m, c, _ = pointwise
         w = graph.initializers[conv.inputs[1]]
-        widths = [p.static_shape[1] for p in parts]  # type: ignore[union-attr, index]
         if sum(widths) != c or math.prod(x.static_shape[2:]) < SPLIT_MIN_PIXELS or 2 * (len(widths) - 1) * m > c:
             continue
         nodes: list[Node] = []

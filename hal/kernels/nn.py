@@ -85,7 +85,8 @@ def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, auto_pad: str, dil
 #: than the pass over the output it saves (SqueezeNet's 3 -> 64 stem at 111x111: GEMM and bias pass
 #: 674 + 180 -> 688 us; ResNet's 64 -> 256 1x1 at 56x56: 1167 + 205 -> 1170 us). From about
 #: K = 2 x pixels (ResNet's 7x7 layers, SqueezeNet's 512 -> 1000 head) the copy costs more. OpenBLAS
-#: adds the last row's product after the others, so the result has the bits of the bias pass
+#: adds the last row's product after the others within one K block (384-511 rows here), so up to
+#: there the result has the bits of the bias pass, and beyond it differs by rounding
 BIAS_ROW_MAX_K_PER_PIXEL = 1
 #: ... and a 1x1 conv whose input is its column matrix as it stands (no copy to put the row in) only
 #: with at least this many output channels per input channel: its input's copy then costs less than
