@@ -103,6 +103,11 @@ def rss_probe(model_name: str, runner: str, threads: int, cache: Path) -> dict[s
     # hal imports its targets' plugins when a session first asks for one: their modules (~3 MB) are
     # library code, loaded before the baseline as onnxruntime's and onnx's are, not a run's memory
     hal.targets()
+    # numba and its compiler (~100 MB, whatever the model) likewise: loaded as a library, before the
+    # baseline; the loops a model's kernels compile or load from the cache are still its run's
+    from hal.kernels import jit
+
+    jit.load()
     limit_threads(threads)
     model = load_model(model_name, cache)
     gc.collect()

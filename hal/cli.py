@@ -62,11 +62,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 "targets": r.targets, "ok": r.ok, "error": str(r.error) if r.error else None}
                for r in sorted(reg.records.values(), key=lambda r: r.name)]
     env = {"hal": hal.__version__, "hal_api": hal.HAL_API_VERSION, "python": platform.python_version()}
-    for pkg in ("numpy", "onnx", "ml_dtypes", "pluggy", "pydantic", "onnxruntime"):
+    for pkg in ("numpy", "onnx", "ml_dtypes", "pluggy", "pydantic", "numba", "onnxruntime"):
         try:
             env[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             env[pkg] = None
+    from hal.kernels import jit
+
+    env["compiled_loops"] = jit.status()
     if args.json is not None:
         emit_json(args.json, {"environment": env, "plugins": plugins})
         return 0

@@ -22,6 +22,15 @@ LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 LIGHT_MODELS = sorted(p.stem for p in LIGHT_DIR.glob("light_*.onnx"))
 
 
+@pytest.fixture
+def numpy_loops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernels' numpy paths, not the compiled loops (``hal.kernels.jit``): for tests that look
+    inside those paths, and for the same cases run both ways."""
+    from hal.kernels import jit
+
+    monkeypatch.setattr(jit, "_ENABLED", False)
+
+
 def in_threads(fn: Callable[[int], T], n: int) -> list[T]:
     """``fn(0) … fn(n - 1)``, each in its own thread, started together; their results in order. An
     exception in any thread is raised here (the first, by index), after every thread has ended."""

@@ -192,9 +192,10 @@ def test_grouped_conv_pads_each_block_of_groups_on_its_own(monkeypatch, xs, ws, 
 
 
 @pytest.mark.parametrize("block_channels", [1, 3])
-def test_depthwise_blocks_reuse_their_margins(monkeypatch, block_channels) -> None:
+def test_depthwise_blocks_reuse_their_margins(monkeypatch, numpy_loops, block_channels) -> None:
     # one or three channels per block (the last block short): each block's copy must leave the
     # reused image buffer's zero margins and its column strips as the previous block left them
+    # (the numpy path: a 3x3 depthwise conv otherwise runs the compiled loop)
     from hal.kernels import nn
 
     xs, ws, attrs = (2, 7, 10, 9), (14, 1, 3, 3), {"group": 7, "strides": [2, 1], "pads": [1, 2, 2, 1]}
@@ -266,8 +267,9 @@ BLOCKABLE = [p for p in POOLS if p[0] in ("MaxPool", "AveragePool")]
 
 
 @pytest.mark.parametrize("op,xs,attrs", BLOCKABLE, ids=[f"{p[0]}{i}" for i, p in enumerate(BLOCKABLE)])
-def test_pooling_a_channel_at_a_time_matches_onnxruntime(monkeypatch, op, xs, attrs) -> None:
+def test_pooling_a_channel_at_a_time_matches_onnxruntime(monkeypatch, numpy_loops, op, xs, attrs) -> None:
     # blocks of one channel, each padded into the reused buffer: the same values as onnxruntime
+    # (the numpy passes: a 2-D max pool would otherwise run the compiled loop)
     from hal.kernels import pool
 
     monkeypatch.setattr(pool, "POOL_BLOCK", 1)

@@ -1,0 +1,92 @@
+"""Compiled loops for the few kernels numpy can only run as many passes over memory.
+
+A numpy kernel is one C loop per call, so a kernel whose every output reads a small window of its
+input (a depthwise conv's nine taps, a max pool's window) makes one pass over memory per tap, or
+copies the windows out first; each pass costs at least a microsecond of call overhead and a read
+of the whole operand. numba compiles a plain Python loop nest to machine code that reads each
+window in place, once. It is a runtime dependency on purpose: a well-kept compiler (LLVM through
+llvmlite) whose loops vectorise, where hand-written C would need a build step and a compiler on
+every user's machine.
+
+The loops themselves live in ``hal.kernels.loops`` as plain Python; ``compiled`` compiles one on
+its first call (about a second; numba caches the machine code on disk next to the module, so a
+later process loads it in milliseconds). ``enabled`` says whether the kernels take them: not when
+numba cannot be imported (the numpy kernels then run, same results up to rounding) or when the
+environment sets ``HAL_JIT=0``. The compiled loops release the GIL and allocate nothing the caller
+does not pass in, so concurrent runs of one program stay safe.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+#: whether kernels take the compiled loops: None until first asked (then numba's import decides)
+_ENABLED: bool | None = None
+
+
+def enabled() -> bool:
+    """Whether the compiled loops run: numba importable and ``HAL_JIT`` not set to 0/off/false."""
+    global _ENABLED
+    if _ENABLED is None:
+        if os.environ.get("HAL_JIT", "").strip().lower() in ("0", "off", "false", "no"):
+            _ENABLED = False
+        else:
+            try:
+                import numba  # noqa: F401
+            except Exception:  # not installed, or broken on this platform: the numpy kernels run
+                _ENABLED = False
+            else:
+                _ENABLED = True
+    return _ENABLED
+
+
+def status() -> str:
+    """One line for ``hal doctor``: which loops the kernels run."""
+    if not enabled():
+        off = os.environ.get("HAL_JIT", "").strip().lower() in ("0", "off", "false", "no")
+        return "off (HAL_JIT=0)" if off else "off (numba not importable)"
+    import numba
+    return f"on (numba {numba.__version__})"
+
+
+def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` compiled by numba on its first call (nopython, GIL released, on-disk cache). Call it
+    only where ``enabled()``; the arguments' types pick the machine code, one compile per set."""
+    dispatcher: list[Any] = []
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        if not dispatcher:
+            dispatcher.append(_njit(fn))
+        return dispatcher[0](*args)
+
+    return call
+
+
+def _njit(fn: Callable[..., Any]) -> Any:
+    import numba
+
+    options = {"nogil": True, "boundscheck": False, "error_model": "numpy"}
+    try:
+        return numba.njit(cache=True, **options)(fn)
+    except RuntimeError:  # no writable cache next to the module nor in the user's cache directory
+        return numba.njit(**options)(fn)
+
+
+def load() -> None:
+    """Import numba, start its compiler and load the loops' float32 machine code (from the on-disk
+    cache once it is there, else compiled): a fixed cost per process, about 100 MB of resident
+    memory whatever the model, paid here rather than inside the first run that takes a loop.
+    ``benchmarks.memory`` calls it before its baseline, as it imports onnxruntime there: code and
+    the compiler's own memory belong to the libraries, as numpy's and OpenBLAS's kernels do."""
+    if not enabled():
+        return
+    from hal.kernels import loops
+
+    loops.warm()
+
+
+__all__ = ["compiled", "enabled", "load", "status"]
