@@ -360,10 +360,11 @@ def _depthwise3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, s: Sequenc
     oh, ow = out
     width = (ow - 1) * s[1] + 3
     pad = np.zeros(((oh - 1) * s[0] + 3) * width, dtype=x.dtype)
-    bias = np.zeros(m, dtype=x.dtype) if b is None else np.ascontiguousarray(b.reshape(m), dtype=x.dtype)
+    # weights and bias copied (a few KB): an initializer is read-only, and numba compiles a read-only
+    # array's loop apart from a writable one's (the run would then load a second machine code)
+    bias = np.zeros(m, dtype=x.dtype) if b is None else np.array(b.reshape(m), dtype=x.dtype)
     y = np.empty((x.shape[0], m, oh, ow), dtype=x.dtype)
-    return loops.depthwise3x3(x, np.ascontiguousarray(w.reshape(m, 9)), bias, s[0], s[1], begin[0], begin[1], y, pad,
-                              width)
+    return loops.depthwise3x3(x, np.array(w.reshape(m, 9)), bias, s[0], s[1], begin[0], begin[1], y, pad, width)
 
 
 def _cropped_plus_bias(grid: np.ndarray, ow: int, b: np.ndarray | None) -> np.ndarray:
