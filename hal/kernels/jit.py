@@ -8,9 +8,10 @@ window in place, once. It is a runtime dependency on purpose: a well-kept compil
 llvmlite) whose loops vectorise, where hand-written C would need a build step and a compiler on
 every user's machine.
 
-The loops themselves live in ``hal.kernels.loops`` as plain Python; ``compiled`` compiles one on
-its first call (about a second; numba caches the machine code on disk next to the module, so a
-later process loads it in milliseconds). ``enabled`` says whether the kernels take them: not when
+The loops themselves live in ``hal.kernels._loops``, which a kernel imports only where ``enabled``
+(importing numba costs a quarter of a second and 50 MB); numba compiles each on its first call
+for each set of argument types (about a second) and caches the machine code on disk next to the
+module, so a later process loads it in milliseconds. ``enabled`` says whether the kernels take them: not when
 numba cannot be imported (the numpy kernels then run, same results up to rounding) or when the
 environment sets ``HAL_JIT=0``. The compiled loops release the GIL and allocate nothing the caller
 does not pass in, so concurrent runs of one program stay safe.
@@ -18,7 +19,6 @@ does not pass in, so concurrent runs of one program stay safe.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -52,24 +52,15 @@ def status() -> str:
     return f"on (numba {numba.__version__})"
 
 
-def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` compiled by numba on its first call (nopython, GIL released, on-disk cache). Call it
-    only where ``enabled()``; the arguments' types pick the machine code, one compile per set."""
-    dispatcher: list[Any] = []
-
-    @functools.wraps(fn)
-    def call(*args: Any) -> Any:
-        if not dispatcher:
-            dispatcher.append(_njit(fn))
-        return dispatcher[0](*args)
-
-    return call
-
-
-def _njit(fn: Callable[..., Any]) -> Any:
+def njit(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """numba.njit with the loops' options (nopython, GIL released, no bounds checks, numpy's float
+    errors, cached on disk) as a decorator; ``hal.kernels._loops`` applies it when it is imported,
+    which only a caller that found ``enabled()`` does."""
     import numba
 
-    options = {"nogil": True, "boundscheck": False, "error_model": "numpy"}
+    options = {"nogil": True, "boundscheck": False, "error_model": "numpy", **options}
+    if fn is None:
+        return lambda f: njit(f, **options)
     try:
         return numba.njit(cache=True, **options)(fn)
     except RuntimeError:  # no writable cache next to the module nor in the user's cache directory
@@ -84,9 +75,9 @@ def load() -> None:
     the compiler's own memory belong to the libraries, as numpy's and OpenBLAS's kernels do."""
     if not enabled():
         return
-    from hal.kernels import loops
+    from hal.kernels import _loops
 
-    loops.warm()
+    _loops.warm()
 
 
-__all__ = ["compiled", "enabled", "load", "status"]
+__all__ = ["enabled", "load", "njit", "status"]

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hal.kernels import jit, loops, winograd
+from hal.kernels import jit, winograd
 from hal.kernels._broadcast import apply_per_channel
 from hal.kernels._sliding import (
     _defaults,
@@ -353,9 +353,11 @@ def _depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, k: Sequence[i
 
 def _depthwise3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, s: Sequence[int], begin: Sequence[int],
                   out: Sequence[int]) -> np.ndarray:
-    """A depthwise 3x3 conv at dilation 1 as one compiled loop (``loops.depthwise3x3``): each output
+    """A depthwise 3x3 conv at dilation 1 as one compiled loop (``_loops.depthwise3x3``): each output
     reads its nine taps from a zero-bordered copy of its channel, one pass over the output where the
     columns and the GEMM make two over nine times it (ShuffleNet's 272 channels at 14x14: 2x)."""
+    from hal.kernels import _loops
+
     m = w.shape[0]
     oh, ow = out
     width = (ow - 1) * s[1] + 3
@@ -364,7 +366,7 @@ def _depthwise3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, s: Sequenc
     # array's loop apart from a writable one's (the run would then load a second machine code)
     bias = np.zeros(m, dtype=x.dtype) if b is None else np.array(b.reshape(m), dtype=x.dtype)
     y = np.empty((x.shape[0], m, oh, ow), dtype=x.dtype)
-    return loops.depthwise3x3(x, np.array(w.reshape(m, 9)), bias, s[0], s[1], begin[0], begin[1], y, pad, width)
+    return _loops.depthwise3x3(x, np.array(w.reshape(m, 9)), bias, s[0], s[1], begin[0], begin[1], y, pad, width)
 
 
 def _cropped_plus_bias(grid: np.ndarray, ow: int, b: np.ndarray | None) -> np.ndarray:

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from hal.kernels import jit, loops
+from hal.kernels import jit
 from hal.kernels._sliding import _defaults, _padded, _padded_shape, _taps, _work_dtype, window
 from hal.kernels.elementwise import row_means
 from hal.kernels.registry import kernel
@@ -207,9 +207,8 @@ def _lowest(dtype: np.dtype):
 def _max_pool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides, with_index):
     k, s, d, begin, _, ext, out = _pool_setup(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     if not with_index:
-        if jit.enabled() and x.ndim == 4 and x.dtype.char in "fd" and x.size and 0 not in out \
-                and out[1] >= JIT_MIN_OUT_WIDTH:
-            return _max_pool2d(x, begin, out, k, s, d)
+        if _jit_pool(x, out):
+            return _pool2d(x, begin, out, k, s, d, None)
         return _pool_windows(x, begin, ext, _lowest(x.dtype), out, k, s, d, np.maximum)
     xp = _padded(x, begin, ext, _lowest(x.dtype))
     taps = _taps(xp, out, k, s, d)
@@ -239,22 +238,32 @@ def _max_pool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_ord
     return y, index + off
 
 
-#: a 2-D max pool runs as the compiled loop from this many output columns: the loop pays a few
-#: short loops per output row, and on narrower rows the numpy passes over the whole input win
-#: (VGG's 512-channel 2x2 pool to 7x7: 0.78x compiled; 13-14 columns 1.0-1.5x, 28 and up 1.6-3.5x)
+#: a 2-D pool runs as the compiled loop from this many output columns: the loop pays a few short
+#: loops per output row, and on narrower rows the numpy passes over the whole input win (VGG's
+#: 512-channel 2x2 max pool to 7x7: 0.78x compiled; 13-14 columns 1.0-1.5x, 28 and up 1.6-3.5x)
 JIT_MIN_OUT_WIDTH = 8
 
 
-def _max_pool2d(x: np.ndarray, begin: Sequence[int], out: Sequence[int], k: Sequence[int], s: Sequence[int],
-                d: Sequence[int]) -> np.ndarray:
-    """A 2-D max pool as one compiled loop (``loops.max_pool2d``): each output row reduces its window's
-    input rows once, where the numpy passes reduce every row and column of the padded input and then
-    gather the kept ones (SqueezeNet's and Inception's 3x3 stride-2 pools at 56-112 px: 1.5-1.9x).
-    The same values: a max is exact, and NaN wins as in np.maximum."""
+def _jit_pool(x: np.ndarray, out: Sequence[int]) -> bool:
+    """Whether a pool of ``x`` (in its working dtype) to ``out`` runs as the compiled loop."""
+    return (x.ndim == 4 and x.dtype.char in "fd" and x.size > 0 and 0 not in out and out[1] >= JIT_MIN_OUT_WIDTH
+            and jit.enabled())
+
+
+def _pool2d(x: np.ndarray, begin: Sequence[int], out: Sequence[int], k: Sequence[int], s: Sequence[int],
+            d: Sequence[int], counts: np.ndarray | None) -> np.ndarray:
+    """A 2-D max pool (no ``counts``) or average pool (each window's sum over its count) as one
+    compiled loop (``_loops.pool2d``): each output row reduces its window's input rows once, where the
+    numpy passes reduce every row and column of the padded input and then gather the kept ones
+    (SqueezeNet's and Inception's 3x3 stride-2 max pools at 56-112 px: 1.5-3.5x). The same values:
+    a max is exact, NaN wins as in np.maximum, and a sum adds in the numpy passes' order."""
+    from hal.kernels import _loops
+
     width = (out[1] - 1) * s[1] + (k[1] - 1) * d[1] + 1
     y = np.empty((*x.shape[:2], *out), dtype=x.dtype)
-    return loops.max_pool2d(x, k[0], k[1], s[0], s[1], d[0], d[1], begin[0], begin[1], y,
-                            np.empty(width, dtype=x.dtype), np.empty(width, dtype=x.dtype))
+    divisor = np.ones((1, 1), dtype=x.dtype) if counts is None else counts
+    return _loops.pool2d(x, k[0], k[1], s[0], s[1], d[0], d[1], begin[0], begin[1], counts is None, divisor, y,
+                        np.empty(width, dtype=x.dtype), np.empty(width, dtype=x.dtype))
 
 
 @kernel("MaxPool", since=1)
@@ -292,8 +301,12 @@ def average_pool(x, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilatio
     work = _work_dtype(x.dtype)
     if tuple(k) == x.shape[2:] and not any(begin) and not any(ext) and all(o == 1 for o in out):
         return _image_means(x, work)  # one window over each whole image (ResNet's, ShuffleNet's head)
-    acc = _pool_windows(x.astype(work, copy=False), begin, ext, 0, out, k, s, d, np.add)
-    acc /= _window_counts(x.shape[2:], k, s, d, begin, end, out, bool(count_include_pad), work)
+    counts = _window_counts(x.shape[2:], k, s, d, begin, end, out, bool(count_include_pad), work)
+    xw = x.astype(work, copy=False)
+    if _jit_pool(xw, out):
+        return _pool2d(xw, begin, out, k, s, d, counts).astype(x.dtype, copy=False)
+    acc = _pool_windows(xw, begin, ext, 0, out, k, s, d, np.add)
+    acc /= counts
     return acc.astype(x.dtype, copy=False)
 
 

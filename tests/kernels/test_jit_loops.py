@@ -1,5 +1,5 @@
-"""The compiled loops (``hal.kernels.jit``, ``hal.kernels.loops``): a 2-D max pool and a depthwise 3x3
-conv, each against onnxruntime and against the same kernel's numpy path on random geometries
+"""The compiled loops (``hal.kernels.jit``, ``hal.kernels._loops``): 2-D max and average pools and a
+depthwise 3x3 conv, each against onnxruntime and against the same kernel's numpy path on random geometries
 (padding, strides, dilations, ceil mode, channel multipliers, strided views, NaN and infinities),
 and the switches that turn them off."""
 
@@ -12,11 +12,13 @@ import sys
 import numpy as np
 import pytest
 
-from hal.kernels import jit, loops, pool
+from hal.kernels import jit, pool
 from tests.conftest import in_threads
 from tests.kernels.test_kernels_fast_conv import _hal, _ort
 
 pytestmark = pytest.mark.skipif(not jit.enabled(), reason="numba is not importable here (HAL_JIT=0 or missing)")
+if jit.enabled():
+    from hal.kernels import _loops as loops
 
 
 def _counting(monkeypatch, module, name: str) -> list[int]:
@@ -56,7 +58,7 @@ def _random_max_pool(seed: int) -> tuple[np.ndarray, dict]:
 @pytest.mark.parametrize("seed", range(80))
 def test_random_max_pools_match_the_numpy_path_bit_for_bit(monkeypatch, seed) -> None:
     monkeypatch.setattr(pool, "JIT_MIN_OUT_WIDTH", 1)  # every width through the loop
-    calls = _counting(monkeypatch, loops, "max_pool2d")
+    calls = _counting(monkeypatch, loops, "pool2d")
     x, attrs = _random_max_pool(seed)
     got, want = _both_ways(monkeypatch, lambda: _hal("MaxPool", [x], attrs))
     assert len(calls) == 1
@@ -73,6 +75,33 @@ def test_random_max_pools_match_onnxruntime(monkeypatch, seed) -> None:
                                   err_msg=str(attrs))
 
 
+@pytest.mark.parametrize("seed", range(60))
+def test_random_average_pools_match_the_numpy_path_bit_for_bit(monkeypatch, seed) -> None:
+    # the same geometries, counting the padding or not; float16 pools in float32 on both paths
+    monkeypatch.setattr(pool, "JIT_MIN_OUT_WIDTH", 1)
+    calls = _counting(monkeypatch, loops, "pool2d")
+    x, attrs = _random_max_pool(seed)
+    attrs["count_include_pad"] = seed % 2
+    if seed % 7 == 3:
+        x = x.astype(np.float16)
+    with np.errstate(all="ignore"):  # inf - inf in a window: NaN, on both paths
+        got, want = _both_ways(monkeypatch, lambda: _hal("AveragePool", [x], attrs))
+    whole = attrs["kernel_shape"] == list(x.shape[2:]) and not any(attrs["pads"])
+    assert len(calls) == (0 if whole and max(attrs["strides"]) >= 1 and got.shape[2:] == (1, 1) else 1)
+    assert got.shape == want.shape and got.dtype == x.dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want, err_msg=str(attrs))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_average_pools_match_onnxruntime(monkeypatch, seed) -> None:
+    monkeypatch.setattr(pool, "JIT_MIN_OUT_WIDTH", 1)
+    x, attrs = _random_max_pool(seed)
+    x = np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    attrs["count_include_pad"] = seed % 2
+    np.testing.assert_allclose(_hal("AveragePool", [x], attrs), _ort("AveragePool", {"x": x}, attrs)[0],
+                               rtol=1e-6, atol=1e-6, err_msg=str(attrs))
+
+
 def test_a_max_pool_reads_a_strided_view_in_place(monkeypatch) -> None:
     # a transposed input (no copy first) and a NaN on the row and column two windows share
     monkeypatch.setattr(pool, "JIT_MIN_OUT_WIDTH", 1)
@@ -85,7 +114,7 @@ def test_a_max_pool_reads_a_strided_view_in_place(monkeypatch) -> None:
 
 
 def test_narrow_max_pools_keep_the_numpy_passes(monkeypatch) -> None:
-    calls = _counting(monkeypatch, loops, "max_pool2d")
+    calls = _counting(monkeypatch, loops, "pool2d")
     x = np.ones((1, 2, 14, 14), dtype=np.float32)
     _hal("MaxPool", [x], {"kernel_shape": [2, 2], "strides": [2, 2]})  # 7 columns out
     assert calls == []
