@@ -250,6 +250,15 @@ def _jit_pool(x: np.ndarray, out: Sequence[int]) -> bool:
             and jit.enabled())
 
 
+@lru_cache(maxsize=8)
+def _no_counts(dtype: np.dtype) -> np.ndarray:
+    """A max pool's unused divisor, read-only as the cached counts are: numba compiles a read-only
+    array's loop apart from a writable one's, and one machine code serves both pools."""
+    ones = np.ones((1, 1), dtype=dtype)
+    ones.flags.writeable = False
+    return ones
+
+
 def _pool2d(x: np.ndarray, begin: Sequence[int], out: Sequence[int], k: Sequence[int], s: Sequence[int],
             d: Sequence[int], counts: np.ndarray | None) -> np.ndarray:
     """A 2-D max pool (no ``counts``) or average pool (each window's sum over its count) as one
@@ -261,7 +270,7 @@ def _pool2d(x: np.ndarray, begin: Sequence[int], out: Sequence[int], k: Sequence
 
     width = (out[1] - 1) * s[1] + (k[1] - 1) * d[1] + 1
     y = np.empty((*x.shape[:2], *out), dtype=x.dtype)
-    divisor = np.ones((1, 1), dtype=x.dtype) if counts is None else counts
+    divisor = _no_counts(x.dtype) if counts is None else counts
     return _loops.pool2d(x, k[0], k[1], s[0], s[1], d[0], d[1], begin[0], begin[1], counts is None, divisor, y,
                         np.empty(width, dtype=x.dtype), np.empty(width, dtype=x.dtype))
 
