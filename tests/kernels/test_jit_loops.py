@@ -215,3 +215,32 @@ def test_without_numba_the_kernels_run_their_numpy_paths(monkeypatch) -> None:
     x = np.random.default_rng(9).standard_normal((1, 3, 20, 20)).astype(np.float32)
     attrs = {"kernel_shape": [3, 3], "strides": [2, 2]}
     np.testing.assert_array_equal(_hal("MaxPool", [x], attrs), _ort("MaxPool", {"x": x}, attrs)[0])
+
+
+def test_a_model_run_compiles_no_loop_after_load() -> None:
+    # jit.load() readies the float32 loops a model's kernels call (read-only weights and divisors
+    # included): a run that compiled one more would hold its machine code as the run's own memory
+    from onnx import TensorProto, helper, numpy_helper
+
+    import hal
+
+    rng = np.random.default_rng(10)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=8, pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["c"], ["m"], kernel_shape=[3, 3], strides=[2, 2]),
+             helper.make_node("AveragePool", ["m"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "loops", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 20, 20])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 9, 9])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    jit.load()
+    before = (len(loops.depthwise3x3.signatures), len(loops.pool2d.signatures))
+    x = rng.standard_normal((1, 8, 20, 20)).astype(np.float32)
+    got = hal.InferenceSession(model, target="cpu").run(None, {"x": x})[0]
+    assert (len(loops.depthwise3x3.signatures), len(loops.pool2d.signatures)) == before
+    want = _ort("AveragePool", {"m": _ort("MaxPool", {"c": _ort("Conv", {"x": x, "w": numpy_helper.to_array(inits[0]),
+                                                                          "b": numpy_helper.to_array(inits[1])},
+                                                                     {"group": 8, "pads": [1, 1, 1, 1]})[0]},
+                                          {"kernel_shape": [3, 3], "strides": [2, 2]})[0]},
+                {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
