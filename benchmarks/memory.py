@@ -111,6 +111,12 @@ def rss_probe(model_name: str, runner: str, threads: int, cache: Path) -> dict[s
     limit_threads(threads)
     model = load_model(model_name, cache)
     gc.collect()
+    # the heap's free pages go back before the baseline: numba's load frees megabytes that glibc
+    # keeps mapped, and a hal session trims them when it is built, which read tiny-gpt's run at
+    # 0.4 MB below its baseline (a negative share of its plan)
+    from hal import heap
+
+    heap.release_free_memory()
     base, base_lib = _rss_now(), _library_rss()
     r = make_runner(runner, model, threads)
     gc.collect()
