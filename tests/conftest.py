@@ -25,7 +25,7 @@ LIGHT_MODELS = sorted(p.stem for p in LIGHT_DIR.glob("light_*.onnx"))
 @pytest.fixture
 def numpy_loops(monkeypatch: pytest.MonkeyPatch) -> None:
     """The kernels' numpy paths, not the compiled loops (``hal.kernels.jit``): for tests that look
-    inside those paths, and for the same cases run both ways."""
+    inside those paths."""
     from hal.kernels import jit
 
     monkeypatch.setattr(jit, "_ENABLED", False)

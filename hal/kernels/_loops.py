@@ -5,7 +5,8 @@ Each reads its windows in place and writes its output once, where the numpy kern
 over memory per tap. The callers (``hal.kernels.nn._depthwise``, ``hal.kernels.pool``) check
 shapes, dtypes and parameters and allocate every buffer; these loops allocate nothing. Indices
 are cast to ``np.uintp``: numba then knows them non-negative, skips the wraparound of negative
-indices, and the loops vectorise (about 3x the speed of the same loop with signed indices).
+indices, and the loops vectorise (SqueezeNet's stem pool as one flat-indexed loop: 0.63 ms, against
+2.6 with signed indices).
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ def depthwise3x3(x, w, b, sh, sw, pt, pl, out, pad, width):
                                            + w3 * pad[U(p1 + a)] + w4 * pad[U(p1 + a + 1)] + w5 * pad[U(p1 + a + 2)]
                                            + w6 * pad[U(p2 + a)] + w7 * pad[U(p2 + a + 1)] + w8 * pad[U(p2 + a + 2)])
     return out
-
 
 
 @njit(inline="always")

@@ -27,11 +27,15 @@ from typing import Any
 _ENABLED: bool | None = None
 
 
+def _switched_off() -> bool:
+    return os.environ.get("HAL_JIT", "").strip().lower() in ("0", "off", "false", "no")
+
+
 def enabled() -> bool:
-    """Whether the compiled loops run: numba importable and ``HAL_JIT`` not set to 0/off/false."""
+    """Whether the compiled loops run: numba importable and ``HAL_JIT`` not set to 0/off/false/no."""
     global _ENABLED
     if _ENABLED is None:
-        if os.environ.get("HAL_JIT", "").strip().lower() in ("0", "off", "false", "no"):
+        if _switched_off():
             _ENABLED = False
         else:
             try:
@@ -46,8 +50,7 @@ def enabled() -> bool:
 def status() -> str:
     """One line for ``hal doctor``: which loops the kernels run."""
     if not enabled():
-        off = os.environ.get("HAL_JIT", "").strip().lower() in ("0", "off", "false", "no")
-        return "off (HAL_JIT=0)" if off else "off (numba not importable)"
+        return "off (HAL_JIT=0)" if _switched_off() else "off (numba not importable)"
     import numba
     return f"on (numba {numba.__version__})"
 

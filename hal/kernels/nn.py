@@ -7,9 +7,10 @@ BLAS matmul whose result is already NCHW. A stride-1 2-D conv as wide as its inp
 columns as runs of whole output rows from the row-padded image (``_sliding.flat_columns``). A 1x1
 conv at stride 1 uses the input itself as the matrix; a big column matrix is built and multiplied a
 band of output rows at a time, a grouped conv's a block of groups at a time; a stride-1 conv with
-few output channels runs one GEMM per tap over the flattened padded image; a depthwise 2-D conv
-copies its columns from each channel's flattened image between zero margins (no padded copy, no
-crop), a block of channels at a time. An im2col conv whose weights are small beside its output adds
+few output channels runs one GEMM per tap over the flattened padded image; a depthwise 3x3 conv
+at dilation 1 is one compiled loop (``hal.kernels.jit``), any other depthwise 2-D conv copies its
+columns from each channel's flattened image between zero margins (no padded copy, no crop), a
+block of channels at a time. An im2col conv whose weights are small beside its output adds
 its bias inside the GEMM (a row of ones under the columns) rather than in a pass over the output.
 ConvTranspose and Col2Im run the same pair backwards (GEMM, then fold).
 """

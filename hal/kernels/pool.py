@@ -1,8 +1,8 @@
 """Pooling kernels, N-d, NCHW layout: Max/Average/Lp pooling, their global forms, MaxUnpool and
 MaxRoiPool. A box window is separable, so pooling reduces one spatial axis at a time: each tap of
 each axis is one strided, vectorised op (at stride 1, and on a strided last axis, one contiguous op
-over the flattened array);
-MaxPool with Indices loops over the full taps.
+over the flattened array); a 2-D max or average pool with 8 or more output columns is one compiled
+loop instead (``hal.kernels.jit``). MaxPool with Indices loops over the full taps.
 """
 
 from __future__ import annotations
