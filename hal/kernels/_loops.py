@@ -1,17 +1,29 @@
 """Loop nests compiled by numba (``hal.kernels.jit``; read them as C). Imported only by a kernel
 that found ``jit.enabled()``: importing this module imports numba.
 
-Each reads its windows in place and writes its output once, where the numpy kernels make a pass
-over memory per tap. The callers (``hal.kernels.nn._depthwise``, ``hal.kernels.pool``) check
-shapes, dtypes and parameters and allocate every buffer; these loops allocate nothing. Indices
-are cast to ``np.uintp``: numba then knows them non-negative, skips the wraparound of negative
-indices, and the loops vectorise (SqueezeNet's stem pool as one flat-indexed loop: 0.63 ms, against
-2.6 with signed indices).
+Two families. Window loops (a depthwise 3x3 conv, 2-D pools) read each window in place and write
+their output once, where the numpy kernels make a pass over memory per tap. Row loops (erf's
+polynomial, softmax's passes around numpy's exp, LayerNormalization) do in one call per row what
+numpy does in ten to twenty calls over the whole tensor: on tiny-gpt's rows of 16 to 256 floats
+each numpy call costs more than its arithmetic. The callers (``hal.kernels.nn``,
+``hal.kernels.pool``, ``elementwise``, ``activation``, ``normalization``) check shapes, dtypes and
+parameters and allocate every buffer; these loops allocate nothing.
+
+Indices are cast to ``np.uintp``: numba then knows them non-negative, skips the wraparound of
+negative indices, and the loops vectorise (SqueezeNet's stem pool as one flat-indexed loop: 0.63 ms,
+against 2.6 with signed indices). Reductions keep eight running values, one vector of them; a
+single running sum would be a chain of dependent additions. numba contracts no multiply-add, so a
+loop rounds each operation as numpy does. The row loops declare their signatures (read-only
+inputs accept writable arrays): they are compiled once, and any other argument type is a
+TypeError, never a second compile inside a run. A loop whose input and output may overlap runs a
+lane at a time (LLVM's overlap check fails), so the row loops work in place on one array or write
+to a buffer distinct from their input.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import types
 
 from hal.kernels.jit import njit
 
@@ -137,6 +149,163 @@ def pool2d(x, kh, kw, sh, sw, dh, dw, pt, pl, is_max, counts, out, row, across):
     return out
 
 
+_F32_RO = types.Array(types.float32, 1, "C", readonly=True)
+_F32 = types.Array(types.float32, 1, "C")
+_ROWS_RO = types.Array(types.float32, 2, "C", readonly=True)
+_ROWS = types.Array(types.float32, 2, "C")
+
+
+@njit(signature=types.void(_F32_RO, _F32_RO, types.float32, _F32))
+def erf_tanh_arg(x, coef, top, out):
+    """x p(min(x^2, top)) for float32 x into ``out``: the argument of the tanh in
+    ``hal.kernels.elementwise.erf_float32_block``, p of degree 8 by Horner from its 9 float32
+    coefficients, highest first. The same float32 operations in the same order as that kernel's
+    ufunc passes (numba contracts no multiply-add), so the same bits, in one pass instead of 19.
+    ``out`` must not be ``x``: where the two overlap the loop runs a lane at a time, 3x slower."""
+    c0, c1, c2, c3, c4, c5, c6, c7, c8 = coef[0], coef[1], coef[2], coef[3], coef[4], coef[5], coef[6], coef[7], coef[8]
+    for i in range(x.shape[0]):
+        v = x[U(i)]
+        s = v * v
+        s = top if s > top else s  # NaN stays NaN, as np.minimum keeps it
+        p = s * c0 + c1
+        p = p * s + c2
+        p = p * s + c3
+        p = p * s + c4
+        p = p * s + c5
+        p = p * s + c6
+        p = p * s + c7
+        p = p * s + c8
+        out[U(i)] = p * v
+
+
+@njit(inline="always")
+def _row_sum64(x, r, n):
+    """The sum of row r's n float32 values in float64, in eight running sums added pairwise."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    body = n - n % 8
+    for i in range(0, body, 8):
+        a0 += x[U(r), U(i)]
+        a1 += x[U(r), U(i + 1)]
+        a2 += x[U(r), U(i + 2)]
+        a3 += x[U(r), U(i + 3)]
+        a4 += x[U(r), U(i + 4)]
+        a5 += x[U(r), U(i + 5)]
+        a6 += x[U(r), U(i + 6)]
+        a7 += x[U(r), U(i + 7)]
+    for i in range(body, n):
+        a0 += x[U(r), U(i)]
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@njit(inline="always")
+def _row_sum(x, r, n):
+    """The sum of row r's n float32 values in eight running sums (one vector of them), added pairwise."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(0)
+    body = n - n % 8
+    for i in range(0, body, 8):
+        a0 += x[U(r), U(i)]
+        a1 += x[U(r), U(i + 1)]
+        a2 += x[U(r), U(i + 2)]
+        a3 += x[U(r), U(i + 3)]
+        a4 += x[U(r), U(i + 4)]
+        a5 += x[U(r), U(i + 5)]
+        a6 += x[U(r), U(i + 6)]
+        a7 += x[U(r), U(i + 7)]
+    for i in range(body, n):
+        a0 += x[U(r), U(i)]
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@njit(inline="always")
+def _above(m, v):
+    """v where it is above m, else m: a NaN v never is (it is skipped)."""
+    return v if v > m else m
+
+
+@njit(inline="always")
+def _row_max(x, r, n):
+    """The largest of row r's values, NaN skipped (-inf where all are NaN), in eight running maxima."""
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = np.float32(-np.inf)
+    body = n - n % 8
+    for i in range(0, body, 8):
+        m0 = _above(m0, x[U(r), U(i)])
+        m1 = _above(m1, x[U(r), U(i + 1)])
+        m2 = _above(m2, x[U(r), U(i + 2)])
+        m3 = _above(m3, x[U(r), U(i + 3)])
+        m4 = _above(m4, x[U(r), U(i + 4)])
+        m5 = _above(m5, x[U(r), U(i + 5)])
+        m6 = _above(m6, x[U(r), U(i + 6)])
+        m7 = _above(m7, x[U(r), U(i + 7)])
+    for i in range(body, n):
+        m0 = _above(m0, x[U(r), U(i)])
+    return _above(_above(_above(m0, m1), _above(m2, m3)), _above(_above(m4, m5), _above(m6, m7)))
+
+
+@njit(signature=types.void(_ROWS))
+def softmax_shift(e):
+    """Each row of e less its maximum, in place: a softmax's first pass. A row with a NaN ends all
+    NaN through the sum, one of all NaN through -inf, as ``row_max``'s fmax does. (In place, one
+    array: two that might overlap would cost the loop its vectors.)"""
+    rows, n = e.shape
+    for r in range(rows):
+        m = _row_max(e, r, n)
+        for i in range(n):
+            e[U(r), U(i)] = e[U(r), U(i)] - m
+
+
+@njit(signature=types.void(_ROWS))
+def softmax_scale(e):
+    """Each row of e (a softmax's exponentials) divided by its sum, in place: its last pass."""
+    rows, n = e.shape
+    for r in range(rows):
+        t = _row_sum(e, r, n)
+        for i in range(n):
+            e[U(r), U(i)] = e[U(r), U(i)] / t
+
+
+@njit(signature=types.void(_ROWS_RO, _F32_RO, _F32_RO, types.boolean, types.float32, _ROWS))
+def layer_norm_rows(x, scale, bias, has_bias, eps, out):
+    """LayerNormalization of each row of x into ``out`` (not ``x``), in float32 as ONNX's
+    stash type: the mean (summed in float64, then rounded), the variance of x - mean (two passes,
+    not E[x^2] - mean^2), then (x - mean) * (1 / sqrt(var + eps)) * scale + bias, rounded at each
+    step as the numpy kernel does; its sums are eight running sums rather than a BLAS
+    matrix-vector product's. A row of mean -300 and spread 0.1 is off by 5e-4 at worst, as
+    onnxruntime's, where the numpy kernel's float32 mean is off by 1.6e-3."""
+    rows, n = x.shape
+    for r in range(rows):
+        mean = np.float32(_row_sum64(x, r, n) / n)
+        v0 = v1 = v2 = v3 = v4 = v5 = v6 = v7 = np.float32(0)
+        body = n - n % 8
+        for i in range(0, body, 8):
+            d0 = x[U(r), U(i)] - mean
+            d1 = x[U(r), U(i + 1)] - mean
+            d2 = x[U(r), U(i + 2)] - mean
+            d3 = x[U(r), U(i + 3)] - mean
+            d4 = x[U(r), U(i + 4)] - mean
+            d5 = x[U(r), U(i + 5)] - mean
+            d6 = x[U(r), U(i + 6)] - mean
+            d7 = x[U(r), U(i + 7)] - mean
+            v0 += d0 * d0
+            v1 += d1 * d1
+            v2 += d2 * d2
+            v3 += d3 * d3
+            v4 += d4 * d4
+            v5 += d5 * d5
+            v6 += d6 * d6
+            v7 += d7 * d7
+        for i in range(body, n):
+            d0 = x[U(r), U(i)] - mean
+            v0 += d0 * d0
+        var = (((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7))) / np.float32(n) + eps
+        inv = np.float32(1) / np.sqrt(var)
+        if has_bias:
+            for i in range(n):
+                out[U(r), U(i)] = (x[U(r), U(i)] - mean) * inv * scale[U(i)] + bias[U(i)]
+        else:
+            for i in range(n):
+                out[U(r), U(i)] = (x[U(r), U(i)] - mean) * inv * scale[U(i)]
+
+
 def warm() -> None:
     """Each loop once on a tiny float32 input, contiguous and strided (a view's layout is a machine
     code of its own): what a model's kernels call, loaded before a run needs it."""
@@ -151,4 +320,4 @@ def warm() -> None:
                      np.empty((1, 2, 2, 2), dtype=np.float32), np.zeros(16, dtype=np.float32), 4)
 
 
-__all__ = ["depthwise3x3", "pool2d", "warm"]
+__all__ = ["depthwise3x3", "erf_tanh_arg", "layer_norm_rows", "pool2d", "softmax_scale", "softmax_shift", "warm"]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import ml_dtypes
 import numpy as np
 
+from hal.kernels import jit
 from hal.kernels.elementwise import bound_into, erf_array, row_sums
 from hal.kernels.registry import kernel
 
@@ -271,7 +272,21 @@ def row_max(w: Array) -> Array:
 
 def softmax_rows(w: Array, out: Array | None = None) -> Array:
     """Softmax along the rows of a 2-D array, the attention case, into ``out`` (``w`` itself may be
-    it); the row maxima are ``row_max`` and the row sums ``row_sums``."""
+    it); the row maxima are ``row_max`` and the row sums ``row_sums``. A float32 C-contiguous ``w``
+    takes two compiled loops around numpy's exp instead (``_loops.softmax_shift`` and
+    ``softmax_scale``: a row's maximum and its sum in eight running values each), the same
+    operations up to the order of the sum's additions."""
+    if (w.dtype == np.float32 and w.flags.c_contiguous and jit.enabled()
+            and (out is None or (out.dtype == np.float32 and out.flags.c_contiguous and out.shape == w.shape))):
+        from hal.kernels import _loops
+
+        e = w.copy() if out is None else out  # the loops work in place
+        if e is not w:
+            np.copyto(e, w)
+        _loops.softmax_shift(e)
+        np.exp(e, out=e)
+        _loops.softmax_scale(e)
+        return e
     e = np.subtract(w, row_max(w), out=out)
     np.exp(e, out=e)
     e /= row_sums(e)[:, None]

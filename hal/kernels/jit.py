@@ -2,9 +2,10 @@
 
 A numpy kernel is one C loop per call, so a kernel whose every output reads a small window of its
 input (a depthwise conv's nine taps, a max pool's window) makes one pass over memory per tap, or
-copies the windows out first; each pass costs at least a microsecond of call overhead and a read
-of the whole operand. numba compiles a plain Python loop nest to machine code that reads each
-window in place, once. It is a runtime dependency on purpose: a well-kept compiler (LLVM through
+copies the windows out first; and a kernel made of many elementwise steps (erf's polynomial, a
+softmax, a LayerNormalization) makes one call per step. Each call costs at least a microsecond of
+overhead and a read of the whole operand. numba compiles a plain Python loop nest to machine code
+that reads each window, or each row, once. It is a runtime dependency on purpose: a well-kept compiler (LLVM through
 llvmlite) whose loops vectorise, where hand-written C would need a build step and a compiler on
 every user's machine.
 
@@ -55,19 +56,22 @@ def status() -> str:
     return f"on (numba {numba.__version__})"
 
 
-def njit(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+def njit(fn: Callable[..., Any] | None = None, *, signature: Any = None, **options: Any) -> Any:
     """numba.njit with the loops' options (nopython, GIL released, no bounds checks, numpy's float
     errors, cached on disk) as a decorator; ``hal.kernels._loops`` applies it when it is imported,
-    which only a caller that found ``enabled()`` does."""
+    which only a caller that found ``enabled()`` does. With a ``signature`` the loop is compiled (or
+    loaded from the cache) right then, for those types only: an argument of any other type raises
+    TypeError instead of compiling a second machine code inside a run."""
     import numba
 
     options = {"nogil": True, "boundscheck": False, "error_model": "numpy", **options}
     if fn is None:
-        return lambda f: njit(f, **options)
+        return lambda f: njit(f, signature=signature, **options)
+    args = () if signature is None else (signature,)
     try:
-        return numba.njit(cache=True, **options)(fn)
+        return numba.njit(*args, cache=True, **options)(fn)
     except RuntimeError:  # no writable cache next to the module nor in the user's cache directory
-        return numba.njit(**options)(fn)
+        return numba.njit(*args, **options)(fn)
 
 
 def load() -> None:
