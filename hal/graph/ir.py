@@ -71,7 +71,7 @@ def np_dtype(elem_type: int) -> np.dtype | None:
     return dt
 
 
-@dataclass
+@dataclass(slots=True)
 class TensorInfo:
     """What is known statically of one value: ONNX type, numpy dtype and (symbolic) shape."""
 
@@ -119,7 +119,10 @@ class TensorInfo:
                 shape = tuple(
                     d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
                 )
-            return cls(vi.name, tt.elem_type, shape, "tensor", _own_copy(t))
+            # the fields say all of a plain tensor type: a copy of it (1.2 KB each, in protobuf's own
+            # arenas) is kept only where it carries denotations, for to_onnx to write back
+            annotated = bool(t.denotation) or (tt.HasField("shape") and any(d.denotation for d in tt.shape.dim))
+            return cls(vi.name, tt.elem_type, shape, "tensor", _own_copy(t) if annotated else None)
         kinds = {"sequence_type": "sequence", "optional_type": "optional", "map_type": "map",
                  "sparse_tensor_type": "sparse_tensor"}
         return cls(vi.name, 0, None, kinds.get(which or "", "unknown"), _own_copy(t))
@@ -132,7 +135,7 @@ def _own_copy(t: onnx.TypeProto) -> onnx.TypeProto:
     return own
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """One ONNX node; ``attrs`` are Python values (subgraphs stay onnx.GraphProto here)."""
 
