@@ -257,6 +257,26 @@ def test_a_loaded_graph_with_constant_nodes_goes_back_to_onnx():
     assert node.attrs == {"values_floats": []} and node.to_proto().attribute[0].type == onnx.AttributeProto.FLOATS
 
 
+def test_inputs_and_outputs_go_back_to_onnx_with_their_whole_types():
+    """A plain tensor's type is its element type and shape (symbolic dims included), kept as fields;
+    a type with denotations, or a sequence, keeps its TypeProto so that to_onnx writes it back."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 224, 224])
+    x.type.denotation = "TENSOR"
+    x.type.tensor_type.shape.dim[1].denotation = "DATA_CHANNEL"
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 5])
+    w = helper.make_tensor_value_info("w", TensorProto.FLOAT, ["n", 5])
+    seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("SequenceConstruct", ["x"], ["s"]), helper.make_node("Neg", ["z"], ["w"])]
+    graph = helper.make_graph(nodes, "types", [x, z], [seq, w])
+    g = load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert g.values["x"].type_proto is not None and g.values["s"].type_proto is not None
+    assert g.values["w"].type_proto is None and g.values["w"].shape == ("n", 5)
+    proto = g.to_onnx()
+    back = {v.name: v.type for v in (*proto.graph.input, *proto.graph.output)}
+    assert (back["x"], back["z"], back["w"]) == (x.type, z.type, w.type)
+    assert back["s"].sequence_type.elem_type.tensor_type.elem_type == TensorProto.FLOAT  # (its shape inferred)
+
+
 def test_shape_only_weights_go_back_as_declared_inputs():
     g = load("zoo:llama-2-7b", zoo_params={"context": 16, "prompt": 8})
     shape_only = {k: w for k, w in g.initializers.items() if isinstance(w, ShapeOnly)}
