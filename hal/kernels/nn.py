@@ -163,8 +163,12 @@ def _columns(x: np.ndarray, k: Sequence[int], s: Sequence[int], d: Sequence[int]
 
 #: an im2col matrix bigger than this is built and multiplied a band of output rows at a time, each
 #: band's columns about COLUMN_BLOCK bytes, so the GEMM reads them from L2 rather than memory (the
-#: light zoo's 7x7 stems: 25% faster; VGG's 224x224 layers no longer allocate 115 MB of columns)
-COLUMN_BLOCK_FROM = 4 << 20
+#: light zoo's 7x7 stems: 25% faster; VGG's 224x224 layers no longer allocate 115 MB of columns).
+#: From 1 MB rather than 4: ShuffleNet's and SqueezeNet's 3x3 stems (1.35 MB of columns, and as much
+#: again of OpenBLAS's packed copy) left holes in the heap that the next, larger activations could
+#: not reuse: their runs touched 0.6 MB less (5.9 -> 5.3 and 5.2 -> 4.6 MB over a 3.0 and 2.7 MB peak
+#: of live arrays), the same bits, for 1-4% more time in those two layers (SqueezeNet's 1.59 -> 1.66 ms)
+COLUMN_BLOCK_FROM = 1 << 20
 COLUMN_BLOCK = 512 << 10
 #: ... but never fewer output pixels per band than this (a narrower GEMM loses more than L2 saves)
 COLUMN_BLOCK_MIN_PIXELS = 256

@@ -145,6 +145,27 @@ def test_big_column_matrices_are_built_in_bands(monkeypatch, size, banded) -> No
     np.testing.assert_allclose(got, _ort("Conv", {"x": x, "w": w}, {"pads": [1, 1, 1, 1]})[0], rtol=1e-4, atol=1e-4)
 
 
+def test_a_small_stem_is_banded_with_the_same_bits(monkeypatch) -> None:
+    # ShuffleNet's 3 -> 24 stem at 224x224, stride 2: 1.35 MB of columns, built a band at a time so
+    # that its run leaves no hole bigger than a band; each output's sum runs in the same order
+    from hal.kernels import nn
+
+    calls = []
+    real = nn._blocked
+    monkeypatch.setattr(nn, "_blocked", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
+    w = rng.standard_normal((24, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    attrs = {"strides": [2, 2], "pads": [1, 1, 1, 1]}
+    got = _hal("Conv", [x, w, b], attrs)
+    assert calls
+    monkeypatch.setattr(nn, "COLUMN_BLOCK_FROM", 4 << 20)
+    np.testing.assert_array_equal(got, _hal("Conv", [x, w, b], attrs))
+    assert len(calls) == 1
+    np.testing.assert_allclose(got, _ort("Conv", {"x": x, "w": w, "b": b}, attrs)[0], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("filters", [64, 300])
 def test_bands_are_at_least_twice_as_wide_as_the_filters(monkeypatch, filters) -> None:
     # each band's GEMM packs all the weights again: 300 filters get bands of >= 600 pixels (13 rows
