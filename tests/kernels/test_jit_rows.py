@@ -13,6 +13,7 @@ from hal.engine import Program, fused_steps
 from hal.graph.load import from_proto
 from hal.graph.passes import optimize
 from hal.kernels import activation, elementwise, jit
+from tests.conftest import in_threads
 from tests.kernels.test_jit_loops import _both_ways, _counting
 from tests.kernels.test_kernels_fast_conv import _hal, _ort
 
@@ -176,3 +177,20 @@ def test_the_row_loops_take_only_their_declared_types() -> None:
     with pytest.raises(TypeError):
         loops.softmax_shift(ro)
     assert elementwise._ERF_F32_COEF.shape == (9,)  # the loop unrolls a polynomial of degree 8
+
+
+def test_concurrent_row_loops_share_no_state() -> None:
+    # the loops release the GIL and write only the buffers their caller made for that call
+    rng = np.random.default_rng(6)
+    xs = [rng.standard_normal((64, 200)).astype(np.float32) for _ in range(4)]
+    s, b = rng.standard_normal(200).astype(np.float32), rng.standard_normal(200).astype(np.float32)
+
+    def work(i: int) -> tuple[np.ndarray, ...]:
+        x = xs[i]
+        return (_hal("Softmax", [x], {}), _hal("LayerNormalization", [x, s, b], {}, opset=17), elementwise.erf_array(x))
+
+    want = [work(i) for i in range(4)]
+    got = in_threads(lambda i: [work(i) for _ in range(30)][-1], 4)
+    for g, w in zip(got, want):
+        for a, c in zip(g, w):
+            np.testing.assert_array_equal(a, c)
