@@ -278,14 +278,13 @@ def softmax_rows(w: Array, out: Array | None = None) -> Array:
     operations up to the order of the sum's additions."""
     if (w.dtype == np.float32 and w.flags.c_contiguous and jit.enabled()
             and (out is None or (out.dtype == np.float32 and out.flags.c_contiguous and out.shape == w.shape))):
-        from hal.kernels import _loops
-
+        loops = jit.loops()
         e = w.copy() if out is None else out  # the loops work in place
         if e is not w:
             np.copyto(e, w)
-        _loops.softmax_shift(e)
+        loops.softmax_shift(e)
         np.exp(e, out=e)
-        _loops.softmax_scale(e)
+        loops.softmax_scale(e)
         return e
     e = np.subtract(w, row_max(w), out=out)
     np.exp(e, out=e)

@@ -74,6 +74,21 @@ def njit(fn: Callable[..., Any] | None = None, *, signature: Any = None, **optio
         return numba.njit(*args, **options)(fn)
 
 
+_LOOPS: Any = None
+
+
+def loops() -> Any:
+    """The module of compiled loops (``hal.kernels._loops``), imported on the first call: for a
+    kernel that found ``enabled()``. A global read, where an import statement in a kernel cost
+    about a microsecond a call (tiny-gpt calls the row loops 14 times a run)."""
+    global _LOOPS
+    if _LOOPS is None:
+        from hal.kernels import _loops
+
+        _LOOPS = _loops
+    return _LOOPS
+
+
 def load() -> None:
     """Import numba, start its compiler and load the loops' float32 machine code (from the on-disk
     cache once it is there, else compiled): a fixed cost per process, about 100 MB of resident
@@ -82,9 +97,7 @@ def load() -> None:
     the compiler's own memory belong to the libraries, as numpy's and OpenBLAS's kernels do."""
     if not enabled():
         return
-    from hal.kernels import _loops
-
-    _loops.warm()
+    loops().warm()
 
 
-__all__ = ["enabled", "load", "njit", "status"]
+__all__ = ["enabled", "load", "loops", "njit", "status"]

@@ -361,8 +361,7 @@ def _depthwise3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, s: Sequenc
     """A depthwise 3x3 conv at dilation 1 as one compiled loop (``_loops.depthwise3x3``): each output
     reads its nine taps from a zero-bordered copy of its channel, one pass over the output where the
     columns and the GEMM make two over nine times it (ShuffleNet's 272 channels at 14x14: 2x)."""
-    from hal.kernels import _loops
-
+    loops = jit.loops()
     m = w.shape[0]
     oh, ow = out
     width = (ow - 1) * s[1] + 3
@@ -371,7 +370,7 @@ def _depthwise3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, s: Sequenc
     # array's loop apart from a writable one's (the run would then load a second machine code)
     bias = np.zeros(m, dtype=x.dtype) if b is None else np.array(b.reshape(m), dtype=x.dtype)
     y = np.empty((x.shape[0], m, oh, ow), dtype=x.dtype)
-    return _loops.depthwise3x3(x, np.array(w.reshape(m, 9)), bias, s[0], s[1], begin[0], begin[1], y, pad, width)
+    return loops.depthwise3x3(x, np.array(w.reshape(m, 9)), bias, s[0], s[1], begin[0], begin[1], y, pad, width)
 
 
 def _cropped_plus_bias(grid: np.ndarray, ow: int, b: np.ndarray | None) -> np.ndarray:

@@ -266,12 +266,11 @@ def _pool2d(x: np.ndarray, begin: Sequence[int], out: Sequence[int], k: Sequence
     numpy passes reduce every row and column of the padded input and then gather the kept ones
     (SqueezeNet's and Inception's 3x3 stride-2 max pools at 56-112 px: 1.5-3.5x). The same values:
     a max is exact, NaN wins as in np.maximum, and a sum adds in the numpy passes' order."""
-    from hal.kernels import _loops
-
+    loops = jit.loops()
     width = (out[1] - 1) * s[1] + (k[1] - 1) * d[1] + 1
     y = np.empty((*x.shape[:2], *out), dtype=x.dtype)
     divisor = _no_counts(x.dtype) if counts is None else counts
-    return _loops.pool2d(x, k[0], k[1], s[0], s[1], d[0], d[1], begin[0], begin[1], counts is None, divisor, y,
+    return loops.pool2d(x, k[0], k[1], s[0], s[1], d[0], d[1], begin[0], begin[1], counts is None, divisor, y,
                         np.empty(width, dtype=x.dtype), np.empty(width, dtype=x.dtype))
 
 
