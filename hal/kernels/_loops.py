@@ -161,7 +161,8 @@ def erf_tanh_arg(x, coef, top, out):
     ``hal.kernels.elementwise.erf_float32_block``, p of degree 8 by Horner from its 9 float32
     coefficients, highest first. The same float32 operations in the same order as that kernel's
     ufunc passes (numba contracts no multiply-add), so the same bits, in one pass instead of 19.
-    ``out`` must not be ``x``: where the two overlap the loop runs a lane at a time, 3x slower."""
+    ``out`` must not be ``x``: where the two overlap the loop runs a lane at a time (4K floats: 16.7
+    against 2.6 us)."""
     c0, c1, c2, c3, c4, c5, c6, c7, c8 = coef[0], coef[1], coef[2], coef[3], coef[4], coef[5], coef[6], coef[7], coef[8]
     for i in range(x.shape[0]):
         v = x[U(i)]
