@@ -180,28 +180,10 @@ def erf_tanh_arg(x, coef, top, out):
 
 
 @njit(inline="always")
-def _row_sum64(x, r, n):
-    """The sum of row r's n float32 values in float64, in eight running sums added pairwise."""
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-    body = n - n % 8
-    for i in range(0, body, 8):
-        a0 += x[U(r), U(i)]
-        a1 += x[U(r), U(i + 1)]
-        a2 += x[U(r), U(i + 2)]
-        a3 += x[U(r), U(i + 3)]
-        a4 += x[U(r), U(i + 4)]
-        a5 += x[U(r), U(i + 5)]
-        a6 += x[U(r), U(i + 6)]
-        a7 += x[U(r), U(i + 7)]
-    for i in range(body, n):
-        a0 += x[U(r), U(i)]
-    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
-
-
-@njit(inline="always")
-def _row_sum(x, r, n):
-    """The sum of row r's n float32 values in eight running sums (one vector of them), added pairwise."""
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(0)
+def _row_sum(x, r, n, zero):
+    """The sum of row r's n float32 values in eight running sums of ``zero``'s type (one vector of
+    them; float64 for a mean that keeps its digits), added pairwise."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
     body = n - n % 8
     for i in range(0, body, 8):
         a0 += x[U(r), U(i)]
@@ -259,7 +241,7 @@ def softmax_scale(e):
     """Each row of e (a softmax's exponentials) divided by its sum, in place: its last pass."""
     rows, n = e.shape
     for r in range(rows):
-        t = _row_sum(e, r, n)
+        t = _row_sum(e, r, n, np.float32(0))
         for i in range(n):
             e[U(r), U(i)] = e[U(r), U(i)] / t
 
@@ -274,7 +256,7 @@ def layer_norm_rows(x, scale, bias, has_bias, eps, out):
     onnxruntime's, where the numpy kernel's float32 mean is off by 1.6e-3."""
     rows, n = x.shape
     for r in range(rows):
-        mean = np.float32(_row_sum64(x, r, n) / n)
+        mean = np.float32(_row_sum(x, r, n, 0.0) / n)
         v0 = v1 = v2 = v3 = v4 = v5 = v6 = v7 = np.float32(0)
         body = n - n % 8
         for i in range(0, body, 8):
