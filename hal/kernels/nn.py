@@ -61,8 +61,7 @@ def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, auto_pad: str, dil
         y = _depthwise(x, w, b, k, s, d, begin, out)
     elif g == 1 and nd == 2 and s == (1, 1) and m <= SHIFTED_MAX_OUT_CHANNELS and math.prod(k) > 1 and 0 not in out:
         y = _shifted(x, w, b, k, d, begin, end, out)
-    elif math.prod(k) > 1 and 0 not in out and (g > 1 or c * math.prod(k) * math.prod(out) * x.itemsize
-                                                 > COLUMN_BLOCK_FROM):
+    elif math.prod(k) > 1 and 0 not in out and (g > 1 or _banded(c * math.prod(k), math.prod(out) * x.itemsize)):
         if g == 1:
             ones = _bias_row(b, n, c * math.prod(k), math.prod(out), m, 0)
             y = _blocked(x, w, k, s, d, begin, end, out, b if ones else None)
@@ -164,11 +163,16 @@ def _columns(x: np.ndarray, k: Sequence[int], s: Sequence[int], d: Sequence[int]
 #: an im2col matrix bigger than this is built and multiplied a band of output rows at a time, each
 #: band's columns about COLUMN_BLOCK bytes, so the GEMM reads them from L2 rather than memory (the
 #: light zoo's 7x7 stems: 25% faster; VGG's 224x224 layers no longer allocate 115 MB of columns).
-#: From 1 MB rather than 4: ShuffleNet's and SqueezeNet's 3x3 stems (1.35 MB of columns, and as much
-#: again of OpenBLAS's packed copy) left holes in the heap that the next, larger activations could
-#: not reuse: their runs touched 0.6 MB less (5.9 -> 5.3 and 5.2 -> 4.6 MB over a 3.0 and 2.7 MB peak
-#: of live arrays), the same bits, for 1-4% more time in those two layers (SqueezeNet's 1.59 -> 1.66 ms)
-COLUMN_BLOCK_FROM = 1 << 20
+COLUMN_BLOCK_FROM = 4 << 20
+#: ... and from this size when a column is at most THIN_COLUMNS_K long (an RGB image's 3x3 stem):
+#: ShuffleNet's and SqueezeNet's stems (1.35 MB of columns of 27, and as much again of OpenBLAS's
+#: packed copy) left holes in the heap that the next, larger activations could not reuse; banded,
+#: their runs touch 0.6 MB less (5.9 -> 5.3 and 5.2 -> 4.6 MB over a 3.0 and 2.7 MB peak of live
+#: arrays), with the same bits, for 1-4% more time in those two layers (SqueezeNet's 1.59 -> 1.66
+#: ms). Longer columns lose more to the narrower GEMMs: SqueezeNet's 16 -> 64 3x3 layers at 55x55
+#: (columns of 144, 1.7 MB) took 1.12 ms in bands against 0.96 whole.
+THIN_COLUMN_BLOCK_FROM = 1 << 20
+THIN_COLUMNS_K = 32
 COLUMN_BLOCK = 512 << 10
 #: ... but never fewer output pixels per band than this (a narrower GEMM loses more than L2 saves)
 COLUMN_BLOCK_MIN_PIXELS = 256
@@ -177,6 +181,13 @@ COLUMN_BLOCK_MIN_PIXELS = 256
 #: slower (VGG-19 1.02-1.03x run against run, the other CNNs 1.00-1.01x); such a band's columns are
 #: at most twice the layer's weights
 COLUMN_BLOCK_PIXELS_PER_FILTER = 2
+
+
+def _banded(column: int, row_bytes: int) -> bool:
+    """Whether an ungrouped im2col conv whose columns are ``column`` long builds them in bands of
+    output rows (its column matrix is ``column`` x ``row_bytes`` bytes)."""
+    size = column * row_bytes
+    return size > COLUMN_BLOCK_FROM or (column <= THIN_COLUMNS_K and size > THIN_COLUMN_BLOCK_FROM)
 
 
 def _blocked(x: np.ndarray, w: np.ndarray, k: Sequence[int], s: Sequence[int], d: Sequence[int],

@@ -145,9 +145,9 @@ def test_big_column_matrices_are_built_in_bands(monkeypatch, size, banded) -> No
     np.testing.assert_allclose(got, _ort("Conv", {"x": x, "w": w}, {"pads": [1, 1, 1, 1]})[0], rtol=1e-4, atol=1e-4)
 
 
-def test_a_small_stem_is_banded_with_the_same_bits(monkeypatch) -> None:
-    # ShuffleNet's 3 -> 24 stem at 224x224, stride 2: 1.35 MB of columns, built a band at a time so
-    # that its run leaves no hole bigger than a band; each output's sum runs in the same order
+def test_a_thin_stem_is_banded_with_the_same_bits(monkeypatch) -> None:
+    # ShuffleNet's 3 -> 24 stem at 224x224, stride 2: 1.35 MB of columns of 27, built a band at a
+    # time so that its run leaves no hole bigger than a band; each output's sum runs in the same order
     from hal.kernels import nn
 
     calls = []
@@ -160,10 +160,19 @@ def test_a_small_stem_is_banded_with_the_same_bits(monkeypatch) -> None:
     attrs = {"strides": [2, 2], "pads": [1, 1, 1, 1]}
     got = _hal("Conv", [x, w, b], attrs)
     assert calls
-    monkeypatch.setattr(nn, "COLUMN_BLOCK_FROM", 4 << 20)
+    np.testing.assert_allclose(got, _ort("Conv", {"x": x, "w": w, "b": b}, attrs)[0], rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(nn, "THIN_COLUMN_BLOCK_FROM", 4 << 20)
     np.testing.assert_array_equal(got, _hal("Conv", [x, w, b], attrs))
     assert len(calls) == 1
-    np.testing.assert_allclose(got, _ort("Conv", {"x": x, "w": w, "b": b}, attrs)[0], rtol=1e-4, atol=1e-4)
+    # columns of 16 x 9 at 55x55 (1.7 MB, as SqueezeNet's 3x3 layers) stay whole: they lose to bands
+    monkeypatch.undo()
+    calls.clear()
+    monkeypatch.setattr(nn, "_blocked", lambda *a: calls.append(1) or real(*a))
+    x = rng.standard_normal((1, 16, 55, 55)).astype(np.float32)
+    w = rng.standard_normal((64, 16, 3, 3)).astype(np.float32)
+    got = _hal("Conv", [x, w], {"pads": [1, 1, 1, 1]})
+    assert not calls
+    np.testing.assert_allclose(got, _ort("Conv", {"x": x, "w": w}, {"pads": [1, 1, 1, 1]})[0], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("filters", [64, 300])
