@@ -300,8 +300,7 @@ def erf_float32_block(xs: Array, out: Array, s_buf: Array, p_buf: Array) -> None
     (the engine runs every kernel under np.errstate(all="ignore")). An errstate here, per block, cost
     2.5 us a call, a sixth of the whole erf on tiny-gpt's 4K-element GELU."""
     if jit.enabled() and xs.ndim == 1 and xs.flags.c_contiguous and p_buf.flags.c_contiguous:
-        loops = jit.loops()
-        loops.erf_tanh_arg(xs, _ERF_F32_COEF, _ERF_F32_TOP_S, p_buf)  # the same bits, in one pass
+        jit.loops().erf_tanh_arg(xs, _ERF_F32_COEF, _ERF_F32_TOP_S, p_buf)  # the same bits, in one pass
         np.tanh(p_buf, out)
         return
     coef = _ERF_F32_HORNER

@@ -5,18 +5,21 @@ input (a depthwise conv's nine taps, a max pool's window) makes one pass over me
 copies the windows out first; and a kernel made of many elementwise steps (erf's polynomial, a
 softmax, a LayerNormalization) makes one call per step. Each call costs at least a microsecond of
 overhead and a read of the whole operand. numba compiles a plain Python loop nest to machine code
-that reads each window, or each row, once. It is a runtime dependency on purpose: a well-kept compiler (LLVM through
-llvmlite) whose loops vectorise, where hand-written C would need a build step and a compiler on
-every user's machine.
+that reads each window, or each row, once. It is a runtime dependency on purpose: a well-kept
+compiler (LLVM through llvmlite) whose loops vectorise, where hand-written C would need a build
+step and a compiler on every user's machine.
 
-The loops themselves live in ``hal.kernels._loops``, which a kernel imports only where ``enabled``
-(importing numba costs a quarter of a second and 50 MB); numba compiles each on its first call
-for each set of argument types (about a second) and caches the machine code on disk next to the
-module, so a later process loads it in milliseconds. ``enabled`` says whether the kernels take them: not when
-numba cannot be imported (the numpy kernels then run, same results up to rounding) or when the
-environment sets ``HAL_JIT=0``. The compiled loops release the GIL and allocate nothing the caller
-does not pass in, so concurrent runs of one program stay safe.
+The loops themselves live in ``hal.kernels._loops``, which a kernel reaches through ``loops()``
+only where ``enabled`` (importing numba costs a quarter of a second and 50 MB). numba compiles the
+window loops on their first call for each set of argument types and the row loops, whose
+signatures are declared, when the module is imported (about a second each), and caches the
+machine code on disk next to the module, so a later process loads it in milliseconds. ``enabled``
+says whether the kernels take them: not when numba cannot be imported (the numpy kernels then run,
+same results up to rounding) or when the environment sets ``HAL_JIT=0``. The compiled loops
+release the GIL and allocate nothing the caller does not pass in, so concurrent runs of one
+program stay safe.
 """
+
 
 from __future__ import annotations
 
