@@ -75,9 +75,8 @@ def _set_up(name: str, model: BenchModel, args: argparse.Namespace, results: dic
         t0 = time.perf_counter()
         outputs[name] = r.run()
         warm = time.perf_counter() - t0
-        # a fast runner warms twice and is calibrated on the second run: a first run's one-off costs
-        # (an arena's first allocations, a lazily loaded kernel) made a 0.3 ms tiny-gpt run look like
-        # a 0.1 s one, and its samples single runs (1.0 ms, IQR 0.5)
+        # fast runners are calibrated on a second run: a first run's one-off costs (arenas, lazy loads)
+        # made tiny-gpt's 0.3 ms runs calibrate as 0.1 s ones, single-run samples (1.0 ms, IQR 0.5)
         again = warm if name == REF else time_per_run(r, 1)
     except Exception as e:  # one runner's failure is a result, not the end of the benchmark
         results[name] = {"status": "error", "error": f"{type(e).__name__}: {str(e)[:400]}"}
@@ -516,8 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import hal
     from hal.kernels import jit
 
-    # numba and the compiled loops load once per process, as onnxruntime's import does: before any
-    # model, so that no runner's warm-up carries them (the JSON gives the time under settings.jit)
+    # the compiled loops load once, as onnxruntime is imported: before any model's warm-up
     t0 = time.perf_counter()
     jit.load()
     jit_info = {"status": jit.status(), "load_s": time.perf_counter() - t0}

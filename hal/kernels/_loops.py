@@ -290,8 +290,9 @@ def layer_norm_rows(x, scale, bias, has_bias, eps, out):
 
 
 def warm() -> None:
-    """Each loop once on a tiny float32 input, contiguous and strided (a view's layout is a machine
-    code of its own): what a model's kernels call, loaded before a run needs it."""
+    """Each window loop once on a tiny float32 input, contiguous and strided (a view's layout is a
+    machine code of its own): what a model's kernels call, loaded before a run needs it. (The row
+    loops declare their signatures: importing this module already loaded them.)"""
     x = np.zeros((1, 2, 4, 4), dtype=np.float32)
     counts = np.ones((2, 2), dtype=np.float32)
     counts.flags.writeable = False

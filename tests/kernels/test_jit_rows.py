@@ -25,11 +25,11 @@ SPECIAL = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 
                     4.0000005, 1e19, 1.9e19, -1.9e19, 3.4e38, -3.4e38], dtype=np.float32)
 
 
-def test_erf_matches_its_numpy_path_bit_for_bit() -> None:
+def test_erf_matches_its_numpy_path_bit_for_bit(monkeypatch) -> None:
     # every 4099th float32 bit pattern (NaN payloads, denormals, huge values) and the edges of the fit
     x = np.concatenate([np.arange(0, 1 << 32, 4099, dtype=np.uint64).astype(np.uint32).view(np.float32), SPECIAL])
     with np.errstate(all="ignore"):
-        got, want = _both_ways(pytest.MonkeyPatch(), lambda: elementwise.erf_array(x))
+        got, want = _both_ways(monkeypatch, lambda: elementwise.erf_array(x))
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
@@ -58,12 +58,13 @@ def test_an_erf_gelu_region_keeps_its_bits(monkeypatch) -> None:
 
 
 def _random_rows(seed: int) -> np.ndarray:
-    """Rows of 1-300 columns (not all a multiple of the loops' eight lanes), some with NaN or infinities."""
+    """Rows of 1-300 columns (not all a multiple of the loops' eight lanes), at spreads of 0.1-40 and
+    offsets of 0, 5 or -300 (``_poison`` adds NaN and infinities)."""
     rng = np.random.default_rng(500 + seed)
     shape = (*[int(rng.integers(1, 5)) for _ in range(int(rng.integers(0, 3)))], int(rng.integers(1, 40)),
              int(rng.integers(1, 300)))
-    x = (rng.standard_normal(shape) * rng.choice([0.1, 3.0, 40.0]) + rng.choice([0.0, 5.0, -300.0])).astype(np.float32)
-    return x
+    x = rng.standard_normal(shape)  # (drawn before the spread and offset, as the seeds' cases were made)
+    return (x * rng.choice([0.1, 3.0, 40.0]) + rng.choice([0.0, 5.0, -300.0])).astype(np.float32)
 
 
 def _poison(x: np.ndarray, seed: int) -> np.ndarray:
