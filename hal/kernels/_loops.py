@@ -3,11 +3,12 @@ that found ``jit.enabled()``: importing this module imports numba.
 
 Two families. Window loops (a depthwise 3x3 conv, 2-D pools) read each window in place and write
 their output once, where the numpy kernels make a pass over memory per tap. Row loops (erf's
-polynomial, softmax's passes around numpy's exp, LayerNormalization) do in one call per row what
-numpy does in ten to twenty calls over the whole tensor: on tiny-gpt's rows of 16 to 256 floats
-each numpy call costs more than its arithmetic. The callers (``hal.kernels.nn``,
-``hal.kernels.pool``, ``elementwise``, ``activation``, ``normalization``) check shapes, dtypes and
-parameters and allocate every buffer; these loops allocate nothing.
+polynomial, softmax's passes around numpy's exp, LayerNormalization, a key block of the GPU
+target's flash attention) do in one call per row what numpy does in several to twenty calls over
+the whole tensor: on tiny-gpt's rows of 16 to 256 floats each numpy call costs more than its
+arithmetic. The callers (``hal.kernels.nn``, ``hal.kernels.pool``, ``elementwise``,
+``activation``, ``normalization``, ``hal_gpu.attention``) check shapes, dtypes and parameters and
+allocate every buffer; these loops allocate nothing.
 
 Indices are cast to ``np.uintp``: numba then knows them non-negative, skips the wraparound of
 negative indices, and the loops vectorise (SqueezeNet's stem pool as one flat-indexed loop: 0.63 ms,
@@ -246,6 +247,36 @@ def softmax_scale(e):
             e[U(r), U(i)] = e[U(r), U(i)] / t
 
 
+@njit(signature=types.void(_ROWS, _F32_RO, _F32, _F32, types.boolean, types.float32))
+def online_shift(s, m_old, m_new, safe, first, lowest):
+    """A key block of flash attention's scores (``hal_gpu.attention``), each row less its running
+    maximum, in place. m_new[r] is the larger of m_old[r] (not read when ``first``) and the row's
+    maximum (NaN skipped, as fmax; a NaN m_old[r] stays NaN, as np.maximum keeps it); safe[r], what
+    the row has subtracted, is the larger of m_new[r] and ``lowest``: a row masked in full so far
+    subtracts a finite value, so exp(-inf) is still 0 where -inf - -inf would be NaN."""
+    rows, n = s.shape
+    for r in range(rows):
+        mb = _row_max(s, r, n)
+        if not first:
+            old = m_old[U(r)]
+            if old > mb or old != old:
+                mb = old
+        m_new[U(r)] = mb
+        sf = mb if (mb > lowest or mb != mb) else lowest
+        safe[U(r)] = sf
+        for i in range(n):
+            s[U(r), U(i)] = s[U(r), U(i)] - sf
+
+
+@njit(signature=types.void(_ROWS_RO, _F32))
+def row_sums(x, out):
+    """The sum of each row of x into ``out``, eight running sums a row (flash attention's row sums
+    of its probabilities: one call, where a BLAS matrix-vector product costs more on short rows)."""
+    rows, n = x.shape
+    for r in range(rows):
+        out[U(r)] = _row_sum(x, r, n, np.float32(0))
+
+
 @njit(signature=types.void(_ROWS_RO, _F32_RO, _F32_RO, types.boolean, types.float32, _ROWS))
 def layer_norm_rows(x, scale, bias, has_bias, eps, out):
     """LayerNormalization of each row of x into ``out`` (not ``x``), in float32 as ONNX's
@@ -304,4 +335,5 @@ def warm() -> None:
                      np.empty((1, 2, 2, 2), dtype=np.float32), np.zeros(16, dtype=np.float32), 4)
 
 
-__all__ = ["depthwise3x3", "erf_tanh_arg", "layer_norm_rows", "pool2d", "softmax_scale", "softmax_shift", "warm"]
+__all__ = ["depthwise3x3", "erf_tanh_arg", "layer_norm_rows", "online_shift", "pool2d", "row_sums", "softmax_scale",
+           "softmax_shift", "warm"]

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from hal.kernels import jit
 from hal.kernels.elementwise import arithmetic_ufunc, broadcasts_onto, row_sums, scalar_array
 from hal.numerics import is_float, round_to
 
@@ -45,6 +46,11 @@ class ScoreOp:
         """The arithmetic ufunc a binary op is (the registry's Add/Sub/Mul/Div), which can write into
         the block's scores; looked up once per op, not once per block of every run."""
         return arithmetic_ufunc(getattr(self.fn, "fn", self.fn)) if len(self.args) == 2 else None
+
+    @functools.cached_property
+    def call(self) -> tuple[Callable[..., Any], dict[str, Any]]:
+        """(the kernel itself, its attributes as keywords): what a block calls, looked up once."""
+        return getattr(self.fn, "fn", self.fn), dict(self.attrs)
 
 
 def _block(x: np.ndarray, keys: int, lo: int, hi: int) -> np.ndarray:
@@ -74,34 +80,30 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
         q, kt, v = (_to_format(np.asarray(t), fmt).astype(acc_t, copy=False) for t in (q, kt, v))
     m = l = acc = None
     key_block = max(1, int(key_block))
-    # a row masked in full so far (max -inf) subtracts the lowest finite value instead: exp(-inf) is
-    # still 0 for each of its scores, where -inf - -inf would be NaN; any other max is itself
-    lowest = scalar_array(float(np.finfo(acc_t).min), np.dtype(acc_t))
+    whole = keys <= key_block  # one block: every key, the operands as they are (no slices)
+    lowest = _lowest(acc_t)
     for lo in range(0, keys, key_block):
         hi = min(keys, lo + key_block)
-        s = np.matmul(q, kt[..., lo:hi])
+        s = np.matmul(q, kt if whole else kt[..., lo:hi])
         ours = True  # s is (a view of) a buffer made here
         for op in score_ops:
             if op.fn is None:
                 s = s.reshape((*op.shape[:-1], hi - lo))  # type: ignore[index]
                 continue
-            args = [s if a == -1 else None if a is None else _block(side[a], keys, lo, hi) for a in op.args]
+            args = [s if a == -1 else None if a is None else side[a] if whole else _block(side[a], keys, lo, hi)
+                    for a in op.args]
             u = op.ufunc
             if ours and u is not None and _writes_into(s, args):
                 u(*args, out=s)
             else:
-                s, ours = np.asarray(op.fn(*args, **dict(op.attrs))), False
+                fn, attrs = op.call
+                s, ours = np.asarray(fn(*args, **attrs)), False
         if s.dtype != acc_t:
             s, ours = s.astype(acc_t), True
-        # a NaN score still makes its row NaN through exp and the row sum; the row sums are one
-        # matrix-vector product rather than a reduction over short rows
-        m_blk = _row_max(s)
-        m_new = m_blk if m is None else np.maximum(m, m_blk)
-        m_safe = np.maximum(m_new, lowest)  # NaN stays NaN
-        p = np.subtract(s, m_safe, out=s if ours else None)
+        # a NaN score still makes its row NaN through exp and the row sum
+        p, m_new, m_safe = _shifted(s, m, ours, lowest)
         np.exp(p, out=p)
-        width = p.shape[-1]
-        row = row_sums(p.reshape(-1, width)).reshape(*p.shape[:-1], 1)
+        row = _row_sums(p)
         if m is None:
             l = row
         else:
@@ -110,7 +112,7 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
             l += row
         for shp in prob_shapes:
             p = p.reshape((*shp[:-1], hi - lo))
-        pv = np.matmul(_to_format(p, fmt), v[..., lo:hi, :])
+        pv = np.matmul(p if fmt is None else _to_format(p, fmt), v if whole else v[..., lo:hi, :])
         if acc is None:
             acc = pv
         else:
@@ -123,6 +125,49 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
     if store is not None and out.dtype == np.float32:
         out = round_to(out, store)
     return out
+
+
+@functools.cache
+def _lowest(acc_t: type) -> np.ndarray:
+    """The lowest finite value of the accumulation type, which a row masked in full so far (max
+    -inf) subtracts instead of its max: exp(-inf) is still 0 for each of its scores, where
+    -inf - -inf would be NaN; any other max is itself."""
+    return scalar_array(float(np.finfo(acc_t).min), np.dtype(acc_t))
+
+
+def _shifted(s: np.ndarray, m: np.ndarray | None, ours: bool, lowest: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A block's scores less the running row maxima: (the shifted scores, the new running maxima,
+    what each row had subtracted), the maxima as [..., 1]. ``m``: the last block's maxima (None for
+    the first block); ``ours``: whether ``s`` may be written. float32 scores take one compiled loop
+    over their rows (``hal.kernels._loops.online_shift``), the numpy passes' values: tiny-gpt's
+    4x16x16 block in one call where the numpy passes made five."""
+    width = s.shape[-1]
+    if s.dtype == np.float32 and jit.enabled() and width and s.size:
+        p = s if ours and s.flags.c_contiguous else np.array(s, order="C")  # (a copy: s may be someone's)
+        rows = p.size // width
+        m_new, m_safe = np.empty(rows, dtype=np.float32), np.empty(rows, dtype=np.float32)
+        jit.loops().online_shift(p.reshape(rows, width), m_new if m is None else m.reshape(rows), m_new, m_safe,
+                                 m is None, float(lowest))
+        keep = (*p.shape[:-1], 1)
+        return p, m_new.reshape(keep), m_safe.reshape(keep)
+    m_blk = _row_max(s)
+    m_new = m_blk if m is None else np.maximum(m, m_blk)
+    m_safe = np.maximum(m_new, lowest)  # NaN stays NaN
+    return np.subtract(s, m_safe, out=s if ours else None), m_new, m_safe
+
+
+def _row_sums(p: np.ndarray) -> np.ndarray:
+    """The sum of each row of the probabilities, as [..., 1]: one compiled loop for float32, else one
+    matrix-vector product rather than numpy's reduction over short rows."""
+    width = p.shape[-1]
+    rows = p.reshape(-1, width)
+    if p.dtype == np.float32 and jit.enabled() and rows.flags.c_contiguous and p.size:
+        out = np.empty(rows.shape[0], dtype=np.float32)
+        jit.loops().row_sums(rows, out)
+    else:
+        out = row_sums(rows)
+    return out.reshape(*p.shape[:-1], 1)
 
 
 #: blocks this many keys wide or narrower take their row maxima down the columns (``_row_max``)
