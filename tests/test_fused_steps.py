@@ -192,18 +192,25 @@ def test_fused_matmul_keeps_the_memory_guard():
         sess.run(None, {"x": np.ones((1024, 64), np.float32)})  # 16 MiB of product
 
 
+def _region(ops: list[str], refs: list[tuple[int, ...]]):
+    """A Region built directly: member i runs ops[i] (the opset-17 kernel) on refs[i]."""
+    from hal.kernels import lookup
+    from hal.kernels.fused import Region
+
+    keys = [(d.domain, op, d.since) for op in ops if (d := lookup(op, "", 17))]
+    return Region(keys, refs, [{}] * len(ops), ops, [f"m{i}" for i in range(len(ops))])
+
+
 @pytest.mark.parametrize("block", [None, 64], ids=["one-block", "blocks"])
 def test_region_member_reading_one_result_twice_runs_block_by_block(block, monkeypatch):
     """d = x - c; s = d * d; y = s + s, built as a Region directly (find_fusions joins only values
     read once, so a graph gives no such region): members reading one member result as both operands,
     the last one too, give each buffer back to the pool once."""
-    from hal.kernels import lookup
     from hal.kernels.fused import Region
 
     if block is not None:
         monkeypatch.setattr(Region, "BLOCK", block)
-    keys = [(d.domain, op, d.since) for op in ("Sub", "Mul", "Add") if (d := lookup(op, "", 17))]
-    region = Region(keys, [(0, 1), (~0, ~0), (~1, ~1)], [{}, {}, {}], ["Sub", "Mul", "Add"], ["d", "s", "y"])
+    region = _region(["Sub", "Mul", "Add"], [(0, 1), (~0, ~0), (~1, ~1)])
     x = np.random.default_rng(0).standard_normal((3, 100)).astype(np.float32)
     c = np.array([0.25], np.float32)
     d = x - c
@@ -211,6 +218,58 @@ def test_region_member_reading_one_result_twice_runs_block_by_block(block, monke
     for _ in range(2):
         got = region._blocked([x, c])  # the block path, not member by member
         assert got is not None and np.array_equal(got, want)
+
+
+def _random_region(seed: int):
+    """A Region of 3-9 members (Add, Sub, Mul, Div, Erf, Tanh) over a full-size input and a scalar,
+    each member result read once by a later member: chains and branches, so its one-block schedule
+    needs pooled temporaries, writes into the buffer it reads, and gives buffers back."""
+    rng = np.random.default_rng(seed)
+    ops, refs, pending = [], [], []
+    for _ in range(int(rng.integers(3, 10))):
+        if rng.random() < 0.3:
+            operand = [~pending.pop(0) if pending and rng.random() < 0.7 else 0]
+            ops.append(str(rng.choice(["Erf", "Tanh"])))
+        else:
+            operand = [~pending.pop(0) if pending and rng.random() < 0.6 else int(rng.integers(0, 2)) for _ in range(2)]
+            if not any(r == 0 or r < 0 for r in operand):
+                operand[0] = 0  # at least one full-size operand
+            ops.append(str(rng.choice(["Add", "Sub", "Mul", "Div"])))
+        refs.append(tuple(operand))
+        pending.append(len(refs) - 1)
+    while len(pending) > 1:
+        ops.append("Add")
+        refs.append((~pending.pop(0), ~pending.pop(0)))
+        pending.append(len(refs) - 1)
+    return _region(ops, refs)
+
+
+#: a = x + c; b = x * c; m = a * b (b's buffer back to the pool); d = x - c (takes it); t = tanh(x)
+#: (a new one: d's is live); y = m + (d + t); and a region that never reads its second input
+POOLED = (["Add", "Mul", "Mul", "Sub", "Tanh", "Add", "Add"],
+          [(0, 1), (0, 1), (~0, ~1), (0, 1), (0,), (~3, ~4), (~2, ~5)])
+UNREAD_INPUT = (["Erf", "Tanh", "Add"], [(0,), (0,), (~0, ~1)])
+
+
+@pytest.mark.parametrize("case", [*range(16), POOLED, UNREAD_INPUT])
+def test_random_regions_in_one_block_in_blocks_and_member_by_member_agree_bit_for_bit(case, monkeypatch):
+    from hal.kernels.fused import Region
+
+    seed = case if isinstance(case, int) else 0
+    region = _random_region(seed) if isinstance(case, int) else _region(*case)
+    assert region._block_plan is not None
+    x = (np.random.default_rng(seed).standard_normal((3, 70)) * 3).astype(np.float32)
+    x.reshape(-1)[:4] = [np.nan, np.inf, -np.inf, 0.0]
+    c = np.array([0.75], np.float32)
+    with np.errstate(all="ignore"):
+        member_by_member = region._whole([x, c])
+        one_block = region(x, c)
+        monkeypatch.setattr(Region, "BLOCK", 64)
+        blocks = region(x, c)
+    assert one_block.shape == x.shape and one_block.dtype == np.float32
+    for got in (one_block, blocks):
+        np.testing.assert_array_equal(got.view(np.uint32), member_by_member.view(np.uint32))
+    np.testing.assert_array_equal(x.reshape(-1)[:4], np.array([np.nan, np.inf, -np.inf, 0.0], np.float32))
 
 
 def test_fused_region_keeps_the_memory_guard_after_calls_that_did_not_grow():
