@@ -3,12 +3,13 @@ that found ``jit.enabled()``: importing this module imports numba.
 
 Two families. Window loops (a depthwise 3x3 conv, 2-D pools) read each window in place and write
 their output once, where the numpy kernels make a pass over memory per tap. Row loops (erf's
-polynomial, softmax's passes around numpy's exp, LayerNormalization, a key block of the GPU
-target's flash attention) do in one call per row what numpy does in several to twenty calls over
-the whole tensor: on tiny-gpt's rows of 16 to 256 floats each numpy call costs more than its
-arithmetic. The callers (``hal.kernels.nn``, ``hal.kernels.pool``, ``elementwise``,
-``activation``, ``normalization``, ``hal_gpu.attention``) check shapes, dtypes and parameters and
-allocate every buffer; these loops allocate nothing.
+polynomial, softmax's passes around numpy's exp with the scale and mask before them,
+LayerNormalization, a key block of the GPU target's flash attention) do in one call per row what
+numpy does in several to twenty calls over the whole tensor: on tiny-gpt's rows of 16 to 256
+floats each numpy call costs more than its arithmetic. The callers (``hal.kernels.nn``,
+``hal.kernels.pool``, ``elementwise``, ``activation``, ``normalization``, ``fused``,
+``hal_gpu.attention``) check shapes, dtypes and parameters and allocate every buffer; these loops
+allocate nothing.
 
 Indices are cast to ``np.uintp``: numba then knows them non-negative, skips the wraparound of
 negative indices, and the loops vectorise (SqueezeNet's stem pool as one flat-indexed loop: 0.63 ms,
@@ -247,6 +248,79 @@ def softmax_scale(e):
             e[U(r), U(i)] = e[U(r), U(i)] / t
 
 
+#: the operations ``softmax_prologue`` applies, each to the running value v of a row, with its
+#: scalar c or the mask's value m at that element (``hal.kernels.fused.Region``'s score chains)
+ADD, SUB, RSUB, MUL, DIV, RDIV = 0, 1, 2, 3, 4, 5    # v + c, v - c, c - v, v * c, v / c, c / v
+MADD, MSUB, RMSUB, MMUL, MDIV, RMDIV = 6, 7, 8, 9, 10, 11  # the same with m for c
+KEEP, PICK = 12, 13                                  # m ? v : c and m ? c : v (a Where, m its condition)
+_OPS = types.Array(types.int64, 1, "C", readonly=True)
+_MASK_B = types.Array(types.boolean, 2, "C", readonly=True)
+_ROW_MAP = types.Array(types.int64, 1, "C", readonly=True)
+
+
+@njit(signature=types.void(_ROWS_RO, _ROWS, _OPS, _F32_RO, _ROWS_RO, _MASK_B, _ROW_MAP))
+def softmax_prologue(x, out, ops, consts, mask, cond, row_of):
+    """A softmax's first pass with the elementwise chain before it: each row r of x goes through
+    ``ops`` (codes above; op k's scalar consts[k], its mask row ``mask[row_of[r]]`` or condition
+    row ``cond[row_of[r]]``) into out[r], which then has its maximum subtracted (NaN skipped, as
+    ``softmax_shift``). Each operation is one pass over the row, in the chain's order, rounded as
+    numpy's ufunc: the bits of the chain's numpy calls and ``softmax_shift`` after them. ``out`` is
+    not x (distinct buffers keep the loops vectorised)."""
+    rows, n = x.shape
+    for r in range(rows):
+        q = U(row_of[U(r)])
+        for i in range(n):
+            out[U(r), U(i)] = x[U(r), U(i)]
+        for k in range(ops.shape[0]):
+            op = ops[U(k)]
+            c = consts[U(k)]
+            if op == ADD:
+                for i in range(n):
+                    out[U(r), U(i)] = out[U(r), U(i)] + c
+            elif op == SUB:
+                for i in range(n):
+                    out[U(r), U(i)] = out[U(r), U(i)] - c
+            elif op == RSUB:
+                for i in range(n):
+                    out[U(r), U(i)] = c - out[U(r), U(i)]
+            elif op == MUL:
+                for i in range(n):
+                    out[U(r), U(i)] = out[U(r), U(i)] * c
+            elif op == DIV:
+                for i in range(n):
+                    out[U(r), U(i)] = out[U(r), U(i)] / c
+            elif op == RDIV:
+                for i in range(n):
+                    out[U(r), U(i)] = c / out[U(r), U(i)]
+            elif op == MADD:
+                for i in range(n):
+                    out[U(r), U(i)] = out[U(r), U(i)] + mask[q, U(i)]
+            elif op == MSUB:
+                for i in range(n):
+                    out[U(r), U(i)] = out[U(r), U(i)] - mask[q, U(i)]
+            elif op == RMSUB:
+                for i in range(n):
+                    out[U(r), U(i)] = mask[q, U(i)] - out[U(r), U(i)]
+            elif op == MMUL:
+                for i in range(n):
+                    out[U(r), U(i)] = out[U(r), U(i)] * mask[q, U(i)]
+            elif op == MDIV:
+                for i in range(n):
+                    out[U(r), U(i)] = out[U(r), U(i)] / mask[q, U(i)]
+            elif op == RMDIV:
+                for i in range(n):
+                    out[U(r), U(i)] = mask[q, U(i)] / out[U(r), U(i)]
+            elif op == KEEP:
+                for i in range(n):
+                    out[U(r), U(i)] = out[U(r), U(i)] if cond[q, U(i)] else c
+            else:  # PICK
+                for i in range(n):
+                    out[U(r), U(i)] = c if cond[q, U(i)] else out[U(r), U(i)]
+        m = _row_max(out, r, n)
+        for i in range(n):
+            out[U(r), U(i)] = out[U(r), U(i)] - m
+
+
 @njit(signature=types.void(_ROWS, _F32_RO, _F32, _F32, types.boolean, types.float32))
 def online_shift(s, m_old, m_new, safe, first, lowest):
     """A key block of flash attention's scores (``hal_gpu.attention``), each row less its running
@@ -335,5 +409,5 @@ def warm() -> None:
                      np.empty((1, 2, 2, 2), dtype=np.float32), np.zeros(16, dtype=np.float32), 4)
 
 
-__all__ = ["depthwise3x3", "erf_tanh_arg", "layer_norm_rows", "online_shift", "pool2d", "row_sums", "softmax_scale",
-           "softmax_shift", "warm"]
+__all__ = ["depthwise3x3", "erf_tanh_arg", "layer_norm_rows", "online_shift", "pool2d", "row_sums",
+           "softmax_prologue", "softmax_scale", "softmax_shift", "warm"]
