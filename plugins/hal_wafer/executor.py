@@ -116,20 +116,25 @@ class WaferExecutable:
                            hint="use hal estimate, or build the model with real weights")
         env: dict[str, Any] = dict(feeds)
         env.update(self._constants)
-        for st, frees in zip(self.stages, self._frees):
-            outer = {n: env[n] for n in st.outer if n in env} or None
-            # a tensor no later stage reads is handed over, not lent: the stage frees it after its
-            # last reader there, instead of the tensor living until the whole stage has run
-            ins = {n: env.pop(n, None) if n in frees else env.get(n) for n in st.inputs}
-            # a stage's kept weight-only results travel to later stages uncopied (read-only) ...
-            env.update(zip(st.outputs, st.program.run_list(ins, outer, share_weights=True, consume=True)))
-            for n in frees:
-                env.pop(n, None)
+        with np.errstate(all="ignore"):  # once for every stage (each program's run_list would enter it again)
+            for st, frees in zip(self.stages, self._frees):
+                outer = {n: env[n] for n in st.outer if n in env} or None if st.outer else None
+                # a tensor no later stage reads is handed over, not lent: the stage frees it after its
+                # last reader there, instead of the tensor living until the whole stage has run
+                ins = {n: env.pop(n, None) if n in frees else env.get(n) for n in st.inputs}
+                # a stage's kept weight-only results travel to later stages uncopied (read-only) ...
+                env.update(zip(st.outputs, st.program.run_list_ignoring_errors(ins, outer, share_weights=True,
+                                                                               consume=True)))
+                for n in frees:
+                    env.pop(n, None)
         # ... and leave the executable as copies, so a caller mutating an output cannot change a later run
-        stages = self.stages
-        return {n: env[n].copy() if n in self._constants or any(st.program.holds(env[n]) for st in stages)
-                else env[n]
-                for n in self.output_names}
+        out = {}
+        for n in self.output_names:
+            v = env[n]
+            if n in self._constants or any(st.program.holds(v) for st in self.stages):
+                v = v.copy()
+            out[n] = v
+        return out
 
     def trace(self) -> list[dict[str, Any]]:
         return [dict(e, args=dict(e["args"])) for e in self._events]
