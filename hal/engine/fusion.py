@@ -20,14 +20,17 @@ def _key(step: Step, node: Node, graph: Graph) -> tuple[str, str, int]:
     return (kdef.domain, node.op_type, kdef.since)
 
 
-def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = None) -> list[Step]:
+def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = None, *,
+                fold: bool = True) -> list[Step]:
     """``steps_for_nodes`` with the groups ``hal.graph.fuse.find_fusions`` finds run as one step each
     (hal.kernels.fused): MatMul + bias Add, elementwise regions (GELU chains, attention scale and
     mask) and the Softmax after one, a Relu and the MaxPool after it; Concats that extend one
     another share one buffer; a layout node (Reshape, Transpose, ...) runs inside the one step
     reading it (``hal.engine.views``). Results are bit-identical to the plain steps; a fused step's
     ``nodes`` names the nodes it runs and its label and op type join theirs with "+". A caller
-    fusing many slices of one graph passes the graph's ``GraphIndex`` once (building it is O(graph))."""
+    fusing many slices of one graph passes the graph's ``GraphIndex`` once (building it is O(graph)),
+    and ``fold=False`` when it folds the layout nodes itself, once over all its steps: a view whose
+    reader lies in another slice then still folds into it."""
     from hal.kernels.fused import MatMulBias, Region, ReluPool  # imports the kernel families on first use
 
     nodes = list(nodes)
@@ -59,7 +62,8 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
         fused[f.members[-1]] = step
         covered.update(f.members)
     steps = [fused[k] if k in fused else s for k, s in enumerate(plain) if k in fused or k not in covered]
-    return fold_views(graph, chain_concats(graph, steps), index)
+    steps = chain_concats(graph, steps)
+    return fold_views(graph, steps, index) if fold else steps
 
 
 def chain_concats(graph: Graph, steps: list[Step]) -> list[Step]:

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from hal import limits
-from hal.kernels import activation, elementwise, jit, logic
+from hal.kernels import activation, elementwise, jit
 from hal.kernels.elementwise import broadcasts_onto
 from hal.kernels.registry import lookup
+from hal.kernels.score_chain import ScoreChain, member
 
 Array = np.ndarray
 #: a registered kernel by registry key: (domain, op type, since)
@@ -151,7 +152,6 @@ class Region(_Fused):
             self._block_schedule.append((op, refs, into, tuple(dict.fromkeys(k for k in owned if k != into))))
         self._layout_memo: tuple[Any, Any] | None = None
         self._chain = self._chain_plan()
-        self._chain_memo: tuple[Any, Any] | None = None
         self._register_plan: tuple[int, tuple[list[tuple[Any, int, int, int]], int, bool]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -164,7 +164,6 @@ class Region(_Fused):
         state.pop("_layout_memo", None)
         state.pop("_register_plan", None)
         state.pop("_chain", None)
-        state.pop("_chain_memo", None)
         return state
 
     def __call__(self, *xs: Any) -> Any:
@@ -332,107 +331,38 @@ class Region(_Fused):
         self._register_plan = (nin, regs)  # one tuple: atomic for concurrent runs
         return regs
 
-    def _chain_plan(self) -> list[tuple[str, int, int]] | None:
+    def _chain_plan(self) -> ScoreChain | None:
         """A Softmax region whose members form one chain from the step's first input (the scores),
         each an Add, Sub, Mul or Div of the running value by another step input, or a Where keeping
-        it or picking another step input by a condition (the attention scale and mask): per member
-        (what it does, its other input, the Where's condition or -1), run as one compiled pass a row
-        (``_loops.softmax_prologue``) before the softmax's exp. Else None."""
+        it or picking another step input by a condition (the attention scale and mask), as a
+        ``ScoreChain`` over the step's inputs. Else None."""
         if not self.has_softmax or self.fns[-1] is not activation.softmax:
             return None
-        plan = []
-        for j, ((fn, refs, attrs, u, _, _), key) in enumerate(zip(self._plan, self.keys)):
-            chain = 0 if j == 0 else ~(j - 1)
-            if attrs or key[0] not in ("", "ai.onnx") or refs.count(chain) != 1:
+        members = []
+        for j, ((fn, refs, attrs, _, _, _), key) in enumerate(zip(self._plan, self.keys)):
+            running = 0 if j == 0 else ~(j - 1)
+            # every other input a step input past the scores: not another member's result, nor the scores again
+            if attrs or key[0] not in ("", "ai.onnx") or any(r <= 0 for r in refs if r != running):
                 return None
-            others = [r for r in refs if r != chain]
-            if any(r <= 0 for r in others):  # another member's result, or the scores a second time
+            m = member(fn, refs, running)
+            if m is None:
                 return None
-            if u is not None:
-                first = refs[0] == chain
-                what = {np.add: "add", np.multiply: "mul"}.get(u) or (
-                    ("sub" if first else "rsub") if u is np.subtract else ("div" if first else "rdiv"))
-                plan.append((what, others[0], -1))
-            elif fn is logic.where and refs[0] != chain:
-                plan.append(("keep" if refs[1] == chain else "pick", refs[2] if refs[1] == chain else refs[1], refs[0]))
-            else:
-                return None
-        return plan
+            members.append(m)
+        return ScoreChain(members)
 
     def _softmax_chain(self, xs: Sequence[Any]) -> Array | None:
-        """The chain and the softmax as two compiled passes a row around numpy's exp, where float32
-        scores of C order meet float32 scalars and at most one mask or condition array that has a
-        whole row of the scores' last axis (broadcast over the others): the bits of the members'
-        numpy calls and ``activation.softmax_rows`` (tiny-gpt's scale, causal mask and softmax of 4x16x16:
-        12.8 -> 10.4 us interleaved, 1.23-1.27x; whole runs, against member by member: BERT-bench
-        1.020x, gpt-bench 1.011x). None where it does not apply."""
+        """The chain and the softmax as two compiled passes a row around numpy's exp (``ScoreChain``):
+        the bits of the members' numpy calls and ``activation.softmax_rows`` (tiny-gpt's scale,
+        causal mask and softmax of 4x16x16: 12.8 -> 10.4 us interleaved, 1.23-1.27x; whole runs,
+        against member by member: BERT-bench 1.020x, gpt-bench 1.011x). None where it does not apply."""
         x = xs[0]
-        if (x.__class__ is not np.ndarray or x.dtype != _F32 or not x.ndim or not x.size or not x.flags.c_contiguous
-                or self.softmax_attrs.get("axis", -1) not in (-1, x.ndim - 1) or not jit.enabled()):
+        if x.__class__ is not np.ndarray or self.softmax_attrs.get("axis", -1) not in (-1, x.ndim - 1):
             return None
-        n = x.shape[-1]
-        sides = [(xs[other], xs[c] if c >= 0 else None) for _, other, c in self._chain]
-        sig = tuple([(getattr(v, "shape", None), getattr(v, "dtype", None)) for pair in sides for v in pair])
-        memo = self._chain_memo
-        if memo is None or memo[0] != (x.shape, sig):
-            memo = ((x.shape, sig), self._chain_layout(x.shape, sides))
-            self._chain_memo = memo  # one tuple: atomic for concurrent runs
-        layout = memo[1]
-        if layout is None:
-            return None
-        codes, masked, row_of = layout
-        consts = np.empty(len(codes), dtype=_F32)
-        mask, cond = _NO_MASK, _NO_COND
-        for k, ((v, c), is_mask) in enumerate(zip(sides, masked)):
-            if c is not None:
-                cond = c.reshape(-1, n)
-            if is_mask:
-                mask = v.reshape(-1, n)
-            else:
-                consts[k] = v.reshape(-1)[0]
-        out = np.empty(x.shape, dtype=_F32)
-        rows = out.reshape(-1, n)
-        loops = jit.loops()
-        loops.softmax_prologue(x.reshape(-1, n), rows, codes, consts, mask, cond, row_of)
-        np.exp(out, out=out)
-        loops.softmax_scale(rows)
+        out = self._chain.shift(x, xs)  # type: ignore[union-attr]
+        if out is not None:
+            np.exp(out, out=out)
+            jit.loops().softmax_scale(out.reshape(-1, x.shape[-1]))
         return out
-
-    def _chain_layout(self, shape: tuple[int, ...], sides: list[tuple[Any, Any]]
-                      ) -> tuple[Array, tuple[bool, ...], Array] | None:
-        """(the loop's operation codes, which members read a mask array, each score row's row of
-        that array) for scores of ``shape`` and these other inputs, or None where they do not fit."""
-        n = shape[-1]
-        codes, masked, arrays = [], [], []
-        for (what, _, _), (v, cond) in zip(self._chain, sides):
-            if v.__class__ is not np.ndarray or v.dtype != _F32:
-                return None
-            is_mask = v.size != 1
-            if cond is not None:
-                if is_mask or cond.__class__ is not np.ndarray or cond.dtype != np.bool_:
-                    return None
-                arrays.append(cond)
-            elif is_mask:
-                arrays.append(v)
-            if v.ndim > len(shape):
-                return None
-            codes.append(CHAIN_CODES[(what, is_mask)])
-            masked.append(is_mask)
-        if len(arrays) > 1:
-            return None
-        row_of = np.zeros(math.prod(shape[:-1]), dtype=np.int64)
-        if arrays:
-            a = arrays[0]
-            if (not a.ndim or a.shape[-1] != n or not broadcasts_onto(a.shape, shape) or not a.flags.c_contiguous
-                    or a.ndim > len(shape)):
-                return None
-            lead = (1,) * (len(shape) - a.ndim) + a.shape[:-1]
-            row_of = np.ascontiguousarray(np.broadcast_to(np.arange(math.prod(lead), dtype=np.int64).reshape(lead),
-                                                          shape[:-1]).reshape(-1))
-        row_of.flags.writeable = False
-        codes_a = np.array(codes, dtype=np.int64)
-        codes_a.flags.writeable = False
-        return codes_a, tuple(masked), row_of
 
     def _softmax(self, x: Any) -> Any:
         """The Softmax kernel, or its row computation (``activation.softmax_rows``) in x's own buffer."""
@@ -444,18 +374,6 @@ class Region(_Fused):
             activation.softmax_rows(w, out=w)
             return x
         return fn(x, **self.softmax_attrs)
-
-
-_F32 = np.dtype(np.float32)
-#: ``hal.kernels._loops.softmax_prologue``'s operation codes by (what a chain member does, whether
-#: its other input is a mask array rather than a scalar)
-CHAIN_CODES = {("add", False): 0, ("sub", False): 1, ("rsub", False): 2, ("mul", False): 3, ("div", False): 4,
-               ("rdiv", False): 5, ("add", True): 6, ("sub", True): 7, ("rsub", True): 8, ("mul", True): 9,
-               ("div", True): 10, ("rdiv", True): 11, ("keep", False): 12, ("pick", False): 13}
-#: the mask and condition arguments of ``_loops.softmax_prologue`` when a chain has none
-_NO_MASK = np.zeros((1, 1), dtype=np.float32)
-_NO_COND = np.zeros((1, 1), dtype=np.bool_)
-_NO_MASK.flags.writeable = _NO_COND.flags.writeable = False
 
 
 class ReluPool(_Fused):

@@ -24,6 +24,7 @@ import numpy as np
 
 from hal.kernels import jit
 from hal.kernels.elementwise import arithmetic_ufunc, broadcasts_onto, row_sums, scalar_array
+from hal.kernels.score_chain import ScoreChain
 from hal.numerics import is_float, round_to
 
 
@@ -68,12 +69,14 @@ def _to_format(x: np.ndarray, fmt: str | None) -> np.ndarray:
 
 def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndarray,
                     score_ops: tuple[ScoreOp, ...] = (), prob_shapes: tuple[tuple[int, ...], ...] = (),
-                    keys: int, key_block: int = 128, fmt: str | None = None, store: str | None = None
-                    ) -> np.ndarray:
+                    keys: int, key_block: int = 128, fmt: str | None = None, store: str | None = None,
+                    chain: ScoreChain | None = None) -> np.ndarray:
     """softmax(score_ops(Q·Kᵀ))·V over key blocks of ``key_block`` columns (see the module docstring).
 
     A block's scores, probabilities and the accumulator are buffers of this kernel's own: the score
-    ops that are one arithmetic ufunc, the max subtraction and the rescaling write into them."""
+    ops that are one arithmetic ufunc, the max subtraction and the rescaling write into them. When
+    every key is one block, ``chain`` (the score ops as a ``ScoreChain``, see ``score_chain``) runs
+    them and the max subtraction in one compiled pass a row where its inputs allow (tiny-gpt)."""
     out_dtype = q.dtype if q.dtype == kt.dtype == v.dtype else np.result_type(q.dtype, kt.dtype, v.dtype)
     acc_t = np.float64 if out_dtype == np.float64 else np.float32
     if fmt is not None or out_dtype != acc_t:
@@ -85,23 +88,11 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
     for lo in range(0, keys, key_block):
         hi = min(keys, lo + key_block)
         s = np.matmul(q, kt if whole else kt[..., lo:hi])
-        ours = True  # s is (a view of) a buffer made here
-        for op in score_ops:
-            if op.fn is None:
-                s = s.reshape((*op.shape[:-1], hi - lo))  # type: ignore[index]
-                continue
-            args = [s if a == -1 else None if a is None else side[a] if whole else _block(side[a], keys, lo, hi)
-                    for a in op.args]
-            u = op.ufunc
-            if ours and u is not None and _writes_into(s, args):
-                u(*args, out=s)
-            else:
-                fn, attrs = op.call
-                s, ours = np.asarray(fn(*args, **attrs)), False
-        if s.dtype != acc_t:
-            s, ours = s.astype(acc_t), True
-        # a NaN score still makes its row NaN through exp and the row sum
-        p, m_new, m_safe = _shifted(s, m, ours, lowest)
+        p = chain.shift(s, side) if whole and chain is not None and fmt is None else None
+        if p is not None:  # one block: its row maxima are the final ones, no running max to keep
+            m_new = None
+        else:
+            p, m_new, m_safe = _score_block(s, score_ops, side, whole, keys, lo, hi, acc_t, m, lowest)
         np.exp(p, out=p)
         row = _row_sums(p)
         if m is None:
@@ -125,6 +116,29 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
     if store is not None and out.dtype == np.float32:
         out = round_to(out, store)
     return out
+
+
+def _score_block(s: np.ndarray, score_ops: tuple[ScoreOp, ...], side: tuple[np.ndarray, ...], whole: bool,
+                 keys: int, lo: int, hi: int, acc_t: type, m: np.ndarray | None, lowest: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A key block's scores through the score ops, less the running row maxima (``_shifted``)."""
+    ours = True  # s is (a view of) a buffer made here
+    for op in score_ops:
+        if op.fn is None:
+            s = s.reshape((*op.shape[:-1], hi - lo))  # type: ignore[index]
+            continue
+        args = [s if a == -1 else None if a is None else side[a] if whole else _block(side[a], keys, lo, hi)
+                for a in op.args]
+        u = op.ufunc
+        if ours and u is not None and _writes_into(s, args):
+            u(*args, out=s)
+        else:
+            fn, attrs = op.call
+            s, ours = np.asarray(fn(*args, **attrs)), False
+    if s.dtype != acc_t:
+        s, ours = s.astype(acc_t), True
+    # a NaN score still makes its row NaN through exp and the row sum
+    return _shifted(s, m, ours, lowest)
 
 
 @functools.cache

@@ -12,7 +12,8 @@ from hal.engine import Program, fused_steps
 from hal.graph.load import load
 from hal.graph.passes import optimize
 from hal.kernels import jit, lookup
-from hal.kernels.fused import CHAIN_CODES, Region
+from hal.kernels.fused import Region
+from hal.kernels.score_chain import CHAIN_CODES
 from tests.kernels.test_jit_loops import _counting
 
 pytestmark = pytest.mark.skipif(not jit.enabled(), reason="numba is not importable here (HAL_JIT=0 or missing)")

@@ -109,3 +109,44 @@ def test_the_attention_loops_take_only_their_declared_types() -> None:
     with pytest.raises(TypeError):
         m = np.zeros(3, dtype=np.float32)
         loops.online_shift(np.zeros((2, 3), dtype=np.float32).T, m, m, m, True, np.float32(0))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_one_key_block_through_the_score_chain_is_the_score_ops_bits(monkeypatch, seed) -> None:
+    # every key in one block: the registry's Mul and Add (or a Where by a causal condition) run in
+    # softmax_prologue with the max subtraction; the same bits as the score ops one by one
+    from hal_gpu.executor import _score_chain
+
+    from hal.kernels import elementwise, logic
+
+    args, kw = _random_attention(seed)
+    q, kt, v, scale, mask = args
+    if seed % 2:
+        ops = [ScoreOp(elementwise.mul, (-1, 0)), ScoreOp(elementwise.add, (-1, 1))]
+        side = [np.asarray(scale), mask]  # (a session hands over arrays, never numpy scalars)
+    else:
+        ops = [ScoreOp(elementwise.div, (-1, 0)), ScoreOp(logic.where, (1, -1, 2))]
+        side = [np.asarray(1 / scale, np.float32), np.isfinite(mask), np.array([-np.inf], np.float32)]
+    chain = _score_chain(ops)
+    assert chain is not None
+    kw = {"score_ops": tuple(ops), "keys": kw["keys"], "key_block": kw["keys"]}
+    calls = _counting(monkeypatch, loops, "softmax_prologue")
+    with np.errstate(all="ignore"):
+        got = flash_attention(q, kt, v, *side, chain=chain, **kw)
+        assert len(calls) == 1
+        want = flash_attention(q, kt, v, *side, **kw)
+    nan = np.isnan(want)  # a row masked in full: NaN either way (0/0 there, NaN - NaN here: the sign may differ)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+
+
+def test_score_ops_outside_the_chain_keep_the_block_path() -> None:
+    from hal_gpu.executor import _score_chain
+
+    from hal.kernels import elementwise
+
+    assert _score_chain([ScoreOp(None, shape=(2, 3))]) is None  # a Reshape between the score ops
+    assert _score_chain([ScoreOp(elementwise.mul, (-1, None))]) is None
+    assert _score_chain([ScoreOp(elementwise.add, (-1, 0), (("x", 1),))]) is None
+    assert _score_chain([ScoreOp(np.maximum, (-1, 0))]) is None
+    assert _score_chain([]).members == ()
