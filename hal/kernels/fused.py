@@ -284,8 +284,8 @@ class Region(_Fused):
 
     def _one_block(self, xs: Sequence[Any], shape: tuple[int, ...], big: tuple[bool, ...], n: int) -> Array:
         """A region of at most one block: ``_blocked``'s schedule with its buffers worked out once
-        (``_registers``), so a call is the members' operations and little else (tiny-gpt's GELU
-        of 4K floats: 20 us, 8.8 of them its operations, before)."""
+        (``_registers``), so a call is the members' operations and little else (tiny-gpt's GELU of
+        4K floats, 8.8 us of operations: 22.4 -> 16.1 us interleaved, the same bits)."""
         plan, temps, erf = self._registers(len(xs))
         regs = [x.reshape(-1) if b else x.reshape(()) for x, b in zip(xs, big)]
         out = np.empty(n, dtype=np.float32)
@@ -327,9 +327,9 @@ class Region(_Fused):
             free.extend(where[k] for k in release)
             where.append(dest)
             plan.append((op, regs[0], regs[1] if len(regs) > 1 else -1, dest))
-        regs = (plan, temps, any(op == "erf" for op, *_ in plan))
-        self._register_plan = (nin, regs)  # one tuple: atomic for concurrent runs
-        return regs
+        schedule = (plan, temps, any(op == "erf" for op, *_ in plan))
+        self._register_plan = (nin, schedule)  # one tuple: atomic for concurrent runs
+        return schedule
 
     def _chain_plan(self) -> ScoreChain | None:
         """A Softmax region whose members form one chain from the step's first input (the scores),
