@@ -112,21 +112,23 @@ def test_inputs_outside_the_loop_take_the_member_by_member_path(monkeypatch, cas
     assert not calls
 
 
-@pytest.mark.parametrize("name", ["tiny-gpt", "bert-bench", "gpt-bench"])
+@pytest.mark.parametrize("name", ["zoo:tiny-gpt", "bert_tiny.onnx", "gpt_tiny.onnx"])
 def test_the_attention_exports_run_their_softmax_regions_in_the_loop(monkeypatch, name) -> None:
-    # tiny-gpt and gpt-bench: Div + Where(causal mask, scores, -inf) + Softmax; BERT: Div + Add(mask)
-    from benchmarks.models import load_model
+    # the GPTs: Div + Where(causal mask, scores, -inf) + Softmax; BERT: Div + Add(padding mask)
+    from tests.test_fused_steps import _feeds, _transformer
 
-    model = load_model(name)
-    graph = optimize(load(model.source))
+    model = _transformer(name)
+    graph = optimize(load(model))
     steps = fused_steps(graph, graph.nodes)
     regions = [s for s in steps if s.op_type.endswith("Softmax")]
     assert regions and all(isinstance(s.fn, Region) and s.fn._chain is not None for s in regions)
+    assert {s.op_type for s in regions} == {"Div+Add+Softmax" if "bert" in name else "Div+Where+Softmax"}
     calls = _counting(monkeypatch, loops, "softmax_prologue")
-    got = Program(graph, steps).run_list(model.feeds)
+    feeds = _feeds(model)
+    got = Program(graph, steps).run_list(feeds)
     assert len(calls) == len(regions)
     monkeypatch.setattr(Region, "_softmax_chain", lambda self, xs: None)
-    want = Program(graph, fused_steps(graph, graph.nodes)).run_list(model.feeds)
+    want = Program(graph, fused_steps(graph, graph.nodes)).run_list(feeds)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
 
