@@ -141,3 +141,18 @@ def test_the_chain_codes_are_the_loops_own() -> None:
             name = "RM" + names[what][1:]
         assert getattr(loops, name) == code, (what, masked)
     assert len(loops.softmax_prologue.signatures) == 1
+
+
+def test_concurrent_chains_with_changing_shapes_share_no_state() -> None:
+    # one region run from four threads, each with its own scores and mask shape: the layout memo is
+    # one tuple, replaced whole, so a call never reads another's codes or row map
+    from tests.conftest import in_threads
+
+    region = _region(["Div", "Add"], [(0, 1), (~0, 2)])
+    rng = np.random.default_rng(11)
+    cases = [[rng.standard_normal((2, 3, 5, 24)).astype(np.float32), np.array(4.0, np.float32),
+              rng.standard_normal(shape).astype(np.float32)] for shape in MASK_SHAPES[:4]]
+    want = [_member_by_member(region, xs) for xs in cases]
+    got = in_threads(lambda i: [region(*cases[i]) for _ in range(50)][-1], 4)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
