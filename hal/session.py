@@ -242,6 +242,10 @@ class InferenceSession:
         self._inputs = list(graph.inputs)
         self._feed_checks = _feed_checks(self._inputs)
         self._outputs = list(graph.outputs)
+        self._output_names = [o.name for o in self._outputs]
+        #: the runs' memory bound, resolved once (``HAL_MAX_MEMORY`` and the machine's memory are read
+        #: when the session is built, as its compile read them; 2.5 us a run otherwise)
+        self._run_max_memory = limits.effective_max_memory(self.options.max_memory)
         if cache is not None and skey is not None and hit is None:
             parts = [SessionPart(p.target, p.key, p.nodes) for p in self._parts if p.key]
             if len(parts) == len(self._parts):
@@ -429,14 +433,13 @@ class InferenceSession:
         """Run once; returns the outputs named (all, in model order, when None)."""
         del run_options  # accepted for onnxruntime compatibility
         values = self._validate(feeds)
-        all_out = [o.name for o in self._outputs]
+        all_out = self._output_names
         wanted = list(output_names) if output_names else all_out
-        unknown = [n for n in wanted if n not in all_out]
-        if unknown:
+        if output_names and (unknown := [n for n in wanted if n not in all_out]):
             raise InputError(f"unknown output name(s) {', '.join(unknown)}", where="run",
                              hint=f"outputs: {', '.join(all_out)}")
         t0 = time.perf_counter()
-        with limits.bounds(self.options.max_memory, self.options.timeout_s):
+        with limits.bounds(self._run_max_memory, self.options.timeout_s):
             for p in self._parts:
                 values.update(_run_partition(p, {n: values[n] for n in p.inputs}))
         self._last = (time.perf_counter() - t0, wanted)  # one tuple: atomic for concurrent runs
@@ -452,7 +455,7 @@ class InferenceSession:
         wall, wanted = last
         # (built from values of known types: pydantic's validation would cost more than the bookkeeping)
         report = RunReport.model_construct(target=self.target_name, wall_time_s=wall,
-                                           modelled_latency_s=self._report.latency_s, outputs=wanted)
+                                           modelled_latency_s=self._report.latency_s, outputs=list(wanted))
         if self._last is last:  # a run in between keeps its own
             self._last = report
         return report
