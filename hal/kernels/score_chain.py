@@ -53,8 +53,10 @@ def member(fn: Callable[..., Any], args: Sequence[int], running: int) -> tuple[s
 
 
 class ScoreChain:
-    """Members (what, other input, condition or -1), their inputs indices into the side inputs a
-    caller passes to ``shift``."""
+    """A chain's members, each (what it does, its other input, a Where's condition or -1): the
+    inputs are indices into the side inputs a caller passes to ``shift`` (a Region's step inputs,
+    the GPU attention's side inputs). Add and Mul take their operands in either order: IEEE 754's
+    sum and product are commutative, so the loop's v + c is c + v bit for bit."""
 
     def __init__(self, members: Sequence[tuple[str, int, int]]):
         self.members = tuple(members)
