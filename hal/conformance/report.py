@@ -6,13 +6,13 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+# the wire models' base: extra fields forbidden, one shared field-name set for instances given every
+# field (a suite run holds a CaseResult per case)
+from hal.specs import _Model
 
 Outcome = Literal["passed", "failed", "xfailed", "xpassed", "skipped"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class CaseResult(_Model):
