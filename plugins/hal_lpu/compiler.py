@@ -39,7 +39,7 @@ from hal_lpu.lowering import Lowered, Sizes, lower
 from hal_lpu.partition import Placement, Shard, partition, split_input_axis
 from hal_lpu.precision import apply_lpu_policy, lpu_policy
 from hal_lpu.report import build_report
-from hal_lpu.schedule import ProgramBuilder, schedule
+from hal_lpu.schedule import ProgramBuilder, Schedule, schedule
 from hal_lpu.shapes import Resolved, graph_inputs_behind, host_candidates, resolve_shapes
 from hal_lpu.specialise import SpecialisingExecutable
 
@@ -221,17 +221,22 @@ class LpuTarget:
 
         builder, carries = self._build(graph, nodes, lowered, placement, sizes, machine, by_name)
         cycles = schedule(builder.instructions)
+        report = build_report(graph, options, policy, machine, placement, builder, cycles, __version__,
+                              self.spec.name, len(const_nodes))
+        program = Schedule(sorted(builder.instructions, key=lambda i: (i.start, i.id)))
+        groups = builder.groups
+        # what only the schedule needs goes before the host program is built, whose allocations reuse
+        # its memory: the compile's peak, which the process keeps resident, is then the larger of the
+        # two and not their sum (tiny-gpt: 1,100 -> 1,0xx KB)
+        del builder, lowered, sizes, placement, ref_steps, numeric
         # in program order (see executor.py): the same values as cycle order, less host memory
         program_steps = [by_name[n.name] for n in const_nodes] + [carries[i] for i in sorted(carries)]
         if policy.exact:
             program_steps = _fused_runs(graph, program_steps, {n.name: n for n in graph.nodes}, by_name)
         # Concats that extend one another share a buffer in the host program too (DenseNet's blocks)
         engine = Program(replace(graph, initializers=weights), chain_concats(graph, program_steps))
-        program = sorted(builder.instructions, key=lambda i: (i.start, i.id))
-        report = build_report(graph, options, policy, machine, placement, builder, cycles, __version__,
-                              self.spec.name, len(const_nodes))
         report.compile_time_s = time.perf_counter() - t0
-        return LpuExecutable(program, builder.groups, engine, report, machine.clock_hz, cycles)
+        return LpuExecutable(program, groups, engine, report, machine.clock_hz, cycles)
 
     def _place(self, graph: Graph, nodes: list[Node], lowered: list[Lowered], sizes: Sizes, machine: Machine,
                devices: int | None, max_chips: int) -> Placement:

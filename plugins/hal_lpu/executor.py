@@ -25,7 +25,7 @@ import numpy as np
 from hal.engine import Program
 from hal.perf.trace import event
 from hal.specs import CompileReport
-from hal_lpu.schedule import Group, Instruction
+from hal_lpu.schedule import Group, Schedule
 
 
 def shard_call(fn: Any, weight: int, w_axis: int, lo: int, hi: int, bias: int | None, bias_axis: int, /,
@@ -68,7 +68,7 @@ def gather_shards(axis: int, /, *parts: np.ndarray) -> np.ndarray:
 class LpuExecutable:
     """A compiled LPU program: the schedule, its numeric steps in program order, and the report."""
 
-    def __init__(self, program: list[Instruction], groups: list[Group], engine: Program, report: CompileReport,
+    def __init__(self, program: Schedule, groups: list[Group], engine: Program, report: CompileReport,
                  clock_hz: float, cycles: int):
         #: the schedule: every instruction with its start cycle, slice and chip, in cycle order
         self.program = program

@@ -465,3 +465,24 @@ def test_a_slice_busy_back_to_back_is_one_interval_and_gaps_still_fill_first():
     assert (tl.starts, tl.ends) == ([0, 30], [21, 32])
     assert tl.place(25, 5) == 25  # ends where the next begins: joins it
     assert (tl.starts, tl.ends) == ([0, 25], [21, 32])
+
+
+def test_the_schedule_table_hands_back_every_instruction_as_it_was_scheduled():
+    import pickle
+
+    from hal_lpu.schedule import Instruction, Schedule
+
+    ins = [Instruction(0, 0, 0, "MEM", "read", 3, 22, 1, 128),
+           Instruction(1, 0, 1, "MXM", "matmul", 2**40, 7, 900, 2**33, deps=(0,), start=5),
+           Instruction(2, 1, 1, "C2C", "send", 4, 9, 2, 64, deps=(0, 1), streams=(1,), link=3, start=2**40 + 12),
+           Instruction(3, 1, 0, "MEM", "write", 0, 0, 0, 0, streams=(2,))]
+    table = Schedule(ins)
+    assert len(table) == 4 and list(table) == ins and [table[k] for k in range(4)] == ins
+    assert table[-1] == ins[-1] and table[1:3] == ins[1:3] and table[::-1] == ins[::-1]
+    with pytest.raises(IndexError):
+        table[4]
+    assert list(pickle.loads(pickle.dumps(table))) == ins
+    assert list(Schedule([])) == []
+    exe = _executable(hal.InferenceSession("zoo:tiny-gpt", target="lpu"))
+    assert isinstance(exe.program, Schedule)
+    _assert_schedule_is_valid(exe)
