@@ -110,6 +110,29 @@ def test_default_bound_is_a_safe_fraction_of_memory(monkeypatch):
         assert limits.default_max_memory() == int(mem * limits.DEFAULT_FRACTION)
 
 
+@pytest.mark.parametrize(("v2", "v1", "expected"), [
+    (b"4294967296\n", None, 4294967296),            # cgroup v2 limit
+    (b"max\n", b"2147483648\n", 2147483648),        # v2 unlimited, v1 set
+    (b"max\n", b"9223372036854771712\n", None),     # v1's "no limit" is a huge number
+    (None, None, None),                              # no cgroup files at all
+])
+def test_a_containers_memory_limit_is_read_from_its_cgroup(monkeypatch, tmp_path, v2, v1, expected):
+    import builtins
+
+    files = {"/sys/fs/cgroup/memory.max": v2, "/sys/fs/cgroup/memory/memory.limit_in_bytes": v1}
+
+    def fake_open(path, *args, **kwargs):
+        if path in files:
+            if files[path] is None:
+                raise FileNotFoundError(path)
+            (tmp_path / "f").write_bytes(files[path])
+            return builtins.open(tmp_path / "f", *args, **kwargs)
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(limits, "open", fake_open, raising=False)
+    assert limits._cgroup_limit() == expected
+
+
 def test_invalid_max_memory_is_a_compile_error():
     with pytest.raises(hal.CompileError, match="max_memory"):
         hal.InferenceSession(relu_model(), max_memory=0)
