@@ -290,6 +290,8 @@ class InferenceSession:
                 runs[-1][1].append(n.name)
             else:
                 runs.append((where, [n.name]))
+        # the capability (a NodeGroup a node) is not kept through the compile, whose peak stays resident
+        del cap, supported
         # a graph the passes emptied (outputs that are feeds or weights) is still one program, with a report
         return self._compile_parts(graph, tgt, runs or [(tgt.spec.name, [])])
 
