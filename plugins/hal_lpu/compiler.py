@@ -224,7 +224,7 @@ class LpuTarget:
         report = build_report(graph, options, policy, machine, placement, builder, cycles, __version__,
                               self.spec.name, len(const_nodes))
         program = Schedule(sorted(builder.instructions, key=lambda i: (i.start, i.id)))
-        groups = builder.groups
+        kinds = [g.kind for g in builder.groups]
         # what only the schedule needs goes before the host program is built, whose allocations reuse
         # its memory: the compile's peak, which the process keeps resident, is then the larger of the
         # two and not their sum (with the nodes' own steps dropped below: tiny-gpt's session build
@@ -238,7 +238,7 @@ class LpuTarget:
         # Concats that extend one another share a buffer in the host program too (DenseNet's blocks)
         engine = Program(replace(graph, initializers=weights), chain_concats(graph, program_steps))
         report.compile_time_s = time.perf_counter() - t0
-        return LpuExecutable(program, groups, engine, report, machine.clock_hz, cycles)
+        return LpuExecutable(program, kinds, engine, report, machine.clock_hz, cycles)
 
     def _place(self, graph: Graph, nodes: list[Node], lowered: list[Lowered], sizes: Sizes, machine: Machine,
                devices: int | None, max_chips: int) -> Placement:

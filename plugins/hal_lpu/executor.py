@@ -17,7 +17,7 @@ compile: runs share nothing mutable, so threads may run it at once.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,10 @@ def act_shard_call(fn: Any, slicing: tuple[int | None, ...], lo: int, hi: int, v
     return fn(*args, **attrs)
 
 
+#: kernel details the report adds to a group's own (``report.build_report``)
+_KERNEL_ONLY = frozenset({"chip", "cycles", "start_cycle"})
+
+
 def gather_shards(axis: int, /, *parts: np.ndarray) -> np.ndarray:
     """The SXM concat that joins the shards' outputs on the gathering chip."""
     return np.concatenate(parts, axis=axis)
@@ -68,31 +72,48 @@ def gather_shards(axis: int, /, *parts: np.ndarray) -> np.ndarray:
 class LpuExecutable:
     """A compiled LPU program: the schedule, its numeric steps in program order, and the report."""
 
-    def __init__(self, program: Schedule, groups: list[Group], engine: Program, report: CompileReport,
+    def __init__(self, program: Schedule, kinds: Sequence[str], engine: Program, report: CompileReport,
                  clock_hz: float, cycles: int):
         #: the schedule: every instruction with its start cycle, slice and chip, in cycle order
         self.program = program
-        self.groups = groups
+        #: each instruction group's kind (node, shard, gather, send); the rest of a group is its kernel
+        #: in the report, which has one kernel a group in the same order
+        self._kinds = tuple(kinds)
         self.cycles = cycles
         self.clock_hz = clock_hz
         self.report = report
         self._engine = engine
 
-    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        """Execute the program's numeric instructions (RunError when shape-only)."""
-        return self._engine.run(feeds)
+    @property
+    def groups(self) -> list[Group]:
+        """The instruction groups, made from the report's kernels and the program's instructions: the
+        figures of a group are kept once, in its kernel (tiny-gpt's 72 groups held 31 KB as objects)."""
+        members: list[list[int]] = [[] for _ in self._kinds]
+        for ins in self.program:
+            members[ins.group].append(ins.id)
+        out = []
+        for kind, k, ids in zip(self._kinds, self.report.kernels, members):
+            details = {key: v for key, v in k.details.items() if key not in _KERNEL_ONLY}
+            out.append(Group(k.name, kind, k.details["chip"], k.unit or "", list(k.nodes), list(k.op_types),
+                             k.flops, int(k.bytes), sorted(ids), details))
+        return out
 
     def trace(self) -> list[dict[str, Any]]:
         """One event per instruction: pid = chip, tid = functional slice, times from the schedule."""
         f = self.clock_hz
+        groups = self.groups
         events = []
         for ins in self.program:
-            g = self.groups[ins.group]
+            g = groups[ins.group]
             events.append(event(f"{ins.op} {g.name}", ins.start / f, (ins.issue + ins.latency) / f,
                                 pid=f"chip {ins.chip}", tid=ins.slice, cat=g.kind,
                                 args={"cycle": ins.start, "issue_cycles": ins.issue, "latency_cycles": ins.latency,
                                       "repeat": ins.repeat, "bytes": ins.bytes, "nodes": g.nodes}))
         return events
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Execute the program's numeric instructions (RunError when shape-only)."""
+        return self._engine.run(feeds)
 
     def serialize(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)

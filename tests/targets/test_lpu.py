@@ -486,3 +486,25 @@ def test_the_schedule_table_hands_back_every_instruction_as_it_was_scheduled():
     exe = _executable(hal.InferenceSession("zoo:tiny-gpt", target="lpu"))
     assert isinstance(exe.program, Schedule)
     _assert_schedule_is_valid(exe)
+
+
+@pytest.mark.parametrize("model, precision, options", [
+    ("zoo:tiny-gpt", "exact", {}),
+    ("zoo:tiny-gpt", "exact", {"sram_bytes": 80_000}),  # shards, gathers and sends
+])
+def test_groups_made_from_the_report_are_the_groups_the_compiler_built(monkeypatch, model, precision, options):
+    import copy
+
+    import hal_lpu.compiler as lpu_compiler
+
+    built = []
+    real = lpu_compiler.build_report
+
+    def keep(graph, options, policy, machine, placement, builder, *rest):
+        built.append(copy.deepcopy(builder.groups))
+        return real(graph, options, policy, machine, placement, builder, *rest)
+
+    monkeypatch.setattr(lpu_compiler, "build_report", keep)
+    exe = _executable(hal.InferenceSession(model, target="lpu", precision=precision, **options))
+    assert exe.groups == built[-1]
+    assert {g.kind for g in exe.groups} == ({"node"} if not options else {"node", "shard", "gather", "send"})
