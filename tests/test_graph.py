@@ -13,6 +13,7 @@ import hal
 from hal.graph.ir import SHAPE_ONLY_KEY, Node, ShapeOnly
 from hal.graph.load import load
 from hal.graph.passes import optimize
+from tests.conftest import FIXTURES
 
 
 def _matmul_model_with_weight(w: np.ndarray) -> onnx.ModelProto:
@@ -288,3 +289,16 @@ def test_shape_only_weights_go_back_as_declared_inputs():
     again = load(proto)
     assert {k: (w.shape, w.dtype) for k, w in again.initializers.items() if isinstance(w, ShapeOnly)} == {
         k: (w.shape, w.dtype) for k, w in shape_only.items()}
+
+
+@pytest.mark.parametrize("fixture", ["gpt_tiny.onnx", "bert_tiny.onnx"])
+@pytest.mark.parametrize("passes", [False, True])
+def test_a_values_name_is_one_string_object_across_the_graph(fixture, passes):
+    g = load(FIXTURES / fixture)
+    g = optimize(g) if passes else g
+    by_name: dict[str, str] = {}
+    names = [*(x for n in g.nodes for x in (*n.inputs, *n.outputs) if x), *g.values, *g.initializers,
+             *(t.name for t in g.values.values())]
+    for x in names:
+        assert by_name.setdefault(x, x) is x, f"{x!r} is held as two string objects"
+    assert len(by_name) > 100

@@ -6,6 +6,7 @@ models can be compiled and estimated without materialising them.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -122,10 +123,10 @@ class TensorInfo:
             # the fields say all of a plain tensor type: a copy of it (1.2 KB each, in protobuf's own
             # arenas) is kept only where it carries denotations, for to_onnx to write back
             annotated = bool(t.denotation) or (tt.HasField("shape") and any(d.denotation for d in tt.shape.dim))
-            return cls(vi.name, tt.elem_type, shape, "tensor", _own_copy(t) if annotated else None)
+            return cls(sys.intern(vi.name), tt.elem_type, shape, "tensor", _own_copy(t) if annotated else None)
         kinds = {"sequence_type": "sequence", "optional_type": "optional", "map_type": "map",
                  "sparse_tensor_type": "sparse_tensor"}
-        return cls(vi.name, 0, None, kinds.get(which or "", "unknown"), _own_copy(t))
+        return cls(sys.intern(vi.name), 0, None, kinds.get(which or "", "unknown"), _own_copy(t))
 
 
 def _own_copy(t: onnx.TypeProto) -> onnx.TypeProto:
@@ -148,8 +149,11 @@ class Node:
 
     @classmethod
     def from_proto(cls, proto: onnx.NodeProto, name: str) -> Node:
-        return cls(name, proto.op_type, proto.domain if proto.domain != "ai.onnx" else "",
-                   list(proto.input), list(proto.output), node_attributes(proto))
+        # protobuf decodes a new str at every read: interned, a value's name is one object in its
+        # producer, its readers, its TensorInfo and the dicts keyed by it
+        intern = sys.intern
+        return cls(intern(name), intern(proto.op_type), proto.domain if proto.domain != "ai.onnx" else "",
+                   [intern(x) for x in proto.input], [intern(x) for x in proto.output], node_attributes(proto))
 
     def to_proto(self) -> onnx.NodeProto:
         n = helper.make_node(self.op_type, self.inputs, self.outputs, name=self.name, domain=self.domain or None)

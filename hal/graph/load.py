@@ -11,6 +11,7 @@ import hashlib
 import math
 import os
 import re
+import sys
 from collections import ChainMap
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -392,7 +393,7 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
     initializers: dict[str, Any] = {}
     for t in weights.initializer:
         try:
-            initializers[t.name] = numpy_helper.to_array(t)
+            initializers[sys.intern(t.name)] = numpy_helper.to_array(t)
         except (ValueError, TypeError) as e:
             raise ModelError(f"initializer {t.name!r} cannot be read: {e}", where=where) from None
     for st in weights.sparse_initializer:
@@ -404,7 +405,8 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
     values: dict[str, TensorInfo] = {}
     graph_inputs = list(g.input)[:n_inputs]
     for vi in (*g.value_info, *graph_inputs, *g.output):
-        values[vi.name] = TensorInfo.from_value_info(vi)
+        info = TensorInfo.from_value_info(vi)
+        values[info.name] = info
     for name, arr in initializers.items():
         values.setdefault(name, TensorInfo(name, onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape))
 
