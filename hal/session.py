@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from hal import heap, limits
 from hal.cache import CompileCache, SessionEntry, SessionPart, open_cache, weights_elsewhere
@@ -27,7 +27,7 @@ from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
 from hal.perf.opcount import tensor_bytes
 from hal.plugins import get_target, hook_error, registry
-from hal.specs import Capability, CompileOptions, CompileReport, NodePlacement, Refusal, RunReport
+from hal.specs import Capability, CompileOptions, CompileReport, KernelReport, NodePlacement, Refusal, RunReport
 from hal.target import Executable, Target
 
 REFERENCE_TARGET = "cpu"
@@ -139,17 +139,34 @@ def _checked_executable(exe: Any, name: str) -> Executable:
     if missing:
         raise hook_error(name, f"compile on target {name!r} returned a {type(exe).__name__} without "
                                f"{', '.join(missing)}", hint="return an object implementing hal.target.Executable")
+    where: tuple[Any, ...] = ()
     try:
         report = exe.report
         if not isinstance(report, CompileReport):
             raise TypeError(f"report is a {type(report).__name__}, not a CompileReport")
-        CompileReport.model_validate(report.model_dump(warnings=False))  # fields set after construction
+        # fields may be set after construction, unchecked: the report is validated as it is now, its
+        # kernels and placements one at a time (a dump and a validated copy of the whole of tiny-gpt's
+        # LPU report were the session build's peak, and the pages a peak touches stay resident)
+        CompileReport.model_validate(report.model_dump(warnings=False, exclude=set(_REPORT_LISTS)))
+        for field, model in _REPORT_LISTS.items():
+            items = getattr(report, field)
+            if not isinstance(items, list):
+                where = (field,)
+                raise TypeError(f"a {type(items).__name__}, not a list")
+            for k, item in enumerate(items):
+                where = (field, k)
+                model.model_validate(item.model_dump(warnings=False) if isinstance(item, BaseModel) else item)
     except (Exception, SystemExit) as e:
         first = e.errors()[0] if isinstance(e, ValidationError) else None
-        why = f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else f"{type(e).__name__}: {e}"
+        why = (f"{'.'.join(map(str, (*where, *first['loc'])))}: {first['msg']}" if first else
+               f"{'.'.join(map(str, where)) + ': ' if where else ''}{type(e).__name__}: {e}")
         raise hook_error(name, f"target {name!r} produced an invalid compile report ({why})",
                          hint="see specs/schemas/CompileReport.schema.json") from None
     return exe
+
+
+#: a compile report's lists, each item validated on its own
+_REPORT_LISTS: dict[str, type[BaseModel]] = {"kernels": KernelReport, "placement": NodePlacement}
 
 
 class _WeightsElsewhere(Exception):

@@ -405,3 +405,58 @@ def test_graph_without_nodes_is_one_program_with_a_report(target):
         for a, b in zip(got, _ort(m, {"x": x})):
             np.testing.assert_array_equal(a, b)
         got[1][:] = 5  # the weight handed out is the caller's copy
+
+
+class _ReportingTarget:
+    """The cpu target's program under a report that ``spoil`` changes after it was built."""
+
+    def __init__(self, spoil):
+        self._cpu = plugins.get_target("cpu")
+        self.spec = self._cpu.spec.model_copy(update={"name": "spoiled"})
+        self._spoil = spoil
+
+    def capability(self, graph, options):
+        return kernel_capability(graph, "spoiled")
+
+    def compile(self, graph, options):
+        exe = self._cpu.compile(graph, options)
+        exe.report = exe.report.model_copy(deep=True)
+        self._spoil(exe.report)
+        return exe
+
+    def load(self, blob):
+        return self._cpu.load(blob)
+
+
+def _spoil_kernel(r):
+    r.kernels[2].flops = "lots"
+
+
+def _spoil_kernels(r):
+    r.kernels = {"k": r.kernels[0]}
+
+
+def _spoil_latency(r):
+    r.latency_s = "fast"
+
+
+def _spoil_placement(r):
+    r.placement = [{"node": "n", "op_type": "Add", "target": "spoiled"}]  # no partition
+
+
+@pytest.mark.parametrize("spoil, why", [
+    (_spoil_kernel, "kernels.2.flops: Input should be a valid number"),
+    (_spoil_kernels, "kernels: TypeError: a dict, not a list"),
+    (_spoil_latency, "latency_s: Input should be a valid number"),
+    (_spoil_placement, "placement.0.partition: Field required"),
+])
+def test_a_report_spoiled_after_it_was_built_is_a_plugin_error_naming_the_field(spoil, why):
+    from hal.errors import PluginError
+    from hal.graph.load import load
+    from hal.session import compile_graph
+    from hal.specs import CompileOptions
+
+    with pytest.raises(PluginError, match="invalid compile report") as e:
+        compile_graph(load("zoo:tiny-gpt"), _ReportingTarget(spoil), CompileOptions())
+    assert why in str(e.value)
+
