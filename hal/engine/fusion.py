@@ -3,7 +3,7 @@ kernels of ``hal.kernels.fused``, bit-identical to one reference kernel per node
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -21,7 +21,7 @@ def _key(step: Step, node: Node, graph: Graph) -> tuple[str, str, int]:
 
 
 def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = None, *,
-                fold: bool = True) -> list[Step]:
+                fold: bool = True, plain: Sequence[Step] | None = None) -> list[Step]:
     """``steps_for_nodes`` with the groups ``hal.graph.fuse.find_fusions`` finds run as one step each
     (hal.kernels.fused): MatMul + bias Add, elementwise regions (GELU chains, attention scale and
     mask) and the Softmax after one, a Relu and the MaxPool after it; Concats that extend one
@@ -30,11 +30,12 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     ``nodes`` names the nodes it runs and its label and op type join theirs with "+". A caller
     fusing many slices of one graph passes the graph's ``GraphIndex`` once (building it is O(graph)),
     and ``fold=False`` when it folds the layout nodes itself, once over all its steps: a view whose
-    reader lies in another slice then still folds into it."""
+    reader lies in another slice then still folds into it. ``plain``: the nodes' reference steps
+    (``kernel_step`` of each, in order) when the caller made them already."""
     from hal.kernels.fused import MatMulBias, Region, ReluPool  # imports the kernel families on first use
 
     nodes = list(nodes)
-    plain = steps_for_nodes(graph, nodes)
+    plain = steps_for_nodes(graph, nodes) if plain is None else list(plain)
     fused: dict[int, Step] = {}
     covered: set[int] = set()
     for f in find_fusions(graph, nodes, index):

@@ -98,17 +98,17 @@ def _fused_runs(graph: Graph, steps: list[Step], nodes: dict[str, Node], plain: 
     are fewer (tiny-gpt: 72 steps -> 32)."""
     index = GraphIndex(graph)
     out: list[Step] = []
-    run: list[Node] = []
+    run: list[Step] = []
     for step in steps:
         if plain.get(step.label) is step:  # a node's own reference step
-            run.append(nodes[step.label])
+            run.append(step)
             continue
         if run:
-            out.extend(fused_steps(graph, run, index))
+            out.extend(fused_steps(graph, [nodes[s.label] for s in run], index, plain=run))
             run = []
         out.append(step)
     if run:
-        out.extend(fused_steps(graph, run, index))
+        out.extend(fused_steps(graph, [nodes[s.label] for s in run], index, plain=run))
     return out
 
 
@@ -220,6 +220,7 @@ class LpuTarget:
         by_name = {s.label: s for s in steps}
 
         builder, carries = self._build(graph, nodes, lowered, placement, sizes, machine, by_name)
+        del lowered, sizes, ref_steps, numeric  # the lowering is in the instructions now
         cycles = schedule(builder.instructions)
         report = build_report(graph, options, policy, machine, placement, builder, cycles, __version__,
                               self.spec.name, len(const_nodes))
@@ -229,7 +230,7 @@ class LpuTarget:
         # its memory: the compile's peak, which the process keeps resident, is then the larger of the
         # two and not their sum (with the nodes' own steps dropped below: tiny-gpt's session build
         # peaked at 1,100 KB traced, now 997)
-        del builder, lowered, sizes, placement, ref_steps, numeric
+        del builder, placement
         # in program order (see executor.py): the same values as cycle order, less host memory
         program_steps = [by_name[n.name] for n in const_nodes] + [carries[i] for i in sorted(carries)]
         if policy.exact:
