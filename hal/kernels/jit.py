@@ -20,7 +20,6 @@ release the GIL and allocate nothing the caller does not pass in, so concurrent 
 program stay safe.
 """
 
-
 from __future__ import annotations
 
 import os

@@ -25,6 +25,7 @@ import numpy as np
 from hal.engine import Program
 from hal.perf.trace import event
 from hal.specs import CompileReport
+from hal_lpu.report import KERNEL_ONLY_DETAILS
 from hal_lpu.schedule import Group, Schedule
 
 
@@ -60,10 +61,6 @@ def act_shard_call(fn: Any, slicing: tuple[int | None, ...], lo: int, hi: int, v
     return fn(*args, **attrs)
 
 
-#: kernel details the report adds to a group's own (``report.build_report``)
-_KERNEL_ONLY = frozenset({"chip", "cycles", "start_cycle"})
-
-
 def gather_shards(axis: int, /, *parts: np.ndarray) -> np.ndarray:
     """The SXM concat that joins the shards' outputs on the gathering chip."""
     return np.concatenate(parts, axis=axis)
@@ -93,7 +90,7 @@ class LpuExecutable:
             members[ins.group].append(ins.id)
         out = []
         for kind, k, ids in zip(self._kinds, self.report.kernels, members):
-            details = {key: v for key, v in k.details.items() if key not in _KERNEL_ONLY}
+            details = {key: v for key, v in k.details.items() if key not in KERNEL_ONLY_DETAILS}
             out.append(Group(k.name, kind, k.details["chip"], k.unit or "", list(k.nodes), list(k.op_types),
                              k.flops, int(k.bytes), sorted(ids), details))
         return out

@@ -16,6 +16,11 @@ GRANULARITY = ("one instruction group per node (MEM read, slice instruction, MEM
                "send per value crossing chips")
 
 
+#: the details ``build_report`` adds to a group's own in its kernel (``LpuExecutable.groups`` takes
+#: them off again to make the group)
+KERNEL_ONLY_DETAILS = frozenset({"chip", "cycles", "start_cycle"})
+
+
 def critical_path(instructions: list[Instruction]) -> dict[str, int]:
     """Cycles of the longest chain, by what they were spent on (slices; C2C = chip-to-chip hops)."""
     if not instructions:
