@@ -29,6 +29,16 @@ def fmt_ratio(v: float | None, digits: int = 2) -> str:
     return "—" if v is None else f"{v:,.{digits}f}"
 
 
+def probe_span(r: dict[str, Any]) -> str:
+    """The run's own memory over planned in the least and the most of a row's probes ("1.42–1.48"),
+    or its one probe's; "—" without a plan."""
+    planned, own = r.get("planned_bytes"), r.get("probe_own_bytes")
+    if not planned or not own:
+        return "—"
+    lo, hi = min(own) / planned, max(own) / planned
+    return fmt_ratio(lo) if len(own) == 1 else f"{fmt_ratio(lo)}–{fmt_ratio(hi)}"
+
+
 def timing_table(doc: dict[str, Any]) -> list[str]:
     targets = [r[4:] for r in doc["settings"]["runners"] if r.startswith("hal:") and r != "hal:cpu"]
     head = ["model", "hal cpu (IQR)", "ORT", "Reference", "cpu/ORT", "Ref/cpu", *(f"{t}/cpu" for t in targets)]
@@ -63,8 +73,8 @@ def memory_table(doc: dict[str, Any]) -> list[str]:
         return []
     mib = 1 << 20
     lines = ["| model | runner | planned MiB | run peak MiB | peak / planned | of it library pages MiB | "
-             "run's own / planned (goal) | traced MiB |",
-             "|---|---|---|---|---|---|---|---|"]
+             "run's own / planned (goal) | probes' own / planned | traced MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
 
     def mb(v: float | None, fmt: str = ",.1f") -> str:
         return "—" if v is None else f"{v / mib:{fmt}}"
@@ -72,7 +82,8 @@ def memory_table(doc: dict[str, Any]) -> list[str]:
     for r in rows:
         lines.append(f"| {r['model']} | {r['runner']} | {mb(r.get('planned_bytes', 0))} | {mb(r['run_delta_bytes'])} | "
                      f"{fmt_ratio(r.get('ratio_to_planned'))} | {mb(r.get('library_growth_bytes'), ',.2f')} | "
-                     f"{fmt_ratio(r.get('own_ratio_to_planned'))} | {mb(r.get('traced_run_peak_bytes'))} |")
+                     f"{fmt_ratio(r.get('own_ratio_to_planned'))} | {probe_span(r)} | "
+                     f"{mb(r.get('traced_run_peak_bytes'))} |")
     return lines
 
 

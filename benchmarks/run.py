@@ -34,7 +34,7 @@ import numpy as np
 from benchmarks.floor import blas_rate, bound, floor_rows, product_op, step_product_flops
 from benchmarks.machine import machine_info
 from benchmarks.markdown import fmt_ratio
-from benchmarks.memory import bench_rss
+from benchmarks.memory import PROBES, bench_rss, memory_lines
 from benchmarks.models import COMPILE_GRAPHS, DEFAULT_CACHE, BenchModel, load_model, model_names
 from benchmarks.runners import ORT, REF, Runner, limit_threads, make_runner
 
@@ -379,20 +379,7 @@ def print_report(doc: dict[str, Any], out: Any = sys.stdout) -> None:
                 p(f"  {t:<10} " + (f"{r['median_s']:.2f} s (IQR {r['iqr_s']:.2f}, {r['reps']} reps)"
                                    if r["status"] == "ok" else f"error: {r['error']}"))
     if doc["memory"]:
-        p("\npeak RSS during one run (MiB): delta over the process after imports vs planned weights + live activations;"
-          "\ntraced: the most a third run held at once in Python and numpy allocations (tracemalloc);"
-          "\nlib: pages of shared objects (library code) first touched since imports, inside the run peak;"
-          "\nown: the run peak without them over planned (the goal's figure)")
-        p(f"{'model':<22}{'runner':>14}{'setup':>9}{'run peak':>10}{'planned':>9}{'ratio':>7}{'traced':>8}{'lib':>7}"
-          f"{'own':>6}")
-        for r in doc["memory"]:
-            if r["status"] != "ok":
-                p(f"{r['model']:<22}{r['runner']:>14}  error: {r['error']}")
-                continue
-            p(f"{r['model']:<22}{r['runner']:>14}{_mb(r['after_setup_rss'] - r['baseline_rss']):>9}"
-              f"{_mb(r['run_delta_bytes']):>10}{_mb(r.get('planned_bytes')):>9}"
-              f"{fmt_ratio(r.get('ratio_to_planned')):>7}{_mb(r.get('traced_run_peak_bytes')):>8}"
-              f"{_mb(r.get('library_growth_bytes')):>7}{fmt_ratio(r.get('own_ratio_to_planned')):>6}")
+        p("\n" + "\n".join(memory_lines(doc["memory"])))
     for prof in doc.get("profile", []):
         if "ops" not in prof:
             continue
@@ -479,6 +466,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--rss", default="hal,onnxruntime",
                     help="runners to measure peak RSS for: 'hal' (every target), target names, onnxruntime, "
                          "reference, or 'none'")
+    ap.add_argument("--rss-probes", type=int, default=PROBES,
+                    help=f"fresh processes per RSS figure, the median one's kept (default {PROBES}; --smoke: 1)")
     ap.add_argument("--rss-timeout-s", type=float, default=600.0)
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder for the exported transformers")
     ap.add_argument("--out", type=Path, help="JSON output (default benchmarks/results/bench.json, "
@@ -530,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     baselines = [] if args.baselines == "none" else [b for b in (_csv(args.baselines) or [ORT, REF])]
     if args.smoke:
         models, args.reps, compile_graphs, rss_runners = ["tiny-gpt"], 1, ["decoder-2l"], ["hal:cpu"]
-        args.compile_reps, args.min_s, args.sample_s = 1, 0.0, 0.0
+        args.compile_reps, args.min_s, args.sample_s, args.rss_probes = 1, 0.0, 0.0, 1
     else:
         models = _select_models(args.models)
         compile_graphs = [] if args.compile_graphs == "none" else _csv(args.compile_graphs) or list(COMPILE_GRAPHS)

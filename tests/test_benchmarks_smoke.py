@@ -50,6 +50,7 @@ def test_benchmark_smoke_mode_writes_json_of_the_documented_shape(tmp_path: Path
     assert mem["status"] == "ok", mem
     assert {"baseline_rss", "after_setup_rss", "run_peak_rss", "planned_bytes", "ratio_to_planned"} <= set(mem)
     assert 0 < mem["traced_run_peak_bytes"] < mem["run_peak_rss"]
+    assert len(mem["probe_own_bytes"]) == 1  # --smoke probes once
     if mem["library_growth_bytes"] is not None:  # Linux: the peak split into library pages and the run's own
         assert mem["library_growth_bytes"] >= 0
         assert mem["run_delta_own_bytes"] == mem["run_delta_bytes"] - mem["library_growth_bytes"]
@@ -254,6 +255,34 @@ def test_library_pages_are_the_shared_objects_not_the_heap() -> None:
     heap = np.ones(8 << 20)  # 64 MiB of anonymous pages, written
     assert heap.sum() == 8 << 20
     assert abs(_library_rss() - before) < 1 << 20
+
+
+def test_rss_figure_is_the_median_probe_with_every_probe_beside_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import memory
+
+    readings = iter([900, 700, 800, 650, 1000, 600, 700])
+    calls: list[str] = []
+
+    def probe(model: str, runner: str, args: argparse.Namespace) -> dict[str, object]:
+        calls.append(runner)
+        own = next(readings)
+        return {"status": "ok", "model": model, "runner": runner, "run_delta_bytes": own + 100,
+                "run_delta_own_bytes": own, "after_setup_rss": own, "baseline_rss": 0}
+
+    monkeypatch.setattr(memory, "_probe", probe)
+    plan = {"weights_bytes": 300, "peak_activation_bytes": 100}
+    r = memory.bench_rss("m", "hal:cpu", argparse.Namespace(rss_probes=3), plan)
+    assert r["probe_own_bytes"] == [900, 700, 800] and r["run_delta_own_bytes"] == 800
+    assert r["own_ratio_to_planned"] == 2.0 and r["ratio_to_planned"] == 900 / 400
+    r = memory.bench_rss("m", "hal:cpu", argparse.Namespace(rss_probes=4), plan)  # an even count: the upper middle
+    assert r["run_delta_own_bytes"] == 700 and sorted(r["probe_own_bytes"]) == [600, 650, 700, 1000]
+    assert len(calls) == 7
+
+    def failing(model: str, runner: str, args: argparse.Namespace) -> dict[str, object]:
+        return {"status": "error", "model": model, "runner": runner, "error": "timed out"}
+
+    monkeypatch.setattr(memory, "_probe", failing)
+    assert memory.bench_rss("m", "hal:cpu", argparse.Namespace(rss_probes=3), plan)["status"] == "error"
 
 
 def test_ab_swaps_in_a_function_from_a_revision_without_registering_its_kernels() -> None:
