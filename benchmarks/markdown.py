@@ -29,6 +29,11 @@ def fmt_ratio(v: float | None, digits: int = 2) -> str:
     return "—" if v is None else f"{v:,.{digits}f}"
 
 
+def fmt_mib(v: float | None, fmt: str = ",.0f") -> str:
+    """Bytes as MiB ("—" for None)."""
+    return "—" if v is None else f"{v / (1 << 20):{fmt}}"
+
+
 def probe_span(r: dict[str, Any]) -> str:
     """The run's own memory over planned in the least and the most of a row's probes ("1.42–1.48"),
     or its one probe's; "—" without a plan."""
@@ -71,13 +76,12 @@ def memory_table(doc: dict[str, Any]) -> list[str]:
     rows = [r for r in doc["memory"] if r.get("status") == "ok" and r["runner"] in ("hal:cpu", "onnxruntime")]
     if not rows:
         return []
-    mib = 1 << 20
     lines = ["| model | runner | planned MiB | run peak MiB | peak / planned | of it library pages MiB | "
              "run's own / planned (goal) | probes' own / planned | traced MiB |",
              "|---|---|---|---|---|---|---|---|---|"]
 
     def mb(v: float | None, fmt: str = ",.1f") -> str:
-        return "—" if v is None else f"{v / mib:{fmt}}"
+        return fmt_mib(v, fmt)
 
     for r in rows:
         lines.append(f"| {r['model']} | {r['runner']} | {mb(r.get('planned_bytes', 0))} | {mb(r['run_delta_bytes'])} | "

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import THREAD_ENV_VARS
-from benchmarks.markdown import fmt_ratio, probe_span
+from benchmarks.markdown import fmt_mib, fmt_ratio, probe_span
 from benchmarks.models import DEFAULT_CACHE, load_model
 from benchmarks.runners import limit_threads, make_runner
 
@@ -183,11 +183,11 @@ def _own(res: dict[str, Any]) -> int:
 
 def bench_rss(model_name: str, runner: str, args: argparse.Namespace, plan: dict[str, Any] | None
               ) -> dict[str, Any]:
-    """``args.rss_probes`` probes (default ``PROBES``); the entry is the median one's (by the run's
+    """``args.rss_probes`` probes (``--rss-probes``, default ``PROBES``); the entry is the median one's (by the run's
     own memory; of an even count the upper middle), with ``probe_own_bytes`` listing every probe's.
     The first probe that fails is the entry instead."""
     probes = []
-    for _ in range(max(1, getattr(args, "rss_probes", PROBES))):
+    for _ in range(max(1, args.rss_probes)):
         res = _probe(model_name, runner, args)
         if res["status"] != "ok":
             return res
@@ -208,9 +208,7 @@ def bench_rss(model_name: str, runner: str, args: argparse.Namespace, plan: dict
 
 def memory_lines(rows: list[dict[str, Any]]) -> list[str]:
     """The printed report's table of ``bench_rss`` entries, in MiB."""
-    def mb(x: float | None) -> str:
-        return "—" if x is None else f"{x / 2**20:,.0f}"
-
+    mb = fmt_mib
     lines = ["peak RSS during one run (MiB): delta over the process after imports vs planned weights + live "
              "activations;",
              "traced: the most a third run held at once in Python and numpy allocations (tracemalloc);",

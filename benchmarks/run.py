@@ -33,7 +33,7 @@ import numpy as np
 
 from benchmarks.floor import blas_rate, bound, floor_rows, product_op, step_product_flops
 from benchmarks.machine import machine_info
-from benchmarks.markdown import fmt_ratio
+from benchmarks.markdown import fmt_mib, fmt_ratio
 from benchmarks.memory import PROBES, bench_rss, memory_lines
 from benchmarks.models import COMPILE_GRAPHS, DEFAULT_CACHE, BenchModel, load_model, model_names
 from benchmarks.runners import ORT, REF, Runner, limit_threads, make_runner
@@ -331,16 +331,12 @@ def _ms(x: float | None) -> str:
     return "—" if x is None else f"{x * 1e3:,.1f}"
 
 
-def _mb(x: float | None) -> str:
-    return "—" if x is None else f"{x / 2**20:,.0f}"
-
-
 def print_report(doc: dict[str, Any], out: Any = sys.stdout) -> None:
     runners = doc["settings"]["runners"]
     p = lambda *a: print(*a, file=out)  # noqa: E731
     m = doc["machine"]
-    p(f"\nmachine: {m['cpu']}, {m['cores']} cores, {_mb(m['ram_bytes'])} MiB RAM; threads={doc['settings']['threads']}"
-      f"; {', '.join(f'{k} {v}' for k, v in m['versions'].items())}")
+    p(f"\nmachine: {m['cpu']}, {m['cores']} cores, {fmt_mib(m['ram_bytes'])} MiB RAM; "
+      f"threads={doc['settings']['threads']}; {', '.join(f'{k} {v}' for k, v in m['versions'].items())}")
     p(f"\nmedian ms per run (IQR) over samples of back-to-back runs >= {doc['settings'].get('sample_s', 0):g} s, "
       "warm-up excluded")
     head = f"{'model':<22}" + "".join(f"{r:>20}" for r in runners)
