@@ -24,6 +24,8 @@ runs, medians throughout:
 * with ``--steps launch_raw``, ``cuda/launch.cu`` built with nvcc: launches with the CUDA runtime alone;
 * with ``--steps profile``, the CUDA kernels each named model's fp32 run launches (CUPTI through
   torch's profiler): how many, and the GPU time of each;
+* with ``--steps holdout``, what ``calibration_gpu_holdout prepare`` drew (``gpu_device_holdout.py``):
+  GEMMs, attention and convs the cost model was not fitted to;
 * with ``--steps compiled``, the benchmark transformers as the generator's PyTorch modules, eager
   and compiled by inductor with CUDA graphs, fp32 and bf16: time, kernels per run, GPU busy time.
 
@@ -350,14 +352,16 @@ def attention() -> dict[str, Any]:
     return out
 
 
-def _models_module():
-    """``gpu_device_models``, imported from the package here, or as a sibling file on the GPU machine
-    (where ``python3 benchmarks/gpu_device.py`` puts benchmarks/ on the path and hal is absent)."""
+def _sibling(name: str):
+    """A sibling module (``gpu_device_models``, ``gpu_device_holdout``), imported from the package
+    here, or as a file beside this one on the GPU machine (where ``python3 benchmarks/gpu_device.py``
+    puts benchmarks/ on the path and hal is absent)."""
+    import importlib
+
     try:
-        from benchmarks import gpu_device_models
+        return importlib.import_module(f"benchmarks.{name}")
     except ImportError:
-        import gpu_device_models
-    return gpu_device_models
+        return importlib.import_module(name)
 
 
 def measure(folder: Path, out: Path, budget_s: float, steps: set[str], profile_names: list[str]) -> int:
@@ -372,10 +376,11 @@ def measure(folder: Path, out: Path, budget_s: float, steps: set[str], profile_n
         run.data["gemm_sweep"] = run.step("gemm sweep", gemm_sweep)
         convs = json.loads((folder / "manifest.json").read_text()).get("convs", [])
         run.data["conv_sweep"] = run.step("conv sweep", lambda: conv_sweep(convs))
+    models = _sibling("gpu_device_models")
     if "models" in steps:
-        _models_module().models(run, folder)
+        models.models(run, folder)
     if "profile" in steps:
-        _models_module().profiles(run, folder, profile_names)
+        models.profiles(run, folder, profile_names)
     if "launch_raw" in steps:
         run.data["raw_launch"] = run.step("raw launches (nvcc)", raw_launches)
     if "alignment" in steps:
@@ -384,8 +389,10 @@ def measure(folder: Path, out: Path, budget_s: float, steps: set[str], profile_n
         run.data["decode_sweep"] = run.step("decode GEMMs", decode_sweep)
     if "prefill" in steps:  # the NIM point's prompts: 500 and 5000 tokens (rounded up to FP8's 16)
         run.data["prefill_sweep"] = run.step("prefill GEMMs", lambda: decode_sweep((512, 5008)))
+    if "holdout" in steps:
+        _sibling("gpu_device_holdout").holdout(run, folder)
     if "compiled" in steps:
-        run.data["compiled"] = run.step("compiled transformers", lambda: _models_module().compiled_transformers(run))
+        run.data["compiled"] = run.step("compiled transformers", lambda: models.compiled_transformers(run))
     run.data["device_after"] = run.step("device after", device_facts)
     run.save()
     print(json.dumps(run.data["errors"], indent=1))
@@ -400,8 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("out", type=Path)
     m.add_argument("--budget", type=float, default=400.0, help="seconds; steps past it are skipped")
     m.add_argument("--steps", default="micro,models",
-                   help="any of micro, sweep, decode, prefill, alignment, launch_raw, models, profile, compiled "
-                        "(comma-separated)")
+                   help="any of micro, sweep, decode, prefill, alignment, launch_raw, models, profile, holdout, "
+                        "compiled (comma-separated)")
     m.add_argument("--profile", default="", help="models whose kernels to profile (comma-separated)")
     args = ap.parse_args(argv)
     return measure(args.folder, args.out, args.budget, set(args.steps.split(",")),
