@@ -303,10 +303,11 @@ def report(measured: dict[str, Any]) -> dict[str, Any]:
             "note": "fp32 is the CUDA cores' SGEMM (the sheet's peak_flops_fp32), the others the tensor cores"}
     at = measured.get("attention") or {}
     if at:
+        head_dim = next(iter(at.values()))["shape"][-1]
         out["factors"]["attention_efficiency"] = {
-            "sheet": gpu.attention_efficiency,
+            "sheet": round(gpu.attention_efficiency(head_dim), 3), "head_dim": head_dim,
             "measured": {fmt: round(v["flops_per_s"] / gpu.peak[fmt], 3) for fmt, v in at.items()},
-            "note": "PyTorch's scaled_dot_product_attention; the sheet's 0.75 is FlashAttention-3's"}
+            "note": "PyTorch's scaled_dot_product_attention; the sheet's is FlashAttention-3's at this head dim"}
     ln = measured.get("launch") or {}
     if ln:
         out["factors"]["launch"] = {
@@ -385,7 +386,7 @@ def markdown(res: dict[str, Any]) -> str:
                      + ", ".join(f"{k} {v}" for k, v in ge["measured_8192"].items()) + " |")
     at = f.get("attention_efficiency")
     if at:
-        lines.append(f"| `attention_efficiency` | {at['sheet']} | "
+        lines.append(f"| `attention_efficiency_hd{at['head_dim']}` | {at['sheet']} | "
                      + ", ".join(f"{k} {v}" for k, v in at["measured"].items()) + " (PyTorch SDPA) |")
     la = f.get("launch")
     if la:

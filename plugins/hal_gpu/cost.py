@@ -29,7 +29,8 @@ from hal.perf.opcount import shape as static_shape
 from hal_gpu.fusion import Kernel
 from hal_gpu.hardware import Gpu
 from hal_gpu.parallel import Sharding
-from hal_gpu.tiling import Launch, attention_launches, gemm_launches, stream_launch
+from hal_gpu.patterns import score_mask
+from hal_gpu.tiling import Launch, attention_launches, gemm_launches, live_fraction, stream_launch
 
 #: ops that read only the part of a weight table they output
 _PARTIAL_READ = frozenset({"Gather", "Slice", "GatherElements", "GatherND"})
@@ -233,7 +234,7 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
         return KernelCost(k, flops, bytes_of(ln), c, mm, overhead_s, fmt, "tensor cores", ln,
                           {"m": m, "n": n_dev, "k": k_dev, "batch": batch, "misaligned_rows": misaligned},
                           gpu.peak[fmt],
-                          0.0 if ln.empty else gpu.gemm_latency_s)
+                          0.0 if ln.empty else gpu.gemm_latency(fmt))
     if k.kind == "attention" and k.attention is not None:
         p = k.attention
         fmt = gemm_format(p.qk)
@@ -245,14 +246,29 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
         itemsize = 2 if fmt in ("bf16", "fp16", "fp8", "int8") else 4
         launches = attention_launches(batch_heads, q_rows, p.keys, head_dim, itemsize, gpu,
                                       tile[1] if tile else None)
-        rate = gpu.peak["fp16" if fmt in ("fp8", "int8") else fmt] * gpu.attention_efficiency
+        peak = gpu.peak["fp16" if fmt in ("fp8", "int8") else fmt]
+        efficiency = gpu.attention_efficiency(head_dim)
         if not launches:
             launches = [stream_launch(_numel(graph, p.out), itemsize, gpu)]
-        ln, c, mm = _best(launches, lambda _: flops, rate, lambda _: nbytes, mem_rate)
+        allowed = score_mask(graph, p, q_rows)
+        fractions: dict[tuple[int, ...], float] = {}
+
+        def live(ln: Launch) -> float:  # the share of tiles a constant mask leaves to compute
+            if allowed is None or len(ln.tile) != 2:
+                return 1.0
+            if ln.tile not in fractions:
+                fractions[ln.tile] = live_fraction(allowed, *ln.tile)
+            return fractions[ln.tile]
+
+        def work(ln: Launch) -> float:  # ... plus each CTA's fixed work, over a row's keys
+            return live(ln) + gpu.attention_cta_overhead_keys * ln.split / max(1, p.keys)
+
+        ln, c, mm = _best(launches, lambda ln: flops * work(ln), peak * efficiency, lambda _: nbytes, mem_rate)
         return KernelCost(k, flops, nbytes, c, mm, overhead_s, fmt, "tensor cores", ln,
                           {"batch_heads": batch_heads, "query_rows": q_rows, "keys": p.keys, "head_dim": head_dim,
-                           "score_bytes_kept_on_chip": batch_heads * q_rows * p.keys * 4},
-                          rate / gpu.attention_efficiency, 0.0 if ln.empty else gpu.gemm_latency_s)
+                           "score_bytes_kept_on_chip": batch_heads * q_rows * p.keys * 4,
+                           "efficiency": round(efficiency, 4), "live_tiles": round(live(ln), 4)},
+                          peak, 0.0 if ln.empty else gpu.gemm_latency(fmt))
     anchor = graph.nodes[k.anchor] if k.anchor is not None else graph.nodes[k.nodes[0]]
     if k.kind == "row":
         x = anchor.inputs[0]

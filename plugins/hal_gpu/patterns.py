@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from hal.graph.fuse import GraphIndex
 from hal.graph.ir import Graph, Node
 from hal.perf.opcount import shape as static_shape
@@ -182,6 +184,41 @@ def _attention_at(i: int, ix: GraphIndex) -> AttentionPattern | None:
             return AttentionPattern(i, score_ops, softmax, prob_ops, c, qk.inputs[0], qk.inputs[1],
                                     node.inputs[1], node.outputs[0], keys, list(dict.fromkeys(side)))
         return None
+
+
+#: an additive score at or below this never survives the softmax (exp underflows to 0 in any float format)
+MASKED_SCORE = -1e4
+
+
+def score_mask(graph: Graph, p: AttentionPattern, q_rows: int) -> np.ndarray | None:
+    """[q_rows, keys] bool: the scores that can survive ``p``'s constant masks (a causal triangle, a
+    sliding window, padding), or None when it has none. A Where that puts a constant at or below
+    ``MASKED_SCORE`` where a constant condition says so, and an Add of a constant mask with such
+    values, both count; a tile any batch or head needs is computed for all of them."""
+    allowed = None
+    cur = graph.nodes[p.qk].outputs[0]
+    for i in p.score_ops:
+        n = graph.nodes[i]
+        keep = None
+        if n.op_type == "Where" and n.inputs[0] != cur:
+            cond = graph.initializers.get(n.inputs[0])
+            fill = graph.initializers.get(n.inputs[2] if n.inputs[1] == cur else n.inputs[1])
+            if cond is not None and fill is not None and fill.size == 1 and float(fill.reshape(-1)[0]) <= MASKED_SCORE:
+                keep = cond.astype(bool) if n.inputs[1] == cur else ~cond.astype(bool)
+        elif n.op_type == "Add":
+            m = graph.initializers.get(n.inputs[1] if n.inputs[0] == cur else n.inputs[0])
+            if m is not None and m.size > 1 and m.dtype.kind == "f":
+                keep = m > MASKED_SCORE
+        if keep is not None and keep.ndim >= 1:
+            rows = keep.reshape(-1, *keep.shape[-2:]).any(axis=0) if keep.ndim >= 2 else keep[None, :]
+            try:
+                rows = np.broadcast_to(rows, (q_rows, p.keys))
+            except ValueError:
+                rows = None
+            if rows is not None:
+                allowed = rows if allowed is None else allowed & rows
+        cur = n.outputs[0]
+    return allowed
 
 
 def find_attention(graph: Graph, ix: GraphIndex | None = None) -> list[AttentionPattern]:

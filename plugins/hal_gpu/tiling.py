@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from hal_gpu.hardware import Gpu
 
 #: (BM, BN, BK) output tile rows x columns x depth step, largest first
@@ -127,6 +129,18 @@ def attention_launches(batch_heads: int, q_rows: int, keys: int, head_dim: int, 
         if key_block:
             break
     return out
+
+
+def live_fraction(allowed: np.ndarray, bq: int, bkv: int) -> float:
+    """Of the (query block x key block) tiles of fused attention, the share with any score a mask
+    lets through: the kernel skips the rest (a causal mask: about half, FlashAttention's causal path)."""
+    q, k = allowed.shape
+    if q == 0 or k == 0:
+        return 1.0
+    nq, nk = math.ceil(q / bq), math.ceil(k / bkv)
+    padded = np.zeros((nq * bq, nk * bkv), dtype=bool)
+    padded[:q, :k] = allowed
+    return float(padded.reshape(nq, bq, nk, bkv).any(axis=(1, 3)).mean())
 
 
 def stream_launch(numel: int, itemsize: float, gpu: Gpu, row: int | None = None) -> Launch:
