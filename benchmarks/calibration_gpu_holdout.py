@@ -73,21 +73,22 @@ def draw_gemms(seed: int = SEED, plain: int = 40, batched: int = 12) -> list[dic
     return out
 
 
-def draw_attention(seed: int, count: int = 16) -> list[dict[str, Any]]:
-    """Attention shapes from ``seed``: sequence log-uniform in 128..8192 (a multiple of 64), head
-    dim 64, 80, 96 or 128, and as many batch x heads as keep the kernel between ~10 µs and ~2 ms."""
+def draw_attention(seed: int, count: int = 16, head_dims: tuple[int, ...] = (64, 80, 96, 128)) -> list[dict[str, Any]]:
+    """Attention shapes from ``seed``: sequence log-uniform in 128..8192 (a multiple of 64), a head
+    dim from ``head_dims``, and as many batch x heads as keep the kernel between ~10 µs and ~2 ms."""
     rng = np.random.default_rng(seed + 1)
     out = []
     for _ in range(count):
         seq = round(math.exp(rng.uniform(math.log(128), math.log(8192))) / 64) * 64
-        head_dim = int(rng.choice([64, 80, 96, 128]))
+        head_dim = int(rng.choice(list(head_dims)))
         rows = int(math.exp(rng.uniform(math.log(2e8), math.log(4e11))) // (4 * seq * seq * head_dim)) or 1
         heads = int(rng.choice([8, 12, 16, 32]))
         out.append({"batch": max(1, rows // heads), "heads": heads, "seq": seq, "head_dim": head_dim})
     return out
 
 
-def prepare(folder: Path, seed: int | None = None) -> dict[str, Any]:
+def prepare(folder: Path, seed: int | None = None, head_dims: tuple[int, ...] = (64, 80, 96, 128)
+            ) -> dict[str, Any]:
     """Write ``folder/holdout.json``. Without ``seed``, the first held-out sample: GEMMs from
     ``SEED``, the ``ATTENTION`` shapes and every distinct conv of ``CNNS``. With one, a fresh
     sample to test what the first one changed: GEMMs and attention drawn from ``seed``, and the
@@ -101,7 +102,7 @@ def prepare(folder: Path, seed: int | None = None) -> dict[str, Any]:
                  "convs": [c for name in CNNS for c in conv_shapes(name)]}
     else:
         convs = [c for name in ("light_resnet50", "light_vgg19") for c in conv_shapes(name)]
-        drawn = {"seed": seed, "gemms": draw_gemms(seed), "attention": draw_attention(seed),
+        drawn = {"seed": seed, "gemms": draw_gemms(seed), "attention": draw_attention(seed, head_dims=head_dims),
                  "convs": [{**c, "x": [8, *c["x"][1:]]} for c in convs]}
     (folder / "holdout.json").write_text(json.dumps(drawn, indent=1))
     return drawn
@@ -242,6 +243,19 @@ def report(measured: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def repeat(first: dict[str, Any], again: dict[str, Any]) -> dict[str, Any]:
+    """The same sample measured twice (two machines, two leases): per step, the second time over
+    the first, kernel by kernel (median, min, max)."""
+    out = {}
+    for step in ("holdout_gemms", "holdout_attention", "holdout_convs"):
+        pairs = list(zip(first.get(step) or [], again.get(step) or []))
+        ratios = np.array([b["seconds"] / a["seconds"] for a, b in pairs])
+        if ratios.size:
+            out[step] = {"kernels": int(ratios.size), "median": round(float(np.median(ratios)), 3),
+                         "min": round(float(ratios.min()), 3), "max": round(float(ratios.max()), 3)}
+    return out
+
+
 def _row(label: str, st: dict[str, Any]) -> str:
     return (f"| {label} | {st['points']} | {st['median_measured_over_predicted']} ({st['geomean']}) | "
             f"{round(100 * st['within_25pct'])}% | {st['min']}–{st['max']} |")
@@ -282,17 +296,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folder", type=Path)
     p.add_argument("--seed", type=int, default=None,
                    help="draw a fresh sample from this seed (default: the first held-out sample)")
+    p.add_argument("--head-dims", default="64,80,96,128", help="a fresh sample's attention head dims")
     r = sub.add_parser("report", help="set the sheet's predictions beside the measurements")
     r.add_argument("measured", type=Path)
     r.add_argument("--out", type=Path, default=RESULTS)
+    rp = sub.add_parser("repeat", help="the same sample measured twice: the second time over the first")
+    rp.add_argument("first", type=Path)
+    rp.add_argument("again", type=Path)
     md = sub.add_parser("markdown", help="print the report's tables as benchmarks/README.md shows them")
     md.add_argument("results", type=Path, nargs="?", default=RESULTS)
     args = ap.parse_args(argv)
+    if args.cmd == "repeat":
+        print(json.dumps(repeat(json.loads(args.first.read_text()), json.loads(args.again.read_text())), indent=1))
+        return 0
     if args.cmd == "markdown":
         print(markdown(json.loads(args.results.read_text())))
         return 0
     if args.cmd == "prepare":
-        drawn = prepare(args.folder, args.seed)
+        drawn = prepare(args.folder, args.seed, tuple(int(d) for d in args.head_dims.split(",")))
         print(f"{args.folder / 'holdout.json'}: {len(drawn['gemms'])} GEMMs, {len(drawn['attention'])} attention "
               f"shapes, {len(drawn['convs'])} convs (seed {drawn['seed']})")
         return 0

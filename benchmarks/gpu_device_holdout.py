@@ -60,21 +60,24 @@ def gemms(shapes: list[dict[str, Any]], formats: tuple[str, ...] = ("fp32", "tf3
 
 def attention(shapes: list[dict[str, Any]], formats: tuple[str, ...] = ("bf16", "fp16")) -> list[dict[str, Any]]:
     """``scaled_dot_product_attention`` at each [batch, heads, seq, head_dim], without a mask and
-    causal, from CUDA graphs."""
+    causal, from CUDA graphs, and the kernels one eager call launches (which backend PyTorch chose)."""
     import torch
     import torch.nn.functional as F
 
-    rows = []
+    rows, calls = [], []
     for fmt in formats:
         dtype = getattr(torch, FORMATS[fmt][0])
         for s in shapes:
             q, k, v = (torch.randn(s["batch"], s["heads"], s["seq"], s["head_dim"], device="cuda", dtype=dtype)
                        for _ in range(3))
             for causal in (False, True):
-                t = _helpers()._graph_time(lambda q=q, k=k, v=v, c=causal: F.scaled_dot_product_attention(
-                    q, k, v, is_causal=c))
-                rows.append({**s, "format": fmt, "causal": causal, "seconds": t})
-            del q, k, v
+                def call(q=q, k=k, v=v, c=causal):
+                    return F.scaled_dot_product_attention(q, k, v, is_causal=c)
+
+                rows.append({**s, "format": fmt, "causal": causal, "seconds": _helpers()._graph_time(call)})
+                calls.append(call)
+    for row, ks in zip(rows, kernels_of(calls, "attention")):
+        row["kernels"] = ks
     return rows
 
 

@@ -78,7 +78,19 @@ def test_report_on_the_committed_measurements(first_sample):
 
 
 def test_committed_reports_are_the_reports_of_the_committed_measurements(first_sample):
-    second = hold.report(json.loads((MEASURED / "gpu_holdout2.json").read_text()))
-    second_file = hold.RESULTS.with_name("calibration_gpu_holdout_2.json")
-    for again, result in ((first_sample, hold.RESULTS), (second, second_file)):
+    committed = [(first_sample, hold.RESULTS)]
+    for n in (2, 3):
+        again = hold.report(json.loads((MEASURED / f"gpu_holdout{n}.json").read_text()))
+        committed.append((again, hold.RESULTS.with_name(f"calibration_gpu_holdout_{n}.json")))
+    for again, result in committed:
         assert json.loads(json.dumps(again)) == json.loads(result.read_text()), result.name
+
+
+def test_the_same_sample_twice_is_compared_kernel_for_kernel():
+    first, again = (json.loads((MEASURED / f"gpu_holdout2{s}.json").read_text()) for s in ("", "b"))
+    rep = hold.repeat(first, again)
+    assert {step: r["kernels"] for step, r in rep.items()} == {
+        "holdout_gemms": 156, "holdout_attention": 64, "holdout_convs": 64}
+    assert all(0.9 < r["median"] < 1.1 for r in rep.values())
+    # the second run named its kernels: every attention call ran cuDNN's Hopper flash kernel
+    assert all("sm90_flash_fprop" in p["kernels"][0][0] for p in again["holdout_attention"])

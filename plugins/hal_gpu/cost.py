@@ -247,7 +247,9 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
         launches = attention_launches(batch_heads, q_rows, p.keys, head_dim, itemsize, gpu,
                                       tile[1] if tile else None)
         peak = gpu.peak["fp16" if fmt in ("fp8", "int8") else fmt]
-        efficiency = gpu.attention_efficiency(head_dim)
+        # the kernel's MMAs run over the head rounded up to its head tile (80 and 96 as 128)
+        padded = -(-max(1, head_dim) // gpu.attention_head_tile) * gpu.attention_head_tile
+        efficiency = gpu.attention_efficiency(padded) * max(1, head_dim) / padded
         if not launches:
             launches = [stream_launch(_numel(graph, p.out), itemsize, gpu)]
         allowed = score_mask(graph, p, q_rows)

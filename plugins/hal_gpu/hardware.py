@@ -25,6 +25,7 @@ SHEET_KEYS: dict[str, tuple[str, type]] = {
     "attention_efficiency_hd64": ("attention_efficiency_hd64", float),
     "attention_efficiency_hd128": ("attention_efficiency_hd128", float),
     "attention_cta_overhead_keys": ("attention_cta_overhead_keys", float),
+    "attention_head_tile": ("attention_head_tile", int),
     "gemm_latency_s": ("gemm_latency_s", float), "gemm_latency_s_32bit": ("gemm_latency_s_32bit", float),
     "misaligned_gemm_flops": ("misaligned_gemm_flops", float),
     "misaligned_hbm_efficiency": ("misaligned_hbm_efficiency", float),
@@ -56,6 +57,7 @@ class Gpu:
     attention_efficiency_hd64: float  # fused attention's share of the tensor-core peak at head dim 64
     attention_efficiency_hd128: float  # ... and at head dim 128
     attention_cta_overhead_keys: float  # a fused-attention CTA's fixed work, in key positions' worth
+    attention_head_tile: int          # the head dims its kernels are built for are multiples of this
     gemm_latency_s: float             # a GEMM kernel's time beyond its roofline: pipeline fill and drain
     gemm_latency_s_32bit: float       # ... with 4-byte inputs (fp32, TF32): twice the bytes per pipeline stage
     misaligned_gemm_flops: float      # a tensor-core GEMM with a row not a multiple of 16 bytes: its FLOP/s

@@ -82,3 +82,12 @@ def test_only_constant_masks_are_skipped():
     padding[..., 512:] = -1e4  # the second half of the keys is padding: never attended to
     assert _kernel(_masked(False, padding)).details["live_tiles"] == 0.5
     assert _kernel(_masked(False, np.full((1, 1, 1, 1024), -1.0))).details["live_tiles"] == 1.0
+
+
+def test_a_head_is_padded_to_the_kernels_head_tile():
+    gpu = Gpu.from_spec(get_target("gpu-h200").spec)
+    assert gpu.attention_head_tile == 64
+    for head_dim, padded in ((40, 64), (80, 128), (96, 128), (128, 128), (160, 192)):
+        k = _kernel(attention_model(1, 16, 4096, head_dim, TensorProto.FLOAT16))
+        # the MMAs run over the padded head: the useful FLOPs see its efficiency scaled down
+        assert k.details["efficiency"] == pytest.approx(gpu.attention_efficiency(padded) * head_dim / padded, abs=1e-4)
