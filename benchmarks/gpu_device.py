@@ -310,30 +310,38 @@ def alignment_sweep() -> list[dict[str, Any]]:
     return rows
 
 
+def conv_call(cv: dict[str, Any]) -> Callable[[], Any]:
+    """One conv of a manifest (input and weight shapes, strides, pads, group) as a call on the GPU,
+    on seeded-normal tensors; pads that differ at the two ends are applied to the input first."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.randn(*cv["x"], device="cuda")
+    w = torch.randn(*cv["w"], device="cuda")
+    pads = cv["pads"]
+    if pads[:2] != pads[2:]:
+        x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
+        pads = [0, 0, 0, 0]
+
+    def call():
+        return F.conv2d(x, w, stride=cv["strides"], padding=pads[:2], groups=cv["group"])
+
+    for _ in range(3):  # cuDNN's algorithm search (benchmark mode), outside any capture
+        call()
+    return call
+
+
 def conv_sweep(convs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each distinct conv of the manifest through cuDNN (benchmark mode picks the fastest
     algorithm, as onnxruntime's exhaustive search does), fp32 and tf32, from CUDA graphs."""
     import torch
-    import torch.nn.functional as F
 
     torch.backends.cudnn.benchmark = True
     rows = []
     for tf32 in (False, True):
         torch.backends.cudnn.allow_tf32 = tf32
         for cv in convs:
-            x = torch.randn(*cv["x"], device="cuda")
-            w = torch.randn(*cv["w"], device="cuda")
-            pads = cv["pads"]
-            if pads[:2] != pads[2:]:
-                x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
-                pads = [0, 0, 0, 0]
-
-            def run(x=x, w=w, cv=cv, pads=pads):
-                return F.conv2d(x, w, stride=cv["strides"], padding=pads[:2], groups=cv["group"])
-
-            for _ in range(3):
-                run()
-            rows.append({**cv, "format": "tf32" if tf32 else "fp32", "seconds": _graph_time(run)})
+            rows.append({**cv, "format": "tf32" if tf32 else "fp32", "seconds": _graph_time(conv_call(cv))})
     torch.backends.cudnn.allow_tf32 = False
     return rows
 

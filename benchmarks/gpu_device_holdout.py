@@ -85,7 +85,6 @@ def convs(shapes: list[dict[str, Any]], run: Run) -> list[dict[str, Any]]:
     """Each conv through cuDNN (benchmark mode), fp32 and tf32, from CUDA graphs, and the kernels
     one eager call launches."""
     import torch
-    import torch.nn.functional as F
 
     torch.backends.cudnn.benchmark = True
     rows: list[dict[str, Any]] = []
@@ -95,18 +94,7 @@ def convs(shapes: list[dict[str, Any]], run: Run) -> list[dict[str, Any]]:
         for cv in shapes:
             if run.left() < 20:
                 break
-            x = torch.randn(*cv["x"], device="cuda")
-            w = torch.randn(*cv["w"], device="cuda")
-            pads = cv["pads"]
-            if pads[:2] != pads[2:]:
-                x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
-                pads = [0, 0, 0, 0]
-
-            def call(x=x, w=w, cv=cv, pads=pads):
-                return F.conv2d(x, w, stride=cv["strides"], padding=pads[:2], groups=cv["group"])
-
-            for _ in range(3):  # the algorithm search, outside the capture
-                call()
+            call = _helpers().conv_call(cv)
             rows.append({**cv, "format": fmt, "seconds": _helpers()._graph_time(call)})
             calls.append(call)
         names = kernels_of(calls, fmt)
