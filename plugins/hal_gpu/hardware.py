@@ -104,8 +104,10 @@ class Gpu:
         Per score element the kernel does 4 x head_dim FLOPs on the tensor cores and a fixed amount
         of softmax work (an exponential on the special-function units, the running max and sum on
         the CUDA cores) that does not shrink with the head, so 1 / efficiency = a + b / head_dim;
-        the sheet's two measured points (head dims 64 and 128) fix a and b. On H100 this form,
-        fitted to FlashAttention-3's 64 and 128, gives 0.77 at 256, where the paper reports up to 0.75.
+        the sheet's two points (head dims 64 and 128) fix a and b. On H100 this form, through
+        FlashAttention-3's 64 and 128, gives 0.80 at 256, where the paper reports up to 0.75 (at 16k
+        tokens, each CTA's fixed work included). A head the kernels have no tile for is padded first
+        (``attention_head_tile``): that is the caller's to do.
         """
         inv64, inv128 = 1.0 / self.attention_efficiency_hd64, 1.0 / self.attention_efficiency_hd128
         b = 128.0 * (inv64 - inv128)
