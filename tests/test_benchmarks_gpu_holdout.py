@@ -79,7 +79,7 @@ def test_report_on_the_committed_measurements(first_sample):
 
 def test_committed_reports_are_the_reports_of_the_committed_measurements(first_sample):
     committed = [(first_sample, hold.RESULTS)]
-    for n in (2, 3):
+    for n in (2, 3, 4):
         again = hold.report(json.loads((MEASURED / f"gpu_holdout{n}.json").read_text()))
         committed.append((again, hold.RESULTS.with_name(f"calibration_gpu_holdout_{n}.json")))
     for again, result in committed:

@@ -30,7 +30,7 @@ from hal_gpu.fusion import Kernel
 from hal_gpu.hardware import Gpu
 from hal_gpu.parallel import Sharding
 from hal_gpu.patterns import score_mask
-from hal_gpu.tiling import Launch, attention_launches, gemm_launches, live_fraction, stream_launch
+from hal_gpu.tiling import Launch, attention_launches, gemm_launches, live_fraction, masked_schedule, stream_launch
 
 #: ops that read only the part of a weight table they output
 _PARTIAL_READ = frozenset({"Gather", "Slice", "GatherElements", "GatherND"})
@@ -253,23 +253,28 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
         if not launches:
             launches = [stream_launch(_numel(graph, p.out), itemsize, gpu)]
         allowed = score_mask(graph, p, q_rows)
-        fractions: dict[tuple[int, ...], float] = {}
+        masked: dict[tuple[tuple[int, ...], int], tuple[float, float]] = {}
 
-        def live(ln: Launch) -> float:  # the share of tiles a constant mask leaves to compute
+        def live(ln: Launch) -> tuple[float, float]:
+            """(share of tiles a constant mask leaves to compute, share of the unmasked kernel's time)"""
             if allowed is None or len(ln.tile) != 2:
-                return 1.0
-            if ln.tile not in fractions:
-                fractions[ln.tile] = live_fraction(allowed, *ln.tile)
-            return fractions[ln.tile]
+                return 1.0, 1.0
+            key = (ln.tile, ln.split)
+            if key not in masked:
+                masked[key] = (live_fraction(allowed, *ln.tile),
+                               masked_schedule(allowed, *ln.tile, batch_heads, gpu.sm_count,
+                                               gpu.attention_cta_overhead_keys, ln.split))
+            return masked[key]
 
-        def work(ln: Launch) -> float:  # ... plus each CTA's fixed work, over a row's keys
-            return live(ln) + gpu.attention_cta_overhead_keys * ln.split / max(1, p.keys)
+        def work(ln: Launch) -> float:  # each CTA's fixed work over a row's keys, scaled by the mask
+            return (1.0 + gpu.attention_cta_overhead_keys * ln.split / max(1, p.keys)) * live(ln)[1]
 
         ln, c, mm = _best(launches, lambda ln: flops * work(ln), peak * efficiency, lambda _: nbytes, mem_rate)
         return KernelCost(k, flops, nbytes, c, mm, overhead_s, fmt, "tensor cores", ln,
                           {"batch_heads": batch_heads, "query_rows": q_rows, "keys": p.keys, "head_dim": head_dim,
                            "score_bytes_kept_on_chip": batch_heads * q_rows * p.keys * 4,
-                           "efficiency": round(efficiency, 4), "live_tiles": round(live(ln), 4)},
+                           "efficiency": round(efficiency, 4), "live_tiles": round(live(ln)[0], 4),
+                           "masked_time_share": round(live(ln)[1], 4)},
                           peak, 0.0 if ln.empty else gpu.gemm_latency(fmt))
     anchor = graph.nodes[k.anchor] if k.anchor is not None else graph.nodes[k.nodes[0]]
     if k.kind == "row":

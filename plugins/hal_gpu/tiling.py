@@ -11,6 +11,7 @@ has an empty grid: no waves, no work, efficiencies of 1 so nothing divides by ze
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -141,6 +142,36 @@ def live_fraction(allowed: np.ndarray, bq: int, bkv: int) -> float:
     padded = np.zeros((nq * bq, nk * bkv), dtype=bool)
     padded[:q, :k] = allowed
     return float(padded.reshape(nq, bq, nk, bkv).any(axis=(1, 3)).mean())
+
+
+def masked_schedule(allowed: np.ndarray, bq: int, bkv: int, batch_heads: int, slots: int,
+                    cta_keys: float, split: int = 1) -> float:
+    """How long a masked fused-attention kernel runs, as a share of the same kernel unmasked.
+
+    Each CTA (one query block of one batch·head, or with split-KV one of ``split`` contiguous runs
+    of its key blocks) computes its live key blocks plus a fixed amount of work (``cta_keys`` keys'
+    worth); CTAs start in launch order (a head's query blocks one after another, so under a causal
+    mask the longest of each head come last) on whichever SM frees up first. The unmasked kernel
+    runs whole waves of full CTAs.
+    """
+    q, k = allowed.shape
+    if q == 0 or k == 0 or batch_heads <= 0:
+        return 1.0
+    nq, nk = math.ceil(q / bq), math.ceil(k / bkv)
+    chunk = math.ceil(nk / max(1, split))
+    padded = np.zeros((nq * bq, chunk * max(1, split) * bkv), dtype=bool)
+    padded[:q, :k] = allowed
+    live = padded.reshape(nq, bq, -1, bkv).any(axis=(1, 3)).reshape(nq, -1, chunk).sum(axis=2)
+    work = (live.reshape(-1) * bkv + cta_keys).tolist()
+    full = chunk * bkv + cta_keys
+    grid = batch_heads * len(work)
+    if grid <= slots:
+        return max(work) / full
+    busy = [0.0] * slots  # when each SM frees up
+    for _ in range(batch_heads):
+        for w in work:
+            heapq.heapreplace(busy, busy[0] + w)
+    return max(busy) / (math.ceil(grid / slots) * full)
 
 
 def stream_launch(numel: int, itemsize: float, gpu: Gpu, row: int | None = None) -> Launch:

@@ -13,7 +13,7 @@ from hal.plugins import get_target
 
 pytest.importorskip("hal_gpu")
 from hal_gpu.hardware import Gpu
-from hal_gpu.tiling import live_fraction
+from hal_gpu.tiling import live_fraction, masked_schedule
 
 
 def _kernel(model, target: str = "gpu-h200"):
@@ -91,3 +91,21 @@ def test_a_head_is_padded_to_the_kernels_head_tile():
         k = _kernel(attention_model(1, 16, 4096, head_dim, TensorProto.FLOAT16))
         # the MMAs run over the padded head: the useful FLOPs see its efficiency scaled down
         assert k.details["efficiency"] == pytest.approx(gpu.attention_efficiency(padded) * head_dim / padded, abs=1e-4)
+
+
+def test_a_masked_kernel_waits_for_its_longest_ctas():
+    tril = np.tril(np.ones((1024, 1024), dtype=bool))
+    share = live_fraction(tril, 128, 128)  # 36 of 64 tiles
+    # fewer CTAs than SMs: the last query block reads every key, and the kernel waits for it
+    assert masked_schedule(tril, 128, 128, batch_heads=1, slots=132, cta_keys=0) == 1.0
+    # many: CTAs of unequal work fill the SMs, and the kernel nears its share of the tiles
+    many = masked_schedule(tril, 128, 128, batch_heads=2000, slots=132, cta_keys=0)
+    assert share <= many < share * 1.05
+    # each CTA's fixed work is not skipped: the share rises toward 1
+    assert masked_schedule(tril, 128, 128, 2000, 132, cta_keys=230) > many
+    assert masked_schedule(np.ones((1024, 1024), dtype=bool), 128, 128, 2000, 132, cta_keys=230) == 1.0
+
+
+def test_a_causal_kernel_with_few_ctas_saves_nothing():
+    k = _kernel(attention_model(1, 1, 512, 64, TensorProto.FLOAT16, causal=True))
+    assert k.details["live_tiles"] < 0.7 and k.details["masked_time_share"] == 1.0
