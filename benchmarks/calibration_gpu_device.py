@@ -170,7 +170,7 @@ def alignment_sweep_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]
 
 def conv_sweep_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Each measured cuDNN conv against the predicted implicit-GEMM kernel, and ResNet-50's sum."""
-    points, totals = [], {}
+    points = []
     for r in rows:
         n, _, h, w = r["x"]
         kh, kw = r["w"][2:]
@@ -181,13 +181,21 @@ def conv_sweep_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
         k = predict(target, model, _PRECISION[r["format"]], True).kernels[0]
         points.append({**r, "predicted_s": k.time_s, "measured_over_predicted": round(r["seconds"] / k.time_s, 3),
                        "measured_flops_per_s": k.flops / r["seconds"]})
-        t = totals.setdefault(r["format"], {"measured_s": 0.0, "predicted_s": 0.0, "convs": 0})
-        t["measured_s"] += r["seconds"] * r["count"]
-        t["predicted_s"] += k.time_s * r["count"]
-        t["convs"] += r["count"]
+    return {"points": points, "resnet50_total": conv_totals(points)}
+
+
+def conv_totals(points: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per format, the measured and the predicted time of ``points``' convs, each as often as its
+    model runs it, and how many that is."""
+    totals: dict[str, dict[str, Any]] = {}
+    for p in points:
+        t = totals.setdefault(p["format"], {"measured_s": 0.0, "predicted_s": 0.0, "convs": 0})
+        t["measured_s"] += p["seconds"] * p["count"]
+        t["predicted_s"] += p["predicted_s"] * p["count"]
+        t["convs"] += p["count"]
     for t in totals.values():
         t["measured_over_predicted"] = round(t["measured_s"] / t["predicted_s"], 3)
-    return {"points": points, "resnet50_total": totals}
+    return totals
 
 
 def model_report(target, name: str, m: dict[str, Any], prof: dict[str, Any] | None) -> dict[str, Any]:

@@ -29,7 +29,15 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from benchmarks.calibration_gpu_device import _PRECISION, _one_node, _stats, _target, conv_sweep_report, predict
+from benchmarks.calibration_gpu_device import (
+    _PRECISION,
+    _one_node,
+    _stats,
+    _target,
+    conv_sweep_report,
+    conv_totals,
+    predict,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "calibration_gpu_holdout.json"
 SEED = 20261130
@@ -111,6 +119,20 @@ def prepare(folder: Path, seed: int | None = None, head_dims: tuple[int, ...] = 
 # -- the report ---------------------------------------------------------------------------------------
 
 
+def _stats_by(points: list[dict[str, Any]], group: Any, order: tuple[str, ...] | None = None
+              ) -> dict[str, dict[str, Any]]:
+    """{format: {group: measured over predicted}} of ``points``, ``group(point)`` naming each
+    point's group; the groups in ``order``, or sorted."""
+    out: dict[str, dict[str, Any]] = {}
+    for fmt in sorted({p["format"] for p in points}):
+        sel = [p for p in points if p["format"] == fmt]
+        for g in order or sorted({group(p) for p in sel}):
+            part = [p for p in sel if group(p) == g]
+            if part:
+                out.setdefault(fmt, {})[g] = _stats([p["seconds"] for p in part], [p["predicted_s"] for p in part])
+    return out
+
+
 def _gemm_kernel(target, r: dict[str, Any]):
     lead = [r["batch"]] if r["batch"] > 1 else []
     dtype = onnx.TensorProto.BFLOAT16 if r["format"] == "bf16" else onnx.TensorProto.FLOAT
@@ -129,15 +151,9 @@ def gemm_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
             kind = "aligned"  # the CUDA cores' SGEMM: the model charges no alignment (fp32 rows any length)
         points.append({**r, "kind": kind, "predicted_s": k.time_s, "bound": k.bound,
                        "measured_over_predicted": round(r["seconds"] / k.time_s, 3)})
-    groups: dict[str, Any] = {}
-    for fmt in sorted({p["format"] for p in points}):
-        sel = [p for p in points if p["format"] == fmt]
-        groups[fmt] = {"all": _stats([p["seconds"] for p in sel], [p["predicted_s"] for p in sel])}
-        for kind in ("aligned", "misaligned", "batched"):
-            part = [p for p in sel if p["kind"] == kind]
-            if part:
-                groups[fmt][kind] = _stats([p["seconds"] for p in part], [p["predicted_s"] for p in part])
-    return {"points": points, "by_format": groups}
+    everything = _stats_by(points, lambda p: "all")
+    kinds = _stats_by(points, lambda p: p["kind"], ("aligned", "misaligned", "batched"))
+    return {"points": points, "by_format": {fmt: {**everything[fmt], **kinds[fmt]} for fmt in everything}}
 
 
 def attention_model(b: int, h: int, s: int, d: int, dtype: int, causal: bool = False) -> onnx.ModelProto:
@@ -170,13 +186,8 @@ def attention_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
         flops = 4.0 * r["batch"] * r["heads"] * r["seq"] ** 2 * r["head_dim"]
         points.append({**r, "predicted_s": k.time_s, "measured_over_predicted": round(r["seconds"] / k.time_s, 3),
                        "measured_flops_per_s": flops / r["seconds"], "live_tiles": k.details.get("live_tiles")})
-    groups: dict[str, Any] = {}
-    for fmt in sorted({p["format"] for p in points}):
-        for mask in ("none", "causal"):
-            sel = [p for p in points if p["format"] == fmt and p.get("causal", False) == (mask == "causal")]
-            if sel:
-                groups.setdefault(fmt, {})[mask] = _stats([p["seconds"] for p in sel], [p["predicted_s"] for p in sel])
-    return {"points": points, "by_format": groups}
+    masks = _stats_by(points, lambda p: "causal" if p.get("causal") else "none", ("none", "causal"))
+    return {"points": points, "by_format": masks}
 
 
 def conv_family(kernels: list[list[Any]]) -> str:
@@ -206,33 +217,19 @@ def _conv_shape(p: dict[str, Any]) -> str:
 def conv_report(target, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Each held-out conv against its predicted implicit GEMM; per model and format the sum (each
     conv as often as the model runs it), and the ratios by filter shape and by what cuDNN ran."""
-    base = conv_sweep_report(target, rows)
-    points = base["points"]
+    points = conv_sweep_report(target, rows)["points"]
     for p in points:
         p["shape"], p["family"] = _conv_shape(p), conv_family(p.get("kernels", []))
-    totals: dict[str, dict[str, Any]] = {}
-    for p in points:
-        t = totals.setdefault(p["model"], {}).setdefault(p["format"], {"measured_s": 0.0, "predicted_s": 0.0})
-        t["measured_s"] += p["seconds"] * p["count"]
-        t["predicted_s"] += p["predicted_s"] * p["count"]
-    for per in totals.values():
-        for t in per.values():
-            t["measured_over_predicted"] = round(t["measured_s"] / t["predicted_s"], 3)
-
-    def grouped(key: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for fmt in sorted({p["format"] for p in points}):
-            for g in sorted({p[key] for p in points if p["format"] == fmt}):
-                sel = [p for p in points if p["format"] == fmt and p[key] == g]
-                out.setdefault(fmt, {})[g] = _stats([p["seconds"] for p in sel], [p["predicted_s"] for p in sel])
-        return out
-
-    return {"points": points, "by_model": totals, "by_shape": grouped("shape"), "by_family": grouped("family")}
+    totals = {model: conv_totals([p for p in points if p["model"] == model])
+              for model in dict.fromkeys(p["model"] for p in points)}
+    return {"points": points, "by_model": totals, "by_shape": _stats_by(points, lambda p: p["shape"]),
+            "by_family": _stats_by(points, lambda p: p["family"])}
 
 
 def report(measured: dict[str, Any]) -> dict[str, Any]:
     target = _target()
-    out: dict[str, Any] = {"generated_by": "benchmarks/calibration_gpu_holdout.py", "seed": SEED,
+    out: dict[str, Any] = {"generated_by": "benchmarks/calibration_gpu_holdout.py",
+                           "seed": (measured.get("holdout_drawn") or {}).get("seed"),
                            "device": measured.get("device"), "errors": measured.get("errors", [])}
     if measured.get("holdout_gemms"):
         out["gemms"] = gemm_report(target, measured["holdout_gemms"])

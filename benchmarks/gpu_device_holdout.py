@@ -146,9 +146,9 @@ def attribute(events: list[dict[str, Any]], count: int) -> list[list[list[Any]]]
 
 def holdout(run: Run, folder: Path) -> None:
     """The three steps over ``folder/holdout.json``; each result lands in ``run.data`` as it comes."""
-    drawn = json.loads((folder / "holdout.json").read_text())
     import torch
 
+    drawn = json.loads((folder / "holdout.json").read_text())
     run.data["holdout_drawn"] = {"seed": drawn["seed"], "cudnn": torch.backends.cudnn.version()}
     run.data["holdout_gemms"] = run.step("held-out GEMMs", lambda: gemms(drawn["gemms"]))
     run.data["holdout_attention"] = run.step("held-out attention", lambda: attention(drawn["attention"]))

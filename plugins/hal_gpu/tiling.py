@@ -132,16 +132,22 @@ def attention_launches(batch_heads: int, q_rows: int, keys: int, head_dim: int, 
     return out
 
 
+def _live_tiles(allowed: np.ndarray, bq: int, bkv: int, key_blocks: int | None = None) -> np.ndarray:
+    """[query blocks, key blocks] bool: the tiles of fused attention with any score ``allowed``
+    lets through (the keys padded to ``key_blocks`` blocks when given)."""
+    q, k = allowed.shape
+    nq, nk = math.ceil(q / bq), key_blocks or math.ceil(k / bkv)
+    padded = np.zeros((nq * bq, nk * bkv), dtype=bool)
+    padded[:q, :k] = allowed
+    return padded.reshape(nq, bq, nk, bkv).any(axis=(1, 3))
+
+
 def live_fraction(allowed: np.ndarray, bq: int, bkv: int) -> float:
     """Of the (query block x key block) tiles of fused attention, the share with any score a mask
     lets through: the kernel skips the rest (a causal mask: about half, FlashAttention's causal path)."""
-    q, k = allowed.shape
-    if q == 0 or k == 0:
+    if 0 in allowed.shape:
         return 1.0
-    nq, nk = math.ceil(q / bq), math.ceil(k / bkv)
-    padded = np.zeros((nq * bq, nk * bkv), dtype=bool)
-    padded[:q, :k] = allowed
-    return float(padded.reshape(nq, bq, nk, bkv).any(axis=(1, 3)).mean())
+    return float(_live_tiles(allowed, bq, bkv).mean())
 
 
 def masked_schedule(allowed: np.ndarray, bq: int, bkv: int, batch_heads: int, slots: int,
@@ -154,15 +160,12 @@ def masked_schedule(allowed: np.ndarray, bq: int, bkv: int, batch_heads: int, sl
     mask the longest of each head come last) on whichever SM frees up first. The unmasked kernel
     runs whole waves of full CTAs.
     """
-    q, k = allowed.shape
-    if q == 0 or k == 0 or batch_heads <= 0:
+    if 0 in allowed.shape or batch_heads <= 0:
         return 1.0
-    nq, nk = math.ceil(q / bq), math.ceil(k / bkv)
-    chunk = math.ceil(nk / max(1, split))
-    padded = np.zeros((nq * bq, chunk * max(1, split) * bkv), dtype=bool)
-    padded[:q, :k] = allowed
-    live = padded.reshape(nq, bq, -1, bkv).any(axis=(1, 3)).reshape(nq, -1, chunk).sum(axis=2)
-    work = (live.reshape(-1) * bkv + cta_keys).tolist()
+    split = max(1, split)
+    chunk = math.ceil(math.ceil(allowed.shape[1] / bkv) / split)
+    live = _live_tiles(allowed, bq, bkv, chunk * split)
+    work = (live.reshape(live.shape[0], split, chunk).sum(axis=2).reshape(-1) * bkv + cta_keys).tolist()
     full = chunk * bkv + cta_keys
     grid = batch_heads * len(work)
     if grid <= slots:
