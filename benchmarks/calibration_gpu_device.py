@@ -490,6 +490,18 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merged(paths: list[Path]) -> dict[str, Any]:
+    """The measurements of several ``gpu_device.py`` files as one: a later file's steps replace an
+    earlier one's, and their errors add up."""
+    measured: dict[str, Any] = {}
+    for path in paths:
+        part = json.loads(path.read_text())
+        errors = measured.get("errors", []) + part.pop("errors", [])
+        measured.update({k: v for k, v in part.items() if v is not None})
+        measured["errors"] = errors
+    return measured
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -513,13 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ort_wheel:
             print(json.dumps(pack_onnxruntime(args.ort_wheel, args.folder / "onnxruntime.tar.xz")))
         return 0
-    measured: dict[str, Any] = {}
-    for path in args.measured:
-        part = json.loads(path.read_text())
-        errors = measured.get("errors", []) + part.pop("errors", [])
-        measured.update({k: v for k, v in part.items() if v is not None})
-        measured["errors"] = errors
-    res = report(measured)
+    res = report(merged(args.measured))
     args.out.write_text(json.dumps(res, indent=1) + "\n")
     _print(res)
     print(f"wrote {args.out}")

@@ -1,0 +1,64 @@
+"""The calibration reports committed under benchmarks/results/ are what the code computes today.
+
+A report is the spec sheets' predictions set beside published or measured figures; a change to a
+cost model or a sheet that is not followed by regenerating the report leaves numbers in the READMEs
+that no code computes (it happened once: calibration_gpu_device.json predated a change to the
+masked-attention schedule). Each report is computed again here and compared with the committed
+file, all but the seconds its own run took. The held-out H200 reports have their own check in
+test_benchmarks_gpu_holdout.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from benchmarks import calibration_gpu, calibration_gpu_device, calibration_lpu, calibration_wafer
+from benchmarks.models import BENCH_FILES
+
+#: what a report says about its own run, not about the hardware: wall-clock seconds
+_RUN_TIMES = {"compile_s", "elapsed_s", "wall_s"}
+
+
+def _without_run_times(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        return {k: _without_run_times(v) for k, v in doc.items() if k not in _RUN_TIMES}
+    if isinstance(doc, list):
+        return [_without_run_times(v) for v in doc]
+    return doc
+
+
+def _as_committed(res: dict[str, Any]) -> Any:
+    return _without_run_times(json.loads(json.dumps(res)))
+
+
+@pytest.mark.parametrize("module", [calibration_gpu, calibration_lpu, calibration_wafer],
+                         ids=["gpu", "lpu", "wafer"])
+def test_committed_calibration_is_the_code_s_own_output(module):
+    committed = _without_run_times(json.loads(module.RESULTS.read_text()))
+    assert _as_committed(module.run()) == committed, (
+        f"{module.RESULTS.name} is stale: regenerate it with python -m {module.__name__}")
+
+
+def _without_bench_models(doc: dict[str, Any]) -> dict[str, Any]:
+    """The report without the two exported transformers: they need torch to export (benchmarks/.models),
+    which CI does not install."""
+    doc = dict(doc)
+    for key in ("models", "compiled", "profiles"):
+        if isinstance(doc.get(key), dict):
+            doc[key] = {k: v for k, v in doc[key].items() if k not in BENCH_FILES}
+            if not doc[key]:  # as the report leaves out a step with nothing measured
+                del doc[key]
+    return doc
+
+
+def test_committed_h200_report_is_the_report_of_the_committed_measurements():
+    measured = calibration_gpu_device.merged(sorted(calibration_gpu_device.RESULTS.parent.glob("device_h200/*.json")))
+    assert set(BENCH_FILES) <= set(measured["models"])  # what is left out below was measured
+    again = calibration_gpu_device.report(_without_bench_models(measured))
+    committed = json.loads(calibration_gpu_device.RESULTS.read_text())
+    assert _as_committed(again) == _without_run_times(_without_bench_models(committed)), (
+        "calibration_gpu_device.json is stale: regenerate it with python -m benchmarks.calibration_gpu_device "
+        "report benchmarks/results/device_h200/*.json")
