@@ -333,3 +333,36 @@ def test_an_if_branch_with_fewer_outputs_than_the_if_is_a_model_error(target):
               [vi("c", TensorProto.BOOL, []), vi("x", F, [2])], [vi("y", F, [2])])
     with pytest.raises(hal.ModelError, match="'if' \\(If\\) has 1 output\\(s\\) but its then_branch 0"):
         hal.InferenceSession(m, target=target, cache_dir=False)
+
+
+def _resize_channels(shape: list[int], scales: list[float]) -> onnx.ModelProto:
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize", mode="linear",
+                            coordinate_transformation_mode="align_corners")
+    return model([node], [vi("x", F, shape), vi("scales", F, [4])], [vi("y", F, sym(4))], opset=13)
+
+
+def test_resize_of_a_long_axis_interpolates_without_a_dense_weight_matrix():
+    # was (fuzzer, seed 8): linear Resize of 65,536 channels to 54,381 built a dense (out, in) float64
+    # weight matrix, 26.6 GiB for an output of 0.9 MB: a MemoryError under any max_memory. Each output
+    # now reads its two taps; the values are numpy's own linear interpolation along the axis.
+    x = np.random.default_rng(8).standard_normal((1, 65536, 2, 2)).astype(np.float32)
+    scale = np.float32(0.8298)
+    (y,) = session(_resize_channels([1, 65536, 2, 2], []), "cpu", max_memory=1 << 28).run(
+        None, {"x": x, "scales": np.array([1, scale, 1, 1], np.float32)})
+    n_out = math.floor(float(scale) * 65536)
+    assert y.shape == (1, n_out, 2, 2)
+    src = np.arange(n_out) * (65536 - 1) / (float(scale) * 65536 - 1)  # align_corners, per ONNX
+    flat = x.reshape(65536, 4).astype(np.float64)
+    want = np.stack([np.interp(src, np.arange(65536), flat[:, j]) for j in range(4)], axis=1)
+    np.testing.assert_allclose(y.reshape(n_out, 4), want, rtol=1e-6, atol=1e-6)
+
+
+def test_resize_keeps_a_nan_to_the_outputs_that_read_it():
+    # the dense matrix multiplied the NaN by every zero weight of its column: every output went NaN
+    x = np.arange(8, dtype=np.float32).reshape(1, 8, 1, 1)
+    x[0, 7] = np.nan
+    (y,) = session(_resize_channels([1, 8, 1, 1], []), "cpu").run(
+        None, {"x": x, "scales": np.array([1, 2, 1, 1], np.float32)})
+    finite = np.isfinite(y.reshape(16))
+    # outputs 13-15 sit at 6.07, 6.53 and 7 (align_corners: y * 7 / 15) and read channel 7; 12, at 5.6, does not
+    assert finite[:13].all() and not finite[13:].any()
