@@ -110,6 +110,28 @@ def _taps(x: Array, n_in: int, mode: str, scale: float, antialias: int, cubic_co
     return np.clip(taps, 0, n_in - 1).astype(np.intp), w
 
 
+#: at most this many taps an output are summed one gather at a time (two arrays of the output's size
+#: live); more (antialiasing a large downscale: about 2 / scale taps) are gathered at once, about
+#: twice the input's size along the axis, where a Python loop over every tap would run for minutes
+LOOPED_TAPS = 8
+
+
+def _interpolate(x: Array, axis: int, idx: Array, w: Array) -> Array:
+    """``x`` resampled along ``axis``: output i is the sum over t of w[i, t] * x[idx[i, t]] (``_taps``)."""
+    n_out, taps = idx.shape
+    along = [1] * x.ndim
+    along[axis] = n_out
+    if taps > LOOPED_TAPS:
+        gathered = np.take(x, idx.reshape(-1), axis=axis)
+        gathered = gathered.reshape(*x.shape[:axis], n_out, taps, *x.shape[axis + 1:])
+        return np.einsum(gathered, [*range(axis), axis, x.ndim, *range(axis + 1, x.ndim)], w, [axis, x.ndim],
+                         list(range(x.ndim)))
+    acc = np.take(x, idx[:, 0], axis=axis) * w[:, 0].reshape(along)
+    for t in range(1, taps):
+        acc += np.take(x, idx[:, t], axis=axis) * w[:, t].reshape(along)
+    return acc
+
+
 def _resize(x: Array, scales: Sequence[float], sizes: Sequence[int], roi: Array | None, axes: Sequence[int],
             mode: str, coord_mode: str, nearest_mode: str, cubic_coeff_a: float, exclude_outside: int,
             extrapolation_value: float, antialias: int) -> Array:
@@ -130,13 +152,7 @@ def _resize(x: Array, scales: Sequence[float], sizes: Sequence[int], roi: Array 
         if mode == "nearest":
             out = np.take(out, _nearest_index(src, nearest_mode, n_in), axis=axis)
         elif mode in ("linear", "cubic"):
-            idx, w = _taps(src, n_in, mode, scale, antialias, cubic_coeff_a, exclude_outside)
-            along = [1] * r
-            along[axis] = n_out
-            acc = np.take(out, idx[:, 0], axis=axis) * w[:, 0].reshape(along)
-            for t in range(1, idx.shape[1]):
-                acc += np.take(out, idx[:, t], axis=axis) * w[:, t].reshape(along)
-            out = acc
+            out = _interpolate(out, axis, *_taps(src, n_in, mode, scale, antialias, cubic_coeff_a, exclude_outside))
         else:
             raise ValueError(f"Resize: unknown mode {mode!r}")
     if outside.any():

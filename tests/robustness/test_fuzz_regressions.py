@@ -366,3 +366,16 @@ def test_resize_keeps_a_nan_to_the_outputs_that_read_it():
     finite = np.isfinite(y.reshape(16))
     # outputs 13-15 sit at 6.07, 6.53 and 7 (align_corners: y * 7 / 15) and read channel 7; 12, at 5.6, does not
     assert finite[:13].all() and not finite[13:].any()
+
+
+def test_resize_with_many_taps_gathers_them_at_once_to_the_same_values(monkeypatch):
+    # antialiasing a downscale by 0.2 reads 20 cubic taps an output: gathered in one call, not a
+    # Python loop a tap (a downscale by 1e-6 would loop two million times)
+    from hal.kernels import image
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 40, 50)).astype(np.float32)
+    args = (x, None, np.array([1, 1, 0.3, 0.2], np.float32), None)
+    kw = {"antialias": 1, "mode": "cubic", "exclude_outside": 1}
+    at_once = image.resize(*args, **kw)
+    monkeypatch.setattr(image, "LOOPED_TAPS", 1000)
+    np.testing.assert_allclose(at_once, image.resize(*args, **kw), rtol=1e-6, atol=1e-6)
