@@ -359,7 +359,20 @@ def _max_roi_pool(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int]
     return [rois.shape[0], x.shape[1], *[int(v) for v in attrs["pooled_shape"]]], max(_itemsize(x), 4)
 
 
-OUTPUT_SIZE.update({"RoiAlign": _roi_align, "MaxRoiPool": _max_roi_pool})  # (defined after the table)
+def _deform_conv(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """DeformConv's float64 sampled columns, (N, C * taps, *out), or its output if larger: the offset
+    input sets the output grid, and every input channel is sampled at every tap of it."""
+    x, w, offset = args[0], args[1], args[2]
+    if x.ndim < 3 or w.ndim != x.ndim or offset.ndim != x.ndim:
+        return None
+    k = attrs.get("kernel_shape") or w.shape[2:]
+    n, out = x.shape[0], list(offset.shape[2:])
+    shapes = [[n, x.shape[1] * math.prod(int(v) for v in k), *out], [n, w.shape[0], *out]]
+    return max(shapes, key=math.prod), 8
+
+
+OUTPUT_SIZE.update({"RoiAlign": _roi_align, "MaxRoiPool": _max_roi_pool,
+                    "DeformConv": _deform_conv})  # (defined after the table)
 
 #: the most iterations a kernel's own loop may make (pooling taps, LRN's channel window): attributes
 #: are a few bytes of model, and a loop inside one kernel call cannot be stopped by ``timeout_s``

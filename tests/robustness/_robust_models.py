@@ -189,6 +189,17 @@ def bomb_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], dic
               [vi("i", I64, ["n", "m"])], [vi("y", F, sym(3))], [data]),
         {"i": np.broadcast_to(np.zeros(1, np.int64), (big, big))},
         {"i": np.zeros((2, 2), np.int64)})
+    # DeformConv samples every input channel at every tap of the offset's grid, in float64: with
+    # 2**30 channels (a zero-stride view) that is 2**30 x 9 x 16 values however small its output
+    channels = np.broadcast_to(np.ones(1, np.float32), (1, 2**30, 6, 6))
+    out["DeformConv"] = (
+        model([helper.make_node("DeformConv", ["x", "w", "o"], ["y"], name="deform", kernel_shape=[3, 3])],
+              [vi("x", F, [1, "c", 6, 6]), vi("w", F, [1, "c", 3, 3]), vi("o", F, [1, 18, 4, 4])],
+              [vi("y", F, [1, 1, 4, 4])], opset=19),
+        {"x": channels, "w": np.broadcast_to(np.ones(1, np.float32), (1, 2**30, 3, 3)),
+         "o": np.zeros((1, 18, 4, 4), np.float32)},
+        {"x": np.ones((1, 2, 6, 6), np.float32), "w": np.ones((1, 2, 3, 3), np.float32),
+         "o": np.zeros((1, 18, 4, 4), np.float32)})
     return out
 
 
