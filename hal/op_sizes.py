@@ -371,8 +371,57 @@ def _deform_conv(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int],
     return max(shapes, key=math.prod), 8
 
 
-OUTPUT_SIZE.update({"RoiAlign": _roi_align, "MaxRoiPool": _max_roi_pool,
-                    "DeformConv": _deform_conv})  # (defined after the table)
+def _optional_int(args: Sequence[Any], i: int) -> int | None:
+    v = args[i] if len(args) > i else None
+    return None if v is None or np.asarray(v).size == 0 else int(_first(v))
+
+
+def _complex_item(x: Any) -> int:
+    return 16 if getattr(x, "dtype", None) == np.float64 else 8
+
+
+def _dft(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """DFT's complex transform: the signal with its transform axis ``dft_length`` long (an input's
+    value), or twice the axis for an inverse one-sided one. The axis is an attribute (opset 17) or an
+    input (20); without either, the larger of the two defaults (1 and -2) bounds it."""
+    x = args[0]
+    if x.ndim < 2:
+        return None
+    length = _optional_int(args, 1)
+    if "axis" in attrs:
+        axes = [int(attrs["axis"])]
+    else:
+        given = _optional_int(args, 2)
+        axes = [given] if given is not None else [1, -2]
+    dims = list(x.shape[:-1])
+    best: list[int] = dims
+    for a in axes:
+        if not -x.ndim <= a < x.ndim - 1:
+            continue
+        a %= x.ndim
+        shape = list(dims)
+        shape[a] = max(length or 0, 2 * dims[a])
+        best = max(best, shape, key=math.prod)
+    return best, _complex_item(x)
+
+
+def _stft(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """STFT's frames, (batch, frames, max(frame_length, window)) complex, or the all-ones window it
+    makes when none is given (``frame_length`` floats): both sized by input values."""
+    signal, step = args[0], int(_first(args[1]))
+    if signal.ndim != 3 or step < 1:
+        return None
+    window = args[2] if len(args) > 2 else None
+    n_fft = _optional_int(args, 3)
+    span = window.shape[0] if window is not None and np.ndim(window) else (n_fft or signal.shape[1])
+    n_fft = n_fft or span
+    frames = (signal.shape[1] - span) // step + 1 if signal.shape[1] >= span else 0
+    shapes = [([signal.shape[0], frames, max(n_fft, span)], _complex_item(signal)), ([span], 8)]
+    return max(shapes, key=lambda t: math.prod(t[0]) * t[1])
+
+
+OUTPUT_SIZE.update({"RoiAlign": _roi_align, "MaxRoiPool": _max_roi_pool, "DeformConv": _deform_conv,
+                    "DFT": _dft, "STFT": _stft})  # (defined after the table)
 
 #: the most iterations a kernel's own loop may make (pooling taps, LRN's channel window): attributes
 #: are a few bytes of model, and a loop inside one kernel call cannot be stopped by ``timeout_s``

@@ -32,7 +32,7 @@ SHAPE_INPUTS: dict[str, tuple[int, ...]] = {
     "Reshape": (1,), "Expand": (1,), "ConstantOfShape": (0,), "Tile": (1,), "Slice": (1, 2, 3, 4),
     "Range": (0, 1, 2), "Pad": (1, 3), "Resize": (2, 3), "Upsample": (1,), "Squeeze": (1,), "Unsqueeze": (1,),
     "TopK": (1,), "OneHot": (1,), "Split": (1,), "CenterCropPad": (1, 2), "Col2Im": (1, 2), "MaxUnpool": (2,),
-    "DFT": (1,), "STFT": (2, 3), "Compress": (1,), "AffineGrid": (1,), "BlackmanWindow": (0,),
+    "DFT": (1, 2), "STFT": (1, 2, 3), "Compress": (1,), "AffineGrid": (1,), "BlackmanWindow": (0,),
     "HannWindow": (0,), "HammingWindow": (0,), "MelWeightMatrix": (0, 1, 2), "ReduceMean": (1,),
     "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "ReduceProd": (1,), "ReduceL1": (1,),
     "ReduceL2": (1,), "ReduceLogSum": (1,), "ReduceLogSumExp": (1,), "ReduceSumSquare": (1,),

@@ -200,6 +200,17 @@ def bomb_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], dic
          "o": np.zeros((1, 18, 4, 4), np.float32)},
         {"x": np.ones((1, 2, 6, 6), np.float32), "w": np.ones((1, 2, 3, 3), np.float32),
          "o": np.zeros((1, 18, 4, 4), np.float32)})
+    # a transform's length is an input's value: 2**40 points from an 8-sample signal
+    signal = np.ones((1, 64, 1), np.float32)
+    out["DFT"] = (
+        model([helper.make_node("DFT", ["x", "n"], ["y"], name="dft")], [vi("x", F, [1, 64, 1]), vi("n", I64, [])],
+              [vi("y", F, sym(3))], opset=20),
+        {"x": signal, "n": np.array(2**40, np.int64)}, {"x": signal, "n": np.array(8, np.int64)})
+    out["STFT"] = (
+        model([helper.make_node("STFT", ["x", "step", "", "len"], ["y"], name="stft")],
+              [vi("x", F, [1, 64, 1]), vi("step", I64, []), vi("len", I64, [])], [vi("y", F, sym(4))], opset=17),
+        {"x": signal, "step": np.array(8, np.int64), "len": np.array(2**40, np.int64)},
+        {"x": signal, "step": np.array(8, np.int64), "len": np.array(16, np.int64)})
     return out
 
 
