@@ -420,8 +420,47 @@ def _stft(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] |
     return max(shapes, key=lambda t: math.prod(t[0]) * t[1])
 
 
+def _attention(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """Attention's scores, (batch, q heads, q length, kv length): a few KB of Q and K with long
+    sequences ask for it whole (2**17 tokens: 64 GiB), however small the output."""
+    q, k = args[0], args[1]
+    past = args[4] if len(args) > 4 else None
+    if q.ndim == 3 and k.ndim == 3:
+        heads, q_len, kv_len = int(attrs.get("q_num_heads") or 1), q.shape[1], k.shape[1]
+    elif q.ndim == 4 and k.ndim == 4:
+        heads, q_len, kv_len = q.shape[1], q.shape[2], k.shape[2]
+    else:
+        return None
+    if past is not None and getattr(past, "ndim", 0) == 4:
+        kv_len += past.shape[2]
+    wide = any(getattr(a, "dtype", None) == np.float64 for a in args[:3])
+    return [q.shape[0], heads, q_len, kv_len], 8 if wide else 4
+
+
+def _grid_sample(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """GridSample's output, (N, C, *grid's spatial dims), sampled in float64: the channels come from
+    the image and the points from the grid, so neither input bounds their product."""
+    x, grid = args[0], args[1]
+    if x.ndim < 3 or grid.ndim != x.ndim:
+        return None
+    return [x.shape[0], x.shape[1], *grid.shape[1:-1]], 8
+
+
+def _recurrent(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """RNN, GRU and LSTM's Y, (seq, directions, batch, hidden_size): hidden_size is an attribute and
+    the input's width may be 1, so Y can be any multiple of X."""
+    x, w = args[0], args[1]
+    hidden = attrs.get("hidden_size")
+    if x.ndim != 3 or w.ndim != 3 or hidden is None:
+        return None
+    seq, batch = (x.shape[1], x.shape[0]) if attrs.get("layout", 0) else (x.shape[0], x.shape[1])
+    return [seq, w.shape[0], batch, int(hidden)], max(_itemsize(x), 4)
+
+
 OUTPUT_SIZE.update({"RoiAlign": _roi_align, "MaxRoiPool": _max_roi_pool, "DeformConv": _deform_conv,
-                    "DFT": _dft, "STFT": _stft})  # (defined after the table)
+                    "DFT": _dft, "STFT": _stft, "Attention": _attention, "FlexAttention": _attention,
+                    "GridSample": _grid_sample, "RNN": _recurrent, "GRU": _recurrent,
+                    "LSTM": _recurrent})  # (defined after the table)
 
 #: the most iterations a kernel's own loop may make (pooling taps, LRN's channel window): attributes
 #: are a few bytes of model, and a loop inside one kernel call cannot be stopped by ``timeout_s``

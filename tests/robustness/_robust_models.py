@@ -211,6 +211,28 @@ def bomb_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], dic
               [vi("x", F, [1, 64, 1]), vi("step", I64, []), vi("len", I64, [])], [vi("y", F, sym(4))], opset=17),
         {"x": signal, "step": np.array(8, np.int64), "len": np.array(2**40, np.int64)},
         {"x": signal, "step": np.array(8, np.int64), "len": np.array(16, np.int64)})
+    # sizes no single input bounds: attention's scores (q length x kv length), GridSample's channels
+    # times its points, a recurrence's hidden_size (an attribute) times its steps
+    def ones(*shape: int) -> np.ndarray:
+        return np.broadcast_to(np.ones(1, np.float32), shape)
+
+    out["Attention"] = (
+        model([helper.make_node("Attention", ["q", "k", "v"], ["y"], name="attention")],
+              [vi(n, F, [1, 1, "s", 1]) for n in "qkv"], [vi("y", F, [1, 1, "s", 1])], opset=23),
+        {n: ones(1, 1, big * 16, 1) for n in "qkv"}, {n: np.ones((1, 1, 4, 1), np.float32) for n in "qkv"})
+    out["GridSample"] = (
+        model([helper.make_node("GridSample", ["x", "g"], ["y"], name="grid")],
+              [vi("x", F, [1, "c", 2, 2]), vi("g", F, [1, "h", "w", 2])], [vi("y", F, [1, "c", "h", "w"])],
+              opset=20),
+        {"x": ones(1, big, 2, 2), "g": np.zeros((1, 1024, 1024, 2), np.float32)},
+        {"x": np.ones((1, 2, 2, 2), np.float32), "g": np.zeros((1, 3, 3, 2), np.float32)})
+    out["LSTM"] = (
+        model([helper.make_node("LSTM", ["x", "w", "r"], ["y"], name="lstm", hidden_size=64)],
+              [vi("x", F, ["s", "b", 1]), vi("w", F, [1, 256, 1]), vi("r", F, [1, 256, 64])],
+              [vi("y", F, ["s", 1, "b", 64])], opset=14),
+        {"x": ones(big, big, 1), "w": np.zeros((1, 256, 1), np.float32), "r": np.zeros((1, 256, 64), np.float32)},
+        {"x": np.ones((3, 2, 1), np.float32), "w": np.zeros((1, 256, 1), np.float32),
+         "r": np.zeros((1, 256, 64), np.float32)})
     return out
 
 
