@@ -457,7 +457,38 @@ def _recurrent(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], i
     return [seq, w.shape[0], batch, int(hidden)], max(_itemsize(x), 4)
 
 
+def _col2im(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """Col2Im's padded image, (N, C, *image_shape + pads): image_shape is an input's value and the
+    strides an attribute, so a one-element input can ask for any image."""
+    x, image, block = args[0], _ints(args[1]), _ints(args[2])
+    nd = len(image)
+    pads = [int(v) for v in (attrs.get("pads") or [0] * 2 * nd)]
+    if x.ndim != 3 or len(block) != nd or len(pads) != 2 * nd or math.prod(block) < 1:
+        return None
+    span = [image[i] + max(pads[i], 0) + max(pads[i + nd], 0) for i in range(nd)]
+    return [x.shape[0], x.shape[1] // math.prod(block), *span], max(_itemsize(x), 4)
+
+
+def _multinomial(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """Multinomial's draws against each class, (batch, sample_size, classes) booleans, or its float64
+    uniforms (batch, sample_size) if larger: sample_size is an attribute, the batch dynamic."""
+    x, samples = args[0], int(attrs.get("sample_size", 1))
+    if x.ndim != 2:
+        return None
+    return max(([x.shape[0], samples, x.shape[1]], 1), ([x.shape[0], samples], 8),
+               key=lambda t: math.prod(t[0]) * t[1])
+
+
+def _string_concat(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """StringConcat broadcasts: each output is a new Python string, 64 bytes at least (its header and
+    the array's pointer to it)."""
+    if len(args) != 2 or not all(isinstance(a, np.ndarray) for a in args):
+        return None
+    return _broadcast([args[0].shape, args[1].shape]), 64
+
+
 OUTPUT_SIZE.update({"RoiAlign": _roi_align, "MaxRoiPool": _max_roi_pool, "DeformConv": _deform_conv,
+                    "Col2Im": _col2im, "Multinomial": _multinomial, "StringConcat": _string_concat,
                     "DFT": _dft, "STFT": _stft, "Attention": _attention, "FlexAttention": _attention,
                     "GridSample": _grid_sample, "RNN": _recurrent, "GRU": _recurrent,
                     "LSTM": _recurrent})  # (defined after the table)

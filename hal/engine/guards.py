@@ -35,7 +35,7 @@ SHAPE_SIZED_OPS = frozenset({
     "LessOrEqual", "Where", "Max", "Min", "Sum", "Mean", "PRelu", "BitShift", "BitwiseAnd", "BitwiseOr",
     "BitwiseXor", "Gather", "MatMul", "MatMulInteger", "Gemm", "Einsum", "ConvTranspose", "Constant",
     "Conv", "ConvInteger", "QLinearConv", "RoiAlign", "MaxRoiPool", "DeformConv", "Attention", "FlexAttention",
-    "GridSample", "RNN", "GRU", "LSTM",
+    "GridSample", "RNN", "GRU", "LSTM", "Multinomial", "StringConcat",
 })
 
 

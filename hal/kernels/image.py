@@ -7,8 +7,8 @@ weight matrix per axis grows with the product of the two lengths: 26.6 GiB for 6
 channels, the fuzzer found, where the taps take 0.9 MB; and NaN times the matrix's zeros spread
 to every output along the axis.) GridSample, RoiAlign and DeformConv gather every tap of every
 sampling point at once with advanced indexing and sum weighted taps, one vectorised pass per tap
-corner. NonMaxSuppression builds the IoU matrix of each (batch, class) in one shot; only the greedy
-selection, which is sequential by definition, walks the boxes.
+corner. NonMaxSuppression walks each class's boxes greedily, best first, and works out the IoU of a
+kept box against all the others in one vectorised pass.
 """
 
 from __future__ import annotations
@@ -389,17 +389,35 @@ def _corners(boxes: Array, center_point_box: int) -> tuple[Array, Array, Array, 
             np.maximum(b[:, 0], b[:, 2]), np.maximum(b[:, 1], b[:, 3]))
 
 
-def _overlaps(boxes: Array, center_point_box: int, iou_threshold: float) -> Array:
-    """Boolean (B, B) matrix: does box i suppress box j (IoU strictly above the threshold)?"""
+#: rows of the suppression relation kept for reuse across a batch's classes, in bytes (one byte a box)
+ROW_CACHE_BYTES = 64 << 20
+
+
+def _suppressor(boxes: Array, center_point_box: int, iou_threshold: float) -> Callable[[int], Array]:
+    """Row i of the suppression relation on demand: does box i suppress box j (IoU strictly above the
+    threshold), for every j. A row is worked out when a box is kept, so memory grows with the boxes,
+    not their square: the whole (B, B) matrix of 65,536 boxes took 32 GiB of float64 work, which no
+    input's size bounds. Each pair's IoU is the same arithmetic the matrix did, so the same bits."""
     y0, x0, y1, x1 = _corners(boxes, center_point_box)
-    ih = np.minimum(y1[:, None], y1[None, :]) - np.maximum(y0[:, None], y0[None, :])
-    iw = np.minimum(x1[:, None], x1[None, :]) - np.maximum(x0[:, None], x0[None, :])
-    inter = np.where((ih > 0) & (iw > 0), ih * iw, 0.0)
     area = (y1 - y0) * (x1 - x0)
-    union = area[:, None] + area[None, :] - inter
-    ok = (inter > 0) & (area[:, None] > 0) & (area[None, :] > 0) & (union > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return ok & (inter / np.where(ok, union, 1.0) > iou_threshold)
+    rows: dict[int, Array] = {}
+
+    def row(i: int) -> Array:
+        got = rows.get(i)
+        if got is not None:
+            return got
+        ih = np.minimum(y1[i], y1) - np.maximum(y0[i], y0)
+        iw = np.minimum(x1[i], x1) - np.maximum(x0[i], x0)
+        inter = np.where((ih > 0) & (iw > 0), ih * iw, 0.0)
+        union = area[i] + area - inter
+        ok = (inter > 0) & (area[i] > 0) & (area > 0) & (union > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            got = ok & (inter / np.where(ok, union, 1.0) > iou_threshold)
+        if (len(rows) + 1) * got.size <= ROW_CACHE_BYTES:
+            rows[i] = got
+        return got
+
+    return row
 
 
 def _scalar(v: Array | None, default: float) -> float:
@@ -420,7 +438,7 @@ def non_max_suppression(boxes: Array, scores: Array, max_output_boxes_per_class:
     if limit == 0:
         return np.empty((0, 3), dtype=np.int64)
     for b in range(boxes.shape[0]):
-        suppress = _overlaps(boxes[b], center_point_box, iou)
+        suppress = _suppressor(boxes[b], center_point_box, iou)
         for cls in range(scores.shape[1]):
             s = scores[b, cls]
             order = np.argsort(-s.astype(np.float64), kind="stable")  # best first, ties by lower index
@@ -435,7 +453,7 @@ def non_max_suppression(boxes: Array, scores: Array, max_output_boxes_per_class:
                 kept += 1
                 if kept >= limit:
                     break
-                alive &= ~suppress[i]
+                alive &= ~suppress(int(i))
     return np.array(selected, dtype=np.int64).reshape(-1, 3)
 
 

@@ -233,6 +233,23 @@ def bomb_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], dic
         {"x": ones(big, big, 1), "w": np.zeros((1, 256, 1), np.float32), "r": np.zeros((1, 256, 64), np.float32)},
         {"x": np.ones((3, 2, 1), np.float32), "w": np.zeros((1, 256, 1), np.float32),
          "r": np.zeros((1, 256, 64), np.float32)})
+    # Col2Im's image is an input's value and its stride an attribute: one column, any image
+    out["Col2Im"] = (
+        model([helper.make_node("Col2Im", ["x", "img", "blk"], ["y"], name="col2im", strides=[big, big])],
+              [vi("x", F, [1, 1, 1]), vi("img", I64, [2]), vi("blk", I64, [2])], [vi("y", F, sym(4))], opset=18),
+        {"x": np.ones((1, 1, 1), np.float32), "img": shape_feed(big, big), "blk": shape_feed(1, 1)},
+        {"x": np.ones((1, 1, 1), np.float32), "img": shape_feed(1, 1), "blk": shape_feed(1, 1)})
+    out["Multinomial"] = (
+        model([helper.make_node("Multinomial", ["x"], ["y"], name="draw", sample_size=big)],
+              [vi("x", F, ["b", 4])], [vi("y", TensorProto.INT32, ["b", big])], opset=17),
+        {"x": ones(big, 4)}, {"x": np.zeros((1, 4), np.float32)})
+    strings = np.array(["ab"], dtype=object)
+    out["StringConcat"] = (
+        model([helper.make_node("StringConcat", ["a", "b"], ["y"], name="concat")],
+              [vi("a", TensorProto.STRING, ["n", 1]), vi("b", TensorProto.STRING, [1, "m"])],
+              [vi("y", TensorProto.STRING, ["n", "m"])], opset=20),
+        {"a": np.broadcast_to(strings, (big, 1)), "b": np.broadcast_to(strings, (1, big))},
+        {"a": np.broadcast_to(strings, (2, 1)), "b": np.broadcast_to(strings, (1, 3))})
     return out
 
 

@@ -185,3 +185,46 @@ def test_bounds_are_per_thread_and_restored():
         assert limits.current().max_memory == 123
     assert seen["b"].max_memory != 123 and seen["b"].deadline is None
     assert limits.current().max_memory != 123
+
+
+def _greedy_nms(boxes: np.ndarray, scores: np.ndarray, limit: int, iou: float) -> list[tuple[int, int, int]]:
+    """NonMaxSuppression as ONNX describes it, a pair at a time in plain Python (corner boxes)."""
+    def area(b):
+        return (max(b[0], b[2]) - min(b[0], b[2])) * (max(b[1], b[3]) - min(b[1], b[3]))
+
+    def overlap(a, b):
+        ih = min(max(a[0], a[2]), max(b[0], b[2])) - max(min(a[0], a[2]), min(b[0], b[2]))
+        iw = min(max(a[1], a[3]), max(b[1], b[3])) - max(min(a[1], a[3]), min(b[1], b[3]))
+        inter = ih * iw if ih > 0 and iw > 0 else 0.0
+        union = area(a) + area(b) - inter
+        return inter > 0 and union > 0 and inter / union > iou
+
+    out = []
+    for b in range(boxes.shape[0]):
+        for c in range(scores.shape[1]):
+            kept: list[int] = []
+            for i in sorted(range(boxes.shape[1]), key=lambda j: (-float(scores[b, c, j]), j)):
+                if len(kept) < limit and not any(overlap(boxes[b, k].tolist(), boxes[b, i].tolist()) for k in kept):
+                    kept.append(i)
+            out += [(b, c, i) for i in kept]
+    return out
+
+
+def test_non_max_suppression_works_out_overlaps_per_kept_box():
+    # was: the (boxes x boxes) IoU matrix in float64, 32 GiB for 65,536 boxes whatever max_memory said
+    from hal.kernels.image import non_max_suppression
+
+    rng = np.random.default_rng(3)
+    boxes = rng.uniform(0, 10, (2, 150, 4)).astype(np.float32)
+    scores = rng.uniform(0, 1, (2, 3, 150)).astype(np.float32)
+    got = non_max_suppression(boxes, scores, np.array([40]), np.array([0.3], np.float32))
+    assert [tuple(r) for r in got.tolist()] == _greedy_nms(boxes, scores, 40, 0.3)
+    many = rng.uniform(0, 1000, (1, 1 << 16, 4)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        got = non_max_suppression(many, rng.uniform(0, 1, (1, 1, 1 << 16)).astype(np.float32), np.array([50]),
+                                  np.array([0.5], np.float32))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got.shape == (50, 3) and peak < 64 << 20, f"{peak} bytes traced"
