@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from hal import heap, limits
 from hal.cache import CompileCache, SessionEntry, SessionPart, open_cache, weights_elsewhere
-from hal.errors import CompileError, HalError, InputError, UnsupportedOpError
+from hal.errors import CompileError, HalError, InputError, ResourceError, UnsupportedOpError
 from hal.graph.ir import Graph, TensorInfo
 from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
@@ -445,7 +445,19 @@ class InferenceSession:
                             raise InputError(f"feed {t.name!r} binds dimension {want!r} to {got}, but another "
                                              f"feed bound it to {bound[want]}", where="run feeds",
                                              hint=f"the model expects: {expected}")
+            self._check_feed_size(t.name, v)
         return dict(feeds)
+
+    def _check_feed_size(self, name: str, v: np.ndarray) -> None:
+        """A feed spanning more than max_memory as an array (a broadcast view can, holding one element):
+        the kernels would write results of its size, which the guards take to be in memory already."""
+        limit = self._run_max_memory
+        if v.nbytes > limit:
+            raise ResourceError(
+                f"feed {name!r} {v.dtype}{list(v.shape)} spans {limits.format_bytes(v.nbytes)} ({v.nbytes:,} bytes) "
+                f"as an array, more than max_memory {limits.format_bytes(limit)} ({limit:,} bytes); refused before "
+                f"allocating: a kernel reading it would write a result that large", where="run feeds",
+                hint=f"pass max_memory=<bytes> (or set {limits.ENV_MAX_MEMORY}) if this is intended, or feed less")
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any], run_options: Any = None
             ) -> list[Any]:

@@ -123,8 +123,14 @@ def symlink_supported(tmp: Path) -> bool:
 
 # -- value-dependent output sizes: a tiny feed asks for an enormous tensor ------------------------
 
+#: the max_memory the bombs run under: each hostile feed spans less, what it asks for more
+BOMB_BOUND = 1 << 28
+
+
 def bomb_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """op -> (model, hostile feeds, harmless feeds). Hostile feeds ask for > 1 PiB; harmless for bytes."""
+    """op -> (model, hostile feeds, harmless feeds). Hostile feeds ask for more than ``BOMB_BOUND`` (most
+    for over 1 PiB) while each spans less as an array (a zero-stride view may hold one element);
+    harmless ones ask for bytes."""
     big = 2**20
     out: dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
 
@@ -187,16 +193,16 @@ def bomb_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], dic
     out["Gather"] = (
         model([helper.make_node("Gather", ["data", "i"], ["y"], name="gather", axis=0)],
               [vi("i", I64, ["n", "m"])], [vi("y", F, sym(3))], [data]),
-        {"i": np.broadcast_to(np.zeros(1, np.int64), (big, big))},
+        {"i": np.broadcast_to(np.zeros(1, np.int64), (2**13, 2**10))},  # 64 MB as an array; 128 GiB gathered
         {"i": np.zeros((2, 2), np.int64)})
     # DeformConv samples every input channel at every tap of the offset's grid, in float64: with
-    # 2**30 channels (a zero-stride view) that is 2**30 x 9 x 16 values however small its output
-    channels = np.broadcast_to(np.ones(1, np.float32), (1, 2**30, 6, 6))
+    # 2**18 channels (a zero-stride view of 38 MB) that is 302 MB however small its output
+    channels = np.broadcast_to(np.ones(1, np.float32), (1, 2**18, 6, 6))
     out["DeformConv"] = (
         model([helper.make_node("DeformConv", ["x", "w", "o"], ["y"], name="deform", kernel_shape=[3, 3])],
               [vi("x", F, [1, "c", 6, 6]), vi("w", F, [1, "c", 3, 3]), vi("o", F, [1, 18, 4, 4])],
               [vi("y", F, [1, 1, 4, 4])], opset=19),
-        {"x": channels, "w": np.broadcast_to(np.ones(1, np.float32), (1, 2**30, 3, 3)),
+        {"x": channels, "w": np.broadcast_to(np.ones(1, np.float32), (1, 2**18, 3, 3)),
          "o": np.zeros((1, 18, 4, 4), np.float32)},
         {"x": np.ones((1, 2, 6, 6), np.float32), "w": np.ones((1, 2, 3, 3), np.float32),
          "o": np.zeros((1, 18, 4, 4), np.float32)})
@@ -230,7 +236,7 @@ def bomb_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], dic
         model([helper.make_node("LSTM", ["x", "w", "r"], ["y"], name="lstm", hidden_size=64)],
               [vi("x", F, ["s", "b", 1]), vi("w", F, [1, 256, 1]), vi("r", F, [1, 256, 64])],
               [vi("y", F, ["s", 1, "b", 64])], opset=14),
-        {"x": ones(big, big, 1), "w": np.zeros((1, 256, 1), np.float32), "r": np.zeros((1, 256, 64), np.float32)},
+        {"x": ones(2**12, 2**12, 1), "w": np.zeros((1, 256, 1), np.float32), "r": np.zeros((1, 256, 64), np.float32)},
         {"x": np.ones((3, 2, 1), np.float32), "w": np.zeros((1, 256, 1), np.float32),
          "r": np.zeros((1, 256, 64), np.float32)})
     # Col2Im's image is an input's value and its stride an attribute: one column, any image

@@ -9,18 +9,23 @@ import tracemalloc
 import numpy as np
 import pytest
 from _robust_models import (
+    BOMB_BOUND,
     TARGETS,
+    F,
     bomb_models,
     constant_bomb_model,
     known_issue_params,
     lying_constant_bomb_model,
+    model,
     relu_model,
     runaway_loop_model,
     session,
     sparse_constant_bomb_model,
     sparse_initializer_bomb_model,
     static_bomb_model,
+    vi,
 )
+from onnx import helper
 
 import hal
 from hal import limits
@@ -32,7 +37,7 @@ BOMBS = bomb_models()
 @pytest.mark.parametrize("op", sorted(BOMBS))
 def test_value_dependent_bomb_is_refused_before_allocating(target, op):
     m, hostile, harmless = BOMBS[op]
-    s = session(m, target)
+    s = session(m, target, max_memory=BOMB_BOUND)
     s.run(None, harmless)  # the same session runs sane values
     tracemalloc.start()
     try:
@@ -228,3 +233,14 @@ def test_non_max_suppression_works_out_overlaps_per_kept_box():
     finally:
         tracemalloc.stop()
     assert got.shape == (50, 3) and peak < 64 << 20, f"{peak} bytes traced"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_feed_spanning_more_than_max_memory_is_refused(target):
+    # a broadcast view of one float spans 4 TiB: every kernel reading it writes a result that large,
+    # where the guards take an input's size to be in memory already (was: a MemoryError in Relu)
+    relu = model([helper.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", F, ["a", "b"])], [vi("y", F, ["a", "b"])])
+    s = session(relu, target, max_memory=BOMB_BOUND)
+    with pytest.raises(hal.ResourceError, match="feed 'x' float32\\[1048576, 1048576\\] spans 4 TiB"):
+        s.run(None, {"x": np.broadcast_to(np.ones(1, np.float32), (2**20, 2**20))})
+    assert s.run(None, {"x": -np.ones((2, 3), np.float32)})[0].tolist() == [[0.0] * 3] * 2
