@@ -6,11 +6,15 @@ process may use) is the most bytes any one tensor may need. It is checked
 - at compile, from the statically inferred shapes (``check_graph``): a declared dimension whose
   product would need more is a ResourceError naming the tensor, its shape and the size;
 - at load, for tensors the loader itself would expand (sparse initializers);
-- at run, *before the kernel allocates*, for ops whose output size depends on input values or on
-  dynamic shapes (Expand, Tile, ConstantOfShape, Range, Resize, Pad, OneHot, broadcasting, Conv and
-  pooling pads, ...): ``check_step`` computes the size from the arguments with Python integers (no
-  overflow), by the per-op rules in ``hal.op_sizes``; it also bounds loops inside one kernel call
-  (pooling taps, LRN's window) that ``timeout_s`` could not interrupt.
+- at run, for each feed (``InferenceSession`` refuses one that spans more as an array: a broadcast
+  view of one element may, and every kernel reading it writes a result that large);
+- at run, *before the kernel allocates*, for ops whose output or working size depends on input
+  values, attributes or dynamic shapes in a way no single input bounds (Expand, Tile,
+  ConstantOfShape, Range, Resize, Pad, OneHot, broadcasting, Conv's im2col and pooling pads, DFT
+  and STFT lengths, attention's scores, a recurrence's hidden size, ...): ``check_step`` computes
+  the size from the arguments with Python integers (no overflow), by the per-op rules in
+  ``hal.op_sizes``; it also bounds loops inside one kernel call (pooling taps, LRN's window) that
+  ``timeout_s`` could not interrupt.
 
 ``timeout_s`` bounds a compile (``call_with_timeout``: the plugin's compile runs in a worker
 thread that is given up, left running as a daemon, after the timeout) and a run (the engine
