@@ -341,7 +341,7 @@ OUTPUT_SIZE: dict[str, Callable[[Sequence[Any], dict[str, Any]], tuple[list[int]
     **{op: _elementwise for op in _BROADCASTING},
     "Expand": _expand, "Tile": _tile, "ConstantOfShape": _constant_of_shape, "Range": _range,
     "Resize": _resize, "Upsample": _resize, "Pad": _pad, "OneHot": _one_hot, "CenterCropPad": _center_crop_pad,
-    "Gather": _gather, "MatMul": _matmul, "MatMulInteger": _matmul, "Gemm": _gemm, "Einsum": _einsum,
+    "Gather": _gather, "MatMul": _matmul, "Gemm": _gemm, "Einsum": _einsum,
     "ConvTranspose": _conv_transpose, "MaxUnpool": _max_unpool, "HannWindow": _window, "HammingWindow": _window,
     "BlackmanWindow": _window, "MelWeightMatrix": _mel, "AffineGrid": _affine_grid, "Constant": _constant,
     "Conv": _conv_rule(1, None), "ConvInteger": _conv_rule(1, 8), "QLinearConv": _conv_rule(3, 8),
@@ -487,7 +487,48 @@ def _string_concat(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int
     return _broadcast([args[0].shape, args[1].shape]), 64
 
 
+def _matmul_wide(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """MatMulInteger's product, (…, M, N), computed as a float64 BLAS product (8 bytes an element)."""
+    got = _matmul(args, attrs)
+    return None if got is None else (got[0], 8)
+
+
+def _qlinear_matmul(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """QLinearMatMul (a, its scale and zero point, b, ...): the float64 product of a and b."""
+    return _matmul_wide([args[0], args[3]], attrs) if len(args) > 3 else None
+
+
+def _gather_nd(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """GatherND's output, indices' index tuples times data's slices: a product of two inputs."""
+    data, indices = args[0], np.asarray(args[1])
+    b = int(attrs.get("batch_dims", 0))
+    if indices.ndim < 1 or not 0 <= b < min(data.ndim, indices.ndim):
+        return None
+    m = indices.shape[-1]
+    return [*data.shape[:b], *indices.shape[b:-1], *data.shape[b + m:]], _itemsize(data)
+
+
+def _non_zero(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """NonZero's indices, (rank, count) int64, at most (rank, size): 8 x rank bytes a boolean."""
+    x = args[0]
+    return [max(x.ndim, 1), x.size], 8
+
+
+def _concat(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """Concat's output: the same tensor may be an input many times (or a view spanning more than it
+    holds), so the inputs in memory do not bound it."""
+    arrays = [a for a in args if isinstance(a, np.ndarray)]
+    if len(arrays) < 2 or arrays[0].ndim == 0:
+        return None
+    axis = int(attrs.get("axis", 0)) % arrays[0].ndim
+    shape = list(arrays[0].shape)
+    shape[axis] = sum(a.shape[axis] if a.ndim == arrays[0].ndim else 0 for a in arrays)
+    return shape, max(_itemsize(a) for a in arrays)
+
+
 OUTPUT_SIZE.update({"RoiAlign": _roi_align, "MaxRoiPool": _max_roi_pool, "DeformConv": _deform_conv,
+                    "MatMulInteger": _matmul_wide, "QLinearMatMul": _qlinear_matmul, "GatherND": _gather_nd,
+                    "NonZero": _non_zero, "Concat": _concat,
                     "Col2Im": _col2im, "Multinomial": _multinomial, "StringConcat": _string_concat,
                     "DFT": _dft, "STFT": _stft, "Attention": _attention, "FlexAttention": _attention,
                     "GridSample": _grid_sample, "RNN": _recurrent, "GRU": _recurrent,

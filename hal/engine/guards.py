@@ -35,7 +35,8 @@ SHAPE_SIZED_OPS = frozenset({
     "LessOrEqual", "Where", "Max", "Min", "Sum", "Mean", "PRelu", "BitShift", "BitwiseAnd", "BitwiseOr",
     "BitwiseXor", "Gather", "MatMul", "MatMulInteger", "Gemm", "Einsum", "ConvTranspose", "Constant",
     "Conv", "ConvInteger", "QLinearConv", "RoiAlign", "MaxRoiPool", "DeformConv", "Attention", "FlexAttention",
-    "GridSample", "RNN", "GRU", "LSTM", "Multinomial", "StringConcat",
+    "GridSample", "RNN", "GRU", "LSTM", "Multinomial", "StringConcat", "QLinearMatMul", "GatherND", "NonZero",
+    "Concat",
 })
 
 

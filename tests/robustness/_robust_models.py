@@ -256,6 +256,28 @@ def bomb_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], dic
               [vi("y", TensorProto.STRING, ["n", "m"])], opset=20),
         {"a": np.broadcast_to(strings, (big, 1)), "b": np.broadcast_to(strings, (1, big))},
         {"a": np.broadcast_to(strings, (2, 1)), "b": np.broadcast_to(strings, (1, 3))})
+    # outputs that are a product of two inputs' sizes, or a multiple of one input's
+    out["GatherND"] = (
+        model([helper.make_node("GatherND", ["d", "i"], ["y"], name="gathernd")],
+              [vi("d", F, [1, "n"]), vi("i", I64, ["k", 1])], [vi("y", F, ["k", "n"])]),
+        {"d": np.zeros((1, 2**16), np.float32), "i": np.broadcast_to(np.zeros(1, np.int64), (2**16, 1))},
+        {"d": np.zeros((1, 4), np.float32), "i": np.zeros((3, 1), np.int64)})
+    out["NonZero"] = (
+        model([helper.make_node("NonZero", ["x"], ["y"], name="nonzero")], [vi("x", TensorProto.BOOL, ["a", "b"])],
+              [vi("y", I64, [2, "n"])]),
+        {"x": np.broadcast_to(np.ones(1, np.bool_), (2**13, 2**14))}, {"x": np.eye(3, dtype=np.bool_)})
+    out["Concat"] = (
+        model([helper.make_node("Concat", ["x"] * 5, ["y"], name="concat", axis=0)], [vi("x", F, ["n", 16])],
+              [vi("y", F, ["m", 16])]),
+        {"x": ones(2**20, 16)}, {"x": np.ones((2, 16), np.float32)})
+    out["QLinearMatMul"] = (
+        model([helper.make_node("QLinearMatMul", ["a", "s", "z", "b", "s", "z", "s", "z"], ["y"], name="qmm")],
+              [vi("a", TensorProto.UINT8, ["n", 1]), vi("b", TensorProto.UINT8, [1, "m"]), vi("s", F, []),
+               vi("z", TensorProto.UINT8, [])], [vi("y", TensorProto.UINT8, ["n", "m"])]),
+        {"a": np.broadcast_to(np.ones(1, np.uint8), (2**16, 1)), "b": np.broadcast_to(np.ones(1, np.uint8), (1, 2**16)),
+         "s": np.array(1, np.float32), "z": np.array(0, np.uint8)},
+        {"a": np.ones((2, 1), np.uint8), "b": np.ones((1, 3), np.uint8), "s": np.array(1, np.float32),
+         "z": np.array(0, np.uint8)})
     return out
 
 
