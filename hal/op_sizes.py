@@ -526,7 +526,16 @@ def _concat(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]
     return shape, max(_itemsize(a) for a in arrays)
 
 
+def _concat_from_sequence(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """ConcatFromSequence's output: all the sequence's tensors, which may be one tensor many times."""
+    items = [a for a in (args[0] if args and isinstance(args[0], (list, tuple)) else ()) if isinstance(a, np.ndarray)]
+    if not items:
+        return None
+    return [sum(a.size for a in items)], max(_itemsize(a) for a in items)
+
+
 OUTPUT_SIZE.update({"RoiAlign": _roi_align, "MaxRoiPool": _max_roi_pool, "DeformConv": _deform_conv,
+                    "ConcatFromSequence": _concat_from_sequence,
                     "MatMulInteger": _matmul_wide, "QLinearMatMul": _qlinear_matmul, "GatherND": _gather_nd,
                     "NonZero": _non_zero, "Concat": _concat,
                     "Col2Im": _col2im, "Multinomial": _multinomial, "StringConcat": _string_concat,

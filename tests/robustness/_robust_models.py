@@ -270,6 +270,11 @@ def bomb_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], dic
         model([helper.make_node("Concat", ["x"] * 5, ["y"], name="concat", axis=0)], [vi("x", F, ["n", 16])],
               [vi("y", F, ["m", 16])]),
         {"x": ones(2**20, 16)}, {"x": np.ones((2, 16), np.float32)})
+    out["ConcatFromSequence"] = (
+        model([helper.make_node("SequenceConstruct", ["x"] * 8, ["s"], name="seq"),
+               helper.make_node("ConcatFromSequence", ["s"], ["y"], name="concat_seq", axis=0)],
+              [vi("x", F, ["n", 16])], [vi("y", F, ["m", 16])]),
+        {"x": ones(2**20, 16)}, {"x": np.ones((2, 16), np.float32)})
     out["QLinearMatMul"] = (
         model([helper.make_node("QLinearMatMul", ["a", "s", "z", "b", "s", "z", "s", "z"], ["y"], name="qmm")],
               [vi("a", TensorProto.UINT8, ["n", 1]), vi("b", TensorProto.UINT8, [1, "m"]), vi("s", F, []),
