@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from hal import limits
+from hal.errors import ResourceError
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -72,9 +73,22 @@ def string_split(x: Array, delimiter: str = "", maxsplit: int | None = None) -> 
     x = _strings(x)
     sep = delimiter or None  # empty or absent: split on runs of whitespace, ignoring the ends
     limit = -1 if maxsplit is None else int(maxsplit)
-    parts = [s.split(sep, limit) for s in x.flat]
+    # the tokens are Python strings (64 bytes each at least): counted against max_memory as they are
+    # made, since a broadcast view of one long string splits it once per element
+    budget, made, parts = limits.current().max_memory // 64, 0, []
+    for s in x.flat:
+        part = s.split(sep, limit)
+        made += len(part)
+        if made > budget:
+            bound = limits.current().max_memory
+            raise ResourceError(f"StringSplit made {made:,} tokens so far, at least {limits.format_bytes(64 * made)} "
+                                f"as Python strings, more than max_memory {limits.format_bytes(bound)} ({bound:,} "
+                                f"bytes); stopped before splitting the rest", where="StringSplit",
+                                hint=f"pass max_memory=<bytes> (or set {limits.ENV_MAX_MEMORY}) if this is intended")
+        parts.append(part)
     counts = np.array([len(p) for p in parts], dtype=np.int64).reshape(x.shape)
     width = int(counts.max(initial=0))
+    limits.check_alloc("StringSplit output", (len(parts), width), object, where="StringSplit")
     y = np.full((len(parts), width), "", dtype=object)
     lengths = counts.reshape(-1)
     rows = np.repeat(np.arange(len(parts)), lengths)

@@ -25,7 +25,7 @@ from _robust_models import (
     static_bomb_model,
     vi,
 )
-from onnx import helper
+from onnx import TensorProto, helper
 
 import hal
 from hal import limits
@@ -244,3 +244,23 @@ def test_a_feed_spanning_more_than_max_memory_is_refused(target):
     with pytest.raises(hal.ResourceError, match="feed 'x' float32\\[1048576, 1048576\\] spans 4 TiB"):
         s.run(None, {"x": np.broadcast_to(np.ones(1, np.float32), (2**20, 2**20))})
     assert s.run(None, {"x": -np.ones((2, 3), np.float32)})[0].tolist() == [[0.0] * 3] * 2
+
+
+def test_string_split_counts_its_tokens_against_max_memory():
+    # a broadcast view of one 10,000-token string splits it once per element: 655 million tokens;
+    # the kernel stops once the tokens it made pass the bound (was: until memory ran out)
+    node = helper.make_node("StringSplit", ["x"], ["y", "n"], name="split")
+    m = model([node], [vi("x", TensorProto.STRING, ["k"])],
+              [vi("y", TensorProto.STRING, ["k", "w"]), vi("n", TensorProto.INT64, ["k"])], opset=20)
+    s = session(m, "cpu", max_memory=16 << 20)
+    long = np.array([" ".join(["a"] * 10_000)], dtype=object)
+    tracemalloc.start()
+    try:
+        with pytest.raises(hal.ResourceError, match="StringSplit made .* tokens so far"):
+            s.run(None, {"x": np.broadcast_to(long, (1 << 16,))})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"{peak} bytes traced"
+    y, n = s.run(None, {"x": np.array(["a b", "c"], dtype=object)})
+    assert y.tolist() == [["a", "b"], ["c", ""]] and n.tolist() == [2, 1]
