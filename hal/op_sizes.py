@@ -350,8 +350,21 @@ OUTPUT_SIZE: dict[str, Callable[[Sequence[Any], dict[str, Any]], tuple[list[int]
 
 
 def _roi_align(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
-    x, rois = args[0], args[1]
-    return [rois.shape[0], x.shape[1], int(attrs.get("output_height", 1)), int(attrs.get("output_width", 1))], 8
+    """RoiAlign's output, or the samples of its largest roi if more, (C, out_h, out_w, grid_h, grid_w)
+    float64: the grid is sampling_ratio a side (an attribute), else the roi's extent over the output
+    (the rois' values)."""
+    x, rois = args[0], np.asarray(args[1], dtype=np.float64)
+    oh, ow = int(attrs.get("output_height", 1)), int(attrs.get("output_width", 1))
+    ratio = int(attrs.get("sampling_ratio", 0))
+    if ratio > 0:
+        gh = gw = ratio
+    elif rois.size:
+        box = rois.reshape(-1, 4) * float(attrs.get("spatial_scale", 1.0))
+        gh = math.ceil(max(float(np.max(box[:, 3] - box[:, 1])), 1.0) / max(oh, 1))
+        gw = math.ceil(max(float(np.max(box[:, 2] - box[:, 0])), 1.0) / max(ow, 1))
+    else:
+        gh = gw = 0
+    return max([rois.shape[0], x.shape[1], oh, ow], [x.shape[1], oh, ow, gh, gw], key=math.prod), 8
 
 
 def _max_roi_pool(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:

@@ -34,7 +34,7 @@ SHAPE_SIZED_OPS = frozenset({
     "Add", "Sub", "Mul", "Div", "Pow", "Mod", "And", "Or", "Xor", "Equal", "Greater", "Less", "GreaterOrEqual",
     "LessOrEqual", "Where", "Max", "Min", "Sum", "Mean", "PRelu", "BitShift", "BitwiseAnd", "BitwiseOr",
     "BitwiseXor", "Gather", "MatMul", "MatMulInteger", "Gemm", "Einsum", "ConvTranspose", "Constant",
-    "Conv", "ConvInteger", "QLinearConv", "RoiAlign", "MaxRoiPool", "DeformConv", "Attention", "FlexAttention",
+    "Conv", "ConvInteger", "QLinearConv", "MaxRoiPool", "DeformConv", "Attention", "FlexAttention",
     "GridSample", "RNN", "GRU", "LSTM", "Multinomial", "StringConcat", "QLinearMatMul", "GatherND", "NonZero",
     "Concat",
 })

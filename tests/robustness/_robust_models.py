@@ -275,6 +275,16 @@ def bomb_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], dic
                helper.make_node("ConcatFromSequence", ["s"], ["y"], name="concat_seq", axis=0)],
               [vi("x", F, ["n", 16])], [vi("y", F, ["m", 16])]),
         {"x": ones(2**20, 16)}, {"x": np.ones((2, 16), np.float32)})
+    # RoiAlign samples each bin on a grid as wide as the roi over the output (the rois' values)
+    out["RoiAlign"] = (
+        model([helper.make_node("RoiAlign", ["x", "rois", "bi"], ["y"], name="roialign", output_height=2,
+                                output_width=2)],
+              [vi("x", F, [1, 4, 8, 8]), vi("rois", F, [1, 4]), vi("bi", I64, [1])], [vi("y", F, [1, 4, 2, 2])],
+              opset=16),
+        {"x": np.ones((1, 4, 8, 8), np.float32), "rois": np.array([[0, 0, 1e6, 1e6]], np.float32),
+         "bi": np.zeros(1, np.int64)},
+        {"x": np.ones((1, 4, 8, 8), np.float32), "rois": np.array([[0, 0, 7, 7]], np.float32),
+         "bi": np.zeros(1, np.int64)})
     out["QLinearMatMul"] = (
         model([helper.make_node("QLinearMatMul", ["a", "s", "z", "b", "s", "z", "s", "z"], ["y"], name="qmm")],
               [vi("a", TensorProto.UINT8, ["n", 1]), vi("b", TensorProto.UINT8, [1, "m"]), vi("s", F, []),
