@@ -258,7 +258,9 @@ class _Packer:
         while lo < extent:
             used = c.w + sum(b for k, b in weights.items() if k not in c.weights) + c.res + sum(
                 b for k, b in resident.items() if k not in c.resident) + c.transient
-            cols = min(extent - lo, int((self.budget - used) // per))
+            free = self.budget - used
+            # a run between the graph's own inputs and outputs has no transient bytes: all or nothing
+            cols = min(extent - lo, int(free // per)) if per else (extent - lo if free >= 0 else 0)
             if cols <= 0:
                 if c.empty:
                     raise self._too_big(node, int(per) + used)

@@ -379,3 +379,19 @@ def test_resize_with_many_taps_gathers_them_at_once_to_the_same_values(monkeypat
     at_once = image.resize(*args, **kw)
     monkeypatch.setattr(image, "LOOPED_TAPS", 1000)
     np.testing.assert_allclose(at_once, image.resize(*args, **kw), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape_only", [False, True], ids=["input", "shape-only-weight"])
+def test_lpu_refuses_an_op_between_graph_input_and_output_too_big_for_sram(shape_only):
+    # was (fuzzer, seed 9): a Relu from the graph's input to its output has no transient bytes, and
+    # splitting its activations over chips divided the free SRAM by zero bytes a column: a
+    # ZeroDivisionError inside the plugin (a PluginError) instead of saying the input does not fit
+    m = model([helper.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", F, [100000, 1000])],
+              [vi("y", F, [100000, 1000])])
+    if shape_only:
+        helper.set_model_props(m, {"hal.shape_only_weights": "x"})
+    with pytest.raises(hal.ResourceError) as ei:
+        hal.InferenceSession(m, target="lpu")
+    msg = str(ei.value)
+    assert "node 'r' (Relu) needs 400,000,000 bytes of SRAM" in msg
+    assert ("weights cannot be split" if shape_only else "activations alone do not fit") in ei.value.hint
