@@ -539,6 +539,17 @@ def _concat(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]
     return shape, max(_itemsize(a) for a in arrays)
 
 
+def _reduced_empty(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """A reduction's output (or a normalisation's statistics) where its input is empty: the dims it
+    does not reduce survive, so (2**32, 0, 4), no bytes, reduced over its zero axis is (2**32, 1, 4),
+    64 GiB. Bounded by the input's shape with each 0 read as 1, in float64 (the accumulators); the
+    axes may be a run's values (ReduceSum's second input), so the bound does not read them."""
+    x = args[0] if args else None
+    if not isinstance(x, np.ndarray) or x.size:
+        return None  # a non-empty input bounds its reduction's elements
+    return [max(int(d), 1) for d in x.shape], 8
+
+
 def _concat_from_sequence(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
     """ConcatFromSequence's output: all the sequence's tensors, which may be one tensor many times."""
     items = [a for a in (args[0] if args and isinstance(args[0], (list, tuple)) else ()) if isinstance(a, np.ndarray)]
@@ -555,6 +566,11 @@ OUTPUT_SIZE.update({"RoiAlign": _roi_align, "MaxRoiPool": _max_roi_pool, "Deform
                     "DFT": _dft, "STFT": _stft, "Attention": _attention, "FlexAttention": _attention,
                     "GridSample": _grid_sample, "RNN": _recurrent, "GRU": _recurrent,
                     "LSTM": _recurrent})  # (defined after the table)
+_REDUCING = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+             "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin", "GlobalAveragePool",
+             "GlobalMaxPool", "GlobalLpPool", "Det", "TopK", "LayerNormalization", "GroupNormalization",
+             "InstanceNormalization", "LpNormalization", "MeanVarianceNormalization", "RMSNormalization")
+OUTPUT_SIZE.update(dict.fromkeys(_REDUCING, _reduced_empty))
 
 #: the most iterations a kernel's own loop may make (pooling taps, LRN's channel window): attributes
 #: are a few bytes of model, and a loop inside one kernel call cannot be stopped by ``timeout_s``

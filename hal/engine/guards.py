@@ -36,7 +36,10 @@ SHAPE_SIZED_OPS = frozenset({
     "BitwiseXor", "Gather", "MatMul", "MatMulInteger", "Gemm", "Einsum", "ConvTranspose", "Constant",
     "Conv", "ConvInteger", "QLinearConv", "MaxRoiPool", "DeformConv", "Attention", "FlexAttention",
     "GridSample", "RNN", "GRU", "LSTM", "Multinomial", "StringConcat", "QLinearMatMul", "GatherND", "NonZero",
-    "Concat",
+    "Concat", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin", "GlobalAveragePool",
+    "GlobalMaxPool", "GlobalLpPool", "Det", "TopK", "LayerNormalization", "GroupNormalization",
+    "InstanceNormalization", "LpNormalization", "MeanVarianceNormalization", "RMSNormalization",
 })
 
 

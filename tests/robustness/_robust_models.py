@@ -293,6 +293,23 @@ def bomb_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], dic
          "s": np.array(1, np.float32), "z": np.array(0, np.uint8)},
         {"a": np.ones((2, 1), np.uint8), "b": np.ones((1, 3), np.uint8), "s": np.array(1, np.float32),
          "z": np.array(0, np.uint8)})
+    # a reduction keeps the dims it does not reduce: an empty input, (2**32, 0, 4), spans no bytes,
+    # and reduced over its zero axis (the axes a feed's values) it is (2**32, 1, 4), 64 GiB
+    empty = np.empty((2**32, 0, 4), np.float32)
+    out["ReduceSum-empty"] = (
+        model([helper.make_node("ReduceSum", ["x", "axes"], ["y"], name="reduce")],
+              [vi("x", F, ["a", "b", 4]), vi("axes", I64, [1])], [vi("y", F, sym(3))], opset=18),
+        {"x": empty, "axes": shape_feed(1)}, {"x": np.ones((2, 3, 4), np.float32), "axes": shape_feed(1)})
+    out["LayerNormalization-empty"] = (
+        model([helper.make_node("LayerNormalization", ["x", "scale"], ["y"], name="norm", axis=-1)],
+              [vi("x", F, ["a", 4, "c"]), vi("scale", F, ["c"])], [vi("y", F, sym(3))], opset=17),
+        {"x": np.empty((2**32, 4, 0), np.float32), "scale": np.empty(0, np.float32)},
+        {"x": np.ones((2, 4, 3), np.float32), "scale": np.ones(3, np.float32)})
+    out["TopK-empty"] = (
+        model([helper.make_node("TopK", ["x", "k"], ["y", "i"], name="topk")],
+              [vi("x", F, ["a", "b"]), vi("k", I64, [1])], [vi("y", F, sym(2)), vi("i", I64, sym(2))]),
+        {"x": np.empty((2**32, 0), np.float32), "k": shape_feed(0)},
+        {"x": np.ones((2, 3), np.float32), "k": shape_feed(1)})
     return out
 
 
