@@ -550,6 +550,55 @@ def _reduced_empty(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int
     return [max(int(d), 1) for d in x.shape], 8
 
 
+def _linear_attention(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """LinearAttention's state, (batch, kv heads, key head, value head), or its output if more: one
+    token of 32,768-wide heads (128 KB a tensor) makes a 4 GiB state."""
+    q, k, v = args[0], args[1], args[2]
+    hq, hkv = int(attrs.get("q_num_heads") or 0), int(attrs.get("kv_num_heads") or 0)
+    if hq <= 0 or hkv <= 0 or not q.ndim == k.ndim == v.ndim == 3:
+        return None  # the kernel's error
+    state = [q.shape[0], hkv, k.shape[2] // hkv, v.shape[2] // hkv]
+    out = [q.shape[0], hq, q.shape[1], v.shape[2] // hkv]
+    wide = any(getattr(a, "dtype", None) == np.float64 for a in args[:4] if a is not None)
+    return max(state, out, key=math.prod), 8 if wide else 4
+
+
+#: bytes a numpy view takes as an object (its header, shape and strides), whatever it views
+VIEW_BYTES = 128
+
+
+def _split_to_sequence(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """SplitToSequence's pieces, each a view of ``VIEW_BYTES``: an input of no bytes, (2**28, 0), split
+    along its first axis is 2**28 views (32 GiB of headers)."""
+    x = args[0]
+    split = np.asarray(args[1]) if len(args) > 1 and args[1] is not None else None
+    if x.ndim == 0:
+        return None
+    n = x.shape[int(attrs.get("axis", 0)) % x.ndim]
+    if split is None:
+        pieces = n
+    elif split.ndim == 0:
+        step = int(split)
+        if step <= 0:
+            return None  # the kernel's error
+        pieces = -(-n // step)
+    else:
+        pieces = split.size
+    return [pieces], VIEW_BYTES
+
+
+def _array_feature_extractor(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """ArrayFeatureExtractor's output: every row of x at each index, a product of two inputs' sizes."""
+    x, index = args[0], np.asarray(args[1])
+    return [*x.shape[:-1], index.size] if x.ndim > 1 else [1, index.size], _itemsize(x, 8)
+
+
+def _tree_ensemble(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """TreeEnsemble's scores, (samples, n_targets) float64: n_targets is an attribute."""
+    x = args[0]
+    return [x.shape[0] if x.ndim > 1 else 1, int(attrs.get("n_targets", 1))], 8
+
+
 def _concat_from_sequence(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
     """ConcatFromSequence's output: all the sequence's tensors, which may be one tensor many times."""
     items = [a for a in (args[0] if args and isinstance(args[0], (list, tuple)) else ()) if isinstance(a, np.ndarray)]
@@ -571,6 +620,8 @@ _REDUCING = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", 
              "GlobalMaxPool", "GlobalLpPool", "Det", "TopK", "LayerNormalization", "GroupNormalization",
              "InstanceNormalization", "LpNormalization", "MeanVarianceNormalization", "RMSNormalization")
 OUTPUT_SIZE.update(dict.fromkeys(_REDUCING, _reduced_empty))
+OUTPUT_SIZE.update({"LinearAttention": _linear_attention, "SplitToSequence": _split_to_sequence,
+                    "ArrayFeatureExtractor": _array_feature_extractor, "TreeEnsemble": _tree_ensemble})
 
 #: the most iterations a kernel's own loop may make (pooling taps, LRN's channel window): attributes
 #: are a few bytes of model, and a loop inside one kernel call cannot be stopped by ``timeout_s``

@@ -40,6 +40,7 @@ SHAPE_SIZED_OPS = frozenset({
     "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin", "GlobalAveragePool",
     "GlobalMaxPool", "GlobalLpPool", "Det", "TopK", "LayerNormalization", "GroupNormalization",
     "InstanceNormalization", "LpNormalization", "MeanVarianceNormalization", "RMSNormalization",
+    "LinearAttention", "ArrayFeatureExtractor", "TreeEnsemble",
 })
 
 

@@ -153,7 +153,7 @@ def tree_ensemble(x: Array, aggregate_function: int = 1, leaf_targetids: Sequenc
                   nodes_splits: Array | None = None, nodes_trueleafs: Sequence[int] = (),
                   nodes_truenodeids: Sequence[int] = (), post_transform: int = 0, tree_roots: Sequence[int] = ()
                   ) -> Array:
-    data = x.astype(np.float64).reshape(x.shape[0], -1)
+    data = x.astype(np.float64).reshape(x.shape[0], math.prod(x.shape[1:]))  # (an empty batch has no -1)
     n_samples, n_nodes = data.shape[0], len(nodes_featureids)
     modes = np.asarray(nodes_modes, dtype=np.int64).reshape(-1)
     splits = np.asarray(nodes_splits, dtype=np.float64).reshape(-1)

@@ -310,7 +310,42 @@ def bomb_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], dic
               [vi("x", F, ["a", "b"]), vi("k", I64, [1])], [vi("y", F, sym(2)), vi("i", I64, sym(2))]),
         {"x": np.empty((2**32, 0), np.float32), "k": shape_feed(0)},
         {"x": np.ones((2, 3), np.float32), "k": shape_feed(1)})
+    # a sequence of views: each a numpy object header, however little it views
+    out["SplitToSequence"] = (
+        model([helper.make_node("SplitToSequence", ["x"], ["s"], name="split", axis=0),
+               helper.make_node("SequenceLength", ["s"], ["y"], name="length")],
+              [vi("x", F, ["a", "b"])], [vi("y", I64, [])]),
+        {"x": np.empty((2**28, 0), np.float32)}, {"x": np.ones((3, 2), np.float32)})
+    # outputs that are a product of two inputs' sizes, or of an input and an attribute
+    ml = [("", OPSET), ("ai.onnx.ml", 5)]
+    out["ArrayFeatureExtractor"] = (
+        _with_opsets(model([helper.make_node("ArrayFeatureExtractor", ["x", "i"], ["y"], name="extract",
+                                             domain="ai.onnx.ml")],
+                           [vi("x", F, ["n", "c"]), vi("i", I64, ["k"])], [vi("y", F, ["n", "k"])]), ml),
+        {"x": ones(2**16, 1), "i": np.zeros(2**16, np.int64)},
+        {"x": np.ones((2, 3), np.float32), "i": np.array([2, 0], np.int64)})
+    out["TreeEnsemble"] = (
+        _with_opsets(model([helper.make_node(
+            "TreeEnsemble", ["x"], ["y"], name="trees", domain="ai.onnx.ml", n_targets=big, aggregate_function=1,
+            post_transform=0, tree_roots=[0], nodes_modes=numpy_helper.from_array(np.zeros(1, np.uint8)),
+            nodes_featureids=[0], nodes_splits=numpy_helper.from_array(np.zeros(1, np.float32)),
+            nodes_truenodeids=[0], nodes_trueleafs=[1], nodes_falsenodeids=[1], nodes_falseleafs=[1],
+            leaf_targetids=[0, big - 1], leaf_weights=numpy_helper.from_array(np.ones(2, np.float32)))],
+            [vi("x", F, ["n", 1])], [vi("y", F, ["n", big])]), ml),
+        {"x": np.zeros((2**12, 1), np.float32)}, {"x": np.zeros((2, 1), np.float32)})
+    out["LinearAttention"] = (
+        model([helper.make_node("LinearAttention", ["q", "k", "v"], ["y", "state"], name="linear", q_num_heads=1,
+                                kv_num_heads=1, update_rule="linear")],
+              [vi(n, F, [1, "t", "d"]) for n in "qkv"], [vi("y", F, [1, "t", "d"]), vi("state", F, sym(4))],
+              opset=27),
+        {n: np.ones((1, 1, 2**15), np.float32) for n in "qkv"}, {n: np.ones((1, 2, 4), np.float32) for n in "qkv"})
     return out
+
+
+def _with_opsets(m: onnx.ModelProto, opsets: list[tuple[str, int]]) -> onnx.ModelProto:
+    del m.opset_import[:]
+    m.opset_import.extend(helper.make_opsetid(d, v) for d, v in opsets)
+    return m
 
 
 def static_bomb_model() -> onnx.ModelProto:
