@@ -207,20 +207,24 @@ def _einsum(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]
 
 
 def _conv_transpose(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """ConvTranspose's full image (before pads and output_padding trim or extend it, whatever
+    output_shape says), or its output if larger; read as the kernel reads them (an empty
+    output_padding is zeros, the kernel's extent is W's), in float64."""
     x, w = args[0], args[1]
     if x.ndim < 3 or w.ndim != x.ndim:
         return None
+    k = x.ndim - 2
+    strides = attrs.get("strides") or [1] * k
+    dil = attrs.get("dilations") or [1] * k
+    opad = attrs.get("output_padding") or [0] * k
+    pads = attrs.get("pads") or [0] * (2 * k)
+    full = [(d - 1) * s + (ks - 1) * dl + 1 for d, s, dl, ks in zip(x.shape[2:], strides, dil, w.shape[2:])]
     if "output_shape" in attrs:
-        spatial = [int(d) for d in attrs["output_shape"]][-(x.ndim - 2):]
+        out = [int(d) for d in attrs["output_shape"]][-k:]
     else:
-        k = len(x.shape) - 2
-        strides = attrs.get("strides", [1] * k)
-        dil = attrs.get("dilations", [1] * k)
-        opad = attrs.get("output_padding", [0] * k)
-        kshape = attrs.get("kernel_shape", list(w.shape[2:]))
-        spatial = [max(s * (d - 1), 0) + op + (ks - 1) * dl + 1
-                   for d, s, dl, op, ks in zip(x.shape[2:], strides, dil, opad, kshape)]
-    return [x.shape[0], w.shape[1] * int(attrs.get("group", 1)), *spatial], _itemsize(x)
+        out = [f + op - pads[i] - pads[i + k] for i, (f, op) in enumerate(zip(full, opad))]
+    lead = [x.shape[0], w.shape[1] * int(attrs.get("group", 1))]
+    return max([*lead, *full], [*lead, *out], key=lambda sh: math.prod(max(v, 0) for v in sh)), 8
 
 
 def _max_unpool(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:

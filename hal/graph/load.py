@@ -449,16 +449,18 @@ _TYPE_NAMES = {value: name.lower() for name, value in onnx.TensorProto.DataType.
 
 
 @functools.lru_cache(maxsize=4096)
-def _input_types(op_type: str, opset: int) -> tuple[tuple[str, frozenset[str], bool], ...] | None:
-    """Per formal input of the default-domain op at ``opset``: its name, the tensor types it takes
-    and whether it is variadic; None for an op onnx does not know."""
+def _input_types(op_type: str, opset: int) -> tuple[tuple[str, frozenset[str], bool, str], ...] | None:
+    """Per formal input of the default-domain op at ``opset``: its name, the tensor types it takes,
+    whether it is variadic, and its type parameter ("T": every input of one parameter has one type;
+    "" where none binds, a fixed type or a heterogeneous variadic); None for an op onnx does not know."""
     try:
         schema = onnx.defs.get_schema(op_type, opset, "")
     except onnx.defs.SchemaError:
         return None
     allowed = {c.type_param_str: frozenset(c.allowed_type_strs) for c in schema.type_constraints}
     return tuple((f.name, allowed.get(f.type_str, frozenset({f.type_str})),
-                  f.option == onnx.defs.OpSchema.FormalParameterOption.Variadic) for f in schema.inputs)
+                  f.option == onnx.defs.OpSchema.FormalParameterOption.Variadic,
+                  f.type_str if f.type_str in allowed and f.is_homogeneous else "") for f in schema.inputs)
 
 
 def check_input_types(nodes: list[Node], values: dict[str, TensorInfo], opset: int, where: str) -> None:
@@ -510,13 +512,14 @@ def _check_node(n: onnx.NodeProto | Node, inputs: Sequence[str], types: Mapping[
     formal = _input_types(n.op_type, opset)
     if not formal:
         return
+    bound: dict[str, tuple[str, int, str]] = {}  # type parameter -> (its type, input, name)
     for i, name in enumerate(inputs):
         elem_type = types.get(name, 0) if name else 0
         if not elem_type:
             continue
         if i >= len(formal) and not formal[-1][2]:
             continue  # more inputs than the schema has: onnx's checker answers for that
-        param, allowed, _ = formal[min(i, len(formal) - 1)]
+        param, allowed, _, type_param = formal[min(i, len(formal) - 1)]
         if not any(t.startswith("tensor(") for t in allowed):
             continue  # a sequence or optional parameter; its element types are checked elsewhere
         name_of = _TYPE_NAMES.get(elem_type)
@@ -527,6 +530,13 @@ def _check_node(n: onnx.NodeProto | Node, inputs: Sequence[str], types: Mapping[
             raise ModelError(f"{path}{_label(n)} takes {param!r} (input {i}) as {' or '.join(sorted(allowed))}, "
                              f"but {name!r} is a {got}", where=where,
                              hint="cast it to a type the operator takes, or fix the exporter that wrote it")
+        if type_param:
+            first = bound.setdefault(type_param, (got, i, name))
+            if first[0] != got:
+                raise ModelError(f"{path}{_label(n)} binds its type parameter {type_param} to one type, but input "
+                                 f"{first[1]} ({first[2]!r}) is a {first[0]} and input {i} ({name!r}) a {got}",
+                                 where=where, hint="cast one of them to the other's type (onnxruntime refuses "
+                                 "such a model too), or fix the exporter that wrote it")
 
 
 def load(model: ModelLike, *, check: bool = True, infer_shapes: bool = True,

@@ -6,11 +6,12 @@ test_robust_regressions.py."""
 from __future__ import annotations
 
 import math
+import tracemalloc
 
 import numpy as np
 import onnx
 import pytest
-from _robust_models import I64, F, model, session, sym, vi
+from _robust_models import I64, TARGETS, F, model, session, sym, vi
 from onnx import TensorProto, helper
 
 import hal
@@ -395,3 +396,35 @@ def test_lpu_refuses_an_op_between_graph_input_and_output_too_big_for_sram(shape
     msg = str(ei.value)
     assert "node 'r' (Relu) needs 400,000,000 bytes of SRAM" in msg
     assert ("weights cannot be split" if shape_only else "activations alone do not fit") in ei.value.hint
+
+
+def _conv_transpose_model(w_type: int) -> onnx.ModelProto:
+    # (fuzzer, seed 10) onnx's test_convtranspose_pad with an empty output_padding, a stride of 2**40
+    # and W a double beside a float X
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[3, 2**40])
+    node.attribute.append(helper.make_attribute("output_padding", [], attr_type=onnx.AttributeProto.INTS))
+    return model([node], [vi("x", F, [1, 1, 3, 3]), vi("w", w_type, [1, 2, 3, 3])], [vi("y", F, [1, 2, 10, 8])])
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_inputs_of_one_type_parameter_with_two_types_are_a_model_error(target):
+    # ConvTranspose's X and W are both T: a float X and a double W ran (and made float64 columns),
+    # where onnxruntime refuses the model when it loads it
+    with pytest.raises(hal.ModelError, match=r"binds its type parameter T .* input 0 \('x'\) is a tensor\(float\) "
+                                              r"and input 1 \('w'\) a tensor\(double\)"):
+        session(_conv_transpose_model(TensorProto.DOUBLE), target)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_conv_transpose_with_an_empty_output_padding_counts_its_full_image(target):
+    # was: the guard zipped the empty output_padding with the spatial dims and counted none of them,
+    # and the kernel went on to a (1, 2, 9, 2**41) float64 image: 288 TiB
+    s = session(_conv_transpose_model(F), target, max_memory=1 << 28)
+    tracemalloc.start()
+    try:
+        with pytest.raises(hal.ResourceError, match=r"ConvTranspose would need .* \[1, 2, 9, 2199023255555\]"):
+            s.run(None, {"x": np.ones((1, 1, 3, 3), np.float32), "w": np.ones((1, 2, 3, 3), np.float32)})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20
