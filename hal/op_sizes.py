@@ -619,11 +619,12 @@ OUTPUT_SIZE.update({"RoiAlign": _roi_align, "MaxRoiPool": _max_roi_pool, "Deform
                     "DFT": _dft, "STFT": _stft, "Attention": _attention, "FlexAttention": _attention,
                     "GridSample": _grid_sample, "RNN": _recurrent, "GRU": _recurrent,
                     "LSTM": _recurrent})  # (defined after the table)
-_REDUCING = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-             "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin", "GlobalAveragePool",
-             "GlobalMaxPool", "GlobalLpPool", "Det", "TopK", "LayerNormalization", "GroupNormalization",
-             "InstanceNormalization", "LpNormalization", "MeanVarianceNormalization", "RMSNormalization")
-OUTPUT_SIZE.update(dict.fromkeys(_REDUCING, _reduced_empty))
+#: ops that reduce their input (or take its statistics): an empty input still keeps the dims they keep
+REDUCING_OPS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+                "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin", "GlobalAveragePool",
+                "GlobalMaxPool", "GlobalLpPool", "Det", "TopK", "LayerNormalization", "GroupNormalization",
+                "InstanceNormalization", "LpNormalization", "MeanVarianceNormalization", "RMSNormalization")
+OUTPUT_SIZE.update(dict.fromkeys(REDUCING_OPS, _reduced_empty))
 OUTPUT_SIZE.update({"LinearAttention": _linear_attention, "SplitToSequence": _split_to_sequence,
                     "ArrayFeatureExtractor": _array_feature_extractor, "TreeEnsemble": _tree_ensemble})
 

@@ -26,6 +26,7 @@ from typing import Any
 from hal import limits
 from hal.graph.ir import Graph
 from hal.graph.passes import NONDETERMINISTIC
+from hal.op_sizes import REDUCING_OPS
 
 #: guarded ops whose output size follows from their inputs' shapes and dtypes and their attributes
 #: alone: the guard's verdict for one input signature holds for every run with that signature, so a
@@ -36,12 +37,8 @@ SHAPE_SIZED_OPS = frozenset({
     "BitwiseXor", "Gather", "MatMul", "MatMulInteger", "Gemm", "Einsum", "ConvTranspose", "Constant",
     "Conv", "ConvInteger", "QLinearConv", "MaxRoiPool", "DeformConv", "Attention", "FlexAttention",
     "GridSample", "RNN", "GRU", "LSTM", "Multinomial", "StringConcat", "QLinearMatMul", "GatherND", "NonZero",
-    "Concat", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin", "GlobalAveragePool",
-    "GlobalMaxPool", "GlobalLpPool", "Det", "TopK", "LayerNormalization", "GroupNormalization",
-    "InstanceNormalization", "LpNormalization", "MeanVarianceNormalization", "RMSNormalization",
-    "LinearAttention", "ArrayFeatureExtractor", "TreeEnsemble",
-})
+    "Concat", "LinearAttention", "ArrayFeatureExtractor", "TreeEnsemble",
+}) | frozenset(REDUCING_OPS)  # their bound reads the input's shape, never the axes
 
 
 def output_nbytes(op_type: str, args: Sequence[Any], attrs: dict[str, Any]) -> int:
