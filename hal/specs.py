@@ -32,7 +32,9 @@ Fallback = Literal["error", "warn", "allow"]
 _ALL_FIELDS: dict[type, set[str]] = {}
 
 
-class _Model(BaseModel):
+class HalModel(BaseModel):
+    """The base of hal's pydantic models (specs, options, reports): unknown fields are refused."""
+
     model_config = ConfigDict(extra="forbid", frozen=False)
 
     def model_post_init(self, context: Any, /) -> None:
@@ -53,7 +55,7 @@ class _Model(BaseModel):
             object.__setattr__(self, "__pydantic_fields_set__", full)
 
 
-class HardwareNumber(_Model):
+class HardwareNumber(HalModel):
     """One number of a spec sheet with where it comes from."""
 
     value: float
@@ -64,7 +66,7 @@ class HardwareNumber(_Model):
     note: str | None = None
 
 
-class TargetSpec(_Model):
+class TargetSpec(HalModel):
     """What a target is: identity, kind, API version, precisions and its hardware numbers."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
@@ -110,7 +112,7 @@ def load_spec_sheet(path: str | Path, **overrides: Any) -> TargetSpec:
     return TargetSpec.model_validate(fields)
 
 
-class CompileOptions(_Model):
+class CompileOptions(HalModel):
     """Options every target understands, plus ``target_options`` that the target declares."""
 
     precision: Precision = "exact"
@@ -120,20 +122,20 @@ class CompileOptions(_Model):
     target_options: dict[str, Any] = Field(default_factory=dict)
 
 
-class NodeGroup(_Model):
+class NodeGroup(HalModel):
     """Nodes a target takes together (one fusable group)."""
 
     nodes: list[str]
     label: str | None = None
 
 
-class Refusal(_Model):
+class Refusal(HalModel):
     node: str
     op_type: str
     reason: str
 
 
-class Capability(_Model):
+class Capability(HalModel):
     """A target's answer to 'which of these nodes can you run?'."""
 
     target: str
@@ -144,7 +146,7 @@ class Capability(_Model):
         return {n for g in self.groups for n in g.nodes}
 
 
-class KernelReport(_Model):
+class KernelReport(HalModel):
     """One unit of the target's program: a GPU kernel, an LPU instruction group, a wafer stage."""
 
     name: str
@@ -159,14 +161,14 @@ class KernelReport(_Model):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-class MemoryLevel(_Model):
+class MemoryLevel(HalModel):
     level: str = Field(description="HBM, L2, SRAM, host ...")
     bytes: int
     capacity: int | None = None
     per_device: bool = True
 
 
-class NodePlacement(_Model):
+class NodePlacement(HalModel):
     node: str
     op_type: str
     target: str
@@ -174,7 +176,7 @@ class NodePlacement(_Model):
     reason: str | None = Field(default=None, description="why it is not on the requested target")
 
 
-class CompileReport(_Model):
+class CompileReport(HalModel):
     """One report schema that every target fills, so results sit side by side."""
 
     target: str
@@ -201,7 +203,7 @@ class CompileReport(_Model):
     details: dict[str, Any] = Field(default_factory=dict, description="target-specific figures")
 
 
-class RunReport(_Model):
+class RunReport(HalModel):
     """What one run did: host wall time of the emulation and the modelled device time."""
 
     target: str

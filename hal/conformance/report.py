@@ -10,12 +10,12 @@ from pydantic import Field
 
 # the wire models' base: extra fields forbidden, one shared field-name set for instances given every
 # field (a suite run holds a CaseResult per case)
-from hal.specs import _Model
+from hal.specs import HalModel
 
 Outcome = Literal["passed", "failed", "xfailed", "xpassed", "skipped"]
 
 
-class CaseResult(_Model):
+class CaseResult(HalModel):
     """One case: its outcome and, when it did not pass, the kind of failure and the message."""
 
     name: str
@@ -27,7 +27,7 @@ class CaseResult(_Model):
     duration_s: float = 0.0
 
 
-class _Counts(_Model):
+class _Counts(HalModel):
     total: int = 0
     passed: int = 0
     failed: int = 0
@@ -54,7 +54,7 @@ class Totals(_Counts):
     pass_rate: float = Field(default=0.0, description="passed (xpassed included) / total")
 
 
-class ConformanceReport(_Model):
+class ConformanceReport(HalModel):
     """Totals, a pass table per op, and every case that did not pass, with its message."""
 
     target: str
