@@ -522,7 +522,7 @@ class Program:
                 if ctx is None:
                     res = fn(*args, **attrs) if attrs else fn(*args)
                 else:
-                    res = fn(*args, _ctx=KernelContext(ctx, Scope(self.slots, env, outer)), **attrs)
+                    res = fn(*args, _ctx=KernelContext(ctx, Scope(self.slots, env, outer), step.label), **attrs)
             except HalError:
                 raise
             except Exception as e:  # a kernel failure becomes a RunError naming the node

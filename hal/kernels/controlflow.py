@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from hal import limits
+from hal.errors import ResourceError
 from hal.kernels.registry import KernelContext, kernel
 
 
@@ -27,6 +29,39 @@ def _empty_scan_output(body: Any, index: int) -> np.ndarray:
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type) if tt.elem_type else np.float32
     dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim] if tt.HasField("shape") else []
     return np.zeros([0, *dims], dtype=dtype)
+
+
+class _ScanOutputs:
+    """The scan outputs of a Loop or Scan, one element a turn per output, to be stacked at the end.
+
+    No step guards their growth, so a loop of many turns (a Loop's M a run's value or its cond never
+    false; a Scan over a long axis of empty elements) would fill memory before it ends: a
+    ResourceError stops it once one output holds more than max_memory.
+    """
+
+    def __init__(self, body: Any, first: int, ctx: KernelContext):
+        self.body, self.first, self.node = body, first, ctx.node
+        self.items: list[list[Any]] = [[] for _ in range(len(body.output_names) - first)]
+        self.nbytes = [0] * len(self.items)
+        self.bound = limits.current().max_memory
+
+    def add(self, outs: Any, turn: int) -> None:
+        for k, items in enumerate(self.items):
+            y = outs[self.first + k]
+            items.append(y)
+            self.nbytes[k] += getattr(y, "nbytes", 0)
+            if self.nbytes[k] > self.bound:
+                name = self.body.output_names[self.first + k]
+                raise ResourceError(
+                    f"scan output {name!r} reached {limits.format_bytes(self.nbytes[k])} ({self.nbytes[k]:,} bytes) "
+                    f"after {turn + 1:,} iterations, more than max_memory {limits.format_bytes(self.bound)} "
+                    f"({self.bound:,} bytes); stopped before stacking it", where=f"node {self.node!r}",
+                    hint=f"check the loop's trip count, condition or scanned axis, or pass max_memory=<bytes> "
+                         f"(or set {limits.ENV_MAX_MEMORY}) if this is intended")
+
+    def stacked(self) -> list[np.ndarray]:
+        """Each output's elements stacked along a new axis 0 (zero turns: from the body's declared output)."""
+        return [np.stack(s) if s else _empty_scan_output(self.body, self.first + k) for k, s in enumerate(self.items)]
 
 
 # --- If --------------------------------------------------------------------------------------------
@@ -48,21 +83,18 @@ def loop(M=None, cond=None, *v_initial, body, _ctx: KernelContext):
     Outputs: the final loop-carried values, then each scan output stacked along a new axis 0.
     """
     n_carried = len(v_initial)
-    n_scan = len(body.output_names) - 1 - n_carried
     trip = None if M is None else int(np.asarray(M).reshape(-1)[0])
     keep = True if cond is None else _truth(cond)
     carried = list(v_initial)
-    scans: list[list[Any]] = [[] for _ in range(n_scan)]
+    scans = _ScanOutputs(body, 1 + n_carried, _ctx)
     i = 0
     while keep and (trip is None or i < trip):
         outs = body(np.array(i, dtype=np.int64), np.array(keep), *carried, scope=_ctx.scope)
         keep = _truth(outs[0])
         carried = list(outs[1:1 + n_carried])
-        for k in range(n_scan):
-            scans[k].append(outs[1 + n_carried + k])
+        scans.add(outs, i)
         i += 1
-    stacked = [np.stack(s) if s else _empty_scan_output(body, 1 + n_carried + k) for k, s in enumerate(scans)]
-    return (*carried, *stacked)
+    return (*carried, *scans.stacked())
 
 
 # --- Scan ------------------------------------------------------------------------------------------
@@ -72,29 +104,24 @@ def _axis(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
 
 
-def _scan(states: list[Any], xs: list[np.ndarray], body: Any, scope: Any, in_axes: list[int],
+def _scan(states: list[Any], xs: list[np.ndarray], body: Any, ctx: KernelContext, in_axes: list[int],
           in_dirs: list[int], out_axes: list[int], out_dirs: list[int]) -> tuple[list[Any], list[np.ndarray]]:
     """One scan over ``xs`` (each along its own axis and direction); returns (states, scan outputs)."""
     n_state = len(states)
-    n_scan_out = len(body.output_names) - n_state
     axes = [_axis(a, x.ndim) for a, x in zip(in_axes, xs)]
     length = xs[0].shape[axes[0]] if xs else 0
-    collected: list[list[Any]] = [[] for _ in range(n_scan_out)]
+    collected = _ScanOutputs(body, n_state, ctx)
     for t in range(length):
         slices = [np.take(x, length - 1 - t if d else t, axis=a) for x, a, d in zip(xs, axes, in_dirs)]
-        outs = body(*states, *slices, scope=scope)
+        outs = body(*states, *slices, scope=ctx.scope)
         states = list(outs[:n_state])
-        for k in range(n_scan_out):
-            collected[k].append(outs[n_state + k])
-    results = []
-    for k, items in enumerate(collected):
-        if not items:
-            results.append(_empty_scan_output(body, n_state + k))
-            continue
+        collected.add(outs, t)
+    for k, items in enumerate(collected.items):
         if out_dirs[k]:
-            items = items[::-1]
-        y = np.stack(items)
-        axis = _axis(out_axes[k], y.ndim)
+            items.reverse()
+    results = []
+    for k, y in enumerate(collected.stacked()):
+        axis = _axis(out_axes[k], y.ndim) if collected.items[k] else 0
         results.append(np.moveaxis(y, 0, axis) if axis else y)
     return states, results
 
@@ -117,7 +144,7 @@ def _scan_counts(n_args: int, num_scan_inputs: int, body: Any) -> tuple[int, int
 def scan(*args, body, num_scan_inputs, scan_input_axes=None, scan_input_directions=None,
          scan_output_axes=None, scan_output_directions=None, _ctx: KernelContext):
     n_state, n_out = _scan_counts(len(args), num_scan_inputs, body)
-    states, ys = _scan(list(args[:n_state]), list(args[n_state:]), body, _ctx.scope,
+    states, ys = _scan(list(args[:n_state]), list(args[n_state:]), body, _ctx,
                        _per_input(scan_input_axes, num_scan_inputs),
                        _per_input(scan_input_directions, num_scan_inputs),
                        _per_input(scan_output_axes, n_out), _per_input(scan_output_directions, n_out))
@@ -137,7 +164,7 @@ def scan_8(sequence_lens, *args, body, num_scan_inputs, directions=None, _ctx: K
     per_state: list[list[Any]] = [[] for _ in range(n_state)]
     per_out: list[list[np.ndarray]] = [[] for _ in range(n_out)]
     for b in range(batch):
-        states, ys = _scan([s[b] for s in states_in], [x[b, :lens[b]] for x in xs], body, _ctx.scope,
+        states, ys = _scan([s[b] for s in states_in], [x[b, :lens[b]] for x in xs], body, _ctx,
                            [0] * num_scan_inputs, dirs, [0] * n_out, [0] * n_out)
         for k, s in enumerate(states):
             per_state[k].append(s)

@@ -56,10 +56,12 @@ class KernelDef:
 
 @dataclass
 class KernelContext:
-    """What a context kernel may see beyond its inputs: the opset and the enclosing scope."""
+    """What a context kernel may see beyond its inputs: the opset, the enclosing scope and its node."""
 
     opset: int
     scope: dict[str, Any] = field(default_factory=dict)
+    #: the node being run, for errors the kernel raises itself
+    node: str = "?"
 
 
 _REGISTRY: dict[tuple[str, str], list[KernelDef]] = {}

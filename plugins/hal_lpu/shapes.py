@@ -295,7 +295,12 @@ def _evaluate(node: Node, graph: Graph, values: dict[str, TensorInfo], known: di
         try:
             limits.check_deadline(f"node {node.name!r}")
             with np.errstate(all="ignore"):
-                res = step.fn(*args, _ctx=KernelContext(step.context_opset, zeros), **step.attrs)  # type: ignore[arg-type]
+                res = step.fn(*args, _ctx=KernelContext(step.context_opset, zeros, node.name),  # type: ignore[arg-type]
+                              **step.attrs)
+        except ResourceError:
+            if strict and max_bytes is None:
+                raise  # a specialisation's loop stacking more than max_memory: say so, as below
+            return None
         except Exception:  # a body that reads run-time values, or fails: its shapes stay open
             return None
         return res if isinstance(res, tuple) else (res,)

@@ -429,3 +429,29 @@ def local_function_model() -> onnx.ModelProto:
                           [vi("u", F, [3, 4]),
                            vi("v", F, [3, 4])])
     return helper.make_model(g, opset_imports=FUNCTION_OPSETS, functions=[scaled, twice])
+
+
+def stacking_loop_model() -> onnx.ModelProto:
+    """Loop with trip count INT64_MAX whose body emits a 1 KiB scan output a turn: no step of the body
+    is large, but the stack grows without end."""
+    body = helper.make_graph([helper.make_node("Identity", ["c_in"], ["c_out"]),
+                              helper.make_node("Identity", ["v_in"], ["v_out"]),
+                              helper.make_node("Identity", ["v_in"], ["y_scan"])], "body",
+                             [vi("i", I64, []), helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+                              vi("v_in", F, [256])],
+                             [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), vi("v_out", F, [256]),
+                              vi("y_scan", F, [256])])
+    m = numpy_helper.from_array(np.array(2**63 - 1, np.int64), "M")
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    return model([helper.make_node("Loop", ["M", "cond", "x"], ["v", "ys"], name="loop", body=body)],
+                 [vi("x", F, [256])], [vi("v", F, [256]), vi("ys", F, [None, 256])], [m, cond])
+
+
+def stacking_scan_model() -> onnx.ModelProto:
+    """Scan over the rows of an empty (n, 0) input whose body emits a 1 KiB constant a row: the input
+    holds no bytes, the stacked output n KiB."""
+    row = helper.make_tensor("row", F, [256], np.ones(256, np.float32))
+    body = helper.make_graph([helper.make_node("Constant", [], ["y_row"], value=row)], "body",
+                             [vi("x_row", F, [0])], [vi("y_row", F, [256])])
+    return model([helper.make_node("Scan", ["x"], ["ys"], name="scan", body=body, num_scan_inputs=1)],
+                 [vi("x", F, ["n", 0])], [vi("ys", F, ["n", 256])])

@@ -22,6 +22,8 @@ from _robust_models import (
     session,
     sparse_constant_bomb_model,
     sparse_initializer_bomb_model,
+    stacking_loop_model,
+    stacking_scan_model,
     static_bomb_model,
     vi,
 )
@@ -171,6 +173,25 @@ def test_runaway_loop_stops_at_timeout(target):
     # the deadline is per run: a fresh run gets its own 0.5 s, and the session is still usable
     with pytest.raises(hal.ResourceError):
         s.run(None, {"x": np.ones(1, np.float32)})
+
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize(("build", "node", "output", "hostile", "harmless"), [
+    (stacking_loop_model, "loop", "y_scan", np.ones(256, np.float32), None),
+    (stacking_scan_model, "scan", "y_row", np.zeros((2**20, 0), np.float32), np.zeros((20, 0), np.float32)),
+])
+def test_scan_outputs_stop_at_max_memory_without_a_timeout(target, build, node, output, hostile, harmless):
+    # a stack that grows a KiB a turn is refused once it passes max_memory, not when memory runs out
+    s = session(build(), target, max_memory=1 << 20)
+    t0 = time.monotonic()
+    with pytest.raises(hal.ResourceError, match=rf"node '{node}': scan output '{output}' reached .* after 1,025 "
+                                                r"iterations, more than max_memory 1 MiB \(1,048,576 bytes\)"):
+        s.run(None, {"x": hostile})
+    assert time.monotonic() - t0 < 5
+    if harmless is not None:  # the same session still runs a short scan
+        ys = s.run(None, {"x": harmless})[0]
+        assert ys.shape == (20, 256) and np.all(ys == 1)
 
 
 def test_runs_without_timeout_have_no_deadline():
