@@ -52,6 +52,7 @@ DATA_DEPENDENT = {
     "Compress": "its output length depends on the condition's values",
     "NonMaxSuppression": "the number of boxes kept depends on the scores",
     "StringSplit": "the number of substrings depends on the strings",
+    "ImageDecoder": "its output is the image's size, read from the encoded stream's header",
 }
 #: options the target takes (declared in the spec, checked by the session)
 OPTIONS = {

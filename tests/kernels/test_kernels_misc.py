@@ -1,5 +1,5 @@
 """onnx's node test cases for the remaining kernel families: quantisation, image (Resize, GridSample,
-AffineGrid, RoiAlign, NonMaxSuppression, DeformConv), signal (DFT, STFT, windows, MelWeightMatrix),
+AffineGrid, RoiAlign, NonMaxSuppression, DeformConv, ImageDecoder), signal (DFT, STFT, windows, MelWeightMatrix),
 text, ai.onnx.ml, ai.onnx.preview.training and random generators.
 
 Every case whose graph uses one of these ops, and every ``*_expanded`` twin of such a case, runs node
@@ -16,7 +16,7 @@ from _walk import case_ops, check_case, node_cases, run_graph, to_value
 from hal.kernels import lookup, registered_ops
 
 QUANTIZE_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-IMAGE_OPS = {"Resize", "GridSample", "AffineGrid", "RoiAlign", "NonMaxSuppression", "DeformConv"}
+IMAGE_OPS = {"Resize", "GridSample", "AffineGrid", "RoiAlign", "NonMaxSuppression", "DeformConv", "ImageDecoder"}
 SIGNAL_OPS = {"DFT", "STFT", "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix"}
 TEXT_OPS = {"StringNormalizer", "StringSplit", "StringConcat", "RegexFullMatch", "TfIdfVectorizer"}
 ML_OPS = {"LabelEncoder", "TreeEnsemble", "ArrayFeatureExtractor", "Binarizer"}
