@@ -125,23 +125,29 @@ def _probit(p: Array) -> Array:
     return np.where(inside, math.sqrt(2) * z, edge)
 
 
-def _post_transform(scores: Array, post_transform: int) -> Array:
-    if post_transform == 0:
+#: the post_transform attribute's names (the legacy ops) and their codes (TreeEnsemble-5)
+POST_TRANSFORMS = {"NONE": 0, "SOFTMAX": 1, "LOGISTIC": 2, "SOFTMAX_ZERO": 3, "PROBIT": 4}
+
+
+def apply_post_transform(scores: Array, how: int | str) -> Array:
+    """The ai.onnx.ml post transform of a (samples, targets) score matrix, by name or code."""
+    code = POST_TRANSFORMS.get(how, -1) if isinstance(how, str) else how
+    if code == 0:
         return scores
-    if post_transform == 1:
+    if code == 1:
         e = np.exp(scores - scores.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
-    if post_transform == 2:
+    if code == 2:
         return 1 / (1 + np.exp(-scores))
-    if post_transform == 3:  # softmax over the non-zero scores; zeros stay zero
+    if code == 3:  # softmax over the non-zero scores; zeros stay zero
         nonzero = scores != 0
         peak = np.where(nonzero, scores, -np.inf).max(axis=1, keepdims=True)
         e = np.where(nonzero, np.exp(scores - np.where(np.isfinite(peak), peak, 0)), 0.0)
         total = e.sum(axis=1, keepdims=True)
         return e / np.where(total == 0, 1.0, total)
-    if post_transform == 4:
+    if code == 4:
         return _probit(scores)
-    raise ValueError(f"TreeEnsemble: unknown post_transform {post_transform}")
+    raise ValueError(f"unknown post_transform {how!r}: one of {', '.join(POST_TRANSFORMS)} (or 0-4)")
 
 
 @kernel("TreeEnsemble", since=5, domain=ML)
@@ -215,4 +221,4 @@ def tree_ensemble(x: Array, aggregate_function: int = 1, leaf_targetids: Sequenc
         scores = np.where(np.isfinite(acc), acc, 0.0)  # targets no leaf reached score 0
     else:
         raise ValueError(f"TreeEnsemble: unknown aggregate_function {aggregate_function}")
-    return _post_transform(scores, post_transform).astype(x.dtype)
+    return apply_post_transform(scores, post_transform).astype(x.dtype)
