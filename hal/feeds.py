@@ -1,10 +1,13 @@
-"""Seeded inputs of a model's declared shapes, for commands that run a model without user data."""
+"""Feeds: seeded inputs of a model's declared shapes, for commands that run a model without user data,
+and map feeds checked against their declared key and value types."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+from onnx import helper
 
 from hal import limits
 from hal.errors import InputError
@@ -72,3 +75,55 @@ def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = N
             raise InputError(f"input {t.name!r} has dtype {dt}; hal cannot invent it", where="random inputs",
                              hint="pass it with --input / --inputs")
     return feeds
+
+
+class MapValue(dict):  # type: ignore[type-arg]
+    """An ONNX map as a dict that keeps the key and value types it was declared with, so a kernel
+    (DictVectorizer, CastMap) knows its output's dtype even for an empty map."""
+
+    def __init__(self, items: Mapping[Any, Any], key_dtype: np.dtype, value_dtype: np.dtype):
+        super().__init__(items)
+        self.key_dtype = np.dtype(key_dtype)
+        self.value_dtype = np.dtype(value_dtype)
+
+
+def _map_types(t: TensorInfo) -> tuple[np.dtype, np.dtype] | None:
+    """(key dtype, value dtype) of a map input whose values are scalar tensors, else None."""
+    mt = t.type_proto.map_type if t.type_proto is not None else None
+    if mt is None or not mt.value_type.HasField("tensor_type"):
+        return None
+    try:
+        return (np.dtype(helper.tensor_dtype_to_np_dtype(mt.key_type)),
+                np.dtype(helper.tensor_dtype_to_np_dtype(mt.value_type.tensor_type.elem_type)))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def map_feed(t: TensorInfo, v: Any) -> MapValue:
+    """A feed of a map input as a ``MapValue``: a dict whose keys have the declared key type and
+    whose values convert to the declared value type, else an InputError saying which entry."""
+    types = _map_types(t)
+    if types is None:
+        raise InputError(f"input {t.name!r} is a map hal does not take (values must be scalars)",
+                         where="run feeds", hint="maps of string or int64 keys to scalar values are supported")
+    key_dt, value_dt = types
+    want = f"a dict of {key_dt.name if key_dt.kind != 'O' else 'str'} keys and {value_dt.name} values"
+    if not isinstance(v, Mapping):
+        raise InputError(f"feed {t.name!r} is a {type(v).__name__}, not a map", where="run feeds",
+                         hint=f"pass {want}")
+    strings = key_dt.kind == "O"
+    out = {}
+    for k, x in v.items():
+        ok = isinstance(k, str) if strings else isinstance(k, (int, np.integer)) and not isinstance(k, bool)
+        if not ok:
+            raise InputError(f"feed {t.name!r} has key {k!r} ({type(k).__name__})", where="run feeds",
+                             hint=f"pass {want}")
+        try:
+            value = np.asarray(x, dtype=value_dt)
+        except (TypeError, ValueError, OverflowError):
+            value = None
+        if value is None or value.ndim:
+            raise InputError(f"feed {t.name!r} maps {k!r} to {x!r}, not a {value_dt.name} scalar", where="run feeds",
+                             hint=f"pass {want}")
+        out[k if strings else int(k)] = value[()]
+    return MapValue(out, key_dt, value_dt)

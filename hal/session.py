@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from hal import heap, limits
 from hal.cache import CompileCache, SessionEntry, SessionPart, open_cache, weights_elsewhere
 from hal.errors import CompileError, HalError, InputError, ResourceError, UnsupportedOpError
+from hal.feeds import map_feed
 from hal.graph.ir import Graph, TensorInfo
 from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
@@ -421,8 +422,12 @@ class InferenceSession:
                 what.append(f"unexpected {', '.join(sorted(map(str, extra)))}")
             raise InputError("; ".join(what), where="run feeds", hint=f"the model expects: {expected}")
         bound: dict[str, int] = {}
+        out = dict(feeds)
         for t in self._inputs:
             v = feeds[t.name]
+            if t.kind == "map":
+                out[t.name] = map_feed(t, v)
+                continue
             if t.kind != "tensor":
                 continue
             if not isinstance(v, np.ndarray):
@@ -446,7 +451,7 @@ class InferenceSession:
                                              f"feed bound it to {bound[want]}", where="run feeds",
                                              hint=f"the model expects: {expected}")
             self._check_feed_size(t.name, v)
-        return dict(feeds)
+        return out
 
     def _check_feed_size(self, name: str, v: np.ndarray) -> None:
         """A feed spanning more than max_memory as an array (a broadcast view can, holding one element):
