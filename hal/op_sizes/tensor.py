@@ -190,18 +190,6 @@ def _string_concat(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int
     return broadcast([args[0].shape, args[1].shape]), 64
 
 
-def _array_feature_extractor(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
-    """ArrayFeatureExtractor's output: every row of x at each index, a product of two inputs' sizes."""
-    x, index = args[0], np.asarray(args[1])
-    return [*x.shape[:-1], index.size] if x.ndim > 1 else [1, index.size], itemsize(x, 8)
-
-
-def _tree_ensemble(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
-    """TreeEnsemble's scores, (samples, n_targets) float64: n_targets is an attribute."""
-    x = args[0]
-    return [x.shape[0] if x.ndim > 1 else 1, int(attrs.get("n_targets", 1))], 8
-
-
 def _multinomial(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
     """Multinomial's draws against each class, (batch, sample_size, classes) booleans, or its float64
     uniforms (batch, sample_size) if larger: sample_size is an attribute, the batch dynamic."""
@@ -228,5 +216,5 @@ RULES: dict[str, Callable[[Sequence[Any], dict[str, Any]], tuple[list[int], int]
     "OneHot": _one_hot, "CenterCropPad": _center_crop_pad, "Gather": _gather, "GatherND": _gather_nd,
     "NonZero": _non_zero, "Concat": _concat, "ConcatFromSequence": _concat_from_sequence,
     "SplitToSequence": _split_to_sequence, "Constant": _constant, "StringConcat": _string_concat,
-    "ArrayFeatureExtractor": _array_feature_extractor, "TreeEnsemble": _tree_ensemble, "Multinomial": _multinomial,
+    "Multinomial": _multinomial,
 }

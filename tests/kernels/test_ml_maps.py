@@ -131,3 +131,9 @@ def test_a_map_feed_is_not_changed_in_place():
     got = hal.InferenceSession(model).run(None, feed)[0]
     np.testing.assert_array_equal(got, np.array([[2.5, 1.0]], np.float32))
     assert type(feed["X"]) is dict and feed["X"] == {2: 1, 1: 2.5}
+
+
+def test_a_sparse_cast_map_wider_than_max_memory_is_refused_before_allocating():
+    model = _model("CastMap", _map_type(I64), _tensor(F, [None, None]), map_form="SPARSE", max_map=2**40)
+    with pytest.raises(hal.ResourceError, match=r"node 'n'.*CastMap would need a tensor of shape \[1, 1099511627776\]"):
+        hal.InferenceSession(model, max_memory=1 << 30).run(None, {"X": {1: 1.0}})
