@@ -31,6 +31,24 @@ def _cast_map(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], in
     return [1, max(int(attrs.get("max_map", 1)), 0)], 8
 
 
+def _one_hot_encoder(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """OneHotEncoder's output, (*X's shape, categories) float32: a product of the input's size and
+    a list in the model."""
+    cats = attrs.get("cats_int64s") or attrs.get("cats_strings") or ()
+    return [*np.shape(args[0]), len(cats)], 4
+
+
+def _feature_vectorizer(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """FeatureVectorizer's output, (rows, sum of inputdimensions) float32: narrow inputs are padded
+    with zeros, so the widths, attributes, are not bounded by the inputs."""
+    dims = [int(d) for d in attrs.get("inputdimensions") or ()]
+    if not args or not dims or min(dims) < 0:
+        return None  # the kernel's error
+    x = args[0]
+    return [x.shape[0] if np.ndim(x) > 1 else 1, sum(dims)], 4
+
+
 RULES: dict[str, Callable[[Sequence[Any], dict[str, Any]], tuple[list[int], int] | None]] = {
     "ArrayFeatureExtractor": _array_feature_extractor, "TreeEnsemble": _tree_ensemble, "CastMap": _cast_map,
+    "OneHotEncoder": _one_hot_encoder, "FeatureVectorizer": _feature_vectorizer,
 }

@@ -1,0 +1,40 @@
+"""The ai.onnx.ml ops whose output a list or count in the model sizes, times the run's rows: refused
+with a ResourceError before the kernel allocates, and run as usual below the bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import hal
+
+OPSETS = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)]
+
+
+def _model(op: str, inputs: dict[str, tuple[int, list]], out: int, out_rank: int, **attrs):
+    node = helper.make_node(op, list(inputs), ["y"], name="n", domain="ai.onnx.ml", **attrs)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(k, e, s) for k, (e, s) in inputs.items()],
+                          [helper.make_tensor_value_info("y", out, [None] * out_rank)])
+    return helper.make_model(g, opset_imports=OPSETS)
+
+
+CASES = {
+    # 4,096 rows x 4,096 categories of float32: 64 MiB from a 32 KiB input and a 32 KiB list
+    "OneHotEncoder": (_model("OneHotEncoder", {"x": (TensorProto.INT64, [None])}, TensorProto.FLOAT, 2,
+                             cats_int64s=list(range(4096))),
+                      {"x": np.arange(4096, dtype=np.int64)}, {"x": np.arange(4, dtype=np.int64)}, r"\[4096, 4096\]"),
+    # one float padded out to 2**24 columns: 64 MiB
+    "FeatureVectorizer": (_model("FeatureVectorizer", {"x": (TensorProto.FLOAT, [None, 1])}, TensorProto.FLOAT, 2,
+                                 inputdimensions=[2**24]),
+                          {"x": np.ones((1, 1), np.float32)}, {"x": np.ones((0, 1), np.float32)}, r"\[1, 16777216\]"),
+}
+
+
+@pytest.mark.parametrize("op", sorted(CASES))
+def test_an_output_the_model_sizes_past_max_memory_is_refused_before_allocating(op):
+    model, hostile, harmless, shape = CASES[op]
+    s = hal.InferenceSession(model, max_memory=32 << 20)
+    with pytest.raises(hal.ResourceError, match=rf"node 'n'.*{op} would need a tensor of shape {shape}"):
+        s.run(None, hostile)
+    assert s.run(None, harmless)[0].dtype == np.float32  # the same session runs a small one
