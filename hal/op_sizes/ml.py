@@ -3,12 +3,23 @@ the model (classes, targets, a sparse map's width) times the rows of the run's d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from hal.op_sizes._read import itemsize
+
+
+def _samples(x: Any) -> int:
+    """The rows of an ai.onnx.ml model's X: (samples, features), a 1-D X one sample. A sample may have
+    no features, so X of no bytes may still have 2**40 rows, each with outputs."""
+    return int(x.shape[0]) if np.ndim(x) > 1 else 1
+
+
+def _labels(attrs: dict[str, Any], *names: str) -> int:
+    return max((len(attrs.get(n) or ()) for n in names), default=0)
 
 
 def _array_feature_extractor(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
@@ -19,8 +30,7 @@ def _array_feature_extractor(args: Sequence[Any], attrs: dict[str, Any]) -> tupl
 
 def _tree_ensemble(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
     """TreeEnsemble's scores, (samples, n_targets) float64: n_targets is an attribute."""
-    x = args[0]
-    return [x.shape[0] if x.ndim > 1 else 1, int(attrs.get("n_targets", 1))], 8
+    return [_samples(args[0]), int(attrs.get("n_targets", 1))], 8
 
 
 def _cast_map(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
@@ -48,7 +58,50 @@ def _feature_vectorizer(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[lis
     return [x.shape[0] if np.ndim(x) > 1 else 1, sum(dims)], 4
 
 
+def _linear_classifier(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """LinearClassifier's float64 scores, (samples, classes): the classes are the intercepts, a list
+    in the model."""
+    return [_samples(args[0]), max(len(attrs.get("intercepts") or ()), 2)], 8
+
+
+def _linear_regressor(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """LinearRegressor's float64 scores, (samples, targets): targets is an attribute, and X with no
+    features needs no coefficients for any number of them."""
+    return [_samples(args[0]), max(int(attrs.get("targets", 1)), 1)], 8
+
+
+#: bytes SVMClassifier holds per (sample, class, class) when it couples pairwise probabilities: the
+#: float32 matrices r and q, their transpose and a product, at once
+SVM_COUPLING_BYTES = 16
+
+
+def _svm_classifier(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """SVMClassifier's largest buffer: its float64 pair scores, (samples, class pairs), or with prob_a
+    the coupling's (samples, classes, classes); the classes are a list in the model."""
+    n, c = _samples(args[0]), _labels(attrs, "classlabels_ints", "classlabels_strings")
+    pairs = ([n, max(c * (c - 1) // 2, c)], 8)
+    if not attrs.get("prob_a"):
+        return pairs
+    return max(pairs, ([n, c, c], SVM_COUPLING_BYTES), key=lambda r: math.prod(r[0]) * r[1])
+
+
+def _per_sample(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """SVMRegressor's (samples, 1) float64 scores."""
+    return [_samples(args[0]), 1], 8
+
+
+#: bytes a ZipMap entry takes as Python objects: its share of the row's dict, the float, the key
+ZIPMAP_ENTRY_BYTES = 100
+
+
+def _zip_map(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """ZipMap's maps, one a row with an entry a label: Python objects, ~25x the float32 scores."""
+    return [_samples(args[0]), max(_labels(attrs, "classlabels_int64s", "classlabels_strings"), 1)], ZIPMAP_ENTRY_BYTES
+
+
 RULES: dict[str, Callable[[Sequence[Any], dict[str, Any]], tuple[list[int], int] | None]] = {
     "ArrayFeatureExtractor": _array_feature_extractor, "TreeEnsemble": _tree_ensemble, "CastMap": _cast_map,
-    "OneHotEncoder": _one_hot_encoder, "FeatureVectorizer": _feature_vectorizer,
+    "OneHotEncoder": _one_hot_encoder, "FeatureVectorizer": _feature_vectorizer, "ZipMap": _zip_map,
+    "LinearClassifier": _linear_classifier, "LinearRegressor": _linear_regressor,
+    "SVMClassifier": _svm_classifier, "SVMRegressor": _per_sample,
 }
