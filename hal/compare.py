@@ -76,11 +76,52 @@ class CompareReport(BaseModel):
         return self._sessions.get(target)
 
 
-def diff(name: str, got: np.ndarray, ref: np.ndarray, tol: float) -> OutputDiff:
-    a = np.asarray(got, dtype=np.float64)
-    b = np.asarray(ref, dtype=np.float64)
-    if a.shape != b.shape:
-        return OutputDiff(name=name, shape=list(a.shape), max_abs=float("inf"), max_rel=float("inf"),
+def _numeric(v: Any) -> bool:
+    return isinstance(v, np.ndarray) and v.dtype.kind in "biuf"
+
+
+def _flatten(v: Any, layout: list[Any], numbers: list[np.ndarray]) -> None:
+    """A value's layout (shapes, lengths, map keys, and strings, which must match exactly) and its
+    numbers (compared within tolerance): how sequences, maps, optionals and string tensors compare."""
+    if _numeric(v):
+        layout.append(("tensor", v.shape))
+        numbers.append(v.astype(np.float64).reshape(-1))
+    elif isinstance(v, np.ndarray):
+        layout.append(("tensor", v.shape, v.dtype.kind, tuple(v.reshape(-1).tolist())))
+    elif isinstance(v, Mapping):
+        keys = sorted(v, key=repr)
+        layout.append(("map", tuple(keys)))
+        for k in keys:
+            _flatten(np.asarray(v[k]), layout, numbers)
+    elif isinstance(v, (list, tuple)):
+        layout.append(("sequence", len(v)))
+        for item in v:
+            _flatten(item, layout, numbers)
+    else:
+        layout.append(("value", repr(v)))
+
+
+def _shape(v: Any) -> list[int]:
+    """A tensor's shape, a sequence's length."""
+    return list(v.shape) if isinstance(v, np.ndarray) else [len(v)] if isinstance(v, (list, tuple)) else []
+
+
+def diff(name: str, got: Any, ref: Any, tol: float) -> OutputDiff:
+    """How far ``got`` is from the reference's ``ref``: numbers within ``tol``, everything else exact."""
+    if _numeric(got) and _numeric(ref):
+        a, b = got.astype(np.float64), ref.astype(np.float64)
+        layouts_match = a.shape == b.shape
+    else:
+        got_layout: list[Any] = []
+        ref_layout: list[Any] = []
+        got_numbers: list[np.ndarray] = []
+        ref_numbers: list[np.ndarray] = []
+        _flatten(got, got_layout, got_numbers)
+        _flatten(ref, ref_layout, ref_numbers)
+        layouts_match = got_layout == ref_layout
+        a, b = (np.concatenate(n) if n else np.zeros(0) for n in (got_numbers, ref_numbers))
+    if not layouts_match:
+        return OutputDiff(name=name, shape=_shape(got), max_abs=float("inf"), max_rel=float("inf"),
                           cosine=0.0, within_tolerance=False)
     finite = np.isfinite(a) & np.isfinite(b)
     same_nonfinite = bool(np.all((a == b) | finite | (np.isnan(a) & np.isnan(b))))
@@ -91,7 +132,7 @@ def diff(name: str, got: np.ndarray, ref: np.ndarray, tol: float) -> OutputDiff:
     na, nb = float(np.linalg.norm(a[finite])), float(np.linalg.norm(b[finite]))
     cosine = float(np.dot(a[finite].ravel(), b[finite].ravel()) / (na * nb)) if na > 0 and nb > 0 else \
         (1.0 if na == nb else 0.0)
-    return OutputDiff(name=name, shape=list(a.shape), max_abs=max_abs, max_rel=max_rel, cosine=cosine,
+    return OutputDiff(name=name, shape=_shape(got), max_abs=max_abs, max_rel=max_rel, cosine=cosine,
                       within_tolerance=same_nonfinite and max_rel <= tol)
 
 

@@ -167,3 +167,46 @@ def test_estimate_all_targets_on_a_70b_model_never_allocates_its_weights():
     assert {"gpu", "lpu", "wafer"} <= set(rows)
     for status, tps, devices, mem in rows.values():
         assert status == "ok" and tps > 0 and devices >= 1 and mem > 0
+
+
+def _ml_pipeline() -> bytes:
+    """Scaler -> LinearClassifier with string labels -> ZipMap: a string tensor and a sequence of maps."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(3)
+    labels = ["cat", "dog", "eel"]
+    nodes = [helper.make_node("Scaler", ["x"], ["xs"], domain="ai.onnx.ml", offset=[0.5] * 4, scale=[2.0] * 4),
+             helper.make_node("LinearClassifier", ["xs"], ["label", "scores"], domain="ai.onnx.ml",
+                              coefficients=rng.standard_normal(12).tolist(), intercepts=[0.1, -0.2, 0.3],
+                              classlabels_strings=labels, post_transform="SOFTMAX"),
+             helper.make_node("ZipMap", ["scores"], ["probs"], domain="ai.onnx.ml", classlabels_strings=labels)]
+    maps = helper.make_sequence_type_proto(helper.make_map_type_proto(
+        TensorProto.STRING, helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
+    g = helper.make_graph(nodes, "pipeline", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("label", TensorProto.STRING, ["N"]),
+                           helper.make_value_info("probs", maps)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
+                                               helper.make_opsetid("ai.onnx.ml", 1)]).SerializeToString()
+
+
+def test_compare_checks_string_tensors_and_sequences_of_maps_on_every_target():
+    rep = hal.compare(_ml_pipeline(), "all", fallback="allow", dims={"N": 5})
+    assert {r.target for r in rep.results} == {t.name for t in hal.targets()}
+    for r in rep.results:
+        assert r.status in ("ok", "fell back"), (r.target, r.reason)
+        assert [(o.name, o.shape, o.within_tolerance) for o in r.outputs] == [("label", [5], True),
+                                                                              ("probs", [5], True)]
+
+
+@pytest.mark.parametrize(("got", "ref"), [
+    (np.array(["a", "b"], dtype=object), np.array(["a", "c"], dtype=object)),  # a string differs
+    ([{"a": 0.5}], [{"b": 0.5}]),  # a map's keys differ
+    ([{"a": 0.5}], [{"a": 0.7}]),  # a map's value is out of tolerance
+    ([np.ones(2)], [np.ones(2), np.ones(2)]),  # a sequence's length differs
+    (None, np.ones(1)),  # an optional is empty on one side
+])
+def test_compare_diff_finds_what_differs_in_strings_maps_and_sequences(got, ref):
+    from hal.compare import diff
+
+    assert not diff("y", got, ref, 1e-4).within_tolerance
+    assert diff("y", ref, ref, 1e-4).within_tolerance
