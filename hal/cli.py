@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -126,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 (f"sequence[{len(o)}]" if isinstance(o, list) else type(o).__name__),
                 "mean": float(np.mean(o, dtype=np.float64)) if isinstance(o, np.ndarray) and o.size
                 and (is_float(o.dtype) or o.dtype.kind in "iu") else None,
-                "first": o.ravel()[:5].tolist() if isinstance(o, np.ndarray) and o.dtype != object else None}
+                "first": _first_values(o)}
                for n, o in zip(names, outs)]
     r = sess.report
     if args.json is not None:
@@ -141,12 +142,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         t.add_column(c)
     for s in summary:
         t.add_row(s["name"], str(s["shape"]), s["dtype"], fmt_num(s["mean"]),
-                  ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in (s["first"] or [])))
+                  ", ".join(_cell(v) for v in (s["first"] or [])))
     con.print(t)
     con.print(f"modelled latency {fmt_time(r.latency_s)} · devices {r.devices} · peak memory "
               f"{fmt_bytes(r.peak_memory_bytes)} · {r.kernel_count} kernels for {r.node_count} nodes · "
               f"compile {fmt_time(r.compile_time_s)} · host run {fmt_time(sess.last_run.wall_time_s)}")
     return 0
+
+
+def _brief(x: Any) -> Any:
+    """One item of a sequence output as JSON can hold it: a map's entries, a tensor's dtype and shape."""
+    if isinstance(x, dict):
+        return {str(k): v.item() if isinstance(v, np.generic) else v for k, v in x.items()}
+    if isinstance(x, np.ndarray):
+        return f"{x.dtype}{list(x.shape)}"
+    return x
+
+
+def _first_values(o: Any) -> list[Any] | None:
+    """The first five values of an output (strings too), or items of a sequence (maps too)."""
+    if isinstance(o, np.ndarray):
+        return [str(v) if o.dtype == object else v for v in o.ravel()[:5].tolist()]
+    if isinstance(o, list):
+        return [_brief(x) for x in o[:5]]
+    return None
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_cell(x)}" for k, x in v.items()) + "}"
+    return str(v)
 
 
 def _print_compare(rep, title: str) -> None:

@@ -210,3 +210,13 @@ def test_compare_diff_finds_what_differs_in_strings_maps_and_sequences(got, ref)
 
     assert not diff("y", got, ref, 1e-4).within_tolerance
     assert diff("y", ref, ref, 1e-4).within_tolerance
+
+
+def test_hal_run_shows_string_labels_and_maps_as_values(tmp_path):
+    (tmp_path / "pipeline.onnx").write_bytes(_ml_pipeline())
+    res = _hal("run", str(tmp_path / "pipeline.onnx"), "--dim", "N=2", "--json")
+    assert res.returncode == 0, res.stderr
+    label, probs = json.loads(res.stdout)["outputs"]
+    assert label["dtype"] == "object" and set(label["first"]) <= {"cat", "dog", "eel"} and len(label["first"]) == 2
+    assert probs["dtype"] == "sequence[2]" and [sorted(m) for m in probs["first"]] == [["cat", "dog", "eel"]] * 2
+    assert all(abs(sum(m.values()) - 1) < 1e-6 for m in probs["first"])  # softmax scores, one map a row
