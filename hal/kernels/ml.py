@@ -35,7 +35,8 @@ def array_feature_extractor(x: Array, y: Array) -> Array:
 # --- LabelEncoder ----------------------------------------------------------------------------------
 
 
-def _strings(values: Sequence[object]) -> Array:
+def string_array(values: Sequence[object]) -> Array:
+    """A 1-D string tensor (an object array of str) from attribute values, bytes decoded as UTF-8."""
     out = np.empty(len(values), dtype=object)
     out[:] = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
     return out
@@ -45,7 +46,7 @@ def _strings(values: Sequence[object]) -> Array:
 def label_encoder_1(x: Array, classes_strings: Sequence[str] = (), default_int64: int = -1,
                     default_string: str = "_Unused") -> Array:
     """Opset 1: strings map to their position in ``classes_strings``, integers to the string there."""
-    classes = _strings(list(classes_strings))
+    classes = string_array(list(classes_strings))
     if x.dtype == object:
         return label_encoder(x, default_int64=default_int64, keys_strings=classes,
                              values_int64s=list(range(len(classes))))
@@ -63,7 +64,7 @@ def label_encoder(x: Array, default_float: float = -0.0, default_int64: int = -1
     if keys_tensor is not None:
         keys = keys_tensor.reshape(-1)
     elif keys_strings is not None:
-        keys = _strings(keys_strings)
+        keys = string_array(keys_strings)
     elif keys_int64s is not None:
         keys = np.asarray(keys_int64s, dtype=np.int64)
     elif keys_floats is not None:
@@ -77,7 +78,7 @@ def label_encoder(x: Array, default_float: float = -0.0, default_int64: int = -1
         else:
             default = "_Unused" if values.dtype == object else (-1 if values.dtype.kind in "iu" else -0.0)
     elif values_strings is not None:
-        values, default = _strings(values_strings), default_string
+        values, default = string_array(values_strings), default_string
     elif values_int64s is not None:
         values, default = np.asarray(values_int64s, dtype=np.int64), default_int64
     elif values_floats is not None:
@@ -88,7 +89,7 @@ def label_encoder(x: Array, default_float: float = -0.0, default_int64: int = -1
         raise ValueError("LabelEncoder keys and values differ in length")
     flat = x.reshape(-1)
     if keys.dtype == object:
-        flat = _strings(list(flat))
+        flat = string_array(list(flat))
     out = np.empty(flat.shape, dtype=values.dtype)
     out[...] = default
     if len(keys):

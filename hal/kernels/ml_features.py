@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hal.kernels.ml import ML, _strings
+from hal.kernels.ml import ML, string_array
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -139,10 +139,10 @@ def one_hot_encoder(x: Array, cats_int64s: Sequence[int] = (), cats_strings: Seq
     if bool(cats_int64s) == bool(cats_strings):
         which = "both" if cats_int64s else "neither"
         raise ValueError(f"OneHotEncoder: set exactly one of cats_int64s and cats_strings, got {which}")
-    keys = np.asarray(cats_int64s, dtype=np.int64) if cats_int64s else _strings(list(cats_strings))
+    keys = np.asarray(cats_int64s, dtype=np.int64) if cats_int64s else string_array(list(cats_strings))
     flat = x.reshape(-1)
     if x.dtype == object:
-        flat = _strings(list(flat))
+        flat = string_array(list(flat))
     elif x.dtype.kind in "iuf":
         flat = _as_int64(flat)
     else:
@@ -168,10 +168,10 @@ def category_mapper(x: Array, cats_int64s: Sequence[int] | None = None, cats_str
     if len(cats_int64s) != len(cats_strings):
         raise ValueError(f"CategoryMapper: cats_int64s has {len(cats_int64s)} values but cats_strings has "
                          f"{len(cats_strings)}; they must have the same length")
-    ints, strings = np.asarray(cats_int64s, dtype=np.int64), _strings(list(cats_strings))
+    ints, strings = np.asarray(cats_int64s, dtype=np.int64), string_array(list(cats_strings))
     flat = x.reshape(-1)
     if x.dtype == object:
-        keys, values, default, flat = strings, ints, default_int64, _strings(list(flat))
+        keys, values, default, flat = strings, ints, default_int64, string_array(list(flat))
     elif x.dtype == np.int64:
         keys, values, default = ints, strings, default_string
     else:

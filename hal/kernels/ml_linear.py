@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from hal.kernels.ml import ML, POST_TRANSFORMS, apply_post_transform
+from hal.kernels.ml import ML, POST_TRANSFORMS, apply_post_transform, string_array
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -60,9 +60,7 @@ def _class_labels(op: str, ints: Sequence[int] | None, strings: Sequence[str] | 
     if ints and strings and not strings_win:
         raise ValueError(f"{op}: set only one of classlabels_ints and classlabels_strings")
     if strings:
-        out = np.empty(len(strings), dtype=object)
-        out[:] = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in strings]
-        return out
+        return string_array(strings)
     return np.asarray(ints, dtype=np.int64) if ints else None
 
 

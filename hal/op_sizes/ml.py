@@ -99,9 +99,23 @@ def _zip_map(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int
     return [_samples(args[0]), max(_labels(attrs, "classlabels_int64s", "classlabels_strings"), 1)], ZIPMAP_ENTRY_BYTES
 
 
+def _legacy_trees(outputs: Callable[[dict[str, Any]], int]) -> Callable[[Sequence[Any], dict[str, Any]],
+                                                                       tuple[list[int], int] | None]:
+    """TreeEnsembleClassifier and TreeEnsembleRegressor: the larger of their float64 scores, (samples,
+    outputs), and their leaf table, (nodes, outputs) weights and flags; the outputs are classes, a list in
+    the model, or n_targets, one attribute for any count."""
+    def rule(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+        width = max(outputs(attrs), 1)
+        return max(([_samples(args[0]), width], 8), ([len(attrs.get("nodes_nodeids") or ()), width], 9),
+                   key=lambda r: math.prod(r[0]) * r[1])
+    return rule
+
+
 RULES: dict[str, Callable[[Sequence[Any], dict[str, Any]], tuple[list[int], int] | None]] = {
     "ArrayFeatureExtractor": _array_feature_extractor, "TreeEnsemble": _tree_ensemble, "CastMap": _cast_map,
     "OneHotEncoder": _one_hot_encoder, "FeatureVectorizer": _feature_vectorizer, "ZipMap": _zip_map,
     "LinearClassifier": _linear_classifier, "LinearRegressor": _linear_regressor,
     "SVMClassifier": _svm_classifier, "SVMRegressor": _per_sample,
+    "TreeEnsembleClassifier": _legacy_trees(lambda a: _labels(a, "classlabels_int64s", "classlabels_strings")),
+    "TreeEnsembleRegressor": _legacy_trees(lambda a: int(a.get("n_targets") or 1)),
 }

@@ -37,6 +37,13 @@ CASES = {
                         {"x": np.ones((2**24, 0), np.float32)}, {"x": np.ones((3, 0), np.float32)}, r"\[16777216, 2\]"),
     "SVMRegressor": (_model("SVMRegressor", {"x": (TensorProto.FLOAT, [None, 0])}, TensorProto.FLOAT, 2, rho=[0.25]),
                      {"x": np.ones((2**24, 0), np.float32)}, {"x": np.ones((3, 0), np.float32)}, r"\[16777216, 1\]"),
+    # one leaf, n_targets=2**24: a (1 node, 2**24) leaf table of weights, 144 MiB
+    "TreeEnsembleRegressor": (_model("TreeEnsembleRegressor", {"x": (TensorProto.FLOAT, [None, 1])}, TensorProto.FLOAT,
+                                     2, n_targets=2**24, nodes_treeids=[0], nodes_nodeids=[0], nodes_featureids=[0],
+                                     nodes_modes=["LEAF"], nodes_values=[0.0], nodes_truenodeids=[0],
+                                     nodes_falsenodeids=[0], target_ids=[0], target_nodeids=[0], target_treeids=[0],
+                                     target_weights=[1.5]),
+                              {"x": np.ones((1, 1), np.float32)}, None, r"\[1, 16777216\]"),
     # a dict a row: 1M rows of one label in 4 MiB of scores are ~100 MiB of Python objects
     "ZipMap": (_model("ZipMap", {"x": (TensorProto.FLOAT, [None, 1])}, TensorProto.FLOAT, 0, classlabels_int64s=[7]),
                {"x": np.ones((2**20, 1), np.float32)}, {"x": np.ones((3, 1), np.float32)}, r"\[1048576, 1\]"),
@@ -49,4 +56,5 @@ def test_an_output_the_model_sizes_past_max_memory_is_refused_before_allocating(
     s = hal.InferenceSession(model, max_memory=32 << 20)
     with pytest.raises(hal.ResourceError, match=rf"node 'n'.*{op} would need a tensor of shape {shape}"):
         s.run(None, hostile)
-    s.run(None, harmless)  # the same session runs a small one
+    if harmless is not None:
+        s.run(None, harmless)  # the same session runs a small one
