@@ -455,3 +455,59 @@ def stacking_scan_model() -> onnx.ModelProto:
                              [vi("x_row", F, [0])], [vi("y_row", F, [256])])
     return model([helper.make_node("Scan", ["x"], ["ys"], name="scan", body=body, num_scan_inputs=1)],
                  [vi("x", F, ["n", 0])], [vi("ys", F, ["n", 256])])
+
+
+ML_OPSETS = [helper.make_opsetid("", OPSET), helper.make_opsetid("ai.onnx.ml", 3)]
+
+
+def _ml(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
+        outputs: list[onnx.ValueInfoProto]) -> onnx.ModelProto:
+    return helper.make_model(helper.make_graph(nodes, "ml", inputs, outputs), opset_imports=ML_OPSETS)
+
+
+def ml_models() -> list[onnx.ModelProto]:
+    """ai.onnx.ml models as skl2onnx writes them, small: a preprocessing pipeline into a linear classifier
+    and ZipMap, a tree ensemble of each kind, an SVM with probabilities, and the categorical encoders."""
+    ml = "ai.onnx.ml"
+    maps = helper.make_sequence_type_proto(helper.make_map_type_proto(
+        TensorProto.STRING, helper.make_tensor_type_proto(F, [])))
+    pipeline = _ml([
+        helper.make_node("Imputer", ["x"], ["xi"], domain=ml, imputed_value_floats=[0.0], replaced_value_float=np.nan),
+        helper.make_node("Scaler", ["xi"], ["xs"], domain=ml, offset=[0.5, 0.0, -1.0], scale=[2.0, 1.0, 0.5]),
+        helper.make_node("Normalizer", ["xs"], ["xn"], domain=ml, norm="L2"),
+        helper.make_node("LinearClassifier", ["xn"], ["label", "scores"], domain=ml, intercepts=[0.1, -0.2, 0.3],
+                         coefficients=[0.5, -1.0, 2.0, 1.5, 0.25, -0.75, -2.0, 1.0, 0.5],
+                         classlabels_strings=["a", "b", "c"], post_transform="SOFTMAX"),
+        helper.make_node("ZipMap", ["scores"], ["probs"], domain=ml, classlabels_strings=["a", "b", "c"])],
+        [vi("x", F, ["N", 3])], [helper.make_tensor_value_info("label", TensorProto.STRING, ["N"]),
+                                 helper.make_value_info("probs", maps)])
+    tree = dict(nodes_treeids=[0, 0, 0, 1, 1, 1], nodes_nodeids=[0, 1, 2, 0, 1, 2], nodes_featureids=[0, 0, 0, 1, 0, 0],
+                nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF", "BRANCH_GT", "LEAF", "LEAF"],
+                nodes_values=[0.5, 0, 0, -0.25, 0, 0], nodes_truenodeids=[1, 0, 0, 1, 0, 0],
+                nodes_falsenodeids=[2, 0, 0, 2, 0, 0])
+    leaves = dict(nodeids=[1, 2, 1, 2, 2], treeids=[0, 0, 1, 1, 1], ids=[0, 2, 1, 0, 2],
+                  weights=[0.4, 0.6, 0.3, 0.2, 0.5])
+    trees = _ml([helper.make_node("TreeEnsembleClassifier", ["x"], ["label", "scores"], domain=ml,
+                                  classlabels_int64s=[4, 5, 6], post_transform="LOGISTIC", base_values=[0.1, 0.0, -0.1],
+                                  **tree, **{f"class_{k}": v for k, v in leaves.items()}),
+                 helper.make_node("TreeEnsembleRegressor", ["x"], ["y"], domain=ml, n_targets=3,
+                                  aggregate_function="AVERAGE", **tree,
+                                  **{f"target_{k}": v for k, v in leaves.items()})],
+                [vi("x", F, ["N", 2])], [vi("label", I64, ["N"]), vi("scores", F, ["N", 3]), vi("y", F, ["N", 3])])
+    svm = _ml([helper.make_node("SVMClassifier", ["x"], ["label", "scores"], domain=ml, classlabels_ints=[0, 1, 2],
+                                kernel_type="RBF", kernel_params=[0.5, 0.0, 3.0], vectors_per_class=[1, 1, 1],
+                                support_vectors=[0.0, 1.0, 1.0, 0.0, -1.0, -1.0],
+                                coefficients=[1.0, -0.5, 0.5, 0.75, -1.0, 0.25], rho=[0.1, -0.2, 0.05],
+                                prob_a=[-1.5, -2.0, -1.0], prob_b=[0.1, 0.0, -0.1]),
+               helper.make_node("SVMRegressor", ["x"], ["y"], domain=ml, kernel_type="POLY",
+                                kernel_params=[0.5, 1.0, 2.0], n_supports=2, support_vectors=[0.0, 1.0, 1.0, 0.0],
+                                coefficients=[0.5, -0.25], rho=[0.3])],
+              [vi("x", F, ["N", 2])], [vi("label", I64, ["N"]), vi("scores", F, ["N", 3]), vi("y", F, ["N", 1])])
+    encoders = _ml([helper.make_node("OneHotEncoder", ["ids"], ["hot"], domain=ml, cats_int64s=[3, 1, 4], zeros=1),
+                    helper.make_node("CategoryMapper", ["ids"], ["names"], domain=ml, cats_int64s=[3, 1, 4],
+                                     cats_strings=["three", "one", "four"]),
+                    helper.make_node("FeatureVectorizer", ["hot", "x"], ["features"], domain=ml,
+                                     inputdimensions=[3, 2])],
+                   [vi("ids", I64, ["N"]), vi("x", F, ["N", 2])],
+                   [vi("names", TensorProto.STRING, ["N"]), vi("features", F, ["N", 5])])
+    return [pipeline, trees, svm, encoders]

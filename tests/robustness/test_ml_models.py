@@ -1,13 +1,19 @@
-"""The ai.onnx.ml ops whose output a list or count in the model sizes, times the run's rows: refused
-with a ResourceError before the kernel allocates, and run as usual below the bound."""
+"""ai.onnx.ml models on every target: skl2onnx-style models agree with onnxruntime on cpu and with cpu
+everywhere else, and the ops whose output a list or count in the model sizes, times the run's rows, are
+refused with a ResourceError before the kernel allocates, and run as usual below the bound."""
 
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+from _robust_models import TARGETS, ml_models, session
 from onnx import TensorProto, helper
 
 import hal
+from hal.compare import diff
+from hal.feeds import random_feeds
+from hal.graph.load import load
 
 OPSETS = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)]
 
@@ -58,3 +64,24 @@ def test_an_output_the_model_sizes_past_max_memory_is_refused_before_allocating(
         s.run(None, hostile)
     if harmless is not None:
         s.run(None, harmless)  # the same session runs a small one
+
+
+ML_MODELS = {m.graph.node[-1].op_type: m for m in ml_models()}
+
+
+def _feeds(model) -> dict[str, np.ndarray]:
+    feeds = random_feeds(load(model), seed=0, dims={"N": 6})
+    if "ids" in feeds:  # categories the encoders know, and one they do not
+        feeds["ids"] = np.array([3, 1, 4, 9, 1, 3], dtype=np.int64)
+    return feeds
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("last_op", sorted(ML_MODELS))
+def test_ml_models_agree_with_onnxruntime_on_every_target(target, last_op):
+    model = ML_MODELS[last_op]
+    feeds = _feeds(model)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = session(model, target).run(None, feeds)
+    assert [diff(o.name, g, w, 1e-5).within_tolerance for o, g, w in zip(model.graph.output, got, want)] == \
+        [True] * len(want)
