@@ -430,3 +430,18 @@ def _random_ensemble(seed: int) -> tuple[str, dict, np.ndarray, int, dict]:
 def test_random_ensembles_match_onnxruntime(seed: int) -> None:
     op, attrs, x, n_out, kw = _random_ensemble(seed)
     _check(op, attrs, x, n_out, **kw)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_compiled_walk_gives_the_numpy_walks_bits(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hal.kernels import jit
+
+    if not jit.enabled():
+        pytest.skip("numba is not importable: only the numpy walk runs")
+    op, attrs, x, n_out, kw = _random_ensemble(seed)
+    model = _model(op, attrs, x.shape[1] if x.ndim == 2 else None, n_out, **kw)
+    compiled = hal.InferenceSession(model, target="cpu").run(None, {"X": x})
+    monkeypatch.setattr(jit, "_ENABLED", False)
+    walked = hal.InferenceSession(model, target="cpu").run(None, {"X": x})
+    for a, b in zip(compiled, walked):
+        assert a.dtype == b.dtype and (a.tolist() == b.tolist() if a.dtype == object else a.tobytes() == b.tobytes())
