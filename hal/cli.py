@@ -71,6 +71,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from hal.kernels import jit
 
     env["compiled_loops"] = jit.status()
+    try:  # the one op whose codecs are an extra
+        env["image_decoder"] = f"on (Pillow {metadata.version('pillow')})"
+    except metadata.PackageNotFoundError:
+        env["image_decoder"] = "off (pip install 'hal-sdk[image]')"
     if args.json is not None:
         emit_json(args.json, {"environment": env, "plugins": plugins})
         return 0

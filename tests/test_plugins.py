@@ -74,6 +74,9 @@ def test_doctor_reports_a_broken_plugin_without_failing(plugin_site):
     bad = {p["plugin"]: p for p in doc["plugins"]}["broken_hook"]
     assert not bad["ok"] and "license server unreachable" in bad["error"]
     assert {p["plugin"]: p for p in doc["plugins"]}["cpu"]["ok"]
+    # what the environment offers: the compiled loops, and ImageDecoder's codecs (the dev extra has Pillow)
+    assert doc["environment"]["compiled_loops"].startswith(("on", "off"))
+    assert doc["environment"]["image_decoder"].startswith("on (Pillow ")
 
 
 def test_targets_json_lists_cpu():
