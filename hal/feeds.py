@@ -81,10 +81,12 @@ class MapValue(dict):  # type: ignore[type-arg]
     """An ONNX map as a dict that keeps the key and value types it was declared with, so a kernel
     (DictVectorizer, CastMap) knows its output's dtype even for an empty map."""
 
-    def __init__(self, items: Mapping[Any, Any], key_dtype: np.dtype, value_dtype: np.dtype):
+    __slots__ = ("key_dtype", "value_dtype")  # no __dict__ a map: ZipMap makes one per row
+
+    def __init__(self, items: Any, key_dtype: np.dtype, value_dtype: np.dtype):
         super().__init__(items)
-        self.key_dtype = np.dtype(key_dtype)
-        self.value_dtype = np.dtype(value_dtype)
+        self.key_dtype = key_dtype if isinstance(key_dtype, np.dtype) else np.dtype(key_dtype)
+        self.value_dtype = value_dtype if isinstance(value_dtype, np.dtype) else np.dtype(value_dtype)
 
 
 def _map_types(t: TensorInfo) -> tuple[np.dtype, np.dtype] | None:

@@ -38,7 +38,8 @@ def zip_map(x: Array, classlabels_strings: Sequence[str] | None = None,
         raise ValueError(f"ZipMap: X of shape {list(x.shape)} does not have one column per class label "
                          f"({len(labels)}); X must be (rows, {len(labels)})")
     values = rows.astype(np.float64).tolist()  # Python floats: the float32 scores' exact values
-    return [MapValue(zip(labels, row), key_dtype, np.dtype(np.float32)) for row in values]
+    value_dtype = np.dtype(np.float32)
+    return [MapValue(zip(labels, row), key_dtype, value_dtype) for row in values]
 
 
 def _value_dtype(x: Mapping[Any, Any]) -> np.dtype:
