@@ -130,14 +130,25 @@ def _probit(p: Array) -> Array:
 POST_TRANSFORMS = {"NONE": 0, "SOFTMAX": 1, "LOGISTIC": 2, "SOFTMAX_ZERO": 3, "PROBIT": 4}
 
 
+def _across(ufunc: np.ufunc, scores: Array) -> Array:
+    """``ufunc`` reduced over each row, as a column: a few classes one column at a time, in order (as
+    numpy adds fewer than 8; its reduction over a short last axis took 20 us for 1,000 rows of 3)."""
+    if not 0 < scores.shape[1] < 8:
+        return ufunc.reduce(scores, axis=1, keepdims=True)
+    out = scores[:, :1].copy()
+    for j in range(1, scores.shape[1]):
+        ufunc(out, scores[:, j:j + 1], out=out)
+    return out
+
+
 def apply_post_transform(scores: Array, how: int | str) -> Array:
     """The ai.onnx.ml post transform of a (samples, targets) score matrix, by name or code."""
     code = POST_TRANSFORMS.get(how, -1) if isinstance(how, str) else how
     if code == 0:
         return scores
     if code == 1:
-        e = np.exp(scores - scores.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        e = np.exp(scores - _across(np.maximum, scores))
+        return e / _across(np.add, e)
     if code == 2:
         return 1 / (1 + np.exp(-scores))
     if code == 3:  # softmax over the non-zero scores; zeros stay zero
