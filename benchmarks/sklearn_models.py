@@ -9,7 +9,7 @@ Each model is fitted on a seeded synthetic dataset, converted at ai.onnx opset 1
 held-out rows by hal cpu and onnxruntime's CPU provider, one thread each. Recorded per model: the ops,
 the share of hal's labels equal to sklearn's ``predict`` and to onnxruntime's, the largest difference
 of every score output from onnxruntime's, and the median time per run of each over samples of
-back-to-back runs, with hal/ORT.
+back-to-back runs, the two taken in alternating rounds, with hal/ORT.
 """
 
 from __future__ import annotations
@@ -88,19 +88,23 @@ def _data(kind: str, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x[:400], y[:400], x[400:]
 
 
-def _median_s(fn: Callable[[], Any], sample_s: float, samples: int) -> float:
-    """Median seconds per call over samples of back-to-back calls lasting ``sample_s`` each."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    loops = max(1, int(sample_s / max(time.perf_counter() - t0, 1e-6)))
-    times = []
-    for _ in range(samples):
+def _medians_s(fns: list[Callable[[], Any]], sample_s: float, samples: int) -> list[float]:
+    """Median seconds per call of each of ``fns`` over samples of back-to-back calls lasting ``sample_s``,
+    taken in alternating rounds, so a slow minute of the machine falls on all of them alike."""
+    loops = []
+    for fn in fns:
+        fn()
         t0 = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        times.append((time.perf_counter() - t0) / loops)
-    return float(np.median(times))
+        fn()
+        loops.append(max(1, int(sample_s / max(time.perf_counter() - t0, 1e-6))))
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(samples):
+        for fn, n, out in zip(fns, loops, times):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            out.append((time.perf_counter() - t0) / n)
+    return [float(np.median(ts)) for ts in times]
 
 
 def _max_diff(got: Any, want: Any) -> float | None:
@@ -139,8 +143,8 @@ def run_model(name: str, est: Any, kind: str, zipmap: bool, rows: int, sample_s:
         row["max_abs_diff_sklearn"] = float(np.max(np.abs(got[0].reshape(-1) - est.predict(x))))
     row["max_abs_diff_onnxruntime"] = {o.name: _max_diff(g, w) for o, g, w in zip(onx.graph.output, got, want)
                                        if _max_diff(g, w) is not None}
-    row["hal_s"] = _median_s(lambda: ours.run(None, feeds), sample_s, samples)
-    row["onnxruntime_s"] = _median_s(lambda: theirs.run(None, feeds), sample_s, samples)
+    row["hal_s"], row["onnxruntime_s"] = _medians_s([lambda: ours.run(None, feeds), lambda: theirs.run(None, feeds)],
+                                                    sample_s, samples)
     row["hal/ort"] = row["hal_s"] / row["onnxruntime_s"]
     return row
 
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.sklearn_models", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1000, help="held-out rows per run (default 1000)")
     ap.add_argument("--sample-s", type=float, default=0.1, help="one sample's length (default 0.1 s)")
-    ap.add_argument("--samples", type=int, default=15, help="timed samples per runner (default 15)")
+    ap.add_argument("--samples", type=int, default=21, help="timed samples per runner (default 21)")
     ap.add_argument("--out", type=Path, default=RESULTS / "sklearn.json")
     args = ap.parse_args(argv)
     try:
