@@ -62,3 +62,23 @@ def test_committed_h200_report_is_the_report_of_the_committed_measurements():
     assert _as_committed(again) == _without_run_times(_without_bench_models(committed)), (
         "calibration_gpu_device.json is stale: regenerate it with python -m benchmarks.calibration_gpu_device "
         "report benchmarks/results/device_h200/*.json")
+
+
+def test_the_readme_s_scikit_learn_figures_are_the_committed_run_s():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    doc = json.loads((root / "results" / "sklearn.json").read_text())
+    text = " ".join((root / "README.md").read_text().split())
+    models = doc["models"]
+    assert f"{doc['median_hal/ort']:.2f} over all {len(models)}" in text
+    assert all(r.get("labels_equal_sklearn", 1.0) == r.get("labels_equal_onnxruntime", 1.0) == 1.0 for r in models)
+    assert f"every label hal gave equals scikit-learn's `predict` and onnxruntime's, on all {len(models)}" in text
+    classifiers = [r for r in models if "labels_equal_sklearn" in r]
+    probabilities = max(v for r in classifiers for v in r["max_abs_diff_onnxruntime"].values())
+    assert f"class probabilities are within {probabilities:.2g} of onnxruntime's" in text
+    for kind, ops in (("tree ensembles", ("TreeEnsembleClassifier", "TreeEnsembleRegressor")),
+                      ("SVMs", ("SVMClassifier", "SVMRegressor"))):
+        ratios = sorted(r["hal/ort"] for r in models if set(ops) & set(r["ops"]) and "ZipMap" not in r["ops"]
+                        and r["model"] != "decision-tree-string-labels")
+        assert f"{ratios[0]:.2f}-{ratios[-1]:.2f} on the {kind}" in text
