@@ -38,6 +38,9 @@ SHAPE_SIZED_OPS = frozenset({
     "Conv", "ConvInteger", "QLinearConv", "MaxRoiPool", "DeformConv", "Attention", "FlexAttention",
     "GridSample", "RNN", "GRU", "LSTM", "Multinomial", "StringConcat", "QLinearMatMul", "GatherND", "NonZero",
     "Concat", "LinearAttention", "ArrayFeatureExtractor", "TreeEnsemble",
+    # ai.onnx.ml: rows from the input's shape, widths from attributes
+    "TreeEnsembleClassifier", "TreeEnsembleRegressor", "LinearClassifier", "LinearRegressor", "SVMClassifier",
+    "SVMRegressor", "OneHotEncoder", "FeatureVectorizer", "ZipMap", "CastMap",
 }) | frozenset(REDUCING_OPS)  # their bound reads the input's shape, never the axes
 
 
