@@ -148,7 +148,9 @@ class SpecialisingExecutable:
             raise UnsupportedOpError(
                 f"even with its inputs' values fixed ({self._describe(feeds)}), {len(cap.refused)} node(s) have no "
                 f"static schedule: {r.node} ({r.op_type}): {r.reason}", where="target 'lpu'",
-                hint="run the model with fallback='allow' so the cpu target takes those nodes")
+                hint="the LPU took these nodes at compile time expecting the inputs to fix their shapes, and a "
+                     "session cannot move nodes at run time, whatever its fallback: run the model on another "
+                     "target (target='cpu'), and report it to the lpu plugin")
         exe = self._target.compile_static(graph, self._options)
         exe.report.details = {**exe.report.details, "specialised_for": self._describe(feeds)}
         return exe
