@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from hal.kernels import jit
-from hal.kernels.ml import ML, POST_TRANSFORMS, apply_post_transform
+from hal.kernels.ml import ML, POST_TRANSFORMS, apply_post_transform, probit
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -37,25 +37,9 @@ _GO[7:, 4] = 1
 _GO = _GO.ravel()
 
 
-def _ort_probit(p: Array) -> Array:
-    """onnxruntime's PROBIT: sqrt(2) * erfinv(2p - 1), erfinv by Winitzki's approximation in float32, unrefined.
-
-    Near p = 0.5 the float32 formula cancels badly, so it is followed step by step (log correctly rounded, no
-    fused multiply-add) to land on onnxruntime's bits rather than on the true probit."""
-    f = np.float32
-    with np.errstate(all="ignore"):
-        x = f(2) * np.asarray(p, dtype=f) - f(1)
-        ln = np.log(((f(1) - x) * (f(1) + x)).astype(np.float64)).astype(f)
-        v = f(2) / (f(np.pi) * f(0.147)) + f(0.5) * ln
-        root = np.sqrt(-v + np.sqrt(v * v - f(1) / f(0.147) * ln))
-        return f(np.sqrt(2)) * np.where(x < 0, -root, root)
-
-
 def _transform(scores: Array, how: str) -> Array:
-    """The post transform as onnxruntime computes it for these ops (its PROBIT, and its SOFTMAX_ZERO, which
-    counts |score| <= 1e-7 as zero and divides a row of zeros by zero)."""
-    if how == "PROBIT":
-        return _ort_probit(scores)
+    """The post transform as onnxruntime computes it for these ops (its SOFTMAX_ZERO counts |score| <= 1e-7
+    as zero and divides a row of zeros by zero)."""
     if how == "SOFTMAX_ZERO":
         tiny = np.abs(scores) <= np.float32(1e-7)
         out = apply_post_transform(np.where(tiny, 0, scores), how)
@@ -296,7 +280,7 @@ def _binary(scores: Array, hit: Array, base: Array, how: str, all_positive: bool
     z = _transform(np.stack([g0, np.where(h1, s1, 0)], axis=1), how)
     lone = ~h1 if base.size < 2 else np.zeros_like(h1)
     if how == "PROBIT":
-        other = np.stack([_ort_probit(g0), np.zeros_like(g0)], axis=1)
+        other = np.stack([probit(g0), np.zeros_like(g0)], axis=1)
     elif how == "LOGISTIC":
         other = apply_post_transform(np.stack([-g0, g0], axis=1), how)
     else:
@@ -340,7 +324,7 @@ def tree_ensemble_classifier(x: Array, base_values: Sequence[float] | None = Non
     if n_classes == 1:
         s = scores[:, 0] + (base[0] if base.size else 0)
         index = (s > 0).astype(np.int64)
-        z = (_ort_probit(s) if post_transform == "PROBIT" else s).reshape(-1, 1)
+        z = (probit(s) if post_transform == "PROBIT" else s).reshape(-1, 1)
     elif binary_case:
         positive, z = _binary(scores, hit, base, post_transform, not (weights < 0).any())
         index = positive.astype(np.int64)
@@ -384,5 +368,5 @@ def tree_ensemble_regressor(x: Array, aggregate_function: str = "SUM", base_valu
     if base.size:
         scores = scores + base
     if n_targets == 1:  # onnxruntime's one-target path: no score is gated, only PROBIT transforms
-        return np.asarray(_ort_probit(scores) if post_transform == "PROBIT" else scores, dtype=np.float32)
+        return np.asarray(probit(scores) if post_transform == "PROBIT" else scores, dtype=np.float32)
     return np.asarray(_transform(np.where(hit, scores, 0), post_transform), dtype=np.float32)

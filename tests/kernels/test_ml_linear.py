@@ -1,9 +1,8 @@
 """LinearClassifier, LinearRegressor, SVMClassifier and SVMRegressor (ai.onnx.ml) against onnxruntime.
 
 Each test builds a one-node model with seeded random weights, runs it through hal's cpu target and
-through onnxruntime, and compares labels exactly and scores to rtol 1e-5 / atol 1e-6. PROBIT is the
-exception: onnxruntime approximates erfinv (off by up to ~5e-2), so hal's PROBIT scores are checked as
-the exact inverse normal CDF of onnxruntime's untransformed scores instead.
+through onnxruntime, and compares labels exactly and scores to rtol 1e-5 / atol 1e-6. PROBIT included:
+hal computes it as onnxruntime and onnx's reference evaluator do (Winitzki's erfinv, unrefined).
 """
 
 from __future__ import annotations
@@ -124,10 +123,7 @@ def test_linear_classifier_single_row_without_labels_keeps_one_column_labelled_b
     label, scores = _hal(model, x)
     raw = _ort(_model("LinearClassifier", attrs), x)[1]
     np.testing.assert_array_equal(label, (raw[:, 0] > 0).astype(np.int64))
-    if post_transform == "PROBIT":
-        np.testing.assert_allclose(scores, _probit(raw), rtol=1e-5, atol=1e-6)
-    else:
-        _assert_same(_ort(model, x), [label, scores])
+    _assert_same(_ort(model, x), [label, scores])
 
 
 def test_nan_scores_pick_labels_as_onnxruntime_does():
@@ -230,13 +226,8 @@ def test_svm_regressor_leaves_post_transform_unapplied_like_onnxruntime(post_tra
 # --- PROBIT ------------------------------------------------------------------------------------------
 
 
-def _probit(scores: np.ndarray) -> np.ndarray:
-    dist = NormalDist()
-    return np.vectorize(lambda p: dist.inv_cdf(p) if 0 < p < 1 else math.nan, otypes=[np.float64])(scores)
-
-
 @pytest.mark.parametrize("op", ["LinearClassifier", "LinearRegressor", "SVMClassifier"])
-def test_probit_is_the_exact_inverse_normal_cdf_of_the_scores(op):
+def test_probit_is_onnxruntime_s_approximate_inverse_normal_of_the_scores(op):
     rng = np.random.default_rng(13)
     if op == "SVMClassifier":
         attrs = _svc(rng, 3, 3, "RBF", proba=True, **_labels("ints", 3))
@@ -245,11 +236,18 @@ def test_probit_is_the_exact_inverse_normal_cdf_of_the_scores(op):
         attrs["coefficients"] = (np.asarray(attrs["coefficients"]) * 0.1).tolist()
         attrs["intercepts"] = [0.3, 0.5, 0.7]
     x = _x(rng, 30, 3)
-    raw = _ort(_model(op, attrs), x)
-    got = _hal(_model(op, {**attrs, "post_transform": "PROBIT"}), x)
-    np.testing.assert_allclose(got[-1], _probit(raw[-1]), rtol=1e-5, atol=1e-6)
-    if op != "LinearRegressor":
-        np.testing.assert_array_equal(got[0], raw[0])
+    model = _model(op, {**attrs, "post_transform": "PROBIT"})
+    got, want = _hal(model, x), _ort(model, x)
+    if op == "SVMClassifier":  # coupled probabilities 1e-7 apart, through a float32 formula that cancels near 0.5
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1], rtol=0, atol=1e-5)
+    else:
+        _assert_same(want, got)
+    # not the exact inverse normal: Winitzki's erfinv, as both references compute it
+    raw = _ort(_model(op, attrs), x)[-1].astype(np.float64)
+    exact = np.vectorize(lambda p: NormalDist().inv_cdf(p) if 0 < p < 1 else math.nan)(raw)
+    inside = np.isfinite(exact)
+    assert np.abs(got[-1][inside] - exact[inside]).max() > 1e-4
 
 
 # --- inputs ------------------------------------------------------------------------------------------
