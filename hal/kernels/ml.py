@@ -106,6 +106,17 @@ def label_encoder(x: Array, default_float: float = -0.0, default_int64: int = -1
     return out.reshape(x.shape)
 
 
+def as_int64(x: Array) -> Array:
+    """Numbers as onnxruntime casts them to int64: truncated, NaN and out-of-range ones to INT64_MIN (x86)."""
+    if x.dtype.kind in "iu":
+        return x.astype(np.int64)
+    v = x.astype(np.float64)
+    valid = (v >= -(2.0**63)) & (v < 2.0**63)
+    out = np.full(v.shape, np.iinfo(np.int64).min, dtype=np.int64)
+    out[valid] = v[valid].astype(np.int64)  # the cast truncates toward zero, as C++'s does
+    return out
+
+
 # --- TreeEnsemble ----------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hal.kernels.ml import ML, string_array
+from hal.kernels.ml import ML, as_int64, string_array
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -122,17 +122,6 @@ def _find(keys: Array, flat: Array) -> Array:
     return found
 
 
-def _as_int64(x: Array) -> Array:
-    """Numbers as onnxruntime casts them to int64: truncated, NaN and out-of-range ones to INT64_MIN (x86)."""
-    if x.dtype.kind in "iu":
-        return x.astype(np.int64)
-    v = x.astype(np.float64)
-    valid = (v >= -(2.0**63)) & (v < 2.0**63)
-    out = np.full(v.shape, np.iinfo(np.int64).min, dtype=np.int64)
-    out[valid] = v[valid].astype(np.int64)  # the cast truncates toward zero, as C++'s does
-    return out
-
-
 @kernel("OneHotEncoder", since=1, domain=ML)
 def one_hot_encoder(x: Array, cats_int64s: Sequence[int] = (), cats_strings: Sequence[str] = (),
                     zeros: int = 1) -> Array:
@@ -144,7 +133,7 @@ def one_hot_encoder(x: Array, cats_int64s: Sequence[int] = (), cats_strings: Seq
     if x.dtype == object:
         flat = string_array(list(flat))
     elif x.dtype.kind in "iuf":
-        flat = _as_int64(flat)
+        flat = as_int64(flat)
     else:
         raise ValueError(f"OneHotEncoder: the input must be strings or numbers, got {x.dtype}")
     index = _find(keys, flat)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from hal.feeds import MapValue
-from hal.kernels.ml import ML
+from hal.kernels.ml import ML, as_int64
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -73,10 +73,7 @@ def _cast(values: Array, to: np.dtype) -> Array:
     if values.dtype.kind == "O":
         values = np.array([float(v) for v in values.tolist()], dtype=np.float64)
     if to.kind == "i":
-        v = values.astype(np.float64)
-        bad = ~np.isfinite(v) | (v >= 2.0**63) | (v < -(2.0**63))
-        with np.errstate(invalid="ignore"):
-            return np.where(bad, np.iinfo(np.int64).min, np.trunc(np.where(bad, 0, v))).astype(np.int64)
+        return as_int64(values)
     return values.astype(to)
 
 
