@@ -9,6 +9,7 @@ scales. ``fp16`` also stores every VXM result in fp16, unscaled, as a plain fp16
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from hal.errors import CompileError
-from hal.numerics import EXACT, MATRIX_OPS, Policy, is_float, quantize, round_to, store_value
+from hal.numerics import EXACT, MATRIX_OPS, Policy, is_float, quantize, round_scaled, round_to, store_value
 
 
 def lpu_policy(precision: str) -> Policy:
@@ -38,12 +39,22 @@ def round_scaled_fp16(x: np.ndarray) -> np.ndarray:
     under fp16's top binade, rounded to fp16, scaled back (the scaling itself is exact)."""
     if not isinstance(x, np.ndarray) or not is_float(x.dtype) or x.size == 0:
         return x
-    finite = np.abs(x[np.isfinite(x)])
-    amax = float(finite.max()) if finite.size else 0.0
+    amax = _finite_amax(x)
     if amax == 0.0:
         return round_to(x, "fp16")
     scale = x.dtype.type(2.0 ** (np.floor(np.log2(amax)) - 14))
-    return (round_to(x / scale, "fp16") * scale).astype(x.dtype)
+    fast = round_scaled(x, "fp16", scale)
+    return fast if fast is not None else (round_to(x / scale, "fp16") * scale).astype(x.dtype)
+
+
+def _finite_amax(x: np.ndarray) -> float:
+    """The largest finite magnitude in x (0 when none): from its max and min, two passes that copy
+    nothing, unless one of them is NaN or infinite."""
+    hi, lo = float(x.max()), float(x.min())
+    if math.isfinite(hi) and math.isfinite(lo):
+        return max(hi, -lo)
+    finite = np.abs(x[np.isfinite(x)])
+    return float(finite.max()) if finite.size else 0.0
 
 
 def mxm_operand(x: Any, fmt: str) -> Any:

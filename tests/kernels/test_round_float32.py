@@ -1,0 +1,124 @@
+"""The compiled rounding of float32 to tf32, bf16 and fp16 (``hal.kernels._loops.round_float32``,
+through ``hal.numerics.round_to`` / ``round_scaled``) against the casts it replaces: numpy's
+float16 cast, ml_dtypes' bfloat16 cast and ``round_tf32``'s bit arithmetic.
+
+The rounding of a value depends on its sign, exponent, the bit it rounds at and the bits below it,
+so the sample is every sign and exponent and the top mantissa bits, each with the low bits that
+decide a rounding: zero, one, just under, at and just over half a step (of tf32 and fp16: 13 bits
+dropped; of bf16: 16), and all ones. ``HAL_ROUND_SWEEP=<stride>`` adds every stride-th of the 2**32
+bit patterns (1: all of them, about six minutes, mostly numpy's float16 cast; run before this loop
+landed, none differed).
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from hal import numerics
+from hal.kernels import jit
+from hal.numerics import round_scaled, round_tf32, round_to
+
+pytestmark = pytest.mark.skipif(not jit.enabled(), reason="the compiled loops are off (numba missing or HAL_JIT=0)")
+
+REFERENCE = {
+    "tf32": round_tf32,
+    "bf16": lambda x: x.astype(ml_dtypes.bfloat16).astype(np.float32),
+    "fp16": lambda x: x.astype(np.float16).astype(np.float32),
+}
+
+_LOW = (0x0, 0x1, 0x0FFF, 0x1000, 0x1001, 0x1FFF, 0x2FFF, 0x3000, 0x7FFF, 0x8000, 0x8001, 0xBFFF, 0xC000,
+        0xFFFF)
+
+
+def _sample() -> np.ndarray:
+    high = np.arange(1 << 16, dtype=np.uint32) << np.uint32(16)  # sign, exponent, top 7 mantissa bits
+    mid = np.array([0x0000, 0x2000, 0x4000, 0xE000], dtype=np.uint32)  # the bits tf32 and fp16 keep below those
+    low = np.array(_LOW, dtype=np.uint32)
+    bits = (high[:, None, None] | mid[None, :, None] | low[None, None, :]).reshape(-1)
+    low16 = high[:, None] | low[None, :]  # bf16 decides on all 16 low bits
+    stride = int(os.environ.get("HAL_ROUND_SWEEP", "0"))
+    sweep = np.arange(0, 1 << 32, stride, dtype=np.uint64).astype(np.uint32) if stride else np.empty(0, np.uint32)
+    return np.concatenate([bits, low16.reshape(-1), sweep]).view(np.float32)
+
+
+def _same(got: np.ndarray, want: np.ndarray, x: np.ndarray) -> None:
+    nan = np.isnan(x)
+    assert np.isnan(got[nan]).all(), "a NaN did not stay NaN"
+    assert got.dtype == want.dtype
+    bits = f"u{got.itemsize}"
+    diff = (got.view(bits) != want.view(bits)) & ~nan
+    if diff.any():
+        i = np.flatnonzero(diff)[:5]
+        pytest.fail(f"{int(diff.sum())} values differ, e.g. bits {[hex(b) for b in x.view(bits)[i]]}: "
+                    f"got {got[i]}, want {want[i]}")
+
+
+@pytest.mark.parametrize("fmt", ["tf32", "bf16", "fp16"])
+def test_bits_equal_the_casts(fmt):
+    x = _sample()
+    with np.errstate(all="ignore"):
+        want = REFERENCE[fmt](x)
+    got = round_to(x, fmt)
+    assert got.dtype == np.float32 and got.shape == x.shape and got is not x
+    _same(got, want, x)
+
+
+@pytest.mark.parametrize("fmt", ["tf32", "bf16", "fp16"])
+@pytest.mark.parametrize("exponent", [-30, -14, -3, 0, 5, 20])
+def test_scaled_equals_divide_round_multiply(fmt, exponent):
+    rng = np.random.default_rng(exponent + 40)
+    x = (rng.standard_normal(5000) * rng.choice([1e-9, 1e-3, 1.0, 7e3, 6e4, 3e8], 5000)).astype(np.float32)
+    x[:6] = [0.0, -0.0, np.inf, -np.inf, np.nan, 65504.0]
+    scale = np.float32(2.0 ** exponent)
+    with np.errstate(all="ignore"):
+        want = REFERENCE[fmt](x / scale) * scale
+    _same(round_scaled(x, fmt, scale), want, x)
+
+
+def test_layouts_and_what_it_leaves_to_the_casts():
+    x = np.arange(-60, 60, dtype=np.float32).reshape(3, 4, 10) * np.float32(1.37)
+    view = x.transpose(2, 0, 1)[::2]
+    got = round_to(view, "fp16")
+    assert got.shape == view.shape and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, view.astype(np.float16).astype(np.float32))
+    scalar = np.array(np.float32(1 / 3))
+    assert round_to(scalar, "bf16").shape == ()
+    assert round_scaled(x.astype(np.float64), "fp16") is None  # float64: the casts keep it
+    assert round_scaled(x, "fp8") is None
+    assert round_to(np.arange(4), "fp16").dtype == np.int64  # not a float: untouched
+
+
+def test_the_casts_answer_when_the_loops_are_off(monkeypatch):
+    x = _sample()[::7]
+    fast = {fmt: round_to(x, fmt) for fmt in REFERENCE}
+    monkeypatch.setattr(jit, "_ENABLED", False)
+    assert round_scaled(x, "fp16") is None
+    with np.errstate(all="ignore"):
+        for fmt, got in fast.items():
+            _same(got, numerics.round_to(x, fmt), x)
+
+
+def test_lpu_scaled_fp16_equals_its_definition():
+    from hal_lpu.precision import round_scaled_fp16
+
+    def definition(x):  # the MXM's per-tensor power-of-two scale, as the numpy expression it was
+        finite = np.abs(x[np.isfinite(x)])
+        amax = float(finite.max()) if finite.size else 0.0
+        if amax == 0.0:
+            return x.astype(np.float16).astype(x.dtype)
+        scale = x.dtype.type(2.0 ** (np.floor(np.log2(amax)) - 14))
+        return ((x / scale).astype(np.float16).astype(x.dtype) * scale).astype(x.dtype)
+
+    rng = np.random.default_rng(3)
+    cases = [rng.standard_normal((4, 33)).astype(np.float32) * s for s in (1e-30, 1e-6, 1.0, 1e5, 1e30)]
+    with_specials = rng.standard_normal(50).astype(np.float32)
+    with_specials[[3, 9, 20]] = [np.inf, np.nan, -np.inf]
+    cases += [with_specials, np.full(5, np.nan, np.float32), np.zeros(7, np.float32),
+              rng.standard_normal(40).astype(np.float64)]
+    with np.errstate(all="ignore"):
+        for x in cases:
+            _same(round_scaled_fp16(x), definition(x), x)
