@@ -73,3 +73,22 @@ def make_runner(name: str, model: BenchModel, threads: int) -> Runner:
         ref = ReferenceEvaluator(model.proto())
         return Runner(name, lambda: ref.run(None, feeds), time.perf_counter() - t0)
     raise ValueError(f"unknown runner {name!r}")
+
+
+def interleaved_medians(fns: list[Callable[[], Any]], sample_s: float, samples: int) -> list[float]:
+    """Median seconds per call of each of ``fns`` over samples of back-to-back calls lasting ``sample_s``,
+    taken in alternating rounds, so a slow minute of the machine falls on all of them alike."""
+    loops = []
+    for fn in fns:
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        loops.append(max(1, int(sample_s / max(time.perf_counter() - t0, 1e-6))))
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(samples):
+        for fn, n, out in zip(fns, loops, times):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            out.append((time.perf_counter() - t0) / n)
+    return [float(np.median(ts)) for ts in times]

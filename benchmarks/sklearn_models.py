@@ -19,14 +19,13 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.machine import machine_info
-from benchmarks.runners import limit_threads
+from benchmarks.runners import interleaved_medians, limit_threads
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -88,25 +87,6 @@ def _data(kind: str, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x[:400], y[:400], x[400:]
 
 
-def _medians_s(fns: list[Callable[[], Any]], sample_s: float, samples: int) -> list[float]:
-    """Median seconds per call of each of ``fns`` over samples of back-to-back calls lasting ``sample_s``,
-    taken in alternating rounds, so a slow minute of the machine falls on all of them alike."""
-    loops = []
-    for fn in fns:
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        loops.append(max(1, int(sample_s / max(time.perf_counter() - t0, 1e-6))))
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(samples):
-        for fn, n, out in zip(fns, loops, times):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            out.append((time.perf_counter() - t0) / n)
-    return [float(np.median(ts)) for ts in times]
-
-
 def _max_diff(got: Any, want: Any) -> float | None:
     if isinstance(got, list):  # ZipMap: one map a row
         got = np.array([[m[k] for k in sorted(m)] for m in got])
@@ -143,8 +123,8 @@ def run_model(name: str, est: Any, kind: str, zipmap: bool, rows: int, sample_s:
         row["max_abs_diff_sklearn"] = float(np.max(np.abs(got[0].reshape(-1) - est.predict(x))))
     diffs = {o.name: _max_diff(g, w) for o, g, w in zip(onx.graph.output, got, want)}
     row["max_abs_diff_onnxruntime"] = {name: d for name, d in diffs.items() if d is not None}
-    row["hal_s"], row["onnxruntime_s"] = _medians_s([lambda: ours.run(None, feeds), lambda: theirs.run(None, feeds)],
-                                                    sample_s, samples)
+    row["hal_s"], row["onnxruntime_s"] = interleaved_medians(
+        [lambda: ours.run(None, feeds), lambda: theirs.run(None, feeds)], sample_s, samples)
     row["hal/ort"] = row["hal_s"] / row["onnxruntime_s"]
     return row
 

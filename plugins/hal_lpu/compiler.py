@@ -92,11 +92,13 @@ def _refuse(node: Node, graph: Graph, used: set[str], shapes: Resolved) -> str |
 
 
 def _fused_runs(graph: Graph, steps: list[Step], nodes: dict[str, Node], plain: dict[str, Step]) -> list[Step]:
-    """At exact numerics, each run of consecutive steps that are whole nodes' reference kernels (no
-    shard, no gather) as the host engine fuses it (``fused_steps``: bit-identical, fewer steps; the
-    GPU and wafer targets' exact programs do the same). The schedule, and so every cycle, latency
-    and byte the target reports, is the compiler's and is not touched: only the host's numpy calls
-    are fewer (tiny-gpt: 72 steps -> 32)."""
+    """Each run of consecutive steps that are whole nodes' reference kernels (``plain``: no shard, no
+    gather, no number format of the MXM around it) as the host engine fuses it (``fused_steps``:
+    bit-identical, fewer steps; the GPU and wafer targets' exact programs do the same). At native
+    precision the MXM's steps round their operands and so stay apart, and the VXM's steps between
+    them fuse. The schedule, and so every cycle, latency and byte the target reports, is the
+    compiler's and is not touched: only the host's numpy calls are fewer (tiny-gpt: 72 steps -> 32
+    at exact, 48 at native)."""
     index = GraphIndex(graph)
     out: list[Step] = []
     run: list[Step] = []
@@ -219,6 +221,9 @@ class LpuTarget:
                                        policy)
         weights.update(replaced)
         by_name = {s.label: s for s in steps}
+        # the steps the policy left as their node's reference kernel (all at exact; at native and int8,
+        # which keep VXM results in fp32, all but the MXM's): these may fuse with the same bits
+        untouched = {s.label: s for s in steps if s is ref_steps[s.label]}
 
         builder, carries = self._build(graph, nodes, lowered, placement, sizes, machine, by_name)
         del lowered, sizes, ref_steps, numeric  # the lowering is in the instructions now
@@ -234,9 +239,8 @@ class LpuTarget:
         del builder, placement
         # in program order (see executor.py): the same values as cycle order, less host memory
         program_steps = [by_name[n.name] for n in const_nodes] + [carries[i] for i in sorted(carries)]
-        if policy.exact:
-            program_steps = _fused_runs(graph, program_steps, {n.name: n for n in graph.nodes}, by_name)
-        del by_name, steps, carries  # the nodes' own steps, which exact numerics fused into new ones
+        program_steps = _fused_runs(graph, program_steps, {n.name: n for n in graph.nodes}, untouched)
+        del by_name, untouched, steps, carries  # the nodes' own steps, which fused into new ones
         # Concats that extend one another share a buffer in the host program too (DenseNet's blocks)
         engine = Program(replace(graph, initializers=weights), chain_concats(graph, program_steps))
         report.compile_time_s = time.perf_counter() - t0

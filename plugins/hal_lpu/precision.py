@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from hal.errors import CompileError
+from hal.kernels import jit
 from hal.numerics import EXACT, MATRIX_OPS, Policy, is_float, quantize, round_scaled, round_to, store_value
 
 
@@ -42,18 +43,26 @@ def round_scaled_fp16(x: np.ndarray) -> np.ndarray:
     amax = _finite_amax(x)
     if amax == 0.0:
         return round_to(x, "fp16")
-    scale = x.dtype.type(2.0 ** (np.floor(np.log2(amax)) - 14))
+    # 2**floor(log2(amax)) is 2**(e - 1) for amax = m 2**e, 0.5 <= m < 1
+    scale = x.dtype.type(math.ldexp(1.0, math.frexp(amax)[1] - 15))
     fast = round_scaled(x, "fp16", scale)
     return fast if fast is not None else (round_to(x / scale, "fp16") * scale).astype(x.dtype)
 
 
+#: up to this many elements, a contiguous float32 operand's largest magnitude is one compiled call
+#: (tiny-gpt's 16x64 operands: 1.2 us, against 2.8 through numpy's max and min); past it numpy's
+#: vectorised max and min are faster than the loop (800K floats: 225 against 375 us)
+SMALL_OPERAND = 1 << 14
+
+
 def _finite_amax(x: np.ndarray) -> float:
-    """The largest finite magnitude in x (0 when none): from its max and min, two passes that copy
-    nothing, unless one of them is NaN or infinite."""
+    """The largest finite magnitude in x (0 when none)."""
+    if x.size <= SMALL_OPERAND and x.dtype == np.float32 and x.flags.c_contiguous and jit.enabled():
+        return float(jit.loops().finite_abs_max(x.reshape(-1)))
     hi, lo = float(x.max()), float(x.min())
     if math.isfinite(hi) and math.isfinite(lo):
         return max(hi, -lo)
-    finite = np.abs(x[np.isfinite(x)])
+    finite = np.abs(x[np.isfinite(x)])  # NaN or infinities: the rest
     return float(finite.max()) if finite.size else 0.0
 
 

@@ -117,8 +117,12 @@ def test_lpu_scaled_fp16_equals_its_definition():
     cases = [rng.standard_normal((4, 33)).astype(np.float32) * s for s in (1e-30, 1e-6, 1.0, 1e5, 1e30)]
     with_specials = rng.standard_normal(50).astype(np.float32)
     with_specials[[3, 9, 20]] = [np.inf, np.nan, -np.inf]
+    big = rng.standard_normal(3 * 10**4).astype(np.float32) * np.float32(300)  # past the compiled max's size
+    big_specials = big.copy()
+    big_specials[[7, 70, 700]] = [np.nan, -np.inf, np.inf]
     cases += [with_specials, np.full(5, np.nan, np.float32), np.zeros(7, np.float32),
-              rng.standard_normal(40).astype(np.float64)]
+              rng.standard_normal(40).astype(np.float64), big, big_specials, big[::3],
+              np.full(20000, np.inf, np.float32)]
     with np.errstate(all="ignore"):
         for x in cases:
             _same(round_scaled_fp16(x), definition(x), x)

@@ -136,8 +136,12 @@ def test_the_host_computes_in_program_order_while_the_schedule_runs_branches_sid
     nodes = [n for g in exe.groups if g.kind == "node" for n in g.nodes]
     assert host[-len(nodes):] == nodes  # the const-folded nodes come first, then every node as emitted
     assert len(exe._engine.steps) < len(host)
-    native = _executable(hal.InferenceSession(path, target="lpu", precision="native"))  # rounds node by node
-    assert [s.label for s in native._engine.steps][-len(nodes):] == nodes
+    # at native the MXM's nodes round their operands, each its own step; the runs between them fuse as at exact
+    native = _executable(hal.InferenceSession(path, target="lpu", precision="native"))
+    native_host = [n for s in native._engine.steps for n in (s.nodes or (s.label,))]
+    assert native_host[-len(nodes):] == nodes and len(native._engine.steps) < len(native_host)
+    matrix = {g.nodes[0] for g in exe.groups if g.kind == "node" and g.op_types[0] in ("Conv", "MatMul", "Gemm")}
+    assert matrix and all(s.label in matrix for s in native._engine.steps if set(s.nodes or (s.label,)) & matrix)
     first_start: dict[str, int] = {}
     for ins in exe.program:
         g = exe.groups[ins.group]
@@ -145,6 +149,23 @@ def test_the_host_computes_in_program_order_while_the_schedule_runs_branches_sid
             first_start.setdefault(g.nodes[0], ins.start)
     assert sorted(nodes, key=lambda n: (first_start[n], nodes.index(n))) != nodes  # cycle order differs
     np.testing.assert_allclose(sess.run(None, feeds)[0], expected, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["zoo:tiny-gpt", "light_shufflenet"])
+def test_native_fuses_the_steps_between_matrix_ops_with_the_same_bits(model, monkeypatch):
+    import hal_lpu.compiler
+
+    if model.startswith("light_"):
+        model, feeds, _ = _light_case(model)
+    else:
+        feeds = {"input_ids": np.arange(16, dtype=np.int64).reshape(1, 16) % 50}
+    fused = hal.InferenceSession(model, target="lpu", precision="native", cache_dir=False)
+    monkeypatch.setattr(hal_lpu.compiler, "_fused_runs", lambda graph, steps, nodes, plain: steps)
+    apart = hal.InferenceSession(model, target="lpu", precision="native", cache_dir=False)
+    assert len(_executable(fused)._engine.steps) < len(_executable(apart)._engine.steps)
+    for a, b in zip(fused.run(None, feeds), apart.run(None, feeds)):
+        np.testing.assert_array_equal(a, b)
+    assert fused.report.latency_s == apart.report.latency_s  # the schedule is the compiler's either way
 
 
 def test_lowering_puts_ops_on_their_slices_with_lane_tiling():
