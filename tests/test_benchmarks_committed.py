@@ -82,3 +82,27 @@ def test_the_readme_s_scikit_learn_figures_are_the_committed_run_s():
         ratios = sorted(r["hal/ort"] for r in models if set(ops) & set(r["ops"]) and "ZipMap" not in r["ops"]
                         and r["model"] != "decision-tree-string-labels")
         assert f"{ratios[0]:.2f}-{ratios[-1]:.2f} on the {kind}" in text
+
+
+def test_the_readme_s_native_precision_figures_are_the_committed_run_s():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    doc = json.loads((root / "results" / "native.json").read_text())
+    text = " ".join((root / "README.md").read_text().split())
+    rows = [r for r in doc["rows"] if "error" not in r]
+    assert rows and doc["all_native_equal_casts"] and all(r["native_equals_casts"] for r in rows)
+    assert f"bit for bit in all {len(rows)} rows" in text
+
+    def span(key, keep):
+        v = sorted(r[key] for r in rows if keep(r))
+        return f"{v[0]:.2f}-{v[-1]:.2f}"
+
+    big = lambda r: r["model"] != "tiny-gpt"  # noqa: E731
+    assert f"native/exact is {span('native/exact', big)} on SqueezeNet" in text
+    assert f"the casts made it {span('casts/exact', big)}" in text
+    assert f"(the LPU {span('casts/exact', lambda r: big(r) and r['target'] == 'lpu')})" in text
+    assert f"on tiny-gpt it is {span('native/exact', lambda r: not big(r))}" in text
+    bert = {r["target"]: r["native_max_abs_diff_vs_exact"] for r in rows if r["model"] == "bert-bench"}
+    assert f"up to {max(v for t, v in bert.items() if t != 'wafer'):.4f} on bert-bench" in text
+    assert f"{bert['wafer']:.3f} on the wafer's" in text

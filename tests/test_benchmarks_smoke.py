@@ -336,3 +336,19 @@ def test_scaling_probe_builds_each_shape_at_its_node_count_and_writes_json(tmp_p
         assert r["ratio"] == pytest.approx(r["median_s"][1] / r["median_s"][0], rel=0.05)
         assert r["exponent"] == pytest.approx(np.log(r["ratio"]) / np.log(4), abs=0.02)
         assert r["linear"] == (r["exponent"] <= doc["linear_limit"])
+
+
+def test_native_precision_benchmark_runs_and_its_casts_give_the_same_bits(tmp_path: Path) -> None:
+    from benchmarks import native
+
+    out = tmp_path / "native.json"
+    assert native.main(["--models", "tiny-gpt", "--targets", "lpu,gpu", "--samples", "1", "--sample-s", "0",
+                        "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "hal-native/1" and [r["target"] for r in doc["rows"]] == ["lpu", "gpu"]
+    for r in doc["rows"]:
+        assert r["native_equals_casts"] is True and r["native_max_abs_diff_vs_exact"] > 0
+        assert r["native_s"] > 0 and r["native/exact"] == r["native_s"] / r["exact_s"]
+    from hal import numerics
+
+    assert numerics._LOOP_FORMATS == {"tf32": 0, "bf16": 1, "fp16": 2}  # the casts' runs put the formats back
