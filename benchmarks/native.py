@@ -6,9 +6,9 @@ compiled rounding switched off (the casts it replaced: numpy's float16, ml_dtype
     python -m benchmarks.native                    # -> benchmarks/results/native.json
     python -m benchmarks.native --models tiny-gpt --targets lpu --samples 5
 
-Native precision rounds every matrix operand (and, where the target stores activations narrower,
-every result) to the target's formats: the GPU's tf32 or bf16, the LPU's scaled fp16, the wafer's
-fp16. The three runs of a (model, target) are timed in alternating rounds over samples of
+Native precision rounds every matrix operand to the target's format (the GPU's tf32, the LPU's fp16
+with a power-of-two scale per tensor, the wafer's bf16; all three keep results in fp32, and the LPU
+and wafer fuse the host steps between matrix ops as at exact). The three runs of a (model, target) are timed in alternating rounds over samples of
 back-to-back runs, so drift falls on all three; the casts' run is the native session with
 ``hal.numerics``' compiled formats emptied for its calls. Recorded per row: the medians, native /
 exact, casts / exact, casts / native, whether native's outputs equal the casts' bit for bit, and

@@ -203,7 +203,8 @@ def apply_policy(steps: list, initializers: dict, policy: Policy) -> tuple[list,
 
     Matrix-unit ops get their activation inputs rounded to ``policy.matmul_inputs`` and their
     weights quantised once, here, to ``policy.matmul_weights`` (per output channel for fp8/int8);
-    every float32 result is stored in ``policy.storage``. Returns (steps, replaced weights).
+    every float32 result is stored in ``policy.storage``: where that is fp32, a step other than a
+    matrix op is returned as it came. Returns (steps, replaced weights).
     """
     from dataclasses import replace
     from functools import partial
@@ -228,8 +229,10 @@ def apply_policy(steps: list, initializers: dict, policy: Policy) -> tuple[list,
                     act_positions.append(i)
             out.append(replace(s, fn=partial(_matrix_call, s.fn, policy.matmul_inputs, policy.storage,
                                              tuple(act_positions))))
-        else:
+        elif policy.storage != "fp32":
             out.append(replace(s, fn=partial(_stored_call, s.fn, policy.storage)))
+        else:  # results kept in fp32: the step as it is (and free to fuse with its neighbours)
+            out.append(s)
     return out, weights
 
 

@@ -7,7 +7,7 @@ no dict building per node. Targets build their own steps (fused kernels, numeric
 hand them to ``Program``; ``steps_for_nodes`` gives the plain one-kernel-per-node steps.
 """
 
-from hal.engine.fusion import chain_concats, fused_steps, reference_program
+from hal.engine.fusion import chain_concats, fused_runs, fused_steps, reference_program
 from hal.engine.guards import SHAPE_SIZED_OPS
 from hal.engine.program import (
     HOIST_LIMIT_BYTES,
@@ -19,5 +19,5 @@ from hal.engine.program import (
 )
 from hal.engine.subgraph import Subgraph
 
-__all__ = ["HOIST_LIMIT_BYTES", "SHAPE_SIZED_OPS", "Program", "Step", "Subgraph", "chain_concats", "fused_steps",
-           "kernel_step", "reference_program", "steps_for_nodes", "weight_only_values"]
+__all__ = ["HOIST_LIMIT_BYTES", "SHAPE_SIZED_OPS", "Program", "Step", "Subgraph", "chain_concats", "fused_runs",
+           "fused_steps", "kernel_step", "reference_program", "steps_for_nodes", "weight_only_values"]

@@ -67,6 +67,29 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     return fold_views(graph, steps, index) if fold else steps
 
 
+def fused_runs(graph: Graph, steps: Sequence[Step], plain: Iterable[Step]) -> list[Step]:
+    """``steps`` with each run of consecutive ones that ``plain`` holds (each its node's own reference
+    step, which no numeric policy wraps, nor a target split) fused as ``fused_steps`` fuses them;
+    the others as they are, in place. The same bits as the steps one by one: a target whose number
+    formats wrap only its matrix ops (the LPU's MXM, the wafer's FMAC operands) fuses what lies
+    between them, and at exact everything, as the cpu target does."""
+    own = {id(s) for s in plain}
+    nodes = {n.name: n for n in graph.nodes}
+    index = GraphIndex(graph)
+    out: list[Step] = []
+    run: list[Step] = []
+    for step in [*steps, None]:
+        if step is not None and id(step) in own:
+            run.append(step)
+            continue
+        if run:
+            out.extend(fused_steps(graph, [nodes[s.label] for s in run], index, plain=run))
+            run = []
+        if step is not None:
+            out.append(step)
+    return out
+
+
 def chain_concats(graph: Graph, steps: list[Step]) -> list[Step]:
     """``steps`` (in run order) with the Concat steps that extend the previous one's result (their
     first input, the previous Concat's only Concat reader, along the same axis, not a graph output)

@@ -25,9 +25,8 @@ from functools import partial
 
 import numpy as np
 
-from hal.engine import Program, Step, chain_concats, fused_steps, kernel_step
+from hal.engine import Program, Step, chain_concats, fused_runs, kernel_step
 from hal.errors import CompileError, ResourceError
-from hal.graph.fuse import GraphIndex
 from hal.graph.ir import Graph, Node, TensorInfo
 from hal.graph.passes import NONDETERMINISTIC
 from hal.perf.opcount import VIEW_OPS
@@ -89,30 +88,6 @@ def _refuse(node: Node, graph: Graph, used: set[str], shapes: Resolved) -> str |
                 return (f"output {o!r} has no shape known at compile time; a statically scheduled machine "
                         "needs every tensor's size before it runs")
     return None
-
-
-def _fused_runs(graph: Graph, steps: list[Step], nodes: dict[str, Node], plain: dict[str, Step]) -> list[Step]:
-    """Each run of consecutive steps that are whole nodes' reference kernels (``plain``: no shard, no
-    gather, no number format of the MXM around it) as the host engine fuses it (``fused_steps``:
-    bit-identical, fewer steps; the GPU and wafer targets' exact programs do the same). At native
-    precision the MXM's steps round their operands and so stay apart, and the VXM's steps between
-    them fuse. The schedule, and so every cycle, latency and byte the target reports, is the
-    compiler's and is not touched: only the host's numpy calls are fewer (tiny-gpt: 72 steps -> 32
-    at exact, 48 at native)."""
-    index = GraphIndex(graph)
-    out: list[Step] = []
-    run: list[Step] = []
-    for step in steps:
-        if plain.get(step.label) is step:  # a node's own reference step
-            run.append(step)
-            continue
-        if run:
-            out.extend(fused_steps(graph, [nodes[s.label] for s in run], index, plain=run))
-            run = []
-        out.append(step)
-    if run:
-        out.extend(fused_steps(graph, [nodes[s.label] for s in run], index, plain=run))
-    return out
 
 
 def _int_option(options: CompileOptions, key: str, default: int | None) -> int | None:
@@ -223,7 +198,7 @@ class LpuTarget:
         by_name = {s.label: s for s in steps}
         # the steps the policy left as their node's reference kernel (all at exact; at native and int8,
         # which keep VXM results in fp32, all but the MXM's): these may fuse with the same bits
-        untouched = {s.label: s for s in steps if s is ref_steps[s.label]}
+        untouched = [s for s in steps if s is ref_steps[s.label]]
 
         builder, carries = self._build(graph, nodes, lowered, placement, sizes, machine, by_name)
         del lowered, sizes, ref_steps, numeric  # the lowering is in the instructions now
@@ -239,7 +214,10 @@ class LpuTarget:
         del builder, placement
         # in program order (see executor.py): the same values as cycle order, less host memory
         program_steps = [by_name[n.name] for n in const_nodes] + [carries[i] for i in sorted(carries)]
-        program_steps = _fused_runs(graph, program_steps, {n.name: n for n in graph.nodes}, untouched)
+        # the host fuses runs of whole nodes as the cpu target does (tiny-gpt: 72 steps -> 32 at exact,
+        # 48 at native, whose MXM steps round their operands): fewer numpy calls, the same bits; the
+        # schedule, and so every cycle, latency and byte the target reports, is not touched
+        program_steps = fused_runs(graph, program_steps, untouched)
         del by_name, untouched, steps, carries  # the nodes' own steps, which fused into new ones
         # Concats that extend one another share a buffer in the host program too (DenseNet's blocks)
         engine = Program(replace(graph, initializers=weights), chain_concats(graph, program_steps))

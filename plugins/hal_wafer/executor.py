@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hal.engine import Program, fused_steps, kernel_step, weight_only_values
+from hal.engine import Program, fused_runs, kernel_step, weight_only_values
 from hal.errors import RunError
 from hal.graph.ir import Graph, TensorInfo, body_reads, graph_reads
 from hal.numerics import Policy, apply_policy
@@ -44,18 +44,20 @@ def implicit_reads(graph: Graph) -> set[str]:
 def build_stage_program(graph: Graph, name: str, node_names: list[str], policy: Policy,
                         implicit: set[str] = frozenset(), constant: set[str] = frozenset(),
                         sub: Graph | None = None) -> StageProgram:
-    """One stage's program: the reference kernel of each node (fused steps at exact), with
-    ``policy`` applied. Values in ``implicit`` (read by a control-flow body elsewhere) that it
-    produces are sent on too; values in ``constant`` (weight-only, see ``weight_only_values``) it
-    receives hoist like its own weights."""
+    """One stage's program: the reference kernel of each node, with ``policy`` applied, and what it
+    leaves as those kernels fused (``fused_runs``). Values in ``implicit`` (read by a control-flow
+    body elsewhere) that it produces are sent on too; values in ``constant`` (weight-only, see
+    ``weight_only_values``) it receives hoist like its own weights."""
     if sub is None:
         sub = graph.subgraph(node_names, name=f"{graph.name}/{name}")
     listed = {o.name for o in sub.outputs}
     sub.outputs = sub.outputs + [graph.values.get(o) or TensorInfo(o) for n in sub.nodes for o in n.outputs
                                  if o in implicit and o not in listed]
-    # exact: the host's fused steps (the same results as one step per node, as on cpu)
-    steps = fused_steps(sub, sub.nodes) if policy.exact else [kernel_step(n, sub) for n in sub.nodes]
-    steps, rounded = apply_policy(steps, sub.initializers, policy)
+    # the host fuses what the policy leaves as the nodes' reference steps (all at exact, all but the
+    # matrix ops at native, whose FMAC operands are bf16): the same results as one step per node
+    plain = [kernel_step(n, sub) for n in sub.nodes]
+    steps, rounded = apply_policy(plain, sub.initializers, policy)
+    steps = fused_runs(sub, steps, plain)
     if rounded:
         sub.initializers = {**sub.initializers, **rounded}
     defined = {i.name for i in sub.inputs} | set(sub.initializers) | {o for n in sub.nodes for o in n.outputs}

@@ -151,23 +151,6 @@ def test_the_host_computes_in_program_order_while_the_schedule_runs_branches_sid
     np.testing.assert_allclose(sess.run(None, feeds)[0], expected, rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.parametrize("model", ["zoo:tiny-gpt", "light_shufflenet"])
-def test_native_fuses_the_steps_between_matrix_ops_with_the_same_bits(model, monkeypatch):
-    import hal_lpu.compiler
-
-    if model.startswith("light_"):
-        model, feeds, _ = _light_case(model)
-    else:
-        feeds = {"input_ids": np.arange(16, dtype=np.int64).reshape(1, 16) % 50}
-    fused = hal.InferenceSession(model, target="lpu", precision="native", cache_dir=False)
-    monkeypatch.setattr(hal_lpu.compiler, "_fused_runs", lambda graph, steps, nodes, plain: steps)
-    apart = hal.InferenceSession(model, target="lpu", precision="native", cache_dir=False)
-    assert len(_executable(fused)._engine.steps) < len(_executable(apart)._engine.steps)
-    for a, b in zip(fused.run(None, feeds), apart.run(None, feeds)):
-        np.testing.assert_array_equal(a, b)
-    assert fused.report.latency_s == apart.report.latency_s  # the schedule is the compiler's either way
-
-
 def test_lowering_puts_ops_on_their_slices_with_lane_tiling():
     exe = _executable(hal.InferenceSession("zoo:tiny-gpt", target="lpu"))
     by_op = {}
