@@ -5,7 +5,7 @@ tensor in a format and brings it back to fp32 (so the error is exactly the forma
 ``quantize_weight`` applies the scale schemes of fp8 and int8 weights. Accumulation stays fp32,
 as on tensor cores, the MXM and the wafer's FMACs.
 
-A float32 tensor rounds to tf32, bf16 or fp16 in one compiled pass (``round_scaled``, through
+A float32 tensor rounds to any of them in one compiled pass (``round_scaled``, through
 ``hal.kernels._loops.round_float32``) with the bits of the casts it replaces; numpy's cast to
 float16 alone took 2.6 ns an element, and a native-precision run rounds every matrix operand.
 """
@@ -48,14 +48,18 @@ def round_tf32(x: np.ndarray) -> np.ndarray:
     return np.where(finite, r.view(np.float32), x)
 
 
-#: the formats the compiled loop rounds float32 to, as its codes (``hal.kernels._loops``' TF32, BF16, FP16)
-_LOOP_FORMATS = {"tf32": 0, "bf16": 1, "fp16": 2}
+#: the formats the compiled loop rounds float32 to, as its codes (``hal.kernels._loops``' TF32 ... INT8)
+_LOOP_FORMATS = {"tf32": 0, "bf16": 1, "fp16": 2, "fp8": 3, "int8": 4}
+
+#: the largest magnitude of the formats stored with a per-tensor scale, which maps a tensor's onto it
+_TOP = {"fp8": FP8_MAX, "int8": 127.0}
 
 
 def round_scaled(x: np.ndarray, fmt: str, scale: float = 1.0) -> np.ndarray | None:
-    """``x / scale`` rounded to ``fmt`` (tf32, bf16 or fp16) and multiplied back by ``scale``, a power of
-    two, as a new float32 array in one compiled pass: the bits of ``round_to(x / scale, fmt) * scale``.
-    None where that pass does not apply (x not a float32 array, another format, the loops off)."""
+    """``x / scale`` rounded to ``fmt`` and multiplied back by ``scale``, as a new float32 array in one
+    compiled pass, each operation in float32 as numpy's: the bits of ``x / scale`` through the format's
+    cast (fp8 clipped to its range first, int8 rounded and clipped), back to float32 and times ``scale``.
+    None where that pass does not apply (x not a float32 array, an unknown format, the loops off)."""
     code = _LOOP_FORMATS.get(fmt)
     if code is None or x.__class__ is not np.ndarray or x.dtype != np.float32 or not jit.enabled():
         return None
@@ -72,6 +76,15 @@ def round_to(x: np.ndarray, fmt: str) -> np.ndarray:
         return x
     if fmt == "fp32":
         return x
+    if fmt in _TOP:
+        if x.__class__ is np.ndarray and x.dtype == np.float32 and jit.enabled():
+            # quantize's per-tensor scale, its amax from max and min (two passes, no |x| array)
+            amax = np.maximum(x.max(), -x.min()) if x.size else np.float32(0)
+            fast = round_scaled(x, fmt, _scale(amax, fmt))
+            if fast is not None:
+                return fast
+        q, scale = quantize(x, fmt)
+        return (q.astype(np.float32) * scale).astype(x.dtype)
     if (fast := round_scaled(x, fmt)) is not None:
         return fast
     if fmt == "tf32":
@@ -80,29 +93,30 @@ def round_to(x: np.ndarray, fmt: str) -> np.ndarray:
         return x.astype(ml_dtypes.bfloat16).astype(x.dtype)
     if fmt == "fp16":
         return x.astype(np.float16).astype(x.dtype)
-    if fmt in ("fp8", "int8"):
-        q, scale = quantize(x, fmt)
-        return (q.astype(np.float32) * scale).astype(x.dtype)
     raise ValueError(f"unknown number format {fmt!r}; known: {', '.join(FORMATS)}")
+
+
+def _scale(amax: np.ndarray, fmt: str) -> np.ndarray:
+    """The float32 scale that maps magnitude ``amax`` onto the format's largest (1 where amax is 0)."""
+    return np.where(amax > 0, amax / _TOP[fmt], 1.0).astype(np.float32)
 
 
 def quantize(x: np.ndarray, fmt: str, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric quantisation to fp8 (e4m3fn) or int8 with a scale per tensor or per ``axis`` slice."""
+    if fmt not in _TOP:
+        raise ValueError(f"quantize supports fp8 and int8, not {fmt!r}")
     a = np.abs(x.astype(np.float32))
     if axis is None:
         amax = np.asarray(a.max() if a.size else 0.0, dtype=np.float32)
     else:
         red = tuple(i for i in range(x.ndim) if i != axis % x.ndim)
         amax = a.max(axis=red, keepdims=True) if a.size else np.zeros((1,) * x.ndim, np.float32)
-    top = FP8_MAX if fmt == "fp8" else 127.0
-    scale = np.where(amax > 0, amax / top, 1.0).astype(np.float32)
+    scale = _scale(amax, fmt)
     y = x.astype(np.float32) / scale
     if fmt == "fp8":
         q = np.clip(y, -FP8_MAX, FP8_MAX).astype(ml_dtypes.float8_e4m3fn)
-    elif fmt == "int8":
-        q = np.clip(np.rint(y), -127, 127).astype(np.int8)
     else:
-        raise ValueError(f"quantize supports fp8 and int8, not {fmt!r}")
+        q = np.clip(np.rint(y), -127, 127).astype(np.int8)
     return q, scale
 
 

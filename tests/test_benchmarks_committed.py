@@ -84,25 +84,36 @@ def test_the_readme_s_scikit_learn_figures_are_the_committed_run_s():
         assert f"{ratios[0]:.2f}-{ratios[-1]:.2f} on the {kind}" in text
 
 
-def test_the_readme_s_native_precision_figures_are_the_committed_run_s():
+def test_the_readme_s_number_format_figures_are_the_committed_run_s():
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent / "benchmarks"
-    doc = json.loads((root / "results" / "native.json").read_text())
+    doc = json.loads((root / "results" / "precisions.json").read_text())
     text = " ".join((root / "README.md").read_text().split())
     rows = [r for r in doc["rows"] if "error" not in r]
-    assert rows and doc["all_native_equal_casts"] and all(r["native_equals_casts"] for r in rows)
+    assert rows and doc["all_equal_casts"] and all(r["equals_casts"] for r in rows)
     assert f"bit for bit in all {len(rows)} rows" in text
 
     def span(key, keep):
         v = sorted(r[key] for r in rows if keep(r))
         return f"{v[0]:.2f}-{v[-1]:.2f}"
 
-    big = lambda r: r["model"] != "tiny-gpt"  # noqa: E731
-    assert f"native/exact is {span('native/exact', big)} on SqueezeNet" in text
-    assert f"the casts made it {span('casts/exact', big)}" in text
-    assert f"(the LPU {span('casts/exact', lambda r: big(r) and r['target'] == 'lpu')})" in text
-    assert f"on tiny-gpt it is {span('native/exact', lambda r: not big(r))}" in text
-    bert = {r["target"]: r["native_max_abs_diff_vs_exact"] for r in rows if r["model"] == "bert-bench"}
-    assert f"up to {max(v for t, v in bert.items() if t != 'wafer'):.4f} on bert-bench" in text
-    assert f"{bert['wafer']:.3f} on the wafer's" in text
+    def big(r):
+        return r["model"] != "tiny-gpt"
+
+    native = lambda r: r["precision"] == "native"  # noqa: E731
+    assert f"native/exact is {span('precision/exact', lambda r: big(r) and native(r))}, where the casts made it " \
+           f"{span('casts/exact', lambda r: big(r) and native(r))}" in text
+    assert f"the other precisions {span('precision/exact', lambda r: big(r) and not native(r))}, where the casts " \
+           f"made them {span('casts/exact', lambda r: big(r) and not native(r))}" in text
+    worst = max((r for r in rows if big(r)), key=lambda r: r["casts/exact"])
+    assert (worst["model"], worst["target"], worst["precision"]) == ("bert-bench", "lpu", "fp16")
+    assert f"bert-bench: {worst['precision/exact']:.2f} against {worst['casts/exact']:.2f}" in text
+    tiny = [r for r in rows if not big(r)]
+    assert f"native costs {span('precision/exact', lambda r: not big(r) and native(r))} and the rest up to " \
+           f"{max(r['precision/exact'] for r in tiny):.2f}" in text
+    bert = {(r["target"], r["precision"]): r["max_abs_diff_vs_exact"] for r in rows if r["model"] == "bert-bench"}
+    assert f"{bert['gpu', 'native']:.4f} at the GPU's native tf32, {bert['lpu', 'native']:.4f} at the LPU's" in text
+    assert f"{bert['wafer', 'native']:.3f} at the wafer's bf16 operands" in text
+    assert f"{bert['gpu', 'bf16']:.3f}-{bert['wafer', 'bf16']:.3f} with bf16 storage" in text
+    assert f"{bert['gpu', 'int8']:.2f}-{bert['lpu', 'int8']:.2f} at int8 and {bert['gpu', 'fp8']:.2f} at fp8" in text

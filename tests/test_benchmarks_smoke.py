@@ -338,17 +338,19 @@ def test_scaling_probe_builds_each_shape_at_its_node_count_and_writes_json(tmp_p
         assert r["linear"] == (r["exponent"] <= doc["linear_limit"])
 
 
-def test_native_precision_benchmark_runs_and_its_casts_give_the_same_bits(tmp_path: Path) -> None:
-    from benchmarks import native
+def test_precisions_benchmark_runs_and_its_casts_give_the_same_bits(tmp_path: Path) -> None:
+    from benchmarks import precisions
 
-    out = tmp_path / "native.json"
-    assert native.main(["--models", "tiny-gpt", "--targets", "lpu,gpu", "--samples", "1", "--sample-s", "0",
-                        "--out", str(out)]) == 0
+    out = tmp_path / "precisions.json"
+    assert precisions.main(["--models", "tiny-gpt", "--targets", "lpu,gpu", "--precisions", "native,int8",
+                            "--samples", "1", "--sample-s", "0", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
-    assert doc["schema"] == "hal-native/1" and [r["target"] for r in doc["rows"]] == ["lpu", "gpu"]
+    assert doc["schema"] == "hal-precisions/1"
+    assert [(r["target"], r["precision"]) for r in doc["rows"]] == [("lpu", "native"), ("lpu", "int8"),
+                                                                     ("gpu", "native"), ("gpu", "int8")]
     for r in doc["rows"]:
-        assert r["native_equals_casts"] is True and r["native_max_abs_diff_vs_exact"] > 0
-        assert r["native_s"] > 0 and r["native/exact"] == r["native_s"] / r["exact_s"]
+        assert r["equals_casts"] is True and r["max_abs_diff_vs_exact"] > 0
+        assert r["precision_s"] > 0 and r["precision/exact"] == r["precision_s"] / r["exact_s"]
     from hal import numerics
 
-    assert numerics._LOOP_FORMATS == {"tf32": 0, "bf16": 1, "fp16": 2}  # the casts' runs put the formats back
+    assert numerics._LOOP_FORMATS == {"tf32": 0, "bf16": 1, "fp16": 2, "fp8": 3, "int8": 4}  # put back after

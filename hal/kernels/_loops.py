@@ -395,48 +395,66 @@ def layer_norm_rows(x, scale, bias, has_bias, eps, out):
 
 
 #: ``round_float32``'s formats: tf32 (10 stored mantissa bits, float32's exponents), bfloat16 (7 bits,
-#: float32's exponents), float16 (10 bits, exponents -14 to 15, subnormals down to 2**-24)
-TF32, BF16, FP16 = 0, 1, 2
+#: float32's exponents), float16 (10 bits, exponents -14 to 15, subnormals down to 2**-24), float8
+#: e4m3fn (3 bits, exponents -6 to 8, subnormals down to 2**-9, saturating at 448 as ``np.clip`` before
+#: the cast does) and int8 (an integer in [-127, 127], as ``np.clip(np.rint(y), -127, 127)``)
+TF32, BF16, FP16, FP8, INT8 = 0, 1, 2, 3, 4
 
 
 @njit(inline="always")
-def _rounded_bits(b, fmt):
-    """The bits of the float32 whose bits are ``b`` rounded to nearest even in ``fmt`` (0 where
-    the value is in float16's subnormal range: the caller rounds that in float arithmetic). NaN
-    keeps its bits; float16 overflows to infinity past 65504 as a cast does."""
-    a = b & np.uint32(0x7FFFFFFF)
-    if a > np.uint32(0x7F800000):
-        return b
-    if fmt == TF32:
-        return (b + np.uint32(0xFFF) + ((b >> np.uint32(13)) & np.uint32(1))) & np.uint32(0xFFFFE000)
-    if fmt == BF16:
-        return (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
-    sign = b & np.uint32(0x80000000)
-    if a >= np.uint32(0x477FF000):  # 65520 and up: past fp16's largest, 65504, by half a step or more
-        return sign | np.uint32(0x7F800000)
-    if a >= np.uint32(0x38800000):  # 2**-14 and up: an fp16 normal, 10 mantissa bits kept
-        return sign | ((a + np.uint32(0xFFF) + ((a >> np.uint32(13)) & np.uint32(1))) & np.uint32(0xFFFFE000))
-    return np.uint32(0)
+def _drop_bits(y, drop):
+    """float32 y with the lowest ``drop`` bits of its encoding rounded off to nearest even (a carry runs
+    into the exponent, so the largest values round to infinity); a NaN as it is."""
+    one = np.uint32(1)
+    b = np.uint32(y.view(np.uint32))
+    below_half = (one << np.uint32(drop - 1)) - one
+    kept = (b + below_half + ((b >> np.uint32(drop)) & one)) & ~((one << np.uint32(drop)) - one)
+    r = np.uint32(kept).view(np.float32)  # (numba widens uint32 arithmetic to 64 bits: back to 32)
+    return r if y == y else y
+
+
+@njit(inline="always")
+def _narrow(y, drop, top_bits, top, normal_bits, step):
+    """float32 y rounded to a narrow format: past ``top_bits`` (as magnitude bits) ``top`` with y's sign,
+    from ``normal_bits`` on its normals (``drop`` bits fewer than float32's), below them a multiple of
+    ``step``, exactly (rint rounds to even, and -0.0 stays -0.0); a NaN as it is."""
+    a = np.uint32(y.view(np.uint32)) & np.uint32(0x7FFFFFFF)
+    small = np.rint(y / step) * step
+    r = _drop_bits(y, drop) if a >= normal_bits else small
+    return (top if y > 0 else -top) if (a > top_bits) & (y == y) else r
 
 
 @njit(signature=types.void(_F32_RO, types.float32, types.int64, _F32))
 def round_float32(x, scale, fmt, out):
-    """x / scale rounded to ``fmt`` (``TF32``, ``BF16``, ``FP16``), times scale, into ``out``: the
-    bits of numpy's ``(x / scale).astype(float16).astype(float32) * scale`` (and of ml_dtypes'
-    bfloat16 and ``hal.numerics.round_tf32``) for every non-NaN float32, checked over all 2**32 of
-    them (``tests/kernels/test_round_float32.py``); a NaN stays NaN. One pass where the casts make
-    two to five (800K floats to fp16 and back: 3.2 ms through numpy's casts). A power-of-two
-    ``scale`` (1 for none) scales exactly, so the product is the rounded value's."""
-    tiny = np.float32(16777216.0)  # 2**24: fp16's subnormal step is 2**-24
-    step = np.float32(5.9604645e-08)
-    for i in range(x.shape[0]):
-        y = np.float32(x[U(i)] / scale)
-        b = np.uint32(y.view(np.uint32))
-        if fmt == FP16 and (b & np.uint32(0x7FFFFFFF)) < np.uint32(0x38800000):
-            z = np.rint(y * tiny) * step  # a multiple of 2**-24, exactly; -0.0 stays -0.0
-        else:  # (numba widens uint32 arithmetic to 64 bits: back to 32 before the view)
-            z = np.uint32(_rounded_bits(b, fmt)).view(np.float32)
-        out[U(i)] = z * scale
+    """x / scale rounded to ``fmt`` (``TF32``, ``BF16``, ``FP16``, ``FP8``, ``INT8``), times scale, into
+    ``out``, each operation in float32 as numpy's: the bits of ``(x / scale).astype(float16).astype(float32)
+    * scale`` and of the same through ml_dtypes' bfloat16, ``hal.numerics.round_tf32``, ``np.clip`` and
+    ml_dtypes' float8_e4m3fn, and ``np.clip(np.rint(...))`` and int8, for every non-NaN float32 (checked
+    over all 2**32 of them, ``tests/kernels/test_round_float32.py``); a NaN stays NaN, but for int8, whose
+    cast makes it 0. One pass where the casts make two to eight (800K floats to fp16 and back: 3.2 ms
+    through numpy's casts), a loop per format so that each vectorises."""
+    n = x.shape[0]
+    if fmt == TF32:
+        for i in range(n):
+            out[U(i)] = _drop_bits(np.float32(x[U(i)] / scale), 13) * scale
+    elif fmt == BF16:
+        for i in range(n):
+            out[U(i)] = _drop_bits(np.float32(x[U(i)] / scale), 16) * scale
+    elif fmt == FP16:  # past 65504 by half a step (65520, 0x477FF000) or more: infinity, as a cast gives
+        for i in range(n):
+            y = _narrow(np.float32(x[U(i)] / scale), 13, np.uint32(0x477FEFFF), np.float32(np.inf),
+                        np.uint32(0x38800000), np.float32(5.9604645e-08))  # normals from 2**-14, steps of 2**-24
+            out[U(i)] = y * scale
+    elif fmt == FP8:  # past 448 (0x43E00000): clipped to it, as np.clip before the cast
+        for i in range(n):
+            y = _narrow(np.float32(x[U(i)] / scale), 20, np.uint32(0x43E00000), np.float32(448),
+                        np.uint32(0x3C800000), np.float32(0.001953125))  # normals from 2**-6, steps of 2**-9
+            out[U(i)] = y * scale
+    else:  # INT8 (+ 0 makes rint's -0.0 the +0 an integer has; an int8 holds no NaN: numpy's cast gives 0)
+        for i in range(n):
+            y = np.float32(x[U(i)] / scale)
+            r = max(min(np.rint(y), np.float32(127)), np.float32(-127)) + np.float32(0)
+            out[U(i)] = (r if y == y else np.float32(0)) * scale
 
 
 @njit(inline="always")

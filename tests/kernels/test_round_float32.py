@@ -1,13 +1,14 @@
-"""The compiled rounding of float32 to tf32, bf16 and fp16 (``hal.kernels._loops.round_float32``,
+"""The compiled rounding of float32 to tf32, bf16, fp16, fp8 and int8 (``hal.kernels._loops.round_float32``,
 through ``hal.numerics.round_to`` / ``round_scaled``) against the casts it replaces: numpy's
-float16 cast, ml_dtypes' bfloat16 cast and ``round_tf32``'s bit arithmetic.
+float16 cast, ml_dtypes' bfloat16 and float8_e4m3fn casts after ``np.clip``, ``round_tf32``'s bit
+arithmetic and ``np.clip(np.rint(...))`` to int8.
 
 The rounding of a value depends on its sign, exponent, the bit it rounds at and the bits below it,
 so the sample is every sign and exponent and the top mantissa bits, each with the low bits that
 decide a rounding: zero, one, just under, at and just over half a step (of tf32 and fp16: 13 bits
 dropped; of bf16: 16), and all ones. ``HAL_ROUND_SWEEP=<stride>`` adds every stride-th of the 2**32
-bit patterns (1: all of them, about six minutes, mostly numpy's float16 cast; run before this loop
-landed, none differed).
+bit patterns (1: all of them, about eight minutes, mostly numpy's float16 cast; run before this loop
+landed, none differed in any of the five formats).
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ REFERENCE = {
     "tf32": round_tf32,
     "bf16": lambda x: x.astype(ml_dtypes.bfloat16).astype(np.float32),
     "fp16": lambda x: x.astype(np.float16).astype(np.float32),
+    "fp8": lambda x: np.clip(x, -448.0, 448.0).astype(ml_dtypes.float8_e4m3fn).astype(np.float32),
+    "int8": lambda x: np.clip(np.rint(x), -127, 127).astype(np.int8).astype(np.float32),
 }
+#: formats stored with a per-tensor scale: ``round_to`` quantises to them, the loop alone rounds
+SCALED = ("fp8", "int8")
 
 _LOW = (0x0, 0x1, 0x0FFF, 0x1000, 0x1001, 0x1FFF, 0x2FFF, 0x3000, 0x7FFF, 0x8000, 0x8001, 0xBFFF, 0xC000,
         0xFFFF)
@@ -46,7 +51,8 @@ def _sample() -> np.ndarray:
 
 
 def _same(got: np.ndarray, want: np.ndarray, x: np.ndarray) -> None:
-    nan = np.isnan(x)
+    """The same bits, but where the reference is NaN: NaN too, its payload free."""
+    nan = np.isnan(want)
     assert np.isnan(got[nan]).all(), "a NaN did not stay NaN"
     assert got.dtype == want.dtype
     bits = f"u{got.itemsize}"
@@ -57,17 +63,32 @@ def _same(got: np.ndarray, want: np.ndarray, x: np.ndarray) -> None:
                     f"got {got[i]}, want {want[i]}")
 
 
-@pytest.mark.parametrize("fmt", ["tf32", "bf16", "fp16"])
+@pytest.mark.parametrize("fmt", list(REFERENCE))
 def test_bits_equal_the_casts(fmt):
     x = _sample()
     with np.errstate(all="ignore"):
         want = REFERENCE[fmt](x)
-    got = round_to(x, fmt)
+    got = round_scaled(x, fmt) if fmt in SCALED else round_to(x, fmt)
     assert got.dtype == np.float32 and got.shape == x.shape and got is not x
     _same(got, want, x)
 
 
-@pytest.mark.parametrize("fmt", ["tf32", "bf16", "fp16"])
+@pytest.mark.parametrize("fmt", SCALED)
+def test_quantised_storage_equals_numpy_s_quantisation(fmt, monkeypatch):
+    """``round_to`` to fp8 or int8: the per-tensor scale (largest magnitude / 448 or 127) and the loop,
+    against ``quantize`` and back, as it ran before the loop."""
+    rng = np.random.default_rng(11)
+    cases = [rng.standard_normal((3, 50)).astype(np.float32) * s for s in (1e-30, 1e-3, 1.0, 1e4, 3e37)]
+    cases += [np.zeros(9, np.float32), np.array([-0.0, 0.0, 1e-45], np.float32), np.full(4, 3.0, np.float32),
+              rng.standard_normal((4, 6)).astype(np.float32).T, rng.standard_normal(7).astype(np.float64)]
+    got = [round_to(x, fmt) for x in cases]
+    monkeypatch.setattr(jit, "_ENABLED", False)
+    with np.errstate(all="ignore"):
+        for x, g in zip(cases, got):
+            _same(g, round_to(x, fmt), x)
+
+
+@pytest.mark.parametrize("fmt", list(REFERENCE))
 @pytest.mark.parametrize("exponent", [-30, -14, -3, 0, 5, 20])
 def test_scaled_equals_divide_round_multiply(fmt, exponent):
     rng = np.random.default_rng(exponent + 40)
@@ -77,6 +98,10 @@ def test_scaled_equals_divide_round_multiply(fmt, exponent):
     with np.errstate(all="ignore"):
         want = REFERENCE[fmt](x / scale) * scale
     _same(round_scaled(x, fmt, scale), want, x)
+    odd = np.float32(scale * 1.37)  # fp8's and int8's scales are amax / 448 or 127: not powers of two
+    with np.errstate(all="ignore"):
+        want = REFERENCE[fmt](x / odd) * odd
+    _same(round_scaled(x, fmt, odd), want, x)
 
 
 def test_layouts_and_what_it_leaves_to_the_casts():
@@ -88,13 +113,14 @@ def test_layouts_and_what_it_leaves_to_the_casts():
     scalar = np.array(np.float32(1 / 3))
     assert round_to(scalar, "bf16").shape == ()
     assert round_scaled(x.astype(np.float64), "fp16") is None  # float64: the casts keep it
-    assert round_scaled(x, "fp8") is None
+    assert round_scaled(x, "fp4") is None
     assert round_to(np.arange(4), "fp16").dtype == np.int64  # not a float: untouched
 
 
 def test_the_casts_answer_when_the_loops_are_off(monkeypatch):
     x = _sample()[::7]
-    fast = {fmt: round_to(x, fmt) for fmt in REFERENCE}
+    with np.errstate(all="ignore"):  # (NaN and infinities among the fp8 and int8 scales' largest magnitudes)
+        fast = {fmt: round_to(x, fmt) for fmt in REFERENCE}
     monkeypatch.setattr(jit, "_ENABLED", False)
     assert round_scaled(x, "fp16") is None
     with np.errstate(all="ignore"):
