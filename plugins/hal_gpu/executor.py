@@ -168,7 +168,7 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
                 users.setdefault(x, set()).add((n.op_type, pos))
     weights: dict[str, np.ndarray] = {}
     steps: list[Step] = []
-    pending: list[Node] = []  # exact: reference steps of these nodes, fused where the host engine can
+    pending: list[Node] = []  # nodes whose reference steps run as they are: fused where the host engine can
 
     index = GraphIndex(graph)  # one index for every slice fused below: building it is O(graph)
 
@@ -191,11 +191,13 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
                                              None if exact else policy.storage, key_blocks.get(k.id, 128)))
                 continue
             node = graph.nodes[i]
-            if exact:
-                pending.append(node)
+            # results leaving the kernel are stored in the policy's format (nothing to do for fp32)
+            store = tuple(policy.storage if o in outs and policy.storage != "fp32" else None for o in node.outputs)
+            if exact or (node.op_type not in MATRIX_OPS and not any(store)):
+                pending.append(node)  # the node's reference step: the same bits fused with its neighbours
                 continue
+            flush()
             st = kernel_step(node, graph)
-            store = tuple(policy.storage if o in outs else None for o in node.outputs)
             if node.op_type in MATRIX_OPS:
                 acts, wpos, axis = MATRIX_OPS[node.op_type]
                 fmt_in = policy.storage if i in keep_wide else policy.matmul_inputs
@@ -213,10 +215,8 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
                         positions.append(pos)
                 steps.append(replace(st, fn=partial(matrix_call, _kernel(node, graph), fmt_in, tuple(positions),
                                                     store)))
-            elif any(store):
-                steps.append(replace(st, fn=partial(stored_call, _kernel(node, graph), store)))
             else:
-                steps.append(st)
+                steps.append(replace(st, fn=partial(stored_call, _kernel(node, graph), store)))
     flush()
     # layout nodes fold into the step reading them once all steps are made: the Reshape+Transposes
     # that make Q, K and V fold into the fused attention kernel (tiny-gpt: 34 -> 28 steps)

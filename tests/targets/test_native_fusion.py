@@ -1,28 +1,45 @@
-"""At native precision the LPU and the wafer round only their matrix ops' operands (the MXM's fp16,
-the FMACs' bf16) and keep every result in fp32, so the host fuses the steps between those ops as
-the cpu target fuses a whole program (``hal.engine.fused_runs``): fewer steps, the same bits as
-one step per node, and the target's report untouched."""
+"""At native precision the GPU, the LPU and the wafer round only their matrix ops' operands (tensor
+cores' tf32, the MXM's fp16, the FMACs' bf16) and keep every result in fp32, so the host fuses the
+steps between those ops as the cpu target fuses a whole program (``hal.engine.fused_runs``, the
+GPU's ``build_program``): fewer steps, the same bits as one step per node, and the target's report
+untouched."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import numpy as np
 import pytest
 
 import hal
+from hal.engine import steps_for_nodes
 from tests.conftest import light_case
 
-#: where each target calls ``fused_runs`` when it builds its host program
-BUILDERS = {"lpu": "hal_lpu.compiler", "wafer": "hal_wafer.executor"}
+#: where each target fuses host steps when it builds its host program, and a stand-in that does not
+BUILDERS = {
+    "lpu": ("hal_lpu.compiler", "fused_runs", lambda graph, steps, plain: list(steps)),
+    "wafer": ("hal_wafer.executor", "fused_runs", lambda graph, steps, plain: list(steps)),
+    "gpu": ("hal_gpu.executor", "fused_steps", lambda graph, nodes, *args, **kw: steps_for_nodes(graph, nodes)),
+}
 
 
-def _host_steps(session: hal.InferenceSession) -> int:
+#: ops on the matrix units, whose operands native precision rounds
+MATRIX = {"MatMul", "Gemm", "Conv"}
+
+
+def _steps(session: hal.InferenceSession) -> list:
     (part,) = session._parts
     exe = part.executable
     if hasattr(exe, "_engine"):  # the LPU: one host program
-        return len(exe._engine.steps)
-    return sum(len(st.program.steps) for st in exe.stages)  # the wafer: a program per stage (built by a run)
+        return list(exe._engine.steps)
+    if hasattr(exe, "program"):  # the GPU: one too
+        return list(exe.program.steps)
+    return [s for st in exe.stages for s in st.program.steps]  # the wafer: a program per stage (built by a run)
+
+
+def _host_steps(session: hal.InferenceSession) -> int:
+    return len(_steps(session))
 
 
 @pytest.mark.parametrize("target", sorted(BUILDERS))
@@ -33,13 +50,16 @@ def test_native_fuses_the_steps_between_matrix_ops_with_the_same_bits(target, mo
     else:
         feeds = {"input_ids": (np.arange(16, dtype=np.int64) * 7 % 256).reshape(1, 16)}
     fused = hal.InferenceSession(model, target=target, precision="native", cache_dir=False)
-    builder = importlib.import_module(BUILDERS[target])
-    monkeypatch.setattr(builder, "fused_runs", lambda graph, steps, plain: list(steps))
+    module, name, unfused = BUILDERS[target]
+    monkeypatch.setattr(importlib.import_module(module), name, unfused)
     apart = hal.InferenceSession(model, target=target, precision="native", cache_dir=False)
     got, want = fused.run(None, feeds), apart.run(None, feeds)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
     assert _host_steps(fused) < _host_steps(apart)
+    for step in _steps(fused):  # each matrix op still rounds its operands, in a step of its own
+        if step.op_type.split("+")[-1] in MATRIX:
+            assert isinstance(step.fn, functools.partial), step.label
     assert fused.report.latency_s == apart.report.latency_s  # the modelled program is the compiler's either way
     if model == "zoo:tiny-gpt":  # (the light CNN's softmax is uniform whatever the precision: its weights are light)
         exact = hal.InferenceSession(model, target=target, precision="exact", cache_dir=False).run(None, feeds)
