@@ -24,6 +24,8 @@ to a buffer distinct from their input.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import types
 
@@ -424,6 +426,13 @@ def _narrow(y, drop, top_bits, top, normal_bits, step):
     return (top if y > 0 else -top) if (a > top_bits) & (y == y) else r
 
 
+@njit(inline="always")
+def _fp16(y):
+    """float32 y rounded to float16's values: past 65504 by half a step (65520, 0x477FF000) or more
+    infinity, as a cast gives; normals from 2**-14, below them steps of 2**-24."""
+    return _narrow(y, 13, np.uint32(0x477FEFFF), np.float32(np.inf), np.uint32(0x38800000), np.float32(5.9604645e-08))
+
+
 @njit(signature=types.void(_F32_RO, types.float32, types.int64, _F32))
 def round_float32(x, scale, fmt, out):
     """x / scale rounded to ``fmt`` (``TF32``, ``BF16``, ``FP16``, ``FP8``, ``INT8``), times scale, into
@@ -440,11 +449,9 @@ def round_float32(x, scale, fmt, out):
     elif fmt == BF16:
         for i in range(n):
             out[U(i)] = _drop_bits(np.float32(x[U(i)] / scale), 16) * scale
-    elif fmt == FP16:  # past 65504 by half a step (65520, 0x477FF000) or more: infinity, as a cast gives
+    elif fmt == FP16:
         for i in range(n):
-            y = _narrow(np.float32(x[U(i)] / scale), 13, np.uint32(0x477FEFFF), np.float32(np.inf),
-                        np.uint32(0x38800000), np.float32(5.9604645e-08))  # normals from 2**-14, steps of 2**-24
-            out[U(i)] = y * scale
+            out[U(i)] = _fp16(np.float32(x[U(i)] / scale)) * scale
     elif fmt == FP8:  # past 448 (0x43E00000): clipped to it, as np.clip before the cast
         for i in range(n):
             y = _narrow(np.float32(x[U(i)] / scale), 20, np.uint32(0x43E00000), np.float32(448),
@@ -483,6 +490,21 @@ def finite_abs_max(x):
     for i in range(body, n):
         m0 = max(m0, _finite_mag(x[U(i)]))
     return max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+
+
+@njit(signature=types.void(_F32_RO, _F32))
+def round_fp16_per_tensor(x, out):
+    """x through float16 with one power-of-two scale for the whole tensor, into ``out``: the scale
+    puts x's largest finite magnitude in float16's top binade (2**(e - 15) for a magnitude of m 2**e,
+    0.5 <= m < 1; 1 when x has no finite non-zero value; never below float32's least subnormal,
+    2**-149, which every float32 is a multiple of), then ``round_float32``'s FP16 pass. One call where
+    the maximum and the rounding were two, with Python between them (the LPU's MXM operands)."""
+    amax = finite_abs_max(x)
+    scale = np.float32(1)
+    if amax > np.float32(0):
+        scale = np.float32(math.ldexp(1.0, max(math.frexp(np.float64(amax))[1] - 15, -149)))
+    for i in range(x.shape[0]):
+        out[U(i)] = _fp16(np.float32(x[U(i)] / scale)) * scale
 
 
 @njit
@@ -533,5 +555,5 @@ def warm() -> None:
 
 
 __all__ = ["depthwise3x3", "erf_tanh_arg", "finite_abs_max", "forest_leaves", "forest_sums", "layer_norm_rows",
-           "online_shift", "pool2d", "round_float32", "row_sums", "softmax_prologue", "softmax_scale", "softmax_shift",
-           "warm"]
+           "online_shift", "pool2d", "round_float32", "round_fp16_per_tensor", "row_sums", "softmax_prologue",
+           "softmax_scale", "softmax_shift", "warm"]

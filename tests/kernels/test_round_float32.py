@@ -148,7 +148,7 @@ def test_lpu_scaled_fp16_equals_its_definition():
         amax = float(finite.max()) if finite.size else 0.0
         if amax == 0.0:
             return x.astype(np.float16).astype(x.dtype)
-        scale = x.dtype.type(2.0 ** (np.floor(np.log2(amax)) - 14))
+        scale = x.dtype.type(2.0 ** max(np.floor(np.log2(amax)) - 14, -149))  # a float32 scale, never 0
         return ((x / scale).astype(np.float16).astype(x.dtype) * scale).astype(x.dtype)
 
     rng = np.random.default_rng(3)
@@ -158,7 +158,10 @@ def test_lpu_scaled_fp16_equals_its_definition():
     big = rng.standard_normal(3 * 10**4).astype(np.float32) * np.float32(300)  # past the compiled max's size
     big_specials = big.copy()
     big_specials[[7, 70, 700]] = [np.nan, -np.inf, np.inf]
-    cases += [with_specials, np.full(5, np.nan, np.float32), np.zeros(7, np.float32),
+    tiny = np.array([1e-42, -2e-42, 7e-45, 0.0], np.float32)  # every magnitude below 2**-135: the least scale
+    strided = rng.standard_normal((3, 8, 5)).astype(np.float32).transpose(2, 0, 1)  # as attention's heads
+    cases += [tiny, tiny * np.float32(2 ** 20), strided, with_specials, np.full(5, np.nan, np.float32),
+              np.zeros(7, np.float32),
               rng.standard_normal(40).astype(np.float64), big, big_specials, big[::3],
               np.full(20000, np.inf, np.float32)]
     with np.errstate(all="ignore"):
