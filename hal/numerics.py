@@ -96,9 +96,15 @@ def round_to(x: np.ndarray, fmt: str) -> np.ndarray:
     raise ValueError(f"unknown number format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
+#: float32's least subnormal, 2**-149: the smallest scale (every float32 is a multiple of it)
+_LEAST_SCALE = np.float32(2.0 ** -149)
+
+
 def _scale(amax: np.ndarray, fmt: str) -> np.ndarray:
-    """The float32 scale that maps magnitude ``amax`` onto the format's largest (1 where amax is 0)."""
-    return np.where(amax > 0, amax / _TOP[fmt], 1.0).astype(np.float32)
+    """The float32 scale that maps magnitude ``amax`` onto the format's largest (1 where amax is 0);
+    never below float32's least subnormal, where ``amax / top`` would round to 0 and every value
+    divided by it to infinity or NaN (magnitudes under 2**-140 for fp8, 2**-142 for int8)."""
+    return np.where(amax > 0, np.maximum(amax / _TOP[fmt], _LEAST_SCALE), 1.0).astype(np.float32)
 
 
 def quantize(x: np.ndarray, fmt: str, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:

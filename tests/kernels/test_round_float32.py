@@ -167,3 +167,20 @@ def test_lpu_scaled_fp16_equals_its_definition():
     with np.errstate(all="ignore"):
         for x in cases:
             _same(round_scaled_fp16(x), definition(x), x)
+
+
+@pytest.mark.parametrize("fmt", ["fp8", "int8"])
+@pytest.mark.parametrize("jit_on", [True, False])
+def test_a_tensor_of_tiny_magnitudes_keeps_a_scale_above_zero(fmt, jit_on, monkeypatch):
+    # amax / 448 (or / 127) rounds to 0 in float32 under 2**-140 (2**-142): the scale stops at 2**-149,
+    # which every float32 is a multiple of, so the values come back finite, not 0 / 0
+    monkeypatch.setattr(jit, "_ENABLED", jit_on)
+    x = np.array([1e-44, -3e-45, 0.0, 1.4e-45], np.float32)
+    with np.errstate(divide="raise", invalid="raise", under="ignore"):  # amax / top underflows, as it may
+        q, scale = numerics.quantize(x, fmt)
+        got = round_to(x, fmt)
+    assert scale == np.float32(2.0 ** -149)
+    np.testing.assert_array_equal(q.astype(np.float32) * scale, x)
+    np.testing.assert_array_equal(got, x)  # each an integer multiple of the scale, well inside the format
+    per_row = numerics.quantize(np.array([[1e-44, 2e-44], [1.0, -2.0]], np.float32), fmt, axis=0)[1]
+    assert per_row[0, 0] == np.float32(2.0 ** -149) and per_row[1, 0] == np.float32(2.0 / numerics._TOP[fmt])
