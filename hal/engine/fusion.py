@@ -67,15 +67,55 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     return fold_views(graph, steps, index) if fold else steps
 
 
+def bias_of_product(graph: Graph, index: GraphIndex, step: Step) -> tuple[Step, Node] | None:
+    """A MatMul node's step whose function a target wrapped (its number format rounds the operands,
+    say), joined with the bias Add that alone reads its result (``find_fusions``' ``matmul_bias``)
+    as one ``MatMulBias`` step calling the wrapped function for the product, at the MatMul's place
+    (the bias is a weight); and the Add's node, whose own step the caller drops. For an Add the
+    target leaves as its reference kernel, the bits of the two steps apart. None where the step is
+    not a whole MatMul node's or no such Add reads it."""
+    from hal.kernels.fused import MatMulBias
+
+    k = index.producer.get(step.outs[0]) if len(step.outs) == 1 else None
+    node = graph.nodes[k] if k is not None else None
+    if (node is None or node.op_type != "MatMul" or step.op_type != "MatMul" or node.name != step.label
+            or len(step.ins) != 2 or step.attrs or step.views or step.context_opset is not None):
+        return None
+    reader = index.sole_consumer(node.outputs[0])
+    if reader is None:
+        return None
+    add = graph.nodes[reader]
+    f = next((f for f in find_fusions(graph, [node, add], index) if f.kind == "matmul_bias"), None)
+    mm = lookup("MatMul", node.domain, graph.opset(node.domain))
+    plus = lookup("Add", add.domain, graph.opset(add.domain))
+    if f is None or mm is None or plus is None:
+        return None
+    fn = MatMulBias((mm.domain, "MatMul", mm.since), (plus.domain, "Add", plus.since), f.bias_first, step.fn)
+    return Step(fn, [*step.ins, f.inputs[2]], [add.outputs[0]], {}, f"{node.name}+{add.name}", "MatMul+Add", None,
+                (node.name, add.name), "MatMul"), add
+
+
 def fused_runs(graph: Graph, steps: Sequence[Step], plain: Iterable[Step]) -> list[Step]:
     """``steps`` with each run of consecutive ones that ``plain`` holds (each its node's own reference
     step, which no numeric policy wraps, nor a target split) fused as ``fused_steps`` fuses them;
     the others as they are, in place. The same bits as the steps one by one: a target whose number
     formats wrap only its matrix ops (the LPU's MXM, the wafer's FMAC operands) fuses what lies
-    between them, and at exact everything, as the cpu target does."""
+    between them, and at exact everything, as the cpu target does. A wrapped MatMul takes in the
+    plain bias Add that alone reads it (``bias_of_product``)."""
     own = {id(s) for s in plain}
     nodes = {n.name: n for n in graph.nodes}
     index = GraphIndex(graph)
+    steps = list(steps)
+    mine = {s.label: s for s in steps if id(s) in own}
+    dropped: set[int] = set()
+    for i, step in enumerate(steps):
+        if id(step) in own or step.op_type != "MatMul":
+            continue
+        joined = bias_of_product(graph, index, step)
+        if joined is not None and (add := mine.get(joined[1].name)) is not None and add.nodes in ((), (add.label,)):
+            steps[i] = joined[0]
+            dropped.add(id(add))
+    steps = [s for s in steps if id(s) not in dropped]
     out: list[Step] = []
     run: list[Step] = []
     for step in [*steps, None]:

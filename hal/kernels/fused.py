@@ -71,25 +71,35 @@ class _Fused:
 
 
 class MatMulBias(_Fused):
-    """MatMul, then the bias Add into the product's buffer (the step's inputs: a, b, bias)."""
+    """MatMul, then the bias Add into the product's buffer (the step's inputs: a, b, bias).
 
-    def __init__(self, matmul: Key, add: Key, bias_first: bool):
+    ``product``: what computes the MatMul's result in place of its kernel, where a target's number
+    format wraps the matrix op (its operands rounded, say) and leaves the Add as it is: the Add then
+    reads what the wrapped step would have given it, so the bits are those of the two steps apart.
+    It must return an array of its own (a kernel's result), as the MatMul kernel does."""
+
+    product: Any = None
+
+    def __init__(self, matmul: Key, add: Key, bias_first: bool, product: Any = None):
         self.keys = [matmul, add]
         self.bias_first = bias_first
+        self.product = product
         self._bind()
 
     def _bind(self) -> None:
         super()._bind()
         self._ufunc_add = self.fns[1] is elementwise.add  # the Add is np.add: it may run into the product
+        self._mm = self.fns[0] if self.product is None else self.product
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_ufunc_add", None)
+        state.pop("_mm", None)
         return state
 
     def __call__(self, a: Array, b: Array, bias: Array) -> Array:
-        mm, add = self.fns
-        y = mm(a, b)
+        add = self.fns[1]
+        y = self._mm(a, b)
         if (self._ufunc_add and y.__class__ is np.ndarray and y.dtype == bias.dtype and y.flags.writeable
                 and bias.ndim == 1 and y.ndim and (bias.shape[0] == 1 or bias.shape[0] == y.shape[-1])):
             return np.add(bias, y, out=y) if self.bias_first else np.add(y, bias, out=y)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hal.engine import Program, Step, fused_steps, kernel_step
+from hal.engine.fusion import bias_of_product
 from hal.engine.views import fold_views
 from hal.errors import RunError
 from hal.graph.fuse import GraphIndex
@@ -171,6 +172,13 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
     pending: list[Node] = []  # nodes whose reference steps run as they are: fused where the host engine can
 
     index = GraphIndex(graph)  # one index for every slice fused below: building it is O(graph)
+    # nodes a step made already: bias Adds that joined the MatMul they read, where results stay in
+    # fp32 (a wrapped MatMul's result is then what the Add, its reference step, reads either way),
+    # and never an attention kernel's own nodes
+    done: set[int] = set()
+    for k in kernels:
+        if k.attention is not None and not (exact and _narrow_float(graph, k.attention.q)):
+            done.update(k.attention.core)
 
     def flush() -> None:
         steps.extend(fused_steps(graph, pending, index, fold=False))
@@ -189,6 +197,8 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
                 flush()
                 steps.append(_attention_step(k, graph, None if exact else narrow_act,
                                              None if exact else policy.storage, key_blocks.get(k.id, 128)))
+                continue
+            if i in done:
                 continue
             node = graph.nodes[i]
             # results leaving the kernel are stored in the policy's format (nothing to do for fp32)
@@ -215,6 +225,10 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
                         positions.append(pos)
                 steps.append(replace(st, fn=partial(matrix_call, _kernel(node, graph), fmt_in, tuple(positions),
                                                     store)))
+                joined = bias_of_product(graph, index, steps[-1]) if policy.storage == "fp32" else None
+                if joined is not None and (add := index.position[id(joined[1])]) not in done:
+                    steps[-1] = joined[0]  # (tiny-gpt at native: 36 -> 28 steps, 323 -> 287 us a run)
+                    done.add(add)
             else:
                 steps.append(replace(st, fn=partial(stored_call, _kernel(node, graph), store)))
     flush()

@@ -14,18 +14,23 @@ import pytest
 
 import hal
 from hal.engine import steps_for_nodes
+from hal.kernels.fused import MatMulBias
 from tests.conftest import light_case
 
-#: where each target fuses host steps when it builds its host program, and a stand-in that does not
+#: where each target fuses host steps when it builds its host program (and joins a wrapped MatMul
+#: with its bias Add), and stand-ins that do not
 BUILDERS = {
-    "lpu": ("hal_lpu.compiler", "fused_runs", lambda graph, steps, plain: list(steps)),
-    "wafer": ("hal_wafer.executor", "fused_runs", lambda graph, steps, plain: list(steps)),
-    "gpu": ("hal_gpu.executor", "fused_steps", lambda graph, nodes, *args, **kw: steps_for_nodes(graph, nodes)),
+    "lpu": [("hal_lpu.compiler", "fused_runs", lambda graph, steps, plain: list(steps))],
+    "wafer": [("hal_wafer.executor", "fused_runs", lambda graph, steps, plain: list(steps))],
+    "gpu": [("hal_gpu.executor", "fused_steps", lambda graph, nodes, *args, **kw: steps_for_nodes(graph, nodes)),
+            ("hal_gpu.executor", "bias_of_product", lambda graph, index, step: None)],
 }
 
 
 #: ops on the matrix units, whose operands native precision rounds
 MATRIX = {"MatMul", "Gemm", "Conv"}
+#: layout nodes a step may read its inputs through (``hal.engine.views``)
+LAYOUT = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze"}
 
 
 def _steps(session: hal.InferenceSession) -> list:
@@ -50,16 +55,24 @@ def test_native_fuses_the_steps_between_matrix_ops_with_the_same_bits(target, mo
     else:
         feeds = {"input_ids": (np.arange(16, dtype=np.int64) * 7 % 256).reshape(1, 16)}
     fused = hal.InferenceSession(model, target=target, precision="native", cache_dir=False)
-    module, name, unfused = BUILDERS[target]
-    monkeypatch.setattr(importlib.import_module(module), name, unfused)
+    for module, name, unfused in BUILDERS[target]:
+        monkeypatch.setattr(importlib.import_module(module), name, unfused)
     apart = hal.InferenceSession(model, target=target, precision="native", cache_dir=False)
     got, want = fused.run(None, feeds), apart.run(None, feeds)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
     assert _host_steps(fused) < _host_steps(apart)
-    for step in _steps(fused):  # each matrix op still rounds its operands, in a step of its own
-        if step.op_type.split("+")[-1] in MATRIX:
+    joined = 0
+    for step in _steps(fused):  # each matrix op still rounds its operands: in a step of its own, or as
+        ops = [op for op in step.op_type.split("+") if op not in LAYOUT]  # the product of its bias Add's step
+        if ops == ["MatMul", "Add"]:
+            assert isinstance(step.fn, MatMulBias) and isinstance(step.fn.product, functools.partial), step.label
+            joined += 1
+        elif ops and ops[-1] in MATRIX:
             assert isinstance(step.fn, functools.partial), step.label
+        else:
+            assert not MATRIX & set(ops), step.label
+    assert joined == (12 if model == "zoo:tiny-gpt" else 0)  # its q, k, v, output and two FFN projections a layer
     assert fused.report.latency_s == apart.report.latency_s  # the modelled program is the compiler's either way
     if model == "zoo:tiny-gpt":  # (the light CNN's softmax is uniform whatever the precision: its weights are light)
         exact = hal.InferenceSession(model, target=target, precision="exact", cache_dir=False).run(None, feeds)
