@@ -101,7 +101,8 @@ def fused_runs(graph: Graph, steps: Sequence[Step], plain: Iterable[Step]) -> li
     the others as they are, in place. The same bits as the steps one by one: a target whose number
     formats wrap only its matrix ops (the LPU's MXM, the wafer's FMAC operands) fuses what lies
     between them, and at exact everything, as the cpu target does. A wrapped MatMul takes in the
-    plain bias Add that alone reads it (``bias_of_product``)."""
+    plain bias Add that alone reads it (``bias_of_product``), and a layout node folds into the one
+    step reading it, whichever (``fold_views``)."""
     own = {id(s) for s in plain}
     nodes = {n.name: n for n in graph.nodes}
     index = GraphIndex(graph)
@@ -123,11 +124,13 @@ def fused_runs(graph: Graph, steps: Sequence[Step], plain: Iterable[Step]) -> li
             run.append(step)
             continue
         if run:
-            out.extend(fused_steps(graph, [nodes[s.label] for s in run], index, plain=run))
+            out.extend(fused_steps(graph, [nodes[s.label] for s in run], index, fold=False, plain=run))
             run = []
         if step is not None:
             out.append(step)
-    return out
+    # layout nodes fold into the one step reading them once all steps are made, wrapped ones too
+    # (attention's Reshape+Transposes into the MatMuls whose operands a format rounds)
+    return fold_views(graph, out, index)
 
 
 def chain_concats(graph: Graph, steps: list[Step]) -> list[Step]:

@@ -136,12 +136,18 @@ def test_the_host_computes_in_program_order_while_the_schedule_runs_branches_sid
     nodes = [n for g in exe.groups if g.kind == "node" for n in g.nodes]
     assert host[-len(nodes):] == nodes  # the const-folded nodes come first, then every node as emitted
     assert len(exe._engine.steps) < len(host)
-    # at native the MXM's nodes round their operands, each its own step; the runs between them fuse as at exact
+    # at native the MXM's nodes round their operands, each in a step of its own (reading its inputs through
+    # the layout nodes before it, a channel shuffle's); the runs between them fuse as at exact
     native = _executable(hal.InferenceSession(path, target="lpu", precision="native"))
     native_host = [n for s in native._engine.steps for n in (s.nodes or (s.label,))]
     assert native_host[-len(nodes):] == nodes and len(native._engine.steps) < len(native_host)
-    matrix = {g.nodes[0] for g in exe.groups if g.kind == "node" and g.op_types[0] in ("Conv", "MatMul", "Gemm")}
-    assert matrix and all(s.label in matrix for s in native._engine.steps if set(s.nodes or (s.label,)) & matrix)
+    op_of = {n: op for g in exe.groups if g.kind == "node" for n, op in zip(g.nodes, g.op_types)}
+    matrix = {n for n, op in op_of.items() if op in ("Conv", "MatMul", "Gemm")}
+    layout = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze"}
+    with_matrix = [[n for n in (s.nodes or (s.label,)) if op_of.get(n) not in layout]
+                   for s in native._engine.steps if set(s.nodes or (s.label,)) & matrix]
+    assert matrix and with_matrix and all(len(own) == 1 and own[0] in matrix for own in with_matrix)
+    assert any(len(s.nodes) > 1 for s in native._engine.steps if set(s.nodes) & matrix)  # views folded in
     first_start: dict[str, int] = {}
     for ins in exe.program:
         g = exe.groups[ins.group]
