@@ -60,6 +60,9 @@ def _kernel(node, graph: Graph) -> RegistryKernel:
     return RegistryKernel(node.op_type, node.domain, graph.opset(node.domain))
 
 
+_F32 = np.dtype(np.float32)
+
+
 def round_input(x: Any, fmt: str) -> Any:
     """``x`` as the tensor cores would read it in ``fmt`` (never widened, dtype kept)."""
     if not isinstance(x, np.ndarray) or not is_float(x.dtype):
@@ -80,8 +83,13 @@ def matrix_call(fn, fmt: str, positions: tuple[int, ...], store: tuple[str | Non
     args = list(args)
     narrow = None
     for i in positions:
-        if i < len(args) and isinstance(args[i], np.ndarray) and is_float(args[i].dtype):
-            args[i] = round_input(args[i], fmt)
+        if i >= len(args):
+            continue
+        x = args[i]
+        if x.__class__ is np.ndarray and x.dtype == _F32:  # the usual operand: rounded, dtype kept
+            args[i] = round_to(x, fmt)
+        elif isinstance(x, np.ndarray) and is_float(x.dtype):
+            args[i] = round_input(x, fmt)
             if args[i].dtype.itemsize < 4:
                 narrow = args[i].dtype
     if narrow is not None:  # 16-bit operands: fp32 accumulation, result in the operand type

@@ -99,8 +99,13 @@ def mxm_weight(w: np.ndarray, fmt: str, axis: int) -> np.ndarray:
 def mxm_call(fn: Any, fmt: str, store: str, positions: tuple[int, ...], /, *args: Any, **attrs: Any) -> Any:
     """A matrix op on the MXM: operands in ``fmt``, products accumulated in fp32 (numpy's float32
     matmul of the rounded operands), the result stored in ``store``."""
-    args = tuple(mxm_operand(a, fmt) if i in positions else a for i, a in enumerate(args))
-    return store_value(fn(*args, **attrs), store)
+    if positions:
+        args = list(args)  # type: ignore[assignment]
+        for i in positions:
+            if i < len(args):
+                args[i] = mxm_operand(args[i], fmt)  # type: ignore[index]
+    out = fn(*args, **attrs)
+    return out if store == "fp32" else store_value(out, store)
 
 
 def vxm_call(fn: Any, store: str, /, *args: Any, **attrs: Any) -> Any:
