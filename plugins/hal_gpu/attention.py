@@ -88,7 +88,7 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
     for lo in range(0, keys, key_block):
         hi = min(keys, lo + key_block)
         s = np.matmul(q, kt if whole else kt[..., lo:hi])
-        p = chain.shift(s, side) if whole and chain is not None and fmt is None else None
+        p = chain.shift(s, side) if whole and chain is not None else None
         if p is not None:  # one block: its row maxima are the final ones, no running max to keep
             m_new = None
         else:

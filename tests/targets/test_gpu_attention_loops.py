@@ -114,7 +114,8 @@ def test_the_attention_loops_take_only_their_declared_types() -> None:
 @pytest.mark.parametrize("seed", range(20))
 def test_one_key_block_through_the_score_chain_is_the_score_ops_bits(monkeypatch, seed) -> None:
     # every key in one block: the registry's Mul and Add (or a Where by a causal condition) run in
-    # softmax_prologue with the max subtraction; the same bits as the score ops one by one
+    # softmax_prologue with the max subtraction; the same bits as the score ops one by one, with
+    # the operands in fp32 or rounded to a number format (the scores are the fp32 products either way)
     from hal_gpu.executor import _score_chain
 
     from hal.kernels import elementwise, logic
@@ -129,7 +130,7 @@ def test_one_key_block_through_the_score_chain_is_the_score_ops_bits(monkeypatch
         side = [np.asarray(1 / scale, np.float32), np.isfinite(mask), np.array([-np.inf], np.float32)]
     chain = _score_chain(ops)
     assert chain is not None
-    kw = {"score_ops": tuple(ops), "keys": kw["keys"], "key_block": kw["keys"]}
+    kw = {"score_ops": tuple(ops), "keys": kw["keys"], "key_block": kw["keys"], "fmt": (None, "tf32", "bf16")[seed % 3]}
     calls = _counting(monkeypatch, loops, "softmax_prologue")
     with np.errstate(all="ignore"):
         got = flash_attention(q, kt, v, *side, chain=chain, **kw)
