@@ -183,10 +183,14 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
     # nodes a step made already: bias Adds that joined the MatMul they read, where results stay in
     # fp32 (a wrapped MatMul's result is then what the Add, its reference step, reads either way),
     # and never an attention kernel's own nodes
+    def fuses_attention(k: Kernel) -> bool:
+        """Whether the kernel's attention runs as one step (see this function's text)."""
+        return k.attention is not None and not (exact and _narrow_float(graph, k.attention.q))
+
     done: set[int] = set()
     for k in kernels:
-        if k.attention is not None and not (exact and _narrow_float(graph, k.attention.q)):
-            done.update(k.attention.core)
+        if fuses_attention(k):
+            done.update(k.attention.core)  # type: ignore[union-attr]
 
     def flush() -> None:
         steps.extend(fused_steps(graph, pending, index, fold=False))
@@ -194,7 +198,7 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
 
     for k in kernels:
         outs = set(k.outputs)
-        fused = k.attention is not None and not (exact and _narrow_float(graph, k.attention.q))
+        fused = fuses_attention(k)
         core = set(k.attention.core) if fused and k.attention is not None else set()
         ordered = [i for i in k.nodes if i not in core]
         if fused and k.attention is not None:
