@@ -215,8 +215,9 @@ class LpuTarget:
         # in program order (see executor.py): the same values as cycle order, less host memory
         program_steps = [by_name[n.name] for n in const_nodes] + [carries[i] for i in sorted(carries)]
         # the host fuses runs of whole nodes as the cpu target does (tiny-gpt: 72 steps -> 32 at exact,
-        # 48 at native, whose MXM steps round their operands): fewer numpy calls, the same bits; the
-        # schedule, and so every cycle, latency and byte the target reports, is not touched
+        # 32 at native too, whose MXM steps round their operands and take in their bias Adds and the
+        # layout nodes before them): fewer numpy calls, the same bits; the schedule, and so every
+        # cycle, latency and byte the target reports, is not touched
         program_steps = fused_runs(graph, program_steps, untouched)
         del by_name, untouched, steps, carries  # the nodes' own steps, which fused into new ones
         # Concats that extend one another share a buffer in the host program too (DenseNet's blocks)
