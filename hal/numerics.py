@@ -70,6 +70,19 @@ def round_scaled(x: np.ndarray, fmt: str, scale: float = 1.0) -> np.ndarray | No
     return out
 
 
+def round_fp16_per_tensor(x: np.ndarray) -> np.ndarray | None:
+    """``x`` through fp16 with one power-of-two scale for the whole tensor, the one that puts its largest
+    finite magnitude in fp16's top binade (``hal.kernels._loops.round_fp16_per_tensor``: the maximum,
+    the scale and the rounding in one compiled call), as a new float32 array; None where that call
+    does not apply (x not a float32 array, the loops off)."""
+    if "fp16" not in _LOOP_FORMATS or x.__class__ is not np.ndarray or x.dtype != np.float32 or not jit.enabled():
+        return None
+    x = np.ascontiguousarray(x)
+    out = np.empty(x.shape, dtype=np.float32)
+    jit.loops().round_fp16_per_tensor(x.reshape(-1), out.reshape(-1))
+    return out
+
+
 def round_to(x: np.ndarray, fmt: str) -> np.ndarray:
     """``x`` stored in ``fmt`` and read back as fp32 (int8 and fp8 use a per-tensor scale)."""
     if not is_float(x.dtype):

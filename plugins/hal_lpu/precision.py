@@ -17,8 +17,17 @@ from typing import Any
 import numpy as np
 
 from hal.errors import CompileError
-from hal.kernels import jit
-from hal.numerics import EXACT, MATRIX_OPS, Policy, is_float, quantize, round_scaled, round_to, store_value
+from hal.numerics import (
+    EXACT,
+    MATRIX_OPS,
+    Policy,
+    is_float,
+    quantize,
+    round_fp16_per_tensor,
+    round_scaled,
+    round_to,
+    store_value,
+)
 
 
 def lpu_policy(precision: str) -> Policy:
@@ -37,17 +46,11 @@ def lpu_policy(precision: str) -> Policy:
 
 def round_scaled_fp16(x: np.ndarray) -> np.ndarray:
     """``x`` as the MXM sees it in fp16: scaled by a power of two so its largest magnitude sits just
-    under fp16's top binade, rounded to fp16, scaled back (the scaling itself is exact). A strided
-    operand (attention's heads, a transposed view) is made contiguous first: the passes over it read
-    it in order."""
+    under fp16's top binade, rounded to fp16, scaled back (the scaling itself is exact)."""
     if not isinstance(x, np.ndarray) or not is_float(x.dtype) or x.size == 0:
         return x
-    if x.dtype == np.float32 and jit.enabled():
-        x = np.ascontiguousarray(x)
-        if x.size <= SMALL_OPERAND:  # the largest magnitude, the scale and the rounding in one call
-            out = np.empty(x.shape, dtype=np.float32)
-            jit.loops().round_fp16_per_tensor(x.reshape(-1), out.reshape(-1))
-            return out
+    if x.size <= SMALL_OPERAND and (fast := round_fp16_per_tensor(x)) is not None:
+        return fast  # the largest magnitude, the scale and the rounding in one call
     amax = _finite_amax(x)
     if amax == 0.0:
         return round_to(x, "fp16")

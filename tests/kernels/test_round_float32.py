@@ -140,8 +140,13 @@ def test_the_casts_answer_when_the_loops_are_off(monkeypatch):
             _same(got, numerics.round_to(x, fmt), x)
 
 
-def test_lpu_scaled_fp16_equals_its_definition():
+@pytest.mark.parametrize("loops", [True, False])
+def test_lpu_scaled_fp16_equals_its_definition(loops, monkeypatch):
     from hal_lpu.precision import round_scaled_fp16
+
+    if not loops:  # the casts (as benchmarks.precisions switches the compiled rounding off)
+        monkeypatch.setattr(numerics, "_LOOP_FORMATS", {})
+        assert numerics.round_fp16_per_tensor(np.ones(3, np.float32)) is None
 
     def definition(x):  # the MXM's per-tensor power-of-two scale, as the numpy expression it was
         finite = np.abs(x[np.isfinite(x)])
