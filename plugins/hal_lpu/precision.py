@@ -102,12 +102,11 @@ def mxm_weight(w: np.ndarray, fmt: str, axis: int) -> np.ndarray:
 def mxm_call(fn: Any, fmt: str, store: str, positions: tuple[int, ...], /, *args: Any, **attrs: Any) -> Any:
     """A matrix op on the MXM: operands in ``fmt``, products accumulated in fp32 (numpy's float32
     matmul of the rounded operands), the result stored in ``store``."""
-    if positions:
-        args = list(args)  # type: ignore[assignment]
-        for i in positions:
-            if i < len(args):
-                args[i] = mxm_operand(args[i], fmt)  # type: ignore[index]
-    out = fn(*args, **attrs)
+    operands = list(args)
+    for i in positions:
+        if i < len(operands):
+            operands[i] = mxm_operand(operands[i], fmt)
+    out = fn(*operands, **attrs)
     return out if store == "fp32" else store_value(out, store)
 
 
