@@ -113,7 +113,7 @@ def fused_runs(graph: Graph, steps: Sequence[Step], plain: Iterable[Step]) -> li
         if id(step) in own or step.op_type != "MatMul":
             continue
         joined = bias_of_product(graph, index, step)
-        if joined is not None and (add := mine.get(joined[1].name)) is not None and add.nodes in ((), (add.label,)):
+        if joined is not None and (add := mine.get(joined[1].name)) is not None:
             steps[i] = joined[0]
             dropped.add(id(add))
     steps = [s for s in steps if id(s) not in dropped]

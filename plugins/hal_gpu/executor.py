@@ -180,13 +180,13 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
     pending: list[Node] = []  # nodes whose reference steps run as they are: fused where the host engine can
 
     index = GraphIndex(graph)  # one index for every slice fused below: building it is O(graph)
-    # nodes a step made already: bias Adds that joined the MatMul they read, where results stay in
-    # fp32 (a wrapped MatMul's result is then what the Add, its reference step, reads either way),
-    # and never an attention kernel's own nodes
     def fuses_attention(k: Kernel) -> bool:
         """Whether the kernel's attention runs as one step (see this function's text)."""
         return k.attention is not None and not (exact and _narrow_float(graph, k.attention.q))
 
+    # nodes a step made already: bias Adds that joined the MatMul they read, where results stay in
+    # fp32 (a wrapped MatMul's result is then what the Add, its reference step, reads either way),
+    # and never an attention kernel's own nodes
     done: set[int] = set()
     for k in kernels:
         if fuses_attention(k):
