@@ -24,15 +24,17 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
                 fold: bool = True, plain: Sequence[Step] | None = None) -> list[Step]:
     """``steps_for_nodes`` with the groups ``hal.graph.fuse.find_fusions`` finds run as one step each
     (hal.kernels.fused): MatMul + bias Add, elementwise regions (GELU chains, attention scale and
-    mask) and the Softmax after one, a Relu and the MaxPool after it; Concats that extend one
-    another share one buffer; a layout node (Reshape, Transpose, ...) runs inside the one step
-    reading it (``hal.engine.views``). Results are bit-identical to the plain steps; a fused step's
-    ``nodes`` names the nodes it runs and its label and op type join theirs with "+". A caller
-    fusing many slices of one graph passes the graph's ``GraphIndex`` once (building it is O(graph)),
-    and ``fold=False`` when it folds the layout nodes itself, once over all its steps: a view whose
-    reader lies in another slice then still folds into it. ``plain``: the nodes' reference steps
-    (``kernel_step`` of each, in order) when the caller made them already."""
-    from hal.kernels.fused import MatMulBias, Region, ReluPool  # imports the kernel families on first use
+    mask) and the Softmax after one, a Relu and the MaxPool after it, a BatchNormalization and the
+    Relu after it; Concats that extend one another share one buffer; a layout node (Reshape,
+    Transpose, ...) runs inside the one step reading it (``hal.engine.views``). Results are
+    bit-identical to the plain steps; a fused step's ``nodes`` names the nodes it runs and its label
+    and op type join theirs with "+". A caller fusing many slices of one graph passes the graph's
+    ``GraphIndex`` once (building it is O(graph)), and ``fold=False`` when it folds the layout nodes
+    itself, once over all its steps: a view whose reader lies in another slice then still folds into
+    it. ``plain``: the nodes' reference steps (``kernel_step`` of each, in order) when the caller
+    made them already."""
+    # (importing hal.kernels.fused imports the kernel families, on first use)
+    from hal.kernels.fused import MatMulBias, NormRelu, Region, ReluPool
 
     nodes = list(nodes)
     plain = steps_for_nodes(graph, nodes) if plain is None else list(plain)
@@ -54,6 +56,9 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
             fn = ReluPool(keys[0], keys[1])
             step = Step(fn, list(f.inputs), [out], dict(steps[1].attrs), label, op, None,
                         tuple(n.name for n in members), "MaxPool")
+        elif f.kind == "norm_relu":
+            step = Step(NormRelu(keys[0], keys[1]), list(f.inputs), [out], dict(steps[0].attrs), label, op, None,
+                        tuple(n.name for n in members), "BatchNormalization")
         else:
             n_elem = len(f.refs)
             fn = Region(keys[:n_elem], f.refs, [s.attrs for s in steps[:n_elem]], [n.op_type for n in members[:n_elem]],

@@ -10,7 +10,9 @@ nodes the engine runs as one step:
   that alone reads the region's result;
 - ``relu_pool``: a Relu whose output only a MaxPool reads (a CNN's stem, VGG's blocks), the pool
   run first and the Relu on its smaller result: max commutes with max(., 0), and every window of
-  such a pool (no dilation, no ceil mode, pads within the kernel) holds an element of the image.
+  such a pool (no dilation, no ceil mode, pads within the kernel) holds an element of the image;
+- ``norm_relu``: an inference BatchNormalization whose output only a Relu reads (DenseNet's
+  pre-activation before each conv), one pass over the tensor instead of three.
 
 Every value inside a group has exactly one reading node, is not a graph output and is not read by a
 subgraph, so computing the group as one step changes no other step's inputs.
@@ -70,7 +72,7 @@ class GraphIndex:
 class Fusion:
     """Nodes (indices into the list given to ``find_fusions``, in order) that run as one step."""
 
-    kind: str                     # "matmul_bias" | "region" | "relu_pool"
+    kind: str                     # "matmul_bias" | "region" | "relu_pool" | "norm_relu"
     members: list[int]
     inputs: list[str] = field(default_factory=list)   # the step's inputs, in call order
     #: region: per member, each input as an index into ``inputs`` (>= 0) or ~k for member k's result
@@ -162,6 +164,14 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
         if p is not None and p > k and p not in used and _pool_after_relu(nodes[p]):
             used |= {k, p}
             out.append(Fusion("relu_pool", [k, p], [n.inputs[0]]))
+    for k, n in enumerate(nodes):
+        if (n.op_type != "BatchNormalization" or k in used or not _plain(n) or len(n.inputs) != 5
+                or n.attrs.get("training_mode", 0) or id(n) not in gpos):
+            continue
+        r = sole_reader(n.outputs[0])
+        if r is not None and r > k and r not in used and nodes[r].op_type == "Relu" and _plain(nodes[r]):
+            used |= {k, r}
+            out.append(Fusion("norm_relu", [k, r], list(n.inputs)))
     out.sort(key=lambda f: f.members[-1])
     return out
 

@@ -4,12 +4,13 @@ that found ``jit.enabled()``: importing this module imports numba.
 Two families, and a tree walk. Window loops (a depthwise 3x3 conv, 2-D pools) read each window in
 place and write their output once, where the numpy kernels make a pass over memory per tap. Row loops (erf's
 polynomial, softmax's passes around numpy's exp with the scale and mask before them,
-LayerNormalization, a key block of the GPU target's flash attention) do in one call per row what
-numpy does in several to twenty calls over the whole tensor: on tiny-gpt's rows of 16 to 256
-floats each numpy call costs more than its arithmetic. The callers (``hal.kernels.nn``,
-``hal.kernels.pool``, ``elementwise``, ``activation``, ``normalization``, ``fused``,
-``hal_gpu.attention``) check shapes, dtypes and parameters and allocate every buffer; these loops
-allocate nothing.
+LayerNormalization, BatchNormalization's multiply-add a channel and the Relu after it, a key
+block of the GPU target's flash attention) do in one call per row what numpy does in several to
+twenty calls over the whole tensor: on tiny-gpt's rows of 16 to 256 floats each numpy call costs
+more than its arithmetic, and on a CNN's channels each call is a pass over memory. The callers
+(``hal.kernels.nn``, ``hal.kernels.pool``, ``elementwise``, ``activation``, ``normalization``,
+``fused``, ``hal_gpu.attention``) check shapes, dtypes and parameters and allocate every buffer;
+these loops allocate nothing.
 
 Indices are cast to ``np.uintp``: numba then knows them non-negative, skips the wraparound of
 negative indices, and the loops vectorise (SqueezeNet's stem pool as one flat-indexed loop: 0.63 ms,
@@ -396,6 +397,28 @@ def layer_norm_rows(x, scale, bias, has_bias, eps, out):
                 out[U(r), U(i)] = (x[U(r), U(i)] - mean) * inv * scale[U(i)]
 
 
+@njit(signature=types.void(_ROWS_RO, _F32_RO, _F32_RO, types.boolean, _ROWS))
+def channel_affine(x, a, b, relu, out):
+    """x * a + b per channel into ``out`` (not ``x``), then max(., +0) where ``relu``: row r of x is
+    one image's channel r % len(a) (an NCHW tensor as (N*C, H*W)). Inference BatchNormalization
+    folded into one multiply-add a channel, and the Relu after it, in one pass where numpy makes
+    two or three over the tensor; rounded at each operation as numpy's multiply and add, and the
+    max keeps a NaN and turns -0 into +0 as ``np.maximum(y, 0)`` does, so the same bits."""
+    rows, n = x.shape
+    c = a.shape[0]
+    zero = np.float32(0)
+    for r in range(rows):
+        ar = a[U(r % c)]
+        br = b[U(r % c)]
+        if relu:
+            for i in range(n):
+                v = x[U(r), U(i)] * ar + br
+                out[U(r), U(i)] = v if (v > zero or v != v) else zero
+        else:
+            for i in range(n):
+                out[U(r), U(i)] = x[U(r), U(i)] * ar + br
+
+
 #: ``round_float32``'s formats: tf32 (10 stored mantissa bits, float32's exponents), bfloat16 (7 bits,
 #: float32's exponents), float16 (10 bits, exponents -14 to 15, subnormals down to 2**-24), float8
 #: e4m3fn (3 bits, exponents -6 to 8, subnormals down to 2**-9, saturating at 448 as ``np.clip`` before
@@ -554,6 +577,6 @@ def warm() -> None:
                      np.empty((1, 2, 2, 2), dtype=np.float32), np.zeros(16, dtype=np.float32), 4)
 
 
-__all__ = ["depthwise3x3", "erf_tanh_arg", "finite_abs_max", "forest_leaves", "forest_sums", "layer_norm_rows",
-           "online_shift", "pool2d", "round_float32", "round_fp16_per_tensor", "row_sums", "softmax_prologue",
-           "softmax_scale", "softmax_shift", "warm"]
+__all__ = ["channel_affine", "depthwise3x3", "erf_tanh_arg", "finite_abs_max", "forest_leaves", "forest_sums",
+           "layer_norm_rows", "online_shift", "pool2d", "round_float32", "round_fp16_per_tensor", "row_sums",
+           "softmax_prologue", "softmax_scale", "softmax_shift", "warm"]

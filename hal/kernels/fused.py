@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from hal import limits
-from hal.kernels import activation, elementwise, jit
+from hal.kernels import activation, elementwise, jit, normalization
 from hal.kernels.elementwise import broadcasts_onto
 from hal.kernels.registry import lookup
 from hal.kernels.score_chain import ScoreChain, member
@@ -401,6 +401,35 @@ class ReluPool(_Fused):
         return relu(y)
 
 
+class NormRelu(_Fused):
+    """An inference BatchNormalization and the Relu that alone reads it (the step's inputs: the
+    BatchNormalization's five), as one pass over the tensor (``normalization.batch_norm_relu``):
+    DenseNet's pre-activation BN-Relu before each of its convs, where the two kernels make three
+    passes (the multiply into a new tensor, the add and the max in place). The same bits; a
+    training-mode node, or kernels other than the registry's, run one after the other."""
+
+    def __init__(self, norm: Key, relu: Key):
+        self.keys = [norm, relu]
+        self._bind()
+
+    def _bind(self) -> None:
+        super()._bind()
+        # the opset 9+ kernels are _batchnorm_infer outside training mode (opset 1's ``spatial`` is not)
+        self._one_pass = self.keys[0][2] >= 9 and self.fns[1] is activation.relu
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_one_pass", None)
+        return state
+
+    def __call__(self, x: Any, scale: Any, bias: Any, mean: Any, var: Any, **attrs: Any) -> Any:
+        if self._one_pass and not attrs.get("training_mode", 0) and x.__class__ is np.ndarray:
+            return normalization.batch_norm_relu(x, scale, bias, mean, var, attrs.get("epsilon", 1e-5))
+        norm, relu = self.fns
+        y = norm(x, scale, bias, mean, var, **attrs)
+        return relu(y[0] if y.__class__ is tuple else y)
+
+
 class ConcatChain(_Fused):
     """A Concat whose result shares one buffer with the Concats that extend it: each of those reads
     the previous result as its first input along the same axis (DenseNet's dense blocks), so the
@@ -453,4 +482,4 @@ class ConcatChain(_Fused):
         return buf[:end].reshape(*lead, end, *rest)
 
 
-__all__ = ["ConcatChain", "MatMulBias", "Region", "ReluPool"]
+__all__ = ["ConcatChain", "MatMulBias", "NormRelu", "Region", "ReluPool"]
