@@ -1,7 +1,7 @@
 """Graph passes every target gets before capability and compile: constant folding, BatchNormalization
 folding, the reorderings of ``hal.graph.rewrite`` (pools moved past what they commute with, a
 pointwise conv split over a Concat's parts), dead-node removal (and of the optional outputs nobody
-reads).
+reads), and a layout of sibling projections' weights in one array each (no node changes).
 
 Each pass is linear in the graph's size and keeps outputs and topological order; numerics move by
 rounding at most (BatchNormalization folding, and the rewrites whose docstrings say so).
@@ -243,9 +243,31 @@ def fold_batch_norm(graph: Graph) -> Graph:
     return graph
 
 
+def stack_sibling_weights(graph: Graph) -> Graph:
+    """Lay out the weights of MatMul + bias Add pairs that read one activation (attention's Q, K
+    and V projections: ``matmul_bias_group`` in ``hal.graph.fuse``) as the consecutive matrices of
+    one array, and their biases as the rows of another: each initializer becomes a view of the
+    stacked copy, which replaces it, so the graph holds the same values in the same bytes and no
+    node or value changes. The host step that runs such a group then makes one batched product
+    over the stack (``hal.kernels.fused.MatMulBiasGroup``)."""
+    from hal.graph.fuse import find_fusions
+
+    inits = graph.initializers
+    for f in find_fusions(graph, graph.nodes):
+        if f.kind != "matmul_bias_group":
+            continue
+        n = len(f.pairs)
+        for names in (f.inputs[1:1 + n], f.inputs[1 + n:]):
+            stacked = np.stack([inits[k] for k in names])
+            for i, k in enumerate(names):
+                inits[k] = stacked[i]
+    return graph
+
+
 def optimize(graph: Graph) -> Graph:
     """The standard pipeline, in place: fold constants, fold BatchNormalization into Conv weights,
     put average pools and pointwise convs in their cheaper order, pool a channel Concat's parts,
-    split a pointwise conv over a Concat's parts, then remove what no output needs."""
+    split a pointwise conv over a Concat's parts, remove what no output needs, then stack the
+    weights of sibling MatMul + bias pairs (their values and bytes unchanged)."""
     graph = reorder_average_pools(fold_batch_norm(fold_constants(graph)))
-    return remove_dead_nodes(split_concat_convs(pool_concat_parts(graph)))
+    return stack_sibling_weights(remove_dead_nodes(split_concat_convs(pool_concat_parts(graph))))
