@@ -12,6 +12,7 @@ attention its score ops (one key block).
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -62,9 +63,17 @@ class ScoreChain:
         self.members = tuple(members)
         #: (the scores' shape and the side inputs' shapes and dtypes, their layout) of the last call
         self._memo: tuple[Any, Any] | None = None
+        #: the side inputs the members read, by index, in order
+        self._reads = tuple(i for _, other, c in self.members for i in ((other, c) if c >= 0 else (other,)))
+        #: (the scores' shape, the side inputs read, the loop's arguments) of the last call whose side
+        #: inputs were all read-only (weights, and what only weights made: the same values every run)
+        self._fixed: tuple[Any, tuple[Any, ...], tuple[Any, ...]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"members": self.members, "_memo": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["members"])
 
     def shift(self, x: Any, sides: Sequence[Any]) -> Array | None:
         """x through the chain into a new array, each row of its last axis less its maximum (NaN
@@ -75,6 +84,12 @@ class ScoreChain:
                 or not jit.enabled()):
             return None
         n = x.shape[-1]
+        fixed = self._fixed
+        if fixed is not None and fixed[0] == x.shape and all(map(operator.is_, map(sides.__getitem__, self._reads),
+                                                                  fixed[1])):
+            out = np.empty(x.shape, dtype=_F32)
+            jit.loops().softmax_prologue(x.reshape(-1, n), out.reshape(-1, n), *fixed[2])
+            return out
         pairs = [(sides[other], sides[c] if c >= 0 else None) for _, other, c in self.members]
         sig = (x.shape, tuple([(getattr(v, "shape", None), getattr(v, "dtype", None)) for p in pairs for v in p]))
         memo = self._memo
@@ -94,6 +109,12 @@ class ScoreChain:
                 mask = v.reshape(-1, n)
             else:
                 consts[k] = v.reshape(-1)[0]
+        read = tuple([sides[i] for i in self._reads])
+        if all(v.__class__ is np.ndarray and not v.flags.writeable for v in read):
+            # the same side inputs next time are the same values: their scalars and views are kept (a
+            # writable one, a caller's feed, may change in place between runs)
+            consts.flags.writeable = False
+            self._fixed = (x.shape, read, (codes, consts, mask, cond, row_of))  # one tuple: atomic
         out = np.empty(x.shape, dtype=_F32)
         jit.loops().softmax_prologue(x.reshape(-1, n), out.reshape(-1, n), codes, consts, mask, cond, row_of)
         return out

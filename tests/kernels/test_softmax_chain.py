@@ -77,6 +77,26 @@ def test_random_chains_are_the_member_by_member_bits(monkeypatch, seed) -> None:
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
+def test_read_only_side_inputs_keep_their_loop_arguments_and_a_writable_one_is_read_each_call() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 5, 24)).astype(np.float32)
+    scale, mask = np.array(8.0, np.float32), rng.standard_normal((2, 1, 1, 24)).astype(np.float32)
+    region = _region(["Div", "Add"], [(0, 1), (~0, 2)])
+    for v in (scale, mask):
+        v.flags.writeable = False  # weights, as a program protects them
+    with np.errstate(all="ignore"):
+        first = region(x, scale, mask)
+        assert region._chain._fixed is not None  # kept, and used by the next call with the same inputs
+        np.testing.assert_array_equal(region(x, scale, mask), first)
+        other = np.array(2.0, np.float32)
+        other.flags.writeable = False
+        np.testing.assert_array_equal(region(x, other, mask), _member_by_member(region, [x, other, mask]))
+        fed = np.array(8.0, np.float32)  # a caller's writable feed, changed in place between calls
+        np.testing.assert_array_equal(region(x, fed, mask), first)
+        fed[...] = 0.5
+        np.testing.assert_array_equal(region(x, fed, mask), _member_by_member(region, [x, fed, mask]))
+
+
 @pytest.mark.parametrize("case", ["two arrays", "float64 scalar", "row-wide mask", "strided scores", "axis 2",
                                   "int scores", "mask of another rank"])
 def test_inputs_outside_the_loop_take_the_member_by_member_path(monkeypatch, case) -> None:
