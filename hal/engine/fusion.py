@@ -27,13 +27,12 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     product), elementwise regions (GELU chains, attention scale and mask) and the Softmax after
     one, a Relu and the MaxPool after it, a BatchNormalization and the Relu after it; Concats that
     extend one another share one buffer; a layout node (Reshape, Transpose, ...) runs inside the
-    one step reading it (``hal.engine.views``). Results are
-    bit-identical to the plain steps; a fused step's ``nodes`` names the nodes it runs and its label
-    and op type join theirs with "+". A caller fusing many slices of one graph passes the graph's
-    ``GraphIndex`` once (building it is O(graph)), and ``fold=False`` when it folds the layout nodes
-    itself, once over all its steps: a view whose reader lies in another slice then still folds into
-    it. ``plain``: the nodes' reference steps (``kernel_step`` of each, in order) when the caller
-    made them already."""
+    one step reading it (``hal.engine.views``). Results are bit-identical to the plain steps; a
+    fused step's ``nodes`` names the nodes it runs and its label and op type join theirs with "+".
+    A caller fusing many slices of one graph passes the graph's ``GraphIndex`` once (building it is
+    O(graph)), and ``fold=False`` when it folds the layout nodes itself, once over all its steps: a
+    view whose reader lies in another slice then still folds into it. ``plain``: the nodes'
+    reference steps (``kernel_step`` of each, in order) when the caller made them already."""
     # (importing hal.kernels.fused imports the kernel families, on first use)
     from hal.kernels.fused import MatMulBias, MatMulBiasGroup, NormRelu, Region, ReluPool
 
