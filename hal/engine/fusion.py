@@ -23,18 +23,19 @@ def _key(step: Step, node: Node, graph: Graph) -> tuple[str, str, int]:
 def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = None, *,
                 fold: bool = True, plain: Sequence[Step] | None = None) -> list[Step]:
     """``steps_for_nodes`` with the groups ``hal.graph.fuse.find_fusions`` finds run as one step each
-    (hal.kernels.fused): MatMul + bias Add (and such pairs reading one activation, as one batched
-    product), elementwise regions (GELU chains, attention scale and mask) and the Softmax after
-    one, a Relu and the MaxPool after it, a BatchNormalization and the Relu after it; Concats that
-    extend one another share one buffer; a layout node (Reshape, Transpose, ...) runs inside the
-    one step reading it (``hal.engine.views``). Results are bit-identical to the plain steps; a
-    fused step's ``nodes`` names the nodes it runs and its label and op type join theirs with "+".
-    A caller fusing many slices of one graph passes the graph's ``GraphIndex`` once (building it is
-    O(graph)), and ``fold=False`` when it folds the layout nodes itself, once over all its steps: a
-    view whose reader lies in another slice then still folds into it. ``plain``: the nodes'
-    reference steps (``kernel_step`` of each, in order) when the caller made them already."""
+    (hal.kernels.fused): MatMul + bias Add (and sibling MatMuls reading one activation, with their
+    bias Adds or without, as one batched product), elementwise regions (GELU chains, attention
+    scale and mask) and the Softmax after one, a Relu and the MaxPool after it, a
+    BatchNormalization and the Relu after it; Concats that extend one another share one buffer; a
+    layout node (Reshape, Transpose, ...) runs inside the one step reading it (``hal.engine.views``).
+    Results are bit-identical to the plain steps; a fused step's ``nodes`` names the nodes it runs
+    and its label and op type join theirs with "+". A caller fusing many slices of one graph passes
+    the graph's ``GraphIndex`` once (building it is O(graph)), and ``fold=False`` when it folds the
+    layout nodes itself, once over all its steps: a view whose reader lies in another slice then
+    still folds into it. ``plain``: the nodes' reference steps (``kernel_step`` of each, in order)
+    when the caller made them already."""
     # (importing hal.kernels.fused imports the kernel families, on first use)
-    from hal.kernels.fused import MatMulBias, MatMulBiasGroup, NormRelu, Region, ReluPool
+    from hal.kernels.fused import MatMulBias, MatMulGroup, NormRelu, Region, ReluPool
 
     nodes = list(nodes)
     plain = steps_for_nodes(graph, nodes) if plain is None else list(plain)
@@ -52,11 +53,12 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
         if f.kind == "matmul_bias":
             fn: Any = MatMulBias(keys[0], keys[1], f.bias_first)
             step = Step(fn, list(f.inputs), [out], {}, label, op, None, tuple(n.name for n in members), "MatMul")
-        elif f.kind == "matmul_bias_group":
+        elif f.kind == "matmul_group":
             # (the guard sizes one product, a group's output is that many: at most a few, all the
             # same shape)
-            adds = [nodes[a].outputs[0] for _, a in f.pairs]
-            step = Step(MatMulBiasGroup(keys[0], keys[1], len(f.pairs)), list(f.inputs), adds, {}, label, op, None,
+            outs = [nodes[a if a >= 0 else m].outputs[0] for m, a in f.pairs]
+            add = keys[f.members.index(f.pairs[0][1])] if f.pairs[0][1] >= 0 else None
+            step = Step(MatMulGroup(keys[0], add, len(f.pairs)), list(f.inputs), outs, {}, label, op, None,
                         tuple(n.name for n in members), "MatMul")
         elif f.kind == "relu_pool":
             fn = ReluPool(keys[0], keys[1])

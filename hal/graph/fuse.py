@@ -5,8 +5,9 @@ reading nodes (implicit subgraph reads included) and the graph outputs. ``find_f
 nodes the engine runs as one step:
 
 - ``matmul_bias``: a MatMul whose output only a bias Add reads (the Add's other input a 1-D weight);
-- ``matmul_bias_group``: such pairs that read one activation through weights of one shape
-  (attention's Q, K and V projections), one batched product over their weights where
+- ``matmul_group``: MatMuls that read one activation through weights of one shape, each with its
+  bias Add (a ``matmul_bias`` pair) or each without (attention's Q, K and V projections, an MLP's
+  gate and up ones), one batched product over their weights where
   ``hal.graph.passes.stack_sibling_weights`` laid those out as one array;
 - ``region``: elementwise nodes joined through values each read by exactly one node of the group
   (the exported erf/tanh GELU, Div/Mul scale + mask Add/Where), optionally ending in the Softmax
@@ -75,21 +76,22 @@ class GraphIndex:
 class Fusion:
     """Nodes (indices into the list given to ``find_fusions``, in order) that run as one step."""
 
-    kind: str                     # "matmul_bias" | "matmul_bias_group" | "region" | "relu_pool" | "norm_relu"
+    kind: str                     # "matmul_bias" | "matmul_group" | "region" | "relu_pool" | "norm_relu"
     members: list[int]
     inputs: list[str] = field(default_factory=list)   # the step's inputs, in call order
     #: region: per member, each input as an index into ``inputs`` (>= 0) or ~k for member k's result
     refs: list[tuple[int, ...]] = field(default_factory=list)
     softmax: int | None = None    # region: the Softmax member reading the result, if any
     bias_first: bool = False      # matmul_bias: the Add reads the bias first
-    #: matmul_bias_group: the (MatMul, Add) member pairs, in node order
+    #: matmul_group: per MatMul, in node order, (its index, its bias Add's index or -1)
     pairs: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def at(self) -> int:
-        """The member whose place the step takes: a group's outputs are read from its first pair's
-        Add on, so it runs at its first MatMul; any other group at its last member."""
-        return self.members[0] if self.kind == "matmul_bias_group" else self.members[-1]
+        """The member whose place the step takes: a group's outputs are read from its first
+        MatMul's (or that one's Add) on, so it runs at its first MatMul; any other group at its last
+        member."""
+        return self.members[0] if self.kind == "matmul_group" else self.members[-1]
 
 
 def _has_body(v: object) -> bool:
@@ -130,7 +132,10 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
             continue
         used |= {k, a}
         out.append(Fusion("matmul_bias", [k, a], [*n.inputs, bias], bias_first=add.inputs[0] == bias))
-    out = _sibling_groups(graph, ix, out)
+    alone = [Fusion("matmul", [k], list(n.inputs)) for k, n in enumerate(nodes)
+             if n.op_type == "MatMul" and k not in used and _plain(n) and id(n) in gpos and len(n.inputs) == 2]
+    out = _sibling_groups(graph, ix, out, alone)
+    used.update(k for f in out if f.kind == "matmul_group" for k in f.members)
 
     # regions: union elementwise nodes along single-reader edges
     parent = list(range(len(nodes)))
@@ -188,28 +193,32 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
     return out
 
 
-def _sibling_groups(graph: Graph, ix: GraphIndex, pairs: list[Fusion]) -> list[Fusion]:
+def _sibling_groups(graph: Graph, ix: GraphIndex, pairs: list[Fusion], alone: list[Fusion]) -> list[Fusion]:
     """``pairs`` (``matmul_bias`` fusions) with those that read one activation through weights of
-    one shape and dtype, and biases likewise, as one ``matmul_bias_group`` each (attention's Q, K
-    and V projections): the members of every pair, the step's inputs (the activation, the weights,
-    then the biases, in node order) and the (MatMul, Add) pairs. A weight or bias that two of the
-    pairs share keeps them apart (one array cannot be two consecutive matrices)."""
+    one shape and dtype, and biases likewise, as one ``matmul_group`` each; and the MatMuls of
+    ``alone`` (stand-ins of one member, their inputs the MatMul's) that do so without a bias, the
+    same way (attention's Q, K and V projections, with biases or without). A group's members, its
+    step's inputs (the activation, the weights, then the biases, in node order) and per MatMul its
+    index and its Add's (-1 for none). A weight or bias that two of them share keeps them apart
+    (one array cannot be two consecutive matrices)."""
     groups: dict[tuple, list[Fusion]] = {}
-    for f in pairs:
-        a, w, b = f.inputs
-        wa, ba = graph.initializers.get(w), graph.initializers.get(b)
+    for f in pairs + alone:
+        a, w = f.inputs[:2]
+        wa = graph.initializers.get(w)
         if a in graph.initializers or not isinstance(wa, np.ndarray) or wa.ndim != 2 or w in ix.graph_inputs:
             continue
-        groups.setdefault((a, wa.shape, wa.dtype, ba.shape, ba.dtype), []).append(f)
+        ba = graph.initializers.get(f.inputs[2]) if len(f.inputs) == 3 else None
+        bias = None if ba is None else (ba.shape, ba.dtype)
+        groups.setdefault((a, wa.shape, wa.dtype, bias), []).append(f)
     grouped: set[int] = set()
     out: list[Fusion] = []
     for fs in groups.values():
-        ws, bs = [f.inputs[1] for f in fs], [f.inputs[2] for f in fs]
+        ws, bs = [f.inputs[1] for f in fs], [f.inputs[2] for f in fs if len(f.inputs) == 3]
         if len(fs) < 2 or len(set(ws)) < len(ws) or len(set(bs)) < len(bs):
             continue
         grouped.update(id(f) for f in fs)
-        out.append(Fusion("matmul_bias_group", sorted(k for f in fs for k in f.members), [fs[0].inputs[0], *ws, *bs],
-                          pairs=[(f.members[0], f.members[1]) for f in fs]))
+        out.append(Fusion("matmul_group", sorted(k for f in fs for k in f.members), [fs[0].inputs[0], *ws, *bs],
+                          pairs=[(f.members[0], f.members[1] if len(f.members) == 2 else -1) for f in fs]))
     return [f for f in pairs if id(f) not in grouped] + out
 
 

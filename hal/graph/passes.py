@@ -244,23 +244,24 @@ def fold_batch_norm(graph: Graph) -> Graph:
 
 
 def stack_sibling_weights(graph: Graph) -> Graph:
-    """Lay out the weights of MatMul + bias Add pairs that read one activation (attention's Q, K
-    and V projections: ``matmul_bias_group`` in ``hal.graph.fuse``) as the consecutive matrices of
-    one array, and their biases as the rows of another: each initializer becomes a view of the
-    stacked copy, which replaces it, so the graph holds the same values in the same bytes and no
-    node or value changes. The host step that runs such a group then makes one batched product
-    over the stack (``hal.kernels.fused.MatMulBiasGroup``)."""
+    """Lay out the weights of sibling MatMuls that read one activation (attention's Q, K and V
+    projections, an MLP's gate and up ones: ``matmul_group`` in ``hal.graph.fuse``) as the
+    consecutive matrices of one array, and their biases, if they have some, as the rows of another:
+    each initializer becomes a view of the stacked copy, which replaces it, so the graph holds the
+    same values in the same bytes and no node or value changes. The host step that runs such a
+    group then makes one batched product over the stack (``hal.kernels.fused.MatMulGroup``)."""
     from hal.graph.fuse import find_fusions
 
     inits = graph.initializers
     for f in find_fusions(graph, graph.nodes):
-        if f.kind != "matmul_bias_group":
+        if f.kind != "matmul_group":
             continue
         n = len(f.pairs)
         for names in (f.inputs[1:1 + n], f.inputs[1 + n:]):
-            stacked = np.stack([inits[k] for k in names])
-            for i, k in enumerate(names):
-                inits[k] = stacked[i]
+            if names:
+                stacked = np.stack([inits[k] for k in names])
+                for i, k in enumerate(names):
+                    inits[k] = stacked[i]
     return graph
 
 
@@ -268,6 +269,6 @@ def optimize(graph: Graph) -> Graph:
     """The standard pipeline, in place: fold constants, fold BatchNormalization into Conv weights,
     put average pools and pointwise convs in their cheaper order, pool a channel Concat's parts,
     split a pointwise conv over a Concat's parts, remove what no output needs, then stack the
-    weights of sibling MatMul + bias pairs (their values and bytes unchanged)."""
+    weights of sibling MatMuls (their values and bytes unchanged)."""
     graph = reorder_average_pools(fold_batch_norm(fold_constants(graph)))
     return stack_sibling_weights(remove_dead_nodes(split_concat_convs(pool_concat_parts(graph))))

@@ -108,52 +108,59 @@ class MatMulBias(_Fused):
         return add(bias, y) if self.bias_first else add(y, bias)
 
 
-class MatMulBiasGroup(_Fused):
-    """``n`` MatMul + bias Add pairs that read one activation, each through its own weight and bias
-    (the step's inputs: a, the n weights, the n biases), as attention's Q, K and V projections.
+class MatMulGroup(_Fused):
+    """``n`` MatMuls that read one activation, each through its own weight and each with its bias
+    Add or each without (the step's inputs: a, the n weights, then the n biases if any), as
+    attention's Q, K and V projections or an MLP's gate and up ones.
 
     Where the weights are the consecutive matrices of one array and the biases the rows of
     another (``hal.graph.passes.stack_sibling_weights`` lays them out so), one batched matmul over
     that array and one add of the biases: numpy makes the same BLAS call per matrix as the MatMul
-    kernel does for each pair, and the adds are the same float32 sums, so the same bits as the pairs
+    kernel does for each, and the adds are the same float32 sums, so the same bits as the nodes
     apart, for one call each instead of n (tiny-gpt's three 16x64 by 64x64 projections 15.2 -> 8.6 us
     in isolation, its whole run 1.034x faster; BERT-bench's 512-row ones are BLAS time, level).
     Elsewhere (weights laid out apart, as after a stored program is loaded; other dtypes; an
-    activation that is not C-contiguous, which the pairs' products may read through a transposed
-    BLAS call; a 1-D one) each pair runs as ``MatMulBias``."""
+    activation that is not C-contiguous, which the separate products may read through a transposed
+    BLAS call; a 1-D one) each runs alone: ``MatMulBias``, or the MatMul kernel."""
 
-    def __init__(self, matmul: Key, add: Key, n: int):
-        self.keys = [matmul, add]
+    def __init__(self, matmul: Key, add: Key | None, n: int):
+        self.keys = [matmul] if add is None else [matmul, add]
         self.n = n
         self._bind()
 
     def _bind(self) -> None:
         super()._bind()
-        self._pair = MatMulBias(self.keys[0], self.keys[1], False)
-        self._batched = self.fns[0] is linalg.matmul and self.fns[1] is elementwise.add
-        #: (the weights and biases of the last call, their stacked arrays or None, the biases as (n, 1, N))
+        self._biased = len(self.keys) == 2
+        self._pair = MatMulBias(self.keys[0], self.keys[1], False) if self._biased else None
+        self._batched = self.fns[0] is linalg.matmul and (not self._biased or self.fns[1] is elementwise.add)
+        #: (the weights and biases of the last call, the weights' stacked array or None, the biases'
+        #: as (n, 1, N), or None where they are not stacked or there are none)
         self._layout: tuple[tuple[Any, ...], Any, Any] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        for k in ("_pair", "_batched", "_layout"):
+        for k in ("_biased", "_pair", "_batched", "_layout"):
             state.pop(k, None)
         return state
 
     def __call__(self, a: Array, *weights: Array) -> tuple[Array, ...]:
+        n = self.n
         layout = self._layout
         if layout is None or len(layout[0]) != len(weights) or not all(map(operator.is_, weights, layout[0])):
-            w, b = _stacked(weights[:self.n]), _stacked(weights[self.n:])
+            w, b = _stacked(weights[:n]), _stacked(weights[n:]) if self._biased else None
             layout = (weights, w, None if b is None else b[:, None, :])
             self._layout = layout  # one tuple: atomic for concurrent runs
         _, w, b = layout
-        if (self._batched and w is not None and b is not None and a.__class__ is np.ndarray and a.ndim >= 2
-                and a.dtype == w.dtype == b.dtype == _F32 and a.shape[-1] == w.shape[1] and a.flags.c_contiguous):
+        if (self._batched and w is not None and (b is not None or not self._biased) and a.__class__ is np.ndarray
+                and a.ndim >= 2 and a.dtype == w.dtype == _F32 and a.shape[-1] == w.shape[1] and a.flags.c_contiguous
+                and (b is None or b.dtype == _F32)):
             y = np.matmul(a.reshape(-1, a.shape[-1]), w)  # (n, rows, N): one BLAS product per weight
-            np.add(y, b, out=y)
-            return tuple(y.reshape(self.n, *a.shape[:-1], w.shape[2]))  # (iterating gives each product)
-        n = self.n
-        return tuple([self._pair(a, weights[i], weights[n + i]) for i in range(n)])
+            if b is not None:
+                np.add(y, b, out=y)
+            return tuple(y.reshape(n, *a.shape[:-1], w.shape[2]))  # (iterating gives each product)
+        if self._pair is not None:
+            return tuple([self._pair(a, weights[i], weights[n + i]) for i in range(n)])
+        return tuple([self.fns[0](a, weights[i]) for i in range(n)])
 
 
 def _stacked(xs: Sequence[Any]) -> Array | None:
@@ -547,4 +554,4 @@ class ConcatChain(_Fused):
         return buf[:end].reshape(*lead, end, *rest)
 
 
-__all__ = ["ConcatChain", "MatMulBias", "MatMulBiasGroup", "NormRelu", "Region", "ReluPool"]
+__all__ = ["ConcatChain", "MatMulBias", "MatMulGroup", "NormRelu", "Region", "ReluPool"]
