@@ -79,25 +79,41 @@ def test_erf_gelu_chain_fuses_into_one_step_bit_identically():
     model = _transformer("bert_tiny.onnx")
     graph = optimize(from_proto(model, where="bert"))
     steps = fused_steps(graph, graph.nodes)
-    gelu = [s for s in steps if s.op_type == "Div+Erf+Add+Mul+Mul"]
+    # the MLP's first product, its bias Add and the GELU reading the sum: one step (``MatMulEpilogue``)
+    gelu = [s for s in steps if s.op_type == "MatMul+Add+Div+Erf+Add+Mul+Mul"]
     assert gelu, sorted({s.op_type for s in steps})
     rng = np.random.default_rng(0)
     s = gelu[0]
-    args = [graph.initializers.get(n) for n in s.ins]
-    x_at = next(i for i, a in enumerate(args) if a is None)
-    x = (rng.standard_normal((4, 128, 160)) * 4).astype(np.float32)  # 2.5 blocks: runs block by block
-    x.flat[:4] = [np.nan, np.inf, -np.inf, 0.0]
-    x.flat[-4:] = [1e30, -1e30, 1e-40, -0.0]
-    args[x_at] = x
-    # the plain steps of the same nodes, one after another
     by_name = {n.name: n for n in graph.nodes}
-    env = dict(zip(s.ins, args))
-    with np.errstate(all="ignore"):  # as the engine runs kernels: NaN and Inf propagate silently
-        for st in steps_for_nodes(graph, [by_name[n] for n in s.nodes]):
-            env[st.outs[0]] = st.fn(*[env[i] for i in st.ins], **st.attrs)
+    plain = steps_for_nodes(graph, [by_name[n] for n in s.nodes])
+    consts = [graph.initializers[n] for n in s.ins[3:]]
+    w = graph.initializers[s.ins[1]]
+    specials = [np.nan, np.inf, -np.inf, 0.0, 1e30, -1e30, 1e-40, -0.0]
+
+    def apart(env: dict) -> np.ndarray:
+        with np.errstate(all="ignore"):  # as the engine runs kernels: NaN and Inf propagate silently
+            for st in plain:
+                if all(i in env for i in st.ins):
+                    env[st.outs[0]] = st.fn(*[env[i] for i in st.ins], **st.attrs)
+        return env[s.outs[0]]
+
+    # the region alone (as it runs where the product is not float32, say): 2.5 blocks, IEEE specials
+    x = (rng.standard_normal((4, 128, w.shape[1])) * 4).astype(np.float32)
+    x.flat[:4], x.flat[-4:] = specials[:4], specials[4:]
+    x0 = x.copy()
+    want = apart({plain[1].outs[0]: x, **dict(zip(s.ins[3:], consts))})
+    with np.errstate(all="ignore"):
+        got = s.fn.region(x, *consts)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(x, x0, equal_nan=True)  # its input is left alone
+    # the whole step, the product's rows in blocks too, with specials reaching the product
+    a = (rng.standard_normal((4, 128, w.shape[0]))).astype(np.float32)
+    a[0, 0, :len(specials)] = specials
+    args = [a, w, graph.initializers[s.ins[2]], *consts]
+    want = apart(dict(zip(s.ins, args)))
+    with np.errstate(all="ignore"):
         got = s.fn(*args)
-    assert np.array_equal(got, env[s.outs[0]], equal_nan=True)
-    assert np.array_equal(args[x_at][~np.isnan(args[x_at])], x[~np.isnan(x)])  # its input is left alone
+    assert np.isnan(got).any() and np.array_equal(got, want, equal_nan=True)
 
 
 @pytest.mark.parametrize("name", TRANSFORMERS)
@@ -161,8 +177,8 @@ def test_fuses_only_where_every_intermediate_has_one_reader(extra_reader):
     graph = load(model)
     steps = fused_steps(graph, graph.nodes)
     kinds = {s.op_type for s in steps}
-    if extra_reader is None:
-        assert {"MatMul+Add", "Div+Erf+Add+Mul+Mul"} <= kinds
+    if extra_reader is None:  # the GELU as the product's epilogue: one step
+        assert kinds == {"MatMul+Add+Div+Erf+Add+Mul+Mul"}
     else:  # mm and e have a second reader: MatMul stays alone, the chain splits at e
         assert "MatMul+Add" not in kinds and "MatMul" in kinds
         assert "Div+Erf" in kinds and "Add+Mul+Mul" in kinds

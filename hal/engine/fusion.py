@@ -25,7 +25,8 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     """``steps_for_nodes`` with the groups ``hal.graph.fuse.find_fusions`` finds run as one step each
     (hal.kernels.fused): MatMul + bias Add (and sibling MatMuls reading one activation, with their
     bias Adds or without, as one batched product), elementwise regions (GELU chains, attention
-    scale and mask) and the Softmax after one, a Relu and the MaxPool after it, a
+    scale and mask) and the Softmax after one, a MatMul + bias Add with the region that alone reads
+    it (an MLP's GELU), a Relu and the MaxPool after it, a
     BatchNormalization and the Relu after it; Concats that extend one another share one buffer; a
     layout node (Reshape, Transpose, ...) runs inside the one step reading it (``hal.engine.views``).
     Results are bit-identical to the plain steps; a fused step's ``nodes`` names the nodes it runs
@@ -35,7 +36,7 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     still folds into it. ``plain``: the nodes' reference steps (``kernel_step`` of each, in order)
     when the caller made them already."""
     # (importing hal.kernels.fused imports the kernel families, on first use)
-    from hal.kernels.fused import MatMulBias, MatMulGroup, NormRelu, Region, ReluPool
+    from hal.kernels.fused import MatMulBias, MatMulEpilogue, MatMulGroup, NormRelu, Region, ReluPool
 
     nodes = list(nodes)
     plain = steps_for_nodes(graph, nodes) if plain is None else list(plain)
@@ -67,6 +68,11 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
         elif f.kind == "norm_relu":
             step = Step(NormRelu(keys[0], keys[1]), list(f.inputs), [out], dict(steps[0].attrs), label, op, None,
                         tuple(n.name for n in members), "BatchNormalization")
+        elif f.kind == "matmul_epilogue":  # (the region's members follow the pair's two)
+            region = Region(keys[2:], f.refs, [s.attrs for s in steps[2:]], [n.op_type for n in members[2:]],
+                            [n.name for n in members[2:]])
+            step = Step(MatMulEpilogue(keys[0], keys[1], f.bias_first, region), list(f.inputs), [out], {}, label, op,
+                        None, tuple(n.name for n in members), "MatMul")
         else:
             n_elem = len(f.refs)
             fn = Region(keys[:n_elem], f.refs, [s.attrs for s in steps[:n_elem]], [n.op_type for n in members[:n_elem]],

@@ -12,6 +12,8 @@ nodes the engine runs as one step:
 - ``region``: elementwise nodes joined through values each read by exactly one node of the group
   (the exported erf/tanh GELU, Div/Mul scale + mask Add/Where), optionally ending in the Softmax
   that alone reads the region's result;
+- ``matmul_epilogue``: a ``matmul_bias`` pair and the region (without a Softmax) that alone reads
+  the sum (a transformer MLP's first projection and its GELU), the region as the product's epilogue;
 - ``relu_pool``: a Relu whose output only a MaxPool reads (a CNN's stem, VGG's blocks), the pool
   run first and the Relu on its smaller result: max commutes with max(., 0), and every window of
   such a pool (no dilation, no ceil mode, pads within the kernel) holds an element of the image;
@@ -76,13 +78,15 @@ class GraphIndex:
 class Fusion:
     """Nodes (indices into the list given to ``find_fusions``, in order) that run as one step."""
 
-    kind: str                     # "matmul_bias" | "matmul_group" | "region" | "relu_pool" | "norm_relu"
+    #: "matmul_bias" | "matmul_group" | "region" | "matmul_epilogue" | "relu_pool" | "norm_relu"
+    kind: str
     members: list[int]
     inputs: list[str] = field(default_factory=list)   # the step's inputs, in call order
-    #: region: per member, each input as an index into ``inputs`` (>= 0) or ~k for member k's result
+    #: region: per member, each input as an index into ``inputs`` (>= 0) or ~k for member k's result;
+    #: matmul_epilogue: the region's members' (0 the pair's sum, i >= 1 the step's input i + 2)
     refs: list[tuple[int, ...]] = field(default_factory=list)
     softmax: int | None = None    # region: the Softmax member reading the result, if any
-    bias_first: bool = False      # matmul_bias: the Add reads the bias first
+    bias_first: bool = False      # matmul_bias, matmul_epilogue: the Add reads the bias first
     #: matmul_group: per MatMul, in node order, (its index, its bias Add's index or -1)
     pairs: list[tuple[int, int]] = field(default_factory=list)
 
@@ -174,6 +178,7 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
                               for x in nodes[m].inputs))
         out.append(Fusion("region", members + ([soft] if soft is not None else []), list(slot), refs, soft))
         used.update(members)
+    out = _epilogues(graph, ix, nodes, out)
     for k, n in enumerate(nodes):
         if n.op_type != "Relu" or k in used or not _plain(n) or len(n.inputs) != 1 or id(n) not in gpos:
             continue
@@ -220,6 +225,36 @@ def _sibling_groups(graph: Graph, ix: GraphIndex, pairs: list[Fusion], alone: li
         out.append(Fusion("matmul_group", sorted(k for f in fs for k in f.members), [fs[0].inputs[0], *ws, *bs],
                           pairs=[(f.members[0], f.members[1] if len(f.members) == 2 else -1) for f in fs]))
     return [f for f in pairs if id(f) not in grouped] + out
+
+
+def _epilogues(graph: Graph, ix: GraphIndex, nodes: Sequence[Node], fusions: list[Fusion]) -> list[Fusion]:
+    """``fusions`` with each ``matmul_bias`` pair whose sum only one Softmax-free region reads (all
+    its readers members of that region, not a graph output) joined with that region as one
+    ``matmul_epilogue``: the step's inputs are the pair's (a, b, bias) and then the region's others,
+    and its ``refs`` the region's over the sum (0) and those (see ``Fusion.refs``)."""
+    pairs = {nodes[f.members[1]].outputs[0]: f for f in fusions if f.kind == "matmul_bias"}
+    if not pairs:
+        return fusions
+    joined: set[int] = set()
+    out: list[Fusion] = []
+    for f in fusions:
+        if f.kind != "region" or f.softmax is not None:
+            continue
+        mine = {id(nodes[k]) for k in f.members}
+        for x in f.inputs:
+            p = pairs.get(x)
+            if p is None or id(p) in joined or x in ix.graph_outputs or not all(
+                    id(graph.nodes[c]) in mine for c in ix.consumers.get(x, ())):
+                continue
+            pos = f.inputs.index(x)
+            others = [i for i in range(len(f.inputs)) if i != pos]
+            renumber = {pos: 0, **{i: j + 1 for j, i in enumerate(others)}}
+            refs = [tuple(renumber[r] if r >= 0 else r for r in refs) for refs in f.refs]
+            joined.update((id(p), id(f)))
+            out.append(Fusion("matmul_epilogue", p.members + f.members, p.inputs + [f.inputs[i] for i in others],
+                              refs, bias_first=p.bias_first))
+            break
+    return [f for f in fusions if id(f) not in joined] + out
 
 
 def _pool_after_relu(node: Node) -> bool:

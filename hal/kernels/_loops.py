@@ -160,6 +160,22 @@ _ROWS_RO = types.Array(types.float32, 2, "C", readonly=True)
 _ROWS = types.Array(types.float32, 2, "C")
 
 
+@njit(inline="always")
+def _erf_arg(v, top, c0, c1, c2, c3, c4, c5, c6, c7, c8):
+    """v p(min(v^2, top)), p by Horner from its coefficients, highest first (see ``erf_tanh_arg``)."""
+    s = v * v
+    s = top if s > top else s  # NaN stays NaN, as np.minimum keeps it
+    p = s * c0 + c1
+    p = p * s + c2
+    p = p * s + c3
+    p = p * s + c4
+    p = p * s + c5
+    p = p * s + c6
+    p = p * s + c7
+    p = p * s + c8
+    return p * v
+
+
 @njit(signature=types.void(_F32_RO, _F32_RO, types.float32, _F32))
 def erf_tanh_arg(x, coef, top, out):
     """x p(min(x^2, top)) for float32 x into ``out``: the argument of the tanh in
@@ -170,18 +186,39 @@ def erf_tanh_arg(x, coef, top, out):
     against 2.6 us)."""
     c0, c1, c2, c3, c4, c5, c6, c7, c8 = coef[0], coef[1], coef[2], coef[3], coef[4], coef[5], coef[6], coef[7], coef[8]
     for i in range(x.shape[0]):
-        v = x[U(i)]
-        s = v * v
-        s = top if s > top else s  # NaN stays NaN, as np.minimum keeps it
-        p = s * c0 + c1
-        p = p * s + c2
-        p = p * s + c3
-        p = p * s + c4
-        p = p * s + c5
-        p = p * s + c6
-        p = p * s + c7
-        p = p * s + c8
-        out[U(i)] = p * v
+        out[U(i)] = _erf_arg(x[U(i)], top, c0, c1, c2, c3, c4, c5, c6, c7, c8)
+
+
+@njit(signature=types.void(_ROWS, _F32_RO, types.float32, _F32_RO, types.float32, _ROWS))
+def bias_erf_gelu_arg(t, b, k, coef, top, p):
+    """The head of an erf GELU after a product's bias Add, ``((x / k0 -> erf) + k1) * x * k2``
+    (``hal.kernels.fused.MatMulEpilogue``): t += b along each row, in place (the Add), then into
+    ``p`` the argument of the tanh that gives erf(t / k) (``erf_tanh_arg``)."""
+    c0, c1, c2, c3, c4, c5, c6, c7, c8 = coef[0], coef[1], coef[2], coef[3], coef[4], coef[5], coef[6], coef[7], coef[8]
+    for r in range(t.shape[0]):
+        for j in range(t.shape[1]):
+            v = t[U(r), U(j)] + b[U(j)]
+            t[U(r), U(j)] = v
+            p[U(r), U(j)] = _erf_arg(v / k, top, c0, c1, c2, c3, c4, c5, c6, c7, c8)
+
+
+@njit(signature=types.void(_ROWS, _F32_RO, types.float32, types.float32, _ROWS))
+def bias_tanh_gelu_arg(t, b, k0, k1, p):
+    """The head of a tanh GELU after a product's bias Add, ``k3 (x (k2 + tanh(k1 (x + k0 x^3))))``
+    as exported (x^3 as x (x x)): t += b along each row, in place, then the tanh's argument into ``p``."""
+    for r in range(t.shape[0]):
+        for j in range(t.shape[1]):
+            v = t[U(r), U(j)] + b[U(j)]
+            t[U(r), U(j)] = v
+            p[U(r), U(j)] = k1 * (v + k0 * (v * (v * v)))
+
+
+@njit(signature=types.void(_ROWS, _ROWS_RO, types.float32, types.float32))
+def gelu_tail(t, e, one, half):
+    """The tail of either GELU head's form, in place: t = (t (e + one)) half, e the tanh (or erf)."""
+    for r in range(t.shape[0]):
+        for j in range(t.shape[1]):
+            t[U(r), U(j)] = (t[U(r), U(j)] * (e[U(r), U(j)] + one)) * half
 
 
 @njit(inline="always")
@@ -577,6 +614,7 @@ def warm() -> None:
                      np.empty((1, 2, 2, 2), dtype=np.float32), np.zeros(16, dtype=np.float32), 4)
 
 
-__all__ = ["channel_affine", "depthwise3x3", "erf_tanh_arg", "finite_abs_max", "forest_leaves", "forest_sums",
-           "layer_norm_rows", "online_shift", "pool2d", "round_float32", "round_fp16_per_tensor", "row_sums",
-           "softmax_prologue", "softmax_scale", "softmax_shift", "warm"]
+__all__ = ["bias_erf_gelu_arg", "bias_tanh_gelu_arg", "channel_affine", "depthwise3x3", "erf_tanh_arg",
+           "finite_abs_max", "forest_leaves", "forest_sums", "gelu_tail", "layer_norm_rows", "online_shift", "pool2d",
+           "round_float32", "round_fp16_per_tensor", "row_sums", "softmax_prologue", "softmax_scale", "softmax_shift",
+           "warm"]

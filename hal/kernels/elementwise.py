@@ -257,10 +257,10 @@ _ERF_F32 = _erf_tanh_fit(8, _ERF_F32_TOP).astype(np.float32)
 _ERF_F32_HORNER = tuple(np.array(c, dtype=np.float32) for c in _ERF_F32[::-1])
 for _c in _ERF_F32_HORNER:
     _c.flags.writeable = False
-_ERF_F32_TOP_S = np.float32(_ERF_F32_TOP**2)
+ERF_F32_TOP_S = np.float32(_ERF_F32_TOP**2)
 #: ... as one read-only array, highest first, for the compiled loop (``_loops.erf_tanh_arg``, degree 8)
-_ERF_F32_COEF = np.ascontiguousarray(_ERF_F32[::-1])
-_ERF_F32_COEF.flags.writeable = False
+ERF_F32_COEF = np.ascontiguousarray(_ERF_F32[::-1])
+ERF_F32_COEF.flags.writeable = False
 _ERF_BLOCK = 1 << 15  # elements per pass: the temporaries stay in cache and are never page-faulted
 
 
@@ -300,13 +300,13 @@ def erf_float32_block(xs: Array, out: Array, s_buf: Array, p_buf: Array) -> None
     (the engine runs every kernel under np.errstate(all="ignore")). An errstate here, per block, cost
     2.5 us a call, a sixth of the whole erf on tiny-gpt's 4K-element GELU."""
     if jit.enabled() and xs.ndim == 1 and xs.flags.c_contiguous and p_buf.flags.c_contiguous:
-        jit.loops().erf_tanh_arg(xs, _ERF_F32_COEF, _ERF_F32_TOP_S, p_buf)  # the same bits, in one pass
+        jit.loops().erf_tanh_arg(xs, ERF_F32_COEF, ERF_F32_TOP_S, p_buf)  # the same bits, in one pass
         np.tanh(p_buf, out)
         return
     coef = _ERF_F32_HORNER
     mul, add = np.multiply, np.add
     s = mul(xs, xs, s_buf)
-    bound_into(np.minimum, s, _ERF_F32_TOP_S, s)  # NaN stays NaN
+    bound_into(np.minimum, s, ERF_F32_TOP_S, s)  # NaN stays NaN
     p = mul(s, coef[0], p_buf)
     add(p, coef[1], p)
     for c in coef[2:]:

@@ -177,7 +177,7 @@ def test_the_row_loops_take_only_their_declared_types() -> None:
     ro.flags.writeable = False
     with pytest.raises(TypeError):
         loops.softmax_shift(ro)
-    assert elementwise._ERF_F32_COEF.shape == (9,)  # the loop unrolls a polynomial of degree 8
+    assert elementwise.ERF_F32_COEF.shape == (9,)  # the loop unrolls a polynomial of degree 8
 
 
 def test_concurrent_row_loops_share_no_state() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 import hal
 from hal.engine import steps_for_nodes
-from hal.kernels.fused import MatMulBias, MatMulGroup
+from hal.kernels.fused import MatMulBias, MatMulEpilogue, MatMulGroup
 from tests.conftest import light_case
 
 #: where each target fuses host steps when it builds its host program (and joins a wrapped MatMul
@@ -79,6 +79,10 @@ def test_native_fuses_the_steps_between_matrix_ops_with_the_same_bits(target, mo
     if model == "zoo:tiny-gpt":  # (the light CNN's softmax is uniform whatever the precision: its weights are light)
         assert any(not np.array_equal(a, b) for a, b in zip(got, exact))  # native did round something
         # as many steps as at exact, but for the Q, K and V projections: at exact one batched product a
-        # layer (``MatMulGroup``), at native each its own rounded one (32 steps on the LPU, 28 on the GPU)
+        # layer (``MatMulGroup``), at native each its own rounded one (32 steps on the LPU, 28 on the GPU);
+        # and for the MLP's first projection: at exact one step with its GELU (``MatMulEpilogue``), at
+        # native its rounded product and bias Add, then the GELU's region
         groups = [s.fn.n - 1 for s in _steps(at_exact) if isinstance(s.fn, MatMulGroup)]
-        assert groups == [2, 2] and _host_steps(fused) == _host_steps(at_exact) + sum(groups)
+        epilogues = sum(isinstance(s.fn, MatMulEpilogue) for s in _steps(at_exact))
+        assert groups == [2, 2] and epilogues == 2
+        assert _host_steps(fused) == _host_steps(at_exact) + sum(groups) + epilogues
