@@ -112,6 +112,32 @@ def test_a_failing_folded_view_names_its_own_node():
     assert "Reshape failed" in str(e.value) and "to_4x3" in str(e.value) and "float32[3, 6]" in str(e.value)
 
 
+@pytest.mark.parametrize("chain", [2, 3])
+def test_a_failing_view_inside_a_chain_names_its_own_node(chain):
+    # a chain of Transposes and Reshapes runs as the ndarray methods in one call; where one fails, the
+    # chain runs again view by view, and the error names the node that failed, not its neighbours
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="swap", perm=[1, 0])]
+    if chain == 3:
+        nodes.append(helper.make_node("Transpose", ["t"], ["t2"], name="swap_back", perm=[1, 0]))
+        nodes.append(helper.make_node("Transpose", ["t2"], ["t3"], name="swap_again", perm=[1, 0]))
+        last = "t3"
+    else:
+        last = "t"
+    nodes += [helper.make_node("Reshape", [last, "shape"], ["r"], name="to_4x3"),
+              helper.make_node("MatMul", ["r", "w"], ["y"], name="mm")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, [6, "n"])],
+                              [helper.make_tensor_value_info("y", F, [4, 2])],
+                              [_init("shape", np.array([4, 3], np.int64)), _init("w", np.ones((3, 2), np.float32))])
+    sess = hal.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), target="cpu")
+    assert [len(k.nodes) for k in sess.report.kernels] == [len(nodes)]
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], x.T.reshape(4, 3) @ np.ones((3, 2), np.float32))
+    with pytest.raises(RunError) as e:
+        sess.run(None, {"x": np.ones((6, 3), np.float32)})
+    assert "Reshape failed" in str(e.value) and "to_4x3" in str(e.value) and "float32[3, 6]" in str(e.value)
+    assert "swap" not in str(e.value)
+
+
 def test_the_reader_keeps_its_memory_guard_on_the_viewed_shapes():
     nodes = [helper.make_node("Transpose", ["x"], ["xt"], name="t", perm=[1, 0]),
              helper.make_node("MatMul", ["xt", "w"], ["y"], name="mm")]

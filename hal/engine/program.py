@@ -17,7 +17,7 @@ from hal import limits
 from hal.engine.guards import SHAPE_SIZED_OPS, output_nbytes, shape_settled_steps
 from hal.engine.inplace import in_place, inplace_kernels
 from hal.engine.subgraph import Scope, Subgraph, subgraph_attrs
-from hal.engine.views import apply_views
+from hal.engine.views import viewing
 from hal.errors import HalError, RunError, UnsupportedOpError
 from hal.graph.ir import Graph, Node, ShapeOnly
 from hal.graph.passes import NONDETERMINISTIC
@@ -312,7 +312,9 @@ class Program:
 
     def _entry(self, i: int, s: Step, ins: tuple[int, ...], outs: int | tuple[int, ...], frees: Iterable[int],
                guard: int | None) -> tuple[Any, ...]:
-        return (self._kernel(i, s), ins, outs, s.attrs, tuple(frees), guard, s.context_opset, _gather(ins), s)
+        frees = tuple(frees)
+        gather = _gather(ins) if not s.views else viewing(_gather(ins), s, ins, frees)
+        return (self._kernel(i, s), ins, outs, s.attrs, frees, guard, s.context_opset, gather, s)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)  # the plan's functions are pickled once, through the steps
@@ -393,9 +395,11 @@ class Program:
             entry = self._plan[idx]
             if not all(i in const for i in entry[1]):
                 continue
-            # Without its frees, and with the kernel itself (never in place): a value this step reads
-            # last may still be read by an earlier, kept step.
-            self._execute([(entry[-1].fn, *entry[1:4], (), *entry[5:])], env, outer, bounds)
+            # Without its frees (its views' included), and with the kernel itself (never in place): a
+            # value this step reads last may still be read by an earlier, kept step.
+            step, ins = entry[-1], entry[1]
+            gather = entry[7] if not step.views else viewing(_gather(ins), step, ins, ())
+            self._execute([(step.fn, *entry[1:4], (), entry[5], entry[6], gather, step)], env, outer, bounds)
             made = [o for o in self._outs(entry) if o != self._discard]
             size = sum(getattr(env[o], "nbytes", 0) for o in made)
             if size > budget or not all(isinstance(env[o], np.ndarray) for o in made):
@@ -497,14 +501,8 @@ class Program:
         max_memory = bounds.max_memory
         memo = self._memo
         ndarray = np.ndarray
-        for fn, ins, outs, attrs, frees, guard, ctx, gather, step in plan:
-            args = gather(env)
-            if step.views:
-                args = list(args)
-                apply_views(step, args)
-                for p, _ in step.views:  # a value read last here through a view that copied it: free it now,
-                    if ins[p] in frees:  # as its own step's frees would have, not after this kernel
-                        env[ins[p]] = None
+        for fn, _, outs, attrs, frees, guard, ctx, gather, step in plan:
+            args = gather(env)  # (with the step's views applied: ``hal.engine.views.viewing``)
             if timed:
                 limits.check_deadline(f"node {step.label!r}")
             if guard is not None:
