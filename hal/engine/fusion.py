@@ -27,7 +27,7 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     bias Adds or without, as one batched product), elementwise regions (GELU chains, attention
     scale and mask) and the Softmax after one, a MatMul + bias Add with the region that alone reads
     it (an MLP's GELU), a Relu and the MaxPool after it, a
-    BatchNormalization and the Relu after it; Concats that extend one another share one buffer; a
+    BatchNormalization or an Add and the Relu after it; Concats that extend one another share one buffer; a
     layout node (Reshape, Transpose, ...) runs inside the one step reading it (``hal.engine.views``).
     Results are bit-identical to the plain steps; a fused step's ``nodes`` names the nodes it runs
     and its label and op type join theirs with "+". A caller fusing many slices of one graph passes
@@ -36,7 +36,7 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     still folds into it. ``plain``: the nodes' reference steps (``kernel_step`` of each, in order)
     when the caller made them already."""
     # (importing hal.kernels.fused imports the kernel families, on first use)
-    from hal.kernels.fused import MatMulBias, MatMulEpilogue, MatMulGroup, NormRelu, Region, ReluPool
+    from hal.kernels.fused import AddRelu, MatMulBias, MatMulEpilogue, MatMulGroup, NormRelu, Region, ReluPool
 
     nodes = list(nodes)
     plain = steps_for_nodes(graph, nodes) if plain is None else list(plain)
@@ -68,6 +68,9 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
         elif f.kind == "norm_relu":
             step = Step(NormRelu(keys[0], keys[1]), list(f.inputs), [out], dict(steps[0].attrs), label, op, None,
                         tuple(n.name for n in members), "BatchNormalization")
+        elif f.kind == "add_relu":
+            step = Step(AddRelu(keys[0], keys[1]), list(f.inputs), [out], {}, label, op, None,
+                        tuple(n.name for n in members), members[0].op_type)
         elif f.kind == "matmul_epilogue":  # (the region's members follow the pair's two)
             region = Region(keys[2:], f.refs, [s.attrs for s in steps[2:]], [n.op_type for n in members[2:]],
                             [n.name for n in members[2:]])

@@ -51,6 +51,14 @@ def inplace_kernels() -> dict[int, tuple[Any, int]]:
     return out
 
 
+def in_place_form(fn: Any) -> tuple[Any, int] | None:
+    """(the ufunc-like call, arity) with which the engine may run step function ``fn`` into an
+    operand's buffer: a reference kernel's (``inplace_kernels``), or what a fused kernel offers as
+    its ``in_place_form`` (``hal.kernels.fused.AddRelu``); None for any other."""
+    known = inplace_kernels().get(id(fn))
+    return known if known is not None else getattr(fn, "in_place_form", None)
+
+
 def _owner_refs(a: np.ndarray) -> int:
     return sys.getrefcount(a.base)
 

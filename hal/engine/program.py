@@ -15,7 +15,7 @@ import onnx
 
 from hal import limits
 from hal.engine.guards import SHAPE_SIZED_OPS, output_nbytes, shape_settled_steps
-from hal.engine.inplace import in_place, inplace_kernels
+from hal.engine.inplace import in_place, in_place_form
 from hal.engine.subgraph import Scope, Subgraph, subgraph_attrs
 from hal.engine.views import viewing
 from hal.errors import HalError, RunError, UnsupportedOpError
@@ -275,12 +275,13 @@ class Program:
         shared = keep | set(self._constant_inputs) | {slots[n] for n in self.extra_inputs}
         self._inplace: dict[int, tuple[int, ...]] = {}
         for idx, s in enumerate(self.steps):
-            if id(s.fn) in inplace_kernels() and len(s.outs) == 1 and not s.attrs and not s.views:
+            form = in_place_form(s.fn)
+            if form is not None and len(s.outs) == 1 and not s.attrs and not s.views:
                 ins = [slots[n] if n else absent for n in s.ins]
                 uses = Counter(ins)  # (a Sum of thousands of inputs: count once, not once an input)
                 freed = set(frees[idx])
                 pos = tuple(k for k, sl in enumerate(ins) if sl in freed and sl not in shared and uses[sl] == 1)
-                if pos and len(ins) == max(inplace_kernels()[id(s.fn)][1], 1):
+                if pos and len(ins) == max(form[1], 1):
                     self._inplace[idx] = pos
         # One tuple per step: (fn, in slots, out slot or out slots, attrs, frees, guard, context opset,
         # the in slots' gathering, step). A single output is a bare int (the common case: one store, no zip).
@@ -354,7 +355,7 @@ class Program:
     def _kernel(self, idx: int, step: Step) -> Callable[..., Any]:
         """What the loop calls for step ``idx``: its kernel, or the kernel computing in place."""
         pos = self._inplace.get(idx)
-        known = inplace_kernels().get(id(step.fn)) if pos is not None else None
+        known = in_place_form(step.fn) if pos is not None else None
         if pos is None or known is None:  # (a stored program whose kernel no longer qualifies: as is)
             return step.fn
         return in_place(step.fn, known[0], known[1], pos, _unshared_refcount())

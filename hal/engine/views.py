@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hal.engine.guards import SHAPE_FROM_SHAPES
-from hal.engine.inplace import inplace_kernels
+from hal.engine.inplace import in_place_form
 from hal.errors import RunError
 from hal.graph.fuse import GraphIndex
 from hal.graph.ir import Graph
@@ -238,7 +238,7 @@ def _view(step: Step, graph: Graph, constants: set[str]) -> View | None:
 def _takes_views(step: Step) -> bool:
     """Whether a step may apply views to its arguments: not control flow (its kernel reads the
     enclosing scope), and not a kernel the engine may run in place (it would lose that)."""
-    return step.context_opset is None and id(step.fn) not in inplace_kernels()
+    return step.context_opset is None and in_place_form(step.fn) is None
 
 
 def _follows_shapes(step: Step, graph: Graph) -> bool:

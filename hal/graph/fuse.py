@@ -18,7 +18,9 @@ nodes the engine runs as one step:
   run first and the Relu on its smaller result: max commutes with max(., 0), and every window of
   such a pool (no dilation, no ceil mode, pads within the kernel) holds an element of the image;
 - ``norm_relu``: an inference BatchNormalization whose output only a Relu reads (DenseNet's
-  pre-activation before each conv), one pass over the tensor instead of three.
+  pre-activation before each conv), one pass over the tensor instead of three;
+- ``add_relu``: an Add, or a Sum of two, whose output only a Relu reads (ResNet's residual joins),
+  one pass instead of two.
 
 Every value inside a group has exactly one reading node, is not a graph output and is not read by a
 subgraph, so computing the group as one step changes no other step's inputs.
@@ -78,7 +80,7 @@ class GraphIndex:
 class Fusion:
     """Nodes (indices into the list given to ``find_fusions``, in order) that run as one step."""
 
-    #: "matmul_bias" | "matmul_group" | "region" | "matmul_epilogue" | "relu_pool" | "norm_relu"
+    #: "matmul_bias" | "matmul_group" | "region" | "matmul_epilogue" | "relu_pool" | "norm_relu" | "add_relu"
     kind: str
     members: list[int]
     inputs: list[str] = field(default_factory=list)   # the step's inputs, in call order
@@ -140,6 +142,23 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
              if n.op_type == "MatMul" and k not in used and _plain(n) and id(n) in gpos and len(n.inputs) == 2]
     out = _sibling_groups(graph, ix, out, alone)
     used.update(k for f in out if f.kind == "matmul_group" for k in f.members)
+
+    # an Add and its Relu that would make a region of their own: one compiled pass instead
+    for k, n in enumerate(nodes):
+        if (n.op_type not in ("Add", "Sum") or k in used or not _plain(n) or len(n.inputs) != 2 or n.attrs
+                or not all(n.inputs) or id(n) not in gpos):
+            continue
+        r = sole_reader(n.outputs[0])
+        if r is None or r <= k or r in used or nodes[r].op_type != "Relu" or not _plain(nodes[r]):
+            continue
+        after = sole_reader(nodes[r].outputs[0])
+        joins = [p for x in n.inputs if (p := where.get(id(graph.nodes[ix.producer[x]])) if x in ix.producer
+                                         else None) is not None and sole_reader(x) == k]
+        if any(nodes[p].op_type in REGION_OPS for p in joins) or (
+                after is not None and nodes[after].op_type in (*REGION_OPS, "Softmax")):
+            continue  # (a larger region takes them)
+        used |= {k, r}
+        out.append(Fusion("add_relu", [k, r], list(n.inputs)))
 
     # regions: union elementwise nodes along single-reader edges
     parent = list(range(len(nodes)))

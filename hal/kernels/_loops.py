@@ -456,6 +456,31 @@ def channel_affine(x, a, b, relu, out):
                 out[U(r), U(i)] = x[U(r), U(i)] * ar + br
 
 
+@njit(signature=types.void(_F32_RO, _F32_RO, _F32))
+def add_relu(a, b, out):
+    """max(a + b, +0) into ``out`` (neither a nor b): an Add and the Relu after it (ResNet's residual
+    joins) in one pass where numpy makes two, rounded as numpy's add, and the max keeps a NaN and
+    turns -0 into +0 as ``np.maximum(y, 0)`` does (``channel_affine``), so the same bits."""
+    zero = np.float32(0)
+    for i in range(a.shape[0]):
+        v = a[U(i)] + b[U(i)]
+        out[U(i)] = v if (v > zero or v != v) else zero
+
+
+@njit(signature=types.void(_F32, _F32_RO, types.boolean))
+def add_relu_into(t, o, t_first):
+    """``add_relu`` into ``t``, one of its operands, o the other: t + o where ``t_first``, else o + t."""
+    zero = np.float32(0)
+    if t_first:
+        for i in range(t.shape[0]):
+            v = t[U(i)] + o[U(i)]
+            t[U(i)] = v if (v > zero or v != v) else zero
+    else:
+        for i in range(t.shape[0]):
+            v = o[U(i)] + t[U(i)]
+            t[U(i)] = v if (v > zero or v != v) else zero
+
+
 #: ``round_float32``'s formats: tf32 (10 stored mantissa bits, float32's exponents), bfloat16 (7 bits,
 #: float32's exponents), float16 (10 bits, exponents -14 to 15, subnormals down to 2**-24), float8
 #: e4m3fn (3 bits, exponents -6 to 8, subnormals down to 2**-9, saturating at 448 as ``np.clip`` before
@@ -614,7 +639,7 @@ def warm() -> None:
                      np.empty((1, 2, 2, 2), dtype=np.float32), np.zeros(16, dtype=np.float32), 4)
 
 
-__all__ = ["bias_erf_gelu_arg", "bias_tanh_gelu_arg", "channel_affine", "depthwise3x3", "erf_tanh_arg",
-           "finite_abs_max", "forest_leaves", "forest_sums", "gelu_tail", "layer_norm_rows", "online_shift", "pool2d",
-           "round_float32", "round_fp16_per_tensor", "row_sums", "softmax_prologue", "softmax_scale", "softmax_shift",
-           "warm"]
+__all__ = ["add_relu", "add_relu_into", "bias_erf_gelu_arg", "bias_tanh_gelu_arg", "channel_affine", "depthwise3x3",
+           "erf_tanh_arg", "finite_abs_max", "forest_leaves", "forest_sums", "gelu_tail", "layer_norm_rows",
+           "online_shift", "pool2d", "round_float32", "round_fp16_per_tensor", "row_sums", "softmax_prologue",
+           "softmax_scale", "softmax_shift", "warm"]

@@ -645,6 +645,53 @@ class NormRelu(_Fused):
         return relu(y[0] if y.__class__ is tuple else y)
 
 
+class AddRelu(_Fused):
+    """An Add (or a Sum of two) and the Relu that alone reads it (the step's inputs: the Add's two),
+    as ResNet's and ShuffleNet's residual joins: for two float32 operands of one shape, one compiled
+    pass (``_loops.add_relu``) where the kernels make two, the same bits (1x256x56x56 with cold
+    caches, in place: 430 -> 317 us; 1x2048x7x7 94 -> 50). The engine runs it into an operand's
+    buffer as it runs an Add (``in_place_form``); other operands run the two kernels in turn."""
+
+    def __init__(self, add: Key, relu: Key):
+        self.keys = [add, relu]
+        self._bind()
+
+    def _bind(self) -> None:
+        super()._bind()
+        self._one_pass = self.fns[0] in (elementwise.add, elementwise.sum_) and self.fns[1] is activation.relu
+        #: what the engine calls to run the step into an operand's buffer: (a ufunc-like call, arity)
+        self.in_place_form = (self._into, 2) if self._one_pass else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_one_pass", None)
+        state.pop("in_place_form", None)
+        return state
+
+    def _flat(self, a: Any, b: Any) -> bool:
+        """Whether the compiled pass takes a and b: float32 arrays of one shape, C-contiguous, not empty."""
+        return (self._one_pass and a.__class__ is np.ndarray and b.__class__ is np.ndarray and a.dtype is _F32
+                and b.dtype is _F32 and a.shape == b.shape and a.size and a.flags.c_contiguous
+                and b.flags.c_contiguous and jit.enabled())
+
+    def __call__(self, a: Any, b: Any) -> Any:
+        if self._flat(a, b):
+            out = np.empty_like(a)
+            jit.loops().add_relu(a.reshape(-1), b.reshape(-1), out.reshape(-1))
+            return out
+        return self.fns[1](self.fns[0](a, b))
+
+    def _into(self, a: Any, b: Any, out: Array) -> Array:
+        """The step into ``out``, which is a or b (``hal.engine.inplace.in_place`` checked it is the
+        run's alone, of the result's dtype and shape)."""
+        if self._flat(a, b):
+            first = out is a
+            jit.loops().add_relu_into(out.reshape(-1), (b if first else a).reshape(-1), first)
+            return out
+        np.add(a, b, out=out)
+        return activation.relu_into(out, out)
+
+
 class ConcatChain(_Fused):
     """A Concat whose result shares one buffer with the Concats that extend it: each of those reads
     the previous result as its first input along the same axis (DenseNet's dense blocks), so the
