@@ -26,9 +26,9 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     (hal.kernels.fused): MatMul + bias Add (and sibling MatMuls reading one activation, with their
     bias Adds or without, as one batched product), elementwise regions (GELU chains, attention
     scale and mask) and the Softmax after one, a MatMul + bias Add with the region that alone reads
-    it (an MLP's GELU), a Relu and the MaxPool after it, a
-    BatchNormalization or an Add and the Relu after it; Concats that extend one another share one buffer; a
-    layout node (Reshape, Transpose, ...) runs inside the one step reading it (``hal.engine.views``).
+    it (an MLP's GELU), a Relu and the MaxPool after it, a BatchNormalization or an Add and the
+    Relu after it; Concats that extend one another share one buffer; a layout node (Reshape,
+    Transpose, ...) runs inside the one step reading it (``hal.engine.views``).
     Results are bit-identical to the plain steps; a fused step's ``nodes`` names the nodes it runs
     and its label and op type join theirs with "+". A caller fusing many slices of one graph passes
     the graph's ``GraphIndex`` once (building it is O(graph)), and ``fold=False`` when it folds the

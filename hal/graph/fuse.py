@@ -121,6 +121,11 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
         c = ix.sole_consumer(value)
         return None if c is None else where.get(id(graph.nodes[c]))
 
+    def producer(value: str) -> int | None:
+        """The position in ``nodes`` of the node computing ``value``, if it is in ``nodes``."""
+        p = ix.producer.get(value)
+        return None if p is None else where.get(id(graph.nodes[p]))
+
     used: set[int] = set()
     out: list[Fusion] = []
     for k, n in enumerate(nodes):
@@ -152,9 +157,8 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
         if r is None or r <= k or r in used or nodes[r].op_type != "Relu" or not _plain(nodes[r]):
             continue
         after = sole_reader(nodes[r].outputs[0])
-        joins = [p for x in n.inputs if (p := where.get(id(graph.nodes[ix.producer[x]])) if x in ix.producer
-                                         else None) is not None and sole_reader(x) == k]
-        if any(nodes[p].op_type in REGION_OPS for p in joins) or (
+        feeders = [p for x in n.inputs if sole_reader(x) == k and (p := producer(x)) is not None]
+        if any(nodes[p].op_type in REGION_OPS and p not in used and _plain(nodes[p]) for p in feeders) or (
                 after is not None and nodes[after].op_type in (*REGION_OPS, "Softmax")):
             continue  # (a larger region takes them)
         used |= {k, r}
