@@ -481,6 +481,49 @@ def add_relu_into(t, o, t_first):
             t[U(i)] = v if (v > zero or v != v) else zero
 
 
+@njit(signature=types.void(types.Array(types.float64, 2, "C", readonly=True), types.Array(types.intp, 1, "C")))
+def first_max_rows(scores, out):
+    """The column of each row's first maximum into ``out``, as C++'s ``>`` finds it: a NaN never
+    wins, and a leading NaN keeps column 0 (an ai.onnx.ml classifier's label)."""
+    for r in range(scores.shape[0]):
+        best = 0
+        top = scores[U(r), 0]
+        for j in range(1, scores.shape[1]):
+            v = scores[U(r), U(j)]
+            if v > top:
+                best = j
+                top = v
+        out[U(r)] = best
+
+
+_F64_ROWS_RO = types.Array(types.float64, 2, "C", readonly=True)
+_F64_ROWS = types.Array(types.float64, 2, "C")
+
+
+@njit(signature=types.void(_F64_ROWS_RO, _F64_ROWS))
+def shift_by_row_max(x, out):
+    """x less its row's maximum into ``out``, the maximum taken front to back as ``np.maximum`` takes
+    it (a NaN anywhere makes it NaN): the first pass of an ai.onnx.ml SOFTMAX over a few classes."""
+    for r in range(x.shape[0]):
+        m = x[U(r), 0]
+        for j in range(1, x.shape[1]):
+            v = x[U(r), U(j)]
+            m = v if (v > m or v != v) else m
+        for j in range(x.shape[1]):
+            out[U(r), U(j)] = x[U(r), U(j)] - m
+
+
+@njit(signature=types.void(_F64_ROWS))
+def divide_by_row_sum(e):
+    """Each row divided, in place, by its sum added front to back (as a column at a time adds it)."""
+    for r in range(e.shape[0]):
+        t = e[U(r), 0]
+        for j in range(1, e.shape[1]):
+            t = t + e[U(r), U(j)]
+        for j in range(e.shape[1]):
+            e[U(r), U(j)] = e[U(r), U(j)] / t
+
+
 #: ``round_float32``'s formats: tf32 (10 stored mantissa bits, float32's exponents), bfloat16 (7 bits,
 #: float32's exponents), float16 (10 bits, exponents -14 to 15, subnormals down to 2**-24), float8
 #: e4m3fn (3 bits, exponents -6 to 8, subnormals down to 2**-9, saturating at 448 as ``np.clip`` before
@@ -640,6 +683,6 @@ def warm() -> None:
 
 
 __all__ = ["add_relu", "add_relu_into", "bias_erf_gelu_arg", "bias_tanh_gelu_arg", "channel_affine", "depthwise3x3",
-           "erf_tanh_arg", "finite_abs_max", "forest_leaves", "forest_sums", "gelu_tail", "layer_norm_rows",
-           "online_shift", "pool2d", "round_float32", "round_fp16_per_tensor", "row_sums", "softmax_prologue",
-           "softmax_scale", "softmax_shift", "warm"]
+           "divide_by_row_sum", "erf_tanh_arg", "finite_abs_max", "first_max_rows", "forest_leaves", "forest_sums",
+           "gelu_tail", "layer_norm_rows", "online_shift", "pool2d", "round_float32", "round_fp16_per_tensor",
+           "row_sums", "shift_by_row_max", "softmax_prologue", "softmax_scale", "softmax_shift", "warm"]

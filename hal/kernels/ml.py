@@ -8,14 +8,45 @@ level, then aggregates the reached leaves per target with ``ufunc.at``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
+from hal.kernels import jit
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
 ML = "ai.onnx.ml"
+T = TypeVar("T")
+
+#: what a kernel laid out from a node's attributes, by the identity of those attribute values (kept with
+#: them, so an id is not reused while its entry lives): a node's attributes are the same objects every run
+_LAID_OUT: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = OrderedDict()
+_LAID_OUT_MOST = 64
+_LAID_OUT_LOCK = threading.Lock()
+
+
+def laid_out(settings: tuple[Any, ...], attrs: tuple[Any, ...], build: Callable[[], T]) -> T:
+    """``build()``, once per node and ``settings``: the checked arrays a kernel makes from its attribute
+    lists (checking and laying out 20 trees of depth 6 took 2.7 ms a run, as long as walking 1,000 rows
+    through them; a linear model's weights 3-4 us of its 14). ``build`` must be a pure function of
+    ``settings`` and ``attrs``, so what is kept is no state; what it raises is not kept. The 64 most
+    recent are kept."""
+    key = (*settings, *map(id, attrs))
+    with _LAID_OUT_LOCK:
+        hit = _LAID_OUT.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], attrs)):
+            _LAID_OUT.move_to_end(key)
+            return hit[1]
+    made = build()
+    with _LAID_OUT_LOCK:
+        _LAID_OUT[key] = (attrs, made)
+        if len(_LAID_OUT) > _LAID_OUT_MOST:
+            _LAID_OUT.popitem(last=False)
+    return made
 
 
 @kernel("Binarizer", since=1, domain=ML)
@@ -156,6 +187,14 @@ def apply_post_transform(scores: Array, how: int | str) -> Array:
     if code == 0:
         return scores
     if code == 1:
+        if (scores.dtype == np.float64 and scores.ndim == 2 and 0 < scores.shape[1] < 8
+                and scores.flags.c_contiguous and jit.enabled()):
+            # the same operations in two compiled row loops around numpy's exp (1,000 rows of 3: 20.6 -> 6 us)
+            e = np.empty_like(scores)
+            jit.loops().shift_by_row_max(scores, e)
+            np.exp(e, out=e)
+            jit.loops().divide_by_row_sum(e)
+            return e
         e = np.exp(scores - _across(np.maximum, scores))
         return e / _across(np.add, e)
     if code == 2:

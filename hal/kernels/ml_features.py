@@ -53,10 +53,17 @@ def scaler(x: Array, offset: Sequence[float] = (), scale: Sequence[float] = ()) 
 
 
 def _row_sums(values: Array) -> Array:
-    """Float32 sums of each row, added front to back (numpy's ``sum`` adds pairwise, so rounds otherwise)."""
+    """Float32 sums of each row, added front to back (numpy's ``sum`` adds pairwise, so rounds otherwise):
+    up to 16 columns one at a time (``cumsum`` along a short last axis took 20 us for 1,000 rows of 3 and
+    30 for rows of 8, the columns 3 and 5), more through ``cumsum``."""
     if values.shape[1] == 0:
         return np.zeros(values.shape[0], dtype=np.float32)
-    return np.cumsum(values, axis=1, dtype=np.float32)[:, -1]
+    if values.shape[1] > 16:
+        return np.cumsum(values, axis=1, dtype=np.float32)[:, -1]
+    total = values[:, 0].astype(np.float32)
+    for j in range(1, values.shape[1]):
+        np.add(total, values[:, j], out=total, dtype=np.float32)
+    return total
 
 
 @kernel("Normalizer", since=1, domain=ML)
