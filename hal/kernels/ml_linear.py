@@ -155,7 +155,13 @@ def _linear_classifier_model(op: str, n_features: int, coefficients: Sequence[fl
     if n_classes > 1 and (labels is None or labels.size < n_classes):
         raise ValueError(f"{op}: {n_classes} intercepts need as many class labels, got "
                          f"{0 if labels is None else labels.size}")
-    return weights, bias, labels
+    return _kept(weights), _kept(bias), None if labels is None else _kept(labels)
+
+
+def _kept(a: Array) -> Array:
+    """``a`` read-only: kept from run to run (``laid_out``), it is no run's to write."""
+    a.flags.writeable = False
+    return a
 
 
 @kernel("LinearRegressor", since=1, domain=ML)
@@ -181,7 +187,7 @@ def _linear_regressor_model(op: str, n_features: int, targets: int, coefficients
     bias = _floats(intercepts)
     if bias.size not in (0, targets):
         raise ValueError(f"{op}: intercepts has {bias.size} values, expected {targets} (one per target) or none")
-    return weights, bias
+    return _kept(weights), _kept(bias)
 
 
 # --- SVMs ------------------------------------------------------------------------------------------
