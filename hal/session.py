@@ -538,11 +538,15 @@ def _run_partition(p: _Partition, feeds: dict[str, Any]) -> Mapping[str, Any]:
         raise
     except (Exception, SystemExit) as e:  # third-party code: name it, keep the session usable
         raise hook_error(p.target, f"run on target {p.target!r} raised {type(e).__name__}: {e}") from e
-    if not isinstance(out, Mapping) or any(o not in out for o in p.outputs):
-        got = sorted(map(str, out)) if isinstance(out, Mapping) else type(out).__name__
-        raise hook_error(p.target, f"run on target {p.target!r} returned {got}; expected outputs "
-                                   f"{', '.join(p.outputs)}")
-    return out
+    if out.__class__ is dict or isinstance(out, Mapping):  # (a dict's class first: isinstance on an ABC is slow)
+        for o in p.outputs:
+            if o not in out:
+                break
+        else:
+            return out
+    got = sorted(map(str, out)) if isinstance(out, Mapping) else type(out).__name__
+    raise hook_error(p.target, f"run on target {p.target!r} returned {got}; expected outputs "
+                               f"{', '.join(p.outputs)}")
 
 
 def compile(model: ModelLike, target: str = REFERENCE_TARGET, precision: str = "exact", *,
