@@ -11,6 +11,8 @@ Softmax region whose members scale and mask the scores runs them inside the soft
 pass (``_softmax_chain``): the same float32 operations in the same order, so again the same bits.
 An exported GELU after a product and its bias Add runs as the product's epilogue
 (``MatMulEpilogue``): the Add and the GELU's arithmetic in compiled row loops, numpy's tanh between.
+A BatchNormalization or an Add and the Relu after it are one compiled pass (``NormRelu``,
+``AddRelu``), with the max's NaN and signed-zero rules.
 """
 
 from __future__ import annotations
