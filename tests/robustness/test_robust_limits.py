@@ -101,6 +101,10 @@ def test_compile_time_bound_follows_max_memory(target):
 def test_hal_max_memory_environment_variable_sets_the_default(monkeypatch):
     monkeypatch.setenv("HAL_MAX_MEMORY", "1MiB")
     assert limits.default_max_memory() == 1 << 20
+    assert limits.current().max_memory == 1 << 20  # outside a session: the default bounds, kept per value
+    monkeypatch.setenv("HAL_MAX_MEMORY", "2MiB")
+    assert limits.current().max_memory == 2 << 20 and limits.current() is limits.current()
+    monkeypatch.setenv("HAL_MAX_MEMORY", "1MiB")
     m, _, _ = BOMBS["ConstantOfShape"]
     with pytest.raises(hal.ResourceError, match="max_memory 1 MiB"):
         session(m, "cpu").run(None, {"s": np.array([1024, 1024, 1], np.int64)})
