@@ -6,7 +6,7 @@ tensor in a format and brings it back to fp32 (so the error is exactly the forma
 as on tensor cores, the MXM and the wafer's FMACs.
 
 A float32 tensor rounds to any of them in one compiled pass (``round_scaled``, through
-``hal.kernels._loops.round_float32``) with the bits of the casts it replaces; numpy's cast to
+``hal.kernels._rounding_loops.round_float32``) with the bits of the casts it replaces; numpy's cast to
 float16 alone took 2.6 ns an element, and a native-precision run rounds every matrix operand.
 """
 
@@ -48,7 +48,7 @@ def round_tf32(x: np.ndarray) -> np.ndarray:
     return np.where(finite, r.view(np.float32), x)
 
 
-#: the formats the compiled loop rounds float32 to, as its codes (``hal.kernels._loops``' TF32 ... INT8)
+#: the formats the compiled loop rounds float32 to, as its codes (``hal.kernels._rounding_loops``' TF32 ... INT8)
 _LOOP_FORMATS = {"tf32": 0, "bf16": 1, "fp16": 2, "fp8": 3, "int8": 4}
 
 #: the largest magnitude of the formats stored with a per-tensor scale, which maps a tensor's onto it
@@ -72,7 +72,7 @@ def round_scaled(x: np.ndarray, fmt: str, scale: float = 1.0) -> np.ndarray | No
 
 def round_fp16_per_tensor(x: np.ndarray) -> np.ndarray | None:
     """``x`` through fp16 with one power-of-two scale for the whole tensor, the one that puts its largest
-    finite magnitude in fp16's top binade (``hal.kernels._loops.round_fp16_per_tensor``: the maximum,
+    finite magnitude in fp16's top binade (``hal.kernels._rounding_loops.round_fp16_per_tensor``: the maximum,
     the scale and the rounding in one compiled call), as a new float32 array; None where that call
     does not apply (x not a float32 array, the loops off)."""
     if "fp16" not in _LOOP_FORMATS or x.__class__ is not np.ndarray or x.dtype != np.float32 or not jit.enabled():

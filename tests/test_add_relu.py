@@ -1,5 +1,5 @@
 """An Add (or a Sum of two) and the Relu that alone reads it as one step (``add_relu``,
-``hal.kernels.fused.AddRelu``): one compiled pass with the bits of the two kernels, run into an
+``hal.kernels.fused_relu.AddRelu``): one compiled pass with the bits of the two kernels, run into an
 operand's buffer where the engine may, and the two kernels in turn wherever the pass does not apply."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hal.engine import Program, fused_steps, steps_for_nodes
 from hal.graph.load import load
-from hal.kernels.fused import AddRelu
+from hal.kernels.fused_relu import AddRelu
 
 SPECIALS = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -1e-45, 3e38, -3e38, 1.0, -1.0, 2.5], np.float32)
 

@@ -1,5 +1,5 @@
 """A MatMul, its bias Add and the GELU that alone reads the sum as one step (``matmul_epilogue``,
-``hal.kernels.fused.MatMulEpilogue``): which GELUs take the compiled loops, the same bits as the
+``hal.kernels.epilogue.MatMulEpilogue``): which GELUs take the compiled loops, the same bits as the
 nodes one by one wherever it runs, and the fallbacks (other dtypes, other forms, scalars fed)."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import hal
 from hal.engine import Program, fused_steps, steps_for_nodes
 from hal.errors import ResourceError
 from hal.graph.load import load
-from hal.kernels.fused import MatMulEpilogue, Region
+from hal.kernels.epilogue import MatMulEpilogue
+from hal.kernels.fused import Region
 
 SPECIALS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 1e-40, 3.92, -3.92, 100.0, -100.0]
 

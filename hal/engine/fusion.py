@@ -1,5 +1,6 @@
 """Fused host steps: the groups ``hal.graph.fuse.find_fusions`` finds, each run as one step by the
-kernels of ``hal.kernels.fused``, bit-identical to one reference kernel per node."""
+kernels of ``hal.kernels.fused`` (and its ``epilogue`` and ``fused_relu`` neighbours), bit-identical
+to one reference kernel per node."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ def _key(step: Step, node: Node, graph: Graph) -> tuple[str, str, int]:
 def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = None, *,
                 fold: bool = True, plain: Sequence[Step] | None = None) -> list[Step]:
     """``steps_for_nodes`` with the groups ``hal.graph.fuse.find_fusions`` finds run as one step each
-    (hal.kernels.fused): MatMul + bias Add (and sibling MatMuls reading one activation, with their
-    bias Adds or without, as one batched product), elementwise regions (GELU chains, attention
+    (hal.kernels.fused, epilogue, fused_relu): MatMul + bias Add (and sibling MatMuls reading one
+    activation, with their bias Adds or without, as one batched product), elementwise regions (GELU chains, attention
     scale and mask) and the Softmax after one, a MatMul + bias Add with the region that alone reads
     it (an MLP's GELU), a Relu and the MaxPool after it, a BatchNormalization or an Add and the
     Relu after it; Concats that extend one another share one buffer; a layout node (Reshape,
@@ -36,7 +37,9 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     still folds into it. ``plain``: the nodes' reference steps (``kernel_step`` of each, in order)
     when the caller made them already."""
     # (importing hal.kernels.fused imports the kernel families, on first use)
-    from hal.kernels.fused import AddRelu, MatMulBias, MatMulEpilogue, MatMulGroup, NormRelu, Region, ReluPool
+    from hal.kernels.epilogue import MatMulEpilogue
+    from hal.kernels.fused import MatMulBias, MatMulGroup, Region
+    from hal.kernels.fused_relu import AddRelu, NormRelu, ReluPool
 
     nodes = list(nodes)
     plain = steps_for_nodes(graph, nodes) if plain is None else list(plain)

@@ -54,7 +54,7 @@ def inplace_kernels() -> dict[int, tuple[Any, int]]:
 def in_place_form(fn: Any) -> tuple[Any, int] | None:
     """(the ufunc-like call, arity) with which the engine may run step function ``fn`` into an
     operand's buffer: a reference kernel's (``inplace_kernels``), or what a fused kernel offers as
-    its ``in_place_form`` (``hal.kernels.fused.AddRelu``); None for any other."""
+    its ``in_place_form`` (``hal.kernels.fused_relu.AddRelu``); None for any other."""
     known = inplace_kernels().get(id(fn))
     return known if known is not None else getattr(fn, "in_place_form", None)
 

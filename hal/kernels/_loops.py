@@ -1,7 +1,9 @@
 """Loop nests compiled by numba (``hal.kernels.jit``; read them as C). Imported only by a kernel
 that found ``jit.enabled()``: importing this module imports numba.
 
-Two families, and a tree walk. Window loops (a depthwise 3x3 conv, 2-D pools) read each window in
+Two families here; the number formats' rounding (``_rounding_loops``) and the ai.onnx.ml kernels'
+loops, a tree walk among them (``_ml_loops``), live beside them and are reached through this module
+too. Window loops (a depthwise 3x3 conv, 2-D pools) read each window in
 place and write their output once, where the numpy kernels make a pass over memory per tap. Row loops (erf's
 polynomial, softmax's passes around numpy's exp with the scale and mask before them,
 LayerNormalization, BatchNormalization's multiply-add a channel and the Relu after it, a key
@@ -9,8 +11,8 @@ block of the GPU target's flash attention) do in one call per row what numpy doe
 twenty calls over the whole tensor: on tiny-gpt's rows of 16 to 256 floats each numpy call costs
 more than its arithmetic, and on a CNN's channels each call is a pass over memory. The callers
 (``hal.kernels.nn``, ``hal.kernels.pool``, ``elementwise``, ``activation``, ``normalization``,
-``fused``, ``hal_gpu.attention``) check shapes, dtypes and parameters and allocate every buffer;
-these loops allocate nothing.
+``fused``, ``epilogue``, ``fused_relu``, ``hal_gpu.attention``) check shapes, dtypes and parameters
+and allocate every buffer; these loops allocate nothing.
 
 Indices are cast to ``np.uintp``: numba then knows them non-negative, skips the wraparound of
 negative indices, and the loops vectorise (SqueezeNet's stem pool as one flat-indexed loop: 0.63 ms,
@@ -25,11 +27,27 @@ to a buffer distinct from their input.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import types
 
+# the number formats' loops and the ai.onnx.ml kernels' live beside these; kernels reach them here
+from hal.kernels._ml_loops import (
+    divide_by_row_sum,
+    first_max_rows,
+    forest_leaves,
+    forest_sums,
+    shift_by_row_max,
+)
+from hal.kernels._rounding_loops import (
+    BF16,
+    FP8,
+    FP16,
+    INT8,
+    TF32,
+    finite_abs_max,
+    round_float32,
+    round_fp16_per_tensor,
+)
 from hal.kernels.jit import njit
 
 U = np.uintp
@@ -192,7 +210,7 @@ def erf_tanh_arg(x, coef, top, out):
 @njit(signature=types.void(_ROWS, _F32_RO, types.float32, _F32_RO, types.float32, _ROWS))
 def bias_erf_gelu_arg(t, b, k, coef, top, p):
     """The head of an erf GELU after a product's bias Add, ``((x / k0 -> erf) + k1) * x * k2``
-    (``hal.kernels.fused.MatMulEpilogue``): t += b along each row, in place (the Add), then into
+    (``hal.kernels.epilogue.MatMulEpilogue``): t += b along each row, in place (the Add), then into
     ``p`` the argument of the tanh that gives erf(t / k) (``erf_tanh_arg``)."""
     c0, c1, c2, c3, c4, c5, c6, c7, c8 = coef[0], coef[1], coef[2], coef[3], coef[4], coef[5], coef[6], coef[7], coef[8]
     for r in range(t.shape[0]):
@@ -481,192 +499,6 @@ def add_relu_into(t, o, t_first):
             t[U(i)] = v if (v > zero or v != v) else zero
 
 
-@njit(signature=types.void(types.Array(types.float64, 2, "C", readonly=True), types.Array(types.intp, 1, "C")))
-def first_max_rows(scores, out):
-    """The column of each row's first maximum into ``out``, as C++'s ``>`` finds it: a NaN never
-    wins, and a leading NaN keeps column 0 (an ai.onnx.ml classifier's label)."""
-    for r in range(scores.shape[0]):
-        best = 0
-        top = scores[U(r), 0]
-        for j in range(1, scores.shape[1]):
-            v = scores[U(r), U(j)]
-            if v > top:
-                best = j
-                top = v
-        out[U(r)] = best
-
-
-_F64_ROWS_RO = types.Array(types.float64, 2, "C", readonly=True)
-_F64_ROWS = types.Array(types.float64, 2, "C")
-
-
-@njit(signature=types.void(_F64_ROWS_RO, _F64_ROWS))
-def shift_by_row_max(x, out):
-    """x less its row's maximum into ``out``, the maximum taken front to back as ``np.maximum`` takes
-    it (a NaN anywhere makes it NaN): the first pass of an ai.onnx.ml SOFTMAX over a few classes."""
-    for r in range(x.shape[0]):
-        m = x[U(r), 0]
-        for j in range(1, x.shape[1]):
-            v = x[U(r), U(j)]
-            m = v if (v > m or v != v) else m
-        for j in range(x.shape[1]):
-            out[U(r), U(j)] = x[U(r), U(j)] - m
-
-
-@njit(signature=types.void(_F64_ROWS))
-def divide_by_row_sum(e):
-    """Each row divided, in place, by its sum added front to back (as a column at a time adds it)."""
-    for r in range(e.shape[0]):
-        t = e[U(r), 0]
-        for j in range(1, e.shape[1]):
-            t = t + e[U(r), U(j)]
-        for j in range(e.shape[1]):
-            e[U(r), U(j)] = e[U(r), U(j)] / t
-
-
-#: ``round_float32``'s formats: tf32 (10 stored mantissa bits, float32's exponents), bfloat16 (7 bits,
-#: float32's exponents), float16 (10 bits, exponents -14 to 15, subnormals down to 2**-24), float8
-#: e4m3fn (3 bits, exponents -6 to 8, subnormals down to 2**-9, saturating at 448 as ``np.clip`` before
-#: the cast does) and int8 (an integer in [-127, 127], as ``np.clip(np.rint(y), -127, 127)``)
-TF32, BF16, FP16, FP8, INT8 = 0, 1, 2, 3, 4
-
-
-@njit(inline="always")
-def _drop_bits(y, drop):
-    """float32 y with the lowest ``drop`` bits of its encoding rounded off to nearest even (a carry runs
-    into the exponent, so the largest values round to infinity); a NaN as it is."""
-    one = np.uint32(1)
-    b = np.uint32(y.view(np.uint32))
-    below_half = (one << np.uint32(drop - 1)) - one
-    kept = (b + below_half + ((b >> np.uint32(drop)) & one)) & ~((one << np.uint32(drop)) - one)
-    r = np.uint32(kept).view(np.float32)  # (numba widens uint32 arithmetic to 64 bits: back to 32)
-    return r if y == y else y
-
-
-@njit(inline="always")
-def _narrow(y, drop, top_bits, top, normal_bits, step):
-    """float32 y rounded to a narrow format: past ``top_bits`` (as magnitude bits) ``top`` with y's sign,
-    from ``normal_bits`` on its normals (``drop`` bits fewer than float32's), below them a multiple of
-    ``step``, exactly (rint rounds to even, and -0.0 stays -0.0); a NaN as it is."""
-    a = np.uint32(y.view(np.uint32)) & np.uint32(0x7FFFFFFF)
-    small = np.rint(y / step) * step
-    r = _drop_bits(y, drop) if a >= normal_bits else small
-    return (top if y > 0 else -top) if (a > top_bits) & (y == y) else r
-
-
-@njit(inline="always")
-def _fp16(y):
-    """float32 y rounded to float16's values: past 65504 by half a step (65520, 0x477FF000) or more
-    infinity, as a cast gives; normals from 2**-14, below them steps of 2**-24."""
-    return _narrow(y, 13, np.uint32(0x477FEFFF), np.float32(np.inf), np.uint32(0x38800000), np.float32(5.9604645e-08))
-
-
-@njit(signature=types.void(_F32_RO, types.float32, types.int64, _F32))
-def round_float32(x, scale, fmt, out):
-    """x / scale rounded to ``fmt`` (``TF32``, ``BF16``, ``FP16``, ``FP8``, ``INT8``), times scale, into
-    ``out``, each operation in float32 as numpy's: the bits of ``(x / scale).astype(float16).astype(float32)
-    * scale`` and of the same through ml_dtypes' bfloat16, ``hal.numerics.round_tf32``, ``np.clip`` and
-    ml_dtypes' float8_e4m3fn, and ``np.clip(np.rint(...))`` and int8, for every non-NaN float32 (checked
-    over all 2**32 of them, ``tests/kernels/test_round_float32.py``); a NaN stays NaN, but for int8, whose
-    cast makes it 0. One pass where the casts make two to eight (800K floats to fp16 and back: 3.2 ms
-    through numpy's casts), a loop per format so that each vectorises."""
-    n = x.shape[0]
-    if fmt == TF32:
-        for i in range(n):
-            out[U(i)] = _drop_bits(np.float32(x[U(i)] / scale), 13) * scale
-    elif fmt == BF16:
-        for i in range(n):
-            out[U(i)] = _drop_bits(np.float32(x[U(i)] / scale), 16) * scale
-    elif fmt == FP16:
-        for i in range(n):
-            out[U(i)] = _fp16(np.float32(x[U(i)] / scale)) * scale
-    elif fmt == FP8:  # past 448 (0x43E00000): clipped to it, as np.clip before the cast
-        for i in range(n):
-            y = _narrow(np.float32(x[U(i)] / scale), 20, np.uint32(0x43E00000), np.float32(448),
-                        np.uint32(0x3C800000), np.float32(0.001953125))  # normals from 2**-6, steps of 2**-9
-            out[U(i)] = y * scale
-    else:  # INT8 (+ 0 makes rint's -0.0 the +0 an integer has; an int8 holds no NaN: numpy's cast gives 0)
-        for i in range(n):
-            y = np.float32(x[U(i)] / scale)
-            r = max(min(np.rint(y), np.float32(127)), np.float32(-127)) + np.float32(0)
-            out[U(i)] = (r if y == y else np.float32(0)) * scale
-
-
-@njit(inline="always")
-def _finite_mag(v):
-    """|v|, or 0 where v is infinite or NaN."""
-    a = abs(v)
-    return a if a <= np.float32(3.4028235e38) else np.float32(0)
-
-
-@njit(signature=types.float32(_F32_RO))
-def finite_abs_max(x):
-    """The largest finite magnitude in x (0 where it has none), in eight running maxima: the LPU's
-    per-tensor fp16 scale reads it, where numpy's max and min cost a pass and a call each."""
-    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = np.float32(0)
-    n = x.shape[0]
-    body = n - n % 8
-    for i in range(0, body, 8):
-        m0 = max(m0, _finite_mag(x[U(i)]))
-        m1 = max(m1, _finite_mag(x[U(i + 1)]))
-        m2 = max(m2, _finite_mag(x[U(i + 2)]))
-        m3 = max(m3, _finite_mag(x[U(i + 3)]))
-        m4 = max(m4, _finite_mag(x[U(i + 4)]))
-        m5 = max(m5, _finite_mag(x[U(i + 5)]))
-        m6 = max(m6, _finite_mag(x[U(i + 6)]))
-        m7 = max(m7, _finite_mag(x[U(i + 7)]))
-    for i in range(body, n):
-        m0 = max(m0, _finite_mag(x[U(i)]))
-    return max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
-
-
-@njit(signature=types.void(_F32_RO, _F32))
-def round_fp16_per_tensor(x, out):
-    """x through float16 with one power-of-two scale for the whole tensor, into ``out``: the scale
-    puts x's largest finite magnitude in float16's top binade (2**(e - 15) for a magnitude of m 2**e,
-    0.5 <= m < 1; 1 when x has no finite non-zero value; never below float32's least subnormal,
-    2**-149, which every float32 is a multiple of), then ``round_float32``'s FP16 pass. One call where
-    the maximum and the rounding were two, with Python between them (the LPU's MXM operands)."""
-    amax = finite_abs_max(x)
-    scale = np.float32(1)
-    if amax > np.float32(0):
-        scale = np.float32(math.ldexp(1.0, max(math.frexp(np.float64(amax))[1] - 15, -149)))
-    for i in range(x.shape[0]):
-        out[U(i)] = _fp16(np.float32(x[U(i)] / scale)) * scale
-
-
-@njit
-def forest_leaves(data, roots, feature, split, rule, children, leaf_row, go, depth, out):
-    """The leaf each (sample, tree) pair of a tree ensemble reaches (``hal.kernels.ml_trees``): out[i, t]
-    is the table row of sample i's leaf in tree t. A pair walks down alone and stops at its leaf, where the
-    numpy walk steps every pair once a level, a dozen calls over all pairs each (20 trees of depth 6 and
-    1,000 rows: 2.0 ms). ``go[rule * 5 + outcome]`` says whether a branch goes true, by how the value
-    compares with the split (0 above, 1 equal, 3 below, 4 NaN); ``children`` holds (false, true) pairs."""
-    for i in range(data.shape[0]):
-        for t in range(roots.shape[0]):
-            node = U(roots[t])
-            for _ in range(depth):
-                if leaf_row[node] >= 0:
-                    break
-                v = data[i, U(feature[node])]
-                s = split[node]
-                outcome = 4 if v != v else (1 if v <= s else 0) + (2 if v < s else 0)
-                node = U(children[U(2 * node + go[U(rule[node] * 5 + outcome)])])
-            out[i, t] = leaf_row[node]
-
-
-@njit
-def forest_sums(leaf, table, has, scores, hit):
-    """Each sample's leaf weights summed tree by tree, in order (so float32 sums round as onnxruntime's),
-    into scores (samples, targets), and which targets some reached leaf fed into hit."""
-    for i in range(leaf.shape[0]):
-        for t in range(leaf.shape[1]):
-            row = U(leaf[i, t])
-            for k in range(table.shape[1]):
-                scores[i, k] += table[row, k]
-                hit[i, k] |= has[row, k]
-
-
 def warm() -> None:
     """Each window loop once on a tiny float32 input, contiguous and strided (a view's layout is a
     machine code of its own): what a model's kernels call, loaded before a run needs it. (The row
@@ -682,7 +514,8 @@ def warm() -> None:
                      np.empty((1, 2, 2, 2), dtype=np.float32), np.zeros(16, dtype=np.float32), 4)
 
 
-__all__ = ["add_relu", "add_relu_into", "bias_erf_gelu_arg", "bias_tanh_gelu_arg", "channel_affine", "depthwise3x3",
-           "divide_by_row_sum", "erf_tanh_arg", "finite_abs_max", "first_max_rows", "forest_leaves", "forest_sums",
-           "gelu_tail", "layer_norm_rows", "online_shift", "pool2d", "round_float32", "round_fp16_per_tensor",
-           "row_sums", "shift_by_row_max", "softmax_prologue", "softmax_scale", "softmax_shift", "warm"]
+__all__ = ["BF16", "FP8", "FP16", "INT8", "TF32", "add_relu", "add_relu_into", "bias_erf_gelu_arg",
+           "bias_tanh_gelu_arg", "channel_affine", "depthwise3x3", "divide_by_row_sum", "erf_tanh_arg",
+           "finite_abs_max", "first_max_rows", "forest_leaves", "forest_sums", "gelu_tail", "layer_norm_rows",
+           "online_shift", "pool2d", "round_float32", "round_fp16_per_tensor", "row_sums", "shift_by_row_max",
+           "softmax_prologue", "softmax_scale", "softmax_shift", "warm"]

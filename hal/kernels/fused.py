@@ -9,10 +9,8 @@ elements), every member's block in reused buffers: the same operations on the sa
 same bits, without a pass over memory per member (BERT's erf GELU: 3.16 -> 2.81 ms a layer). A
 Softmax region whose members scale and mask the scores runs them inside the softmax's first compiled
 pass (``_softmax_chain``): the same float32 operations in the same order, so again the same bits.
-An exported GELU after a product and its bias Add runs as the product's epilogue
-(``MatMulEpilogue``): the Add and the GELU's arithmetic in compiled row loops, numpy's tanh between.
-A BatchNormalization or an Add and the Relu after it are one compiled pass (``NormRelu``,
-``AddRelu``), with the max's NaN and signed-zero rules.
+A product's GELU epilogue is ``hal.kernels.epilogue``; a Relu and the pool, BatchNormalization or
+Add around it, ``hal.kernels.fused_relu``.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from hal import limits
-from hal.kernels import activation, elementwise, jit, linalg, normalization
+from hal.kernels import activation, elementwise, jit, linalg
 from hal.kernels.elementwise import broadcasts_onto
 from hal.kernels.registry import lookup
 from hal.kernels.score_chain import ScoreChain, member
@@ -452,248 +450,6 @@ def _run_block(plan: list[tuple[Any, int, int, int]], regs: list[Array], scratch
             op(regs[a], out=regs[into])
 
 
-class MatMulEpilogue(_Fused):
-    """A MatMul, its bias Add and the elementwise region that alone reads the sum (the step's
-    inputs: a, b, bias, then the region's other inputs; the region reads the sum as its input 0), as
-    a transformer MLP's first projection and its GELU (``matmul_epilogue`` in ``hal.graph.fuse``).
-
-    Where the region is an exported GELU (``gelu_form``) and everything is float32, the product is
-    BLAS's and the rest two compiled row loops around numpy's tanh, over blocks of rows that stay in
-    cache: the bias Add in place with the tanh's argument beside it, then the tail in place
-    (``_loops.bias_erf_gelu_arg`` or ``bias_tanh_gelu_arg``, ``gelu_tail``). The same float32
-    operations in the same order as the Add's and the region's numpy calls, so the same bits, in
-    three calls where they made seven to eleven passes over the product (tiny-gpt's 16x64 by 64x256
-    and GELU 19.9 -> 11.4 us, BERT-bench's 512x384 by 384x1536 7.3 -> 6.6 ms, in isolation).
-    Elsewhere ``MatMulBias`` and then the region, one step still."""
-
-    def __init__(self, matmul: Key, add: Key, bias_first: bool, region: Region):
-        self.keys = [matmul, add]
-        self.bias_first = bias_first
-        self.region = region
-        self._bind()
-
-    def _bind(self) -> None:
-        super()._bind()
-        self._pair = MatMulBias(self.keys[0], self.keys[1], self.bias_first)
-        plain = self.fns[0] is linalg.matmul and self.fns[1] is elementwise.add
-        self._form = gelu_form(self.region) if plain else None
-        #: (the scalar arrays of the last call, their values) while those are read-only
-        self._kept: tuple[list[Any], list[float]] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        for k in ("_pair", "_form", "_kept"):
-            state.pop(k, None)
-        return state
-
-    def __call__(self, a: Array, b: Array, bias: Array, *rest: Any) -> Any:
-        form = self._form
-        if (form is not None and a.__class__ is np.ndarray and b.__class__ is np.ndarray
-                and bias.__class__ is np.ndarray and a.dtype is _F32 and b.dtype is _F32 and bias.dtype is _F32
-                and b.ndim == 2 and bias.shape == b.shape[1:] and jit.enabled()):
-            k = self._scalars([rest[i - 1] for i in form[1]], a.ndim)
-            if k is not None:
-                y = self.fns[0](a, b)  # the MatMul kernel's own array: C-contiguous, of the step alone
-                if (y.__class__ is np.ndarray and y.dtype is _F32 and y.size and y.flags.c_contiguous
-                        and y.flags.writeable):
-                    return self._gelu(form[0] == "erf", y, bias, k)
-                return self.region(self._pair.add_bias(y, bias), *rest)
-        return self.region(self._pair(a, b, bias), *rest)
-
-    def _scalars(self, xs: list[Any], ndim: int) -> list[float] | None:
-        """The values of the GELU's scalars ``xs`` when each is a float32 array of one element that
-        does not broadcast a result of ``ndim`` dimensions (or 1) to more, else None. Read again only
-        when the arrays change or one is writable (a caller's feed may change in place)."""
-        kept = self._kept
-        if kept is not None and all(map(operator.is_, xs, kept[0])):
-            return kept[1]
-        top = max(ndim, 1)
-        for x in xs:
-            if x.__class__ is not np.ndarray or x.dtype is not _F32 or x.size != 1 or x.ndim > top:
-                return None
-        values = [x.item() for x in xs]
-        if not any(x.flags.writeable for x in xs):
-            self._kept = (xs, values)  # one tuple: atomic for concurrent runs
-        return values
-
-    def _gelu(self, erf: bool, y: Array, bias: Array, k: list[float]) -> Array:
-        """The bias Add and the GELU over ``y``'s rows, in place, ``Region.BLOCK`` floats at a time."""
-        loops = jit.loops()
-        n = y.shape[-1]
-        rows = y if y.ndim == 2 else y.reshape(-1, n)
-        count = rows.shape[0]
-        step = max(1, Region.BLOCK // n)
-        scratch = np.empty((min(step, count), n), dtype=np.float32)
-        for start in range(0, count, step):
-            t, p = (rows, scratch) if step >= count else (rows[start:start + step], scratch[:min(step, count - start)])
-            if erf:
-                loops.bias_erf_gelu_arg(t, bias, k[0], _ERF_COEF, _ERF_TOP, p)
-            else:
-                loops.bias_tanh_gelu_arg(t, bias, k[0], k[1], p)
-            np.tanh(p, out=p)
-            loops.gelu_tail(t, p, k[-2], k[-1])
-        return y
-
-
-_ERF_COEF, _ERF_TOP = elementwise.ERF_F32_COEF, elementwise.ERF_F32_TOP_S
-
-
-#: the GELUs as exported (torch's erf one and its tanh approximation), over the region's inputs:
-#: "x" its input 0 (the product's sum), an int k the k-th scalar (any input but 0), (op, operands)
-#: a member; Add and Mul match either operand order (float32 sums and products commute exactly)
-_GELU_FORMS: dict[str, Any] = {
-    "erf": ("Mul", ("Mul", "x", ("Add", ("Erf", ("Div", "x", 0)), 1)), 2),
-    "tanh": ("Mul", 3, ("Mul", "x", ("Add", 2, ("Tanh", ("Mul", 1, ("Add", "x",
-                                                                    ("Mul", 0, ("Mul", "x", ("Mul", "x", "x"))))))))),
-}
-
-
-def gelu_form(region: Region) -> tuple[str, tuple[int, ...]] | None:
-    """(the GELU form, the region inputs its scalars are in order) where ``region`` computes one
-    of ``_GELU_FORMS`` from its input 0 in exactly those members and operations, else None."""
-    if region.has_softmax or region._block_plan is None:
-        return None
-    ops = [key[1] for key in region.keys]
-
-    def match(pattern: Any, ref: int, bound: dict[int, int]) -> dict[int, int] | None:
-        if pattern == "x":
-            return bound if ref == 0 else None
-        if isinstance(pattern, int):
-            if ref <= 0 or bound.get(pattern, ref) != ref:
-                return None
-            return {**bound, pattern: ref}
-        if ref >= 0:
-            return None
-        j = ~ref
-        op, *args = pattern
-        refs = region.refs[j]
-        if ops[j] != op or len(refs) != len(args):
-            return None
-        orders = [refs, refs[::-1]] if op in ("Add", "Mul") else [refs]
-        for order in orders:
-            got: dict[int, int] | None = bound
-            for p, r in zip(args, order):
-                got = match(p, r, got) if got is not None else None
-            if got is not None:
-                return got
-        return None
-
-    def size(pattern: Any) -> int:
-        return 0 if not isinstance(pattern, tuple) else 1 + sum(size(p) for p in pattern[1:])
-
-    for name, pattern in _GELU_FORMS.items():
-        if size(pattern) == len(ops):
-            got = match(pattern, ~(len(ops) - 1), {})
-            if got is not None:
-                return name, tuple(got[k] for k in range(len(got)))
-    return None
-
-
-class ReluPool(_Fused):
-    """A Relu and the MaxPool that alone reads it, pooled first: max over a window of max(x, 0) is
-    max(max over the window, 0) value for value (a NaN in the window stays NaN either way, and both
-    orders end in the Relu's own max against +0), so the Relu runs on the pooled result, a quarter
-    of its input at stride 2 (SqueezeNet's stem: 64x111x111 floats -> 64x55x55). ``hal.graph.fuse``
-    pairs only pools whose every window reads the image, never all padding."""
-
-    def __init__(self, relu: Key, pool: Key):
-        self.keys = [relu, pool]
-        self._bind()
-
-    def _bind(self) -> None:
-        super()._bind()
-        self._ufunc_relu = self.fns[0] is activation.relu  # the Relu is max(x, 0): it may run in place
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_ufunc_relu", None)
-        return state
-
-    def __call__(self, x: Any, **attrs: Any) -> Any:
-        relu, pool = self.fns
-        y = pool(x, **attrs)
-        if (self._ufunc_relu and y.__class__ is np.ndarray and y is not x and y.base is None and y.ndim
-                and y.flags.writeable):  # a result the pool made for this call: nobody else holds it
-            return activation.relu_into(y, y)
-        return relu(y)
-
-
-class NormRelu(_Fused):
-    """An inference BatchNormalization and the Relu that alone reads it (the step's inputs: the
-    BatchNormalization's five), as one pass over the tensor (``normalization.batch_norm_relu``):
-    DenseNet's pre-activation BN-Relu before each of its convs, where the two kernels make three
-    passes (the multiply into a new tensor, the add and the max in place). The same bits; a
-    training-mode node, or kernels other than the registry's, run one after the other."""
-
-    def __init__(self, norm: Key, relu: Key):
-        self.keys = [norm, relu]
-        self._bind()
-
-    def _bind(self) -> None:
-        super()._bind()
-        # the opset 9+ kernels are _batchnorm_infer outside training mode (opset 1's ``spatial`` is not)
-        self._one_pass = self.keys[0][2] >= 9 and self.fns[1] is activation.relu
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_one_pass", None)
-        return state
-
-    def __call__(self, x: Any, scale: Any, bias: Any, mean: Any, var: Any, **attrs: Any) -> Any:
-        if self._one_pass and not attrs.get("training_mode", 0) and x.__class__ is np.ndarray:
-            return normalization.batch_norm_relu(x, scale, bias, mean, var, attrs.get("epsilon", 1e-5))
-        norm, relu = self.fns
-        y = norm(x, scale, bias, mean, var, **attrs)
-        return relu(y[0] if y.__class__ is tuple else y)
-
-
-class AddRelu(_Fused):
-    """An Add (or a Sum of two) and the Relu that alone reads it (the step's inputs: the Add's two),
-    as ResNet's and ShuffleNet's residual joins: for two float32 operands of one shape, one compiled
-    pass (``_loops.add_relu``) where the kernels make two, the same bits (1x256x56x56 with cold
-    caches, in place: 430 -> 317 us; 1x2048x7x7 94 -> 50). The engine runs it into an operand's
-    buffer as it runs an Add (``in_place_form``); other operands run the two kernels in turn."""
-
-    def __init__(self, add: Key, relu: Key):
-        self.keys = [add, relu]
-        self._bind()
-
-    def _bind(self) -> None:
-        super()._bind()
-        self._one_pass = self.fns[0] in (elementwise.add, elementwise.sum_) and self.fns[1] is activation.relu
-        #: what the engine calls to run the step into an operand's buffer: (a ufunc-like call, arity)
-        self.in_place_form = (self._into, 2) if self._one_pass else None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_one_pass", None)
-        state.pop("in_place_form", None)
-        return state
-
-    def _flat(self, a: Any, b: Any) -> bool:
-        """Whether the compiled pass takes a and b: float32 arrays of one shape, C-contiguous, not empty."""
-        return (self._one_pass and a.__class__ is np.ndarray and b.__class__ is np.ndarray and a.dtype is _F32
-                and b.dtype is _F32 and a.shape == b.shape and a.size and a.flags.c_contiguous
-                and b.flags.c_contiguous and jit.enabled())
-
-    def __call__(self, a: Any, b: Any) -> Any:
-        if self._flat(a, b):
-            out = np.empty_like(a)
-            jit.loops().add_relu(a.reshape(-1), b.reshape(-1), out.reshape(-1))
-            return out
-        return self.fns[1](self.fns[0](a, b))
-
-    def _into(self, a: Any, b: Any, out: Array) -> Array:
-        """The step into ``out``, which is a or b (``hal.engine.inplace.in_place`` checked it is the
-        run's alone, of the result's dtype and shape)."""
-        if self._flat(a, b):
-            first = out is a
-            jit.loops().add_relu_into(out.reshape(-1), (b if first else a).reshape(-1), first)
-            return out
-        np.add(a, b, out=out)
-        return activation.relu_into(out, out)
-
-
 class ConcatChain(_Fused):
     """A Concat whose result shares one buffer with the Concats that extend it: each of those reads
     the previous result as its first input along the same axis (DenseNet's dense blocks), so the
@@ -746,4 +502,4 @@ class ConcatChain(_Fused):
         return buf[:end].reshape(*lead, end, *rest)
 
 
-__all__ = ["ConcatChain", "MatMulBias", "MatMulGroup", "NormRelu", "Region", "ReluPool"]
+__all__ = ["Array", "ConcatChain", "Key", "MatMulBias", "MatMulGroup", "Region"]

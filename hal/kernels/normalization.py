@@ -159,7 +159,7 @@ def _batchnorm_infer(x: Array, scale: Array, bias: Array, mean: Array, var: Arra
 
 def batch_norm_relu(x: Array, scale: Array, bias: Array, mean: Array, var: Array, epsilon: float = 1e-5) -> Array:
     """Inference BatchNormalization and a Relu after it: the bits of the two kernels one after the
-    other (``hal.kernels.fused.NormRelu``, DenseNet's BN-Relu before each conv)."""
+    other (``hal.kernels.fused_relu.NormRelu``, DenseNet's BN-Relu before each conv)."""
     return _batchnorm_infer(x, scale, bias, mean, var, epsilon, relu=True)
 
 

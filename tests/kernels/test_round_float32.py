@@ -1,4 +1,4 @@
-"""The compiled rounding of float32 to tf32, bf16, fp16, fp8 and int8 (``hal.kernels._loops.round_float32``,
+"""The compiled rounding of float32 to tf32, bf16, fp16, fp8 and int8 (``hal.kernels._rounding_loops.round_float32``,
 through ``hal.numerics.round_to`` / ``round_scaled``) against the casts it replaces: numpy's
 float16 cast, ml_dtypes' bfloat16 and float8_e4m3fn casts after ``np.clip``, ``round_tf32``'s bit
 arithmetic and ``np.clip(np.rint(...))`` to int8.

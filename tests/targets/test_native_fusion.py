@@ -14,7 +14,8 @@ import pytest
 
 import hal
 from hal.engine import steps_for_nodes
-from hal.kernels.fused import MatMulBias, MatMulEpilogue, MatMulGroup
+from hal.kernels.epilogue import MatMulEpilogue
+from hal.kernels.fused import MatMulBias, MatMulGroup
 from tests.conftest import light_case
 
 #: where each target fuses host steps when it builds its host program (and joins a wrapped MatMul
