@@ -98,6 +98,8 @@ CASES = [
     # (the evaluator's Pad cannot crop: the same crop and pad in numpy)
     ("Pad-2 negative pads crop", _model(2, "Pad", {"x": X234}, pads=[0, -1, 1, 0, 0, -2]), {"x": X234},
      lambda f: [np.pad(f["x"][:, 1:, :-2], ((0, 0), (0, 0), (1, 0)))]),
+    ("Upsample-1 height and width scales", _model(1, "Upsample", {"x": IMAGE}, height_scale=2.0, width_scale=3.0),
+     {"x": IMAGE}, _model(9, "Upsample", {"x": IMAGE}, initializers={"s": np.array([1, 1, 2, 3], np.float32)})),
     ("Upsample-7 nearest", _model(7, "Upsample", {"x": IMAGE}, scales=[1.0, 1.0, 2.0, 3.0]), {"x": IMAGE},
      _model(9, "Upsample", {"x": IMAGE}, initializers={"s": np.array([1, 1, 2, 3], np.float32)})),
     # (the evaluator's Upsample has no linear mode: its Resize, with Upsample's coordinates)
@@ -105,6 +107,7 @@ CASES = [
      {"x": IMAGE}, _asymmetric_linear_resize([1.0, 1.0, 2.0, 3.0])),
     ("Upsample-9 scales input", _model(9, "Upsample", {"x": IMAGE}, initializers={
         "s": np.array([1, 1, 3, 2], np.float32)}), {"x": IMAGE}, None),
+    ("Dropout-1 is_test", _model(1, "Dropout", {"x": X234}, is_test=1), {"x": X234}, lambda f: [f["x"]]),
     ("Dropout-7 in inference", _model(7, "Dropout", {"x": X234}, ratio=0.3), {"x": X234}, None),
     ("Flatten-1 default axis", _model(1, "Flatten", {"x": X234}), {"x": X234}, None),
 ]
