@@ -53,11 +53,11 @@ def test_a_timeline_draws_one_bar_per_event_in_its_lane(sessions, target) -> Non
         plots.gantt(ax, events, "t", "lane")
         bars = ax.patches
         assert len(bars) == len(spans)
-        lanes = list(dict.fromkeys(str(e["tid"]) for e in spans))
+        lanes = list(dict.fromkeys(str(e["tid"]) for e in spans))  # (one process: lanes by thread)
         assert [t.get_text() for t in ax.get_yticklabels()] == lanes
+        scale, _ = plots._time_unit(max(s["ts"] + s["dur"] for s in spans))
         for bar, e in zip(bars, spans):  # each bar in its event's lane, starting at its start
             assert abs(bar.get_y() + bar.get_height() / 2 - lanes.index(str(e["tid"]))) < 1e-9
-            scale, _ = plots._time_unit(max(s["ts"] + s["dur"] for s in spans))
             assert bar.get_x() == pytest.approx(e["ts"] * scale)
     finally:
         plt.close(fig)
