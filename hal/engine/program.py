@@ -55,45 +55,6 @@ class Step:
     def guarded_as(self) -> str:
         return self.op_type if self.guard_op is None else self.guard_op
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Kernels made by closures cannot be pickled by name: store them as registry keys.
-        state = dict(self.__dict__)
-        state["fn"] = _KernelRef.of(self.fn) or self.fn
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        fn = state["fn"]
-        state["fn"] = fn.resolve() if isinstance(fn, _KernelRef) else fn
-        self.__dict__.update(state)
-
-
-@dataclass(frozen=True)
-class _KernelRef:
-    """A registered kernel named by its registry key, for kernels pickle cannot name (closures)."""
-
-    domain: str
-    op_type: str
-    since: int
-
-    @classmethod
-    def of(cls, fn: Callable[..., Any]) -> _KernelRef | None:
-        if "<locals>" not in getattr(fn, "__qualname__", ""):
-            return None
-        from hal.kernels.registry import _REGISTRY
-
-        for (domain, op_type), defs in _REGISTRY.items():
-            for d in defs:
-                if d.fn is fn:
-                    return cls(domain, op_type, d.since)
-        return None
-
-    def resolve(self) -> Callable[..., Any]:
-        kdef = lookup(self.op_type, self.domain, self.since)
-        if kdef is None or kdef.since != self.since:
-            raise RunError(f"no kernel {self.op_type} (since opset {self.since}) to rebuild a stored program",
-                           where="program load", hint="recompile: the stored program came from another hal")
-        return kdef.fn
-
 
 def _implicit_reads(step: Step) -> set[str]:
     """Names a step's subgraph attributes read from the enclosing scope (they keep those values alive)."""
