@@ -109,6 +109,23 @@ def test_a_session_matches_onnxruntime(dtype) -> None:
                                ref.run(None, {"x": x})[0].astype(np.float64), rtol=tol, atol=tol)
 
 
+def test_an_opset_7_normalisation_and_its_relu_run_their_kernels_as_one_step() -> None:
+    # BatchNormalization-7 (its ``spatial`` attribute) is not the one-pass kernel's: the step calls
+    # the two kernels in turn, with the plain program's bits and onnxruntime's values
+    shape = (2, 3, 5, 4)
+    model = _concat_bn_relu(shape, opset=7)
+    plain, fused = _programs(model)
+    assert [s.op_type for s in fused.steps] == ["Concat", "BatchNormalization+Relu"]
+    want = plain.run_list({"x": _x(shape)})[0]
+    got = fused.run_list({"x": _x(shape)})[0]
+    assert np.array_equal(_bits(got), _bits(want))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    ref = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    x = _x(shape, special=False)
+    np.testing.assert_allclose(fused.run_list({"x": x})[0], ref.run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
 def test_a_relu_input_read_elsewhere_or_a_training_node_stays_apart() -> None:
     plain, fused = _programs(_concat_bn_relu((1, 3, 4, 4), second_reader=True))
     assert "BatchNormalization+Relu" not in [s.op_type for s in fused.steps]
