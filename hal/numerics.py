@@ -2,8 +2,9 @@
 
 Targets use these to run their programs the way their hardware would: ``round_to`` stores a
 tensor in a format and brings it back to fp32 (so the error is exactly the format's), and
-``quantize_weight`` applies the scale schemes of fp8 and int8 weights. Accumulation stays fp32,
-as on tensor cores, the MXM and the wafer's FMACs.
+``quantize`` gives fp8 and int8 weights their scales (one per output channel of a matrix op's weight,
+where a policy rounds a program's weights). Accumulation stays fp32, as on tensor cores, the MXM and
+the wafer's FMACs.
 
 A float32 tensor rounds to any of them in one compiled pass (``round_scaled``, through
 ``hal.kernels._rounding_loops.round_float32``) with the bits of the casts it replaces; numpy's cast to
@@ -137,16 +138,6 @@ def quantize(x: np.ndarray, fmt: str, axis: int | None = None) -> tuple[np.ndarr
     else:
         q = np.clip(np.rint(y), -127, 127).astype(np.int8)
     return q, scale
-
-
-def quantize_weight(w: np.ndarray, fmt: str) -> np.ndarray:
-    """A [K, N] (or batched [..., K, N]) MatMul weight quantised per output column and brought back."""
-    if not is_float(w.dtype):
-        return w
-    if fmt not in ("fp8", "int8"):
-        return round_to(w, fmt)
-    q, scale = quantize(w, fmt, axis=-1)
-    return (q.astype(np.float32) * scale).astype(w.dtype)
 
 
 @dataclass(frozen=True)
