@@ -10,6 +10,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
+from hal.kernels.quantize import saturate_int
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -121,7 +122,6 @@ def qlinear_matmul(a: Array, a_scale: Array, a_zero_point: Array, b: Array, b_sc
     y += y_zero_point.astype(np.float64)
     out = y_zero_point.dtype
     if out.kind in "iu":
-        info = np.iinfo(out)
-        return _arr(np.clip(np.rint(y), info.min, info.max)).astype(out)
+        return saturate_int(_arr(np.rint(y)), out)
     fi = ml_dtypes.finfo(out)
     return _arr(np.clip(y, float(fi.min), float(fi.max))).astype(out)

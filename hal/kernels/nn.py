@@ -37,6 +37,7 @@ from hal.kernels._sliding import (
     flat_rows,
     window,
 )
+from hal.kernels.quantize import saturate_int
 from hal.kernels.registry import kernel
 
 # --- Conv ------------------------------------------------------------------------------------------
@@ -433,10 +434,8 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
     multiplier = (np.asarray(x_scale, dtype=np.float32).reshape(()) * ws
                   / np.asarray(y_scale, dtype=np.float32).reshape(()))
     out_dtype = np.asarray(y_zero_point).dtype if y_zero_point is not None else x.dtype
-    info = np.iinfo(out_dtype)
     zp = 0.0 if y_zero_point is None else float(np.asarray(y_zero_point).reshape(-1)[0])
-    y = np.rint(acc * multiplier.astype(np.float64)) + zp
-    return np.clip(y, info.min, info.max).astype(out_dtype)
+    return saturate_int(np.rint(acc * multiplier.astype(np.float64)) + zp, out_dtype)
 
 
 # --- ConvTranspose / Col2Im: GEMM then fold --------------------------------------------------------

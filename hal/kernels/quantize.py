@@ -63,10 +63,15 @@ def _dtype(code: int) -> np.dtype:
     return np.dtype(tensor_dtype_to_np_dtype(code))
 
 
-def _saturate_int(q: Array, dtype: np.dtype) -> Array:
+def saturate_int(q: Array, dtype: np.dtype) -> Array:
+    """Rounded values ``q`` as the integer ``dtype``, saturated to its range. A NaN (a zero or NaN
+    scale, an infinite input over an infinite scale) becomes the range's lowest value, as in
+    onnxruntime, whose clamp keeps the NaN and whose conversion reads it as INT32_MIN; the spec
+    leaves it open, and a plain cast would wrap it to whatever its low bits say (0 for int8)."""
     lo, hi = _INT_RANGES[dtype]
     with np.errstate(invalid="ignore"):
-        return np.clip(q, lo, hi).astype(np.int64).astype(dtype)
+        q = np.clip(q, lo, hi)
+        return np.where(np.isnan(q), lo, q).astype(np.int64).astype(dtype)
 
 
 @kernel("QuantizeLinear", since=10)
@@ -89,7 +94,7 @@ def quantize_linear(x: Array, y_scale: Array, y_zero_point: Array | None = None,
             q = np.rint(q.astype(np.float64))
             if y_zero_point is not None:
                 q = q + _expand(y_zero_point, x.shape, axis, block_size).astype(np.float64)
-            return _saturate_int(q, out)
+            return saturate_int(q, out)
         if y_zero_point is not None:  # float targets: the zero point is (almost always) 0, but is honoured
             zp = _expand(y_zero_point, x.shape, axis, block_size).astype(np.float32)
             q = q.astype(np.float32) + zp
@@ -121,9 +126,15 @@ def dequantize_linear(x: Array, x_scale: Array, x_zero_point: Array | None = Non
 def dynamic_quantize_linear(x: Array) -> tuple[Array, Array, Array]:
     """uint8 quantisation whose range always holds 0: scale = (max - min) / 255, zero point rounds."""
     x32 = x.astype(np.float32)
-    hi = np.float32(max(0.0, float(x32.max()))) if x32.size else np.float32(0)
-    lo = np.float32(min(0.0, float(x32.min()))) if x32.size else np.float32(0)
+    # the range leaves NaNs out, as onnxruntime's does (at most positions: its SIMD min/max drop a
+    # NaN by lane order): one NaN would otherwise make the range [0, 0] and every value 0 or 255
+    numbers = x32[~np.isnan(x32)]
+    hi = np.float32(max(0.0, float(numbers.max()))) if numbers.size else np.float32(0)
+    lo = np.float32(min(0.0, float(numbers.min()))) if numbers.size else np.float32(0)
     scale = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255))
-    zero_point = np.rint(np.clip(np.float32(0) - lo / scale, 0, 255))
-    y = np.clip(np.rint(x32 / scale) + zero_point, 0, 255).astype(np.uint8)
+    with np.errstate(invalid="ignore"):
+        initial = np.float32(0) - lo / scale
+        # an infinite range gives a NaN here (-inf / inf), which onnxruntime's min(255, z) reads as 255
+        zero_point = np.float32(255) if np.isnan(initial) else np.rint(np.clip(initial, 0, 255))
+        y = saturate_int(np.rint(x32 / scale) + zero_point, np.dtype(np.uint8))
     return y, np.asarray(scale, dtype=x.dtype), np.asarray(zero_point).astype(np.uint8)
