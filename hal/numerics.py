@@ -13,7 +13,8 @@ float16 alone took 2.6 ns an element, and a native-precision run rounds every ma
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 import ml_dtypes
 import numpy as np
@@ -195,7 +196,26 @@ MATRIX_OPS: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
     "Conv": ((0, 1), (1,), 0),
     "ConvTranspose": ((0, 1), (1,), 1),
     "Einsum": ((0, 1), (), 0),
+    # W and R of the recurrent ops: (directions, gates * hidden, in); their state is rounded inside
+    "RNN": ((0, 1, 2), (1, 2), 1),
+    "GRU": ((0, 1, 2), (1, 2), 1),
+    "LSTM": ((0, 1, 2), (1, 2), 1),
+    # opset 23's Attention rounds Q, K, V and its probabilities inside, after scaling
+    "Attention": ((), (), 0),
 }
+
+#: matrix ops whose kernels also multiply values they make themselves (a recurrent op's state, at
+#: every step; Attention's probabilities): a policy hands them ``_round_operand``, the rounding of
+#: an operand as the matrix unit reads it, since rounding their inputs alone would leave those
+#: products exact (before, an LSTM at ``native`` gave fp32's bits on every target)
+INNER_PRODUCT_OPS = frozenset({"RNN", "GRU", "LSTM", "Attention"})
+
+
+def with_operand_rounding(fn, op_type: str, round_operand):
+    """``fn`` handed ``round_operand`` where ``op_type`` is one of INNER_PRODUCT_OPS; else ``fn``."""
+    if op_type not in INNER_PRODUCT_OPS:
+        return fn
+    return partial(fn, _round_operand=round_operand)
 
 
 def _matrix_call(fn, fmt_in: str, store: str, act_positions: tuple[int, ...], *args, **attrs):
@@ -230,9 +250,6 @@ def apply_policy(steps: list, initializers: dict, policy: Policy) -> tuple[list,
     every float32 result is stored in ``policy.storage``: where that is fp32, a step other than a
     matrix op is returned as it came. Returns (steps, replaced weights).
     """
-    from dataclasses import replace
-    from functools import partial
-
     if policy.exact:
         return steps, {}
     weights: dict[str, np.ndarray] = {}
@@ -251,7 +268,8 @@ def apply_policy(steps: list, initializers: dict, policy: Policy) -> tuple[list,
                         weights[name] = _quantize_axis(w, policy.matmul_weights, axis)
                 elif w is None or not isinstance(w, np.ndarray):
                     act_positions.append(i)
-            out.append(replace(s, fn=partial(_matrix_call, s.fn, policy.matmul_inputs, policy.storage,
+            fn = with_operand_rounding(s.fn, s.op_type, partial(round_to, fmt=policy.matmul_inputs))
+            out.append(replace(s, fn=partial(_matrix_call, fn, policy.matmul_inputs, policy.storage,
                                              tuple(act_positions))))
         elif policy.storage != "fp32":
             out.append(replace(s, fn=partial(_stored_call, s.fn, policy.storage)))

@@ -55,6 +55,10 @@ def _grouped(q: Array, kv_heads: int) -> Array:
     return q.reshape(b, kv_heads, hq // kv_heads, *q.shape[2:])
 
 
+def _as_is(x: Array) -> Array:
+    return x
+
+
 def _scores(q: Array, k: Array) -> Array:
     """q (B, Hq, Sq, D) @ k (B, Hkv, Skv, D)^T -> (B, Hq, Sq, Skv), GQA by grouping."""
     qg = _grouped(q, k.shape[1])
@@ -142,11 +146,14 @@ def _attention_bias(attn_mask: Array | None, nonpad: Array | None, past_len: int
 @kernel("Attention", since=23, output_count=True)
 def attention(Q, K, V, attn_mask=None, past_key=None, past_value=None, nonpad_kv_seqlen=None, *,
               is_causal=0, kv_num_heads=None, q_num_heads=None, qk_matmul_output_mode=0, scale=None,
-              softcap=0.0, softmax_precision=None, left_window_size=-1, right_window_size=-1, _n_outputs=1):
+              softcap=0.0, softmax_precision=None, left_window_size=-1, right_window_size=-1, _n_outputs=1,
+              _round_operand=None):
     """Scaled dot-product attention, opsets 23-25 (nonpad_kv_seqlen from 24, windows from 25).
 
     Outputs Y, present_key, present_value, qk_matmul_output (the last by ``qk_matmul_output_mode``:
-    0 raw Q·K^T, 1 after softcap, 2 after softcap and bias, 3 after softmax).
+    0 raw Q·K^T, 1 after softcap, 2 after softcap and bias, 3 after softmax). A numeric policy passes
+    ``_round_operand`` (``hal.numerics.INNER_PRODUCT_OPS``): the operands of both products, the scaled
+    Q and K, the probabilities and V, are rounded by it, as a matrix unit reads them.
     """
     if (past_key is None) != (past_value is None):
         raise ValueError("Attention: past_key and past_value must be given together")
@@ -170,7 +177,8 @@ def attention(Q, K, V, attn_mask=None, past_key=None, past_value=None, nonpad_kv
     root = work.type(math.sqrt(scale))  # Q and K are each scaled by sqrt(scale) (overflow guard)
     qs = q4.astype(work) * root
     ks = present_key.astype(work) * root
-    raw = _scores(qs, ks)
+    rd = _round_operand or _as_is
+    raw = _scores(rd(qs), rd(ks))
     capped = raw
     if softcap > 0:
         capped = np.tanh(raw / work.type(softcap)) * work.type(softcap)
@@ -184,7 +192,7 @@ def attention(Q, K, V, attn_mask=None, past_key=None, past_value=None, nonpad_kv
         dead = np.isneginf(np.max(bias, axis=-1, keepdims=True))
         if dead.any():
             probs = np.where(dead, work.type(0), probs)
-    y = _weighted(probs, present_value.astype(work))
+    y = _weighted(rd(probs), rd(present_value.astype(work)))
     if three_d:
         y = _from_heads(y)
     outs: list[Array | None] = [y.astype(Q.dtype), present_key, present_value]

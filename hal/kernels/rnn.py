@@ -3,7 +3,9 @@
 The input projection ``X @ W^T + Wb`` of all time steps is one matmul per direction; only the
 recurrence ``H @ R^T`` loops over time. ``sequence_lens`` freezes a batch row's state once its
 sequence has ended (and zeroes its Y rows there); a reverse pass starts each row at its own last
-step. float16 / bfloat16 run in float32 and are rounded once at the end.
+step. float16 / bfloat16 run in float32 and are rounded once at the end. A numeric policy passes
+``_round_operand`` (``hal.numerics.INNER_PRODUCT_OPS``): each step's state is rounded by it before it
+meets R, as a matrix unit reads it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from hal.kernels.registry import kernel
 
 Array = np.ndarray
 Act = Callable[[Array], Array]
+
+
+def _as_is(x: Array) -> Array:
+    return x
 
 
 def _sigmoid(x: Array) -> Array:
@@ -82,7 +88,7 @@ def _clipper(clip: float | None) -> Act:
 
 def _recurrent(kind: str, X, W, R, B, sequence_lens, initial_h, initial_c, P, *, activation_alpha,
                activation_beta, activations, clip, direction, hidden_size, input_forget, layout,
-               linear_before_reset, n_outputs):
+               linear_before_reset, n_outputs, round_operand=None):
     gates, default_acts = {"RNN": (1, ["Tanh"]), "GRU": (3, ["Sigmoid", "Tanh"]),
                            "LSTM": (4, ["Sigmoid", "Tanh", "Tanh"])}[kind]
     if direction not in ("forward", "reverse", "bidirectional"):
@@ -102,6 +108,9 @@ def _recurrent(kind: str, X, W, R, B, sequence_lens, initial_h, initial_c, P, *,
     steps, batch = x.shape[:2]
     acts = _activations(activations, default_acts, dirs, activation_alpha, activation_beta)
     cl = _clipper(clip)
+    # a matrix unit's reading of the state it multiplies (``hal.numerics.INNER_PRODUCT_OPS``: X, W and R
+    # arrive rounded; h is made here, step by step)
+    rd = round_operand or _as_is
     lens = None if sequence_lens is None else np.asarray(sequence_lens).astype(np.int64).reshape(batch, 1)
 
     y = np.zeros((steps, dirs, batch, hs), dtype=work)
@@ -123,20 +132,20 @@ def _recurrent(kind: str, X, W, R, B, sequence_lens, initial_h, initial_c, P, *,
         reverse = direction == "reverse" or d == 1
         for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
             if kind == "RNN":
-                h_new = f[0](cl(xw[t] + h @ r.T + rb))
+                h_new = f[0](cl(xw[t] + rd(h) @ r.T + rb))
             elif kind == "GRU":
                 xz, xr, xh = np.split(xw[t], 3, axis=-1)
                 rz, rr, rh = np.split(r, 3)
                 bz, br, bh = np.split(rb, 3)
-                z = f[0](cl(xz + h @ rz.T + bz))
-                rg = f[0](cl(xr + h @ rr.T + br))
+                z = f[0](cl(xz + rd(h) @ rz.T + bz))
+                rg = f[0](cl(xr + rd(h) @ rr.T + br))
                 if linear_before_reset:
-                    hh = f[1](cl(xh + rg * (h @ rh.T + bh)))
+                    hh = f[1](cl(xh + rg * (rd(h) @ rh.T + bh)))
                 else:
-                    hh = f[1](cl(xh + (rg * h) @ rh.T + bh))
+                    hh = f[1](cl(xh + rd(rg * h) @ rh.T + bh))
                 h_new = (1 - z) * hh + z * h
             else:
-                gi, go, gf, gc = np.split(xw[t] + h @ r.T + rb, 4, axis=-1)
+                gi, go, gf, gc = np.split(xw[t] + rd(h) @ r.T + rb, 4, axis=-1)
                 if p_i is not None:
                     gi, gf = gi + p_i * c, gf + p_f * c
                 i = f[0](cl(gi))
@@ -168,31 +177,32 @@ def _recurrent(kind: str, X, W, R, B, sequence_lens, initial_h, initial_c, P, *,
 @kernel("RNN", since=1, output_count=True)
 def rnn(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha=None, activation_beta=None,
         activations=None, clip=None, direction="forward", hidden_size=None, layout=0, output_sequence=0,
-        _n_outputs=2):
+        _n_outputs=2, _round_operand=None):
     """Ht = f(Xt W^T + Ht-1 R^T + Wb + Rb); outputs Y (all steps) and Y_h (last state)."""
     return _recurrent("RNN", X, W, R, B, sequence_lens, initial_h, None, None, activation_alpha=activation_alpha,
                       activation_beta=activation_beta, activations=activations, clip=clip, direction=direction,
                       hidden_size=hidden_size, input_forget=0, layout=layout, linear_before_reset=0,
-                      n_outputs=_n_outputs)
+                      n_outputs=_n_outputs, round_operand=_round_operand)
 
 
 @kernel("GRU", since=1, output_count=True)
 def gru(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha=None, activation_beta=None,
         activations=None, clip=None, direction="forward", hidden_size=None, layout=0, linear_before_reset=0,
-        output_sequence=0, _n_outputs=2):
+        output_sequence=0, _n_outputs=2, _round_operand=None):
     """Gates z, r, h (in that order in W, R, B); outputs Y and Y_h."""
     return _recurrent("GRU", X, W, R, B, sequence_lens, initial_h, None, None, activation_alpha=activation_alpha,
                       activation_beta=activation_beta, activations=activations, clip=clip, direction=direction,
                       hidden_size=hidden_size, input_forget=0, layout=layout,
-                      linear_before_reset=linear_before_reset, n_outputs=_n_outputs)
+                      linear_before_reset=linear_before_reset, n_outputs=_n_outputs,
+                      round_operand=_round_operand)
 
 
 @kernel("LSTM", since=1, output_count=True)
 def lstm(X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=None, *, activation_alpha=None,
          activation_beta=None, activations=None, clip=None, direction="forward", hidden_size=None, input_forget=0,
-         layout=0, output_sequence=0, _n_outputs=3):
+         layout=0, output_sequence=0, _n_outputs=3, _round_operand=None):
     """Gates i, o, f, c (in that order in W, R, B; peepholes P in order i, o, f); outputs Y, Y_h, Y_c."""
     return _recurrent("LSTM", X, W, R, B, sequence_lens, initial_h, initial_c, P,
                       activation_alpha=activation_alpha, activation_beta=activation_beta, activations=activations,
                       clip=clip, direction=direction, hidden_size=hidden_size, input_forget=input_forget,
-                      layout=layout, linear_before_reset=0, n_outputs=_n_outputs)
+                      layout=layout, linear_before_reset=0, n_outputs=_n_outputs, round_operand=_round_operand)

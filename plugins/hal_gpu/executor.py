@@ -25,16 +25,19 @@ from hal.graph.fuse import GraphIndex
 from hal.graph.ir import Graph, Node
 from hal.kernels import lookup
 from hal.kernels.score_chain import ScoreChain, member
-from hal.numerics import Policy, is_float, quantize, round_to
+from hal.numerics import Policy, is_float, quantize, round_to, with_operand_rounding
 from hal.perf.trace import event
 from hal.specs import CompileReport
 from hal_gpu.attention import ScoreOp, flash_attention
 from hal_gpu.fusion import Kernel
 
-#: matrix-unit ops: (activation positions, weight position, weight output-channel axis)
-MATRIX_OPS: dict[str, tuple[tuple[int, ...], int | None, int]] = {
-    "MatMul": ((0, 1), 1, -1), "Gemm": ((0, 1), 1, -1), "Conv": ((0, 1), 1, 0),
-    "ConvTranspose": ((0, 1), 1, 1), "Einsum": ((0, 1), None, 0),
+#: matrix-unit ops: (activation positions, weight positions, weight output-channel axis), as
+#: hal.numerics' (whose INNER_PRODUCT_OPS also round the operands they make themselves)
+MATRIX_OPS: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
+    "MatMul": ((0, 1), (1,), -1), "Gemm": ((0, 1), (1,), -1), "Conv": ((0, 1), (1,), 0),
+    "ConvTranspose": ((0, 1), (1,), 1), "Einsum": ((0, 1), (), 0),
+    "RNN": ((0, 1, 2), (1, 2), 1), "GRU": ((0, 1, 2), (1, 2), 1), "LSTM": ((0, 1, 2), (1, 2), 1),
+    "Attention": ((), (), 0),
 }
 
 
@@ -230,13 +233,13 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
                 for pos in acts:
                     x = node.inputs[pos] if pos < len(node.inputs) else ""
                     w = graph.initializers.get(x) if x else None
-                    if pos == wpos and isinstance(w, np.ndarray) and users.get(x) == {(node.op_type, pos)}:
+                    if pos in wpos and isinstance(w, np.ndarray) and users.get(x) == {(node.op_type, pos)}:
                         if x not in weights:
                             weights[x] = quantize_weight(w, fmt_w, axis)
                     else:
                         positions.append(pos)
-                steps.append(replace(st, fn=partial(matrix_call, _kernel(node, graph), fmt_in, tuple(positions),
-                                                    store)))
+                fn = with_operand_rounding(_kernel(node, graph), node.op_type, partial(round_input, fmt=fmt_in))
+                steps.append(replace(st, fn=partial(matrix_call, fn, fmt_in, tuple(positions), store)))
                 joined = bias_of_product(graph, index, steps[-1]) if policy.storage == "fp32" else None
                 if joined is not None and (add := index.position[id(joined[1])]) not in done:
                     steps[-1] = joined[0]  # (tiny-gpt at native: 36 -> 28 steps, 323 -> 287 us a run)

@@ -27,6 +27,7 @@ from hal.numerics import (
     round_scaled,
     round_to,
     store_value,
+    with_operand_rounding,
 )
 
 
@@ -148,7 +149,8 @@ def apply_lpu_policy(steps: list, weights: dict[str, Any], policy: Policy) -> tu
                     ins[i] = key
                 else:
                     positions.append(i)
-            out.append(replace(s, ins=ins, fn=partial(mxm_call, s.fn, policy.matmul_inputs, policy.storage,
+            fn = with_operand_rounding(s.fn, s.op_type, partial(mxm_operand, fmt=policy.matmul_inputs))
+            out.append(replace(s, ins=ins, fn=partial(mxm_call, fn, policy.matmul_inputs, policy.storage,
                                                       tuple(positions))))
         elif policy.storage != "fp32":
             out.append(replace(s, fn=partial(vxm_call, s.fn, policy.storage)))
