@@ -85,11 +85,93 @@ def product_flops(op: str, inputs: Sequence[Sequence[int]], out_numel: int, attr
     return 2.0 * out_numel * k
 
 
+#: ops whose kernels run a chain of matrix products on the matrix units (each target's compiler
+#: lowers them as such): the recurrent ops, a product per step, and opset 23's Attention, two
+SEQUENCE_OPS = frozenset({"RNN", "GRU", "LSTM", "Attention"})
+#: gates of the recurrent ops, and FLOPs per gate element besides its products (the two biases,
+#: the gate's activation) and per state element (LSTM's cell update, GRU's blend)
+_RECURRENT_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+_GATE_ELEMENT_FLOPS = 2 + 5
+_STATE_ELEMENT_FLOPS = 4
+
+
+@dataclass(frozen=True)
+class RecurrentDims:
+    directions: int
+    steps: int       # time steps, each waiting for the last one's state
+    batch: int
+    input: int
+    hidden: int
+    gates: int
+
+
+def recurrent_dims(node: Node, graph: Graph) -> RecurrentDims | None:
+    """An RNN's, GRU's or LSTM's sizes from X (layout 0: steps first) and R; None where unknown."""
+    x, r = shape(graph, node.inputs[0]), shape(graph, node.inputs[2])
+    if len(x) != 3 or len(r) != 3:
+        return None
+    steps, batch = (x[1], x[0]) if node.attrs.get("layout", 0) else (x[0], x[1])
+    return RecurrentDims(r[0], steps, batch, x[2], r[-1], _RECURRENT_GATES[node.op_type])
+
+
+def recurrent_flops(node: Node, graph: Graph) -> float:
+    """Each step of each direction multiplies the step's input by W and the state by R (gates x
+    hidden columns each), then runs its gates elementwise."""
+    d = recurrent_dims(node, graph)
+    if d is None:
+        return 0.0
+    products = 2.0 * d.gates * d.hidden * (d.input + d.hidden)
+    per_row = products + d.gates * d.hidden * _GATE_ELEMENT_FLOPS + d.hidden * _STATE_ELEMENT_FLOPS
+    return float(d.directions * d.steps * d.batch) * per_row
+
+
+@dataclass(frozen=True)
+class AttentionDims:
+    batch: int
+    heads: int       # query heads (key and value heads may be fewer: grouped-query attention)
+    queries: int
+    keys: int        # the past the node is given included
+    head: int        # Q's and K's head size
+    value: int       # V's head size
+
+
+def attention_dims(node: Node, graph: Graph) -> AttentionDims | None:
+    """opset 23's Attention's sizes, from 4-D inputs (batch, heads, sequence, head size) or 3-D ones
+    (batch, sequence, heads x head size, with q_num_heads and kv_num_heads); None where unknown."""
+    q, k, v = (shape(graph, node.inputs[i]) for i in range(3))
+    past = shape(graph, node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] else ()
+    if len(q) == 3 and len(k) == 3 and len(v) == 3:
+        heads = int(node.attrs.get("q_num_heads", 1) or 1)
+        kv_heads = int(node.attrs.get("kv_num_heads", 1) or 1)
+        batch, queries, head, keys, value = q[0], q[1], q[2] // heads, k[1], v[2] // kv_heads
+    elif len(q) == 4 and len(k) == 4 and len(v) == 4:
+        batch, heads, queries, head = q
+        keys, value = k[2], v[3]
+    else:
+        return None
+    return AttentionDims(batch, heads, queries, keys + (past[2] if len(past) == 4 else 0), head, value)
+
+
+def attention_flops(node: Node, graph: Graph) -> float:
+    """Q·Kᵀ and P·V over every head, the softmax between (as ``Softmax`` counts it), and one more
+    FLOP a score where a mask or causality applies."""
+    d = attention_dims(node, graph)
+    if d is None:
+        return 0.0
+    scores = float(d.batch * d.heads * d.queries * d.keys)
+    masked = (len(node.inputs) > 3 and bool(node.inputs[3])) or bool(node.attrs.get("is_causal", 0))
+    return scores * (2.0 * d.head + 2.0 * d.value + 5.0 + (1.0 if masked else 0.0))
+
+
 def node_flops(node: Node, graph: Graph) -> float:
     op = node.op_type
     out = _numel(shape(graph, node.outputs[0])) if node.outputs and node.outputs[0] else 0
     if op in PRODUCT_OPS:
         return product_flops(op, [shape(graph, i) for i in node.inputs], out, node.attrs)
+    if op in _RECURRENT_GATES and not node.domain:
+        return recurrent_flops(node, graph)
+    if op == "Attention" and not node.domain:
+        return attention_flops(node, graph)
     if op == "ConvTranspose":
         x = shape(graph, node.inputs[0])
         w = shape(graph, node.inputs[1])

@@ -23,8 +23,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hal.graph.ir import Graph
-from hal.perf.opcount import node_flops
+import numpy as np
+
+from hal.graph.ir import Graph, Node
+from hal.perf.opcount import SEQUENCE_OPS, attention_dims, node_flops, recurrent_dims
 from hal.perf.opcount import shape as static_shape
 from hal_gpu.fusion import Kernel
 from hal_gpu.hardware import Gpu
@@ -252,30 +254,19 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
         efficiency = gpu.attention_efficiency(padded) * max(1, head_dim) / padded
         if not launches:
             launches = [stream_launch(_numel(graph, p.out), itemsize, gpu)]
-        allowed = score_mask(graph, p, q_rows)
-        masked: dict[tuple[tuple[int, ...], int], tuple[float, float]] = {}
-
-        def live(ln: Launch) -> tuple[float, float]:
-            """(share of tiles a constant mask leaves to compute, share of the unmasked kernel's time)"""
-            if allowed is None or len(ln.tile) != 2:
-                return 1.0, 1.0
-            key = (ln.tile, ln.split)
-            if key not in masked:
-                masked[key] = (live_fraction(allowed, *ln.tile),
-                               masked_schedule(allowed, *ln.tile, batch_heads, gpu.sm_count,
-                                               gpu.attention_cta_overhead_keys, ln.split))
-            return masked[key]
-
-        def work(ln: Launch) -> float:  # each CTA's fixed work over a row's keys, scaled by the mask
-            return (1.0 + gpu.attention_cta_overhead_keys * ln.split / max(1, p.keys)) * live(ln)[1]
-
+        work = _AttentionWork(score_mask(graph, p, q_rows), batch_heads, p.keys, gpu)
         ln, c, mm = _best(launches, lambda ln: flops * work(ln), peak * efficiency, lambda _: nbytes, mem_rate)
+        live = work.live
         return KernelCost(k, flops, nbytes, c, mm, overhead_s, fmt, "tensor cores", ln,
                           {"batch_heads": batch_heads, "query_rows": q_rows, "keys": p.keys, "head_dim": head_dim,
                            "score_bytes_kept_on_chip": batch_heads * q_rows * p.keys * 4,
                            "efficiency": round(efficiency, 4), "live_tiles": round(live(ln)[0], 4),
                            "masked_time_share": round(live(ln)[1], 4)},
                           peak, 0.0 if ln.empty else gpu.gemm_latency(fmt))
+    chained = next((i for i in k.nodes if graph.nodes[i].op_type in SEQUENCE_OPS and not graph.nodes[i].domain), None)
+    if chained is not None and k.launched:
+        return _chained_cost(k, graph, graph.nodes[chained], flops, nbytes, mem_rate, gpu, gemm_format(chained),
+                             act_itemsize, overhead_s)
     anchor = graph.nodes[k.anchor] if k.anchor is not None else graph.nodes[k.nodes[0]]
     if k.kind == "row":
         x = anchor.inputs[0]
@@ -290,6 +281,69 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
         return KernelCost(k, 0.0, 0.0, 0.0, 0.0, 0.0, "fp32", "view", None, {}, gpu.vector_flops)
     c, mm = _roofline(ln, flops, gpu.vector_flops, nbytes, mem_rate)
     return KernelCost(k, flops, nbytes, c, mm, overhead_s, "fp32", "SM", ln, {}, gpu.vector_flops)
+
+
+class _AttentionWork:
+    """A fused attention kernel's work per launch, relative to its FLOPs: each CTA's fixed work over
+    a row's keys, scaled by the share of the unmasked kernel's time a constant mask leaves."""
+
+    def __init__(self, allowed: np.ndarray | None, batch_heads: int, keys: int, gpu: Gpu):
+        self.allowed, self.batch_heads, self.keys, self.gpu = allowed, batch_heads, keys, gpu
+        self.masked: dict[tuple[tuple[int, ...], int], tuple[float, float]] = {}
+
+    def live(self, ln: Launch) -> tuple[float, float]:
+        """(share of tiles a constant mask leaves to compute, share of the unmasked kernel's time)"""
+        if self.allowed is None or len(ln.tile) != 2:
+            return 1.0, 1.0
+        key = (ln.tile, ln.split)
+        if key not in self.masked:
+            self.masked[key] = (live_fraction(self.allowed, *ln.tile),
+                                masked_schedule(self.allowed, *ln.tile, self.batch_heads, self.gpu.sm_count,
+                                                self.gpu.attention_cta_overhead_keys, ln.split))
+        return self.masked[key]
+
+    def __call__(self, ln: Launch) -> float:
+        return (1.0 + self.gpu.attention_cta_overhead_keys * ln.split / max(1, self.keys)) * self.live(ln)[1]
+
+
+def _all_of(_: Launch) -> float:
+    return 1.0
+
+
+def _chained_cost(k: Kernel, graph: Graph, node: Node, flops: float, nbytes: float, mem_rate: float, gpu: Gpu,
+                  fmt: str, act_itemsize: float, overhead_s: float) -> KernelCost:
+    """One library kernel running a chain of products on the tensor cores: opset 23's Attention as a
+    fused attention kernel (at ``attention_efficiency`` for its head size), or an RNN, GRU or LSTM as
+    cuDNN runs it: the input products at once, then a product per time step that waits for the last
+    step's state, so a GEMM's latency per step, which sets the time of a long sequence at a small
+    batch."""
+    peak = gpu.peak["fp16" if fmt in ("fp8", "int8") else fmt]
+    rate, steps, extra = gpu.gemm_rate(fmt), 1, {}
+    out = node.outputs[0] if node.outputs and node.outputs[0] else ""
+    launches = [stream_launch(_numel(graph, out) if out else 1, act_itemsize, gpu)]
+    work: Callable[[Launch], float] = _all_of
+    if node.op_type == "Attention":
+        if (a := attention_dims(node, graph)) is not None:  # as a recognised attention pattern is costed
+            padded = -(-max(1, a.head) // gpu.attention_head_tile) * gpu.attention_head_tile
+            rate = peak * gpu.attention_efficiency(padded) * max(1, a.head) / padded
+            itemsize = 2 if fmt in ("bf16", "fp16", "fp8", "int8") else 4
+            launches = attention_launches(a.batch * a.heads, a.queries, a.keys, a.head, itemsize, gpu, None) or launches
+            # is_causal: query i (after the past) sees the keys up to its own position
+            causal = (np.tri(a.queries, a.keys, a.keys - a.queries, dtype=bool)
+                      if node.attrs.get("is_causal", 0) else None)
+            work = _AttentionWork(causal, a.batch * a.heads, a.keys, gpu)
+            extra = {"batch_heads": a.batch * a.heads, "query_rows": a.queries, "keys": a.keys, "head_dim": a.head}
+    elif (r := recurrent_dims(node, graph)) is not None:
+        steps = max(1, r.steps)
+        extra = {"directions": r.directions, "batch": r.batch, "hidden": r.hidden}
+    extra["sequential_steps"] = steps
+    if len(launches) == 1:  # a stream launch: one tile dimension
+        ln = launches[0]
+        c, mm = _roofline(ln, flops * work(ln), rate, nbytes, mem_rate)
+    else:
+        ln, c, mm = _best(launches, lambda ln: flops * work(ln), rate, lambda _: nbytes, mem_rate)
+    return KernelCost(k, flops, nbytes, c, mm, overhead_s, fmt, "tensor cores", ln, extra, peak,
+                      steps * gpu.gemm_latency(fmt))
 
 
 def allreduce_s(nbytes: float, devices: int, gpu: Gpu) -> float:

@@ -15,19 +15,22 @@ import numpy as np
 
 from hal.graph.ir import Graph, Node
 from hal.numerics import ITEMSIZE, Policy, is_float
-from hal.perf.opcount import VIEW_OPS, node_flops, shape
+from hal.perf.opcount import VIEW_OPS, attention_dims, node_flops, recurrent_dims, shape
 from hal_lpu.cost import Machine
 
-#: ops on the matrix slices, with the position of the operand installed as weights
-MXM_OPS: dict[str, int] = {"MatMul": 1, "Gemm": 1, "Conv": 1, "ConvTranspose": 1, "Einsum": 1,
-                           "MatMulInteger": 1, "ConvInteger": 1, "QLinearMatMul": 3, "QLinearConv": 3}
+#: ops on the matrix slices, with the positions of the operands installed in the planes: the
+#: weights, a recurrent op's W and R, Attention's K and V (the activations the queries and the
+#: probabilities stream past)
+MXM_OPS: dict[str, tuple[int, ...]] = {
+    "MatMul": (1,), "Gemm": (1,), "Conv": (1,), "ConvTranspose": (1,), "Einsum": (1,), "MatMulInteger": (1,),
+    "ConvInteger": (1,), "QLinearMatMul": (3,), "QLinearConv": (3,),
+    "RNN": (1, 2), "GRU": (1, 2), "LSTM": (1, 2), "Attention": (1, 2)}
 
 
-def installed_operand(node: Node) -> str:
-    """The name of the operand an MXM op installs as weights ("" for other ops, and for an Einsum
-    of one operand, which has no second)."""
-    pos = MXM_OPS.get(node.op_type)
-    return node.inputs[pos] if pos is not None and len(node.inputs) > pos else ""
+def installed_operands(node: Node) -> tuple[str, ...]:
+    """The names of the operands an MXM op installs (none for other ops, nor for an Einsum of one
+    operand, which has no second)."""
+    return tuple(node.inputs[p] for p in MXM_OPS.get(node.op_type, ()) if len(node.inputs) > p and node.inputs[p])
 
 
 #: ops on the switch slices: they move or permute data without arithmetic
@@ -64,6 +67,10 @@ class Lowered:
     shard: ShardRule | None = None
     convert_elems: int = 0  # activation elements the VXM converts to the MXM's format first
     out_elems: int = 0      # output elements (int8: dequantised on the VXM)
+    #: passes through the MXM that each wait for the VXM's result of the one before: a recurrent op's
+    #: time steps (the gates of one feed the next one's product), Attention's two products (the
+    #: softmax between them)
+    steps: int = 1
 
     def issue(self, m: Machine, frac: float = 1.0) -> int:
         """Occupancy of the compute instruction for a ``frac`` share of the output columns."""
@@ -77,7 +84,9 @@ class Lowered:
         return m.vxm_cycles(self.flops * frac, (self.act_bytes + self.out_bytes) * frac)
 
     def latency(self, m: Machine) -> int:
-        return {"MXM": m.mxm_latency, "VXM": m.vxm_latency, "SXM": m.sxm_latency}.get(self.unit, 0)
+        if self.unit == "MXM":
+            return self.steps * m.mxm_latency + (self.steps - 1) * m.vxm_latency
+        return {"VXM": m.vxm_latency, "SXM": m.sxm_latency}.get(self.unit, 0)
 
     def repeat(self, m: Machine, frac: float = 1.0) -> int:
         """The instruction's repeat count: 320x320 blocks on the MXM, 320-byte vectors elsewhere."""
@@ -145,10 +154,16 @@ class Sizes:
 
 def _mxm_dims(node: Node, graph: Graph) -> tuple[int, int, int, int] | None:
     op, out = node.op_type, shape(graph, node.outputs[0])
+    if op in ("RNN", "GRU", "LSTM"):  # [x_t, h_t] by [W; R]^T: a step's two products as one
+        r = recurrent_dims(node, graph)
+        return None if r is None else (r.directions * r.steps, r.batch, r.input + r.hidden, r.gates * r.hidden)
+    if op == "Attention":  # Q·K^T and P·V per head: two (queries x head) by (head x keys) passes, the
+        a = attention_dims(node, graph)  # wider head of the two (both fit one 320-row block in practice)
+        return None if a is None else (2 * a.batch * a.heads, a.queries, max(a.head, a.value), a.keys)
     if op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
         a = shape(graph, node.inputs[0])
         rows = out[-2] if len(out) >= 2 and len(a) >= 2 else 1
-        n = out[-1] if out and len(shape(graph, node.inputs[MXM_OPS[op]])) >= 2 else 1
+        n = out[-1] if out and len(shape(graph, node.inputs[MXM_OPS[op][0]])) >= 2 else 1
         batch = int(np.prod(out[:-2])) if len(out) > 2 else 1
         return batch, rows, (a[-1] if a else 1), n
     if op == "Gemm":
@@ -156,7 +171,7 @@ def _mxm_dims(node: Node, graph: Graph) -> tuple[int, int, int, int] | None:
         k = (a[0] if node.attrs.get("transA", 0) else a[-1]) if a else 1
         return 1, (out[0] if out else 1), k, (out[-1] if out else 1)
     if op in ("Conv", "ConvInteger", "QLinearConv"):
-        w = shape(graph, node.inputs[MXM_OPS[op]])
+        w = shape(graph, node.inputs[MXM_OPS[op][0]])
         g = int(node.attrs.get("group", 1))
         if len(w) < 2 or len(out) < 2:
             return None
@@ -211,22 +226,25 @@ def lower(node: Node, graph: Graph, sizes: Sizes) -> Lowered:
     out_bytes = sum(sizes.nbytes(o) for o in node.outputs if o)
     weights = [i for i in node.inputs if sizes.is_weight(i)]
     weight_bytes = 0
-    installed = installed_operand(node)
+    installed = installed_operands(node)
     for i in dict.fromkeys(weights):
-        fmt = policy.matmul_weights if i and i == installed else None
+        fmt = policy.matmul_weights if i and i in installed else None
         weight_bytes += sizes.nbytes(i, fmt)
     if op in MXM_OPS:
         fmt = "int8" if policy.matmul_inputs == "int8" and not policy.exact else "fp16"
         act_fmt = policy.matmul_inputs
         acts = [i for i in node.inputs if i and not sizes.is_weight(i)]
-        act_bytes = sum(sizes.nbytes(i, act_fmt) for i in acts if i != installed)
-        install = sizes.nbytes(installed, policy.matmul_weights if sizes.is_weight(installed) else act_fmt)
+        act_bytes = sum(sizes.nbytes(i, act_fmt) for i in acts if i not in installed)
+        install = sum(sizes.nbytes(i, policy.matmul_weights if sizes.is_weight(i) else act_fmt) for i in installed)
         convert = sum(sizes.numel(i) for i in acts if sizes.is_float(i) and (fmt == "int8" or sizes.itemsize(i) != 2))
         dims = _mxm_dims(node, graph)
         if dims is None:  # Einsum and friends: an equivalent [1, K] x [K, N] from the FLOP count
             dims = (1, 1, 1, max(1, int(flops // 2)))
+        r = recurrent_dims(node, graph) if op in ("RNN", "GRU", "LSTM") else None
+        steps = 2 if op == "Attention" else max(1, r.steps) if r is not None else 1
         return Lowered("MXM", "matmul", act_bytes, weight_bytes, out_bytes, flops, dims, install, fmt,
-                       _shard_rule(node, graph, sizes), convert, sum(sizes.numel(o) for o in node.outputs if o))
+                       _shard_rule(node, graph, sizes), convert, sum(sizes.numel(o) for o in node.outputs if o),
+                       steps)
     act_bytes = sum(sizes.nbytes(i) for i in node.inputs if i and not sizes.is_weight(i))
     if op in VIEW_OPS:
         return Lowered("MEM", "alias", 0, weight_bytes, 0, 0.0)

@@ -74,13 +74,13 @@ class _Packer:
         self.kept_split: set[str] = set()
 
     def _weight_items(self, node: Node, low: Lowered) -> dict[str, int]:
-        from hal_lpu.lowering import installed_operand
+        from hal_lpu.lowering import installed_operands
 
-        installed = installed_operand(node)
+        installed = installed_operands(node)
         items = {}
         for i in node.inputs:
             if self.sizes.is_weight(i) and i not in items:
-                fmt = self.sizes.policy.matmul_weights if i == installed else None
+                fmt = self.sizes.policy.matmul_weights if i in installed else None
                 items[i] = self.sizes.nbytes(i, fmt)
         return items
 

@@ -33,12 +33,13 @@ import numpy as np
 
 from hal.graph.ir import Graph, Node
 from hal.numerics import ITEMSIZE, Policy, is_float
-from hal.perf.opcount import VIEW_OPS, node_flops, shape
+from hal.perf.opcount import SEQUENCE_OPS, VIEW_OPS, node_flops, recurrent_dims, shape
 from hal.specs import TargetSpec
 
-#: ops that contract a dimension (GEMV / GEMM / convolution): broadcast in, reduce out
+#: ops that contract a dimension (GEMV / GEMM / convolution): broadcast in, reduce out; the
+#: recurrent ops and Attention contract too, a chain of them (``SEQUENCE_OPS``)
 CONTRACTION_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum", "MatMulInteger", "ConvInteger",
-                             "QLinearMatMul", "QLinearConv"})
+                             "QLinearMatMul", "QLinearConv"}) | SEQUENCE_OPS
 #: ops that reduce across PEs and bring the result back: wavefronts they cost
 REDUCTION_WAVES = {"Softmax": 4, "LogSoftmax": 4, "Hardmax": 4, "LayerNormalization": 4, "GroupNormalization": 4,
                    "InstanceNormalization": 4, "RMSNormalization": 2, "LpNormalization": 2,
@@ -199,10 +200,19 @@ def op_work(node: Node, graph: Graph, policy: Policy) -> OpWork:
     fp32 = policy.exact and any(_dtype(graph, i) == np.float32 for i in node.inputs if i)
     stream_in = stream_out = 0.0
     waves = 1
-    if op in CONTRACTION_OPS:
+    if op == "Attention" and not node.domain:
+        # K and V (and their past) stay in SRAM, the queries stream in; a wavefront for each product
+        # and the softmax's between them
+        stationary = sum(value_bytes(graph, i, act) for i in node.inputs[1:3] + node.inputs[4:6]
+                         if i and i not in graph.initializers)
+        stream_in, stream_out = float(b_in - stationary), float(b_out)
+        waves = 2 + REDUCTION_WAVES["Softmax"]
+    elif op in CONTRACTION_OPS:
         # the stationary operand (the weights, else the largest activation: a KV cache) stays in SRAM
         stream_in = float(b_in if b_w else b_in - max(acts, default=0))
         stream_out = float(b_out)
+        if (r := recurrent_dims(node, graph) if op in SEQUENCE_OPS and not node.domain else None) is not None:
+            waves = max(1, r.steps)  # W and R stay; each step's product waits for the last step's state
     elif op in REDUCTION_WAVES:
         waves = REDUCTION_WAVES[op]
     elif op.startswith("Reduce"):
