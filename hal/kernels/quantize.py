@@ -126,11 +126,11 @@ def dequantize_linear(x: Array, x_scale: Array, x_zero_point: Array | None = Non
 def dynamic_quantize_linear(x: Array) -> tuple[Array, Array, Array]:
     """uint8 quantisation whose range always holds 0: scale = (max - min) / 255, zero point rounds."""
     x32 = x.astype(np.float32)
-    # the range leaves NaNs out, as onnxruntime's does (at most positions: its SIMD min/max drop a
-    # NaN by lane order): one NaN would otherwise make the range [0, 0] and every value 0 or 255
-    numbers = x32[~np.isnan(x32)]
-    hi = np.float32(max(0.0, float(numbers.max()))) if numbers.size else np.float32(0)
-    lo = np.float32(min(0.0, float(numbers.min()))) if numbers.size else np.float32(0)
+    # the range leaves NaNs out (fmax and fmin skip them; all NaN reads as 0), as onnxruntime's does
+    # at most positions (its SIMD min/max drop a NaN by lane order): one NaN would otherwise make
+    # the range [0, 0] and every value 0 or 255
+    hi = np.float32(max(0.0, float(np.fmax.reduce(x32, axis=None)))) if x32.size else np.float32(0)
+    lo = np.float32(min(0.0, float(np.fmin.reduce(x32, axis=None)))) if x32.size else np.float32(0)
     scale = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255))
     with np.errstate(invalid="ignore"):
         initial = np.float32(0) - lo / scale
