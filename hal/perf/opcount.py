@@ -141,8 +141,9 @@ def attention_dims(node: Node, graph: Graph) -> AttentionDims | None:
     q, k, v = (shape(graph, node.inputs[i]) for i in range(3))
     past = shape(graph, node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] else ()
     if len(q) == 3 and len(k) == 3 and len(v) == 3:
-        heads = int(node.attrs.get("q_num_heads", 1) or 1)
-        kv_heads = int(node.attrs.get("kv_num_heads", 1) or 1)
+        heads, kv_heads = int(node.attrs.get("q_num_heads", 0)), int(node.attrs.get("kv_num_heads", 0))
+        if heads < 1 or kv_heads < 1 or q[2] % heads or k[2] % kv_heads or v[2] % kv_heads:
+            return None  # heads that do not divide the hidden sizes: the node cannot run
         batch, queries, head, keys, value = q[0], q[1], q[2] // heads, k[1], v[2] // kv_heads
     elif len(q) == 4 and len(k) == 4 and len(v) == 4:
         batch, heads, queries, head = q

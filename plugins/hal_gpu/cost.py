@@ -32,7 +32,16 @@ from hal_gpu.fusion import Kernel
 from hal_gpu.hardware import Gpu
 from hal_gpu.parallel import Sharding
 from hal_gpu.patterns import score_mask
-from hal_gpu.tiling import Launch, attention_launches, gemm_launches, live_fraction, masked_schedule, stream_launch
+from hal_gpu.tiling import (
+    Launch,
+    attention_launches,
+    causal_tiles,
+    gemm_launches,
+    live_fraction,
+    masked_schedule,
+    stream_launch,
+    tiles_schedule,
+)
 
 #: ops that read only the part of a weight table they output
 _PARTIAL_READ = frozenset({"Gather", "Slice", "GatherElements", "GatherND"})
@@ -285,21 +294,34 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
 
 class _AttentionWork:
     """A fused attention kernel's work per launch, relative to its FLOPs: each CTA's fixed work over
-    a row's keys, scaled by the share of the unmasked kernel's time a constant mask leaves."""
+    a row's keys, scaled by the share of the unmasked kernel's time a constant mask leaves (given
+    as the scores it lets through, ``allowed``, or for a causal Attention node as its ``causal``
+    (queries, keys))."""
 
-    def __init__(self, allowed: np.ndarray | None, batch_heads: int, keys: int, gpu: Gpu):
-        self.allowed, self.batch_heads, self.keys, self.gpu = allowed, batch_heads, keys, gpu
+    def __init__(self, allowed: np.ndarray | None, batch_heads: int, keys: int, gpu: Gpu,
+                 causal: tuple[int, int] | None = None):
+        self.allowed, self.causal, self.batch_heads, self.keys, self.gpu = allowed, causal, batch_heads, keys, gpu
         self.masked: dict[tuple[tuple[int, ...], int], tuple[float, float]] = {}
 
     def live(self, ln: Launch) -> tuple[float, float]:
         """(share of tiles a constant mask leaves to compute, share of the unmasked kernel's time)"""
-        if self.allowed is None or len(ln.tile) != 2:
+        if (self.allowed is None and self.causal is None) or len(ln.tile) != 2:
             return 1.0, 1.0
         key = (ln.tile, ln.split)
         if key not in self.masked:
-            self.masked[key] = (live_fraction(self.allowed, *ln.tile),
-                                masked_schedule(self.allowed, *ln.tile, self.batch_heads, self.gpu.sm_count,
-                                                self.gpu.attention_cta_overhead_keys, ln.split))
+            slots, cta = self.gpu.sm_count, self.gpu.attention_cta_overhead_keys
+            if self.allowed is not None:
+                self.masked[key] = (live_fraction(self.allowed, *ln.tile),
+                                    masked_schedule(self.allowed, *ln.tile, self.batch_heads, slots, cta, ln.split))
+            else:
+                queries, keys = self.causal
+                bq, bkv = ln.tile
+                split = max(1, ln.split)
+                blocks = math.ceil(math.ceil(keys / bkv) / split) * split
+                tiles = causal_tiles(queries, keys, bq, bkv, blocks)
+                self.masked[key] = ((1.0, 1.0) if tiles is None or not tiles.size else
+                                    (float(tiles[:, :math.ceil(keys / bkv)].mean()),
+                                     tiles_schedule(tiles, bkv, self.batch_heads, slots, cta, split)))
         return self.masked[key]
 
     def __call__(self, ln: Launch) -> float:
@@ -329,9 +351,8 @@ def _chained_cost(k: Kernel, graph: Graph, node: Node, flops: float, nbytes: flo
             itemsize = 2 if fmt in ("bf16", "fp16", "fp8", "int8") else 4
             launches = attention_launches(a.batch * a.heads, a.queries, a.keys, a.head, itemsize, gpu, None) or launches
             # is_causal: query i (after the past) sees the keys up to its own position
-            causal = (np.tri(a.queries, a.keys, a.keys - a.queries, dtype=bool)
-                      if node.attrs.get("is_causal", 0) else None)
-            work = _AttentionWork(causal, a.batch * a.heads, a.keys, gpu)
+            causal = (a.queries, a.keys) if node.attrs.get("is_causal", 0) else None
+            work = _AttentionWork(None, a.batch * a.heads, a.keys, gpu, causal)
             extra = {"batch_heads": a.batch * a.heads, "query_rows": a.queries, "keys": a.keys, "head_dim": a.head}
     elif (r := recurrent_dims(node, graph)) is not None:
         steps = max(1, r.steps)

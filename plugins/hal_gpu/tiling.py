@@ -142,12 +142,35 @@ def _live_tiles(allowed: np.ndarray, bq: int, bkv: int, key_blocks: int | None =
     return padded.reshape(nq, bq, nk, bkv).any(axis=(1, 3))
 
 
+#: the most (query block x key block) tiles a causal mask is laid out in (``causal_tiles``): 2^24
+#: is 2M tokens of 128-wide tiles a side; a larger one is modelled unmasked
+MAX_CAUSAL_TILES = 1 << 24
+
+
+def causal_tiles(queries: int, keys: int, bq: int, bkv: int, key_blocks: int | None = None) -> np.ndarray | None:
+    """``_live_tiles`` of a causal mask (query i, after ``keys - queries`` past keys, sees the keys
+    up to its own position), worked out per tile without the [queries, keys] mask itself; None past
+    MAX_CAUSAL_TILES tiles."""
+    nq, nk = math.ceil(queries / bq), key_blocks or math.ceil(keys / bkv)
+    if nq * nk > MAX_CAUSAL_TILES:
+        return None
+    last = np.minimum((np.arange(nq) + 1) * bq, queries) - 1 + (keys - queries)  # each block's last query
+    first_key = np.arange(nk) * bkv
+    return (first_key[None, :] <= last[:, None]) & (first_key[None, :] < keys)
+
+
 def live_fraction(allowed: np.ndarray, bq: int, bkv: int) -> float:
     """Of the (query block x key block) tiles of fused attention, the share with any score a mask
     lets through: the kernel skips the rest (a causal mask: about half, FlashAttention's causal path)."""
     if 0 in allowed.shape:
         return 1.0
     return float(_live_tiles(allowed, bq, bkv).mean())
+
+
+#: waves of CTAs a masked schedule lays out at most (whole heads): past some hundreds its share is
+#: the mean CTA's, and a model's batch x heads can be anything (the fuzzer's billion heads kept a
+#: compile busy for hours; now 23 ms); every committed calibration point stays below it
+MAX_SCHEDULED_WAVES = 1024
 
 
 def masked_schedule(allowed: np.ndarray, bq: int, bkv: int, batch_heads: int, slots: int,
@@ -164,14 +187,24 @@ def masked_schedule(allowed: np.ndarray, bq: int, bkv: int, batch_heads: int, sl
         return 1.0
     split = max(1, split)
     chunk = math.ceil(math.ceil(allowed.shape[1] / bkv) / split)
-    live = _live_tiles(allowed, bq, bkv, chunk * split)
+    return tiles_schedule(_live_tiles(allowed, bq, bkv, chunk * split), bkv, batch_heads, slots, cta_keys, split)
+
+
+def tiles_schedule(live: np.ndarray, bkv: int, batch_heads: int, slots: int, cta_keys: float, split: int = 1) -> float:
+    """``masked_schedule`` from the live tiles (``_live_tiles`` with the keys padded to a multiple
+    of ``split`` chunks), for masks known by their tiles alone (``causal_tiles``)."""
+    if 0 in live.shape or batch_heads <= 0:
+        return 1.0
+    split = max(1, split)
+    chunk = live.shape[1] // split
     work = (live.reshape(live.shape[0], split, chunk).sum(axis=2).reshape(-1) * bkv + cta_keys).tolist()
     full = chunk * bkv + cta_keys
-    grid = batch_heads * len(work)
+    heads = min(batch_heads, max(1, math.ceil(MAX_SCHEDULED_WAVES * slots / len(work))))
+    grid = heads * len(work)
     if grid <= slots:
         return max(work) / full
     busy = [0.0] * slots  # when each SM frees up
-    for _ in range(batch_heads):
+    for _ in range(heads):
         for w in work:
             heapq.heapreplace(busy, busy[0] + w)
     return max(busy) / (math.ceil(grid / slots) * full)

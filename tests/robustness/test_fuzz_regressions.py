@@ -428,3 +428,24 @@ def test_conv_transpose_with_an_empty_output_padding_counts_its_full_image(targe
     finally:
         tracemalloc.stop()
     assert peak < 64 << 20
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_causal_attention_of_absurd_head_counts_compiles_at_once(target):
+    # was (fuzzer, seed 22): q_num_heads = 2**62 over a hidden size of 24 made the GPU cost model lay
+    # out the CTAs of 2**63 heads, one by one, under a causal mask; a compile never finished. Heads
+    # that do not divide the hidden size now give no attention sizes (the node cannot run anyway).
+    node = helper.make_node("Attention", ["Q", "K", "V"], ["Y"], is_causal=1, q_num_heads=2**62, kv_num_heads=1)
+    m = model([node], [vi("Q", F, [2, 7, 24]), vi("K", F, [2, 7, 24]), vi("V", F, [2, 7, 24])],
+              [vi("Y", F, [2, 7, 24])], opset=23)
+    hal.compile(m.SerializeToString(), target=target, timeout_s=20)
+
+
+def test_a_masked_schedule_of_a_billion_heads_is_bounded():
+    # a model's batch x heads can be anything: past MAX_SCHEDULED_WAVES the schedule's share is its
+    # mean CTA's, so a billion heads lay out as many as a thousand waves need
+    hal_gpu = pytest.importorskip("hal_gpu.tiling")
+    tril = np.tril(np.ones((1024, 1024), dtype=bool))
+    many = hal_gpu.masked_schedule(tril, 128, 128, 10**9, 132, 230)
+    assert many == pytest.approx(hal_gpu.masked_schedule(tril, 128, 128, 10**6, 132, 230), rel=1e-3)
+    assert 0.5 < many < 0.7  # about half the tiles' time, as under any causal mask
