@@ -137,10 +137,11 @@ def _recurrent(kind: str, X, W, R, B, sequence_lens, initial_h, initial_c, P, *,
                 xz, xr, xh = np.split(xw[t], 3, axis=-1)
                 rz, rr, rh = np.split(r, 3)
                 bz, br, bh = np.split(rb, 3)
-                z = f[0](cl(xz + rd(h) @ rz.T + bz))
-                rg = f[0](cl(xr + rd(h) @ rr.T + br))
+                hr = rd(h)
+                z = f[0](cl(xz + hr @ rz.T + bz))
+                rg = f[0](cl(xr + hr @ rr.T + br))
                 if linear_before_reset:
-                    hh = f[1](cl(xh + rg * (rd(h) @ rh.T + bh)))
+                    hh = f[1](cl(xh + rg * (hr @ rh.T + bh)))
                 else:
                     hh = f[1](cl(xh + rd(rg * h) @ rh.T + bh))
                 h_new = (1 - z) * hh + z * h
