@@ -24,6 +24,7 @@ from onnx import numpy_helper
 
 from hal import limits
 from hal.errors import ModelError, ResourceError
+from hal.graph import contrib
 from hal.graph.inline import inline_functions
 from hal.graph.ir import SHAPE_ONLY_KEY, Graph, Node, ShapeOnly, TensorInfo, attribute_graphs, np_dtype
 
@@ -291,6 +292,12 @@ def _infer(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
         except Exception as e:  # inference is best effort; a model it cannot read is a ModelError
             raise ModelError(f"shape inference failed: {e}", where=where) from None
         inferred.metadata_props.append(onnx.StringStringEntryProto(key="hal.inference_warning", value=strict_error))
+    # onnxruntime's quantized contrib ops, which onnx does not know: inferred again through their
+    # standard stand-ins, so the values after them get shapes too (best effort, as above)
+    try:
+        inferred = contrib.infer(inferred, lambda m: onnx.shape_inference.infer_shapes(m, data_prop=data_prop))
+    except Exception:  # the first inference stands
+        pass
     if long_vector is not None:
         inferred.metadata_props.append(onnx.StringStringEntryProto(
             key="hal.data_propagation", value=f"off: 1-D tensor {long_vector!r} is longer than "

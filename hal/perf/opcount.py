@@ -66,7 +66,9 @@ def shape(graph: Graph, name: str) -> tuple[int, ...]:
 
 
 #: ops whose arithmetic is a matrix product: what a BLAS GEMM computes (Conv through im2col)
-PRODUCT_OPS = frozenset({"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "Conv", "ConvInteger", "QLinearConv"})
+#: (QGemm: onnxruntime's quantized Gemm, domain com.microsoft)
+PRODUCT_OPS = frozenset({"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "QGemm", "Conv", "ConvInteger",
+                         "QLinearConv"})
 
 
 def product_flops(op: str, inputs: Sequence[Sequence[int]], out_numel: int, attrs: Mapping[str, Any]) -> float:
@@ -80,7 +82,7 @@ def product_flops(op: str, inputs: Sequence[Sequence[int]], out_numel: int, attr
         return 2.0 * out_numel * (math.prod(w[1:]) if len(w) > 1 else 1)
     a = inputs[0] if inputs else ()
     k = a[-1] if a else 1
-    if op == "Gemm" and attrs.get("transA", 0) and len(a) == 2:
+    if op in ("Gemm", "QGemm") and attrs.get("transA", 0) and len(a) == 2:
         k = a[0]
     return 2.0 * out_numel * k
 
@@ -179,16 +181,18 @@ def node_flops(node: Node, graph: Graph) -> float:
         return 2.0 * _numel(x) * (int(np.prod(w[1:])) if len(w) > 1 else 1)
     if op == "Einsum":
         return 2.0 * max(out, sum(_numel(shape(graph, i)) for i in node.inputs if i))
-    if op in VIEW_OPS or op in ("Transpose", "Concat", "Split", "Slice", "Gather", "Expand", "Tile", "Pad"):
+    if op in VIEW_OPS or op in ("Transpose", "Concat", "QLinearConcat", "Split", "Slice", "Gather", "Expand", "Tile",
+                                 "Pad"):
         return 0.0
-    if op in ("Softmax", "LogSoftmax"):
+    if op in ("Softmax", "LogSoftmax", "QLinearSoftmax"):
         return 5.0 * out
     if op in ("LayerNormalization", "RMSNormalization", "BatchNormalization", "InstanceNormalization",
               "GroupNormalization"):
         return 8.0 * out
-    if op.startswith("Reduce") or op in ("GlobalAveragePool", "GlobalMaxPool", "ArgMax", "ArgMin"):
+    if op.startswith("Reduce") or op in ("GlobalAveragePool", "QLinearGlobalAveragePool", "GlobalMaxPool", "ArgMax",
+                                         "ArgMin"):
         return float(_numel(shape(graph, node.inputs[0])))
-    if op in ("MaxPool", "AveragePool", "LpPool"):
+    if op in ("MaxPool", "AveragePool", "QLinearAveragePool", "LpPool"):
         ks = node.attrs.get("kernel_shape", [1])
         return float(out * int(np.prod(ks)))
     return float(out * _TRANSCENDENTAL.get(op, 1))

@@ -157,7 +157,7 @@ def _gemm_dims(graph: Graph, idx: int) -> tuple[int, int, int, int]:
         reduce = math.prod(w[1:])
         return (group, rows, reduce, channels) if transposed else (group, rows, channels, reduce)
     a = static_shape(graph, n.inputs[0])
-    if op == "Gemm":
+    if op in ("Gemm", "QGemm"):
         m, nn = (out[0], out[1]) if len(out) == 2 else (1, 1)
         k = (a[0] if n.attrs.get("transA", 0) else a[-1]) if a else 1
         return 1, m, nn, k

@@ -19,7 +19,7 @@ from hal.perf.opcount import shape as static_shape
 VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout", "Constant",
                       "Shape", "Size"})
 LAYOUT_OPS = frozenset({"Transpose"})
-GEMM_OPS = frozenset({"MatMul", "Gemm", "MatMulInteger", "QLinearMatMul", "Conv", "ConvTranspose",
+GEMM_OPS = frozenset({"MatMul", "Gemm", "QGemm", "MatMulInteger", "QLinearMatMul", "Conv", "ConvTranspose",
                       "ConvInteger", "QLinearConv"})
 ROW_REDUCE_OPS = frozenset({"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceL1",
                             "ReduceSumSquare", "ReduceLogSumExp", "ReduceProd"})
@@ -33,10 +33,11 @@ ELEMENTWISE_OPS = frozenset({
     "Atanh", "Cast", "CastLike", "Where", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
     "And", "Or", "Xor", "Not", "IsNaN", "IsInf", "BitShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor",
     "BitwiseNot", "Sum", "Max", "Min", "Mean", "BatchNormalization", "QuantizeLinear", "DequantizeLinear",
+    "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu",  # onnxruntime's, domain com.microsoft
 })
 #: data movement a fused elementwise loop does with index arithmetic
-INDEX_OPS = frozenset({"Slice", "Concat", "Expand", "Tile", "Gather", "Split", "Pad", "ConstantOfShape",
-                       "Trilu", "GatherElements", "Range"})
+INDEX_OPS = frozenset({"Slice", "Concat", "QLinearConcat", "Expand", "Tile", "Gather", "Split", "Pad",
+                       "ConstantOfShape", "Trilu", "GatherElements", "Range"})
 
 
 @dataclass

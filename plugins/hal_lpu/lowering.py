@@ -23,7 +23,7 @@ from hal_lpu.cost import Machine
 #: probabilities stream past)
 MXM_OPS: dict[str, tuple[int, ...]] = {
     "MatMul": (1,), "Gemm": (1,), "Conv": (1,), "ConvTranspose": (1,), "Einsum": (1,), "MatMulInteger": (1,),
-    "ConvInteger": (1,), "QLinearMatMul": (3,), "QLinearConv": (3,),
+    "ConvInteger": (1,), "QLinearMatMul": (3,), "QLinearConv": (3,), "QGemm": (3,),
     "RNN": (1, 2), "GRU": (1, 2), "LSTM": (1, 2), "Attention": (1, 2)}
 
 
@@ -166,7 +166,7 @@ def _mxm_dims(node: Node, graph: Graph) -> tuple[int, int, int, int] | None:
         n = out[-1] if out and len(shape(graph, node.inputs[MXM_OPS[op][0]])) >= 2 else 1
         batch = int(np.prod(out[:-2])) if len(out) > 2 else 1
         return batch, rows, (a[-1] if a else 1), n
-    if op == "Gemm":
+    if op in ("Gemm", "QGemm"):
         a = shape(graph, node.inputs[0])
         k = (a[0] if node.attrs.get("transA", 0) else a[-1]) if a else 1
         return 1, (out[0] if out else 1), k, (out[-1] if out else 1)

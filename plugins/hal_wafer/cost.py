@@ -39,16 +39,17 @@ from hal.specs import TargetSpec
 #: ops that contract a dimension (GEMV / GEMM / convolution): broadcast in, reduce out; the
 #: recurrent ops and Attention contract too, a chain of them (``SEQUENCE_OPS``)
 CONTRACTION_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum", "MatMulInteger", "ConvInteger",
-                             "QLinearMatMul", "QLinearConv"}) | SEQUENCE_OPS
+                             "QLinearMatMul", "QLinearConv", "QGemm"}) | SEQUENCE_OPS
 #: ops that reduce across PEs and bring the result back: wavefronts they cost
 REDUCTION_WAVES = {"Softmax": 4, "LogSoftmax": 4, "Hardmax": 4, "LayerNormalization": 4, "GroupNormalization": 4,
                    "InstanceNormalization": 4, "RMSNormalization": 2, "LpNormalization": 2,
                    "MeanVarianceNormalization": 4, "GlobalAveragePool": 2, "GlobalMaxPool": 2, "GlobalLpPool": 2,
-                   "ArgMax": 2, "ArgMin": 2, "TopK": 2, "CumSum": 2}
+                   "ArgMax": 2, "ArgMin": 2, "TopK": 2, "CumSum": 2, "QLinearSoftmax": 4,
+                   "QLinearGlobalAveragePool": 2}
 #: ops that move data between PEs without arithmetic (layout changes)
 MOVEMENT_OPS = frozenset({"Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND",
                           "ScatterElements", "ScatterND", "Expand", "Tile", "Pad", "DepthToSpace", "SpaceToDepth",
-                          "Resize", "ReverseSequence", "Compress", "OneHot", "Trilu"})
+                          "Resize", "ReverseSequence", "Compress", "OneHot", "Trilu", "QLinearConcat"})
 #: ops that do one thing per element with operands already where the output is
 ELEMENTWISE_OPS = frozenset({
     "Add", "Sub", "Mul", "Div", "Pow", "Neg", "Abs", "Exp", "Log", "Sqrt", "Reciprocal", "Relu", "LeakyRelu",
@@ -56,7 +57,7 @@ ELEMENTWISE_OPS = frozenset({
     "Celu", "Mish", "Clip", "Cast", "CastLike", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Tan", "Where",
     "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "Max", "Min", "Mean",
     "Sum", "Mod", "IsNaN", "IsInf", "BatchNormalization", "ThresholdedRelu", "BitShift", "Shrink",
-    "QuantizeLinear", "DequantizeLinear"})
+    "QuantizeLinear", "DequantizeLinear", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu"})
 
 
 @dataclass(frozen=True)
