@@ -511,3 +511,37 @@ def ml_models() -> list[onnx.ModelProto]:
                    [vi("ids", I64, ["N"]), vi("x", F, ["N", 2])],
                    [vi("names", TensorProto.STRING, ["N"]), vi("features", F, ["N", 5])])
     return [pipeline, trees, svm, encoders]
+
+
+def quantized_contrib_model() -> onnx.ModelProto:
+    """A CNN in onnxruntime's QOperator format, every com.microsoft quantized op it writes in one
+    small graph (``hal.kernels.contrib_quant``): quantise, QLinearConv, QLinearAdd, QLinearSigmoid,
+    QLinearMul, QLinearConcat, QLinearAveragePool, QLinearGlobalAveragePool, QGemm, QLinearSoftmax,
+    dequantise. For the fuzzer's corpus."""
+    ms = "com.microsoft"
+    rng = np.random.default_rng(9)
+    consts = {"s": np.float32(0.05), "z": np.uint8(128), "p": np.float32(1 / 256), "pz": np.uint8(0),
+              "w": rng.integers(0, 255, (4, 3, 3, 3)).astype(np.uint8), "ws": np.float32(0.01), "wz": np.uint8(127),
+              "fc": rng.integers(0, 255, (8, 5)).astype(np.uint8), "fcb": rng.integers(-50, 50, 5).astype(np.int32)}
+
+    def q(op: str, ins: list[str], out: str, **attrs: Any) -> onnx.NodeProto:
+        return helper.make_node(op, ins, [out], domain=ms, **attrs)
+
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node("QLinearConv", ["xq", "s", "z", "w", "ws", "wz", "s", "z"], ["c"], pads=[1, 1, 1, 1]),
+        q("QLinearAdd", ["c", "s", "z", "c", "s", "z", "s", "z"], "a"),
+        q("QLinearSigmoid", ["a", "s", "z", "p", "pz"], "g"),
+        q("QLinearMul", ["a", "s", "z", "g", "p", "pz", "s", "z"], "m"),
+        q("QLinearConcat", ["s", "z", "m", "s", "z", "a", "s", "z"], "cat", axis=1),
+        q("QLinearAveragePool", ["cat", "s", "z", "s", "z"], "pool", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1,
+          count_include_pad=1),
+        q("QLinearGlobalAveragePool", ["pool", "s", "z", "s", "z"], "gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        q("QGemm", ["flat", "s", "z", "fc", "ws", "wz", "fcb", "s", "z"], "logits"),
+        q("QLinearSoftmax", ["logits", "s", "z", "p", "pz"], "probs", axis=-1, opset=13),
+        helper.make_node("DequantizeLinear", ["probs", "p", "pz"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "qoperator", [vi("x", F, [1, 3, 7, 7])], [vi("y", F, [1, 5])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(ms, 1)])
