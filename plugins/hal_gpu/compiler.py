@@ -62,8 +62,9 @@ class _Formats:
         self.graph, self.policy, self.keep_wide = graph, pol, keep_wide
         self.gemm_weights: dict[str, int] = {}
         for i, n in enumerate(graph.nodes):
-            if n.op_type in GEMM_OPS and len(n.inputs) > 1 and n.inputs[1] in graph.initializers:
-                self.gemm_weights[n.inputs[1]] = i
+            w = 3 if n.op_type in ("QLinearMatMul", "QLinearConv", "QGemm") else 1  # after A's scale and zero point
+            if n.op_type in GEMM_OPS and len(n.inputs) > w and n.inputs[w] in graph.initializers:
+                self.gemm_weights[n.inputs[w]] = i
 
     def _narrow(self, dtype: np.dtype | None, fmt: str) -> int:
         if dtype is None:
