@@ -9,8 +9,11 @@ QLinearAveragePool and QGemm. onnx defines none of them; their contract is onnxr
   builds its lookup tables;
 * Add and Mul work in float32 on the codes less their zero points, times scale ratios formed once
   (A's scale over C's, or A's times B's over C's), rounded half to even;
-* the pools and the softmax dequantise, run the float op (``hal.kernels.pool``,
-  ``hal.kernels.activation``) and quantise;
+* the softmax indexes a table of exponentials by each code's distance from its row's largest and
+  divides in float32, as onnxruntime's integer softmax does;
+* the average pool sums dequantised windows and counts a ceil-mode overhang with
+  count_include_pad (the float AveragePool does not); the global pool sums the centred codes
+  exactly and scales once;
 * QGemm accumulates the centred codes exactly (int32's range, in float64) with its int32 bias, then
   scales by alpha and the scales: quantised to Y's zero point's type, or float32 without y_scale.
 
