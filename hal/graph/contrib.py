@@ -65,7 +65,10 @@ def _shadow(node: onnx.NodeProto, types: dict[str, int], ranks: dict[str, int], 
         if a.get("transB", 0):
             nodes.append(helper.make_node("Transpose", [b_in], [PREFIX + out + "_b"]))
             b_in = PREFIX + out + "_b"
-        to = types.get(ins[8], TensorProto.UINT8) if len(ins) > 8 and ins[8] else TensorProto.FLOAT
+        # quantized when y_scale is given (to y_zero_point's type, else A's, as the kernel), else float
+        quantized = len(ins) > 7 and bool(ins[7])
+        zero = ins[8] if len(ins) > 8 and ins[8] else ins[0]
+        to = types.get(zero, TensorProto.UINT8) if quantized else TensorProto.FLOAT
         nodes += [helper.make_node("MatMulInteger", [a_in, b_in], [PREFIX + out + "_ab"]),
                   helper.make_node("Cast", [PREFIX + out + "_ab"], [out], to=to)]
         return nodes
