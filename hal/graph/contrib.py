@@ -18,7 +18,7 @@ import onnx
 from onnx import TensorProto, helper
 
 DOMAIN = "com.microsoft"
-#: the prefix of the values a shadow adds (QGemm's transposes and product)
+#: the prefix of the values a shadow adds (the integer products' operands and results)
 PREFIX = "__hal_shadow_"
 _UNARY = frozenset({"QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax"})
 _POOL_ATTRS = ("auto_pad", "ceil_mode", "kernel_shape", "pads", "strides")
@@ -56,6 +56,14 @@ def _shadow(node: onnx.NodeProto, types: dict[str, int], ranks: dict[str, int], 
     if op == "QLinearAveragePool" and ins and not a.get("channels_last", 0) and "kernel_shape" in a:
         kept = {k: v.decode() if isinstance(v, bytes) else v for k, v in a.items() if k in _POOL_ATTRS}
         return [helper.make_node("MaxPool", [ins[0]], [out], **kept)]
+    if op in ("MatMulIntegerToFloat", "DynamicQuantizeMatMul") and len(ins) >= 2:
+        a_in = ins[0]
+        nodes = []
+        if op == "DynamicQuantizeMatMul":  # A is float: its codes' shape is its shape
+            nodes.append(helper.make_node("Cast", [a_in], [PREFIX + out + "_a"], to=TensorProto.UINT8))
+            a_in = PREFIX + out + "_a"
+        return [*nodes, helper.make_node("MatMulInteger", [a_in, ins[1]], [PREFIX + out + "_ab"]),
+                helper.make_node("Cast", [PREFIX + out + "_ab"], [out], to=TensorProto.FLOAT)]
     if op == "QGemm" and len(ins) >= 6:
         a_in, b_in = ins[0], ins[3]
         nodes = []

@@ -1,7 +1,9 @@
 """onnxruntime's quantized contrib ops (domain ``com.microsoft``), as its quantizer writes them in
 the QOperator format and as the ONNX Model Zoo's int8 models hold them: QLinearAdd, QLinearMul,
 QLinearSigmoid, QLinearLeakyRelu, QLinearSoftmax, QLinearConcat, QLinearGlobalAveragePool,
-QLinearAveragePool and QGemm. onnx defines none of them; their contract is onnxruntime's
+QLinearAveragePool and QGemm; and the two its graph optimiser fuses a dynamically quantized MatMul
+into, as a model it saved holds them: MatMulIntegerToFloat and DynamicQuantizeMatMul. onnx defines
+none of them; their contract is onnxruntime's
 (``docs/ContribOperators.md``), and so is their arithmetic where it is fixed:
 
 * a unary op (Sigmoid, LeakyRelu) and a Concat input whose scale or zero point differs from the
@@ -15,7 +17,9 @@ QLinearAveragePool and QGemm. onnx defines none of them; their contract is onnxr
   count_include_pad (the float AveragePool does not); the global pool sums the centred codes
   exactly and scales once;
 * QGemm accumulates the centred codes exactly (int32's range, in float64) with its int32 bias, then
-  scales by alpha and the scales: quantised to Y's zero point's type, or float32 without y_scale.
+  scales by alpha and the scales: quantised to Y's zero point's type, or float32 without y_scale;
+  MatMulIntegerToFloat the same, to float32, plus its float bias; DynamicQuantizeMatMul first
+  quantises A as DynamicQuantizeLinear does.
 
 Results saturate to the output type's range; a NaN quantises to its lowest value
 (``hal.kernels.quantize.saturate_int``). Shapes for compile-time planning come from
@@ -208,3 +212,29 @@ def qgemm(A, a_scale, a_zero_point, B, b_scale, b_zero_point, C=None, y_scale=No
     with np.errstate(invalid="ignore", over="ignore"):
         y = np.rint(acc.astype(_F32) * (multiplier if multiplier.size > 1 else multiplier[0])).astype(np.float64)
     return saturate_int(y + _scalar(y_zero_point), _out_type(y_zero_point, A))
+
+
+def _integer_product_to_float(a: Array, b: Array, a_scale: Array, b_scale: Array, a_zero: Array | None,
+                              b_zero: Array | None, bias: Array | None) -> Array:
+    """(A - za)(B - zb) accumulated exactly, times a_scale x b_scale (per tensor, or b's per column)
+    in float32, plus the bias: onnxruntime's MatMulIntegerToFloat and the tail of DynamicQuantizeMatMul."""
+    zb = np.asarray(b_zero).astype(np.float64).reshape(-1) if b_zero is not None else np.zeros(1)
+    acc = np.matmul(a.astype(np.float64) - _scalar(a_zero), b.astype(np.float64) - (zb if zb.size > 1 else zb[0]))
+    scale = _F32(_scalar(a_scale)) * np.asarray(b_scale, dtype=_F32).reshape(-1)
+    y = acc.astype(_F32) * (scale if scale.size > 1 else scale[0])
+    return (y + np.asarray(bias, dtype=_F32) if bias is not None else y).astype(_F32)
+
+
+@kernel("MatMulIntegerToFloat", since=1, domain=DOMAIN)
+def matmul_integer_to_float(A, B, a_scale, b_scale, a_zero_point=None, b_zero_point=None, bias=None):
+    return _integer_product_to_float(A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias)
+
+
+@kernel("DynamicQuantizeMatMul", since=1, domain=DOMAIN)
+def dynamic_quantize_matmul(A, B, b_scale, b_zero_point=None, bias=None):
+    """A quantised to uint8 as DynamicQuantizeLinear does it (a range holding 0), then
+    MatMulIntegerToFloat."""
+    from hal.kernels.quantize import dynamic_quantize_linear
+
+    codes, scale, zero = dynamic_quantize_linear(np.asarray(A, dtype=_F32))
+    return _integer_product_to_float(codes, B, scale, b_scale, zero, b_zero_point, bias)

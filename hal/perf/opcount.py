@@ -66,9 +66,9 @@ def shape(graph: Graph, name: str) -> tuple[int, ...]:
 
 
 #: ops whose arithmetic is a matrix product: what a BLAS GEMM computes (Conv through im2col)
-#: (QGemm: onnxruntime's quantized Gemm, domain com.microsoft)
+#: (QGemm, MatMulIntegerToFloat, DynamicQuantizeMatMul: onnxruntime's, domain com.microsoft)
 PRODUCT_OPS = frozenset({"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "QGemm", "Conv", "ConvInteger",
-                         "QLinearConv"})
+                         "QLinearConv", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"})
 
 
 def product_flops(op: str, inputs: Sequence[Sequence[int]], out_numel: int, attrs: Mapping[str, Any]) -> float:

@@ -19,7 +19,8 @@ from hal.perf.opcount import shape as static_shape
 VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout", "Constant",
                       "Shape", "Size"})
 LAYOUT_OPS = frozenset({"Transpose"})
-GEMM_OPS = frozenset({"MatMul", "Gemm", "QGemm", "MatMulInteger", "QLinearMatMul", "Conv", "ConvTranspose",
+GEMM_OPS = frozenset({"MatMul", "Gemm", "QGemm", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
+                      "QLinearMatMul", "Conv", "ConvTranspose",
                       "ConvInteger", "QLinearConv"})
 ROW_REDUCE_OPS = frozenset({"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceL1",
                             "ReduceSumSquare", "ReduceLogSumExp", "ReduceProd"})

@@ -23,7 +23,8 @@ from hal_lpu.cost import Machine
 #: probabilities stream past)
 MXM_OPS: dict[str, tuple[int, ...]] = {
     "MatMul": (1,), "Gemm": (1,), "Conv": (1,), "ConvTranspose": (1,), "Einsum": (1,), "MatMulInteger": (1,),
-    "ConvInteger": (1,), "QLinearMatMul": (3,), "QLinearConv": (3,), "QGemm": (3,),
+    "ConvInteger": (1,), "QLinearMatMul": (3,), "QLinearConv": (3,), "QGemm": (3,), "MatMulIntegerToFloat": (1,),
+    "DynamicQuantizeMatMul": (1,),
     "RNN": (1, 2), "GRU": (1, 2), "LSTM": (1, 2), "Attention": (1, 2)}
 
 
@@ -160,7 +161,7 @@ def _mxm_dims(node: Node, graph: Graph) -> tuple[int, int, int, int] | None:
     if op == "Attention":  # Q·K^T and P·V per head: two (queries x head) by (head x keys) passes, the
         a = attention_dims(node, graph)  # wider head of the two (both fit one 320-row block in practice)
         return None if a is None else (2 * a.batch * a.heads, a.queries, max(a.head, a.value), a.keys)
-    if op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
+    if op in ("MatMul", "MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"):
         a = shape(graph, node.inputs[0])
         rows = out[-2] if len(out) >= 2 and len(a) >= 2 else 1
         n = out[-1] if out and len(shape(graph, node.inputs[MXM_OPS[op][0]])) >= 2 else 1

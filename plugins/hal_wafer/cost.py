@@ -39,7 +39,8 @@ from hal.specs import TargetSpec
 #: ops that contract a dimension (GEMV / GEMM / convolution): broadcast in, reduce out; the
 #: recurrent ops and Attention contract too, a chain of them (``SEQUENCE_OPS``)
 CONTRACTION_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum", "MatMulInteger", "ConvInteger",
-                             "QLinearMatMul", "QLinearConv", "QGemm"}) | SEQUENCE_OPS
+                             "QLinearMatMul", "QLinearConv", "QGemm", "MatMulIntegerToFloat",
+                             "DynamicQuantizeMatMul"}) | SEQUENCE_OPS
 #: ops that reduce across PEs and bring the result back: wavefronts they cost
 REDUCTION_WAVES = {"Softmax": 4, "LogSoftmax": 4, "Hardmax": 4, "LayerNormalization": 4, "GroupNormalization": 4,
                    "InstanceNormalization": 4, "RMSNormalization": 2, "LpNormalization": 2,

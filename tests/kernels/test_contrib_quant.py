@@ -149,6 +149,30 @@ def test_qgemm(qtype: int, dtype: type, trans_a: int, trans_b: int, per_column: 
     _same(_model(node, feeds, consts, qtype if quantized else TensorProto.FLOAT, [m, n]), feeds)
 
 
+def _float_out(node: onnx.NodeProto, feeds: dict[str, np.ndarray], consts: dict[str, np.ndarray],
+               shape: list[int]) -> np.ndarray:
+    return _same(_model(node, feeds, consts, TensorProto.FLOAT, shape), feeds)
+
+
+@pytest.mark.parametrize("b_type", [np.int8, np.uint8])
+@pytest.mark.parametrize("per_column", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_fused_dynamic_matmuls(b_type: type, per_column: bool, bias: bool) -> None:
+    """MatMulIntegerToFloat and DynamicQuantizeMatMul, which onnxruntime's optimiser makes of a
+    dynamically quantized MatMul (and a model it saved holds)."""
+    n = 6
+    consts = {"b": _codes(b_type, (16, n)),
+              "bs": (RNG.uniform(0.01, 0.05, n) if per_column else np.array(0.02)).astype(np.float32),
+              "bz": (np.zeros(n) if per_column else np.array(3 if b_type == np.uint8 else 0)).astype(b_type),
+              "bias": RNG.standard_normal(n).astype(np.float32),
+              "as": np.float32(0.03), "az": np.uint8(120)}
+    extra = ["bias"] if bias else []
+    dynamic = helper.make_node("DynamicQuantizeMatMul", ["a", "b", "bs", "bz", *extra], ["y"], domain=MS)
+    _float_out(dynamic, {"a": RNG.standard_normal((2, 5, 16)).astype(np.float32)}, consts, [2, 5, n])
+    integer = helper.make_node("MatMulIntegerToFloat", ["a", "b", "as", "bs", "az", "bz", *extra], ["y"], domain=MS)
+    _float_out(integer, {"a": _codes(np.uint8, (2, 5, 16))}, consts, [2, 5, n])
+
+
 def test_codes_of_a_wide_type_are_refused_not_tabled() -> None:
     """A table has an entry per code: an int32 input would ask for 2^32 of them."""
     feeds = {"x": np.arange(6, dtype=np.int32).reshape(2, 3)}
@@ -233,3 +257,38 @@ def test_values_after_the_contrib_ops_have_shapes(quantized) -> None:
     assert not unknown
     gemm = next(n for n in graph.nodes if n.op_type == "QGemm")
     assert graph.values[gemm.outputs[0]].static_shape == (2, 10)
+
+
+@pytest.fixture(scope="module", params=["QInt8", "QUInt8"])
+def optimised_dynamic(request, tmp_path_factory) -> tuple[str, dict[str, np.ndarray]]:
+    """An MLP quantized by quantize_dynamic, then optimised and saved by onnxruntime: its MatMuls
+    become DynamicQuantizeMatMul with the bias folded in."""
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    folder = tmp_path_factory.mktemp("dynamic")
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 10])],
+                              [numpy_helper.from_array(rng.standard_normal((32, 64)).astype(np.float32), "w1"),
+                               numpy_helper.from_array(rng.standard_normal((64, 10)).astype(np.float32), "w2"),
+                               numpy_helper.from_array(rng.standard_normal(64).astype(np.float32), "b1")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "float.onnx")
+    quantization.quantize_dynamic(folder / "float.onnx", folder / "q.onnx",
+                                  weight_type=getattr(quantization.QuantType, request.param))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(folder / "optimised.onnx")
+    ort.InferenceSession(str(folder / "q.onnx"), options, providers=["CPUExecutionProvider"])
+    return str(folder / "optimised.onnx"), {"x": rng.standard_normal((4, 32)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("target", [t.name for t in hal.targets()])
+def test_a_model_onnxruntime_optimised_runs_as_it_runs_it(optimised_dynamic, target: str) -> None:
+    path, feeds = optimised_dynamic
+    assert "DynamicQuantizeMatMul" in {n.op_type for n in onnx.load(path).graph.node}
+    _same(open(path, "rb").read(), feeds, target)
+    model = onnx.load(path)
+    del model.graph.value_info[:]  # onnxruntime saves its own shapes; hal's stand-ins find them again
+    graph = load(model.SerializeToString())
+    assert all(graph.values[o].static_shape is not None for n in graph.nodes for o in n.outputs if o)
