@@ -517,12 +517,13 @@ def quantized_contrib_model() -> onnx.ModelProto:
     """A CNN in onnxruntime's QOperator format, every com.microsoft quantized op it writes in one
     small graph (``hal.kernels.contrib_quant``): quantise, QLinearConv, QLinearAdd, QLinearSigmoid,
     QLinearMul, QLinearConcat, QLinearAveragePool, QLinearGlobalAveragePool, QGemm, QLinearSoftmax,
-    dequantise. For the fuzzer's corpus."""
+    dequantise, DynamicQuantizeMatMul and MatMulIntegerToFloat. For the fuzzer's corpus."""
     ms = "com.microsoft"
     rng = np.random.default_rng(9)
     consts = {"s": np.float32(0.05), "z": np.uint8(128), "p": np.float32(1 / 256), "pz": np.uint8(0),
               "w": rng.integers(0, 255, (4, 3, 3, 3)).astype(np.uint8), "ws": np.float32(0.01), "wz": np.uint8(127),
-              "fc": rng.integers(0, 255, (8, 5)).astype(np.uint8), "fcb": rng.integers(-50, 50, 5).astype(np.int32)}
+              "fc": rng.integers(0, 255, (8, 5)).astype(np.uint8), "fcb": rng.integers(-50, 50, 5).astype(np.int32),
+              "fc2": rng.integers(0, 255, (5, 4)).astype(np.uint8), "fc2b": rng.standard_normal(4).astype(np.float32)}
 
     def q(op: str, ins: list[str], out: str, **attrs: Any) -> onnx.NodeProto:
         return helper.make_node(op, ins, [out], domain=ms, **attrs)
@@ -540,8 +541,11 @@ def quantized_contrib_model() -> onnx.ModelProto:
         helper.make_node("Flatten", ["gap"], ["flat"]),
         q("QGemm", ["flat", "s", "z", "fc", "ws", "wz", "fcb", "s", "z"], "logits"),
         q("QLinearSoftmax", ["logits", "s", "z", "p", "pz"], "probs", axis=-1, opset=13),
-        helper.make_node("DequantizeLinear", ["probs", "p", "pz"], ["y"]),
+        helper.make_node("DequantizeLinear", ["probs", "p", "pz"], ["pf"]),
+        q("DynamicQuantizeMatMul", ["pf", "fc2", "ws", "wz", "fc2b"], "d"),
+        q("MatMulIntegerToFloat", ["probs", "fc2", "p", "ws", "pz", "wz"], "e"),
+        helper.make_node("Add", ["d", "e"], ["y"]),
     ]
-    graph = helper.make_graph(nodes, "qoperator", [vi("x", F, [1, 3, 7, 7])], [vi("y", F, [1, 5])],
+    graph = helper.make_graph(nodes, "qoperator", [vi("x", F, [1, 3, 7, 7])], [vi("y", F, [1, 4])],
                               [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(ms, 1)])
