@@ -33,7 +33,7 @@ from collections.abc import Callable
 import numpy as np
 
 from hal.kernels.pool import _pool_setup, _reduce_windows
-from hal.kernels.quantize import saturate_int
+from hal.kernels.quantize import dynamic_quantize_linear, saturate_int
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -234,7 +234,5 @@ def matmul_integer_to_float(A, B, a_scale, b_scale, a_zero_point=None, b_zero_po
 def dynamic_quantize_matmul(A, B, b_scale, b_zero_point=None, bias=None):
     """A quantised to uint8 as DynamicQuantizeLinear does it (a range holding 0), then
     MatMulIntegerToFloat."""
-    from hal.kernels.quantize import dynamic_quantize_linear
-
     codes, scale, zero = dynamic_quantize_linear(np.asarray(A, dtype=_F32))
     return _integer_product_to_float(codes, B, scale, b_scale, zero, b_zero_point, bias)
