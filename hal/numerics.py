@@ -20,6 +20,7 @@ import ml_dtypes
 import numpy as np
 
 from hal.kernels import jit
+from hal.perf.opcount import SEQUENCE_OPS
 
 FORMATS = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
 
@@ -205,10 +206,11 @@ MATRIX_OPS: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
 }
 
 #: matrix ops whose kernels also multiply values they make themselves (a recurrent op's state, at
-#: every step; Attention's probabilities): a policy hands them ``_round_operand``, the rounding of
+#: every step; Attention's probabilities): the cost models' chained products
+#: (``hal.perf.opcount.SEQUENCE_OPS``). A policy hands them ``_round_operand``, the rounding of
 #: an operand as the matrix unit reads it, since rounding their inputs alone would leave those
 #: products exact (before, an LSTM at ``native`` gave fp32's bits on every target)
-INNER_PRODUCT_OPS = frozenset({"RNN", "GRU", "LSTM", "Attention"})
+INNER_PRODUCT_OPS = SEQUENCE_OPS
 
 
 def with_operand_rounding(fn, op_type: str, round_operand):

@@ -33,7 +33,7 @@ from collections.abc import Callable
 import numpy as np
 
 from hal.kernels.pool import _pool_setup, _reduce_windows
-from hal.kernels.quantize import dynamic_quantize_linear, saturate_int
+from hal.kernels.quantize import dynamic_quantize_linear, quantize_linear, saturate_int
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -58,9 +58,9 @@ def _dequantize(x: Array, scale: Array, zero: Array | None) -> Array:
 
 
 def _quantize(v: Array, scale: Array, zero: Array | None, dtype: np.dtype) -> Array:
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        q = np.rint(np.asarray(v, _F32) / _F32(_scalar(scale))).astype(np.float64) + _scalar(zero)
-    return saturate_int(q, dtype)
+    """QuantizeLinear of float32 ``v`` with a float32 scale, to ``dtype`` (zero point 0 when absent)."""
+    return quantize_linear(np.asarray(v, _F32), np.asarray(_scalar(scale), _F32),
+                           np.asarray(_scalar(zero), dtype=dtype))
 
 
 def _through_table(x: Array, f: Callable[[Array], Array], x_scale: Array, x_zero: Array | None,

@@ -25,20 +25,11 @@ from hal.graph.fuse import GraphIndex
 from hal.graph.ir import Graph, Node
 from hal.kernels import lookup
 from hal.kernels.score_chain import ScoreChain, member
-from hal.numerics import Policy, is_float, quantize, round_to, with_operand_rounding
+from hal.numerics import MATRIX_OPS, Policy, is_float, quantize, round_to, with_operand_rounding
 from hal.perf.trace import event
 from hal.specs import CompileReport
 from hal_gpu.attention import ScoreOp, flash_attention
 from hal_gpu.fusion import Kernel
-
-#: matrix-unit ops: (activation positions, weight positions, weight output-channel axis), as
-#: hal.numerics' (whose INNER_PRODUCT_OPS also round the operands they make themselves)
-MATRIX_OPS: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
-    "MatMul": ((0, 1), (1,), -1), "Gemm": ((0, 1), (1,), -1), "Conv": ((0, 1), (1,), 0),
-    "ConvTranspose": ((0, 1), (1,), 1), "Einsum": ((0, 1), (), 0),
-    "RNN": ((0, 1, 2), (1, 2), 1), "GRU": ((0, 1, 2), (1, 2), 1), "LSTM": ((0, 1, 2), (1, 2), 1),
-    "Attention": ((), (), 0),
-}
 
 
 class RegistryKernel:
