@@ -1,18 +1,26 @@
-"""Shapes for onnxruntime's quantized contrib ops (``hal.kernels.contrib_quant``), which onnx's
-shape inference does not know: each is inferred as the standard op that moves its data the same
-way, so inference carries on past it instead of stopping there.
+"""Shapes for the ops onnxruntime defines and onnx's shape inference does not know: its contrib ops
+(domain ``com.microsoft``: the quantized ones of ``hal.kernels.contrib_quant``, the fusions its graph
+optimiser saves, its transformer and GenAI ops) and the two it registers in the ONNX domain
+(SimplifiedLayerNormalization, and LayerNormalization before opset 17, which onnx defines from 17).
+Each is inferred as standard ops that give its outputs the same shapes and types, so inference
+carries on past it instead of stopping there.
 
-``shadowed(proto)`` is a copy of the model for inference only: a QLinearAdd reads as an Add of its
-two operands, a QLinearConcat as a Concat of its inputs, QGemm as the integer product of its
-(transposed) operands cast to its output type, the unary ops as Identity, the pools as a MaxPool over
-the same windows or a ReduceMax over the image (both take 8-bit integers); the inferred value_info then belongs
-to the real model, whose node names and outputs are the same. The helper values it adds carry a
-prefix and are dropped (``restored``).
+``shadowed(proto)`` is a copy of the model for inference only, each such node replaced by its
+stand-ins: a QLinearAdd reads as an Add of its two operands, FusedConv as the Conv it wraps, a
+Gelu as Identity, a product whose weight is packed (MatMulNBits) as a MatMul with a declared
+operand of the unpacked shape, Attention's present state as its K projection split into heads and
+concatenated onto the past. The inferred value_info then belongs to the real model, whose node
+names and outputs are the same. The helper values and declared operands a shadow adds carry a prefix
+and are dropped (``restored``). An output whose shape depends on a run (GroupQueryAttention's
+present state, sized by a fed total length) gets no stand-in and stays unknown, as onnx leaves a
+NonZero's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import onnx
 from onnx import TensorProto, helper
@@ -20,86 +28,426 @@ from onnx import TensorProto, helper
 DOMAIN = "com.microsoft"
 #: the prefix of the values a shadow adds (the integer products' operands and results)
 PREFIX = "__hal_shadow_"
-_UNARY = frozenset({"QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax"})
 _POOL_ATTRS = ("auto_pad", "ceil_mode", "kernel_shape", "pads", "strides")
+_CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+Dim = int | str | None
+
+
+@dataclass
+class _Known:
+    """What the last inference knew, and the declared operands a node's stand-ins add."""
+
+    opset: int
+    types: dict[str, int]
+    dims: dict[str, list[Dim]]
+    declared: list[onnx.ValueInfoProto] = field(default_factory=list)
+
+    def rank(self, name: str) -> int | None:
+        d = self.dims.get(name)
+        return None if d is None else len(d)
+
+    def static(self, name: str) -> list[int] | None:
+        """``name``'s dimensions when every one is a number."""
+        d = self.dims.get(name)
+        return list(d) if d is not None and all(isinstance(x, int) for x in d) else None
+
+    def declare(self, name: str, elem_type: int, dims: list[Dim]) -> str:
+        """An operand of known shape and no producer (a packed weight's unpacked form)."""
+        name = PREFIX + name
+        self.declared.append(helper.make_tensor_value_info(name, elem_type, dims))
+        return name
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _ins(node: onnx.NodeProto, count: int) -> list[str]:
+    """The node's first ``count`` input names, '' for those absent."""
+    return [*node.input, *[""] * count][:count]
+
+
+def _kept(a: dict, names: tuple[str, ...]) -> dict:
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in a.items() if k in names}
+
+
+def _ints(name: str, values: list[int]) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64, [len(values)],
+                                                                              values))
+
+
+def _axes_op(op: str, x: str, out: str, axes: list[int], opset: int, since: int, **attrs) -> list[onnx.NodeProto]:
+    """``op`` over ``axes``: as an attribute before opset ``since``, as a constant input from it."""
+    if opset < since:
+        return [helper.make_node(op, [x], [out], axes=axes, **attrs)]
+    name = PREFIX + out + "_axes"
+    return [_ints(name, axes), helper.make_node(op, [x, name], [out], **attrs)]
+
+
 def _reduce_max(x: str, out: str, rank: int | None, opset: int) -> list[onnx.NodeProto] | None:
     """A global pool's stand-in: the maximum over the spatial axes, kept (8-bit types allowed)."""
     if rank is None or rank < 3:
         return None
-    axes = list(range(2, rank))
-    if opset < 18:
-        return [helper.make_node("ReduceMax", [x], [out], axes=axes, keepdims=1)]
-    name = PREFIX + out + "_axes"
-    axes_tensor = helper.make_tensor(name, TensorProto.INT64, [len(axes)], axes)
-    return [helper.make_node("Constant", [], [name], value=axes_tensor),
-            helper.make_node("ReduceMax", [x, name], [out], keepdims=1)]
+    return _axes_op("ReduceMax", x, out, list(range(2, rank)), opset, 18, keepdims=1)
 
 
-def _shadow(node: onnx.NodeProto, types: dict[str, int], ranks: dict[str, int], opset: int
-            ) -> list[onnx.NodeProto] | None:
-    """The standard nodes that stand for one contrib node in inference (None: none that fits)."""
-    op, ins, out, a = node.op_type, list(node.input), node.output[0], _attrs(node)
-    if op in ("QLinearAdd", "QLinearMul") and len(ins) >= 4:
-        return [helper.make_node("Add", [ins[0], ins[3]], [out])]
-    if op in _UNARY and ins:
-        return [helper.make_node("Identity", [ins[0]], [out])]
-    if op == "QLinearConcat" and len(ins) >= 5:
-        return [helper.make_node("Concat", ins[2::3], [out], axis=a.get("axis", 0))]
-    if op == "QLinearGlobalAveragePool" and ins and not a.get("channels_last", 0):
-        return _reduce_max(ins[0], out, ranks.get(ins[0]), opset)
-    if op == "QLinearAveragePool" and ins and not a.get("channels_last", 0) and "kernel_shape" in a:
-        kept = {k: v.decode() if isinstance(v, bytes) else v for k, v in a.items() if k in _POOL_ATTRS}
-        return [helper.make_node("MaxPool", [ins[0]], [out], **kept)]
-    if op in ("MatMulIntegerToFloat", "DynamicQuantizeMatMul") and len(ins) >= 2:
-        a_in = ins[0]
-        nodes = []
-        if op == "DynamicQuantizeMatMul":  # A is float: its codes' shape is its shape
-            nodes.append(helper.make_node("Cast", [a_in], [PREFIX + out + "_a"], to=TensorProto.UINT8))
-            a_in = PREFIX + out + "_a"
-        return [*nodes, helper.make_node("MatMulInteger", [a_in, ins[1]], [PREFIX + out + "_ab"]),
-                helper.make_node("Cast", [PREFIX + out + "_ab"], [out], to=TensorProto.FLOAT)]
-    if op == "QGemm" and len(ins) >= 6:
-        a_in, b_in = ins[0], ins[3]
-        nodes = []
-        if a.get("transA", 0):
-            nodes.append(helper.make_node("Transpose", [a_in], [PREFIX + out + "_a"]))
-            a_in = PREFIX + out + "_a"
-        if a.get("transB", 0):
-            nodes.append(helper.make_node("Transpose", [b_in], [PREFIX + out + "_b"]))
-            b_in = PREFIX + out + "_b"
-        # quantized when y_scale is given (to y_zero_point's type, else A's, as the kernel), else float
-        quantized = len(ins) > 7 and bool(ins[7])
-        zero = ins[8] if len(ins) > 8 and ins[8] else ins[0]
-        to = types.get(zero, TensorProto.UINT8) if quantized else TensorProto.FLOAT
-        nodes += [helper.make_node("MatMulInteger", [a_in, b_in], [PREFIX + out + "_ab"]),
-                  helper.make_node("Cast", [PREFIX + out + "_ab"], [out], to=to)]
-        return nodes
-    return None
+def _row_stats(x: str, outs: list[str], first_axis: int, known: _Known) -> list[onnx.NodeProto]:
+    """A normalisation's statistics: ``x`` with the normalised axes (from ``first_axis`` on) kept as 1.
+    A ReduceMean of a float; ``outs`` may hold '' for absent outputs."""
+    rank = known.rank(x)
+    if first_axis < 0:
+        if rank is None and first_axis != -1:
+            return []
+        first_axis += rank if rank is not None else 1
+    axes = [-1] if rank is None else list(range(first_axis, rank))
+    nodes = []
+    for out in (o for o in outs if o):
+        nodes += _axes_op("ReduceMean", x, out, axes, known.opset, 18, keepdims=1)
+    return nodes
+
+
+def _same_as(x: str, outs: list[str]) -> list[onnx.NodeProto]:
+    return [helper.make_node("Identity", [x], [o]) for o in outs if o]
+
+
+def _product(a: str, k: Dim, n: int, out: str, elem_type: int, known: _Known) -> list[onnx.NodeProto]:
+    """``a`` (..., k) times a declared (k, n) operand: a product's shape whose weight is packed."""
+    b = known.declare(out + "_b", elem_type, [k, n])
+    return [helper.make_node("MatMul", [a, b], [out])]
+
+
+def _heads(x: str, out: str, heads: int, size: int, known: _Known) -> list[onnx.NodeProto]:
+    """(B, S, heads x size) split into (B, heads, S, size)."""
+    shape, split = PREFIX + out + "_shape", PREFIX + out + "_split"
+    return [_ints(shape, [0, 0, heads, size]), helper.make_node("Reshape", [x, shape], [split]),
+            helper.make_node("Transpose", [split], [out], perm=[0, 2, 1, 3])]
+
+
+# -- the stand-ins, one function an op ---------------------------------------------------------------
+
+StandIn = Callable[[onnx.NodeProto, dict, _Known], "list[onnx.NodeProto] | None"]
+_STAND_INS: dict[tuple[str, str], StandIn] = {}
+
+
+def _stands_in(*ops: str, domain: str = DOMAIN) -> Callable[[StandIn], StandIn]:
+    def deco(fn: StandIn) -> StandIn:
+        for op in ops:
+            _STAND_INS[(domain, op)] = fn
+        return fn
+    return deco
+
+
+@_stands_in("QLinearAdd", "QLinearMul")
+def _qlinear_binary(node, a, known):
+    x, _, _, y = _ins(node, 4)
+    return [helper.make_node("Add", [x, y], [node.output[0]])] if x and y else None
+
+
+@_stands_in("QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax", "Gelu", "FastGelu", "QuickGelu", "BiasGelu",
+            "BiasAdd", "RotaryEmbedding")
+def _unary(node, a, known):
+    """Ops whose output is their first input's shape and type."""
+    return _same_as(node.input[0], node.output[:1]) if node.input and node.input[0] else None
+
+
+@_stands_in("QLinearConcat")
+def _qlinear_concat(node, a, known):
+    ins = list(node.input)
+    return [helper.make_node("Concat", ins[2::3], [node.output[0]], axis=a.get("axis", 0))] if len(ins) >= 5 else None
+
+
+@_stands_in("QLinearGlobalAveragePool")
+def _qlinear_global_pool(node, a, known):
+    if not node.input or a.get("channels_last", 0):
+        return None
+    return _reduce_max(node.input[0], node.output[0], known.rank(node.input[0]), known.opset)
+
+
+@_stands_in("QLinearAveragePool")
+def _qlinear_pool(node, a, known):
+    if not node.input or a.get("channels_last", 0) or "kernel_shape" not in a:
+        return None
+    return [helper.make_node("MaxPool", [node.input[0]], [node.output[0]], **_kept(a, _POOL_ATTRS))]
+
+
+@_stands_in("MatMulIntegerToFloat", "DynamicQuantizeMatMul")
+def _integer_to_float(node, a, known):
+    ins, out = list(node.input), node.output[0]
+    if len(ins) < 2:
+        return None
+    a_in, nodes = ins[0], []
+    if node.op_type == "DynamicQuantizeMatMul":  # A is float: its codes' shape is its shape
+        nodes.append(helper.make_node("Cast", [a_in], [PREFIX + out + "_a"], to=TensorProto.UINT8))
+        a_in = PREFIX + out + "_a"
+    return [*nodes, helper.make_node("MatMulInteger", [a_in, ins[1]], [PREFIX + out + "_ab"]),
+            helper.make_node("Cast", [PREFIX + out + "_ab"], [out], to=TensorProto.FLOAT)]
+
+
+@_stands_in("QGemm")
+def _qgemm(node, a, known):
+    ins, out = list(node.input), node.output[0]
+    if len(ins) < 6:
+        return None
+    a_in, b_in = ins[0], ins[3]
+    nodes = []
+    if a.get("transA", 0):
+        nodes.append(helper.make_node("Transpose", [a_in], [PREFIX + out + "_a"]))
+        a_in = PREFIX + out + "_a"
+    if a.get("transB", 0):
+        nodes.append(helper.make_node("Transpose", [b_in], [PREFIX + out + "_b"]))
+        b_in = PREFIX + out + "_b"
+    # quantized when y_scale is given (to y_zero_point's type, else A's, as the kernel), else float
+    quantized = len(ins) > 7 and bool(ins[7])
+    zero = ins[8] if len(ins) > 8 and ins[8] else ins[0]
+    to = known.types.get(zero, TensorProto.UINT8) if quantized else TensorProto.FLOAT
+    return [*nodes, helper.make_node("MatMulInteger", [a_in, b_in], [PREFIX + out + "_ab"]),
+            helper.make_node("Cast", [PREFIX + out + "_ab"], [out], to=to)]
+
+
+@_stands_in("FusedConv")
+def _fused_conv(node, a, known):
+    ins = [i for i in node.input[:3]]
+    return [helper.make_node("Conv", ins, [node.output[0]], **_kept(a, _CONV_ATTRS))] if len(ins) >= 2 else None
+
+
+@_stands_in("FusedGemm")
+def _fused_gemm(node, a, known):
+    if len(node.input) < 2:
+        return None
+    return [helper.make_node("Gemm", list(node.input[:3]), [node.output[0]], **_kept(a, ("transA", "transB")))]
+
+
+def _batch_transposed(x: str, rank: int | None, trans: bool, trans_batch: bool, out: str
+                      ) -> tuple[str, list[onnx.NodeProto]] | None:
+    """FusedMatMul's operand as it multiplies it: transBatch moves the first axis to before the
+    matrix's last (its rows), trans swaps the last two."""
+    if not trans and not trans_batch:
+        return x, []
+    if rank is None:
+        return None
+    perm = list(range(rank))
+    if trans_batch and rank > 2:
+        perm = [*range(1, rank - 1), 0, rank - 1]
+    if trans:
+        perm[-2], perm[-1] = perm[-1], perm[-2]
+    return out, [helper.make_node("Transpose", [x], [out], perm=perm)]
+
+
+@_stands_in("FusedMatMul")
+def _fused_matmul(node, a, known):
+    if len(node.input) < 2:
+        return None
+    out = node.output[0]
+    left = _batch_transposed(node.input[0], known.rank(node.input[0]), bool(a.get("transA", 0)),
+                             bool(a.get("transBatchA", 0)), PREFIX + out + "_a")
+    right = _batch_transposed(node.input[1], known.rank(node.input[1]), bool(a.get("transB", 0)),
+                              bool(a.get("transBatchB", 0)), PREFIX + out + "_b")
+    if left is None or right is None:
+        return None
+    return [*left[1], *right[1], helper.make_node("MatMul", [left[0], right[0]], [out])]
+
+
+@_stands_in("SkipLayerNormalization", "SkipSimplifiedLayerNormalization")
+def _skip_norm(node, a, known):
+    """output and the input+skip(+bias) sum: the input's shape; mean and inv_std_var: a row's."""
+    x = node.input[0] if node.input else ""
+    if not x:
+        return None
+    outs = [*node.output, "", "", ""][:4]
+    return [*_same_as(x, [outs[0], outs[3]]), *_row_stats(x, outs[1:3], -1, known)]
+
+
+def _layer_norm(node, a, known):
+    """Y: X's shape; the statistics (Mean, InvStdDev; SimplifiedLayerNormalization's inv_std_var)
+    keep the normalised axes, from ``axis`` on, as 1."""
+    x = node.input[0] if node.input else ""
+    if not x:
+        return None
+    return [*_same_as(x, node.output[:1]), *_row_stats(x, list(node.output[1:]), int(a.get("axis", -1)), known)]
+
+
+_stands_in("SimplifiedLayerNormalization", "LayerNormalization", domain="")(_layer_norm)
+
+
+@_stands_in("EmbedLayerNormalization")
+def _embed_layer_norm(node, a, known):
+    """output and embedding_sum: word_embedding's rows gathered by input_ids (B, S, hidden);
+    mask_index: one int32 a batch row."""
+    ids, _, words = _ins(node, 3)
+    if not ids or not words:
+        return None
+    outs = [*node.output, "", ""][:3]
+    gathered = PREFIX + outs[0] + "_rows"
+    nodes = [helper.make_node("Gather", [words, ids], [gathered])]
+    nodes += _same_as(gathered, [outs[0], outs[2]])
+    if outs[1]:
+        cast = PREFIX + outs[1] + "_ids"
+        nodes += [helper.make_node("Cast", [ids], [cast], to=TensorProto.INT32),
+                  *_axes_op("ReduceMax", cast, outs[1], [1], known.opset, 18, keepdims=0)]
+    return nodes
+
+
+@_stands_in("MatMulNBits")
+def _matmul_nbits(node, a, known):
+    """A (..., K) times B unpacked to (K, N): N and K are attributes."""
+    if not node.input or "N" not in a or "K" not in a:
+        return None
+    x = node.input[0]
+    return _product(x, int(a["K"]), int(a["N"]), node.output[0], known.types.get(x, TensorProto.FLOAT), known)
+
+
+def _present(k_proj: list[onnx.NodeProto], k_heads: str, past: str, out: str, known: _Known
+             ) -> list[onnx.NodeProto]:
+    """Attention's present state (2, B, heads, past + S, head size): the keys in heads twice (for K
+    and V), after the past along the sequence."""
+    one = PREFIX + out + "_one"
+    both = PREFIX + out + "_kv"
+    nodes = [*k_proj, *_axes_op("Unsqueeze", k_heads, one, [0], known.opset, 13),
+             helper.make_node("Concat", [one, one], [both if past else out], axis=0)]
+    if past:
+        nodes.append(helper.make_node("Concat", [past, both], [out], axis=3))
+    return nodes
+
+
+@_stands_in("Attention")
+def _attention(node, a, known):
+    """output (B, S, V's hidden size): the input times a (hidden, V hidden) slice of the packed
+    weights; present: see ``_present`` (the past itself where it shares the present's buffer)."""
+    x, w, _, _, past = _ins(node, 5)
+    weights = known.static(w) if w else None
+    heads = int(a.get("num_heads", 0))
+    if not x or weights is None or len(weights) != 2 or heads < 1:
+        return None
+    sizes = list(a.get("qkv_hidden_sizes", [])) or [weights[1] // 3] * 3
+    if len(sizes) != 3 or sizes[1] % heads:
+        return None
+    elem = known.types.get(x, TensorProto.FLOAT)
+    outs = [*node.output, ""][:2]
+    nodes = _product(x, weights[0], sizes[2], outs[0], elem, known)
+    if outs[1]:
+        if past and a.get("past_present_share_buffer", 0):
+            nodes += _same_as(past, [outs[1]])
+        else:
+            k = PREFIX + outs[1] + "_k"
+            k_proj = _product(x, weights[0], sizes[1], k, elem, known)
+            nodes += _present([*k_proj, *_heads(k, k + "_heads", heads, sizes[1] // heads, known)], k + "_heads",
+                              past, outs[1], known)
+    return nodes
+
+
+@_stands_in("MultiHeadAttention")
+def _multi_head_attention(node, a, known):
+    """output (B, S, heads x V's head size) for separate 3-D query, key and value or a 4-D (B, heads,
+    L, head size) key and value; present_key/value (B, heads, past + L, head size) for 3-D ones."""
+    q, k, v, _, _, _, past_k, past_v = _ins(node, 8)
+    heads = int(a.get("num_heads", 0))
+    qd, vd = known.dims.get(q), known.dims.get(v) if v else None
+    if heads < 1 or qd is None or len(qd) != 3 or vd is None:
+        return None
+    if len(vd) == 3 and isinstance(vd[2], int):
+        v_hidden = vd[2]
+    elif len(vd) == 4 and isinstance(vd[3], int):
+        v_hidden = heads * vd[3]
+    else:
+        return None
+    outs = [*node.output, "", ""][:3]
+    nodes = _product(q, qd[2], v_hidden, outs[0], known.types.get(q, TensorProto.FLOAT), known)
+    for name, past, present in ((k, past_k, outs[1]), (v, past_v, outs[2])):
+        d = known.dims.get(name)
+        if not present or d is None:
+            continue
+        if len(d) == 4:  # already (B, heads, L, head size): the present is the key or value itself
+            nodes += _same_as(name, [present])
+        elif len(d) == 3 and isinstance(d[2], int) and d[2] % heads == 0:
+            split = PREFIX + present + "_heads"
+            nodes += _heads(name, split if past else present, heads, d[2] // heads, known)
+            if past:
+                nodes.append(helper.make_node("Concat", [past, split], [present], axis=2))
+    return nodes
+
+
+@_stands_in("GroupQueryAttention")
+def _group_query_attention(node, a, known):
+    """output (B, S, heads x head size), from a query of that width or a packed QKV one; the present
+    key and value are sized by a fed total length and stay unknown."""
+    q, k = _ins(node, 2)
+    heads, kv_heads = int(a.get("num_heads", 0)), int(a.get("kv_num_heads", 0))
+    qd = known.dims.get(q)
+    if heads < 1 or kv_heads < 1 or qd is None or len(qd) != 3 or not isinstance(qd[2], int):
+        return None
+    if k:
+        return _same_as(q, node.output[:1])
+    if qd[2] % (heads + 2 * kv_heads):
+        return None
+    width = heads * (qd[2] // (heads + 2 * kv_heads))
+    return _product(q, qd[2], width, node.output[0], known.types.get(q, TensorProto.FLOAT), known)
+
+
+# -- checking and shadowing a model -----------------------------------------------------------------
+
+
+def _onnxruntime_onnx_ops(proto: onnx.ModelProto, opset: int) -> list[onnx.NodeProto]:
+    """The main graph's nodes in the ONNX domain that only onnxruntime defines there."""
+    return [n for n in proto.graph.node if n.domain in ("", "ai.onnx") and _stand_in_for(n, opset) is not None]
+
+
+@contextmanager
+def onnx_checkable(proto: onnx.ModelProto) -> Iterator[None]:
+    """``proto`` readable by ``onnx.checker`` for the block: the ops onnxruntime registers in the ONNX
+    domain (SimplifiedLayerNormalization; LayerNormalization before opset 17), which the checker
+    refuses there as ops no schema defines, moved to onnxruntime's domain and back after."""
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+    moved = [(n, n.domain) for n in _onnxruntime_onnx_ops(proto, opset)]
+    imported = any(o.domain == DOMAIN for o in proto.opset_import)
+    try:
+        for n, _ in moved:
+            n.domain = DOMAIN
+        if moved and not imported:
+            proto.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+        yield
+    finally:
+        for n, domain in moved:
+            n.domain = domain
+        if moved and not imported:
+            del proto.opset_import[-1]
+
+
+# -- shadowing a model -------------------------------------------------------------------------------
+
+
+def _stand_in_for(node: onnx.NodeProto, opset: int) -> StandIn | None:
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    if domain == "" and node.op_type == "LayerNormalization" and opset >= 17:
+        return None  # onnx's own from 17
+    return _STAND_INS.get((domain, node.op_type))
+
+
+def _known(proto: onnx.ModelProto, opset: int) -> _Known:
+    graph = proto.graph
+    known = _Known(opset, {t.name: t.data_type for t in graph.initializer},
+                   {t.name: list(t.dims) for t in graph.initializer})
+    for v in [*graph.input, *graph.value_info, *graph.output]:
+        tt = v.type.tensor_type
+        known.types[v.name] = tt.elem_type
+        if tt.HasField("shape"):
+            known.dims[v.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                                  for d in tt.shape.dim]
+    return known
 
 
 def shadowed(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int] | None:
-    """A copy of ``proto`` (inferred already: its value_info gives the types and ranks the stand-ins
-    need) whose contrib nodes are their standard stand-ins, and how many stood in; None when none
-    can. A stand-in that needs its input's rank (a global pool) waits for an inference that knows it."""
+    """A copy of ``proto`` (inferred already: its value_info gives the types and shapes the stand-ins
+    need) whose nodes onnx does not know are their standard stand-ins, and how many stood in; None
+    when none can. A stand-in that needs its input's rank or size waits for an inference that knows it."""
     graph = proto.graph
-    if not any(n.domain == DOMAIN for n in graph.node):
-        return None
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
-    types = {t.name: t.data_type for t in graph.initializer}
-    ranks = {t.name: len(t.dims) for t in graph.initializer}
-    for v in list(graph.input) + list(graph.value_info):
-        types[v.name] = v.type.tensor_type.elem_type
-        if v.type.tensor_type.HasField("shape"):
-            ranks[v.name] = len(v.type.tensor_type.shape.dim)
+    fns = [_stand_in_for(n, opset) for n in graph.node]
+    if not any(fns):
+        return None
+    known = _known(proto, opset)
     nodes, count = [], 0
-    for n in graph.node:
-        stand_in = _shadow(n, types, ranks, opset) if n.domain == DOMAIN else None
+    for n, fn in zip(graph.node, fns, strict=True):
+        stand_in = fn(n, _attrs(n), known) if fn is not None else None
         if stand_in is None:
             nodes.append(n)
         else:
@@ -111,6 +459,7 @@ def shadowed(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int] | None:
     copy.CopyFrom(proto)
     del copy.graph.node[:]
     copy.graph.node.extend(nodes)
+    copy.graph.input.extend(known.declared)
     return copy, count
 
 
@@ -124,9 +473,12 @@ def infer(inferred: onnx.ModelProto, run: Callable[[onnx.ModelProto], onnx.Model
 
 
 def restored(inferred: onnx.ModelProto, proto: onnx.ModelProto) -> onnx.ModelProto:
-    """``inferred`` (a shadow's inference) with ``proto``'s own nodes back, the helper values gone."""
+    """``inferred`` (a shadow's inference) with ``proto``'s own nodes and inputs back, the helper values
+    and declared operands gone."""
     del inferred.graph.node[:]
     inferred.graph.node.extend(proto.graph.node)
+    del inferred.graph.input[:]
+    inferred.graph.input.extend(proto.graph.input)
     kept = [v for v in inferred.graph.value_info if not v.name.startswith(PREFIX)]
     del inferred.graph.value_info[:]
     inferred.graph.value_info.extend(kept)

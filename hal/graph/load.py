@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from hal import limits
 from hal.errors import ModelError, ResourceError
@@ -119,7 +119,8 @@ def _check(proto: onnx.ModelProto, where: str) -> None:
             raise ModelError(f"the model imports ai.onnx opset {o.version}, newer than the newest this onnx "
                              f"knows ({newest})", where=where, hint="upgrade onnx, or re-export at a released opset")
     try:
-        onnx.checker.check_model(proto)
+        with contrib.onnx_checkable(proto):
+            onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as e:
         msg = str(e).strip().splitlines()
         raise ModelError(f"onnx.checker: {' '.join(msg[:3])}", where=where,
@@ -372,6 +373,24 @@ def _text(v: str | bytes) -> str:
     return v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v
 
 
+def _ir3_weights_declared(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Before IR version 4 every initializer is also a graph input (its default value). onnxruntime
+    saves the weights its optimiser makes (a Conv with a BatchNormalization folded in) as initializers
+    alone, whatever the model's IR version, and runs such models; so does hal: a copy of ``proto``
+    with those weights declared as inputs too, which is how an IR-3 model reads (``proto`` itself
+    when none is missing)."""
+    if proto.ir_version >= 4:
+        return proto
+    declared = {i.name for i in proto.graph.input}
+    missing = [t for t in proto.graph.initializer if t.name not in declared]
+    if not missing:
+        return proto
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    copy.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in missing)
+    return copy
+
+
 def model_hash(proto: onnx.ModelProto) -> str:
     return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()[:16]
 
@@ -379,6 +398,7 @@ def model_hash(proto: onnx.ModelProto) -> str:
 def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = True,
                infer_shapes: bool = True) -> Graph:
     """Build the IR from a proto: check it, infer shapes, order nodes, collect weights."""
+    proto = _ir3_weights_declared(proto)
     if check:
         _check(proto, where)
     digest = model_hash(proto)
