@@ -213,4 +213,23 @@ def test_checking_leaves_the_onnx_domain_ops_onnxruntime_registers_where_they_we
     before = model.SerializeToString()
     graph = load(model)
     assert model.SerializeToString() == before
-    assert [(n.op_type, n.domain) for n in graph.nodes][0] == ("SimplifiedLayerNormalization", "")
+    assert (graph.nodes[0].op_type, graph.nodes[0].domain) == ("SimplifiedLayerNormalization", "")
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_gather_block_quantized(packed: bool) -> None:
+    """Rows of a 4-bit table (packed two codes a byte, or int4) gathered and dequantised to the scales' type."""
+    if packed:
+        data = RNG.integers(0, 256, (10, 16)).astype(np.uint8)  # 32 codes a row
+    else:
+        data = RNG.integers(-8, 8, (10, 32)).astype(np.int8)
+    inputs = {"data": data, "indices": RNG.integers(0, 10, (2, 3)).astype(np.int64),
+              "scales": np.abs(_f32(10, 2)) + 0.01}
+    blob, feeds, outs = _case("GatherBlockQuantized", inputs, 1, consts=("data", "scales"), block_size=16,
+                              gather_axis=0, quantize_axis=1)
+    if not packed:  # int4 data: the initializer is stored as int4 codes
+        model = onnx.load_from_string(blob)
+        t = next(t for t in model.graph.initializer if t.name == "data")
+        t.CopyFrom(helper.make_tensor("data", TensorProto.INT4, data.shape, data.reshape(-1).tolist()))
+        blob = model.SerializeToString()
+    _agrees(blob, feeds, outs)

@@ -8,7 +8,8 @@ carries on past it instead of stopping there.
 ``shadowed(proto)`` is a copy of the model for inference only, each such node replaced by its
 stand-ins: a QLinearAdd reads as an Add of its two operands, FusedConv as the Conv it wraps, a
 Gelu as Identity, a product whose weight is packed (MatMulNBits) as a MatMul with a declared
-operand of the unpacked shape, Attention's present state as its K projection split into heads and
+operand of the unpacked shape (GatherBlockQuantized's
+table as a Gather's), Attention's present state as its K projection split into heads and
 concatenated onto the past. The inferred value_info then belongs to the real model, whose node
 names and outputs are the same. The helper values and declared operands a shadow adds carry a prefix
 and are dropped (``restored``). An output whose shape depends on a run (GroupQueryAttention's
@@ -294,6 +295,20 @@ def _matmul_nbits(node, a, known):
         return None
     x = node.input[0]
     return _product(x, int(a["K"]), int(a["N"]), node.output[0], known.types.get(x, TensorProto.FLOAT), known)
+
+
+@_stands_in("GatherBlockQuantized")
+def _gather_block_quantized(node, a, known):
+    """data's rows gathered along gather_axis, in the scales' type; packed uint8 data holds 8 / bits
+    codes a byte along its last axis."""
+    data, indices, scales = _ins(node, 3)
+    dims = known.static(data) if data else None
+    if dims is None or not indices or not scales or scales not in known.types:
+        return None
+    if known.types.get(data) == TensorProto.UINT8 and dims:
+        dims[-1] *= 8 // int(a.get("bits", 4))
+    unpacked = known.declare(node.output[0] + "_data", known.types[scales], dims)
+    return [helper.make_node("Gather", [unpacked, indices], [node.output[0]], axis=int(a.get("gather_axis", 0)))]
 
 
 def _present(k_proj: list[onnx.NodeProto], k_heads: str, past: str, out: str, known: _Known
