@@ -203,7 +203,29 @@ MATRIX_OPS: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
     "LSTM": ((0, 1, 2), (1, 2), 1),
     # opset 23's Attention rounds Q, K, V and its probabilities inside, after scaling
     "Attention": ((), (), 0),
+    # onnxruntime's (domain com.microsoft): the fusions as the ops they fuse; MatMulNBits's weight is
+    # already blocks of 4-bit codes, and its A rounds; its attention ops round inside as Attention
+    # (its Attention also its input and packed weights)
+    "FusedConv": ((0, 1), (1,), 0),
+    "FusedGemm": ((0, 1), (1,), -1),
+    "FusedMatMul": ((0, 1), (1,), -1),
+    "MatMulNBits": ((0,), (), 0),
+    "MultiHeadAttention": ((), (), 0),
+    "GroupQueryAttention": ((), (), 0),
 }
+
+
+def matrix_operands(op_type: str, attrs: dict) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """MATRIX_OPS's entry for a step: its weight's out-channel axis as its attributes lay the
+    weight out (a transposed B holds the channels first: Gemm's and FusedGemm's axis 0,
+    FusedMatMul's the one before last)."""
+    acts, wpos, axis = MATRIX_OPS[op_type]
+    if attrs.get("transB", 0):
+        if op_type in ("Gemm", "FusedGemm"):
+            axis = 0
+        elif op_type == "FusedMatMul":
+            axis = -2
+    return acts, wpos, axis
 
 #: matrix ops whose kernels also multiply values they make themselves (a recurrent op's state, at
 #: every step; Attention's probabilities): the cost models' chained products
@@ -258,15 +280,13 @@ def apply_policy(steps: list, initializers: dict, policy: Policy) -> tuple[list,
     out = []
     for s in steps:
         if s.op_type in MATRIX_OPS:
-            acts, wpos, axis = MATRIX_OPS[s.op_type]
+            acts, wpos, axis = matrix_operands(s.op_type, s.attrs)
             act_positions = []
             for i in acts:
                 name = s.ins[i] if i < len(s.ins) else ""
                 w = initializers.get(name) if name else None
                 if i in wpos and isinstance(w, np.ndarray) and is_float(w.dtype):
                     if name not in weights:
-                        if s.op_type == "Gemm" and s.attrs.get("transB", 0):
-                            axis = 0
                         weights[name] = _quantize_axis(w, policy.matmul_weights, axis)
                 elif w is None or not isinstance(w, np.ndarray):
                     act_positions.append(i)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -65,10 +65,47 @@ def shape(graph: Graph, name: str) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) and d >= 0 else 1 for d in info.shape)
 
 
+#: onnxruntime's ops (domain com.microsoft; SimplifiedLayerNormalization, which it registers in the
+#: ONNX domain) that do a standard op's work, by that op: the cost models read
+#: them as it (``costed``). A fusion is the op it fuses (its activation rides along, as a GPU's
+#: epilogue or the next unit's pass), a product of packed weights a MatMul whose weight bytes are
+#: the packed ones, an activation or normalisation with a bias or skip added in onnx's own.
+COSTED_AS: dict[str, str] = {
+    "FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul", "MatMulNBits": "MatMul",
+    "Gelu": "Gelu", "FastGelu": "Gelu", "BiasGelu": "Gelu", "QuickGelu": "Sigmoid", "BiasAdd": "Add",
+    "SkipLayerNormalization": "LayerNormalization", "SkipSimplifiedLayerNormalization": "RMSNormalization",
+    "SimplifiedLayerNormalization": "RMSNormalization", "EmbedLayerNormalization": "LayerNormalization",
+    "RotaryEmbedding": "RotaryEmbedding",
+    "GatherBlockQuantized": "Gather",
+}
+_MS = "com.microsoft"
+
+
+def costed(node: Node) -> Node:
+    """``node`` as the cost models read it: one of COSTED_AS as its standard op (same inputs, outputs
+    and attributes; a FusedMatMul's transposes kept as ``_costed_from``), any other node as it is."""
+    if node.domain != _MS and (node.domain or node.op_type != "SimplifiedLayerNormalization"):
+        return node
+    std = COSTED_AS.get(node.op_type)
+    if std is None:
+        return node
+    return replace(node, op_type=std, domain="", attrs={**node.attrs, "_costed_from": node.op_type})
+
+
 #: ops whose arithmetic is a matrix product: what a BLAS GEMM computes (Conv through im2col)
 #: (QGemm, MatMulIntegerToFloat, DynamicQuantizeMatMul: onnxruntime's, domain com.microsoft)
 PRODUCT_OPS = frozenset({"MatMul", "MatMulInteger", "QLinearMatMul", "Gemm", "QGemm", "Conv", "ConvInteger",
                          "QLinearConv", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"})
+
+
+def reduced_length(a: Sequence[int], attrs: Mapping[str, Any]) -> int:
+    """A matrix product's reduced length from its A: A's last axis; a FusedMatMul's (``costed``) as
+    its transposes read A (transA: the axis before, or the first where transBatchA moved it)."""
+    if not a:
+        return 1
+    if attrs.get("_costed_from") == "FusedMatMul" and attrs.get("transA", 0):
+        return a[0] if attrs.get("transBatchA", 0) and len(a) > 2 else a[-2] if len(a) >= 2 else a[-1]
+    return a[-1]
 
 
 def product_flops(op: str, inputs: Sequence[Sequence[int]], out_numel: int, attrs: Mapping[str, Any]) -> float:
@@ -81,15 +118,24 @@ def product_flops(op: str, inputs: Sequence[Sequence[int]], out_numel: int, attr
         w = inputs[i] if len(inputs) > i else ()
         return 2.0 * out_numel * (math.prod(w[1:]) if len(w) > 1 else 1)
     a = inputs[0] if inputs else ()
-    k = a[-1] if a else 1
+    k = reduced_length(a, attrs)
     if op in ("Gemm", "QGemm") and attrs.get("transA", 0) and len(a) == 2:
         k = a[0]
     return 2.0 * out_numel * k
 
 
 #: ops whose kernels run a chain of matrix products on the matrix units (each target's compiler
-#: lowers them as such): the recurrent ops, a product per step, and opset 23's Attention, two
-SEQUENCE_OPS = frozenset({"RNN", "GRU", "LSTM", "Attention"})
+#: lowers them as such): the recurrent ops, a product per step, and attention, two: opset 23's
+#: Attention and onnxruntime's (``ATTENTION_OPS``)
+SEQUENCE_OPS = frozenset({"RNN", "GRU", "LSTM", "Attention", "MultiHeadAttention", "GroupQueryAttention"})
+#: the attention ops, (domain, op type): their sizes come from ``attention_dims``
+ATTENTION_OPS = frozenset({("", "Attention"), (_MS, "Attention"), (_MS, "MultiHeadAttention"),
+                           (_MS, "GroupQueryAttention")})
+
+
+def chained(node: Node) -> bool:
+    """Whether ``node`` is one of SEQUENCE_OPS: onnx's recurrent ops, or an attention op."""
+    return (node.domain, node.op_type) in ATTENTION_OPS or (not node.domain and node.op_type in SEQUENCE_OPS)
 #: gates of the recurrent ops, and FLOPs per gate element besides its products (the two biases,
 #: the gate's activation) and per state element (LSTM's cell update, GRU's blend)
 _RECURRENT_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
@@ -137,9 +183,66 @@ class AttentionDims:
     value: int       # V's head size
 
 
+def _input(graph: Graph, node: Node, i: int) -> tuple[int, ...]:
+    return shape(graph, node.inputs[i]) if len(node.inputs) > i and node.inputs[i] else ()
+
+
+def _packed_attention_dims(node: Node, graph: Graph) -> AttentionDims | None:
+    """onnxruntime's Attention: input (B, S, hidden) projected by packed weights to Q, K and V
+    (``qkv_hidden_sizes``, or three equal thirds), num_heads each, after a past (2, B, heads, P, head)."""
+    x, w, past = _input(graph, node, 0), _input(graph, node, 1), _input(graph, node, 4)
+    heads = int(node.attrs.get("num_heads", 0))
+    if len(x) != 3 or len(w) != 2 or heads < 1:
+        return None
+    sizes = list(node.attrs.get("qkv_hidden_sizes", [])) or [w[1] // 3] * 3
+    if len(sizes) != 3 or any(d % heads for d in sizes):
+        return None
+    return AttentionDims(x[0], heads, x[1], x[1] + (past[3] if len(past) == 5 else 0), sizes[0] // heads,
+                         sizes[2] // heads)
+
+
+def _separate_attention_dims(node: Node, graph: Graph) -> AttentionDims | None:
+    """onnxruntime's MultiHeadAttention and GroupQueryAttention: query (B, S, heads x head), key and
+    value (B, L, kv heads x head) or, MultiHeadAttention's cache, (B, heads, L, head); a past
+    (B, kv heads, P, head) before them. GroupQueryAttention's present (sized by a fed total length)
+    gives its keys where known; a packed QKV query holds all three."""
+    q, k, v = (_input(graph, node, i) for i in range(3))
+    gqa = node.op_type == "GroupQueryAttention"
+    past = _input(graph, node, 3 if gqa else 6)
+    heads = int(node.attrs.get("num_heads", 0))
+    kv_heads = int(node.attrs.get("kv_num_heads", heads)) if gqa else heads
+    if len(q) != 3 or heads < 1 or kv_heads < 1:
+        return None
+    if not k:  # packed QKV (B, S, (heads + 2 kv heads) x head)
+        if q[2] % (heads + 2 * kv_heads):
+            return None
+        head = value = q[2] // (heads + 2 * kv_heads)
+        keys = q[1]
+    elif len(k) == 3 and len(v) == 3:
+        if q[2] % heads or v[2] % kv_heads:
+            return None
+        head, value, keys = q[2] // heads, v[2] // kv_heads, k[1]
+    elif len(k) == 4 and len(v) == 4:
+        return AttentionDims(q[0], heads, q[1], k[2], k[3], v[3])
+    else:
+        return None
+    info = graph.values.get(node.outputs[1]) if gqa and len(node.outputs) > 1 and node.outputs[1] else None
+    present = info.static_shape if info is not None else None
+    if present is not None and len(present) == 4:
+        return AttentionDims(q[0], heads, q[1], present[2], head, value)
+    return AttentionDims(q[0], heads, q[1], keys + (past[2] if len(past) == 4 else 0), head, value)
+
+
 def attention_dims(node: Node, graph: Graph) -> AttentionDims | None:
-    """opset 23's Attention's sizes, from 4-D inputs (batch, heads, sequence, head size) or 3-D ones
-    (batch, sequence, heads x head size, with q_num_heads and kv_num_heads); None where unknown."""
+    """An attention op's sizes (``ATTENTION_OPS``); None where unknown. opset 23's Attention: 4-D
+    inputs (batch, heads, sequence, head size) or 3-D ones (batch, sequence, heads x head size, with
+    q_num_heads and kv_num_heads)."""
+    if node.domain == _MS:
+        if node.op_type == "Attention":
+            return _packed_attention_dims(node, graph)
+        if node.op_type in ("MultiHeadAttention", "GroupQueryAttention"):
+            return _separate_attention_dims(node, graph)
+        return None
     q, k, v = (shape(graph, node.inputs[i]) for i in range(3))
     past = shape(graph, node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] else ()
     if len(q) == 3 and len(k) == 3 and len(v) == 3:
@@ -162,19 +265,40 @@ def attention_flops(node: Node, graph: Graph) -> float:
     if d is None:
         return 0.0
     scores = float(d.batch * d.heads * d.queries * d.keys)
-    masked = (len(node.inputs) > 3 and bool(node.inputs[3])) or bool(node.attrs.get("is_causal", 0))
-    return scores * (2.0 * d.head + 2.0 * d.value + 5.0 + (1.0 if masked else 0.0))
+    projection = 0.0
+    if node.domain == _MS and node.op_type == "Attention":  # the packed Q, K, V projection first
+        x, w = _input(graph, node, 0), _input(graph, node, 1)
+        projection = 2.0 * _numel(x) * (w[1] if len(w) == 2 else 0)
+    return projection + scores * (2.0 * d.head + 2.0 * d.value + 5.0 + (1.0 if attention_masked(node) else 0.0))
+
+
+def attention_masked(node: Node) -> bool:
+    """Whether an attention op masks its scores: a mask input, or causal (opset 23's is_causal,
+    onnxruntime's unidirectional; GroupQueryAttention always)."""
+    if node.domain == _MS:
+        mask = {"Attention": 3, "MultiHeadAttention": 4}.get(node.op_type)
+        return node.op_type == "GroupQueryAttention" or bool(node.attrs.get("unidirectional", 0)) or (
+            mask is not None and len(node.inputs) > mask and bool(node.inputs[mask]))
+    return (len(node.inputs) > 3 and bool(node.inputs[3])) or bool(node.attrs.get("is_causal", 0))
+
+
+def attention_causal(node: Node) -> bool:
+    """Whether query i (after the past) sees only the keys up to its own position."""
+    if node.domain == _MS:
+        return node.op_type == "GroupQueryAttention" or bool(node.attrs.get("unidirectional", 0))
+    return bool(node.attrs.get("is_causal", 0))
 
 
 def node_flops(node: Node, graph: Graph) -> float:
+    if (node.domain, node.op_type) in ATTENTION_OPS:
+        return attention_flops(node, graph)
+    node = costed(node)
     op = node.op_type
     out = _numel(shape(graph, node.outputs[0])) if node.outputs and node.outputs[0] else 0
     if op in PRODUCT_OPS:
         return product_flops(op, [shape(graph, i) for i in node.inputs], out, node.attrs)
     if op in _RECURRENT_GATES and not node.domain:
         return recurrent_flops(node, graph)
-    if op == "Attention" and not node.domain:
-        return attention_flops(node, graph)
     if op == "ConvTranspose":
         x = shape(graph, node.inputs[0])
         w = shape(graph, node.inputs[1])

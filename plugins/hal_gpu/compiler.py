@@ -19,6 +19,7 @@ from hal.graph.ir import Graph
 from hal.numerics import ITEMSIZE, Policy, is_float
 from hal.numerics import policy as precision_policy
 from hal.perf.memory import MemoryPlan, plan_memory
+from hal.perf.opcount import costed
 from hal.perf.opcount import shape as static_shape
 from hal.specs import (
     Capability,
@@ -61,7 +62,7 @@ class _Formats:
     def __init__(self, graph: Graph, pol: Policy, keep_wide: set[int]):
         self.graph, self.policy, self.keep_wide = graph, pol, keep_wide
         self.gemm_weights: dict[str, int] = {}
-        for i, n in enumerate(graph.nodes):
+        for i, n in enumerate(map(costed, graph.nodes)):
             w = 3 if n.op_type in ("QLinearMatMul", "QLinearConv", "QGemm") else 1  # after A's scale and zero point
             if n.op_type in GEMM_OPS and len(n.inputs) > w and n.inputs[w] in graph.initializers:
                 self.gemm_weights[n.inputs[w]] = i

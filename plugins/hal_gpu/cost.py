@@ -26,7 +26,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hal.graph.ir import Graph, Node
-from hal.perf.opcount import SEQUENCE_OPS, attention_dims, node_flops, recurrent_dims
+from hal.perf.opcount import (
+    ATTENTION_OPS,
+    attention_causal,
+    attention_dims,
+    chained,
+    costed,
+    node_flops,
+    recurrent_dims,
+    reduced_length,
+)
 from hal.perf.opcount import shape as static_shape
 from hal_gpu.fusion import Kernel
 from hal_gpu.hardware import Gpu
@@ -142,8 +151,9 @@ def kernel_bytes(k: Kernel, graph: Graph, sizes: Sizes, sh: Sharding) -> float:
 
 
 def _gemm_dims(graph: Graph, idx: int) -> tuple[int, int, int, int]:
-    """(batch, M, N, K) of one GEMM-class node as the tensor cores see it (convolutions as implicit GEMM)."""
-    n = graph.nodes[idx]
+    """(batch, M, N, K) of one GEMM-class node as the tensor cores see it (convolutions as implicit GEMM;
+    onnxruntime's ops as ``costed``: N from the output, as a packed weight's shape does not give it)."""
+    n = costed(graph.nodes[idx])
     out = static_shape(graph, n.outputs[0])
     op = n.op_type
     if op in ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose"):
@@ -163,14 +173,14 @@ def _gemm_dims(graph: Graph, idx: int) -> tuple[int, int, int, int]:
         return 1, m, nn, k
     b = static_shape(graph, n.inputs[3] if op == "QLinearMatMul" else n.inputs[1])
     m = a[-2] if len(a) >= 2 else 1
-    k = a[-1] if a else 1
-    nn = b[-1] if len(b) >= 2 else 1
+    k = reduced_length(a, n.attrs)
+    nn = (out[-1] if out else 1) if len(b) >= 2 else 1
     total = _numel(graph, n.outputs[0])
     return (0 if total == 0 else max(1, total // max(1, m * nn))), m, nn, k
 
 
 #: GEMM ops whose operands are plain row-major matrices (convolutions are laid out by the library)
-_ROW_MAJOR_GEMMS = frozenset({"MatMul", "Gemm", "MatMulInteger", "QLinearMatMul", "FusedMatMul"})
+_ROW_MAJOR_GEMMS = frozenset({"MatMul", "Gemm", "MatMulInteger", "QLinearMatMul"})
 
 
 def rows_misaligned(graph: Graph, idx: int, itemsize: int) -> bool:
@@ -178,7 +188,7 @@ def rows_misaligned(graph: Graph, idx: int, itemsize: int) -> bool:
     format: cuBLAS then cannot use the Hopper path (TMA copies, wgmma) and falls back to kernels
     that load element by element (on the H200: GPT-2's vocabulary of 50257 made TF32 GEMMs 1.6-2.9x
     slower than 50260; N or K = 4097 made bf16 ones 3.4-6.4x slower than 4096)."""
-    n = graph.nodes[idx]
+    n = costed(graph.nodes[idx])
     if n.op_type not in _ROW_MAJOR_GEMMS:
         return False
     _, m, cols, k = _gemm_dims(graph, idx)
@@ -272,9 +282,9 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
                            "efficiency": round(efficiency, 4), "live_tiles": round(live(ln)[0], 4),
                            "masked_time_share": round(live(ln)[1], 4)},
                           peak, 0.0 if ln.empty else gpu.gemm_latency(fmt))
-    chained = next((i for i in k.nodes if graph.nodes[i].op_type in SEQUENCE_OPS and not graph.nodes[i].domain), None)
-    if chained is not None and k.launched:
-        return _chained_cost(k, graph, graph.nodes[chained], flops, nbytes, mem_rate, gpu, gemm_format(chained),
+    chain = next((i for i in k.nodes if chained(graph.nodes[i])), None)
+    if chain is not None and k.launched:
+        return _chained_cost(k, graph, graph.nodes[chain], flops, nbytes, mem_rate, gpu, gemm_format(chain),
                              act_itemsize, overhead_s)
     anchor = graph.nodes[k.anchor] if k.anchor is not None else graph.nodes[k.nodes[0]]
     if k.kind == "row":
@@ -344,14 +354,14 @@ def _chained_cost(k: Kernel, graph: Graph, node: Node, flops: float, nbytes: flo
     out = node.outputs[0] if node.outputs and node.outputs[0] else ""
     launches = [stream_launch(_numel(graph, out) if out else 1, act_itemsize, gpu)]
     work: Callable[[Launch], float] = _all_of
-    if node.op_type == "Attention":
+    if (node.domain, node.op_type) in ATTENTION_OPS:
         if (a := attention_dims(node, graph)) is not None:  # as a recognised attention pattern is costed
             padded = -(-max(1, a.head) // gpu.attention_head_tile) * gpu.attention_head_tile
             rate = peak * gpu.attention_efficiency(padded) * max(1, a.head) / padded
             itemsize = 2 if fmt in ("bf16", "fp16", "fp8", "int8") else 4
             launches = attention_launches(a.batch * a.heads, a.queries, a.keys, a.head, itemsize, gpu, None) or launches
             # is_causal: query i (after the past) sees the keys up to its own position
-            causal = (a.queries, a.keys) if node.attrs.get("is_causal", 0) else None
+            causal = (a.queries, a.keys) if attention_causal(node) else None
             work = _AttentionWork(None, a.batch * a.heads, a.keys, gpu, causal)
             extra = {"batch_heads": a.batch * a.heads, "query_rows": a.queries, "keys": a.keys, "head_dim": a.head}
     elif (r := recurrent_dims(node, graph)) is not None:

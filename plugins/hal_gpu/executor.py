@@ -25,7 +25,7 @@ from hal.graph.fuse import GraphIndex
 from hal.graph.ir import Graph, Node
 from hal.kernels import lookup
 from hal.kernels.score_chain import ScoreChain, member
-from hal.numerics import MATRIX_OPS, Policy, is_float, quantize, round_to, with_operand_rounding
+from hal.numerics import MATRIX_OPS, Policy, is_float, matrix_operands, quantize, round_to, with_operand_rounding
 from hal.perf.trace import event
 from hal.specs import CompileReport
 from hal_gpu.attention import ScoreOp, flash_attention
@@ -215,11 +215,9 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
             flush()
             st = kernel_step(node, graph)
             if node.op_type in MATRIX_OPS:
-                acts, wpos, axis = MATRIX_OPS[node.op_type]
+                acts, wpos, axis = matrix_operands(node.op_type, node.attrs)
                 fmt_in = policy.storage if i in keep_wide else policy.matmul_inputs
                 fmt_w = policy.storage if i in keep_wide else policy.matmul_weights
-                if node.op_type == "Gemm" and node.attrs.get("transB", 0):
-                    axis = 0
                 positions = []
                 for pos in acts:
                     x = node.inputs[pos] if pos < len(node.inputs) else ""

@@ -13,6 +13,7 @@ import numpy as np
 
 from hal.graph.fuse import GraphIndex
 from hal.graph.ir import Graph, Node
+from hal.perf.opcount import costed
 from hal.perf.opcount import shape as static_shape
 
 #: ops that relabel memory: no launch, no traffic
@@ -80,7 +81,8 @@ def _reduce_axes(node: Node, graph: Graph) -> list[int] | None:
 
 
 def op_class(node: Node, graph: Graph) -> str:
-    """view | layout | gemm | row | elem | index | other."""
+    """view | layout | gemm | row | elem | index | other (onnxruntime's ops as ``costed``)."""
+    node = costed(node)
     op = node.op_type
     if node.domain not in ("", "ai.onnx"):
         return "other"

@@ -15,7 +15,16 @@ import numpy as np
 
 from hal.graph.ir import Graph, Node
 from hal.numerics import ITEMSIZE, Policy, is_float
-from hal.perf.opcount import VIEW_OPS, attention_dims, node_flops, recurrent_dims, shape
+from hal.perf.opcount import (
+    ATTENTION_OPS,
+    VIEW_OPS,
+    attention_dims,
+    costed,
+    node_flops,
+    recurrent_dims,
+    reduced_length,
+    shape,
+)
 from hal_lpu.cost import Machine
 
 #: ops on the matrix slices, with the positions of the operands installed in the planes: the
@@ -25,13 +34,18 @@ MXM_OPS: dict[str, tuple[int, ...]] = {
     "MatMul": (1,), "Gemm": (1,), "Conv": (1,), "ConvTranspose": (1,), "Einsum": (1,), "MatMulInteger": (1,),
     "ConvInteger": (1,), "QLinearMatMul": (3,), "QLinearConv": (3,), "QGemm": (3,), "MatMulIntegerToFloat": (1,),
     "DynamicQuantizeMatMul": (1,),
-    "RNN": (1, 2), "GRU": (1, 2), "LSTM": (1, 2), "Attention": (1, 2)}
+    "RNN": (1, 2), "GRU": (1, 2), "LSTM": (1, 2), "Attention": (1, 2), "MultiHeadAttention": (1, 2),
+    "GroupQueryAttention": (1, 2)}
+#: onnxruntime's Attention installs its packed Q, K, V weights (K and V it makes itself)
+_PACKED_ATTENTION = ("com.microsoft", "Attention")
 
 
 def installed_operands(node: Node) -> tuple[str, ...]:
     """The names of the operands an MXM op installs (none for other ops, nor for an Einsum of one
-    operand, which has no second)."""
-    return tuple(node.inputs[p] for p in MXM_OPS.get(node.op_type, ()) if len(node.inputs) > p and node.inputs[p])
+    operand, which has no second). onnxruntime's ops read as ``costed``."""
+    node = costed(node)
+    positions = (1,) if (node.domain, node.op_type) == _PACKED_ATTENTION else MXM_OPS.get(node.op_type, ())
+    return tuple(node.inputs[p] for p in positions if len(node.inputs) > p and node.inputs[p])
 
 
 #: ops on the switch slices: they move or permute data without arithmetic
@@ -72,6 +86,9 @@ class Lowered:
     #: time steps (the gates of one feed the next one's product), Attention's two products (the
     #: softmax between them)
     steps: int = 1
+    #: a product run before ``mxm``, on the weights installed: onnxruntime's Attention's Q, K and V
+    #: projection (batch, m, k, n)
+    projection: tuple[int, int, int, int] | None = None
 
     def issue(self, m: Machine, frac: float = 1.0) -> int:
         """Occupancy of the compute instruction for a ``frac`` share of the output columns."""
@@ -79,7 +96,11 @@ class Lowered:
             return 0
         if self.unit == "MXM":
             batch, rows, k, n = self.mxm or (1, 1, 1, 1)
-            return m.mxm_cycles(batch, rows, k, max(1, math.ceil(n * frac)), self.install_bytes * frac, self.fmt)
+            cycles = m.mxm_cycles(batch, rows, k, max(1, math.ceil(n * frac)), self.install_bytes * frac, self.fmt)
+            if self.projection is not None:
+                pb, pm, pk, pn = self.projection
+                cycles += m.mxm_cycles(pb, pm, pk, max(1, math.ceil(pn * frac)), 0, self.fmt)
+            return cycles
         if self.unit == "SXM":
             return max(m.stream_cycles(self.out_bytes * frac), 1)
         return m.vxm_cycles(self.flops * frac, (self.act_bytes + self.out_bytes) * frac)
@@ -93,7 +114,11 @@ class Lowered:
         """The instruction's repeat count: 320x320 blocks on the MXM, 320-byte vectors elsewhere."""
         if self.unit == "MXM" and self.mxm is not None:
             batch, _, k, n = self.mxm
-            return m.mxm_blocks(batch, k, max(1, math.ceil(n * frac)))
+            blocks = m.mxm_blocks(batch, k, max(1, math.ceil(n * frac)))
+            if self.projection is not None:
+                pb, _, pk, pn = self.projection
+                blocks += m.mxm_blocks(pb, pk, max(1, math.ceil(pn * frac)))
+            return blocks
         return m.vector_count(self.out_bytes * frac)
 
 
@@ -158,15 +183,15 @@ def _mxm_dims(node: Node, graph: Graph) -> tuple[int, int, int, int] | None:
     if op in ("RNN", "GRU", "LSTM"):  # [x_t, h_t] by [W; R]^T: a step's two products as one
         r = recurrent_dims(node, graph)
         return None if r is None else (r.directions * r.steps, r.batch, r.input + r.hidden, r.gates * r.hidden)
-    if op == "Attention":  # Q·K^T and P·V per head: two (queries x head) by (head x keys) passes, the
-        a = attention_dims(node, graph)  # wider head of the two (both fit one 320-row block in practice)
+    if (node.domain, op) in ATTENTION_OPS:  # Q·K^T and P·V per head: two (queries x head) by (head x
+        a = attention_dims(node, graph)  # keys) passes, the wider head of the two (both fit one 320-row block)
         return None if a is None else (2 * a.batch * a.heads, a.queries, max(a.head, a.value), a.keys)
     if op in ("MatMul", "MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"):
         a = shape(graph, node.inputs[0])
         rows = out[-2] if len(out) >= 2 and len(a) >= 2 else 1
         n = out[-1] if out and len(shape(graph, node.inputs[MXM_OPS[op][0]])) >= 2 else 1
         batch = int(np.prod(out[:-2])) if len(out) > 2 else 1
-        return batch, rows, (a[-1] if a else 1), n
+        return batch, rows, reduced_length(a, node.attrs), n
     if op in ("Gemm", "QGemm"):
         a = shape(graph, node.inputs[0])
         k = (a[0] if node.attrs.get("transA", 0) else a[-1]) if a else 1
@@ -184,6 +209,14 @@ def _mxm_dims(node: Node, graph: Graph) -> tuple[int, int, int, int] | None:
             return None
         return g, x[0] * int(np.prod(x[2:])), x[1] // g, w[1] * int(np.prod(w[2:]))
     return None
+
+
+def _projection_dims(node: Node, graph: Graph) -> tuple[int, int, int, int] | None:
+    """onnxruntime's Attention's Q, K and V projection: (B x S, hidden) by its packed (hidden, Q + K + V)."""
+    x, w = shape(graph, node.inputs[0]), shape(graph, node.inputs[1]) if len(node.inputs) > 1 else ()
+    if len(x) != 3 or len(w) != 2:
+        return None
+    return 1, x[0] * x[1], w[0], w[1]
 
 
 def _shard_rule(node: Node, graph: Graph, sizes: Sizes) -> ShardRule | None:
@@ -220,8 +253,10 @@ def _shard_rule(node: Node, graph: Graph, sizes: Sizes) -> ShardRule | None:
 
 
 def lower(node: Node, graph: Graph, sizes: Sizes) -> Lowered:
-    """The LPU work of one node."""
+    """The LPU work of one node (onnxruntime's ops as ``costed``; a shard splits the node itself)."""
     policy = sizes.policy
+    shard = _shard_rule(node, graph, sizes)
+    node = costed(node)
     op = node.op_type
     flops = node_flops(node, graph)
     out_bytes = sum(sizes.nbytes(o) for o in node.outputs if o)
@@ -242,15 +277,14 @@ def lower(node: Node, graph: Graph, sizes: Sizes) -> Lowered:
         if dims is None:  # Einsum and friends: an equivalent [1, K] x [K, N] from the FLOP count
             dims = (1, 1, 1, max(1, int(flops // 2)))
         r = recurrent_dims(node, graph) if op in ("RNN", "GRU", "LSTM") else None
-        steps = 2 if op == "Attention" else max(1, r.steps) if r is not None else 1
-        return Lowered("MXM", "matmul", act_bytes, weight_bytes, out_bytes, flops, dims, install, fmt,
-                       _shard_rule(node, graph, sizes), convert, sum(sizes.numel(o) for o in node.outputs if o),
-                       steps)
+        steps = 2 if (node.domain, op) in ATTENTION_OPS else max(1, r.steps) if r is not None else 1
+        projection = _projection_dims(node, graph) if (node.domain, op) == _PACKED_ATTENTION else None
+        return Lowered("MXM", "matmul", act_bytes, weight_bytes, out_bytes, flops, dims, install, fmt, shard, convert,
+                       sum(sizes.numel(o) for o in node.outputs if o), steps + (projection is not None), projection)
     act_bytes = sum(sizes.nbytes(i) for i in node.inputs if i and not sizes.is_weight(i))
     if op in VIEW_OPS:
         return Lowered("MEM", "alias", 0, weight_bytes, 0, 0.0)
     if op in SXM_OPS:
         mnemonic = {"Transpose": "transpose", "Concat": "concat", "Gather": "gather"}.get(op, "permute")
-        return Lowered("SXM", mnemonic, act_bytes, weight_bytes, out_bytes, flops,
-                       shard=_shard_rule(node, graph, sizes))
+        return Lowered("SXM", mnemonic, act_bytes, weight_bytes, out_bytes, flops, shard=shard)
     return Lowered("VXM", "vector", act_bytes, weight_bytes, out_bytes, flops)

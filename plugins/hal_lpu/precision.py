@@ -22,6 +22,7 @@ from hal.numerics import (
     MATRIX_OPS,
     Policy,
     is_float,
+    matrix_operands,
     quantize,
     round_fp16_per_tensor,
     round_scaled,
@@ -134,9 +135,7 @@ def apply_lpu_policy(steps: list, weights: dict[str, Any], policy: Policy) -> tu
     out = []
     for s in steps:
         if s.op_type in MATRIX_OPS:
-            acts, wpos, axis = MATRIX_OPS[s.op_type]
-            if s.op_type == "Gemm" and s.attrs.get("transB", 0):
-                axis = 0
+            acts, wpos, axis = matrix_operands(s.op_type, s.attrs)
             ins = list(s.ins)
             positions = []
             for i in acts:

@@ -33,7 +33,7 @@ import numpy as np
 
 from hal.graph.ir import Graph, Node
 from hal.numerics import ITEMSIZE, Policy, is_float
-from hal.perf.opcount import SEQUENCE_OPS, VIEW_OPS, node_flops, recurrent_dims, shape
+from hal.perf.opcount import ATTENTION_OPS, SEQUENCE_OPS, VIEW_OPS, chained, costed, node_flops, recurrent_dims, shape
 from hal.specs import TargetSpec
 
 #: ops that contract a dimension (GEMV / GEMM / convolution): broadcast in, reduce out; the
@@ -179,9 +179,20 @@ def is_view(node: Node, graph: Graph) -> bool:
     return False
 
 
+def _kv_inputs(node: Node) -> list[str]:
+    """An attention op's key and value inputs and their past (``ATTENTION_OPS``)."""
+    if node.domain:
+        past = {"Attention": [4], "MultiHeadAttention": [6, 7], "GroupQueryAttention": [3, 4]}[node.op_type]
+        kv = [] if node.op_type == "Attention" else [1, 2]
+    else:
+        kv, past = [1, 2], [4, 5]
+    return [node.inputs[i] for i in kv + past if i < len(node.inputs)]
+
+
 def op_work(node: Node, graph: Graph, policy: Policy) -> OpWork:
     """FLOPs, SRAM bytes, streamed bytes and wavefronts of one node under ``policy``."""
     act, wgt = policy_itemsizes(policy)
+    node = costed(node)
     op = node.op_type
     if is_view(node, graph):
         return OpWork(node.name, op, 0.0, 0.0, 0.0, 0.0, 0, False, True)
@@ -202,18 +213,17 @@ def op_work(node: Node, graph: Graph, policy: Policy) -> OpWork:
     fp32 = policy.exact and any(_dtype(graph, i) == np.float32 for i in node.inputs if i)
     stream_in = stream_out = 0.0
     waves = 1
-    if op == "Attention" and not node.domain:
+    if (node.domain, op) in ATTENTION_OPS:
         # K and V (and their past) stay in SRAM, the queries stream in; a wavefront for each product
-        # and the softmax's between them
-        stationary = sum(value_bytes(graph, i, act) for i in node.inputs[1:3] + node.inputs[4:6]
-                         if i and i not in graph.initializers)
+        # and the softmax's between them (onnxruntime's Attention projects its K and V itself)
+        stationary = sum(value_bytes(graph, i, act) for i in _kv_inputs(node) if i and i not in graph.initializers)
         stream_in, stream_out = float(b_in - stationary), float(b_out)
         waves = 2 + REDUCTION_WAVES["Softmax"]
     elif op in CONTRACTION_OPS:
         # the stationary operand (the weights, else the largest activation: a KV cache) stays in SRAM
         stream_in = float(b_in if b_w else b_in - max(acts, default=0))
         stream_out = float(b_out)
-        if (r := recurrent_dims(node, graph) if op in SEQUENCE_OPS and not node.domain else None) is not None:
+        if (r := recurrent_dims(node, graph) if chained(node) else None) is not None:
             waves = max(1, r.steps)  # W and R stay; each step's product waits for the last step's state
     elif op in REDUCTION_WAVES:
         waves = REDUCTION_WAVES[op]

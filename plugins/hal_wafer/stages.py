@@ -88,21 +88,22 @@ def _by_layer(nodes: list[Node], keys: list[int | None]) -> list[tuple[str, list
 
 
 def _by_work(graph: Graph) -> list[tuple[str, list[Node]]]:
-    from hal.perf.opcount import node_cost
+    from hal.perf.opcount import costed, node_cost
 
     nodes = graph.nodes
     if not nodes:
         return []
     cost = [max(1.0, c.flops + c.bytes_weights) for c in (node_cost(n, graph) for n in nodes)]
-    heavy = sum(1 for n in nodes if n.op_type in CONTRACTION_OPS)
+    contracts = [costed(n).op_type in CONTRACTION_OPS for n in nodes]
+    heavy = sum(contracts)
     k = max(1, min(MAX_GENERIC_STAGES, heavy, len(nodes)))
     target = sum(cost) / k
     runs: list[tuple[str, list[Node]]] = []
     acc, cur = 0.0, []
-    for n, c in zip(nodes, cost):
+    for n, c, contraction in zip(nodes, cost, contracts, strict=True):
         cur.append(n)
         acc += c
-        if (acc >= target and n.op_type in CONTRACTION_OPS) or acc >= 2 * target:
+        if (acc >= target and contraction) or acc >= 2 * target:
             runs.append((f"stage{len(runs)}", cur))
             acc, cur = 0.0, []
     if cur:

@@ -1,0 +1,169 @@
+"""The cost models read onnxruntime's ops as the standard ops whose work they do
+(``hal.perf.opcount.costed``, ``attention_dims``): a model onnxruntime saved with its fusions costs
+what it costs saved without them, on every emulated target. Before, a FusedConv counted one FLOP
+an output element and ran on a GPU's CUDA cores; an Attention, MultiHeadAttention or
+GroupQueryAttention node was an elementwise op."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import onnx.backend.test
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import hal
+from hal.graph.load import load
+from hal.perf.opcount import node_flops
+
+TARGETS = ["gpu", "lpu", "wafer"]
+LIGHT = os.path.join(os.path.dirname(onnx.backend.test.__file__), "data", "light")
+MS = "com.microsoft"
+
+
+def _flops(model: onnx.ModelProto | str) -> float:
+    graph = load(model if isinstance(model, str) else model.SerializeToString())
+    return sum(node_flops(n, graph) for n in graph.nodes)
+
+
+def _latency(model: onnx.ModelProto | str, target: str) -> float:
+    (e,) = hal.estimate(model if isinstance(model, str) else model.SerializeToString(), target,
+                        precision="exact").estimates
+    assert e.status == "ok", e.error
+    return e.latency_s
+
+
+@pytest.fixture(scope="module", params=["light_resnet50", "light_bvlc_alexnet"])
+def saved(request, tmp_path_factory) -> tuple[str, str]:
+    """A light model as onnxruntime saves it at ORT_ENABLE_BASIC (constants folded: the light models
+    make their weights with ConstantOfShape; batch norms folded into the convolutions) and at
+    ORT_ENABLE_EXTENDED (the same, its activations fused: FusedConv, FusedGemm)."""
+    folder = tmp_path_factory.mktemp("saved")
+    paths = []
+    for level in (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        options.optimized_model_filepath = str(folder / f"{request.param}_{int(level)}.onnx")
+        ort.InferenceSession(os.path.join(LIGHT, f"{request.param}.onnx"), options, providers=["CPUExecutionProvider"])
+        paths.append(options.optimized_model_filepath)
+    basic, extended = (onnx.load(p, load_external_data=False).graph.node for p in paths)
+    assert not any(n.domain == MS for n in basic) and any(n.domain == MS for n in extended)
+    return paths[0], paths[1]
+
+
+def test_fusions_count_the_flops_of_the_ops_they_fuse(saved) -> None:
+    basic, extended = saved
+    # the activations fused into the products were a FLOP an element
+    assert 0.99 < _flops(extended) / _flops(basic) <= 1.0
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_fusions_take_the_time_of_the_ops_they_fuse(saved, target: str) -> None:
+    basic, extended = saved
+    ratio = _latency(extended, target) / _latency(basic, target)
+    assert 0.8 < ratio <= 1.0, ratio  # no slower; faster by the activations' passes at most
+
+
+def _attention_pair(op: str, b: int = 2, s: int = 64, heads: int = 8, kv_heads: int = 8, head: int = 32
+                    ) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """onnxruntime's attention op over 3-D query, key and value, and opset 23's Attention over the
+    same (causal for GroupQueryAttention, which always is)."""
+    q = helper.make_tensor_value_info("q", TensorProto.FLOAT, [b, s, heads * head])
+    k = helper.make_tensor_value_info("k", TensorProto.FLOAT, [b, s, kv_heads * head])
+    v = helper.make_tensor_value_info("v", TensorProto.FLOAT, [b, s, kv_heads * head])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [b, s, heads * head])
+    if op == "GroupQueryAttention":
+        extra = [helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [b]),
+                 helper.make_tensor_value_info("total", TensorProto.INT32, [])]
+        node = helper.make_node(op, ["q", "k", "v", "", "", "seqlens_k", "total"], ["y", "pk", "pv"], domain=MS,
+                                num_heads=heads, kv_num_heads=kv_heads)
+        outs = [y, helper.make_tensor_value_info("pk", TensorProto.FLOAT, [b, kv_heads, s, head]),
+                helper.make_tensor_value_info("pv", TensorProto.FLOAT, [b, kv_heads, s, head])]
+    else:
+        extra, outs = [], [y]
+        node = helper.make_node(op, ["q", "k", "v"], ["y"], domain=MS, num_heads=heads)
+    theirs = helper.make_model(helper.make_graph([node], "a", [q, k, v, *extra], outs),
+                               opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    onnx23 = helper.make_node("Attention", ["q", "k", "v"], ["y"], q_num_heads=heads, kv_num_heads=kv_heads,
+                              is_causal=int(op == "GroupQueryAttention"))
+    ours = helper.make_model(helper.make_graph([onnx23], "a", [q, k, v], [y]),
+                             opset_imports=[helper.make_opsetid("", 23)])
+    return theirs, ours
+
+
+@pytest.mark.parametrize("op,kv_heads", [("MultiHeadAttention", 8), ("GroupQueryAttention", 2)])
+def test_onnxruntime_attention_costs_as_onnx_attention(op: str, kv_heads: int) -> None:
+    theirs, ours = _attention_pair(op, kv_heads=kv_heads)
+    assert _flops(theirs) == _flops(ours) > 2 * 2 * 8 * 64 * 64 * 32 * 2
+    for target in TARGETS:
+        assert _latency(theirs, target) == pytest.approx(_latency(ours, target), rel=0.02), target
+
+
+def test_packed_attention_adds_its_projection() -> None:
+    """onnxruntime's Attention: the Q, K, V projection of (B, S, hidden) by (hidden, 3 hidden), then
+    the attention of MultiHeadAttention over its results."""
+    b, s, hidden, heads = 2, 64, 256, 8
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((hidden, 3 * hidden)).astype(np.float32), "w")
+    node = helper.make_node("Attention", ["x", "w"], ["y"], domain=MS, num_heads=heads)
+    model = helper.make_model(helper.make_graph(
+        [node], "a", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [b, s, hidden])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [b, s, hidden])], [w]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    mha, _ = _attention_pair("MultiHeadAttention", b, s, heads, heads, hidden // heads)
+    assert _flops(model) == pytest.approx(_flops(mha) + 2.0 * b * s * hidden * 3 * hidden)
+    for target in TARGETS:
+        assert _latency(model, target) > _latency(mha, target)
+
+
+@pytest.mark.parametrize("trans", [(0, 0, 0, 0), (1, 0, 0, 0), (0, 1, 0, 0), (1, 1, 1, 1), (1, 0, 1, 0)])
+def test_fused_matmul_counts_its_transposed_product(trans: tuple[int, ...]) -> None:
+    """alpha x op(A) @ op(B), A read (3, 32, 48) x B (3, 48, 16) however it is stored."""
+    ta, tb, tba, tbb = trans
+
+    def stored(shape: list[int], t: int, tbatch: int) -> list[int]:
+        s = list(shape)
+        if t:
+            s[-2], s[-1] = s[-1], s[-2]
+        return [s[-2], *s[:-2], s[-1]] if tbatch else s
+
+    node = helper.make_node("FusedMatMul", ["a", "b"], ["y"], domain=MS, alpha=0.5, transA=ta, transB=tb,
+                            transBatchA=tba, transBatchB=tbb)
+    model = helper.make_model(helper.make_graph(
+        [node], "m", [helper.make_tensor_value_info("a", TensorProto.FLOAT, stored([3, 32, 48], ta, tba)),
+                      helper.make_tensor_value_info("b", TensorProto.FLOAT, stored([3, 48, 16], tb, tbb))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 32, 16])]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    assert _flops(model) == 2.0 * 3 * 32 * 48 * 16
+
+
+def _decode_product(packed: bool, k: int = 4096, n: int = 4096) -> onnx.ModelProto:
+    """One token's (1, K) @ (K, N): float32 weights, or MatMulNBits's 4-bit blocks of 32."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])
+    if packed:
+        b = numpy_helper.from_array(np.zeros((n, k // 32, 16), np.uint8), "b")
+        s = numpy_helper.from_array(np.ones(n * k // 32, np.float32), "s")
+        node = helper.make_node("MatMulNBits", ["x", "b", "s"], ["y"], domain=MS, K=k, N=n, bits=4, block_size=32)
+        inits = [b, s]
+    else:
+        node = helper.make_node("MatMul", ["x", "w"], ["y"])
+        inits = [numpy_helper.from_array(np.zeros((k, n), np.float32), "w")]
+    return helper.make_model(helper.make_graph([node], "d", [x], [y], inits),
+                             opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+
+
+def test_a_4bit_product_does_the_products_flops_and_reads_its_packed_bytes() -> None:
+    packed, full = _decode_product(True), _decode_product(False)
+    assert _flops(packed) == _flops(full) == 2.0 * 4096 * 4096
+    # one token's product reads its weights once: 4.5 bits a weight (codes and a float32 scale per
+    # 32) where float32 reads 32
+    (kernel,) = hal.compile(packed.SerializeToString(), target="gpu", precision="exact").report.kernels
+    (dense,) = hal.compile(full.SerializeToString(), target="gpu", precision="exact").report.kernels
+    assert kernel.bytes < 0.17 * dense.bytes
+    for target in ("gpu", "lpu"):  # memory-bound there; the wafer holds either in its PEs' SRAM
+        assert _latency(packed, target) < _latency(full, target), target
+    assert _latency(packed, "wafer") <= _latency(full, "wafer")
