@@ -6,7 +6,7 @@ nothing to check; ``LOOP_COUNT[op](args, attrs)`` the iterations of a loop insid
 taps, LRN's window). Sizes use Python integers, so a product of huge dimensions never wraps around.
 The rules are upper bounds: malformed attributes are read the way the kernels read them, or left to
 the kernel's own error. ``hal.limits.check_step`` applies them. One module per op family, as in
-``hal.kernels``: ``tensor``, ``spatial``, ``linalg``, ``signal``, ``ml``.
+``hal.kernels``: ``tensor``, ``spatial``, ``linalg``, ``signal``, ``ml``, ``contrib`` (onnxruntime's).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hal.op_sizes import linalg, ml, signal, spatial, tensor
+from hal.op_sizes import contrib, linalg, ml, signal, spatial, tensor
 from hal.op_sizes.tensor import REDUCING_OPS
 
 #: op type -> (kernel args, attrs) -> (output shape, bytes per element) or None (nothing to check)
 OUTPUT_SIZE: dict[str, Callable[[Sequence[Any], dict[str, Any]], tuple[list[int], int] | None]] = {
-    **tensor.RULES, **spatial.RULES, **linalg.RULES, **signal.RULES, **ml.RULES,
+    **tensor.RULES, **spatial.RULES, **linalg.RULES, **signal.RULES, **ml.RULES, **contrib.RULES,
 }
 
 #: the most iterations a kernel's own loop may make (pooling taps, LRN's channel window): attributes

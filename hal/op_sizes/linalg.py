@@ -12,14 +12,19 @@ import numpy as np
 from hal.op_sizes._read import broadcast, itemsize
 
 
+def product_shape(a: Sequence[int], b: Sequence[int]) -> list[int] | None:
+    """The shape of numpy's matmul of operands of shapes ``a`` and ``b`` (None for a scalar)."""
+    if not a or not b:
+        return None
+    sa = list(a) if len(a) > 1 else [1, a[0]]
+    sb = list(b) if len(b) > 1 else [b[0], 1]
+    return [*broadcast([sa[:-2], sb[:-2]]), sa[-2], sb[-1]]
+
+
 def _matmul(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
     a, b = args[0], args[1]
-    if a.ndim == 0 or b.ndim == 0:
-        return None
-    sa = list(a.shape) if a.ndim > 1 else [1, a.shape[0]]
-    sb = list(b.shape) if b.ndim > 1 else [b.shape[0], 1]
-    batch = broadcast([sa[:-2], sb[:-2]])
-    return [*batch, sa[-2], sb[-1]], max(itemsize(a), itemsize(b), 4)
+    shape = product_shape(a.shape, b.shape)
+    return None if shape is None else (shape, max(itemsize(a), itemsize(b), 4))
 
 
 def _gemm(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
@@ -56,10 +61,16 @@ def _qlinear_matmul(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[in
 
 def _attention(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
     """Attention's scores, (batch, q heads, q length, kv length): a few KB of Q and K with long
-    sequences ask for it whole (2**17 tokens: 64 GiB), however small the output."""
+    sequences ask for it whole (2**17 tokens: 64 GiB), however small the output. onnxruntime's
+    Attention (an op of the same name, its K its packed 2-D weights) attends its input's sequence
+    after a 5-D past (2, batch, heads, past length, head size)."""
     q, k = args[0], args[1]
     past = args[4] if len(args) > 4 else None
-    if q.ndim == 3 and k.ndim == 3:
+    if q.ndim == 3 and k.ndim == 2:
+        heads, q_len, kv_len = int(attrs.get("num_heads") or 1), q.shape[1], q.shape[1]
+        if past is not None and getattr(past, "ndim", 0) == 5:
+            kv_len += past.shape[3]
+    elif q.ndim == 3 and k.ndim == 3:
         heads, q_len, kv_len = int(attrs.get("q_num_heads") or 1), q.shape[1], k.shape[1]
     elif q.ndim == 4 and k.ndim == 4:
         heads, q_len, kv_len = q.shape[1], q.shape[2], k.shape[2]

@@ -1,0 +1,74 @@
+"""Size rules of onnxruntime's ops (domain com.microsoft) that can be asked for more memory than
+their inputs hold: its fusions as the ops they fuse (a FusedConv's pads and strides are attributes,
+as a Conv's), and its attention ops' scores and key/value cache, whose lengths come from the
+inputs' lengths multiplied (MultiHeadAttention) or from a fed scalar (GroupQueryAttention's
+``total_sequence_length``: one int32 can ask for a cache of 2^31 positions a head)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from hal.op_sizes._read import itemsize
+from hal.op_sizes.linalg import _gemm, product_shape
+from hal.op_sizes.spatial import _conv_rule
+
+
+def _fused_matmul(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """FusedMatMul's product of its operands as it reads them (transBatch moves the first axis to
+    before the last, trans swaps the last two): MatMul's of those shapes."""
+    read = []
+    for x, trans, batch in ((args[0], "transA", "transBatchA"), (args[1], "transB", "transBatchB")):
+        shape = list(x.shape)
+        if attrs.get(batch, 0) and len(shape) > 2:
+            shape = [*shape[1:-1], shape[0], shape[-1]]
+        if attrs.get(trans, 0) and len(shape) >= 2:
+            shape[-2], shape[-1] = shape[-1], shape[-2]
+        read.append(shape)
+    shape = product_shape(*read)
+    return None if shape is None else (shape, max(itemsize(args[0]), itemsize(args[1]), 4))
+
+
+def _heads(attrs: dict[str, Any], key: str = "num_heads") -> int:
+    return max(1, int(attrs.get(key) or 1))
+
+
+def _multi_head_attention(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """MultiHeadAttention's scores, (batch, heads, query length, past + key length)."""
+    q = args[0]
+    k = args[1] if len(args) > 1 else None
+    past = args[6] if len(args) > 6 else None
+    if q.ndim != 3:
+        return None
+    keys = q.shape[1] if k is None else k.shape[1] if k.ndim == 3 else k.shape[2] if k.ndim == 4 else None
+    if keys is None:
+        return None
+    if past is not None and past.ndim == 4:
+        keys += past.shape[2]
+    return [q.shape[0], _heads(attrs), q.shape[1], keys], max(itemsize(q), 4)
+
+
+def _group_query_attention(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """GroupQueryAttention's scores (batch, heads, query length, cache) or its present key cache
+    (batch, kv heads, cache, head size), the larger: the cache holds max(total_sequence_length, the
+    past's length) positions."""
+    q = args[0]
+    past = args[3] if len(args) > 3 else None
+    total = args[6] if len(args) > 6 else None
+    if q.ndim != 3 or total is None or np.size(total) < 1:
+        return None
+    heads, kv_heads = _heads(attrs), _heads(attrs, "kv_num_heads")
+    packed = len(args) < 2 or args[1] is None
+    head = max(1, q.shape[2] // (heads + 2 * kv_heads if packed else heads))
+    cache = max(int(np.asarray(total).reshape(-1)[0]), past.shape[2] if past is not None and past.ndim == 4 else 0)
+    scores, present = [q.shape[0], heads, q.shape[1], cache], [q.shape[0], kv_heads, cache, head]
+    return max(scores, present, key=math.prod), max(itemsize(q), 4)
+
+
+RULES: dict[str, Callable[[Sequence[Any], dict[str, Any]], tuple[list[int], int] | None]] = {
+    "FusedConv": _conv_rule(1, None), "FusedGemm": _gemm, "FusedMatMul": _fused_matmul,
+    "MultiHeadAttention": _multi_head_attention, "GroupQueryAttention": _group_query_attention,
+}
