@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from hal.graph.ir import Graph
+from hal.graph.ir import Graph, Node
 from hal.specs import Capability, CompileOptions, CompileReport, TargetSpec
 
 
@@ -65,6 +65,22 @@ class Target(Protocol):
         ...
 
 
+#: domains whose ops hal has no kernels for, by design, and what to do instead
+FOREIGN_DOMAINS = {
+    "com.microsoft.nchwc": "onnxruntime writes its NCHWc layout ops only at ORT_ENABLE_ALL, laid out for the CPU "
+                           "that saved the model; save it with graph_optimization_level=ORT_ENABLE_EXTENDED",
+}
+
+
+def no_kernel_reason(node: Node, graph: Graph) -> str:
+    """Why a node with no kernel in the registry is refused: its op, domain and opset, and what to do
+    where the domain is one hal leaves alone on purpose (``FOREIGN_DOMAINS``)."""
+    domain = f" (domain {node.domain})" if node.domain else ""
+    advice = FOREIGN_DOMAINS.get(node.domain)
+    return (f"no kernel for {node.op_type}{domain} at opset {graph.opset(node.domain)}"
+            + (f": {advice}" if advice else ""))
+
+
 def kernel_capability(graph: Graph, target: str, refuse: Any = None) -> Capability:
     """The capability of a target that runs every node the kernel registry has a kernel for.
 
@@ -78,7 +94,7 @@ def kernel_capability(graph: Graph, target: str, refuse: Any = None) -> Capabili
     for n in graph.nodes:
         reason = None
         if lookup(n.op_type, n.domain, graph.opset(n.domain)) is None:
-            reason = f"no kernel for {n.op_type} at opset {graph.opset(n.domain)}"
+            reason = no_kernel_reason(n, graph)
         elif refuse is not None:
             reason = refuse(n, graph)
         if reason:

@@ -1,7 +1,9 @@
 """Shapes of the ops onnxruntime defines and onnx's shape inference does not know
 (``hal.graph.contrib``): each single-node model is inferred by hal with only its inputs' shapes
 given, and every output's shape and type must be what onnxruntime's run of the same model makes.
-Without the stand-ins onnx leaves them all unknown."""
+Without the stand-ins onnx leaves them all unknown. Then loading what onnxruntime saves: IR-3 models
+with weights it declared as initializers only, the ONNX-domain ops it registers, and a clear
+refusal of its CPU-specific layout."""
 
 from __future__ import annotations
 
@@ -233,3 +235,24 @@ def test_gather_block_quantized(packed: bool) -> None:
         t.CopyFrom(helper.make_tensor("data", TensorProto.INT4, data.shape, data.reshape(-1).tolist()))
         blob = model.SerializeToString()
     _agrees(blob, feeds, outs)
+
+
+def test_a_model_saved_with_onnxruntimes_cpu_layout_is_refused_with_what_to_do(tmp_path) -> None:
+    """ORT_ENABLE_ALL rewrites convolutions into com.microsoft.nchwc ops blocked for the saving CPU's
+    vector width; hal names the domain and the level to save at instead."""
+    import os
+
+    import onnx.backend.test
+
+    import hal
+    from hal.errors import UnsupportedOpError
+
+    source = os.path.join(os.path.dirname(onnx.backend.test.__file__), "data", "light", "light_squeezenet.onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "all.onnx")
+    ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    if not any(n.domain == "com.microsoft.nchwc" for n in onnx.load(options.optimized_model_filepath).graph.node):
+        pytest.skip("onnxruntime wrote no NCHWc ops on this CPU")
+    with pytest.raises(UnsupportedOpError, match=r"Conv \(domain com\.microsoft\.nchwc\).*ORT_ENABLE_EXTENDED"):
+        hal.InferenceSession(options.optimized_model_filepath, target="cpu", cache_dir=False)
