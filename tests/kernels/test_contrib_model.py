@@ -1,0 +1,50 @@
+"""onnxruntime's transformer, GenAI and fusion contrib ops together in one graph (the fuzzer's
+``transformer_contrib_model``): every target runs it as onnxruntime runs it, and with its declared
+shapes stripped every value still gets one (``hal.graph.contrib``), GroupQueryAttention's present
+key and value aside (sized by a fed total length)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import hal
+from hal.graph.load import load
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "robustness"))
+import _robust_models as rm
+
+
+@pytest.fixture(scope="module")
+def model_and_feeds() -> tuple[bytes, dict[str, np.ndarray], list[np.ndarray]]:
+    blob = rm.transformer_contrib_model().SerializeToString()
+    rng = np.random.default_rng(0)
+    feeds = {"ids": rng.integers(0, 16, (2, 4)).astype(np.int32), "segs": rng.integers(0, 2, (2, 4)).astype(np.int32),
+             "mask": np.array([[1, 1, 1, 1], [1, 1, 1, 0]], np.int32),
+             "posids": np.tile(np.arange(4), (2, 1)).astype(np.int64),
+             "img": rng.standard_normal((1, 3, 6, 6)).astype(np.float32)}
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    want = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"]).run(None, feeds)
+    return blob, feeds, want
+
+
+@pytest.mark.parametrize("target", [t.name for t in hal.targets()])
+def test_every_target_runs_it_as_onnxruntime(model_and_feeds, target: str) -> None:
+    blob, feeds, want = model_and_feeds
+    got = hal.InferenceSession(blob, target=target, cache_dir=False).run(None, feeds)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(w))))
+
+
+def test_every_value_gets_a_shape() -> None:
+    model = rm.transformer_contrib_model()
+    del model.graph.value_info[:]
+    graph = load(model.SerializeToString())
+    unknown = {o for n in graph.nodes for o in n.outputs
+               if o and (o not in graph.values or graph.values[o].static_shape is None)}
+    assert unknown == {"pk", "pv"}
