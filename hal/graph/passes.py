@@ -14,6 +14,7 @@ import numpy as np
 from hal import limits
 from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo, Weight, body_reads
 from hal.graph.rewrite import Rewrite, pool_concat_parts, reorder_average_pools, split_concat_convs
+from hal.graph.unfuse import unfuse_onnxruntime
 from hal.kernels import lookup
 
 #: ops whose result is not a function of their inputs alone
@@ -266,9 +267,10 @@ def stack_sibling_weights(graph: Graph) -> Graph:
 
 
 def optimize(graph: Graph) -> Graph:
-    """The standard pipeline, in place: fold constants, fold BatchNormalization into Conv weights,
+    """The standard pipeline, in place: take onnxruntime's CPU fusions apart into the onnx ops they
+    fused (``hal.graph.unfuse``), fold constants, fold BatchNormalization into Conv weights,
     put average pools and pointwise convs in their cheaper order, pool a channel Concat's parts,
     split a pointwise conv over a Concat's parts, remove what no output needs, then stack the
     weights of sibling MatMuls (their values and bytes unchanged)."""
-    graph = reorder_average_pools(fold_batch_norm(fold_constants(graph)))
+    graph = reorder_average_pools(fold_batch_norm(fold_constants(unfuse_onnxruntime(graph))))
     return stack_sibling_weights(remove_dead_nodes(split_concat_convs(pool_concat_parts(graph))))

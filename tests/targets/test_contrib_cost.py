@@ -167,3 +167,48 @@ def test_a_4bit_product_does_the_products_flops_and_reads_its_packed_bytes() -> 
     for target in ("gpu", "lpu"):  # memory-bound there; the wafer holds either in its PEs' SRAM
         assert _latency(packed, target) < _latency(full, target), target
     assert _latency(packed, "wafer") <= _latency(full, "wafer")
+
+
+def _saved_attention(folder, level: ort.GraphOptimizationLevel) -> str:
+    """softmax(Q·Kᵀ x 0.125)·V over (2, 4, 64, 32) heads, as onnxruntime saves it at ``level``:
+    at ORT_ENABLE_EXTENDED the transpose and the scale go into one FusedMatMul."""
+    dims = [2, 4, 64, 32]
+    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"]),
+             helper.make_node("Mul", ["s", "scale"], ["scaled"]),
+             helper.make_node("Softmax", ["scaled"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "v"], ["y"])]
+    graph = helper.make_graph(nodes, "attention", [helper.make_tensor_value_info(x, TensorProto.FLOAT, dims)
+                                                   for x in "qkv"],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
+                              [numpy_helper.from_array(np.array(0.125, np.float32), "scale")])
+    source = folder / "attention.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    options.optimized_model_filepath = str(folder / f"attention_{int(level)}.onnx")
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    return options.optimized_model_filepath
+
+
+def test_a_saved_fused_attention_is_attention_again_on_the_gpu(tmp_path) -> None:
+    """hal.graph.unfuse takes the FusedMatMul apart: the GPU recognises the attention it computes and
+    costs it as the unfused model's fused attention kernel, and the cpu's bits do not move."""
+    import hal.graph.passes as passes
+
+    basic = _saved_attention(tmp_path, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+    extended = _saved_attention(tmp_path, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+    assert "FusedMatMul" in {n.op_type for n in onnx.load(extended).graph.node}
+    kinds = {k.details.get("kind") for k in hal.compile(extended, target="gpu", precision="exact").report.kernels}
+    assert "attention" in kinds
+    assert _latency(extended, "gpu") == pytest.approx(_latency(basic, "gpu"), rel=1e-6)
+    rng = np.random.default_rng(0)
+    feeds = {x: rng.standard_normal((2, 4, 64, 32)).astype(np.float32) for x in "qkv"}
+    (unfused,) = hal.InferenceSession(extended, target="cpu", cache_dir=False).run(None, feeds)
+    keep = passes.unfuse_onnxruntime
+    try:
+        passes.unfuse_onnxruntime = lambda graph: graph
+        (fused,) = hal.InferenceSession(extended, target="cpu", cache_dir=False).run(None, feeds)
+    finally:
+        passes.unfuse_onnxruntime = keep
+    np.testing.assert_array_equal(unfused, fused)

@@ -1,0 +1,147 @@
+"""onnxruntime's CPU fusions taken apart into the onnx ops they fused, where those compute the same
+bits (``hal.kernels.contrib_fused``'s kernels are the fused ops' arithmetic: the product, then the
+activation or the scale in place on its result). A model onnxruntime optimised and saved then
+meets hal's own passes, fusions and patterns, and every target's, in the forms they know: a
+saved BERT's Q·Kᵀ, a FusedMatMul with transB and alpha, is again a MatMul of Q and Kᵀ and a Mul,
+which the GPU recognises as attention (the GPU's estimate of such a model was 1.5x the unsaved
+model's). Part of the standard pipeline (``hal.graph.passes.optimize``), first, so a transposed
+weight folds.
+
+Taken apart: FusedMatMul without batch transposes (transA, transB and alpha as Transposes and a
+Mul), FusedConv without Z, and FusedGemm, whose activation is an onnx op (onnxruntime's
+ParametricSoftplus and ScaledTanh are not, and stay fused, as do the forms above it leaves out).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hal.graph.ir import Graph, Node, TensorInfo
+from hal.graph.rewrite import Rewrite
+
+_MS = "com.microsoft"
+#: FusedConv's activations and the attribute names of their ``activation_params``, in order
+_CONV_ACTIVATIONS = {"Relu": (), "Tanh": (), "Sigmoid": (), "LeakyRelu": ("alpha",), "Clip": ("min", "max"),
+                     "HardSigmoid": ("alpha", "beta")}
+#: FusedGemm's activations that are onnx ops, and the ``activation_*`` attributes each reads
+_GEMM_ACTIVATIONS = {"Relu": (), "Tanh": (), "Sigmoid": (), "Softplus": (), "Softsign": (), "LeakyRelu": ("alpha",),
+                     "HardSigmoid": ("alpha", "beta"), "Elu": ("alpha",), "Selu": ("alpha", "gamma"),
+                     "Celu": ("alpha",), "ThresholdedRelu": ("alpha",)}
+
+
+class _Unfuser:
+    def __init__(self, graph: Graph):
+        self.graph, self.rw = graph, Rewrite(graph)
+        self.opset = graph.opset()
+
+    def value(self, like: str, base: str, shape: tuple | None = None) -> str:
+        """A new value of ``like``'s type (and shape, unless given)."""
+        name = self.rw.fresh(base)
+        info = self.graph.values.get(like)
+        if info is not None:
+            self.graph.values[name] = TensorInfo(name, info.elem_type, info.shape if shape is None else shape)
+        return name
+
+    def scalar(self, like: str, base: str, v: float) -> str | None:
+        """A weight of one value in ``like``'s float type (None when that type is unknown)."""
+        info = self.graph.values.get(like)
+        dtype = info.dtype if info is not None else None
+        if dtype is None or dtype.kind != "f":
+            return None
+        name = self.rw.fresh(base)
+        w = np.array(v, dtype=dtype)
+        w.flags.writeable = False
+        self.graph.initializers[name] = w
+        self.graph.values[name] = TensorInfo(name, info.elem_type, ())
+        return name
+
+    def activation(self, n: Node, op: str, params: dict[str, float], x: str) -> Node | None:
+        """``op`` of ``x`` into ``n``'s output, its parameters as onnx's attributes (Clip's as inputs
+        from opset 11)."""
+        if op == "Clip" and self.opset >= 11:
+            bounds = [self.scalar(x, f"{n.name}_{k}", params[k]) for k in ("min", "max")]
+            if None in bounds:
+                return None
+            return Node(self.rw.fresh(f"{n.name}_{op}"), op, "", [x, *bounds], list(n.outputs))
+        return Node(self.rw.fresh(f"{n.name}_{op}"), op, "", [x], list(n.outputs), params)
+
+    def product(self, n: Node, op: str, inputs: list[str], attrs: dict) -> tuple[Node, str]:
+        out = self.value(n.outputs[0], f"{n.outputs[0]}_{op.lower()}")
+        return Node(self.rw.fresh(f"{n.name}_{op}"), op, "", inputs, [out], attrs), out
+
+    def fused_conv(self, n: Node) -> list[Node] | None:
+        name = n.attrs.get("activation")
+        name = name.decode() if isinstance(name, bytes) else name
+        params = [float(p) for p in n.attrs.get("activation_params", [])]
+        keys = _CONV_ACTIVATIONS.get(name) if name else ()
+        if keys is None or len(params) != len(keys) or (len(n.inputs) > 3 and n.inputs[3]):
+            return None
+        attrs = {k: v for k, v in n.attrs.items() if k not in ("activation", "activation_params")}
+        if not name:
+            return [Node(n.name, "Conv", "", list(n.inputs[:3]), list(n.outputs), attrs)]
+        conv, y = self.product(n, "Conv", list(n.inputs[:3]), attrs)
+        act = self.activation(n, name, dict(zip(keys, params, strict=True)), y)
+        return None if act is None else [conv, act]
+
+    def fused_gemm(self, n: Node) -> list[Node] | None:
+        name = n.attrs.get("activation")
+        name = name.decode() if isinstance(name, bytes) else name
+        keys = _GEMM_ACTIVATIONS.get(name)
+        if keys is None or any(f"activation_{k}" not in n.attrs for k in keys):
+            return None
+        attrs = {k: v for k, v in n.attrs.items() if k in ("alpha", "beta", "transA", "transB")}
+        gemm, y = self.product(n, "Gemm", list(n.inputs[:3]), attrs)
+        act = self.activation(n, name, {k: float(n.attrs[f"activation_{k}"]) for k in keys}, y)
+        return None if act is None else [gemm, act]
+
+    def fused_matmul(self, n: Node) -> list[Node] | None:
+        a = n.attrs
+        if a.get("transBatchA", 0) or a.get("transBatchB", 0) or len(n.inputs) < 2:
+            return None
+        nodes, operands, reduced = [], [], []
+        # each operand's reduced axis as stored: A's last (the one before, transposed), B's before last
+        for x, trans, k_axis in ((n.inputs[0], a.get("transA", 0), -2 if a.get("transA", 0) else -1),
+                                 (n.inputs[1], a.get("transB", 0), -1 if a.get("transB", 0) else -2)):
+            info = self.graph.values.get(x)
+            rank = len(info.shape) if info is not None and info.shape is not None else None
+            if rank is not None and rank >= 2:
+                reduced.append(info.shape[k_axis])
+            if not trans:
+                operands.append(x)
+                continue
+            if rank is None or rank < 2:
+                return None
+            shape = (*info.shape[:-2], info.shape[-1], info.shape[-2])
+            t = self.value(x, f"{x}_t", shape)
+            perm = [*range(rank - 2), rank - 1, rank - 2]
+            nodes.append(Node(self.rw.fresh(f"{n.name}_Transpose"), "Transpose", "", [x], [t], {"perm": perm}))
+            operands.append(t)
+        if len(reduced) == 2 and all(isinstance(k, int) for k in reduced) and reduced[0] != reduced[1]:
+            return None  # operands that do not multiply: the fused kernel says so in its terms
+        alpha = float(a.get("alpha", 1.0))
+        if alpha == 1.0:
+            return [*nodes, Node(n.name, "MatMul", "", operands, list(n.outputs))]
+        scale = self.scalar(n.outputs[0], f"{n.name}_alpha", alpha)
+        if scale is None:
+            return None
+        matmul, y = self.product(n, "MatMul", operands, {})
+        return [*nodes, matmul, Node(self.rw.fresh(f"{n.name}_Mul"), "Mul", "", [y, scale], list(n.outputs))]
+
+
+def unfuse_onnxruntime(graph: Graph) -> Graph:
+    """FusedMatMul, FusedConv and FusedGemm as the onnx ops they fused (see the module docstring), in place."""
+    if not any(n.domain == _MS for n in graph.nodes):
+        return graph
+    un = _Unfuser(graph)
+    rules = {"FusedMatMul": un.fused_matmul, "FusedConv": un.fused_conv, "FusedGemm": un.fused_gemm}
+    replaced: dict[int, list[Node]] = {}
+    for n in graph.nodes:
+        rule = rules.get(n.op_type) if n.domain == _MS else None
+        nodes = rule(n) if rule is not None else None
+        if nodes is not None:
+            replaced[id(n)] = nodes
+    un.rw.splice(graph, replaced)
+    return graph
+
+
+__all__ = ["unfuse_onnxruntime"]
