@@ -212,6 +212,7 @@ MATRIX_OPS: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
     "MatMulNBits": ((0,), (), 0),
     "MultiHeadAttention": ((), (), 0),
     "GroupQueryAttention": ((), (), 0),
+    "QAttention": ((), (), 0),  # its projection is an integer product: no rounding
 }
 
 

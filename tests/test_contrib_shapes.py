@@ -44,7 +44,7 @@ def _case(op: str, inputs: dict[str, np.ndarray | None], n_out: int, *, domain: 
                      for n, v in feeds.items()],
         [helper.make_tensor_value_info(f"y{i}", (out_types or {}).get(i, TensorProto.FLOAT), None)
          for i in range(n_out)],
-        [numpy_helper.from_array(inputs[n], n) for n in consts])
+        [numpy_helper.from_array(inputs[n], n) for n in consts if inputs[n] is not None])
     imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(MS, 1)] if domain == MS else [])
     return helper.make_model(graph, opset_imports=imports).SerializeToString(), feeds, outs
 
@@ -256,3 +256,39 @@ def test_a_model_saved_with_onnxruntimes_cpu_layout_is_refused_with_what_to_do(t
         pytest.skip("onnxruntime wrote no NCHWc ops on this CPU")
     with pytest.raises(UnsupportedOpError, match=r"Conv \(domain com\.microsoft\.nchwc\).*ORT_ENABLE_EXTENDED"):
         hal.InferenceSession(options.optimized_model_filepath, target="cpu", cache_dir=False)
+
+
+@pytest.mark.parametrize("past", [False, True])
+def test_quantized_attention(past: bool) -> None:
+    """QAttention: uint8 codes in, the float bias's type out."""
+    inputs = {"x": RNG.integers(0, 256, (2, 5, 16)).astype(np.uint8),
+              "w": RNG.integers(-128, 128, (16, 48)).astype(np.int8), "bias": _f32(48),
+              "xs": np.float32(0.02), "ws": np.float32(0.01), "mask": None, "xz": np.uint8(128), "wz": np.int8(0),
+              "past": _f32(2, 2, 4, 3, 4) if past else None}
+    _agrees(*_case("QAttention", inputs, 2, consts=("w", "bias", "xs", "ws", "xz", "wz"), num_heads=4,
+                   unidirectional=int(past)))
+
+
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_dynamic_quantize_lstm(direction: str) -> None:
+    """W (directions, input, 4 hidden) and R (directions, hidden, 4 hidden) stored transposed as codes."""
+    dirs, hidden = (2 if direction == "bidirectional" else 1), 6
+    inputs = {"x": _f32(7, 3, 5), "w": RNG.integers(-128, 128, (dirs, 5, 4 * hidden)).astype(np.int8),
+              "r": RNG.integers(-128, 128, (dirs, hidden, 4 * hidden)).astype(np.int8), "b": None, "lens": None,
+              "h0": None, "c0": None, "p": None, "w_scale": np.full(dirs, 0.01, np.float32),
+              "w_zero": np.zeros(dirs, np.int8), "r_scale": np.full(dirs, 0.01, np.float32),
+              "r_zero": np.zeros(dirs, np.int8)}
+    _agrees(*_case("DynamicQuantizeLSTM", inputs, 3, consts=tuple(k for k in inputs if k != "x"),
+                   hidden_size=hidden, direction=direction))
+
+
+@pytest.mark.parametrize("zero", [None, np.int16(3), np.uint16(7)])
+def test_onnxruntime_quantize_and_dequantize(zero) -> None:
+    """com.microsoft QuantizeLinear: the zero point's type, uint8 without one; DequantizeLinear: the scale's."""
+    inputs = {"x": _f32(2, 3, 4), "scale": np.float32(0.05), "zero": zero}
+    code = TensorProto.UINT8 if zero is None else helper.np_dtype_to_tensor_dtype(np.asarray(zero).dtype)
+    blob, feeds, outs = _case("QuantizeLinear", inputs, 1, consts=("scale", "zero"), out_types={0: code})
+    _agrees(blob, feeds, outs)
+    codes = RNG.integers(0, 100, (2, 3, 4)).astype(np.uint8 if zero is None else np.asarray(zero).dtype)
+    _agrees(*_case("DequantizeLinear", {"x": codes, "scale": np.float32(0.05), "zero": zero}, 1,
+                   consts=("scale", "zero")))

@@ -288,6 +288,36 @@ def _embed_layer_norm(node, a, known):
     return nodes
 
 
+@_stands_in("DynamicQuantizeLSTM")
+def _dynamic_quantize_lstm(node, a, known):
+    """Y (steps, directions, batch, hidden), Y_h and Y_c (directions, batch, hidden): an LSTM over X
+    with W (directions, input, 4 hidden) and R (directions, hidden, 4 hidden), stored transposed as
+    codes, declared in the LSTM's own layout and X's float type."""
+    x, w, r = _ins(node, 3)
+    wd, rd = (known.static(v) if v else None for v in (w, r))
+    if not x or wd is None or rd is None or len(wd) != 3 or len(rd) != 3:
+        return None
+    elem = known.types.get(x, TensorProto.FLOAT)
+    out = node.output[0] or next((o for o in node.output if o), "lstm")
+    w_f = known.declare(out + "_w", elem, [wd[0], wd[2], wd[1]])
+    r_f = known.declare(out + "_r", elem, [rd[0], rd[2], rd[1]])
+    attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in a.items() if k == "direction"}
+    return [helper.make_node("LSTM", [x, w_f, r_f], list(node.output), hidden_size=rd[1], **attrs)]
+
+
+@_stands_in("QuantizeLinear", "DequantizeLinear")
+def _quantize(node, a, known):
+    """x's shape, in the zero point's type (uint8 without one) or, dequantised, the scale's."""
+    x, scale, zero = _ins(node, 3)
+    if not x:
+        return None
+    if node.op_type == "DequantizeLinear":
+        to = known.types.get(scale) if scale else None
+    else:
+        to = known.types.get(zero, TensorProto.UINT8) if zero else TensorProto.UINT8
+    return [helper.make_node("Cast", [x], [node.output[0]], to=to)] if to else None
+
+
 @_stands_in("MatMulNBits")
 def _matmul_nbits(node, a, known):
     """A (..., K) times B unpacked to (K, N): N and K are attributes."""
@@ -324,11 +354,14 @@ def _present(k_proj: list[onnx.NodeProto], k_heads: str, past: str, out: str, kn
     return nodes
 
 
-@_stands_in("Attention")
+@_stands_in("Attention", "QAttention")
 def _attention(node, a, known):
     """output (B, S, V's hidden size): the input times a (hidden, V hidden) slice of the packed
-    weights; present: see ``_present`` (the past itself where it shares the present's buffer)."""
-    x, w, _, _, past = _ins(node, 5)
+    weights; present: see ``_present`` (the past itself where it shares the present's buffer).
+    QAttention's input is codes and its output the float bias's type: the codes cast to it first."""
+    quantized = node.op_type == "QAttention"
+    x, w, bias = _ins(node, 3)
+    past = _ins(node, 9)[8 if quantized else 4]
     weights = known.static(w) if w else None
     heads = int(a.get("num_heads", 0))
     if not x or weights is None or len(weights) != 2 or heads < 1:
@@ -336,9 +369,17 @@ def _attention(node, a, known):
     sizes = list(a.get("qkv_hidden_sizes", [])) or [weights[1] // 3] * 3
     if len(sizes) != 3 or sizes[1] % heads:
         return None
-    elem = known.types.get(x, TensorProto.FLOAT)
     outs = [*node.output, ""][:2]
-    nodes = _product(x, weights[0], sizes[2], outs[0], elem, known)
+    nodes = []
+    if quantized:
+        if bias not in known.types:
+            return None
+        elem = known.types[bias]
+        nodes.append(helper.make_node("Cast", [x], [PREFIX + outs[0] + "_x"], to=elem))
+        x = PREFIX + outs[0] + "_x"
+    else:
+        elem = known.types.get(x, TensorProto.FLOAT)
+    nodes += _product(x, weights[0], sizes[2], outs[0], elem, known)
     if outs[1]:
         if past and a.get("past_present_share_buffer", 0):
             nodes += _same_as(past, [outs[1]])

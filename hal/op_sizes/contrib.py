@@ -68,7 +68,27 @@ def _group_query_attention(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[
     return max(scores, present, key=math.prod), max(itemsize(q), 4)
 
 
+def _quantized_attention(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """QAttention's scores, (batch, heads, sequence, past + sequence): its input's codes and packed
+    weights ask for them as onnxruntime's Attention does, its past at input 8."""
+    x, past = args[0], args[8] if len(args) > 8 else None
+    if x.ndim != 3:
+        return None
+    keys = x.shape[1] + (past.shape[3] if past is not None and past.ndim == 5 else 0)
+    return [x.shape[0], _heads(attrs), x.shape[1], keys], 4
+
+
+def _quantized_lstm(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """DynamicQuantizeLSTM's Y, (steps, directions, batch, hidden): hidden is R's (directions,
+    hidden, 4 hidden) second axis, and the input's width may be 1."""
+    x, r = args[0], args[2] if len(args) > 2 else None
+    if x.ndim != 3 or r is None or r.ndim != 3:
+        return None
+    return [x.shape[0], r.shape[0], x.shape[1], r.shape[1]], 4
+
+
 RULES: dict[str, Callable[[Sequence[Any], dict[str, Any]], tuple[list[int], int] | None]] = {
     "FusedConv": _conv_rule(1, None), "FusedGemm": _gemm, "FusedMatMul": _fused_matmul,
     "MultiHeadAttention": _multi_head_attention, "GroupQueryAttention": _group_query_attention,
+    "QAttention": _quantized_attention, "DynamicQuantizeLSTM": _quantized_lstm,
 }

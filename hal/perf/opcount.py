@@ -75,8 +75,8 @@ COSTED_AS: dict[str, str] = {
     "Gelu": "Gelu", "FastGelu": "Gelu", "BiasGelu": "Gelu", "QuickGelu": "Sigmoid", "BiasAdd": "Add",
     "SkipLayerNormalization": "LayerNormalization", "SkipSimplifiedLayerNormalization": "RMSNormalization",
     "SimplifiedLayerNormalization": "RMSNormalization", "EmbedLayerNormalization": "LayerNormalization",
-    "RotaryEmbedding": "RotaryEmbedding",
-    "GatherBlockQuantized": "Gather",
+    "RotaryEmbedding": "RotaryEmbedding", "GatherBlockQuantized": "Gather", "DynamicQuantizeLSTM": "LSTM",
+    "QuantizeLinear": "QuantizeLinear", "DequantizeLinear": "DequantizeLinear",
 }
 _MS = "com.microsoft"
 
@@ -127,15 +127,22 @@ def product_flops(op: str, inputs: Sequence[Sequence[int]], out_numel: int, attr
 #: ops whose kernels run a chain of matrix products on the matrix units (each target's compiler
 #: lowers them as such): the recurrent ops, a product per step, and attention, two: opset 23's
 #: Attention and onnxruntime's (``ATTENTION_OPS``)
-SEQUENCE_OPS = frozenset({"RNN", "GRU", "LSTM", "Attention", "MultiHeadAttention", "GroupQueryAttention"})
+SEQUENCE_OPS = frozenset({"RNN", "GRU", "LSTM", "Attention", "MultiHeadAttention", "GroupQueryAttention",
+                          "QAttention"})
 #: the attention ops, (domain, op type): their sizes come from ``attention_dims``
-ATTENTION_OPS = frozenset({("", "Attention"), (_MS, "Attention"), (_MS, "MultiHeadAttention"),
+ATTENTION_OPS = frozenset({("", "Attention"), (_MS, "Attention"), (_MS, "QAttention"), (_MS, "MultiHeadAttention"),
                            (_MS, "GroupQueryAttention")})
+#: onnxruntime's attention ops that project their input by packed Q, K, V weights first: the past's position
+PACKED_ATTENTION_PAST = {"Attention": 4, "QAttention": 8}
 
 
 def chained(node: Node) -> bool:
-    """Whether ``node`` is one of SEQUENCE_OPS: onnx's recurrent ops, or an attention op."""
-    return (node.domain, node.op_type) in ATTENTION_OPS or (not node.domain and node.op_type in SEQUENCE_OPS)
+    """Whether ``node`` is one of SEQUENCE_OPS: onnx's recurrent ops (onnxruntime's quantized LSTM
+    as ``costed``), or an attention op."""
+    if (node.domain, node.op_type) in ATTENTION_OPS:
+        return True
+    node = costed(node)
+    return not node.domain and node.op_type in SEQUENCE_OPS
 #: gates of the recurrent ops, and FLOPs per gate element besides its products (the two biases,
 #: the gate's activation) and per state element (LSTM's cell update, GRU's blend)
 _RECURRENT_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
@@ -154,12 +161,17 @@ class RecurrentDims:
 
 
 def recurrent_dims(node: Node, graph: Graph) -> RecurrentDims | None:
-    """An RNN's, GRU's or LSTM's sizes from X (layout 0: steps first) and R; None where unknown."""
+    """An RNN's, GRU's or LSTM's sizes from X (layout 0: steps first) and R; None where unknown.
+    onnxruntime's DynamicQuantizeLSTM (``costed``) holds R transposed: (directions, hidden, 4 hidden)."""
+    node = costed(node)
+    if node.op_type not in _RECURRENT_GATES or len(node.inputs) < 3:
+        return None
     x, r = shape(graph, node.inputs[0]), shape(graph, node.inputs[2])
     if len(x) != 3 or len(r) != 3:
         return None
     steps, batch = (x[1], x[0]) if node.attrs.get("layout", 0) else (x[0], x[1])
-    return RecurrentDims(r[0], steps, batch, x[2], r[-1], _RECURRENT_GATES[node.op_type])
+    hidden = r[1] if node.attrs.get("_costed_from") == "DynamicQuantizeLSTM" else r[-1]
+    return RecurrentDims(r[0], steps, batch, x[2], hidden, _RECURRENT_GATES[node.op_type])
 
 
 def recurrent_flops(node: Node, graph: Graph) -> float:
@@ -190,7 +202,8 @@ def _input(graph: Graph, node: Node, i: int) -> tuple[int, ...]:
 def _packed_attention_dims(node: Node, graph: Graph) -> AttentionDims | None:
     """onnxruntime's Attention: input (B, S, hidden) projected by packed weights to Q, K and V
     (``qkv_hidden_sizes``, or three equal thirds), num_heads each, after a past (2, B, heads, P, head)."""
-    x, w, past = _input(graph, node, 0), _input(graph, node, 1), _input(graph, node, 4)
+    x, w = _input(graph, node, 0), _input(graph, node, 1)
+    past = _input(graph, node, PACKED_ATTENTION_PAST[node.op_type])
     heads = int(node.attrs.get("num_heads", 0))
     if len(x) != 3 or len(w) != 2 or heads < 1:
         return None
@@ -238,7 +251,7 @@ def attention_dims(node: Node, graph: Graph) -> AttentionDims | None:
     inputs (batch, heads, sequence, head size) or 3-D ones (batch, sequence, heads x head size, with
     q_num_heads and kv_num_heads)."""
     if node.domain == _MS:
-        if node.op_type == "Attention":
+        if node.op_type in PACKED_ATTENTION_PAST:
             return _packed_attention_dims(node, graph)
         if node.op_type in ("MultiHeadAttention", "GroupQueryAttention"):
             return _separate_attention_dims(node, graph)
@@ -266,7 +279,7 @@ def attention_flops(node: Node, graph: Graph) -> float:
         return 0.0
     scores = float(d.batch * d.heads * d.queries * d.keys)
     projection = 0.0
-    if node.domain == _MS and node.op_type == "Attention":  # the packed Q, K, V projection first
+    if node.domain == _MS and node.op_type in PACKED_ATTENTION_PAST:  # the packed Q, K, V projection first
         x, w = _input(graph, node, 0), _input(graph, node, 1)
         projection = 2.0 * _numel(x) * (w[1] if len(w) == 2 else 0)
     return projection + scores * (2.0 * d.head + 2.0 * d.value + 5.0 + (1.0 if attention_masked(node) else 0.0))
@@ -276,7 +289,7 @@ def attention_masked(node: Node) -> bool:
     """Whether an attention op masks its scores: a mask input, or causal (opset 23's is_causal,
     onnxruntime's unidirectional; GroupQueryAttention always)."""
     if node.domain == _MS:
-        mask = {"Attention": 3, "MultiHeadAttention": 4}.get(node.op_type)
+        mask = {"Attention": 3, "QAttention": 5, "MultiHeadAttention": 4}.get(node.op_type)
         return node.op_type == "GroupQueryAttention" or bool(node.attrs.get("unidirectional", 0)) or (
             mask is not None and len(node.inputs) > mask and bool(node.inputs[mask]))
     return (len(node.inputs) > 3 and bool(node.inputs[3])) or bool(node.attrs.get("is_causal", 0))

@@ -35,16 +35,16 @@ MXM_OPS: dict[str, tuple[int, ...]] = {
     "ConvInteger": (1,), "QLinearMatMul": (3,), "QLinearConv": (3,), "QGemm": (3,), "MatMulIntegerToFloat": (1,),
     "DynamicQuantizeMatMul": (1,),
     "RNN": (1, 2), "GRU": (1, 2), "LSTM": (1, 2), "Attention": (1, 2), "MultiHeadAttention": (1, 2),
-    "GroupQueryAttention": (1, 2)}
-#: onnxruntime's Attention installs its packed Q, K, V weights (K and V it makes itself)
-_PACKED_ATTENTION = ("com.microsoft", "Attention")
+    "GroupQueryAttention": (1, 2), "QAttention": (1,)}
+#: onnxruntime's Attention and QAttention install their packed Q, K, V weights (K and V they make)
+_PACKED_ATTENTION = frozenset({("com.microsoft", "Attention"), ("com.microsoft", "QAttention")})
 
 
 def installed_operands(node: Node) -> tuple[str, ...]:
     """The names of the operands an MXM op installs (none for other ops, nor for an Einsum of one
     operand, which has no second). onnxruntime's ops read as ``costed``."""
     node = costed(node)
-    positions = (1,) if (node.domain, node.op_type) == _PACKED_ATTENTION else MXM_OPS.get(node.op_type, ())
+    positions = (1,) if (node.domain, node.op_type) in _PACKED_ATTENTION else MXM_OPS.get(node.op_type, ())
     return tuple(node.inputs[p] for p in positions if len(node.inputs) > p and node.inputs[p])
 
 
@@ -278,7 +278,7 @@ def lower(node: Node, graph: Graph, sizes: Sizes) -> Lowered:
             dims = (1, 1, 1, max(1, int(flops // 2)))
         r = recurrent_dims(node, graph) if op in ("RNN", "GRU", "LSTM") else None
         steps = 2 if (node.domain, op) in ATTENTION_OPS else max(1, r.steps) if r is not None else 1
-        projection = _projection_dims(node, graph) if (node.domain, op) == _PACKED_ATTENTION else None
+        projection = _projection_dims(node, graph) if (node.domain, op) in _PACKED_ATTENTION else None
         return Lowered("MXM", "matmul", act_bytes, weight_bytes, out_bytes, flops, dims, install, fmt, shard, convert,
                        sum(sizes.numel(o) for o in node.outputs if o), steps + (projection is not None), projection)
     act_bytes = sum(sizes.nbytes(i) for i in node.inputs if i and not sizes.is_weight(i))

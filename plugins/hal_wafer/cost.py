@@ -182,8 +182,9 @@ def is_view(node: Node, graph: Graph) -> bool:
 def _kv_inputs(node: Node) -> list[str]:
     """An attention op's key and value inputs and their past (``ATTENTION_OPS``)."""
     if node.domain:
-        past = {"Attention": [4], "MultiHeadAttention": [6, 7], "GroupQueryAttention": [3, 4]}[node.op_type]
-        kv = [] if node.op_type == "Attention" else [1, 2]
+        past = {"Attention": [4], "QAttention": [8], "MultiHeadAttention": [6, 7],
+                "GroupQueryAttention": [3, 4]}[node.op_type]
+        kv = [] if node.op_type in ("Attention", "QAttention") else [1, 2]
     else:
         kv, past = [1, 2], [4, 5]
     return [node.inputs[i] for i in kv + past if i < len(node.inputs)]

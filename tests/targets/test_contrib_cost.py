@@ -212,3 +212,59 @@ def test_a_saved_fused_attention_is_attention_again_on_the_gpu(tmp_path) -> None
     finally:
         passes.unfuse_onnxruntime = keep
     np.testing.assert_array_equal(unfused, fused)
+
+
+def _lstm_pair(steps: int, batch: int, size: int = 64, hidden: int = 64) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """One LSTM as onnx writes it (float W, R) and as quantize_dynamic does (DynamicQuantizeLSTM:
+    int8 codes stored transposed, a scale and zero point a direction)."""
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [steps, batch, size])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [steps, 1, batch, hidden])
+    w = rng.standard_normal((1, 4 * hidden, size)).astype(np.float32)
+    r = rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32)
+    lstm = helper.make_model(helper.make_graph(
+        [helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=hidden)], "lstm", [x], [y],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(r, "r")]),
+        opset_imports=[helper.make_opsetid("", 14)])
+    codes = {"wq": np.zeros((1, size, 4 * hidden), np.int8), "rq": np.zeros((1, hidden, 4 * hidden), np.int8),
+             "ws": np.ones(1, np.float32), "wz": np.zeros(1, np.int8), "rs": np.ones(1, np.float32),
+             "rz": np.zeros(1, np.int8)}
+    node = helper.make_node("DynamicQuantizeLSTM", ["x", "wq", "rq", "", "", "", "", "", "ws", "wz", "rs", "rz"], ["y"],
+                            domain=MS, hidden_size=hidden)
+    quantized = helper.make_model(helper.make_graph(
+        [node], "qlstm", [x], [y], [numpy_helper.from_array(v, k) for k, v in codes.items()]),
+        opset_imports=[helper.make_opsetid("", 14), helper.make_opsetid(MS, 1)])
+    return lstm, quantized
+
+
+def test_a_quantized_lstm_is_costed_as_its_recurrence() -> None:
+    """Its products are the LSTM's, and each of its steps waits for the last one's state: 64 steps of
+    one row take longer than one step of 64 rows, as the LSTM's do (``test_sequence_op_cost``)."""
+    lstm, quantized = _lstm_pair(10, 3)
+    assert _flops(quantized) == _flops(lstm)
+    for target in TARGETS:
+        long, wide = _latency(_lstm_pair(64, 1)[1], target), _latency(_lstm_pair(1, 64)[1], target)
+        assert long > 5 * wide, target
+
+
+def test_quantized_attention_costs_as_attention() -> None:
+    b, s, hidden, heads = 2, 64, 256, 8
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [b, s, hidden])
+    xq = helper.make_tensor_value_info("xq", TensorProto.UINT8, [b, s, hidden])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [b, s, hidden])
+    w = rng.standard_normal((hidden, 3 * hidden)).astype(np.float32)
+    float_model = helper.make_model(helper.make_graph(
+        [helper.make_node("Attention", ["x", "w"], ["y"], domain=MS, num_heads=heads)], "a", [x], [y],
+        [numpy_helper.from_array(w, "w")]), opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    consts = {"wq": np.zeros((hidden, 3 * hidden), np.int8), "bias": np.zeros(3 * hidden, np.float32),
+              "xs": np.float32(0.1), "ws": np.float32(0.1)}
+    node = helper.make_node("QAttention", ["xq", "wq", "bias", "xs", "ws"], ["y"], domain=MS, num_heads=heads)
+    quantized = helper.make_model(helper.make_graph(
+        [node], "qa", [xq], [y], [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    assert _flops(quantized) == _flops(float_model)
+    (kernel,) = hal.compile(quantized.SerializeToString(), target="gpu", precision="exact").report.kernels
+    assert kernel.unit == "tensor cores" and kernel.details["keys"] == s and kernel.details["head_dim"] == 32
+    for target in TARGETS:  # the same work on integer operands, the projection's weights a quarter the bytes
+        assert _latency(quantized, target) <= _latency(float_model, target)
