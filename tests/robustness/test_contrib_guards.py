@@ -47,11 +47,17 @@ def test_a_fed_total_length_cannot_size_a_group_query_cache() -> None:
     _refused(blob, {**ones, "lens": np.array([4], np.int32), "total": np.array(2**31 - 1, np.int32)}, "gqa")
 
 
-@pytest.mark.parametrize("op", ["MultiHeadAttention", "Attention"])
+@pytest.mark.parametrize("op", ["MultiHeadAttention", "Attention", "QAttention"])
 def test_long_sequences_cannot_square_into_scores(op: str) -> None:
     """2^13 queries by 2^13 keys of 4 features: 1 MiB in, 256 MiB of scores a head."""
     n = 1 << 13
-    if op == "Attention":
+    if op == "QAttention":
+        consts = [numpy_helper.from_array(np.asarray(v), k) for k, v in
+                  {"w": np.ones((4, 12), np.int8), "b": np.zeros(12, np.float32), "s": np.float32(0.1)}.items()]
+        node = helper.make_node(op, ["q", "w", "b", "s", "s"], ["y"], domain=MS, name="att", num_heads=1)
+        blob = _model(node, {"q": (TensorProto.UINT8, [1, n, 4])}, [("y", 3)], consts)
+        feeds = {"q": np.ones((1, n, 4), np.uint8)}
+    elif op == "Attention":
         w = numpy_helper.from_array(np.ones((4, 12), np.float32), "w")
         node = helper.make_node(op, ["q", "w"], ["y"], domain=MS, name="att", num_heads=1)
         blob = _model(node, {"q": (TensorProto.FLOAT, [1, n, 4])}, [("y", 3)], [w])
