@@ -292,3 +292,24 @@ def test_onnxruntime_quantize_and_dequantize(zero) -> None:
     codes = RNG.integers(0, 100, (2, 3, 4)).astype(np.uint8 if zero is None else np.asarray(zero).dtype)
     _agrees(*_case("DequantizeLinear", {"x": codes, "scale": np.float32(0.05), "zero": zero}, 1,
                    consts=("scale", "zero")))
+
+
+def test_quantized_embedding_where_and_int16_product() -> None:
+    """QEmbedLayerNormalization (uint8 tables, float out), QLinearWhere and MatMulInteger16."""
+    codes = {n: RNG.integers(0, 256, s).astype(np.uint8) for n, s in
+             (("words", (30, 16)), ("positions", (10, 16)), ("segment_table", (2, 16)), ("gamma", (16,)),
+              ("beta", (16,)))}
+    inputs = {"ids": RNG.integers(0, 30, (2, 5)).astype(np.int32),
+              "segments": RNG.integers(0, 2, (2, 5)).astype(np.int32), **codes, "mask": np.ones((2, 5), np.int32)}
+    inputs.update({f"{n}_s": np.float32(0.01) for n in codes})
+    inputs.update({f"{n}_z": np.uint8(128) for n in codes})
+    tables = tuple(n for n in inputs if n not in ("ids", "segments", "mask"))
+    _agrees(*_case("QEmbedLayerNormalization", inputs, 2, consts=tables, out_types={1: TensorProto.INT32},
+                   epsilon=1e-12))
+    where = {"c": RNG.integers(0, 2, (2, 1, 4)).astype(bool), "x": RNG.integers(0, 256, (3, 4)).astype(np.uint8),
+             "xs": np.float32(0.1), "xz": np.uint8(128), "y": RNG.integers(0, 256, (2, 3, 1)).astype(np.uint8),
+             "ys": np.float32(0.2), "yz": np.uint8(120), "zs": np.float32(0.15), "zz": np.uint8(125)}
+    _agrees(*_case("QLinearWhere", where, 1, consts=("xs", "xz", "ys", "yz", "zs", "zz"),
+                   out_types={0: TensorProto.UINT8}))
+    product = {"a": RNG.integers(-9, 9, (2, 3, 4)).astype(np.int16), "b": RNG.integers(-9, 9, (4, 5)).astype(np.int16)}
+    _agrees(*_case("MatMulInteger16", product, 1, out_types={0: TensorProto.INT32}))

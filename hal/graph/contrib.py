@@ -270,16 +270,23 @@ def _layer_norm(node, a, known):
 _stands_in("SimplifiedLayerNormalization", "LayerNormalization", domain="")(_layer_norm)
 
 
-@_stands_in("EmbedLayerNormalization")
+@_stands_in("EmbedLayerNormalization", "QEmbedLayerNormalization")
 def _embed_layer_norm(node, a, known):
-    """output and embedding_sum: word_embedding's rows gathered by input_ids (B, S, hidden);
-    mask_index: one int32 a batch row."""
+    """output and embedding_sum: word_embedding's rows gathered by input_ids (B, S, hidden), in the
+    table's type (QEmbedLayerNormalization's codes: in their scale's, input 8); mask_index: one
+    int32 a batch row."""
     ids, _, words = _ins(node, 3)
     if not ids or not words:
         return None
     outs = [*node.output, "", ""][:3]
     gathered = PREFIX + outs[0] + "_rows"
     nodes = [helper.make_node("Gather", [words, ids], [gathered])]
+    if node.op_type == "QEmbedLayerNormalization":
+        scale = _ins(node, 9)[8]
+        if scale not in known.types:
+            return None
+        nodes.append(helper.make_node("Cast", [gathered], [gathered + "_f"], to=known.types[scale]))
+        gathered += "_f"
     nodes += _same_as(gathered, [outs[0], outs[2]])
     if outs[1]:
         cast = PREFIX + outs[1] + "_ids"
@@ -316,6 +323,24 @@ def _quantize(node, a, known):
     else:
         to = known.types.get(zero, TensorProto.UINT8) if zero else TensorProto.UINT8
     return [helper.make_node("Cast", [x], [node.output[0]], to=to)] if to else None
+
+
+@_stands_in("QLinearWhere")
+def _qlinear_where(node, a, known):
+    """condition, X and Y broadcast, in Z's zero point's type (X's codes')."""
+    cond, x, _, _, y = _ins(node, 5)
+    return [helper.make_node("Where", [cond, x, y], [node.output[0]])] if cond and x and y else None
+
+
+@_stands_in("MatMulInteger16")
+def _matmul_integer16(node, a, known):
+    """numpy's matmul of the int16 operands, in int32."""
+    if len(node.input) < 2:
+        return None
+    out = node.output[0]
+    cast = [helper.make_node("Cast", [x], [PREFIX + out + f"_{i}"], to=TensorProto.INT32)
+            for i, x in enumerate(node.input[:2])]
+    return [*cast, helper.make_node("MatMul", [PREFIX + out + "_0", PREFIX + out + "_1"], [out])]
 
 
 @_stands_in("MatMulNBits")

@@ -77,6 +77,7 @@ COSTED_AS: dict[str, str] = {
     "SimplifiedLayerNormalization": "RMSNormalization", "EmbedLayerNormalization": "LayerNormalization",
     "RotaryEmbedding": "RotaryEmbedding", "GatherBlockQuantized": "Gather", "DynamicQuantizeLSTM": "LSTM",
     "QuantizeLinear": "QuantizeLinear", "DequantizeLinear": "DequantizeLinear",
+    "QEmbedLayerNormalization": "LayerNormalization", "QLinearWhere": "Where", "MatMulInteger16": "MatMulInteger",
 }
 _MS = "com.microsoft"
 
