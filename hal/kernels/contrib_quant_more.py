@@ -36,19 +36,11 @@ import numpy as np
 
 from hal.kernels.contrib_attention import _in_order_sum, _rows_of
 from hal.kernels.contrib_quant import _dequantize, _scalar, _through_table
+from hal.kernels.contrib_quant_ops import _CODES, _F32, _one
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
 DOMAIN = "com.microsoft"
-_F32 = np.float32
-_CODES = (np.dtype(np.uint8), np.dtype(np.int8))
-
-
-def _one(v: Array | None, op: str, name: str) -> None:
-    """A scale or zero point must be one value (per tensor)."""
-    if v is not None and np.asarray(v).size != 1:
-        raise ValueError(f"{op}: {name} must be a scalar or a 1-element vector (per-tensor quantization), "
-                         f"got shape {np.asarray(v).shape}")
 
 
 def _code_type(op: str, pairs: list[tuple[str, Array | None]]) -> np.dtype:

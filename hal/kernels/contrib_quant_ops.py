@@ -52,8 +52,10 @@ _CODES = (np.dtype(np.uint8), np.dtype(np.int8))
 
 
 def _one(v: Array | None, op: str, name: str) -> None:
+    """A scale or zero point must be one value (per-tensor quantization)."""
     if v is not None and np.asarray(v).size != 1:
-        raise ValueError(f"{op}: {name} must be a scalar or a 1-element vector, got shape {np.asarray(v).shape}")
+        raise ValueError(f"{op}: {name} must be a scalar or a 1-element vector (per-tensor quantization), "
+                         f"got shape {np.asarray(v).shape}")
 
 
 # --- QAttention ------------------------------------------------------------------------------------

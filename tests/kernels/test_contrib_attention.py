@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hal
 from hal.kernels import contrib_attention as ca
+from tests.kernels._onnxruntime import run_as_written
 
 RNG = np.random.default_rng(11)
 MS = "com.microsoft"
@@ -58,16 +58,11 @@ def _model(op: str, inputs: dict[str, np.ndarray | None], outputs: list[str], co
 
     probe = build([helper.make_tensor_value_info(o, TensorProto.INT32 if o == "mask_index" else TensorProto.FLOAT, None)
                    for o in outputs if o])
-    wants = _ort(probe, feeds)
+    wants = run_as_written(probe, feeds)
     info = [helper.make_tensor_value_info(o, helper.np_dtype_to_tensor_dtype(w.dtype), w.shape)
             for o, w in zip([o for o in outputs if o], wants)]
     return build(info), feeds
 
-
-def _ort(blob: bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
 def _close(got: np.ndarray, want: np.ndarray) -> None:
@@ -80,7 +75,7 @@ def _close(got: np.ndarray, want: np.ndarray) -> None:
 
 
 def _same(blob: bytes, feeds: dict[str, np.ndarray], target: str = "cpu") -> list[np.ndarray]:
-    wants = _ort(blob, feeds)
+    wants = run_as_written(blob, feeds)
     gots = hal.InferenceSession(blob, target=target, cache_dir=False).run(None, feeds)
     assert len(gots) == len(wants)
     for got, want in zip(gots, wants):
@@ -315,7 +310,7 @@ def test_embed_layer_norm_bit_exact(segments: bool, mask: np.ndarray | None, pos
     """Each row summed and its squared deviations summed in order in float32, as onnxruntime's loop
     does: the same bits. mask_index counts each mask row's 1s (zeros without a mask)."""
     blob, feeds = _eln(segments, mask, position_ids, outputs=("y", "mask_index", "embedding_sum"))
-    wants = _ort(blob, feeds)
+    wants = run_as_written(blob, feeds)
     gots = _run_hal(blob, feeds)
     for got, want in zip(gots, wants):
         assert got.dtype == want.dtype

@@ -15,6 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hal
+from tests.kernels._onnxruntime import run_as_written
 
 RNG = np.random.default_rng(11)
 MS = "com.microsoft"
@@ -43,11 +44,6 @@ def _model(nodes: list[onnx.NodeProto], feeds: dict[str, np.ndarray], outputs: l
     return model.SerializeToString()
 
 
-def _ort(blob: bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"]).run(None, feeds)
-
 
 def _hal(blob: bytes | str, feeds: dict[str, np.ndarray], target: str = "cpu") -> list[np.ndarray]:
     return hal.InferenceSession(blob, target=target, cache_dir=False).run(None, feeds)
@@ -64,7 +60,7 @@ def _close(got: list[np.ndarray], want: list[np.ndarray], rtol: float = 1e-5, at
 def _same(node: onnx.NodeProto, feeds: dict[str, np.ndarray], consts: dict[str, np.ndarray] | None = None,
           target: str = "cpu", opset: int = 17, **tol: float) -> list[np.ndarray]:
     outputs = [o for o in node.output if o]
-    want = _ort(_model([node], feeds, outputs, consts, opset), feeds)
+    want = run_as_written(_model([node], feeds, outputs, consts, opset), feeds)
     got = _hal(_model([node], feeds, outputs, consts, opset, [w.shape for w in want]), feeds, target)
     _close(got, want, **tol)
     return got
@@ -282,7 +278,7 @@ def test_skip_normalizations_of_float16(op: str) -> None:
     for o in model.graph.output:
         o.type.tensor_type.elem_type = TensorProto.FLOAT16
     blob = model.SerializeToString()
-    want, got = _ort(blob, feeds), _hal(blob, feeds)
+    want, got = run_as_written(blob, feeds), _hal(blob, feeds)
     for g, w in zip(got, want):
         assert g.dtype == w.dtype == np.float16
         np.testing.assert_allclose(g.astype(np.float32), w.astype(np.float32), rtol=1e-3, atol=1e-3)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hal
 from hal.kernels.contrib_genai import group_query_attention
+from tests.kernels._onnxruntime import run_as_written
 
 RNG = np.random.default_rng(11)
 MS = "com.microsoft"
@@ -38,11 +38,6 @@ def _attr(model: onnx.ModelProto, name: str) -> onnx.AttributeProto:
     return next(a for a in model.graph.node[0].attribute if a.name == name)
 
 
-def _ort(blob: bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"]).run(None, feeds)
-
 
 def _hal(blob: bytes, feeds: dict[str, np.ndarray], target: str = "cpu") -> list[np.ndarray]:
     return hal.InferenceSession(blob, target=target, cache_dir=False).run(None, feeds)
@@ -51,7 +46,7 @@ def _hal(blob: bytes, feeds: dict[str, np.ndarray], target: str = "cpu") -> list
 def _close(blob: bytes, feeds: dict[str, np.ndarray], target: str = "cpu", rel: float = 2e-6,
            rows: list[int] | None = None) -> list[np.ndarray]:
     """Every output as onnxruntime's: same dtype and shape, values within ``rel`` of the largest."""
-    wants, gots = _ort(blob, feeds), _hal(blob, feeds, target)
+    wants, gots = run_as_written(blob, feeds), _hal(blob, feeds, target)
     for i, (got, want) in enumerate(zip(gots, wants)):
         assert got.dtype == want.dtype and got.shape == want.shape
         if i == 0 and rows is not None:  # only each sequence's own rows are specified
@@ -215,7 +210,7 @@ def _gather(kind: str, shape: tuple[int, ...], gather_axis: int, quantize_axis: 
 
 
 def _exact(blob: bytes, feeds: dict[str, np.ndarray], target: str = "cpu") -> None:
-    (want,), (got,) = _ort(blob, feeds), _hal(blob, feeds, target)
+    (want,), (got,) = run_as_written(blob, feeds), _hal(blob, feeds, target)
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
 

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 import hal
 from hal.graph.load import load
+from tests.kernels._onnxruntime import run_as_written
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "robustness"))
 import _robust_models as rm
@@ -27,9 +27,7 @@ def model_and_feeds() -> tuple[bytes, dict[str, np.ndarray], list[np.ndarray]]:
              "mask": np.array([[1, 1, 1, 1], [1, 1, 1, 0]], np.int32),
              "posids": np.tile(np.arange(4), (2, 1)).astype(np.int64),
              "img": rng.standard_normal((1, 3, 6, 6)).astype(np.float32)}
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    want = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"]).run(None, feeds)
+    want = run_as_written(blob, feeds)
     return blob, feeds, want
 
 

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import hal
 from hal.graph.load import load
+from tests.kernels._onnxruntime import calibration_reader, run_as_written
 
 RNG = np.random.default_rng(5)
 MS = "com.microsoft"
@@ -30,14 +31,9 @@ def _model(node: onnx.NodeProto, feeds: dict[str, np.ndarray], consts: dict[str,
     return model.SerializeToString()
 
 
-def _ort(blob: bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"]).run(None, feeds)
-
 
 def _same(blob: bytes, feeds: dict[str, np.ndarray], target: str = "cpu") -> np.ndarray:
-    (want,) = _ort(blob, feeds)
+    (want,) = run_as_written(blob, feeds)
     (got,) = hal.InferenceSession(blob, target=target, cache_dir=False).run(None, feeds)
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
@@ -219,17 +215,11 @@ def quantized(request, tmp_path_factory) -> tuple[bytes, dict[str, np.ndarray]]:
     rng = np.random.default_rng(3)
     batches = [{"x": rng.standard_normal((2, 3, 12, 12)).astype(np.float32)} for _ in range(4)]
 
-    class Reader(quantization.CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(batches)
-
-        def get_next(self):
-            return next(self.it, None)
 
     kw = ({} if request.param == "u8" else
           {"activation_type": quantization.QuantType.QInt8, "weight_type": quantization.QuantType.QInt8,
            "per_channel": True})
-    quantization.quantize_static(folder / "float.onnx", folder / "q.onnx", Reader(),
+    quantization.quantize_static(folder / "float.onnx", folder / "q.onnx", calibration_reader(batches),
                                  quant_format=quantization.QuantFormat.QOperator, **kw)
     return (folder / "q.onnx").read_bytes(), {"x": rng.standard_normal((2, 3, 12, 12)).astype(np.float32)}
 

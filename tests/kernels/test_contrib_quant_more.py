@@ -14,8 +14,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hal
+from tests.kernels._onnxruntime import calibration_reader, run_as_written
 from tests.kernels.test_contrib_attention import UNFUSED, _bert_feeds, _optimised
-from tests.kernels.test_contrib_quant_ops import _one_node, _ort, _refused, _same
+from tests.kernels.test_contrib_quant_ops import _one_node, _refused, _same
 
 RNG = np.random.default_rng(23)
 MS = "com.microsoft"
@@ -45,7 +46,7 @@ def _model(nodes: list[onnx.NodeProto], feeds: dict[str, np.ndarray], consts: di
 
 def _bitwise(blob: bytes, feeds: dict[str, np.ndarray], target: str = "cpu") -> list[np.ndarray]:
     """hal's outputs equal onnxruntime's bit for bit (floats included)."""
-    wants = _ort(blob, feeds)
+    wants = run_as_written(blob, feeds)
     gots = hal.InferenceSession(blob, target=target, cache_dir=False).run(None, feeds)
     assert len(gots) == len(wants)
     for got, want in zip(gots, wants):
@@ -229,16 +230,10 @@ def quantized_where(request, tmp_path_factory) -> tuple[bytes, dict[str, np.ndar
 
     batches = [feed() for _ in range(3)]
 
-    class Reader(quantization.CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(batches)
-
-        def get_next(self):
-            return next(self.it, None)
 
     kw = {} if request.param == "u8" else {"activation_type": quantization.QuantType.QInt8,
                                            "weight_type": quantization.QuantType.QInt8}
-    quantization.quantize_static(folder / "float.onnx", folder / "q.onnx", Reader(),
+    quantization.quantize_static(folder / "float.onnx", folder / "q.onnx", calibration_reader(batches),
                                  quant_format=quantization.QuantFormat.QOperator,
                                  extra_options={"ForceQuantizeNoInputCheck": True}, **kw)
     blob = (folder / "q.onnx").read_bytes()

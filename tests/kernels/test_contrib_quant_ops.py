@@ -11,12 +11,12 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hal
 from hal.kernels import contrib_quant_ops as cq
+from tests.kernels._onnxruntime import calibration_reader, run_as_written
 from tests.kernels.test_contrib_attention import UNFUSED, _bert_feeds, _optimised
 
 RNG = np.random.default_rng(17)
@@ -24,12 +24,6 @@ MS = "com.microsoft"
 TARGETS = ["cpu", "gpu", "lpu", "wafer"]
 LOWEST = float(np.finfo(np.float32).min)
 
-
-def _ort(blob: bytes, feeds: dict[str, np.ndarray], threads: int = 0) -> list[np.ndarray]:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
 def _close(got: np.ndarray, want: np.ndarray) -> None:
@@ -42,7 +36,7 @@ def _close(got: np.ndarray, want: np.ndarray) -> None:
 
 
 def _same(blob: bytes, feeds: dict[str, np.ndarray], target: str = "cpu", threads: int = 0) -> list[np.ndarray]:
-    wants = _ort(blob, feeds, threads)
+    wants = run_as_written(blob, feeds, threads)
     gots = hal.InferenceSession(blob, target=target, cache_dir=False).run(None, feeds)
     assert len(gots) == len(wants)
     for got, want in zip(gots, wants):
@@ -69,7 +63,7 @@ def _one_node(op: str, inputs: dict[str, np.ndarray | None], outputs: list[str],
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
                                                        helper.make_opsetid(MS, 1)]).SerializeToString()
 
-    wants = _ort(build([helper.make_empty_tensor_value_info(o) for o in outputs if o]), feeds)
+    wants = run_as_written(build([helper.make_empty_tensor_value_info(o) for o in outputs if o]), feeds)
     info = [helper.make_tensor_value_info(o, helper.np_dtype_to_tensor_dtype(w.dtype), w.shape)
             for o, w in zip([o for o in outputs if o], wants)]
     return build(info), feeds
@@ -229,7 +223,7 @@ def test_each_qattention_of_the_quantized_bert_as_onnxruntime_runs_it(quantized_
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     probe.graph.output.extend([helper.make_empty_tensor_value_info(v) for v in values])
-    seen = dict(zip([o.name for o in probe.graph.output], _ort(probe.SerializeToString(), _bert_feeds())))
+    seen = dict(zip([o.name for o in probe.graph.output], run_as_written(probe.SerializeToString(), _bert_feeds())))
     seen.update(_bert_feeds())
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     for node in (n for n in model.graph.node if n.op_type == "QAttention"):
@@ -439,19 +433,13 @@ def qdq_model(request, tmp_path_factory) -> tuple[bytes, dict[str, np.ndarray]]:
     rng = np.random.default_rng(9)
     batches = [{"x": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)} for _ in range(3)]
 
-    class Reader(quantization.CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(batches)
-
-        def get_next(self):
-            return next(self.it, None)
 
     qt = quantization.QuantType
     kw = {"int4-weights": {"activation_type": qt.QUInt8, "weight_type": qt.QInt4},
           "uint4-per-channel": {"activation_type": qt.QUInt8, "weight_type": qt.QUInt4, "per_channel": True},
           "int16-activations": {"activation_type": qt.QInt16, "weight_type": qt.QInt8,
                                 "extra_options": {"UseQDQContribOps": True}}}[request.param]
-    quantization.quantize_static(folder / "float.onnx", folder / "q.onnx", Reader(),
+    quantization.quantize_static(folder / "float.onnx", folder / "q.onnx", calibration_reader(batches),
                                  quant_format=quantization.QuantFormat.QDQ, **kw)
     blob = (folder / "q.onnx").read_bytes()
     ops = {(n.domain, n.op_type) for n in onnx.load_from_string(blob).graph.node if n.op_type.endswith("Linear")}
@@ -468,6 +456,6 @@ def test_a_qdq_model_with_contrib_qdq_runs_as_onnxruntime_runs_it(qdq_model, tar
     if "int16" not in request.node.callspec.id:
         _same(blob, feeds, target)
         return
-    (want,) = _ort(blob, feeds, 0)
+    (want,) = run_as_written(blob, feeds, 0)
     (got,) = hal.InferenceSession(blob, target=target, cache_dir=False).run(None, feeds)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(np.max(np.abs(want))))
