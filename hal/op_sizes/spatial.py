@@ -166,16 +166,20 @@ def _resize(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]
 def _roi_align(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int]:
     """RoiAlign's output, or the samples of its largest roi if more, (C, out_h, out_w, grid_h, grid_w)
     float64: the grid is sampling_ratio a side (an attribute), else the roi's extent over the output
-    (the rois' values)."""
+    (the rois' values; an infinite one, which the kernel refuses, does not hide the output's size)."""
     x, rois = args[0], np.asarray(args[1], dtype=np.float64)
     oh, ow = int(attrs.get("output_height", 1)), int(attrs.get("output_width", 1))
     ratio = int(attrs.get("sampling_ratio", 0))
     if ratio > 0:
         gh = gw = ratio
     elif rois.size:
-        box = rois.reshape(-1, 4) * float(attrs.get("spatial_scale", 1.0))
-        gh = math.ceil(max(float(np.max(box[:, 3] - box[:, 1])), 1.0) / max(oh, 1))
-        gw = math.ceil(max(float(np.max(box[:, 2] - box[:, 0])), 1.0) / max(ow, 1))
+        # a roi of infinite or NaN extent has no grid (the kernel refuses it): the others' extents
+        with np.errstate(invalid="ignore", over="ignore"):
+            box = rois.reshape(-1, 4) * float(attrs.get("spatial_scale", 1.0))
+            heights, widths = box[:, 3] - box[:, 1], box[:, 2] - box[:, 0]
+        heights, widths = heights[np.isfinite(heights)], widths[np.isfinite(widths)]
+        gh = math.ceil(max(float(np.max(heights, initial=1.0)), 1.0) / max(oh, 1))
+        gw = math.ceil(max(float(np.max(widths, initial=1.0)), 1.0) / max(ow, 1))
     else:
         gh = gw = 0
     return max([rois.shape[0], x.shape[1], oh, ow], [x.shape[1], oh, ow, gh, gw], key=math.prod), 8

@@ -449,3 +449,19 @@ def test_a_masked_schedule_of_a_billion_heads_is_bounded():
     many = hal_gpu.masked_schedule(tril, 128, 128, 10**9, 132, 230)
     assert many == pytest.approx(hal_gpu.masked_schedule(tril, 128, 128, 10**6, 132, 230), rel=1e-3)
     assert 0.5 < many < 0.7  # about half the tiles' time, as under any causal mask
+
+
+@pytest.mark.parametrize("poison", [np.inf, -np.inf, np.nan])
+def test_roi_align_with_an_infinite_roi_is_still_refused_by_its_output_size(poison):
+    # was (fuzzer seed 28, a RoiAlign of output_height 2**31 - 1 whose fed roi held an inf): the size
+    # rule's grid estimate raised on the infinite extent, the guard took that for a malformed node
+    # and let the kernel allocate its 128 GiB output
+    node = helper.make_node("RoiAlign", ["x", "rois", "bi"], ["y"], name="roialign", output_height=2**31 - 1,
+                            output_width=2)
+    m = model([node], [vi("x", F, [1, 4, 8, 8]), vi("rois", F, ["n", 4]), vi("bi", I64, ["n"])],
+              [vi("y", F, ["n", 4, "h", 2])], opset=16)  # the roi count fed: nothing to plan before a run
+    s = session(m, "cpu", max_memory=1 << 30)
+    feeds = {"x": np.ones((1, 4, 8, 8), np.float32), "rois": np.array([[0.3, 1.0, poison, 1.3]], np.float32),
+             "bi": np.zeros(1, np.int64)}
+    with pytest.raises(hal.ResourceError, match="roialign"):
+        s.run(None, feeds)
