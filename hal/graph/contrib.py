@@ -8,13 +8,12 @@ carries on past it instead of stopping there.
 ``shadowed(proto)`` is a copy of the model for inference only, each such node replaced by its
 stand-ins: a QLinearAdd reads as an Add of its two operands, FusedConv as the Conv it wraps, a
 Gelu as Identity, a product whose weight is packed (MatMulNBits) as a MatMul with a declared
-operand of the unpacked shape (GatherBlockQuantized's
-table as a Gather's), Attention's present state as its K projection split into heads and
-concatenated onto the past. The inferred value_info then belongs to the real model, whose node
-names and outputs are the same. The helper values and declared operands a shadow adds carry a prefix
-and are dropped (``restored``). An output whose shape depends on a run (GroupQueryAttention's
-present state, sized by a fed total length) gets no stand-in and stays unknown, as onnx leaves a
-NonZero's.
+operand of the unpacked shape (GatherBlockQuantized's table as a Gather's), Attention's present
+state as its K projection split into heads and concatenated onto the past. The inferred
+value_info then belongs to the real model, whose node names and outputs are the same. The helper
+values and declared operands a shadow adds carry a prefix and are dropped (``restored``). An output
+whose shape depends on a run (GroupQueryAttention's present state, sized by a fed total length)
+gets no stand-in and stays unknown, as onnx leaves a NonZero's.
 """
 
 from __future__ import annotations
@@ -117,7 +116,7 @@ def _product(a: str, k: Dim, n: int, out: str, elem_type: int, known: _Known) ->
     return [helper.make_node("MatMul", [a, b], [out])]
 
 
-def _heads(x: str, out: str, heads: int, size: int, known: _Known) -> list[onnx.NodeProto]:
+def _heads(x: str, out: str, heads: int, size: int) -> list[onnx.NodeProto]:
     """(B, S, heads x size) split into (B, heads, S, size)."""
     shape, split = PREFIX + out + "_shape", PREFIX + out + "_split"
     return [_ints(shape, [0, 0, heads, size]), helper.make_node("Reshape", [x, shape], [split]),
@@ -411,7 +410,7 @@ def _attention(node, a, known):
         else:
             k = PREFIX + outs[1] + "_k"
             k_proj = _product(x, weights[0], sizes[1], k, elem, known)
-            nodes += _present([*k_proj, *_heads(k, k + "_heads", heads, sizes[1] // heads, known)], k + "_heads",
+            nodes += _present([*k_proj, *_heads(k, k + "_heads", heads, sizes[1] // heads)], k + "_heads",
                               past, outs[1], known)
     return nodes
 
@@ -441,7 +440,7 @@ def _multi_head_attention(node, a, known):
             nodes += _same_as(name, [present])
         elif len(d) == 3 and isinstance(d[2], int) and d[2] % heads == 0:
             split = PREFIX + present + "_heads"
-            nodes += _heads(name, split if past else present, heads, d[2] // heads, known)
+            nodes += _heads(name, split if past else present, heads, d[2] // heads)
             if past:
                 nodes.append(helper.make_node("Concat", [past, split], [present], axis=2))
     return nodes

@@ -293,8 +293,8 @@ def _infer(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
         except Exception as e:  # inference is best effort; a model it cannot read is a ModelError
             raise ModelError(f"shape inference failed: {e}", where=where) from None
         inferred.metadata_props.append(onnx.StringStringEntryProto(key="hal.inference_warning", value=strict_error))
-    # onnxruntime's quantized contrib ops, which onnx does not know: inferred again through their
-    # standard stand-ins, so the values after them get shapes too (best effort, as above)
+    # onnxruntime's ops, which onnx does not know: inferred again through their standard stand-ins,
+    # so the values after them get shapes too (best effort, as above)
     try:
         inferred = contrib.infer(inferred, lambda m: onnx.shape_inference.infer_shapes(m, data_prop=data_prop))
     except Exception:  # the first inference stands
