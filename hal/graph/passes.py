@@ -268,9 +268,10 @@ def stack_sibling_weights(graph: Graph) -> Graph:
 
 def optimize(graph: Graph) -> Graph:
     """The standard pipeline, in place: take onnxruntime's CPU fusions apart into the onnx ops they
-    fused (``hal.graph.unfuse``), fold constants, fold BatchNormalization into Conv weights,
-    put average pools and pointwise convs in their cheaper order, pool a channel Concat's parts,
-    split a pointwise conv over a Concat's parts, remove what no output needs, then stack the
-    weights of sibling MatMuls (their values and bytes unchanged)."""
+    fused, and its Reshape-Gemm-Reshape back into a MatMul and Add (``hal.graph.unfuse``), fold
+    constants, fold BatchNormalization into Conv weights, put average pools and pointwise convs in
+    their cheaper order, pool a channel Concat's parts, split a pointwise conv over a Concat's parts,
+    remove what no output needs, then stack the weights of sibling MatMuls (their values and bytes
+    unchanged)."""
     graph = reorder_average_pools(fold_batch_norm(fold_constants(unfuse_onnxruntime(graph))))
     return stack_sibling_weights(remove_dead_nodes(split_concat_convs(pool_concat_parts(graph))))

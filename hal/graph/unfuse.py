@@ -10,6 +10,10 @@ weight folds.
 Taken apart: FusedMatMul without batch transposes (transA, transB and alpha as Transposes and a
 Mul), FusedConv without Z, and FusedGemm, whose activation is an onnx op (onnxruntime's
 ParametricSoftplus and ScaledTanh are not, and stay fused, as do the forms above it leaves out).
+And one fusion of onnx ops: onnxruntime's MatMulAddFusion writes a MatMul of a 3-D (or higher)
+activation and its bias Add as Reshape to rows, Gemm, Reshape back; that is the MatMul and the Add
+again (numpy's matmul of the stacked rows is the same product, the bias the same float add), so
+hal's sibling stacking takes the Q, K and V projections of a saved BERT as one product again.
 """
 
 from __future__ import annotations
@@ -128,14 +132,50 @@ class _Unfuser:
         return [*nodes, matmul, Node(self.rw.fresh(f"{n.name}_Mul"), "Mul", "", [y, scale], list(n.outputs))]
 
 
+    def reshaped_gemm(self, gemm: Node, replaced: dict[int, list[Node]]) -> None:
+        """Reshape(x, [rows, K]) -> Gemm(W, bias) -> Reshape(y, [*x's leading dims, N]) as MatMul(x, W)
+        and Add(bias) into the last Reshape's output, when each value between is read once."""
+        a = gemm.attrs
+        if (a.get("transA", 0) or a.get("transB", 0) or float(a.get("alpha", 1.0)) != 1.0
+                or float(a.get("beta", 1.0)) != 1.0 or len(gemm.inputs) < 2):
+            return
+        before, w = self.rw.producers.get(gemm.inputs[0]), gemm.inputs[1]
+        after = self.rw.sole_reader(gemm.outputs[0])
+        if before is None or before.op_type != "Reshape" or before.domain or after is None \
+                or after.op_type != "Reshape" or after.domain or after.inputs[0] != gemm.outputs[0] \
+                or self.rw.sole_reader(before.outputs[0]) is not gemm or w not in self.graph.initializers:
+            return
+        x, y = self.graph.values.get(before.inputs[0]), self.graph.values.get(after.outputs[0])
+        bias = gemm.inputs[2] if len(gemm.inputs) > 2 and gemm.inputs[2] else ""
+        b = self.graph.initializers.get(bias) if bias else None
+        k, n = self.graph.initializers[w].shape if self.graph.initializers[w].ndim == 2 else (None, None)
+        xs, ys = (v.static_shape if v is not None else None for v in (x, y))
+        if xs is None or ys is None or len(xs) < 3 or xs[-1] != k or tuple(ys) != (*xs[:-1], n) \
+                or (bias and (b is None or b.shape not in ((n,), (1, n)))):
+            return
+        for gone in (before.outputs[0], gemm.outputs[0]):
+            self.graph.values.pop(gone, None)
+        replaced[id(before)] = []
+        if not bias:
+            replaced[id(gemm)], replaced[id(after)] = [], [
+                Node(gemm.name, "MatMul", "", [before.inputs[0], w], list(after.outputs))]
+            return
+        product = self.value(after.outputs[0], f"{gemm.outputs[0]}_matmul")
+        replaced[id(gemm)] = [Node(gemm.name, "MatMul", "", [before.inputs[0], w], [product])]
+        replaced[id(after)] = [Node(self.rw.fresh(f"{gemm.name}_bias"), "Add", "", [product, bias],
+                                    list(after.outputs))]
+
+
 def unfuse_onnxruntime(graph: Graph) -> Graph:
-    """FusedMatMul, FusedConv and FusedGemm as the onnx ops they fused (see the module docstring), in place."""
-    if not any(n.domain == _MS for n in graph.nodes):
-        return graph
+    """FusedMatMul, FusedConv and FusedGemm as the onnx ops they fused, and a Gemm between Reshapes
+    as the MatMul and Add it was (see the module docstring), in place."""
     un = _Unfuser(graph)
     rules = {"FusedMatMul": un.fused_matmul, "FusedConv": un.fused_conv, "FusedGemm": un.fused_gemm}
     replaced: dict[int, list[Node]] = {}
     for n in graph.nodes:
+        if n.op_type == "Gemm" and not n.domain:
+            un.reshaped_gemm(n, replaced)
+            continue
         rule = rules.get(n.op_type) if n.domain == _MS else None
         nodes = rule(n) if rule is not None else None
         if nodes is not None:
