@@ -102,23 +102,27 @@ def _check_mask(mask: Array, batch: int, q_len: int, total: int, op: str) -> Arr
     raise ValueError(f"{op}: mask of shape {shape} is none of the forms onnxruntime reads: {forms}")
 
 
-def _softmax_rows(x: Array) -> Array:
-    """MLAS's softmax over the last axis: exp(x - max) times the reciprocal of the row's sum."""
-    e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+def _softmax_rows(x: Array, in_place: bool = False) -> Array:
+    """MLAS's softmax over the last axis: exp(x - max) times the reciprocal of the row's sum (into
+    ``x`` itself when ``in_place``: the same bits, two passes' buffers fewer)."""
+    e = np.subtract(x, np.max(x, axis=-1, keepdims=True), out=x if in_place else None)
+    np.exp(e, out=e)
     total = np.sum(e, axis=-1, keepdims=True)
     with np.errstate(divide="ignore"):
         e *= np.reciprocal(total)
     return e
 
 
-def _attend(q: Array, k: Array, v: Array, add: Array | None, scale: float, rd) -> tuple[Array, Array]:
-    """softmax(scale * Q K^T + add) V over (B, N, S, H) x (B, N, T, H) x (B, N, T, Hv); also the logits."""
+def _attend(q: Array, k: Array, v: Array, add: Array | None, scale: float, rd, keep_logits: bool = False
+            ) -> tuple[Array, Array | None]:
+    """softmax(scale * Q K^T + add) V over (B, N, S, H) x (B, N, T, H) x (B, N, T, Hv); also the logits
+    when ``keep_logits`` (else the softmax runs in their buffer, and None)."""
     logits = np.matmul(rd(q), np.swapaxes(rd(k), -1, -2))
     logits *= q.dtype.type(scale)
     if add is not None:
         logits += add
-    probs = _softmax_rows(logits)
-    return np.matmul(rd(probs), rd(v)), logits
+    probs = _softmax_rows(logits, in_place=not keep_logits)
+    return np.matmul(rd(probs), rd(v)), logits if keep_logits else None
 
 
 def _attention_bias(bias: Array | None, batch: int, heads: int, q_len: int, total: int, op: str,
@@ -311,7 +315,7 @@ def multi_head_attention(query, key=None, value=None, bias=None, key_padding_mas
         mask = _check_mask(m, b, s, total, op)
     add = _sum_terms(_attention_bias(attention_bias, b, n, s, total, op, work),
                      _fill_mask(mask, b, s, total, past, bool(unidirectional) and s > 1, mask_filter_value, work))
-    y, logits = _attend(q, k, v, add, _scale(scale, head, work), _round_operand or _as_is)
+    y, logits = _attend(q, k, v, add, _scale(scale, head, work), _round_operand or _as_is, keep_logits=_n_outputs > 3)
     outs = [_from_heads(y).astype(query.dtype, copy=False), k.astype(query.dtype, copy=False),
             v.astype(query.dtype, copy=False)]
     if _n_outputs > 3:
