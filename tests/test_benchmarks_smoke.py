@@ -354,3 +354,17 @@ def test_precisions_benchmark_runs_and_its_casts_give_the_same_bits(tmp_path: Pa
     from hal import numerics
 
     assert numerics._LOOP_FORMATS == {"tf32": 0, "bf16": 1, "fp16": 2, "fp8": 3, "int8": 4}  # put back after
+
+
+def test_the_saved_models_benchmark_runs_what_onnxruntime_saves(tmp_path: Path) -> None:
+    """``python -m benchmarks.saved`` on one light model: its exported form and the one onnxruntime saves
+    at ORT_ENABLE_EXTENDED (FusedConv), both run by hal and onnxruntime, as onnxruntime runs them."""
+    out = tmp_path / "saved.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.saved", "--models", "light_squeezenet", "--samples", "1",
+                           "--sample-s", "0.01", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["form"] for r in rows] == ["exported", "ORT_ENABLE_EXTENDED"]
+    assert rows[0]["contrib_ops"] == [] and "FusedConv" in rows[1]["contrib_ops"]
+    assert all(r["max_rel_err"] < 1e-5 and r["hal_cpu_ms"] > 0 and r["onnxruntime_ms"] > 0 for r in rows)
