@@ -19,6 +19,7 @@ hal's sibling stacking takes the Q, K and V projections of a saved BERT as one p
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from hal.graph.ir import Graph, Node, TensorInfo
 from hal.graph.rewrite import Rewrite
@@ -59,6 +60,14 @@ class _Unfuser:
         self.graph.values[name] = TensorInfo(name, info.elem_type, ())
         return name
 
+    def defined(self, op: str) -> bool:
+        """Whether the model's opset has ``op`` (Celu comes at 12)."""
+        try:
+            onnx.defs.get_schema(op, self.opset, "")
+        except onnx.defs.SchemaError:
+            return False
+        return True
+
     def activation(self, n: Node, op: str, params: dict[str, float], x: str) -> Node | None:
         """``op`` of ``x`` into ``n``'s output, its parameters as onnx's attributes (Clip's as inputs
         from opset 11)."""
@@ -78,7 +87,8 @@ class _Unfuser:
         name = name.decode() if isinstance(name, bytes) else name
         params = [float(p) for p in n.attrs.get("activation_params", [])]
         keys = _CONV_ACTIVATIONS.get(name) if name else ()
-        if keys is None or len(params) != len(keys) or (len(n.inputs) > 3 and n.inputs[3]):
+        if keys is None or len(params) != len(keys) or (len(n.inputs) > 3 and n.inputs[3]) \
+                or (name and not self.defined(name)):
             return None
         attrs = {k: v for k, v in n.attrs.items() if k not in ("activation", "activation_params")}
         if not name:
@@ -91,7 +101,7 @@ class _Unfuser:
         name = n.attrs.get("activation")
         name = name.decode() if isinstance(name, bytes) else name
         keys = _GEMM_ACTIVATIONS.get(name)
-        if keys is None or any(f"activation_{k}" not in n.attrs for k in keys):
+        if keys is None or any(f"activation_{k}" not in n.attrs for k in keys) or not self.defined(name):
             return None
         attrs = {k: v for k, v in n.attrs.items() if k in ("alpha", "beta", "transA", "transB")}
         gemm, y = self.product(n, "Gemm", list(n.inputs[:3]), attrs)

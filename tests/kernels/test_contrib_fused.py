@@ -435,3 +435,21 @@ def test_an_encoder_layer_onnxruntime_optimised(tmp_path, opset: int) -> None:
     want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
     for target in TARGETS:
         _close(_hal(path, feeds, target), want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_fused_gemm_whose_activation_the_opset_lacks_stays_fused() -> None:
+    """hal.graph.unfuse takes FusedGemm apart into Gemm and its activation only where the model's
+    opset has that op: Celu comes at 12, so at 11 the node runs fused, as onnxruntime runs it."""
+    rng = np.random.default_rng(3)
+    feeds = {"a": rng.standard_normal((3, 4)).astype(np.float32)}
+    consts = {"b": rng.standard_normal((4, 5)).astype(np.float32)}
+    graph = {}
+    for opset in (11, 12):
+        node = helper.make_node("FusedGemm", ["a", "b"], ["y"], domain=MS, activation="Celu", activation_alpha=0.7)
+        blob = _model([node], feeds, ["y"], consts, opset=opset, shapes=[(3, 5)])
+        session = hal.InferenceSession(blob, target="cpu", cache_dir=False)
+        graph[opset] = [n.op_type for n in session.graph.nodes]
+        (got,) = session.run(None, feeds)
+        (want,) = run_as_written(blob, feeds)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert graph == {11: ["FusedGemm"], 12: ["Gemm", "Celu"]}
