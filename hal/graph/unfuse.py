@@ -179,6 +179,8 @@ class _Unfuser:
 def unfuse_onnxruntime(graph: Graph) -> Graph:
     """FusedMatMul, FusedConv and FusedGemm as the onnx ops they fused, and a Gemm between Reshapes
     as the MatMul and Add it was (see the module docstring), in place."""
+    if not any(n.domain == _MS or n.op_type == "Gemm" for n in graph.nodes):
+        return graph  # nothing to take apart: no index of the graph built
     un = _Unfuser(graph)
     rules = {"FusedMatMul": un.fused_matmul, "FusedConv": un.fused_conv, "FusedGemm": un.fused_gemm}
     replaced: dict[int, list[Node]] = {}
