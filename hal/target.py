@@ -72,6 +72,11 @@ FOREIGN_DOMAINS = {
 }
 
 
+#: onnx's own domains: onnx.checker counts their nodes' inputs from the schemas; hal counts the
+#: others' (onnxruntime's, a plugin's) from their kernels (``KernelDef.required_inputs``)
+_ONNX_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview", "ai.onnx.preview.training"})
+
+
 def no_kernel_reason(node: Node, graph: Graph) -> str:
     """Why a node with no kernel in the registry is refused: its op, domain and opset, and what to do
     where the domain is one hal leaves alone on purpose (``FOREIGN_DOMAINS``)."""
@@ -93,8 +98,12 @@ def kernel_capability(graph: Graph, target: str, refuse: Any = None) -> Capabili
     groups, refused = [], []
     for n in graph.nodes:
         reason = None
-        if lookup(n.op_type, n.domain, graph.opset(n.domain)) is None:
+        kdef = lookup(n.op_type, n.domain, graph.opset(n.domain))
+        if kdef is None:
             reason = no_kernel_reason(n, graph)
+        elif n.domain not in _ONNX_DOMAINS and len(n.inputs) < kdef.required_inputs:
+            reason = (f"{n.op_type} takes at least {kdef.required_inputs} inputs, the node gives {len(n.inputs)}: "
+                      f"the model is malformed")
         elif refuse is not None:
             reason = refuse(n, graph)
         if reason:

@@ -28,8 +28,10 @@ Lookup picks the newest registration whose ``since`` is <= the model's opset for
 from __future__ import annotations
 
 import bisect
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 KernelFn = Callable[..., Any]
@@ -43,6 +45,22 @@ class KernelDef:
     fn: KernelFn
     context: bool = False
     output_count: bool = False
+
+    @cached_property
+    def required_inputs(self) -> int:
+        """How many inputs a call must pass: the kernel's leading positional parameters without a
+        default, for the ops onnx has no schema to count them by (onnxruntime's, a plugin's), whose
+        kernels take their attributes as keyword-only or defaulted parameters."""
+        try:
+            params = inspect.signature(self.fn).parameters.values()
+        except (TypeError, ValueError):  # a builtin without a signature: nothing to count
+            return 0
+        count = 0
+        for p in params:
+            if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) or p.default is not p.empty:
+                break
+            count += 1
+        return count
 
     def static_attrs(self, attrs: dict[str, Any], outputs: list[str]) -> dict[str, Any]:
         """The keyword arguments a call gets besides the inputs (attributes + declared extras)."""
