@@ -84,12 +84,13 @@ def corpus(node_cases: int = 400) -> list[bytes]:
     from hal.zoo import build
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "robustness"))
+    import _contrib_models as cm
     import _robust_models as rm
 
     seeds: list[onnx.ModelProto] = [rm.relu_model(), rm.mlp_model(), rm.elementwise_model(), rm.matmul_with_weight(),
                                     rm.static_bomb_model(), rm.constant_bomb_model(), rm.runaway_loop_model(),
                                     rm.sparse_constant_bomb_model(), rm.local_function_model(), build("tiny-cnn"),
-                                    rm.quantized_contrib_model(), rm.transformer_contrib_model()]
+                                    cm.quantized_contrib_model(), cm.transformer_contrib_model()]
     seeds += [m for m, _, _ in rm.bomb_models().values()] + rm.ml_models()
     out = [m.SerializeToString() for m in seeds]
     if node_cases <= 0:

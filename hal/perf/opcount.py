@@ -144,6 +144,8 @@ def chained(node: Node) -> bool:
         return True
     node = costed(node)
     return not node.domain and node.op_type in SEQUENCE_OPS
+
+
 #: gates of the recurrent ops, and FLOPs per gate element besides its products (the two biases,
 #: the gate's activation) and per state element (LSTM's cell update, GRU's blend)
 _RECURRENT_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}

@@ -16,12 +16,12 @@ from hal.graph.load import load
 from tests.kernels._onnxruntime import run_as_written
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "robustness"))
-import _robust_models as rm
+import _contrib_models as cm
 
 
 @pytest.fixture(scope="module")
 def model_and_feeds() -> tuple[bytes, dict[str, np.ndarray], list[np.ndarray]]:
-    blob = rm.transformer_contrib_model().SerializeToString()
+    blob = cm.transformer_contrib_model().SerializeToString()
     rng = np.random.default_rng(0)
     feeds = {"ids": rng.integers(0, 16, (2, 4)).astype(np.int32), "segs": rng.integers(0, 2, (2, 4)).astype(np.int32),
              "mask": np.array([[1, 1, 1, 1], [1, 1, 1, 0]], np.int32),
@@ -40,7 +40,7 @@ def test_every_target_runs_it_as_onnxruntime(model_and_feeds, target: str) -> No
 
 
 def test_every_value_gets_a_shape() -> None:
-    model = rm.transformer_contrib_model()
+    model = cm.transformer_contrib_model()
     del model.graph.value_info[:]
     graph = load(model.SerializeToString())
     unknown = {o for n in graph.nodes for o in n.outputs

@@ -1,0 +1,106 @@
+"""Models of onnxruntime's contrib ops (domain com.microsoft) for the fuzzer's corpus and the tests:
+its quantized QOperator ops in one CNN, and its transformer, GenAI and fusion ops in one graph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from _robust_models import I64, F, vi
+from onnx import TensorProto, helper, numpy_helper
+
+
+def quantized_contrib_model() -> onnx.ModelProto:
+    """A CNN in onnxruntime's QOperator format, every com.microsoft quantized op it writes in one
+    small graph (``hal.kernels.contrib_quant``): quantise, QLinearConv, QLinearAdd, QLinearSigmoid,
+    QLinearMul, QLinearConcat, QLinearAveragePool, QLinearGlobalAveragePool, QGemm, QLinearSoftmax,
+    dequantise, DynamicQuantizeMatMul and MatMulIntegerToFloat. For the fuzzer's corpus."""
+    ms = "com.microsoft"
+    rng = np.random.default_rng(9)
+    consts = {"s": np.float32(0.05), "z": np.uint8(128), "p": np.float32(1 / 256), "pz": np.uint8(0),
+              "w": rng.integers(0, 255, (4, 3, 3, 3)).astype(np.uint8), "ws": np.float32(0.01), "wz": np.uint8(127),
+              "fc": rng.integers(0, 255, (8, 5)).astype(np.uint8), "fcb": rng.integers(-50, 50, 5).astype(np.int32),
+              "fc2": rng.integers(0, 255, (5, 4)).astype(np.uint8), "fc2b": rng.standard_normal(4).astype(np.float32)}
+
+    def q(op: str, ins: list[str], out: str, **attrs: Any) -> onnx.NodeProto:
+        return helper.make_node(op, ins, [out], domain=ms, **attrs)
+
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node("QLinearConv", ["xq", "s", "z", "w", "ws", "wz", "s", "z"], ["c"], pads=[1, 1, 1, 1]),
+        q("QLinearAdd", ["c", "s", "z", "c", "s", "z", "s", "z"], "a"),
+        q("QLinearSigmoid", ["a", "s", "z", "p", "pz"], "g"),
+        q("QLinearMul", ["a", "s", "z", "g", "p", "pz", "s", "z"], "m"),
+        q("QLinearConcat", ["s", "z", "m", "s", "z", "a", "s", "z"], "cat", axis=1),
+        q("QLinearAveragePool", ["cat", "s", "z", "s", "z"], "pool", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1,
+          count_include_pad=1),
+        q("QLinearGlobalAveragePool", ["pool", "s", "z", "s", "z"], "gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        q("QGemm", ["flat", "s", "z", "fc", "ws", "wz", "fcb", "s", "z"], "logits"),
+        q("QLinearSoftmax", ["logits", "s", "z", "p", "pz"], "probs", axis=-1, opset=13),
+        helper.make_node("DequantizeLinear", ["probs", "p", "pz"], ["pf"]),
+        q("DynamicQuantizeMatMul", ["pf", "fc2", "ws", "wz", "fc2b"], "d"),
+        q("MatMulIntegerToFloat", ["probs", "fc2", "p", "ws", "pz", "wz"], "e"),
+        helper.make_node("Add", ["d", "e"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "qoperator", [vi("x", F, [1, 3, 7, 7])], [vi("y", F, [1, 4])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(ms, 1)])
+
+
+def transformer_contrib_model() -> onnx.ModelProto:
+    """onnxruntime's transformer, GenAI and fusion contrib ops (``hal.kernels.contrib_fused``,
+    ``contrib_attention``, ``contrib_genai``) in one small graph: EmbedLayerNormalization, Attention,
+    SkipLayerNormalization, FusedMatMul, GatherBlockQuantized, BiasGelu, MatMulNBits,
+    SkipSimplifiedLayerNormalization, MultiHeadAttention, RotaryEmbedding, GroupQueryAttention,
+    FastGelu, QuickGelu and SimplifiedLayerNormalization (ONNX domain), and a convolutional branch
+    through FusedConv and FusedGemm. For the fuzzer's corpus."""
+    ms = "com.microsoft"
+    rng = np.random.default_rng(10)
+
+    def f32(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+    # hidden 16 in 2 heads of 8 (onnxruntime's GroupQueryAttention wants head sizes in multiples of 8)
+    consts = {"word": f32(16, 16), "pos": f32(8, 16), "segtab": f32(2, 16), "gamma": f32(16) + 1, "beta": f32(16),
+              "wqkv": f32(16, 48), "bqkv": f32(48), "b16": f32(16), "w1t": f32(32, 16), "b32": f32(32),
+              "tab": rng.integers(0, 256, (16, 16)).astype(np.uint8), "tabs": np.abs(f32(16, 2)) + 0.05,
+              "nb": rng.integers(0, 256, (16, 2, 8)).astype(np.uint8), "nbs": np.abs(f32(32)) + 0.05,
+              "cos": np.cos(np.outer(np.arange(8), [1.0, 0.3, 0.1, 0.03])).astype(np.float32),
+              "sin": np.sin(np.outer(np.arange(8), [1.0, 0.3, 0.1, 0.03])).astype(np.float32),
+              "lens": np.array([3, 3], np.int32), "total": np.array(4, np.int32),
+              "wconv": f32(4, 3, 3, 3), "bconv": f32(4), "wg": f32(4, 3), "bg": f32(3)}
+
+    def c(op: str, ins: list[str], outs: list[str], **attrs: Any) -> onnx.NodeProto:
+        return helper.make_node(op, ins, outs, domain=ms, **attrs)
+
+    nodes = [
+        c("EmbedLayerNormalization", ["ids", "segs", "word", "pos", "segtab", "gamma", "beta", "mask"],
+          ["emb", "mask_index"], epsilon=1e-5),
+        c("Attention", ["emb", "wqkv", "bqkv", "mask_index"], ["att"], num_heads=2),
+        c("SkipLayerNormalization", ["att", "emb", "gamma", "beta", "b16"], ["sln"], epsilon=1e-5),
+        c("FusedMatMul", ["sln", "w1t"], ["fm"], transB=1, alpha=0.5),
+        c("GatherBlockQuantized", ["tab", "ids", "tabs"], ["rows"], block_size=16, gather_axis=0, quantize_axis=1,
+          bits=4),
+        helper.make_node("Add", ["fm", "rows"], ["fmr"]),
+        c("BiasGelu", ["fmr", "b32"], ["g1"]),
+        c("MatMulNBits", ["g1", "nb", "nbs"], ["nbo"], K=32, N=16, bits=4, block_size=16),
+        c("SkipSimplifiedLayerNormalization", ["nbo", "sln", "gamma"], ["ssl"], epsilon=1e-5),
+        c("MultiHeadAttention", ["ssl", "ssl", "ssl"], ["mha"], num_heads=2),
+        c("RotaryEmbedding", ["mha", "posids", "cos", "sin"], ["rot"], num_heads=2),
+        c("GroupQueryAttention", ["rot", "mha", "mha", "", "", "lens", "total"], ["gqa", "pk", "pv"], num_heads=2,
+          kv_num_heads=2),
+        c("FastGelu", ["gqa", "b16"], ["fg"]),
+        c("QuickGelu", ["fg"], ["qg"]),
+        helper.make_node("SimplifiedLayerNormalization", ["qg", "gamma"], ["y"], epsilon=1e-5),
+        c("FusedConv", ["img", "wconv", "bconv"], ["conv"], activation="Relu", pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["conv"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        c("FusedGemm", ["flat", "wg", "bg"], ["y2"], activation="LeakyRelu", activation_alpha=0.1),
+    ]
+    inputs = [vi("ids", TensorProto.INT32, [2, 4]), vi("segs", TensorProto.INT32, [2, 4]),
+              vi("mask", TensorProto.INT32, [2, 4]), vi("posids", I64, [2, 4]), vi("img", F, [1, 3, 6, 6])]
+    graph = helper.make_graph(nodes, "transformer_contrib", inputs, [vi("y", F, [2, 4, 16]), vi("y2", F, [1, 3])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)])
