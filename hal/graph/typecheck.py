@@ -1,0 +1,116 @@
+"""Type checks a model gets at load, where onnx's own inference, which hal falls back to running
+non-strictly, lets a model through that onnxruntime refuses: an input of a type its operator does not
+take, and a type parameter bound to two types."""
+
+from __future__ import annotations
+
+import functools
+from collections import ChainMap
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import onnx
+
+from hal.errors import ModelError
+from hal.graph.ir import Node, TensorInfo, attribute_graphs
+
+
+def label(n: onnx.NodeProto | Node) -> str:
+    """How messages name a node: its name (its op where it has none) and its op."""
+    return f"node {n.name or n.op_type!r} ({n.op_type})"
+
+
+#: element type -> the name schemas use in their type strings ("float", "int64", "bfloat16", ...)
+_TYPE_NAMES = {value: name.lower() for name, value in onnx.TensorProto.DataType.items()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _input_types(op_type: str, opset: int) -> tuple[tuple[str, frozenset[str], bool, str], ...] | None:
+    """Per formal input of the default-domain op at ``opset``: its name, the tensor types it takes,
+    whether it is variadic, and its type parameter ("T": every input of one parameter has one type;
+    "" where none binds, a fixed type or a heterogeneous variadic); None for an op onnx does not know."""
+    try:
+        schema = onnx.defs.get_schema(op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return None
+    allowed = {c.type_param_str: frozenset(c.allowed_type_strs) for c in schema.type_constraints}
+    return tuple((f.name, allowed.get(f.type_str, frozenset({f.type_str})),
+                  f.option == onnx.defs.OpSchema.FormalParameterOption.Variadic,
+                  f.type_str if f.type_str in allowed and f.is_homogeneous else "") for f in schema.inputs)
+
+
+def check_input_types(nodes: list[Node], values: dict[str, TensorInfo], opset: int, where: str) -> None:
+    """Refuse, as a ModelError, a default-domain node whose input tensor has a type its operator's
+    schema does not take (a float tensor as ReduceSum's axes, say), in the main graph and in every
+    If, Loop and Scan body under it, as onnxruntime refuses such a model when it loads it; onnx's own
+    inference, which hal falls back to running non-strictly, lets it through. 30 ms on the
+    10,193-node compile graph."""
+    types = {name: info.elem_type for name, info in values.items() if info.kind == "tensor"}
+    for n in nodes:
+        _check_node(n, n.inputs, types, opset, where, "")
+        for attr, body in _bodies(n.attrs.items()):
+            _check_body(body, ChainMap(_declared_types(body), types), opset, where, f"{label(n)} {attr}: ")
+
+
+def _bodies(attrs: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, onnx.GraphProto]]:
+    """The graph attributes among (name, value) pairs, a list of graphs giving one pair each."""
+    for name, v in attrs:
+        for g in v if isinstance(v, list) else [v]:
+            if isinstance(g, onnx.GraphProto):
+                yield name, g
+
+
+def _declared_types(g: onnx.GraphProto) -> dict[str, int]:
+    """The element types a body declares for its own values (inputs, initializers, value_info and
+    outputs); a value its nodes make without a declared type maps to 0, unknown, so that it hides
+    an outer value of the same name rather than borrowing that value's type."""
+    types = {o: 0 for n in g.node for o in n.output}
+    types.update((t.name, t.data_type) for t in g.initializer)
+    for vi in (*g.input, *g.value_info, *g.output):
+        types[vi.name] = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
+    return types
+
+
+def _check_body(g: onnx.GraphProto, types: ChainMap[str, int], opset: int, where: str, path: str) -> None:
+    for n in g.node:
+        _check_node(n, n.input, types, opset, where, path)
+        for a in n.attribute:
+            for body in attribute_graphs(a):
+                _check_body(body, types.new_child(_declared_types(body)), opset, where,
+                            f"{path}{label(n)} {a.name}: ")
+
+
+def _check_node(n: onnx.NodeProto | Node, inputs: Sequence[str], types: Mapping[str, int], opset: int,
+                where: str, path: str) -> None:
+    """``check_input_types`` for one node, its input names' element types looked up in ``types``."""
+    if n.domain not in ("", "ai.onnx"):
+        return
+    formal = _input_types(n.op_type, opset)
+    if not formal:
+        return
+    bound: dict[str, tuple[str, int, str]] = {}  # type parameter -> (its type, input, name)
+    for i, name in enumerate(inputs):
+        elem_type = types.get(name, 0) if name else 0
+        if not elem_type:
+            continue
+        if i >= len(formal) and not formal[-1][2]:
+            continue  # more inputs than the schema has: onnx's checker answers for that
+        param, allowed, _, type_param = formal[min(i, len(formal) - 1)]
+        if not any(t.startswith("tensor(") for t in allowed):
+            continue  # a sequence or optional parameter; its element types are checked elsewhere
+        name_of = _TYPE_NAMES.get(elem_type)
+        if name_of is None:
+            continue  # an element type onnx does not know: not this check's to judge
+        got = f"tensor({name_of})"
+        if got not in allowed:
+            raise ModelError(f"{path}{label(n)} takes {param!r} (input {i}) as {' or '.join(sorted(allowed))}, "
+                             f"but {name!r} is a {got}", where=where,
+                             hint="cast it to a type the operator takes, or fix the exporter that wrote it")
+        if type_param:
+            first = bound.setdefault(type_param, (got, i, name))
+            if first[0] != got:
+                raise ModelError(f"{path}{label(n)} binds its type parameter {type_param} to one type, but input "
+                                 f"{first[1]} ({first[2]!r}) is a {first[0]} and input {i} ({name!r}) a {got}",
+                                 where=where, hint="cast one of them to the other's type (onnxruntime refuses "
+                                 "such a model too), or fix the exporter that wrote it")
+
