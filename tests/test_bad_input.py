@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -169,3 +170,34 @@ def test_cli_debug_shows_the_traceback(tmp_path):
     p.write_bytes(b"not a model")
     res = _hal("--debug", "run", str(p))
     assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+def _declared_float16(where: str) -> onnx.ModelProto:
+    # what onnxconverter-common's float16 converter left in a BERT: a Cast to float whose value_info
+    # (or, here also, the graph output) says float16, feeding a Sub with a float16 constant
+    nodes = [helper.make_node("Cast", ["m"], ["mc"], name="cast", to=TensorProto.FLOAT),
+             helper.make_node("Sub", ["one", "mc"], ["y"], name="sub")]
+    mc = helper.make_tensor_value_info("mc", TensorProto.FLOAT16 if where == "value_info" else TensorProto.FLOAT,
+                                       [2, 3])
+    y_type = TensorProto.FLOAT16 if where == "value_info" else TensorProto.DOUBLE
+    one = onnx.numpy_helper.from_array(np.array(1, np.float16 if where == "value_info" else np.float32), "one")
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("m", TensorProto.INT64, [2, 3])],
+                          [helper.make_tensor_value_info("y", y_type, [2, 3])], initializer=[one], value_info=[mc])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("where", ["value_info", "output"])
+def test_a_value_declared_of_another_type_than_its_node_makes_is_a_model_error(where):
+    # was: onnx's non-strict inference kept the declared type, Sub ran in float32 and the model
+    # returned float32 for an output it declares float16 (onnxruntime refuses it: "Type Error")
+    m = _declared_float16(where)
+    ort = pytest.importorskip("onnxruntime")
+    with pytest.raises(Exception, match="Type Error"):
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = ("node 'cast' (Cast) makes 'mc' a tensor(float), but the model declares it a tensor(float16)"
+            if where == "value_info" else "node 'sub' (Sub) makes 'y' a tensor(float), but the model declares it "
+                                          "a tensor(double)")
+    for target in hal.targets():
+        with pytest.raises(hal.ModelError, match=re.escape(want)) as ei:
+            hal.InferenceSession(m, target=target.name)
+        assert "onnxruntime refuses" in ei.value.hint

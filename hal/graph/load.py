@@ -24,7 +24,7 @@ from hal.errors import ModelError, ResourceError
 from hal.graph import contrib
 from hal.graph.inline import inline_functions
 from hal.graph.ir import SHAPE_ONLY_KEY, Graph, Node, ShapeOnly, TensorInfo, attribute_graphs, np_dtype
-from hal.graph.typecheck import check_input_types, label
+from hal.graph.typecheck import ELEM_TYPE_CONFLICT, check_declared_types, check_input_types, label
 
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto | Graph
 
@@ -281,6 +281,8 @@ def _infer(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
         raise ResourceError("shape inference ran out of memory", where=where,
                             hint="the model declares or computes tensors far larger than memory") from None
     if strict_error is not None:
+        if ELEM_TYPE_CONFLICT in strict_error:
+            check_declared_types(proto, where)
         # Some valid models defeat strict inference (e.g. unknown custom domains): keep what is known.
         try:
             inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=data_prop)

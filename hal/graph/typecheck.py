@@ -114,3 +114,41 @@ def _check_node(n: onnx.NodeProto | Node, inputs: Sequence[str], types: Mapping[
                                  where=where, hint="cast one of them to the other's type (onnxruntime refuses "
                                  "such a model too), or fix the exporter that wrote it")
 
+
+#: what onnx's strict inference says when a value's declared element type is not the one its node makes
+ELEM_TYPE_CONFLICT = "Inferred elem type differs from existing elem type"
+
+
+def check_declared_types(proto: onnx.ModelProto, where: str) -> None:
+    """Refuse, as a ModelError, a model that declares a value of its main graph (in value_info or
+    as a graph output) of another element type than the node making it makes, as onnxruntime refuses
+    it ("Type Error"); onnx's non-strict inference keeps the declared type, and the kernels would
+    then make, and return, values of a type the graph says they are not (onnxconverter-common's
+    float16 converter leaves such a Cast). The first such value in node order is named. Called only
+    where strict inference reported the conflict (``ELEM_TYPE_CONFLICT``): it infers the graph
+    again with nothing declared."""
+    g = proto.graph
+    declared = {vi.name: vi.type.tensor_type.elem_type for vi in (*g.value_info, *g.output)
+                if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type}
+    bare = onnx.ModelProto()
+    bare.CopyFrom(proto)
+    bare.graph.ClearField("value_info")
+    for o in bare.graph.output:
+        if o.type.HasField("tensor_type"):
+            o.type.tensor_type.elem_type = onnx.TensorProto.UNDEFINED
+            o.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(bare, strict_mode=False, data_prop=False)
+    except Exception:  # inference is best effort; the caller's fallback stands
+        return
+    made = {vi.name: vi.type.tensor_type.elem_type for vi in (*inferred.graph.value_info, *inferred.graph.output)
+            if vi.type.HasField("tensor_type")}
+    for n in g.node:
+        for name in n.output:
+            want, got = declared.get(name, 0), made.get(name, 0)
+            if want and got and want != got:
+                raise ModelError(
+                    f"{label(n)} makes {name!r} a tensor({_TYPE_NAMES.get(got, got)}), but the model declares it "
+                    f"a tensor({_TYPE_NAMES.get(want, want)})", where=where,
+                    hint="fix the declared type (the value_info or graph output), or the converter that wrote "
+                         "it; onnxruntime refuses such a model too")
