@@ -2,7 +2,12 @@
 
 LabelEncoder looks keys up with one ``searchsorted`` over the sorted keys (NaN keys match every NaN).
 TreeEnsemble walks all (sample, tree) pairs down their trees together, one vectorised step per depth
-level, then aggregates the reached leaves per target with ``ufunc.at``.
+level, then aggregates the reached leaves per target with ``ufunc.at``. It follows the spec where
+onnxruntime 1.32 departs from it (no converter writes this op yet; the legacy ops, which they write,
+follow onnxruntime in ``ml_trees``): post_transform 1 is SOFTMAX and 2 LOGISTIC, which onnxruntime
+reads the other way round; a single target is transformed too, where onnxruntime applies only PROBIT
+(its issue 26596); and BRANCH_MEMBER tests x itself, where onnxruntime truncates a fractional x toward
+zero for some sets.
 """
 
 from __future__ import annotations

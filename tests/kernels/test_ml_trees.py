@@ -445,3 +445,41 @@ def test_the_compiled_walk_gives_the_numpy_walks_bits(seed: int, monkeypatch: py
     walked = hal.InferenceSession(model, target="cpu").run(None, {"X": x})
     for a, b in zip(compiled, walked):
         assert a.dtype == b.dtype and (a.tolist() == b.tolist() if a.dtype == object else a.tobytes() == b.tobytes())
+
+
+def _tree_ensemble_5(post_transform: int, n_targets: int) -> onnx.ModelProto:
+    # one stump per target: x[0] <= 0 scores target t with t + 1, else with -(t + 1)
+    roots = list(range(n_targets))
+    attrs = dict(tree_roots=roots, nodes_featureids=[0] * n_targets, nodes_modes=numpy_helper.from_array(
+                     np.zeros(n_targets, np.uint8), "m"), nodes_splits=numpy_helper.from_array(
+                     np.zeros(n_targets, np.float32), "s"),
+                 nodes_truenodeids=[2 * t for t in roots], nodes_trueleafs=[1] * n_targets,
+                 nodes_falsenodeids=[2 * t + 1 for t in roots], nodes_falseleafs=[1] * n_targets,
+                 leaf_targetids=[t for t in roots for _ in range(2)],
+                 leaf_weights=numpy_helper.from_array(
+                     np.array([w for t in roots for w in (t + 1, -(t + 1))], np.float32), "w"),
+                 n_targets=n_targets, post_transform=post_transform, aggregate_function=1)
+    node = helper.make_node("TreeEnsemble", ["X"], ["Y"], domain="ai.onnx.ml", **attrs)
+    graph = helper.make_graph([node], "t5", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 1])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", n_targets])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)])
+
+
+@pytest.mark.parametrize("n_targets", [1, 3])
+@pytest.mark.parametrize("post_transform", [0, 1, 2, 3])
+def test_tree_ensemble_5_numbers_its_post_transforms_as_the_spec_does(post_transform: int, n_targets: int) -> None:
+    # onnx's numbering: 0 NONE, 1 SOFTMAX, 2 LOGISTIC, 3 SOFTMAX_ZERO; onnxruntime 1.32 reads 1 and 2
+    # the other way round and transforms no single target (its issue 26596), so numpy is the reference
+    from onnx.reference.ops.aionnxml.op_tree_ensemble import PostTransform
+
+    assert (PostTransform.SOFTMAX, PostTransform.LOGISTIC, PostTransform.SOFTMAX_ZERO) == (1, 2, 3)
+    x = np.array([[-1.0], [1.0], [0.0]], np.float32)
+    raw = np.where(x <= 0, 1.0, -1.0) * np.arange(1, n_targets + 1)
+    e = np.exp(raw - raw.max(axis=1, keepdims=True))
+    want = {0: raw, 1: e / e.sum(axis=1, keepdims=True), 2: 1 / (1 + np.exp(-raw)),
+            3: e / e.sum(axis=1, keepdims=True)}[post_transform]
+    model = _tree_ensemble_5(post_transform, n_targets)
+    for target in hal.targets():
+        (got,) = hal.InferenceSession(model, target=target.name).run(None, {"X": x})
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=target.name)
