@@ -1,6 +1,6 @@
 """Type checks a model gets at load, where onnx's own inference, which hal falls back to running
 non-strictly, lets a model through that onnxruntime refuses: an input of a type its operator does not
-take, and a type parameter bound to two types."""
+take, a type parameter bound to two types, and a value declared of another type than its node makes."""
 
 from __future__ import annotations
 
