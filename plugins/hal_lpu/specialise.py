@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hal.engine import reference_program
 from hal.errors import InputError, UnsupportedOpError
 from hal.graph.ir import Graph, TensorInfo
 from hal.specs import CompileOptions, CompileReport
@@ -144,6 +145,7 @@ class SpecialisingExecutable:
         resolve_shapes(graph, strict=True)  # these values asking for more than max_memory: a ResourceError
         cap = self._target.capability(graph, self._options)
         if cap.refused:
+            self._raise_host_error(feeds)
             r = cap.refused[0]
             raise UnsupportedOpError(
                 f"even with its inputs' values fixed ({self._describe(feeds)}), {len(cap.refused)} node(s) have no "
@@ -154,6 +156,13 @@ class SpecialisingExecutable:
         exe = self._target.compile_static(graph, self._options)
         exe.report.details = {**exe.report.details, "specialised_for": self._describe(feeds)}
         return exe
+
+    def _raise_host_error(self, feeds: Mapping[str, Any]) -> None:
+        """Run the graph's plain host program on these feeds, so that the RunError it meets, if any,
+        is what the session sees: a shape left open because the feeds do not fit the graph (an Add
+        of [1, 12] and [7]) is the run's error, named at its node as every other target names it,
+        not a schedule the LPU lacks."""
+        reference_program(self._graph).run(feeds)
 
     def _describe(self, feeds: Mapping[str, Any]) -> str:
         parts = [f"{k}={np.asarray(feeds[k]).tolist()!r}" for k in self.keys]

@@ -435,6 +435,23 @@ def test_a_reshape_to_a_shape_fed_as_an_input_is_specialised_per_shape_value():
     assert stats["compiles"] == 2 and stats["cache_hits"] == 1
 
 
+
+def test_feeds_that_do_not_fit_a_specialised_graph_are_the_runs_error_not_a_missing_schedule():
+    # was: an Add of a fed [1, 12] and a [7] weight had no shape when specialised, and the LPU said
+    # the node had no static schedule (an UnsupportedOpError); the host and every other target say
+    # the shapes do not broadcast, at the node
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s"])
+    c = numpy_helper.from_array(np.arange(7, dtype=np.float32), "c")
+    model = helper.make_model(helper.make_graph([helper.make_node("Add", ["x", "c"], ["t"], name="add"),
+                                                 helper.make_node("Relu", ["t"], ["y"])], "g", [x], [y], [c]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    sess = hal.InferenceSession(model, target="lpu")
+    (out,) = sess.run(None, {"x": np.ones((2, 7), np.float32)})
+    assert np.array_equal(out, np.ones((2, 7), np.float32) + np.arange(7, dtype=np.float32))
+    with pytest.raises(RunError, match=r"node 'add'.*could not be broadcast.*\(1,12\) \(7,\)"):
+        sess.run(None, {"x": np.ones((1, 12), np.float32)})
+
 # -- activations split over chips ---------------------------------------------------------------------------
 def test_activations_too_large_for_a_chip_are_split_over_chips_and_still_give_the_reference_numbers():
     cpu = hal.InferenceSession("zoo:tiny-gpt", target="cpu")
