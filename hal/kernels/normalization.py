@@ -1,7 +1,9 @@
 """Normalisation kernels: Layer / RMS / Batch / Instance / Group normalisation, LRN, MVN, LpNormalization.
 
 Statistics are taken in float32 for 16-bit inputs (ONNX's ``stash_type=1``) and in float64 for
-float64 inputs, then the result is rounded once to the input dtype.
+float64 inputs, and so are the scale and the shift: the result is rounded once to the input dtype,
+as onnxruntime and torch compute a 16-bit LayerNormalization (ONNX's function body casts before
+scaling, a rounding more: one float16 step off theirs on a third of the elements).
 """
 
 from __future__ import annotations
@@ -72,10 +74,10 @@ def layer_normalization(x: Array, scale: Array, bias: Array | None = None, axis:
         np.reciprocal(inv_std, out=inv_std)
         y *= inv_std[:, None]
         y = y.reshape(x.shape)
-    y = y.astype(x.dtype, copy=False)
-    y *= scale
+    y *= scale  # in the statistics' type, rounded once below (a 16-bit x: as onnxruntime and torch)
     if bias is not None:
         y += bias
+    y = y.astype(x.dtype, copy=False)
     if _n_outputs == 1:  # the usual node: Mean and InvStdDev are not asked for
         return y
     stat = np.dtype(_STASH_TYPES.get(stash_type, np.float32))  # ONNX's type U of Mean and InvStdDev
@@ -129,9 +131,9 @@ def rms_normalization(x: Array, scale: Array, axis: int = -1, epsilon: float = 1
     inv += epsilon
     np.sqrt(inv, out=inv)
     np.reciprocal(inv, out=inv)
-    y = np.multiply(w, inv[:, None]).reshape(x.shape).astype(x.dtype, copy=False)
+    y = np.multiply(w, inv[:, None]).reshape(x.shape)
     y *= scale
-    return y
+    return y.astype(x.dtype, copy=False)
 
 
 # ---- channel-wise -------------------------------------------------------------------------------
@@ -196,15 +198,14 @@ def batch_normalization(x: Array, scale: Array, bias: Array, mean: Array, var: A
 def instance_normalization(x: Array, scale: Array, bias: Array, epsilon: float = 1e-5,
                            consumed_inputs=None) -> Array:
     y, _, _ = _standardize(x, tuple(range(2, x.ndim)), epsilon)
-    y = y.astype(x.dtype, copy=False)
     apply_per_channel(np.multiply, y, scale, out=y)
-    return apply_per_channel(np.add, y, bias, out=y)
+    return apply_per_channel(np.add, y, bias, out=y).astype(x.dtype, copy=False)
 
 
 def _group_standardize(x: Array, num_groups: int, epsilon: float) -> Array:
     grouped = x.reshape(x.shape[0], num_groups, -1)
     y, _, _ = _standardize(grouped, (2,), epsilon)
-    return y.astype(x.dtype, copy=False).reshape(x.shape)
+    return y.reshape(x.shape)
 
 
 @kernel("GroupNormalization", since=18)
@@ -221,7 +222,7 @@ def group_normalization(x: Array, scale: Array, bias: Array, num_groups: int = 1
                         stash_type: int = 1) -> Array:
     y = _group_standardize(x, num_groups, epsilon)
     apply_per_channel(np.multiply, y, scale, out=y)
-    return apply_per_channel(np.add, y, bias, out=y)
+    return apply_per_channel(np.add, y, bias, out=y).astype(x.dtype, copy=False)
 
 
 # ---- local and whole-tensor ---------------------------------------------------------------------
