@@ -201,3 +201,29 @@ def test_a_value_declared_of_another_type_than_its_node_makes_is_a_model_error(w
         with pytest.raises(hal.ModelError, match=re.escape(want)) as ei:
             hal.InferenceSession(m, target=target.name)
         assert "onnxruntime refuses" in ei.value.hint
+
+
+def test_an_output_declared_of_another_type_than_its_schema_gives_is_a_model_error():
+    # skl2onnx's decision tree for a double input declares its scores double; TreeEnsembleClassifier
+    # makes float scores whatever its input, onnx's inference has no rule for them at ai.onnx.ml 1
+    # (the opset skl2onnx imports), and hal ran the model and returned float32 (onnxruntime refuses
+    # it: "Type Error")
+    node = helper.make_node("TreeEnsembleClassifier", ["x"], ["label", "scores"], name="trees", domain="ai.onnx.ml",
+                            nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[0, 0, 0],
+                            nodes_values=[0.5, 0.0, 0.0], nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"],
+                            nodes_truenodeids=[1, 0, 0], nodes_falsenodeids=[2, 0, 0], class_treeids=[0, 0],
+                            class_nodeids=[1, 2], class_ids=[0, 1], class_weights=[1.0, 1.0],
+                            classlabels_int64s=[0, 1])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 1])],
+                          [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+                           helper.make_tensor_value_info("scores", TensorProto.DOUBLE, ["N", 2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
+    ort = pytest.importorskip("onnxruntime")
+    with pytest.raises(Exception, match="Type Error"):
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    with pytest.raises(hal.ModelError, match=re.escape("node 'trees' (TreeEnsembleClassifier) makes 'scores' a "
+                                                       "tensor(float), but the model declares it a tensor(double)")):
+        hal.InferenceSession(m)
+    m.graph.output[1].type.tensor_type.elem_type = TensorProto.FLOAT
+    _, scores = hal.InferenceSession(m).run(None, {"x": np.array([[0.0], [1.0]])})
+    assert scores.dtype == np.float32

@@ -24,7 +24,13 @@ from hal.errors import ModelError, ResourceError
 from hal.graph import contrib
 from hal.graph.inline import inline_functions
 from hal.graph.ir import SHAPE_ONLY_KEY, Graph, Node, ShapeOnly, TensorInfo, attribute_graphs, np_dtype
-from hal.graph.typecheck import ELEM_TYPE_CONFLICT, check_declared_types, check_input_types, label
+from hal.graph.typecheck import (
+    ELEM_TYPE_CONFLICT,
+    check_declared_types,
+    check_input_types,
+    check_output_types,
+    label,
+)
 
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto | Graph
 
@@ -463,6 +469,7 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
 
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
     check_input_types(nodes, values, opsets.get("", 1), where)
+    check_output_types(nodes, values, opsets, where)
     return Graph(g.name or "model", nodes, inputs, [values[o.name] for o in g.output], initializers, values,
                  opsets, proto.ir_version, meta, digest, list(proto.functions))
 

@@ -152,3 +152,57 @@ def check_declared_types(proto: onnx.ModelProto, where: str) -> None:
                     f"a tensor({_TYPE_NAMES.get(want, want)})", where=where,
                     hint="fix the declared type (the value_info or graph output), or the converter that wrote "
                          "it; onnxruntime refuses such a model too")
+
+
+#: the domains whose schemas onnx holds and hal checks declared output types against
+_SCHEMA_DOMAINS = ("", "ai.onnx.ml")
+
+
+@functools.lru_cache(maxsize=4096)
+def _output_types(op_type: str, opset: int, domain: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The op's formal inputs' and outputs' type strings (a type parameter's name, or a type such as
+    "tensor(float)" where the schema fixes it), or None for an op onnx does not know."""
+    try:
+        schema = onnx.defs.get_schema(op_type, opset, domain)
+    except onnx.defs.SchemaError:
+        return None
+    mixed = {f.type_str for f in (*schema.inputs, *schema.outputs) if not f.is_homogeneous}
+    return (tuple("" if f.type_str in mixed else f.type_str for f in schema.inputs),
+            tuple("" if f.type_str in mixed or f.option == onnx.defs.OpSchema.FormalParameterOption.Variadic
+                  else f.type_str for f in schema.outputs))
+
+
+def check_output_types(nodes: list[Node], values: dict[str, TensorInfo], opsets: Mapping[str, int],
+                       where: str) -> None:
+    """Refuse, as a ModelError, a node of the main graph whose output the model declares of another
+    element type than the operator's schema gives it: a type the schema fixes (TreeEnsembleClassifier's
+    float scores, which skl2onnx declares double for a double input), or the type its inputs bind to
+    the output's type parameter. onnxruntime refuses such a model ("Type Error"); onnx's inference
+    has no rule for some of these ops, and the kernels would return a type the graph says they do
+    not."""
+    types = {name: info.elem_type for name, info in values.items() if info.kind == "tensor"}
+    for n in nodes:
+        if n.domain not in _SCHEMA_DOMAINS:
+            continue
+        formal = _output_types(n.op_type, opsets.get(n.domain, 1), n.domain)
+        if not formal:
+            continue
+        ins, outs = formal
+        bound: dict[str, int] = {}
+        for i, name in enumerate(n.inputs[:len(ins)]):
+            if name and ins[i] and types.get(name):
+                bound.setdefault(ins[i], types[name])
+        for o, type_str in zip(n.outputs, outs):
+            declared = types.get(o, 0) if o else 0
+            if not declared or not type_str:
+                continue
+            if type_str.startswith("tensor("):
+                want = next((t for t, s in _TYPE_NAMES.items() if f"tensor({s})" == type_str), 0)
+            else:
+                want = bound.get(type_str, 0)
+            if want and want != declared:
+                raise ModelError(
+                    f"{label(n)} makes {o!r} a tensor({_TYPE_NAMES.get(want, want)}), but the model declares it "
+                    f"a tensor({_TYPE_NAMES.get(declared, declared)})", where=where,
+                    hint="fix the declared type (the value_info or graph output), or the converter that wrote "
+                         "it; onnxruntime refuses such a model too")
