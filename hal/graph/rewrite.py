@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from onnx import helper
 
 from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo, Weight, body_reads
 
@@ -47,6 +48,15 @@ class Rewrite:
         node goes)."""
         if replaced:
             graph.nodes = [m for n in graph.nodes for m in replaced.get(id(n), [n])]
+
+    def weight(self, graph: Graph, base: str, value: np.ndarray) -> str:
+        """A new read-only weight holding ``value``, under the first name free from ``base``, declared
+        in ``graph.values`` too."""
+        name = self.fresh(base)
+        value.flags.writeable = False
+        graph.initializers[name] = value
+        graph.values[name] = TensorInfo(name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
+        return name
 
     def fresh(self, base: str) -> str:
         """``base``, or ``base_1``, ``base_2``, ...: the first that no value or node has (now taken)."""

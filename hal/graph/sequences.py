@@ -11,7 +11,6 @@ index Constants weights.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from hal.graph.ir import Graph, Node, TensorInfo
 from hal.graph.rewrite import Rewrite
@@ -104,24 +103,15 @@ def _as_split(graph: Graph, rw: Rewrite, n: Node, x: str, info: TensorInfo, axis
             out = first[i]
             graph.values[out] = TensorInfo(out, info.elem_type, (*info.shape[:axis], *info.shape[axis + 1:]))
             if opset >= 13:
-                axes = rw.fresh(f"{n.name}_axes")
-                graph.initializers[axes] = _frozen(np.array([axis], np.int64))
-                graph.values[axes] = TensorInfo(axes, onnx.TensorProto.INT64, (1,))
+                axes = rw.weight(graph, f"{n.name}_axes", np.array([axis], np.int64))
                 after.append(Node(rw.fresh(f"{n.name}_Squeeze"), "Squeeze", "", [part, axes], [out]))
             else:
                 after.append(Node(rw.fresh(f"{n.name}_Squeeze"), "Squeeze", "", [part], [out], {"axes": [axis]}))
     if opset >= 13:
-        split = rw.fresh(f"{n.name}_split")
-        graph.initializers[split] = _frozen(np.array(sizes, np.int64))
-        graph.values[split] = TensorInfo(split, onnx.TensorProto.INT64, (len(sizes),))
+        split = rw.weight(graph, f"{n.name}_split", np.array(sizes, np.int64))
         node = Node(n.name, "Split", "", [x, split], parts, {"axis": axis})
     else:
         node = Node(n.name, "Split", "", [x], parts, {"axis": axis, "split": sizes})
     replaced[id(n)] = [node, *after]
     graph.values.pop(n.outputs[0], None)
     return replaced
-
-
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a

@@ -25,12 +25,14 @@ _TYPE_NAMES = {value: name.lower() for name, value in onnx.TensorProto.DataType.
 
 
 @functools.lru_cache(maxsize=4096)
-def _input_types(op_type: str, opset: int) -> tuple[tuple[str, frozenset[str], bool, str], ...] | None:
-    """Per formal input of the default-domain op at ``opset``: its name, the tensor types it takes,
-    whether it is variadic, and its type parameter ("T": every input of one parameter has one type;
-    "" where none binds, a fixed type or a heterogeneous variadic); None for an op onnx does not know."""
+def _input_types(op_type: str, opset: int, domain: str = ""
+                 ) -> tuple[tuple[str, frozenset[str], bool, str], ...] | None:
+    """Per formal input of the op at ``opset`` (of the default domain unless ``domain`` is given):
+    its name, the tensor types it takes, whether it is variadic, and its type parameter ("T": every
+    input of one parameter has one type; "" where none binds, a fixed type or a heterogeneous
+    variadic); None for an op onnx does not know."""
     try:
-        schema = onnx.defs.get_schema(op_type, opset, "")
+        schema = onnx.defs.get_schema(op_type, opset, domain)
     except onnx.defs.SchemaError:
         return None
     allowed = {c.type_param_str: frozenset(c.allowed_type_strs) for c in schema.type_constraints}
@@ -147,29 +149,34 @@ def check_declared_types(proto: onnx.ModelProto, where: str) -> None:
         for name in n.output:
             want, got = declared.get(name, 0), made.get(name, 0)
             if want and got and want != got:
-                raise ModelError(
-                    f"{label(n)} makes {name!r} a tensor({_TYPE_NAMES.get(got, got)}), but the model declares it "
-                    f"a tensor({_TYPE_NAMES.get(want, want)})", where=where,
-                    hint="fix the declared type (the value_info or graph output), or the converter that wrote "
-                         "it; onnxruntime refuses such a model too")
+                raise _declared_otherwise(n, name, got, want, where)
+
+
+def _declared_otherwise(n: onnx.NodeProto | Node, name: str, made: int, declared: int, where: str) -> ModelError:
+    return ModelError(f"{label(n)} makes {name!r} a tensor({_TYPE_NAMES.get(made, made)}), but the model declares "
+                      f"it a tensor({_TYPE_NAMES.get(declared, declared)})", where=where,
+                      hint="fix the declared type (the value_info or graph output), or the converter that wrote it; "
+                           "onnxruntime refuses such a model too")
 
 
 #: the domains whose schemas onnx holds and hal checks declared output types against
 _SCHEMA_DOMAINS = ("", "ai.onnx.ml")
+#: a schema's fixed type string ("tensor(float)") -> its element type
+_FIXED_TYPES = {f"tensor({name})": value for value, name in _TYPE_NAMES.items()}
 
 
 @functools.lru_cache(maxsize=4096)
-def _output_types(op_type: str, opset: int, domain: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-    """The op's formal inputs' and outputs' type strings (a type parameter's name, or a type such as
-    "tensor(float)" where the schema fixes it), or None for an op onnx does not know."""
+def _output_types(op_type: str, opset: int, domain: str) -> tuple[int | str, ...] | None:
+    """Per formal output of the op: the element type its schema fixes, or the type parameter its
+    inputs bind ("" where neither: a variadic or heterogeneous output); None for an op onnx does
+    not know."""
     try:
         schema = onnx.defs.get_schema(op_type, opset, domain)
     except onnx.defs.SchemaError:
         return None
-    mixed = {f.type_str for f in (*schema.inputs, *schema.outputs) if not f.is_homogeneous}
-    return (tuple("" if f.type_str in mixed else f.type_str for f in schema.inputs),
-            tuple("" if f.type_str in mixed or f.option == onnx.defs.OpSchema.FormalParameterOption.Variadic
-                  else f.type_str for f in schema.outputs))
+    variadic = onnx.defs.OpSchema.FormalParameterOption.Variadic
+    return tuple("" if f.option == variadic or not f.is_homogeneous else _FIXED_TYPES.get(f.type_str, f.type_str)
+                 for f in schema.outputs)
 
 
 def check_output_types(nodes: list[Node], values: dict[str, TensorInfo], opsets: Mapping[str, int],
@@ -184,25 +191,17 @@ def check_output_types(nodes: list[Node], values: dict[str, TensorInfo], opsets:
     for n in nodes:
         if n.domain not in _SCHEMA_DOMAINS:
             continue
-        formal = _output_types(n.op_type, opsets.get(n.domain, 1), n.domain)
-        if not formal:
+        opset = opsets.get(n.domain, 1)
+        outs = _output_types(n.op_type, opset, n.domain)
+        if not outs:
             continue
-        ins, outs = formal
         bound: dict[str, int] = {}
-        for i, name in enumerate(n.inputs[:len(ins)]):
-            if name and ins[i] and types.get(name):
-                bound.setdefault(ins[i], types[name])
-        for o, type_str in zip(n.outputs, outs):
+        for name, formal in zip(n.inputs, _input_types(n.op_type, opset, n.domain) or ()):
+            if name and formal[3] and types.get(name):
+                bound.setdefault(formal[3], types[name])
+        for o, made in zip(n.outputs, outs):
             declared = types.get(o, 0) if o else 0
-            if not declared or not type_str:
-                continue
-            if type_str.startswith("tensor("):
-                want = next((t for t, s in _TYPE_NAMES.items() if f"tensor({s})" == type_str), 0)
-            else:
-                want = bound.get(type_str, 0)
-            if want and want != declared:
-                raise ModelError(
-                    f"{label(n)} makes {o!r} a tensor({_TYPE_NAMES.get(want, want)}), but the model declares it "
-                    f"a tensor({_TYPE_NAMES.get(declared, declared)})", where=where,
-                    hint="fix the declared type (the value_info or graph output), or the converter that wrote "
-                         "it; onnxruntime refuses such a model too")
+            if isinstance(made, str):
+                made = bound.get(made, 0)
+            if declared and made and made != declared:
+                raise _declared_otherwise(n, o, made, declared, where)
