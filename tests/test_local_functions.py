@@ -136,3 +136,63 @@ def test_an_attribute_passed_on_from_an_outer_function_falls_back_to_the_inner_d
     (theirs,) = _ort(m, {"x": x})
     np.testing.assert_array_equal(ours, theirs)
     np.testing.assert_array_equal(ours, [-4 * (0.25 if given is None else given), 0, 4])
+
+
+def _call_of(body: list[onnx.NodeProto], function_opsets: list, model_opsets: list,
+             out: tuple[int, ...] = (2, 4)) -> onnx.ModelProto:
+    f = helper.make_function("local", "F", ["x"], ["y"], body, function_opsets)
+    g = helper.make_graph([helper.make_node("F", ["X"], ["Y"], domain="local", name="call")], "g",
+                          [helper.make_tensor_value_info("X", F, [2, 4])], [helper.make_tensor_value_info("Y", F, out)])
+    m = helper.make_model(g, opset_imports=model_opsets, functions=[f])
+    m.ir_version = 10
+    return m
+
+
+_TANH_ADD = [helper.make_node("Tanh", ["x"], ["t"]), helper.make_node("Add", ["t", "x"], ["y"])]
+_SCALER = [helper.make_node("Scaler", ["x"], ["y"], domain="ai.onnx.ml", scale=[2.0], offset=[1.0])]
+_ML = "ai.onnx.ml"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("function_opsets, model_opsets, body", [
+    # jax2onnx's functions import their own domain at the ONNX version (23), the model at 1
+    ([("", 18), ("local", 23)], [("", 18), ("local", 1)], _TANH_ADD),
+    # onnxscript functions written against an older opset, whose ops have not changed since
+    ([("", 17)], [("", 18), ("local", 1)], _TANH_ADD),
+    ([(_ML, 1)], [("", 18), (_ML, 3), ("local", 1)], _SCALER),
+    # the model does not import the ONNX domain its function's body uses
+    ([("", 18)], [("local", 1)], _TANH_ADD),
+], ids=["unused-own-domain", "older-onnx", "older-ml", "unimported"])
+def test_a_function_importing_other_versions_than_the_model_is_expanded_as_onnxruntime_runs_it(
+        target, function_opsets, model_opsets, body):
+    # onnx's inliner left each of these calls in place, so that every target refused "no kernel for F"
+    m = _call_of(body, [helper.make_opsetid(d, v) for d, v in function_opsets],
+                 [helper.make_opsetid(d, v) for d, v in model_opsets])
+    x = np.linspace(-2, 2, 8, dtype=np.float32).reshape(2, 4)
+    (ours,) = hal.InferenceSession(m, target=target).run(None, {"X": x})
+    (theirs,) = _ort(m, {"X": x})
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+
+def test_a_function_body_of_an_older_meaning_is_converted_or_refused():
+    # ReduceSum took its axes as an attribute until opset 13, and an input since: onnx's checker
+    # refuses the call, as onnxruntime does; unchecked, the body is converted to the model's opset
+    reduce = [helper.make_node("ReduceSum", ["x"], ["y"], axes=[1], keepdims=0)]
+    m = _call_of(reduce, [helper.make_opsetid("", 12)], OPSETS, out=(2,))
+    with pytest.raises(hal.ModelError, match="not compatible with the version imported by model"):
+        load(m)
+    g = load(m, check=False)
+    assert [n.op_type for n in g.nodes] == ["Constant", "ReduceSum"]
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    (y,) = hal.InferenceSession(g).run(None, {"X": x})
+    np.testing.assert_array_equal(y, [6, 22])
+
+
+def test_a_function_opset_no_conversion_reaches_is_a_model_error_that_names_it():
+    # a function importing ai.onnx.ml 1 where the model imports 3, calling an op hal cannot show to be
+    # unchanged in between: onnx's inliner has no converter for the domain and leaves the call
+    m = _call_of(_SCALER, [helper.make_opsetid(_ML, 1)],
+                 [helper.make_opsetid("", 18), helper.make_opsetid(_ML, 3), helper.make_opsetid("local", 1)])
+    m.functions[0].node[0].op_type = "NoSuchOp"
+    with pytest.raises(hal.ModelError, match=r"local::F imports ai.onnx.ml 1 \(the model: 3\)"):
+        load(m, check=False)

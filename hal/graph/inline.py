@@ -1,15 +1,19 @@
 """Model-local functions expanded into their callers' graphs, as onnxruntime expands them when it
-loads a model: onnx's inliner does the work, after two things it does not do itself. It drops a
+loads a model: onnx's inliner does the work, after three things it does not do itself. It drops a
 function's default attribute values where a call leaves the attribute out (``_with_default_attributes``
-sets them at each call first), and a function that calls another more than once multiplies the
-graph at every level, in C++ that no timeout can interrupt (``_inlined_size`` counts the expansion
-first, and ``MAX_INLINED_NODES`` bounds it)."""
+sets them at each call first); it silently leaves a call in place when the function imports an opset
+the model imports at another version, even one no node of the function uses (``_with_model_opsets``
+reconciles them first, and the ONNX domain's body is converted to the model's version); and a function
+that calls another more than once multiplies the graph at every level, in C++ that no timeout can
+interrupt (``_inlined_size`` counts the expansion first, and ``MAX_INLINED_NODES`` bounds it)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
 import onnx
+import onnx.defs
+import onnx.helper
 import onnx.inliner
 
 from hal.errors import ModelError
@@ -37,11 +41,25 @@ def inline_functions(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
                          where=where, hint="if the model really is that large, expand its functions ahead of time "
                                            "with onnx.inliner.inline_local_functions and load the result")
     try:
-        return onnx.inliner.inline_local_functions(_with_default_attributes(proto))
+        out = onnx.inliner.inline_local_functions(_with_model_opsets(_with_default_attributes(proto)),
+                                                  convert_version=True)
     except Exception as e:  # the inliner's C++ raises plain exceptions of several kinds
         raise ModelError(f"its model-local functions cannot be expanded: {str(e).strip() or repr(e)}",
                          where=where, hint="check each function's inputs, outputs and attributes against "
-                                           "the nodes that call it") from None
+                                           "the nodes that call it, and its opset imports against the "
+                                           "model's") from None
+    functions = {(f.domain, f.name): f for f in proto.functions}
+    for nodes in _node_lists([out.graph.node]):
+        for n in nodes:
+            f = functions.get((n.domain, n.op_type))
+            if f is not None:  # the inliner declined it: an opset of another version it cannot convert
+                model = {o.domain or "ai.onnx": o.version for o in out.opset_import}
+                own = ", ".join(f"{o.domain or 'ai.onnx'} {o.version} (the model: {model.get(o.domain or 'ai.onnx')})"
+                                for o in f.opset_import if model.get(o.domain or "ai.onnx") != o.version)
+                raise ModelError(f"model-local function {f.domain}::{f.name} imports {own}, and its body "
+                                 "cannot be converted to the model's version", where=where,
+                                 hint="export the function and the model against the same opsets")
+    return out
 
 
 def _with_default_attributes(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -64,6 +82,54 @@ def _with_default_attributes(proto: onnx.ModelProto) -> onnx.ModelProto:
                 have = {a.name for a in n.attribute}
                 n.attribute.extend(a for a in given if a.name not in have)
     return out
+
+
+def _with_model_opsets(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the model whose functions import only the domains their nodes use, at the model's
+    versions where that is only a label: onnx's inliner leaves a call of a function whose imports
+    differ from the model's in place (jax2onnx's functions import their own domain at 23, where the
+    model imports it at 1, and call nothing in it). A domain the function uses that the model does
+    not import is imported by the model at the function's version; one it imports at another version
+    takes the model's where no op of it the function calls changed in between (``_same_ops``), and
+    otherwise stays for the inliner to convert (the ONNX domain) or decline. ``proto`` itself when
+    nothing differs."""
+    model = {o.domain: o.version for o in proto.opset_import}
+    local = {(f.domain, f.name) for f in proto.functions}
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    for f in out.functions:
+        used = {n.domain for nodes in _node_lists([f.node]) for n in nodes}
+        kept = []
+        for o in f.opset_import:
+            if o.domain not in used:
+                continue
+            if o.domain not in model:
+                model[o.domain] = o.version
+                out.opset_import.append(onnx.helper.make_opsetid(o.domain, o.version))
+            elif model[o.domain] != o.version and _same_ops(f, o.domain, o.version, model[o.domain], local):
+                o = onnx.helper.make_opsetid(o.domain, model[o.domain])
+            kept.append(o)
+        del f.opset_import[:]
+        f.opset_import.extend(kept)
+    return proto if out == proto else out
+
+
+def _same_ops(f: onnx.FunctionProto, domain: str, version: int, model_version: int,
+              local: set[tuple[str, str]]) -> bool:
+    """Whether every node of ``domain`` in ``f`` means the same at the model's version as at the
+    function's: each is a call of a local function (which has no version) or an op whose schema has
+    not changed between the two."""
+    for nodes in _node_lists([f.node]):
+        for n in nodes:
+            if n.domain != domain or (n.domain, n.op_type) in local:
+                continue
+            try:
+                since = {onnx.defs.get_schema(n.op_type, v, domain).since_version for v in (version, model_version)}
+            except onnx.defs.SchemaError:
+                return False
+            if len(since) != 1:
+                return False
+    return True
 
 
 def _node_lists(roots: list) -> Iterator:
