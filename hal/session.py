@@ -26,6 +26,7 @@ from hal.feeds import map_feed
 from hal.graph.ir import Graph, TensorInfo
 from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
+from hal.overrides import InitializerOverrides
 from hal.perf.opcount import tensor_bytes
 from hal.plugins import get_target, hook_error, registry
 from hal.specs import Capability, CompileOptions, CompileReport, KernelReport, NodePlacement, Refusal, RunReport
@@ -257,6 +258,11 @@ class InferenceSession:
         #: the optimised graph; after a session-cache hit, a weight that a cached program holds is a
         #: ``hal.cache.WeightInProgram`` here (its shape and dtype; the array lives in the program)
         self.graph = graph
+        self._overrides = InitializerOverrides(
+            graph, model, zoo_params,
+            lambda proto: InferenceSession(proto, target, precision, fallback, devices=devices, max_memory=max_memory,
+                                           timeout_s=timeout_s, cache_dir=cache_dir, **target_options)
+        ) if graph.overridable else None
         self._inputs = list(graph.inputs)
         self._feed_checks = _feed_checks(self._inputs)
         self._outputs = list(graph.outputs)
@@ -387,6 +393,10 @@ class InferenceSession:
     def get_inputs(self) -> list[NodeArg]:
         return [NodeArg.of(t) for t in self._inputs]
 
+    def get_overridable_initializers(self) -> list[NodeArg]:
+        """The initializers a feed may replace (listed as graph inputs too, IR 4 on; see hal.overrides)."""
+        return [NodeArg.of(t) for t in self.graph.overridable]
+
     def get_outputs(self) -> list[NodeArg]:
         return [NodeArg.of(t) for t in self._outputs]
 
@@ -468,6 +478,11 @@ class InferenceSession:
             ) -> list[Any]:
         """Run once; returns the outputs named (all, in model order, when None)."""
         del run_options  # accepted for onnxruntime compatibility
+        if self._overrides is not None and self._overrides.fed(feeds):  # another program: hal.overrides
+            session, feeds = self._overrides.session_for(feeds)
+            out = session.run(output_names, feeds)
+            self._last = session._last
+            return out
         values = self._validate(feeds)
         all_out = self._output_names
         wanted = list(output_names) if output_names else all_out

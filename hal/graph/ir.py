@@ -220,6 +220,8 @@ class Graph:
     metadata: dict[str, str] = field(default_factory=dict)
     model_hash: str = ""
     functions: list[onnx.FunctionProto] = field(default_factory=list)
+    #: initializers the model also lists as inputs (IR 4 on): defaults a feed may replace (hal.overrides)
+    overridable: list[TensorInfo] = field(default_factory=list)
 
     def opset(self, domain: str = "") -> int:
         return self.opsets.get("" if domain == "ai.onnx" else domain, 1)

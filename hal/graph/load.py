@@ -439,9 +439,11 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
     for name, arr in initializers.items():
         values.setdefault(name, TensorInfo(name, onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape))
 
-    inputs = []
+    inputs, overridable = [], []
     for vi in graph_inputs:
         if vi.name in initializers:
+            if proto.ir_version >= 4:  # the initializer is the input's default (before IR 4, every one is listed)
+                overridable.append(values[vi.name])
             continue
         info = values[vi.name]
         if vi.name in shape_only_names:
@@ -471,7 +473,7 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
     check_input_types(nodes, values, opsets.get("", 1), where)
     check_output_types(nodes, values, opsets, where)
     return Graph(g.name or "model", nodes, inputs, [values[o.name] for o in g.output], initializers, values,
-                 opsets, proto.ir_version, meta, digest, list(proto.functions))
+                 opsets, proto.ir_version, meta, digest, list(proto.functions), overridable)
 
 
 def load(model: ModelLike, *, check: bool = True, infer_shapes: bool = True,
