@@ -251,6 +251,14 @@ def tree_ensemble(x: Array, aggregate_function: int = 1, leaf_targetids: Sequenc
     node = np.broadcast_to(roots, (n_samples, n_trees)).copy()
     # a root whose two branches name the same leaf is a single-leaf tree
     leaf = np.where(true_leaf[roots] & false_leaf[roots] & (true_id[roots] == false_id[roots]), true_id[roots], -1)
+    frontier, depth = roots[leaf < 0], 0
+    while frontier.size:  # walk the structure once: a branch linking back to an ancestor shows as depth
+        if depth == n_nodes:
+            raise ValueError("TreeEnsemble: nodes_truenodeids/nodes_falsenodeids link a node back to itself or "
+                             "an ancestor (onnxruntime refuses such a model too)")
+        frontier = np.unique(np.r_[true_id[frontier][~true_leaf[frontier]],
+                                   false_id[frontier][~false_leaf[frontier]]])
+        depth += 1
     leaf = np.broadcast_to(leaf, (n_samples, n_trees)).copy()
     sample = np.broadcast_to(np.arange(n_samples)[:, None], node.shape)
     for _ in range(n_nodes + 1):  # every step goes one level down; no tree is deeper than it has nodes

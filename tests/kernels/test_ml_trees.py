@@ -483,3 +483,17 @@ def test_tree_ensemble_5_numbers_its_post_transforms_as_the_spec_does(post_trans
         (got,) = hal.InferenceSession(model, target=target.name).run(None, {"X": x})
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=target.name)
+
+
+def test_a_tree_ensemble_5_linking_a_node_back_to_itself_is_a_run_error_whatever_the_input() -> None:
+    # onnxruntime refuses the model ("contains a cycle"); hal's walk had stopped after as many steps as
+    # nodes and scored the samples that never reached a leaf with the last leaf's weight
+    model = _tree_ensemble_5(0, 1)
+    node = model.graph.node[0]
+    for a in node.attribute:
+        if a.name in ("nodes_truenodeids", "nodes_trueleafs"):
+            a.ints[:] = [0]  # x <= 0 goes back to the root
+    for x in ([[-1.0]], [[1.0]]):  # the second never takes the loop: the structure is checked, not the walk
+        for target in hal.targets():
+            with pytest.raises(hal.RunError, match="link a node back to itself or an ancestor"):
+                hal.InferenceSession(model, target=target.name).run(None, {"X": np.array(x, np.float32)})
