@@ -39,6 +39,41 @@ def _object(result: object, shape: tuple[int, ...]) -> Array:
     return out
 
 
+class _CaseMap(dict):
+    """``str.translate``'s table for StringNormalizer: each character to one character, as onnxruntime's
+    ``std::ctype<wchar_t>`` maps them under the node's locale, where Python's ``str.upper``/``lower``
+    use Unicode's full, context-dependent mappings ('ß' to 'SS', a final 'Σ' to 'ς'). Under the "C" (or
+    "POSIX") locale only ASCII letters change. Filled as characters are met."""
+
+    def __init__(self, upper: bool, ascii_only: bool):
+        super().__init__()
+        self.upper, self.ascii_only = upper, ascii_only
+
+    def __missing__(self, code: int) -> str:
+        c = chr(code)
+        if self.ascii_only and code > 127:
+            mapped = c
+        elif self.upper:
+            mapped = c.upper()
+            if len(mapped) != 1:  # no one-character upper case ('ß', 'ŉ', ligatures), but Greek
+                title = c.title()  # letters with a subscript iota have one: their title case
+                mapped = title if len(title) == 1 else c
+        else:
+            mapped = c.lower()[0]  # only 'İ' lowers to two: 'i' and a combining dot
+        self[code] = mapped
+        return mapped
+
+
+@functools.cache
+def _case_map(upper: bool, locale: str) -> _CaseMap:
+    return _CaseMap(upper, locale in ("C", "POSIX"))
+
+
+def _change_case(words: Array, upper: bool, locale: str) -> Array:
+    table = _case_map(upper, locale)
+    return np.frompyfunc(lambda w: w.translate(table), 1, 1)(words)
+
+
 @kernel("StringNormalizer", since=10)
 def string_normalizer(x: Array, case_change_action: str = "NONE", is_case_sensitive: int = 0,
                       locale: str = "", stopwords: Sequence[str] | None = None) -> Array:
@@ -52,13 +87,12 @@ def string_normalizer(x: Array, case_change_action: str = "NONE", is_case_sensit
             stops = set(stopwords)
             keep = [w not in stops for w in words]
         else:
-            stops = {s.casefold() for s in stopwords}
-            keep = [w.casefold() not in stops for w in words]
+            lower = _case_map(False, locale)
+            stops = {s.translate(lower) for s in stopwords}
+            keep = [w.translate(lower) not in stops for w in words]
         words = words[np.asarray(keep, dtype=bool)]
-    if case_change_action == "LOWER":
-        words = np.frompyfunc(str.lower, 1, 1)(words)
-    elif case_change_action == "UPPER":
-        words = np.frompyfunc(str.upper, 1, 1)(words)
+    if case_change_action in ("LOWER", "UPPER"):
+        words = _change_case(words, case_change_action == "UPPER", locale)
     elif case_change_action != "NONE":
         raise ValueError(f"StringNormalizer: unknown case_change_action {case_change_action!r}")
     if words.size == 0:  # everything dropped: a single empty string
