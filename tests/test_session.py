@@ -460,3 +460,39 @@ def test_a_report_spoiled_after_it_was_built_is_a_plugin_error_naming_the_field(
         compile_graph(load("zoo:tiny-gpt"), _ReportingTarget(spoil), CompileOptions())
     assert why in str(e.value)
 
+
+
+def _shared_dimension_names() -> onnx.ModelProto:
+    """Optimum's merged seq2seq decoder in small: ``past`` and ``states`` share the dimension name
+    ``enc``, and the first step feeds an empty past (the branch it takes does not read it); ``a`` and
+    ``b`` share ``n`` and meet in a broadcasting Add."""
+    f = TensorProto.FLOAT
+    then = helper.make_graph([helper.make_node("Concat", ["past", "states"], ["t"], axis=1)], "then", [],
+                             [helper.make_tensor_value_info("t", f, None)])
+    other = helper.make_graph([helper.make_node("Identity", ["states"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", f, None)])
+    nodes = [helper.make_node("If", ["use_cache"], ["kv"], then_branch=then, else_branch=other),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    g = helper.make_graph(nodes, "merged", [
+        helper.make_tensor_value_info("use_cache", TensorProto.BOOL, [1]),
+        helper.make_tensor_value_info("past", f, ["batch", "enc", 4]),
+        helper.make_tensor_value_info("states", f, ["batch", "enc", 4]),
+        helper.make_tensor_value_info("a", f, ["n"]), helper.make_tensor_value_info("b", f, ["n"])],
+        [helper.make_tensor_value_info("kv", f, ["batch", "k", 4]), helper.make_tensor_value_info("y", f, ["n"])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu", "lpu", "wafer"])
+def test_inputs_sharing_a_dimension_name_may_be_fed_two_lengths_as_in_onnxruntime(target):
+    # the IR asks feeds to agree on a shared name; onnxruntime does not check it, and Optimum's
+    # ORTModelForSeq2SeqLM feeds every past empty at its first step, the encoder's too: hal refused that
+    m = _shared_dimension_names()
+    rng = np.random.default_rng(0)
+    s = hal.InferenceSession(m, target=target)
+    for use_cache, past_len, n_b in ((False, 0, 1), (True, 3, 5)):
+        feeds = {"use_cache": np.array([use_cache]), "past": rng.standard_normal((2, past_len, 4), np.float32),
+                 "states": rng.standard_normal((2, 6, 4), np.float32),
+                 "a": rng.standard_normal(5, np.float32), "b": rng.standard_normal(n_b, np.float32)}
+        for ours, theirs in zip(s.run(None, feeds), _ort(m, feeds)):
+            assert ours.shape == theirs.shape
+            np.testing.assert_array_equal(ours, theirs)
