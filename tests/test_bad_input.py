@@ -203,6 +203,35 @@ def test_a_value_declared_of_another_type_than_its_node_makes_is_a_model_error(w
         assert "onnxruntime refuses" in ei.value.hint
 
 
+@pytest.mark.parametrize("declared", ["value_info", "branch output"])
+def test_a_value_declared_of_another_type_in_an_if_branch_is_a_model_error(declared):
+    # onnxslim's float16 conversion of Optimum's merged decoders leaves a Cast to float declared
+    # float16 inside the use_cache branch: hal checked the main graph only, and returned float32
+    # logits the model declares float16 (onnxruntime refuses it)
+    f16 = TensorProto.FLOAT16
+    vi = [helper.make_tensor_value_info("c", f16, [2])] if declared == "value_info" else []
+    then = helper.make_graph([helper.make_node("Cast", ["x"], ["c"], name="cast", to=TensorProto.FLOAT),
+                              helper.make_node("Identity", ["c"], ["t"], name="id")], "then", [],
+                             [helper.make_tensor_value_info("t", f16, [2])], value_info=vi)
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", f16, [2])])
+    g = helper.make_graph([helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then,
+                                            else_branch=other)], "g",
+                          [helper.make_tensor_value_info("x", f16, [2]),
+                           helper.make_tensor_value_info("cond", TensorProto.BOOL, [1])],
+                          [helper.make_tensor_value_info("y", f16, [2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    ort = pytest.importorskip("onnxruntime")
+    with pytest.raises(Exception, match="TypeInferenceError"):
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = ("node 'branch' (If) then_branch: " + ("node 'cast' (Cast) makes 'c'" if declared == "value_info"
+                                                  else "node 'id' (Identity) makes 't'")
+            + " a tensor(float), but the model declares it a tensor(float16)")
+    for target in hal.targets():
+        with pytest.raises(hal.ModelError, match=re.escape(want)):
+            hal.InferenceSession(m, target=target.name)
+
+
 def test_an_output_declared_of_another_type_than_its_schema_gives_is_a_model_error():
     # skl2onnx's decision tree for a double input declares its scores double; TreeEnsembleClassifier
     # makes float scores whatever its input, onnx's inference has no rule for them at ai.onnx.ml 1

@@ -122,39 +122,59 @@ ELEM_TYPE_CONFLICT = "Inferred elem type differs from existing elem type"
 
 
 def check_declared_types(proto: onnx.ModelProto, where: str) -> None:
-    """Refuse, as a ModelError, a model that declares a value of its main graph (in value_info or
-    as a graph output) of another element type than the node making it makes, as onnxruntime refuses
-    it ("Type Error"); onnx's non-strict inference keeps the declared type, and the kernels would
-    then make, and return, values of a type the graph says they are not (onnxconverter-common's
-    float16 converter leaves such a Cast). The first such value in node order is named. Called only
-    where strict inference reported the conflict (``ELEM_TYPE_CONFLICT``): it infers the graph
-    again with nothing declared."""
-    g = proto.graph
-    declared = {vi.name: vi.type.tensor_type.elem_type for vi in (*g.value_info, *g.output)
-                if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type}
+    """Refuse, as a ModelError, a model that declares a value (in value_info or as a graph output, of
+    the main graph or of an If, Loop or Scan body) of another element type than the node making it
+    makes, as onnxruntime refuses it ("Type Error"); onnx's non-strict inference keeps the declared
+    type, and the kernels would then make, and return, values of a type the graph says they are not
+    (onnxconverter-common's float16 converter leaves such a Cast, and onnxslim's leaves one in the
+    branches of Optimum's merged decoders). The first such value in node order is named. Called only
+    where strict inference reported the conflict (``ELEM_TYPE_CONFLICT``): it infers the graph again
+    with nothing declared."""
     bare = onnx.ModelProto()
     bare.CopyFrom(proto)
-    bare.graph.ClearField("value_info")
-    for o in bare.graph.output:
-        if o.type.HasField("tensor_type"):
-            o.type.tensor_type.elem_type = onnx.TensorProto.UNDEFINED
-            o.type.tensor_type.ClearField("shape")
+    _undeclared(bare.graph)
     try:
         inferred = onnx.shape_inference.infer_shapes(bare, strict_mode=False, data_prop=False)
     except Exception:  # inference is best effort; the caller's fallback stands
         return
-    made = {vi.name: vi.type.tensor_type.elem_type for vi in (*inferred.graph.value_info, *inferred.graph.output)
+    _compare_declared(proto.graph, inferred.graph, where, "")
+
+
+def _undeclared(g: onnx.GraphProto) -> None:
+    """Clear what ``g`` and every body under it declare of the values their nodes make."""
+    g.ClearField("value_info")
+    for o in g.output:
+        if o.type.HasField("tensor_type"):
+            o.type.tensor_type.elem_type = onnx.TensorProto.UNDEFINED
+            o.type.tensor_type.ClearField("shape")
+    for n in g.node:
+        for a in n.attribute:
+            for body in attribute_graphs(a):
+                _undeclared(body)
+
+
+def _compare_declared(g: onnx.GraphProto, inferred: onnx.GraphProto, where: str, path: str) -> None:
+    """``check_declared_types`` for ``g`` against the same graph inferred with nothing declared, then
+    for each body under it."""
+    declared = {vi.name: vi.type.tensor_type.elem_type for vi in (*g.value_info, *g.output)
+                if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type}
+    made = {vi.name: vi.type.tensor_type.elem_type for vi in (*inferred.value_info, *inferred.output)
             if vi.type.HasField("tensor_type")}
     for n in g.node:
         for name in n.output:
             want, got = declared.get(name, 0), made.get(name, 0)
             if want and got and want != got:
-                raise _declared_otherwise(n, name, got, want, where)
+                raise _declared_otherwise(n, name, got, want, where, path)
+    for n, m in zip(g.node, inferred.node):
+        for a, b in zip(n.attribute, m.attribute):
+            for body, body_inferred in zip(attribute_graphs(a), attribute_graphs(b)):
+                _compare_declared(body, body_inferred, where, f"{path}{label(n)} {a.name}: ")
 
 
-def _declared_otherwise(n: onnx.NodeProto | Node, name: str, made: int, declared: int, where: str) -> ModelError:
-    return ModelError(f"{label(n)} makes {name!r} a tensor({_TYPE_NAMES.get(made, made)}), but the model declares "
-                      f"it a tensor({_TYPE_NAMES.get(declared, declared)})", where=where,
+def _declared_otherwise(n: onnx.NodeProto | Node, name: str, made: int, declared: int, where: str,
+                        path: str = "") -> ModelError:
+    return ModelError(f"{path}{label(n)} makes {name!r} a tensor({_TYPE_NAMES.get(made, made)}), but the model "
+                      f"declares it a tensor({_TYPE_NAMES.get(declared, declared)})", where=where,
                       hint="fix the declared type (the value_info or graph output), or the converter that wrote it; "
                            "onnxruntime refuses such a model too")
 
