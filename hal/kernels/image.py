@@ -71,6 +71,8 @@ def _source_coords(mode: str, n_out: int, n_in: int, scale: float, roi: tuple[fl
         return np.zeros(n_out) if out_width == 1 else y * (n_in - 1) / (out_width - 1)
     if mode == "asymmetric":
         return y / scale
+    if mode == "tf_half_pixel_for_nn":  # Resize-11's; onnxruntime still runs it at later opsets, and
+        return (y + 0.5) / scale  # tf2onnx writes it for every half-pixel nearest resize at every opset
     if mode == "tf_crop_and_resize":
         start, end = roi if roi is not None else (0.0, 1.0)
         if out_width == 1:
