@@ -496,3 +496,19 @@ def test_inputs_sharing_a_dimension_name_may_be_fed_two_lengths_as_in_onnxruntim
         for ours, theirs in zip(s.run(None, feeds), _ort(m, feeds)):
             assert ours.shape == theirs.shape
             np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu", "lpu", "wafer"])
+def test_a_dimension_declared_negative_is_a_free_one_as_in_onnxruntime(target):
+    # paddle2onnx declares some free dimensions as dim_value -1: hal asked feeds for a size of -1,
+    # and onnx's inference, carrying the -1 on, refused the ReduceSum after it
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("ReduceSum", ["r"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    s = hal.InferenceSession(m, target=target)
+    assert s.get_inputs()[0].shape == [None, 5]
+    for n in (3, 1):
+        x = np.random.default_rng(n).standard_normal((n, 5)).astype(np.float32)
+        (ours,), (theirs,) = s.run(None, {"x": x}), _ort(m, {"x": x})
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -393,6 +394,32 @@ def _ir3_weights_declared(proto: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+def _negative_dims_unknown(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` in which every declared dimension of negative size is unknown instead, as
+    onnxruntime reads it (paddle2onnx declares some free dimensions as -1, which no feed could match
+    and onnx's inference carries into the shapes it infers); ``proto`` itself when it declares none."""
+    def values(g: onnx.GraphProto) -> Iterator[onnx.ValueInfoProto]:
+        yield from (*g.input, *g.output, *g.value_info)
+        for n in g.node:
+            for a in n.attribute:
+                for body in attribute_graphs(a):
+                    yield from values(body)
+
+    def negative(vi: onnx.ValueInfoProto) -> list[onnx.TensorShapeProto.Dimension]:
+        t = vi.type.tensor_type
+        return [d for d in t.shape.dim if d.HasField("dim_value") and d.dim_value < 0] \
+            if vi.type.HasField("tensor_type") and t.HasField("shape") else []
+
+    if not any(negative(vi) for vi in values(proto.graph)):
+        return proto
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    for vi in values(copy.graph):
+        for d in negative(vi):
+            d.ClearField("dim_value")
+    return copy
+
+
 def model_hash(proto: onnx.ModelProto) -> str:
     return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()[:16]
 
@@ -400,10 +427,11 @@ def model_hash(proto: onnx.ModelProto) -> str:
 def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = True,
                infer_shapes: bool = True) -> Graph:
     """Build the IR from a proto: check it, infer shapes, order nodes, collect weights."""
+    digest = model_hash(proto)  # the model as given (hal.overrides reads it again to compare)
     proto = _ir3_weights_declared(proto)
     if check:
         _check(proto, where)
-    digest = model_hash(proto)
+    proto = _negative_dims_unknown(proto)
     weights = proto.graph  # the inferred model declares the large weights as inputs, without data
     had_functions = len(proto.functions) > 0
     n_inputs = len(weights.input)
