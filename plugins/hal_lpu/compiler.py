@@ -39,7 +39,7 @@ from hal_lpu.partition import Placement, Shard, partition, split_input_axis
 from hal_lpu.precision import apply_lpu_policy, lpu_policy
 from hal_lpu.report import build_report
 from hal_lpu.schedule import ProgramBuilder, Schedule, schedule
-from hal_lpu.shapes import Resolved, graph_inputs_behind, host_candidates, resolve_shapes
+from hal_lpu.shapes import SHAPE_INPUTS, Resolved, graph_inputs_behind, host_candidates, resolve_shapes
 from hal_lpu.specialise import SpecialisingExecutable
 
 __version__ = "0.1.0"
@@ -61,10 +61,10 @@ OPTIONS = {
 
 
 def _refuse(node: Node, graph: Graph, used: set[str], shapes: Resolved) -> str | None:
-    reason = DATA_DEPENDENT.get(node.op_type)
-    if reason:
-        return f"data-dependent output shape: {reason}; a statically scheduled machine cannot run it"
     dynamic, special = shapes.dynamic, shapes.special
+    reason = DATA_DEPENDENT.get(node.op_type)
+    if reason and not _fixed_at_compile_time(node, graph, shapes):
+        return f"data-dependent output shape: {reason}; a statically scheduled machine cannot run it"
     if node.op_type == "If":
         cond = node.inputs[0] if node.inputs else ""
         if cond not in shapes.known and cond not in graph.initializers and cond not in shapes.host:
@@ -88,6 +88,15 @@ def _refuse(node: Node, graph: Graph, used: set[str], shapes: Resolved) -> str |
                 return (f"output {o!r} has no shape known at compile time; a statically scheduled machine "
                         "needs every tensor's size before it runs")
     return None
+
+
+def _fixed_at_compile_time(node: Node, graph: Graph, shapes: Resolved) -> bool:
+    """Whether the values that decide the output shape of an op that is data-dependent in general are
+    known at compile time (a Compress whose condition is a weight, or computed from static shapes
+    alone: tf2onnx's MirrorPad), so that every output's shape is."""
+    deciding = [node.inputs[p] for p in SHAPE_INPUTS.get(node.op_type, ()) if p < len(node.inputs)]
+    return bool(deciding) and all(d in shapes.known or d in graph.initializers for d in deciding if d) \
+        and all(o in shapes.values and shapes.values[o].static_shape is not None for o in node.outputs if o)
 
 
 def _int_option(options: CompileOptions, key: str, default: int | None) -> int | None:

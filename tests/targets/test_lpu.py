@@ -535,3 +535,35 @@ def test_groups_made_from_the_report_are_the_groups_the_compiler_built(monkeypat
     exe = _executable(hal.InferenceSession(model, target="lpu", precision=precision, **options))
     assert exe.groups == built[-1]
     assert {g.kind for g in exe.groups} == ({"node"} if not options else {"node", "shard", "gather", "send"})
+
+
+@pytest.mark.parametrize("condition", ["weight", "from shape", "fed"])
+def test_compress_runs_where_its_condition_is_known_at_compile_time(condition):
+    # tf2onnx writes MirrorPad (tf.pad SYMMETRIC) as a Compress whose condition it builds from the input's
+    # static shape (Shape -> ConstantOfShape -> ScatterElements): the lpu refused every Compress by op
+    f = TensorProto.FLOAT
+    keep = np.array([1, 0, 1, 1, 0, 1], bool)
+    nodes, inits, inputs = [], [], [helper.make_tensor_value_info("x", f, [2, 6])]
+    if condition == "weight":
+        inits.append(numpy_helper.from_array(keep, "cond"))
+    elif condition == "from shape":  # ones of x's width, with position 1 and 4 set to 0
+        nodes += [helper.make_node("Shape", ["x"], ["shape"], start=1),
+                  helper.make_node("ConstantOfShape", ["shape"], ["ones"],
+                                   value=numpy_helper.from_array(np.array([1], np.int64))),
+                  helper.make_node("ScatterElements", ["ones", "at", "zeros"], ["flags"]),
+                  helper.make_node("Cast", ["flags"], ["cond"], to=TensorProto.BOOL)]
+        inits += [numpy_helper.from_array(np.array([1, 4], np.int64), "at"),
+                  numpy_helper.from_array(np.zeros(2, np.int64), "zeros")]
+    else:
+        inputs.append(helper.make_tensor_value_info("cond", TensorProto.BOOL, [6]))
+    nodes.append(helper.make_node("Compress", ["x", "cond"], ["y"], axis=1))
+    g = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", f, [2, "k"])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.arange(12, dtype=np.float32).reshape(2, 6)
+    feeds = {"x": x, **({"cond": keep} if condition == "fed" else {})}
+    if condition == "fed":
+        with pytest.raises(UnsupportedOpError, match="data-dependent output shape: its output length depends"):
+            hal.InferenceSession(m, target="lpu")
+        return
+    (y,) = hal.InferenceSession(m, target="lpu").run(None, feeds)
+    np.testing.assert_array_equal(y, x[:, keep])
