@@ -46,6 +46,9 @@ class ShapeOnly(DeclaredTensor):
 
 #: model metadata key listing the graph inputs that are shape-only weights (comma-separated)
 SHAPE_ONLY_KEY = "hal.shape_only_weights"
+#: ops whose result is not a function of their inputs alone
+NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                              "Multinomial", "Bernoulli", "Dropout"})
 
 
 Weight = np.ndarray | ShapeOnly

@@ -12,15 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from hal import limits
-from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo, Weight, body_reads
+from hal.graph.ir import NONDETERMINISTIC, Graph, Node, ShapeOnly, TensorInfo, Weight, body_reads
+from hal.graph.loops import static_trip_counts
 from hal.graph.rewrite import Rewrite, pool_concat_parts, reorder_average_pools, split_concat_convs
 from hal.graph.sequences import split_sequences
 from hal.graph.unfuse import unfuse_onnxruntime
 from hal.kernels import lookup
 
-#: ops whose result is not a function of their inputs alone
-NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                              "Multinomial", "Bernoulli", "Dropout"})
 #: folding never materialises a tensor larger than this (memory bombs stay for the runtime to refuse)
 FOLD_LIMIT_BYTES = 64 << 20
 
@@ -270,10 +268,12 @@ def stack_sibling_weights(graph: Graph) -> Graph:
 def optimize(graph: Graph) -> Graph:
     """The standard pipeline, in place: take onnxruntime's CPU fusions apart into the onnx ops they
     fused, and its Reshape-Gemm-Reshape back into a MatMul and Add (``hal.graph.unfuse``), fold
-    constants, make a sequence that only carries a split's parts a Split (``hal.graph.sequences``),
+    constants, give a while-style Loop the trip count its condition fixes (``hal.graph.loops``), make a
+    sequence that only carries a split's parts a Split (``hal.graph.sequences``),
     fold BatchNormalization into Conv weights, put average pools and pointwise convs in
     their cheaper order, pool a channel Concat's parts, split a pointwise conv over a Concat's parts,
     remove what no output needs, then stack the weights of sibling MatMuls (their values and bytes
     unchanged)."""
-    graph = reorder_average_pools(fold_batch_norm(split_sequences(fold_constants(unfuse_onnxruntime(graph)))))
+    graph = fold_constants(unfuse_onnxruntime(graph))
+    graph = reorder_average_pools(fold_batch_norm(split_sequences(static_trip_counts(graph))))
     return stack_sibling_weights(remove_dead_nodes(split_concat_convs(pool_concat_parts(graph))))
