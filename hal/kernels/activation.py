@@ -105,7 +105,16 @@ def celu(x: Array, alpha: float = 1.0) -> Array:
     return _arr(np.where(x > 0, x, neg)).astype(x.dtype, copy=False)
 
 
-for _op, _fn in (("Relu", relu), ("LeakyRelu", leaky_relu), ("PRelu", prelu), ("Elu", elu), ("Selu", selu)):
+def prelu_6(x: Array, slope: Array) -> Array:
+    """PRelu before opset 7, which did not broadcast: a slope of one value per channel applies along
+    axis 1 (PyTorch's PReLU(num_parameters=C), as onnx's pytorch-converted test models hold it)."""
+    slope = _arr(slope)
+    if slope.ndim == 1 and x.ndim > 2 and slope.size == x.shape[1] != 1:
+        slope = slope.reshape(-1, *([1] * (x.ndim - 2)))
+    return prelu(x, slope)
+
+
+for _op, _fn in (("Relu", relu), ("LeakyRelu", leaky_relu), ("PRelu", prelu_6), ("Elu", elu), ("Selu", selu)):
     _legacy(_op, 1, _fn)
 
 
