@@ -54,8 +54,7 @@ class InitializerOverrides:
         given = {n: v for n, v in feeds.items() if n in self.infos}
         for name, v in given.items():
             self._check(self.infos[name], v)
-        key = tuple((n, v.dtype.str, v.shape, hashlib.sha256(np.ascontiguousarray(v).view(np.uint8)).digest())
-                    for n, v in sorted(given.items()))
+        key = tuple((n, v.dtype.str, v.shape, _digest(v)) for n, v in sorted(given.items()))
         with self._lock:
             session = self._variants.get(key)
             if session is None:
@@ -95,6 +94,13 @@ class InitializerOverrides:
             if t.name in given:
                 out.graph.initializer[i].CopyFrom(numpy_helper.from_array(given[t.name], t.name))
         return out
+
+
+def _digest(v: np.ndarray) -> bytes:
+    """The SHA-256 of an array's values (a string tensor's, element by element)."""
+    if v.dtype.hasobject:
+        return hashlib.sha256("\x00".join(map(str, v.ravel())).encode("utf-8", "surrogatepass")).digest()
+    return hashlib.sha256(np.ascontiguousarray(v).tobytes()).digest()
 
 
 __all__ = ["MAX_VARIANTS", "InitializerOverrides"]

@@ -113,3 +113,17 @@ def test_a_default_cannot_be_replaced_where_the_model_is_gone_or_changed(tmp_pat
     with pytest.raises(hal.InputError, match="the model changed since this session was built"):
         s.run(None, {"x": X, "scale": np.ones(4, np.float32)})
     np.testing.assert_array_equal(s.run(None, {"x": X})[0] >= 0, True)  # its own program still runs
+
+
+def test_a_string_default_can_be_replaced_too():
+    # a LabelEncoder-style lookup whose keys are a string initializer listed as an input
+    keys = numpy_helper.from_array(np.array(["a", "b"], dtype=object), "keys")
+    g = helper.make_graph([helper.make_node("Equal", ["x", "keys"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.STRING, [2]),
+                           helper.make_tensor_value_info("keys", TensorProto.STRING, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.BOOL, [2])], [keys])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
+    s = hal.InferenceSession(m)
+    x = np.array(["a", "c"], dtype=object)
+    assert s.run(None, {"x": x})[0].tolist() == [True, False]
+    assert s.run(None, {"x": x, "keys": np.array(["z", "c"], dtype=object)})[0].tolist() == [False, True]
