@@ -20,6 +20,7 @@ _EXPORTS = {
     "ConformanceCase": "hal.conformance.cases",
     "node_cases": "hal.conformance.cases",
     "light_cases": "hal.conformance.cases",
+    "shipped_cases": "hal.conformance.cases",
     "contract_cases": "hal.conformance.contract",
     "Profile": "hal.conformance.profiles",
     "load_profile": "hal.conformance.profiles",

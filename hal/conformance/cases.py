@@ -1,9 +1,10 @@
-"""The cases of the suite: onnx's node tests, the light model zoo, and cases plugins contribute.
+"""The cases of the suite: onnx's node tests, the light model zoo, the small models onnx ships with
+their data, and cases plugins contribute.
 
 Every case has the shape of onnx's ``TestCase`` (name, model, data sets, rtol, atol) plus the op it
 certifies, so results group per op. Node cases come from
 ``onnx.backend.test.case.node.collect_testcases()``; an ``_expanded`` case (the op's function body)
-counts for the op of its single-node twin. Light models are loaded only when a case runs.
+counts for the op of its single-node twin. Light and shipped models are loaded only when a case runs.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class ConformanceCase:
 
     name: str
     op: str
-    kind: str  # node | light | plugin
+    kind: str  # node | light | model | plugin
     rtol: float
     atol: float
     load_model: Callable[[], onnx.ModelProto] = field(repr=False)
@@ -172,6 +173,37 @@ def light_cases() -> list[ConformanceCase]:
     for name in LIGHT_MODELS:
         out.append(ConformanceCase(f"test_light_{name}", "light model", "light", LIGHT_RTOL, LIGHT_ATOL,
                                    _cached(lambda n=name: _light_model(n)), _cached(lambda n=name: _light_data(n))))
+    return out
+
+
+#: the folders of onnx/backend/test/data/ that hold small models with their data sets: PyTorch's nn
+#: modules and operators exported at opsets 6 and later, and models of sequences, strings and control flow
+SHIPPED_KINDS = ("pytorch-converted", "pytorch-operator", "simple")
+
+
+def _read_tensor(path: Path) -> np.ndarray:
+    t = onnx.TensorProto()
+    t.ParseFromString(path.read_bytes())
+    return numpy_helper.to_array(t)
+
+
+def _shipped_data(folder: Path) -> list[tuple[list[Any], list[Any]]]:
+    return [([_read_tensor(p) for p in sorted(d.glob("input_*.pb"))],
+             [_read_tensor(p) for p in sorted(d.glob("output_*.pb"))])
+            for d in sorted(folder.glob("test_data_set_*"))]
+
+
+def shipped_cases() -> list[ConformanceCase]:
+    """The small models onnx ships with their inputs and expected outputs (``SHIPPED_KINDS``), named
+    ``<folder>/<model>``, compared as onnx's runner compares them (rtol 1e-3, atol 1e-7)."""
+    data = light_dir().parent
+    out = []
+    for kind in SHIPPED_KINDS:
+        for folder in sorted((data / kind).iterdir() if (data / kind).is_dir() else ()):
+            if (folder / "model.onnx").is_file():
+                out.append(ConformanceCase(f"{kind}/{folder.name}", "shipped model", "model", 1e-3, 1e-7,
+                                           _cached(lambda f=folder: onnx.load(str(f / "model.onnx"))),
+                                           _cached(lambda f=folder: _shipped_data(f))))
     return out
 
 

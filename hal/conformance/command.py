@@ -25,7 +25,7 @@ from hal.files import atomic_write, write_output
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``conformance`` sub-command to the ``hal`` CLI's sub-parsers."""
     p = subparsers.add_parser(
-        "conformance", help="certify a target: onnx node tests, light models, API contract",
+        "conformance", help="certify a target: onnx node tests, light and shipped models, API contract",
         description="Run the hal conformance suite on TARGET and print a pass table per op.")
     p.add_argument("target", help="target name (see `hal targets`)")
     p.add_argument("--profile", default="core", help="core (CNN + transformer ops), full (every node case) "

@@ -52,12 +52,15 @@ class Profile:
     description: str = ""
     ops: frozenset[str] | None = None  # None: every op
     light_models: bool = True
+    shipped_models: bool = False  # onnx's small models with data (cases.SHIPPED_KINDS): opt in
     contract: bool = True
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
 
     def includes(self, case: ConformanceCase) -> bool:
         if case.kind == "light":
             return self.light_models
+        if case.kind == "model":
+            return self.shipped_models
         if case.kind == "contract":
             return self.contract
         if case.kind == "plugin":
@@ -85,7 +88,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
             for k, v in data.get("tolerances", {}).items()}
     return Profile(head.get("name", p.stem), head.get("description", ""),
                    None if ops == "*" else frozenset(ops), bool(head.get("light_models", True)),
-                   bool(head.get("contract", True)), tols)
+                   bool(head.get("shipped_models", False)), bool(head.get("contract", True)), tols)
 
 
 # --- expected-failure manifests ----------------------------------------------------------------------

@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # hal is imported only once the suite is active: dormant runs
     from hal.conformance.report import CaseResult, ConformanceReport
     from hal.conformance.suite import Case
 
-KINDS = ("node", "light", "plugin", "contract")
+KINDS = ("node", "light", "model", "plugin", "contract")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

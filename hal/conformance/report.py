@@ -20,7 +20,7 @@ class CaseResult(HalModel):
 
     name: str
     op: str
-    kind: str = Field(description="node | light | contract | plugin")
+    kind: str = Field(description="node | light | model | contract | plugin")
     outcome: Outcome
     cause: str | None = Field(default=None, description="no kernel | wrong numbers | error | checker | contract")
     message: str | None = None
@@ -41,7 +41,7 @@ class _Counts(HalModel):
 
 
 class OpResult(_Counts):
-    """The cases of one op (light models and contract checks each form one row)."""
+    """The cases of one op (light models, shipped models and contract checks each form one row)."""
 
     op: str
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from hal.conformance.cases import light_cases, node_cases, plugin_cases
+from hal.conformance.cases import light_cases, node_cases, plugin_cases, shipped_cases
 from hal.conformance.check import CaseFailure, check_case
 from hal.conformance.contract import contract_cases
 from hal.conformance.profiles import ManifestEntry, Profile, load_profile
@@ -20,11 +20,14 @@ Case = Any  # ConformanceCase | ContractCase: both have name, op, kind, ops
 
 
 def select_cases(profile: Profile | str) -> list[Case]:
-    """The cases of a profile, in a stable order: node cases, light models, plugin cases, contract."""
+    """The cases of a profile, in a stable order: node cases, light models, shipped models, plugin
+    cases, contract."""
     prof = load_profile(profile) if isinstance(profile, str) else profile
     cases: list[Case] = [c for c in node_cases() if prof.includes(c)]
     if prof.light_models:
         cases += light_cases()
+    if prof.shipped_models:
+        cases += shipped_cases()
     cases += plugin_cases()
     if prof.contract:
         cases += contract_cases()
