@@ -512,3 +512,19 @@ def test_a_dimension_declared_negative_is_a_free_one_as_in_onnxruntime(target):
         x = np.random.default_rng(n).standard_normal((n, 5)).astype(np.float32)
         (ours,), (theirs,) = s.run(None, {"x": x}), _ort(m, {"x": x})
         np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu", "lpu", "wafer"])
+def test_a_graph_output_without_a_shape_field_is_of_unknown_rank_as_in_onnxruntime(target):
+    # onnx's checker requires the field where its IR reads a missing one as unknown rank: skl2onnx's
+    # GaussianProcessRegressor declares its return_std output so, and hal refused the model
+    g = helper.make_graph([helper.make_node("Sqrt", ["x"], ["std"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 1])],
+                          [helper.make_tensor_value_info("std", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    assert not m.graph.output[0].type.tensor_type.HasField("shape")
+    x = np.array([[4.0], [9.0], [2.0]], np.float32)
+    s = hal.InferenceSession(m, target=target)
+    assert s.get_outputs()[0].shape == [3, 1]  # inferred
+    np.testing.assert_array_equal(s.run(None, {"x": x})[0], _ort(m, {"x": x})[0])
+    assert not m.graph.output[0].type.tensor_type.HasField("shape")  # the model given is left as it was

@@ -6,6 +6,7 @@ inside the model's folder: absolute locations, ``..`` and links that resolve out
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -124,7 +125,7 @@ def _check(proto: onnx.ModelProto, where: str) -> None:
             raise ModelError(f"the model imports ai.onnx opset {o.version}, newer than the newest this onnx "
                              f"knows ({newest})", where=where, hint="upgrade onnx, or re-export at a released opset")
     try:
-        with contrib.onnx_checkable(proto):
+        with contrib.onnx_checkable(proto), _shapes_declared(proto):
             onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as e:
         msg = str(e).strip().splitlines()
@@ -132,6 +133,23 @@ def _check(proto: onnx.ModelProto, where: str) -> None:
                          hint="fix the model, or re-export it with a current exporter") from None
     except (ValueError, RuntimeError) as e:  # protobuf-level oddities the checker trips on
         raise ModelError(f"onnx.checker failed: {e}", where=where) from None
+
+
+@contextlib.contextmanager
+def _shapes_declared(proto: onnx.ModelProto) -> Iterator[None]:
+    """``proto`` with a shape field (of rank 0) on each graph input and output tensor that has none, for
+    the block: onnx's checker requires the field, where its IR reads a missing one as a tensor of
+    unknown rank and onnxruntime runs such models (skl2onnx's GaussianProcessRegressor declares its
+    ``return_std`` output so). The check is of the graph's structure; the model keeps its own types."""
+    bare = [vi.type.tensor_type for vi in (*proto.graph.input, *proto.graph.output)
+            if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")]
+    try:
+        for t in bare:
+            t.shape.SetInParent()
+        yield
+    finally:
+        for t in bare:
+            t.ClearField("shape")
 
 
 #: onnx's data propagation walks (and allocates) every element of 1-D tensors, in C++ that cannot be

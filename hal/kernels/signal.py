@@ -73,6 +73,8 @@ def dft(input: Array, dft_length: Array | None = None, axis: Array | None = None
 @kernel("STFT", since=17)
 def stft(signal: Array, frame_step: Array, window: Array | None = None, frame_length: Array | None = None,
          onesided: int = 1) -> Array:
+    if signal.ndim == 2:  # [batch, length]: a real signal, as onnxruntime reads it (torch's TorchScript
+        signal = signal[..., None]  # exporter writes torch.stft so; the spec asks for [batch, length, 1])
     step = int(np.asarray(frame_step).reshape(-1)[0])
     n_fft = _length(frame_length)
     if window is not None:
@@ -97,12 +99,20 @@ def stft(signal: Array, frame_step: Array, window: Array | None = None, frame_le
 
 
 def _window(size: Array, periodic: int, output_datatype: int, cosines: tuple[float, ...]) -> Array:
-    """sum_k c_k cos(2 pi k n / N) with N = size (periodic) or size - 1 (symmetric)."""
+    """sum_k c_k cos(2 pi k n / N) with N = size (periodic) or size - 1 (symmetric), in float64, the
+    cosine terms summed before the constant one, as onnx's reference and onnxruntime sum them: a
+    Blackman window's peak is then exactly 1 (0.42 + 0.5 + 0.08 is 0.9999999999999999, which an
+    integer output truncated to 0). A symmetric window of one point divides by 0: NaN, as there."""
     n_points = int(np.asarray(size).reshape(-1)[0])
     denom = n_points if periodic else n_points - 1
-    phase = 2 * np.pi * np.arange(n_points, dtype=np.float64) / (denom if denom else 1)
-    y = sum(c * np.cos(k * phase) for k, c in enumerate(cosines))
-    return np.asarray(y, dtype=np.float64).astype(tensor_dtype_to_np_dtype(output_datatype))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phase = 2 * np.pi * np.arange(n_points, dtype=np.float64) / denom
+    y = np.zeros(n_points, dtype=np.float64)
+    for k, c in enumerate(cosines[1:], start=1):
+        y += c * np.cos(k * phase)
+    y += cosines[0]
+    with np.errstate(invalid="ignore"):  # NaN to an integer type: the cast's own value, as there
+        return y.astype(tensor_dtype_to_np_dtype(output_datatype))
 
 
 @kernel("HannWindow", since=17)
