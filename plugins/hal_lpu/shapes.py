@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import onnx
 from onnx import helper
 
 from hal import limits
@@ -82,14 +83,17 @@ def host_candidates(graph: Graph) -> tuple[set[str], set[str]]:
 
 
 def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] | None = None,
-                   strict: bool = False) -> Resolved:
+                   strict: bool = False, hints: Mapping[str, tuple[int, ...]] | None = None) -> Resolved:
     """Every value's compile-time shape where it can be fixed, and why not elsewhere.
 
     ``host`` names small graph inputs whose values the host reads before a run, and ``shaped``
     tensor inputs whose shape is known only then: a shape decided by them is not data-dependent in
     the sense that forbids a static schedule, it is *specialised* (a schedule per value signature).
     ``strict``: a value whose evaluation max_memory refuses is a ResourceError, not an open shape
-    (a specialisation's concrete values are the run's: the run would need that tensor).
+    (a specialisation's concrete values are the run's: the run would need that tensor). ``hints``: the
+    shapes a specialisation read off the declared ones (their dimension names bound by the fed
+    shapes), for the values of a node reading strings that cannot be run on stand-in inputs (a
+    OneHotEncoder that refuses unknown categories).
     """
     values = dict(graph.values)
     known: dict[str, np.ndarray] = {k: w for k, w in graph.initializers.items()
@@ -175,9 +179,17 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
         res = _evaluate(node, graph, values, known, _KNOWN_LIMIT * 8 if have else None, strict)
         if res is None:
             if not have:
+                # zeros stand in for numbers, not strings: only a node reading strings takes a hint (one
+                # reading numbers that fails on them fails on the run's values too: feeds that do not fit)
+                strings = any(values.get(i) is not None and values[i].elem_type == onnx.TensorProto.STRING
+                              for i in ins)
                 for o in outs:
-                    dynamic.setdefault(o, f"the output shape of {node.op_type} {node.name!r} is not known "
-                                          "at compile time")
+                    info, hinted = values.get(o), (hints or {}).get(o) if strings else None
+                    if hinted is not None and info is not None and info.kind == "tensor":
+                        values[o] = TensorInfo(o, info.elem_type, hinted)
+                    else:
+                        dynamic.setdefault(o, f"the output shape of {node.op_type} {node.name!r} is not known "
+                                              "at compile time")
             continue
         for o, r in zip(node.outputs, res):
             if not o or not isinstance(r, np.ndarray):

@@ -142,7 +142,10 @@ class SpecialisingExecutable:
                 values[t.name] = t
             inputs.append(t)
         graph = replace(g, inputs=inputs, initializers=inits, values=values)
-        resolve_shapes(graph, strict=True)  # these values asking for more than max_memory: a ResourceError
+        # (these values asking for more than max_memory: a ResourceError); what it fixes of the open
+        # values, by running their nodes or else from their declared shapes, the compile takes as given
+        resolved = resolve_shapes(graph, strict=True, hints=self._declared_shapes(feeds)).values
+        values.update((k, resolved[k]) for k in self._open if k in resolved and resolved[k].static_shape is not None)
         cap = self._target.capability(graph, self._options)
         if cap.refused:
             self._raise_host_error(feeds)
@@ -156,6 +159,26 @@ class SpecialisingExecutable:
         exe = self._target.compile_static(graph, self._options)
         exe.report.details = {**exe.report.details, "specialised_for": self._describe(feeds)}
         return exe
+
+    def _declared_shapes(self, feeds: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The open values' declared shapes with their dimension names bound by the fed shapes of the
+        shape-open inputs (a name two feeds bind to two sizes binds nothing); those whose every
+        dimension is then known."""
+        bound: dict[str, int | None] = {}
+        for name in self.by_shape:
+            declared = self._graph.values.get(name)
+            for d, got in zip(declared.shape or () if declared is not None else (), np.shape(feeds[name])):
+                if isinstance(d, str):
+                    bound[d] = int(got) if bound.get(d, int(got)) == int(got) else None
+        out = {}
+        for name in self._open:
+            info = self._graph.values.get(name)
+            if info is None or info.shape is None:
+                continue
+            dims = [d if isinstance(d, int) else bound.get(d) if isinstance(d, str) else None for d in info.shape]
+            if all(isinstance(d, int) for d in dims):
+                out[name] = tuple(dims)
+        return out
 
     def _raise_host_error(self, feeds: Mapping[str, Any]) -> None:
         """Run the graph's plain host program on these feeds, so that the RunError it meets, if any,
