@@ -48,7 +48,7 @@ def _while(limit: int = 5, cond_from: str = "counter", start: bool = True, scan:
     loop_outs = ["t_fin", "y", "u_fin"] + (["ys"] if scan else [])
     g = helper.make_graph(
         [helper.make_node("Loop", ["", "c0", "t0", "a0", "t0"], loop_outs, name="while", body=body)], "g",
-        [helper.make_tensor_value_info("x", F, [8, 3])],
+        [helper.make_tensor_value_info("x", F, [30, 3])],  # past what the LPU's host reads (64 elements)
         [helper.make_tensor_value_info("y", F, [3]),
          *([helper.make_tensor_value_info("ys", F, ["n", 3])] if scan else [])],
         [numpy_helper.from_array(np.array(start), "c0"), numpy_helper.from_array(np.array(0, np.int32), "t0"),
@@ -62,7 +62,7 @@ def _trip_count(m) -> np.ndarray | None:
     return g.initializers.get(loop.inputs[0]) if loop.inputs[0] else None
 
 
-X = np.abs(np.random.default_rng(0).standard_normal((8, 3))).astype(np.float32) + 1
+X = np.abs(np.random.default_rng(0).standard_normal((30, 3))).astype(np.float32) + 1
 X[3] = -1  # the data's condition (a positive row) ends the loop there
 
 
@@ -85,3 +85,42 @@ def test_a_loop_whose_condition_the_data_decides_keeps_no_trip_count(cond_from):
         hal.InferenceSession(m, target="lpu")
     want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})
     np.testing.assert_allclose(hal.InferenceSession(m).run(None, {"x": X})[0], want[0], rtol=1e-6)
+
+
+def _while_over_rows() -> object:
+    """tf2onnx's form for a tf.while_loop over a tensor of dynamic length: the limit is Shape(x)[0],
+    cast, fed in as a carried value; the body counts t up and adds row t of x to acc while t + 1 < limit."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["t_in", "one"], ["t_out"]),
+         helper.make_node("Less", ["t_out", "limit_in"], ["cond_out"]),
+         helper.make_node("Identity", ["limit_in"], ["limit_out"]),
+         helper.make_node("Gather", ["x", "t_in"], ["row"], axis=0),
+         helper.make_node("Add", ["acc_in", "row"], ["acc_out"])],
+        "body", [helper.make_tensor_value_info("iter", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", B, []), helper.make_tensor_value_info("t_in", I32, []),
+                 helper.make_tensor_value_info("limit_in", I32, []), helper.make_tensor_value_info("acc_in", F, [3])],
+        [helper.make_tensor_value_info("cond_out", B, []), helper.make_tensor_value_info("t_out", I32, []),
+         helper.make_tensor_value_info("limit_out", I32, []), helper.make_tensor_value_info("acc_out", F, [3])],
+        [numpy_helper.from_array(np.array(1, np.int32), "one")])
+    nodes = [helper.make_node("Shape", ["x"], ["shape"], start=0, end=1),
+             helper.make_node("Squeeze", ["shape"], ["n64"]),
+             helper.make_node("Cast", ["n64"], ["n"], to=I32),
+             helper.make_node("Less", ["t0", "n"], ["c0"]),
+             helper.make_node("Loop", ["", "c0", "t0", "n", "a0"], ["t_fin", "n_fin", "y"], name="while", body=body)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, ["rows", 3])],
+                          [helper.make_tensor_value_info("y", F, [3])],
+                          [numpy_helper.from_array(np.array(0, np.int32), "t0"),
+                           numpy_helper.from_array(np.zeros(3, np.float32), "a0")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_while_loop_over_a_dynamic_length_runs_on_the_lpu_once_the_host_knows_the_length():
+    # the LPU refused it ("a trip count computed on the device"): the condition reads only the length
+    # the host knows from the fed shape, so each shape gets its own schedule with the trip count in it
+    m = _while_over_rows()
+    s, theirs = hal.InferenceSession(m, target="lpu"), ort.InferenceSession(m.SerializeToString())
+    for rows in (5, 2, 5):
+        x = np.random.default_rng(rows).standard_normal((rows, 3)).astype(np.float32)
+        np.testing.assert_allclose(s.run(None, {"x": x})[0], theirs.run(None, {"x": x})[0], rtol=1e-6)
+    spec = s.report.details["specialisation"]
+    assert spec["compiles"] == 2 and spec["cache_hits"] == 1

@@ -10,10 +10,14 @@ is static. Part of the standard pipeline (``hal.graph.passes.optimize``), after 
 
 from __future__ import annotations
 
-import numpy as np
-from onnx import numpy_helper
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
 
-from hal.graph.ir import NONDETERMINISTIC, Graph, Node, attribute_graphs
+import numpy as np
+from onnx import TensorProto, numpy_helper
+
+from hal.graph.ir import NONDETERMINISTIC, Graph, Node, TensorInfo, attribute_graphs
 from hal.graph.rewrite import Rewrite
 from hal.kernels import lookup
 
@@ -30,7 +34,7 @@ def static_trip_counts(graph: Graph) -> Graph:
     for n in graph.nodes:
         if n.op_type != "Loop" or n.domain or not n.inputs or n.inputs[0]:
             continue
-        trips = _trip_count(n, graph)
+        trips = trip_count(n, graph.initializers, graph.opset)
         if trips is None:
             continue
         rw = rw or Rewrite(graph)
@@ -38,26 +42,54 @@ def static_trip_counts(graph: Graph) -> Graph:
     return graph
 
 
-def _trip_count(loop: Node, graph: Graph) -> int | None:
-    """How many times ``loop`` runs, where only the iteration number, constants and loop-carried
-    values of that kind decide its condition; None otherwise."""
+def with_trip_counts(graph: Graph, values: Mapping[str, np.ndarray]) -> Graph:
+    """``graph`` with each while-style Loop whose trip count ``values`` (outer values known before the
+    run: the LPU's host values, once a specialisation fixed them) decide given it as ``M``; the graph
+    itself when there is none. Its nodes are shared, not changed: a Loop given ``M`` is a copy."""
+    known = {**values, **graph.initializers}
+    nodes, weights, infos = list(graph.nodes), dict(graph.initializers), dict(graph.values)
+    changed = False
+    for i, n in enumerate(nodes):
+        if n.op_type != "Loop" or n.domain or not n.inputs or n.inputs[0]:
+            continue
+        trips = trip_count(n, known, graph.opset)
+        if trips is None:
+            continue
+        name = f"{n.name}_trip_count"
+        while name in infos or name in weights:
+            name += "_"
+        weights[name] = np.array(trips, dtype=np.int64)
+        infos[name] = TensorInfo(name, TensorProto.INT64, ())
+        nodes[i] = replace(n, inputs=[name, *n.inputs[1:]])
+        changed = True
+    return replace(graph, nodes=nodes, initializers=weights, values=infos) if changed else graph
+
+
+def trip_count_inputs(loop: Node) -> set[str] | None:
+    """The outer values a while-style Loop's trip count depends on (its initial condition, the initial
+    values of the carried values its condition reads, the outer values its condition's nodes read),
+    where only those, the iteration number and the body's constants decide it; None otherwise."""
+    cone = _condition_cone(loop)
+    return None if cone is None else cone[2]
+
+
+def _condition_cone(loop: Node) -> tuple[list[int], dict[str, int], set[str]] | None:
+    """(the body nodes that compute the condition, in order; the carried inputs they read, by their
+    position; the outer values they and the trip count depend on), or None where a body node there is
+    random or holds a subgraph, or the body is no Loop body."""
     body = loop.attrs.get("body")
     if body is None or len(body.input) < 2 or not body.output:
-        return None
-    weights = graph.initializers
-    cond = loop.inputs[1] if len(loop.inputs) > 1 else ""
-    if cond and not isinstance(weights.get(cond), np.ndarray):
         return None
     iter_name, cond_in = body.input[0].name, body.input[1].name
     carried_in = [vi.name for vi in body.input[2:]]
     carried_out = [vi.name for vi in body.output[1:1 + len(carried_in)]]
     initial = loop.inputs[2:2 + len(carried_in)]
-    constants = {t.name: numpy_helper.to_array(t) for t in body.initializer}
+    constants = {t.name for t in body.initializer}
     producer = {o: i for i, p in enumerate(body.node) for o in p.output if o}
     needed: set[int] = set()
-    follow: dict[str, np.ndarray] = {}  # carried inputs the condition reads -> their initial values
-    todo = [body.output[0].name]
-    seen: set[str] = set()
+    follow: dict[str, int] = {}
+    outer = {loop.inputs[1]} if len(loop.inputs) > 1 and loop.inputs[1] else set()
+    todo, seen = [body.output[0].name], set()
     while todo:  # the condition's cone, and the cone of each carried value it reads
         name = todo.pop()
         if not name or name in seen or name in (iter_name, cond_in) or name in constants:
@@ -65,10 +97,10 @@ def _trip_count(loop: Node, graph: Graph) -> int | None:
         seen.add(name)
         if name in carried_in:
             j = carried_in.index(name)
-            start = weights.get(initial[j]) if j < len(initial) and initial[j] else None
-            if not isinstance(start, np.ndarray) or start.size > MAX_CARRIED:
+            if j >= len(initial) or not initial[j]:
                 return None
-            follow[name] = start
+            follow[name] = j
+            outer.add(initial[j])
             todo.append(carried_out[j])
         elif name in producer:
             p = body.node[producer[name]]
@@ -76,36 +108,48 @@ def _trip_count(loop: Node, graph: Graph) -> int | None:
                 return None
             needed.add(producer[name])
             todo.extend(p.input)
-        elif isinstance(weights.get(name), np.ndarray):  # an outer constant the body reads
-            constants[name] = weights[name]
         else:
-            return None  # data, from outside the body
+            outer.add(name)  # a value from outside the body
+    return sorted(needed), follow, outer
+
+
+def trip_count(loop: Node, known: Mapping[str, Any], opset: Callable[[str], int]) -> int | None:
+    """How many times ``loop`` runs, where only the iteration number, constants and the values of
+    ``known`` (outer values by name) decide its condition; None otherwise, or past MAX_TRIPS."""
+    cone = _condition_cone(loop)
+    if cone is None or not all(isinstance(known.get(n), np.ndarray) for n in cone[2]):
+        return None
+    order, follow, _ = cone
+    body = loop.attrs["body"]
+    iter_name, cond_in = body.input[0].name, body.input[1].name
+    carried_out = {name: body.output[1 + j].name for name, j in follow.items()}
+    carried = {name: known[loop.inputs[2 + j]] for name, j in follow.items()}
+    constants = {t.name: numpy_helper.to_array(t) for t in body.initializer}
+    constants.update((n, known[n]) for n in cone[2])
     steps = []
-    for i in sorted(needed):
+    for i in order:
         node = Node.from_proto(body.node[i], body.node[i].name or f"{body.node[i].op_type}_{i}")
-        kdef = lookup(node.op_type, node.domain, graph.opset(node.domain))
+        kdef = lookup(node.op_type, node.domain, opset(node.domain))
         if kdef is None or kdef.context:
             return None
         steps.append((node, kdef, kdef.static_attrs(node.attrs, node.outputs)))
-    going = bool(weights[cond].reshape(-1)[0]) if cond else True
-    carried = dict(follow)
+    cond = loop.inputs[1] if len(loop.inputs) > 1 else ""
+    going = bool(np.asarray(known[cond]).reshape(-1)[0]) if cond else True
     trips = 0
     try:
         while going:
-            if trips == MAX_TRIPS:
+            if trips == MAX_TRIPS or any(np.asarray(v).size > MAX_CARRIED for v in carried.values()):
                 return None
             env = {**constants, **carried, iter_name: np.array(trips, np.int64), cond_in: np.array(going)}
             for node, kdef, attrs in steps:
                 res = kdef.fn(*[env[i] if i else None for i in node.inputs], **attrs)
                 env.update(zip(node.outputs, res if isinstance(res, tuple) else (res,)))
             going = bool(np.asarray(env[body.output[0].name]).reshape(-1)[0])
-            carried = {name: env[carried_out[carried_in.index(name)]] for name in follow}
-            if any(np.asarray(v).size > MAX_CARRIED for v in carried.values()):
-                return None
+            carried = {name: env[out] for name, out in carried_out.items()}
             trips += 1
     except Exception:  # a body the kernels refuse here is left for the run to report
         return None
     return trips
 
 
-__all__ = ["MAX_TRIPS", "static_trip_counts"]
+__all__ = ["MAX_TRIPS", "static_trip_counts", "trip_count", "trip_count_inputs", "with_trip_counts"]

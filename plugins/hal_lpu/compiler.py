@@ -28,6 +28,7 @@ import numpy as np
 from hal.engine import Program, Step, chain_concats, fused_runs, kernel_step
 from hal.errors import CompileError, ResourceError
 from hal.graph.ir import Graph, Node, TensorInfo
+from hal.graph.loops import trip_count_inputs
 from hal.graph.passes import NONDETERMINISTIC
 from hal.perf.opcount import VIEW_OPS
 from hal.specs import Capability, CompileOptions, TargetSpec, builtin_sheet, load_spec_sheet
@@ -74,6 +75,10 @@ def _refuse(node: Node, graph: Graph, used: set[str], shapes: Resolved) -> str |
         trip = node.inputs[0] if node.inputs else ""
         cond = node.inputs[1] if len(node.inputs) > 1 else ""
         static = shapes.known | set(graph.initializers) | shapes.host
+        if not trip:  # a while loop: the values its condition depends on (hal.graph.loops)
+            needs = trip_count_inputs(node)
+            if needs is not None and needs <= static:
+                return None
         if not trip or trip not in static or (cond and cond not in static):
             return ("a Loop whose trip count (or condition) is computed on the device from data cannot be "
                     "statically scheduled; only one the host can compute before the run is taken")

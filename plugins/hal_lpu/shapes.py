@@ -25,6 +25,7 @@ from hal import limits
 from hal.engine import kernel_step
 from hal.errors import ResourceError
 from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo
+from hal.graph.loops import trip_count_inputs
 from hal.graph.passes import NONDETERMINISTIC
 from hal.kernels.registry import KernelContext
 
@@ -65,6 +66,8 @@ class Resolved:
     host: set[str] = field(default_factory=set)
     #: host values that decide a shape or a trip count: what a specialised schedule is keyed on
     deciders: set[str] = field(default_factory=set)
+    #: the values computed at compile time, by name (a specialisation's trip counts read them)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def host_candidates(graph: Graph) -> tuple[set[str], set[str]]:
@@ -149,6 +152,8 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
             continue
         if node.op_type == "Loop":
             control = [i for i in node.inputs[:2] if i]
+            if node.inputs and not node.inputs[0]:  # a while loop: what its condition reads (hal.graph.loops)
+                control = sorted(trip_count_inputs(node) or {""})
             if any(i in hostv for i in control) and all(i in hostv or i in known for i in control):
                 deciders.update(i for i in control if i in hostv)
                 for o in outs:
@@ -198,7 +203,7 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
                 values[o] = TensorInfo(o, helper.np_dtype_to_tensor_dtype(r.dtype), tuple(r.shape))
             if all_known and r.size <= _KNOWN_LIMIT:
                 known[o] = r
-    return Resolved(values, dynamic, special, set(known), hostv, deciders)
+    return Resolved(values, dynamic, special, set(known), hostv, deciders, known)
 
 
 def graph_inputs_behind(graph: Graph, names: set[str]) -> set[str]:

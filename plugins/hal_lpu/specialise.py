@@ -28,6 +28,7 @@ import numpy as np
 from hal.engine import reference_program
 from hal.errors import InputError, UnsupportedOpError
 from hal.graph.ir import Graph, TensorInfo
+from hal.graph.loops import with_trip_counts
 from hal.specs import CompileOptions, CompileReport
 from hal_lpu.shapes import resolve_shapes
 
@@ -144,8 +145,11 @@ class SpecialisingExecutable:
         graph = replace(g, inputs=inputs, initializers=inits, values=values)
         # (these values asking for more than max_memory: a ResourceError); what it fixes of the open
         # values, by running their nodes or else from their declared shapes, the compile takes as given
-        resolved = resolve_shapes(graph, strict=True, hints=self._declared_shapes(feeds)).values
-        values.update((k, resolved[k]) for k in self._open if k in resolved and resolved[k].static_shape is not None)
+        resolved = resolve_shapes(graph, strict=True, hints=self._declared_shapes(feeds))
+        values.update((k, resolved.values[k]) for k in self._open
+                      if k in resolved.values and resolved.values[k].static_shape is not None)
+        # a while loop whose condition reads only values the host now knows runs that many times
+        graph = with_trip_counts(graph, resolved.arrays)
         cap = self._target.capability(graph, self._options)
         if cap.refused:
             self._raise_host_error(feeds)
