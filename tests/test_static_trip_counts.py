@@ -17,7 +17,7 @@ from hal.graph.passes import optimize
 F, I32, B = TensorProto.FLOAT, TensorProto.INT32, TensorProto.BOOL
 
 
-def _while(limit: int = 5, cond_from: str = "counter", start: bool = True, scan: bool = False):
+def _while(limit: int = 5, cond_from: str = "counter", start: bool = True, scan: bool = False, m: int | None = None):
     """t counts up from 0 while t + 1 < limit (``cond_from="counter"``), or while the row's sum is
     positive (``"data"``), or while a counter stepped by the data is below the limit (``"carried data"``);
     each iteration adds row t of x to acc, and with ``scan`` emits it too."""
@@ -47,12 +47,14 @@ def _while(limit: int = 5, cond_from: str = "counter", start: bool = True, scan:
          (("one", 1, np.int32), ("limit", limit, np.int32), ("zero_f", 0, np.float32))])
     loop_outs = ["t_fin", "y", "u_fin"] + (["ys"] if scan else [])
     g = helper.make_graph(
-        [helper.make_node("Loop", ["", "c0", "t0", "a0", "t0"], loop_outs, name="while", body=body)], "g",
+        [helper.make_node("Loop", ["" if m is None else "m", "c0", "t0", "a0", "t0"], loop_outs, name="while",
+                          body=body)], "g",
         [helper.make_tensor_value_info("x", F, [30, 3])],  # past what the LPU's host reads (64 elements)
         [helper.make_tensor_value_info("y", F, [3]),
          *([helper.make_tensor_value_info("ys", F, ["n", 3])] if scan else [])],
         [numpy_helper.from_array(np.array(start), "c0"), numpy_helper.from_array(np.array(0, np.int32), "t0"),
-         numpy_helper.from_array(np.zeros(3, np.float32), "a0")])
+         numpy_helper.from_array(np.zeros(3, np.float32), "a0"),
+         *([numpy_helper.from_array(np.array(m, np.int64), "m")] if m is not None else [])])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -124,3 +126,16 @@ def test_a_while_loop_over_a_dynamic_length_runs_on_the_lpu_once_the_host_knows_
         np.testing.assert_allclose(s.run(None, {"x": x})[0], theirs.run(None, {"x": x})[0], rtol=1e-6)
     spec = s.report.details["specialisation"]
     assert spec["compiles"] == 2 and spec["cache_hits"] == 1
+
+
+@pytest.mark.parametrize("m, trips", [(2**63 - 1, 5), (3, None)])
+def test_a_loop_given_a_trip_count_its_condition_ends_first_gets_the_count_it_runs(m, trips):
+    # jax2onnx gives its while loops the largest int64 as M: the condition ends them, 5 turns in; an M
+    # of 3 ends the loop first and stays
+    model = _while(5, m=m)
+    got = _trip_count(model)
+    assert int(got) == (trips if trips is not None else m)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})
+    for target in hal.targets():
+        out = hal.InferenceSession(model, target=target.name).run(None, {"x": X})
+        np.testing.assert_allclose(out[0], want[0], rtol=1e-6, err_msg=target.name)

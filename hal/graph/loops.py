@@ -32,10 +32,10 @@ def static_trip_counts(graph: Graph) -> Graph:
     module text), in place."""
     rw = None
     for n in graph.nodes:
-        if n.op_type != "Loop" or n.domain or not n.inputs or n.inputs[0]:
+        if not _while_loop(n, graph.initializers):
             continue
         trips = trip_count(n, graph.initializers, graph.opset)
-        if trips is None:
+        if trips is None or (n.inputs[0] and trips == _limit(n, graph.initializers)):
             continue
         rw = rw or Rewrite(graph)
         n.inputs[0] = rw.weight(graph, f"{n.name}_trip_count", np.array(trips, dtype=np.int64))
@@ -50,10 +50,10 @@ def with_trip_counts(graph: Graph, values: Mapping[str, np.ndarray]) -> Graph:
     nodes, weights, infos = list(graph.nodes), dict(graph.initializers), dict(graph.values)
     changed = False
     for i, n in enumerate(nodes):
-        if n.op_type != "Loop" or n.domain or not n.inputs or n.inputs[0]:
+        if not _while_loop(n, known):
             continue
         trips = trip_count(n, known, graph.opset)
-        if trips is None:
+        if trips is None or (n.inputs[0] and trips == _limit(n, known)):
             continue
         name = f"{n.name}_trip_count"
         while name in infos or name in weights:
@@ -63,6 +63,19 @@ def with_trip_counts(graph: Graph, values: Mapping[str, np.ndarray]) -> Graph:
         nodes[i] = replace(n, inputs=[name, *n.inputs[1:]])
         changed = True
     return replace(graph, nodes=nodes, initializers=weights, values=infos) if changed else graph
+
+
+def _while_loop(n: Node, known: Mapping[str, Any]) -> bool:
+    """Whether ``n`` is a Loop with no trip count, or one ``known`` holds (jax2onnx gives its while
+    loops the largest int64), so that its condition may be what ends it."""
+    return n.op_type == "Loop" and not n.domain and bool(n.inputs) and (
+        not n.inputs[0] or isinstance(known.get(n.inputs[0]), np.ndarray))
+
+
+def _limit(n: Node, known: Mapping[str, Any]) -> int | None:
+    """The trip count ``M`` a Loop is given, where it is given and ``known`` holds it."""
+    m = known.get(n.inputs[0]) if n.inputs and n.inputs[0] else None
+    return int(np.asarray(m).reshape(-1)[0]) if isinstance(m, np.ndarray) and m.size == 1 else None
 
 
 def trip_count_inputs(loop: Node) -> set[str] | None:
@@ -88,7 +101,7 @@ def _condition_cone(loop: Node) -> tuple[list[int], dict[str, int], set[str]] | 
     producer = {o: i for i, p in enumerate(body.node) for o in p.output if o}
     needed: set[int] = set()
     follow: dict[str, int] = {}
-    outer = {loop.inputs[1]} if len(loop.inputs) > 1 and loop.inputs[1] else set()
+    outer = {i for i in loop.inputs[:2] if i}  # its trip count M, where given, and initial condition
     todo, seen = [body.output[0].name], set()
     while todo:  # the condition's cone, and the cone of each carried value it reads
         name = todo.pop()
@@ -114,8 +127,9 @@ def _condition_cone(loop: Node) -> tuple[list[int], dict[str, int], set[str]] | 
 
 
 def trip_count(loop: Node, known: Mapping[str, Any], opset: Callable[[str], int]) -> int | None:
-    """How many times ``loop`` runs, where only the iteration number, constants and the values of
-    ``known`` (outer values by name) decide its condition; None otherwise, or past MAX_TRIPS."""
+    """How many times ``loop`` runs (at most its ``M``, where given), where only the iteration number,
+    constants and the values of ``known`` (outer values by name) decide its condition; None otherwise,
+    or past MAX_TRIPS."""
     cone = _condition_cone(loop)
     if cone is None or not all(isinstance(known.get(n), np.ndarray) for n in cone[2]):
         return None
@@ -135,9 +149,10 @@ def trip_count(loop: Node, known: Mapping[str, Any], opset: Callable[[str], int]
         steps.append((node, kdef, kdef.static_attrs(node.attrs, node.outputs)))
     cond = loop.inputs[1] if len(loop.inputs) > 1 else ""
     going = bool(np.asarray(known[cond]).reshape(-1)[0]) if cond else True
+    limit = _limit(loop, known) if loop.inputs[0] else None
     trips = 0
     try:
-        while going:
+        while going and (limit is None or trips < limit):
             if trips == MAX_TRIPS or any(np.asarray(v).size > MAX_CARRIED for v in carried.values()):
                 return None
             env = {**constants, **carried, iter_name: np.array(trips, np.int64), cond_in: np.array(going)}

@@ -75,10 +75,9 @@ def _refuse(node: Node, graph: Graph, used: set[str], shapes: Resolved) -> str |
         trip = node.inputs[0] if node.inputs else ""
         cond = node.inputs[1] if len(node.inputs) > 1 else ""
         static = shapes.known | set(graph.initializers) | shapes.host
-        if not trip:  # a while loop: the values its condition depends on (hal.graph.loops)
-            needs = trip_count_inputs(node)
-            if needs is not None and needs <= static:
-                return None
+        needs = trip_count_inputs(node)  # what its trip count and condition depend on (hal.graph.loops)
+        if needs is not None and needs <= static:
+            return None
         if not trip or trip not in static or (cond and cond not in static):
             return ("a Loop whose trip count (or condition) is computed on the device from data cannot be "
                     "statically scheduled; only one the host can compute before the run is taken")

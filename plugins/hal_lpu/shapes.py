@@ -152,8 +152,11 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
             continue
         if node.op_type == "Loop":
             control = [i for i in node.inputs[:2] if i]
-            if node.inputs and not node.inputs[0]:  # a while loop: what its condition reads (hal.graph.loops)
-                control = sorted(trip_count_inputs(node) or {""})
+            needs = trip_count_inputs(node)  # what its trip count and condition depend on (hal.graph.loops)
+            if needs is not None:
+                control = sorted(needs)
+            elif node.inputs and not node.inputs[0]:
+                control = [""]  # a while loop that data ends
             if any(i in hostv for i in control) and all(i in hostv or i in known for i in control):
                 deciders.update(i for i in control if i in hostv)
                 for o in outs:
