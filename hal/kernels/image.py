@@ -363,7 +363,8 @@ def _roi_align(x: Array, rois: Array, batch_indices: Array, coord_mode: str, mod
         if mode == "avg":
             y[r] = sum(terms).sum(axis=(-2, -1)) / max(grid_h * grid_w, 1)
         elif mode == "max":  # ORT's definition: the largest weighted corner over all samples
-            y[r] = np.max(np.maximum.reduce(terms), axis=(-2, -1))
+            if grid_h * grid_w:  # a roi of no width or height samples nothing: 0, as there and in onnx's reference
+                y[r] = np.max(np.maximum.reduce(terms), axis=(-2, -1))
         else:
             raise ValueError(f"RoiAlign: unknown mode {mode!r}")
     return y.astype(x.dtype)

@@ -1,6 +1,6 @@
-"""Resize's coordinate modes beyond onnx's node cases, against onnxruntime: ``tf_half_pixel_for_nn``
+"""Resize and RoiAlign beyond onnx's node cases, against onnxruntime: ``tf_half_pixel_for_nn``
 (Resize-11's, which onnxruntime runs at every opset and tf2onnx writes for every half-pixel nearest
-resize, Keras' ``Resizing(interpolation="nearest")`` among them)."""
+resize, Keras' ``Resizing(interpolation="nearest")`` among them), and a RoiAlign roi that holds no sample."""
 
 from __future__ import annotations
 
@@ -31,4 +31,24 @@ def test_tf_half_pixel_for_nn_matches_onnxruntime_on_every_target(opset, scales,
     # each output picks input pixels, none in between: the source index is what is tested
     for target in hal.targets():
         (got,) = hal.InferenceSession(m, target=target.name).run(None, {"x": x})
+        np.testing.assert_array_equal(got, want, err_msg=target.name)
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize("roi", [[1, 1, 1, 3], [1, 1, 3, 1], [2, 2, 1, 1]])
+def test_roi_align_of_a_roi_without_width_or_height_is_zero_as_in_onnxruntime(mode, roi):
+    # the adaptive grid, ceil(roi size / output size), holds no sample: max mode raised a RunError
+    # (a reduction over nothing), where onnxruntime and onnx's reference give 0
+    node = helper.make_node("RoiAlign", ["x", "rois", "bi"], ["y"], mode=mode, output_height=2, output_width=2,
+                            coordinate_transformation_mode="half_pixel", sampling_ratio=0)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4]),
+                                        helper.make_tensor_value_info("rois", TensorProto.FLOAT, [1, 4]),
+                                        helper.make_tensor_value_info("bi", TensorProto.INT64, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 2, 2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 16)])
+    feeds = {"x": np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4), "rois": np.array([roi], np.float32),
+             "bi": np.array([0], np.int64)}
+    (want,) = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for target in hal.targets():
+        (got,) = hal.InferenceSession(m, target=target.name).run(None, feeds)
         np.testing.assert_array_equal(got, want, err_msg=target.name)
