@@ -40,20 +40,19 @@ from hal_lpu.partition import Placement, Shard, partition, split_input_axis
 from hal_lpu.precision import apply_lpu_policy, lpu_policy
 from hal_lpu.report import build_report
 from hal_lpu.schedule import ProgramBuilder, Schedule, schedule
-from hal_lpu.shapes import SHAPE_INPUTS, Resolved, graph_inputs_behind, host_candidates, resolve_shapes
+from hal_lpu.shapes import (
+    DATA_DEPENDENT,
+    SHAPE_INPUTS,
+    Resolved,
+    graph_inputs_behind,
+    host_candidates,
+    loop_body_data_shape,
+    resolve_shapes,
+)
 from hal_lpu.specialise import SpecialisingExecutable
 
 __version__ = "0.1.0"
 
-#: ops whose output shape depends on the data: a static schedule cannot size or time them
-DATA_DEPENDENT = {
-    "NonZero": "its output length is the number of non-zero elements",
-    "Unique": "its output length is the number of distinct values",
-    "Compress": "its output length depends on the condition's values",
-    "NonMaxSuppression": "the number of boxes kept depends on the scores",
-    "StringSplit": "the number of substrings depends on the strings",
-    "ImageDecoder": "its output is the image's size, read from the encoded stream's header",
-}
 #: options the target takes (declared in the spec, checked by the session)
 OPTIONS = {
     "max_chips": "largest number of chips the pipeline may use (default: the largest published system)",
@@ -75,10 +74,12 @@ def _refuse(node: Node, graph: Graph, used: set[str], shapes: Resolved) -> str |
         trip = node.inputs[0] if node.inputs else ""
         cond = node.inputs[1] if len(node.inputs) > 1 else ""
         static = shapes.known | set(graph.initializers) | shapes.host
+        inside = loop_body_data_shape(node, static)
+        if inside:
+            return f"data-dependent shape: {inside}; a statically scheduled machine cannot run it"
         needs = trip_count_inputs(node)  # what its trip count and condition depend on (hal.graph.loops)
-        if needs is not None and needs <= static:
-            return None
-        if not trip or trip not in static or (cond and cond not in static):
+        counted = needs is not None and needs <= static
+        if not counted and (not trip or trip not in static or (cond and cond not in static)):
             return ("a Loop whose trip count (or condition) is computed on the device from data cannot be "
                     "statically scheduled; only one the host can compute before the run is taken")
     for o in node.outputs:

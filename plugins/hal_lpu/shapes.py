@@ -39,6 +39,15 @@ SHAPE_INPUTS: dict[str, tuple[int, ...]] = {
     "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "ReduceProd": (1,), "ReduceL1": (1,),
     "ReduceL2": (1,), "ReduceLogSum": (1,), "ReduceLogSumExp": (1,), "ReduceSumSquare": (1,),
 }
+#: ops whose output shape depends on the data: a static schedule cannot size or time them
+DATA_DEPENDENT = {
+    "NonZero": "its output length is the number of non-zero elements",
+    "Unique": "its output length is the number of distinct values",
+    "Compress": "its output length depends on the condition's values",
+    "NonMaxSuppression": "the number of boxes kept depends on the scores",
+    "StringSplit": "the number of substrings depends on the strings",
+    "ImageDecoder": "its output is the image's size, read from the encoded stream's header",
+}
 #: values larger than this are not evaluated at compile time (shape arithmetic is tiny)
 _KNOWN_LIMIT = 1 << 16
 #: graph inputs up to this many elements are read by the host before a run (trip counts, axes, pads)
@@ -207,6 +216,61 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
             if all_known and r.size <= _KNOWN_LIMIT:
                 known[o] = r
     return Resolved(values, dynamic, special, set(known), hostv, deciders, known)
+
+
+def loop_body_data_shape(loop: Node, static: set[str]) -> str | None:
+    """Why a Loop's body has a tensor whose size the data decides (an op of ``DATA_DEPENDENT``, or a shape
+    input computed on the device: torchvision's keypoint loop resizes each heatmap to its box's width),
+    (Compress judged by its condition), which a static schedule of its iterations cannot size; None
+    when every shape in it is fixed by
+    constants, the iteration number, counters carried from those, shapes, and the outer values in
+    ``static`` (the known and host values). Nested bodies are read the same way."""
+    body = loop.attrs.get("body")
+    if body is None:
+        return None
+    carried_in = [vi.name for vi in body.input[2:]]
+    carried_out = [vi.name for vi in body.output[1:1 + len(carried_in)]]
+    initial = loop.inputs[2:2 + len(carried_in)]
+    counters = {name for name, start in zip(carried_in, initial) if start in static}
+    while True:  # counters: carried values whose updates read only static values and counters
+        fixed = _static_in(body, static | counters | {vi.name for vi in body.input[:2]})
+        keep = {name for name, out in zip(carried_in, carried_out) if name in counters and out in fixed}
+        if keep == counters:
+            break
+        counters = keep
+    return _data_shape_in(body, static | counters | {body.input[0].name})
+
+
+def _static_in(g: onnx.GraphProto, static: set[str]) -> set[str]:
+    """The values of ``g`` (and of the bodies under it) fixed by ``static`` ones: constants, shapes,
+    and what deterministic nodes compute from those alone."""
+    known = set(static) | {t.name for t in g.initializer}
+    for n in g.node:
+        ins = [i for i in n.input if i]
+        if n.op_type in ("Shape", "Size", "Constant") or (
+                n.op_type not in NONDETERMINISTIC and not any(a.type in (onnx.AttributeProto.GRAPH,
+                                                                          onnx.AttributeProto.GRAPHS)
+                                                               for a in n.attribute)
+                and all(i in known for i in ins)):
+            known.update(o for o in n.output if o)
+    return known
+
+
+def _data_shape_in(g: onnx.GraphProto, static: set[str]) -> str | None:
+    known = _static_in(g, static)
+    for n in g.node:
+        label = f"{n.op_type} {n.name!r}" if n.name else n.op_type
+        if n.op_type in DATA_DEPENDENT and n.op_type not in SHAPE_INPUTS:
+            return f"{label} in the Loop's body has an output as long as its data"
+        for p in SHAPE_INPUTS.get(n.op_type, ()):
+            if p < len(n.input) and n.input[p] and n.input[p] not in known:
+                return f"{label} in the Loop's body takes its output shape from {n.input[p]!r}, computed on the device"
+        for a in n.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                reason = _data_shape_in(sub, known | {vi.name for vi in sub.input})
+                if reason:
+                    return reason
+    return None
 
 
 def graph_inputs_behind(graph: Graph, names: set[str]) -> set[str]:

@@ -584,3 +584,37 @@ def test_a_node_that_cannot_run_on_stand_in_values_takes_its_declared_shape_when
         np.testing.assert_array_equal(lpu.run(None, {"X": x})[0], cpu.run(None, {"X": x})[0])
     with pytest.raises(RunError, match="OneHotEncoder"):  # an unknown category is still the run's error
         lpu.run(None, {"X": np.array([["a", "z"]], dtype=object)})
+
+
+def test_a_loop_whose_body_sizes_a_tensor_from_data_is_refused_when_compiled_so_fallback_can_place_it():
+    # torchvision's keypoint R-CNN loops over its boxes and resizes each heatmap to its box's width: the
+    # trip count is the host's, but no static schedule sizes the body's Resize. The LPU took the Loop
+    # and then refused it at run time, where no fallback can move a node
+    body = helper.make_graph(
+        [helper.make_node("Gather", ["heat", "i"], ["hi"], axis=0),
+         helper.make_node("Gather", ["width", "i"], ["wi"], axis=0),
+         helper.make_node("Cast", ["wi"], ["wl"], to=TensorProto.INT64),
+         helper.make_node("Unsqueeze", ["wl", "ax0"], ["wl1"]),
+         helper.make_node("Concat", ["rows", "wl1"], ["sizes"], axis=0),
+         helper.make_node("Resize", ["hi", "", "", "sizes"], ["r"], mode="linear"),
+         helper.make_node("ReduceMax", ["r"], ["m"], keepdims=0),
+         helper.make_node("Identity", ["cond"], ["cond_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("m", TensorProto.FLOAT, [])],
+        [numpy_helper.from_array(np.array([0], np.int64), "ax0"),
+         numpy_helper.from_array(np.array([8], np.int64), "rows")])
+    g = helper.make_graph(
+        [helper.make_node("ReduceMax", ["heat"], ["peak"], axes=[1, 2], keepdims=0),
+         helper.make_node("Abs", ["peak"], ["width"]),
+         helper.make_node("Loop", ["n", "yes"], ["out"], name="boxes", body=body)], "g",
+        [helper.make_tensor_value_info("heat", TensorProto.FLOAT, [3, 8, 8])],  # past what the host reads
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [3])],
+        [numpy_helper.from_array(np.array(3, np.int64), "n"), numpy_helper.from_array(np.array(True), "yes")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(UnsupportedOpError, match="Resize in the Loop's body takes its output shape from 'sizes'"):
+        hal.InferenceSession(m, target="lpu")
+    heat = np.abs(np.random.default_rng(0).standard_normal((3, 8, 8)).astype(np.float32)) * 3 + 1
+    got = hal.InferenceSession(m, target="lpu", fallback="allow").run(None, {"heat": heat})[0]
+    np.testing.assert_array_equal(got, hal.InferenceSession(m, target="cpu").run(None, {"heat": heat})[0])
