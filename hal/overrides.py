@@ -7,7 +7,9 @@ every weight so. hal compiles each target's program with its weights in place â€
 constants, laid out in SRAM, specialised on â€” so a feed that replaces one is a different program:
 the session builds it from the model with the fed values as the initializers (the same target,
 precision, fallback and options), keeps the last ``MAX_VARIANTS`` such sessions keyed by the values'
-bytes, and runs it. A run that feeds no default runs the session's own program, unchanged. Before
+bytes, and runs it. A run that feeds no default runs the session's own program, unchanged. To rebuild,
+the session keeps what it was given (a path is read again, and must still hold the same model; a
+ModelProto or bytes stay referenced), only for a model with such defaults. Before
 IR 4 every initializer had to be listed as an input, and none is a default: onnxruntime refuses a feed
 for one, and so does hal (``unexpected W``).
 """

@@ -1,0 +1,96 @@
+"""What the LPU's compile-time shapes make of ops whose sizes are data-dependent in general: a Compress
+whose condition is known, a node reading strings sized from its declared shape once a specialisation
+binds its dimension names, and a Loop whose body sizes a tensor from data (refused when compiled, so
+fallback can place it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import hal
+from hal.errors import RunError, UnsupportedOpError
+
+
+@pytest.mark.parametrize("condition", ["weight", "from shape", "fed"])
+def test_compress_runs_where_its_condition_is_known_at_compile_time(condition):
+    # tf2onnx writes MirrorPad (tf.pad SYMMETRIC) as a Compress whose condition it builds from the input's
+    # static shape (Shape -> ConstantOfShape -> ScatterElements): the lpu refused every Compress by op
+    f = TensorProto.FLOAT
+    keep = np.array([1, 0, 1, 1, 0, 1], bool)
+    nodes, inits, inputs = [], [], [helper.make_tensor_value_info("x", f, [2, 6])]
+    if condition == "weight":
+        inits.append(numpy_helper.from_array(keep, "cond"))
+    elif condition == "from shape":  # ones of x's width, with position 1 and 4 set to 0
+        nodes += [helper.make_node("Shape", ["x"], ["shape"], start=1),
+                  helper.make_node("ConstantOfShape", ["shape"], ["ones"],
+                                   value=numpy_helper.from_array(np.array([1], np.int64))),
+                  helper.make_node("ScatterElements", ["ones", "at", "zeros"], ["flags"]),
+                  helper.make_node("Cast", ["flags"], ["cond"], to=TensorProto.BOOL)]
+        inits += [numpy_helper.from_array(np.array([1, 4], np.int64), "at"),
+                  numpy_helper.from_array(np.zeros(2, np.int64), "zeros")]
+    else:
+        inputs.append(helper.make_tensor_value_info("cond", TensorProto.BOOL, [6]))
+    nodes.append(helper.make_node("Compress", ["x", "cond"], ["y"], axis=1))
+    g = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", f, [2, "k"])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.arange(12, dtype=np.float32).reshape(2, 6)
+    feeds = {"x": x, **({"cond": keep} if condition == "fed" else {})}
+    if condition == "fed":
+        with pytest.raises(UnsupportedOpError, match="data-dependent output shape: its output length depends"):
+            hal.InferenceSession(m, target="lpu")
+        return
+    (y,) = hal.InferenceSession(m, target="lpu").run(None, feeds)
+    np.testing.assert_array_equal(y, x[:, keep])
+
+
+def test_a_node_that_cannot_run_on_stand_in_values_takes_its_declared_shape_when_specialised():
+    # skl2onnx's OneHotEncoder (handle_unknown='error': zeros=0) of a batch of strings: shape inference
+    # gives Y [N, 2, 3], but the zeros the LPU ran the node on to size it are no category, and the
+    # node refuses unknown ones; with N bound by the fed X, the declared shape sizes it
+    node = helper.make_node("OneHotEncoder", ["X"], ["Y"], domain="ai.onnx.ml", cats_strings=["a", "b", "c"],
+                            zeros=0)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.STRING, ["N", 2])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 2, 3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    lpu, cpu = hal.InferenceSession(m, target="lpu"), hal.InferenceSession(m, target="cpu")
+    for rows in (3, 1):
+        x = np.array([["a", "b"], ["c", "a"], ["b", "b"]][:rows], dtype=object)
+        np.testing.assert_array_equal(lpu.run(None, {"X": x})[0], cpu.run(None, {"X": x})[0])
+    with pytest.raises(RunError, match="OneHotEncoder"):  # an unknown category is still the run's error
+        lpu.run(None, {"X": np.array([["a", "z"]], dtype=object)})
+
+
+def test_a_loop_whose_body_sizes_a_tensor_from_data_is_refused_when_compiled_so_fallback_can_place_it():
+    # torchvision's keypoint R-CNN loops over its boxes and resizes each heatmap to its box's width: the
+    # trip count is the host's, but no static schedule sizes the body's Resize. The LPU took the Loop
+    # and then refused it at run time, where no fallback can move a node
+    body = helper.make_graph(
+        [helper.make_node("Gather", ["heat", "i"], ["hi"], axis=0),
+         helper.make_node("Gather", ["width", "i"], ["wi"], axis=0),
+         helper.make_node("Cast", ["wi"], ["wl"], to=TensorProto.INT64),
+         helper.make_node("Unsqueeze", ["wl", "ax0"], ["wl1"]),
+         helper.make_node("Concat", ["rows", "wl1"], ["sizes"], axis=0),
+         helper.make_node("Resize", ["hi", "", "", "sizes"], ["r"], mode="linear"),
+         helper.make_node("ReduceMax", ["r"], ["m"], keepdims=0),
+         helper.make_node("Identity", ["cond"], ["cond_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("m", TensorProto.FLOAT, [])],
+        [numpy_helper.from_array(np.array([0], np.int64), "ax0"),
+         numpy_helper.from_array(np.array([8], np.int64), "rows")])
+    g = helper.make_graph(
+        [helper.make_node("ReduceMax", ["heat"], ["peak"], axes=[1, 2], keepdims=0),
+         helper.make_node("Abs", ["peak"], ["width"]),
+         helper.make_node("Loop", ["n", "yes"], ["out"], name="boxes", body=body)], "g",
+        [helper.make_tensor_value_info("heat", TensorProto.FLOAT, [3, 8, 8])],  # past what the host reads
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [3])],
+        [numpy_helper.from_array(np.array(3, np.int64), "n"), numpy_helper.from_array(np.array(True), "yes")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(UnsupportedOpError, match="Resize in the Loop's body takes its output shape from 'sizes'"):
+        hal.InferenceSession(m, target="lpu")
+    heat = np.abs(np.random.default_rng(0).standard_normal((3, 8, 8)).astype(np.float32)) * 3 + 1
+    got = hal.InferenceSession(m, target="lpu", fallback="allow").run(None, {"heat": heat})[0]
+    np.testing.assert_array_equal(got, hal.InferenceSession(m, target="cpu").run(None, {"heat": heat})[0])
