@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hal
+from hal.graph.ir import Node
 from hal.graph.load import load
 from hal.graph.passes import optimize
 
@@ -139,3 +140,20 @@ def test_a_loop_given_a_trip_count_its_condition_ends_first_gets_the_count_it_ru
     for target in hal.targets():
         out = hal.InferenceSession(model, target=target.name).run(None, {"x": X})
         np.testing.assert_allclose(out[0], want[0], rtol=1e-6, err_msg=target.name)
+
+
+@pytest.mark.parametrize("m", [100_000, None])
+def test_a_loop_passing_its_condition_on_is_counted_by_m_alone_without_running_the_body(m):
+    # a for loop (M, and a condition the body hands on through an Identity) keeps its M however large;
+    # without M it would never end, and gets none: neither is worked out turn by turn
+    from hal.graph.loops import trip_count
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Add", ["a", "one"], ["a_out"])], "b",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c", B, []),
+         helper.make_tensor_value_info("a", F, [])],
+        [helper.make_tensor_value_info("c_out", B, []), helper.make_tensor_value_info("a_out", F, [])],
+        [numpy_helper.from_array(np.array(1, np.float32), "one")])
+    loop = Node("loop", "Loop", "", ["" if m is None else "M", "T", "a0"], ["y"], {"body": body})
+    known = {"T": np.array(True), **({} if m is None else {"M": np.array(m, np.int64)})}
+    assert trip_count(loop, known, lambda domain: 17) == m

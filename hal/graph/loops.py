@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import onnx
 from onnx import TensorProto, numpy_helper
 
 from hal.graph.ir import NONDETERMINISTIC, Graph, Node, TensorInfo, attribute_graphs
@@ -76,6 +77,16 @@ def _limit(n: Node, known: Mapping[str, Any]) -> int | None:
     """The trip count ``M`` a Loop is given, where it is given and ``known`` holds it."""
     m = known.get(n.inputs[0]) if n.inputs and n.inputs[0] else None
     return int(np.asarray(m).reshape(-1)[0]) if isinstance(m, np.ndarray) and m.size == 1 else None
+
+
+def _passed_on(body: onnx.GraphProto) -> str:
+    """The value a body's condition output is, through any Identity nodes."""
+    producer = {p.output[0]: p for p in body.node if p.op_type == "Identity" and p.output}
+    name, seen = body.output[0].name, set()
+    while name in producer and name not in seen:
+        seen.add(name)
+        name = producer[name].input[0]
+    return name
 
 
 def trip_count_inputs(loop: Node) -> set[str] | None:
@@ -150,6 +161,8 @@ def trip_count(loop: Node, known: Mapping[str, Any], opset: Callable[[str], int]
     cond = loop.inputs[1] if len(loop.inputs) > 1 else ""
     going = bool(np.asarray(known[cond]).reshape(-1)[0]) if cond else True
     limit = _limit(loop, known) if loop.inputs[0] else None
+    if _passed_on(body) == cond_in:  # the condition passed on unchanged: a for loop, or an endless one
+        return None if going and limit is None else limit if going else 0
     trips = 0
     try:
         while going and (limit is None or trips < limit):
