@@ -23,7 +23,8 @@ from onnx import helper
 
 from hal import limits
 from hal.engine import kernel_step
-from hal.errors import ResourceError
+from hal.errors import InputError, ResourceError
+from hal.feeds import map_feed
 from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo
 from hal.graph.loops import trip_count_inputs
 from hal.graph.passes import NONDETERMINISTIC
@@ -424,6 +425,11 @@ class _Zeros(Mapping[str, Any]):
         if name in self._known:
             return self._known[name]
         info = self._values.get(name)
+        if info is not None and info.kind == "map":  # an empty map of its types (DictVectorizer's one row)
+            try:
+                return map_feed(info, {})
+            except InputError:
+                return default
         shp, dt = _static(info), info.dtype if info is not None else None
         if shp is None or dt is None or limits.nbytes_of(shp, dt.itemsize) > self._limit:
             return default

@@ -94,3 +94,15 @@ def test_a_loop_whose_body_sizes_a_tensor_from_data_is_refused_when_compiled_so_
     heat = np.abs(np.random.default_rng(0).standard_normal((3, 8, 8)).astype(np.float32)) * 3 + 1
     got = hal.InferenceSession(m, target="lpu", fallback="allow").run(None, {"heat": heat})[0]
     np.testing.assert_array_equal(got, hal.InferenceSession(m, target="cpu").run(None, {"heat": heat})[0])
+
+
+def test_a_dict_vectorizer_of_a_map_input_is_one_row_wide_as_its_vocabulary():
+    # skl2onnx declares its output [?, V]: the LPU sized it on an empty map of the input's types (one row)
+    # where it had no stand-in for a map, and refused it as data-dependent
+    mt = helper.make_map_type_proto(TensorProto.STRING, helper.make_tensor_type_proto(TensorProto.FLOAT, None))
+    node = helper.make_node("DictVectorizer", ["X"], ["Y"], domain="ai.onnx.ml", string_vocabulary=["a", "b", "c"])
+    g = helper.make_graph([node], "g", [helper.make_value_info("X", mt)],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 3)])
+    (y,) = hal.InferenceSession(m, target="lpu").run(None, {"X": {"a": 1.0, "c": 3.0, "zzz": 9.0}})
+    np.testing.assert_array_equal(y, [[1, 0, 3]])
