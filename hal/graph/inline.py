@@ -95,23 +95,33 @@ def _with_model_opsets(proto: onnx.ModelProto) -> onnx.ModelProto:
     nothing differs."""
     model = {o.domain: o.version for o in proto.opset_import}
     local = {(f.domain, f.name) for f in proto.functions}
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    for f in out.functions:
+    added: list[tuple[str, int]] = []
+    imports: dict[int, list[tuple[str, int]]] = {}  # function position -> the imports it keeps
+    for i, f in enumerate(proto.functions):  # worked out on the model as given: a copy only if it changes
         used = {n.domain for nodes in _node_lists([f.node]) for n in nodes}
         kept = []
         for o in f.opset_import:
             if o.domain not in used:
                 continue
+            version = o.version
             if o.domain not in model:
-                model[o.domain] = o.version
-                out.opset_import.append(onnx.helper.make_opsetid(o.domain, o.version))
-            elif model[o.domain] != o.version and _same_ops(f, o.domain, o.version, model[o.domain], local):
-                o = onnx.helper.make_opsetid(o.domain, model[o.domain])
-            kept.append(o)
+                model[o.domain] = version
+                added.append((o.domain, version))
+            elif model[o.domain] != version and _same_ops(f, o.domain, version, model[o.domain], local):
+                version = model[o.domain]
+            kept.append((o.domain, version))
+        if kept != [(o.domain, o.version) for o in f.opset_import]:
+            imports[i] = kept
+    if not added and not imports:
+        return proto
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    out.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in added)
+    for i, kept in imports.items():
+        f = out.functions[i]
         del f.opset_import[:]
-        f.opset_import.extend(kept)
-    return proto if out == proto else out
+        f.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in kept)
+    return out
 
 
 def _same_ops(f: onnx.FunctionProto, domain: str, version: int, model_version: int,

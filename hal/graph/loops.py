@@ -10,7 +10,7 @@ is static. Part of the standard pipeline (``hal.graph.passes.optimize``), after 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -31,15 +31,11 @@ MAX_CARRIED = 64
 def static_trip_counts(graph: Graph) -> Graph:
     """Each while-style Loop whose trip count is fixed by the graph given it as ``M`` (see the
     module text), in place."""
-    rw = None
-    for n in graph.nodes:
-        if not _while_loop(n, graph.initializers):
-            continue
-        trips = trip_count(n, graph.initializers, graph.opset)
-        if trips is None or (n.inputs[0] and trips == _limit(n, graph.initializers)):
-            continue
-        rw = rw or Rewrite(graph)
-        n.inputs[0] = rw.weight(graph, f"{n.name}_trip_count", np.array(trips, dtype=np.int64))
+    counted = list(_counted(graph, graph.initializers))
+    if counted:
+        rw = Rewrite(graph)
+        for _, n, trips in counted:
+            n.inputs[0] = rw.weight(graph, f"{n.name}_trip_count", np.array(trips, dtype=np.int64))
     return graph
 
 
@@ -47,23 +43,28 @@ def with_trip_counts(graph: Graph, values: Mapping[str, np.ndarray]) -> Graph:
     """``graph`` with each while-style Loop whose trip count ``values`` (outer values known before the
     run: the LPU's host values, once a specialisation fixed them) decide given it as ``M``; the graph
     itself when there is none. Its nodes are shared, not changed: a Loop given ``M`` is a copy."""
-    known = {**values, **graph.initializers}
+    counted = list(_counted(graph, {**values, **graph.initializers}))
+    if not counted:
+        return graph
     nodes, weights, infos = list(graph.nodes), dict(graph.initializers), dict(graph.values)
-    changed = False
-    for i, n in enumerate(nodes):
-        if not _while_loop(n, known):
-            continue
-        trips = trip_count(n, known, graph.opset)
-        if trips is None or (n.inputs[0] and trips == _limit(n, known)):
-            continue
+    for i, n, trips in counted:
         name = f"{n.name}_trip_count"
         while name in infos or name in weights:
             name += "_"
         weights[name] = np.array(trips, dtype=np.int64)
         infos[name] = TensorInfo(name, TensorProto.INT64, ())
         nodes[i] = replace(n, inputs=[name, *n.inputs[1:]])
-        changed = True
-    return replace(graph, nodes=nodes, initializers=weights, values=infos) if changed else graph
+    return replace(graph, nodes=nodes, initializers=weights, values=infos)
+
+
+def _counted(graph: Graph, known: Mapping[str, Any]) -> Iterator[tuple[int, Node, int]]:
+    """(position, Loop, the trip count it runs) for each while-style Loop of ``graph`` whose count the
+    values of ``known`` fix and its ``M`` does not already say."""
+    for i, n in enumerate(graph.nodes):
+        if _while_loop(n, known):
+            trips = trip_count(n, known, graph.opset)
+            if trips is not None and not (n.inputs[0] and trips == _limit(n, known)):
+                yield i, n, trips
 
 
 def _while_loop(n: Node, known: Mapping[str, Any]) -> bool:

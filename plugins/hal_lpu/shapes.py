@@ -25,7 +25,7 @@ from hal import limits
 from hal.engine import kernel_step
 from hal.errors import InputError, ResourceError
 from hal.feeds import map_feed
-from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo
+from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo, attribute_graphs
 from hal.graph.loops import trip_count_inputs
 from hal.graph.passes import NONDETERMINISTIC
 from hal.kernels.registry import KernelContext
@@ -249,9 +249,7 @@ def _static_in(g: onnx.GraphProto, static: set[str]) -> set[str]:
     for n in g.node:
         ins = [i for i in n.input if i]
         if n.op_type in ("Shape", "Size", "Constant") or (
-                n.op_type not in NONDETERMINISTIC and not any(a.type in (onnx.AttributeProto.GRAPH,
-                                                                          onnx.AttributeProto.GRAPHS)
-                                                               for a in n.attribute)
+                n.op_type not in NONDETERMINISTIC and not any(attribute_graphs(a) for a in n.attribute)
                 and all(i in known for i in ins)):
             known.update(o for o in n.output if o)
     return known
@@ -267,7 +265,7 @@ def _data_shape_in(g: onnx.GraphProto, static: set[str]) -> str | None:
             if p < len(n.input) and n.input[p] and n.input[p] not in known:
                 return f"{label} in the Loop's body takes its output shape from {n.input[p]!r}, computed on the device"
         for a in n.attribute:
-            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+            for sub in attribute_graphs(a):
                 reason = _data_shape_in(sub, known | {vi.name for vi in sub.input})
                 if reason:
                     return reason
