@@ -528,3 +528,21 @@ def test_a_graph_output_without_a_shape_field_is_of_unknown_rank_as_in_onnxrunti
     assert s.get_outputs()[0].shape == [3, 1]  # inferred
     np.testing.assert_array_equal(s.run(None, {"x": x})[0], _ort(m, {"x": x})[0])
     assert not m.graph.output[0].type.tensor_type.HasField("shape")  # the model given is left as it was
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu", "lpu", "wafer"])
+def test_a_known_domain_the_model_does_not_import_is_read_at_its_newest_version_as_in_onnxruntime(target):
+    # NNCF's weight compression writes com.microsoft MatMulNBits into a model importing ai.onnx alone;
+    # onnx's checker refuses that, onnxruntime runs it (a missing domain at its newest version)
+    g = helper.make_graph([helper.make_node("Gelu", ["x"], ["g"], domain="com.microsoft"),
+                           helper.make_node("Normalizer", ["g"], ["y"], domain="ai.onnx.ml", norm="L2")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(hal.InferenceSession(m, target=target).run(None, {"x": x})[0], _ort(m, {"x": x})[0],
+                               rtol=1e-6, atol=1e-7)
+    assert [o.domain for o in m.opset_import] == [""]  # the model given is left as it was
+    m.graph.node[0].domain = "com.example"  # a domain nobody knows stays an error naming it
+    with pytest.raises(hal.ModelError, match="com.example"):
+        hal.InferenceSession(m, target=target)

@@ -7,6 +7,7 @@ inside the model's folder: absolute locations, ``..`` and links that resolve out
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import os
@@ -412,6 +413,42 @@ def _ir3_weights_declared(proto: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+@functools.cache
+def _domain_versions() -> dict[str, int]:
+    """The newest version of each operator domain onnx defines, and onnxruntime's contrib domain's."""
+    newest: dict[str, int] = {contrib.DOMAIN: 1}
+    for s in onnx.defs.get_all_schemas_with_history():
+        newest[s.domain] = max(newest.get(s.domain, 1), s.since_version)
+    newest[""] = onnx.defs.onnx_opset_version()
+    return newest
+
+
+def _domains_imported(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` that imports each known domain its graph's nodes use and it does not import,
+    at that domain's newest version, as onnxruntime reads such a model (NNCF's weight compression
+    writes com.microsoft MatMulNBits into a model that imports ai.onnx alone); ``proto`` itself when
+    nothing is missing. A domain nobody here knows stays missing, for the checker to name."""
+    def domains(g: onnx.GraphProto) -> Iterator[str]:
+        for n in g.node:
+            yield "" if n.domain == "ai.onnx" else n.domain
+            for a in n.attribute:
+                for body in attribute_graphs(a):
+                    yield from domains(body)
+
+    imported = {"" if o.domain == "ai.onnx" else o.domain for o in proto.opset_import}
+    used = set(domains(proto.graph)) - imported
+    if not used or not imported:  # a model importing nothing at all is refused by _check
+        return proto
+    newest = _domain_versions()
+    missing = sorted(d for d in used if d in newest)
+    if not missing:
+        return proto
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    copy.opset_import.extend(helper.make_opsetid(d, newest[d]) for d in missing)
+    return copy
+
+
 def _negative_dims_unknown(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``proto`` in which every declared dimension of negative size is unknown instead, as
     onnxruntime reads it (paddle2onnx declares some free dimensions as -1, which no feed could match
@@ -446,7 +483,7 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
                infer_shapes: bool = True) -> Graph:
     """Build the IR from a proto: check it, infer shapes, order nodes, collect weights."""
     digest = model_hash(proto)  # the model as given (hal.overrides reads it again to compare)
-    proto = _ir3_weights_declared(proto)
+    proto = _domains_imported(_ir3_weights_declared(proto))
     if check:
         _check(proto, where)
     proto = _negative_dims_unknown(proto)
