@@ -79,6 +79,9 @@ def window(in_sp: tuple[int, ...], k: Sequence[int], strides, dilations, pads, a
 
 @lru_cache(maxsize=4096)
 def _window(in_sp, k, strides, dilations, pads, auto_pad, ceil_mode) -> Window:
+    if not in_sp or len(k) != len(in_sp):  # numpy would slide a window of another rank, or none at all
+        raise ValueError(f"a {len(k)}-d window over an input with {len(in_sp)} spatial axes: the input must be "
+                         f"N x C x D1 x ... (rank >= 3) and kernel_shape name one size per spatial axis")
     s, d, p = _defaults(len(k), strides, dilations, pads)
     begin, end, out = _geometry(in_sp, k, s, d, p, auto_pad, ceil_mode)
     return Window(k, tuple(s), tuple(d), tuple(begin), tuple(end), tuple(out))

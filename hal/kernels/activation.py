@@ -15,6 +15,7 @@ import ml_dtypes
 import numpy as np
 
 from hal.kernels import jit
+from hal.kernels._axes import axis_in
 from hal.kernels.elementwise import bound_into, erf_array, row_sums
 from hal.kernels.registry import kernel
 
@@ -326,7 +327,7 @@ def _coerced_2d(fn: Callable[[Array, int], Array], x: Array, axis: int) -> Array
     """Opset < 13: the input is flattened to 2-D at ``axis`` and the op runs along the rows."""
     if x.ndim == 0:
         return _arr(fn(x.reshape(1, 1), 1).reshape(()))
-    axis = axis % x.ndim
+    axis = axis_in(axis, x.ndim)
     rows = math.prod(x.shape[:axis])
     return fn(x.reshape(rows, -1), 1).reshape(x.shape)
 

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from numpy.lib.stride_tricks import sliding_window_view
 
+from hal.kernels._axes import axis_in
 from hal.kernels.elementwise import row_sums
 from hal.kernels.registry import KernelContext, kernel
 
@@ -386,7 +387,7 @@ def tensor_scatter(past_cache, update, write_indices=None, *, axis=-2, mode="lin
     """Write ``update`` into a copy of the cache along ``axis`` from each batch row's write index."""
     if mode not in ("linear", "circular"):
         raise ValueError(f"TensorScatter mode must be linear or circular, got {mode!r}")
-    axis = axis % past_cache.ndim
+    axis = axis_in(axis, past_cache.ndim)
     if axis == 0:
         raise ValueError("TensorScatter axis cannot be the batch axis")
     batch, max_len, seq = past_cache.shape[0], past_cache.shape[axis], update.shape[axis]

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from hal.kernels import activation as act
+from hal.kernels._axes import axis_in
 from hal.kernels.linalg import _matmul, gemm
 from hal.kernels.nn import _conv
 from hal.kernels.normalization import _layer_rows, layer_normalization, rms_normalization
@@ -320,9 +321,7 @@ def simplified_layer_normalization(X, scale, *, axis=-1, epsilon=1e-5, stash_typ
     and 1 / sqrt(mean(X^2) + epsilon) (float32, X's shape with those axes 1) when asked."""
     if X.ndim == 0:
         raise ValueError("SimplifiedLayerNormalization needs an input of at least one dimension")
-    if not -X.ndim <= axis < X.ndim:
-        raise ValueError(f"SimplifiedLayerNormalization axis {axis} is out of range for an input of rank {X.ndim}")
-    axis = axis % X.ndim
+    axis = axis_in(axis, X.ndim)
     y = rms_normalization(X, scale, axis=axis, epsilon=epsilon)
     if _n_outputs <= 1:
         return y

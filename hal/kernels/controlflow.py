@@ -15,6 +15,7 @@ import onnx
 
 from hal import limits
 from hal.errors import ResourceError
+from hal.kernels._axes import axis_in
 from hal.kernels.registry import KernelContext, kernel
 
 
@@ -100,15 +101,11 @@ def loop(M=None, cond=None, *v_initial, body, _ctx: KernelContext):
 # --- Scan ------------------------------------------------------------------------------------------
 
 
-def _axis(axis: int, rank: int) -> int:
-    return axis + rank if axis < 0 else axis
-
-
 def _scan(states: list[Any], xs: list[np.ndarray], body: Any, ctx: KernelContext, in_axes: list[int],
           in_dirs: list[int], out_axes: list[int], out_dirs: list[int]) -> tuple[list[Any], list[np.ndarray]]:
     """One scan over ``xs`` (each along its own axis and direction); returns (states, scan outputs)."""
     n_state = len(states)
-    axes = [_axis(a, x.ndim) for a, x in zip(in_axes, xs)]
+    axes = [axis_in(a, x.ndim) for a, x in zip(in_axes, xs)]
     length = xs[0].shape[axes[0]] if xs else 0
     collected = _ScanOutputs(body, n_state, ctx)
     for t in range(length):
@@ -121,7 +118,7 @@ def _scan(states: list[Any], xs: list[np.ndarray], body: Any, ctx: KernelContext
             items.reverse()
     results = []
     for k, y in enumerate(collected.stacked()):
-        axis = _axis(out_axes[k], y.ndim) if collected.items[k] else 0
+        axis = axis_in(out_axes[k], y.ndim) if collected.items[k] else 0
         results.append(np.moveaxis(y, 0, axis) if axis else y)
     return states, results
 

@@ -8,11 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from hal.kernels._axes import axis_in
 from hal.kernels.registry import kernel
-
-
-def _axis(axis: int, rank: int) -> int:
-    return axis + rank if axis < 0 else axis
 
 
 def _scalar_int(v: Any) -> int:
@@ -31,12 +28,12 @@ def _wrap(indices: np.ndarray, dim: int | np.ndarray) -> np.ndarray:
 @kernel("Gather", since=1)
 def gather(data, indices, axis=0):
     # np.take reads negative indices from the end itself and raises on any outside [-n, n)
-    return np.asarray(np.take(data, indices, axis=_axis(axis, data.ndim)))
+    return np.asarray(np.take(data, indices, axis=axis_in(axis, data.ndim)))
 
 
 @kernel("GatherElements", since=11)
 def gather_elements(data, indices, axis=0):
-    axis = _axis(axis, data.ndim)
+    axis = axis_in(axis, data.ndim)
     return np.take_along_axis(data, _wrap(indices, data.shape[axis]), axis=axis)
 
 
@@ -66,7 +63,7 @@ def _scatter_into(out: np.ndarray, index: tuple, updates: np.ndarray, reduction:
 
 
 def _scatter_elements(data, indices, updates, axis, reduction):
-    axis = _axis(axis, data.ndim)
+    axis = axis_in(axis, data.ndim)
     index = list(np.indices(indices.shape, sparse=True))
     index[axis] = _wrap(indices, data.shape[axis])
     return _scatter_into(data.copy(), tuple(index), updates, reduction)
@@ -107,7 +104,7 @@ def non_zero(x):
 @kernel("OneHot", since=9)
 def one_hot(indices, depth, values, axis=-1):
     depth = int(np.asarray(depth).reshape(-1)[0])
-    axis = _axis(axis, indices.ndim + 1)
+    axis = axis_in(axis, indices.ndim + 1)
     idx = _wrap(indices.astype(np.int64), depth)
     hot = idx[..., None] == np.arange(depth, dtype=np.int64)
     out = np.where(hot, values[1], values[0]).astype(values.dtype, copy=False)
@@ -118,7 +115,7 @@ def one_hot(indices, depth, values, axis=-1):
 
 
 def _topk(x: np.ndarray, k: int, axis: int, largest: int) -> tuple:
-    axis = _axis(axis, x.ndim)
+    axis = axis_in(axis, x.ndim)
     n = x.shape[axis]
     if largest:
         # Stable descending order that keeps the lower index first among equal values.
@@ -161,7 +158,7 @@ def unique(x, axis=None, sorted=1):
 
 @kernel("CumSum", since=11)
 def cum_sum(x, axis, exclusive=0, reverse=0):
-    axis = _axis(_scalar_int(axis), x.ndim)
+    axis = axis_in(_scalar_int(axis), x.ndim)
     src = np.flip(x, axis) if reverse else x
     out = np.cumsum(src, axis=axis, dtype=x.dtype)
     if exclusive:

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from hal.kernels import jit
+from hal.kernels._axes import axis_in
 from hal.kernels._broadcast import apply_per_channel
 from hal.kernels.elementwise import bound_into, row_means, scalar_array
 from hal.kernels.registry import kernel
@@ -58,7 +59,7 @@ def _layer_rows(x: Array, axis: int) -> Array:
 def layer_normalization(x: Array, scale: Array, bias: Array | None = None, axis: int = -1,
                         epsilon: float = 1e-5, stash_type: int = 1, _n_outputs: int = 3
                         ) -> Array | tuple[Array, Array, Array]:
-    axis = axis % x.ndim
+    axis = axis_in(axis, x.ndim)
     if _n_outputs == 1 and (rows := _compiled_layer_norm(x, scale, bias, axis, epsilon)) is not None:
         return rows
     if x.size == 0:
@@ -123,7 +124,7 @@ _STASH_TYPES: dict[int, type] = {1: np.float32, 10: np.float16, 11: np.float64, 
 @kernel("RMSNormalization", since=23)
 def rms_normalization(x: Array, scale: Array, axis: int = -1, epsilon: float = 1e-5,
                       stash_type: int = 1) -> Array:
-    axis = axis % x.ndim
+    axis = axis_in(axis, x.ndim)
     if x.size == 0:
         return (x * scale).astype(x.dtype, copy=False)
     w = _layer_rows(x, axis)
@@ -257,7 +258,7 @@ def _lrn_power(v: Array, beta: float) -> Array:
 
 @kernel("MeanVarianceNormalization", since=9)
 def mean_variance_normalization(x: Array, axes: list[int] | None = None) -> Array:
-    axes_t = tuple(a % x.ndim for a in (axes if axes is not None else (0, 2, 3)))
+    axes_t = tuple(axis_in(a, x.ndim) for a in (axes if axes is not None else (0, 2, 3)))
     w = x.astype(_stash(x), copy=False)
     mean = np.mean(w, axis=axes_t, keepdims=True)
     d = w - mean

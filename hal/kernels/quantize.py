@@ -13,6 +13,7 @@ import ml_dtypes
 import numpy as np
 from onnx.helper import tensor_dtype_to_np_dtype
 
+from hal.kernels._axes import axis_in
 from hal.kernels.logic import cast_to
 from hal.kernels.registry import kernel
 
@@ -36,7 +37,7 @@ def _expand(value: Array, shape: tuple[int, ...], axis: int, block_size: int) ->
     value = np.asarray(value)
     if value.size == 1:  # a one-element scale is per tensor, whatever its rank
         return value.reshape(())
-    axis = axis % len(shape)
+    axis = axis_in(axis, len(shape))
     if not block_size:
         if value.ndim != 1:
             raise ValueError(f"per-axis quantisation needs a 1-D scale, got shape {value.shape}")

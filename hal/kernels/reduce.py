@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from hal.kernels._axes import axis_in
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -118,7 +119,7 @@ def _reduce(fn: Reducer, data: Array, axes: Sequence[int] | Array | None, keepdi
             return data
         norm: Axes = None
     else:
-        norm = tuple(sorted({int(a) % data.ndim for a in np.asarray(axes).ravel()})) if data.ndim else None
+        norm = tuple(sorted({axis_in(int(a), data.ndim) for a in np.asarray(axes).ravel()}))
     return _arr(fn(data, norm, bool(keepdims)))
 
 
@@ -151,7 +152,7 @@ for _op, _fn, _since in _REDUCERS:
 # ---- ArgMax / ArgMin ----------------------------------------------------------------------------
 
 def _arg(fn: Callable[..., Array], data: Array, axis: int, keepdims: int, select_last_index: int) -> Array:
-    axis = axis % data.ndim if data.ndim else 0
+    axis = axis_in(axis, data.ndim)
     if select_last_index:
         flipped = np.flip(data, axis)
         idx = fn(flipped, axis=axis, keepdims=bool(keepdims))

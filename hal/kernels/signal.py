@@ -12,6 +12,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from onnx import TensorProto
 from onnx.helper import tensor_dtype_to_np_dtype
 
+from hal.kernels._axes import axis_in
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -36,7 +37,7 @@ def _interleaved(z: Array, dtype: np.dtype) -> Array:
 
 
 def _dft(x: Array, length: int | None, axis: int, inverse: int, onesided: int) -> Array:
-    axis = axis % x.ndim
+    axis = axis_in(axis, x.ndim)
     if axis == x.ndim - 1:
         raise ValueError("DFT: the axis cannot be the trailing real/imaginary axis")
     z = _complex(x)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from onnx import helper, numpy_helper
 
+from hal.kernels._axes import axis_in
 from hal.kernels.registry import kernel
 
 
@@ -21,10 +22,6 @@ def _ints(v: Any) -> list[int]:
     if v.__class__ is np.ndarray and v.dtype.kind in "iu":
         return v.reshape(-1).tolist()
     return [int(i) for i in np.asarray(v).reshape(-1)]
-
-
-def _axis(axis: int, rank: int) -> int:
-    return axis + rank if axis < 0 else axis
 
 
 # --- Reshape / Flatten / Squeeze / Unsqueeze -------------------------------------------------------
@@ -48,7 +45,7 @@ def reshape(data, shape, allowzero=0):
 
 @kernel("Flatten", since=1)
 def flatten(data, axis=1):
-    axis = _axis(axis, data.ndim)
+    axis = data.ndim if axis == data.ndim else axis_in(axis, data.ndim)  # Flatten's range ends at r
     outer = int(np.prod(data.shape[:axis], dtype=np.int64))
     inner = int(np.prod(data.shape[axis:], dtype=np.int64))
     return data.reshape(outer, inner)
@@ -57,7 +54,7 @@ def flatten(data, axis=1):
 def _squeeze(data: np.ndarray, axes: Any) -> np.ndarray:
     if axes is None:
         return np.squeeze(data)
-    return np.squeeze(data, axis=tuple(_axis(a, data.ndim) for a in _ints(axes)))
+    return np.squeeze(data, axis=tuple(axis_in(a, data.ndim) for a in _ints(axes)))
 
 
 @kernel("Squeeze", since=1)
@@ -100,7 +97,7 @@ def concat(*inputs, axis):
 
 def _split(x: np.ndarray, split: list[int] | None, axis: int, num_outputs: int | None,
            n_outputs: int | None = None) -> tuple:
-    axis = _axis(axis, x.ndim)
+    axis = axis_in(axis, x.ndim)
     dim = x.shape[axis]
     if num_outputs is not None and n_outputs is not None and num_outputs != n_outputs:
         raise ValueError(f"Split has {n_outputs} outputs but num_outputs={num_outputs}")
@@ -138,7 +135,7 @@ def _slice(data: np.ndarray, starts: list[int], ends: list[int], axes: list[int]
         steps = [1] * len(starts)
     index = [slice(None)] * data.ndim
     for s, e, a, st in zip(starts, ends, axes, steps):
-        a = _axis(a, data.ndim)
+        a = axis_in(a, data.ndim)
         index[a] = _onnx_slice(s, e, st, data.shape[a])
     return data[tuple(index)]
 
@@ -192,7 +189,7 @@ def expand(x, shape):
 @kernel("Tile", since=1)
 def tile_1(x, tiles, axis):
     reps = [1] * x.ndim
-    reps[_axis(int(np.asarray(axis).reshape(-1)[0]), x.ndim)] = int(np.asarray(tiles).reshape(-1)[0])
+    reps[axis_in(int(np.asarray(axis).reshape(-1)[0]), x.ndim)] = int(np.asarray(tiles).reshape(-1)[0])
     return np.tile(x, reps)
 
 
@@ -208,7 +205,7 @@ _NP_PAD_MODE = {"constant": "constant", "reflect": "reflect", "edge": "edge", "w
 
 def _pad(data: np.ndarray, pads: list[int], mode: str, value: Any, axes: list[int] | None) -> np.ndarray:
     rank = data.ndim
-    axes = list(range(rank)) if axes is None else [_axis(a, rank) for a in axes]
+    axes = list(range(rank)) if axes is None else [axis_in(a, rank) for a in axes]
     n = len(axes)
     before, after = [0] * rank, [0] * rank
     for i, a in enumerate(axes):
@@ -342,7 +339,7 @@ def space_to_depth(input, blocksize, mode="DCR"):
 @kernel("CenterCropPad", since=18)
 def center_crop_pad(input_data, shape, axes=None):
     rank = input_data.ndim
-    axes = list(range(rank)) if axes is None else [_axis(a, rank) for a in axes]
+    axes = list(range(rank)) if axes is None else [axis_in(a, rank) for a in axes]
     out_shape = list(input_data.shape)
     src = [slice(None)] * rank
     dst = [slice(None)] * rank

@@ -194,7 +194,10 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
         all_known = all(i in known for i in ins)
         if have and not (all_known and all(math.prod(_static(values[o])) <= _KNOWN_LIMIT for o in outs)):
             continue
-        res = _evaluate(node, graph, values, known, _KNOWN_LIMIT * 8 if have else None, strict)
+        try:
+            res, refused = _evaluate(node, graph, values, known, _KNOWN_LIMIT * 8 if have else None, strict), ""
+        except _KernelRefused as e:
+            res, refused = None, f" (on zeros of its input shapes its kernel says {e})"
         if res is None:
             if not have:
                 # zeros stand in for numbers, not strings: only a node reading strings takes a hint (one
@@ -207,7 +210,7 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
                         values[o] = TensorInfo(o, info.elem_type, hinted)
                     else:
                         dynamic.setdefault(o, f"the output shape of {node.op_type} {node.name!r} is not known "
-                                              "at compile time")
+                                              f"at compile time{refused}")
             continue
         for o, r in zip(node.outputs, res):
             if not o or not isinstance(r, np.ndarray):
@@ -401,9 +404,14 @@ def _evaluate(node: Node, graph: Graph, values: dict[str, TensorInfo], known: di
     try:
         with np.errstate(all="ignore"):
             res = step.fn(*args, **step.attrs)
-    except Exception:  # a kernel error: the run reports it, naming the node
-        return None
+    except Exception as e:  # a kernel error: the node stays unsized, and its reason says why
+        raise _KernelRefused(f"{type(e).__name__}: {e}") from None
     return res if isinstance(res, tuple) else (res,)
+
+
+class _KernelRefused(Exception):
+    """A kernel refused the stand-in arguments of a node (a model whose axis lies outside its input's rank),
+    so its outputs stay unsized; the message, the kernel's, goes into the reason the LPU gives."""
 
 
 class _Zeros(Mapping[str, Any]):
