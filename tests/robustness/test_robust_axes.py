@@ -15,6 +15,7 @@ from onnx import helper
 
 import hal
 
+
 def _with_ints(node: onnx.NodeProto, name: str, value: list[int]) -> onnx.NodeProto:
     node.attribute.append(helper.make_attribute(name, value, attr_type=onnx.AttributeProto.INTS))
     return node
