@@ -198,6 +198,41 @@ def graph_reads(g: onnx.GraphProto) -> set[str]:
     return reads - defined
 
 
+def rename_reads(node: Node, names: dict[str, str]) -> None:
+    """``node`` reading each value ``old`` of ``names`` as ``names[old]``, its bodies too, in place."""
+    node.inputs = [names.get(i, i) for i in node.inputs]
+    for k, v in node.attrs.items():
+        if isinstance(v, onnx.GraphProto):
+            node.attrs[k] = renamed_reads(v, names)
+        elif isinstance(v, list) and v and all(isinstance(g, onnx.GraphProto) for g in v):
+            node.attrs[k] = [renamed_reads(g, names) for g in v]
+
+
+def renamed_reads(g: onnx.GraphProto, names: dict[str, str]) -> onnx.GraphProto:
+    """A copy of body ``g`` reading each outer value ``old`` of ``names`` as ``names[old]``, nested
+    bodies included (``g`` itself when it reads none). ONNX forbids a body to define a name its
+    scope already has, so every occurrence of an outer name is a read of the outer value."""
+    if not graph_reads(g) & names.keys():
+        return g
+    copy = onnx.GraphProto()
+    copy.CopyFrom(g)
+    _rename_reads(copy, names)
+    return copy
+
+
+def _rename_reads(g: onnx.GraphProto, names: dict[str, str]) -> None:
+    for n in g.node:
+        for k, i in enumerate(n.input):
+            if i in names:
+                n.input[k] = names[i]
+        for a in n.attribute:
+            for sg in attribute_graphs(a):
+                _rename_reads(sg, names)
+    for o in g.output:
+        if o.name in names:
+            o.name = names[o.name]
+
+
 def body_reads(node: Node) -> set[str]:
     """The outer names the node's graph attributes read implicitly (they keep those values alive)."""
     out: set[str] = set()

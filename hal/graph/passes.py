@@ -12,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from hal import limits
+from hal.graph.branches import taken_branches
 from hal.graph.ir import NONDETERMINISTIC, Graph, Node, ShapeOnly, TensorInfo, Weight, body_reads
 from hal.graph.loops import static_trip_counts
 from hal.graph.rewrite import Rewrite, pool_concat_parts, reorder_average_pools, split_concat_convs
-from hal.graph.sequences import split_sequences
+from hal.graph.sequences import constructed_sequences, split_sequences
 from hal.graph.unfuse import unfuse_onnxruntime
 from hal.kernels import lookup
 
@@ -269,11 +270,14 @@ def optimize(graph: Graph) -> Graph:
     """The standard pipeline, in place: take onnxruntime's CPU fusions apart into the onnx ops they
     fused, and its Reshape-Gemm-Reshape back into a MatMul and Add (``hal.graph.unfuse``), fold
     constants, give a while-style Loop the trip count its condition fixes (``hal.graph.loops``), make a
-    sequence that only carries a split's parts a Split (``hal.graph.sequences``),
+    sequence that only carries a split's parts a Split, an If of a constant condition its taken
+    branch (``hal.graph.branches``), a sequence built of tensors and only taken apart those tensors
+    (``hal.graph.sequences``),
     fold BatchNormalization into Conv weights, put average pools and pointwise convs in
     their cheaper order, pool a channel Concat's parts, split a pointwise conv over a Concat's parts,
     remove what no output needs, then stack the weights of sibling MatMuls (their values and bytes
     unchanged)."""
     graph = fold_constants(unfuse_onnxruntime(graph))
-    graph = reorder_average_pools(fold_batch_norm(split_sequences(static_trip_counts(graph))))
+    graph = constructed_sequences(taken_branches(split_sequences(static_trip_counts(graph))))
+    graph = reorder_average_pools(fold_batch_norm(graph))
     return stack_sibling_weights(remove_dead_nodes(split_concat_convs(pool_concat_parts(graph))))

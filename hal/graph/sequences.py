@@ -11,8 +11,10 @@ index Constants weights.
 from __future__ import annotations
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
-from hal.graph.ir import Graph, Node, TensorInfo
+from hal.graph.ir import Graph, Node, TensorInfo, rename_reads
 from hal.graph.rewrite import Rewrite
 
 
@@ -115,3 +117,170 @@ def _as_split(graph: Graph, rw: Rewrite, n: Node, x: str, info: TensorInfo, axis
     replaced[id(n)] = [node, *after]
     graph.values.pop(n.outputs[0], None)
     return replaced
+
+
+# --- sequences built from tensors -------------------------------------------------------------------
+
+#: rounds of ``constructed_sequences``: each unrolls one level of SequenceMap over a built sequence
+MAX_ROUNDS = 8
+
+
+def constructed_sequences(graph: Graph) -> Graph:
+    """Reads of a sequence whose elements are known tensors become reads of those tensors, in place.
+    A sequence's elements are known when it is built by SequenceConstruct or SequenceEmpty, then
+    changed by SequenceInsert and SequenceErase at constant positions. SequenceAt at a constant index
+    reads that element, ConcatFromSequence is a Concat (of each element unsqueezed, for
+    ``new_axis=1``), SequenceLength is the count, and a SequenceMap over such sequences is its body
+    once per element, whose outputs are sequences built again (the next round reads those); the
+    SequenceLength of a SplitToSequence whose sizes are known is their count. The
+    sequence ops nothing reads any more are left for ``remove_dead_nodes``; a sequence a graph output
+    or a body reads stays. torch's exporters write this for ``torch.hstack``, ``vstack`` and
+    ``dstack``; the values and bits are the same."""
+    for _ in range(MAX_ROUNDS):
+        if not _read_elements(graph):
+            break
+    return graph
+
+
+def _elements(graph: Graph) -> dict[str, list[str]]:
+    """The tensors each sequence of known elements holds, in order."""
+    known: dict[str, list[str]] = {}
+    for n in graph.nodes:
+        if n.domain or len(n.outputs) != 1:
+            continue
+        op, ins = n.op_type, n.inputs
+        if op == "SequenceConstruct" and ins:
+            known[n.outputs[0]] = list(ins)
+        elif op == "SequenceEmpty":
+            known[n.outputs[0]] = []
+        elif op in ("SequenceInsert", "SequenceErase") and ins and ins[0] in known:
+            parts = list(known[ins[0]])
+            given = len(ins) > (2 if op == "SequenceInsert" else 1) and ins[-1]
+            at = _index(graph, ins[-1]) if given else (len(parts) if op == "SequenceInsert" else -1)
+            if op == "SequenceInsert" and at is not None and -len(parts) <= at <= len(parts):
+                parts.insert(at + len(parts) if at < 0 else at, ins[1])
+            elif op == "SequenceErase" and at is not None and -len(parts) <= at < len(parts):
+                del parts[at]
+            else:
+                continue  # a position out of range: the run's error to report
+            known[n.outputs[0]] = parts
+    return known
+
+
+def _split_counts(graph: Graph) -> dict[str, int]:
+    """How many parts each SplitToSequence makes whose sizes are known before the run (sizes fed at
+    run time must still be checked against the input, by the split itself)."""
+    counts = {}
+    for n in graph.nodes:
+        if n.op_type == "SplitToSequence" and not n.domain and n.inputs and len(n.outputs) == 1:
+            info = graph.values.get(n.inputs[0])
+            rank = len(info.shape) if info is not None and info.shape is not None else 0
+            axis = int(n.attrs.get("axis", 0))
+            if info is not None and info.shape is not None and -rank <= axis < rank:
+                sizes = _sizes(graph, n, info.shape[axis % rank])
+                if sizes is not None:
+                    counts[n.outputs[0]] = len(sizes)
+    return counts
+
+
+def _read_elements(graph: Graph) -> bool:
+    if not any(n.op_type in ("SequenceConstruct", "SequenceEmpty", "SplitToSequence") and not n.domain
+               for n in graph.nodes):
+        return False
+    rw = Rewrite(graph)
+    known = _elements(graph)
+    counted = _split_counts(graph)
+    replaced: dict[int, list[Node]] = {}
+    opset = graph.opset()
+    for r in graph.nodes:
+        if r.domain or not r.inputs:
+            continue
+        if r.op_type == "SequenceLength" and r.inputs[0] in counted:
+            count = rw.weight(graph, f"{r.name}_count", np.array(counted[r.inputs[0]], np.int64))
+            replaced[id(r)] = [Node(r.name, "Identity", "", [count], list(r.outputs))]
+        if r.inputs[0] not in known:
+            continue
+        parts = known[r.inputs[0]]
+        if r.op_type == "SequenceAt" and len(r.inputs) == 2:
+            i = _index(graph, r.inputs[1])
+            if i is not None and -len(parts) <= i < len(parts):
+                replaced[id(r)] = [Node(r.name, "Identity", "", [parts[i]], list(r.outputs))]
+        elif r.op_type == "SequenceLength":
+            count = rw.weight(graph, f"{r.name}_count", np.array(len(parts), np.int64))
+            replaced[id(r)] = [Node(r.name, "Identity", "", [count], list(r.outputs))]
+        elif r.op_type == "ConcatFromSequence" and parts:
+            replaced[id(r)] = _as_concat(graph, rw, r, parts, opset)
+        elif r.op_type == "SequenceMap" and (seqs := _map_inputs(graph, r, known)) is not None:
+            replaced[id(r)] = _unrolled(graph, rw, r, seqs, known)
+    Rewrite.splice(graph, replaced)
+    return bool(replaced)
+
+
+def _map_inputs(graph: Graph, r: Node, known: dict[str, list[str]]) -> list[str | None] | None:
+    """For each input of SequenceMap ``r``: the sequence's name, or None for a tensor handed to every
+    turn; None when its body cannot be copied, a sequence's elements are not known, or the lengths
+    differ or are 0 (the run's to handle)."""
+    body = r.attrs.get("body")
+    if not isinstance(body, onnx.GraphProto) or body.sparse_initializer:
+        return None
+    out: list[str | None] = []
+    for i in r.inputs:
+        info = graph.values.get(i)
+        if i in known:
+            out.append(i)
+        elif info is not None and info.kind == "tensor":
+            out.append(None)
+        else:
+            return None
+    lengths = {len(known[s]) for s in out if s is not None}
+    return out if out and out[0] is not None and len(lengths) == 1 and 0 not in lengths else None
+
+
+def _as_concat(graph: Graph, rw: Rewrite, r: Node, parts: list[str], opset: int) -> list[Node]:
+    axis = int(r.attrs.get("axis", 0))
+    if not int(r.attrs.get("new_axis", 0)):
+        return [Node(r.name, "Concat", "", list(parts), list(r.outputs), {"axis": axis})]
+    nodes, stacked = [], []
+    axes = rw.weight(graph, f"{r.name}_axes", np.array([axis], np.int64)) if opset >= 13 else None
+    for p in parts:
+        out = rw.fresh(f"{p}_unsqueezed")
+        info = graph.values.get(p)
+        if info is not None:
+            graph.values[out] = TensorInfo(out, info.elem_type, None)
+        nodes.append(Node(rw.fresh(f"{r.name}_Unsqueeze"), "Unsqueeze", "", [p, axes], [out]) if axes else
+                     Node(rw.fresh(f"{r.name}_Unsqueeze"), "Unsqueeze", "", [p], [out], {"axes": [axis]}))
+        stacked.append(out)
+    return [*nodes, Node(r.name, "Concat", "", stacked, list(r.outputs), {"axis": axis})]
+
+
+def _unrolled(graph: Graph, rw: Rewrite, r: Node, seqs: list[str | None], known: dict[str, list[str]]) -> list[Node]:
+    """SequenceMap ``r`` as its body once per element (its values renamed per turn), then a
+    SequenceConstruct of each output's turns."""
+    body: onnx.GraphProto = r.attrs["body"]
+    count = len(known[seqs[0]])  # type: ignore[index]
+    nodes: list[Node] = []
+    turns: list[list[str]] = [[] for _ in body.output]
+    for t in range(count):
+        names = {vi.name: (known[s][t] if s is not None else outer)
+                 for vi, s, outer in zip(body.input, seqs, r.inputs)}
+        for w in body.initializer:
+            names[w.name] = rw.weight(graph, f"{w.name}_{t}", numpy_helper.to_array(w).copy())
+        for p in body.node:
+            for o in p.output:
+                if o:
+                    names[o] = rw.fresh(f"{o}_{t}")
+        for vi in body.value_info:
+            if vi.name in names:
+                info = TensorInfo.from_value_info(vi)
+                graph.values[names[vi.name]] = TensorInfo(names[vi.name], info.elem_type, info.shape)
+        for p in body.node:
+            m = Node.from_proto(p, rw.fresh(f"{r.name}/{p.name or p.op_type}_{t}"))
+            rename_reads(m, names)
+            m.outputs = [names.get(o, o) for o in m.outputs]
+            nodes.append(m)
+        for k, vi in enumerate(body.output):
+            turns[k].append(names.get(vi.name, vi.name))
+    for out, parts in zip(r.outputs, turns):
+        if out:
+            nodes.append(Node(rw.fresh(f"{r.name}/{out}"), "SequenceConstruct", "", parts, [out]))
+    return nodes
