@@ -98,7 +98,8 @@ def quantize_linear(x: Array, y_scale: Array, y_zero_point: Array | None = None,
             return saturate_int(q, out)
         if y_zero_point is not None:  # float targets: the zero point is (almost always) 0, but is honoured
             zp = _expand(y_zero_point, x.shape, axis, block_size).astype(np.float32)
-            q = q.astype(np.float32) + zp
+            if np.any(zp):  # adding a zero point of 0 would turn -0 into +0 (onnxruntime and onnx keep -0)
+                q = q.astype(np.float32) + zp
         q = q.astype(np.float32)  # one rounding to the 8/4-bit float, from float32 as Cast does
         if out in _FLOAT8:
             return cast_to(q, out, saturate)

@@ -123,3 +123,25 @@ def test_a_mask_quantised_with_an_infinite_scale_round_trips_as_onnxruntime() ->
     assert (want[0][np.isinf(causal)] == -128).all()
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("zero_point", [True, False])
+def test_negative_zero_quantised_to_float8_stays_negative_zero(zero_point: bool) -> None:
+    # y = x / scale + zero point: adding a float8 zero point of 0 turned -0 into +0, where onnxruntime
+    # and onnx's reference keep -0 (a float8 zero point is 0 in practice; a nonzero one is added)
+    x = np.array([-0.0, 0.0, -1.5, 2.0], np.float32)
+    inits = {"s": np.array(1.0, np.float32)}
+    if zero_point:
+        zp = numpy_helper.from_array(np.zeros((), np.uint8), "zp")  # bytes reinterpreted as float8 below
+        zp.data_type = TensorProto.FLOAT8E4M3FN
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"] if zero_point else ["x", "s"], ["q"],
+                              **({} if zero_point else {"output_dtype": TensorProto.FLOAT8E4M3FN})),
+             helper.make_node("DequantizeLinear", ["q", "s"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+                              [numpy_helper.from_array(v, n) for n, v in inits.items()] + ([zp] if zero_point else []))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    got = hal.InferenceSession(model, target="cpu", cache_dir=False).run(None, {"x": x})[0]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, want)
+    assert np.signbit(got).tolist() == np.signbit(want).tolist() == [True, False, True, False]
