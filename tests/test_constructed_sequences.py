@@ -75,7 +75,8 @@ def _model(case: str, lengths: tuple[int, ...] = (5, 5, 5)):
 def _with_tensor_input(body):
     """The body also taking a tensor each turn (SequenceMap's inputs after the first may be tensors)."""
     body.input.append(helper.make_tensor_value_info("k", I64, []))
-    body.node.append(helper.make_node("Identity", ["k"], ["k_seen"]))
+    body.initializer.append(numpy_helper.from_array(np.array(2, np.int64), "w_body"))  # one weight, every turn
+    body.node.append(helper.make_node("Add", ["k", "w_body"], ["k_seen"]))
     return body
 
 

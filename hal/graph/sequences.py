@@ -198,6 +198,7 @@ def _read_elements(graph: Graph) -> bool:
         if r.op_type == "SequenceLength" and r.inputs[0] in counted:
             count = rw.weight(graph, f"{r.name}_count", np.array(counted[r.inputs[0]], np.int64))
             replaced[id(r)] = [Node(r.name, "Identity", "", [count], list(r.outputs))]
+            continue
         if r.inputs[0] not in known:
             continue
         parts = known[r.inputs[0]]
@@ -260,11 +261,11 @@ def _unrolled(graph: Graph, rw: Rewrite, r: Node, seqs: list[str | None], known:
     count = len(known[seqs[0]])  # type: ignore[index]
     nodes: list[Node] = []
     turns: list[list[str]] = [[] for _ in body.output]
-    for t in range(count):
+    weights = {w.name: rw.weight(graph, w.name, numpy_helper.to_array(w).copy()) for w in body.initializer}
+    for t in range(count):  # every turn reads the body's weights, once in the graph
         names = {vi.name: (known[s][t] if s is not None else outer)
                  for vi, s, outer in zip(body.input, seqs, r.inputs)}
-        for w in body.initializer:
-            names[w.name] = rw.weight(graph, f"{w.name}_{t}", numpy_helper.to_array(w).copy())
+        names.update(weights)
         for p in body.node:
             for o in p.output:
                 if o:
