@@ -117,6 +117,19 @@ def row_sums(rows: Array) -> Array:
     return rows @ _ones(rows.shape[1], rows.dtype)
 
 
+def quiet_mean(x: Array, axis: int | tuple[int, ...] | None = None, keepdims: bool = False,
+               dtype: np.dtype | None = None) -> Array:
+    """np.mean, without its warning of an empty slice: that mean is 0 / 0 = NaN, given quietly (a
+    library's caller should not see numpy's warnings; the engine's errstate cannot silence this one)."""
+    if x.size:
+        return np.mean(x, axis=axis, keepdims=keepdims, dtype=dtype)
+    axes = range(x.ndim) if axis is None else (axis,) if isinstance(axis, int) else axis
+    count = math.prod(x.shape[a] for a in axes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.true_divide(np.sum(x, axis=axis, keepdims=keepdims, dtype=dtype), count,
+                              dtype=dtype or (x.dtype if x.dtype.kind == "f" else np.float64))
+
+
 def row_means(rows: Array) -> Array:
     """The mean of each row of a 2-D array (``row_sums``, in the rows' dtype: float32 sums stay
     float32, as ONNX's stash type)."""

@@ -17,7 +17,7 @@ from numpy.lib.stride_tricks import as_strided
 from hal.kernels import jit
 from hal.kernels._axes import axis_in
 from hal.kernels._broadcast import apply_per_channel
-from hal.kernels.elementwise import bound_into, row_means, scalar_array
+from hal.kernels.elementwise import bound_into, quiet_mean, row_means, scalar_array
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -31,9 +31,9 @@ def _stash(x: Array) -> np.dtype:
 def _standardize(x: Array, axes: tuple[int, ...], epsilon: float) -> tuple[Array, Array, Array]:
     """(x - mean) / sqrt(var + epsilon) over ``axes``, with the mean and 1/std, all in the stash dtype."""
     w = x.astype(_stash(x), copy=False)
-    mean = np.mean(w, axis=axes, keepdims=True)
+    mean = quiet_mean(w, axis=axes, keepdims=True)
     d = w - mean
-    var = np.mean(np.square(d), axis=axes, keepdims=True)
+    var = quiet_mean(np.square(d), axis=axes, keepdims=True)
     var += epsilon
     inv_std = np.reciprocal(np.sqrt(var, out=var), out=var)
     d *= inv_std
@@ -187,8 +187,8 @@ def batch_normalization(x: Array, scale: Array, bias: Array, mean: Array, var: A
         return _batchnorm_infer(x, scale, bias, mean, var, epsilon)
     axes = (0, *range(2, x.ndim))
     w = x.astype(_stash(x), copy=False)
-    batch_mean = np.mean(w, axis=axes)
-    batch_var = np.var(w, axis=axes)
+    batch_mean = quiet_mean(w, axis=axes)
+    batch_var = np.var(w, axis=axes) if w.size else quiet_mean(w, axis=axes)
     y = _batchnorm_infer(x, scale, bias, batch_mean, batch_var, epsilon)
     running_mean = (mean * momentum + batch_mean * (1 - momentum)).astype(mean.dtype, copy=False)
     running_var = (var * momentum + batch_var * (1 - momentum)).astype(var.dtype, copy=False)
@@ -260,9 +260,9 @@ def _lrn_power(v: Array, beta: float) -> Array:
 def mean_variance_normalization(x: Array, axes: list[int] | None = None) -> Array:
     axes_t = tuple(axis_in(a, x.ndim) for a in (axes if axes is not None else (0, 2, 3)))
     w = x.astype(_stash(x), copy=False)
-    mean = np.mean(w, axis=axes_t, keepdims=True)
+    mean = quiet_mean(w, axis=axes_t, keepdims=True)
     d = w - mean
-    std = np.sqrt(np.mean(np.square(d), axis=axes_t, keepdims=True))
+    std = np.sqrt(quiet_mean(np.square(d), axis=axes_t, keepdims=True))
     std += 1e-9  # the epsilon of ONNX's function body
     return (d / std).astype(x.dtype, copy=False)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from hal.kernels._axes import axis_in
+from hal.kernels.elementwise import quiet_mean
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -55,8 +56,8 @@ def _sum(x: Array, axes: Axes, keepdims: bool) -> Array:
 def _mean(x: Array, axes: Axes, keepdims: bool) -> Array:
     with np.errstate(invalid="ignore", divide="ignore"):
         if x.dtype.kind in "iu":
-            return np.mean(x, axis=axes, keepdims=keepdims).astype(x.dtype)
-        return np.mean(x, axis=axes, keepdims=keepdims, dtype=_acc(x.dtype)).astype(x.dtype, copy=False)
+            return np.asarray(quiet_mean(x, axis=axes, keepdims=keepdims)).astype(x.dtype)
+        return np.asarray(quiet_mean(x, axis=axes, keepdims=keepdims, dtype=_acc(x.dtype))).astype(x.dtype, copy=False)
 
 
 def _max(x: Array, axes: Axes, keepdims: bool) -> Array:
