@@ -258,12 +258,16 @@ def _skip_norm(node, a, known):
 
 
 def _layer_norm(node, a, known):
-    """Y: X's shape; the statistics (Mean, InvStdDev; SimplifiedLayerNormalization's inv_std_var)
-    keep the normalised axes, from ``axis`` on, as 1."""
+    """Y: X's shape, in the scale's type (onnxruntime's schema: X: T, scale: V -> Y: V); the
+    statistics (Mean, InvStdDev; SimplifiedLayerNormalization's inv_std_var) keep the normalised
+    axes, from ``axis`` on, as 1."""
     x = node.input[0] if node.input else ""
     if not x:
         return None
-    return [*_same_as(x, node.output[:1]), *_row_stats(x, list(node.output[1:]), int(a.get("axis", -1)), known)]
+    scale_type = known.types.get(node.input[1]) if len(node.input) > 1 else None
+    y = node.output[:1]
+    first = ([helper.make_node("Cast", [x], y, to=scale_type)] if scale_type and y and y[0] else _same_as(x, y))
+    return [*first, *_row_stats(x, list(node.output[1:]), int(a.get("axis", -1)), known)]
 
 
 _stands_in("SimplifiedLayerNormalization", "LayerNormalization", domain="")(_layer_norm)

@@ -314,22 +314,39 @@ def skip_simplified_layer_normalization(input, skip, gamma, bias=None, *, epsilo
 
 
 # ---- the ONNX-domain registrations onnxruntime makes from opset 1 --------------------------------
+# Their schemas type Y by the scale (X: T, scale: V -> Y: V): onnxruntime's CPU kernels compute in
+# float32 and write V, so a float16 X with a float32 scale gives float32 rounded once.
+
+
+def _as_wide_as(x: Array, scale: Array) -> Array:
+    """``x`` in the scale's type where that is the wider float, so Y is rounded once, to V."""
+    wide = np.result_type(x.dtype, scale.dtype)
+    return x if wide == x.dtype else x.astype(wide)
+
 
 @kernel("SimplifiedLayerNormalization", since=1, output_count=True)
 def simplified_layer_normalization(X, scale, *, axis=-1, epsilon=1e-5, stash_type=1, _n_outputs=1):
-    """RMS normalisation over the axes from ``axis`` on: Y = X / sqrt(mean(X^2) + epsilon) x scale,
-    and 1 / sqrt(mean(X^2) + epsilon) (float32, X's shape with those axes 1) when asked."""
+    """RMS normalisation over the axes from ``axis`` on: Y = X / sqrt(mean(X^2) + epsilon) x scale in
+    the scale's type, and 1 / sqrt(mean(X^2) + epsilon) (float32, X's shape with those axes 1) when
+    asked."""
     if X.ndim == 0:
         raise ValueError("SimplifiedLayerNormalization needs an input of at least one dimension")
     axis = axis_in(axis, X.ndim)
-    y = rms_normalization(X, scale, axis=axis, epsilon=epsilon)
+    y = rms_normalization(_as_wide_as(X, scale), scale, axis=axis, epsilon=epsilon).astype(scale.dtype, copy=False)
     if _n_outputs <= 1:
         return y
     inv = _inv_rms(X, axis, epsilon).astype(_F32, copy=False)
     return y, inv.reshape(X.shape[:axis] + (1,) * (X.ndim - axis))
 
 
-# onnxruntime's LayerNormalization is an ONNX-domain op from opset 1: its LayerNorm fusion writes it
-# into opset 13/14 models, which onnx only defines from 17. Below 17 it is onnx's (the same inputs,
-# outputs and attributes), so hal's kernel serves both.
-kernel("LayerNormalization", since=1, output_count=True)(layer_normalization)
+@kernel("LayerNormalization", since=1, output_count=True)
+def layer_normalization_1(X, scale, B=None, *, axis=-1, epsilon=1e-5, stash_type=1, _n_outputs=3):
+    """onnxruntime's LayerNormalization, an ONNX-domain op from opset 1: its LayerNorm fusion writes it
+    into opset 13/14 models, which onnx only defines from 17. onnx's arithmetic, but Y takes the
+    scale's type (its schema: X: T, scale: V -> Y: V), as Olive's and the fp16 converter's mixed
+    models have it; from 17, onnx's own op has one type for both."""
+    out = layer_normalization(_as_wide_as(X, scale), scale, B, axis=axis, epsilon=epsilon, stash_type=stash_type,
+                              _n_outputs=_n_outputs)
+    if _n_outputs <= 1:
+        return out.astype(scale.dtype, copy=False)
+    return (out[0].astype(scale.dtype, copy=False), *out[1:])

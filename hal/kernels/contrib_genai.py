@@ -295,7 +295,7 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
     chunk of batch 1) appends after the seqlens_k[b] + 1 - S cached ones. present_key / value are
     (B, kv_num_heads, max(total_sequence_length, past length), head_size): the kept past, the new
     keys (rotated when ``do_rotary``), zeros after. Rows of a first prompt past a shorter sequence's
-    end (right padding) are unspecified, as in onnxruntime."""
+    end (right padding) attend that sequence's keys, as onnxruntime's CPU kernel has them."""
     rd = _round_operand or (lambda x: x)
     used = [n for n, v in zip(_GQA_UNSUPPORTED_INPUTS, unsupported) if v is not None]
     if used or position_ids is not None:
@@ -398,7 +398,9 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
         logits = np.tanh(logits / work.type(softcap)) * work.type(softcap)
     # query s of batch b sits at past[b] + s and sees the keys up to it (the last local_window_size of them)
     where = past[:, None] + np.arange(seq)[None, :]  # (B, S)
-    allowed = slots[None, None, :] <= where[:, :, None]
+    # and no key past its sequence's end: a first prompt's padding rows (right padding) see only the
+    # sequence's own keys, as onnxruntime's CPU kernel caps each row at seqlens_k[b] + 1
+    allowed = (slots[None, None, :] <= where[:, :, None]) & (slots[None, None, :] < lengths[:, None, None])
     if local_window_size > 0:
         allowed &= slots[None, None, :] > where[:, :, None] - local_window_size
     allowed = allowed[:, None]  # (B, 1, S, capacity)

@@ -327,6 +327,26 @@ def test_layer_normalization_below_opset_17(opset: int, outputs: list[str], targ
           target=target)
 
 
+@pytest.mark.parametrize(("op", "opset"), [("SimplifiedLayerNormalization", 17), ("LayerNormalization", 14)])
+@pytest.mark.parametrize(("x_type", "scale_type"), [(np.float16, np.float32), (np.float32, np.float16)])
+@pytest.mark.parametrize("target", ["cpu", "lpu"])
+def test_onnx_domain_layer_norms_of_onnxruntime_give_the_scales_type(op, opset, x_type, scale_type, target) -> None:
+    # onnxruntime's schemas: X: T, scale: V -> Y: V (its fp16 converter and Olive write such mixes);
+    # hal had returned X's type, and a float16 X with a float32 scale is rounded once, to float32
+    inputs = ["x", "scale", "bias"] if op == "LayerNormalization" else ["x", "scale"]
+    node = helper.make_node(op, inputs, ["y"], axis=-1, epsilon=1e-5)
+    consts = {"scale": _rand(16).astype(scale_type), "bias": _rand(16).astype(scale_type)}
+    feeds = {"x": _rand(2, 3, 16, scale=2.0).astype(x_type)}
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", helper.np_dtype_to_tensor_dtype(
+        np.dtype(x_type)), [2, 3, 16])], [helper.make_tensor_value_info("y", helper.np_dtype_to_tensor_dtype(
+            np.dtype(scale_type)), [2, 3, 16])], [numpy_helper.from_array(consts[i], i) for i in inputs[1:]])
+    blob = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString()
+    (want,), (got,) = run_as_written(blob, feeds), _hal(blob, feeds, target)
+    assert got.dtype == want.dtype == scale_type
+    np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=1e-6 if scale_type == np.float32
+                               else 1e-3, atol=1e-6)
+
+
 # -- models onnxruntime's optimiser saved ---------------------------------------------------------
 
 def _save_optimised(model: onnx.ModelProto, folder, level=ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED) -> str:
