@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from hal import limits
 from hal.engine import kernel_step
@@ -198,6 +198,9 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
             res, refused = _evaluate(node, graph, values, known, _KNOWN_LIMIT * 8 if have else None, strict), ""
         except _KernelRefused as e:
             res, refused = None, f" (on zeros of its input shapes its kernel says {e})"
+        if res is None and not have and (inferred := _inferred(node, graph, values, known)) is not None:
+            values.update((info.name, info) for info in inferred if info is not None)
+            continue
         if res is None:
             if not have:
                 # zeros stand in for numbers, not strings: only a node reading strings takes a hint (one
@@ -407,6 +410,35 @@ def _evaluate(node: Node, graph: Graph, values: dict[str, TensorInfo], known: di
     except Exception as e:  # a kernel error: the node stays unsized, and its reason says why
         raise _KernelRefused(f"{type(e).__name__}: {e}") from None
     return res if isinstance(res, tuple) else (res,)
+
+
+def _inferred(node: Node, graph: Graph, values: dict[str, TensorInfo], known: dict[str, np.ndarray]
+              ) -> list[TensorInfo | None] | None:
+    """The node's output shapes from onnx's inference of it alone, on its inputs' static shapes (and
+    the values known), where no stand-in could run it: zeros of its inputs' shapes past the bound
+    (a whisper encoder's scores at batch 2: 72 MB). None unless every output shape is a static one."""
+    if node.domain not in ("", "ai.onnx.ml") or any(hasattr(v, "SerializeToString") for v in node.attrs.values()):
+        return None
+    types = {}
+    for i in node.inputs:
+        shp = _static(values.get(i)) if i else ()
+        if i and (shp is None or not values[i].elem_type):
+            return None
+        if i:
+            types[i] = helper.make_tensor_type_proto(values[i].elem_type, shp)
+    data = {i: numpy_helper.from_array(np.asarray(known[i]), i) for i in node.inputs if i and i in known}
+    try:
+        schema = onnx.defs.get_schema(node.op_type, graph.opset(node.domain), node.domain)
+        out = onnx.shape_inference.infer_node_outputs(schema, node.to_proto(), types, data)
+    except Exception:  # no schema, or inference refuses the node: the shapes stay open
+        return None
+    infos: list[TensorInfo | None] = []
+    for o in node.outputs:
+        t = out.get(o).tensor_type if o and o in out else None
+        if o and (t is None or not t.HasField("shape") or not all(d.HasField("dim_value") for d in t.shape.dim)):
+            return None
+        infos.append(TensorInfo(o, t.elem_type, tuple(d.dim_value for d in t.shape.dim)) if t is not None else None)
+    return infos
 
 
 class _KernelRefused(Exception):

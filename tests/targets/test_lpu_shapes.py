@@ -106,3 +106,22 @@ def test_a_dict_vectorizer_of_a_map_input_is_one_row_wide_as_its_vocabulary():
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 3)])
     (y,) = hal.InferenceSession(m, target="lpu").run(None, {"X": {"a": 1.0, "c": 3.0, "zzz": 9.0}})
     np.testing.assert_array_equal(y, [[1, 0, 3]])
+
+
+def test_a_node_whose_inputs_are_too_big_to_stand_in_for_takes_onnxs_inference_of_it(monkeypatch):
+    # the compiler sizes a node by running it on zeros of its inputs' shapes, up to a bound (64 MiB):
+    # a whisper encoder's scores at batch 2 (72 MB) passed it, and its Softmax was refused as of no
+    # known shape. onnx's inference of the one node sizes it now. The bound is lowered to keep this small.
+    import hal_lpu.shapes
+
+    monkeypatch.setattr(hal_lpu.shapes, "_ZEROS_LIMIT_BYTES", 4096)
+    f = TensorProto.FLOAT
+    g = helper.make_graph([helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
+                           helper.make_node("MatMul", ["x", "xt"], ["s"]),
+                           helper.make_node("Softmax", ["s"], ["y"], axis=-1)], "g",
+                          [helper.make_tensor_value_info("x", f, ["b", 64, 16])],
+                          [helper.make_tensor_value_info("y", f, ["b", 64, 64])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).standard_normal((3, 64, 16)).astype(np.float32)  # scores: 48 KB
+    got = hal.InferenceSession(m, target="lpu", fallback="error").run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, hal.InferenceSession(m, target="cpu").run(None, {"x": x})[0], rtol=1e-6)
