@@ -88,7 +88,7 @@ def _source_coords(mode: str, n_out: int, n_in: int, scale: float, roi: tuple[fl
     raise ValueError(f"Resize: unknown coordinate_transformation_mode {mode!r}")
 
 
-def _nearest_index(x: Array, nearest_mode: str, n_in: int) -> Array:
+def _nearest_index(x: Array, nearest_mode: str, n_in: int, scale: float) -> Array:
     if nearest_mode == "round_prefer_floor":
         idx = np.ceil(x - 0.5)
     elif nearest_mode == "round_prefer_ceil":
@@ -97,6 +97,8 @@ def _nearest_index(x: Array, nearest_mode: str, n_in: int) -> Array:
         idx = np.floor(x)
     elif nearest_mode == "ceil":
         idx = np.ceil(x)
+    elif nearest_mode == "simple":  # Resize-10's, which had no nearest_mode: down when upsampling, else up
+        idx = np.floor(x) if scale >= 1 else np.ceil(x)
     else:
         raise ValueError(f"Resize: unknown nearest_mode {nearest_mode!r}")
     return np.clip(idx, 0, n_in - 1).astype(np.intp)
@@ -159,7 +161,7 @@ def _resize(x: Array, scales: Sequence[float], sizes: Sequence[int], roi: Array 
             shape[axis] = n_out
             outside = outside | ((src < 0) | (src > n_in - 1)).reshape(shape)
         if mode == "nearest":
-            out = np.take(out, _nearest_index(src, nearest_mode, n_in), axis=axis)
+            out = np.take(out, _nearest_index(src, nearest_mode, n_in, scale), axis=axis)
         elif mode in ("linear", "cubic"):
             out = _interpolate(out, axis, *_taps(src, n_in, mode, scale, antialias, cubic_coeff_a, exclude_outside))
         else:
@@ -211,10 +213,12 @@ def resize(x: Array, roi: Array | None = None, scales: Array | None = None, size
 
 @kernel("Resize", since=10)
 def resize_10(x: Array, scales: Array, mode: str = "nearest") -> Array:
-    """Opset 10 had only scales: asymmetric coordinates, nearest rounds down (as Upsample did)."""
+    """Opset 10 had only scales and asymmetric coordinates; a nearest pixel rounds down along an axis
+    it upsamples (as Upsample did) and up along one it downsamples, as onnx 1.5's opset-10 tests
+    (test_resize_downsample_nearest: [1, 3] from [1, 2, 3, 4] at 0.6) and onnxruntime have it."""
     factors = [float(s) for s in np.asarray(scales).reshape(-1)]
     out = [math.floor(f * d) for f, d in zip(factors, x.shape)]
-    return _resize(x, factors, out, None, list(range(x.ndim)), mode, "asymmetric", "floor", -0.75, 0, 0.0, 0)
+    return _resize(x, factors, out, None, list(range(x.ndim)), mode, "asymmetric", "simple", -0.75, 0, 0.0, 0)
 
 
 # --- GridSample ------------------------------------------------------------------------------------

@@ -399,6 +399,8 @@ def dropout(data, ratio=None, training_mode=None, seed=None, _n_outputs=2):
 
 def _upsample(x: np.ndarray, scales: list[float], mode: str) -> np.ndarray:
     """Separable resampling, asymmetric coordinates (out / scale), output dim floor(in * scale)."""
+    if any(not s >= 1 for s in scales):  # Upsample only upsamples (Resize, from opset 10, also shrinks)
+        raise ValueError(f"Upsample scales must each be >= 1, got {scales}")
     out = x
     for axis, scale in enumerate(scales):
         if scale == 1.0:

@@ -157,3 +157,13 @@ def test_every_constant_attribute_gives_onnx_references_tensor(elem, attr, dense
     else:
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("opset", [7, 9])
+def test_upsample_refuses_a_scale_below_one_as_its_spec_and_onnxruntime_do(opset) -> None:
+    # "It takes value greater than or equal to 1": hal shrank the image, onnxruntime refuses the model
+    scales = np.array([1, 1, 0.5, 2], np.float32)
+    model = (_model(7, "Upsample", {"x": IMAGE}, scales=scales.tolist()) if opset == 7 else
+             _model(9, "Upsample", {"x": IMAGE}, initializers={"s": scales}))
+    with pytest.raises(hal.RunError, match=r"Upsample scales must each be >= 1"):
+        hal.InferenceSession(model).run(None, {"x": IMAGE})

@@ -1,6 +1,7 @@
 """Resize and RoiAlign beyond onnx's node cases, against onnxruntime: ``tf_half_pixel_for_nn``
 (Resize-11's, which onnxruntime runs at every opset and tf2onnx writes for every half-pixel nearest
-resize, Keras' ``Resizing(interpolation="nearest")`` among them), and a RoiAlign roi that holds no sample."""
+resize, Keras' ``Resizing(interpolation="nearest")`` among them), Resize-10's nearest pixel, and a
+RoiAlign roi that holds no sample."""
 
 from __future__ import annotations
 
@@ -29,6 +30,26 @@ def test_tf_half_pixel_for_nn_matches_onnxruntime_on_every_target(opset, scales,
     so.log_severity_level = 3  # its warning that the mode is Resize-11's
     (want,) = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})
     # each output picks input pixels, none in between: the source index is what is tested
+    for target in hal.targets():
+        (got,) = hal.InferenceSession(m, target=target.name).run(None, {"x": x})
+        np.testing.assert_array_equal(got, want, err_msg=target.name)
+
+
+@pytest.mark.parametrize(("shape", "scales"), [((1, 1, 2, 4), (1, 1, 0.6, 0.6)), ((1, 1, 6, 8), (1, 1, 0.5, 0.75)),
+                                               ((1, 2, 3, 5), (1, 1, 2.0, 0.6)), ((1, 1, 3, 4), (1, 1, 1.5, 2.5))])
+def test_resize_10_nearest_rounds_down_upsampling_and_up_downsampling(shape, scales):
+    # onnx 1.5's opset-10 test_resize_downsample_nearest gives [1, 3] from [1, 2, 3, 4] at 0.6, as
+    # onnxruntime does; hal rounded down on every axis ([1, 2]), the version converter's Resize-10 sweep found
+    x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape) + 1
+    out = [int(d * f) for d, f in zip(shape, scales)]
+    g = helper.make_graph([helper.make_node("Resize", ["x", "scales"], ["y"], mode="nearest")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)],
+                          [numpy_helper.from_array(np.array(scales, np.float32), "scales")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 10)])
+    (want,) = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    if shape == (1, 1, 2, 4):
+        np.testing.assert_array_equal(want, [[[[1, 3]]]])
     for target in hal.targets():
         (got,) = hal.InferenceSession(m, target=target.name).run(None, {"x": x})
         np.testing.assert_array_equal(got, want, err_msg=target.name)
