@@ -281,7 +281,24 @@ def _split_heads(x: Array, heads: int) -> Array:
     return x.reshape(b, s, heads, hidden // heads).transpose(0, 2, 1, 3)
 
 
-@kernel("GroupQueryAttention", since=1, domain=DOMAIN, output_count=True)
+def _gqa_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
+    """What of GroupQueryAttention this kernel does not compute, read off the node (the registry's
+    ``refuses``), so a target refuses the node when it compiles and fallback can place it."""
+    used = [n for n, i in zip(_GQA_UNSUPPORTED_INPUTS, inputs[12:]) if i]
+    if used:
+        return f"GroupQueryAttention input(s) {used} (quantised KV caches, Q/K norms, padded query chunks)"
+    odd = {k: attrs[k] for k in ("causal", "qk_output", "sliding_window_cache", "k_quant_type", "v_quant_type")
+           if k in attrs and attrs[k] != _GQA_NEUTRAL[k]}
+    if odd or (len(outputs) > 3 and outputs[3]):
+        return (f"GroupQueryAttention with {odd or 'output_qk'}: this kernel computes causal=1, qk_output=0, "
+                "sliding_window_cache=0 and unquantised caches")
+    return None
+
+
+_GQA_NEUTRAL = {"causal": 1, "qk_output": 0, "sliding_window_cache": 0, "k_quant_type": "NONE", "v_quant_type": "NONE"}
+
+
+@kernel("GroupQueryAttention", since=1, domain=DOMAIN, output_count=True, refuses=_gqa_refuses)
 def group_query_attention(query, key=None, value=None, past_key=None, past_value=None, seqlens_k=None,
                           total_sequence_length=None, cos_cache=None, sin_cache=None, position_ids=None,
                           attention_bias=None, head_sink=None, *unsupported, num_heads, kv_num_heads, scale=0.0,
@@ -298,10 +315,9 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
     end (right padding) attend that sequence's keys, as onnxruntime's CPU kernel has them."""
     rd = _round_operand or (lambda x: x)
     used = [n for n, v in zip(_GQA_UNSUPPORTED_INPUTS, unsupported) if v is not None]
-    if used or position_ids is not None:
-        raise ValueError(f"GroupQueryAttention: input(s) {used or ['position_ids']} not supported (quantised KV "
-                         "caches, Q/K norms, padded query chunks and explicit position ids); export the model "
-                         "without them")
+    if used:
+        raise ValueError(f"GroupQueryAttention: input(s) {used} not supported (quantised KV caches, Q/K norms, "
+                         "padded query chunks); export the model without them")
     if not causal or qk_output or sliding_window_cache or _n_outputs > 3 or k_quant_type != "NONE" \
             or v_quant_type != "NONE":
         raise ValueError("GroupQueryAttention supports causal=1, qk_output=0, sliding_window_cache=0 and unquantised "
@@ -367,6 +383,14 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
             raise ValueError("GroupQueryAttention with do_rotary needs cos_cache and sin_cache")
         steps = np.arange(seq)
         pos = past[:, None] + steps[None, :]  # a first prompt's padding rows too count on from 0
+        if position_ids is not None:  # explicit positions, which rotary alone reads; a first prompt
+            # uses only the first element, counting on from it in every row (ContribOperators.md, and
+            # onnxruntime's CPU kernel)
+            pos = np.broadcast_to(np.asarray(position_ids).astype(np.int64), (batch, seq))
+            if first_prompt:
+                pos = np.broadcast_to(pos[0, 0] + steps[None, :], (batch, seq))
+            if pos.min(initial=0) < 0:
+                raise ValueError(f"GroupQueryAttention position_ids hold a negative position {pos.min()}")
         if pos.max(initial=0) >= cos_cache.shape[0]:
             raise ValueError(f"GroupQueryAttention positions up to {pos.max()} pass the cos / sin caches' "
                              f"{cos_cache.shape[0]} rows")

@@ -20,7 +20,11 @@ Calling convention, shared by every target's executor:
 * a kernel registered with ``context=True`` also receives ``_ctx`` (a ``KernelContext``) with the
   model's opset and, for control flow, the enclosing scope;
 * a kernel registered with ``output_count=True`` also receives ``_n_outputs``: how many outputs the
-  node asks for (trailing omitted ones not counted) — Split divides by it, MaxPool skips Indices.
+  node asks for (trailing omitted ones not counted) — Split divides by it, MaxPool skips Indices;
+* a kernel registered with ``refuses=fn`` does not compute every form of its op: ``fn(attrs, inputs,
+  outputs)`` (the node's attributes and input / output names, "" for omitted ones) says why it cannot
+  take a node, or None; every target refuses such a node when it compiles, so ``fallback`` sees it,
+  rather than failing at run time.
 
 Lookup picks the newest registration whose ``since`` is <= the model's opset for that domain.
 """
@@ -45,6 +49,8 @@ class KernelDef:
     fn: KernelFn
     context: bool = False
     output_count: bool = False
+    #: why the kernel cannot take a node of these (attributes, inputs, outputs), or None (see above)
+    refuses: Callable[[dict[str, Any], list[str], list[str]], str | None] | None = None
 
     @cached_property
     def required_inputs(self) -> int:
@@ -117,12 +123,13 @@ def register(defn: KernelDef) -> None:
     bisect.insort(defs, defn, key=lambda d: d.since)
 
 
-def kernel(op_type: str, *, since: int = 1, domain: str = "", context: bool = False, output_count: bool = False
+def kernel(op_type: str, *, since: int = 1, domain: str = "", context: bool = False, output_count: bool = False,
+           refuses: Callable[[dict[str, Any], list[str], list[str]], str | None] | None = None
            ) -> Callable[[KernelFn], KernelFn]:
     """Decorator registering ``fn`` as the kernel of ``op_type`` from opset ``since`` on."""
 
     def deco(fn: KernelFn) -> KernelFn:
-        register(KernelDef(op_type, domain, since, fn, context, output_count))
+        register(KernelDef(op_type, domain, since, fn, context, output_count, refuses))
         return fn
 
     return deco

@@ -283,7 +283,8 @@ def test_rotary_embedding_refuses_a_position_past_the_caches() -> None:
 
 def _gqa(batch: int = 2, seq: int = 5, heads: int = 4, kv_heads: int = 2, head: int = 16, past: int = 0,
          seqlens: list[int] | None = None, total: int | None = None, packed: bool = False, rotary: int = 0,
-         sink: bool = False, bias: bool = False, dtype: type = np.float32, **attrs) -> tuple[bytes, dict]:
+         sink: bool = False, bias: bool = False, dtype: type = np.float32, positions: list | None = None,
+         **attrs) -> tuple[bytes, dict]:
     def f(*shape: int) -> np.ndarray:
         return RNG.standard_normal(shape).astype(dtype)
 
@@ -307,6 +308,9 @@ def _gqa(batch: int = 2, seq: int = 5, heads: int = 4, kv_heads: int = 2, head: 
     if rotary:
         inits += [numpy_helper.from_array(RNG.uniform(-1, 1, (64, rotary // 2)).astype(dtype), n) for n in "cs"]
         names[7:9] = ["c", "s"]
+    if positions is not None:
+        feeds["pos"] = np.array(positions, np.int64)
+        names[9] = "pos"
     if bias:
         feeds["ab"] = f(batch, 1, seq, total)
         names[10] = "ab"
@@ -370,9 +374,22 @@ def test_group_query_attention_rounds_each_product_operand() -> None:
     assert seen == [(1, 4, 3, 16), (1, 2, 3, 16), (1, 4, 3, 3), (1, 2, 3, 16)]
 
 
-def test_group_query_attention_refuses_what_it_does_not_compute() -> None:
-    blob, feeds = _gqa(**{"causal": 0})
-    with pytest.raises(hal.RunError, match="causal=1"):
+@pytest.mark.parametrize(("kw", "positions"), [
+    ({}, [[2, 3, 4, 5, 6], [2, 3, 4, 5, 6]]),
+    ({}, [[3, 0, 7, 7, 1], [0, 1, 2, 3, 4]]),  # a first prompt counts on from the first element alone
+    ({"seq": 1, "past": 6, "seqlens": [6, 3]}, [[9], [1]]),  # a decode step takes each row's own
+])
+@pytest.mark.parametrize("rotary", [0, 16])
+def test_group_query_attention_position_ids(kw: dict, positions: list, rotary: int) -> None:
+    """Explicit positions, which only rotary reads (hal had refused the input), as onnxruntime's."""
+    _close(*_gqa(rotary=rotary, positions=positions, **kw))
+
+
+@pytest.mark.parametrize("attrs", [{"causal": 0}, {"qk_output": 1}, {"qk_output": 2}])
+def test_group_query_attention_refuses_what_it_does_not_compute(attrs: dict) -> None:
+    # when the session is compiled, so fallback can see the node (it had been a RunError mid-run)
+    blob, feeds = _gqa(**attrs)
+    with pytest.raises(hal.UnsupportedOpError, match="causal=1, qk_output=0"):
         _hal(blob, feeds)
     blob, feeds = _gqa(seq=1, past=4, seqlens=[6, 3], total=7)  # 6 tokens said cached, the past holds 4
     with pytest.raises(hal.RunError, match="past holds 4"):
