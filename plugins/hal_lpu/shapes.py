@@ -39,6 +39,7 @@ SHAPE_INPUTS: dict[str, tuple[int, ...]] = {
     "HannWindow": (0,), "HammingWindow": (0,), "MelWeightMatrix": (0, 1, 2), "ReduceMean": (1,),
     "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "ReduceProd": (1,), "ReduceL1": (1,),
     "ReduceL2": (1,), "ReduceLogSum": (1,), "ReduceLogSumExp": (1,), "ReduceSumSquare": (1,),
+    "SplitToSequence": (1,),
 }
 #: ops whose output shape depends on the data: a static schedule cannot size or time them
 DATA_DEPENDENT = {
@@ -185,10 +186,10 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
             for o in outs:
                 dynamic[o] = f"{node.op_type} {node.name!r} takes its output shape from the values of {open_[0]!r}"
             continue
-        if (have and ins and any(i in hostv for i in ins) and all(i in hostv or i in known for i in ins)
-                and node.op_type not in NONDETERMINISTIC
-                and not any(hasattr(v, "SerializeToString") for v in node.attrs.values())
-                and all(math.prod(_static(values[o])) <= HOST_SCALAR_LIMIT for o in outs)):
+        on_host = (ins and any(i in hostv for i in ins) and all(i in hostv or i in known for i in ins)
+                   and node.op_type not in NONDETERMINISTIC
+                   and not any(hasattr(v, "SerializeToString") for v in node.attrs.values()))
+        if have and on_host and all(math.prod(_static(values[o])) <= HOST_SCALAR_LIMIT for o in outs):
             hostv.update(outs)  # host scalar arithmetic (a trip count from start, limit, delta)
             continue
         all_known = all(i in known for i in ins)
@@ -222,6 +223,8 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
                 values[o] = TensorInfo(o, helper.np_dtype_to_tensor_dtype(r.dtype), tuple(r.shape))
             if all_known and r.size <= _KNOWN_LIMIT:
                 known[o] = r
+        if on_host and all(isinstance(r, np.ndarray) and r.size <= HOST_SCALAR_LIMIT for r in res):
+            hostv.update(outs)  # the same host arithmetic, whose output shape only running it told
     return Resolved(values, dynamic, special, set(known), hostv, deciders, known)
 
 

@@ -125,3 +125,26 @@ def test_a_node_whose_inputs_are_too_big_to_stand_in_for_takes_onnxs_inference_o
     x = np.random.default_rng(0).standard_normal((3, 64, 16)).astype(np.float32)  # scores: 48 KB
     got = hal.InferenceSession(m, target="lpu", fallback="error").run(None, {"x": x})[0]
     np.testing.assert_allclose(got, hal.InferenceSession(m, target="cpu").run(None, {"x": x})[0], rtol=1e-6)
+
+
+def test_host_arithmetic_stays_on_the_host_through_a_node_whose_shape_only_running_it_tells():
+    # onnx's AffineGrid function body: a size fed as an input goes through an If (taken at compile time)
+    # whose branches declare no shapes, then a Concat into ConstantOfShape. The host worked the size out,
+    # but past the node of open declared shape the LPU took it for device data and refused the model
+    i64, f = TensorProto.INT64, TensorProto.FLOAT
+    then_g = helper.make_graph([helper.make_node("Split", ["size"], ["a_t", "b_t"], num_outputs=2)], "then", [],
+                               [helper.make_tensor_value_info(n, i64, None) for n in ("a_t", "b_t")])
+    else_g = helper.make_graph([helper.make_node("Split", ["size"], ["a_e", "b_e", "c_e"], num_outputs=3)], "else",
+                               [], [helper.make_tensor_value_info(n, i64, None) for n in ("a_e", "b_e")])
+    nodes = [helper.make_node("Size", ["size"], ["n"]), helper.make_node("Constant", [], ["two"], value_int=2),
+             helper.make_node("Equal", ["n", "two"], ["is2"]),
+             helper.make_node("If", ["is2"], ["a", "b"], then_branch=then_g, else_branch=else_g),
+             helper.make_node("Concat", ["a", "b"], ["shape"], axis=0),
+             helper.make_node("ConstantOfShape", ["shape"], ["y"], value=helper.make_tensor("v", f, [1], [1.0]))]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("size", i64, [2])],
+                          [helper.make_tensor_value_info("y", f, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    s = hal.InferenceSession(m, target="lpu", fallback="error")
+    for size in ([2, 3], [4, 1]):
+        (y,) = s.run(None, {"size": np.array(size, np.int64)})
+        np.testing.assert_array_equal(y, np.ones(size, np.float32))
