@@ -85,8 +85,6 @@ def _as_split(graph: Graph, rw: Rewrite, n: Node, x: str, info: TensorInfo, axis
               reads: list[tuple[Node, int]], opset: int) -> dict[int, list[Node]]:
     """The nodes replacing ``n`` (a Split, then any Squeezes) and its readers (an Identity for a
     second read of one part; nothing for the first, whose output the Split or Squeeze writes)."""
-    squeeze = len(n.inputs) < 2 or not n.inputs[1]
-    squeeze = squeeze and int(n.attrs.get("keepdims", 1)) == 0
     first: dict[int, str] = {}
     replaced: dict[int, list[Node]] = {}
     for r, i in reads:
@@ -95,14 +93,25 @@ def _as_split(graph: Graph, rw: Rewrite, n: Node, x: str, info: TensorInfo, axis
         else:
             first[i] = r.outputs[0]
             replaced[id(r)] = []
+    replaced[id(n)] = _split_nodes(graph, rw, n, x, info, axis, sizes, first, opset)
+    graph.values.pop(n.outputs[0], None)
+    return replaced
+
+
+def _split_nodes(graph: Graph, rw: Rewrite, n: Node, x: str, info: TensorInfo, axis: int, sizes: list[int],
+                 named: dict[int, str], opset: int) -> list[Node]:
+    """SplitToSequence ``n``'s parts as a Split (then, for ``keepdims=0`` without ``split``, a Squeeze
+    of each part read), part i written under ``named[i]`` where given."""
+    squeeze = len(n.inputs) < 2 or not n.inputs[1]
+    squeeze = squeeze and int(n.attrs.get("keepdims", 1)) == 0
     parts, after = [], []
     for i, size in enumerate(sizes):
-        part = first[i] if i in first and not squeeze else rw.fresh(f"{n.outputs[0]}_{i}")
+        part = named[i] if i in named and not squeeze else rw.fresh(f"{n.outputs[0]}_{i}")
         shape = (*info.shape[:axis], size, *info.shape[axis + 1:])
         graph.values[part] = TensorInfo(part, info.elem_type, shape)
         parts.append(part)
-        if squeeze and i in first:
-            out = first[i]
+        if squeeze and i in named:
+            out = named[i]
             graph.values[out] = TensorInfo(out, info.elem_type, (*info.shape[:axis], *info.shape[axis + 1:]))
             if opset >= 13:
                 axes = rw.weight(graph, f"{n.name}_axes", np.array([axis], np.int64))
@@ -114,9 +123,7 @@ def _as_split(graph: Graph, rw: Rewrite, n: Node, x: str, info: TensorInfo, axis
         node = Node(n.name, "Split", "", [x, split], parts, {"axis": axis})
     else:
         node = Node(n.name, "Split", "", [x], parts, {"axis": axis, "split": sizes})
-    replaced[id(n)] = [node, *after]
-    graph.values.pop(n.outputs[0], None)
-    return replaced
+    return [node, *after]
 
 
 # --- sequences built from tensors -------------------------------------------------------------------
@@ -128,7 +135,8 @@ MAX_ROUNDS = 8
 def constructed_sequences(graph: Graph) -> Graph:
     """Reads of a sequence whose elements are known tensors become reads of those tensors, in place.
     A sequence's elements are known when it is built by SequenceConstruct or SequenceEmpty, then
-    changed by SequenceInsert and SequenceErase at constant positions. SequenceAt at a constant index
+    changed by SequenceInsert and SequenceErase at constant positions; a SplitToSequence of sizes known
+    before the run becomes a Split and the SequenceConstruct of its parts. SequenceAt at a constant index
     reads that element, ConcatFromSequence is a Concat (of each element unsqueezed, for
     ``new_axis=1``), SequenceLength is the count, and a SequenceMap over such sequences is its body
     once per element, whose outputs are sequences built again (the next round reads those); the
@@ -167,6 +175,30 @@ def _elements(graph: Graph) -> dict[str, list[str]]:
     return known
 
 
+def _splits_built(graph: Graph, rw: Rewrite) -> bool:
+    """Each SplitToSequence whose sizes are known before the run, and that no graph output or body
+    reads, as a Split (and Squeezes) of its parts and a SequenceConstruct of them, in place."""
+    replaced: dict[int, list[Node]] = {}
+    opset = graph.opset()
+    for n in graph.nodes:
+        if n.op_type != "SplitToSequence" or n.domain or not n.inputs or len(n.outputs) != 1 \
+                or n.outputs[0] in rw.pinned:
+            continue
+        info = graph.values.get(n.inputs[0])
+        rank = len(info.shape) if info is not None and info.shape is not None else 0
+        axis = int(n.attrs.get("axis", 0))
+        if not rank or not -rank <= axis < rank:
+            continue
+        sizes = _sizes(graph, n, info.shape[axis % rank])
+        if sizes:
+            named = {i: rw.fresh(f"{n.outputs[0]}_part{i}") for i in range(len(sizes))}
+            replaced[id(n)] = [*_split_nodes(graph, rw, n, n.inputs[0], info, axis % rank, sizes, named, opset),
+                               Node(rw.fresh(f"{n.name}_parts"), "SequenceConstruct", "", list(named.values()),
+                                    [n.outputs[0]])]
+    Rewrite.splice(graph, replaced)
+    return bool(replaced)
+
+
 def _split_counts(graph: Graph) -> dict[str, int]:
     """How many parts each SplitToSequence makes whose sizes are known before the run (sizes fed at
     run time must still be checked against the input, by the split itself)."""
@@ -188,6 +220,8 @@ def _read_elements(graph: Graph) -> bool:
                for n in graph.nodes):
         return False
     rw = Rewrite(graph)
+    if _splits_built(graph, rw):
+        return True  # the next round reads the sequences they build
     known = _elements(graph)
     counted = _split_counts(graph)
     replaced: dict[int, list[Node]] = {}
