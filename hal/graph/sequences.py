@@ -44,6 +44,21 @@ def _sizes(graph: Graph, n: Node, dim: object) -> list[int] | None:
     return [min(chunk, dim - start) for start in range(0, dim, chunk)]
 
 
+def _split_parts(graph: Graph, n: Node) -> tuple[TensorInfo, int, list[int]] | None:
+    """(its input's info, the axis counted from the front, the parts' sizes) of a SplitToSequence
+    whose sizes are known before the run; else None."""
+    if n.op_type != "SplitToSequence" or n.domain or not n.inputs or len(n.outputs) != 1:
+        return None
+    info = graph.values.get(n.inputs[0])
+    if info is None or info.shape is None:
+        return None
+    rank, axis = len(info.shape), int(n.attrs.get("axis", 0))
+    if not -rank <= axis < rank:
+        return None
+    sizes = _sizes(graph, n, info.shape[axis % rank])
+    return (info, axis % rank, sizes) if sizes else None
+
+
 def split_sequences(graph: Graph) -> Graph:
     """SplitToSequence read only by SequenceAt at constant, in-range indices as a Split (see the
     module text), in place."""
@@ -53,21 +68,13 @@ def split_sequences(graph: Graph) -> Graph:
     opset = graph.opset()
     replaced: dict[int, list[Node]] = {}
     for n in graph.nodes:
-        if n.op_type != "SplitToSequence" or n.domain or not n.inputs or len(n.outputs) != 1:
-            continue
-        seq, x = n.outputs[0], n.inputs[0]
+        split = _split_parts(graph, n)
+        seq = n.outputs[0] if split else ""
         readers = rw.consumers.get(seq, [])
-        info = graph.values.get(x)
-        if seq in rw.pinned or not readers or info is None or info.shape is None:
+        if not split or seq in rw.pinned or not readers:
             continue
-        rank = len(info.shape)
-        axis = int(n.attrs.get("axis", 0))
-        if not -rank <= axis < rank:
-            continue
-        axis %= rank
-        sizes = _sizes(graph, n, info.shape[axis])
-        if not sizes:
-            continue
+        info, axis, sizes = split
+        x = n.inputs[0]
         reads: list[tuple[Node, int]] = []
         for r in readers:
             at = r.op_type == "SequenceAt" and not r.domain and len(r.inputs) == 2
@@ -181,18 +188,11 @@ def _splits_built(graph: Graph, rw: Rewrite) -> bool:
     replaced: dict[int, list[Node]] = {}
     opset = graph.opset()
     for n in graph.nodes:
-        if n.op_type != "SplitToSequence" or n.domain or not n.inputs or len(n.outputs) != 1 \
-                or n.outputs[0] in rw.pinned:
-            continue
-        info = graph.values.get(n.inputs[0])
-        rank = len(info.shape) if info is not None and info.shape is not None else 0
-        axis = int(n.attrs.get("axis", 0))
-        if not rank or not -rank <= axis < rank:
-            continue
-        sizes = _sizes(graph, n, info.shape[axis % rank])
-        if sizes:
+        split = _split_parts(graph, n)
+        if split and n.outputs[0] not in rw.pinned:
+            info, axis, sizes = split
             named = {i: rw.fresh(f"{n.outputs[0]}_part{i}") for i in range(len(sizes))}
-            replaced[id(n)] = [*_split_nodes(graph, rw, n, n.inputs[0], info, axis % rank, sizes, named, opset),
+            replaced[id(n)] = [*_split_nodes(graph, rw, n, n.inputs[0], info, axis, sizes, named, opset),
                                Node(rw.fresh(f"{n.name}_parts"), "SequenceConstruct", "", list(named.values()),
                                     [n.outputs[0]])]
     Rewrite.splice(graph, replaced)
@@ -200,19 +200,10 @@ def _splits_built(graph: Graph, rw: Rewrite) -> bool:
 
 
 def _split_counts(graph: Graph) -> dict[str, int]:
-    """How many parts each SplitToSequence makes whose sizes are known before the run (sizes fed at
-    run time must still be checked against the input, by the split itself)."""
-    counts = {}
-    for n in graph.nodes:
-        if n.op_type == "SplitToSequence" and not n.domain and n.inputs and len(n.outputs) == 1:
-            info = graph.values.get(n.inputs[0])
-            rank = len(info.shape) if info is not None and info.shape is not None else 0
-            axis = int(n.attrs.get("axis", 0))
-            if info is not None and info.shape is not None and -rank <= axis < rank:
-                sizes = _sizes(graph, n, info.shape[axis % rank])
-                if sizes is not None:
-                    counts[n.outputs[0]] = len(sizes)
-    return counts
+    """How many parts each SplitToSequence makes whose sizes are known before the run (one a graph
+    output reads: the others are Splits by now; sizes fed at run time must still be checked against
+    the input, by the split itself)."""
+    return {n.outputs[0]: len(split[2]) for n in graph.nodes if (split := _split_parts(graph, n))}
 
 
 def _read_elements(graph: Graph) -> bool:
