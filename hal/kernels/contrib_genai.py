@@ -281,21 +281,21 @@ def _split_heads(x: Array, heads: int) -> Array:
     return x.reshape(b, s, heads, hidden // heads).transpose(0, 2, 1, 3)
 
 
+#: the attributes this kernel computes at their neutral values only
+_GQA_NEUTRAL = {"causal": 1, "qk_output": 0, "sliding_window_cache": 0, "k_quant_type": "NONE", "v_quant_type": "NONE"}
+
+
 def _gqa_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
     """What of GroupQueryAttention this kernel does not compute, read off the node (the registry's
     ``refuses``), so a target refuses the node when it compiles and fallback can place it."""
     used = [n for n, i in zip(_GQA_UNSUPPORTED_INPUTS, inputs[12:]) if i]
     if used:
         return f"GroupQueryAttention input(s) {used} (quantised KV caches, Q/K norms, padded query chunks)"
-    odd = {k: attrs[k] for k in ("causal", "qk_output", "sliding_window_cache", "k_quant_type", "v_quant_type")
-           if k in attrs and attrs[k] != _GQA_NEUTRAL[k]}
+    odd = {k: attrs[k] for k, neutral in _GQA_NEUTRAL.items() if k in attrs and attrs[k] != neutral}
     if odd or (len(outputs) > 3 and outputs[3]):
         return (f"GroupQueryAttention with {odd or 'output_qk'}: this kernel computes causal=1, qk_output=0, "
                 "sliding_window_cache=0 and unquantised caches")
     return None
-
-
-_GQA_NEUTRAL = {"causal": 1, "qk_output": 0, "sliding_window_cache": 0, "k_quant_type": "NONE", "v_quant_type": "NONE"}
 
 
 @kernel("GroupQueryAttention", since=1, domain=DOMAIN, output_count=True, refuses=_gqa_refuses)
