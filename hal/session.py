@@ -293,6 +293,17 @@ class InferenceSession:
         for n in unclaimed:  # a node the target neither takes nor refuses is refused, with that reason
             node = next(x for x in graph.nodes if x.name == n)
             refused[n] = Refusal(node=n, op_type=node.op_type, reason="not claimed by the target's capability")
+        if refused and self.fallback != "error" and tgt.spec.name != REFERENCE_TARGET:
+            # fallback places them on the cpu target: one it refuses too (a form of an op no kernel
+            # computes, ``refuses`` in the registry) fails here, as it would on the cpu, not mid-run
+            ref_cap = target_capability(get_target(REFERENCE_TARGET), graph, self.options)
+            if stuck := [r for r in ref_cap.refused if r.node in refused]:
+                raise UnsupportedOpError(
+                    f"target {tgt.spec.name!r} refuses {len(stuck)} node(s) the {REFERENCE_TARGET!r} target, where "
+                    "fallback places them, refuses too: " + "; ".join(f"{r.node} ({r.op_type}): {r.reason}"
+                                                                      for r in stuck[:10]),
+                    where=f"model {graph.name!r}", hint="register a kernel through the hal_kernels hook",
+                    nodes=[(r.node, r.op_type, r.reason) for r in stuck])
         if refused and (self.fallback == "error" or tgt.spec.name == REFERENCE_TARGET):
             others = _supporting_targets(graph, set(refused), tgt.spec.name)
             lines = [f"{r.node} ({r.op_type}): {r.reason}; "
