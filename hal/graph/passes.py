@@ -42,7 +42,7 @@ def fold_constants(graph: Graph) -> Graph:
         folded = None
         if (n.op_type not in NONDETERMINISTIC and not any(hasattr(v, "SerializeToString") for v in n.attrs.values())
                 and all(o not in out_names for o in n.outputs)):
-            if n.op_type in ("Shape", "Size") and n.inputs[0] not in inits:
+            if n.op_type in ("Shape", "Size") and not n.domain and n.inputs and n.inputs[0] not in inits:
                 info = graph.values.get(n.inputs[0])
                 if info is not None and info.static_shape is not None:
                     folded = (_fold_shape(n, info),)

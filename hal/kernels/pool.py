@@ -22,8 +22,10 @@ from hal.kernels.registry import kernel
 def _pool_setup(x: np.ndarray, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode):
     """Kernel, strides, dilations, begin pads, end pads (with ceil-mode extension) and output shape."""
     in_sp = x.shape[2:]
-    k, s, d, begin, end, out = window(in_sp, kernel_shape if kernel_shape else in_sp, strides, dilations, pads,
-                                      auto_pad, ceil_mode)
+    # without kernel_shape (which the spec requires) the window is the whole image; an empty one given
+    # names no size for any spatial axis, which ``window`` refuses
+    k, s, d, begin, end, out = window(in_sp, kernel_shape if kernel_shape is not None else in_sp, strides,
+                                      dilations, pads, auto_pad, ceil_mode)
     return k, s, d, begin, end, _extended(in_sp, k, s, d, begin, end, out), out
 
 

@@ -465,3 +465,25 @@ def test_roi_align_with_an_infinite_roi_is_still_refused_by_its_output_size(pois
              "bi": np.zeros(1, np.int64)}
     with pytest.raises(hal.ResourceError, match="roialign"):
         s.run(None, feeds)
+
+
+def test_a_shape_node_of_another_domain_without_inputs_is_refused_not_folded():
+    # was (fuzzer seed 38): constant folding took any node called Shape for onnx's and read its first
+    # input; a Shape of the training domain with none (the domain now imported at its newest version,
+    # as onnxruntime reads a model) raised an IndexError out of the session
+    nodes = [helper.make_node("Shape", [], ["y"], domain="ai.onnx.preview.training", start=-10),
+             helper.make_node("Identity", ["y"], ["z"])]
+    m = model(nodes, [vi("x", F, [3, 4, 5])], [vi("z", I64, [3])], opset=25)
+    with pytest.raises(hal.UnsupportedOpError, match="Shape"):
+        hal.InferenceSession(m, fallback="error")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_pool_with_an_empty_kernel_shape_is_refused_before_its_window_is_laid_out(target):
+    # was (fuzzer seed 38): an empty kernel_shape was read as the whole image, and a dilation of
+    # 2**31 - 1 then asked numpy for 1.7 PiB of padding, past the size checks, which saw no window
+    node = helper.make_node("MaxPool", ["x"], ["y"], ceil_mode=1, dilations=[2**31 - 1, 2, 2], strides=[3, 3, 3])
+    node.attribute.append(helper.make_attribute("kernel_shape", [], attr_type=onnx.AttributeProto.INTS))
+    m = model([node], [vi("x", F, [1, 2, 32, 32, 32])], [vi("y", F, None)], opset=22)
+    with pytest.raises(hal.RunError, match="kernel_shape name one size per spatial axis"):
+        session(m, target).run(None, {"x": np.zeros((1, 2, 32, 32, 32), np.float32)})
