@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from hal.graph.ir import Graph, Node, TensorInfo, rename_reads
+from hal.graph.ir import Graph, Node
 from hal.graph.rewrite import Rewrite
 
 
@@ -58,26 +58,10 @@ def _take(graph: Graph) -> bool:
 def _inlined(graph: Graph, rw: Rewrite, n: Node, branch: onnx.GraphProto) -> list[Node] | None:
     """The branch's nodes, its values under names free in the graph (nested bodies reading them
     renamed too), then an Identity onto each of the If's outputs; None for sparse weights."""
-    names: dict[str, str] = {}
-    for t in branch.initializer:
-        names[t.name] = rw.weight(graph, t.name, numpy_helper.to_array(t).copy())
     if branch.sparse_initializer:
         return None
-    for p in branch.node:
-        for o in p.output:
-            if o:
-                names[o] = rw.fresh(o)
-    for vi in branch.value_info:
-        if vi.name in names:
-            info = TensorInfo.from_value_info(vi)
-            graph.values[names[vi.name]] = TensorInfo(names[vi.name], info.elem_type, info.shape, info.kind,
-                                                      info.type_proto)
-    nodes = []
-    for p in branch.node:
-        m = Node.from_proto(p, rw.fresh(f"{n.name}/{p.name or p.op_type}"))
-        rename_reads(m, names)
-        m.outputs = [names.get(o, o) for o in m.outputs]
-        nodes.append(m)
+    names = {t.name: rw.weight(graph, t.name, numpy_helper.to_array(t).copy()) for t in branch.initializer}
+    nodes = rw.body_nodes(graph, branch, names, n.name)
     for out, vi in zip(n.outputs, branch.output):
         if out:
             nodes.append(Node(rw.fresh(f"{n.name}/{out}"), "Identity", "", [names.get(vi.name, vi.name)], [out]))

@@ -9,11 +9,13 @@ says so, its bits (the others move results by rounding).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
+import onnx
 from onnx import helper
 
-from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo, Weight, body_reads
+from hal.graph.ir import Graph, Node, ShapeOnly, TensorInfo, Weight, body_reads, rename_reads
 
 #: the element types a rewrite that moves rounding may touch (not 16-bit floats, whose coarser
 #: rounding the new order could move visibly)
@@ -57,6 +59,28 @@ class Rewrite:
         graph.initializers[name] = value
         graph.values[name] = TensorInfo(name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
         return name
+
+    def body_nodes(self, graph: Graph, body: onnx.GraphProto, names: dict[str, str], label: str,
+                   suffix: str = "") -> list[Node]:
+        """``body``'s nodes as nodes of ``graph`` (an If's branch taken, a SequenceMap's turn): each
+        value a node makes under a free name from its own plus ``suffix`` (added to ``names``, with
+        its declared type in ``graph.values``), every read renamed by ``names`` (nested bodies' too),
+        each node named ``label``/its name."""
+        for p in body.node:
+            for o in p.output:
+                if o:
+                    names[o] = self.fresh(f"{o}{suffix}")
+        made = {o for p in body.node for o in p.output if o}
+        for vi in body.value_info:
+            if vi.name in made:
+                graph.values[names[vi.name]] = replace(TensorInfo.from_value_info(vi), name=names[vi.name])
+        nodes = []
+        for p in body.node:
+            m = Node.from_proto(p, self.fresh(f"{label}/{p.name or p.op_type}{suffix}"))
+            rename_reads(m, names)
+            m.outputs = [names.get(o, o) for o in m.outputs]
+            nodes.append(m)
+        return nodes
 
     def fresh(self, base: str) -> str:
         """``base``, or ``base_1``, ``base_2``, ...: the first that no value or node has (now taken)."""

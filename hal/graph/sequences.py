@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from hal.graph.ir import Graph, Node, TensorInfo, rename_reads
+from hal.graph.ir import Graph, Node, TensorInfo
 from hal.graph.rewrite import Rewrite
 
 
@@ -291,19 +291,7 @@ def _unrolled(graph: Graph, rw: Rewrite, r: Node, seqs: list[str | None], known:
         names = {vi.name: (known[s][t] if s is not None else outer)
                  for vi, s, outer in zip(body.input, seqs, r.inputs)}
         names.update(weights)
-        for p in body.node:
-            for o in p.output:
-                if o:
-                    names[o] = rw.fresh(f"{o}_{t}")
-        for vi in body.value_info:
-            if vi.name in names:
-                info = TensorInfo.from_value_info(vi)
-                graph.values[names[vi.name]] = TensorInfo(names[vi.name], info.elem_type, info.shape)
-        for p in body.node:
-            m = Node.from_proto(p, rw.fresh(f"{r.name}/{p.name or p.op_type}_{t}"))
-            rename_reads(m, names)
-            m.outputs = [names.get(o, o) for o in m.outputs]
-            nodes.append(m)
+        nodes += rw.body_nodes(graph, body, names, r.name, f"_{t}")
         for k, vi in enumerate(body.output):
             turns[k].append(names.get(vi.name, vi.name))
     for out, parts in zip(r.outputs, turns):

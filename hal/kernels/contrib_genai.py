@@ -285,17 +285,23 @@ def _split_heads(x: Array, heads: int) -> Array:
 _GQA_NEUTRAL = {"causal": 1, "qk_output": 0, "sliding_window_cache": 0, "k_quant_type": "NONE", "v_quant_type": "NONE"}
 
 
-def _gqa_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
-    """What of GroupQueryAttention this kernel does not compute, read off the node (the registry's
-    ``refuses``), so a target refuses the node when it compiles and fallback can place it."""
-    used = [n for n, i in zip(_GQA_UNSUPPORTED_INPUTS, inputs[12:]) if i]
-    if used:
-        return f"GroupQueryAttention input(s) {used} (quantised KV caches, Q/K norms, padded query chunks)"
+def _gqa_unsupported(attrs: dict, used_inputs: list[str], qk_out: bool) -> str | None:
+    """What of GroupQueryAttention this kernel does not compute: ``used_inputs``, a non-neutral attribute
+    of ``attrs``, or the output_qk output; None when it computes the node."""
+    if used_inputs:
+        return f"GroupQueryAttention input(s) {used_inputs} (quantised KV caches, Q/K norms, padded query chunks)"
     odd = {k: attrs[k] for k, neutral in _GQA_NEUTRAL.items() if k in attrs and attrs[k] != neutral}
-    if odd or (len(outputs) > 3 and outputs[3]):
+    if odd or qk_out:
         return (f"GroupQueryAttention with {odd or 'output_qk'}: this kernel computes causal=1, qk_output=0, "
                 "sliding_window_cache=0 and unquantised caches")
     return None
+
+
+def _gqa_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
+    """``_gqa_unsupported`` read off the node (the registry's ``refuses``), so a target refuses the
+    node when it compiles and fallback can place it."""
+    return _gqa_unsupported(attrs, [n for n, i in zip(_GQA_UNSUPPORTED_INPUTS, inputs[12:]) if i],
+                            len(outputs) > 3 and bool(outputs[3]))
 
 
 @kernel("GroupQueryAttention", since=1, domain=DOMAIN, output_count=True, refuses=_gqa_refuses)
@@ -314,15 +320,12 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
     keys (rotated when ``do_rotary``), zeros after. Rows of a first prompt past a shorter sequence's
     end (right padding) attend that sequence's keys, as onnxruntime's CPU kernel has them."""
     rd = _round_operand or (lambda x: x)
-    used = [n for n, v in zip(_GQA_UNSUPPORTED_INPUTS, unsupported) if v is not None]
-    if used:
-        raise ValueError(f"GroupQueryAttention: input(s) {used} not supported (quantised KV caches, Q/K norms, "
-                         "padded query chunks); export the model without them")
-    if not causal or qk_output or sliding_window_cache or _n_outputs > 3 or k_quant_type != "NONE" \
-            or v_quant_type != "NONE":
-        raise ValueError("GroupQueryAttention supports causal=1, qk_output=0, sliding_window_cache=0 and unquantised "
-                         f"caches, got causal={causal}, qk_output={qk_output}, sliding_window_cache="
-                         f"{sliding_window_cache}, k/v_quant_type={k_quant_type}/{v_quant_type}")
+    attrs = {"causal": causal, "qk_output": qk_output, "sliding_window_cache": sliding_window_cache,
+             "k_quant_type": k_quant_type, "v_quant_type": v_quant_type}
+    why = _gqa_unsupported(attrs, [n for n, v in zip(_GQA_UNSUPPORTED_INPUTS, unsupported) if v is not None],
+                           _n_outputs > 3)
+    if why:  # called directly: the registry's ``refuses`` keeps such a node from any compiled program
+        raise ValueError(why)
     if seqlens_k is None or total_sequence_length is None:
         raise ValueError("GroupQueryAttention needs seqlens_k and total_sequence_length")
     if num_heads <= 0 or kv_num_heads <= 0 or num_heads % kv_num_heads:
