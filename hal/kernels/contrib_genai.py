@@ -21,9 +21,11 @@ that of its CPU kernels:
   sin cache rows its position ids pick (halves, or even/odd pairs when interleaved).
 * GroupQueryAttention appends the new keys and values to the cache at each sequence's end
   (``seqlens_k`` + 1 = its total length), attends causally (to the last ``local_window_size``
-  keys, itself included, when set), query head h reading KV head h // (num_heads / kv_num_heads);
-  softcap, then attention_bias, then a softmax whose denominator also holds exp(head_sink - max)
-  (smooth_softmax: a sink of 0). Products and softmax in float32 (float16 widened, rounded once).
+  keys, itself included, when set) or, with causal=0, to its whole sequence, query head h reading
+  KV head h // (num_heads / kv_num_heads); softcap, then attention_bias, then a softmax whose
+  denominator also holds exp(head_sink - max) (smooth_softmax: a sink of 0). Products and softmax
+  in float32 (float16 widened, rounded once). output_qk (qk_output 1 or 2) holds the scores after
+  softcap and bias, or the probabilities, 0 where a query does not look.
 
 Shapes for compile-time planning come from ``hal.graph.contrib``.
 """
@@ -282,18 +284,26 @@ def _split_heads(x: Array, heads: int) -> Array:
 
 
 #: the attributes this kernel computes at their neutral values only
-_GQA_NEUTRAL = {"causal": 1, "qk_output": 0, "sliding_window_cache": 0, "k_quant_type": "NONE", "v_quant_type": "NONE"}
+_GQA_NEUTRAL = {"sliding_window_cache": 0, "k_quant_type": "NONE", "v_quant_type": "NONE"}
 
 
 def _gqa_unsupported(attrs: dict, used_inputs: list[str], qk_out: bool) -> str | None:
-    """What of GroupQueryAttention this kernel does not compute: ``used_inputs``, a non-neutral attribute
-    of ``attrs``, or the output_qk output; None when it computes the node."""
+    """What of GroupQueryAttention this kernel does not compute, or onnxruntime refuses: ``used_inputs``,
+    a non-neutral attribute of ``attrs``, a combination its schema rules out; None when it computes
+    the node."""
     if used_inputs:
         return f"GroupQueryAttention input(s) {used_inputs} (quantised KV caches, Q/K norms, padded query chunks)"
     odd = {k: attrs[k] for k, neutral in _GQA_NEUTRAL.items() if k in attrs and attrs[k] != neutral}
-    if odd or qk_out:
-        return (f"GroupQueryAttention with {odd or 'output_qk'}: this kernel computes causal=1, qk_output=0, "
-                "sliding_window_cache=0 and unquantised caches")
+    if odd:
+        return (f"GroupQueryAttention with {odd}: this kernel computes sliding_window_cache=0 and unquantised "
+                "caches")
+    causal, qk_output = attrs.get("causal", 1), attrs.get("qk_output", 0)
+    if causal not in (0, 1) or qk_output not in (0, 1, 2):
+        return f"GroupQueryAttention causal must be 0 or 1 and qk_output 0, 1 or 2, got {causal} and {qk_output}"
+    if not causal and attrs.get("local_window_size", -1) != -1:
+        return "GroupQueryAttention local_window_size must be -1 when causal is 0 (bidirectional attention)"
+    if qk_out and not qk_output:
+        return "GroupQueryAttention output_qk is wired but qk_output is 0: set it to 1 (scores) or 2 (probabilities)"
     return None
 
 
@@ -318,10 +328,11 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
     chunk of batch 1) appends after the seqlens_k[b] + 1 - S cached ones. present_key / value are
     (B, kv_num_heads, max(total_sequence_length, past length), head_size): the kept past, the new
     keys (rotated when ``do_rotary``), zeros after. Rows of a first prompt past a shorter sequence's
-    end (right padding) attend that sequence's keys, as onnxruntime's CPU kernel has them."""
+    end (right padding) attend that sequence's keys, as onnxruntime's CPU kernel has them. output_qk
+    is (B, num_heads, S, total_sequence_length)."""
     rd = _round_operand or (lambda x: x)
-    attrs = {"causal": causal, "qk_output": qk_output, "sliding_window_cache": sliding_window_cache,
-             "k_quant_type": k_quant_type, "v_quant_type": v_quant_type}
+    attrs = {"causal": causal, "qk_output": qk_output, "local_window_size": local_window_size,
+             "sliding_window_cache": sliding_window_cache, "k_quant_type": k_quant_type, "v_quant_type": v_quant_type}
     why = _gqa_unsupported(attrs, [n for n, v in zip(_GQA_UNSUPPORTED_INPUTS, unsupported) if v is not None],
                            _n_outputs > 3)
     if why:  # called directly: the registry's ``refuses`` keeps such a node from any compiled program
@@ -423,13 +434,19 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
     logits = _scores(rd(q * root), rd(present_key * root))  # (B, N, S, capacity)
     if softcap > 0:
         logits = np.tanh(logits / work.type(softcap)) * work.type(softcap)
-    # query s of batch b sits at past[b] + s and sees the keys up to it (the last local_window_size of them)
-    where = past[:, None] + np.arange(seq)[None, :]  # (B, S)
-    # and no key past its sequence's end: a first prompt's padding rows (right padding) see only the
-    # sequence's own keys, as onnxruntime's CPU kernel caps each row at seqlens_k[b] + 1
-    allowed = (slots[None, None, :] <= where[:, :, None]) & (slots[None, None, :] < lengths[:, None, None])
-    if local_window_size > 0:
-        allowed &= slots[None, None, :] > where[:, :, None] - local_window_size
+    # no query sees a key past its sequence's end: a first prompt's padding rows (right padding) see
+    # only the sequence's own keys, as onnxruntime's CPU kernel caps each row at seqlens_k[b] + 1
+    allowed = np.broadcast_to(slots[None, None, :] < lengths[:, None, None], (batch, seq, capacity))
+    if causal:  # query s of batch b sits at past[b] + s and sees the keys up to it (the last
+        # local_window_size of them)
+        where = past[:, None] + np.arange(seq)[None, :]  # (B, S)
+        if _n_outputs > 3:  # onnxruntime computes output_qk on its unfused path, where a padding row
+            # sits at its sequence's last token (the fused path, which hal follows otherwise, lets its
+            # window run past the end)
+            where = np.minimum(where, lengths[:, None] - 1)
+        allowed = allowed & (slots[None, None, :] <= where[:, :, None])
+        if local_window_size > 0:
+            allowed &= slots[None, None, :] > where[:, :, None] - local_window_size
     allowed = allowed[:, None]  # (B, 1, S, capacity)
     if attention_bias is not None:
         bias = np.asarray(attention_bias).astype(work)
@@ -440,6 +457,7 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
         width = min(bias.shape[3], capacity)
         logits = logits.copy()
         logits[..., :width] += bias[..., :width]
+    scores = logits
     logits = np.where(allowed, logits, -np.inf)
     top = np.max(logits, axis=-1, keepdims=True)
     sink = None
@@ -458,4 +476,10 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
     y = _weighted(rd(probs), rd(present_value))  # (B, N, S, H)
     out = y.transpose(0, 2, 1, 3).reshape(batch, seq, num_heads * head).astype(query.dtype)
     cache_type = query.dtype if past_key is None else past_key.dtype
-    return (out, present_key.astype(cache_type), present_value.astype(cache_type))[:max(_n_outputs, 1)]
+    outputs = (out, present_key.astype(cache_type), present_value.astype(cache_type))
+    if _n_outputs > 3:  # output_qk (B, N, S, total_sequence_length): the scaled scores (1) or the
+        # probabilities (2), 0 at the keys a query does not see
+        qk = np.where(allowed, scores if qk_output == 1 else probs, 0)[..., :total]
+        width = total - qk.shape[-1]
+        outputs += (np.pad(qk, [(0, 0)] * 3 + [(0, width)]).astype(query.dtype),)
+    return outputs[:max(_n_outputs, 1)]

@@ -39,7 +39,7 @@ SHAPE_INPUTS: dict[str, tuple[int, ...]] = {
     "HannWindow": (0,), "HammingWindow": (0,), "MelWeightMatrix": (0, 1, 2), "ReduceMean": (1,),
     "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "ReduceProd": (1,), "ReduceL1": (1,),
     "ReduceL2": (1,), "ReduceLogSum": (1,), "ReduceLogSumExp": (1,), "ReduceSumSquare": (1,),
-    "SplitToSequence": (1,),
+    "SplitToSequence": (1,), "GroupQueryAttention": (6,),
 }
 #: ops whose output shape depends on the data: a static schedule cannot size or time them
 DATA_DEPENDENT = {
@@ -49,6 +49,13 @@ DATA_DEPENDENT = {
     "NonMaxSuppression": "the number of boxes kept depends on the scores",
     "StringSplit": "the number of substrings depends on the strings",
     "ImageDecoder": "its output is the image's size, read from the encoded stream's header",
+}
+#: inputs that size nothing but whose zeros the kernel would refuse, and what stands in for them:
+#: GroupQueryAttention's seqlens_k (zeros would put a chunk of several tokens before an empty past)
+#: as full sequences of the total length, once that is known
+_STAND_INS = {
+    "GroupQueryAttention": (5, 6, lambda seqlens, total: np.full(seqlens.shape, np.asarray(total).reshape(-1)[0] - 1,
+                                                                 seqlens.dtype)),
 }
 #: values larger than this are not evaluated at compile time (shape arithmetic is tiny)
 _KNOWN_LIMIT = 1 << 16
@@ -383,6 +390,12 @@ def _evaluate(node: Node, graph: Graph, values: dict[str, TensorInfo], known: di
                         hint="pass max_memory=<bytes> if this is intended, or check the input shapes")
             return None
         args.append(v)
+    stand_in = _STAND_INS.get(node.op_type)
+    if stand_in is not None:
+        at, given, fill = stand_in
+        if len(args) > max(at, given) and node.inputs[at] not in known and node.inputs[given] in known \
+                and args[at] is not None and np.size(args[given]):
+            args[at] = fill(args[at], args[given])
     if control:
         try:
             limits.check_deadline(f"node {node.name!r}")

@@ -284,7 +284,9 @@ def test_rotary_embedding_refuses_a_position_past_the_caches() -> None:
 def _gqa(batch: int = 2, seq: int = 5, heads: int = 4, kv_heads: int = 2, head: int = 16, past: int = 0,
          seqlens: list[int] | None = None, total: int | None = None, packed: bool = False, rotary: int = 0,
          sink: bool = False, bias: bool = False, dtype: type = np.float32, positions: list | None = None,
-         **attrs) -> tuple[bytes, dict]:
+         qk: bool = False, shapes: bool = True, **attrs) -> tuple[bytes, dict]:
+    """A GroupQueryAttention node and its feeds; ``qk`` wires output_qk, ``shapes=False`` declares the
+    outputs without shapes (as onnxruntime's GenAI builder writes symbolic ones)."""
     def f(*shape: int) -> np.ndarray:
         return RNG.standard_normal(shape).astype(dtype)
 
@@ -319,11 +321,13 @@ def _gqa(batch: int = 2, seq: int = 5, heads: int = 4, kv_heads: int = 2, head: 
         names[11] = "hs"
     while not names[-1]:
         names.pop()
-    node = helper.make_node("GroupQueryAttention", names, ["y", "pk_out", "pv_out"], domain=MS, num_heads=heads,
-                            kv_num_heads=kv_heads, do_rotary=int(bool(rotary)), **attrs)
     cache = [batch, kv_heads, max(total, past), head]
-    return _model([node], feeds, inits, [("y", dtype, [batch, seq, heads * head]), ("pk_out", dtype, cache),
-                                         ("pv_out", dtype, cache)]), feeds
+    outputs = [("y", dtype, [batch, seq, heads * head]), ("pk_out", dtype, cache), ("pv_out", dtype, cache)]
+    if qk:
+        outputs.append(("qk", dtype, [batch, heads, seq, total]))
+    node = helper.make_node("GroupQueryAttention", names, [o[0] for o in outputs], domain=MS, num_heads=heads,
+                            kv_num_heads=kv_heads, do_rotary=int(bool(rotary)), **attrs)
+    return _model([node], feeds, inits, [(n, t, s if shapes else None) for n, t, s in outputs]), feeds
 
 
 GQA_CASES = {
@@ -385,11 +389,39 @@ def test_group_query_attention_position_ids(kw: dict, positions: list, rotary: i
     _close(*_gqa(rotary=rotary, positions=positions, **kw))
 
 
-@pytest.mark.parametrize("attrs", [{"causal": 0}, {"qk_output": 1}, {"qk_output": 2}])
-def test_group_query_attention_refuses_what_it_does_not_compute(attrs: dict) -> None:
+GQA_FORMS = {"prompt": {}, "right-padded": {"seqlens": [4, 2], "rotary": 16},
+             **{k: GQA_CASES[k] for k in ("decode-ragged", "decode-shared-buffer", "chunk-after-past")},
+             "packed-sink": {"packed": True, "sink": True, "seqlens": [4, 2]}}
+
+
+@pytest.mark.parametrize("form", GQA_FORMS)
+def test_group_query_attention_bidirectional(form: str) -> None:
+    """causal=0: every query row sees its sequence's keys, a padding row too (hal had refused it)."""
+    _close(*_gqa(causal=0, **GQA_FORMS[form]))
+
+
+@pytest.mark.parametrize("form", [*GQA_FORMS, "softcap-bias", "padded-window"])
+@pytest.mark.parametrize("qk_output", [1, 2])
+def test_group_query_attention_qk_output(form: str, qk_output: int) -> None:
+    """output_qk, (B, N, S, total_sequence_length): the scores after softcap and bias (1) or the
+    probabilities (2), 0 at the keys a row does not see. A padding row of a windowed prompt sits at
+    its sequence's last token there, as onnxruntime's unfused path has it."""
+    kw = {**GQA_FORMS, "softcap-bias": {"softcap": 1.5, "bias": True, "seqlens": [4, 2]},
+          "padded-window": {"seqlens": [4, 2], "local_window_size": 2}}[form]
+    _close(*_gqa(qk=True, qk_output=qk_output, **kw))
+    _close(*_gqa(qk=True, qk_output=qk_output, causal=0, **{k: v for k, v in kw.items() if k != "local_window_size"}))
+
+
+@pytest.mark.parametrize(("attrs", "match"), [
+    ({"causal": 0, "local_window_size": 2}, "local_window_size must be -1 when causal is 0"),
+    ({"qk": True}, "output_qk is wired but qk_output is 0"),
+    ({"causal": 2}, "causal must be 0 or 1"),
+    ({"sliding_window_cache": 1, "local_window_size": 2}, "sliding_window_cache=0"),
+])
+def test_group_query_attention_refuses_what_it_does_not_compute(attrs: dict, match: str) -> None:
     # when the session is compiled, so fallback can see the node (it had been a RunError mid-run)
     blob, feeds = _gqa(**attrs)
-    with pytest.raises(hal.UnsupportedOpError, match="causal=1, qk_output=0"):
+    with pytest.raises(hal.UnsupportedOpError, match=match):
         _hal(blob, feeds)
     blob, feeds = _gqa(seq=1, past=4, seqlens=[6, 3], total=7)  # 6 tokens said cached, the past holds 4
     with pytest.raises(hal.RunError, match="past holds 4"):
@@ -404,3 +436,12 @@ def test_each_op_on_every_target(target: str) -> None:
     _exact(*_gather("uint8", (10, 20), 0, 1, 32, True), target=target)
     _close(*_rotary((2, 5, 32), np.array([3], np.int64), 4, 0, 1), target=target, rel=5e-7)
     _close(*_gqa(seq=1, past=6, seqlens=[6, 3], rotary=16), target=target)
+
+
+@pytest.mark.parametrize("form", ["right-padded", "decode-ragged", "chunk-after-past"])
+@pytest.mark.parametrize("target", TARGETS)
+def test_group_query_attention_of_undeclared_shapes(form: str, target: str) -> None:
+    """Outputs declared without shapes, as onnxruntime's GenAI builder writes them: the LPU sizes them
+    once the host has read total_sequence_length (it had refused a prompt, its zeros seqlens_k putting
+    the prompt's tokens before a past)."""
+    _close(*_gqa(qk=True, qk_output=2, shapes=False, **GQA_FORMS[form]), target=target)
