@@ -147,6 +147,9 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
         if up_special is not None:
             for o in outs:
                 special.setdefault(o, up_special)
+            if _from_host(node, ins, hostv, known) and node.op_type not in _GROWS:
+                hostv.update(outs)  # the host's arithmetic on a shape of unknown rank (Shape of an If's
+                # output whose branches differ in rank, as silero-vad's): known when it specialises
             continue
         if node.op_type in ("Shape", "Size") and node.inputs and node.inputs[0] not in known:
             shp = _shape_of(values, graph, node.inputs[0])
@@ -193,9 +196,7 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
             for o in outs:
                 dynamic[o] = f"{node.op_type} {node.name!r} takes its output shape from the values of {open_[0]!r}"
             continue
-        on_host = (ins and any(i in hostv for i in ins) and all(i in hostv or i in known for i in ins)
-                   and node.op_type not in NONDETERMINISTIC
-                   and not any(hasattr(v, "SerializeToString") for v in node.attrs.values()))
+        on_host = _from_host(node, ins, hostv, known)
         if have and on_host and all(math.prod(_static(values[o])) <= HOST_SCALAR_LIMIT for o in outs):
             hostv.update(outs)  # host scalar arithmetic (a trip count from start, limit, delta)
             continue
@@ -233,6 +234,20 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
         if on_host and all(isinstance(r, np.ndarray) and r.size <= HOST_SCALAR_LIMIT for r in res):
             hostv.update(outs)  # the same host arithmetic, whose output shape only running it told
     return Resolved(values, dynamic, special, set(known), hostv, deciders, known)
+
+
+#: ops whose output the values of their inputs may make larger than those inputs: fed host values,
+#: they make a tensor, not host arithmetic
+_GROWS = frozenset(SHAPE_INPUTS) - {"Reshape", "Squeeze", "Unsqueeze", "Slice", "Split", "TopK", "Compress",
+                                    "SplitToSequence"} - {op for op in SHAPE_INPUTS if op.startswith("Reduce")}
+
+
+def _from_host(node: Node, ins: list[str], hostv: set[str], known: Mapping[str, np.ndarray]) -> bool:
+    """Whether ``node`` computes from host values (and compile-time ones) alone, deterministically and
+    without a body: the host can work it out before the run, if its outputs are small."""
+    return (bool(ins) and any(i in hostv for i in ins) and all(i in hostv or i in known for i in ins)
+            and node.op_type not in NONDETERMINISTIC
+            and not any(hasattr(v, "SerializeToString") for v in node.attrs.values()))
 
 
 def loop_body_data_shape(loop: Node, static: set[str]) -> str | None:

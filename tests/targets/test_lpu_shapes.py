@@ -148,3 +148,39 @@ def test_host_arithmetic_stays_on_the_host_through_a_node_whose_shape_only_runni
     for size in ([2, 3], [4, 1]):
         (y,) = s.run(None, {"size": np.array(size, np.int64)})
         np.testing.assert_array_equal(y, np.ones(size, np.float32))
+
+
+def test_an_if_on_a_shape_of_unknown_rank_is_taken_on_the_host():
+    # silero-vad (its op15 and half models): an If on Shape(x)[0] returns rank 3 or 4, and a second If
+    # reads Shape(that)[1]. Both conditions are host arithmetic on fed shapes, but the second shape's
+    # length was open, and the LPU took it for device data and refused the model
+    f = TensorProto.FLOAT
+    then1 = helper.make_graph([helper.make_node("Relu", ["x"], ["y_t"])], "t1", [],
+                              [helper.make_tensor_value_info("y_t", f, None)])
+    else1 = helper.make_graph([helper.make_node("Constant", [], ["a3"], value_ints=[3]),
+                               helper.make_node("Unsqueeze", ["x", "a3"], ["y_e"])], "e1", [],
+                              [helper.make_tensor_value_info("y_e", f, None)])
+    then2 = helper.make_graph([helper.make_node("Constant", [], ["a1"], value_ints=[1]),
+                               helper.make_node("Squeeze", ["z", "a1"], ["o_t"])], "t2", [],
+                              [helper.make_tensor_value_info("o_t", f, None)])
+    else2 = helper.make_graph([helper.make_node("Identity", ["z"], ["o_e"])], "e2", [],
+                              [helper.make_tensor_value_info("o_e", f, None)])
+    nodes = [helper.make_node("Shape", ["x"], ["sx"], start=1, end=2),
+             helper.make_node("Constant", [], ["one"], value_ints=[1]),
+             helper.make_node("Equal", ["sx", "one"], ["c1v"]), helper.make_node("Squeeze", ["c1v"], ["c1"]),
+             helper.make_node("If", ["c1"], ["y"], then_branch=then1, else_branch=else1),
+             helper.make_node("Sigmoid", ["y"], ["z"]),
+             helper.make_node("Shape", ["z"], ["sz"]), helper.make_node("Constant", [], ["i1"], value_int=1),
+             helper.make_node("Gather", ["sz", "i1"], ["d1"]), helper.make_node("Cast", ["d1"], ["d1f"], to=f),
+             helper.make_node("Constant", [], ["o"], value_float=1.0),
+             helper.make_node("Equal", ["d1f", "o"], ["c2"]),
+             helper.make_node("If", ["c2"], ["out"], then_branch=then2, else_branch=else2)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f, [2, "b", 8])],
+                          [helper.make_tensor_value_info("out", f, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 15)])
+    lpu, cpu = (hal.InferenceSession(m, target=t, fallback="error") for t in ("lpu", "cpu"))
+    for b in (1, 3):
+        x = np.random.default_rng(b).standard_normal((2, b, 8)).astype(np.float32)
+        want = cpu.run(None, {"x": x})[0]
+        assert want.ndim == (2 if b == 1 else 4)  # each of the first If's branches is taken once
+        np.testing.assert_array_equal(lpu.run(None, {"x": x})[0], want)
