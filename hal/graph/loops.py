@@ -170,9 +170,10 @@ def trip_count(loop: Node, known: Mapping[str, Any], opset: Callable[[str], int]
             if trips == MAX_TRIPS or any(np.asarray(v).size > MAX_CARRIED for v in carried.values()):
                 return None
             env = {**constants, **carried, iter_name: np.array(trips, np.int64), cond_in: np.array(going)}
-            for node, kdef, attrs in steps:
-                res = kdef.fn(*[env[i] if i else None for i in node.inputs], **attrs)
-                env.update(zip(node.outputs, res if isinstance(res, tuple) else (res,)))
+            with np.errstate(all="ignore"):  # as every run is
+                for node, kdef, attrs in steps:
+                    res = kdef.fn(*[env[i] if i else None for i in node.inputs], **attrs)
+                    env.update(zip(node.outputs, res if isinstance(res, tuple) else (res,)))
             going = bool(np.asarray(env[body.output[0].name]).reshape(-1)[0])
             carried = {name: env[out] for name, out in carried_out.items()}
             trips += 1
