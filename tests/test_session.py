@@ -531,6 +531,23 @@ def test_a_graph_output_without_a_shape_field_is_of_unknown_rank_as_in_onnxrunti
 
 
 @pytest.mark.parametrize("target", ["cpu", "gpu", "lpu", "wafer"])
+def test_a_graph_output_without_a_type_takes_its_producers_as_in_onnxruntime(target):
+    # how one reads an intermediate value out of a model (ValueInfoProto(name=...) appended to its
+    # outputs): onnxruntime runs it, hal had refused it (onnx's checker requires the field)
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Cast", ["r"], ["y"], to=6)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                          [onnx.ValueInfoProto(name="r"), onnx.ValueInfoProto(name="y")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.array([[-1, 2, 3], [4, -5, 6.5]], np.float32)
+    s = hal.InferenceSession(m, target=target)
+    assert [(o.type, o.shape) for o in s.get_outputs()] == [("tensor(float)", [2, 3]), ("tensor(int32)", [2, 3])]
+    for ours, theirs in zip(s.run(None, {"x": x}), _ort(m, {"x": x})):
+        assert ours.dtype == theirs.dtype
+        np.testing.assert_array_equal(ours, theirs)
+    assert not m.graph.output[0].HasField("type")  # the model given is left as it was
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu", "lpu", "wafer"])
 def test_a_known_domain_the_model_does_not_import_is_read_at_its_newest_version_as_in_onnxruntime(target):
     # NNCF's weight compression writes com.microsoft MatMulNBits into a model importing ai.onnx alone;
     # onnx's checker refuses that, onnxruntime runs it (a missing domain at its newest version)

@@ -138,19 +138,27 @@ def _check(proto: onnx.ModelProto, where: str) -> None:
 
 @contextlib.contextmanager
 def _shapes_declared(proto: onnx.ModelProto) -> Iterator[None]:
-    """``proto`` with a shape field (of rank 0) on each graph input and output tensor that has none, for
-    the block: onnx's checker requires the field, where its IR reads a missing one as a tensor of
-    unknown rank and onnxruntime runs such models (skl2onnx's GaussianProcessRegressor declares its
-    ``return_std`` output so). The check is of the graph's structure; the model keeps its own types."""
+    """``proto`` with a shape field (of rank 0) on each graph input and output tensor that has none, and
+    a type on each graph output that has none, for the block: onnx's checker requires both fields,
+    where its IR reads a missing shape as a tensor of unknown rank and onnxruntime runs such models
+    (skl2onnx's GaussianProcessRegressor declares its ``return_std`` output so; an output appended
+    as ``ValueInfoProto(name=...)`` to read an intermediate value out takes its producer's type).
+    The check is of the graph's structure; the model keeps its own types, inference fills them in."""
     bare = [vi.type.tensor_type for vi in (*proto.graph.input, *proto.graph.output)
             if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")]
+    untyped = [vi for vi in proto.graph.output if not vi.HasField("type")]
     try:
         for t in bare:
             t.shape.SetInParent()
+        for vi in untyped:
+            vi.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+            vi.type.tensor_type.shape.SetInParent()
         yield
     finally:
         for t in bare:
             t.ClearField("shape")
+        for vi in untyped:
+            vi.ClearField("type")
 
 
 #: onnx's data propagation walks (and allocates) every element of 1-D tensors, in C++ that cannot be
