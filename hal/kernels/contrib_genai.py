@@ -25,7 +25,9 @@ that of its CPU kernels:
   KV head h // (num_heads / kv_num_heads); softcap, then attention_bias, then a softmax whose
   denominator also holds exp(head_sink - max) (smooth_softmax: a sink of 0). Products and softmax
   in float32 (float16 widened, rounded once). output_qk (qk_output 1 or 2) holds the scores after
-  softcap and bias, or the probabilities, 0 where a query does not look.
+  softcap and bias, or the probabilities, 0 where a query does not look. With sliding_window_cache
+  the past and present hold each sequence's latest L(T) positions from row 0 (the eviction rule of
+  ContribOperators.md), the rows after them zeros where onnxruntime leaves its scratch.
 
 Shapes for compile-time planning come from ``hal.graph.contrib``.
 """
@@ -284,7 +286,7 @@ def _split_heads(x: Array, heads: int) -> Array:
 
 
 #: the attributes this kernel computes at their neutral values only
-_GQA_NEUTRAL = {"sliding_window_cache": 0, "k_quant_type": "NONE", "v_quant_type": "NONE"}
+_GQA_NEUTRAL = {"k_quant_type": "NONE", "v_quant_type": "NONE"}
 
 
 def _gqa_unsupported(attrs: dict, used_inputs: list[str], qk_out: bool) -> str | None:
@@ -295,16 +297,71 @@ def _gqa_unsupported(attrs: dict, used_inputs: list[str], qk_out: bool) -> str |
         return f"GroupQueryAttention input(s) {used_inputs} (quantised KV caches, Q/K norms, padded query chunks)"
     odd = {k: attrs[k] for k, neutral in _GQA_NEUTRAL.items() if k in attrs and attrs[k] != neutral}
     if odd:
-        return (f"GroupQueryAttention with {odd}: this kernel computes sliding_window_cache=0 and unquantised "
-                "caches")
+        return f"GroupQueryAttention with {odd}: this kernel computes unquantised caches"
     causal, qk_output = attrs.get("causal", 1), attrs.get("qk_output", 0)
-    if causal not in (0, 1) or qk_output not in (0, 1, 2):
-        return f"GroupQueryAttention causal must be 0 or 1 and qk_output 0, 1 or 2, got {causal} and {qk_output}"
-    if not causal and attrs.get("local_window_size", -1) != -1:
+    window, windowed = attrs.get("local_window_size", -1), attrs.get("sliding_window_cache", 0)
+    if causal not in (0, 1) or qk_output not in (0, 1, 2) or windowed not in (0, 1):
+        return (f"GroupQueryAttention causal and sliding_window_cache must be 0 or 1 and qk_output 0, 1 or 2, got "
+                f"{causal}, {windowed} and {qk_output}")
+    if not causal and window != -1:
         return "GroupQueryAttention local_window_size must be -1 when causal is 0 (bidirectional attention)"
+    if windowed and (window <= 0 or qk_out):
+        return ("GroupQueryAttention with sliding_window_cache=1 needs a local_window_size and no output_qk (which "
+                "onnxruntime does not compute with it either)")
     if qk_out and not qk_output:
         return "GroupQueryAttention output_qk is wired but qk_output is 0: set it to 1 (scores) or 2 (probabilities)"
     return None
+
+
+def _full_caches(past_key: Array | None, past_value: Array | None, k: Array, v: Array, past: Array,
+                 capacity: int) -> tuple[Array, Array, Array]:
+    """The present key and value caches, (B, kv heads, capacity, H): each sequence's kept past, its new
+    tokens after it, zeros after those; and each row's position, (1, capacity)."""
+    batch, heads, seq, head = k.shape
+    slots = np.arange(capacity)
+    new_at = slots[None, :] - past[:, None]  # (B, capacity): index into the new tokens
+    from_past = slots[None, :] < past[:, None]
+    from_new = (new_at >= 0) & (new_at < seq)
+    present = []
+    for old, new in ((past_key, k), (past_value, v)):
+        cache = np.zeros((batch, heads, capacity, head), dtype=k.dtype)
+        if old is not None:
+            n = min(old.shape[2], capacity)
+            cache[:, :, :n] = np.where(from_past[:, None, :n, None], old[:, :, :n].astype(k.dtype), 0)
+        picked = np.take_along_axis(new, np.clip(new_at, 0, max(seq - 1, 0))[:, None, :, None], axis=2)
+        present.append(np.where(from_new[:, None, :, None], picked, cache))
+    return present[0], present[1], slots[None, :]
+
+
+def _resident(tokens: Array, capacity: int, window: int) -> Array:
+    """How many of a sequence's latest positions a windowed cache holds after ``tokens`` (onnxruntime's
+    L(T)): all of them up to its capacity, then capacity - window + 1 fewer at each eviction."""
+    g = capacity - window + 1
+    return np.where(tokens <= capacity, tokens, tokens - g * -(-(tokens - capacity) // g))
+
+
+def _window_caches(past_key: Array, past_value: Array, k: Array, v: Array, past: Array,
+                   window: int) -> tuple[Array, Array, Array, Array, Array]:
+    """sliding_window_cache=1: the past holds each sequence's last ``_resident`` positions at rows 0...
+    The keys and values attention reads, those rows then the new tokens, (B, kv heads, K, H), and
+    their absolute positions (B, K), -1 past a sequence's; and the present caches, the past's
+    capacity long, holding the latest ``_resident`` positions from row 0, zeros after."""
+    seq, capacity = k.shape[2], past_key.shape[2]
+    held, kept = _resident(past, capacity, window), _resident(past + seq, capacity, window)
+    rows = np.arange(int(held.max(initial=0)) + seq)
+    new_at = rows[None, :] - held[:, None]  # (B, K): index into the new tokens
+    key_pos = np.where(new_at < seq, past[:, None] - held[:, None] + rows[None, :], -1)
+    from_past, from_new = (new_at < 0)[:, None, :, None], (new_at < seq)[:, None, :, None]
+    at = np.arange(capacity)
+    keep = np.minimum((held + seq - kept)[:, None] + at[None, :], len(rows) - 1)[:, None, :, None]
+    stays = (at[None, :] < kept[:, None])[:, None, :, None]
+    caches = []
+    for old, new in ((past_key, k), (past_value, v)):
+        pasts = np.take_along_axis(old.astype(k.dtype), np.minimum(rows, capacity - 1)[None, None, :, None], 2)
+        news = np.take_along_axis(new, np.clip(new_at, 0, seq - 1)[:, None, :, None], axis=2)
+        read = np.where(from_past, pasts, np.where(from_new, news, 0))
+        caches += [read, np.where(stays, np.take_along_axis(read, keep, 2), 0)]
+    return caches[0], caches[2], key_pos, caches[1], caches[3]
 
 
 def _gqa_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
@@ -380,15 +437,21 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
                                  or past_key.shape[3] != head):
         raise ValueError(f"GroupQueryAttention past_key / past_value must be (batch, kv_num_heads, length, head_size)"
                          f" = ({batch}, {kv_num_heads}, *, {head}), got {past_key.shape} and {past_value.shape}")
-    capacity = max(total, past_capacity)
+    capacity = past_capacity if sliding_window_cache else max(total, past_capacity)
     first_prompt = seq == total
     if not first_prompt and seq > 1 and batch != 1:
         raise ValueError("GroupQueryAttention: a chunk of several tokens after a past needs batch size 1")
-    past = np.zeros(batch, np.int64) if first_prompt else lengths - seq  # cached tokens before this step
-    if (past < 0).any() or (past + seq > capacity).any():
+    past = np.zeros(batch, np.int64) if first_prompt and not sliding_window_cache else lengths - seq
+    if sliding_window_cache:  # the past's rows are its sequence's latest positions, however many came before
+        if past_key is None or capacity < local_window_size:
+            raise ValueError(f"GroupQueryAttention with sliding_window_cache needs a past at least local_window_size "
+                             f"({local_window_size}) long, got {None if past_key is None else past_capacity}")
+        if (past < 0).any():
+            raise ValueError(f"GroupQueryAttention seqlens_k {lengths - 1} hold fewer than the {seq} new token(s)")
+    elif (past < 0).any() or (past + seq > capacity).any():
         raise ValueError(f"GroupQueryAttention seqlens_k {lengths - 1} do not fit {seq} new token(s) in a cache of "
                          f"{capacity}")
-    if (past > past_capacity).any():
+    elif (past > past_capacity).any():
         raise ValueError(f"GroupQueryAttention seqlens_k {lengths - 1} say {past} token(s) are cached before these "
                          f"{seq}, but the past holds {past_capacity}")
 
@@ -414,29 +477,23 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
         k = _onnx_rotary(k, cos_cache.astype(work), sin_cache.astype(work), pos, interleaved=rotary_interleaved,
                          rotary_embedding_dim=rot)
 
-    # the caches: the kept past, the new tokens after it, zeros after those
-    slots = np.arange(capacity)
-    new_at = slots[None, :] - past[:, None]  # (B, capacity): index into the new tokens
-    from_past = slots[None, :] < past[:, None]
-    from_new = (new_at >= 0) & (new_at < seq)
-    present = []
-    for old, new in ((past_key, k), (past_value, v)):
-        cache = np.zeros((batch, kv_num_heads, capacity, head), dtype=work)
-        if old is not None:
-            n = min(past_capacity, capacity)
-            cache[:, :, :n] = np.where(from_past[:, None, :n, None], old[:, :, :n].astype(work), 0)
-        picked = np.take_along_axis(new, np.clip(new_at, 0, max(seq - 1, 0))[:, None, :, None], axis=2)
-        present.append(np.where(from_new[:, None, :, None], picked, cache))
-    present_key, present_value = present
+    # the keys and values attention reads, each one's position, and the present caches
+    if sliding_window_cache:
+        keys, values, key_pos, present_key, present_value = _window_caches(past_key, past_value, k, v, past,
+                                                                            local_window_size)
+    else:
+        present_key, present_value, key_pos = _full_caches(past_key, past_value, k, v, past, capacity)
+        keys, values = present_key, present_value
 
     alpha = float(_F32(scale)) if scale else 1.0 / math.sqrt(head)
     root = work.type(math.sqrt(alpha))
-    logits = _scores(rd(q * root), rd(present_key * root))  # (B, N, S, capacity)
+    logits = _scores(rd(q * root), rd(keys * root))  # (B, N, S, K)
     if softcap > 0:
         logits = np.tanh(logits / work.type(softcap)) * work.type(softcap)
     # no query sees a key past its sequence's end: a first prompt's padding rows (right padding) see
     # only the sequence's own keys, as onnxruntime's CPU kernel caps each row at seqlens_k[b] + 1
-    allowed = np.broadcast_to(slots[None, None, :] < lengths[:, None, None], (batch, seq, capacity))
+    at = key_pos[:, None, :]  # (B or 1, 1, K)
+    allowed = np.broadcast_to((at >= 0) & (at < lengths[:, None, None]), (batch, seq, key_pos.shape[1]))
     if causal:  # query s of batch b sits at past[b] + s and sees the keys up to it (the last
         # local_window_size of them)
         where = past[:, None] + np.arange(seq)[None, :]  # (B, S)
@@ -444,19 +501,25 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
             # sits at its sequence's last token (the fused path, which hal follows otherwise, lets its
             # window run past the end)
             where = np.minimum(where, lengths[:, None] - 1)
-        allowed = allowed & (slots[None, None, :] <= where[:, :, None])
+        allowed = allowed & (at <= where[:, :, None])
         if local_window_size > 0:
-            allowed &= slots[None, None, :] > where[:, :, None] - local_window_size
-    allowed = allowed[:, None]  # (B, 1, S, capacity)
+            allowed &= at > where[:, :, None] - local_window_size
+    allowed = allowed[:, None]  # (B, 1, S, K)
     if attention_bias is not None:
         bias = np.asarray(attention_bias).astype(work)
         if bias.ndim != 4 or bias.shape[2] != seq or bias.shape[0] not in (1, batch) or \
                 bias.shape[1] not in (1, num_heads):
             raise ValueError(f"GroupQueryAttention attention_bias must be (batch or 1, num_heads or 1, {seq}, "
                              f"total_sequence_length), got {bias.shape}")
-        width = min(bias.shape[3], capacity)
-        logits = logits.copy()
-        logits[..., :width] += bias[..., :width]
+        if sliding_window_cache:  # the columns of the positions read, by absolute position
+            cols = np.broadcast_to(np.clip(key_pos, 0, bias.shape[3] - 1)[:, None, None, :],
+                                   (batch, bias.shape[1], seq, key_pos.shape[1]))
+            picked = np.take_along_axis(np.broadcast_to(bias, (batch, *bias.shape[1:])), cols, axis=3)
+            logits = logits + np.where((key_pos < bias.shape[3])[:, None, None, :], picked, 0)
+        else:
+            width = min(bias.shape[3], capacity)
+            logits = logits.copy()
+            logits[..., :width] += bias[..., :width]
     scores = logits
     logits = np.where(allowed, logits, -np.inf)
     top = np.max(logits, axis=-1, keepdims=True)
@@ -473,7 +536,7 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
     if sink is not None:
         total_e = total_e + np.exp(sink.reshape(1, num_heads, 1, 1) - top)
     probs = e / np.where(total_e > 0, total_e, 1)
-    y = _weighted(rd(probs), rd(present_value))  # (B, N, S, H)
+    y = _weighted(rd(probs), rd(values))  # (B, N, S, H)
     out = y.transpose(0, 2, 1, 3).reshape(batch, seq, num_heads * head).astype(query.dtype)
     cache_type = query.dtype if past_key is None else past_key.dtype
     outputs = (out, present_key.astype(cache_type), present_value.astype(cache_type))

@@ -6,6 +6,8 @@ reference. Integer dequantisation matches bit for bit; products and softmaxes to
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 import pytest
@@ -412,11 +414,46 @@ def test_group_query_attention_qk_output(form: str, qk_output: int) -> None:
     _close(*_gqa(qk=True, qk_output=qk_output, causal=0, **{k: v for k, v in kw.items() if k != "local_window_size"}))
 
 
+@pytest.mark.parametrize(("window", "capacity", "batch", "steps", "kw"), [
+    (4, 4, 2, [5, 1, 1, 1], {}),  # a prompt longer than the cache; then one position evicted a step
+    (4, 6, 2, [3, 1, 1, 1, 1, 1], {"rotary": 16}),  # three rows of slack: evicted three at a time
+    (3, 8, 1, [10, 2, 4, 1, 7], {"softcap": 2.0}),  # chunks after a past, some longer than the window
+    (4, 5, 2, [4, 1, 1, 1], {"bias": True, "sink": True}),  # the bias read by absolute key position
+    (2, 4, 2, [3, 1, 1], {"packed": True, "rotary": 16, "smooth_softmax": 1}),
+])
+@pytest.mark.parametrize("target", TARGETS)
+def test_group_query_attention_windowed_cache(window: int, capacity: int, batch: int, steps: list, kw: dict,
+                                              target: str) -> None:
+    """sliding_window_cache=1 (onnxruntime's GenAI builder writes it for gemma2's local layers): the
+    past holds a sequence's latest positions from row 0, L(T) of them (ContribOperators.md), the
+    present too; rows past L(T) are unspecified, and onnxruntime leaves them as its scratch had them."""
+    def resident(t: int) -> int:
+        g = capacity - window + 1
+        return t if t <= capacity else t - g * math.ceil((t - capacity) / g)
+
+    past, tokens = None, 0
+    for seq in steps:
+        tokens += seq
+        blob, feeds = _gqa(batch=batch, seq=seq, past=capacity, seqlens=[tokens - 1] * batch, total=tokens,
+                           sliding_window_cache=1, local_window_size=window, shapes=False, **kw)
+        if past is not None:
+            feeds["pk"], feeds["pv"] = past
+        want, got = run_as_written(blob, feeds), _hal(blob, feeds, target)
+        np.testing.assert_allclose(got[0], want[0], rtol=2e-6, atol=2e-6 * float(np.abs(want[0]).max()))
+        for ours, theirs in zip(got[1:], want[1:]):
+            assert ours.shape == theirs.shape == (batch, 2, capacity, 16)
+            np.testing.assert_allclose(ours[:, :, :resident(tokens)], theirs[:, :, :resident(tokens)], rtol=1e-6,
+                                       atol=1e-6)
+        past = want[1], want[2]
+
+
 @pytest.mark.parametrize(("attrs", "match"), [
     ({"causal": 0, "local_window_size": 2}, "local_window_size must be -1 when causal is 0"),
     ({"qk": True}, "output_qk is wired but qk_output is 0"),
-    ({"causal": 2}, "causal must be 0 or 1"),
-    ({"sliding_window_cache": 1, "local_window_size": 2}, "sliding_window_cache=0"),
+    ({"causal": 2}, "causal and sliding_window_cache must be 0 or 1"),
+    ({"sliding_window_cache": 1}, "sliding_window_cache=1 needs a local_window_size"),
+    ({"sliding_window_cache": 1, "local_window_size": 2, "qk": True, "qk_output": 1}, "and no output_qk"),
+    ({"k_quant_type": "PER_TENSOR"}, "unquantised caches"),
 ])
 def test_group_query_attention_refuses_what_it_does_not_compute(attrs: dict, match: str) -> None:
     # when the session is compiled, so fallback can see the node (it had been a RunError mid-run)
