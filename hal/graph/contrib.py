@@ -7,13 +7,14 @@ carries on past it instead of stopping there.
 
 ``shadowed(proto)`` is a copy of the model for inference only, each such node replaced by its
 stand-ins: a QLinearAdd reads as an Add of its two operands, FusedConv as the Conv it wraps, a
-Gelu as Identity, a product whose weight is packed (MatMulNBits) as a MatMul with a declared
-operand of the unpacked shape (GatherBlockQuantized's table as a Gather's), Attention's present
-state as its K projection split into heads and concatenated onto the past. The inferred
-value_info then belongs to the real model, whose node names and outputs are the same. The helper
-values and declared operands a shadow adds carry a prefix and are dropped (``restored``). An output
-whose shape depends on a run (GroupQueryAttention's present state, sized by a fed total length)
-gets no stand-in and stays unknown, as onnx leaves a NonZero's.
+Gelu or a mixture of experts (MoE, QMoE) as Identity, a product whose weight is packed
+(MatMulNBits) as a MatMul with a declared operand of the unpacked shape (GatherBlockQuantized's
+table as a Gather's), Attention's present state as its K projection split into heads and
+concatenated onto the past. The inferred value_info then belongs to the real model, whose node
+names and outputs are the same. The helper values and declared operands a shadow adds carry a
+prefix and are dropped (``restored``). An output whose shape depends on a run (GroupQueryAttention's
+present state, sized by a fed total length) gets no stand-in and stays unknown, as onnx leaves a
+NonZero's.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def _qlinear_binary(node, a, known):
 
 
 @_stands_in("QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax", "Gelu", "FastGelu", "QuickGelu", "BiasGelu",
-            "BiasAdd", "RotaryEmbedding")
+            "BiasAdd", "RotaryEmbedding", "MoE", "QMoE")
 def _unary(node, a, known):
     """Ops whose output is their first input's shape and type."""
     return _same_as(node.input[0], node.output[:1]) if node.input and node.input[0] else None

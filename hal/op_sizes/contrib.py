@@ -2,7 +2,8 @@
 their inputs hold: its fusions as the ops they fuse (a FusedConv's pads and strides are attributes,
 as a Conv's), and its attention ops' scores and key/value cache, whose lengths come from the
 inputs' lengths multiplied (MultiHeadAttention) or from a fed scalar (GroupQueryAttention's
-``total_sequence_length``: one int32 can ask for a cache of 2^31 positions a head)."""
+``total_sequence_length``: one int32 can ask for a cache of 2^31 positions a head), and the mixture
+of experts' per-expert buffers (MoE, QMoE)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,20 @@ def _quantized_lstm(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[in
     return [x.shape[0], r.shape[0], x.shape[1], r.shape[1]], 4
 
 
+def _experts(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """MoE's and QMoE's largest float32 buffer: an expert's FC1 output for every token (tokens, FC1
+    rows), the output or the router's probabilities (tokens, hidden or experts), or an expert's
+    dequantised FC1 weight (FC1 rows, hidden)."""
+    x, router, fc1 = args[0], args[1], args[2]
+    if x.ndim < 2 or fc1.ndim != 3 or router.ndim != 2:
+        return None
+    tokens, hidden = math.prod(x.shape[:-1]), x.shape[-1]
+    rows = fc1.shape[1]
+    return max([tokens, rows], [tokens, hidden], [tokens, router.shape[1]], [rows, hidden], key=math.prod), 4
+
+
 RULES: dict[str, Callable[[Sequence[Any], dict[str, Any]], tuple[list[int], int] | None]] = {
+    "MoE": _experts, "QMoE": _experts,
     "FusedConv": _conv_rule(1, None), "FusedGemm": _gemm, "FusedMatMul": _fused_matmul,
     "MultiHeadAttention": _multi_head_attention, "GroupQueryAttention": _group_query_attention,
     "QAttention": _quantized_attention, "DynamicQuantizeLSTM": _quantized_lstm,

@@ -305,9 +305,33 @@ def attention_causal(node: Node) -> bool:
     return bool(node.attrs.get("is_causal", 0))
 
 
+#: onnxruntime's mixture-of-experts ops: their experts' products come from ``experts_flops``
+EXPERT_OPS = frozenset({(_MS, "MoE"), (_MS, "QMoE")})
+
+
+def experts_flops(node: Node, graph: Graph) -> float:
+    """MoE / QMoE: each token runs k experts' FC1, FC2 (and FC3) products, an expert's weights
+    (its share of each projection's, unpacked from QMoE's bytes) times 2 FLOPs a multiply-add."""
+    x = shape(graph, node.inputs[0]) if node.inputs else ()
+    tokens = _numel(x[:-1])
+    quantized = node.op_type == "QMoE"
+    projections = (2, 5, 8) if quantized else (2, 4, 6)  # fc1, fc2, fc3 weights
+    bits = int(node.attrs.get("expert_weight_bits", 4))
+    per_token = 0.0
+    for j, i in enumerate(projections):
+        w = shape(graph, node.inputs[i]) if i < len(node.inputs) and node.inputs[i] else ()
+        if len(w) != 3 or w[0] < 1:
+            continue
+        unpack = 8 / int(node.attrs.get(f"fc{j + 1}_expert_weight_bits", bits) or bits) if quantized else 1
+        per_token += _numel(w) / w[0] * unpack
+    return 2.0 * tokens * max(1, int(node.attrs.get("k", 1))) * per_token
+
+
 def node_flops(node: Node, graph: Graph) -> float:
     if (node.domain, node.op_type) in ATTENTION_OPS:
         return attention_flops(node, graph)
+    if (node.domain, node.op_type) in EXPERT_OPS:
+        return experts_flops(node, graph)
     node = costed(node)
     op = node.op_type
     out = _numel(shape(graph, node.outputs[0])) if node.outputs and node.outputs[0] else 0
