@@ -454,18 +454,23 @@ def _multi_head_attention(node, a, known):
 @_stands_in("GroupQueryAttention")
 def _group_query_attention(node, a, known):
     """output (B, S, heads x head size), from a query of that width or a packed QKV one; the present
-    key and value are sized by a fed total length and stay unknown."""
-    q, k = _ins(node, 2)
+    key and value are sized by a fed total length and stay unknown, but for a windowed cache
+    (sliding_window_cache), whose present is its past's shape."""
+    q, k, _, past_key, past_value = _ins(node, 5)
     heads, kv_heads = int(a.get("num_heads", 0)), int(a.get("kv_num_heads", 0))
     qd = known.dims.get(q)
     if heads < 1 or kv_heads < 1 or qd is None or len(qd) != 3 or not isinstance(qd[2], int):
         return None
+    presents = []
+    if a.get("sliding_window_cache", 0) and past_key and past_value:
+        presents = [helper.make_node("Identity", [past], [o]) for past, o in zip((past_key, past_value),
+                                                                                 node.output[1:3]) if o]
     if k:
-        return _same_as(q, node.output[:1])
+        return _same_as(q, node.output[:1]) + presents
     if qd[2] % (heads + 2 * kv_heads):
         return None
     width = heads * (qd[2] // (heads + 2 * kv_heads))
-    return _product(q, qd[2], width, node.output[0], known.types.get(q, TensorProto.FLOAT), known)
+    return _product(q, qd[2], width, node.output[0], known.types.get(q, TensorProto.FLOAT), known) + presents
 
 
 # -- checking and shadowing a model -----------------------------------------------------------------

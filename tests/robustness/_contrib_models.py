@@ -53,9 +53,10 @@ def transformer_contrib_model() -> onnx.ModelProto:
     """onnxruntime's transformer, GenAI and fusion contrib ops (``hal.kernels.contrib_fused``,
     ``contrib_attention``, ``contrib_genai``) in one small graph: EmbedLayerNormalization, Attention,
     SkipLayerNormalization, FusedMatMul, GatherBlockQuantized, BiasGelu, MatMulNBits,
-    SkipSimplifiedLayerNormalization, MultiHeadAttention, RotaryEmbedding, GroupQueryAttention,
-    FastGelu, QuickGelu and SimplifiedLayerNormalization (ONNX domain), and a convolutional branch
-    through FusedConv and FusedGemm. For the fuzzer's corpus."""
+    SkipSimplifiedLayerNormalization, MultiHeadAttention, RotaryEmbedding, GroupQueryAttention (also
+    with a windowed cache), FastGelu, QuickGelu, MoE (gpt-oss's SwiGLU experts) and
+    SimplifiedLayerNormalization (ONNX domain), and a convolutional branch through FusedConv and
+    FusedGemm. For the fuzzer's corpus."""
     ms = "com.microsoft"
     rng = np.random.default_rng(10)
 
@@ -70,7 +71,9 @@ def transformer_contrib_model() -> onnx.ModelProto:
               "cos": np.cos(np.outer(np.arange(8), [1.0, 0.3, 0.1, 0.03])).astype(np.float32),
               "sin": np.sin(np.outer(np.arange(8), [1.0, 0.3, 0.1, 0.03])).astype(np.float32),
               "lens": np.array([3, 3], np.int32), "total": np.array(4, np.int32),
-              "wconv": f32(4, 3, 3, 3), "bconv": f32(4), "wg": f32(4, 3), "bg": f32(3)}
+              "wconv": f32(4, 3, 3, 3), "bconv": f32(4), "wg": f32(4, 3), "bg": f32(3),
+              "window": np.zeros((2, 2, 4, 8), np.float32), "router": f32(8, 4), "e1": f32(4, 16, 16),
+              "e1b": f32(4, 16), "e2": f32(4, 16, 8), "e2b": f32(4, 16)}
 
     def c(op: str, ins: list[str], outs: list[str], **attrs: Any) -> onnx.NodeProto:
         return helper.make_node(op, ins, outs, domain=ms, **attrs)
@@ -91,9 +94,13 @@ def transformer_contrib_model() -> onnx.ModelProto:
         c("RotaryEmbedding", ["mha", "posids", "cos", "sin"], ["rot"], num_heads=2),
         c("GroupQueryAttention", ["rot", "mha", "mha", "", "", "lens", "total"], ["gqa", "pk", "pv"], num_heads=2,
           kv_num_heads=2),
-        c("FastGelu", ["gqa", "b16"], ["fg"]),
+        c("GroupQueryAttention", ["gqa", "mha", "mha", "window", "window", "lens", "total"], ["gqw", "pkw", "pvw"],
+          num_heads=2, kv_num_heads=2, local_window_size=2, sliding_window_cache=1),
+        c("FastGelu", ["gqw", "b16"], ["fg"]),
         c("QuickGelu", ["fg"], ["qg"]),
-        helper.make_node("SimplifiedLayerNormalization", ["qg", "gamma"], ["y"], epsilon=1e-5),
+        c("MoE", ["qg", "router", "e1", "e1b", "e2", "e2b"], ["moe"], k=2, activation_type="swiglu", swiglu_fusion=1,
+          activation_alpha=1.702, activation_beta=1.0, swiglu_limit=7.0, normalize_routing_weights=1),
+        helper.make_node("SimplifiedLayerNormalization", ["moe", "gamma"], ["y"], epsilon=1e-5),
         c("FusedConv", ["img", "wconv", "bconv"], ["conv"], activation="Relu", pads=[1, 1, 1, 1]),
         helper.make_node("GlobalAveragePool", ["conv"], ["gap"]),
         helper.make_node("Flatten", ["gap"], ["flat"]),
