@@ -256,3 +256,22 @@ def test_an_output_declared_of_another_type_than_its_schema_gives_is_a_model_err
     m.graph.output[1].type.tensor_type.elem_type = TensorProto.FLOAT
     _, scores = hal.InferenceSession(m).run(None, {"x": np.array([[0.0], [1.0]])})
     assert scores.dtype == np.float32
+
+
+@pytest.mark.parametrize(("node", "a", "b"), [
+    (helper.make_node("Add", ["a", "b"], ["y"], name="add"), [2, 4, 3, 32], [4, 32]),  # PatchTST's TorchScript export
+    (helper.make_node("MatMul", ["a", "b"], ["y"], name="mm"), [2, 3], [4, 5]),
+])
+def test_static_shapes_an_op_cannot_combine_are_a_model_error_when_loaded(node, a, b):
+    # as onnxruntime refuses the model; hal had compiled it and failed at each run (the LPU calling
+    # the node's shape data-dependent)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, a),
+                                        helper.make_tensor_value_info("b", TensorProto.FLOAT, b)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    ort = pytest.importorskip("onnxruntime")
+    with pytest.raises(Exception, match="Incompatible dimensions"):
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    for target in ("cpu", "lpu"):
+        with pytest.raises(hal.ModelError, match=f"op_type:{node.op_type}, node name: {node.name}.*Incompatible"):
+            hal.InferenceSession(m, target=target)

@@ -161,6 +161,9 @@ def _shapes_declared(proto: onnx.ModelProto) -> Iterator[None]:
             vi.ClearField("type")
 
 
+#: what onnx's strict inference says of static shapes an op cannot combine (broadcasting, MatMul)
+INCOMPATIBLE_DIMENSIONS = "Incompatible dimensions"
+
 #: onnx's data propagation walks (and allocates) every element of 1-D tensors, in C++ that cannot be
 #: interrupted: a declared or inferred length past this (shape tensors are rank-sized) turns it off
 DATA_PROP_MAX_ELEMENTS = 1 << 16
@@ -317,6 +320,10 @@ def _infer(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
     if strict_error is not None:
         if ELEM_TYPE_CONFLICT in strict_error:
             check_declared_types(proto, where)
+        if INCOMPATIBLE_DIMENSIONS in strict_error:  # as onnxruntime refuses it; it would fail every run
+            raise ModelError(f"shape inference: {strict_error.removeprefix('[ShapeInferenceError] ')}", where=where,
+                             hint="an op's inputs have static shapes it cannot combine (no broadcast, or a "
+                                  "product's inner dimensions differ): re-export the model")
         # Some valid models defeat strict inference (e.g. unknown custom domains): keep what is known.
         try:
             inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=data_prop)
