@@ -384,7 +384,8 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
     ``total_sequence_length``) starts each sequence at position 0, a later step (one token, or a
     chunk of batch 1) appends after the seqlens_k[b] + 1 - S cached ones. present_key / value are
     (B, kv_num_heads, max(total_sequence_length, past length), head_size): the kept past, the new
-    keys (rotated when ``do_rotary``), zeros after. Rows of a first prompt past a shorter sequence's
+    keys (rotated when ``do_rotary``), zeros after; with sliding_window_cache, the past's length
+    (``_window_caches``). Rows of a first prompt past a shorter sequence's
     end (right padding) attend that sequence's keys, as onnxruntime's CPU kernel has them. output_qk
     is (B, num_heads, S, total_sequence_length)."""
     rd = _round_operand or (lambda x: x)
