@@ -1,4 +1,4 @@
-"""onnxruntime's LLM contrib ops (``hal.kernels.contrib_genai``, domain com.microsoft) against
+"""onnxruntime's LLM contrib ops (``hal.kernels.contrib_genai``, ``contrib_gqa``; domain com.microsoft) against
 onnxruntime itself, graph optimisations off: MatMulNBits (also as onnxruntime's own quantizer writes
 it), GatherBlockQuantized, RotaryEmbedding and GroupQueryAttention, over their attributes on the cpu
 target and once on every target. onnx defines none of these ops; onnxruntime's CPU kernels are their
@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hal
-from hal.kernels.contrib_genai import group_query_attention
+from hal.kernels.contrib_gqa import group_query_attention
 from tests.kernels._onnxruntime import run_as_written
 
 RNG = np.random.default_rng(11)
@@ -447,13 +447,62 @@ def test_group_query_attention_windowed_cache(window: int, capacity: int, batch:
         past = want[1], want[2]
 
 
+def _quantised_gqa(kind: str, bits: int, head: int = 16, **kw) -> tuple[bytes, dict]:
+    """``_gqa`` with int8 (or 4-bit packed uint8) caches of random codes, one scale (PER_TENSOR) or one
+    per KV head and feature (PER_CHANNEL), and an empty past where the prompt has none."""
+    blob, feeds = _gqa(head=head, shapes=False, k_quant_type=kind, v_quant_type=kind, kv_cache_bit_width=bits, **kw)
+    model = onnx.load_from_string(blob)
+    node, (batch, kv_heads) = model.graph.node[0], (feeds["q"].shape[0], 2)
+    node.input[3:5] = ["pk", "pv"]
+    node.input.extend([""] * (12 - len(node.input)) + ["ks", "vs"])
+    capacity = feeds["pk"].shape[2] if "pk" in feeds else 0
+    code = np.int8 if bits == 8 else np.uint8
+    for name in ("pk", "pv"):
+        low = -128 if bits == 8 else 0
+        feeds[name] = RNG.integers(low, low + 256, (batch, kv_heads, capacity, head * bits // 8)).astype(code)
+    for name in ("ks", "vs"):
+        feeds[name] = RNG.uniform(0.02, 0.06, (1,) if kind == "PER_TENSOR" else (1, kv_heads, 1, head)).astype(
+            np.float32)
+    del model.graph.input[:]
+    model.graph.input.extend(_info(n, v) for n, v in feeds.items())
+    for out in model.graph.output[1:3]:
+        out.type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(np.dtype(code))
+    return model.SerializeToString(), feeds
+
+
+@pytest.mark.parametrize(("form", "kw"), [
+    ("decode-ragged", {"seq": 1, "past": 5, "seqlens": [5, 3]}),
+    ("prompt-empty-past", {"seq": 4, "seqlens": [3, 3]}),
+    ("chunk-after-past", {"batch": 1, "seq": 3, "past": 4, "rotary": 16}),
+    ("shared-buffer", {"seq": 1, "past": 10, "seqlens": [6, 3], "total": 7}),
+    ("windowed", {"seq": 1, "past": 6, "seqlens": [8, 5], "total": 9, "sliding_window_cache": 1,
+                  "local_window_size": 4}),
+])
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("kind", ["PER_TENSOR", "PER_CHANNEL"])
+def test_group_query_attention_quantised_cache(kind: str, bits: int, form: str, kw: dict) -> None:
+    """onnxruntime's int8 and int4 KV caches: the past read as codes x scale, the new tokens' codes
+    x / scale rounded half to even (4-bit: + 8, two to a byte, low nibble first), attention over what
+    the codes hold; the present's codes as onnxruntime's wherever it holds tokens."""
+    blob, feeds = _quantised_gqa(kind, bits, head=32, **kw)
+    want, got = run_as_written(blob, feeds), _hal(blob, feeds)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-6 * float(np.abs(want[0]).max()))
+    held = [min(n, 6) if form == "windowed" else n for n in feeds["sl"] + 1]  # a window of 6 holds 6 after 9
+    for ours, theirs in zip(got[1:], want[1:]):
+        assert ours.dtype == theirs.dtype == feeds["pk"].dtype and ours.shape == theirs.shape
+        for b, n in enumerate(held):
+            np.testing.assert_array_equal(ours[b, :, :n], theirs[b, :, :n])
+
+
 @pytest.mark.parametrize(("attrs", "match"), [
     ({"causal": 0, "local_window_size": 2}, "local_window_size must be -1 when causal is 0"),
     ({"qk": True}, "output_qk is wired but qk_output is 0"),
     ({"causal": 2}, "causal and sliding_window_cache must be 0 or 1"),
     ({"sliding_window_cache": 1}, "sliding_window_cache=1 needs a local_window_size"),
     ({"sliding_window_cache": 1, "local_window_size": 2, "qk": True, "qk_output": 1}, "and no output_qk"),
-    ({"k_quant_type": "PER_TENSOR"}, "unquantised caches"),
+    ({"k_quant_type": "PER_TENSOR"}, "onnxruntime takes one for both"),
+    ({"k_quant_type": "PER_TENSOR", "v_quant_type": "PER_TENSOR"}, "needs kv_cache_bit_width 4 or 8"),
+    ({"k_quant_type": "PER_BLOCK", "v_quant_type": "PER_BLOCK", "kv_cache_bit_width": 8}, "computes NONE, PER_TENSOR"),
 ])
 def test_group_query_attention_refuses_what_it_does_not_compute(attrs: dict, match: str) -> None:
     # when the session is compiled, so fallback can see the node (it had been a RunError mid-run)
@@ -473,6 +522,7 @@ def test_each_op_on_every_target(target: str) -> None:
     _exact(*_gather("uint8", (10, 20), 0, 1, 32, True), target=target)
     _close(*_rotary((2, 5, 32), np.array([3], np.int64), 4, 0, 1), target=target, rel=5e-7)
     _close(*_gqa(seq=1, past=6, seqlens=[6, 3], rotary=16), target=target)
+    _close(*_quantised_gqa("PER_CHANNEL", 4, seq=1, past=5, seqlens=[5, 3]), target=target)
 
 
 @pytest.mark.parametrize("form", ["right-padded", "decode-ragged", "chunk-after-past"])
