@@ -129,7 +129,8 @@ class _KvQuant:
     """One KV cache's quantisation (``k_quant_type`` / ``v_quant_type``), as onnxruntime's CPU kernel
     stores it: symmetric codes, x / scale rounded half to even and clipped, int8 (-128..127) at 8
     bits, at 4 bits (-8..7) + 8 packed two to a uint8, low nibble first; the scale one number
-    (PER_TENSOR) or one per KV head and feature (PER_CHANNEL), broadcast over positions."""
+    (PER_TENSOR) or one per KV head and feature (PER_CHANNEL, of any shape of that many: the GenAI
+    builder writes a flat vector), broadcast over positions."""
 
     def __init__(self, kind: str, bits: int | None, scale: Array | None, name: str, shape: tuple[int, ...]):
         self.kind, self.bits = str(kind), bits
@@ -137,11 +138,12 @@ class _KvQuant:
             return
         if scale is None:
             raise ValueError(f"GroupQueryAttention with {name}_quant_type {self.kind} needs {name}_scale")
-        want = (shape[0], shape[1], 1, shape[3])
-        if np.broadcast_shapes(np.shape(scale), want) != want or (self.kind == "PER_TENSOR" and np.size(scale) != 1):
+        heads, head = shape[1], shape[3]
+        if np.size(scale) != (1 if self.kind == "PER_TENSOR" else heads * head):
             raise ValueError(f"GroupQueryAttention {name}_scale of shape {np.shape(scale)} is not one scale "
-                             f"({self.kind}) broadcast over the cache's {want[1]} heads of {want[3]} features")
-        self.scale = np.asarray(scale, dtype=_F32)
+                             f"({self.kind}) for each of the cache's {heads} heads of {head} features")
+        self.scale = np.asarray(scale, dtype=_F32).reshape(1, -1 if self.kind == "PER_TENSOR" else heads, 1,
+                                                           1 if self.kind == "PER_TENSOR" else head)
         self.dtype = np.dtype(np.int8 if bits == 8 else np.uint8)
 
     def stored_width(self, head: int) -> int:

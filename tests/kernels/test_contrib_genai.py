@@ -447,9 +447,10 @@ def test_group_query_attention_windowed_cache(window: int, capacity: int, batch:
         past = want[1], want[2]
 
 
-def _quantised_gqa(kind: str, bits: int, head: int = 16, **kw) -> tuple[bytes, dict]:
+def _quantised_gqa(kind: str, bits: int, head: int = 16, flat: bool = False, **kw) -> tuple[bytes, dict]:
     """``_gqa`` with int8 (or 4-bit packed uint8) caches of random codes, one scale (PER_TENSOR) or one
-    per KV head and feature (PER_CHANNEL), and an empty past where the prompt has none."""
+    per KV head and feature (PER_CHANNEL; ``flat``: as one vector, as the GenAI builder writes them),
+    and an empty past where the prompt has none."""
     blob, feeds = _gqa(head=head, shapes=False, k_quant_type=kind, v_quant_type=kind, kv_cache_bit_width=bits, **kw)
     model = onnx.load_from_string(blob)
     node, (batch, kv_heads) = model.graph.node[0], (feeds["q"].shape[0], 2)
@@ -461,8 +462,8 @@ def _quantised_gqa(kind: str, bits: int, head: int = 16, **kw) -> tuple[bytes, d
         low = -128 if bits == 8 else 0
         feeds[name] = RNG.integers(low, low + 256, (batch, kv_heads, capacity, head * bits // 8)).astype(code)
     for name in ("ks", "vs"):
-        feeds[name] = RNG.uniform(0.02, 0.06, (1,) if kind == "PER_TENSOR" else (1, kv_heads, 1, head)).astype(
-            np.float32)
+        shape = (1,) if kind == "PER_TENSOR" else (kv_heads * head,) if flat else (1, kv_heads, 1, head)
+        feeds[name] = RNG.uniform(0.02, 0.06, shape).astype(np.float32)
     del model.graph.input[:]
     model.graph.input.extend(_info(n, v) for n, v in feeds.items())
     for out in model.graph.output[1:3]:
@@ -522,7 +523,7 @@ def test_each_op_on_every_target(target: str) -> None:
     _exact(*_gather("uint8", (10, 20), 0, 1, 32, True), target=target)
     _close(*_rotary((2, 5, 32), np.array([3], np.int64), 4, 0, 1), target=target, rel=5e-7)
     _close(*_gqa(seq=1, past=6, seqlens=[6, 3], rotary=16), target=target)
-    _close(*_quantised_gqa("PER_CHANNEL", 4, seq=1, past=5, seqlens=[5, 3]), target=target)
+    _close(*_quantised_gqa("PER_CHANNEL", 4, flat=True, seq=1, past=5, seqlens=[5, 3]), target=target)
 
 
 @pytest.mark.parametrize("form", ["right-padded", "decode-ragged", "chunk-after-past"])
