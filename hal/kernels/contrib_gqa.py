@@ -12,7 +12,10 @@ softcap and bias, or the probabilities, 0 where a query does not look. With slid
 the past and present hold each sequence's latest L(T) positions from row 0 (the eviction rule of
 ContribOperators.md), the rows after them zeros where onnxruntime leaves its scratch. Quantised
 caches (k_quant_type = v_quant_type PER_TENSOR or PER_CHANNEL, int8 or packed int4): see
-``_KvQuant``; attention reads what the codes hold, the new tokens' included.
+``_KvQuant``; attention reads what the codes hold, the new tokens' included. With query_seqlens
+(chunked prefill at one query shape) only each entry's first query_seqlens rows are tokens,
+appended after seqlens_k + 1 - query_seqlens cached ones; the other rows' outputs are unspecified.
+Refused: the per-head Q/K norm inputs, which onnxruntime's CPU kernel refuses too.
 
 Shapes for compile-time planning come from ``hal.graph.contrib``.
 """
@@ -32,9 +35,9 @@ Array = np.ndarray
 _F32 = np.float32
 
 
-#: optional inputs past the caches' scales (per-head Q/K norms, padded query chunks), which this kernel
-#: refuses rather than ignores
-_GQA_UNSUPPORTED_INPUTS = ("q_norm_weight", "k_norm_weight", "query_seqlens")
+#: optional inputs past the caches' scales (per-head Q/K norms, which onnxruntime's CUDA and WebGPU
+#: kernels read), which this kernel refuses rather than ignores
+_GQA_UNSUPPORTED_INPUTS = ("q_norm_weight", "k_norm_weight")
 #: the KV cache quantisations onnxruntime's CPU kernel computes
 _GQA_QUANT = ("NONE", "PER_TENSOR", "PER_CHANNEL")
 
@@ -49,7 +52,7 @@ def _gqa_unsupported(attrs: dict, used_inputs: list[str], qk_out: bool) -> str |
     a non-neutral attribute of ``attrs``, a combination its schema rules out; None when it computes
     the node."""
     if used_inputs:
-        return f"GroupQueryAttention input(s) {used_inputs} (Q/K norms, padded query chunks)"
+        return f"GroupQueryAttention input(s) {used_inputs} (Q/K norms, which onnxruntime's CPU kernel refuses)"
     quant = [str(attrs.get(f"{c}_quant_type", "NONE")) for c in "kv"]
     if any(q not in _GQA_QUANT for q in quant):
         return f"GroupQueryAttention k_quant_type / v_quant_type {quant}: this kernel computes {', '.join(_GQA_QUANT)}"
@@ -74,15 +77,16 @@ def _gqa_unsupported(attrs: dict, used_inputs: list[str], qk_out: bool) -> str |
     return None
 
 
-def _full_caches(past_key: Array | None, past_value: Array | None, k: Array, v: Array, past: Array,
+def _full_caches(past_key: Array | None, past_value: Array | None, k: Array, v: Array, past: Array, fresh: Array,
                  capacity: int) -> tuple[Array, Array, Array, Array]:
-    """The present key and value caches, (B, kv heads, capacity, H): each sequence's kept past, its new
-    tokens after it, zeros after those; each row's position, (1, capacity); the rows filled, (B, capacity)."""
+    """The present key and value caches, (B, kv heads, capacity, H): each sequence's kept past, its
+    ``fresh`` new tokens after it, zeros after those; each row's position, (1, capacity); the rows
+    filled, (B, capacity)."""
     batch, heads, seq, head = k.shape
     slots = np.arange(capacity)
     new_at = slots[None, :] - past[:, None]  # (B, capacity): index into the new tokens
     from_past = slots[None, :] < past[:, None]
-    from_new = (new_at >= 0) & (new_at < seq)
+    from_new = (new_at >= 0) & (new_at < fresh[:, None])
     present = []
     for old, new in ((past_key, k), (past_value, v)):
         cache = np.zeros((batch, heads, capacity, head), dtype=k.dtype)
@@ -101,20 +105,20 @@ def _resident(tokens: Array, capacity: int, window: int) -> Array:
     return np.where(tokens <= capacity, tokens, tokens - g * -(-(tokens - capacity) // g))
 
 
-def _window_caches(past_key: Array, past_value: Array, k: Array, v: Array, past: Array,
+def _window_caches(past_key: Array, past_value: Array, k: Array, v: Array, past: Array, fresh: Array,
                    window: int) -> tuple[Array, Array, Array, Array, Array, Array]:
     """sliding_window_cache=1: the past holds each sequence's last ``_resident`` positions at rows 0...
-    The keys and values attention reads, those rows then the new tokens, (B, kv heads, K, H), and
+    The keys and values attention reads, those rows then the ``fresh`` new tokens, (B, kv heads, K, H), and
     their absolute positions (B, K), -1 past a sequence's; the present caches, the past's capacity
     long, holding the latest ``_resident`` positions from row 0, zeros after; and the rows filled."""
     seq, capacity = k.shape[2], past_key.shape[2]
-    held, kept = _resident(past, capacity, window), _resident(past + seq, capacity, window)
+    held, kept = _resident(past, capacity, window), _resident(past + fresh, capacity, window)
     rows = np.arange(int(held.max(initial=0)) + seq)
     new_at = rows[None, :] - held[:, None]  # (B, K): index into the new tokens
-    key_pos = np.where(new_at < seq, past[:, None] - held[:, None] + rows[None, :], -1)
-    from_past, from_new = (new_at < 0)[:, None, :, None], (new_at < seq)[:, None, :, None]
+    key_pos = np.where(new_at < fresh[:, None], past[:, None] - held[:, None] + rows[None, :], -1)
+    from_past, from_new = (new_at < 0)[:, None, :, None], (new_at < fresh[:, None])[:, None, :, None]
     at = np.arange(capacity)
-    keep = np.minimum((held + seq - kept)[:, None] + at[None, :], len(rows) - 1)[:, None, :, None]
+    keep = np.minimum((held + fresh - kept)[:, None] + at[None, :], len(rows) - 1)[:, None, :, None]
     stays = (at[None, :] < kept[:, None])[:, None, :, None]
     caches = []
     for old, new in ((past_key, k), (past_value, v)):
@@ -176,14 +180,15 @@ class _KvQuant:
 def _gqa_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
     """``_gqa_unsupported`` read off the node (the registry's ``refuses``), so a target refuses the
     node when it compiles and fallback can place it."""
-    return _gqa_unsupported(attrs, [n for n, i in zip(_GQA_UNSUPPORTED_INPUTS, inputs[14:]) if i],
+    return _gqa_unsupported(attrs, [n for n, i in zip(_GQA_UNSUPPORTED_INPUTS, inputs[14:16]) if i],
                             len(outputs) > 3 and bool(outputs[3]))
 
 
 @kernel("GroupQueryAttention", since=1, domain=DOMAIN, output_count=True, refuses=_gqa_refuses)
 def group_query_attention(query, key=None, value=None, past_key=None, past_value=None, seqlens_k=None,
                           total_sequence_length=None, cos_cache=None, sin_cache=None, position_ids=None,
-                          attention_bias=None, head_sink=None, k_scale=None, v_scale=None, *unsupported, num_heads,
+                          attention_bias=None, head_sink=None, k_scale=None, v_scale=None, q_norm_weight=None,
+                          k_norm_weight=None, query_seqlens=None, *, num_heads,
                           kv_num_heads, scale=0.0,
                           local_window_size=-1, do_rotary=0, rotary_interleaved=0, softcap=0.0, smooth_softmax=0,
                           causal=1, qk_output=0, sliding_window_cache=0, k_quant_type="NONE", v_quant_type="NONE",
@@ -202,7 +207,8 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
     attrs = {"causal": causal, "qk_output": qk_output, "local_window_size": local_window_size,
              "sliding_window_cache": sliding_window_cache, "k_quant_type": k_quant_type, "v_quant_type": v_quant_type,
              "kv_cache_bit_width": kv_cache_bit_width}
-    why = _gqa_unsupported(attrs, [n for n, v in zip(_GQA_UNSUPPORTED_INPUTS, unsupported) if v is not None],
+    why = _gqa_unsupported(attrs, [n for n, v in zip(_GQA_UNSUPPORTED_INPUTS, (q_norm_weight, k_norm_weight))
+                                   if v is not None],
                            _n_outputs > 3)
     if why:  # called directly: the registry's ``refuses`` keeps such a node from any compiled program
         raise ValueError(why)
@@ -260,10 +266,18 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
     cache_types = [query.dtype if c is None else c.dtype for c in (past_key, past_value)]
     past_key, past_value = quant[0].read(past_key, "key"), quant[1].read(past_value, "value")
     capacity = past_capacity if sliding_window_cache else max(total, past_capacity)
-    first_prompt = seq == total
-    if not first_prompt and seq > 1 and batch != 1:
-        raise ValueError("GroupQueryAttention: a chunk of several tokens after a past needs batch size 1")
-    past = np.zeros(batch, np.int64) if first_prompt and not sliding_window_cache else lengths - seq
+    if query_seqlens is None:  # every row of the chunk a token
+        fresh, first_prompt = np.full(batch, seq, np.int64), seq == total
+        if not first_prompt and seq > 1 and batch != 1:
+            raise ValueError("GroupQueryAttention: a chunk of several tokens after a past needs batch size 1")
+    else:  # a right-padded chunk: its first query_seqlens[b] rows are tokens, after the cached ones
+        fresh, first_prompt = np.asarray(query_seqlens).reshape(-1).astype(np.int64), False
+        if fresh.shape != (batch,) or (fresh < 0).any() or (fresh > np.minimum(seq, lengths)).any():
+            raise ValueError(f"GroupQueryAttention query_seqlens {fresh} must hold one count per batch in [0, "
+                             f"min({seq}, seqlens_k + 1 = {lengths})]")
+        if not causal or past_key is None:
+            raise ValueError("GroupQueryAttention query_seqlens needs causal=1 and past_key / past_value")
+    past = np.zeros(batch, np.int64) if first_prompt and not sliding_window_cache else lengths - fresh
     if sliding_window_cache:  # the past's rows are its sequence's latest positions, however many came before
         if past_key is None or capacity < local_window_size:
             raise ValueError(f"GroupQueryAttention with sliding_window_cache needs a past at least local_window_size "
@@ -302,9 +316,10 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
     # the keys and values attention reads, each one's position, and the present caches
     if sliding_window_cache:
         keys, values, key_pos, present_key, present_value, filled = _window_caches(past_key, past_value, k, v, past,
-                                                                                    local_window_size)
+                                                                                    fresh, local_window_size)
     else:
-        present_key, present_value, key_pos, filled = _full_caches(past_key, past_value, k, v, past, capacity)
+        present_key, present_value, key_pos, filled = _full_caches(past_key, past_value, k, v, past, fresh,
+                                                                   capacity)
         keys, values = present_key, present_value
     # a quantised cache: attention reads what its codes hold, the present is the codes
     read = np.ones((batch, keys.shape[2]), bool)

@@ -286,9 +286,10 @@ def test_rotary_embedding_refuses_a_position_past_the_caches() -> None:
 def _gqa(batch: int = 2, seq: int = 5, heads: int = 4, kv_heads: int = 2, head: int = 16, past: int = 0,
          seqlens: list[int] | None = None, total: int | None = None, packed: bool = False, rotary: int = 0,
          sink: bool = False, bias: bool = False, dtype: type = np.float32, positions: list | None = None,
-         qk: bool = False, shapes: bool = True, **attrs) -> tuple[bytes, dict]:
+         qk: bool = False, shapes: bool = True, chunk: list[int] | None = None, **attrs) -> tuple[bytes, dict]:
     """A GroupQueryAttention node and its feeds; ``qk`` wires output_qk, ``shapes=False`` declares the
-    outputs without shapes (as onnxruntime's GenAI builder writes symbolic ones)."""
+    outputs without shapes (as onnxruntime's GenAI builder writes symbolic ones), ``chunk`` feeds
+    query_seqlens (and an empty past where there is none)."""
     def f(*shape: int) -> np.ndarray:
         return RNG.standard_normal(shape).astype(dtype)
 
@@ -299,7 +300,7 @@ def _gqa(batch: int = 2, seq: int = 5, heads: int = 4, kv_heads: int = 2, head: 
         feeds = {"q": f(batch, seq, heads * head), "k": f(batch, seq, kv_heads * head),
                  "v": f(batch, seq, kv_heads * head)}
         names = ["q", "k", "v"]
-    if past:
+    if past or chunk is not None:
         feeds.update(pk=f(batch, kv_heads, past, head), pv=f(batch, kv_heads, past, head))
         names += ["pk", "pv"]
     else:
@@ -307,7 +308,7 @@ def _gqa(batch: int = 2, seq: int = 5, heads: int = 4, kv_heads: int = 2, head: 
     seqlens = [past + seq - 1] * batch if seqlens is None else seqlens
     total = max(seqlens) + 1 if total is None else total
     feeds.update(sl=np.array(seqlens, np.int32), ts=np.array(total, np.int32))
-    names += ["sl", "ts", "", "", "", "", ""]
+    names += ["sl", "ts", "", "", "", "", "", "", "", "", "", ""]
     inits = []
     if rotary:
         inits += [numpy_helper.from_array(RNG.uniform(-1, 1, (64, rotary // 2)).astype(dtype), n) for n in "cs"]
@@ -321,6 +322,9 @@ def _gqa(batch: int = 2, seq: int = 5, heads: int = 4, kv_heads: int = 2, head: 
     if sink:
         inits.append(numpy_helper.from_array(RNG.standard_normal(heads).astype(dtype), "hs"))
         names[11] = "hs"
+    if chunk is not None:
+        feeds["qs"] = np.array(chunk, np.int32)
+        names[16] = "qs"
     while not names[-1]:
         names.pop()
     cache = [batch, kv_heads, max(total, past), head]
@@ -445,6 +449,27 @@ def test_group_query_attention_windowed_cache(window: int, capacity: int, batch:
             np.testing.assert_allclose(ours[:, :, :resident(tokens)], theirs[:, :, :resident(tokens)], rtol=1e-6,
                                        atol=1e-6)
         past = want[1], want[2]
+
+
+@pytest.mark.parametrize(("chunk", "kw"), [
+    ([3, 2], {"seq": 3, "seqlens": [2, 1], "total": 3, "rotary": 16}),  # a right-padded prompt
+    ([3, 1], {"seq": 3, "past": 5, "seqlens": [6, 4], "total": 8}),  # chunks of a batch after pasts
+    ([0, 2], {"seq": 2, "past": 5, "seqlens": [4, 5], "total": 7}),  # an idle entry
+    ([2, 3], {"seq": 3, "past": 6, "seqlens": [8, 5], "total": 9, "sliding_window_cache": 1, "local_window_size": 4}),
+    ([3, 2], {"seq": 3, "past": 6, "seqlens": [8, 7], "total": 9, "softcap": 2.0, "local_window_size": 3}),
+])
+def test_group_query_attention_padded_chunks(chunk: list, kw: dict) -> None:
+    """query_seqlens (chunked prefill at one query shape): only each entry's first query_seqlens rows
+    are tokens, appended after seqlens_k + 1 - query_seqlens cached ones, a batch of chunks at once
+    (hal had refused the input). Padding rows' outputs and the cache past its tokens are unspecified."""
+    blob, feeds = _gqa(chunk=chunk, shapes=False, **kw)
+    want, got = run_as_written(blob, feeds), _hal(blob, feeds)
+    windowed = kw.get("sliding_window_cache")
+    for b, (rows, tokens) in enumerate(zip(chunk, feeds["sl"] + 1)):
+        np.testing.assert_allclose(got[0][b, :rows], want[0][b, :rows], rtol=1e-6, atol=1e-6)
+        held = min(tokens, 6) if windowed else tokens  # a window of 6 holds 6 after 8 tokens
+        for ours, theirs in zip(got[1:], want[1:]):
+            np.testing.assert_allclose(ours[b, :, :held], theirs[b, :, :held], rtol=1e-6, atol=1e-6)
 
 
 def _quantised_gqa(kind: str, bits: int, head: int = 16, flat: bool = False, **kw) -> tuple[bytes, dict]:
