@@ -145,7 +145,7 @@ def _qlinear_binary(node, a, known):
 
 
 @_stands_in("QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax", "Gelu", "FastGelu", "QuickGelu", "BiasGelu",
-            "BiasAdd", "RotaryEmbedding", "MoE", "QMoE")
+            "BiasAdd", "RotaryEmbedding", "MoE", "QMoE", "MRotaryEmbedding", "GatedRMSNorm", "GatedAdd")
 def _unary(node, a, known):
     """Ops whose output is their first input's shape and type."""
     return _same_as(node.input[0], node.output[:1]) if node.input and node.input[0] else None
@@ -234,7 +234,7 @@ def _batch_transposed(x: str, rank: int | None, trans: bool, trans_batch: bool, 
     return out, [helper.make_node("Transpose", [x], [out], perm=perm)]
 
 
-@_stands_in("FusedMatMul")
+@_stands_in("FusedMatMul", "TransposeMatMul")
 def _fused_matmul(node, a, known):
     if len(node.input) < 2:
         return None
@@ -246,6 +246,79 @@ def _fused_matmul(node, a, known):
     if left is None or right is None:
         return None
     return [*left[1], *right[1], helper.make_node("MatMul", [left[0], right[0]], [out])]
+
+
+# contrib twins of ONNX ops and small contrib ops (hal.kernels.contrib_misc)
+
+_stands_in("Trilu", "Inverse", "ScaledSiLU")(_unary)
+
+
+@_stands_in("Range")
+def _range(node, a, known):
+    """ONNX's Range, delta 1 of start's type where the node leaves it out."""
+    start, limit, delta = _ins(node, 3)
+    if not start or not limit or known.opset < 11 or start not in known.types:
+        return None
+    nodes = []
+    if not delta:
+        delta = PREFIX + node.output[0] + "_delta"
+        one = helper.make_tensor(delta, known.types[start], [], [1])
+        nodes.append(helper.make_node("Constant", [], [delta], value=one))
+    return [*nodes, helper.make_node("Range", [start, limit, delta], [node.output[0]])]
+
+
+@_stands_in("Pad")
+def _contrib_pad(node, a, known):
+    """ONNX's Pad (opset 11), pads flattened from [1, 2 x rank]; the mode does not change the shape."""
+    data, pads, value = _ins(node, 3)
+    if not data or not pads or known.opset < 11:
+        return None
+    nodes = []
+    if known.rank(pads) != 1:
+        flat = PREFIX + node.output[0] + "_pads"
+        nodes = [_ints(flat + "_shape", [-1]), helper.make_node("Reshape", [pads, flat + "_shape"], [flat])]
+        pads = flat
+    return [*nodes, helper.make_node("Pad", [data, pads, value] if value else [data, pads], [node.output[0]])]
+
+
+@_stands_in("GatherND")
+def _contrib_gather_nd(node, a, known):
+    """ONNX's GatherND (no batch axes), int32 indices cast to the int64 it takes."""
+    data, indices = _ins(node, 2)
+    if not data or not indices or known.opset < 11:
+        return None
+    nodes = []
+    if known.types.get(indices) == TensorProto.INT32:
+        cast = PREFIX + node.output[0] + "_indices"
+        nodes, indices = [helper.make_node("Cast", [indices], [cast], to=TensorProto.INT64)], cast
+    return [*nodes, helper.make_node("GatherND", [data, indices], [node.output[0]])]
+
+
+@_stands_in("GridSample")
+def _contrib_grid_sample(node, a, known):
+    """ONNX's GridSample (opset 16): (N, C, H_out, W_out)."""
+    x, grid = _ins(node, 2)
+    return [helper.make_node("GridSample", [x, grid], [node.output[0]])] if x and grid and known.opset >= 16 else None
+
+
+@_stands_in("Unique")
+def _contrib_unique(node, a, known):
+    """ONNX's Unique of the flattened input: y, inverse indices and counts (its outputs 0, 2, 3)."""
+    if not node.input or not node.input[0] or known.opset < 11:
+        return None
+    outs = [*node.output, "", ""][:3]
+    return [helper.make_node("Unique", [node.input[0]], [outs[0], "", outs[1], outs[2]])]
+
+
+@_stands_in("CDist")
+def _cdist(node, a, known):
+    """A (M, K) against B (N, K): (M, N), as A @ B^T."""
+    x, y = _ins(node, 2)
+    if not x or not y:
+        return None
+    bt = PREFIX + node.output[0] + "_bt"
+    return [helper.make_node("Transpose", [y], [bt], perm=[1, 0]),
+            helper.make_node("MatMul", [x, bt], [node.output[0]])]
 
 
 @_stands_in("SkipLayerNormalization", "SkipSimplifiedLayerNormalization")
@@ -347,7 +420,7 @@ def _matmul_integer16(node, a, known):
     return [*cast, helper.make_node("MatMul", [PREFIX + out + "_0", PREFIX + out + "_1"], [out])]
 
 
-@_stands_in("MatMulNBits")
+@_stands_in("MatMulNBits", "MatMulBnb4")
 def _matmul_nbits(node, a, known):
     """A (..., K) times B unpacked to (K, N): N and K are attributes."""
     if not node.input or "N" not in a or "K" not in a:
@@ -471,6 +544,24 @@ def _group_query_attention(node, a, known):
         return None
     width = heads * (qd[2] // (heads + 2 * kv_heads))
     return _product(q, qd[2], width, node.output[0], known.types.get(q, TensorProto.FLOAT), known) + presents
+
+
+@_stands_in("CausalConvWithState", "LinearAttentionGate", "LinearAttention")
+def _stateful(node, a, known):
+    """CausalConvWithState's output is its input's shape, LinearAttentionGate's two its ``a``'s;
+    LinearAttention's (B, T, max(q, kv heads) x value head size); a present state is its past's shape."""
+    x, _, v, past = _ins(node, 4)
+    outs = [*node.output, ""][:2]
+    if node.op_type != "LinearAttention":
+        return _same_as(x, outs if node.op_type == "LinearAttentionGate" else outs[:1]) + \
+            (_same_as(past, outs[1:]) if past and node.op_type == "CausalConvWithState" else [])
+    hq, hkv, vd = int(a.get("q_num_heads", 0)), int(a.get("kv_num_heads", 0)), known.dims.get(v)
+    if hq < 1 or hkv < 1 or not v or vd is None or len(vd) != 3 or not isinstance(vd[2], int):
+        return None
+    ps = _same_as(past, outs[1:]) if past else []
+    if hkv >= hq:
+        return _same_as(v, outs[:1]) + ps
+    return _product(v, vd[2], hq * (vd[2] // hkv), outs[0], known.types.get(x, TensorProto.FLOAT), known) + ps
 
 
 # -- checking and shadowing a model -----------------------------------------------------------------

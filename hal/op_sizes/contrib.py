@@ -3,7 +3,8 @@ their inputs hold: its fusions as the ops they fuse (a FusedConv's pads and stri
 as a Conv's), and its attention ops' scores and key/value cache, whose lengths come from the
 inputs' lengths multiplied (MultiHeadAttention) or from a fed scalar (GroupQueryAttention's
 ``total_sequence_length``: one int32 can ask for a cache of 2^31 positions a head), and the mixture
-of experts' per-expert buffers (MoE, QMoE)."""
+of experts' per-expert buffers (MoE, QMoE); and its twins of ONNX ops whose sizes come from values
+or products: Range (delta optional), CDist's (M, N) distances, CropAndResize's crop_size."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 from hal.op_sizes._read import itemsize
 from hal.op_sizes.linalg import _gemm, product_shape
 from hal.op_sizes.spatial import _conv_rule
+from hal.op_sizes.tensor import _range
 
 
 def _fused_matmul(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
@@ -100,7 +102,54 @@ def _experts(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int
     return max([tokens, rows], [tokens, hidden], [tokens, router.shape[1]], [rows, hidden], key=math.prod), 4
 
 
+def _range_either(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """ONNX's Range, or onnxruntime's, whose delta may be left out (1)."""
+    if len(args) < 3 or args[2] is None:
+        args = [*args[:2], np.ones((), np.asarray(args[0]).dtype)]
+    return _range(args, attrs)
+
+
+def _cdist(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """CDist's distances, (rows of A, rows of B)."""
+    a, b = args[0], args[1]
+    return ([a.shape[0], b.shape[0]], itemsize(a)) if a.ndim == 2 and b.ndim == 2 else None
+
+
+def _crop_and_resize(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """CropAndResize's crops, (boxes, channels, crop height, crop width): the sizes are crop_size's values."""
+    x, rois, crop = args[0], args[1], np.asarray(args[3]).reshape(-1)
+    if x.ndim != 4 or crop.size < 2:
+        return None
+    return [rois.shape[0], x.shape[1], max(int(crop[0]), 0), max(int(crop[1]), 0)], max(itemsize(x), 4)
+
+
+def _causal_conv(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """CausalConvWithState's window, (batch, channels, (kernel - 1) x dilation + length): a dilation
+    attribute asks for a state that many positions long (ONNX's op, without it: dilation 1)."""
+    x, w = args[0], args[1]
+    if x.ndim < 3 or w.ndim != 3:
+        return None
+    length, channels = (x.shape[1], math.prod(x.shape[2:])) if attrs.get("channels_last", 0) else x.shape[1:3][::-1]
+    return [x.shape[0], channels, (w.shape[2] - 1) * max(int(attrs.get("dilation", 1)), 1) + length], 4
+
+
+def _linear_state(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
+    """LinearAttention's state (batch, kv heads, query head size, value head size) or output (batch,
+    max(q, kv heads), length, value head size), the larger: ONNX's op, and onnxruntime's, whose KV
+    heads may outnumber the query and key heads."""
+    q, v = args[0], args[2] if len(args) > 2 else None
+    hq, hkv = int(attrs.get("q_num_heads") or 0), int(attrs.get("kv_num_heads") or 0)
+    if hq <= 0 or hkv <= 0 or v is None or not q.ndim == v.ndim == 3:
+        return None  # the kernel's error
+    state, out = [q.shape[0], hkv, q.shape[2] // hq, v.shape[2] // hkv], [q.shape[0], max(hq, hkv), q.shape[1],
+                                                                             v.shape[2] // hkv]
+    wide = any(getattr(a, "dtype", None) == np.float64 for a in args[:4] if a is not None)
+    return max(state, out, key=math.prod), 8 if wide else 4
+
+
 RULES: dict[str, Callable[[Sequence[Any], dict[str, Any]], tuple[list[int], int] | None]] = {
+    "CausalConvWithState": _causal_conv, "LinearAttention": _linear_state,
+    "Range": _range_either, "CDist": _cdist, "CropAndResize": _crop_and_resize, "TransposeMatMul": _fused_matmul,
     "MoE": _experts, "QMoE": _experts,
     "FusedConv": _conv_rule(1, None), "FusedGemm": _gemm, "FusedMatMul": _fused_matmul,
     "MultiHeadAttention": _multi_head_attention, "GroupQueryAttention": _group_query_attention,

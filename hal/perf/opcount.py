@@ -78,6 +78,8 @@ COSTED_AS: dict[str, str] = {
     "RotaryEmbedding": "RotaryEmbedding", "GatherBlockQuantized": "Gather", "DynamicQuantizeLSTM": "LSTM",
     "QuantizeLinear": "QuantizeLinear", "DequantizeLinear": "DequantizeLinear",
     "QEmbedLayerNormalization": "LayerNormalization", "QLinearWhere": "Where", "MatMulInteger16": "MatMulInteger",
+    "TransposeMatMul": "MatMul", "CDist": "MatMul", "MatMulBnb4": "MatMul",
+    "MRotaryEmbedding": "RotaryEmbedding", "GatedRMSNorm": "RMSNormalization", "GatedAdd": "Add",
 }
 _MS = "com.microsoft"
 
@@ -104,7 +106,7 @@ def reduced_length(a: Sequence[int], attrs: Mapping[str, Any]) -> int:
     its transposes read A (transA: the axis before, or the first where transBatchA moved it)."""
     if not a:
         return 1
-    if attrs.get("_costed_from") == "FusedMatMul" and attrs.get("transA", 0):
+    if attrs.get("_costed_from") in ("FusedMatMul", "TransposeMatMul") and attrs.get("transA", 0):
         return a[0] if attrs.get("transBatchA", 0) and len(a) > 2 else a[-2] if len(a) >= 2 else a[-1]
     return a[-1]
 
