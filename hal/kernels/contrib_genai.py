@@ -37,7 +37,7 @@ _F32 = np.float32
 _INT4 = (np.dtype(ml_dtypes.int4), np.dtype(ml_dtypes.uint4))
 
 
-def _unpack(packed: Array, bits: int) -> Array:
+def unpack_codes(packed: Array, bits: int) -> Array:
     """uint8 bytes (..., n) -> their codes (..., n * 8 / bits), low bits first, as uint8."""
     per = 8 // bits
     if per == 1:
@@ -65,7 +65,7 @@ def _nbits_weight(B: Array, scales: Array, zero_points: Array | None, g_idx: Arr
     if scales.size != N * k_blocks:
         raise ValueError(f"MatMulNBits scales must hold N x k_blocks = {N} x {k_blocks} values, got shape "
                          f"{scales.shape}")
-    codes = _unpack(B, bits).reshape(N, k_blocks * block_size)[:, :K].astype(np.int32)
+    codes = unpack_codes(B, bits).reshape(N, k_blocks * block_size)[:, :K].astype(np.int32)
     scale = np.asarray(scales).reshape(N, k_blocks).astype(_F32)
     if zero_points is None:
         zero = np.full((N, k_blocks), 1 << (bits - 1), dtype=np.int32)
@@ -74,7 +74,7 @@ def _nbits_weight(B: Array, scales: Array, zero_points: Array | None, g_idx: Arr
         if zero_points.size != N * per_row:
             raise ValueError(f"MatMulNBits packed uint8 zero_points must hold N x ceil(k_blocks x bits / 8) = "
                              f"{N} x {per_row} bytes, got shape {zero_points.shape}")
-        zero = _unpack(zero_points.reshape(N, per_row), bits)[:, :k_blocks].astype(np.int32)
+        zero = unpack_codes(zero_points.reshape(N, per_row), bits)[:, :k_blocks].astype(np.int32)
     else:
         if bits == 8:
             raise ValueError("MatMulNBits with 8-bit weights takes uint8 zero points, not float ones (as "
@@ -109,7 +109,7 @@ def matmul_nbits(A, B, scales, zero_points=None, g_idx=None, bias=None, *, K, N,
     a = A.astype(work)
     float_zero = zero.dtype != np.int32
     if accuracy_level == 4 and g_idx is None and not float_zero:
-        y = _int8_blocked_product(a.reshape(-1, K), codes - zero, scale, block_size).reshape(*A.shape[:-1], N)
+        y = int8_blocked_product(a.reshape(-1, K), codes - zero, scale, block_size).reshape(*A.shape[:-1], N)
     else:
         if float_zero:  # code x scale - zero x scale, each rounded
             w = codes.astype(_F32) * scale + (-scale * zero)
@@ -121,7 +121,7 @@ def matmul_nbits(A, B, scales, zero_points=None, g_idx=None, bias=None, *, K, N,
     return y.astype(A.dtype)
 
 
-def _int8_blocked_product(a: Array, centred: Array, scale: Array, block_size: int) -> Array:
+def int8_blocked_product(a: Array, centred: Array, scale: Array, block_size: int) -> Array:
     """accuracy_level 4: A (M, K) quantised to int8 per block along K, each block's integer dot
     product with B's centred codes (N, K), times A's block scale x B's, summed over blocks in float32."""
     m, k = a.shape
@@ -165,7 +165,7 @@ def gather_block_quantized(data, indices, scales, zero_points=None, *, gather_ax
         if g_axis != 0 or q_axis != rank - 1:
             raise ValueError("GatherBlockQuantized with uint8 data needs gather_axis 0 and quantize_axis the last "
                              f"axis, got {gather_axis} and {quantize_axis}")
-        codes = _unpack(data, bits).astype(np.int32)
+        codes = unpack_codes(data, bits).astype(np.int32)
         default_zero = 1 << (bits - 1)
     elif data.dtype in _INT4:
         if bits != 4:
@@ -189,7 +189,7 @@ def gather_block_quantized(data, indices, scales, zero_points=None, *, gather_ax
         if zero_points.shape != tuple(zp_shape):
             raise ValueError(f"GatherBlockQuantized packed zero_points must have shape {tuple(zp_shape)}, got "
                              f"{zero_points.shape}")
-        zero = _unpack(zero_points, bits)[..., :blocks].astype(np.int32)
+        zero = unpack_codes(zero_points, bits)[..., :blocks].astype(np.int32)
     else:
         if zero_points.shape != tuple(want) or zero_points.dtype != data.dtype:
             raise ValueError(f"GatherBlockQuantized zero_points must be {data.dtype} of shape {tuple(want)}, got "
@@ -232,6 +232,16 @@ def _positions(position_ids: Array, batch: int, seq: int, cache_rows: int, op: s
     return pos
 
 
+def check_rotary_inputs(op: str, input: Array, cos_cache: Array, sin_cache: Array) -> None:
+    """A rotary op's input, (B, S, hidden) or (B, N, S, H), and its cos / sin caches, 2-D of one shape."""
+    if input.ndim not in (3, 4):
+        raise ValueError(f"{op} input must be (batch, sequence, hidden) or (batch, heads, sequence, head_size), got "
+                         f"shape {input.shape}")
+    if cos_cache.ndim != 2 or cos_cache.shape != sin_cache.shape:
+        raise ValueError(f"{op} cos_cache and sin_cache must be 2-D of one shape, got {cos_cache.shape} and "
+                         f"{sin_cache.shape}")
+
+
 @kernel("RotaryEmbedding", since=1, domain=DOMAIN)
 def rotary_embedding(input, position_ids, cos_cache, sin_cache, *, interleaved=0, num_heads=0,
                      rotary_embedding_dim=0, scale=1.0, is_packed_batching=0):
@@ -240,12 +250,7 @@ def rotary_embedding(input, position_ids, cos_cache, sin_cache, *, interleaved=0
     ``rotary_embedding_dim`` a head is twice the caches' width and rotated whole; features past
     the rotary dimension pass through. ``scale`` and ``is_packed_batching`` do not change the CPU
     kernel's result (the caches come precomputed), nor this one's."""
-    if input.ndim not in (3, 4):
-        raise ValueError(f"RotaryEmbedding input must be (batch, sequence, hidden) or (batch, heads, sequence, "
-                         f"head_size), got shape {input.shape}")
-    if cos_cache.ndim != 2 or cos_cache.shape != sin_cache.shape:
-        raise ValueError(f"RotaryEmbedding cos_cache and sin_cache must be 2-D of one shape, got {cos_cache.shape} "
-                         f"and {sin_cache.shape}")
+    check_rotary_inputs("RotaryEmbedding", input, cos_cache, sin_cache)
     if rotary_embedding_dim > 0 and not num_heads:
         raise ValueError("RotaryEmbedding needs num_heads when rotary_embedding_dim is set")
     batch, seq = input.shape[0], input.shape[2 if input.ndim == 4 else 1]

@@ -28,7 +28,7 @@ import numpy as np
 
 from hal.kernels.attention import _scores, _weighted
 from hal.kernels.attention import rotary_embedding as _onnx_rotary
-from hal.kernels.contrib_genai import DOMAIN, _unpack
+from hal.kernels.contrib_genai import DOMAIN, unpack_codes
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -160,7 +160,7 @@ class _KvQuant:
         if cache.dtype != self.dtype:
             raise ValueError(f"GroupQueryAttention past_{name} of a {self.bits}-bit quantised cache must be "
                              f"{self.dtype}, got {cache.dtype}")
-        codes = cache.astype(np.int32) if self.bits == 8 else _unpack(cache, 4).astype(np.int32) - 8
+        codes = cache.astype(np.int32) if self.bits == 8 else unpack_codes(cache, 4).astype(np.int32) - 8
         return codes.astype(_F32) * self.scale
 
     def stored(self, x: Array, filled: Array) -> tuple[Array, Array]:

@@ -35,6 +35,7 @@ import math
 import numpy as np
 
 from hal.kernels.attention import rotary_embedding as _onnx_rotary
+from hal.kernels.contrib_genai import check_rotary_inputs
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -91,12 +92,7 @@ def mrotary_embedding(input, position_ids, cos_cache, sin_cache, *, mrope_sectio
                           "rotary_embedding_dim": rotary_embedding_dim}, [], [])
     if why:
         raise ValueError(why)
-    if input.ndim not in (3, 4):
-        raise ValueError(f"MRotaryEmbedding input must be (batch, sequence, hidden) or (batch, heads, sequence, "
-                         f"head_size), got shape {input.shape}")
-    if cos_cache.ndim != 2 or cos_cache.shape != sin_cache.shape:
-        raise ValueError(f"MRotaryEmbedding cos_cache and sin_cache must be 2-D of one shape, got "
-                         f"{cos_cache.shape} and {sin_cache.shape}")
+    check_rotary_inputs("MRotaryEmbedding", input, cos_cache, sin_cache)
     if input.ndim == 4:
         batch, heads, seq, head = input.shape
     else:

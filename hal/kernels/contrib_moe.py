@@ -40,7 +40,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hal.kernels.contrib_genai import _int8_blocked_product, _unpack
+from hal.kernels.contrib_genai import int8_blocked_product, unpack_codes
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -96,16 +96,21 @@ def _exp(x: Array) -> Array:
     return np.exp(x.astype(np.float64)).astype(_F32)
 
 
-def routes(router_probs: Array, tokens: int, k: int, normalize: bool, op: str = "MoE") -> tuple[Array, Array]:
-    """Each token's k experts (tokens, k), most probable first (ties to the higher index), and their
-    float32 weights: the softmax of the router's logits, over the chosen ones' sum when ``normalize``."""
+def _router_logits(op: str, router_probs: Array, tokens: int, k: int) -> Array:
+    """The router's (tokens, experts) logits in float32, checked against the tokens and k."""
     if router_probs.ndim != 2 or router_probs.shape[0] != tokens:
         raise ValueError(f"{op} router_probs must be (tokens, experts) with {tokens} token rows, got shape "
                          f"{router_probs.shape}")
-    experts = router_probs.shape[1]
-    if k > experts:
-        raise ValueError(f"{op} k must be at most the number of experts ({experts}), got {k}")
-    logits = router_probs.astype(_F32)
+    if k > router_probs.shape[1]:
+        raise ValueError(f"{op} k must be at most the number of experts ({router_probs.shape[1]}), got {k}")
+    return router_probs.astype(_F32)
+
+
+def routes(router_probs: Array, tokens: int, k: int, normalize: bool, op: str = "MoE") -> tuple[Array, Array]:
+    """Each token's k experts (tokens, k), most probable first (ties to the higher index), and their
+    float32 weights: the softmax of the router's logits, over the chosen ones' sum when ``normalize``."""
+    logits = _router_logits(op, router_probs, tokens, k)
+    experts = logits.shape[1]
     with np.errstate(over="ignore", invalid="ignore"):
         e = _exp(logits - logits.max(axis=1, keepdims=True, initial=-np.inf))
         total = np.cumsum(e, axis=1, dtype=_F32)[:, -1:] if experts else np.ones((tokens, 1), _F32)
@@ -325,20 +330,20 @@ def _quantized(name: str, w: Array, scales: Array | None, zeros: Array | None, *
     at = np.arange(cols) // width  # each column's block
 
     def weight(e: int) -> tuple[Array, Array]:  # centred codes (rows, cols) int32, each one's scale float32
-        codes = _unpack(w[e], bits).astype(np.int32)
+        codes = unpack_codes(w[e], bits).astype(np.int32)
         scale = scales[e].astype(_F32).reshape(rows, blocks)
         if zeros is None:
             zero = np.full((rows, blocks), 1 << (bits - 1), np.int32)
         elif block:
-            zero = _unpack(zeros[e], bits)[:, :blocks].astype(np.int32)
+            zero = unpack_codes(zeros[e], bits)[:, :blocks].astype(np.int32)
         else:
-            zero = _unpack(zeros[e], bits)[:rows].astype(np.int32).reshape(rows, 1)
+            zero = unpack_codes(zeros[e], bits)[:rows].astype(np.int32).reshape(rows, 1)
         return codes - zero[:, at], scale[:, at]
 
     def product(e: int, xs: Array) -> Array:
         centred, scale = weight(e)
         if int8:
-            return _int8_blocked_product(xs, centred, scale, block)
+            return int8_blocked_product(xs, centred, scale, block)
         return xs @ (centred.astype(_F32) * scale).T
 
     return product
@@ -349,13 +354,8 @@ def qmoe_routes(router_probs: Array, router_weights: Array | None, tokens: int, 
     """QMoE's routing: the k largest logits (ties to the higher index) and the softmax over just
     them; or, with ``router_weights``, their weights at the chosen experts (over their sum when
     ``normalize``)."""
-    if router_probs.ndim != 2 or router_probs.shape[0] != tokens:
-        raise ValueError(f"QMoE router_probs must be (tokens, experts) with {tokens} token rows, got shape "
-                         f"{router_probs.shape}")
-    experts = router_probs.shape[1]
-    if k > experts:
-        raise ValueError(f"QMoE k must be at most the number of experts ({experts}), got {k}")
-    logits = router_probs.astype(_F32)
+    logits = _router_logits("QMoE", router_probs, tokens, k)
+    experts = logits.shape[1]
     index = np.broadcast_to(np.arange(experts), logits.shape)
     order = np.lexsort((-index, -logits), axis=-1)[:, :k]
     if router_weights is not None:
