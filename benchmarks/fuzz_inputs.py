@@ -78,7 +78,7 @@ def some_bytes(d: Any, most: int = 64) -> bytes:
 
 def corpus(node_cases: int = 400) -> list[bytes]:
     """Serialized seed models: hand-made (bombs, control flow, external-data users, ai.onnx.ml pipelines,
-    onnxruntime's quantized, transformer and fusion contrib ops), zoo, onnx node tests."""
+    onnxruntime's quantized, transformer, fusion and hybrid-LLM contrib ops), zoo, onnx node tests."""
     import onnx
 
     from hal.zoo import build
@@ -90,7 +90,8 @@ def corpus(node_cases: int = 400) -> list[bytes]:
     seeds: list[onnx.ModelProto] = [rm.relu_model(), rm.mlp_model(), rm.elementwise_model(), rm.matmul_with_weight(),
                                     rm.static_bomb_model(), rm.constant_bomb_model(), rm.runaway_loop_model(),
                                     rm.sparse_constant_bomb_model(), rm.local_function_model(), build("tiny-cnn"),
-                                    cm.quantized_contrib_model(), cm.transformer_contrib_model()]
+                                    cm.quantized_contrib_model(), cm.transformer_contrib_model(),
+                                    cm.hybrid_contrib_model()]
     seeds += [m for m, _, _ in rm.bomb_models().values()] + rm.ml_models()
     out = [m.SerializeToString() for m in seeds]
     if node_cases <= 0:

@@ -1,5 +1,6 @@
-"""onnxruntime's transformer, GenAI and fusion contrib ops together in one graph (the fuzzer's
-``transformer_contrib_model``): every target runs it as onnxruntime runs it, and with its declared
+"""onnxruntime's transformer, GenAI and fusion contrib ops together in one graph, and its hybrid LLM
+ops and contrib twins of ONNX ops in another (the fuzzer's ``transformer_contrib_model`` and
+``hybrid_contrib_model``): every target runs them as onnxruntime runs them, and with their declared
 shapes stripped every value still gets one (``hal.graph.contrib``), GroupQueryAttention's present
 key and value aside (sized by a fed total length)."""
 
@@ -46,3 +47,18 @@ def test_every_value_gets_a_shape() -> None:
     unknown = {o for n in graph.nodes for o in n.outputs
                if o and (o not in graph.values or graph.values[o].static_shape is None)}
     assert unknown == {"pk", "pv"}  # sized by a fed total length (a windowed cache's are its past's)
+
+
+@pytest.mark.parametrize("target", [t.name for t in hal.targets()])
+def test_the_hybrid_model_runs_as_onnxruntime_on_every_target_and_every_value_gets_a_shape(target: str) -> None:
+    model = cm.hybrid_contrib_model()
+    rng = np.random.default_rng(1)
+    feeds = {"x": rng.standard_normal((2, 4, 16)).astype(np.float32), "pos": rng.integers(0, 24, (3, 2, 4)),
+             "gate_a": rng.standard_normal((2, 4, 2)).astype(np.float32),
+             "gate_b": rng.standard_normal((2, 4, 2)).astype(np.float32)}
+    (want,), (got,) = run_as_written(model.SerializeToString(), feeds), hal.InferenceSession(
+        model, target=target, cache_dir=False).run(None, feeds)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(want))))
+    del model.graph.value_info[:]
+    graph = load(model.SerializeToString())
+    assert all(graph.values[o].static_shape is not None for n in graph.nodes for o in n.outputs if o)

@@ -1,5 +1,6 @@
 """Models of onnxruntime's contrib ops (domain com.microsoft) for the fuzzer's corpus and the tests:
-its quantized QOperator ops in one CNN, and its transformer, GenAI and fusion ops in one graph."""
+its quantized QOperator ops in one CNN, its transformer, GenAI and fusion ops in one graph, and its
+hybrid LLM ops with contrib twins of ONNX ops in another."""
 
 from __future__ import annotations
 
@@ -109,5 +110,45 @@ def transformer_contrib_model() -> onnx.ModelProto:
     inputs = [vi("ids", TensorProto.INT32, [2, 4]), vi("segs", TensorProto.INT32, [2, 4]),
               vi("mask", TensorProto.INT32, [2, 4]), vi("posids", I64, [2, 4]), vi("img", F, [1, 3, 6, 6])]
     graph = helper.make_graph(nodes, "transformer_contrib", inputs, [vi("y", F, [2, 4, 16]), vi("y2", F, [1, 3])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)])
+
+
+def hybrid_contrib_model() -> onnx.ModelProto:
+    """onnxruntime's hybrid and multimodal LLM ops (``hal.kernels.contrib_hybrid``) and contrib twins of
+    ONNX ops (``contrib_misc``) in one small graph: MRotaryEmbedding, CausalConvWithState,
+    LinearAttentionGate, LinearAttention (gated delta rule), GatedRMSNorm, GatedAdd, TransposeMatMul,
+    Trilu and Pad. For the fuzzer's corpus."""
+    ms = "com.microsoft"
+    rng = np.random.default_rng(12)
+
+    def f32(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+    consts = {"cos": np.cos(np.outer(np.arange(24), [1.0, 0.3, 0.1, 0.03])).astype(np.float32),
+              "sin": np.sin(np.outer(np.arange(24), [1.0, 0.3, 0.1, 0.03])).astype(np.float32),
+              "cw": f32(16, 1, 3), "cb": f32(16), "cpast": f32(2, 2, 16), "dt": f32(2),
+              "dscale": -np.ones(2, np.float32), "lpast": f32(2, 2, 8, 8), "nscale": f32(16) + 1, "wt": f32(16, 16),
+              "pads": np.array([0, 0, 0, 0, 0, 1])}
+
+    def c(op: str, ins: list[str], outs: list[str], **attrs: Any) -> onnx.NodeProto:
+        return helper.make_node(op, ins, outs, domain=ms, **attrs)
+
+    nodes = [
+        c("MRotaryEmbedding", ["x", "pos", "cos", "sin"], ["rot"], num_heads=2, mrope_section=[2, 1, 1]),
+        c("CausalConvWithState", ["rot", "cw", "cb", "cpast"], ["conv", "cpresent"], channels_last=1,
+          activation="silu"),
+        c("LinearAttentionGate", ["gate_a", "dt", "dscale", "gate_b"], ["decay", "beta"]),
+        c("LinearAttention", ["conv", "conv", "rot", "lpast", "decay", "beta"], ["att", "lpresent"], q_num_heads=2,
+          kv_num_heads=2, update_rule="gated_delta"),
+        c("GatedRMSNorm", ["att", "nscale", "x"], ["norm"]),
+        helper.make_node("ReduceMean", ["rot"], ["row"], axes=[-1]),
+        c("GatedAdd", ["norm", "x", "row"], ["gadd"]),
+        c("TransposeMatMul", ["gadd", "wt"], ["tm"], transB=1, alpha=0.5),
+        c("Trilu", ["tm"], ["tri"], upper=0),
+        c("Pad", ["tri", "pads"], ["y"]),
+    ]
+    inputs = [vi("x", F, [2, 4, 16]), vi("pos", I64, [3, 2, 4]), vi("gate_a", F, [2, 4, 2]), vi("gate_b", F, [2, 4, 2])]
+    graph = helper.make_graph(nodes, "hybrid_contrib", inputs, [vi("y", F, [2, 4, 17])],
                               [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)])
