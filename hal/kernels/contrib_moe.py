@@ -319,7 +319,7 @@ def _quantized(name: str, w: Array, scales: Array | None, zeros: Array | None, *
                          f"({bits}-bit codes of a ({rows}, {cols}) matrix an expert), got {w.dtype} {tuple(w.shape)}")
     if scales is None:
         raise ValueError(f"QMoE needs {name}_scales for integer quantization")
-    blocks = cols // block if block else 1
+    blocks = -(-cols // block) if block else 1  # a last block of the rest, as onnxruntime takes it
     check_shape("QMoE", f"{name}_scales", scales, (experts, rows, blocks) if block else (experts, rows))
     if zeros is not None:
         zp = (experts, rows, -(-blocks * bits // 8)) if block else (experts, -(-rows * bits // 8))
@@ -384,7 +384,9 @@ def qmoe(input, router_probs, fc1_experts_weights, fc1_scales=None, fc1_experts_
     the module docstring) over weights dequantised as MatMulNBits' (codes low bits first, (code -
     zero point) x scale), per row or per block of ``block_size`` along K; the router's top-k logits
     softmaxed among themselves (or ``router_weights`` mixing). Projections of 8-bit blocks, or 4-bit
-    ones at ``accuracy_level`` 4, quantise their input to int8 per block, as MatMulNBits' level 4."""
+    ones at ``accuracy_level`` 4, quantise their input to int8 per block, as MatMulNBits' level 4;
+    a projection whose K is not a whole number of blocks (its rest one last block, which the schema
+    rules out and onnxruntime takes) dequantises and multiplies in float32."""
     act = _text(activation_type)
     attrs = {"activation_type": act, "k": k, "use_sparse_mixer": use_sparse_mixer, "swiglu_fusion": swiglu_fusion,
              "swiglu_limit_after_activation": swiglu_limit_after_activation, "expert_weight_bits": expert_weight_bits,
@@ -410,14 +412,13 @@ def qmoe(input, router_probs, fc1_experts_weights, fc1_scales=None, fc1_experts_
         raise ValueError("QMoE fc1 / fc2 expert weights must be 3-D (experts, rows, packed columns)")
     inter = fc2_experts_weights.shape[2] * 8 // bits[2]
     rows1 = 2 * inter if fused else inter
-    if block_size and (hidden % block_size or inter % block_size):
-        raise ValueError(f"QMoE block_size {block_size} must divide hidden_size {hidden} and inter_size {inter}")
     level4 = int(accuracy_level) == 4
 
     def projection(j: int, w, s, z, rows: int, cols: int) -> Product | None:
         if w is None:
             return None
-        int8 = bool(block_size) and (bits[j] == 8 or (bits[j] == 4 and level4))
+        # (a row of columns not a whole number of blocks: onnxruntime dequantises and multiplies in float32)
+        int8 = bool(block_size) and not cols % block_size and (bits[j] == 8 or (bits[j] == 4 and level4))
         return _quantized(f"fc{j}", w, s, z, experts=experts, rows=rows, cols=cols, bits=bits[j],
                           block=int(block_size), int8=int8)
 

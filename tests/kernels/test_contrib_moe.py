@@ -306,10 +306,11 @@ def _qmoe(tokens=(5,), hidden=32, inter=32, experts=4, *, bits=4, block=0, zeros
     shapes = {"fc1": (rows, hidden), "fc2": (hidden, inter), **({"fc3": (inter, hidden)} if fc3 else {})}
     for name, (r, c) in shapes.items():
         a[name] = _codes(rng, experts, r, c, bits)
-        blocks = (r, c // block) if block else (r,)
+        count = -(-c // block) if block else 0  # blocks along a row, the last one perhaps partial
+        blocks = (r, count) if block else (r,)
         a[f"{name}_scales"] = rng.uniform(0.2, 1.0, (experts, *blocks)).astype(dtype) * dtype(scale)
         if zeros:
-            shape = (r, -(-(c // block) * bits // 8)) if block else (-(-r * bits // 8),)
+            shape = (r, -(-count * bits // 8)) if block else (-(-r * bits // 8),)
             a[f"{name}_zero_points"] = rng.integers(0, 256, (experts, *shape)).astype(np.uint8)
         if bias:
             a[f"{name}_bias"] = rng.standard_normal((experts, hidden if name == "fc2" else r)).astype(dtype)
@@ -335,6 +336,15 @@ def test_qmoe_accuracy_level(bits: int, block: int, level: int) -> None:
     """accuracy_level 4 quantises the input of 4-bit blocks to int8 (as MatMulNBits'); other widths,
     levels and column-wise scales multiply in float32."""
     _as_ort(*_model("QMoE", *_qmoe(bits=bits, block=block, zeros=True, accuracy_level=level)))
+
+
+@pytest.mark.parametrize("zeros", [False, True])
+@pytest.mark.parametrize(("bits", "level"), [(4, 0), (4, 4), (8, 0)])
+def test_qmoe_a_last_partial_block(bits: int, level: int, zeros: bool) -> None:
+    """block_size not dividing a projection's columns (the GenAI builder's qwen3.5-moe with
+    qmoe_block_size=64 over 32 intermediate features): the rest is one last block, and onnxruntime
+    dequantises that projection and multiplies in float32 at every accuracy level (hal had refused it)."""
+    _as_ort(*_model("QMoE", *_qmoe(inter=24, bits=bits, block=16, zeros=zeros, bias=True, accuracy_level=level)))
 
 
 @pytest.mark.parametrize("k", [1, 2, 4])
