@@ -50,13 +50,22 @@ DATA_DEPENDENT = {
     "StringSplit": "the number of substrings depends on the strings",
     "ImageDecoder": "its output is the image's size, read from the encoded stream's header",
 }
-#: inputs that size nothing but whose zeros the kernel would refuse, and what stands in for them:
-#: GroupQueryAttention's seqlens_k (zeros would put a chunk of several tokens before an empty past)
-#: as full sequences of the total length, once that is known
-_STAND_INS = {
-    "GroupQueryAttention": (5, 6, lambda seqlens, total: np.full(seqlens.shape, np.asarray(total).reshape(-1)[0] - 1,
-                                                                 seqlens.dtype)),
-}
+
+
+def _gqa_stand_ins(args: list[Any], unknown: set[int]) -> None:
+    """GroupQueryAttention's seqlens_k and query_seqlens size nothing, but their zeros would put a chunk
+    before an empty past: once total_sequence_length is known, every sequence that long and every
+    row of the chunk a token."""
+    if 6 in unknown or len(args) < 7 or args[6] is None or not np.size(args[6]):
+        return
+    if 5 in unknown and args[5] is not None:
+        args[5] = np.full(args[5].shape, int(np.asarray(args[6]).reshape(-1)[0]) - 1, args[5].dtype)
+    if 16 in unknown and len(args) > 16 and args[16] is not None and np.ndim(args[0]) == 3:
+        args[16] = np.full(args[16].shape, args[0].shape[1], args[16].dtype)
+
+
+#: ops with inputs that size nothing but whose zeros their kernel would refuse: what stands in for them
+_STAND_INS = {"GroupQueryAttention": _gqa_stand_ins}
 #: values larger than this are not evaluated at compile time (shape arithmetic is tiny)
 _KNOWN_LIMIT = 1 << 16
 #: graph inputs up to this many elements are read by the host before a run (trip counts, axes, pads)
@@ -405,12 +414,8 @@ def _evaluate(node: Node, graph: Graph, values: dict[str, TensorInfo], known: di
                         hint="pass max_memory=<bytes> if this is intended, or check the input shapes")
             return None
         args.append(v)
-    stand_in = _STAND_INS.get(node.op_type)
-    if stand_in is not None:
-        at, given, fill = stand_in
-        if len(args) > max(at, given) and node.inputs[at] not in known and node.inputs[given] in known \
-                and args[at] is not None and np.size(args[given]):
-            args[at] = fill(args[at], args[given])
+    if node.op_type in _STAND_INS:
+        _STAND_INS[node.op_type](args, {p for p, i in enumerate(node.inputs) if i and i not in known})
     if control:
         try:
             limits.check_deadline(f"node {node.name!r}")

@@ -458,12 +458,14 @@ def test_group_query_attention_windowed_cache(window: int, capacity: int, batch:
     ([2, 3], {"seq": 3, "past": 6, "seqlens": [8, 5], "total": 9, "sliding_window_cache": 1, "local_window_size": 4}),
     ([3, 2], {"seq": 3, "past": 6, "seqlens": [8, 7], "total": 9, "softcap": 2.0, "local_window_size": 3}),
 ])
-def test_group_query_attention_padded_chunks(chunk: list, kw: dict) -> None:
+@pytest.mark.parametrize("target", TARGETS)
+def test_group_query_attention_padded_chunks(chunk: list, kw: dict, target: str) -> None:
     """query_seqlens (chunked prefill at one query shape): only each entry's first query_seqlens rows
     are tokens, appended after seqlens_k + 1 - query_seqlens cached ones, a batch of chunks at once
-    (hal had refused the input). Padding rows' outputs and the cache past its tokens are unspecified."""
+    (hal had refused the input). Padding rows' outputs and the cache past its tokens are unspecified.
+    The LPU sizes the node with every row a token standing in for the fed counts."""
     blob, feeds = _gqa(chunk=chunk, shapes=False, **kw)
-    want, got = run_as_written(blob, feeds), _hal(blob, feeds)
+    want, got = run_as_written(blob, feeds), _hal(blob, feeds, target)
     windowed = kw.get("sliding_window_cache")
     for b, (rows, tokens) in enumerate(zip(chunk, feeds["sl"] + 1)):
         np.testing.assert_allclose(got[0][b, :rows], want[0][b, :rows], rtol=1e-6, atol=1e-6)
