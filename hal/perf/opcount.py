@@ -329,7 +329,26 @@ def experts_flops(node: Node, graph: Graph) -> float:
     return 2.0 * tokens * max(1, int(node.attrs.get("k", 1))) * per_token
 
 
+def linear_attention_flops(node: Node, graph: Graph) -> float:
+    """LinearAttention (onnx's and onnxruntime's): each token and head reads its (key head x value
+    head) state into its output and writes k^T v into it (2 FLOPs a multiply-add each); the delta
+    rules also read k's row of the state, the gated ones decay it."""
+    q, v = shape(graph, node.inputs[0]), shape(graph, node.inputs[2]) if len(node.inputs) > 2 else ()
+    hq, hkv = int(node.attrs.get("q_num_heads", 0)), int(node.attrs.get("kv_num_heads", 0))
+    if len(q) != 3 or len(v) != 3 or hq < 1 or hkv < 1:
+        return 0.0
+    rule = str(node.attrs.get("update_rule", "linear"))
+    per = 4.0 + 2.0 * ("delta" in rule) + 1.0 * ("gated" in rule)
+    return per * q[0] * q[1] * max(hq, hkv) * (q[2] // hq) * (v[2] // hkv)
+
+
 def node_flops(node: Node, graph: Graph) -> float:
+    if node.op_type == "LinearAttention" and node.domain in ("", _MS):
+        return linear_attention_flops(node, graph)
+    if node.op_type == "CausalConvWithState" and node.domain == _MS and len(node.inputs) > 1:
+        w = shape(graph, node.inputs[1])  # a depthwise window over the state and the input
+        out = _numel(shape(graph, node.outputs[0])) if node.outputs and node.outputs[0] else 0
+        return 2.0 * out * (w[-1] if w else 1)
     if (node.domain, node.op_type) in ATTENTION_OPS:
         return attention_flops(node, graph)
     if (node.domain, node.op_type) in EXPERT_OPS:

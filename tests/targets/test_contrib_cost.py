@@ -300,3 +300,26 @@ def test_a_saved_projection_through_gemm_is_a_matmul_again(tmp_path) -> None:
     (got,) = hal.InferenceSession(saved, target="cpu", cache_dir=False).run(None, feeds)
     (want,) = hal.InferenceSession(str(source), target="cpu", cache_dir=False).run(None, feeds)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(("rule", "per"), [("linear", 4), ("gated", 5), ("delta", 6), ("gated_delta", 7)])
+def test_linear_attention_and_causal_convolution_are_costed_by_their_state(rule: str, per: int) -> None:
+    """LinearAttention reads and writes its (key head x value head) state every token and head (hal
+    had counted it as one FLOP an output element); CausalConvWithState multiplies a window a channel."""
+    ms = [("q", [2, 5, 32]), ("k", [2, 5, 32]), ("v", [2, 5, 64]), ("g", [2, 5, 4]), ("b", [2, 5, 4])]
+    names = ["q", "k", "v", "", "g" if "gated" in rule else "", "b" if "delta" in rule else ""]
+    while not names[-1]:
+        names.pop()
+    att = helper.make_node("LinearAttention", names, ["o"], domain=MS, q_num_heads=4, kv_num_heads=4,
+                           update_rule=rule)
+    conv = helper.make_node("CausalConvWithState", ["x", "w"], ["c"], domain=MS)
+    graph = helper.make_graph([att, conv], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in ms]
+                              + [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 10])],
+                              [helper.make_tensor_value_info("o", TensorProto.FLOAT, [2, 5, 64]),
+                               helper.make_tensor_value_info("c", TensorProto.FLOAT, [2, 6, 10])],
+                              [numpy_helper.from_array(np.ones((6, 1, 3), np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(MS, 1)])
+    # 2 batches x 5 tokens x 4 heads x (8 x 16) state; 2 x 6 x 10 outputs x a window of 3
+    assert _flops(model) == per * 2 * 5 * 4 * 8 * 16 + 2 * (2 * 6 * 10) * 3
+    for target in TARGETS:
+        assert _latency(model, target) > 0
