@@ -43,7 +43,7 @@ DOMAIN = "com.microsoft"
 _F32 = np.float32
 
 
-def _work(*arrays: Array | None) -> Array:
+def _work(*arrays: Array | None) -> list[Array | None]:
     return [None if a is None else np.asarray(a).astype(_F32) for a in arrays]
 
 
