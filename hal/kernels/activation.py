@@ -128,6 +128,13 @@ def shrink(x: Array, bias: float = 0.0, lambd: float = 0.5) -> Array:
 
 # ---- smooth gates -------------------------------------------------------------------------------
 
+def expf(x: Array) -> Array:
+    """float32 exp correctly rounded, as the C library's expf that onnxruntime's CPU kernels call (numpy's
+    own float32 exp is within an ulp, not exact): through float64, rounded once."""
+    with np.errstate(over="ignore"):
+        return np.exp(np.asarray(x).astype(np.float64)).astype(np.float32)
+
+
 def _sigmoid(x: Array) -> Array:
     # exp(-x) overflows to inf for very negative x and 1 / (1 + inf) is the right 0
     with np.errstate(over="ignore"):

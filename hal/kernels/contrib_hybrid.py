@@ -34,6 +34,7 @@ import math
 
 import numpy as np
 
+from hal.kernels.activation import expf
 from hal.kernels.attention import rotary_embedding as _onnx_rotary
 from hal.kernels.contrib_genai import check_rotary_inputs
 from hal.kernels.registry import kernel
@@ -50,10 +51,6 @@ def _work(*arrays: Array | None) -> list[Array | None]:
 def _sigmoid(x: Array) -> Array:
     with np.errstate(over="ignore"):
         return (_F32(1) / (_F32(1) + np.exp(-x))).astype(_F32)
-
-
-def _text(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 # --- MRotaryEmbedding ------------------------------------------------------------------------------
@@ -140,7 +137,7 @@ def _conv_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | N
                 f"(the others are its CUDA kernel's)")
     if len(outputs) > 2 and outputs[2]:
         return "CausalConvWithState state_update output: onnxruntime's CUDA kernel's only"
-    if _text(attrs.get("activation", "none")) not in ("none", "silu", "swish"):
+    if str(attrs.get("activation", "none")) not in ("none", "silu", "swish"):
         return f"CausalConvWithState activation must be none, silu or swish, got {attrs['activation']!r}"
     if attrs.get("dilation", 1) < 1:
         return f"CausalConvWithState dilation must be at least 1, got {attrs['dilation']}"
@@ -190,9 +187,8 @@ def causal_conv_with_state(input, weight, bias=None, past_state=None, *, activat
     acc = np.repeat(acc[..., None], length, axis=2)
     for tap in range(k):  # in tap order, each product rounded, as the CPU kernel sums
         acc = acc + w[:, tap, None] * window[:, :, tap * dilation:tap * dilation + length]
-    if _text(activation) in ("silu", "swish"):  # e^-x rounded once to float32, as the C library's expf
-        with np.errstate(over="ignore"):
-            acc = acc / (_F32(1) + np.exp(-acc.astype(np.float64)).astype(_F32))
+    if str(activation) in ("silu", "swish"):  # e^-x rounded once to float32, as the C library's expf
+        acc = acc / (_F32(1) + expf(-acc))
     present = window[:, :, window.shape[2] - pad:]
     if channels_last:
         acc = acc.transpose(0, 2, 1).reshape(input.shape)
@@ -207,7 +203,7 @@ _RULES = ("linear", "gated", "delta", "gated_delta")
 
 
 def _linear_attention_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
-    rule = _text(attrs.get("update_rule", "gated_delta"))
+    rule = str(attrs.get("update_rule", "gated_delta"))
     if rule not in _RULES:
         return f"LinearAttention update_rule must be one of {_RULES}, got {rule!r}"
     if attrs.get("q_num_heads", 0) <= 0 or attrs.get("kv_num_heads", 0) <= 0:
@@ -229,7 +225,7 @@ def linear_attention(query, key=None, value=None, past_state=None, decay=None, b
                      kv_num_heads, update_rule="gated_delta", scale=0.0, chunk_size=64, state_window=0):
     """onnxruntime's LinearAttention (see the module docstring): query (B, T, Hq x dk), key (B, T, Hk x dk),
     value (B, T, Hkv x dv), past_state (B, Hkv, dk, dv); (output (B, T, max(Hq, Hkv) x dv), present_state)."""
-    rule = _text(update_rule)
+    rule = str(update_rule)
     why = _linear_attention_refuses({"update_rule": rule, "q_num_heads": q_num_heads, "kv_num_heads": kv_num_heads,
                                      "state_window": state_window},
                                     ["q", "" if key is None else "k", "" if value is None else "v", "",
@@ -322,7 +318,7 @@ def linear_attention_gate(a, dt_bias, decay_scale, b=None, *, _n_outputs=1):
 
 
 def _norm_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
-    act = _text(attrs.get("activation", "silu"))
+    act = str(attrs.get("activation", "silu"))
     return None if act in ("silu", "swish", "sigmoid") else \
         f"GatedRMSNorm activation must be silu, swish or sigmoid, got {act!r}"
 
@@ -343,7 +339,7 @@ def gated_rms_norm(X, scale, gate, *, activation="silu", epsilon=1e-5):
     mean = (np.einsum("ij,ij->i", rows, rows) / _F32(width)).astype(_F32)
     inverse = (_F32(1) / np.sqrt(mean + _F32(epsilon))).astype(_F32)
     normed = (rows * inverse[:, None] * w).reshape(X.shape)
-    act = z * _sigmoid(z) if _text(activation) in ("silu", "swish") else _sigmoid(z)
+    act = z * _sigmoid(z) if str(activation) in ("silu", "swish") else _sigmoid(z)
     return (normed * act).astype(X.dtype)
 
 

@@ -45,6 +45,7 @@ import math
 
 import numpy as np
 
+from hal.kernels.activation import expf
 from hal.kernels.contrib_fused import fused_matmul
 from hal.kernels.image import grid_sample
 from hal.kernels.indexing import gather_nd
@@ -56,13 +57,9 @@ DOMAIN = "com.microsoft"
 _F32 = np.float32
 
 
-def _text(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 def _one_of(op: str, name: str, allowed: tuple[str, ...], default: str):
     def refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
-        got = _text(attrs.get(name, default))
+        got = str(attrs.get(name, default))
         if got not in allowed:
             return f"{op} {name} {got!r}: onnxruntime's CPU kernel takes {', '.join(allowed)}"
         return None
@@ -120,7 +117,7 @@ _PAD_MODES = ("constant", "reflect", "edge", "wrap")
 
 @kernel("Pad", since=1, domain=DOMAIN, refuses=_one_of("Pad", "mode", _PAD_MODES, "constant"))
 def pad(data, pads, value=None, mode="constant"):
-    mode = _text(mode)
+    mode = str(mode)
     p = pads.astype(np.int64).reshape(-1)
     if pads.ndim not in (1, 2) or (pads.ndim == 2 and pads.shape[0] != 1) or p.size != 2 * data.ndim:
         raise ValueError(f"Pad pads must be [2 x rank] or [1, 2 x rank] ({2 * data.ndim} values for a rank-"
@@ -178,7 +175,7 @@ def grid_sample_contrib(X, Grid, align_corners=0, mode="bilinear", padding_mode=
                          f"{X.shape} and Grid {Grid.shape}")
     wide = X.dtype.itemsize < 4 or Grid.dtype.itemsize < 4  # onnxruntime's float kernel, through casts
     y = grid_sample(X.astype(_F32) if wide else X, Grid.astype(_F32) if wide else Grid, align_corners=align_corners,
-                    mode=_text(mode), padding_mode=_text(padding_mode))
+                    mode=str(mode), padding_mode=str(padding_mode))
     return y.astype(X.dtype)
 
 
@@ -249,7 +246,7 @@ def cdist(A, B, metric="sqeuclidean"):
     a_ss = np.einsum("ij,ij->i", A, A)
     b_ss = np.einsum("ij,ij->i", B, B)
     c = np.abs((t(-2) * (A @ B.T) + a_ss[:, None]) + b_ss[None, :])
-    return np.sqrt(c) if _text(metric) == "euclidean" else c
+    return np.sqrt(c) if str(metric) == "euclidean" else c
 
 
 # --- CropAndResize ----------------------------------------------------------------------------------
@@ -296,7 +293,7 @@ def crop_and_resize(X, rois, batch_indices, crop_size, extrapolation_value=0.0, 
     img = X.astype(_F32)[batch_indices.astype(np.intp)]  # (rois, C, H, W)
     rows = np.arange(r.shape[0])[:, None, None]
     yc, xc = np.clip(ys, 0, height - 1), np.clip(xs, 0, width - 1)
-    if _text(mode) == "nearest":
+    if str(mode) == "nearest":
         yi = _round_half_away(yc)[:, :, None]
         xi = _round_half_away(xc)[:, None, :]
         out = np.moveaxis(img, 1, -1)[rows, yi, xi]  # (rois, ch, cw, C)
@@ -324,7 +321,7 @@ def scaled_silu(X, scale=None, alpha=1.0):
     t = X.dtype
     z = (X.astype(_F32) * s).astype(t).astype(_F32)
     with np.errstate(over="ignore"):
-        e = np.exp(-np.abs(z).astype(np.float64)).astype(_F32)  # expf, correctly rounded
+        e = expf(-np.abs(z))
         sig = np.where(z >= 0, _F32(1) / (_F32(1) + e), e / (_F32(1) + e))
     sig = sig.astype(t).astype(_F32)
     return (z * sig).astype(t)

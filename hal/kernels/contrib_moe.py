@@ -40,6 +40,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from hal.kernels.activation import expf
 from hal.kernels.contrib_genai import int8_blocked_product, unpack_codes
 from hal.kernels.registry import kernel
 
@@ -52,14 +53,10 @@ ACTIVATIONS = ("relu", "gelu", "silu", "identity", "swiglu")
 _GELU_C, _GELU_A = _F32(0.7978845608), _F32(0.044715)
 
 
-def _text(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 def moe_unsupported(op: str, attrs: dict, has_fc3: bool, has_fc3_bias: bool) -> str | None:
     """What of (Q)MoE's attributes this kernel does not compute, or onnxruntime refuses; None when
     it computes the node."""
-    act = _text(attrs.get("activation_type", "relu"))
+    act = str(attrs.get("activation_type", "relu"))
     if act not in ACTIVATIONS:
         return (f"{op} activation_type {act!r}: onnxruntime's CPU kernel computes {', '.join(ACTIVATIONS)} "
                 f"(geglu and relu2 are its CUDA kernel's)")
@@ -91,11 +88,6 @@ def _moe_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | No
 # --- routing and mixing -----------------------------------------------------------------------------
 
 
-def _exp(x: Array) -> Array:
-    """float32 exp correctly rounded (as the C library's expf), which numpy's own float32 exp is not."""
-    return np.exp(x.astype(np.float64)).astype(_F32)
-
-
 def _router_logits(op: str, router_probs: Array, tokens: int, k: int) -> Array:
     """The router's (tokens, experts) logits in float32, checked against the tokens and k."""
     if router_probs.ndim != 2 or router_probs.shape[0] != tokens:
@@ -112,7 +104,7 @@ def routes(router_probs: Array, tokens: int, k: int, normalize: bool, op: str = 
     logits = _router_logits(op, router_probs, tokens, k)
     experts = logits.shape[1]
     with np.errstate(over="ignore", invalid="ignore"):
-        e = _exp(logits - logits.max(axis=1, keepdims=True, initial=-np.inf))
+        e = expf(logits - logits.max(axis=1, keepdims=True, initial=-np.inf))
         total = np.cumsum(e, axis=1, dtype=_F32)[:, -1:] if experts else np.ones((tokens, 1), _F32)
         probs = e * (_F32(1) / total)
     index = np.broadcast_to(np.arange(experts), probs.shape)
@@ -224,7 +216,7 @@ def moe(input, router_probs, fc1_experts_weights, fc1_experts_bias=None, fc2_exp
         activation_beta=0.0, swiglu_limit_after_activation=0):
     """onnxruntime's MoE (see the module docstring): each token through its top-k experts' FC1,
     activation and FC2, mixed by its routing weights; the output has the input's shape and type."""
-    act = _text(activation_type)
+    act = str(activation_type)
     attrs = {"activation_type": act, "k": k, "use_sparse_mixer": use_sparse_mixer, "swiglu_fusion": swiglu_fusion,
              "swiglu_limit_after_activation": swiglu_limit_after_activation}
     why = moe_unsupported("MoE", attrs, fc3_experts_weights is not None, fc3_experts_bias is not None)
@@ -286,7 +278,7 @@ def qmoe_unsupported(attrs: dict, inputs: list[str]) -> str | None:
     why = moe_unsupported("QMoE", attrs, bool(ins[8]), bool(ins[10]))
     if why:
         return why
-    quant = _text(attrs.get("quant_type", "int"))
+    quant = str(attrs.get("quant_type", "int"))
     if quant != "int":
         return f"QMoE quant_type {quant!r}: this kernel computes integer quantization ('int')"
     bits = {j: _bits(attrs, j) for j in (1, 2, 3)}
@@ -296,7 +288,7 @@ def qmoe_unsupported(attrs: dict, inputs: list[str]) -> str | None:
     if int(attrs.get("weights_prepacked", -1)) not in (-1, 0):
         return ("QMoE weights_prepacked=1 (an execution provider's own layout): this kernel reads raw [E, N, K/pack] "
                 "bytes")
-    if fused_swiglu := (_text(attrs.get("activation_type", "relu")) == "swiglu" and attrs.get("swiglu_fusion", 0)):
+    if fused_swiglu := (str(attrs.get("activation_type", "relu")) == "swiglu" and attrs.get("swiglu_fusion", 0)):
         if bits[1] != bits[3]:
             return f"QMoE fused swiglu (swiglu_fusion={fused_swiglu}) needs FC3's bits equal to FC1's"
     extra = [n for n, i in zip(_QMOE_FP_INPUTS, ins[15:21]) if i]
@@ -366,7 +358,7 @@ def qmoe_routes(router_probs: Array, router_weights: Array | None, tokens: int, 
     else:
         top = np.take_along_axis(logits, order, axis=1)
         with np.errstate(over="ignore", invalid="ignore"):
-            weight = _exp(top - top.max(axis=1, keepdims=True, initial=-np.inf))
+            weight = expf(top - top.max(axis=1, keepdims=True, initial=-np.inf))
     with np.errstate(invalid="ignore", divide="ignore"):
         total = np.cumsum(weight, axis=1, dtype=_F32)[:, -1:]
         return order, (weight * np.where(total == 0, _F32(0), _F32(1) / total)).astype(_F32)
@@ -387,7 +379,7 @@ def qmoe(input, router_probs, fc1_experts_weights, fc1_scales=None, fc1_experts_
     ones at ``accuracy_level`` 4, quantise their input to int8 per block, as MatMulNBits' level 4;
     a projection whose K is not a whole number of blocks (its rest one last block, which the schema
     rules out and onnxruntime takes) dequantises and multiplies in float32."""
-    act = _text(activation_type)
+    act = str(activation_type)
     attrs = {"activation_type": act, "k": k, "use_sparse_mixer": use_sparse_mixer, "swiglu_fusion": swiglu_fusion,
              "swiglu_limit_after_activation": swiglu_limit_after_activation, "expert_weight_bits": expert_weight_bits,
              "fc1_expert_weight_bits": fc1_expert_weight_bits, "fc2_expert_weight_bits": fc2_expert_weight_bits,

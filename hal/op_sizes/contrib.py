@@ -4,7 +4,8 @@ as a Conv's), and its attention ops' scores and key/value cache, whose lengths c
 inputs' lengths multiplied (MultiHeadAttention) or from a fed scalar (GroupQueryAttention's
 ``total_sequence_length``: one int32 can ask for a cache of 2^31 positions a head), and the mixture
 of experts' per-expert buffers (MoE, QMoE); and its twins of ONNX ops whose sizes come from values
-or products: Range (delta optional), CDist's (M, N) distances, CropAndResize's crop_size."""
+or products: CDist's (M, N) distances, CropAndResize's crop_size (Range's and LinearAttention's
+are the onnx ops' rules, which read onnxruntime's forms too)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import numpy as np
 from hal.op_sizes._read import itemsize
 from hal.op_sizes.linalg import _gemm, product_shape
 from hal.op_sizes.spatial import _conv_rule
-from hal.op_sizes.tensor import _range
 
 
 def _fused_matmul(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
@@ -102,13 +102,6 @@ def _experts(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int
     return max([tokens, rows], [tokens, hidden], [tokens, router.shape[1]], [rows, hidden], key=math.prod), 4
 
 
-def _range_either(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
-    """ONNX's Range, or onnxruntime's, whose delta may be left out (1)."""
-    if len(args) < 3 or args[2] is None:
-        args = [*args[:2], np.ones((), np.asarray(args[0]).dtype)]
-    return _range(args, attrs)
-
-
 def _cdist(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
     """CDist's distances, (rows of A, rows of B)."""
     a, b = args[0], args[1]
@@ -133,23 +126,9 @@ def _causal_conv(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int],
     return [x.shape[0], channels, (w.shape[2] - 1) * max(int(attrs.get("dilation", 1)), 1) + length], 4
 
 
-def _linear_state(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
-    """LinearAttention's state (batch, kv heads, query head size, value head size) or output (batch,
-    max(q, kv heads), length, value head size), the larger: ONNX's op, and onnxruntime's, whose KV
-    heads may outnumber the query and key heads."""
-    q, v = args[0], args[2] if len(args) > 2 else None
-    hq, hkv = int(attrs.get("q_num_heads") or 0), int(attrs.get("kv_num_heads") or 0)
-    if hq <= 0 or hkv <= 0 or v is None or not q.ndim == v.ndim == 3:
-        return None  # the kernel's error
-    state, out = [q.shape[0], hkv, q.shape[2] // hq, v.shape[2] // hkv], [q.shape[0], max(hq, hkv), q.shape[1],
-                                                                             v.shape[2] // hkv]
-    wide = any(getattr(a, "dtype", None) == np.float64 for a in args[:4] if a is not None)
-    return max(state, out, key=math.prod), 8 if wide else 4
-
-
 RULES: dict[str, Callable[[Sequence[Any], dict[str, Any]], tuple[list[int], int] | None]] = {
-    "CausalConvWithState": _causal_conv, "LinearAttention": _linear_state,
-    "Range": _range_either, "CDist": _cdist, "CropAndResize": _crop_and_resize, "TransposeMatMul": _fused_matmul,
+    "CausalConvWithState": _causal_conv,
+    "CDist": _cdist, "CropAndResize": _crop_and_resize, "TransposeMatMul": _fused_matmul,
     "MoE": _experts, "QMoE": _experts,
     "FusedConv": _conv_rule(1, None), "FusedGemm": _gemm, "FusedMatMul": _fused_matmul,
     "MultiHeadAttention": _multi_head_attention, "GroupQueryAttention": _group_query_attention,

@@ -83,14 +83,15 @@ def _attention(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], i
 
 
 def _linear_attention(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
-    """LinearAttention's state, (batch, kv heads, key head, value head), or its output if more: one
-    token of 32,768-wide heads (128 KB a tensor) makes a 4 GiB state."""
-    q, k, v = args[0], args[1], args[2]
+    """LinearAttention's state, (batch, kv heads, key head, value head), or its output, (batch, max(q,
+    kv heads), length, value head), if more: one token of 32,768-wide heads (128 KB a tensor) makes a
+    4 GiB state. onnx's op, and onnxruntime's, whose KV heads may outnumber the query and key heads."""
+    q, v = args[0], args[2] if len(args) > 2 else None
     hq, hkv = int(attrs.get("q_num_heads") or 0), int(attrs.get("kv_num_heads") or 0)
-    if hq <= 0 or hkv <= 0 or not q.ndim == k.ndim == v.ndim == 3:
+    if hq <= 0 or hkv <= 0 or v is None or not q.ndim == v.ndim == 3:
         return None  # the kernel's error
-    state = [q.shape[0], hkv, k.shape[2] // hkv, v.shape[2] // hkv]
-    out = [q.shape[0], hq, q.shape[1], v.shape[2] // hkv]
+    state = [q.shape[0], hkv, q.shape[2] // hq, v.shape[2] // hkv]
+    out = [q.shape[0], max(hq, hkv), q.shape[1], v.shape[2] // hkv]
     wide = any(getattr(a, "dtype", None) == np.float64 for a in args[:4] if a is not None)
     return max(state, out, key=math.prod), 8 if wide else 4
 

@@ -44,7 +44,8 @@ def _constant_of_shape(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list
 
 
 def _range(args: Sequence[Any], attrs: dict[str, Any]) -> tuple[list[int], int] | None:
-    start, limit, delta = (first(a) for a in args[:3])
+    start, limit = first(args[0]), first(args[1])
+    delta = first(args[2]) if len(args) > 2 and args[2] is not None else 1  # onnxruntime's leaves it out
     if np.asarray(start).dtype.kind in "iu":
         s, lim, d = int(start), int(limit), int(delta)
         if d == 0:
