@@ -1,0 +1,190 @@
+"""onnxruntime's generation contrib ops (``hal.kernels.contrib_search``): GreedySearch and BeamSearch
+around a GPT-style decoder, against onnxruntime 1.32 itself over their inputs and attributes (every
+logits processor, early stops, length penalties, a separate init_decoder), on the cpu target and once
+on every target; and the decoders and inputs both refuse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hal
+from hal.errors import RunError, UnsupportedOpError
+from tests.kernels._gpt_search import decoder, scalar, search_model
+from tests.kernels._onnxruntime import run_as_written
+
+TARGETS = [t.name for t in hal.targets()]
+EOS_OFTEN, EOS_RARE, PAD = 10, 22, 2  # the tiny decoder emits token 10 often, 22 never in these runs, 2 never
+DEC = decoder(barred=(PAD,))
+IDS = np.array([[3, 5, 7, 9, 11], [PAD, PAD, 4, 6, 8], [PAD, 13, 1, 1, 7]], np.int32)
+MASK = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 1, 1, 0, 1]], np.int32)  # a hole the pads don't show
+VOCAB_MASK = np.ones(23, np.int32)
+VOCAB_MASK[[8, 17]] = 0
+PREFIX_MASK = np.ones((3, 23), np.int32)
+PREFIX_MASK[0, [17, 8]] = 0
+PREFIX_MASK[2, :12] = 0
+
+
+def _compare(op: str, feeds: dict, outputs: list[str], target: str = "cpu", **attrs) -> None:
+    """hal's outputs as onnxruntime's: the token ids exactly, the scores within 2e-5. onnxruntime
+    leaves what follows an early stop unwritten (GreedySearch's last columns, BeamSearch's scores
+    for the runs it skipped): those are compared up to the stop, hal's pad / zero after it."""
+    attrs.setdefault("dec", DEC)
+    blob = search_model(op, feeds, outputs, **attrs)
+    want = run_as_written(blob, feeds)
+    got = hal.InferenceSession(blob, target=target, fallback="allow", cache_dir=False).run(None, feeds)
+    assert len(got) == len(want)
+    if op == "GreedySearch":
+        written = _written(want[0], feeds["input_ids"].shape[1])
+        assert (got[0][:, written:] == PAD).all()
+        got, want = [got[0][:, :written]], [want[0][:, :written]]
+    np.testing.assert_array_equal(got[0], want[0])
+    if len(got) > 2:
+        runs = int(np.any(got[2] != 0, axis=(1, 2, 3)).sum())
+        assert runs and not got[2][runs:].any()
+        got[2], want[2] = got[2][:runs], want[2][:runs]
+    for g, w in zip(got[1:], want[1:]):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+
+
+def _written(sequences: np.ndarray, prompt: int) -> int:
+    """The columns a greedy search wrote: up to the first one all pad (the decoder never picks pad:
+    there the last sequence ended), or all."""
+    ended = [c for c in range(prompt, sequences.shape[1]) if (sequences[:, c] == PAD).all()]
+    return ended[0] + 1 if ended else sequences.shape[1]
+
+
+GREEDY = {
+    "plain": ({}, {}),
+    "eos_rare": ({}, {"eos_token_id": EOS_RARE}),
+    "mask": ({"attention_mask": MASK}, {}),
+    "min_length": ({"min_length": scalar(9)}, {}),
+    "min_length_past_max": ({"min_length": scalar(14)}, {}),
+    "penalty_up": ({"repetition_penalty": scalar(1.6, np.float32)}, {}),
+    "penalty_down": ({"repetition_penalty": scalar(0.6, np.float32)}, {}),
+    "ngram1": ({}, {"no_repeat_ngram_size": 1}),
+    "ngram2": ({}, {"no_repeat_ngram_size": 2}),
+    "ngram3": ({}, {"no_repeat_ngram_size": 3}),
+    "vocab_mask": ({"vocab_mask": VOCAB_MASK}, {}),
+    "prefix_mask": ({"prefix_vocab_mask": PREFIX_MASK}, {}),
+    "everything": ({"min_length": scalar(8), "repetition_penalty": scalar(1.3, np.float32), "vocab_mask": VOCAB_MASK,
+                    "prefix_vocab_mask": PREFIX_MASK, "attention_mask": MASK}, {"no_repeat_ngram_size": 2}),
+    "init_decoder": ({}, {"init": decoder(seed=5, name="init", barred=(PAD,))}),
+    "deeper": ({}, {"dec": decoder(layers=3, heads=3, head=2, seed=7, barred=(PAD,))}),
+}
+
+
+@pytest.mark.parametrize("case", GREEDY)
+def test_greedy_search_matches_onnxruntime(case):
+    extra, attrs = GREEDY[case]
+    attrs = {"eos_token_id": EOS_OFTEN, "pad_token_id": PAD, **attrs}
+    _compare("GreedySearch", {"input_ids": IDS, "max_length": scalar(14), **extra}, ["sequences"], **attrs)
+
+
+def test_greedy_search_one_prompt_one_step():
+    """A batch of one whose prompt leaves room for a single token."""
+    _compare("GreedySearch", {"input_ids": IDS[:1], "max_length": scalar(6)}, ["sequences"], eos_token_id=EOS_RARE,
+             pad_token_id=PAD)
+
+
+def _beam_feeds(beams: int = 3, returned: int = 2, length_penalty: float = 1.0, **extra) -> dict:
+    """The seven inputs convert_generation always names, and ``extra``."""
+    return {"input_ids": IDS, "max_length": scalar(13), "min_length": scalar(0), "num_beams": scalar(beams),
+            "num_return_sequences": scalar(returned), "length_penalty": scalar(length_penalty, np.float32),
+            "repetition_penalty": scalar(1.0, np.float32), **extra}
+
+
+BEAM = {
+    "plain": (_beam_feeds(), {}),
+    "one_beam": (_beam_feeds(1, 1), {}),
+    "two_beams": (_beam_feeds(2, 2), {}),
+    "four_beams_all_returned": (_beam_feeds(4, 4), {}),
+    "early_stopping": (_beam_feeds(3, 3), {"early_stopping": 1}),
+    "short_penalty": (_beam_feeds(3, 3, 0.4), {}),
+    "long_penalty": (_beam_feeds(3, 3, 2.5), {}),
+    "eos_rare": (_beam_feeds(3, 3), {"eos_token_id": EOS_RARE}),
+    "min_length": (_beam_feeds(3, 2, min_length=scalar(10)), {}),
+    "penalty": (_beam_feeds(3, 2, repetition_penalty=scalar(1.8, np.float32)), {}),
+    "ngram": (_beam_feeds(3, 2), {"no_repeat_ngram_size": 2}),
+    "masks": (_beam_feeds(3, 2, vocab_mask=VOCAB_MASK, prefix_vocab_mask=PREFIX_MASK, attention_mask=MASK), {}),
+    "init_decoder": (_beam_feeds(2, 2), {"init": decoder(seed=5, name="init", barred=(PAD,))}),
+}
+
+
+@pytest.mark.parametrize("outputs", [["sequences"], ["sequences", "sequences_scores", "scores"]], ids=["seq", "all"])
+@pytest.mark.parametrize("case", BEAM)
+def test_beam_search_matches_onnxruntime(case, outputs):
+    feeds, attrs = BEAM[case]
+    attrs = {"eos_token_id": EOS_OFTEN, "pad_token_id": PAD, **attrs}
+    _compare("BeamSearch", feeds, outputs, **attrs)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_target_generates(target):
+    """Every target runs the node (the LPU on the cpu beside it: the sequences' length is a run's value)."""
+    _compare("BeamSearch", _beam_feeds(2, 2, attention_mask=MASK), ["sequences", "sequences_scores"], target,
+             eos_token_id=EOS_OFTEN, pad_token_id=PAD)
+    _compare("GreedySearch", {"input_ids": IDS, "max_length": scalar(12)}, ["sequences"], target,
+             eos_token_id=EOS_RARE, pad_token_id=PAD)
+
+
+BAD_RUNS = {
+    "max_length_not_past_prompt": ("GreedySearch", {"input_ids": IDS, "max_length": scalar(5)}, "max_length"),
+    "max_length_too_long": ("BeamSearch", _beam_feeds(2, 1, max_length=scalar(5000)), "max_length"),
+    "more_returned_than_beams": ("BeamSearch", _beam_feeds(2, 3), "num_return_sequences"),
+    "no_beams": ("BeamSearch", _beam_feeds(0, 1), "num_beams"),
+    "zero_penalty": ("BeamSearch", _beam_feeds(2, 1, repetition_penalty=scalar(0.0, np.float32)),
+                     "repetition_penalty"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_RUNS)
+def test_inputs_onnxruntime_refuses_are_run_errors(case):
+    op, feeds, word = BAD_RUNS[case]
+    blob = search_model(op, feeds, ["sequences"], dec=DEC, eos_token_id=EOS_OFTEN, pad_token_id=PAD)
+    with pytest.raises(Exception, match=word):
+        run_as_written(blob, feeds)
+    session = hal.InferenceSession(blob, target="cpu", cache_dir=False)
+    with pytest.raises(RunError, match=word):
+        session.run(None, feeds)
+
+
+def _renamed(graph, old: str, new: str):
+    """``graph`` with the value ``old`` called ``new`` everywhere."""
+    g = graph.__class__()
+    g.CopyFrom(graph)
+    for v in (*g.input, *g.output):
+        v.name = new if v.name == old else v.name
+    for n in g.node:
+        n.input[:] = [new if i == old else i for i in n.input]
+        n.output[:] = [new if o == old else o for o in n.output]
+    return g
+
+
+def _symbolic_heads(graph):
+    g = graph.__class__()
+    g.CopyFrom(graph)
+    g.input[3].type.tensor_type.shape.dim[2].dim_param = "heads"
+    return g
+
+
+BAD_GRAPHS = {
+    "input_name": ({"dec": _renamed(decoder(), "position_ids", "positions")}, "position_ids"),
+    "output_name": ({"dec": _renamed(decoder(), "logits", "next_scores")}, "logits"),
+    "heads_unknown": ({"dec": _symbolic_heads(decoder())}, "heads"),
+    "encoder_decoder": ({"model_type": 1}, "model_type"),
+    "padded_vocab": ({"vocab_size": 20}, "vocab_size"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_GRAPHS)
+def test_decoders_onnxruntime_refuses_are_refused_when_compiled(case):
+    attrs, word = BAD_GRAPHS[case]
+    feeds = _beam_feeds()
+    blob = search_model("BeamSearch", feeds, ["sequences"], eos_token_id=EOS_OFTEN, pad_token_id=PAD, **attrs)
+    if case != "padded_vocab":  # onnxruntime takes that one and reads the logits with the attribute's stride
+        with pytest.raises(Exception, match="subgraph|Fail|FAIL"):
+            run_as_written(blob, feeds)
+    with pytest.raises(UnsupportedOpError, match=word):
+        hal.InferenceSession(blob, target="cpu", fallback="error", cache_dir=False)
