@@ -104,7 +104,7 @@ def kernel_capability(graph: Graph, target: str, refuse: Any = None) -> Capabili
         elif n.domain not in _ONNX_DOMAINS and len(n.inputs) < kdef.required_inputs:
             reason = (f"{n.op_type} takes at least {kdef.required_inputs} inputs, the node gives {len(n.inputs)}: "
                       f"the model is malformed")
-        elif kdef.refuses is not None and (why := kdef.refuses(n.attrs, n.inputs, n.outputs)):
+        elif why := kdef.refusal(n.attrs, n.inputs, n.outputs, lambda v: getattr(graph.values.get(v), "dtype", None)):
             reason = f"no kernel for this form: {why}"
         elif refuse is not None:
             reason = refuse(n, graph)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes
 import numpy as np
 
 from hal.kernels.attention import _scores, _weighted
@@ -177,9 +178,18 @@ class _KvQuant:
         return codes.astype(_F32) * self.scale, np.where(filled[:, None, :, None], packed, 0).astype(self.dtype)
 
 
-def _gqa_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
+#: the KV cache element types onnxruntime's CPU kernel registers (the model's float type, int8 / uint8 codes)
+_CACHE_TYPES = tuple(np.dtype(t) for t in (np.float32, np.float16, ml_dtypes.bfloat16, np.int8, np.uint8))
+
+
+def _gqa_refuses(attrs: dict, inputs: list[str], outputs: list[str], types: dict | None = None) -> str | None:
     """``_gqa_unsupported`` read off the node (the registry's ``refuses``), so a target refuses the
-    node when it compiles and fallback can place it."""
+    node when it compiles and fallback can place it; and a cache of a type onnxruntime's CPU kernel
+    has no registration for (float8: it refuses the session, 'NOT_IMPLEMENTED')."""
+    for name in (*inputs[3:5], *outputs[1:3]):
+        kind = (types or {}).get(name)
+        if kind is not None and kind not in _CACHE_TYPES:
+            return f"GroupQueryAttention with a {kind} KV cache ({name!r}), which onnxruntime's CPU kernel lacks"
     return _gqa_unsupported(attrs, [n for n, i in zip(_GQA_UNSUPPORTED_INPUTS, inputs[14:16]) if i],
                             len(outputs) > 3 and bool(outputs[3]))
 

@@ -24,7 +24,9 @@ Calling convention, shared by every target's executor:
 * a kernel registered with ``refuses=fn`` does not compute every form of its op: ``fn(attrs, inputs,
   outputs)`` (the node's attributes and input / output names, "" for omitted ones) says why it cannot
   take a node, or None; every target refuses such a node when it compiles, so ``fallback`` sees it,
-  rather than failing at run time.
+  rather than failing at run time. A ``fn`` with a keyword parameter ``types`` also gets each named
+  input's and output's element type as the graph declares or infers it (a numpy dtype, None where
+  unknown), for forms that only the types tell apart.
 
 Lookup picks the newest registration whose ``since`` is <= the model's opset for that domain.
 """
@@ -49,8 +51,8 @@ class KernelDef:
     fn: KernelFn
     context: bool = False
     output_count: bool = False
-    #: why the kernel cannot take a node of these (attributes, inputs, outputs), or None (see above)
-    refuses: Callable[[dict[str, Any], list[str], list[str]], str | None] | None = None
+    #: why the kernel cannot take a node of these (attributes, inputs, outputs[, types]), or None (see above)
+    refuses: Callable[..., str | None] | None = None
 
     @cached_property
     def required_inputs(self) -> int:
@@ -67,6 +69,24 @@ class KernelDef:
                 break
             count += 1
         return count
+
+    @cached_property
+    def _refuses_by_type(self) -> bool:
+        try:
+            return "types" in inspect.signature(self.refuses).parameters
+        except (TypeError, ValueError):
+            return False
+
+    def refusal(self, attrs: dict[str, Any], inputs: list[str], outputs: list[str],
+                dtype_of: Callable[[str], Any]) -> str | None:
+        """Why this kernel cannot take the node (``refuses``), or None; ``dtype_of(name)``: a value's
+        element type, read only for a ``refuses`` that takes ``types``."""
+        if self.refuses is None:
+            return None
+        if self._refuses_by_type:
+            types = {n: dtype_of(n) for n in (*inputs, *outputs) if n}
+            return self.refuses(attrs, inputs, outputs, types=types)
+        return self.refuses(attrs, inputs, outputs)
 
     def static_attrs(self, attrs: dict[str, Any], outputs: list[str]) -> dict[str, Any]:
         """The keyword arguments a call gets besides the inputs (attributes + declared extras)."""
@@ -124,8 +144,7 @@ def register(defn: KernelDef) -> None:
 
 
 def kernel(op_type: str, *, since: int = 1, domain: str = "", context: bool = False, output_count: bool = False,
-           refuses: Callable[[dict[str, Any], list[str], list[str]], str | None] | None = None
-           ) -> Callable[[KernelFn], KernelFn]:
+           refuses: Callable[..., str | None] | None = None) -> Callable[[KernelFn], KernelFn]:
     """Decorator registering ``fn`` as the kernel of ``op_type`` from opset ``since`` on."""
 
     def deco(fn: KernelFn) -> KernelFn:

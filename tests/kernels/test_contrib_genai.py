@@ -542,6 +542,28 @@ def test_group_query_attention_refuses_what_it_does_not_compute(attrs: dict, mat
         _hal(blob, feeds)
 
 
+def test_group_query_attention_refuses_a_float8_cache_when_compiled() -> None:
+    """A float8 KV cache: onnxruntime's CPU kernel has no registration for it and refuses the session;
+    hal refuses the node when it compiles (the registry's ``refuses`` reads the cache's declared
+    type), where the kernel had raised only once a run read the cache."""
+    f8, f32 = TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT
+    node = helper.make_node("GroupQueryAttention", ["q", "k", "v", "pk", "pv", "sl", "tl", "", "", "", "", "", "ks",
+                                                    "vs"], ["o", "ok", "ov"], domain=MS, num_heads=2, kv_num_heads=1,
+                            k_quant_type="PER_TENSOR", v_quant_type="PER_TENSOR", kv_cache_bit_width=8)
+    ins = [helper.make_tensor_value_info(n, t, s) for n, t, s in (
+        ("q", f32, [1, 1, 16]), ("k", f32, [1, 1, 8]), ("v", f32, [1, 1, 8]), ("pk", f8, [1, 1, 4, 8]),
+        ("pv", f8, [1, 1, 4, 8]), ("sl", TensorProto.INT32, [1]), ("tl", TensorProto.INT32, []))]
+    outs = [helper.make_tensor_value_info(n, t, None) for n, t in (("o", f32), ("ok", f8), ("ov", f8))]
+    scales = [numpy_helper.from_array(np.array([0.1], np.float32), n) for n in ("ks", "vs")]
+    blob = helper.make_model(helper.make_graph([node], "gqa", ins, outs, scales), opset_imports=[
+        helper.make_opsetid("", 21), helper.make_opsetid(MS, 1)]).SerializeToString()
+    with pytest.raises(Exception, match="NOT_IMPLEMENTED"):
+        run_as_written(blob, {})
+    for target in TARGETS:
+        with pytest.raises(hal.UnsupportedOpError, match="float8_e4m3fn KV cache"):
+            hal.InferenceSession(blob, target=target, fallback="allow", cache_dir=False)
+
+
 # -- every target --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("target", TARGETS)
