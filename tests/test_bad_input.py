@@ -256,6 +256,16 @@ def test_an_output_declared_of_another_type_than_its_schema_gives_is_a_model_err
     m.graph.output[1].type.tensor_type.elem_type = TensorProto.FLOAT
     _, scores = hal.InferenceSession(m).run(None, {"x": np.array([[0.0], [1.0]])})
     assert scores.dtype == np.float32
+    # the scores through an Identity (skl2onnx's gradient boosting for a double input): the Identity's
+    # output is the trees' float, which no inference had told it; hal ran that one too
+    m.graph.node[0].output[1] = "raw"
+    m.graph.node.append(helper.make_node("Identity", ["raw"], ["scores"], name="named"))
+    m.graph.output[1].type.tensor_type.elem_type = TensorProto.DOUBLE
+    with pytest.raises(Exception, match="Type Error"):
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    with pytest.raises(hal.ModelError, match=re.escape("node 'named' (Identity) makes 'scores' a tensor(float), "
+                                                       "but the model declares it a tensor(double)")):
+        hal.InferenceSession(m)
 
 
 @pytest.mark.parametrize(("node", "a", "b"), [

@@ -206,7 +206,8 @@ def check_output_types(nodes: list[Node], values: dict[str, TensorInfo], opsets:
     float scores, which skl2onnx declares double for a double input), or the type its inputs bind to
     the output's type parameter. onnxruntime refuses such a model ("Type Error"); onnx's inference
     has no rule for some of these ops, and the kernels would return a type the graph says they do
-    not."""
+    not. A type so made binds the nodes after it (an Identity between TreeEnsembleClassifier's float
+    scores and an output declared double, as skl2onnx writes for a double input)."""
     types = {name: info.elem_type for name, info in values.items() if info.kind == "tensor"}
     for n in nodes:
         if n.domain not in _SCHEMA_DOMAINS:
@@ -225,3 +226,5 @@ def check_output_types(nodes: list[Node], values: dict[str, TensorInfo], opsets:
                 made = bound.get(made, 0)
             if declared and made and made != declared:
                 raise _declared_otherwise(n, o, made, declared, where)
+            if o and made and not declared:  # onnx infers no type for it (an ML op's): the nodes after bind this
+                types[o] = made
