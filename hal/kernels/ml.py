@@ -279,19 +279,22 @@ def tree_ensemble(x: Array, aggregate_function: int = 1, leaf_targetids: Sequenc
         new_leaf[is_leaf] = nxt[is_leaf]
         new_node[~is_leaf] = nxt[~is_leaf]
         leaf[active], node[active] = new_leaf, new_node
-    weights = np.asarray(leaf_weights, dtype=np.float64).reshape(-1)[leaf]
+    # leaves summed in the input's float type, each sample's trees in order, as onnxruntime sums them
+    # (and as ml_trees sums the legacy ops'): a float32 forest's sum rounds at every tree
+    work = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    weights = np.asarray(leaf_weights, dtype=work).reshape(-1)[leaf]
     targets = np.asarray(leaf_targetids, dtype=np.intp)[leaf]
     rows = np.broadcast_to(np.arange(n_samples)[:, None], leaf.shape)
-    scores = np.zeros((n_samples, n_targets))
+    scores = np.zeros((n_samples, n_targets), dtype=work)
     if aggregate_function in (0, 1):
         np.add.at(scores, (rows, targets), weights)
         if aggregate_function == 0:
             scores /= max(n_trees, 1)
     elif aggregate_function in (2, 3):
         ufunc = np.minimum if aggregate_function == 2 else np.maximum
-        acc = np.full((n_samples, n_targets), np.inf if aggregate_function == 2 else -np.inf)
+        acc = np.full((n_samples, n_targets), np.inf if aggregate_function == 2 else -np.inf, dtype=work)
         ufunc.at(acc, (rows, targets), weights)
-        scores = np.where(np.isfinite(acc), acc, 0.0)  # targets no leaf reached score 0
+        scores = np.where(np.isfinite(acc), acc, work.type(0))  # targets no leaf reached score 0
     else:
         raise ValueError(f"TreeEnsemble: unknown aggregate_function {aggregate_function}")
     return apply_post_transform(scores, post_transform).astype(x.dtype)

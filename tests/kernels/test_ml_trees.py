@@ -485,6 +485,30 @@ def test_tree_ensemble_5_numbers_its_post_transforms_as_the_spec_does(post_trans
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7, err_msg=target.name)
 
 
+def test_a_float32_tree_ensemble_5_sums_its_trees_in_float32_as_onnxruntime() -> None:
+    # four stumps whose x <= 0 leaves are 1.0 and three 4e-8: a float32 running sum stays 1.0, as
+    # onnxruntime (and hal's legacy TreeEnsembleRegressor) gives; hal had summed in float64 (1.0000001)
+    ort = pytest.importorskip("onnxruntime")
+    n = 4
+    attrs = dict(tree_roots=list(range(n)), nodes_featureids=[0] * n,
+                 nodes_modes=numpy_helper.from_array(np.zeros(n, np.uint8), "m"),
+                 nodes_splits=numpy_helper.from_array(np.zeros(n, np.float32), "s"),
+                 nodes_truenodeids=[2 * t for t in range(n)], nodes_trueleafs=[1] * n,
+                 nodes_falsenodeids=[2 * t + 1 for t in range(n)], nodes_falseleafs=[1] * n,
+                 leaf_targetids=[0] * 2 * n, n_targets=1, post_transform=0, aggregate_function=1,
+                 leaf_weights=numpy_helper.from_array(np.array([1.0, 0, 4e-8, 0, 4e-8, 0, 4e-8, 0], np.float32), "w"))
+    graph = helper.make_graph([helper.make_node("TreeEnsemble", ["X"], ["Y"], domain="ai.onnx.ml", **attrs)], "t5",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 1])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)])
+    x = np.array([[-1.0], [1.0]], np.float32)
+    (want,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"X": x})
+    assert want[0, 0] == np.float32(1.0)
+    for target in hal.targets():
+        (got,) = hal.InferenceSession(model, target=target.name).run(None, {"X": x})
+        assert got.dtype == np.float32 and got.tobytes() == want.tobytes(), target.name
+
+
 def test_a_tree_ensemble_5_linking_a_node_back_to_itself_is_a_run_error_whatever_the_input() -> None:
     # onnxruntime refuses the model ("contains a cycle"); hal's walk had stopped after as many steps as
     # nodes and scored the samples that never reached a leaf with the last leaf's weight
