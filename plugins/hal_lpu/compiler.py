@@ -89,6 +89,10 @@ def _refuse(node: Node, graph: Graph, used: set[str], shapes: Resolved) -> str |
             info = graph.values.get(o)
             if o in special and (info is None or info.kind == "tensor"):
                 continue  # fixed once the host knows its inputs: scheduled per value signature at run time
+            if node.op_type != "Identity" and info is not None and info.kind not in ("tensor", "unknown"):
+                return (f"output {o!r} is a {info.kind}, not a tensor; a statically scheduled machine's memory "
+                        "holds tensors of fixed sizes only (the host builds it: fallback can place the node on "
+                        "the cpu)")
             if node.op_type != "Identity" and (info is None or info.kind != "tensor" or info.static_shape is None):
                 return (f"output {o!r} has no shape known at compile time; a statically scheduled machine "
                         "needs every tensor's size before it runs")

@@ -536,3 +536,19 @@ def test_groups_made_from_the_report_are_the_groups_the_compiler_built(monkeypat
     assert exe.groups == built[-1]
     assert {g.kind for g in exe.groups} == ({"node"} if not options else {"node", "shard", "gather", "send"})
 
+
+
+def test_a_value_that_is_not_a_tensor_is_refused_for_what_it_is():
+    # ZipMap, the last node of every skl2onnx / onnxmltools / CatBoost classifier, makes a sequence of
+    # maps: the LPU had refused it as an output "with no shape known at compile time", its input static
+    maps = helper.make_sequence_type_proto(helper.make_map_type_proto(
+        TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
+    zipmap = helper.make_node("ZipMap", ["z"], ["p"], domain="ai.onnx.ml", classlabels_int64s=[0, 1])
+    graph = helper.make_graph([zipmap], "g", [helper.make_tensor_value_info("z", TensorProto.FLOAT, [3, 2])],
+                              [helper.make_value_info("p", maps)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
+    with pytest.raises(UnsupportedOpError, match="output 'p' is a sequence, not a tensor"):
+        hal.InferenceSession(model, target="lpu")
+    z = np.array([[0.25, 0.75], [0.5, 0.5], [1, 0]], np.float32)
+    (got,) = hal.InferenceSession(model, target="lpu", fallback="allow").run(None, {"z": z})
+    assert got == [{0: 0.25, 1: 0.75}, {0: 0.5, 1: 0.5}, {0: 1.0, 1: 0.0}]
