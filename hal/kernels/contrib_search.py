@@ -1,19 +1,9 @@
-"""onnxruntime's generation contrib ops, GreedySearch and BeamSearch (domain ``com.microsoft``), over
-a GPT-style decoder (model_type 0), as onnxruntime 1.32's CPU kernels compute them.
-onnxruntime.transformers.convert_generation writes them around an exported GPT-2: the node runs its
-``decoder`` graph attribute once per generated token, feeding each run's presents back as pasts.
+"""onnxruntime's generation contrib ops, GreedySearch and BeamSearch (domain ``com.microsoft``), as
+onnxruntime 1.32's CPU kernels compute them. onnxruntime.transformers.convert_generation writes them
+around an exported GPT-2 (model_type 0; GreedySearch takes no other) or T5 (model_type 1, BeamSearch):
+the node runs its ``decoder`` graph attribute once per generated token, each run's presents fed
+back as pasts. The decoders' contracts and feeds are ``hal.kernels.contrib_decoders``'.
 
-The decoder's contract (checked when a target compiles the node, as onnxruntime checks it when it
-builds the session): inputs input_ids, position_ids, attention_mask (int32), then past_0 ... one per
-layer, each (2, batch x beams, heads, past length, head size) with heads and head size declared;
-outputs logits (batch x beams, sequence, vocab) in float32 and present_0 ... one per past.
-``init_decoder``, where given, takes the first run (the prompt), ``decoder`` every later one.
-
-* The first run: input_ids repeated per beam; attention_mask the fed one, or 1 where a token is not
-  pad_token_id and 0 where it is; position_ids count the tokens that are not pad_token_id (0 at a
-  pad, whatever the mask says); the pasts empty (length 0). Every later run feeds each sequence's
-  new token, its position (the prompt's count of tokens, then one more each run), the mask grown
-  by a 1, and the presents as pasts, each beam's taken from the beam it continues.
 * The next token's scores: the last position's logits (BeamSearch: their log-softmax in float32),
   then onnxruntime's logits processors in its order: repetition_penalty (each token already in the
   sequence: a score below 0 times the penalty, else over it), no_repeat_ngram_size (a token that
@@ -33,18 +23,18 @@ outputs logits (batch x beams, sequence, vocab) in float32 and present_0 ... one
   candidate score of batch b from its flattened candidates at b x num_beams (not b x 2 x
   num_beams), and so does this kernel. A done batch continues with pad tokens. At the end every
   open beam of a batch not done is offered as a hypothesis; sequences (batch,
-  num_return_sequences, max_length), the best first, padded with pad_token_id; sequences_scores
-  their scores; scores (max_length - prompt length, batch, num_beams, vocab) each run's processed
-  scores plus the beam scores (zero for runs after an early stop).
+  num_return_sequences, max_length), the best first, padded with pad_token_id (a T5 sequence starts
+  with decoder_start_token_id); sequences_scores their scores; scores (max_length - prompt length
+  (T5: 1), batch, num_beams, vocab) each run's processed scores plus the beam scores (zero for runs
+  after an early stop, which onnxruntime leaves unwritten).
 
-Refused when a target compiles the node, as onnxruntime refuses it: a decoder that breaks the
-contract, model_type other than 0 (T5 and Whisper's encoder-decoder forms are not implemented
-here), a past_present_share_buffer decoder (a past_sequence_length input), a missing eos_token_id
-or pad_token_id, a vocab_size attribute other than the logits' (onnxruntime then reads the logits
-with the wrong row stride). At run time (RunError): max_length not above the prompt's length or
-above 4096 (BeamSearch), num_beams outside 1 ... 128, num_return_sequences outside 1 ...
-num_beams, repetition_penalty not above 0, a float16 decoder (onnxruntime's CPU kernels take
-float32 only).
+Refused when a target compiles the node, as onnxruntime refuses it: decoders that break their
+contract, other model types (Whisper's is WhisperBeamSearch's; Sampling has no kernel here), a
+missing eos_token_id or pad_token_id (T5: decoder_start_token_id), a vocab_size attribute other
+than the logits' (onnxruntime then reads the logits with the wrong row stride). At run time
+(RunError): max_length not above the prompt's length or above 4096 (BeamSearch), num_beams outside
+1 ... 128, num_return_sequences outside 1 ... num_beams, repetition_penalty not above 0, float16
+logits.
 """
 
 from __future__ import annotations
@@ -55,6 +45,7 @@ import numpy as np
 import onnx
 
 from hal.kernels.activation import log_softmax
+from hal.kernels.contrib_decoders import GptRuns, T5Runs, gpt_contract, t5_contract, vocab_of
 from hal.kernels.registry import KernelContext, kernel
 
 Array = np.ndarray
@@ -63,126 +54,43 @@ _F32 = np.float32
 _LOWEST = np.finfo(np.float32).min
 #: onnxruntime's limits on max_length and num_beams
 MAX_SEQUENCE_LENGTH, MAX_NUM_BEAMS = 4096, 128
-_GPT_INPUTS = ("input_ids", "position_ids", "attention_mask")
 
 
-# --- the decoder's contract ---------------------------------------------------------------------
+# --- what the kernels take ------------------------------------------------------------------------
 
 
-def _dims(vi: onnx.ValueInfoProto) -> list[int | None] | None:
-    tt = vi.type.tensor_type
-    if not tt.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-
-
-def gpt_contract(decoder: onnx.GraphProto, what: str = "decoder") -> str | None:
-    """Why ``decoder`` is not a GPT decoder the generation ops can drive, or None (onnxruntime's
-    GptSubgraph::Validate, in the same words where it has them)."""
-    ins, outs = list(decoder.input), list(decoder.output)
-    if len(outs) < 2:
-        return f"the {what} graph needs logits and at least one present output (it has {len(outs)} outputs)"
-    if len(ins) != len(outs) + 2:
-        if len(ins) in (len(outs) + 3, len(outs) + 4):
-            return (f"the {what} graph shares its past and present buffers (past_sequence_length), "
-                    "which this kernel does not implement")
-        return f"the {what} graph needs as many inputs as outputs plus 2, got {len(ins)} inputs and {len(outs)} outputs"
-    for k, name in enumerate((*_GPT_INPUTS, "past_0")):
-        if ins[k].name != name:
-            return f"{what} input {k} shall be named {name}, got {ins[k].name!r}"
-    if outs[0].name != "logits" or outs[1].name != "present_0":
-        return f"{what} outputs 0 and 1 shall be named logits and present_0, got {outs[0].name!r}, {outs[1].name!r}"
-    for k in range(3):
-        if ins[k].type.tensor_type.elem_type != onnx.TensorProto.INT32:
-            return f"{what} input {ins[k].name} shall be int32"
-    past, logits = _dims(ins[3]), _dims(outs[0])
-    if past is None or len(past) != 5 or past[0] != 2 or not past[2] or not past[4]:
-        return (f"the {what}'s past_0 shall be declared (2, batch, heads, past length, head size) with heads and "
-                f"head size numbers, got {past}")
-    if logits is None or len(logits) != 3 or not logits[2]:
-        return f"the {what}'s logits shall be declared (batch, sequence, vocab), the vocab size a number, got {logits}"
-    kind = outs[0].type.tensor_type.elem_type
-    if kind not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
-        return f"the {what}'s logits shall be float or float16"
-    if ins[3].type.tensor_type.elem_type != kind or outs[1].type.tensor_type.elem_type != kind:
-        return f"the {what}'s past_0 and present_0 shall have the logits' type"
-    return None
-
-
-def _search_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
+def _search_refuses(attrs: dict, inputs: list[str], outputs: list[str], beam: bool = False) -> str | None:
     model_type = int(attrs.get("model_type", 0))
-    if model_type != 0:
-        return (f"model_type {model_type} (T5 / Whisper encoder-decoder generation) is not implemented; "
-                "only GPT-style decoders (model_type 0)")
-    for name in ("eos_token_id", "pad_token_id"):
+    if model_type not in ((0, 1) if beam else (0,)):
+        return (f"model_type {model_type} is not implemented: "
+                + ("GPT (0) and T5 (1) decoders" if beam else "GPT decoders (model_type 0) only, as onnxruntime's CPU "
+                   "GreedySearch"))
+    for name in ("eos_token_id", "pad_token_id") + (("decoder_start_token_id",) if model_type == 1 else ()):
         if int(attrs.get(name, -1)) < 0:
             return f"{name} is required and shall not be negative"
-    decoder = attrs.get("decoder")
+    decoder, encoder = attrs.get("decoder"), attrs.get("encoder")
     if not isinstance(decoder, onnx.GraphProto):
         return "the decoder graph attribute is required"
-    why = gpt_contract(decoder)
+    if model_type == 1:
+        if not isinstance(encoder, onnx.GraphProto):
+            return "a T5 model (model_type 1) needs the encoder graph attribute"
+        why = t5_contract(encoder, decoder)
+    else:
+        why = gpt_contract(decoder)
+        init = attrs.get("init_decoder")
+        if why is None and isinstance(init, onnx.GraphProto):
+            why = gpt_contract(init, "init_decoder")
+            if why is None and len(init.input) != len(decoder.input):
+                why = "init_decoder and decoder shall have the same inputs"
     vocab = int(attrs.get("vocab_size", -1))
-    if why is None and vocab > 0 and vocab != (declared := _dims(decoder.output[0])[2]):
-        why = (f"vocab_size {vocab} differs from the decoder's logits ({declared}): onnxruntime's CPU kernels then "
-               "read the logits with the attribute's row stride, which this kernel does not mimic")
-    init = attrs.get("init_decoder")
-    if why is None and isinstance(init, onnx.GraphProto):
-        why = gpt_contract(init, "init_decoder")
-        if why is None and len(init.input) != len(decoder.input):
-            why = "init_decoder and decoder shall have the same inputs"
+    if why is None and vocab > 0 and vocab != vocab_of(decoder):
+        why = (f"vocab_size {vocab} differs from the decoder's logits ({vocab_of(decoder)}): onnxruntime's CPU kernels "
+               "then read the logits with the attribute's row stride, which this kernel does not mimic")
     return why
 
 
-# --- the decoder runs -----------------------------------------------------------------------------
-
-
-class _GptRuns:
-    """The GPT decoder's feeds from run to run (onnxruntime's CreateGptInputs / UpdateGptFeeds)."""
-
-    def __init__(self, input_ids: Array, attention_mask: Array | None, beams: int, pad: int,
-                 decoder: Any, init_decoder: Any, ctx: KernelContext):
-        self.decoder, self.init_decoder, self.ctx = decoder, init_decoder, ctx
-        proto = decoder.proto
-        past = _dims(proto.input[3])
-        logits_type = proto.output[0].type.tensor_type.elem_type
-        if logits_type != onnx.TensorProto.FLOAT:
-            raise ValueError("the decoder computes float16 logits; onnxruntime's CPU generation kernels take float32 "
-                             "only")
-        self.vocab = _dims(proto.output[0])[2]
-        ids = np.asarray(input_ids, dtype=np.int32)
-        not_pad = ids != pad
-        positions = np.where(not_pad, np.cumsum(not_pad, axis=1, dtype=np.int32) - 1, 0).astype(np.int32)
-        mask = not_pad.astype(np.int32) if attention_mask is None else np.asarray(attention_mask, dtype=np.int32)
-        if mask.shape != ids.shape:
-            raise ValueError(f"attention_mask of shape {mask.shape} does not match input_ids' {ids.shape}")
-        self.lengths = np.repeat(not_pad.sum(axis=1, dtype=np.int32), beams)
-        rows = ids.shape[0] * beams
-        empty = np.zeros((2, rows, past[2], 0, past[4]), dtype=np.float32)
-        self.feeds = [np.repeat(ids, beams, axis=0), np.repeat(positions, beams, axis=0),
-                      np.repeat(mask, beams, axis=0)] + [empty] * (len(proto.input) - 3)
-        self.runs = 0
-
-    def run(self) -> Array:
-        """One decoder run; the last position's logits (rows, vocab) in float32."""
-        graph = self.init_decoder if self.runs == 0 and self.init_decoder is not None else self.decoder
-        self.runs += 1
-        self.outs = graph(*self.feeds, scope=self.ctx.scope)
-        logits = np.asarray(self.outs[0])
-        if logits.ndim != 3 or logits.shape[0] != self.feeds[0].shape[0] or logits.shape[2] != self.vocab:
-            raise ValueError(f"the decoder's logits have shape {logits.shape}, not (batch x beams, sequence, "
-                             f"{self.vocab})")
-        return logits[:, -1].astype(np.float32)
-
-    def advance(self, tokens: Array, rows: Array | None = None) -> None:
-        """The next run's feeds: each row's new token; ``rows`` (beam search) the row each continues."""
-        self.feeds[0] = tokens.astype(np.int32).reshape(-1, 1)
-        if self.runs > 1:
-            self.lengths = self.lengths + 1
-        self.feeds[1] = self.lengths.reshape(-1, 1).copy()
-        mask = self.feeds[2]
-        self.feeds[2] = np.concatenate([mask, np.ones((mask.shape[0], 1), dtype=np.int32)], axis=1)
-        presents = self.outs[1:]
-        self.feeds[3:] = presents if rows is None else [np.asarray(p)[:, rows] for p in presents]
+def _beam_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
+    return _search_refuses(attrs, inputs, outputs, beam=True)
 
 
 # --- logits processors -------------------------------------------------------------------------
@@ -274,7 +182,7 @@ def greedy_search(input_ids, max_length, min_length=None, repetition_penalty=Non
     ids = _prompt(input_ids)
     batch, prompt = ids.shape
     longest, shortest = _lengths(max_length, min_length, prompt, capped=False)
-    runs = _GptRuns(ids, attention_mask, 1, pad_token_id, decoder, init_decoder, _ctx)
+    runs = GptRuns(ids, attention_mask, 1, pad_token_id, decoder, init_decoder, _ctx)
     process = _Processors(batch, runs.vocab, eos_token_id, shortest, _penalty(repetition_penalty),
                           no_repeat_ngram_size, vocab_mask, prefix_vocab_mask)
     sequences, finished = ids, np.zeros(batch, dtype=bool)
@@ -287,7 +195,7 @@ def greedy_search(input_ids, max_length, min_length=None, repetition_penalty=Non
         sequences = np.concatenate([sequences, tokens[:, None]], axis=1)
         if finished.all() or sequences.shape[1] >= longest:
             break
-        runs.advance(tokens)
+        runs.advance(tokens, None)
     out = np.full((batch, longest), pad_token_id, dtype=np.int32)
     out[:, :sequences.shape[1]] = sequences
     return out
@@ -352,14 +260,14 @@ def _beam_step(hyps: list[_Hypotheses], sequences: Array, top_scores: Array, top
     return scores, tokens, rows
 
 
-@kernel("BeamSearch", since=1, domain=DOMAIN, context=True, output_count=True, refuses=_search_refuses)
+@kernel("BeamSearch", since=1, domain=DOMAIN, context=True, output_count=True, refuses=_beam_refuses)
 def beam_search(input_ids, max_length, min_length=None, num_beams=None, num_return_sequences=None,
                 length_penalty=None, repetition_penalty=None, vocab_mask=None, prefix_vocab_mask=None,
                 attention_mask=None, decoder_input_ids=None, logits_processor=None, *, decoder, eos_token_id,
                 pad_token_id, init_decoder=None, encoder=None, model_type=0, no_repeat_ngram_size=0,
                 decoder_start_token_id=-1, early_stopping=0, vocab_size=-1, _n_outputs=1, _ctx: KernelContext):
     ids = _prompt(input_ids)
-    batch, prompt = ids.shape
+    batch, prompt = ids.shape[0], ids.shape[1] if model_type == 0 else 1  # T5's sequences start at its start token
     longest, shortest = _lengths(max_length, min_length, prompt, capped=True)
     beams = _scalar(num_beams, 1, "num_beams", int)
     if not 1 <= beams <= MAX_NUM_BEAMS:
@@ -368,7 +276,10 @@ def beam_search(input_ids, max_length, min_length=None, num_beams=None, num_retu
     if not 1 <= returned <= beams:
         raise ValueError(f"num_return_sequences ({returned}) shall be a positive integer no more than num_beams "
                          f"({beams})")
-    runs = _GptRuns(ids, attention_mask, beams, pad_token_id, decoder, init_decoder, _ctx)
+    if model_type == 1:
+        runs = T5Runs(ids, attention_mask, beams, pad_token_id, decoder_start_token_id, encoder, decoder, _ctx)
+    else:
+        runs = GptRuns(ids, attention_mask, beams, pad_token_id, decoder, init_decoder, _ctx)
     vocab = runs.vocab
     process = _Processors(batch, vocab, eos_token_id, shortest, _penalty(repetition_penalty),
                           no_repeat_ngram_size, vocab_mask, prefix_vocab_mask)
@@ -377,7 +288,7 @@ def beam_search(input_ids, max_length, min_length=None, num_beams=None, num_retu
     beam_scores[:, 1:] = _F32(-1e9)
     beam_scores = beam_scores.reshape(-1)
     step_scores = np.zeros((longest - prompt, batch, beams, vocab), dtype=np.float32) if _n_outputs > 2 else None
-    sequences = np.repeat(ids, beams, axis=0)
+    sequences = runs.sequences
     while sequences.shape[1] < longest:
         scores = log_softmax(runs.run(), axis=-1)
         process(scores, sequences, runs.runs)

@@ -10,7 +10,7 @@ import pytest
 
 import hal
 from hal.errors import RunError, UnsupportedOpError
-from tests.kernels._gpt_search import decoder, scalar, search_model
+from tests.kernels._generation_models import decoder, scalar, search_model, t5_decoder, t5_encoder
 from tests.kernels._onnxruntime import run_as_written
 
 TARGETS = [t.name for t in hal.targets()]
@@ -120,6 +120,31 @@ def test_beam_search_matches_onnxruntime(case, outputs):
     _compare("BeamSearch", feeds, outputs, **attrs)
 
 
+T5_PAD, T5_EOS_OFTEN = 0, 12  # pad is also the decoder's start token, as in T5; the tiny decoder never picks it
+T5 = {"enc": t5_encoder(), "dec": t5_decoder(barred=(T5_PAD,)), "model_type": 1, "decoder_start_token_id": T5_PAD,
+      "pad_token_id": T5_PAD}
+T5_IDS = np.where(IDS == PAD, T5_PAD, IDS)
+T5_CASES = {
+    "plain": (_beam_feeds(3, 3, input_ids=T5_IDS), {"eos_token_id": EOS_RARE}),
+    "eos": (_beam_feeds(3, 2, input_ids=T5_IDS), {}),
+    "early_stopping": (_beam_feeds(3, 3, input_ids=T5_IDS), {"early_stopping": 1}),
+    "one_beam": (_beam_feeds(1, 1, input_ids=T5_IDS), {}),
+    "penalties": (_beam_feeds(2, 2, 0.5, input_ids=T5_IDS, repetition_penalty=scalar(1.5, np.float32),
+                              min_length=scalar(9)), {"no_repeat_ngram_size": 2}),
+    "masks": (_beam_feeds(3, 2, input_ids=T5_IDS, vocab_mask=VOCAB_MASK, prefix_vocab_mask=PREFIX_MASK,
+                          attention_mask=MASK), {}),
+}
+
+
+@pytest.mark.parametrize("outputs", [["sequences"], ["sequences", "sequences_scores", "scores"]], ids=["seq", "all"])
+@pytest.mark.parametrize("case", T5_CASES)
+def test_t5_beam_search_matches_onnxruntime(case, outputs):
+    """model_type 1: the encoder once, its cross keys and values repeated per beam; the decoder from
+    decoder_start_token_id with empty self pasts; the encoder's mask 0 only at leading pads."""
+    feeds, attrs = T5_CASES[case]
+    _compare("BeamSearch", feeds, outputs, **{**T5, "eos_token_id": T5_EOS_OFTEN, **attrs})
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_target_generates(target):
     """Every target runs the node (the LPU on the cpu beside it: the sequences' length is a run's value)."""
@@ -127,6 +152,8 @@ def test_every_target_generates(target):
              eos_token_id=EOS_OFTEN, pad_token_id=PAD)
     _compare("GreedySearch", {"input_ids": IDS, "max_length": scalar(12)}, ["sequences"], target,
              eos_token_id=EOS_RARE, pad_token_id=PAD)
+    _compare("BeamSearch", _beam_feeds(2, 1, input_ids=T5_IDS), ["sequences"], target,
+             **{**T5, "eos_token_id": T5_EOS_OFTEN})
 
 
 BAD_RUNS = {
@@ -169,12 +196,23 @@ def _symbolic_heads(graph):
     return g
 
 
+def _widened_ids(graph):
+    """``graph`` with its input_ids declared (batch, sequence): onnxruntime then feeds the whole sequence."""
+    g = graph.__class__()
+    g.CopyFrom(graph)
+    g.input[0].type.tensor_type.shape.dim[1].dim_param = "sequence"
+    return g
+
+
 BAD_GRAPHS = {
     "input_name": ({"dec": _renamed(decoder(), "position_ids", "positions")}, "position_ids"),
     "output_name": ({"dec": _renamed(decoder(), "logits", "next_scores")}, "logits"),
     "heads_unknown": ({"dec": _symbolic_heads(decoder())}, "heads"),
-    "encoder_decoder": ({"model_type": 1}, "model_type"),
+    "t5_without_encoder": ({"model_type": 1, "decoder_start_token_id": 0}, "encoder graph"),
     "padded_vocab": ({"vocab_size": 20}, "vocab_size"),
+    "t5_decoder_taking_hidden_states": (
+        {**T5, "dec": _renamed(t5_decoder(), "past_key_self_0", "encoder_hidden_states")}, "encoder_hidden_states"),
+    "t5_decoder_fed_sequences": ({**T5, "dec": _widened_ids(t5_decoder())}, "one token a run"),
 }
 
 
@@ -182,8 +220,9 @@ BAD_GRAPHS = {
 def test_decoders_onnxruntime_refuses_are_refused_when_compiled(case):
     attrs, word = BAD_GRAPHS[case]
     feeds = _beam_feeds()
-    blob = search_model("BeamSearch", feeds, ["sequences"], eos_token_id=EOS_OFTEN, pad_token_id=PAD, **attrs)
-    if case != "padded_vocab":  # onnxruntime takes that one and reads the logits with the attribute's stride
+    blob = search_model("BeamSearch", feeds, ["sequences"], **{"eos_token_id": EOS_OFTEN, "pad_token_id": PAD, **attrs})
+    if case not in ("padded_vocab", "t5_decoder_fed_sequences"):  # onnxruntime takes these (the first with the
+        # logits read at the attribute's stride, the second feeding the sequence so far each run)
         with pytest.raises(Exception, match="subgraph|Fail|FAIL"):
             run_as_written(blob, feeds)
     with pytest.raises(UnsupportedOpError, match=word):

@@ -1,0 +1,241 @@
+"""The decoder graphs onnxruntime's generation ops (``hal.kernels.contrib_search``) drive: the
+contract each must keep (checked when a target compiles the node, as onnxruntime checks it when it
+builds the session, in its words where it has them) and the feeds from run to run, as onnxruntime
+1.32's CPU kernels make them.
+
+* GPT (model_type 0; GptSubgraph): inputs input_ids, position_ids, attention_mask (int32), then
+  past_0 ... one per layer, each (2, batch x beams, heads, past length, head size) with heads and
+  head size declared; outputs logits (batch x beams, sequence, vocab) and present_0 ... The first
+  run: input_ids repeated per beam; attention_mask the fed one, or 1 where a token is not
+  pad_token_id; position_ids count the tokens that are not pad_token_id (0 at a pad, whatever the
+  mask says); the pasts empty. Later runs feed each row's new token, its position (the prompt's
+  count of tokens, then one more each run), the mask grown by a 1, and the presents as pasts, each
+  beam's taken from the beam it continues. ``init_decoder``, where given, takes the first run.
+* T5 (model_type 1; T5EncoderSubgraph / T5DecoderSubgraph, the format onnxruntime 1.32's
+  convert_generation writes): ``encoder`` takes encoder_input_ids and encoder_attention_mask
+  (int32; the fed attention_mask, else 0 only at the pads that lead a row) and gives
+  present_key_cross_0, present_value_cross_0 ... per layer, once, at the batch's size; the decoder
+  takes input_ids (batch x beams, 1), encoder_attention_mask, past_key_self_0, past_value_self_0 ...
+  per layer, then past_key_cross_0 ... (each (batch x beams, heads, length, head size)) and gives
+  logits and present_key_self_0, present_value_self_0 ... The first run feeds decoder_start_token_id,
+  empty self pasts and the encoder's outputs repeated per beam; later runs the new tokens and the
+  self presents (each beam's from the beam it continues), the cross pasts and mask as they were.
+
+Refused (a reason string from ``gpt_contract`` / ``t5_contract``): names, ranks and types the
+contract fixes; decoders sharing past and present buffers (past_sequence_length) or fed the whole
+sequence; the older T5 format, whose encoder also initialises the decoder (logits,
+encoder_hidden_states and the first self presents). At run time: float16 logits (onnxruntime's CPU
+kernels compute float32 only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+
+from hal.kernels.registry import KernelContext
+
+Array = np.ndarray
+_INT32, _FLOAT, _FLOAT16 = onnx.TensorProto.INT32, onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+
+
+def dims(vi: onnx.ValueInfoProto) -> list[int | None] | None:
+    """A value's declared dimensions (None for a symbolic one), or None without a shape."""
+    tt = vi.type.tensor_type
+    if not tt.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+
+
+def _elem(vi: onnx.ValueInfoProto) -> int:
+    return vi.type.tensor_type.elem_type
+
+
+def _names(values: Any, expected: list[str], what: str, kind: str) -> str | None:
+    for k, (v, name) in enumerate(zip(values, expected)):
+        if v.name != name:
+            return f"{what} {kind} {k} shall be named {name}, got {v.name!r}"
+    return None
+
+
+def _logits(vi: onnx.ValueInfoProto, what: str) -> str | None:
+    shape = dims(vi)
+    if shape is None or len(shape) != 3 or not shape[2]:
+        return f"the {what}'s logits shall be declared (batch, sequence, vocab), the vocab size a number, got {shape}"
+    if _elem(vi) not in (_FLOAT, _FLOAT16):
+        return f"the {what}'s logits shall be float or float16"
+    return None
+
+
+def vocab_of(decoder: onnx.GraphProto) -> int:
+    """The vocabulary size the decoder's logits declare."""
+    return dims(decoder.output[0])[2]
+
+
+def gpt_contract(decoder: onnx.GraphProto, what: str = "decoder") -> str | None:
+    """Why ``decoder`` is not a GPT decoder the generation ops can drive, or None."""
+    ins, outs = list(decoder.input), list(decoder.output)
+    if len(outs) < 2:
+        return f"the {what} graph needs logits and at least one present output (it has {len(outs)} outputs)"
+    if len(ins) != len(outs) + 2:
+        if len(ins) in (len(outs) + 3, len(outs) + 4):
+            return (f"the {what} graph shares its past and present buffers (past_sequence_length), "
+                    "which this kernel does not implement")
+        return f"the {what} graph needs as many inputs as outputs plus 2, got {len(ins)} inputs and {len(outs)} outputs"
+    why = (_names(ins, ["input_ids", "position_ids", "attention_mask", "past_0"], what, "input")
+           or _names(outs, ["logits", "present_0"], what, "output"))
+    if why:
+        return why
+    for k in range(3):
+        if _elem(ins[k]) != _INT32:
+            return f"{what} input {ins[k].name} shall be int32"
+    past = dims(ins[3])
+    if past is None or len(past) != 5 or past[0] != 2 or not past[2] or not past[4]:
+        return (f"the {what}'s past_0 shall be declared (2, batch, heads, past length, head size) with heads and "
+                f"head size numbers, got {past}")
+    why = _logits(outs[0], what)
+    if why is None and (_elem(ins[3]) != _elem(outs[0]) or _elem(outs[1]) != _elem(outs[0])):
+        why = f"the {what}'s past_0 and present_0 shall have the logits' type"
+    return why
+
+
+def t5_contract(encoder: onnx.GraphProto, decoder: onnx.GraphProto) -> str | None:
+    """Why ``encoder`` and ``decoder`` are not a T5 pair the generation ops can drive, or None."""
+    ein, eout, din, dout = list(encoder.input), list(encoder.output), list(decoder.input), list(decoder.output)
+    if len(ein) == 3 or (eout and eout[0].name == "logits"):
+        return ("the encoder also initialises the decoder (the older T5 format: logits, encoder_hidden_states and the "
+                "first self presents), which this kernel does not implement")
+    why = _names(ein, ["encoder_input_ids", "encoder_attention_mask"], "encoder", "input")
+    if why or len(ein) != 2:
+        return why or f"the encoder shall take 2 inputs, got {len(ein)}"
+    layers = len(eout) // 2
+    if not layers or len(eout) % 2:
+        return f"the encoder's outputs shall be a cross key and value per layer, got {len(eout)} outputs"
+    if len(din) > 2 and din[2].name == "encoder_hidden_states":
+        return "a decoder that takes encoder_hidden_states (the older T5 format) is not implemented"
+    if len(din) != 2 + 4 * layers or len(dout) != 1 + 2 * layers:
+        return (f"the decoder shall take input_ids, encoder_attention_mask and 4 pasts per layer and give logits and 2 "
+                f"presents per layer ({layers} layers, the encoder's), got {len(din)} inputs and {len(dout)} outputs"
+                " (a past_sequence_length input shares buffers, which this kernel does not implement)")
+    self_names = [f"past_{kv}_self_{i}" for i in range(layers) for kv in ("key", "value")]
+    cross_names = [f"past_{kv}_cross_{i}" for i in range(layers) for kv in ("key", "value")]
+    why = (_names(eout, [f"present_{kv}_cross_{i}" for i in range(layers) for kv in ("key", "value")], "encoder",
+                  "output")
+           or _names(din, ["input_ids", "encoder_attention_mask", *self_names, *cross_names], "decoder", "input")
+           or _names(dout, ["logits", *(n.replace("past", "present") for n in self_names)], "decoder", "output"))
+    if why:
+        return why
+    for vi, what in ((ein[0], "encoder"), (ein[1], "encoder"), (din[0], "decoder"), (din[1], "decoder")):
+        if _elem(vi) != _INT32:
+            return f"{what} input {vi.name} shall be int32"
+    ids, past = dims(din[0]), dims(din[2])
+    if ids is None or len(ids) != 2 or ids[1] != 1:
+        return f"the decoder's input_ids shall be declared (batch, 1), one token a run, got {ids}"
+    if past is None or len(past) != 4 or not past[1] or not past[3]:
+        return (f"the decoder's past_key_self_0 shall be declared (batch, heads, past length, head size) with heads "
+                f"and head size numbers, got {past}")
+    return _logits(dout[0], "decoder")
+
+
+def _float32_logits(proto: onnx.GraphProto) -> None:
+    if _elem(proto.output[0]) != _FLOAT:
+        raise ValueError("the decoder computes float16 logits; onnxruntime's CPU generation kernels take float32 only")
+
+
+class DecoderRuns:
+    """A decoder's feeds from run to run: ``run`` one run's last logits, ``advance`` to the next."""
+
+    decoder: Any
+    ctx: KernelContext
+    feeds: list[Array]
+    #: where the pasts that the presents replace start in ``feeds``, and how many there are
+    first_past: int
+    pasts: int
+
+    def __init__(self, decoder: Any, ctx: KernelContext):
+        self.decoder, self.ctx, self.runs = decoder, ctx, 0
+        _float32_logits(decoder.proto)
+        self.vocab = vocab_of(decoder.proto)
+
+    def graph(self) -> Any:
+        return self.decoder
+
+    def run(self) -> Array:
+        """One decoder run; the last position's logits (rows, vocab) in float32."""
+        graph = self.graph()
+        self.runs += 1
+        self.outs = graph(*self.feeds, scope=self.ctx.scope)
+        logits = np.asarray(self.outs[0])
+        if logits.ndim != 3 or logits.shape[0] != self.feeds[0].shape[0] or logits.shape[2] != self.vocab:
+            raise ValueError(f"the decoder's logits have shape {logits.shape}, not (batch x beams, sequence, "
+                             f"{self.vocab})")
+        return logits[:, -1].astype(np.float32)
+
+    def advance(self, tokens: Array, rows: Array | None, axis: int) -> None:
+        """Each row's new token; the presents (``rows``: the row each continues, along ``axis``) as pasts."""
+        self.feeds[0] = tokens.astype(np.int32).reshape(-1, 1)
+        presents = self.outs[1:1 + self.pasts]
+        self.feeds[self.first_past:self.first_past + self.pasts] = (
+            presents if rows is None else [np.take(np.asarray(p), rows, axis=axis) for p in presents])
+
+
+class GptRuns(DecoderRuns):
+    """The GPT decoder's feeds (onnxruntime's CreateGptInputs / UpdateGptFeeds)."""
+
+    def __init__(self, input_ids: Array, attention_mask: Array | None, beams: int, pad: int,
+                 decoder: Any, init_decoder: Any, ctx: KernelContext):
+        super().__init__(decoder, ctx)
+        self.init_decoder = init_decoder
+        proto = decoder.proto
+        past = dims(proto.input[3])
+        ids = np.asarray(input_ids, dtype=np.int32)
+        not_pad = ids != pad
+        positions = np.where(not_pad, np.cumsum(not_pad, axis=1, dtype=np.int32) - 1, 0).astype(np.int32)
+        mask = not_pad.astype(np.int32) if attention_mask is None else np.asarray(attention_mask, dtype=np.int32)
+        if mask.shape != ids.shape:
+            raise ValueError(f"attention_mask of shape {mask.shape} does not match input_ids' {ids.shape}")
+        self.lengths = np.repeat(not_pad.sum(axis=1, dtype=np.int32), beams)
+        empty = np.zeros((2, ids.shape[0] * beams, past[2], 0, past[4]), dtype=np.float32)
+        self.first_past, self.pasts = 3, len(proto.input) - 3
+        self.feeds = [np.repeat(ids, beams, axis=0), np.repeat(positions, beams, axis=0),
+                      np.repeat(mask, beams, axis=0)] + [empty] * self.pasts
+        self.sequences = np.repeat(ids, beams, axis=0)
+
+    def graph(self) -> Any:
+        return self.init_decoder if self.runs == 0 and self.init_decoder is not None else self.decoder
+
+    def advance(self, tokens: Array, rows: Array | None, axis: int = 1) -> None:
+        if self.runs > 1:
+            self.lengths = self.lengths + 1
+        self.feeds[1] = self.lengths.reshape(-1, 1).copy()
+        mask = self.feeds[2]
+        self.feeds[2] = np.concatenate([mask, np.ones((mask.shape[0], 1), dtype=np.int32)], axis=1)
+        super().advance(tokens, rows, axis)
+
+
+class T5Runs(DecoderRuns):
+    """The T5 encoder's one run and the decoder's feeds (onnxruntime's CreateEncoderInputs,
+    T5DecoderSubgraph::CreateInitialFeeds, UpdateDecoderFeeds)."""
+
+    def __init__(self, input_ids: Array, attention_mask: Array | None, beams: int, pad: int, start: int,
+                 encoder: Any, decoder: Any, ctx: KernelContext):
+        super().__init__(decoder, ctx)
+        ids = np.asarray(input_ids, dtype=np.int32)
+        if attention_mask is None:  # 0 only at the pads before a row's first token (T5's tokenizer ends with one)
+            mask = (np.cumsum(ids != pad, axis=1) > 0).astype(np.int32)
+        else:
+            mask = np.asarray(attention_mask, dtype=np.int32)
+            if mask.shape != ids.shape:
+                raise ValueError(f"attention_mask of shape {mask.shape} does not match input_ids' {ids.shape}")
+        cross = [np.repeat(np.asarray(o), beams, axis=0) for o in encoder(ids, mask, scope=ctx.scope)]
+        past = dims(decoder.proto.input[2])
+        rows = ids.shape[0] * beams
+        empty = np.zeros((rows, past[1], 0, past[3]), dtype=np.float32)
+        self.first_past, self.pasts = 2, len(cross)
+        self.sequences = np.full((rows, 1), start, dtype=np.int32)
+        self.feeds = [self.sequences, np.repeat(mask, beams, axis=0)] + [empty] * self.pasts + cross
+
+    def advance(self, tokens: Array, rows: Array | None, axis: int = 0) -> None:
+        super().advance(tokens, rows, axis)
