@@ -21,7 +21,14 @@ builds the session, in its words where it has them) and the feeds from run to ru
   empty self pasts and the encoder's outputs repeated per beam; later runs the new tokens and the
   self presents (each beam's from the beam it continues), the cross pasts and mask as they were.
 
-Refused (a reason string from ``gpt_contract`` / ``t5_contract``): names, ranks and types the
+* Whisper (WhisperBeamSearch, model_type 2; WhisperEncoderSubgraph / WhisperDecoderSubgraph, as
+  onnxruntime 1.32's whisper convert_to_onnx writes them): ``encoder`` takes encoder_input_ids (the
+  features) and decoder_input_ids (the fed ones, else decoder_start_token_id) and gives logits,
+  encoder_hidden_states, then present_key_self_0, present_value_self_0 ... and the cross ones,
+  once, at the batch's size: its logits choose the first token; the decoder takes input_ids
+  (batch x beams, 1), the self pasts and the cross pasts, and gives logits and the self presents.
+
+Refused (a reason string from ``gpt_contract`` / ``t5_contract`` / ``whisper_contract``): names, ranks and types the
 contract fixes; decoders sharing past and present buffers (past_sequence_length) or fed the whole
 sequence; the older T5 format, whose encoder also initialises the decoder (logits,
 encoder_hidden_states and the first self presents). At run time: float16 logits (onnxruntime's CPU
@@ -139,6 +146,36 @@ def t5_contract(encoder: onnx.GraphProto, decoder: onnx.GraphProto) -> str | Non
     return _logits(dout[0], "decoder")
 
 
+def whisper_contract(encoder: onnx.GraphProto, decoder: onnx.GraphProto) -> str | None:
+    """Why ``encoder`` and ``decoder`` are not a Whisper pair WhisperBeamSearch can drive, or None."""
+    ein, eout, din, dout = list(encoder.input), list(encoder.output), list(decoder.input), list(decoder.output)
+    why = (_names(ein, ["encoder_input_ids", "decoder_input_ids"], "encoder", "input")
+           or _names(eout, ["logits", "encoder_hidden_states"], "encoder", "output"))
+    if why or len(ein) != 2:
+        return why or f"the encoder shall take 2 inputs (the features and the first decoder tokens), got {len(ein)}"
+    layers = (len(eout) - 2) // 4
+    if layers < 1 or len(eout) != 2 + 4 * layers:
+        return f"the encoder's outputs shall be logits, encoder_hidden_states and 4 presents per layer, got {len(eout)}"
+    if len(din) != 1 + 4 * layers or len(dout) != 1 + 2 * layers:
+        return (f"the decoder shall take input_ids and 4 pasts per layer and give logits and 2 presents per layer "
+                f"({layers} layers, the encoder's), got {len(din)} inputs and {len(dout)} outputs (sharing past and "
+                "present buffers or giving cross attention scores, which this kernel does not implement)")
+    self_names = [f"past_{kv}_self_{i}" for i in range(layers) for kv in ("key", "value")]
+    cross_names = [n.replace("self", "cross") for n in self_names]
+    presents = [n.replace("past", "present") for n in (*self_names, *cross_names)]
+    why = (_names(eout[2:], presents, "encoder", "output")
+           or _names(din, ["input_ids", *self_names, *cross_names], "decoder", "input")
+           or _names(dout, ["logits", *presents[:2 * layers]], "decoder", "output"))
+    if why:
+        return why
+    ids, past = dims(din[0]), dims(din[1])
+    if ids is None or len(ids) != 2 or ids[1] != 1:
+        return f"the decoder's input_ids shall be declared (batch, 1), one token a run, got {ids}"
+    if past is None or len(past) != 4:
+        return f"the decoder's past_key_self_0 shall be declared (batch, heads, past length, head size), got {past}"
+    return _logits(dout[0], "decoder") or _logits(eout[0], "encoder")
+
+
 def _float32_logits(proto: onnx.GraphProto) -> None:
     if _elem(proto.output[0]) != _FLOAT:
         raise ValueError("the decoder computes float16 logits; onnxruntime's CPU generation kernels take float32 only")
@@ -238,4 +275,44 @@ class T5Runs(DecoderRuns):
         self.feeds = [self.sequences, np.repeat(mask, beams, axis=0)] + [empty] * self.pasts + cross
 
     def advance(self, tokens: Array, rows: Array | None, axis: int = 0) -> None:
+        super().advance(tokens, rows, axis)
+
+
+class WhisperRuns(DecoderRuns):
+    """Whisper's encoder, which also takes the first decoder tokens, and the decoder after it
+    (onnxruntime's WhisperEncoderSubgraph / WhisperDecoderSubgraph): the first run's logits are the
+    encoder's, each batch's repeated per beam; its self and cross presents, repeated per beam, are
+    the decoder's first pasts (not reordered by the first step's beams: a batch's beams hold the
+    same ones)."""
+
+    def __init__(self, features: Array, decoder_input_ids: Array | None, beams: int, start: int,
+                 encoder: Any, decoder: Any, ctx: KernelContext):
+        super().__init__(decoder, ctx)
+        _float32_logits(encoder.proto)
+        batch = np.shape(features)[0]
+        ids = (np.full((batch, 1), start, dtype=np.int32) if decoder_input_ids is None
+               else np.asarray(decoder_input_ids, dtype=np.int32))
+        if ids.ndim != 2 or ids.shape[0] != batch:
+            raise ValueError(f"decoder_input_ids shall be (batch, sequence) with the features' batch {batch}, got "
+                             f"{ids.shape}")
+        outs = encoder(features, ids, scope=ctx.scope)
+        self.beams, self.encoder_logits = beams, np.asarray(outs[0])
+        self.pending = [np.repeat(np.asarray(o), beams, axis=0) for o in outs[2:]]
+        self.first_past, self.pasts = 1, len(self.pending) // 2
+        self.sequences = np.repeat(ids, beams, axis=0)
+        self.feeds = [self.sequences]
+
+    def run(self) -> Array:
+        if self.runs:
+            return super().run()
+        self.runs = 1
+        logits = self.encoder_logits
+        if logits.ndim != 3 or logits.shape[2] != self.vocab:
+            raise ValueError(f"the encoder's logits have shape {logits.shape}, not (batch, sequence, {self.vocab})")
+        return np.repeat(logits[:, -1], self.beams, axis=0).astype(np.float32)
+
+    def advance(self, tokens: Array, rows: Array | None, axis: int = 0) -> None:
+        if self.runs == 1:
+            self.feeds = [tokens.astype(np.int32).reshape(-1, 1), *self.pending]
+            return
         super().advance(tokens, rows, axis)

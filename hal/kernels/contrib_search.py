@@ -45,7 +45,15 @@ import numpy as np
 import onnx
 
 from hal.kernels.activation import log_softmax
-from hal.kernels.contrib_decoders import GptRuns, T5Runs, gpt_contract, t5_contract, vocab_of
+from hal.kernels.contrib_decoders import (
+    GptRuns,
+    T5Runs,
+    WhisperRuns,
+    gpt_contract,
+    t5_contract,
+    vocab_of,
+    whisper_contract,
+)
 from hal.kernels.registry import KernelContext, kernel
 
 Array = np.ndarray
@@ -100,8 +108,9 @@ class _Processors:
     """onnxruntime's LogitsProcessorList for the two ops, applied in its order to (rows, vocab)."""
 
     def __init__(self, batch: int, vocab: int, eos: int, min_length: int, repetition_penalty: float,
-                 no_repeat_ngram_size: int, vocab_mask: Array | None, prefix_vocab_mask: Array | None):
-        self.batch, self.eos, self.min_length = batch, eos, min_length
+                 no_repeat_ngram_size: int, vocab_mask: Array | None, prefix_vocab_mask: Array | None,
+                 temperature: float = 1.0):
+        self.batch, self.eos, self.min_length, self.temperature = batch, eos, min_length, _F32(temperature)
         self.penalty, self.ngram = _F32(repetition_penalty), no_repeat_ngram_size
         self.vocab_mask = None if vocab_mask is None else _mask(vocab_mask, (vocab,), "vocab_mask")
         self.prefix_mask = None if prefix_vocab_mask is None else _mask(prefix_vocab_mask, (batch, vocab),
@@ -129,6 +138,8 @@ class _Processors:
             scores[np.repeat(self.prefix_mask, beams, axis=0) == 0] = _LOWEST
         if self.min_length > 0 and length < self.min_length:
             scores[:, self.eos] = _LOWEST
+        if self.temperature > 0 and self.temperature != 1:
+            scores /= self.temperature
 
 
 def _mask(m: Array, shape: tuple[int, ...], name: str) -> Array:
@@ -138,13 +149,17 @@ def _mask(m: Array, shape: tuple[int, ...], name: str) -> Array:
     return m
 
 
+#: the inputs onnxruntime checks are scalars (shape () or (1,)); it reads the others' first value
+_SCALARS = ("max_length", "min_length", "num_beams", "num_return_sequences", "length_penalty")
+
+
 def _scalar(x: Array | None, default: float | int, name: str, kind: type) -> Any:
     if x is None:
         return default
-    a = np.asarray(x).reshape(-1)
-    if a.size != 1:
-        raise ValueError(f"{name} shall hold one value, got shape {np.shape(x)}")
-    return kind(a[0])
+    a = np.asarray(x)
+    if a.size != 1 or (name in _SCALARS and a.ndim > 1):
+        raise ValueError(f"{name} should be a scalar, got shape {a.shape}")
+    return kind(a.reshape(-1)[0])
 
 
 def _lengths(max_length: Array, min_length: Array | None, prompt: int, capped: bool) -> tuple[int, int]:
@@ -260,15 +275,7 @@ def _beam_step(hyps: list[_Hypotheses], sequences: Array, top_scores: Array, top
     return scores, tokens, rows
 
 
-@kernel("BeamSearch", since=1, domain=DOMAIN, context=True, output_count=True, refuses=_beam_refuses)
-def beam_search(input_ids, max_length, min_length=None, num_beams=None, num_return_sequences=None,
-                length_penalty=None, repetition_penalty=None, vocab_mask=None, prefix_vocab_mask=None,
-                attention_mask=None, decoder_input_ids=None, logits_processor=None, *, decoder, eos_token_id,
-                pad_token_id, init_decoder=None, encoder=None, model_type=0, no_repeat_ngram_size=0,
-                decoder_start_token_id=-1, early_stopping=0, vocab_size=-1, _n_outputs=1, _ctx: KernelContext):
-    ids = _prompt(input_ids)
-    batch, prompt = ids.shape[0], ids.shape[1] if model_type == 0 else 1  # T5's sequences start at its start token
-    longest, shortest = _lengths(max_length, min_length, prompt, capped=True)
+def _beams(num_beams: Array | None, num_return_sequences: Array | None) -> tuple[int, int]:
     beams = _scalar(num_beams, 1, "num_beams", int)
     if not 1 <= beams <= MAX_NUM_BEAMS:
         raise ValueError(f"num_beams shall be a positive integer no more than {MAX_NUM_BEAMS}, got {beams}")
@@ -276,18 +283,20 @@ def beam_search(input_ids, max_length, min_length=None, num_beams=None, num_retu
     if not 1 <= returned <= beams:
         raise ValueError(f"num_return_sequences ({returned}) shall be a positive integer no more than num_beams "
                          f"({beams})")
-    if model_type == 1:
-        runs = T5Runs(ids, attention_mask, beams, pad_token_id, decoder_start_token_id, encoder, decoder, _ctx)
-    else:
-        runs = GptRuns(ids, attention_mask, beams, pad_token_id, decoder, init_decoder, _ctx)
+    return beams, returned
+
+
+def _search(runs: Any, process: _Processors, batch: int, prompt: int, longest: int, beams: int, returned: int,
+            length_penalty: Array | None, eos: int, pad: int, early_stopping: bool,
+            n_outputs: int) -> Array | tuple[Array, ...]:
+    """The beam search loop over ``runs`` (a ``hal.kernels.contrib_decoders`` runner): the outputs
+    sequences, sequences_scores and scores (as many as asked)."""
     vocab = runs.vocab
-    process = _Processors(batch, vocab, eos_token_id, shortest, _penalty(repetition_penalty),
-                          no_repeat_ngram_size, vocab_mask, prefix_vocab_mask)
     hyps = [_Hypotheses(beams, _scalar(length_penalty, 1.0, "length_penalty", float)) for _ in range(batch)]
     beam_scores = np.zeros((batch, beams), dtype=np.float32)
     beam_scores[:, 1:] = _F32(-1e9)
     beam_scores = beam_scores.reshape(-1)
-    step_scores = np.zeros((longest - prompt, batch, beams, vocab), dtype=np.float32) if _n_outputs > 2 else None
+    step_scores = np.zeros((longest - prompt, batch, beams, vocab), dtype=np.float32) if n_outputs > 2 else None
     sequences = runs.sequences
     while sequences.shape[1] < longest:
         scores = log_softmax(runs.run(), axis=-1)
@@ -298,7 +307,7 @@ def beam_search(input_ids, max_length, min_length=None, num_beams=None, num_retu
         flat = scores.reshape(batch, beams * vocab)
         top = np.argsort(-flat, axis=1, kind="stable")[:, :2 * beams]
         beam_scores, tokens, rows = _beam_step(hyps, sequences, np.take_along_axis(flat, top, axis=1), top, vocab,
-                                               beams, eos_token_id, pad_token_id, bool(early_stopping))
+                                               beams, eos, pad, early_stopping)
         sequences = np.concatenate([sequences[rows], tokens[:, None]], axis=1)
         if all(h.done for h in hyps) or sequences.shape[1] >= longest:
             break
@@ -307,10 +316,84 @@ def beam_search(input_ids, max_length, min_length=None, num_beams=None, num_retu
         if not hyp.done:
             for row in range(b * beams, (b + 1) * beams):
                 hyp.add(sequences[row], beam_scores[row])
-    out = np.full((batch, returned, longest), pad_token_id, dtype=np.int32)
+    out = np.full((batch, returned, longest), pad, dtype=np.int32)
     out_scores = np.zeros((batch, returned), dtype=np.float32)
     for b, hyp in enumerate(hyps):
         for k, (score, seq) in enumerate(hyp.items[:returned]):
             out[b, k, :len(seq)] = seq
             out_scores[b, k] = score
-    return (out, out_scores, step_scores)[:max(_n_outputs, 1)] if _n_outputs > 1 else out
+    return (out, out_scores, step_scores)[:max(n_outputs, 1)] if n_outputs > 1 else out
+
+
+@kernel("BeamSearch", since=1, domain=DOMAIN, context=True, output_count=True, refuses=_beam_refuses)
+def beam_search(input_ids, max_length, min_length=None, num_beams=None, num_return_sequences=None,
+                length_penalty=None, repetition_penalty=None, vocab_mask=None, prefix_vocab_mask=None,
+                attention_mask=None, decoder_input_ids=None, logits_processor=None, *, decoder, eos_token_id,
+                pad_token_id, init_decoder=None, encoder=None, model_type=0, no_repeat_ngram_size=0,
+                decoder_start_token_id=-1, early_stopping=0, vocab_size=-1, _n_outputs=1, _ctx: KernelContext):
+    ids = _prompt(input_ids)
+    batch, prompt = ids.shape[0], ids.shape[1] if model_type == 0 else 1  # T5's sequences start at its start token
+    longest, shortest = _lengths(max_length, min_length, prompt, capped=True)
+    beams, returned = _beams(num_beams, num_return_sequences)
+    if model_type == 1:
+        runs = T5Runs(ids, attention_mask, beams, pad_token_id, decoder_start_token_id, encoder, decoder, _ctx)
+    else:
+        runs = GptRuns(ids, attention_mask, beams, pad_token_id, decoder, init_decoder, _ctx)
+    process = _Processors(batch, runs.vocab, eos_token_id, shortest, _penalty(repetition_penalty),
+                          no_repeat_ngram_size, vocab_mask, prefix_vocab_mask)
+    return _search(runs, process, batch, prompt, longest, beams, returned, length_penalty, eos_token_id,
+                   pad_token_id, bool(early_stopping), _n_outputs)
+
+
+def _whisper_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
+    used = [name for name, i in zip(_WHISPER_UNSUPPORTED_INPUTS, inputs[12:14]) if i]
+    asked = [name for name, o in zip(("cross_qk", "non_speech_probs"), outputs[3:5]) if o]
+    if used or asked or int(attrs.get("decoder_output_cross_qk", 0)):
+        return (f"WhisperBeamSearch's {', '.join(used + asked) or 'decoder_output_cross_qk'} (cross attention "
+                "scores, extra decoding ids, no-speech probabilities) are not implemented")
+    model_type = int(attrs.get("model_type", 2))
+    if model_type != 2:
+        return f"WhisperBeamSearch with model_type {model_type}: only Whisper's (2)"
+    for name in ("eos_token_id", "pad_token_id", "decoder_start_token_id"):
+        if int(attrs.get(name, -1)) < 0:
+            return f"{name} is required and shall not be negative"
+    decoder, encoder = attrs.get("decoder"), attrs.get("encoder")
+    if not isinstance(decoder, onnx.GraphProto) or not isinstance(encoder, onnx.GraphProto):
+        return "WhisperBeamSearch needs the encoder and decoder graph attributes"
+    why = whisper_contract(encoder, decoder)
+    vocab = int(attrs.get("vocab_size", -1))
+    if why is None and vocab > 0 and vocab != vocab_of(decoder):
+        why = f"vocab_size {vocab} differs from the decoder's logits ({vocab_of(decoder)})"
+    return why
+
+
+#: WhisperBeamSearch's inputs 12 and 13, which this kernel does not compute
+_WHISPER_UNSUPPORTED_INPUTS = ("cross_qk_layer_head", "extra_decoding_ids")
+
+
+@kernel("WhisperBeamSearch", since=1, domain=DOMAIN, context=True, output_count=True, refuses=_whisper_refuses)
+def whisper_beam_search(input_features, max_length, min_length=None, num_beams=None, num_return_sequences=None,
+                        length_penalty=None, repetition_penalty=None, vocab_mask=None, prefix_vocab_mask=None,
+                        attention_mask=None, decoder_input_ids=None, logits_processor=None, cross_qk_layer_head=None,
+                        extra_decoding_ids=None, temperature=None, *, decoder, encoder, eos_token_id, pad_token_id,
+                        decoder_start_token_id=-1, init_decoder=None, model_type=2, no_repeat_ngram_size=0,
+                        early_stopping=0, vocab_size=-1, decoder_output_cross_qk=0, translate_token_id=-1,
+                        transcribe_token_id=-1, start_of_lm_token_id=-1, no_timestamps_token_id=-1,
+                        beginning_timestamp_token_id=-1, no_speech_token_id=-1, _n_outputs=1, _ctx: KernelContext):
+    features = np.asarray(input_features)
+    if features.ndim != 3:
+        raise ValueError(f"input_features shall have 3 dimensions (batch, features, frames), got {features.shape}")
+    if _scalar(logits_processor, 0, "logits_processor", int):
+        raise ValueError("logits_processor 1 (Whisper's timestamp rules) is not implemented; feed 0 or leave it out")
+    batch = features.shape[0]
+    beams, returned = _beams(num_beams, num_return_sequences)
+    runs = WhisperRuns(features, decoder_input_ids, beams, decoder_start_token_id, encoder, decoder, _ctx)
+    prompt = runs.sequences.shape[1]
+    longest, shortest = _lengths(max_length, min_length, prompt, capped=True)
+    if longest == prompt + 1:  # onnxruntime's decoder would run with no feeds
+        raise ValueError(f"max_length ({longest}) shall exceed the decoder_input_ids' length ({prompt}) by 2 or more")
+    process = _Processors(batch, runs.vocab, eos_token_id, shortest, _penalty(repetition_penalty),
+                          no_repeat_ngram_size, vocab_mask, prefix_vocab_mask,
+                          _scalar(temperature, 1.0, "temperature", float))
+    return _search(runs, process, batch, prompt, longest, beams, returned, length_penalty, eos_token_id,
+                   pad_token_id, bool(early_stopping), _n_outputs)

@@ -6,7 +6,9 @@ writes one around an exported GPT-2 or T5:
   present_0 ...);
 * ``t5_encoder`` and ``t5_decoder``: T5 style (encoder_input_ids, encoder_attention_mask ->
   present_key_cross_0, present_value_cross_0 ...; input_ids, encoder_attention_mask,
-  past_key_self_0, past_value_self_0 ..., past_key_cross_0 ... -> logits, present_key_self_0 ...).
+  past_key_self_0, past_value_self_0 ..., past_key_cross_0 ... -> logits, present_key_self_0 ...);
+* ``whisper_encoder`` and ``t5_decoder(masked=False)``: Whisper style (encoder_input_ids (the
+  features), decoder_input_ids -> logits, encoder_hidden_states, the self and cross presents).
 """
 
 from __future__ import annotations
@@ -132,12 +134,13 @@ def t5_encoder(layers: int = 2, heads: int = 2, head: int = 4, vocab: int = 23, 
 
 
 def t5_decoder(layers: int = 2, heads: int = 2, head: int = 4, vocab: int = 23, seed: int = 2,
-               barred: tuple[int, ...] = ()) -> onnx.GraphProto:
+               barred: tuple[int, ...] = (), masked: bool = True) -> onnx.GraphProto:
     """T5 style, one token a run: per layer self-attention over the past and the token, then cross
-    attention over the encoder's keys that encoder_attention_mask keeps."""
+    attention over the encoder's keys that encoder_attention_mask keeps (``masked``; Whisper's
+    decoder takes no mask: all of them)."""
     g = _Graph(seed, heads, head)
     x = g.node("Gather", [g.weight("emb", vocab, g.hidden), "input_ids"], "h0")
-    cross_bias = g.mask_bias("encoder_attention_mask", "cross")
+    cross_bias = g.mask_bias("encoder_attention_mask", "cross") if masked else "fzero"
     for i in range(layers):
         q, k, v = (g.heads_of(x, f"w{c}{i}", f"{c}{i}") for c in "qkv")
         kk = g.node("Concat", [f"past_key_self_{i}", k], f"present_key_self_{i}", axis=2)
@@ -148,8 +151,9 @@ def t5_decoder(layers: int = 2, heads: int = 2, head: int = 4, vocab: int = 23, 
     g.logits(x, vocab, barred)
     self_pasts = [f"past_{kv}_self_{i}" for i in range(layers) for kv in ("key", "value")]
     cross_pasts = [f"past_{kv}_cross_{i}" for i in range(layers) for kv in ("key", "value")]
-    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT32, ["batch", 1]),
-              helper.make_tensor_value_info("encoder_attention_mask", TensorProto.INT32, ["batch", "enc_seq"])]
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT32, ["batch", 1])]
+    if masked:
+        inputs.append(helper.make_tensor_value_info("encoder_attention_mask", TensorProto.INT32, ["batch", "enc_seq"]))
     inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", heads, "past", head]) for n in self_pasts]
     inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", heads, "enc_seq", head])
                for n in cross_pasts]
@@ -159,19 +163,53 @@ def t5_decoder(layers: int = 2, heads: int = 2, head: int = 4, vocab: int = 23, 
     return helper.make_graph(g.nodes, "t5 decoder", inputs, outputs, g.inits)
 
 
+def whisper_encoder(layers: int = 2, heads: int = 2, head: int = 4, vocab: int = 23, mels: int = 6,
+                    seed: int = 3) -> onnx.GraphProto:
+    """Whisper style: the features (batch, mels, frames) projected to the hidden states and each
+    layer's cross keys and values; the first decoder tokens through self attention (each layer's
+    self keys and values) and cross attention, to the logits."""
+    g = _Graph(seed, heads, head)
+    frames = g.node("Transpose", ["encoder_input_ids"], "frames", perm=[0, 2, 1])
+    h = g.node("Tanh", [g.node("MatMul", [frames, g.weight("proj", mels, g.hidden)], "proj_out")],
+               "encoder_hidden_states")
+    x = g.node("Gather", [g.weight("emb", vocab, g.hidden), "decoder_input_ids"], "x0")
+    selfs, crosses = [], []
+    for i in range(layers):
+        q, k, v = (g.heads_of(x, f"w{c}{i}", f"{c}{i}") for c in "qkv")
+        selfs += [g.node("Identity", [k], f"present_key_self_{i}"), g.node("Identity", [v], f"present_value_self_{i}")]
+        x = g.attend(x, q, k, v, "fzero", f"self{i}")
+        ck, cv = (g.node("Identity", [g.heads_of(h, f"wc{c}{i}", f"c{c}{i}")], f"present_{n}_cross_{i}")
+                  for c, n in (("k", "key"), ("v", "value")))
+        crosses += [ck, cv]
+        x = g.attend(x, g.heads_of(x, f"wq_cross{i}", f"qc{i}"), ck, cv, "fzero", f"cross{i}")
+    g.logits(x, vocab, ())
+    inputs = [helper.make_tensor_value_info("encoder_input_ids", TensorProto.FLOAT, ["batch", mels, "frames"]),
+              helper.make_tensor_value_info("decoder_input_ids", TensorProto.INT32, ["batch", "seq"])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab]),
+               helper.make_tensor_value_info(h, TensorProto.FLOAT, ["batch", "frames", g.hidden])]
+    outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", heads, "seq", head]) for n in selfs]
+    outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", heads, "frames", head]) for n in crosses]
+    return helper.make_graph(g.nodes, "whisper encoder", inputs, outputs, g.inits)
+
+
 GREEDY_INPUTS = ["input_ids", "max_length", "min_length", "repetition_penalty", "vocab_mask", "prefix_vocab_mask",
                  "attention_mask"]
 BEAM_INPUTS = ["input_ids", "max_length", "min_length", "num_beams", "num_return_sequences", "length_penalty",
                "repetition_penalty", "vocab_mask", "prefix_vocab_mask", "attention_mask"]
-_TYPES = {"length_penalty": TensorProto.FLOAT, "repetition_penalty": TensorProto.FLOAT}
+WHISPER_INPUTS = ["input_features", *BEAM_INPUTS[1:], "decoder_input_ids", "logits_processor", "cross_qk_layer_head",
+                  "extra_decoding_ids", "temperature"]
+_TYPES = {"length_penalty": TensorProto.FLOAT, "repetition_penalty": TensorProto.FLOAT,
+          "input_features": TensorProto.FLOAT, "temperature": TensorProto.FLOAT}
 
 
 def search_model(op: str, feeds: dict[str, np.ndarray], outputs: list[str], dec: onnx.GraphProto | None = None,
                  init: onnx.GraphProto | None = None, enc: onnx.GraphProto | None = None, **attrs) -> bytes:
     """One ``op`` node (GreedySearch / BeamSearch) over ``dec`` (and ``init`` / ``enc``); the inputs
     named in ``feeds`` are the graph's inputs (fed), the others omitted."""
-    order = GREEDY_INPUTS if op == "GreedySearch" else BEAM_INPUTS
-    names = [n if n in feeds else "" for n in order]  # all of them, as convert_generation writes them
+    order = {"GreedySearch": GREEDY_INPUTS, "BeamSearch": BEAM_INPUTS}.get(op, WHISPER_INPUTS)
+    names = [n if n in feeds else "" for n in order]
+    while len(names) > len(BEAM_INPUTS) and not names[-1]:  # convert_generation names the first ten
+        names.pop()
     graphs = {"decoder": dec if dec is not None else decoder()}
     for name, g in (("init_decoder", init), ("encoder", enc)):
         if g is not None:

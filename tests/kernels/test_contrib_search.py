@@ -10,7 +10,14 @@ import pytest
 
 import hal
 from hal.errors import RunError, UnsupportedOpError
-from tests.kernels._generation_models import decoder, scalar, search_model, t5_decoder, t5_encoder
+from tests.kernels._generation_models import (
+    decoder,
+    scalar,
+    search_model,
+    t5_decoder,
+    t5_encoder,
+    whisper_encoder,
+)
 from tests.kernels._onnxruntime import run_as_written
 
 TARGETS = [t.name for t in hal.targets()]
@@ -129,6 +136,9 @@ T5_CASES = {
     "eos": (_beam_feeds(3, 2, input_ids=T5_IDS), {}),
     "early_stopping": (_beam_feeds(3, 3, input_ids=T5_IDS), {"early_stopping": 1}),
     "one_beam": (_beam_feeds(1, 1, input_ids=T5_IDS), {}),
+    # pad ids inside and after a row's tokens: only leading ones are masked (T5's tokenizer ends with one)
+    "inner_pads": (_beam_feeds(2, 2, input_ids=np.array([[3, 0, 7, 9, 0], [0, 0, 4, 0, 8], [0, 13, 1, 1, 7]],
+                                                       np.int32)), {}),
     "penalties": (_beam_feeds(2, 2, 0.5, input_ids=T5_IDS, repetition_penalty=scalar(1.5, np.float32),
                               min_length=scalar(9)), {"no_repeat_ngram_size": 2}),
     "masks": (_beam_feeds(3, 2, input_ids=T5_IDS, vocab_mask=VOCAB_MASK, prefix_vocab_mask=PREFIX_MASK,
@@ -145,6 +155,53 @@ def test_t5_beam_search_matches_onnxruntime(case, outputs):
     _compare("BeamSearch", feeds, outputs, **{**T5, "eos_token_id": T5_EOS_OFTEN, **attrs})
 
 
+WHISPER = {"enc": whisper_encoder(), "dec": t5_decoder(barred=(21,), masked=False), "decoder_start_token_id": 20,
+           "pad_token_id": 21, "eos_token_id": 5}  # the tiny pair emits token 5 often, 22 never
+FEATURES = np.random.default_rng(0).standard_normal((3, 6, 10)).astype(np.float32)
+
+
+def _whisper_feeds(beams: int = 3, returned: int = 2, **extra) -> dict:
+    return {**_beam_feeds(beams, returned, max_length=scalar(11), **extra), "input_features": FEATURES}
+
+
+WHISPER_CASES = {
+    "plain": (_whisper_feeds(3, 3), {"eos_token_id": EOS_RARE}),
+    "eos": (_whisper_feeds(), {}),
+    "early_stopping": (_whisper_feeds(4, 4), {"early_stopping": 1}),
+    "one_beam": (_whisper_feeds(1, 1), {}),
+    "prompt": (_whisper_feeds(decoder_input_ids=np.array([[20, 5], [20, 7], [20, 9]], np.int32)), {}),
+    "temperature": (_whisper_feeds(temperature=scalar(0.6, np.float32), length_penalty=1.7), {}),
+    "processors": (_whisper_feeds(repetition_penalty=scalar(1.4, np.float32), min_length=scalar(8),
+                                  vocab_mask=VOCAB_MASK, prefix_vocab_mask=PREFIX_MASK), {"no_repeat_ngram_size": 2}),
+}
+
+
+@pytest.mark.parametrize("outputs", [["sequences"], ["sequences", "sequences_scores", "scores"]], ids=["seq", "all"])
+@pytest.mark.parametrize("case", WHISPER_CASES)
+def test_whisper_beam_search_matches_onnxruntime(case, outputs):
+    """WhisperBeamSearch: the encoder once (features and the first decoder tokens), its logits the
+    first step's, its self and cross presents repeated per beam; then the decoder."""
+    feeds, attrs = WHISPER_CASES[case]
+    feeds = {k: v for k, v in feeds.items() if k != "input_ids"}
+    _compare("WhisperBeamSearch", feeds, outputs, **{**WHISPER, **attrs})
+
+
+def test_whisper_forms_not_computed_are_refused():
+    """The timestamp rules (logits_processor 1) are a RunError (onnxruntime runs them); cross
+    attention scores are refused when compiled."""
+    feeds = {k: v for k, v in _whisper_feeds(logits_processor=scalar(1)).items() if k != "input_ids"}
+    timestamps = {"beginning_timestamp_token_id": 15, "no_timestamps_token_id": 14, "start_of_lm_token_id": 13,
+                  "translate_token_id": 12, "transcribe_token_id": 11}
+    blob = search_model("WhisperBeamSearch", feeds, ["sequences"], **WHISPER, **timestamps)
+    run_as_written(blob, feeds)
+    with pytest.raises(RunError, match="logits_processor 1"):
+        hal.InferenceSession(blob, target="cpu", cache_dir=False).run(None, feeds)
+    feeds.pop("logits_processor")
+    blob = search_model("WhisperBeamSearch", feeds, ["sequences", "", "", "cross_qk"], **WHISPER)
+    with pytest.raises(UnsupportedOpError, match="cross_qk"):
+        hal.InferenceSession(blob, target="cpu", cache_dir=False)
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_target_generates(target):
     """Every target runs the node (the LPU on the cpu beside it: the sequences' length is a run's value)."""
@@ -154,9 +211,13 @@ def test_every_target_generates(target):
              eos_token_id=EOS_RARE, pad_token_id=PAD)
     _compare("BeamSearch", _beam_feeds(2, 1, input_ids=T5_IDS), ["sequences"], target,
              **{**T5, "eos_token_id": T5_EOS_OFTEN})
+    _compare("WhisperBeamSearch", {k: v for k, v in _whisper_feeds(2, 1).items() if k != "input_ids"}, ["sequences"],
+             target, **WHISPER)
 
 
 BAD_RUNS = {
+    "length_penalty_not_a_scalar": ("BeamSearch", _beam_feeds(2, 1, length_penalty=np.ones((1, 1), np.float32)),
+                                    "length_penalty should be a scalar"),
     "max_length_not_past_prompt": ("GreedySearch", {"input_ids": IDS, "max_length": scalar(5)}, "max_length"),
     "max_length_too_long": ("BeamSearch", _beam_feeds(2, 1, max_length=scalar(5000)), "max_length"),
     "more_returned_than_beams": ("BeamSearch", _beam_feeds(2, 3), "num_return_sequences"),
