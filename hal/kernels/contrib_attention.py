@@ -102,7 +102,7 @@ def _check_mask(mask: Array, batch: int, q_len: int, total: int, op: str) -> Arr
     raise ValueError(f"{op}: mask of shape {shape} is none of the forms onnxruntime reads: {forms}")
 
 
-def _softmax_rows(x: Array, in_place: bool = False) -> Array:
+def mlas_softmax(x: Array, in_place: bool = False) -> Array:
     """MLAS's softmax over the last axis: exp(x - max) times the reciprocal of the row's sum (into
     ``x`` itself when ``in_place``: the same bits, two passes' buffers fewer)."""
     e = np.subtract(x, np.max(x, axis=-1, keepdims=True), out=x if in_place else None)
@@ -121,7 +121,7 @@ def _attend(q: Array, k: Array, v: Array, add: Array | None, scale: float, rd, k
     logits *= q.dtype.type(scale)
     if add is not None:
         logits += add
-    probs = _softmax_rows(logits, in_place=not keep_logits)
+    probs = mlas_softmax(logits, in_place=not keep_logits)
     return np.matmul(rd(probs), rd(v)), logits if keep_logits else None
 
 

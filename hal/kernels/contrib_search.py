@@ -1,19 +1,30 @@
-"""onnxruntime's generation contrib ops, GreedySearch and BeamSearch (domain ``com.microsoft``), as
-onnxruntime 1.32's CPU kernels compute them. onnxruntime.transformers.convert_generation writes them
-around an exported GPT-2 (model_type 0; GreedySearch takes no other) or T5 (model_type 1, BeamSearch):
-the node runs its ``decoder`` graph attribute once per generated token, each run's presents fed
-back as pasts. The decoders' contracts and feeds are ``hal.kernels.contrib_decoders``'.
+"""onnxruntime's generation contrib ops, GreedySearch, Sampling, BeamSearch and WhisperBeamSearch
+(domain ``com.microsoft``), as onnxruntime 1.32's CPU kernels compute them.
+onnxruntime.transformers.convert_generation writes them around an exported GPT-2 (model_type 0; the
+only one GreedySearch and Sampling take) or T5 (model_type 1, BeamSearch), its Whisper exporter
+WhisperBeamSearch: the node runs its ``decoder`` graph attribute once per generated token, each
+run's presents fed back as pasts. The decoders' contracts and feeds are ``hal.kernels.contrib_decoders``'.
 
 * The next token's scores: the last position's logits (BeamSearch: their log-softmax in float32),
   then onnxruntime's logits processors in its order: repetition_penalty (each token already in the
   sequence: a score below 0 times the penalty, else over it), no_repeat_ngram_size (a token that
   would repeat an n-gram of the sequence), vocab_mask (0: barred), prefix_vocab_mask (first run
-  only), min_length (eos barred while the sequence is shorter). A barred score is float32's lowest
-  finite value, as onnxruntime writes it.
+  only), min_length (eos barred while the sequence is shorter), temperature (Sampling's attribute,
+  WhisperBeamSearch's input: the scores over it). A barred score is float32's lowest finite value,
+  as onnxruntime writes it.
 * GreedySearch takes each row's largest score (the first on a tie). Once a sequence has produced
   eos_token_id every later token of it (that eos included) is pad_token_id; the search stops when
   every sequence has, or at max_length. sequences (batch, max_length) int32; positions past an early
   stop are pad_token_id (onnxruntime leaves them unwritten: zeros or stale memory).
+* Sampling (custom 0) draws where GreedySearch takes the largest: in each row the tokens whose
+  probabilities (MLAS's softmax), summed from the least probable up in float32, stay within 1 -
+  top_p take filter_value (the min_tokens_to_keep most probable never, past the first); then
+  onnxruntime's Multinomial, exp(score - max) summed in float64 over the finite scores, searched
+  for u x the total, u from libstdc++'s std::default_random_engine seeded with the seed input (0
+  without one) and its uniform_real_distribution<double>, the one generator running on from row
+  to row and run to run: the tokens onnxruntime draws. A cumulative probability within an ulp of 1 - top_p may fall the
+  other way (MLAS's exp is not the C library's); top_p 0 puts every one there (convert_generation
+  writes Sampling only for 0 < top_p < 1).
 * BeamSearch adds each beam's running score (0 for the first beam of a batch, -1e9 for the others
   at the start) and takes the 2 x num_beams best over beams and tokens (ties to the lower flat
   index). In rank order, a candidate that is eos among the first num_beams closes its beam's
@@ -29,22 +40,26 @@ back as pasts. The decoders' contracts and feeds are ``hal.kernels.contrib_decod
   after an early stop, which onnxruntime leaves unwritten).
 
 Refused when a target compiles the node, as onnxruntime refuses it: decoders that break their
-contract, other model types (Whisper's is WhisperBeamSearch's; Sampling has no kernel here), a
-missing eos_token_id or pad_token_id (T5: decoder_start_token_id), a vocab_size attribute other
-than the logits' (onnxruntime then reads the logits with the wrong row stride). At run time
-(RunError): max_length not above the prompt's length or above 4096 (BeamSearch), num_beams outside
-1 ... 128, num_return_sequences outside 1 ... num_beams, repetition_penalty not above 0, float16
-logits.
+contract, other model types, Sampling's custom form (presence_mask, custom=1) and its debug
+filtered_logits, WhisperBeamSearch's cross attention scores, extra decoding ids and no-speech
+probabilities, a missing eos_token_id or pad_token_id (T5, Whisper: decoder_start_token_id), a
+vocab_size attribute other than the logits' (onnxruntime then reads the logits with the wrong row
+stride). At run time
+(RunError): max_length not above the prompt's length or above 4096 (the beam searches), num_beams
+outside 1 ... 128, num_return_sequences outside 1 ... num_beams, repetition_penalty not above 0, a
+negative seed, Whisper's timestamp rules (logits_processor 1), float16 logits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import onnx
 
 from hal.kernels.activation import log_softmax
+from hal.kernels.contrib_attention import mlas_softmax
 from hal.kernels.contrib_decoders import (
     GptRuns,
     T5Runs,
@@ -189,31 +204,112 @@ def _prompt(input_ids: Array) -> Array:
 # --- GreedySearch ------------------------------------------------------------------------------
 
 
+def _greedy(input_ids, max_length, min_length, repetition_penalty, vocab_mask, prefix_vocab_mask, attention_mask,
+            decoder, init_decoder, eos: int, pad: int, no_repeat_ngram_size: int, ctx: KernelContext,
+            choose: Callable[[Array], Array], temperature: float = 1.0) -> Array:
+    """The loop of GreedySearch and Sampling: each run's processed scores, ``choose`` the next tokens."""
+    ids = _prompt(input_ids)
+    batch, prompt = ids.shape
+    longest, shortest = _lengths(max_length, min_length, prompt, capped=False)
+    runs = GptRuns(ids, attention_mask, 1, pad, decoder, init_decoder, ctx)
+    process = _Processors(batch, runs.vocab, eos, shortest, _penalty(repetition_penalty), no_repeat_ngram_size,
+                          vocab_mask, prefix_vocab_mask, temperature)
+    sequences, finished = ids, np.zeros(batch, dtype=bool)
+    while sequences.shape[1] < longest:
+        scores = runs.run()
+        process(scores, sequences, runs.runs)
+        tokens = choose(scores)
+        finished |= tokens == eos
+        tokens[finished] = pad
+        sequences = np.concatenate([sequences, tokens[:, None]], axis=1)
+        if finished.all() or sequences.shape[1] >= longest:
+            break
+        runs.advance(tokens, None)
+    out = np.full((batch, longest), pad, dtype=np.int32)
+    out[:, :sequences.shape[1]] = sequences
+    return out
+
+
 @kernel("GreedySearch", since=1, domain=DOMAIN, context=True, refuses=_search_refuses)
 def greedy_search(input_ids, max_length, min_length=None, repetition_penalty=None, vocab_mask=None,
                   prefix_vocab_mask=None, attention_mask=None, *, decoder, eos_token_id, pad_token_id,
                   init_decoder=None, encoder=None, model_type=0, no_repeat_ngram_size=0,
                   decoder_start_token_id=-1, vocab_size=-1, _ctx: KernelContext):
-    ids = _prompt(input_ids)
-    batch, prompt = ids.shape
-    longest, shortest = _lengths(max_length, min_length, prompt, capped=False)
-    runs = GptRuns(ids, attention_mask, 1, pad_token_id, decoder, init_decoder, _ctx)
-    process = _Processors(batch, runs.vocab, eos_token_id, shortest, _penalty(repetition_penalty),
-                          no_repeat_ngram_size, vocab_mask, prefix_vocab_mask)
-    sequences, finished = ids, np.zeros(batch, dtype=bool)
-    while sequences.shape[1] < longest:
-        scores = runs.run()
-        process(scores, sequences, runs.runs)
-        tokens = np.argmax(scores, axis=1).astype(np.int32)
-        finished |= tokens == eos_token_id
-        tokens[finished] = pad_token_id
-        sequences = np.concatenate([sequences, tokens[:, None]], axis=1)
-        if finished.all() or sequences.shape[1] >= longest:
-            break
-        runs.advance(tokens, None)
-    out = np.full((batch, longest), pad_token_id, dtype=np.int32)
-    out[:, :sequences.shape[1]] = sequences
-    return out
+    return _greedy(input_ids, max_length, min_length, repetition_penalty, vocab_mask, prefix_vocab_mask,
+                   attention_mask, decoder, init_decoder, eos_token_id, pad_token_id, no_repeat_ngram_size, _ctx,
+                   lambda scores: np.argmax(scores, axis=1).astype(np.int32))
+
+
+# --- Sampling ----------------------------------------------------------------------------------
+
+
+class _Minstd:
+    """std::default_random_engine of libstdc++ (minstd_rand0: x <- 16807 x mod 2^31 - 1) and its
+    std::uniform_real_distribution<double>(0, 1): two draws d1, d2, ((d1 - 1) + (d2 - 1) R) / R^2
+    with R = 2^31 - 2, below 1."""
+
+    MODULUS, RANGE = 2147483647, 2147483646.0
+
+    def __init__(self, seed: int):
+        self.x = seed % self.MODULUS or 1
+
+    def _draw(self) -> int:
+        self.x = self.x * 16807 % self.MODULUS
+        return self.x
+
+    def uniform(self) -> float:
+        low = float(self._draw() - 1)
+        high = float(self._draw() - 1)
+        u = (low + high * self.RANGE) / (self.RANGE * self.RANGE)
+        return u if u < 1.0 else float(np.nextafter(1.0, 0.0))
+
+
+def _sample(scores: Array, generator: _Minstd, top_p: float, filter_value: float, keep: int) -> Array:
+    """onnxruntime's SamplingCpuHelper::Sample (custom 0): in each row the tokens whose probability,
+    summed from the least probable up in float32, stays within 1 - top_p are set to filter_value
+    (the ``keep`` most probable never past the first); then its Multinomial draws one token per row
+    from exp(score - max) over the finite scores, in float64, the generator running on."""
+    rows, vocab = scores.shape
+    limit = _F32(1) - _F32(top_p)
+    for r in range(rows):
+        order = np.argsort(scores[r], kind="stable")
+        cum = np.cumsum(mlas_softmax(scores[r][order][None])[0], dtype=np.float32)
+        filtered = np.flatnonzero(cum[:max(vocab - keep, 1)] <= limit)
+        scores[r, order[filtered]] = _F32(filter_value)
+    tokens = np.empty(rows, dtype=np.int32)
+    for r in range(rows):
+        row = scores[r].astype(np.float64)
+        finite = np.isfinite(row)
+        peak = row[finite].max() if finite.any() else float(np.finfo(np.float32).min)
+        with np.errstate(over="ignore"):
+            cdf = np.cumsum(np.where(finite, np.exp(row - peak), 0.0))
+        tokens[r] = np.searchsorted(cdf, generator.uniform() * cdf[-1], side="right")
+    return tokens
+
+
+def _sampling_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
+    if int(attrs.get("custom", 0)):
+        return "Sampling with custom=1 (its presence penalty and greater-first filter) is not implemented"
+    if len(inputs) > 7 and inputs[7]:
+        return "Sampling's presence_mask (custom sampling) is not implemented"
+    if len(outputs) > 1 and outputs[1]:
+        return "Sampling's filtered_logits output (written only by onnxruntime's debug builds) is not implemented"
+    return _search_refuses(attrs, inputs, outputs)
+
+
+@kernel("Sampling", since=1, domain=DOMAIN, context=True, refuses=_sampling_refuses)
+def sampling(input_ids, max_length, min_length=None, repetition_penalty=None, vocab_mask=None, prefix_vocab_mask=None,
+             attention_mask=None, presence_mask=None, seed=None, *, decoder, eos_token_id, pad_token_id,
+             init_decoder=None, encoder=None, model_type=0, no_repeat_ngram_size=0, decoder_start_token_id=-1,
+             vocab_size=-1, temperature=1.0, top_p=0.0, filter_value=-1e20, min_tokens_to_keep=0, custom=0,
+             presence_penalty=0.0, _ctx: KernelContext):
+    start = _scalar(seed, 0, "seed", int)
+    if start < 0:
+        raise ValueError(f"seed must be >= 0, got {start}")
+    generator = _Minstd(start)
+    return _greedy(input_ids, max_length, min_length, repetition_penalty, vocab_mask, prefix_vocab_mask,
+                   attention_mask, decoder, init_decoder, eos_token_id, pad_token_id, no_repeat_ngram_size, _ctx,
+                   lambda scores: _sample(scores, generator, top_p, filter_value, min_tokens_to_keep), temperature)
 
 
 # --- BeamSearch --------------------------------------------------------------------------------

@@ -196,6 +196,7 @@ GREEDY_INPUTS = ["input_ids", "max_length", "min_length", "repetition_penalty", 
                  "attention_mask"]
 BEAM_INPUTS = ["input_ids", "max_length", "min_length", "num_beams", "num_return_sequences", "length_penalty",
                "repetition_penalty", "vocab_mask", "prefix_vocab_mask", "attention_mask"]
+SAMPLING_INPUTS = [*GREEDY_INPUTS, "presence_mask", "seed"]
 WHISPER_INPUTS = ["input_features", *BEAM_INPUTS[1:], "decoder_input_ids", "logits_processor", "cross_qk_layer_head",
                   "extra_decoding_ids", "temperature"]
 _TYPES = {"length_penalty": TensorProto.FLOAT, "repetition_penalty": TensorProto.FLOAT,
@@ -204,11 +205,12 @@ _TYPES = {"length_penalty": TensorProto.FLOAT, "repetition_penalty": TensorProto
 
 def search_model(op: str, feeds: dict[str, np.ndarray], outputs: list[str], dec: onnx.GraphProto | None = None,
                  init: onnx.GraphProto | None = None, enc: onnx.GraphProto | None = None, **attrs) -> bytes:
-    """One ``op`` node (GreedySearch / BeamSearch) over ``dec`` (and ``init`` / ``enc``); the inputs
-    named in ``feeds`` are the graph's inputs (fed), the others omitted."""
-    order = {"GreedySearch": GREEDY_INPUTS, "BeamSearch": BEAM_INPUTS}.get(op, WHISPER_INPUTS)
+    """One ``op`` node (GreedySearch, BeamSearch, Sampling, WhisperBeamSearch) over ``dec`` (and
+    ``init`` / ``enc``); the inputs named in ``feeds`` are the graph's inputs (fed), the others omitted."""
+    order = {"GreedySearch": GREEDY_INPUTS, "BeamSearch": BEAM_INPUTS, "Sampling": SAMPLING_INPUTS}.get(
+        op, WHISPER_INPUTS)
     names = [n if n in feeds else "" for n in order]
-    while len(names) > len(BEAM_INPUTS) and not names[-1]:  # convert_generation names the first ten
+    while len(names) > len(GREEDY_INPUTS) and not names[-1]:  # convert_generation names the first seven or ten
         names.pop()
     graphs = {"decoder": dec if dec is not None else decoder()}
     for name, g in (("init_decoder", init), ("encoder", enc)):

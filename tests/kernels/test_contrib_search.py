@@ -41,7 +41,7 @@ def _compare(op: str, feeds: dict, outputs: list[str], target: str = "cpu", **at
     want = run_as_written(blob, feeds)
     got = hal.InferenceSession(blob, target=target, fallback="allow", cache_dir=False).run(None, feeds)
     assert len(got) == len(want)
-    if op == "GreedySearch":
+    if op in ("GreedySearch", "Sampling"):
         written = _written(want[0], feeds["input_ids"].shape[1])
         assert (got[0][:, written:] == PAD).all()
         got, want = [got[0][:, :written]], [want[0][:, :written]]
@@ -93,6 +93,46 @@ def test_greedy_search_one_prompt_one_step():
     """A batch of one whose prompt leaves room for a single token."""
     _compare("GreedySearch", {"input_ids": IDS[:1], "max_length": scalar(6)}, ["sequences"], eos_token_id=EOS_RARE,
              pad_token_id=PAD)
+
+
+SAMPLING = {
+    "top_p_small": ({}, {"top_p": 0.01}),
+    "top_p_half": ({"seed": scalar(42)}, {"top_p": 0.5}),
+    "top_p_wide_warm": ({"seed": scalar(7)}, {"top_p": 0.9, "temperature": 1.4}),
+    "top_p_all_cold": ({"seed": scalar(3)}, {"top_p": 0.99, "temperature": 0.6}),
+    "keep_three": ({"seed": scalar(4)}, {"top_p": 0.01, "min_tokens_to_keep": 3}),
+    "seed_past_modulus": ({"seed": scalar(2**31 - 1)}, {"top_p": 0.8}),
+    "processors": ({"seed": scalar(11), "repetition_penalty": scalar(1.5, np.float32), "min_length": scalar(9),
+                    "vocab_mask": VOCAB_MASK, "prefix_vocab_mask": PREFIX_MASK, "attention_mask": MASK},
+                   {"top_p": 0.7, "no_repeat_ngram_size": 2}),
+    "eos_rare": ({"seed": scalar(5)}, {"top_p": 0.95, "eos_token_id": EOS_RARE}),
+}
+
+
+@pytest.mark.parametrize("case", SAMPLING)
+def test_sampling_matches_onnxruntime(case):
+    """Sampling draws onnxruntime's tokens: its generator (libstdc++'s minstd_rand0 from the seed
+    input, 0 without one) running on from row to row and run to run, its top-p filter and its
+    Multinomial's float64 cumulative sums."""
+    extra, attrs = SAMPLING[case]
+    _compare("Sampling", {"input_ids": IDS, "max_length": scalar(16), **extra}, ["sequences"],
+             **{"eos_token_id": EOS_OFTEN, "pad_token_id": PAD, **attrs})
+
+
+def test_sampling_forms_not_computed_are_refused():
+    feeds = {"input_ids": IDS, "max_length": scalar(9), "seed": scalar(-1)}
+    blob = search_model("Sampling", feeds, ["sequences"], dec=DEC, eos_token_id=EOS_OFTEN, pad_token_id=PAD, top_p=0.5)
+    with pytest.raises(Exception, match="Seed must be >= 0"):
+        run_as_written(blob, feeds)
+    with pytest.raises(RunError, match="seed must be >= 0"):
+        hal.InferenceSession(blob, target="cpu", cache_dir=False).run(None, feeds)
+    feeds["seed"] = scalar(1)
+    for attrs, word in (({"custom": 1}, "custom=1"), ({}, "presence_mask")):
+        fed = {**feeds, "presence_mask": np.zeros((3, 23), np.int32)} if word == "presence_mask" else feeds
+        blob = search_model("Sampling", fed, ["sequences"], dec=DEC, eos_token_id=EOS_OFTEN, pad_token_id=PAD,
+                            top_p=0.5, **attrs)
+        with pytest.raises(UnsupportedOpError, match=word):
+            hal.InferenceSession(blob, target="cpu", cache_dir=False)
 
 
 def _beam_feeds(beams: int = 3, returned: int = 2, length_penalty: float = 1.0, **extra) -> dict:
@@ -213,6 +253,8 @@ def test_every_target_generates(target):
              **{**T5, "eos_token_id": T5_EOS_OFTEN})
     _compare("WhisperBeamSearch", {k: v for k, v in _whisper_feeds(2, 1).items() if k != "input_ids"}, ["sequences"],
              target, **WHISPER)
+    _compare("Sampling", {"input_ids": IDS, "max_length": scalar(12), "seed": scalar(9)}, ["sequences"], target,
+             eos_token_id=EOS_OFTEN, pad_token_id=PAD, top_p=0.8)
 
 
 BAD_RUNS = {
