@@ -28,11 +28,14 @@ builds the session, in its words where it has them) and the feeds from run to ru
   once, at the batch's size: its logits choose the first token; the decoder takes input_ids
   (batch x beams, 1), the self pasts and the cross pasts, and gives logits and the self presents.
 
+* T5's older format (earlier convert_generation releases; onnxruntime 1.32 still runs it): the
+  encoder also takes decoder_input_ids (the start tokens) and makes the first step, as Whisper's
+  does (logits, encoder_hidden_states, self and cross presents); the decoder takes input_ids,
+  encoder_attention_mask, encoder_hidden_states where it declares them, then the pasts.
+
 Refused (a reason string from ``gpt_contract`` / ``t5_contract`` / ``whisper_contract``): names, ranks and types the
 contract fixes; decoders sharing past and present buffers (past_sequence_length) or fed the whole
-sequence; the older T5 format, whose encoder also initialises the decoder (logits,
-encoder_hidden_states and the first self presents). At run time: float16 logits (onnxruntime's CPU
-kernels compute float32 only).
+sequence. At run time: float16 logits (onnxruntime's CPU kernels compute float32 only).
 """
 
 from __future__ import annotations
@@ -111,39 +114,43 @@ def gpt_contract(decoder: onnx.GraphProto, what: str = "decoder") -> str | None:
 def t5_contract(encoder: onnx.GraphProto, decoder: onnx.GraphProto) -> str | None:
     """Why ``encoder`` and ``decoder`` are not a T5 pair the generation ops can drive, or None."""
     ein, eout, din, dout = list(encoder.input), list(encoder.output), list(decoder.input), list(decoder.output)
-    if len(ein) == 3 or (eout and eout[0].name == "logits"):
-        return ("the encoder also initialises the decoder (the older T5 format: logits, encoder_hidden_states and the "
-                "first self presents), which this kernel does not implement")
-    why = _names(ein, ["encoder_input_ids", "encoder_attention_mask"], "encoder", "input")
-    if why or len(ein) != 2:
-        return why or f"the encoder shall take 2 inputs, got {len(ein)}"
-    layers = len(eout) // 2
-    if not layers or len(eout) % 2:
-        return f"the encoder's outputs shall be a cross key and value per layer, got {len(eout)} outputs"
-    if len(din) > 2 and din[2].name == "encoder_hidden_states":
-        return "a decoder that takes encoder_hidden_states (the older T5 format) is not implemented"
-    if len(din) != 2 + 4 * layers or len(dout) != 1 + 2 * layers:
+    older = len(ein) == 3  # the encoder also makes the decoder's first step
+    why = _names(ein, ["encoder_input_ids", "encoder_attention_mask", "decoder_input_ids"][:len(ein)], "encoder",
+                 "input")
+    if why or len(ein) not in (2, 3):
+        return why or f"the encoder shall take 2 inputs (3 in the older format), got {len(ein)}"
+    head = eout[:2] if older else []
+    layers = (len(eout) - len(head)) // (4 if older else 2)
+    if layers < 1 or len(eout) != len(head) + (4 if older else 2) * layers:
+        return (f"the encoder's outputs shall be {'logits, encoder_hidden_states, the self and ' if older else 'the '}"
+                f"cross keys and values of each layer, got {len(eout)} outputs")
+    hidden = len(din) > 2 and din[2].name == "encoder_hidden_states"
+    if hidden and not older:
+        return "a decoder that takes encoder_hidden_states needs an encoder that gives them (the older format)"
+    if len(din) != 2 + hidden + 4 * layers or len(dout) != 1 + 2 * layers:
         return (f"the decoder shall take input_ids, encoder_attention_mask and 4 pasts per layer and give logits and 2 "
                 f"presents per layer ({layers} layers, the encoder's), got {len(din)} inputs and {len(dout)} outputs"
                 " (a past_sequence_length input shares buffers, which this kernel does not implement)")
     self_names = [f"past_{kv}_self_{i}" for i in range(layers) for kv in ("key", "value")]
     cross_names = [f"past_{kv}_cross_{i}" for i in range(layers) for kv in ("key", "value")]
-    why = (_names(eout, [f"present_{kv}_cross_{i}" for i in range(layers) for kv in ("key", "value")], "encoder",
+    presents = [n.replace("past", "present") for n in (*self_names, *cross_names)]
+    first = ["input_ids", "encoder_attention_mask"] + (["encoder_hidden_states"] if hidden else [])
+    why = (_names(eout, ["logits", "encoder_hidden_states", *presents] if older else presents[2 * layers:], "encoder",
                   "output")
-           or _names(din, ["input_ids", "encoder_attention_mask", *self_names, *cross_names], "decoder", "input")
-           or _names(dout, ["logits", *(n.replace("past", "present") for n in self_names)], "decoder", "output"))
+           or _names(din, [*first, *self_names, *cross_names], "decoder", "input")
+           or _names(dout, ["logits", *presents[:2 * layers]], "decoder", "output"))
     if why:
         return why
     for vi, what in ((ein[0], "encoder"), (ein[1], "encoder"), (din[0], "decoder"), (din[1], "decoder")):
         if _elem(vi) != _INT32:
             return f"{what} input {vi.name} shall be int32"
-    ids, past = dims(din[0]), dims(din[2])
+    ids, past = dims(din[0]), dims(din[len(first)])
     if ids is None or len(ids) != 2 or ids[1] != 1:
         return f"the decoder's input_ids shall be declared (batch, 1), one token a run, got {ids}"
     if past is None or len(past) != 4 or not past[1] or not past[3]:
         return (f"the decoder's past_key_self_0 shall be declared (batch, heads, past length, head size) with heads "
                 f"and head size numbers, got {past}")
-    return _logits(dout[0], "decoder")
+    return _logits(dout[0], "decoder") or (_logits(eout[0], "encoder") if older else None)
 
 
 def whisper_contract(encoder: onnx.GraphProto, decoder: onnx.GraphProto) -> str | None:
@@ -252,6 +259,18 @@ class GptRuns(DecoderRuns):
         super().advance(tokens, rows, axis)
 
 
+def _encoder_mask(input_ids: Array, attention_mask: Array | None, pad: int) -> Array:
+    """T5's encoder_attention_mask: the fed one, else 0 only at the pads before a row's first token
+    (T5's tokenizer ends a row with one), as onnxruntime's CreateEncoderInputs makes it."""
+    ids = np.asarray(input_ids)
+    if attention_mask is None:
+        return (np.cumsum(ids != pad, axis=1) > 0).astype(np.int32)
+    mask = np.asarray(attention_mask, dtype=np.int32)
+    if mask.shape != ids.shape:
+        raise ValueError(f"attention_mask of shape {mask.shape} does not match input_ids' {ids.shape}")
+    return mask
+
+
 class T5Runs(DecoderRuns):
     """The T5 encoder's one run and the decoder's feeds (onnxruntime's CreateEncoderInputs,
     T5DecoderSubgraph::CreateInitialFeeds, UpdateDecoderFeeds)."""
@@ -259,13 +278,7 @@ class T5Runs(DecoderRuns):
     def __init__(self, input_ids: Array, attention_mask: Array | None, beams: int, pad: int, start: int,
                  encoder: Any, decoder: Any, ctx: KernelContext):
         super().__init__(decoder, ctx)
-        ids = np.asarray(input_ids, dtype=np.int32)
-        if attention_mask is None:  # 0 only at the pads before a row's first token (T5's tokenizer ends with one)
-            mask = (np.cumsum(ids != pad, axis=1) > 0).astype(np.int32)
-        else:
-            mask = np.asarray(attention_mask, dtype=np.int32)
-            if mask.shape != ids.shape:
-                raise ValueError(f"attention_mask of shape {mask.shape} does not match input_ids' {ids.shape}")
+        ids, mask = np.asarray(input_ids, dtype=np.int32), _encoder_mask(input_ids, attention_mask, pad)
         cross = [np.repeat(np.asarray(o), beams, axis=0) for o in encoder(ids, mask, scope=ctx.scope)]
         past = dims(decoder.proto.input[2])
         rows = ids.shape[0] * beams
@@ -278,28 +291,21 @@ class T5Runs(DecoderRuns):
         super().advance(tokens, rows, axis)
 
 
-class WhisperRuns(DecoderRuns):
-    """Whisper's encoder, which also takes the first decoder tokens, and the decoder after it
-    (onnxruntime's WhisperEncoderSubgraph / WhisperDecoderSubgraph): the first run's logits are the
-    encoder's, each batch's repeated per beam; its self and cross presents, repeated per beam, are
-    the decoder's first pasts (not reordered by the first step's beams: a batch's beams hold the
-    same ones)."""
+class EncoderFirstRuns(DecoderRuns):
+    """An encoder that also makes the decoder's first step (Whisper's; T5's older format): the first
+    run's logits are the encoder's, each batch's repeated per beam; the decoder's first feeds are
+    ``head`` (T5's mask, and hidden states where its decoder takes them) and the encoder's self and
+    cross presents, all repeated per beam (not reordered by the first step's beams: a batch's beams
+    hold the same ones)."""
 
-    def __init__(self, features: Array, decoder_input_ids: Array | None, beams: int, start: int,
-                 encoder: Any, decoder: Any, ctx: KernelContext):
+    def __init__(self, outs: list[Any], head: list[Array], first_ids: Array, beams: int, encoder: Any, decoder: Any,
+                 ctx: KernelContext):
         super().__init__(decoder, ctx)
         _float32_logits(encoder.proto)
-        batch = np.shape(features)[0]
-        ids = (np.full((batch, 1), start, dtype=np.int32) if decoder_input_ids is None
-               else np.asarray(decoder_input_ids, dtype=np.int32))
-        if ids.ndim != 2 or ids.shape[0] != batch:
-            raise ValueError(f"decoder_input_ids shall be (batch, sequence) with the features' batch {batch}, got "
-                             f"{ids.shape}")
-        outs = encoder(features, ids, scope=ctx.scope)
         self.beams, self.encoder_logits = beams, np.asarray(outs[0])
-        self.pending = [np.repeat(np.asarray(o), beams, axis=0) for o in outs[2:]]
-        self.first_past, self.pasts = 1, len(self.pending) // 2
-        self.sequences = np.repeat(ids, beams, axis=0)
+        self.pending = [np.repeat(np.asarray(o), beams, axis=0) for o in (*head, *outs[2:])]
+        self.first_past, self.pasts = 1 + len(head), (len(outs) - 2) // 2
+        self.sequences = np.repeat(first_ids, beams, axis=0)
         self.feeds = [self.sequences]
 
     def run(self) -> Array:
@@ -316,3 +322,30 @@ class WhisperRuns(DecoderRuns):
             self.feeds = [tokens.astype(np.int32).reshape(-1, 1), *self.pending]
             return
         super().advance(tokens, rows, axis)
+
+
+def whisper_runs(features: Array, decoder_input_ids: Array | None, beams: int, start: int, encoder: Any,
+                 decoder: Any, ctx: KernelContext) -> EncoderFirstRuns:
+    """Whisper's encoder (onnxruntime's WhisperEncoderSubgraph) over the features and the first
+    decoder tokens (the fed ones, else the start token), then its decoder."""
+    batch = np.shape(features)[0]
+    ids = (np.full((batch, 1), start, dtype=np.int32) if decoder_input_ids is None
+           else np.asarray(decoder_input_ids, dtype=np.int32))
+    if ids.ndim != 2 or ids.shape[0] != batch:
+        raise ValueError(f"decoder_input_ids shall be (batch, sequence) with the features' batch {batch}, got "
+                         f"{ids.shape}")
+    return EncoderFirstRuns(encoder(features, ids, scope=ctx.scope), [], ids, beams, encoder, decoder, ctx)
+
+
+def t5_runs(input_ids: Array, attention_mask: Array | None, beams: int, pad: int, start: int, encoder: Any,
+            decoder: Any, ctx: KernelContext) -> DecoderRuns:
+    """T5's runs in either format: ``T5Runs``, or the older one's encoder, which also takes the start
+    tokens and makes the first step, then its decoder (fed the mask, and the hidden states where it
+    takes them)."""
+    if len(encoder.proto.input) == 2:
+        return T5Runs(input_ids, attention_mask, beams, pad, start, encoder, decoder, ctx)
+    ids, mask = np.asarray(input_ids, dtype=np.int32), _encoder_mask(input_ids, attention_mask, pad)
+    first = np.full((ids.shape[0], 1), start, dtype=np.int32)
+    outs = encoder(ids, mask, first, scope=ctx.scope)
+    head = [mask] + ([outs[1]] if decoder.proto.input[2].name == "encoder_hidden_states" else [])
+    return EncoderFirstRuns(outs, head, first, beams, encoder, decoder, ctx)

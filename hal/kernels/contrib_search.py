@@ -61,13 +61,14 @@ import onnx
 from hal.kernels.activation import log_softmax
 from hal.kernels.contrib_attention import mlas_softmax
 from hal.kernels.contrib_decoders import (
+    EncoderFirstRuns,
     GptRuns,
-    T5Runs,
-    WhisperRuns,
     gpt_contract,
     t5_contract,
+    t5_runs,
     vocab_of,
     whisper_contract,
+    whisper_runs,
 )
 from hal.kernels.registry import KernelContext, kernel
 
@@ -382,6 +383,13 @@ def _beams(num_beams: Array | None, num_return_sequences: Array | None) -> tuple
     return beams, returned
 
 
+def _first_step(runs: Any, longest: int, prompt: int) -> None:
+    """An encoder that makes the first step leaves the decoder no feeds when max_length allows only
+    that step: onnxruntime then fails, and so does this."""
+    if isinstance(runs, EncoderFirstRuns) and longest == prompt + 1:
+        raise ValueError(f"max_length ({longest}) shall exceed the first decoder tokens ({prompt}) by 2 or more")
+
+
 def _search(runs: Any, process: _Processors, batch: int, prompt: int, longest: int, beams: int, returned: int,
             length_penalty: Array | None, eos: int, pad: int, early_stopping: bool,
             n_outputs: int) -> Array | tuple[Array, ...]:
@@ -432,7 +440,8 @@ def beam_search(input_ids, max_length, min_length=None, num_beams=None, num_retu
     longest, shortest = _lengths(max_length, min_length, prompt, capped=True)
     beams, returned = _beams(num_beams, num_return_sequences)
     if model_type == 1:
-        runs = T5Runs(ids, attention_mask, beams, pad_token_id, decoder_start_token_id, encoder, decoder, _ctx)
+        runs = t5_runs(ids, attention_mask, beams, pad_token_id, decoder_start_token_id, encoder, decoder, _ctx)
+        _first_step(runs, longest, prompt)
     else:
         runs = GptRuns(ids, attention_mask, beams, pad_token_id, decoder, init_decoder, _ctx)
     process = _Processors(batch, runs.vocab, eos_token_id, shortest, _penalty(repetition_penalty),
@@ -483,11 +492,10 @@ def whisper_beam_search(input_features, max_length, min_length=None, num_beams=N
         raise ValueError("logits_processor 1 (Whisper's timestamp rules) is not implemented; feed 0 or leave it out")
     batch = features.shape[0]
     beams, returned = _beams(num_beams, num_return_sequences)
-    runs = WhisperRuns(features, decoder_input_ids, beams, decoder_start_token_id, encoder, decoder, _ctx)
+    runs = whisper_runs(features, decoder_input_ids, beams, decoder_start_token_id, encoder, decoder, _ctx)
     prompt = runs.sequences.shape[1]
     longest, shortest = _lengths(max_length, min_length, prompt, capped=True)
-    if longest == prompt + 1:  # onnxruntime's decoder would run with no feeds
-        raise ValueError(f"max_length ({longest}) shall exceed the decoder_input_ids' length ({prompt}) by 2 or more")
+    _first_step(runs, longest, prompt)
     process = _Processors(batch, runs.vocab, eos_token_id, shortest, _penalty(repetition_penalty),
                           no_repeat_ngram_size, vocab_mask, prefix_vocab_mask,
                           _scalar(temperature, 1.0, "temperature", float))

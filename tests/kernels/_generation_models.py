@@ -7,8 +7,10 @@ writes one around an exported GPT-2 or T5:
 * ``t5_encoder`` and ``t5_decoder``: T5 style (encoder_input_ids, encoder_attention_mask ->
   present_key_cross_0, present_value_cross_0 ...; input_ids, encoder_attention_mask,
   past_key_self_0, past_value_self_0 ..., past_key_cross_0 ... -> logits, present_key_self_0 ...);
-* ``whisper_encoder`` and ``t5_decoder(masked=False)``: Whisper style (encoder_input_ids (the
-  features), decoder_input_ids -> logits, encoder_hidden_states, the self and cross presents).
+* ``first_step_encoder`` and ``t5_decoder(masked=False)``: Whisper style (encoder_input_ids (the
+  features), decoder_input_ids -> logits, encoder_hidden_states, the self and cross presents); with
+  ``t5=True`` and ``t5_decoder(hidden=...)``, T5's older format (the encoder also takes
+  encoder_attention_mask).
 """
 
 from __future__ import annotations
@@ -134,12 +136,15 @@ def t5_encoder(layers: int = 2, heads: int = 2, head: int = 4, vocab: int = 23, 
 
 
 def t5_decoder(layers: int = 2, heads: int = 2, head: int = 4, vocab: int = 23, seed: int = 2,
-               barred: tuple[int, ...] = (), masked: bool = True) -> onnx.GraphProto:
+               barred: tuple[int, ...] = (), masked: bool = True, hidden: bool = False) -> onnx.GraphProto:
     """T5 style, one token a run: per layer self-attention over the past and the token, then cross
     attention over the encoder's keys that encoder_attention_mask keeps (``masked``; Whisper's
-    decoder takes no mask: all of them)."""
+    decoder takes no mask: all of them). ``hidden``: it also takes encoder_hidden_states (T5's older
+    format), their mean added to the token's embedding."""
     g = _Graph(seed, heads, head)
     x = g.node("Gather", [g.weight("emb", vocab, g.hidden), "input_ids"], "h0")
+    if hidden:
+        x = g.node("Add", [x, g.node("ReduceMean", ["encoder_hidden_states"], "hidden_mean", axes=[1])], "h0_hidden")
     cross_bias = g.mask_bias("encoder_attention_mask", "cross") if masked else "fzero"
     for i in range(layers):
         q, k, v = (g.heads_of(x, f"w{c}{i}", f"{c}{i}") for c in "qkv")
@@ -154,6 +159,9 @@ def t5_decoder(layers: int = 2, heads: int = 2, head: int = 4, vocab: int = 23, 
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT32, ["batch", 1])]
     if masked:
         inputs.append(helper.make_tensor_value_info("encoder_attention_mask", TensorProto.INT32, ["batch", "enc_seq"]))
+    if hidden:
+        inputs.append(helper.make_tensor_value_info("encoder_hidden_states", TensorProto.FLOAT,
+                                                    ["batch", "enc_seq", g.hidden]))
     inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", heads, "past", head]) for n in self_pasts]
     inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", heads, "enc_seq", head])
                for n in cross_pasts]
@@ -163,15 +171,24 @@ def t5_decoder(layers: int = 2, heads: int = 2, head: int = 4, vocab: int = 23, 
     return helper.make_graph(g.nodes, "t5 decoder", inputs, outputs, g.inits)
 
 
-def whisper_encoder(layers: int = 2, heads: int = 2, head: int = 4, vocab: int = 23, mels: int = 6,
-                    seed: int = 3) -> onnx.GraphProto:
-    """Whisper style: the features (batch, mels, frames) projected to the hidden states and each
-    layer's cross keys and values; the first decoder tokens through self attention (each layer's
-    self keys and values) and cross attention, to the logits."""
+def first_step_encoder(layers: int = 2, heads: int = 2, head: int = 4, vocab: int = 23, mels: int = 6,
+                       seed: int = 3, t5: bool = False) -> onnx.GraphProto:
+    """An encoder that also makes the decoder's first step. Whisper style: the features (batch,
+    mels, frames) projected to the hidden states; T5's older style (``t5``): the tokens
+    (encoder_input_ids, encoder_attention_mask) through masked self attention. Then each layer's
+    cross keys and values from the hidden states, and the first decoder tokens through self
+    attention (each layer's self keys and values) and cross attention, to the logits."""
     g = _Graph(seed, heads, head)
-    frames = g.node("Transpose", ["encoder_input_ids"], "frames", perm=[0, 2, 1])
-    h = g.node("Tanh", [g.node("MatMul", [frames, g.weight("proj", mels, g.hidden)], "proj_out")],
-               "encoder_hidden_states")
+    cross_bias = "fzero"
+    if t5:
+        x = g.node("Gather", [g.weight("enc_emb", vocab, g.hidden), "encoder_input_ids"], "enc0")
+        cross_bias = g.mask_bias("encoder_attention_mask", "enc")
+        q, k, v = (g.heads_of(x, f"enc_w{c}", f"enc_{c}") for c in "qkv")
+        h = g.node("Identity", [g.attend(x, q, k, v, cross_bias, "enc")], "encoder_hidden_states")
+    else:
+        frames = g.node("Transpose", ["encoder_input_ids"], "frames", perm=[0, 2, 1])
+        h = g.node("Tanh", [g.node("MatMul", [frames, g.weight("proj", mels, g.hidden)], "proj_out")],
+                   "encoder_hidden_states")
     x = g.node("Gather", [g.weight("emb", vocab, g.hidden), "decoder_input_ids"], "x0")
     selfs, crosses = [], []
     for i in range(layers):
@@ -181,15 +198,20 @@ def whisper_encoder(layers: int = 2, heads: int = 2, head: int = 4, vocab: int =
         ck, cv = (g.node("Identity", [g.heads_of(h, f"wc{c}{i}", f"c{c}{i}")], f"present_{n}_cross_{i}")
                   for c, n in (("k", "key"), ("v", "value")))
         crosses += [ck, cv]
-        x = g.attend(x, g.heads_of(x, f"wq_cross{i}", f"qc{i}"), ck, cv, "fzero", f"cross{i}")
+        x = g.attend(x, g.heads_of(x, f"wq_cross{i}", f"qc{i}"), ck, cv, cross_bias, f"cross{i}")
     g.logits(x, vocab, ())
-    inputs = [helper.make_tensor_value_info("encoder_input_ids", TensorProto.FLOAT, ["batch", mels, "frames"]),
-              helper.make_tensor_value_info("decoder_input_ids", TensorProto.INT32, ["batch", "seq"])]
+    if t5:
+        inputs = [helper.make_tensor_value_info(n, TensorProto.INT32, ["batch", "frames"])
+                  for n in ("encoder_input_ids", "encoder_attention_mask")]
+    else:
+        inputs = [helper.make_tensor_value_info("encoder_input_ids", TensorProto.FLOAT, ["batch", mels, "frames"])]
+    inputs.append(helper.make_tensor_value_info("decoder_input_ids", TensorProto.INT32, ["batch", "seq"]))
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", vocab]),
                helper.make_tensor_value_info(h, TensorProto.FLOAT, ["batch", "frames", g.hidden])]
     outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", heads, "seq", head]) for n in selfs]
     outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", heads, "frames", head]) for n in crosses]
-    return helper.make_graph(g.nodes, "whisper encoder", inputs, outputs, g.inits)
+    return helper.make_graph(g.nodes, "t5 encoder and first step" if t5 else "whisper encoder", inputs, outputs,
+                             g.inits)
 
 
 GREEDY_INPUTS = ["input_ids", "max_length", "min_length", "repetition_penalty", "vocab_mask", "prefix_vocab_mask",

@@ -12,11 +12,11 @@ import hal
 from hal.errors import RunError, UnsupportedOpError
 from tests.kernels._generation_models import (
     decoder,
+    first_step_encoder,
     scalar,
     search_model,
     t5_decoder,
     t5_encoder,
-    whisper_encoder,
 )
 from tests.kernels._onnxruntime import run_as_written
 
@@ -186,16 +186,29 @@ T5_CASES = {
 }
 
 
+T5_OLDER = {"enc": first_step_encoder(t5=True), "dec": t5_decoder(barred=(T5_PAD,), hidden=True)}
+
+
 @pytest.mark.parametrize("outputs", [["sequences"], ["sequences", "sequences_scores", "scores"]], ids=["seq", "all"])
+@pytest.mark.parametrize("older", [False, True], ids=["format", "older_format"])
 @pytest.mark.parametrize("case", T5_CASES)
-def test_t5_beam_search_matches_onnxruntime(case, outputs):
+def test_t5_beam_search_matches_onnxruntime(case, older, outputs):
     """model_type 1: the encoder once, its cross keys and values repeated per beam; the decoder from
-    decoder_start_token_id with empty self pasts; the encoder's mask 0 only at leading pads."""
+    decoder_start_token_id with empty self pasts; the encoder's mask 0 only at leading pads. The
+    older format's encoder also makes the first step (its logits, hidden states and self presents)."""
     feeds, attrs = T5_CASES[case]
-    _compare("BeamSearch", feeds, outputs, **{**T5, "eos_token_id": T5_EOS_OFTEN, **attrs})
+    _compare("BeamSearch", feeds, outputs, **{**T5, "eos_token_id": T5_EOS_OFTEN, **(T5_OLDER if older else {}),
+                                               **attrs})
 
 
-WHISPER = {"enc": whisper_encoder(), "dec": t5_decoder(barred=(21,), masked=False), "decoder_start_token_id": 20,
+def test_t5_older_format_without_hidden_states():
+    """The older format's decoder may leave encoder_hidden_states out (onnxruntime then feeds the
+    presents right after the mask)."""
+    _compare("BeamSearch", _beam_feeds(3, 2, input_ids=T5_IDS), ["sequences", "sequences_scores"],
+             **{**T5, **T5_OLDER, "dec": t5_decoder(barred=(T5_PAD,)), "eos_token_id": T5_EOS_OFTEN})
+
+
+WHISPER = {"enc": first_step_encoder(), "dec": t5_decoder(barred=(21,), masked=False), "decoder_start_token_id": 20,
            "pad_token_id": 21, "eos_token_id": 5}  # the tiny pair emits token 5 often, 22 never
 FEATURES = np.random.default_rng(0).standard_normal((3, 6, 10)).astype(np.float32)
 
