@@ -10,8 +10,9 @@ run's presents fed back as pasts. The decoders' contracts and feeds are ``hal.ke
   sequence: a score below 0 times the penalty, else over it), no_repeat_ngram_size (a token that
   would repeat an n-gram of the sequence), vocab_mask (0: barred), prefix_vocab_mask (first run
   only), min_length (eos barred while the sequence is shorter), temperature (Sampling's attribute,
-  WhisperBeamSearch's input: the scores over it). A barred score is float32's lowest finite value,
-  as onnxruntime writes it.
+  WhisperBeamSearch's input: the scores over it), then WhisperBeamSearch's timestamp rules where
+  logits_processor is 1 (``_Timestamps``). A barred score is float32's lowest finite value, as
+  onnxruntime writes it.
 * GreedySearch takes each row's largest score (the first on a tie). Once a sequence has produced
   eos_token_id every later token of it (that eos included) is pad_token_id; the search stops when
   every sequence has, or at max_length. sequences (batch, max_length) int32; positions past an early
@@ -47,7 +48,8 @@ vocab_size attribute other than the logits' (onnxruntime then reads the logits w
 stride). At run time
 (RunError): max_length not above the prompt's length or above 4096 (the beam searches), num_beams
 outside 1 ... 128, num_return_sequences outside 1 ... num_beams, repetition_penalty not above 0, a
-negative seed, Whisper's timestamp rules (logits_processor 1), float16 logits.
+negative seed, Whisper's timestamp rules (logits_processor 1) without a beginning_timestamp_token_id
+in the vocabulary, float16 logits.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from hal.kernels.activation import log_softmax
+from hal.kernels.activation import expf, log_softmax
 from hal.kernels.contrib_attention import mlas_softmax
 from hal.kernels.contrib_decoders import (
     EncoderFirstRuns,
@@ -120,13 +122,59 @@ def _beam_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | N
 # --- logits processors -------------------------------------------------------------------------
 
 
+class _Timestamps:
+    """Whisper's timestamp rules (WhisperBeamSearch with logits_processor 1; onnxruntime's
+    TimestampLogitsProcessor) over each row's scores and sequence: no no-timestamps or
+    start-of-LM token; no start-of-transcript, translate or transcribe token once past the first
+    timestamp; timestamps in pairs (after a lone one another, after a pair none) that never go back;
+    the first at most 50 steps in; and text barred whenever the timestamps' log-sum-exp beats the
+    best text token."""
+
+    MAX_INITIAL = 50
+
+    def __init__(self, eos: int, sot: int, translate: int, transcribe: int, solm: int, no_timestamps: int, begin: int):
+        self.eos, self.begin = eos, begin
+        self.never = [t for t in (no_timestamps, solm) if t >= 0]
+        self.after_first = [t for t in (sot, translate, transcribe) if t >= 0]
+
+    def __call__(self, scores: Array, sequences: Array) -> None:
+        begin, length = self.begin, sequences.shape[1]
+        for r, seq in enumerate(sequences):
+            row = scores[r]
+            stamps = np.flatnonzero(seq >= begin)
+            sample_begin = int(stamps[0]) + 1 if stamps.size else length
+            row[self.never] = _LOWEST
+            if length > sample_begin:
+                row[self.after_first] = _LOWEST
+            last = length > 0 and seq[-1] >= begin
+            penultimate = length <= sample_begin or seq[length - 2] >= begin
+            if last:
+                if penultimate:
+                    row[begin:] = _LOWEST
+                else:
+                    row[:self.eos] = _LOWEST
+            if stamps.size:
+                floor = int(seq[stamps[-1]]) + (0 if last and not penultimate else 1)
+                row[begin:floor] = _LOWEST
+            if length == sample_begin:
+                row[begin + self.MAX_INITIAL + 1:] = _LOWEST
+            stamp_scores = row[begin:]
+            peak = stamp_scores.max()
+            kept = stamp_scores[stamp_scores > _LOWEST]
+            total = np.cumsum(expf(kept - peak), dtype=np.float32)[-1] if kept.size else _F32(0)
+            stamp_logprob = np.log(total, dtype=np.float32) + peak if total > 0 else _LOWEST
+            if stamp_logprob > row[:begin].max():
+                row[:begin] = _LOWEST
+
+
 class _Processors:
     """onnxruntime's LogitsProcessorList for the two ops, applied in its order to (rows, vocab)."""
 
     def __init__(self, batch: int, vocab: int, eos: int, min_length: int, repetition_penalty: float,
                  no_repeat_ngram_size: int, vocab_mask: Array | None, prefix_vocab_mask: Array | None,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, timestamps: _Timestamps | None = None):
         self.batch, self.eos, self.min_length, self.temperature = batch, eos, min_length, _F32(temperature)
+        self.timestamps = timestamps
         self.penalty, self.ngram = _F32(repetition_penalty), no_repeat_ngram_size
         self.vocab_mask = None if vocab_mask is None else _mask(vocab_mask, (vocab,), "vocab_mask")
         self.prefix_mask = None if prefix_vocab_mask is None else _mask(prefix_vocab_mask, (batch, vocab),
@@ -156,6 +204,8 @@ class _Processors:
             scores[:, self.eos] = _LOWEST
         if self.temperature > 0 and self.temperature != 1:
             scores /= self.temperature
+        if self.timestamps is not None:
+            self.timestamps(scores, sequences)
 
 
 def _mask(m: Array, shape: tuple[int, ...], name: str) -> Array:
@@ -488,8 +538,14 @@ def whisper_beam_search(input_features, max_length, min_length=None, num_beams=N
     features = np.asarray(input_features)
     if features.ndim != 3:
         raise ValueError(f"input_features shall have 3 dimensions (batch, features, frames), got {features.shape}")
-    if _scalar(logits_processor, 0, "logits_processor", int):
-        raise ValueError("logits_processor 1 (Whisper's timestamp rules) is not implemented; feed 0 or leave it out")
+    timestamps = None
+    if _scalar(logits_processor, 0, "logits_processor", int) == 1:
+        vocab = vocab_of(decoder.proto)
+        if not 0 < beginning_timestamp_token_id < vocab:
+            raise ValueError(f"beginning_timestamp_token_id is out of range, it is {beginning_timestamp_token_id}, "
+                             f"vocab_size is {vocab} (the timestamp rules, logits_processor 1, need it)")
+        timestamps = _Timestamps(eos_token_id, decoder_start_token_id, translate_token_id, transcribe_token_id,
+                                 start_of_lm_token_id, no_timestamps_token_id, beginning_timestamp_token_id)
     batch = features.shape[0]
     beams, returned = _beams(num_beams, num_return_sequences)
     runs = whisper_runs(features, decoder_input_ids, beams, decoder_start_token_id, encoder, decoder, _ctx)
@@ -498,6 +554,6 @@ def whisper_beam_search(input_features, max_length, min_length=None, num_beams=N
     _first_step(runs, longest, prompt)
     process = _Processors(batch, runs.vocab, eos_token_id, shortest, _penalty(repetition_penalty),
                           no_repeat_ngram_size, vocab_mask, prefix_vocab_mask,
-                          _scalar(temperature, 1.0, "temperature", float))
+                          _scalar(temperature, 1.0, "temperature", float), timestamps)
     return _search(runs, process, batch, prompt, longest, beams, returned, length_penalty, eos_token_id,
                    pad_token_id, bool(early_stopping), _n_outputs)

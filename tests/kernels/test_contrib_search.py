@@ -239,15 +239,32 @@ def test_whisper_beam_search_matches_onnxruntime(case, outputs):
     _compare("WhisperBeamSearch", feeds, outputs, **{**WHISPER, **attrs})
 
 
+TIMESTAMPS = {"beginning_timestamp_token_id": 16, "no_timestamps_token_id": 15, "start_of_lm_token_id": 14,
+              "translate_token_id": 12, "transcribe_token_id": 13}
+TIMESTAMPED = {**WHISPER, **TIMESTAMPS, "decoder_start_token_id": 11, "eos_token_id": 10, "pad_token_id": 10,
+               "dec": t5_decoder(masked=False, seed=10)}  # text 0 ... 9, eos 10, special 11 ... 15, timestamps 16 ...
+
+
+@pytest.mark.parametrize(("beams", "prompt"), [(3, None), (1, [11, 13]), (2, [11, 12, 16])],
+                         ids=["start", "task", "timestamp_fed"])
+def test_whisper_timestamp_rules_match_onnxruntime(beams, prompt):
+    """logits_processor 1: the timestamp rules among the processors (timestamps in pairs, never going
+    back, the first within 50 steps, text barred when the timestamps' log-sum-exp beats it)."""
+    feeds = {k: v for k, v in _whisper_feeds(beams, 1, logits_processor=scalar(1)).items() if k != "input_ids"}
+    if prompt is not None:
+        feeds["decoder_input_ids"] = np.array([prompt] * 3, np.int32)
+    _compare("WhisperBeamSearch", {**feeds, "max_length": scalar(14)}, ["sequences", "sequences_scores"],
+             **TIMESTAMPED)
+
+
 def test_whisper_forms_not_computed_are_refused():
-    """The timestamp rules (logits_processor 1) are a RunError (onnxruntime runs them); cross
-    attention scores are refused when compiled."""
+    """The timestamp rules without a beginning timestamp in the vocabulary fail as in onnxruntime;
+    cross attention scores are refused when compiled."""
     feeds = {k: v for k, v in _whisper_feeds(logits_processor=scalar(1)).items() if k != "input_ids"}
-    timestamps = {"beginning_timestamp_token_id": 15, "no_timestamps_token_id": 14, "start_of_lm_token_id": 13,
-                  "translate_token_id": 12, "transcribe_token_id": 11}
-    blob = search_model("WhisperBeamSearch", feeds, ["sequences"], **WHISPER, **timestamps)
-    run_as_written(blob, feeds)
-    with pytest.raises(RunError, match="logits_processor 1"):
+    blob = search_model("WhisperBeamSearch", feeds, ["sequences"], **WHISPER)
+    with pytest.raises(Exception, match="beginning_timestamp_token_id is out of range"):
+        run_as_written(blob, feeds)
+    with pytest.raises(RunError, match="beginning_timestamp_token_id is out of range"):
         hal.InferenceSession(blob, target="cpu", cache_dir=False).run(None, feeds)
     feeds.pop("logits_processor")
     blob = search_model("WhisperBeamSearch", feeds, ["sequences", "", "", "cross_qk"], **WHISPER)
