@@ -78,12 +78,14 @@ def some_bytes(d: Any, most: int = 64) -> bytes:
 
 def corpus(node_cases: int = 400) -> list[bytes]:
     """Serialized seed models: hand-made (bombs, control flow, external-data users, ai.onnx.ml pipelines,
-    onnxruntime's quantized, transformer, fusion and hybrid-LLM contrib ops), zoo, onnx node tests."""
+    onnxruntime's quantized, transformer, fusion, hybrid-LLM and generation contrib ops), zoo, onnx node
+    tests."""
     import onnx
 
     from hal.zoo import build
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "robustness"))
+    root = Path(__file__).resolve().parent.parent
+    sys.path[:0] = [str(root / "tests" / "robustness"), str(root)]  # the generation model's decoders: tests.kernels
     import _contrib_models as cm
     import _robust_models as rm
 
@@ -91,7 +93,7 @@ def corpus(node_cases: int = 400) -> list[bytes]:
                                     rm.static_bomb_model(), rm.constant_bomb_model(), rm.runaway_loop_model(),
                                     rm.sparse_constant_bomb_model(), rm.local_function_model(), build("tiny-cnn"),
                                     cm.quantized_contrib_model(), cm.transformer_contrib_model(),
-                                    cm.hybrid_contrib_model()]
+                                    cm.hybrid_contrib_model(), cm.generation_contrib_model()]
     seeds += [m for m, _, _ in rm.bomb_models().values()] + rm.ml_models()
     out = [m.SerializeToString() for m in seeds]
     if node_cases <= 0:

@@ -62,3 +62,20 @@ def test_the_hybrid_model_runs_as_onnxruntime_on_every_target_and_every_value_ge
     del model.graph.value_info[:]
     graph = load(model.SerializeToString())
     assert all(graph.values[o].static_shape is not None for n in graph.nodes for o in n.outputs if o)
+
+
+@pytest.mark.parametrize("target", [t.name for t in hal.targets()])
+def test_the_generation_model_runs_as_onnxruntime_on_every_target(target: str) -> None:
+    """The fuzzer's generation model: every search's tokens onnxruntime's (the greedy and sampled
+    ones up to where onnxruntime stops writing: the decoder never picks pad 2, so a column all pad
+    is where every row had ended)."""
+    model = cm.generation_contrib_model()
+    feeds = {"ids": np.array([[3, 5, 7, 9, 11], [2, 2, 4, 6, 8]], np.int32),
+             "feats": np.random.default_rng(0).standard_normal((2, 6, 10)).astype(np.float32)}
+    want = run_as_written(model.SerializeToString(), feeds)
+    got = hal.InferenceSession(model, target=target, fallback="allow", cache_dir=False).run(None, feeds)
+    for name, g, w in zip([o.name for o in model.graph.output], got, want):
+        if name in ("greedy", "sampled"):
+            ended = [c for c in range(5, w.shape[1]) if (w[:, c] == 2).all()]
+            g, w = (g[:, :ended[0] + 1], w[:, :ended[0] + 1]) if ended else (g, w)
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5, err_msg=name)

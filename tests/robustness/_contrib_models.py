@@ -1,6 +1,6 @@
 """Models of onnxruntime's contrib ops (domain com.microsoft) for the fuzzer's corpus and the tests:
-its quantized QOperator ops in one CNN, its transformer, GenAI and fusion ops in one graph, and its
-hybrid LLM ops with contrib twins of ONNX ops in another."""
+its quantized QOperator ops in one CNN, its transformer, GenAI and fusion ops in one graph, its
+hybrid LLM ops with contrib twins of ONNX ops in another, and its generation ops in a third."""
 
 from __future__ import annotations
 
@@ -151,4 +151,40 @@ def hybrid_contrib_model() -> onnx.ModelProto:
     inputs = [vi("x", F, [2, 4, 16]), vi("pos", I64, [3, 2, 4]), vi("gate_a", F, [2, 4, 2]), vi("gate_b", F, [2, 4, 2])]
     graph = helper.make_graph(nodes, "hybrid_contrib", inputs, [vi("y", F, [2, 4, 17])],
                               [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)])
+
+
+def generation_contrib_model() -> onnx.ModelProto:
+    """onnxruntime's generation ops (``hal.kernels.contrib_search``) in one graph over the tiny decoders
+    of tests/kernels/_generation_models.py: GreedySearch, Sampling and BeamSearch around one GPT-style
+    decoder, BeamSearch around a T5 pair, and WhisperBeamSearch with its timestamp rules. For the
+    fuzzer's corpus; ``ids`` (2, 5) int32 and ``feats`` (2, 6, 10) float are fed, the rest are weights."""
+    from tests.kernels._generation_models import decoder, first_step_encoder, t5_decoder, t5_encoder
+
+    ms = "com.microsoft"
+    consts = {"max_len": np.array([11], np.int32), "min_len": np.array([0], np.int32),
+              "beams": np.array([3], np.int32), "returned": np.array([2], np.int32),
+              "penalty": np.array([1.0], np.float32), "rep": np.array([1.2], np.float32),
+              "seed": np.array([5], np.int32), "ts": np.array([1], np.int32)}
+    gpt = {"decoder": decoder(barred=(2,)), "eos_token_id": 10, "pad_token_id": 2}
+    beam_ins = ["ids", "max_len", "min_len", "beams", "returned", "penalty", "rep"]
+    nodes = [
+        helper.make_node("GreedySearch", ["ids", "max_len", "min_len", "rep"], ["greedy"], domain=ms,
+                         no_repeat_ngram_size=2, **gpt),
+        helper.make_node("Sampling", ["ids", "max_len", "", "", "", "", "", "", "seed"], ["sampled"], domain=ms,
+                         top_p=0.8, temperature=0.9, **gpt),
+        helper.make_node("BeamSearch", beam_ins, ["gpt_beams", "gpt_scores"], domain=ms, **gpt),
+        helper.make_node("BeamSearch", beam_ins, ["t5_beams"], domain=ms, model_type=1, encoder=t5_encoder(),
+                         decoder=t5_decoder(barred=(0,)), decoder_start_token_id=0, eos_token_id=12, pad_token_id=0),
+        helper.make_node("WhisperBeamSearch", ["feats", *beam_ins[1:], "", "", "", "", "ts"], ["whisper_beams"],
+                         domain=ms, encoder=first_step_encoder(), decoder=t5_decoder(masked=False, seed=10),
+                         decoder_start_token_id=11, eos_token_id=10, pad_token_id=10, beginning_timestamp_token_id=16,
+                         no_timestamps_token_id=15, start_of_lm_token_id=14, translate_token_id=12,
+                         transcribe_token_id=13),
+    ]
+    i32 = TensorProto.INT32
+    outputs = [vi("greedy", i32, [2, 11]), vi("sampled", i32, [2, 11]), vi("gpt_beams", i32, [2, 2, 11]),
+               vi("gpt_scores", F, [2, 2]), vi("t5_beams", i32, [2, 2, 11]), vi("whisper_beams", i32, [2, 2, 11])]
+    graph = helper.make_graph(nodes, "generation_contrib", [vi("ids", i32, [2, 5]), vi("feats", F, [2, 6, 10])],
+                              outputs, [numpy_helper.from_array(v, k) for k, v in consts.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)])
