@@ -351,6 +351,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     for e in ests:
         if e.error:
             con.print(f"[bold]{e.target}[/]: {e.error}")
+    uncosted = next((e.uncosted for e in ests if e.uncosted), [])
+    if uncosted:
+        con.print(f"[yellow]not in these figures[/]: the bodies of {', '.join(uncosted)} (the cost models count a "
+                  "control-flow or generation node's own inputs and outputs, not its bodies' runs)")
     return 0 if any(e.status == "ok" for e in ests) else EXIT_ERROR
 
 

@@ -44,6 +44,9 @@ class Estimate(BaseModel):
     compile_time_s: float | None = None
     kernel_count: int | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+    uncosted: list[str] = Field(default_factory=list, description=(
+        "nodes whose graph attributes (If / Loop / Scan bodies, a generation op's encoder and decoder runs) "
+        "the cost models leave out: the figures cover the rest of the model"))
 
 
 class EstimateReport(BaseModel):
@@ -70,6 +73,29 @@ def zoo_params_for(model: ModelLike, phase: str, batch: int, context: int, promp
     return {}
 
 
+def uncosted_nodes(model: ModelLike, zoo_params: dict[str, Any]) -> list[str]:
+    """The main graph's nodes with graph attributes, as "name (op)": the cost models count such a
+    node's own inputs and outputs, not the runs of its bodies (a Loop's turns, a BeamSearch's
+    decoder steps). [] for a model that does not parse: compiling it says why."""
+    import onnx
+
+    from hal.graph.ir import Graph
+    from hal.graph.load import node_names, parse_model
+
+    if isinstance(model, Graph):
+        nodes = [(n.name, n.op_type, n.attrs.values()) for n in model.nodes]
+    else:
+        try:
+            proto = parse_model(model, zoo_params=zoo_params)[0]
+        except HalError:
+            return []
+        protos = list(proto.graph.node)
+        nodes = [(name, n.op_type, [a.g if a.HasField("g") else (a.graphs or None) for a in n.attribute])
+                 for n, name in zip(protos, node_names(protos))]
+    return [f"{name} ({op})" for name, op, values in nodes
+            if any(isinstance(v, onnx.GraphProto) or (isinstance(v, list) and v) for v in values)]
+
+
 def estimate_targets(target: str) -> list[str]:
     """``all`` means every installed accelerator target (the reference cpu models no hardware)."""
     if target != "all":
@@ -86,6 +112,7 @@ def estimate(model: ModelLike, target: str = "all", *, phase: Phase = "decode", 
     reason, and the other targets still report.
     """
     zp = zoo_params_for(model, phase, batch, context, prompt)
+    uncosted = uncosted_nodes(model, zp)
     out = []
     for name in estimate_targets(target):
         prec = precision
@@ -109,7 +136,7 @@ def estimate(model: ModelLike, target: str = "all", *, phase: Phase = "decode", 
             **base, latency_s=r.latency_s, tokens_per_s=(tps / b if tps is not None else None),
             tokens_per_s_total=tps, ttft_s=r.ttft_s, throughput_per_s=r.throughput_per_s, devices=r.devices,
             memory_bytes=per_device, memory=r.memory, energy_j=r.energy_j, compile_time_s=r.compile_time_s,
-            kernel_count=r.kernel_count,
+            kernel_count=r.kernel_count, uncosted=uncosted,
             details={k: v for k, v in r.details.items() if isinstance(v, (int, float, str, bool))}))
     return EstimateReport(model=str(model) if not isinstance(model, bytes) else "<bytes>", precision=precision,
                           estimates=out)

@@ -551,12 +551,9 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
             continue
         inputs.append(info)
 
-    names: set[str] = set()
     protos = list(g.node)
-    for i, n in enumerate(protos):
-        if not n.name or n.name in names:
-            n.name = f"{n.op_type}_{i}" if not n.name else f"{n.name}__{i}"
-        names.add(n.name)
+    for n, name in zip(protos, node_names(protos)):
+        n.name = name
     available = set(initializers) | {i.name for i in inputs}
     ordered = _toposort(protos, available, where)
     nodes = []
@@ -574,6 +571,20 @@ def from_proto(proto: onnx.ModelProto, *, where: str = "<model>", check: bool = 
                  opsets, proto.ir_version, meta, digest, list(proto.functions), overridable)
 
 
+def node_names(protos: list[onnx.NodeProto]) -> list[str]:
+    """Each node's name in hal's messages: its own, else "<op>_<index>"; a repeated one
+    "<name>__<index>"."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for i, n in enumerate(protos):
+        name = n.name
+        if not name or name in seen:
+            name = f"{n.op_type}_{i}" if not name else f"{name}__{i}"
+        names.append(name)
+        seen.add(name)
+    return names
+
+
 def load(model: ModelLike, *, check: bool = True, infer_shapes: bool = True,
          zoo_params: dict[str, Any] | None = None) -> Graph:
     """Load any model form into a Graph (see module docstring); a Graph passes through."""
@@ -583,4 +594,5 @@ def load(model: ModelLike, *, check: bool = True, infer_shapes: bool = True,
     return from_proto(proto, where=where, check=check, infer_shapes=infer_shapes)
 
 
-__all__ = ["ModelLike", "check_external_data", "from_proto", "load", "model_hash", "np_dtype", "parse_model"]
+__all__ = ["ModelLike", "check_external_data", "from_proto", "load", "model_hash", "node_names", "np_dtype",
+           "parse_model"]

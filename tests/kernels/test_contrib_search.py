@@ -360,3 +360,20 @@ def test_decoders_onnxruntime_refuses_are_refused_when_compiled(case):
             run_as_written(blob, feeds)
     with pytest.raises(UnsupportedOpError, match=word):
         hal.InferenceSession(blob, target="cpu", fallback="error", cache_dir=False)
+
+
+def test_estimates_say_which_bodies_they_leave_out(tmp_path, capsys):
+    """The cost models count a generation node's own inputs and outputs, not its decoder's runs:
+    ``hal estimate`` says so rather than let a few microseconds stand for a whole generation."""
+    from hal.cli import main
+
+    feeds = _beam_feeds()
+    path = tmp_path / "beams.onnx"
+    path.write_bytes(search_model("BeamSearch", feeds, ["sequences"], dec=DEC, eos_token_id=EOS_OFTEN,
+                                  pad_token_id=PAD))
+    (est,) = hal.estimate(str(path), "gpu").estimates
+    assert est.status == "ok" and est.uncosted == ["BeamSearch_0 (BeamSearch)"]
+    assert main(["estimate", str(path), "--target", "gpu"]) == 0
+    assert "not in these figures: the bodies of BeamSearch_0 (BeamSearch)" in " ".join(capsys.readouterr().out.split())
+    (plain,) = hal.estimate("zoo:tiny-cnn", "gpu").estimates
+    assert plain.uncosted == []
