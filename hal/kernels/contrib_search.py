@@ -90,7 +90,7 @@ def _search_refuses(attrs: dict, inputs: list[str], outputs: list[str], beam: bo
     if model_type not in ((0, 1) if beam else (0,)):
         return (f"model_type {model_type} is not implemented: "
                 + ("GPT (0) and T5 (1) decoders" if beam else "GPT decoders (model_type 0) only, as onnxruntime's CPU "
-                   "GreedySearch"))
+                   "kernel"))
     for name in ("eos_token_id", "pad_token_id") + (("decoder_start_token_id",) if model_type == 1 else ()):
         if int(attrs.get(name, -1)) < 0:
             return f"{name} is required and shall not be negative"
@@ -168,7 +168,7 @@ class _Timestamps:
 
 
 class _Processors:
-    """onnxruntime's LogitsProcessorList for the two ops, applied in its order to (rows, vocab)."""
+    """onnxruntime's LogitsProcessorList, applied in its order to (rows, vocab) scores."""
 
     def __init__(self, batch: int, vocab: int, eos: int, min_length: int, repetition_penalty: float,
                  no_repeat_ngram_size: int, vocab_mask: Array | None, prefix_vocab_mask: Array | None,
