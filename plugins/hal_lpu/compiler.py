@@ -67,9 +67,13 @@ def _refuse(node: Node, graph: Graph, used: set[str], shapes: Resolved) -> str |
         return f"data-dependent output shape: {reason}; a statically scheduled machine cannot run it"
     if node.op_type == "If":
         cond = node.inputs[0] if node.inputs else ""
-        if cond not in shapes.known and cond not in graph.initializers and cond not in shapes.host:
-            return ("data-dependent output shape: the branch taken (and its output shapes) depends on a condition "
-                    "computed on the device; a statically scheduled machine cannot run it")
+        fixed = all(shapes.values.get(o) is not None and shapes.values[o].kind == "tensor"
+                    and shapes.values[o].static_shape is not None for o in node.outputs if o)
+        if cond not in shapes.known and cond not in graph.initializers and cond not in shapes.host and not fixed:
+            # branches of one static output shape run on the device as either one, the schedule sized
+            # for both (torch.cond's data-dependent branches)
+            return ("data-dependent output shape: the branch taken, which a condition computed on the device picks, "
+                    "decides its output shapes; a statically scheduled machine cannot run it")
     if node.op_type == "Loop":
         trip = node.inputs[0] if node.inputs else ""
         cond = node.inputs[1] if len(node.inputs) > 1 else ""

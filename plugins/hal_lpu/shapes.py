@@ -156,6 +156,9 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
         if up_special is not None:
             for o in outs:
                 special.setdefault(o, up_special)
+            # what the host reads to run it is a specialisation key too (a Loop's trip count on a tensor
+            # of a fed shape: its output, and an If reading it, stayed open in every specialisation)
+            deciders.update(i for i in _controls(node) if i in hostv)
             if _from_host(node, ins, hostv, known) and node.op_type not in _GROWS:
                 hostv.update(outs)  # the host's arithmetic on a shape of unknown rank (Shape of an If's
                 # output whose branches differ in rank, as silero-vad's): known when it specialises
@@ -181,12 +184,7 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
                 special[o] = f"If {node.name!r} takes the branch of a condition the host computes before the run"
             continue
         if node.op_type == "Loop":
-            control = [i for i in node.inputs[:2] if i]
-            needs = trip_count_inputs(node)  # what its trip count and condition depend on (hal.graph.loops)
-            if needs is not None:
-                control = sorted(needs)
-            elif node.inputs and not node.inputs[0]:
-                control = [""]  # a while loop that data ends
+            control = _controls(node)
             if any(i in hostv for i in control) and all(i in hostv or i in known for i in control):
                 deciders.update(i for i in control if i in hostv)
                 for o in outs:
@@ -243,6 +241,20 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
         if on_host and all(isinstance(r, np.ndarray) and r.size <= HOST_SCALAR_LIMIT for r in res):
             hostv.update(outs)  # the same host arithmetic, whose output shape only running it told
     return Resolved(values, dynamic, special, set(known), hostv, deciders, known)
+
+
+def _controls(node: Node) -> list[str]:
+    """The values that decide how a control-flow node runs: an If's condition; what a Loop's trip
+    count and condition depend on (hal.graph.loops), else its M and cond ("" for a while loop that
+    data ends); the shape-deciding inputs of other ops (``SHAPE_INPUTS``)."""
+    if node.op_type == "If":
+        return node.inputs[:1]
+    if node.op_type == "Loop":
+        needs = trip_count_inputs(node)
+        if needs is not None:
+            return sorted(needs)
+        return [""] if node.inputs and not node.inputs[0] else [i for i in node.inputs[:2] if i]
+    return [node.inputs[p] for p in SHAPE_INPUTS.get(node.op_type, ()) if p < len(node.inputs) and node.inputs[p]]
 
 
 #: ops whose output the values of their inputs may make larger than those inputs: fed host values,

@@ -6,6 +6,8 @@ fallback can place it)."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -184,3 +186,67 @@ def test_an_if_on_a_shape_of_unknown_rank_is_taken_on_the_host():
         want = cpu.run(None, {"x": x})[0]
         assert want.ndim == (2 if b == 1 else 4)  # each of the first If's branches is taken once
         np.testing.assert_array_equal(lpu.run(None, {"x": x})[0], want)
+
+
+def _loop_then_if() -> onnx.ModelProto:
+    """A Loop of a fed trip count over x of a fed length, then an If on a fed flag whose branches read
+    the Loop's output from the outer scope (as an onnxscript function with a loop, then one with an If)."""
+    body = helper.make_graph(
+        [helper.make_node("Constant", [], ["half"], value_float=0.5), helper.make_node("Mul", ["y", "half"], ["y2"]),
+         helper.make_node("Identity", ["cin"], ["cout"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cin", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
+        [helper.make_tensor_value_info("cout", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("y2", TensorProto.FLOAT, ["N"])])
+
+    def branch(name: str, op: str) -> onnx.GraphProto:
+        return helper.make_graph([helper.make_node("Constant", [], [f"{name}_k"], value_float=7.0),
+                                  helper.make_node(op, ["a", f"{name}_k"], [f"{name}_out"])], name, [],
+                                 [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, ["N"])])
+
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["n", "", "x"], ["a"], body=body),
+         helper.make_node("If", ["flag"], ["b"], then_branch=branch("t", "Add"), else_branch=branch("e", "Sub"))],
+        "loop_then_if", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"]),
+                         helper.make_tensor_value_info("n", TensorProto.INT64, []),
+                         helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N"])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_a_loop_on_a_fed_shape_keys_its_trip_count():
+    # the Loop's output, on a tensor of a fed shape, was marked specialised before its trip count
+    # became a key: every specialisation left it open, and the If reading it was refused
+    model = _loop_then_if()
+    session = hal.InferenceSession(model, target="lpu")
+    for length, trips, flag in ((4, 3, True), (6, 0, False), (4, 5, False)):
+        feeds = {"x": np.arange(length, dtype=np.float32), "n": np.array(trips), "flag": np.array(flag)}
+        want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+        np.testing.assert_allclose(session.run(None, feeds)[0], want[0], rtol=1e-6)
+
+
+def test_an_if_of_one_static_output_shape_runs_whatever_decides_its_branch():
+    # torch.cond on data (ReduceSum > 0 picks sin or cos of x): which branch runs is the device's
+    # business, the output's shape is not; the LPU had refused it as a data-dependent output shape
+    def branch(name: str, op: str) -> onnx.GraphProto:
+        return helper.make_graph([helper.make_node(op, ["x"], [f"{name}_y"])], name, [],
+                                 [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [16, 8])])
+
+    nodes = [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+             helper.make_node("Greater", ["total", "zero"], ["positive"]),
+             helper.make_node("If", ["positive"], ["y"], then_branch=branch("t", "Sin"),
+                              else_branch=branch("e", "Cos"))]
+    graph = helper.make_graph(nodes, "cond", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [16, 8])],
+                              [numpy_helper.from_array(np.array(0, np.float32), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    session = hal.InferenceSession(model, target="lpu")
+    for sign in (1, -1):
+        x = sign * np.abs(np.random.default_rng(0).standard_normal((16, 8))).astype(np.float32)
+        np.testing.assert_allclose(session.run(None, {"x": x})[0], np.sin(x) if sign > 0 else np.cos(x), rtol=1e-6)
+    branches = [a for a in model.graph.node[2].attribute]
+    branches[1].g.output[0].type.tensor_type.shape.dim[0].dim_value = 4  # the else branch now 4 rows
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    with pytest.raises(UnsupportedOpError, match="the branch taken, which a condition computed on the device picks"):
+        hal.InferenceSession(model, target="lpu")
