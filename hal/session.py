@@ -433,7 +433,8 @@ class InferenceSession:
         if not isinstance(feeds, Mapping):
             raise InputError(f"feeds must be a dict of name -> numpy array, not {type(feeds).__name__}",
                              where="run", hint=f"the model expects: {expected}")
-        missing = [n for n in names if n not in feeds]
+        absent = {t.name for t in self._inputs if t.kind == "optional" and t.name not in feeds}  # None, as onnxruntime
+        missing = [n for n in names if n not in feeds and n not in absent]
         extra = [n for n in feeds if n not in names]
         if missing or extra:
             what = []
@@ -442,9 +443,9 @@ class InferenceSession:
             if extra:
                 what.append(f"unexpected {', '.join(sorted(map(str, extra)))}")
             raise InputError("; ".join(what), where="run feeds", hint=f"the model expects: {expected}")
-        out = dict(feeds)
+        out = {**feeds, **dict.fromkeys(absent)}
         for t in self._inputs:
-            v = feeds[t.name]
+            v = out[t.name]
             if t.kind == "map":
                 out[t.name] = map_feed(t, v)
                 continue

@@ -285,3 +285,21 @@ def test_static_shapes_an_op_cannot_combine_are_a_model_error_when_loaded(node, 
     for target in ("cpu", "lpu"):
         with pytest.raises(hal.ModelError, match=f"op_type:{node.op_type}, node name: {node.name}.*Incompatible"):
             hal.InferenceSession(m, target=target)
+
+
+def test_an_optional_graph_input_left_out_of_the_feeds_is_empty():
+    # as onnxruntime takes it (OptionalHasElement false); hal had refused it as 'missing o', its own
+    # hint marking o optional
+    optional = helper.make_optional_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [3, 4]))
+    graph = helper.make_graph([helper.make_node("OptionalHasElement", ["o"], ["has"])], "g",
+                              [helper.make_value_info("o", optional)],
+                              [helper.make_tensor_value_info("has", TensorProto.BOOL, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    ort = pytest.importorskip("onnxruntime")
+    assert not ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {})[0]
+    for target in hal.targets():
+        session = hal.InferenceSession(model, target=target.name)
+        assert not session.run(None, {})[0] and not session.run(None, {"o": None})[0]
+        assert session.run(None, {"o": np.ones((3, 4), np.float32)})[0]
+    with pytest.raises(hal.InputError, match="missing x"):  # a tensor input still has to be fed
+        hal.InferenceSession(_relu_model()).run(None, {})
