@@ -22,6 +22,13 @@ class HalError(Exception):
             parts.append(self.hint)
         return " — ".join(parts)
 
+    def within(self, outer: str) -> None:
+        """Say this happened inside ``outer`` (the node running the body that failed): ``where``
+        becomes "outer > where"."""
+        if self.where is None or not self.where.startswith(outer):
+            self.where = outer if self.where is None else f"{outer} > {self.where}"
+            self.args = (self._message(),)
+
 
 class ModelError(HalError):
     """The model file or proto is unreadable, invalid, or unsafe (e.g. an external-data path)."""

@@ -303,3 +303,19 @@ def test_an_optional_graph_input_left_out_of_the_feeds_is_empty():
         assert session.run(None, {"o": np.ones((3, 4), np.float32)})[0]
     with pytest.raises(hal.InputError, match="missing x"):  # a tensor input still has to be fed
         hal.InferenceSession(_relu_model()).run(None, {})
+
+
+def test_an_error_inside_a_body_names_the_node_running_it():
+    # a Gather out of range in an If's branch: the error named only the branch's node, which the main
+    # graph does not hold (a generation op's decoder node read the same way)
+    branch = helper.make_graph([helper.make_node("Gather", ["table", "i"], ["picked"], name="pick")], "b", [],
+                               [helper.make_tensor_value_info("picked", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], name="choose", then_branch=branch, else_branch=branch)], "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("i", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(np.arange(3, dtype=np.float32), "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(hal.RunError, match="node 'choose' > node 'pick': Gather failed"):
+        hal.InferenceSession(model).run(None, {"c": np.array(True), "i": np.array(7)})

@@ -483,7 +483,9 @@ class Program:
                     res = fn(*args, **attrs) if attrs else fn(*args)
                 else:
                     res = fn(*args, _ctx=KernelContext(ctx, Scope(self.slots, env, outer), step.label), **attrs)
-            except HalError:
+            except HalError as e:
+                if ctx is not None:  # from a body this node runs (If, Loop, Scan, a generation op's decoder)
+                    e.within(f"node {step.label!r}")
                 raise
             except Exception as e:  # a kernel failure becomes a RunError naming the node
                 shapes = ", ".join(_shape_of(a) for a in args)
