@@ -20,22 +20,24 @@ builds the session, in its words where it has them) and the feeds from run to ru
   logits and present_key_self_0, present_value_self_0 ... The first run feeds decoder_start_token_id,
   empty self pasts and the encoder's outputs repeated per beam; later runs the new tokens and the
   self presents (each beam's from the beam it continues), the cross pasts and mask as they were.
-
 * Whisper (WhisperBeamSearch, model_type 2; WhisperEncoderSubgraph / WhisperDecoderSubgraph, as
   onnxruntime 1.32's whisper convert_to_onnx writes them): ``encoder`` takes encoder_input_ids (the
   features) and decoder_input_ids (the fed ones, else decoder_start_token_id) and gives logits,
   encoder_hidden_states, then present_key_self_0, present_value_self_0 ... and the cross ones,
   once, at the batch's size: its logits choose the first token; the decoder takes input_ids
   (batch x beams, 1), the self pasts and the cross pasts, and gives logits and the self presents.
-
 * T5's older format (earlier convert_generation releases; onnxruntime 1.32 still runs it): the
   encoder also takes decoder_input_ids (the start tokens) and makes the first step, as Whisper's
   does (logits, encoder_hidden_states, self and cross presents); the decoder takes input_ids,
   encoder_attention_mask, encoder_hidden_states where it declares them, then the pasts.
 
-Refused (a reason string from ``gpt_contract`` / ``t5_contract`` / ``whisper_contract``): names, ranks and types the
-contract fixes; decoders sharing past and present buffers (past_sequence_length) or fed the whole
-sequence. At run time: float16 logits (onnxruntime's CPU kernels compute float32 only).
+The encoders that make the first step run through ``EncoderFirstRuns``: their logits are the first
+step's, their self and cross presents (with T5's mask and hidden states) the decoder's first feeds.
+
+Refused (a reason string from ``gpt_contract`` / ``t5_contract`` / ``whisper_contract``): names,
+ranks and types the contract fixes; decoders sharing past and present buffers (past_sequence_length)
+or fed the whole sequence. At run time: float16 logits (onnxruntime's CPU kernels compute float32
+only).
 """
 
 from __future__ import annotations
