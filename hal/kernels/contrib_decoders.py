@@ -237,6 +237,9 @@ class GptRuns(DecoderRuns):
         proto = decoder.proto
         past = dims(proto.input[3])
         ids = np.asarray(input_ids, dtype=np.int32)
+        if ids.shape[1] == 0:
+            raise ValueError("input_ids holds no token (sequence length 0): the decoder's first run has none to give "
+                             "logits for (onnxruntime's process crashes on it)")
         not_pad = ids != pad
         positions = np.where(not_pad, np.cumsum(not_pad, axis=1, dtype=np.int32) - 1, 0).astype(np.int32)
         mask = not_pad.astype(np.int32) if attention_mask is None else np.asarray(attention_mask, dtype=np.int32)

@@ -287,6 +287,15 @@ def test_every_target_generates(target):
              eos_token_id=EOS_OFTEN, pad_token_id=PAD, top_p=0.8)
 
 
+def test_an_empty_prompt_is_a_run_error():
+    # onnxruntime's process dies on it (a segmentation fault), so only hal's side is checked
+    for op, feeds in (("GreedySearch", {"input_ids": np.zeros((2, 0), np.int32), "max_length": scalar(4)}),
+                      ("BeamSearch", _beam_feeds(input_ids=np.zeros((3, 0), np.int32)))):
+        blob = search_model(op, feeds, ["sequences"], dec=DEC, eos_token_id=EOS_OFTEN, pad_token_id=PAD)
+        with pytest.raises(RunError, match="input_ids holds no token"):
+            hal.InferenceSession(blob, target="cpu", cache_dir=False).run(None, feeds)
+
+
 BAD_RUNS = {
     "length_penalty_not_a_scalar": ("BeamSearch", _beam_feeds(2, 1, length_penalty=np.ones((1, 1), np.float32)),
                                     "length_penalty should be a scalar"),
