@@ -353,8 +353,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             con.print(f"[bold]{e.target}[/]: {e.error}")
     uncosted = next((e.uncosted for e in ests if e.uncosted), [])
     if uncosted:
-        con.print(f"[yellow]not in these figures[/]: the bodies of {', '.join(uncosted)} (the cost models count a "
-                  "control-flow or generation node's own inputs and outputs, not its bodies' runs)")
+        con.print(f"[yellow]not in these figures[/]: the bodies of {', '.join(uncosted)} (how many times they run "
+                  "is a run's to decide: a trip count from data, a generation's max_length)")
     return 0 if any(e.status == "ok" for e in ests) else EXIT_ERROR
 
 

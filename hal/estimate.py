@@ -45,8 +45,8 @@ class Estimate(BaseModel):
     kernel_count: int | None = None
     details: dict[str, Any] = Field(default_factory=dict)
     uncosted: list[str] = Field(default_factory=list, description=(
-        "nodes whose graph attributes (If / Loop / Scan bodies, a generation op's encoder and decoder runs) "
-        "the cost models leave out: the figures cover the rest of the model"))
+        "nodes whose bodies the cost models could not count (a trip count the run decides, a generation "
+        "op's decoder runs): the figures cover the rest of the model"))
 
 
 class EstimateReport(BaseModel):
@@ -74,26 +74,21 @@ def zoo_params_for(model: ModelLike, phase: str, batch: int, context: int, promp
 
 
 def uncosted_nodes(model: ModelLike, zoo_params: dict[str, Any]) -> list[str]:
-    """The main graph's nodes with graph attributes, as "name (op)": the cost models count such a
-    node's own inputs and outputs, not the runs of its bodies (a Loop's turns, a BeamSearch's
-    decoder steps). [] for a model that does not parse: compiling it says why."""
-    import onnx
+    """The main graph's nodes, as "name (op)", whose bodies the cost models could not count
+    (``hal.perf.bodies``: a trip count the run decides, a generation op's decoder runs): their
+    figures count such a node's own outputs only. [] for a model that does not load: compiling it
+    says why."""
+    from hal.graph.load import load
+    from hal.graph.passes import optimize
+    from hal.perf.bodies import body_flops, has_bodies
+    from hal.perf.opcount import node_flops
 
-    from hal.graph.ir import Graph
-    from hal.graph.load import node_names, parse_model
-
-    if isinstance(model, Graph):
-        nodes = [(n.name, n.op_type, n.attrs.values()) for n in model.nodes]
-    else:
-        try:
-            proto = parse_model(model, zoo_params=zoo_params)[0]
-        except HalError:
-            return []
-        protos = list(proto.graph.node)
-        nodes = [(name, n.op_type, [a.g if a.HasField("g") else (a.graphs or None) for a in n.attribute])
-                 for n, name in zip(protos, node_names(protos))]
-    return [f"{name} ({op})" for name, op, values in nodes
-            if any(isinstance(v, onnx.GraphProto) or (isinstance(v, list) and v) for v in values)]
+    try:
+        graph = optimize(load(model, zoo_params=zoo_params))
+    except HalError:
+        return []
+    return [f"{n.name} ({n.op_type})" for n in graph.nodes
+            if has_bodies(n) and body_flops(n, graph, node_flops) is None]
 
 
 def estimate_targets(target: str) -> list[str]:

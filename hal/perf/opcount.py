@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from hal.graph.ir import Graph, Node
+from hal.perf.bodies import body_flops, has_bodies
 
 #: ops that only relabel memory on any target (no arithmetic, often no data movement)
 VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout", "Shape", "Size",
@@ -343,6 +344,9 @@ def linear_attention_flops(node: Node, graph: Graph) -> float:
 
 
 def node_flops(node: Node, graph: Graph) -> float:
+    if has_bodies(node):  # its own outputs, and its bodies' runs where the graph fixes them (hal.perf.bodies)
+        own = _numel(shape(graph, node.outputs[0])) if node.outputs and node.outputs[0] else 0
+        return float(own) + (body_flops(node, graph, node_flops) or 0.0)
     if node.op_type == "LinearAttention" and node.domain in ("", _MS):
         return linear_attention_flops(node, graph)
     if node.op_type == "CausalConvWithState" and node.domain == _MS and len(node.inputs) > 1:

@@ -33,6 +33,7 @@ import numpy as np
 
 from hal.graph.ir import Graph, Node
 from hal.numerics import ITEMSIZE, Policy, is_float
+from hal.perf.bodies import turns
 from hal.perf.opcount import ATTENTION_OPS, SEQUENCE_OPS, VIEW_OPS, chained, costed, node_flops, recurrent_dims, shape
 from hal.specs import TargetSpec
 
@@ -226,6 +227,8 @@ def op_work(node: Node, graph: Graph, policy: Policy) -> OpWork:
         stream_out = float(b_out)
         if (r := recurrent_dims(node, graph) if chained(node) else None) is not None:
             waves = max(1, r.steps)  # W and R stay; each step's product waits for the last step's state
+    elif op in ("Loop", "Scan") and not node.domain:
+        waves = max(1, turns(node, graph) or 1)  # each turn of its body waits for the last one's carried values
     elif op in REDUCTION_WAVES:
         waves = REDUCTION_WAVES[op]
     elif op.startswith("Reduce"):
