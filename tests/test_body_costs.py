@@ -87,3 +87,17 @@ def test_a_trip_count_the_run_decides_is_named_not_counted():
     assert flops == 4 * WIDTH  # its own output only
     (est,) = hal.estimate(_loop(None).SerializeToString(), "gpu").estimates
     assert est.uncosted == ["turns (Loop)"]
+
+
+def test_a_gpu_launches_a_loops_body_every_turn():
+    # an Identity body does no arithmetic, but each of its 2^63 - 1 turns is a kernel launch on a GPU
+    # (and a wavefront on the wafer): the loop had estimated at 4.7 us
+    body = helper.make_graph([helper.make_node("Identity", ["c_in"], ["c_out"]),
+                              helper.make_node("Identity", ["v_in"], ["v_out"])], "body",
+                             [_vi("i", TensorProto.INT64, []), _vi("c_in", TensorProto.BOOL, []), _vi("v_in", F, [1])],
+                             [_vi("c_out", TensorProto.BOOL, []), _vi("v_out", F, [1])])
+    graph = helper.make_graph([helper.make_node("Loop", ["M", "", "x"], ["y"], body=body)], "g", [_vi("x", F, [1])],
+                              [_vi("y", F, [1])], [numpy_helper.from_array(np.array(2**63 - 1, np.int64), "M")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    for est in hal.estimate(model, "gpu,wafer").estimates:
+        assert est.latency_s > 1e9, est.target

@@ -9,7 +9,8 @@ worked out, a Scan's axis from a static shape. A node whose bodies cannot be cou
 count the run decides, a body's inference failing, a generation op's decoder runs, whose number
 max_length decides) is ``None`` here: ``hal estimate`` names it. Only FLOPs: the bodies' memory
 traffic is not in the cost models' bytes. ``turns`` is how many times a Loop or Scan runs its body
-(the wafer waits a wavefront a turn, each on the last one's carried values).
+(the wafer waits a wavefront a turn, each on the last one's carried values), ``body_node_runs`` how
+many node runs its bodies make (a GPU launches a kernel for each).
 """
 
 from __future__ import annotations
@@ -74,6 +75,17 @@ def turns(node: Node, graph: Graph) -> int | None:
         return None
     length = dims[axes[0] % len(dims)] if axes else dims[0]
     return length if isinstance(length, int) else None
+
+
+def body_node_runs(node: Node, graph: Graph) -> int:
+    """How many node runs its bodies make, where the graph fixes them: a Loop's or Scan's body
+    nodes times its turns, an If's larger branch's nodes; 0 otherwise (a GPU launches each one)."""
+    count = turns(node, graph)
+    if count is None:
+        return 0
+    if node.op_type == "If":
+        return max(len(node.attrs[b].node) for b in ("then_branch", "else_branch"))
+    return count * len(node.attrs["body"].node)
 
 
 def _count(node: Node, graph: Graph, flops: Callable[[Node, Graph], float]) -> float | None:
@@ -144,4 +156,4 @@ def _graph_flops(body: onnx.GraphProto, feeds: list[tuple[int, list[Any] | None]
     return float(sum(flops(n, inner) for n in inner.nodes))
 
 
-__all__ = ["CONTROL_FLOW", "body_flops", "has_bodies", "turns"]
+__all__ = ["CONTROL_FLOW", "body_flops", "body_node_runs", "has_bodies", "turns"]

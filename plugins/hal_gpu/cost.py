@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hal.graph.ir import Graph, Node
+from hal.perf.bodies import body_node_runs
 from hal.perf.opcount import (
     ATTENTION_OPS,
     attention_causal,
@@ -299,7 +300,9 @@ def kernel_cost(k: Kernel, graph: Graph, gpu: Gpu, sizes: Sizes, sh: Sharding,
     if not k.launched:  # views: no launch, no traffic
         return KernelCost(k, 0.0, 0.0, 0.0, 0.0, 0.0, "fp32", "view", None, {}, gpu.vector_flops)
     c, mm = _roofline(ln, flops, gpu.vector_flops, nbytes, mem_rate)
-    return KernelCost(k, flops, nbytes, c, mm, overhead_s, "fp32", "SM", ln, {}, gpu.vector_flops)
+    # a control-flow node launches its bodies' kernels turn after turn (hal.perf.bodies)
+    launches = 1 + sum(body_node_runs(graph.nodes[i], graph) for i in k.nodes)
+    return KernelCost(k, flops, nbytes, c, mm, overhead_s * launches, "fp32", "SM", ln, {}, gpu.vector_flops)
 
 
 class _AttentionWork:
