@@ -68,7 +68,8 @@ class Target(Protocol):
 #: domains whose ops hal has no kernels for, by design, and what to do instead
 FOREIGN_DOMAINS = {
     "com.microsoft.nchwc": "onnxruntime writes its NCHWc layout ops only at ORT_ENABLE_ALL, laid out for the CPU "
-                           "that saved the model; save it with graph_optimization_level=ORT_ENABLE_EXTENDED",
+                           "that saved the model; save it with graph_optimization_level=ORT_ENABLE_EXTENDED (its "
+                           "transformers optimizer: opt_level 1 or 2)",
 }
 
 
