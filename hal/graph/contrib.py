@@ -250,7 +250,29 @@ def _fused_matmul(node, a, known):
 
 # contrib twins of ONNX ops and small contrib ops (hal.kernels.contrib_misc)
 
-_stands_in("Trilu", "Inverse", "ScaledSiLU")(_unary)
+_stands_in("Trilu", "Inverse", "ScaledSiLU", "GroupNorm")(_unary)
+
+
+@_stands_in("SkipGroupNorm")
+def _skip_group_norm(node, a, known):
+    """Y and the sum S: the input's shape."""
+    return _same_as(node.input[0], [o for o in node.output[:2] if o]) if node.input and node.input[0] else None
+
+
+@_stands_in("BiasSplitGelu")
+def _bias_split_gelu(node, a, known):
+    """The left half of X's last axis (as a Split in two)."""
+    if not node.input or not node.input[0]:
+        return None
+    return [helper.make_node("Split", [node.input[0]], [node.output[0], PREFIX + node.output[0] + "_right"],
+                             axis=-1, num_outputs=2) if known.opset >= 18 else
+            helper.make_node("Split", [node.input[0]], [node.output[0], PREFIX + node.output[0] + "_right"], axis=-1)]
+
+
+@_stands_in("GemmFastGelu")
+def _gemm_fast_gelu(node, a, known):
+    """X @ W."""
+    return [helper.make_node("MatMul", node.input[:2], [node.output[0]])] if len(node.input) > 1 else None
 
 
 @_stands_in("Range")

@@ -81,6 +81,8 @@ COSTED_AS: dict[str, str] = {
     "QEmbedLayerNormalization": "LayerNormalization", "QLinearWhere": "Where", "MatMulInteger16": "MatMulInteger",
     "TransposeMatMul": "MatMul", "CDist": "MatMul", "MatMulBnb4": "MatMul",
     "MRotaryEmbedding": "RotaryEmbedding", "GatedRMSNorm": "RMSNormalization", "GatedAdd": "Add",
+    "GroupNorm": "GroupNormalization", "SkipGroupNorm": "GroupNormalization", "BiasSplitGelu": "Gelu",
+    "GemmFastGelu": "MatMul", "RelativePositionBias": "Gather",
 }
 _MS = "com.microsoft"
 
