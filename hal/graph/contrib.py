@@ -269,6 +269,21 @@ def _bias_split_gelu(node, a, known):
             helper.make_node("Split", [node.input[0]], [node.output[0], PREFIX + node.output[0] + "_right"], axis=-1)]
 
 
+@_stands_in("NhwcConv")
+def _nhwc_conv(node, a, known):
+    """The Conv it is, between channels-last transposes of X, W and the output."""
+    rank = known.rank(node.input[0]) if node.input else None
+    if rank is None or len(node.input) < 2:
+        return None
+    first = [0, rank - 1, *range(1, rank - 1)]
+    x, w = PREFIX + node.output[0] + "_x", PREFIX + node.output[0] + "_w"
+    y = PREFIX + node.output[0] + "_nchw"
+    return [helper.make_node("Transpose", [node.input[0]], [x], perm=first),
+            helper.make_node("Transpose", [node.input[1]], [w], perm=first),
+            helper.make_node("Conv", [x, w, *node.input[2:3]], [y], **_kept(a, _CONV_ATTRS)),
+            helper.make_node("Transpose", [y], [node.output[0]], perm=[0, *range(2, rank), 1])]
+
+
 @_stands_in("GemmFastGelu")
 def _gemm_fast_gelu(node, a, known):
     """X @ W."""

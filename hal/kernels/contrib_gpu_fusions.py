@@ -1,6 +1,6 @@
 """onnxruntime's transformers-optimizer fusions that only its CUDA provider computes (domain
-``com.microsoft``): RelativePositionBias (T5), GroupNorm, SkipGroupNorm and BiasSplitGelu (Stable
-Diffusion's UNet and VAE), GemmFastGelu. Its CPU provider registers no kernel for them, so a model
+``com.microsoft``): RelativePositionBias (T5), GroupNorm, SkipGroupNorm, BiasSplitGelu and NhwcConv
+(Stable Diffusion's UNet and VAE), GemmFastGelu. Its CPU provider registers no kernel for them, so a model
 optimised for a GPU ran nowhere in hal and on no CPU; hal computes them on every target, as
 ContribOperators.md and the CUDA kernels define them, checked against onnxruntime running the
 standard ops each one fuses.
@@ -18,6 +18,8 @@ standard ops each one fuses.
   NCHW. SkipGroupNorm first adds skip ((N, H, W, C), (N, 1, 1, C) or (N, C)) and bias (C), and
   gives that sum too.
 * BiasSplitGelu: X + bias split in halves along the last axis, left x Gelu(right) (erf form).
+* NhwcConv: Conv in channels-last layout (X and the output (N, spatial..., C), W (M, kernel...,
+  C / group)), as the optimizer writes it for a UNet.
 * GemmFastGelu: FastGelu(X @ W + bias), Gelu's tanh form.
 
 16-bit floats are computed in float32 and rounded once.
@@ -29,6 +31,7 @@ import numpy as np
 
 from hal.kernels import activation as act
 from hal.kernels.linalg import _matmul
+from hal.kernels.nn import _conv
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -117,6 +120,20 @@ def bias_split_gelu(X, bias):
         raise ValueError(f"BiasSplitGelu needs an even last dimension, got {X.shape}")
     left, right = np.split(s, 2, axis=-1)
     return (left * act.gelu(right)).astype(X.dtype)
+
+
+@kernel("NhwcConv", since=1, domain=DOMAIN)
+def nhwc_conv(X, W, B=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
+              strides=None):
+    """Conv in channels-last layout: X (N, spatial..., C), W (M, kernel..., C / group), as the
+    optimizer writes it (the Conv's weights transposed) and the output channels-last too."""
+    if X.ndim < 3 or W.ndim != X.ndim:
+        raise ValueError(f"NhwcConv needs X (N, spatial..., C) and W (M, kernel..., C / group) of one rank, got "
+                         f"{X.shape} and {W.shape}")
+    first = (0, X.ndim - 1, *range(1, X.ndim - 1))  # channels-last to channels-first
+    y = _conv(np.ascontiguousarray(X.transpose(first)), np.ascontiguousarray(W.transpose(first)), B, auto_pad,
+              dilations, group, pads, strides)
+    return np.ascontiguousarray(np.moveaxis(y, 1, -1))
 
 
 @kernel("GemmFastGelu", since=1, domain=DOMAIN)

@@ -82,7 +82,7 @@ COSTED_AS: dict[str, str] = {
     "TransposeMatMul": "MatMul", "CDist": "MatMul", "MatMulBnb4": "MatMul",
     "MRotaryEmbedding": "RotaryEmbedding", "GatedRMSNorm": "RMSNormalization", "GatedAdd": "Add",
     "GroupNorm": "GroupNormalization", "SkipGroupNorm": "GroupNormalization", "BiasSplitGelu": "Gelu",
-    "GemmFastGelu": "MatMul", "RelativePositionBias": "Gather",
+    "GemmFastGelu": "MatMul", "RelativePositionBias": "Gather", "NhwcConv": "Conv",
 }
 _MS = "com.microsoft"
 

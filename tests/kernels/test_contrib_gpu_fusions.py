@@ -181,3 +181,21 @@ def test_onnxruntimes_cpu_refuses_them_and_skip_group_norm_takes_nhwc_only():
                                     activation=0, channels_last=0)], {"x": x}, ["y"], w)
     with pytest.raises(hal.UnsupportedOpError, match="NHWC input only"):
         hal.InferenceSession(nchw, target="cpu", cache_dir=False)
+
+
+@pytest.mark.parametrize(("group", "strides", "pads"), [(1, [1, 1], [1, 1, 1, 1]), (2, [2, 2], [0, 1, 0, 1]),
+                                                        (4, [1, 1], [0, 0, 0, 0])])
+def test_nhwc_conv_is_the_conv_in_channels_last_layout(group, strides, pads):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 7, 6, 8)).astype(np.float32)  # NHWC
+    w = rng.standard_normal((12, 3, 3, 8 // group)).astype(np.float32)  # M, kH, kW, C / group
+    b = rng.standard_normal(12).astype(np.float32)
+    attrs = {"group": group, "strides": strides, "pads": pads, "kernel_shape": [3, 3]}
+    ref = _model([helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)], {"x": x.transpose(0, 3, 1, 2).copy()},
+                 ["y"], {"w": w.transpose(0, 3, 1, 2).copy(), "b": b})
+    (want,) = run_as_written(ref, {"x": x.transpose(0, 3, 1, 2).copy()})
+    fused = _model([helper.make_node("NhwcConv", ["x", "w", "b"], ["y"], domain=MS, **attrs)], {"x": x}, ["y"],
+                   {"w": w, "b": b})
+    for target in TARGETS:
+        np.testing.assert_allclose(_hal(fused, {"x": x}, target)[0], want.transpose(0, 2, 3, 1), rtol=1e-5,
+                                   atol=1e-5)
