@@ -5,7 +5,8 @@ values from the shapes the node feeds it (a Loop's carried values at their first
 within bodies the same way.
 
 Counted only where the graph fixes it: a Loop's trip count from a weight or one hal.graph.loops
-worked out, a Scan's axis from a static shape. A node whose bodies cannot be counted so (a trip
+worked out (M turns: a condition that ends it sooner makes this an upper bound), a Scan's axis
+from a static shape (Scan-8's batched form is not counted). A node whose bodies cannot be counted so (a trip
 count the run decides, a body's inference failing, a generation op's decoder runs, whose number
 max_length decides) is ``None`` here: ``hal estimate`` names it. Only FLOPs: the bodies' memory
 traffic is not in the cost models' bytes. ``turns`` is how many times a Loop or Scan runs its body
@@ -68,7 +69,7 @@ def turns(node: Node, graph: Graph) -> int | None:
         return _known_int(graph, node.inputs[0]) if node.inputs and node.inputs[0] else None
     n_scan = int(node.attrs.get("num_scan_inputs", 0))
     axes = list(node.attrs.get("scan_input_axes", [0] * n_scan))
-    if not n_scan:
+    if not n_scan or graph.opset("") < 9:  # Scan-8's batched form: not counted
         return None
     _, dims = _info(graph, node.inputs[len(node.inputs) - n_scan])
     if dims is None:
