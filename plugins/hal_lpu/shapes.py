@@ -178,7 +178,9 @@ def resolve_shapes(graph: Graph, host: set[str] | None = None, shaped: set[str] 
             if node.inputs[0] in hostv:
                 hostv.update(outs)
             continue
-        if node.op_type == "If" and node.inputs and node.inputs[0] in hostv:
+        if (node.op_type == "If" and node.inputs and node.inputs[0] in hostv
+                and not all(_static(values.get(o)) is not None for o in outs)):
+            # (an If of one static output shape needs no key: either branch fits the schedule)
             deciders.add(node.inputs[0])
             for o in outs:
                 special[o] = f"If {node.name!r} takes the branch of a condition the host computes before the run"
