@@ -60,8 +60,16 @@ OPTIONS = {
 }
 
 
+#: onnxruntime's generation ops: a decoder run each token, until max_length or every eos
+GENERATION_OPS = frozenset({"GreedySearch", "BeamSearch", "Sampling", "WhisperBeamSearch"})
+
+
 def _refuse(node: Node, graph: Graph, used: set[str], shapes: Resolved) -> str | None:
     dynamic, special = shapes.dynamic, shapes.special
+    if node.domain == "com.microsoft" and node.op_type in GENERATION_OPS:
+        return (f"{node.op_type} runs its decoder once a token, until max_length or every sequence's end: how many "
+                "runs, and its outputs' length, are the run's to decide; a statically scheduled machine cannot "
+                "schedule it")
     reason = DATA_DEPENDENT.get(node.op_type)
     if reason and not _fixed_at_compile_time(node, graph, shapes):
         return f"data-dependent output shape: {reason}; a statically scheduled machine cannot run it"

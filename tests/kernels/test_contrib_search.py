@@ -272,6 +272,12 @@ def test_whisper_forms_not_computed_are_refused():
         hal.InferenceSession(blob, target="cpu", cache_dir=False)
 
 
+def test_the_lpu_says_why_it_leaves_generation_to_the_cpu():
+    blob = search_model("BeamSearch", _beam_feeds(), ["sequences"], dec=DEC, eos_token_id=EOS_OFTEN, pad_token_id=PAD)
+    with pytest.raises(UnsupportedOpError, match="BeamSearch runs its decoder once a token"):
+        hal.InferenceSession(blob, target="lpu", cache_dir=False)
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_target_generates(target):
     """Every target runs the node (the LPU on the cpu beside it: the sequences' length is a run's value)."""
