@@ -1,9 +1,9 @@
 """onnxruntime's transformers-optimizer fusions that only its CUDA provider computes (domain
 ``com.microsoft``): RelativePositionBias (T5), GroupNorm, SkipGroupNorm, BiasSplitGelu and NhwcConv
-(Stable Diffusion's UNet and VAE), GemmFastGelu. Its CPU provider registers no kernel for them, so a model
-optimised for a GPU ran nowhere in hal and on no CPU; hal computes them on every target, as
-ContribOperators.md and the CUDA kernels define them, checked against onnxruntime running the
-standard ops each one fuses.
+(Stable Diffusion's UNet and VAE), GemmFastGelu, GatedRelativePositionBias (WavLM). Its CPU
+provider registers no kernel for them, so a model optimised for a GPU ran nowhere in hal and on no
+CPU; hal computes them on every target, as ContribOperators.md and the CUDA kernels define them,
+checked against onnxruntime running the standard ops each one fuses.
 
 * RelativePositionBias: (1, heads, L, L) for query_length = key_length = L (the optimizer passes
   the total length twice; the decoder slices its last rows). Key k against query q is bucketed as
@@ -21,6 +21,9 @@ standard ops each one fuses.
 * NhwcConv: Conv in channels-last layout (X and the output (N, spatial..., C), W (M, kernel...,
   C / group)), as the optimizer writes it for a UNet.
 * GemmFastGelu: FastGelu(X @ W + bias), Gelu's tanh form.
+* GatedRelativePositionBias (WavLM): rel_pos scaled by gate_u (gate_r eco_a - 1) + 2, the two gates
+  the sigmoids of the query's (with its bias) projection through weight and bias, its D columns
+  summed in two halves; the packed form (token_offset) is refused.
 
 16-bit floats are computed in float32 and rounded once.
 """
@@ -134,6 +137,30 @@ def nhwc_conv(X, W, B=None, *, auto_pad="NOTSET", dilations=None, group=1, kerne
     y = _conv(np.ascontiguousarray(X.transpose(first)), np.ascontiguousarray(W.transpose(first)), B, auto_pad,
               dilations, group, pads, strides)
     return np.ascontiguousarray(np.moveaxis(y, 1, -1))
+
+
+def _gated_refuses(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
+    if len(inputs) > 6 and inputs[6]:
+        return "GatedRelativePositionBias with token_offset (packed tokens) is not implemented"
+    return None
+
+
+@kernel("GatedRelativePositionBias", since=1, domain=DOMAIN, refuses=_gated_refuses)
+def gated_relative_position_bias(query_layer, query_bias, rel_pos, weight, bias, eco_a, token_offset=None, *,
+                                 num_heads):
+    """WavLM's gated relative position bias, as the op's schema writes it in PyTorch."""
+    if query_layer.ndim != 3 or query_layer.shape[-1] % num_heads:
+        raise ValueError(f"GatedRelativePositionBias needs query_layer (batch, seq_len, num_heads x head_size) "
+                         f"divisible by num_heads {num_heads}, got {query_layer.shape}")
+    batch, seq, hidden = query_layer.shape
+    q = (_wide(query_layer) + _wide(query_bias)).reshape(batch, seq, num_heads, hidden // num_heads)
+    gates = _matmul(q.transpose(0, 2, 1, 3), _wide(weight)) + _wide(bias)  # (batch, heads, seq, D)
+    if gates.shape[-1] % 2:
+        raise ValueError(f"GatedRelativePositionBias needs an even D (weight's columns), got {gates.shape[-1]}")
+    summed = act.sigmoid(gates.reshape(*gates.shape[:-1], 2, -1).sum(axis=-1))  # (batch, heads, seq, 2)
+    gate_u, gate_r = summed[..., :1], summed[..., 1:]
+    scale = gate_u * (gate_r * _wide(eco_a) - 1) + 2
+    return (scale * _wide(rel_pos)).astype(query_layer.dtype, copy=False)
 
 
 @kernel("GemmFastGelu", since=1, domain=DOMAIN)

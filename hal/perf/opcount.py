@@ -82,7 +82,7 @@ COSTED_AS: dict[str, str] = {
     "TransposeMatMul": "MatMul", "CDist": "MatMul", "MatMulBnb4": "MatMul",
     "MRotaryEmbedding": "RotaryEmbedding", "GatedRMSNorm": "RMSNormalization", "GatedAdd": "Add",
     "GroupNorm": "GroupNormalization", "SkipGroupNorm": "GroupNormalization", "BiasSplitGelu": "Gelu",
-    "GemmFastGelu": "MatMul", "RelativePositionBias": "Gather", "NhwcConv": "Conv",
+    "GemmFastGelu": "MatMul", "RelativePositionBias": "Gather", "NhwcConv": "Conv", "GatedRelativePositionBias": "Mul",
 }
 _MS = "com.microsoft"
 

@@ -199,3 +199,32 @@ def test_nhwc_conv_is_the_conv_in_channels_last_layout(group, strides, pads):
     for target in TARGETS:
         np.testing.assert_allclose(_hal(fused, {"x": x}, target)[0], want.transpose(0, 2, 3, 1), rtol=1e-5,
                                    atol=1e-5)
+
+
+def test_gated_relative_position_bias_is_its_schemas_formula():
+    """The schema's PyTorch (WavLM's gate), run by onnxruntime as standard ops: q + bias in heads,
+    its projection's D columns summed in two halves, two sigmoid gates scaling rel_pos."""
+    rng = np.random.default_rng(6)
+    batch, seq, heads, head, d = 2, 5, 3, 4, 8
+    q = rng.standard_normal((batch, seq, heads * head)).astype(np.float32)
+    rel = rng.standard_normal((1, heads, seq, seq)).astype(np.float32)
+    inits = {"qb": rng.standard_normal(heads * head).astype(np.float32),
+             "w": rng.standard_normal((head, d)).astype(np.float32), "b": rng.standard_normal(d).astype(np.float32),
+             "eco": rng.standard_normal((1, heads, 1, 1)).astype(np.float32)}
+    n = helper.make_node
+    consts = {"heads_shape": np.array([0, 0, heads, head], np.int64),
+              "halves": np.array([batch, heads, seq, 2, d // 2], np.int64), "last": np.array([-1], np.int64),
+              "one": np.float32(1), "two": np.float32(2)}
+    ref = _model([n("Add", ["q", "qb"], ["qq"]), n("Reshape", ["qq", "heads_shape"], ["q4"]),
+                  n("Transpose", ["q4"], ["qt"], perm=[0, 2, 1, 3]), n("MatMul", ["qt", "w"], ["proj"]),
+                  n("Add", ["proj", "b"], ["lin"]), n("Reshape", ["lin", "halves"], ["lin5"]),
+                  n("ReduceSum", ["lin5", "last"], ["summed"], keepdims=0), n("Sigmoid", ["summed"], ["gates"]),
+                  n("Split", ["gates"], ["gu", "gr"], axis=-1, num_outputs=2), n("Mul", ["gr", "eco"], ["gre"]),
+                  n("Sub", ["gre", "one"], ["grm"]), n("Mul", ["gu", "grm"], ["gum"]),
+                  n("Add", ["gum", "two"], ["gu1"]),
+                  n("Mul", ["gu1", "rel"], ["y"])], {"q": q, "rel": rel}, ["y"], {**inits, **consts})
+    (want,) = run_as_written(ref, {"q": q, "rel": rel})
+    fused = _model([n("GatedRelativePositionBias", ["q", "qb", "rel", "w", "b", "eco"], ["y"], domain=MS,
+                      num_heads=heads)], {"q": q, "rel": rel}, ["y"], inits)
+    for target in TARGETS:
+        np.testing.assert_allclose(_hal(fused, {"q": q, "rel": rel}, target)[0], want, rtol=1e-5, atol=1e-6)
