@@ -250,7 +250,9 @@ def worker(seed: int, engine: str, kinds: Sequence[str], targets: Sequence[str],
         seeds = pickle.load(f)
     state: dict[str, Any] = {"seeds": seeds, "kinds": list(kinds), "targets": list(targets), "shared": shared,
                              "counts": Counter(), "seen": set(), "found": [], "findings": Path(findings),
-                             "current": open(current_path, "wb"), "workdir": Path(tempfile.mkdtemp(prefix="halfuzz-"))}
+                             "current": open(current_path, "wb"),
+                             # inside the supervisor's folder, which it removes whatever way this worker ends
+                             "workdir": Path(tempfile.mkdtemp(prefix="worker-", dir=Path(current_path).parent))}
     last_flush = 0.0
 
     def flush(final: bool = False) -> None:
@@ -308,18 +310,28 @@ def _machine() -> dict[str, Any]:
 
 
 def supervise(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the workers in a scratch folder removed at the end (a killed worker cannot clean its own:
+    282 such folders had piled up in /tmp over the earlier runs)."""
+    import shutil
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="halfuzz-"))
+    try:
+        return _supervise(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _supervise(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import multiprocessing as mp
     import pickle
     import signal
-    import tempfile
-
 
     targets = target_names(args.hal_targets)
     kinds = [k for k in args.targets.split(",") if k]
     unknown = sorted(set(kinds) - set(FUZZ_TARGETS))
     if unknown:
         raise SystemExit(f"unknown fuzz target(s) {unknown}; choose from {FUZZ_TARGETS}")
-    work = Path(tempfile.mkdtemp(prefix="halfuzz-sup-"))
     seeds = corpus(args.node_cases)
     seeds_path = work / "seeds.pkl"
     seeds_path.write_bytes(pickle.dumps(seeds))

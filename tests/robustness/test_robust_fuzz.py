@@ -78,17 +78,21 @@ def test_mutated_models_through_the_cli_exit_0_or_2(tmp_path):
 @pytest.mark.slow
 def test_fuzz_harness_runs_and_records_its_counts(tmp_path):
     import json
+    import os
     import subprocess
     import sys
     from pathlib import Path
 
-    out = tmp_path / "fuzz.json"
+    out, scratch = tmp_path / "fuzz.json", tmp_path / "scratch"
+    scratch.mkdir()
     res = subprocess.run([sys.executable, "-m", "benchmarks.fuzz", "--seconds", "6", "--node-cases", "0", "--out",
                           str(out), "--findings", str(tmp_path / "findings")], capture_output=True, text=True,
-                         timeout=180, cwd=Path(__file__).resolve().parents[2])
+                         timeout=180, cwd=Path(__file__).resolve().parents[2],
+                         env={**os.environ, "TMPDIR": str(scratch)})
     doc = json.loads(out.read_text())
     assert doc["schema"] == "hal-fuzz/1" and doc["inputs"] > 0
     assert set(doc["by_target"]) <= {"loader", "session", "cli"}
     assert (doc["crashes"], doc["hangs"], doc["unhandled_exceptions"], doc["memory_escapes"]) == (0, 0, 0, 0), \
         doc["findings"]
     assert res.returncode == 0, res.stderr[-2000:]
+    assert not list(scratch.iterdir()), "the fuzzer left its scratch files behind"
