@@ -460,16 +460,25 @@ def _matmul_integer16(node, a, known):
 # -- checking and shadowing a model -----------------------------------------------------------------
 
 
+#: ONNX ops that onnx deprecated at the opsets given but onnxruntime still runs there, by their
+#: function body: GroupNormalization-18 (a scale and bias per group; -21 takes them per channel),
+#: which onnx's checker refuses at opsets 18-20
+_DEPRECATED_BUT_RUN = {"GroupNormalization": range(18, 21)}
+
+
 def _onnxruntime_onnx_ops(proto: onnx.ModelProto, opset: int) -> list[onnx.NodeProto]:
-    """The main graph's nodes in the ONNX domain that only onnxruntime defines there."""
-    return [n for n in proto.graph.node if n.domain in ("", "ai.onnx") and _stand_in_for(n, opset) is not None]
+    """The main graph's nodes in the ONNX domain that only onnxruntime defines there, or that it
+    runs where onnx deprecated them (``_DEPRECATED_BUT_RUN``)."""
+    return [n for n in proto.graph.node if n.domain in ("", "ai.onnx")
+            and (_stand_in_for(n, opset) is not None or opset in _DEPRECATED_BUT_RUN.get(n.op_type, ()))]
 
 
 @contextmanager
 def onnx_checkable(proto: onnx.ModelProto) -> Iterator[None]:
     """``proto`` readable by ``onnx.checker`` for the block: the ops onnxruntime registers in the ONNX
     domain (SimplifiedLayerNormalization; LayerNormalization before opset 17), which the checker
-    refuses there as ops no schema defines, moved to onnxruntime's domain and back after."""
+    refuses there as ops no schema defines, and the deprecated ones it runs, moved to onnxruntime's
+    domain and back after."""
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
     moved = [(n, n.domain) for n in _onnxruntime_onnx_ops(proto, opset)]
     imported = any(o.domain == DOMAIN for o in proto.opset_import)

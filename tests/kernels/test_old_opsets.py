@@ -167,3 +167,18 @@ def test_upsample_refuses_a_scale_below_one_as_its_spec_and_onnxruntime_do(opset
              _model(9, "Upsample", {"x": IMAGE}, initializers={"s": scales}))
     with pytest.raises(hal.RunError, match=r"Upsample scales must each be >= 1"):
         hal.InferenceSession(model).run(None, {"x": IMAGE})
+
+
+@pytest.mark.parametrize("opset", [18, 19, 20])
+def test_group_normalization_18_loads_where_onnx_deprecated_it_as_onnxruntime_runs_it(opset) -> None:
+    # onnx's checker refuses GroupNormalization at opsets 18-20 (deprecated for -21's per-channel
+    # scale); onnxruntime runs its function body, a scale and bias per group, and so must every target
+    from tests.kernels._onnxruntime import run_as_written
+
+    x = RNG.standard_normal((2, 6, 3, 3)).astype(np.float32)
+    consts = {"s": np.array([0.5, 1.0, 2.0], np.float32), "b": np.array([-1.0, 0.0, 1.0], np.float32)}
+    model = _model(opset, "GroupNormalization", {"x": x}, initializers=consts, num_groups=3).SerializeToString()
+    (want,) = run_as_written(model, {"x": x})
+    for target in [t.name for t in hal.targets()]:
+        (got,) = hal.InferenceSession(model, target=target).run(None, {"x": x})
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=target)
