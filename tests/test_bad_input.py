@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import hal
 
@@ -284,6 +284,24 @@ def test_static_shapes_an_op_cannot_combine_are_a_model_error_when_loaded(node, 
         ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     for target in ("cpu", "lpu"):
         with pytest.raises(hal.ModelError, match=f"op_type:{node.op_type}, node name: {node.name}.*Incompatible"):
+            hal.InferenceSession(m, target=target)
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_a_squeeze_of_an_axis_of_static_size_other_than_one_is_a_model_error_when_loaded(opset):
+    # diffusers' PixArt transformer as dynamo exported it (an axis of 16 squeezed): onnxruntime refuses
+    # the model, hal had compiled it and failed at each run
+    squeeze = (helper.make_node("Squeeze", ["x", "axes"], ["y"], name="sq") if opset >= 13 else
+               helper.make_node("Squeeze", ["x"], ["y"], name="sq", axes=[1]))
+    g = helper.make_graph([squeeze], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.array([1], np.int64), "axes")] if opset >= 13 else [])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    ort = pytest.importorskip("onnxruntime")
+    with pytest.raises(Exception, match="must be 1 instead of 16"):
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    for target in ("cpu", "lpu"):
+        with pytest.raises(hal.ModelError, match="op_type:Squeeze.*Dimension of input 1 must be 1 instead of 16"):
             hal.InferenceSession(m, target=target)
 
 

@@ -161,8 +161,9 @@ def _shapes_declared(proto: onnx.ModelProto) -> Iterator[None]:
             vi.ClearField("type")
 
 
-#: what onnx's strict inference says of static shapes an op cannot combine (broadcasting, MatMul)
-INCOMPATIBLE_DIMENSIONS = "Incompatible dimensions"
+#: what onnx's strict inference says of static shapes an op cannot take (broadcasting, MatMul; a
+#: Squeeze of an axis not of size 1), which onnxruntime refuses when it loads the model
+INCOMPATIBLE_DIMENSIONS = ("Incompatible dimensions", "must be 1 instead of")
 
 #: onnx's data propagation walks (and allocates) every element of 1-D tensors, in C++ that cannot be
 #: interrupted: a declared or inferred length past this (shape tensors are rank-sized) turns it off
@@ -320,10 +321,10 @@ def _infer(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
     if strict_error is not None:
         if ELEM_TYPE_CONFLICT in strict_error:
             check_declared_types(proto, where)
-        if INCOMPATIBLE_DIMENSIONS in strict_error:  # as onnxruntime refuses it; it would fail every run
+        if any(s in strict_error for s in INCOMPATIBLE_DIMENSIONS):  # as onnxruntime refuses it: it would fail
             raise ModelError(f"shape inference: {strict_error.removeprefix('[ShapeInferenceError] ')}", where=where,
-                             hint="an op's inputs have static shapes it cannot combine (no broadcast, or a "
-                                  "product's inner dimensions differ): re-export the model")
+                             hint="an op's inputs have static shapes it cannot take (no broadcast, a product's "
+                                  "inner dimensions differ, a squeezed axis not of size 1): re-export the model")
         # Some valid models defeat strict inference (e.g. unknown custom domains): keep what is known.
         try:
             inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=data_prop)
