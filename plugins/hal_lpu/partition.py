@@ -398,10 +398,18 @@ def act_split_axis(node: Node, graph: Graph, want: int | None = None) -> int | N
 
 def partition(graph: Graph, nodes: list[Node], lowered: list[Lowered], sizes: Sizes, machine: Machine,
               budget: int) -> Placement:
-    """Pack the nodes onto chips within ``budget`` bytes each; retried tighter if a chip's live peak overflows."""
+    """Pack the nodes onto chips within ``budget`` bytes each; packed again tighter while a chip's
+    live peak overflows its SRAM. The packer counts a chip's activations as its largest node's
+    transient, where the liveness walk finds all the values live at once, so the first retry leaves
+    room for the largest such shortfall on an overflowing chip (lowering the budget by the overflow
+    alone left a chip whose estimate sat far below it packed the same way, six times over), and the
+    budgets between that one and the last that overflowed are bisected for the fewest chips."""
     cap = machine.sram_bytes
     budget = min(budget, cap)
-    for _ in range(6):
+    best: Placement | None = None  # the placement of the highest budget that fitted
+    failed = None                   # the lowest budget that overflowed
+    sram: list[int] = []
+    for _ in range(8):
         packer = _Packer(graph, nodes, lowered, sizes, budget, machine.mxm_dim, cap)
         where = packer.pack()
         n = len(packer.chips)
@@ -411,8 +419,21 @@ def partition(graph: Graph, nodes: list[Node], lowered: list[Lowered], sizes: Si
         sram = [w + r + p for w, r, p in zip(weights, resident, peak)]
         over = max(s - cap for s in sram)
         if over <= 0:
-            return Placement(n, where, weights, resident, sram, budget, packer.act_axis, packer.kept_split)
-        budget -= over
+            best = Placement(n, where, weights, resident, sram, budget, packer.act_axis, packer.kept_split)
+            if failed is None:
+                return best
+        else:
+            failed = budget
+            if best is None:
+                shortfall = max(p - c.transient for c, p, s in zip(packer.chips, peak, sram) if s > cap)
+                budget = min(budget - over, cap - shortfall)
+                continue
+        if failed - best.budget <= cap // 64:
+            return best
+        budget = (best.budget + failed) // 2
+    if best is not None:
+        return best
     raise ResourceError(f"activations do not fit next to the weights: a chip needs {max(sram):,} bytes of SRAM "
                         f"and has {cap:,}", where="target 'lpu'",
-                        hint="a single activation is too large for one chip's SRAM; lower the batch or sequence")
+                        hint="the activations live at once on one chip outgrow its SRAM next to its weights; lower "
+                             "the batch or sequence")
