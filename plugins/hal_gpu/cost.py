@@ -211,7 +211,7 @@ def _best(launches: list[Launch], flops_of: Callable[[Launch], float], rate: flo
     best = None
     for ln in launches:
         c, m = _roofline(ln, flops_of(ln), rate, bytes_of(ln), mem_rate)
-        key = (max(c, m), c + m, ln.split, -ln.tile[0] * ln.tile[1])  # then the least wasted work
+        key = (max(c, m), c + m, ln.split, -math.prod(ln.tile))  # then the least wasted work
         if best is None or key < best[0]:
             best = (key, ln, c, m)
     assert best is not None

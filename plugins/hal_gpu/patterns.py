@@ -127,13 +127,19 @@ def _static(graph: Graph, name: str) -> tuple[int, ...] | None:
     return info.static_shape if info is not None else None
 
 
+#: the widest head a fused attention kernel takes: FlashAttention-2 and -3 refuse wider ones ("only
+#: supports head dimensions up to 256"), and a library then runs the two products and the softmax as
+#: kernels of their own (DaViT's channel attention contracts 3,136 tokens)
+MAX_FUSED_HEAD_DIM = 256
+
+
 def _attention_at(i: int, ix: GraphIndex) -> AttentionPattern | None:
     g = ix.graph
     qk = g.nodes[i]
     if qk.op_type != "MatMul" or any(ix.is_weight(x) for x in qk.inputs):
         return None
     s_shape, kt_shape = _static(g, qk.outputs[0]), _static(g, qk.inputs[1])
-    if not s_shape or len(s_shape) < 2 or not kt_shape or len(kt_shape) < 2:
+    if not s_shape or len(s_shape) < 2 or not kt_shape or len(kt_shape) < 2 or kt_shape[-2] > MAX_FUSED_HEAD_DIM:
         return None
     keys = s_shape[-1]
     if kt_shape[-1] != keys:
@@ -183,7 +189,8 @@ def _attention_at(i: int, ix: GraphIndex) -> AttentionPattern | None:
             continue
         if node.op_type == "MatMul" and node.inputs[0] == cur and node.inputs[1] != cur:
             v_shape = _static(g, node.inputs[1])
-            if not v_shape or len(v_shape) < 2 or v_shape[-2] != keys or _static(g, node.outputs[0]) is None:
+            if (not v_shape or len(v_shape) < 2 or v_shape[-2] != keys or v_shape[-1] > MAX_FUSED_HEAD_DIM
+                    or _static(g, node.outputs[0]) is None):
                 return None
             return AttentionPattern(i, score_ops, softmax, prob_ops, c, qk.inputs[0], qk.inputs[1],
                                     node.inputs[1], node.outputs[0], keys, list(dict.fromkeys(side)))

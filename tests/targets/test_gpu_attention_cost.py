@@ -109,3 +109,22 @@ def test_a_masked_kernel_waits_for_its_longest_ctas():
 def test_a_causal_kernel_with_few_ctas_saves_nothing():
     k = _kernel(attention_model(1, 1, 512, 64, TensorProto.FLOAT16, causal=True))
     assert k.details["live_tiles"] < 0.7 and k.details["masked_time_share"] == 1.0
+
+
+def test_a_head_wider_than_a_fused_kernel_takes_runs_as_two_products_and_a_softmax():
+    # DaViT's channel attention contracts its 3,136 tokens as the head (timm's davit_tiny, dynamo
+    # exported): no fused tile fits, and the GPU targets' compile raised IndexError from the cost
+    # model; FlashAttention takes heads up to 256, as hal's pattern now does
+    from hal_gpu.patterns import MAX_FUSED_HEAD_DIM
+
+    rng = np.random.default_rng(0)
+    wide = attention_model(1, 2, 32, 3136, TensorProto.FLOAT)
+    feeds = {n: (rng.standard_normal(s) * 0.05).astype(np.float32)
+             for n, s in (("q", (1, 2, 32, 3136)), ("kt", (1, 2, 3136, 32)), ("v", (1, 2, 32, 3136)))}
+    (want,) = hal.InferenceSession(wide, target="cpu").run(None, feeds)
+    for target in ("gpu", "gpu-h200", "gpu-mi300x"):
+        sess = hal.InferenceSession(wide, target=target)
+        kinds = [k.details["kind"] for k in sess.report.kernels]
+        assert "attention" not in kinds and kinds.count("gemm") == 2, kinds
+        np.testing.assert_allclose(sess.run(None, feeds)[0], want, rtol=1e-5, atol=1e-6)
+    assert _kernel(attention_model(1, 2, 64, MAX_FUSED_HEAD_DIM, TensorProto.FLOAT16)).details["head_dim"] == 256
