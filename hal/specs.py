@@ -238,8 +238,12 @@ def write_schemas(folder: str | Path) -> list[Path]:
 
 
 if __name__ == "__main__":  # python -m hal.specs [folder]
-    out = sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).resolve().parent.parent / "specs" / "schemas")
-    for p in write_schemas(out):
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m hal.specs", description="Write the specs' JSON Schemas.")
+    ap.add_argument("folder", nargs="?", default=str(Path(__file__).resolve().parent.parent / "specs" / "schemas"),
+                    help="where to write them (default: the repository's specs/schemas)")
+    for p in write_schemas(ap.parse_args().folder):
         print(p)
 
 
