@@ -17,6 +17,7 @@ import numpy as np
 from hal.cli_args import emit_json, load_inputs, parse_dims, parse_options, write_out
 from hal.errors import HalError, InputError
 from hal.numerics import is_float
+from hal.peers import PEERS
 from hal.render import fmt_bytes, fmt_num, fmt_time
 
 EXIT_ERROR = 2
@@ -183,13 +184,13 @@ def _cell(v: Any) -> str:
 def _print_compare(rep, title: str) -> None:
     from rich.table import Table
 
-    from hal.render import COLUMNS, notes, row
+    from hal.render import COLUMNS, notes, row, rows
 
     t = Table(title=title)
     for c in COLUMNS:
         t.add_column(c, overflow="fold")
     style = {"ok": "green", "fell back": "yellow", "refused": "red", "error": "red"}
-    for r in rep.results:
+    for r in rows(rep):
         cells = row(r)
         colour = "yellow" if "beyond" in cells[1] else style[r.status]
         cells[1] = f"[{colour}]{cells[1]}[/]"
@@ -221,7 +222,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 status.update(f"compiling and running on {target}")
 
         rep = compare(args.model, args.targets, precision=args.precision, inputs=load_inputs(None, args.inputs),
-                      fallback=args.fallback, dims=dims, seed=args.seed, bisect=args.bisect, progress=tick)
+                      fallback=args.fallback, dims=dims, seed=args.seed, bisect=args.bisect, progress=tick,
+                      peers=args.peer or ())
     pictures = {}
     if args.html:
         pictures = _pictures(rep, Path(args.html).with_suffix(""))
@@ -451,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", action="append", metavar="NAME=N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bisect", action="store_true", help="find the first diverging node of a disagreeing output")
+    p.add_argument("--peer", action="append", choices=PEERS,
+                   help="also run the model on a runtime outside hal (its CPU provider), checked against cpu")
     p.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
     p.add_argument("--html", metavar="FILE", help="write an HTML report with the table and pictures")
     _json_flag(p)

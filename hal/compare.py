@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -16,6 +16,7 @@ from hal.errors import HalError, ResourceError, UnsupportedOpError
 from hal.feeds import random_feeds
 from hal.graph.ir import Graph
 from hal.graph.load import ModelLike, load
+from hal.peers import PeerUnavailable, check_peers, run_peer
 from hal.plugins import registry
 from hal.session import REFERENCE_TARGET, FallbackWarning, InferenceSession
 from hal.specs import MemoryLevel
@@ -68,6 +69,8 @@ class CompareReport(BaseModel):
     inputs: dict[str, list[int]]
     results: list[TargetResult]
     bisect: list[BisectResult] = Field(default_factory=list, description="first diverging node per disagreeing target")
+    peers: list[TargetResult] = Field(default_factory=list, description=(
+        "runtimes outside hal run on the same feeds (hal.peers), each checked against the cpu reference"))
     _sessions: dict[str, InferenceSession] = PrivateAttr(default_factory=dict)
     _feeds: dict[str, np.ndarray] = PrivateAttr(default_factory=dict)
 
@@ -146,8 +149,10 @@ def compare_targets(target: str) -> list[str]:
 def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
             inputs: Mapping[str, np.ndarray] | None = None, fallback: str = "error",
             dims: Mapping[str, int] | None = None, seed: int = 0, bisect: bool = False,
-            progress: Any = None, **target_options: Any) -> CompareReport:
-    """Compile and run ``model`` on each target; diff every output against the cpu reference."""
+            progress: Any = None, peers: Sequence[str] = (), **target_options: Any) -> CompareReport:
+    """Compile and run ``model`` on each target; diff every output against the cpu reference. Each of
+    ``peers`` (``hal.peers.PEERS``: onnxruntime) runs the model on the same feeds, checked the same way."""
+    check_peers(list(peers))
     graph: Graph = load(model)
     feeds = dict(inputs) if inputs is not None else random_feeds(graph, seed=seed, dims=dims)
     tol = TOLERANCE.get(precision, 3e-2)
@@ -193,6 +198,8 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
     rep = CompareReport(model=str(model) if not isinstance(model, bytes) else "<bytes>", precision=precision,
                         tolerance=tol, inputs={k: list(np.shape(v)) for k, v in feeds.items()}, results=results)
     rep._sessions, rep._feeds = sessions, feeds
+    for name in peers:
+        rep.peers.append(_peer_result(name, model, feeds, out_names, ref_out, tol))
     if bisect:
         from hal.bisect import bisect as bisect_one
 
@@ -202,6 +209,21 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
                 rep.bisect.append(bisect_one(graph_copy(model), res.target, feeds, output=bad[0],
                                              precision=res.precision, tolerance=tol, **target_options))
     return rep
+
+
+def _peer_result(name: str, model: ModelLike, feeds: Mapping[str, np.ndarray], out_names: list[str],
+                 ref_out: list[Any], tol: float) -> TargetResult:
+    res = TargetResult(target=name, status="ok", precision="as it runs")
+    if isinstance(model, Graph):
+        res.status, res.reason = "error", "a peer runs a model file, bytes or ModelProto, not a hal Graph"
+        return res
+    try:
+        got, res.host_run_time_s = run_peer(name, model, feeds)
+    except PeerUnavailable as e:
+        res.status, res.reason = "error", str(e)
+        return res
+    res.outputs = [diff(n, g, e, tol) for n, g, e in zip(out_names, got, ref_out)]
+    return res
 
 
 def graph_copy(model: ModelLike) -> ModelLike:

@@ -48,8 +48,13 @@ def row(r: TargetResult) -> list[str]:
             ", ".join(f"{k}: {v}" for k, v in r.placement.items()) or "—"]
 
 
+def rows(rep: CompareReport) -> list[TargetResult]:
+    """The table's rows: the targets, then the peers (``hal.peers``)."""
+    return [*rep.results, *rep.peers]
+
+
 def notes(rep: CompareReport) -> list[str]:
-    out = [f"{r.target}: {r.reason}" for r in rep.results if r.reason]
+    out = [f"{r.target}: {r.reason}" for r in rows(rep) if r.reason]
     for b in rep.bisect:
         if b.found:
             growth = " → ".join(f"{p.node} ({p.op_type}) {p.max_rel:.2e}" for p in b.path)
@@ -64,7 +69,7 @@ def to_markdown(rep: CompareReport) -> str:
     lines = [f"# hal compare: {rep.model}", "",
              f"precision `{rep.precision}`, reference `{rep.reference}`, tolerance {rep.tolerance:g} (max rel)",
              "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row(r)) + " |" for r in rep.results]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row(r)) + " |" for r in rows(rep)]
     n = notes(rep)
     if n:
         lines += [""] + [f"- {x}" for x in n]
@@ -81,7 +86,7 @@ li{margin:4px 0;font-size:13px}"""
 def to_html(rep: CompareReport, pictures: dict[str, Path] | None = None) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = []
-    for r in rep.results:
+    for r in rows(rep):
         cells = row(r)
         cls = "ok" if cells[1] == "ok" else ("warn" if r.status in ("fell back",) or "beyond" in cells[1] else "bad")
         body.append("<tr>" + "".join(f'<td class="{cls}">{html.escape(c)}</td>' if i == 1 else

@@ -96,20 +96,61 @@ def test_compare_reference_agrees_with_itself_and_report_validates():
     jsonschema.validate(rep.model_dump(mode="json"), CompareReport.model_json_schema())
 
 
+def _resize_align_corners(scale: float) -> bytes:
+    """A bilinear Resize with align_corners of a 1x1x5x6 image by ``scale``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear",
+                            coordinate_transformation_mode="align_corners")
+    g = helper.make_graph([node], "resize", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.array([1, 1, scale, scale], np.float32), "s")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_a_peer_runs_beside_the_targets_and_shows_where_the_reference_parts_from_it():
+    from hal.compare import CompareReport
+
+    pytest.importorskip("onnxruntime")
+    rep = hal.compare("zoo:tiny-gpt", "cpu", peers=["onnxruntime"])
+    (peer,) = rep.peers
+    assert peer.target == "onnxruntime" and peer.status == "ok" and peer.host_run_time_s > 0
+    assert all(o.within_tolerance and 0 < o.max_rel < 1e-4 for o in peer.outputs)
+    jsonschema.validate(rep.model_dump(mode="json"), CompareReport.model_json_schema())
+    # where onnx's spec and onnxruntime part (align_corners over a fractional length, 5 x 0.5 = 2.5:
+    # onnx divides by 2.5 - 1, onnxruntime by 2 - 1), the peer's row says so; a whole one agrees
+    (fractional,) = hal.compare(_resize_align_corners(0.5), "cpu", peers=["onnxruntime"]).peers
+    assert not fractional.outputs[0].within_tolerance and fractional.outputs[0].max_rel > 0.1
+    (whole,) = hal.compare(_resize_align_corners(2.0), "cpu", peers=["onnxruntime"]).peers
+    assert whole.outputs[0].within_tolerance
+
+
+def test_a_peer_that_is_not_installed_or_not_known_says_so(monkeypatch):
+    with pytest.raises(hal.HalError, match="no peer named 'tvm'") as e:
+        hal.compare("zoo:tiny-cnn", "cpu", peers=["tvm"])
+    assert "onnxruntime" in e.value.hint
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # an import of it now fails
+    rep = hal.compare("zoo:tiny-cnn", "cpu", peers=["onnxruntime"])
+    assert rep.results[0].status == "ok"
+    (peer,) = rep.peers
+    assert peer.status == "error" and "onnxruntime is not installed" in peer.reason and not peer.outputs
+
+
 def _hal(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hal.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_compare_writes_json_markdown_and_html(tmp_path):
     res = _hal("compare", "zoo:tiny-gpt", "--targets", "all", "--json", str(tmp_path / "c.json"),
-               "--markdown", str(tmp_path / "c.md"), "--html", str(tmp_path / "c.html"))
+               "--markdown", str(tmp_path / "c.md"), "--html", str(tmp_path / "c.html"), "--peer", "onnxruntime")
     assert res.returncode == 0, res.stderr
     doc = json.loads((tmp_path / "c.json").read_text())
     assert {r["target"] for r in doc["results"]} >= {"cpu"}
+    assert [p["target"] for p in doc["peers"]] == ["onnxruntime"]
     md = (tmp_path / "c.md").read_text()
-    assert md.count("\n| ") >= 2 and "max rel err" in md
+    assert md.count("\n| ") >= 3 and "max rel err" in md and "| onnxruntime | ok |" in md
     page = (tmp_path / "c.html").read_text()
-    assert "<table id='results'>" in page and page.count("<tr>") == 1 + len(doc["results"])
+    assert "<table id='results'>" in page and page.count("<tr>") == 1 + len(doc["results"]) + 1
 
 
 def test_profile_writes_a_valid_chrome_trace(tmp_path):
