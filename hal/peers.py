@@ -2,24 +2,35 @@
 team sees where hal's reference stands against the runtime it deploys with: onnxruntime's CPU
 provider, with the graph optimisations a deployment runs (its default, ORT_ENABLE_ALL).
 
-A peer is optional: hal never imports one to run a model, and a peer that is not installed, or
-that refuses the model, is a row of the compare that says why, not a failure of the compare.
+A peer is optional: hal never imports one to run a model, and a peer that is not installed, that
+refuses the model or that crashes on it is a row of the compare that says why, not a failure of the
+compare. It runs in a process of its own, as a malformed model can take a native runtime down with
+it; its scratch folder goes when it ends.
 """
 
 from __future__ import annotations
 
-import time
+import importlib.util
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hal.errors import HalError
+
+__all__ = ["PEERS", "PeerUnavailable", "check_peers", "run_peer"]
 
 #: the peers a compare can run
 PEERS = ("onnxruntime",)
 
 
 class PeerUnavailable(Exception):
-    """The peer cannot run this model here (not installed, or it refused the model): the message says why."""
+    """The peer cannot run this model here (not installed, refused it, crashed): the message says why."""
 
 
 def check_peers(names: list[str] | tuple[str, ...]) -> None:
@@ -29,32 +40,57 @@ def check_peers(names: list[str] | tuple[str, ...]) -> None:
                        hint=f"choose from {', '.join(PEERS)}")
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ValueError, ImportError):  # set to None in sys.modules, or a broken parent package
+        return False
+
+
 def run_peer(name: str, model: Any, feeds: Mapping[str, Any]) -> tuple[list[Any], float]:
     """``name``'s outputs for ``feeds`` (in the model's output order) and the seconds its run took.
     ``model``: a path, bytes or ModelProto (a zoo name as hal builds it)."""
     check_peers([name])
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise PeerUnavailable("onnxruntime is not installed (pip install onnxruntime)") from None
-    import os
-
+    if not _installed(name):
+        raise PeerUnavailable(f"{name} is not installed (pip install {name})")
     from hal.graph.load import parse_model
 
-    source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
-    if source is None or source.startswith("zoo:"):
-        source = parse_model(model)[0].SerializeToString()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # its warnings are not the compare's
-    try:
-        sess = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        wanted = {i.name for i in sess.get_inputs()}
-        t0 = time.perf_counter()
-        out = sess.run(None, {k: v for k, v in feeds.items() if k in wanted})
-        took = time.perf_counter() - t0
-    except Exception as e:  # onnxruntime's own errors (Fail, InvalidGraph, NotImplemented, ...)
-        raise PeerUnavailable(f"onnxruntime {ort.__version__}: {str(e).strip().splitlines()[0][:500]}") from None
-    return list(out), took
+    with tempfile.TemporaryDirectory(prefix="hal-peer-") as tmp:
+        folder = Path(tmp)
+        source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+        if source is None or source.startswith("zoo:"):
+            source = str(folder / "model.onnx")
+            Path(source).write_bytes(parse_model(model)[0].SerializeToString())
+        (folder / "feeds.pkl").write_bytes(pickle.dumps(dict(feeds)))
+        proc = subprocess.run([sys.executable, "-c", _CHILD, name, source, str(folder)], capture_output=True,
+                              text=True)
+        if proc.returncode < 0:
+            raise PeerUnavailable(f"{name} crashed on this model ({signal.Signals(-proc.returncode).name})")
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines()
+            raise PeerUnavailable(lines[-1][:500] if lines else f"{name} exited with status {proc.returncode}")
+        done = pickle.loads((folder / "out.pkl").read_bytes())  # written by the child below, from our feeds
+    return done["outputs"], done["seconds"]
 
 
-__all__ = ["PEERS", "PeerUnavailable", "check_peers", "run_peer"]
+#: the child (``python -c``, so that it imports neither hal nor anything beside it): runs the model
+#: in onnxruntime on the pickled feeds, writes the outputs and the run's seconds; an error of
+#: onnxruntime's own (Fail, InvalidGraph, NotImplemented, ...) is its last line on stderr
+_CHILD = """
+import pickle, sys, time
+from pathlib import Path
+import onnxruntime as ort
+source, folder = sys.argv[2], Path(sys.argv[3])
+feeds = pickle.loads((folder / "feeds.pkl").read_bytes())
+options = ort.SessionOptions()
+options.log_severity_level = 3
+try:
+    sess = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    wanted = {i.name for i in sess.get_inputs()}
+    t0 = time.perf_counter()
+    out = sess.run(None, {k: v for k, v in feeds.items() if k in wanted})
+    took = time.perf_counter() - t0
+except Exception as e:
+    sys.exit("onnxruntime " + ort.__version__ + ": " + " ".join(str(e).split())[:500])
+(folder / "out.pkl").write_bytes(pickle.dumps({"outputs": list(out), "seconds": took}))
+"""

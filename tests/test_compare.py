@@ -136,6 +136,25 @@ def test_a_peer_that_is_not_installed_or_not_known_says_so(monkeypatch):
     assert peer.status == "error" and "onnxruntime is not installed" in peer.reason and not peer.outputs
 
 
+def test_a_peer_that_crashes_or_refuses_the_model_is_a_row_not_the_end_of_the_compare(monkeypatch):
+    from onnx import TensorProto, helper
+
+    from hal import peers
+
+    pytest.importorskip("onnxruntime")
+    # a model hal runs and onnxruntime refuses: its CPU provider has no bfloat16 Relu
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [2])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    (refused,) = hal.compare(model.SerializeToString(), "cpu", peers=["onnxruntime"]).peers
+    assert refused.status == "error" and refused.reason.startswith("onnxruntime 1.") and "Relu" in refused.reason
+    # the peer runs in a process of its own: one killed by a signal is said so, and hal goes on
+    monkeypatch.setattr(peers.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, -11, "", ""))
+    (crashed,) = hal.compare("zoo:tiny-cnn", "cpu", peers=["onnxruntime"]).peers
+    assert crashed.status == "error" and crashed.reason == "onnxruntime crashed on this model (SIGSEGV)"
+
+
 def _hal(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hal.cli", *args], capture_output=True, text=True, timeout=300)
 
