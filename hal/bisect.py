@@ -76,13 +76,46 @@ def _with_all_outputs(graph: Graph) -> Graph:
 def bisect(model: ModelLike, target: str, feeds: Mapping[str, np.ndarray], *, output: str | None = None,
            precision: str = "exact", tolerance: float = 1e-4, **target_options: Any) -> BisectResult:
     """Find the first node on ``target`` whose output diverges from the cpu reference."""
-    ref_graph = _with_all_outputs(optimize(load(model)))
+    ref_graph, r_vals = _reference_values(model, feeds)
     tgt_graph = _with_all_outputs(optimize(load(model)))
-    ref = InferenceSession(ref_graph, target=REFERENCE_TARGET)
     sess = InferenceSession(tgt_graph, target=target, precision=precision, fallback="allow", **target_options)
-    names = [o.name for o in ref.get_outputs()]
-    r_vals = dict(zip(names, ref.run(None, dict(feeds))))
     t_vals = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, dict(feeds))))
+    return _first_divergence(model, target, ref_graph, r_vals, t_vals, output, tolerance)
+
+
+def bisect_peer(model: ModelLike, peer: str, feeds: Mapping[str, np.ndarray], *, output: str | None = None,
+                tolerance: float = 1e-4) -> BisectResult:
+    """Find the first node whose output in ``peer`` (``hal.peers``) diverges from the cpu reference:
+    the model as written, every float value hal's reference holds also an output of the peer's run,
+    which runs with its graph optimisations off (a fused kernel would hide the node that parts)."""
+    import onnx
+
+    from hal.graph.load import parse_model
+    from hal.peers import run_peer
+
+    ref_graph, r_vals = _reference_values(model, feeds)
+    proto = onnx.ModelProto()
+    proto.CopyFrom(parse_model(model)[0])
+    made = {o for n in proto.graph.node for o in n.output} - {o.name for o in proto.graph.output}
+    for t in ref_graph.outputs:  # the float tensors _with_all_outputs added
+        if t.name in made:
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(t.name, t.elem_type, None))
+    got, _ = run_peer(peer, proto, feeds, optimize=False)
+    t_vals = dict(zip([o.name for o in proto.graph.output], got))
+    return _first_divergence(model, peer, ref_graph, r_vals, t_vals, output, tolerance)
+
+
+def _reference_values(model: ModelLike, feeds: Mapping[str, np.ndarray]) -> tuple[Graph, dict[str, Any]]:
+    """The reference's graph with every float value an output, and those values for ``feeds``."""
+    ref_graph = _with_all_outputs(optimize(load(model)))
+    ref = InferenceSession(ref_graph, target=REFERENCE_TARGET)
+    return ref_graph, dict(zip([o.name for o in ref.get_outputs()], ref.run(None, dict(feeds))))
+
+
+def _first_divergence(model: ModelLike, target: str, ref_graph: Graph, r_vals: dict[str, Any],
+                      t_vals: dict[str, Any], output: str | None, tolerance: float) -> BisectResult:
+    """The first node upstream of the disagreeing output whose outputs part from the reference's
+    while its inputs agree (values one side lacks count as agreeing)."""
     model_outputs = [o.name for o in load(model).outputs]
     out_name = output or max(model_outputs, key=lambda n: _rel(t_vals.get(n), r_vals.get(n)))
     result = BisectResult(target=target, output=out_name, tolerance=tolerance, found=False)

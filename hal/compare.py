@@ -198,14 +198,18 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
     rep = CompareReport(model=str(model) if not isinstance(model, bytes) else "<bytes>", precision=precision,
                         tolerance=tol, inputs={k: list(np.shape(v)) for k, v in feeds.items()}, results=results)
     rep._sessions, rep._feeds = sessions, feeds
-    for name in peers:
-        rep.peers.append(_peer_result(name, model, feeds, out_names, ref_out, tol))
+    rep.peers = [_peer_result(name, model, feeds, out_names, ref_out, tol) for name in peers]
     if bisect:
         from hal.bisect import bisect as bisect_one
+        from hal.bisect import bisect_peer
 
-        for res in results:
+        for res in [*results, *rep.peers]:
             bad = [o.name for o in res.outputs if not o.within_tolerance]
-            if res.target != REFERENCE_TARGET and bad:
+            if res.target == REFERENCE_TARGET or not bad:
+                continue
+            if res in rep.peers:
+                rep.bisect.append(bisect_peer(model, res.target, feeds, output=bad[0], tolerance=tol))
+            else:
                 rep.bisect.append(bisect_one(graph_copy(model), res.target, feeds, output=bad[0],
                                              precision=res.precision, tolerance=tol, **target_options))
     return rep

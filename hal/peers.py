@@ -47,9 +47,10 @@ def _installed(module: str) -> bool:
         return False
 
 
-def run_peer(name: str, model: Any, feeds: Mapping[str, Any]) -> tuple[list[Any], float]:
+def run_peer(name: str, model: Any, feeds: Mapping[str, Any], *, optimize: bool = True) -> tuple[list[Any], float]:
     """``name``'s outputs for ``feeds`` (in the model's output order) and the seconds its run took.
-    ``model``: a path, bytes or ModelProto (a zoo name as hal builds it)."""
+    ``model``: a path, bytes or ModelProto (a zoo name as hal builds it); ``optimize``: with the
+    peer's graph optimisations (as deployed), else the nodes as written (``hal.bisect.bisect_peer``)."""
     check_peers([name])
     if not _installed(name):
         raise PeerUnavailable(f"{name} is not installed (pip install {name})")
@@ -62,8 +63,8 @@ def run_peer(name: str, model: Any, feeds: Mapping[str, Any]) -> tuple[list[Any]
             source = str(folder / "model.onnx")
             Path(source).write_bytes(parse_model(model)[0].SerializeToString())
         (folder / "feeds.pkl").write_bytes(pickle.dumps(dict(feeds)))
-        proc = subprocess.run([sys.executable, "-c", _CHILD, name, source, str(folder)], capture_output=True,
-                              text=True)
+        proc = subprocess.run([sys.executable, "-c", _CHILD, name, source, str(folder), str(int(optimize))],
+                              capture_output=True, text=True)
         if proc.returncode < 0:
             raise PeerUnavailable(f"{name} crashed on this model ({signal.Signals(-proc.returncode).name})")
         if proc.returncode != 0:
@@ -84,6 +85,8 @@ source, folder = sys.argv[2], Path(sys.argv[3])
 feeds = pickle.loads((folder / "feeds.pkl").read_bytes())
 options = ort.SessionOptions()
 options.log_severity_level = 3
+if sys.argv[4] == "0":
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
 try:
     sess = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     wanted = {i.name for i in sess.get_inputs()}

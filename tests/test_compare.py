@@ -97,12 +97,14 @@ def test_compare_reference_agrees_with_itself_and_report_validates():
 
 
 def _resize_align_corners(scale: float) -> bytes:
-    """A bilinear Resize with align_corners of a 1x1x5x6 image by ``scale``."""
+    """Relu, a bilinear Resize with align_corners of the 1x1x5x6 image by ``scale``, then its square."""
     from onnx import TensorProto, helper, numpy_helper
 
-    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear",
-                            coordinate_transformation_mode="align_corners")
-    g = helper.make_graph([node], "resize", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 6])],
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Resize", ["r", "", "s"], ["z"], name="resize", mode="linear",
+                              coordinate_transformation_mode="align_corners"),
+             helper.make_node("Mul", ["z", "z"], ["y"], name="square")]
+    g = helper.make_graph(nodes, "resize", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 6])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                           [numpy_helper.from_array(np.array([1, 1, scale, scale], np.float32), "s")])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
@@ -118,11 +120,16 @@ def test_a_peer_runs_beside_the_targets_and_shows_where_the_reference_parts_from
     assert all(o.within_tolerance and 0 < o.max_rel < 1e-4 for o in peer.outputs)
     jsonschema.validate(rep.model_dump(mode="json"), CompareReport.model_json_schema())
     # where onnx's spec and onnxruntime part (align_corners over a fractional length, 5 x 0.5 = 2.5:
-    # onnx divides by 2.5 - 1, onnxruntime by 2 - 1), the peer's row says so; a whole one agrees
-    (fractional,) = hal.compare(_resize_align_corners(0.5), "cpu", peers=["onnxruntime"]).peers
+    # onnx divides by 2.5 - 1, onnxruntime by 2 - 1), the peer's row says so and --bisect names the
+    # node; a whole one agrees
+    rep = hal.compare(_resize_align_corners(0.5), "cpu", peers=["onnxruntime"], bisect=True)
+    (fractional,) = rep.peers
     assert not fractional.outputs[0].within_tolerance and fractional.outputs[0].max_rel > 0.1
-    (whole,) = hal.compare(_resize_align_corners(2.0), "cpu", peers=["onnxruntime"]).peers
-    assert whole.outputs[0].within_tolerance
+    (b,) = rep.bisect
+    assert (b.target, b.found, b.node, b.op_type, b.inputs_max_rel) == ("onnxruntime", True, "resize", "Resize", 0.0)
+    assert [p.node for p in b.path] == ["resize", "square"]
+    rep = hal.compare(_resize_align_corners(2.0), "cpu", peers=["onnxruntime"], bisect=True)
+    assert rep.peers[0].outputs[0].within_tolerance and not rep.bisect
 
 
 def test_a_peer_that_is_not_installed_or_not_known_says_so(monkeypatch):
