@@ -11,6 +11,8 @@ RotaryEmbedding (GroupQueryAttention, the decoder's attention with its KV cache,
   the padding dropped. A float zero point (MatMulNBits) folds in as code x scale - zero x scale,
   as onnxruntime's reorder path computes it. With ``g_idx`` (row k reads block g_idx[k]) packed
   zero points still apply, where onnxruntime 1.32's CPU kernel reads 8 for every block (a bug).
+* MatMulNBits takes ``weight_prepacked`` 0, which onnxruntime 1.32's optimiser writes into every
+  MatMulNBits of a model it saves; 1 (B in a provider's own packed layout) is refused.
 * MatMulNBits dequantises B once per call and multiplies in float32 (float16 A is widened and the
   result rounded once), bias added after the product; with ``accuracy_level`` 4 onnxruntime's CPU
   kernel first quantises A to int8 per block of ``block_size`` along K (symmetric, scale
@@ -92,9 +94,16 @@ def _nbits_weight(B: Array, scales: Array, zero_points: Array | None, g_idx: Arr
     return codes, scale[:, block], zero[:, block]
 
 
-@kernel("MatMulNBits", since=1, domain=DOMAIN)
+def _prepacked(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None:
+    if attrs.get("weight_prepacked", 0):
+        return ("MatMulNBits with weight_prepacked=1 holds B in an execution provider's own packed layout, "
+                "not the schema's blocks; save the model from onnxruntime's CPU provider (it writes 0)")
+    return None
+
+
+@kernel("MatMulNBits", since=1, domain=DOMAIN, refuses=_prepacked)
 def matmul_nbits(A, B, scales, zero_points=None, g_idx=None, bias=None, *, K, N, bits=4, block_size,
-                 accuracy_level=0):
+                 accuracy_level=0, weight_prepacked=0):
     """A (..., K) @ the dequantised B^T (K, N) (+ bias): see the module docstring."""
     if bits not in (2, 4, 8):
         raise ValueError(f"MatMulNBits bits must be 2, 4 or 8, got {bits}")

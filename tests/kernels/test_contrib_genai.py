@@ -20,6 +20,7 @@ from tests.kernels._onnxruntime import run_as_written
 RNG = np.random.default_rng(11)
 MS = "com.microsoft"
 TARGETS = [t.name for t in hal.targets()]
+DOMAIN = "com.microsoft"
 
 
 def _info(name: str, v: np.ndarray) -> onnx.ValueInfoProto:
@@ -153,6 +154,65 @@ def test_the_quantizer_writes_matmul_nbits(nbits_quantized) -> None:
 @pytest.mark.parametrize("target", TARGETS)
 def test_a_quantized_mlp_on_every_target(nbits_quantized, target: str) -> None:
     _close(*nbits_quantized, target=target)
+
+
+def test_matmul_nbits_onnxruntime_fused_from_dequantize_linear_runs_on_every_target(tmp_path) -> None:
+    # the quantizer's QDQ form (int4 DequantizeLinear, MatMul), saved by onnxruntime's optimiser: it
+    # fuses the pair into a MatMulNBits with weight_prepacked=0, which every target had failed on (a
+    # kernel without the attribute)
+    quantizer = pytest.importorskip("onnxruntime.quantization.matmul_nbits_quantizer")
+    from onnxruntime.quantization.quant_utils import QuantFormat
+
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 72])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 24])],
+                              [numpy_helper.from_array(rng.standard_normal((72, 24)).astype(np.float32), "w")])
+    q = quantizer.MatMulNBitsQuantizer(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]),
+                                       bits=4, block_size=32, is_symmetric=False, quant_format=QuantFormat.QDQ)
+    q.process()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "saved.onnx")
+    ort.InferenceSession(q.model.model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    saved = (tmp_path / "saved.onnx").read_bytes()
+    (node,) = [n for n in onnx.load_from_string(saved).graph.node if n.op_type == "MatMulNBits"]
+    assert helper.get_attribute_value(next(a for a in node.attribute if a.name == "weight_prepacked")) == 0
+    feeds = {"x": rng.standard_normal((2, 4, 72)).astype(np.float32)}
+    for target in TARGETS:
+        _close(saved, feeds, target=target)
+
+
+def test_matmul_nbits_refuses_weights_prepacked_for_a_provider_when_compiled() -> None:
+    blob, _ = _nbits(4, 32, 64, 4, None, 0)
+    model = onnx.load_from_string(blob)
+    model.graph.node[0].attribute.append(helper.make_attribute("weight_prepacked", 1))
+    with pytest.raises(hal.UnsupportedOpError, match="weight_prepacked=1 holds B in an execution provider's own"):
+        hal.InferenceSession(model.SerializeToString(), cache_dir=False)
+
+
+def test_every_onnxruntime_op_hal_runs_takes_every_attribute_its_schema_defines() -> None:
+    # the attribute check that would have caught weight_prepacked: a kernel is called with each of a
+    # node's attributes by name, so one it does not name fails every model that writes it
+    import inspect
+
+    from hal.kernels import registry
+
+    capi = pytest.importorskip("onnxruntime.capi.onnxruntime_pybind11_state")
+    hal.InferenceSession("zoo:tiny-cnn")  # every kernel module imported
+    schemas = {s.name: s for s in sorted(capi.get_all_operator_schema(), key=lambda s: s.since_version)
+               if s.domain == DOMAIN}
+    missing, checked = [], 0
+    for op in registry.registered_ops():
+        kd = registry.lookup(op[1], op[0], 10**6) if op[0] == DOMAIN and op[1] in schemas else None
+        if kd is None:
+            continue
+        params = inspect.signature(kd.fn).parameters
+        checked += 1
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            missing += [f"{op[1]}.{a}" for a in schemas[op[1]].attributes if a not in params]
+    assert checked > 60 and not missing, missing
 
 
 def test_matmul_nbits_refuses_what_onnxruntime_refuses() -> None:
