@@ -25,6 +25,8 @@ from hal.specs import HAL_API_VERSION, TargetSpec
 from hal.target import Target
 
 ENTRY_POINT_GROUP = "hal.plugins"
+#: the distribution whose plugins are hal's own (cpu, gpu, lpu, wafer): they load before any other
+OWN_DISTRIBUTION = "hal-sdk"
 
 
 @dataclass
@@ -118,21 +120,26 @@ class PluginRegistry:
         accepted: dict[str, Target] = {}
         for t in targets:
             spec = getattr(t, "spec", None)
-            try:
-                spec = spec if isinstance(spec, TargetSpec) else TargetSpec.model_validate(spec)
+            missing = [m for m in ("spec", "capability", "compile", "load")
+                       if not (callable(getattr(t, m, None)) if m != "spec" else hasattr(t, m))]
+            if missing:
+                self._fail(rec, f"returned a {type(t).__name__} that is not a target: it lacks {', '.join(missing)}",
+                           hint="implement the hal.target.Target protocol")
+                return rec
+            try:  # a TargetSpec object too: model_construct skips validation, the contract does not
+                spec = TargetSpec.model_validate(spec.model_dump() if isinstance(spec, TargetSpec) else spec)
                 t.spec = spec
             except (ValidationError, TypeError, AttributeError) as e:
                 first = e.errors()[0] if isinstance(e, ValidationError) else {"msg": str(e)}
-                self._fail(rec, f"returned a target with an invalid spec: {first.get('loc', '')} {first['msg']}",
-                           hint="see specs/schemas/TargetSpec.schema.json")
-                return rec
-            missing = [m for m in ("capability", "compile", "load") if not callable(getattr(t, m, None))]
-            if missing:
-                self._fail(rec, f"target {spec.name!r} lacks {', '.join(missing)}",
-                           hint="implement the hal.target.Target protocol")
+                where = ".".join(str(x) for x in first.get("loc", ()))
+                self._fail(rec, f"returned a target with an invalid spec: {where + ': ' if where else ''}"
+                                f"{first['msg']}", hint="see specs/schemas/TargetSpec.schema.json")
                 return rec
             if spec.name in self.targets or spec.name in accepted:
-                self._fail(rec, f"target name {spec.name!r} is already provided by another plugin")
+                owner = next((r.name for r in self.records.values() if spec.name in r.targets), rec.name)
+                self._fail(rec, f"target name {spec.name!r} is already provided by plugin {owner!r}",
+                           hint="a target name is one plugin's; hal's own (cpu, gpu, lpu, wafer, ...) load first "
+                                "and keep theirs: rename the target")
                 return rec
             if spec.hal_api.split(".")[0] != HAL_API_VERSION.split(".")[0]:
                 self._fail(rec, f"target {spec.name!r} declares HAL API {spec.hal_api}; this hal speaks "
@@ -150,7 +157,11 @@ class PluginRegistry:
     def load_entry_points(self) -> None:
         wanted = os.environ.get("HAL_PLUGINS")
         allow = {w.strip() for w in wanted.split(",") if w.strip()} if wanted else None
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        # hal's own plugins first, so that no other distribution can take their names (the cpu
+        # reference above all, against which compare measures every target); then by name
+        eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
+        for ep in sorted(eps, key=lambda e: (getattr(getattr(e, "dist", None), "name", None) != OWN_DISTRIBUTION,
+                                             e.name)):
             if allow is not None and ep.name not in allow:
                 continue
             if ep.name in self.records:

@@ -48,6 +48,14 @@ class _Target:
     def load(self, blob): ...
 
 
+def _unvalidated() -> _Target:
+    """A target whose spec object was built with model_construct: no validation, a name and a kind
+    the schema refuses (hal's checks had skipped any TargetSpec instance)."""
+    t = _Target("contract-unvalidated")
+    t.spec = TargetSpec.model_construct(**{**dict(t.spec), "name": "Not A Name!", "kind": "tpu"})
+    return t
+
+
 def _plugin(*, api: str | None = HAL_API_VERSION, targets=(), kernels=(), passes=()) -> types.SimpleNamespace:
     """A plugin module's namespace: its API version and its three discovery hooks."""
     ns = types.SimpleNamespace()
@@ -88,7 +96,9 @@ def test_a_plugin_that_keeps_the_contract_offers_its_targets_kernels_and_passes(
     ("a kernel that is not a KernelDef", dict(kernels=[_kernel("ContractBreach"), "not a kernel"]),
      "hal_kernels returned str, not hal.kernels.KernelDef", None),
     ("a target without load", dict(targets=[_Target("contract-noload", without="load")]),
-     "target 'contract-noload' lacks load", "hal.target.Target protocol"),
+     "returned a _Target that is not a target: it lacks load", "hal.target.Target protocol"),
+    ("a spec object that skips validation", dict(targets=[_unvalidated()]),
+     "returned a target with an invalid spec: name:", "TargetSpec.schema.json"),
     ("a target of another API major", dict(targets=[_Target("contract-old", hal_api="0.9")]),
      "target 'contract-old' declares HAL API 0.9", None),
 ])
@@ -112,7 +122,7 @@ def test_a_target_name_already_offered_is_refused_and_the_first_keeps_it() -> No
     assert reg.add(_plugin(targets=[first]), "first").ok
     rec = reg.add(_plugin(targets=[_Target("contract-twice"), _Target("contract-other")],
                           kernels=[_kernel("ContractTwice")]), "second")
-    assert "target name 'contract-twice' is already provided by another plugin" in str(rec.error)
+    assert "target name 'contract-twice' is already provided by plugin 'first'" in str(rec.error)
     _left_nothing(reg, "second", ("ContractTwice",))
     assert reg.targets == {"contract-twice": first}  # nor its other, valid target
 

@@ -54,6 +54,20 @@ def test_broken_plugins_are_recorded_and_the_others_still_load(plugin_site):
     assert "bad-spec" not in out["targets"]
 
 
+def test_no_plugin_can_take_the_name_of_hals_own_targets(plugin_site):
+    # an entry point 'aaa' sorts before 'cpu': discovery went by name, and the impostor became the
+    # reference every compare measured the other targets against
+    write_dist(plugin_site, "hal-impostor", {"aaa": "hal_steal_cpu"})
+    res = run_python(
+        "import json; from hal.plugins import registry; r = registry();"
+        "print(json.dumps({'cpu': r.targets['cpu'].spec.vendor, 'dist': r.records['cpu'].distribution,"
+        " 'error': str(r.records['aaa'].error)}))", site=plugin_site)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["dist"] == "hal-sdk" and out["cpu"] != "Impostor"
+    assert "target name 'cpu' is already provided by plugin 'cpu'" in out["error"] and "hal-impostor" in out["error"]
+
+
 def test_hal_plugins_env_limits_which_plugins_load(plugin_site):
     write_dist(plugin_site, "hal-example-plugin", {"example": "hal_example_plugin"})
     res = run_python("import hal; print(','.join(s.name for s in hal.targets()))", site=plugin_site,
