@@ -82,7 +82,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     con = _console()
-    con.print(" ".join(f"{k} {v}" for k, v in env.items() if v))
+    con.print(" ".join(f"{k} {v}" for k, v in env.items() if v), markup=False)  # (its "[image]" is text)
     t = Table(title="plugins (entry-point group hal.plugins)")
     for c in ("plugin", "distribution", "version", "HAL API", "targets", "status"):
         t.add_column(c)
@@ -317,10 +317,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    args.model, args.targets, args.inputs, args.fallback, args.dim, args.seed = (
-        "zoo:tiny-gpt", "all", None, "allow", None, 0)
-    args.bisect, args.markdown, args.html = False, None, None
-    return cmd_compare(args)
+    """`hal compare zoo:tiny-gpt --fallback allow`: parsed by compare's own parser, so it takes every compare default."""
+    argv = ["compare", "zoo:tiny-gpt", "--fallback", "allow", "--precision", args.precision]
+    if args.json is not None:
+        argv += ["--json", args.json]
+    return cmd_compare(build_parser().parse_args(argv))
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:

@@ -179,6 +179,15 @@ def test_compare_writes_json_markdown_and_html(tmp_path):
     assert "<table id='results'>" in page and page.count("<tr>") == 1 + len(doc["results"]) + 1
 
 
+def test_demo_is_compare_on_tiny_gpt_with_every_target():
+    """The README's first command: it had broken when compare took a new flag the demo did not set."""
+    res = _hal("demo", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["model"] == "zoo:tiny-gpt" and {r["target"] for r in doc["results"]} >= {"cpu", "gpu", "lpu", "wafer"}
+    assert all(r["status"] == "ok" for r in doc["results"])
+
+
 def test_profile_writes_a_valid_chrome_trace(tmp_path):
     res = _hal("profile", "zoo:tiny-cnn", "--target", "cpu", "--trace", str(tmp_path / "t.json"), "--json")
     assert res.returncode == 0, res.stderr

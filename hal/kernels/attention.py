@@ -203,7 +203,7 @@ def attention(Q, K, V, attn_mask=None, past_key=None, past_value=None, nonpad_kv
             raise ValueError(f"Attention qk_matmul_output_mode must be 0-3, got {qk_matmul_output_mode}")
         qk = np.broadcast_to(qk, raw.shape)
         outs.append(qk.astype(Q.dtype))
-    return tuple(outs[:max(_n_outputs, 1)])
+    return outs[0] if _n_outputs <= 1 else tuple(outs[:_n_outputs])  # one output: the array itself
 
 
 # --- FlexAttention ---------------------------------------------------------------------------------
