@@ -358,9 +358,11 @@ def test_precisions_benchmark_runs_and_its_casts_give_the_same_bits(tmp_path: Pa
 
 def test_the_saved_models_benchmark_runs_what_onnxruntime_saves(tmp_path: Path) -> None:
     """``python -m benchmarks.saved`` on one light model: its exported form and the one onnxruntime saves
-    at ORT_ENABLE_EXTENDED (FusedConv), both run by hal and onnxruntime, as onnxruntime runs them."""
+    at ORT_ENABLE_EXTENDED (FusedConv), both run by hal and onnxruntime, as onnxruntime runs them.
+    (Not light_squeezenet: its random weights make every score 9.5e9, where the order of a conv's sums
+    moves its softmax from 1/1000 each to 1/32.)"""
     out = tmp_path / "saved.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.saved", "--models", "light_squeezenet", "--samples", "1",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.saved", "--models", "light_shufflenet", "--samples", "1",
                            "--sample-s", "0.01", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -91,7 +91,11 @@ def einsum(*inputs: Array, equation: str = "") -> Array:
 # ---- quantised ----------------------------------------------------------------------------------
 
 def _centered(x: Array, zero_point: Array | None, per_row: bool) -> Array:
-    """``x - zero_point`` as exact float64; a per-row zero point of A is a column vector."""
+    """``x - zero_point`` as exact float64; a per-row zero point of A is a column vector.
+
+    The products' sums are exact too, as the spec's integer arithmetic reads (float64 holds them to
+    2^53). onnxruntime's uint8 x int8 kernel on an x86 CPU without VNNI adds products in int16 pairs
+    and saturates past 32767: hal follows the spec, not that (README: where onnx and onnxruntime part)."""
     w = x.astype(np.float64)
     if zero_point is not None:
         zp = zero_point.astype(np.float64)

@@ -157,7 +157,10 @@ def test_the_fused_dynamic_matmuls(b_type: type, per_column: bool, bias: bool) -
     """MatMulIntegerToFloat and DynamicQuantizeMatMul, which onnxruntime's optimiser makes of a
     dynamically quantized MatMul (and a model it saved holds)."""
     n = 6
-    consts = {"b": _codes(b_type, (16, n)),
+    # int8 weights of 7 bits, as onnxruntime's quantizer writes them with reduce_range: on an AVX2 machine
+    # without VNNI, MLAS's uint8 x int8 kernel adds products in pairs into int16 (vpmaddubsw) and
+    # saturates beyond 255 * 64 * 2; hal computes the exact sums, as MLAS does on VNNI and ARM
+    consts = {"b": _codes(b_type, (16, n)) // (2 if b_type == np.int8 else 1),
               "bs": (RNG.uniform(0.01, 0.05, n) if per_column else np.array(0.02)).astype(np.float32),
               "bz": (np.zeros(n) if per_column else np.array(3 if b_type == np.uint8 else 0)).astype(b_type),
               "bias": RNG.standard_normal(n).astype(np.float32),

@@ -145,9 +145,11 @@ def test_big_column_matrices_are_built_in_bands(monkeypatch, size, banded) -> No
     np.testing.assert_allclose(got, _ort("Conv", {"x": x, "w": w}, {"pads": [1, 1, 1, 1]})[0], rtol=1e-4, atol=1e-4)
 
 
-def test_a_thin_stem_is_banded_with_the_same_bits(monkeypatch) -> None:
+def test_a_thin_stem_is_banded_with_the_numbers_of_one_product(monkeypatch) -> None:
     # ShuffleNet's 3 -> 24 stem at 224x224, stride 2: 1.35 MB of columns of 27, built a band at a
-    # time so that its run leaves no hole bigger than a band; each output's sum runs in the same order
+    # time so that its run leaves no hole bigger than a band. Each output is the same sum of 27
+    # products; whether in the same order is the BLAS's choice per block size (OpenBLAS's SkylakeX
+    # kernels keep it, its Haswell ones part by an ulp): within float32 rounding of one product
     from hal.kernels import nn
 
     calls = []
@@ -162,7 +164,7 @@ def test_a_thin_stem_is_banded_with_the_same_bits(monkeypatch) -> None:
     assert calls
     np.testing.assert_allclose(got, _ort("Conv", {"x": x, "w": w, "b": b}, attrs)[0], rtol=1e-4, atol=1e-4)
     monkeypatch.setattr(nn, "THIN_COLUMN_BLOCK_FROM", 4 << 20)
-    np.testing.assert_array_equal(got, _hal("Conv", [x, w, b], attrs))
+    np.testing.assert_allclose(got, _hal("Conv", [x, w, b], attrs), rtol=2e-6, atol=2e-6)
     assert len(calls) == 1
     # columns of 16 x 9 at 55x55 (1.7 MB, as SqueezeNet's 3x3 layers) stay whole: they lose to bands
     monkeypatch.undo()

@@ -81,7 +81,20 @@ def test_light_models_match_the_reference_outputs(name):
 @pytest.mark.parametrize("name", QUICK_LIGHT)
 def test_light_models_at_native_precision_stay_within_the_core_tolerance(name):
     path, feeds, expected = _light_case(name)
-    (out,) = hal.InferenceSession(path, target="lpu", precision="native").run(None, feeds)
+    model = onnx.load(path)
+    last = model.graph.node[-1]
+    logits = last.input[0] if last.op_type == "Softmax" else None
+    if logits:  # the scores the Softmax reads, too
+        model.graph.output.append(onnx.helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, None))
+    blob = model.SerializeToString()
+    out, *native = hal.InferenceSession(blob, target="lpu", precision="native").run(None, feeds)
+    exact = hal.InferenceSession(blob, target="cpu").run(None, feeds)[1:]
+    if logits:
+        np.testing.assert_allclose(native[0], exact[0], **NATIVE)
+        if np.ptp(exact[0]) == 0:
+            # light_squeezenet's random weights make every score 9.5e9: its softmax is 1/1000 each only
+            # while they round to one float32 (ulp 1024), which a BLAS's order of sums may not keep
+            return
     np.testing.assert_allclose(out, expected, **NATIVE)
 
 
