@@ -20,9 +20,9 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from hal import heap, limits
+from hal.boundary import Partition, checked_feeds, feed_checks, output_checks, run_partition
 from hal.cache import CompileCache, SessionEntry, SessionPart, open_cache, weights_elsewhere
-from hal.errors import CompileError, HalError, InputError, ResourceError, UnsupportedOpError
-from hal.feeds import map_feed
+from hal.errors import CompileError, HalError, InputError, UnsupportedOpError
 from hal.graph.ir import Graph, TensorInfo
 from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
@@ -63,16 +63,6 @@ def _onnx_type_name(elem_type: int) -> str:
 
     name = onnx.TensorProto.DataType.Name(elem_type).lower() if elem_type else "undefined"
     return {"float": "float", "double": "double"}.get(name, name)
-
-
-@dataclass
-class _Partition:
-    target: str
-    executable: Executable
-    nodes: list[str]
-    inputs: list[str]
-    outputs: list[str]
-    key: str | None = None  # its program's compile-cache key
 
 
 def make_options(precision: str = "exact", devices: int | None = None, max_memory: int | None = None,
@@ -264,7 +254,7 @@ class InferenceSession:
                                            timeout_s=timeout_s, cache_dir=cache_dir, **target_options)
         ) if graph.overridable else None
         self._inputs = list(graph.inputs)
-        self._feed_checks = _feed_checks(self._inputs)
+        self._feed_checks = feed_checks(self._inputs)
         self._outputs = list(graph.outputs)
         self._output_names = [o.name for o in self._outputs]
         #: the runs' memory bound, resolved once (``HAL_MAX_MEMORY`` and the machine's memory are read
@@ -285,7 +275,7 @@ class InferenceSession:
         heap.keep_pages_for_runs()
 
     # -- placement -------------------------------------------------------------------------
-    def _place_and_compile(self, graph: Graph, tgt: Target) -> list[_Partition]:
+    def _place_and_compile(self, graph: Graph, tgt: Target) -> list[Partition]:
         cap = target_capability(tgt, graph, self.options)
         refused = {r.node: r for r in cap.refused}
         supported = cap.supported_nodes()
@@ -331,7 +321,7 @@ class InferenceSession:
         return self._compile_parts(graph, tgt, runs or [(tgt.spec.name, [])])
 
     def _compile_parts(self, graph: Graph, tgt: Target, runs: list[tuple[str, list[str]]],
-                       keys: Sequence[str | None] | None = None) -> list[_Partition]:
+                       keys: Sequence[str | None] | None = None) -> list[Partition]:
         """Compile each run of nodes on its target (the whole graph when nothing was refused); ``keys``:
         the programs' cache keys when known (a stored session), else worked out."""
         t0 = time.process_time()
@@ -341,7 +331,7 @@ class InferenceSession:
             self._parts_s += time.process_time() - t0
 
     def _compile_parts_timed(self, graph: Graph, tgt: Target, runs: list[tuple[str, list[str]]],
-                             keys: Sequence[str | None] | None) -> list[_Partition]:
+                             keys: Sequence[str | None] | None) -> list[Partition]:
         cache = self.compile_cache
         if cache is not None and self._session_key in cache.sessions_not_worth_it:
             cache = None  # building this session costs less than loading it: its programs are not loaded either
@@ -354,8 +344,8 @@ class InferenceSession:
             key = keys[i] if keys else cache.key(sub, target, opts) if cache is not None else None
             # a stored session's program is judged with the session entry (it stands in for the frontend too)
             exe = compile_graph(sub, target, opts, cache, key, judge=not keys)
-            parts.append(_Partition(where, exe, names, [t.name for t in sub.inputs], [t.name for t in sub.outputs],
-                                    key))
+            parts.append(Partition(where, exe, names, [t.name for t in sub.inputs], [t.name for t in sub.outputs],
+                                    output_checks(sub.outputs), key))
         return parts
 
     def _warn_fallback(self, tgt: Target, stacklevel: int) -> None:
@@ -426,61 +416,7 @@ class InferenceSession:
                     break
             else:
                 return dict(feeds)
-        return self._checked(feeds, names)
-
-    def _checked(self, feeds: Any, names: frozenset[str]) -> dict[str, Any]:
-        expected = _Expected(self._inputs)
-        if not isinstance(feeds, Mapping):
-            raise InputError(f"feeds must be a dict of name -> numpy array, not {type(feeds).__name__}",
-                             where="run", hint=f"the model expects: {expected}")
-        absent = {t.name for t in self._inputs if t.kind == "optional" and t.name not in feeds}  # None, as onnxruntime
-        missing = [n for n in names if n not in feeds and n not in absent]
-        extra = [n for n in feeds if n not in names]
-        if missing or extra:
-            what = []
-            if missing:
-                what.append(f"missing {', '.join(sorted(missing))}")
-            if extra:
-                what.append(f"unexpected {', '.join(sorted(map(str, extra)))}")
-            raise InputError("; ".join(what), where="run feeds", hint=f"the model expects: {expected}")
-        out = {**feeds, **dict.fromkeys(absent)}
-        for t in self._inputs:
-            v = out[t.name]
-            if t.kind == "map":
-                out[t.name] = map_feed(t, v)
-                continue
-            if t.kind != "tensor":
-                continue
-            if not isinstance(v, np.ndarray):
-                raise InputError(f"feed {t.name!r} is a {type(v).__name__}, not a numpy array",
-                                 where="run feeds", hint=f"expected {t.describe()}")
-            dt = t.dtype
-            if dt is not None and v.dtype != dt:
-                raise InputError(f"feed {t.name!r} has dtype {v.dtype}, expected {dt}",
-                                 where="run feeds", hint=f"cast it: x.astype(np.{dt.name}); expected {t.describe()}")
-            if t.shape is not None:
-                if v.ndim != len(t.shape):
-                    raise InputError(f"feed {t.name!r} has rank {v.ndim} (shape {list(v.shape)}), expected rank "
-                                     f"{len(t.shape)}", where="run feeds", hint=f"expected {t.describe()}")
-                for axis, (want, got) in enumerate(zip(t.shape, v.shape)):
-                    # (a dimension name two inputs share may take two values, as in onnxruntime: Optimum's
-                    # merged seq2seq decoders are fed an empty encoder past beside the encoder's states)
-                    if isinstance(want, int) and want != got:
-                        raise InputError(f"feed {t.name!r} has shape {list(v.shape)}; dimension {axis} must be "
-                                         f"{want}", where="run feeds", hint=f"expected {t.describe()}")
-            self._check_feed_size(t.name, v)
-        return out
-
-    def _check_feed_size(self, name: str, v: np.ndarray) -> None:
-        """A feed spanning more than max_memory as an array (a broadcast view can, holding one element):
-        the kernels would write results of its size, which the guards take to be in memory already."""
-        limit = self._run_max_memory
-        if v.nbytes > limit:
-            raise ResourceError(
-                f"feed {name!r} {v.dtype}{list(v.shape)} spans {limits.format_bytes(v.nbytes)} ({v.nbytes:,} bytes) "
-                f"as an array, more than max_memory {limits.format_bytes(limit)} ({limit:,} bytes); refused before "
-                f"allocating: a kernel reading it would write a result that large", where="run feeds",
-                hint=f"pass max_memory=<bytes> (or set {limits.ENV_MAX_MEMORY}) if this is intended, or feed less")
+        return checked_feeds(self._inputs, feeds, names, self._run_max_memory)
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any], run_options: Any = None
             ) -> list[Any]:
@@ -500,7 +436,7 @@ class InferenceSession:
         t0 = time.perf_counter()
         with limits.bounds(self._run_max_memory, self.options.timeout_s):
             for p in self._parts:
-                values.update(_run_partition(p, {n: values[n] for n in p.inputs}))
+                values.update(run_partition(p, {n: values[n] for n in p.inputs}))
         self._last = (time.perf_counter() - t0, wanted)  # one tuple: atomic for concurrent runs
         return [values[n] for n in wanted]
 
@@ -533,43 +469,6 @@ class InferenceSession:
                 raise hook_error(p.target, f"trace on target {p.target!r} failed: {type(e).__name__}: {e}") from e
             events.extend(got)
         return events
-
-
-class _Expected:
-    """What the model's inputs are, as a hint's text: formatted only when a message needs it."""
-
-    def __init__(self, inputs: Sequence[TensorInfo]):
-        self.inputs = inputs
-
-    def __format__(self, spec: str) -> str:
-        return format("; ".join(t.describe() for t in self.inputs) or "no inputs", spec)
-
-
-def _feed_checks(inputs: Sequence[TensorInfo]) -> tuple[frozenset[str], tuple[tuple[str, Any, tuple[int, ...]], ...]]:
-    """The input names, and (name, dtype, shape) of each tensor input whose dtype and shape are all
-    known: what ``_validate``'s quick path compares a run's feeds with."""
-    exact = tuple((t.name, t.dtype, t.static_shape) for t in inputs
-                  if t.kind == "tensor" and t.dtype is not None and t.static_shape is not None)
-    return frozenset(t.name for t in inputs), exact
-
-
-def _run_partition(p: _Partition, feeds: dict[str, Any]) -> Mapping[str, Any]:
-    """One partition's run; a plugin that raises or omits an output is a PluginError."""
-    try:
-        out = p.executable.run(feeds)
-    except HalError:
-        raise
-    except (Exception, SystemExit) as e:  # third-party code: name it, keep the session usable
-        raise hook_error(p.target, f"run on target {p.target!r} raised {type(e).__name__}: {e}") from e
-    if out.__class__ is dict or isinstance(out, Mapping):  # (a dict's class first: isinstance on an ABC is slow)
-        for o in p.outputs:
-            if o not in out:
-                break
-        else:
-            return out
-    got = sorted(map(str, out)) if isinstance(out, Mapping) else type(out).__name__
-    raise hook_error(p.target, f"run on target {p.target!r} returned {got}; expected outputs "
-                               f"{', '.join(p.outputs)}")
 
 
 def compile(model: ModelLike, target: str = REFERENCE_TARGET, precision: str = "exact", *,

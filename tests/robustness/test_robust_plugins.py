@@ -45,6 +45,10 @@ class FaultyExecutable:
             return list(out.values())
         if self._fault == "run-drops-output":
             return {}
+        if self._fault == "run-wrong-dtype":  # float64 where the graph says float32: compare cast both and read "ok"
+            return {k: v.astype(np.float64) for k, v in out.items()}
+        if self._fault == "run-returns-list-values":
+            return {k: v.tolist() for k, v in out.items()}
         return out
 
     def trace(self) -> Any:
@@ -163,7 +167,9 @@ def test_fault_while_compiling_is_a_plugin_error_and_the_others_go_on(faulty, fa
 
 
 RUN_FAULTS = {"run-raises": "KeyError", "run-exits": "SystemExit", "run-returns-list": "expected outputs",
-              "run-drops-output": "expected outputs"}
+              "run-drops-output": "expected outputs",
+              "run-wrong-dtype": "returned output 'y' as a float64 array; the graph makes it a float32 array",
+              "run-returns-list-values": "returned output 'y' as a builtins.list, not a numpy array"}
 
 
 @pytest.mark.parametrize("fault", sorted(RUN_FAULTS))
@@ -248,7 +254,7 @@ def test_cli_reports_a_faulty_plugin_in_one_line_and_goes_on(faulty, tmp_path, c
     assert err.startswith("error: PluginError:") and f"plugin {name!r}" in err and DIST in err
     assert "Traceback" not in err
     assert main(["run", str(path), "--target", "cpu", "--json"]) == 0
-    assert main(["compare", str(path), "--targets", f"cpu,{name}", "--json"]) == 0
+    assert main(["compare", str(path), "--targets", f"cpu,{name}", "--json"]) == 1  # the table, and a failing status
     assert '"status": "error"' in capsys.readouterr().out
 
 
