@@ -50,9 +50,10 @@ def hal_kernels() -> list[Any]:
 def hal_graph_passes() -> list[Any]:
     """Return graph passes: callables ``pass_(graph: hal.graph.ir.Graph) -> Graph``.
 
-    Called once at discovery; the passes are offered to targets by name
-    (``hal.plugins.graph_passes()``), never applied to another plugin's targets implicitly. A pass
-    must keep the graph's outputs, numerics and topological order.
+    Called once at discovery; the passes are offered to targets by their ``__name__``
+    (``hal.plugins.registry().graph_passes``), never applied to another plugin's targets implicitly;
+    a name another plugin's pass holds fails the plugin. A pass must keep the graph's outputs,
+    numerics and topological order.
     """
 
 

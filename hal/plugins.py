@@ -146,10 +146,22 @@ class PluginRegistry:
                                 f"{HAL_API_VERSION}")
                 return rec
             accepted[spec.name] = t
+        named: dict[str, Any] = {}
+        for p in passes:  # offered by name: a name is one pass's, as a target name is one target's
+            pname = getattr(p, "__name__", None)
+            if not callable(p) or not isinstance(pname, str):
+                self._fail(rec, f"hal_graph_passes returned {type(p).__name__}, not a named function",
+                           hint="return functions pass_(graph) -> graph; their __name__ is how targets ask for them")
+                return rec
+            if pname in self.graph_passes or pname in named:
+                self._fail(rec, f"graph pass name {pname!r} is already offered"
+                                + (" by another plugin" if pname in self.graph_passes else " twice by this plugin"),
+                           hint="name the pass function after your plugin (e.g. acme_fuse_gelu)")
+                return rec
+            named[pname] = p
         for k in kernels:
             register_kernel(k)
-        for p in passes:
-            self.graph_passes[getattr(p, "__name__", repr(p))] = p
+        self.graph_passes.update(named)
         self.targets.update(accepted)
         rec.targets = list(accepted)
         return rec
@@ -174,8 +186,9 @@ class PluginRegistry:
             except Exception as e:  # importing third-party code may raise anything
                 rec = PluginRecord(ep.name, dname, dver)
                 self.records[ep.name] = rec
+                module_name = ep.value.split(":")[0]
                 self._fail(rec, f"failed to import {ep.value!r}: {type(e).__name__}: {e}",
-                           hint="reinstall the plugin or run `hal doctor --debug`")
+                           hint=f"reinstall the plugin; `python -c 'import {module_name}'` shows the traceback")
                 continue
             self.add(module, ep.name, dname, dver)
 

@@ -101,6 +101,10 @@ def test_a_plugin_that_keeps_the_contract_offers_its_targets_kernels_and_passes(
      "returned a target with an invalid spec: name:", "TargetSpec.schema.json"),
     ("a target of another API major", dict(targets=[_Target("contract-old", hal_api="0.9")]),
      "target 'contract-old' declares HAL API 0.9", None),
+    ("a pass that is not a function", dict(passes=[_identity_pass, "fold"]),
+     "hal_graph_passes returned str, not a named function", "__name__"),
+    ("one pass name twice", dict(passes=[_identity_pass, _identity_pass]),
+     "graph pass name '_identity_pass' is already offered twice by this plugin", "name the pass function"),
 ])
 def test_each_breach_is_one_plugin_error_and_the_plugin_leaves_nothing(breach, plugin, message, hint) -> None:
     reg = PluginRegistry()
@@ -125,6 +129,17 @@ def test_a_target_name_already_offered_is_refused_and_the_first_keeps_it() -> No
     assert "target name 'contract-twice' is already provided by plugin 'first'" in str(rec.error)
     _left_nothing(reg, "second", ("ContractTwice",))
     assert reg.targets == {"contract-twice": first}  # nor its other, valid target
+
+
+def test_a_graph_pass_name_already_offered_is_refused_and_the_first_keeps_it() -> None:
+    """Passes are offered by name: a second plugin's pass of the same name had silently replaced the first's."""
+    reg = PluginRegistry()
+    assert reg.add(_plugin(passes=[_identity_pass]), "first").ok
+    theirs = lambda graph: graph  # noqa: E731 (another plugin's pass, of the same name)
+    theirs.__name__ = "_identity_pass"
+    rec = reg.add(_plugin(targets=[_Target("contract-pass")], passes=[theirs]), "second")
+    assert "graph pass name '_identity_pass' is already offered by another plugin" in str(rec.error)
+    assert reg.graph_passes["_identity_pass"] is _identity_pass and "contract-pass" not in reg.targets
 
 
 def test_a_hook_that_does_not_match_its_spec_cannot_be_registered() -> None:
