@@ -35,7 +35,8 @@ class ModelError(HalError):
 
 
 class InputError(HalError):
-    """A feed is missing, extra, or has the wrong dtype, rank or shape."""
+    """What the user passed is wrong: a feed missing, extra, or of the wrong dtype, rank or shape; a
+    command-line value; a profile or manifest file the user named."""
 
 
 class UnsupportedOpError(HalError):

@@ -5,7 +5,8 @@
 
 The run is isolated from the current folder's pytest configuration and conftest files, so it works
 from anywhere. Exit status: 0 when nothing failed (expected failures allowed), 1 when a case
-failed, 2 when the suite could not run.
+failed, 2 when the suite could not run or ran no case (a bad option, profile or manifest is one
+``error: InputError: ...`` line, checked before pytest starts).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hal.conformance.report import ConformanceReport
+from hal.errors import InputError
 from hal.files import atomic_write, write_output
 
 
@@ -31,19 +33,44 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--profile", default="core", help="core (CNN + transformer ops), full (every node case) "
                                                      "or a profile .toml (default: core)")
     p.add_argument("--precision", default="exact", help="compile precision (default: exact)")
-    p.add_argument("--json", dest="json_path", metavar="PATH", help="write the ConformanceReport here")
+    p.add_argument("--json", dest="json_path", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write the ConformanceReport to FILE, or with no FILE print it (JSON) instead of the table")
     p.add_argument("-n", "--workers", default=None, metavar="N",
                    help="run in N processes through pytest-xdist (a number or 'auto')")
     p.add_argument("-k", dest="keyword", metavar="EXPR", help="only cases matching this pytest -k expression "
                                                                "(case names and op types)")
     p.add_argument("--manifest", metavar="PATH|none",
-                   help="expected-failure manifest (default: specs/conformance/xfail-TARGET.toml)")
+                   help="expected-failure manifest (default: hal's specs/conformance/xfail-TARGET.toml for "
+                        "hal's own targets, ./xfail-TARGET.toml for a plugin's)")
     p.add_argument("--write-manifest", nargs="?", const="", default=None, metavar="PATH",
-                   help="write this run's failures as the target's manifest (default path: the built-in one)")
+                   help="write this run's failures as the target's manifest (default path: as --manifest's)")
     p.add_argument("--failing-only", action="store_true", help="print only the ops with failures")
     p.add_argument("-v", "--verbose", action="store_true", help="show pytest's own output")
     p.set_defaults(func=run)
     return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad options before pytest starts (an InputError, exit status 2): a bad -n, -k or
+    --precision, an unreadable or invalid profile or manifest, a --manifest path that does not exist."""
+    from hal.conformance.profiles import check_precision, load_profile, target_manifest
+
+    workers = str(args.workers or "1")
+    if workers != "auto" and not workers.isdigit():
+        raise InputError(f"-n {args.workers!r} is not a number of workers", where="command line",
+                         hint="give a number (0: in this process), or 'auto' for one per CPU")
+    if args.keyword:
+        from _pytest.mark.expression import Expression  # pytest's own -k grammar
+
+        try:
+            Expression.compile(args.keyword)
+        except Exception as e:  # SyntaxError in recent pytest, ParseError in older
+            detail = f"at column {e.offset}: {e.msg}" if isinstance(e, SyntaxError) else str(e)
+            raise InputError(f"-k {args.keyword!r} is not a valid expression: {detail}", where="command line",
+                             hint="combine names with and, or, not and parentheses: -k 'Conv and not 3d'") from None
+    check_precision(args.precision, where="--precision")
+    load_profile(args.profile)
+    target_manifest(args.target, args.manifest)
 
 
 def pytest_args(args: argparse.Namespace, json_out: Path, folder: Path) -> list[str]:
@@ -74,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     import pytest
     from rich.console import Console
 
+    check_args(args)
     console = Console()
     with tempfile.TemporaryDirectory(prefix="hal-conformance-") as tmp:
         folder = Path(tmp)
@@ -93,6 +121,14 @@ def run(args: argparse.Namespace) -> int:
                 console.print(tail, markup=False, highlight=False)
             return 2
         report = ConformanceReport.model_validate_json(json_out.read_text(encoding="utf-8"))
+    if not report.totals.total:
+        raise InputError(f"no case matched -k {args.keyword!r}" if args.keyword else "the profile selects no case",
+                         where=f"profile {args.profile!r}",
+                         hint="-k matches case names (test_abs) and op types (Conv)" if args.keyword
+                         else "list ops, or enable light_models, shipped_models or contract")
+    if args.json_path == "-":
+        print(report.model_dump_json(indent=2))
+        return 0 if report.ok else 1
     print_report(report, console, failing_only=args.failing_only)
     if args.json_path:
         out = write_output(args.json_path, report.model_dump_json(indent=2) + "\n")

@@ -14,11 +14,15 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args
+
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from hal.conformance.cases import ConformanceCase
 from hal.conformance.check import Tolerance
-from hal.errors import HalError
+from hal.errors import InputError
 from hal.files import atomic_write
+from hal.specs import HalModel, Precision
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,13 +39,88 @@ def specs_dir() -> Path:
     return Path(str(resources.files("hal_specs").joinpath("conformance")))
 
 
-def _read_toml(path: Path, what: str) -> dict:
+def check_precision(precision: str, where: str | None = None) -> str:
+    """``precision`` if hal knows it (hal.specs.Precision), else an InputError naming the known ones."""
+    if precision not in get_args(Precision):
+        raise InputError(f"unknown precision {precision!r}", where=where,
+                         hint=f"precisions: {', '.join(get_args(Precision))}")
+    return precision
+
+
+# --- the files' schemas: TOML types exactly (no "1" for 1), unknown keys refused -------------------------
+
+_Model = TypeVar("_Model", bound=HalModel)
+_KINDS = {"model_type": "should be a table", "dict_type": "should be a table", "list_type": "should be an array"}
+
+
+class _Strict(HalModel):
+    model_config = ConfigDict(strict=True)
+
+
+class _ProfileHead(_Strict):
+    name: str | None = None  # None: the file's stem
+    description: str = ""
+    ops: Literal["*"] | list[str] = "*"
+    light_models: bool = True
+    shipped_models: bool = False
+    contract: bool = True
+
+    @field_validator("ops", mode="before")
+    @classmethod
+    def _ops_form(cls, v: Any) -> Any:
+        if v != "*" and not (isinstance(v, list) and all(isinstance(o, str) for o in v)):
+            raise ValueError('must be "*" or a list of op types')
+        return v
+
+
+class _ToleranceFloor(_Strict):
+    rtol: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    atol: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+
+class _ProfileFile(_Strict):
+    profile: _ProfileHead = Field(default_factory=_ProfileHead)
+    tolerances: dict[Precision, _ToleranceFloor] = Field(default_factory=dict)
+
+
+class _ManifestEntryFile(_Strict):
+    case: str = Field(min_length=1)
+    op: str = ""
+    cause: str = ""
+    reason: str = Field(min_length=1)
+
+
+class _ManifestFile(_Strict):
+    target: str | None = None
+    xfail: list[_ManifestEntryFile] = Field(default_factory=list)
+
+
+def _problem(err: Any) -> str:
+    """One validation error as 'KEY what is wrong, got VALUE' (KEY as in the file: a.b, xfail[0].case)."""
+    key = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in err["loc"] if x != "[key]").lstrip(".")
+    if err["type"] == "extra_forbidden":
+        return f"{key} is not a known key"
+    if err["type"] == "missing":
+        return f"{key} is missing"
+    msg = _KINDS.get(err["type"]) or err["msg"].removeprefix("Value error, ").removeprefix("Input ")
+    got = repr(err["input"])
+    return f"{key or 'the file'} {msg}, got {got if len(got) <= 60 else got[:59] + '…'}"
+
+
+def _read_toml(path: Path, what: str, schema: type[_Model], hint: str) -> _Model:
+    """The TOML file at ``path``, validated against ``schema``; any fault is an InputError naming the file."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
-        raise HalError(f"cannot read the {what}: {e.strerror or e}", where=str(path)) from None
-    except tomllib.TOMLDecodeError as e:
-        raise HalError(f"the {what} is not valid TOML: {e}", where=str(path)) from None
+        raise InputError(f"cannot read the {what}: {e.strerror or e}", where=str(path)) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"the {what} is not valid TOML: {e}", where=str(path)) from None
+    try:
+        return schema.model_validate(data)
+    except ValidationError as e:
+        problems = [_problem(err) for err in e.errors()]
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise InputError(f"invalid {what}: {'; '.join(problems[:3])}{more}", where=str(path), hint=hint) from None
 
 
 @dataclass(frozen=True)
@@ -77,18 +156,15 @@ def load_profile(name_or_path: str | Path) -> Profile:
     if not p.suffix == ".toml":
         p = specs_dir() / f"{name_or_path}.toml"
         if not p.is_file():
-            raise HalError(f"no conformance profile {str(name_or_path)!r}", where="hal.conformance",
-                           hint=f"profiles: {', '.join(PROFILES)}, or a path to a profile .toml")
-    data = _read_toml(p, "conformance profile")
-    head = data.get("profile", {})
-    ops = head.get("ops", "*")
-    if ops != "*" and not (isinstance(ops, list) and all(isinstance(o, str) for o in ops)):
-        raise HalError("profile.ops must be \"*\" or a list of op types", where=str(p))
-    tols = {k: Tolerance(float(v.get("rtol", 0.0)), float(v.get("atol", 0.0)))
-            for k, v in data.get("tolerances", {}).items()}
-    return Profile(head.get("name", p.stem), head.get("description", ""),
-                   None if ops == "*" else frozenset(ops), bool(head.get("light_models", True)),
-                   bool(head.get("shipped_models", False)), bool(head.get("contract", True)), tols)
+            raise InputError(f"no conformance profile {str(name_or_path)!r}", where="hal.conformance",
+                             hint=f"profiles: {', '.join(PROFILES)}, or a path to a profile .toml")
+    data = _read_toml(p, "conformance profile", _ProfileFile,
+                      hint=f"[profile] takes {', '.join(_ProfileHead.model_fields)}; [tolerances.PRECISION] "
+                           f"takes rtol, atol (see hal's specs/conformance/core.toml)")
+    head = data.profile
+    return Profile(head.name or p.stem, head.description, None if head.ops == "*" else frozenset(head.ops),
+                   head.light_models, head.shipped_models, head.contract,
+                   {k: Tolerance(v.rtol, v.atol) for k, v in data.tolerances.items()})
 
 
 # --- expected-failure manifests ----------------------------------------------------------------------
@@ -105,25 +181,37 @@ class ManifestEntry:
 
 
 def manifest_path(target: str) -> Path:
-    """Where the manifest of a built-in target lives: specs/conformance/xfail-<target>.toml."""
+    """Where a target's manifest is read and written unless a path is given: hal's own targets' in
+    specs/conformance/xfail-<target>.toml (hal's data), any other's as xfail-<target>.toml in the
+    current folder (a vendor's manifest belongs in the vendor's repository, not in hal's install)."""
+    from hal.plugins import OWN_DISTRIBUTION, plugin_of
+
+    rec = plugin_of(target)
+    if rec is not None and rec.distribution != OWN_DISTRIBUTION:
+        return Path.cwd() / f"xfail-{target}.toml"
     return specs_dir() / f"xfail-{target}.toml"
 
 
 def load_manifest(path: str | Path | None) -> dict[str, ManifestEntry]:
     """The entries of a manifest by case name; a missing file is an empty manifest."""
-    if path is None:
+    if path is None or not Path(path).exists():
         return {}
-    p = Path(path)
-    if not p.is_file():
-        return {}
-    data = _read_toml(p, "expected-failure manifest")
-    out = {}
-    for i, e in enumerate(data.get("xfail", [])):
-        if not isinstance(e, dict) or not e.get("case") or not e.get("reason"):
-            raise HalError(f"entry {i} needs a case and a reason", where=str(p),
-                           hint="regenerate it: hal conformance TARGET --write-manifest")
-        out[e["case"]] = ManifestEntry(e["case"], e.get("op", ""), e.get("cause", ""), e["reason"])
-    return out
+    data = _read_toml(Path(path), "expected-failure manifest", _ManifestFile,
+                      hint="each [[xfail]] takes case and reason (op, cause optional); "
+                           "regenerate it: hal conformance TARGET --write-manifest")
+    return {e.case: ManifestEntry(e.case, e.op, e.cause, e.reason) for e in data.xfail}
+
+
+def target_manifest(target: str, manifest: str | None) -> tuple[Path | None, dict[str, ManifestEntry]]:
+    """The file and entries of ``--manifest MANIFEST``: ``none`` is no manifest, a path must exist, and
+    without one the target's default (``manifest_path``) is read when it exists."""
+    if manifest == "none":
+        return None, {}
+    path = Path(manifest) if manifest else manifest_path(target)
+    if manifest and not path.exists():
+        raise InputError("no such expected-failure manifest", where=manifest,
+                         hint="give the path of an existing manifest, or 'none' to run without one")
+    return path, load_manifest(path)
 
 
 def manifest_reason(cause: str | None, message: str | None, limit: int = 200) -> str:

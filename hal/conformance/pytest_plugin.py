@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -38,7 +37,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hal-precision", default="exact", metavar="PRECISION",
                     help="compile precision; tolerances widen per the profile (default: exact)")
     group.addoption("--hal-manifest", default=None, metavar="PATH|none",
-                    help="expected-failure manifest (default: the target's specs/conformance/xfail-TARGET.toml)")
+                    help="expected-failure manifest (default: hal's specs/conformance/xfail-TARGET.toml for hal's "
+                         "own targets, ./xfail-TARGET.toml for a plugin's)")
     group.addoption("--hal-write-manifest", default=None, metavar="PATH",
                     help="after the run, write this run's failures as the expected-failure manifest")
     group.addoption("--hal-json", default=None, metavar="PATH", help="write a ConformanceReport (JSON) here")
@@ -53,26 +53,32 @@ def pytest_configure(config: pytest.Config) -> None:
 
     try:
         get_target(target)
-        state = SuiteState(config, target)
     except HalError as e:
         raise pytest.UsageError(f"--hal-target: {e}") from None
-    config.pluginmanager.register(state, "hal-conformance-suite")
+    config.pluginmanager.register(SuiteState(config, target), "hal-conformance-suite")
+
+
+def _option(config: pytest.Config, name: str, load: Any) -> Any:
+    """``load`` of option ``--NAME``'s value; a HalError is a usage error naming the option."""
+    from hal.errors import HalError
+
+    try:
+        return load(config.getoption(name.replace("-", "_")))
+    except HalError as e:
+        raise pytest.UsageError(f"--{name}: {e}") from None
 
 
 class SuiteState:
     """The active suite: options, the manifest, and the results seen (on the controller with xdist)."""
 
     def __init__(self, config: pytest.Config, target: str):
-        from hal.conformance.profiles import load_manifest, load_profile, manifest_path
+        from hal.conformance.profiles import check_precision, load_profile, target_manifest
 
         self.config = config
         self.target = target
-        self.profile_arg = config.getoption("hal_profile")
-        self.profile: Profile = load_profile(self.profile_arg)
-        self.precision = config.getoption("hal_precision")
-        m = config.getoption("hal_manifest")
-        self.manifest_file = None if m == "none" else Path(m) if m else manifest_path(target)
-        self.manifest = load_manifest(self.manifest_file)
+        self.profile: Profile = _option(config, "hal-profile", load_profile)
+        self.precision: str = _option(config, "hal-precision", check_precision)
+        self.manifest_file, self.manifest = _option(config, "hal-manifest", lambda m: target_manifest(target, m))
         self.results: dict[str, CaseResult] = {}
         self.t0 = time.perf_counter()
 
@@ -130,9 +136,9 @@ class SuiteState:
                                        precision=self.precision, workers=workers,
                                        duration_s=time.perf_counter() - self.t0)
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if hasattr(self.config, "workerinput"):
-            return  # an xdist worker: the controller writes the files
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if hasattr(self.config, "workerinput") or exitstatus == pytest.ExitCode.USAGE_ERROR:
+            return  # an xdist worker (the controller writes the files), or the suite did not run
         json_path = self.config.getoption("hal_json")
         if json_path:
             from hal.files import write_output

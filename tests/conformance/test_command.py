@@ -41,6 +41,15 @@ def test_core_profile_on_cpu_passes_and_reports_per_op(tmp_path, capsys) -> None
     assert report.hal_version and report.onnx_version and report.totals.total == sum(o.total for o in report.ops)
 
 
+def test_json_without_a_file_prints_the_report_instead_of_the_table(tmp_path, capsys) -> None:
+    """As every other hal command's --json: it had required a file."""
+    (tmp_path / "relu.toml").write_text('[profile]\nops = ["Relu"]\nlight_models = false\ncontract = false\n')
+    args = _args("cpu", "--profile", str(tmp_path / "relu.toml"), "--json")
+    assert args.func(args) == 0
+    report = ConformanceReport.model_validate_json(capsys.readouterr().out)
+    assert report.ok and {o.op for o in report.ops} == {"Relu"} and report.totals.passed == report.totals.total > 0
+
+
 @pytest.mark.slow
 def test_full_profile_on_cpu_passes_with_its_manifest(tmp_path) -> None:
     out = tmp_path / "full.json"
@@ -56,3 +65,38 @@ def test_a_target_that_does_not_exist_is_exit_status_2(capsys) -> None:
     args = _args("no-such-target")
     assert args.func(args) == 2
     assert "did not run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--profile", "{tmp}/p.toml"], "p.toml: invalid conformance profile: profile should be a table, got 3"),
+    (["--manifest", "{tmp}/m.toml"], "m.toml: invalid expected-failure manifest: xfail should be an array, got 3"),
+    (["--manifest", "{tmp}/nope.toml"], "nope.toml: no such expected-failure manifest"),
+    (["-k", "and or ("], "-k 'and or (' is not a valid expression"),
+    (["-n", "-3"], "-n '-3' is not a number of workers"),
+    (["-n", "two"], "-n 'two' is not a number of workers"),
+    (["--precision", "fp99"], "unknown precision 'fp99' — precisions: exact, native"),
+])
+def test_bad_options_are_an_input_error_before_the_suite_starts(tmp_path, monkeypatch, capsys, argv, says) -> None:
+    """Each had been a pytest INTERNALERROR traceback, a usage error blamed on --hal-target, a silent run
+    on an empty manifest, "0/0 passed" with exit 0, "on -3 worker(s)", or every case failing as "error"."""
+    import warnings
+
+    from hal.cli import main
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main sets it for the process
+    monkeypatch.setattr(pytest, "main", lambda *a, **k: pytest.fail("the suite started"))
+    (tmp_path / "p.toml").write_text("profile = 3\n")
+    (tmp_path / "m.toml").write_text("xfail = 3\n")
+    rc = main(["conformance", "cpu", *(a.format(tmp=tmp_path) for a in argv)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: InputError: ") and says in err, err
+
+
+def test_a_run_that_selects_no_case_is_an_error_not_a_pass(capsys) -> None:
+    """-k matching nothing had printed "0/0 passed" and exited 0."""
+    from hal.errors import InputError
+
+    args = _args("cpu", "-k", "nothingmatches")
+    with pytest.raises(InputError, match="no case matched -k 'nothingmatches'"):
+        args.func(args)
+    assert "passed" not in capsys.readouterr().out

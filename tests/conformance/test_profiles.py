@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from hal.conformance.cases import node_cases
 from hal.conformance.check import Tolerance
 from hal.conformance.profiles import (
     ManifestEntry,
+    check_precision,
     load_manifest,
     load_profile,
     manifest_path,
     manifest_reason,
     specs_dir,
+    target_manifest,
     write_manifest,
 )
 from hal.conformance.suite import select_cases
-from hal.errors import HalError
+from hal.errors import HalError, InputError
 from hal.specs import Precision
 
 
@@ -64,6 +68,59 @@ def test_a_profile_file_can_be_given_by_path(tmp_path) -> None:
     assert cases and {c.op for c in cases} == {"Relu"}
 
 
+@pytest.mark.parametrize(("toml", "says"), [
+    ("profile = 3\n", "profile should be a table, got 3"),
+    ('[tolerances.fp16]\nrtol = "abc"\n', "tolerances.fp16.rtol should be a valid number, got 'abc'"),
+    ("[tolerances]\nfp16 = 3\n", "tolerances.fp16 should be a table, got 3"),
+    ("[tolerances.fp16]\natol = -1\n", "tolerances.fp16.atol should be greater than or equal to 0"),
+    ("[tolerances.fp99]\nrtol = 0.1\n", "tolerances.fp99 should be 'exact', 'native'"),
+    ('[profile]\nlight_models = "yes"\n', "profile.light_models should be a valid boolean"),
+    ('[profile]\nops = "Conv"\n', 'profile.ops must be "*" or a list of op types'),
+    ("[profile]\nopz = []\n", "profile.opz is not a known key"),
+    ("[profile\n", "not valid TOML"),
+])
+def test_a_malformed_profile_file_is_an_input_error_naming_the_file_and_the_key(tmp_path, toml, says) -> None:
+    """A profile of the wrong structure or types had crashed the loader (AttributeError, ValueError)."""
+    p = tmp_path / "bad.toml"
+    p.write_text(toml)
+    with pytest.raises(InputError, match=re.escape(says)) as e:
+        load_profile(p)
+    assert e.value.where == str(p)
+
+
+@pytest.mark.parametrize(("toml", "says"), [
+    ("xfail = 3\n", "xfail should be an array, got 3"),
+    ("xfail = [1]\n", "xfail[0] should be a table, got 1"),
+    ('[[xfail]]\ncase = "a"\nreason = "r"\n[[xfail]]\ncase = 3\nreason = "r"\n',
+     "xfail[1].case should be a valid string"),
+    ('[[xfail]]\ncase = "a"\nreason = "r"\nwhy = "?"\n', "xfail[0].why is not a known key"),
+])
+def test_a_malformed_manifest_is_an_input_error_naming_the_file_the_entry_and_the_key(tmp_path, toml, says) -> None:
+    """A manifest of the wrong structure had crashed the loader (TypeError)."""
+    p = tmp_path / "xfail-x.toml"
+    p.write_text(toml)
+    with pytest.raises(InputError, match=re.escape(says)) as e:
+        load_manifest(p)
+    assert e.value.where == str(p)
+
+
+def test_a_manifest_given_explicitly_must_exist_while_the_default_one_may_be_absent(tmp_path) -> None:
+    """--manifest with a path that did not exist, or a folder, had run as with an empty manifest."""
+    with pytest.raises(InputError, match="no such expected-failure manifest"):
+        target_manifest("cpu", str(tmp_path / "nope.toml"))
+    with pytest.raises(InputError, match="Is a directory|cannot read"):
+        target_manifest("cpu", str(tmp_path))
+    assert target_manifest("cpu", "none") == (None, {})
+    assert target_manifest("no-such-target", None) == (manifest_path("no-such-target"), {})
+    assert target_manifest("cpu", None) == (manifest_path("cpu"), load_manifest(manifest_path("cpu")))
+
+
+def test_an_unknown_precision_names_the_known_ones() -> None:
+    assert check_precision("fp16") == "fp16"
+    with pytest.raises(InputError, match="unknown precision 'fp99'.*exact, native, fp32"):
+        check_precision("fp99")
+
+
 def test_every_shipped_manifest_entry_names_a_case_and_gives_a_reason() -> None:
     names = {c.name for c in select_cases("full")}
     manifests = sorted(specs_dir().glob("xfail-*.toml"))
@@ -81,6 +138,32 @@ def test_every_installed_built_in_target_ships_its_manifest() -> None:
 
     for spec in hal.targets():
         assert manifest_path(spec.name).is_file(), f"hal conformance {spec.name} --profile full --write-manifest"
+
+
+def test_a_vendor_targets_manifest_defaults_to_the_current_folder_not_hals_data(tmp_path, monkeypatch) -> None:
+    """--write-manifest without a path had written a vendor target's manifest into hal's installed data."""
+    import types
+
+    import hal
+    from hal import plugins
+
+    class _Vendor:  # only its spec is read
+        spec = hal.specs.TargetSpec(name="vendor-manifest", vendor="V", kind="other")
+
+        def capability(self, graph, options): ...
+
+        def compile(self, graph, options): ...
+
+        def load(self, blob): ...
+
+    ns = types.SimpleNamespace(HAL_API_VERSION="1.0", hal_targets=hal.hookimpl(lambda: [_Vendor()]))
+    plugins.register(ns, "vendor-manifest-plugin", distribution="acme-hal")
+    try:
+        monkeypatch.chdir(tmp_path)
+        assert manifest_path("vendor-manifest") == tmp_path / "xfail-vendor-manifest.toml"
+        assert manifest_path("cpu") == specs_dir() / "xfail-cpu.toml"
+    finally:
+        plugins.unregister("vendor-manifest-plugin")
 
 
 def test_manifest_round_trips_and_keeps_entries_of_cases_not_run(tmp_path) -> None:

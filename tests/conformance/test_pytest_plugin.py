@@ -57,3 +57,22 @@ def test_an_unknown_target_is_a_usage_error_naming_the_installed_ones(tmp_path) 
     r = run_pytest(tmp_path, "--hal-target", "no-such-target")
     assert r.returncode == 4
     assert "no target named 'no-such-target'" in r.stderr and "cpu" in r.stderr
+
+
+def test_a_bad_profile_or_manifest_is_a_usage_error_naming_its_own_option(tmp_path) -> None:
+    """Both had been blamed on --hal-target (and a malformed file had been an INTERNALERROR traceback)."""
+    (tmp_path / "p.toml").write_text("[tolerances.fp16]\nrtol = 'abc'\n")
+    (tmp_path / "m.toml").write_text("xfail = [1]\n")
+    for option, file, says in (("--hal-profile", "p.toml", "tolerances.fp16.rtol should be a valid number"),
+                               ("--hal-manifest", "m.toml", "xfail[0] should be a table"),
+                               ("--hal-manifest", "nope.toml", "no such expected-failure manifest")):
+        r = run_pytest(tmp_path, "--hal-target", "cpu", option, str(tmp_path / file))
+        assert r.returncode == 4 and f"ERROR: {option}: {tmp_path / file}: " in r.stderr and says in r.stderr, r.stderr
+        assert "INTERNALERROR" not in r.stdout + r.stderr
+
+
+def test_a_run_stopped_by_a_usage_error_writes_no_report(tmp_path) -> None:
+    """A bad -k expression had left a report of 0 cases, which `hal conformance` printed as a pass."""
+    r = run_pytest(tmp_path, "--hal-target", "cpu", "-k", "and or (", "--hal-json", str(tmp_path / "r.json"))
+    assert r.returncode == 4 and "Wrong expression passed to '-k'" in r.stderr, r.stdout[-2000:] + r.stderr
+    assert not (tmp_path / "r.json").exists()
