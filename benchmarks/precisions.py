@@ -126,10 +126,13 @@ def main(argv: list[str] | None = None) -> int:
            "median_native/exact": _median(native, "precision/exact"),
            "median_native_casts/exact": _median(native, "casts/exact"),
            "all_equal_casts": all(r["equals_casts"] for r in ok)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"{len(ok)} rows, all the same bits as the casts: {doc['all_equal_casts']}; wrote {args.out}")
-    return 0
+    from hal.files import atomic_write
+
+    atomic_write(args.out, json.dumps(doc, indent=1) + "\n")
+    failed = len(rows) - len(ok)
+    print(f"{len(ok)} rows, all the same bits as the casts: {doc['all_equal_casts']}"
+          + (f"; {failed} row(s) could not be measured (errors above)" if failed else "") + f"; wrote {args.out}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hal.cli_args import emit_json, load_inputs, parse_dims, parse_options, write_out
+from hal.cli_args import emit_json, load_inputs, parse_dims, parse_options, parse_sweep, write_out
 from hal.errors import HalError, InputError
 from hal.numerics import is_float
 from hal.peers import PEERS
@@ -236,9 +236,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json is not None:
         emit_json(args.json, rep.model_dump(mode="json"))
         if args.json == "-":
-            return 0
+            return _compare_status(rep)
     _print_compare(rep, f"{args.model}: every target vs the cpu reference ({args.precision})")
-    return 0
+    return _compare_status(rep)
+
+
+def _compare_status(rep) -> int:
+    """0 when every target and peer that ran agrees with the cpu; 1 (as diff) when one errs or
+    disagrees. A target refusing a model, or falling back, is an answer, not a failure."""
+    from hal.render import rows
+
+    bad = [r for r in rows(rep) if r.status == "error" or not all(o.within_tolerance for o in r.outputs)]
+    return 1 if bad else 0
+
+
+def _png(path: str) -> None:
+    """The pictures are PNG: a --plot named otherwise would hold PNG bytes under another name."""
+    if Path(path).suffix.lower() != ".png":
+        raise InputError(f"--plot {path}: the picture is a PNG, and the name does not end in .png",
+                         where="command line", hint=f"name it {Path(path).with_suffix('.png')}")
 
 
 def _pictures(rep, stem: Path) -> dict[str, Path]:
@@ -279,6 +295,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from hal.perf.trace import write_chrome_trace
     from hal.plugins import get_target
 
+    if args.plot:
+        _png(args.plot)
     spec = get_target(args.target).spec
     sess = hal.InferenceSession(args.model, target=args.target, precision=args.precision, fallback=args.fallback,
                                 devices=args.devices, **parse_options(args.option))
@@ -317,7 +335,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """`hal compare zoo:tiny-gpt --fallback allow`: parsed by compare's own parser, so it takes every compare default."""
+    """`hal compare zoo:tiny-gpt --fallback allow`, parsed by compare's own parser: it takes every compare default."""
     argv = ["compare", "zoo:tiny-gpt", "--fallback", "allow", "--precision", args.precision]
     if args.json is not None:
         argv += ["--json", args.json]
@@ -327,8 +345,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_estimate(args: argparse.Namespace) -> int:
     from hal.estimate import estimate
 
+    if args.plot:
+        _png(args.plot)
     if args.sweep:
         return _estimate_sweep(args)
+    if args.plot:
+        raise InputError("--plot draws a sweep: it needs --sweep", where="hal estimate",
+                         hint="e.g. --sweep batch=1,2,4,8 --plot tokens.png")
 
     ests = estimate(args.model, args.target, phase=args.phase, batch=args.batch, context=args.context,
                     prompt=args.prompt, devices=args.devices, precision=args.precision,
@@ -339,9 +362,12 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         return 0 if any(e.status == "ok" for e in ests) else EXIT_ERROR
     from rich.table import Table
 
-    t = Table(title=f"estimate: {args.model} ({args.phase}, batch {args.batch}, "
-                    + (f"context {args.context}" if args.phase == "decode" else f"prompt {args.prompt}")
-                    + f", precision {args.precision})")
+    llm = any(e.batch is not None for e in ests)  # --phase, --batch, --context, --prompt shape the zoo's LLMs only
+    t = Table(title=f"estimate: {args.model} ("
+                    + (f"{args.phase}, batch {args.batch}, "
+                       + (f"context {args.context}" if args.phase == "decode" else f"prompt {args.prompt}") + ", "
+                       if llm else "")
+                    + f"precision {args.precision})")
     for c in ("target", "status", "latency", "tokens/s per user", "TTFT", "devices", "memory/device",
               "energy", "compile"):
         t.add_column(c, overflow="fold")
@@ -364,11 +390,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def _estimate_sweep(args: argparse.Namespace) -> int:
     from hal.estimate import estimate
 
-    key, sep, values = args.sweep.partition("=")
-    if not sep or key not in ("batch", "context", "prompt"):
-        raise InputError(f"--sweep {args.sweep!r} must be batch=1,2,4 or context=... or prompt=...",
-                         where="command line")
-    xs = [int(v) for v in values.split(",") if v.strip()]
+    key, xs = parse_sweep(args.sweep)
     rows = []
     with _progress(args.json is None) as status:
         for x in xs:
@@ -392,7 +414,7 @@ def _estimate_sweep(args: argparse.Namespace) -> int:
     if args.json is not None:
         emit_json(args.json, {"sweep": key, "values": xs, "metric": metric, "series": series,
                                "estimates": [[e.model_dump(mode="json") for e in ests] for _, ests in rows]})
-        return 0
+        return 0 if any(e.status == "ok" for _, ests in rows for e in ests) else EXIT_ERROR
     from rich.table import Table
 
     t = Table(title=f"{args.model}: {metric} vs {key} ({args.phase}, precision {args.precision})")
@@ -401,11 +423,22 @@ def _estimate_sweep(args: argparse.Namespace) -> int:
         t.add_column(name)
     for i, x in enumerate(xs):
         t.add_row(str(x), *[fmt_num(series[name][i]) for name in targets])
-    _console().print(t)
-    return 0
+    con = _console()
+    con.print(t)
+    for x, ests in rows:  # each point a target could not estimate, and why ("—" in the table)
+        for e in ests:
+            if e.error:
+                con.print(f"[bold]{e.target}[/] at {key}={x}: {e.error}", highlight=False)
+    return 0 if any(e.status == "ok" for _, ests in rows for e in ests) else EXIT_ERROR
 
 
 # -- parser -----------------------------------------------------------------------------------
+
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
 
 def _json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
@@ -470,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE")
     p.add_argument("--trace", metavar="OUT.json", help="Chrome/Perfetto trace of the program")
     p.add_argument("--plot", metavar="OUT.png", help="timeline + roofline (gpu), slice Gantt (lpu), placement (wafer)")
-    p.add_argument("--top", type=int, default=15, help="rows in the table of longest program units")
+    p.add_argument("--top", type=_positive, default=15, help="rows in the table of longest program units")
     p.add_argument("--no-run", dest="run", action="store_false", help="compile only")
     _json_flag(p)
     p.set_defaults(func=cmd_profile)
@@ -504,9 +537,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the CLI prints it: what hal says, not the source line that said it."""
+    return f"warning: {category.__name__}: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.debug:
+        warnings.formatwarning = _one_line_warning
     try:
         return int(args.func(args) or 0)
     except HalError as e:

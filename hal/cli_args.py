@@ -47,9 +47,13 @@ def parse_kv(items: list[str] | None, what: str) -> dict[str, str]:
     return out
 
 
-#: keyword arguments the commands pass themselves (``--option`` may not repeat them)
-OWN_FLAGS = frozenset({"model", "target", "targets", "precision", "fallback", "devices", "max_memory", "timeout_s",
-                        "cache_dir", "zoo_params", "phase", "batch", "context", "prompt", "inputs", "dims", "seed"})
+#: keyword arguments the commands pass themselves (``--option`` may not repeat them), and the flag
+#: that sets each where a command has one (its --help says which)
+OWN_FLAGS = {"model": "MODEL", "target": "--target", "targets": "--targets", "precision": "--precision",
+             "fallback": "--fallback", "devices": "--devices", "max_memory": "--max-memory", "timeout_s": "--timeout",
+             "cache_dir": "--cache-dir", "zoo_params": "--batch / --context / --prompt (estimate)",
+             "phase": "--phase", "batch": "--batch", "context": "--context", "prompt": "--prompt",
+             "inputs": "--input / --inputs", "dims": "--dim", "seed": "--seed"}
 
 
 def parse_options(items: list[str] | None) -> dict[str, Any]:
@@ -58,7 +62,8 @@ def parse_options(items: list[str] | None) -> dict[str, Any]:
     for k, v in parse_kv(items, "--option").items():
         if k in OWN_FLAGS:  # a target option may not stand in for one of the command's own arguments
             raise InputError(f"--option {k}=... names a setting of the command, not of the target",
-                             where="command line", hint=f"use --{k.replace('_', '-')} instead")
+                             where="command line",
+                             hint=f"it is set by {OWN_FLAGS[k]}, where the command has that flag (see its --help)")
         try:
             out[k] = json.loads(v)
         except json.JSONDecodeError:
@@ -81,9 +86,11 @@ def load_inputs(pairs: list[str] | None, npz: str | None) -> dict[str, np.ndarra
     feeds: dict[str, np.ndarray] = {}
     if npz:
         try:
-            with np.load(npz, allow_pickle=False) as data:
-                if not hasattr(data, "files"):
-                    raise ValueError("not an .npz archive")
+            data = np.load(npz, allow_pickle=False)
+            if not hasattr(data, "files"):
+                raise InputError(f"{npz} holds one array (.npy), not named arrays (.npz)", where="--inputs",
+                                 hint="pass it as --input NAME=FILE.npy, or save the feeds with np.savez")
+            with data:
                 for info in data.zip.infolist():  # a compressed member may inflate far beyond the file
                     limits.check_alloc(f"member {info.filename!r}", [info.file_size], np.uint8,
                                        where=f"--inputs {npz}")
@@ -91,15 +98,47 @@ def load_inputs(pairs: list[str] | None, npz: str | None) -> dict[str, np.ndarra
         except HalError:
             raise
         except Exception as e:  # a user's file: numpy's parser may raise anything (TokenError, BadZipFile, ...)
-            raise InputError(f"cannot read {npz}: {type(e).__name__}: {e}", where="--inputs") from None
+            raise InputError(f"cannot read {npz}: {_numpy_says(e)}", where="--inputs",
+                             hint="save the feeds with np.savez(FILE, name=array, ...)") from None
+        if not feeds:
+            raise InputError(f"{npz} holds no arrays", where="--inputs", hint="save the feeds with np.savez")
     for name, path in parse_kv(pairs, "--input").items():
         try:
             value = np.load(path, allow_pickle=False)
         except Exception as e:  # as above
-            raise InputError(f"cannot read {path}: {type(e).__name__}: {e}", where=f"--input {name}") from None
+            raise InputError(f"cannot read {path}: {_numpy_says(e)}", where=f"--input {name}",
+                             hint="save the array with np.save(FILE, array)") from None
         if not isinstance(value, np.ndarray):
             value.close()
             raise InputError(f"{path} holds several arrays (.npz), not one", where=f"--input {name}",
                              hint="pass it with --inputs FEEDS.npz")
         feeds[name] = value
     return feeds or None
+
+
+def _numpy_says(e: Exception) -> str:
+    """numpy's reason a file did not load, without its advice to unpickle a file that is not numpy's."""
+    if isinstance(e, ValueError) and "allow_pickle" in str(e):
+        return "not a .npy or .npz file of plain arrays (numpy reads it as a pickle, which hal does not load)"
+    return f"{type(e).__name__}: {e}"
+
+
+#: what ``--sweep KEY=...`` may vary, and the least value each takes
+SWEEPS = {"batch": 1, "context": 0, "prompt": 1}
+
+
+def parse_sweep(text: str) -> tuple[str, list[int]]:
+    """``--sweep batch=1,2,4``: the key and its values, each an integer it may take."""
+    key, sep, values = text.partition("=")
+    if not sep or key not in SWEEPS:
+        raise InputError(f"--sweep {text!r} must be batch=1,2,4, context=... or prompt=...", where="command line")
+    least = SWEEPS[key]
+    hint = f"e.g. --sweep {key}=" + ",".join(str(v) for v in (least, least + 1, least + 3))
+    if not values.strip():
+        raise InputError(f"--sweep {key}= has no values", where="command line", hint=hint)
+    items = [v.strip() for v in values.split(",")]
+    if bad := [v for v in items if not v.isdigit() or int(v) < least]:
+        raise InputError(f"--sweep {key}: {', '.join(map(repr, bad))} "
+                         f"{'is not an integer' if len(bad) == 1 else 'are not integers'} >= {least}",
+                         where="command line", hint=hint)
+    return key, [int(v) for v in items]

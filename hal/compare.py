@@ -12,13 +12,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from hal.bisect import BisectResult
-from hal.errors import HalError, ResourceError, UnsupportedOpError
+from hal.errors import HalError, InputError, ResourceError, UnsupportedOpError
 from hal.feeds import random_feeds
 from hal.graph.ir import Graph
 from hal.graph.load import ModelLike, load
 from hal.peers import PeerUnavailable, check_peers, run_peer
-from hal.plugins import registry
-from hal.session import REFERENCE_TARGET, FallbackWarning, InferenceSession
+from hal.plugins import get_target, registry
+from hal.session import REFERENCE_TARGET, FallbackWarning, InferenceSession, make_options
 from hal.specs import MemoryLevel
 
 #: relative tolerance per precision under which a target "agrees" with the reference
@@ -35,6 +35,9 @@ class OutputDiff(BaseModel):
     max_rel: float = Field(description="max |a-b| / max |reference|")
     cosine: float
     within_tolerance: bool
+    mismatch: str | None = Field(default=None, description=(
+        "how the output differs from the reference's other than in its numbers (dtype, shape, a sequence's "
+        "length, a map's keys, strings); never within tolerance"))
 
 
 class TargetResult(BaseModel):
@@ -87,7 +90,7 @@ def _flatten(v: Any, layout: list[Any], numbers: list[np.ndarray]) -> None:
     """A value's layout (shapes, lengths, map keys, and strings, which must match exactly) and its
     numbers (compared within tolerance): how sequences, maps, optionals and string tensors compare."""
     if _numeric(v):
-        layout.append(("tensor", v.shape))
+        layout.append(("tensor", v.shape, v.dtype.str))
         numbers.append(v.astype(np.float64).reshape(-1))
     elif isinstance(v, np.ndarray):
         layout.append(("tensor", v.shape, v.dtype.kind, tuple(v.reshape(-1).tolist())))
@@ -110,10 +113,15 @@ def _shape(v: Any) -> list[int]:
 
 
 def diff(name: str, got: Any, ref: Any, tol: float) -> OutputDiff:
-    """How far ``got`` is from the reference's ``ref``: numbers within ``tol``, everything else exact."""
+    """How far ``got`` is from the reference's ``ref``: numbers within ``tol``, everything else exact
+    (a float64 output where the reference's is float32 is not "ok", however close its numbers)."""
+    mismatch = None
     if _numeric(got) and _numeric(ref):
         a, b = got.astype(np.float64), ref.astype(np.float64)
-        layouts_match = a.shape == b.shape
+        if got.shape != ref.shape:
+            mismatch = f"shape {list(got.shape)}, the reference's {list(ref.shape)}"
+        elif got.dtype != ref.dtype:
+            mismatch = f"dtype {got.dtype}, the reference's {ref.dtype}"
     else:
         got_layout: list[Any] = []
         ref_layout: list[Any] = []
@@ -121,11 +129,14 @@ def diff(name: str, got: Any, ref: Any, tol: float) -> OutputDiff:
         ref_numbers: list[np.ndarray] = []
         _flatten(got, got_layout, got_numbers)
         _flatten(ref, ref_layout, ref_numbers)
-        layouts_match = got_layout == ref_layout
+        if got_layout != ref_layout:
+            at = next((i for i, (x, y) in enumerate(zip(got_layout, ref_layout)) if x != y),
+                      min(len(got_layout), len(ref_layout)))
+            mismatch = f"{_describe(got_layout, at)}, the reference's {_describe(ref_layout, at)}"
         a, b = (np.concatenate(n) if n else np.zeros(0) for n in (got_numbers, ref_numbers))
-    if not layouts_match:
+    if a.shape != b.shape:
         return OutputDiff(name=name, shape=_shape(got), max_abs=float("inf"), max_rel=float("inf"),
-                          cosine=0.0, within_tolerance=False)
+                          cosine=0.0, within_tolerance=False, mismatch=mismatch)
     finite = np.isfinite(a) & np.isfinite(b)
     same_nonfinite = bool(np.all((a == b) | finite | (np.isnan(a) & np.isnan(b))))
     d = np.abs(a[finite] - b[finite])
@@ -136,13 +147,37 @@ def diff(name: str, got: Any, ref: Any, tol: float) -> OutputDiff:
     cosine = float(np.dot(a[finite].ravel(), b[finite].ravel()) / (na * nb)) if na > 0 and nb > 0 else \
         (1.0 if na == nb else 0.0)
     return OutputDiff(name=name, shape=_shape(got), max_abs=max_abs, max_rel=max_rel, cosine=cosine,
-                      within_tolerance=same_nonfinite and max_rel <= tol)
+                      within_tolerance=mismatch is None and same_nonfinite and max_rel <= tol, mismatch=mismatch)
+
+
+def _describe(layout: list[Any], at: int) -> str:
+    """One item of a ``_flatten`` layout, in words (``at`` past its end: nothing more)."""
+    if at >= len(layout):
+        return "nothing more"
+    kind, *rest = layout[at]
+    if kind == "tensor":
+        if len(rest) > 2:  # strings, compared exactly
+            kind_name = {"U": "string", "S": "bytes", "O": "object"}.get(rest[1], rest[1])
+            return f"a {kind_name} tensor {list(rest[0])} of values {list(rest[2])[:4]}"
+        return f"a {np.dtype(rest[1])} tensor {list(rest[0])}"
+    if kind == "map":
+        return f"a map with keys {list(rest[0])[:8]}"
+    if kind == "sequence":
+        return f"a sequence of {rest[0]}"
+    return f"the value {rest[0]}"
 
 
 def compare_targets(target: str) -> list[str]:
+    """``all``, or the targets named (``a,b``) after the cpu reference; an unknown name is an error
+    before anything is compiled (it lists the installed targets)."""
     if target == "all":
         return sorted(registry().targets, key=lambda t: (t != REFERENCE_TARGET, t))
-    names = [t.strip() for t in target.split(",") if t.strip()]
+    names = list(dict.fromkeys(t.strip() for t in target.split(",") if t.strip()))
+    if not names:
+        raise InputError(f"no target named in {target!r}", where="targets",
+                         hint=f"'all', or some of: {', '.join(sorted(registry().targets))}")
+    for name in names:
+        get_target(name)
     return ([REFERENCE_TARGET] if REFERENCE_TARGET not in names else []) + names
 
 
@@ -153,6 +188,8 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
     """Compile and run ``model`` on each target; diff every output against the cpu reference. Each of
     ``peers`` (``hal.peers.PEERS``: onnxruntime) runs the model on the same feeds, checked the same way."""
     check_peers(list(peers))
+    make_options(precision)  # an unknown precision: one error, not a row of them
+    names = compare_targets(targets)
     graph: Graph = load(model)
     feeds = dict(inputs) if inputs is not None else random_feeds(graph, seed=seed, dims=dims)
     tol = TOLERANCE.get(precision, 3e-2)
@@ -161,7 +198,7 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
     out_names = [o.name for o in ref.get_outputs()]
     results = []
     sessions: dict[str, InferenceSession] = {}
-    for name in compare_targets(targets):
+    for name in names:
         if progress is not None:
             progress(name)
         prec = "exact" if name == REFERENCE_TARGET else precision

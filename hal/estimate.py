@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hal.errors import HalError
+from hal.errors import HalError, InputError
 from hal.graph.load import ModelLike
-from hal.plugins import registry
+from hal.plugins import get_target, registry
 from hal.session import REFERENCE_TARGET, compile
 from hal.specs import MemoryLevel
 
@@ -76,26 +76,30 @@ def zoo_params_for(model: ModelLike, phase: str, batch: int, context: int, promp
 def uncosted_nodes(model: ModelLike, zoo_params: dict[str, Any]) -> list[str]:
     """The main graph's nodes, as "name (op)", whose bodies the cost models could not count
     (``hal.perf.bodies``: a trip count the run decides, a generation op's decoder runs): their
-    figures count such a node's own outputs only. [] for a model that does not load: compiling it
-    says why."""
+    figures count such a node's own outputs only. A model that does not load raises here, once,
+    rather than once per target."""
     from hal.graph.load import load
     from hal.graph.passes import optimize
     from hal.perf.bodies import body_flops, has_bodies
     from hal.perf.opcount import node_flops
 
-    try:
-        graph = optimize(load(model, zoo_params=zoo_params))
-    except HalError:
-        return []
+    graph = optimize(load(model, zoo_params=zoo_params))
     return [f"{n.name} ({n.op_type})" for n in graph.nodes
             if has_bodies(n) and body_flops(n, graph, node_flops) is None]
 
 
 def estimate_targets(target: str) -> list[str]:
-    """``all`` means every installed accelerator target (the reference cpu models no hardware)."""
-    if target != "all":
-        return [t.strip() for t in target.split(",") if t.strip()]
-    return sorted(t for t in registry().targets if t != REFERENCE_TARGET)
+    """``all`` means every installed accelerator target (the reference cpu models no hardware); an
+    unknown name is an error before anything is compiled."""
+    if target == "all":
+        return sorted(t for t in registry().targets if t != REFERENCE_TARGET)
+    names = list(dict.fromkeys(t.strip() for t in target.split(",") if t.strip()))
+    if not names:
+        raise InputError(f"no target named in {target!r}", where="estimate",
+                         hint=f"'all', or some of: {', '.join(sorted(registry().targets))}")
+    for name in names:
+        get_target(name)
+    return names
 
 
 def estimate(model: ModelLike, target: str = "all", *, phase: Phase = "decode", batch: int = 1,
@@ -107,9 +111,10 @@ def estimate(model: ModelLike, target: str = "all", *, phase: Phase = "decode", 
     reason, and the other targets still report.
     """
     zp = zoo_params_for(model, phase, batch, context, prompt)
+    names = estimate_targets(target)
     uncosted = uncosted_nodes(model, zp)
     out = []
-    for name in estimate_targets(target):
+    for name in names:
         prec = precision
         base = dict(target=name, model=str(model) if not isinstance(model, bytes) else "<bytes>",
                     phase=phase if zp else None, batch=batch if zp else None,

@@ -42,6 +42,10 @@ def resolve_shape(t: TensorInfo, dims: Mapping[str, int]) -> tuple[int, ...]:
     return tuple(out)
 
 
+#: where a value hal cannot invent comes from instead
+FEED_IT = "feed it yourself: hal run --input/--inputs, hal compare --inputs, or InferenceSession.run"
+
+
 def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = None,
                  max_memory: int | None = None) -> dict[str, np.ndarray]:
     """One seeded array per graph input: normal floats, in-range ids for Gather indices, ones for
@@ -49,12 +53,17 @@ def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = N
     ``max_memory`` (default: hal's, half the RAM) is a ResourceError before anything is allocated."""
     rng = np.random.default_rng(seed)
     dims = dims or {}
+    named = {d for t in graph.inputs for d in (t.shape or ()) if isinstance(d, str)}
+    if unknown := sorted(set(dims) - named - {"*"}):
+        raise InputError(f"no input has a dimension named {', '.join(map(repr, unknown))}", where="random inputs",
+                         hint=f"the inputs' dimension names: {', '.join(sorted(named)) or 'none (every size is fixed)'}"
+                              "; '*' sets every unnamed one")
     bound = limits.effective_max_memory(max_memory)
     feeds = {}
     for t in graph.inputs:
         if t.kind != "tensor" or t.dtype is None:
             raise InputError(f"input {t.name!r} is a {t.kind}; hal cannot invent it", where="random inputs",
-                             hint="pass it with --input / --inputs")
+                             hint=FEED_IT)
         shape = resolve_shape(t, dims)
         dt = t.dtype
         floating = is_float(dt)
@@ -73,7 +82,7 @@ def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = N
             feeds[t.name] = np.ones(shape, dtype=bool)
         else:
             raise InputError(f"input {t.name!r} has dtype {dt}; hal cannot invent it", where="random inputs",
-                             hint="pass it with --input / --inputs")
+                             hint=FEED_IT)
     return feeds
 
 

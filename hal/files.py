@@ -42,10 +42,13 @@ def write_output(dest: str | os.PathLike, data: bytes | str) -> Path:
         special = not stat.S_ISREG(Path(dest).stat().st_mode)
     except OSError:
         special = False
-    if not special:
-        return atomic_write(dest, data)
-    with open(dest, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
+    try:
+        if not special:
+            return atomic_write(dest, data)
+        with open(dest, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+    except OSError as e:  # say it of the file the user named, not of the temporary file or a folder on the way
+        raise type(e)(e.errno, e.strerror or str(e), str(dest)) from None
     return Path(dest)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hal.errors import HalError
-from hal.files import atomic_write
+from hal.files import write_output
 
 
 class PlotUnavailable(HalError):
@@ -36,7 +36,7 @@ def _save(fig, path: str | Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
     _plt().close(fig)
-    return atomic_write(path, buf.getvalue())
+    return write_output(path, buf.getvalue())
 
 
 def _colors(keys: Sequence[str]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 
 from hal.compare import CompareReport, TargetResult
-from hal.files import atomic_write
+from hal.files import write_output
 
 COLUMNS = ("target", "status", "max abs err", "max rel err", "cosine", "latency", "throughput", "peak memory",
            "devices", "energy", "compile", "kernels/nodes", "placement")
@@ -40,7 +40,8 @@ def fmt_num(x: float | None, unit: str = "") -> str:
 def row(r: TargetResult) -> list[str]:
     worst = max(r.outputs, key=lambda o: o.max_rel, default=None)
     ok = all(o.within_tolerance for o in r.outputs)
-    status = r.status if r.status != "ok" else ("ok" if ok else "ok (beyond tolerance)")
+    status = r.status if r.status != "ok" else ("ok" if ok else "wrong output" if any(o.mismatch for o in r.outputs)
+                                                 else "ok (beyond tolerance)")
     return [r.target, status, fmt_num(worst.max_abs) if worst else "—", fmt_num(worst.max_rel) if worst else "—",
             f"{worst.cosine:.6f}" if worst else "—", fmt_time(r.latency_s), fmt_num(r.throughput_per_s, "/s"),
             fmt_bytes(r.peak_memory_bytes), fmt_num(r.devices), fmt_num(r.energy_j, " J"), fmt_time(r.compile_time_s),
@@ -55,6 +56,7 @@ def rows(rep: CompareReport) -> list[TargetResult]:
 
 def notes(rep: CompareReport) -> list[str]:
     out = [f"{r.target}: {r.reason}" for r in rows(rep) if r.reason]
+    out += [f"{r.target}: output {o.name!r} is {o.mismatch}" for r in rows(rep) for o in r.outputs if o.mismatch]
     for b in rep.bisect:
         if b.found:
             growth = " → ".join(f"{p.node} ({p.op_type}) {p.max_rel:.2e}" for p in b.path)
@@ -109,4 +111,4 @@ def to_html(rep: CompareReport, pictures: dict[str, Path] | None = None) -> str:
 
 
 def write(path: str | Path, text: str) -> Path:
-    return atomic_write(path, text)
+    return write_output(path, text)

@@ -96,6 +96,27 @@ def test_compare_reference_agrees_with_itself_and_report_validates():
     jsonschema.validate(rep.model_dump(mode="json"), CompareReport.model_json_schema())
 
 
+def test_an_output_of_another_dtype_or_shape_is_a_wrong_output_however_close_its_numbers():
+    from hal import render
+    from hal.compare import CompareReport, TargetResult, diff
+
+    ref = np.arange(6, dtype=np.float32).reshape(2, 3)
+    wide = diff("y", ref.astype(np.float64), ref, 1e-4)  # equal numbers: diff once cast both and read "ok"
+    assert (wide.max_abs, wide.within_tolerance) == (0.0, False)
+    assert wide.mismatch == "dtype float64, the reference's float32"
+    turned = diff("y", ref.reshape(3, 2), ref, 1e-4)
+    assert not turned.within_tolerance and turned.mismatch == "shape [3, 2], the reference's [2, 3]"
+    short = diff("s", [ref], [ref, ref], 1e-4)
+    assert not short.within_tolerance and short.mismatch == "a sequence of 1, the reference's a sequence of 2"
+    inner = diff("s", [ref.astype(np.float16)], [ref], 1e-4)
+    assert inner.mismatch == "a float16 tensor [2, 3], the reference's a float32 tensor [2, 3]"
+    assert diff("y", ref.copy(), ref, 1e-4).mismatch is None
+    rep = CompareReport(model="m", precision="exact", tolerance=1e-4, inputs={}, results=[
+        TargetResult(target="t", status="ok", precision="exact", outputs=[wide])])
+    assert render.row(rep.results[0])[1] == "wrong output"
+    assert render.notes(rep) == ["t: output 'y' is dtype float64, the reference's float32"]
+
+
 def _resize_align_corners(scale: float) -> bytes:
     """Relu, a bilinear Resize with align_corners of the 1x1x5x6 image by ``scale``, then its square."""
     from onnx import TensorProto, helper, numpy_helper

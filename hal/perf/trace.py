@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hal.files import atomic_write
+from hal.files import write_output
 
 
 def event(name: str, start_s: float, dur_s: float, *, pid: str, tid: str, cat: str = "",
@@ -20,7 +20,7 @@ def write_chrome_trace(events: list[dict[str, Any]], path: str | Path, metadata:
                        ) -> Path:
     """Write ``{"traceEvents": [...]}`` (loads in chrome://tracing and ui.perfetto.dev)."""
     doc = {"traceEvents": events, "displayTimeUnit": "ns", "otherData": metadata or {}}
-    return atomic_write(path, json.dumps(doc))
+    return write_output(path, json.dumps(doc))
 
 
 __all__ = ["event", "write_chrome_trace"]

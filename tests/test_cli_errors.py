@@ -1,0 +1,123 @@
+"""The command line on bad input: one `error:` line naming what, where and what to do, exit 2; a run
+that did nothing, or found a difference, never exits 0. Each case is one a probe of every command
+and flag found answered with a traceback, an internal error, a misleading message or a silent 0."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from hal.cli import main
+
+
+@pytest.fixture
+def hal_cli(capsys, monkeypatch):
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main sets it for the process
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        rc = main(list(argv))
+        out = capsys.readouterr()
+        return rc, out.out, out.err
+    return run
+
+
+def _dynamic_model(path) -> str:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])
+    m = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(m, path)
+    return str(path)
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["estimate", "zoo:llama-2-7b", "-t", "gpu", "--sweep", "batch=a,b"],
+     "--sweep batch: 'a', 'b' are not integers >= 1"),
+    (["estimate", "zoo:llama-2-7b", "-t", "gpu", "--sweep", "batch=1.5"], "'1.5' is not an integer >= 1"),
+    (["estimate", "zoo:llama-2-7b", "-t", "gpu", "--sweep", "batch=0,2"], "'0' is not an integer >= 1"),
+    (["estimate", "zoo:llama-2-7b", "-t", "gpu", "--sweep", "batch="], "--sweep batch= has no values"),
+    (["estimate", "zoo:llama-2-7b", "-t", "nope"], "no target named 'nope'"),
+    (["estimate", "zoo:llama-2-7b", "-t", "gpu,nope"], "no target named 'nope'"),
+    (["estimate", "zoo:llama-2-7b", "-t", ","], "no target named in ','"),
+    (["estimate", "zoo:llama-2-7b", "-t", "gpu", "--plot", "x.png"], "--plot draws a sweep: it needs --sweep"),
+    (["estimate", "zoo:llama-2-7b", "-t", "gpu", "--sweep", "batch=1", "--plot", "x.svg"],
+     "the picture is a PNG, and the name does not end in .png"),
+    (["compare", "zoo:tiny-cnn", "--targets", "gpu,nope"], "no target named 'nope'"),
+    (["compare", "zoo:tiny-cnn", "--targets", ""], "no target named in ''"),
+    (["compare", "zoo:tiny-cnn", "--precision", "fp99"], "invalid option precision"),
+    (["demo", "--precision", "fp99"], "invalid option precision"),
+    (["profile", "zoo:tiny-cnn", "-t", "gpu", "--plot", "p.txt"], "name it p.png"),
+    (["run", "zoo:tiny-cnn", "-o", "timeout_s=1"], "it is set by --timeout"),
+])
+def test_a_bad_value_is_one_error_line_before_anything_runs(hal_cli, argv, says, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = hal_cli(*argv)
+    assert (rc, err.count("\n")) == (2, 1), err
+    assert err.startswith("error: ") and says in err, err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_input_files_that_are_not_what_the_flag_reads_say_so(hal_cli, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((1, 16), np.int64))
+    rc, _, err = hal_cli("run", "zoo:tiny-gpt", "--inputs", str(tmp_path / "x.npy"))
+    assert rc == 2 and "holds one array (.npy), not named arrays (.npz)" in err and "--input NAME=FILE.npy" in err
+    (tmp_path / "text.npz").write_text("not numpy")
+    rc, _, err = hal_cli("run", "zoo:tiny-gpt", "--input", f"input_ids={tmp_path / 'text.npz'}")
+    assert rc == 2 and "not a .npy or .npz file of plain arrays" in err and "allow_pickle" not in err
+    np.savez(tmp_path / "empty.npz")  # had run on random inputs, as if no file were given
+    rc, _, err = hal_cli("run", "zoo:tiny-gpt", "--inputs", str(tmp_path / "empty.npz"))
+    assert rc == 2 and "holds no arrays" in err
+
+
+def test_a_dimension_the_model_does_not_name_is_an_error(hal_cli, tmp_path):
+    model = _dynamic_model(tmp_path / "dyn.onnx")
+    rc, _, err = hal_cli("run", model, "--dim", "n=2", "--json")
+    assert rc == 0, err
+    rc, _, err = hal_cli("run", model, "--dim", "zz=3")
+    assert rc == 2 and "no input has a dimension named 'zz'" in err and "dimension names: n" in err
+
+
+def test_an_output_that_cannot_be_written_names_the_users_path(hal_cli, tmp_path):
+    (tmp_path / "afile").write_text("")
+    rc, _, err = hal_cli("targets", "--json", str(tmp_path / "afile" / "x.json"))
+    assert rc == 2 and str(tmp_path / "afile" / "x.json") in err and ".tmp" not in err
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+def test_a_sweep_prints_why_a_point_has_no_figure_and_fails_when_none_has(hal_cli):
+    rc, out, _ = hal_cli("estimate", "zoo:llama-2-7b", "-t", "gpu", "--devices", "1", "--sweep", "batch=1,4096")
+    assert rc == 0 and "gpu at batch=4096: target 'gpu': the model needs more HBM" in out  # had shown only "—"
+    rc, out, _ = hal_cli("estimate", "zoo:llama-2-7b", "-t", "gpu", "--devices", "1", "--sweep", "batch=4096")
+    assert rc == 2 and "gpu at batch=4096:" in out
+    rc, _, err = hal_cli("estimate", "zoo:llama-2-7b", "--sweep", "context=1,99999999")
+    assert rc == 2 and err.count("\n") == 1 and "exceed the model's 4096" in err  # once, not once per target
+
+
+def test_compare_exits_1_when_a_target_disagrees_and_0_when_all_agree(hal_cli, monkeypatch):
+    import sys
+
+    compare = sys.modules["hal.compare"]  # (hal.compare is also the function)
+    assert hal_cli("compare", "zoo:tiny-cnn", "--targets", "cpu,gpu")[0] == 0
+    real = compare.diff
+    monkeypatch.setattr(compare, "diff", lambda name, got, ref, tol: real(name, got * 2, ref, tol))
+    rc, out, _ = hal_cli("compare", "zoo:tiny-cnn", "--targets", "cpu,gpu", "--json")
+    assert rc == 1 and not json.loads(out)["results"][1]["outputs"][0]["within_tolerance"]
+
+
+def test_warnings_print_as_one_line_without_hals_source(tmp_path):
+    m = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Unique", ["r"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(m, tmp_path / "u.onnx")
+    res = subprocess.run([sys.executable, "-m", "hal.cli", "run", str(tmp_path / "u.onnx"), "-t", "lpu",
+                          "--fallback", "warn"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == "warning: FallbackWarning: 1 node(s) fall back from 'lpu' to 'cpu': Unique_1 (Unique)\n"
