@@ -12,12 +12,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from hal.bisect import BisectResult
-from hal.errors import HalError, InputError, ResourceError, UnsupportedOpError
+from hal.errors import HalError, ResourceError, UnsupportedOpError
 from hal.feeds import random_feeds
 from hal.graph.ir import Graph
 from hal.graph.load import ModelLike, load
 from hal.peers import PeerUnavailable, check_peers, run_peer
-from hal.plugins import get_target, registry
+from hal.plugins import named_targets, registry
 from hal.session import REFERENCE_TARGET, FallbackWarning, InferenceSession, make_options
 from hal.specs import MemoryLevel
 
@@ -172,12 +172,7 @@ def compare_targets(target: str) -> list[str]:
     before anything is compiled (it lists the installed targets)."""
     if target == "all":
         return sorted(registry().targets, key=lambda t: (t != REFERENCE_TARGET, t))
-    names = list(dict.fromkeys(t.strip() for t in target.split(",") if t.strip()))
-    if not names:
-        raise InputError(f"no target named in {target!r}", where="targets",
-                         hint=f"'all', or some of: {', '.join(sorted(registry().targets))}")
-    for name in names:
-        get_target(name)
+    names = named_targets(target, "compare")
     return ([REFERENCE_TARGET] if REFERENCE_TARGET not in names else []) + names
 
 

@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hal.errors import HalError, InputError
+from hal.errors import HalError
 from hal.graph.load import ModelLike
-from hal.plugins import get_target, registry
+from hal.plugins import named_targets, registry
 from hal.session import REFERENCE_TARGET, compile
 from hal.specs import MemoryLevel
 
@@ -93,13 +93,7 @@ def estimate_targets(target: str) -> list[str]:
     unknown name is an error before anything is compiled."""
     if target == "all":
         return sorted(t for t in registry().targets if t != REFERENCE_TARGET)
-    names = list(dict.fromkeys(t.strip() for t in target.split(",") if t.strip()))
-    if not names:
-        raise InputError(f"no target named in {target!r}", where="estimate",
-                         hint=f"'all', or some of: {', '.join(sorted(registry().targets))}")
-    for name in names:
-        get_target(name)
-    return names
+    return named_targets(target, "estimate")
 
 
 def estimate(model: ModelLike, target: str = "all", *, phase: Phase = "decode", batch: int = 1,

@@ -18,7 +18,7 @@ import pluggy
 from pydantic import ValidationError
 
 from hal import hookspecs
-from hal.errors import HalError, PluginError
+from hal.errors import HalError, InputError, PluginError
 from hal.kernels import KernelDef
 from hal.kernels import register as register_kernel
 from hal.specs import HAL_API_VERSION, TargetSpec
@@ -242,6 +242,18 @@ def get_target(name: str) -> Target:
     return t
 
 
+def named_targets(text: str, where: str) -> list[str]:
+    """The installed targets a user named (``a,b``), in order, once each: an unknown name, or none,
+    is an error before anything is compiled (it lists the installed ones)."""
+    names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    if not names:
+        raise InputError(f"no target named in {text!r}", where=where,
+                         hint=f"'all', or some of: {', '.join(sorted(registry().targets))}")
+    for name in names:
+        get_target(name)
+    return names
+
+
 def targets() -> list[TargetSpec]:
     """The specs of every installed target, sorted by name."""
     reg = registry()
@@ -260,5 +272,5 @@ def hook_error(target: str, what: str, hint: str | None = None) -> PluginError:
                        hint=hint or "report it to the plugin's authors; other targets still work")
 
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginRecord", "PluginRegistry", "get_target", "hook_error", "plugin_of",
-           "register", "registry", "targets", "unregister"]
+__all__ = ["ENTRY_POINT_GROUP", "PluginRecord", "PluginRegistry", "get_target", "hook_error", "named_targets",
+           "plugin_of", "register", "registry", "targets", "unregister"]
