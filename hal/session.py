@@ -73,8 +73,9 @@ def make_options(precision: str = "exact", devices: int | None = None, max_memor
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
-        raise CompileError(f"invalid option {loc}: {err['msg']}", where="compile options",
-                           hint="precision: exact|native|fp32|tf32|bf16|fp16|fp8|int8; devices >= 1") from None
+        field = CompileOptions.model_fields.get(str(err["loc"][0]))
+        raise CompileError(f"invalid option {loc}: {err['msg']}, got {err['input']!r}", where="compile options",
+                           hint=f"{loc}: {field.description}" if field and field.description else None) from None
 
 
 def _check_target_accepts(target: Target, options: CompileOptions) -> None:

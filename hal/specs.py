@@ -115,10 +115,12 @@ def load_spec_sheet(path: str | Path, **overrides: Any) -> TargetSpec:
 class CompileOptions(HalModel):
     """Options every target understands, plus ``target_options`` that the target declares."""
 
-    precision: Precision = "exact"
-    devices: int | None = Field(default=None, ge=1, description="GPUs, chips or wafers; None: target picks")
+    precision: Precision = Field(default="exact", description="one of exact, native, fp32, tf32, bf16, fp16, fp8, "
+                                 "int8 (a target offers some: hal targets)")
+    devices: int | None = Field(default=None, ge=1, description="GPUs, chips or wafers, at least 1; None: target picks")
     max_memory: int | None = Field(default=None, ge=1, description="bytes any one tensor/run may allocate")
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0, description="seconds each compile and run may take, "
+                                    "more than 0; None: no bound")
     target_options: dict[str, Any] = Field(default_factory=dict)
 
 

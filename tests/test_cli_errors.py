@@ -55,6 +55,8 @@ def _dynamic_model(path) -> str:
     (["demo", "--precision", "fp99"], "invalid option precision"),
     (["profile", "zoo:tiny-cnn", "-t", "gpu", "--plot", "p.txt"], "name it p.png"),
     (["run", "zoo:tiny-cnn", "-o", "timeout_s=1"], "it is set by --timeout"),
+    (["run", "zoo:tiny-cnn", "--timeout", "0"], "timeout_s: seconds each compile and run may take, more than 0"),
+    (["run", "zoo:tiny-cnn", "--devices", "0"], "devices: GPUs, chips or wafers, at least 1"),
 ])
 def test_a_bad_value_is_one_error_line_before_anything_runs(hal_cli, argv, says, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
