@@ -206,18 +206,22 @@ def score_mask(graph: Graph, p: AttentionPattern, q_rows: int) -> np.ndarray | N
     sliding window, padding), or None when it has none. A Where that puts a constant at or below
     ``MASKED_SCORE`` where a constant condition says so, and an Add of a constant mask with such
     values, both count; a tile any batch or head needs is computed for all of them."""
+    def values(name: str) -> np.ndarray | None:  # a constant's values (a shape-only weight has none)
+        v = graph.initializers.get(name)
+        return v if isinstance(v, np.ndarray) else None
+
     allowed = None
     cur = graph.nodes[p.qk].outputs[0]
     for i in p.score_ops:
         n = graph.nodes[i]
         keep = None
         if n.op_type == "Where" and n.inputs[0] != cur:
-            cond = graph.initializers.get(n.inputs[0])
-            fill = graph.initializers.get(n.inputs[2] if n.inputs[1] == cur else n.inputs[1])
+            cond = values(n.inputs[0])
+            fill = values(n.inputs[2] if n.inputs[1] == cur else n.inputs[1])
             if cond is not None and fill is not None and fill.size == 1 and float(fill.reshape(-1)[0]) <= MASKED_SCORE:
                 keep = cond.astype(bool) if n.inputs[1] == cur else ~cond.astype(bool)
         elif n.op_type == "Add":
-            m = graph.initializers.get(n.inputs[1] if n.inputs[0] == cur else n.inputs[0])
+            m = values(n.inputs[1] if n.inputs[0] == cur else n.inputs[0])
             if m is not None and m.size > 1 and m.dtype.kind == "f":
                 keep = m > MASKED_SCORE
         if keep is not None and keep.ndim >= 1:
