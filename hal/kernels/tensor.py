@@ -102,6 +102,12 @@ def _split(x: np.ndarray, split: list[int] | None, axis: int, num_outputs: int |
     if num_outputs is not None and n_outputs is not None and num_outputs != n_outputs:
         raise ValueError(f"Split has {n_outputs} outputs but num_outputs={num_outputs}")
     num_outputs = num_outputs or n_outputs
+    if split is not None and not split:  # an empty 'split' input is an absent one, as onnxruntime reads it
+        split = None
+    if split is not None and (sum(split) != dim or any(p < 0 for p in split)
+                              or (n_outputs is not None and len(split) != n_outputs)):
+        raise ValueError(f"Split's parts {split} must be {n_outputs or len(split)} non-negative lengths adding up "
+                         f"to the axis's {dim}")
     if split is None:
         if num_outputs is None:
             raise ValueError("Split without 'split' needs the node's output count (num_outputs)")
