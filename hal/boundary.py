@@ -9,16 +9,18 @@ the output, raised at the boundary rather than as a wrong number in a later part
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
 
 from hal import limits
-from hal.errors import HalError, InputError, ResourceError
+from hal.errors import HalError, InputError, ModelError, ResourceError
 from hal.feeds import map_feed
-from hal.graph.ir import TensorInfo
+from hal.graph.ir import TensorInfo, np_dtype
 from hal.plugins import hook_error
 from hal.target import Executable
 
@@ -63,30 +65,102 @@ def checked_feeds(inputs: Sequence[TensorInfo], feeds: Any, names: frozenset[str
     out = {**feeds, **dict.fromkeys(absent)}
     for t in inputs:
         v = out[t.name]
-        if t.kind == "map":
+        if t.kind == "tensor":
+            out[t.name] = tensor_feed(t.name, v, t.dtype, t.shape, t.describe(), max_memory)
+        elif t.kind == "map":
             out[t.name] = map_feed(t, v)
-            continue
-        if t.kind != "tensor":
-            continue
-        if not isinstance(v, np.ndarray):
-            raise InputError(f"feed {t.name!r} is a {type(v).__name__}, not a numpy array",
-                             where="run feeds", hint=f"expected {t.describe()}")
-        dt = t.dtype
-        if dt is not None and v.dtype != dt:
-            raise InputError(f"feed {t.name!r} has dtype {v.dtype}, expected {dt}",
-                             where="run feeds", hint=f"cast it: x.astype(np.{dt.name}); expected {t.describe()}")
-        if t.shape is not None:
-            if v.ndim != len(t.shape):
-                raise InputError(f"feed {t.name!r} has rank {v.ndim} (shape {list(v.shape)}), expected rank "
-                                 f"{len(t.shape)}", where="run feeds", hint=f"expected {t.describe()}")
-            for axis, (want, got) in enumerate(zip(t.shape, v.shape)):
-                # (a dimension name two inputs share may take two values, as in onnxruntime: Optimum's
-                # merged seq2seq decoders are fed an empty encoder past beside the encoder's states)
-                if isinstance(want, int) and want != got:
-                    raise InputError(f"feed {t.name!r} has shape {list(v.shape)}; dimension {axis} must be "
-                                     f"{want}", where="run feeds", hint=f"expected {t.describe()}")
-        check_feed_size(t.name, v, max_memory)
+        elif t.kind in ("sequence", "optional") and t.type_proto is not None:
+            out[t.name] = _typed_feed(t.name, v, t.type_proto, f"{t.name}: {_type_words(t.type_proto)}", max_memory)
     return out
+
+
+def tensor_feed(label: str, v: Any, dt: np.dtype | None, shape: Sequence[Any] | None, expected: str,
+                max_memory: int) -> np.ndarray:
+    """A feed of a tensor (or a sequence's item, or an optional's value) checked against its declared
+    element type and shape: an InputError saying what is wrong and what to pass. An ndarray subclass
+    (np.matrix, np.memmap) is taken as the plain array it views, a numpy str array for a string
+    tensor as the object array of its str; a masked array is refused (its mask would be dropped)."""
+    if v.__class__ is not np.ndarray:
+        if not isinstance(v, np.ndarray):
+            cast = f"np.asarray(value, dtype={_dtype_expr(dt)})" if dt is not None else "np.asarray(value)"
+            raise InputError(f"feed {label!r} is a {type(v).__name__}, not a numpy array", where="run feeds",
+                             hint=f"pass {cast}; expected {expected}")
+        ma = sys.modules.get("numpy.ma")
+        if ma is not None and isinstance(v, ma.MaskedArray):
+            raise InputError(f"feed {label!r} is a masked array; the model would read its masked values",
+                             where="run feeds", hint=f"pass x.filled(value) (a plain array); expected {expected}")
+        v = v.view(np.ndarray)  # np.matrix, np.memmap, ...: the same memory as a plain array
+    if dt is not None and v.dtype != dt:
+        if dt.kind == "O" and v.dtype.kind == "U":  # a str array for a string tensor: its str, as onnxruntime
+            v = v.astype(object)
+        else:
+            raise InputError(f"feed {label!r} has dtype {v.dtype}, expected {dt}",
+                             where="run feeds", hint=f"cast it: x.astype({_dtype_expr(dt)}); expected {expected}")
+    if shape is not None:
+        if v.ndim != len(shape):
+            raise InputError(f"feed {label!r} has rank {v.ndim} (shape {list(v.shape)}), expected rank "
+                             f"{len(shape)}", where="run feeds", hint=f"expected {expected}")
+        for axis, (want, got) in enumerate(zip(shape, v.shape)):
+            # (a dimension name two inputs share may take two values, as in onnxruntime: Optimum's
+            # merged seq2seq decoders are fed an empty encoder past beside the encoder's states)
+            if isinstance(want, int) and want != got:
+                raise InputError(f"feed {label!r} has shape {list(v.shape)}; dimension {axis} must be "
+                                 f"{want}", where="run feeds", hint=f"expected {expected}")
+    check_feed_size(label, v, max_memory)
+    return v
+
+
+def _dtype_expr(dt: np.dtype | None) -> str:
+    """How to name ``dt`` in a hint's code: np.float32, object (strings), np.dtype('bfloat16')."""
+    if dt is None:
+        return "..."
+    if dt.kind == "O":
+        return "object"
+    if dt.type.__module__ == "ml_dtypes":
+        return f"ml_dtypes.{dt.name}"
+    return f"np.{dt.name}" if getattr(np, dt.name, None) is dt.type else f"np.dtype({dt.name!r})"
+
+
+def _type_words(tp: onnx.TypeProto) -> str:
+    """A declared type in a hint's words: float32[2, ?], a sequence of float32[?], an optional ..."""
+    which = tp.WhichOneof("value")
+    if which == "tensor_type":
+        tt = tp.tensor_type
+        dt = np_dtype(tt.elem_type)
+        dims = "[" + ", ".join(str(d.dim_value) if d.HasField("dim_value") else d.dim_param or "?"
+                               for d in tt.shape.dim) + "]" if tt.HasField("shape") else "[?]"
+        return f"{dt.name if dt is not None else 'tensor'}{dims}"
+    if which == "sequence_type":
+        return f"a sequence (list) of {_type_words(tp.sequence_type.elem_type)}"
+    if which == "optional_type":
+        return f"an optional (None or) {_type_words(tp.optional_type.elem_type)}"
+    if which == "map_type":
+        key = np_dtype(tp.map_type.key_type)
+        return f"a map (dict) of {'str' if key is None or key.kind == 'O' else key.name} to " \
+               f"{_type_words(tp.map_type.value_type)}"
+    return which or "a value"
+
+
+def _typed_feed(label: str, v: Any, tp: onnx.TypeProto, expected: str, max_memory: int) -> Any:
+    """A feed of a sequence or optional input (or an item of one) checked against its declared type:
+    a sequence is a list (or tuple) of its items, an optional None or its value."""
+    which = tp.WhichOneof("value")
+    if which == "tensor_type":
+        tt = tp.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim) \
+            if tt.HasField("shape") else None
+        return tensor_feed(label, v, np_dtype(tt.elem_type), shape, expected, max_memory)
+    if which == "sequence_type":
+        if not isinstance(v, (list, tuple)):
+            raise InputError(f"feed {label!r} is a {type(v).__name__}, not a sequence", where="run feeds",
+                             hint=f"pass a list of its items (numpy arrays); expected {expected}")
+        elem = tp.sequence_type.elem_type
+        return [_typed_feed(f"{label}[{i}]", x, elem, expected, max_memory) for i, x in enumerate(v)]
+    if which == "optional_type":
+        return None if v is None else _typed_feed(label, v, tp.optional_type.elem_type, expected, max_memory)
+    if which == "map_type":
+        return map_feed(TensorInfo(label, 0, None, "map", tp), v)
+    return v  # a type hal does not check (sparse tensors, opaque): the kernels say what they take
 
 
 def check_feed_size(name: str, v: np.ndarray, limit: int) -> None:
@@ -136,11 +210,30 @@ def run_partition(p: Partition, feeds: dict[str, Any]) -> Mapping[str, Any]:
             for name, dt in p.checks:
                 v = out[name]
                 if v.__class__ is not np.ndarray or v.dtype != dt:
-                    raise hook_error(target, f"run on target {target!r} returned output {name!r} as "
-                                             f"{_what(v)}; the graph makes it a {dt} array")
-            return out
+                    raise _wrong_output(target, name, v, dt)
+            # only its outputs: another key would overwrite a value of the same name in the session's
+            return out if len(out) == len(outputs) else {o: out[o] for o in outputs}
     got = sorted(map(str, out)) if isinstance(out, Mapping) else type(out).__name__
     raise hook_error(target, f"run on target {target!r} returned {got}; expected outputs {', '.join(outputs)}")
+
+
+def _wrong_output(target: str, name: str, v: Any, dt: np.dtype) -> HalError:
+    """An output not of the graph's type. From a plugin, its fault. From hal's own kernels, which make the
+    types onnx's schemas give, another type (a dtype, a sequence, no value) means the model declares
+    another type than its ops make, where onnx's inference could not check it at load (onnxruntime
+    refuses such a model)."""
+    from hal.plugins import OWN_DISTRIBUTION, plugin_of
+
+    rec = plugin_of(target)
+    if rec is not None and rec.distribution == OWN_DISTRIBUTION:
+        made = f"a {v.dtype} array" if isinstance(v, np.ndarray) else \
+            "a sequence" if isinstance(v, list) else "no value (an empty optional)" if v is None else _what(v)
+        return ModelError(f"{name!r} comes out {made} on target {target!r}, but the model declares it a tensor of "
+                          f"{dt}", where=f"output {name!r}",
+                          hint="fix the type the model declares for it (a value_info or graph output), or the "
+                               "converter that wrote it; if the model is right, report it to hal")
+    return hook_error(target, f"run on target {target!r} returned output {name!r} as {_what(v)}; the graph makes "
+                              f"it a {dt} array")
 
 
 def _what(v: Any) -> str:

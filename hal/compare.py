@@ -11,14 +11,15 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from hal.api_args import check_fallback, chosen_targets, make_options
 from hal.bisect import BisectResult
-from hal.errors import HalError, ResourceError, UnsupportedOpError
+from hal.errors import HalError, InputError, ResourceError, UnsupportedOpError
 from hal.feeds import random_feeds
 from hal.graph.ir import Graph
 from hal.graph.load import ModelLike, load
-from hal.peers import PeerUnavailable, check_peers, run_peer
-from hal.plugins import named_targets, registry
-from hal.session import REFERENCE_TARGET, FallbackWarning, InferenceSession, make_options
+from hal.peers import PEERS, PeerUnavailable, check_peers, run_peer
+from hal.plugins import registry
+from hal.session import REFERENCE_TARGET, FallbackWarning, InferenceSession
 from hal.specs import MemoryLevel
 
 #: relative tolerance per precision under which a target "agrees" with the reference
@@ -167,13 +168,39 @@ def _describe(layout: list[Any], at: int) -> str:
     return f"the value {rest[0]}"
 
 
-def compare_targets(target: str) -> list[str]:
-    """``all``, or the targets named (``a,b``) after the cpu reference; an unknown name is an error
-    before anything is compiled (it lists the installed targets)."""
-    if target == "all":
+def compare_targets(target: str | Sequence[str]) -> list[str]:
+    """``all``, or the targets named (``a,b``, or a list of names) after the cpu reference; an unknown
+    name is an error before anything is compiled (it lists the installed targets)."""
+    names = chosen_targets(target, "compare")
+    if names is None:
         return sorted(registry().targets, key=lambda t: (t != REFERENCE_TARGET, t))
-    names = named_targets(target, "compare")
     return ([REFERENCE_TARGET] if REFERENCE_TARGET not in names else []) + names
+
+
+def _peers(peers: Any) -> list[str]:
+    """The peers named: a list or tuple of names, one name or ``"a,b"``, None for none."""
+    if peers is None:
+        return []
+    if isinstance(peers, str):
+        peers = [p.strip() for p in peers.split(",") if p.strip()]
+    if not isinstance(peers, (list, tuple)) or not all(isinstance(p, str) for p in peers):
+        raise InputError(f"peers must be a list of peer names, not {peers!r}", where="compare",
+                         hint=f"e.g. peers=['onnxruntime']; the peers: {', '.join(PEERS)}")
+    check_peers(list(peers))
+    return list(dict.fromkeys(peers))
+
+
+def _inputs(inputs: Any, dims: Any) -> dict[str, Any] | None:
+    """The feeds given (a dict of name -> array), or None for seeded random ones."""
+    if inputs is None:
+        return None
+    if not isinstance(inputs, Mapping):
+        raise InputError(f"inputs must be a dict of input name -> numpy array, not {type(inputs).__name__}",
+                         where="compare", hint="e.g. inputs={'x': np.zeros((1, 3), np.float32)}; None: random inputs")
+    if dims:
+        raise InputError("dims sizes the random inputs, and inputs are given: there are none to size", where="compare",
+                         hint="pass inputs or dims, not both")
+    return dict(inputs)
 
 
 def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
@@ -182,11 +209,18 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
             progress: Any = None, peers: Sequence[str] = (), **target_options: Any) -> CompareReport:
     """Compile and run ``model`` on each target; diff every output against the cpu reference. Each of
     ``peers`` (``hal.peers.PEERS``: onnxruntime) runs the model on the same feeds, checked the same way."""
-    check_peers(list(peers))
+    peers = _peers(peers)
     make_options(precision)  # an unknown precision: one error, not a row of them
+    check_fallback(fallback, "compare")
+    if not isinstance(bisect, (bool, np.bool_)):
+        raise InputError(f"bisect must be True or False, not {bisect!r}", where="compare")
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress must be a function of the target's name, not {type(progress).__name__}",
+                         where="compare")
     names = compare_targets(targets)
+    given = _inputs(inputs, dims)
     graph: Graph = load(model)
-    feeds = dict(inputs) if inputs is not None else random_feeds(graph, seed=seed, dims=dims)
+    feeds = given if given is not None else random_feeds(graph, seed=seed, dims=dims)
     tol = TOLERANCE.get(precision, 3e-2)
     ref = InferenceSession(graph_copy(model), target=REFERENCE_TARGET)
     ref_out = ref.run(None, feeds)

@@ -5,13 +5,16 @@ Works on shape-only models (the zoo's LLMs): nothing is run, no weight is alloca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hal.errors import HalError
+from hal.api_args import chosen_targets, make_options
+from hal.errors import HalError, InputError
+from hal.feeds import as_int
 from hal.graph.load import ModelLike
-from hal.plugins import named_targets, registry
+from hal.plugins import registry
 from hal.session import REFERENCE_TARGET, compile
 from hal.specs import MemoryLevel
 
@@ -88,12 +91,13 @@ def uncosted_nodes(model: ModelLike, zoo_params: dict[str, Any]) -> list[str]:
             if has_bodies(n) and body_flops(n, graph, node_flops) is None]
 
 
-def estimate_targets(target: str) -> list[str]:
-    """``all`` means every installed accelerator target (the reference cpu models no hardware); an
-    unknown name is an error before anything is compiled."""
-    if target == "all":
+def estimate_targets(target: str | Sequence[str]) -> list[str]:
+    """``all`` means every installed accelerator target (the reference cpu models no hardware); else
+    the targets named (``a,b``, or a list of names). An unknown name is an error before anything is compiled."""
+    names = chosen_targets(target, "estimate")
+    if names is None:
         return sorted(t for t in registry().targets if t != REFERENCE_TARGET)
-    return named_targets(target, "estimate")
+    return names
 
 
 def estimate(model: ModelLike, target: str = "all", *, phase: Phase = "decode", batch: int = 1,
@@ -104,6 +108,12 @@ def estimate(model: ModelLike, target: str = "all", *, phase: Phase = "decode", 
     A target that refuses the model or cannot fit it gets status ``refused`` / ``error`` with the
     reason, and the other targets still report.
     """
+    if not isinstance(phase, str) or phase not in ("decode", "prefill"):
+        raise InputError(f"phase must be 'decode' or 'prefill', not {phase!r}", where="estimate",
+                         hint="decode: a token per user after `context` cached ones; prefill: a `prompt`-token prompt")
+    batch, context, prompt = (as_int(v, k, 1, "estimate") for k, v in
+                              (("batch", batch), ("context", context), ("prompt", prompt)))
+    make_options(precision, devices)  # an invalid precision or device count: one error, not a row of them
     zp = zoo_params_for(model, phase, batch, context, prompt)
     names = estimate_targets(target)
     uncosted = uncosted_nodes(model, zp)

@@ -3,6 +3,7 @@ and map feeds checked against their declared key and value types."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,8 +52,12 @@ def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = N
     """One seeded array per graph input: normal floats, in-range ids for Gather indices, ones for
     masks; dynamic dimensions from ``dims`` (by name, ``"*"`` for any), else 1. An input larger than
     ``max_memory`` (default: hal's, half the RAM) is a ResourceError before anything is allocated."""
+    seed = as_int(seed, "seed", 0, "random inputs")
+    if dims is not None and not isinstance(dims, Mapping):
+        raise InputError(f"dims must be a dict of dimension name -> size, not {type(dims).__name__}",
+                         where="random inputs", hint="e.g. dims={'batch': 4}; '*' sets every unnamed one")
+    dims = {k: as_int(v, f"dims[{k!r}]", 0, "random inputs") for k, v in (dims or {}).items()}
     rng = np.random.default_rng(seed)
-    dims = dims or {}
     named = {d for t in graph.inputs for d in (t.shape or ()) if isinstance(d, str)}
     if unknown := sorted(set(dims) - named - {"*"}):
         raise InputError(f"no input has a dimension named {', '.join(map(repr, unknown))}", where="random inputs",
@@ -84,6 +89,21 @@ def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = N
             raise InputError(f"input {t.name!r} has dtype {dt}; hal cannot invent it", where="random inputs",
                              hint=FEED_IT)
     return feeds
+
+
+def as_int(value: Any, name: str, minimum: int, where: str) -> int:
+    """An integer argument: an int, a numpy integer or a string of digits (as the command line gives
+    it), at least ``minimum``; a bool, a fraction or anything else is an InputError."""
+    number: int | None = None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        number = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
+        number = int(value)
+    if number is None:
+        raise InputError(f"{name} must be an integer, not {value!r}", where=where)
+    if number < minimum:
+        raise InputError(f"{name} must be at least {minimum}, got {number}", where=where)
+    return number
 
 
 class MapValue(dict):  # type: ignore[type-arg]

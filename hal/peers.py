@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hal.errors import HalError
+from hal.errors import InputError
 
 __all__ = ["PEERS", "PeerUnavailable", "check_peers", "run_peer"]
 
@@ -36,7 +36,7 @@ class PeerUnavailable(Exception):
 def check_peers(names: list[str] | tuple[str, ...]) -> None:
     unknown = [n for n in names if n not in PEERS]
     if unknown:
-        raise HalError(f"no peer named {', '.join(map(repr, unknown))}", where="hal.compare",
+        raise InputError(f"no peer named {', '.join(map(repr, unknown))}", where="hal.compare",
                        hint=f"choose from {', '.join(PEERS)}")
 
 

@@ -18,7 +18,7 @@ import pluggy
 from pydantic import ValidationError
 
 from hal import hookspecs
-from hal.errors import HalError, InputError, PluginError
+from hal.errors import InputError, PluginError
 from hal.kernels import KernelDef
 from hal.kernels import register as register_kernel
 from hal.specs import HAL_API_VERSION, TargetSpec
@@ -230,7 +230,7 @@ def unregister(name: str, _locked: bool = False) -> None:
 
 
 def get_target(name: str) -> Target:
-    """The target called ``name``; a HalError listing the installed ones when there is none."""
+    """The target called ``name``; an InputError listing the installed ones when there is none."""
     reg = registry()
     t = reg.targets.get(name)
     if t is None:
@@ -238,7 +238,7 @@ def get_target(name: str) -> Target:
         hint = f"installed targets: {', '.join(sorted(reg.targets)) or 'none'}"
         if broken:
             hint += f"; plugins that failed to load: {', '.join(broken)} (see `hal doctor`)"
-        raise HalError(f"no target named {name!r}", where="hal.plugins", hint=hint)
+        raise InputError(f"no target named {name!r}", where="hal.plugins", hint=hint)
     return t
 
 

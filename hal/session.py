@@ -20,11 +20,12 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from hal import heap, limits
+from hal.api_args import cache_dir_arg, check_fallback, check_run_options, make_options, resolve_target
 from hal.boundary import Partition, checked_feeds, feed_checks, output_checks, run_partition
 from hal.cache import CompileCache, SessionEntry, SessionPart, open_cache, weights_elsewhere
 from hal.errors import CompileError, HalError, InputError, UnsupportedOpError
 from hal.graph.ir import Graph, TensorInfo
-from hal.graph.load import ModelLike, load
+from hal.graph.load import ModelLike, load, zoo_params_of
 from hal.graph.passes import optimize
 from hal.overrides import InitializerOverrides
 from hal.perf.opcount import tensor_bytes
@@ -63,19 +64,6 @@ def _onnx_type_name(elem_type: int) -> str:
 
     name = onnx.TensorProto.DataType.Name(elem_type).lower() if elem_type else "undefined"
     return {"float": "float", "double": "double"}.get(name, name)
-
-
-def make_options(precision: str = "exact", devices: int | None = None, max_memory: int | None = None,
-                 timeout_s: float | None = None, **target_options: Any) -> CompileOptions:
-    try:
-        return CompileOptions(precision=precision, devices=devices, max_memory=max_memory, timeout_s=timeout_s,
-                              target_options=target_options)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        field = CompileOptions.model_fields.get(str(err["loc"][0]))
-        raise CompileError(f"invalid option {loc}: {err['msg']}, got {err['input']!r}", where="compile options",
-                           hint=f"{loc}: {field.description}" if field and field.description else None) from None
 
 
 def _check_target_accepts(target: Target, options: CompileOptions) -> None:
@@ -203,20 +191,19 @@ class InferenceSession:
 
     @heap.without_collector  # the compile's many long-lived objects: see hal.heap
     def __init__(self, model: ModelLike, target: str = REFERENCE_TARGET, precision: str = "exact",
-                 fallback: str = "error", *, devices: int | None = None, max_memory: int | None = None,
+                 fallback: str = "error", *, devices: int | None = None, max_memory: int | str | None = None,
                  timeout_s: float | None = None, zoo_params: Mapping[str, Any] | None = None,
                  cache_dir: str | os.PathLike | bool | None = None, **target_options: Any):
-        if fallback not in ("error", "warn", "allow"):
-            raise CompileError(f"fallback must be 'error', 'warn' or 'allow', not {fallback!r}",
-                               where="InferenceSession")
+        check_fallback(fallback, "InferenceSession")
         t0 = time.perf_counter()
+        self.options = make_options(precision, devices, max_memory, timeout_s, **target_options)
+        tgt = resolve_target(target)
         self.target_name = target
         self.fallback = fallback
-        self.options = make_options(precision, devices, max_memory, timeout_s, **target_options)
-        tgt = get_target(target)
         _check_target_accepts(tgt, self.options)
+        zoo_params = zoo_params_of(model, zoo_params)
         #: the compile cache this session used (``cache_dir`` or HAL_CACHE_DIR), with its stats
-        self.compile_cache = cache = open_cache(cache_dir)
+        self.compile_cache = cache = open_cache(cache_dir_arg(cache_dir))
         skey = hit = self._session_key = None
         self._parts_s = 0.0  # time spent getting the programs (compile, or load from the cache)
         if cache is not None:
@@ -240,7 +227,7 @@ class InferenceSession:
             self._parts_s = 0.0
             t_frontend = time.process_time()
             with limits.bounds(self.options.max_memory):
-                graph = optimize(load(model, zoo_params=dict(zoo_params or {})))
+                graph = optimize(load(model, zoo_params=zoo_params))
                 limits.check_graph(graph, self.options.max_memory)
                 self._parts = self._place_and_compile(graph, tgt)
             # loading, checking, passes and placement alone (not the programs' compiles, loads, stores), in
@@ -421,25 +408,42 @@ class InferenceSession:
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any], run_options: Any = None
             ) -> list[Any]:
-        """Run once; returns the outputs named (all, in model order, when None)."""
-        del run_options  # accepted for onnxruntime compatibility
+        """Run once; returns the outputs named (all, in model order, when None or empty)."""
+        if run_options is not None:  # accepted for onnxruntime compatibility, and ignored
+            check_run_options(run_options)
         if self._overrides is not None and self._overrides.fed(feeds):  # another program: hal.overrides
+            if output_names is not None:
+                self._wanted(output_names)  # a wrong name is said before the other program is built
             session, feeds = self._overrides.session_for(feeds)
             out = session.run(output_names, feeds)
             self._last = session._last
             return out
         values = self._validate(feeds)
-        all_out = self._output_names
-        wanted = list(output_names) if output_names else all_out
-        if output_names and (unknown := [n for n in wanted if n not in all_out]):
-            raise InputError(f"unknown output name(s) {', '.join(unknown)}", where="run",
-                             hint=f"outputs: {', '.join(all_out)}")
+        wanted = self._output_names if output_names is None else self._wanted(output_names)
         t0 = time.perf_counter()
         with limits.bounds(self._run_max_memory, self.options.timeout_s):
             for p in self._parts:
                 values.update(run_partition(p, {n: values[n] for n in p.inputs}))
         self._last = (time.perf_counter() - t0, wanted)  # one tuple: atomic for concurrent runs
         return [values[n] for n in wanted]
+
+    def _wanted(self, output_names: Any) -> list[str]:
+        """The outputs a run names: a list (or tuple) of output names, duplicates allowed, as onnxruntime;
+        an empty one names them all. An InputError for anything else."""
+        all_out = self._output_names
+        if output_names.__class__ is not list and (isinstance(output_names, (str, bytes))
+                                                   or not isinstance(output_names, (Sequence, np.ndarray))):
+            one = f"; for one output: [{output_names!r}]" if isinstance(output_names, str) else ""
+            raise InputError(f"output_names must be a list of output names or None, not {type(output_names).__name__}",
+                             where="run", hint=f"None runs every output{one}; outputs: {', '.join(all_out)}")
+        wanted = list(output_names)
+        if not wanted:
+            return all_out
+        if unknown := [n for n in wanted if not isinstance(n, str) or n not in all_out]:
+            named = (n if isinstance(n, str) else repr(n) for n in unknown)
+            raise InputError(f"unknown output name(s) {', '.join(named)}", where="run",
+                             hint=f"outputs: {', '.join(all_out)}")
+        return wanted
 
     @property
     def last_run(self) -> RunReport | None:
@@ -473,15 +477,17 @@ class InferenceSession:
 
 
 def compile(model: ModelLike, target: str = REFERENCE_TARGET, precision: str = "exact", *,
-            devices: int | None = None, max_memory: int | None = None, timeout_s: float | None = None,
+            devices: int | None = None, max_memory: int | str | None = None, timeout_s: float | None = None,
             zoo_params: Mapping[str, Any] | None = None, cache_dir: str | os.PathLike | bool | None = None,
             **target_options: Any) -> Executable:
     """Compile the whole model for one target (no fallback) and return the target's executable."""
     options = make_options(precision, devices, max_memory, timeout_s, **target_options)
-    tgt = get_target(target)
+    tgt = resolve_target(target)
     _check_target_accepts(tgt, options)
+    zoo_params = zoo_params_of(model, zoo_params)
+    cache_dir = cache_dir_arg(cache_dir)
     with limits.bounds(options.max_memory):
-        graph = optimize(load(model, zoo_params=dict(zoo_params or {})))
+        graph = optimize(load(model, zoo_params=zoo_params))
         limits.check_graph(graph, options.max_memory)
     cap = target_capability(tgt, graph, options)
     if cap.refused:

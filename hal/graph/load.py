@@ -13,7 +13,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from hal import limits
-from hal.errors import ModelError, ResourceError
+from hal.errors import InputError, ModelError, ResourceError
 from hal.graph import contrib
 from hal.graph.inline import inline_functions
 from hal.graph.ir import SHAPE_ONLY_KEY, Graph, Node, ShapeOnly, TensorInfo, attribute_graphs, np_dtype
@@ -78,15 +78,28 @@ def parse_model(model: str | os.PathLike | bytes | onnx.ModelProto, *, zoo_param
                 ) -> tuple[onnx.ModelProto, str, Path | None]:
     """Read the model; returns (proto, description for messages, folder for external data)."""
     if isinstance(model, onnx.ModelProto):
-        return model, model.graph.name or "<ModelProto>", None
+        where = model.graph.name or "<ModelProto>"
+        if not model.HasField("graph"):
+            raise ModelError("the ModelProto has no graph: it is not an ONNX model", where=where,
+                             hint="build it with onnx.helper.make_model(graph, ...), or onnx.load the file")
+        return model, where, None
     if isinstance(model, (bytes, bytearray, memoryview)):
         where, data, base = "<bytes>", bytes(model), None
     else:
+        if not isinstance(model, (str, os.PathLike)):
+            raise not_a_model(model)
         s = os.fspath(model)
-        if isinstance(s, str) and s.startswith("zoo:"):
+        if isinstance(s, bytes):  # a path-like object may name itself in bytes
+            s = os.fsdecode(s)
+        if not isinstance(s, str):
+            raise not_a_model(model)
+        if s.startswith("zoo:"):
             from hal import zoo
 
             return zoo.build(s[4:], **(zoo_params or {})), s, None
+        if not s:
+            raise ModelError("the model path is empty", where="model",
+                             hint="pass the path of an .onnx file, or zoo:NAME for a built-in model")
         path = Path(s)
         where = str(path)
         if not path.exists():
@@ -115,6 +128,42 @@ def parse_model(model: str | os.PathLike | bytes | onnx.ModelProto, *, zoo_param
         except (OSError, ValueError) as e:
             raise ModelError(f"cannot read external data: {e}", where=where) from None
     return proto, where, base
+
+
+#: what ``model`` may be, in words
+MODEL_FORMS = "a path (str or pathlib.Path) to an .onnx file, 'zoo:NAME', bytes, an onnx.ModelProto or a hal Graph"
+
+
+def not_a_model(model: Any) -> ModelError:
+    """The error for a ``model`` argument of no form hal loads (an int, None, a list, a GraphProto, ...)."""
+    cls = type(model)
+    kind = cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    if isinstance(model, Graph):  # parse_model's callers that need the ONNX model itself (a peer, a rebuild)
+        return ModelError("this needs the ONNX model (a path, bytes or ModelProto), not a hal Graph", where="model",
+                          hint="pass the model the Graph was loaded from")
+    hint = "wrap the graph in a model: onnx.helper.make_model(graph, opset_imports=[...])" \
+        if isinstance(model, onnx.GraphProto) else "e.g. 'model.onnx', 'zoo:tiny-gpt' or onnx.load('model.onnx')"
+    return ModelError(f"model must be {MODEL_FORMS}, not {kind}", where="model", hint=hint)
+
+
+def zoo_params_of(model: Any, zoo_params: Any) -> dict[str, Any]:
+    """``zoo_params`` as a dict, checked before anything is built: a mapping of parameter names, and
+    given (not empty) only with a ``zoo:NAME`` model, the only kind they shape (InputError otherwise)."""
+    if zoo_params is None:
+        return {}
+    if not isinstance(zoo_params, Mapping):
+        raise InputError(f"zoo_params must be a dict of parameter -> value, not {type(zoo_params).__name__}",
+                         where="zoo_params", hint="e.g. zoo_params={'batch': 4, 'context': 2048}")
+    params = dict(zoo_params)
+    if bad := [k for k in params if not isinstance(k, str)]:
+        raise InputError(f"zoo_params has key(s) {', '.join(map(repr, bad))}, not parameter names",
+                         where="zoo_params", hint="the keys are names: hal zoo lists each model's parameters")
+    named = isinstance(model, (str, os.PathLike))
+    if params and not (named and str(os.fspath(model)).startswith("zoo:")):
+        what = repr(str(os.fspath(model))) if named else f"a {type(model).__name__}"
+        raise InputError(f"zoo_params ({', '.join(sorted(params))}) shape a zoo:NAME model; this model is {what}",
+                         where="zoo_params", hint="leave zoo_params out: a model file or proto has its own shapes")
+    return params
 
 
 def _check(proto: onnx.ModelProto, where: str) -> None:
@@ -595,5 +644,5 @@ def load(model: ModelLike, *, check: bool = True, infer_shapes: bool = True,
     return from_proto(proto, where=where, check=check, infer_shapes=infer_shapes)
 
 
-__all__ = ["ModelLike", "check_external_data", "from_proto", "load", "model_hash", "node_names", "np_dtype",
-           "parse_model"]
+__all__ = ["MODEL_FORMS", "ModelLike", "check_external_data", "from_proto", "load", "model_hash", "node_names",
+           "not_a_model", "np_dtype", "parse_model", "zoo_params_of"]
