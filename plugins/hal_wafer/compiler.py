@@ -88,6 +88,10 @@ class WaferTarget:
         t0 = time.perf_counter()
         p = self.params
         wafers_opt, streaming_opt, fusion = _parse_options(options)
+        most = int(self.spec.hw("max_cluster_systems"))
+        if isinstance(wafers_opt, int) and wafers_opt > most:  # a route per wafer pair: 10**20 had never ended
+            raise ResourceError(f"{wafers_opt:,} wafers asked for; a cluster joins at most {most:,} systems",
+                                where="target 'wafer'", hint=f"devices (or wafers=) at most {most:,}, or 'auto'")
         pol = policy(options.precision, NATIVE)
         stages = analyse(graph, pol)
         needs = [StageNeed(s.name, s.min_pes(p), s.work_pe_s_for(p), s.waves) for s in stages]

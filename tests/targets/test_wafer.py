@@ -246,6 +246,9 @@ def test_options_are_checked():
         hal.compile("zoo:tiny-gpt", target="wafer", devices=2, wafers=3)
     with pytest.raises(CompileError, match="unknown option"):
         hal.compile("zoo:tiny-gpt", target="wafer", tiles=4)
+    # more wafers than a cluster joins: a route per pair had made 10**20 compile for ever
+    with pytest.raises(hal.ResourceError, match="a cluster joins at most 2,048 systems"):
+        hal.compile("zoo:tiny-gpt", target="wafer", devices=10**20)
 
 
 # -- report, trace and calibration ------------------------------------------------------------------------
