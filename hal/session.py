@@ -425,7 +425,7 @@ class InferenceSession:
             for p in self._parts:
                 values.update(run_partition(p, {n: values[n] for n in p.inputs}))
         self._last = (time.perf_counter() - t0, wanted)  # one tuple: atomic for concurrent runs
-        return [values[n] for n in wanted]
+        return _not_of_feeds([values[n] for n in wanted], feeds)
 
     def _wanted(self, output_names: Any) -> list[str]:
         """The outputs a run names: a list (or tuple) of output names, duplicates allowed, as onnxruntime;
@@ -474,6 +474,19 @@ class InferenceSession:
                 raise hook_error(p.target, f"trace on target {p.target!r} failed: {type(e).__name__}: {e}") from e
             events.extend(got)
         return events
+
+
+def _root(a: np.ndarray) -> np.ndarray:
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _not_of_feeds(outs: list[Any], feeds: Mapping[str, Any]) -> list[Any]:
+    """The outputs, each an array of its own: one that is a feed or a view of one (an Identity, a Reshape
+    of an input) is copied, as onnxruntime's are, or refilling the feed's buffer would change it."""
+    roots = {id(_root(f)) for f in feeds.values() if f.__class__ is np.ndarray}
+    return [o.copy() if o.__class__ is np.ndarray and id(_root(o)) in roots else o for o in outs]
 
 
 def compile(model: ModelLike, target: str = REFERENCE_TARGET, precision: str = "exact", *,

@@ -563,3 +563,19 @@ def test_a_known_domain_the_model_does_not_import_is_read_at_its_newest_version_
     m.graph.node[0].domain = "com.example"  # a domain nobody knows stays an error naming it
     with pytest.raises(hal.ModelError, match="com.example"):
         hal.InferenceSession(m, target=target)
+
+
+def test_an_output_that_is_a_view_of_a_feed_is_the_callers_own():
+    """A Reshape of an input had returned a view of the caller's array: refilling the feed's buffer for
+    the next run changed the last run's output (onnxruntime copies it)."""
+    g = helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["y"]), helper.make_node("Identity", ["x"], ["z"])],
+                          "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6]),
+                           helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3])],
+                          [helper.make_tensor("s", TensorProto.INT64, [1], [6])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    for target in ("cpu", "gpu", "lpu", "wafer"):
+        x = np.zeros((2, 3), np.float32)
+        y, z = hal.InferenceSession(m, target=target).run(None, {"x": x[:]})
+        x[:] = 7
+        assert not y.any() and not z.any(), target
