@@ -612,23 +612,12 @@ def check_trace_events(target: str, model: str) -> None:
 
 def _shape_only_model(model: str) -> onnx.ModelProto:
     """The contract model with its weight matrices and kernels (floating-point initializers of rank 2 and
-    more) declared by shape only (hal.shape_only_weights), as a model whose weights are not at hand is;
-    small constants (scales, mask fills) keep their values."""
-    from hal.graph.ir import SHAPE_ONLY_KEY
+    more) declared by shape only, as a model whose weights are not at hand is; small constants (scales,
+    mask fills) keep their values."""
+    from hal.graph.ir import weights_by_shape
 
-    m = onnx.ModelProto()
-    m.CopyFrom(_model(model))
-    g, names, keep = m.graph, [], []
-    for init in g.initializer:
-        if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) and len(init.dims) >= 2:
-            g.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-            names.append(init.name)
-        else:
-            keep.append(init)
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    m.metadata_props.append(onnx.StringStringEntryProto(key=SHAPE_ONLY_KEY, value=",".join(names)))
-    return m
+    return weights_by_shape(_model(model), lambda t: t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+                            and len(t.dims) >= 2)
 
 
 def check_shape_only_compiles(target: str, model: str) -> None:

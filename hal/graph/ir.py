@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -381,3 +381,23 @@ class Graph:
         for k, v in meta.items():
             m.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
         return m
+
+
+def weights_by_shape(model: onnx.ModelProto, which: Callable[[onnx.TensorProto], bool]) -> onnx.ModelProto:
+    """A copy of ``model`` whose initializers ``which`` picks are declared by shape only (graph inputs
+    listed under SHAPE_ONLY_KEY, as a model whose weights are not at hand is): what compiles and
+    estimates see without data."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g, names, keep = m.graph, [], []
+    for init in g.initializer:
+        if which(init):
+            g.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+            names.append(init.name)
+        else:
+            keep.append(init)
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    m.metadata_props.append(onnx.StringStringEntryProto(key=SHAPE_ONLY_KEY, value=",".join(names)))
+    return m
+

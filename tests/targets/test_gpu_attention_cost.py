@@ -133,23 +133,10 @@ def test_a_head_wider_than_a_fused_kernel_takes_runs_as_two_products_and_a_softm
 def test_a_mask_given_by_shape_only_leaves_every_score_to_the_cost():
     """tiny-gpt with every float weight shape-only (its causal mask's fill too): the mask pattern had
     called .reshape on a ShapeOnly and failed the compile with an AttributeError."""
-    import onnx
-
-    from hal.graph.ir import SHAPE_ONLY_KEY
+    from hal.graph.ir import weights_by_shape
     from hal.graph.load import load
 
-    m = onnx.ModelProto()
-    m.CopyFrom(load("zoo:tiny-gpt").to_onnx())
-    g, names, keep = m.graph, [], []
-    for init in g.initializer:
-        if init.data_type == TensorProto.FLOAT:
-            g.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-            names.append(init.name)
-        else:
-            keep.append(init)
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    m.metadata_props.append(onnx.StringStringEntryProto(key=SHAPE_ONLY_KEY, value=",".join(names)))
+    m = weights_by_shape(load("zoo:tiny-gpt").to_onnx(), lambda t: t.data_type == TensorProto.FLOAT)
     known = hal.compile("zoo:tiny-gpt", target="gpu").report
     shape_only = hal.compile(m, target="gpu").report
     assert shape_only.shape_only and shape_only.latency_s >= known.latency_s > 0
