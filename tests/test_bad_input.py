@@ -203,6 +203,19 @@ def test_a_value_declared_of_another_type_than_its_node_makes_is_a_model_error(w
         assert "onnxruntime refuses" in ei.value.hint
 
 
+def test_a_value_declared_of_another_type_and_shape_is_a_model_error_too():
+    """onnx's strict inference names the shape first, and hal had checked types only after a type
+    conflict: MaxPool's indices declared int32 (its outputs 5 wide, of 8) ran and came out int64 (onnxruntime:
+    Type Error)."""
+    g = helper.make_graph([helper.make_node("MaxPool", ["x"], ["y", "z"], kernel_shape=[5, 5], pads=[2, 2, 2, 2])],
+                          "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 5, 5]),
+                           helper.make_tensor_value_info("z", TensorProto.INT32, [1, 1, 5, 5])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 22)])
+    with pytest.raises(hal.ModelError, match=r"makes 'z' a tensor\(int64\), but the model declares it a "):
+        hal.InferenceSession(m.SerializeToString())
+
+
 @pytest.mark.parametrize("declared", ["value_info", "branch output"])
 def test_a_value_declared_of_another_type_in_an_if_branch_is_a_model_error(declared):
     # onnxslim's float16 conversion of Optimum's merged decoders leaves a Cast to float declared

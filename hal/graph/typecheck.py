@@ -119,6 +119,9 @@ def _check_node(n: onnx.NodeProto | Node, inputs: Sequence[str], types: Mapping[
 
 #: what onnx's strict inference says when a value's declared element type is not the one its node makes
 ELEM_TYPE_CONFLICT = "Inferred elem type differs from existing elem type"
+#: ... and when its declared shape is not: reported first for a node whose output differs in both, so
+#: it too sends the model to ``check_declared_types``
+SHAPE_CONFLICT = "Inferred shape and existing shape differ"
 
 
 def check_declared_types(proto: onnx.ModelProto, where: str) -> None:
