@@ -491,17 +491,40 @@ def test_a_path_like_model_reaches_compare_and_estimate(tmp_path):
 
 # -- what a target's run hands back (hal/boundary.py) -----------------------------------------------------
 
-def test_a_model_declaring_a_tensor_its_op_makes_a_sequence_is_a_model_error_on_every_target():
-    """onnxruntime refuses it at load ("Type Error"); onnx's inference lets it through. The check of a
-    target's outputs had called it the cpu plugin's fault (a PluginError: report it to the plugin's authors)."""
-    g = helper.make_graph([helper.make_node("SequenceConstruct", ["x", "x"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
-    for target in ("cpu", "lpu"):
-        with pytest.raises(hal.ModelError, match="'y' comes out a sequence on target .*, but the model declares it a "
-                                                 "tensor of float32"):
-            hal.InferenceSession(m, target=target).run(None, {"x": np.zeros(2, np.float32)})
+def test_an_output_of_another_type_is_the_models_error_from_hals_kernels_and_the_plugins_from_a_plugin():
+    """A model declaring a tensor its op makes a sequence, where load could not tell (onnxruntime refuses
+    it): the check of a target's outputs had called it the cpu plugin's fault ("report it to the plugin's
+    authors"). From a plugin's own program, the same is the plugin's."""
+    from hal import plugins
+    from hal.boundary import Partition, run_partition
+
+    class Sequence:
+        def run(self, feeds):
+            return {"y": [feeds["x"], feeds["x"]]}
+
+    feeds = {"x": np.zeros(2, np.float32)}
+    p = Partition("cpu", Sequence(), ["n"], ["x"], ["y"], (("y", np.dtype(np.float32)),))
+    with pytest.raises(hal.ModelError, match="'y' comes out a sequence on target 'cpu', but the model declares it a "
+                                             "tensor of float32"):
+        run_partition(p, feeds)
+    import types
+
+    class _Target:
+        spec = hal.specs.TargetSpec(name="vendor-sequence", vendor="V", kind="other")
+
+        def capability(self, graph, options): ...
+
+        def compile(self, graph, options): ...
+
+        def load(self, blob): ...
+
+    plugins.register(types.SimpleNamespace(HAL_API_VERSION="1.0", hal_targets=hal.hookimpl(lambda: [_Target()])),
+                     "vendor-sequence-plugin", distribution="acme-hal")
+    try:
+        with pytest.raises(hal.PluginError, match="returned output 'y' as a builtins.list, not a numpy array"):
+            run_partition(Partition("vendor-sequence", Sequence(), ["n"], ["x"], ["y"], p.checks), feeds)
+    finally:
+        plugins.unregister("vendor-sequence-plugin")
 
 
 def test_a_partition_hands_back_only_its_outputs():

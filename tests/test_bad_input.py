@@ -216,6 +216,17 @@ def test_a_value_declared_of_another_type_and_shape_is_a_model_error_too():
         hal.InferenceSession(m.SerializeToString())
 
 
+def test_a_sequence_declared_a_tensor_is_a_model_error_at_load():
+    """onnxruntime: "type case mismatch"; hal had loaded it and returned a list for a tensor output."""
+    g = helper.make_graph([helper.make_node("SequenceConstruct", ["x", "x"], ["y"], name="pair")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(hal.ModelError, match=r"node 'pair' \(SequenceConstruct\) makes 'y' a sequence, but the model "
+                                             "declares it a tensor"):
+        hal.InferenceSession(m.SerializeToString())
+
+
 @pytest.mark.parametrize("declared", ["value_info", "branch output"])
 def test_a_value_declared_of_another_type_in_an_if_branch_is_a_model_error(declared):
     # onnxslim's float16 conversion of Optimum's merged decoders leaves a Cast to float declared

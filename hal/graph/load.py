@@ -29,6 +29,7 @@ from hal.graph.inline import inline_functions
 from hal.graph.ir import SHAPE_ONLY_KEY, Graph, Node, ShapeOnly, TensorInfo, attribute_graphs, np_dtype
 from hal.graph.typecheck import (
     ELEM_TYPE_CONFLICT,
+    KIND_CONFLICT,
     SHAPE_CONFLICT,
     check_declared_types,
     check_input_types,
@@ -369,7 +370,7 @@ def _infer(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
         raise ResourceError("shape inference ran out of memory", where=where,
                             hint="the model declares or computes tensors far larger than memory") from None
     if strict_error is not None:
-        if ELEM_TYPE_CONFLICT in strict_error or SHAPE_CONFLICT in strict_error:
+        if any(c in strict_error for c in (ELEM_TYPE_CONFLICT, SHAPE_CONFLICT, KIND_CONFLICT)):
             check_declared_types(proto, where)
         if any(s in strict_error for s in INCOMPATIBLE_DIMENSIONS):  # as onnxruntime refuses it: it would fail
             raise ModelError(f"shape inference: {strict_error.removeprefix('[ShapeInferenceError] ')}", where=where,

@@ -119,9 +119,11 @@ def _check_node(n: onnx.NodeProto | Node, inputs: Sequence[str], types: Mapping[
 
 #: what onnx's strict inference says when a value's declared element type is not the one its node makes
 ELEM_TYPE_CONFLICT = "Inferred elem type differs from existing elem type"
-#: ... and when its declared shape is not: reported first for a node whose output differs in both, so
-#: it too sends the model to ``check_declared_types``
+#: ... and when its declared shape or its kind (a tensor where the node makes a sequence) is not: the
+#: first is reported before a type conflict of the same node, so they too send the model to
+#: ``check_declared_types``
 SHAPE_CONFLICT = "Inferred shape and existing shape differ"
+KIND_CONFLICT = "type case mismatch"
 
 
 def check_declared_types(proto: onnx.ModelProto, where: str) -> None:
@@ -147,9 +149,7 @@ def _undeclared(g: onnx.GraphProto) -> None:
     """Clear what ``g`` and every body under it declare of the values their nodes make."""
     g.ClearField("value_info")
     for o in g.output:
-        if o.type.HasField("tensor_type"):
-            o.type.tensor_type.elem_type = onnx.TensorProto.UNDEFINED
-            o.type.tensor_type.ClearField("shape")
+        o.ClearField("type")
     for n in g.node:
         for a in n.attribute:
             for body in attribute_graphs(a):
@@ -163,8 +163,14 @@ def _compare_declared(g: onnx.GraphProto, inferred: onnx.GraphProto, where: str,
                 if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type}
     made = {vi.name: vi.type.tensor_type.elem_type for vi in (*inferred.value_info, *inferred.output)
             if vi.type.HasField("tensor_type")}
+    declared_kind = {vi.name: vi.type.WhichOneof("value") for vi in (*g.value_info, *g.output)}
+    made_kind = {vi.name: vi.type.WhichOneof("value") for vi in (*inferred.value_info, *inferred.output)}
     for n in g.node:
         for name in n.output:
+            want, got = declared_kind.get(name), made_kind.get(name)
+            if want and got and want != got:  # a sequence declared a tensor, say
+                raise ModelError(f"{path}{label(n)} makes {name!r} {_KINDS.get(got, got)}, but the model declares "
+                                 f"it {_KINDS.get(want, want)}", where=where, hint=_DECLARED_HINT)
             want, got = declared.get(name, 0), made.get(name, 0)
             if want and got and want != got:
                 raise _declared_otherwise(n, name, got, want, where, path)
@@ -174,12 +180,17 @@ def _compare_declared(g: onnx.GraphProto, inferred: onnx.GraphProto, where: str,
                 _compare_declared(body, body_inferred, where, f"{path}{label(n)} {a.name}: ")
 
 
+#: a TypeProto's cases, in words
+_KINDS = {"tensor_type": "a tensor", "sequence_type": "a sequence", "optional_type": "an optional",
+          "map_type": "a map", "sparse_tensor_type": "a sparse tensor"}
+_DECLARED_HINT = ("fix the declared type (the value_info or graph output), or the converter that wrote it; "
+                  "onnxruntime refuses such a model too")
+
+
 def _declared_otherwise(n: onnx.NodeProto | Node, name: str, made: int, declared: int, where: str,
                         path: str = "") -> ModelError:
     return ModelError(f"{path}{label(n)} makes {name!r} a tensor({_TYPE_NAMES.get(made, made)}), but the model "
-                      f"declares it a tensor({_TYPE_NAMES.get(declared, declared)})", where=where,
-                      hint="fix the declared type (the value_info or graph output), or the converter that wrote it; "
-                           "onnxruntime refuses such a model too")
+                      f"declares it a tensor({_TYPE_NAMES.get(declared, declared)})", where=where, hint=_DECLARED_HINT)
 
 
 #: the domains whose schemas onnx holds and hal checks declared output types against
