@@ -1,12 +1,13 @@
 """The Python API's arguments, checked before anything is loaded or compiled: the options every
-target takes, the target or targets named, the fallback policy, the compile cache's folder and
-onnxruntime's run options. Each bad value is a CompileError or InputError naming the argument and
+target takes, the target or targets named, the fallback policy, the compile cache's folder, a zoo
+model's parameters and onnxruntime's run options. Each bad value is a CompileError or InputError naming the argument and
 what it takes."""
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -99,3 +100,23 @@ def check_run_options(run_options: Any) -> None:
         raise InputError(f"run_options takes an onnxruntime.RunOptions (accepted and ignored), not "
                          f"{type(run_options).__name__}", where="run",
                          hint="pass None; hal's run bounds are the session's: timeout_s=, max_memory=")
+
+
+def zoo_params_of(model: Any, zoo_params: Any) -> dict[str, Any]:
+    """``zoo_params`` as a dict, checked before anything is built: a mapping of parameter names, and
+    given (not empty) only with a ``zoo:NAME`` model, the only kind they shape (InputError otherwise)."""
+    if zoo_params is None:
+        return {}
+    if not isinstance(zoo_params, Mapping):
+        raise InputError(f"zoo_params must be a dict of parameter -> value, not {type(zoo_params).__name__}",
+                         where="zoo_params", hint="e.g. zoo_params={'batch': 4, 'context': 2048}")
+    params = dict(zoo_params)
+    if bad := [k for k in params if not isinstance(k, str)]:
+        raise InputError(f"zoo_params has key(s) {', '.join(map(repr, bad))}, not parameter names",
+                         where="zoo_params", hint="the keys are names: hal zoo lists each model's parameters")
+    named = isinstance(model, (str, os.PathLike))
+    if params and not (named and str(os.fspath(model)).startswith("zoo:")):
+        what = repr(str(os.fspath(model))) if named else f"a {type(model).__name__}"
+        raise InputError(f"zoo_params ({', '.join(sorted(params))}) shape a zoo:NAME model; this model is {what}",
+                         where="zoo_params", hint="leave zoo_params out: a model file or proto has its own shapes")
+    return params

@@ -98,7 +98,7 @@ class HalBackend(Backend):
                  outputs_info: Sequence[tuple[np.dtype, tuple[int, ...]]] | None = None,
                  **kwargs: Any) -> tuple[Any, ...]:
         """Run one node: wrap it in a model typed from its inputs (and ``outputs_info`` when given)."""
-        from hal.graph.load import check_before_inference
+        from hal.graph.attrcheck import check_before_inference
 
         values = [_value(v) for v in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
         in_vis = [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)

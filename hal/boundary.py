@@ -3,8 +3,9 @@
 Feeds in: each is the input's dtype and rank, its fixed dimensions, and not larger than the run's
 memory bound (an InputError or ResourceError saying which feed and what was expected). Outputs back:
 each value a partition must produce is there and, where the graph knows its element type, a numpy
-array of that dtype; a plugin that returns anything else is a PluginError naming the target and
-the output, raised at the boundary rather than as a wrong number in a later partition or a report.
+array of that dtype. Anything else is raised at the boundary rather than as a wrong number in a
+later partition or a report: from a plugin, a PluginError naming the target and the output; from
+hal's own kernels, which make the types onnx's schemas give, the model's ModelError.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from hal import limits
 from hal.errors import HalError, InputError, ModelError, ResourceError
 from hal.feeds import map_feed
 from hal.graph.ir import TensorInfo, np_dtype
-from hal.plugins import hook_error
+from hal.plugins import OWN_DISTRIBUTION, hook_error, plugin_of
 from hal.target import Executable
 
 #: (name, dtype) of each tensor output whose element type the graph knows
@@ -222,8 +223,6 @@ def _wrong_output(target: str, name: str, v: Any, dt: np.dtype) -> HalError:
     types onnx's schemas give, another type (a dtype, a sequence, no value) means the model declares
     another type than its ops make, where onnx's inference could not check it at load (onnxruntime
     refuses such a model)."""
-    from hal.plugins import OWN_DISTRIBUTION, plugin_of
-
     rec = plugin_of(target)
     if rec is not None and rec.distribution == OWN_DISTRIBUTION:
         made = f"a {v.dtype} array" if isinstance(v, np.ndarray) else \

@@ -20,12 +20,12 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from hal import heap, limits
-from hal.api_args import cache_dir_arg, check_fallback, check_run_options, make_options, resolve_target
+from hal.api_args import cache_dir_arg, check_fallback, check_run_options, make_options, resolve_target, zoo_params_of
 from hal.boundary import Partition, checked_feeds, feed_checks, output_checks, run_partition
 from hal.cache import CompileCache, SessionEntry, SessionPart, open_cache, weights_elsewhere
 from hal.errors import CompileError, HalError, InputError, UnsupportedOpError
 from hal.graph.ir import Graph, TensorInfo
-from hal.graph.load import ModelLike, load, zoo_params_of
+from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
 from hal.overrides import InitializerOverrides
 from hal.perf.opcount import tensor_bytes

@@ -11,9 +11,8 @@ import functools
 import hashlib
 import math
 import os
-import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,9 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from hal import limits
-from hal.errors import InputError, ModelError, ResourceError
+from hal.errors import ModelError, ResourceError
 from hal.graph import contrib
+from hal.graph.attrcheck import check_before_inference
 from hal.graph.inline import inline_functions
 from hal.graph.ir import SHAPE_ONLY_KEY, Graph, Node, ShapeOnly, TensorInfo, attribute_graphs, np_dtype
 from hal.graph.typecheck import (
@@ -34,7 +34,6 @@ from hal.graph.typecheck import (
     check_declared_types,
     check_input_types,
     check_output_types,
-    label,
 )
 
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto | Graph
@@ -148,26 +147,6 @@ def not_a_model(model: Any) -> ModelError:
     return ModelError(f"model must be {MODEL_FORMS}, not {kind}", where="model", hint=hint)
 
 
-def zoo_params_of(model: Any, zoo_params: Any) -> dict[str, Any]:
-    """``zoo_params`` as a dict, checked before anything is built: a mapping of parameter names, and
-    given (not empty) only with a ``zoo:NAME`` model, the only kind they shape (InputError otherwise)."""
-    if zoo_params is None:
-        return {}
-    if not isinstance(zoo_params, Mapping):
-        raise InputError(f"zoo_params must be a dict of parameter -> value, not {type(zoo_params).__name__}",
-                         where="zoo_params", hint="e.g. zoo_params={'batch': 4, 'context': 2048}")
-    params = dict(zoo_params)
-    if bad := [k for k in params if not isinstance(k, str)]:
-        raise InputError(f"zoo_params has key(s) {', '.join(map(repr, bad))}, not parameter names",
-                         where="zoo_params", hint="the keys are names: hal zoo lists each model's parameters")
-    named = isinstance(model, (str, os.PathLike))
-    if params and not (named and str(os.fspath(model)).startswith("zoo:")):
-        what = repr(str(os.fspath(model))) if named else f"a {type(model).__name__}"
-        raise InputError(f"zoo_params ({', '.join(sorted(params))}) shape a zoo:NAME model; this model is {what}",
-                         where="zoo_params", hint="leave zoo_params out: a model file or proto has its own shapes")
-    return params
-
-
 def _check(proto: onnx.ModelProto, where: str) -> None:
     if not proto.opset_import:
         raise ModelError("the model imports no opset", where=where, hint="set opset_import (e.g. ai.onnx 17)")
@@ -278,77 +257,6 @@ def _light(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     lg.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in heavy.values())
     added = len(heavy)
     return light, added
-
-
-#: no tensor has this many dimensions; onnx's inference overflows on axis values near INT64_MAX (a crash)
-AXIS_LIMIT = 1 << 20
-
-
-def check_before_inference(proto: onnx.ModelProto, where: str) -> None:
-    """Refuse, as a ModelError, the attributes that make onnx's C++ shape inference crash or hang the
-    process rather than raise, in every graph, subgraph and model-local function: axis values no tensor
-    could have, a Split whose ``num_outputs`` is not its output count (onnx indexes past its split
-    vector when it is fewer; more would have the kernel make that many parts), an Einsum equation
-    outside the einsum grammar (``_check_einsum``), a negative GatherND batch_dims (a segmentation
-    fault); and a conv's group below 1, strides, dilations or kernel_shape below 1, or a Transpose
-    perm that is no permutation, which kernels and plugins' cost models divide by or index with, and
-    an If branch with more or fewer outputs than the If (the engine read the missing one)."""
-    stack: list[Any] = [proto.graph, *proto.functions]
-    while stack:
-        g = stack.pop()
-        for n in g.node:
-            default = n.domain in ("", "ai.onnx")
-            for a in n.attribute:
-                if a.name in ("axis", "axes") and any(abs(v) >= AXIS_LIMIT for v in [a.i, *a.ints]):
-                    raise ModelError(f"{label(n)} has {a.name} out of any tensor's "
-                                     f"range: {a.i if a.type == onnx.AttributeProto.INT else list(a.ints)}",
-                                     where=where)
-                if default:
-                    _check_attribute(n, a, where)
-                stack.extend(attribute_graphs(a))
-
-
-def _check_attribute(n: onnx.NodeProto, a: onnx.AttributeProto, where: str) -> None:
-    """``check_before_inference``'s rules for one attribute of a default-domain node."""
-    if a.name == "num_outputs" and n.op_type == "Split" and len(n.output) != a.i:
-        raise ModelError(f"{label(n)} has {len(n.output)} outputs but num_outputs={a.i}", where=where,
-                         hint="a Split with num_outputs has exactly that many outputs; fix either")
-    if a.name in ("strides", "dilations", "kernel_shape") and any(v < 1 for v in a.ints):
-        raise ModelError(f"{label(n)} has {a.name}={list(a.ints)}", where=where,
-                         hint=f"every {a.name} value is 1 or more")
-    if a.name == "perm" and n.op_type == "Transpose" and sorted(a.ints) != list(range(len(a.ints))):
-        raise ModelError(f"{label(n)} has perm={list(a.ints)}, not a permutation of 0..{len(a.ints) - 1}",
-                         where=where,
-                         hint="perm lists every axis of the input once, each from 0 to rank - 1")
-    if a.name == "batch_dims" and n.op_type == "GatherND" and a.i < 0:
-        raise ModelError(f"{label(n)} has batch_dims={a.i}", where=where,
-                         hint="batch_dims counts leading batch dimensions: 0 or more")
-    if a.name == "group" and n.op_type in _GROUPED_OPS and a.i < 1:
-        raise ModelError(f"{label(n)} has group={a.i}", where=where,
-                         hint="group counts the channel groups: 1 or more, dividing the channels")
-    if a.name in ("then_branch", "else_branch") and n.op_type == "If" and len(a.g.output) != len(n.output):
-        raise ModelError(f"{label(n)} has {len(n.output)} output(s) but its {a.name} {len(a.g.output)}", where=where,
-                         hint="each branch of an If returns one value for each of the If's outputs")
-    if a.name == "equation" and n.op_type == "Einsum":
-        _check_einsum(label(n), a.s.decode("utf-8", "replace"), where)
-
-
-#: ops whose ``group`` attribute divides the channels (a group below 1 divided by zero in cost models)
-_GROUPED_OPS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "DeformConv"})
-#: an Einsum equation: terms of letters, each with at most one "..." (spaces removed), separated by
-#: commas, and at most one "->" before the output term
-_EINSUM_TERM = r"[A-Za-z]*(?:\.\.\.[A-Za-z]*)?"
-_EINSUM_EQUATION = re.compile(rf"{_EINSUM_TERM}(?:,{_EINSUM_TERM})*(?:->{_EINSUM_TERM})?")
-
-
-def _check_einsum(node: str, equation: str, where: str) -> None:
-    """An equation outside that grammar can send onnx's Einsum inference into a loop that never
-    returns, and no timeout can interrupt it: a '.' outside one '...' ("i..j", "i...j..."), a lone
-    '-' or '>' ("ij-,>ji"), any other character. numpy's einsum refuses all of them too."""
-    if _EINSUM_EQUATION.fullmatch(equation.replace(" ", "")) is None:
-        raise ModelError(f"{node} has equation {equation!r}, which is not an einsum equation", where=where,
-                         hint="write terms of letters, each with at most one '...', separated by ',', and at "
-                              "most one '->' before the output term (e.g. 'bij,bjk->bik')")
 
 
 def _infer(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
@@ -647,4 +555,4 @@ def load(model: ModelLike, *, check: bool = True, infer_shapes: bool = True,
 
 
 __all__ = ["MODEL_FORMS", "ModelLike", "check_external_data", "from_proto", "load", "model_hash", "node_names",
-           "not_a_model", "np_dtype", "parse_model", "zoo_params_of"]
+           "not_a_model", "np_dtype", "parse_model"]
