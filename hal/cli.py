@@ -345,13 +345,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_estimate(args: argparse.Namespace) -> int:
     from hal.estimate import estimate
 
+    if args.plot and not args.sweep:
+        raise InputError("--plot draws a sweep: it needs --sweep", where="hal estimate",
+                         hint="e.g. --sweep batch=1,2,4,8 --plot tokens.png")
     if args.plot:
         _png(args.plot)
     if args.sweep:
         return _estimate_sweep(args)
-    if args.plot:
-        raise InputError("--plot draws a sweep: it needs --sweep", where="hal estimate",
-                         hint="e.g. --sweep batch=1,2,4,8 --plot tokens.png")
 
     ests = estimate(args.model, args.target, phase=args.phase, batch=args.batch, context=args.context,
                     prompt=args.prompt, devices=args.devices, precision=args.precision,
@@ -405,6 +405,7 @@ def _estimate_sweep(args: argparse.Namespace) -> int:
     targets = list(dict.fromkeys(e.target for _, ests in rows for e in ests))
     series = {t: [next((getattr(e, metric) for e in ests if e.target == t and e.status == "ok"), None)
                   for _, ests in rows] for t in targets}
+    status = 0 if any(e.status == "ok" for _, ests in rows for e in ests) else EXIT_ERROR
     if args.plot:
         from hal.plots import sweep_plot
 
@@ -414,7 +415,7 @@ def _estimate_sweep(args: argparse.Namespace) -> int:
     if args.json is not None:
         emit_json(args.json, {"sweep": key, "values": xs, "metric": metric, "series": series,
                                "estimates": [[e.model_dump(mode="json") for e in ests] for _, ests in rows]})
-        return 0 if any(e.status == "ok" for _, ests in rows for e in ests) else EXIT_ERROR
+        return status
     from rich.table import Table
 
     t = Table(title=f"{args.model}: {metric} vs {key} ({args.phase}, precision {args.precision})")
@@ -429,7 +430,7 @@ def _estimate_sweep(args: argparse.Namespace) -> int:
         for e in ests:
             if e.error:
                 con.print(f"[bold]{e.target}[/] at {key}={x}: {e.error}", highlight=False)
-    return 0 if any(e.status == "ok" for _, ests in rows for e in ests) else EXIT_ERROR
+    return status
 
 
 # -- parser -----------------------------------------------------------------------------------
