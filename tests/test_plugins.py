@@ -19,28 +19,28 @@ def test_cpu_target_is_discovered_through_its_entry_point():
     assert [s.name for s in hal.targets()].count("cpu") == 1
 
 
-def test_out_of_tree_plugin_is_found_with_no_change_to_the_core(plugin_site):
-    write_dist(plugin_site, "hal-example-plugin", {"example": "hal_example_plugin"})
-    res = run_python(
-        "import hal, json; from hal.plugins import registry; r = registry();"
-        "print(json.dumps({'targets': [s.name for s in hal.targets()],"
-        " 'dist': r.records['example'].distribution}))", site=plugin_site)
+def _discovered(plugin_site, dist: str, entry_points: dict[str, str], report: str) -> dict:
+    """Install ``dist`` with its entry points, discover plugins in a fresh process, and return the JSON of
+    ``report`` (an expression over ``hal`` and the registry ``r``)."""
+    write_dist(plugin_site, dist, entry_points)
+    res = run_python(f"import hal, json; from hal.plugins import registry; r = registry(); print(json.dumps({report}))",
+                     site=plugin_site)
     assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_out_of_tree_plugin_is_found_with_no_change_to_the_core(plugin_site):
+    out = _discovered(plugin_site, "hal-example-plugin", {"example": "hal_example_plugin"},
+                      "{'targets': [s.name for s in hal.targets()], 'dist': r.records['example'].distribution}")
     assert "example-npu" in out["targets"] and "cpu" in out["targets"]
     assert out["dist"] == "hal-example-plugin"
 
 
 def test_broken_plugins_are_recorded_and_the_others_still_load(plugin_site):
-    write_dist(plugin_site, "hal-broken-bundle", {
+    out = _discovered(plugin_site, "hal-broken-bundle", {
         "broken_import": "hal_broken_import", "broken_api": "hal_broken_api",
-        "broken_spec": "hal_broken_spec", "broken_hook": "hal_broken_hook", "example": "hal_example_plugin"})
-    res = run_python(
-        "import json; from hal.plugins import registry; r = registry();"
-        "print(json.dumps({'targets': sorted(r.targets), 'errors': {x.plugin: str(x) for x in r.failures}}))",
-        site=plugin_site)
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+        "broken_spec": "hal_broken_spec", "broken_hook": "hal_broken_hook", "example": "hal_example_plugin"},
+        "{'targets': sorted(r.targets), 'errors': {x.plugin: str(x) for x in r.failures}}")
     errors = out["errors"]
     assert {"broken_import", "broken_api", "broken_spec", "broken_hook"} <= set(errors)
     for name, msg in errors.items():
@@ -57,13 +57,9 @@ def test_broken_plugins_are_recorded_and_the_others_still_load(plugin_site):
 def test_no_plugin_can_take_the_name_of_hals_own_targets(plugin_site):
     # an entry point 'aaa' sorts before 'cpu': discovery went by name, and the impostor became the
     # reference every compare measured the other targets against
-    write_dist(plugin_site, "hal-impostor", {"aaa": "hal_steal_cpu"})
-    res = run_python(
-        "import json; from hal.plugins import registry; r = registry();"
-        "print(json.dumps({'cpu': r.targets['cpu'].spec.vendor, 'dist': r.records['cpu'].distribution,"
-        " 'error': str(r.records['aaa'].error)}))", site=plugin_site)
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out = _discovered(plugin_site, "hal-impostor", {"aaa": "hal_steal_cpu"},
+                      "{'cpu': r.targets['cpu'].spec.vendor, 'dist': r.records['cpu'].distribution,"
+                      " 'error': str(r.records['aaa'].error)}")
     assert out["dist"] == "hal-sdk" and out["cpu"] != "Impostor"
     assert "target name 'cpu' is already provided by plugin 'cpu'" in out["error"] and "hal-impostor" in out["error"]
 
