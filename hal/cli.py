@@ -18,7 +18,7 @@ from hal.cli_args import emit_json, load_inputs, parse_dims, parse_options, pars
 from hal.errors import HalError, InputError
 from hal.numerics import is_float
 from hal.peers import PEERS
-from hal.render import fmt_bytes, fmt_num, fmt_time
+from hal.render import fmt_bytes, fmt_num, fmt_time, literal
 
 EXIT_ERROR = 2
 EXIT_INTERNAL = 3
@@ -47,7 +47,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
     for c in ("target", "kind", "vendor", "precisions", "HAL API", "version"):
         t.add_column(c)
     for s in specs:
-        t.add_row(s.name, s.kind, s.vendor, ", ".join(s.precisions), s.hal_api, s.version)
+        t.add_row(*map(literal, (s.name, s.kind, s.vendor, ", ".join(s.precisions), s.hal_api, s.version)))
     _console().print(t)
     return 0
 
@@ -87,8 +87,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for c in ("plugin", "distribution", "version", "HAL API", "targets", "status"):
         t.add_column(c)
     for p in plugins:
-        t.add_row(p["plugin"], p["distribution"] or "—", p["version"] or "—", p["hal_api"] or "—",
-                  ", ".join(p["targets"]) or "—", "[green]ok[/]" if p["ok"] else f"[red]{p['error']}[/]")
+        t.add_row(*map(literal, (p["plugin"], p["distribution"] or "—", p["version"] or "—", p["hal_api"] or "—",
+                                 ", ".join(p["targets"]) or "—")),
+                  "[green]ok[/]" if p["ok"] else f"[red]{literal(p['error'])}[/]")
     con.print(t)
     n_bad = sum(not p["ok"] for p in plugins)
     con.print(f"{len(plugins) - n_bad} plugin(s) loaded, {n_bad} failed" + (" — the others work regardless"
@@ -142,12 +143,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     con = _console()
-    t = Table(title=f"{args.model} on {args.target} ({args.precision})")
+    t = Table(title=literal(f"{args.model} on {args.target} ({args.precision})"))
     for c in ("output", "shape", "dtype", "mean", "first values"):
         t.add_column(c)
     for s in summary:
-        t.add_row(s["name"], str(s["shape"]), s["dtype"], fmt_num(s["mean"]),
-                  ", ".join(_cell(v) for v in (s["first"] or [])))
+        t.add_row(literal(s["name"]), str(s["shape"]), literal(s["dtype"]), fmt_num(s["mean"]),
+                  literal(", ".join(_cell(v) for v in (s["first"] or []))))
     con.print(t)
     con.print(f"modelled latency {fmt_time(r.latency_s)} · devices {r.devices} · peak memory "
               f"{fmt_bytes(r.peak_memory_bytes)} · {r.kernel_count} kernels for {r.node_count} nodes · "
@@ -186,12 +187,12 @@ def _print_compare(rep, title: str) -> None:
 
     from hal.render import COLUMNS, notes, row, rows
 
-    t = Table(title=title)
+    t = Table(title=literal(title))
     for c in COLUMNS:
         t.add_column(c, overflow="fold")
     style = {"ok": "green", "fell back": "yellow", "refused": "red", "error": "red"}
     for r in rows(rep):
-        cells = row(r)
+        cells = [literal(c) for c in row(r)]
         colour = "yellow" if "beyond" in cells[1] else style[r.status]
         cells[1] = f"[{colour}]{cells[1]}[/]"
         t.add_row(*cells)
@@ -219,7 +220,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     with _progress(args.json is None) as status:
         def tick(target: str) -> None:
             if status is not None:
-                status.update(f"compiling and running on {target}")
+                status.update(literal(f"compiling and running on {target}"))
 
         rep = compare(args.model, args.targets, precision=args.precision, inputs=load_inputs(None, args.inputs),
                       fallback=args.fallback, dims=dims, seed=args.seed, bisect=args.bisect, progress=tick,
@@ -320,17 +321,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    t = Table(title=f"{args.model} on {args.target}: the {min(args.top, len(r.kernels))} longest of "
-                    f"{r.kernel_count} program units")
+    t = Table(title=literal(f"{args.model} on {args.target}: the {min(args.top, len(r.kernels))} longest of "
+                            f"{r.kernel_count} program units"))
     for c in ("unit of program", "ops", "where", "time", "FLOPs", "bytes", "bound"):
         t.add_column(c, overflow="fold")
     for k in sorted(r.kernels, key=lambda k: -k.time_s)[: args.top]:
-        t.add_row(k.name, ",".join(dict.fromkeys(k.op_types)), k.unit or "—", fmt_time(k.time_s),
-                  fmt_num(k.flops), fmt_bytes(k.bytes), k.bound or "—")
+        t.add_row(literal(k.name), literal(",".join(dict.fromkeys(k.op_types))), literal(k.unit or "—"),
+                  fmt_time(k.time_s), fmt_num(k.flops), fmt_bytes(k.bytes), literal(k.bound or "—"))
     con = _console()
     con.print(t)
     con.print(f"modelled latency {fmt_time(r.latency_s)} · {len(events)} trace events"
-              + "".join(f" · {k}: {v}" for k, v in written.items()))
+              + "".join(f" · {k}: {v}" for k, v in written.items()), markup=False)
     return 0
 
 
@@ -363,27 +364,28 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     llm = any(e.batch is not None for e in ests)  # --phase, --batch, --context, --prompt shape the zoo's LLMs only
-    t = Table(title=f"estimate: {args.model} ("
+    t = Table(title=literal(f"estimate: {args.model} ("
                     + (f"{args.phase}, batch {args.batch}, "
                        + (f"context {args.context}" if args.phase == "decode" else f"prompt {args.prompt}") + ", "
                        if llm else "")
-                    + f"precision {args.precision})")
+                    + f"precision {args.precision})"))
     for c in ("target", "status", "latency", "tokens/s per user", "TTFT", "devices", "memory/device",
               "energy", "compile"):
         t.add_column(c, overflow="fold")
     for e in ests:
-        t.add_row(e.target, e.status if e.status == "ok" else f"[red]{e.status}[/]", fmt_time(e.latency_s),
+        t.add_row(literal(e.target), e.status if e.status == "ok" else f"[red]{literal(e.status)}[/]",
+                  fmt_time(e.latency_s),
                   fmt_num(e.tokens_per_s), fmt_time(e.ttft_s), fmt_num(e.devices), fmt_bytes(e.memory_bytes),
                   fmt_num(e.energy_j, " J"), fmt_time(e.compile_time_s))
     con = _console()
     con.print(t)
     for e in ests:
         if e.error:
-            con.print(f"[bold]{e.target}[/]: {e.error}")
+            con.print(f"[bold]{literal(e.target)}[/]: {literal(e.error)}")
     uncosted = next((e.uncosted for e in ests if e.uncosted), [])
     if uncosted:
-        con.print(f"[yellow]not in these figures[/]: the bodies of {', '.join(uncosted)} (how many times they run "
-                  "is a run's to decide: a trip count from data, a generation's max_length)")
+        con.print(f"[yellow]not in these figures[/]: the bodies of {literal(', '.join(uncosted))} (how many times "
+                  "they run is a run's to decide: a trip count from data, a generation's max_length)")
     return 0 if any(e.status == "ok" for e in ests) else EXIT_ERROR
 
 
@@ -418,10 +420,10 @@ def _estimate_sweep(args: argparse.Namespace) -> int:
         return status
     from rich.table import Table
 
-    t = Table(title=f"{args.model}: {metric} vs {key} ({args.phase}, precision {args.precision})")
+    t = Table(title=literal(f"{args.model}: {metric} vs {key} ({args.phase}, precision {args.precision})"))
     t.add_column(key)
     for name in targets:
-        t.add_column(name)
+        t.add_column(literal(name))
     for i, x in enumerate(xs):
         t.add_row(str(x), *[fmt_num(series[name][i]) for name in targets])
     con = _console()
@@ -429,7 +431,7 @@ def _estimate_sweep(args: argparse.Namespace) -> int:
     for x, ests in rows:  # each point a target could not estimate, and why ("—" in the table)
         for e in ests:
             if e.error:
-                con.print(f"[bold]{e.target}[/] at {key}={x}: {e.error}", highlight=False)
+                con.print(f"[bold]{literal(e.target)}[/] at {key}={x}: {literal(e.error)}", highlight=False)
     return status
 
 

@@ -37,6 +37,14 @@ def fmt_num(x: float | None, unit: str = "") -> str:
     return "—" if x is None else f"{x:,.4g}{unit}"
 
 
+def literal(x: object) -> str:
+    """``x`` as text that rich prints as it is: a model's node names, a plugin's error, a user's path may
+    hold brackets, which rich would take as markup (``[image]`` vanishes, ``[/x]`` raises MarkupError)."""
+    from rich.markup import escape
+
+    return escape(str(x))
+
+
 def row(r: TargetResult) -> list[str]:
     worst = max(r.outputs, key=lambda o: o.max_rel, default=None)
     ok = all(o.within_tolerance for o in r.outputs)

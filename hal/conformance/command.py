@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     import pytest
     from rich.console import Console
 
+    from hal.render import literal
+
     check_args(args)
     console = Console()
     with tempfile.TemporaryDirectory(prefix="hal-conformance-") as tmp:
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             rc = pytest.main(argv)
         else:
             sink = io.StringIO()
-            with console.status(f"hal conformance: {args.target} ({args.profile})…"), \
+            with console.status(literal(f"hal conformance: {args.target} ({args.profile})…")), \
                     contextlib.redirect_stdout(sink):
                 rc = pytest.main(argv)
         if not json_out.is_file():
@@ -132,11 +134,11 @@ def run(args: argparse.Namespace) -> int:
     print_report(report, console, failing_only=args.failing_only)
     if args.json_path:
         out = write_output(args.json_path, report.model_dump_json(indent=2) + "\n")
-        console.print(f"report: {out}")
+        console.print(f"report: {out}", markup=False)
     if args.write_manifest is not None:
         from hal.conformance.profiles import manifest_path
 
-        console.print(f"manifest: {args.write_manifest or manifest_path(args.target)}")
+        console.print(f"manifest: {args.write_manifest or manifest_path(args.target)}", markup=False)
     return 0 if report.ok else 1
 
 
@@ -144,8 +146,10 @@ def print_report(report: ConformanceReport, console: Any, *, failing_only: bool 
     """The pass table per op, then totals and the failures grouped by cause."""
     from rich.table import Table
 
-    table = Table(title=f"hal conformance — target {report.target}, profile {report.profile}, "
-                        f"precision {report.precision}", title_justify="left")
+    from hal.render import literal
+
+    table = Table(title=literal(f"hal conformance — target {report.target}, profile {report.profile}, "
+                                f"precision {report.precision}"), title_justify="left")
     for col, just in (("op", "left"), ("cases", "right"), ("passed", "right"), ("failed", "right"),
                       ("xfail", "right"), ("xpass", "right"), ("pass %", "right")):
         table.add_column(col, justify=just)
@@ -154,7 +158,7 @@ def print_report(report: ConformanceReport, console: Any, *, failing_only: bool 
             continue
         rate = 100.0 * (row.passed + row.xpassed) / row.total if row.total else 0.0
         style = "red" if row.failed else ("yellow" if row.xfailed else None)
-        table.add_row(row.op, str(row.total), str(row.passed), str(row.failed), str(row.xfailed),
+        table.add_row(literal(row.op), str(row.total), str(row.passed), str(row.failed), str(row.xfailed),
                       str(row.xpassed), f"{rate:.0f}", style=style)
     console.print(table)
     t = report.totals

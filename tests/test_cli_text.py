@@ -1,0 +1,92 @@
+"""The command line prints what a model, a plugin or a user names as it is. rich reads brackets as
+markup: before, an output named ``y[image]`` printed as ``y``, and a model in a folder ``m[`` with a
+file ``/x]...`` stopped every command with rich's MarkupError (an internal error, exit 70)."""
+
+from __future__ import annotations
+
+import warnings
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from rich.console import Console
+
+from hal.cli import main
+from hal.conformance.command import print_report
+from hal.conformance.report import CaseResult, ConformanceReport
+
+
+@pytest.fixture
+def hal_cli(capsys, monkeypatch):
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main sets it for the process
+
+    def run(*argv: str) -> tuple[int, str]:
+        rc = main(list(argv))
+        out = capsys.readouterr()
+        return rc, out.out + out.err
+    return run
+
+
+@pytest.fixture
+def bracketed(tmp_path) -> str:
+    """A model at ``<tmp>/m[/x] model.onnx`` (a folder ``m[``), whose node is ``[bold]relu`` and output ``y[image]``."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y[image]", TensorProto.FLOAT, [2, 3])
+    m = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y[image]"], name="[bold]relu")],
+                                            "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    (tmp_path / "m[").mkdir()
+    path = tmp_path / "m[" / "x] model.onnx"
+    onnx.save(m, path)
+    return str(path)
+
+
+def _flat(text: str) -> str:
+    """The text without the line breaks and padding a table puts in a long cell."""
+    return "".join(text.split())
+
+
+def test_run_prints_the_path_and_output_name_as_they_are(hal_cli, bracketed):
+    rc, out = hal_cli("run", bracketed)
+    assert rc == 0, out
+    assert "y[image]" in out
+    assert "m[/x]model.onnxoncpu(exact)" in _flat(out)
+
+
+def test_profile_prints_node_names_as_they_are(hal_cli, bracketed):
+    rc, out = hal_cli("profile", bracketed, "-t", "gpu")
+    assert rc == 0, out
+    assert "[bold]relu" in out
+
+
+def test_compare_and_estimate_print_the_path_as_it_is(hal_cli, bracketed):
+    rc, out = hal_cli("compare", bracketed, "--targets", "cpu")
+    assert rc == 0, out
+    assert "m[/x]" in out
+    rc, out = hal_cli("estimate", bracketed, "-t", "gpu")
+    assert rc == 0, out
+    assert "m[/x]" in out
+
+
+def test_estimate_prints_an_error_as_it_is(hal_cli, tmp_path):
+    """A target that cannot cost a node: its error line names the node, brackets and all."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    node = helper.make_node("NoSuchOp", ["x"], ["y"], name="[/red]n", domain="com.example")
+    m = helper.make_model(helper.make_graph([node], "g", [x], [y]),
+                          opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    path = tmp_path / "custom.onnx"
+    onnx.save(m, path)
+    rc, out = hal_cli("estimate", str(path), "-t", "gpu")
+    assert "internal error" not in out
+    assert "[/red]n" in _flat(out)
+    assert rc != 0
+
+
+def test_conformance_table_prints_op_names_as_they_are():
+    case = CaseResult(name="test_x", op="[/x]Op", kind="node", outcome="passed")
+    report = ConformanceReport.build([case], target="cpu", profile="p[image]")
+    console = Console(record=True, width=200)
+    print_report(report, console)
+    text = console.export_text()
+    assert "[/x]Op" in text
+    assert "p[image]" in text
