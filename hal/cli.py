@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hal.cli_args import emit_json, load_inputs, parse_dims, parse_options, parse_sweep, write_out
+from hal.cli_args import check_destinations, emit_json, load_inputs, parse_dims, parse_options, parse_sweep, write_out
 from hal.errors import HalError, InputError
 from hal.numerics import is_float
 from hal.peers import PEERS
@@ -553,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         warnings.formatwarning = _one_line_warning
     try:
+        check_destinations(args)
         return int(args.func(args) or 0)
     except HalError as e:
         if args.debug:

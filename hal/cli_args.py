@@ -5,6 +5,8 @@ atomically."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,43 @@ def write_out(dest: str, data: bytes | str) -> None:
     from hal.files import write_output
 
     write_output(dest, data)
+
+
+#: the flags that name a file a command writes, by their ``argparse`` destination
+OUTPUT_FLAGS = {"save": "--save", "markdown": "--markdown", "html": "--html", "trace": "--trace", "plot": "--plot",
+                "json": "--json", "json_path": "--json", "write_manifest": "--write-manifest"}
+
+
+def check_destinations(args: Any) -> None:
+    """Every file the command will write, checked before it does any work: an InputError for a name
+    that is a folder, one under a file, one in a folder it may not write, or a file two flags name.
+    Otherwise a wrong --html found after a long compare had left the --markdown beside it written."""
+    seen: dict[Path, str] = {}
+    for dest, flag in OUTPUT_FLAGS.items():
+        value = getattr(args, dest, None)
+        if not isinstance(value, str) or value in ("", "-"):
+            continue
+        path = Path(value)
+        where = f"{flag} {value}"
+        if path.is_dir():
+            raise InputError(f"{value} is a folder", where=where, hint=f"name a file in it, e.g. {path / 'out'}")
+        if path.exists() and not path.is_file():  # a device or pipe, written directly (/dev/null twice is fine)
+            if not os.access(path, os.W_OK):
+                raise InputError(f"cannot write {value}", where=where, hint="name a file you may write")
+            continue
+        if not path.exists():
+            folder = next((p for p in path.absolute().parents if p.exists()), None)
+            if folder is not None and not folder.is_dir():
+                raise InputError(f"{folder} is a file, so nothing can be written under it", where=where,
+                                 hint="name a file in a folder")
+        folder = path.absolute().parent
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise InputError(f"cannot write in {folder}", where=where, hint="name a file in a folder you may write")
+        key = path.resolve()
+        if key in seen:
+            raise InputError(f"{seen[key]} and {flag} both name {value}", where=where,
+                             hint="give each output a file of its own")
+        seen[key] = flag
 
 
 def emit_json(dest: str | None, payload: Any) -> None:

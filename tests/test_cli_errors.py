@@ -93,6 +93,29 @@ def test_an_output_that_cannot_be_written_names_the_users_path(hal_cli, tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["afile"]
 
 
+@pytest.mark.parametrize(("argv", "says"), [
+    (["compare", "zoo:tiny-cnn", "--targets", "cpu", "--markdown", "r.md", "--html", "folder"],
+     "--html folder: folder is a folder"),
+    (["compare", "zoo:tiny-cnn", "--targets", "cpu", "--markdown", "r.md", "--html", "afile/r.html"],
+     "afile is a file, so nothing can be written under it"),
+    (["compare", "zoo:tiny-cnn", "--targets", "cpu", "--markdown", "r.md", "--json", "r.md"],
+     "--markdown and --json both name r.md"),
+    (["run", "zoo:tiny-cnn", "--save", "out.npz", "--json", "afile/deeper/x.json"], "afile is a file"),
+    (["profile", "zoo:tiny-cnn", "-t", "gpu", "--trace", "folder"], "--trace folder: folder is a folder"),
+])
+def test_every_output_is_checked_before_the_command_runs_or_writes(hal_cli, argv, says, tmp_path, monkeypatch):
+    """A wrong destination found after the work had left the outputs before it written (--markdown,
+    then --html failing) and the work wasted."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("")
+    rc, out, err = hal_cli(*argv)
+    assert (rc, err.count("\n")) == (2, 1), err
+    assert err.startswith("error: InputError: ") and says in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder"]  # nothing written
+    assert not out
+
+
 def test_a_sweep_prints_why_a_point_has_no_figure_and_fails_when_none_has(hal_cli):
     rc, out, _ = hal_cli("estimate", "zoo:llama-2-7b", "-t", "gpu", "--devices", "1", "--sweep", "batch=1,4096")
     assert rc == 0 and "gpu at batch=4096: target 'gpu': the model needs more HBM" in out  # had shown only "—"
