@@ -23,13 +23,13 @@ from hal import heap, limits
 from hal.api_args import cache_dir_arg, check_fallback, check_run_options, make_options, resolve_target, zoo_params_of
 from hal.boundary import Partition, checked_feeds, feed_checks, output_checks, run_partition
 from hal.cache import CompileCache, SessionEntry, SessionPart, open_cache, weights_elsewhere
-from hal.errors import CompileError, HalError, InputError, UnsupportedOpError
+from hal.errors import CompileError, HalError, InputError, ResourceError, UnsupportedOpError
 from hal.graph.ir import Graph, TensorInfo
 from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
 from hal.overrides import InitializerOverrides
 from hal.perf.opcount import tensor_bytes
-from hal.plugins import get_target, hook_error, registry
+from hal.plugins import OWN_DISTRIBUTION, get_target, hook_error, plugin_of, registry
 from hal.specs import Capability, CompileOptions, CompileReport, KernelReport, NodePlacement, Refusal, RunReport
 from hal.target import Executable, Target
 
@@ -175,8 +175,12 @@ def compile_graph(graph: Graph, target: Target, options: CompileOptions, cache: 
     except HalError:
         raise
     except limits.Timeout as e:
-        raise hook_error(name, f"compile on target {name!r} {e}; it was abandoned (its worker thread may "
-                               "still be running in the background)",
+        left = "it was abandoned (its worker thread may still be running in the background)"
+        rec = plugin_of(name)
+        if rec is not None and rec.distribution == OWN_DISTRIBUTION:  # hal's own compiles end: the bound was short
+            raise ResourceError(f"the compile {e}; {left}", where=f"target {name!r}",
+                                hint="raise timeout_s, or pass none") from None
+        raise hook_error(name, f"compile on target {name!r} {e}; {left}",
                          hint="raise timeout_s, or report the hang to the plugin's authors") from None
     except (Exception, SystemExit) as e:  # third-party code: name it, keep the process alive
         raise hook_error(name, f"compile on target {name!r} raised {type(e).__name__}: {e}") from e

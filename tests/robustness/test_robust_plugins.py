@@ -216,6 +216,24 @@ def test_compile_that_hangs_is_given_up_after_timeout(faulty):
     assert hung and all(t.daemon for t in hung)  # left running in the background, never blocking exit
 
 
+@pytest.mark.parametrize("target", ["gpu", "lpu", "wafer"])
+def test_a_compile_of_hals_own_past_timeout_s_is_the_bound_not_the_plugin(target, monkeypatch):
+    """hal's own targets' compiles end: one past timeout_s met a bound set too short, a ResourceError
+    (as a run past it is), not a PluginError blaming hal-sdk as a hung plugin."""
+    tgt = plugins.get_target(target)
+    real = tgt.compile
+
+    def slow(graph, options):
+        time.sleep(0.5)
+        return real(graph, options)
+
+    monkeypatch.setattr(tgt, "compile", slow)
+    with pytest.raises(hal.ResourceError, match=r"the compile did not finish within timeout_s=0.05 s") as ei:
+        session(relu_model(), target, timeout_s=0.05, cache_dir=False)
+    assert not isinstance(ei.value, hal.PluginError) and f"target {target!r}" in str(ei.value)
+    assert "raise timeout_s" in str(ei.value)
+
+
 def test_timeout_does_not_cut_a_compile_that_finishes():
     for t in TARGETS:
         (y,) = session(mlp_model(), t, timeout_s=60).run(None, {"x": np.ones((2, 4), np.float32)})
