@@ -19,10 +19,12 @@ import numpy as np
 from hal.conformance.cases import ConformanceCase, to_value
 from hal.errors import HalError, ModelError, UnsupportedOpError
 
-Cause = Literal["checker", "no kernel", "wrong numbers", "error"]
+Cause = Literal["checker", "no kernel", "refused", "wrong numbers", "error"]
 
-#: causes in the order the report lists them
-CAUSES: tuple[Cause, ...] = ("no kernel", "wrong numbers", "error", "checker")
+#: causes in the order the report lists them: "no kernel" where hal has no kernel for a node's op (or
+#: form), so no target built on its kernels runs it; "refused" where the target turned down a node
+#: hal's kernels run (a data-dependent shape on a static schedule, a dtype its hardware lacks)
+CAUSES: tuple[Cause, ...] = ("no kernel", "refused", "wrong numbers", "error", "checker")
 
 
 class CaseFailure(AssertionError):
@@ -92,6 +94,16 @@ def input_names(model: Any) -> list[str]:
     return [i.name for i in model.graph.input if i.name not in inits]
 
 
+def refusal_cause(e: UnsupportedOpError) -> Cause:
+    """"no kernel" when a node the target turned down has no kernel in hal (its reason is the
+    registry's: ``hal.target.no_kernel_reason``, a form the kernel refuses, or the engine's own),
+    "refused" when every one has and the target declined it."""
+    reasons = [reason for _, _, reason in e.nodes]
+    if not reasons or any(r.startswith("no kernel") for r in reasons):
+        return "no kernel"
+    return "refused"
+
+
 def check_case(case: ConformanceCase, target: str, precision: str = "exact",
                tolerance: Tolerance | None = None) -> None:
     """Run every data set of ``case`` on ``target``; raise CaseFailure when it does not pass."""
@@ -107,7 +119,7 @@ def check_case(case: ConformanceCase, target: str, precision: str = "exact",
             cause: Cause = "checker" if "checker" in e.what else "error"
             raise CaseFailure(cause, _first_line(e)) from None
         except UnsupportedOpError as e:
-            raise CaseFailure("no kernel", _first_line(e)) from None
+            raise CaseFailure(refusal_cause(e), _first_line(e)) from None
         except Exception as e:  # a compile failure of any kind fails this case only
             raise CaseFailure("error", f"compile: {type(e).__name__}: {_first_line(e)}") from None
         names = input_names(model)

@@ -246,8 +246,8 @@ def write_manifest(path: str | Path, target: str, entries: Iterable[ManifestEntr
     lines = [
         f"# Expected failures of target {target!r} in the hal conformance suite.",
         f"# Regenerate: hal conformance {target} --profile {profile} --write-manifest",
-        "# Each entry: the case, the op it certifies, the kind of failure (no kernel | wrong numbers |",
-        "# error | checker | contract) and the reason the run gave.",
+        "# Each entry: the case, the op it certifies, the kind of failure (no kernel | refused |",
+        "# wrong numbers | error | checker | contract) and the reason the run gave.",
         "",
         f"target = {_toml_str(target)}",
     ]

@@ -22,7 +22,8 @@ class CaseResult(HalModel):
     op: str
     kind: str = Field(description="node | light | model | contract | plugin")
     outcome: Outcome
-    cause: str | None = Field(default=None, description="no kernel | wrong numbers | error | checker | contract")
+    cause: str | None = Field(default=None,
+                              description="no kernel | refused | wrong numbers | error | checker | contract")
     message: str | None = None
     duration_s: float = 0.0
 

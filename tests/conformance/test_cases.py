@@ -120,3 +120,20 @@ def test_a_passing_case_passes_and_a_missing_kernel_is_cause_no_kernel(monkeypat
     with pytest.raises(CaseFailure) as e:
         check_case(_case("test_abs"), "cpu")
     assert e.value.cause == "no kernel"
+
+
+def test_a_node_the_target_turns_down_is_cause_refused_and_one_hal_cannot_run_no_kernel(monkeypatch) -> None:
+    """The LPU refuses NonZero (its output's length is data's, where its schedule is static), which
+    hal's kernels run: "refused", not "no kernel" (which its manifest had said of 62 such cases).
+    An op hal has no kernel for stays "no kernel" on every target."""
+    with pytest.raises(CaseFailure) as e:
+        check_case(_case("test_nonzero_example"), "lpu")
+    assert e.value.cause == "refused" and "data-dependent output shape" in e.value.message
+    check_case(_case("test_nonzero_example"), "cpu")
+    from hal.kernels import registry
+
+    monkeypatch.setitem(registry._REGISTRY, ("", "Abs"), [])
+    for target in ("cpu", "lpu", "gpu", "wafer"):
+        with pytest.raises(CaseFailure) as e:
+            check_case(_case("test_abs"), target)
+        assert e.value.cause == "no kernel", target
