@@ -22,7 +22,7 @@ from hal import limits
 from hal.errors import HalError, InputError, ModelError, ResourceError
 from hal.feeds import map_feed
 from hal.graph.ir import TensorInfo, np_dtype
-from hal.plugins import OWN_DISTRIBUTION, hook_error, plugin_of
+from hal.plugins import hook_error, is_own_target
 from hal.target import Executable
 
 #: (name, dtype) of each tensor output whose element type the graph knows
@@ -223,8 +223,7 @@ def _wrong_output(target: str, name: str, v: Any, dt: np.dtype) -> HalError:
     types onnx's schemas give, another type (a dtype, a sequence, no value) means the model declares
     another type than its ops make, where onnx's inference could not check it at load (onnxruntime
     refuses such a model)."""
-    rec = plugin_of(target)
-    if rec is not None and rec.distribution == OWN_DISTRIBUTION:
+    if is_own_target(target):
         made = f"a {v.dtype} array" if isinstance(v, np.ndarray) else \
             "a sequence" if isinstance(v, list) else "no value (an empty optional)" if v is None else _what(v)
         return ModelError(f"{name!r} comes out {made} on target {target!r}, but the model declares it a tensor of "

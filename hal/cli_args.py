@@ -39,15 +39,15 @@ def check_destinations(args: Any) -> None:
         where = f"{flag} {value}"
         if path.is_dir():
             raise InputError(f"{value} is a folder", where=where, hint=f"name a file in it, e.g. {path / 'out'}")
-        if path.exists() and not path.is_file():  # a device or pipe, written directly (/dev/null twice is fine)
-            if not os.access(path, os.W_OK):
-                raise InputError(f"cannot write {value}", where=where, hint="name a file you may write")
-            continue
         if not path.exists():
             folder = next((p for p in path.absolute().parents if p.exists()), None)
             if folder is not None and not folder.is_dir():
                 raise InputError(f"{folder} is a file, so nothing can be written under it", where=where,
                                  hint="name a file in a folder")
+        elif not path.is_file():  # a device or pipe, written directly (/dev/null twice is fine)
+            if not os.access(path, os.W_OK):
+                raise InputError(f"cannot write {value}", where=where, hint="name a file you may write")
+            continue
         folder = path.absolute().parent
         if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
             raise InputError(f"cannot write in {folder}", where=where, hint="name a file in a folder you may write")

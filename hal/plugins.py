@@ -265,6 +265,13 @@ def plugin_of(target: str) -> PluginRecord | None:
     return next((r for r in registry().records.values() if target in r.targets), None)
 
 
+def is_own_target(target: str) -> bool:
+    """Whether ``target`` comes from hal's own distribution (cpu, gpu, lpu, wafer): what goes wrong in it
+    is hal's to say (a model's fault, a bound set too short), not a third party's misbehaviour."""
+    rec = plugin_of(target)
+    return rec is not None and rec.distribution == OWN_DISTRIBUTION
+
+
 def hook_error(target: str, what: str, hint: str | None = None) -> PluginError:
     """A PluginError for a target's misbehaviour after discovery, naming its plugin and distribution."""
     rec = plugin_of(target)
@@ -272,5 +279,5 @@ def hook_error(target: str, what: str, hint: str | None = None) -> PluginError:
                        hint=hint or "report it to the plugin's authors; other targets still work")
 
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginRecord", "PluginRegistry", "get_target", "hook_error", "named_targets",
-           "plugin_of", "register", "registry", "targets", "unregister"]
+__all__ = ["ENTRY_POINT_GROUP", "PluginRecord", "PluginRegistry", "get_target", "hook_error", "is_own_target",
+           "named_targets", "plugin_of", "register", "registry", "targets", "unregister"]

@@ -29,7 +29,7 @@ from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
 from hal.overrides import InitializerOverrides
 from hal.perf.opcount import tensor_bytes
-from hal.plugins import OWN_DISTRIBUTION, get_target, hook_error, plugin_of, registry
+from hal.plugins import get_target, hook_error, is_own_target, registry
 from hal.specs import Capability, CompileOptions, CompileReport, KernelReport, NodePlacement, Refusal, RunReport
 from hal.target import Executable, Target
 
@@ -176,8 +176,7 @@ def compile_graph(graph: Graph, target: Target, options: CompileOptions, cache: 
         raise
     except limits.Timeout as e:
         left = "it was abandoned (its worker thread may still be running in the background)"
-        rec = plugin_of(name)
-        if rec is not None and rec.distribution == OWN_DISTRIBUTION:  # hal's own compiles end: the bound was short
+        if is_own_target(name):  # hal's own compiles end: the bound was short
             raise ResourceError(f"the compile {e}; {left}", where=f"target {name!r}",
                                 hint="raise timeout_s, or pass none") from None
         raise hook_error(name, f"compile on target {name!r} {e}; {left}",

@@ -37,7 +37,7 @@ def _input_types(op_type: str, opset: int, domain: str = ""
     except onnx.defs.SchemaError:
         return None
     allowed = {c.type_param_str: _type_set(c.allowed_type_strs) for c in schema.type_constraints}
-    return tuple((f.name, allowed.get(f.type_str) or _type_set([f.type_str]),
+    return tuple((f.name, allowed[f.type_str] if f.type_str in allowed else _type_set([f.type_str]),
                   f.option == onnx.defs.OpSchema.FormalParameterOption.Variadic,
                   f.type_str if f.type_str in allowed and f.is_homogeneous else "") for f in schema.inputs)
 
