@@ -44,6 +44,8 @@ MAX_REPS = 200
 #: the most back-to-back runs one sample takes (``--sample-s``)
 MAX_LOOPS = 1 << 16
 SCHEMA = "hal-bench/1"
+#: the groups --models takes beside model names
+MODEL_GROUPS = ("light", "transformers", "all")
 #: issue 8's goals, checked in the summary
 GOALS = {"hal_cpu/ort": {"transformer": 1.3, "cnn": 2.0}, "ref/hal_cpu": {"transformer": 5.0, "cnn": 10.0},
          "target/hal_cpu": 1.15, "compile_s": 3.0, "rss/planned": 1.5}
@@ -472,23 +474,38 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="tiny-gpt only, one repetition, the 2-layer compile graph, RSS for cpu only")
     ap.add_argument("--profile", action="store_true",
                     help="also time every kernel of hal cpu's program and list the op types by share")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    _check_names(ap, args)
+    return args
+
+
+def _check_names(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every name a list option gives is one the benchmark knows, before anything is loaded or timed:
+    a wrong one is a usage error (exit status 2) that lists the names it takes."""
+    import hal
+
+    installed = [t.name for t in hal.targets()]
+    # option: (its value, the names it takes, the word for "none of them" or "every one" it also takes)
+    options = {"--models": (args.models, [*model_names(), *MODEL_GROUPS], None),
+               "--targets": (args.targets, installed, "all"),
+               "--baselines": (args.baselines, [ORT, REF], "none"),
+               "--compile-graphs": (args.compile_graphs, list(COMPILE_GRAPHS), "none"),
+               "--rss": (args.rss, ["hal", *installed, ORT, REF], "none")}
+    for option, (spec, known, word) in options.items():
+        unknown = [] if spec == word else [n for n in _csv(spec) or [] if n not in known]
+        if unknown:
+            ap.error(f"{option}: unknown {', '.join(map(repr, unknown))}; known: {', '.join(known)}"
+                     + (f" (or '{word}')" if word else ""))
 
 
 def _select_models(spec: str | None) -> list[str]:
+    """The models --models names (checked by ``_check_names``), groups expanded, in the order given."""
     names = model_names()
     groups = {"light": [n for n in names if n.startswith("light_")],
               "transformers": [n for n in names if not n.startswith("light_")], "all": names}
-    if not spec:
-        return names
     out: list[str] = []
-    for s in spec.split(","):
-        s = s.strip()
-        for n in groups.get(s, [s]):
-            if n not in names:
-                raise SystemExit(f"unknown model {n!r}; known: {', '.join(names)} (or light, transformers, all)")
-            if n not in out:
-                out.append(n)
+    for s in _csv(spec) or ["all"]:
+        out += [n for n in groups.get(s, [s]) if n not in out]
     return out
 
 
@@ -505,11 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     jit.load()
     jit_info = {"status": jit.status(), "load_s": time.perf_counter() - t0}
 
-    installed = [t.name for t in hal.targets()]
-    targets = _csv(args.targets) or installed
-    missing = [t for t in targets if t not in installed]
-    if missing:
-        raise SystemExit(f"target(s) {', '.join(missing)} not installed; installed: {', '.join(installed)}")
+    targets = _csv(args.targets) or [t.name for t in hal.targets()]
     if "cpu" in targets:  # cpu first: the other targets' ratios are against it
         targets = ["cpu", *[t for t in targets if t != "cpu"]]
     baselines = [] if args.baselines == "none" else [b for b in (_csv(args.baselines) or [ORT, REF])]

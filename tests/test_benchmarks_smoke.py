@@ -370,3 +370,26 @@ def test_the_saved_models_benchmark_runs_what_onnxruntime_saves(tmp_path: Path) 
     assert [r["form"] for r in rows] == ["exported", "ORT_ENABLE_EXTENDED"]
     assert rows[0]["contrib_ops"] == [] and "FusedConv" in rows[1]["contrib_ops"]
     assert all(r["max_rel_err"] < 1e-5 and r["hal_cpu_ms"] > 0 and r["onnxruntime_ms"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--compile-graphs", "0"], "--compile-graphs: unknown '0'; known: decoder-24l"),
+    (["--models", "tiny-gpt,resnet"], "--models: unknown 'resnet'; known: light_bvlc_alexnet"),
+    (["--targets", "cpu,tpu"], "--targets: unknown 'tpu'; known: cpu"),
+    (["--baselines", "ort"], "--baselines: unknown 'ort'; known: onnxruntime, reference (or 'none')"),
+    (["--rss", "hal,gpx"], "--rss: unknown 'gpx'; known: hal, cpu"),
+])
+def test_benchmark_refuses_an_unknown_name_before_loading_anything(argv, says, capsys) -> None:
+    from benchmarks.run import parse_args
+
+    with pytest.raises(SystemExit) as e:
+        parse_args(argv)
+    assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_benchmark_takes_the_names_and_words_it_lists() -> None:
+    from benchmarks.run import _select_models, parse_args
+
+    args = parse_args(["--models", "light,tiny-gpt", "--targets", "all", "--baselines", "none",
+                       "--compile-graphs", "none", "--rss", "hal,onnxruntime"])
+    assert _select_models(args.models)[-1] == "tiny-gpt" and len(_select_models(args.models)) == 10
