@@ -22,8 +22,9 @@ program stay safe.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 #: whether kernels take the compiled loops: None until first asked (then numba's import decides)
@@ -60,20 +61,85 @@ def status() -> str:
 
 def njit(fn: Callable[..., Any] | None = None, *, signature: Any = None, **options: Any) -> Any:
     """numba.njit with the loops' options (nopython, GIL released, no bounds checks, numpy's float
-    errors, cached on disk) as a decorator; ``hal.kernels._loops`` applies it when it is imported,
-    which only a caller that found ``enabled()`` does. With a ``signature`` the loop is compiled (or
-    loaded from the cache) right then, for those types only: an argument of any other type raises
-    TypeError instead of compiling a second machine code inside a run."""
+    errors, cached on disk through ``_shared_cache``) as a decorator; ``hal.kernels._loops`` applies
+    it when it is imported, which only a caller that found ``enabled()`` does. With a ``signature``
+    the loop is compiled (or loaded from the cache) right then, for those types only: an argument of
+    any other type raises TypeError instead of compiling a second machine code inside a run."""
     import numba
+    from numba.core import typeinfer
 
     options = {"nogil": True, "boundscheck": False, "error_model": "numpy", **options}
     if fn is None:
         return lambda f: njit(f, signature=signature, **options)
-    args = () if signature is None else (signature,)
-    try:
-        return numba.njit(*args, cache=True, **options)(fn)
+    loop = numba.njit(**options)(fn)
+    try:  # what numba's cache=True does (Dispatcher.enable_caching), with the cache below
+        loop._cache = _shared_cache()(fn)
     except RuntimeError:  # no writable cache next to the module nor in the user's cache directory
-        return numba.njit(*args, **options)(fn)
+        pass
+    if signature is not None:  # what numba.njit(signature) does
+        with typeinfer.register_dispatcher(loop):
+            loop.compile(signature)
+        loop.disable_compile()
+    return loop
+
+
+_SHARED_CACHE: Any = None
+
+
+def _shared_cache() -> Any:
+    """numba's on-disk cache of compiled loops (``FunctionCache``), made safe for processes that
+    share it. numba picks a new entry's file name from the index it read, then writes the index and
+    the file: two processes compiling two signatures of one loop at once (pytest-xdist's workers on
+    a fresh checkout, a pool of servers) can both pick ``.3.nbc``, and the index then names one
+    signature's machine code for the other's arguments (numba issue #10128). A later process loads
+    it and runs a float32 pool's loop on float64 data: silently wrong numbers, or a crash. Here
+    loading and saving hold an exclusive lock on a file in the cache folder (``fcntl.flock``, where
+    the platform has it), so an index is always read, extended and written by one process at a
+    time; and an entry whose machine code is for other argument types than the ones asked (written
+    before this lock, or by another numba user of the folder) is not loaded: it is compiled afresh
+    and saved over."""
+    global _SHARED_CACHE
+    if _SHARED_CACHE is None:
+        from numba.core import sigutils
+        from numba.core.caching import FunctionCache
+
+        class SharedCache(FunctionCache):
+            def load_overload(self, sig: Any, target_context: Any) -> Any:
+                with self._locked():
+                    compiled = super().load_overload(sig, target_context)
+                if compiled is None or tuple(compiled.signature.args) != tuple(sigutils.normalize_signature(sig)[0]):
+                    return None
+                return compiled
+
+            def save_overload(self, sig: Any, data: Any) -> None:
+                with self._locked():
+                    super().save_overload(sig, data)
+
+            @contextlib.contextmanager
+            def _locked(self) -> Iterator[None]:
+                try:
+                    import fcntl
+                except ImportError:  # Windows: no lock; the signature check above still holds
+                    yield
+                    return
+                try:
+                    os.makedirs(self._cache_path, exist_ok=True)
+                    fd = os.open(os.path.join(self._cache_path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+                except OSError:  # a read-only folder: nothing is saved there, and loads read whole files
+                    yield
+                    return
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    yield
+                finally:
+                    os.close(fd)  # closing releases the lock
+
+        _SHARED_CACHE = SharedCache
+    return _SHARED_CACHE
+
+
+#: the file in numba's cache folder whose lock a process holds while it reads or writes the cache
+LOCK_FILE = "hal-jit.lock"
 
 
 _LOOPS: Any = None
