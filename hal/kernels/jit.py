@@ -91,8 +91,8 @@ def _shared_cache() -> Any:
     share it. numba picks a new entry's file name from the index it read, then writes the index and
     the file: two processes compiling two signatures of one loop at once (pytest-xdist's workers on
     a fresh checkout, a pool of servers) can both pick ``.3.nbc``, and the index then names one
-    signature's machine code for the other's arguments (numba issue #10128). A later process loads
-    it and runs a float32 pool's loop on float64 data: silently wrong numbers, or a crash. Here
+    signature's machine code for the other's arguments (numba issue #10128). A later process that
+    loads it fails the call with numba's "can't unbox array" TypeError, inside a model's run. Here
     loading and saving hold an exclusive lock on a file in the cache folder (``fcntl.flock``, where
     the platform has it), so an index is always read, extended and written by one process at a
     time; and an entry whose machine code is for other argument types than the ones asked (written
