@@ -22,6 +22,54 @@ LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 LIGHT_MODELS = sorted(p.stem for p in LIGHT_DIR.glob("light_*.onnx"))
 
 
+def _thread_env() -> dict[str, str | None]:
+    from benchmarks import THREAD_ENV_VARS
+
+    return {k: os.environ.get(k) for k in THREAD_ENV_VARS}
+
+
+def _put_thread_env(saved: dict[str, str | None]) -> None:
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def _thread_counts_left_alone():
+    """Fail a test that leaves a BLAS/OpenMP thread-count variable changed: the benchmarks' entry
+    points pin every pool to one thread for their process (``benchmarks.runners.limit_threads``), and
+    a test that calls one in-process without the ``pools_put_back`` fixture would leave the rest of
+    its worker on one BLAS thread, where results that hang on a GEMM's order of sums change."""
+    before = _thread_env()
+    yield
+    after = _thread_env()
+    if after != before:
+        _put_thread_env(before)
+        pytest.fail(f"the test changed thread-count variables {before} -> {after}; use the pools_put_back fixture")
+
+
+@pytest.fixture
+def pools_put_back():
+    """Thread-count variables and the BLAS/OpenMP pools' sizes as they were, after a test that runs a
+    benchmark's entry point in-process (which pins them to one thread for good). A pool loaded during
+    the test (scipy's OpenBLAS, which the benchmark's imports bring in) gets the size a pool of its
+    kind had here: it loaded under the same variables, so it started at that size."""
+    from threadpoolctl import ThreadpoolController
+
+    saved = _thread_env()
+    libs = ThreadpoolController().lib_controllers
+    sizes = {lib.filepath: lib.num_threads for lib in libs}
+    kinds = {lib.internal_api: lib.num_threads for lib in reversed(libs)}  # the first of each kind
+    yield
+    _put_thread_env(saved)
+    for lib in ThreadpoolController().lib_controllers:
+        size = sizes.get(lib.filepath, kinds.get(lib.internal_api))
+        if size is not None:
+            lib.set_num_threads(size)
+
+
 @pytest.fixture
 def numpy_loops(monkeypatch: pytest.MonkeyPatch) -> None:
     """The kernels' numpy paths, not the compiled loops (``hal.kernels.jit``): for tests that look

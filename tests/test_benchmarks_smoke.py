@@ -230,6 +230,7 @@ def test_a_sample_is_enough_back_to_back_runs_that_another_runners_caches_fade(m
     assert out["ratios"]["ref/hal_cpu"] == pytest.approx(1.8e-3 / 4.2e-4)
 
 
+@pytest.mark.usefixtures("pools_put_back")
 def test_neighbours_probe_times_each_runner_back_to_back_and_after_the_others(tmp_path: Path) -> None:
     from benchmarks import neighbours
 
@@ -338,6 +339,7 @@ def test_scaling_probe_builds_each_shape_at_its_node_count_and_writes_json(tmp_p
         assert r["linear"] == (r["exponent"] <= doc["linear_limit"])
 
 
+@pytest.mark.usefixtures("pools_put_back")
 def test_precisions_benchmark_runs_and_its_casts_give_the_same_bits(tmp_path: Path) -> None:
     from benchmarks import precisions
 
