@@ -132,6 +132,33 @@ def light_case(name: str) -> tuple[Path, dict[str, np.ndarray], np.ndarray]:
     return path, feeds, expected
 
 
+def light_case_with_scores(name: str) -> tuple[bytes, dict[str, np.ndarray], np.ndarray]:
+    """``light_case`` with the model as bytes and, where it ends in a Softmax, the scores that
+    Softmax reads as a second output (see ``assert_light_output``)."""
+    path, feeds, expected = light_case(name)
+    model = onnx.load(str(path))
+    if model.graph.node[-1].op_type == "Softmax":
+        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(model.graph.node[-1].input[0]))
+    return model.SerializeToString(), feeds, expected
+
+
+def assert_light_output(out: np.ndarray, scores: np.ndarray | None, expected: np.ndarray, rtol: float = 1e-3,
+                        atol: float = 1e-5) -> None:
+    """A light model's output against the shipped one, unless one float32 step of its scores moves
+    their softmax past ``rtol`` and the scores do not all tie: then against the softmax of those
+    scores (the caller compares the scores with a reference of its own).
+
+    Every light model's weights are one constant, so its 1000 scores are one sum and the shipped
+    output is 1/1000 each. light_squeezenet's scores are 9.5e9, where a float32 step is 1024: a score
+    one step above the rest takes its softmax from 1/1000 to about 1/4, and OpenBLAS sums a GEMM's
+    rows in orders that differ by a step, one way on one thread and another on two."""
+    if scores is None or np.ptp(scores) == 0 or np.expm1(np.spacing(np.abs(scores).max())) < rtol:
+        np.testing.assert_allclose(out, expected, rtol=rtol, atol=atol)
+        return
+    z = np.exp(scores.astype(np.float64) - scores.max())  # opset 9's Softmax: over all 1000 scores
+    np.testing.assert_allclose(out, (z / z.sum()).reshape(out.shape), rtol=rtol, atol=atol)
+
+
 def write_dist(site: Path, dist: str, entry_points: dict[str, str], version: str = "0.1.0") -> None:
     """Make ``site`` look like a pip install of ``dist``: a dist-info with its entry points."""
     info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
