@@ -46,6 +46,7 @@ class ConformanceCase:
     load_model: Callable[[], onnx.ModelProto] = field(repr=False)
     load_data: Callable[[], list[tuple[list[Any], list[Any]]]] = field(repr=False)
     ops: frozenset[str] = frozenset()  # every op type the case's graph uses, subgraphs included
+    scores: bool = False  # the model's last output is what its final Softmax reads (``check.assert_scored``)
 
     @property
     def model(self) -> onnx.ModelProto:
@@ -167,12 +168,24 @@ def _light_data(name: str) -> list[tuple[list[Any], list[Any]]]:
     return [(inputs, outputs)]
 
 
+def _light_model_with_scores(name: str) -> onnx.ModelProto:
+    """The light model with, where it ends in a Softmax, the scores that Softmax reads as one more
+    output: its shipped output alone cannot tell a wrong target from a right one whose sums ran in
+    another order (``check.assert_scored``)."""
+    model = _light_model(name)
+    last = model.graph.node[-1]
+    if last.op_type == "Softmax":
+        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(last.input[0]))
+    return model
+
+
 def light_cases() -> list[ConformanceCase]:
     """The 9 light models: inputs from onnx's dummy-data generator, expected outputs beside them."""
     out = []
     for name in LIGHT_MODELS:
         out.append(ConformanceCase(f"test_light_{name}", "light model", "light", LIGHT_RTOL, LIGHT_ATOL,
-                                   _cached(lambda n=name: _light_model(n)), _cached(lambda n=name: _light_data(n))))
+                                   _cached(lambda n=name: _light_model_with_scores(n)),
+                                   _cached(lambda n=name: _light_data(n)), scores=True))
     return out
 
 

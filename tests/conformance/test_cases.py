@@ -137,3 +137,45 @@ def test_a_node_the_target_turns_down_is_cause_refused_and_one_hal_cannot_run_no
         with pytest.raises(CaseFailure) as e:
             check_case(_case("test_abs"), target)
         assert e.value.cause == "no kernel", target
+
+
+def _softmax(s: np.ndarray) -> np.ndarray:
+    z = np.exp(s.astype(np.float64) - s.max())
+    return (z / z.sum()).astype(np.float32)
+
+
+def test_scores_a_float32_step_apart_are_compared_where_their_softmax_cannot_be() -> None:
+    # light_squeezenet's case: 1000 scores of 9.5e9 (a float32 step is 1024), shipped softmax 1/1000 each
+    from hal.conformance.check import assert_scored
+
+    shipped = np.full((1, 1000), 1e-3, dtype=np.float32)
+    tied = np.full((1, 1000), 9.5e9, dtype=np.float32)
+    assert_scored([shipped], [_softmax(tied)], tied, 1e-3, 1e-5)
+    stepped = tied.copy()
+    stepped[0, :4] = np.nextafter(np.float32(9.5e9), np.float32(np.inf))  # 4 scores one step up
+    out = _softmax(stepped)
+    assert out[0, 0] > 0.2  # onnx's comparison alone would fail it
+    with pytest.raises(AssertionError):
+        assert_similar([shipped], [out], 1e-3, 1e-5)
+    assert_scored([shipped], [out], stepped, 1e-3, 1e-5)
+    far = stepped.copy()
+    far[0, 7] += 1e8  # scores a hundred thousand steps apart are wrong scores, whatever their softmax
+    with pytest.raises(AssertionError, match="the scores the final Softmax reads"):
+        assert_scored([shipped], [_softmax(far)], far, 1e-3, 1e-5)
+    with pytest.raises(AssertionError, match="the softmax of its scores"):
+        assert_scored([shipped], [shipped], stepped, 1e-3, 1e-5)  # an output that is not their softmax
+    small = np.full((1, 1000), 3.0, dtype=np.float32)
+    small[0, 0] = 4.0  # where a step is small, the shipped output is the comparison, as onnx's runner makes it
+    with pytest.raises(AssertionError):
+        assert_scored([shipped], [_softmax(small)], small, 1e-3, 1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_light_squeezenet_passes_on_cpu_on_one_blas_thread_and_on_two(threads: int) -> None:
+    # its scores tie on two OpenBLAS threads here and sit a float32 step apart on one
+    from threadpoolctl import threadpool_limits
+
+    (case,) = [c for c in light_cases() if c.name == "test_light_squeezenet"]
+    assert case.scores and case.model.graph.output[-1].name == case.model.graph.node[-1].input[0]
+    with threadpool_limits(limits=threads, user_api="blas"):
+        check_case(case, "cpu")
