@@ -159,6 +159,20 @@ def assert_light_output(out: np.ndarray, scores: np.ndarray | None, expected: np
     np.testing.assert_allclose(out, (z / z.sum()).reshape(out.shape), rtol=rtol, atol=atol)
 
 
+def light_model_on(name: str, target: str) -> Any:
+    """Run light model ``name`` on ``target`` at exact precision: its scores are the cpu target's bit
+    for bit and its output the shipped one (``assert_light_output``). The session, for more checks."""
+    import hal
+
+    model, feeds, expected = light_case_with_scores(name)
+    sess = hal.InferenceSession(model, target=target)
+    out, *scores = sess.run(None, feeds)
+    if scores:
+        assert np.array_equal(scores[0], hal.InferenceSession(model, target="cpu").run(None, feeds)[1])
+    assert_light_output(out, scores[0] if scores else None, expected)
+    return sess
+
+
 def write_dist(site: Path, dist: str, entry_points: dict[str, str], version: str = "0.1.0") -> None:
     """Make ``site`` look like a pip install of ``dist``: a dist-info with its entry points."""
     info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
