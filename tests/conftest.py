@@ -133,30 +133,25 @@ def light_case(name: str) -> tuple[Path, dict[str, np.ndarray], np.ndarray]:
 
 
 def light_case_with_scores(name: str) -> tuple[bytes, dict[str, np.ndarray], np.ndarray]:
-    """``light_case`` with the model as bytes and, where it ends in a Softmax, the scores that
-    Softmax reads as a second output (see ``assert_light_output``)."""
-    path, feeds, expected = light_case(name)
-    model = onnx.load(str(path))
-    if model.graph.node[-1].op_type == "Softmax":
-        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(model.graph.node[-1].input[0]))
-    return model.SerializeToString(), feeds, expected
+    """``light_case`` with the model as the conformance suite runs it (``light_model_with_scores``:
+    where it ends in a Softmax, the scores that Softmax reads are a second output), as bytes."""
+    from hal.conformance.cases import light_model_with_scores
+
+    _, feeds, expected = light_case(name)
+    return light_model_with_scores(name.removeprefix("light_")).SerializeToString(), feeds, expected
 
 
 def assert_light_output(out: np.ndarray, scores: np.ndarray | None, expected: np.ndarray, rtol: float = 1e-3,
                         atol: float = 1e-5) -> None:
-    """A light model's output against the shipped one, unless one float32 step of its scores moves
-    their softmax past ``rtol`` and the scores do not all tie: then against the softmax of those
-    scores (the caller compares the scores with a reference of its own).
+    """A light model's output as the conformance suite checks it (``hal.conformance.check.assert_scored``):
+    the shipped output, or where one float32 step of the scores would move their softmax past
+    ``rtol`` (light_squeezenet's 9.5e9 scores), the scores' gaps and the softmax of those scores."""
+    from hal.conformance.check import assert_scored
 
-    Every light model's weights are one constant, so its 1000 scores are one sum and the shipped
-    output is 1/1000 each. light_squeezenet's scores are 9.5e9, where a float32 step is 1024: a score
-    one step above the rest takes its softmax from 1/1000 to about 1/4, and OpenBLAS sums a GEMM's
-    rows in orders that differ by a step, one way on one thread and another on two."""
-    if scores is None or np.ptp(scores) == 0 or np.expm1(np.spacing(np.abs(scores).max())) < rtol:
+    if scores is None:
         np.testing.assert_allclose(out, expected, rtol=rtol, atol=atol)
-        return
-    z = np.exp(scores.astype(np.float64) - scores.max())  # opset 9's Softmax: over all 1000 scores
-    np.testing.assert_allclose(out, (z / z.sum()).reshape(out.shape), rtol=rtol, atol=atol)
+    else:
+        assert_scored([expected], [out], scores, rtol, atol)
 
 
 def light_model_on(name: str, target: str) -> Any:

@@ -168,7 +168,7 @@ def _light_data(name: str) -> list[tuple[list[Any], list[Any]]]:
     return [(inputs, outputs)]
 
 
-def _light_model_with_scores(name: str) -> onnx.ModelProto:
+def light_model_with_scores(name: str) -> onnx.ModelProto:
     """The light model with, where it ends in a Softmax, the scores that Softmax reads as one more
     output: its shipped output alone cannot tell a wrong target from a right one whose sums ran in
     another order (``check.assert_scored``)."""
@@ -184,7 +184,7 @@ def light_cases() -> list[ConformanceCase]:
     out = []
     for name in LIGHT_MODELS:
         out.append(ConformanceCase(f"test_light_{name}", "light model", "light", LIGHT_RTOL, LIGHT_ATOL,
-                                   _cached(lambda n=name: _light_model_with_scores(n)),
+                                   _cached(lambda n=name: light_model_with_scores(n)),
                                    _cached(lambda n=name: _light_data(n)), scores=True))
     return out
 
