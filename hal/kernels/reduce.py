@@ -2,7 +2,8 @@
 
 The axes moved from an attribute to an optional input (ReduceSum at opset 13, the others at 18);
 each op is registered once per form. Reducing an empty set gives the reduction's identity
-(0 for sums, 1 for products, -inf / +inf or the integer limits for max / min, NaN for the mean).
+(0 for sums, 1 for products, -inf / +inf or the integer limits for max / min, NaN for the mean);
+empty axes under ``noop_with_empty_axes`` reduce nothing, each element alone.
 """
 
 from __future__ import annotations
@@ -117,7 +118,10 @@ def _reduce(fn: Reducer, data: Array, axes: Sequence[int] | Array | None, keepdi
             noop_with_empty_axes: int) -> Array:
     if axes is None or len(axes) == 0:
         if noop_with_empty_axes:
-            return data
+            # nothing is reduced, but each element still passes through the reduction's own arithmetic,
+            # as onnxruntime and onnx's reference do: |x| for L1 and L2 (sqrt(x^2), inf past float32's
+            # square), x^2 for SumSquare, log x for LogSum; the others give x back
+            return _arr(fn(data.reshape((*data.shape, 1)), (data.ndim,), False))
         norm: Axes = None
     else:
         norm = tuple(sorted({axis_in(int(a), data.ndim) for a in np.asarray(axes).ravel()}))
