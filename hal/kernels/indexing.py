@@ -33,7 +33,17 @@ def gather(data, indices, axis=0):
 
 @kernel("GatherElements", since=11)
 def gather_elements(data, indices, axis=0):
+    """Off ``axis``, ``indices`` may be shorter than ``data`` (as onnxruntime and torch.gather allow): it
+    reads the leading part of those dimensions."""
     axis = axis_in(axis, data.ndim)
+    if indices.ndim != data.ndim:
+        raise ValueError(f"indices have rank {indices.ndim} but data rank {data.ndim}; GatherElements needs them equal")
+    if indices.shape != data.shape:
+        over = [d for d in range(data.ndim) if d != axis and indices.shape[d] > data.shape[d]]
+        if over:
+            raise ValueError(f"indices shape {list(indices.shape)} exceeds data shape {list(data.shape)} in "
+                             f"dimension {over[0]}; off axis {axis} each must be at most data's")
+        data = data[tuple(slice(None) if d == axis else slice(0, n) for d, n in enumerate(indices.shape))]
     return np.take_along_axis(data, _wrap(indices, data.shape[axis]), axis=axis)
 
 

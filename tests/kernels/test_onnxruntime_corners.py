@@ -1,0 +1,75 @@
+"""Corners of standard ops that onnx's node cases leave out, against onnxruntime's outputs (each found
+by running random small graphs through hal and onnxruntime side by side): every target runs them."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import hal
+
+TARGETS = [t.name for t in hal.targets()]
+
+
+def _model(node, inputs: dict[str, np.ndarray], opset: int, inits: dict[str, np.ndarray] | None = None) -> bytes:
+    types = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE,
+             np.dtype(np.int64): TensorProto.INT64}
+    g = helper.make_graph([node], "g",
+                          [helper.make_tensor_value_info(k, types[v.dtype], v.shape) for k, v in inputs.items()],
+                          [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in node.output],
+                          [numpy_helper.from_array(v, k) for k, v in (inits or {}).items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString()
+
+
+def _onnxruntime(blob: bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+REDUCE_OPS = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+              "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("op", REDUCE_OPS)
+@pytest.mark.parametrize("axes_input", [True, False], ids=["empty-axes", "no-axes"])
+def test_a_reduction_told_to_reduce_nothing_still_maps_each_element(op, axes_input, target):
+    # noop_with_empty_axes reduces no axis, but onnxruntime (and onnx's reference) still pass each
+    # element through the reduction's arithmetic: |x| for L1, sqrt(x^2) for L2 (inf past float32's
+    # square), x^2, log x. hal gave the input back unchanged.
+    x = np.array([[-0.5, 2.0, 3.0, 1e20], [-1e-30, 0.1, np.inf, -np.inf]], np.float32)
+    if op == "ReduceLogSumExp":
+        x[1, 3] = -5.0  # onnx's reference and onnxruntime part at -inf there (NaN / -inf)
+    inits = {"axes": np.zeros(0, np.int64)} if axes_input else None
+    node = helper.make_node(op, ["x", "axes"] if axes_input else ["x"], ["y"], keepdims=0, noop_with_empty_axes=1)
+    blob = _model(node, {"x": x}, 18, inits)
+    with np.errstate(all="ignore"):
+        (want,) = _onnxruntime(blob, {"x": x})
+    (got,) = hal.InferenceSession(blob, target=target).run(None, {"x": x})
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got.shape == x.shape
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize(("axis", "index_shape"), [(0, (3, 2)), (1, (1, 5)), (-1, (2, 2)), (0, (1, 1))])
+def test_gather_elements_reads_the_leading_part_off_its_axis(axis, index_shape, target):
+    # indices shorter than the data off the axis: onnxruntime (and torch.gather) read the leading part;
+    # hal's take_along_axis failed to broadcast them
+    rng = np.random.default_rng(len(index_shape) + axis)
+    data = rng.standard_normal((4, 3)).astype(np.float32)
+    idx = rng.integers(-data.shape[axis], data.shape[axis], index_shape).astype(np.int64)
+    blob = _model(helper.make_node("GatherElements", ["data", "idx"], ["y"], axis=axis), {"data": data, "idx": idx}, 13)
+    (want,) = _onnxruntime(blob, {"data": data, "idx": idx})
+    (got,) = hal.InferenceSession(blob, target=target).run(None, {"data": data, "idx": idx})
+    np.testing.assert_array_equal(got, want)
+
+
+def test_gather_elements_indices_longer_than_the_data_off_its_axis_is_a_run_error_naming_the_dimension():
+    data = np.zeros((2, 3), np.float32)
+    idx = np.zeros((2, 4), np.int64)
+    blob = _model(helper.make_node("GatherElements", ["data", "idx"], ["y"], axis=0), {"data": data, "idx": idx}, 13)
+    with pytest.raises(Exception, match="within bounds of 'data' shape"):  # onnxruntime refuses it too
+        _onnxruntime(blob, {"data": data, "idx": idx})
+    with pytest.raises(hal.RunError, match=r"exceeds data shape \[2, 3\] in dimension 1"):
+        hal.InferenceSession(blob).run(None, {"data": data, "idx": idx})
