@@ -70,8 +70,9 @@ def _source_coords(mode: str, n_out: int, n_in: int, scale: float, roi: tuple[fl
     if mode == "half_pixel":
         return (y + 0.5) / scale - 0.5
     if mode == "half_pixel_symmetric":
-        offset = n_in / 2 * (1 - n_out / out_width)
-        return offset + (y + 0.5) / scale - 0.5
+        # the spec's n_in / 2 (1 - n_out / out_width) + (y + 0.5) / scale - 0.5, rearranged to round
+        # once less: 7 -> 3 at 0.5 maps to 1, 3, 5 exactly (the spec's order: 1 + 2^-52, whose ceil is 2)
+        return (n_in - 1) / 2 + (2 * y + 1 - n_out) / (2 * scale)
     if mode == "pytorch_half_pixel":
         return np.full(n_out, -0.5) if out_width == 1 else (y + 0.5) / scale - 0.5
     if mode == "align_corners":

@@ -1,9 +1,13 @@
 """Resize and RoiAlign beyond onnx's node cases, against onnxruntime: ``tf_half_pixel_for_nn``
 (Resize-11's, which onnxruntime runs at every opset and tf2onnx writes for every half-pixel nearest
 resize, Keras' ``Resizing(interpolation="nearest")`` among them), Resize-10's nearest pixel, and a
-RoiAlign roi that holds no sample."""
+RoiAlign roi that holds no sample; and Resize's nearest pixels against the spec's coordinate formulas
+in exact rational arithmetic."""
 
 from __future__ import annotations
+
+import math
+from fractions import Fraction
 
 import numpy as np
 import onnxruntime as ort
@@ -53,6 +57,49 @@ def test_resize_10_nearest_rounds_down_upsampling_and_up_downsampling(shape, sca
     for target in hal.targets():
         (got,) = hal.InferenceSession(m, target=target.name).run(None, {"x": x})
         np.testing.assert_array_equal(got, want, err_msg=target.name)
+
+
+def _exact_source(mode: str, y: int, n_in: int, n_out: int, scale: Fraction) -> Fraction:
+    """The input coordinate of output ``y``, the Resize-19 spec's formula in rationals."""
+    half = Fraction(1, 2)
+    if mode == "half_pixel":
+        return (y + half) / scale - half
+    if mode == "half_pixel_symmetric":
+        return Fraction(n_in, 2) * (1 - n_out / (scale * n_in)) + (y + half) / scale - half
+    if mode == "align_corners":  # over the fractional output length (see hal/kernels/image.py)
+        return Fraction(0) if scale * n_in == 1 else y * Fraction(n_in - 1) / (scale * n_in - 1)
+    return y / scale  # asymmetric
+
+
+_ROUND = {"floor": math.floor, "ceil": math.ceil, "round_prefer_ceil": lambda x: math.floor(x + Fraction(1, 2)),
+          "round_prefer_floor": lambda x: math.ceil(x - Fraction(1, 2))}
+
+
+@pytest.mark.parametrize("mode", ["half_pixel", "half_pixel_symmetric", "align_corners", "asymmetric"])
+def test_nearest_resize_picks_the_pixels_of_the_spec_in_exact_arithmetic(mode):
+    # half_pixel_symmetric worked out as the spec writes it rounded 7 -> 3 at 0.5 to source 1 + 2^-52 for
+    # the first output, which exactly is 1 (ceil took pixel 2): 28 of its 960 resizes here had a pixel over
+    picks = []
+    for n_in in range(1, 17):
+        x = np.arange(n_in, dtype=np.float32).reshape(1, 1, 1, n_in)
+        for factor in (0.2, 0.25, 1 / 3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 1.2, 1.25, 1.5, 1.7, 2.0, 2.5, 3.0):
+            scale = Fraction(np.float32(factor).item())
+            n_out = math.floor(scale * n_in)
+            if not n_out:
+                continue
+            for nearest_mode, rounding in _ROUND.items():
+                want = [min(max(rounding(_exact_source(mode, y, n_in, n_out, scale)), 0), n_in - 1)
+                        for y in range(n_out)]
+                node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest",
+                                        coordinate_transformation_mode=mode, nearest_mode=nearest_mode)
+                g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                      [numpy_helper.from_array(np.array([1, 1, 1, factor], np.float32), "scales")])
+                m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
+                (got,) = hal.InferenceSession(m).run(None, {"x": x})
+                picks.append(((n_in, factor, nearest_mode), got.ravel().astype(int).tolist(), want))
+    wrong = [p for p in picks if p[1] != p[2]]
+    assert len(picks) > 900 and not wrong, f"{len(wrong)} of {len(picks)} differ, first {wrong[:3]}"
 
 
 @pytest.mark.parametrize("mode", ["max", "avg"])
