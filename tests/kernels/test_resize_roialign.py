@@ -102,6 +102,35 @@ def test_nearest_resize_picks_the_pixels_of_the_spec_in_exact_arithmetic(mode):
     assert len(picks) > 900 and not wrong, f"{len(wrong)} of {len(picks)} differ, first {wrong[:3]}"
 
 
+def test_tf_crop_and_resize_takes_the_roi_in_its_own_dtype_as_onnxs_reference():
+    # the roi's start times the pixels and its length in float32, as onnx's reference works them out
+    # (onnxruntime too, where it agrees with the reference at all: its crop extrapolates elsewhere):
+    # 0.6 of 5 pixels is 3 in float32, 3 + 4.5e-8 in float64, and ceil took the pixel after (15 of these
+    # 160 resizes differed; none do now)
+    from onnx.reference import ReferenceEvaluator
+
+    rng = np.random.default_rng(0)
+    differ = []
+    for _ in range(160):
+        n_in = int(rng.integers(2, 9))
+        factor = float(rng.choice([0.5, 0.75, 1.25, 1.5, 2.0, 2.5, 3.0]))
+        start, end = sorted(np.round(rng.uniform(0, 1, 2), 1))
+        nearest_mode = str(rng.choice(list(_ROUND)))
+        x = np.arange(n_in, dtype=np.float32).reshape(1, 1, 1, n_in)
+        node = helper.make_node("Resize", ["x", "roi", "scales"], ["y"], mode="nearest", nearest_mode=nearest_mode,
+                                coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=-1.0)
+        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.array([1, 1, 1, factor], np.float32), "scales"),
+                               numpy_helper.from_array(np.array([0, 0, 0, start, 1, 1, 1, end], np.float32), "roi")])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
+        (want,) = ReferenceEvaluator(m).run(None, {"x": x})
+        (got,) = hal.InferenceSession(m).run(None, {"x": x})
+        if got.shape != want.shape or (got != want).any():
+            differ.append((n_in, factor, start, end, nearest_mode))
+    assert not differ, f"{len(differ)} differ from onnx's reference, first {differ[:3]}"
+
+
 @pytest.mark.parametrize("mode", ["max", "avg"])
 @pytest.mark.parametrize("roi", [[1, 1, 1, 3], [1, 1, 3, 1], [2, 2, 1, 1]])
 def test_roi_align_of_a_roi_without_width_or_height_is_zero_as_in_onnxruntime(mode, roi):
