@@ -54,8 +54,8 @@ def _linear(d: Array) -> Array:
 
 # --- Resize ----------------------------------------------------------------------------------------
 # Sizes and source coordinates are worked out in float64 from the float32 scales, as onnx's reference
-# and shape inference work them out, and align_corners divides by the fractional output width a scale
-# gives (the spec's output_width, not output_width_int; onnx/onnx#2462 and the backend's
+# and shape inference work them out, and align_corners (tf_crop_and_resize too) divides by the fractional
+# output width a scale gives (the spec's output_width, not output_width_int; onnx/onnx#2462 and the backend's
 # test_resize_downsample_scales_linear_align_corners). onnxruntime computes in float32 and divides by
 # the integer width, so a converter's scale of out / in rounded to float32 can end up a row longer
 # (floor(6 * 0.8333333f): 5 there, 4 here) or a nearest pixel over: exporters that mean a size should
