@@ -101,7 +101,11 @@ def scatter_nd(data, indices, updates, reduction="none"):
 
 @kernel("Compress", since=9)
 def compress(input, condition, axis=None):
-    return np.compress(condition.reshape(-1).astype(bool, copy=False), input, axis=axis)
+    """A condition shorter than the axis (or the flattened input) drops what lies past it, as the spec
+    says; one longer has its excess ignored, as onnxruntime does (numpy raised where it held a True)."""
+    keep = condition.reshape(-1).astype(bool, copy=False)
+    n = input.size if axis is None else input.shape[axis_in(axis, input.ndim)]
+    return np.compress(keep[:n], input, axis=axis)
 
 
 @kernel("NonZero", since=9)

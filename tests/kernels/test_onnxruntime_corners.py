@@ -73,3 +73,22 @@ def test_gather_elements_indices_longer_than_the_data_off_its_axis_is_a_run_erro
         _onnxruntime(blob, {"data": data, "idx": idx})
     with pytest.raises(hal.RunError, match=r"exceeds data shape \[2, 3\] in dimension 1"):
         hal.InferenceSession(blob).run(None, {"data": data, "idx": idx})
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("axis", [None, 0, 1, -1])
+def test_compress_ignores_a_condition_past_the_end_of_its_axis(axis, target):
+    # onnxruntime reads a condition longer than the axis (or the flattened input) up to its length;
+    # np.compress raised where the excess held a True
+    data = np.arange(12, dtype=np.float32).reshape(3, 4)
+    n = data.size if axis is None else data.shape[axis]
+    cond = np.array([True, False] * n + [True, True], bool)[: n + 3]
+    node = helper.make_node("Compress", ["data", "cond"], ["y"], **({} if axis is None else {"axis": axis}))
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("data", TensorProto.FLOAT, data.shape),
+                                        helper.make_tensor_value_info("cond", TensorProto.BOOL, cond.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    blob = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)]).SerializeToString()
+    (want,) = _onnxruntime(blob, {"data": data, "cond": cond})
+    # (the lpu refuses a data-dependent shape: its part falls back to cpu)
+    (got,) = hal.InferenceSession(blob, target=target, fallback="allow").run(None, {"data": data, "cond": cond})
+    np.testing.assert_array_equal(got, want)
