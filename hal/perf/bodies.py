@@ -71,8 +71,10 @@ def turns(node: Node, graph: Graph) -> int | None:
     axes = list(node.attrs.get("scan_input_axes", [0] * n_scan))
     if not n_scan or graph.opset("") < 9:  # Scan-8's batched form: not counted
         return None
+    if n_scan > len(node.inputs):  # a malformed node (the run says so): nothing to count
+        return None
     _, dims = _info(graph, node.inputs[len(node.inputs) - n_scan])
-    if dims is None:
+    if not dims:  # unknown, or a scalar, which has no axis to scan
         return None
     length = dims[axes[0] % len(dims)] if axes else dims[0]
     return length if isinstance(length, int) else None
