@@ -173,9 +173,10 @@ def attention(Q, K, V, attn_mask=None, past_key=None, past_value=None, nonpad_kv
     work = _work_dtype(Q, K, V)
     q_len, head = q4.shape[2], q4.shape[3]
     kv_len = present_key.shape[2]
-    if scale is None:
-        scale = 1.0 / math.sqrt(head)
-    root = work.type(math.sqrt(scale))  # Q and K are each scaled by sqrt(scale) (overflow guard)
+    # Q and K are each scaled by sqrt(scale) (overflow guard). A scale attribute is a float32, whose
+    # root the spec's function body takes in float32 (onnxruntime and onnx's reference do too): a float64
+    # model's scores move by 1e-8 of themselves against the float64 root. The default scale's is float64.
+    root = work.type(math.sqrt(1.0 / math.sqrt(head)) if scale is None else np.sqrt(np.float32(scale)))
     qs = q4.astype(work) * root
     ks = present_key.astype(work) * root
     rd = _round_operand or _as_is

@@ -92,3 +92,25 @@ def test_compress_ignores_a_condition_past_the_end_of_its_axis(axis, target):
     # (the lpu refuses a data-dependent shape: its part falls back to cpu)
     (got,) = hal.InferenceSession(blob, target=target, fallback="allow").run(None, {"data": data, "cond": cond})
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("scale", [None, 0.9510406, 0.125])
+def test_a_float64_attention_takes_its_scale_attributes_root_in_float32(scale, target):
+    # the spec's function body (and onnxruntime, and onnx's reference) takes Sqrt of the float32 scale
+    # attribute in float32: hal's float64 root moved a float64 model's outputs by 1e-8 of themselves
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((1, 2, 5, 4)) for _ in range(3))
+    node = helper.make_node("Attention", ["q", "k", "v"], ["y"], is_causal=1,
+                            **({} if scale is None else {"scale": scale}))
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.DOUBLE, q.shape) for n in "qkv"],
+                          [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)])
+    blob = helper.make_model(g, opset_imports=[helper.make_opsetid("", 23)]).SerializeToString()
+    feeds = {"q": q, "k": k, "v": v}
+    from onnx.reference import ReferenceEvaluator
+
+    (want,) = ReferenceEvaluator(blob).run(None, feeds)
+    if scale is not None:  # (onnxruntime takes the default's root in float32 too, which the spec does not)
+        np.testing.assert_allclose(_onnxruntime(blob, feeds)[0], want, rtol=1e-13)
+    (got,) = hal.InferenceSession(blob, target=target).run(None, feeds)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
