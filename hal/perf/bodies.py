@@ -68,11 +68,11 @@ def turns(node: Node, graph: Graph) -> int | None:
     if node.op_type == "Loop":
         return _known_int(graph, node.inputs[0]) if node.inputs and node.inputs[0] else None
     n_scan = int(node.attrs.get("num_scan_inputs", 0))
-    axes = list(node.attrs.get("scan_input_axes", [0] * n_scan))
     if not n_scan or graph.opset("") < 9:  # Scan-8's batched form: not counted
         return None
     if n_scan > len(node.inputs):  # a malformed node (the run says so): nothing to count
         return None
+    axes = list(node.attrs.get("scan_input_axes", [0] * n_scan))
     _, dims = _info(graph, node.inputs[len(node.inputs) - n_scan])
     if not dims:  # unknown, or a scalar, which has no axis to scan
         return None
@@ -103,7 +103,7 @@ def _count(node: Node, graph: Graph, flops: Callable[[Node, Graph], float]) -> f
     if node.op_type == "Loop":
         feeds = [(onnx.TensorProto.INT64, []), (onnx.TensorProto.BOOL, []), *(_info(graph, i) for i in node.inputs[2:])]
     else:  # Scan (opset 9 on): its states, then each scanned input without its scanned axis
-        n_scan = int(node.attrs.get("num_scan_inputs", 0))
+        n_scan = int(node.attrs.get("num_scan_inputs", 0))  # (at most its inputs: ``turns`` counted it)
         axes = list(node.attrs.get("scan_input_axes", [0] * n_scan))
         feeds = [_info(graph, i) for i in node.inputs[:len(node.inputs) - n_scan]]
         for name, axis in zip(node.inputs[len(node.inputs) - n_scan:], axes):

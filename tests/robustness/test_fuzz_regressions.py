@@ -104,15 +104,26 @@ def test_lpu_compiles_an_einsum_of_one_weight_operand():
     assert s.report.kernels and s.report.target == "lpu"
 
 
-def test_scan_whose_num_scan_inputs_exceeds_its_inputs_is_a_run_error():
-    # was (fuzzer): num_scan_inputs = 2**32 sized per-input lists by it: MemoryError
+def _scan(num_scan_inputs: int, xs_dims: list[int], opset: int) -> onnx.ModelProto:
     body = helper.make_graph([helper.make_node("Add", ["s", "a"], ["so"]), helper.make_node("Identity", ["so"], ["o"])],
                              "body", [vi("s", F, [2]), vi("a", F, [2])], [vi("so", F, [2]), vi("o", F, [2])])
-    m = model([helper.make_node("Scan", ["s0", "xs"], ["sN", "ys"], name="scan", body=body, num_scan_inputs=2**32)],
-              [vi("s0", F, [2]), vi("xs", F, [3, 2])], [vi("sN", F, [2]), vi("ys", F, [3, 2])], opset=9)
-    s = hal.InferenceSession(m)
-    with pytest.raises(hal.RunError, match="num_scan_inputs=4294967296 does not fit 2 inputs"):
-        s.run(None, {"s0": np.zeros(2, np.float32), "xs": np.ones((3, 2), np.float32)})
+    node = helper.make_node("Scan", ["s0", "xs"], ["sN", "ys"], name="scan", body=body, num_scan_inputs=num_scan_inputs)
+    return model([node], [vi("s0", F, [2]), vi("xs", F, xs_dims)], [vi("sN", F, [2]), vi("ys", F, None)], opset=opset)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize(("num_scan_inputs", "xs_dims", "said"), [
+    (2**32, [3, 2], "num_scan_inputs=4294967296 does not fit 2 inputs"), (53, [3, 2], "num_scan_inputs=53"),
+    (1, [], "axis 0 given for a rank-0 input")])
+def test_scan_whose_num_scan_inputs_exceeds_its_inputs_is_a_run_error(num_scan_inputs, xs_dims, said, target):
+    # was (fuzzer): num_scan_inputs = 2**32 sized per-input lists by it: MemoryError. Then (fuzzer, seed 31,
+    # results/fuzz_findings/plugin-session-b0b00ac25bae, -de805bbedfc6): the GPUs' count of a Scan's kernel
+    # launches read the scanned length unguarded, past the inputs (IndexError) or of a scalar
+    # (ZeroDivisionError), a PluginError at compile; run on every target, the 2**32 one was a MemoryError
+    # there and on the wafer (a default axes list that long). Nothing is counted for such a node now
+    s = session(_scan(num_scan_inputs, xs_dims, 9 if num_scan_inputs == 2**32 else 17), target)
+    with pytest.raises(hal.RunError, match=said):
+        s.run(None, {"s0": np.zeros(2, np.float32), "xs": np.ones(xs_dims, np.float32)})
 
 
 def _tfidf(max_skip_count: int, indexes: list[int]) -> onnx.ModelProto:
