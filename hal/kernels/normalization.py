@@ -155,9 +155,12 @@ def _batchnorm_infer(x: Array, scale: Array, bias: Array, mean: Array, var: Arra
         rows = x.shape[0] * x.shape[1]
         jit.loops().channel_affine(x.reshape(rows, -1), a, b, relu, out.reshape(rows, -1))
         return out
-    y = apply_per_channel(np.multiply, x, a)
+    w = x if x.dtype == st else x.astype(st)  # (a 16-bit input: computed in float32, rounded once)
+    y = apply_per_channel(np.multiply, w, a)
     y = apply_per_channel(np.add, y, b, out=y)
-    return bound_into(np.maximum, y, 0, y) if relu else y
+    if relu:
+        bound_into(np.maximum, y, 0, y)
+    return y if y.dtype == x.dtype else y.astype(x.dtype)
 
 
 def batch_norm_relu(x: Array, scale: Array, bias: Array, mean: Array, var: Array, epsilon: float = 1e-5) -> Array:
@@ -189,7 +192,11 @@ def batch_normalization(x: Array, scale: Array, bias: Array, mean: Array, var: A
     w = x.astype(_stash(x), copy=False)
     batch_mean = quiet_mean(w, axis=axes)
     batch_var = np.var(w, axis=axes) if w.size else quiet_mean(w, axis=axes)
-    y = _batchnorm_infer(x, scale, bias, batch_mean, batch_var, epsilon)
+    # (x - mean) first, as onnxruntime does: folded into x a + b, a channel whose values sit near their
+    # mean (a batch of one: exactly on it) cancels two large terms, and its output kept few digits
+    y = apply_per_channel(np.subtract, w, batch_mean)
+    y = apply_per_channel(np.multiply, y, scale.astype(w.dtype) / np.sqrt(batch_var + epsilon), out=y)
+    y = apply_per_channel(np.add, y, bias, out=y).astype(x.dtype, copy=False)
     running_mean = (mean * momentum + batch_mean * (1 - momentum)).astype(mean.dtype, copy=False)
     running_var = (var * momentum + batch_var * (1 - momentum)).astype(var.dtype, copy=False)
     return y, running_mean, running_var
