@@ -36,11 +36,10 @@ def _geometry(in_sp: Sequence[int], k: Sequence[int], s: Sequence[int], d: Seque
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             o = -(-in_sp[i] // s[i])
             b, e = _same_pads(max((o - 1) * s[i] + dk - in_sp[i], 0), auto_pad)
-        elif auto_pad == "VALID":
-            b = e = 0
-            o = (in_sp[i] - dk) // s[i] + 1
-        else:
-            b, e = pads[i], pads[i + nd]
+        else:  # explicit pads, or VALID's none: ceil_mode counts a last window that starts inside the input
+            # there too, as onnx's shape inference and onnxruntime do (the spec's VALID formula reads ceil
+            # (in - k + 1) / s, which is never more than floor: 7 by 2 at stride 2 is 4 windows, not 3)
+            b, e = (0, 0) if auto_pad == "VALID" else (pads[i], pads[i + nd])
             span = in_sp[i] + b + e - dk
             if ceil_mode:
                 o = -(-span // s[i]) + 1

@@ -149,3 +149,18 @@ def test_batch_norm_of_values_near_their_mean_keeps_its_digits(training, dtype, 
     np.testing.assert_allclose(got[0].astype(np.float64), exact, **tol)
     for w, h in zip(want[1:], got[1:]):
         np.testing.assert_allclose(h.astype(np.float64), w.astype(np.float64), **tol)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool", "LpPool"])
+def test_a_valid_pool_in_ceil_mode_counts_a_last_window_that_starts_inside_the_input(op, target):
+    # 7 by 2 at stride 2 is 4 windows in ceil mode, as onnx's shape inference and onnxruntime count
+    # them; hal read VALID as ceil_mode 0 (the spec's VALID formula, ceil((in - k + 1) / s), is floor's)
+    shapes = [(n, k, s) for n in (5, 7, 8) for k in (1, 2, 3) for s in (2, 3)]
+    for n, k, s in shapes:
+        x = np.arange(n, dtype=np.float32).reshape(1, 1, n) + 1
+        node = helper.make_node(op, ["x"], ["y"], kernel_shape=[k], strides=[s], auto_pad="VALID", ceil_mode=1)
+        blob = _model(node, {"x": x}, 19)
+        (want,) = _onnxruntime(blob, {"x": x})
+        (got,) = hal.InferenceSession(blob, target=target).run(None, {"x": x})
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=f"{n} by {k} at stride {s}")
