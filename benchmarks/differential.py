@@ -1,0 +1,204 @@
+"""Random small models through hal and onnxruntime side by side: where do their numbers part?
+
+    python -m benchmarks.differential                           # -> benchmarks/results/differential.json
+    python -m benchmarks.differential --cases 60 --families reduce,resize --targets cpu --out /tmp/d.json
+
+onnx's node tests pin each op at a few shapes and attributes; this draws them. Each case is one
+family's model, built with ``onnx.helper`` from a seeded generator (attributes, shapes, broadcasts,
+dtypes float32 / float64 / float16), run by onnxruntime (graph optimisations off, one thread) and by
+each hal target. The verdicts:
+
+- ``agree``: hal's outputs are within the dtype's tolerance of onnxruntime's;
+- ``follows_onnx``: they are not, but they are within it of onnx's ``ReferenceEvaluator``: where the
+  two peers part, hal follows onnx (README);
+- ``finding``: onnxruntime ran and hal agrees with neither, or hal failed where onnxruntime ran (a
+  target refusing a node, ``UnsupportedOpError``, is a verdict of its own: ``refused``);
+- ``unpeered``: onnxruntime has no kernel for it (float64 Erf and pools) or refuses the model; the
+  reference alone is compared, and counted (``reference_agrees`` / ``reference_differs``), not
+  judged: its float64 paths round through float32 in places (Erf, Gelu, HardSigmoid, LRN).
+
+A finding's model and feeds are saved (``--findings``) and the command exits 1. Configurations
+where onnxruntime and onnx's reference disagree with each other as well as with hal are left out
+of the generators (``benchmarks.differential_cases``), each with its reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from benchmarks.differential_cases import FAMILIES, Case, build
+
+RESULTS = Path(__file__).resolve().parent / "results"
+#: (rtol, atol as a fraction of the largest output magnitude) per dtype
+TOLERANCE = {np.dtype(np.float32): (1e-4, 1e-5), np.dtype(np.float64): (1e-9, 1e-11),
+             np.dtype(np.float16): (1e-2, 2e-3)}
+
+
+# -- running and judging ------------------------------------------------------------------------
+
+def mismatch(want: list[Any] | None, got: list[Any]) -> str | None:
+    """Why ``got`` is not ``want`` within the dtype's tolerance (None when it is)."""
+    if want is None:
+        return "no outputs"
+    for i, (w, g) in enumerate(zip(want, got)):
+        w, g = np.asarray(w), np.asarray(g)
+        if w.shape != g.shape or w.dtype != g.dtype:
+            return f"output {i}: {g.dtype}{list(g.shape)} where {w.dtype}{list(w.shape)}"
+        if w.dtype.kind not in "fc":
+            if not np.array_equal(w, g):
+                return f"output {i}: {int((w != g).sum())} of {w.size} values differ"
+            continue
+        w64, g64 = w.astype(np.float64), g.astype(np.float64)
+        if (np.isnan(w64) != np.isnan(g64)).any() or (np.isinf(w64) & (w64 != g64)).any():
+            return f"output {i}: NaN or inf at other places"
+        finite = np.isfinite(w64)
+        if not finite.any():
+            continue
+        rtol, atol = TOLERANCE[w.dtype]
+        err = np.abs(np.where(finite, w64 - g64, 0))
+        limit = atol * max(1.0, float(np.abs(w64[finite]).max())) + rtol * np.abs(np.where(finite, w64, 0))
+        if (err > limit).any():
+            j = int(np.argmax(err - limit))
+            return f"output {i}: {err.flat[j]:.3g} off at {j} ({g64.flat[j]:.8g} where {w64.flat[j]:.8g})"
+    return None
+
+
+def _onnxruntime(blob: bytes, feeds: dict[str, np.ndarray]) -> list[Any] | None:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 4
+    try:
+        return ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"]).run(None, feeds)
+    except Exception:  # no kernel, or a model it refuses: unpeered
+        return None
+
+
+def _reference(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[Any] | None:
+    from onnx.reference import ReferenceEvaluator
+
+    try:
+        with np.errstate(all="ignore"):
+            return ReferenceEvaluator(proto).run(None, feeds)
+    except Exception:
+        return None
+
+
+def judge(case: Case, targets: list[str]) -> dict[str, tuple[str, str]]:
+    """Each target's (verdict, detail) for ``case``."""
+    import hal
+
+    proto = case.proto
+    blob = proto.SerializeToString()
+    peer = _onnxruntime(blob, case.feeds)
+    reference: list[Any] | None = None
+    looked = False
+    out: dict[str, tuple[str, str]] = {}
+    for target in targets:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                got = hal.InferenceSession(blob, target=target).run(None, case.feeds)
+        except hal.UnsupportedOpError as e:
+            out[target] = ("refused", str(e)[:200])
+            continue
+        except Exception as e:  # a HalError where onnxruntime ran is a finding too
+            out[target] = ("finding" if peer is not None else "unpeered", f"{type(e).__name__}: {str(e)[:300]}")
+            continue
+        why = mismatch(peer, got) if peer is not None else "onnxruntime did not run it"
+        if why is None:
+            out[target] = ("agree", "")
+            continue
+        if not looked:
+            reference, looked = _reference(proto, case.feeds), True
+        if peer is None:
+            differs = mismatch(reference, got)
+            out[target] = ("unpeered", "reference_differs: " + differs if differs else "reference_agrees")
+        elif reference is not None and mismatch(reference, got) is None:
+            out[target] = ("follows_onnx", why)
+        else:
+            out[target] = ("finding", why)
+    return out
+
+
+def sweep(cases: int, seed: int, families: list[str], targets: list[str], findings: Path | None) -> dict[str, Any]:
+    """``cases`` cases, families in turn, each on every target."""
+    t0 = time.perf_counter()
+    counts: dict[str, dict[str, Counter[str]]] = {f: {t: Counter() for t in targets} for f in families}
+    unpeered: Counter[str] = Counter()
+    found: list[dict[str, Any]] = []
+    invalid = 0
+    for i in range(cases):
+        family = families[i % len(families)]
+        case = build(seed + i // len(families), family)
+        if case is None:
+            invalid += 1
+            continue
+        for target, (verdict, detail) in judge(case, targets).items():
+            counts[family][target][verdict] += 1
+            if verdict == "unpeered":
+                unpeered[detail.split(":")[0]] += 1
+            if verdict == "finding":
+                found.append({"family": family, "seed": seed + i // len(families), "target": target,
+                              "dtype": str(case.dtype), "detail": detail})
+                if findings is not None:
+                    findings.mkdir(parents=True, exist_ok=True)
+                    stem = findings / f"{family}-{seed + i // len(families)}"
+                    onnx.save(case.proto, f"{stem}.onnx")
+                    np.savez(f"{stem}.npz", **case.feeds)
+    verdicts = Counter()
+    for per_target in counts.values():
+        for c in per_target.values():
+            verdicts.update(c)
+    return {"cases": cases, "invalid_draws": invalid, "verdicts": dict(verdicts),
+            "unpeered": dict(unpeered), "by_family": {f: {t: dict(c) for t, c in v.items()} for f, v in counts.items()},
+            "findings": found, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.differential", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", type=int, default=6500, help="models to draw, the families in turn (default 6500)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--families", default="all", help=f"comma-separated, of: {', '.join(FAMILIES)}")
+    ap.add_argument("--targets", default=None, help="hal targets (default: every installed one)")
+    ap.add_argument("--out", default=str(RESULTS / "differential.json"))
+    ap.add_argument("--findings", default=None, help="folder for each finding's model and feeds")
+    args = ap.parse_args(argv)
+    families = list(FAMILIES) if args.families == "all" else [f for f in args.families.split(",") if f]
+    if unknown := [f for f in families if f not in FAMILIES]:
+        ap.error(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
+    from benchmarks import target_names
+    from benchmarks.machine import machine_info
+    from hal.files import atomic_write
+
+    targets = target_names(args.targets)
+    result = sweep(args.cases, args.seed, families, targets, Path(args.findings) if args.findings else None)
+    doc = {"schema": "hal-differential/1", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "command": ["python", "-m", "benchmarks.differential", *(argv if argv is not None else sys.argv[1:])],
+           "settings": {"cases": args.cases, "seed": args.seed, "families": families, "targets": targets,
+                        "tolerance": {str(k): v for k, v in TOLERANCE.items()}},
+           "machine": machine_info(), **result}
+    atomic_write(args.out, json.dumps(doc, indent=1) + "\n")
+    v = result["verdicts"]
+    print(f"{args.cases} cases x {len(targets)} targets in {result['wall_s']} s: "
+          + ", ".join(f"{k} {n}" for k, n in sorted(v.items())) + f" -> {args.out}")
+    for f in result["findings"][:20]:
+        print(f"  finding: {f['family']} seed {f['seed']} on {f['target']} ({f['dtype']}): {f['detail']}")
+    return 1 if result["findings"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The differential sweep (benchmarks/differential.py): random small models of 13 op families, each
+run by onnxruntime and by every hal target. A bounded sweep is a test against onnxruntime's numbers;
+its plumbing (verdicts, saved findings, exit code) is checked with a peer made to disagree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hal
+from benchmarks import differential
+from benchmarks.differential_cases import FAMILIES, build
+
+TARGETS = [t.name for t in hal.targets()]
+
+
+def test_a_bounded_sweep_finds_nothing_on_any_target() -> None:
+    # 30 draws of each family (every dtype and most attribute paths), on every installed target;
+    # the committed results/differential.json is the long run of the same sweep
+    result = differential.sweep(30 * len(FAMILIES), 0, list(FAMILIES), TARGETS, None)
+    assert result["findings"] == []
+    ran = {f: sum(sum(c.values()) for c in per.values()) for f, per in result["by_family"].items()}
+    assert all(n >= 15 * len(TARGETS) for n in ran.values()), ran
+    verdicts = result["verdicts"]
+    assert verdicts["agree"] > 0.85 * sum(verdicts.values()), verdicts
+
+
+def _disagreeing(monkeypatch: pytest.MonkeyPatch, peer_too: bool, reference_too: bool) -> None:
+    """onnxruntime's (and onnx's reference's) outputs moved by 1 where asked."""
+    def moved(run):
+        def wrapper(*args):
+            outs = run(*args)
+            return None if outs is None else [np.asarray(o) + np.asarray(1, np.asarray(o).dtype) for o in outs]
+        return wrapper
+
+    if peer_too:
+        monkeypatch.setattr(differential, "_onnxruntime", moved(differential._onnxruntime))
+    if reference_too:
+        monkeypatch.setattr(differential, "_reference", moved(differential._reference))
+
+
+def test_hal_agreeing_with_the_reference_where_onnxruntime_parts_follows_onnx(monkeypatch) -> None:
+    _disagreeing(monkeypatch, peer_too=True, reference_too=False)
+    case = build(0, "reduce")
+    assert case is not None
+    verdict, detail = differential.judge(case, ["cpu"])["cpu"]
+    assert verdict == "follows_onnx" and "off at" in detail
+
+
+def test_a_finding_saves_its_model_and_feeds_and_fails_the_command(monkeypatch, tmp_path: Path, capsys) -> None:
+    _disagreeing(monkeypatch, peer_too=True, reference_too=True)
+    out, found = tmp_path / "d.json", tmp_path / "found"
+    code = differential.main(["--cases", "2", "--families", "reduce,einsum", "--targets", "cpu", "--out", str(out),
+                              "--findings", str(found)])
+    assert code == 1
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "hal-differential/1" and doc["verdicts"] == {"finding": 2}
+    assert {f["family"] for f in doc["findings"]} == {"reduce", "einsum"}
+    assert sorted(p.name for p in found.iterdir()) == ["einsum-0.npz", "einsum-0.onnx", "reduce-0.npz", "reduce-0.onnx"]
+    assert "finding: reduce seed 0 on cpu" in capsys.readouterr().out
+
+
+def test_an_unknown_family_is_refused_by_name(capsys) -> None:
+    with pytest.raises(SystemExit):
+        differential.main(["--families", "reduce,nope"])
+    assert "unknown families ['nope']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("want", "got", "says"), [
+    ([np.zeros(3, np.float32)], [np.zeros(4, np.float32)], "float32[4] where float32[3]"),
+    ([np.array([1.0, np.nan])], [np.array([np.nan, 1.0])], "NaN or inf at other places"),
+    ([np.array([1, 2], np.int64)], [np.array([1, 3], np.int64)], "1 of 2 values differ"),
+    ([np.array([1.0, 2.0], np.float32)], [np.array([1.0, 2.001], np.float32)], "off at 1"),
+    ([np.array([1.0, 2.0], np.float16)], [np.array([1.0, 2.001], np.float16)], None),
+])
+def test_mismatch_says_what_differs_within_the_dtypes_tolerance(want, got, says) -> None:
+    why = differential.mismatch(want, got)
+    assert (why is None) if says is None else (says in why)
