@@ -118,3 +118,17 @@ def test_the_readme_s_number_format_figures_are_the_committed_run_s():
     assert f"{bert['wafer', 'native']:.3f} at the wafer's bf16 operands" in text
     assert f"{bert['gpu', 'bf16']:.3f}-{bert['wafer', 'bf16']:.3f} with bf16 storage" in text
     assert f"{bert['gpu', 'int8']:.2f}-{bert['lpu', 'int8']:.2f} at int8 and {bert['gpu', 'fp8']:.2f} at fp8" in text
+
+
+def test_the_readme_s_differential_figures_are_the_committed_run_s():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    doc = json.loads((root / "results" / "differential.json").read_text())
+    text = " ".join((root / "README.md").read_text().split())
+    v = doc["verdicts"]
+    assert not doc["findings"] and "finding" not in v
+    assert (f"The committed run ({doc['settings']['cases']:,} cases, {len(doc['settings']['targets'])} targets"
+            .replace(" 6 targets", " six targets")) in text
+    assert f"{v['agree']:,} runs agree with onnxruntime, {v['follows_onnx']:,} follow onnx" in text
+    assert f"{v['unpeered']:,} unpeered, no finding" in text
