@@ -10,6 +10,7 @@ kernel is missing, wrong, or broken.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -90,7 +91,7 @@ def assert_scored(expected: list[Any], actual: list[Any], scores: np.ndarray, rt
     (e,), (a,) = expected, actual
     s = np.asarray(scores, dtype=np.float64)
     top = float(np.abs(s).max()) if s.size else 0.0
-    if (not np.isfinite(top) or np.ptp(s) == 0 or np.expm1(np.spacing(np.float32(top))) < rtol
+    if (not np.isfinite(top) or np.ptp(s) == 0 or float(np.spacing(np.float32(top))) < math.log1p(rtol)
             or np.shape(e) != np.shape(a) or s.size != np.size(e)):
         assert_similar(expected, actual, rtol, atol)
         return
