@@ -216,6 +216,11 @@ def _pad(data: np.ndarray, pads: list[int], mode: str, value: Any, axes: list[in
     before, after = [0] * rank, [0] * rank
     for i, a in enumerate(axes):
         before[a], after[a] = pads[i], pads[i + n]
+    if short := [a for a in range(rank) if data.shape[a] + before[a] + after[a] < 0]:
+        a = short[0]
+        raise ValueError(f"Pad: pads {before[a]} and {after[a]} take more than axis {a}'s {data.shape[a]} "
+                         f"elements (a size of {data.shape[a] + before[a] + after[a]}); negative pads may crop "
+                         "an axis to nothing, no further")
     if any(p < 0 for p in before + after):  # negative pads crop
         data = data[tuple(slice(max(-b, 0), data.shape[i] - max(-e, 0))
                           for i, (b, e) in enumerate(zip(before, after)))]

@@ -164,3 +164,18 @@ def test_a_valid_pool_in_ceil_mode_counts_a_last_window_that_starts_inside_the_i
         (want,) = _onnxruntime(blob, {"x": x})
         (got,) = hal.InferenceSession(blob, target=target).run(None, {"x": x})
         np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=f"{n} by {k} at stride {s}")
+
+
+def test_negative_pads_that_take_more_than_an_axis_holds_are_a_run_error_naming_it():
+    # onnxruntime fails (a tensor shape below zero); hal made an empty axis of it without a word
+    x = np.zeros((7, 6, 1), np.float32)
+    blob = _model(helper.make_node("Pad", ["x", "pads"], ["y"]), {"x": x}, 19,
+                  {"pads": np.array([0, 0, -1, 0, 0, -1], np.int64)})
+    with pytest.raises(Exception, match="must be >= 0"):
+        _onnxruntime(blob, {"x": x})
+    with pytest.raises(hal.RunError, match="take more than axis 2's 1 elements"):
+        hal.InferenceSession(blob).run(None, {"x": x})
+    # cropping an axis to nothing is still allowed
+    crop = _model(helper.make_node("Pad", ["x", "pads"], ["y"]), {"x": x}, 19,
+                  {"pads": np.array([0, 0, -1, 0, 0, 0], np.int64)})
+    assert hal.InferenceSession(crop).run(None, {"x": x})[0].shape == (7, 6, 0)
