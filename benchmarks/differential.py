@@ -170,7 +170,7 @@ def sweep(cases: int, seed: int, families: list[str], targets: list[str], findin
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.differential", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cases", type=int, default=6500, help="models to draw, the families in turn (default 6500)")
+    ap.add_argument("--cases", type=int, default=7500, help="models to draw, the families in turn (default 7500)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--families", default="all", help=f"comma-separated, of: {', '.join(FAMILIES)}")
     ap.add_argument("--targets", default=None, help="hal targets (default: every installed one)")

@@ -401,10 +401,71 @@ def _elementwise(c: Case) -> list[str]:
     return [y]
 
 
+def _quant(c: Case) -> list[str]:
+    """Quantisation as quantizers write it: Quantize/DequantizeLinear per tensor or per axis, the
+    integer products and DynamicQuantizeLinear (float32 in, as onnxruntime takes them)."""
+    r = c.rng
+    c.dtype = np.dtype(np.float32)
+    kind = [np.int8, np.uint8][_ri(r, 0, 2)]
+    lo, hi = (0, 256) if kind == np.uint8 else (-128, 128)
+    k = _ri(r, 0, 4)
+    c.opset = 19
+    if k == 0:
+        s = _dims(r, _ri(r, 1, 4))
+        x = c.feed(s, lo=-20, hi=20)
+        if r.random() < 0.5:
+            scale = c.weight(value=np.float32(r.uniform(0.05, 0.3)))
+            zero = c.weight(value=np.array(_ri(r, 0, 10), kind))
+            return [c.op("DequantizeLinear", [c.op("QuantizeLinear", [x, scale, zero]), scale, zero])]
+        ax = _ri(r, -len(s), len(s))
+        scale = c.weight(value=r.uniform(0.05, 0.3, s[ax]).astype(np.float32))
+        zero = c.weight(value=r.integers(0, 10, s[ax]).astype(kind))
+        return [c.op("DequantizeLinear", [c.op("QuantizeLinear", [x, scale, zero], axis=ax), scale, zero], axis=ax)]
+    m, kk, n = _ri(r, 1, 6), _ri(r, 1, 9), _ri(r, 1, 6)
+    if k == 1:
+        a = c.feed([m, kk], value=r.integers(lo, hi, (m, kk)).astype(kind))
+        b = c.weight(value=r.integers(lo, hi, (kk, n)).astype(kind))
+        zeros = [c.weight(value=np.array(3, kind)), c.weight(value=np.array(5, kind))] if r.random() < 0.5 else []
+        return [c.op("MatMulInteger", [a, b, *zeros])]
+    if k == 2:
+        a = c.feed([m, kk], value=r.integers(lo, hi, (m, kk)).astype(kind))
+        b = c.weight(value=r.integers(lo, hi, (kk, n)).astype(kind))
+
+        def scale() -> str:
+            return c.weight(value=np.float32(r.uniform(0.01, 0.1)))
+
+        def zero() -> str:
+            return c.weight(value=np.array(r.integers(lo, hi) // 4, kind))
+
+        return [c.op("QLinearMatMul", [a, scale(), zero(), b, scale(), zero(), scale(), zero()])]
+    x = c.feed(_dims(r, _ri(r, 1, 4), 1, 7), lo=-float(r.uniform(0, 5)), hi=float(r.uniform(0, 5)))
+    return list(c.op("DynamicQuantizeLinear", [x], outputs=3))
+
+
+def _recurrent(c: Case) -> list[str]:
+    """LSTM, GRU and RNN, one direction or both, with sequence lengths sometimes."""
+    r = c.rng
+    c.dtype = np.dtype(np.float32)  # (onnxruntime's recurrent ops are float32)
+    op = str(r.choice(["LSTM", "GRU", "RNN"]))
+    seq, batch, width, hidden = _ri(r, 1, 5), _ri(r, 1, 3), _ri(r, 1, 5), _ri(r, 1, 5)
+    dirs = int(r.choice([1, 2]))
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    inputs = [c.feed([seq, batch, width]), c.weight([dirs, gates * hidden, width]),
+              c.weight([dirs, gates * hidden, hidden]), c.weight([dirs, 2 * gates * hidden])]
+    if r.random() < 0.5:
+        inputs.append(c.weight(value=r.integers(1, seq + 1, batch).astype(np.int32)))
+    attrs: dict[str, Any] = {"hidden_size": hidden,
+                             "direction": "bidirectional" if dirs == 2 else str(r.choice(["forward", "reverse"]))}
+    if op == "GRU":
+        attrs["linear_before_reset"] = _ri(r, 0, 2)
+    c.opset = 14
+    return list(c.op(op, inputs, outputs=2, **attrs))
+
+
 FAMILIES: dict[str, Callable[[Case], list[str]]] = {
     "reduce": _reduce, "gather": _gather, "select": _select, "resize": _resize, "slice_pad": _slice_pad,
     "pool": _pool, "conv": _conv, "norm": _norm, "attention": _attention, "einsum": _einsum, "mlp": _mlp,
-    "qkv": _qkv, "elementwise": _elementwise}
+    "qkv": _qkv, "elementwise": _elementwise, "quant": _quant, "recurrent": _recurrent}
 
 
 def build(seed: int, family: str) -> Case | None:

@@ -1,4 +1,4 @@
-"""The differential sweep (benchmarks/differential.py): random small models of 13 op families, each
+"""The differential sweep (benchmarks/differential.py): random small models of 15 op families, each
 run by onnxruntime and by every hal target. A bounded sweep is a test against onnxruntime's numbers;
 its plumbing (verdicts, saved findings, exit code) is checked with a peer made to disagree."""
 
