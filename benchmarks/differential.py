@@ -17,7 +17,10 @@ each hal target. The verdicts:
   reference alone is compared, and counted (``reference_agrees`` / ``reference_differs``), not
   judged: its float64 paths round through float32 in places (Erf, Gelu, HardSigmoid, LRN).
 
-A finding's model and feeds are saved (``--findings``) and the command exits 1. Configurations
+A finding's model and feeds are saved (``--findings``) and the command exits 1. It is a place to look,
+not yet a verdict on hal: at a nearest pixel's exact boundary both peers can round the source
+coordinate the other way (Resize's half_pixel_symmetric 5 -> 3 and 7 -> 9 by sizes, where hal picks
+the pixels exact arithmetic does, onnxruntime misses one column and the reference one row). Configurations
 where onnxruntime and onnx's reference disagree with each other as well as with hal are left out
 of the generators (``benchmarks.differential_cases``), each with its reason.
 """

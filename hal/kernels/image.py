@@ -65,7 +65,8 @@ def _linear(d: Array) -> Array:
 def _source_coords(mode: str, n_out: int, n_in: int, scale: float, roi: tuple[float, float] | None
                    ) -> Array:
     """The input coordinate each output index maps to (``coordinate_transformation_mode``); ``roi``
-    is tf_crop_and_resize's (start in input pixels, length as a fraction of the axis): ``_crop_window``."""
+    is tf_crop_and_resize's (start in input pixels, length as a fraction of the axis, half the length in
+    pixels): ``_crop_window``."""
     y = np.arange(n_out, dtype=np.float64)
     out_width = scale * n_in  # fractional when it comes from a scale factor
     if mode == "half_pixel":
@@ -83,18 +84,20 @@ def _source_coords(mode: str, n_out: int, n_in: int, scale: float, roi: tuple[fl
     if mode == "tf_half_pixel_for_nn":  # Resize-11's; onnxruntime still runs it at later opsets, and
         return (y + 0.5) / scale  # tf2onnx writes it for every half-pixel nearest resize at every opset
     if mode == "tf_crop_and_resize":
-        start, length = roi if roi is not None else (0.0, 1.0)
+        start, length, middle = roi if roi is not None else (0.0, 1.0, (n_in - 1) / 2)
         if out_width == 1:
-            return np.full(n_out, length * (n_in - 1) / 2 + start)
+            return np.full(n_out, middle + start)
         return y * length * (n_in - 1) / (out_width - 1) + start
     raise ValueError(f"Resize: unknown coordinate_transformation_mode {mode!r}")
 
 
-def _crop_window(start: np.floating, end: np.floating, n_in: int) -> tuple[float, float]:
-    """A tf_crop_and_resize roi's (start in pixels, length) on an axis of ``n_in`` pixels, each worked out
-    in the roi's own dtype as onnx's reference does (0.6 of 5 pixels is 3 in float32; in float64 of the
-    float32 0.6, 3 + 4.5e-8, a pixel over for ceil)."""
-    return float(start * start.dtype.type(n_in - 1)), float(end - start)
+def _crop_window(start: np.floating, end: np.floating, n_in: int) -> tuple[float, float, float]:
+    """A tf_crop_and_resize roi's (start in pixels, length, half the length in pixels: a one-pixel output's
+    offset from the start) on an axis of ``n_in`` pixels, each worked out in the roi's own dtype as onnx's
+    reference does (0.6 of 5 pixels is 3 in float32; in float64 of the float32 0.6, 3 + 4.5e-8, a pixel
+    over for ceil, and half of it 1.5 + 6e-8, a pixel over for round_prefer_floor)."""
+    pixels, two = start.dtype.type(n_in - 1), start.dtype.type(2)
+    return float(start * pixels), float(end - start), float((end - start) * pixels / two)
 
 
 def _nearest_index(x: Array, nearest_mode: str, n_in: int, scale: float) -> Array:
@@ -162,7 +165,7 @@ def _resize(x: Array, scales: Sequence[float], sizes: Sequence[int], roi: Array 
         n_in, n_out, scale = x.shape[axis], int(sizes[i]), float(scales[i])
         crop = coord_mode == "tf_crop_and_resize"
         axis_roi = None if roi is None else _crop_window(roi[i], roi[i + len(axes)], n_in)
-        if n_out == n_in and scale == 1.0 and (not crop or axis_roi in (None, (0.0, 1.0))):
+        if n_out == n_in and scale == 1.0 and (not crop or axis_roi is None or axis_roi[:2] == (0.0, 1.0)):
             continue
         src = _source_coords(coord_mode, n_out, n_in, scale, axis_roi)
         if crop:
