@@ -101,4 +101,3 @@ def test_a_gpu_launches_a_loops_body_every_turn():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
     for est in hal.estimate(model, "gpu,wafer").estimates:
         assert est.latency_s > 1e9, est.target
-

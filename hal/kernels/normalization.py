@@ -155,12 +155,12 @@ def _batchnorm_infer(x: Array, scale: Array, bias: Array, mean: Array, var: Arra
         rows = x.shape[0] * x.shape[1]
         jit.loops().channel_affine(x.reshape(rows, -1), a, b, relu, out.reshape(rows, -1))
         return out
-    w = x if x.dtype == st else x.astype(st)  # (a 16-bit input: computed in float32, rounded once)
+    w = x.astype(st, copy=False)  # (a 16-bit input: computed in float32, rounded once)
     y = apply_per_channel(np.multiply, w, a)
     y = apply_per_channel(np.add, y, b, out=y)
     if relu:
         bound_into(np.maximum, y, 0, y)
-    return y if y.dtype == x.dtype else y.astype(x.dtype)
+    return y.astype(x.dtype, copy=False)
 
 
 def batch_norm_relu(x: Array, scale: Array, bias: Array, mean: Array, var: Array, epsilon: float = 1e-5) -> Array:

@@ -4,11 +4,11 @@ by running random small graphs through hal and onnxruntime side by side): every 
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hal
+from tests.kernels._onnxruntime import run_as_written as _onnxruntime
 
 TARGETS = [t.name for t in hal.targets()]
 
@@ -21,10 +21,6 @@ def _model(node, inputs: dict[str, np.ndarray], opset: int, inits: dict[str, np.
                           [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in node.output],
                           [numpy_helper.from_array(v, k) for k, v in (inits or {}).items()])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString()
-
-
-def _onnxruntime(blob: bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    return ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
 REDUCE_OPS = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
