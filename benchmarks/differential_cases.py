@@ -1,5 +1,7 @@
 """The model families ``benchmarks.differential`` draws: each builds one small model with
-``onnx.helper`` from a seeded generator, with the attributes, shapes, broadcasts and dtypes drawn.
+``onnx.helper`` from a seeded generator (``benchmarks.differential_draw``), with the attributes,
+shapes, broadcasts and dtypes drawn. The network-layer families are here; ``FAMILIES`` gathers them
+with those of the other ``differential_*`` modules.
 
 Configurations where onnxruntime and onnx's reference part from each other as well as from hal are
 left out, each where it is drawn, with its reason.
@@ -12,176 +14,91 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 
-DTYPES = (np.float32, np.float32, np.float64, np.float16)
-ELEM = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE,
-        np.dtype(np.float16): TensorProto.FLOAT16, np.dtype(np.int64): TensorProto.INT64,
-        np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8,
-        np.dtype(np.bool_): TensorProto.BOOL, np.dtype(np.int32): TensorProto.INT32}
-
-
-class Case:
-    """A model under construction: nodes, weights (initializers), fed inputs and their values."""
-
-    def __init__(self, rng: np.random.Generator, dtype: type):
-        self.rng, self.dtype = rng, np.dtype(dtype)
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self.inputs: list[onnx.ValueInfoProto] = []
-        self.feeds: dict[str, np.ndarray] = {}
-        self.opset = 17
-        self.proto: onnx.ModelProto | None = None
-        self._n = 0
-
-    def _name(self, stem: str) -> str:
-        self._n += 1
-        return f"{stem}{self._n}"
-
-    def feed(self, shape: list[int], lo: float = -2.0, hi: float = 2.0, value: np.ndarray | None = None) -> str:
-        a = self.rng.uniform(lo, hi, shape).astype(self.dtype) if value is None else value
-        name = self._name("x")
-        self.inputs.append(helper.make_tensor_value_info(name, ELEM[a.dtype], list(a.shape)))
-        self.feeds[name] = a
-        return name
-
-    def weight(self, shape: list[int] | None = None, value: Any = None, scale: float = 0.5) -> str:
-        """A weight: ``value`` as given (a scalar in the case's dtype when a float), else normal draws."""
-        if value is None:
-            a = (self.rng.standard_normal(shape) * scale).astype(self.dtype)
-        elif isinstance(value, float):
-            a = np.array(value, self.dtype)
-        else:
-            a = np.asarray(value)
-        name = self._name("w")
-        self.inits.append(numpy_helper.from_array(a, name))
-        return name
-
-    def ints(self, values: Any) -> str:
-        return self.weight(value=np.asarray(values, np.int64))
-
-    def op(self, op_type: str, inputs: list[str], outputs: int = 1, **attrs: Any) -> Any:
-        names = [self._name(op_type) for _ in range(outputs)]
-        self.nodes.append(helper.make_node(op_type, inputs, names, **attrs))
-        return names[0] if outputs == 1 else names
-
-    def model(self, outputs: list[str]) -> onnx.ModelProto:
-        """The model, its outputs typed by onnx's inference (kept as ``proto``)."""
-        graph = helper.make_graph(self.nodes, "case", self.inputs,
-                                  [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outputs],
-                                  self.inits)
-        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
-        m.ir_version = 8 if self.opset < 21 else 10
-        m = onnx.shape_inference.infer_shapes(m, strict_mode=True)
-        del m.graph.value_info[:]
-        if any(o.type.tensor_type.elem_type == TensorProto.UNDEFINED for o in m.graph.output):
-            raise ValueError("an output's type is not inferred")
-        self.proto = m
-        return m
-
-
-def _ri(rng: np.random.Generator, lo: int, hi: int) -> int:
-    return int(rng.integers(lo, hi))
-
-
-def _dims(rng: np.random.Generator, rank: int, lo: int = 1, hi: int = 6) -> list[int]:
-    return [_ri(rng, lo, hi) for _ in range(rank)]
-
-
-def _activation(c: Case, x: str) -> str:
-    k = _ri(c.rng, 0, 6)
-    if k == 0:
-        return c.op("Relu", [x])
-    if k == 1:
-        return c.op("Tanh", [x])
-    if k == 2:
-        return c.op("Sigmoid", [x])
-    if k == 3:  # torch's exported erf GELU
-        e = c.op("Erf", [c.op("Div", [x, c.weight(value=1.4142135)])])
-        return c.op("Mul", [c.op("Mul", [x, c.op("Add", [e, c.weight(value=1.0)])]), c.weight(value=0.5)])
-    if k == 4:  # and its tanh approximation
-        cube = c.op("Mul", [x, c.op("Mul", [x, x])])
-        inner = c.op("Add", [x, c.op("Mul", [c.weight(value=0.044715), cube])])
-        inner = c.op("Mul", [c.weight(value=0.7978846), inner])
-        half = c.op("Mul", [x, c.op("Add", [c.weight(value=1.0), c.op("Tanh", [inner])])])
-        return c.op("Mul", [c.weight(value=0.5), half])
-    return c.op("LeakyRelu", [x], alpha=float(c.rng.uniform(0, 0.3)))
-
+from benchmarks import (
+    differential_contrib,
+    differential_flow,
+    differential_image,
+    differential_math,
+    differential_ml,
+    differential_tensor,
+)
+from benchmarks.differential_draw import DTYPES, Case, activation, dims, ri
 
 # -- the families -------------------------------------------------------------------------------
 
 def _reduce(c: Case) -> list[str]:
     r = c.rng
-    rank = _ri(r, 1, 5)
-    x = c.feed(_dims(r, rank), lo=0.1 if r.random() < 0.5 else -2)
+    rank = ri(r, 1, 5)
+    x = c.feed(dims(r, rank), lo=0.1 if r.random() < 0.5 else -2)
     op = str(r.choice(["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
                        "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"]))
-    axes = [int(a) for a in r.permutation(rank)[:_ri(r, 0, rank + 1)]]
+    axes = [int(a) for a in r.permutation(rank)[:ri(r, 0, rank + 1)]]
     c.opset = 18
     inputs = [x, c.ints(axes)] if axes or r.random() < 0.5 else [x]
-    return [c.op(op, inputs, keepdims=_ri(r, 0, 2), noop_with_empty_axes=_ri(r, 0, 2))]
+    return [c.op(op, inputs, keepdims=ri(r, 0, 2), noop_with_empty_axes=ri(r, 0, 2))]
 
 
 def _gather(c: Case) -> list[str]:
     r = c.rng
-    rank = _ri(r, 1, 4)
-    s = _dims(r, rank)
+    rank = ri(r, 1, 4)
+    s = dims(r, rank)
     x = c.feed(s)
-    ax = _ri(r, -rank, rank)
-    k = _ri(r, 0, 5)
+    ax = ri(r, -rank, rank)
+    k = ri(r, 0, 5)
     c.opset = 18
     if k == 0:
-        return [c.op("Gather", [x, c.ints(r.integers(-s[ax], s[ax], _dims(r, _ri(r, 0, 3), 1, 4)))], axis=ax)]
+        return [c.op("Gather", [x, c.ints(r.integers(-s[ax], s[ax], dims(r, ri(r, 0, 3), 1, 4)))], axis=ax)]
     if k == 1:  # indices may be shorter than the data off the axis
-        shape = [_ri(r, 1, d + 1) for d in s]
-        shape[ax] = _ri(r, 1, 5)
+        shape = [ri(r, 1, d + 1) for d in s]
+        shape[ax] = ri(r, 1, 5)
         return [c.op("GatherElements", [x, c.ints(r.integers(-s[ax], s[ax], shape))], axis=ax)]
     if k == 2:
-        b = _ri(r, 0, rank)
-        last = _ri(r, 1, rank - b + 1)
-        idx = np.stack([r.integers(-s[b + j], s[b + j], [*s[:b], _ri(r, 1, 3)]) for j in range(last)], -1)
+        b = ri(r, 0, rank)
+        last = ri(r, 1, rank - b + 1)
+        idx = np.stack([r.integers(-s[b + j], s[b + j], [*s[:b], ri(r, 1, 3)]) for j in range(last)], -1)
         return [c.op("GatherND", [x, c.ints(idx)], batch_dims=b)]
     reduction = str(r.choice(["none", "add", "mul", "max", "min"]))
     if k == 3:  # each slice along the axis written once (a "none" scatter of repeats is the peers' choice)
-        ish = [_ri(r, 1, d + 1) for d in s]
+        ish = [ri(r, 1, d + 1) for d in s]
         a = ax % rank
         rows = [r.permutation(s[a])[:ish[a]] for _ in range(int(np.prod(ish)) // ish[a])]
         idx = np.moveaxis(np.stack(rows).reshape([d for i, d in enumerate(ish) if i != a] + [ish[a]]), -1, a)
         return [c.op("ScatterElements", [x, c.ints(idx), c.weight(ish)], axis=ax, reduction=reduction)]
-    q = _ri(r, 1, rank + 1)
-    flat = r.permutation(int(np.prod(s[:q])))[:_ri(r, 1, 4)]
+    q = ri(r, 1, rank + 1)
+    flat = r.permutation(int(np.prod(s[:q])))[:ri(r, 1, 4)]
     idx = np.stack(np.unravel_index(flat, s[:q]), -1)
     return [c.op("ScatterND", [x, c.ints(idx), c.weight([len(flat), *s[q:]])], reduction=reduction)]
 
 
 def _select(c: Case) -> list[str]:
     r = c.rng
-    rank = _ri(r, 1, 4)
-    s = _dims(r, rank, 1, 7)
+    rank = ri(r, 1, 4)
+    s = dims(r, rank, 1, 7)
     x = c.feed(s)
-    ax = _ri(r, -rank, rank)
-    k = _ri(r, 0, 5)
+    ax = ri(r, -rank, rank)
+    k = ri(r, 0, 5)
     c.opset = 14
     if k == 0:  # a condition shorter or longer than the axis
-        return [c.op("Compress", [x, c.weight(value=r.random(_ri(r, 1, s[ax] + 3)) < 0.5)], axis=ax)]
+        return [c.op("Compress", [x, c.weight(value=r.random(ri(r, 1, s[ax] + 3)) < 0.5)], axis=ax)]
     if k == 1:
         c.feeds[x] = np.round(c.feeds[x] * 2).astype(c.dtype)  # ties
-        v, i = c.op("TopK", [x, c.ints([_ri(r, 0, s[ax] + 1)])], outputs=2, axis=ax, largest=_ri(r, 0, 2))
+        v, i = c.op("TopK", [x, c.ints([ri(r, 0, s[ax] + 1)])], outputs=2, axis=ax, largest=ri(r, 0, 2))
         return [v, i]
     if k == 2:
         c.feeds[x] = np.round(c.feeds[x]).astype(c.dtype)
         op = str(r.choice(["ArgMax", "ArgMin"]))
-        return [c.op(op, [x], axis=ax, keepdims=_ri(r, 0, 2), select_last_index=_ri(r, 0, 2))]
+        return [c.op(op, [x], axis=ax, keepdims=ri(r, 0, 2), select_last_index=ri(r, 0, 2))]
     if k == 3:
-        return [c.op("CumSum", [x, c.ints(ax)], exclusive=_ri(r, 0, 2), reverse=_ri(r, 0, 2))]
-    y = c.feed(s[_ri(r, 0, rank):])
+        return [c.op("CumSum", [x, c.ints(ax)], exclusive=ri(r, 0, 2), reverse=ri(r, 0, 2))]
+    y = c.feed(s[ri(r, 0, rank):])
     return [c.op("Where", [c.op("Greater", [x, c.weight(value=0.0)]), x, y])]
 
 
 def _resize(c: Case) -> list[str]:
     r = c.rng
     c.dtype = np.dtype(np.float32)  # (onnxruntime's Resize is float32 and integer only)
-    s = [_ri(r, 1, 3), _ri(r, 1, 4), _ri(r, 1, 9), _ri(r, 1, 9)]
+    s = [ri(r, 1, 3), ri(r, 1, 4), ri(r, 1, 9), ri(r, 1, 9)]
     x = c.feed(s)
     mode = str(r.choice(["nearest", "linear", "cubic"]))
     ctm = str(r.choice(["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel", "half_pixel_symmetric",
@@ -191,7 +108,7 @@ def _resize(c: Case) -> list[str]:
         attrs["nearest_mode"] = str(r.choice(["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]))
     if mode == "cubic":
         attrs["cubic_coeff_a"] = float(r.choice([-0.75, -0.5]))
-        attrs["exclude_outside"] = _ri(r, 0, 2)
+        attrs["exclude_outside"] = ri(r, 0, 2)
     roi = ""
     if ctm == "tf_crop_and_resize":
         lo, hi = np.sort(np.round(r.uniform(0, 1, (2, 2)), 1), axis=0)
@@ -201,24 +118,24 @@ def _resize(c: Case) -> list[str]:
     if r.random() < 0.5:
         scales = [1, 1, r.choice([0.5, 0.6, 0.75, 1.5, 2, 2.5, 3]), r.choice([0.5, 0.7, 1.25, 1.5, 2])]
         return [c.op("Resize", [x, roi, c.weight(value=np.array(scales, np.float32))], **attrs)]
-    sizes = [*s[:2], _ri(r, 1, 14), _ri(r, 1, 14)]
+    sizes = [*s[:2], ri(r, 1, 14), ri(r, 1, 14)]
     return [c.op("Resize", [x, roi, "", c.ints(sizes)], **attrs)]
 
 
 def _slice_pad(c: Case) -> list[str]:
     r = c.rng
-    rank = _ri(r, 1, 5)
-    s = _dims(r, rank, 1, 8)
+    rank = ri(r, 1, 5)
+    s = dims(r, rank, 1, 8)
     x = c.feed(s)
     c.opset = 19
     if r.random() < 0.5:
-        axes = [int(a) for a in r.permutation(rank)[:_ri(r, 1, rank + 1)]]
-        starts = [_ri(r, -s[a] - 2, s[a] + 2) for a in axes]
-        ends = [int(r.choice([_ri(r, -s[a] - 2, s[a] + 2), 2**62, -2**62])) for a in axes]
+        axes = [int(a) for a in r.permutation(rank)[:ri(r, 1, rank + 1)]]
+        starts = [ri(r, -s[a] - 2, s[a] + 2) for a in axes]
+        ends = [int(r.choice([ri(r, -s[a] - 2, s[a] + 2), 2**62, -2**62])) for a in axes]
         steps = [int(r.choice([1, 2, 3, -1, -2])) for _ in axes]
         return [c.op("Slice", [x, c.ints(starts), c.ints(ends), c.ints(axes), c.ints(steps)])]
     mode = str(r.choice(["constant", "reflect", "edge", "wrap"]))
-    pads = [_ri(r, -1 if mode == "constant" else 0, 4) for _ in range(2 * rank)]
+    pads = [ri(r, -1 if mode == "constant" else 0, 4) for _ in range(2 * rank)]
     if mode == "reflect":
         pads = [min(p, s[i % rank] - 1) for i, p in enumerate(pads)]
     inputs = [x, c.ints(pads)] + ([c.weight(value=1.5)] if mode == "constant" and r.random() < 0.5 else [])
@@ -227,25 +144,25 @@ def _slice_pad(c: Case) -> list[str]:
 
 def _pool(c: Case) -> list[str]:
     r = c.rng
-    nd = _ri(r, 1, 4)
-    s = [_ri(r, 1, 3), _ri(r, 1, 4), *_dims(r, nd, 2, 9)]
+    nd = ri(r, 1, 4)
+    s = [ri(r, 1, 3), ri(r, 1, 4), *dims(r, nd, 2, 9)]
     x = c.feed(s)
     op = str(r.choice(["MaxPool", "AveragePool", "LpPool"]))
-    k = [_ri(r, 1, min(4, d + 1)) for d in s[2:]]
-    attrs: dict[str, Any] = {"kernel_shape": k, "strides": [_ri(r, 1, 3) for _ in k]}
+    k = [ri(r, 1, min(4, d + 1)) for d in s[2:]]
+    attrs: dict[str, Any] = {"kernel_shape": k, "strides": [ri(r, 1, 3) for _ in k]}
     dilated = op != "LpPool" and r.random() < 0.5
     if dilated:
-        attrs["dilations"] = [_ri(r, 1, 3) for _ in k]
+        attrs["dilations"] = [ri(r, 1, 3) for _ in k]
     # SAME with dilations left out: onnxruntime sizes the output apart from the spec, and onnx's
     # reference reads SAME_LOWER as SAME_UPPER; both part from each other there as from hal
     if r.random() < 0.5 or dilated:
-        attrs["pads"] = [_ri(r, 0, kk) for kk in k] * 2
+        attrs["pads"] = [ri(r, 0, kk) for kk in k] * 2
     else:
         attrs["auto_pad"] = str(r.choice(["SAME_UPPER", "VALID"]))
     if op != "LpPool":
-        attrs["ceil_mode"] = _ri(r, 0, 2)
+        attrs["ceil_mode"] = ri(r, 0, 2)
     if op == "AveragePool":
-        attrs["count_include_pad"] = _ri(r, 0, 2)
+        attrs["count_include_pad"] = ri(r, 0, 2)
     if op == "LpPool":
         attrs["p"] = int(r.choice([1, 2, 3]))
     c.opset = 19
@@ -254,32 +171,32 @@ def _pool(c: Case) -> list[str]:
 
 def _conv(c: Case) -> list[str]:
     r = c.rng
-    nd = _ri(r, 1, 4)
-    ch = _ri(r, 1, 5)
+    nd = ri(r, 1, 4)
+    ch = ri(r, 1, 5)
     g = int(r.choice([1, ch]))
-    x = c.feed([_ri(r, 1, 3), ch, *_dims(r, nd, 3, 9 if nd < 3 else 6)])
-    oc = g * _ri(r, 1, 3)
-    k = [_ri(r, 1, 4) for _ in range(nd)]
-    attrs: dict[str, Any] = {"kernel_shape": k, "strides": [_ri(r, 1, 3) for _ in k], "group": g}
+    x = c.feed([ri(r, 1, 3), ch, *dims(r, nd, 3, 9 if nd < 3 else 6)])
+    oc = g * ri(r, 1, 3)
+    k = [ri(r, 1, 4) for _ in range(nd)]
+    attrs: dict[str, Any] = {"kernel_shape": k, "strides": [ri(r, 1, 3) for _ in k], "group": g}
     if r.random() < 0.5:
-        attrs["dilations"] = [_ri(r, 1, 3) for _ in k]
-        attrs["pads"] = [_ri(r, 0, 3) for _ in range(2 * nd)]
+        attrs["dilations"] = [ri(r, 1, 3) for _ in k]
+        attrs["pads"] = [ri(r, 0, 3) for _ in range(2 * nd)]
     else:
         attrs["auto_pad"] = str(r.choice(["SAME_UPPER", "SAME_LOWER", "VALID"]))
     bias = [c.weight([oc])] if r.random() < 0.5 else []
     y = c.op("Conv", [x, c.weight([oc, ch // g, *k]), *bias], **attrs)
-    return [_activation(c, y) if r.random() < 0.5 else y]
+    return [activation(c, y) if r.random() < 0.5 else y]
 
 
 def _norm(c: Case) -> list[str]:
     r = c.rng
-    rank = _ri(r, 2, 5)
-    s = _dims(r, rank)
+    rank = ri(r, 2, 5)
+    s = dims(r, rank)
     x = c.feed(s, lo=-3, hi=3)
     ch = s[1]
-    k = _ri(r, 0, 5)
+    k = ri(r, 0, 5)
     if k == 0:
-        ax = _ri(r, -rank, rank)
+        ax = ri(r, -rank, rank)
         tail = s[ax % rank:]
         c.opset = 17
         return list(c.op("LayerNormalization", [x, c.weight(tail), c.weight(tail)], outputs=3, axis=ax,
@@ -298,12 +215,12 @@ def _norm(c: Case) -> list[str]:
         c.opset = 21
         return [c.op("GroupNormalization", [x, c.weight([ch]), c.weight([ch])], num_groups=groups, epsilon=1e-5)]
     c.opset = 13
-    return [c.op("Softmax" if r.random() < 0.5 else "LogSoftmax", [x], axis=_ri(r, -rank, rank))]
+    return [c.op("Softmax" if r.random() < 0.5 else "LogSoftmax", [x], axis=ri(r, -rank, rank))]
 
 
 def _attention(c: Case) -> list[str]:
     r = c.rng
-    batch, q_len, kv_len = _ri(r, 1, 3), _ri(r, 1, 6), _ri(r, 1, 6)
+    batch, q_len, kv_len = ri(r, 1, 3), ri(r, 1, 6), ri(r, 1, 6)
     heads, head = int(r.choice([1, 2, 4])), int(r.choice([2, 4, 8]))
     kv_heads = int(r.choice([h for h in (1, 2, 4) if heads % h == 0]))
     q = c.feed([batch, heads, q_len, head])
@@ -324,8 +241,8 @@ def _attention(c: Case) -> list[str]:
 
 def _einsum(c: Case) -> list[str]:
     r = c.rng
-    sizes = {ch: _ri(r, 1, 4) for ch in "abcd"}
-    terms = ["".join(r.choice(list("abcd"), _ri(r, 0, 4))) for _ in range(_ri(r, 1, 4))]
+    sizes = {ch: ri(r, 1, 4) for ch in "abcd"}
+    terms = ["".join(r.choice(list("abcd"), ri(r, 0, 4))) for _ in range(ri(r, 1, 4))]
     used = sorted(set("".join(terms)))
     out = "".join(ch for ch in used if r.random() < 0.5)
     c.opset = 12
@@ -335,14 +252,14 @@ def _einsum(c: Case) -> list[str]:
 def _mlp(c: Case) -> list[str]:
     """A product, its bias, an activation (hal fuses them into one step), maybe a second layer and a residual."""
     r = c.rng
-    batch = _dims(r, _ri(r, 0, 3), 1, 4)
-    m, k, n = _dims(r, 3, 1, 40)
+    batch = dims(r, ri(r, 0, 3), 1, 4)
+    m, k, n = dims(r, 3, 1, 40)
     x = c.feed([*batch, m, k])
     y = c.op("MatMul", [x, c.weight([k, n])])
     if r.random() < 0.8:
         bias = c.weight([n] if r.random() < 0.8 else [1, n])
         y = c.op("Add", [y, bias] if r.random() < 0.5 else [bias, y])
-    y = _activation(c, y)
+    y = activation(c, y)
     if r.random() < 0.5:
         y = c.op("Add", [c.op("MatMul", [y, c.weight([n, k])]), c.weight([k])])
         if r.random() < 0.5:
@@ -354,9 +271,9 @@ def _qkv(c: Case) -> list[str]:
     """A transformer block's attention as exporters write it: Q, K, V projections (one stacked step in
     hal), heads by Reshape and Transpose, a masked softmax, the output projection, residual, LayerNorm."""
     r = c.rng
-    seq, hidden = _ri(r, 1, 20), int(r.choice([8, 16, 24, 32]))
+    seq, hidden = ri(r, 1, 20), int(r.choice([8, 16, 24, 32]))
     heads = int(r.choice([h for h in (1, 2, 4, 8) if hidden % h == 0]))
-    x = c.feed([_ri(r, 1, 3), seq, hidden])
+    x = c.feed([ri(r, 1, 3), seq, hidden])
     qkv = []
     for _ in range(3):
         y = c.op("Add", [c.op("MatMul", [x, c.weight([hidden, hidden])]), c.weight([hidden])])
@@ -380,12 +297,12 @@ def _qkv(c: Case) -> list[str]:
 def _elementwise(c: Case) -> list[str]:
     """A chain of broadcasting binary ops and activations (one fused region in hal)."""
     r = c.rng
-    rank = _ri(r, 1, 5)
-    s = _dims(r, rank, 1, 7)
+    rank = ri(r, 1, 5)
+    s = dims(r, rank, 1, 7)
     y = c.feed(s, lo=-3, hi=3)
-    for _ in range(_ri(r, 1, 7)):
-        other = [d if r.random() < 0.6 else 1 for d in s][_ri(r, 0, rank):]
-        k = _ri(r, 0, 6)
+    for _ in range(ri(r, 1, 7)):
+        other = [d if r.random() < 0.6 else 1 for d in s][ri(r, 0, rank):]
+        k = ri(r, 0, 6)
         if k == 0:
             y = c.op("Add", [y, c.weight(other)])
         elif k == 1:
@@ -397,7 +314,7 @@ def _elementwise(c: Case) -> list[str]:
         elif k == 4:
             y = c.op("Exp", [c.op("Neg", [c.op("Abs", [y])])])
         else:
-            y = _activation(c, y)
+            y = activation(c, y)
     return [y]
 
 
@@ -406,22 +323,22 @@ def _quant(c: Case) -> list[str]:
     integer products and DynamicQuantizeLinear (float32 in, as onnxruntime takes them)."""
     r = c.rng
     c.dtype = np.dtype(np.float32)
-    kind = [np.int8, np.uint8][_ri(r, 0, 2)]
+    kind = [np.int8, np.uint8][ri(r, 0, 2)]
     lo, hi = (0, 256) if kind == np.uint8 else (-128, 128)
-    k = _ri(r, 0, 4)
+    k = ri(r, 0, 4)
     c.opset = 19
     if k == 0:
-        s = _dims(r, _ri(r, 1, 4))
+        s = dims(r, ri(r, 1, 4))
         x = c.feed(s, lo=-20, hi=20)
         if r.random() < 0.5:
             scale = c.weight(value=np.float32(r.uniform(0.05, 0.3)))
-            zero = c.weight(value=np.array(_ri(r, 0, 10), kind))
+            zero = c.weight(value=np.array(ri(r, 0, 10), kind))
             return [c.op("DequantizeLinear", [c.op("QuantizeLinear", [x, scale, zero]), scale, zero])]
-        ax = _ri(r, -len(s), len(s))
+        ax = ri(r, -len(s), len(s))
         scale = c.weight(value=r.uniform(0.05, 0.3, s[ax]).astype(np.float32))
         zero = c.weight(value=r.integers(0, 10, s[ax]).astype(kind))
         return [c.op("DequantizeLinear", [c.op("QuantizeLinear", [x, scale, zero], axis=ax), scale, zero], axis=ax)]
-    m, kk, n = _ri(r, 1, 6), _ri(r, 1, 9), _ri(r, 1, 6)
+    m, kk, n = ri(r, 1, 6), ri(r, 1, 9), ri(r, 1, 6)
     if k == 1:
         a = c.feed([m, kk], value=r.integers(lo, hi, (m, kk)).astype(kind))
         b = c.weight(value=r.integers(lo, hi, (kk, n)).astype(kind))
@@ -438,7 +355,7 @@ def _quant(c: Case) -> list[str]:
             return c.weight(value=np.array(r.integers(lo, hi) // 4, kind))
 
         return [c.op("QLinearMatMul", [a, scale(), zero(), b, scale(), zero(), scale(), zero()])]
-    x = c.feed(_dims(r, _ri(r, 1, 4), 1, 7), lo=-float(r.uniform(0, 5)), hi=float(r.uniform(0, 5)))
+    x = c.feed(dims(r, ri(r, 1, 4), 1, 7), lo=-float(r.uniform(0, 5)), hi=float(r.uniform(0, 5)))
     return list(c.op("DynamicQuantizeLinear", [x], outputs=3))
 
 
@@ -447,7 +364,7 @@ def _recurrent(c: Case) -> list[str]:
     r = c.rng
     c.dtype = np.dtype(np.float32)  # (onnxruntime's recurrent ops are float32)
     op = str(r.choice(["LSTM", "GRU", "RNN"]))
-    seq, batch, width, hidden = _ri(r, 1, 5), _ri(r, 1, 3), _ri(r, 1, 5), _ri(r, 1, 5)
+    seq, batch, width, hidden = ri(r, 1, 5), ri(r, 1, 3), ri(r, 1, 5), ri(r, 1, 5)
     dirs = int(r.choice([1, 2]))
     gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
     inputs = [c.feed([seq, batch, width]), c.weight([dirs, gates * hidden, width]),
@@ -457,7 +374,7 @@ def _recurrent(c: Case) -> list[str]:
     attrs: dict[str, Any] = {"hidden_size": hidden,
                              "direction": "bidirectional" if dirs == 2 else str(r.choice(["forward", "reverse"]))}
     if op == "GRU":
-        attrs["linear_before_reset"] = _ri(r, 0, 2)
+        attrs["linear_before_reset"] = ri(r, 0, 2)
     c.opset = 14
     return list(c.op(op, inputs, outputs=2, **attrs))
 
@@ -465,13 +382,16 @@ def _recurrent(c: Case) -> list[str]:
 FAMILIES: dict[str, Callable[[Case], list[str]]] = {
     "reduce": _reduce, "gather": _gather, "select": _select, "resize": _resize, "slice_pad": _slice_pad,
     "pool": _pool, "conv": _conv, "norm": _norm, "attention": _attention, "einsum": _einsum, "mlp": _mlp,
-    "qkv": _qkv, "elementwise": _elementwise, "quant": _quant, "recurrent": _recurrent}
+    "qkv": _qkv, "elementwise": _elementwise, "quant": _quant, "recurrent": _recurrent,
+    # (appended: a family's generator is seeded by its place in this order)
+    **differential_math.FAMILIES, **differential_tensor.FAMILIES, **differential_image.FAMILIES,
+    **differential_flow.FAMILIES, **differential_ml.FAMILIES, **differential_contrib.FAMILIES}
 
 
 def build(seed: int, family: str) -> Case | None:
     """Case ``seed`` of ``family``, its model built (None where the draw makes no valid model)."""
     rng = np.random.default_rng([seed, list(FAMILIES).index(family)])
-    c = Case(rng, DTYPES[_ri(rng, 0, len(DTYPES))])
+    c = Case(rng, DTYPES[ri(rng, 0, len(DTYPES))])
     try:
         c.model(FAMILIES[family](c))
     except (ValueError, onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
