@@ -56,7 +56,7 @@ def gather_nd(data, indices, batch_dims=0):
     d = data.reshape(nb, *data.shape[b:])
     idx = _wrap(indices.reshape(nb, -1, m), np.array(data.shape[b:b + m], dtype=np.int64))
     picked = d[(np.arange(nb)[:, None], *np.moveaxis(idx, -1, 0))]
-    return picked.reshape(*batch, *indices.shape[b:-1], *data.shape[b + m:])
+    return picked.reshape((*batch, *indices.shape[b:-1], *data.shape[b + m:]))
 
 
 # --- Scatter family ----------------------------------------------------------------------------------
