@@ -18,7 +18,9 @@ RotaryEmbedding (GroupQueryAttention, the decoder's attention with its KV cache,
   kernel first quantises A to int8 per block of ``block_size`` along K (symmetric, scale
   max|a| / 127, round half to even), takes each block's integer dot product with B's centred codes
   exactly and sums the blocks' products with A's scale times B's in float32: so does this kernel.
-  Levels 0-3 compute in float32 on a CPU.
+  Levels 0-3 compute in float32 on a CPU, and so do 2-bit weights at level 4 in blocks other than
+  32, 64 and 128 (MLAS's x64 int8 kernels for 2 bits take only those; onnxruntime falls back to its
+  float one).
 * RotaryEmbedding rotates the first ``rotary_embedding_dim`` features of each head by the cos /
   sin cache rows its position ids pick (halves, or even/odd pairs when interleaved).
 
@@ -101,6 +103,10 @@ def _prepacked(attrs: dict, inputs: list[str], outputs: list[str]) -> str | None
     return None
 
 
+#: the block sizes of 2-bit weights MLAS's x64 int8 kernels (accuracy_level 4) take
+_INT8_2BIT_BLOCKS = (32, 64, 128)
+
+
 @kernel("MatMulNBits", since=1, domain=DOMAIN, refuses=_prepacked)
 def matmul_nbits(A, B, scales, zero_points=None, g_idx=None, bias=None, *, K, N, bits=4, block_size,
                  accuracy_level=0, weight_prepacked=0):
@@ -117,7 +123,8 @@ def matmul_nbits(A, B, scales, zero_points=None, g_idx=None, bias=None, *, K, N,
     work = _float_work(A)
     a = A.astype(work)
     float_zero = zero.dtype != np.int32
-    if accuracy_level == 4 and g_idx is None and not float_zero:
+    int8 = bits != 2 or block_size in _INT8_2BIT_BLOCKS
+    if accuracy_level == 4 and int8 and g_idx is None and not float_zero:
         y = int8_blocked_product(a.reshape(-1, K), codes - zero, scale, block_size).reshape(*A.shape[:-1], N)
     else:
         if float_zero:  # code x scale - zero x scale, each rounded
