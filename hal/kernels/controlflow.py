@@ -151,7 +151,9 @@ def scan(*args, body, num_scan_inputs, scan_input_axes=None, scan_input_directio
 @kernel("Scan", since=8, context=True)
 def scan_8(sequence_lens, *args, body, num_scan_inputs, directions=None, _ctx: KernelContext):
     """Scan-8: axis 0 of every input is a batch; scan inputs are scanned along axis 1, each batch
-    item up to its ``sequence_lens`` entry (outputs past a short sequence are zero)."""
+    item up to its ``sequence_lens`` entry. Scan outputs are zero past a short sequence, out to the
+    scan axis's full length (the spec's "padded to the maximum-sequence-length", the dimension of
+    the inputs' axis 1), as in onnxruntime, even where no entry reaches it."""
     n_state, n_out = _scan_counts(len(args), num_scan_inputs, body)
     states_in, xs = list(args[:n_state]), list(args[n_state:])
     batch = (states_in or xs)[0].shape[0]
@@ -169,8 +171,7 @@ def scan_8(sequence_lens, *args, body, num_scan_inputs, directions=None, _ctx: K
             per_out[k].append(y)
     outs: list[Any] = [np.stack(s) for s in per_state]
     for items in per_out:
-        longest = max(y.shape[0] for y in items)
-        padded = [np.concatenate([y, np.zeros((longest - y.shape[0], *y.shape[1:]), y.dtype)]) if y.shape[0] < longest
+        padded = [np.concatenate([y, np.zeros((full - y.shape[0], *y.shape[1:]), y.dtype)]) if y.shape[0] < full
                   else y for y in items]
         outs.append(np.stack(padded))
     return tuple(outs)
