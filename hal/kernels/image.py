@@ -317,9 +317,11 @@ def grid_sample(x: Array, grid: Array, align_corners: int = 0, mode: str = "line
                 ) -> Array:
     mode = {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)  # opset 16 names
     dims = x.shape[2:]
-    # grid's last axis lists coordinates innermost-first (x, y, z): reverse to match the spatial dims
-    coords = [_denormalize(grid[..., len(dims) - 1 - i], dims[i], align_corners).astype(np.float64)
-              for i in range(len(dims))]
+    # grid's last axis lists coordinates innermost-first (x, y, z): reverse to match the spatial dims.
+    # Denormalised in float64: in float16 (g + 1) / 2 * (size - 1) rounds a pixel coordinate by up to
+    # a hundredth, moving cubic taps and flipping nearest picks (onnxruntime works in float32).
+    g64 = grid.astype(np.float64)
+    coords = [_denormalize(g64[..., len(dims) - 1 - i], dims[i], align_corners) for i in range(len(dims))]
     return _grid_sample(x, coords, mode, padding_mode, align_corners)
 
 
@@ -379,7 +381,9 @@ def _roi_align(x: Array, rois: Array, batch_indices: Array, coord_mode: str, mod
         if mode == "avg":
             y[r] = sum(terms).sum(axis=(-2, -1)) / max(grid_h * grid_w, 1)
         elif mode == "max":  # ORT's definition: the largest weighted corner over all samples
-            if grid_h * grid_w:  # a roi of no width or height samples nothing: 0, as there and in onnx's reference
+            # a roi of no width or height, or turned inside out (half_pixel: a negative sampling grid
+            # both ways, whose product is positive), samples nothing: 0, as there and in onnx's reference
+            if grid_h > 0 and grid_w > 0:
                 y[r] = np.max(np.maximum.reduce(terms), axis=(-2, -1))
         else:
             raise ValueError(f"RoiAlign: unknown mode {mode!r}")
