@@ -171,10 +171,15 @@ def hard_sigmoid(x: Array, alpha: float = 0.2, beta: float = 0.5) -> Array:
 _legacy("HardSigmoid", 1, hard_sigmoid)
 
 
+#: HardSwish's 1/6 as its function body holds it, a float attribute (float32): onnxruntime's float64
+#: kernel and onnx's reference multiply by this, 3e-8 off 1/6 (float32 and float16 round to it anyway)
+_SIXTH = float(np.float32(1.0 / 6.0))
+
+
 @kernel("HardSwish", since=14)
 @_widened
 def hard_swish(x: Array) -> Array:
-    return _arr(x * hard_sigmoid(x, alpha=1.0 / 6.0, beta=0.5))
+    return _arr(x * hard_sigmoid(x, alpha=_SIXTH, beta=0.5))
 
 
 @kernel("Softplus", since=1)

@@ -98,9 +98,24 @@ def pow_legacy(x, y, broadcast=0, axis=None):
 
 @kernel("Pow", since=7)
 def pow_(x: Array, y: Array) -> Array:
+    if x.dtype.kind in "iu" and y.dtype.kind == "i" and (y < 0).any():
+        return _integer_pow(x, y)
     with np.errstate(all="ignore"):
         r = np.power(x, y)
     return _arr(r).astype(x.dtype, copy=False)
+
+
+def _integer_pow(x: Array, y: Array) -> Array:
+    """An integer to integer powers some negative, which numpy refuses: onnxruntime truncates C's pow,
+    1 / x^n toward zero, so 0 for |x| > 1 and +-1 for x = +-1 (0 to a negative power is inf as an
+    integer, undefined)."""
+    neg = y < 0
+    with np.errstate(all="ignore"):
+        r = np.power(x, np.where(neg, 0, y).astype(y.dtype, copy=False))
+    one = x == 1  # 1 / x^n where that is a whole number
+    if x.dtype.kind == "i":
+        one = np.where(x == -1, 1 - 2 * (y % 2 != 0), one)
+    return _arr(np.where(neg, one, r)).astype(x.dtype, copy=False)
 
 
 @kernel("Mod", since=10)
@@ -434,7 +449,7 @@ def broadcasts_onto(o: tuple[int, ...], t: tuple[int, ...]) -> bool:
 def sum_(*inputs: Array, consumed_inputs=None) -> Array:
     if len(inputs) <= 2:
         return _variadic(np.add, inputs)
-    out = np.add(inputs[0], inputs[1])
+    out = _arr(np.add(inputs[0], inputs[1]))  # (0-d inputs add to a numpy scalar, which takes no out=)
     for x in inputs[2:]:
         # accumulate in place once the running sum already has the broadcast shape
         out = np.add(out, x, out=out) if broadcasts_onto(x.shape, out.shape) else out + x
@@ -514,4 +529,7 @@ def bitwise_not(x: Array) -> Array:
 
 @kernel("Det", since=11)
 def det(x: Array) -> Array:
-    return _arr(np.linalg.det(x)).astype(x.dtype, copy=False)
+    """16-bit matrices are taken in float32 and rounded once (numpy's linalg has no float16;
+    onnxruntime has a float16 Det)."""
+    work = x.astype(np.float32) if x.dtype.itemsize < 4 else x
+    return _arr(np.linalg.det(work)).astype(x.dtype, copy=False)

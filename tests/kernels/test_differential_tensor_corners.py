@@ -22,8 +22,6 @@ def _model(op: str, x: np.ndarray, opset: int, **attrs) -> bytes:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString()
 
 
-@pytest.mark.xfail(strict=True, reason="hal.kernels.elementwise.det hands float16 to np.linalg.det, which "
-                   "refuses it; the fix (in a file this suite's author does not own) computes in float32")
 @pytest.mark.parametrize("target", TARGETS)
 def test_det_of_float16_matrices_is_taken_in_float32_and_rounded_once(target):
     # onnxruntime has a float16 Det; hal raised "array type float16 is unsupported in linalg"
