@@ -69,7 +69,8 @@ def mismatch(want: list[Any] | None, got: list[Any]) -> str | None:
         if not finite.any():
             continue
         rtol, atol = TOLERANCE[w.dtype]
-        err = np.abs(np.where(finite, w64 - g64, 0))
+        with np.errstate(invalid="ignore"):  # (inf - inf where both are the same inf: masked)
+            err = np.abs(np.where(finite, w64 - g64, 0))
         limit = atol * max(1.0, float(np.abs(w64[finite]).max())) + rtol * np.abs(np.where(finite, w64, 0))
         if (err > limit).any():
             j = int(np.argmax(err - limit))

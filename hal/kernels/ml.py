@@ -210,7 +210,9 @@ def apply_post_transform(scores: Array, how: int | str) -> Array:
     if code == 3:  # softmax over the non-zero scores; zeros stay zero
         nonzero = scores != 0
         peak = np.where(nonzero, scores, -np.inf).max(axis=1, keepdims=True)
-        e = np.where(nonzero, np.exp(scores - np.where(np.isfinite(peak), peak, 0)), 0.0)
+        # shifted by an infinite peak too: e^(inf - inf) makes the row's sum NaN and so every entry of it,
+        # as onnxruntime's and onnx's reference loops make it
+        e = np.where(nonzero, np.exp(scores - np.where(peak == -np.inf, 0, peak)), 0.0)
         total = e.sum(axis=1, keepdims=True)
         return e / np.where(total == 0, 1.0, total)
     if code == 4:

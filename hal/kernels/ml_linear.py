@@ -1,11 +1,14 @@
 """ai.onnx.ml linear models and SVMs: LinearClassifier, LinearRegressor, SVMClassifier, SVMRegressor.
 
-Every op casts X to float32 (as onnxruntime does), views it as (samples, features) with a 1-D X as one
-sample, and takes its products in float64 before rounding the float32 outputs. An SVM first builds the
-(samples, support vectors) kernel matrix; SVMClassifier then sums it per class pair (one-vs-one), votes
-for the label and, given prob_a/prob_b, turns pair scores into class probabilities with Platt scaling
-and libsvm's pairwise coupling (iterated in float32, per sample, as onnxruntime iterates it). The
-kernel matrix is built and reduced one row block at a time, so it never exceeds ``_BLOCK`` entries.
+Every op casts X to float32 (as onnxruntime does) and views it as (samples, features) with a 1-D X as
+one sample. The linear models take their products in float32, as onnxruntime's GEMM (and onnx's
+reference) do: a label breaks a float32 tie as onnxruntime's does, and a PROBIT near 0.5, which
+magnifies a score's last bit, sees the same score. The SVMs take theirs in float64 before rounding
+the float32 outputs. An SVM first builds the (samples, support vectors) kernel matrix; SVMClassifier
+then sums it per class pair (one-vs-one), votes for the label and, given prob_a/prob_b, turns pair
+scores into class probabilities with Platt scaling and libsvm's pairwise coupling (iterated in float32,
+per sample, as onnxruntime iterates it). The kernel matrix is built and reduced one row block at a
+time, so it never exceeds ``_BLOCK`` entries.
 Binary outputs follow onnxruntime's conventions, which differ from op to op; see ``_two_columns``.
 """
 
@@ -25,17 +28,18 @@ _INPUT_TYPES = (np.float32, np.float64, np.int32, np.int64)
 _BLOCK = 1 << 20  # float64 elements in one block of the kernel matrix (and of the direct RBF distances)
 
 
-def _rows(op: str, x: Array) -> Array:
-    """X as a float64 (samples, features) matrix of its float32 values; a 1-D X is one sample."""
+def _rows(op: str, x: Array, dtype: type = np.float64) -> Array:
+    """X as a (samples, features) matrix of its float32 values, in ``dtype`` (float64 or float32); a 1-D X
+    is one sample."""
     if x.dtype.type not in _INPUT_TYPES:
         raise ValueError(f"{op}: X must be float32, float64, int32 or int64, got {x.dtype}")
     if x.ndim not in (1, 2):
         raise ValueError(f"{op}: X must be 1-D or 2-D, got shape {x.shape}")
     shape = (x.shape[0] if x.ndim == 2 else 1, x.shape[-1])
     if x.dtype.type is np.float32:  # (float32 to float64 is exact: one cast, no float32 copy)
-        return x.astype(np.float64).reshape(shape)
+        return x.astype(dtype, copy=False).reshape(shape)
     with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, as static_cast makes it
-        return x.astype(np.float32).astype(np.float64).reshape(shape)
+        return x.astype(np.float32).astype(dtype, copy=False).reshape(shape)
 
 
 def _floats(values: Sequence[float] | None) -> Array:
@@ -125,13 +129,16 @@ def linear_classifier(x: Array, coefficients: Sequence[float] | None = None,
                       post_transform: str = "NONE") -> tuple[Array, Array]:
     op = "LinearClassifier"
     how = _transform_name(op, post_transform)
-    data = _rows(op, x)
+    data = _rows(op, x, np.float32)
     weights, bias, labels = laid_out(
         (op, data.shape[1]), (coefficients, intercepts, classlabels_ints, classlabels_strings),
         lambda: _linear_classifier_model(op, data.shape[1], coefficients, intercepts, classlabels_ints,
                                          classlabels_strings))
     with np.errstate(all="ignore"):  # multi_class is ignored, as onnxruntime ignores it
-        scores = data @ weights.T + bias
+        # scores in float32, as onnxruntime's GEMM (and onnx's reference) take them: the label of two
+        # classes tied in exact decimals is the one float32's rounding puts ahead (float64 sums picked the
+        # other in 16 of 2,000 such draws); the float32 scores are exact in float64 from here on
+        scores = (data @ weights.T + bias).astype(np.float64)
         if bias.size == 1:  # one weight row: the sign picks the second or first label
             pair = labels if labels is not None else np.array([0, 1], dtype=np.int64)
             out = pair[(scores[:, 0] > 0).astype(np.intp)]
@@ -143,7 +150,8 @@ def linear_classifier(x: Array, coefficients: Sequence[float] | None = None,
 def _linear_classifier_model(op: str, n_features: int, coefficients: Sequence[float] | None,
                              intercepts: Sequence[float] | None, classlabels_ints: Sequence[int] | None,
                              classlabels_strings: Sequence[str] | None) -> tuple[Array, Array, Array | None]:
-    """(weights as classes x features, intercepts, class labels) from the attributes, checked."""
+    """(weights as classes x features, intercepts, class labels) from the attributes, checked; the
+    weights and intercepts in float32, the attributes' own values."""
     bias = _floats(intercepts)
     n_classes = bias.size  # onnxruntime counts classes by intercepts
     if n_classes == 0:
@@ -155,7 +163,8 @@ def _linear_classifier_model(op: str, n_features: int, coefficients: Sequence[fl
     if n_classes > 1 and (labels is None or labels.size < n_classes):
         raise ValueError(f"{op}: {n_classes} intercepts need as many class labels, got "
                          f"{0 if labels is None else labels.size}")
-    return _kept(weights), _kept(bias), None if labels is None else _kept(labels)
+    return (_kept(weights.astype(np.float32)), _kept(bias.astype(np.float32)),
+            None if labels is None else _kept(labels))
 
 
 def _kept(a: Array) -> Array:
@@ -169,25 +178,25 @@ def linear_regressor(x: Array, coefficients: Sequence[float] | None = None, inte
                      post_transform: str = "NONE", targets: int = 1) -> Array:
     op = "LinearRegressor"
     how = _transform_name(op, post_transform)
-    data = _rows(op, x)
+    data = _rows(op, x, np.float32)
     if targets < 1:
         raise ValueError(f"{op}: targets must be at least 1, got {targets}")
     weights, bias = laid_out((op, data.shape[1], targets), (coefficients, intercepts),
                              lambda: _linear_regressor_model(op, data.shape[1], targets, coefficients, intercepts))
     with np.errstate(all="ignore"):
-        scores = data @ weights.T + (bias if bias.size else 0.0)
+        scores = (data @ weights.T + (bias if bias.size else np.float32(0))).astype(np.float64)
         out = _single_column(scores, how) if targets == 1 else _transform(scores, how)
     return _float32(out)
 
 
 def _linear_regressor_model(op: str, n_features: int, targets: int, coefficients: Sequence[float] | None,
                             intercepts: Sequence[float] | None) -> tuple[Array, Array]:
-    """(weights as targets x features, intercepts) from the attributes, checked."""
+    """(weights as targets x features, intercepts) from the attributes, checked, in float32."""
     weights = _weights(op, "coefficients", coefficients, targets, n_features, "targets x features")
     bias = _floats(intercepts)
     if bias.size not in (0, targets):
         raise ValueError(f"{op}: intercepts has {bias.size} values, expected {targets} (one per target) or none")
-    return _kept(weights), _kept(bias)
+    return _kept(weights.astype(np.float32)), _kept(bias.astype(np.float32))
 
 
 # --- SVMs ------------------------------------------------------------------------------------------

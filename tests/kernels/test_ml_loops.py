@@ -67,4 +67,4 @@ def test_a_linear_models_checked_weights_are_kept_per_node_and_follow_its_attrib
             ml_linear.linear_classifier(np.ones((2, 4), np.float32), coefficients=coef, intercepts=bias,
                                         classlabels_ints=labels)
     y = ml_linear.linear_regressor(x, coefficients=coef[:3], intercepts=[0.5])
-    np.testing.assert_array_equal(y, (x.astype(np.float64) @ np.array(coef[:3]) + 0.5).astype(np.float32)[:, None])
+    np.testing.assert_array_equal(y, (x @ np.float32(coef[:3]) + np.float32(0.5))[:, None])

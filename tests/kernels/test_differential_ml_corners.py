@@ -1,0 +1,68 @@
+"""Corners of the ai.onnx.ml kernels found by the differential sweep's ml families
+(``benchmarks.differential_ml``), against onnxruntime's outputs: every target runs them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import hal
+from tests.kernels._onnxruntime import run_as_written
+
+TARGETS = [t.name for t in hal.targets()]
+
+
+def _model(node, x: np.ndarray, outputs: list[int]) -> bytes:
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                          [helper.make_tensor_value_info(o, t, None) for o, t in zip(node.output, outputs)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_linear_classifier_breaks_a_float32_tie_as_onnxruntime(target):
+    # both classes score -3.6 in decimals; in float32 (onnxruntime's GEMM, and onnx's reference) the two
+    # sums round to the same value and the first class wins. hal summed the float32 weights in float64,
+    # where the second comes out 4e-8 ahead, and answered its label
+    node = helper.make_node("LinearClassifier", ["x"], ["y", "z"], domain="ai.onnx.ml",
+                            coefficients=[0.4, -1.2, -0.3, 0.1, -1.3, -1.5, 0.0, 0.5], intercepts=[0.1, -0.7],
+                            classlabels_ints=[3, 7])
+    x = np.array([[-2, 3, -3, -2]] * 2 + [[1, 0, 0, 0]], np.float32)
+    blob = _model(node, x, [TensorProto.INT64, TensorProto.FLOAT])
+    want = run_as_written(blob, {"x": x}, threads=1)
+    got = hal.InferenceSession(blob, target=target).run(None, {"x": x})
+    assert want[0].tolist() == [3, 3, 3]
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_linear_regressor_probit_sees_onnxruntime_s_float32_score(target):
+    # the score lands a hair past 0.5, where PROBIT's float32 formula magnifies its last bit: hal's
+    # float64 sum was a float32 step from onnxruntime's float32 GEMM, -0.00840 where onnxruntime gives -0.00834
+    node = helper.make_node("LinearRegressor", ["x"], ["y"], domain="ai.onnx.ml", coefficients=[-0.88, -0.77, -1.65],
+                            intercepts=[1.7703394889831543], post_transform="PROBIT")
+    x = np.array([[0.46789226, -0.40823585, 0.7128958]], np.float32)
+    blob = _model(node, x, [TensorProto.FLOAT])
+    (want,) = run_as_written(blob, {"x": x}, threads=1)
+    (got,) = hal.InferenceSession(blob, target=target).run(None, {"x": x})
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_softmax_zero_of_an_infinite_score_is_nan_across_the_row(target):
+    # an infinite feature makes the scores [inf, -inf, -inf]: onnxruntime's SOFTMAX_ZERO (and onnx's
+    # reference) shift by the row's maximum, e^(inf - inf) is NaN, so the row's sum and every entry are
+    # NaN. hal shifted an infinite peak by 0 instead and gave [NaN, 0, 0]
+    node = helper.make_node("LinearClassifier", ["x"], ["y", "z"], domain="ai.onnx.ml", coefficients=[1.0, -1.0, -2.0],
+                            intercepts=[0.0, 0.5, 0.0], classlabels_ints=[4, 5, 6], post_transform="SOFTMAX_ZERO")
+    x = np.array([[np.inf], [1.0], [-np.inf]], np.float32)
+    blob = _model(node, x, [TensorProto.INT64, TensorProto.FLOAT])
+    want = run_as_written(blob, {"x": x}, threads=1)
+    got = hal.InferenceSession(blob, target=target).run(None, {"x": x})
+    assert np.isnan(want[1][0]).all() and np.isnan(want[1][2]).all()
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+
