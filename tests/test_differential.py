@@ -1,6 +1,7 @@
-"""The differential sweep (benchmarks/differential.py): random small models of 15 op families, each
-run by onnxruntime and by every hal target. A bounded sweep is a test against onnxruntime's numbers;
-its plumbing (verdicts, saved findings, exit code) is checked with a peer made to disagree."""
+"""The differential sweep (benchmarks/differential.py): random small models of every family
+(benchmarks/differential_cases.py gathers them), each run by onnxruntime and by every hal target. A
+bounded sweep of each family is a test against onnxruntime's numbers; the plumbing (verdicts, saved
+findings, exit code) is checked with a peer made to disagree."""
 
 from __future__ import annotations
 
@@ -17,15 +18,15 @@ from benchmarks.differential_cases import FAMILIES, build
 TARGETS = [t.name for t in hal.targets()]
 
 
-def test_a_bounded_sweep_finds_nothing_on_any_target() -> None:
-    # 30 draws of each family (every dtype and most attribute paths), on every installed target;
-    # the committed results/differential.json is the long run of the same sweep
-    result = differential.sweep(30 * len(FAMILIES), 0, list(FAMILIES), TARGETS, None)
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_bounded_sweep_finds_nothing_on_any_target(family) -> None:
+    # 30 draws of the family (its dtypes and most attribute paths), on every installed target; the
+    # committed results/differential.json is the long run of the same sweep
+    result = differential.sweep(30, 0, [family], TARGETS, None)
     assert result["findings"] == []
-    ran = {f: sum(sum(c.values()) for c in per.values()) for f, per in result["by_family"].items()}
-    assert all(n >= 15 * len(TARGETS) for n in ran.values()), ran
     verdicts = result["verdicts"]
-    assert verdicts["agree"] > 0.85 * sum(verdicts.values()), verdicts
+    assert sum(verdicts.values()) >= 15 * len(TARGETS), verdicts  # (invalid draws are few)
+    assert verdicts.get("agree", 0) > 0.5 * sum(verdicts.values()), verdicts
 
 
 def _disagreeing(monkeypatch: pytest.MonkeyPatch, peer_too: bool, reference_too: bool) -> None:
