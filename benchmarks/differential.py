@@ -5,8 +5,11 @@
 
 onnx's node tests pin each op at a few shapes and attributes; this draws them. Each case is one
 family's model, built with ``onnx.helper`` from a seeded generator (attributes, shapes, broadcasts,
-dtypes float32 / float64 / float16), run by onnxruntime (graph optimisations off, one thread) and by
-each hal target. The verdicts:
+dtypes, awkward values), run by onnxruntime (graph optimisations off, one thread) and by each hal
+target. ``benchmarks.differential_cases`` gathers the families: network layers there, and by area in
+the other ``differential_*`` modules (elementwise math and casts, tensor movement, image and
+detection, signal and control flow, ai.onnx.ml, com.microsoft, whole networks, low-bit types and
+text, old opsets' forms). The verdicts:
 
 - ``agree``: hal's outputs are within the dtype's tolerance of onnxruntime's;
 - ``follows_onnx``: they are not, but they are within it of onnx's ``ReferenceEvaluator``: where the
@@ -22,7 +25,7 @@ not yet a verdict on hal: at a nearest pixel's exact boundary both peers can rou
 coordinate the other way (Resize's half_pixel_symmetric 5 -> 3 and 7 -> 9 by sizes, where hal picks
 the pixels exact arithmetic does, onnxruntime misses one column and the reference one row). Configurations
 where onnxruntime and onnx's reference disagree with each other as well as with hal are left out
-of the generators (``benchmarks.differential_cases``), each with its reason.
+of the generators, each with its reason where it is drawn.
 """
 
 from __future__ import annotations
@@ -174,7 +177,8 @@ def sweep(cases: int, seed: int, families: list[str], targets: list[str], findin
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.differential", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cases", type=int, default=7500, help="models to draw, the families in turn (default 7500)")
+    ap.add_argument("--cases", type=int, default=None,
+                    help="models to draw, the families in turn (default 300 a family)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--families", default="all", help=f"comma-separated, of: {', '.join(FAMILIES)}")
     ap.add_argument("--targets", default=None, help="hal targets (default: every installed one)")
@@ -189,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     from hal.files import atomic_write
 
     targets = target_names(args.targets)
+    if args.cases is None:
+        args.cases = 300 * len(families)
     result = sweep(args.cases, args.seed, families, targets, Path(args.findings) if args.findings else None)
     doc = {"schema": "hal-differential/1", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "command": ["python", "-m", "benchmarks.differential", *(argv if argv is not None else sys.argv[1:])],
