@@ -23,7 +23,7 @@ from benchmarks import (
     differential_ml,
     differential_tensor,
 )
-from benchmarks.differential_draw import DTYPES, Case, activation, dims, ri
+from benchmarks.differential_draw import DTYPES, Case, activation, conv_attrs, dims, ri
 
 # -- the families -------------------------------------------------------------------------------
 
@@ -177,12 +177,7 @@ def _conv(c: Case) -> list[str]:
     x = c.feed([ri(r, 1, 3), ch, *dims(r, nd, 3, 9 if nd < 3 else 6)])
     oc = g * ri(r, 1, 3)
     k = [ri(r, 1, 4) for _ in range(nd)]
-    attrs: dict[str, Any] = {"kernel_shape": k, "strides": [ri(r, 1, 3) for _ in k], "group": g}
-    if r.random() < 0.5:
-        attrs["dilations"] = [ri(r, 1, 3) for _ in k]
-        attrs["pads"] = [ri(r, 0, 3) for _ in range(2 * nd)]
-    else:
-        attrs["auto_pad"] = str(r.choice(["SAME_UPPER", "SAME_LOWER", "VALID"]))
+    attrs = conv_attrs(r, k, g)
     bias = [c.weight([oc])] if r.random() < 0.5 else []
     y = c.op("Conv", [x, c.weight([oc, ch // g, *k]), *bias], **attrs)
     return [activation(c, y) if r.random() < 0.5 else y]

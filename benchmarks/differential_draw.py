@@ -100,3 +100,14 @@ def activation(c: Case, x: str) -> str:
         half = c.op("Mul", [x, c.op("Add", [c.weight(value=1.0), c.op("Tanh", [inner])])])
         return c.op("Mul", [c.weight(value=0.5), half])
     return c.op("LeakyRelu", [x], alpha=float(c.rng.uniform(0, 0.3)))
+
+
+def conv_attrs(rng: np.random.Generator, kernel: list[int], group: int) -> dict[str, Any]:
+    """A convolution's attributes: strides, and dilations with explicit pads or an auto_pad."""
+    attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": [ri(rng, 1, 3) for _ in kernel], "group": group}
+    if rng.random() < 0.5:
+        attrs["dilations"] = [ri(rng, 1, 3) for _ in kernel]
+        attrs["pads"] = [ri(rng, 0, 3) for _ in range(2 * len(kernel))]
+    else:
+        attrs["auto_pad"] = str(rng.choice(["SAME_UPPER", "SAME_LOWER", "VALID"]))
+    return attrs

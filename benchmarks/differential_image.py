@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.differential_draw import Case, dims, ri
+from benchmarks.differential_draw import Case, conv_attrs, dims, ri
 
 
 def _no_double(c: Case) -> None:
@@ -316,12 +316,7 @@ def _qconv(c: Case) -> list[str]:
     sp = dims(r, nd, 3, 9)
     x = c.feed([], value=ints8(xkind, [ri(r, 1, 3), ch, *sp]))
     w = c.weight(value=ints8(wkind, [oc, ch // g, *kern]))
-    attrs: dict[str, Any] = {"kernel_shape": kern, "strides": [ri(r, 1, 3) for _ in kern], "group": g}
-    if r.random() < 0.5:
-        attrs["dilations"] = [ri(r, 1, 3) for _ in kern]
-        attrs["pads"] = [ri(r, 0, 3) for _ in range(2 * nd)]
-    else:
-        attrs["auto_pad"] = str(r.choice(["SAME_UPPER", "SAME_LOWER", "VALID"]))
+    attrs = conv_attrs(r, kern, g)
     per_channel = r.random() < 0.5
     c.opset = 10
     if conv_integer:  # (onnxruntime's takes one weight zero point for the tensor)
