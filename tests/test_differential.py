@@ -74,6 +74,8 @@ def test_an_unknown_family_is_refused_by_name(capsys) -> None:
     ([np.zeros(3, np.float32)], [np.zeros(4, np.float32)], "float32[4] where float32[3]"),
     ([np.array([1.0, np.nan])], [np.array([np.nan, 1.0])], "NaN or inf at other places"),
     ([np.array([1, 2], np.int64)], [np.array([1, 3], np.int64)], "1 of 2 values differ"),
+    ([np.array(["a", "b"])], [np.array(["a", "b"], object)], None),
+    ([np.array(["a", "b"])], [np.array(["a", "c"], object)], "1 of 2 values differ"),
     ([np.array([1.0, 2.0], np.float32)], [np.array([1.0, 2.001], np.float32)], "off at 1"),
     ([np.array([1.0, 2.0], np.float16)], [np.array([1.0, 2.001], np.float16)], None),
 ])

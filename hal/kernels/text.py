@@ -229,7 +229,13 @@ def tfidf_vectorizer(x: Array, max_gram_length: int = 1, max_skip_count: int = 0
             hit = column_of[inverse[len(grams):]]
             found = hit >= 0
             np.add.at(counts, (row_of[ok][found], hit[found]), 1)
-    w = np.asarray(weights, dtype=np.float64) if weights else None
+    # weights[i] is the i-th pool n-gram's (the spec, onnxruntime), so it scales column ngram_indexes[i];
+    # onnx's reference reads weights[column], which only agrees when ngram_indexes is 0, 1, 2, ...
+    w = None
+    if weights:
+        w = np.ones(size, dtype=np.float64)
+        w[np.asarray(ngram_indexes[:len(weights)], dtype=np.int64)] = np.asarray(weights, dtype=np.float64)[
+            :len(ngram_indexes)]
     if mode == "TF":
         y = counts.astype(np.float64)
     elif mode == "IDF":
