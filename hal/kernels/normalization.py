@@ -173,6 +173,11 @@ def batch_norm_relu(x: Array, scale: Array, bias: Array, mean: Array, var: Array
 def batch_normalization_legacy(x: Array, scale: Array, bias: Array, mean: Array, var: Array,
                                epsilon: float = 1e-5, momentum: float = 0.9, spatial: int = 1,
                                is_test: int = 0, consumed_inputs=None) -> Array:
+    if not spatial:  # statistics per activation: (C, D1, ..., Dn), broadcast over the batch alone
+        st = _stash(x)
+        a = scale.astype(st) / np.sqrt(var.astype(st) + epsilon)
+        b = bias.astype(st) - mean.astype(st) * a
+        return (x.astype(st, copy=False) * a + b).astype(x.dtype, copy=False)
     return _batchnorm_infer(x, scale, bias, mean, var, epsilon)
 
 
