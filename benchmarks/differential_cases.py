@@ -19,8 +19,11 @@ from benchmarks import (
     differential_contrib,
     differential_flow,
     differential_image,
+    differential_legacy,
+    differential_lowbits,
     differential_math,
     differential_ml,
+    differential_models,
     differential_tensor,
 )
 from benchmarks.differential_draw import DTYPES, Case, activation, conv_attrs, dims, ri
@@ -380,7 +383,8 @@ FAMILIES: dict[str, Callable[[Case], list[str]]] = {
     "qkv": _qkv, "elementwise": _elementwise, "quant": _quant, "recurrent": _recurrent,
     # (appended: a family's generator is seeded by its place in this order)
     **differential_math.FAMILIES, **differential_tensor.FAMILIES, **differential_image.FAMILIES,
-    **differential_flow.FAMILIES, **differential_ml.FAMILIES, **differential_contrib.FAMILIES}
+    **differential_flow.FAMILIES, **differential_ml.FAMILIES, **differential_contrib.FAMILIES,
+    **differential_models.FAMILIES, **differential_lowbits.FAMILIES, **differential_legacy.FAMILIES}
 
 
 def build(seed: int, family: str) -> Case | None:
