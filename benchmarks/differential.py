@@ -86,6 +86,7 @@ def mismatch(want: list[Any] | None, got: list[Any]) -> str | None:
 def _onnxruntime(blob: bytes, feeds: dict[str, np.ndarray]) -> list[Any] | None:
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)  # (its RoiAlign warns of an old max-mode fix on every session)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = 1

@@ -131,4 +131,5 @@ def test_the_readme_s_differential_figures_are_the_committed_run_s():
     assert (f"The committed run ({doc['settings']['cases']:,} cases, {len(doc['settings']['targets'])} targets"
             .replace(" 6 targets", " six targets")) in text
     assert f"{v['agree']:,} runs agree with onnxruntime, {v['follows_onnx']:,} follow onnx" in text
-    assert f"{v['unpeered']:,} unpeered, no finding" in text
+    assert f"{v['unpeered']:,} unpeered, {v.get('refused', 0):,} refused, no finding" in text
+    assert f"small models of {len(doc['settings']['families'])} families" in text
