@@ -220,6 +220,21 @@ def apply_post_transform(scores: Array, how: int | str) -> Array:
     raise ValueError(f"unknown post_transform {how!r}: one of {', '.join(POST_TRANSFORMS)} (or 0-4)")
 
 
+def onnxruntime_transform(scores: Array, how: int | str) -> Array:
+    """The post transform as onnxruntime's older ml ops (linear models, SVMs, the opset 1/3 tree
+    ensembles) compute it. Their SOFTMAX_ZERO shifts by the row's maximum, zeros included, counts
+    |score| <= 1e-7 as zero (it is scaled by e^-max rather than exponentiated) and divides by the sum
+    of the others' exponentials: a row of such scores divides by zero (NaN, or inf for a nonzero one),
+    where onnx's reference would give 0.5."""
+    if how not in ("SOFTMAX_ZERO", 3):
+        return apply_post_transform(scores, how)
+    with np.errstate(all="ignore"):
+        peak = scores.max(axis=1, keepdims=True)
+        big = np.abs(scores) > np.float32(1e-7)
+        e = np.where(big, np.exp(scores - peak), scores * np.exp(-peak))
+        return e / np.where(big, e, 0).sum(axis=1, keepdims=True)
+
+
 @kernel("TreeEnsemble", since=5, domain=ML)
 def tree_ensemble(x: Array, aggregate_function: int = 1, leaf_targetids: Sequence[int] = (),
                   leaf_weights: Array | None = None, membership_values: Array | None = None, n_targets: int = 1,

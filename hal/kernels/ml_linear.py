@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from hal.kernels import jit
-from hal.kernels.ml import ML, POST_TRANSFORMS, apply_post_transform, laid_out, string_array
+from hal.kernels.ml import ML, POST_TRANSFORMS, apply_post_transform, laid_out, onnxruntime_transform, string_array
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -93,13 +93,6 @@ def _first_max(scores: Array) -> Array:
     return best
 
 
-def _transform(scores: Array, post_transform: str) -> Array:
-    """The post transform of a (samples, classes) matrix; SOFTMAX_ZERO skips |score| <= 1e-7 as onnxruntime does."""
-    if post_transform == "SOFTMAX_ZERO":
-        scores = np.where(np.abs(scores) <= np.float32(1e-7), 0.0, scores)
-    return apply_post_transform(scores, post_transform)
-
-
 def _single_column(scores: Array, post_transform: str) -> Array:
     """onnxruntime transforms a lone score column only by PROBIT; the other transforms leave it raw."""
     return apply_post_transform(scores, "PROBIT") if post_transform == "PROBIT" else scores
@@ -144,7 +137,7 @@ def linear_classifier(x: Array, coefficients: Sequence[float] | None = None,
             out = pair[(scores[:, 0] > 0).astype(np.intp)]
             z = _two_columns(scores[:, 0], how, negate=False) if labels is not None else _single_column(scores, how)
             return out, _float32(z)
-        return labels[_first_max(scores)], _float32(_transform(scores, how))
+        return labels[_first_max(scores)], _float32(onnxruntime_transform(scores, how))
 
 
 def _linear_classifier_model(op: str, n_features: int, coefficients: Sequence[float] | None,
@@ -185,7 +178,7 @@ def linear_regressor(x: Array, coefficients: Sequence[float] | None = None, inte
                              lambda: _linear_regressor_model(op, data.shape[1], targets, coefficients, intercepts))
     with np.errstate(all="ignore"):
         scores = (data @ weights.T + (bias if bias.size else np.float32(0))).astype(np.float64)
-        out = _single_column(scores, how) if targets == 1 else _transform(scores, how)
+        out = _single_column(scores, how) if targets == 1 else onnxruntime_transform(scores, how)
     return _float32(out)
 
 
@@ -333,7 +326,7 @@ def svm_classifier(x: Array, classlabels_ints: Sequence[int] | None = None,
                 best = np.where(top >= 0.5, 1, best)
             else:
                 best = np.where(top > 0, 1, best)
-        z = _single_column(scores, how) if n_classes == 1 else _transform(scores, how)
+        z = _single_column(scores, how) if n_classes == 1 else onnxruntime_transform(scores, how)
         return labels[best], _float32(z)
 
     if counts.size != n_classes:
@@ -357,11 +350,11 @@ def svm_classifier(x: Array, classlabels_ints: Sequence[int] | None = None,
     out = labels[np.argmax(votes, axis=1)]
     pairs = _float32(pairs).astype(np.float64)  # onnxruntime votes on the exact sum but keeps it as float32
     if a.size:
-        z = _transform(_couple(pairs, first, second, n_classes, a, b), how)
+        z = onnxruntime_transform(_couple(pairs, first, second, n_classes, a, b), how)
     elif n_classes == 2:
         z = _two_columns(pairs[:, 0], how, negate=how == "NONE")
     else:
-        z = _transform(pairs, how)
+        z = onnxruntime_transform(pairs, how)
     return out, _float32(z)
 
 

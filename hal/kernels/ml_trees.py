@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hal.kernels import jit
-from hal.kernels.ml import ML, POST_TRANSFORMS, apply_post_transform, laid_out, probit
+from hal.kernels.ml import ML, POST_TRANSFORMS, apply_post_transform, laid_out, onnxruntime_transform, probit
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -32,16 +32,6 @@ _GO = np.array([[0, 1, 0, 1, 0], [0, 0, 0, 1, 0], [1, 1, 0, 0, 0], [1, 0, 0, 0, 
                 [0, 0, 0, 0, 0]] * 2, dtype=np.intp)
 _GO[7:, 4] = 1
 _GO = _GO.ravel()
-
-
-def _transform(scores: Array, how: str) -> Array:
-    """The post transform as onnxruntime computes it for these ops (its SOFTMAX_ZERO counts |score| <= 1e-7
-    as zero and divides a row of zeros by zero)."""
-    if how == "SOFTMAX_ZERO":
-        tiny = np.abs(scores) <= np.float32(1e-7)
-        out = apply_post_transform(np.where(tiny, 0, scores), how)
-        return np.where(tiny.all(axis=1, keepdims=True), np.nan, out)
-    return apply_post_transform(scores, how)
 
 
 def _floats(name: str, listed: Sequence[float] | None, tensor: Array | None, dtype: type) -> Array:
@@ -250,7 +240,7 @@ def _binary(scores: Array, hit: Array, base: Array, how: str, all_positive: bool
     g0 = np.where(h0, s0, 0).astype(scores.dtype)
     pos = np.where(h1, s1, g0)
     positive = pos > 0.5 if all_positive else pos > 0
-    z = _transform(np.stack([g0, np.where(h1, s1, 0)], axis=1), how)
+    z = onnxruntime_transform(np.stack([g0, np.where(h1, s1, 0)], axis=1), how)
     lone = ~h1 if base.size < 2 else np.zeros_like(h1)
     if how == "PROBIT":
         other = np.stack([probit(g0), np.zeros_like(g0)], axis=1)
@@ -308,7 +298,7 @@ def tree_ensemble_classifier(x: Array, base_values: Sequence[float] | None = Non
         if empty.size:
             raise ValueError(f"no class has a score for sample {empty[0]}: its leaves carry no class weights")
         index = np.argmax(np.where(hit, scores, -np.inf), axis=1)
-        z = _transform(np.where(hit, scores, 0), post_transform)
+        z = onnxruntime_transform(np.where(hit, scores, 0), post_transform)
     y = index if raw and labels.dtype != object else labels[index]
     return y, np.asarray(z, dtype=np.float32).reshape(data.shape[0], n_classes)
 
@@ -342,4 +332,4 @@ def tree_ensemble_regressor(x: Array, aggregate_function: str = "SUM", base_valu
         scores = scores + base
     if n_targets == 1:  # onnxruntime's one-target path: no score is gated, only PROBIT transforms
         return np.asarray(probit(scores) if post_transform == "PROBIT" else scores, dtype=np.float32)
-    return np.asarray(_transform(np.where(hit, scores, 0), post_transform), dtype=np.float32)
+    return np.asarray(onnxruntime_transform(np.where(hit, scores, 0), post_transform), dtype=np.float32)

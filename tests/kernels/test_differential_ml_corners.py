@@ -66,3 +66,21 @@ def test_softmax_zero_of_an_infinite_score_is_nan_across_the_row(target):
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
 
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("op", ["LinearClassifier", "LinearRegressor"])
+def test_softmax_zero_of_a_row_of_zeros_divides_by_zero_as_onnxruntime(op, target):
+    # onnxruntime's SOFTMAX_ZERO counts |score| <= 1e-7 as zero, scales it by e^-max and divides by the
+    # others' exponentials: a row of zeros is NaN, a lone 1e-8 beside them inf (its tree ensembles and
+    # linear models alike; onnx's reference gives 0.5). hal's linear models gave the row 0
+    outputs = ["y", "z"] if op == "LinearClassifier" else ["z"]
+    attrs = {"classlabels_ints": [1, 2, 3]} if op == "LinearClassifier" else {"targets": 3}
+    node = helper.make_node(op, ["x"], outputs, domain="ai.onnx.ml", coefficients=[1.0, 0, 0, 0, -1, 2],
+                            intercepts=[0.0, 0, 0], post_transform="SOFTMAX_ZERO", **attrs)
+    x = np.array([[0, 0], [1e-8, 0], [1, 0], [-3, 0.5]], np.float32)
+    blob = _model(node, x, [TensorProto.INT64, TensorProto.FLOAT][-len(outputs):])
+    want = run_as_written(blob, {"x": x}, threads=1)[-1]
+    got = hal.InferenceSession(blob, target=target).run(None, {"x": x})[-1]
+    assert np.isnan(want[0]).all() and want[1, 0] == np.inf
+    np.testing.assert_allclose(got, want, rtol=1e-6)
