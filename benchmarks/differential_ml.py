@@ -480,7 +480,8 @@ def _skip_identities(m: Any) -> None:
 def _sklearn(c: Case) -> list[str]:
     """A scikit-learn model fitted on a small seeded dataset and converted by skl2onnx (ai.onnx.ml 3, no
     ZipMap), as users run them: trees and boosting (NaN for histogram boosting), linear models, SVMs,
-    pipelines with scalers and imputers; fed rows of its training set (values on the splits) and new ones."""
+    pipelines with scalers and imputers; fed rows of its training set (values on the splits) and new ones.
+    Needs the bench extra (scikit-learn, skl2onnx)."""
     import warnings
 
     from skl2onnx import convert_sklearn
