@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import sys
 import time
@@ -191,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     families = list(FAMILIES) if args.families == "all" else [f for f in args.families.split(",") if f]
     if unknown := [f for f in families if f not in FAMILIES]:
         ap.error(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
+    if "ml_sklearn" in families and importlib.util.find_spec("skl2onnx") is None:
+        ap.error("the ml_sklearn family fits scikit-learn models and converts them with skl2onnx: install the "
+                 "bench extra (pip install -e '.[bench]') or name the families to draw with --families")
     from benchmarks import target_names
     from benchmarks.machine import machine_info
     from hal.files import atomic_write
