@@ -74,6 +74,11 @@ class Case:
         return m
 
 
+def out_list(names: Any) -> list[str]:
+    """A node's output names (``Case.op``'s answer) as a list, for one output or several."""
+    return [names] if isinstance(names, str) else list(names)
+
+
 def ri(rng: np.random.Generator, lo: int, hi: int) -> int:
     return int(rng.integers(lo, hi))
 

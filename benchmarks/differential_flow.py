@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from benchmarks.differential_draw import Case, dims, ri
+from benchmarks.differential_draw import Case, dims, out_list, ri
 
 Shape = list[int] | None
 
@@ -243,8 +243,7 @@ def _loop(c: Case) -> list[str]:
     carried = [x] + ([c.weight(value=np.zeros(ri(r, 0, 3), c.dtype))] if grow else [])
     if carry_seq:
         carried.append(c.op("SequenceConstruct", [tensor(s)]))
-    results = c.op("Loop", [m, first, *carried], outputs=len(carried) + n_scan, body=graph)
-    results = list(results) if isinstance(results, list) else [results]
+    results = out_list(c.op("Loop", [m, first, *carried], outputs=len(carried) + n_scan, body=graph))
     if carry_seq:
         results[len(carried) - 1] = c.op("ConcatFromSequence", [results[len(carried) - 1]], axis=0, new_axis=1)
     return results
@@ -298,8 +297,7 @@ def _if(c: Case) -> list[str]:
 
     # a first output flat in one branch only: the If's output shape merges to unknown
     then, other = branch(False), branch(not same_shape)
-    results = c.op("If", [cond], outputs=n_out, then_branch=then, else_branch=other)
-    return list(results) if isinstance(results, list) else [results]
+    return out_list(c.op("If", [cond], outputs=n_out, then_branch=then, else_branch=other))
 
 
 def _scan(c: Case) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from onnx import helper, numpy_helper
 
-from benchmarks.differential_draw import Case, dims, ri
+from benchmarks.differential_draw import Case, dims, out_list, ri
 
 INTS = (np.int64, np.int32)
 #: OneHot's (indices, depth, values) dtypes that onnxruntime has kernels for
@@ -54,10 +54,6 @@ def _vals(c: Case, shape: list[int]) -> np.ndarray:
     """Values of ``shape`` in the case's dtype: small integers, or floats in [-2, 2)."""
     r = c.rng
     return (r.integers(-9, 10, shape) if c.dtype.kind == "i" else r.uniform(-2, 2, shape)).astype(c.dtype)
-
-
-def _outs(names: Any) -> list[str]:
-    return [names] if isinstance(names, str) else list(names)
 
 
 # -- the families -------------------------------------------------------------------------------
@@ -113,15 +109,15 @@ def _oldshape(c: Case) -> list[str]:
         d = s[ax]
         if v == 18 and r.random() < 0.5:
             n = ri(r, 1, d + 1)
-            return _outs(c.op("Split", [x], outputs=n, axis=ax, num_outputs=n))
+            return out_list(c.op("Split", [x], outputs=n, axis=ax, num_outputs=n))
         if r.random() < 0.3 and v < 18:  # equal parts, by the output count
             n = int(r.choice([q for q in range(1, d + 1) if d % q == 0]))
-            return _outs(c.op("Split", [x], outputs=n, axis=ax))
+            return out_list(c.op("Split", [x], outputs=n, axis=ax))
         cuts = np.sort(r.integers(0, d + 1, ri(r, 0, 4)))
         split = np.diff([0, *cuts, d]).tolist()
         if v < 13:
-            return _outs(c.op("Split", [x], outputs=len(split), axis=ax, split=split))
-        return _outs(c.op("Split", [x, _given(c, split)], outputs=len(split), axis=ax))
+            return out_list(c.op("Split", [x], outputs=len(split), axis=ax, split=split))
+        return out_list(c.op("Split", [x, _given(c, split)], outputs=len(split), axis=ax))
     if k == 3:
         v = _at(c, 1, 12)
         neg = v >= 11
@@ -260,9 +256,9 @@ def _oldnorm(c: Case) -> list[str]:
         # Dropout-7's mask (of the input's type) left out: onnxruntime's is zeros, the reference's True (bool)
         n = 1 if v < 10 else ri(r, 1, 3)
         if v < 12:
-            return _outs(c.op("Dropout", [x], outputs=n, **({"ratio": 0.3} if r.random() < 0.5 else {})))
+            return out_list(c.op("Dropout", [x], outputs=n, **({"ratio": 0.3} if r.random() < 0.5 else {})))
         extra = [_given(c, np.array(0.25, c.dtype)), c.weight(value=np.array(False))] if r.random() < 0.5 else []
-        return _outs(c.op("Dropout", [x, *extra], outputs=n, seed=1))
+        return out_list(c.op("Dropout", [x, *extra], outputs=n, seed=1))
     if k == 2:
         _no64(c)
         _at(c, 6, 12)

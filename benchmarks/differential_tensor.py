@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from onnx import helper
 
-from benchmarks.differential_draw import Case, dims, ri
+from benchmarks.differential_draw import Case, dims, out_list, ri
 
 #: integer dtypes the movement ops draw beside the case's float one (onnxruntime has kernels for them)
 INTS = (np.int64, np.int32, np.int8, np.uint8)
@@ -40,10 +40,6 @@ def _any_dtype(c: Case, p_int: float = 0.4, kinds: tuple = INTS) -> None:
     if c.rng.random() < p_int:
         c.dtype = np.dtype(kinds[ri(c.rng, 0, len(kinds))])
 
-
-def _outs(names: Any) -> list[str]:
-    """A node's output names as a list, for one output or several."""
-    return [names] if isinstance(names, str) else list(names)
 
 
 def _input(c: Case, shape: list[int]) -> str:
@@ -118,13 +114,13 @@ def _movement(c: Case) -> list[str]:
         d = s[ax]
         if r.random() < 0.5:  # uneven: the last chunk takes what is left
             n = ri(r, 1, d + 1)
-            return _outs(c.op("Split", [x], outputs=n, axis=ax, num_outputs=n))
+            return out_list(c.op("Split", [x], outputs=n, axis=ax, num_outputs=n))
         cuts = np.sort(r.integers(0, d + 1, ri(r, 0, 4)))
         split = np.diff([0, *cuts, d]).tolist()
         if r.random() < 0.3:  # the opset 11 attribute
             c.opset = 11
-            return _outs(c.op("Split", [x], outputs=len(split), axis=ax, split=split))
-        return _outs(c.op("Split", [x, c.ints(split)], outputs=len(split), axis=ax))
+            return out_list(c.op("Split", [x], outputs=len(split), axis=ax, split=split))
+        return out_list(c.op("Split", [x, c.ints(split)], outputs=len(split), axis=ax))
     if k == 7:
         n = ri(r, 1, 4)
         out_rank = rank + n
@@ -454,7 +450,7 @@ def _losses(c: Case) -> list[str]:
     if r.random() < 0.5:
         scores = c.feed([n, ch, *extra], lo=-3, hi=3)
         outs = 2 if r.random() < 0.5 else 1
-        return _outs(c.op("SoftmaxCrossEntropyLoss", [scores, labels, *weight], outputs=outs, **attrs))
+        return out_list(c.op("SoftmaxCrossEntropyLoss", [scores, labels, *weight], outputs=outs, **attrs))
     logp = c.op("LogSoftmax", [c.feed([n, ch, *extra], lo=-3, hi=3)], axis=1) if r.random() < 0.5 else \
         c.feed([n, ch, *extra], lo=-3, hi=0)
     return [c.op("NegativeLogLikelihoodLoss", [logp, labels, *weight], **attrs)]
