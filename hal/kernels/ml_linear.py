@@ -36,7 +36,7 @@ def _rows(op: str, x: Array, dtype: type = np.float64) -> Array:
     if x.ndim not in (1, 2):
         raise ValueError(f"{op}: X must be 1-D or 2-D, got shape {x.shape}")
     shape = (x.shape[0] if x.ndim == 2 else 1, x.shape[-1])
-    if x.dtype.type is np.float32:  # (float32 to float64 is exact: one cast, no float32 copy)
+    if x.dtype.type is np.float32:  # (to float64 exactly, or as it is: no float32 copy)
         return x.astype(dtype, copy=False).reshape(shape)
     with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, as static_cast makes it
         return x.astype(np.float32).astype(dtype, copy=False).reshape(shape)
