@@ -207,32 +207,20 @@ def apply_post_transform(scores: Array, how: int | str) -> Array:
         return e / _across(np.add, e)
     if code == 2:
         return 1 / (1 + np.exp(-scores))
-    if code == 3:  # softmax over the non-zero scores; zeros stay zero
-        nonzero = scores != 0
-        peak = np.where(nonzero, scores, -np.inf).max(axis=1, keepdims=True)
-        # shifted by an infinite peak too: e^(inf - inf) makes the row's sum NaN and so every entry of it,
-        # as onnxruntime's and onnx's reference loops make it
-        e = np.where(nonzero, np.exp(scores - np.where(peak == -np.inf, 0, peak)), 0.0)
-        total = e.sum(axis=1, keepdims=True)
-        return e / np.where(total == 0, 1.0, total)
+    if code == 3:
+        # onnxruntime's SOFTMAX_ZERO, in every ml op that takes one (onnx's reference gives TreeEnsemble-5
+        # no post transform at all): shifted by the row's maximum, zeros included; |score| <= 1e-7 counts as
+        # zero (scaled by e^-max rather than exponentiated) and the others' exponentials are the divisor, so
+        # a row of such scores divides by zero (NaN, or inf for a nonzero one) where onnx's reference loop
+        # for the older ops gives 0.5, and an infinite score makes its row NaN
+        with np.errstate(all="ignore"):
+            peak = scores.max(axis=1, keepdims=True)
+            big = np.abs(scores) > np.float32(1e-7)
+            e = np.where(big, np.exp(scores - peak), scores * np.exp(-peak))
+            return e / np.where(big, e, 0).sum(axis=1, keepdims=True)
     if code == 4:
         return probit(scores)
     raise ValueError(f"unknown post_transform {how!r}: one of {', '.join(POST_TRANSFORMS)} (or 0-4)")
-
-
-def onnxruntime_transform(scores: Array, how: int | str) -> Array:
-    """The post transform as onnxruntime's older ml ops (linear models, SVMs, the opset 1/3 tree
-    ensembles) compute it. Their SOFTMAX_ZERO shifts by the row's maximum, zeros included, counts
-    |score| <= 1e-7 as zero (it is scaled by e^-max rather than exponentiated) and divides by the sum
-    of the others' exponentials: a row of such scores divides by zero (NaN, or inf for a nonzero one),
-    where onnx's reference would give 0.5."""
-    if how not in ("SOFTMAX_ZERO", 3):
-        return apply_post_transform(scores, how)
-    with np.errstate(all="ignore"):
-        peak = scores.max(axis=1, keepdims=True)
-        big = np.abs(scores) > np.float32(1e-7)
-        e = np.where(big, np.exp(scores - peak), scores * np.exp(-peak))
-        return e / np.where(big, e, 0).sum(axis=1, keepdims=True)
 
 
 @kernel("TreeEnsemble", since=5, domain=ML)

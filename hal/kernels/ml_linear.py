@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from hal.kernels import jit
-from hal.kernels.ml import ML, POST_TRANSFORMS, apply_post_transform, laid_out, onnxruntime_transform, string_array
+from hal.kernels.ml import ML, POST_TRANSFORMS, apply_post_transform, laid_out, string_array
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -137,7 +137,7 @@ def linear_classifier(x: Array, coefficients: Sequence[float] | None = None,
             out = pair[(scores[:, 0] > 0).astype(np.intp)]
             z = _two_columns(scores[:, 0], how, negate=False) if labels is not None else _single_column(scores, how)
             return out, _float32(z)
-        return labels[_first_max(scores)], _float32(onnxruntime_transform(scores, how))
+        return labels[_first_max(scores)], _float32(apply_post_transform(scores, how))
 
 
 def _linear_classifier_model(op: str, n_features: int, coefficients: Sequence[float] | None,
@@ -178,7 +178,7 @@ def linear_regressor(x: Array, coefficients: Sequence[float] | None = None, inte
                              lambda: _linear_regressor_model(op, data.shape[1], targets, coefficients, intercepts))
     with np.errstate(all="ignore"):
         scores = (data @ weights.T + (bias if bias.size else np.float32(0))).astype(np.float64)
-        out = _single_column(scores, how) if targets == 1 else onnxruntime_transform(scores, how)
+        out = _single_column(scores, how) if targets == 1 else apply_post_transform(scores, how)
     return _float32(out)
 
 
@@ -326,7 +326,7 @@ def svm_classifier(x: Array, classlabels_ints: Sequence[int] | None = None,
                 best = np.where(top >= 0.5, 1, best)
             else:
                 best = np.where(top > 0, 1, best)
-        z = _single_column(scores, how) if n_classes == 1 else onnxruntime_transform(scores, how)
+        z = _single_column(scores, how) if n_classes == 1 else apply_post_transform(scores, how)
         return labels[best], _float32(z)
 
     if counts.size != n_classes:
@@ -350,11 +350,11 @@ def svm_classifier(x: Array, classlabels_ints: Sequence[int] | None = None,
     out = labels[np.argmax(votes, axis=1)]
     pairs = _float32(pairs).astype(np.float64)  # onnxruntime votes on the exact sum but keeps it as float32
     if a.size:
-        z = onnxruntime_transform(_couple(pairs, first, second, n_classes, a, b), how)
+        z = apply_post_transform(_couple(pairs, first, second, n_classes, a, b), how)
     elif n_classes == 2:
         z = _two_columns(pairs[:, 0], how, negate=how == "NONE")
     else:
-        z = onnxruntime_transform(pairs, how)
+        z = apply_post_transform(pairs, how)
     return out, _float32(z)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hal.kernels import jit
-from hal.kernels.ml import ML, POST_TRANSFORMS, apply_post_transform, laid_out, onnxruntime_transform, probit
+from hal.kernels.ml import ML, POST_TRANSFORMS, apply_post_transform, laid_out, probit
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
@@ -240,7 +240,7 @@ def _binary(scores: Array, hit: Array, base: Array, how: str, all_positive: bool
     g0 = np.where(h0, s0, 0).astype(scores.dtype)
     pos = np.where(h1, s1, g0)
     positive = pos > 0.5 if all_positive else pos > 0
-    z = onnxruntime_transform(np.stack([g0, np.where(h1, s1, 0)], axis=1), how)
+    z = apply_post_transform(np.stack([g0, np.where(h1, s1, 0)], axis=1), how)
     lone = ~h1 if base.size < 2 else np.zeros_like(h1)
     if how == "PROBIT":
         other = np.stack([probit(g0), np.zeros_like(g0)], axis=1)
@@ -298,7 +298,7 @@ def tree_ensemble_classifier(x: Array, base_values: Sequence[float] | None = Non
         if empty.size:
             raise ValueError(f"no class has a score for sample {empty[0]}: its leaves carry no class weights")
         index = np.argmax(np.where(hit, scores, -np.inf), axis=1)
-        z = onnxruntime_transform(np.where(hit, scores, 0), post_transform)
+        z = apply_post_transform(np.where(hit, scores, 0), post_transform)
     y = index if raw and labels.dtype != object else labels[index]
     return y, np.asarray(z, dtype=np.float32).reshape(data.shape[0], n_classes)
 
@@ -332,4 +332,4 @@ def tree_ensemble_regressor(x: Array, aggregate_function: str = "SUM", base_valu
         scores = scores + base
     if n_targets == 1:  # onnxruntime's one-target path: no score is gated, only PROBIT transforms
         return np.asarray(probit(scores) if post_transform == "PROBIT" else scores, dtype=np.float32)
-    return np.asarray(onnxruntime_transform(np.where(hit, scores, 0), post_transform), dtype=np.float32)
+    return np.asarray(apply_post_transform(np.where(hit, scores, 0), post_transform), dtype=np.float32)
