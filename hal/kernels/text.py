@@ -165,18 +165,18 @@ def regex_full_match(x: Array, pattern: str = "") -> Array:
 # --- TfIdfVectorizer -------------------------------------------------------------------------------
 
 
-def _pool_ngrams(pool: Array, ngram_counts: Sequence[int], ngram_indexes: Sequence[int], min_n: int, max_n: int
-                 ) -> dict[int, tuple[Array, Array]]:
-    """For each n in [min_n, max_n]: (pool n-grams as rows of pool items, their output columns)."""
+def _pool_ngrams(pool: Array, ngram_counts: Sequence[int], min_n: int, max_n: int) -> dict[int, tuple[Array, Array]]:
+    """For each n in [min_n, max_n]: (pool n-grams as rows of pool items, their ordinals: the index of each
+    into ngram_indexes and weights, the n-grams numbered across the whole pool in order)."""
     bounds = [*ngram_counts, len(pool)]
     out: dict[int, tuple[Array, Array]] = {}
-    ordinal = 0  # n-grams are numbered across the whole pool, in order
+    ordinal = 0
     for i in range(len(ngram_counts)):
         n = i + 1
         items = pool[bounds[i]:bounds[i + 1]]
         count = len(items) // n
         if min_n <= n <= max_n and count:
-            out[n] = (items[:count * n].reshape(count, n), np.asarray(ngram_indexes[ordinal:ordinal + count]))
+            out[n] = (items[:count * n].reshape(count, n), np.arange(ordinal, ordinal + count))
         ordinal += count
     return out
 
@@ -207,9 +207,10 @@ def tfidf_vectorizer(x: Array, max_gram_length: int = 1, max_skip_count: int = 0
     pos = np.clip(np.searchsorted(vocab, rows.reshape(-1)), 0, max(len(vocab) - 1, 0))
     ids = np.where(vocab[pos] == rows.reshape(-1), pos, -1).reshape(n_rows, width) if len(vocab) else \
         np.full((n_rows, width), -1)
-    counts = np.zeros((n_rows, size), dtype=np.int64)
-    for n, (grams, columns) in _pool_ngrams(pool, ngram_counts, ngram_indexes, min_gram_length,
-                                            max_gram_length).items():
+    # every pool n-gram found, in the order onnxruntime's scan meets them: skip by skip, start by start,
+    # shortest first (unigrams in the first pass only); the order decides IDF where n-grams share a column
+    found_rows, found_ordinals, found_order = [], [], []
+    for n, (grams, ordinals) in _pool_ngrams(pool, ngram_counts, min_gram_length, max_gram_length).items():
         gram_ids = np.searchsorted(vocab, grams.reshape(-1)).reshape(grams.shape)
         for skip in range(max_skip_count + 1 if n > 1 else 1):  # unigrams count once, whatever the skip
             span = (n - 1) * (skip + 1)
@@ -218,30 +219,38 @@ def tfidf_vectorizer(x: Array, max_gram_length: int = 1, max_skip_count: int = 0
             starts = np.arange(width - span)
             cand = ids[:, starts[:, None] + (skip + 1) * np.arange(n)[None, :]]  # (rows, starts, n)
             row_of = np.broadcast_to(np.arange(n_rows)[:, None], cand.shape[:2]).reshape(-1)
+            start_of = np.broadcast_to(starts, cand.shape[:2]).reshape(-1)
             cand = cand.reshape(-1, n)
             ok = (cand >= 0).all(axis=1)
             if not ok.any():
                 continue
             _, inverse = np.unique(np.concatenate([gram_ids, cand[ok]]), axis=0, return_inverse=True)
             inverse = inverse.reshape(-1)
-            column_of = np.full(inverse.max() + 1, -1, dtype=np.int64)
-            column_of[inverse[:len(grams)]] = columns
-            hit = column_of[inverse[len(grams):]]
+            ordinal_of = np.full(inverse.max() + 1, -1, dtype=np.int64)
+            ordinal_of[inverse[:len(grams)]] = ordinals
+            hit = ordinal_of[inverse[len(grams):]]
             found = hit >= 0
-            np.add.at(counts, (row_of[ok][found], hit[found]), 1)
-    # weights[i] is the i-th pool n-gram's (the spec, onnxruntime), so it scales column ngram_indexes[i];
-    # onnx's reference reads weights[column], which only agrees when ngram_indexes is 0, 1, 2, ...
-    w = None
+            found_rows.append(row_of[ok][found])
+            found_ordinals.append(hit[found])
+            found_order.append((skip * width + start_of[ok][found]) * (max_gram_length + 1) + n)
+    rows_hit = np.concatenate(found_rows) if found_rows else np.zeros(0, np.int64)
+    ordinals = np.concatenate(found_ordinals) if found_rows else np.zeros(0, np.int64)
+    order = np.concatenate(found_order) if found_rows else np.zeros(0, np.int64)
+    columns = np.asarray(ngram_indexes, dtype=np.int64)[ordinals]
+    # weights[i] is the i-th pool n-gram's (the spec, onnxruntime); onnx's reference reads weights[column],
+    # which only agrees when ngram_indexes is 0, 1, 2, ...
+    weight = np.ones(len(ngram_indexes))
     if weights:
-        w = np.ones(size, dtype=np.float64)
-        w[np.asarray(ngram_indexes[:len(weights)], dtype=np.int64)] = np.asarray(weights, dtype=np.float64)[
-            :len(ngram_indexes)]
+        weight[:len(weights)] = np.asarray(weights, dtype=np.float64)[:len(ngram_indexes)]
+    y = np.zeros((n_rows, size), dtype=np.float64)
     if mode == "TF":
-        y = counts.astype(np.float64)
-    elif mode == "IDF":
-        y = (counts > 0) * (w if w is not None else 1.0)
-    elif mode == "TFIDF":
-        y = counts * (w if w is not None else 1.0)
+        np.add.at(y, (rows_hit, columns), 1.0)
+    elif mode == "TFIDF":  # each find adds its n-gram's weight: n-grams sharing a column sum count x weight
+        np.add.at(y, (rows_hit, columns), weight[ordinals] if weights else 1.0)
+    elif mode == "IDF":  # each find sets its n-gram's weight: where n-grams share a column the last found wins
+        last = np.argsort(order, kind="stable")[::-1]
+        cells, first = np.unique((rows_hit * size + columns)[last], return_index=True)
+        y.reshape(-1)[cells] = weight[ordinals[last[first]]] if weights else 1.0
     else:
         raise ValueError(f"TfIdfVectorizer: unknown mode {mode!r}")
     y = np.asarray(y, dtype=np.float32)
