@@ -212,9 +212,11 @@ def apply_post_transform(scores: Array, how: int | str) -> Array:
         # no post transform at all): shifted by the row's maximum, zeros included; |score| <= 1e-7 counts as
         # zero (scaled by e^-max rather than exponentiated) and the others' exponentials are the divisor, so
         # a row of such scores divides by zero (NaN, or inf for a nonzero one) where onnx's reference loop
-        # for the older ops gives 0.5, and an infinite score makes its row NaN
+        # for the older ops gives 0.5, and an infinite score makes its row NaN. Its maximum passes over NaN
+        # (a comparison loop) and a NaN score, neither above 1e-7 nor below -1e-7, is scaled as a zero is:
+        # it stays NaN and leaves the others' sum alone ([-4.6, NaN, NaN] is [1, NaN, NaN])
         with np.errstate(all="ignore"):
-            peak = scores.max(axis=1, keepdims=True)
+            peak = np.fmax.reduce(scores, axis=1, keepdims=True)
             big = np.abs(scores) > np.float32(1e-7)
             e = np.where(big, np.exp(scores - peak), scores * np.exp(-peak))
             return e / np.where(big, e, 0).sum(axis=1, keepdims=True)

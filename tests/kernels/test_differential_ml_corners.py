@@ -90,21 +90,26 @@ def test_softmax_zero_of_a_row_of_zeros_divides_by_zero_as_onnxruntime(op, targe
 def test_tree_ensemble_5_softmax_zero_is_onnxruntime_s_too(target):
     # onnx's reference gives TreeEnsemble-5 no post transform; onnxruntime's SOFTMAX_ZERO there is the one of
     # its older ml ops, so a row of zero scores is NaN and a lone 1e-8 beside zeros is inf. hal's gave that
-    # row 0 and [1, 0, 0]. Tree A scores target 0 (0 or 1e-8 by x[0]), tree B target 2 (0 or 2 by x[1])
+    # row 0 and [1, 0, 0]. Tree A scores target 0 (0 or 1e-8 by x[0]), tree B target 2 (0 or 2 by x[1]),
+    # tree C target 1 (0 or NaN by x[2]): onnxruntime's maximum passes over a NaN, which then stays out of
+    # the sum as a zero does ([0, NaN, 2] is [0, NaN, 1]); hal's maximum was NaN and so the whole row
     from onnx import numpy_helper
 
-    attrs = dict(tree_roots=[0, 1], nodes_featureids=[0, 1], nodes_modes=numpy_helper.from_array(np.zeros(2, np.uint8)),
-                 nodes_splits=numpy_helper.from_array(np.full(2, 0.5, np.float32)),
-                 nodes_truenodeids=[0, 2], nodes_trueleafs=[1, 1], nodes_falsenodeids=[1, 3], nodes_falseleafs=[1, 1],
-                 leaf_targetids=[0, 0, 2, 2], leaf_weights=numpy_helper.from_array(np.array([0, 1e-8, 0, 2], np.float32)),
+    attrs = dict(tree_roots=[0, 1, 2], nodes_featureids=[0, 1, 2],
+                 nodes_modes=numpy_helper.from_array(np.zeros(3, np.uint8)),
+                 nodes_splits=numpy_helper.from_array(np.full(3, 0.5, np.float32)),
+                 nodes_truenodeids=[0, 2, 4], nodes_trueleafs=[1, 1, 1], nodes_falsenodeids=[1, 3, 5],
+                 nodes_falseleafs=[1, 1, 1], leaf_targetids=[0, 0, 2, 2, 1, 1],
+                 leaf_weights=numpy_helper.from_array(np.array([0, 1e-8, 0, 2, 0, np.nan], np.float32)),
                  n_targets=3, post_transform=3, aggregate_function=1)
     node = helper.make_node("TreeEnsemble", ["x"], ["y"], domain="ai.onnx.ml", **attrs)
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 3])])
     blob = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)],
                              ir_version=10).SerializeToString()
-    x = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], np.float32)
+    x = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 1, 1]], np.float32)
     (want,) = run_as_written(blob, {"x": x}, threads=1)
     (got,) = hal.InferenceSession(blob, target=target).run(None, {"x": x})
-    assert np.isnan(want[0]).all() and want[1, 0] == np.inf and np.isfinite(want[2:]).all()
+    assert np.isnan(want[0]).all() and want[1, 0] == np.inf and np.isfinite(want[2:4]).all()
+    assert want[4, 0] == 0 and np.isnan(want[4, 1]) and want[4, 2] == 1
     np.testing.assert_allclose(got, want, rtol=1e-6)
