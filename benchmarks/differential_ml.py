@@ -325,7 +325,7 @@ def _svm(c: Case) -> list[str]:
     # magnifies float32's last bits of the coupling's iterations (by 1e5 at a probability of 1e-6). A pair
     # score within about 1e-3 of 0.5 is magnified likewise (Winitzki's float32 formula cancels there): the
     # scores' last bit, which follows each engine's sum order, moved PROBIT by 3e-4 once in 2,000 draws
-    # (seed 301362), a finding left to stand as the place to look it is
+    # (seed 301362); that finding stands, since no formula of hal's can take its scores' bits from onnxruntime's
     if post == "PROBIT" and (n == 2 or "prob_a" in attrs):
         attrs["post_transform"] = "NONE"
     return _ml(c, "SVMClassifier", [x], [INT64, FLOAT], **attrs)
