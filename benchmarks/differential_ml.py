@@ -266,21 +266,25 @@ def _linear(c: Case) -> list[str]:
     if n == 1 and post == "PROBIT":  # one weight row and PROBIT: onnxruntime writes the PROBIT of each score
         post = "NONE"  # one after another into the first column of rows ([p0, p1], [0, 0]), the reference NaN
     intercepts = r.uniform(-1, 1, n).round(1)
-    if _decimal_tie(c.feeds[x], coefficients, intercepts):
+    if _decimal_tie(c.feeds[x], coefficients, intercepts, post == "PROBIT"):
         # a score of exactly 0 in decimals (one weight row) or two rows of other weights scoring alike
         # fall to the last bit of each implementation's float32 sums (MLAS fuses its multiply-adds,
-        # numpy's BLAS need not): the sign, and so the label, is anyone's; moved off the grid
+        # numpy's BLAS need not): the sign, and so the label, is anyone's; under PROBIT so is a score at
+        # 0 or 1 (its log's edge: a number or NaN) or 0.5 (where its formula cancels); moved off the grid
         intercepts = intercepts + np.linspace(0.03, 0.07, n)
     return _ml(c, "LinearClassifier", [x], [INT64, FLOAT], coefficients=coefficients.ravel().tolist(),
                intercepts=intercepts.tolist(), multi_class=ri(r, 0, 2), post_transform=post, **labels)
 
 
-def _decimal_tie(x: np.ndarray, coefficients: np.ndarray, intercepts: np.ndarray) -> bool:
-    """Whether a row of ``x`` scores 0 under one weight row, or alike under two different weight rows."""
+def _decimal_tie(x: np.ndarray, coefficients: np.ndarray, intercepts: np.ndarray, probit: bool = False) -> bool:
+    """Whether a row of ``x`` scores 0 under one weight row, or alike under two different weight rows, or
+    (``probit``) 0, 0.5 or 1 under any."""
     f32 = np.float32
     with np.errstate(all="ignore"):  # (infinite features)
         scores = (np.asarray(x, f32).astype(np.float64) @ coefficients.astype(f32).astype(np.float64).T
                   + intercepts.astype(f32))
+        if probit and any((np.abs(scores - edge) < 1e-5).any() for edge in (0, 0.5, 1)):
+            return True
         if len(intercepts) == 1:
             return bool((np.abs(scores) < 1e-5).any())
         return any(not np.array_equal(coefficients[i], coefficients[j])
