@@ -38,6 +38,7 @@ import sys
 import time
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,29 +60,65 @@ def mismatch(want: list[Any] | None, got: list[Any]) -> str | None:
     if want is None:
         return "no outputs"
     for i, (w, g) in enumerate(zip(want, got)):
-        w, g = np.asarray(w), np.asarray(g)
-        if w.dtype.kind in "OU" and g.dtype.kind in "OU":  # strings: onnx's reference hands back str arrays
-            w, g = w.astype(object), g.astype(object)
-        if w.shape != g.shape or w.dtype != g.dtype:
-            return f"output {i}: {g.dtype}{list(g.shape)} where {w.dtype}{list(w.shape)}"
-        if w.dtype.kind not in "fc":
-            if not np.array_equal(w, g):
-                return f"output {i}: {int((w != g).sum())} of {w.size} values differ"
-            continue
-        w64, g64 = w.astype(np.float64), g.astype(np.float64)
-        if (np.isnan(w64) != np.isnan(g64)).any() or (np.isinf(w64) & (w64 != g64)).any():
-            return f"output {i}: NaN or inf at other places"
-        finite = np.isfinite(w64)
-        if not finite.any():
-            continue
-        rtol, atol = TOLERANCE[w.dtype]
-        with np.errstate(invalid="ignore"):  # (inf - inf where both are the same inf: masked)
-            err = np.abs(np.where(finite, w64 - g64, 0))
-        limit = atol * max(1.0, float(np.abs(w64[finite]).max())) + rtol * np.abs(np.where(finite, w64, 0))
-        if (err > limit).any():
-            j = int(np.argmax(err - limit))
-            return f"output {i}: {err.flat[j]:.3g} off at {j} ({g64.flat[j]:.8g} where {w64.flat[j]:.8g})"
+        why = _maps_differ(w, g) if _maps(w) is not None or _maps(g) is not None else _differs(w, g)
+        if why is not None:
+            return f"output {i}: {why}"
     return None
+
+
+def _differs(w: Any, g: Any) -> str | None:
+    """Why tensor ``g`` is not ``w`` within the dtype's tolerance (None when it is)."""
+    w, g = np.asarray(w), np.asarray(g)
+    if w.dtype.kind in "OU" and g.dtype.kind in "OU":  # strings: onnx's reference hands back str arrays
+        w, g = w.astype(object), g.astype(object)
+    if w.shape != g.shape or w.dtype != g.dtype:
+        return f"{g.dtype}{list(g.shape)} where {w.dtype}{list(w.shape)}"
+    if w.dtype.kind not in "fc":
+        if not np.array_equal(w, g):
+            return f"{int((w != g).sum())} of {w.size} values differ"
+        return None
+    w64, g64 = w.astype(np.float64), g.astype(np.float64)
+    if (np.isnan(w64) != np.isnan(g64)).any() or (np.isinf(w64) & (w64 != g64)).any():
+        return "NaN or inf at other places"
+    finite = np.isfinite(w64)
+    if not finite.any():
+        return None
+    rtol, atol = TOLERANCE[w.dtype]
+    with np.errstate(invalid="ignore"):  # (inf - inf where both are the same inf: masked)
+        err = np.abs(np.where(finite, w64 - g64, 0))
+    limit = atol * max(1.0, float(np.abs(w64[finite]).max())) + rtol * np.abs(np.where(finite, w64, 0))
+    if (err > limit).any():
+        j = int(np.argmax(err - limit))
+        return f"{err.flat[j]:.3g} off at {j} ({g64.flat[j]:.8g} where {w64.flat[j]:.8g})"
+    return None
+
+
+def _maps(v: Any) -> list[Mapping[Any, Any]] | None:
+    """An output that is a map, or a non-empty sequence of maps (ZipMap's), as a list of maps; else None."""
+    if isinstance(v, Mapping):
+        return [v]
+    if isinstance(v, (list, tuple)) and v and all(isinstance(m, Mapping) for m in v):
+        return list(v)
+    return None
+
+
+def _maps_differ(w: Any, g: Any) -> str | None:
+    """Why maps ``g`` are not ``w``: their number, keys, or values (the maps' values in a row, in ``w``'s
+    key order; Python floats, as both hand back ZipMap's float32 scores, judged as float32)."""
+    wm, gm = _maps(w), _maps(g)
+    if wm is None or gm is None or len(wm) != len(gm):
+        def count(v: Any, ms: list[Mapping[Any, Any]] | None) -> str:
+            return str(len(ms)) if ms is not None else "0" if isinstance(v, (list, tuple)) and not v else "no"
+        return f"{count(g, gm)} maps where {count(w, wm)}"
+    for j, (a, b) in enumerate(zip(wm, gm)):
+        if set(a) != set(b):
+            return f"map {j} has keys {sorted(map(repr, b))} where {sorted(map(repr, a))}"
+
+    def values(ms: list[Mapping[Any, Any]]) -> np.ndarray:
+        flat = [m[k] for m, a in zip(ms, wm) for k in a]
+        return np.array(flat, dtype=np.float32 if all(isinstance(v, float) for v in flat) else None)
+
+    return _differs(values(wm), values(gm))
 
 
 def _onnxruntime(blob: bytes, feeds: dict[str, np.ndarray]) -> list[Any] | None:

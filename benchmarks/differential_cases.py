@@ -23,6 +23,7 @@ from benchmarks import (
     differential_lowbits,
     differential_math,
     differential_ml,
+    differential_mlmaps,
     differential_models,
     differential_tensor,
 )
@@ -384,7 +385,8 @@ FAMILIES: dict[str, Callable[[Case], list[str]]] = {
     # (appended: a family's generator is seeded by its place in this order)
     **differential_math.FAMILIES, **differential_tensor.FAMILIES, **differential_image.FAMILIES,
     **differential_flow.FAMILIES, **differential_ml.FAMILIES, **differential_contrib.FAMILIES,
-    **differential_models.FAMILIES, **differential_lowbits.FAMILIES, **differential_legacy.FAMILIES}
+    **differential_models.FAMILIES, **differential_lowbits.FAMILIES, **differential_legacy.FAMILIES,
+    **differential_mlmaps.FAMILIES}
 
 
 def build(seed: int, family: str) -> Case | None:

@@ -18,12 +18,12 @@ class Case:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
-        self.feeds: dict[str, np.ndarray] = {}
+        self.feeds: dict[str, Any] = {}  # (arrays; a map input's feed is a dict)
         self.opset = 17
         #: other domains' opsets (``{"com.microsoft": 1}``) and outputs' element types where onnx's
-        #: inference knows none (an op outside its schemas)
+        #: inference knows none (an op outside its schemas), or their whole types (a sequence of maps)
         self.domains: dict[str, int] = {}
-        self.declared: dict[str, int] = {}
+        self.declared: dict[str, int | onnx.TypeProto] = {}
         self.proto: onnx.ModelProto | None = None
         self._n = 0
 
@@ -36,6 +36,14 @@ class Case:
         name = self._name("x")
         self.inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape)))
         self.feeds[name] = a
+        return name
+
+    def feed_map(self, key: int, value: int, items: dict[Any, Any]) -> str:
+        """A fed map of ``key`` to scalar ``value`` elements (``TensorProto`` types); ``items`` is its feed."""
+        name = self._name("x")
+        self.inputs.append(helper.make_value_info(name, helper.make_map_type_proto(
+            key, helper.make_tensor_type_proto(value, []))))
+        self.feeds[name] = items
         return name
 
     def weight(self, shape: list[int] | None = None, value: Any = None, scale: float = 0.5) -> str:
@@ -60,15 +68,17 @@ class Case:
 
     def model(self, outputs: list[str]) -> onnx.ModelProto:
         """The model, its outputs typed by onnx's inference (kept as ``proto``)."""
+        typed = {o: t for o, t in self.declared.items() if isinstance(t, onnx.TypeProto)}
         graph = helper.make_graph(self.nodes, "case", self.inputs,
-                                  [helper.make_tensor_value_info(o, self.declared.get(o, TensorProto.UNDEFINED), None)
+                                  [helper.make_value_info(o, typed[o]) if o in typed else
+                                   helper.make_tensor_value_info(o, self.declared.get(o, TensorProto.UNDEFINED), None)
                                    for o in outputs], self.inits)
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)]
                               + [helper.make_opsetid(d, v) for d, v in self.domains.items()])
         m.ir_version = 8 if self.opset < 21 else 10
         m = onnx.shape_inference.infer_shapes(m, strict_mode=True)
         del m.graph.value_info[:]
-        if any(o.type.tensor_type.elem_type == TensorProto.UNDEFINED for o in m.graph.output):
+        if any(o.type.tensor_type.elem_type == TensorProto.UNDEFINED and o.name not in typed for o in m.graph.output):
             raise ValueError("an output's type is not inferred")
         self.proto = m
         return m

@@ -80,6 +80,11 @@ def test_an_unknown_family_is_refused_by_name(capsys) -> None:
     ([np.array(["a", "b"])], [np.array(["a", "c"], object)], "1 of 2 values differ"),
     ([np.array([1.0, 2.0], np.float32)], [np.array([1.0, 2.001], np.float32)], "off at 1"),
     ([np.array([1.0, 2.0], np.float16)], [np.array([1.0, 2.001], np.float16)], None),
+    ([[{1: 0.5, 2: 0.25}]], [[{2: 0.25, 1: 0.5}]], None),  # (ZipMap's sequence of maps)
+    ([[{1: 0.5}]], [[{2: 0.5}]], "map 0 has keys"),
+    ([[{1: 0.5}]], [[{1: 0.5}, {1: 2.0}]], "2 maps where 1"),
+    ([[{"a": 1.0}, {"a": 2.0}]], [[{"a": 1.0}, {"a": 2.001}]], "off at 1"),
+    ([[{1: 0.5}]], [[]], "0 maps where 1"),
 ])
 def test_mismatch_says_what_differs_within_the_dtypes_tolerance(want, got, says) -> None:
     why = differential.mismatch(want, got)

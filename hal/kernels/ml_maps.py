@@ -8,6 +8,7 @@ as onnxruntime returns them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -65,11 +66,16 @@ def dict_vectorizer(x: Mapping[Any, Any], string_vocabulary: Sequence[str] | Non
 CASTS = {"TO_FLOAT": np.dtype(np.float32), "TO_INT64": np.dtype(np.int64), "TO_STRING": np.dtype(object)}
 
 
+def _text(v: float) -> str:
+    """A float as std::to_string prints it: six decimals, and a NaN with its sign ("-nan"; Python drops it)."""
+    return ("-nan" if math.copysign(1.0, v) < 0 else "nan") if math.isnan(v) else f"{v:f}"
+
+
 def _cast(values: Array, to: np.dtype) -> Array:
     """Values (float32 or strings) cast as onnxruntime casts them: floats to int64 truncate (NaN and
     overflow give INT64_MIN, as x86's conversion does), floats to strings print with six decimals."""
     if to.kind == "O":
-        return np.array([f"{v:f}" if values.dtype.kind == "f" else str(v) for v in values.tolist()], dtype=object)
+        return np.array([_text(v) if values.dtype.kind == "f" else str(v) for v in values.tolist()], dtype=object)
     if values.dtype.kind == "O":
         values = np.array([float(v) for v in values.tolist()], dtype=np.float64)
     if to.kind == "i":
