@@ -18,6 +18,7 @@ import onnx
 from benchmarks import (
     differential_contrib,
     differential_flow,
+    differential_hybrid,
     differential_image,
     differential_legacy,
     differential_lowbits,
@@ -386,7 +387,7 @@ FAMILIES: dict[str, Callable[[Case], list[str]]] = {
     **differential_math.FAMILIES, **differential_tensor.FAMILIES, **differential_image.FAMILIES,
     **differential_flow.FAMILIES, **differential_ml.FAMILIES, **differential_contrib.FAMILIES,
     **differential_models.FAMILIES, **differential_lowbits.FAMILIES, **differential_legacy.FAMILIES,
-    **differential_mlmaps.FAMILIES}
+    **differential_hybrid.FAMILIES, **differential_mlmaps.FAMILIES}
 
 
 def build(seed: int, family: str) -> Case | None:

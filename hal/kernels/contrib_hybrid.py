@@ -17,8 +17,9 @@ arithmetic that of its CPU kernels:
   present state is the last (k - 1) x dilation positions of [past_state | input]. channels_last reads
   (B, L, d_1...) activations and (B, state, d_1...) states.
 * LinearAttention runs the recurrence per key/value head in float32: S <- exp(g) S (a scalar per
-  head or a row per key dimension), retrieval r = S^T k, S <- S + k (beta (v - r))^T (delta rules;
-  k v^T otherwise), o = scale q^T S. Query heads share a head's state (GQA) or, with more KV than
+  head or a row per key dimension; gated rules), retrieval r = S^T k, S <- S + k (beta (v - r))^T
+  (delta rules; k v^T otherwise), o = scale q^T S; a decay or beta the rule does not name is
+  shape-checked and ignored. Query heads share a head's state (GQA) or, with more KV than
   query heads, KV head h reads query head h x q_heads / kv_heads; key heads may be fewer than KV heads.
 * LinearAttentionGate: decay = decay_scale x softplus(a + dt_bias), beta = sigmoid(b), in float32.
 * GatedRMSNorm: each group of C = len(scale) features x / sqrt(mean(x^2) + epsilon) x scale x
@@ -114,6 +115,8 @@ def mrotary_embedding(input, position_ids, cos_cache, sin_cache, *, mrope_sectio
     if pos.size and (pos.min() < 0 or pos.max() >= rows):
         raise ValueError(f"MRotaryEmbedding position ids must lie in [0, {rows}) (the caches' rows), got "
                          f"{pos.min()}..{pos.max()}")
+    if not input.size:  # (onnxruntime checks no further, nor that the rotary width is even)
+        return input.copy()
     owner = mrope_streams(list(mrope_section), mrope_layout, rd // 2)
     cols = np.arange(rd // 2)
     picked = pos[owner]  # (half, B, S): each column's position
@@ -162,7 +165,7 @@ def causal_conv_with_state(input, weight, bias=None, past_state=None, *, activat
             raise ValueError(f"CausalConvWithState channels_last input must be (batch, sequence, d_1, ...), got "
                              f"{input.shape}")
         lead = input.shape[2:]
-        x = input.reshape(*input.shape[:2], -1).transpose(0, 2, 1)
+        x = input.reshape(*input.shape[:2], math.prod(lead)).transpose(0, 2, 1)  # (an empty batch or sequence)
     else:
         if input.ndim != 3:
             raise ValueError(f"CausalConvWithState input must be (batch, channels, length), got {input.shape}")
@@ -256,11 +259,14 @@ def linear_attention(query, key=None, value=None, past_state=None, decay=None, b
         if g.shape[:2] != (batch, steps) or g.shape[2] not in (kv_num_heads, kv_num_heads * dk):
             raise ValueError(f"LinearAttention decay must be (B, T, {kv_num_heads} or {kv_num_heads * dk}), got "
                              f"{g.shape}")
-        g = np.exp(g.reshape(batch, steps, kv_num_heads, -1))[..., None]  # (B, T, Hkv, 1 or dk, 1)
+        g = np.exp(g.reshape(batch, steps, kv_num_heads, g.shape[2] // kv_num_heads))[..., None]  # (B, T, Hkv, 1|dk, 1)
     if b is not None:
         if b.shape[:2] != (batch, steps) or b.shape[2] not in (kv_num_heads, 1):
             raise ValueError(f"LinearAttention beta must be (B, T, {kv_num_heads} or 1), got {b.shape}")
         b = np.broadcast_to(b, (batch, steps, kv_num_heads))[..., None]
+    # a decay or beta the rule does not take is checked, as onnxruntime checks it, then left unused
+    g = g if rule in ("gated", "gated_delta") else None
+    b = b if rule in ("delta", "gated_delta") else None
     if s is None:
         s = np.zeros((batch, kv_num_heads, dk, dv), _F32)
     elif s.shape != (batch, kv_num_heads, dk, dv):
