@@ -8,8 +8,11 @@ RotaryEmbedding (GroupQueryAttention, the decoder's attention with its KV cache,
   and high nibble); a block's value is (code - zero point) x scale in float32, the zero point
   2^(bits-1) where MatMulNBits has none (GatherBlockQuantized: likewise for uint8 data, 0 for
   int4 / uint4 data); the last block of a row K not a multiple of block_size long is padded and
-  the padding dropped. A float zero point (MatMulNBits) folds in as code x scale - zero x scale,
-  as onnxruntime's reorder path computes it. With ``g_idx`` (row k reads block g_idx[k]) packed
+  the padding dropped. GatherBlockQuantized's FP8 / FP4 data (the four float8 types, float4e2m1) is
+  its float value times the scale, with no zero point: ``block_size`` 0 makes a row along
+  quantize_axis one block, and a scale of 1 on another axis is broadcast along it. A float zero
+  point (MatMulNBits) folds in as code x scale - zero x scale, as onnxruntime's reorder path
+  computes it. With ``g_idx`` (row k reads block g_idx[k]) packed
   zero points still apply, where onnxruntime 1.32's CPU kernel reads 8 for every block (a bug).
 * MatMulNBits takes ``weight_prepacked`` 0, which onnxruntime 1.32's optimiser writes into every
   MatMulNBits of a model it saves; 1 (B in a provider's own packed layout) is refused.
@@ -39,6 +42,8 @@ Array = np.ndarray
 DOMAIN = "com.microsoft"
 _F32 = np.float32
 _INT4 = (np.dtype(ml_dtypes.int4), np.dtype(ml_dtypes.uint4))
+_FP_TABLES = tuple(np.dtype(t) for t in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz, ml_dtypes.float8_e5m2,
+                                         ml_dtypes.float8_e5m2fnuz, ml_dtypes.float4_e2m1fn))
 
 
 def unpack_codes(packed: Array, bits: int) -> Array:
@@ -165,10 +170,14 @@ def gather_block_quantized(data, indices, scales, zero_points=None, *, gather_ax
                            block_size=128, bits=4):
     """Gather then dequantise: (code - zero point) x scale in float32, to the scales' type. uint8 data
     packs 8 / bits codes per byte along its last axis (which must be quantize_axis, gather_axis 0);
-    int4 / uint4 data holds one code per element along any axes. Out-of-range indices read zeros,
-    as onnxruntime's kernel writes them."""
-    if block_size < 16 or block_size & (block_size - 1):
-        raise ValueError(f"GatherBlockQuantized block_size must be a power of 2 and at least 16, got {block_size}")
+    int4 / uint4 data holds one code per element along any axes; FP8 / FP4 data is its float value
+    times the scale (no zero point), with ``block_size`` 0 one block the whole axis and a scale of 1
+    on another axis broadcast along it. Out-of-range indices read zeros, as onnxruntime's kernel
+    writes them."""
+    fp = data.dtype in _FP_TABLES
+    if (block_size < 16 or block_size & (block_size - 1)) and not (fp and block_size == 0):
+        raise ValueError(f"GatherBlockQuantized block_size must be a power of 2 and at least 16 (or 0 for FP8 / FP4 "
+                         f"data), got {block_size}")
     rank = data.ndim
     g_axis = gather_axis % rank if -rank <= gather_axis < rank else None
     q_axis = quantize_axis % rank if -rank <= quantize_axis < rank else None
@@ -188,15 +197,24 @@ def gather_block_quantized(data, indices, scales, zero_points=None, *, gather_ax
             raise ValueError(f"GatherBlockQuantized with int4 / uint4 data needs bits 4, got {bits}")
         codes = data.astype(np.int32)
         default_zero = 0
+    elif fp:
+        if zero_points is not None:
+            raise ValueError(f"GatherBlockQuantized with {data.dtype} data takes no zero_points (FP8 / FP4 "
+                             f"quantization is symmetric)")
+        codes = data.astype(_F32)
+        default_zero = 0
     else:
-        raise ValueError(f"GatherBlockQuantized data must be uint8, int4 or uint4, got {data.dtype}")
+        raise ValueError(f"GatherBlockQuantized data must be uint8, int4, uint4, FP8 or FP4, got {data.dtype}")
     length = codes.shape[q_axis]
-    blocks = -(-length // block_size)
+    width = block_size or max(length, 1)
+    blocks = -(-length // width)
     want = list(codes.shape)
     want[q_axis] = blocks
-    if scales.shape != tuple(want):
+    if scales.ndim != rank or any(s != w and not (fp and i != q_axis and s == 1)
+                                  for i, (s, w) in enumerate(zip(scales.shape, want))):
         raise ValueError(f"GatherBlockQuantized scales must have shape {tuple(want)} (data's, with "
-                         f"ceil({length} / block_size {block_size}) along quantize_axis), got {scales.shape}")
+                         f"ceil({length} / block_size {block_size}) along quantize_axis"
+                         f"{'; 1 on another axis to broadcast' if fp else ''}), got {scales.shape}")
     if zero_points is None:
         zero = np.int32(default_zero)
     elif data.dtype == np.uint8:
@@ -215,14 +233,16 @@ def gather_block_quantized(data, indices, scales, zero_points=None, *, gather_ax
     size = codes.shape[g_axis]
     valid = (idx >= -size) & (idx < size)
     safe = np.where(valid, np.where(idx < 0, idx + size, idx), 0)
-    expand = np.arange(length) // block_size  # each element's block along quantize_axis
+    expand = np.arange(length) // width  # each element's block along quantize_axis
+    scale32 = np.asarray(scales, dtype=_F32)
     if g_axis == q_axis:  # rare: dequantise everything, then gather
-        scale_full = np.take(np.asarray(scales, dtype=_F32), expand, axis=q_axis)
+        scale_full = np.take(scale32, expand, axis=q_axis)
         zero_full = zero if np.ndim(zero) == 0 else np.take(zero, expand, axis=q_axis)
         out = np.take((codes - zero_full).astype(_F32) * scale_full, safe, axis=g_axis)
     else:  # gather the codes and their blocks' scales / zero points, then dequantise what was gathered
         q_out = q_axis if q_axis < g_axis else q_axis + idx.ndim - 1
-        scale_g = np.take(np.take(np.asarray(scales, dtype=_F32), safe, axis=g_axis), expand, axis=q_out)
+        rows = safe if scale32.shape[g_axis] == size else np.zeros_like(safe)  # (a broadcast scale: its one row)
+        scale_g = np.take(np.take(scale32, rows, axis=g_axis), expand, axis=q_out)
         zero_g = zero if np.ndim(zero) == 0 else np.take(np.take(zero, safe, axis=g_axis), expand, axis=q_out)
         out = (np.take(codes, safe, axis=g_axis) - zero_g).astype(_F32) * scale_g
     if not valid.all():

@@ -324,7 +324,7 @@ def scaled_silu(X, scale=None, alpha=1.0):
         e = expf(-np.abs(z))
         sig = np.where(z >= 0, _F32(1) / (_F32(1) + e), e / (_F32(1) + e))
     sig = sig.astype(t).astype(_F32)
-    return (z * sig).astype(t)
+    return np.asarray(z * sig).astype(t)  # (a 0-d X: an array, not numpy's scalar)
 
 
 # --- MatMulBnb4 ------------------------------------------------------------------------------------
