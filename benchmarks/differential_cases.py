@@ -27,6 +27,7 @@ from benchmarks import (
     differential_mlmaps,
     differential_models,
     differential_msextra,
+    differential_recent,
     differential_tensor,
 )
 from benchmarks.differential_draw import DTYPES, Case, activation, conv_attrs, dims, ri
@@ -388,7 +389,8 @@ FAMILIES: dict[str, Callable[[Case], list[str]]] = {
     **differential_math.FAMILIES, **differential_tensor.FAMILIES, **differential_image.FAMILIES,
     **differential_flow.FAMILIES, **differential_ml.FAMILIES, **differential_contrib.FAMILIES,
     **differential_models.FAMILIES, **differential_lowbits.FAMILIES, **differential_legacy.FAMILIES,
-    **differential_hybrid.FAMILIES, **differential_msextra.FAMILIES, **differential_mlmaps.FAMILIES}
+    **differential_recent.FAMILIES, **differential_hybrid.FAMILIES, **differential_msextra.FAMILIES,
+    **differential_mlmaps.FAMILIES}
 
 
 def build(seed: int, family: str) -> Case | None:

@@ -203,17 +203,26 @@ def mish(x: Array) -> Array:
 
 
 @kernel("Swish", since=24)
-@_widened
 def swish(x: Array, alpha: float = 1.0) -> Array:
-    return _arr(x * _sigmoid(x * alpha if alpha != 1.0 else x))
+    """ONNX's function body, x * Sigmoid(CastLike(alpha, x) * x), each step rounded to a 16-bit x's
+    type as onnxruntime and onnx's reference run it: a float16 sigmoid below the smallest subnormal is
+    0, so Swish(-18) is -0 (times inf: NaN), where one rounding at the end gave -2.4e-7."""
+    if x.dtype.kind != "V" and x.dtype != np.float16:
+        return _arr(x * _sigmoid(x * alpha if alpha != 1.0 else x))
+    wide = x.astype(np.float32)  # (a product of two 16-bit floats is exact in float32: rounded once below)
+    ax = wide if alpha == 1.0 else (wide * np.float32(x.dtype.type(alpha))).astype(x.dtype).astype(np.float32)
+    gate = _sigmoid(ax).astype(x.dtype).astype(np.float32)
+    return _arr(wide * gate).astype(x.dtype)
 
 
 @kernel("SwiGLU", since=28)
-@_widened
 def swiglu(a: Array, b: Array, alpha: float = 1.0) -> Array:
+    """Its function body, Swish(A) * B: a 16-bit Swish rounded as its own, then the product."""
     if a.shape != b.shape:
         raise ValueError(f"SwiGLU needs A and B of one shape (no broadcasting), got {a.shape} and {b.shape}")
     y = swish(a, alpha=alpha)
+    if a.dtype.kind == "V" or a.dtype == np.float16:
+        return _arr(y.astype(np.float32) * b.astype(np.float32)).astype(a.dtype)
     y *= b
     return y
 

@@ -21,6 +21,9 @@ from hal.kernels.elementwise import bound_into, quiet_mean, row_means, scalar_ar
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
+#: ONNX's default epsilon, a float attribute: 1e-5 rounded to float32 (9.99999974737875e-06), which a
+#: float64 model's statistics add as it is
+_EPSILON = float(np.float32(1e-5))
 
 
 def _stash(x: Array) -> np.dtype:
@@ -122,7 +125,7 @@ _STASH_TYPES: dict[int, type] = {1: np.float32, 10: np.float16, 11: np.float64, 
 
 
 @kernel("RMSNormalization", since=23)
-def rms_normalization(x: Array, scale: Array, axis: int = -1, epsilon: float = 1e-5,
+def rms_normalization(x: Array, scale: Array, axis: int = -1, epsilon: float = _EPSILON,
                       stash_type: int = 1) -> Array:
     axis = axis_in(axis, x.ndim)
     if x.size == 0:
@@ -215,27 +218,37 @@ def instance_normalization(x: Array, scale: Array, bias: Array, epsilon: float =
     return apply_per_channel(np.add, y, bias, out=y).astype(x.dtype, copy=False)
 
 
-def _group_standardize(x: Array, num_groups: int, epsilon: float) -> Array:
-    grouped = x.reshape(x.shape[0], num_groups, -1)
-    y, _, _ = _standardize(grouped, (2,), epsilon)
-    return y.reshape(x.shape)
+def _group_norm(x: Array, scale: Array, bias: Array, num_groups: int, epsilon: float, stash: np.dtype) -> Array:
+    """ONNX's GroupNormalization function body, as onnxruntime and onnx's reference run it: each
+    group's variance as E[x^2] - E[x]^2 and (x - mean) / sqrt(var + epsilon), in the ``stash`` dtype
+    (onnxruntime has no kernel of its own); scale and bias per channel in the wider of that and x's
+    dtype, rounded once (a float16 x: as onnxruntime's inserted casts leave it)."""
+    w = x.astype(stash, copy=False).reshape(x.shape[0], num_groups, -1)
+    mean = quiet_mean(w, axis=2, keepdims=True)
+    var = quiet_mean(np.square(w), axis=2, keepdims=True)
+    var -= np.square(mean)
+    var += epsilon
+    y = np.subtract(w, mean)
+    y /= np.sqrt(var, out=var)
+    y = y.astype(np.promote_types(x.dtype, stash), copy=False).reshape(x.shape)
+    apply_per_channel(np.multiply, y, scale, out=y)
+    return apply_per_channel(np.add, y, bias, out=y).astype(x.dtype, copy=False)
 
 
 @kernel("GroupNormalization", since=18)
 def group_normalization_18(x: Array, scale: Array, bias: Array, num_groups: int = 1,
-                           epsilon: float = 1e-5) -> Array:
-    # opset 18 takes one scale and bias per group
+                           epsilon: float = _EPSILON) -> Array:
+    # opset 18 takes one scale and bias per group; its body keeps x's type (a 16-bit x: float32, as
+    # onnxruntime's inserted casts run it)
     per_group = x.shape[1] // num_groups
-    return group_normalization(x, np.repeat(scale, per_group), np.repeat(bias, per_group),
-                               num_groups=num_groups, epsilon=epsilon)
+    return _group_norm(x, np.repeat(scale, per_group), np.repeat(bias, per_group), num_groups, epsilon, _stash(x))
 
 
 @kernel("GroupNormalization", since=21)
-def group_normalization(x: Array, scale: Array, bias: Array, num_groups: int = 1, epsilon: float = 1e-5,
+def group_normalization(x: Array, scale: Array, bias: Array, num_groups: int = 1, epsilon: float = _EPSILON,
                         stash_type: int = 1) -> Array:
-    y = _group_standardize(x, num_groups, epsilon)
-    apply_per_channel(np.multiply, y, scale, out=y)
-    return apply_per_channel(np.add, y, bias, out=y).astype(x.dtype, copy=False)
+    # the statistics in the stash type: float32 by default, a float64 x's too
+    return _group_norm(x, scale, bias, num_groups, epsilon, np.dtype(_STASH_TYPES.get(stash_type, np.float32)))
 
 
 # ---- local and whole-tensor ---------------------------------------------------------------------
