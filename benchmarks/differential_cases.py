@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import helper
 
 from benchmarks import (
     differential_contrib,
@@ -215,7 +216,9 @@ def _norm(c: Case) -> list[str]:
     if k == 3:
         groups = int(r.choice([d for d in range(1, ch + 1) if ch % d == 0]))
         c.opset = 21
-        return [c.op("GroupNormalization", [x, c.weight([ch]), c.weight([ch])], num_groups=groups, epsilon=1e-5)]
+        y = c.op("GroupNormalization", [x, c.weight([ch]), c.weight([ch])], num_groups=groups, epsilon=1e-5)
+        c.declared[y] = helper.np_dtype_to_tensor_dtype(c.dtype)  # (onnx's inference gives its output no type)
+        return [y]
     c.opset = 13
     return [c.op("Softmax" if r.random() < 0.5 else "LogSoftmax", [x], axis=ri(r, -rank, rank))]
 

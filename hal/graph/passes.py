@@ -19,6 +19,7 @@ from hal.graph.rewrite import Rewrite, pool_concat_parts, reorder_average_pools,
 from hal.graph.sequences import constructed_sequences, split_sequences
 from hal.graph.unfuse import unfuse_onnxruntime
 from hal.kernels import lookup
+from hal.kernels.normalization import DEFAULT_EPSILON
 
 #: folding never materialises a tensor larger than this (memory bombs stay for the runtime to refuse)
 FOLD_LIMIT_BYTES = 64 << 20
@@ -191,7 +192,7 @@ def fold_batch_norm(graph: Graph) -> Graph:
         shape_only = any(isinstance(w, ShapeOnly) for w in (scale, bias, mean, var))
         a = c = None
         if not shape_only:
-            eps = float(bn.attrs.get("epsilon", 1e-5))
+            eps = float(bn.attrs.get("epsilon", DEFAULT_EPSILON))
             a = np.asarray(scale, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
             c = np.asarray(bias, np.float64) - np.asarray(mean, np.float64) * a
         # Absorb per-channel Mul / Add by weights that follow.

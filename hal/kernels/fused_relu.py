@@ -66,7 +66,8 @@ class NormRelu(_Fused):
 
     def __call__(self, x: Any, scale: Any, bias: Any, mean: Any, var: Any, **attrs: Any) -> Any:
         if self._one_pass and not attrs.get("training_mode", 0) and x.__class__ is np.ndarray:
-            return normalization.batch_norm_relu(x, scale, bias, mean, var, attrs.get("epsilon", 1e-5))
+            epsilon = attrs.get("epsilon", normalization.DEFAULT_EPSILON)
+            return normalization.batch_norm_relu(x, scale, bias, mean, var, epsilon)
         norm, relu = self.fns
         y = norm(x, scale, bias, mean, var, **attrs)
         return relu(y[0] if y.__class__ is tuple else y)

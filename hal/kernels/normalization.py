@@ -21,9 +21,9 @@ from hal.kernels.elementwise import bound_into, quiet_mean, row_means, scalar_ar
 from hal.kernels.registry import kernel
 
 Array = np.ndarray
-#: ONNX's default epsilon, a float attribute: 1e-5 rounded to float32 (9.99999974737875e-06), which a
-#: float64 model's statistics add as it is
-_EPSILON = float(np.float32(1e-5))
+#: the normalisations' default epsilon: ONNX's is a float attribute, 1e-5 rounded to float32
+#: (9.99999974737875e-06), which a float64 model's statistics add as it is
+DEFAULT_EPSILON = float(np.float32(1e-5))
 
 
 def _stash(x: Array) -> np.dtype:
@@ -60,7 +60,7 @@ def _layer_rows(x: Array, axis: int) -> Array:
 
 @kernel("LayerNormalization", since=17, output_count=True)
 def layer_normalization(x: Array, scale: Array, bias: Array | None = None, axis: int = -1,
-                        epsilon: float = 1e-5, stash_type: int = 1, _n_outputs: int = 3
+                        epsilon: float = DEFAULT_EPSILON, stash_type: int = 1, _n_outputs: int = 3
                         ) -> Array | tuple[Array, Array, Array]:
     axis = axis_in(axis, x.ndim)
     if _n_outputs == 1 and (rows := _compiled_layer_norm(x, scale, bias, axis, epsilon)) is not None:
@@ -125,7 +125,7 @@ _STASH_TYPES: dict[int, type] = {1: np.float32, 10: np.float16, 11: np.float64, 
 
 
 @kernel("RMSNormalization", since=23)
-def rms_normalization(x: Array, scale: Array, axis: int = -1, epsilon: float = _EPSILON,
+def rms_normalization(x: Array, scale: Array, axis: int = -1, epsilon: float = DEFAULT_EPSILON,
                       stash_type: int = 1) -> Array:
     axis = axis_in(axis, x.ndim)
     if x.size == 0:
@@ -166,7 +166,8 @@ def _batchnorm_infer(x: Array, scale: Array, bias: Array, mean: Array, var: Arra
     return y.astype(x.dtype, copy=False)
 
 
-def batch_norm_relu(x: Array, scale: Array, bias: Array, mean: Array, var: Array, epsilon: float = 1e-5) -> Array:
+def batch_norm_relu(x: Array, scale: Array, bias: Array, mean: Array, var: Array,
+                    epsilon: float = DEFAULT_EPSILON) -> Array:
     """Inference BatchNormalization and a Relu after it: the bits of the two kernels one after the
     other (``hal.kernels.fused_relu.NormRelu``, DenseNet's BN-Relu before each conv)."""
     return _batchnorm_infer(x, scale, bias, mean, var, epsilon, relu=True)
@@ -174,7 +175,7 @@ def batch_norm_relu(x: Array, scale: Array, bias: Array, mean: Array, var: Array
 
 @kernel("BatchNormalization", since=1)
 def batch_normalization_legacy(x: Array, scale: Array, bias: Array, mean: Array, var: Array,
-                               epsilon: float = 1e-5, momentum: float = 0.9, spatial: int = 1,
+                               epsilon: float = DEFAULT_EPSILON, momentum: float = 0.9, spatial: int = 1,
                                is_test: int = 0, consumed_inputs=None) -> Array:
     if not spatial:  # statistics per activation: (C, D1, ..., Dn), broadcast over the batch alone
         st = _stash(x)
@@ -186,13 +187,13 @@ def batch_normalization_legacy(x: Array, scale: Array, bias: Array, mean: Array,
 
 @kernel("BatchNormalization", since=9)
 def batch_normalization_9(x: Array, scale: Array, bias: Array, mean: Array, var: Array,
-                          epsilon: float = 1e-5, momentum: float = 0.9) -> Array:
+                          epsilon: float = DEFAULT_EPSILON, momentum: float = 0.9) -> Array:
     return _batchnorm_infer(x, scale, bias, mean, var, epsilon)
 
 
 @kernel("BatchNormalization", since=14)
 def batch_normalization(x: Array, scale: Array, bias: Array, mean: Array, var: Array,
-                        epsilon: float = 1e-5, momentum: float = 0.9, training_mode: int = 0
+                        epsilon: float = DEFAULT_EPSILON, momentum: float = 0.9, training_mode: int = 0
                         ) -> Array | tuple[Array, Array, Array]:
     if not training_mode:
         return _batchnorm_infer(x, scale, bias, mean, var, epsilon)
@@ -211,7 +212,7 @@ def batch_normalization(x: Array, scale: Array, bias: Array, mean: Array, var: A
 
 
 @kernel("InstanceNormalization", since=1)
-def instance_normalization(x: Array, scale: Array, bias: Array, epsilon: float = 1e-5,
+def instance_normalization(x: Array, scale: Array, bias: Array, epsilon: float = DEFAULT_EPSILON,
                            consumed_inputs=None) -> Array:
     y, _, _ = _standardize(x, tuple(range(2, x.ndim)), epsilon)
     apply_per_channel(np.multiply, y, scale, out=y)
@@ -237,7 +238,7 @@ def _group_norm(x: Array, scale: Array, bias: Array, num_groups: int, epsilon: f
 
 @kernel("GroupNormalization", since=18)
 def group_normalization_18(x: Array, scale: Array, bias: Array, num_groups: int = 1,
-                           epsilon: float = _EPSILON) -> Array:
+                           epsilon: float = DEFAULT_EPSILON) -> Array:
     # opset 18 takes one scale and bias per group; its body keeps x's type (a 16-bit x: float32, as
     # onnxruntime's inserted casts run it)
     per_group = x.shape[1] // num_groups
@@ -245,7 +246,7 @@ def group_normalization_18(x: Array, scale: Array, bias: Array, num_groups: int 
 
 
 @kernel("GroupNormalization", since=21)
-def group_normalization(x: Array, scale: Array, bias: Array, num_groups: int = 1, epsilon: float = _EPSILON,
+def group_normalization(x: Array, scale: Array, bias: Array, num_groups: int = 1, epsilon: float = DEFAULT_EPSILON,
                         stash_type: int = 1) -> Array:
     # the statistics in the stash type: float32 by default, a float64 x's too
     return _group_norm(x, scale, bias, num_groups, epsilon, np.dtype(_STASH_TYPES.get(stash_type, np.float32)))

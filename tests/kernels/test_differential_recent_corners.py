@@ -57,14 +57,21 @@ def test_group_norm_s_variance_is_the_function_body_s_mean_square_less_square_me
 
 
 @pytest.mark.parametrize("target", TARGETS)
-@pytest.mark.parametrize("op", ["RMSNormalization", "GroupNormalization"])
+@pytest.mark.parametrize("op", ["RMSNormalization", "GroupNormalization", "LayerNormalization", "BatchNormalization"])
 def test_a_float64_norm_adds_onnx_s_default_epsilon_as_a_float32(op, target):
     # ONNX's default epsilon is a float attribute, 1e-5 rounded to float32 (9.99999974737875e-06):
     # onnxruntime adds that to a float64 row's mean square. hal's default was 1e-5 itself: on a
-    # row of values near 0.01, 1e-9 off
+    # row of values near 0.01, 1e-9 off (InstanceNormalization's too; onnxruntime has no float64 one, and
+    # BatchNormalization's folding into an affine step read the same 1e-5)
     x = np.array([[0.0103, -0.0091, 0.011], [0.02, 0.003, -0.0004]])
     if op == "RMSNormalization":
         node, w, opset = helper.make_node(op, ["x", "s"], ["y"]), {"s": np.array([1.0, -0.5, 2.0])}, 23
+    elif op == "LayerNormalization":
+        node, w, opset = helper.make_node(op, ["x", "s"], ["y"]), {"s": np.array([1.0, -0.5, 2.0])}, 17
+    elif op == "BatchNormalization":  # (a variance of the same size as the epsilon)
+        x = x.reshape(1, 2, 3)
+        node, opset = helper.make_node(op, ["x", "s", "b", "m", "v"], ["y"]), 15
+        w = {"s": np.ones(2), "b": np.zeros(2), "m": np.array([0.001, 0.0]), "v": np.array([2e-5, 1e-5])}
     else:  # (opset 18: the statistics in x's own float64)
         x = x.reshape(2, 3, 1)
         node, opset = helper.make_node(op, ["x", "s", "b"], ["y"], num_groups=1), 18
