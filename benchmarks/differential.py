@@ -77,7 +77,8 @@ def _differs(w: Any, g: Any) -> str | None:
         if not np.array_equal(w, g):
             return f"{int((w != g).sum())} of {w.size} values differ"
         return None
-    w64, g64 = w.astype(np.float64), g.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # (a signalling NaN, as BitCast makes of random bits, warns)
+        w64, g64 = w.astype(np.float64), g.astype(np.float64)
     if (np.isnan(w64) != np.isnan(g64)).any() or (np.isinf(w64) & (w64 != g64)).any():
         return "NaN or inf at other places"
     finite = np.isfinite(w64)
