@@ -35,6 +35,7 @@ from collections.abc import Callable
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
+from benchmarks.differential_contrib import _ms
 from benchmarks.differential_draw import Case, ri
 
 _MS = "com.microsoft"
@@ -177,14 +178,10 @@ def _common(c: Case, beam: bool) -> tuple[list[str], dict, int, int, int]:
 
 
 def _node(c: Case, op: str, inputs: list[str], outputs: list[int | None], attrs: dict) -> list[str]:
+    """The com.microsoft node (``_ms``), its trailing left-out inputs dropped."""
     while not inputs[-1]:
         inputs.pop()
-    names = [c._name(op) if t is not None else "" for t in outputs]
-    c.nodes.append(helper.make_node(op, inputs, names, domain=_MS, **attrs))
-    for n, t in zip(names, outputs):
-        if n:
-            c.declared[n] = t
-    return names
+    return _ms(c, op, inputs, outputs, **attrs)
 
 
 def _greedy(c: Case) -> list[str]:

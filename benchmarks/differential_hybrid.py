@@ -30,16 +30,11 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto
 
-from benchmarks.differential_contrib import _ft, _ms
+from benchmarks.differential_contrib import _ft, _ms, _no_double
 from benchmarks.differential_draw import Case, dims, ri
 
 FLOAT, FLOAT16, BF16 = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16
 
-
-def _floats(c: Case) -> None:
-    """float32 or float16 (onnxruntime has no float64 kernel for any of these ops)."""
-    if c.dtype == np.float64:
-        c.dtype = np.dtype(np.float32)
 
 
 def _awkward(c: Case, a: np.ndarray, p: float, special: bool) -> np.ndarray:
@@ -85,7 +80,7 @@ def _conv_state(c: Case) -> list[str]:
     decode (L = 1), prefill up to 33 steps and an empty batch or sequence, the CUDA kernel's
     attributes now and then at their neutral values; float32 and float16."""
     r = c.rng
-    _floats(c)
+    _no_double(c)
     b, length, k = _some(c, ri(r, 1, 4)), _some(c, int(r.choice([1, 1, 2, 3, 5, 8, 33]))), ri(r, 1, 7)
     attrs: dict[str, Any] = {}
     dilation = int(r.choice([1, 1, 2, 3]))
@@ -155,7 +150,7 @@ def _linear_attention(c: Case) -> list[str]:
     delta-net); float32 and float16, a float32 past_state beside float16 activations, and the gate
     alone in bfloat16."""
     r = c.rng
-    _floats(c)
+    _no_double(c)
     b, t = _some(c, ri(r, 1, 3)), _some(c, int(r.choice([1, 1, 2, 3, 4, 7, 70])))
     if r.random() < 0.2:
         return _gate(c, b, t, ri(r, 1, 6), r.random() < 0.6, c.dtype == np.float32 and r.random() < 0.3)
@@ -206,7 +201,7 @@ def _gated(c: Case) -> list[str]:
     mode (ranks 1..4, the gate (..., 1), zeros and large gates); float32, float16 and (GatedRMSNorm)
     bfloat16."""
     r = c.rng
-    _floats(c)
+    _no_double(c)
     lead = [_some(c, d) for d in dims(r, ri(r, 0, 4), 1, 5)]
     if r.random() < 0.5:
         width = int(r.choice([1, 2, 3, 7, 8, 16, 33, 64]))
@@ -243,7 +238,7 @@ def _mrope(c: Case) -> list[str]:
     half-wise or interleaved, scale, three position streams drawn apart or equal (text tokens), the
     caches longer than the sequence; float32 and float16."""
     r = c.rng
-    _floats(c)
+    _no_double(c)
     b, s, n = _some(c, ri(r, 1, 3)), _some(c, ri(r, 1, 6)), ri(r, 1, 4)
     head = 2 * int(r.choice([1, 2, 3, 4, 5, 8, 16, 32]))
     rd = 2 * ri(r, 1, head // 2 + 1) if r.random() < 0.4 else 0

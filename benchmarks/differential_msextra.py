@@ -24,16 +24,11 @@ import ml_dtypes
 import numpy as np
 from onnx import TensorProto
 
-from benchmarks.differential_contrib import _ft, _ms
+from benchmarks.differential_contrib import _ft, _ms, _no_double
 from benchmarks.differential_draw import Case, dims, ri
 
 F32, I32, U32, STR = TensorProto.FLOAT, TensorProto.INT32, TensorProto.UINT32, TensorProto.STRING
 
-
-def _floats(c: Case) -> None:
-    """float32 or float16 (the com.microsoft kernels here have no float64)."""
-    if c.dtype == np.float64:
-        c.dtype = np.dtype(np.float32)
 
 
 # -- GatherBlockQuantized -----------------------------------------------------------------------------
@@ -60,7 +55,7 @@ def _gbq(c: Case) -> list[str]:
     (broadcast); float32 or float16 scales (the output's type); indices of rank 0 to 2, negative and
     out of range; block sizes 16 to 64 over axes not a whole number of blocks."""
     r = c.rng
-    _floats(c)
+    _no_double(c)
     kind = ri(r, 0, 3)
     rank = ri(r, 2, 4)  # (onnxruntime refuses a 1-D table: "data tensor must have rank > 1")
     shape = dims(r, rank, 1, 5)
@@ -114,7 +109,7 @@ def _bnb4(c: Case) -> list[str]:
     transB=0 is left out: onnxruntime's CPU kernel reads B transposed whatever transB says, against
     its schema's A @ dequant_B (hal refuses it)."""
     r = c.rng
-    _floats(c)
+    _no_double(c)
     k, n = ri(r, 1, 40), ri(r, 1, 24)
     block = int(r.choice([16, 32, 64, 128, 256]))
     count = n * k
@@ -135,7 +130,7 @@ def _silu(c: Case) -> list[str]:
     magnitudes) scaled by ``alpha`` or by the scalar ``scale`` input (float32 or float16, which
     overrides alpha): each step rounded to X's type."""
     r = c.rng
-    _floats(c)
+    _no_double(c)
     shape = dims(r, ri(r, 0, 5), 0 if r.random() < 0.05 else 1, 6)
     v = r.uniform(-12, 12, shape) * float(r.choice([1.0, 1.0, 200.0]))
     if r.random() < 0.3:
@@ -194,7 +189,7 @@ def _moe(c: Case) -> list[str]:
     4-bit ones at accuracy_level 4), a 1-ulp difference upstream can move one code across a rounding
     boundary, rarely (one draw of 3000 with seed 0, a 0.2% difference)."""
     r = c.rng
-    _floats(c)
+    _no_double(c)
     tokens, experts, _, rows, attrs = _moe_common(c)
     swiglu = attrs["activation_type"] == "swiglu"
     if r.random() < 0.4:

@@ -26,6 +26,11 @@ def _arr(x: object) -> Array:
     return x if isinstance(x, np.ndarray) else np.asarray(x)
 
 
+def _half(dtype: np.dtype) -> bool:
+    """A 16-bit float: float16 or ml_dtypes' bfloat16 (numpy's kind "V")."""
+    return dtype.kind == "V" or dtype == np.float16
+
+
 def _widened(fn: Callable[..., Array]) -> Callable[..., Array]:
     """Run ``fn`` in float32 for 16-bit floats and rounds once at the end, as onnxruntime does: in
     float16 arithmetic each step would round (a Sigmoid 2 steps off on 35% of inputs, a HardSigmoid
@@ -33,9 +38,9 @@ def _widened(fn: Callable[..., Array]) -> Callable[..., Array]:
 
     @functools.wraps(fn)
     def run(x: Array, *args: Array, **attrs: object) -> Array:
-        if x.dtype.kind != "V" and x.dtype != np.float16:
+        if not _half(x.dtype):
             return fn(x, *args, **attrs)
-        wide = [a.astype(np.float32) if a.dtype.kind == "V" or a.dtype == np.float16 else a for a in args]
+        wide = [a.astype(np.float32) if _half(a.dtype) else a for a in args]
         return fn(x.astype(np.float32), *wide, **attrs).astype(x.dtype)
 
     return run
@@ -207,7 +212,7 @@ def swish(x: Array, alpha: float = 1.0) -> Array:
     """ONNX's function body, x * Sigmoid(CastLike(alpha, x) * x), each step rounded to a 16-bit x's
     type as onnxruntime and onnx's reference run it: a float16 sigmoid below the smallest subnormal is
     0, so Swish(-18) is -0 (times inf: NaN), where one rounding at the end gave -2.4e-7."""
-    if x.dtype.kind != "V" and x.dtype != np.float16:
+    if not _half(x.dtype):
         return _arr(x * _sigmoid(x * alpha if alpha != 1.0 else x))
     wide = x.astype(np.float32)  # (a product of two 16-bit floats is exact in float32: rounded once below)
     ax = wide if alpha == 1.0 else (wide * np.float32(x.dtype.type(alpha))).astype(x.dtype).astype(np.float32)
@@ -221,7 +226,7 @@ def swiglu(a: Array, b: Array, alpha: float = 1.0) -> Array:
     if a.shape != b.shape:
         raise ValueError(f"SwiGLU needs A and B of one shape (no broadcasting), got {a.shape} and {b.shape}")
     y = swish(a, alpha=alpha)
-    if a.dtype.kind == "V" or a.dtype == np.float16:
+    if _half(a.dtype):
         return _arr(y.astype(np.float32) * b.astype(np.float32)).astype(a.dtype)
     y *= b
     return y

@@ -237,8 +237,8 @@ def tfidf_vectorizer(x: Array, max_gram_length: int = 1, max_skip_count: int = 0
     ordinals = np.concatenate(found_ordinals) if found_rows else np.zeros(0, np.int64)
     order = np.concatenate(found_order) if found_rows else np.zeros(0, np.int64)
     columns = np.asarray(ngram_indexes, dtype=np.int64)[ordinals]
-    # weights[i] is the i-th pool n-gram's (the spec, onnxruntime); onnx's reference reads weights[column],
-    # which only agrees when ngram_indexes is 0, 1, 2, ...
+    # weights[i] is the i-th pool n-gram's (the spec, onnxruntime), 1 where none is given; onnx's reference
+    # reads weights[column], which only agrees when ngram_indexes is 0, 1, 2, ...
     weight = np.ones(len(ngram_indexes))
     if weights:
         weight[:len(weights)] = np.asarray(weights, dtype=np.float64)[:len(ngram_indexes)]
@@ -246,11 +246,11 @@ def tfidf_vectorizer(x: Array, max_gram_length: int = 1, max_skip_count: int = 0
     if mode == "TF":
         np.add.at(y, (rows_hit, columns), 1.0)
     elif mode == "TFIDF":  # each find adds its n-gram's weight: n-grams sharing a column sum count x weight
-        np.add.at(y, (rows_hit, columns), weight[ordinals] if weights else 1.0)
+        np.add.at(y, (rows_hit, columns), weight[ordinals])
     elif mode == "IDF":  # each find sets its n-gram's weight: where n-grams share a column the last found wins
         last = np.argsort(order, kind="stable")[::-1]
         cells, first = np.unique((rows_hit * size + columns)[last], return_index=True)
-        y.reshape(-1)[cells] = weight[ordinals[last[first]]] if weights else 1.0
+        y.reshape(-1)[cells] = weight[ordinals[last[first]]]
     else:
         raise ValueError(f"TfIdfVectorizer: unknown mode {mode!r}")
     y = np.asarray(y, dtype=np.float32)
