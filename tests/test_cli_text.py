@@ -90,3 +90,14 @@ def test_conformance_table_prints_op_names_as_they_are():
     text = console.export_text()
     assert "[/x]Op" in text
     assert "p[image]" in text
+
+
+def test_a_log_gets_the_compare_table_whole(hal_cli):
+    # In a pipe (a CI log) the console is 160 columns, or the table's own width where it is wider: hal
+    # demo's 13 columns came to 165, so rich folded the "kernels/nodes" header and the longest
+    # target's placement onto a second line
+    rc, out = hal_cli("compare", "zoo:tiny-gpt", "--targets", "cpu,gpu-mi300x")
+    assert rc == 0
+    assert "kernels/nodes" in out
+    row = next(line for line in out.splitlines() if "gpu-mi300x" in line)
+    assert "gpu-mi300x: 72" in row, out
