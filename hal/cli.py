@@ -18,25 +18,10 @@ from hal.cli_args import check_destinations, emit_json, load_inputs, parse_dims,
 from hal.errors import HalError, InputError
 from hal.numerics import is_float
 from hal.peers import PEERS
-from hal.render import fmt_bytes, fmt_num, fmt_time, literal
+from hal.render import console, fmt_bytes, fmt_num, fmt_time, literal
 
 EXIT_ERROR = 2
 EXIT_INTERNAL = 3
-
-
-def _console(table: Any = None):
-    """A console for one command's output. A terminal keeps its own width (at least 120). Logs and pipes
-    get 160 columns, or ``table``'s whole width where it is wider (``hal demo``'s 13 columns are 165), so
-    a CI log never folds a cell or a header."""
-    from rich.console import Console
-
-    probe = Console()
-    if probe.is_terminal:
-        return Console(soft_wrap=False, width=max(120, probe.width))
-    width = 160
-    if table is not None:
-        width = max(width, probe.measure(table, options=probe.options.update_width(1 << 12)).maximum)
-    return Console(soft_wrap=False, width=width)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -55,7 +40,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
         t.add_column(c)
     for s in specs:
         t.add_row(*map(literal, (s.name, s.kind, s.vendor, ", ".join(s.precisions), s.hal_api, s.version)))
-    _console(t).print(t)
+    console(t).print(t)
     return 0
 
 
@@ -88,7 +73,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    con = _console()
+    con = console()
     con.print(" ".join(f"{k} {v}" for k, v in env.items() if v), markup=False)  # (its "[image]" is text)
     t = Table(title="plugins (entry-point group hal.plugins)")
     for c in ("plugin", "distribution", "version", "HAL API", "targets", "status"):
@@ -149,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    con = _console()
+    con = console()
     t = Table(title=literal(f"{args.model} on {args.target} ({args.precision})"))
     for c in ("output", "shape", "dtype", "mean", "first values"):
         t.add_column(c)
@@ -203,7 +188,7 @@ def _print_compare(rep, title: str) -> None:
         colour = "yellow" if "beyond" in cells[1] else style[r.status]
         cells[1] = f"[{colour}]{cells[1]}[/]"
         t.add_row(*cells)
-    con = _console(t)
+    con = console(t)
     con.print(t)
     for line in notes(rep):
         con.print(line, markup=False)
@@ -335,7 +320,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     for k in sorted(r.kernels, key=lambda k: -k.time_s)[: args.top]:
         t.add_row(literal(k.name), literal(",".join(dict.fromkeys(k.op_types))), literal(k.unit or "—"),
                   fmt_time(k.time_s), fmt_num(k.flops), fmt_bytes(k.bytes), literal(k.bound or "—"))
-    con = _console(t)
+    con = console(t)
     con.print(t)
     con.print(f"modelled latency {fmt_time(r.latency_s)} · {len(events)} trace events"
               + "".join(f" · {k}: {v}" for k, v in written.items()), markup=False)
@@ -384,7 +369,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                   fmt_time(e.latency_s),
                   fmt_num(e.tokens_per_s), fmt_time(e.ttft_s), fmt_num(e.devices), fmt_bytes(e.memory_bytes),
                   fmt_num(e.energy_j, " J"), fmt_time(e.compile_time_s))
-    con = _console(t)
+    con = console(t)
     con.print(t)
     for e in ests:
         if e.error:
@@ -433,7 +418,7 @@ def _estimate_sweep(args: argparse.Namespace) -> int:
         t.add_column(literal(name))
     for i, x in enumerate(xs):
         t.add_row(str(x), *[fmt_num(series[name][i]) for name in targets])
-    con = _console(t)
+    con = console(t)
     con.print(t)
     for x, ests in rows:  # each point a target could not estimate, and why ("—" in the table)
         for e in ests:

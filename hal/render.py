@@ -37,6 +37,21 @@ def fmt_num(x: float | None, unit: str = "") -> str:
     return "—" if x is None else f"{x:,.4g}{unit}"
 
 
+def console(table: object = None):
+    """A rich console for a command's output. A terminal keeps its own width (at least 120). Logs and
+    pipes get 160 columns, or ``table``'s whole width where it is wider (``hal demo``'s 13 columns are
+    165), so a CI log never folds a cell, a header or a summary line."""
+    from rich.console import Console
+
+    probe = Console()
+    if probe.is_terminal:
+        return Console(soft_wrap=False, width=max(120, probe.width))
+    width = 160
+    if table is not None:
+        width = max(width, probe.measure(table, options=probe.options.update_width(1 << 12)).maximum)
+    return Console(soft_wrap=False, width=width)
+
+
 def literal(x: object) -> str:
     """``x`` as text that rich prints as it is: a model's node names, a plugin's error, a user's path may
     hold brackets, which rich would take as markup (``[image]`` vanishes, ``[/x]`` raises MarkupError)."""

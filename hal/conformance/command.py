@@ -99,12 +99,12 @@ def pytest_args(args: argparse.Namespace, json_out: Path, folder: Path) -> list[
 def run(args: argparse.Namespace) -> int:
     """Run the suite as ``args`` asks; print the table; return the exit status."""
     import pytest
-    from rich.console import Console
 
+    from hal.render import console as make_console
     from hal.render import literal
 
     check_args(args)
-    console = Console()
+    console = make_console()
     with tempfile.TemporaryDirectory(prefix="hal-conformance-") as tmp:
         folder = Path(tmp)
         json_out = folder / "report.json"
@@ -148,8 +148,10 @@ def print_report(report: ConformanceReport, console: Any, *, failing_only: bool 
 
     from hal.render import literal
 
-    table = Table(title=literal(f"hal conformance — target {report.target}, profile {report.profile}, "
-                                f"precision {report.precision}"), title_justify="left")
+    # (the heading as a line of its own: a title is wrapped to the table's width, 58 columns here)
+    console.print(f"[bold]hal conformance[/] — target {literal(report.target)}, profile {literal(report.profile)}, "
+                  f"precision {literal(report.precision)}")
+    table = Table()
     for col, just in (("op", "left"), ("cases", "right"), ("passed", "right"), ("failed", "right"),
                       ("xfail", "right"), ("xpass", "right"), ("pass %", "right")):
         table.add_column(col, justify=just)

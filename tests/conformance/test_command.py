@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import pytest
 
@@ -38,6 +39,9 @@ def test_core_profile_on_cpu_passes_and_reports_per_op(tmp_path, capsys) -> None
     light = next(o for o in report.ops if o.op == "light model")
     assert light.passed == light.total == 9
     assert "Conv" in printed and "passed" in printed
+    # in a log, the heading and the summary are one line each (a bare Console() folded both at 80 columns)
+    assert "hal conformance — target cpu, profile core, precision exact" in printed
+    assert re.search(r"^\d+/\d+ passed .* on \d+ worker\(s\)$", printed, re.M), printed[-400:]
     assert report.hal_version and report.onnx_version and report.totals.total == sum(o.total for o in report.ops)
 
 
