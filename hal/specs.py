@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hal.files import atomic_write
@@ -66,6 +67,29 @@ class HardwareNumber(HalModel):
     note: str | None = None
 
 
+def dtype_name(dt: Any) -> str:
+    """The name ``TargetSpec.dtypes`` gives a tensor element type: numpy's (ml_dtypes' for bfloat16,
+    float8 and 4-bit types), "string" for ONNX's strings (numpy's object arrays)."""
+    dt = np.dtype(dt)
+    return "string" if dt.kind == "O" else dt.name
+
+
+_DTYPE_NAMES: tuple[str, ...] = ()
+
+
+def dtype_names() -> tuple[str, ...]:
+    """Every ONNX tensor element type hal reads, by ``dtype_name``, in ONNX's numbering."""
+    global _DTYPE_NAMES
+    if not _DTYPE_NAMES:
+        import onnx
+
+        from hal.graph.ir import np_dtype
+
+        dts = (np_dtype(t) for t in sorted(onnx.TensorProto.DataType.values()))
+        _DTYPE_NAMES = tuple(dict.fromkeys(dtype_name(d) for d in dts if d is not None))
+    return _DTYPE_NAMES
+
+
 class TargetSpec(HalModel):
     """What a target is: identity, kind, API version, precisions and its hardware numbers."""
 
@@ -76,11 +100,22 @@ class TargetSpec(HalModel):
     version: str = "0"
     description: str = ""
     precisions: list[Precision] = Field(default_factory=lambda: ["exact"])
-    dtypes: list[str] = Field(default_factory=list)
+    dtypes: list[str] = Field(default_factory=list, description=(
+        "the tensor element types the hardware stores and computes, by numpy's names (float32, bfloat16, "
+        "float8_e4m3fn, int8, int64, bool, string, ...); a node reading or writing another type is refused by "
+        "hal.target.kernel_capability and checked by the conformance contract; empty: every type hal's kernels take"))
     options: dict[str, str] = Field(default_factory=dict,
                                     description="target-specific compile options -> what they do")
     hardware: dict[str, HardwareNumber] = Field(default_factory=dict)
     calibration: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("dtypes")
+    @classmethod
+    def _known_dtypes(cls, v: list[str]) -> list[str]:
+        if unknown := [d for d in v if d not in dtype_names()]:
+            raise ValueError(f"unknown dtype(s) {', '.join(map(repr, unknown))} in dtypes; hal knows: "
+                             f"{', '.join(dtype_names())}")
+        return list(dict.fromkeys(v))
 
     @field_validator("hal_api")
     @classmethod

@@ -87,15 +87,36 @@ def no_kernel_reason(node: Node, graph: Graph) -> str:
             + (f": {advice}" if advice else ""))
 
 
-def kernel_capability(graph: Graph, target: str, refuse: Any = None) -> Capability:
+def foreign_dtype(node: Node, graph: Graph, spec: TargetSpec) -> str | None:
+    """Why ``node`` is not for a target whose spec lists the dtypes its hardware has (``TargetSpec.dtypes``):
+    the first tensor it reads or writes of another type, or None (always None for a spec that lists none)."""
+    if not spec.dtypes:
+        return None
+    from hal.specs import dtype_name
+
+    for v in (*node.inputs, *node.outputs):
+        info = graph.values.get(v) if v else None
+        if info is not None and info.kind == "tensor" and info.dtype is not None:
+            name = dtype_name(info.dtype)
+            if name not in spec.dtypes:
+                return (f"{name} value {v!r}: target {spec.name!r} computes in {', '.join(spec.dtypes)} only "
+                        "(its spec's dtypes)")
+    return None
+
+
+def kernel_capability(graph: Graph, target: str | TargetSpec, refuse: Any = None) -> Capability:
     """The capability of a target that runs every node the kernel registry has a kernel for.
 
-    ``refuse(node, graph)`` may return a reason string to refuse a node the target cannot take
-    (an op, dtype or attribute its hardware lacks). Each node is its own group.
+    Given the target's spec rather than its name, a node reading or writing a tensor of a type the
+    spec's ``dtypes`` leave out is refused (``foreign_dtype``). ``refuse(node, graph)`` may return a
+    reason string to refuse a node for anything else the hardware lacks (an op, a shape, an attribute).
+    Each node is its own group.
     """
     from hal.kernels import lookup
     from hal.specs import NodeGroup, Refusal
 
+    spec = None if isinstance(target, str) else target
+    target = target if isinstance(target, str) else target.name
     groups, refused = [], []
     for n in graph.nodes:
         reason = None
@@ -107,6 +128,8 @@ def kernel_capability(graph: Graph, target: str, refuse: Any = None) -> Capabili
                       f"the model is malformed")
         elif why := kdef.refusal(n.attrs, n.inputs, n.outputs, lambda v: getattr(graph.values.get(v), "dtype", None)):
             reason = f"no kernel for this form: {why}"
+        elif spec is not None and (why := foreign_dtype(n, graph, spec)):
+            reason = why
         elif refuse is not None:
             reason = refuse(n, graph)
         if reason:

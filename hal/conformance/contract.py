@@ -142,6 +142,12 @@ def check_capability_matches_compile(target: str, model: str) -> None:
         _fail(f"capability neither takes nor refuses {sorted(names - taken - refused)[:5]}")
     if taken - names:
         _fail(f"capability names nodes the graph lacks: {sorted(taken - names)[:5]}")
+    from hal.target import foreign_dtype
+
+    for n in graph.nodes:
+        if n.name in taken and (why := foreign_dtype(n, graph, tgt.spec)):
+            _fail(f"capability takes node {n.name!r} ({n.op_type}), but {why}: a target whose spec lists dtypes "
+                  "MUST refuse every node of another type (hal.target.kernel_capability does, given the spec)")
     if refused:
         try:
             hal.compile(_model(model), target=target)

@@ -33,7 +33,7 @@ class CpuTarget:
         self.spec = load_spec_sheet(builtin_sheet("cpu.toml"), version=__version__)
 
     def capability(self, graph: Graph, options: CompileOptions) -> Capability:
-        return kernel_capability(graph, self.spec.name)
+        return kernel_capability(graph, self.spec)
 
     def compile(self, graph: Graph, options: CompileOptions) -> CpuExecutable:
         t0 = time.perf_counter()

@@ -156,7 +156,7 @@ class GpuTarget:
 
     # -- capability ------------------------------------------------------------------------
     def capability(self, graph: Graph, options: CompileOptions) -> Capability:
-        cap = kernel_capability(graph, self.spec.name)
+        cap = kernel_capability(graph, self.spec)
         refused = {r.node for r in cap.refused}
         try:
             kernels = self._plan(graph, keep=not refused)

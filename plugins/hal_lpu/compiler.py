@@ -165,7 +165,7 @@ class LpuTarget:
         shapes = resolve_shapes(graph, *host_candidates(graph))
         resolved = replace(graph, values=shapes.values)
         used = {i for n in graph.nodes for i in n.inputs if i} | {o.name for o in graph.outputs}
-        return kernel_capability(graph, self.spec.name, refuse=lambda n, g: _refuse(n, resolved, used, shapes))
+        return kernel_capability(graph, self.spec, refuse=lambda n, g: _refuse(n, resolved, used, shapes))
 
     def load(self, blob: bytes) -> LpuExecutable | SpecialisingExecutable:
         exe = pickle.loads(blob)

@@ -82,7 +82,7 @@ class WaferTarget:
         self.params = WaferParams.from_spec(spec)
 
     def capability(self, graph: Graph, options: CompileOptions) -> Capability:
-        return kernel_capability(graph, self.spec.name)
+        return kernel_capability(graph, self.spec)
 
     def compile(self, graph: Graph, options: CompileOptions) -> WaferExecutable:
         t0 = time.perf_counter()

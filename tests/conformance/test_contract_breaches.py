@@ -133,6 +133,8 @@ class BrokenTarget:
         spec = base_spec.model_copy(update={"name": f"broken-{fault}", "vendor": "Broken Vendor Inc."}, deep=True)
         if fault == "spec-unsourced":  # a number copied from a slide
             spec.hardware["peak_flops"] = HardwareNumber(value=1e15, unit="flops_per_s", source="TBD")
+        if fault == "capability-ignores-dtypes":  # the sheet says no int64; capability still asks the base target
+            spec.dtypes = ["float32", "float16", "int32", "int8", "bool"]
         self.spec = spec
         self.asked = "exact"
 
@@ -207,6 +209,8 @@ BREACHES: dict[str, tuple[str, str]] = {
     "report-ghost-kernel": ("report_matches_program_tiny_cnn", "kernels for nodes the graph lacks: ['vendor/pre']"),
     "capability-overclaims": ("capability_matches_compile_tiny_gpt", "compile refused ['transformer.h.0.attn/Softmax'"),
     "capability-omits": ("capability_matches_compile_tiny_gpt", "neither takes nor refuses"),
+    "capability-ignores-dtypes": ("capability_matches_compile_tiny_gpt", "but int64 value 'input_ids': target "
+                                  "'broken-capability-ignores-dtypes' computes in float32, float16, int32, int8, bool"),
     "compile-mutates-graph": ("compile_leaves_graph_unchanged_tiny_cnn",
                               "compile of target 'broken-compile-mutates-graph' changed the graph it was given"),
     "compile-needs-weights": ("shape_only_weights_compile_tiny_cnn", "with shape-only weights"),
