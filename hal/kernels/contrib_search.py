@@ -538,6 +538,8 @@ def whisper_beam_search(input_features, max_length, min_length=None, num_beams=N
     features = np.asarray(input_features)
     if features.ndim != 3:
         raise ValueError(f"input_features shall have 3 dimensions (batch, features, frames), got {features.shape}")
+    if attention_mask is not None and np.ndim(attention_mask) != 3:  # (read no further, as onnxruntime's)
+        raise ValueError(f"attention_mask shall have 3 dimensions, got shape {np.shape(attention_mask)}")
     timestamps = None
     if _scalar(logits_processor, 0, "logits_processor", int) == 1:
         vocab = vocab_of(decoder.proto)

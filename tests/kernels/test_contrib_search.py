@@ -267,6 +267,13 @@ def test_whisper_forms_not_computed_are_refused():
     with pytest.raises(RunError, match="beginning_timestamp_token_id is out of range"):
         hal.InferenceSession(blob, target="cpu", cache_dir=False).run(None, feeds)
     feeds.pop("logits_processor")
+    # an attention_mask is checked for its rank only, as onnxruntime reads no more of it; hal had run one of two
+    masked = {**feeds, "attention_mask": np.ones((feeds["input_features"].shape[0], 5), np.int32)}
+    blob = search_model("WhisperBeamSearch", masked, ["sequences"], **WHISPER)
+    with pytest.raises(Exception, match="attention_mask.*3 dimensions"):
+        run_as_written(blob, masked)
+    with pytest.raises(RunError, match=r"attention_mask shall have 3 dimensions, got shape \(3, 5\)"):
+        hal.InferenceSession(blob, target="cpu", cache_dir=False).run(None, masked)
     blob = search_model("WhisperBeamSearch", feeds, ["sequences", "", "", "cross_qk"], **WHISPER)
     with pytest.raises(UnsupportedOpError, match="cross_qk"):
         hal.InferenceSession(blob, target="cpu", cache_dir=False)
