@@ -18,6 +18,7 @@ from onnx import helper
 
 from benchmarks import (
     differential_contrib,
+    differential_encdec,
     differential_flow,
     differential_generation,
     differential_hybrid,
@@ -394,7 +395,8 @@ FAMILIES: dict[str, Callable[[Case], list[str]]] = {
     **differential_flow.FAMILIES, **differential_ml.FAMILIES, **differential_contrib.FAMILIES,
     **differential_models.FAMILIES, **differential_lowbits.FAMILIES, **differential_legacy.FAMILIES,
     **differential_recent.FAMILIES, **differential_hybrid.FAMILIES, **differential_msextra.FAMILIES,
-    **differential_mlmaps.FAMILIES, **differential_generation.FAMILIES}
+    **differential_mlmaps.FAMILIES, **differential_generation.FAMILIES,
+    **differential_encdec.FAMILIES}
 
 
 def build(seed: int, family: str) -> Case | None:
