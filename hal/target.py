@@ -8,12 +8,13 @@ the hardware would do. ``load`` turns ``Executable.serialize()`` bytes back into
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import onnx
 
-from hal.graph.ir import Graph, Node
+from hal.graph.ir import Graph, Node, np_dtype
 from hal.specs import Capability, CompileOptions, CompileReport, TargetSpec
 
 
@@ -87,20 +88,42 @@ def no_kernel_reason(node: Node, graph: Graph) -> str:
             + (f": {advice}" if advice else ""))
 
 
+def _body_tensors(body: onnx.GraphProto, where: str) -> Iterator[tuple[str, int, str]]:
+    """(name, ONNX element type, where) of every tensor an If / Loop / Scan body and the bodies in it
+    declare (hal's loader has inferred their types)."""
+    for vi in (*body.input, *body.output, *body.value_info):
+        if vi.type.HasField("tensor_type"):
+            yield vi.name, vi.type.tensor_type.elem_type, where
+    for init in body.initializer:
+        yield init.name, init.data_type, where
+    for n in body.node:
+        for a in n.attribute:
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                yield from _body_tensors(g, f"{where}, node {n.name or n.op_type!r}'s {a.name}")
+
+
 def foreign_dtype(node: Node, graph: Graph, spec: TargetSpec) -> str | None:
     """Why ``node`` is not for a target whose spec lists the dtypes its hardware has (``TargetSpec.dtypes``):
-    the first tensor it reads or writes of another type, or None (always None for a spec that lists none)."""
+    the first tensor it reads or writes, or one its bodies compute, of another type; None when there is
+    none (always for a spec that lists no dtypes)."""
     if not spec.dtypes:
         return None
     from hal.specs import dtype_name
 
+    tensors: list[tuple[str, int | np.dtype | None, str]] = []
     for v in (*node.inputs, *node.outputs):
         info = graph.values.get(v) if v else None
-        if info is not None and info.kind == "tensor" and info.dtype is not None:
-            name = dtype_name(info.dtype)
-            if name not in spec.dtypes:
-                return (f"{name} value {v!r}: target {spec.name!r} computes in {', '.join(spec.dtypes)} only "
-                        "(its spec's dtypes)")
+        if info is not None and info.kind == "tensor":
+            tensors.append((v, info.dtype, ""))
+    for key, a in node.attrs.items():
+        for body in ([a] if isinstance(a, onnx.GraphProto) else a if isinstance(a, list) else []):
+            if isinstance(body, onnx.GraphProto):
+                tensors += _body_tensors(body, f" in its {key}")
+    for v, dt, where in tensors:
+        dt = np_dtype(dt) if isinstance(dt, int) else dt
+        if dt is not None and (name := dtype_name(dt)) not in spec.dtypes:
+            return (f"{name} value {v!r}{where}: target {spec.name!r} computes in {', '.join(spec.dtypes)} only "
+                    "(its spec's dtypes)")
     return None
 
 

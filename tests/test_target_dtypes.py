@@ -42,3 +42,21 @@ def test_an_unknown_dtype_name_is_refused_with_the_known_ones():
     with pytest.raises(pydantic.ValidationError, match="unknown dtype.*'fp64'.*float64, uint32"):
         TargetSpec(name="npu", vendor="v", kind="other", dtypes=["float32", "fp64"])
     assert {"float32", "bfloat16", "float8_e4m3fn", "int4", "string", "bool"} <= set(dtype_names())
+
+
+def test_a_body_computing_another_type_refuses_its_node():
+    vi = helper.make_tensor_value_info
+    f32 = TensorProto.FLOAT
+    then_g = helper.make_graph([helper.make_node("Cast", ["x"], ["t64"], to=TensorProto.DOUBLE),
+                                helper.make_node("Sqrt", ["t64"], ["s"]),
+                                helper.make_node("Cast", ["s"], ["t"], to=f32)], "then", [], [vi("t", f32, [2])])
+    else_g = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [], [vi("e", f32, [2])])
+    g = helper.make_graph([helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then_g, else_branch=else_g)],
+                          "g", [vi("c", TensorProto.BOOL, []), vi("x", f32, [2])], [vi("y", f32, [2])])
+    graph = load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    spec = TargetSpec(name="npu", vendor="v", kind="other", dtypes=["float32", "bool"])
+    (refusal,) = kernel_capability(graph, spec).refused
+    assert refusal.node == "branch"
+    assert refusal.reason.startswith("float64 value 't64' in its then_branch: target 'npu' computes in float32, bool")
+    with_f64 = spec.model_copy(update={"dtypes": ["float32", "bool", "float64"]})
+    assert kernel_capability(graph, with_f64).supported_nodes() == {"branch"}
