@@ -36,10 +36,11 @@ def cmd_targets(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     t = Table(title="hal targets")
-    for c in ("target", "kind", "vendor", "precisions", "HAL API", "version"):
+    for c in ("target", "kind", "vendor", "precisions", "dtypes", "HAL API", "version"):
         t.add_column(c)
     for s in specs:
-        t.add_row(*map(literal, (s.name, s.kind, s.vendor, ", ".join(s.precisions), s.hal_api, s.version)))
+        t.add_row(*map(literal, (s.name, s.kind, s.vendor, ", ".join(s.precisions), ", ".join(s.dtypes) or "all",
+                                 s.hal_api, s.version)))
     console(t).print(t)
     return 0
 

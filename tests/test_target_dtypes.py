@@ -4,10 +4,15 @@ every type; an unknown name is refused when the spec is built, listing the names
 
 from __future__ import annotations
 
+import warnings
+
 import pydantic
 import pytest
 from onnx import TensorProto, helper
 
+import hal
+import hal.plugins
+from hal.cli import main
 from hal.graph.load import load
 from hal.specs import TargetSpec, dtype_names
 from hal.target import kernel_capability
@@ -60,3 +65,37 @@ def test_a_body_computing_another_type_refuses_its_node():
     assert refusal.reason.startswith("float64 value 't64' in its then_branch: target 'npu' computes in float32, bool")
     with_f64 = spec.model_copy(update={"dtypes": ["float32", "bool", "float64"]})
     assert kernel_capability(graph, with_f64).supported_nodes() == {"branch"}
+
+
+class _Npu:
+    spec = TargetSpec(name="dtype-npu", vendor="v", kind="other", dtypes=["float32", "float16"])
+
+    def capability(self, graph, options):
+        return kernel_capability(graph, self.spec)
+
+    def compile(self, graph, options):
+        raise NotImplementedError
+
+    def load(self, blob):
+        raise NotImplementedError
+
+
+class _NpuPlugin:
+    HAL_API_VERSION = "1.0"
+
+    @hal.hookimpl
+    def hal_targets(self):
+        return [_Npu()]
+
+
+def test_hal_targets_shows_each_target_s_dtypes(capsys, monkeypatch):
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main sets it for the process
+    rec = hal.plugins.register(_NpuPlugin(), "dtype-npu")
+    try:
+        assert rec.ok, rec.error
+        assert main(["targets"]) == 0
+    finally:
+        hal.plugins.unregister("dtype-npu")
+    lines = capsys.readouterr().out.splitlines()
+    assert "float32, float16" in next(line for line in lines if "dtype-npu" in line)
+    assert " all " in next(line for line in lines if " lpu " in line)
