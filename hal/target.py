@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from hal.graph.ir import Graph, Node, np_dtype
-from hal.specs import Capability, CompileOptions, CompileReport, TargetSpec
+from hal.specs import Capability, CompileOptions, CompileReport, TargetSpec, dtype_name
 
 
 @runtime_checkable
@@ -108,8 +108,6 @@ def foreign_dtype(node: Node, graph: Graph, spec: TargetSpec) -> str | None:
     none (always for a spec that lists no dtypes)."""
     if not spec.dtypes:
         return None
-    from hal.specs import dtype_name
-
     tensors: list[tuple[str, int | np.dtype | None, str]] = []
     for v in (*node.inputs, *node.outputs):
         info = graph.values.get(v) if v else None
