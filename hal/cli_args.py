@@ -158,7 +158,8 @@ def load_inputs(pairs: list[str] | None, npz: str | None) -> dict[str, np.ndarra
 def _numpy_says(e: Exception) -> str:
     """numpy's reason a file did not load, without its advice to unpickle a file that is not numpy's."""
     if isinstance(e, ValueError) and "allow_pickle" in str(e):
-        return "not a .npy or .npz file of plain arrays (numpy reads it as a pickle, which hal does not load)"
+        return ("not a .npy or .npz file of plain arrays (numpy reads it as a pickle, which hal does not load; "
+                "save strings as a str array, np.array(['text', ...]), not an object array)")
     return f"{type(e).__name__}: {e}"
 
 

@@ -85,6 +85,10 @@ def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = N
                 feeds[t.name] = rng.integers(0, hi, size=shape).astype(dt)
         elif dt.kind == "b":
             feeds[t.name] = np.ones(shape, dtype=bool)
+        elif dt.kind == "O":
+            raise InputError(f"input {t.name!r} is a string tensor; hal cannot invent its text", where="random inputs",
+                             hint=f"{FEED_IT}; on the command line as a numpy str array, which np.save and np.savez "
+                                  f"store without pickling: np.savez(FILE, {t.name}=np.array(['text', ...]))")
         else:
             raise InputError(f"input {t.name!r} has dtype {dt}; hal cannot invent it", where="random inputs",
                              hint=FEED_IT)

@@ -78,6 +78,25 @@ def test_input_files_that_are_not_what_the_flag_reads_say_so(hal_cli, tmp_path):
     assert rc == 2 and "holds no arrays" in err
 
 
+def test_a_string_input_says_how_to_feed_it_and_runs_from_a_str_array(hal_cli, tmp_path):
+    # random inputs cannot invent text, and an object array is a pickle hal does not load: both errors
+    # said "feed it yourself" without saying how a command line can (a numpy str array, stored plain)
+    m = helper.make_model(helper.make_graph(
+        [helper.make_node("StringNormalizer", ["x"], ["y"], case_change_action="UPPER")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.STRING, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.STRING, [3])]), opset_imports=[helper.make_opsetid("", 17)])
+    path = str(tmp_path / "text.onnx")
+    onnx.save(m, path)
+    rc, _, err = hal_cli("run", path)
+    assert rc == 2 and "input 'x' is a string tensor" in err and "np.savez(FILE, x=np.array(['text', ...]))" in err
+    np.savez(tmp_path / "objects.npz", x=np.array(["a", "b", "c"], dtype=object))
+    rc, _, err = hal_cli("run", path, "--inputs", str(tmp_path / "objects.npz"))
+    assert rc == 2 and "save strings as a str array, np.array(['text', ...]), not an object array" in err
+    np.savez(tmp_path / "text.npz", x=np.array(["a", "b", "c"]))
+    rc, out, _ = hal_cli("run", path, "--inputs", str(tmp_path / "text.npz"))
+    assert rc == 0 and "A, B, C" in out, out
+
+
 def test_a_dimension_the_model_does_not_name_is_an_error(hal_cli, tmp_path):
     model = _dynamic_model(tmp_path / "dyn.onnx")
     rc, _, err = hal_cli("run", model, "--dim", "n=2", "--json")
