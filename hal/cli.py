@@ -18,7 +18,7 @@ from hal.cli_args import check_destinations, emit_json, load_inputs, parse_dims,
 from hal.errors import HalError, InputError
 from hal.numerics import is_float
 from hal.peers import PEERS
-from hal.render import console, fmt_bytes, fmt_num, fmt_time, literal
+from hal.render import console, fmt_bytes, fmt_num, fmt_time, literal, titled_table
 
 EXIT_ERROR = 2
 EXIT_INTERNAL = 3
@@ -33,9 +33,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
     if args.json is not None:
         emit_json(args.json, [s.model_dump(mode="json") for s in specs])
         return 0
-    from rich.table import Table
 
-    t = Table(title="hal targets")
+    t = titled_table("hal targets")
     for c in ("target", "kind", "vendor", "precisions", "dtypes", "HAL API", "version"):
         t.add_column(c)
     for s in specs:
@@ -72,11 +71,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.json is not None:
         emit_json(args.json, {"environment": env, "plugins": plugins})
         return 0
-    from rich.table import Table
 
     con = console()
     con.print(" ".join(f"{k} {v}" for k, v in env.items() if v), markup=False)  # (its "[image]" is text)
-    t = Table(title="plugins (entry-point group hal.plugins)")
+    t = titled_table("plugins (entry-point group hal.plugins)")
     for c in ("plugin", "distribution", "version", "HAL API", "targets", "status"):
         t.add_column(c)
     for p in plugins:
@@ -133,10 +131,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         emit_json(args.json, {"outputs": summary, "report": r.model_dump(mode="json"),
                                "run": sess.last_run.model_dump(mode="json") if sess.last_run else None})
         return 0
-    from rich.table import Table
 
     con = console()
-    t = Table(title=literal(f"{args.model} on {args.target} ({args.precision})"))
+    t = titled_table(f"{args.model} on {args.target} ({args.precision})")
     for c in ("output", "shape", "dtype", "mean", "first values"):
         t.add_column(c)
     for s in summary:
@@ -176,11 +173,10 @@ def _cell(v: Any) -> str:
 
 
 def _print_compare(rep, title: str) -> None:
-    from rich.table import Table
 
     from hal.render import COLUMNS, notes, row, rows
 
-    t = Table(title=literal(title))
+    t = titled_table(title)
     for c in COLUMNS:
         t.add_column(c, overflow="fold")
     style = {"ok": "green", "fell back": "yellow", "refused": "red", "error": "red"}
@@ -312,10 +308,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.json is not None:
         emit_json(args.json, {**summary, "report": r.model_dump(mode="json")})
         return 0
-    from rich.table import Table
 
-    t = Table(title=literal(f"{args.model} on {args.target}: the {min(args.top, len(r.kernels))} longest of "
-                            f"{r.kernel_count} program units"))
+    t = titled_table(f"{args.model} on {args.target}: the {min(args.top, len(r.kernels))} longest of "
+                     f"{r.kernel_count} program units")
     for c in ("unit of program", "ops", "where", "time", "FLOPs", "bytes", "bound"):
         t.add_column(c, overflow="fold")
     for k in sorted(r.kernels, key=lambda k: -k.time_s)[: args.top]:
@@ -354,14 +349,11 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         payload = [e.model_dump(mode="json") for e in ests]
         emit_json(args.json, payload[0] if len(payload) == 1 else payload)
         return 0 if any(e.status == "ok" for e in ests) else EXIT_ERROR
-    from rich.table import Table
 
     llm = any(e.batch is not None for e in ests)  # --phase, --batch, --context, --prompt shape the zoo's LLMs only
-    t = Table(title=literal(f"estimate: {args.model} ("
-                    + (f"{args.phase}, batch {args.batch}, "
-                       + (f"context {args.context}" if args.phase == "decode" else f"prompt {args.prompt}") + ", "
-                       if llm else "")
-                    + f"precision {args.precision})"))
+    shape = (f"{args.phase}, batch {args.batch}, "
+             + (f"context {args.context}" if args.phase == "decode" else f"prompt {args.prompt}") + ", ") if llm else ""
+    t = titled_table(f"estimate: {args.model} ({shape}precision {args.precision})")
     for c in ("target", "status", "latency", "tokens/s per user", "TTFT", "devices", "memory/device",
               "energy", "compile"):
         t.add_column(c, overflow="fold")
@@ -411,9 +403,8 @@ def _estimate_sweep(args: argparse.Namespace) -> int:
         emit_json(args.json, {"sweep": key, "values": xs, "metric": metric, "series": series,
                                "estimates": [[e.model_dump(mode="json") for e in ests] for _, ests in rows]})
         return status
-    from rich.table import Table
 
-    t = Table(title=literal(f"{args.model}: {metric} vs {key} ({args.phase}, precision {args.precision})"))
+    t = titled_table(f"{args.model}: {metric} vs {key} ({args.phase}, precision {args.precision})")
     t.add_column(key)
     for name in targets:
         t.add_column(literal(name))

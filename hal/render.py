@@ -52,6 +52,14 @@ def console(table: object = None):
     return Console(soft_wrap=False, width=width)
 
 
+def titled_table(title: str):
+    """A rich table under ``title`` (printed as it is), at least as wide as the title: rich wraps a title
+    to its table's width, so a narrow table (an estimate's sweep: 23 columns) had a heading of three lines."""
+    from rich.table import Table
+
+    return Table(title=literal(title), min_width=len(title))
+
+
 def literal(x: object) -> str:
     """``x`` as text that rich prints as it is: a model's node names, a plugin's error, a user's path may
     hold brackets, which rich would take as markup (``[image]`` vanishes, ``[/x]`` raises MarkupError)."""

@@ -101,3 +101,10 @@ def test_a_log_gets_the_compare_table_whole(hal_cli):
     assert "kernels/nodes" in out
     row = next(line for line in out.splitlines() if "gpu-mi300x" in line)
     assert "gpu-mi300x: 72" in row, out
+
+
+def test_a_narrow_table_keeps_its_title_on_one_line(hal_cli):
+    # rich wraps a title to its table's width: the sweep's 23-column table had a heading of three lines
+    rc, out = hal_cli("estimate", "zoo:llama-3.1-8b", "--target", "gpu", "--sweep", "batch=1,2")
+    assert rc == 0
+    assert "zoo:llama-3.1-8b: tokens_per_s_total vs batch (decode, precision native)" in out, out
