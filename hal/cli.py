@@ -73,7 +73,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return 0
 
     con = console()
-    con.print(" ".join(f"{k} {v}" for k, v in env.items() if v), markup=False)  # (its "[image]" is text)
+    # one line, however long: a log keeps it whole, a terminal wraps it (its "[image]" is text, not markup)
+    con.print(" ".join(f"{k} {v}" for k, v in env.items() if v), markup=False, soft_wrap=True)
     t = titled_table("plugins (entry-point group hal.plugins)")
     for c in ("plugin", "distribution", "version", "HAL API", "targets", "status"):
         t.add_column(c)

@@ -4,6 +4,7 @@ file ``/x]...`` stopped every command with rich's MarkupError (an internal error
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import onnx
@@ -108,3 +109,12 @@ def test_a_narrow_table_keeps_its_title_on_one_line(hal_cli):
     rc, out = hal_cli("estimate", "zoo:llama-3.1-8b", "--target", "gpu", "--sweep", "batch=1,2")
     assert rc == 0
     assert "zoo:llama-3.1-8b: tokens_per_s_total vs batch (decode, precision native)" in out, out
+
+
+def test_doctor_prints_the_environment_on_one_line(hal_cli):
+    # (167 characters here: a 160-column console had folded it before the numba and Pillow notes)
+    rc, out = hal_cli("doctor", "--json", "-")
+    env = json.loads(out)["environment"]
+    rc, out = hal_cli("doctor")
+    assert rc == 0
+    assert out.splitlines()[0] == " ".join(f"{k} {v}" for k, v in env.items() if v), out
