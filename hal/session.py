@@ -27,6 +27,7 @@ from hal.errors import CompileError, HalError, InputError, ResourceError, Unsupp
 from hal.graph.ir import Graph, TensorInfo
 from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
+from hal.kernels import jit
 from hal.overrides import InitializerOverrides
 from hal.perf.opcount import tensor_bytes
 from hal.plugins import get_target, hook_error, is_own_target, registry
@@ -255,6 +256,13 @@ class InferenceSession:
             parts = [SessionPart(p.target, p.key, p.nodes) for p in self._parts if p.key]
             if len(parts) == len(self._parts):
                 cache.store_session(skey, tgt, model, SessionEntry(graph, self._refused, parts), frontend_s)
+        if not graph.shape_only:
+            # the compiled loops' machine code (numba's start and its cache: a second or more, once per
+            # process) is loaded now, not inside the first run, and counts as the library's, as importing
+            # it would, not as this model's compile: `hal run` had said "host run 1.11 s" of a 1.6 ms run
+            t_lib = time.perf_counter()
+            jit.load()
+            t0 += time.perf_counter() - t_lib
         self._report = self._merge_reports(graph, time.perf_counter() - t0)
         if self.compile_cache is not None:
             st = self.compile_cache.stats

@@ -244,3 +244,15 @@ def test_a_model_run_compiles_no_loop_after_load() -> None:
                                           {"kernel_shape": [3, 3], "strides": [2, 2]})[0]},
                 {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_session_loads_the_loops_before_its_first_run_and_a_shape_only_one_does_not() -> None:
+    # numba's start and its cache are a second or more once per process: paid inside the first run, they
+    # had made `hal run` report "host run 1.11 s" of a 1.6 ms run; a compile-only (shape-only) session
+    # never runs a loop and leaves numba unimported
+    code = ("import sys, hal; hal.InferenceSession('zoo:{}', target='cpu', cache_dir=False);"
+            "print('hal.kernels._loops' in sys.modules, 'numba' in sys.modules)")
+    for model, loaded in (("tiny-cnn", "True True"), ("llama-2-7b", "False False")):
+        res = subprocess.run([sys.executable, "-c", code.format(model)], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == loaded.split(), (model, res.stdout)
