@@ -174,7 +174,6 @@ def _cell(v: Any) -> str:
 
 
 def _print_compare(rep, title: str) -> None:
-
     from hal.render import COLUMNS, notes, row, rows
 
     t = titled_table(title)

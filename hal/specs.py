@@ -6,6 +6,7 @@ These models are the wire format of HAL API 1.0; ``specs/schemas/`` holds their 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -74,20 +75,15 @@ def dtype_name(dt: Any) -> str:
     return "string" if dt.kind == "O" else dt.name
 
 
-_DTYPE_NAMES: tuple[str, ...] = ()
-
-
+@functools.cache
 def dtype_names() -> tuple[str, ...]:
     """Every ONNX tensor element type hal reads, by ``dtype_name``, in ONNX's numbering."""
-    global _DTYPE_NAMES
-    if not _DTYPE_NAMES:
-        import onnx
+    import onnx
 
-        from hal.graph.ir import np_dtype
+    from hal.graph.ir import np_dtype
 
-        dts = (np_dtype(t) for t in sorted(onnx.TensorProto.DataType.values()))
-        _DTYPE_NAMES = tuple(dict.fromkeys(dtype_name(d) for d in dts if d is not None))
-    return _DTYPE_NAMES
+    dts = (np_dtype(t) for t in sorted(onnx.TensorProto.DataType.values()))
+    return tuple(dict.fromkeys(dtype_name(d) for d in dts if d is not None))
 
 
 class TargetSpec(HalModel):

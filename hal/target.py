@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import onnx
 
-from hal.graph.ir import Graph, Node, np_dtype
+from hal.graph.ir import Graph, Node, attribute_graphs, node_bodies, np_dtype
 from hal.specs import Capability, CompileOptions, CompileReport, TargetSpec, dtype_name
 
 
@@ -98,7 +98,7 @@ def _body_tensors(body: onnx.GraphProto, where: str) -> Iterator[tuple[str, int,
         yield init.name, init.data_type, where
     for n in body.node:
         for a in n.attribute:
-            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+            for g in attribute_graphs(a):
                 yield from _body_tensors(g, f"{where}, node {n.name or n.op_type!r}'s {a.name}")
 
 
@@ -113,10 +113,8 @@ def foreign_dtype(node: Node, graph: Graph, spec: TargetSpec) -> str | None:
         info = graph.values.get(v) if v else None
         if info is not None and info.kind == "tensor":
             tensors.append((v, info.dtype, ""))
-    for key, a in node.attrs.items():
-        for body in ([a] if isinstance(a, onnx.GraphProto) else a if isinstance(a, list) else []):
-            if isinstance(body, onnx.GraphProto):
-                tensors += _body_tensors(body, f" in its {key}")
+    for key, body in node_bodies(node.attrs.items()):
+        tensors += _body_tensors(body, f" in its {key}")
     for v, dt, where in tensors:
         dt = np_dtype(dt) if isinstance(dt, int) else dt
         if dt is not None and (name := dtype_name(dt)) not in spec.dtypes:

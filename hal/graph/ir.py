@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,13 +233,20 @@ def _rename_reads(g: onnx.GraphProto, names: dict[str, str]) -> None:
             o.name = names[o.name]
 
 
+def node_bodies(attrs: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, onnx.GraphProto]]:
+    """The graph attributes among a node's (name, value) pairs (``Node.attrs.items()``): If's
+    branches, a Loop or Scan body; a list of graphs gives one pair each."""
+    for name, v in attrs:
+        for g in v if isinstance(v, list) else [v]:
+            if isinstance(g, onnx.GraphProto):
+                yield name, g
+
+
 def body_reads(node: Node) -> set[str]:
     """The outer names the node's graph attributes read implicitly (they keep those values alive)."""
     out: set[str] = set()
-    for v in node.attrs.values():
-        for g in v if isinstance(v, list) else [v]:
-            if isinstance(g, onnx.GraphProto):
-                out |= graph_reads(g)
+    for _, g in node_bodies(node.attrs.items()):
+        out |= graph_reads(g)
     return out
 
 

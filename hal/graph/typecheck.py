@@ -7,13 +7,12 @@ from __future__ import annotations
 import functools
 import sys
 from collections import ChainMap
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 import onnx
 
 from hal.errors import ModelError
-from hal.graph.ir import Node, TensorInfo, attribute_graphs
+from hal.graph.ir import Node, TensorInfo, attribute_graphs, node_bodies
 
 
 def label(n: onnx.NodeProto | Node) -> str:
@@ -62,16 +61,8 @@ def check_input_types(nodes: list[Node], values: dict[str, TensorInfo], opset: i
     types = {name: info.elem_type for name, info in values.items() if info.kind == "tensor"}
     for n in nodes:
         _check_node(n, n.inputs, types, opset, where, "")
-        for attr, body in _bodies(n.attrs.items()):
+        for attr, body in node_bodies(n.attrs.items()):
             _check_body(body, ChainMap(_declared_types(body), types), opset, where, f"{label(n)} {attr}: ")
-
-
-def _bodies(attrs: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, onnx.GraphProto]]:
-    """The graph attributes among (name, value) pairs, a list of graphs giving one pair each."""
-    for name, v in attrs:
-        for g in v if isinstance(v, list) else [v]:
-            if isinstance(g, onnx.GraphProto):
-                yield name, g
 
 
 def _declared_types(g: onnx.GraphProto) -> dict[str, int]:

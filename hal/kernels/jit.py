@@ -143,6 +143,8 @@ LOCK_FILE = "hal-jit.lock"
 
 
 _LOOPS: Any = None
+#: whether ``load`` has run in this process
+_LOADED = False
 
 
 def loops() -> Any:
@@ -162,10 +164,13 @@ def load() -> None:
     cache once it is there, else compiled): a fixed cost per process, about 100 MB of resident
     memory whatever the model, paid here rather than inside the first run that takes a loop.
     ``benchmarks.memory`` calls it before its baseline, as it imports onnxruntime there: code and
-    the compiler's own memory belong to the libraries, as numpy's and OpenBLAS's kernels do."""
-    if not enabled():
+    the compiler's own memory belong to the libraries, as numpy's and OpenBLAS's kernels do. Once a
+    process: every runnable ``InferenceSession`` calls it."""
+    global _LOADED
+    if _LOADED or not enabled():
         return
     loops().warm()
+    _LOADED = True
 
 
 __all__ = ["enabled", "load", "loops", "njit", "status"]
