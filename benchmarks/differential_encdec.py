@@ -56,7 +56,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from benchmarks.differential_draw import Case, ri
-from benchmarks.differential_generation import _i32, _node, _tame
+from benchmarks.differential_generation import _i32, _left_padded, _node, _tame
 
 _MS = "com.microsoft"
 F32, I32 = TensorProto.FLOAT, TensorProto.INT32
@@ -232,15 +232,6 @@ def _pair(c: Case, vocab: int, eos: int, positions: int, source: str, older: boo
     ins += [_vi(n, F32, ["batch", heads, "enc_seq", head]) for n in past_cross]
     outs = [_vi("logits", F32, ["batch", 1, vocab]), *_presents(layers, "self", ["batch", heads, "total", head])]
     return encoder, d.graph("decoder", ins, outs)
-
-
-def _left_padded(c: Case, ids: np.ndarray, pad: int) -> np.ndarray:
-    """Pads leading some rows (the first row whole), as a tokenizer pads a batch on the left: the mask."""
-    r, (batch, length) = c.rng, ids.shape
-    lead = [0] + [ri(r, 0, length) for _ in range(batch - 1)]
-    mask = np.array([[0] * p + [1] * (length - p) for p in lead], np.int32)
-    ids[mask == 0] = pad
-    return mask
 
 
 def _search(c: Case, names: dict[str, str], attrs: dict, vocab: int, batch: int, longest: int,

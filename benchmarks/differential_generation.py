@@ -130,6 +130,15 @@ def _i32(c: Case, value) -> str:
     return c.feed([], value=np.asarray(value, np.int32).reshape(1))
 
 
+def _left_padded(c: Case, ids: np.ndarray, pad: int) -> np.ndarray:
+    """Pads leading some rows (the first row whole), as a tokenizer pads a batch on the left: the mask."""
+    r, (batch, length) = c.rng, ids.shape
+    lead = [0] + [ri(r, 0, length) for _ in range(batch - 1)]
+    mask = np.array([[0] * p + [1] * (length - p) for p in lead], np.int32)
+    ids[mask == 0] = pad
+    return mask
+
+
 def _common(c: Case, beam: bool) -> tuple[list[str], dict, int, int, int]:
     """The prompt, lengths and processors every search takes: the node's inputs (named as its
     schema orders them, "" for the ones left out, beam's num_beams etc. still to fill), its
@@ -145,9 +154,7 @@ def _common(c: Case, beam: bool) -> tuple[list[str], dict, int, int, int]:
     ids = r.integers(0, vocab, (batch, prompt)).astype(np.int32)
     mask = None
     if r.random() < 0.5:  # left padding (the first row's prompt whole)
-        lead = [0] + [ri(r, 0, prompt) for _ in range(batch - 1)]
-        mask = np.array([[0] * p + [1] * (prompt - p) for p in lead], np.int32)
-        ids[mask == 0] = pad
+        mask = _left_padded(c, ids, pad)
         if prompt > 2 and r.random() < 0.3:  # a hole inside a row's tokens, its id left as it is
             mask[ri(r, 0, batch), ri(r, 1, prompt - 1)] = 0
     names = {"input_ids": c.feed(list(ids.shape), value=ids), "max_length": _i32(c, longest)}
