@@ -342,9 +342,7 @@ class Graph:
     def reads(self) -> list[list[str]]:
         """What each node reads: its inputs, then (sorted) the outer values its If/Loop/Scan bodies read
         by name that are not among its inputs."""
-        bodies = {id(n): body_reads(n) for n in self.nodes
-                  if any(isinstance(g, onnx.GraphProto) for v in n.attrs.values()
-                         for g in (v if isinstance(v, list) else [v]))}
+        bodies = {id(n): body_reads(n) for n in self.nodes if next(node_bodies(n.attrs.items()), None)}
         outer: set[str] = set()
         if any(bodies.values()):
             outer = {o for n in self.nodes for o in n.outputs if o} | set(self.initializers) | {

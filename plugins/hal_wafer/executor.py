@@ -19,7 +19,7 @@ import numpy as np
 
 from hal.engine import Program, fused_runs, kernel_step, weight_only_values
 from hal.errors import RunError
-from hal.graph.ir import Graph, TensorInfo, body_reads, graph_reads
+from hal.graph.ir import Graph, TensorInfo, body_reads
 from hal.numerics import Policy, apply_policy
 from hal.specs import CompileReport
 from hal_wafer.placement import Placement
@@ -61,13 +61,7 @@ def build_stage_program(graph: Graph, name: str, node_names: list[str], policy: 
     if rounded:
         sub.initializers = {**sub.initializers, **rounded}
     defined = {i.name for i in sub.inputs} | set(sub.initializers) | {o for n in sub.nodes for o in n.outputs}
-    outer = set()
-    for n in sub.nodes:
-        for v in n.attrs.values():
-            for g in (v if isinstance(v, list) else [v]):
-                if hasattr(g, "node"):
-                    outer |= graph_reads(g)
-    outer_names = sorted(o for o in outer if o not in defined)
+    outer_names = sorted(implicit_reads(sub) - defined)
     program = Program(sub, steps, extra_inputs=outer_names,
                       constant_inputs=[n for n in [i.name for i in sub.inputs] + outer_names if n in constant])
     return StageProgram(name, program, [i.name for i in sub.inputs], [o.name for o in sub.outputs], outer_names)
