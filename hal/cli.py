@@ -53,7 +53,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     reg = registry()
     plugins = [{"plugin": r.name, "distribution": r.distribution, "version": r.version, "hal_api": r.api,
-                "targets": r.targets, "ok": r.ok, "error": str(r.error) if r.error else None}
+                "targets": r.targets, "ok": r.ok, "error": str(r.error) if r.error else None, "warnings": r.warnings}
                for r in sorted(reg.records.values(), key=lambda r: r.name)]
     env = {"hal": hal.__version__, "hal_api": hal.HAL_API_VERSION, "python": platform.python_version()}
     for pkg in ("numpy", "onnx", "ml_dtypes", "pluggy", "pydantic", "numba", "onnxruntime"):
@@ -81,11 +81,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for p in plugins:
         t.add_row(*map(literal, (p["plugin"], p["distribution"] or "—", p["version"] or "—", p["hal_api"] or "—",
                                  ", ".join(p["targets"]) or "—")),
-                  "[green]ok[/]" if p["ok"] else f"[red]{literal(p['error'])}[/]")
+                  f"[red]{literal(p['error'])}[/]" if not p["ok"] else
+                  f"[yellow]ok, but {literal('; '.join(p['warnings']))}[/]" if p["warnings"] else "[green]ok[/]")
     con.print(t)
     n_bad = sum(not p["ok"] for p in plugins)
-    con.print(f"{len(plugins) - n_bad} plugin(s) loaded, {n_bad} failed" + (" — the others work regardless"
-                                                                             if n_bad else ""))
+    n_warn = sum(bool(p["ok"] and p["warnings"]) for p in plugins)
+    con.print(f"{len(plugins) - n_bad} plugin(s) loaded" + (f" ({n_warn} with a warning)" if n_warn else "")
+              + f", {n_bad} failed" + (" — the others work regardless" if n_bad else ""))
     return 0
 
 

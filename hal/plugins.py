@@ -2,11 +2,12 @@
 
 Plugins come from the ``hal.plugins`` entry-point group (the built-in targets too, as in
 datasette's DEFAULT_PLUGINS) or from ``register()`` in-process. ``HAL_PLUGINS=a,b`` limits which
-entry points load; ``HAL_TRACE_HOOKS=1`` prints every hook call (pluggy's tracing).
+entry points load; ``HAL_TRACE_HOOKS=1`` prints every hook call on stderr (pluggy's hook tracer).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import threading
@@ -19,14 +20,22 @@ from pydantic import ValidationError
 
 from hal import hookspecs
 from hal.errors import InputError, PluginError
-from hal.kernels import KernelDef
+from hal.kernels import KernelDef, registered_ops
 from hal.kernels import register as register_kernel
+from hal.kernels.registry import _norm_domain
 from hal.specs import HAL_API_VERSION, TargetSpec
 from hal.target import Target
 
 ENTRY_POINT_GROUP = "hal.plugins"
 #: the distribution whose plugins are hal's own (cpu, gpu, lpu, wafer): they load before any other
 OWN_DISTRIBUTION = "hal-sdk"
+
+
+#: hal's own kernels, (domain, op type): hal's distribution registered them at import, before any plugin's
+#: hal_kernels; the cpu reference runs them, so a third party may add kernels but not replace these
+HAL_KERNELS: frozenset[tuple[str, str]] = frozenset(registered_ops())
+#: the hooks a plugin may implement (hal.hookspecs)
+HOOKS = ("hal_targets", "hal_kernels", "hal_graph_passes", "hal_conformance_cases")
 
 
 @dataclass
@@ -39,10 +48,27 @@ class PluginRecord:
     api: str | None = None
     targets: list[str] = field(default_factory=list)
     error: PluginError | None = None
+    #: what a loaded plugin should look at (e.g. it provides nothing): ``hal doctor`` shows these
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def _raised(e: BaseException) -> str:
+    """An exception a plugin raised, in a message's words: its type and text; sys.exit(...) as such."""
+    if isinstance(e, SystemExit):
+        return f"SystemExit (sys.exit({e.code!r}))"
+    return f"{type(e).__name__}: {e}"
+
+
+def _returned(value: Any) -> str:
+    """What a hook returned, in a message's words: its type, where it comes from, and a short repr."""
+    kind = type(value)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    shown = repr(value)
+    return f"a {name}" + (f" ({shown})" if len(shown) <= 60 and not shown.startswith("<") else "")
 
 
 class PluginRegistry:
@@ -57,6 +83,8 @@ class PluginRegistry:
         self.records: dict[str, PluginRecord] = {}
         self.targets: dict[str, Target] = {}
         self.graph_passes: dict[str, Any] = {}
+        #: (domain, op type) -> the plugin whose hal_kernels registered it
+        self.kernel_owners: dict[tuple[str, str], str] = {}
 
     @property
     def failures(self) -> list[PluginError]:
@@ -69,54 +97,145 @@ class PluginRegistry:
         for t in rec.targets:
             self.targets.pop(t, None)
         rec.targets = []
+        rec.warnings = []
 
-    def _call(self, rec: PluginRecord, hook: str) -> list[Any] | None:
-        """Call one hook on one plugin only; its exception is its own failure."""
-        plugin = self.pm.get_plugin(rec.name)
-        impl = getattr(plugin, hook, None)
-        if impl is None:
+    def implements(self, name: str, hook: str) -> bool:
+        """Whether plugin ``name`` (registered) implements ``hook`` with ``@hal.hookimpl``."""
+        plugin = self.pm.get_plugin(name)
+        return plugin is not None and any(i.plugin is plugin for i in getattr(self.pm.hook, hook).get_hookimpls())
+
+    def _results(self, name: str, hook: str) -> list[Any]:
+        """What ``hook`` of plugin ``name`` alone returned: one result per hookimpl of its in pluggy's list, None
+        dropped (pluggy's rule: None is no result); [] if it has none. Traced on pluggy's hook tracer as pluggy
+        traces its own calls (``HAL_TRACE_HOOKS``); not through ``pm.subset_hook_caller``, which needs hashable
+        plugin objects (a plugin instance need not be)."""
+        plugin = self.pm.get_plugin(name)
+        impls = [i for i in getattr(self.pm.hook, hook).get_hookimpls() if i.plugin is plugin]
+        if not impls:
             return []
+        trace = self.pm.trace.root.get("hook")
+        trace.root.indent += 1
         try:
-            result = impl()
-        except Exception as e:  # a plugin's hook may raise anything; it must not stop discovery
-            self._fail(rec, f"hook {hook} raised {type(e).__name__}: {e}")
+            trace(hook, {"plugin": name})
+            results = [r for r in (i.function() for i in reversed(impls)) if r is not None]  # pluggy's order
+            trace("finish", hook, "-->", results)
+        finally:
+            trace.root.indent -= 1
+        return results
+
+    def call(self, name: str, hook: str) -> list[Any]:
+        """Call ``hook`` on plugin ``name`` only, traced as discovery's calls are, and return its items (e.g. the
+        conformance suite's ``hal_conformance_cases``). What the hook raises passes through; a result that is not a list
+        is a PluginError naming the plugin; a plugin that does not implement the hook, or returns None, gives []."""
+        items: list[Any] = []
+        for result in self._results(name, hook):
+            if not isinstance(result, (list, tuple)):
+                rec = self.records.get(name)
+                raise PluginError(f"hook {hook} returned {_returned(result)}; a list is expected", plugin=name,
+                                  distribution=rec.distribution if rec else None,
+                                  hint=f"return a list from {hook}: [item, ...], or [] for none")
+            items.extend(result)
+        return items
+
+    def _call(self, rec: PluginRecord, hook: str, returned_none: list[str]) -> list[Any] | None:
+        """Call one hook on one plugin only; what it raises, or a result that is not a list, is its own failure
+        (and None is returned). A hook it implements that returned None goes in ``returned_none``."""
+        try:
+            results = self._results(rec.name, hook)
+        except (Exception, SystemExit) as e:  # a plugin's hook may raise anything (sys.exit too); it stops only itself
+            self._fail(rec, f"hook {hook} raised {_raised(e)}")
             return None
-        return list(result or [])
+        if not results and self.implements(rec.name, hook):
+            returned_none.append(hook)
+        items: list[Any] = []
+        for result in results:
+            if not isinstance(result, (list, tuple)):
+                self._fail(rec, f"hook {hook} returned {_returned(result)}; a list is expected",
+                           hint=f"return a list from {hook}: [item, ...], or [] for none")
+                return None
+            items.extend(result)
+        return items
+
+    def _hooks_that_are_not_hals(self, rec: PluginRecord, plugin: Any) -> bool:
+        """Fail a plugin that marks a function @hal.hookimpl under a name that is no hal hook (a typo that
+        pluggy accepts until ``check_pending``), or that defines a hal hook without the marker (hal would
+        never call it). True when it failed."""
+        unknown = sorted({(hc.name, getattr(i.function, "__name__", hc.name))
+                          for hc in self.pm.get_hookcallers(plugin) or [] if not hc.has_spec()
+                          for i in hc.get_hookimpls() if i.plugin is plugin and not i.optionalhook})
+        if unknown:
+            names = ", ".join(hook if hook == fn else f"{hook} (function {fn})" for hook, fn in unknown)
+            close = difflib.get_close_matches(unknown[0][0], HOOKS, n=1)
+            self._fail(rec, f"marks {names} with @hal.hookimpl, but hal has no such hook; hal's hooks are "
+                            f"{', '.join(HOOKS)}",
+                       hint=(f"did you mean {close[0]}? " if close else "") + "rename it to one of hal's hooks")
+            return True
+        unmarked = [h for h in HOOKS if callable(getattr(plugin, h, None)) and not self.implements(rec.name, h)]
+        if unmarked:
+            self._fail(rec, f"defines {', '.join(unmarked)} without @hal.hookimpl, so hal would never call it",
+                       hint="decorate each hook function with @hal.hookimpl (import hal)")
+            return True
+        return False
 
     def add(self, plugin: Any, name: str, distribution: str | None = None, version: str | None = None) -> PluginRecord:
         """Register one plugin object (module or instance), validate it and collect its targets."""
         rec = PluginRecord(name, distribution, version)
         self.records[name] = rec
+        try:
+            self._add(rec, plugin)
+        except (Exception, SystemExit) as e:  # its objects are third-party code too (a property that raises)
+            self._fail(rec, f"raised {_raised(e)} while hal checked what it provides")
+        return rec
+
+    def _add(self, rec: PluginRecord, plugin: Any) -> None:
+        name = rec.name
         api = getattr(plugin, "HAL_API_VERSION", None)
         rec.api = api
         if not isinstance(api, str):
             self._fail(rec, "declares no HAL_API_VERSION",
                        hint=f'set HAL_API_VERSION = "{HAL_API_VERSION}" in the plugin module')
-            return rec
+            return
         major = api.split(".")[0]
         if major != HAL_API_VERSION.split(".")[0]:
             self._fail(rec, f"was built for HAL API {api}, but this hal speaks HAL API {HAL_API_VERSION}",
                        hint="install a plugin release built for this HAL API major version")
-            return rec
+            return
         try:
             self.pm.register(plugin, name=name)
-        except (ValueError, pluggy.PluginValidationError) as e:
+        except (Exception, SystemExit) as e:  # pluggy's ValueError, PluginValidationError, or the plugin's own
             self._fail(rec, f"cannot be registered: {e}")
-            return rec
+            return
+        if self._hooks_that_are_not_hals(rec, plugin):
+            return
 
-        kernels = self._call(rec, "hal_kernels")
+        returned_none: list[str] = []
+        kernels = self._call(rec, "hal_kernels", returned_none)
         if kernels is None:
-            return rec
+            return
+        own = rec.distribution == OWN_DISTRIBUTION
         for k in kernels:
             if not isinstance(k, KernelDef):
                 self._fail(rec, f"hal_kernels returned {type(k).__name__}, not hal.kernels.KernelDef")
-                return rec
-        passes = self._call(rec, "hal_graph_passes")
+                return
+            key = (_norm_domain(k.domain), k.op_type)
+            if key in HAL_KERNELS and not own:
+                self._fail(rec, f"hal_kernels registers {k.op_type} in domain {k.domain or 'ai.onnx'!r} (since "
+                                f"{k.since}), which hal's own kernels implement: it would change the cpu reference "
+                                f"and every target that runs hal's kernel for it",
+                           hint="register your kernel under a domain of your own (e.g. 'com.acme') and use that "
+                                "domain in your models or graph passes")
+                return
+            owner = self.kernel_owners.get(key)
+            if owner is not None and owner != name and owner in self.records:
+                self._fail(rec, f"hal_kernels registers {k.op_type} in domain {k.domain!r}, which plugin {owner!r} "
+                                f"already registered", hint="use a domain of your own (e.g. 'com.acme')")
+                return
+        passes = self._call(rec, "hal_graph_passes", returned_none)
         if passes is None:
-            return rec
-        targets = self._call(rec, "hal_targets")
+            return
+        targets = self._call(rec, "hal_targets", returned_none)
         if targets is None:
-            return rec
+            return
         accepted: dict[str, Target] = {}
         for t in targets:
             spec = getattr(t, "spec", None)
@@ -125,7 +244,7 @@ class PluginRegistry:
             if missing:
                 self._fail(rec, f"returned a {type(t).__name__} that is not a target: it lacks {', '.join(missing)}",
                            hint="implement the hal.target.Target protocol")
-                return rec
+                return
             try:  # a TargetSpec object too: model_construct skips validation, the contract does not
                 spec = TargetSpec.model_validate(spec.model_dump() if isinstance(spec, TargetSpec) else spec)
                 t.spec = spec
@@ -134,17 +253,17 @@ class PluginRegistry:
                 where = ".".join(str(x) for x in first.get("loc", ()))
                 self._fail(rec, f"returned a target with an invalid spec: {where + ': ' if where else ''}"
                                 f"{first['msg']}", hint="see specs/schemas/TargetSpec.schema.json")
-                return rec
+                return
             if spec.name in self.targets or spec.name in accepted:
                 owner = next((r.name for r in self.records.values() if spec.name in r.targets), rec.name)
                 self._fail(rec, f"target name {spec.name!r} is already provided by plugin {owner!r}",
                            hint="a target name is one plugin's; hal's own (cpu, gpu, lpu, wafer, ...) load first "
                                 "and keep theirs: rename the target")
-                return rec
+                return
             if spec.hal_api.split(".")[0] != HAL_API_VERSION.split(".")[0]:
                 self._fail(rec, f"target {spec.name!r} declares HAL API {spec.hal_api}; this hal speaks "
                                 f"{HAL_API_VERSION}")
-                return rec
+                return
             accepted[spec.name] = t
         named: dict[str, Any] = {}
         for p in passes:  # offered by name: a name is one pass's, as a target name is one target's
@@ -152,19 +271,24 @@ class PluginRegistry:
             if not callable(p) or not isinstance(pname, str):
                 self._fail(rec, f"hal_graph_passes returned {type(p).__name__}, not a named function",
                            hint="return functions pass_(graph) -> graph; their __name__ is how targets ask for them")
-                return rec
+                return
             if pname in self.graph_passes or pname in named:
                 self._fail(rec, f"graph pass name {pname!r} is already offered"
                                 + (" by another plugin" if pname in self.graph_passes else " twice by this plugin"),
                            hint="name the pass function after your plugin (e.g. acme_fuse_gelu)")
-                return rec
+                return
             named[pname] = p
         for k in kernels:
             register_kernel(k)
+            self.kernel_owners[(_norm_domain(k.domain), k.op_type)] = name
         self.graph_passes.update(named)
         self.targets.update(accepted)
         rec.targets = list(accepted)
-        return rec
+        if not (accepted or kernels or named or self.implements(name, "hal_conformance_cases")):
+            rec.warnings.append("provides no targets, kernels or graph passes: " + (
+                f"{' and '.join(returned_none)} returned None (a list is expected)" if returned_none else
+                "its hooks returned empty lists" if any(self.implements(name, h) for h in HOOKS) else
+                "it implements no hal hook (hal_targets, ... marked @hal.hookimpl)"))
 
     def load_entry_points(self) -> None:
         wanted = os.environ.get("HAL_PLUGINS")
@@ -183,27 +307,39 @@ class PluginRegistry:
             dver = dist.version if dist is not None else None
             try:
                 module = ep.load()
-            except Exception as e:  # importing third-party code may raise anything
+            except (Exception, SystemExit) as e:  # importing third-party code may raise anything, sys.exit() too
                 rec = PluginRecord(ep.name, dname, dver)
                 self.records[ep.name] = rec
                 module_name = ep.value.split(":")[0]
-                self._fail(rec, f"failed to import {ep.value!r}: {type(e).__name__}: {e}",
+                self._fail(rec, f"failed to import {ep.value!r}: {_raised(e)}",
                            hint=f"reinstall the plugin; `python -c 'import {module_name}'` shows the traceback")
                 continue
             self.add(module, ep.name, dname, dver)
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _registry: PluginRegistry | None = None
+#: (the thread discovering plugins, the registry it builds) while it does: a plugin's hook that asks
+#: for the registry (a target wrapping another through hal.get_target) gets the plugins loaded so far
+#: (hal's own load first) instead of waiting on itself for ever
+_discovering: tuple[int, PluginRegistry] | None = None
 
 
 def registry(refresh: bool = False) -> PluginRegistry:
-    """The process-wide registry, discovered on first use (thread-safe)."""
-    global _registry
+    """The process-wide registry, discovered on first use (thread-safe). Asked for by a plugin's
+    code while discovery runs (an import, a hook), it is the registry as far as discovery has come."""
+    global _registry, _discovering
+    busy = _discovering
+    if busy is not None and busy[0] == threading.get_ident():
+        return busy[1]
     with _lock:
         if _registry is None or refresh:
             r = PluginRegistry()
-            r.load_entry_points()
+            _discovering = (threading.get_ident(), r)
+            try:
+                r.load_entry_points()
+            finally:
+                _discovering = None
             _registry = r
         return _registry
 

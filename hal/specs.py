@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hal.files import atomic_write
 
@@ -134,13 +134,63 @@ class TargetSpec(HalModel):
 
 
 def load_spec_sheet(path: str | Path, **overrides: Any) -> TargetSpec:
-    """Read a TOML spec sheet (``[target]`` + ``[hardware.<key>]`` + ``[calibration.<key>]``)."""
-    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    """Read a TOML spec sheet (``[target]`` + ``[hardware.<key>]`` + ``[calibration.<key>]``).
+
+    A sheet that cannot be read, is not TOML, or does not validate is an ``InputError`` naming the
+    file and, for validation, each bad key as ``section.key: message`` on a line of its own."""
+    from hal.errors import InputError
+
+    where = f"spec sheet {str(path)!r}"
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise InputError(f"cannot read it: {e.strerror or e}", where=where,
+                         hint="check the path; a plugin ships its sheet as package data "
+                              "([tool.setuptools.package-data]) and finds it beside its module") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"is not UTF-8 text: {e.reason} at byte {e.start}", where=where,
+                         hint="save the sheet as UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"is not valid TOML: {e}", where=where,
+                         hint='fix the TOML there (a string value needs quotes: vendor = "Acme")') from None
+    for section in ("target", "hardware", "calibration"):
+        if not isinstance(data.get(section, {}), dict):
+            raise InputError(f"[{section}] must be a table, not {type(data[section]).__name__}", where=where,
+                             hint=f"write it as a [{section}] table (see specs/targets/cpu.toml)")
     fields = dict(data.get("target", {}))
     fields["hardware"] = data.get("hardware", {})
     fields["calibration"] = data.get("calibration", {})
     fields.update(overrides)
-    return TargetSpec.model_validate(fields)
+    try:
+        return TargetSpec.model_validate(fields)
+    except ValidationError as e:
+        bad = [_sheet_error(err) for err in e.errors(include_url=False)]
+        hint = "fix those keys; their types and allowed values: specs/schemas/TargetSpec.schema.json"
+        if any(b.startswith("target.dtypes") for b in bad):
+            hint += "; the dtype names: hal.specs.dtype_names()"
+        raise InputError(f"does not validate ({len(bad)} error{'s' if len(bad) != 1 else ''}):\n  " + "\n  ".join(bad),
+                         where=where, hint=hint) from None
+
+
+def _sheet_error(err: Any) -> str:
+    """One pydantic error of a spec sheet as ``section.key: message``, short: where it sits in the TOML
+    (``target.kind``, ``hardware.peak_flops.value``), what is wrong, and the value that was there."""
+    loc = list(err.get("loc", ()))
+    section = "target" if not loc or loc[0] not in ("hardware", "calibration") else loc.pop(0)
+    key = section
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}"
+    kind, msg, value = err.get("type", ""), str(err.get("msg", "")), err.get("input")
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key"
+    if kind == "missing":
+        return f"{key}: missing (required)"
+    if kind == "value_error":  # a validator's own words: their first clause (dtypes' goes on to list every name)
+        msg = msg.removeprefix("Value error, ").split("; ")[0]
+    if isinstance(value, (str, int, float, bool)) and kind != "value_error":
+        shown = repr(value)
+        msg += f" (got {shown if len(shown) <= 40 else shown[:37] + '...'})"
+    return f"{key}: {msg}"
 
 
 class CompileOptions(HalModel):
