@@ -50,7 +50,9 @@ FEED_IT = "feed it yourself: hal run --input/--inputs, hal compare --inputs, or 
 def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = None,
                  max_memory: int | None = None) -> dict[str, np.ndarray]:
     """One seeded array per graph input: normal floats, in-range ids for Gather indices, ones for
-    masks; dynamic dimensions from ``dims`` (by name, ``"*"`` for any), else 1. An input larger than
+    integer masks (an input named ``*mask*``: 1 keeps a position, as in Hugging Face's
+    ``attention_mask``), and bools as ``random_bools`` draws them (an even mix, both values in every
+    row); dynamic dimensions from ``dims`` (by name, ``"*"`` for any), else 1. An input larger than
     ``max_memory`` (default: hal's, half the RAM) is a ResourceError before anything is allocated."""
     seed = as_int(seed, "seed", 0, "random inputs")
     if dims is not None and not isinstance(dims, Mapping):
@@ -58,6 +60,8 @@ def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = N
                          where="random inputs", hint="e.g. dims={'batch': 4}; '*' sets every unnamed one")
     dims = {k: as_int(v, f"dims[{k!r}]", 0, "random inputs") for k, v in (dims or {}).items()}
     rng = np.random.default_rng(seed)
+    # bools draw from a stream of their own, so the other inputs are the ones they were before bools were drawn
+    bool_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     named = {d for t in graph.inputs for d in (t.shape or ()) if isinstance(d, str)}
     if unknown := sorted(set(dims) - named - {"*"}):
         raise InputError(f"no input has a dimension named {', '.join(map(repr, unknown))}", where="random inputs",
@@ -84,7 +88,7 @@ def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = N
                 hi = _index_bound(graph, t.name) or 2
                 feeds[t.name] = rng.integers(0, hi, size=shape).astype(dt)
         elif dt.kind == "b":
-            feeds[t.name] = np.ones(shape, dtype=bool)
+            feeds[t.name] = random_bools(bool_rng, shape)
         elif dt.kind == "O":
             raise InputError(f"input {t.name!r} is a string tensor; hal cannot invent its text", where="random inputs",
                              hint=f"{FEED_IT}; on the command line as a numpy str array, which np.save and np.savez "
@@ -93,6 +97,25 @@ def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = N
             raise InputError(f"input {t.name!r} has dtype {dt}; hal cannot invent it", where="random inputs",
                              hint=FEED_IT)
     return feeds
+
+
+def random_bools(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Seeded fair coin flips, with one True and one False in every row of two or more values along the
+    last axis. A bool input is a mask as often as not, and masks disagree on what True means (torch's
+    ``key_padding_mask`` and ``MultiheadAttention``'s ``attn_mask``: ignore; ``scaled_dot_product_attention``'s
+    and a keep-mask's: attend); a row all of one value masks every position under one of them, and an
+    attention row with nothing to attend to is NaN. So every row keeps something and masks something,
+    whichever the convention, and the masked paths run too (all True, as hal drew them before, made a
+    torch encoder's every output NaN). A row of one value, or a scalar (an If's condition), is a plain
+    flip: feed a mask over a single position yourself where its value matters."""
+    out = rng.random(shape) < 0.5
+    if len(shape) == 0 or shape[-1] < 2 or out.size == 0:
+        return out
+    rows = out.reshape(-1, shape[-1])
+    uniform = np.flatnonzero(rows.all(axis=1) | ~rows.any(axis=1))
+    flip = rng.integers(0, shape[-1], size=uniform.size)
+    rows[uniform, flip] = ~rows[uniform, flip]
+    return rows.reshape(shape)
 
 
 def as_int(value: Any, name: str, minimum: int, where: str) -> int:

@@ -4,15 +4,22 @@ Every file hal writes (reports, traces, pictures, schemas, manifests, cache entr
 ``atomic_write``: the bytes go to a temporary file in the same folder, are flushed to disk, and
 replace the destination in one rename; on any failure the temporary file is removed and the
 destination is left as it was. ``write_output`` is the same for a path a user named, which may
-also be a device or a pipe (``/dev/stdout``, a FIFO) that cannot be renamed over.
+also be a device or a pipe (``/dev/stdout``, a FIFO) that cannot be renamed over. ``npz_bytes`` makes
+the bytes of an .npz of outputs that loads without pickling.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+
+import numpy as np
+
+from hal.errors import InputError
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
@@ -52,4 +59,25 @@ def write_output(dest: str | os.PathLike, data: bytes | str) -> Path:
     return Path(dest)
 
 
-__all__ = ["atomic_write", "write_output"]
+def npz_bytes(arrays: Mapping[str, np.ndarray], where: str) -> bytes:
+    """``arrays`` as the bytes of an .npz that ``np.load`` reads without pickling (and so hal's own
+    ``--inputs``): a string tensor (an object array of str, as hal holds ONNX strings) is stored as a
+    numpy str array. An object array of anything else is an InputError naming it, raised before any
+    byte is written, as pickled objects are what neither reads."""
+    plain = {}
+    for name, a in arrays.items():
+        if a.dtype.kind == "O":
+            odd = next((v for v in a.flat if not isinstance(v, str)), None)
+            if odd is not None:
+                raise InputError(f"output {name!r} holds {type(odd).__name__} values, not only text; an .npz of "
+                                 "them would be pickled Python objects, which np.load and hal --inputs refuse",
+                                 where=where, hint="leave out --save and read the outputs from "
+                                                   "InferenceSession.run in Python")
+            a = a.astype(np.str_)
+        plain[name] = a
+    buf = io.BytesIO()
+    np.savez(buf, **plain)
+    return buf.getvalue()
+
+
+__all__ = ["atomic_write", "npz_bytes", "write_output"]

@@ -86,7 +86,8 @@ def rows(rep: CompareReport) -> list[TargetResult]:
 
 
 def notes(rep: CompareReport) -> list[str]:
-    out = [f"{r.target}: {r.reason}" for r in rows(rep) if r.reason]
+    out = [f"warning: {w}" for w in rep.warnings]  # first: it qualifies every row
+    out += [f"{r.target}: {r.reason}" for r in rows(rep) if r.reason]
     out += [f"{r.target}: output {o.name!r} is {o.mismatch}" for r in rows(rep) for o in r.outputs if o.mismatch]
     for b in rep.bisect:
         if b.found:
