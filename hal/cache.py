@@ -212,7 +212,7 @@ class CompileCache:
         return hashlib.sha256(json.dumps(material, sort_keys=True, default=repr).encode()).hexdigest()
 
     def session_key(self, model: Any, zoo_params: Any, target: Target, reference: Target,
-                    options: CompileOptions, fallback: str) -> str | None:
+                    options: CompileOptions, fallback: str, dims: dict[str, int] | None = None) -> str | None:
         """The key of a whole session on ``model`` (None when the model form has no session entry)."""
         import hal
         from hal import limits
@@ -224,7 +224,7 @@ class CompileCache:
         digest_s = _cpu_clock() - t0
         material = {
             "format": FORMAT, "kind": "session", "hal": hal.__version__, "hal_api": hal.HAL_API_VERSION,
-            "model": digest, "fallback": fallback,
+            "model": digest, "fallback": fallback, "dims": sorted((dims or {}).items()),
             # a hit skips the memory check of the graph: the bound in force (HAL_MAX_MEMORY, RAM) is in the key
             "max_memory": options.max_memory or limits.default_max_memory(),
             "targets": [[t.spec.name, t.spec.fingerprint(), self.identity(t)] for t in (target, reference)],

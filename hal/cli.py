@@ -100,28 +100,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_memory = limits.parse_bytes(args.max_memory) if args.max_memory is not None else None
     except ValueError as e:
         raise InputError(str(e), where="--max-memory") from None
+    dims = parse_dims(args.dim)
     sess = hal.InferenceSession(args.model, target=args.target, precision=args.precision,
                                 fallback=args.fallback, devices=args.devices, max_memory=max_memory,
-                                timeout_s=args.timeout, cache_dir=args.cache_dir, **parse_options(args.option))
+                                timeout_s=args.timeout, dims=dims or None, cache_dir=args.cache_dir,
+                                **parse_options(args.option))
     with limits.bounds(max_memory):
         feeds = load_inputs(args.input, args.inputs) or {}
-    dims = parse_dims(args.dim)
     missing = [i.name for i in sess.graph.inputs if i.name not in feeds]
     if missing:  # random inputs are held to the same bound as the run
-        generated = random_feeds(sess.graph, seed=args.seed, dims=dims, max_memory=max_memory)
+        generated = random_feeds(sess.graph, seed=args.seed, max_memory=max_memory)  # (dims: bound in the session)
         feeds.update({k: generated[k] for k in missing})
     outs = sess.run(None, feeds)
     names = [o.name for o in sess.get_outputs()]
     if args.save:
-        import io
+        from hal.files import npz_bytes
 
         arrays: dict[str, np.ndarray] = {}
         for n, o in zip(names, outs):  # a sequence output is saved item by item; an absent optional is not
             items = [(n, o)] if not isinstance(o, list) else [(f"{n}.{i}", x) for i, x in enumerate(o)]
             arrays.update((k, x) for k, x in items if isinstance(x, np.ndarray))
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        write_out(args.save, buf.getvalue())
+        write_out(args.save, npz_bytes(arrays, where=f"--save {args.save}"))  # strings as str arrays, no pickle
     summary = [{"name": n, "shape": list(o.shape) if isinstance(o, np.ndarray) else None,
                 "dtype": str(o.dtype) if isinstance(o, np.ndarray) else
                 (f"sequence[{len(o)}]" if isinstance(o, list) else type(o).__name__),
@@ -146,6 +145,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     con.print(f"modelled latency {fmt_time(r.latency_s)} · devices {r.devices} · peak memory "
               f"{fmt_bytes(r.peak_memory_bytes)} · {r.kernel_count} kernels for {r.node_count} nodes · "
               f"compile {fmt_time(r.compile_time_s)} · host run {fmt_time(sess.last_run.wall_time_s)}")
+    if (priced := r.details.get("open_dims_priced_as_1")) and sess.last_run.modelled_latency_s is None:
+        con.print(f"[yellow]these figures price {literal(', '.join(priced))} as 1, and this run fed another size[/]: "
+                  "bind it with --dim NAME=N to model the run's sizes", highlight=False)
     return 0
 
 
@@ -345,16 +347,18 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         return _estimate_sweep(args)
 
     ests = estimate(args.model, args.target, phase=args.phase, batch=args.batch, context=args.context,
-                    prompt=args.prompt, devices=args.devices, precision=args.precision,
-                    **parse_options(args.option)).estimates
+                    prompt=args.prompt, dims=parse_dims(args.dim) or None, devices=args.devices,
+                    precision=args.precision, **parse_options(args.option)).estimates
     if args.json is not None:
         payload = [e.model_dump(mode="json") for e in ests]
         emit_json(args.json, payload[0] if len(payload) == 1 else payload)
         return 0 if any(e.status == "ok" for e in ests) else EXIT_ERROR
 
-    llm = any(e.batch is not None for e in ests)  # --phase, --batch, --context, --prompt shape the zoo's LLMs only
-    shape = (f"{args.phase}, batch {args.batch}, "
-             + (f"context {args.context}" if args.phase == "decode" else f"prompt {args.prompt}") + ", ") if llm else ""
+    llm = next((e for e in ests if e.batch is not None), None)  # --phase, --batch, ... shape the zoo's LLMs only
+    shape = (f"{llm.phase}, batch {llm.batch}, "
+             + (f"context {llm.context}" if llm.phase == "decode" else f"prompt {llm.prompt}") + ", ") if llm else ""
+    if args.dim:
+        shape += ", ".join(f"{k}={v}" for k, v in parse_dims(args.dim).items()) + ", "
     t = titled_table(f"estimate: {args.model} ({shape}precision {args.precision})")
     for c in ("target", "status", "latency", "tokens/s per user", "TTFT", "devices", "memory/device",
               "energy", "compile"):
@@ -387,10 +391,11 @@ def _estimate_sweep(args: argparse.Namespace) -> int:
                 status.update(f"estimating {key}={x}")
             params = {"batch": args.batch, "context": args.context, "prompt": args.prompt, key: x}
             rep = estimate(args.model, args.target, phase=args.phase, devices=args.devices, precision=args.precision,
-                           **params, **parse_options(args.option))
+                           dims=parse_dims(args.dim) or None, **params, **parse_options(args.option))
             rows.append((x, rep.estimates))
-    metric = "tokens_per_s_total" if args.phase == "decode" and key == "batch" else \
-        ("tokens_per_s" if args.phase == "decode" else "ttft_s")
+    phase = args.phase or "decode"
+    metric = "tokens_per_s_total" if phase == "decode" and key == "batch" else \
+        ("tokens_per_s" if phase == "decode" else "ttft_s")
     targets = list(dict.fromkeys(e.target for _, ests in rows for e in ests))
     series = {t: [next((getattr(e, metric) for e in ests if e.target == t and e.status == "ok"), None)
                   for _, ests in rows] for t in targets}
@@ -400,13 +405,13 @@ def _estimate_sweep(args: argparse.Namespace) -> int:
 
         ylabel = {"tokens_per_s_total": "tokens/s (all users)", "tokens_per_s": "tokens/s per user",
                   "ttft_s": "time to first token (s)"}[metric]
-        sweep_plot(xs, series, key, ylabel, f"{args.model}: {ylabel} vs {key} ({args.phase})", args.plot)
+        sweep_plot(xs, series, key, ylabel, f"{args.model}: {ylabel} vs {key} ({phase})", args.plot)
     if args.json is not None:
         emit_json(args.json, {"sweep": key, "values": xs, "metric": metric, "series": series,
                                "estimates": [[e.model_dump(mode="json") for e in ests] for _, ests in rows]})
         return status
 
-    t = titled_table(f"{args.model}: {metric} vs {key} ({args.phase}, precision {args.precision})")
+    t = titled_table(f"{args.model}: {metric} vs {key} ({phase}, precision {args.precision})")
     t.add_column(key)
     for name in targets:
         t.add_column(literal(name))
@@ -456,7 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=None)
     p.add_argument("--input", "-i", action="append", metavar="NAME=FILE.npy", help="an input from a .npy file")
     p.add_argument("--inputs", metavar="FEEDS.npz", help="inputs from an .npz file")
-    p.add_argument("--dim", action="append", metavar="NAME=N", help="fix a dynamic dimension for random inputs")
+    p.add_argument("--dim", action="append", metavar="NAME=N",
+                   help="bind an open input dimension ('*' every other one): the compile, the report's figures "
+                        "and random inputs take that size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE", help="a target-specific option")
     p.add_argument("--save", metavar="OUT.npz", help="write the outputs")
@@ -505,10 +512,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("estimate", help="compile-only latency / tokens/s / devices / memory")
     p.add_argument("model", help="path to .onnx or zoo:NAME (shape-only LLMs welcome)")
     p.add_argument("--target", "-t", default="all", help="all, one target, or a,b")
-    p.add_argument("--phase", default="decode", choices=["decode", "prefill"])
-    p.add_argument("--context", type=int, default=1024, help="KV positions already cached (decode)")
-    p.add_argument("--prompt", type=int, default=512, help="prompt length (prefill)")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--phase", choices=["decode", "prefill"], help="a zoo LLM's phase (default decode)")
+    p.add_argument("--context", type=int, help="a zoo LLM's KV positions already cached (decode; default 1024)")
+    p.add_argument("--prompt", type=int, help="a zoo LLM's prompt length (prefill; default 512)")
+    p.add_argument("--batch", type=int, help="a zoo LLM's batch (default 1)")
+    p.add_argument("--dim", action="append", metavar="NAME=N",
+                   help="bind an open input dimension of the model ('*' every other one), as onnxruntime's "
+                        "free dimension overrides")
     p.add_argument("--devices", type=int, default=None, help="GPUs, LPU chips or wafers (default: fewest that fit)")
     p.add_argument("--precision", default="native")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE")

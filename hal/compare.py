@@ -15,6 +15,7 @@ from hal.api_args import check_fallback, chosen_targets, make_options
 from hal.bisect import BisectResult
 from hal.errors import HalError, InputError, ResourceError, UnsupportedOpError
 from hal.feeds import random_feeds
+from hal.graph.dims import checked_dims
 from hal.graph.ir import Graph
 from hal.graph.load import ModelLike, load
 from hal.peers import PEERS, PeerUnavailable, check_peers, run_peer
@@ -32,13 +33,16 @@ class OutputDiff(BaseModel):
 
     name: str
     shape: list[int]
-    max_abs: float
-    max_rel: float = Field(description="max |a-b| / max |reference|")
-    cosine: float
+    max_abs: float = Field(description=(
+        "max |a-b| over the values finite in both; inf where a NaN or inf stands against another kind of value "
+        "in the reference (see mismatch), or where the shapes differ"))
+    max_rel: float = Field(description="max |a-b| / max |reference|, over the same values; inf as max_abs")
+    cosine: float = Field(description="over the values finite in both; 0 where max_abs is inf")
     within_tolerance: bool
     mismatch: str | None = Field(default=None, description=(
-        "how the output differs from the reference's other than in its numbers (dtype, shape, a sequence's "
-        "length, a map's keys, strings); never within tolerance"))
+        "how the output differs from the reference's other than in its finite numbers (dtype, shape, a "
+        "sequence's length, a map's keys, strings, a NaN or inf where the reference has a finite value or "
+        "another NaN/inf: NaN in both, or the same infinity, agrees); never within tolerance"))
 
 
 class TargetResult(BaseModel):
@@ -75,6 +79,9 @@ class CompareReport(BaseModel):
     bisect: list[BisectResult] = Field(default_factory=list, description="first diverging node per disagreeing target")
     peers: list[TargetResult] = Field(default_factory=list, description=(
         "runtimes outside hal run on the same feeds (hal.peers), each checked against the cpu reference"))
+    warnings: list[str] = Field(default_factory=list, description=(
+        "what makes the comparison say less than it seems: a reference output that is partly or all NaN/inf, "
+        "where a target agrees by giving the same NaN/inf"))
     _sessions: dict[str, InferenceSession] = PrivateAttr(default_factory=dict)
     _feeds: dict[str, np.ndarray] = PrivateAttr(default_factory=dict)
 
@@ -138,8 +145,10 @@ def diff(name: str, got: Any, ref: Any, tol: float) -> OutputDiff:
     if a.shape != b.shape:
         return OutputDiff(name=name, shape=_shape(got), max_abs=float("inf"), max_rel=float("inf"),
                           cosine=0.0, within_tolerance=False, mismatch=mismatch)
-    finite = np.isfinite(a) & np.isfinite(b)
-    same_nonfinite = bool(np.all((a == b) | finite | (np.isnan(a) & np.isnan(b))))
+    if apart := _nonfinite_apart(a, b):  # NaN or inf that the reference has not there: no number measures it
+        return OutputDiff(name=name, shape=_shape(got), max_abs=float("inf"), max_rel=float("inf"), cosine=0.0,
+                          within_tolerance=False, mismatch="; ".join(m for m in (mismatch, apart) if m))
+    finite = np.isfinite(a) & np.isfinite(b)  # elsewhere both are NaN, or the same infinity: they agree
     d = np.abs(a[finite] - b[finite])
     max_abs = float(d.max()) if d.size else 0.0
     scale = float(np.abs(b[finite]).max()) if d.size else 0.0
@@ -148,7 +157,59 @@ def diff(name: str, got: Any, ref: Any, tol: float) -> OutputDiff:
     cosine = float(np.dot(a[finite].ravel(), b[finite].ravel()) / (na * nb)) if na > 0 and nb > 0 else \
         (1.0 if na == nb else 0.0)
     return OutputDiff(name=name, shape=_shape(got), max_abs=max_abs, max_rel=max_rel, cosine=cosine,
-                      within_tolerance=mismatch is None and same_nonfinite and max_rel <= tol, mismatch=mismatch)
+                      within_tolerance=mismatch is None and max_rel <= tol, mismatch=mismatch)
+
+
+def _kinds(x: np.ndarray) -> np.ndarray:
+    """Each value's kind: 0 finite, 1 NaN, 2 +inf, 3 -inf."""
+    return np.select([np.isnan(x), x == np.inf, x == -np.inf], [1, 2, 3], 0)
+
+
+_KIND_NAMES = ("finite", "NaN", "+inf", "-inf")
+
+
+def _nonfinite_apart(a: np.ndarray, b: np.ndarray) -> str | None:
+    """Where ``a`` (an output's numbers) and ``b`` (the reference's) are not both finite and differ
+    in kind (NaN where the reference is finite or the other way round, inf where it is NaN, infinities
+    of opposite sign), in words; None where there is no such value. NaN against NaN agrees (as
+    ``numpy.testing``'s ``equal_nan``), and so does an infinity against the same one."""
+    if np.isfinite(a).all() and np.isfinite(b).all():
+        return None
+    ka, kb = _kinds(a), _kinds(b)
+    apart = ka != kb
+    if not apart.any():
+        return None
+    n = a.size
+    parts = []
+    for i, j in dict.fromkeys(zip(ka[apart].tolist(), kb[apart].tolist())):  # as they first come
+        k = int(np.count_nonzero(apart & (ka == i) & (kb == j)))
+        parts.append(f"{_KIND_NAMES[i]} at {k} of {n} value{'s' if n != 1 else ''} where the reference's "
+                     f"{'is' if k == 1 else 'are'} {_KIND_NAMES[j]}")
+    return ", and ".join(parts)
+
+
+def reference_note(name: str, ref: Any) -> str | None:
+    """A word on a reference output that is not all finite: there a target agrees by giving the same
+    NaN or inf, which says little of its numbers (all NaN: nothing at all). None for a finite one."""
+    numbers: list[np.ndarray] = []
+    _flatten(ref, [], numbers)
+    b = np.concatenate(numbers) if numbers else np.zeros(0)
+    bad = ~np.isfinite(b)
+    if not bad.any():
+        return None
+    kinds = [(int(np.count_nonzero(np.isnan(b))), "NaN"), (int(np.count_nonzero(np.isinf(b))), "inf")]
+    share = " and ".join(f"{_percent(k, b.size)} {what}" for k, what in kinds if k)
+    if bad.all():
+        return (f"reference output {name!r} is {share}: the comparison says little (a target agrees by giving "
+                f"the same NaN/inf, whatever its numbers); check the inputs")
+    return (f"reference output {name!r} is {share} ({int(bad.sum())} of {b.size} values): those values agree "
+            f"only as NaN/inf, not as numbers")
+
+
+def _percent(k: int, n: int) -> str:
+    """``k`` of ``n`` as a percentage that reads 100% only when it is all, and 0% never."""
+    p = 100 * k / n
+    return "100%" if k == n else f"{min(p, 99.9):.3g}%" if p >= 0.1 else "<0.1%"
 
 
 def _describe(layout: list[Any], at: int) -> str:
@@ -197,9 +258,6 @@ def _inputs(inputs: Any, dims: Any) -> dict[str, Any] | None:
     if not isinstance(inputs, Mapping):
         raise InputError(f"inputs must be a dict of input name -> numpy array, not {type(inputs).__name__}",
                          where="compare", hint="e.g. inputs={'x': np.zeros((1, 3), np.float32)}; None: random inputs")
-    if dims:
-        raise InputError("dims sizes the random inputs, and inputs are given: there are none to size", where="compare",
-                         hint="pass inputs or dims, not both")
     return dict(inputs)
 
 
@@ -208,7 +266,9 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
             dims: Mapping[str, int] | None = None, seed: int = 0, bisect: bool = False,
             progress: Any = None, peers: Sequence[str] = (), **target_options: Any) -> CompareReport:
     """Compile and run ``model`` on each target; diff every output against the cpu reference. Each of
-    ``peers`` (``hal.peers.PEERS``: onnxruntime) runs the model on the same feeds, checked the same way."""
+    ``peers`` (``hal.peers.PEERS``: onnxruntime) runs the model on the same feeds, checked the same way.
+    A NaN or inf where the reference has another kind of value is a mismatch (NaN against NaN agrees);
+    a reference output that is not all finite is one of the report's ``warnings``."""
     peers = _peers(peers)
     make_options(precision)  # an unknown precision: one error, not a row of them
     check_fallback(fallback, "compare")
@@ -219,10 +279,13 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
                          where="compare")
     names = compare_targets(targets)
     given = _inputs(inputs, dims)
-    graph: Graph = load(model)
-    feeds = given if given is not None else random_feeds(graph, seed=seed, dims=dims)
+    # dims binds the model's open dimensions in every session (their figures price those sizes) and so
+    # sizes the random inputs; a loaded Graph cannot be bound, and dims then sizes the random inputs alone
+    bound = checked_dims(dims, "compare") if not isinstance(model, Graph) else None
+    graph: Graph = load(model, dims=bound)
+    feeds = given if given is not None else random_feeds(graph, seed=seed, dims=None if bound else dims)
     tol = TOLERANCE.get(precision, 3e-2)
-    ref = InferenceSession(graph_copy(model), target=REFERENCE_TARGET)
+    ref = InferenceSession(graph_copy(model), target=REFERENCE_TARGET, dims=bound)
     ref_out = ref.run(None, feeds)
     out_names = [o.name for o in ref.get_outputs()]
     results = []
@@ -236,7 +299,7 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", FallbackWarning)
                 sess = ref if name == REFERENCE_TARGET else InferenceSession(
-                    graph_copy(model), target=name, precision=prec, fallback=fallback, **target_options)
+                    graph_copy(model), target=name, precision=prec, fallback=fallback, dims=bound, **target_options)
             t0 = time.perf_counter()
             got = sess.run(None, feeds)
             res.host_run_time_s = time.perf_counter() - t0
@@ -262,7 +325,8 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
         results.append(res)
         sessions[name] = sess
     rep = CompareReport(model=str(model) if not isinstance(model, bytes) else "<bytes>", precision=precision,
-                        tolerance=tol, inputs={k: list(np.shape(v)) for k, v in feeds.items()}, results=results)
+                        tolerance=tol, inputs={k: list(np.shape(v)) for k, v in feeds.items()}, results=results,
+                        warnings=[w for n, e in zip(out_names, ref_out) if (w := reference_note(n, e))])
     rep._sessions, rep._feeds = sessions, feeds
     rep.peers = [_peer_result(name, model, feeds, out_names, ref_out, tol) for name in peers]
     if bisect:

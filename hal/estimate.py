@@ -5,7 +5,7 @@ Works on shape-only models (the zoo's LLMs): nothing is run, no weight is alloca
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hal.api_args import chosen_targets, make_options
 from hal.errors import HalError, InputError
 from hal.feeds import as_int
+from hal.graph.dims import checked_dims
 from hal.graph.load import ModelLike
 from hal.plugins import registry
 from hal.session import REFERENCE_TARGET, compile
@@ -76,7 +77,7 @@ def zoo_params_for(model: ModelLike, phase: str, batch: int, context: int, promp
     return {}
 
 
-def uncosted_nodes(model: ModelLike, zoo_params: dict[str, Any]) -> list[str]:
+def uncosted_nodes(model: ModelLike, zoo_params: dict[str, Any], dims: dict[str, int] | None = None) -> list[str]:
     """The main graph's nodes, as "name (op)", whose bodies the cost models could not count
     (``hal.perf.bodies``: a trip count the run decides, a generation op's decoder runs): their
     figures count such a node's own outputs only. A model that does not load raises here, once,
@@ -86,7 +87,7 @@ def uncosted_nodes(model: ModelLike, zoo_params: dict[str, Any]) -> list[str]:
     from hal.perf.bodies import body_flops, has_bodies
     from hal.perf.opcount import node_flops
 
-    graph = optimize(load(model, zoo_params=zoo_params))
+    graph = optimize(load(model, zoo_params=zoo_params, dims=dims))
     return [f"{n.name} ({n.op_type})" for n in graph.nodes
             if has_bodies(n) and body_flops(n, graph, node_flops) is None]
 
@@ -100,23 +101,35 @@ def estimate_targets(target: str | Sequence[str]) -> list[str]:
     return names
 
 
-def estimate(model: ModelLike, target: str = "all", *, phase: Phase = "decode", batch: int = 1,
-             context: int = 1024, prompt: int = 512, devices: int | None = None, precision: str = "native",
-             **target_options: Any) -> EstimateReport:
+def estimate(model: ModelLike, target: str = "all", *, phase: Phase | None = None, batch: int | None = None,
+             context: int | None = None, prompt: int | None = None, dims: Mapping[str, int] | None = None,
+             devices: int | None = None, precision: str = "native", **target_options: Any) -> EstimateReport:
     """Compile ``model`` on each target named (``all``, one, or ``a,b``) and collect the estimates.
 
-    A target that refuses the model or cannot fit it gets status ``refused`` / ``error`` with the
-    reason, and the other targets still report.
+    ``phase``, ``batch``, ``context`` and ``prompt`` shape the zoo's shape-only LLMs (decode, 1, 1024
+    and 512 when not given); any other model takes its sizes from ``dims``, which binds its open input
+    dimensions by name (``hal.graph.dims``). A target that refuses the model or cannot fit it gets
+    status ``refused`` / ``error`` with the reason, and the other targets still report.
     """
+    llm = bool(zoo_params_for(model, "decode", 1, 1, 1))
+    given = [k for k, v in (("phase", phase), ("batch", batch), ("context", context), ("prompt", prompt))
+             if v is not None]
+    if given and not llm:
+        raise InputError(f"{', '.join(given)} shape the zoo's shape-only LLMs (zoo:llama-3.1-8b, ...), and "
+                         f"{model if isinstance(model, str) else 'this model'} is not one of them", where="estimate",
+                         hint="bind this model's open input dimensions instead: dims={'batch': 8} (hal estimate: "
+                              "--dim batch=8)")
+    phase = "decode" if phase is None else phase
     if not isinstance(phase, str) or phase not in ("decode", "prefill"):
         raise InputError(f"phase must be 'decode' or 'prefill', not {phase!r}", where="estimate",
                          hint="decode: a token per user after `context` cached ones; prefill: a `prompt`-token prompt")
-    batch, context, prompt = (as_int(v, k, 1, "estimate") for k, v in
-                              (("batch", batch), ("context", context), ("prompt", prompt)))
+    batch, context, prompt = (as_int(d if v is None else v, k, 1, "estimate") for k, v, d in
+                              (("batch", batch, 1), ("context", context, 1024), ("prompt", prompt, 512)))
+    dims = checked_dims(dims, "estimate")
     make_options(precision, devices)  # an invalid precision or device count: one error, not a row of them
     zp = zoo_params_for(model, phase, batch, context, prompt)
     names = estimate_targets(target)
-    uncosted = uncosted_nodes(model, zp)
+    uncosted = uncosted_nodes(model, zp, dims)
     out = []
     for name in names:
         prec = precision
@@ -125,7 +138,8 @@ def estimate(model: ModelLike, target: str = "all", *, phase: Phase = "decode", 
                     context=context if zp and phase == "decode" else None,
                     prompt=prompt if zp and phase == "prefill" else None, precision=prec)
         try:
-            exe = compile(model, target=name, precision=prec, devices=devices, zoo_params=zp, **target_options)
+            exe = compile(model, target=name, precision=prec, devices=devices, zoo_params=zp, dims=dims,
+                          **target_options)
         except HalError as e:
             from hal.errors import ResourceError, UnsupportedOpError
 

@@ -24,6 +24,7 @@ from hal.api_args import cache_dir_arg, check_fallback, check_run_options, make_
 from hal.boundary import Partition, checked_feeds, feed_checks, output_checks, run_partition
 from hal.cache import CompileCache, SessionEntry, SessionPart, open_cache, weights_elsewhere
 from hal.errors import CompileError, HalError, InputError, ResourceError, UnsupportedOpError
+from hal.graph.dims import checked_dims
 from hal.graph.ir import Graph, TensorInfo
 from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
@@ -206,8 +207,10 @@ class InferenceSession:
     def __init__(self, model: ModelLike, target: str = REFERENCE_TARGET, precision: str = "exact",
                  fallback: str = "error", *, devices: int | None = None, max_memory: int | str | None = None,
                  timeout_s: float | None = None, zoo_params: Mapping[str, Any] | None = None,
-                 cache_dir: str | os.PathLike | bool | None = None, **target_options: Any):
+                 dims: Mapping[str, int] | None = None, cache_dir: str | os.PathLike | bool | None = None,
+                 **target_options: Any):
         check_fallback(fallback, "InferenceSession")
+        dims = checked_dims(dims, "InferenceSession")
         t0 = time.perf_counter()
         self.options = make_options(precision, devices, max_memory, timeout_s, **target_options)
         tgt = resolve_target(target)
@@ -221,7 +224,7 @@ class InferenceSession:
         self._parts_s = 0.0  # time spent getting the programs (compile, or load from the cache)
         if cache is not None:
             skey = self._session_key = cache.session_key(model, zoo_params, tgt, get_target(REFERENCE_TARGET),
-                                                          self.options, fallback)
+                                                          self.options, fallback, dims)
             hit = cache.load_session(skey, tgt) if skey is not None else None
         if hit is not None:  # graph and placement from the cache: no loading, passes or capability
             graph, self._refused = hit.graph, hit.refused
@@ -240,7 +243,7 @@ class InferenceSession:
             self._parts_s = 0.0
             t_frontend = time.process_time()
             with limits.bounds(self.options.max_memory):
-                graph = optimize(load(model, zoo_params=zoo_params))
+                graph = optimize(load(model, zoo_params=zoo_params, dims=dims))
                 limits.check_graph(graph, self.options.max_memory)
                 self._parts = self._place_and_compile(graph, tgt)
             # loading, checking, passes and placement alone (not the programs' compiles, loads, stores), in
@@ -252,7 +255,7 @@ class InferenceSession:
         self._overrides = InitializerOverrides(
             graph, model, zoo_params,
             lambda proto: InferenceSession(proto, target, precision, fallback, devices=devices, max_memory=max_memory,
-                                           timeout_s=timeout_s, cache_dir=cache_dir, **target_options)
+                                           timeout_s=timeout_s, dims=dims, cache_dir=cache_dir, **target_options)
         ) if graph.overridable else None
         self._inputs = list(graph.inputs)
         self._feed_checks = feed_checks(self._inputs)
@@ -277,8 +280,24 @@ class InferenceSession:
             st = self.compile_cache.stats
             self._report.details = {**self._report.details, "compile_cache": {"hits": st.hits, "misses": st.misses}}
         self._lock = threading.Lock()
-        #: the last run's (wall time, outputs), made into ``last_run``'s report when someone reads it
-        self._last: tuple[float, list[str]] | RunReport | None = None
+        #: the last run's (wall time, outputs, whether the report priced its sizes), made into
+        #: ``last_run``'s report when someone reads it
+        self._last: tuple[float, list[str], bool] | RunReport | None = None
+        #: the single program whose report prices each run's own sizes (a target that specialises at run
+        #: time says so: details["figures_follow_runs"]), read live; else None
+        exe = self._parts[0].executable if len(self._parts) == 1 else None
+        self._live = exe if exe is not None and exe.report.details.get("figures_follow_runs") is True else None
+        #: the inputs' open dimensions, (input, axis), that the report priced at 1 (hal.perf.opcount.shape):
+        #: a run feeding another size there gets no modelled latency (bind them: dims=)
+        self._open_axes: list[tuple[str, int]] = []
+        shown = []
+        for t in graph.inputs if self._live is None else ():
+            for a, d in enumerate(t.shape or () if t.kind == "tensor" else ()):
+                if not isinstance(d, int):
+                    self._open_axes.append((t.name, a))
+                    shown.append(f"{t.name}[{a}]" + (f" ({d})" if d else ""))
+        if shown:
+            self._report.details = {**self._report.details, "open_dims_priced_as_1": shown}
         heap.release_free_memory()  # what loading and the passes freed (the proto's weights, ...)
         heap.keep_pages_for_runs()
 
@@ -394,6 +413,12 @@ class InferenceSession:
     # -- onnxruntime-shaped API ---------------------------------------------------------------
     @property
     def report(self) -> CompileReport:
+        """The compile's report; where the target prices each run's sizes (``figures_follow_runs``), with
+        the figures of the latest run."""
+        if self._live is not None:
+            live = self._live.report
+            return self._report.model_copy(update={k: getattr(live, k) for k in (
+                "latency_s", "throughput_per_s", "energy_j", "memory", "peak_memory_bytes", "devices")})
         return self._report
 
     def get_inputs(self) -> list[NodeArg]:
@@ -441,7 +466,9 @@ class InferenceSession:
         with limits.bounds(self._run_max_memory, self.options.timeout_s):
             for p in self._parts:
                 values.update(run_partition(p, {n: values[n] for n in p.inputs}))
-        self._last = (time.perf_counter() - t0, wanted)  # one tuple: atomic for concurrent runs
+        wall = time.perf_counter() - t0
+        priced = not self._open_axes or all(np.shape(values[n])[a] == 1 for n, a in self._open_axes)
+        self._last = (wall, wanted, priced)  # one tuple: atomic for concurrent runs
         return _not_of_feeds([values[n] for n in wanted], feeds)
 
     def _wanted(self, output_names: Any) -> list[str]:
@@ -469,10 +496,11 @@ class InferenceSession:
         last = self._last
         if last is None or isinstance(last, RunReport):
             return last
-        wall, wanted = last
+        wall, wanted, priced = last
+        modelled = self._live.report.latency_s if self._live is not None else self._report.latency_s if priced else None
         # (built from values of known types: pydantic's validation would cost more than the bookkeeping)
         report = RunReport.model_construct(target=self.target_name, wall_time_s=wall,
-                                           modelled_latency_s=self._report.latency_s, outputs=list(wanted))
+                                           modelled_latency_s=modelled, outputs=list(wanted))
         if self._last is last:  # a run in between keeps its own
             self._last = report
         return report
@@ -569,16 +597,18 @@ def _not_of_feeds(outs: list[Any], feeds: Mapping[str, Any]) -> list[Any]:
 
 def compile(model: ModelLike, target: str = REFERENCE_TARGET, precision: str = "exact", *,
             devices: int | None = None, max_memory: int | str | None = None, timeout_s: float | None = None,
-            zoo_params: Mapping[str, Any] | None = None, cache_dir: str | os.PathLike | bool | None = None,
-            **target_options: Any) -> Executable:
-    """Compile the whole model for one target (no fallback) and return the target's executable."""
+            zoo_params: Mapping[str, Any] | None = None, dims: Mapping[str, int] | None = None,
+            cache_dir: str | os.PathLike | bool | None = None, **target_options: Any) -> Executable:
+    """Compile the whole model for one target (no fallback) and return the target's executable.
+    ``dims`` binds open input dimensions by name (``hal.graph.dims``), as in InferenceSession."""
+    dims = checked_dims(dims, "compile")
     options = make_options(precision, devices, max_memory, timeout_s, **target_options)
     tgt = resolve_target(target)
     _check_target_accepts(tgt, options)
     zoo_params = zoo_params_of(model, zoo_params)
     cache_dir = cache_dir_arg(cache_dir)
     with limits.bounds(options.max_memory):
-        graph = optimize(load(model, zoo_params=zoo_params))
+        graph = optimize(load(model, zoo_params=zoo_params, dims=dims))
         limits.check_graph(graph, options.max_memory)
     cap = target_capability(tgt, graph, options)
     if cap.refused:

@@ -102,7 +102,7 @@ def test_a_dimension_the_model_does_not_name_is_an_error(hal_cli, tmp_path):
     rc, _, err = hal_cli("run", model, "--dim", "n=2", "--json")
     assert rc == 0, err
     rc, _, err = hal_cli("run", model, "--dim", "zz=3")
-    assert rc == 2 and "no input has a dimension named 'zz'" in err and "dimension names: n" in err
+    assert rc == 2 and "no input has a dimension named 'zz'" in err and "open dimensions: n (x[0])" in err
 
 
 def test_an_output_that_cannot_be_written_names_the_users_path(hal_cli, tmp_path):

@@ -546,11 +546,25 @@ def node_names(protos: list[onnx.NodeProto]) -> list[str]:
 
 
 def load(model: ModelLike, *, check: bool = True, infer_shapes: bool = True,
-         zoo_params: dict[str, Any] | None = None) -> Graph:
-    """Load any model form into a Graph (see module docstring); a Graph passes through."""
+         zoo_params: dict[str, Any] | None = None, dims: dict[str, int] | None = None) -> Graph:
+    """Load any model form into a Graph (see module docstring); a Graph passes through. ``dims``
+    binds open input dimensions by name before shape inference (``hal.graph.dims``); a caller's
+    ModelProto is copied first, never changed."""
     if isinstance(model, Graph):
+        if dims:
+            raise ModelError("dims binds a model's open dimensions before it is loaded, and this one is "
+                             "a loaded Graph", where=model.name, hint="pass the model (a path, bytes or a "
+                             "ModelProto) instead, or graph.to_onnx()")
         return model
     proto, where, _ = parse_model(model, zoo_params=zoo_params)
+    if dims:
+        from hal.graph.dims import bind_dims
+
+        if proto is model:
+            copy = onnx.ModelProto()
+            copy.CopyFrom(proto)
+            proto = copy
+        bind_dims(proto, dims, where)
     return from_proto(proto, where=where, check=check, infer_shapes=infer_shapes)
 
 

@@ -65,9 +65,9 @@ class SpecialisingExecutable:
             target=target.spec.name, plugin_version=version, model=graph.name,
             model_hash=graph.model_hash, precision=options.precision, shape_only=graph.shape_only,
             node_count=len(graph.nodes), devices=1,
-            details={"specialisation": self._stats,
-                     "note": "the schedule is compiled per value signature at run time (latency_s is that of "
-                             "the latest signature run; see details.specialisation)"})
+            details={"specialisation": self._stats, "figures_follow_runs": True,
+                     "note": "the schedule is compiled per value signature at run time (latency, throughput, "
+                             "energy and memory are those of the latest signature run; see details.specialisation)"})
 
     # -- the latest schedule, for inspection ----------------------------------------------------
     def _latest(self) -> LpuExecutable | None:
@@ -122,6 +122,8 @@ class SpecialisingExecutable:
     def _note(self, exe: LpuExecutable) -> None:
         self._stats["last_cycles"] = exe.cycles
         self._stats["last_latency_s"] = exe.report.latency_s
+        for key in ("latency_s", "throughput_per_s", "energy_j", "memory", "peak_memory_bytes", "devices"):
+            setattr(self.report, key, getattr(exe.report, key))  # the report's figures are this signature's
 
     def _compile(self, feeds: Mapping[str, Any]) -> LpuExecutable:
         g = self._graph
