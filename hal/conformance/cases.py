@@ -231,22 +231,101 @@ def _cached(fn: Callable[[], Any]) -> Callable[[], Any]:
     return get
 
 
-def plugin_cases() -> list[ConformanceCase]:
-    """Cases contributed through the ``hal_conformance_cases`` hook of every loaded plugin."""
+@dataclass
+class BrokenPluginCase:
+    """What a plugin's ``hal_conformance_cases`` could not give: its hook raised, or returned something
+    that is not a case. It runs as a case of that plugin that fails with cause "plugin" and says why, so
+    the plugin's cases are not silently missing from a certification while every other case still runs.
+    It is the plugin's failure, not the target's: a manifest never holds it."""
+
+    name: str
+    message: str
+    op: str = "plugin cases"
+    kind: str = "plugin"
+    ops: frozenset[str] = frozenset()
+
+    def run(self, target: str) -> None:
+        from hal.conformance.check import CaseFailure
+
+        raise CaseFailure("plugin", self.message)
+
+
+def _plugin_error(rec: Any, what: str, hint: str | None = None) -> str:
+    from hal.errors import PluginError
+
+    return str(PluginError(what, plugin=rec.name, distribution=rec.distribution,
+                           hint=hint or "report it to the plugin's authors; every other case still runs "
+                                        "(HAL_PLUGINS=NAMES loads only the plugins named)"))
+
+
+def _raised(e: BaseException) -> str:
+    if isinstance(e, SystemExit):
+        return f"SystemExit (sys.exit({e.code!r}))"
+    return f"{type(e).__name__}: {e}"
+
+
+def _plugin_case(c: Any) -> ConformanceCase:
+    model = c.model
+    if not isinstance(model, onnx.ModelProto):
+        raise TypeError(f"its model is a {type(model).__name__}, not an onnx.ModelProto")
+    ops = graph_ops(model.graph)
+    op = getattr(c, "op", None) or (model.graph.node[0].op_type if len(model.graph.node) == 1 else "model")
+    return ConformanceCase(str(c.name), str(op), "plugin", float(getattr(c, "rtol", 1e-3)),
+                           float(getattr(c, "atol", 1e-7)), _const(model), _const(list(c.data_sets)), frozenset(ops))
+
+
+def _hook_cases(reg: Any, rec: Any) -> list[Any] | None:
+    """What plugin ``rec``'s ``hal_conformance_cases`` returned, through the registry (which traces the call
+    and refuses a result that is not a list); None when it has no such hook."""
+    call, implements = getattr(reg, "call", None), getattr(reg, "implements", None)
+    if call is not None and implements is not None:
+        return call(rec.name, "hal_conformance_cases") if implements(rec.name, "hal_conformance_cases") else None
+    hook = getattr(reg.pm.get_plugin(rec.name), "hal_conformance_cases", None)
+    return None if hook is None else list(hook() or [])
+
+
+def plugin_cases() -> list[ConformanceCase | BrokenPluginCase]:
+    """Cases contributed through the ``hal_conformance_cases`` hook of every loaded plugin.
+
+    A plugin's hook is third-party code: when it raises (SystemExit included; KeyboardInterrupt is the
+    user's and stops the run), returns something other than a list, or gives a case that is not the shape
+    onnx's node cases have, that plugin contributes a ``BrokenPluginCase`` naming it, which fails; every
+    other case, the plugin's good ones included, still runs."""
+    from hal.errors import PluginError
     from hal.plugins import registry
 
     reg = registry()
-    out = []
-    for rec in reg.records.values():
-        plugin = reg.pm.get_plugin(rec.name)
-        hook = getattr(plugin, "hal_conformance_cases", None)
-        if not rec.ok or hook is None:
+    out: list[ConformanceCase | BrokenPluginCase] = []
+    for rec in list(reg.records.values()):
+        if not rec.ok:
             continue
-        for c in hook() or []:
-            model = c.model
-            ops = graph_ops(model.graph)
-            op = getattr(c, "op", None) or (model.graph.node[0].op_type if len(model.graph.node) == 1 else "model")
-            out.append(ConformanceCase(c.name, op, "plugin", float(getattr(c, "rtol", 1e-3)),
-                                       float(getattr(c, "atol", 1e-7)), _const(model), _const(list(c.data_sets)),
-                                       frozenset(ops)))
+        broken = f"hal_conformance_cases[{rec.name}]"
+        try:
+            given = _hook_cases(reg, rec)
+        except PluginError as e:  # the registry's own word on what the hook returned
+            out.append(BrokenPluginCase(broken, str(e)))
+            continue
+        except (Exception, SystemExit) as e:  # third-party code: name it, keep the suite running
+            out.append(BrokenPluginCase(broken, _plugin_error(rec, f"hook hal_conformance_cases raised {_raised(e)}")))
+            continue
+        for i, c in enumerate(given or []):
+            try:
+                out.append(_plugin_case(c))
+            except (Exception, SystemExit) as e:
+                try:
+                    name = getattr(c, "name", None)
+                except (Exception, SystemExit):  # a property that raises
+                    name = None
+                out.append(BrokenPluginCase(
+                    name if isinstance(name, str) and name else f"{broken}[{i}]",
+                    _plugin_error(rec, f"hook hal_conformance_cases gave, as case {i}, a {type(c).__name__} that is "
+                                       f"not a conformance case ({_raised(e)})",
+                                  hint="a case has name, model (an onnx.ModelProto), data_sets ([(inputs, expected "
+                                       "outputs)]), rtol and atol, as onnx's node test cases (hal/hookspecs.py)")))
     return out
+
+
+def unselected_broken_hooks(selected: set[str]) -> list[BrokenPluginCase]:
+    """The ``BrokenPluginCase`` of each plugin whose case hook failed, where a -k expression left it out of
+    the run (``selected``: the names of the cases that ran): the run says so anyway, as a note."""
+    return [c for c in plugin_cases() if isinstance(c, BrokenPluginCase) and c.name not in selected]

@@ -20,12 +20,20 @@ import numpy as np
 from hal.conformance.cases import ConformanceCase, to_value
 from hal.errors import HalError, ModelError, UnsupportedOpError
 
-Cause = Literal["checker", "no kernel", "refused", "wrong numbers", "error"]
+Cause = Literal["checker", "no kernel", "refused", "wrong numbers", "error", "environment", "plugin"]
 
 #: causes in the order the report lists them: "no kernel" where hal has no kernel for a node's op (or
 #: form), so no target built on its kernels runs it; "refused" where the target turned down a node
-#: hal's kernels run (a data-dependent shape on a static schedule, a dtype its hardware lacks)
-CAUSES: tuple[Cause, ...] = ("no kernel", "refused", "wrong numbers", "error", "checker")
+#: hal's kernels run (a data-dependent shape on a static schedule, a dtype its hardware lacks);
+#: "environment" where this host lacks an optional package hal's own code needs for the case (Pillow
+#: for ImageDecoder): not the target's failure, so the case is skipped and never written to a manifest;
+#: "plugin" where a plugin's hal_conformance_cases hook failed (``cases.BrokenPluginCase``): that plugin's
+#: failure, on every target, never written to a manifest either
+CAUSES: tuple[Cause, ...] = ("no kernel", "refused", "wrong numbers", "error", "checker", "environment", "plugin")
+
+#: the top-level packages of hal's own distribution: a module they import that is missing is this
+#: host's lack (an optional dependency), not the target's failure
+OWN_PACKAGES = frozenset({"hal", "hal_cpu", "hal_gpu", "hal_lpu", "hal_wafer"})
 
 
 class CaseFailure(AssertionError):
@@ -105,6 +113,37 @@ def assert_scored(expected: list[Any], actual: list[Any], scores: np.ndarray, rt
                                err_msg="the output, against the softmax of its scores")
 
 
+def missing_dependency(e: BaseException) -> str | None:
+    """The module hal's own code tried to import and this host lacks, when that is what ``e`` (or an
+    exception it was raised from or during) comes down to; None otherwise. A module missing from a
+    plugin's own code is not the host's lack but the plugin's failure, and gives None."""
+    seen: set[int] = set()
+    x: BaseException | None = e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        if isinstance(x, ModuleNotFoundError):
+            # the module whose import statement failed: the innermost frame outside importlib's own
+            # (outer frames are whoever caught it, hal's boundary around a plugin's run among them)
+            tb, importer = x.__traceback__, ""
+            while tb is not None:
+                name = str(tb.tb_frame.f_globals.get("__name__", ""))
+                if not name.startswith("importlib"):
+                    importer = name
+                tb = tb.tb_next
+            if importer.split(".")[0] in OWN_PACKAGES:
+                return (x.name or "a module").split(".")[0]
+        x = x.__cause__ or x.__context__
+    return None
+
+
+def _environment(e: BaseException, what: str) -> None:
+    """Raise the "environment" CaseFailure when ``e`` comes down to a package this host lacks."""
+    module = missing_dependency(e)
+    if module is not None:
+        raise CaseFailure("environment", f"{what}this host lacks the Python package {module!r} hal needs here: "
+                                         f"{_first_line(e)}") from None
+
+
 def _kind(v: Any) -> str:
     if v is None:
         return "an empty optional"
@@ -148,8 +187,10 @@ def check_case(case: ConformanceCase, target: str, precision: str = "exact",
             cause: Cause = "checker" if "checker" in e.what else "error"
             raise CaseFailure(cause, _first_line(e)) from None
         except UnsupportedOpError as e:
+            _environment(e, "")
             raise CaseFailure(refusal_cause(e), _first_line(e)) from None
         except Exception as e:  # a compile failure of any kind fails this case only
+            _environment(e, "compile: ")
             raise CaseFailure("error", f"compile: {type(e).__name__}: {_first_line(e)}") from None
         names = input_names(model)
         for k, (inputs, expected) in enumerate(case.data_sets):
@@ -157,8 +198,10 @@ def check_case(case: ConformanceCase, target: str, precision: str = "exact",
             try:
                 got = sess.run(None, feeds)
             except HalError as e:
+                _environment(e, f"data set {k}: ")
                 raise CaseFailure("error", f"data set {k}: {_first_line(e)}") from None
             except Exception as e:  # a target's executor must not crash the suite
+                _environment(e, f"data set {k}: ")
                 raise CaseFailure("error", f"data set {k}: {type(e).__name__}: {_first_line(e)}") from None
             try:
                 if case.scores and len(got) == len(expected) + 1:

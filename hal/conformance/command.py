@@ -2,10 +2,13 @@
 
     hal conformance cpu --profile full --json r.json -n 2
     hal conformance gpu --write-manifest            # regenerate specs/conformance/xfail-gpu.toml
+    hal conformance acme-npu --write-manifest       # a plugin's target: ./xfail-acme-npu.toml
 
 The run is isolated from the current folder's pytest configuration and conftest files, so it works
-from anywhere. Exit status: 0 when nothing failed (expected failures allowed), 1 when a case
-failed, 2 when the suite could not run or ran no case (a bad option, profile or manifest is one
+from anywhere. It needs pytest, and pytest-xdist for ``-n``: neither is a dependency of hal-sdk, and
+without them the command says what to install (``check_runner``). Exit status: 0 when nothing failed
+(expected failures allowed), 1 when a case failed, 2 when the suite could not run, stopped on an error
+collecting or running it, or ran no case (a bad option, profile or manifest is one
 ``error: InputError: ...`` line, checked before pytest starts).
 """
 
@@ -15,6 +18,7 @@ import argparse
 import contextlib
 import io
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -50,15 +54,48 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+#: what to install for the suite: pytest runs it, pytest-xdist its -n workers (hal-sdk's conformance extra)
+INSTALL_HINT = "pip install 'hal-sdk[conformance]' (pytest and pytest-xdist)"
+
+
+def _importable(module: str) -> bool:
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def parallel(workers: Any) -> bool:
+    """Whether ``-n`` asks for worker processes (pytest-xdist): a number above 1, or 'auto'."""
+    return workers is not None and str(workers) not in ("0", "1")
+
+
+def check_runner(workers: Any) -> None:
+    """pytest (which runs the suite) and, for ``-n``, pytest-xdist are installed: neither is a runtime
+    dependency of hal-sdk, so without them an InputError saying what to install."""
+    if not _importable("pytest"):
+        raise InputError("hal conformance runs the suite through pytest, which is not installed",
+                         where="hal conformance", hint=INSTALL_HINT)
+    if parallel(workers) and not _importable("xdist.plugin"):
+        raise InputError(f"-n {workers} runs the suite in worker processes through pytest-xdist, which is not "
+                         "installed", where="command line", hint=f"{INSTALL_HINT}; or leave out -n to run in one")
+
+
 def check_args(args: argparse.Namespace) -> None:
-    """Refuse bad options before pytest starts (an InputError, exit status 2): a bad -n, -k or
-    --precision, an unreadable or invalid profile or manifest, a --manifest path that does not exist."""
-    from hal.conformance.profiles import check_precision, load_profile, target_manifest
+    """Refuse bad options before pytest starts (an InputError, exit status 2): pytest (or, for -n,
+    pytest-xdist) not installed, a bad -n, -k or --precision (one the target does not offer among them),
+    an unreadable or invalid profile or manifest, a --manifest path that does not exist, a manifest of
+    another target or one that waives the API contract."""
+    from hal.conformance.profiles import check_target_precision, load_profile, target_manifest
 
     workers = str(args.workers or "1")
     if workers != "auto" and not workers.isdigit():
         raise InputError(f"-n {args.workers!r} is not a number of workers", where="command line",
                          hint="give a number (0: in this process), or 'auto' for one per CPU")
+    check_runner(args.workers)
     if args.keyword:
         from _pytest.mark.expression import Expression  # pytest's own -k grammar
 
@@ -68,7 +105,7 @@ def check_args(args: argparse.Namespace) -> None:
             detail = f"at column {e.offset}: {e.msg}" if isinstance(e, SyntaxError) else str(e)
             raise InputError(f"-k {args.keyword!r} is not a valid expression: {detail}", where="command line",
                              hint="combine names with and, or, not and parentheses: -k 'Conv and not 3d'") from None
-    check_precision(args.precision, where="--precision")
+    check_target_precision(args.target, args.precision, where="--precision")
     load_profile(args.profile)
     target_manifest(args.target, args.manifest)
 
@@ -82,8 +119,8 @@ def pytest_args(args: argparse.Namespace, json_out: Path, folder: Path) -> list[
             "--hal-json", str(json_out)]
     argv += ["-q", "--tb=short"] if args.verbose else ["-q", "--tb=no", "-p", "no:warnings"]
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
-        argv += ["-p", "hal.conformance.pytest_plugin"] + (["-p", "xdist.plugin"] if args.workers else [])
-    if args.workers and str(args.workers) not in ("0", "1"):
+        argv += ["-p", "hal.conformance.pytest_plugin"] + (["-p", "xdist.plugin"] if parallel(args.workers) else [])
+    if parallel(args.workers):
         argv += ["-n", str(args.workers)]
     if args.keyword:
         argv += ["-k", args.keyword]
@@ -98,12 +135,12 @@ def pytest_args(args: argparse.Namespace, json_out: Path, folder: Path) -> list[
 
 def run(args: argparse.Namespace) -> int:
     """Run the suite as ``args`` asks; print the table; return the exit status."""
+    check_args(args)
     import pytest
 
     from hal.render import console as make_console
     from hal.render import literal
 
-    check_args(args)
     console = make_console()
     with tempfile.TemporaryDirectory(prefix="hal-conformance-") as tmp:
         folder = Path(tmp)
@@ -116,9 +153,13 @@ def run(args: argparse.Namespace) -> int:
             with console.status(literal(f"hal conformance: {args.target} ({args.profile})…")), \
                     contextlib.redirect_stdout(sink):
                 rc = pytest.main(argv)
-        if not json_out.is_file():
+        # a collection error (2) or an internal one (3) stops pytest before or while it runs the cases: what
+        # ran is not the profile, and an empty report must not read as "no case matched -k"
+        stopped = int(rc) in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+        if not json_out.is_file() or stopped:
             tail = "" if args.verbose else "\n".join(sink.getvalue().strip().splitlines()[-15:])
-            console.print(f"[red]hal conformance: the suite did not run (pytest exit {int(rc)})[/red]")
+            console.print(f"[red]hal conformance: the suite did not run{' to the end' if json_out.is_file() else ''} "
+                          f"(pytest exit {int(rc)}{': an error collecting or running it' if stopped else ''})[/red]")
             if tail:
                 console.print(tail, markup=False, highlight=False)
             return 2
@@ -128,10 +169,20 @@ def run(args: argparse.Namespace) -> int:
                          where=f"profile {args.profile!r}",
                          hint="-k matches case names (test_abs) and op types (Conv)" if args.keyword
                          else "list ops, or enable light_models, shipped_models or contract")
+    notes = []
+    if args.keyword:  # a plugin whose case hook failed fails a case of its own, which -k may have left out
+        from hal.conformance.cases import unselected_broken_hooks
+
+        notes = [f"note: {c.name} was not selected by -k: {c.message}"
+                 for c in unselected_broken_hooks({r.name for r in report.cases})]
     if args.json_path == "-":
         print(report.model_dump_json(indent=2))
+        for note in notes:
+            print(note, file=sys.stderr)
         return 0 if report.ok else 1
     print_report(report, console, failing_only=args.failing_only)
+    for note in notes:
+        console.print(f"[red]{literal(note)}[/red]")
     if args.json_path:
         out = write_output(args.json_path, report.model_dump_json(indent=2) + "\n")
         console.print(f"report: {out}", markup=False)
@@ -139,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
         from hal.conformance.profiles import manifest_path
 
         console.print(f"manifest: {args.write_manifest or manifest_path(args.target)}", markup=False)
+        if kept := report.not_written():
+            console.print(f"[red]not written to the manifest: {literal(kept)}[/red]")
     return 0 if report.ok else 1
 
 
@@ -169,6 +222,19 @@ def print_report(report: ConformanceReport, console: Any, *, failing_only: bool 
         if f.outcome == "failed":
             causes[f.cause or "error"] = causes.get(f.cause or "error", 0) + 1
     by_cause = ", ".join(f"{n} {c}" for c, n in sorted(causes.items(), key=lambda kv: -kv[1]))
+    skipped = f", {t.skipped} skipped (this host lacks a package they need)" if t.skipped else ""
     console.print(f"[bold]{t.passed + t.xpassed}/{t.total} passed ({100 * t.pass_rate:.1f}%)[/bold], "
                   f"{t.failed} failed{f' ({by_cause})' if by_cause else ''}, {t.xfailed} expected failures, "
-                  f"{t.xpassed} unexpectedly passing — {report.duration_s:.1f} s on {report.workers} worker(s)")
+                  f"{t.xpassed} unexpectedly passing{skipped} — {report.duration_s:.1f} s on "
+                  f"{report.workers} worker(s)")
+    for note in dict.fromkeys(c.message for c in report.cases if c.kind == "contract" and c.message
+                              and c.outcome in ("passed", "xpassed")):
+        console.print(f"  API contract {literal(note or '')}")
+    for c in report.cases:  # a plugin's case hook that failed: the table alone would not say whose or why
+        if c.cause == "plugin" and c.outcome == "failed":
+            console.print(f"[red]  {literal(c.name)}: {literal(c.message or '')}[/red]")
+    skipped_cases = [c for c in report.cases if c.outcome == "skipped"]
+    if skipped_cases:
+        first = skipped_cases[0]
+        console.print(f"  skipped: {literal(first.name)}{' and others' if len(skipped_cases) > 1 else ''}: "
+                      f"{literal(first.message or '')}")

@@ -1,9 +1,12 @@
-"""Certification profiles and per-target expected-failure manifests (TOML, in specs/conformance/).
+"""Certification profiles and per-target expected-failure manifests (TOML: the profiles and hal's own
+targets' manifests in specs/conformance/, a plugin target's manifest in the vendor's folder).
 
 A profile says which cases a certification runs (an explicit op list, or every case) and the
 tolerance floors per precision. A manifest lists, for one target, the cases expected to fail, each
-with its reason; the suite marks them xfail. ``write_manifest`` regenerates a manifest from a run
-(``hal conformance TARGET --write-manifest``), as IREE keeps its expected-failure lists.
+with its reason; the suite marks them xfail when they fail as the entry says (``cause_mismatch``).
+``write_manifest`` regenerates a manifest from a run (``hal conformance TARGET --write-manifest``), as
+IREE keeps its expected-failure lists. A manifest never holds the API contract's cases, failures
+for want of a package on the host, nor a plugin's failed case hook (``waivable``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from hal.conformance.cases import ConformanceCase
 from hal.conformance.check import Tolerance
-from hal.errors import InputError
+from hal.errors import HalError, InputError
 from hal.files import atomic_write
 from hal.specs import HalModel, Precision
 
@@ -44,6 +47,24 @@ def check_precision(precision: str, where: str | None = None) -> str:
     if precision not in get_args(Precision):
         raise InputError(f"unknown precision {precision!r}", where=where,
                          hint=f"precisions: {', '.join(get_args(Precision))}")
+    return precision
+
+
+def check_target_precision(target: str, precision: str, where: str | None = None) -> str:
+    """``precision`` if ``target`` offers it; else, before any case runs, the InputError a session would
+    give every case (hal.session's own check and wording: "does not offer precision ..., it offers: ...").
+    An unknown target is left to the caller's own check."""
+    from hal.plugins import registry
+    from hal.session import _check_target_accepts
+    from hal.specs import CompileOptions
+
+    check_precision(precision, where)
+    tgt = registry().targets.get(target)
+    if tgt is not None:
+        try:
+            _check_target_accepts(tgt, CompileOptions(precision=precision))
+        except HalError as e:
+            raise InputError(e.what, where=where, hint=e.hint) from None
     return precision
 
 
@@ -192,26 +213,80 @@ def manifest_path(target: str) -> Path:
     return specs_dir() / f"xfail-{target}.toml"
 
 
-def load_manifest(path: str | Path | None) -> dict[str, ManifestEntry]:
-    """The entries of a manifest by case name; a missing file is an empty manifest."""
+#: the causes a manifest never holds: the API contract is what makes a target certifiable, so it is never
+#: an expected failure (specs/interface.md section 10); an environment failure is this host's, and a plugin's
+#: failed case hook that plugin's, not the target's
+NOT_WAIVABLE = ("contract", "environment", "plugin")
+
+
+def contract_case_names() -> frozenset[str]:
+    from hal.conformance.contract import contract_cases
+
+    return frozenset(c.name for c in contract_cases())
+
+
+def waivable(entry: ManifestEntry) -> bool:
+    """Whether an expected failure may go in a manifest: not a contract case, not an environment failure,
+    not a plugin's failed case hook."""
+    return entry.cause not in NOT_WAIVABLE and entry.case not in contract_case_names()
+
+
+def load_manifest(path: str | Path | None, target: str | None = None) -> dict[str, ManifestEntry]:
+    """The entries of a manifest by case name; a missing file is an empty manifest. A manifest for
+    another target than ``target`` (its ``target = ...``), or one that lists an API contract case, an
+    environment failure or a plugin's failed case hook (``NOT_WAIVABLE``), is an InputError naming the file."""
     if path is None or not Path(path).exists():
         return {}
     data = _read_toml(Path(path), "expected-failure manifest", _ManifestFile,
                       hint="each [[xfail]] takes case and reason (op, cause optional); "
                            "regenerate it: hal conformance TARGET --write-manifest")
-    return {e.case: ManifestEntry(e.case, e.op, e.cause, e.reason) for e in data.xfail}
+    if target is not None and data.target is not None and data.target != target:
+        raise InputError(f"this expected-failure manifest is for target {data.target!r}, not {target!r}",
+                         where=str(path), hint=f"give the manifest of target {target!r} (xfail-{target}.toml), or "
+                                               f"write one from a run: hal conformance {target} --write-manifest")
+    entries = {e.case: ManifestEntry(e.case, e.op, e.cause, e.reason) for e in data.xfail}
+    contract = contract_case_names()
+    if waived := [e.case for e in entries.values() if e.cause == "contract" or e.case in contract]:
+        raise InputError(f"lists {len(waived)} API contract case(s) as expected failures "
+                         f"({', '.join(waived[:4])}{', …' if len(waived) > 4 else ''}): the contract cannot be waived",
+                         where=str(path),
+                         hint="a target that breaks the API contract is not certifiable (specs/interface.md section "
+                              "10): fix the target and delete these entries; a target that refuses nodes of "
+                              "zoo:tiny-cnn or zoo:tiny-gpt is held to the contract on the nodes it takes")
+    if env := [e.case for e in entries.values() if e.cause == "environment"]:
+        raise InputError(f"lists {len(env)} case(s) that failed for want of a package on the host that ran them "
+                         f"({', '.join(env[:4])}{', …' if len(env) > 4 else ''}): not the target's expected failures",
+                         where=str(path), hint="install the package the case needs (hal-sdk[image] for ImageDecoder) "
+                                               "and delete these entries")
+    if hooks := [e.case for e in entries.values() if e.cause == "plugin"]:
+        raise InputError(f"lists {len(hooks)} failed plugin case hook(s) ({', '.join(hooks[:4])}): a plugin's "
+                         "failure, not the target's expected one", where=str(path),
+                         hint="fix the plugin's hal_conformance_cases and delete these entries")
+    return entries
 
 
 def target_manifest(target: str, manifest: str | None) -> tuple[Path | None, dict[str, ManifestEntry]]:
     """The file and entries of ``--manifest MANIFEST``: ``none`` is no manifest, a path must exist, and
-    without one the target's default (``manifest_path``) is read when it exists."""
+    without one the target's default (``manifest_path``) is read when it exists. A manifest must be
+    ``target``'s own (``load_manifest``)."""
     if manifest == "none":
         return None, {}
     path = Path(manifest) if manifest else manifest_path(target)
     if manifest and not path.exists():
         raise InputError("no such expected-failure manifest", where=manifest,
-                         hint="give the path of an existing manifest, or 'none' to run without one")
-    return path, load_manifest(path)
+                         hint=f"give the path of an existing manifest, or 'none' to run without one; a new target's "
+                              f"first manifest is written by a run: hal conformance {target} --write-manifest")
+    return path, load_manifest(path, target)
+
+
+def cause_mismatch(entry: ManifestEntry | None, cause: str, message: str) -> str | None:
+    """None when a failure of ``cause`` is the one ``entry`` expects (an entry without a cause expects any);
+    else the failure's message saying which cause the manifest expected: a case expected to be refused
+    that now runs and gives wrong numbers is a new failure, not the known one."""
+    if entry is None or not entry.cause or entry.cause == cause:
+        return None
+    return (f"the manifest expects this case to fail with cause {entry.cause!r} ({entry.reason}); it failed with "
+            f"cause {cause!r}: {message}")
 
 
 def manifest_reason(cause: str | None, message: str | None, limit: int = 200) -> str:
@@ -239,15 +314,17 @@ def _toml_str(s: str) -> str:
 def write_manifest(path: str | Path, target: str, entries: Iterable[ManifestEntry], *, profile: str,
                    keep: Iterable[ManifestEntry] = ()) -> Path:
     """Write the manifest of ``target``: ``entries`` from this run plus ``keep`` (entries of cases
-    this run did not execute, so a partial run never drops them). Sorted by op, then case."""
+    this run did not execute, so a partial run never drops them), less those a manifest cannot hold
+    (``waivable``: the API contract's, the host's). Sorted by op, then case."""
     p = Path(path)
-    merged = {e.case: e for e in keep}
-    merged.update({e.case: e for e in entries})
+    merged = {e.case: e for e in keep if waivable(e)}
+    merged.update({e.case: e for e in entries if waivable(e)})
     lines = [
         f"# Expected failures of target {target!r} in the hal conformance suite.",
         f"# Regenerate: hal conformance {target} --profile {profile} --write-manifest",
         "# Each entry: the case, the op it certifies, the kind of failure (no kernel | refused |",
-        "# wrong numbers | error | checker | contract) and the reason the run gave.",
+        "# wrong numbers | error | checker) and the reason the run gave. API contract failures, failures",
+        "# for want of a package on the host and failed plugin case hooks are never written here.",
         "",
         f"target = {_toml_str(target)}",
     ]

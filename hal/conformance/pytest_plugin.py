@@ -6,9 +6,13 @@ collecting test files, so ``pytest --hal-target cpu`` works from any folder:
     pytest --hal-target gpu --hal-profile full -n 4 --hal-json gpu.json
 
 Each case is one item (``hal[TARGET]::node::test_abs``); ``-k`` also matches the op type
-(``-k Conv``). Cases listed in the target's expected-failure manifest
-(specs/conformance/xfail-TARGET.toml, or ``--hal-manifest``) are xfail with the manifest's reason;
-``--hal-write-manifest PATH`` writes the manifest of this run's failures. Works with pytest-xdist.
+(``-k Conv``). Cases listed in the target's expected-failure manifest (hal's
+specs/conformance/xfail-TARGET.toml for hal's own targets, ./xfail-TARGET.toml for a plugin's, or
+``--hal-manifest``) are xfail with the manifest's reason when they fail with the entry's cause (failed,
+saying so, with another); a case that fails for want of a package on this host is skipped.
+``--hal-write-manifest PATH`` writes the manifest of this run's failures, less those that are not the
+target's to expect (the API contract's, a plugin's failed case hook: ``profiles.waivable``). Works with
+pytest-xdist.
 """
 
 from __future__ import annotations
@@ -72,12 +76,12 @@ class SuiteState:
     """The active suite: options, the manifest, and the results seen (on the controller with xdist)."""
 
     def __init__(self, config: pytest.Config, target: str):
-        from hal.conformance.profiles import check_precision, load_profile, target_manifest
+        from hal.conformance.profiles import check_target_precision, load_profile, target_manifest
 
         self.config = config
         self.target = target
         self.profile: Profile = _option(config, "hal-profile", load_profile)
-        self.precision: str = _option(config, "hal-precision", check_precision)
+        self.precision: str = _option(config, "hal-precision", lambda p: check_target_precision(target, p))
         self.manifest_file, self.manifest = _option(config, "hal-manifest", lambda m: target_manifest(target, m))
         self.results: dict[str, CaseResult] = {}
         self.t0 = time.perf_counter()
@@ -162,8 +166,16 @@ class SuiteState:
         tr.section(f"hal conformance: {self.target} ({self.profile.name})")
         for row in [o for o in rep.ops if o.failed][:40]:
             tr.write_line(f"  {row.op:32s} {row.passed + row.xpassed:4d}/{row.total:<4d} passed, {row.failed} failed")
+        skipped = f", {t.skipped} skipped (this host lacks a package they need)" if t.skipped else ""
         tr.write_line(f"{t.passed + t.xpassed}/{t.total} passed ({100 * t.pass_rate:.1f}%), {t.failed} failed, "
-                      f"{t.xfailed} expected failures, {t.xpassed} unexpectedly passing")
+                      f"{t.xfailed} expected failures, {t.xpassed} unexpectedly passing{skipped}")
+        if self.config.getoption("hal_write_manifest") and (kept := rep.not_written()):
+            tr.write_line(f"not written to the manifest: {kept}")
+        if self.config.getoption("keyword"):  # a plugin's failed case hook, left out by -k: said anyway
+            from hal.conformance.cases import unselected_broken_hooks
+
+            for c in unselected_broken_hooks({r.name for r in rep.cases}):
+                tr.write_line(f"note: {c.name} was not selected by -k: {c.message}")
 
 
 # --- collectors and items --------------------------------------------------------------------------------
@@ -204,6 +216,16 @@ class CaseGroup(pytest.Collector):
             yield item
 
 
+class UnexpectedFailure(AssertionError):
+    """A case the manifest lists failed with another cause than the entry's: reported as a failure (the
+    xfail mark takes only CaseFailure)."""
+
+    def __init__(self, cause: str, message: str):
+        self.cause = cause
+        self.message = message
+        super().__init__(f"[{cause}] {message}")
+
+
 class CaseItem(pytest.Item):
     """One case on the target under test."""
 
@@ -216,19 +238,28 @@ class CaseItem(pytest.Item):
 
     def runtest(self) -> None:
         from hal.conformance.check import CaseFailure
+        from hal.conformance.profiles import cause_mismatch
         from hal.conformance.suite import run_case
 
         s = self.state
         try:
-            run_case(self.case, s.target, s.profile, s.precision)
+            note = run_case(self.case, s.target, s.profile, s.precision)
         except CaseFailure as e:
             self.user_properties += [("hal_cause", e.cause), ("hal_message", e.message)]
+            if e.cause == "environment":  # this host's lack, not the target's failure
+                pytest.skip(f"[environment] {e.message}")
+            mismatch = cause_mismatch(s.manifest.get(self.case.name), e.cause, e.message)
+            if mismatch is not None:  # not the failure the manifest expects: not a CaseFailure, so not xfail
+                self.user_properties += [("hal_message", mismatch)]
+                raise UnexpectedFailure(e.cause, mismatch) from None
             raise
+        if note:
+            self.user_properties += [("hal_message", note)]
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         from hal.conformance.check import CaseFailure
 
-        if isinstance(excinfo.value, CaseFailure):
+        if isinstance(excinfo.value, (CaseFailure, UnexpectedFailure)):
             return f"{self.case.op}: [{excinfo.value.cause}] {excinfo.value.message}"
         return super().repr_failure(excinfo, style=style)
 

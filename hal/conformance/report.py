@@ -23,8 +23,12 @@ class CaseResult(HalModel):
     kind: str = Field(description="node | light | model | contract | plugin")
     outcome: Outcome
     cause: str | None = Field(default=None,
-                              description="no kernel | refused | wrong numbers | error | checker | contract")
-    message: str | None = None
+                              description="no kernel | refused | wrong numbers | error | checker | contract | "
+                                          "environment (this host lacks a package the case needs: skipped) | "
+                                          "plugin (a plugin's case hook failed)")
+    message: str | None = Field(default=None, description="why it did not pass; for a passed case, what it "
+                                                        "checked where its name does not say it all (a contract check "
+                                                        "on the part of its model the target takes)")
     duration_s: float = 0.0
 
 
@@ -75,6 +79,16 @@ class ConformanceReport(HalModel):
     @property
     def ok(self) -> bool:
         return self.totals.failed == 0
+
+    def not_written(self) -> str:
+        """What of this run's failures a manifest written from it leaves out, in words ("" when nothing):
+        the API contract's, which is never an expected failure, and plugins' failed case hooks."""
+        contract = sum(r.outcome == "failed" and (r.kind == "contract" or r.cause == "contract") for r in self.cases)
+        hooks = sum(r.outcome == "failed" and r.cause == "plugin" for r in self.cases)
+        said = [f"{contract} API contract failure(s): the contract cannot be waived, fix the target "
+                "(specs/interface.md section 10)"] if contract else []
+        said += [f"{hooks} failed plugin case hook(s): the plugin's to fix"] if hooks else []
+        return "; ".join(said)
 
     @classmethod
     def build(cls, results: Iterable[CaseResult], *, target: str, profile: str, precision: str = "exact",

@@ -28,18 +28,27 @@ def test_hal_target_runs_the_suite_in_a_folder_without_tests(tmp_path) -> None:
 
 
 def test_manifest_entries_are_xfail_with_their_reason_and_a_run_regenerates_the_manifest(tmp_path) -> None:
-    # The cpu target offers only exact precision, so at fp16 every case fails: a failure on demand.
+    # cpu's Bernoulli draws are not onnx's reference's: test_bernoulli_seed and its _expanded twin fail with
+    # wrong numbers on demand. An entry with another cause does not make its case xfail: it fails, saying so.
     manifest = tmp_path / "xfail.toml"
-    manifest.write_text('[[xfail]]\ncase = "test_abs"\nop = "Abs"\ncause = "error"\nreason = "fp16 is not offered"\n')
-    out = tmp_path / "new.toml"
-    r = run_pytest(tmp_path, "--hal-target", "cpu", "--hal-precision", "fp16", "--hal-manifest", str(manifest),
-                   "--hal-write-manifest", str(out), "-k", "test_abs or test_relu", "-rxf")
+    manifest.write_text('target = "cpu"\n'
+                        '[[xfail]]\ncase = "test_bernoulli_seed"\ncause = "wrong numbers"\nreason = "other draws"\n'
+                        '[[xfail]]\ncase = "test_bernoulli_seed_expanded"\ncause = "refused"\nreason = "old"\n')
+    out, report = tmp_path / "new.toml", tmp_path / "r.json"
+    r = run_pytest(tmp_path, "--hal-target", "cpu", "--hal-profile", "full", "--hal-manifest", str(manifest),
+                   "--hal-write-manifest", str(out), "--hal-json", str(report), "-k", "test_bernoulli_seed or test_abs",
+                   "-rxf")
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr
-    assert "XFAIL hal[cpu]::node::test_abs - fp16 is not offered" in r.stdout
-    assert "FAILED hal[cpu]::node::test_relu" in r.stdout
-    written = load_manifest(out)
-    assert set(written) == {"test_abs", "test_relu", "test_relu_expanded_ver18"}
-    assert written["test_relu"].op == "Relu" and "precision 'fp16'" in written["test_relu"].reason
+    assert "XFAIL hal[cpu]::node::test_bernoulli_seed - other draws" in r.stdout
+    assert "FAILED hal[cpu]::node::test_bernoulli_seed_expanded" in r.stdout
+    failed = {c.name: c for c in ConformanceReport.model_validate_json(report.read_text()).cases}
+    assert failed["test_bernoulli_seed_expanded"].outcome == "failed"
+    assert failed["test_bernoulli_seed_expanded"].message.startswith(
+        "the manifest expects this case to fail with cause 'refused' (old); it failed with cause 'wrong numbers'")
+    assert failed["test_abs"].outcome == "passed"
+    written = load_manifest(out, "cpu")
+    assert set(written) == {"test_bernoulli_seed", "test_bernoulli_seed_expanded"}
+    assert {e.cause for e in written.values()} == {"wrong numbers"} and written["test_bernoulli_seed"].op == "Bernoulli"
 
 
 def test_the_suite_runs_under_xdist_and_writes_a_conformance_report(tmp_path) -> None:
