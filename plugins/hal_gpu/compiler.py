@@ -6,10 +6,12 @@ MI300X): the numbers are the sheet's, the decisions (fusion, tiles, tensor paral
 
 from __future__ import annotations
 
+import math
 import pickle
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +37,7 @@ from hal_gpu.cost import KernelCost, Sizes, kernel_cost, timeline
 from hal_gpu.executor import GpuExecutable, build_program
 from hal_gpu.fusion import Kernel, plan_kernels
 from hal_gpu.hardware import Gpu
-from hal_gpu.parallel import Sharding, plan_sharding
+from hal_gpu.parallel import Requirement, Sharding, TensorParallel
 from hal_gpu.patterns import GEMM_OPS, GraphIndex, is_cache_append
 from hal_gpu.tiling import parse_tile
 
@@ -124,6 +126,53 @@ def _logits_gemms(graph: Graph, ix: GraphIndex) -> set[int]:
                 break
             cur = n.inputs[0]
     return out
+
+
+def _counts_text(counts: list[int]) -> str:
+    """1, 2, 4 or 8."""
+    words = [str(c) for c in counts]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _unusable_what(tp: TensorParallel, devices: int, model: str) -> str:
+    """Why tensor parallelism cannot use ``devices`` GPUs: the head counts and widths it does not divide."""
+    blocking = tp.blocking(devices)
+    if not blocking:
+        gemms = [r for b in tp.blocks for r in b.requirements]
+        why = (f"nothing in it splits over {devices}: the only GEMMs it could split feed nothing but the "
+               f"graph's outputs (an LM head, a classifier), and {devices} does not divide " + _listed(gemms)
+               if gemms else
+               "it has no GEMM with a 2-D weight for tensor parallelism to split (only MatMul and Gemm split)")
+        return f"tensor parallelism cannot use {devices} GPUs for {model!r}: {why}"
+    return (f"tensor parallelism cannot use {devices} GPUs for {model!r}: it splits attention by whole heads "
+            f"and every attention and MLP block's weights by whole columns, and {devices} does not divide "
+            + _listed(blocking))
+
+
+def _listed(reqs: list[Requirement], most: int = 4) -> str:
+    """The distinct extents of ``reqs``, head counts first, each at its first place."""
+    seen: dict[int, Requirement] = {}
+    for r in sorted(reqs, key=lambda r: r.what != "heads"):  # stable: each extent at its first place
+        seen.setdefault(r.extent, r)
+    order = sorted(seen.values(), key=lambda r: (r.what != "heads", -r.extent))
+    text = ", ".join(r.describe() for r in order[:most])
+    return text + (f" (and {len(order) - most} more)" if len(order) > most else "")
+
+
+def _unusable_hint(tp: TensorParallel, devices: int, usable: list[int], fits: Callable[[int], bool],
+                   most: int) -> str:
+    """The counts that are usable, and the nearest of them either side of ``devices`` that fit in HBM."""
+    widths = tp.widths()
+    whence = f" (the divisors of {math.gcd(*widths)} up to the {most} of one node)" if widths else ""
+    text = f"tensor parallelism can use {_counts_text(usable)} GPUs for this model{whence}"
+    below = next((d for d in reversed(usable) if d < devices and fits(d)), None)
+    above = next((d for d in usable if d > devices and fits(d)), None)
+    near = [f"devices={d}" for d in (below, above) if d is not None]
+    if near:
+        which = "the usable counts" if len(near) > 1 else "the usable count"
+        return (f"{text}; use {' or '.join(near)} ({which} nearest {devices} whose per-GPU share fits in HBM), "
+                "or leave devices unset to take the fewest that fit")
+    return f"{text}; none of them fits the model in HBM at this precision: choose a narrower one such as fp8"
 
 
 class GpuTarget:
@@ -228,29 +277,59 @@ class GpuTarget:
 
     def _place(self, graph: Graph, kernels: list[Kernel], devices: int | None, sizes: Sizes
                ) -> tuple[Sharding, MemoryPlan, list[tuple[int, int]]]:
-        """The tensor-parallel degree: the one asked for, else the smallest whose per-device HBM fits."""
+        """The tensor-parallel degree: the one asked for, else the smallest usable one whose per-device
+        HBM fits.
+
+        A count is usable when the plan can split every attention and MLP block over it by whole heads
+        and whole columns (``TensorParallel``, whose docstring gives the rule and why): a count asked
+        for that is not is a CompileError naming the head counts and widths it does not divide, the
+        counts that are usable and the nearest of them that fit; left to the target, only usable
+        counts are tried."""
         gpu, where = self.gpu, f"target {self.spec.name!r}"
+        tp = TensorParallel(graph)
+        usable = tp.counts(gpu.max_devices)
         if devices is not None and devices > gpu.max_devices:
             raise ResourceError(f"tensor parallelism over {devices} GPUs is not modelled: one node holds "
-                                f"{gpu.max_devices}", where=where, hint=f"use devices <= {gpu.max_devices}")
-        candidates = [devices] if devices else [d for d in (1, 2, 4, 8, 16, 32) if d <= gpu.max_devices]
-        tried = []
-        for d in candidates:
-            sh = plan_sharding(graph, kernels, d, sizes.value)
-            plan = self._memory(graph, kernels, sizes, sh)
-            tried.append((d, plan.peak_bytes))
+                                f"{gpu.max_devices}", where=where,
+                                hint=f"use devices <= {gpu.max_devices}; tensor parallelism can use "
+                                     f"{_counts_text(usable)} GPUs for this model")
+        tried: list[tuple[int, int]] = []
+        placed: dict[int, tuple[Sharding, MemoryPlan]] = {}
+
+        def place(d: int) -> tuple[Sharding, MemoryPlan]:
+            if d not in placed:
+                sh = tp.plan(kernels, d, sizes.value)
+                placed[d] = sh, self._memory(graph, kernels, sizes, sh)
+                tried.append((d, placed[d][1].peak_bytes))
+            return placed[d]
+
+        def fits(d: int) -> bool:
+            return place(d)[1].peak_bytes <= gpu.hbm_bytes
+
+        if devices is not None and not tp.usable(devices):
+            raise CompileError(_unusable_what(tp, devices, graph.name), where=where,
+                               hint=_unusable_hint(tp, devices, usable, fits, gpu.max_devices))
+        for d in [devices] if devices else usable:
+            sh, plan = place(d)
             if plan.peak_bytes <= gpu.hbm_bytes:
-                return sh, plan, tried
+                return sh, plan, list(tried)
         gb = 1e9
-        detail = "; ".join(f"{d} GPU(s): {b / gb:.1f} GB per GPU" for d, b in tried)
+        asked = list(tried)
+        detail = "; ".join(f"{d} GPU(s): {b / gb:.1f} GB per GPU" for d, b in asked)
+        if devices:
+            more = next((d for d in usable if d > devices and fits(d)), None)
+            hint = (f"use devices={more}, the next count tensor parallelism can use for this model whose "
+                    f"per-GPU share fits ({placed[more][1].peak_bytes / gb:.1f} GB per GPU), or choose a "
+                    "narrower precision such as fp8" if more is not None else
+                    f"no count tensor parallelism can use for this model in one node of {gpu.max_devices} "
+                    f"({_counts_text(usable)}) fits: choose a narrower precision such as fp8")
+        else:
+            hint = (f"choose a narrower precision such as fp8 (tensor parallelism is modelled within one node "
+                    f"of {gpu.max_devices} GPUs, and can use {_counts_text(usable)} of them for this model)")
         raise ResourceError(
             f"the model needs more HBM than the allowed GPUs have: {detail}, but each GPU has "
             f"{gpu.hbm_bytes / gb:.1f} GB (weights {sum(sizes.weight(w) for w in graph.initializers) / gb:.1f} GB "
-            f"in all at this precision)", where=where,
-            hint=f"raise devices (tensor parallel, up to {gpu.max_devices} in one node), or choose a narrower "
-                 "precision such as fp8" if devices else
-                 f"choose a narrower precision such as fp8 (tensor parallelism is modelled within one node of "
-                 f"{gpu.max_devices} GPUs)")
+            f"in all at this precision)", where=where, hint=hint)
 
     def _report(self, graph: Graph, options: CompileOptions, pol: Policy, kernels: list[Kernel],
                 costs: list[KernelCost], tl, sh: Sharding, plan: MemoryPlan, tried, sizes: Sizes,
@@ -319,6 +398,8 @@ class GpuTarget:
                 "flops_per_device": sum(c.flops for c in launched),
                 "hbm_bytes_per_device": sum(c.bytes for c in launched),
                 "time_by_bound_s": bound_time, "phase": phase, "batch": batch, "tokens": tokens,
+                # output heads this count does not divide: whole on every GPU, and counted so
+                **({"tensor_parallel_replicated": list(sh.replicated)} if sh.replicated else {}),
             })
 
     def _collective_report(self, c, tl) -> KernelReport:
