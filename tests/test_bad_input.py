@@ -361,3 +361,15 @@ def test_an_error_inside_a_body_names_the_node_running_it():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(hal.RunError, match="node 'choose' > node 'pick': Gather failed"):
         hal.InferenceSession(model).run(None, {"c": np.array(True), "i": np.array(7)})
+
+
+def test_a_conv_whose_weight_does_not_fit_its_input_says_so_in_onnx_terms():
+    # numpy's matmul had said "mismatch in its core dimension 0, with gufunc signature (n?,k),(k,m?)"
+    w = numpy_helper.from_array(np.ones((4, 5, 3, 3), np.float32), "W")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "W"], ["y"], name="conv")], "c",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    sess = hal.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    with pytest.raises(hal.RunError, match=r"W's channels \(5\) x group") as ei:
+        sess.run(None, {"x": np.ones((1, 3, 8, 8), np.float32)})
+    assert "node 'conv'" in str(ei.value) and "gufunc" not in str(ei.value)

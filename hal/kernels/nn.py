@@ -45,6 +45,11 @@ from hal.kernels.registry import kernel
 
 def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, auto_pad: str, dilations, group: int,
           pads, strides) -> np.ndarray:
+    if x.ndim < 3 or w.ndim != x.ndim or group < 1 or x.shape[1] != w.shape[1] * group or w.shape[0] % group:
+        raise ValueError(
+            f"X of shape {list(x.shape)} and W of shape {list(w.shape)} with group={group} do not fit: X must be "
+            f"(N, C, spatial...) and W (M, C/group, kernel...) of the same rank, with C = W's channels "
+            f"({w.shape[1] if w.ndim > 1 else '?'}) x group and M a multiple of group")
     out_dtype, work = x.dtype, _work_dtype(x.dtype)
     k, s, d, begin, end, out = window(x.shape[2:], w.shape[2:], strides, dilations, pads, auto_pad)
     if work != out_dtype:  # 16-bit floats: float32 GEMM, one rounding at the end
