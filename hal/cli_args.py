@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ def check_destinations(args: Any) -> None:
     that is a folder, one under a file, one in a folder it may not write, or a file two flags name.
     Otherwise a wrong --html found after a long compare had left the --markdown beside it written."""
     seen: dict[Path, str] = {}
+    probed: set[Path] = set()
     for dest, flag in OUTPUT_FLAGS.items():
         value = getattr(args, dest, None)
         if not isinstance(value, str) or value in ("", "-"):
@@ -51,6 +53,16 @@ def check_destinations(args: Any) -> None:
         folder = path.absolute().parent
         if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
             raise InputError(f"cannot write in {folder}", where=where, hint="name a file in a folder you may write")
+        if folder.is_dir() and folder not in probed:
+            # os.access answers yes to root everywhere, /proc and read-only mounts included: a file is
+            # made there (and removed), as the output and --html's pictures beside it will be
+            probed.add(folder)
+            try:
+                with tempfile.NamedTemporaryFile(dir=folder, prefix=".hal-write-check-"):
+                    pass
+            except OSError as e:
+                raise InputError(f"cannot write in {folder} ({e.strerror or e})", where=where,
+                                 hint="name a file in a folder you may write") from None
         key = path.resolve()
         if key in seen:
             raise InputError(f"{seen[key]} and {flag} both name {value}", where=where,
@@ -141,16 +153,30 @@ def load_inputs(pairs: list[str] | None, npz: str | None) -> dict[str, np.ndarra
                              hint="save the feeds with np.savez(FILE, name=array, ...)") from None
         if not feeds:
             raise InputError(f"{npz} holds no arrays", where="--inputs", hint="save the feeds with np.savez")
-    for name, path in parse_kv(pairs, "--input").items():
+    # where each input came from: one given twice (--input twice, or --input and --inputs) is refused,
+    # not settled by whichever came last
+    sources = {k: f"--inputs {npz}" for k in feeds}
+    for item in pairs or []:
+        ((name, path),) = parse_kv([item], "--input").items()
+        if name in sources:
+            raise InputError(f"input {name!r} is given twice: by {sources[name]} and by --input {name}={path}",
+                             where=f"--input {name}", hint="give each input once: drop one of the two")
+        sources[name] = f"--input {name}={path}"
         try:
             value = np.load(path, allow_pickle=False)
         except Exception as e:  # as above
             raise InputError(f"cannot read {path}: {_numpy_says(e)}", where=f"--input {name}",
                              hint="save the array with np.save(FILE, array)") from None
         if not isinstance(value, np.ndarray):
+            members = list(value.files)
             value.close()
-            raise InputError(f"{path} holds several arrays (.npz), not one", where=f"--input {name}",
-                             hint="pass it with --inputs FEEDS.npz")
+            held = (f"one array, {members[0]!r}" if len(members) == 1 else
+                    f"{len(members)} arrays ({', '.join(map(repr, members))})" if members else "no arrays")
+            raise InputError(f"{path} is an .npz archive holding {held}; --input takes one array saved as .npy",
+                             where=f"--input {name}",
+                             hint=f"pass the archive as --inputs {path} (each array feeds the input of its own name), "
+                                  f"or save the array alone with np.save('{name}.npy', array) and pass "
+                                  f"--input {name}={name}.npy")
         feeds[name] = value
     return feeds or None
 

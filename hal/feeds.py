@@ -11,7 +11,7 @@ import numpy as np
 from onnx import helper
 
 from hal import limits
-from hal.errors import InputError
+from hal.errors import InputError, ResourceError
 from hal.graph.ir import Graph, TensorInfo
 from hal.numerics import is_float
 
@@ -76,9 +76,19 @@ def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = N
         shape = resolve_shape(t, dims)
         dt = t.dtype
         floating = is_float(dt)
+        # the input's own size first, in its own dtype (and numpy's empty-shape limit)
+        limits.check_alloc(f"random input {t.name!r}", shape, dt, where="random inputs", max_memory=bound)
         # floats and ids are drawn as float64 and int64 first: bound the draw, not only the result
-        drawn = np.float64 if floating else np.int64 if dt.kind in "iu" else dt
-        limits.check_alloc(f"random input {t.name!r}", shape, drawn, where="random inputs", max_memory=bound)
+        drawn = np.dtype(np.float64 if floating else np.int64 if dt.kind in "iu" else dt)
+        if (draw := limits.nbytes_of(shape, drawn.itemsize)) > bound:
+            own = limits.nbytes_of(shape, dt.itemsize)
+            raise ResourceError(
+                f"random input {t.name!r} {dt.name}{list(shape)} is {limits.format_bytes(own)} ({own:,} bytes), "
+                f"but is drawn as {drawn.name} first: {limits.format_bytes(draw)} ({draw:,} bytes), more than "
+                f"max_memory {limits.format_bytes(bound)} ({bound:,} bytes); refused before allocating",
+                where="random inputs",
+                hint=f"pass max_memory=<bytes> (or set {limits.ENV_MAX_MEMORY}) if this is intended, smaller "
+                     f"dimensions (dims=, hal --dim), or {FEED_IT}")
         if floating:
             feeds[t.name] = rng.standard_normal(shape).astype(np.float32).astype(dt)
         elif dt.kind in "iu":

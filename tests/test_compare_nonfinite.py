@@ -80,20 +80,22 @@ def test_a_reference_output_that_is_not_finite_is_a_warning_of_the_report():
     assert hal.compare(_model("Sqrt", 4), "cpu", inputs={"x": np.ones(4, np.float32)}).warnings == []
 
 
-def _dynamic_quantize_scale() -> bytes:
-    """DynamicQuantizeLinear's scale alone: of all-NaN input, hal gives 1.0 and onnxruntime NaN."""
-    g = helper.make_graph([helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])], "dql",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
-                          [helper.make_tensor_value_info("s", TensorProto.FLOAT, [])])
+def _constant_mvn() -> bytes:
+    """MeanVarianceNormalization of a one-value group: hal gives 0 (the function body's epsilon),
+    onnxruntime NaN (0 / 0). (DynamicQuantizeLinear's all-NaN scale was the case here until hal
+    followed onnx's reference there and gave NaN too.)"""
+    g = helper.make_graph([helper.make_node("MeanVarianceNormalization", ["x"], ["y"])], "mvn",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1, 1])])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
 
 
 def test_hal_compare_shows_a_peer_giving_nan_where_the_reference_does_not(tmp_path):
     # the reviewer's case: the peer's row read "ok (beyond tolerance) | 0 | 0 | 1.000000"
     pytest.importorskip("onnxruntime")
-    (tmp_path / "dqls.onnx").write_bytes(_dynamic_quantize_scale())
-    np.savez(tmp_path / "x.npz", x=np.full(8, np.nan, np.float32))
-    res = subprocess.run([sys.executable, "-m", "hal.cli", "compare", str(tmp_path / "dqls.onnx"), "--inputs",
+    (tmp_path / "mvn.onnx").write_bytes(_constant_mvn())
+    np.savez(tmp_path / "x.npz", x=np.full((1, 1, 1, 1), 3.0, np.float32))
+    res = subprocess.run([sys.executable, "-m", "hal.cli", "compare", str(tmp_path / "mvn.onnx"), "--inputs",
                           str(tmp_path / "x.npz"), "--targets", "cpu", "--peer", "onnxruntime", "--json", "-"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 1, res.stderr

@@ -126,11 +126,31 @@ def dequantize_linear(x: Array, x_scale: Array, x_zero_point: Array | None = Non
 
 @kernel("DynamicQuantizeLinear", since=11)
 def dynamic_quantize_linear(x: Array) -> tuple[Array, Array, Array]:
-    """uint8 quantisation whose range always holds 0: scale = (max - min) / 255, zero point rounds."""
+    """uint8 quantisation whose range always holds 0: scale = (max - min) / 255, zero point rounds.
+
+    Non-finite inputs follow onnx's reference (``onnx.reference`` DynamicQuantizeLinear), where
+    the peers part:
+
+    * Any NaN (all NaN, some NaN, NaN beside an infinity) makes the range NaN: scale NaN, zero
+      point 255 (the reference's ``max(0, min(255, nan))`` reads the NaN as 255) and every code 0
+      (x / NaN is NaN, which ``saturate_int`` makes the lowest code; the reference's NaN-to-uint8
+      cast gives 0 on x86). onnxruntime's CPU provider agrees only sometimes: its vectorised
+      min/max (8 or more elements) keeps a NaN by lane position, so an all-NaN input of 8+ gives
+      NaN and 255, one of 1-7 gives 1.0 and 0, and a single NaN among finite values is dropped
+      (with or without a neighbour's value) at most positions but kept at the last. No rule
+      reproduces that, so hal takes the reference's.
+    * An infinity is kept in the range (scale inf; zero point 255 for -inf, 0 for +inf alone,
+      and 255 for both, whose -inf / inf is NaN): onnx's reference and onnxruntime agree.
+
+    Where the reference gives no usable answer hal keeps onnxruntime's (and its own earlier) one: an
+    empty input (the reference's max of nothing raises) gives scale 1.0, zero point 0; an all-zero
+    input, whose spec formula gives a zero scale, gives scale 1.0 as onnxruntime's does (the
+    reference writes 1/255 there; finite data is left as it was)."""
     x32 = x.astype(np.float32)
-    # the range leaves NaNs out (fmax and fmin skip them; all NaN reads as 0), as onnxruntime's does
-    # at most positions (its SIMD min/max drop a NaN by lane order): one NaN would otherwise make
-    # the range [0, 0] and every value 0 or 255
+    if x32.size and np.isnan(x32).any():
+        with np.errstate(invalid="ignore"):
+            y = saturate_int(np.full(x32.shape, np.nan), np.dtype(np.uint8))
+        return y, np.asarray(np.float32(np.nan), dtype=x.dtype), np.asarray(255, dtype=np.uint8)
     hi = np.float32(max(0.0, float(np.fmax.reduce(x32, axis=None)))) if x32.size else np.float32(0)
     lo = np.float32(min(0.0, float(np.fmin.reduce(x32, axis=None)))) if x32.size else np.float32(0)
     scale = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255))
