@@ -283,7 +283,7 @@ def test_without_pytest_hal_conformance_says_what_to_install(monkeypatch, capsys
     assert main(["conformance", "cpu", "-k", "test_relu"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: InputError: hal conformance: hal conformance runs the suite through pytest, which "
-                          "is not installed — pip install pytest pytest-xdist"), err
+                          "is not installed — pip install 'hal-sdk[conformance]'"), err
 
 
 def test_without_pytest_xdist_n_says_what_to_install(monkeypatch, capsys) -> None:
@@ -299,7 +299,7 @@ def test_without_pytest_xdist_n_says_what_to_install(monkeypatch, capsys) -> Non
     assert main(["conformance", "cpu", "-n", "4"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: InputError: command line: -n 4 runs the suite in worker processes through "
-                          "pytest-xdist, which is not installed — pip install pytest pytest-xdist"), err
+                          "pytest-xdist, which is not installed — pip install 'hal-sdk[conformance]'"), err
     for workers in (None, "0", "1"):  # one process needs no xdist
         check_runner(workers)
     with pytest.raises(InputError, match="pytest-xdist"):
