@@ -20,6 +20,16 @@ from hal.specs import CompileOptions
 from hal.target import Target
 
 
+def a_or_an(word: str) -> str:
+    """``word`` with its indefinite article, by its sound as read out: "an int", "an int8 array", "a
+    float", "a uint8 array" (you-int), "a NoneType", "an ndarray", "an 8-bit"."""
+    w = word.lower()
+    vowel = w[:1] in ("a", "e", "i", "o", "8") or (w[:1] == "u" and not w.startswith(("uint", "uni", "us", "ut")))
+    if w.startswith(("nd", "np")) and w[:3] not in ("non", "nod"):
+        vowel = True  # ndarray, nparray: read letter by letter, "en-dee"
+    return f"{'an' if vowel else 'a'} {word}"
+
+
 def make_options(precision: str = "exact", devices: int | None = None, max_memory: int | str | None = None,
                  timeout_s: float | None = None, **target_options: Any) -> CompileOptions:
     """The options every target takes, checked (a CompileError naming the option and what it takes).
@@ -76,6 +86,10 @@ def chosen_targets(targets: Any, where: str) -> list[str] | None:
         raise InputError(f"targets must be 'all', a target's name, 'a,b' or a list of names, not "
                          f"{type(targets).__name__}" + (f" {targets!r}" if isinstance(targets, (list, tuple)) else ""),
                          where=where, hint=f"installed targets: {', '.join(sorted(registry().targets))}")
+    if not any(t.strip() for t in text.split(",")):
+        raise InputError(f"no targets given (targets={targets!r})", where=where,
+                         hint="name some: 'all', 'gpu,lpu' or ['gpu']; installed: "
+                              + ", ".join(sorted(registry().targets)))
     return None if text == "all" else named_targets(text, where)
 
 
@@ -116,7 +130,7 @@ def zoo_params_of(model: Any, zoo_params: Any) -> dict[str, Any]:
                          where="zoo_params", hint="the keys are names: hal zoo lists each model's parameters")
     named = isinstance(model, (str, os.PathLike))
     if params and not (named and str(os.fspath(model)).startswith("zoo:")):
-        what = repr(str(os.fspath(model))) if named else f"a {type(model).__name__}"
+        what = repr(str(os.fspath(model))) if named else a_or_an(type(model).__name__)
         raise InputError(f"zoo_params ({', '.join(sorted(params))}) shape a zoo:NAME model; this model is {what}",
                          where="zoo_params", hint="leave zoo_params out: a model file or proto has its own shapes")
     return params

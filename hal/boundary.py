@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from hal import limits
+from hal.api_args import a_or_an
 from hal.errors import HalError, InputError, ModelError, ResourceError
 from hal.feeds import map_feed
 from hal.graph.ir import TensorInfo, np_dtype
@@ -84,7 +85,7 @@ def tensor_feed(label: str, v: Any, dt: np.dtype | None, shape: Sequence[Any] | 
     if v.__class__ is not np.ndarray:
         if not isinstance(v, np.ndarray):
             cast = f"np.asarray(value, dtype={_dtype_expr(dt)})" if dt is not None else "np.asarray(value)"
-            raise InputError(f"feed {label!r} is a {type(v).__name__}, not a numpy array", where="run feeds",
+            raise InputError(f"feed {label!r} is {a_or_an(type(v).__name__)}, not a numpy array", where="run feeds",
                              hint=f"pass {cast}; expected {expected}")
         ma = sys.modules.get("numpy.ma")
         if ma is not None and isinstance(v, ma.MaskedArray):
@@ -153,7 +154,7 @@ def _typed_feed(label: str, v: Any, tp: onnx.TypeProto, expected: str, max_memor
         return tensor_feed(label, v, np_dtype(tt.elem_type), shape, expected, max_memory)
     if which == "sequence_type":
         if not isinstance(v, (list, tuple)):
-            raise InputError(f"feed {label!r} is a {type(v).__name__}, not a sequence", where="run feeds",
+            raise InputError(f"feed {label!r} is {a_or_an(type(v).__name__)}, not a sequence", where="run feeds",
                              hint=f"pass a list of its items (numpy arrays); expected {expected}")
         elem = tp.sequence_type.elem_type
         return [_typed_feed(f"{label}[{i}]", x, elem, expected, max_memory) for i, x in enumerate(v)]
@@ -214,7 +215,12 @@ def run_partition(p: Partition, feeds: dict[str, Any]) -> Mapping[str, Any]:
                     raise _wrong_output(target, name, v, dt)
             # only its outputs: another key would overwrite a value of the same name in the session's
             return out if len(out) == len(outputs) else {o: out[o] for o in outputs}
-    got = sorted(map(str, out)) if isinstance(out, Mapping) else type(out).__name__
+    if isinstance(out, Mapping):
+        missing = [o for o in outputs if o not in out]
+        got = (f"outputs {', '.join(sorted(map(str, out)))}, without {', '.join(missing)}" if out else
+               f"no outputs (an empty {type(out).__name__}), without {', '.join(missing)}")
+    else:
+        got = f"{a_or_an(type(out).__name__)}, not a dict of output name -> array"
     raise hook_error(target, f"run on target {target!r} returned {got}; expected outputs {', '.join(outputs)}")
 
 
@@ -224,19 +230,19 @@ def _wrong_output(target: str, name: str, v: Any, dt: np.dtype) -> HalError:
     another type than its ops make, where onnx's inference could not check it at load (onnxruntime
     refuses such a model)."""
     if is_own_target(target):
-        made = f"a {v.dtype} array" if isinstance(v, np.ndarray) else \
+        made = a_or_an(f"{v.dtype} array") if isinstance(v, np.ndarray) else \
             "a sequence" if isinstance(v, list) else "no value (an empty optional)" if v is None else _what(v)
         return ModelError(f"{name!r} comes out {made} on target {target!r}, but the model declares it a tensor of "
                           f"{dt}", where=f"output {name!r}",
                           hint="fix the type the model declares for it (a value_info or graph output), or the "
                                "converter that wrote it; if the model is right, report it to hal")
     return hook_error(target, f"run on target {target!r} returned output {name!r} as {_what(v)}; the graph makes "
-                              f"it a {dt} array")
+                              f"it {a_or_an(f'{dt} array')}")
 
 
 def _what(v: Any) -> str:
     if isinstance(v, np.ndarray):
-        return f"a {v.dtype} array" if v.__class__ is np.ndarray else f"a {type(v).__name__} of {v.dtype}"
+        return a_or_an(f"{v.dtype} array") if v.__class__ is np.ndarray else a_or_an(f"{type(v).__name__} of {v.dtype}")
     if isinstance(v, np.generic):
         return f"a numpy {v.dtype} scalar, not an array"
-    return f"a {type(v).__module__}.{type(v).__qualname__}, not a numpy array"
+    return f"{a_or_an(type(v).__module__)}.{type(v).__qualname__}, not a numpy array"

@@ -8,6 +8,7 @@ command is a function of parsed arguments that returns an exit code. Errors prin
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -541,6 +542,18 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {category.__name__}: {message}\n"
 
 
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that the interpreter's flush at exit does not raise BrokenPipeError
+    again (the Python docs' recipe, "Note on SIGPIPE", in the signal module's page)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a test's capture): nothing to redirect
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
@@ -550,7 +563,12 @@ def main(argv: list[str] | None = None) -> int:
         warnings.formatwarning = _one_line_warning
     try:
         check_destinations(args)
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe is found here, not in the interpreter's flush at exit
+        return rc
+    except BrokenPipeError:  # stdout closed early (`hal run --json | head`): stop quietly, as CLIs do
+        _stdout_to_devnull()
+        return 1  # as Python's own exit on EPIPE (the docs' recipe); no message: the reader left
     except HalError as e:
         if args.debug:
             raise

@@ -144,7 +144,9 @@ def estimate(model: ModelLike, target: str = "all", *, phase: Phase | None = Non
             from hal.errors import ResourceError, UnsupportedOpError
 
             status = "refused" if isinstance(e, (UnsupportedOpError, ResourceError)) else "error"
-            out.append(Estimate(**base, status=status, error=str(e)))
+            # the row is the target's: its name is said once (the CLI prints "NAME: error"), not again as where
+            said = e.what if e.hint is None else f"{e.what} — {e.hint}"
+            out.append(Estimate(**base, status=status, error=said if e.where == f"target {name!r}" else str(e)))
             continue
         r = exe.report
         per_device = max((m.bytes for m in r.memory if m.per_device), default=r.peak_memory_bytes)

@@ -374,7 +374,12 @@ def get_target(name: str) -> Target:
         hint = f"installed targets: {', '.join(sorted(reg.targets)) or 'none'}"
         if broken:
             hint += f"; plugins that failed to load: {', '.join(broken)} (see `hal doctor`)"
-        raise InputError(f"no target named {name!r}", where="hal.plugins", hint=hint)
+        what = f"no target named {name!r}"
+        if name == "cpu":  # hal.session.REFERENCE_TARGET, left out of HAL_PLUGINS
+            what += " (hal's reference target, where fallback places refused nodes and that compare checks against)"
+            wanted = os.environ.get("HAL_PLUGINS", "").strip(", ")
+            hint = f"HAL_PLUGINS must include cpu (HAL_PLUGINS=cpu,{wanted or '...'}); {hint}"
+        raise InputError(what, where="hal.plugins", hint=hint)
     return t
 
 

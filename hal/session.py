@@ -8,6 +8,7 @@ refusal is an UnsupportedOpError naming every refused node, the reason, and whic
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -20,7 +21,15 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from hal import heap, limits
-from hal.api_args import cache_dir_arg, check_fallback, check_run_options, make_options, resolve_target, zoo_params_of
+from hal.api_args import (
+    a_or_an,
+    cache_dir_arg,
+    check_fallback,
+    check_run_options,
+    make_options,
+    resolve_target,
+    zoo_params_of,
+)
 from hal.boundary import Partition, checked_feeds, feed_checks, output_checks, run_partition
 from hal.cache import CompileCache, SessionEntry, SessionPart, open_cache, weights_elsewhere
 from hal.errors import CompileError, HalError, InputError, ResourceError, UnsupportedOpError
@@ -80,13 +89,30 @@ def _onnx_type_name(elem_type: int) -> str:
 def _check_target_accepts(target: Target, options: CompileOptions) -> None:
     spec = target.spec
     if options.precision not in spec.precisions:
+        # the target is named in ``what`` (hal.conformance reuses it under its own ``where``): not again as ``where``
         raise CompileError(f"target {spec.name!r} does not offer precision {options.precision!r}",
-                           where=f"target {spec.name!r}", hint=f"it offers: {', '.join(spec.precisions)}")
+                           hint=f"it offers: {', '.join(spec.precisions)}")
+    if spec.name == REFERENCE_TARGET and options.devices is not None and options.devices > 1:
+        # the reference computes on the host and models no devices: a count would be silently ignored
+        raise CompileError(f"the {REFERENCE_TARGET!r} reference target models no devices, so devices={options.devices} "
+                           "would be ignored", where=f"target {spec.name!r}",
+                           hint="leave devices out (or 1) on cpu; devices count the GPUs, LPU chips or wafers of "
+                                "the gpu, lpu and wafer targets")
     unknown = sorted(set(options.target_options) - set(spec.options))
     if unknown:
         known = ", ".join(f"{k} ({v})" for k, v in spec.options.items()) or "none"
-        raise CompileError(f"unknown option(s) {', '.join(unknown)} for target {spec.name!r}",
-                           where=f"target {spec.name!r}", hint=f"its options: {known}")
+        hint = f"its options: {known}"
+        if ort := [k for k in unknown if k in _ORT_ARGUMENTS]:
+            hint = (f"{', '.join(ort)} {'is' if len(ort) == 1 else 'are'} onnxruntime's: hal picks the target with "
+                    f"target=, e.g. target='gpu' (installed: {', '.join(sorted(registry().targets))}); {hint}")
+        elif "target_options" in unknown:
+            hint = ("target options are keyword arguments, e.g. InferenceSession(model, 'lpu', sram_bytes=...) "
+                    f"(the hal CLI: -o KEY=VALUE), not a target_options dict; {hint}")
+        raise CompileError(f"unknown option(s) {', '.join(unknown)}", where=f"target {spec.name!r}", hint=hint)
+
+
+#: onnxruntime's InferenceSession arguments that hal's does not take (it compiles for one target, named)
+_ORT_ARGUMENTS = ("providers", "provider_options", "sess_options")
 
 
 def _supporting_targets(graph: Graph, op_nodes: set[str], exclude: str) -> dict[str, list[str]]:
@@ -115,27 +141,38 @@ def target_capability(target: Target, graph: Graph, options: CompileOptions) -> 
         raise
     except (Exception, SystemExit) as e:  # third-party code: name it, keep the process alive
         raise hook_error(name, f"capability on target {name!r} raised {type(e).__name__}: {e}") from e
-    if isinstance(cap, Capability):
-        return cap
-    try:
-        return Capability.model_validate(cap)
-    except ValidationError as e:
-        raise hook_error(name, f"capability on target {name!r} returned an invalid answer "
-                               f"({type(cap).__name__}): {e.errors()[0]['msg']}",
-                         hint="return a hal.specs.Capability") from None
+    if not isinstance(cap, Capability):
+        try:
+            cap = Capability.model_validate(cap)
+        except ValidationError as e:
+            first = e.errors()[0]
+            at = ".".join(map(str, first["loc"]))
+            raise hook_error(name, f"capability on target {name!r} returned an invalid answer "
+                                   f"({type(cap).__name__}): {at + ': ' if at else ''}{first['msg']}",
+                             hint="return a hal.specs.Capability") from None
+    seen: dict[str, int] = {}  # node -> its group
+    listed = 0
+    for i, g in enumerate(cap.groups):
+        for n in g.nodes:
+            listed += 1
+            if (first := seen.setdefault(n, i)) != i or len(seen) < listed:
+                groups = f"groups {first} and {i}" if first != i else f"group {i}"
+                raise hook_error(name, f"capability on target {name!r} lists node {n!r} twice ({groups}): a node "
+                                       "runs in one group", hint="list each node in one hal.specs.NodeGroup")
+    return cap
 
 
 def _checked_executable(exe: Any, name: str) -> Executable:
     """The executable a plugin returned, if it has the protocol's methods and a valid report."""
     missing = [m for m in ("run", "trace", "serialize") if not callable(getattr(exe, m, None))]
     if missing:
-        raise hook_error(name, f"compile on target {name!r} returned a {type(exe).__name__} without "
+        raise hook_error(name, f"compile on target {name!r} returned {a_or_an(type(exe).__name__)} without "
                                f"{', '.join(missing)}", hint="return an object implementing hal.target.Executable")
     where: tuple[Any, ...] = ()
     try:
         report = exe.report
         if not isinstance(report, CompileReport):
-            raise TypeError(f"report is a {type(report).__name__}, not a CompileReport")
+            raise TypeError(f"report is {a_or_an(type(report).__name__)}, not a CompileReport")
         # fields may be set after construction, unchecked: the report is validated as it is now, its
         # kernels and placements one at a time (a dump and a validated copy of the whole report took
         # the 24-layer benchmark decoder's cpu session build to 39.1 MB traced at its peak, 36.6 so)
@@ -144,10 +181,20 @@ def _checked_executable(exe: Any, name: str) -> Executable:
             items = getattr(report, field)
             if not isinstance(items, list):
                 where = (field,)
-                raise TypeError(f"a {type(items).__name__}, not a list")
+                raise TypeError(f"{a_or_an(type(items).__name__)}, not a list")
             for k, item in enumerate(items):
                 where = (field, k)
                 model.model_validate(item.model_dump(warnings=False) if isinstance(item, BaseModel) else item)
+        where = ()
+        # (report.target is not held to the target's name: plugins that wrap hal's cpu target, the
+        # tests' faulty-* fixtures among them, hand back its report naming 'cpu')
+        why = next((f"{f}: {v!r}, not a finite number (None: not modelled)" for f in ("latency_s", "energy_j")
+                    if (v := getattr(report, f)) is not None and not math.isfinite(v)), None)
+        if why is not None:
+            raise hook_error(name, f"target {name!r} produced an invalid compile report ({why})",
+                             hint="see specs/schemas/CompileReport.schema.json")
+    except HalError:
+        raise
     except (Exception, SystemExit) as e:
         first = e.errors()[0] if isinstance(e, ValidationError) else None
         why = (f"{'.'.join(map(str, (*where, *first['loc'])))}: {first['msg']}" if first else
@@ -409,6 +456,14 @@ class InferenceSession:
                                          for i, p in enumerate(self._parts) if p.target == self.target_name]}
         rep.compile_time_s = compile_time
         return rep
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Not picklable (nor copy.copy/deepcopy-able), as onnxruntime's sessions are not: its compiled
+        programs, lock and cache handles belong to this process. An InputError saying what to send instead."""
+        raise InputError("an InferenceSession cannot be pickled or copied (as onnxruntime's cannot): its compiled "
+                         "programs belong to this process", where="InferenceSession",
+                         hint="pickle the model (its path or bytes) and the session's arguments, and build a session "
+                              "in each process (or reuse one session: run() may be called from many threads)")
 
     # -- onnxruntime-shaped API ---------------------------------------------------------------
     @property

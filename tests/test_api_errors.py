@@ -338,8 +338,8 @@ def seq_sess():
 
 
 @pytest.mark.parametrize("value, says", [
-    (np.ones(2, np.float32), "is a ndarray, not a sequence"), ("ab", "is a str, not a sequence"),
-    (None, "is a NoneType, not a sequence"), ({"a": 1}, "is a dict, not a sequence"), (3, "is a int, not a sequence"),
+    (np.ones(2, np.float32), "is an ndarray, not a sequence"), ("ab", "is a str, not a sequence"),
+    (None, "is a NoneType, not a sequence"), ({"a": 1}, "is a dict, not a sequence"), (3, "is an int, not a sequence"),
     ([[1.0]], r"feed 's\[0\]' is a list, not a numpy array"), ([np.ones(2)], r"'s\[0\]' has dtype float64"),
 ], ids=["array", "str", "None", "dict", "int", "list-of-lists", "float64-item"])
 def test_a_sequence_feed_that_is_no_list_of_arrays_of_its_type_is_an_input_error(seq_sess, value, says):
