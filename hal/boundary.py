@@ -96,8 +96,10 @@ def tensor_feed(label: str, v: Any, dt: np.dtype | None, shape: Sequence[Any] | 
         if dt.kind == "O" and v.dtype.kind == "U":  # a str array for a string tensor: its str, as onnxruntime
             v = v.astype(object)
         else:
+            # a string tensor takes a str array (which np.savez stores without a pickle, so the CLI reads it too)
+            cast = "str" if dt.kind == "O" else _dtype_expr(dt)
             raise InputError(f"feed {label!r} has dtype {v.dtype}, expected {dt}",
-                             where="run feeds", hint=f"cast it: x.astype({_dtype_expr(dt)}); expected {expected}")
+                             where="run feeds", hint=f"cast it: x.astype({cast}); expected {expected}")
     if shape is not None:
         if v.ndim != len(shape):
             raise InputError(f"feed {label!r} has rank {v.ndim} (shape {list(v.shape)}), expected rank "
