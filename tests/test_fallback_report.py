@@ -88,11 +88,11 @@ def test_the_report_combines_every_partition_of_the_target(split_target):
 
 
 def test_a_figure_one_partition_lacks_is_not_given_for_the_whole():
-    from hal.session import _partitions_combined
+    from hal.placement import partitions_combined
     from hal.specs import CompileReport
 
     a = CompileReport(target="t", latency_s=1e-3, throughput_per_s=1e3, energy_j=2.0, ttft_s=None)
     b = CompileReport(target="t", latency_s=3e-3, throughput_per_s=None, energy_j=1.0, ttft_s=None)
-    got = _partitions_combined([a, b])
+    got = partitions_combined([a, b])
     assert got.latency_s == pytest.approx(4e-3) and got.energy_j == pytest.approx(3.0)
     assert got.throughput_per_s is None and got.ttft_s is None

@@ -203,7 +203,7 @@ BREACHES: dict[str, tuple[str, str]] = {
     "report-placeholder": ("report_matches_program_tiny_cnn", "lists no kernels for a program of 13 nodes"),
     "report-copied": ("report_matches_program_tiny_gpt", "names target 'lpu'"),
     "report-negative": ("report_matches_program_tiny_cnn", "not finite and non-negative: latency_s=-"),
-    "report-nan": ("report_matches_program_tiny_cnn", "not finite and non-negative: energy_j=nan"),
+    "report-nan": ("report_matches_program_tiny_cnn", "energy_j: nan, not a finite number"),  # session
     "report-kernel-count": ("report_matches_program_tiny_cnn", "kernel_count=16 but lists 13 kernels"),
     "report-latency-short": ("report_matches_program_tiny_gpt", "shorter than its kernel"),
     "report-ghost-kernel": ("report_matches_program_tiny_cnn", "kernels for nodes the graph lacks: ['vendor/pre']"),
