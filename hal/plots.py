@@ -151,8 +151,9 @@ def profile_picture(kind: str, report: Any, events: list[dict[str, Any]], spec: 
     if kind == "gpu":
         fig, (a, b) = plt.subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [3, 2]})
         gantt(a, events, f"{name}: kernel timeline ({report.kernel_count} kernels)", "stream")
-        peak_key = next((k for k in ("peak_flops_bf16", "peak_flops_fp16", "peak_flops_fp32")
-                         if k in spec.hardware), None)
+        # the roof of the precision the program ran at (native: the GPU's TF32 tensor cores)
+        own = {"exact": "fp32", "fp32": "fp32", "native": "tf32"}.get(report.precision, report.precision)
+        peak_key = next((k for k in (f"peak_flops_{own}", "peak_flops_fp32") if k in spec.hardware), None)
         if peak_key and "hbm_bandwidth" in spec.hardware:
             roofline(b, report.kernels, spec.hw(peak_key), spec.hw("hbm_bandwidth"),
                      f"{name}: roofline ({peak_key.replace('peak_flops_', '')} peak, HBM)")

@@ -105,3 +105,15 @@ def test_profile_picture_writes_a_png_for_each_kind(sessions, target, tmp_path) 
     width, height = _png_size(path)
     assert width > 400 and height > 300
     assert [p.name for p in tmp_path.iterdir()] == ["p.png"]  # written atomically: no temporary left
+
+
+@pytest.mark.parametrize(("precision", "roof"), [("exact", "fp32"), ("native", "tf32"), ("bf16", "bf16")])
+def test_the_gpu_roofline_is_that_of_the_precision_the_program_ran_at(sessions, monkeypatch, tmp_path,
+                                                                      precision, roof) -> None:
+    # an exact (fp32) run had been drawn under the bf16 roof
+    spec = get_target("gpu").spec
+    drawn = []
+    monkeypatch.setattr(plots, "roofline", lambda ax, kernels, peak, bw, title: drawn.append((peak, title)))
+    report = sessions["gpu"].report.model_copy(update={"precision": precision})
+    plots.profile_picture("gpu", report, [], spec, tmp_path / "p.png")
+    assert drawn == [(spec.hw(f"peak_flops_{roof}"), f"gpu: roofline ({roof} peak, HBM)")]
