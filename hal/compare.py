@@ -251,7 +251,7 @@ def _peers(peers: Any) -> list[str]:
     return list(dict.fromkeys(peers))
 
 
-def _inputs(inputs: Any, dims: Any) -> dict[str, Any] | None:
+def _inputs(inputs: Any) -> dict[str, Any] | None:
     """The feeds given (a dict of name -> array), or None for seeded random ones."""
     if inputs is None:
         return None
@@ -278,7 +278,7 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
         raise InputError(f"progress must be a function of the target's name, not {type(progress).__name__}",
                          where="compare")
     names = compare_targets(targets)
-    given = _inputs(inputs, dims)
+    given = _inputs(inputs)
     # dims binds the model's open dimensions in every session (their figures price those sizes) and so
     # sizes the random inputs; a loaded Graph cannot be bound, and dims then sizes the random inputs alone
     bound = checked_dims(dims, "compare") if not isinstance(model, Graph) else None

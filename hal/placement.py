@@ -7,12 +7,9 @@ from pydantic import ValidationError
 
 from hal.errors import HalError
 from hal.graph.ir import Graph
-from hal.plugins import hook_error, registry
+from hal.plugins import REFERENCE_TARGET, hook_error, registry
 from hal.specs import Capability, CompileOptions, CompileReport, MemoryLevel, Refusal
 from hal.target import Target
-
-#: the reference target: fallback places refused nodes there, compare measures every target against it
-REFERENCE_TARGET = "cpu"
 
 
 def supporting_targets(graph: Graph, op_nodes: set[str], exclude: str) -> dict[str, list[str]]:

@@ -29,6 +29,8 @@ from hal.target import Target
 ENTRY_POINT_GROUP = "hal.plugins"
 #: the distribution whose plugins are hal's own (cpu, gpu, lpu, wafer): they load before any other
 OWN_DISTRIBUTION = "hal-sdk"
+#: hal's reference target: fallback places refused nodes there, compare measures every target against it
+REFERENCE_TARGET = "cpu"
 
 
 #: hal's own kernels, (domain, op type): hal's distribution registered them at import, before any plugin's
@@ -56,7 +58,7 @@ class PluginRecord:
         return self.error is None
 
 
-def _raised(e: BaseException) -> str:
+def raised(e: BaseException) -> str:
     """An exception a plugin raised, in a message's words: its type and text; sys.exit(...) as such."""
     if isinstance(e, SystemExit):
         return f"SystemExit (sys.exit({e.code!r}))"
@@ -143,7 +145,7 @@ class PluginRegistry:
         try:
             results = self._results(rec.name, hook)
         except (Exception, SystemExit) as e:  # a plugin's hook may raise anything (sys.exit too); it stops only itself
-            self._fail(rec, f"hook {hook} raised {_raised(e)}")
+            self._fail(rec, f"hook {hook} raised {raised(e)}")
             return None
         if not results and self.implements(rec.name, hook):
             returned_none.append(hook)
@@ -184,7 +186,7 @@ class PluginRegistry:
         try:
             self._add(rec, plugin)
         except (Exception, SystemExit) as e:  # its objects are third-party code too (a property that raises)
-            self._fail(rec, f"raised {_raised(e)} while hal checked what it provides")
+            self._fail(rec, f"raised {raised(e)} while hal checked what it provides")
         return rec
 
     def _add(self, rec: PluginRecord, plugin: Any) -> None:
@@ -311,7 +313,7 @@ class PluginRegistry:
                 rec = PluginRecord(ep.name, dname, dver)
                 self.records[ep.name] = rec
                 module_name = ep.value.split(":")[0]
-                self._fail(rec, f"failed to import {ep.value!r}: {_raised(e)}",
+                self._fail(rec, f"failed to import {ep.value!r}: {raised(e)}",
                            hint=f"reinstall the plugin; `python -c 'import {module_name}'` shows the traceback")
                 continue
             self.add(module, ep.name, dname, dver)
@@ -375,10 +377,10 @@ def get_target(name: str) -> Target:
         if broken:
             hint += f"; plugins that failed to load: {', '.join(broken)} (see `hal doctor`)"
         what = f"no target named {name!r}"
-        if name == "cpu":  # hal.session.REFERENCE_TARGET, left out of HAL_PLUGINS
+        if name == REFERENCE_TARGET:  # left out of HAL_PLUGINS
             what += " (hal's reference target, where fallback places refused nodes and that compare checks against)"
             wanted = os.environ.get("HAL_PLUGINS", "").strip(", ")
-            hint = f"HAL_PLUGINS must include cpu (HAL_PLUGINS=cpu,{wanted or '...'}); {hint}"
+            hint = f"HAL_PLUGINS must include {name} (HAL_PLUGINS={name},{wanted or '...'}); {hint}"
         raise InputError(what, where="hal.plugins", hint=hint)
     return t
 
@@ -420,5 +422,19 @@ def hook_error(target: str, what: str, hint: str | None = None) -> PluginError:
                        hint=hint or "report it to the plugin's authors; other targets still work")
 
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginRecord", "PluginRegistry", "get_target", "hook_error", "is_own_target",
-           "named_targets", "plugin_of", "register", "registry", "targets", "unregister"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "REFERENCE_TARGET",
+    "PluginRecord",
+    "PluginRegistry",
+    "get_target",
+    "hook_error",
+    "is_own_target",
+    "named_targets",
+    "plugin_of",
+    "raised",
+    "register",
+    "registry",
+    "targets",
+    "unregister",
+]

@@ -50,6 +50,7 @@ from hal.placement import (
 )
 from hal.plugins import get_target, hook_error, is_own_target, registry
 from hal.specs import (
+    RUN_FIGURES,
     CompileOptions,
     CompileReport,
     KernelReport,
@@ -429,8 +430,7 @@ class InferenceSession:
         the figures of the latest run."""
         if self._live is not None:
             live = self._live.report
-            return self._report.model_copy(update={k: getattr(live, k) for k in (
-                "latency_s", "throughput_per_s", "energy_j", "memory", "peak_memory_bytes", "devices")})
+            return self._report.model_copy(update={k: getattr(live, k) for k in RUN_FIGURES})
         return self._report
 
     def get_inputs(self) -> list[NodeArg]:

@@ -286,6 +286,11 @@ class CompileReport(HalModel):
     details: dict[str, Any] = Field(default_factory=dict, description="target-specific figures")
 
 
+#: the figures of a report whose target prices each run's own sizes (``details["figures_follow_runs"]``):
+#: those of the latest run (``specs/interface.md`` §9)
+RUN_FIGURES = ("latency_s", "throughput_per_s", "energy_j", "memory", "peak_memory_bytes", "devices")
+
+
 class RunReport(HalModel):
     """What one run did: host wall time of the emulation and the modelled device time."""
 

@@ -258,12 +258,6 @@ def _plugin_error(rec: Any, what: str, hint: str | None = None) -> str:
                                         "(HAL_PLUGINS=NAMES loads only the plugins named)"))
 
 
-def _raised(e: BaseException) -> str:
-    if isinstance(e, SystemExit):
-        return f"SystemExit (sys.exit({e.code!r}))"
-    return f"{type(e).__name__}: {e}"
-
-
 def _plugin_case(c: Any) -> ConformanceCase:
     model = c.model
     if not isinstance(model, onnx.ModelProto):
@@ -274,16 +268,6 @@ def _plugin_case(c: Any) -> ConformanceCase:
                            float(getattr(c, "atol", 1e-7)), _const(model), _const(list(c.data_sets)), frozenset(ops))
 
 
-def _hook_cases(reg: Any, rec: Any) -> list[Any] | None:
-    """What plugin ``rec``'s ``hal_conformance_cases`` returned, through the registry (which traces the call
-    and refuses a result that is not a list); None when it has no such hook."""
-    call, implements = getattr(reg, "call", None), getattr(reg, "implements", None)
-    if call is not None and implements is not None:
-        return call(rec.name, "hal_conformance_cases") if implements(rec.name, "hal_conformance_cases") else None
-    hook = getattr(reg.pm.get_plugin(rec.name), "hal_conformance_cases", None)
-    return None if hook is None else list(hook() or [])
-
-
 def plugin_cases() -> list[ConformanceCase | BrokenPluginCase]:
     """Cases contributed through the ``hal_conformance_cases`` hook of every loaded plugin.
 
@@ -292,7 +276,7 @@ def plugin_cases() -> list[ConformanceCase | BrokenPluginCase]:
     onnx's node cases have, that plugin contributes a ``BrokenPluginCase`` naming it, which fails; every
     other case, the plugin's good ones included, still runs."""
     from hal.errors import PluginError
-    from hal.plugins import registry
+    from hal.plugins import raised, registry
 
     reg = registry()
     out: list[ConformanceCase | BrokenPluginCase] = []
@@ -301,14 +285,14 @@ def plugin_cases() -> list[ConformanceCase | BrokenPluginCase]:
             continue
         broken = f"hal_conformance_cases[{rec.name}]"
         try:
-            given = _hook_cases(reg, rec)
+            given = reg.call(rec.name, "hal_conformance_cases")  # traced; a non-list is a PluginError
         except PluginError as e:  # the registry's own word on what the hook returned
             out.append(BrokenPluginCase(broken, str(e)))
             continue
         except (Exception, SystemExit) as e:  # third-party code: name it, keep the suite running
-            out.append(BrokenPluginCase(broken, _plugin_error(rec, f"hook hal_conformance_cases raised {_raised(e)}")))
+            out.append(BrokenPluginCase(broken, _plugin_error(rec, f"hook hal_conformance_cases raised {raised(e)}")))
             continue
-        for i, c in enumerate(given or []):
+        for i, c in enumerate(given):
             try:
                 out.append(_plugin_case(c))
             except (Exception, SystemExit) as e:
@@ -319,7 +303,7 @@ def plugin_cases() -> list[ConformanceCase | BrokenPluginCase]:
                 out.append(BrokenPluginCase(
                     name if isinstance(name, str) and name else f"{broken}[{i}]",
                     _plugin_error(rec, f"hook hal_conformance_cases gave, as case {i}, a {type(c).__name__} that is "
-                                       f"not a conformance case ({_raised(e)})",
+                                       f"not a conformance case ({raised(e)})",
                                   hint="a case has name, model (an onnx.ModelProto), data_sets ([(inputs, expected "
                                        "outputs)]), rtol and atol, as onnx's node test cases (hal/hookspecs.py)")))
     return out

@@ -381,10 +381,4 @@ class TensorParallel:
         return sh
 
 
-def plan_sharding(graph: Graph, kernels: list[Kernel], devices: int,
-                  value_bytes: Callable[[str], float]) -> Sharding:
-    """The tensor-parallel plan of ``kernels`` over ``devices`` GPUs (trivial for one)."""
-    return TensorParallel(graph).plan(kernels, devices, value_bytes)
-
-
-__all__ = ["Requirement", "Sharding", "TensorParallel", "plan_sharding"]
+__all__ = ["Requirement", "Sharding", "TensorParallel"]

@@ -29,7 +29,7 @@ from hal.engine import reference_program
 from hal.errors import InputError, UnsupportedOpError
 from hal.graph.ir import Graph, TensorInfo
 from hal.graph.loops import with_trip_counts
-from hal.specs import CompileOptions, CompileReport
+from hal.specs import RUN_FIGURES, CompileOptions, CompileReport
 from hal_lpu.shapes import resolve_shapes
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class SpecialisingExecutable:
     def _note(self, exe: LpuExecutable) -> None:
         self._stats["last_cycles"] = exe.cycles
         self._stats["last_latency_s"] = exe.report.latency_s
-        for key in ("latency_s", "throughput_per_s", "energy_j", "memory", "peak_memory_bytes", "devices"):
+        for key in RUN_FIGURES:
             setattr(self.report, key, getattr(exe.report, key))  # the report's figures are this signature's
 
     def _compile(self, feeds: Mapping[str, Any]) -> LpuExecutable:
