@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -194,3 +195,17 @@ def plugin_site(tmp_path: Path) -> Path:
     site = tmp_path / "site"
     shutil.copytree(FIXTURES / "plugins", site, ignore=shutil.ignore_patterns("README.md", "__pycache__"))
     return site
+
+
+@pytest.fixture
+def hal_cli(capsys, monkeypatch) -> Callable[..., tuple[int, str, str]]:
+    """``hal ARGV...`` in this process: (exit status, stdout, stderr)."""
+    from hal.cli import main
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main sets it for the process
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        rc = main(list(argv))
+        out = capsys.readouterr()
+        return rc, out.out, out.err
+    return run

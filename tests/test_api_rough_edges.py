@@ -9,7 +9,6 @@ import math
 import pickle
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import onnx
@@ -36,19 +35,6 @@ def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("rough") / "add.onnx"
     onnx.save(_add_model(), path)
     return str(path)
-
-
-@pytest.fixture
-def hal_cli(capsys, monkeypatch):
-    from hal.cli import main
-
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main sets it for the process
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        rc = main(list(argv))
-        out = capsys.readouterr()
-        return rc, out.out, out.err
-    return run
 
 
 # -- 1: onnxruntime's arguments, and a target_options dict ------------------------------------------------

@@ -7,25 +7,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-
-from hal.cli import main
-
-
-@pytest.fixture
-def hal_cli(capsys, monkeypatch):
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main sets it for the process
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        rc = main(list(argv))
-        out = capsys.readouterr()
-        return rc, out.out, out.err
-    return run
 
 
 def _dynamic_model(path) -> str:

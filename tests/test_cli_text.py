@@ -5,27 +5,14 @@ file ``/x]...`` stopped every command with rich's MarkupError (an internal error
 from __future__ import annotations
 
 import json
-import warnings
 
 import onnx
 import pytest
 from onnx import TensorProto, helper
 from rich.console import Console
 
-from hal.cli import main
 from hal.conformance.command import print_report
 from hal.conformance.report import CaseResult, ConformanceReport
-
-
-@pytest.fixture
-def hal_cli(capsys, monkeypatch):
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main sets it for the process
-
-    def run(*argv: str) -> tuple[int, str]:
-        rc = main(list(argv))
-        out = capsys.readouterr()
-        return rc, out.out + out.err
-    return run
 
 
 @pytest.fixture
@@ -47,23 +34,23 @@ def _flat(text: str) -> str:
 
 
 def test_run_prints_the_path_and_output_name_as_they_are(hal_cli, bracketed):
-    rc, out = hal_cli("run", bracketed)
+    rc, out, _ = hal_cli("run", bracketed)
     assert rc == 0, out
     assert "y[image]" in out
     assert "m[/x]model.onnxoncpu(exact)" in _flat(out)
 
 
 def test_profile_prints_node_names_as_they_are(hal_cli, bracketed):
-    rc, out = hal_cli("profile", bracketed, "-t", "gpu")
+    rc, out, _ = hal_cli("profile", bracketed, "-t", "gpu")
     assert rc == 0, out
     assert "[bold]relu" in out
 
 
 def test_compare_and_estimate_print_the_path_as_it_is(hal_cli, bracketed):
-    rc, out = hal_cli("compare", bracketed, "--targets", "cpu")
+    rc, out, _ = hal_cli("compare", bracketed, "--targets", "cpu")
     assert rc == 0, out
     assert "m[/x]" in out
-    rc, out = hal_cli("estimate", bracketed, "-t", "gpu")
+    rc, out, _ = hal_cli("estimate", bracketed, "-t", "gpu")
     assert rc == 0, out
     assert "m[/x]" in out
 
@@ -77,7 +64,8 @@ def test_estimate_prints_an_error_as_it_is(hal_cli, tmp_path):
                           opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
     path = tmp_path / "custom.onnx"
     onnx.save(m, path)
-    rc, out = hal_cli("estimate", str(path), "-t", "gpu")
+    rc, out, err = hal_cli("estimate", str(path), "-t", "gpu")
+    out += err
     assert "internal error" not in out
     assert "[/red]n" in _flat(out)
     assert rc != 0
@@ -97,7 +85,7 @@ def test_a_log_gets_the_compare_table_whole(hal_cli):
     # In a pipe (a CI log) the console is 160 columns, or the table's own width where it is wider: hal
     # demo's 13 columns came to 165, so rich folded the "kernels/nodes" header and the longest
     # target's placement onto a second line
-    rc, out = hal_cli("compare", "zoo:tiny-gpt", "--targets", "cpu,gpu-mi300x")
+    rc, out, _ = hal_cli("compare", "zoo:tiny-gpt", "--targets", "cpu,gpu-mi300x")
     assert rc == 0
     assert "kernels/nodes" in out
     row = next(line for line in out.splitlines() if "gpu-mi300x" in line)
@@ -106,15 +94,15 @@ def test_a_log_gets_the_compare_table_whole(hal_cli):
 
 def test_a_narrow_table_keeps_its_title_on_one_line(hal_cli):
     # rich wraps a title to its table's width: the sweep's 23-column table had a heading of three lines
-    rc, out = hal_cli("estimate", "zoo:llama-3.1-8b", "--target", "gpu", "--sweep", "batch=1,2")
+    rc, out, _ = hal_cli("estimate", "zoo:llama-3.1-8b", "--target", "gpu", "--sweep", "batch=1,2")
     assert rc == 0
     assert "zoo:llama-3.1-8b: tokens_per_s_total vs batch (decode, precision native)" in out, out
 
 
 def test_doctor_prints_the_environment_on_one_line(hal_cli):
     # (167 characters here: a 160-column console had folded it before the numba and Pillow notes)
-    rc, out = hal_cli("doctor", "--json", "-")
+    rc, out, _ = hal_cli("doctor", "--json", "-")
     env = json.loads(out)["environment"]
-    rc, out = hal_cli("doctor")
+    rc, out, _ = hal_cli("doctor")
     assert rc == 0
     assert out.splitlines()[0] == " ".join(f"{k} {v}" for k, v in env.items() if v), out
