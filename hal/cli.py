@@ -21,6 +21,7 @@ from hal.numerics import is_float
 from hal.peers import PEERS
 from hal.render import console, fmt_bytes, fmt_num, fmt_time, literal, titled_table
 
+EXIT_FINDING = 1  # the command ran and found something wrong (hal doctor: a plugin failed to load)
 EXIT_ERROR = 2
 EXIT_INTERNAL = 3
 
@@ -69,9 +70,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         env["image_decoder"] = f"on (Pillow {metadata.version('pillow')})"
     except metadata.PackageNotFoundError:
         env["image_decoder"] = "off (pip install 'hal-sdk[image]')"
+    # a failed plugin is a finding, as pip check's conflicts are: exit 1 (the others work regardless)
+    found = EXIT_FINDING if any(not p["ok"] for p in plugins) else 0
     if args.json is not None:
         emit_json(args.json, {"environment": env, "plugins": plugins})
-        return 0
+        return found
 
     con = console()
     # one line, however long: a log keeps it whole, a terminal wraps it (its "[image]" is text, not markup)
@@ -89,7 +92,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     n_warn = sum(bool(p["ok"] and p["warnings"]) for p in plugins)
     con.print(f"{len(plugins) - n_bad} plugin(s) loaded" + (f" ({n_warn} with a warning)" if n_warn else "")
               + f", {n_bad} failed" + (" — the others work regardless" if n_bad else ""))
-    return 0
+    return found
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -534,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
         conformance_command = None
     if conformance_command is not None and hasattr(conformance_command, "register"):
         conformance_command.register(sub)
+    for command in sub.choices.values():  # --debug after the command too (`hal run m.onnx --debug`)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser
 
 

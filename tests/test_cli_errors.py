@@ -13,6 +13,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from hal.errors import HalError
+
 
 def _dynamic_model(path) -> str:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])
@@ -151,3 +153,14 @@ def test_warnings_print_as_one_line_without_hals_source(tmp_path):
                           "--fallback", "warn"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stderr == "warning: FallbackWarning: 1 node(s) fall back from 'lpu' to 'cpu': Unique_1 (Unique)\n"
+
+
+def test_debug_works_after_the_command_too(hal_cli, tmp_path):
+    """``--debug`` was a top-level option only: ``hal run m.onnx --debug`` was a usage error."""
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    rc, _, err = hal_cli("run", str(bad))
+    assert rc == 2 and err.startswith("error: ")
+    for argv in (("--debug", "run", str(bad)), ("run", str(bad), "--debug")):
+        with pytest.raises(HalError):
+            hal_cli(*argv)
