@@ -14,20 +14,10 @@ import numpy as np
 from pydantic import ValidationError
 
 from hal import limits
-from hal.errors import CompileError, InputError
+from hal.errors import CompileError, InputError, a_or_an
 from hal.plugins import get_target, named_targets, registry
 from hal.specs import CompileOptions
 from hal.target import Target
-
-
-def a_or_an(word: str) -> str:
-    """``word`` with its indefinite article, by its sound as read out: "an int", "an int8 array", "a
-    float", "a uint8 array" (you-int), "a NoneType", "an ndarray", "an 8-bit"."""
-    w = word.lower()
-    vowel = w[:1] in ("a", "e", "i", "o", "8") or (w[:1] == "u" and not w.startswith(("uint", "uni", "us", "ut")))
-    if w.startswith(("nd", "np")) and w[:3] not in ("non", "nod"):
-        vowel = True  # ndarray, nparray: read letter by letter, "en-dee"
-    return f"{'an' if vowel else 'a'} {word}"
 
 
 def make_options(precision: str = "exact", devices: int | None = None, max_memory: int | str | None = None,

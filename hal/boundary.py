@@ -19,8 +19,7 @@ import numpy as np
 import onnx
 
 from hal import limits
-from hal.api_args import a_or_an
-from hal.errors import HalError, InputError, ModelError, ResourceError
+from hal.errors import HalError, InputError, ModelError, ResourceError, a_or_an
 from hal.feeds import map_feed
 from hal.graph.ir import TensorInfo, np_dtype
 from hal.plugins import hook_error, is_own_target

@@ -1,6 +1,17 @@
-"""The error taxonomy: every failure hal reports is a HalError that says what, where and what to do."""
+"""The error taxonomy: every failure hal reports is a HalError that says what, where and what to do
+(and ``a_or_an``, the article its messages put before a type name)."""
 
 from __future__ import annotations
+
+
+def a_or_an(word: str) -> str:
+    """``word`` with its indefinite article, by its sound as read out: "an int", "an int8 array", "a
+    float", "a uint8 array" (you-int), "a NoneType", "an ndarray", "an 8-bit"."""
+    w = word.lower()
+    vowel = w[:1] in ("a", "e", "i", "o", "8") or (w[:1] == "u" and not w.startswith(("uint", "uni", "us", "ut")))
+    if w.startswith(("nd", "np")) and w[:3] not in ("non", "nod"):
+        vowel = True  # ndarray, nparray: read letter by letter, "en-dee"
+    return f"{'an' if vowel else 'a'} {word}"
 
 
 class HalError(Exception):

@@ -11,7 +11,7 @@ import numpy as np
 from onnx import helper
 
 from hal import limits
-from hal.errors import InputError, ResourceError
+from hal.errors import InputError, ResourceError, a_or_an
 from hal.graph.ir import Graph, TensorInfo
 from hal.numerics import is_float
 
@@ -71,7 +71,7 @@ def random_feeds(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = N
     feeds = {}
     for t in graph.inputs:
         if t.kind != "tensor" or t.dtype is None:
-            raise InputError(f"input {t.name!r} is a {t.kind}; hal cannot invent it", where="random inputs",
+            raise InputError(f"input {t.name!r} is {a_or_an(t.kind)}; hal cannot invent it", where="random inputs",
                              hint=FEED_IT)
         shape = resolve_shape(t, dims)
         dt = t.dtype
@@ -177,7 +177,7 @@ def map_feed(t: TensorInfo, v: Any) -> MapValue:
     key_dt, value_dt = types
     want = f"a dict of {key_dt.name if key_dt.kind != 'O' else 'str'} keys and {value_dt.name} values"
     if not isinstance(v, Mapping):
-        raise InputError(f"feed {t.name!r} is a {type(v).__name__}, not a map", where="run feeds",
+        raise InputError(f"feed {t.name!r} is {a_or_an(type(v).__name__)}, not a map", where="run feeds",
                          hint=f"pass {want}")
     strings = key_dt.kind == "O"
     out = {}

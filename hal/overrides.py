@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from hal.errors import InputError
+from hal.errors import InputError, a_or_an
 from hal.graph.ir import Graph, TensorInfo
 from hal.graph.load import ModelLike, model_hash, parse_model
 
@@ -71,7 +71,7 @@ class InitializerOverrides:
     def _check(t: TensorInfo, v: Any) -> None:
         where, hint = "run feeds", f"a default replaced by a feed must be {t.describe()}"
         if not isinstance(v, np.ndarray):
-            raise InputError(f"feed {t.name!r} (an initializer's default) is a {type(v).__name__}, not a numpy "
+            raise InputError(f"feed {t.name!r} (an initializer's default) is {a_or_an(type(v).__name__)}, not a numpy "
                              "array", where=where, hint=hint)
         if v.dtype != t.dtype:
             raise InputError(f"feed {t.name!r} has dtype {v.dtype}, but the initializer it replaces is {t.dtype}",

@@ -19,7 +19,7 @@ import pluggy
 from pydantic import ValidationError
 
 from hal import hookspecs
-from hal.errors import InputError, PluginError
+from hal.errors import InputError, PluginError, a_or_an
 from hal.kernels import KernelDef, registered_ops
 from hal.kernels import register as register_kernel
 from hal.kernels.registry import _norm_domain
@@ -70,7 +70,7 @@ def _returned(value: Any) -> str:
     kind = type(value)
     name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
     shown = repr(value)
-    return f"a {name}" + (f" ({shown})" if len(shown) <= 60 and not shown.startswith("<") else "")
+    return a_or_an(name) + (f" ({shown})" if len(shown) <= 60 and not shown.startswith("<") else "")
 
 
 class PluginRegistry:
@@ -244,7 +244,8 @@ class PluginRegistry:
             missing = [m for m in ("spec", "capability", "compile", "load")
                        if not (callable(getattr(t, m, None)) if m != "spec" else hasattr(t, m))]
             if missing:
-                self._fail(rec, f"returned a {type(t).__name__} that is not a target: it lacks {', '.join(missing)}",
+                self._fail(rec, f"returned {a_or_an(type(t).__name__)} that is not a target: it lacks "
+                                f"{', '.join(missing)}",
                            hint="implement the hal.target.Target protocol")
                 return
             try:  # a TargetSpec object too: model_construct skips validation, the contract does not

@@ -76,7 +76,7 @@ def test_an_estimate_row_names_its_target_once(model_file, hal_cli):
                                         ("uint8 array", "a uint8 array"), ("ndarray", "an ndarray"),
                                         ("object", "an object"), ("NoneType", "a NoneType"), ("list", "a list")])
 def test_the_article_follows_the_sound(word, said):
-    from hal.api_args import a_or_an
+    from hal.errors import a_or_an
 
     assert a_or_an(word) == said
 

@@ -94,6 +94,7 @@ def test_before_ir_4_an_initializer_is_no_default_and_a_feed_for_it_is_refused_a
     (np.ones(4, np.float64), "has dtype float64, but the initializer it replaces is float32"),
     (np.ones(5, np.float32), r"has shape \[5\], but the input it replaces is declared \[4\]"),
     ([1.0, 1.0, 1.0, 1.0], "is a list, not a numpy array"),
+    (1.0, "is a float, not a numpy array"), (1, "is an int, not a numpy array"),
 ])
 def test_a_default_fed_of_another_type_or_shape_is_an_input_error(value, message):
     s = hal.InferenceSession(_conv_bn())

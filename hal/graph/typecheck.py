@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import onnx
 
-from hal.errors import ModelError
+from hal.errors import ModelError, a_or_an
 from hal.graph.ir import Node, TensorInfo, attribute_graphs, node_bodies
 
 
@@ -109,13 +109,14 @@ def _check_node(n: onnx.NodeProto | Node, inputs: Sequence[str], types: Mapping[
         got = f"tensor({name_of})"
         if got not in allowed:
             raise ModelError(f"{path}{label(n)} takes {param!r} (input {i}) as {' or '.join(sorted(allowed))}, "
-                             f"but {name!r} is a {got}", where=where,
+                             f"but {name!r} is {a_or_an(got)}", where=where,
                              hint="cast it to a type the operator takes, or fix the exporter that wrote it")
         if type_param:
             first = bound.setdefault(type_param, (got, i, name))
             if first[0] != got:
                 raise ModelError(f"{path}{label(n)} binds its type parameter {type_param} to one type, but input "
-                                 f"{first[1]} ({first[2]!r}) is a {first[0]} and input {i} ({name!r}) a {got}",
+                                 f"{first[1]} ({first[2]!r}) is {a_or_an(first[0])} and input {i} ({name!r}) "
+                                 f"{a_or_an(got)}",
                                  where=where, hint="cast one of them to the other's type (onnxruntime refuses "
                                  "such a model too), or fix the exporter that wrote it")
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hal.errors import a_or_an
 from hal.kernels.ml import ML, as_int64, string_array
 from hal.kernels.registry import kernel
 
@@ -101,13 +102,15 @@ def imputer(x: Array, imputed_value_floats: Sequence[float] = (), imputed_value_
     rows = _rows(x, "Imputer")
     if x.dtype.kind == "f":
         if not imputed_value_floats:
-            raise ValueError(f"Imputer: a {x.dtype} input needs imputed_value_floats; only imputed_value_int64s is set")
+            raise ValueError(f"Imputer: {a_or_an(str(x.dtype))} input needs imputed_value_floats; "
+                             "only imputed_value_int64s is set")
         values = _per_feature(imputed_value_floats, "imputed_value_floats", rows.shape[1], "Imputer", np.float32)
         replaced = x.dtype.type(np.float32(replaced_value_float))
         missing = np.isnan(rows) if np.isnan(replaced) else rows == replaced
     elif x.dtype.kind in "iu":
         if not imputed_value_int64s:
-            raise ValueError(f"Imputer: a {x.dtype} input needs imputed_value_int64s; only imputed_value_floats is set")
+            raise ValueError(f"Imputer: {a_or_an(str(x.dtype))} input needs imputed_value_int64s; "
+                             "only imputed_value_floats is set")
         values = _per_feature(imputed_value_int64s, "imputed_value_int64s", rows.shape[1], "Imputer", np.int64)
         info = np.iinfo(x.dtype)
         if values.size and (values.min() < info.min or values.max() > info.max):

@@ -26,7 +26,7 @@ from functools import partial
 import numpy as np
 
 from hal.engine import Program, Step, chain_concats, fused_runs, kernel_step
-from hal.errors import CompileError, ResourceError
+from hal.errors import CompileError, ResourceError, a_or_an
 from hal.graph.ir import Graph, Node, TensorInfo
 from hal.graph.loops import trip_count_inputs
 from hal.graph.passes import NONDETERMINISTIC
@@ -102,7 +102,7 @@ def _refuse(node: Node, graph: Graph, used: set[str], shapes: Resolved) -> str |
             if o in special and (info is None or info.kind == "tensor"):
                 continue  # fixed once the host knows its inputs: scheduled per value signature at run time
             if node.op_type != "Identity" and info is not None and info.kind not in ("tensor", "unknown"):
-                return (f"output {o!r} is a {info.kind}, not a tensor; a statically scheduled machine's memory "
+                return (f"output {o!r} is {a_or_an(info.kind)}, not a tensor; a statically scheduled machine's memory "
                         "holds tensors of fixed sizes only (the host builds it: fallback can place the node on "
                         "the cpu)")
             if node.op_type != "Identity" and (info is None or info.kind != "tensor" or info.static_shape is None):

@@ -114,6 +114,7 @@ def test_bad_cast_map_attributes_and_keys_are_run_errors(attrs, x, match):
 
 @pytest.mark.parametrize(("feed", "match"), [
     ([1.0, 2.0], r"feed 'X' is a list, not a map"),
+    (np.int64(3), r"feed 'X' is an int64, not a map"),
     ({"a": 1.0}, r"feed 'X' has key 'a' \(str\)"),
     ({True: 1.0}, r"feed 'X' has key True \(bool\)"),
     ({1: "x"}, r"feed 'X' maps 1 to 'x', not a float32 scalar"),
