@@ -34,7 +34,7 @@ from hal.boundary import Partition, checked_feeds, feed_checks, output_checks, r
 from hal.cache import CompileCache, SessionEntry, SessionPart, open_cache, weights_elsewhere
 from hal.errors import CompileError, HalError, InputError, ResourceError, UnsupportedOpError
 from hal.graph.dims import checked_dims
-from hal.graph.ir import Graph, TensorInfo
+from hal.graph.ir import PARTITION_KEY, Graph, TensorInfo
 from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
 from hal.kernels import jit
@@ -366,6 +366,8 @@ class InferenceSession:
         parts = []
         for i, (where, names) in enumerate(runs):
             sub = graph if not self._refused else graph.subgraph(names, name=f"{graph.name}/part{i}")
+            if sub is not graph:  # (a metadata dict of its own: the subgraph shares the model's)
+                sub.metadata = {**graph.metadata, PARTITION_KEY: f"{i}/{len(runs)}"}
             target = tgt if where == tgt.spec.name else get_target(where)
             opts = ref_options if self._refused and where == REFERENCE_TARGET else self.options
             key = keys[i] if keys else cache.key(sub, target, opts) if cache is not None else None

@@ -96,3 +96,57 @@ def test_a_figure_one_partition_lacks_is_not_given_for_the_whole():
     got = partitions_combined([a, b])
     assert got.latency_s == pytest.approx(4e-3) and got.energy_j == pytest.approx(3.0)
     assert got.throughput_per_s is None and got.ttft_s is None
+
+
+def _gemm_then_tail():
+    """up (a GEMM), then Softmax (refused: cpu), then a Relu: the last partition has nothing to split."""
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((64, 256)).astype(np.float32), "w1")
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"], name="up"),
+             helper.make_node("Softmax", ["a"], ["s"], name="softmax", axis=-1),
+             helper.make_node("Relu", ["s"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "tail", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 256])], [w1])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_partition_with_nothing_to_split_runs_whole_on_every_device(split_target):
+    # devices=2 failed the session: the gpu refused the Relu partition, which has no GEMM to split
+    # ("tensor parallelism cannot use 2 GPUs for 'tail/part2'"), though the model's GEMM splits
+    one, two = (hal.InferenceSession(_gemm_then_tail(), target=split_target, fallback="allow", devices=d)
+                for d in (1, 2))
+    tail1, tail2 = (next(p.executable.report for p in s._parts if p.nodes == ["relu"]) for s in (one, two))
+    assert tail2.devices == 2 and tail2.details["tensor_parallel"] == 2
+    # every device computes it whole: the time of one, the energy of two, the memory of one on each
+    assert tail2.latency_s == pytest.approx(tail1.latency_s)
+    assert tail2.energy_j == pytest.approx(2 * tail1.energy_j)
+    assert tail2.peak_memory_bytes == tail1.peak_memory_bytes
+    assert two.report.devices == 2
+    x = np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32)
+    np.testing.assert_array_equal(one.run(None, {"x": x})[0], two.run(None, {"x": x})[0])
+
+
+def test_a_whole_model_with_nothing_to_split_is_still_refused_its_devices():
+    """The partition rule is for partitions (graph metadata ``hal.partition``): asked for 2 GPUs, a
+    model with no GEMM at all is a CompileError saying so, not a report of 2 GPUs doing 1's work."""
+    relu = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "relu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8])]), opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(hal.CompileError, match="it has no GEMM with a 2-D weight"):
+        hal.InferenceSession(relu, target="gpu", devices=2)
+
+
+def test_partitions_carry_their_place_in_their_metadata(split_target):
+    from hal.graph.ir import PARTITION_KEY
+
+    seen = []
+    gpu = get_target("gpu")
+    real = gpu.compile
+    sess_model = _gemm_then_tail()
+    try:
+        gpu.compile = lambda graph, options: (seen.append((graph.name, dict(graph.metadata))), real(graph, options))[1]
+        sess = hal.InferenceSession(sess_model, target=split_target, fallback="allow")
+    finally:
+        del gpu.compile
+    assert [(name, meta.get(PARTITION_KEY)) for name, meta in seen] == [("tail/part0", "0/3"), ("tail/part2", "2/3")]
+    assert sess.report.details["partitions"] == 3

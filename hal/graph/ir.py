@@ -46,6 +46,9 @@ class ShapeOnly(DeclaredTensor):
 
 #: model metadata key listing the graph inputs that are shape-only weights (comma-separated)
 SHAPE_ONLY_KEY = "hal.shape_only_weights"
+#: graph metadata key on a partition of a model that fallback cut: "i/n", its index (0-based, as the
+#: session's placement numbers it) and the partitions in all (specs/interface.md §4)
+PARTITION_KEY = "hal.partition"
 #: ops whose result is not a function of their inputs alone
 NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                               "Multinomial", "Bernoulli", "Dropout"})

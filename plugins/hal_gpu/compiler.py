@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hal.errors import CompileError, ResourceError
-from hal.graph.ir import Graph
+from hal.graph.ir import PARTITION_KEY, Graph
 from hal.numerics import ITEMSIZE, Policy, is_float
 from hal.numerics import policy as precision_policy
 from hal.perf.memory import MemoryPlan, plan_memory
@@ -286,7 +286,7 @@ class GpuTarget:
         counts that are usable and the nearest of them that fit; left to the target, only usable
         counts are tried."""
         gpu, where = self.gpu, f"target {self.spec.name!r}"
-        tp = TensorParallel(graph)
+        tp = TensorParallel(graph, partition=PARTITION_KEY in graph.metadata)
         usable = tp.counts(gpu.max_devices)
         if devices is not None and devices > gpu.max_devices:
             raise ResourceError(f"tensor parallelism over {devices} GPUs is not modelled: one node holds "

@@ -33,7 +33,9 @@ size). A block closed only by an all-gather of graph outputs — an LM head, a c
 whole: when the count does not divide its width it is replicated, every device holding all of its
 weight and computing all of it, which the memory, time and energy figures then count, and
 ``Sharding.replicated`` names it for the report (serving stacks pad the vocabulary instead; hal
-does not change the model's shapes). A count under which nothing splits at all is refused too.
+does not change the model's shapes). A count under which nothing splits at all is refused too, in a
+whole model; a partition that fallback cut off (``hal.partition`` in its metadata) runs whole on every
+device instead, since the model's other partitions split over them.
 """
 
 from __future__ import annotations
@@ -227,10 +229,16 @@ def _follow(graph: Graph, node, tracks: dict[str, _Track]
 
 
 class TensorParallel:
-    """The tensor-parallel structure of one graph, for any device count (see the module docstring)."""
+    """The tensor-parallel structure of one graph, for any device count (see the module docstring).
 
-    def __init__(self, graph: Graph):
+    A ``partition`` (one piece of a model that fallback cut, between nodes the host runs) runs on the
+    devices the model was given whatever it holds: a count under which nothing in it splits (an
+    elementwise tail, a Softmax with no GEMM) is usable, every device computing it whole, as a
+    replicated LM head is. Refusing it would refuse the whole model, whose other partitions split."""
+
+    def __init__(self, graph: Graph, partition: bool = False):
         self.graph = graph
+        self.partition = partition
         inits = graph.initializers
         split: set[str] = set()
         self._nodes: set[int] = set()
@@ -341,10 +349,10 @@ class TensorParallel:
 
     def usable(self, devices: int) -> bool:
         """Whether tensor parallelism can use ``devices`` GPUs: every block that must split splits,
-        and something does."""
+        and something does (in a ``partition``, nothing need)."""
         if devices <= 1:
             return True
-        return not self.blocking(devices) and any(self._splits(b, devices) for b in self.blocks)
+        return not self.blocking(devices) and (self.partition or any(self._splits(b, devices) for b in self.blocks))
 
     def counts(self, up_to: int) -> list[int]:
         """The device counts from 1 to ``up_to`` that ``usable`` allows, smallest first."""
