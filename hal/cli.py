@@ -15,16 +15,23 @@ from typing import Any
 
 import numpy as np
 
-from hal.cli_args import check_destinations, emit_json, load_inputs, parse_dims, parse_options, parse_sweep, write_out
+from hal.cli_args import (
+    EXIT_ERROR,
+    EXIT_FINDING,
+    EXIT_INTERNAL,
+    check_destinations,
+    emit_json,
+    load_inputs,
+    parse_dims,
+    parse_options,
+    png_path,
+    write_out,
+)
+from hal.cli_estimate import cmd_estimate
 from hal.errors import HalError, InputError
 from hal.numerics import is_float
 from hal.peers import PEERS
-from hal.render import console, fmt_bytes, fmt_num, fmt_time, literal, titled_table
-
-EXIT_FINDING = 1  # the command ran and found something wrong (hal doctor: a plugin failed to load)
-EXIT_ERROR = 2
-EXIT_INTERNAL = 3
-
+from hal.render import console, fmt_bytes, fmt_num, fmt_time, literal, progress, titled_table
 
 # -- commands ---------------------------------------------------------------------------------
 
@@ -199,22 +206,11 @@ def _print_compare(rep, title: str) -> None:
         con.print(line, markup=False)
 
 
-def _progress(enabled: bool):
-    """A rich status line on a terminal (quiet under --json or when not a TTY)."""
-    import contextlib
-
-    if not enabled or not sys.stderr.isatty():
-        return contextlib.nullcontext(None)
-    from rich.console import Console
-
-    return Console(stderr=True).status("compiling")
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     from hal.compare import compare
 
     dims = parse_dims(args.dim)
-    with _progress(args.json is None) as status:
+    with progress(args.json is None) as status:
         def tick(target: str) -> None:
             if status is not None:
                 status.update(literal(f"compiling and running on {target}"))
@@ -246,13 +242,6 @@ def _compare_status(rep) -> int:
 
     bad = [r for r in rows(rep) if r.status == "error" or not all(o.within_tolerance for o in r.outputs)]
     return 1 if bad else 0
-
-
-def _png(path: str) -> None:
-    """The pictures are PNG: a --plot named otherwise would hold PNG bytes under another name."""
-    if Path(path).suffix.lower() != ".png":
-        raise InputError(f"--plot {path}: the picture is a PNG, and the name does not end in .png",
-                         where="command line", hint=f"name it {Path(path).with_suffix('.png')}")
 
 
 def _pictures(rep, stem: Path) -> dict[str, Path]:
@@ -294,10 +283,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from hal.plugins import get_target
 
     if args.plot:
-        _png(args.plot)
+        png_path(args.plot)
     spec = get_target(args.target).spec
     sess = hal.InferenceSession(args.model, target=args.target, precision=args.precision, fallback=args.fallback,
-                                devices=args.devices, **parse_options(args.option))
+                                devices=args.devices, dims=parse_dims(args.dim) or None, **parse_options(args.option))
     ran = False
     if not sess.graph.shape_only and args.run:
         sess.run(None, random_feeds(sess.graph, seed=0))
@@ -337,97 +326,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.json is not None:
         argv += ["--json", args.json]
     return cmd_compare(build_parser().parse_args(argv))
-
-
-def cmd_estimate(args: argparse.Namespace) -> int:
-    from hal.estimate import estimate
-
-    if args.plot and not args.sweep:
-        raise InputError("--plot draws a sweep: it needs --sweep", where="hal estimate",
-                         hint="e.g. --sweep batch=1,2,4,8 --plot tokens.png")
-    if args.plot:
-        _png(args.plot)
-    if args.sweep:
-        return _estimate_sweep(args)
-
-    ests = estimate(args.model, args.target, phase=args.phase, batch=args.batch, context=args.context,
-                    prompt=args.prompt, dims=parse_dims(args.dim) or None, devices=args.devices,
-                    precision=args.precision, **parse_options(args.option)).estimates
-    if args.json is not None:
-        payload = [e.model_dump(mode="json") for e in ests]
-        emit_json(args.json, payload[0] if len(payload) == 1 else payload)
-        return 0 if any(e.status == "ok" for e in ests) else EXIT_ERROR
-
-    llm = next((e for e in ests if e.batch is not None), None)  # --phase, --batch, ... shape the zoo's LLMs only
-    shape = (f"{llm.phase}, batch {llm.batch}, "
-             + (f"context {llm.context}" if llm.phase == "decode" else f"prompt {llm.prompt}") + ", ") if llm else ""
-    if args.dim:
-        shape += ", ".join(f"{k}={v}" for k, v in parse_dims(args.dim).items()) + ", "
-    t = titled_table(f"estimate: {args.model} ({shape}precision {args.precision})")
-    for c in ("target", "status", "latency", "tokens/s per user", "TTFT", "devices", "memory/device",
-              "energy", "compile"):
-        t.add_column(c, overflow="fold")
-    for e in ests:
-        t.add_row(literal(e.target), e.status if e.status == "ok" else f"[red]{literal(e.status)}[/]",
-                  fmt_time(e.latency_s),
-                  fmt_num(e.tokens_per_s), fmt_time(e.ttft_s), fmt_num(e.devices), fmt_bytes(e.memory_bytes),
-                  fmt_num(e.energy_j, " J"), fmt_time(e.compile_time_s))
-    con = console(t)
-    con.print(t)
-    for e in ests:
-        if e.error:
-            con.print(f"[bold]{literal(e.target)}[/]: {literal(e.error)}")
-    uncosted = next((e.uncosted for e in ests if e.uncosted), [])
-    if uncosted:
-        con.print(f"[yellow]not in these figures[/]: the bodies of {literal(', '.join(uncosted))} (how many times "
-                  "they run is a run's to decide: a trip count from data, a generation's max_length)")
-    return 0 if any(e.status == "ok" for e in ests) else EXIT_ERROR
-
-
-def _estimate_sweep(args: argparse.Namespace) -> int:
-    from hal.estimate import estimate
-
-    key, xs = parse_sweep(args.sweep)
-    rows = []
-    with _progress(args.json is None) as status:
-        for x in xs:
-            if status is not None:
-                status.update(f"estimating {key}={x}")
-            params = {"batch": args.batch, "context": args.context, "prompt": args.prompt, key: x}
-            rep = estimate(args.model, args.target, phase=args.phase, devices=args.devices, precision=args.precision,
-                           dims=parse_dims(args.dim) or None, **params, **parse_options(args.option))
-            rows.append((x, rep.estimates))
-    phase = args.phase or "decode"
-    metric = "tokens_per_s_total" if phase == "decode" and key == "batch" else \
-        ("tokens_per_s" if phase == "decode" else "ttft_s")
-    targets = list(dict.fromkeys(e.target for _, ests in rows for e in ests))
-    series = {t: [next((getattr(e, metric) for e in ests if e.target == t and e.status == "ok"), None)
-                  for _, ests in rows] for t in targets}
-    status = 0 if any(e.status == "ok" for _, ests in rows for e in ests) else EXIT_ERROR
-    if args.plot:
-        from hal.plots import sweep_plot
-
-        ylabel = {"tokens_per_s_total": "tokens/s (all users)", "tokens_per_s": "tokens/s per user",
-                  "ttft_s": "time to first token (s)"}[metric]
-        sweep_plot(xs, series, key, ylabel, f"{args.model}: {ylabel} vs {key} ({phase})", args.plot)
-    if args.json is not None:
-        emit_json(args.json, {"sweep": key, "values": xs, "metric": metric, "series": series,
-                               "estimates": [[e.model_dump(mode="json") for e in ests] for _, ests in rows]})
-        return status
-
-    t = titled_table(f"{args.model}: {metric} vs {key} ({phase}, precision {args.precision})")
-    t.add_column(key)
-    for name in targets:
-        t.add_column(literal(name))
-    for i, x in enumerate(xs):
-        t.add_row(str(x), *[fmt_num(series[name][i]) for name in targets])
-    con = console(t)
-    con.print(t)
-    for x, ests in rows:  # each point a target could not estimate, and why ("—" in the table)
-        for e in ests:
-            if e.error:
-                con.print(f"[bold]{literal(e.target)}[/] at {key}={x}: {literal(e.error)}", highlight=False)
-    return status
 
 
 # -- parser -----------------------------------------------------------------------------------
@@ -500,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="exact")
     p.add_argument("--fallback", default="error", choices=["error", "warn", "allow"])
     p.add_argument("--devices", type=int, default=None)
+    p.add_argument("--dim", action="append", metavar="NAME=N",
+                   help="bind an open input dimension ('*' every other one): the program, its figures and the "
+                        "random inputs take that size (a CNN at batch 8 had been profiled at batch 1 only)")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE")
     p.add_argument("--trace", metavar="OUT.json", help="Chrome/Perfetto trace of the program")
     p.add_argument("--plot", metavar="OUT.png", help="timeline + roofline (gpu), slice Gantt (lpu), placement (wafer)")
@@ -526,7 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=None, help="GPUs, LPU chips or wafers (default: fewest that fit)")
     p.add_argument("--precision", default="native")
     p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE")
-    p.add_argument("--sweep", metavar="KEY=V1,V2,...", help="sweep batch, context or prompt")
+    p.add_argument("--sweep", metavar="KEY=V1,V2,...",
+                   help="sweep a zoo LLM's batch, context (decode) or prompt (prefill); another model's batch: its "
+                        "open dimension named batch")
     p.add_argument("--plot", metavar="OUT.png", help="with --sweep: plot the metric per target")
     _json_flag(p)
     p.set_defaults(func=cmd_estimate)

@@ -14,6 +14,10 @@ import numpy as np
 
 from hal.errors import HalError, InputError
 
+EXIT_FINDING = 1  # the command ran and found something wrong (hal doctor: a plugin failed to load)
+EXIT_ERROR = 2  # a HalError: bad input, a model or target that cannot do it
+EXIT_INTERNAL = 3  # a bug in hal or a plugin
+
 
 def write_out(dest: str, data: bytes | str) -> None:
     """Write an output file atomically; a device or pipe (/dev/stdout, a FIFO) is written directly."""
@@ -208,3 +212,10 @@ def parse_sweep(text: str) -> tuple[str, list[int]]:
                          f"{'is not an integer' if len(bad) == 1 else 'are not integers'} >= {least}",
                          where="command line", hint=hint)
     return key, [int(v) for v in items]
+
+
+def png_path(path: str) -> None:
+    """The pictures are PNG: a --plot named otherwise would hold PNG bytes under another name."""
+    if Path(path).suffix.lower() != ".png":
+        raise InputError(f"--plot {path}: the picture is a PNG, and the name does not end in .png",
+                         where="command line", hint=f"name it {Path(path).with_suffix('.png')}")

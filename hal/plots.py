@@ -143,6 +143,21 @@ def placement_map(ax, kernels: list[Any], mesh: tuple[int, int] | None, routes: 
         ax.legend(handles, [r[0] for r in rects], fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
 
 
+def _roof_key(report: Any, spec: Any) -> str | None:
+    """The sheet key of the compute roof a GPU roofline draws: the highest peak among the precision's own
+    format (native: TF32 tensor cores) and the formats its kernels say they ran at (``details["format"]``).
+    The precision alone does not say it: a float16 model runs its GEMMs on fp16 tensor cores at ``exact``
+    and ``native`` alike, and had been drawn under the fp32 or TF32 roof with its prefill GEMMs above it
+    (778 TFLOP/s under a 495 TFLOP/s roof, on an H100 sheet)."""
+    own = {"exact": "fp32", "fp32": "fp32", "native": "tf32"}.get(report.precision, report.precision)
+    ran = {k.details.get("format") for k in report.kernels if k.flops > 0 and isinstance(k.details, dict)}
+    keys = [key for key in dict.fromkeys(f"peak_flops_{f}" for f in (own, *sorted(f for f in ran if f)))
+            if key in spec.hardware]
+    if not keys:
+        return "peak_flops_fp32" if "peak_flops_fp32" in spec.hardware else None
+    return max(keys, key=spec.hw)
+
+
 def profile_picture(kind: str, report: Any, events: list[dict[str, Any]], spec: Any, path: str | Path,
                     routes: list[Any] | None = None) -> Path:
     """The picture for a target kind: GPU timeline + roofline, LPU slice Gantt, wafer placement map."""
@@ -151,9 +166,7 @@ def profile_picture(kind: str, report: Any, events: list[dict[str, Any]], spec: 
     if kind == "gpu":
         fig, (a, b) = plt.subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [3, 2]})
         gantt(a, events, f"{name}: kernel timeline ({report.kernel_count} kernels)", "stream")
-        # the roof of the precision the program ran at (native: the GPU's TF32 tensor cores)
-        own = {"exact": "fp32", "fp32": "fp32", "native": "tf32"}.get(report.precision, report.precision)
-        peak_key = next((k for k in (f"peak_flops_{own}", "peak_flops_fp32") if k in spec.hardware), None)
+        peak_key = _roof_key(report, spec)
         if peak_key and "hbm_bandwidth" in spec.hardware:
             roofline(b, report.kernels, spec.hw(peak_key), spec.hw("hbm_bandwidth"),
                      f"{name}: roofline ({peak_key.replace('peak_flops_', '')} peak, HBM)")
@@ -176,13 +189,19 @@ def profile_picture(kind: str, report: Any, events: list[dict[str, Any]], spec: 
 
 
 def sweep_plot(xs: Sequence[float], series: dict[str, Sequence[float | None]], xlabel: str, ylabel: str,
-               title: str, path: str | Path) -> Path:
+               title: str, path: str | Path, devices: dict[str, Sequence[int | None]] | None = None) -> Path:
+    """One line per target. ``devices`` (per target, per point) marks each point that took more than one
+    device with their number: the fewest that fit grows along a sweep, and the figure is theirs together."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, ys in series.items():
-        pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
+        counts = list((devices or {}).get(name) or [None] * len(ys))
+        pts = [(x, y, d) for x, y, d in zip(xs, ys, counts) if y is not None]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+            for x, y, d in pts:
+                if d is not None and d > 1:
+                    ax.annotate(f"×{d}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

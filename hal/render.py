@@ -8,8 +8,11 @@ from pathlib import Path
 
 from hal.compare import CompareReport, TargetResult
 from hal.files import write_output
+from hal.perf.memory import per_device_bytes
 
-COLUMNS = ("target", "status", "max abs err", "max rel err", "cosine", "latency", "throughput", "peak memory",
+#: (memory/device: the most one device holds, ``hal.perf.memory.per_device_bytes``; "peak memory" had been one
+#: GPU's or one LPU chip's beside every wafer's together)
+COLUMNS = ("target", "status", "max abs err", "max rel err", "cosine", "latency", "throughput", "memory/device",
            "devices", "energy", "compile", "kernels/nodes", "placement")
 
 
@@ -75,7 +78,8 @@ def row(r: TargetResult) -> list[str]:
                                                  else "ok (beyond tolerance)")
     return [r.target, status, fmt_num(worst.max_abs) if worst else "—", fmt_num(worst.max_rel) if worst else "—",
             f"{worst.cosine:.6f}" if worst else "—", fmt_time(r.latency_s), fmt_num(r.throughput_per_s, "/s"),
-            fmt_bytes(r.peak_memory_bytes), fmt_num(r.devices), fmt_num(r.energy_j, " J"), fmt_time(r.compile_time_s),
+            fmt_bytes(per_device_bytes(r.memory, r.peak_memory_bytes)), fmt_num(r.devices), fmt_num(r.energy_j, " J"),
+            fmt_time(r.compile_time_s),
             f"{r.kernel_count}/{r.node_count}" if r.kernel_count is not None else "—",
             ", ".join(f"{k}: {v}" for k, v in r.placement.items()) or "—"]
 
@@ -144,3 +148,15 @@ def to_html(rep: CompareReport, pictures: dict[str, Path] | None = None) -> str:
 
 def write(path: str | Path, text: str) -> Path:
     return write_output(path, text)
+
+
+def progress(enabled: bool):
+    """A rich status line on a terminal (quiet under --json or when not a TTY)."""
+    import contextlib
+    import sys
+
+    if not enabled or not sys.stderr.isatty():
+        return contextlib.nullcontext(None)
+    from rich.console import Console
+
+    return Console(stderr=True).status("compiling")

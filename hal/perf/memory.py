@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hal.graph.ir import Graph
+
+if TYPE_CHECKING:
+    from hal.specs import MemoryLevel
 
 
 @dataclass(frozen=True)
@@ -45,3 +49,11 @@ def plan_memory(graph: Graph, steps: Sequence[tuple[Sequence[str], Sequence[str]
                 live -= nbytes(n)
     wb = sum(weight_nbytes(k) for k in graph.initializers)
     return MemoryPlan(wb, peak, inputs_bytes)
+
+
+def per_device_bytes(memory: Iterable[MemoryLevel], peak_bytes: int | None) -> int | None:
+    """The most one device holds at one level of a report's ``memory``, the figure its capacity bounds;
+    ``peak_bytes`` where no level is per device. A report's ``peak_memory_bytes`` is not that figure on every
+    target (one device's on a GPU or an LPU chip, every wafer's together on the wafer), so a table that
+    sets targets side by side reads this one."""
+    return max((m.bytes for m in memory if m.per_device), default=peak_bytes)
