@@ -207,7 +207,7 @@ class _Packer:
             cols = min(rule.columns - lo, int(free // per_col) // g * g if per_col > 0 else rule.columns - lo)
             if cols <= 0:
                 if c.empty:
-                    raise self._too_big(node, int(per_col * g) + used)
+                    raise self._too_big(node, int(per_col * g) + used, split=True)
                 c = self._new()
                 continue
             self._take(c, idx, whole, ins_res, transient, math.ceil(per_col * cols))
@@ -279,16 +279,30 @@ class _Packer:
         self.kept_split |= kept
         return run[-1] + 1
 
-    def _too_big(self, node: Node, need: int) -> ResourceError:
+    def _too_big(self, node: Node, need: int, split: bool = False) -> ResourceError:
+        """``node`` fits no chip: ``need`` bytes of weights and inputs on one, beside what ``partition``'s
+        retries held back for the activations its liveness walk found live at once (``capacity - budget``).
+        ``split``: ``need`` is its narrowest slice of columns."""
         weighted = any(self.sizes.is_weight(i) for i in node.inputs)
-        return ResourceError(
-            f"node {node.name!r} ({node.op_type}) needs {need:,} bytes of SRAM on one chip (weights and live "
-            f"activations), and a chip has {self.capacity:,}"
-            + (f" ({self.budget:,} left for packing after the activations)" if self.budget < self.capacity else ""),
-            where="target 'lpu'",
-            hint=("its weights cannot be split across chips (only MatMul/Gemm/Conv/Gather weights, along their "
-                  "output columns); use a lower precision or a larger sram_bytes") if weighted else
-                 "its activations alone do not fit one chip's SRAM; lower the batch or sequence, or raise sram_bytes")
+        live = self.capacity - self.budget
+        what = f"node {node.name!r} ({node.op_type}) needs {need:,} bytes of SRAM on one chip"
+        if live > 0:  # (had read "needs 98,877,440 ... a chip has 230,686,720 (-327,680,000 left for packing)")
+            what += f" beside the {live:,} bytes held back for the activations live at once on a chip"
+        else:
+            what += " (weights and live activations)"
+        what += f", and a chip has {self.capacity:,}"
+        if live >= self.capacity:
+            hint = ("the activations live at once alone fill a chip's SRAM; lower the batch or sequence, "
+                    "or raise sram_bytes")
+        elif split:  # the hint had said its weights cannot be split, about a split Gather or MatMul
+            hint = ("it is split across chips by output columns, but its narrowest slice does not fit beside "
+                    "the activations; lower the batch or sequence, use a lower precision, or raise sram_bytes")
+        elif weighted:
+            hint = ("its weights cannot be split across chips (only MatMul/Gemm/Conv/Gather weights, along their "
+                    "output columns); use a lower precision or a larger sram_bytes")
+        else:
+            hint = "its activations alone do not fit one chip's SRAM; lower the batch or sequence, or raise sram_bytes"
+        return ResourceError(what, where="target 'lpu'", hint=hint)
 
 
 def _liveness(graph: Graph, nodes: list[Node], where: list[list[Shard]], sizes: Sizes, chips: int,

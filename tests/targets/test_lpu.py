@@ -290,6 +290,18 @@ def test_a_weight_that_cannot_be_split_and_does_not_fit_is_a_resource_error():
     assert "needs 4,0" in str(e.value) and "a chip has 2,000" in str(e.value)
 
 
+def test_a_prefill_whose_activations_fill_a_chip_says_so():
+    # an 8B prefill with every position's logits: the message had read "needs 98,877,440 bytes ... a chip
+    # has 230,686,720 (-327,680,000 left for packing)" and blamed the split Gather's weights as unsplittable
+    with pytest.raises(ResourceError) as e:
+        hal.compile("zoo:llama-3.1-8b", target="lpu", precision="native",
+                    zoo_params={"phase": "prefill", "prompt": 2048, "batch": 1, "context": 1024})
+    msg = str(e.value)
+    assert "(Gather) needs " in msg and "bytes held back for the activations live at once on a chip" in msg
+    assert "-" not in msg.split("a chip has")[1].split("—")[0] and "cannot be split" not in msg
+    assert "the activations live at once alone fill a chip's SRAM; lower the batch or sequence" in msg
+
+
 def test_devices_spreads_the_pipeline_over_the_chips_asked_for():
     r = hal.InferenceSession("zoo:tiny-gpt", target="lpu", devices=3).report
     assert r.devices == 3
