@@ -5,11 +5,13 @@
     hal conformance acme-npu --write-manifest       # a plugin's target: ./xfail-acme-npu.toml
 
 The run is isolated from the current folder's pytest configuration and conftest files, so it works
-from anywhere. It needs pytest, and pytest-xdist for ``-n``: neither is a dependency of hal-sdk, and
-without them the command says what to install (``check_runner``). Exit status: 0 when nothing failed
-(expected failures allowed), 1 when a case failed, 2 when the suite could not run, stopped on an error
-collecting or running it, or ran no case (a bad option, profile or manifest is one
-``error: InputError: ...`` line, checked before pytest starts).
+from anywhere. Each case is bounded by ``--timeout`` (a hang fails that case); under ``-n`` a case that kills
+its worker process fails alone, where without workers it ends the run (pytest runs in this process). It
+needs pytest, and pytest-xdist for ``-n``: neither is a dependency of hal-sdk, and without them the command
+says what to install (``check_runner``). Exit status: 0 when nothing failed (expected failures allowed), 1
+when a case failed, 2 when the suite could not run, stopped on an error collecting or running it, or ran no
+case (an unknown target, a bad option, profile or manifest is one ``error: InputError: ...`` line, checked
+before pytest starts).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         "hal's own targets, ./xfail-TARGET.toml for a plugin's)")
     p.add_argument("--write-manifest", nargs="?", const="", default=None, metavar="PATH",
                    help="write this run's failures as the target's manifest (default path: as --manifest's)")
+    p.add_argument("--timeout", default=None, metavar="S|none",
+                   help="seconds one case may take before it fails as a hang (default: 600; none: no bound)")
     p.add_argument("--failing-only", action="store_true", help="print only the ops with failures")
     p.add_argument("-v", "--verbose", action="store_true", help="show pytest's own output")
     p.set_defaults(func=run)
@@ -86,10 +90,13 @@ def check_runner(workers: Any) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse bad options before pytest starts (an InputError, exit status 2): pytest (or, for -n,
-    pytest-xdist) not installed, a bad -n, -k or --precision (one the target does not offer among them),
+    pytest-xdist) not installed, a target that is not installed, a bad -n, -k, --timeout or --precision (one
+    the target does not offer among them),
     an unreadable or invalid profile or manifest, a --manifest path that does not exist, a manifest of
     another target or one that waives the API contract."""
     from hal.conformance.profiles import check_target_precision, load_profile, target_manifest
+    from hal.conformance.suite import parse_timeout
+    from hal.plugins import get_target
 
     workers = str(args.workers or "1")
     if workers != "auto" and not workers.isdigit():
@@ -105,7 +112,9 @@ def check_args(args: argparse.Namespace) -> None:
             detail = f"at column {e.offset}: {e.msg}" if isinstance(e, SyntaxError) else str(e)
             raise InputError(f"-k {args.keyword!r} is not a valid expression: {detail}", where="command line",
                              hint="combine names with and, or, not and parentheses: -k 'Conv and not 3d'") from None
+    get_target(args.target)  # an unknown target: the installed ones named, before pytest starts
     check_target_precision(args.target, args.precision, where="--precision")
+    parse_timeout(getattr(args, "timeout", None), where="--timeout")
     load_profile(args.profile)
     target_manifest(args.target, args.manifest)
 
@@ -124,6 +133,8 @@ def pytest_args(args: argparse.Namespace, json_out: Path, folder: Path) -> list[
         argv += ["-n", str(args.workers)]
     if args.keyword:
         argv += ["-k", args.keyword]
+    if getattr(args, "timeout", None) is not None:
+        argv += ["--hal-timeout", str(args.timeout)]
     if args.manifest:
         argv += ["--hal-manifest", args.manifest]
     if args.write_manifest is not None:

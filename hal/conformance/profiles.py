@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -104,11 +105,25 @@ class _ProfileFile(_Strict):
     tolerances: dict[Precision, _ToleranceFloor] = Field(default_factory=dict)
 
 
+#: the causes a manifest entry may expect (check.CAUSES less NOT_WAIVABLE's, which load_manifest refuses with
+#: reasons of their own); an entry without one expects any
+ENTRY_CAUSES = ("no kernel", "refused", "wrong numbers", "error", "checker")
+
+
 class _ManifestEntryFile(_Strict):
     case: str = Field(min_length=1)
     op: str = ""
     cause: str = ""
     reason: str = Field(min_length=1)
+
+    @field_validator("cause")
+    @classmethod
+    def _known_cause(cls, v: str) -> str:
+        # a misspelt cause ("wrong-numbers") had been read as one no failure has: the case it waives then failed,
+        # at the end of a long run, "expected cause 'wrong-numbers'"
+        if v and v not in ENTRY_CAUSES + NOT_WAIVABLE:
+            raise ValueError(f"must be one of {', '.join(map(repr, ENTRY_CAUSES))} (or left out: any cause)")
+        return v
 
 
 class _ManifestFile(_Strict):
@@ -171,6 +186,22 @@ class Profile:
         return self.tolerances.get(precision, Tolerance())
 
 
+def _unknown_ops(ops: Iterable[str]) -> list[str]:
+    """The ops of a profile's list that onnx defines in no domain, each with the closest op it does define
+    ("Conv2D (did you mean Conv?)"): a misspelt op selects no case, and the profile would certify without it."""
+    import difflib
+
+    import onnx
+
+    known = {s.name for s in onnx.defs.get_all_schemas_with_history()}
+    out = []
+    for op in dict.fromkeys(ops):
+        if op not in known:
+            close = difflib.get_close_matches(op, known, n=1) or [k for k in known if k.lower() == op.lower()]
+            out.append(f"{op!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return out
+
+
 def load_profile(name_or_path: str | Path) -> Profile:
     """A profile by name (``core``, ``full``) or from a TOML file of the same form."""
     p = Path(name_or_path)
@@ -183,6 +214,11 @@ def load_profile(name_or_path: str | Path) -> Profile:
                       hint=f"[profile] takes {', '.join(_ProfileHead.model_fields)}; [tolerances.PRECISION] "
                            f"takes rtol, atol (see hal's specs/conformance/core.toml)")
     head = data.profile
+    if head.ops != "*" and (unknown := _unknown_ops(head.ops)):
+        raise InputError(f"the profile lists {len(unknown)} op(s) that onnx does not define: {'; '.join(unknown[:5])}",
+                         where=f"{p}: ops", hint="ops are onnx op types, spelled as onnx spells them (Conv, Relu, "
+                                                 "MatMul): an op no case has would silently drop out of the "
+                                                 "certification")
     return Profile(head.name or p.stem, head.description, None if head.ops == "*" else frozenset(head.ops),
                    head.light_models, head.shipped_models, head.contract,
                    {k: Tolerance(v.rtol, v.atol) for k, v in data.tolerances.items()})
@@ -244,6 +280,12 @@ def load_manifest(path: str | Path | None, target: str | None = None) -> dict[st
         raise InputError(f"this expected-failure manifest is for target {data.target!r}, not {target!r}",
                          where=str(path), hint=f"give the manifest of target {target!r} (xfail-{target}.toml), or "
                                                f"write one from a run: hal conformance {target} --write-manifest")
+    seen: dict[str, int] = {}
+    for i, e in enumerate(data.xfail):
+        if e.case in seen:  # which entry would hold was the file's order, silently: the last one
+            raise InputError(f"lists case {e.case!r} twice (xfail[{seen[e.case]}] and xfail[{i}])", where=str(path),
+                             hint="keep one [[xfail]] entry per case, with the cause it fails with")
+        seen[e.case] = i
     entries = {e.case: ManifestEntry(e.case, e.op, e.cause, e.reason) for e in data.xfail}
     contract = contract_case_names()
     if waived := [e.case for e in entries.values() if e.cause == "contract" or e.case in contract]:
@@ -321,7 +363,7 @@ def write_manifest(path: str | Path, target: str, entries: Iterable[ManifestEntr
     merged.update({e.case: e for e in entries if waivable(e)})
     lines = [
         f"# Expected failures of target {target!r} in the hal conformance suite.",
-        f"# Regenerate: hal conformance {target} --profile {profile} --write-manifest",
+        f"# Regenerate: hal conformance {shlex.quote(target)} --profile {shlex.quote(profile)} --write-manifest",
         "# Each entry: the case, the op it certifies, the kind of failure (no kernel | refused |",
         "# wrong numbers | error | checker) and the reason the run gave. API contract failures, failures",
         "# for want of a package on the host and failed plugin case hooks are never written here.",

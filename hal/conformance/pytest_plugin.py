@@ -12,13 +12,15 @@ specs/conformance/xfail-TARGET.toml for hal's own targets, ./xfail-TARGET.toml f
 saying so, with another); a case that fails for want of a package on this host is skipped.
 ``--hal-write-manifest PATH`` writes the manifest of this run's failures, less those that are not the
 target's to expect (the API contract's, a plugin's failed case hook: ``profiles.waivable``). Works with
-pytest-xdist.
+pytest-xdist: a case whose worker process dies (a segfault in a target's native code) fails, and is counted.
+A case that takes over ``--hal-timeout`` seconds (default 600) fails as a hang (``suite.run_case``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -46,6 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hal-write-manifest", default=None, metavar="PATH",
                     help="after the run, write this run's failures as the expected-failure manifest")
     group.addoption("--hal-json", default=None, metavar="PATH", help="write a ConformanceReport (JSON) here")
+    group.addoption("--hal-timeout", default=None, metavar="SECONDS|none",
+                    help="seconds one case may take before it fails as a hang (default: 600; none: no bound)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -72,6 +76,12 @@ def _option(config: pytest.Config, name: str, load: Any) -> Any:
         raise pytest.UsageError(f"--{name}: {e}") from None
 
 
+def _timeout(value: str | None) -> float | None:
+    from hal.conformance.suite import CASE_TIMEOUT_S, parse_timeout
+
+    return CASE_TIMEOUT_S if value is None else parse_timeout(value)
+
+
 class SuiteState:
     """The active suite: options, the manifest, and the results seen (on the controller with xdist)."""
 
@@ -83,7 +93,9 @@ class SuiteState:
         self.profile: Profile = _option(config, "hal-profile", load_profile)
         self.precision: str = _option(config, "hal-precision", lambda p: check_target_precision(target, p))
         self.manifest_file, self.manifest = _option(config, "hal-manifest", lambda m: target_manifest(target, m))
+        self.timeout_s: float | None = _option(config, "hal-timeout", _timeout)
         self.results: dict[str, CaseResult] = {}
+        self._ops: dict[str, str] | None = None  # case name -> op, for a case whose worker crashed (``_crashed``)
         self.t0 = time.perf_counter()
 
     # -- collection: the suite replaces file collection ------------------------------------------------
@@ -113,7 +125,12 @@ class SuiteState:
     # -- results -----------------------------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
-        if "hal_case" not in props or not (report.when == "call" or (report.when == "setup" and not report.passed)):
+        if "hal_case" not in props:
+            crashed = self._crashed(report)
+            if crashed is not None:
+                self.results[crashed.name] = crashed
+            return
+        if not (report.when == "call" or (report.when == "setup" and not report.passed)):
             return
         xfail = hasattr(report, "wasxfail")
         if report.passed:
@@ -131,6 +148,29 @@ class SuiteState:
             name=props["hal_case"], op=props["hal_op"], kind=props["hal_kind"], outcome=outcome,
             cause=props.get("hal_cause") or ("error" if outcome == "failed" else None),
             message=message, duration_s=report.duration)
+
+    def _crashed(self, report: pytest.TestReport) -> CaseResult | None:
+        """The failed case of a report that carries none of the case's properties: the one pytest-xdist makes
+        when the worker process running a case died (a segfault or an ``os._exit`` in a plugin's native
+        code). Left out, the case would be missing from the report, and a target that crashes on it
+        certified; it fails, cause "error", saying so. None for any other report."""
+        prefix = f"hal[{self.target}]::"
+        if not report.failed or not report.nodeid.startswith(prefix):
+            return None
+        kind, _, name = report.nodeid[len(prefix):].partition("::")
+        if not name:
+            return None
+        if self._ops is None:  # the controller collects no case: the ops of the profile's, once
+            from hal.conformance.suite import select_cases
+
+            self._ops = {c.name: c.op for c in select_cases(self.profile)}
+        from hal.conformance.report import CaseResult
+
+        detail = " ".join((report.longreprtext or "").split())[:300] or "the process running it died"
+        return CaseResult(name=name, op=self._ops.get(name, kind), kind=kind, outcome="failed", cause="error",
+                          message=f"the process running this case crashed ({detail}): a segfault or an exit in "
+                                  f"the target's code (run the case alone: hal conformance {self.target} -k "
+                                  f"'{name}' -v)", duration_s=report.duration)
 
     def report(self) -> ConformanceReport:
         from hal.conformance.report import ConformanceReport
@@ -154,8 +194,23 @@ class SuiteState:
 
             entries = [ManifestEntry(r.name, r.op, r.cause or "error", manifest_reason(r.cause, r.message))
                        for r in self.results.values() if r.outcome in ("failed", "xfailed")]
-            keep = [e for name, e in self.manifest.items() if name not in self.results]
-            write_manifest(out, self.target, entries, profile=self.profile.name, keep=keep)
+            keep = [e for name, e in self._regenerated(out).items() if name not in self.results]
+            # (the profile as given: a profile file's name is its stem, which --profile would not find)
+            write_manifest(out, self.target, entries, profile=self.config.getoption("hal_profile"), keep=keep)
+
+    def _regenerated(self, out: str) -> dict[str, Any]:
+        """The entries of the manifest a run regenerates at ``out``: that file's own where it exists, else the
+        manifest the run read. (The run's manifest alone had lost the file's entries of the cases a partial run
+        left out whenever it was another file, or none: ``-k Conv --hal-manifest none`` kept only Conv's.)"""
+        from hal.conformance.profiles import load_manifest
+        from hal.errors import HalError
+
+        if self.manifest_file is not None and Path(out).resolve() == Path(self.manifest_file).resolve():
+            return self.manifest
+        try:
+            return load_manifest(out, self.target) if Path(out).is_file() else self.manifest
+        except HalError:  # not a manifest of this target: the run's is what there is to keep
+            return self.manifest
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.results:
@@ -243,7 +298,7 @@ class CaseItem(pytest.Item):
 
         s = self.state
         try:
-            note = run_case(self.case, s.target, s.profile, s.precision)
+            note = run_case(self.case, s.target, s.profile, s.precision, s.timeout_s)
         except CaseFailure as e:
             self.user_properties += [("hal_cause", e.cause), ("hal_message", e.message)]
             if e.cause == "environment":  # this host's lack, not the target's failure
