@@ -276,7 +276,8 @@ class CompileReport(HalModel):
     tokens_per_s: float | None = None
     ttft_s: float | None = None
     memory: list[MemoryLevel] = Field(default_factory=list)
-    peak_memory_bytes: int = 0
+    peak_memory_bytes: int = Field(default=0, description="the most bytes one device holds at once (its capacity "
+                                   "bounds it): one GPU's HBM, one LPU chip's SRAM, one wafer's SRAM")
     devices: int = 1
     energy_j: float | None = None
     compile_time_s: float = 0.0

@@ -210,8 +210,9 @@ def test_the_gpu_roofline_is_drawn_at_the_format_its_kernels_ran_at(monkeypatch,
 
 
 def test_the_compare_table_shows_each_targets_memory_per_device():
-    """A report's peak_memory_bytes is one GPU's or one LPU chip's but every wafer's together: the
-    compare table's column had set one beside the other."""
+    """The compare table's memory column is per device: the wafer's peak_memory_bytes had been every
+    wafer's together beside one GPU's; a plugin's report whose peak is not per device still shows its
+    largest per-device level."""
     from hal.compare import TargetResult
     from hal.render import COLUMNS, fmt_bytes, row
     from hal.specs import MemoryLevel

@@ -207,7 +207,7 @@ class WaferTarget:
             precision=options.precision, shape_only=graph.shape_only, node_count=len(graph.nodes),
             kernel_count=len(kernels), latency_s=latency, throughput_per_s=(1.0 / interval) if interval > 0 else None,
             tokens_per_s=tokens_per_s, ttft_s=ttft, memory=memory,
-            peak_memory_bytes=int(sum(per_wafer) + (weights if streaming else 0)), devices=placement.wafers,
+            peak_memory_bytes=int(max(per_wafer, default=0)), devices=placement.wafers,
             energy_j=energy(latency, placement.wafers, p), kernels=kernels,
             transfers_bytes=int(sum(r.nbytes for r in placement.routes)), details=details)
 

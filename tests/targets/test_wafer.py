@@ -213,6 +213,8 @@ def test_model_over_one_allowed_wafer_streams_its_weights_and_still_matches_the_
     levels = {m.level: m for m in exe.report.memory}
     assert levels["SRAM"].bytes <= levels["SRAM"].capacity
     assert levels["external (MemoryX)"].bytes == exe.report.details["weights_bytes"]
+    # the peak is what the wafer holds (the schema's per-device figure): the streamed weights are not on it
+    assert exe.report.peak_memory_bytes == levels["SRAM"].bytes
     for name, want in zip([o.name for o in ref.get_outputs()], ref.run(None, feeds)):
         np.testing.assert_array_equal(exe.run(feeds)[name], want)
 
@@ -224,6 +226,10 @@ def test_model_over_the_wafer_spreads_over_the_fewest_wafers_that_hold_it_by_def
     exe = WaferTarget(SMALL_WAFER).compile(graph, CompileOptions())
     assert exe.report.details["mode"] == "pipelined" and exe.report.devices >= 2
     assert exe.report.details["cross_wafer_routes"] > 0
+    # one wafer's SRAM, as a GPU's peak is one GPU's HBM (it had been every wafer's together)
+    per_wafer = exe.report.details["sram_bytes_per_wafer"]
+    assert exe.report.peak_memory_bytes == max(per_wafer) < sum(per_wafer)
+    assert exe.report.peak_memory_bytes <= exe.report.details["sram_capacity_per_wafer"]
     _check_regions(exe)
     for name, want in zip([o.name for o in ref.get_outputs()], ref.run(None, feeds)):
         np.testing.assert_array_equal(exe.run(feeds)[name], want)
