@@ -22,12 +22,12 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if args.sweep:
         return _estimate_sweep(args)
 
-    ests = estimate(args.model, args.target, phase=args.phase, batch=args.batch, context=args.context,
-                    prompt=args.prompt, dims=parse_dims(args.dim) or None, devices=args.devices,
-                    precision=args.precision, **parse_options(args.option)).estimates
-    if args.json is not None:
-        payload = [e.model_dump(mode="json") for e in ests]
-        emit_json(args.json, payload[0] if len(payload) == 1 else payload)
+    rep = estimate(args.model, args.target, phase=args.phase, batch=args.batch, context=args.context,
+                   prompt=args.prompt, dims=parse_dims(args.dim) or None, devices=args.devices,
+                   precision=args.precision, **parse_options(args.option))
+    ests = rep.estimates
+    if args.json is not None:  # what hal.estimate returns, one shape however many targets (it had been an
+        emit_json(args.json, rep.model_dump(mode="json"))  # object for one and a list for several)
         return 0 if any(e.status == "ok" for e in ests) else EXIT_ERROR
 
     llm = next((e for e in ests if e.batch is not None), None)  # --phase, --batch, ... shape the zoo's LLMs only

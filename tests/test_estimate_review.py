@@ -234,3 +234,16 @@ def test_profile_binds_open_dimensions(tmp_path, hal_cli):
     assert rc == rc8 == 0 and big["ran"]  # (its latency need not grow: the small GEMM is launch-bound)
     assert sum(k["flops"] for k in big["report"]["kernels"]) == pytest.approx(
         512 * sum(k["flops"] for k in one["report"]["kernels"]))
+
+
+def test_estimate_json_has_one_shape_however_many_targets(hal_cli):
+    """It had printed one estimate's object for one target and a list of them for several: a script
+    reading ``.latency_s`` broke when a second target was added. It is now what hal.estimate returns."""
+    docs = []
+    for targets in ("gpu", "gpu,lpu"):
+        rc, out, _ = hal_cli("estimate", "zoo:tiny-gpt", "-t", targets, "--json", "-")
+        assert rc == 0
+        docs.append(json.loads(out))
+    for doc, n in zip(docs, (1, 2)):
+        assert doc["model"] == "zoo:tiny-gpt" and len(doc["estimates"]) == n
+        assert doc["estimates"][0]["target"] == "gpu" and doc["estimates"][0]["latency_s"] > 0
