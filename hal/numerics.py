@@ -24,10 +24,16 @@ from hal.perf.opcount import SEQUENCE_OPS
 
 FORMATS = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
 
-#: bytes per element each storage format occupies
-ITEMSIZE = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
+#: bytes per element each storage format occupies (``fp8_fnuz``: the e4m3fnuz variant of fp8 that
+#: AMD's CDNA 3 matrix cores read, which a target names where its precision ``fp8`` means it)
+ITEMSIZE = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "fp8_fnuz": 1, "int8": 1}
 
 FP8_MAX = float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn).max)  # 448
+FP8_FNUZ_MAX = float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fnuz).max)  # 240
+
+#: the fp8 formats and their ml_dtypes types: OCP e4m3fn (Transformer Engine's forward format on
+#: Hopper), e4m3fnuz (exponent bias 8, no infinities, one NaN, no -0: MI300X's)
+_FP8_TYPES = {"fp8": ml_dtypes.float8_e4m3fn, "fp8_fnuz": ml_dtypes.float8_e4m3fnuz}
 
 #: the floating-point types ml_dtypes adds to numpy; their numpy kind is 'V', as its int4 types' is
 _ML_FLOATS = frozenset(np.dtype(getattr(ml_dtypes, name)) for name in (
@@ -55,7 +61,7 @@ def round_tf32(x: np.ndarray) -> np.ndarray:
 _LOOP_FORMATS = {"tf32": 0, "bf16": 1, "fp16": 2, "fp8": 3, "int8": 4}
 
 #: the largest magnitude of the formats stored with a per-tensor scale, which maps a tensor's onto it
-_TOP = {"fp8": FP8_MAX, "int8": 127.0}
+_TOP = {"fp8": FP8_MAX, "fp8_fnuz": FP8_FNUZ_MAX, "int8": 127.0}
 
 
 def round_scaled(x: np.ndarray, fmt: str, scale: float = 1.0) -> np.ndarray | None:
@@ -75,7 +81,8 @@ def round_scaled(x: np.ndarray, fmt: str, scale: float = 1.0) -> np.ndarray | No
 
 def round_fp16_per_tensor(x: np.ndarray) -> np.ndarray | None:
     """``x`` through fp16 with one power-of-two scale for the whole tensor, the one that puts its largest
-    finite magnitude in fp16's top binade (``hal.kernels._rounding_loops.round_fp16_per_tensor``: the maximum,
+    finite magnitude in [2**14, 2**15), the binade under fp16's top one, so no rounding can carry it past
+    65504 (``hal.kernels._rounding_loops.round_fp16_per_tensor``: the maximum,
     the scale and the rounding in one compiled call), as a new float32 array; None where that call
     does not apply (x not a float32 array, the loops off)."""
     if "fp16" not in _LOOP_FORMATS or x.__class__ is not np.ndarray or x.dtype != np.float32 or not jit.enabled():
@@ -94,8 +101,11 @@ def round_to(x: np.ndarray, fmt: str) -> np.ndarray:
         return x
     if fmt in _TOP:
         if x.__class__ is np.ndarray and x.dtype == np.float32 and jit.enabled():
-            # quantize's per-tensor scale, its amax from max and min (two passes, no |x| array)
+            # quantize's per-tensor scale, its amax from max and min (two passes, no |x| array);
+            # a NaN among them makes both NaN: then the amax of the rest, as quantize takes it
             amax = np.maximum(x.max(), -x.min()) if x.size else np.float32(0)
+            if amax != amax:
+                amax = _amax(np.abs(x), None)
             fast = round_scaled(x, fmt, _scale(amax, fmt))
             if fast is not None:
                 return fast
@@ -117,26 +127,40 @@ _LEAST_SCALE = np.float32(2.0 ** -149)
 
 
 def _scale(amax: np.ndarray, fmt: str) -> np.ndarray:
-    """The float32 scale that maps magnitude ``amax`` onto the format's largest (1 where amax is 0);
-    never below float32's least subnormal, where ``amax / top`` would round to 0 and every value
-    divided by it to infinity or NaN (magnitudes under 2**-140 for fp8, 2**-142 for int8)."""
-    return np.where(amax > 0, np.maximum(amax / _TOP[fmt], _LEAST_SCALE), 1.0).astype(np.float32)
+    """The float32 scale that maps magnitude ``amax`` onto the format's largest (1 where amax is 0,
+    infinite or NaN, as Transformer Engine's ``compute_scale_from_amax`` does: an infinity then
+    saturates to the format's largest and the rest are cast unscaled, where a scale of infinity
+    would make every value NaN); never below float32's least subnormal, where ``amax / top`` would
+    round to 0 and every value divided by it to infinity or NaN (magnitudes under 2**-140 for fp8,
+    2**-142 for int8)."""
+    usable = (amax > 0) & np.isfinite(amax)
+    return np.where(usable, np.maximum(np.where(usable, amax, 0) / _TOP[fmt], _LEAST_SCALE), 1.0).astype(np.float32)
+
+
+def _amax(a: np.ndarray, axis: int | None) -> np.ndarray:
+    """The largest of magnitudes ``a`` (over all, or over every axis but ``axis``, kept), NaNs passed
+    over as the max reductions of Transformer Engine's amax kernels (``fmaxf``, ``__hmax``) pass
+    them: a NaN stays NaN through the cast without setting every other value's scale; 0 where none."""
+    if axis is None:
+        return np.asarray(np.fmax.reduce(a, axis=None, initial=0.0), dtype=np.float32)
+    red = tuple(i for i in range(a.ndim) if i != axis % a.ndim)
+    return np.fmax.reduce(a, axis=red, keepdims=True, initial=0.0).astype(np.float32)
 
 
 def quantize(x: np.ndarray, fmt: str, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric quantisation to fp8 (e4m3fn) or int8 with a scale per tensor or per ``axis`` slice."""
+    """Symmetric quantisation to fp8 (e4m3fn; ``fp8_fnuz``: e4m3fnuz) or int8 with a scale per tensor or
+    per ``axis`` slice."""
     if fmt not in _TOP:
-        raise ValueError(f"quantize supports fp8 and int8, not {fmt!r}")
+        raise ValueError(f"quantize supports fp8, fp8_fnuz and int8, not {fmt!r}")
     a = np.abs(x.astype(np.float32))
-    if axis is None:
-        amax = np.asarray(a.max() if a.size else 0.0, dtype=np.float32)
+    if axis is None or a.size:
+        amax = _amax(a, axis)
     else:
-        red = tuple(i for i in range(x.ndim) if i != axis % x.ndim)
-        amax = a.max(axis=red, keepdims=True) if a.size else np.zeros((1,) * x.ndim, np.float32)
+        amax = np.zeros((1,) * x.ndim, np.float32)
     scale = _scale(amax, fmt)
     y = x.astype(np.float32) / scale
-    if fmt == "fp8":
-        q = np.clip(y, -FP8_MAX, FP8_MAX).astype(ml_dtypes.float8_e4m3fn)
+    if fmt in _FP8_TYPES:
+        q = np.clip(y, -_TOP[fmt], _TOP[fmt]).astype(_FP8_TYPES[fmt])
     else:
         q = np.clip(np.rint(y), -127, 127).astype(np.int8)
     return q, scale
@@ -173,7 +197,11 @@ EXACT = Policy("exact")
 
 def policy(precision: str, native: Policy) -> Policy:
     """The policy for a user's ``precision``: ``exact``, the target's ``native`` one, or a named format
-    applied to matmul inputs and weights (``fp8``/``int8`` keep 16-bit activations)."""
+    applied to matmul inputs and weights. ``fp8`` and ``int8`` store activations in 16 bits (the
+    native storage format, else bf16); ``fp8`` feeds the matrix units fp8 activations (one scale per
+    tensor) and weights (one per output channel), ``int8`` is weight-only (W8A16): int8 weights with a
+    scale per output channel, activations read in that 16-bit format (an LPU's own int8 policy,
+    ``hal_lpu.precision``, quantises its activations too)."""
     if precision == "exact":
         return EXACT
     if precision == "native":
@@ -273,27 +301,35 @@ def apply_policy(steps: list, initializers: dict, policy: Policy) -> tuple[list,
     Matrix-unit ops get their activation inputs rounded to ``policy.matmul_inputs`` and their
     weights quantised once, here, to ``policy.matmul_weights`` (per output channel for fp8/int8);
     every float32 result is stored in ``policy.storage``: where that is fp32, a step other than a
-    matrix op is returned as it came. Returns (steps, replaced weights).
+    matrix op is returned as it came. Returns (steps, replaced weights, and the matrix ops' own rounded
+    copies, ``name#mxm``, of weights other steps also read).
     """
     if policy.exact:
         return steps, {}
+    # weights some step reads other than as a matrix op's weight (a tied embedding's Gather): the
+    # matrix ops get a rounded copy of their own (``name#mxm``), the other steps the weight as it is
+    other = {name for s in steps for i, name in enumerate(s.ins) if name in initializers
+             and (s.op_type not in MATRIX_OPS or i not in matrix_operands(s.op_type, s.attrs)[1])}
     weights: dict[str, np.ndarray] = {}
     out = []
     for s in steps:
         if s.op_type in MATRIX_OPS:
             acts, wpos, axis = matrix_operands(s.op_type, s.attrs)
             act_positions = []
+            ins = list(s.ins)
             for i in acts:
                 name = s.ins[i] if i < len(s.ins) else ""
                 w = initializers.get(name) if name else None
                 if i in wpos and isinstance(w, np.ndarray) and is_float(w.dtype):
-                    if name not in weights:
-                        weights[name] = _quantize_axis(w, policy.matmul_weights, axis)
-                elif w is None or not isinstance(w, np.ndarray):
-                    act_positions.append(i)
+                    key = f"{name}#mxm" if name in other else name
+                    if key not in weights:
+                        weights[key] = _quantize_axis(w, policy.matmul_weights, axis)
+                    ins[i] = key
+                else:  # an activation, or a constant where the op reads no weight (Einsum's, MatMul's A):
+                    act_positions.append(i)  # rounded as it is read, as the GPU's and LPU's programs do
             fn = with_operand_rounding(s.fn, s.op_type, partial(round_to, fmt=policy.matmul_inputs))
-            out.append(replace(s, fn=partial(_matrix_call, fn, policy.matmul_inputs, policy.storage,
-                                             tuple(act_positions))))
+            out.append(replace(s, ins=ins, fn=partial(_matrix_call, fn, policy.matmul_inputs, policy.storage,
+                                                      tuple(act_positions))))
         elif policy.storage != "fp32":
             out.append(replace(s, fn=partial(_stored_call, s.fn, policy.storage)))
         else:  # results kept in fp32: the step as it is (and free to fuse with its neighbours)
@@ -302,7 +338,7 @@ def apply_policy(steps: list, initializers: dict, policy: Policy) -> tuple[list,
 
 
 def _quantize_axis(w: np.ndarray, fmt: str, axis: int) -> np.ndarray:
-    if fmt not in ("fp8", "int8"):
+    if fmt not in _TOP:
         return round_to(w, fmt)
     q, scale = quantize(w, fmt, axis=axis)
     return (q.astype(np.float32) * scale).astype(w.dtype)

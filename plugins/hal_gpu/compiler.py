@@ -47,6 +47,10 @@ __version__ = "0.1.0"
 #: GEMMs (16-bit models keep their 16-bit inputs), fp32 accumulation and fp32 storage
 NATIVE = Policy("native", matmul_inputs="tf32", matmul_weights="tf32", storage="fp32")
 
+#: the fp8 variant a sheet's matrix cores read where it is not OCP e4m3fn (448 at most), by sheet
+#: name: CDNA 3's is e4m3fnuz (240 at most, no infinities; the MI300X sheet's peak_flops_fp8 note)
+FP8_FORMAT = {"gpu-mi300x": "fp8_fnuz"}
+
 OPTIONS = {
     "cuda_graphs": "bool: capture the program as one CUDA graph (one launch, per-node gaps) instead of "
                    "launching each kernel from the host (default False)",
@@ -262,7 +266,8 @@ class GpuTarget:
         report = self._report(graph, options, pol, kernels, costs, tl, sh, plan, need, sizes, cuda_graphs)
         key_blocks = {c.kernel.id: c.launch.tile[1] for c in costs
                       if c.kernel.attention is not None and c.launch is not None and len(c.launch.tile) > 1}
-        program = build_program(graph, kernels, pol, keep_wide=keep_wide, key_blocks=key_blocks)
+        program = build_program(graph, kernels, pol, keep_wide=keep_wide, key_blocks=key_blocks,
+                                fp8=FP8_FORMAT.get(self.spec.name, "fp8"))
         report.compile_time_s = time.perf_counter() - t0
         return GpuExecutable(program, report, tl.events)
 

@@ -110,7 +110,7 @@ def quantize_weight(w: np.ndarray, fmt: str, axis: int) -> np.ndarray:
     """A weight as the matrix unit holds it: fp8/int8 with a scale per output channel, else rounded."""
     if not is_float(w.dtype) or (fmt in ("fp32", "tf32") and w.dtype.itemsize < 4):
         return w
-    if fmt in ("fp8", "int8"):
+    if fmt in ("fp8", "fp8_fnuz", "int8"):
         q, scale = quantize(w, fmt, axis=axis if w.ndim > 1 else None)
         return (q.astype(np.float32) * scale).astype(w.dtype)
     return round_to(w.astype(np.float32, copy=False), fmt).astype(w.dtype, copy=False)
@@ -154,11 +154,13 @@ def _narrow_float(graph: Graph, name: str) -> bool:
 
 
 def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_wide: set[int],
-                  key_blocks: dict[int, int]) -> Program:
+                  key_blocks: dict[int, int], fp8: str = "fp8") -> Program:
     """The engine program of the kernel list under ``policy``.
 
     ``keep_wide``: GEMM node indices that keep 16-bit inputs and weights under fp8/int8 (the logits
-    projection, as FP8 recipes do); ``key_blocks``: attention kernel id -> key block width.
+    projection, as FP8 recipes do); ``key_blocks``: attention kernel id -> key block width; ``fp8``:
+    the number format the matrix cores read where the policy says fp8 (``hal.numerics``' ``fp8``,
+    OCP e4m3fn, or ``fp8_fnuz``, e4m3fnuz).
     With ``exact`` numerics a 16-bit attention runs its nodes' reference steps inside the kernel:
     the reference rounds every intermediate to 16 bits, which a fused fp32 kernel cannot reproduce.
     """
@@ -218,6 +220,7 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
                 acts, wpos, axis = matrix_operands(node.op_type, node.attrs)
                 fmt_in = policy.storage if i in keep_wide else policy.matmul_inputs
                 fmt_w = policy.storage if i in keep_wide else policy.matmul_weights
+                fmt_in, fmt_w = (fp8 if f == "fp8" else f for f in (fmt_in, fmt_w))
                 positions = []
                 for pos in acts:
                     x = node.inputs[pos] if pos < len(node.inputs) else ""
