@@ -62,6 +62,8 @@ _LOOP_FORMATS = {"tf32": 0, "bf16": 1, "fp16": 2, "fp8": 3, "int8": 4}
 
 #: the largest magnitude of the formats stored with a per-tensor scale, which maps a tensor's onto it
 _TOP = {"fp8": FP8_MAX, "fp8_fnuz": FP8_FNUZ_MAX, "int8": 127.0}
+#: the formats ``quantize`` stores with a scale (the others are rounded: ``round_to``)
+SCALED_FORMATS = frozenset(_TOP)
 
 
 def round_scaled(x: np.ndarray, fmt: str, scale: float = 1.0) -> np.ndarray | None:

@@ -25,7 +25,16 @@ from hal.graph.fuse import GraphIndex
 from hal.graph.ir import Graph, Node
 from hal.kernels import lookup
 from hal.kernels.score_chain import ScoreChain, member
-from hal.numerics import MATRIX_OPS, Policy, is_float, matrix_operands, quantize, round_to, with_operand_rounding
+from hal.numerics import (
+    MATRIX_OPS,
+    SCALED_FORMATS,
+    Policy,
+    is_float,
+    matrix_operands,
+    quantize,
+    round_to,
+    with_operand_rounding,
+)
 from hal.perf.trace import event
 from hal.specs import CompileReport
 from hal_gpu.attention import ScoreOp, flash_attention
@@ -110,7 +119,7 @@ def quantize_weight(w: np.ndarray, fmt: str, axis: int) -> np.ndarray:
     """A weight as the matrix unit holds it: fp8/int8 with a scale per output channel, else rounded."""
     if not is_float(w.dtype) or (fmt in ("fp32", "tf32") and w.dtype.itemsize < 4):
         return w
-    if fmt in ("fp8", "fp8_fnuz", "int8"):
+    if fmt in SCALED_FORMATS:
         q, scale = quantize(w, fmt, axis=axis if w.ndim > 1 else None)
         return (q.astype(np.float32) * scale).astype(w.dtype)
     return round_to(w.astype(np.float32, copy=False), fmt).astype(w.dtype, copy=False)
