@@ -3,10 +3,13 @@ says, and the report of a session whose target runs several partitions, with cpu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pydantic import ValidationError
 
-from hal.errors import HalError
+from hal.errors import HalError, ResourceError
 from hal.graph.ir import Graph
+from hal.limits import format_bytes
 from hal.plugins import REFERENCE_TARGET, hook_error, registry
 from hal.specs import Capability, CompileOptions, CompileReport, MemoryLevel, Refusal
 from hal.target import Target
@@ -89,12 +92,17 @@ def refusal_hint(target: str, refused: dict[str, Refusal], others: dict[str, lis
             f"{REFERENCE_TARGET} target")
 
 
-def partitions_combined(reports: list[CompileReport]) -> CompileReport:
-    """The figures of a target's partitions run one after another on the same devices, each run:
-    times (latency, time to first token) and energy add, rates (runs and tokens per second) add as
-    their inverses do, every partition's program is resident at once (memory by level and the peak
-    add up: a bound, not the peak of one), devices is the most any partition uses. A figure one
-    partition does not give is not given for the whole. The first report gives the rest."""
+def partitions_combined(reports: list[CompileReport], *, devices_fixed: bool = False,
+                        where: str = "session") -> tuple[CompileReport, bool]:
+    """The figures of a target's partitions run one after another, each run: times (latency, time to
+    first token) and energy add, rates (runs and tokens per second) add as their inverses do, and
+    every partition's program is resident at once. They share the devices (devices is the most any
+    partition uses; memory by level and the peak add up, a bound) where that fits every level's
+    capacity. Where it does not and the device count is the target's to pick (``devices_fixed``
+    false), each partition gets devices of its own: devices add, a per-device level and the peak are
+    the most one partition holds. A level off the devices (a wafer's streamed weights) adds up either
+    way. What fits neither way is a ResourceError. A figure one partition does not give is not given
+    for the whole. The first report gives the rest. Returns it and whether the devices are shared."""
     def total(xs: list[float | None]) -> float | None:
         return None if any(x is None for x in xs) else float(sum(xs))  # type: ignore[arg-type]
 
@@ -103,21 +111,43 @@ def partitions_combined(reports: list[CompileReport]) -> CompileReport:
             return None
         return 1.0 / sum(1.0 / x for x in xs)  # type: ignore[operator]
 
+    def levels(per_device: Callable[[list[int]], int]) -> list[MemoryLevel]:
+        by_level: dict[str, list[MemoryLevel]] = {}
+        for r in reports:
+            for m in r.memory:
+                by_level.setdefault(m.level, []).append(m)
+        return [ms[0].model_copy(update={"bytes": (per_device if ms[0].per_device else sum)([m.bytes for m in ms])})
+                for ms in by_level.values()]
+
+    def over(memory: list[MemoryLevel]) -> list[MemoryLevel]:
+        return [m for m in memory if m.capacity is not None and m.bytes > m.capacity]
+
     rep = reports[0].model_copy()
     rep.latency_s = total([r.latency_s for r in reports])
     rep.ttft_s = total([r.ttft_s for r in reports])
     rep.energy_j = total([r.energy_j for r in reports])
     rep.throughput_per_s = rate([r.throughput_per_s for r in reports])
     rep.tokens_per_s = rate([r.tokens_per_s for r in reports])
-    rep.devices = max(r.devices for r in reports)
+    shared = levels(sum)
+    rep.memory, rep.devices = shared, max(r.devices for r in reports)
     rep.peak_memory_bytes = sum(r.peak_memory_bytes for r in reports)
-    levels: dict[str, MemoryLevel] = {}
-    for r in reports:
-        for m in r.memory:
-            got = levels.get(m.level)
-            levels[m.level] = m.model_copy() if got is None else got.model_copy(update={"bytes": got.bytes + m.bytes})
-    rep.memory = list(levels.values())
-    return rep
+    if not (full := over(shared)):
+        return rep, True
+    own = levels(max)
+    if devices_fixed or over(own):
+        m = full[0]
+        each = ", ".join(format_bytes(b) for b in (next((x.bytes for x in r.memory if x.level == m.level), 0)
+                                                    for r in reports))
+        hint = ("leave devices unset so that each partition gets devices of its own" if devices_fixed and not
+                over(own) else "choose a narrower precision") + (
+                ", or register kernels for the refused nodes (through the hal_kernels hook) so the model runs "
+                "as one partition")
+        raise ResourceError(f"the {len(reports)} partitions of target {rep.target!r} hold {format_bytes(m.bytes)} "
+                            f"of {m.level} on each device when resident together ({each}), but a device has "
+                            f"{format_bytes(m.capacity or 0)}", where=where, hint=hint)
+    rep.memory, rep.devices = own, sum(r.devices for r in reports)
+    rep.peak_memory_bytes = max(r.peak_memory_bytes for r in reports)
+    return rep, False
 
 
 __all__ = ["REFERENCE_TARGET", "partitions_combined", "refusal_hint", "refusal_lines", "supporting_targets",

@@ -397,7 +397,8 @@ class InferenceSession:
             rep.compile_time_s = compile_time
             return rep
         own = [p.executable.report for p in self._parts if p.target == self.target_name]
-        rep = partitions_combined(own)
+        rep, shared = partitions_combined(own, devices_fixed=self.options.devices is not None,
+                                          where=f"session on target {self.target_name!r}")
         rep.model = graph.name
         rep.kernels = [k for p in self._parts for k in p.executable.report.kernels]
         rep.kernel_count = len(rep.kernels)
@@ -411,7 +412,10 @@ class InferenceSession:
         rep.transfers_bytes = int(sum(tensor_bytes(graph, n) for n in crossing))
         rep.details = {"partitions": len(self._parts), "fallback_nodes": len(self._refused),
                        "figures_exclude": f"partitions on {REFERENCE_TARGET}",
-                       "memory": f"the sum of the {len(own)} {self.target_name} partitions' (all resident at once)",
+                       "memory": f"the sum of the {len(own)} {self.target_name} partitions' (all resident at once "
+                                 "on the same devices)" if shared else
+                                 f"the most one of the {len(own)} {self.target_name} partitions holds (each resident "
+                                 "on devices of its own)",
                        "per_partition": [{"partition": i, **p.executable.report.details}
                                          for i, p in enumerate(self._parts) if p.target == self.target_name]}
         rep.compile_time_s = compile_time

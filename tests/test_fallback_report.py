@@ -13,19 +13,20 @@ from hal.plugins import get_target
 from hal.specs import Capability, Refusal, TargetSpec
 
 
-class _GpuWithoutSoftmax:
-    """The gpu target with its own cost model, but Softmax refused (it runs on cpu between two
-    gpu partitions)."""
+class _WithoutSoftmax:
+    """A built-in target with its own cost model, but Softmax refused (it runs on cpu between two
+    of the target's partitions)."""
 
-    # (the gpu target is looked up when used: discovery is still running when hal_targets is called)
-    spec = TargetSpec(name="gpu-no-softmax", vendor="test", kind="gpu")
+    def __init__(self, base: str):
+        self.base = base
+        self.spec = TargetSpec(name=f"{base}-no-softmax", vendor="test", kind=base)
 
     @property
-    def _gpu(self):
-        return get_target("gpu")
+    def _target(self):  # (looked up when used: discovery is still running when hal_targets is called)
+        return get_target(self.base)
 
     def capability(self, graph, options):
-        cap = self._gpu.capability(graph, options)
+        cap = self._target.capability(graph, options)
         refused = [n for n in graph.nodes if n.op_type == "Softmax"]
         names = {n.name for n in refused}
         groups = [g.model_copy(update={"nodes": [n for n in g.nodes if n not in names]}) for g in cap.groups]
@@ -33,7 +34,7 @@ class _GpuWithoutSoftmax:
             *cap.refused, *(Refusal(node=n.name, op_type=n.op_type, reason="no exp unit") for n in refused)])
 
     def compile(self, graph, options):
-        exe = self._gpu.compile(graph, options)
+        exe = self._target.compile(graph, options)
         exe.report.target = self.spec.name
         return exe
 
@@ -46,14 +47,14 @@ class _Plugin:
 
     @hal.hookimpl
     def hal_targets(self):
-        return [_GpuWithoutSoftmax()]
+        return [_WithoutSoftmax("gpu"), _WithoutSoftmax("lpu")]
 
 
 @pytest.fixture
 def split_target():
-    plugins.register(_Plugin(), "gpu-no-softmax-plugin")
+    plugins.register(_Plugin(), "no-softmax-plugin")
     yield "gpu-no-softmax"
-    plugins.unregister("gpu-no-softmax-plugin")
+    plugins.unregister("no-softmax-plugin")
 
 
 def _model():
@@ -93,7 +94,8 @@ def test_a_figure_one_partition_lacks_is_not_given_for_the_whole():
 
     a = CompileReport(target="t", latency_s=1e-3, throughput_per_s=1e3, energy_j=2.0, ttft_s=None)
     b = CompileReport(target="t", latency_s=3e-3, throughput_per_s=None, energy_j=1.0, ttft_s=None)
-    got = partitions_combined([a, b])
+    got, shared = partitions_combined([a, b])
+    assert shared  # (no level has a capacity to exceed)
     assert got.latency_s == pytest.approx(4e-3) and got.energy_j == pytest.approx(3.0)
     assert got.throughput_per_s is None and got.ttft_s is None
 
@@ -150,3 +152,57 @@ def test_partitions_carry_their_place_in_their_metadata(split_target):
         del gpu.compile
     assert [(name, meta.get(PARTITION_KEY)) for name, meta in seen] == [("tail/part0", "0/3"), ("tail/part2", "2/3")]
     assert sess.report.details["partitions"] == 3
+
+
+def _two_big_gemms(k: int):
+    """x @ w1 (gpu), Softmax (refused: cpu), @ w2 (gpu): fp16 weights of 2·k² bytes each, shape only."""
+    f = TensorProto.FLOAT16
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"], name="up"),
+             helper.make_node("Softmax", ["a"], ["s"], name="softmax", axis=-1),
+             helper.make_node("MatMul", ["s", "w2"], ["y"], name="down")]
+    g = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("x", f, [1, k]),
+                                         *(helper.make_tensor_value_info(w, f, [k, k]) for w in ("w1", "w2"))],
+                          [helper.make_tensor_value_info("y", f, [1, k])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    helper.set_model_props(model, {"hal.shape_only_weights": "w1,w2"})
+    return model
+
+
+def test_partitions_that_do_not_fit_one_device_together_get_devices_of_their_own(split_target):
+    # each 50 GB partition fits one 80 GB GPU, both at once do not: the session had reported 100 GB
+    # held on one GPU (over its capacity) without an error
+    model = _two_big_gemms(158_114)
+    s = hal.InferenceSession(model, target=split_target, fallback="allow")
+    parts = [p.executable.report for p in s._parts if p.target == split_target]
+    hbm = parts[0].memory[0].capacity
+    assert [p.devices for p in parts] == [1, 1] and all(p.peak_memory_bytes <= hbm for p in parts)
+    assert sum(p.peak_memory_bytes for p in parts) > hbm
+    rep = s.report
+    assert rep.devices == 2 and rep.peak_memory_bytes == max(p.peak_memory_bytes for p in parts) <= hbm
+    (level,) = rep.memory
+    assert level.bytes <= level.capacity and "devices of its own" in rep.details["memory"]
+    assert rep.latency_s == pytest.approx(sum(p.latency_s for p in parts))
+    # asked for one GPU, they cannot have their own: the error names the figures and what to do
+    with pytest.raises(hal.ResourceError, match=r"2 partitions .* hold .* of HBM on each device") as e:
+        hal.InferenceSession(model, target=split_target, fallback="allow", devices=1)
+    assert "leave devices unset" in e.value.hint
+    # two GPUs each, tensor parallel: 25 GB a partition on each, which fits together on the same two
+    two = hal.InferenceSession(model, target=split_target, fallback="allow", devices=2).report
+    assert two.devices == 2 and two.peak_memory_bytes <= hbm and "same devices" in two.details["memory"]
+
+
+def test_lpu_partitions_that_fill_chips_get_chips_of_their_own(split_target):
+    # each partition's 288 MB of weights takes 2 chips filled to 99.9%: the session had reported both
+    # on the same 2 chips, 461 MB of SRAM on a 231 MB chip
+    s = hal.InferenceSession(_two_big_gemms(12_000), target="lpu-no-softmax", fallback="allow")
+    parts = [p.executable.report for p in s._parts if p.target == "lpu-no-softmax"]
+    assert [p.devices for p in parts] == [2, 2]
+    (level,) = s.report.memory
+    assert s.report.devices == 4 and level.bytes == max(p.peak_memory_bytes for p in parts) <= level.capacity
+
+
+def test_partitions_fitting_together_share_the_devices(split_target):
+    s = hal.InferenceSession(_two_big_gemms(1024), target=split_target, fallback="allow")
+    parts = [p.executable.report for p in s._parts if p.target == split_target]
+    assert s.report.devices == 1
+    assert s.report.peak_memory_bytes == sum(p.peak_memory_bytes for p in parts)
