@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from hal.errors import InputError
 from hal.graph.ir import Graph, TensorInfo
 from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
@@ -42,20 +43,35 @@ class BisectResult(BaseModel):
     max_rel: float | None = None
     inputs_max_rel: float | None = Field(default=None, description="worst disagreement among its inputs")
     path: list[PathStep] = Field(default_factory=list, description="from the first diverging node to the output")
+    reason: str | None = Field(default=None, description="why no node was found, where none was")
 
 
 def _rel(a: Any, b: Any) -> float:
-    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or not is_float(a.dtype):
+    """How far ``a`` is from the reference's ``b``, as ``hal.compare.diff`` measures an output: max |a-b| over
+    the values finite in both, over max |b| there; inf where a NaN or inf stands against another kind of value
+    (NaN against NaN, or the same infinity, agrees), where the shapes differ, or where integers or booleans
+    differ at all (they are compared exactly); 0 for what is not an array or holds neither."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):  # a sequence: its worst tensor
+        return float("inf") if len(a) != len(b) else max(map(_rel, a, b), default=0.0)
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+        return 0.0
+    exact = a.dtype.kind in "biu" and b.dtype.kind in "biu"
+    if not exact and not (is_float(a.dtype) and is_float(b.dtype)):
         return 0.0
     if a.shape != b.shape:
         return float("inf")
+    if exact:
+        return 0.0 if np.array_equal(a, b) else float("inf")
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    both_nan = np.isnan(a64) & np.isnan(b64)
-    d = np.where(both_nan, 0.0, np.abs(a64 - b64))
-    d = np.nan_to_num(d, nan=np.inf, posinf=np.inf)
-    scale = float(np.nanmax(np.abs(b64))) if b64.size else 0.0
-    worst = float(d.max()) if d.size else 0.0
-    return worst / scale if scale > 0 else worst
+    fa, fb = np.isfinite(a64), np.isfinite(b64)
+    if not (fa.all() and fb.all()):
+        same = (np.isnan(a64) & np.isnan(b64)) | (~fa & ~fb & (a64 == b64))  # NaN and NaN, or the same infinity
+        if not ((fa & fb) | same).all():
+            return float("inf")
+    finite = fa & fb
+    worst = float(np.abs(a64[finite] - b64[finite]).max()) if finite.any() else 0.0
+    scale = float(np.abs(b64[finite]).max()) if finite.any() else 0.0
+    return worst / scale if scale > 0 else (0.0 if worst == 0 else float("inf"))
 
 
 def _with_all_outputs(graph: Graph) -> Graph:
@@ -76,11 +92,43 @@ def _with_all_outputs(graph: Graph) -> Graph:
 def bisect(model: ModelLike, target: str, feeds: Mapping[str, np.ndarray], *, output: str | None = None,
            precision: str = "exact", tolerance: float = 1e-4, **target_options: Any) -> BisectResult:
     """Find the first node on ``target`` whose output diverges from the cpu reference."""
+    tolerance = _checked_tolerance(tolerance)
+    model = _fresh(model)
+    outputs = _check_output(model, output)
     ref_graph, r_vals = _reference_values(model, feeds)
-    tgt_graph = _with_all_outputs(optimize(load(model)))
+    tgt_graph = _with_all_outputs(optimize(load(_fresh(model))))
     sess = InferenceSession(tgt_graph, target=target, precision=precision, fallback="allow", **target_options)
     t_vals = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, dict(feeds))))
-    return _first_divergence(model, target, ref_graph, r_vals, t_vals, output, tolerance)
+    return _first_divergence(outputs, target, ref_graph, r_vals, t_vals, output, tolerance)
+
+
+def _fresh(model: ModelLike) -> ModelLike:
+    """A copy of a hal Graph (loading one returns it, and the passes and ``_with_all_outputs`` change it in
+    place: the caller's graph gained every intermediate as an output); a path, bytes or proto as it is."""
+    if isinstance(model, Graph):
+        import copy
+
+        return copy.deepcopy(model)
+    return model
+
+
+def _checked_tolerance(tolerance: Any) -> float:
+    if isinstance(tolerance, (bool, np.bool_)) or not isinstance(tolerance, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(tolerance) or tolerance < 0:
+        raise InputError(f"tolerance must be a finite number >= 0, not {tolerance!r}", where="bisect",
+                         hint="the largest max |output - cpu| / max |cpu| that still agrees, e.g. tolerance=1e-2 "
+                              "(hal.compare.TOLERANCE holds compare's, per precision)")
+    return float(tolerance)
+
+
+def _check_output(model: ModelLike, output: str | None) -> list[str]:
+    """The model's output names (before any pass adds to them); an InputError where ``output`` is none of them."""
+    names = [o.name for o in load(_fresh(model)).outputs]
+    if output is not None and output not in names:
+        raise InputError(f"output {output!r} is not an output of the model", where="bisect",
+                         hint=f"its outputs: {', '.join(names)}; or leave output out to take the one that "
+                              "disagrees most")
+    return names
 
 
 def bisect_peer(model: ModelLike, peer: str, feeds: Mapping[str, np.ndarray], *, output: str | None = None,
@@ -93,6 +141,8 @@ def bisect_peer(model: ModelLike, peer: str, feeds: Mapping[str, np.ndarray], *,
     from hal.graph.load import parse_model
     from hal.peers import run_peer
 
+    tolerance = _checked_tolerance(tolerance)
+    outputs = _check_output(model, output)
     ref_graph, r_vals = _reference_values(model, feeds)
     proto = onnx.ModelProto()
     proto.CopyFrom(parse_model(model)[0])
@@ -102,24 +152,27 @@ def bisect_peer(model: ModelLike, peer: str, feeds: Mapping[str, np.ndarray], *,
             proto.graph.output.append(onnx.helper.make_tensor_value_info(t.name, t.elem_type, None))
     got, _ = run_peer(peer, proto, feeds, optimize=False)
     t_vals = dict(zip([o.name for o in proto.graph.output], got))
-    return _first_divergence(model, peer, ref_graph, r_vals, t_vals, output, tolerance)
+    return _first_divergence(outputs, peer, ref_graph, r_vals, t_vals, output, tolerance)
 
 
 def _reference_values(model: ModelLike, feeds: Mapping[str, np.ndarray]) -> tuple[Graph, dict[str, Any]]:
     """The reference's graph with every float value an output, and those values for ``feeds``."""
-    ref_graph = _with_all_outputs(optimize(load(model)))
+    ref_graph = _with_all_outputs(optimize(load(_fresh(model))))
     ref = InferenceSession(ref_graph, target=REFERENCE_TARGET)
     return ref_graph, dict(zip([o.name for o in ref.get_outputs()], ref.run(None, dict(feeds))))
 
 
-def _first_divergence(model: ModelLike, target: str, ref_graph: Graph, r_vals: dict[str, Any],
+def _first_divergence(model_outputs: list[str], target: str, ref_graph: Graph, r_vals: dict[str, Any],
                       t_vals: dict[str, Any], output: str | None, tolerance: float) -> BisectResult:
     """The first node upstream of the disagreeing output whose outputs part from the reference's
     while its inputs agree (values one side lacks count as agreeing)."""
-    model_outputs = [o.name for o in load(model).outputs]
     out_name = output or max(model_outputs, key=lambda n: _rel(t_vals.get(n), r_vals.get(n)))
     result = BisectResult(target=target, output=out_name, tolerance=tolerance, found=False)
-    if _rel(t_vals.get(out_name), r_vals.get(out_name)) <= tolerance:
+    if (err := _rel(t_vals.get(out_name), r_vals.get(out_name))) <= tolerance:
+        result.reason = (f"{out_name!r} agrees within {tolerance:g} (max rel {err:.3g}) in bisect's run, so there is "
+                         "nothing to bisect; where compare found it beyond, the target's program differs once every "
+                         "intermediate is kept (it fused or rounded otherwise), or the output is no tensor bisect "
+                         "measures (a map)")
         return result
     producer = ref_graph.producers()
     # Only nodes upstream of the disagreeing output matter.
@@ -144,6 +197,8 @@ def _first_divergence(model: ModelLike, target: str, ref_graph: Graph, r_vals: d
         result.max_rel, result.inputs_max_rel = err, in_err
         result.path = _path(ref_graph, n.name, out_name, producer, t_vals, r_vals)
         return result
+    result.reason = (f"{out_name!r} differs by {err:.3g}, but no node upstream of it has an output beyond "
+                     f"{tolerance:g} while its inputs agree (its values are not tensors bisect measures)")
     return result
 
 

@@ -40,9 +40,10 @@ class OutputDiff(BaseModel):
     cosine: float = Field(description="over the values finite in both; 0 where max_abs is inf")
     within_tolerance: bool
     mismatch: str | None = Field(default=None, description=(
-        "how the output differs from the reference's other than in its finite numbers (dtype, shape, a "
-        "sequence's length, a map's keys, strings, a NaN or inf where the reference has a finite value or "
-        "another NaN/inf: NaN in both, or the same infinity, agrees); never within tolerance"))
+        "how the output differs from the reference's other than in its finite float numbers (dtype, shape, a "
+        "sequence's length, a map's keys, strings, integers or booleans that differ at all, a NaN or inf where "
+        "the reference has a finite value or another NaN/inf: NaN in both, or the same infinity, agrees); "
+        "never within tolerance"))
 
 
 class TargetResult(BaseModel):
@@ -51,6 +52,9 @@ class TargetResult(BaseModel):
     target: str
     status: Literal["ok", "fell back", "refused", "error"]
     reason: str | None = None
+    verdict: str | None = Field(default=None, description=(
+        "the table's status: status, but where it is ok, \"ok\" only when every output is within tolerance, "
+        "\"wrong output\" when one has a mismatch, else \"ok (beyond tolerance)\""))
     precision: str
     outputs: list[OutputDiff] = Field(default_factory=list)
     latency_s: float | None = None
@@ -94,23 +98,26 @@ def _numeric(v: Any) -> bool:
     return isinstance(v, np.ndarray) and v.dtype.kind in "biuf"
 
 
-def _flatten(v: Any, layout: list[Any], numbers: list[np.ndarray]) -> None:
+def _flatten(v: Any, layout: list[Any], numbers: list[np.ndarray], exact: list[np.ndarray] | None = None) -> None:
     """A value's layout (shapes, lengths, map keys, and strings, which must match exactly) and its
-    numbers (compared within tolerance): how sequences, maps, optionals and string tensors compare."""
+    numbers (compared within tolerance, but integers and booleans exactly: ``exact`` marks those, where given):
+    how sequences, maps, optionals and string tensors compare."""
     if _numeric(v):
         layout.append(("tensor", v.shape, v.dtype.str))
         numbers.append(v.astype(np.float64).reshape(-1))
+        if exact is not None:
+            exact.append(np.full(v.size, v.dtype.kind in "biu"))
     elif isinstance(v, np.ndarray):
         layout.append(("tensor", v.shape, v.dtype.kind, tuple(v.reshape(-1).tolist())))
     elif isinstance(v, Mapping):
         keys = sorted(v, key=repr)
         layout.append(("map", tuple(keys)))
         for k in keys:
-            _flatten(np.asarray(v[k]), layout, numbers)
+            _flatten(np.asarray(v[k]), layout, numbers, exact)
     elif isinstance(v, (list, tuple)):
         layout.append(("sequence", len(v)))
         for item in v:
-            _flatten(item, layout, numbers)
+            _flatten(item, layout, numbers, exact)
     else:
         layout.append(("value", repr(v)))
 
@@ -121,30 +128,39 @@ def _shape(v: Any) -> list[int]:
 
 
 def diff(name: str, got: Any, ref: Any, tol: float) -> OutputDiff:
-    """How far ``got`` is from the reference's ``ref``: numbers within ``tol``, everything else exact
-    (a float64 output where the reference's is float32 is not "ok", however close its numbers)."""
-    mismatch = None
+    """How far ``got`` is from the reference's ``ref``: float numbers within ``tol``, everything else exact
+    (a float64 output where the reference's is float32 is not "ok", however close its numbers; an integer
+    or boolean that differs at all, such as a token ArgMax picked, is a mismatch however small its error
+    relative to the largest value)."""
+    mismatch = exact_apart = None
     if _numeric(got) and _numeric(ref):
         a, b = got.astype(np.float64), ref.astype(np.float64)
+        exact = np.full(a.size, got.dtype.kind in "biu" and ref.dtype.kind in "biu")
         if got.shape != ref.shape:
             mismatch = f"shape {list(got.shape)}, the reference's {list(ref.shape)}"
         elif got.dtype != ref.dtype:
             mismatch = f"dtype {got.dtype}, the reference's {ref.dtype}"
+        elif exact.all():  # compared as they are: float64 would merge int64s past 2**53
+            exact_apart = _exact_apart(np.asarray(got != ref).reshape(-1), got.dtype)
     else:
         got_layout: list[Any] = []
         ref_layout: list[Any] = []
         got_numbers: list[np.ndarray] = []
         ref_numbers: list[np.ndarray] = []
+        ref_exact: list[np.ndarray] = []
         _flatten(got, got_layout, got_numbers)
-        _flatten(ref, ref_layout, ref_numbers)
+        _flatten(ref, ref_layout, ref_numbers, ref_exact)
         if got_layout != ref_layout:
             at = next((i for i, (x, y) in enumerate(zip(got_layout, ref_layout)) if x != y),
                       min(len(got_layout), len(ref_layout)))
             mismatch = f"{_describe(got_layout, at)}, the reference's {_describe(ref_layout, at)}"
-        a, b = (np.concatenate(n) if n else np.zeros(0) for n in (got_numbers, ref_numbers))
+        a, b, exact = (np.concatenate(n) if n else np.zeros(0) for n in (got_numbers, ref_numbers, ref_exact))
+        exact = exact.astype(bool)
     if a.shape != b.shape:
         return OutputDiff(name=name, shape=_shape(got), max_abs=float("inf"), max_rel=float("inf"),
                           cosine=0.0, within_tolerance=False, mismatch=mismatch)
+    if mismatch is None and exact.any():
+        mismatch = exact_apart or (None if _numeric(got) else _exact_apart(exact & (a != b), None))
     if apart := _nonfinite_apart(a, b):  # NaN or inf that the reference has not there: no number measures it
         return OutputDiff(name=name, shape=_shape(got), max_abs=float("inf"), max_rel=float("inf"), cosine=0.0,
                           within_tolerance=False, mismatch="; ".join(m for m in (mismatch, apart) if m))
@@ -156,8 +172,19 @@ def diff(name: str, got: Any, ref: Any, tol: float) -> OutputDiff:
     na, nb = float(np.linalg.norm(a[finite])), float(np.linalg.norm(b[finite]))
     cosine = float(np.dot(a[finite].ravel(), b[finite].ravel()) / (na * nb)) if na > 0 and nb > 0 else \
         (1.0 if na == nb else 0.0)
+    cosine = min(1.0, max(-1.0, cosine))  # rounding put it at 1.0000000000000002
     return OutputDiff(name=name, shape=_shape(got), max_abs=max_abs, max_rel=max_rel, cosine=cosine,
                       within_tolerance=mismatch is None and max_rel <= tol, mismatch=mismatch)
+
+
+def _exact_apart(apart: np.ndarray, dtype: np.dtype | None) -> str | None:
+    """Integers or booleans (``dtype``; None: of a sequence or map) that differ at ``apart``, in words."""
+    k, n = int(np.count_nonzero(apart)), apart.size
+    if not k:
+        return None
+    what = "boolean" if dtype is not None and dtype.kind == "b" else f"{dtype}" if dtype is not None else "integer"
+    return (f"{what} values differ at {k} of {n} position{'s' if n != 1 else ''} (integers and booleans are "
+            "compared exactly)")
 
 
 def _kinds(x: np.ndarray) -> np.ndarray:
@@ -227,6 +254,15 @@ def _describe(layout: list[Any], at: int) -> str:
     if kind == "sequence":
         return f"a sequence of {rest[0]}"
     return f"the value {rest[0]}"
+
+
+def verdict(r: TargetResult) -> str:
+    """A row's status as the table shows it (``TargetResult.verdict``)."""
+    if r.status != "ok":
+        return r.status
+    if all(o.within_tolerance for o in r.outputs):
+        return "ok"
+    return "wrong output" if any(o.mismatch for o in r.outputs) else "ok (beyond tolerance)"
 
 
 def compare_targets(target: str | Sequence[str]) -> list[str]:
@@ -329,6 +365,8 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
                         warnings=[w for n, e in zip(out_names, ref_out) if (w := reference_note(n, e))])
     rep._sessions, rep._feeds = sessions, feeds
     rep.peers = [_peer_result(name, model, feeds, out_names, ref_out, tol) for name in peers]
+    for res in [*rep.results, *rep.peers]:
+        res.verdict = verdict(res)
     if bisect:
         from hal.bisect import bisect as bisect_one
         from hal.bisect import bisect_peer

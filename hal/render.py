@@ -6,7 +6,7 @@ import base64
 import html
 from pathlib import Path
 
-from hal.compare import CompareReport, TargetResult
+from hal.compare import CompareReport, TargetResult, verdict
 from hal.files import write_output
 from hal.perf.memory import per_device_bytes
 
@@ -73,9 +73,7 @@ def literal(x: object) -> str:
 
 def row(r: TargetResult) -> list[str]:
     worst = max(r.outputs, key=lambda o: o.max_rel, default=None)
-    ok = all(o.within_tolerance for o in r.outputs)
-    status = r.status if r.status != "ok" else ("ok" if ok else "wrong output" if any(o.mismatch for o in r.outputs)
-                                                 else "ok (beyond tolerance)")
+    status = verdict(r)
     return [r.target, status, fmt_num(worst.max_abs) if worst else "—", fmt_num(worst.max_rel) if worst else "—",
             f"{worst.cosine:.6f}" if worst else "—", fmt_time(r.latency_s), fmt_num(r.throughput_per_s, "/s"),
             fmt_bytes(per_device_bytes(r.memory, r.peak_memory_bytes)), fmt_num(r.devices), fmt_num(r.energy_j, " J"),
@@ -99,7 +97,8 @@ def notes(rep: CompareReport) -> list[str]:
             out.append(f"bisect {b.target}/{b.output}: first diverging node {b.node} ({b.op_type}), rel error "
                        f"{b.max_rel:.2e} with inputs within {b.inputs_max_rel:.2e}; growth: {growth}")
         else:
-            out.append(f"bisect {b.target}/{b.output}: no single diverging node found")
+            out.append(f"bisect {b.target}/{b.output}: no single diverging node found"
+                       + (f": {b.reason}" if b.reason else ""))
     return out
 
 
