@@ -1,17 +1,22 @@
-"""``hal conformance TARGET``: run the suite through pytest (xdist with ``-n``), print a pass table per op.
+"""``hal conformance TARGET``: run the suite through pytest, print a pass table per op.
 
     hal conformance cpu --profile full --json r.json -n 2
     hal conformance gpu --write-manifest            # regenerate specs/conformance/xfail-gpu.toml
     hal conformance acme-npu --write-manifest       # a plugin's target: ./xfail-acme-npu.toml
 
 The run is isolated from the current folder's pytest configuration and conftest files, so it works
-from anywhere. Each case is bounded by ``--timeout`` (a hang fails that case); under ``-n`` a case that kills
-its worker process fails alone, where without workers it ends the run (pytest runs in this process). It
-needs pytest, and pytest-xdist for ``-n``: neither is a dependency of hal-sdk, and without them the command
-says what to install (``check_runner``). Exit status: 0 when nothing failed (expected failures allowed), 1
-when a case failed, 2 when the suite could not run, stopped on an error collecting or running it, or ran no
-case (an unknown target, a bad option, profile or manifest is one ``error: InputError: ...`` line, checked
-before pytest starts).
+from anywhere. Each case is bounded by ``--timeout`` (a hang fails that case). The cases never run in this
+process unless asked (``run_mode``): the cases run in pytest-xdist worker processes (``-n N``; one
+without ``-n``), where a case that kills its process fails alone and the run goes on; without pytest-xdist,
+pytest runs in a child process, and a child that dies (a segfault, an ``os._exit`` in a target's code) is
+exit status 2 naming the case it was running (``SuiteDied``), never a pass. ``-n 0`` runs the suite in this
+process (as do runs where a plugin is registered in this process only, which no other process would find):
+there a crash ends the run, with whatever exit status the crash gave and no report. It needs pytest, and
+pytest-xdist for ``-n`` above 1: neither is a dependency of hal-sdk, and without them the command says what
+to install (``check_runner``). Exit status: 0 when nothing failed (expected failures allowed), 1 when a case
+failed, 2 when the suite could not run, stopped on an error collecting or running it, died, or ran no case
+(an unknown target, a bad option, profile or manifest is one ``error: InputError: ...`` line, checked before
+pytest starts).
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ import argparse
 import contextlib
 import io
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from hal.conformance.report import ConformanceReport
-from hal.errors import InputError
+from hal.errors import HalError, InputError
 from hal.files import atomic_write, write_output
 
 
@@ -42,7 +49,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_path", nargs="?", const="-", default=None, metavar="FILE",
                    help="write the ConformanceReport to FILE, or with no FILE print it (JSON) instead of the table")
     p.add_argument("-n", "--workers", default=None, metavar="N",
-                   help="run in N processes through pytest-xdist (a number or 'auto')")
+                   help="run in N worker processes through pytest-xdist (a number or 'auto'; default: one, or "
+                        "without pytest-xdist one child process; 0: in this process, where a crash ends the run "
+                        "with no report)")
     p.add_argument("-k", dest="keyword", metavar="EXPR", help="only cases matching this pytest -k expression "
                                                                "(case names and op types)")
     p.add_argument("--manifest", metavar="PATH|none",
@@ -57,6 +66,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.set_defaults(func=run)
     return p
 
+
+#: the worker crashes after which pytest-xdist stops replacing workers, and the run stops (exit status 2, the
+#: cases not run named: pytest_plugin's ``SuiteState.stopped``); xdist's own default, 4 a worker, stopped the
+#: default one-worker run of a target that crashes on five cases, before it had a verdict
+MAX_WORKER_RESTARTS = 100
 
 #: what to install for the suite: pytest runs it, pytest-xdist its -n workers (hal-sdk's conformance extra)
 INSTALL_HINT = "pip install 'hal-sdk[conformance]' (pytest and pytest-xdist)"
@@ -75,6 +89,11 @@ def _importable(module: str) -> bool:
 def parallel(workers: Any) -> bool:
     """Whether ``-n`` asks for worker processes (pytest-xdist): a number above 1, or 'auto'."""
     return workers is not None and str(workers) not in ("0", "1")
+
+
+class SuiteDied(HalError):
+    """The process running the suite died before pytest finished its session (a segfault, or an ``os._exit``
+    in a target's code): the cases after the one it was running never ran, and no report was written."""
 
 
 def check_runner(workers: Any) -> None:
@@ -119,8 +138,43 @@ def check_args(args: argparse.Namespace) -> None:
     target_manifest(args.target, args.manifest)
 
 
-def pytest_args(args: argparse.Namespace, json_out: Path, folder: Path) -> list[str]:
-    """The pytest command line for these options, isolated in ``folder``."""
+def local_plugins() -> list[str]:
+    """The plugins registered in this process (``hal.plugins.register``: tests, notebooks) that another process
+    would not load: no installed entry point has their name."""
+    from importlib import metadata
+
+    from hal.plugins import ENTRY_POINT_GROUP, registry
+
+    installed = {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(name for name in registry().records if name not in installed)
+
+
+def run_mode(workers: Any) -> tuple[str, str | None]:
+    """Where the cases run, for ``-n``: ``("workers", N)`` in N pytest-xdist worker processes (``-n N``; one
+    without ``-n``), ``("child", None)`` in one child process running pytest (without ``-n``, or ``-n 1``,
+    where pytest-xdist is not installed), or ``("here", None)`` in this process (``-n 0``; and without ``-n``
+    where a plugin is registered in this process only, since a worker would not have it). Only "here" lets a
+    case that crashes its process end the run with no verdict. A plugin registered in this process only with
+    ``-n`` above 0 is an InputError: its target or cases would be missing from the workers."""
+    workers = None if workers is None else str(workers)
+    if workers == "0":
+        return "here", None
+    local = local_plugins()
+    if local and workers is None:
+        return "here", None
+    if local:
+        raise InputError(f"-n {workers} runs the suite in other processes, which would not have the plugin(s) "
+                         f"registered in this process only: {', '.join(map(repr, local))}", where="command line",
+                         hint="install the plugin (an entry point in group 'hal.plugins'), or run with -n 0 (in "
+                              "this process, where a case that crashes it ends the run)")
+    if parallel(workers) or _importable("xdist.plugin"):
+        return "workers", workers or "1"
+    return "child", None
+
+
+def pytest_args(args: argparse.Namespace, json_out: Path, folder: Path, workers: str | None = None) -> list[str]:
+    """The pytest command line for these options, isolated in ``folder``, with ``workers`` pytest-xdist
+    workers (None: none, pytest runs the cases in its own process)."""
     ini = folder / "pytest.ini"
     atomic_write(ini, "[pytest]\n")
     argv = ["-c", str(ini), "--rootdir", str(folder), "--noconftest", "-p", "no:cacheprovider",
@@ -128,9 +182,9 @@ def pytest_args(args: argparse.Namespace, json_out: Path, folder: Path) -> list[
             "--hal-json", str(json_out)]
     argv += ["-q", "--tb=short"] if args.verbose else ["-q", "--tb=no", "-p", "no:warnings"]
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
-        argv += ["-p", "hal.conformance.pytest_plugin"] + (["-p", "xdist.plugin"] if parallel(args.workers) else [])
-    if parallel(args.workers):
-        argv += ["-n", str(args.workers)]
+        argv += ["-p", "hal.conformance.pytest_plugin"] + (["-p", "xdist.plugin"] if workers else [])
+    if workers:
+        argv += ["-n", workers, "--max-worker-restart", str(MAX_WORKER_RESTARTS)]
     if args.keyword:
         argv += ["-k", args.keyword]
     if getattr(args, "timeout", None) is not None:
@@ -147,30 +201,36 @@ def pytest_args(args: argparse.Namespace, json_out: Path, folder: Path) -> list[
 def run(args: argparse.Namespace) -> int:
     """Run the suite as ``args`` asks; print the table; return the exit status."""
     check_args(args)
+    mode, workers = run_mode(args.workers)
     import pytest
 
     from hal.render import console as make_console
     from hal.render import literal
 
     console = make_console()
+    if mode == "here":  # said where it cannot be missed: a certification must not be run so
+        why = ("-n 0" if args.workers is not None else
+               f"plugin(s) {', '.join(map(repr, local_plugins()))} are registered in this process only")
+        print(f"note: the cases run in this process ({why}): a case that crashes it ends the run with no report "
+              "and any exit status, 0 included; certify without -n 0, with the plugin installed", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="hal-conformance-") as tmp:
         folder = Path(tmp)
         json_out = folder / "report.json"
-        argv = pytest_args(args, json_out, folder)
+        argv = pytest_args(args, json_out, folder, workers)
         if args.verbose:
-            rc = pytest.main(argv)
+            rc, output = run_pytest(argv, mode, folder, capture=False)
         else:
-            sink = io.StringIO()
-            with console.status(literal(f"hal conformance: {args.target} ({args.profile})…")), \
-                    contextlib.redirect_stdout(sink):
-                rc = pytest.main(argv)
+            with console.status(literal(f"hal conformance: {args.target} ({args.profile})…")):
+                rc, output = run_pytest(argv, mode, folder, capture=True)
+        tail = "\n".join(output.strip().splitlines()[-15:])
+        if mode == "child":
+            check_child(rc, json_out, folder, args.target, tail, console)
         # a collection error (2) or an internal one (3) stops pytest before or while it runs the cases: what
         # ran is not the profile, and an empty report must not read as "no case matched -k"
-        stopped = int(rc) in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+        stopped = rc in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
         if not json_out.is_file() or stopped:
-            tail = "" if args.verbose else "\n".join(sink.getvalue().strip().splitlines()[-15:])
             console.print(f"[red]hal conformance: the suite did not run{' to the end' if json_out.is_file() else ''} "
-                          f"(pytest exit {int(rc)}{': an error collecting or running it' if stopped else ''})[/red]")
+                          f"(pytest exit {rc}{': an error collecting or running it' if stopped else ''})[/red]")
             if tail:
                 console.print(tail, markup=False, highlight=False)
             return 2
@@ -206,6 +266,56 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def run_pytest(argv: list[str], mode: str, folder: Path, *, capture: bool) -> tuple[int, str]:
+    """pytest's exit status for ``argv`` and, with ``capture``, its output. In this process, or (``mode``
+    "child") in a child process ``python -m pytest`` that logs each case it starts and ends (``check_child``)."""
+    import pytest
+
+    from hal.conformance.pytest_plugin import PROGRESS_ENV
+
+    if mode != "child":
+        if not capture:
+            return int(pytest.main(argv)), ""
+        sink = io.StringIO()
+        with contextlib.redirect_stdout(sink):
+            rc = int(pytest.main(argv))
+        return rc, sink.getvalue()
+    env = {**os.environ, PROGRESS_ENV: str(folder / "progress.log")}
+    log = folder / "pytest.log"
+    with open(log, "wb") if capture else contextlib.nullcontext() as out:
+        rc = subprocess.run([sys.executable, "-m", "pytest", *argv], env=env, stdout=out,
+                            stderr=subprocess.STDOUT if capture else None).returncode
+    return rc, log.read_text(encoding="utf-8", errors="replace") if capture else ""
+
+
+def check_child(rc: int, json_out: Path, folder: Path, target: str, tail: str, console: Any) -> None:
+    """A SuiteDied when the child process running pytest died before its session finished: killed by a signal,
+    an exit status that is not pytest's, a case it started and never ended (but for pytest's internal error,
+    3), or a status of 0, 1 or 5 (pytest writes the report before it exits with those) and no report. Its last
+    lines of output are printed first."""
+    from hal.conformance.pytest_plugin import unfinished_case
+
+    running = unfinished_case(folder / "progress.log")
+    if not (rc < 0 or rc > 5 or (running and rc != 3) or (rc in (0, 1, 5) and not json_out.is_file())):
+        return
+    if tail:
+        console.print(tail, markup=False, highlight=False)
+    if rc < 0:
+        try:
+            how = f"was killed by signal {signal.Signals(-rc).name}"
+        except ValueError:
+            how = f"was killed by signal {-rc}"
+    else:
+        how = f"exited with status {rc}"
+    name = running.rpartition("::")[2] if running else None
+    raise SuiteDied(f"the process running the suite {how} " + (f"while running case {running}" if running else
+                    "before the suite finished") + ": the cases after it did not run, and no report was written",
+                    where=f"hal conformance {target}",
+                    hint=(f"a segfault or an exit in the target's code: run the case alone (hal conformance {target} "
+                          f"-k '{name}' -v); " if name else "") + "with pytest-xdist installed, a case that kills "
+                         f"its process fails alone and the run goes on: {INSTALL_HINT}")
+
+
 def print_report(report: ConformanceReport, console: Any, *, failing_only: bool = False) -> None:
     """The pass table per op, then totals and the failures grouped by cause."""
     from rich.table import Table
@@ -222,7 +332,8 @@ def print_report(report: ConformanceReport, console: Any, *, failing_only: bool 
     for row in report.ops:
         if failing_only and not row.failed:
             continue
-        rate = 100.0 * (row.passed + row.xpassed) / row.total if row.total else 0.0
+        ran = row.total - row.skipped  # as the totals' pass_rate: of the cases that ran
+        rate = 100.0 * (row.passed + row.xpassed) / ran if ran else 0.0
         style = "red" if row.failed else ("yellow" if row.xfailed else None)
         table.add_row(literal(row.op), str(row.total), str(row.passed), str(row.failed), str(row.xfailed),
                       str(row.xpassed), f"{rate:.0f}", style=style)
@@ -234,7 +345,7 @@ def print_report(report: ConformanceReport, console: Any, *, failing_only: bool 
             causes[f.cause or "error"] = causes.get(f.cause or "error", 0) + 1
     by_cause = ", ".join(f"{n} {c}" for c, n in sorted(causes.items(), key=lambda kv: -kv[1]))
     skipped = f", {t.skipped} skipped (this host lacks a package they need)" if t.skipped else ""
-    console.print(f"[bold]{t.passed + t.xpassed}/{t.total} passed ({100 * t.pass_rate:.1f}%)[/bold], "
+    console.print(f"[bold]{t.passed + t.xpassed}/{t.ran} passed ({100 * t.pass_rate:.1f}%)[/bold], "
                   f"{t.failed} failed{f' ({by_cause})' if by_cause else ''}, {t.xfailed} expected failures, "
                   f"{t.xpassed} unexpectedly passing{skipped} — {report.duration_s:.1f} s on "
                   f"{report.workers} worker(s)")

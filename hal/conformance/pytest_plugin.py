@@ -12,7 +12,10 @@ specs/conformance/xfail-TARGET.toml for hal's own targets, ./xfail-TARGET.toml f
 saying so, with another); a case that fails for want of a package on this host is skipped.
 ``--hal-write-manifest PATH`` writes the manifest of this run's failures, less those that are not the
 target's to expect (the API contract's, a plugin's failed case hook: ``profiles.waivable``). Works with
-pytest-xdist: a case whose worker process dies (a segfault in a target's native code) fails, and is counted.
+pytest-xdist: a case whose worker process dies (a segfault in a target's native code) fails, and is counted;
+a run that stops before every collected case ran (xdist's bound on worker crashes) exits 2, and its report
+says so (``ConformanceReport.stopped``). Without ``-n`` the cases run in pytest's own process, where a crash
+ends the run (``hal conformance`` runs them in a worker, or a child process it watches: ``command.run_mode``).
 A case that takes over ``--hal-timeout`` seconds (default 600) fails as a hang (``suite.run_case``).
 """
 
@@ -31,6 +34,20 @@ if TYPE_CHECKING:  # hal is imported only once the suite is active: dormant runs
     from hal.conformance.suite import Case
 
 KINDS = ("node", "light", "model", "plugin", "contract")
+
+#: where ``hal conformance``'s child process logs each case it starts and ends ("start NODEID", "end NODEID"),
+#: so that the command can name the case a process that died was running (``command.check_child``)
+PROGRESS_ENV = "HAL_CONFORMANCE_PROGRESS"
+
+
+def unfinished_case(progress: Path) -> str | None:
+    """The node id of the case the progress log (``PROGRESS_ENV``) says was started and never ended, if any."""
+    try:
+        lines = progress.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    last = lines[-1] if lines else ""
+    return last[len("start "):] if last.startswith("start ") else None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -96,6 +113,9 @@ class SuiteState:
         self.timeout_s: float | None = _option(config, "hal-timeout", _timeout)
         self.results: dict[str, CaseResult] = {}
         self._ops: dict[str, str] | None = None  # case name -> op, for a case whose worker crashed (``_crashed``)
+        self.collected: set[str] | None = None  # node ids the xdist workers collected (``stopped``)
+        self.reported: set[str] = set()
+        self.stopped: str | None = None
         self.t0 = time.perf_counter()
 
     # -- collection: the suite replaces file collection ------------------------------------------------
@@ -123,7 +143,42 @@ class SuiteState:
                 f"manifest {src} ({len(self.manifest)} expected failures)"]
 
     # -- results -----------------------------------------------------------------------------------------
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self._progress("start", nodeid)
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        self._progress("end", nodeid)
+
+    def _progress(self, event: str, nodeid: str) -> None:
+        """Log a case's start or end where ``hal conformance`` asked (``PROGRESS_ENV``), before it runs: a
+        process that dies in the case leaves its name behind."""
+        import os
+
+        path = os.environ.get(PROGRESS_ENV)
+        if path:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(f"{event} {nodeid}\n")
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if self.collected is None:  # (every worker collects the same cases)
+            self.collected = set(ids)
+
+    def _stopped(self, exitstatus: int) -> str | None:
+        """Why the run ended before every collected case ran, on an xdist controller whose workers kept crashing
+        (pytest-xdist stops replacing them after 4 crashes a worker): the cases not run had been left out of the
+        report, and a target that crashed on five cases certified as failing those alone. None: all ran."""
+        if self.collected is None or exitstatus == pytest.ExitCode.INTERRUPTED:
+            return None
+        not_run = sorted(self.collected - self.reported)
+        if not not_run:
+            return None
+        why = getattr(self.config.pluginmanager.getplugin("dsession"), "_summary_report", None)
+        return (f"{len(not_run)} selected case(s) did not run ({not_run[0].rpartition('::')[2]}"
+                f"{' and others' if len(not_run) > 1 else ''}): the run stopped{f' ({why})' if why else ''}")
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.reported.add(report.nodeid)
         props = dict(report.user_properties)
         if "hal_case" not in props:
             crashed = self._crashed(report)
@@ -178,11 +233,14 @@ class SuiteState:
         workers = int(getattr(self.config.option, "numprocesses", 0) or 0) or 1
         return ConformanceReport.build(self.results.values(), target=self.target, profile=self.profile.name,
                                        precision=self.precision, workers=workers,
-                                       duration_s=time.perf_counter() - self.t0)
+                                       duration_s=time.perf_counter() - self.t0, stopped=self.stopped)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput") or exitstatus == pytest.ExitCode.USAGE_ERROR:
             return  # an xdist worker (the controller writes the files), or the suite did not run
+        self.stopped = self._stopped(exitstatus)
+        if self.stopped:  # a run that stopped is not a verdict: exit status 2, as for one interrupted
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
         json_path = self.config.getoption("hal_json")
         if json_path:
             from hal.files import write_output
@@ -213,6 +271,8 @@ class SuiteState:
             return self.manifest
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.stopped:
+            terminalreporter.write_line(f"hal conformance: {self.stopped}")
         if not self.results:
             return
         rep = self.report()
@@ -220,9 +280,10 @@ class SuiteState:
         tr = terminalreporter
         tr.section(f"hal conformance: {self.target} ({self.profile.name})")
         for row in [o for o in rep.ops if o.failed][:40]:
-            tr.write_line(f"  {row.op:32s} {row.passed + row.xpassed:4d}/{row.total:<4d} passed, {row.failed} failed")
+            ran = row.total - row.skipped
+            tr.write_line(f"  {row.op:32s} {row.passed + row.xpassed:4d}/{ran:<4d} passed, {row.failed} failed")
         skipped = f", {t.skipped} skipped (this host lacks a package they need)" if t.skipped else ""
-        tr.write_line(f"{t.passed + t.xpassed}/{t.total} passed ({100 * t.pass_rate:.1f}%), {t.failed} failed, "
+        tr.write_line(f"{t.passed + t.xpassed}/{t.ran} passed ({100 * t.pass_rate:.1f}%), {t.failed} failed, "
                       f"{t.xfailed} expected failures, {t.xpassed} unexpectedly passing{skipped}")
         if self.config.getoption("hal_write_manifest") and (kept := rep.not_written()):
             tr.write_line(f"not written to the manifest: {kept}")

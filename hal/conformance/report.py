@@ -56,7 +56,12 @@ class OpResult(_Counts):
 
 
 class Totals(_Counts):
-    pass_rate: float = Field(default=0.0, description="passed (xpassed included) / total")
+    ran: int = Field(default=0, description="the cases that ran: total less skipped (a case is skipped when this "
+                                            "host lacks a package it needs, cause environment: it did not run)")
+    pass_rate: float = Field(default=0.0, description="passed (xpassed included) / ran: skipped cases are not in "
+                                                      "the denominator (0.0 when no case ran)")
+    pass_rate_denominator: Literal["ran"] = Field(default="ran", description="the count pass_rate divides by: ran "
+                                                                             "(total less skipped)")
 
 
 class ConformanceReport(HalModel):
@@ -73,12 +78,14 @@ class ConformanceReport(HalModel):
     duration_s: float = 0.0
     totals: Totals
     ops: list[OpResult]
+    stopped: str | None = Field(default=None, description="why the run stopped before every selected case ran "
+                                                          "(the cases it lists are the ones that ran); None: all ran")
     failures: list[CaseResult] = Field(default_factory=list, description="failed and xfailed cases")
     cases: list[CaseResult] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.totals.failed == 0
+        return self.totals.failed == 0 and self.stopped is None
 
     def not_written(self) -> str:
         """What of this run's failures a manifest written from it leaves out, in words ("" when nothing):
@@ -92,7 +99,7 @@ class ConformanceReport(HalModel):
 
     @classmethod
     def build(cls, results: Iterable[CaseResult], *, target: str, profile: str, precision: str = "exact",
-              workers: int = 1, duration_s: float = 0.0) -> ConformanceReport:
+              workers: int = 1, duration_s: float = 0.0, stopped: str | None = None) -> ConformanceReport:
         import onnx
 
         import hal
@@ -105,7 +112,8 @@ class ConformanceReport(HalModel):
             per_op[r.op].op = r.op
             per_op[r.op].count(r.outcome)
             totals.count(r.outcome)
-        totals.pass_rate = (totals.passed + totals.xpassed) / totals.total if totals.total else 0.0
+        totals.ran = totals.total - totals.skipped  # a skipped case did not run: no pass, no failure
+        totals.pass_rate = (totals.passed + totals.xpassed) / totals.ran if totals.ran else 0.0
         version = None
         try:
             from hal.plugins import get_target
@@ -115,6 +123,6 @@ class ConformanceReport(HalModel):
             version = None
         return cls(target=target, profile=profile, precision=precision, hal_version=hal.__version__,
                    hal_api=HAL_API_VERSION, onnx_version=onnx.__version__, target_version=version,
-                   workers=workers, duration_s=duration_s, totals=totals,
+                   workers=workers, duration_s=duration_s, stopped=stopped, totals=totals,
                    ops=sorted(per_op.values(), key=lambda o: o.op.lower()),
                    failures=[r for r in results if r.outcome in ("failed", "xfailed")], cases=results)

@@ -107,3 +107,27 @@ def test_a_run_that_selects_no_case_is_an_error_not_a_pass(capsys) -> None:
     with pytest.raises(InputError, match="no case matched -k 'nothingmatches'"):
         args.func(args)
     assert "passed" not in capsys.readouterr().out
+
+
+def test_pass_rate_is_of_the_cases_that_ran(capsys) -> None:
+    """A skipped case (this host lacks a package it needs) did not run: it had counted in pass_rate's total, so
+    2 passed, 1 failed and 1 skipped read 50%, and every case skipped read as failing."""
+    from hal.conformance.command import print_report
+    from hal.conformance.report import CaseResult
+    from hal.render import console
+
+    outcomes = {"test_a": "passed", "test_b": "xpassed", "test_c": "failed", "test_d": "skipped"}
+    report = ConformanceReport.build([CaseResult(name=n, op="Op", kind="node", outcome=o)
+                                      for n, o in outcomes.items()], target="cpu", profile="core")
+    t = report.totals
+    assert (t.total, t.ran, t.skipped, t.pass_rate) == (4, 3, 1, 2 / 3)
+    totals = json.loads(report.model_dump_json())["totals"]
+    assert totals["ran"] == 3 and totals["pass_rate_denominator"] == "ran"
+    assert ConformanceReport.model_validate_json(report.model_dump_json()) == report
+    print_report(report, console())
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "2/3 passed (66.7%), 1 failed" in printed and "1 skipped" in printed
+    assert "│ Op │ 4 │ 1 │ 1 │ 0 │ 1 │ 67 │" in printed, printed
+    skipped = ConformanceReport.build([CaseResult(name="test_d", op="Op", kind="node", outcome="skipped")],
+                                      target="cpu", profile="core").totals
+    assert (skipped.ran, skipped.pass_rate) == (0, 0.0)

@@ -6,6 +6,9 @@ the suite starts."""
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +24,13 @@ from hal.conformance.suite import parse_timeout, run_suite
 from hal.errors import InputError
 from tests.conftest import write_dist
 
-#: a plugin of two targets built on hal's reference program: ``crashes-on-relu`` ends its process in Relu, as
-#: a segfault in a vendor's native code does; ``hangs-on-relu`` waits in Relu until the module's event is set
+#: a plugin of targets built on hal's reference program: ``crashes-on-relu`` ends its process in Relu, as a
+#: segfault in a vendor's native code does, ``quits-on-relu`` ends it with exit status 0 and ``segfaults-on-relu``
+#: by SIGSEGV; ``hangs-on-relu`` waits in Relu until the module's event is set
 FAULTY_PLUGIN = '''
 import os
 import pickle
+import signal
 import threading
 
 import hal
@@ -44,6 +49,10 @@ class Fault:
     def __call__(self, *args, **kwargs):
         if self.mode == "crashes":
             os._exit(1)
+        if self.mode == "quits":
+            os._exit(0)
+        if self.mode == "segfaults":
+            os.kill(os.getpid(), signal.SIGSEGV)
         RELEASE.wait(60)
         return self.fn(*args, **kwargs)
 
@@ -86,7 +95,7 @@ class FaultyTarget:
 
 @hal.hookimpl
 def hal_targets():
-    return [FaultyTarget("crashes"), FaultyTarget("hangs")]
+    return [FaultyTarget(mode) for mode in ("crashes", "hangs", "quits", "segfaults")]
 '''
 
 
@@ -141,6 +150,82 @@ def test_a_case_that_crashes_its_worker_process_fails_and_is_counted(faulty_site
     assert [o.op for o in report.ops if o.failed] == ["Relu"]
     # the manifest it wrote says how to regenerate it with the profile as given (a file's stem is no profile)
     assert f"--profile '{profile}' --write-manifest" in manifest.read_text()
+
+
+def _hal(*argv: str, without_xdist: bool = False) -> subprocess.CompletedProcess:
+    """``hal ARGV...`` in a process of its own; with ``without_xdist``, as on a host without pytest-xdist (it
+    cannot be imported, and pytest loads no plugin of its entry point)."""
+    block = "import sys; sys.modules['xdist'] = sys.modules['xdist.plugin'] = None; " if without_xdist else ""
+    code = f"{block}import sys; from hal.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, **({"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"} if without_xdist else {})}
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_without_n_a_case_that_exits_with_status_0_fails_and_the_run_goes_on(faulty_site: Path, tmp_path: Path) -> None:
+    """Without -n pytest had run in hal's own process: a kernel's os._exit(0) ended `hal conformance` with exit
+    status 0 and no report, and a CI that read the status certified the target. The cases now run in one
+    pytest-xdist worker, so the case fails, as under -n 2, and the others run."""
+    out = tmp_path / "r.json"
+    r = _hal("conformance", "quits-on-relu", "-k", "test_relu or test_abs", "--json", str(out))
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr
+    report = ConformanceReport.model_validate_json(out.read_text())
+    cases = {c.name: c for c in report.cases}
+    assert (cases["test_relu"].outcome, cases["test_relu"].cause) == ("failed", "error")
+    assert cases["test_relu"].message.startswith("the process running this case crashed (")
+    assert cases["test_abs"].outcome == "passed" and report.workers == 1 and not report.ok
+
+
+@pytest.mark.parametrize(("target", "how"), [("quits-on-relu", "exited with status 0"),
+                                             ("segfaults-on-relu", "was killed by signal SIGSEGV")])
+def test_without_xdist_a_suite_process_that_dies_is_exit_status_2_naming_the_case(
+        faulty_site: Path, tmp_path: Path, target: str, how: str) -> None:
+    """Without pytest-xdist the suite runs in a child process: one that dies in a case (exit status 0 included)
+    is exit status 2 and one error line naming the case, never a pass, and no report is written."""
+    out = tmp_path / "r.json"
+    r = _hal("conformance", target, "-k", "test_relu or test_abs", "--json", str(out), without_xdist=True)
+    assert r.returncode == 2, r.stdout[-3000:] + r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: SuiteDied: hal conformance {target}: the process running the suite {how} while "
+                           f"running case hal[{target}]::node::test_relu: the cases after it did not run, and no "
+                           "report was written — a segfault or an exit in the target's code: run the case alone "
+                           f"(hal conformance {target} -k 'test_relu' -v)"), r.stderr
+    assert not out.exists() and "passed" not in r.stdout
+    ok = _hal("conformance", "cpu", "-k", "test_relu or test_abs", "--json", str(out), without_xdist=True)
+    assert ok.returncode == 0 and ConformanceReport.model_validate_json(out.read_text()).totals.passed == 3, ok.stderr
+
+
+def test_where_the_cases_run(wrong_add: str, monkeypatch, capsys) -> None:
+    """In pytest-xdist workers (one without -n), else in a child process; in this process only with -n 0, or
+    without -n where a plugin is registered in this process only (a worker would not find it), saying so."""
+    from hal.cli import main
+    from hal.conformance.command import run_mode
+
+    assert run_mode(None) == ("here", None) and run_mode("0") == ("here", None)
+    rc = main(["conformance", wrong_add, "-n", "1", "-k", "test_abs"])
+    assert rc == 2 and "would not have the plugin(s) registered in this process only: 'wrong-add'" in (
+        capsys.readouterr().err)
+    assert main(["conformance", wrong_add, "-k", "test_abs and not expanded"]) == 0
+    assert capsys.readouterr().err.startswith("note: the cases run in this process (plugin(s) 'wrong-add' are "
+                                              "registered in this process only): a case that crashes it ends the "
+                                              "run with no report and any exit status, 0 included")
+    hal.plugins.unregister(wrong_add)
+    assert run_mode(None) == run_mode("1") == ("workers", "1") and run_mode("auto") == ("workers", "auto")
+    monkeypatch.setitem(sys.modules, "xdist.plugin", None)
+    assert run_mode(None) == run_mode("1") == ("child", None) and run_mode("0") == ("here", None)
+
+
+def test_a_run_whose_workers_keep_crashing_stops_with_exit_status_2_and_says_so(faulty_site: Path,
+                                                                              tmp_path: Path) -> None:
+    """pytest-xdist stops replacing crashed workers after 4 crashes a worker: the cases after that never ran, and
+    were left out of the report, which read "1020/1025 passed, 5 failed" with exit status 1 for a run of 1,144."""
+    out = tmp_path / "r.json"
+    r = run_pytest(tmp_path, "--hal-target", "crashes-on-relu", "-n", "1", "--hal-json", str(out))
+    assert r.returncode == 2, r.stdout[-3000:] + r.stderr
+    report = ConformanceReport.model_validate_json(out.read_text())
+    assert report.stopped is not None and not report.ok, report.stopped
+    assert re.match(r"\d+ selected case\(s\) did not run \(.+\): the run stopped \(maximum crashed workers reached: "
+                    r"4\)$", report.stopped), report.stopped
+    assert f"hal conformance: {report.stopped}" in r.stdout
 
 
 def test_a_case_that_hangs_fails_as_a_hang_and_the_run_goes_on(hangs_on_relu: str) -> None:
