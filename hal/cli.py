@@ -35,6 +35,16 @@ from hal.render import console, fmt_bytes, fmt_num, fmt_time, literal, progress,
 
 # -- commands ---------------------------------------------------------------------------------
 
+def dtypes_text(dtypes: list[str]) -> str:
+    """A spec's dtypes for a table: "all" (none listed), "all but X" where it leaves out fewer than it lists."""
+    from hal.specs import dtype_names
+
+    left_out = [d for d in dtype_names() if d not in dtypes]
+    if not dtypes:
+        return "all"
+    return "all but " + ", ".join(left_out) if len(left_out) < len(dtypes) else ", ".join(dtypes)
+
+
 def cmd_targets(args: argparse.Namespace) -> int:
     import hal
 
@@ -47,7 +57,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
     for c in ("target", "kind", "vendor", "precisions", "dtypes", "HAL API", "version"):
         t.add_column(c)
     for s in specs:
-        t.add_row(*map(literal, (s.name, s.kind, s.vendor, ", ".join(s.precisions), ", ".join(s.dtypes) or "all",
+        t.add_row(*map(literal, (s.name, s.kind, s.vendor, ", ".join(s.precisions), dtypes_text(s.dtypes),
                                  s.hal_api, s.version)))
     console(t).print(t)
     return 0

@@ -155,6 +155,14 @@ def assert_light_output(out: np.ndarray, scores: np.ndarray | None, expected: np
         assert_scored([expected], [out], scores, rtol, atol)
 
 
+def targets_taking(*dtypes: str) -> list[str]:
+    """The installed targets whose spec takes every one of ``dtypes`` (numpy's names: a spec without
+    ``dtypes`` takes every type), for a test of a type's kernel path on each target that runs it."""
+    import hal
+
+    return [t.name for t in hal.targets() if not t.dtypes or set(dtypes) <= set(t.dtypes)]
+
+
 def light_model_on(name: str, target: str) -> Any:
     """Run light model ``name`` on ``target`` at exact precision: its scores are the cpu target's bit
     for bit and its output the shipped one (``assert_light_output``). The session, for more checks."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pydantic
 import pytest
 from onnx import TensorProto, helper
@@ -98,4 +99,42 @@ def test_hal_targets_shows_each_target_s_dtypes(capsys, monkeypatch):
         hal.plugins.unregister("dtype-npu")
     lines = capsys.readouterr().out.splitlines()
     assert "float32, float16" in next(line for line in lines if "dtype-npu" in line)
-    assert " all " in next(line for line in lines if " lpu " in line)
+    assert " all " in next(line for line in lines if " cpu " in line)
+    assert " all but string " in next(line for line in lines if " gpu " in line)
+    assert "float32, float16, bfloat16" in next(line for line in lines if " lpu " in line)
+
+
+def _one_node(op: str, elem: int, out_elem: int | None = None, **attrs):
+    vi = helper.make_tensor_value_info
+    g = helper.make_graph([helper.make_node(op, ["x"], ["y"], name="n", **attrs)], "g", [vi("x", elem, [3])],
+                          [vi("y", out_elem or elem, None)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+
+
+@pytest.mark.parametrize("target", ["lpu", "wafer"])
+def test_the_lpu_and_the_wafer_refuse_float64_which_they_have_no_datapath_for(target):
+    """A float64 model had run on both, in float64, as if the hardware had an fp64 unit; with fallback it
+    runs on cpu and says so, and a float32 twin still runs on the target."""
+    model = _one_node("Sqrt", TensorProto.DOUBLE)
+    with pytest.raises(hal.UnsupportedOpError, match=f"float64 value 'x': target '{target}' computes in float32, "
+                                                     "float16, bfloat16, .* only") as e:
+        hal.InferenceSession(model, target=target)
+    assert "runs on: cpu, gpu" in str(e.value) and "fallback" in e.value.hint
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hal.FallbackWarning)
+        s = hal.InferenceSession(model, target=target, fallback="warn")
+    assert [p.target for p in s.report.placement] == ["cpu"]
+    x = np.array([1.0, 4.0, 9.0])
+    np.testing.assert_array_equal(s.run(None, {"x": x})[0], np.sqrt(x))
+    s32 = hal.InferenceSession(_one_node("Sqrt", TensorProto.FLOAT), target=target)
+    assert [p.target for p in s32.report.placement] == [target]
+
+
+@pytest.mark.parametrize("target", ["gpu", "gpu-h200", "gpu-mi300x", "lpu", "wafer"])
+def test_no_accelerator_computes_strings(target):
+    model = _one_node("StringNormalizer", TensorProto.STRING, case_change_action="UPPER")
+    with pytest.raises(hal.UnsupportedOpError, match=f"string value 'x': target '{target}'"):
+        hal.InferenceSession(model, target=target)
+    s = hal.InferenceSession(model, target=target, fallback="allow")
+    assert s.run(None, {"x": np.array(["a", "b", "c"], dtype=object)})[0].tolist() == ["A", "B", "C"]
+    assert hal.InferenceSession(model, target="cpu").report.placement[0].target == "cpu"

@@ -1,7 +1,8 @@
 """The small models onnx ships with their data sets (pytorch-converted, pytorch-operator, simple), as
 cases of the full profile: every target matches their expected outputs, but for the failures its
-manifest lists — Gradient (``ai.onnx.preview.training``), which no target runs, and on the LPU the
-sequences whose element counts it cannot lay out before the run. (Before opset 7, PRelu's slope of
+manifest lists — Gradient (``ai.onnx.preview.training``), which no target runs, on the LPU the
+sequences whose element counts it cannot lay out before the run, and on the LPU and the wafer the
+float64 models their specs' dtypes leave out. (Before opset 7, PRelu's slope of
 one value per channel applied along axis 1: three ``PReLU_*_multiparam`` models showed it.)"""
 
 from __future__ import annotations
