@@ -10,7 +10,8 @@ int8 quantisation), all in one process.
 Native precision rounds every matrix operand to the target's format (the GPU's tf32, the LPU's fp16
 with a power-of-two scale per tensor, the wafer's bf16; all three keep results in fp32 and fuse the
 host steps between matrix ops as at exact); fp16 and bf16 also store results in
-the format, fp8 and int8 quantise with a scale per tensor. The three runs of a row are timed in
+the format, fp8 and int8 quantise weights with a scale per output channel and activations with one
+per tensor. The three runs of a row are timed in
 alternating rounds over samples of back-to-back runs, so drift falls on all three; the casts' run is
 the same session with ``hal.numerics``' compiled formats emptied for its calls. Recorded per row: the
 medians, precision / exact, casts / exact, casts / precision, whether the precision's outputs equal

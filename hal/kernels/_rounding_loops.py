@@ -116,9 +116,10 @@ def finite_abs_max(x):
 @njit(signature=types.void(_F32_RO, _F32))
 def round_fp16_per_tensor(x, out):
     """x through float16 with one power-of-two scale for the whole tensor, into ``out``: the scale
-    puts x's largest finite magnitude in float16's top binade (2**(e - 15) for a magnitude of m 2**e,
-    0.5 <= m < 1; 1 when x has no finite non-zero value; never below float32's least subnormal,
-    2**-149, which every float32 is a multiple of), then ``round_float32``'s FP16 pass. One call where
+    puts x's largest finite magnitude in [2**14, 2**15), the binade below float16's top one, so one
+    binade is left as headroom (the scale is 2**(e - 15) for a magnitude of m 2**e, 0.5 <= m < 1; 1
+    when x has no finite non-zero value; never below float32's least subnormal, 2**-149, which every
+    float32 is a multiple of), then ``round_float32``'s FP16 pass. One call where
     the maximum and the rounding were two, with Python between them (the LPU's MXM operands)."""
     amax = finite_abs_max(x)
     scale = np.float32(1)
