@@ -241,7 +241,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         emit_json(args.json, rep.model_dump(mode="json"))
         if args.json == "-":
             return _compare_status(rep)
-    _print_compare(rep, f"{args.model}: every target vs the cpu reference ({args.precision})")
+    from hal.compare import TOLERANCE
+
+    tol = TOLERANCE.get(args.precision, TOLERANCE["native"])
+    _print_compare(rep, f"{args.model}: every target vs the cpu reference ({args.precision}; ok within "
+                        f"max |err| / max |cpu| ≤ {tol:g})")
     return _compare_status(rep)
 
 

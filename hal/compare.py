@@ -19,7 +19,7 @@ from hal.graph.dims import checked_dims
 from hal.graph.ir import Graph
 from hal.graph.load import ModelLike, load
 from hal.peers import PEERS, PeerUnavailable, check_peers, run_peer
-from hal.plugins import registry
+from hal.plugins import get_target, registry
 from hal.session import REFERENCE_TARGET, FallbackWarning, InferenceSession
 from hal.specs import MemoryLevel
 
@@ -320,7 +320,7 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
     bound = checked_dims(dims, "compare") if not isinstance(model, Graph) else None
     graph: Graph = load(model, dims=bound)
     feeds = given if given is not None else random_feeds(graph, seed=seed, dims=None if bound else dims)
-    tol = TOLERANCE.get(precision, 3e-2)
+    tol = TOLERANCE.get(precision, TOLERANCE["native"])
     ref = InferenceSession(graph_copy(model), target=REFERENCE_TARGET, dims=bound)
     ref_out = ref.run(None, feeds)
     out_names = [o.name for o in ref.get_outputs()]
@@ -331,6 +331,12 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
             progress(name)
         prec = "exact" if name == REFERENCE_TARGET else precision
         res = TargetResult(target=name, status="ok", precision=prec)
+        offered = get_target(name).spec.precisions
+        if prec not in offered:  # the hardware's answer, as a node it cannot run is: not an error of the run
+            res.status = "refused"
+            res.reason = f"target {name!r} offers no {prec} precision (it offers {', '.join(offered)})"
+            results.append(res)
+            continue
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", FallbackWarning)

@@ -189,3 +189,16 @@ def test_the_json_row_carries_the_tables_status_and_cosine_stays_within_one(tmp_
     assert same.cosine == 1.0  # was 1.0000000000000002
     assert all(-1.0 <= o["cosine"] <= 1.0 for r in rows.values() for o in r["outputs"])
 
+
+
+def test_a_precision_a_target_does_not_offer_is_its_refusal_not_an_error(hal_cli):
+    """``hal compare M --precision fp8`` over every target exited 1 on every model: the lpu and the wafer,
+    which offer no fp8, were error rows. Now they are refusals naming what they offer, as a node a target
+    cannot run is, and the title says the tolerance the rows are judged by."""
+    rep = hal.compare("zoo:tiny-gpt", "cpu,gpu,lpu,wafer", precision="fp8")
+    by = {r.target: r for r in rep.results}
+    assert by["gpu"].status == "ok" and by["gpu"].outputs
+    for t in ("lpu", "wafer"):
+        assert by[t].status == "refused" and f"offers no fp8 precision (it offers exact, native" in by[t].reason
+    rc, out, _ = hal_cli("compare", "zoo:tiny-gpt", "--targets", "cpu,lpu", "--precision", "fp8")
+    assert rc == 0 and "refused" in out and "≤ 0.15" in out
