@@ -241,11 +241,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         emit_json(args.json, rep.model_dump(mode="json"))
         if args.json == "-":
             return _compare_status(rep)
-    from hal.compare import TOLERANCE
-
-    tol = TOLERANCE.get(args.precision, TOLERANCE["native"])
+    tols = {r.target: r.tolerance for r in rep.results if r.target != "cpu" and r.tolerance is not None}
+    by_tol: dict[float, list[str]] = {}
+    for t, v in tols.items():
+        by_tol.setdefault(v, []).append(t)
+    bound = (f"{rep.tolerance:g}" if len(by_tol) <= 1 else
+             "; ".join(f"{', '.join(ts)} {v:g}" for v, ts in by_tol.items()))
     _print_compare(rep, f"{args.model}: every target vs the cpu reference ({args.precision}; ok within "
-                        f"max |err| / max |cpu| ≤ {tol:g})")
+                        f"max |err| / max |cpu| ≤ {bound})")
     return _compare_status(rep)
 
 

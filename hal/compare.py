@@ -21,7 +21,7 @@ from hal.graph.load import ModelLike, load
 from hal.peers import PEERS, PeerUnavailable, check_peers, run_peer
 from hal.plugins import get_target, registry
 from hal.session import REFERENCE_TARGET, FallbackWarning, InferenceSession
-from hal.specs import MemoryLevel
+from hal.specs import MemoryLevel, TargetSpec
 
 #: relative tolerance per precision under which a target "agrees" with the reference
 TOLERANCE = {"exact": 1e-4, "fp32": 1e-4, "tf32": 5e-3, "native": 3e-2, "bf16": 3e-2, "fp16": 1e-2,
@@ -52,6 +52,9 @@ class TargetResult(BaseModel):
     target: str
     status: Literal["ok", "fell back", "refused", "error"]
     reason: str | None = None
+    tolerance: float | None = Field(default=None, description=(
+        "the largest max_rel within which its outputs are ok: the precision's, at native the format the "
+        "target's spec names (native_format)"))
     verdict: str | None = Field(default=None, description=(
         "the table's status: status, but where it is ok, \"ok\" only when every output is within tolerance, "
         "\"wrong output\" when one has a mismatch, else \"ok (beyond tolerance)\""))
@@ -256,6 +259,14 @@ def _describe(layout: list[Any], at: int) -> str:
     return f"the value {rest[0]}"
 
 
+def tolerance(precision: str, spec: TargetSpec | None = None) -> float:
+    """The largest max |err| / max |cpu| within which a run at ``precision`` is "ok": ``TOLERANCE``'s, and at
+    native that of the format the target's spec says its matrix units take then (``native_format``)."""
+    if precision == "native" and spec is not None and spec.native_format:
+        return TOLERANCE[spec.native_format]
+    return TOLERANCE.get(precision, TOLERANCE["native"])
+
+
 def verdict(r: TargetResult) -> str:
     """A row's status as the table shows it (``TargetResult.verdict``)."""
     if r.status != "ok":
@@ -320,7 +331,7 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
     bound = checked_dims(dims, "compare") if not isinstance(model, Graph) else None
     graph: Graph = load(model, dims=bound)
     feeds = given if given is not None else random_feeds(graph, seed=seed, dims=None if bound else dims)
-    tol = TOLERANCE.get(precision, TOLERANCE["native"])
+    tol = tolerance(precision)
     ref = InferenceSession(graph_copy(model), target=REFERENCE_TARGET, dims=bound)
     ref_out = ref.run(None, feeds)
     out_names = [o.name for o in ref.get_outputs()]
@@ -331,7 +342,8 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
             progress(name)
         prec = "exact" if name == REFERENCE_TARGET else precision
         res = TargetResult(target=name, status="ok", precision=prec)
-        offered = get_target(name).spec.precisions
+        spec = get_target(name).spec
+        offered = spec.precisions
         if prec not in offered:  # the hardware's answer, as a node it cannot run is: not an error of the run
             res.status = "refused"
             res.reason = f"target {name!r} offers no {prec} precision (it offers {', '.join(offered)})"
@@ -359,7 +371,8 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
             res.status = "fell back"
             res.reason = "; ".join(str(w.message) for w in caught) or \
                 f"{r.details.get('fallback_nodes', 0)} node(s) ran on {REFERENCE_TARGET}"
-        res.outputs = [diff(n, g, e, tol) for n, g, e in zip(out_names, got, ref_out)]
+        res.tolerance = tolerance(prec, spec)
+        res.outputs = [diff(n, g, e, res.tolerance) for n, g, e in zip(out_names, got, ref_out)]
         res.latency_s, res.throughput_per_s, res.tokens_per_s = r.latency_s, r.throughput_per_s, r.tokens_per_s
         res.peak_memory_bytes, res.memory, res.devices = r.peak_memory_bytes, r.memory, r.devices
         res.energy_j, res.compile_time_s = r.energy_j, r.compile_time_s
@@ -385,7 +398,8 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
                 rep.bisect.append(bisect_peer(model, res.target, feeds, output=bad[0], tolerance=tol))
             else:
                 rep.bisect.append(bisect_one(graph_copy(model), res.target, feeds, output=bad[0],
-                                             precision=res.precision, tolerance=tol, **target_options))
+                                             precision=res.precision, tolerance=res.tolerance or tol,
+                                             **target_options))
     return rep
 
 
@@ -400,6 +414,7 @@ def _peer_result(name: str, model: ModelLike, feeds: Mapping[str, np.ndarray], o
     except PeerUnavailable as e:
         res.status, res.reason = "error", str(e)
         return res
+    res.tolerance = tol
     res.outputs = [diff(n, g, e, tol) for n, g, e in zip(out_names, got, ref_out)]
     return res
 

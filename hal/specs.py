@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hal.files import atomic_write
 
@@ -96,6 +96,9 @@ class TargetSpec(HalModel):
     version: str = "0"
     description: str = ""
     precisions: list[Precision] = Field(default_factory=lambda: ["exact"])
+    native_format: Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"] | None = Field(default=None, description=(
+        "the format its matrix units take operands in at precision 'native' (the GPU's tf32, the LPU's fp16), "
+        "so a native run is judged (hal.compare) by that format's tolerance; None: the loosest, native's own"))
     dtypes: list[str] = Field(default_factory=list, description=(
         "the tensor element types the hardware stores and computes, by numpy's names (float32, bfloat16, "
         "float8_e4m3fn, int8, int64, bool, string, ...); a node reading or writing another type is refused by "
@@ -112,6 +115,13 @@ class TargetSpec(HalModel):
             raise ValueError(f"unknown dtype(s) {', '.join(map(repr, unknown))} in dtypes; hal knows: "
                              f"{', '.join(dtype_names())}")
         return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _native_offered(self) -> TargetSpec:
+        if self.native_format is not None and "native" not in self.precisions:
+            raise ValueError(f"native_format {self.native_format!r} is given, but 'native' is not among the "
+                             f"precisions offered ({', '.join(self.precisions)})")
+        return self
 
     @field_validator("hal_api")
     @classmethod

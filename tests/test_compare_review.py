@@ -199,6 +199,44 @@ def test_a_precision_a_target_does_not_offer_is_its_refusal_not_an_error(hal_cli
     by = {r.target: r for r in rep.results}
     assert by["gpu"].status == "ok" and by["gpu"].outputs
     for t in ("lpu", "wafer"):
-        assert by[t].status == "refused" and f"offers no fp8 precision (it offers exact, native" in by[t].reason
+        assert by[t].status == "refused" and "offers no fp8 precision (it offers exact, native" in by[t].reason
     rc, out, _ = hal_cli("compare", "zoo:tiny-gpt", "--targets", "cpu,lpu", "--precision", "fp8")
     assert rc == 0 and "refused" in out and "≤ 0.15" in out
+
+
+def test_native_is_judged_by_the_tolerance_of_the_format_the_target_computes_in():
+    """gpu's native is TF32, yet a native run was judged against 0.03 (the loosest format's) and a tf32
+    run of the same arithmetic against 0.005: an error 6x larger read "ok". The spec's native_format names
+    the format, and the row carries the tolerance it was judged by."""
+    from hal.compare import TOLERANCE
+    from hal.plugins import get_target
+
+    rep = hal.compare("zoo:tiny-gpt", "gpu,lpu,wafer", precision="native")
+    tol = {r.target: r.tolerance for r in rep.results}
+    assert tol == {"cpu": TOLERANCE["exact"], "gpu": TOLERANCE["tf32"], "lpu": TOLERANCE["fp16"],
+                   "wafer": TOLERANCE["bf16"]}
+    tf32 = hal.compare("zoo:tiny-gpt", "gpu", precision="tf32").results[1]
+    native = next(r for r in rep.results if r.target == "gpu")
+    assert native.outputs[0].max_rel == tf32.outputs[0].max_rel and native.tolerance == tf32.tolerance
+    assert [get_target(t).spec.native_format for t in ("gpu", "lpu", "wafer")] == ["tf32", "fp16", "bf16"]
+
+
+def test_each_built_in_targets_native_policy_takes_the_format_its_sheet_names():
+    from hal_gpu.compiler import NATIVE as GPU_NATIVE
+    from hal_lpu.precision import lpu_policy
+    from hal_wafer.compiler import NATIVE as WAFER_NATIVE
+
+    from hal.plugins import get_target
+
+    for target, policy in (("gpu", GPU_NATIVE), ("gpu-h200", GPU_NATIVE), ("gpu-mi300x", GPU_NATIVE),
+                           ("lpu", lpu_policy("native")), ("wafer", WAFER_NATIVE)):
+        assert policy.matmul_inputs == get_target(target).spec.native_format, target
+
+
+def test_a_native_format_needs_native_offered():
+    import pydantic
+
+    from hal.specs import TargetSpec
+
+    with pytest.raises(pydantic.ValidationError, match="native_format 'fp16' is given, but 'native' is not"):
+        TargetSpec(name="npu", vendor="v", kind="other", precisions=["exact", "fp16"], native_format="fp16")
