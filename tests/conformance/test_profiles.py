@@ -232,3 +232,16 @@ def test_cases_a_plugin_contributes_join_every_profile_and_run_like_node_cases()
         assert [r.outcome for r in run_suite("cpu", "core", cases=mine)] == ["passed"]
     finally:
         hal.plugins.unregister("vendor-cases")
+
+
+def test_a_native_run_is_held_to_the_floor_of_the_format_its_target_computes_in():
+    """gpu's native is TF32: its native certification had been held to bf16's floor (rtol 1.6e-2), 3x
+    looser than the same arithmetic certified as tf32. The floor at native is now the native_format's."""
+    from hal.conformance.suite import floor
+
+    core = load_profile("core")
+    assert floor(core, "gpu", "native") == core.tolerance("tf32")
+    assert floor(core, "lpu", "native") == core.tolerance("fp16")
+    assert floor(core, "wafer", "native") == core.tolerance("bf16")
+    assert floor(core, "cpu", "exact") == core.tolerance("exact")
+    assert core.tolerance("tf32").rtol < core.tolerance("native").rtol
