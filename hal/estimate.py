@@ -33,7 +33,9 @@ class Estimate(BaseModel):
 
     target: str
     model: str
-    status: Literal["ok", "refused", "error"] = "ok"
+    status: Literal["ok", "refused", "does not fit", "error"] = Field(default="ok", description=(
+        "ok; refused (a node the target cannot run); does not fit (its memory, chips or wafers: the error says "
+        "the numbers); error (anything else)"))
     error: str | None = None
     phase: Phase | None = None
     batch: int | None = None
@@ -133,7 +135,7 @@ def estimate(model: ModelLike, target: str = "all", *, phase: Phase | None = Non
     ``phase``, ``batch``, ``context`` and ``prompt`` shape the zoo's shape-only LLMs (decode, 1, 1024
     and 512 when not given); any other model takes its sizes from ``dims``, which binds its open input
     dimensions by name (``hal.graph.dims``). A target that refuses the model or cannot fit it gets
-    status ``refused`` / ``error`` with the reason, and the other targets still report.
+    status ``refused`` / ``does not fit`` / ``error`` with the reason, and the other targets still report.
     """
     llm = bool(zoo_params_for(model, "decode", 1, 1, 1))
     given = [k for k, v in (("phase", phase), ("batch", batch), ("context", context), ("prompt", prompt))
@@ -178,7 +180,8 @@ def estimate(model: ModelLike, target: str = "all", *, phase: Phase | None = Non
         except HalError as e:
             from hal.errors import ResourceError, UnsupportedOpError
 
-            status = "refused" if isinstance(e, (UnsupportedOpError, ResourceError)) else "error"
+            status = ("does not fit" if isinstance(e, ResourceError) else
+                      "refused" if isinstance(e, UnsupportedOpError) else "error")
             # the row is the target's: its name is said once (the CLI prints "NAME: error"), not again as where
             said = e.what if e.hint is None else f"{e.what} — {e.hint}"
             out.append(Estimate(**base, status=status, error=said if e.where == f"target {name!r}" else str(e)))

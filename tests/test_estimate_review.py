@@ -247,3 +247,11 @@ def test_estimate_json_has_one_shape_however_many_targets(hal_cli):
     for doc, n in zip(docs, (1, 2)):
         assert doc["model"] == "zoo:tiny-gpt" and len(doc["estimates"]) == n
         assert doc["estimates"][0]["target"] == "gpu" and doc["estimates"][0]["latency_s"] > 0
+
+
+def test_a_model_that_does_not_fit_says_so_rather_than_refused():
+    """70B on one GPU or one LPU chip read "refused", as a node the target cannot run does: the row now says
+    "does not fit", and the reason gives the numbers."""
+    ests = {e.target: e for e in hal.estimate("zoo:llama-3.1-70b", "gpu,lpu", devices=1).estimates}
+    assert ests["gpu"].status == ests["lpu"].status == "does not fit"
+    assert "more HBM" in ests["gpu"].error and "663 chips" in ests["lpu"].error
