@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -38,6 +39,29 @@ REFERENCE_TARGET = "cpu"
 HAL_KERNELS: frozenset[tuple[str, str]] = frozenset(registered_ops())
 #: the hooks a plugin may implement (hal.hookspecs)
 HOOKS = ("hal_targets", "hal_kernels", "hal_graph_passes", "hal_conformance_cases")
+#: what HAL_API_VERSION must look like: "MAJOR.MINOR"
+_API_FORM = re.compile(r"\d+\.\d+")
+_ABSENT = object()
+
+
+def major_of(api: str) -> str:
+    return api.split(".")[0]
+
+
+KernelSnapshot = dict[tuple[str, str], tuple[KernelDef, ...]]
+
+
+def _outside_hal(defn: KernelDef) -> bool:
+    """Whether a kernel's function comes from outside hal's own package (a plugin's code)."""
+    module = getattr(defn.fn, "__module__", None) or ""
+    return not (module == "hal" or module.startswith("hal."))
+
+
+def _kernel_snapshot() -> KernelSnapshot:
+    """The kernel registry as it is now: (domain, op type) -> its registrations."""
+    from hal.kernels.registry import _REGISTRY
+
+    return {k: tuple(v) for k, v in _REGISTRY.items()}
 
 
 @dataclass
@@ -49,6 +73,8 @@ class PluginRecord:
     version: str | None = None
     api: str | None = None
     targets: list[str] = field(default_factory=list)
+    #: the names of the graph passes it offers (``PluginRegistry.graph_passes``)
+    passes: list[str] = field(default_factory=list)
     error: PluginError | None = None
     #: what a loaded plugin should look at (e.g. it provides nothing): ``hal doctor`` shows these
     warnings: list[str] = field(default_factory=list)
@@ -98,7 +124,9 @@ class PluginRegistry:
             self.pm.unregister(name=rec.name)
         for t in rec.targets:
             self.targets.pop(t, None)
-        rec.targets = []
+        for p in rec.passes:
+            self.graph_passes.pop(p, None)
+        rec.targets, rec.passes = [], []
         rec.warnings = []
 
     def implements(self, name: str, hook: str) -> bool:
@@ -179,28 +207,71 @@ class PluginRegistry:
             return True
         return False
 
-    def add(self, plugin: Any, name: str, distribution: str | None = None, version: str | None = None) -> PluginRecord:
-        """Register one plugin object (module or instance), validate it and collect its targets."""
+    def _kernels_kept(self, rec: PluginRecord, before: KernelSnapshot) -> None:
+        """Fail a plugin whose code changed kernels registered before it loaded (hal's own, another plugin's)
+        outside ``hal_kernels``: ``@hal.kernels.kernel`` or ``hal.kernels.register`` called while its module was
+        imported or its hooks ran replace a kernel for every target, the cpu reference included, and no check
+        of hal_kernels sees it. Those kernels are put back; a failed plugin's new kernels are taken out."""
+        from hal.kernels.registry import _REGISTRY
+
+        if rec.distribution == OWN_DISTRIBUTION:
+            return
+        changed = [k for k, defs in before.items() if self.kernel_owners.get(k) != rec.name
+                   and any(d not in defs and _outside_hal(d) for d in _REGISTRY.get(k, ()))]
+        for k in changed:  # the plugin's registrations out, what they replaced back (hal's own lazy ones stay)
+            kept = [d for d in _REGISTRY.get(k, ()) if d in before[k] or not _outside_hal(d)]
+            kept += [d for d in before[k] if d.since not in {x.since for x in kept}]
+            _REGISTRY[k] = sorted(kept, key=lambda d: d.since)
+        if changed:
+            domain, op = changed[0]
+            owner = self.kernel_owners.get(changed[0])
+            whose = f"plugin {owner!r}'s" if owner is not None and owner in self.records else "hal's own"
+            more = (f" (and {len(changed) - 1} more: {', '.join(o for _, o in changed[1:4])})"
+                    if len(changed) > 1 else "")
+            self._fail(rec, f"replaced {whose} kernel for {op} in domain {domain or 'ai.onnx'!r}{more} while its "
+                            "module was imported or its hooks ran: a call of @hal.kernels.kernel or "
+                            "hal.kernels.register in plugin code changes the kernel every target runs, the cpu "
+                            "reference included; hal put the kernel back",
+                       hint="return hal.kernels.KernelDef objects from the hal_kernels hook instead, for ops in a "
+                            "domain of your own (e.g. 'com.acme'); never call hal.kernels.register in a plugin")
+        if rec.error is not None:
+            for k in [k for k in _REGISTRY if k not in before]:
+                del _REGISTRY[k]
+                self.kernel_owners.pop(k, None)
+
+    def add(self, plugin: Any, name: str, distribution: str | None = None, version: str | None = None,
+            before: KernelSnapshot | None = None) -> PluginRecord:
+        """Register one plugin object (module or instance), validate it and collect its targets. ``before``: the
+        kernel registry before its module was imported (else as it is now), to tell what its code changed."""
         rec = PluginRecord(name, distribution, version)
         self.records[name] = rec
+        before = _kernel_snapshot() if before is None else before
         try:
             self._add(rec, plugin)
         except (Exception, SystemExit) as e:  # its objects are third-party code too (a property that raises)
             self._fail(rec, f"raised {raised(e)} while hal checked what it provides")
+        self._kernels_kept(rec, before)
         return rec
 
     def _add(self, rec: PluginRecord, plugin: Any) -> None:
         name = rec.name
-        api = getattr(plugin, "HAL_API_VERSION", None)
-        rec.api = api
-        if not isinstance(api, str):
-            self._fail(rec, "declares no HAL_API_VERSION",
-                       hint=f'set HAL_API_VERSION = "{HAL_API_VERSION}" in the plugin module')
+        api = getattr(plugin, "HAL_API_VERSION", _ABSENT)
+        rec.api = api if isinstance(api, str) else None
+        fix = f'set HAL_API_VERSION = "{HAL_API_VERSION}" (a string "MAJOR.MINOR") in the plugin module'
+        if api is _ABSENT:
+            self._fail(rec, "declares no HAL_API_VERSION", hint=fix)
+            return
+        if not isinstance(api, str) or not _API_FORM.fullmatch(api):
+            self._fail(rec, f"declares HAL_API_VERSION = {api!r}"
+                            + ("" if isinstance(api, str) else f" ({a_or_an(type(api).__name__)})")
+                            + ', not a string of the form "MAJOR.MINOR"', hint=fix)
             return
         major = api.split(".")[0]
         if major != HAL_API_VERSION.split(".")[0]:
             self._fail(rec, f"was built for HAL API {api}, but this hal speaks HAL API {HAL_API_VERSION}",
-                       hint="install a plugin release built for this HAL API major version")
+                       hint=f"install a plugin release built for this HAL API major version "
+                            f"({major_of(HAL_API_VERSION)}.x); its authors: port it to HAL API {HAL_API_VERSION} "
+                            f'(specs/interface.md) and set HAL_API_VERSION = "{HAL_API_VERSION}"')
             return
         try:
             self.pm.register(plugin, name=name)
@@ -285,6 +356,7 @@ class PluginRegistry:
             register_kernel(k)
             self.kernel_owners[(_norm_domain(k.domain), k.op_type)] = name
         self.graph_passes.update(named)
+        rec.passes = list(named)
         self.targets.update(accepted)
         rec.targets = list(accepted)
         if not (accepted or kernels or named or self.implements(name, "hal_conformance_cases")):
@@ -308,6 +380,7 @@ class PluginRegistry:
             dist = getattr(ep, "dist", None)
             dname = dist.name if dist is not None else None
             dver = dist.version if dist is not None else None
+            before = _kernel_snapshot()
             try:
                 module = ep.load()
             except (Exception, SystemExit) as e:  # importing third-party code may raise anything, sys.exit() too
@@ -316,8 +389,9 @@ class PluginRegistry:
                 module_name = ep.value.split(":")[0]
                 self._fail(rec, f"failed to import {ep.value!r}: {raised(e)}",
                            hint=f"reinstall the plugin; `python -c 'import {module_name}'` shows the traceback")
+                self._kernels_kept(rec, before)
                 continue
-            self.add(module, ep.name, dname, dver)
+            self.add(module, ep.name, dname, dver, before=before)
 
 
 _lock = threading.RLock()
@@ -364,6 +438,8 @@ def unregister(name: str, _locked: bool = False) -> None:
         return
     for t in rec.targets:
         reg.targets.pop(t, None)
+    for p in rec.passes:
+        reg.graph_passes.pop(p, None)
     if reg.pm.has_plugin(name):
         reg.pm.unregister(name=name)
 

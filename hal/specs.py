@@ -6,6 +6,7 @@ These models are the wire format of HAL API 1.0; ``specs/schemas/`` holds their 
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import json
@@ -136,7 +137,10 @@ class TargetSpec(HalModel):
         try:
             return self.hardware[key].value
         except KeyError:
-            raise KeyError(f"spec sheet of target {self.name!r} has no hardware number {key!r}") from None
+            close = difflib.get_close_matches(key, list(self.hardware), n=1)
+            raise KeyError(f"spec sheet of target {self.name!r} has no hardware number {key!r}"
+                           + (f" (did you mean {close[0]!r}?)" if close else "")
+                           + f"; it has {', '.join(sorted(self.hardware)) or 'none'}") from None
 
     def fingerprint(self) -> str:
         """A hash of everything in the spec: part of the compile-cache key."""
@@ -192,7 +196,9 @@ def _sheet_error(err: Any) -> str:
         key += f"[{part}]" if isinstance(part, int) else f".{part}"
     kind, msg, value = err.get("type", ""), str(err.get("msg", "")), err.get("input")
     if kind == "extra_forbidden":
-        return f"{key}: unknown key"
+        known = TargetSpec.model_fields if section == "target" else HardwareNumber.model_fields
+        close = difflib.get_close_matches(str(loc[-1]) if loc else "", list(known), n=1)
+        return f"{key}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
     if kind == "missing":
         return f"{key}: missing (required)"
     if kind == "value_error":  # a validator's own words: their first clause (dtypes' goes on to list every name)
@@ -260,6 +266,11 @@ class MemoryLevel(HalModel):
     capacity: int | None = None
     per_device: bool = True
 
+    @field_validator("bytes", "capacity")
+    @classmethod
+    def _not_negative(cls, v: Any, info: Any) -> Any:
+        return _non_negative(v, info)
+
 
 class NodePlacement(HalModel):
     node: str
@@ -267,6 +278,18 @@ class NodePlacement(HalModel):
     target: str
     partition: int
     reason: str | None = Field(default=None, description="why it is not on the requested target")
+
+
+#: a compile report's figures that no program makes negative (NaN and inf are the session's to refuse)
+NON_NEGATIVE = ("node_count", "kernel_count", "latency_s", "throughput_per_s", "tokens_per_s", "ttft_s",
+                "peak_memory_bytes", "energy_j", "compile_time_s", "transfers_bytes")
+
+
+def _non_negative(v: Any, info: Any) -> Any:
+    if isinstance(v, (int, float)) and v < 0:
+        raise ValueError(f"{info.field_name} is {v!r}: a modelled figure is never negative (compute it from the "
+                         "program the target built; None where it is not modelled)")
+    return v
 
 
 class CompileReport(HalModel):
@@ -295,6 +318,11 @@ class CompileReport(HalModel):
     placement: list[NodePlacement] = Field(default_factory=list)
     transfers_bytes: int = 0
     details: dict[str, Any] = Field(default_factory=dict, description="target-specific figures")
+
+    @field_validator(*NON_NEGATIVE)
+    @classmethod
+    def _not_negative(cls, v: Any, info: Any) -> Any:
+        return _non_negative(v, info)
 
 
 #: the figures of a report whose target prices each run's own sizes (``details["figures_follow_runs"]``):
