@@ -59,6 +59,17 @@ def target_capability(target: Target, graph: Graph, options: CompileOptions) -> 
                 groups = f"groups {first} and {i}" if first != i else f"group {i}"
                 raise hook_error(name, f"capability on target {name!r} lists node {n!r} twice ({groups}): a node "
                                        "runs in one group", hint="list each node in one hal.specs.NodeGroup")
+    names = [n.name for n in graph.nodes]
+    known, refused = set(names), {r.node for r in cap.refused}
+    breaches = [("names nodes the graph lacks", [n for n in [*seen, *refused] if n not in known]),
+                ("both takes and refuses", [n for n in seen if n in refused]),
+                ("neither takes nor refuses", [n for n in names if n not in seen and n not in refused])]
+    for what, nodes in breaches:
+        if nodes:
+            shown = ", ".join(map(repr, nodes[:5])) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
+            raise hook_error(name, f"capability on target {name!r} {what}: {shown}",
+                             hint="list every node of the graph it is given, by name, once: in a "
+                                  "hal.specs.NodeGroup or as a hal.specs.Refusal (specs/interface.md §4)")
     return cap
 
 

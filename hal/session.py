@@ -55,7 +55,6 @@ from hal.specs import (
     CompileReport,
     KernelReport,
     NodePlacement,
-    Refusal,
     RunReport,
 )
 from hal.target import Executable, Target
@@ -309,12 +308,7 @@ class InferenceSession:
     # -- placement -------------------------------------------------------------------------
     def _place_and_compile(self, graph: Graph, tgt: Target) -> list[Partition]:
         cap = target_capability(tgt, graph, self.options)
-        refused = {r.node: r for r in cap.refused}
-        supported = cap.supported_nodes()
-        unclaimed = [n.name for n in graph.nodes if n.name not in refused and n.name not in supported]
-        for n in unclaimed:  # a node the target neither takes nor refuses is refused, with that reason
-            node = next(x for x in graph.nodes if x.name == n)
-            refused[n] = Refusal(node=n, op_type=node.op_type, reason="not claimed by the target's capability")
+        refused = {r.node: r for r in cap.refused}  # (every node is taken or refused: target_capability)
         if refused and self.fallback != "error" and tgt.spec.name != REFERENCE_TARGET:
             # fallback places them on the cpu target: one it refuses too (a form of an op no kernel
             # computes, ``refuses`` in the registry) fails here, as it would on the cpu, not mid-run
@@ -343,7 +337,7 @@ class InferenceSession:
             else:
                 runs.append((where, [n.name]))
         # the capability (a NodeGroup a node) is not kept through the compile, whose peak stays resident
-        del cap, supported
+        del cap
         # a graph the passes emptied (outputs that are feeds or weights) is still one program, with a report
         return self._compile_parts(graph, tgt, runs or [(tgt.spec.name, [])])
 

@@ -206,3 +206,48 @@ def test_partitions_fitting_together_share_the_devices(split_target):
     parts = [p.executable.report for p in s._parts if p.target == split_target]
     assert s.report.devices == 1
     assert s.report.peak_memory_bytes == sum(p.peak_memory_bytes for p in parts)
+
+
+class _Sloppy:
+    """The cpu target with a capability that breaks interface §4 in one of three ways."""
+
+    def __init__(self, how: str):
+        self.how = how
+        self.spec = TargetSpec(name=f"sloppy-{how}", vendor="test", kind="other")
+
+    def capability(self, graph, options):
+        cap = get_target("cpu").capability(graph, options)
+        first = graph.nodes[0]
+        if self.how == "omits":
+            return cap.model_copy(update={"groups": cap.groups[1:]})
+        if self.how == "both":
+            return cap.model_copy(update={"refused": [Refusal(node=first.name, op_type=first.op_type, reason="x")]})
+        return cap.model_copy(update={"refused": [Refusal(node="ghost", op_type="Relu", reason="x")]})
+
+    def compile(self, graph, options):
+        return get_target("cpu").compile(graph, options)
+
+    def load(self, blob):
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize(("how", "says"), [("omits", "neither takes nor refuses: 'up'"),
+                                           ("both", "both takes and refuses: 'up'"),
+                                           ("ghost", "names nodes the graph lacks: 'ghost'")])
+def test_a_capability_that_misses_or_invents_nodes_is_the_plugins_error(how, says):
+    # an omitted node had been taken for the user's refusal ("not claimed by the target's capability",
+    # pass fallback='warn'), a node both taken and refused was run as refused, an unknown one ignored
+    class _P:
+        HAL_API_VERSION = "1.0"
+
+        @hal.hookimpl
+        def hal_targets(self):
+            return [_Sloppy(how)]
+
+    plugins.register(_P(), f"sloppy-{how}-plugin")
+    try:
+        with pytest.raises(hal.PluginError, match=f"capability on target 'sloppy-{how}' {says}") as e:
+            hal.InferenceSession(_gemm_then_tail(), target=f"sloppy-{how}", fallback="allow")
+        assert "NodeGroup or as a hal.specs.Refusal" in e.value.hint
+    finally:
+        plugins.unregister(f"sloppy-{how}-plugin")
