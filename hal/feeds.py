@@ -15,17 +15,41 @@ from hal.errors import InputError, ResourceError, a_or_an
 from hal.graph.ir import Graph, TensorInfo
 from hal.numerics import is_float
 
+#: ops that carry an input's values on unchanged (rearranged, cast, broadcast): ids reach a Gather
+#: through them, as Hugging Face's ``input_ids.view(-1, seq)`` and int32 ids cast to int64 do
+_CARRIES_VALUES = frozenset({"Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Expand",
+                             "Transpose", "Slice", "Tile", "Concat"})
+
+
+def _gather_bound(graph: Graph, n: Any) -> int | None:
+    """The size of the axis Gather ``n`` gathers along, if known."""
+    data = graph.initializers.get(n.inputs[0])
+    shape = data.shape if data is not None else (graph.values.get(n.inputs[0]) or TensorInfo("")).shape
+    axis = n.attrs.get("axis", 0)
+    if shape and isinstance(axis, int) and -len(shape) <= axis < len(shape) and isinstance(shape[axis], int):
+        return int(shape[axis])  # (an out-of-range axis is the kernel's error to report, not ours)
+    return None
+
 
 def _index_bound(graph: Graph, name: str) -> int | None:
-    """If ``name`` indexes a Gather, the size of the gathered axis (so random ids stay in range)."""
+    """If ``name`` indexes a Gather, directly or through ops that carry its values on (a Reshape, a
+    Cast), the size of the gathered axis (the smallest, for several), so random ids stay in range."""
+    readers: dict[str, list[Any]] = {}
     for n in graph.nodes:
-        if n.op_type == "Gather" and len(n.inputs) > 1 and n.inputs[1] == name:
-            data = graph.initializers.get(n.inputs[0])
-            shape = data.shape if data is not None else (graph.values.get(n.inputs[0]) or TensorInfo("")).shape
-            axis = n.attrs.get("axis", 0)
-            if shape and isinstance(axis, int) and -len(shape) <= axis < len(shape) and isinstance(shape[axis], int):
-                return int(shape[axis])  # (an out-of-range axis is the kernel's error to report, not ours)
-    return None
+        for i in n.inputs:
+            readers.setdefault(i, []).append(n)
+    bounds, seen, todo = [], {name}, [name]
+    while todo:
+        value = todo.pop()
+        for n in readers.get(value, ()):
+            if n.op_type == "Gather" and len(n.inputs) > 1 and n.inputs[1] == value:
+                if (b := _gather_bound(graph, n)) is not None:
+                    bounds.append(b)
+            elif n.op_type in _CARRIES_VALUES and n.domain in ("", "ai.onnx") and (
+                    n.op_type == "Concat" or n.inputs[0] == value):
+                todo.extend(o for o in n.outputs[:1] if o and o not in seen)
+                seen.update(n.outputs[:1])
+    return min(bounds) if bounds else None
 
 
 def resolve_shape(t: TensorInfo, dims: Mapping[str, int]) -> tuple[int, ...]:

@@ -291,11 +291,15 @@ class InferenceSession:
         #: time says so: details["figures_follow_runs"]), read live; else None
         exe = self._parts[0].executable if len(self._parts) == 1 else None
         self._live = exe if exe is not None and exe.report.details.get("figures_follow_runs") is True else None
+        #: with fallback, the target's programs when one of them prices each run's own sizes (an LPU
+        #: partition after a NonZero): the report combines their latest figures when read
+        own = [p.executable for p in self._parts if p.target == self.target_name] if len(self._parts) > 1 else []
+        self._live_parts = own if any(e.report.details.get("figures_follow_runs") is True for e in own) else []
         #: the inputs' open dimensions, (input, axis), that the report priced at 1 (hal.perf.opcount.shape):
         #: a run feeding another size there gets no modelled latency (bind them: dims=)
         self._open_axes: list[tuple[str, int]] = []
         shown = []
-        for t in graph.inputs if self._live is None else ():
+        for t in graph.inputs if self._live is None and not self._live_parts else ():
             for a, d in enumerate(t.shape or () if t.kind == "tensor" else ()):
                 if not isinstance(d, int):
                     self._open_axes.append((t.name, a))
@@ -431,6 +435,14 @@ class InferenceSession:
         if self._live is not None:
             live = self._live.report
             return self._report.model_copy(update={k: getattr(live, k) for k in RUN_FIGURES})
+        if self._live_parts:
+            try:
+                live, _ = partitions_combined([e.report for e in self._live_parts],
+                                              devices_fixed=self.options.devices is not None,
+                                              where=f"session on target {self.target_name!r}")
+            except HalError:  # the latest figures do not combine: the compile's stand
+                return self._report
+            return self._report.model_copy(update={k: getattr(live, k) for k in RUN_FIGURES})
         return self._report
 
     def get_inputs(self) -> list[NodeArg]:
@@ -509,7 +521,8 @@ class InferenceSession:
         if last is None or isinstance(last, RunReport):
             return last
         wall, wanted, priced = last
-        modelled = self._live.report.latency_s if self._live is not None else self._report.latency_s if priced else None
+        modelled = (self._live.report.latency_s if self._live is not None else self.report.latency_s
+                    if self._live_parts else self._report.latency_s if priced else None)
         # (built from values of known types: pydantic's validation would cost more than the bookkeeping)
         report = RunReport.model_construct(target=self.target_name, wall_time_s=wall,
                                            modelled_latency_s=modelled, outputs=list(wanted))

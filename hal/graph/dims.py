@@ -44,9 +44,10 @@ def open_dims(graph: onnx.GraphProto) -> list[tuple[str, int, str | None]]:
     return out
 
 
-def bind_dims(proto: onnx.ModelProto, dims: Mapping[str, int], where: str) -> None:
+def bind_dims(proto: onnx.ModelProto, dims: Mapping[str, int], where: str) -> list[tuple[str, int, str | None, int]]:
     """Set the graph inputs' open dimensions that ``dims`` names (``*``: every other) to those sizes,
-    in ``proto`` itself. A name no open dimension has is an InputError listing the ones there are."""
+    in ``proto`` itself. A name no open dimension has is an InputError listing the ones there are.
+    Returns what it bound: (input, axis, the dimension's name or None, size), for ``unbind_dims``."""
     found = open_dims(proto.graph)
     names = {n for _, _, n in found if n}
     if unknown := sorted(k for k in dims if k != EVERY_OTHER and k not in names):
@@ -55,11 +56,28 @@ def bind_dims(proto: onnx.ModelProto, dims: Mapping[str, int], where: str) -> No
                          hint=f"the inputs' open dimensions: {shown}; '*' binds every one not named")
     every = dims.get(EVERY_OTHER)
     wanted = {(i, a): dims.get(n, every) if n else every for i, a, n in found}
+    named = {(i, a): n for i, a, n in found}
+    bound = []
     for vi in proto.graph.input:
         for axis, d in enumerate(vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else ()):
             size = wanted.get((vi.name, axis))
             if size is not None:
                 d.dim_value = size  # (a oneof: the name goes)
+                bound.append((vi.name, axis, named[(vi.name, axis)], size))
+    return bound
 
 
-__all__ = ["EVERY_OTHER", "bind_dims", "checked_dims", "open_dims"]
+def unbind_dims(proto: onnx.ModelProto, bound: list[tuple[str, int, str | None, int]]) -> None:
+    """Open again, in ``proto`` itself, the dimensions ``bind_dims`` bound (its return value)."""
+    opened = {(i, a): n for i, a, n, _ in bound}
+    for vi in proto.graph.input:
+        for axis, d in enumerate(vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else ()):
+            if (vi.name, axis) in opened:
+                name = opened[(vi.name, axis)]
+                if name:
+                    d.dim_param = name
+                else:
+                    d.ClearField("dim_value")
+
+
+__all__ = ["EVERY_OTHER", "bind_dims", "checked_dims", "open_dims", "unbind_dims"]

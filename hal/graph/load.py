@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from hal import limits
-from hal.errors import ModelError, ResourceError
+from hal.errors import HalError, InputError, ModelError, ResourceError
 from hal.graph import contrib
 from hal.graph.attrcheck import check_before_inference
 from hal.graph.inline import inline_functions
@@ -557,15 +557,36 @@ def load(model: ModelLike, *, check: bool = True, infer_shapes: bool = True,
                              "ModelProto) instead, or graph.to_onnx()")
         return model
     proto, where, _ = parse_model(model, zoo_params=zoo_params)
-    if dims:
-        from hal.graph.dims import bind_dims
+    if not dims:
+        return from_proto(proto, where=where, check=check, infer_shapes=infer_shapes)
+    from hal.graph.dims import bind_dims, unbind_dims
 
-        if proto is model:
-            copy = onnx.ModelProto()
-            copy.CopyFrom(proto)
-            proto = copy
-        bind_dims(proto, dims, where)
-    return from_proto(proto, where=where, check=check, infer_shapes=infer_shapes)
+    if proto is model:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(proto)
+        proto = copy
+    bound = bind_dims(proto, dims, where)
+    try:
+        return from_proto(proto, where=where, check=check, infer_shapes=infer_shapes)
+    except ModelError as e:
+        if not (infer_shapes and e.what.startswith("shape inference")
+                and any(s in e.what for s in INCOMPATIBLE_DIMENSIONS)):
+            raise
+        error = e
+    # the sizes bound do not fit the graph: if it loads with them open, they disagree with one another
+    # (a mask of `total` bound apart from `past` + `seq`, '*' giving one size to all), not the model
+    unbind_dims(proto, bound)
+    try:
+        from_proto(proto, where=where, check=check, infer_shapes=infer_shapes)
+    except HalError:
+        raise error from None
+    shown = ", ".join(dict.fromkeys(f"{n or f'{i}[{a}]'}={size}" for i, a, n, size in bound))
+    raise InputError(f"the dimension sizes bound ({shown}) do not fit the graph: "
+                     f"{error.what.removesuffix('.')}", where=where,
+                     hint="the model loads with those dimensions open, so the sizes given disagree with one "
+                          "another (e.g. a mask's length must be past + seq; '*' gives every one the same size): "
+                          "bind each to the size it will run with (dims=, hal --dim NAME=N), or leave it open"
+                     ) from None
 
 
 __all__ = ["MODEL_FORMS", "ModelLike", "check_external_data", "from_proto", "load", "model_hash", "node_names",
