@@ -94,3 +94,17 @@ def test_a_split_sequence_read_otherwise_is_a_split_and_the_sequence_of_its_part
     assert "SequenceAt" in [n.op_type for n in optimize(load(out_of_range)).nodes]
     with pytest.raises(hal.RunError, match="SequenceAt"):
         hal.InferenceSession(out_of_range).run(None, {"x": x})
+
+
+def test_a_split_into_more_parts_than_any_model_has_stays_a_sequence():
+    # fuzzing found it: a declared dimension of 2**63 - 1 split into ones (no ``split``) built a list of
+    # one size per part until the process was killed; nothing is rewritten past MAX_PARTS parts
+    from hal.graph.sequences import MAX_PARTS
+
+    nodes = [helper.make_node("SplitToSequence", ["x"], ["s"], name="split", axis=0),
+             helper.make_node("SequenceAt", ["s", "i"], ["y"], name="at")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [MAX_PARTS + 1, "b"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [helper.make_tensor("i", TensorProto.INT64, [], [0])])
+    graph = optimize(load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])))
+    assert [n.op_type for n in graph.nodes] == ["SplitToSequence", "SequenceAt"]

@@ -26,20 +26,28 @@ def _index(graph: Graph, name: str) -> int | None:
     return int(w.reshape(()))
 
 
+#: the most parts a SplitToSequence may have to become a Split: a model's splits have a handful (GPT-2's
+#: q, k, v), and a list of one size per part along a declared dimension of 2**63 - 1 never ended
+MAX_PARTS = 4096
+
+
 def _sizes(graph: Graph, n: Node, dim: object) -> list[int] | None:
     """The parts' lengths along the axis: ``split``'s own when 1-D, chunks of a scalar ``split``
-    (the last one shorter), ones without it; None when not known before the run."""
+    (the last one shorter), ones without it; None when not known before the run or more than
+    ``MAX_PARTS``."""
     split = n.inputs[1] if len(n.inputs) > 1 else ""
     w = graph.initializers.get(split) if split else None
     if split and (not isinstance(w, np.ndarray) or w.dtype.kind not in "iu" or w.ndim > 1):
         return None
     if w is not None and w.ndim == 1:
+        if w.size > MAX_PARTS:
+            return None
         sizes = [int(s) for s in w]
         return sizes if all(s >= 0 for s in sizes) and (not isinstance(dim, int) or sum(sizes) == dim) else None
     if not isinstance(dim, int) or dim < 0:
         return None
     chunk = int(w.reshape(())) if w is not None else 1
-    if chunk <= 0:
+    if chunk <= 0 or -(-dim // chunk) > MAX_PARTS:
         return None
     return [min(chunk, dim - start) for start in range(0, dim, chunk)]
 
