@@ -442,6 +442,8 @@ class InferenceSession:
                                               where=f"session on target {self.target_name!r}")
             except HalError:  # the latest figures do not combine: the compile's stand
                 return self._report
+            live.kernels = [k for p in self._parts for k in p.executable.report.kernels]  # every partition's
+            live.kernel_count = len(live.kernels)
             return self._report.model_copy(update={k: getattr(live, k) for k in RUN_FIGURES})
         return self._report
 

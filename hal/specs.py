@@ -327,7 +327,8 @@ class CompileReport(HalModel):
 
 #: the figures of a report whose target prices each run's own sizes (``details["figures_follow_runs"]``):
 #: those of the latest run (``specs/interface.md`` §9)
-RUN_FIGURES = ("latency_s", "throughput_per_s", "energy_j", "memory", "peak_memory_bytes", "devices")
+RUN_FIGURES = ("latency_s", "throughput_per_s", "energy_j", "memory", "peak_memory_bytes", "devices", "kernels",
+               "kernel_count")
 
 
 class RunReport(HalModel):

@@ -261,3 +261,16 @@ def test_an_if_of_one_static_output_shape_runs_whatever_decides_its_branch():
     model.graph.output[0].type.tensor_type.ClearField("shape")
     with pytest.raises(UnsupportedOpError, match="the branch taken, which a condition computed on the device picks"):
         hal.InferenceSession(model, target="lpu")
+
+
+def test_a_program_compiled_per_run_reports_the_latest_runs_kernels():
+    # an LPU program whose shapes follow its feeds had shown "0 kernels for 2 nodes" after every run
+    # (hal run, hal compare, hal profile's empty table): only the figures were the latest run's
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "r"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])])
+    s = hal.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), target="lpu")
+    assert s.report.details["figures_follow_runs"] is True
+    s.run(None, {"x": np.ones((3, 4), np.float32)})
+    assert s.report.kernel_count == len(s.report.kernels) > 0
+    assert all(k.time_s > 0 for k in s.report.kernels)
