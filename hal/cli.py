@@ -71,8 +71,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from hal.plugins import registry
 
     reg = registry()
+    kernels: dict[str, list[str]] = {}
+    for (domain, op), owner in sorted(reg.kernel_owners.items()):
+        kernels.setdefault(owner, []).append(f"{domain or 'ai.onnx'}::{op}")
     plugins = [{"plugin": r.name, "distribution": r.distribution, "version": r.version, "hal_api": r.api,
-                "targets": r.targets, "ok": r.ok, "error": str(r.error) if r.error else None, "warnings": r.warnings}
+                "targets": r.targets, "kernels": kernels.get(r.name, []), "graph_passes": r.passes, "ok": r.ok,
+                "error": str(r.error) if r.error else None, "warnings": r.warnings}
                for r in sorted(reg.records.values(), key=lambda r: r.name)]
     env = {"hal": hal.__version__, "hal_api": hal.HAL_API_VERSION, "python": platform.python_version()}
     for pkg in ("numpy", "onnx", "ml_dtypes", "pluggy", "pydantic", "numba", "onnxruntime"):
@@ -97,11 +101,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     # one line, however long: a log keeps it whole, a terminal wraps it (its "[image]" is text, not markup)
     con.print(" ".join(f"{k} {v}" for k, v in env.items() if v), markup=False, soft_wrap=True)
     t = titled_table("plugins (entry-point group hal.plugins)")
-    for c in ("plugin", "distribution", "version", "HAL API", "targets", "status"):
+    for c in ("plugin", "distribution", "version", "HAL API", "provides", "status"):
         t.add_column(c)
     for p in plugins:
+        provides = "; ".join(part for part in (", ".join(p["targets"]),
+                                               p["kernels"] and "kernels " + ", ".join(p["kernels"]),
+                                               p["graph_passes"] and "passes " + ", ".join(p["graph_passes"])) if part)
         t.add_row(*map(literal, (p["plugin"], p["distribution"] or "—", p["version"] or "—", p["hal_api"] or "—",
-                                 ", ".join(p["targets"]) or "—")),
+                                 provides or "—")),
                   f"[red]{literal(p['error'])}[/]" if not p["ok"] else
                   f"[yellow]ok, but {literal('; '.join(p['warnings']))}[/]" if p["warnings"] else "[green]ok[/]")
     con.print(t)

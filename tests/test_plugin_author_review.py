@@ -222,3 +222,28 @@ def test_a_misspelt_hardware_number_names_the_one_meant_and_those_there():
         spec.hw("peak_flop")
     assert "no hardware number 'peak_flop' (did you mean 'peak_flops'?); it has peak_flops, sram_bytes" in str(e.value)
     assert spec.hw("sram_bytes") == 2**26 and np.isfinite(spec.hw("peak_flops"))
+
+
+def test_hal_doctor_lists_the_kernels_and_passes_a_plugin_provides(hal_cli):
+    # a plugin of custom kernels and graph passes (no target) had shown "—" under targets: nothing said
+    # what it provides
+    import json
+
+    from hal.kernels import KernelDef
+
+    def review_pass(graph):
+        return graph
+
+    plugin = types.SimpleNamespace(
+        HAL_API_VERSION="1.0", hal_graph_passes=hal.hookimpl(lambda: [review_pass]),
+        hal_kernels=hal.hookimpl(lambda: [KernelDef("Twice", "com.review", 1, lambda x: x * 2)]))
+    try:
+        assert plugins.register(plugin, "acme-review-provides").ok
+        rc, out, _ = hal_cli("doctor", "--json")
+        assert rc == 0
+        (mine,) = [p for p in json.loads(out)["plugins"] if p["plugin"] == "acme-review-provides"]
+        assert mine["kernels"] == ["com.review::Twice"] and mine["graph_passes"] == ["review_pass"]
+        rc, out, _ = hal_cli("doctor")
+        assert rc == 0 and "kernels com.review::Twice; passes review_pass" in " ".join(out.split())
+    finally:
+        plugins.unregister("acme-review-provides")
