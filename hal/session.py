@@ -51,6 +51,7 @@ from hal.placement import (
 from hal.plugins import get_target, hook_error, is_own_target, registry
 from hal.specs import (
     RUN_FIGURES,
+    SCHEMA_MODELS,
     CompileOptions,
     CompileReport,
     KernelReport,
@@ -196,6 +197,14 @@ def compile_graph(graph: Graph, target: Target, options: CompileOptions, cache: 
                                 hint="raise timeout_s, or pass none") from None
         raise hook_error(name, f"compile on target {name!r} {e}; {left}",
                          hint="raise timeout_s, or report the hang to the plugin's authors") from None
+    except ValidationError as e:  # one of hal's models built wrong (a report): its first error, in one line
+        first = e.errors(include_url=False)[0]
+        at = ".".join(map(str, first["loc"]))
+        raise hook_error(name, f"compile on target {name!r} built an invalid {e.title} ({e.error_count()} "
+                               f"error{'s' if e.error_count() != 1 else ''}; {at + ': ' if at else ''}"
+                               f"{first['msg'].removeprefix('Value error, ')})",
+                         hint=f"see specs/schemas/{e.title}.schema.json" if e.title in SCHEMA_MODELS else
+                         None) from e
     except (Exception, SystemExit) as e:  # third-party code: name it, keep the process alive
         raise hook_error(name, f"compile on target {name!r} raised {type(e).__name__}: {e}") from e
     exe = _checked_executable(exe, name)

@@ -247,3 +247,31 @@ def test_hal_doctor_lists_the_kernels_and_passes_a_plugin_provides(hal_cli):
         assert rc == 0 and "kernels com.review::Twice; passes review_pass" in " ".join(out.split())
     finally:
         plugins.unregister("acme-review-provides")
+
+
+def test_a_compile_that_builds_an_invalid_report_says_so_in_one_line():
+    # pydantic's own text had reached the user: several lines, "[type=value_error, input_value=-1.0, ...]"
+    # and a URL to pydantic's docs
+    class _Neg:
+        spec = TargetSpec(name="acme-neg", vendor="acme", kind="other")
+
+        def capability(self, graph, options):
+            return plugins.get_target("cpu").capability(graph, options)
+
+        def compile(self, graph, options):
+            CompileReport(target="acme-neg", latency_s=-1.0)
+
+        def load(self, blob):
+            raise NotImplementedError
+
+    plugin = types.SimpleNamespace(HAL_API_VERSION="1.0", hal_targets=hal.hookimpl(lambda: [_Neg()]))
+    assert plugins.register(plugin, "acme-review-neg").ok
+    try:
+        with pytest.raises(hal.PluginError) as e:
+            hal.InferenceSession("zoo:tiny-cnn", target="acme-neg")
+        text = str(e.value)
+        said = "compile on target 'acme-neg' built an invalid CompileReport (1 error; latency_s: latency_s is -1.0"
+        assert said in text and "\n" not in e.value.what and "pydantic.dev" not in text
+        assert e.value.hint == "see specs/schemas/CompileReport.schema.json"
+    finally:
+        plugins.unregister("acme-review-neg")
