@@ -122,7 +122,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import hal
     from hal import limits
-    from hal.feeds import random_feeds
+    from hal.feeds import ones_note, random_feeds
 
     try:
         max_memory = limits.parse_bytes(args.max_memory) if args.max_memory is not None else None
@@ -139,7 +139,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if missing:  # random inputs are held to the same bound as the run
         generated = random_feeds(sess.graph, seed=args.seed, max_memory=max_memory)  # (dims: bound in the session)
         feeds.update({k: generated[k] for k in missing})
-    outs = sess.run(None, feeds)
+    try:
+        outs = sess.run(None, feeds)
+    except hal.RunError as e:
+        if not missing or (note := ones_note(sess.graph, missing)) is None:
+            raise
+        raise hal.RunError(e.what, where=e.where, hint=f"{e.hint}; {note}" if e.hint else note) from e
     names = [o.name for o in sess.get_outputs()]
     if args.save:
         from hal.files import npz_bytes

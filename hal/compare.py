@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from hal.api_args import check_fallback, chosen_targets, make_options
 from hal.bisect import BisectResult
-from hal.errors import HalError, InputError, ResourceError, UnsupportedOpError
-from hal.feeds import random_feeds
+from hal.errors import HalError, InputError, ResourceError, RunError, UnsupportedOpError
+from hal.feeds import ones_note, random_feeds
 from hal.graph.dims import checked_dims
 from hal.graph.ir import Graph
 from hal.graph.load import ModelLike, load
@@ -333,7 +333,12 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
     feeds = given if given is not None else random_feeds(graph, seed=seed, dims=None if bound else dims)
     tol = tolerance(precision)
     ref = InferenceSession(graph_copy(model), target=REFERENCE_TARGET, dims=bound)
-    ref_out = ref.run(None, feeds)
+    try:
+        ref_out = ref.run(None, feeds)
+    except RunError as e:
+        if given is not None or (note := ones_note(graph, feeds, dims)) is None:
+            raise
+        raise RunError(e.what, where=e.where, hint=f"{e.hint}; {note}" if e.hint else note) from e
     out_names = [o.name for o in ref.get_outputs()]
     results = []
     sessions: dict[str, InferenceSession] = {}
@@ -363,6 +368,8 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
             continue
         except HalError as e:
             res.status, res.reason = "error", str(e)
+            if isinstance(e, RunError) and given is None and (note := ones_note(graph, feeds, dims)):
+                res.reason += f" — {note}"
             results.append(res)
             continue
         r = sess.report

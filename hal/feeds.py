@@ -4,7 +4,7 @@ and map feeds checked against their declared key and value types."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -65,6 +65,22 @@ def resolve_shape(t: TensorInfo, dims: Mapping[str, int]) -> tuple[int, ...]:
         elif d is None or isinstance(d, str):
             out.append(int(dims.get("*", 1)))
     return tuple(out)
+
+
+def ones_note(graph: Graph, names: Iterable[str], dims: Mapping[str, int] | None = None) -> str | None:
+    """What a run on random inputs should say when it fails: the open dimensions of the inputs ``names``
+    that ``random_feeds`` set to 1 (a model built for other sizes fails on them, a Reshape to a fixed
+    shape, a mask of another length), and how to give sizes instead; None when there are none."""
+    dims = dims or {}
+    wanted = set(names)
+    ones = [f"{t.name}[{a}]" + (f" '{d}'" if isinstance(d, str) else "") for t in graph.inputs if t.name in wanted
+            for a, d in enumerate(t.shape or ()) if not isinstance(d, int)
+            and (d is None or d not in dims) and "*" not in dims]
+    if not ones:
+        return None
+    return (f"the random inputs set their open dimensions to 1 ({', '.join(ones[:6])}"
+            f"{f' and {len(ones) - 6} more' if len(ones) > 6 else ''}): give the sizes the model was built for "
+            "(dims=, hal --dim NAME=N) or your own inputs (inputs=, hal --inputs FILE.npz)")
 
 
 #: where a value hal cannot invent comes from instead

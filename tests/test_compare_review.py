@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -240,3 +241,24 @@ def test_a_native_format_needs_native_offered():
 
     with pytest.raises(pydantic.ValidationError, match="native_format 'fp16' is given, but 'native' is not"):
         TargetSpec(name="npu", vendor="v", kind="other", precisions=["exact", "fp16"], native_format="fp16")
+
+
+def _fixed_reshape(tmp_path):
+    g = helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [helper.make_tensor("s", TensorProto.INT64, [2], [4, 3])])
+    path = tmp_path / "fixed.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_run_on_random_inputs_that_fails_says_which_dimensions_were_set_to_1(tmp_path, hal_cli):
+    # a model reshaping to a fixed size failed on hal's random inputs with only "cannot reshape array of size
+    # 6 into shape (4,3)": nothing said its batch had been set to 1, nor how to give another
+    path = _fixed_reshape(tmp_path)
+    rc, _, err = hal_cli("run", str(path))
+    assert rc != 0 and "set their open dimensions to 1 (x[0] 'batch')" in err and "--dim NAME=N" in err
+    assert hal_cli("run", str(path), "--dim", "batch=2")[0] == 0
+    with pytest.raises(hal.RunError, match=r"set their open dimensions to 1 \(x\[0\] 'batch'\)"):
+        hal.compare(str(path), "cpu,gpu")  # (the cpu reference fails first)
