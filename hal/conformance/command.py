@@ -355,6 +355,10 @@ def print_report(report: ConformanceReport, console: Any, *, failing_only: bool 
     for c in report.cases:  # a plugin's case hook that failed: the table alone would not say whose or why
         if c.cause == "plugin" and c.outcome == "failed":
             console.print(f"[red]  {literal(c.name)}: {literal(c.message or '')}[/red]")
+    if stale := report.stale_manifest_entries:
+        console.print(f"[yellow]  manifest: {len(stale)} entr{'y names' if len(stale) == 1 else 'ies name'} no case "
+                      f"of this suite ({literal(', '.join(stale[:3]))}{', …' if len(stale) > 3 else ''}): they "
+                      "waive nothing; --write-manifest drops them[/yellow]")
     skipped_cases = [c for c in report.cases if c.outcome == "skipped"]
     if skipped_cases:
         first = skipped_cases[0]

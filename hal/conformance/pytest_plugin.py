@@ -231,9 +231,23 @@ class SuiteState:
         from hal.conformance.report import ConformanceReport
 
         workers = int(getattr(self.config.option, "numprocesses", 0) or 0) or 1
-        return ConformanceReport.build(self.results.values(), target=self.target, profile=self.profile.name,
-                                       precision=self.precision, workers=workers,
-                                       duration_s=time.perf_counter() - self.t0, stopped=self.stopped)
+        rep = ConformanceReport.build(self.results.values(), target=self.target, profile=self.profile.name,
+                                      precision=self.precision, workers=workers,
+                                      duration_s=time.perf_counter() - self.t0, stopped=self.stopped)
+        rep.stale_manifest_entries = self.stale(self.manifest)
+        return rep
+
+    def stale(self, manifest: Any) -> list[str]:
+        """The entries of ``manifest`` that name no case of the suite (its full profile, plugins' cases)."""
+        from hal.conformance.suite import select_cases
+
+        if not manifest:
+            return []
+        try:
+            known = {c.name for c in select_cases("full")}
+        except Exception:  # advice only: a suite that could not be collected says so elsewhere
+            return []
+        return sorted(name for name in manifest if name not in known)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput") or exitstatus == pytest.ExitCode.USAGE_ERROR:
@@ -252,7 +266,9 @@ class SuiteState:
 
             entries = [ManifestEntry(r.name, r.op, r.cause or "error", manifest_reason(r.cause, r.message))
                        for r in self.results.values() if r.outcome in ("failed", "xfailed")]
-            keep = [e for name, e in self._regenerated(out).items() if name not in self.results]
+            regenerated = self._regenerated(out)
+            stale = set(self.stale(regenerated))
+            keep = [e for name, e in regenerated.items() if name not in self.results and name not in stale]
             # (the profile as given: a profile file's name is its stem, which --profile would not find)
             write_manifest(out, self.target, entries, profile=self.config.getoption("hal_profile"), keep=keep)
 

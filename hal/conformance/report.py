@@ -80,6 +80,9 @@ class ConformanceReport(HalModel):
     ops: list[OpResult]
     stopped: str | None = Field(default=None, description="why the run stopped before every selected case ran "
                                                           "(the cases it lists are the ones that ran); None: all ran")
+    stale_manifest_entries: list[str] = Field(default_factory=list, description=(
+        "cases the manifest lists that the suite has none of (renamed or dropped by onnx, or a plugin's): "
+        "they waive nothing; regenerating the manifest drops them"))
     failures: list[CaseResult] = Field(default_factory=list, description="failed and xfailed cases")
     cases: list[CaseResult] = Field(default_factory=list)
 

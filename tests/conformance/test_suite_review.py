@@ -5,6 +5,7 @@ the suite starts."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -341,11 +342,27 @@ def test_a_partial_run_regenerating_a_manifest_keeps_that_files_other_entries(tm
     """With --hal-manifest none (or another file) a -k run had rewritten the manifest with only the cases it ran,
     dropping every other entry the file held."""
     dest = tmp_path / "xfail-cpu.toml"
-    dest.write_text('target = "cpu"\n[[xfail]]\ncase = "test_gradient_of_add"\nop = "Gradient"\ncause = "no kernel"\n'
-                    'reason = "no kernel for Gradient"\n')
+    dest.write_text('target = "cpu"\n[[xfail]]\ncase = "simple/test_gradient_of_add"\nop = "Gradient"\n'
+                    'cause = "no kernel"\nreason = "no kernel for Gradient"\n')
     r = run_pytest(tmp_path, "--hal-target", "cpu", "--hal-profile", "full", "--hal-manifest", "none",
                    "--hal-write-manifest", str(dest), "-k", "test_bernoulli_seed or test_abs")
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr
     written = load_manifest(dest, "cpu")
-    assert set(written) == {"test_gradient_of_add", "test_bernoulli_seed", "test_bernoulli_seed_expanded"}
-    assert written["test_gradient_of_add"].reason == "no kernel for Gradient"
+    assert set(written) == {"simple/test_gradient_of_add", "test_bernoulli_seed", "test_bernoulli_seed_expanded"}
+    assert written["simple/test_gradient_of_add"].reason == "no kernel for Gradient"
+
+
+def test_manifest_entries_that_name_no_case_are_reported_and_dropped_when_regenerated(tmp_path: Path) -> None:
+    """An entry for a case onnx renamed or dropped waived nothing and stayed in the file for ever, unsaid."""
+    dest = tmp_path / "xfail-cpu.toml"
+    dest.write_text('target = "cpu"\n[[xfail]]\ncase = "simple/test_gradient_of_add"\nop = "Gradient"\n'
+                    'cause = "no kernel"\nreason = "no kernel for Gradient"\n[[xfail]]\n'
+                    'case = "test_relu_renamed_long_ago"\nop = "Relu"\ncause = "wrong numbers"\nreason = "x"\n')
+    out = tmp_path / "r.json"
+    r = run_pytest(tmp_path, "--hal-target", "cpu", "--hal-profile", "full", "--hal-manifest", str(dest),
+                   "--hal-json", str(out), "-k", "test_abs")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert json.loads(out.read_text())["stale_manifest_entries"] == ["test_relu_renamed_long_ago"]
+    r = run_pytest(tmp_path, "--hal-target", "cpu", "--hal-profile", "full", "--hal-manifest", str(dest),
+                   "--hal-write-manifest", str(dest), "-k", "test_abs")
+    assert set(load_manifest(dest, "cpu")) == {"simple/test_gradient_of_add"}
