@@ -65,13 +65,21 @@ _DTYPE_FORMAT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "floa
 class _Formats:
     """Storage sizes and tensor-core formats under one precision policy."""
 
-    def __init__(self, graph: Graph, pol: Policy, keep_wide: set[int]):
-        self.graph, self.policy, self.keep_wide = graph, pol, keep_wide
+    def __init__(self, graph: Graph, pol: Policy, keep_wide: set[int], int8: set[int] = frozenset()):
+        self.graph, self.policy, self.keep_wide, self.int8 = graph, pol, keep_wide, int8
         self.gemm_weights: dict[str, int] = {}
         for i, n in enumerate(map(costed, graph.nodes)):
             w = 3 if n.op_type in ("QLinearMatMul", "QLinearConv", "QGemm") else 1  # after A's scale and zero point
             if n.op_type in GEMM_OPS and len(n.inputs) > w and n.inputs[w] in graph.initializers:
                 self.gemm_weights[n.inputs[w]] = i
+        # float weights (a DequantizeLinear's, folded) that only int8 kernels read: held as int8 codes
+        operands = {(i, pos) for i in int8 for pos in (0, 1)}
+        read = {}
+        for i, n in enumerate(graph.nodes):
+            for pos, x in enumerate(n.inputs):
+                if x in graph.initializers:
+                    read[x] = read.get(x, True) and (i, pos) in operands
+        self.int8_weights = {x for x, only in read.items() if only}
 
     def _narrow(self, dtype: np.dtype | None, fmt: str) -> int:
         if dtype is None:
@@ -91,6 +99,8 @@ class _Formats:
 
     def weight(self, name: str) -> float:
         w = self.graph.initializers[name]
+        if name in self.int8_weights and not self.policy.exact:
+            return float(w.size)  # int8 codes (their scales: one per tensor or output channel)
         fmt = self.policy.storage
         i = self.gemm_weights.get(name)
         if i is not None:
@@ -107,6 +117,8 @@ class _Formats:
         own = _DTYPE_FORMAT.get(info.dtype.name, "fp32") if info is not None and info.dtype is not None else "fp32"
         if self.policy.exact:
             return own
+        if idx in self.int8:
+            return "int8"  # explicit Q/DQ: an int8 kernel whatever the precision (TensorRT's)
         fmt = self.policy.storage if idx in self.keep_wide else self.policy.matmul_inputs
         if ITEMSIZE.get(own, 4) < ITEMSIZE[fmt] or own == "fp64":
             return own  # 16-bit models are not widened to TF32
@@ -251,7 +263,7 @@ class GpuTarget:
         ix = GraphIndex(graph)
         kernels = self._plan(graph, keep=False)
         keep_wide = _logits_gemms(graph, ix) if pol.matmul_weights in ("fp8", "int8") else set()
-        fmt = _Formats(graph, pol, keep_wide)
+        fmt = _Formats(graph, pol, keep_wide, {i for k in kernels for i in k.int8})
         appended, cache_inputs = {}, set()
         for n in graph.nodes:
             if is_cache_append(n, ix):
@@ -352,6 +364,8 @@ class GpuTarget:
                        "overhead_s": kc.overhead_s, "latency_s": kc.latency_s,
                        **({} if kc.launch is None else kc.launch.details()),
                        **{key: v for key, v in kc.extra.items() if key != "start_s"}}
+            if k.int8 and kc.fmt == "int8":  # int8 x int8 products, int32 accumulation, scaled after
+                details["quantization"] = "int8 (Q/DQ)"
             reports.append(KernelReport(
                 name=k.name, nodes=[names[i] for i in k.nodes], op_types=[graph.nodes[i].op_type for i in k.nodes],
                 unit=kc.unit, flops=kc.flops, bytes=kc.bytes, time_s=kc.time_s, start_s=kc.extra.get("start_s"),

@@ -4,7 +4,8 @@ A fused kernel runs its member nodes' reference kernels in order — the values 
 what the GPU keeps in registers, so only the kernel's outputs are stored in the policy's storage
 format. The fused attention kernel is one step running the blocked online-softmax implementation.
 Matrix-unit ops see their inputs rounded to the policy's input format and their weights quantised
-once, here (per output channel for fp8/int8), and accumulate in fp32.
+once, here (per output channel for fp8/int8), and accumulate in fp32; an int8 kernel of an explicitly
+quantized model (``Kernel.int8``) takes its dequantized operands as they are, at every precision.
 """
 
 from __future__ import annotations
@@ -175,11 +176,12 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
     """
     exact = policy.exact
     narrow_act = policy.storage if policy.matmul_inputs in ("fp8", "int8") else policy.matmul_inputs
+    int8 = {i for k in kernels for i in k.int8}  # int8 kernels (explicit Q/DQ): their operands as they are
     users: dict[str, set[tuple[str, int]]] = {}
-    for n in graph.nodes:
+    for j, n in enumerate(graph.nodes):
         for pos, x in enumerate(n.inputs):
             if x in graph.initializers:
-                users.setdefault(x, set()).add((n.op_type, pos))
+                users.setdefault(x, set()).add(("int8" if j in int8 else n.op_type, pos))
     weights: dict[str, np.ndarray] = {}
     steps: list[Step] = []
     pending: list[Node] = []  # nodes whose reference steps run as they are: fused where the host engine can
@@ -220,12 +222,15 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
             node = graph.nodes[i]
             # results leaving the kernel are stored in the policy's format (nothing to do for fp32)
             store = tuple(policy.storage if o in outs and policy.storage != "fp32" else None for o in node.outputs)
-            if exact or (node.op_type not in MATRIX_OPS and not any(store)):
+            # an int8 kernel's int8 x int8 products, accumulated exactly in int32 and scaled after,
+            # are the float product of its dequantized operands up to fp32 rounding: the reference's
+            matrix = node.op_type in MATRIX_OPS and i not in int8
+            if exact or (not matrix and not any(store)):
                 pending.append(node)  # the node's reference step: the same bits fused with its neighbours
                 continue
             flush()
             st = kernel_step(node, graph)
-            if node.op_type in MATRIX_OPS:
+            if matrix:
                 acts, wpos, axis = matrix_operands(node.op_type, node.attrs)
                 fmt_in = policy.storage if i in keep_wide else policy.matmul_inputs
                 fmt_w = policy.storage if i in keep_wide else policy.matmul_weights

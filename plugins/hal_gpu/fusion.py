@@ -31,6 +31,7 @@ from hal_gpu.patterns import (
     find_attention,
     is_cache_append,
     op_class,
+    qdq_gemms,
 )
 
 
@@ -50,6 +51,7 @@ class Kernel:
     name: str = ""
     inputs: list[str] = field(default_factory=list)    # values read from outside (activations + weights)
     outputs: list[str] = field(default_factory=list)   # values other kernels or the caller read
+    int8: set[int] = field(default_factory=set)        # its GEMMs that are int8 kernels (explicit Q/DQ)
 
     @property
     def launched(self) -> bool:
@@ -79,6 +81,7 @@ class _Fuser:
         self.label_kind: dict[str, str] = {}
         self.attention: dict[str, AttentionPattern] = {}
         self.classes = [op_class(n, graph) for n in graph.nodes]
+        self.int8: set[int] = set()
         self._index = {id(n): i for i, n in enumerate(graph.nodes)}
 
     # pattern labels ------------------------------------------------------------------------
@@ -90,7 +93,9 @@ class _Fuser:
             self.label_kind[lab] = "attention"
             for i in p.core:
                 self.label[i] = lab
-        # horizontal GEMMs: one wide GEMM for every MatMul group reading the same activation
+        self.int8 = qdq_gemms(g, ix, [i for i, c in enumerate(self.classes) if c == "gemm" and i not in self.label])
+        # horizontal GEMMs: one wide GEMM for every MatMul group reading the same activation (int8
+        # kernels apart from float ones)
         for value, cons in ix.consumers.items():
             if ix.is_weight(value):
                 continue
@@ -98,7 +103,7 @@ class _Fuser:
             by_depth: dict[tuple, list[int]] = {}
             for c in mms:
                 w = g.initializers[g.nodes[c].inputs[1]]
-                by_depth.setdefault((w.shape[0], str(w.dtype)), []).append(c)
+                by_depth.setdefault((w.shape[0], str(w.dtype), c in self.int8), []).append(c)
             for group in by_depth.values():
                 if len(group) > 1:
                     lab = f"gemm:{g.nodes[group[0]].name}"
@@ -131,8 +136,11 @@ class _Fuser:
             for x in operands:
                 while x and not ix.is_weight(x):
                     prod = ix.producer.get(x)
-                    if prod is None or prod in self.label or self.classes[prod] not in ("view", "layout") \
-                            or ix.sole_consumer(x) is None:
+                    if prod is None or prod in self.label or ix.sole_consumer(x) is None:
+                        break
+                    if self.classes[prod] not in ("view", "layout"):
+                        if i in self.int8 and g.nodes[prod].op_type == "DequantizeLinear":
+                            self.label[prod] = lab  # the int8 kernel reads the codes, and scales after
                         break
                     self.label[prod] = lab
                     act = ix.activations(g.nodes[prod])
@@ -345,6 +353,8 @@ class _Fuser:
                     if o and (o in ix.graph_outputs or any(c not in members for c in ix.consumers.get(o, []))):
                         outs.append(o)
             k.inputs, k.outputs = ins, outs
+            if k.kind == "gemm":
+                k.int8 = {i for i in k.gemms if i in self.int8}
             if not k.name:
                 anchor = k.anchor if k.anchor is not None else k.nodes[0]
                 k.name = f"{k.kind}:{g.nodes[anchor].name}"
