@@ -253,12 +253,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         emit_json(args.json, rep.model_dump(mode="json"))
         if args.json == "-":
             return _compare_status(rep)
-    tols = {r.target: r.tolerance for r in rep.results if r.target != "cpu" and r.tolerance is not None}
-    by_tol: dict[float, list[str]] = {}
-    for t, v in tols.items():
-        by_tol.setdefault(v, []).append(t)
-    bound = (f"{rep.tolerance:g}" if len(by_tol) <= 1 else
-             "; ".join(f"{', '.join(ts)} {v:g}" for v, ts in by_tol.items()))
+    from hal.compare import tolerance_text
+
+    bound = tolerance_text(rep)
     _print_compare(rep, f"{args.model}: every target vs the cpu reference ({args.precision}; ok within "
                         f"max |err| / max |cpu| ≤ {bound})")
     return _compare_status(rep)

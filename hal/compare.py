@@ -267,6 +267,19 @@ def tolerance(precision: str, spec: TargetSpec | None = None) -> float:
     return TOLERANCE.get(precision, TOLERANCE["native"])
 
 
+def tolerance_text(rep: CompareReport) -> str:
+    """The tolerance a table's title states: the one every target row was judged by, or per tolerance the
+    targets judged by it where they differ (a native run takes its target's ``native_format``'s, so a
+    report of the gpu alone at native is judged by tf32's, not by ``rep.tolerance``, native's own)."""
+    by_tol: dict[float, list[str]] = {}
+    for r in rep.results:
+        if r.target != rep.reference and r.tolerance is not None:
+            by_tol.setdefault(r.tolerance, []).append(r.target)
+    if len(by_tol) <= 1:
+        return f"{next(iter(by_tol), rep.tolerance):g}"
+    return "; ".join(f"{', '.join(ts)} {v:g}" for v, ts in by_tol.items())
+
+
 def verdict(r: TargetResult) -> str:
     """A row's status as the table shows it (``TargetResult.verdict``)."""
     if r.status != "ok":

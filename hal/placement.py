@@ -153,8 +153,9 @@ def partitions_combined(reports: list[CompileReport], *, devices_fixed: bool = F
                 over(own) else "choose a narrower precision") + (
                 ", or register kernels for the refused nodes (through the hal_kernels hook) so the model runs "
                 "as one partition")
+        on, has = ("on each device", "a device has") if m.per_device else ("in all", "the target has")  # (MemoryX)
         raise ResourceError(f"the {len(reports)} partitions of target {rep.target!r} hold {format_bytes(m.bytes)} "
-                            f"of {m.level} on each device when resident together ({each}), but a device has "
+                            f"of {m.level} {on} when resident together ({each}), but {has} "
                             f"{format_bytes(m.capacity or 0)}", where=where, hint=hint)
     rep.memory, rep.devices = own, sum(r.devices for r in reports)
     rep.peak_memory_bytes = max(r.peak_memory_bytes for r in reports)

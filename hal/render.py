@@ -6,7 +6,7 @@ import base64
 import html
 from pathlib import Path
 
-from hal.compare import CompareReport, TargetResult, verdict
+from hal.compare import CompareReport, TargetResult, tolerance_text, verdict
 from hal.files import write_output
 from hal.perf.memory import per_device_bytes
 
@@ -104,7 +104,7 @@ def notes(rep: CompareReport) -> list[str]:
 
 def to_markdown(rep: CompareReport) -> str:
     lines = [f"# hal compare: {rep.model}", "",
-             f"precision `{rep.precision}`, reference `{rep.reference}`, tolerance {rep.tolerance:g} (max rel)",
+             f"precision `{rep.precision}`, reference `{rep.reference}`, tolerance {tolerance_text(rep)} (max rel)",
              "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row(r)) + " |" for r in rows(rep)]
     n = notes(rep)
@@ -132,7 +132,7 @@ def to_html(rep: CompareReport, pictures: dict[str, Path] | None = None) -> str:
              f"<style>{_CSS}</style></head><body>",
              f"<h1>hal compare: {html.escape(rep.model)}</h1>",
              f"<p>precision <code>{html.escape(rep.precision)}</code>, reference <code>{rep.reference}</code>, "
-             f"tolerance {rep.tolerance:g} (max relative error)</p>",
+             f"tolerance {html.escape(tolerance_text(rep))} (max relative error)</p>",
              f"<table id='results'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"]
     n = notes(rep)
     if n:
