@@ -61,7 +61,8 @@ def target_capability(target: Target, graph: Graph, options: CompileOptions) -> 
                                        "runs in one group", hint="list each node in one hal.specs.NodeGroup")
     names = [n.name for n in graph.nodes]
     known, refused = set(names), {r.node for r in cap.refused}
-    breaches = [("names nodes the graph lacks", [n for n in [*seen, *refused] if n not in known]),
+    listed = dict.fromkeys([*seen, *(r.node for r in cap.refused)])  # (in the order the plugin gave them)
+    breaches = [("names nodes the graph lacks", [n for n in listed if n not in known]),
                 ("both takes and refuses", [n for n in seen if n in refused]),
                 ("neither takes nor refuses", [n for n in names if n not in seen and n not in refused])]
     for what, nodes in breaches:

@@ -145,11 +145,12 @@ def placement_map(ax, kernels: list[Any], mesh: tuple[int, int] | None, routes: 
 
 def _roof_key(report: Any, spec: Any) -> str | None:
     """The sheet key of the compute roof a GPU roofline draws: the highest peak among the precision's own
-    format (native: TF32 tensor cores) and the formats its kernels say they ran at (``details["format"]``).
-    The precision alone does not say it: a float16 model runs its GEMMs on fp16 tensor cores at ``exact``
-    and ``native`` alike, and had been drawn under the fp32 or TF32 roof with its prefill GEMMs above it
-    (778 TFLOP/s under a 495 TFLOP/s roof, on an H100 sheet)."""
-    own = {"exact": "fp32", "fp32": "fp32", "native": "tf32"}.get(report.precision, report.precision)
+    format (native: the sheet's ``native_format``, TF32 tensor cores on a GPU) and the formats its kernels
+    say they ran at (``details["format"]``). The precision alone does not say it: a float16 model runs its
+    GEMMs on fp16 tensor cores at ``exact`` and ``native`` alike, and had been drawn under the fp32 or TF32
+    roof with its prefill GEMMs above it (778 TFLOP/s under a 495 TFLOP/s roof, on an H100 sheet)."""
+    own = {"exact": "fp32", "fp32": "fp32", "native": getattr(spec, "native_format", None) or "fp32"}.get(
+        report.precision, report.precision)
     ran = {k.details.get("format") for k in report.kernels if k.flops > 0 and isinstance(k.details, dict)}
     keys = [key for key in dict.fromkeys(f"peak_flops_{f}" for f in (own, *sorted(f for f in ran if f)))
             if key in spec.hardware]

@@ -308,7 +308,15 @@ def on_int8_grid(w: object, axis: int) -> bool:
     second step is not recognised (the GEMM then stays a float one)."""
     if not isinstance(w, np.ndarray) or w.dtype != np.float32 or w.ndim == 0 or w.size == 0:
         return False
-    rows = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1).astype(np.float64)
+    rows = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    if rows.shape[0] > 8 and not _rows_on_int8_grid(rows[:8]):  # a trained weight fails in its first rows
+        return False
+    return _rows_on_int8_grid(rows)
+
+
+def _rows_on_int8_grid(rows: np.ndarray) -> bool:
+    """``on_int8_grid`` for the rows (slices) of a 2-D float32 array."""
+    rows = rows.astype(np.float64)
     if not np.isfinite(rows).all():
         return False
     ordered = np.sort(rows, axis=1)
