@@ -5,6 +5,7 @@ atomically."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -75,11 +76,25 @@ def check_destinations(args: Any) -> None:
 
 
 def emit_json(dest: str | None, payload: Any) -> None:
-    text = json.dumps(payload, indent=2, default=json_default)
+    """``payload`` as strict JSON (RFC 8259, which jq, JavaScript and most parsers hold to): a float that is
+    not finite is written as the string "Infinity", "-Infinity" or "NaN", as pydantic's ``ser_json_inf_nan=
+    'strings'`` writes it and reads it back, where json.dumps would write a bare Infinity."""
+    text = json.dumps(_finite(payload), indent=2, default=lambda o: _finite(json_default(o)), allow_nan=False)
     if dest in (None, "-"):
         print(text)
     else:
         write_out(dest, text + "\n")
+
+
+def _finite(o: Any) -> Any:
+    """``o`` with each non-finite float as its name (see ``emit_json``)."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return "NaN" if math.isnan(o) else "Infinity" if o > 0 else "-Infinity"
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
 
 
 def json_default(o: Any) -> Any:

@@ -99,7 +99,13 @@ def test_hal_compare_shows_a_peer_giving_nan_where_the_reference_does_not(tmp_pa
                           str(tmp_path / "x.npz"), "--targets", "cpu", "--peer", "onnxruntime", "--json", "-"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 1, res.stderr
-    peer = json.loads(res.stdout)["peers"][0]
-    (s,) = peer["outputs"]
+    def strict(name: str) -> None:  # a bare Infinity or NaN is not JSON (RFC 8259): jq and JavaScript reject it
+        raise AssertionError(f"--json wrote a bare {name}")
+
+    doc = json.loads(res.stdout, parse_constant=strict)
+    (s,) = doc["peers"][0]["outputs"]
     assert s["mismatch"] == "NaN at 1 of 1 value where the reference's is finite" and not s["within_tolerance"]
-    assert s["max_abs"] == float("inf") and s["cosine"] == 0.0
+    assert s["max_abs"] == "Infinity" and s["cosine"] == 0.0
+    from hal.compare import CompareReport
+
+    assert CompareReport.model_validate(doc).peers[0].outputs[0].max_abs == float("inf")  # (read back as a float)
