@@ -39,9 +39,9 @@ def dtypes_text(dtypes: list[str]) -> str:
     """A spec's dtypes for a table: "all" (none listed), "all but X" where it leaves out fewer than it lists."""
     from hal.specs import dtype_names
 
-    left_out = [d for d in dtype_names() if d not in dtypes]
     if not dtypes:
         return "all"
+    left_out = [d for d in dtype_names() if d not in dtypes]
     return "all but " + ", ".join(left_out) if len(left_out) < len(dtypes) else ", ".join(dtypes)
 
 
@@ -142,9 +142,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         outs = sess.run(None, feeds)
     except hal.RunError as e:
-        if not missing or (note := ones_note(sess.graph, missing)) is None:
-            raise
-        raise hal.RunError(e.what, where=e.where, hint=f"{e.hint}; {note}" if e.hint else note) from e
+        if missing and (note := ones_note(sess.graph, missing)):
+            e.add_hint(note)
+        raise
     names = [o.name for o in sess.get_outputs()]
     if args.save:
         from hal.files import npz_bytes

@@ -349,9 +349,9 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
     try:
         ref_out = ref.run(None, feeds)
     except RunError as e:
-        if given is not None or (note := ones_note(graph, feeds, dims)) is None:
-            raise
-        raise RunError(e.what, where=e.where, hint=f"{e.hint}; {note}" if e.hint else note) from e
+        if given is None and (note := ones_note(graph, feeds, dims)):
+            e.add_hint(note)
+        raise
     out_names = [o.name for o in ref.get_outputs()]
     results = []
     sessions: dict[str, InferenceSession] = {}

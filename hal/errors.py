@@ -33,6 +33,11 @@ class HalError(Exception):
             parts.append(self.hint)
         return " — ".join(parts)
 
+    def add_hint(self, more: str) -> None:
+        """Add ``more`` to what the user can do (after the hint there is, if any)."""
+        self.hint = more if not self.hint else f"{self.hint}; {more}"
+        self.args = (self._message(),)
+
     def within(self, outer: str) -> None:
         """Say this happened inside ``outer`` (the node running the body that failed): ``where``
         becomes "outer > where"."""

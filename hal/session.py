@@ -404,11 +404,8 @@ class InferenceSession:
             rep.compile_time_s = compile_time
             return rep
         own = [p.executable.report for p in self._parts if p.target == self.target_name]
-        rep, shared = partitions_combined(own, devices_fixed=self.options.devices is not None,
-                                          where=f"session on target {self.target_name!r}")
+        rep, shared = self._combined(own)
         rep.model = graph.name
-        rep.kernels = [k for p in self._parts for k in p.executable.report.kernels]
-        rep.kernel_count = len(rep.kernels)
         rep.node_count = len(graph.nodes)
         rep.placement = placement
         crossing = set()
@@ -428,6 +425,15 @@ class InferenceSession:
         rep.compile_time_s = compile_time
         return rep
 
+    def _combined(self, reports: list[CompileReport]) -> tuple[CompileReport, bool]:
+        """``partitions_combined`` of the target's partitions' reports, with every partition's kernels (the
+        cpu ones' too). Returns it and whether the partitions share the devices."""
+        rep, shared = partitions_combined(reports, devices_fixed=self.options.devices is not None,
+                                          where=f"session on target {self.target_name!r}")
+        rep.kernels = [k for p in self._parts for k in p.executable.report.kernels]
+        rep.kernel_count = len(rep.kernels)
+        return rep, shared
+
     def __reduce_ex__(self, protocol: Any) -> Any:
         """Not picklable (nor copy.copy/deepcopy-able), as onnxruntime's sessions are not: its compiled
         programs, lock and cache handles belong to this process. An InputError saying what to send instead."""
@@ -446,13 +452,9 @@ class InferenceSession:
             return self._report.model_copy(update={k: getattr(live, k) for k in RUN_FIGURES})
         if self._live_parts:
             try:
-                live, _ = partitions_combined([e.report for e in self._live_parts],
-                                              devices_fixed=self.options.devices is not None,
-                                              where=f"session on target {self.target_name!r}")
+                live, _ = self._combined([e.report for e in self._live_parts])
             except HalError:  # the latest figures do not combine: the compile's stand
                 return self._report
-            live.kernels = [k for p in self._parts for k in p.executable.report.kernels]  # every partition's
-            live.kernel_count = len(live.kernels)
             return self._report.model_copy(update={k: getattr(live, k) for k in RUN_FIGURES})
         return self._report
 
