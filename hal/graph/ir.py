@@ -253,6 +253,19 @@ def body_reads(node: Node) -> set[str]:
     return out
 
 
+@dataclass(frozen=True)
+class Dequantized:
+    """What constant folding knows of a weight it made from a DequantizeLinear of integer codes
+    (``hal.graph.passes.fold_constants``): the codes' type, the axis its scales run along (None: one
+    scale for the whole tensor) and the block size (0: none). A plugin that runs such GEMMs on
+    integer units (the GPUs' Q/DQ kernels, as TensorRT does) reads it here, where the folded weight
+    alone is a float array like any other."""
+
+    codes: np.dtype
+    axis: int | None
+    block_size: int = 0
+
+
 @dataclass
 class Graph:
     """A model as hal sees it after loading: ready for passes, capability and compile."""
@@ -270,6 +283,8 @@ class Graph:
     functions: list[onnx.FunctionProto] = field(default_factory=list)
     #: initializers the model also lists as inputs (IR 4 on): defaults a feed may replace (hal.overrides)
     overridable: list[TensorInfo] = field(default_factory=list)
+    #: weights folded from a DequantizeLinear of integer codes (and views of them that keep their values)
+    dequantized: dict[str, Dequantized] = field(default_factory=dict)
 
     def opset(self, domain: str = "") -> int:
         return self.opsets.get("" if domain == "ai.onnx" else domain, 1)
@@ -339,7 +354,8 @@ class Graph:
             outputs = [self.values.get(o) or TensorInfo(o) for n in nodes for o in n.outputs
                        if o and (o in model_outputs or any(pi not in m for m in readers.get(o, ())))]
             out.append(Graph(gname, nodes, inputs, outputs, inits, self.values, self.opsets, self.ir_version,
-                             self.metadata, self.model_hash, self.functions))
+                             self.metadata, self.model_hash, self.functions,
+                             dequantized={k: d for k, d in self.dequantized.items() if k in inits}))
         return out
 
     def reads(self) -> list[list[str]]:

@@ -15,6 +15,7 @@ from hal import limits
 from hal.graph.branches import taken_branches
 from hal.graph.ir import NONDETERMINISTIC, Graph, Node, ShapeOnly, TensorInfo, Weight, body_reads
 from hal.graph.loops import static_trip_counts
+from hal.graph.quant import record_folded
 from hal.graph.rewrite import Rewrite, pool_concat_parts, reorder_average_pools, split_concat_convs
 from hal.graph.sequences import constructed_sequences, split_sequences
 from hal.graph.unfuse import unfuse_onnxruntime
@@ -35,8 +36,11 @@ def fold_constants(graph: Graph) -> Graph:
 
     Also folds ``Shape``/``Size`` of a tensor whose shape is fully static. Skips non-deterministic
     ops, subgraph ops, shape-only weights and results whose declared size exceeds FOLD_LIMIT_BYTES.
+    A weight folded from a DequantizeLinear of integer codes, or from a view of one, is noted in
+    ``graph.dequantized`` (``hal.graph.quant``): its codes' type and scale axis outlive the node.
     """
     inits = dict(graph.initializers)
+    record = dict(graph.dequantized)
     out_names = {o.name for o in graph.outputs}
     kept: list[Node] = []
     for n in graph.nodes:
@@ -69,10 +73,12 @@ def fold_constants(graph: Graph) -> Graph:
                     info = graph.values.get(o)
                     if info is None or info.shape is None:
                         graph.values[o] = TensorInfo(o, _elem_type(r), r.shape)
+            record_folded(n, inits, record, graph.opset(n.domain))
         else:
             kept.append(n)
     graph.nodes = kept
     graph.initializers = inits
+    graph.dequantized = record
     return graph
 
 
@@ -117,6 +123,7 @@ def remove_dead_nodes(graph: Graph) -> Graph:
     kept.reverse()
     graph.nodes = kept
     graph.initializers = {k: w for k, w in graph.initializers.items() if k in needed}
+    graph.dequantized = {k: d for k, d in graph.dequantized.items() if k in needed}
     return graph
 
 

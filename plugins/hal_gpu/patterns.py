@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hal.graph.fuse import GraphIndex
-from hal.graph.ir import Graph, Node
+from hal.graph.ir import Dequantized, Graph, Node
+from hal.graph.quant import CODE_VIEWS, carried, dequantize_of
 from hal.numerics import matrix_operands
 from hal.perf.opcount import costed
 from hal.perf.opcount import shape as static_shape
@@ -263,8 +264,6 @@ def is_cache_append(node: Node, ix: GraphIndex) -> bool:
 #: pytorch-quantization) wraps in DequantizeLinear inputs; TensorRT runs each as an int8 kernel
 QDQ_GEMM_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose"})
 _INT8_CODES = frozenset({np.dtype(np.int8), np.dtype(np.uint8)})
-#: ops between a DequantizeLinear and its GEMM that move its codes as they are
-_CODE_VIEWS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Transpose"})
 
 
 def _numel(graph: Graph, name: str) -> int | None:
@@ -274,71 +273,45 @@ def _numel(graph: Graph, name: str) -> int | None:
     return None if shape is None else int(np.prod(shape, dtype=np.int64))
 
 
-def _dequantized(graph: Graph, ix: GraphIndex, x: str, axis: int | None, rank: int) -> bool:
-    """Whether operand ``x`` is a DequantizeLinear's output of int8 or uint8 codes (through views and
-    transposes, which carry the codes as they are), its scale one per tensor or, where ``axis`` is
-    given, one per slice along it (the weight's output channels)."""
-    while x in ix.producer:
+def _codes_of(graph: Graph, ix: GraphIndex, x: str) -> Dequantized | None:
+    """What integer codes operand ``x`` holds the values of: a weight constant folding made of a
+    DequantizeLinear (``graph.dequantized``), or a DequantizeLinear's output, through the views
+    and transposes that carry codes as they are (``hal.graph.quant``); None for anything else."""
+    views: list[Node] = []  # from x back towards the codes
+    d = graph.dequantized.get(x)
+    while d is None and x not in graph.initializers and x in ix.producer:
         n = graph.nodes[ix.producer[x]]
-        if n.domain in ("", "ai.onnx") and n.op_type in _CODE_VIEWS:
-            x = n.inputs[0] if n.inputs else ""
-            axis = None  # a per-channel scale stays on its channels only where nothing moved them
+        if n.op_type in CODE_VIEWS and n.domain in ("", "ai.onnx") and n.inputs and n.inputs[0]:
+            views.append(n)
+            x = n.inputs[0]
+            d = graph.dequantized.get(x)
             continue
-        if n.op_type != "DequantizeLinear" or n.domain not in ("", "ai.onnx") or len(n.inputs) < 2:
-            return False
-        codes = graph.initializers.get(n.inputs[0])
-        info = graph.values.get(n.inputs[0])
-        dtype = np.dtype(codes.dtype) if codes is not None else info.dtype if info is not None else None
-        scales = _numel(graph, n.inputs[1])
-        if dtype not in _INT8_CODES or scales is None or n.attrs.get("block_size", 0):
-            return False
-        if scales == 1:
-            return True
-        return axis is not None and n.attrs.get("axis", 1) % max(1, rank) == axis % max(1, rank)
-    return False
-
-
-def on_int8_grid(w: object, axis: int) -> bool:
-    """Whether float32 weight ``w`` is what a DequantizeLinear makes of int8 or uint8 codes, one scale
-    per slice along ``axis`` (a per-tensor scale is one per slice too): every value of a slice an
-    integer multiple n of its scale, the n spanning at most 255 steps with 0 among them, a zero point
-    ``(q - zero point) x scale`` can make. Constant folding turns a quantized model's weight
-    DequantizeLinear into such a weight; a trained fp32 weight is on no grid.
-    The scale is the least step between a slice's distinct values; a slice whose values miss every
-    second step is not recognised (the GEMM then stays a float one)."""
-    if not isinstance(w, np.ndarray) or w.dtype != np.float32 or w.ndim == 0 or w.size == 0:
-        return False
-    rows = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
-    if rows.shape[0] > 8 and not _rows_on_int8_grid(rows[:8]):  # a trained weight fails in its first rows
-        return False
-    return _rows_on_int8_grid(rows)
-
-
-def _rows_on_int8_grid(rows: np.ndarray) -> bool:
-    """``on_int8_grid`` for the rows (slices) of a 2-D float32 array."""
-    rows = rows.astype(np.float64)
-    if not np.isfinite(rows).all():
-        return False
-    ordered = np.sort(rows, axis=1)
-    steps = np.diff(ordered, axis=1)
-    step = np.where(steps > 0, steps, np.inf).min(axis=1, initial=np.inf)
-    one = ~np.isfinite(step)  # a slice of one value: that value is one step
-    step = np.where(one, np.where(ordered[:, 0] != 0, np.abs(ordered[:, 0]), 1.0), step)
-    n = rows / step[:, None]
-    q = np.rint(n)
-    # fp32 rounding of (q - zp) x scale moves n by under 255 x 255 x 2**-24 (0.004)
-    if np.abs(n - q).max() > 1 / 32:
-        return False
-    return bool((np.maximum(q.max(axis=1), 0) - np.minimum(q.min(axis=1), 0) <= 255).all())
+        if n.op_type == "DequantizeLinear":
+            codes = graph.initializers.get(n.inputs[0])
+            info = graph.values.get(n.inputs[0])
+            dtype = np.dtype(codes.dtype) if codes is not None else info.dtype if info is not None else None
+            shape = _static(graph, n.inputs[0])
+            rank = len(shape) if shape is not None else (
+                len(info.shape) if info is not None and info.shape is not None else None)
+            d = dequantize_of(n, dtype, rank, _numel(graph, n.inputs[1]) if len(n.inputs) > 1 else None,
+                              graph.opset(n.domain))
+        break
+    for n in reversed(views):
+        if d is None:
+            return None
+        shape = _static(graph, n.inputs[0])
+        d = carried(n, d, None if shape is None else len(shape))
+    return d
 
 
 def qdq_gemms(graph: Graph, ix: GraphIndex, nodes: range | list[int] | None = None) -> set[int]:
     """The GEMM nodes an explicitly quantized model runs as int8 kernels, as TensorRT fuses
     DequantizeLinear -> Conv/MatMul/Gemm -> QuantizeLinear: every operand the tensor cores read
-    (``hal.numerics.MATRIX_OPS``) is int8 or uint8 codes and a scale, from a DequantizeLinear (a
-    per-tensor scale; a weight's also per output channel) or a weight constant folding made of one
-    (``on_int8_grid``). Int8 x int8 products accumulate exactly in int32 and are scaled in fp32
-    after, so the result is the float GEMM's up to fp32 rounding, whatever precision the rest runs at."""
+    (``hal.numerics.MATRIX_OPS``) is int8 or uint8 codes and a scale (``_codes_of``): one per tensor,
+    or a weight's one per output channel. Int8 x int8 products accumulate exactly in int32 and are
+    scaled in fp32 after, so the result is the float GEMM's up to fp32 rounding, whatever precision
+    the rest runs at. A float weight beside them, trained or folded by another tool before hal read
+    the model, has no DequantizeLinear for TensorRT to fuse: the GEMM stays a float one."""
     found = set()
     for i in range(len(graph.nodes)) if nodes is None else nodes:
         n = graph.nodes[i]
@@ -348,12 +321,11 @@ def qdq_gemms(graph: Graph, ix: GraphIndex, nodes: range | list[int] | None = No
         ok = True
         for pos in acts:
             x = n.inputs[pos] if pos < len(n.inputs) else ""
-            shape = _static(graph, x) if x else None
-            rank = len(shape) if shape is not None else 0
-            if x in graph.initializers:
-                ok = pos in wpos and on_int8_grid(graph.initializers[x], axis)
-            else:
-                ok = bool(x) and _dequantized(graph, ix, x, axis if pos in wpos else None, rank)
+            d = _codes_of(graph, ix, x) if x else None
+            shape = _static(graph, x) if d is not None and d.axis is not None else None
+            ok = (d is not None and d.codes in _INT8_CODES and not d.block_size
+                  and (d.axis is None or (pos in wpos and shape is not None
+                                          and d.axis == axis % max(1, len(shape)))))
             if not ok:
                 break
         if ok:

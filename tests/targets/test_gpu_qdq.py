@@ -198,3 +198,80 @@ def test_quantize_static_model_matches_the_reference(tmp_path) -> None:
             got, sess = _run(q, feeds, target, "native")
             np.testing.assert_array_equal(got, want)
             assert [k.details["format"] for k in _gemm_kernels(sess)] == ["int8"] * 4
+
+
+def _weight_only_qdq(w_nodes: list, w_inits: dict, weight: str, x_shape=(24, 64), y_shape=(24, 48)) -> bytes:
+    """x -> Q -> DQ -> MatMul(., ``weight``), the weight made by ``w_nodes`` from ``w_inits``."""
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]), *w_nodes,
+             helper.make_node("MatMul", ["xd", weight], ["y"])]
+    inits = {"s": np.float32(0.02), "z": np.int8(0), **w_inits}
+    graph = helper.make_graph(nodes, "qdq_weight",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(y_shape))],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _formats(model: bytes) -> list:
+    x = np.random.default_rng(2).normal(0, 1, (24, 64)).astype(np.float32)
+    got, sess = _run(model, {"x": x}, "gpu", "native")
+    want = _cpu(model, {"x": x})
+    if _gemm_kernels(sess)[0].details["format"] == "int8":
+        np.testing.assert_array_equal(got, want)
+    return [k.details["format"] for k in _gemm_kernels(sess)]
+
+
+def test_folding_records_a_weights_dequantize_linear_through_a_transpose() -> None:
+    # a weight stored as its output channels' rows (ModelOpt, pytorch-quantization): DequantizeLinear
+    # per row (axis 0), then a Transpose, both folded into one float weight; the record carries the
+    # scales' axis to the MatMul's output channels (axis 1), so the GEMM is an int8 one
+    rng = np.random.default_rng(4)
+    scales = rng.uniform(0.002, 0.01, 48).astype(np.float32)
+    model = _weight_only_qdq([helper.make_node("DequantizeLinear", ["wq", "ws"], ["wt"], axis=0),
+                              helper.make_node("Transpose", ["wt"], ["w"], perm=[1, 0])],
+                             {"wq": _codes(rng, (48, 64)), "ws": scales}, "w")
+    graph = optimize(load(model))
+    assert "w" in graph.initializers and not any(n.op_type == "DequantizeLinear" and n.inputs[0] == "wq"
+                                                 for n in graph.nodes)
+    assert graph.dequantized["w"].axis == 1 and graph.dequantized["w"].codes == np.int8
+    assert _formats(model) == ["int8"]
+    # the same codes with their scales along the input channels are no per-output-channel int8 weight
+    model = _weight_only_qdq([helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=0)],
+                             {"wq": _codes(rng, (64, 48)), "ws": rng.uniform(0.002, 0.01, 64).astype(np.float32)}, "w")
+    assert _formats(model) == ["tf32"]
+    # a per-row scale through a Reshape is no longer known to sit on one axis: a float GEMM
+    model = _weight_only_qdq([helper.make_node("DequantizeLinear", ["wq", "ws"], ["wt"], axis=0),
+                              helper.make_node("Reshape", ["wt", "shape"], ["w"])],
+                             {"wq": _codes(rng, (48, 64)), "ws": scales, "shape": np.array([64, 48])}, "w")
+    assert _formats(model) == ["tf32"]
+
+
+def test_a_float_weight_on_an_int8_grid_without_a_dequantize_linear_stays_float() -> None:
+    # integer multiples of one scale, stored as float32 (folded by some other tool, or a ternary
+    # network's weights): no DequantizeLinear for TensorRT to fuse, so no int8 kernel; the same
+    # values behind one are (before, hal guessed from the values and made both int8)
+    rng = np.random.default_rng(5)
+    codes = _codes(rng, (64, 48))
+    scale = np.float32(0.0078125)
+    model = _weight_only_qdq([], {"w": codes.astype(np.float32) * scale}, "w")
+    assert _formats(model) == ["tf32"]
+    model = _weight_only_qdq([helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"])],
+                             {"wq": codes, "ws": scale}, "w")
+    assert _formats(model) == ["int8"]
+
+
+def test_the_record_survives_partitioning_and_the_compile_cache(tmp_path) -> None:
+    rng = np.random.default_rng(6)
+    model = _weight_only_qdq([helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=1)],
+                             {"wq": _codes(rng, (64, 48)), "ws": rng.uniform(0.002, 0.01, 48).astype(np.float32)}, "w")
+    graph = optimize(load(model))
+    part = graph.subgraph([n.name for n in graph.nodes if n.op_type == "MatMul"])
+    assert part.dequantized == {"w": graph.dequantized["w"]}
+    x = {"x": rng.normal(0, 1, (24, 64)).astype(np.float32)}
+    for _ in range(2):  # compiled, then loaded from the cache
+        sess = hal.InferenceSession(model, target="gpu", precision="native", cache_dir=tmp_path)
+        assert [k.details["format"] for k in _gemm_kernels(sess)] == ["int8"]
+        np.testing.assert_array_equal(sess.run(None, x)[0], _cpu(model, x))
