@@ -71,3 +71,25 @@ def test_folding_records_what_it_folds_and_pruning_drops_it() -> None:
     assert [n.op_type for n in g.nodes] == ["MatMul"]
     assert g.dequantized == {"wt": Dequantized(I8, 1)}  # w and u: folded, then read by no node
     np.testing.assert_array_equal(g.initializers["wt"], (codes * inits["ws"][:, None]).T)
+
+
+def test_a_conv_split_over_a_concat_keeps_its_weights_record() -> None:
+    # a pointwise Conv over a channel Concat runs as one Conv per part (hal.graph.rewrite): each
+    # part's weight is a slice along the input channels, its per-output-channel scales unchanged
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("QuantizeLinear", [x, "s", "z"], [f"{x}q"]) for x in ("a", "b")]
+    nodes += [helper.make_node("DequantizeLinear", [f"{x}q", "s", "z"], [f"{x}d"]) for x in ("a", "b")]
+    nodes += [helper.make_node("Concat", ["ad", "bd"], ["c"], axis=1),
+              helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=0),
+              helper.make_node("Conv", ["c", "w"], ["y"])]
+    inits = {"s": np.float32(0.05), "z": np.int8(0), "wq": rng.integers(-127, 128, (8, 32, 1, 1)).astype(np.int8),
+             "ws": rng.uniform(0.01, 0.02, 8).astype(np.float32)}
+    shape = [1, 16, 32, 32]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(x, TensorProto.FLOAT, shape) for x in "ab"],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 32, 32])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    g = optimize(load(model.SerializeToString()))
+    weights = [n.inputs[1] for n in g.nodes if n.op_type == "Conv"]
+    assert len(weights) == 2
+    assert all(g.dequantized[w] == Dequantized(I8, 0) for w in weights)

@@ -276,6 +276,9 @@ def split_concat_convs(graph: Graph) -> Graph:
             weight = rw.fresh(f"{conv.inputs[1]}_part{k}")
             graph.initializers[weight] = _channel_slice(w, start, start + width)
             graph.values[weight] = TensorInfo(weight, x.elem_type, (m, width, *w.shape[2:]))
+            codes = graph.dequantized.get(conv.inputs[1])
+            if codes is not None and codes.axis in (None, 0):  # (its scales: one, or per output channel)
+                graph.dequantized[weight] = codes
             start += width
             y = rw.fresh(f"{conv.outputs[0]}_part{k}")
             graph.values[y] = TensorInfo(y, x.elem_type, shape)
