@@ -34,6 +34,7 @@ import argparse
 import datetime as dt
 import importlib.util
 import json
+import os
 import sys
 import time
 import warnings
@@ -122,6 +123,16 @@ def _maps_differ(w: Any, g: Any) -> str | None:
     return _differs(values(wm), values(gm))
 
 
+#: onnxruntime's switches for the peer, read as it builds a session's kernels. On a host with AVX-512
+#: its QMoE multiplies 4-bit experts scaled per row through MLAS's blocked Q4 GEMM, and packing for
+#: it quantises the dequantised weights a second time into MLAS's own symmetric 4-bit blocks (32
+#: values, scale the block's signed maximum / -8): a row whose codes miss the lowest one comes back
+#: off its grid (msmoe draw 16: 1.07e-3 of an output of 0.027, matched to 2e-9 by that repacking).
+#: Elsewhere, and with this switch off, it dequantises and multiplies in float32, as the op is
+#: defined and hal computes: the peer is then the same on every host (results' ``peer_env``).
+PEER_ENV = {"ORT_USE_MLAS_Q4_GEMM_MOE": "0"}
+
+
 def _onnxruntime(blob: bytes, feeds: dict[str, np.ndarray]) -> list[Any] | None:
     import onnxruntime as ort
 
@@ -130,10 +141,18 @@ def _onnxruntime(blob: bytes, feeds: dict[str, np.ndarray]) -> list[Any] | None:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = 1
     options.log_severity_level = 4
+    saved = {k: os.environ.get(k) for k in PEER_ENV}
+    os.environ.update(PEER_ENV)
     try:
         return ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"]).run(None, feeds)
     except Exception:  # no kernel, or a model it refuses: unpeered
         return None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _reference(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[Any] | None:
@@ -244,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"schema": "hal-differential/1", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "command": ["python", "-m", "benchmarks.differential", *(argv if argv is not None else sys.argv[1:])],
            "settings": {"cases": args.cases, "seed": args.seed, "families": families, "targets": targets,
-                        "tolerance": {str(k): v for k, v in TOLERANCE.items()}},
+                        "tolerance": {str(k): v for k, v in TOLERANCE.items()}, "peer_env": PEER_ENV},
            "machine": machine_info(), **result}
     atomic_write(args.out, json.dumps(doc, indent=1) + "\n")
     v = result["verdicts"]
