@@ -8,7 +8,6 @@ refusal is an UnsupportedOpError naming every refused node, the reason, and whic
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -18,11 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from hal import heap, limits
 from hal.api_args import (
-    a_or_an,
     cache_dir_arg,
     check_fallback,
     check_run_options,
@@ -30,7 +28,7 @@ from hal.api_args import (
     resolve_target,
     zoo_params_of,
 )
-from hal.boundary import Partition, checked_feeds, feed_checks, output_checks, run_partition
+from hal.boundary import Partition, checked_executable, checked_feeds, feed_checks, output_checks, run_partition
 from hal.cache import CompileCache, SessionEntry, SessionPart, open_cache, weights_elsewhere
 from hal.errors import CompileError, HalError, InputError, ResourceError, UnsupportedOpError
 from hal.graph.dims import checked_dims
@@ -54,7 +52,6 @@ from hal.specs import (
     SCHEMA_MODELS,
     CompileOptions,
     CompileReport,
-    KernelReport,
     NodePlacement,
     RunReport,
 )
@@ -120,52 +117,6 @@ def _check_target_accepts(target: Target, options: CompileOptions) -> None:
 _ORT_ARGUMENTS = ("providers", "provider_options", "sess_options")
 
 
-def _checked_executable(exe: Any, name: str) -> Executable:
-    """The executable a plugin returned, if it has the protocol's methods and a valid report."""
-    missing = [m for m in ("run", "trace", "serialize") if not callable(getattr(exe, m, None))]
-    if missing:
-        raise hook_error(name, f"compile on target {name!r} returned {a_or_an(type(exe).__name__)} without "
-                               f"{', '.join(missing)}", hint="return an object implementing hal.target.Executable")
-    where: tuple[Any, ...] = ()
-    try:
-        report = exe.report
-        if not isinstance(report, CompileReport):
-            raise TypeError(f"report is {a_or_an(type(report).__name__)}, not a CompileReport")
-        # fields may be set after construction, unchecked: the report is validated as it is now, its
-        # kernels and placements one at a time (a dump and a validated copy of the whole report took
-        # the 24-layer benchmark decoder's cpu session build to 39.1 MB traced at its peak, 36.6 so)
-        CompileReport.model_validate(report.model_dump(warnings=False, exclude=set(_REPORT_LISTS)))
-        for field, model in _REPORT_LISTS.items():
-            items = getattr(report, field)
-            if not isinstance(items, list):
-                where = (field,)
-                raise TypeError(f"{a_or_an(type(items).__name__)}, not a list")
-            for k, item in enumerate(items):
-                where = (field, k)
-                model.model_validate(item.model_dump(warnings=False) if isinstance(item, BaseModel) else item)
-        where = ()
-        # (report.target is not held to the target's name: plugins that wrap hal's cpu target, the
-        # tests' faulty-* fixtures among them, hand back its report naming 'cpu')
-        why = next((f"{f}: {v!r}, not a finite number (None: not modelled)" for f in ("latency_s", "energy_j")
-                    if (v := getattr(report, f)) is not None and not math.isfinite(v)), None)
-        if why is not None:
-            raise hook_error(name, f"target {name!r} produced an invalid compile report ({why})",
-                             hint="see specs/schemas/CompileReport.schema.json")
-    except HalError:
-        raise
-    except (Exception, SystemExit) as e:
-        first = e.errors()[0] if isinstance(e, ValidationError) else None
-        why = (f"{'.'.join(map(str, (*where, *first['loc'])))}: {first['msg']}" if first else
-               f"{'.'.join(map(str, where)) + ': ' if where else ''}{type(e).__name__}: {e}")
-        raise hook_error(name, f"target {name!r} produced an invalid compile report ({why})",
-                         hint="see specs/schemas/CompileReport.schema.json") from None
-    return exe
-
-
-#: a compile report's lists, each item validated on its own
-_REPORT_LISTS: dict[str, type[BaseModel]] = {"kernels": KernelReport, "placement": NodePlacement}
-
-
 class _WeightsElsewhere(Exception):
     """A stored session's partition must be compiled, but its weights are in its (now gone) program entry."""
 
@@ -181,7 +132,7 @@ def compile_graph(graph: Graph, target: Target, options: CompileOptions, cache: 
     if cache is not None and key is not None:
         exe = cache.load(key, target, judge)
         if exe is not None:
-            return _checked_executable(exe, name)
+            return checked_executable(exe, name)
     if weights_elsewhere(graph):  # a stored session's partition whose program entry is gone or bad
         raise _WeightsElsewhere(name)
     t0 = time.process_time()
@@ -207,7 +158,7 @@ def compile_graph(graph: Graph, target: Target, options: CompileOptions, cache: 
                          None) from e
     except (Exception, SystemExit) as e:  # third-party code: name it, keep the process alive
         raise hook_error(name, f"compile on target {name!r} raised {type(e).__name__}: {e}") from e
-    exe = _checked_executable(exe, name)
+    exe = checked_executable(exe, name)
     if cache is not None and key is not None:
         cache.store(key, target, exe, compile_s=time.process_time() - t0)
     return exe
