@@ -124,12 +124,13 @@ def _maps_differ(w: Any, g: Any) -> str | None:
 
 
 #: onnxruntime's switches for the peer, read as it builds a session's kernels. On a host with AVX-512
-#: its QMoE multiplies 4-bit experts scaled per row through MLAS's blocked Q4 GEMM, and packing for
-#: it quantises the dequantised weights a second time into MLAS's own symmetric 4-bit blocks (32
-#: values, scale the block's signed maximum / -8): a row whose codes miss the lowest one comes back
-#: off its grid (msmoe draw 16: 1.07e-3 of an output of 0.027, matched to 2e-9 by that repacking).
-#: Elsewhere, and with this switch off, it dequantises and multiplies in float32, as the op is
-#: defined and hal computes: the peer is then the same on every host (results' ``peer_env``).
+#: its QMoE multiplies a 4-bit projection scaled per row and without zero points through MLAS's
+#: blocked Q4 GEMM when the other projection has zero points (its default turns the path off only
+#: where neither has), and packing for it quantises the dequantised weights a second time into
+#: MLAS's own symmetric 4-bit blocks (32 values, scale the block's signed maximum / -8): a row whose
+#: codes miss the lowest one comes back off its grid (msmoe draw 16: 1.07e-3 of an output of 0.027,
+#: matched to 2e-9 by that repacking). With this switch off it dequantises and multiplies in float32,
+#: as the op is defined and hal computes: the peer is then the same on every host (``peer_env``).
 PEER_ENV = {"ORT_USE_MLAS_Q4_GEMM_MOE": "0"}
 
 

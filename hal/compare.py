@@ -18,7 +18,7 @@ from hal.feeds import ones_note, random_feeds
 from hal.graph.dims import checked_dims
 from hal.graph.ir import Graph
 from hal.graph.load import ModelLike, load
-from hal.peers import PEERS, PeerUnavailable, check_peers, run_peer
+from hal.peers import PEERS, PeerUnavailable, check_peers, known_deviations, run_peer
 from hal.plugins import get_target, registry
 from hal.session import REFERENCE_TARGET, FallbackWarning, InferenceSession
 from hal.specs import MemoryLevel, TargetSpec
@@ -403,7 +403,7 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
                         tolerance=tol, inputs={k: list(np.shape(v)) for k, v in feeds.items()}, results=results,
                         warnings=[w for n, e in zip(out_names, ref_out) if (w := reference_note(n, e))])
     rep._sessions, rep._feeds = sessions, feeds
-    rep.peers = [_peer_result(name, model, feeds, out_names, ref_out, tol) for name in peers]
+    rep.peers = [_peer_result(name, model, feeds, out_names, ref_out, tol, graph) for name in peers]
     for res in [*rep.results, *rep.peers]:
         res.verdict = verdict(res)
     if bisect:
@@ -424,7 +424,7 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
 
 
 def _peer_result(name: str, model: ModelLike, feeds: Mapping[str, np.ndarray], out_names: list[str],
-                 ref_out: list[Any], tol: float) -> TargetResult:
+                 ref_out: list[Any], tol: float, graph: Graph) -> TargetResult:
     res = TargetResult(target=name, status="ok", precision="as it runs")
     if isinstance(model, Graph):
         res.status, res.reason = "error", "a peer runs a model file, bytes or ModelProto, not a hal Graph"
@@ -436,6 +436,8 @@ def _peer_result(name: str, model: ModelLike, feeds: Mapping[str, np.ndarray], o
         return res
     res.tolerance = tol
     res.outputs = [diff(n, g, e, tol) for n, g, e in zip(out_names, got, ref_out)]
+    if not all(o.within_tolerance for o in res.outputs) and (known := known_deviations(name, graph.nodes)):
+        res.reason = "; ".join(known)
     return res
 
 

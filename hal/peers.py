@@ -23,7 +23,7 @@ from typing import Any
 
 from hal.errors import InputError
 
-__all__ = ["PEERS", "PeerUnavailable", "check_peers", "run_peer"]
+__all__ = ["PEERS", "PeerUnavailable", "check_peers", "known_deviations", "run_peer"]
 
 #: the peers a compare can run
 PEERS = ("onnxruntime",)
@@ -38,6 +38,54 @@ def check_peers(names: list[str] | tuple[str, ...]) -> None:
     if unknown:
         raise InputError(f"no peer named {', '.join(map(repr, unknown))}", where="hal.compare",
                        hint=f"choose from {', '.join(PEERS)}")
+
+
+def _qmoe_q4_repacked(node: Any) -> bool:
+    """A QMoE that onnxruntime 1.32's CPU kernel runs through MLAS's blocked Q4 GEMM, by its
+    environment (``ORT_USE_MLAS_Q4_GEMM_MOE``) or else its default: 4-bit experts scaled per row,
+    one projection without zero points, the path on unless neither has any (its "known accuracy-loss
+    case"), so on where the other one has some."""
+    attrs = node.attrs
+    if node.op_type != "QMoE" or node.domain != "com.microsoft" or attrs.get("block_size", 0) > 0:
+        return False
+    if attrs.get("expert_weight_bits", 4) != 4:
+        return False
+    zeros = [len(node.inputs) > i and bool(node.inputs[i]) for i in (11, 12)]  # fc1_, fc2_zero_points
+    forced = os.environ.get("ORT_USE_MLAS_Q4_GEMM_MOE", "").strip().lower()
+    if forced in ("0", "false"):
+        return False
+    return not all(zeros) and (any(zeros) or forced in ("1", "true"))
+
+
+def _avx512() -> bool:
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # (numpy moved it): the note is then given without the host check
+        return True
+    return bool(__cpu_features__.get("AVX512F"))
+
+
+#: what a peer computes otherwise than an op's definition, and where: (peer, which nodes, whether
+#: on this host, what to tell the user). hal computes the definition; a compare where the peer
+#: disagrees names the entries its model meets, so the row is not read as hal's error.
+#: onnxruntime 1.32's QMoE, measured here (benchmarks/README.md, the differential's PEER_ENV): on an
+#: AVX-512 host MLAS's blocked Q4 GEMM packs a symmetric 4-bit projection scaled per row by
+#: quantising its dequantised weights a second time (4-7% of the output where codes miss the lowest one)
+_DEVIATIONS = [
+    ("onnxruntime", _qmoe_q4_repacked, _avx512,
+     "on this AVX-512 CPU onnxruntime's QMoE runs a 4-bit projection scaled per row and without zero "
+     "points through MLAS's blocked Q4 GEMM when the other projection has zero points (its default "
+     "turns that path off only when neither has), and packing for it quantises the dequantised "
+     "weights a second time; ORT_USE_MLAS_Q4_GEMM_MOE=0 in its environment runs the op as defined, "
+     "as hal does"),
+]
+
+
+def known_deviations(name: str, nodes: Any) -> list[str]:
+    """What peer ``name`` is known to compute otherwise than the definitions of ``nodes`` (a graph's
+    nodes) on this host: one line each, for a compare row where the peer disagrees."""
+    return [text for peer, applies, here, text in _DEVIATIONS
+            if peer == name and any(applies(n) for n in nodes) and here()]
 
 
 def _installed(module: str) -> bool:

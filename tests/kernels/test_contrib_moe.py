@@ -457,3 +457,42 @@ def test_shape_inference_carries_past_the_node(op: str) -> None:
     hidden = 8 if op == "MoE" else 32
     assert graph.values["y"].shape == (2, 3, hidden)
     assert graph.values["y"].dtype == (np.float32 if op == "MoE" else np.float16)
+
+
+def _without_the_lowest_code(arrays: dict) -> dict:
+    """4-bit FC1/FC2 codes with every 0 (value -8 x scale) made 1: each row's largest magnitude is then 7."""
+    for fc in ("fc1", "fc2"):
+        lo, hi = arrays[fc] & 0xF, arrays[fc] >> 4
+        arrays[fc] = (np.maximum(lo, 1) | (np.maximum(hi, 1) << 4)).astype(np.uint8)
+    return arrays
+
+
+@pytest.mark.parametrize("zero_points", [(), ("fc2",), ("fc1",), ("fc1", "fc2")])
+def test_onnxruntime_s_q4_repacking_is_named_where_a_compare_meets_it(monkeypatch, zero_points) -> None:
+    """4-bit experts scaled per row, codes missing the lowest one, zero points of 8 (the default's
+    value) on some projections: by the op the same numbers whichever have them. On an AVX-512 CPU
+    onnxruntime 1.32 runs a projection without zero points through MLAS's blocked Q4 GEMM when the
+    other has some, and packing quantises its weights a second time (4-7% of the output here); with
+    ORT_USE_MLAS_Q4_GEMM_MOE=0 it computes the op as defined, as hal does. A compare where onnxruntime
+    parts from hal on such a model says why on the peer's row; block-wise experts take another path."""
+    from hal import peers
+
+    arrays, attrs = _qmoe(hidden=128, inter=128, bits=4, block=0, bias=True)
+    arrays = _without_the_lowest_code(arrays)
+    for fc in zero_points:
+        arrays[f"{fc}_zero_points"] = np.full((4, -(-arrays[fc].shape[1] // 2)), 0x88, np.uint8)
+    blob, feeds = _model("QMoE", arrays, attrs)
+    monkeypatch.setenv("ORT_USE_MLAS_Q4_GEMM_MOE", "0")
+    _as_ort(blob, feeds)
+    assert peers.known_deviations("onnxruntime", load(blob).nodes) == []
+    monkeypatch.delenv("ORT_USE_MLAS_Q4_GEMM_MOE")
+    (peer,) = hal.compare(blob, "cpu", inputs=feeds, peers=["onnxruntime"]).peers
+    if len(zero_points) == 1 and peers._avx512():
+        assert not peer.outputs[0].within_tolerance and peer.outputs[0].max_rel > 0.01
+        assert "ORT_USE_MLAS_Q4_GEMM_MOE=0" in peer.reason
+        assert peers.known_deviations("onnxruntime", load(blob).nodes) == [peer.reason]
+    else:
+        assert peer.outputs[0].within_tolerance and peer.reason is None
+    blocked, blocked_attrs = _qmoe(bits=4, block=32, zeros=True)
+    del blocked["fc1_zero_points"]  # (one projection with zero points, as above, but in blocks)
+    assert peers.known_deviations("onnxruntime", load(_model("QMoE", blocked, blocked_attrs)[0]).nodes) == []
