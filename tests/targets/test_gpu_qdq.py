@@ -275,3 +275,17 @@ def test_the_record_survives_partitioning_and_the_compile_cache(tmp_path) -> Non
         sess = hal.InferenceSession(model, target="gpu", precision="native", cache_dir=tmp_path)
         assert [k.details["format"] for k in _gemm_kernels(sess)] == ["int8"]
         np.testing.assert_array_equal(sess.run(None, x)[0], _cpu(model, x))
+
+
+def test_a_fake_quantised_float_weight_folds_to_a_recorded_int8_one() -> None:
+    # pytorch-quantization's export: the trained float weight, QuantizeLinear and DequantizeLinear per
+    # output row, then a Transpose into the MatMul; all three fold, the record follows the codes
+    rng = np.random.default_rng(7)
+    w = rng.normal(0, 0.2, (48, 64)).astype(np.float32)
+    scales = (np.abs(w).max(axis=1) / 127).astype(np.float32)
+    model = _weight_only_qdq([helper.make_node("QuantizeLinear", ["wf", "ws", "wz"], ["wq"], axis=0),
+                              helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+                              helper.make_node("Transpose", ["wd"], ["w"], perm=[1, 0])],
+                             {"wf": w, "ws": scales, "wz": np.zeros(48, np.int8)}, "w")
+    assert optimize(load(model)).dequantized["w"].axis == 1
+    assert _formats(model) == ["int8"]
