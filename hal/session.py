@@ -404,8 +404,9 @@ class InferenceSession:
         if self._live_parts:
             try:
                 live, _ = self._combined([e.report for e in self._live_parts])
-            except HalError:  # the latest figures do not combine: the compile's stand
-                return self._report
+            except HalError as e:  # the latest figures do not combine: the compile's stand, and say so
+                why = f"the latest run's partitions do not combine ({e.what}); these are the compile's"
+                return self._report.model_copy(update={"details": {**self._report.details, "live_figures": why}})
             return self._report.model_copy(update={k: getattr(live, k) for k in RUN_FIGURES})
         return self._report
 

@@ -22,6 +22,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hal
+from hal.errors import ResourceError
 from hal.feeds import random_feeds
 from hal.graph.load import load
 
@@ -133,6 +134,25 @@ def test_a_partition_that_prices_each_run_gives_the_fallback_session_its_latency
     bigger = np.ones((3, 8), np.float32)
     s.run(None, {"x": bigger})
     assert s.report.latency_s > 0 and s.last_run.modelled_latency_s == s.report.latency_s
+    assert "live_figures" not in s.report.details
+
+
+def test_latest_figures_that_do_not_combine_leave_the_compile_s_and_say_so(monkeypatch):
+    # (partitions whose latest sizes no longer fit the devices together: placement's ResourceError)
+    x = np.random.default_rng(3).standard_normal((3, 8)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = hal.InferenceSession(NONZERO, target="lpu", fallback="allow")
+    s.run(None, {"x": x})
+
+    def overfull(reports):
+        raise ResourceError("the partitions hold 300 MB on one 230 MB chip", where="placement")
+
+    monkeypatch.setattr(s, "_combined", overfull)
+    r = s.report
+    assert r.latency_s is None  # the compile's: no shapes for the partition after NonZero
+    assert r.details["live_figures"] == ("the latest run's partitions do not combine (the partitions hold 300 MB "
+                                         "on one 230 MB chip); these are the compile's")
 
 
 # -- the exported models on every target --------------------------------------------------------------
