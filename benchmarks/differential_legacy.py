@@ -298,6 +298,11 @@ def _oldnorm(c: Case) -> list[str]:
         "nearest": {"nearest_mode": str(r.choice(["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]))},
         "cubic": {"cubic_coeff_a": float(r.choice([-0.75, -0.5])), "exclude_outside": ri(r, 0, 2)}}.get(mode, {})}
     roi = c.weight(value=np.zeros(0, np.float32))
+    if ctm == "tf_half_pixel_for_nn":
+        # scales float32 holds exactly: onnx's reference does not run this mode, and a float32 0.6 puts
+        # onnxruntime's float32 source coordinate on a tie the exact one misses (1.5 / 0.6f: 2.5 there,
+        # 2.4999999 here), the float64 / float32 parting the README names, with no reference to judge it
+        scales = [{0.6: 0.625, 0.7: 0.75}.get(v, v) for v in scales]
     if r.random() < 0.5:
         return [c.op("Resize", [x, roi, _given(c, np.array(scales, np.float32))], **attrs)]
     sizes = [*s[:2], ri(r, 1, 12), ri(r, 1, 12)]
