@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hal.errors import InputError
 from hal.graph.ir import Graph, TensorInfo
-from hal.graph.load import ModelLike, load
+from hal.graph.load import ModelLike, graph_copy, load
 from hal.graph.passes import optimize
 from hal.numerics import is_float
 from hal.session import REFERENCE_TARGET, InferenceSession
@@ -93,23 +93,12 @@ def bisect(model: ModelLike, target: str, feeds: Mapping[str, np.ndarray], *, ou
            precision: str = "exact", tolerance: float = 1e-4, **target_options: Any) -> BisectResult:
     """Find the first node on ``target`` whose output diverges from the cpu reference."""
     tolerance = _checked_tolerance(tolerance)
-    model = _fresh(model)
     outputs = _check_output(model, output)
     ref_graph, r_vals = _reference_values(model, feeds)
-    tgt_graph = _with_all_outputs(optimize(load(_fresh(model))))
+    tgt_graph = _with_all_outputs(optimize(load(graph_copy(model))))
     sess = InferenceSession(tgt_graph, target=target, precision=precision, fallback="allow", **target_options)
     t_vals = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, dict(feeds))))
     return _first_divergence(outputs, target, ref_graph, r_vals, t_vals, output, tolerance)
-
-
-def _fresh(model: ModelLike) -> ModelLike:
-    """A copy of a hal Graph (loading one returns it, and the passes and ``_with_all_outputs`` change it in
-    place: the caller's graph gained every intermediate as an output); a path, bytes or proto as it is."""
-    if isinstance(model, Graph):
-        import copy
-
-        return copy.deepcopy(model)
-    return model
 
 
 def _checked_tolerance(tolerance: Any) -> float:
@@ -123,7 +112,7 @@ def _checked_tolerance(tolerance: Any) -> float:
 
 def _check_output(model: ModelLike, output: str | None) -> list[str]:
     """The model's output names (before any pass adds to them); an InputError where ``output`` is none of them."""
-    names = [o.name for o in load(_fresh(model)).outputs]
+    names = [o.name for o in load(model).outputs]  # (a Graph as it is: only read)
     if output is not None and output not in names:
         raise InputError(f"output {output!r} is not an output of the model", where="bisect",
                          hint=f"its outputs: {', '.join(names)}; or leave output out to take the one that "
@@ -157,7 +146,7 @@ def bisect_peer(model: ModelLike, peer: str, feeds: Mapping[str, np.ndarray], *,
 
 def _reference_values(model: ModelLike, feeds: Mapping[str, np.ndarray]) -> tuple[Graph, dict[str, Any]]:
     """The reference's graph with every float value an output, and those values for ``feeds``."""
-    ref_graph = _with_all_outputs(optimize(load(_fresh(model))))
+    ref_graph = _with_all_outputs(optimize(load(graph_copy(model))))
     ref = InferenceSession(ref_graph, target=REFERENCE_TARGET)
     return ref_graph, dict(zip([o.name for o in ref.get_outputs()], ref.run(None, dict(feeds))))
 

@@ -17,7 +17,7 @@ from hal.errors import HalError, InputError, ResourceError, RunError, Unsupporte
 from hal.feeds import ones_note, random_feeds
 from hal.graph.dims import checked_dims
 from hal.graph.ir import Graph
-from hal.graph.load import ModelLike, load
+from hal.graph.load import ModelLike, graph_copy, load
 from hal.peers import PEERS, PeerUnavailable, check_peers, known_deviations, run_peer
 from hal.plugins import get_target, registry
 from hal.session import REFERENCE_TARGET, FallbackWarning, InferenceSession
@@ -417,7 +417,7 @@ def compare(model: ModelLike, targets: str = "all", *, precision: str = "exact",
             if res in rep.peers:
                 rep.bisect.append(bisect_peer(model, res.target, feeds, output=bad[0], tolerance=tol))
             else:
-                rep.bisect.append(bisect_one(graph_copy(model), res.target, feeds, output=bad[0],
+                rep.bisect.append(bisect_one(model, res.target, feeds, output=bad[0],
                                              precision=res.precision, tolerance=res.tolerance or tol,
                                              **target_options))
     return rep
@@ -439,12 +439,3 @@ def _peer_result(name: str, model: ModelLike, feeds: Mapping[str, np.ndarray], o
     if not all(o.within_tolerance for o in res.outputs) and (known := known_deviations(name, graph.nodes)):
         res.reason = "; ".join(known)
     return res
-
-
-def graph_copy(model: ModelLike) -> ModelLike:
-    """Each session optimises its graph in place, so sessions get a fresh load of paths/protos."""
-    if isinstance(model, Graph):
-        import copy
-
-        return copy.deepcopy(model)
-    return model

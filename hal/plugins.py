@@ -266,8 +266,7 @@ class PluginRegistry:
                             + ("" if isinstance(api, str) else f" ({a_or_an(type(api).__name__)})")
                             + ', not a string of the form "MAJOR.MINOR"', hint=fix)
             return
-        major = api.split(".")[0]
-        if major != HAL_API_VERSION.split(".")[0]:
+        if major_of(api) != major_of(HAL_API_VERSION):
             self._fail(rec, f"was built for HAL API {api}, but this hal speaks HAL API {HAL_API_VERSION}",
                        hint=f"install a plugin release built for this HAL API major version "
                             f"({major_of(HAL_API_VERSION)}.x); its authors: port it to HAL API {HAL_API_VERSION} "
@@ -334,7 +333,7 @@ class PluginRegistry:
                            hint="a target name is one plugin's; hal's own (cpu, gpu, lpu, wafer, ...) load first "
                                 "and keep theirs: rename the target")
                 return
-            if spec.hal_api.split(".")[0] != HAL_API_VERSION.split(".")[0]:
+            if major_of(spec.hal_api) != major_of(HAL_API_VERSION):
                 self._fail(rec, f"target {spec.name!r} declares HAL API {spec.hal_api}; this hal speaks "
                                 f"{HAL_API_VERSION}")
                 return
