@@ -15,8 +15,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from hal.errors import InputError
-from hal.graph.ir import Graph, TensorInfo
-from hal.graph.load import ModelLike, graph_copy, load
+from hal.graph.ir import Graph, TensorInfo, graph_copy
+from hal.graph.load import ModelLike, load
 from hal.graph.passes import optimize
 from hal.numerics import is_float
 from hal.session import REFERENCE_TARGET, InferenceSession

@@ -16,8 +16,8 @@ from hal.bisect import BisectResult
 from hal.errors import HalError, InputError, ResourceError, RunError, UnsupportedOpError
 from hal.feeds import ones_note, random_feeds
 from hal.graph.dims import checked_dims
-from hal.graph.ir import Graph
-from hal.graph.load import ModelLike, graph_copy, load
+from hal.graph.ir import Graph, graph_copy
+from hal.graph.load import ModelLike, load
 from hal.peers import PEERS, PeerUnavailable, check_peers, known_deviations, run_peer
 from hal.plugins import get_target, registry
 from hal.session import REFERENCE_TARGET, FallbackWarning, InferenceSession

@@ -253,6 +253,17 @@ def body_reads(node: Node) -> set[str]:
     return out
 
 
+def graph_copy(model: Any) -> Any:
+    """A copy of a hal Graph, which ``hal.graph.load.load`` hands back as it is and the passes then change
+    in place (a session optimises its graph; bisect adds every intermediate as an output); a path, bytes
+    or proto as it is, since each load of one makes a graph of its own."""
+    if isinstance(model, Graph):
+        import copy
+
+        return copy.deepcopy(model)
+    return model
+
+
 @dataclass(frozen=True)
 class Dequantized:
     """What constant folding knows of a weight it made from a DequantizeLinear of integer codes

@@ -589,17 +589,5 @@ def load(model: ModelLike, *, check: bool = True, infer_shapes: bool = True,
                      ) from None
 
 
-def graph_copy(model: ModelLike) -> ModelLike:
-    """A copy of a hal Graph, which ``load`` hands back as it is and the passes then change in place (a
-    session optimises its graph; bisect adds every intermediate as an output); a path, bytes or proto as
-    it is, since each load of one makes a graph of its own."""
-    if isinstance(model, Graph):
-        import copy
-
-        return copy.deepcopy(model)
-    return model
-
-
-__all__ = ["MODEL_FORMS", "ModelLike", "check_external_data", "from_proto", "graph_copy", "load", "model_hash",
-           "node_names",
+__all__ = ["MODEL_FORMS", "ModelLike", "check_external_data", "from_proto", "load", "model_hash", "node_names",
            "not_a_model", "np_dtype", "parse_model"]
