@@ -28,7 +28,8 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     activation, with their bias Adds or without, as one batched product), elementwise regions (GELU chains, attention
     scale and mask) and the Softmax after one, a MatMul + bias Add with the region that alone reads
     it (an MLP's GELU), a Relu and the MaxPool after it, a BatchNormalization or an Add and the
-    Relu after it; Concats that extend one another share one buffer; a layout node (Reshape,
+    Relu after it, an Add and the LayerNormalization of its sum (a residual join); Concats that
+    extend one another share one buffer; a layout node (Reshape,
     Transpose, ...) runs inside the one step reading it (``hal.engine.views``).
     Results are bit-identical to the plain steps; a fused step's ``nodes`` names the nodes it runs
     and its label and op type join theirs with "+". A caller fusing many slices of one graph passes
@@ -39,6 +40,7 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     # (importing hal.kernels.fused imports the kernel families, on first use)
     from hal.kernels.epilogue import MatMulEpilogue
     from hal.kernels.fused import MatMulBias, MatMulGroup, Region
+    from hal.kernels.fused_norm import AddLayerNorm
     from hal.kernels.fused_relu import AddRelu, NormRelu, ReluPool
 
     nodes = list(nodes)
@@ -74,6 +76,9 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
         elif f.kind == "add_relu":
             step = Step(AddRelu(keys[0], keys[1]), list(f.inputs), [out], {}, label, op, None,
                         tuple(n.name for n in members), members[0].op_type)
+        elif f.kind == "add_layer_norm":  # (the sum stays a result: the next residual reads it)
+            step = Step(AddLayerNorm(keys[0], keys[1], steps[1].attrs), list(f.inputs),
+                        [members[0].outputs[0], out], {}, label, op, None, tuple(n.name for n in members), "Add")
         elif f.kind == "matmul_epilogue":  # (the region's members follow the pair's two)
             region = Region(keys[2:], f.refs, [s.attrs for s in steps[2:]], [n.op_type for n in members[2:]],
                             [n.name for n in members[2:]])

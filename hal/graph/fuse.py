@@ -20,10 +20,14 @@ nodes the engine runs as one step:
 - ``norm_relu``: an inference BatchNormalization whose output only a Relu reads (DenseNet's
   pre-activation before each conv), one pass over the tensor instead of three;
 - ``add_relu``: an Add, or a Sum of two, whose output only a Relu reads (ResNet's residual joins),
-  one pass instead of two.
+  one pass instead of two;
+- ``add_layer_norm``: an Add and a LayerNormalization of its sum whose scale and bias are there
+  before the Add runs (a transformer's residual join and the next LayerNormalization: onnxruntime's
+  SkipLayerNormalization), one pass over each row; the sum stays a result of the step, for its
+  other readers, and the step runs at the Add's place.
 
-Every value inside a group has exactly one reading node, is not a graph output and is not read by a
-subgraph, so computing the group as one step changes no other step's inputs.
+Every other value inside a group has exactly one reading node, is not a graph output and is not
+read by a subgraph, so computing the group as one step changes no other step's inputs.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class Fusion:
     """Nodes (indices into the list given to ``find_fusions``, in order) that run as one step."""
 
     #: "matmul_bias" | "matmul_group" | "region" | "matmul_epilogue" | "relu_pool" | "norm_relu" | "add_relu"
+    #: | "add_layer_norm"
     kind: str
     members: list[int]
     inputs: list[str] = field(default_factory=list)   # the step's inputs, in call order
@@ -95,9 +100,9 @@ class Fusion:
     @property
     def at(self) -> int:
         """The member whose place the step takes: a group's outputs are read from its first
-        MatMul's (or that one's Add) on, so it runs at its first MatMul; any other group at its last
-        member."""
-        return self.members[0] if self.kind == "matmul_group" else self.members[-1]
+        MatMul's (or that one's Add) on, so it runs at its first MatMul, and an Add's sum from the
+        Add on, so ``add_layer_norm`` runs at the Add; any other group at its last member."""
+        return self.members[0] if self.kind in ("matmul_group", "add_layer_norm") else self.members[-1]
 
 
 def _has_body(v: object) -> bool:
@@ -217,7 +222,32 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
         if r is not None and r > k and r not in used and nodes[r].op_type == "Relu" and _plain(nodes[r]):
             used |= {k, r}
             out.append(Fusion("norm_relu", [k, r], list(n.inputs)))
+    out.extend(_norms_after_adds(graph, ix, nodes, used))
     out.sort(key=lambda f: f.members[-1])
+    return out
+
+
+def _norms_after_adds(graph: Graph, ix: GraphIndex, nodes: Sequence[Node], used: set[int]) -> list[Fusion]:
+    """``add_layer_norm`` fusions among ``nodes`` not ``used`` by another group: an Add of two values
+    and the first LayerNormalization (one output) that normalises its sum, whose scale and bias are
+    weights, feeds or results of nodes before the Add, so the step can run at the Add's place."""
+    where = {id(n): k for k, n in enumerate(nodes)}
+    out = []
+    for k, n in enumerate(nodes):
+        if (n.op_type != "Add" or k in used or not _plain(n) or len(n.inputs) != 2 or not all(n.inputs)
+                or id(n) not in ix.position):
+            continue
+        at = ix.position[id(n)]
+        for c in ix.consumers.get(n.outputs[0], []):
+            norm = graph.nodes[c]
+            j = where.get(id(norm))
+            if (j is None or j <= k or j in used or norm.op_type != "LayerNormalization" or not _plain(norm)
+                    or len(norm.inputs) not in (2, 3) or norm.inputs[0] != n.outputs[0]):
+                continue
+            if all(not x or (x != n.outputs[0] and ix.producer.get(x, -1) < at) for x in norm.inputs[1:]):
+                used |= {k, j}
+                out.append(Fusion("add_layer_norm", [k, j], [*n.inputs, *norm.inputs[1:]]))
+                break
     return out
 
 

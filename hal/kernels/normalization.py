@@ -111,6 +111,43 @@ def _compiled_layer_norm(x: Array, scale: Array, bias: Array | None, axis: int, 
     return out
 
 
+def add_layer_norm_plan(a: Array, b: Array, scale: Array, bias: Array | None, axis: int
+                        ) -> tuple[tuple[int, ...], Array, Array] | None:
+    """For ``add_layer_norm_into``: (the sum's shape, the scale and the bias as vectors) where one
+    compiled loop computes a + b and its LayerNormalization, the bits of ``np.add`` and then
+    ``_compiled_layer_norm``: float32 operands of one size and C-contiguous, of one shape up to
+    leading 1s (a (1, 16, 64) activation and a (16, 64) position embedding: their elements pair up
+    in order), normalised along the last axis by one scale and bias per column. Else None (the
+    Add's kernel and then this module's run in turn)."""
+    if (a.__class__ is not np.ndarray or b.__class__ is not np.ndarray or a.dtype != _F32 or b.dtype != _F32
+            or a.size != b.size or not a.size or not a.flags.c_contiguous or not b.flags.c_contiguous
+            or not jit.enabled()):
+        return None
+    long, short = (a, b) if a.ndim >= b.ndim else (b, a)
+    shape = long.shape  # numpy's result: of one size, the two differ at most by leading 1s
+    if shape[long.ndim - short.ndim:] != short.shape or axis_in(axis, len(shape)) != len(shape) - 1:
+        return None
+    n = shape[-1]
+    s = _per_column(scale, n, len(shape))
+    t = s if bias is None else _per_column(bias, n, len(shape))
+    if s is None or t is None:
+        return None
+    return shape, s, t
+
+
+def add_layer_norm_into(a: Array, b: Array, shape: tuple[int, ...], s: Array, t: Array, has_bias: bool,
+                        epsilon: float) -> tuple[Array, Array]:
+    """(a + b, its LayerNormalization) by ``_loops.add_layer_norm_rows``, for what
+    ``add_layer_norm_plan`` accepted (``shape``, ``s``, ``t`` its answer; ``t`` stands in, unread,
+    for an absent bias)."""
+    n = shape[-1]
+    total = np.empty(shape, dtype=np.float32)
+    out = np.empty(shape, dtype=np.float32)
+    jit.loops().add_layer_norm_rows(a.reshape(-1, n), b.reshape(-1, n), s, t, has_bias, epsilon,
+                                    total.reshape(-1, n), out.reshape(-1, n))
+    return total, out
+
+
 def _per_column(v: Array, n: int, ndim: int) -> Array | None:
     """``v`` as a vector of its ``n`` values when it is a contiguous float32 array of one value per
     column (any leading 1s), else None; a vector as it is (a reshape costs as much as the checks)."""
