@@ -40,8 +40,9 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     # (importing hal.kernels.fused imports the kernel families, on first use)
     from hal.kernels.epilogue import MatMulEpilogue
     from hal.kernels.fused import MatMulBias, MatMulGroup, Region
-    from hal.kernels.fused_norm import AddLayerNorm
+    from hal.kernels.fused_norm import AddLayerNorm, LayerNorm
     from hal.kernels.fused_relu import AddRelu, NormRelu, ReluPool
+    from hal.kernels.normalization import layer_normalization
 
     nodes = list(nodes)
     plain = steps_for_nodes(graph, nodes) if plain is None else list(plain)
@@ -92,7 +93,15 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
             step = Step(fn, list(f.inputs), [out], {}, label, op, None, tuple(n.name for n in members), "")
         fused[f.at] = step
         covered.update(f.members)
-    steps = [fused[k] if k in fused else s for k, s in enumerate(plain) if k in fused or k not in covered]
+    steps = []
+    for k, s in enumerate(plain):
+        if k in fused:
+            steps.append(fused[k])
+        elif k not in covered:
+            if s.fn is layer_normalization and s.attrs.get("_n_outputs") == 1:
+                # a LayerNormalization alone keeps what its operands decided from call to call
+                s = replace(s, fn=LayerNorm(_key(s, nodes[k], graph), s.attrs), attrs={})
+            steps.append(s)
     steps = chain_concats(graph, steps)
     return fold_views(graph, steps, index) if fold else steps
 

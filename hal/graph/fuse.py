@@ -222,16 +222,17 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
         if r is not None and r > k and r not in used and nodes[r].op_type == "Relu" and _plain(nodes[r]):
             used |= {k, r}
             out.append(Fusion("norm_relu", [k, r], list(n.inputs)))
-    out.extend(_norms_after_adds(graph, ix, nodes, used))
+    out.extend(_norms_after_adds(graph, ix, nodes, where, used))
     out.sort(key=lambda f: f.members[-1])
     return out
 
 
-def _norms_after_adds(graph: Graph, ix: GraphIndex, nodes: Sequence[Node], used: set[int]) -> list[Fusion]:
-    """``add_layer_norm`` fusions among ``nodes`` not ``used`` by another group: an Add of two values
-    and the first LayerNormalization (one output) that normalises its sum, whose scale and bias are
-    weights, feeds or results of nodes before the Add, so the step can run at the Add's place."""
-    where = {id(n): k for k, n in enumerate(nodes)}
+def _norms_after_adds(graph: Graph, ix: GraphIndex, nodes: Sequence[Node], where: dict[int, int], used: set[int]
+                      ) -> list[Fusion]:
+    """``add_layer_norm`` fusions among ``nodes`` (``where``: a node's position there, by id) not
+    ``used`` by another group, which it marks used: an Add of two values and the first
+    LayerNormalization (one output) that normalises its sum, whose scale and bias are weights, feeds
+    or results of nodes before the Add, so the step can run at the Add's place."""
     out = []
     for k, n in enumerate(nodes):
         if (n.op_type != "Add" or k in used or not _plain(n) or len(n.inputs) != 2 or not all(n.inputs)

@@ -97,17 +97,30 @@ def _compiled_layer_norm(x: Array, scale: Array, bias: Array | None, axis: int, 
     column, as one compiled loop over the rows (``_loops.layer_norm_rows``: tiny-gpt's 16x64 2.4-2.6x
     faster than the numpy kernel's eleven calls, BERT-bench's 512x384 1.5x, and its mean taken in
     float64: rows far from zero keep more digits); None where the numpy kernel runs."""
-    if x.dtype != _F32 or axis != x.ndim - 1 or not x.flags.c_contiguous or not x.size or not jit.enabled():
+    plan = layer_norm_plan(x, scale, bias, axis)
+    return None if plan is None else layer_norm_into(x, *plan, bias is not None, epsilon)
+
+
+def layer_norm_plan(x: Array, scale: Array, bias: Array | None, axis: int) -> tuple[Array, Array] | None:
+    """The scale and the bias as vectors where ``layer_norm_into`` computes x's LayerNormalization
+    (``_compiled_layer_norm``'s case), else None; without a bias, the scale stands in for it."""
+    if (x.dtype != _F32 or axis_in(axis, x.ndim) != x.ndim - 1 or not x.flags.c_contiguous or not x.size
+            or not jit.enabled()):
         return None
     n = x.shape[-1]
     s = _per_column(scale, n, x.ndim)
-    b = s if bias is None else _per_column(bias, n, x.ndim)
-    if s is None or b is None:
-        return None
+    t = s if bias is None else _per_column(bias, n, x.ndim)
+    return None if s is None or t is None else (s, t)
+
+
+def layer_norm_into(x: Array, s: Array, t: Array, has_bias: bool, epsilon: float) -> Array:
+    """x's LayerNormalization by ``_loops.layer_norm_rows`` into a new array, for what
+    ``layer_norm_plan`` accepted (``s``, ``t`` its answer)."""
+    n = x.shape[-1]
     out = np.empty(x.shape, dtype=np.float32)
     # epsilon as a Python float: the loop's float32 parameter rounds it as np.float32 would (0.3 us
     # less); without a bias, s stands in for it there, unread
-    jit.loops().layer_norm_rows(x.reshape(-1, n), s, b, bias is not None, epsilon, out.reshape(-1, n))
+    jit.loops().layer_norm_rows(x.reshape(-1, n), s, t, has_bias, epsilon, out.reshape(-1, n))
     return out
 
 

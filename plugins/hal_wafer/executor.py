@@ -83,7 +83,7 @@ class WaferExecutable:
     def _build(self) -> None:
         graph, stage_nodes, policy = self._recipe
         self.stages: list[StageProgram] | None = None
-        self._frees: list[set[str]] = []
+        self._steps: list[tuple[StageProgram, tuple[tuple[str, bool], ...], tuple[str, ...]]] = []
         self._constants: dict[str, np.ndarray] = {}
         if graph is None:
             return
@@ -94,8 +94,13 @@ class WaferExecutable:
                        for (name, nodes), sub in zip(stage_nodes, subs)]
         self.output_names = [o.name for o in graph.outputs]
         keep = set(self.output_names)
-        self._frees = frees_after(self.stages, keep)
+        frees = frees_after(self.stages, keep)
         self._constants = {o: graph.initializers[o] for o in keep if o in graph.initializers}
+        # per stage, worked out once: its inputs, each with whether no later stage reads it (then the
+        # stage is handed it, not lent it), and what else to drop once it has run (values only its
+        # control-flow bodies read)
+        self._steps = [(st, tuple((n, n in last) for n in st.inputs), tuple(last.difference(st.inputs)))
+                       for st, last in zip(self.stages, frees)]
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k in ("_recipe", "report", "placement", "_events",
@@ -111,24 +116,30 @@ class WaferExecutable:
                            "estimated but not run", where=self._graph_name,
                            hint="use hal estimate, or build the model with real weights")
         env: dict[str, Any] = dict(feeds)
-        env.update(self._constants)
+        if self._constants:
+            env.update(self._constants)
         with np.errstate(all="ignore"):  # once for every stage (each program's run_list would enter it again)
-            for st, frees in zip(self.stages, self._frees):
-                outer = {n: env[n] for n in st.outer if n in env} or None
+            for st, taken, dropped in self._steps:
+                outer = {n: env[n] for n in st.outer if n in env} or None if st.outer else None
                 # a tensor no later stage reads is handed over, not lent: the stage frees it after its
                 # last reader there, instead of the tensor living until the whole stage has run
-                ins = {n: env.pop(n, None) if n in frees else env.get(n) for n in st.inputs}
+                ins = {n: env.pop(n, None) if last else env.get(n) for n, last in taken}
                 # a stage's kept weight-only results travel to later stages uncopied (read-only) ...
                 env.update(zip(st.outputs, st.program.run_list_ignoring_errors(ins, outer, share_weights=True,
                                                                                consume=True)))
-                for n in frees:
+                for n in dropped:
                     env.pop(n, None)
         # ... and leave the executable as copies, so a caller mutating an output cannot change a later run
         out = {}
         for n in self.output_names:
             v = env[n]
-            if n in self._constants or any(st.program.holds(v) for st in self.stages):
+            if n in self._constants:
                 v = v.copy()
+            elif isinstance(v, np.ndarray):
+                for st in self.stages:
+                    if st.program.holds(v):
+                        v = v.copy()
+                        break
             out[n] = v
         return out
 

@@ -1,7 +1,8 @@
-"""An Add and the LayerNormalization of its sum as one step (``add_layer_norm``,
-``hal.kernels.fused_norm.AddLayerNorm``): one compiled loop with the bits of the two kernels, the sum
-still a result for its other readers, the step at the Add's place; the two kernels in turn wherever
-the loop does not apply."""
+"""LayerNormalization steps (``hal.kernels.fused_norm``): an Add and the LayerNormalization of its
+sum as one step (``add_layer_norm``, ``AddLayerNorm``): one compiled loop with the bits of the two
+kernels, the sum still a result for its other readers, the step at the Add's place, the two kernels in
+turn wherever the loop does not apply; and a LayerNormalization alone (``LayerNorm``), which keeps
+what its operands decided from call to call."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import hal
 from hal.engine import Program, fused_steps, steps_for_nodes
 from hal.graph.load import load
 from hal.kernels import normalization
-from hal.kernels.fused_norm import AddLayerNorm
+from hal.kernels.fused_norm import AddLayerNorm, LayerNorm
 
 N = 64
 SPECIALS = np.array([np.nan, np.inf, -np.inf, -0.0, 3e38, 1e-45], np.float32)
@@ -158,3 +159,60 @@ def test_onnxruntime_agrees_on_every_target():
         got = hal.InferenceSession(model, target=target).run(None, feeds)
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=target)
+
+
+def _alone(axis: int = -1, shape=(2, 5, N)):
+    """y = LayerNorm(a ** 1): a LayerNormalization no Add feeds."""
+    model = _model(a_shape=shape, b_shape=shape, residual=False, axis=axis)
+    graph = model.graph
+    graph.node[2].op_type, graph.node[2].input[:] = "Identity", ["na"]  # the join: s = a' alone
+    if axis != -1:  # normalised over the last two axes: a scale and bias of that shape
+        for init in graph.initializer[1:]:
+            init.CopyFrom(numpy_helper.from_array(np.tile(numpy_helper.to_array(init), (shape[-2], 1)), init.name))
+    return model
+
+
+def test_a_layer_norm_alone_keeps_its_plan_and_the_kernels_bits(monkeypatch):
+    steps, fused, got, want = _run(_alone(), _feeds(specials=True))
+    norm = [s for s in steps if isinstance(s.fn, LayerNorm)]
+    assert [s.op_type for s in norm] == ["LayerNormalization"] and norm[0].attrs == {}
+    _same(got, want)
+    assert np.isnan(got[0]).any() and np.isfinite(got[0]).any()
+    plain = Program(fused.graph, steps_for_nodes(fused.graph, fused.graph.nodes))
+    plans = []
+    real = normalization.layer_norm_plan
+    monkeypatch.setattr(normalization, "layer_norm_plan", lambda *a: plans.append(1) or real(*a))
+    for seed in (1, 2):
+        fused.run_list(_feeds(seed=seed))
+    assert plans == []  # the same shapes and weights: the plan the first run worked out
+    monkeypatch.undo()
+    for seed in (1, 2):
+        _same(fused.run_list(_feeds(seed=seed)), plain.run_list(_feeds(seed=seed)))
+    _same(pickle.loads(pickle.dumps(fused)).run_list(_feeds(specials=True)), want)
+
+
+def test_a_layer_norm_alone_plans_again_for_new_shapes_and_other_layouts():
+    norm = LayerNorm(("", "LayerNormalization", 17), {"axis": -1, "epsilon": 1e-5, "_n_outputs": 1})
+    rng = np.random.default_rng(0)
+    scale, bias = rng.standard_normal(N).astype(np.float32), rng.standard_normal(N).astype(np.float32)
+    for x in [rng.standard_normal((3, N)), rng.standard_normal((2, 7, N)),
+              rng.standard_normal((N, 6)).T,  # not C-contiguous: the kernel, after a plan for (6, 64)
+              rng.standard_normal((2, 7, N))]:
+        x = x.astype(np.float32)
+        want = normalization.layer_normalization(x, scale, bias, axis=-1, epsilon=1e-5, _n_outputs=1)
+        assert np.array_equal(norm(x, scale, bias), want)
+        assert np.array_equal(norm(x, scale, None),
+                              normalization.layer_normalization(x, scale, None, epsilon=1e-5, _n_outputs=1))
+    other = scale[::-1].copy()  # other weights (a stored program's copies, say): planned again
+    assert np.array_equal(norm(x, other, bias), normalization.layer_normalization(x, other, bias, epsilon=1e-5,
+                                                                                    _n_outputs=1))
+    x64 = rng.standard_normal((3, N))  # float64: the kernel's own statistics
+    assert np.array_equal(norm(x64, scale.astype(np.float64), bias.astype(np.float64)),
+                          normalization.layer_normalization(x64, scale.astype(np.float64), bias.astype(np.float64),
+                                                            epsilon=1e-5, _n_outputs=1))
+
+
+def test_a_layer_norm_over_two_axes_runs_the_kernel():
+    steps, _, got, want = _run(_alone(axis=-2), _feeds())
+    assert any(isinstance(s.fn, LayerNorm) for s in steps)
+    _same(got, want)
