@@ -155,6 +155,20 @@ def assert_light_output(out: np.ndarray, scores: np.ndarray | None, expected: np
         assert_scored([expected], [out], scores, rtol, atol)
 
 
+def fused_and_plain(model: onnx.ModelProto, feeds: dict[str, np.ndarray]
+                    ) -> tuple[list[Any], Any, list[Any], list[Any]]:
+    """The model's fused steps (``hal.engine.fused_steps``), their program, and the outputs of that
+    program and of the plain one (a reference kernel per node) on copies of ``feeds``: what a test
+    of a fusion compares bit for bit."""
+    from hal.engine import Program, fused_steps, steps_for_nodes
+    from hal.graph.load import load
+
+    graph = load(model)
+    steps = fused_steps(graph, graph.nodes)
+    fused, plain = Program(graph, steps), Program(graph, steps_for_nodes(graph, graph.nodes))
+    return steps, fused, fused.run_list(dict(feeds)), plain.run_list(dict(feeds))
+
+
 def targets_taking(*dtypes: str) -> list[str]:
     """The installed targets whose spec takes every one of ``dtypes`` (numpy's names: a spec without
     ``dtypes`` takes every type), for a test of a type's kernel path on each target that runs it."""

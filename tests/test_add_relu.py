@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hal.engine import Program, fused_steps, steps_for_nodes
-from hal.graph.load import load
+from hal.engine import Program, steps_for_nodes
 from hal.kernels.fused_relu import AddRelu
+from tests.conftest import fused_and_plain
 
 SPECIALS = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -1e-45, 3e38, -3e38, 1.0, -1.0, 2.5], np.float32)
 
@@ -47,13 +47,6 @@ def _feeds(dtype=np.float32, b_shape=(2, 3, 4, 5), seed: int = 0):
     return {"a": a, "b": b}
 
 
-def _run(model, feeds):
-    graph = load(model)
-    steps = fused_steps(graph, graph.nodes)
-    fused, plain = Program(graph, steps), Program(graph, steps_for_nodes(graph, graph.nodes))
-    return steps, fused, fused.run_list(dict(feeds)), plain.run_list(dict(feeds))
-
-
 def _same(got, want):
     for g, w in zip(got, want):
         assert g.dtype == w.dtype and g.shape == w.shape
@@ -67,7 +60,7 @@ def test_one_pass_into_an_operand_with_the_bits_of_the_two_kernels(op, lent, mon
     calls = []
     real = AddRelu._into
     monkeypatch.setattr(AddRelu, "_into", lambda self, a, b, out: calls.append(out is b) or real(self, a, b, out))
-    steps, fused, got, want = _run(_model(op, lent=lent), _feeds())
+    steps, fused, got, want = fused_and_plain(_model(op, lent=lent), _feeds())
     join = [s for s in steps if isinstance(s.fn, AddRelu)]
     assert [s.op_type for s in join] == [f"{op}+Relu"] and join[0].guarded_as == op
     _same(got, want)
@@ -88,7 +81,7 @@ def test_a_new_array_where_no_operand_is_the_runs_alone():
                               opset_imports=[helper.make_opsetid("", 17)])
     feeds = _feeds()
     before = {k: v.copy() for k, v in feeds.items()}
-    steps, _, got, want = _run(model, feeds)
+    steps, _, got, want = fused_and_plain(model, feeds)
     assert isinstance(steps[0].fn, AddRelu)
     _same(got, want)
     for k in feeds:
@@ -100,7 +93,7 @@ def test_other_operands_run_the_two_kernels(case):
     b_shape = (5,) if case == "broadcast" else (2, 3, 4, 5)
     dtype = {"float64": np.float64, "int32": np.int32}.get(case, np.float32)
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    steps, _, got, want = _run(_model(b_shape=b_shape, elem=elem), _feeds(dtype, b_shape))
+    steps, _, got, want = fused_and_plain(_model(b_shape=b_shape, elem=elem), _feeds(dtype, b_shape))
     assert any(isinstance(s.fn, AddRelu) for s in steps)
     _same(got, want)
 
@@ -112,7 +105,7 @@ def test_not_fused(case):
         model.graph.node[0].op_type = "Mul"
     else:
         model = _model("Sum", n_inputs=3) if case == "three-inputs" else _model(extra_reader=True)
-    steps, _, got, want = _run(model, _feeds())
+    steps, _, got, want = fused_and_plain(model, _feeds())
     assert not any(isinstance(s.fn, AddRelu) for s in steps)
     if case == "in-a-larger-region":
         assert "Mul+Add+Relu" in [s.op_type for s in steps]

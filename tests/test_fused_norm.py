@@ -14,10 +14,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hal
-from hal.engine import Program, fused_steps, steps_for_nodes
-from hal.graph.load import load
+from hal.engine import Program, steps_for_nodes
 from hal.kernels import normalization
 from hal.kernels.fused_norm import AddLayerNorm, LayerNorm
+from tests.conftest import fused_and_plain
 
 N = 64
 SPECIALS = np.array([np.nan, np.inf, -np.inf, -0.0, 3e38, 1e-45], np.float32)
@@ -71,13 +71,6 @@ def _feeds(a_shape=(2, 5, N), b_shape=(2, 5, N), dtype=np.float32, seed: int = 0
     return {"a": a, "b": b}
 
 
-def _run(model, feeds):
-    graph = load(model)
-    steps = fused_steps(graph, graph.nodes)
-    fused, plain = Program(graph, steps), Program(graph, steps_for_nodes(graph, graph.nodes))
-    return steps, fused, fused.run_list(dict(feeds)), plain.run_list(dict(feeds))
-
-
 def _same(got, want):
     assert len(got) == len(want)
     for g, w in zip(got, want):
@@ -90,7 +83,7 @@ def test_one_loop_with_the_bits_of_the_two_kernels_and_the_sum_kept(bias, monkey
     calls = []
     real = normalization.add_layer_norm_into
     monkeypatch.setattr(normalization, "add_layer_norm_into", lambda *a: calls.append(1) or real(*a))
-    steps, fused, got, want = _run(_model(bias=bias), _feeds(specials=True))
+    steps, fused, got, want = fused_and_plain(_model(bias=bias), _feeds(specials=True))
     join = [s for s in steps if isinstance(s.fn, AddLayerNorm)]
     assert [s.op_type for s in join] == ["Add+LayerNormalization"] and join[0].outs == ["s", "y"]
     assert join[0].guarded_as == "Add" and join[0].nodes == ("join", "norm")
@@ -110,7 +103,7 @@ def test_leading_ones_pair_up_a_position_embedding(a_shape, b_shape, monkeypatch
     calls = []
     real = normalization.add_layer_norm_into
     monkeypatch.setattr(normalization, "add_layer_norm_into", lambda *a: calls.append(1) or real(*a))
-    _, _, got, want = _run(_model(a_shape=a_shape, b_shape=b_shape), _feeds(a_shape, b_shape))
+    _, _, got, want = fused_and_plain(_model(a_shape=a_shape, b_shape=b_shape), _feeds(a_shape, b_shape))
     _same(got, want)
     assert calls == [1] and got[0].shape == (1, 16, N)
 
@@ -125,7 +118,7 @@ def test_other_operands_and_layouts_keep_the_bits(case):
     if case == "axis-1":  # normalised over (5, 64): a scale and bias of that shape
         for init in model.graph.initializer[1:]:
             init.CopyFrom(numpy_helper.from_array(np.tile(numpy_helper.to_array(init), (5, 1)), init.name))
-    steps, _, got, want = _run(model, _feeds(a_shape, b_shape, dtype))
+    steps, _, got, want = fused_and_plain(model, _feeds(a_shape, b_shape, dtype))
     assert any(isinstance(s.fn, AddLayerNorm) for s in steps)
     _same(got, want)
 
@@ -137,14 +130,14 @@ def test_not_fused(case):
         model.graph.node[-2].input[1] = "s"  # LayerNorm(s, s, beta): the scale is the sum itself
     else:
         model = _model(scale_from="late") if case == "scale-made-after-the-add" else _model(stats=True, residual=False)
-    steps, _, got, want = _run(model, _feeds())
+    steps, _, got, want = fused_and_plain(model, _feeds())
     assert not any(isinstance(s.fn, AddLayerNorm) for s in steps)
     _same(got, want)
 
 
 def test_a_reader_of_the_sum_between_the_two_still_reads_it():
     # the step runs at the Add's place: the Sigmoid between them reads the sum the step made
-    steps, _, got, want = _run(_model(between=True), _feeds())
+    steps, _, got, want = fused_and_plain(_model(between=True), _feeds())
     ops = [s.op_type for s in steps]
     assert ops.index("Add+LayerNormalization") < ops.index("Sigmoid")
     _same(got, want)
@@ -173,7 +166,7 @@ def _alone(axis: int = -1, shape=(2, 5, N)):
 
 
 def test_a_layer_norm_alone_keeps_its_plan_and_the_kernels_bits(monkeypatch):
-    steps, fused, got, want = _run(_alone(), _feeds(specials=True))
+    steps, fused, got, want = fused_and_plain(_alone(), _feeds(specials=True))
     norm = [s for s in steps if isinstance(s.fn, LayerNorm)]
     assert [s.op_type for s in norm] == ["LayerNormalization"] and norm[0].attrs == {}
     _same(got, want)
@@ -213,6 +206,6 @@ def test_a_layer_norm_alone_plans_again_for_new_shapes_and_other_layouts():
 
 
 def test_a_layer_norm_over_two_axes_runs_the_kernel():
-    steps, _, got, want = _run(_alone(axis=-2), _feeds())
+    steps, _, got, want = fused_and_plain(_alone(axis=-2), _feeds())
     assert any(isinstance(s.fn, LayerNorm) for s in steps)
     _same(got, want)
