@@ -107,10 +107,7 @@ def layer_norm_plan(x: Array, scale: Array, bias: Array | None, axis: int) -> tu
     if (x.dtype != _F32 or axis_in(axis, x.ndim) != x.ndim - 1 or not x.flags.c_contiguous or not x.size
             or not jit.enabled()):
         return None
-    n = x.shape[-1]
-    s = _per_column(scale, n, x.ndim)
-    t = s if bias is None else _per_column(bias, n, x.ndim)
-    return None if s is None or t is None else (s, t)
+    return _per_columns(scale, bias, x.shape[-1], x.ndim)
 
 
 def layer_norm_into(x: Array, s: Array, t: Array, has_bias: bool, epsilon: float) -> Array:
@@ -140,12 +137,8 @@ def add_layer_norm_plan(a: Array, b: Array, scale: Array, bias: Array | None, ax
     shape = long.shape  # numpy's result: of one size, the two differ at most by leading 1s
     if shape[long.ndim - short.ndim:] != short.shape or axis_in(axis, len(shape)) != len(shape) - 1:
         return None
-    n = shape[-1]
-    s = _per_column(scale, n, len(shape))
-    t = s if bias is None else _per_column(bias, n, len(shape))
-    if s is None or t is None:
-        return None
-    return shape, s, t
+    vectors = _per_columns(scale, bias, shape[-1], len(shape))
+    return None if vectors is None else (shape, *vectors)
 
 
 def add_layer_norm_into(a: Array, b: Array, shape: tuple[int, ...], s: Array, t: Array, has_bias: bool,
@@ -159,6 +152,14 @@ def add_layer_norm_into(a: Array, b: Array, shape: tuple[int, ...], s: Array, t:
     jit.loops().add_layer_norm_rows(a.reshape(-1, n), b.reshape(-1, n), s, t, has_bias, epsilon,
                                     total.reshape(-1, n), out.reshape(-1, n))
     return total, out
+
+
+def _per_columns(scale: Array, bias: Array | None, n: int, ndim: int) -> tuple[Array, Array] | None:
+    """The scale and the bias as vectors of ``n`` values (``_per_column``), the scale standing in for
+    an absent bias; None where either is not one value per column."""
+    s = _per_column(scale, n, ndim)
+    t = s if bias is None else _per_column(bias, n, ndim)
+    return None if s is None or t is None else (s, t)
 
 
 def _per_column(v: Array, n: int, ndim: int) -> Array | None:

@@ -120,7 +120,7 @@ class WaferExecutable:
             env.update(self._constants)
         with np.errstate(all="ignore"):  # once for every stage (each program's run_list would enter it again)
             for st, taken, dropped in self._steps:
-                outer = {n: env[n] for n in st.outer if n in env} or None if st.outer else None
+                outer = ({n: env[n] for n in st.outer if n in env} or None) if st.outer else None
                 # a tensor no later stage reads is handed over, not lent: the stage frees it after its
                 # last reader there, instead of the tensor living until the whole stage has run
                 ins = {n: env.pop(n, None) if last else env.get(n) for n, last in taken}
