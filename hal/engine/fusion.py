@@ -26,7 +26,8 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     """``steps_for_nodes`` with the groups ``hal.graph.fuse.find_fusions`` finds run as one step each
     (hal.kernels.fused, epilogue, fused_relu): MatMul + bias Add (and sibling MatMuls reading one
     activation, with their bias Adds or without, as one batched product), elementwise regions (GELU chains, attention
-    scale and mask) and the Softmax after one, a MatMul + bias Add with the region that alone reads
+    scale and mask) and the Softmax after one, with the products on either side of it (an
+    attention's scores and the probabilities times V), a MatMul + bias Add with the region that alone reads
     it (an MLP's GELU), a Relu and the MaxPool after it, a BatchNormalization or an Add and the
     Relu after it, an Add and the LayerNormalization of its sum (a residual join); Concats that
     extend one another share one buffer; a layout node (Reshape,
@@ -40,6 +41,7 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     # (importing hal.kernels.fused imports the kernel families, on first use)
     from hal.kernels.epilogue import MatMulEpilogue
     from hal.kernels.fused import MatMulBias, MatMulGroup, Region
+    from hal.kernels.fused_attention import AttentionCore
     from hal.kernels.fused_norm import AddLayerNorm, LayerNorm
     from hal.kernels.fused_relu import AddRelu, NormRelu, ReluPool
     from hal.kernels.normalization import layer_normalization
@@ -85,6 +87,14 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
                             [n.name for n in members[2:]])
             step = Step(MatMulEpilogue(keys[0], keys[1], f.bias_first, region), list(f.inputs), [out], {}, label, op,
                         None, tuple(n.name for n in members), "MatMul")
+        elif f.kind == "attention_core":  # (the region's members lie between the two products)
+            n_elem = len(f.refs)
+            region = Region(keys[1:n_elem + 1], f.refs, [s.attrs for s in steps[1:n_elem + 1]],
+                            [n.op_type for n in members[1:n_elem + 1]], [n.name for n in members[1:n_elem + 1]],
+                            keys[n_elem + 1], steps[n_elem + 1].attrs)
+            step = Step(AttentionCore(keys[0], region, keys[-1]), list(f.inputs), [out], {}, label, op, None,
+                        tuple(n.name for n in members), "MatMul",
+                        scratch=(members[0].outputs[0], members[n_elem + 1].outputs[0]))
         else:
             n_elem = len(f.refs)
             fn = Region(keys[:n_elem], f.refs, [s.attrs for s in steps[:n_elem]], [n.op_type for n in members[:n_elem]],

@@ -50,6 +50,9 @@ class Step:
     #: layout nodes folded into this step (``hal.engine.views``): per input position, the views
     #: applied in order to the value read there before the guard and the kernel see it
     views: tuple[tuple[int, tuple[Any, ...]], ...] = ()
+    #: values a fused step makes and frees before it returns (an attention core's scores and
+    #: probabilities): a memory plan counts them live while the step runs
+    scratch: tuple[str, ...] = ()
 
     @property
     def guarded_as(self) -> str:

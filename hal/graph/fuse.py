@@ -14,6 +14,9 @@ nodes the engine runs as one step:
   that alone reads the region's result;
 - ``matmul_epilogue``: a ``matmul_bias`` pair and the region (without a Softmax) that alone reads
   the sum (a transformer MLP's first projection and its GELU), the region as the product's epilogue;
+- ``attention_core``: a MatMul whose product only a Softmax region reads, as its chain's head (an
+  attention's scores, scaled and masked), and the MatMul that alone reads the Softmax's result as
+  its first operand (the probabilities times V): one step from Q and K to the heads' outputs;
 - ``relu_pool``: a Relu whose output only a MaxPool reads (a CNN's stem, VGG's blocks), the pool
   run first and the Relu on its smaller result: max commutes with max(., 0), and every window of
   such a pool (no dilation, no ceil mode, pads within the kernel) holds an element of the image;
@@ -85,12 +88,13 @@ class Fusion:
     """Nodes (indices into the list given to ``find_fusions``, in order) that run as one step."""
 
     #: "matmul_bias" | "matmul_group" | "region" | "matmul_epilogue" | "relu_pool" | "norm_relu" | "add_relu"
-    #: | "add_layer_norm"
+    #: | "add_layer_norm" | "attention_core"
     kind: str
     members: list[int]
     inputs: list[str] = field(default_factory=list)   # the step's inputs, in call order
     #: region: per member, each input as an index into ``inputs`` (>= 0) or ~k for member k's result;
-    #: matmul_epilogue: the region's members' (0 the pair's sum, i >= 1 the step's input i + 2)
+    #: matmul_epilogue: the region's members' (0 the pair's sum, i >= 1 the step's input i + 2);
+    #: attention_core: the region's members' (0 the scores, i >= 1 the step's input i + 1)
     refs: list[tuple[int, ...]] = field(default_factory=list)
     softmax: int | None = None    # region: the Softmax member reading the result, if any
     bias_first: bool = False      # matmul_bias, matmul_epilogue: the Add reads the bias first
@@ -207,6 +211,7 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
         out.append(Fusion("region", members + ([soft] if soft is not None else []), list(slot), refs, soft))
         used.update(members)
     out = _epilogues(graph, ix, nodes, out)
+    out = _attention_cores(graph, ix, nodes, out, used)
     for k, n in enumerate(nodes):
         if n.op_type != "Relu" or k in used or not _plain(n) or len(n.inputs) != 1 or id(n) not in gpos:
             continue
@@ -308,6 +313,46 @@ def _epilogues(graph: Graph, ix: GraphIndex, nodes: Sequence[Node], fusions: lis
             out.append(Fusion("matmul_epilogue", p.members + f.members, p.inputs + [f.inputs[i] for i in others],
                               refs, bias_first=p.bias_first))
             break
+    return [f for f in fusions if id(f) not in joined] + out
+
+
+def _attention_cores(graph: Graph, ix: GraphIndex, nodes: Sequence[Node], fusions: list[Fusion], used: set[int]
+                     ) -> list[Fusion]:
+    """``fusions`` with each Softmax region whose first member alone reads a MatMul's product (its
+    scores), and whose Softmax result a MatMul alone reads as its first operand, joined with both
+    MatMuls (marked ``used``) as one ``attention_core``: the step's inputs are the first product's
+    two, the region's others, then the second product's other operand (V); its ``refs`` the
+    region's over the scores (0) and those."""
+    where = {id(n): k for k, n in enumerate(nodes)}
+    joined: set[int] = set()
+    out: list[Fusion] = []
+    for f in fusions:
+        if f.kind != "region" or f.softmax is None:
+            continue
+        first = nodes[f.members[0]]
+        gfirst = ix.position[id(first)]
+        # the scores: a MatMul's product that the region's first member alone reads, once
+        k, scores = next(((j, x) for x in first.inputs if x and x not in ix.graph_outputs
+                          and ix.consumers.get(x) == [gfirst] and (p := ix.producer.get(x)) is not None
+                          and (j := where.get(id(graph.nodes[p]))) is not None and j not in used
+                          and nodes[j].op_type == "MatMul"), (None, ""))
+        probs = nodes[f.softmax].outputs[0]
+        c = ix.sole_consumer(probs)
+        r = where.get(id(graph.nodes[c])) if c is not None else None
+        if k is None or r is None or r in used or r <= f.softmax:
+            continue
+        mm, mix = nodes[k], nodes[r]
+        if (mix.op_type != "MatMul" or not _plain(mm) or not _plain(mix) or len(mm.inputs) != 2
+                or len(mix.inputs) != 2 or mix.inputs[0] != probs or mix.inputs[1] == probs):
+            continue
+        pos = f.inputs.index(scores)
+        others = [i for i in range(len(f.inputs)) if i != pos]
+        renumber = {pos: 0, **{i: j + 1 for j, i in enumerate(others)}}
+        refs = [tuple(renumber[x] if x >= 0 else x for x in refs) for refs in f.refs]
+        used.update((k, r))
+        joined.add(id(f))
+        out.append(Fusion("attention_core", [k, *f.members, r], [*mm.inputs, *(f.inputs[i] for i in others),
+                                                                 mix.inputs[1]], refs, f.softmax))
     return [f for f in fusions if id(f) not in joined] + out
 
 

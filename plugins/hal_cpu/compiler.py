@@ -44,7 +44,8 @@ class CpuTarget:
             raise CompileError(f"unknown options {sorted(options.target_options)} for target 'cpu'",
                                where="target 'cpu'", hint="the cpu target takes no target-specific options")
         program = reference_program(graph, fuse=True)
-        plan = plan_memory(graph, [(s.ins, s.outs) for s in program.steps], lambda n: tensor_bytes(graph, n))
+        plan = plan_memory(graph, [(s.ins, [*s.outs, *s.scratch]) for s in program.steps],
+                           lambda n: tensor_bytes(graph, n))
         by_name = {n.name: n for n in graph.nodes}
         kernels = []
         for s in program.steps:  # one kernel per step: a fused step lists the nodes it runs

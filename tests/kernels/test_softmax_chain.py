@@ -13,6 +13,7 @@ from hal.graph.load import load
 from hal.graph.passes import optimize
 from hal.kernels import jit, lookup
 from hal.kernels.fused import Region
+from hal.kernels.fused_attention import AttentionCore
 from hal.kernels.score_chain import CHAIN_CODES
 from tests.kernels.test_jit_loops import _counting
 
@@ -140,9 +141,12 @@ def test_the_attention_exports_run_their_softmax_regions_in_the_loop(monkeypatch
     model = _transformer(name)
     graph = optimize(load(model))
     steps = fused_steps(graph, graph.nodes)
-    regions = [s for s in steps if s.op_type.endswith("Softmax")]
-    assert regions and all(isinstance(s.fn, Region) and s.fn._chain is not None for s in regions)
-    assert {s.op_type for s in regions} == {"Div+Add+Softmax" if "bert" in name else "Div+Where+Softmax"}
+    # (each inside the attention core step that multiplies its scores and its probabilities)
+    cores = [s for s in steps if isinstance(s.fn, AttentionCore)]
+    regions = [s.fn.region for s in cores]
+    assert regions and all(r._chain is not None for r in regions)
+    assert not any(s.op_type.endswith("Softmax") for s in steps)
+    assert {"+".join(r.ops) for r in regions} == {"Div+Add" if "bert" in name else "Div+Where"}
     calls = _counting(monkeypatch, loops, "softmax_prologue")
     feeds = _feeds(model)
     got = Program(graph, steps).run_list(feeds)

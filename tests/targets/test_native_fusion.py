@@ -16,6 +16,7 @@ import hal
 from hal.engine import steps_for_nodes
 from hal.kernels.epilogue import MatMulEpilogue
 from hal.kernels.fused import MatMulBias, MatMulGroup
+from hal.kernels.fused_attention import AttentionCore
 from tests.conftest import light_case
 
 #: where each target fuses host steps when it builds its host program (and joins a wrapped MatMul
@@ -81,9 +82,12 @@ def test_native_fuses_the_steps_between_matrix_ops_with_the_same_bits(target, mo
         assert any(not np.array_equal(a, b) for a, b in zip(got, exact))  # native did round something
         # as many steps as at exact, but for the Q, K and V projections: at exact one batched product a
         # layer (``MatMulGroup``), at native each its own rounded one (32 steps on the LPU, 28 on the GPU);
-        # and for the MLP's first projection: at exact one step with its GELU (``MatMulEpilogue``), at
-        # native its rounded product and bias Add, then the GELU's region
+        # for the MLP's first projection: at exact one step with its GELU (``MatMulEpilogue``), at
+        # native its rounded product and bias Add, then the GELU's region; and for each attention's
+        # scores, Softmax and product by V: at exact one step (``AttentionCore``), at native three
+        # (the GPU runs its own attention kernel at either)
         groups = [s.fn.n - 1 for s in _steps(at_exact) if isinstance(s.fn, MatMulGroup)]
         epilogues = sum(isinstance(s.fn, MatMulEpilogue) for s in _steps(at_exact))
-        assert groups == [2, 2] and epilogues == 2
-        assert _host_steps(fused) == _host_steps(at_exact) + sum(groups) + epilogues
+        cores = sum(isinstance(s.fn, AttentionCore) for s in _steps(at_exact))
+        assert groups == [2, 2] and epilogues == 2 and cores == (0 if target == "gpu" else 2)
+        assert _host_steps(fused) == _host_steps(at_exact) + sum(groups) + epilogues + 2 * cores
