@@ -30,19 +30,32 @@ from hal.perf.opcount import PRODUCT_OPS, product_flops
 RATE_SIZES = (512, 1024, 1536)
 
 
+#: what ``product_op`` calls an attention core step (``hal.kernels.fused_attention``): two products
+ATTENTION_CORE = "MatMul+Softmax+MatMul"
+
+
 def product_op(op_type: str, guard_op: str | None) -> str | None:
     """The product op a step computes: its own op type, or the product a fused step starts with
-    (``MatMul+Add`` runs MatMul and guards as it); None for any other step."""
+    (``MatMul+Add`` runs MatMul and guards as it; an attention core, ``ATTENTION_CORE``); None for
+    any other step."""
     if op_type in PRODUCT_OPS:
         return op_type
+    if guard_op == "MatMul" and op_type.endswith("+Softmax+MatMul"):
+        return ATTENTION_CORE
     return guard_op if guard_op in PRODUCT_OPS else None
 
 
 def step_product_flops(op: str, args: Sequence[Any], attrs: dict[str, Any], result: Any) -> float:
-    """FLOPs of one call of a product step, from the arrays it was given and the one it returned."""
-    out = result[0] if isinstance(result, tuple) else result
+    """FLOPs of one call of a product step, from the arrays it was given and those it returned: a
+    step of several products of one operand (``MatMulGroup``'s Q, K and V) returns one result
+    each; an attention core (a, b, ..., c) multiplies a by b, then the probabilities by c."""
     shapes = [tuple(getattr(a, "shape", ())) for a in args]
-    return product_flops(op, shapes, int(getattr(out, "size", 0)), attrs)
+    outs = result if isinstance(result, tuple) else (result,)
+    if op == ATTENTION_CORE:
+        k, n, d = shapes[0][-1], shapes[1][-1], shapes[-1][-1]
+        rows = int(outs[0].size) // d  # the batch's rows of queries
+        return 2.0 * rows * n * k + 2.0 * rows * n * d
+    return sum(product_flops(op, shapes, int(getattr(out, "size", 0)), attrs) for out in outs)
 
 
 def _square_rate(size: int, groups: int, per_group: int) -> float:

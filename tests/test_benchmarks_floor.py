@@ -25,19 +25,27 @@ def test_product_flops_of_batched_grouped_and_transposed_products() -> None:
     assert floor.product_op("MatMul+Add", "MatMul") == "MatMul"
     assert floor.product_op("Div+Erf+Add+Mul+Mul", "") is None
     assert floor.product_op("Conv", None) == "Conv"
+    # an attention core: scores (2, 4, 16, 8) @ (2, 4, 8, 16), then probabilities by V (.., 16, 32)
+    q, kt, v = np.ones((2, 4, 16, 8), f32), np.ones((2, 4, 8, 16), f32), np.ones((2, 4, 16, 32), f32)
+    op = floor.product_op("Reshape+Transpose+MatMul+Div+Where+Softmax+MatMul", "MatMul")
+    assert op == floor.ATTENTION_CORE
+    assert floor.step_product_flops(op, [q, kt, f32(4), v], {}, np.ones((2, 4, 16, 32), f32)) == (
+        2 * (2 * 4 * 16 * 16) * 8 + 2 * (2 * 4 * 16 * 32) * 16)
 
 
-def test_a_profiled_run_counts_the_products_shape_inference_counts() -> None:
-    # ShuffleNet: grouped 1x1 convs, depthwise 3x3 convs, a strided stem and a Gemm; the run's arrays
-    # and the optimized graph's inferred shapes are two independent routes to the same count
+@pytest.mark.parametrize("name, least", [("light_shufflenet", 1e8), ("tiny-gpt", 3e6)])
+def test_a_profiled_run_counts_the_products_shape_inference_counts(name: str, least: float) -> None:
+    # ShuffleNet: grouped 1x1 convs, depthwise 3x3 convs, a strided stem and a Gemm; tiny-gpt: Q, K
+    # and V as one step of three products, and each attention's two products in one step. The
+    # run's arrays and the optimized graph's inferred shapes are two independent routes to the count
     from hal.graph.load import load
     from hal.graph.passes import optimize
 
-    model = run.load_model("light_shufflenet")
+    model = run.load_model(name)
     prof = run.profile_model(model, reps=1)
     graph = optimize(load(model.source))
     static = sum(node_flops(n, graph) for n in graph.nodes if n.op_type in PRODUCT_OPS)
-    assert static > 1e8
+    assert static > least
     assert prof["product_flops"] == pytest.approx(static, rel=1e-12)
 
 
