@@ -321,3 +321,52 @@ def test_wafer_stages_run_fused_steps_at_exact_bit_identical_to_cpu(name):
     got = exe.run(feeds)
     for k in want:
         assert np.array_equal(got[k], want[k], equal_nan=True)
+
+
+def _matmul_bias(w: np.ndarray, bias: np.ndarray, bias_first: bool, fed: bool) -> tuple[Program, Program, list]:
+    """(fused program, plain program, the calls of its MatMulBias's product) of x @ W + b, W fed or a weight."""
+    from hal.kernels.fused import MatMulBias
+
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["mm"]),
+             helper.make_node("Add", ["b", "mm"] if bias_first else ["mm", "b"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)]
+    inits = [numpy_helper.from_array(bias, "b")]
+    if fed:
+        inputs.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, [8, 5]))
+    else:
+        inits.append(numpy_helper.from_array(w, "W"))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    model = helper.make_model(helper.make_graph(nodes, "mb", inputs, [y], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    graph = optimize(from_proto(model, where="mb"))
+    steps = fused_steps(graph, graph.nodes)
+    assert len(steps) == 1 and isinstance(steps[0].fn, MatMulBias)
+    fn = steps[0].fn
+    calls: list = []
+    real = fn._mm
+    fn._mm = lambda a, b: calls.append(a.shape) or real(a, b)
+    return Program(graph, steps), Program(graph, steps_for_nodes(graph, graph.nodes)), calls
+
+
+@pytest.mark.parametrize("x_shape, kept", [((6, 8), True), ((1, 6, 8), True), ((2, 3, 8), False), ((8,), False)],
+                         ids=["rows", "batch-of-one", "batch-of-two", "vector"])
+@pytest.mark.parametrize("bias_first", [False, True])
+def test_a_matmul_bias_step_repeats_a_kept_call_directly_with_the_same_bits(x_shape, kept, bias_first):
+    """MatMulBias keeps a float32 call's shape, weight and bias where the MatMul kernel multiplied the
+    rows as they are; the next call with them skips the kernels (not called again), other shapes
+    and a fed weight take them, and every call has the bits of the two nodes."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((8, 5)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    for fed in (False, True):
+        fused, plain, calls = _matmul_bias(w, bias, bias_first, fed)
+        for seed in range(3):
+            feeds = {"x": np.random.default_rng(seed).standard_normal(x_shape).astype(np.float32),
+                     **({"W": w} if fed else {})}
+            got, want = fused.run_list(dict(feeds)), plain.run_list(dict(feeds))
+            assert got[0].shape == want[0].shape and np.array_equal(got[0], want[0])
+        repeated = kept and not fed
+        assert len(calls) == (1 if repeated else 3) and (fused.steps[0].fn._kept is not None) == repeated
+        feeds = {"x": np.ones((3, 8), np.float32), **({"W": w} if fed else {})}  # another shape: the kernels again
+        assert np.array_equal(fused.run_list(dict(feeds))[0], plain.run_list(dict(feeds))[0])
+        assert len(calls) == (2 if repeated else 4)

@@ -94,15 +94,38 @@ class MatMulBias(_Fused):
         super()._bind()
         self._ufunc_add = self.fns[1] is elementwise.add  # the Add is np.add: it may run into the product
         self._mm = self.fns[0] if self.product is None else self.product
+        #: (a's shape, the weight, the bias) of the last float32 call that ``_keep`` found repeatable
+        self._kept: tuple[Any, Any, Any] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state.pop("_ufunc_add", None)
-        state.pop("_mm", None)
+        for k in ("_ufunc_add", "_mm", "_kept"):
+            state.pop(k, None)
         return state
 
     def __call__(self, a: Array, b: Array, bias: Array) -> Array:
-        return self.add_bias(self._mm(a, b), bias)
+        kept = self._kept
+        if (kept is not None and b is kept[1] and bias is kept[2] and a.__class__ is np.ndarray and a.dtype is _F32
+                and a.shape == kept[0]):
+            # what the kernels did for this shape, weight and bias: linalg._matmul's one product (a's
+            # rows as they are), then the bias added into it
+            y = np.matmul(a, b)
+            return np.add(bias, y, out=y) if self.bias_first else np.add(y, bias, out=y)
+        y = self._mm(a, b)
+        if self._ufunc_add and self.product is None:
+            self._keep(a, b, bias)
+        return self.add_bias(y, bias)
+
+    def _keep(self, a: Any, b: Any, bias: Any) -> None:
+        """Keep this call's operands' shape, weight and bias where the next call with them may skip the
+        kernels' checks: float32, a read-only 2-D weight and 1-D bias of its width (or one), and an
+        activation that ``linalg._matmul`` multiplies as it is (2-D, or a batch of one)."""
+        if (a.__class__ is np.ndarray and b.__class__ is np.ndarray and bias.__class__ is np.ndarray
+                and a.dtype is _F32 and b.dtype is _F32 and bias.dtype is _F32 and b.ndim == 2 and bias.ndim == 1
+                and bias.shape[0] in (1, b.shape[1]) and not b.flags.writeable and not bias.flags.writeable
+                and a.ndim >= 2 and a.shape[-1] == b.shape[0] and (a.ndim == 2 or a.shape[-2] * a.shape[-1] == a.size)
+                and self.fns[0] is linalg.matmul):
+            self._kept = (a.shape, b, bias)  # one tuple: atomic for concurrent runs
 
     def add_bias(self, y: Any, bias: Array) -> Any:
         """The Add of ``bias`` to the product ``y`` (the step's own array), into y where numpy's add
