@@ -193,3 +193,40 @@ def test_the_step_keeps_the_products_memory_guard():
     sess.run(None, {"x": np.ones((8, 64), np.float32)})  # 128 KiB: within the bound
     with pytest.raises(ResourceError):
         sess.run(None, {"x": np.ones((1024, 64), np.float32)})  # 16 MiB of product
+
+
+@pytest.mark.parametrize("x_shape, rows, kept", [(["r", 8], (24, 8), True), ([1, "r", 8], (1, 24, 8), True),
+                                                 (["a", "r", 8], (2, 12, 8), False)],
+                         ids=["rows", "batch-of-one", "batch-of-two"])
+def test_a_repeated_call_skips_the_checks_with_the_same_bits(x_shape, rows, kept):
+    """A second call with the first one's shape, weights and scalars goes straight to numpy's product
+    and the loops (the MatMul kernel is not called again) where the kernel multiplied a's rows as
+    they are; a batch of two is multiplied through its reshape, so every call takes the kernel."""
+    fused, plain, steps = _programs(_mlp(_erf, x_shape=x_shape))
+    fn = steps[0].fn
+    calls = []
+    real = fn.fns[0]
+    fn.fns[0] = lambda a, b: calls.append(a.shape) or real(a, b)
+    for seed in (2, 3, 4):
+        x = _x(24, seed=seed).reshape(rows)
+        got, want = fused.run_list({"x": x}), plain.run_list({"x": x})
+        assert np.array_equal(got[0], want[0], equal_nan=True)
+    assert len(calls) == (1 if kept else 3) and (fn._kept_call is not None) == kept
+    other = _x(7).reshape((7, 8) if len(rows) == 2 else (1, 7, 8) if kept else (7, 1, 8))
+    assert np.array_equal(fused.run_list({"x": other})[0], plain.run_list({"x": other})[0], equal_nan=True)
+    assert len(calls) == (2 if kept else 4)  # another shape: the kernel again
+
+
+def test_a_fed_weight_is_never_kept():
+    model = _mlp(_erf)
+    w = next(i for i in model.graph.initializer if i.name == "W")
+    weight = numpy_helper.to_array(w).copy()
+    model.graph.initializer.remove(w)
+    model.graph.input.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, [8, 16]))
+    fused, plain, steps = _programs(model)
+    x = _x(5)
+    fused.run_list({"x": x, "W": weight})
+    weight *= 2  # the caller's array, changed in place between runs
+    assert np.array_equal(fused.run_list({"x": x, "W": weight})[0], plain.run_list({"x": x, "W": weight})[0],
+                          equal_nan=True)
+    assert steps[0].fn._kept_call is None
