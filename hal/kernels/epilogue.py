@@ -56,7 +56,7 @@ class MatMulEpilogue(_Fused):
         if (kept is not None and b is kept[1] and bias is kept[2] and a.__class__ is np.ndarray and a.dtype is _F32
                 and a.shape == kept[0] and all(map(operator.is_, rest, kept[3]))):
             # what the checks below found for this shape, these weights and scalars: the MatMul
-            # kernel's one product of a's rows as they are, then the loops
+            # kernel's one product of a as it is (``linalg.matmul_as_is``), then the loops
             return self._gelu(self._form[0] == "erf", np.matmul(a, b), bias, kept[4])  # type: ignore[index]
         form = self._form
         if (form is not None and a.__class__ is np.ndarray and b.__class__ is np.ndarray
@@ -69,8 +69,7 @@ class MatMulEpilogue(_Fused):
                         and y.flags.writeable):
                     # (the region reads nothing but its scalars, read-only and kept by ``_scalars``)
                     if (self._kept is not None and self._kept[1] is k and len(rest) == len(form[1])
-                            and not b.flags.writeable and not bias.flags.writeable
-                            and a.ndim >= 2 and (a.ndim == 2 or a.shape[-2] * a.shape[-1] == a.size)):
+                            and not b.flags.writeable and not bias.flags.writeable and linalg.matmul_as_is(a, b)):
                         self._kept_call = (a.shape, b, bias, rest, k)  # one tuple: atomic for concurrent runs
                     return self._gelu(form[0] == "erf", y, bias, k)
                 return self.region(self._pair.add_bias(y, bias), *rest)

@@ -107,8 +107,8 @@ class MatMulBias(_Fused):
         kept = self._kept
         if (kept is not None and b is kept[1] and bias is kept[2] and a.__class__ is np.ndarray and a.dtype is _F32
                 and a.shape == kept[0]):
-            # what the kernels did for this shape, weight and bias: linalg._matmul's one product (a's
-            # rows as they are), then the bias added into it
+            # what the kernels did for this shape, weight and bias: the MatMul kernel's one product of
+            # a as it is, then the bias added into it
             y = np.matmul(a, b)
             return np.add(bias, y, out=y) if self.bias_first else np.add(y, bias, out=y)
         y = self._mm(a, b)
@@ -119,12 +119,10 @@ class MatMulBias(_Fused):
     def _keep(self, a: Any, b: Any, bias: Any) -> None:
         """Keep this call's operands' shape, weight and bias where the next call with them may skip the
         kernels' checks: float32, a read-only 2-D weight and 1-D bias of its width (or one), and an
-        activation that ``linalg._matmul`` multiplies as it is (2-D, or a batch of one)."""
-        if (a.__class__ is np.ndarray and b.__class__ is np.ndarray and bias.__class__ is np.ndarray
-                and a.dtype is _F32 and b.dtype is _F32 and bias.dtype is _F32 and b.ndim == 2 and bias.ndim == 1
-                and bias.shape[0] in (1, b.shape[1]) and not b.flags.writeable and not bias.flags.writeable
-                and a.ndim >= 2 and a.shape[-1] == b.shape[0] and (a.ndim == 2 or a.shape[-2] * a.shape[-1] == a.size)
-                and self.fns[0] is linalg.matmul):
+        activation that the MatMul kernel multiplies as it is (``linalg.matmul_as_is``)."""
+        if (self.fns[0] is linalg.matmul and linalg.matmul_as_is(a, b) and b.ndim == 2 and a.shape[-1] == b.shape[0]
+                and bias.__class__ is np.ndarray and bias.dtype is _F32 and bias.ndim == 1
+                and bias.shape[0] in (1, b.shape[1]) and not b.flags.writeable and not bias.flags.writeable):
             self._kept = (a.shape, b, bias)  # one tuple: atomic for concurrent runs
 
     def add_bias(self, y: Any, bias: Array) -> Any:

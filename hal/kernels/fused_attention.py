@@ -52,8 +52,8 @@ class AttentionCore(_Fused):
             if (a.__class__ is np.ndarray and b.__class__ is np.ndarray and c.__class__ is np.ndarray
                     and a.dtype is _F32 and b.dtype is _F32 and c.dtype is _F32 and a.shape == kept[0]
                     and b.shape == kept[1] and c.shape == kept[2] and all(map(operator.is_, rest[:-1], kept[3]))):
-                # what the kernels below did for these shapes and side inputs: _matmul's product of
-                # small batched views, the score chain's loop, numpy's exp and the softmax's last pass
+                # what the kernels below did for these shapes and side inputs: the MatMul kernel's
+                # products as np.matmul's, the score chain's loop, numpy's exp and the softmax's last pass
                 s = np.matmul(a, b)
                 n = s.shape[-1]
                 p = np.empty(s.shape, dtype=_F32)
@@ -73,13 +73,11 @@ class AttentionCore(_Fused):
 
     def _keep(self, a: Any, b: Any, c: Any, s: Any, sides: tuple[Any, ...]) -> None:
         """Keep this call's decisions where the next call with these shapes and side inputs may
-        repeat it directly: float32 arrays, products that ``linalg._matmul`` takes as the views
-        they are (batched on both sides, small), and a score chain that ran its loop over the
-        scores ``s`` with these read-only side inputs (its kept arguments)."""
+        repeat it directly: products that the MatMul kernel takes as the arrays they are
+        (``linalg.matmul_as_is``), and a score chain that ran its loop over the scores ``s`` with
+        these read-only side inputs (its kept arguments)."""
         fixed = self.region._chain._fixed  # type: ignore[union-attr]
-        if (fixed is None or s.__class__ is not np.ndarray or fixed[0] != s.shape
-                or not all(x.__class__ is np.ndarray and x.dtype is _F32 and x.ndim > 2 for x in (a, b, c))
-                or a.size + b.size > linalg.SMALL_BATCHED or s.size + c.size > linalg.SMALL_BATCHED
+        if (fixed is None or not linalg.matmul_as_is(a, b) or not linalg.matmul_as_is(s, c) or fixed[0] != s.shape
                 or not all(x.__class__ is np.ndarray and not x.flags.writeable for x in sides)
                 or not all(map(operator.is_, (sides[i - 1] for i in self.region._chain._reads), fixed[1]))):
             return

@@ -7,6 +7,8 @@ real K (2**53 / 255**2 terms), and it is many times faster than numpy's integer 
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_dtypes
 import numpy as np
 
@@ -48,6 +50,21 @@ def _matmul(a: Array, b: Array) -> Array:
 @kernel("MatMul", since=1)
 def matmul(a: Array, b: Array) -> Array:
     return _matmul(a, b)
+
+
+_F32 = np.dtype(np.float32)
+
+
+def matmul_as_is(a: Any, b: Any) -> bool:
+    """Whether ``matmul(a, b)`` is ``np.matmul(a, b)`` of float32 arrays of at least 2-D as they are:
+    a matrix or a batch of one times a matrix, or small batches (``SMALL_BATCHED``). A fused step
+    that keeps such a call repeats it by ``np.matmul`` alone, with the kernel's bits."""
+    if (a.__class__ is not np.ndarray or b.__class__ is not np.ndarray or a.dtype is not _F32
+            or b.dtype is not _F32 or a.ndim < 2 or b.ndim < 2):
+        return False
+    if b.ndim == 2:
+        return a.ndim == 2 or a.shape[-2] * a.shape[-1] == a.size
+    return a.size + b.size <= SMALL_BATCHED  # type: ignore[attr-defined]
 
 
 @kernel("Gemm", since=1)

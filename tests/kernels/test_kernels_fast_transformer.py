@@ -248,6 +248,38 @@ def test_matmul_batch_of_one_and_small_strided_heads_are_the_gemm_of_contiguous_
     assert np.array_equal(MATMUL(q, k), np.matmul(np.ascontiguousarray(q), np.ascontiguousarray(k)))
 
 
+@pytest.mark.parametrize("a_shape, b_shape, as_is", [
+    ((16, 64), (64, 8), True), ((1, 16, 64), (64, 8), True), ((2, 16, 64), (64, 8), False),
+    ((1, 4, 16, 16), (1, 4, 16, 16), True), ((4, 64, 64), (4, 64, 64), False), ((16, 64), (3, 64, 8), True),
+    ((64,), (64, 8), False)])
+def test_matmul_as_is_says_when_the_kernel_multiplies_its_operands_unchanged(monkeypatch, a_shape, b_shape,
+                                                                            as_is) -> None:
+    """``linalg.matmul_as_is``, which fused steps trust to repeat a call by np.matmul alone, against what
+    the MatMul kernel hands np.matmul: the very arrays (no reshape, no contiguous copy), or not."""
+    from hal.kernels import linalg
+
+    class Numpy:  # numpy, with its matmul recording whether it got the caller's arrays
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        def matmul(self, x, y):
+            seen.append(x is a and y is b)
+            return np.matmul(x, y)
+
+    seen: list[bool] = []
+    monkeypatch.setattr(linalg, "np", Numpy())
+    rng = _rng(12)
+    a = rng.normal(size=a_shape).astype(np.float32)
+    b = rng.normal(size=b_shape).astype(np.float32)
+    if a.ndim > 2 and b.ndim > 2:  # batches on both sides: strided views (attention's heads), which a copy changes
+        a = np.swapaxes(np.swapaxes(a, -1, -2).copy(), -1, -2)
+    linalg.matmul(a, b)
+    assert linalg.matmul_as_is(a, b) == as_is
+    # never as is where the kernel changes an operand; a vector, which it does not, is left out all the same
+    assert seen == [True] if as_is else (seen == [False] or a.ndim < 2)
+    assert not linalg.matmul_as_is(a.astype(np.float64), b.astype(np.float64))
+
+
 def test_matmul_float16_accumulates_in_float32() -> None:
     rng = _rng(10)
     a = rng.normal(size=(2, 8, 256)).astype(np.float16)
