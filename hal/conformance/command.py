@@ -332,8 +332,7 @@ def print_report(report: ConformanceReport, console: Any, *, failing_only: bool 
     for row in report.ops:
         if failing_only and not row.failed:
             continue
-        ran = row.total - row.skipped  # as the totals' pass_rate: of the cases that ran
-        rate = 100.0 * (row.passed + row.xpassed) / ran if ran else 0.0
+        rate = 100.0 * row.passing_share()  # as the totals' pass_rate: of the cases that ran
         style = "red" if row.failed else ("yellow" if row.xfailed else None)
         table.add_row(literal(row.op), str(row.total), str(row.passed), str(row.failed), str(row.xfailed),
                       str(row.xpassed), f"{rate:.0f}", style=style)

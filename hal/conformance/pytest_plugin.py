@@ -296,8 +296,8 @@ class SuiteState:
         tr = terminalreporter
         tr.section(f"hal conformance: {self.target} ({self.profile.name})")
         for row in [o for o in rep.ops if o.failed][:40]:
-            ran = row.total - row.skipped
-            tr.write_line(f"  {row.op:32s} {row.passed + row.xpassed:4d}/{ran:<4d} passed, {row.failed} failed")
+            tr.write_line(f"  {row.op:32s} {row.passed + row.xpassed:4d}/{row.cases_ran():<4d} passed, "
+                          f"{row.failed} failed")
         skipped = f", {t.skipped} skipped (this host lacks a package they need)" if t.skipped else ""
         tr.write_line(f"{t.passed + t.xpassed}/{t.ran} passed ({100 * t.pass_rate:.1f}%), {t.failed} failed, "
                       f"{t.xfailed} expected failures, {t.xpassed} unexpectedly passing{skipped}")

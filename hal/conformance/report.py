@@ -44,6 +44,15 @@ class _Counts(HalModel):
         self.total += 1
         setattr(self, outcome, getattr(self, outcome) + 1)
 
+    def cases_ran(self) -> int:
+        """The cases that ran: total less skipped (a skipped case did not run: no pass, no failure)."""
+        return self.total - self.skipped
+
+    def passing_share(self) -> float:
+        """Passed (xpassed included) over the cases that ran; 0.0 when none ran."""
+        ran = self.cases_ran()
+        return (self.passed + self.xpassed) / ran if ran else 0.0
+
 
 class OpResult(_Counts):
     """The cases of one op (light models, shipped models and contract checks each form one row)."""
@@ -115,8 +124,7 @@ class ConformanceReport(HalModel):
             per_op[r.op].op = r.op
             per_op[r.op].count(r.outcome)
             totals.count(r.outcome)
-        totals.ran = totals.total - totals.skipped  # a skipped case did not run: no pass, no failure
-        totals.pass_rate = (totals.passed + totals.xpassed) / totals.ran if totals.ran else 0.0
+        totals.ran, totals.pass_rate = totals.cases_ran(), totals.passing_share()
         version = None
         try:
             from hal.plugins import get_target
