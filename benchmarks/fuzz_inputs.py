@@ -78,8 +78,9 @@ def some_bytes(d: Any, most: int = 64) -> bytes:
 
 def corpus(node_cases: int = 400) -> list[bytes]:
     """Serialized seed models: hand-made (bombs, control flow, external-data users, ai.onnx.ml pipelines,
-    onnxruntime's quantized, transformer, fusion, hybrid-LLM and generation contrib ops), zoo, onnx node
-    tests."""
+    onnxruntime's quantized, transformer, fusion, hybrid-LLM and generation contrib ops), zoo (tiny-cnn;
+    tiny-gpt, whose exported attention, GELU and residual joins the engine runs as fused steps), onnx
+    node tests."""
     import onnx
 
     from hal.zoo import build
@@ -92,6 +93,7 @@ def corpus(node_cases: int = 400) -> list[bytes]:
     seeds: list[onnx.ModelProto] = [rm.relu_model(), rm.mlp_model(), rm.elementwise_model(), rm.matmul_with_weight(),
                                     rm.static_bomb_model(), rm.constant_bomb_model(), rm.runaway_loop_model(),
                                     rm.sparse_constant_bomb_model(), rm.local_function_model(), build("tiny-cnn"),
+                                    build("tiny-gpt"),
                                     cm.quantized_contrib_model(), cm.transformer_contrib_model(),
                                     cm.hybrid_contrib_model(), cm.generation_contrib_model()]
     seeds += [m for m, _, _ in rm.bomb_models().values()] + rm.ml_models()
