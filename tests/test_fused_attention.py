@@ -177,3 +177,22 @@ def test_the_cpu_memory_plan_counts_the_scores_and_probabilities_the_step_holds(
     qkv, heads, scores = 3 * b * s * H * D * 4, b * s * H * D * 4, b * H * s * s * 4
     # Q, K and V in, the scores and the probabilities inside the step, the heads out: all at once
     assert sess.report.peak_memory_bytes >= weights + qkv + 2 * scores + heads
+
+
+def test_concurrent_runs_of_changing_shapes_share_no_kept_state():
+    """One program run from four threads, each with its own shapes (kept ones, one past
+    ``SMALL_BATCHED``, a cross-attention's): a kept call is one tuple, replaced whole, so a run never
+    repeats another shape's decisions; every output has the plain program's bits."""
+    from tests.conftest import in_threads
+
+    model = _model(mask="none")
+    graph = load(model)
+    fused = Program(graph, fused_steps(graph, graph.nodes))
+    plain = Program(graph, steps_for_nodes(graph, graph.nodes))
+    cases = [_feeds(b, s, seed=i, kv=kv) for i, (b, s, kv) in enumerate([(1, 16, 16), (1, 7, 7), (2, 40, 40),
+                                                                          (1, 16, 24)])]
+    want = [plain.run_list(dict(f))[0] for f in cases]
+    got = in_threads(lambda i: [fused.run_list(dict(cases[i]))[0] for _ in range(40)], 4)
+    for runs, w in zip(got, want):
+        for g in runs:
+            _same([g], [w])
