@@ -211,7 +211,7 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
         out.append(Fusion("region", members + ([soft] if soft is not None else []), list(slot), refs, soft))
         used.update(members)
     out = _epilogues(graph, ix, nodes, out)
-    out = _attention_cores(graph, ix, nodes, out, used)
+    out = _attention_cores(graph, ix, nodes, where, out, used)
     for k, n in enumerate(nodes):
         if n.op_type != "Relu" or k in used or not _plain(n) or len(n.inputs) != 1 or id(n) not in gpos:
             continue
@@ -316,14 +316,13 @@ def _epilogues(graph: Graph, ix: GraphIndex, nodes: Sequence[Node], fusions: lis
     return [f for f in fusions if id(f) not in joined] + out
 
 
-def _attention_cores(graph: Graph, ix: GraphIndex, nodes: Sequence[Node], fusions: list[Fusion], used: set[int]
-                     ) -> list[Fusion]:
+def _attention_cores(graph: Graph, ix: GraphIndex, nodes: Sequence[Node], where: dict[int, int],
+                     fusions: list[Fusion], used: set[int]) -> list[Fusion]:
     """``fusions`` with each Softmax region whose first member alone reads a MatMul's product (its
     scores), and whose Softmax result a MatMul alone reads as its first operand, joined with both
     MatMuls (marked ``used``) as one ``attention_core``: the step's inputs are the first product's
     two, the region's others, then the second product's other operand (V); its ``refs`` the
-    region's over the scores (0) and those."""
-    where = {id(n): k for k, n in enumerate(nodes)}
+    region's over the scores (0) and those. ``where``: a node's position in ``nodes``, by id."""
     joined: set[int] = set()
     out: list[Fusion] = []
     for f in fusions:
