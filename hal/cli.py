@@ -84,9 +84,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             env[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             env[pkg] = None
-    from hal.kernels import jit
+    from hal.kernels import blas, jit
 
     env["compiled_loops"] = jit.status()
+    env["fused_products"] = blas.status()
     try:  # the one op whose codecs are an extra
         env["image_decoder"] = f"on (Pillow {metadata.version('pillow')})"
     except metadata.PackageNotFoundError:

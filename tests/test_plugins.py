@@ -88,6 +88,7 @@ def test_doctor_reports_a_broken_plugin_and_exits_1(plugin_site):
     assert {p["plugin"]: p for p in doc["plugins"]}["cpu"]["ok"]
     # what the environment offers: the compiled loops, and ImageDecoder's codecs (the dev extra has Pillow)
     assert doc["environment"]["compiled_loops"].startswith(("on", "off"))
+    assert doc["environment"]["fused_products"].startswith(("direct", "through np.matmul ("))
     assert doc["environment"]["image_decoder"].startswith("on (Pillow ")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from hal.kernels import elementwise, jit, linalg
+from hal.kernels import blas, elementwise, jit, linalg
 from hal.kernels.fused import _F32, Array, Key, MatMulBias, Region, _Fused
 
 
@@ -56,7 +56,10 @@ class MatMulEpilogue(_Fused):
         if (kept is not None and b is kept[1] and bias is kept[2] and a.__class__ is np.ndarray and a.dtype is _F32
                 and a.shape == kept[0] and all(map(operator.is_, rest, kept[3]))):
             # what the checks below found for this shape, these weights and scalars: the MatMul
-            # kernel's one product of a as it is (``linalg.matmul_as_is``), then the loops
+            # kernel's one product of a as it is (``linalg.matmul_as_is``), then the loops; numpy's
+            # sgemm and the head's loop in one compiled call where a lies row-major (``hal.kernels.blas``)
+            if kept[5] is not None and a.flags.c_contiguous:
+                return self._direct_gelu(kept[5], a, b, bias, kept[4], kept[6])
             return self._gelu(self._form[0] == "erf", np.matmul(a, b), bias, kept[4])  # type: ignore[index]
         form = self._form
         if (form is not None and a.__class__ is np.ndarray and b.__class__ is np.ndarray
@@ -70,7 +73,9 @@ class MatMulEpilogue(_Fused):
                     # (the region reads nothing but its scalars, read-only and kept by ``_scalars``)
                     if (self._kept is not None and self._kept[1] is k and len(rest) == len(form[1])
                             and not b.flags.writeable and not bias.flags.writeable and linalg.matmul_as_is(a, b)):
-                        self._kept_call = (a.shape, b, bias, rest, k)  # one tuple: atomic for concurrent runs
+                        # one tuple: atomic for concurrent runs
+                        self._kept_call = (a.shape, b, bias, rest, k, self._head(form[0] == "erf", a, b, bias),
+                                           (*a.shape[:-1], b.shape[1]))
                     return self._gelu(form[0] == "erf", y, bias, k)
                 return self.region(self._pair.add_bias(y, bias), *rest)
         return self.region(self._pair(a, b, bias), *rest)
@@ -90,6 +95,29 @@ class MatMulEpilogue(_Fused):
         if not any(x.flags.writeable for x in xs):
             self._kept = (xs, values)  # one tuple: atomic for concurrent runs
         return values
+
+    def _head(self, erf: bool, a: Array, b: Array, bias: Array) -> Any:
+        """``_gemm_loops``' product and GELU head for this call's operands where they may take it: a
+        row-major activation of at most 3 axes and rows that fit one block (``_gelu``'s one pass)."""
+        gemm = blas.loops()
+        if (gemm is None or a.ndim > 3 or not bias.flags.c_contiguous or not gemm.rows_ok(a, b)
+                or a.size // a.shape[-1] * b.shape[1] > Region.BLOCK):
+            return None
+        return gemm.gemm_erf_gelu_head if erf else gemm.gemm_tanh_gelu_head
+
+    def _direct_gelu(self, head: Any, a: Array, b: Array, bias: Array, k: list[float], shape: tuple[int, ...]
+                     ) -> Array:
+        """``_gelu`` of a @ b with the product and the head's loop as one call (``head``, ``_head``'s)."""
+        y = np.empty(shape, dtype=np.float32)
+        n = shape[-1]
+        p = np.empty((y.size // n, n), dtype=np.float32)
+        if self._form[0] == "erf":  # type: ignore[index]
+            head(a, b, bias, k[0], _ERF_COEF, _ERF_TOP, y, p)
+        else:
+            head(a, b, bias, k[0], k[1], y, p)
+        np.tanh(p, out=p)
+        jit.loops().gelu_tail(y.reshape(-1, n), p, k[-2], k[-1])
+        return y
 
     def _gelu(self, erf: bool, y: Array, bias: Array, k: list[float]) -> Array:
         """The bias Add and the GELU over ``y``'s rows, in place, ``Region.BLOCK`` floats at a time."""

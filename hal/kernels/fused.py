@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from hal import limits
-from hal.kernels import activation, elementwise, jit, linalg
+from hal.kernels import activation, blas, elementwise, jit, linalg
 from hal.kernels.elementwise import broadcasts_onto
 from hal.kernels.registry import lookup
 from hal.kernels.score_chain import ScoreChain, member
@@ -94,8 +94,9 @@ class MatMulBias(_Fused):
         super()._bind()
         self._ufunc_add = self.fns[1] is elementwise.add  # the Add is np.add: it may run into the product
         self._mm = self.fns[0] if self.product is None else self.product
-        #: (a's shape, the weight, the bias) of the last float32 call that ``_keep`` found repeatable
-        self._kept: tuple[Any, Any, Any] | None = None
+        #: (a's shape, the weight, the bias, ``_gemm_loops.gemm_bias`` where it may take a C-contiguous
+        #: a of that shape, else None, the result's shape) of the last float32 call ``_keep`` found repeatable
+        self._kept: tuple[Any, ...] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -108,7 +109,12 @@ class MatMulBias(_Fused):
         if (kept is not None and b is kept[1] and bias is kept[2] and a.__class__ is np.ndarray and a.dtype is _F32
                 and a.shape == kept[0]):
             # what the kernels did for this shape, weight and bias: the MatMul kernel's one product of
-            # a as it is, then the bias added into it
+            # a as it is, then the bias added into it; numpy's sgemm and the Add in one compiled call
+            # where a lies row-major (``hal.kernels.blas``)
+            if kept[3] is not None and a.flags.c_contiguous:
+                y = np.empty(kept[4], dtype=_F32)
+                kept[3](a, b, bias, self.bias_first, y)
+                return y
             y = np.matmul(a, b)
             return np.add(bias, y, out=y) if self.bias_first else np.add(y, bias, out=y)
         y = self._mm(a, b)
@@ -123,7 +129,11 @@ class MatMulBias(_Fused):
         if (self.fns[0] is linalg.matmul and linalg.matmul_as_is(a, b) and b.ndim == 2 and a.shape[-1] == b.shape[0]
                 and bias.__class__ is np.ndarray and bias.dtype is _F32 and bias.ndim == 1
                 and bias.shape[0] in (1, b.shape[1]) and not b.flags.writeable and not bias.flags.writeable):
-            self._kept = (a.shape, b, bias)  # one tuple: atomic for concurrent runs
+            gemm = blas.loops()
+            direct = (gemm.gemm_bias if gemm is not None and a.ndim <= 3 and bias.flags.c_contiguous
+                      and gemm.rows_ok(a, b) else None)
+            # one tuple: atomic for concurrent runs
+            self._kept = (a.shape, b, bias, direct, (*a.shape[:-1], b.shape[1]))
 
     def add_bias(self, y: Any, bias: Array) -> Any:
         """The Add of ``bias`` to the product ``y`` (the step's own array), into y where numpy's add
@@ -161,8 +171,9 @@ class MatMulGroup(_Fused):
         self._pair = MatMulBias(self.keys[0], self.keys[1], False) if self._biased else None
         self._batched = self.fns[0] is linalg.matmul and (not self._biased or self.fns[1] is elementwise.add)
         #: (the weights and biases of the last call, the weights' stacked array or None, the biases'
-        #: as (n, 1, N), or None where they are not stacked or there are none)
-        self._layout: tuple[tuple[Any, ...], Any, Any] | None = None
+        #: as (n, 1, N), or None where they are not stacked or there are none, ``_gemm_loops.gemm_group``
+        #: where it may take the products and the adds, else None, the biases as (n, N) for it)
+        self._layout: tuple[Any, ...] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -175,12 +186,17 @@ class MatMulGroup(_Fused):
         layout = self._layout
         if layout is None or len(layout[0]) != len(weights) or not all(map(operator.is_, weights, layout[0])):
             w, b = _stacked(weights[:n]), _stacked(weights[n:]) if self._biased else None
-            layout = (weights, w, None if b is None else b[:, None, :])
+            layout = (weights, w, None if b is None else b[:, None, :], *self._direct(w, b))
             self._layout = layout  # one tuple: atomic for concurrent runs
-        _, w, b = layout
+        _, w, b, group, rows_b = layout
         if (self._batched and w is not None and (b is not None or not self._biased) and a.__class__ is np.ndarray
                 and a.ndim >= 2 and a.dtype == w.dtype == _F32 and a.shape[-1] == w.shape[1] and a.flags.c_contiguous
                 and (b is None or b.dtype == _F32)):
+            if group is not None and a.ndim <= 3 and a.size >= 2 * a.shape[-1]:
+                # numpy's sgemm a weight and the adds in one compiled call (``hal.kernels.blas``)
+                y = np.empty((n, *a.shape[:-1], w.shape[2]), dtype=_F32)
+                group(a, w, rows_b, self._biased, y)
+                return tuple(y)
             y = np.matmul(a.reshape(-1, a.shape[-1]), w)  # (n, rows, N): one BLAS product per weight
             if b is not None:
                 np.add(y, b, out=y)
@@ -188,6 +204,16 @@ class MatMulGroup(_Fused):
         if self._pair is not None:
             return tuple([self._pair(a, weights[i], weights[n + i]) for i in range(n)])
         return tuple([self.fns[0](a, weights[i]) for i in range(n)])
+
+    def _direct(self, w: Array | None, b: Array | None) -> tuple[Any, Any]:
+        """(``_gemm_loops.gemm_group``, the biases as (n, N)) where it may run the stacked products
+        (float32 matrices of at least 2 by 2; the activation's rows, at least 2, are checked a call),
+        else (None, None)."""
+        gemm = blas.loops() if self._batched and w is not None else None
+        if (gemm is None or w.dtype != _F32 or min(w.shape[1:]) < 2  # type: ignore[union-attr]
+                or (self._biased and (b is None or b.dtype != _F32 or b.ndim != 2))):
+            return None, None
+        return gemm.gemm_group, b if b is not None else np.zeros((0, 0), dtype=_F32)
 
 
 def _stacked(xs: Sequence[Any]) -> Array | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hal.kernels import jit, linalg
+from hal.kernels import blas, jit, linalg
 from hal.kernels.fused import _F32, Array, Key, Region, _Fused
 
 
@@ -53,7 +53,20 @@ class AttentionCore(_Fused):
                     and a.dtype is _F32 and b.dtype is _F32 and c.dtype is _F32 and a.shape == kept[0]
                     and b.shape == kept[1] and c.shape == kept[2] and all(map(operator.is_, rest[:-1], kept[3]))):
                 # what the kernels below did for these shapes and side inputs: the MatMul kernel's
-                # products as np.matmul's, the score chain's loop, numpy's exp and the softmax's last pass
+                # products as np.matmul's, the score chain's loop, numpy's exp and the softmax's last pass;
+                # with numpy's sgemm called from the loops where the operands' layouts are those kept
+                # (``hal.kernels.blas``): the scores and the chain in one call, the last pass and the
+                # product by c in another
+                direct = kept[5]
+                if direct is not None and (a.strides, b.strides, c.strides) == direct[1]:
+                    s = np.empty(direct[2], dtype=_F32)
+                    p = np.empty(direct[2], dtype=_F32)
+                    if direct[0].scores_softmax_head(a, b, s, p, *kept[4]):
+                        s = None
+                        np.exp(p, out=p)
+                        out = np.empty(direct[3], dtype=_F32)
+                        direct[0].softmax_tail_mix(p, c, out)
+                        return out
                 s = np.matmul(a, b)
                 n = s.shape[-1]
                 p = np.empty(s.shape, dtype=_F32)
@@ -81,7 +94,11 @@ class AttentionCore(_Fused):
                 or not all(x.__class__ is np.ndarray and not x.flags.writeable for x in sides)
                 or not all(map(operator.is_, (sides[i - 1] for i in self.region._chain._reads), fixed[1]))):
             return
-        self._kept = (a.shape, b.shape, c.shape, sides, fixed[2])  # one tuple: atomic for concurrent runs
+        gemm = blas.loops()
+        direct = None
+        if gemm is not None and gemm.batch_ok(a, b) and gemm.batch_ok(s, c):
+            direct = (gemm, (a.strides, b.strides, c.strides), s.shape, (*s.shape[:-1], c.shape[-1]))
+        self._kept = (a.shape, b.shape, c.shape, sides, fixed[2], direct)  # one tuple: atomic for concurrent runs
 
 
 __all__ = ["AttentionCore"]

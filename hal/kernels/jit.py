@@ -63,8 +63,9 @@ def njit(fn: Callable[..., Any] | None = None, *, signature: Any = None, **optio
     """numba.njit with the loops' options (nopython, GIL released, no bounds checks, numpy's float
     errors, cached on disk through ``_shared_cache``) as a decorator; ``hal.kernels._loops`` applies
     it when it is imported, which only a caller that found ``enabled()`` does. With a ``signature``
-    the loop is compiled (or loaded from the cache) right then, for those types only: an argument of
-    any other type raises TypeError instead of compiling a second machine code inside a run."""
+    (or a list of them) the loop is compiled (or loaded from the cache) right then, for those types
+    only: an argument of any other type raises TypeError instead of compiling a machine code inside
+    a run."""
     import numba
     from numba.core import typeinfer
 
@@ -76,9 +77,10 @@ def njit(fn: Callable[..., Any] | None = None, *, signature: Any = None, **optio
         loop._cache = _shared_cache()(fn)
     except RuntimeError:  # no writable cache next to the module nor in the user's cache directory
         pass
-    if signature is not None:  # what numba.njit(signature) does
+    if signature is not None:  # what numba.njit(signature) does (a list: each of them)
         with typeinfer.register_dispatcher(loop):
-            loop.compile(signature)
+            for sig in signature if isinstance(signature, list) else [signature]:
+                loop.compile(sig)
         loop.disable_compile()
     return loop
 
@@ -170,6 +172,9 @@ def load() -> None:
     if _LOADED or not enabled():
         return
     loops().warm()
+    from hal.kernels import blas
+
+    blas.available()  # the loops that call numpy's sgemm, and their check, before any run
     _LOADED = True
 
 
