@@ -97,15 +97,17 @@ def test_one_loop_with_the_bits_of_the_two_kernels_and_the_sum_kept(bias, monkey
     _same(stored.run_list(_feeds(specials=True)), want)
 
 
-@pytest.mark.parametrize("a_shape,b_shape", [((1, 16, N), (16, N)), ((16, N), (1, 16, N))], ids=["ab", "ba"])
+@pytest.mark.parametrize("a_shape,b_shape", [((1, 16, N), (16, N)), ((16, N), (1, 16, N)),
+                                             ((1, 2, 8, N), (2, 8, N))], ids=["ab", "ba", "4-axes"])
 def test_leading_ones_pair_up_a_position_embedding(a_shape, b_shape, monkeypatch):
-    # GPT-2's first join: the tokens' (1, 16, 64) embeddings and the positions' (16, 64)
+    # GPT-2's first join: the tokens' (1, 16, 64) embeddings and the positions' (16, 64); the loop
+    # takes arrays of 2 or 3 axes as they are, and more as rows
     calls = []
     real = normalization.add_layer_norm_into
     monkeypatch.setattr(normalization, "add_layer_norm_into", lambda *a: calls.append(1) or real(*a))
     _, _, got, want = fused_and_plain(_model(a_shape=a_shape, b_shape=b_shape), _feeds(a_shape, b_shape))
     _same(got, want)
-    assert calls == [1] and got[0].shape == (1, 16, N)
+    assert calls == [1] and got[0].shape == (a_shape if len(a_shape) >= len(b_shape) else b_shape)
 
 
 @pytest.mark.parametrize("case", ["broadcast", "float64", "float16", "axis-1", "scale-early"])

@@ -146,11 +146,14 @@ def add_layer_norm_into(a: Array, b: Array, shape: tuple[int, ...], s: Array, t:
     """(a + b, its LayerNormalization) by ``_loops.add_layer_norm_rows``, for what
     ``add_layer_norm_plan`` accepted (``shape``, ``s``, ``t`` its answer; ``t`` stands in, unread,
     for an absent bias)."""
-    n = shape[-1]
     total = np.empty(shape, dtype=np.float32)
     out = np.empty(shape, dtype=np.float32)
-    jit.loops().add_layer_norm_rows(a.reshape(-1, n), b.reshape(-1, n), s, t, has_bias, epsilon,
-                                    total.reshape(-1, n), out.reshape(-1, n))
+    if 1 < a.ndim < 4 and 1 < b.ndim < 4:  # the loop takes arrays of 2 or 3 axes as they are
+        jit.loops().add_layer_norm_rows(a, b, s, t, has_bias, epsilon, total, out)
+    else:
+        n = shape[-1]
+        jit.loops().add_layer_norm_rows(a.reshape(-1, n), b.reshape(-1, n), s, t, has_bias, epsilon,
+                                        total.reshape(-1, n), out.reshape(-1, n))
     return total, out
 
 
