@@ -23,6 +23,7 @@ from numba import types
 from hal.kernels._loops import (
     bias_erf_gelu_arg,
     bias_tanh_gelu_arg,
+    row_sums,
     softmax_prologue,
     softmax_scale,
 )
@@ -196,6 +197,22 @@ def softmax_tail_mix(e, c, out):
     _batched(e, c, out)
 
 
+@njit(signature=types.void(_Q, _Q_RO, types.Array(types.float32, 1, "C"), _Q))
+def sums_mix_divide(e, c, sums, out):
+    """Flash attention's end over its exponentials e: their row sums into ``sums``
+    (``_loops.row_sums``), out = e @ c (``batched``), then each row of out divided by its sum, as
+    ``acc /= l``. e is the caller's own new array, so never c's memory: no syrk pair."""
+    n = e.shape[3]
+    rows = e.size // n
+    row_sums(e.reshape(rows, n), sums)
+    _batched(e, c, out)
+    o = out.reshape(rows, out.shape[3])
+    for r in range(rows):
+        t = sums[U(r)]
+        for j in range(o.shape[1]):
+            o[U(r), U(j)] = o[U(r), U(j)] / t
+
+
 def batch_ok(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether ``batched`` multiplies a by b as np.matmul does: float32 arrays of 4 axes, the
     same batch, matrices of at least 2 by 2 that chain, each blasable as numpy says (its rows or its
@@ -225,4 +242,4 @@ def rows_ok(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 __all__ = ["batch_ok", "batched", "gemm_bias", "gemm_erf_gelu_head", "gemm_group", "gemm_rows",
-           "gemm_tanh_gelu_head", "rows_ok", "scores_softmax_head", "softmax_tail_mix"]
+           "gemm_tanh_gelu_head", "rows_ok", "scores_softmax_head", "softmax_tail_mix", "sums_mix_divide"]

@@ -84,11 +84,10 @@ class ScoreChain:
                 or not jit.enabled()):
             return None
         n = x.shape[-1]
-        fixed = self._fixed
-        if fixed is not None and fixed[0] == x.shape and all(map(operator.is_, map(sides.__getitem__, self._reads),
-                                                                  fixed[1])):
+        kept = self.kept_args(x.shape, sides)
+        if kept is not None:
             out = np.empty(x.shape, dtype=_F32)
-            jit.loops().softmax_prologue(x.reshape(-1, n), out.reshape(-1, n), *fixed[2])
+            jit.loops().softmax_prologue(x.reshape(-1, n), out.reshape(-1, n), *kept)
             return out
         pairs = [(sides[other], sides[c] if c >= 0 else None) for _, other, c in self.members]
         sig = (x.shape, tuple([(getattr(v, "shape", None), getattr(v, "dtype", None)) for p in pairs for v in p]))
@@ -118,6 +117,15 @@ class ScoreChain:
         out = np.empty(x.shape, dtype=_F32)
         jit.loops().softmax_prologue(x.reshape(-1, n), out.reshape(-1, n), codes, consts, mask, cond, row_of)
         return out
+
+    def kept_args(self, shape: tuple[int, ...], sides: Sequence[Any]) -> tuple[Any, ...] | None:
+        """``softmax_prologue``'s arguments after x, as the last call with read-only side inputs
+        worked them out, where scores of ``shape`` with these ``sides`` may take them; else None."""
+        fixed = self._fixed
+        if fixed is not None and fixed[0] == shape and all(map(operator.is_, map(sides.__getitem__, self._reads),
+                                                                fixed[1])):
+            return fixed[2]
+        return None
 
     def _layout(self, shape: tuple[int, ...], pairs: list[tuple[Any, Any]]
                 ) -> tuple[Array, tuple[bool, ...], Array] | None:

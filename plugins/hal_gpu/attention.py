@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from hal.kernels import jit
+from hal.kernels import blas, jit
 from hal.kernels.elementwise import arithmetic_ufunc, broadcasts_onto, row_sums, scalar_array
 from hal.kernels.score_chain import ScoreChain
 from hal.numerics import is_float, round_to
@@ -116,6 +116,68 @@ def flash_attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndar
     if store is not None and out.dtype == np.float32:
         out = round_to(out, store)
     return out
+
+
+class FlashAttention:
+    """``flash_attention`` with a step's parameters bound (the step's kernel), which keeps what a
+    call decided where the next may repeat it more directly: float32 operands whose keys are one
+    block, without number formats, with a score chain whose side inputs were read-only. Such a call
+    runs the same operations on the same values, fewer calls: the scores and the chain's pass by
+    ``_gemm_loops.scores_softmax_head`` (numpy's sgemm called from the loop, ``hal.kernels.blas``),
+    numpy's exp, then the row sums, P·V and the division by ``_gemm_loops.sums_mix_divide``; so
+    the bits of ``flash_attention`` (tiny-gpt's 4 heads of 16 keys: 10 calls a step down to 3)."""
+
+    def __init__(self, **params: Any):
+        self.params = params
+        #: (q's, kt's and v's shapes and strides, the scores' shape, the output's, the gemm loops) of
+        #: the last call that may be repeated directly
+        self._kept: tuple[Any, ...] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"params": self.params}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state["params"])
+
+    def __call__(self, q: np.ndarray, kt: np.ndarray, v: np.ndarray, *side: np.ndarray) -> np.ndarray:
+        kept = self._kept
+        if (kept is not None and q.__class__ is np.ndarray and kt.__class__ is np.ndarray
+                and v.__class__ is np.ndarray and q.dtype is _F32 and kt.dtype is _F32 and v.dtype is _F32
+                and (q.shape, kt.shape, v.shape) == kept[0] and (q.strides, kt.strides, v.strides) == kept[1]):
+            args = self.params["chain"].kept_args(kept[2], side)
+            if args is not None:
+                gemm = kept[4]
+                s = np.empty(kept[2], dtype=_F32)
+                p = np.empty(kept[2], dtype=_F32)
+                if gemm.scores_softmax_head(q, kt, s, p, *args):
+                    s = None
+                    np.exp(p, out=p)
+                    out = np.empty(kept[3], dtype=_F32)
+                    gemm.sums_mix_divide(p, v, np.empty(p.size // p.shape[-1], dtype=_F32), out)
+                    return out
+        out = flash_attention(q, kt, v, *side, **self.params)
+        self._keep(q, kt, v, side)
+        return out
+
+    def _keep(self, q: Any, kt: Any, v: Any, side: tuple[Any, ...]) -> None:
+        prm = self.params
+        chain = prm.get("chain")
+        if (chain is None or prm.get("fmt") is not None or prm.get("store") is not None or prm.get("prob_shapes")
+                or prm["keys"] > max(1, int(prm.get("key_block", 128)))
+                or not all(x.__class__ is np.ndarray and x.dtype is _F32 for x in (q, kt, v))
+                or q.ndim != 4 or kt.ndim != 4 or v.ndim != 4):
+            return
+        shape = (*q.shape[:-1], kt.shape[-1])
+        gemm = blas.loops()
+        if (gemm is None or chain.kept_args(shape, side) is None or not gemm.batch_ok(q, kt)
+                or not gemm.batch_ok(np.empty(shape, dtype=_F32), v)):
+            return
+        # one tuple: atomic for concurrent runs
+        self._kept = ((q.shape, kt.shape, v.shape), (q.strides, kt.strides, v.strides), shape,
+                      (*shape[:-1], v.shape[-1]), gemm)
+
+
+_F32 = np.dtype(np.float32)
 
 
 def _score_block(s: np.ndarray, score_ops: tuple[ScoreOp, ...], side: tuple[np.ndarray, ...], whole: bool,

@@ -38,7 +38,7 @@ from hal.numerics import (
 )
 from hal.perf.trace import event
 from hal.specs import CompileReport
-from hal_gpu.attention import ScoreOp, flash_attention
+from hal_gpu.attention import FlashAttention, ScoreOp
 from hal_gpu.fusion import Kernel
 
 
@@ -141,8 +141,8 @@ def _attention_step(k: Kernel, graph: Graph, fmt: str | None, store: str | None,
         args = tuple(None if not x else -1 if x in chain else side.index(x) for x in n.inputs)
         ops.append(ScoreOp(_kernel(n, graph), args, tuple(sorted(st.attrs.items()))))
     prob_shapes = tuple(graph.values[graph.nodes[i].outputs[0]].static_shape for i in p.prob_ops)
-    fn = partial(flash_attention, score_ops=tuple(ops), prob_shapes=prob_shapes, keys=p.keys,
-                 key_block=key_block, fmt=fmt, store=store, chain=_score_chain(ops))
+    fn = FlashAttention(score_ops=tuple(ops), prob_shapes=prob_shapes, keys=p.keys, key_block=key_block, fmt=fmt,
+                        store=store, chain=_score_chain(ops))
     return Step(fn, [p.q, p.kt, p.v, *side], [p.out], {}, k.name, "FusedAttention", shapes_follow_inputs=True)
 
 

@@ -151,3 +151,66 @@ def test_score_ops_outside_the_chain_keep_the_block_path() -> None:
     assert _score_chain([ScoreOp(elementwise.add, (-1, 0), (("x", 1),))]) is None
     assert _score_chain([ScoreOp(np.maximum, (-1, 0))]) is None
     assert _score_chain([]).members == ()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_kept_call_repeats_flash_attention_bit_for_bit(seed) -> None:
+    """``FlashAttention`` keeps a float32 call whose keys are one block and whose score chain had
+    read-only side inputs; the next call with those shapes and strides takes the direct loops
+    (numpy's sgemm from ``_gemm_loops``) with the bits of ``flash_attention`` itself, NaN and
+    infinities included. Other calls (a fed side input, blocks, formats) take the function."""
+    from hal_gpu.attention import FlashAttention
+    from hal_gpu.executor import _score_chain
+
+    from hal.kernels import blas, elementwise
+
+    if not blas.available():
+        pytest.skip(blas.status())
+    args, kw = _random_attention(seed)
+    q, kt, v, scale, mask = args
+    side = [np.asarray(scale), mask]
+    kw["score_ops"] = (ScoreOp(elementwise.mul, (-1, 0)), ScoreOp(elementwise.add, (-1, 1)))  # (the registry's)
+    for x in side:
+        x.flags.writeable = False  # weights: the same values every run
+    kw = {**kw, "key_block": max(kw["keys"], 1) if seed % 3 else kw["key_block"], "fmt": None, "store": None}
+    kernel = FlashAttention(**kw, chain=_score_chain(list(kw["score_ops"])))
+    whole = kw["keys"] <= kw["key_block"] and min(q.shape[-2], q.shape[-1], kt.shape[-1], v.shape[-1]) >= 2
+    with np.errstate(all="ignore"):
+        want = flash_attention(q, kt, v, *side, chain=_score_chain(list(kw["score_ops"])), **kw)
+        first = kernel(q, kt, v, *side)
+        assert (kernel._kept is not None) == whole, (q.shape, kt.shape, kw)
+        calls = []
+        real = kernel._kept[4] if whole else None
+        if whole:
+            class Counting:
+                def __getattr__(self, name):
+                    calls.append(name)
+                    return getattr(real, name)
+            kernel._kept = (*kernel._kept[:4], Counting())
+        again = kernel(q, kt, v, *side)
+    assert calls == (["scores_softmax_head", "sums_mix_divide"] if whole else [])
+    for got in (first, again):
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_a_gpu_session_keeps_tiny_gpts_attention_and_forgets_it_when_stored() -> None:
+    import pickle
+
+    from hal_gpu.attention import FlashAttention
+
+    import hal
+    from hal import zoo
+    from hal.kernels import blas
+
+    if not blas.available():
+        pytest.skip(blas.status())
+    feeds = {"input_ids": np.random.default_rng(0).integers(0, 256, (1, 16)).astype(np.int64)}
+    sess = hal.InferenceSession(zoo.build("tiny-gpt"), target="gpu", cache_dir=False)
+    want = [sess.run(None, feeds)[0] for _ in range(3)]
+    program = sess._parts[0].executable.program
+    kernels = [s.fn for s in program.steps if isinstance(s.fn, FlashAttention)]
+    assert len(kernels) == 2 and all(k._kept is not None for k in kernels)
+    assert all(np.array_equal(w, want[0]) for w in want)
+    stored = pickle.loads(pickle.dumps(program))
+    assert all(s.fn._kept is None for s in stored.steps if isinstance(s.fn, FlashAttention))
+    np.testing.assert_array_equal(stored.run_list(dict(feeds))[0], want[0])
