@@ -113,11 +113,14 @@ def layer_norm_plan(x: Array, scale: Array, bias: Array | None, axis: int) -> tu
 def layer_norm_into(x: Array, s: Array, t: Array, has_bias: bool, epsilon: float) -> Array:
     """x's LayerNormalization by ``_loops.layer_norm_rows`` into a new array, for what
     ``layer_norm_plan`` accepted (``s``, ``t`` its answer)."""
-    n = x.shape[-1]
     out = np.empty(x.shape, dtype=np.float32)
     # epsilon as a Python float: the loop's float32 parameter rounds it as np.float32 would (0.3 us
     # less); without a bias, s stands in for it there, unread
-    jit.loops().layer_norm_rows(x.reshape(-1, n), s, t, has_bias, epsilon, out.reshape(-1, n))
+    if x.ndim == 3:  # (b, m, n) as it is
+        jit.loops().layer_norm_3d(x, s, t, has_bias, epsilon, out)
+    else:
+        n = x.shape[-1]
+        jit.loops().layer_norm_rows(x.reshape(-1, n), s, t, has_bias, epsilon, out.reshape(-1, n))
     return out
 
 

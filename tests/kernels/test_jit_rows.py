@@ -131,8 +131,9 @@ def test_random_layer_norms_are_as_close_to_float64_as_the_numpy_path_or_onnxrun
     # path is held against the float64 result, and the loop must do no worse than both others' best
     args, attrs = _random_layer_norm(seed)
     calls = _counting(monkeypatch, loops, "layer_norm_rows")
+    calls_3d = _counting(monkeypatch, loops, "layer_norm_3d")  # (b, m, n) as it is
     got, want = _both_ways(monkeypatch, lambda: _hal("LayerNormalization", args, attrs, opset=17))
-    assert len(calls) == 1
+    assert len(calls) + len(calls_3d) == 1 and len(calls_3d) == (args[0].ndim == 3)
     feeds = {k: v for k, v in zip(("x", "scale", "bias"), args) if v is not None}
     ort_y = _ort("LayerNormalization", feeds, attrs, opset=17)[0]
     exact = _layer_norm_float64(*args, attrs["epsilon"])
@@ -157,12 +158,13 @@ def test_layer_norms_outside_the_loop_keep_the_numpy_path(monkeypatch) -> None:
              ([x, s], {}, 3),  # Mean and InvStdDev asked for
              ([x, np.broadcast_to(s, (10, 24))], {}, 1)]  # a scale per element
     calls = _counting(monkeypatch, loops, "layer_norm_rows")
+    calls_3d = _counting(monkeypatch, loops, "layer_norm_3d")
     for args, attrs, n_out in cases:
         got, want = _both_ways(monkeypatch, lambda a=args, k=attrs, n=n_out: _hal("LayerNormalization", a, k, opset=17,
                                                                                   n_out=n))
         for a, b in zip(got if n_out > 1 else [got], want if n_out > 1 else [want]):
             np.testing.assert_array_equal(a, b)
-    assert not calls
+    assert not calls and not calls_3d
 
 
 def test_the_row_loops_take_only_their_declared_types() -> None:
