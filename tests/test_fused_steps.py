@@ -315,7 +315,7 @@ def test_wafer_stages_run_fused_steps_at_exact_bit_identical_to_cpu(name):
     model = _transformer(name)
     feeds = _feeds(model)
     exe = hal.compile(model, target="wafer", precision="exact", cache_dir=False)
-    kinds = {s.op_type for st in exe.stages for s in st.program.steps}
+    kinds = {s.op_type for st in exe.stages for s in st.steps}
     assert "MatMul+Add" in kinds, sorted(kinds)
     want = hal.compile(model, target="cpu", cache_dir=False).run(feeds)
     got = exe.run(feeds)

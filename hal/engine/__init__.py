@@ -15,9 +15,8 @@ from hal.engine.program import (
     Step,
     kernel_step,
     steps_for_nodes,
-    weight_only_values,
 )
 from hal.engine.subgraph import Subgraph
 
 __all__ = ["HOIST_LIMIT_BYTES", "SHAPE_SIZED_OPS", "Program", "Step", "Subgraph", "chain_concats", "fused_runs",
-           "fused_steps", "kernel_step", "reference_program", "steps_for_nodes", "weight_only_values"]
+           "fused_steps", "kernel_step", "reference_program", "steps_for_nodes"]

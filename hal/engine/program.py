@@ -11,7 +11,6 @@ from operator import itemgetter
 from typing import Any
 
 import numpy as np
-import onnx
 
 from hal import limits
 from hal.engine.guards import SHAPE_SIZED_OPS, output_nbytes, shape_settled_steps
@@ -150,16 +149,10 @@ def _unshared_refcount() -> int:
 
 
 class Program:
-    """Flat steps over slots, with weights bound and lifetimes planned.
-
-    ``constant_inputs`` names inputs (or extra inputs) whose value is the same on every run — a
-    weight-only value another program computes and hands over (a wafer stage's, for one): steps
-    that read only weights and constant inputs are hoisted like weight-only steps. The caller
-    vouches that the value never changes.
-    """
+    """Flat steps over slots, with weights bound and lifetimes planned."""
 
     def __init__(self, graph: Graph, steps: Sequence[Step], *, extra_inputs: Sequence[str] = (),
-                 output_names: Sequence[str] | None = None, constant_inputs: Sequence[str] = ()):
+                 output_names: Sequence[str] | None = None):
         self.graph = graph
         self.steps = list(steps)
         self.input_names = [i.name for i in graph.inputs]
@@ -197,7 +190,6 @@ class Program:
         self._protect_weights()
         self.shape_only = any(isinstance(w, ShapeOnly) for w in weights.values())
         known = set(self.input_names) | set(self.extra_inputs)
-        self._constant_inputs = [slots[n] for n in dict.fromkeys(constant_inputs) if n in known]
         # Liveness: free each intermediate right after its last reader.
         keep = {slots[n] for n in self.output_names} | {slots[k] for k in weights}
         last_use: dict[int, int] = {}
@@ -235,8 +227,8 @@ class Program:
         # Elementwise steps may reuse an operand's buffer where this step is its last reader and the
         # run holds it alone: an intermediate, or a feed given away (``run_list(consume=True)``; a
         # lent feed is still held by the caller's mapping, which ``in_place``'s reference count
-        # sees). Never a weight, an output, a constant input or a value lent by an enclosing scope.
-        shared = keep | set(self._constant_inputs) | {slots[n] for n in self.extra_inputs}
+        # sees). Never a weight, an output or a value lent by an enclosing scope.
+        shared = keep | {slots[n] for n in self.extra_inputs}
         self._inplace: dict[int, tuple[int, ...]] = {}
         for idx, s in enumerate(self.steps):
             form = in_place_form(s.fn)
@@ -257,7 +249,7 @@ class Program:
         # Guards the feeds' shapes settle (hal.engine.guards): once a run passed them, a run whose feed
         # tensors have the same shapes and dtypes, under a max_memory at least as large, skips them
         feeds = [t.name for t in graph.inputs if t.kind == "tensor"]
-        constants = [k for k in weights if k not in known] + [n for n in constant_inputs if n in known]
+        constants = [k for k in weights if k not in known]
         self._settled = frozenset(i for i in shape_settled_steps(graph, self.steps, feeds, constants)
                                   if guards[i] is not None)
         self._feed_slots = tuple(slots[n] for n in feeds)
@@ -344,14 +336,11 @@ class Program:
         o = entry[2]
         return (o,) if isinstance(o, int) else o
 
-    def _prepare(self, bounds: limits.Bounds, outer: Mapping[str, Any] | None, constants: Sequence[tuple[int, Any]]
+    def _prepare(self, bounds: limits.Bounds, outer: Mapping[str, Any] | None
                  ) -> tuple[list[Any], list[tuple[Any, ...]], list[tuple[Any, ...]] | None]:
         """Run the weight-only steps once; their results join the weights (HOIST_LIMIT_BYTES in all):
-        the template, the steps left and those without their settled guards (``_unguarded``).
-        ``constants`` are this run's (slot, value) of the constant inputs, which count as weights here."""
+        the template, the steps left and those without their settled guards (``_unguarded``)."""
         env = list(self._template)
-        for i, v in constants:
-            env[i] = v
         const = {i for i, v in enumerate(env) if v is not None}
         const.add(self._absent)
         budget = min(bounds.max_memory, HOIST_LIMIT_BYTES)
@@ -423,14 +412,7 @@ class Program:
         if self._hoistable and (not self._weight_names or self._weight_names.isdisjoint(feeds)):
             prepared = self._prepared
             if prepared is None:
-                names = {i: n for n, i in slots.items()}
-                constants = []
-                for i in self._constant_inputs:
-                    n = names[i]
-                    v = feeds.get(n) if n in feeds else (outer or {}).get(n)
-                    if v is not None:
-                        constants.append((i, v))
-                prepared = self._prepare(bounds, outer, constants)
+                prepared = self._prepare(bounds, outer)
             template, plan, unguarded = prepared
         env = list(template)
         for name, v in feeds.items():
@@ -508,21 +490,3 @@ class Program:
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         return dict(zip(self.output_names, self.run_list(feeds)))
-
-
-def weight_only_values(graph: Graph) -> set[str]:
-    """Values the same on every run: outputs of deterministic nodes without bodies that read only
-    weights and such values. Where a graph is cut into several programs (a wafer's stages), a stage
-    that receives one passes it as a ``constant_inputs`` name, so the steps it feeds hoist too."""
-    const = {k for k, w in graph.initializers.items() if not isinstance(w, ShapeOnly)}
-    fed = {i.name for i in graph.inputs}
-    out: set[str] = set()
-    for n in graph.nodes:
-        if (n.op_type in NONDETERMINISTIC or any(isinstance(v, onnx.GraphProto) or (
-                isinstance(v, list) and v and isinstance(v[0], onnx.GraphProto)) for v in n.attrs.values())):
-            continue
-        if all(not i or (i in const and i not in fed) for i in n.inputs):
-            made = {o for o in n.outputs if o}
-            const |= made
-            out |= made
-    return out

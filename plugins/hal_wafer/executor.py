@@ -1,23 +1,24 @@
 """Run the spatial program: stage by stage in pipeline order, each region's kernels as engine steps.
 
-Each stage is its own engine ``Program`` (the kernels its region runs, with the wafer's numeric
-policy applied); a run hands each stage the tensors its routes deliver, collects what it sends on,
-and drops a tensor once the last stage that reads it has run. Nothing is shared between runs, so
-several threads may run one executable at once. Serialising keeps the recipe (graph, stages,
-policy), not the kernels: loading rebuilds each region's program, so any kernel the registry holds
-(closures included) survives the round trip.
+Each stage's kernels are its region's nodes with the wafer's numeric policy applied, fused where the
+stage allows (``fused_runs`` over the stage's own subgraph: nothing fuses across a stage cut, so a
+residual join at the end of one layer and the LayerNormalization opening the next stay two steps).
+The stages' steps, in pipeline order, run as one engine ``Program``: a tensor a route delivers is
+the producer's array, freed after its last reader on any stage. (Run as a program a stage, the
+handoffs cost 2.5-3.5 us a stage on tiny-gpt, a sixth of its run, for no change in a value.)
+Nothing is shared between runs, so several threads may run one executable at once. Serialising
+keeps the recipe (graph, stages, policy), not the kernels: loading rebuilds the program, so any
+kernel the registry holds (closures included) survives the round trip.
 """
 
 from __future__ import annotations
 
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-
-from hal.engine import Program, fused_runs, kernel_step, weight_only_values
+from hal.engine import Program, Step, fused_runs, kernel_step
 from hal.errors import RunError
 from hal.graph.ir import Graph, TensorInfo, body_reads
 from hal.numerics import Policy, apply_policy
@@ -26,14 +27,11 @@ from hal_wafer.placement import Placement
 
 
 @dataclass
-class StageProgram:
-    """The program of one region: its steps over its own slots, the tensors it receives and sends."""
+class StageSteps:
+    """One region's kernels: its steps, over the names of the values they read and write."""
 
     name: str
-    program: Program
-    inputs: list[str]
-    outputs: list[str]
-    outer: list[str]      # names its control-flow bodies read from earlier stages
+    steps: list[Step]
 
 
 def implicit_reads(graph: Graph) -> set[str]:
@@ -41,34 +39,31 @@ def implicit_reads(graph: Graph) -> set[str]:
     return set().union(*(body_reads(n) for n in graph.nodes))
 
 
-def build_stage_program(graph: Graph, name: str, node_names: list[str], policy: Policy,
-                        implicit: set[str] = frozenset(), constant: set[str] = frozenset(),
-                        sub: Graph | None = None) -> StageProgram:
-    """One stage's program: the reference kernel of each node, with ``policy`` applied, and what it
-    leaves as those kernels fused (``fused_runs``). Values in ``implicit`` (read by a control-flow
-    body elsewhere) that it produces are sent on too; values in ``constant`` (weight-only, see
-    ``weight_only_values``) it receives hoist like its own weights."""
-    if sub is None:
-        sub = graph.subgraph(node_names, name=f"{graph.name}/{name}")
-    listed = {o.name for o in sub.outputs}
-    sub.outputs = sub.outputs + [graph.values.get(o) or TensorInfo(o) for n in sub.nodes for o in n.outputs
-                                 if o in implicit and o not in listed]
-    # the host fuses what the policy leaves as the nodes' reference steps (all at exact, all but the
-    # matrix ops at native, whose FMAC operands are bf16): the same results as one step per node
-    plain = [kernel_step(n, sub) for n in sub.nodes]
-    steps, rounded = apply_policy(plain, sub.initializers, policy)
-    steps = fused_runs(sub, steps, plain)
-    if rounded:
-        sub.initializers = {**sub.initializers, **rounded}
-    defined = {i.name for i in sub.inputs} | set(sub.initializers) | {o for n in sub.nodes for o in n.outputs}
-    outer_names = sorted(implicit_reads(sub) - defined)
-    program = Program(sub, steps, extra_inputs=outer_names,
-                      constant_inputs=[n for n in [i.name for i in sub.inputs] + outer_names if n in constant])
-    return StageProgram(name, program, [i.name for i in sub.inputs], [o.name for o in sub.outputs], outer_names)
+def stage_steps(graph: Graph, stage_nodes: list[tuple[str, list[str]]], policy: Policy
+                ) -> tuple[list[StageSteps], dict[str, Any]]:
+    """Each stage's steps, and the weights the policy rounded (``apply_policy``, over every stage's
+    steps at once: a weight that a matrix op reads in one stage and another op in another, a tied
+    embedding, gets the matrix op's rounded copy under a name of its own). A stage's steps are the
+    reference kernel of each of its nodes with the policy applied, fused as its own subgraph allows
+    (``fused_runs``): values another stage reads, or a control-flow body anywhere, stay outputs."""
+    implicit = implicit_reads(graph)
+    subs = graph.subgraphs([(f"{graph.name}/{name}", nodes) for name, nodes in stage_nodes])
+    plain = [[kernel_step(n, sub) for n in sub.nodes] for sub in subs]
+    steps, rounded = apply_policy([st for part in plain for st in part], graph.initializers, policy)
+    out, at = [], 0
+    for (name, _), sub, part in zip(stage_nodes, subs, plain):
+        listed = {o.name for o in sub.outputs}
+        sub.outputs = sub.outputs + [graph.values.get(o) or TensorInfo(o) for n in sub.nodes for o in n.outputs
+                                     if o in implicit and o not in listed]
+        # the host fuses what the policy leaves as the nodes' reference steps (all at exact, all but
+        # the matrix ops at native, whose FMAC operands are bf16): the same results as one step per node
+        out.append(StageSteps(name, fused_runs(sub, steps[at:at + len(part)], part)))
+        at += len(part)
+    return out, rounded
 
 
 class WaferExecutable:
-    """A compiled wafer program: placement, per-region programs, report and timeline."""
+    """A compiled wafer program: placement, the stages' steps as one program, report and timeline."""
 
     def __init__(self, graph: Graph | None, stage_nodes: list[tuple[str, list[str]]], policy: Policy,
                  report: CompileReport, placement: Placement, events: list[dict[str, Any]], graph_name: str):
@@ -82,25 +77,13 @@ class WaferExecutable:
 
     def _build(self) -> None:
         graph, stage_nodes, policy = self._recipe
-        self.stages: list[StageProgram] | None = None
-        self._steps: list[tuple[StageProgram, tuple[tuple[str, bool], ...], tuple[str, ...]]] = []
-        self._constants: dict[str, np.ndarray] = {}
+        self.stages: list[StageSteps] | None = None
+        self.program: Program | None = None
         if graph is None:
             return
-        implicit = implicit_reads(graph)
-        constant = weight_only_values(graph)
-        subs = graph.subgraphs([(f"{graph.name}/{name}", nodes) for name, nodes in stage_nodes])
-        self.stages = [build_stage_program(graph, name, nodes, policy, implicit, constant, sub)
-                       for (name, nodes), sub in zip(stage_nodes, subs)]
-        self.output_names = [o.name for o in graph.outputs]
-        keep = set(self.output_names)
-        frees = frees_after(self.stages, keep)
-        self._constants = {o: graph.initializers[o] for o in keep if o in graph.initializers}
-        # per stage, worked out once: its inputs, each with whether no later stage reads it (then the
-        # stage is handed it, not lent it), and what else to drop once it has run (values only its
-        # control-flow bodies read)
-        self._steps = [(st, tuple((n, n in last) for n in st.inputs), tuple(last.difference(st.inputs)))
-                       for st, last in zip(self.stages, frees)]
+        self.stages, rounded = stage_steps(graph, stage_nodes, policy)
+        run_graph = replace(graph, initializers={**graph.initializers, **rounded}) if rounded else graph
+        self.program = Program(run_graph, [st for stage in self.stages for st in stage.steps])
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k in ("_recipe", "report", "placement", "_events",
@@ -111,53 +94,15 @@ class WaferExecutable:
         self._build()
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        if self.stages is None:
+        if self.program is None:
             raise RunError("this model's weights are declared by shape only, so it can be compiled and "
                            "estimated but not run", where=self._graph_name,
                            hint="use hal estimate, or build the model with real weights")
-        env: dict[str, Any] = dict(feeds)
-        if self._constants:
-            env.update(self._constants)
-        with np.errstate(all="ignore"):  # once for every stage (each program's run_list would enter it again)
-            for st, taken, dropped in self._steps:
-                outer = ({n: env[n] for n in st.outer if n in env} or None) if st.outer else None
-                # a tensor no later stage reads is handed over, not lent: the stage frees it after its
-                # last reader there, instead of the tensor living until the whole stage has run
-                ins = {n: env.pop(n, None) if last else env.get(n) for n, last in taken}
-                # a stage's kept weight-only results travel to later stages uncopied (read-only) ...
-                env.update(zip(st.outputs, st.program.run_list_ignoring_errors(ins, outer, share_weights=True,
-                                                                               consume=True)))
-                for n in dropped:
-                    env.pop(n, None)
-        # ... and leave the executable as copies, so a caller mutating an output cannot change a later run
-        out = {}
-        for n in self.output_names:
-            v = env[n]
-            if n in self._constants:
-                v = v.copy()
-            elif isinstance(v, np.ndarray):
-                for st in self.stages:
-                    if st.program.holds(v):
-                        v = v.copy()
-                        break
-            out[n] = v
-        return out
+        # (an output that is a weight, or a kept weight-only result, leaves as a copy: run_list's own)
+        return self.program.run(feeds)
 
     def trace(self) -> list[dict[str, Any]]:
         return [dict(e, args=dict(e["args"])) for e in self._events]
 
     def serialize(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def frees_after(stages: list[StageProgram], keep: set[str]) -> list[set[str]]:
-    """For each stage, the tensors no later stage reads (dropped once it has run)."""
-    last: dict[str, int] = {}
-    for i, st in enumerate(stages):
-        for n in st.inputs + st.outer:
-            last[n] = i
-    out: list[set[str]] = [set() for _ in stages]
-    for n, i in last.items():
-        if n not in keep:
-            out[i].add(n)
-    return out

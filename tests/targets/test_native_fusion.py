@@ -40,9 +40,7 @@ def _steps(session: hal.InferenceSession) -> list:
     exe = part.executable
     if hasattr(exe, "_engine"):  # the LPU: one host program
         return list(exe._engine.steps)
-    if hasattr(exe, "program"):  # the GPU: one too
-        return list(exe.program.steps)
-    return [s for st in exe.stages for s in st.program.steps]  # the wafer: a program per stage (built by a run)
+    return list(exe.program.steps)  # the GPU: one too; the wafer: its stages' steps as one program
 
 
 def _host_steps(session: hal.InferenceSession) -> int:
@@ -58,7 +56,7 @@ def test_native_fuses_the_steps_between_matrix_ops_with_the_same_bits(target, mo
         feeds = {"input_ids": (np.arange(16, dtype=np.int64) * 7 % 256).reshape(1, 16)}
     fused = hal.InferenceSession(model, target=target, precision="native", cache_dir=False)
     at_exact = hal.InferenceSession(model, target=target, precision="exact", cache_dir=False)
-    exact = at_exact.run(None, feeds)  # (built, and run, before the stand-ins: the wafer builds its programs at a run)
+    exact = at_exact.run(None, feeds)  # (built, and run, before the stand-ins)
     for module, name, unfused in BUILDERS[target]:
         monkeypatch.setattr(importlib.import_module(module), name, unfused)
     apart = hal.InferenceSession(model, target=target, precision="native", cache_dir=False)

@@ -334,5 +334,31 @@ def test_weight_only_values_crossing_a_stage_cut_are_computed_once_and_outputs_s
         np.testing.assert_allclose(got, want[0], rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(second["wneg"], want[1])
     # after the first run neither stage runs the weight-only steps: the transpose, nor the Neg it feeds
-    kept = [e[-1].op_type for st in exe.stages for e in st.program._prepared[1]]
+    kept = [e[-1].op_type for e in exe.program._prepared[1]]
     assert sorted(kept) == ["MatMul", "Relu"]
+
+
+def test_a_weight_a_matrix_op_reads_in_one_stage_and_a_gather_in_another_keeps_both_values():
+    """A tied embedding: the embed stage gathers rows of W, the head stage multiplies by W. At native
+    precision the head's matrix op reads a rounded copy of its own (``W#mxm``) and the gather the
+    weight as it is, as when each stage ran as a program of its own."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((8, 16)).astype(np.float32) * np.float32(1 + 2 ** -12)  # bits below bf16's
+    nodes = [helper.make_node("Gather", ["W", "ids"], ["emb"], name="embed/gather"),
+             helper.make_node("Relu", ["emb"], ["r"], name="layers.0/relu"),
+             helper.make_node("Abs", ["r"], ["h"], name="layers.1/abs"),
+             helper.make_node("Gemm", ["h", "W"], ["logits"], name="head/gemm", transB=1)]
+    g = helper.make_graph(nodes, "tied", [helper.make_tensor_value_info("ids", TensorProto.INT64, [3])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [3, 8]),
+                           helper.make_tensor_value_info("emb", TensorProto.FLOAT, [3, 16])],
+                          [numpy_helper.from_array(w, "W")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    exe = get_target("wafer").compile(load(m), CompileOptions(precision="native"))
+    assert [name for name, _ in exe._recipe[1]] == ["embed", "layer0", "layer1", "head"]
+    ids = np.array([1, 5, 7], dtype=np.int64)
+    out = exe.run({"ids": ids})
+    np.testing.assert_array_equal(out["emb"], w[ids])  # the gather: W as it is
+    assert "W#mxm" in exe.program.graph.initializers
+    assert not np.array_equal(exe.program.graph.initializers["W#mxm"], w)  # the head's: rounded
