@@ -228,6 +228,8 @@ class InferenceSession:
         #: the runs' memory bound, resolved once (``HAL_MAX_MEMORY`` and the machine's memory are read
         #: when the session is built, as its compile read them; 2.5 us a run otherwise)
         self._run_max_memory = limits.effective_max_memory(self.options.max_memory)
+        #: the bounds of every run, where they are the same every run (no timeout: no deadline)
+        self._run_bounds = limits.Bounds(self._run_max_memory) if self.options.timeout_s is None else None
         if cache is not None and skey is not None and hit is None:
             parts = [SessionPart(p.target, p.key, p.nodes) for p in self._parts if p.key]
             if len(parts) == len(self._parts):
@@ -452,7 +454,8 @@ class InferenceSession:
         values = self._validate(feeds)
         wanted = self._output_names if output_names is None else self._wanted(output_names)
         t0 = time.perf_counter()
-        with limits.bounds(self._run_max_memory, self.options.timeout_s):
+        fixed = self._run_bounds
+        with limits.within(fixed) if fixed is not None else limits.bounds(self._run_max_memory, self.options.timeout_s):
             for p in self._parts:
                 values.update(run_partition(p, {n: values[n] for n in p.inputs}))
         wall = time.perf_counter() - t0
