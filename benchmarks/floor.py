@@ -32,29 +32,37 @@ RATE_SIZES = (512, 1024, 1536)
 
 #: what ``product_op`` calls an attention core step (``hal.kernels.fused_attention``): two products
 ATTENTION_CORE = "MatMul+Softmax+MatMul"
+#: what it calls a projection joined to the residual Add and LayerNormalization after it
+#: (``hal.kernels.fused_norm.ProjectionNorm``): one product, whose result is the first of two
+PROJECTION_NORM = "MatMul+LayerNormalization"
 
 
 def product_op(op_type: str, guard_op: str | None) -> str | None:
     """The product op a step computes: its own op type, or the product a fused step starts with
-    (``MatMul+Add`` runs MatMul and guards as it; an attention core, ``ATTENTION_CORE``); None for
-    any other step."""
+    (``MatMul+Add`` runs MatMul and guards as it; an attention core, ``ATTENTION_CORE``; a
+    projection and the norm after it, ``PROJECTION_NORM``); None for any other step."""
     if op_type in PRODUCT_OPS:
         return op_type
     if guard_op == "MatMul" and op_type.endswith("+Softmax+MatMul"):
         return ATTENTION_CORE
+    if guard_op == "MatMul" and op_type.endswith("MatMul+Add+Add+LayerNormalization"):
+        return PROJECTION_NORM
     return guard_op if guard_op in PRODUCT_OPS else None
 
 
 def step_product_flops(op: str, args: Sequence[Any], attrs: dict[str, Any], result: Any) -> float:
     """FLOPs of one call of a product step, from the arrays it was given and those it returned: a
     step of several products of one operand (``MatMulGroup``'s Q, K and V) returns one result
-    each; an attention core (a, b, ..., c) multiplies a by b, then the probabilities by c."""
+    each; an attention core (a, b, ..., c) multiplies a by b, then the probabilities by c; a
+    projection norm (a, W, ...) multiplies a by W once for its two results."""
     shapes = [tuple(getattr(a, "shape", ())) for a in args]
     outs = result if isinstance(result, tuple) else (result,)
     if op == ATTENTION_CORE:
         k, n, d = shapes[0][-1], shapes[1][-1], shapes[-1][-1]
         rows = int(outs[0].size) // d  # the batch's rows of queries
         return 2.0 * rows * n * k + 2.0 * rows * n * d
+    if op == PROJECTION_NORM:  # a @ W, then the join and the norm: the product's size is the join's
+        return product_flops("MatMul", shapes[:2], int(getattr(outs[0], "size", 0)), attrs)
     return sum(product_flops(op, shapes, int(getattr(out, "size", 0)), attrs) for out in outs)
 
 

@@ -60,7 +60,7 @@ def test_fused_program_is_bit_identical_to_one_kernel_per_node(name, block, monk
     plain = Program(graph, steps_for_nodes(graph, graph.nodes))
     fused = Program(graph, fused_steps(graph, graph.nodes))
     kinds = {s.op_type for s in fused.steps if s.nodes}
-    assert "MatMul+Add" in kinds
+    assert any("MatMul+Add" in k for k in kinds)  # a product and its bias in one step (alone or in more)
     # the attention scale + mask (or Where) + Softmax, between its two products (``AttentionCore``)
     assert any(k.endswith("+Softmax+MatMul") for k in kinds)
     assert len(fused.steps) < len(plain.steps)
@@ -316,7 +316,7 @@ def test_wafer_stages_run_fused_steps_at_exact_bit_identical_to_cpu(name):
     feeds = _feeds(model)
     exe = hal.compile(model, target="wafer", precision="exact", cache_dir=False)
     kinds = {s.op_type for st in exe.stages for s in st.steps}
-    assert "MatMul+Add" in kinds, sorted(kinds)
+    assert any("MatMul+Add" in k for k in kinds), sorted(kinds)
     want = hal.compile(model, target="cpu", cache_dir=False).run(feeds)
     got = exe.run(feeds)
     for k in want:

@@ -42,7 +42,7 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     from hal.kernels.epilogue import MatMulEpilogue
     from hal.kernels.fused import MatMulBias, MatMulGroup, Region
     from hal.kernels.fused_attention import AttentionCore
-    from hal.kernels.fused_norm import AddLayerNorm, LayerNorm
+    from hal.kernels.fused_norm import AddLayerNorm, LayerNorm, ProjectionNorm
     from hal.kernels.fused_relu import AddRelu, NormRelu, ReluPool
     from hal.kernels.normalization import layer_normalization
 
@@ -82,6 +82,10 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
         elif f.kind == "add_layer_norm":  # (the sum stays a result: the next residual reads it)
             step = Step(AddLayerNorm(keys[0], keys[1], steps[1].attrs), list(f.inputs),
                         [members[0].outputs[0], out], {}, label, op, None, tuple(n.name for n in members), "Add")
+        elif f.kind == "projection_norm":  # (members: the MatMul, its bias Add, the residual Add, the norm)
+            fn = ProjectionNorm(keys, f.bias_first, f.product_first, steps[3].attrs)
+            step = Step(fn, list(f.inputs), [members[2].outputs[0], out], {}, label, op, None,
+                        tuple(n.name for n in members), "MatMul")
         elif f.kind == "matmul_epilogue":  # (the region's members follow the pair's two)
             region = Region(keys[2:], f.refs, [s.attrs for s in steps[2:]], [n.op_type for n in members[2:]],
                             [n.name for n in members[2:]])

@@ -27,7 +27,10 @@ nodes the engine runs as one step:
 - ``add_layer_norm``: an Add and a LayerNormalization of its sum whose scale and bias are there
   before the Add runs (a transformer's residual join and the next LayerNormalization: onnxruntime's
   SkipLayerNormalization), one pass over each row; the sum stays a result of the step, for its
-  other readers, and the step runs at the Add's place.
+  other readers, and the step runs at the Add's place;
+- ``projection_norm``: a ``matmul_bias`` pair whose sum only the Add of an ``add_layer_norm`` reads
+  (a block's output projection, the residual join and the next block's LayerNormalization), as one
+  step at the Add's place.
 
 Every other value inside a group has exactly one reading node, is not a graph output and is not
 read by a subgraph, so computing the group as one step changes no other step's inputs.
@@ -88,7 +91,7 @@ class Fusion:
     """Nodes (indices into the list given to ``find_fusions``, in order) that run as one step."""
 
     #: "matmul_bias" | "matmul_group" | "region" | "matmul_epilogue" | "relu_pool" | "norm_relu" | "add_relu"
-    #: | "add_layer_norm" | "attention_core"
+    #: | "add_layer_norm" | "attention_core" | "projection_norm"
     kind: str
     members: list[int]
     inputs: list[str] = field(default_factory=list)   # the step's inputs, in call order
@@ -97,7 +100,8 @@ class Fusion:
     #: attention_core: the region's members' (0 the scores, i >= 1 the step's input i + 1)
     refs: list[tuple[int, ...]] = field(default_factory=list)
     softmax: int | None = None    # region: the Softmax member reading the result, if any
-    bias_first: bool = False      # matmul_bias, matmul_epilogue: the Add reads the bias first
+    bias_first: bool = False      # matmul_bias, matmul_epilogue, projection_norm: the Add reads the bias first
+    product_first: bool = False   # projection_norm: the residual Add reads the projection first
     #: matmul_group: per MatMul, in node order, (its index, its bias Add's index or -1)
     pairs: list[tuple[int, int]] = field(default_factory=list)
 
@@ -105,7 +109,10 @@ class Fusion:
     def at(self) -> int:
         """The member whose place the step takes: a group's outputs are read from its first
         MatMul's (or that one's Add) on, so it runs at its first MatMul, and an Add's sum from the
-        Add on, so ``add_layer_norm`` runs at the Add; any other group at its last member."""
+        Add on, so ``add_layer_norm`` runs at the Add (``projection_norm`` at its residual Add);
+        any other group at its last member."""
+        if self.kind == "projection_norm":
+            return self.members[2]
         return self.members[0] if self.kind in ("matmul_group", "add_layer_norm") else self.members[-1]
 
 
@@ -227,9 +234,33 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
         if r is not None and r > k and r not in used and nodes[r].op_type == "Relu" and _plain(nodes[r]):
             used |= {k, r}
             out.append(Fusion("norm_relu", [k, r], list(n.inputs)))
-    out.extend(_norms_after_adds(graph, ix, nodes, where, used))
+    out = _projections_into_norms(ix, nodes, where, out, _norms_after_adds(graph, ix, nodes, where, used))
     out.sort(key=lambda f: f.members[-1])
     return out
+
+
+def _projections_into_norms(ix: GraphIndex, nodes: Sequence[Node], where: dict[int, int], fusions: list[Fusion],
+                            norms: list[Fusion]) -> list[Fusion]:
+    """``fusions`` and ``norms`` (``add_layer_norm``), with each ``matmul_bias`` pair whose sum only
+    a norm's Add reads joined to that norm as one ``projection_norm``."""
+    pairs = {nodes[f.members[1]].outputs[0]: f for f in fusions if f.kind == "matmul_bias"}
+    joined: set[int] = set()
+    out = []
+    for f in norms:
+        add = nodes[f.members[0]]
+        for pos, x in enumerate(add.inputs):
+            pair = pairs.get(x)
+            c = ix.sole_consumer(x)
+            if pair is None or id(pair) in joined or c is None or where.get(id(ix.graph.nodes[c])) != f.members[0]:
+                continue
+            joined.add(id(pair))
+            # inputs: the pair's (a, W, bias), the residual's other operand, the norm's scale (and bias)
+            f = Fusion("projection_norm", [*pair.members, *f.members],
+                       [*pair.inputs, add.inputs[1 - pos], *f.inputs[2:]], bias_first=pair.bias_first,
+                       product_first=pos == 0)
+            break
+        out.append(f)
+    return [f for f in fusions if id(f) not in joined] + out
 
 
 def _norms_after_adds(graph: Graph, ix: GraphIndex, nodes: Sequence[Node], where: dict[int, int], used: set[int]

@@ -21,6 +21,7 @@ import numpy as np
 from numba import types
 
 from hal.kernels._loops import (
+    add_layer_norm_rows,
     bias_erf_gelu_arg,
     bias_tanh_gelu_arg,
     row_sums,
@@ -135,6 +136,20 @@ def gemm_tanh_gelu_head(a, b, bias, k0, k1, y, p):
     bias_tanh_gelu_arg(_rows_product(a, b, y), bias, k0, k1, p)
 
 
+@njit(signature=[types.void(_c(ra, True), _M_RO, _V, types.boolean, _c(rx, True), types.boolean, _V, _V,
+                            types.boolean, types.float32, _c(ra), _c(max(ra, rx)), _c(max(ra, rx)))
+                 for ra, rx in ((2, 2), (3, 3), (3, 2), (2, 3))])
+def gemm_bias_add_layer_norm(a, b, bias, bias_first, x, product_first, scale, t, has_bias, eps, h, total, out):
+    """h = a @ b + bias (``gemm_bias``), then the residual join with x and its LayerNormalization
+    (``_loops.add_layer_norm_rows``: h + x where ``product_first``, else x + h) into total and out:
+    a block's output projection, the residual Add and the next LayerNormalization in one call."""
+    _add_rows(_rows_product(a, b, h), bias, bias_first)
+    if product_first:
+        add_layer_norm_rows(h, x, scale, t, has_bias, eps, total, out)
+    else:
+        add_layer_norm_rows(x, h, scale, t, has_bias, eps, total, out)
+
+
 @njit(inline="always")
 def _syrk_pair(a, b):
     """Whether numpy would take syrk for some matrix pair of the batch: one array's matrix times its
@@ -241,5 +256,5 @@ def rows_ok(a: np.ndarray, b: np.ndarray) -> bool:
             and min(a.shape[-2], a.shape[-1], b.shape[1]) >= 2)
 
 
-__all__ = ["batch_ok", "batched", "gemm_bias", "gemm_erf_gelu_head", "gemm_group", "gemm_rows",
-           "gemm_tanh_gelu_head", "rows_ok", "scores_softmax_head", "softmax_tail_mix", "sums_mix_divide"]
+__all__ = ["batch_ok", "batched", "gemm_bias", "gemm_bias_add_layer_norm", "gemm_erf_gelu_head", "gemm_group",
+           "gemm_rows", "gemm_tanh_gelu_head", "rows_ok", "scores_softmax_head", "softmax_tail_mix", "sums_mix_divide"]

@@ -1,8 +1,9 @@
 """LayerNormalization steps that remember what their operands decided: an Add and the
 LayerNormalization reading its sum as one step (``add_layer_norm`` in ``hal.graph.fuse``: a
 transformer's residual join and the next block's LayerNormalization, which onnxruntime's optimiser
-fuses as SkipLayerNormalization), and a LayerNormalization alone. Both are bit-identical to the
-registered kernels.
+fuses as SkipLayerNormalization), the output projection before such a join with it
+(``projection_norm``), and a LayerNormalization alone. All are bit-identical to the registered
+kernels.
 
 On tiny-gpt's 16x64 rows the compiled loop is a microsecond and the kernel's checks of its
 operands (their layout, the scale and bias as vectors) about as much again; the operands' shapes
@@ -16,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from hal.kernels import elementwise, normalization
-from hal.kernels.fused import _F32, Array, Key, _Fused
+from hal.kernels import blas, elementwise, normalization
+from hal.kernels.fused import _F32, Array, Key, MatMulBias, _Fused
 
 
 class _Norm(_Fused):
@@ -98,4 +99,68 @@ class AddLayerNorm(_Norm):
         return total, y[0] if y.__class__ is tuple else y
 
 
-__all__ = ["AddLayerNorm", "LayerNorm"]
+class ProjectionNorm(_Fused):
+    """A MatMul, its bias Add, the residual Add that alone reads their sum and the LayerNormalization
+    of the join (the step's inputs: the MatMul's a and W, the bias, the residual's other operand,
+    the norm's scale and bias; its attributes ``attrs``), returning (the join, the normalised):
+    ``MatMulBias`` and then ``AddLayerNorm``, as one step of the loop.
+
+    A call whose two parts each kept a direct path (``MatMulBias``'s through numpy's sgemm,
+    ``AddLayerNorm``'s plan) keeps them together, and the next call with those shapes and weights
+    runs the product, the bias, the join and the norm as one compiled call
+    (``_gemm_loops.gemm_bias_add_layer_norm``): the same operations, so the same bits (tiny-gpt's
+    output projections: two steps and four loop calls a block down to one and one)."""
+
+    def __init__(self, keys: list[Key], bias_first: bool, product_first: bool, attrs: dict[str, Any]):
+        self.keys = list(keys)
+        self.bias_first = bias_first
+        self.product_first = product_first
+        self.attrs = dict(attrs)
+        self._bind()
+
+    def _bind(self) -> None:
+        super()._bind()
+        self._pair = MatMulBias(self.keys[0], self.keys[1], self.bias_first)
+        self._join = AddLayerNorm(self.keys[2], self.keys[3], self.attrs)
+        #: (a's, x's shapes, W, bias, scale, norm bias, the product's shape, the join's, the norm's
+        #: plan's vectors and whether it has a bias, epsilon) of the last call ``_keep`` found repeatable
+        self._kept: tuple[Any, ...] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        for k in ("_pair", "_join", "_kept"):
+            state.pop(k, None)
+        return state
+
+    def __call__(self, a: Any, w: Any, bias: Any, x: Any, scale: Any, norm_bias: Any = None) -> tuple[Array, Any]:
+        kept = self._kept
+        if (kept is not None and w is kept[2] and bias is kept[3] and scale is kept[4] and norm_bias is kept[5]
+                and a.__class__ is np.ndarray and x.__class__ is np.ndarray and a.dtype is _F32 and x.dtype is _F32
+                and a.shape == kept[0] and x.shape == kept[1] and a.flags.c_contiguous and x.flags.c_contiguous):
+            h = np.empty(kept[6], dtype=_F32)
+            total = np.empty(kept[7], dtype=_F32)
+            out = np.empty(kept[7], dtype=_F32)
+            kept[8](a, w, bias, self.bias_first, x, self.product_first, *kept[9], h, total, out)
+            return total, out
+        h = self._pair(a, w, bias)
+        got = self._join(h, x, scale, norm_bias) if self.product_first else self._join(x, h, scale, norm_bias)
+        self._keep(a, w, bias, x, h, scale, norm_bias)
+        return got
+
+    def _keep(self, a: Any, w: Any, bias: Any, x: Any, h: Any, scale: Any, norm_bias: Any) -> None:
+        """Keep this call's operands where both parts kept a direct path for them (the product's
+        through numpy's sgemm for this a, the join's plan for the product's and x's shapes)."""
+        pair, join = self._pair._kept, self._join._kept
+        gemm = blas.loops()
+        if (gemm is None or pair is None or pair[3] is None or join is None or pair[0] != a.shape
+                or join[1] is not scale or join[2] is not norm_bias or x.__class__ is not np.ndarray
+                or x.ndim not in (2, 3) or a.ndim not in (2, 3) or not x.flags.c_contiguous
+                or join[0] != ((h.shape, x.shape) if self.product_first else (x.shape, h.shape))):
+            return
+        shape, s, t = join[3]
+        # one tuple: atomic for concurrent runs
+        self._kept = (a.shape, x.shape, w, bias, scale, norm_bias, h.shape, shape, gemm.gemm_bias_add_layer_norm,
+                      (s, t, norm_bias is not None, self._join._epsilon))
+
+
+__all__ = ["AddLayerNorm", "LayerNorm", "ProjectionNorm"]

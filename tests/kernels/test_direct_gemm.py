@@ -12,8 +12,9 @@ import hal
 from hal import zoo
 from hal.kernels import blas, jit
 from hal.kernels.epilogue import MatMulEpilogue
-from hal.kernels.fused import MatMulBias, MatMulGroup
+from hal.kernels.fused import MatMulGroup
 from hal.kernels.fused_attention import AttentionCore
+from hal.kernels.fused_norm import ProjectionNorm
 
 pytestmark = [pytest.mark.skipif(not jit.enabled(), reason="compiled loops off"),
               pytest.mark.filterwarnings("ignore::RuntimeWarning")]  # (numpy's references overflow on SPECIAL)
@@ -175,7 +176,8 @@ def test_tiny_gpts_fused_steps_take_the_direct_products_with_the_bits_of_numpys(
     direct = hal.InferenceSession(model, target="cpu", cache_dir=False)
     got = [direct.run(None, feeds)[0] for _ in range(3)]
     fns = _tiny_gpt_steps(direct)
-    assert [f._kept[3] is not None for f in fns if type(f) is MatMulBias] == [True] * 4
+    assert [f._kept is not None for f in fns if type(f) is ProjectionNorm] == [True] * 4
+    assert [f._pair._kept[3] is not None for f in fns if type(f) is ProjectionNorm] == [True] * 4
     assert [f._layout[3] is not None for f in fns if type(f) is MatMulGroup] == [True] * 2
     assert [f._kept_call[5] is not None for f in fns if type(f) is MatMulEpilogue] == [True] * 2
     assert [f._kept[5] is not None for f in fns if type(f) is AttentionCore] == [True] * 2
@@ -183,7 +185,7 @@ def test_tiny_gpts_fused_steps_take_the_direct_products_with_the_bits_of_numpys(
     plain = hal.InferenceSession(model, target="cpu", cache_dir=False)
     want = [plain.run(None, feeds)[0] for _ in range(3)]
     fns = _tiny_gpt_steps(plain)
-    assert all(f._kept[3] is None for f in fns if type(f) is MatMulBias)
+    assert all(f._kept is None and f._pair._kept[3] is None for f in fns if type(f) is ProjectionNorm)
     assert all(f._kept[5] is None for f in fns if type(f) is AttentionCore)
     for g, w in zip(got, want):
         assert np.array_equal(g, w)

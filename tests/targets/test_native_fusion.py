@@ -17,6 +17,7 @@ from hal.engine import steps_for_nodes
 from hal.kernels.epilogue import MatMulEpilogue
 from hal.kernels.fused import MatMulBias, MatMulGroup
 from hal.kernels.fused_attention import AttentionCore
+from hal.kernels.fused_norm import ProjectionNorm
 from tests.conftest import light_case
 
 #: where each target fuses host steps when it builds its host program (and joins a wrapped MatMul
@@ -83,9 +84,14 @@ def test_native_fuses_the_steps_between_matrix_ops_with_the_same_bits(target, mo
         # for the MLP's first projection: at exact one step with its GELU (``MatMulEpilogue``), at
         # native its rounded product and bias Add, then the GELU's region; and for each attention's
         # scores, Softmax and product by V: at exact one step (``AttentionCore``), at native three
-        # (the GPU runs its own attention kernel at either)
+        # (the GPU runs its own attention kernel at either); for each output projection with the
+        # residual join and LayerNormalization after it: at exact one step (``ProjectionNorm``), at
+        # native the rounded product with its bias Add, then the join and the norm (on the wafer only
+        # the attention's: an MLP's join ends a stage, the next layer's norm opens the next)
         groups = [s.fn.n - 1 for s in _steps(at_exact) if isinstance(s.fn, MatMulGroup)]
         epilogues = sum(isinstance(s.fn, MatMulEpilogue) for s in _steps(at_exact))
         cores = sum(isinstance(s.fn, AttentionCore) for s in _steps(at_exact))
+        norms = sum(isinstance(s.fn, ProjectionNorm) for s in _steps(at_exact))
         assert groups == [2, 2] and epilogues == 2 and cores == (0 if target == "gpu" else 2)
-        assert _host_steps(fused) == _host_steps(at_exact) + sum(groups) + epilogues + 2 * cores
+        assert norms == (2 if target == "wafer" else 4)
+        assert _host_steps(fused) == _host_steps(at_exact) + sum(groups) + epilogues + 2 * cores + norms
