@@ -68,7 +68,7 @@ def _same(got, want):
 @pytest.mark.parametrize("product_first", [True, False], ids=["product-first", "residual-first"])
 @pytest.mark.parametrize("x_shape", [(1, 16), (16,)], ids=["batch-of-one", "rows"])
 def test_one_step_with_the_bits_of_the_nodes_and_a_kept_call_as_one_loop(bias_first, product_first, x_shape,
-                                                                         monkeypatch):
+                                                                         ):
     steps, fused, plain = _programs(_model(bias_first=bias_first, product_first=product_first, x_shape=x_shape))
     (step,) = steps
     assert isinstance(step.fn, ProjectionNorm) and step.op_type == "MatMul+Add+Add+LayerNormalization"
@@ -96,7 +96,7 @@ def test_not_joined_where_the_projection_is_read_elsewhere():
         _same(fused.run_list(_feeds()), plain.run_list(_feeds()))
 
 
-def test_other_shapes_and_a_transposed_activation_take_the_kernels(monkeypatch):
+def test_other_shapes_and_a_transposed_activation_take_the_kernels():
     steps, fused, plain = _programs(_model(x_shape=(1, 16)))
     with np.errstate(all="ignore"):
         for _ in range(2):
@@ -108,8 +108,8 @@ def test_other_shapes_and_a_transposed_activation_take_the_kernels(monkeypatch):
         assert steps[0].fn._kept[0] in ((1, 16, K), (1, 9, K))
 
 
-def test_a_stored_program_forgets_what_it_kept(monkeypatch):
-    steps, fused, plain = _programs(_model())
+def test_a_stored_program_forgets_what_it_kept():
+    _, fused, _ = _programs(_model())
     with np.errstate(all="ignore"):
         fused.run_list(_feeds())
         want = fused.run_list(_feeds(3))
