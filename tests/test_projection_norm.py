@@ -67,8 +67,7 @@ def _same(got, want):
 @pytest.mark.parametrize("bias_first", [False, True], ids=["bias-second", "bias-first"])
 @pytest.mark.parametrize("product_first", [True, False], ids=["product-first", "residual-first"])
 @pytest.mark.parametrize("x_shape", [(1, 16), (16,)], ids=["batch-of-one", "rows"])
-def test_one_step_with_the_bits_of_the_nodes_and_a_kept_call_as_one_loop(bias_first, product_first, x_shape,
-                                                                         ):
+def test_one_step_with_the_bits_of_the_nodes_and_a_kept_call_as_one_loop(bias_first, product_first, x_shape):
     steps, fused, plain = _programs(_model(bias_first=bias_first, product_first=product_first, x_shape=x_shape))
     (step,) = steps
     assert isinstance(step.fn, ProjectionNorm) and step.op_type == "MatMul+Add+Add+LayerNormalization"
