@@ -522,9 +522,23 @@ def _root(a: np.ndarray) -> np.ndarray:
 
 def _not_of_feeds(outs: list[Any], feeds: Mapping[str, Any]) -> list[Any]:
     """The outputs, each an array of its own: one that is a feed or a view of one (an Identity, a Reshape
-    of an input) is copied, as onnxruntime's are, or refilling the feed's buffer would change it."""
-    roots = {id(_root(f)) for f in feeds.values() if f.__class__ is np.ndarray}
-    return [o.copy() if o.__class__ is np.ndarray and id(_root(o)) in roots else o for o in outs]
+    of an input) is copied, as onnxruntime's are, or refilling the feed's buffer would change it. An
+    output that owns its memory (no base: what a kernel made) can only be a feed itself, so only a
+    view's root is looked for among the feeds' (the set of them is made only then)."""
+    fed = feeds.values()
+    roots = None
+    for k, o in enumerate(outs):
+        if o.__class__ is not np.ndarray:
+            continue
+        if o.base is None:
+            if any(o is f for f in fed):
+                outs[k] = o.copy()
+            continue
+        if roots is None:
+            roots = {id(_root(f)) for f in fed if f.__class__ is np.ndarray}
+        if id(_root(o)) in roots:
+            outs[k] = o.copy()
+    return outs
 
 
 def compile(model: ModelLike, target: str = REFERENCE_TARGET, precision: str = "exact", *,

@@ -438,7 +438,9 @@ class Program:
         out = [env[i] for i in self._out_slots]
         if self._weight_roots and not share_weights:
             roots = self._weight_roots
-            out = [v.copy() if isinstance(v, np.ndarray) and id(_root(v)) in roots else v for v in out]
+            for k, v in enumerate(out):  # (an array without a base is its own root: no walk up)
+                if isinstance(v, np.ndarray) and id(v if v.base is None else _root(v)) in roots:
+                    out[k] = v.copy()
         return out
 
     def _execute(self, plan: Sequence[tuple[Any, ...]], env: list[Any], outer: Mapping[str, Any] | None,
