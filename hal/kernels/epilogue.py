@@ -74,7 +74,7 @@ class MatMulEpilogue(_Fused):
                     if (self._kept is not None and self._kept[1] is k and len(rest) == len(form[1])
                             and not b.flags.writeable and not bias.flags.writeable and linalg.matmul_as_is(a, b)):
                         # one tuple: atomic for concurrent runs
-                        self._kept_call = (a.shape, b, bias, rest, k, self._head(form[0] == "erf", a, b, bias),
+                        self._kept_call = (a.shape, b, bias, rest, k, self._head(form[0] == "erf", a, b, bias, k),
                                            (*a.shape[:-1], b.shape[1]))
                     return self._gelu(form[0] == "erf", y, bias, k)
                 return self.region(self._pair.add_bias(y, bias), *rest)
@@ -96,27 +96,33 @@ class MatMulEpilogue(_Fused):
             self._kept = (xs, values)  # one tuple: atomic for concurrent runs
         return values
 
-    def _head(self, erf: bool, a: Array, b: Array, bias: Array) -> Any:
-        """``_gemm_loops``' product and GELU head for this call's operands where they may take it: a
-        row-major activation of at most 3 axes and rows that fit one block (``_gelu``'s one pass)."""
+    def _head(self, erf: bool, a: Array, b: Array, bias: Array, k: list[float]) -> tuple[Any, Any] | None:
+        """``_gemm_loops``' product and GELU head, and the tail's loop, for this call's operands where
+        they may take them (a row-major activation of at most 3 axes and rows that fit one block:
+        ``_gelu``'s one pass), as their machine code for these types (``jit.entry``), else None."""
         gemm = blas.loops()
         if (gemm is None or a.ndim > 3 or not bias.flags.c_contiguous or not gemm.rows_ok(a, b)
                 or a.size // a.shape[-1] * b.shape[1] > Region.BLOCK):
             return None
-        return gemm.gemm_erf_gelu_head if erf else gemm.gemm_tanh_gelu_head
+        y = np.empty((*a.shape[:-1], b.shape[1]), dtype=np.float32)
+        p = np.empty((y.size // b.shape[1], b.shape[1]), dtype=np.float32)
+        head = (jit.entry(gemm.gemm_erf_gelu_head, a, b, bias, k[0], _ERF_COEF, _ERF_TOP, y, p) if erf
+                else jit.entry(gemm.gemm_tanh_gelu_head, a, b, bias, k[0], k[1], y, p))
+        return head, jit.entry(jit.loops().gelu_tail, p, p, k[-2], k[-1])
 
-    def _direct_gelu(self, head: Any, a: Array, b: Array, bias: Array, k: list[float], shape: tuple[int, ...]
-                     ) -> Array:
-        """``_gelu`` of a @ b with the product and the head's loop as one call (``head``, ``_head``'s)."""
+    def _direct_gelu(self, loops: tuple[Any, Any], a: Array, b: Array, bias: Array, k: list[float],
+                     shape: tuple[int, ...]) -> Array:
+        """``_gelu`` of a @ b with the product and the head's loop as one call (``loops``, ``_head``'s)."""
         y = np.empty(shape, dtype=np.float32)
         n = shape[-1]
         p = np.empty((y.size // n, n), dtype=np.float32)
+        head, tail = loops
         if self._form[0] == "erf":  # type: ignore[index]
             head(a, b, bias, k[0], _ERF_COEF, _ERF_TOP, y, p)
         else:
             head(a, b, bias, k[0], k[1], y, p)
         np.tanh(p, out=p)
-        jit.loops().gelu_tail(y.reshape(-1, n), p, k[-2], k[-1])
+        tail(y.reshape(-1, n), p, k[-2], k[-1])
         return y
 
     def _gelu(self, erf: bool, y: Array, bias: Array, k: list[float]) -> Array:

@@ -130,10 +130,12 @@ class MatMulBias(_Fused):
                 and bias.__class__ is np.ndarray and bias.dtype is _F32 and bias.ndim == 1
                 and bias.shape[0] in (1, b.shape[1]) and not b.flags.writeable and not bias.flags.writeable):
             gemm = blas.loops()
-            direct = (gemm.gemm_bias if gemm is not None and a.ndim <= 3 and bias.flags.c_contiguous
-                      and gemm.rows_ok(a, b) else None)
-            # one tuple: atomic for concurrent runs
-            self._kept = (a.shape, b, bias, direct, (*a.shape[:-1], b.shape[1]))
+            shape = (*a.shape[:-1], b.shape[1])
+            direct = None
+            if gemm is not None and a.ndim <= 3 and bias.flags.c_contiguous and gemm.rows_ok(a, b):
+                # the loop's machine code for these types (a's dtype, layout and shape checked a call)
+                direct = jit.entry(gemm.gemm_bias, a, b, bias, self.bias_first, np.empty(shape, dtype=_F32))
+            self._kept = (a.shape, b, bias, direct, shape)  # one tuple: atomic for concurrent runs
 
     def add_bias(self, y: Any, bias: Array) -> Any:
         """The Add of ``bias`` to the product ``y`` (the step's own array), into y where numpy's add
@@ -193,9 +195,10 @@ class MatMulGroup(_Fused):
                 and a.ndim >= 2 and a.dtype == w.dtype == _F32 and a.shape[-1] == w.shape[1] and a.flags.c_contiguous
                 and (b is None or b.dtype == _F32)):
             if group is not None and a.ndim <= 3 and a.size >= 2 * a.shape[-1]:
-                # numpy's sgemm a weight and the adds in one compiled call (``hal.kernels.blas``)
+                # numpy's sgemm a weight and the adds in one compiled call (``hal.kernels.blas``), its
+                # machine code for an activation of a's axes
                 y = np.empty((n, *a.shape[:-1], w.shape[2]), dtype=_F32)
-                group(a, w, rows_b, self._biased, y)
+                group[a.ndim - 2](a, w, rows_b, self._biased, y)
                 return tuple(y)
             y = np.matmul(a.reshape(-1, a.shape[-1]), w)  # (n, rows, N): one BLAS product per weight
             if b is not None:
@@ -206,14 +209,18 @@ class MatMulGroup(_Fused):
         return tuple([self.fns[0](a, weights[i]) for i in range(n)])
 
     def _direct(self, w: Array | None, b: Array | None) -> tuple[Any, Any]:
-        """(``_gemm_loops.gemm_group``, the biases as (n, N)) where it may run the stacked products
-        (float32 matrices of at least 2 by 2; the activation's rows, at least 2, are checked a call),
-        else (None, None)."""
+        """(``_gemm_loops.gemm_group``'s machine code for an activation of 2 axes and of 3, the biases
+        as (n, N)) where it may run the stacked products (float32 matrices of at least 2 by 2; the
+        activation's rows, at least 2, and its layout are checked a call), else (None, None)."""
         gemm = blas.loops() if self._batched and w is not None else None
         if (gemm is None or w.dtype != _F32 or min(w.shape[1:]) < 2  # type: ignore[union-attr]
                 or (self._biased and (b is None or b.dtype != _F32 or b.ndim != 2))):
             return None, None
-        return gemm.gemm_group, b if b is not None else np.zeros((0, 0), dtype=_F32)
+        rows_b = b if b is not None else np.zeros((0, 0), dtype=_F32)
+        n, k, m = w.shape  # type: ignore[union-attr]
+        loops = tuple(jit.entry(gemm.gemm_group, np.empty((*lead, k), dtype=_F32), w, rows_b, self._biased,
+                                np.empty((n, *lead, m), dtype=_F32)) for lead in ((2,), (1, 2)))
+        return loops, rows_b
 
 
 def _stacked(xs: Sequence[Any]) -> Array | None:

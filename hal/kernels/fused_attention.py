@@ -58,14 +58,14 @@ class AttentionCore(_Fused):
                 # (``hal.kernels.blas``): the scores and the chain in one call, the last pass and the
                 # product by c in another
                 direct = kept[5]
-                if direct is not None and (a.strides, b.strides, c.strides) == direct[1]:
-                    s = np.empty(direct[2], dtype=_F32)
-                    p = np.empty(direct[2], dtype=_F32)
-                    if direct[0].scores_softmax_head(a, b, s, p, *kept[4]):
+                if direct is not None and (a.strides, b.strides, c.strides) == direct[2]:
+                    s = np.empty(direct[3], dtype=_F32)
+                    p = np.empty(direct[3], dtype=_F32)
+                    if direct[0](a, b, s, p, *kept[4]):
                         s = None
                         np.exp(p, out=p)
-                        out = np.empty(direct[3], dtype=_F32)
-                        direct[0].softmax_tail_mix(p, c, out)
+                        out = np.empty(direct[4], dtype=_F32)
+                        direct[1](p, c, out)
                         return out
                 s = np.matmul(a, b)
                 n = s.shape[-1]
@@ -97,7 +97,11 @@ class AttentionCore(_Fused):
         gemm = blas.loops()
         direct = None
         if gemm is not None and gemm.batch_ok(a, b) and gemm.batch_ok(s, c):
-            direct = (gemm, (a.strides, b.strides, c.strides), s.shape, (*s.shape[:-1], c.shape[-1]))
+            # the loops' machine code for these types (the strides, and so the layouts, are checked a call)
+            p, out = np.empty_like(s), np.empty((*s.shape[:-1], c.shape[-1]), dtype=_F32)
+            direct = (jit.entry(gemm.scores_softmax_head, a, b, s, p, *fixed[2]),
+                      jit.entry(gemm.softmax_tail_mix, p, c, out), (a.strides, b.strides, c.strides), s.shape,
+                      out.shape)
         self._kept = (a.shape, b.shape, c.shape, sides, fixed[2], direct)  # one tuple: atomic for concurrent runs
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hal.kernels import blas, elementwise, normalization
+from hal.kernels import blas, elementwise, jit, normalization
 from hal.kernels.fused import _F32, Array, Key, MatMulBias, _Fused
 
 
@@ -58,11 +58,19 @@ class LayerNorm(_Norm):
             kept = self._kept
             if (kept is not None and kept[1] is scale and kept[2] is bias and x.shape == kept[0] and x.dtype is _F32
                     and x.flags.c_contiguous):
+                if kept[4] is not None:  # the loop's machine code for these types: no dispatch a call
+                    out = np.empty(x.shape, dtype=_F32)
+                    kept[4](x, *kept[3], bias is not None, self._epsilon, out)
+                    return out
                 plan = kept[3]
             else:
                 plan = normalization.layer_norm_plan(x, scale, bias, self.attrs.get("axis", -1))
                 if plan is not None:
-                    self._kept = (x.shape, scale, bias, plan)  # one tuple: atomic for concurrent runs
+                    loop = None
+                    if x.ndim == 3:  # (as layer_norm_into calls it)
+                        loop = jit.entry(jit.loops().layer_norm_3d, x, *plan, bias is not None, self._epsilon,
+                                         np.empty(x.shape, dtype=_F32))
+                    self._kept = (x.shape, scale, bias, plan, loop)  # one tuple: atomic for concurrent runs
             if plan is not None:
                 return normalization.layer_norm_into(x, *plan, bias is not None, self._epsilon)
         return self.fns[0](x, scale, bias, **self.attrs)
@@ -87,11 +95,21 @@ class AddLayerNorm(_Norm):
             kept = self._kept
             if (kept is not None and kept[1] is scale and kept[2] is bias and kept[0] == (a.shape, b.shape)
                     and a.dtype is _F32 and b.dtype is _F32 and a.flags.c_contiguous and b.flags.c_contiguous):
+                if kept[4] is not None:  # the loop's machine code for these types: no dispatch a call
+                    shape, s, t = kept[3]
+                    total, out = np.empty(shape, dtype=_F32), np.empty(shape, dtype=_F32)
+                    kept[4](a, b, s, t, bias is not None, self._epsilon, total, out)
+                    return total, out
                 plan = kept[3]
             else:
                 plan = normalization.add_layer_norm_plan(a, b, scale, bias, self.attrs.get("axis", -1))
                 if plan is not None:
-                    self._kept = ((a.shape, b.shape), scale, bias, plan)  # one tuple: atomic for concurrent runs
+                    loop = None
+                    if 1 < a.ndim < 4 and 1 < b.ndim < 4:  # (as add_layer_norm_into calls it)
+                        shape, s, t = plan
+                        loop = jit.entry(jit.loops().add_layer_norm_rows, a, b, s, t, bias is not None,
+                                         self._epsilon, np.empty(shape, dtype=_F32), np.empty(shape, dtype=_F32))
+                    self._kept = ((a.shape, b.shape), scale, bias, plan, loop)  # one tuple: atomic
             if plan is not None:
                 return normalization.add_layer_norm_into(a, b, *plan, bias is not None, self._epsilon)
         total = self.fns[0](a, b)
@@ -158,9 +176,12 @@ class ProjectionNorm(_Fused):
                 or join[0] != ((h.shape, x.shape) if self.product_first else (x.shape, h.shape))):
             return
         shape, s, t = join[3]
+        rest = (s, t, norm_bias is not None, self._join._epsilon)
+        # the loop's machine code for these types (checked before each kept call): no dispatch a call
+        loop = jit.entry(gemm.gemm_bias_add_layer_norm, a, w, bias, self.bias_first, x, self.product_first, *rest,
+                         h, np.empty(shape, dtype=_F32), np.empty(shape, dtype=_F32))
         # one tuple: atomic for concurrent runs
-        self._kept = (a.shape, x.shape, w, bias, scale, norm_bias, h.shape, shape, gemm.gemm_bias_add_layer_norm,
-                      (s, t, norm_bias is not None, self._join._epsilon))
+        self._kept = (a.shape, x.shape, w, bias, scale, norm_bias, h.shape, shape, loop, rest)
 
 
 __all__ = ["AddLayerNorm", "LayerNorm", "ProjectionNorm"]

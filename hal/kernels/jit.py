@@ -85,6 +85,23 @@ def njit(fn: Callable[..., Any] | None = None, *, signature: Any = None, **optio
     return loop
 
 
+def entry(loop: Any, *args: Any) -> Any:
+    """``loop``'s machine code for arguments of these types, called without the dispatcher (which
+    types each argument on every call: 0.03-0.05 us an argument, 0.44 us of a 13-argument call's
+    3.98), else ``loop`` itself. The overload is the one the dispatcher would take: the only one of
+    the loop's declared signatures each argument converts to. For a caller that keeps the entry with
+    the arguments' types and checks them before each call (a fused step's kept call: the same dtype,
+    layout and shape, the same weights), since the machine code trusts them."""
+    try:
+        types = tuple(loop.typeof_pyval(a) for a in args)
+        ctx = loop.typingctx
+        found = [cres for sig, cres in loop.overloads.items()
+                 if len(sig) == len(types) and all(ctx.can_convert(t, s) is not None for t, s in zip(types, sig))]
+    except Exception:  # another numba, another dispatcher: call it as it is
+        return loop
+    return found[0].entry_point if len(found) == 1 else loop
+
+
 _SHARED_CACHE: Any = None
 
 
@@ -178,4 +195,4 @@ def load() -> None:
     _LOADED = True
 
 
-__all__ = ["enabled", "load", "loops", "njit", "status"]
+__all__ = ["enabled", "entry", "load", "loops", "njit", "status"]

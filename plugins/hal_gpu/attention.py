@@ -129,8 +129,8 @@ class FlashAttention:
 
     def __init__(self, **params: Any):
         self.params = params
-        #: (q's, kt's and v's shapes and strides, the scores' shape, the output's, the gemm loops) of
-        #: the last call that may be repeated directly
+        #: (q's, kt's and v's shapes and strides, the scores' shape, the output's, the two loops' machine
+        #: code, the score chain's loop arguments) of the last call that may be repeated directly
         self._kept: tuple[Any, ...] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -144,16 +144,17 @@ class FlashAttention:
         if (kept is not None and q.__class__ is np.ndarray and kt.__class__ is np.ndarray
                 and v.__class__ is np.ndarray and q.dtype is _F32 and kt.dtype is _F32 and v.dtype is _F32
                 and (q.shape, kt.shape, v.shape) == kept[0] and (q.strides, kt.strides, v.strides) == kept[1]):
-            args = self.params["chain"].kept_args(kept[2], side)
-            if args is not None:
-                gemm = kept[4]
+            # (the chain's loop arguments the machine code was taken for: the same objects, so the same types)
+            if self.params["chain"].kept_args(kept[2], side) is kept[5]:
+                args = kept[5]
+                head, tail = kept[4]
                 s = np.empty(kept[2], dtype=_F32)
                 p = np.empty(kept[2], dtype=_F32)
-                if gemm.scores_softmax_head(q, kt, s, p, *args):
+                if head(q, kt, s, p, *args):
                     s = None
                     np.exp(p, out=p)
                     out = np.empty(kept[3], dtype=_F32)
-                    gemm.sums_mix_divide(p, v, np.empty(p.size // p.shape[-1], dtype=_F32), out)
+                    tail(p, v, np.empty(p.size // p.shape[-1], dtype=_F32), out)
                     return out
         out = flash_attention(q, kt, v, *side, **self.params)
         self._keep(q, kt, v, side)
@@ -169,12 +170,17 @@ class FlashAttention:
             return
         shape = (*q.shape[:-1], kt.shape[-1])
         gemm = blas.loops()
-        if (gemm is None or chain.kept_args(shape, side) is None or not gemm.batch_ok(q, kt)
-                or not gemm.batch_ok(np.empty(shape, dtype=_F32), v)):
+        args = chain.kept_args(shape, side) if gemm is not None else None
+        s = np.empty(shape, dtype=_F32)
+        if args is None or not gemm.batch_ok(q, kt) or not gemm.batch_ok(s, v):
             return
+        # the loops' machine code for these types (the layouts, by the strides, are checked a call)
+        out = np.empty((*shape[:-1], v.shape[-1]), dtype=_F32)
+        loops = (jit.entry(gemm.scores_softmax_head, q, kt, s, s, *args),
+                 jit.entry(gemm.sums_mix_divide, s, v, np.empty(s.size // shape[-1], dtype=_F32), out))
         # one tuple: atomic for concurrent runs
-        self._kept = ((q.shape, kt.shape, v.shape), (q.strides, kt.strides, v.strides), shape,
-                      (*shape[:-1], v.shape[-1]), gemm)
+        self._kept = ((q.shape, kt.shape, v.shape), (q.strides, kt.strides, v.strides), shape, out.shape, loops,
+                      args)
 
 
 _F32 = np.dtype(np.float32)

@@ -211,12 +211,11 @@ def test_a_kept_attention_given_other_strides_takes_numpy():
     assert core._kept[5] is not None
     args = seen[-1]
 
-    class Refuses:
-        def __getattr__(self, name):
-            raise AssertionError(f"the direct loop {name} was called")
+    def refuses(*args):
+        raise AssertionError("the direct loop was called")
 
     kept = core._kept
-    core._kept = (*kept[:5], (Refuses(), *kept[5][1:]))
+    core._kept = (*kept[:5], (refuses, refuses, *kept[5][2:]))
     with pytest.raises(AssertionError, match="direct loop"):
         real(core, *args)  # the kept strides: the direct loops
     q = np.ascontiguousarray(args[0])
@@ -239,3 +238,39 @@ def test_a_matmul_bias_given_a_transposed_activation_after_a_kept_call_keeps_the
     assert fused.steps[0].fn._kept[3] is not None
     xt = np.asfortranarray(x)  # the kept shape, not row-major: np.matmul's own call
     assert np.array_equal(fused.run_list({"x": xt})[0], plain.run_list({"x": xt})[0])
+
+
+def test_a_loops_machine_code_for_given_types_is_the_dispatchers_choice():
+    """``jit.entry``: the compiled entry of the one declared signature the arguments convert to (its
+    results the dispatcher's), else the dispatcher itself (no signature takes them)."""
+    import numba
+
+    g = _gemm()
+    a, b = _x((16, 8), 1), _x((8, 4), 2)
+    want, got = np.empty((16, 4), np.float32), np.empty((16, 4), np.float32)
+    loop = jit.entry(g.gemm_rows, a, b, got)
+    assert not isinstance(loop, numba.core.dispatcher.Dispatcher)
+    g.gemm_rows(a, b, want)
+    loop(a, b, got)
+    _same_bits(got, want)
+    loop3 = jit.entry(g.gemm_rows, a[None], b, got[None])  # the 3-axis overload's, another machine code
+    assert loop3 is not loop and not isinstance(loop3, numba.core.dispatcher.Dispatcher)
+    assert jit.entry(g.gemm_rows, a.astype(np.float64), b, got) is g.gemm_rows  # no float64 signature
+
+
+def test_tiny_gpts_kept_calls_hold_machine_code_not_dispatchers():
+    import numba
+
+    _gemm()
+    model = zoo.build("tiny-gpt")
+    feeds = {"input_ids": np.random.default_rng(0).integers(0, 256, (1, 16)).astype(np.int64)}
+    sess = hal.InferenceSession(model, target="cpu", cache_dir=False)
+    for _ in range(2):
+        sess.run(None, feeds)
+    fns = _tiny_gpt_steps(sess)
+    held = [f._kept[8] for f in fns if type(f) is ProjectionNorm]
+    held += [f for g in fns if type(g) is MatMulGroup for f in g._layout[3]]
+    held += [f for e in fns if type(e) is MatMulEpilogue for f in e._kept_call[5]]
+    held += [f for c in fns if type(c) is AttentionCore for f in c._kept[5][:2]]
+    assert len(held) == 4 + 4 + 4 + 4
+    assert not any(isinstance(f, numba.core.dispatcher.Dispatcher) for f in held)
