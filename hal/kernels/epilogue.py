@@ -28,6 +28,8 @@ class MatMulEpilogue(_Fused):
     and GELU 19.9 -> 11.4 us, BERT-bench's 512x384 by 384x1536 7.3 -> 6.6 ms, in isolation).
     Elsewhere ``MatMulBias`` and then the region, one step still."""
 
+    _derived = ("_pair", "_form", "_kept", "_kept_call")
+
     def __init__(self, matmul: Key, add: Key, bias_first: bool, region: Region):
         self.keys = [matmul, add]
         self.bias_first = bias_first
@@ -44,12 +46,6 @@ class MatMulEpilogue(_Fused):
         #: (a's shape, the weight, the bias, the region's other inputs, the GELU's scalars) of the last
         #: call that took the GELU's loops with read-only weights and an activation multiplied as it is
         self._kept_call: tuple[Any, ...] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        for k in ("_pair", "_form", "_kept", "_kept_call"):
-            state.pop(k, None)
-        return state
 
     def __call__(self, a: Array, b: Array, bias: Array, *rest: Any) -> Any:
         kept = self._kept_call

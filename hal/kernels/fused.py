@@ -57,16 +57,20 @@ def _grows(args: Sequence[Any]) -> bool:
 
 
 class _Fused:
-    """Kernels by key; pickles the keys and resolves them again on load."""
+    """Kernels by key; pickles the keys and resolves them again on load. What ``_bind`` derives
+    from them, and what calls keep, a subclass names in ``_derived``: never pickled, made again by
+    ``_bind`` on load (a stored program starts with nothing kept)."""
 
     keys: list[Key]
+    _derived: tuple[str, ...] = ()
 
     def _bind(self) -> None:
         self.fns = [_resolve(k) for k in self.keys]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.pop("fns", None)
+        for k in ("fns", *self._derived):
+            state.pop(k, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -83,6 +87,7 @@ class MatMulBias(_Fused):
     It must return an array of its own (a kernel's result), as the MatMul kernel does."""
 
     product: Any = None
+    _derived = ("_ufunc_add", "_mm", "_kept")
 
     def __init__(self, matmul: Key, add: Key, bias_first: bool, product: Any = None):
         self.keys = [matmul, add]
@@ -97,12 +102,6 @@ class MatMulBias(_Fused):
         #: (a's shape, the weight, the bias, ``_gemm_loops.gemm_bias`` where it may take a C-contiguous
         #: a of that shape, else None, the result's shape) of the last float32 call ``_keep`` found repeatable
         self._kept: tuple[Any, ...] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        for k in ("_ufunc_add", "_mm", "_kept"):
-            state.pop(k, None)
-        return state
 
     def __call__(self, a: Array, b: Array, bias: Array) -> Array:
         kept = self._kept
@@ -162,6 +161,8 @@ class MatMulGroup(_Fused):
     activation that is not C-contiguous, which the separate products may read through a transposed
     BLAS call; a 1-D one) each runs alone: ``MatMulBias``, or the MatMul kernel."""
 
+    _derived = ("_biased", "_pair", "_batched", "_layout")
+
     def __init__(self, matmul: Key, add: Key | None, n: int):
         self.keys = [matmul] if add is None else [matmul, add]
         self.n = n
@@ -176,12 +177,6 @@ class MatMulGroup(_Fused):
         #: as (n, 1, N), or None where they are not stacked or there are none, ``_gemm_loops.gemm_group``
         #: where it may take the products and the adds, else None, the biases as (n, N) for it)
         self._layout: tuple[Any, ...] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        for k in ("_biased", "_pair", "_batched", "_layout"):
-            state.pop(k, None)
-        return state
 
     def __call__(self, a: Array, *weights: Array) -> tuple[Array, ...]:
         n = self.n
@@ -244,6 +239,9 @@ class Region(_Fused):
     ``refs[j]`` names member j's inputs: ``i >= 0`` the step's input i, ``~k`` member k's result.
     """
 
+    _derived = ("_plan", "_memo", "_settled", "_block_plan", "_block_schedule", "_layout_memo", "_register_plan",
+                "_chain")
+
     def __init__(self, keys: Sequence[Key], refs: Sequence[tuple[int, ...]], attrs: Sequence[dict[str, Any]],
                  ops: Sequence[str], labels: Sequence[str], softmax: Key | None = None,
                  softmax_attrs: dict[str, Any] | None = None):
@@ -295,18 +293,6 @@ class Region(_Fused):
         self._layout_memo: tuple[Any, Any] | None = None
         self._chain = self._chain_plan()
         self._register_plan: tuple[int, tuple[list[tuple[Any, int, int, int]], int, bool]] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_plan", None)
-        state.pop("_memo", None)
-        state.pop("_settled", None)
-        state.pop("_block_plan", None)
-        state.pop("_block_schedule", None)
-        state.pop("_layout_memo", None)
-        state.pop("_register_plan", None)
-        state.pop("_chain", None)
-        return state
 
     def __call__(self, *xs: Any) -> Any:
         if self._chain is not None and (y := self._softmax_chain(xs)) is not None:

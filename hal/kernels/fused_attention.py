@@ -25,6 +25,8 @@ class AttentionCore(_Fused):
     """MatMul(a, b), ``region`` over that product (its input 0) and the region's other inputs,
     then MatMul(the region's result, c) (the step's inputs: a, b, the region's others, c)."""
 
+    _derived = ("_direct", "_kept")
+
     def __init__(self, scores: Key, region: Region, mix: Key):
         self.keys = [scores, mix]
         self.region = region
@@ -38,12 +40,6 @@ class AttentionCore(_Fused):
         #: (a's, b's and c's shapes, the side inputs, the score chain's loop arguments) of the last
         #: call that took the chain with read-only side inputs and products of views (``_keep``)
         self._kept: tuple[Any, ...] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_direct", None)
-        state.pop("_kept", None)
-        return state
 
     def __call__(self, a: Array, b: Array, *rest: Any) -> Any:
         kept = self._kept

@@ -25,6 +25,7 @@ class _Norm(_Fused):
     """A step ending in the registry's LayerNormalization with attributes ``attrs`` (keys[-1])."""
 
     attrs: dict[str, Any]
+    _derived = ("_compiled", "_epsilon", "_kept")
 
     def _bind(self) -> None:
         super()._bind()
@@ -36,11 +37,6 @@ class _Norm(_Fused):
         #: loop took: a call with those shapes and weights checks only the activations' dtype and layout
         self._kept: tuple[Any, ...] | None = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        for k in ("_compiled", "_epsilon", "_kept"):
-            state.pop(k, None)
-        return state
 
 
 class LayerNorm(_Norm):
@@ -129,6 +125,8 @@ class ProjectionNorm(_Fused):
     (``_gemm_loops.gemm_bias_add_layer_norm``): the same operations, so the same bits (tiny-gpt's
     output projections: two steps and four loop calls a block down to one and one)."""
 
+    _derived = ("_pair", "_join", "_kept")
+
     def __init__(self, keys: list[Key], bias_first: bool, product_first: bool, attrs: dict[str, Any]):
         self.keys = list(keys)
         self.bias_first = bias_first
@@ -144,11 +142,6 @@ class ProjectionNorm(_Fused):
         #: plan's vectors and whether it has a bias, epsilon) of the last call ``_keep`` found repeatable
         self._kept: tuple[Any, ...] | None = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        for k in ("_pair", "_join", "_kept"):
-            state.pop(k, None)
-        return state
 
     def __call__(self, a: Any, w: Any, bias: Any, x: Any, scale: Any, norm_bias: Any = None) -> tuple[Array, Any]:
         kept = self._kept

@@ -21,6 +21,8 @@ class ReluPool(_Fused):
     of its input at stride 2 (SqueezeNet's stem: 64x111x111 floats -> 64x55x55). ``hal.graph.fuse``
     pairs only pools whose every window reads the image, never all padding."""
 
+    _derived = ("_ufunc_relu",)
+
     def __init__(self, relu: Key, pool: Key):
         self.keys = [relu, pool]
         self._bind()
@@ -28,11 +30,6 @@ class ReluPool(_Fused):
     def _bind(self) -> None:
         super()._bind()
         self._ufunc_relu = self.fns[0] is activation.relu  # the Relu is max(x, 0): it may run in place
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_ufunc_relu", None)
-        return state
 
     def __call__(self, x: Any, **attrs: Any) -> Any:
         relu, pool = self.fns
@@ -50,6 +47,8 @@ class NormRelu(_Fused):
     passes (the multiply into a new tensor, the add and the max in place). The same bits; a
     training-mode node, or kernels other than the registry's, run one after the other."""
 
+    _derived = ("_one_pass",)
+
     def __init__(self, norm: Key, relu: Key):
         self.keys = [norm, relu]
         self._bind()
@@ -58,11 +57,6 @@ class NormRelu(_Fused):
         super()._bind()
         # the opset 9+ kernels are _batchnorm_infer outside training mode (opset 1's ``spatial`` is not)
         self._one_pass = self.keys[0][2] >= 9 and self.fns[1] is activation.relu
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_one_pass", None)
-        return state
 
     def __call__(self, x: Any, scale: Any, bias: Any, mean: Any, var: Any, **attrs: Any) -> Any:
         if self._one_pass and not attrs.get("training_mode", 0) and x.__class__ is np.ndarray:
@@ -80,6 +74,8 @@ class AddRelu(_Fused):
     caches, in place: 430 -> 317 us; 1x2048x7x7 94 -> 50). The engine runs it into an operand's
     buffer as it runs an Add (``in_place_form``); other operands run the two kernels in turn."""
 
+    _derived = ("_one_pass", "in_place_form")
+
     def __init__(self, add: Key, relu: Key):
         self.keys = [add, relu]
         self._bind()
@@ -89,12 +85,6 @@ class AddRelu(_Fused):
         self._one_pass = self.fns[0] in (elementwise.add, elementwise.sum_) and self.fns[1] is activation.relu
         #: what the engine calls to run the step into an operand's buffer: (a ufunc-like call, arity)
         self.in_place_form = (self._into, 2) if self._one_pass else None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_one_pass", None)
-        state.pop("in_place_form", None)
-        return state
 
     def _flat(self, a: Any, b: Any) -> bool:
         """Whether the compiled pass takes a and b: float32 arrays of one shape, C-contiguous, not empty."""
