@@ -326,7 +326,7 @@ def test_a_view_of_a_whole_buffer_is_reused_in_place_only_when_nothing_else_hold
 
 @pytest.mark.parametrize("given", [True, False])
 def test_a_feed_is_overwritten_in_place_only_when_the_caller_gives_it_away(given):
-    # run_list(consume=True) empties the feeds dict (a wafer stage's inputs): the run then holds x
+    # run_list(consume=True) empties the feeds dict (a caller giving its feeds away): the run holds x
     # alone and Relu may write into it; a lent feed (the caller still holds it) is never written.
     from hal.engine import Program, steps_for_nodes
     from hal.graph.load import load

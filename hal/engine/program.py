@@ -328,10 +328,6 @@ class Program:
                 roots.add(id(root))
         self._weight_roots = roots
 
-    def holds(self, value: Any) -> bool:
-        """Whether ``value`` is (a view of) one of the program's weights or kept weight-only results."""
-        return isinstance(value, np.ndarray) and id(_root(value)) in self._weight_roots
-
     def _outs(self, entry: tuple[Any, ...]) -> tuple[int, ...]:
         o = entry[2]
         return (o,) if isinstance(o, int) else o
@@ -380,24 +376,23 @@ class Program:
         return prepared
 
     def run_list(self, feeds: Mapping[str, Any], outer: Mapping[str, Any] | None = None, *,
-                 share_weights: bool = False, consume: bool = False) -> list[Any]:
+                 consume: bool = False) -> list[Any]:
         """Run with feeds by name (already validated); returns outputs in ``output_names`` order.
         NaN and infinities propagate as IEEE 754 says, without warnings (or errors under -W): the
-        run is under ``np.errstate(all="ignore")``; a caller that runs many programs under it
-        already (a wafer's stages) calls ``run_list_ignoring_errors`` instead (1.5-2.5 us a call).
+        run is under ``np.errstate(all="ignore")``; a caller under it already calls
+        ``run_list_ignoring_errors`` instead (1.5-2.5 us a call).
 
         Before each step: the run's deadline (``timeout_s``) and, for ops whose output size depends
         on values or dynamic shapes, ``max_memory`` (see hal.limits) — both as ResourceError.
-        An output that is (a view of) a weight is copied, unless ``share_weights``: then the caller
-        gets the program's read-only array (``holds`` tells which) and must not hand it out.
+        An output that is (a view of) a weight, or of a kept weight-only result, is copied.
         With ``consume``, ``feeds`` is a dict the caller gives away: it is emptied once bound, so
         each input is freed after its last reader instead of living through the whole run.
         """
         with np.errstate(all="ignore"):
-            return self.run_list_ignoring_errors(feeds, outer, share_weights=share_weights, consume=consume)
+            return self.run_list_ignoring_errors(feeds, outer, consume=consume)
 
     def run_list_ignoring_errors(self, feeds: Mapping[str, Any], outer: Mapping[str, Any] | None = None, *,
-                                 share_weights: bool = False, consume: bool = False) -> list[Any]:
+                                 consume: bool = False) -> list[Any]:
         """``run_list`` for a caller under ``np.errstate(all="ignore")`` already."""
         if self.shape_only:
             raise RunError("this model's weights are declared by shape only, so it can be compiled and "
@@ -436,7 +431,7 @@ class Program:
         if sig is not None:  # this run passed every guard: the same feed shapes need not check again
             self._settled_by = (sig, bounds.max_memory)
         out = [env[i] for i in self._out_slots]
-        if self._weight_roots and not share_weights:
+        if self._weight_roots:
             roots = self._weight_roots
             for k, v in enumerate(out):  # (an array without a base is its own root: no walk up)
                 if isinstance(v, np.ndarray) and id(v if v.base is None else _root(v)) in roots:

@@ -21,6 +21,7 @@ import numpy as np
 from numba import types
 
 from hal.kernels._loops import (
+    _c,
     add_layer_norm_rows,
     bias_erf_gelu_arg,
     bias_tanh_gelu_arg,
@@ -44,10 +45,6 @@ _Q_RO = types.Array(types.float32, 4, "A", readonly=True)  # a head split's view
 _Q = types.Array(types.float32, 4, "C")
 _OPS = types.Array(types.int64, 1, "C", readonly=True)
 _MASK_B = types.Array(types.boolean, 2, "C", readonly=True)
-
-
-def _c(ndim: int, readonly: bool = False) -> types.Array:
-    return types.Array(types.float32, ndim, "C", readonly=readonly)
 
 
 def _by_rank(make: Any) -> list[Any]:

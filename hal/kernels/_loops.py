@@ -456,6 +456,7 @@ def layer_norm_rows(x, scale, bias, has_bias, eps, out):
 
 
 def _c(ndim, readonly=False):
+    """A float32 row-major array type of ``ndim`` axes (read-only inputs accept writable arrays)."""
     return types.Array(types.float32, ndim, "C", readonly=readonly)
 
 

@@ -43,8 +43,9 @@ class MatMulEpilogue(_Fused):
         self._form = gelu_form(self.region) if plain else None
         #: (the scalar arrays of the last call, their values) while those are read-only
         self._kept: tuple[list[Any], list[float]] | None = None
-        #: (a's shape, the weight, the bias, the region's other inputs, the GELU's scalars) of the last
-        #: call that took the GELU's loops with read-only weights and an activation multiplied as it is
+        #: (a's shape, the weight, the bias, the region's other inputs, the GELU's scalars, the direct
+        #: head's and tail's machine code or None (``_head``), the result's shape) of the last call that
+        #: took the GELU's loops with read-only weights and an activation multiplied as it is
         self._kept_call: tuple[Any, ...] | None = None
 
     def __call__(self, a: Array, b: Array, bias: Array, *rest: Any) -> Any:

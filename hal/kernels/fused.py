@@ -99,8 +99,9 @@ class MatMulBias(_Fused):
         super()._bind()
         self._ufunc_add = self.fns[1] is elementwise.add  # the Add is np.add: it may run into the product
         self._mm = self.fns[0] if self.product is None else self.product
-        #: (a's shape, the weight, the bias, ``_gemm_loops.gemm_bias`` where it may take a C-contiguous
-        #: a of that shape, else None, the result's shape) of the last float32 call ``_keep`` found repeatable
+        #: (a's shape, the weight, the bias, ``_gemm_loops.gemm_bias``'s machine code where it may take a
+        #: C-contiguous a of that shape, else None, the result's shape) of the last float32 call
+        #: ``_keep`` found repeatable
         self._kept: tuple[Any, ...] | None = None
 
     def __call__(self, a: Array, b: Array, bias: Array) -> Array:
@@ -174,8 +175,9 @@ class MatMulGroup(_Fused):
         self._pair = MatMulBias(self.keys[0], self.keys[1], False) if self._biased else None
         self._batched = self.fns[0] is linalg.matmul and (not self._biased or self.fns[1] is elementwise.add)
         #: (the weights and biases of the last call, the weights' stacked array or None, the biases'
-        #: as (n, 1, N), or None where they are not stacked or there are none, ``_gemm_loops.gemm_group``
-        #: where it may take the products and the adds, else None, the biases as (n, N) for it)
+        #: as (n, 1, N), or None where they are not stacked or there are none, ``_gemm_loops.gemm_group``'s
+        #: machine code for an activation of 2 axes and of 3 where it may take the products and the adds,
+        #: else None, the biases as (n, N) for it)
         self._layout: tuple[Any, ...] | None = None
 
     def __call__(self, a: Array, *weights: Array) -> tuple[Array, ...]:

@@ -37,8 +37,10 @@ class AttentionCore(_Fused):
         #: both products the registry's MatMul (no number format wraps them), the region a score chain
         self._direct = (all(fn is linalg.matmul for fn in self.fns) and self.region._chain is not None
                         and self.region.softmax_attrs.get("axis", -1) == -1)
-        #: (a's, b's and c's shapes, the side inputs, the score chain's loop arguments) of the last
-        #: call that took the chain with read-only side inputs and products of views (``_keep``)
+        #: (a's, b's and c's shapes, the side inputs, the score chain's loop arguments, and where the
+        #: products may go through numpy's sgemm directly (the two loops' machine code, the operands'
+        #: strides, the scores' shape, the result's) or None) of the last call that took the chain
+        #: with read-only side inputs and products of views (``_keep``)
         self._kept: tuple[Any, ...] | None = None
 
     def __call__(self, a: Array, b: Array, *rest: Any) -> Any:

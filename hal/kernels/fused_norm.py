@@ -38,7 +38,6 @@ class _Norm(_Fused):
         self._kept: tuple[Any, ...] | None = None
 
 
-
 class LayerNorm(_Norm):
     """A LayerNormalization alone (the step's inputs: x, scale, bias; its attributes ``attrs``):
     ``normalization.layer_norm_into`` with the plan kept (16x64 rows: 2.9 -> 2.2 us a call, against the kernel),
@@ -138,10 +137,10 @@ class ProjectionNorm(_Fused):
         super()._bind()
         self._pair = MatMulBias(self.keys[0], self.keys[1], self.bias_first)
         self._join = AddLayerNorm(self.keys[2], self.keys[3], self.attrs)
-        #: (a's, x's shapes, W, bias, scale, norm bias, the product's shape, the join's, the norm's
-        #: plan's vectors and whether it has a bias, epsilon) of the last call ``_keep`` found repeatable
+        #: (a's, x's shapes, W, bias, scale, norm bias, the product's shape, the join's, the loop's
+        #: machine code, the norm's plan's vectors, whether it has a bias and epsilon) of the last call
+        #: ``_keep`` found repeatable
         self._kept: tuple[Any, ...] | None = None
-
 
     def __call__(self, a: Any, w: Any, bias: Any, x: Any, scale: Any, norm_bias: Any = None) -> tuple[Array, Any]:
         kept = self._kept
