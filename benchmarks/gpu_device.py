@@ -26,6 +26,9 @@ runs, medians throughout:
   torch's profiler): how many, and the GPU time of each;
 * with ``--steps holdout``, what ``calibration_gpu_holdout prepare`` drew (``gpu_device_holdout.py``):
   GEMMs, attention and convs the cost model was not fitted to;
+* with ``--steps numerics``, what TF32 does to the numbers (``gpu_device_numerics.py``): products
+  whose outputs are one converted product each, dot products of TF32 operands, and the models'
+  outputs through onnxruntime's CUDA provider with TF32 on and off, for ``calibration_gpu_numerics``;
 * with ``--steps compiled``, the benchmark transformers as the generator's PyTorch modules, eager
   and compiled by inductor with CUDA graphs, fp32 and bf16: time, kernels per run, GPU busy time.
 
@@ -399,6 +402,8 @@ def measure(folder: Path, out: Path, budget_s: float, steps: set[str], profile_n
         run.data["prefill_sweep"] = run.step("prefill GEMMs", lambda: decode_sweep((512, 5008)))
     if "holdout" in steps:
         _sibling("gpu_device_holdout").holdout(run, folder)
+    if "numerics" in steps:
+        _sibling("gpu_device_numerics").numerics(run, folder, models)
     if "compiled" in steps:
         run.data["compiled"] = run.step("compiled transformers", lambda: models.compiled_transformers(run))
     run.data["device_after"] = run.step("device after", device_facts)
@@ -416,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--budget", type=float, default=400.0, help="seconds; steps past it are skipped")
     m.add_argument("--steps", default="micro,models",
                    help="any of micro, sweep, decode, prefill, alignment, launch_raw, models, profile, holdout, "
-                        "compiled (comma-separated)")
+                        "numerics, compiled (comma-separated)")
     m.add_argument("--profile", default="", help="models whose kernels to profile (comma-separated)")
     args = ap.parse_args(argv)
     return measure(args.folder, args.out, args.budget, set(args.steps.split(",")),
