@@ -10,12 +10,13 @@ half can tell which one they follow, bit for bit:
 * ``conversion``: products with one nonzero term per output (A has a single nonzero per row), so
   each output is exactly the product of two converted operands: no accumulation order enters;
   cuBLAS through torch at TF32 and fp32, a 1x1 convolution through cuDNN the same way, and an ONNX
-  MatMul through onnxruntime's CUDA provider with ``use_tf32`` on and off;
+  MatMul through onnxruntime's CUDA provider with ``use_tf32`` on and off; small, large and batched
+  (attention-shaped) products, each with the kernels it ran;
 * ``accumulation``: dot products of up to 4096 terms whose operands are already TF32, so only the
   accumulation differs from the exact sum (which float64 holds exactly for these operands);
-* ``models``: the benchmark models through onnxruntime's CUDA provider, TF32 on and off, their
-  outputs sampled (every k-th element, at most 65,536 an output) for the host to set beside the gpu
-  target's own runs at ``native`` and ``exact``.
+* ``models``: the benchmark transformers through onnxruntime's CUDA provider, TF32 on and off, their
+  outputs sampled (every k-th element, at most 32,768 an output) for the host to set beside the gpu
+  target's own runs at ``native`` and ``exact``, with the kernels each TF32 run launched.
 
 Arrays go to ``gpu_numerics_probes.npz`` and ``gpu_numerics_models.npz`` beside the JSON. Like
 ``gpu_device.py`` this imports nothing from hal.
@@ -37,6 +38,44 @@ CONVERSION_SHAPES = ((512, 512, 64), (500, 503, 61), (256, 256, 32), (256, 512, 
 ACCUMULATION_KS = (256, 4096)
 #: at most this many elements of each model output travel back
 SAMPLE = 32768
+#: large products whose outputs are classified on the GPU machine (too big to travel): cuBLAS's
+#: Hopper kernels run on shapes like these, the small probes' on Ampere-era ones
+LARGE_SHAPES = ((4096, 4096, 256), (2048, 8192, 1024))
+#: attention-like batched products (batch, M, N, K): Q K^T and P V of BERT-base's heads
+BATCHED_SHAPES = ((48, 128, 128, 64), (48, 128, 64, 128))
+
+
+def to_tf32(x: Any, mode: str) -> Any:
+    """fp32 ``x`` brought to TF32 by ``mode``: ``nearest_even``, ``ties_away`` (PTX's cvt.rna) or
+    ``truncate`` (the 13 low bits dropped); ``fp32`` leaves it. For finite normal values."""
+    import numpy as np
+
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    if mode == "nearest_even":
+        u = u + 0xFFF + ((u >> 13) & 1)
+    elif mode == "ties_away":
+        u = u + 0x1000
+    elif mode == "fp32":
+        return np.asarray(x, dtype=np.float32)
+    return (u & 0xFFFFE000).astype(np.uint32).view(np.float32)
+
+
+#: the ways an fp32 operand may reach the tensor cores (``to_tf32``'s modes)
+MODES = ("nearest_even", "ties_away", "truncate", "fp32")
+
+
+def mode_shares(out: Any, a: Any, b: Any) -> dict[str, float]:
+    """For a one-term product ``one_term_rows(a, k) @ b`` (batched: a leading axis on all three),
+    the share of ``out`` that is bit for bit the product of the operands brought to TF32 by each mode."""
+    import numpy as np
+
+    rows = np.arange(a.shape[-1]) % b.shape[-2]
+    shares = {}
+    for mode in MODES:
+        ta, tb = to_tf32(a, mode).astype(np.float64), to_tf32(b, mode)[..., rows, :].astype(np.float64)
+        want = (ta[..., None] * tb).astype(np.float32)
+        shares[mode] = float(np.mean(np.asarray(out, dtype=np.float32).view(np.uint32) == want.view(np.uint32)))
+    return shares
 
 
 def probe_operand(rng, shape) -> Any:
@@ -103,17 +142,19 @@ def _ort_matmul(ort, a, b, tf32: bool):
     g = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["Y"])], "probe",
                           [helper.make_tensor_value_info("A", TensorProto.FLOAT, list(a.shape)),
                            helper.make_tensor_value_info("B", TensorProto.FLOAT, list(b.shape))],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [a.shape[0], b.shape[1]])])
-    blob = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+    # IR 8: onnxruntime 1.31 refuses the newer IR that onnx 1.23 writes by default
+    blob = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(blob, so, providers=[("CUDAExecutionProvider", {"use_tf32": "1" if tf32 else "0"})])
     return np.asarray(sess.run(None, {"A": a, "B": b})[0])
 
 
-def kernels_of(fn) -> tuple[Any, list[str]]:
-    """``fn()``'s value and the names of the CUDA kernels it ran (CUPTI through torch's profiler,
-    which sees onnxruntime's kernels too); no names where the profiler fails."""
+def kernels_of(fn) -> tuple[Any, dict[str, int]]:
+    """``fn()``'s value and the CUDA kernels it ran, by name with their counts (CUPTI through torch's
+    profiler, which sees onnxruntime's kernels too; copies and memsets left out); none where the
+    profiler fails."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -121,55 +162,66 @@ def kernels_of(fn) -> tuple[Any, list[str]]:
         prof = profile(activities=[ProfilerActivity.CUDA])
         prof.__enter__()
     except Exception:  # no CUDA profiler (a dry run on a CPU build of torch)
-        return fn(), []
+        return fn(), {}
     try:
         value = fn()
         torch.cuda.synchronize()
     finally:
         prof.__exit__(None, None, None)
-    return value, sorted({e.name[:160] for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA})
+    names: dict[str, int] = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA and not e.name.startswith(("Memcpy", "Memset")):
+            names[e.name[:160]] = names.get(e.name[:160], 0) + 1
+    return value, names
 
 
-def exact_fraction(out: Any, a: Any, b: Any) -> float:
-    """The share of ``out`` (a one-term product, ``one_term_rows(a, k) @ b``) that is bit for bit
-    the exact product of the fp32 operands: what fp32 arithmetic must give."""
-    import numpy as np
+def _record(done: dict[str, Any], tag: str, label: str, fn, a: Any, b: Any) -> Any:
+    """Run one probe twice (onnxruntime's first run also picks its algorithms) and record the second
+    run's kernels and mode shares under ``done[tag]``; its output, or None on failure (in errors)."""
+    try:
+        fn()
+        y, names = kernels_of(fn)
+        done.setdefault(tag, {}).update({f"{label}_kernels": names, f"{label}_shares": mode_shares(y, a, b)})
+        return y
+    except Exception as e:
+        done.setdefault("errors", []).append(f"{tag} {label}: {type(e).__name__}: {str(e)[:200]}")
+        return None
 
-    rows = np.arange(a.shape[0]) % b.shape[0]
-    want = (a.astype(np.float64)[:, None] * b[rows].astype(np.float64)).astype(np.float32)
-    return float(np.mean(np.asarray(out, dtype=np.float32).view(np.uint32) == want.view(np.uint32)))
+
+def _products(full: Any, b: Any, ort, labels: tuple[str, ...]):
+    """The probe calls of one product by label: torch (cuBLAS) and onnxruntime's MatMul, TF32 and fp32."""
+    calls = {"torch_tf32": lambda: _torch_mm(full, b, "high"), "torch_fp32": lambda: _torch_mm(full, b, "highest"),
+             "ort_tf32": lambda: _ort_matmul(ort, full, b, True), "ort_fp32": lambda: _ort_matmul(ort, full, b, False)}
+    return [(label, calls[label]) for label in labels if ort is not None or not label.startswith("ort")]
 
 
 def conversion(arrays: dict[str, Any], ort) -> dict[str, Any]:
-    """The conversion probes: the TF32 outputs and their operands go into ``arrays`` for the host to
-    classify; the fp32 controls are only checked here against the exact products."""
+    """The conversion probes, each output classified by ``mode_shares``; the small probes' TF32
+    outputs and operands also go into ``arrays``, for the host to check against hal's own rounding."""
     import numpy as np
 
     rng = np.random.default_rng(20261204)
     done: dict[str, Any] = {}
+    every = ("torch_tf32", "torch_fp32", "ort_tf32", "ort_fp32")
     for m, n, k in CONVERSION_SHAPES:
         tag = f"{m}x{n}x{k}"
         a, b = probe_operand(rng, (m,)), probe_operand(rng, (k, n))
         arrays[f"conv/{tag}/a"], arrays[f"conv/{tag}/b"] = a, b
-        full = one_term_rows(a, k)
-        for label, fn in (("torch_tf32", lambda f=full, b=b: _torch_mm(f, b, "high")),
-                          ("torch_fp32", lambda f=full, b=b: _torch_mm(f, b, "highest")),
-                          ("ort_tf32", lambda f=full, b=b: _ort_matmul(ort, f, b, True)),
-                          ("ort_fp32", lambda f=full, b=b: _ort_matmul(ort, f, b, False))):
-            if label.startswith("ort") and ort is None:
-                continue
-            try:
-                fn()  # onnxruntime's first run also picks its algorithms: the kernels are the second's
-                y, names = kernels_of(fn)
-                row = done.setdefault(tag, {})
-                row[f"{label}_kernels"] = names
-                if label.endswith("fp32"):
-                    row[f"{label}_exact_share"] = exact_fraction(y, a, b)
-                else:
-                    arrays[f"conv/{tag}/{label}"] = y
-            except Exception as e:
-                done.setdefault("errors", []).append(f"{tag} {label}: {type(e).__name__}: {str(e)[:200]}")
-    # a 1x1 convolution through cuDNN: at each pixel one input channel is nonzero
+        for label, fn in _products(one_term_rows(a, k), b, ort, every):
+            y = _record(done, tag, label, fn, a, b)
+            if y is not None and label.endswith("tf32"):
+                arrays[f"conv/{tag}/{label}"] = y
+    for m, n, k in LARGE_SHAPES:  # classified only here: the outputs are too big to travel
+        a, b = probe_operand(rng, (m,)), probe_operand(rng, (k, n))
+        for label, fn in _products(one_term_rows(a, k), b, ort, ("torch_tf32", "torch_fp32", "ort_tf32")):
+            _record(done, f"{m}x{n}x{k}", label, fn, a, b)
+    for bt, m, n, k in BATCHED_SHAPES:
+        a, b = probe_operand(rng, (bt, m)), probe_operand(rng, (bt, k, n))
+        full = np.stack([one_term_rows(r, k) for r in a])
+        for label, fn in _products(full, b, ort, ("torch_tf32", "torch_fp32", "ort_tf32")):
+            _record(done, f"batched_{bt}x{m}x{n}x{k}", label, fn, a, b)
+    # a 1x1 convolution through cuDNN: at each pixel one input channel is nonzero; as (pixels, cout)
+    # it is one_term_rows(xs, cin) @ w.T
     cin, cout, hw = 64, 128, 32
     xs = probe_operand(rng, (hw * hw,))
     x = np.zeros((1, cin, hw, hw), dtype=np.float32)
@@ -177,16 +229,10 @@ def conversion(arrays: dict[str, Any], ort) -> dict[str, Any]:
     w = probe_operand(rng, (cout, cin, 1, 1))
     arrays["cudnn/x"], arrays["cudnn/w"] = x, w
     for label, tf32 in (("torch_tf32", True), ("torch_fp32", False)):
-        try:
-            y, names = kernels_of(lambda t=tf32: _torch_conv1x1(x, w, t))
-            done.setdefault("cudnn", {})[f"{label}_kernels"] = names
-            if tf32:
-                arrays[f"cudnn/{label}"] = y
-            else:  # (cout, pixels) against one-term rows: pixel p times w[:, p % cin]
-                done.setdefault("cudnn", {})[f"{label}_exact_share"] = exact_fraction(
-                    y.reshape(cout, -1).T, xs, w.reshape(cout, cin).T)
-        except Exception as e:
-            done.setdefault("errors", []).append(f"cudnn {label}: {type(e).__name__}: {str(e)[:200]}")
+        y = _record(done, "cudnn", label, lambda t=tf32: _torch_conv1x1(x, w, t).reshape(cout, -1).T,
+                    xs, w.reshape(cout, cin).T)
+        if y is not None and tf32:
+            arrays[f"cudnn/{label}"] = y
     return done
 
 
@@ -195,7 +241,7 @@ def accumulation(arrays: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     rng = np.random.default_rng(20261205)
-    done: dict[str, list[str]] = {}
+    done: dict[str, dict[str, int]] = {}
     for k in ACCUMULATION_KS:
         for signed in (False, True):
             tag = f"k{k}_{'signed' if signed else 'positive'}"
@@ -216,13 +262,16 @@ def sampled(x: Any) -> Any:
 
 
 def models(run: Run, folder: Path, arrays: dict[str, Any], ort, restore) -> dict[str, Any]:
-    """Each benchmark model through onnxruntime's CUDA provider with TF32 on and off (weights
-    filled by ``restore``, as the timing step fills them), its outputs sampled into ``arrays``."""
+    """Each benchmark model through onnxruntime's CUDA provider with TF32 on and off, its outputs
+    sampled into ``arrays`` and the TF32 run's kernels recorded; weights filled by ``restore``
+    (``gpu_device_models._restore``, seeded, 0.02 as BERT and GPT-2 initialise them). The transformers
+    only: the light zoo's CNNs build every weight in the graph as one constant (0.02), so all their
+    logits come out equal and the output says nothing of the arithmetic."""
     import numpy as np
 
     manifest = json.loads((folder / "manifest.json").read_text())
     done: dict[str, Any] = {}
-    for entry in manifest["models"]:
+    for entry in (e for e in manifest["models"] if e["kind"] == "transformer"):
         if run.left() < 30:
             run.data["errors"].append(f"numerics: out of time before {entry['name']}")
             break
@@ -235,9 +284,15 @@ def models(run: Run, folder: Path, arrays: dict[str, Any], ort, restore) -> dict
             try:
                 sess = ort.InferenceSession(blob, so, providers=[
                     ("CUDAExecutionProvider", {"use_tf32": "1" if config == "tf32" else "0"})])
-                for i, y in enumerate(sess.run(None, feeds)):
+                sess.run(None, feeds)
+                ys, names = kernels_of(lambda s=sess, f=feeds: s.run(None, f))
+                for i, y in enumerate(ys):
                     arrays[f"model/{entry['name']}/{config}/{i}"] = sampled(y)
-                done.setdefault(entry["name"], []).append(config)
+                again = sess.run(None, feeds)
+                done.setdefault(entry["name"], {})[config] = {
+                    "kernels": names, "rerun_bit_identical": all(
+                        np.array_equal(np.asarray(x).view(np.uint8), np.asarray(y).view(np.uint8))
+                        for x, y in zip(ys, again))}
             except Exception as e:
                 run.data["errors"].append(f"numerics {entry['name']} {config}: {type(e).__name__}: {str(e)[:200]}")
     return done
