@@ -13,7 +13,9 @@ half can tell which one they follow, bit for bit:
   MatMul through onnxruntime's CUDA provider with ``use_tf32`` on and off; small, large and batched
   (attention-shaped) products, each with the kernels it ran;
 * ``accumulation``: dot products of up to 4096 terms whose operands are already TF32, so only the
-  accumulation differs from the exact sum (which float64 holds exactly for these operands);
+  accumulation differs from the exact sum (which float64 holds exactly for these operands); and a
+  sweep of such products over lengths 64..16384 for TF32, bf16 (fp32 result) and fp8 e4m3 operands,
+  fp8 both with the tensor cores' fast accumulation and cuBLASLt's promoted one;
 * ``models``: the benchmark transformers through onnxruntime's CUDA provider, TF32 on and off, their
   outputs sampled (every k-th element, at most 32,768 an output) for the host to set beside the gpu
   target's own runs at ``native`` and ``exact``, with the kernels each TF32 run launched.
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
 CONVERSION_SHAPES = ((512, 512, 64), (500, 503, 61), (256, 256, 32), (256, 512, 256))
 #: the accumulation probes' lengths (64 x K times K x 64)
 ACCUMULATION_KS = (256, 4096)
+#: the lengths of the accumulation sweep (128 x K times K x 128) over TF32, bf16 and fp8 operands
+SWEEP_KS = (64, 256, 1024, 4096, 16384)
 #: at most this many elements of each model output travel back
 SAMPLE = 32768
 #: large products whose outputs are classified on the GPU machine (too big to travel): cuBLAS's
@@ -253,6 +257,74 @@ def accumulation(arrays: dict[str, Any]) -> dict[str, Any]:
     return {"tf32_kernels": done}
 
 
+def sweep_operand(rng, shape, fmt: str, signed: bool) -> Any:
+    """fp32 values the format holds exactly (so the products are exact and only the accumulation
+    differs from the exact sum): TF32's 11-bit or bf16's 8-bit significands times 2**-2..2**0, or
+    fp8 e4m3's normal values (2**-6..448), positive or of random signs."""
+    import numpy as np
+
+    if fmt == "fp8":
+        e = rng.integers(-6, 9, shape)
+        v = (1 + rng.integers(0, 8, shape) / 8) * 2.0 ** e
+        v = np.minimum(v, 448.0)
+    else:
+        bits = 10 if fmt == "tf32" else 7
+        v = (1 + rng.integers(0, 2 ** bits, shape) / 2 ** bits) * 2.0 ** rng.integers(-2, 1, shape)
+    if signed:
+        v *= rng.choice([-1.0, 1.0], shape)
+    return v.astype(np.float32)
+
+
+def _scaled_mm(a, b, fast: bool):
+    """fp8 e4m3 A @ B through cuBLASLt (torch._scaled_mm, scales 1, fp32 out); ``fast``: the tensor
+    cores' own accumulation throughout (Transformer Engine's forward GEMMs), else cuBLASLt's
+    periodic promotion to fp32 on the CUDA cores."""
+    import torch
+
+    one = torch.ones((), device="cuda", dtype=torch.float32)
+    a8 = torch.from_numpy(a).cuda().to(torch.float8_e4m3fn)
+    b8 = torch.from_numpy(b).cuda().to(torch.float8_e4m3fn).t().contiguous().t()  # column-major B
+    out = torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.float32, use_fast_accum=fast)
+    torch.cuda.synchronize()
+    return out.cpu().numpy()
+
+
+def _bf16_mm(a, b):
+    """bf16 A @ B with an fp32 result (torch.mm's out_dtype), so the accumulation is not rounded away."""
+    import torch
+
+    out = torch.mm(torch.from_numpy(a).cuda().bfloat16(), torch.from_numpy(b).cuda().bfloat16(),
+                   out_dtype=torch.float32)
+    torch.cuda.synchronize()
+    return out.cpu().numpy()
+
+
+def accumulation_sweep(arrays: dict[str, Any]) -> dict[str, Any]:
+    """Dot products of exactly held operands by format and length: TF32 (cuBLAS), bf16 with an fp32
+    result, fp8 with the fast and the promoted accumulation; outputs into ``arrays`` (the operands
+    are drawn again on the host from the seed)."""
+    import numpy as np
+
+    rng = np.random.default_rng(20261206)
+    done: dict[str, Any] = {}
+    for fmt, runs in (("tf32", {"tf32": lambda a, b: _torch_mm(a, b, "high")}),
+                      ("bf16", {"bf16": _bf16_mm}),
+                      ("fp8", {"fp8_fast": lambda a, b: _scaled_mm(a, b, True),
+                               "fp8_promoted": lambda a, b: _scaled_mm(a, b, False)})):
+        for k in SWEEP_KS:
+            for signed in (False, True):
+                a, b = sweep_operand(rng, (128, k), fmt, signed), sweep_operand(rng, (k, 128), fmt, signed)
+                for label, fn in runs.items():
+                    tag = f"{label}_k{k}_{'signed' if signed else 'positive'}"
+                    try:
+                        y, names = kernels_of(lambda fn=fn, a=a, b=b: fn(a, b))
+                        arrays[f"sweep/{tag}"] = y
+                        done[tag] = names
+                    except Exception as e:
+                        done.setdefault("errors", []).append(f"{tag}: {type(e).__name__}: {str(e)[:200]}")
+    return done
+
+
 def sampled(x: Any) -> Any:
     """Every k-th element of ``x`` flattened, k the least that keeps it to ``SAMPLE`` elements."""
     import numpy as np
@@ -307,6 +379,7 @@ def numerics(run: Run, folder: Path, models_module) -> None:
     out: dict[str, Any] = {}
     out["conversion"] = run.step("numerics: conversion probes", lambda: conversion(arrays, ort))
     out["accumulation"] = run.step("numerics: accumulation probes", lambda: accumulation(arrays))
+    out["accumulation_sweep"] = run.step("numerics: accumulation sweep", lambda: accumulation_sweep(arrays))
     if ort is not None and (folder / "manifest.json").is_file():
         out["models"] = run.step("numerics: models",
                                  lambda: models(run, folder, arrays, ort, models_module._restore))

@@ -1,0 +1,320 @@
+"""What TF32 does to the numbers on a real H200, beside what the gpu target's ``native`` does.
+
+The gpu target at ``native`` rounds every matrix operand to TF32 to nearest, ties to even
+(``hal.numerics.round_tf32``), and accumulates in fp32. ``gpu_device.py measure ... --steps numerics``
+(``gpu_device_numerics.py``) recorded on an H200 what cuBLAS, cuDNN and onnxruntime's CUDA provider
+do; this half sets it beside hal::
+
+    # here: the stripped models and onnxruntime-gpu packed (as for calibration_gpu_device)
+    .venv/bin/python -m benchmarks.calibration_gpu_device prepare .devnum --ort-wheel onnxruntime_gpu-*.whl
+    # there:
+    python3 benchmarks/gpu_device.py measure .devnum $OUT/gpu_numerics.json --steps numerics
+    # here again (``keep`` trims the arrays to what is committed; ``--models`` needs .devnum):
+    .venv/bin/python -m benchmarks.calibration_gpu_numerics keep OUT_DIR benchmarks/results/device_h200
+    .venv/bin/python -m benchmarks.calibration_gpu_numerics report --models .devnum
+    .venv/bin/python -m benchmarks.calibration_gpu_numerics markdown
+
+The report has three parts:
+
+* ``conversion``: each one-term probe's output classified by how its operands reached TF32
+  (``gpu_device_numerics.mode_shares``), with the kind of kernel that ran it; for the probes whose
+  arrays are committed, the share of the GPU's output bits that hal's own arithmetic gives: the gpu
+  target at ``native`` on the same product as an ONNX MatMul (and the 1x1 convolution as a Conv);
+* ``accumulation``: each dot-product probe's error against the exact sum, in units in the last place
+  of the correctly rounded result, for the GPU's TF32 and fp32 kernels and for the gpu target at
+  ``native`` (its fp32 accumulation is this host's SGEMM);
+* ``models`` (only with ``--models``): the benchmark transformers' outputs, onnxruntime's CUDA provider
+  with TF32 on and off beside the gpu target at ``native`` and ``exact``, and how far a nudge of one
+  unit in the last place to half the token embedding moves the target's own output: the spread any
+  two TF32 computations of these models show once one fp32 rounding differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from benchmarks import gpu_device_numerics as dev
+
+RESULTS = Path(__file__).parent / "results" / "calibration_gpu_numerics.json"
+MEASURED = Path(__file__).parent / "results" / "device_h200"
+TARGET = "gpu-h200"
+#: the arrays that are committed (the rest of the probes are classified by their shares alone); the
+#: accumulation probes' operands are drawn again here from their seed (``accumulation_operands``)
+KEPT = ("conv/256x256x32/", "cudnn/", "acc/")
+
+
+def unit_of(kernel: str) -> str:
+    """Which units a CUDA kernel computes its products on, from its name: ``tensor cores`` (CUTLASS's
+    ``tensorop``, cuBLAS's ``tf32`` and wgmma kernels), ``CUDA cores`` (FFMA, SIMT SGEMM, cuDNN's
+    implicit SGEMM), or ``other`` (reductions, transposes, elementwise kernels)."""
+    if any(s in kernel for s in ("tensorop", "tf32", "wgmma", "tensor16x8")):
+        return "tensor cores"
+    if any(s in kernel for s in ("ffma", "simt_sgemm", "implicit_convolve_sgemm")):
+        return "CUDA cores"
+    return "other"
+
+
+def _units(kernels: dict[str, int]) -> dict[str, int]:
+    units: dict[str, int] = {}
+    for name, count in kernels.items():
+        if (u := unit_of(name)) != "other":
+            units[u] = units.get(u, 0) + count
+    return units
+
+
+def _hal_session(proto: onnx.ModelProto, precision: str = "native"):
+    from hal import InferenceSession
+
+    return InferenceSession(proto.SerializeToString(), target=TARGET, precision=precision, cache_dir=False)
+
+
+def _matmul_model(a_shape: tuple[int, ...], b: np.ndarray | None, b_shape: tuple[int, ...]) -> onnx.ModelProto:
+    """Y = A @ B, B a graph input (``b`` None) or a weight (the target rounds a weight once, at compile)."""
+    inputs = [helper.make_tensor_value_info("A", TensorProto.FLOAT, list(a_shape))]
+    inits = []
+    if b is None:
+        inputs.append(helper.make_tensor_value_info("B", TensorProto.FLOAT, list(b_shape)))
+    else:
+        inits.append(numpy_helper.from_array(b, "B"))
+    g = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["Y"])], "probe", inputs,
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _bit_share(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.mean(np.ascontiguousarray(got, np.float32).view(np.uint32)
+                         == np.ascontiguousarray(want, np.float32).view(np.uint32)))
+
+
+def hal_conversion_checks(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """For each committed one-term probe: the share of each GPU TF32 output's bits that the gpu
+    target at ``native`` gives on the same operands (and ``round_tf32``'s products alone)."""
+    from hal.numerics import round_tf32
+
+    rows = []
+    for key in sorted(k for k in arrays if k.startswith("conv/") and k.endswith("_tf32")):
+        tag, label = key.split("/")[1], key.split("/")[2]
+        a, b, got = arrays[f"conv/{tag}/a"], arrays[f"conv/{tag}/b"], arrays[key]
+        full = dev.one_term_rows(a, b.shape[0])
+        rows_of = np.arange(a.shape[0]) % b.shape[0]
+        products = (round_tf32(a).astype(np.float64)[:, None] * round_tf32(b)[rows_of].astype(np.float64))
+        as_input = _hal_session(_matmul_model(full.shape, None, b.shape)).run(None, {"A": full, "B": b})[0]
+        as_weight = _hal_session(_matmul_model(full.shape, b, b.shape)).run(None, {"A": full})[0]
+        rows.append({"probe": tag, "run": label, "outputs": int(got.size),
+                     "round_tf32_products": _bit_share(got, products.astype(np.float32)),
+                     "gpu_target_b_as_input": _bit_share(got, as_input),
+                     "gpu_target_b_as_weight": _bit_share(got, as_weight)})
+    if "cudnn/torch_tf32" in arrays:
+        x, w, got = arrays["cudnn/x"], arrays["cudnn/w"], arrays["cudnn/torch_tf32"]
+        g = helper.make_graph([helper.make_node("Conv", ["X", "W"], ["Y"])], "probe",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "W")])
+        y = _hal_session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])).run(None, {"X": x})[0]
+        rows.append({"probe": "cudnn", "run": "torch_tf32", "outputs": int(got.size),
+                     "gpu_target_b_as_weight": _bit_share(got, y.reshape(w.shape[0], -1).T)})
+    return rows
+
+
+def conversion_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    probes = []
+    for tag, row in measured["numerics"]["conversion"].items():
+        if tag == "errors":
+            continue
+        for label in [k[: -len("_shares")] for k in row if k.endswith("_shares")]:
+            shares = row[f"{label}_shares"]
+            whole = [m for m, s in shares.items() if s == 1.0]
+            probes.append({"probe": tag, "run": label, "units": _units(row.get(f"{label}_kernels", {})),
+                           "mode": whole[0] if len(whole) == 1 else None, "shares": shares,
+                           "kernels": sorted(row.get(f"{label}_kernels", {}))})
+    return {"probes": probes, "errors": measured["numerics"]["conversion"].get("errors", []),
+            "hal": hal_conversion_checks(arrays)}
+
+
+def accumulation_operands() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The accumulation probes' operands, drawn again as the GPU machine drew them."""
+    rng = np.random.default_rng(20261205)
+    out = {}
+    for k in dev.ACCUMULATION_KS:
+        for signed in (False, True):
+            tag = f"k{k}_{'signed' if signed else 'positive'}"
+            out[tag] = (dev.tf32_exact_operand(rng, (64, k), signed), dev.tf32_exact_operand(rng, (k, 64), signed))
+    return out
+
+
+def ulp_errors(got: np.ndarray, exact: np.ndarray) -> dict[str, float]:
+    """``got``'s errors against the exact sums (float64, exact for these operands) in units in the
+    last place of the correctly rounded float32 result: the share correctly rounded, the mean (its
+    sign shows a bias), the mean and largest magnitude."""
+    nearest = exact.astype(np.float32)
+    e = (got.astype(np.float64) - exact) / np.spacing(np.abs(nearest)).astype(np.float64)
+    return {"correctly_rounded": float(np.mean(got == nearest)), "mean_ulp": float(e.mean()),
+            "mean_abs_ulp": float(np.abs(e).mean()), "max_abs_ulp": float(np.abs(e).max())}
+
+
+def accumulation_report(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    rows = []
+    for tag, (a, b) in accumulation_operands().items():
+        if f"acc/{tag}/torch_tf32" not in arrays:
+            continue
+        exact = a.astype(np.float64) @ b.astype(np.float64)
+        target = _hal_session(_matmul_model(a.shape, b, b.shape)).run(None, {"A": a})[0]
+        rows.append({"probe": tag, "k": int(a.shape[1]),
+                     "gpu_tf32": ulp_errors(arrays[f"acc/{tag}/torch_tf32"], exact),
+                     "gpu_fp32": ulp_errors(arrays[f"acc/{tag}/torch_fp32"], exact),
+                     "gpu_target_native": ulp_errors(target, exact)})
+    return rows
+
+
+def _distances(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """``hal.compare``'s measure (max |a-b| / max |ref|) and the root-mean-square one."""
+    d = got.astype(np.float64) - ref.astype(np.float64)
+    scale = float(np.max(np.abs(ref))) or 1.0
+    return {"max_rel": float(np.max(np.abs(d))) / scale,
+            "rms_rel": float(np.sqrt(np.mean(d * d)) / (np.sqrt(np.mean(ref.astype(np.float64) ** 2)) or 1.0))}
+
+
+def nudged(proto: onnx.ModelProto, seed: int = 1) -> onnx.ModelProto:
+    """``proto`` with half the entries of each table a Gather reads (the embeddings) moved up by one
+    unit in the last place: a perturbation of fp32's own size."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    tables = {n.input[0] for n in out.graph.node if n.op_type == "Gather"}
+    rng = np.random.default_rng(seed)
+    for t in out.graph.initializer:
+        if t.name in tables and t.data_type == TensorProto.FLOAT:
+            a = numpy_helper.to_array(t)
+            a = np.where(rng.random(a.shape) < 0.5, np.nextafter(a, np.float32(np.inf)), a).astype(np.float32)
+            t.CopyFrom(numpy_helper.from_array(a, t.name))
+    return out
+
+
+def models_report(measured: dict[str, Any], outputs: dict[str, np.ndarray], folder: Path) -> dict[str, Any]:
+    from benchmarks.gpu_device_models import _restore
+
+    manifest = {e["name"]: e for e in json.loads((folder / "manifest.json").read_text())["models"]}
+    res = {}
+    for name, runs in measured["numerics"].get("models", {}).items():
+        proto = _restore(folder / manifest[name]["file"])
+        feeds = dict(np.load(folder / manifest[name]["feeds"]))
+        tf32, fp32 = outputs[f"model/{name}/tf32/0"], outputs[f"model/{name}/fp32/0"]
+        native = dev.sampled(_hal_session(proto).run(None, feeds)[0])
+        exact = dev.sampled(_hal_session(proto, "exact").run(None, feeds)[0])
+        moved = dev.sampled(_hal_session(nudged(proto)).run(None, feeds)[0])
+        res[name] = {"sampled_outputs": int(tf32.size), "gpu_tf32_vs_gpu_fp32": _distances(tf32, fp32),
+                     "target_native_vs_gpu_tf32": _distances(native, tf32),
+                     "target_exact_vs_gpu_fp32": _distances(exact, fp32),
+                     "target_native_vs_gpu_fp32": _distances(native, fp32),
+                     "target_native_nudged_vs_target_native": _distances(moved, native),
+                     "gpu_tf32_units": _units(runs["tf32"]["kernels"]),
+                     "gpu_reruns_bit_identical": all(r["rerun_bit_identical"] for r in runs.values())}
+    return res
+
+
+def load_arrays(folder: Path) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for name in ("gpu_numerics_probes.npz", "gpu_numerics_models.npz"):
+        if (folder / name).is_file():
+            with np.load(folder / name) as z:
+                arrays.update({k: z[k] for k in z.files})
+    return arrays
+
+
+def keep(source: Path, dest: Path) -> None:
+    """Copy what the GPU machine wrote into ``dest``, the probes' arrays trimmed to ``KEPT`` (outputs
+    only for the accumulation probes, whose operands are drawn again here)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "gpu_numerics.json").write_text((source / "gpu_numerics.json").read_text())
+    with np.load(source / "gpu_numerics_probes.npz") as z:
+        kept = {k: z[k] for k in z.files
+                if k.startswith(KEPT) and not (k.startswith("acc/") and k.endswith(("/a", "/b")))}
+    np.savez_compressed(dest / "gpu_numerics_probes.npz", **kept)
+    with np.load(source / "gpu_numerics_models.npz") as z:
+        np.savez_compressed(dest / "gpu_numerics_models.npz", **{k: z[k] for k in z.files})
+
+
+def report(measured_dir: Path, folder: Path | None) -> dict[str, Any]:
+    measured = json.loads((measured_dir / "gpu_numerics.json").read_text())
+    arrays = load_arrays(measured_dir)
+    res = {"generated_by": "benchmarks/calibration_gpu_numerics.py", "target": TARGET,
+           "device": measured.get("device"), "onnxruntime": measured.get("onnxruntime"),
+           "conversion": conversion_report(measured, arrays), "accumulation": accumulation_report(arrays)}
+    if folder is not None:
+        res["models"] = models_report(measured, arrays, folder)
+    return res
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _two(d: dict[str, float]) -> str:
+    return f"{d['max_rel']:.2e} / {d['rms_rel']:.2e}"
+
+
+def markdown(res: dict[str, Any]) -> str:
+    out = ["| one-term probe | run | kernels on | nearest even | ties away | truncated | fp32 |",
+           "|---|---|---|---|---|---|---|"]
+    for p in res["conversion"]["probes"]:
+        units = ", ".join(f"{u} ({n})" for u, n in sorted(p["units"].items())) or "—"
+        s = p["shares"]
+        out.append(f"| {p['probe']} | {p['run']} | {units} | " + " | ".join(
+            _pct(s[m]) for m in ("nearest_even", "ties_away", "truncate", "fp32")) + " |")
+    out += ["", "| GPU's TF32 output | outputs | round_tf32's products | gpu target, B an input | "
+            "gpu target, B a weight |", "|---|---|---|---|---|"]
+    for r in res["conversion"]["hal"]:
+        out.append(f"| {r['probe']} {r['run']} | {r['outputs']:,} | "
+                   + " | ".join(_pct(r[k]) if k in r else "—" for k in
+                                ("round_tf32_products", "gpu_target_b_as_input", "gpu_target_b_as_weight")) + " |")
+    out += ["", "| dot products (64 x K x 64) | K | GPU TF32: correctly rounded, mean (max) ulp | GPU fp32 | "
+            "gpu target at native |", "|---|---|---|---|---|"]
+    for r in res["accumulation"]:
+        cells = [f"{_pct(r[k]['correctly_rounded'])}, {r[k]['mean_ulp']:+.2f} ({r[k]['max_abs_ulp']:.0f})"
+                 for k in ("gpu_tf32", "gpu_fp32", "gpu_target_native")]
+        out.append(f"| {r['probe'].split('_', 1)[1]} | {r['k']} | " + " | ".join(cells) + " |")
+    if "models" in res:
+        out += ["", "| model (max_rel / rms_rel) | GPU: TF32 vs fp32 | gpu target native vs GPU TF32 | "
+                "native vs native, embeddings nudged 1 ulp | gpu target exact vs GPU fp32 | GPU TF32 GEMM kernels |",
+                "|---|---|---|---|---|---|"]
+        for name, m in res["models"].items():
+            units = ", ".join(f"{n} on {u}" for u, n in sorted(m["gpu_tf32_units"].items()))
+            out.append(f"| {name} | {_two(m['gpu_tf32_vs_gpu_fp32'])} | {_two(m['target_native_vs_gpu_tf32'])} | "
+                       f"{_two(m['target_native_nudged_vs_target_native'])} | {_two(m['target_exact_vs_gpu_fp32'])} | "
+                       f"{units} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    k = sub.add_parser("keep", help="copy the GPU machine's files here, the arrays trimmed")
+    k.add_argument("source", type=Path)
+    k.add_argument("dest", type=Path, nargs="?", default=MEASURED)
+    r = sub.add_parser("report", help="set the measurements beside the gpu target")
+    r.add_argument("--measured", type=Path, default=MEASURED)
+    r.add_argument("--models", type=Path, help="the folder calibration_gpu_device prepare wrote (stripped models)")
+    r.add_argument("--out", type=Path, default=RESULTS)
+    md = sub.add_parser("markdown", help="the README's tables from a report")
+    md.add_argument("results", type=Path, nargs="?", default=RESULTS)
+    args = ap.parse_args(argv)
+    if args.cmd == "keep":
+        keep(args.source, args.dest)
+    elif args.cmd == "report":
+        res = report(args.measured, args.models)
+        args.out.write_text(json.dumps(res, indent=1) + "\n")
+        print(markdown(res))
+    else:
+        print(markdown(json.loads(args.results.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
