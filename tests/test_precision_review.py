@@ -106,13 +106,14 @@ def test_wafer_rounds_a_constant_operand_that_is_not_a_weight():
 
 # -- the MI300X's fp8 is e4m3fnuz -------------------------------------------------------------------
 
-def _fp8_reference(x, w, dtype, top):
-    """An fp8 GEMM computed here: x per tensor, w per output column, in ``dtype``, fp32 accumulation."""
+def _fp8_reference(x, w, dtype, top, product=np.matmul):
+    """An fp8 GEMM computed here: x per tensor, w per output column, in ``dtype``, summed by
+    ``product`` (fp32's; the H100's tensor cores sum fp8 their own way: ``hal_gpu.accumulation``)."""
     sx = np.abs(x).max() / F32(top)
     sw = np.abs(w).max(axis=0, keepdims=True) / F32(top)
     qx = np.clip(x / sx, -top, top).astype(dtype).astype(F32) * sx
     qw = np.clip(w / sw, -top, top).astype(dtype).astype(F32) * sw
-    return np.maximum(_bf16(qx @ qw), 0)  # (a Relu reads it: not the logits, which stay 16-bit)
+    return np.maximum(_bf16(product(qx, qw)), 0)  # (a Relu reads it: not the logits, which stay 16-bit)
 
 
 @pytest.mark.parametrize("target,dtype,top", [
@@ -128,7 +129,12 @@ def test_fp8_gemm_reads_the_targets_own_fp8(target, dtype, top):
     m = _model([helper.make_node("MatMul", ["x", "w"], ["t"]), helper.make_node("Relu", ["t"], ["y"])],
                [_vi("x", [8, 32])], [_vi("y", [8, 16])], {"w": w})
     y = hal.InferenceSession(m, target=target, precision="fp8").run(None, {"x": x})[0]
-    np.testing.assert_allclose(y, _fp8_reference(x, w, dtype, top), rtol=1e-6, atol=1e-6)
+    from hal_gpu.hardware import Gpu
+
+    from hal.plugins import get_target
+
+    product = Gpu.from_spec(get_target(target).spec).fp8_accumulation.matmul  # fp32's on the MI300X
+    np.testing.assert_allclose(y, _fp8_reference(x, w, dtype, top, product), rtol=1e-6, atol=1e-6)
     other = ml_dtypes.float8_e4m3fnuz if dtype is ml_dtypes.float8_e4m3fn else ml_dtypes.float8_e4m3fn
     other_top = 240.0 if top == 448.0 else 448.0
     assert np.abs(y - _fp8_reference(x, w, other, other_top)).max() > 1e-3  # the formats do differ here

@@ -1,11 +1,12 @@
 """Loop nests compiled by numba (``hal.kernels.jit``; read them as C). Imported only by a kernel
 that found ``jit.enabled()``: importing this module imports numba.
 
-Two families here; the number formats' rounding (``_rounding_loops``) and the ai.onnx.ml kernels'
-loops, a tree walk among them (``_ml_loops``), live beside them and are reached through this module
-too. Window loops (a depthwise 3x3 conv, 2-D pools) read each window in
-place and write their output once, where the numpy kernels make a pass over memory per tap. Row loops (erf's
-polynomial, softmax's passes around numpy's exp with the scale and mask before them,
+Two families here; the number formats' rounding (``_rounding_loops``), a matrix unit's own
+accumulation (``_accumulation_loops``) and the ai.onnx.ml kernels' loops, a tree walk among them
+(``_ml_loops``), live beside them and are reached through this module too. Window loops (a
+depthwise 3x3 conv, 2-D pools) read each window in place and write their output once, where the
+numpy kernels make a pass over memory per tap. Row loops (erf's polynomial, softmax's passes around
+numpy's exp with the scale and mask before them,
 LayerNormalization, BatchNormalization's multiply-add a channel and the Relu after it, a key
 block of the GPU target's flash attention) do in one call per row what numpy does in several to
 twenty calls over the whole tensor: on tiny-gpt's rows of 16 to 256 floats each numpy call costs
@@ -33,7 +34,9 @@ from __future__ import annotations
 import numpy as np
 from numba import types
 
-# the number formats' loops and the ai.onnx.ml kernels' live beside these; kernels reach them here
+# the number formats' loops, a matrix unit's accumulation and the ai.onnx.ml kernels' live beside
+# these; kernels reach them here
+from hal.kernels._accumulation_loops import truncated_block_dot
 from hal.kernels._ml_loops import (
     divide_by_row_sum,
     first_max_rows,
@@ -554,4 +557,5 @@ __all__ = ["BF16", "FP8", "FP16", "INT8", "TF32", "add_layer_norm_rows", "add_re
            "bias_erf_gelu_arg", "bias_tanh_gelu_arg", "channel_affine", "depthwise3x3", "divide_by_row_sum",
            "erf_tanh_arg", "finite_abs_max", "first_max_rows", "forest_leaves", "forest_sums", "gelu_tail",
            "layer_norm_3d", "layer_norm_rows", "online_shift", "pool2d", "round_float32", "round_fp16_per_tensor",
-           "row_sums", "shift_by_row_max", "softmax_prologue", "softmax_scale", "softmax_shift", "warm"]
+           "row_sums", "shift_by_row_max", "softmax_prologue", "softmax_scale", "softmax_shift",
+           "truncated_block_dot", "warm"]

@@ -279,7 +279,7 @@ class GpuTarget:
         key_blocks = {c.kernel.id: c.launch.tile[1] for c in costs
                       if c.kernel.attention is not None and c.launch is not None and len(c.launch.tile) > 1}
         program = build_program(graph, kernels, pol, keep_wide=keep_wide, key_blocks=key_blocks,
-                                fp8=FP8_FORMAT.get(self.spec.name, "fp8"))
+                                fp8=FP8_FORMAT.get(self.spec.name, "fp8"), accumulation=gpu.fp8_accumulation)
         report.compile_time_s = time.perf_counter() - t0
         return GpuExecutable(program, report, tl.events)
 

@@ -38,6 +38,7 @@ from hal.numerics import (
 )
 from hal.perf.trace import event
 from hal.specs import CompileReport
+from hal_gpu.accumulation import Accumulation
 from hal_gpu.attention import FlashAttention, ScoreOp
 from hal_gpu.fusion import Kernel
 
@@ -164,13 +165,14 @@ def _narrow_float(graph: Graph, name: str) -> bool:
 
 
 def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_wide: set[int],
-                  key_blocks: dict[int, int], fp8: str = "fp8") -> Program:
+                  key_blocks: dict[int, int], fp8: str = "fp8", accumulation: Accumulation | None = None) -> Program:
     """The engine program of the kernel list under ``policy``.
 
     ``keep_wide``: GEMM node indices that keep 16-bit inputs and weights under fp8/int8 (the logits
     projection, as FP8 recipes do); ``key_blocks``: attention kernel id -> key block width; ``fp8``:
     the number format the matrix cores read where the policy says fp8 (``hal.numerics``' ``fp8``,
-    OCP e4m3fn, or ``fp8_fnuz``, e4m3fnuz).
+    OCP e4m3fn, or ``fp8_fnuz``, e4m3fnuz); ``accumulation``: how the matrix units sum fp8 products
+    (``hal_gpu.accumulation``): MatMul and Gemm nodes with fp8 inputs are summed that way.
     With ``exact`` numerics a 16-bit attention runs its nodes' reference steps inside the kernel:
     the reference rounds every intermediate to 16 bits, which a fused fp32 kernel cannot reproduce.
     """
@@ -245,6 +247,9 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
                     else:
                         positions.append(pos)
                 fn = with_operand_rounding(_kernel(node, graph), node.op_type, partial(round_input, fmt=fmt_in))
+                if (accumulation is not None and accumulation.truncates and fmt_in == fp8
+                        and node.op_type in ("MatMul", "Gemm")):
+                    fn = accumulation.matmul if node.op_type == "MatMul" else accumulation.gemm
                 steps.append(replace(st, fn=partial(matrix_call, fn, fmt_in, tuple(positions), store)))
                 joined = bias_of_product(graph, index, steps[-1]) if policy.storage == "fp32" else None
                 if joined is not None and (add := index.position[id(joined[1])]) not in done:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hal.specs import TargetSpec
+from hal_gpu.accumulation import Accumulation
 
 #: number formats the tensor cores (matrix cores) take, with the sheet key of their dense peak
 PEAK_KEYS = {"fp64": "peak_flops_fp64_tensor", "fp32": "peak_flops_fp32", "tf32": "peak_flops_tf32",
@@ -35,6 +36,9 @@ SHEET_KEYS: dict[str, tuple[str, type]] = {
     "link_bandwidth": ("interconnect_bandwidth", float), "peer_bandwidth": ("interconnect_peer_bandwidth", float),
     "link_efficiency": ("interconnect_efficiency", float), "allreduce_latency_s": ("allreduce_latency_s", float),
     "max_devices": ("gpus_per_node", int), "tdp_w": ("tdp_w", float), "idle_w": ("idle_w", float),
+    "fp8_accumulation_bits": ("fp8_accumulation_bits", int),
+    "fp8_accumulation_block": ("fp8_accumulation_block", int),
+    "fp8_promotion_blocks": ("fp8_promotion_blocks", int),
 }
 
 
@@ -72,6 +76,9 @@ class Gpu:
     max_devices: int                  # GPUs one tensor-parallel group may span (one node)
     tdp_w: float
     idle_w: float
+    fp8_accumulation_bits: int        # binary places an fp8 GEMM keeps below a block's largest exponent (0: fp32)
+    fp8_accumulation_block: int       # ... products per block (an fp8 wgmma's K)
+    fp8_promotion_blocks: int         # ... blocks between moves of the sum into an fp32 total (0: never)
 
     @classmethod
     def from_spec(cls, spec: TargetSpec) -> Gpu:
@@ -83,6 +90,11 @@ class Gpu:
     def hbm_rate(self) -> float:
         """Bytes per second a streaming kernel reaches."""
         return self.hbm_bandwidth * self.hbm_efficiency
+
+    @property
+    def fp8_accumulation(self) -> Accumulation:
+        """How this GPU's matrix units sum fp8 products (``hal_gpu.accumulation``)."""
+        return Accumulation(self.fp8_accumulation_bits, self.fp8_accumulation_block, self.fp8_promotion_blocks)
 
     def misaligned_hbm_rate(self, itemsize: int) -> float:
         """Bytes per second a GEMM streams when its rows are not 16-byte aligned: the library's
