@@ -22,7 +22,9 @@ The report has three parts:
   target at ``native`` on the same product as an ONNX MatMul (and the 1x1 convolution as a Conv);
 * ``accumulation``: each dot-product probe's error against the exact sum, in units in the last place
   of the correctly rounded result, for the GPU's TF32 and fp32 kernels and for the gpu target at
-  ``native`` (its fp32 accumulation is this host's SGEMM);
+  ``native`` (its fp32 accumulation is this host's SGEMM); ``accumulation_sweep``: the same over
+  lengths 64..16384 for TF32, bf16 and fp8 operands, fp8's beside the gpu target's model of
+  Hopper's fp8 accumulation (``hal_gpu.accumulation``, the sheets' ``fp8_accumulation_*``);
 * ``models`` (only with ``--models``): the benchmark transformers' outputs, onnxruntime's CUDA provider
   with TF32 on and off beside the gpu target at ``native`` and ``exact``, and how far a nudge of one
   unit in the last place to half the token embedding moves the target's own output: the spread any
@@ -47,8 +49,13 @@ RESULTS = Path(__file__).parent / "results" / "calibration_gpu_numerics.json"
 MEASURED = Path(__file__).parent / "results" / "device_h200"
 TARGET = "gpu-h200"
 #: the arrays that are committed (the rest of the probes are classified by their shares alone); the
-#: accumulation probes' operands are drawn again here from their seed (``accumulation_operands``)
-KEPT = ("conv/256x256x32/", "cudnn/", "acc/")
+#: accumulation probes' operands are drawn again here from their seed (``accumulation_operands``,
+#: ``sweep_operands``), and of the sweep's outputs the first ``SWEEP_ROWS`` rows are kept
+KEPT = ("conv/256x256x32/", "cudnn/", "acc/", "sweep/")
+SWEEP_ROWS = 32
+#: the gpu target's model of each swept run: the H100 and H200 sheets' fp8 accumulation (13 bits,
+#: blocks of 32, never promoted), and the same promoted every 4 blocks (cuBLASLt without fast accumulation)
+SWEEP_MODELS = {"fp8_fast": (13, 32, 0), "fp8_promoted": (13, 32, 4)}
 
 
 def unit_of(kernel: str) -> str:
@@ -174,6 +181,46 @@ def accumulation_report(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     return rows
 
 
+def sweep_operands() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The accumulation sweep's operands by (format, K, sign) tag, drawn again as the GPU machine drew them."""
+    rng = np.random.default_rng(20261206)
+    out = {}
+    for fmt in ("tf32", "bf16", "fp8"):
+        for k in dev.SWEEP_KS:
+            for signed in (False, True):
+                out[f"{fmt}_k{k}_{'signed' if signed else 'positive'}"] = (
+                    dev.sweep_operand(rng, (128, k), fmt, signed), dev.sweep_operand(rng, (k, 128), fmt, signed))
+    return out
+
+
+def sweep_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Each swept run beside the exact sums: the GPU's error, host fp32 (numpy's SGEMM: what the gpu
+    target did before its sheets had ``fp8_accumulation_bits``), and for fp8 the gpu target's model
+    (``hal_gpu.accumulation``) with the share of the GPU's bits it gives."""
+    from hal_gpu.accumulation import Accumulation
+
+    kernels = measured["numerics"].get("accumulation_sweep", {})
+    rows = []
+    for tag, (a, b) in sweep_operands().items():
+        fmt, rest = tag.split("_", 1)
+        for label in ("fp8_fast", "fp8_promoted") if fmt == "fp8" else (fmt,):
+            key = f"sweep/{label}_{rest}"
+            if key not in arrays:
+                continue
+            got = arrays[key]
+            a_rows = a[: got.shape[0]]
+            exact = a_rows.astype(np.float64) @ b.astype(np.float64)
+            row = {"run": label, "k": int(a.shape[1]), "signed": rest.endswith("signed"), "dot_products": int(got.size),
+                   "kernels": sorted(kernels.get(f"{label}_{rest}", {})),
+                   "max_rel": float(np.max(np.abs(got - exact)) / np.max(np.abs(exact))),
+                   "gpu": ulp_errors(got, exact), "host_fp32": ulp_errors(a_rows @ b, exact)}
+            if label in SWEEP_MODELS:
+                model = Accumulation(*SWEEP_MODELS[label]).matmul(a_rows, b)
+                row["gpu_target"] = {**ulp_errors(model, exact), "bits_as_gpu": _bit_share(got, model)}
+            rows.append(row)
+    return rows
+
+
 def _distances(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     """``hal.compare``'s measure (max |a-b| / max |ref|) and the root-mean-square one."""
     d = got.astype(np.float64) - ref.astype(np.float64)
@@ -234,7 +281,7 @@ def keep(source: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "gpu_numerics.json").write_text((source / "gpu_numerics.json").read_text())
     with np.load(source / "gpu_numerics_probes.npz") as z:
-        kept = {k: z[k] for k in z.files
+        kept = {k: z[k][:SWEEP_ROWS] if k.startswith("sweep/") else z[k] for k in z.files
                 if k.startswith(KEPT) and not (k.startswith("acc/") and k.endswith(("/a", "/b")))}
     np.savez_compressed(dest / "gpu_numerics_probes.npz", **kept)
     with np.load(source / "gpu_numerics_models.npz") as z:
@@ -246,7 +293,8 @@ def report(measured_dir: Path, folder: Path | None) -> dict[str, Any]:
     arrays = load_arrays(measured_dir)
     res = {"generated_by": "benchmarks/calibration_gpu_numerics.py", "target": TARGET,
            "device": measured.get("device"), "onnxruntime": measured.get("onnxruntime"),
-           "conversion": conversion_report(measured, arrays), "accumulation": accumulation_report(arrays)}
+           "conversion": conversion_report(measured, arrays), "accumulation": accumulation_report(arrays),
+           "accumulation_sweep": sweep_report(measured, arrays)}
     if folder is not None:
         res["models"] = models_report(measured, arrays, folder)
     return res
@@ -256,17 +304,28 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _short(kernels: list[str]) -> str:
+    """The product kernel's name without its template wrapper and arguments."""
+    names = [k for k in kernels if unit_of(k) != "other"] or kernels or ["—"]
+    name = names[0].removeprefix("void ").removeprefix("cutlass::Kernel2<")
+    return name.split("(")[0].split(">")[0].split("<")[0][:60]
+
+
 def _two(d: dict[str, float]) -> str:
     return f"{d['max_rel']:.2e} / {d['rms_rel']:.2e}"
 
 
 def markdown(res: dict[str, Any]) -> str:
-    out = ["| one-term probe | run | kernels on | nearest even | ties away | truncated | fp32 |",
-           "|---|---|---|---|---|---|---|"]
-    for p in res["conversion"]["probes"]:
-        units = ", ".join(f"{u} ({n})" for u, n in sorted(p["units"].items())) or "—"
+    probes = res["conversion"]["probes"]
+    controls = [p for p in probes if p["run"].endswith("fp32")]
+    out = [f"TF32 runs below; their {len(controls)} fp32 controls gave the exact products on "
+           f"{sum(p['shares']['fp32'] == 1.0 for p in controls)}.", "",
+           "| one-term probe | TF32 run | product kernel | on | nearest even | ties away | truncated | fp32 |",
+           "|---|---|---|---|---|---|---|---|"]
+    for p in (p for p in probes if p["run"].endswith("tf32")):
+        units = ", ".join(sorted(p["units"])) or "—"
         s = p["shares"]
-        out.append(f"| {p['probe']} | {p['run']} | {units} | " + " | ".join(
+        out.append(f"| {p['probe']} | {p['run']} | `{_short(p['kernels'])}` | {units} | " + " | ".join(
             _pct(s[m]) for m in ("nearest_even", "ties_away", "truncate", "fp32")) + " |")
     out += ["", "| GPU's TF32 output | outputs | round_tf32's products | gpu target, B an input | "
             "gpu target, B a weight |", "|---|---|---|---|---|"]
@@ -280,6 +339,16 @@ def markdown(res: dict[str, Any]) -> str:
         cells = [f"{_pct(r[k]['correctly_rounded'])}, {r[k]['mean_ulp']:+.2f} ({r[k]['max_abs_ulp']:.0f})"
                  for k in ("gpu_tf32", "gpu_fp32", "gpu_target_native")]
         out.append(f"| {r['probe'].split('_', 1)[1]} | {r['k']} | " + " | ".join(cells) + " |")
+    # positive sums only: a signed sum's errors in its own last place are ruled by the near-zero ones
+    out += ["", "| swept positive dot products (32 x 128 of them) | K | GPU: mean (max) error, ulp | max rel | "
+            "host fp32 | gpu target's model | its bits as the GPU's |", "|---|---|---|---|---|---|---|"]
+    for r in (r for r in res.get("accumulation_sweep", []) if not r["signed"]):
+        model = r.get("gpu_target")
+        out.append(f"| {r['run']} | {r['k']} | "
+                   f"{r['gpu']['mean_ulp']:+,.0f} ({r['gpu']['max_abs_ulp']:,.0f}) | {r['max_rel']:.1e} | "
+                   f"{r['host_fp32']['mean_ulp']:+.1f} ({r['host_fp32']['max_abs_ulp']:,.0f}) | "
+                   + (f"{model['mean_ulp']:+,.0f} ({model['max_abs_ulp']:,.0f}) | {_pct(model['bits_as_gpu'])} |"
+                      if model else "— | — |"))
     if "models" in res:
         out += ["", "| model (max_rel / rms_rel) | GPU: TF32 vs fp32 | gpu target native vs GPU TF32 | "
                 "native vs native, embeddings nudged 1 ulp | gpu target exact vs GPU fp32 | GPU TF32 GEMM kernels |",
