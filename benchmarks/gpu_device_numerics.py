@@ -15,7 +15,9 @@ half can tell which one they follow, bit for bit:
 * ``accumulation``: dot products of up to 4096 terms whose operands are already TF32, so only the
   accumulation differs from the exact sum (which float64 holds exactly for these operands); and a
   sweep of such products over lengths 64..16384 for TF32, bf16 (fp32 result) and fp8 e4m3 operands,
-  fp8 both with the tensor cores' fast accumulation and cuBLASLt's promoted one;
+  fp8 both with the tensor cores' fast accumulation and cuBLASLt's promoted one; and fp8 GEMMs held
+  out from that fit: normal activations (and their ReLU) and weights, scaled per tensor as
+  Transformer Engine scales them, K 768-4096;
 * ``models``: the benchmark transformers through onnxruntime's CUDA provider, TF32 on and off, their
   outputs sampled (every k-th element, at most 32,768 an output) for the host to set beside the gpu
   target's own runs at ``native`` and ``exact``, with the kernels each TF32 run launched.
@@ -325,6 +327,63 @@ def accumulation_sweep(arrays: dict[str, Any]) -> dict[str, Any]:
     return done
 
 
+#: the held-out fp8 GEMMs' K (BERT-base's hidden and FFN widths, a 7B model's hidden), drawn after
+#: the accumulation model was fitted to the sweep
+HOLDOUT_KS = (768, 3072, 4096)
+
+
+def holdout_operands(k: int, act: str, rng) -> tuple[Any, Any]:
+    """Activations (standard normal, or their ReLU) and weights (normal, 0.02) of one held-out GEMM."""
+    import numpy as np
+
+    x = rng.standard_normal((128, k)).astype(np.float32)
+    if act == "relu":
+        x = np.maximum(x, np.float32(0))
+    return x, (rng.standard_normal((k, 128)) * 0.02).astype(np.float32)
+
+
+def fp8_scaled(x: Any) -> tuple[Any, Any]:
+    """``x`` as Transformer Engine's per-tensor fp8 recipe holds it: the scale that maps its largest
+    magnitude onto e4m3's 448, and x / scale cast to e4m3 (as float32 values)."""
+    import ml_dtypes
+    import numpy as np
+
+    scale = np.float32(np.abs(x).max() / np.float32(448))
+    return (x / scale).astype(ml_dtypes.float8_e4m3fn).astype(np.float32), scale
+
+
+def fp8_holdout(arrays: dict[str, Any]) -> dict[str, Any]:
+    """GEMMs of scaled, realistically distributed operands through torch._scaled_mm (per-tensor
+    scales, fp32 out), with fast and promoted accumulation; outputs into ``arrays`` (the operands are
+    drawn and quantised again on the host; a digest of the codes checks they are the same)."""
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(20261207)
+    done: dict[str, Any] = {}
+    for k in HOLDOUT_KS:
+        for act in ("normal", "relu"):
+            x, w = holdout_operands(k, act, rng)
+            (qx, sx), (qw, sw) = fp8_scaled(x), fp8_scaled(w)
+            tag = f"k{k}_{act}"
+            done[tag] = {"codes_sha256": hashlib.sha256(qx.tobytes() + qw.tobytes()).hexdigest(),
+                         "scales": [float(sx), float(sw)]}
+            a8 = torch.from_numpy(qx).cuda().to(torch.float8_e4m3fn)
+            b8 = torch.from_numpy(qw).cuda().to(torch.float8_e4m3fn).t().contiguous().t()
+            for label, fast in (("fast", True), ("promoted", False)):
+                try:
+                    y, names = kernels_of(lambda a8=a8, b8=b8, sx=sx, sw=sw, fast=fast: torch._scaled_mm(
+                        a8, b8, scale_a=torch.tensor(sx, device="cuda"), scale_b=torch.tensor(sw, device="cuda"),
+                        out_dtype=torch.float32, use_fast_accum=fast).cpu().numpy())
+                    arrays[f"holdout/{tag}/{label}"] = y
+                    done[tag][f"{label}_kernels"] = names
+                except Exception as e:
+                    done.setdefault("errors", []).append(f"{tag} {label}: {type(e).__name__}: {str(e)[:200]}")
+    return done
+
+
 def sampled(x: Any) -> Any:
     """Every k-th element of ``x`` flattened, k the least that keeps it to ``SAMPLE`` elements."""
     import numpy as np
@@ -380,6 +439,7 @@ def numerics(run: Run, folder: Path, models_module) -> None:
     out["conversion"] = run.step("numerics: conversion probes", lambda: conversion(arrays, ort))
     out["accumulation"] = run.step("numerics: accumulation probes", lambda: accumulation(arrays))
     out["accumulation_sweep"] = run.step("numerics: accumulation sweep", lambda: accumulation_sweep(arrays))
+    out["fp8_holdout"] = run.step("numerics: fp8 held out", lambda: fp8_holdout(arrays))
     if ort is not None and (folder / "manifest.json").is_file():
         out["models"] = run.step("numerics: models",
                                  lambda: models(run, folder, arrays, ort, models_module._restore))
