@@ -133,7 +133,11 @@ def test_fp8_gemm_reads_the_targets_own_fp8(target, dtype, top):
 
     from hal.plugins import get_target
 
-    product = Gpu.from_spec(get_target(target).spec).fp8_accumulation.matmul  # fp32's on the MI300X
+    acc = Gpu.from_spec(get_target(target).spec).fp8_accumulation  # fp32's on the MI300X
+
+    def product(qx, qw):  # the tensor cores' sum of the codes (hal_gpu.accumulation)
+        return acc.fp8_product("MatMul", "fp8", -1, qx, qw)
+
     np.testing.assert_allclose(y, _fp8_reference(x, w, dtype, top, product), rtol=1e-6, atol=1e-6)
     other = ml_dtypes.float8_e4m3fnuz if dtype is ml_dtypes.float8_e4m3fn else ml_dtypes.float8_e4m3fn
     other_top = 240.0 if top == 448.0 else 448.0

@@ -2,12 +2,15 @@
 
 An fp8 wgmma does not accumulate in IEEE fp32: in each block of 32 products it aligns the products
 and the running sum to the largest exponent among them and keeps 13 binary places below it,
-truncating the rest (``hal.kernels._accumulation_loops``). Transformer Engine's forward GEMMs
+truncating the rest (``hal.kernels._accumulation_loops``). It multiplies the fp8 codes themselves;
+the tensors' scales are applied to the sum afterwards (``Accumulation.fp8_product``). Transformer Engine's forward GEMMs
 (``_2X_ACC_FPROP = False``) and cuBLASLt's fast-accumulation mode keep that running sum in the
 tensor cores over the whole K axis; with ``fp8_promotion_blocks`` > 0 it is moved into an fp32
 total every so many blocks, as cuBLASLt does when fast accumulation is off. On an H200, over dot
 products of 64 to 4096 positive fp8 terms, the model gave cuBLASLt's fast-accumulation outputs bit
-for bit on 60-99.5% of them, and their mean error within 3.5% (``benchmarks/calibration_gpu_numerics.py``).
+for bit on 60-99.5% of them, and their mean error within 3.5%; on GEMMs held out from that fit
+(realistic operands scaled per tensor, K 768-4096), 89-95% of the outputs and their rms error
+within 2% (``benchmarks/calibration_gpu_numerics.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from hal.kernels import jit
+from hal.numerics import quantize
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,9 @@ class Accumulation:
         return out
 
     def matmul(self, a: Any, b: Any) -> np.ndarray:
-        """ONNX MatMul (numpy's matmul: 1-D operands and broadcast batch axes) summed this way; numpy's
-        own where the loop does not apply (operands not float32, a NaN or infinity, the loops off)."""
+        """a @ b with numpy's matmul shapes (1-D operands, broadcast batch axes), the operands taken as
+        the tensor cores' inputs themselves (fp8 values, unscaled), summed this way; numpy's own where
+        the loop does not apply (operands not float32, a NaN or infinity, the loops off)."""
         a, b = np.asarray(a), np.asarray(b)
         if not (self.truncates and a.dtype == b.dtype == np.float32 and a.ndim and b.ndim and jit.enabled()
                 and np.isfinite(a).all() and np.isfinite(b).all()):
@@ -61,17 +66,42 @@ class Accumulation:
             out[z] = self._dot(aa[z], bb[z])
         return out.reshape((*batch, m, n))
 
-    def gemm(self, a: Any, b: Any, c: Any = None, *, alpha: float = 1.0, beta: float = 1.0, transA: int = 0,
-             transB: int = 0, **_: Any) -> np.ndarray:
-        """ONNX Gemm: the product summed this way, then alpha, beta and C as ``hal.kernels.linalg.gemm``
-        applies them (cuBLASLt's epilogue, in fp32)."""
+    def fp8_product(self, op_type: str, fmt: str, weight_axis: int | None, a: Any, b: Any, c: Any = None, *,
+                    alpha: float = 1.0, beta: float = 1.0, transA: int = 0, transB: int = 0, **_: Any) -> np.ndarray:
+        """An fp8 MatMul or Gemm (``op_type``) of operands hal's fp8 policy has rounded (A per tensor; B
+        per output channel along ``weight_axis`` where it is a weight, else per tensor), run as the
+        tensor cores run it: on the operands' fp8 codes, summed this way, the scales applied after the
+        sum (cuBLASLt's scale_a and scale_b, Transformer Engine's scale_inv), then Gemm's alpha, beta
+        and C as ``hal.kernels.linalg.gemm`` applies them. The codes and scales come from quantising
+        the rounded operands again with hal's own recipe, which gives back the codes exactly (the
+        scales to a unit in their last place). Summing the rounded fp32 operands instead truncates the
+        scales' long significands too: on an H200 that doubled the error the GPU showed."""
         a, b = np.asarray(a), np.asarray(b)
-        y = self.matmul(a.T if transA else a, b.T if transB else b)
+        if not (self.truncates and a.dtype == b.dtype == np.float32 and jit.enabled()
+                and np.isfinite(a).all() and np.isfinite(b).all()):
+            return self._plain(op_type, a, b, c, alpha, beta, transA, transB)
+        qa, sa = quantize(a, fmt)
+        qb, sb = quantize(b, fmt, axis=weight_axis)
+        qa, qb = qa.astype(np.float32), qb.astype(np.float32)
+        if transA:
+            qa = qa.T
+        if transB:
+            qb, sb = qb.T, (sb.T if np.ndim(sb) else sb)
+        y = self.matmul(qa, qb)
+        y *= (sa * sb).astype(np.float32)
         if alpha != 1.0:
             y *= alpha
         if c is not None and beta != 0.0:
             y += c if beta == 1.0 else c * beta  # C broadcasts one way onto (M, N), as the Gemm kernel's
         return y
+
+    @staticmethod
+    def _plain(op_type: str, a, b, c, alpha, beta, transA, transB) -> np.ndarray:
+        from hal.kernels.linalg import gemm
+
+        if op_type == "MatMul":
+            return np.matmul(a, b)
+        return gemm(a, b, c, alpha=alpha, beta=beta, transA=transA, transB=transB)
 
 
 __all__ = ["Accumulation"]

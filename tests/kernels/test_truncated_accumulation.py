@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import hal
 from hal.kernels import jit
+from hal.numerics import quantize
 
 pytestmark = pytest.mark.skipif(not jit.enabled(), reason="the compiled loops are off")
 
@@ -106,16 +107,38 @@ def test_matmul_takes_onnx_shapes(sa, sb):
     np.testing.assert_array_equal(got, want)
 
 
-def test_gemm_applies_alpha_beta_and_transposes_after_the_product():
+def _rounded(x: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x`` as hal's fp8 policy rounds it (per tensor, or per ``axis`` slice): codes, scale, and the
+    rounded fp32 operand the GEMM step is handed."""
+    q, s = quantize(x, "fp8", axis=axis)
+    return q.astype(np.float32), s, q.astype(np.float32) * s
+
+
+def test_an_fp8_product_runs_on_the_codes_and_scales_the_sum_after():
     rng = np.random.default_rng(4)
-    a, b = _fp8_values(rng, (40, 6), True), _fp8_values(rng, (5, 40), True)
-    c = rng.standard_normal(5).astype(np.float32)
+    x, w = rng.standard_normal((6, 200)).astype(np.float32), (rng.standard_normal((200, 5)) * 0.02).astype(np.float32)
+    (qx, sx, dx), (qw, sw, dw) = _rounded(x, None), _rounded(w, -1)
     acc = Accumulation(13, 32, 0)
-    got = acc.gemm(a, b, c, alpha=0.5, beta=2.0, transA=1, transB=1)
-    want = acc.matmul(a.T, b.T)
+    for operand, q, axis in ((dx, qx, None), (dw, qw, -1)):  # quantising a rounded operand again: its codes
+        np.testing.assert_array_equal(quantize(operand, "fp8", axis=axis)[0].astype(np.float32), q)
+    got = acc.fp8_product("MatMul", "fp8", -1, dx, dw)
+    np.testing.assert_allclose(got, acc.matmul(qx, qw) * (sx * sw), rtol=2e-7, atol=0)
+    # the rounded fp32 operands summed as they are lose far more: their scales' significands are long
+    exact = dx.astype(np.float64) @ dw.astype(np.float64)
+    assert np.abs(acc.matmul(dx, dw) - exact).mean() > 2 * np.abs(got - exact).mean()
+    # Gemm: transposed operands (a transposed weight's channels first), then alpha, beta and C
+    c = rng.standard_normal(5).astype(np.float32)
+    (qwt, swt, dwt) = _rounded(np.ascontiguousarray(w.T), 0)
+    y = acc.fp8_product("Gemm", "fp8", 0, np.ascontiguousarray(dx.T), dwt, c, alpha=0.5, beta=2.0, transA=1, transB=1)
+    want = acc.matmul(qx, qwt.T) * (sx * swt.T)
     want *= 0.5
     want += c * 2.0
-    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(y, want, rtol=2e-7, atol=1e-7)
+    # where the rule is fp32 (MI300X) or an operand is not finite: the Gemm kernel's own arithmetic
+    from hal.kernels.linalg import gemm
+
+    np.testing.assert_array_equal(Accumulation(0, 32, 0).fp8_product("Gemm", "fp8", -1, dx, dw, c, beta=2.0),
+                                  gemm(dx, dw, c, beta=2.0))
 
 
 def _fp8_model(k: int = 1024) -> tuple[bytes, dict[str, np.ndarray], np.ndarray]:
