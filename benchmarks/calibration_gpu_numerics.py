@@ -25,6 +25,8 @@ The report has three parts:
   ``native`` (its fp32 accumulation is this host's SGEMM); ``accumulation_sweep``: the same over
   lengths 64..16384 for TF32, bf16 and fp8 operands, fp8's beside the gpu target's model of
   Hopper's fp8 accumulation (``hal_gpu.accumulation``, the sheets' ``fp8_accumulation_*``);
+  ``fp8_holdout``: fp8 GEMMs drawn after that model was fitted, of normal activations (and their
+  ReLU) and weights scaled per tensor, beside the gpu target's fp8 product of the same operands;
 * ``models`` (only with ``--models``): the benchmark transformers' outputs, onnxruntime's CUDA provider
   with TF32 on and off beside the gpu target at ``native`` and ``exact``, and how far a nudge of one
   unit in the last place to half the token embedding moves the target's own output: the spread any
@@ -51,7 +53,7 @@ TARGET = "gpu-h200"
 #: the arrays that are committed (the rest of the probes are classified by their shares alone); the
 #: accumulation probes' operands are drawn again here from their seed (``accumulation_operands``,
 #: ``sweep_operands``), and of the sweep's outputs the first ``SWEEP_ROWS`` rows are kept
-KEPT = ("conv/256x256x32/", "cudnn/", "acc/", "sweep/")
+KEPT = ("conv/256x256x32/", "cudnn/", "acc/", "sweep/", "holdout/")
 SWEEP_ROWS = 32
 #: the gpu target's model of each swept run: the H100 and H200 sheets' fp8 accumulation (13 bits,
 #: blocks of 32, never promoted), and the same promoted every 4 blocks (cuBLASLt without fast accumulation)
@@ -221,6 +223,48 @@ def sweep_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) -> lis
     return rows
 
 
+def _relative(got: np.ndarray, exact: np.ndarray) -> dict[str, float]:
+    """Errors over the largest exact magnitude: mean (its sign a bias), root mean square, largest."""
+    r = (got.astype(np.float64) - exact) / np.max(np.abs(exact))
+    return {"mean": float(r.mean()), "rms": float(np.sqrt(np.mean(r * r))), "max": float(np.abs(r).max())}
+
+
+def holdout_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The held-out fp8 GEMMs: the GPU's errors against the exact sum of the rounded operands, beside
+    the gpu target's fp8 product of them (``Accumulation.fp8_product``, the path its fp8 MatMuls take)
+    and fp32's sum of them, with the share of the GPU's bits the target gives; and, for scale, how far
+    rounding the operands to fp8 moved the exact product of the unrounded ones."""
+    import hashlib
+
+    from hal_gpu.accumulation import Accumulation
+
+    drawn = measured["numerics"].get("fp8_holdout", {})
+    rng = np.random.default_rng(20261207)
+    rows = []
+    for k in dev.HOLDOUT_KS:
+        for act in ("normal", "relu"):
+            x, w = dev.holdout_operands(k, act, rng)
+            (qx, sx), (qw, sw) = dev.fp8_scaled(x), dev.fp8_scaled(w)
+            tag = f"k{k}_{act}"
+            if hashlib.sha256(qx.tobytes() + qw.tobytes()).hexdigest() != drawn.get(tag, {}).get("codes_sha256"):
+                raise ValueError(f"held-out GEMM {tag}: the codes drawn here are not the GPU machine's")
+            for label, promote in (("fast", 0), ("promoted", 4)):
+                if f"holdout/{tag}/{label}" not in arrays:
+                    continue
+                got = arrays[f"holdout/{tag}/{label}"]
+                rows_kept = got.shape[0]  # (the whole A is rounded: its scale is the whole tensor's)
+                target = Accumulation(13, 32, promote).fp8_product("MatMul", "fp8", None, qx * sx, qw * sw)[:rows_kept]
+                a, b = qx[:rows_kept], qw
+                exact = (a.astype(np.float64) @ b.astype(np.float64)) * np.float64(sx) * np.float64(sw)
+                unrounded = x[:rows_kept].astype(np.float64) @ w.astype(np.float64)
+                rows.append({"gemm": tag, "k": k, "activations": act, "accumulation": label,
+                             "fp8_operands": _relative(exact, unrounded),
+                             "gpu": _relative(got, exact), "gpu_target": _relative(target, exact),
+                             "gpu_target_bits_as_gpu": _bit_share(got, target),
+                             "fp32_sum": _relative((a * sx) @ (b * sw), exact)})
+    return rows
+
+
 def _distances(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     """``hal.compare``'s measure (max |a-b| / max |ref|) and the root-mean-square one."""
     d = got.astype(np.float64) - ref.astype(np.float64)
@@ -281,7 +325,7 @@ def keep(source: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "gpu_numerics.json").write_text((source / "gpu_numerics.json").read_text())
     with np.load(source / "gpu_numerics_probes.npz") as z:
-        kept = {k: z[k][:SWEEP_ROWS] if k.startswith("sweep/") else z[k] for k in z.files
+        kept = {k: z[k][:SWEEP_ROWS] if k.startswith(("sweep/", "holdout/")) else z[k] for k in z.files
                 if k.startswith(KEPT) and not (k.startswith("acc/") and k.endswith(("/a", "/b")))}
     np.savez_compressed(dest / "gpu_numerics_probes.npz", **kept)
     with np.load(source / "gpu_numerics_models.npz") as z:
@@ -294,7 +338,7 @@ def report(measured_dir: Path, folder: Path | None) -> dict[str, Any]:
     res = {"generated_by": "benchmarks/calibration_gpu_numerics.py", "target": TARGET,
            "device": measured.get("device"), "onnxruntime": measured.get("onnxruntime"),
            "conversion": conversion_report(measured, arrays), "accumulation": accumulation_report(arrays),
-           "accumulation_sweep": sweep_report(measured, arrays)}
+           "accumulation_sweep": sweep_report(measured, arrays), "fp8_holdout": holdout_report(measured, arrays)}
     if folder is not None:
         res["models"] = models_report(measured, arrays, folder)
     return res
@@ -349,6 +393,13 @@ def markdown(res: dict[str, Any]) -> str:
                    f"{r['host_fp32']['mean_ulp']:+.1f} ({r['host_fp32']['max_abs_ulp']:,.0f}) | "
                    + (f"{model['mean_ulp']:+,.0f} ({model['max_abs_ulp']:,.0f}) | {_pct(model['bits_as_gpu'])} |"
                       if model else "— | — |"))
+    out += ["", "| held-out fp8 GEMM (32 x K x 128) | accumulation | GPU: mean, rms (max) error | gpu target | "
+            "its bits as the GPU's | fp32 sum | (fp8 operands: rms) |", "|---|---|---|---|---|---|---|"]
+    for r in res.get("fp8_holdout", []):
+        cell = {k: f"{r[k]['mean']:+.1e}, {r[k]['rms']:.1e} ({r[k]['max']:.1e})"
+                for k in ("gpu", "gpu_target", "fp32_sum")}
+        out.append(f"| K {r['k']}, {r['activations']} | {r['accumulation']} | {cell['gpu']} | {cell['gpu_target']} | "
+                   f"{_pct(r['gpu_target_bits_as_gpu'])} | {cell['fp32_sum']} | {r['fp8_operands']['rms']:.1e} |")
     if "models" in res:
         out += ["", "| model (max_rel / rms_rel) | GPU: TF32 vs fp32 | gpu target native vs GPU TF32 | "
                 "native vs native, embeddings nudged 1 ulp | gpu target exact vs GPU fp32 | GPU TF32 GEMM kernels |",

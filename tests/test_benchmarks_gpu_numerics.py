@@ -65,8 +65,8 @@ def recomputed():
     return cal.report(MEASURED, None)
 
 
-#: figures of this host's SGEMM, whose summation order is its BLAS build's and processor's own
-_HOST_BLAS = ("host_fp32", "gpu_target_native")
+#: figures of this host's BLAS, whose summation order is its build's and processor's own
+_HOST_BLAS = ("host_fp32", "gpu_target_native", "fp32_sum", "fp8_operands")
 
 
 def _without_host_blas(rows):
@@ -76,12 +76,14 @@ def _without_host_blas(rows):
 def test_committed_report_is_the_report_of_the_committed_measurements(recomputed):
     committed = json.loads(cal.RESULTS.read_text())
     assert committed["conversion"] == json.loads(json.dumps(recomputed["conversion"]))
-    for part in ("accumulation", "accumulation_sweep"):
+    for part in ("accumulation", "accumulation_sweep", "fp8_holdout"):
         assert _without_host_blas(committed[part]) == _without_host_blas(json.loads(json.dumps(recomputed[part])))
         for r in recomputed[part]:  # fp32 sums: a few units in the last place on average, either way
-            for k in _HOST_BLAS:
+            for k in ("host_fp32", "gpu_target_native"):
                 if k in r and not r.get("signed", r.get("probe", "").endswith("signed")):
                     assert abs(r[k]["mean_ulp"]) < 2, (part, r)
+    for r in recomputed["fp8_holdout"]:
+        assert r["fp32_sum"]["rms"] < 1e-6 and 5e-3 < r["fp8_operands"]["rms"] < 2e-2
     assert set(committed["models"]) == {"tiny-gpt", "bert-bench", "gpt-bench"}
     text = cal.markdown(committed)
     assert "| gpt-bench |" in text and "| fp8_fast | 4096 |" in text
@@ -106,3 +108,18 @@ def test_the_fp8_model_follows_the_h200_where_the_fp32_sum_does_not(recomputed):
         assert abs(r["gpu_target"]["mean_ulp"] / r["gpu"]["mean_ulp"] - 1) < 0.05
         assert abs(r["host_fp32"]["mean_ulp"]) < 0.001 * abs(r["gpu"]["mean_ulp"])
     assert fast[4096]["max_rel"] > 0.01  # DeepSeek-V3's "nearly 2%" at K = 4096
+
+
+def test_held_out_fp8_gemms_are_the_gpu_targets_own(recomputed):
+    """GEMMs drawn after the model was fitted, of realistic operands scaled per tensor: the gpu
+    target's fp8 product (re-quantised codes, the sheet's accumulation) gives most of the GPU's fast
+    accumulation bits and its error; fp32's sum is over a hundred times too exact."""
+    rows = recomputed["fp8_holdout"]
+    assert len(rows) == 12
+    for r in rows:
+        if r["accumulation"] == "fast":
+            assert r["gpu_target_bits_as_gpu"] > 0.85, r
+            assert abs(r["gpu_target"]["rms"] / r["gpu"]["rms"] - 1) < 0.02, r
+        else:  # promoted every 4 blocks: the same error, not the same bits (cuBLASLt's totals differ)
+            assert abs(r["gpu_target"]["rms"] / r["gpu"]["rms"] - 1) < 0.1, r
+        assert r["fp32_sum"]["rms"] < 0.01 * r["gpu"]["rms"]
