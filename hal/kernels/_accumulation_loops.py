@@ -13,8 +13,6 @@ their mean errors within 3.5%.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import types
 
@@ -50,16 +48,20 @@ def truncated_block_dot(a, b, block, bits, promote, out):
     its N sums side by side (the loops over N vectorise)."""
     m, k = a.shape
     n = b.shape[1]
-    eb = np.empty((k, n), dtype=np.int64)
+    eb = np.empty((k, n), dtype=np.int32)
+    bd = np.empty((k, n), dtype=np.float64)  # (converted once, not once a row)
     for t in range(k):
         for j in range(n):
             eb[t, j] = _exponent(b[t, j])
+            bd[t, j] = b[t, j]
     acc = np.empty(n, dtype=np.float32)
     total = np.empty(n, dtype=np.float32)
     top = np.empty(n, dtype=np.int64)
     s = np.empty(n, dtype=np.float64)
     inv = np.empty(n, dtype=np.float64)
     q = np.empty(n, dtype=np.float64)
+    inv_bits = inv.view(np.int64)  # powers of two written as their float64 encodings (ldexp is a call)
+    q_bits = q.view(np.int64)
     for i in range(m):
         acc[:] = 0
         total[:] = 0
@@ -74,16 +76,18 @@ def truncated_block_dot(a, b, block, bits, promote, out):
                     continue
                 for j in range(n):  # (a zero's _NONE keeps ea + eb below every real exponent)
                     top[j] = max(top[j], ea + eb[t, j])
+            for j in range(n):  # 2**(bits - top) and 2**(top - bits); 0 where the block is all zeros
+                some = top[j] > _NONE // 2
+                inv_bits[j] = (np.int64(1023 + bits) - top[j]) << 52 if some else 0
+                q_bits[j] = (np.int64(1023 - bits) + top[j]) << 52 if some else 0
             for j in range(n):
-                inv[j] = math.ldexp(1.0, bits - top[j]) if top[j] > _NONE // 2 else 0.0
-                q[j] = math.ldexp(1.0, top[j] - bits) if top[j] > _NONE // 2 else 0.0
                 s[j] = np.trunc(np.float64(acc[j]) * inv[j]) * q[j]
             for t in range(lo, hi):
                 av = np.float64(a[i, t])
                 if av == 0.0:
                     continue
                 for j in range(n):
-                    s[j] += np.trunc(av * np.float64(b[t, j]) * inv[j]) * q[j]
+                    s[j] += np.trunc(av * bd[t, j] * inv[j]) * q[j]
             for j in range(n):
                 acc[j] = _toward_zero(s[j])
             blocks += 1
