@@ -1,16 +1,15 @@
 """fp8 GEMMs summed as Hopper's tensor cores sum them (the sheet's ``fp8_accumulation_*`` keys).
 
 An fp8 wgmma does not accumulate in IEEE fp32: in each block of 32 products it aligns the products
-and the running sum to the largest exponent among them and keeps 13 binary places below it,
-truncating the rest (``hal.kernels._accumulation_loops``). It multiplies the fp8 codes themselves;
-the tensors' scales are applied to the sum afterwards (``Accumulation.fp8_product``). Transformer Engine's forward GEMMs
-(``_2X_ACC_FPROP = False``) and cuBLASLt's fast-accumulation mode keep that running sum in the
-tensor cores over the whole K axis; with ``fp8_promotion_blocks`` > 0 it is moved into an fp32
-total every so many blocks, as cuBLASLt does when fast accumulation is off. On an H200, over dot
-products of 64 to 4096 positive fp8 terms, the model gave cuBLASLt's fast-accumulation outputs bit
-for bit on 60-99.5% of them, and their mean error within 3.5%; on GEMMs held out from that fit
-(realistic operands scaled per tensor, K 768-4096), 89-95% of the outputs and their rms error
-within 2% (``benchmarks/calibration_gpu_numerics.py``).
+and the running sum to the largest exponent among them, truncates 13 binary places below it, and
+keeps the sum to 14 significant bits (``hal.kernels._accumulation_loops``). It multiplies the fp8
+codes themselves; the tensors' scales are applied to the sum afterwards (``Accumulation.fp8_product``).
+Transformer Engine's forward GEMMs (``_2X_ACC_FPROP = False``) and cuBLASLt's fast-accumulation
+mode keep that running sum in the tensor cores over the whole K axis; with ``fp8_promotion_blocks``
+> 0 it is moved into an fp32 total every so many blocks, as cuBLASLt does when fast accumulation is
+off. On an H200 the model gave cuBLASLt's outputs bit for bit, both ways, over dot products of 64 to
+4096 fp8 terms and over 12 GEMMs held out from the fit (``benchmarks/calibration_gpu_numerics.py``);
+where cuBLASLt splits K over several CTAs (K = 16384) it does not follow.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ def _exponent(x: float) -> int:
 def plain_model(a: np.ndarray, b: np.ndarray, bits: int, block: int, promote: int) -> np.ndarray:
     """One dot product at a time, as the description says: per block, the products and the running
     sum aligned to the largest exponent (a product's the sum of its operands'), each truncated
-    toward zero to ``bits`` places below it, summed exactly; promoted into an fp32 total."""
+    toward zero to ``bits`` places below it, summed exactly, the sum truncated to ``bits`` places
+    below its own leading one; promoted into an fp32 total."""
     m, k = a.shape
     out = np.empty((m, b.shape[1]), dtype=np.float32)
     for i in range(m):
@@ -41,6 +42,9 @@ def plain_model(a: np.ndarray, b: np.ndarray, bits: int, block: int, promote: in
                 if terms:
                     q = 2.0 ** (max(e for _, e in terms) - bits)
                     acc = float(sum(math.trunc(v / q) * q for v, _ in terms))  # exact: few bits each
+                    if acc:  # the sum kept to ``bits`` places below its own leading one
+                        q = 2.0 ** (_exponent(acc) - bits)
+                        acc = math.trunc(acc / q) * q
                 if promote and n % promote == 0:
                     total, acc = np.float32(total + np.float32(acc)), 0.0
             out[i, j] = np.float32(total + np.float32(acc)) if promote else np.float32(acc)
