@@ -223,6 +223,43 @@ def sweep_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) -> lis
     return rows
 
 
+#: the sheet's fp8 rule and its neighbours, each set beside the GPU's fast-accumulation outputs
+ALTERNATIVES = ((13, 32), (13, 16), (13, 64), (12, 32), (14, 32))
+
+
+def alternatives_report(arrays: dict[str, np.ndarray], tag: str = "fp8_k1024_positive") -> list[dict[str, Any]]:
+    """The share of the GPU's fast-accumulation outputs (one swept probe) that the rule gives with
+    other bits and block sizes: what pins the sheet's 13 and 32."""
+    from hal_gpu.accumulation import Accumulation
+
+    a, b = sweep_operands()[tag]
+    got = arrays[f"sweep/fp8_fast_{tag.split('_', 1)[1]}"]
+    return [{"bits": bits, "block": block, "probe": tag,
+             "bits_as_gpu": _bit_share(got, Accumulation(bits, block, 0).matmul(a[: got.shape[0]], b))}
+            for bits, block in ALTERNATIVES]
+
+
+#: the same rule with bf16's numbers: 25 places, blocks of 16 (a bf16 wgmma's K)
+BF16_RULE = (25, 16)
+
+
+def bf16_rule_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The share of the GPU's bf16 sums (fp32 results) that the fp8 rule with ``BF16_RULE``'s numbers
+    gives: the gpu target does not take it (its error is 1e-6 of the value at most, under bf16's
+    rounding of the operands), but it says what the tensor cores do."""
+    from hal_gpu.accumulation import Accumulation
+
+    kernels = measured["numerics"].get("accumulation_sweep", {})
+    rows = []
+    for tag, (a, b) in sweep_operands().items():
+        if tag.startswith("bf16") and f"sweep/{tag}" in arrays:
+            got = arrays[f"sweep/{tag}"]
+            rule = Accumulation(*BF16_RULE, 0).matmul(a[: got.shape[0]], b)
+            rows.append({"probe": tag, "split_k": any("splitK" in k for k in kernels.get(tag, {})),
+                         "bits_as_gpu": _bit_share(got, rule)})
+    return rows
+
+
 def _relative(got: np.ndarray, exact: np.ndarray) -> dict[str, float]:
     """Errors over the largest exact magnitude: mean (its sign a bias), root mean square, largest."""
     r = (got.astype(np.float64) - exact) / np.max(np.abs(exact))
@@ -338,7 +375,8 @@ def report(measured_dir: Path, folder: Path | None) -> dict[str, Any]:
     res = {"generated_by": "benchmarks/calibration_gpu_numerics.py", "target": TARGET,
            "device": measured.get("device"), "onnxruntime": measured.get("onnxruntime"),
            "conversion": conversion_report(measured, arrays), "accumulation": accumulation_report(arrays),
-           "accumulation_sweep": sweep_report(measured, arrays), "fp8_holdout": holdout_report(measured, arrays)}
+           "accumulation_sweep": sweep_report(measured, arrays), "fp8_holdout": holdout_report(measured, arrays),
+           "fp8_rule_alternatives": alternatives_report(arrays), "bf16_rule": bf16_rule_report(measured, arrays)}
     if folder is not None:
         res["models"] = models_report(measured, arrays, folder)
     return res
@@ -400,6 +438,14 @@ def markdown(res: dict[str, Any]) -> str:
                 for k in ("gpu", "gpu_target", "fp32_sum")}
         out.append(f"| K {r['k']}, {r['activations']} | {r['accumulation']} | {cell['gpu']} | {cell['gpu_target']} | "
                    f"{_pct(r['gpu_target_bits_as_gpu'])} | {cell['fp32_sum']} | {r['fp8_operands']['rms']:.1e} |")
+    alt = res.get("fp8_rule_alternatives", [])
+    if alt:
+        out += ["", f"Other rules on {alt[0]['probe']} (fast): " + ", ".join(
+            f"{r['bits']} bits, blocks of {r['block']}: {_pct(r['bits_as_gpu'])}" for r in alt) + "."]
+    if res.get("bf16_rule"):
+        out += ["", f"The rule with {BF16_RULE[0]} places and blocks of {BF16_RULE[1]} on the bf16 sums: " + ", ".join(
+            f"{r['probe'].split('_', 1)[1]} {_pct(r['bits_as_gpu'])}{' (split K)' if r['split_k'] else ''}"
+            for r in res["bf16_rule"]) + "."]
     if "models" in res:
         out += ["", "| model (max_rel / rms_rel) | GPU: TF32 vs fp32 | gpu target native vs GPU TF32 | "
                 "native vs native, embeddings nudged 1 ulp | gpu target exact vs GPU fp32 | GPU TF32 GEMM kernels |",
