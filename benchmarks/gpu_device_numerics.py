@@ -17,7 +17,8 @@ half can tell which one they follow, bit for bit:
   sweep of such products over lengths 64..16384 for TF32, bf16 (fp32 result) and fp8 e4m3 operands,
   fp8 both with the tensor cores' fast accumulation and cuBLASLt's promoted one; and fp8 GEMMs held
   out from that fit: normal activations (and their ReLU) and weights, scaled per tensor as
-  Transformer Engine scales them, K 768-4096;
+  Transformer Engine scales them, K 768-4096; and TF32, bf16 and fp16 sums in GEMMs wide enough
+  (2048 x K x 2048) that cuBLAS does not split K;
 * ``models``: the benchmark transformers through onnxruntime's CUDA provider, TF32 on and off, their
   outputs sampled (every k-th element, at most 32,768 an output) for the host to set beside the gpu
   target's own runs at ``native`` and ``exact``, with the kernels each TF32 run launched.
@@ -291,12 +292,13 @@ def _scaled_mm(a, b, fast: bool):
     return out.cpu().numpy()
 
 
-def _bf16_mm(a, b):
-    """bf16 A @ B with an fp32 result (torch.mm's out_dtype), so the accumulation is not rounded away."""
+def _half_mm(a, b, dtype: str):
+    """A @ B in a 16-bit type (torch's name for it) with an fp32 result (torch.mm's out_dtype), so
+    the accumulation is not rounded away."""
     import torch
 
-    out = torch.mm(torch.from_numpy(a).cuda().bfloat16(), torch.from_numpy(b).cuda().bfloat16(),
-                   out_dtype=torch.float32)
+    dt = getattr(torch, dtype)
+    out = torch.mm(torch.from_numpy(a).cuda().to(dt), torch.from_numpy(b).cuda().to(dt), out_dtype=torch.float32)
     torch.cuda.synchronize()
     return out.cpu().numpy()
 
@@ -310,7 +312,7 @@ def accumulation_sweep(arrays: dict[str, Any]) -> dict[str, Any]:
     rng = np.random.default_rng(20261206)
     done: dict[str, Any] = {}
     for fmt, runs in (("tf32", {"tf32": lambda a, b: _torch_mm(a, b, "high")}),
-                      ("bf16", {"bf16": _bf16_mm}),
+                      ("bf16", {"bf16": lambda a, b: _half_mm(a, b, "bfloat16")}),
                       ("fp8", {"fp8_fast": lambda a, b: _scaled_mm(a, b, True),
                                "fp8_promoted": lambda a, b: _scaled_mm(a, b, False)})):
         for k in SWEEP_KS:
@@ -384,6 +386,34 @@ def fp8_holdout(arrays: dict[str, Any]) -> dict[str, Any]:
     return done
 
 
+#: GEMMs wide enough that cuBLAS runs one Hopper kernel over the whole K axis (no split K): their
+#: first ``WIDE_ROWS`` rows travel back, the operands are drawn again on the host
+WIDE_SHAPE, WIDE_KS, WIDE_ROWS = (2048, 2048), (1024, 4096), 32
+
+
+def wide_sums(arrays: dict[str, Any]) -> dict[str, Any]:
+    """Dot products of exactly held TF32, bf16 and fp16 operands (positive) in GEMMs of 2048 x K x
+    2048, fp32 results: the tensor cores' own sums where no split of K hides them."""
+    import numpy as np
+
+    rng = np.random.default_rng(20261208)
+    done: dict[str, Any] = {}
+    for fmt in ("tf32", "bf16", "fp16"):
+        for k in WIDE_KS:
+            a = sweep_operand(rng, (WIDE_SHAPE[0], k), "bf16" if fmt == "fp16" else fmt, False)
+            b = sweep_operand(rng, (k, WIDE_SHAPE[1]), "bf16" if fmt == "fp16" else fmt, False)
+            tag = f"{fmt}_k{k}"
+            try:
+                fn = (lambda a=a, b=b: _torch_mm(a, b, "high")) if fmt == "tf32" else (
+                    lambda a=a, b=b, dt={"bf16": "bfloat16", "fp16": "float16"}[fmt]: _half_mm(a, b, dt))
+                y, names = kernels_of(fn)
+                arrays[f"wide/{tag}"] = y[:WIDE_ROWS]
+                done[tag] = names
+            except Exception as e:
+                done.setdefault("errors", []).append(f"{tag}: {type(e).__name__}: {str(e)[:200]}")
+    return done
+
+
 def sampled(x: Any) -> Any:
     """Every k-th element of ``x`` flattened, k the least that keeps it to ``SAMPLE`` elements."""
     import numpy as np
@@ -440,6 +470,7 @@ def numerics(run: Run, folder: Path, models_module) -> None:
     out["accumulation"] = run.step("numerics: accumulation probes", lambda: accumulation(arrays))
     out["accumulation_sweep"] = run.step("numerics: accumulation sweep", lambda: accumulation_sweep(arrays))
     out["fp8_holdout"] = run.step("numerics: fp8 held out", lambda: fp8_holdout(arrays))
+    out["wide_sums"] = run.step("numerics: wide GEMMs' sums", lambda: wide_sums(arrays))
     if ort is not None and (folder / "manifest.json").is_file():
         out["models"] = run.step("numerics: models",
                                  lambda: models(run, folder, arrays, ort, models_module._restore))
