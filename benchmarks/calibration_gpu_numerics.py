@@ -53,8 +53,10 @@ TARGET = "gpu-h200"
 #: the arrays that are committed (the rest of the probes are classified by their shares alone); the
 #: accumulation probes' operands are drawn again here from their seed (``accumulation_operands``,
 #: ``sweep_operands``), and of the sweep's outputs the first ``SWEEP_ROWS`` rows are kept
-KEPT = ("conv/256x256x32/", "cudnn/", "acc/", "sweep/", "holdout/")
+KEPT = ("conv/256x256x32/", "cudnn/", "acc/", "sweep/", "holdout/", "wide/")
 SWEEP_ROWS = 32
+#: of the wide GEMMs' first rows, the first ``WIDE_COLUMNS`` columns are kept
+WIDE_COLUMNS = 256
 #: the gpu target's model of each swept run: the H100 and H200 sheets' fp8 accumulation (13 bits,
 #: blocks of 32, never promoted), and the same promoted every 4 blocks (cuBLASLt without fast accumulation)
 SWEEP_MODELS = {"fp8_fast": (13, 32, 0), "fp8_promoted": (13, 32, 4)}
@@ -260,6 +262,35 @@ def bf16_rule_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) ->
     return rows
 
 
+#: the rule's numbers per operand format on Hopper: (places, products per block = the wgmma's K)
+WGMMA_RULES = {"tf32": (25, 8), "bf16": (25, 16), "fp16": (25, 16), "fp8": (13, 32)}
+
+
+def wide_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The wide GEMMs' sums (one Hopper kernel over the whole K axis): the share of the GPU's bits the
+    rule gives with each format's numbers (``WGMMA_RULES``), and the share fp32's sum gives."""
+    from hal_gpu.accumulation import Accumulation
+
+    kernels = measured["numerics"].get("wide_sums", {})
+    rng = np.random.default_rng(20261208)
+    rows = []
+    for fmt in ("tf32", "bf16", "fp16"):
+        for k in dev.WIDE_KS:
+            like = "bf16" if fmt == "fp16" else fmt
+            a = dev.sweep_operand(rng, (dev.WIDE_SHAPE[0], k), like, False)
+            b = dev.sweep_operand(rng, (k, dev.WIDE_SHAPE[1]), like, False)
+            got = arrays.get(f"wide/{fmt}_k{k}")
+            if got is None:
+                continue
+            a, b = a[: got.shape[0]], np.ascontiguousarray(b[:, : got.shape[1]])
+            rule = Accumulation(*WGMMA_RULES[fmt], 0).matmul(a, b)
+            rows.append({"format": fmt, "k": k, "dot_products": int(got.size),
+                         "kernels": sorted(n for n in kernels.get(f"{fmt}_k{k}", {}) if "elementwise" not in n),
+                         "rule": list(WGMMA_RULES[fmt]), "rule_bits_as_gpu": _bit_share(got, rule),
+                         "fp32_sum_bits_as_gpu": _bit_share(got, a @ b)})
+    return rows
+
+
 def _relative(got: np.ndarray, exact: np.ndarray) -> dict[str, float]:
     """Errors over the largest exact magnitude: mean (its sign a bias), root mean square, largest."""
     r = (got.astype(np.float64) - exact) / np.max(np.abs(exact))
@@ -362,7 +393,8 @@ def keep(source: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "gpu_numerics.json").write_text((source / "gpu_numerics.json").read_text())
     with np.load(source / "gpu_numerics_probes.npz") as z:
-        kept = {k: z[k][:SWEEP_ROWS] if k.startswith(("sweep/", "holdout/")) else z[k] for k in z.files
+        kept = {k: z[k][:SWEEP_ROWS, :WIDE_COLUMNS] if k.startswith("wide/")
+                else z[k][:SWEEP_ROWS] if k.startswith(("sweep/", "holdout/")) else z[k] for k in z.files
                 if k.startswith(KEPT) and not (k.startswith("acc/") and k.endswith(("/a", "/b")))}
     np.savez_compressed(dest / "gpu_numerics_probes.npz", **kept)
     with np.load(source / "gpu_numerics_models.npz") as z:
@@ -376,7 +408,8 @@ def report(measured_dir: Path, folder: Path | None) -> dict[str, Any]:
            "device": measured.get("device"), "onnxruntime": measured.get("onnxruntime"),
            "conversion": conversion_report(measured, arrays), "accumulation": accumulation_report(arrays),
            "accumulation_sweep": sweep_report(measured, arrays), "fp8_holdout": holdout_report(measured, arrays),
-           "fp8_rule_alternatives": alternatives_report(arrays), "bf16_rule": bf16_rule_report(measured, arrays)}
+           "fp8_rule_alternatives": alternatives_report(arrays), "bf16_rule": bf16_rule_report(measured, arrays),
+           "wide_sums": wide_report(measured, arrays)}
     if folder is not None:
         res["models"] = models_report(measured, arrays, folder)
     return res
@@ -446,6 +479,12 @@ def markdown(res: dict[str, Any]) -> str:
         out += ["", f"The rule with {BF16_RULE[0]} places and blocks of {BF16_RULE[1]} on the bf16 sums: " + ", ".join(
             f"{r['probe'].split('_', 1)[1]} {_pct(r['bits_as_gpu'])}{' (split K)' if r['split_k'] else ''}"
             for r in res["bf16_rule"]) + "."]
+    if res.get("wide_sums"):
+        out += ["", "| wide GEMM's sums (2048 x K x 2048) | K | kernel | the rule: places, block | "
+                "its bits as the GPU's | fp32 sum's |", "|---|---|---|---|---|---|"]
+        for r in res["wide_sums"]:
+            out.append(f"| {r['format']} | {r['k']} | `{_short(r['kernels'])}` | {r['rule'][0]}, {r['rule'][1]} | "
+                       f"{_pct(r['rule_bits_as_gpu'])} | {_pct(r['fp32_sum_bits_as_gpu'])} |")
     if "models" in res:
         out += ["", "| model (max_rel / rms_rel) | GPU: TF32 vs fp32 | gpu target native vs GPU TF32 | "
                 "native vs native, embeddings nudged 1 ulp | gpu target exact vs GPU fp32 | GPU TF32 GEMM kernels |",

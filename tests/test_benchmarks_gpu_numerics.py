@@ -125,3 +125,11 @@ def test_held_out_fp8_gemms_are_the_gpu_targets_own(recomputed):
         assert r["gpu_target_bits_as_gpu"] == 1.0, r
         assert r["gpu_target"] == r["gpu"]
         assert r["fp32_sum"]["rms"] < 0.01 * r["gpu"]["rms"]
+
+
+def test_one_rule_gives_every_formats_sums_where_one_kernel_ran_the_whole_k_axis(recomputed):
+    rows = recomputed["wide_sums"]
+    assert {r["format"] for r in rows} == {"tf32", "bf16", "fp16"} and len(rows) == 6
+    for r in rows:
+        assert r["rule_bits_as_gpu"] == 1.0 and r["fp32_sum_bits_as_gpu"] < 0.01, r
+        assert any("sm90" in k for k in r["kernels"]) and not any("splitK" in k for k in r["kernels"])
