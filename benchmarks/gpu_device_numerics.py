@@ -1,4 +1,4 @@
-"""The GPU-machine half of ``calibration_gpu_numerics``: what a real GPU's TF32 does to the numbers.
+"""The GPU-machine half of ``calibration_gpu_numerics``: what a real GPU's matrix units do to the numbers.
 
 The gpu target's ``native`` precision rounds every matrix operand to TF32 (10 stored mantissa bits)
 and accumulates in fp32. How the hardware and its libraries get from an fp32 operand to TF32 is
@@ -13,12 +13,13 @@ half can tell which one they follow, bit for bit:
   MatMul through onnxruntime's CUDA provider with ``use_tf32`` on and off; small, large and batched
   (attention-shaped) products, each with the kernels it ran;
 * ``accumulation``: dot products of up to 4096 terms whose operands are already TF32, so only the
-  accumulation differs from the exact sum (which float64 holds exactly for these operands); and a
-  sweep of such products over lengths 64..16384 for TF32, bf16 (fp32 result) and fp8 e4m3 operands,
-  fp8 both with the tensor cores' fast accumulation and cuBLASLt's promoted one; and fp8 GEMMs held
-  out from that fit: normal activations (and their ReLU) and weights, scaled per tensor as
-  Transformer Engine scales them, K 768-4096; and TF32, bf16 and fp16 sums in GEMMs wide enough
-  (2048 x K x 2048) that cuBLAS does not split K;
+  accumulation differs from the exact sum (which float64 holds exactly for these operands);
+* ``accumulation_sweep``: such products over lengths 64..16384 for TF32, bf16 (fp32 result) and
+  fp8 e4m3 operands, fp8 both with the tensor cores' fast accumulation and cuBLASLt's promoted one;
+* ``fp8_holdout``: fp8 GEMMs held out from the fit of the accumulation rule: normal activations (and
+  their ReLU) and weights, scaled per tensor as Transformer Engine scales them, K 768-4096;
+* ``wide_sums``: TF32, bf16 and fp16 sums in GEMMs wide enough (2048 x K x 2048) that cuBLAS runs
+  one kernel over the whole K axis;
 * ``models``: the benchmark transformers through onnxruntime's CUDA provider, TF32 on and off, their
   outputs sampled (every k-th element, at most 32,768 an output) for the host to set beside the gpu
   target's own runs at ``native`` and ``exact``, with the kernels each TF32 run launched.
@@ -36,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from benchmarks.gpu_device import Run
 
-#: (M, N, K) of the conversion probes: a Hopper-sized aligned GEMM, one with rows off 16 bytes
-#: (cuBLAS's older align1 kernels), a small one, and a wide-K one
+#: (M, N, K) of the conversion probes: an aligned GEMM, one with rows off 16 bytes (cuBLAS ran it
+#: on the CUDA cores), a small one, and a wide-K one
 CONVERSION_SHAPES = ((512, 512, 64), (500, 503, 61), (256, 256, 32), (256, 512, 256))
 #: the accumulation probes' lengths (64 x K times K x 64)
 ACCUMULATION_KS = (256, 4096)
