@@ -404,7 +404,13 @@ class GpuTarget:
                 "gpu": self.spec.vendor, "cuda_graphs": cuda_graphs, "tensor_parallel": sh.devices,
                 "devices_tried": [{"devices": d, "peak_bytes_per_device": b} for d, b in tried],
                 "formats": {"matmul_inputs": pol.matmul_inputs, "weights": pol.matmul_weights,
-                            "storage": pol.storage},
+                            "storage": pol.storage,
+                            # how fp8 products are summed: the sheet's rule (hal_gpu.accumulation), or fp32
+                            **({"fp8_accumulation": {"bits": gpu.fp8_accumulation_bits,
+                                                     "block": gpu.fp8_accumulation_block,
+                                                     "promotion_blocks": gpu.fp8_promotion_blocks}
+                                if gpu.fp8_accumulation.truncates else "fp32"}
+                               if pol.matmul_inputs == "fp8" else {})},
                 "fused_attention_kernels": sum(1 for k in kernels if k.attention is not None),
                 "gpu_kernels": len(launched), "view_groups": len(kernels) - len(launched),
                 "launch_overhead_s": tl.launch_overhead_s,

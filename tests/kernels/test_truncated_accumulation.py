@@ -181,3 +181,13 @@ def test_hopper_targets_sum_fp8_gemms_by_their_sheets_and_mi300x_in_fp32(monkeyp
     monkeypatch.setattr(accumulation.Accumulation, "truncates", property(lambda self: False))
     plain = hal.InferenceSession(blob, target="gpu-h200", precision="fp8", cache_dir=False).run(None, feeds)[0]
     assert (outs["gpu-h200"] <= plain).all() and (outs["gpu-h200"] < plain).any()
+
+
+def test_the_compile_report_says_how_fp8_products_are_summed():
+    blob, _, _ = _fp8_model()
+    formats = {t: hal.compile(blob, target=t, precision="fp8", cache_dir=False).report.details["formats"]
+               for t in ("gpu-h200", "gpu-mi300x")}
+    assert formats["gpu-h200"]["fp8_accumulation"] == {"bits": 13, "block": 32, "promotion_blocks": 0}
+    assert formats["gpu-mi300x"]["fp8_accumulation"] == "fp32"
+    native = hal.compile(blob, target="gpu-h200", precision="native", cache_dir=False).report.details["formats"]
+    assert "fp8_accumulation" not in native
