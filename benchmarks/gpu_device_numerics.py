@@ -20,6 +20,8 @@ half can tell which one they follow, bit for bit:
   their ReLU) and weights, scaled per tensor as Transformer Engine scales them, K 768-4096;
 * ``wide_sums``: TF32, bf16 and fp16 sums in GEMMs wide enough (2048 x K x 2048) that cuBLAS runs
   one kernel over the whole K axis;
+* ``fp8_mlp``: a transformer's MLP block (768 -> 3072 -> 768, ReLU) through fp8 GEMMs as the gpu
+  target's fp8 precision computes it, for the host to set beside the target's own output;
 * ``models``: the benchmark transformers through onnxruntime's CUDA provider, TF32 on and off, their
   outputs sampled (every k-th element, at most 32,768 an output) for the host to set beside the gpu
   target's own runs at ``native`` and ``exact``, with the kernels each TF32 run launched.
@@ -415,6 +417,58 @@ def wide_sums(arrays: dict[str, Any]) -> dict[str, Any]:
     return done
 
 
+def mlp_operands() -> tuple[Any, Any, Any]:
+    """A transformer's MLP block, drawn: 64 tokens of width 768, weights of 0.02 to 3072 and back."""
+    import numpy as np
+
+    rng = np.random.default_rng(20261209)
+    return (rng.standard_normal((64, 768)).astype(np.float32),
+            (rng.standard_normal((768, 3072)) * 0.02).astype(np.float32),
+            (rng.standard_normal((3072, 768)) * 0.02).astype(np.float32))
+
+
+def fp8_mlp(arrays: dict[str, Any]) -> dict[str, Any]:
+    """relu(relu(x W1) W2) as the gpu target's fp8 precision computes it, on the GPU: activations
+    quantised per tensor and weights per output column (amax / 448, float32), each GEMM through
+    torch._scaled_mm with fast accumulation, results stored in bf16. Two epilogues: the scales
+    applied by cuBLASLt (rowwise scales, bf16 out), and the raw fp32 sums scaled as the target scales
+    them (acc x (scale_a x scale_b) in float32, then bf16)."""
+    import torch
+
+    def per_tensor(a):
+        s = a.abs().max() / 448
+        return (a / s).clamp(-448, 448).to(torch.float8_e4m3fn), s
+
+    def per_column(w):
+        s = w.abs().amax(dim=0, keepdim=True) / 448
+        return (w / s).clamp(-448, 448).to(torch.float8_e4m3fn), s
+
+    x, w1, w2 = (torch.from_numpy(t).cuda() for t in mlp_operands())
+    (q1, s1), (q2, s2) = per_column(w1), per_column(w2)
+    q1, q2 = q1.t().contiguous().t(), q2.t().contiguous().t()  # column-major B
+    one = torch.ones((), device="cuda", dtype=torch.float32)
+    done: dict[str, Any] = {}
+    for label in ("cublaslt_epilogue", "fp32_sums"):
+        try:
+            h = x
+            for q, s in ((q1, s1), (q2, s2)):
+                qa, sa = per_tensor(h.float())
+                if label == "cublaslt_epilogue":
+                    y = torch._scaled_mm(qa, q, scale_a=sa.expand(qa.shape[0], 1).contiguous(),
+                                         scale_b=s.contiguous(), out_dtype=torch.bfloat16, use_fast_accum=True)
+                else:
+                    acc = torch._scaled_mm(qa, q, scale_a=one, scale_b=one, out_dtype=torch.float32,
+                                           use_fast_accum=True)
+                    y = (acc * (sa * s)).to(torch.bfloat16)
+                h = torch.relu(y)
+            torch.cuda.synchronize()
+            arrays[f"mlp/{label}"] = h.float().cpu().numpy()
+            done[label] = list(h.shape)
+        except Exception as e:
+            done.setdefault("errors", []).append(f"{label}: {type(e).__name__}: {str(e)[:300]}")
+    return done
+
+
 def sampled(x: Any) -> Any:
     """Every k-th element of ``x`` flattened, k the least that keeps it to ``SAMPLE`` elements."""
     import numpy as np
@@ -472,6 +526,7 @@ def numerics(run: Run, folder: Path, models_module) -> None:
     out["accumulation_sweep"] = run.step("numerics: accumulation sweep", lambda: accumulation_sweep(arrays))
     out["fp8_holdout"] = run.step("numerics: fp8 held out", lambda: fp8_holdout(arrays))
     out["wide_sums"] = run.step("numerics: wide GEMMs' sums", lambda: wide_sums(arrays))
+    out["fp8_mlp"] = run.step("numerics: an fp8 MLP block", lambda: fp8_mlp(arrays))
     if ort is not None and (folder / "manifest.json").is_file():
         out["models"] = run.step("numerics: models",
                                  lambda: models(run, folder, arrays, ort, models_module._restore))
