@@ -25,6 +25,7 @@ The report has three parts:
   ``native`` (its fp32 accumulation is this host's SGEMM); ``accumulation_sweep``: the same over
   lengths 64..16384 for TF32, bf16 and fp8 operands, fp8's beside the gpu target's model of
   Hopper's fp8 accumulation (``hal_gpu.accumulation``, the sheets' ``fp8_accumulation_*``);
+  ``fp8_mlp``: an MLP block through fp8 GEMMs on the GPU beside the gpu target's fp8 run of it;
   ``fp8_holdout``: fp8 GEMMs drawn after that model was fitted, of normal activations (and their
   ReLU) and weights scaled per tensor, beside the gpu target's fp8 product of the same operands;
 * ``models`` (only with ``--models``): the benchmark transformers' outputs, onnxruntime's CUDA provider
@@ -53,7 +54,7 @@ TARGET = "gpu-h200"
 #: the arrays that are committed (the rest of the probes are classified by their shares alone); the
 #: accumulation probes' operands are drawn again here from their seed (``accumulation_operands``,
 #: ``sweep_operands``), and of the sweep's outputs the first ``SWEEP_ROWS`` rows are kept
-KEPT = ("conv/256x256x32/", "cudnn/", "acc/", "sweep/", "holdout/", "wide/")
+KEPT = ("conv/256x256x32/", "cudnn/", "acc/", "sweep/", "holdout/", "wide/", "mlp/")
 SWEEP_ROWS = 32
 #: of the wide GEMMs' first rows, the first ``WIDE_COLUMNS`` columns are kept
 WIDE_COLUMNS = 256
@@ -291,6 +292,30 @@ def wide_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) -> list
     return rows
 
 
+def mlp_report(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The fp8 MLP block run on the GPU beside the gpu target's fp8 run of the same ONNX graph
+    (MatMul, Relu, MatMul, Relu; the last Relu keeps the second GEMM from being the logits, which
+    the fp8 policy keeps in 16 bits): the share of outputs with the same bits, the largest gap."""
+    from onnx import helper as oh
+
+    x, w1, w2 = dev.mlp_operands()
+    g = oh.make_graph([oh.make_node("MatMul", ["x", "w1"], ["h"]), oh.make_node("Relu", ["h"], ["r"]),
+                       oh.make_node("MatMul", ["r", "w2"], ["o"]), oh.make_node("Relu", ["o"], ["y"])], "mlp",
+                      [oh.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                      [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                      [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    target = _hal_session(oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]), "fp8").run(None, {"x": x})[0]
+    rows = []
+    for label in ("cublaslt_epilogue", "fp32_sums"):
+        got = arrays.get(f"mlp/{label}")
+        if got is not None:
+            ours = target[: got.shape[0]]
+            rows.append({"epilogue": label, "outputs": int(got.size), "bits_as_gpu": _bit_share(got, ours),
+                         "outputs_apart": int(np.count_nonzero(got.view(np.uint32) != ours.view(np.uint32))),
+                         "max_abs_gap": float(np.max(np.abs(got - ours))), "max_abs": float(np.max(np.abs(got)))})
+    return rows
+
+
 def _relative(got: np.ndarray, exact: np.ndarray) -> dict[str, float]:
     """Errors over the largest exact magnitude: mean (its sign a bias), root mean square, largest."""
     r = (got.astype(np.float64) - exact) / np.max(np.abs(exact))
@@ -409,7 +434,7 @@ def report(measured_dir: Path, folder: Path | None) -> dict[str, Any]:
            "conversion": conversion_report(measured, arrays), "accumulation": accumulation_report(arrays),
            "accumulation_sweep": sweep_report(measured, arrays), "fp8_holdout": holdout_report(measured, arrays),
            "fp8_rule_alternatives": alternatives_report(arrays), "bf16_rule": bf16_rule_report(measured, arrays),
-           "wide_sums": wide_report(measured, arrays)}
+           "wide_sums": wide_report(measured, arrays), "fp8_mlp": mlp_report(arrays)}
     if folder is not None:
         res["models"] = models_report(measured, arrays, folder)
     return res
@@ -485,6 +510,12 @@ def markdown(res: dict[str, Any]) -> str:
         for r in res["wide_sums"]:
             out.append(f"| {r['format']} | {r['k']} | `{_short(r['kernels'])}` | {r['rule'][0]}, {r['rule'][1]} | "
                        f"{_pct(r['rule_bits_as_gpu'])} | {_pct(r['fp32_sum_bits_as_gpu'])} |")
+    if res.get("fp8_mlp"):
+        out += ["", "| fp8 MLP block (768 -> 3072 -> 768), GPU's epilogue | outputs | not the gpu target's bits | "
+                "largest gap (of the largest output) |", "|---|---|---|---|"]
+        for r in res["fp8_mlp"]:
+            out.append(f"| {r['epilogue']} | {r['outputs']:,} | {r['outputs_apart']} | "
+                       f"{r['max_abs_gap']:.3g} ({r['max_abs']:.3g}) |")
     if "models" in res:
         out += ["", "| model (max_rel / rms_rel) | GPU: TF32 vs fp32 | gpu target native vs GPU TF32 | "
                 "native vs native, embeddings nudged 1 ulp | gpu target exact vs GPU fp32 | GPU TF32 GEMM kernels |",

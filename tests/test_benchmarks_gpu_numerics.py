@@ -133,3 +133,9 @@ def test_one_rule_gives_every_formats_sums_where_one_kernel_ran_the_whole_k_axis
     for r in rows:
         assert r["rule_bits_as_gpu"] == 1.0 and r["fp32_sum_bits_as_gpu"] < 0.01, r
         assert any("sm90" in k for k in r["kernels"]) and not any("splitK" in k for k in r["kernels"])
+
+
+def test_an_fp8_mlp_block_on_the_gpu_is_the_gpu_targets_own(recomputed):
+    for r in recomputed["fp8_mlp"]:
+        assert r["outputs"] == 64 * 768 and r["outputs_apart"] <= 8, r
+        assert r["max_abs_gap"] <= 2 ** -8 * r["max_abs"]  # one bf16 unit of the largest output at most
