@@ -58,9 +58,25 @@ KEPT = ("conv/256x256x32/", "cudnn/", "acc/", "sweep/", "holdout/", "wide/", "ml
 SWEEP_ROWS = 32
 #: of the wide GEMMs' first rows, the first ``WIDE_COLUMNS`` columns are kept
 WIDE_COLUMNS = 256
-#: the gpu target's model of each swept run: the H100 and H200 sheets' fp8 accumulation (13 bits,
-#: blocks of 32, never promoted), and the same promoted every 4 blocks (cuBLASLt without fast accumulation)
-SWEEP_MODELS = {"fp8_fast": (13, 32, 0), "fp8_promoted": (13, 32, 4)}
+#: blocks between promotions of the gpu target's model of each swept fp8 run: the sheet's fast
+#: accumulation (never), and every 4 blocks (cuBLASLt without fast accumulation)
+SWEEP_PROMOTIONS = {"fp8_fast": 0, "fp8_promoted": 4}
+#: the rule's numbers for the formats the targets do not apply it to: (places, products per block =
+#: the wgmma's K); fp8's are the sheet's (``fp8_rule``)
+WGMMA_RULES = {"tf32": (25, 8), "bf16": (25, 16), "fp16": (25, 16)}
+
+
+def fp8_rule(promote: int | None = None):
+    """The gpu-h200 sheet's fp8 accumulation (``hal_gpu.accumulation.Accumulation``), promoted every
+    ``promote`` blocks where given: what the report sets beside the GPU is what the target runs."""
+    from dataclasses import replace
+
+    from hal_gpu.hardware import Gpu
+
+    from hal.specs import builtin_sheet, load_spec_sheet
+
+    rule = Gpu.from_spec(load_spec_sheet(builtin_sheet(f"{TARGET}.toml"))).fp8_accumulation
+    return rule if promote is None else replace(rule, promote=promote)
 
 
 def unit_of(kernel: str) -> str:
@@ -158,7 +174,7 @@ def accumulation_operands() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for k in dev.ACCUMULATION_KS:
         for signed in (False, True):
             tag = f"k{k}_{'signed' if signed else 'positive'}"
-            out[tag] = (dev.tf32_exact_operand(rng, (64, k), signed), dev.tf32_exact_operand(rng, (k, 64), signed))
+            out[tag] = tuple(dev.sweep_operand(rng, shape, "tf32", signed) for shape in ((64, k), (k, 64)))
     return out
 
 
@@ -202,8 +218,6 @@ def sweep_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) -> lis
     """Each swept run beside the exact sums: the GPU's error, host fp32 (numpy's SGEMM: what the gpu
     target did before its sheets had ``fp8_accumulation_bits``), and for fp8 the gpu target's model
     (``hal_gpu.accumulation``) with the share of the GPU's bits it gives."""
-    from hal_gpu.accumulation import Accumulation
-
     kernels = measured["numerics"].get("accumulation_sweep", {})
     rows = []
     for tag, (a, b) in sweep_operands().items():
@@ -219,15 +233,16 @@ def sweep_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) -> lis
                    "kernels": sorted(kernels.get(f"{label}_{rest}", {})),
                    "max_rel": float(np.max(np.abs(got - exact)) / np.max(np.abs(exact))),
                    "gpu": ulp_errors(got, exact), "host_fp32": ulp_errors(a_rows @ b, exact)}
-            if label in SWEEP_MODELS:
-                model = Accumulation(*SWEEP_MODELS[label]).matmul(a_rows, b)
+            if label in SWEEP_PROMOTIONS:
+                model = fp8_rule(SWEEP_PROMOTIONS[label]).matmul(a_rows, b)
                 row["gpu_target"] = {**ulp_errors(model, exact), "bits_as_gpu": _bit_share(got, model)}
             rows.append(row)
     return rows
 
 
-#: the sheet's fp8 rule and its neighbours, each set beside the GPU's fast-accumulation outputs
-ALTERNATIVES = ((13, 32), (13, 16), (13, 64), (12, 32), (14, 32))
+#: the neighbours of the sheet's fp8 rule (places, block), set beside the GPU's fast-accumulation
+#: outputs after the sheet's own
+NEIGHBOURS = ((13, 16), (13, 64), (12, 32), (14, 32))
 
 
 def alternatives_report(arrays: dict[str, np.ndarray], tag: str = "fp8_k1024_positive") -> list[dict[str, Any]]:
@@ -237,18 +252,15 @@ def alternatives_report(arrays: dict[str, np.ndarray], tag: str = "fp8_k1024_pos
 
     a, b = sweep_operands()[tag]
     got = arrays[f"sweep/fp8_fast_{tag.split('_', 1)[1]}"]
+    sheet = fp8_rule()
     return [{"bits": bits, "block": block, "probe": tag,
              "bits_as_gpu": _bit_share(got, Accumulation(bits, block, 0).matmul(a[: got.shape[0]], b))}
-            for bits, block in ALTERNATIVES]
-
-
-#: the same rule with bf16's numbers: 25 places, blocks of 16 (a bf16 wgmma's K)
-BF16_RULE = (25, 16)
+            for bits, block in ((sheet.bits, sheet.block), *NEIGHBOURS)]
 
 
 def bf16_rule_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """The share of the GPU's bf16 sums (fp32 results) that the fp8 rule with ``BF16_RULE``'s numbers
-    gives: the gpu target does not take it (its error is 1e-6 of the value at most, under bf16's
+    """The share of the GPU's bf16 sums (fp32 results) that the rule with bf16's numbers (``WGMMA_RULES``)
+    gives: the gpu target does not take it (it moves a sum by a few millionths at most, under bf16's
     rounding of the operands), but it says what the tensor cores do."""
     from hal_gpu.accumulation import Accumulation
 
@@ -257,14 +269,10 @@ def bf16_rule_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) ->
     for tag, (a, b) in sweep_operands().items():
         if tag.startswith("bf16") and f"sweep/{tag}" in arrays:
             got = arrays[f"sweep/{tag}"]
-            rule = Accumulation(*BF16_RULE, 0).matmul(a[: got.shape[0]], b)
+            rule = Accumulation(*WGMMA_RULES["bf16"], 0).matmul(a[: got.shape[0]], b)
             rows.append({"probe": tag, "split_k": any("splitK" in k for k in kernels.get(tag, {})),
                          "bits_as_gpu": _bit_share(got, rule)})
     return rows
-
-
-#: the rule's numbers per operand format on Hopper: (places, products per block = the wgmma's K)
-WGMMA_RULES = {"tf32": (25, 8), "bf16": (25, 16), "fp16": (25, 16), "fp8": (13, 32)}
 
 
 def wide_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -329,7 +337,7 @@ def holdout_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) -> l
     rounding the operands to fp8 moved the exact product of the unrounded ones."""
     import hashlib
 
-    from hal_gpu.accumulation import Accumulation
+    from hal.kernels.linalg import matmul
 
     drawn = measured["numerics"].get("fp8_holdout", {})
     rng = np.random.default_rng(20261207)
@@ -346,7 +354,7 @@ def holdout_report(measured: dict[str, Any], arrays: dict[str, np.ndarray]) -> l
                     continue
                 got = arrays[f"holdout/{tag}/{label}"]
                 rows_kept = got.shape[0]  # (the whole A is rounded: its scale is the whole tensor's)
-                target = Accumulation(13, 32, promote).fp8_product("MatMul", "fp8", None, qx * sx, qw * sw)[:rows_kept]
+                target = fp8_rule(promote).fp8_product(matmul, "fp8", None, qx * sx, qw * sw)[:rows_kept]
                 a, b = qx[:rows_kept], qw
                 exact = (a.astype(np.float64) @ b.astype(np.float64)) * np.float64(sx) * np.float64(sw)
                 unrounded = x[:rows_kept].astype(np.float64) @ w.astype(np.float64)
@@ -455,33 +463,38 @@ def _two(d: dict[str, float]) -> str:
     return f"{d['max_rel']:.2e} / {d['rms_rel']:.2e}"
 
 
+def _head(*cells: str) -> list[str]:
+    """A markdown table's header and rule, after a blank line."""
+    return ["", "| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
+
+
 def markdown(res: dict[str, Any]) -> str:
     probes = res["conversion"]["probes"]
     controls = [p for p in probes if p["run"].endswith("fp32")]
     out = [f"TF32 runs below; their {len(controls)} fp32 controls gave the exact products on "
-           f"{sum(p['shares']['fp32'] == 1.0 for p in controls)}.", "",
-           "| one-term probe | TF32 run | product kernel | on | nearest even | ties away | truncated | fp32 |",
-           "|---|---|---|---|---|---|---|---|"]
+           f"{sum(p['shares']['fp32'] == 1.0 for p in controls)}.",
+           *_head("one-term probe", "TF32 run", "product kernel", "on", "nearest even", "ties away", "truncated",
+                  "fp32")]
     for p in (p for p in probes if p["run"].endswith("tf32")):
         units = ", ".join(sorted(p["units"])) or "—"
         s = p["shares"]
         out.append(f"| {p['probe']} | {p['run']} | `{_short(p['kernels'])}` | {units} | " + " | ".join(
             _pct(s[m]) for m in ("nearest_even", "ties_away", "truncate", "fp32")) + " |")
-    out += ["", "| GPU's TF32 output | outputs | round_tf32's products | gpu target, B an input | "
-            "gpu target, B a weight |", "|---|---|---|---|---|"]
+    out += _head("GPU's TF32 output", "outputs", "round_tf32's products", "gpu target, B an input",
+                 "gpu target, B a weight")
     for r in res["conversion"]["hal"]:
         out.append(f"| {r['probe']} {r['run']} | {r['outputs']:,} | "
                    + " | ".join(_pct(r[k]) if k in r else "—" for k in
                                 ("round_tf32_products", "gpu_target_b_as_input", "gpu_target_b_as_weight")) + " |")
-    out += ["", "| dot products (64 x K x 64) | K | GPU TF32: correctly rounded, mean (max) ulp | GPU fp32 | "
-            "gpu target at native |", "|---|---|---|---|---|"]
+    out += _head("dot products (64 x K x 64)", "K", "GPU TF32: correctly rounded, mean (max) ulp", "GPU fp32",
+                 "gpu target at native")
     for r in res["accumulation"]:
         cells = [f"{_pct(r[k]['correctly_rounded'])}, {r[k]['mean_ulp']:+.2f} ({r[k]['max_abs_ulp']:.0f})"
                  for k in ("gpu_tf32", "gpu_fp32", "gpu_target_native")]
         out.append(f"| {r['probe'].split('_', 1)[1]} | {r['k']} | " + " | ".join(cells) + " |")
     # positive sums only: a signed sum's errors in its own last place are ruled by the near-zero ones
-    out += ["", "| swept positive dot products (32 x 128 of them) | K | GPU: mean (max) error, ulp | max rel | "
-            "host fp32 | gpu target's model | its bits as the GPU's |", "|---|---|---|---|---|---|---|"]
+    out += _head("swept positive dot products (32 x 128 of them)", "K", "GPU: mean (max) error, ulp", "max rel",
+                 "host fp32", "gpu target's model", "its bits as the GPU's")
     for r in (r for r in res.get("accumulation_sweep", []) if not r["signed"]):
         model = r.get("gpu_target")
         out.append(f"| {r['run']} | {r['k']} | "
@@ -489,8 +502,8 @@ def markdown(res: dict[str, Any]) -> str:
                    f"{r['host_fp32']['mean_ulp']:+.1f} ({r['host_fp32']['max_abs_ulp']:,.0f}) | "
                    + (f"{model['mean_ulp']:+,.0f} ({model['max_abs_ulp']:,.0f}) | {_pct(model['bits_as_gpu'])} |"
                       if model else "— | — |"))
-    out += ["", "| held-out fp8 GEMM (32 x K x 128) | accumulation | GPU: mean, rms (max) error | gpu target | "
-            "its bits as the GPU's | fp32 sum | (fp8 operands: rms) |", "|---|---|---|---|---|---|---|"]
+    out += _head("held-out fp8 GEMM (32 x K x 128)", "accumulation", "GPU: mean, rms (max) error", "gpu target",
+                 "its bits as the GPU's", "fp32 sum", "(fp8 operands: rms)")
     for r in res.get("fp8_holdout", []):
         cell = {k: f"{r[k]['mean']:+.1e}, {r[k]['rms']:.1e} ({r[k]['max']:.1e})"
                 for k in ("gpu", "gpu_target", "fp32_sum")}
@@ -501,25 +514,26 @@ def markdown(res: dict[str, Any]) -> str:
         out += ["", f"Other rules on {alt[0]['probe']} (fast): " + ", ".join(
             f"{r['bits']} bits, blocks of {r['block']}: {_pct(r['bits_as_gpu'])}" for r in alt) + "."]
     if res.get("bf16_rule"):
-        out += ["", f"The rule with {BF16_RULE[0]} places and blocks of {BF16_RULE[1]} on the bf16 sums: " + ", ".join(
+        places, block = WGMMA_RULES["bf16"]
+        out += ["", f"The rule with {places} places and blocks of {block} on the bf16 sums: " + ", ".join(
             f"{r['probe'].split('_', 1)[1]} {_pct(r['bits_as_gpu'])}{' (split K)' if r['split_k'] else ''}"
             for r in res["bf16_rule"]) + "."]
     if res.get("wide_sums"):
-        out += ["", "| wide GEMM's sums (2048 x K x 2048) | K | kernel | the rule: places, block | "
-                "its bits as the GPU's | fp32 sum's |", "|---|---|---|---|---|---|"]
+        out += _head("wide GEMM's sums (2048 x K x 2048)", "K", "kernel", "the rule: places, block",
+                     "its bits as the GPU's", "fp32 sum's")
         for r in res["wide_sums"]:
             out.append(f"| {r['format']} | {r['k']} | `{_short(r['kernels'])}` | {r['rule'][0]}, {r['rule'][1]} | "
                        f"{_pct(r['rule_bits_as_gpu'])} | {_pct(r['fp32_sum_bits_as_gpu'])} |")
     if res.get("fp8_mlp"):
-        out += ["", "| fp8 MLP block (768 -> 3072 -> 768), GPU's epilogue | outputs | not the gpu target's bits | "
-                "largest gap (of the largest output) |", "|---|---|---|---|"]
+        out += _head("fp8 MLP block (768 -> 3072 -> 768), GPU's epilogue", "outputs", "not the gpu target's bits",
+                     "largest gap (of the largest output)")
         for r in res["fp8_mlp"]:
             out.append(f"| {r['epilogue']} | {r['outputs']:,} | {r['outputs_apart']} | "
                        f"{r['max_abs_gap']:.3g} ({r['max_abs']:.3g}) |")
     if "models" in res:
-        out += ["", "| model (max_rel / rms_rel) | GPU: TF32 vs fp32 | gpu target native vs GPU TF32 | "
-                "native vs native, embeddings nudged 1 ulp | gpu target exact vs GPU fp32 | GPU TF32 GEMM kernels |",
-                "|---|---|---|---|---|---|"]
+        out += _head("model (max_rel / rms_rel)", "GPU: TF32 vs fp32", "gpu target native vs GPU TF32",
+                     "native vs native, embeddings nudged 1 ulp", "gpu target exact vs GPU fp32",
+                     "GPU TF32 GEMM kernels")
         for name, m in res["models"].items():
             units = ", ".join(f"{n} on {u}" for u, n in sorted(m["gpu_tf32_units"].items()))
             out.append(f"| {name} | {_two(m['gpu_tf32_vs_gpu_fp32'])} | {_two(m['target_native_vs_gpu_tf32'])} | "

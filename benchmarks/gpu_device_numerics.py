@@ -102,16 +102,6 @@ def probe_operand(rng, shape) -> Any:
     return x
 
 
-def tf32_exact_operand(rng, shape, signed: bool) -> Any:
-    """Values that TF32 holds exactly: 11-bit significands times 2**-2..2**0 (random signs if asked)."""
-    import numpy as np
-
-    v = (1 + rng.integers(0, 1024, shape) / 1024) * 2.0 ** rng.integers(-2, 1, shape)
-    if signed:
-        v *= rng.choice([-1.0, 1.0], shape)
-    return v.astype(np.float32)
-
-
 def one_term_rows(a: Any, k: int) -> Any:
     """An (len(a), k) matrix whose row i holds a[i] at column i % k and zeros elsewhere."""
     import numpy as np
@@ -255,7 +245,7 @@ def accumulation(arrays: dict[str, Any]) -> dict[str, Any]:
     for k in ACCUMULATION_KS:
         for signed in (False, True):
             tag = f"k{k}_{'signed' if signed else 'positive'}"
-            a, b = tf32_exact_operand(rng, (64, k), signed), tf32_exact_operand(rng, (k, 64), signed)
+            a, b = sweep_operand(rng, (64, k), "tf32", signed), sweep_operand(rng, (k, 64), "tf32", signed)
             arrays[f"acc/{tag}/a"], arrays[f"acc/{tag}/b"] = a, b
             arrays[f"acc/{tag}/torch_tf32"], names = kernels_of(lambda a=a, b=b: _torch_mm(a, b, "high"))
             arrays[f"acc/{tag}/torch_fp32"] = _torch_mm(a, b, "highest")

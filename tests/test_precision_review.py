@@ -131,12 +131,13 @@ def test_fp8_gemm_reads_the_targets_own_fp8(target, dtype, top):
     y = hal.InferenceSession(m, target=target, precision="fp8").run(None, {"x": x})[0]
     from hal_gpu.hardware import Gpu
 
+    from hal.kernels.linalg import matmul
     from hal.plugins import get_target
 
     acc = Gpu.from_spec(get_target(target).spec).fp8_accumulation  # fp32's on the MI300X
 
     def product(qx, qw):  # the tensor cores' sum of the codes (hal_gpu.accumulation)
-        return acc.fp8_product("MatMul", "fp8", -1, qx, qw)
+        return acc.fp8_product(matmul, "fp8", -1, qx, qw)
 
     np.testing.assert_allclose(y, _fp8_reference(x, w, dtype, top, product), rtol=1e-6, atol=1e-6)
     other = ml_dtypes.float8_e4m3fnuz if dtype is ml_dtypes.float8_e4m3fn else ml_dtypes.float8_e4m3fn

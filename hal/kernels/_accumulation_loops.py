@@ -32,6 +32,12 @@ def _exponent(x):
 
 
 @njit(inline="always")
+def _pow2(e):
+    """2.0**e for an exponent float64 holds as a normal, written as its encoding (ldexp is a call)."""
+    return np.int64((np.int64(e) + 1023) << 52).view(np.float64)
+
+
+@njit(inline="always")
 def _toward_zero(s):
     """float64 s as a float32 rounded toward zero."""
     f = np.float32(s)
@@ -60,8 +66,6 @@ def truncated_block_dot(a, b, block, bits, promote, out):
     s = np.empty(n, dtype=np.float64)
     inv = np.empty(n, dtype=np.float64)
     q = np.empty(n, dtype=np.float64)
-    inv_bits = inv.view(np.int64)  # powers of two written as their float64 encodings (ldexp is a call)
-    q_bits = q.view(np.int64)
     s_bits = s.view(np.int64)
     for i in range(m):
         acc[:] = 0
@@ -79,8 +83,8 @@ def truncated_block_dot(a, b, block, bits, promote, out):
                     top[j] = max(top[j], ea + eb[t, j])
             for j in range(n):  # 2**(bits - top) and 2**(top - bits); 0 where the block is all zeros
                 some = top[j] > _NONE // 2
-                inv_bits[j] = (np.int64(1023 + bits) - top[j]) << 52 if some else 0
-                q_bits[j] = (np.int64(1023 - bits) + top[j]) << 52 if some else 0
+                inv[j] = _pow2(bits - top[j]) if some else 0.0
+                q[j] = _pow2(top[j] - bits) if some else 0.0
             for j in range(n):
                 s[j] = np.trunc(np.float64(acc[j]) * inv[j]) * q[j]
             for t in range(lo, hi):
@@ -94,9 +98,7 @@ def truncated_block_dot(a, b, block, bits, promote, out):
                     acc[j] = 0
                     continue
                 lead = ((s_bits[j] >> 52) & 0x7FF) - 1023
-                inv_bits[j] = (np.int64(1023 + bits) - lead) << 52
-                q_bits[j] = (np.int64(1023 - bits) + lead) << 52
-                acc[j] = _toward_zero(np.trunc(s[j] * inv[j]) * q[j])
+                acc[j] = _toward_zero(np.trunc(s[j] * _pow2(bits - lead)) * _pow2(lead - bits))
             blocks += 1
             if promote > 0 and blocks % promote == 0:
                 for j in range(n):

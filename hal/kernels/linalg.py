@@ -87,11 +87,17 @@ def gemm(a: Array, b: Array, c: Array | None = None, alpha: float = 1.0, beta: f
         if c is not None and beta != 0.0:
             y = (y + c * beta).astype(y.dtype) if beta != 1.0 else y + c
         return _arr(y).astype(dtype, copy=False)
+    return gemm_epilogue(y, c, alpha, beta).astype(dtype, copy=False)
+
+
+def gemm_epilogue(y: Array, c: Array | None, alpha: float, beta: float) -> Array:
+    """Gemm's alpha, beta and C applied to a float product ``y``, in place (C broadcasts one way onto
+    (M, N)); ``hal_gpu.accumulation`` applies them after its own sum of the product."""
     if alpha != 1.0:
         y *= alpha
     if c is not None and beta != 0.0:
-        y += c if beta == 1.0 else c * beta  # C broadcasts one way onto (M, N)
-    return y.astype(dtype, copy=False)
+        y += c if beta == 1.0 else c * beta
+    return y
 
 
 @kernel("Einsum", since=12)

@@ -14,12 +14,14 @@ where cuBLASLt splits K over several CTAs (K = 16384) it does not follow.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from hal.kernels import jit
+from hal.kernels.linalg import gemm_epilogue
 from hal.numerics import quantize
 
 
@@ -54,8 +56,8 @@ class Accumulation:
             return np.matmul(a, b)
         if a.ndim == 1 or b.ndim == 1:  # a vector is a one-row (a) or one-column (b) matrix, dropped after
             y = self.matmul(a[None, :] if a.ndim == 1 else a, b[:, None] if b.ndim == 1 else b)
-            y = y[..., 0] if b.ndim == 1 else y
-            return (y[..., 0] if b.ndim == 1 else y[..., 0, :]) if a.ndim == 1 else y
+            y = y[..., 0, :] if a.ndim == 1 else y
+            return y[..., 0] if b.ndim == 1 else y
         batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         (m, k), n = a.shape[-2:], b.shape[-1]
         aa = np.broadcast_to(a, (*batch, m, k)).reshape(-1, m, k)
@@ -65,42 +67,33 @@ class Accumulation:
             out[z] = self._dot(aa[z], bb[z])
         return out.reshape((*batch, m, n))
 
-    def fp8_product(self, op_type: str, fmt: str, weight_axis: int | None, a: Any, b: Any, c: Any = None, *,
-                    alpha: float = 1.0, beta: float = 1.0, transA: int = 0, transB: int = 0, **_: Any) -> np.ndarray:
-        """An fp8 MatMul or Gemm (``op_type``) of operands hal's fp8 policy has rounded (A per tensor; B
-        per output channel along ``weight_axis`` where it is a weight, else per tensor), run as the
-        tensor cores run it: on the operands' fp8 codes, summed this way, the scales applied after the
-        sum (cuBLASLt's scale_a and scale_b, Transformer Engine's scale_inv), then Gemm's alpha, beta
-        and C as ``hal.kernels.linalg.gemm`` applies them. The codes and scales come from quantising
-        the rounded operands again with hal's own recipe, which gives back the codes exactly (the
-        scales to a unit in their last place). Summing the rounded fp32 operands instead truncates the
-        scales' long significands too: on an H200 that doubled the error the GPU showed."""
-        a, b = np.asarray(a), np.asarray(b)
+    def fp8_product(self, kernel: Callable[..., Any], fmt: str, weight_axis: int | None, *args: Any,
+                    **attrs: Any) -> np.ndarray:
+        """An fp8 MatMul or Gemm (``kernel``, the node's own, with its inputs and attributes) of operands
+        hal's fp8 policy has rounded (A per tensor; B per output channel along ``weight_axis`` where it
+        is a weight, else per tensor), run as the tensor cores run it: on the operands' fp8 codes,
+        summed this way, the scales applied after the sum (cuBLASLt's scale_a and scale_b, Transformer
+        Engine's scale_inv), then Gemm's alpha, beta and C (``hal.kernels.linalg.gemm_epilogue``). The
+        codes and scales come from quantising the rounded operands again with hal's own recipe, which
+        gives back the codes exactly (the scales to a unit in their last place). Summing the rounded
+        fp32 operands instead truncates the scales' long significands too: on an H200 that doubled the
+        error the GPU showed. ``kernel`` itself where the rule does not apply (fp32 sums, operands not
+        float32, a NaN or infinity, the loops off)."""
+        a, b = np.asarray(args[0]), np.asarray(args[1])
         if not (self.truncates and a.dtype == b.dtype == np.float32 and jit.enabled()
                 and np.isfinite(a).all() and np.isfinite(b).all()):
-            return self._plain(op_type, a, b, c, alpha, beta, transA, transB)
+            return kernel(*args, **attrs)
         qa, sa = quantize(a, fmt)
         qb, sb = quantize(b, fmt, axis=weight_axis)
         qa, qb = qa.astype(np.float32), qb.astype(np.float32)
-        if transA:
+        if attrs.get("transA", 0):
             qa = qa.T
-        if transB:
+        if attrs.get("transB", 0):
             qb, sb = qb.T, (sb.T if np.ndim(sb) else sb)
         y = self.matmul(qa, qb)
         y *= (sa * sb).astype(np.float32)
-        if alpha != 1.0:
-            y *= alpha
-        if c is not None and beta != 0.0:
-            y += c if beta == 1.0 else c * beta  # C broadcasts one way onto (M, N), as the Gemm kernel's
-        return y
-
-    @staticmethod
-    def _plain(op_type: str, a, b, c, alpha, beta, transA, transB) -> np.ndarray:
-        from hal.kernels.linalg import gemm
-
-        if op_type == "MatMul":
-            return np.matmul(a, b)
-        return gemm(a, b, c, alpha=alpha, beta=beta, transA=transA, transB=transB)
+        c = args[2] if len(args) > 2 else None
+        return gemm_epilogue(y, c, attrs.get("alpha", 1.0), attrs.get("beta", 1.0))
 
 
 __all__ = ["Accumulation"]

@@ -249,7 +249,7 @@ def build_program(graph: Graph, kernels: list[Kernel], policy: Policy, *, keep_w
                 fn = with_operand_rounding(_kernel(node, graph), node.op_type, partial(round_input, fmt=fmt_in))
                 if (accumulation is not None and accumulation.truncates and fmt_in == fp8
                         and node.op_type in ("MatMul", "Gemm")):  # B's scales: per channel where it is a weight
-                    fn = partial(accumulation.fp8_product, node.op_type, fp8, None if 1 in positions else axis)
+                    fn = partial(accumulation.fp8_product, fn, fp8, None if 1 in positions else axis)
                 steps.append(replace(st, fn=partial(matrix_call, fn, fmt_in, tuple(positions), store)))
                 joined = bias_of_product(graph, index, steps[-1]) if policy.storage == "fp32" else None
                 if joined is not None and (add := index.position[id(joined[1])]) not in done:

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import hal
 from hal.kernels import jit
+from hal.kernels.linalg import gemm, matmul
 from hal.numerics import quantize
 
 pytestmark = pytest.mark.skipif(not jit.enabled(), reason="the compiled loops are off")
@@ -125,7 +126,7 @@ def test_an_fp8_product_runs_on_the_codes_and_scales_the_sum_after():
     acc = Accumulation(13, 32, 0)
     for operand, q, axis in ((dx, qx, None), (dw, qw, -1)):  # quantising a rounded operand again: its codes
         np.testing.assert_array_equal(quantize(operand, "fp8", axis=axis)[0].astype(np.float32), q)
-    got = acc.fp8_product("MatMul", "fp8", -1, dx, dw)
+    got = acc.fp8_product(matmul, "fp8", -1, dx, dw)
     np.testing.assert_allclose(got, acc.matmul(qx, qw) * (sx * sw), rtol=2e-7, atol=0)
     # the rounded fp32 operands summed as they are lose far more: their scales' significands are long
     exact = dx.astype(np.float64) @ dw.astype(np.float64)
@@ -133,15 +134,13 @@ def test_an_fp8_product_runs_on_the_codes_and_scales_the_sum_after():
     # Gemm: transposed operands (a transposed weight's channels first), then alpha, beta and C
     c = rng.standard_normal(5).astype(np.float32)
     (qwt, swt, dwt) = _rounded(np.ascontiguousarray(w.T), 0)
-    y = acc.fp8_product("Gemm", "fp8", 0, np.ascontiguousarray(dx.T), dwt, c, alpha=0.5, beta=2.0, transA=1, transB=1)
+    y = acc.fp8_product(gemm, "fp8", 0, np.ascontiguousarray(dx.T), dwt, c, alpha=0.5, beta=2.0, transA=1, transB=1)
     want = acc.matmul(qx, qwt.T) * (sx * swt.T)
     want *= 0.5
     want += c * 2.0
     np.testing.assert_allclose(y, want, rtol=2e-7, atol=1e-7)
     # where the rule is fp32 (MI300X) or an operand is not finite: the Gemm kernel's own arithmetic
-    from hal.kernels.linalg import gemm
-
-    np.testing.assert_array_equal(Accumulation(0, 32, 0).fp8_product("Gemm", "fp8", -1, dx, dw, c, beta=2.0),
+    np.testing.assert_array_equal(Accumulation(0, 32, 0).fp8_product(gemm, "fp8", -1, dx, dw, c, beta=2.0),
                                   gemm(dx, dw, c, beta=2.0))
 
 
