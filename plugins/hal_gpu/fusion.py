@@ -22,6 +22,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from hal.graph.ir import Graph, Node
+from hal.graph.quant import qdq_gemms
 from hal.perf.opcount import shape as static_shape
 from hal_gpu.patterns import (
     GEMM_OPS,
@@ -31,7 +32,6 @@ from hal_gpu.patterns import (
     find_attention,
     is_cache_append,
     op_class,
-    qdq_gemms,
 )
 
 

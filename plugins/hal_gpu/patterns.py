@@ -12,9 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hal.graph.fuse import GraphIndex
-from hal.graph.ir import Dequantized, Graph, Node
-from hal.graph.quant import CODE_VIEWS, carried, dequantize_of
-from hal.numerics import matrix_operands
+from hal.graph.ir import Graph, Node
 from hal.perf.opcount import costed
 from hal.perf.opcount import shape as static_shape
 
@@ -256,78 +254,3 @@ def is_cache_append(node: Node, ix: GraphIndex) -> bool:
     which a GPU runtime does in place (the cache buffer is allocated with room for the new rows)."""
     return (node.op_type == "Concat" and len(node.inputs) >= 2 and node.inputs[0] in ix.graph_inputs
             and node.outputs[0] in ix.graph_outputs)
-
-
-# -- explicit quantization (Q/DQ) --------------------------------------------------------------
-
-#: GEMMs an explicitly quantized model (onnxruntime's ``quantize_static`` in QDQ format, ModelOpt,
-#: pytorch-quantization) wraps in DequantizeLinear inputs; TensorRT runs each as an int8 kernel
-QDQ_GEMM_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose"})
-_INT8_CODES = frozenset({np.dtype(np.int8), np.dtype(np.uint8)})
-
-
-def _numel(graph: Graph, name: str) -> int | None:
-    if name in graph.initializers:
-        return int(graph.initializers[name].size)
-    shape = _static(graph, name)
-    return None if shape is None else int(np.prod(shape, dtype=np.int64))
-
-
-def _codes_of(graph: Graph, ix: GraphIndex, x: str) -> Dequantized | None:
-    """What integer codes operand ``x`` holds the values of: a weight constant folding made of a
-    DequantizeLinear (``graph.dequantized``), or a DequantizeLinear's output, through the views
-    and transposes that carry codes as they are (``hal.graph.quant``); None for anything else."""
-    views: list[Node] = []  # from x back towards the codes
-    d = graph.dequantized.get(x)
-    while d is None and x not in graph.initializers and x in ix.producer:
-        n = graph.nodes[ix.producer[x]]
-        if n.op_type in CODE_VIEWS and n.domain in ("", "ai.onnx") and n.inputs and n.inputs[0]:
-            views.append(n)
-            x = n.inputs[0]
-            d = graph.dequantized.get(x)
-            continue
-        if n.op_type == "DequantizeLinear":
-            codes = graph.initializers.get(n.inputs[0])
-            info = graph.values.get(n.inputs[0])
-            dtype = np.dtype(codes.dtype) if codes is not None else info.dtype if info is not None else None
-            shape = _static(graph, n.inputs[0])
-            rank = len(shape) if shape is not None else (
-                len(info.shape) if info is not None and info.shape is not None else None)
-            d = dequantize_of(n, dtype, rank, _numel(graph, n.inputs[1]) if len(n.inputs) > 1 else None,
-                              graph.opset(n.domain))
-        break
-    for n in reversed(views):
-        if d is None:
-            return None
-        shape = _static(graph, n.inputs[0])
-        d = carried(n, d, None if shape is None else len(shape))
-    return d
-
-
-def qdq_gemms(graph: Graph, ix: GraphIndex, nodes: range | list[int] | None = None) -> set[int]:
-    """The GEMM nodes an explicitly quantized model runs as int8 kernels, as TensorRT fuses
-    DequantizeLinear -> Conv/MatMul/Gemm -> QuantizeLinear: every operand the tensor cores read
-    (``hal.numerics.MATRIX_OPS``) is int8 or uint8 codes and a scale (``_codes_of``): one per tensor,
-    or a weight's one per output channel. Int8 x int8 products accumulate exactly in int32 and are
-    scaled in fp32 after, so the result is the float GEMM's up to fp32 rounding, whatever precision
-    the rest runs at. A float weight beside them, trained or folded by another tool before hal read
-    the model, has no DequantizeLinear for TensorRT to fuse: the GEMM stays a float one."""
-    found = set()
-    for i in range(len(graph.nodes)) if nodes is None else nodes:
-        n = graph.nodes[i]
-        if n.op_type not in QDQ_GEMM_OPS or n.domain not in ("", "ai.onnx") or len(n.inputs) < 2:
-            continue
-        acts, wpos, axis = matrix_operands(n.op_type, n.attrs)
-        ok = True
-        for pos in acts:
-            x = n.inputs[pos] if pos < len(n.inputs) else ""
-            d = _codes_of(graph, ix, x) if x else None
-            shape = _static(graph, x) if d is not None and d.axis is not None else None
-            ok = (d is not None and d.codes in _INT8_CODES and not d.block_size
-                  and (d.axis is None or (pos in wpos and shape is not None
-                                          and d.axis == axis % max(1, len(shape)))))
-            if not ok:
-                break
-        if ok:
-            found.add(i)
-    return found

@@ -15,60 +15,9 @@ from hal.graph.load import load
 from hal.graph.passes import optimize
 from hal.plugins import get_target
 from hal.specs import CompileOptions
+from tests.targets._qdq import codes, qdq_model, quantize_static_convnet
 
 GPUS = ["gpu", "gpu-h200", "gpu-mi300x"]
-
-
-def _codes(rng: np.random.Generator, shape: tuple[int, ...], dtype=np.int8) -> np.ndarray:
-    info = np.iinfo(dtype)
-    return rng.integers(info.min, info.max + 1, shape).astype(dtype)
-
-
-def _qdq_model(op: str, per_channel: bool, *, act_uint8: bool = False, requantize: bool = True,
-               float_weight: bool = False, weight_input: bool = False, seed: int = 0) -> tuple[bytes, dict]:
-    """x -> QuantizeLinear -> DequantizeLinear -> op(DequantizeLinear(int8 weight codes)) [-> Q -> DQ]."""
-    rng = np.random.default_rng(seed)
-    if op == "Conv":
-        x_shape, w_shape, axis, attrs = (1, 16, 12, 12), (32, 16, 3, 3), 0, {"pads": [1, 1, 1, 1]}
-        y_shape, bias = [1, 32, 12, 12], True
-    elif op == "MatMul":
-        x_shape, w_shape, axis, attrs, y_shape, bias = (24, 64), (64, 48), 1, {}, [24, 48], False
-    else:  # Gemm with B transposed: output channels first
-        x_shape, w_shape, axis, attrs, y_shape, bias = (24, 64), (48, 64), 0, {"transB": 1}, [24, 48], True
-    channels = w_shape[axis]
-    act_type = np.uint8 if act_uint8 else np.int8
-    inits = {"x_scale": np.float32(0.021), "x_zero": np.array(17 if act_uint8 else -3, act_type),
-             "w_scale": (rng.uniform(0.002, 0.01, channels) if per_channel else np.array(0.006)).astype(np.float32),
-             "w_zero": np.zeros(channels if per_channel else (), np.int8),
-             "y_scale": np.float32(0.05), "y_zero": np.int8(2)}
-    nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"]),
-             helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"])]
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))]
-    feeds = {"x": rng.normal(0, 1, x_shape).astype(np.float32)}
-    if float_weight:  # a trained float weight: on no int8 grid
-        inits["wd"] = rng.normal(0, 0.2, w_shape).astype(np.float32)
-    else:
-        if weight_input:  # codes fed at run time: the DequantizeLinear stays in the graph
-            inputs.append(helper.make_tensor_value_info("wq", TensorProto.INT8, list(w_shape)))
-            feeds["wq"] = _codes(rng, w_shape)
-        else:
-            inits["wq"] = _codes(rng, w_shape)
-        nodes.append(helper.make_node("DequantizeLinear", ["wq", "w_scale", "w_zero"], ["wd"], axis=axis))
-    operands = ["xd", "wd"]
-    if bias:
-        inits["b"] = rng.normal(0, 0.1, channels).astype(np.float32)
-        operands.append("b")
-    out = "y" if not requantize else "acc"
-    nodes.append(helper.make_node(op, operands, [out], **attrs))
-    if requantize:
-        nodes += [helper.make_node("QuantizeLinear", ["acc", "y_scale", "y_zero"], ["yq"]),
-                  helper.make_node("DequantizeLinear", ["yq", "y_scale", "y_zero"], ["y"])]
-    graph = helper.make_graph(nodes, f"qdq_{op.lower()}", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
-                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model.SerializeToString(), feeds
 
 
 def _run(model: bytes, feeds: dict, target: str, precision: str) -> tuple[np.ndarray, hal.InferenceSession]:
@@ -90,7 +39,7 @@ def test_qdq_gemm_at_native_is_the_reference_and_an_int8_kernel(op: str, per_cha
     # without the requantisation every output shows TF32 rounding of the operands; with it, values
     # land a quantisation step off (before: 7.7e-3 of max|cpu|, 89 of 4608 Conv outputs)
     for requantize in (False, True):
-        model, feeds = _qdq_model(op, per_channel, requantize=requantize, act_uint8=op == "MatMul")
+        model, feeds = qdq_model(op, per_channel, requantize=requantize, act_uint8=op == "MatMul")
         want = _cpu(model, feeds)
         got, sess = _run(model, feeds, "gpu", "native")
         np.testing.assert_array_equal(got, want)
@@ -105,7 +54,7 @@ def test_qdq_gemm_at_native_is_the_reference_and_an_int8_kernel(op: str, per_cha
 def test_explicit_quantization_overrides_the_precision(target: str, precision: str) -> None:
     # TensorRT: with Q/DQ in the network a quantized layer runs in int8 whatever the builder's flags;
     # the requantised int8 codes it writes are the reference's at every precision
-    model, feeds = _qdq_model("Conv", True, seed=3)
+    model, feeds = qdq_model("Conv", True, seed=3)
     m = onnx.load_from_string(model)
     m.graph.output[0].CopyFrom(helper.make_tensor_value_info("yq", TensorProto.INT8, [1, 32, 12, 12]))
     model = m.SerializeToString()
@@ -119,12 +68,12 @@ def test_explicit_quantization_overrides_the_precision(target: str, precision: s
 def test_runtime_weight_codes_and_a_float_weight() -> None:
     # codes fed at run time keep their DequantizeLinear (per output channel): still an int8 kernel;
     # a trained float weight beside a quantized activation is no int8 GEMM (TF32 at native)
-    model, feeds = _qdq_model("MatMul", True, weight_input=True, requantize=False)
+    model, feeds = qdq_model("MatMul", True, weight_input=True, requantize=False)
     got, sess = _run(model, feeds, "gpu", "native")
     np.testing.assert_array_equal(got, _cpu(model, feeds))
     (k,) = _gemm_kernels(sess)
     assert k.details["format"] == "int8" and k.op_types.count("DequantizeLinear") == 2
-    model, feeds = _qdq_model("MatMul", False, float_weight=True, requantize=False)
+    model, feeds = qdq_model("MatMul", False, float_weight=True, requantize=False)
     got, sess = _run(model, feeds, "gpu", "native")
     assert not np.array_equal(got, _cpu(model, feeds))
     (k,) = _gemm_kernels(sess)
@@ -142,7 +91,7 @@ def test_int8_kernel_is_priced_at_the_int8_rate() -> None:
              helper.make_node("MatMul", ["xd", "wd"], ["acc"]),
              helper.make_node("QuantizeLinear", ["acc", "s", "z"], ["y"])]
     inits = [numpy_helper.from_array(a, k) for k, a in
-             {"s": np.float32(0.02), "z": np.int8(0), "wq": _codes(rng, (n, n)),
+             {"s": np.float32(0.02), "z": np.int8(0), "wq": codes(rng, (n, n)),
               "ws": rng.uniform(0.001, 0.002, n).astype(np.float32)}.items()]
     graph = helper.make_graph(nodes, "qdq_big", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
                               [helper.make_tensor_value_info("y", TensorProto.INT8, [n, n])], inits)
@@ -158,41 +107,9 @@ def test_int8_kernel_is_priced_at_the_int8_rate() -> None:
 
 
 def test_quantize_static_model_matches_the_reference(tmp_path) -> None:
-    quantization = pytest.importorskip("onnxruntime.quantization")
-    rng = np.random.default_rng(0)
-    params = {"w1": rng.normal(0, 0.3, (8, 3, 3, 3)), "b1": rng.normal(0, 0.1, 8),
-              "w2": rng.normal(0, 0.2, (16, 8, 3, 3)), "b2": rng.normal(0, 0.1, 16),
-              "wm": rng.normal(0, 0.05, (16 * 8 * 8, 32)), "wg": rng.normal(0, 0.2, (10, 32)),
-              "bg": rng.normal(0, 0.1, 10)}
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
-             helper.make_node("Relu", ["c2"], ["r2"]),
-             helper.make_node("Flatten", ["r2"], ["f"]),
-             helper.make_node("MatMul", ["f", "wm"], ["m"]),
-             helper.make_node("Relu", ["m"], ["r3"]),
-             helper.make_node("Gemm", ["r3", "wg", "bg"], ["y"], transB=1)]
-    graph = helper.make_graph(nodes, "convnet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 10])],
-                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in params.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-
-    class Calibration(quantization.CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"x": rng.normal(0, 1, (2, 3, 16, 16)).astype(np.float32)} for _ in range(8)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    feeds = {"x": rng.normal(0, 1, (2, 3, 16, 16)).astype(np.float32)}
+    pytest.importorskip("onnxruntime.quantization")
     for per_channel in (False, True):
-        src, dst = tmp_path / f"float_{per_channel}.onnx", tmp_path / f"qdq_{per_channel}.onnx"
-        onnx.save(model, src)
-        quantization.quantize_static(src, dst, Calibration(), quant_format=quantization.QuantFormat.QDQ,
-                                     per_channel=per_channel, activation_type=quantization.QuantType.QInt8,
-                                     weight_type=quantization.QuantType.QInt8)
-        q = onnx.load(dst).SerializeToString()
+        q, feeds = quantize_static_convnet(tmp_path, per_channel)
         want = _cpu(q, feeds)
         for target in GPUS:
             got, sess = _run(q, feeds, target, "native")
@@ -232,7 +149,7 @@ def test_folding_records_a_weights_dequantize_linear_through_a_transpose() -> No
     scales = rng.uniform(0.002, 0.01, 48).astype(np.float32)
     model = _weight_only_qdq([helper.make_node("DequantizeLinear", ["wq", "ws"], ["wt"], axis=0),
                               helper.make_node("Transpose", ["wt"], ["w"], perm=[1, 0])],
-                             {"wq": _codes(rng, (48, 64)), "ws": scales}, "w")
+                             {"wq": codes(rng, (48, 64)), "ws": scales}, "w")
     graph = optimize(load(model))
     assert "w" in graph.initializers and not any(n.op_type == "DequantizeLinear" and n.inputs[0] == "wq"
                                                  for n in graph.nodes)
@@ -240,12 +157,12 @@ def test_folding_records_a_weights_dequantize_linear_through_a_transpose() -> No
     assert _formats(model) == ["int8"]
     # the same codes with their scales along the input channels are no per-output-channel int8 weight
     model = _weight_only_qdq([helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=0)],
-                             {"wq": _codes(rng, (64, 48)), "ws": rng.uniform(0.002, 0.01, 64).astype(np.float32)}, "w")
+                             {"wq": codes(rng, (64, 48)), "ws": rng.uniform(0.002, 0.01, 64).astype(np.float32)}, "w")
     assert _formats(model) == ["tf32"]
     # a per-row scale through a Reshape is no longer known to sit on one axis: a float GEMM
     model = _weight_only_qdq([helper.make_node("DequantizeLinear", ["wq", "ws"], ["wt"], axis=0),
                               helper.make_node("Reshape", ["wt", "shape"], ["w"])],
-                             {"wq": _codes(rng, (48, 64)), "ws": scales, "shape": np.array([64, 48])}, "w")
+                             {"wq": codes(rng, (48, 64)), "ws": scales, "shape": np.array([64, 48])}, "w")
     assert _formats(model) == ["tf32"]
 
 
@@ -254,19 +171,19 @@ def test_a_float_weight_on_an_int8_grid_without_a_dequantize_linear_stays_float(
     # network's weights): no DequantizeLinear for TensorRT to fuse, so no int8 kernel; the same
     # values behind one are (before, hal guessed from the values and made both int8)
     rng = np.random.default_rng(5)
-    codes = _codes(rng, (64, 48))
+    grid = codes(rng, (64, 48))
     scale = np.float32(0.0078125)
-    model = _weight_only_qdq([], {"w": codes.astype(np.float32) * scale}, "w")
+    model = _weight_only_qdq([], {"w": grid.astype(np.float32) * scale}, "w")
     assert _formats(model) == ["tf32"]
     model = _weight_only_qdq([helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"])],
-                             {"wq": codes, "ws": scale}, "w")
+                             {"wq": grid, "ws": scale}, "w")
     assert _formats(model) == ["int8"]
 
 
 def test_the_record_survives_partitioning_and_the_compile_cache(tmp_path) -> None:
     rng = np.random.default_rng(6)
     model = _weight_only_qdq([helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], axis=1)],
-                             {"wq": _codes(rng, (64, 48)), "ws": rng.uniform(0.002, 0.01, 48).astype(np.float32)}, "w")
+                             {"wq": codes(rng, (64, 48)), "ws": rng.uniform(0.002, 0.01, 48).astype(np.float32)}, "w")
     graph = optimize(load(model))
     part = graph.subgraph([n.name for n in graph.nodes if n.op_type == "MatMul"])
     assert part.dequantized == {"w": graph.dequantized["w"]}
