@@ -35,7 +35,7 @@ from hal.specs import Capability, CompileOptions, TargetSpec, builtin_sheet, loa
 from hal.target import kernel_capability
 from hal_lpu.cost import Machine
 from hal_lpu.executor import LpuExecutable, act_shard_call, gather_shards, shard_call
-from hal_lpu.lowering import Lowered, Sizes, lower
+from hal_lpu.lowering import Lowered, Sizes, int8_products, lower
 from hal_lpu.partition import Placement, Shard, partition, split_input_axis
 from hal_lpu.precision import apply_lpu_policy, lpu_policy
 from hal_lpu.report import build_report
@@ -215,7 +215,8 @@ class LpuTarget:
         const_nodes, nodes = load_time_constants(graph)
         constants = {o: (graph.values[o].static_shape, graph.values[o].dtype) for n in const_nodes
                      for o in n.outputs if o}
-        sizes = Sizes(graph, policy, constants)
+        int8 = int8_products(graph, policy)
+        sizes = Sizes(graph, policy, constants, int8)
         lowered = [lower(n, graph, sizes) for n in nodes]
         placement = self._place(graph, nodes, lowered, sizes, machine, options.devices, max_chips)
 
@@ -223,7 +224,7 @@ class LpuTarget:
         numeric = [ref_steps[n.name] for n in graph.nodes]
         weights = {k: w for k, w in graph.initializers.items()}
         steps, replaced = apply_lpu_policy(numeric, {k: w for k, w in weights.items() if isinstance(w, np.ndarray)},
-                                       policy)
+                                           policy, int8)
         weights.update(replaced)
         by_name = {s.label: s for s in steps}
         # the steps the policy left as their node's reference kernel (all at exact; at native and int8,
@@ -356,7 +357,8 @@ class LpuTarget:
                 deps = [d for i in node.inputs for d in need(i, chip)]
             out_b = int(low.out_bytes * frac)
             g = b.group(name, kind, chip, low.unit, [node.name], [node.op_type], low.flops * frac,
-                        int(low.act_bytes + (low.weight_bytes + low.out_bytes) * frac))
+                        int(low.act_bytes + (low.weight_bytes + low.out_bytes) * frac),
+                        **_formats(low, node.name in sizes.int8.nodes, sizes.policy.exact))
             if low.unit == "MEM":
                 last = b.emit(g, "MEM", low.op, 0, 0, 0, 0, deps=tuple(deps))
                 comp = last
@@ -449,6 +451,15 @@ class LpuTarget:
             out_ndim = len(graph.values[out].static_shape or ()) if out in graph.values else 1
             gather(node, out, parts, shards[-1].chip, rule.out_axis % max(out_ndim, 1), len(shards))
         return b, carries
+
+
+def _formats(low: Lowered, quantized: bool, exact: bool) -> dict[str, str]:
+    """An MXM group's details: the format its products take (at exact only an integer op's: a float
+    one's numbers are fp32's there whatever the timing), and for an explicitly quantized model's GEMM
+    that it is one."""
+    if low.unit != "MXM" or (exact and low.fmt != "int8"):
+        return {}
+    return {"format": low.fmt, **({"quantization": "int8 (Q/DQ)"} if quantized else {})}
 
 
 def _scaled(low: Lowered, frac: float, sizes: Sizes, node: Node) -> Lowered:

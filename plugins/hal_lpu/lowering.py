@@ -4,6 +4,10 @@ Matrix products go to the MXM (weights installed in 320x320 blocks, activations 
 elementwise, activation, normalisation and reduction ops to the VXM; data movement (transposes,
 concatenation, slicing, gathers) to the SXM; pure relabelings (Reshape, Squeeze, ...) cost nothing
 beyond a MEM alias. Sizes are bytes in the formats the precision policy stores them in.
+
+An explicitly quantized model's GEMMs (``hal.graph.quant.qdq_gemms``) run on the MXM in int8 at
+every precision but exact, as the model's own codes and scales say: its DequantizeLinear operands
+are no VXM work (the MXM streams their codes) and the dequantise with both scales follows the product.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hal.graph.fuse import GraphIndex
 from hal.graph.ir import Graph, Node
-from hal.numerics import ITEMSIZE, Policy, is_float
+from hal.graph.quant import qdq_gemms
+from hal.numerics import ITEMSIZE, Policy, is_float, matrix_operands
 from hal.perf.opcount import (
     ATTENTION_OPS,
     VIEW_OPS,
@@ -36,6 +42,10 @@ MXM_OPS: dict[str, tuple[int, ...]] = {
     "DynamicQuantizeMatMul": (1,),
     "RNN": (1, 2), "GRU": (1, 2), "LSTM": (1, 2), "Attention": (1, 2), "MultiHeadAttention": (1, 2),
     "GroupQueryAttention": (1, 2), "QAttention": (1,)}
+#: the MXM ops whose products are int8 by definition, at every precision: integer operands, or (onnxruntime's
+#: DynamicQuantizeMatMul, QAttention) a float activation the VXM quantizes first
+INTEGER_PRODUCTS = frozenset({"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "QGemm",
+                              "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QAttention"})
 #: onnxruntime's Attention and QAttention install their packed Q, K, V weights (K and V they make)
 _PACKED_ATTENTION = frozenset({("com.microsoft", "Attention"), ("com.microsoft", "QAttention")})
 
@@ -122,11 +132,47 @@ class Lowered:
         return m.vector_count(self.out_bytes * frac)
 
 
-class Sizes:
-    """Bytes of graph values in the formats a precision policy stores them in."""
+@dataclass(frozen=True)
+class Int8Products:
+    """An explicitly quantized model's products the MXM runs on int8 codes (node names), and the
+    values held as those codes: the folded weights and DequantizeLinear outputs only they read."""
 
-    def __init__(self, graph: Graph, policy: Policy, constants: dict[str, tuple[tuple[int, ...], np.dtype]]):
-        self.graph, self.policy, self.constants = graph, policy, constants
+    nodes: frozenset[str] = frozenset()
+    codes: frozenset[str] = frozenset()
+
+
+#: a model with no explicit quantization (or any model at exact)
+NO_INT8 = Int8Products()
+
+
+def int8_products(graph: Graph, policy: Policy) -> Int8Products:
+    """What of ``graph`` the MXM runs in int8 as the model's Q/DQ nodes say (none at exact)."""
+    if policy.exact:
+        return NO_INT8
+    ix = GraphIndex(graph)
+    found = qdq_gemms(graph, ix)
+    if not found:
+        return NO_INT8
+    operands: set[tuple[int, str]] = set()
+    for i in found:
+        n = graph.nodes[i]
+        operands.update((i, n.inputs[p]) for p in matrix_operands(n.op_type, n.attrs)[0] if p < len(n.inputs))
+    codes = set()
+    for _, x in operands:
+        readers = ix.consumers.get(x, [])
+        dq = ix.producer.get(x)
+        held = x in graph.initializers or (dq is not None and graph.nodes[dq].op_type == "DequantizeLinear")
+        if held and x not in ix.graph_outputs and all((r, x) in operands for r in readers):
+            codes.add(x)
+    return Int8Products(frozenset(graph.nodes[i].name for i in found), frozenset(codes))
+
+
+class Sizes:
+    """Bytes of graph values in the formats a precision policy stores them in (int8 codes: 1 byte)."""
+
+    def __init__(self, graph: Graph, policy: Policy, constants: dict[str, tuple[tuple[int, ...], np.dtype]],
+                 int8: Int8Products = NO_INT8):
+        self.graph, self.policy, self.constants, self.int8 = graph, policy, constants, int8
         self._info: dict[str, tuple[np.dtype | None, tuple[int, ...]]] = {}
         self._bytes: dict[tuple[str, str | None], int] = {}
 
@@ -158,7 +204,9 @@ class Sizes:
             if dt is None:
                 dt = np.dtype(np.float32)
             item = dt.itemsize
-            if is_float(dt) and not self.policy.exact:
+            if name in self.int8.codes:
+                item = 1
+            elif is_float(dt) and not self.policy.exact:
                 item = min(item, ITEMSIZE[fmt or self.policy.storage])
             got = self._bytes[key] = math.prod(shp) * item
         return got
@@ -256,6 +304,9 @@ def lower(node: Node, graph: Graph, sizes: Sizes) -> Lowered:
     """The LPU work of one node (onnxruntime's ops as ``costed``; a shard splits the node itself)."""
     policy = sizes.policy
     shard = _shard_rule(node, graph, sizes)
+    quantized = node.name in sizes.int8.nodes
+    if node.op_type == "DequantizeLinear" and node.outputs and node.outputs[0] in sizes.int8.codes:
+        return Lowered("MEM", "alias", 0, 0, 0, 0.0)  # the int8 products it feeds stream its codes
     node = costed(node)
     op = node.op_type
     flops = node_flops(node, graph)
@@ -267,12 +318,16 @@ def lower(node: Node, graph: Graph, sizes: Sizes) -> Lowered:
         fmt = policy.matmul_weights if i and i in installed else None
         weight_bytes += sizes.nbytes(i, fmt)
     if op in MXM_OPS:
-        fmt = "int8" if policy.matmul_inputs == "int8" and not policy.exact else "fp16"
-        act_fmt = policy.matmul_inputs
+        integer = op in INTEGER_PRODUCTS and node.attrs.get("_costed_from") != "MatMulInteger16"  # (16-bit)
+        int8 = quantized or integer or (policy.matmul_inputs == "int8" and not policy.exact)
+        fmt = "int8" if int8 else "fp16"
+        act_fmt = "int8" if quantized else policy.matmul_inputs
         acts = [i for i in node.inputs if i and not sizes.is_weight(i)]
         act_bytes = sum(sizes.nbytes(i, act_fmt) for i in acts if i not in installed)
         install = sum(sizes.nbytes(i, policy.matmul_weights if sizes.is_weight(i) else act_fmt) for i in installed)
-        convert = sum(sizes.numel(i) for i in acts if sizes.is_float(i) and (fmt == "int8" or sizes.itemsize(i) != 2))
+        # (a quantized product's operands are its model's codes already: nothing to convert)
+        convert = 0 if quantized else sum(sizes.numel(i) for i in acts
+                                          if sizes.is_float(i) and (fmt == "int8" or sizes.itemsize(i) != 2))
         dims = _mxm_dims(node, graph)
         if dims is None:  # Einsum and friends: an equivalent [1, K] x [K, N] from the FLOP count
             dims = (1, 1, 1, max(1, int(flops // 2)))

@@ -5,6 +5,10 @@ The MXM multiplies fp16 or int8 operands and accumulates in fp32; the VXM comput
 the VXM applies for free), so the error is fp16's 11-bit mantissa while the range follows the
 data; at ``int8`` activations are quantised per tensor and weights per output channel, with their
 scales. ``fp16`` also stores every VXM result in fp16, unscaled, as a plain fp16 pipeline would.
+An explicitly quantized model's GEMMs take the model's own int8 codes at every precision but exact
+(``hal_lpu.lowering.int8_products``): int8 x int8 products summed exactly and scaled after, which is
+the reference's float product of the dequantized operands up to fp32 rounding, so those steps
+multiply their operands as they are, and the codes' DequantizeLinear outputs are never rounded.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from hal.numerics import (
     store_value,
     with_operand_rounding,
 )
+from hal_lpu.lowering import NO_INT8, Int8Products
 
 
 def lpu_policy(precision: str) -> Policy:
@@ -116,15 +121,17 @@ def vxm_call(fn: Any, store: str, /, *args: Any, **attrs: Any) -> Any:
     return store_value(fn(*args, **attrs), store)
 
 
-def apply_lpu_policy(steps: list, weights: dict[str, Any], policy: Policy) -> tuple[list, dict[str, np.ndarray]]:
+def apply_lpu_policy(steps: list, weights: dict[str, Any], policy: Policy,
+                     int8: Int8Products = NO_INT8) -> tuple[list, dict[str, np.ndarray]]:
     """Steps computing as the LPU does under ``policy``, and the weights the MXM installs (new or
-    replaced ones only). A weight that other ops also read gets its own MXM copy (``name#mxm``)."""
+    replaced ones only). A weight that other ops also read gets its own MXM copy (``name#mxm``);
+    ``int8``'s products and codes are computed as they are (at most stored in the policy's format)."""
     if policy.exact:
         return steps, {}
     as_weight: dict[str, int] = {}
     other: set[str] = set()
     for s in steps:
-        wpos = MATRIX_OPS[s.op_type][1] if s.op_type in MATRIX_OPS else ()
+        wpos = MATRIX_OPS[s.op_type][1] if s.op_type in MATRIX_OPS and s.label not in int8.nodes else ()
         for i, name in enumerate(s.ins):
             if name in weights:
                 if i in wpos:
@@ -134,7 +141,10 @@ def apply_lpu_policy(steps: list, weights: dict[str, Any], policy: Policy) -> tu
     installed: dict[str, np.ndarray] = {}
     out = []
     for s in steps:
-        if s.op_type in MATRIX_OPS:
+        if s.label in int8.nodes or (s.outs and all(o in int8.codes for o in s.outs)):
+            out.append(s if policy.storage == "fp32" or s.label not in int8.nodes
+                       else replace(s, fn=partial(vxm_call, s.fn, policy.storage)))
+        elif s.op_type in MATRIX_OPS:
             acts, wpos, axis = matrix_operands(s.op_type, s.attrs)
             ins = list(s.ins)
             positions = []
