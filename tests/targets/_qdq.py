@@ -62,11 +62,28 @@ def qdq_model(op: str, per_channel: bool, *, act_uint8: bool = False, requantize
     return model.SerializeToString(), feeds
 
 
-def quantize_static_convnet(tmp_path: Path, per_channel: bool) -> tuple[bytes, dict]:
-    """A small conv net (two Convs, a MatMul, a Gemm) quantized by onnxruntime's ``quantize_static``
-    in QDQ format, int8 activations and weights, and a feed; needs onnxruntime.quantization."""
+def quantize_static(model: onnx.ModelProto, tmp_path: Path, per_channel: bool, batches: list[dict]) -> bytes:
+    """``model`` quantized by onnxruntime's ``quantize_static`` in QDQ format, int8 activations and
+    weights, calibrated on ``batches``; needs onnxruntime.quantization."""
     from onnxruntime import quantization
 
+    class Calibration(quantization.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(batches)
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    src, dst = tmp_path / f"{model.graph.name}.onnx", tmp_path / f"{model.graph.name}_qdq_{per_channel}.onnx"
+    onnx.save(model, src)
+    quantization.quantize_static(src, dst, Calibration(), quant_format=quantization.QuantFormat.QDQ,
+                                 per_channel=per_channel, activation_type=quantization.QuantType.QInt8,
+                                 weight_type=quantization.QuantType.QInt8)
+    return onnx.load(dst).SerializeToString()
+
+
+def quantize_static_convnet(tmp_path: Path, per_channel: bool) -> tuple[bytes, dict]:
+    """A small conv net (two Convs, a MatMul, a Gemm) through ``quantize_static``, and a feed."""
     rng = np.random.default_rng(0)
     params = {"w1": rng.normal(0, 0.3, (8, 3, 3, 3)), "b1": rng.normal(0, 0.1, 8),
               "w2": rng.normal(0, 0.2, (16, 8, 3, 3)), "b2": rng.normal(0, 0.1, 16),
@@ -85,18 +102,21 @@ def quantize_static_convnet(tmp_path: Path, per_channel: bool) -> tuple[bytes, d
                               [numpy_helper.from_array(v.astype(np.float32), k) for k, v in params.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
+    batches = [{"x": rng.normal(0, 1, (2, 3, 16, 16)).astype(np.float32)} for _ in range(9)]
+    return quantize_static(model, tmp_path, per_channel, batches[:8]), batches[8]
 
-    class Calibration(quantization.CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"x": rng.normal(0, 1, (2, 3, 16, 16)).astype(np.float32)} for _ in range(8)])
 
-        def get_next(self):
-            return next(self.batches, None)
+def quantize_static_zoo(tmp_path: Path, name: str, per_channel: bool) -> tuple[bytes, dict]:
+    """A hal zoo model (``tiny-gpt``, ``tiny-cnn``) through ``quantize_static``, calibrated on four
+    random feeds, and a fifth feed."""
+    from hal.zoo import build
 
-    feeds = {"x": rng.normal(0, 1, (2, 3, 16, 16)).astype(np.float32)}
-    src, dst = tmp_path / f"float_{per_channel}.onnx", tmp_path / f"qdq_{per_channel}.onnx"
-    onnx.save(model, src)
-    quantization.quantize_static(src, dst, Calibration(), quant_format=quantization.QuantFormat.QDQ,
-                                 per_channel=per_channel, activation_type=quantization.QuantType.QInt8,
-                                 weight_type=quantization.QuantType.QInt8)
-    return onnx.load(dst).SerializeToString(), feeds
+    model = build(name)
+    inp = model.graph.input[0]
+    shape = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
+    rng = np.random.default_rng(0)
+    if inp.type.tensor_type.elem_type == TensorProto.INT64:
+        batches = [{inp.name: rng.integers(0, 64, shape).astype(np.int64)} for _ in range(5)]
+    else:
+        batches = [{inp.name: rng.normal(0, 1, shape).astype(np.float32)} for _ in range(5)]
+    return quantize_static(model, tmp_path, per_channel, batches[:4]), batches[4]

@@ -17,7 +17,7 @@ from hal.graph.passes import optimize
 from hal.numerics import round_to
 from hal.plugins import get_target
 from hal.specs import CompileOptions
-from tests.targets._qdq import codes, qdq_model, quantize_static_convnet
+from tests.targets._qdq import codes, qdq_model, quantize_static_convnet, quantize_static_zoo
 
 
 def _run(model: bytes, feeds: dict, precision: str, **options) -> tuple[np.ndarray, hal.InferenceSession]:
@@ -165,10 +165,28 @@ def test_integer_ops_are_int8_products_at_every_precision() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
     float_product = optimize(load(_big_matmul(n, False)))
     target = get_target("lpu")
-    fp16 = [k for k in target.compile(float_product, CompileOptions(precision="native")).report.kernels
-            if k.unit == "MXM"][0].details["cycles"]
+    (float_mxm,) = [k for k in target.compile(float_product, CompileOptions(precision="native")).report.kernels
+                    if k.unit == "MXM"]
+    fp16 = float_mxm.details["cycles"]
     for precision in ("exact", "native"):
         report = target.compile(optimize(load(model)), CompileOptions(precision=precision)).report
         (k,) = [k for k in report.kernels if k.unit == "MXM"]
         assert k.details["format"] == "int8" and "quantization" not in k.details
         assert k.details["cycles"] < 0.3 * fp16
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt", "tiny-cnn"])
+def test_a_quantize_static_zoo_model_is_the_reference_on_the_integer_targets(tmp_path, name: str) -> None:
+    # every product of the quantized model, the attention's two activations' products included, is
+    # an int8 one on the LPU and the GPU, and the outputs are the reference's bits at native
+    pytest.importorskip("onnxruntime.quantization")
+    model, feeds = quantize_static_zoo(tmp_path, name, per_channel=name == "tiny-cnn")
+    want = _cpu(model, feeds)
+    products = 0
+    for target in ("lpu", "gpu"):
+        sess = hal.InferenceSession(model, target=target, precision="native", cache_dir=False)
+        np.testing.assert_array_equal(sess.run(None, feeds)[0], want)
+        gemms = [k for k in sess.report.kernels if set(k.op_types) & {"MatMul", "Gemm", "Conv"}]
+        assert gemms and all(k.details.get("quantization") == "int8 (Q/DQ)" for k in gemms)
+        products = max(products, len(gemms))
+    assert products == {"tiny-gpt": 17, "tiny-cnn": 5}[name]
