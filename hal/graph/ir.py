@@ -307,6 +307,14 @@ class Graph:
     def info(self, name: str) -> TensorInfo | None:
         return self.values.get(name)
 
+    def static_shape(self, name: str) -> tuple[int, ...] | None:
+        """A weight's shape, or a value's when shape inference knows every dimension; else None."""
+        w = self.initializers.get(name)
+        if w is not None:
+            return tuple(w.shape)
+        info = self.values.get(name)
+        return info.static_shape if info is not None else None
+
     def producers(self) -> dict[str, Node]:
         return {o: n for n in self.nodes for o in n.outputs if o}
 

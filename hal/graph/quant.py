@@ -76,14 +76,6 @@ def record_folded(node: Node, inits: Mapping[str, Weight], record: dict[str, Deq
         record[out] = d
 
 
-def _shape(graph: Graph, name: str) -> tuple[int, ...] | None:
-    w = graph.initializers.get(name)
-    if w is not None:
-        return tuple(w.shape)
-    info = graph.values.get(name)
-    return info.static_shape if info is not None else None
-
-
 #: GEMMs an explicitly quantized model (onnxruntime's ``quantize_static`` in QDQ format, ModelOpt,
 #: pytorch-quantization) wraps in DequantizeLinear inputs; TensorRT runs each as an int8 kernel, and
 #: so does any target with an integer matrix unit
@@ -94,7 +86,7 @@ _INT8_CODES = frozenset({np.dtype(np.int8), np.dtype(np.uint8)})
 def _numel(graph: Graph, name: str) -> int | None:
     if name in graph.initializers:
         return int(graph.initializers[name].size)
-    shape = _shape(graph, name)
+    shape = graph.static_shape(name)
     return None if shape is None else int(np.prod(shape, dtype=np.int64))
 
 
@@ -115,7 +107,7 @@ def _codes_of(graph: Graph, ix: GraphIndex, x: str) -> Dequantized | None:
             codes = graph.initializers.get(n.inputs[0])
             info = graph.values.get(n.inputs[0])
             dtype = np.dtype(codes.dtype) if codes is not None else info.dtype if info is not None else None
-            shape = _shape(graph, n.inputs[0])
+            shape = graph.static_shape(n.inputs[0])
             rank = len(shape) if shape is not None else (
                 len(info.shape) if info is not None and info.shape is not None else None)
             d = dequantize_of(n, dtype, rank, _numel(graph, n.inputs[1]) if len(n.inputs) > 1 else None,
@@ -124,7 +116,7 @@ def _codes_of(graph: Graph, ix: GraphIndex, x: str) -> Dequantized | None:
     for n in reversed(views):
         if d is None:
             return None
-        shape = _shape(graph, n.inputs[0])
+        shape = graph.static_shape(n.inputs[0])
         d = carried(n, d, None if shape is None else len(shape))
     return d
 
@@ -147,7 +139,7 @@ def qdq_gemms(graph: Graph, ix: GraphIndex, nodes: range | list[int] | None = No
         for pos in acts:
             x = n.inputs[pos] if pos < len(n.inputs) else ""
             d = _codes_of(graph, ix, x) if x else None
-            shape = _shape(graph, x) if d is not None and d.axis is not None else None
+            shape = graph.static_shape(x) if d is not None and d.axis is not None else None
             ok = (d is not None and d.codes in _INT8_CODES and not d.block_size
                   and (d.axis is None or (pos in wpos and shape is not None
                                           and d.axis == axis % max(1, len(shape)))))

@@ -117,11 +117,7 @@ def _weight_dims(graph: Graph, node_op: str, w_name: str, attrs: dict) -> tuple[
 
 
 def _static(graph: Graph, name: str) -> tuple[int, ...] | None:
-    w = graph.initializers.get(name)
-    if w is not None:
-        return tuple(int(d) for d in w.shape)
-    info = graph.values.get(name)
-    shape = None if info is None else info.static_shape
+    shape = graph.static_shape(name)
     if shape is None or any(d < 0 for d in shape):
         return None
     return tuple(shape)

@@ -119,14 +119,6 @@ def op_class(node: Node, graph: Graph) -> str:
 
 # -- pattern recognition ----------------------------------------------------------------------
 
-def _static(graph: Graph, name: str) -> tuple[int, ...] | None:
-    w = graph.initializers.get(name)
-    if w is not None:
-        return tuple(w.shape)
-    info = graph.values.get(name)
-    return info.static_shape if info is not None else None
-
-
 #: the widest head a fused attention kernel takes: FlashAttention-2 and -3 refuse wider ones ("only
 #: supports head dimensions up to 256"), and a library then runs the two products and the softmax as
 #: kernels of their own (DaViT's channel attention contracts 3,136 tokens)
@@ -138,7 +130,7 @@ def _attention_at(i: int, ix: GraphIndex) -> AttentionPattern | None:
     qk = g.nodes[i]
     if qk.op_type != "MatMul" or any(ix.is_weight(x) for x in qk.inputs):
         return None
-    s_shape, kt_shape = _static(g, qk.outputs[0]), _static(g, qk.inputs[1])
+    s_shape, kt_shape = g.static_shape(qk.outputs[0]), g.static_shape(qk.inputs[1])
     if not s_shape or len(s_shape) < 2 or not kt_shape or len(kt_shape) < 2 or kt_shape[-2] > MAX_FUSED_HEAD_DIM:
         return None
     keys = s_shape[-1]
@@ -151,7 +143,7 @@ def _attention_at(i: int, ix: GraphIndex) -> AttentionPattern | None:
             return None
         node = g.nodes[c]
         if node.op_type == "Softmax":
-            rank = len(_static(g, cur) or ())
+            rank = len(g.static_shape(cur) or ())
             axis = node.attrs.get("axis", -1 if g.opset() >= 13 else 1)
             if not _last_axis(axis, rank):
                 return None
@@ -162,12 +154,12 @@ def _attention_at(i: int, ix: GraphIndex) -> AttentionPattern | None:
                 return None
             for x in node.inputs:
                 if x and x != cur:
-                    xs = _static(g, x)
+                    xs = g.static_shape(x)
                     if xs is None or (xs and xs[-1] not in (1, keys)):
                         return None
                     side.append(x)
         elif node.op_type == "Reshape":
-            ins, outs = _static(g, cur), _static(g, node.outputs[0])
+            ins, outs = g.static_shape(cur), g.static_shape(node.outputs[0])
             if not ins or not outs or ins[-1] != keys or outs[-1] != keys:
                 return None
         else:
@@ -181,16 +173,16 @@ def _attention_at(i: int, ix: GraphIndex) -> AttentionPattern | None:
             return None
         node = g.nodes[c]
         if node.op_type == "Reshape":
-            outs = _static(g, node.outputs[0])
+            outs = g.static_shape(node.outputs[0])
             if not outs or outs[-1] != keys:
                 return None
             prob_ops.append(c)
             cur = node.outputs[0]
             continue
         if node.op_type == "MatMul" and node.inputs[0] == cur and node.inputs[1] != cur:
-            v_shape = _static(g, node.inputs[1])
+            v_shape = g.static_shape(node.inputs[1])
             if (not v_shape or len(v_shape) < 2 or v_shape[-2] != keys or v_shape[-1] > MAX_FUSED_HEAD_DIM
-                    or _static(g, node.outputs[0]) is None):
+                    or g.static_shape(node.outputs[0]) is None):
                 return None
             return AttentionPattern(i, score_ops, softmax, prob_ops, c, qk.inputs[0], qk.inputs[1],
                                     node.inputs[1], node.outputs[0], keys, list(dict.fromkeys(side)))
