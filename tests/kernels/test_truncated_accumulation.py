@@ -69,6 +69,19 @@ def test_loop_is_the_plain_model_bit_for_bit(signed, bits, block, promote):
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
+@pytest.mark.parametrize(("bits", "block", "promote"), [(13, 32, 0), (13, 32, 4), (20, 8, 3)])
+def test_loop_with_full_float32_significands_is_the_plain_model(bits, block, promote):
+    # operands of 24 significant bits, whose products float32 cannot hold: the float64 path (fp8
+    # codes, of 4, take the float32 one in the test above, but for 20 places, whose block sums
+    # float32 cannot hold either)
+    rng = np.random.default_rng(11 + bits + promote)
+    a = (rng.standard_normal((4, 150)) * 2.0 ** rng.integers(-8, 8, (4, 150))).astype(np.float32)
+    b = rng.standard_normal((150, 6)).astype(np.float32)
+    a[0, :40] = 0.0
+    got = Accumulation(bits, block, promote).matmul(a, b)
+    np.testing.assert_array_equal(got.view(np.uint32), plain_model(a, b, bits, block, promote).view(np.uint32))
+
+
 def test_the_truncation_loses_what_fp32_keeps():
     """Positive terms over a wide range: each block drops what lies 13 places under its largest, so
     the sum comes out below the exact one, by far more than fp32's rounding."""
