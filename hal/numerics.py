@@ -149,9 +149,7 @@ def _amax(a: np.ndarray, axis: int | None) -> np.ndarray:
     return np.fmax.reduce(a, axis=red, keepdims=True, initial=0.0).astype(np.float32)
 
 
-def quantize(x: np.ndarray, fmt: str, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric quantisation to fp8 (e4m3fn; ``fp8_fnuz``: e4m3fnuz) or int8 with a scale per tensor or
-    per ``axis`` slice."""
+def _quantize_scale(x: np.ndarray, fmt: str, axis: int | None) -> np.ndarray:
     if fmt not in _TOP:
         raise ValueError(f"quantize supports fp8, fp8_fnuz and int8, not {fmt!r}")
     a = np.abs(x.astype(np.float32))
@@ -159,7 +157,13 @@ def quantize(x: np.ndarray, fmt: str, axis: int | None = None) -> tuple[np.ndarr
         amax = _amax(a, axis)
     else:
         amax = np.zeros((1,) * x.ndim, np.float32)
-    scale = _scale(amax, fmt)
+    return _scale(amax, fmt)
+
+
+def quantize(x: np.ndarray, fmt: str, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric quantisation to fp8 (e4m3fn; ``fp8_fnuz``: e4m3fnuz) or int8 with a scale per tensor or
+    per ``axis`` slice."""
+    scale = _quantize_scale(x, fmt, axis)
     y = x.astype(np.float32) / scale
     if fmt in _FP8_TYPES:
         q = np.clip(y, -_TOP[fmt], _TOP[fmt]).astype(_FP8_TYPES[fmt])
@@ -167,6 +171,18 @@ def quantize(x: np.ndarray, fmt: str, axis: int | None = None) -> tuple[np.ndarr
         r = np.clip(np.rint(y), -127, 127)
         q = np.where(r == r, r, 0).astype(np.int8)  # a NaN: 0, as cvt.rni.s8.f32 and the compiled loop give
     return q, scale
+
+
+def quantize_codes(x: np.ndarray, fmt: str, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``quantize``'s codes as float32 values, and its scale: the codes through the compiled rounding
+    pass (``round_scaled``, the casts' bits) where it applies, not through ml_dtypes' casts and back
+    (bert-bench's 512 x 384 activations to fp8: 1.41 ms that way, 0.09 ms this way)."""
+    scale = _quantize_scale(x, fmt, axis)
+    fast = round_scaled(np.divide(x, scale, dtype=np.float32), fmt) if x.dtype == np.float32 else None
+    if fast is not None:
+        return fast, scale
+    q, scale = quantize(x, fmt, axis)
+    return q.astype(np.float32), scale
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import numpy as np
 
 from hal.kernels import jit
 from hal.kernels.linalg import gemm_epilogue
-from hal.numerics import quantize
+from hal.numerics import quantize_codes
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,8 @@ class Accumulation:
         if not (self.truncates and a.dtype == b.dtype == np.float32 and jit.enabled()
                 and np.isfinite(a).all() and np.isfinite(b).all()):
             return kernel(*args, **attrs)
-        qa, sa = quantize(a, fmt)
-        qb, sb = quantize(b, fmt, axis=weight_axis)
-        qa, qb = qa.astype(np.float32), qb.astype(np.float32)
+        qa, sa = quantize_codes(a, fmt)
+        qb, sb = quantize_codes(b, fmt, axis=weight_axis)
         if attrs.get("transA", 0):
             qa = qa.T
         if attrs.get("transB", 0):

@@ -100,6 +100,30 @@ def test_quantised_storage_equals_numpy_s_quantisation(fmt, monkeypatch):
             _same(g, round_to(x, fmt), x)
 
 
+@pytest.mark.parametrize("fmt", [*SCALED, "fp8_fnuz"])
+def test_quantize_codes_are_quantize_s_codes(fmt):
+    """``quantize_codes`` (the fp8 GEMMs' operands as codes): ``quantize``'s codes as float32 and its
+    scale, per tensor and per slice, through the loop where it takes the format (fp8_fnuz: the casts)."""
+    rng = np.random.default_rng(12)
+    cases = [(rng.standard_normal((5, 40)).astype(np.float32) * s, axis) for s in (1e-30, 1.0, 3e37)
+             for axis in (None, 0, -1)]
+    x = rng.standard_normal((6, 7)).astype(np.float32)
+    x[1], x[2, 3], x[4, 4] = 0.0, np.inf, np.nan  # an all-zero row keeps a scale of 1; the rest pass over NaN
+    cases += [(x, None), (x, 0), (rng.standard_normal((4, 6)).astype(np.float32).T, 1),
+              (rng.standard_normal(7).astype(np.float64), None), (np.zeros((0, 3), np.float32), 0)]
+    # a scale of 7 and values 7 times the format's ties (fp8's 1.4375 ..., int8's 3.5 ...): x / 7 is
+    # the tie, x * (1 / 7) just past it
+    top = {"fp8": 448.0, "int8": 127.0, "fp8_fnuz": 240.0}[fmt]
+    ties = [top, 1.4375, -1.5625, 3.125, 6.75, 0.71875, 3.5, -5.5, 6.5, 1.5]
+    cases.append((np.float32(7) * np.array(ties, np.float32), None))
+    with np.errstate(all="ignore"):
+        for x, axis in cases:
+            codes, scale = numerics.quantize_codes(x, fmt, axis)
+            q, want = numerics.quantize(x, fmt, axis)
+            assert codes.dtype == np.float32 and np.array_equal(scale, want)
+            _same(codes, q.astype(np.float32), x)
+
+
 @pytest.mark.parametrize("fmt", list(REFERENCE))
 @pytest.mark.parametrize("exponent", [-30, -14, -3, 0, 5, 20])
 def test_scaled_equals_divide_round_multiply(fmt, exponent):
