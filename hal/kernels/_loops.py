@@ -1,8 +1,9 @@
 """Loop nests compiled by numba (``hal.kernels.jit``; read them as C). Imported only by a kernel
 that found ``jit.enabled()``: importing this module imports numba.
 
-Two families here; the number formats' rounding (``_rounding_loops``), a matrix unit's own
-accumulation (``_accumulation_loops``) and the ai.onnx.ml kernels' loops, a tree walk among them
+Two families here; the number formats' rounding (``_rounding_loops``), linear quantisation
+(``_quant_loops``), a matrix unit's own accumulation (``_accumulation_loops``) and the ai.onnx.ml
+kernels' loops, a tree walk among them
 (``_ml_loops``), live beside them and are reached through this module too. Window loops (a
 depthwise 3x3 conv, 2-D pools) read each window in place and write their output once, where the
 numpy kernels make a pass over memory per tap. Row loops (erf's polynomial, softmax's passes around
@@ -34,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 from numba import types
 
-# the number formats' loops, a matrix unit's accumulation and the ai.onnx.ml kernels' live beside
+# the number formats' loops, linear quantisation's, a matrix unit's accumulation and the ai.onnx.ml kernels' live beside
 # these; kernels reach them here
 from hal.kernels._accumulation_loops import truncated_block_dot
 from hal.kernels._ml_loops import (
@@ -44,6 +45,7 @@ from hal.kernels._ml_loops import (
     forest_sums,
     shift_by_row_max,
 )
+from hal.kernels._quant_loops import dequantize_float32, quantize_float32
 from hal.kernels._rounding_loops import (
     BF16,
     FP8,
@@ -554,8 +556,8 @@ def warm() -> None:
 
 
 __all__ = ["BF16", "FP8", "FP16", "INT8", "TF32", "add_layer_norm_rows", "add_relu", "add_relu_into",
-           "bias_erf_gelu_arg", "bias_tanh_gelu_arg", "channel_affine", "depthwise3x3", "divide_by_row_sum",
-           "erf_tanh_arg", "finite_abs_max", "first_max_rows", "forest_leaves", "forest_sums", "gelu_tail",
-           "layer_norm_3d", "layer_norm_rows", "online_shift", "pool2d", "round_float32", "round_fp16_per_tensor",
-           "row_sums", "shift_by_row_max", "softmax_prologue", "softmax_scale", "softmax_shift",
-           "truncated_block_dot", "warm"]
+           "bias_erf_gelu_arg", "bias_tanh_gelu_arg", "channel_affine", "depthwise3x3", "dequantize_float32",
+           "divide_by_row_sum", "erf_tanh_arg", "finite_abs_max", "first_max_rows", "forest_leaves",
+           "forest_sums", "gelu_tail", "layer_norm_3d", "layer_norm_rows", "online_shift", "pool2d",
+           "quantize_float32", "round_float32", "round_fp16_per_tensor", "row_sums", "shift_by_row_max",
+           "softmax_prologue", "softmax_scale", "softmax_shift", "truncated_block_dot", "warm"]
