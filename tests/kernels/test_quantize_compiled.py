@@ -29,6 +29,10 @@ def _cases(rng: np.random.Generator, dtype: type) -> list[tuple[np.ndarray, np.n
               (ties, np.float32(0.25), np.array(0, dtype), 0), (ties, np.float32(0.25), None, 0),
               (x.transpose(2, 0, 1), np.float32(0.07), np.array(info.max, dtype), 1),
               (x, np.float32(0.0), np.array(0, dtype), 1)]  # a zero scale: infinities and NaN
+    # quotients about 2**24, where a float32 sum with the zero point would round (both clamp) and
+    # 2**23 + 0.5, float32's last ties
+    big = np.array([16777000, 16777215, 16777216, -16777216, 8388607.5, -8388607.5, 4194304.5], np.float32)
+    cases += [(big, np.float32(1.0), np.array(code, dtype), 0) for code in (info.min, info.max)]
     return cases
 
 
@@ -48,6 +52,6 @@ def test_compiled_quantize_and_dequantize_are_the_numpy_path_bit_for_bit(dtype, 
     for g, w in zip(back, want_back):
         assert g.dtype == w.dtype == np.float32
         np.testing.assert_array_equal(g.view(np.uint32), w.view(np.uint32))
-    # the ties went to even, both ways
-    ties = got[len(cases) - 4].astype(np.int64)  # (ties, 0.25, zero point 0)
-    assert (ties % 2 == 0).all()
+    # the ties went to even
+    ties = (np.arange(-20, 20, dtype=np.float32) + 0.5) * np.float32(0.25)
+    assert (quantize_linear(ties, np.float32(0.25), np.array(0, dtype)).astype(np.int64) % 2 == 0).all()
