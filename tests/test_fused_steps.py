@@ -370,3 +370,43 @@ def test_a_matmul_bias_step_repeats_a_kept_call_directly_with_the_same_bits(x_sh
         feeds = {"x": np.ones((3, 8), np.float32), **({"W": w} if fed else {})}  # another shape: the kernels again
         assert np.array_equal(fused.run_list(dict(feeds))[0], plain.run_list(dict(feeds))[0])
         assert len(calls) == (2 if repeated else 4)
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt", "convnet"])
+def test_quantize_dequantize_pairs_fuse_bit_identically(name, tmp_path):
+    # quantize_static's QDQ models put a QuantizeLinear and its DequantizeLinear around every op: one
+    # compiled pass each pair (``QuantizeDequantize``), per tensor and, on the convnet's weights, per channel
+    pytest.importorskip("onnxruntime.quantization")
+    from tests.targets._qdq import quantize_static_convnet, quantize_static_zoo
+
+    blob, feeds = (quantize_static_zoo(tmp_path, name, per_channel=True) if name == "tiny-gpt"
+                   else quantize_static_convnet(tmp_path, per_channel=True))
+    graph = optimize(load(blob))
+    plain = Program(graph, steps_for_nodes(graph, graph.nodes))
+    fused = Program(graph, fused_steps(graph, graph.nodes))
+    pairs = [s for s in fused.steps if "QuantizeLinear+DequantizeLinear" in s.op_type]
+    assert len(pairs) == sum(n.op_type == "QuantizeLinear" for n in graph.nodes) > 5
+    want = plain.run_list(feeds)
+    for prog in (fused, pickle.loads(pickle.dumps(fused))):
+        for a, b in zip(prog.run_list(feeds), want):
+            assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
+
+
+def test_a_quantize_linear_pairs_only_with_its_own_dequantize_linear():
+    # another scale, another axis, a second reader of the codes or codes as a graph output: two steps
+    s2 = numpy_helper.from_array(np.array([0.1, 0.2, 0.3], np.float32), "s2")
+    cases = {"same": (["q", "s", "z"], {}, []), "other scale": (["q", "s3", "z"], {}, []),
+             "other axis": (["q", "s2", "z2"], {"axis": 0}, []), "second reader": (["q", "s", "z"], {}, ["q"])}
+    for case, (dq_inputs, dq_attrs, extra) in cases.items():
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s2" if "axis" in case else "s", "z2" if "axis" in case
+                                                     else "z"], ["q"], axis=1),
+                 helper.make_node("DequantizeLinear", dq_inputs, ["y"], **dq_attrs)]
+        outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 3])]
+        outs += [helper.make_tensor_value_info(o, TensorProto.INT8, [3, 3]) for o in extra]
+        inits = [numpy_helper.from_array(np.float32(0.05), "s"), numpy_helper.from_array(np.float32(0.07), "s3"),
+                 numpy_helper.from_array(np.int8(1), "z"), s2, numpy_helper.from_array(np.zeros(3, np.int8), "z2")]
+        graph = optimize(from_proto(helper.make_model(helper.make_graph(
+            nodes, "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3])], outs, inits),
+            opset_imports=[helper.make_opsetid("", 13)]), where=case))
+        kinds = [s.op_type for s in fused_steps(graph, graph.nodes)]
+        assert (kinds == ["QuantizeLinear+DequantizeLinear"]) == (case == "same"), (case, kinds)

@@ -29,7 +29,8 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     scale and mask) and the Softmax after one, with the products on either side of it (an
     attention's scores and the probabilities times V), a MatMul + bias Add with the region that alone reads
     it (an MLP's GELU), a Relu and the MaxPool after it, a BatchNormalization or an Add and the
-    Relu after it, an Add and the LayerNormalization of its sum (a residual join); Concats that
+    Relu after it, an Add and the LayerNormalization of its sum (a residual join), a QuantizeLinear
+    and the DequantizeLinear of its codes; Concats that
     extend one another share one buffer; a layout node (Reshape,
     Transpose, ...) runs inside the one step reading it (``hal.engine.views``).
     Results are bit-identical to the plain steps; a fused step's ``nodes`` names the nodes it runs
@@ -43,6 +44,7 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
     from hal.kernels.fused import MatMulBias, MatMulGroup, Region
     from hal.kernels.fused_attention import AttentionCore
     from hal.kernels.fused_norm import AddLayerNorm, LayerNorm, ProjectionNorm
+    from hal.kernels.fused_quant import QuantizeDequantize
     from hal.kernels.fused_relu import AddRelu, NormRelu, ReluPool
     from hal.kernels.normalization import layer_normalization
 
@@ -76,6 +78,9 @@ def fused_steps(graph: Graph, nodes: Iterable[Node], index: GraphIndex | None = 
         elif f.kind == "norm_relu":
             step = Step(NormRelu(keys[0], keys[1]), list(f.inputs), [out], dict(steps[0].attrs), label, op, None,
                         tuple(n.name for n in members), "BatchNormalization")
+        elif f.kind == "quantize_dequantize":
+            step = Step(QuantizeDequantize(keys[0], keys[1]), list(f.inputs), [out], dict(steps[0].attrs), label, op,
+                        None, tuple(n.name for n in members), "QuantizeLinear")
         elif f.kind == "add_relu":
             step = Step(AddRelu(keys[0], keys[1]), list(f.inputs), [out], {}, label, op, None,
                         tuple(n.name for n in members), members[0].op_type)

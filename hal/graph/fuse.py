@@ -91,7 +91,7 @@ class Fusion:
     """Nodes (indices into the list given to ``find_fusions``, in order) that run as one step."""
 
     #: "matmul_bias" | "matmul_group" | "region" | "matmul_epilogue" | "relu_pool" | "norm_relu" | "add_relu"
-    #: | "add_layer_norm" | "attention_core" | "projection_norm"
+    #: | "add_layer_norm" | "attention_core" | "projection_norm" | "quantize_dequantize"
     kind: str
     members: list[int]
     inputs: list[str] = field(default_factory=list)   # the step's inputs, in call order
@@ -235,8 +235,20 @@ def find_fusions(graph: Graph, nodes: Sequence[Node], ix: GraphIndex | None = No
             used |= {k, r}
             out.append(Fusion("norm_relu", [k, r], list(n.inputs)))
     out = _projections_into_norms(ix, nodes, where, out, _norms_after_adds(graph, ix, nodes, where, used))
+    for k, n in enumerate(nodes):  # an explicitly quantized model's QuantizeLinear and DequantizeLinear pairs
+        r = sole_reader(n.outputs[0]) if n.op_type == "QuantizeLinear" and _plain(n) and id(n) in gpos else None
+        if r is not None and r > k and _dequantizes(n, nodes[r]):
+            out.append(Fusion("quantize_dequantize", [k, r], list(n.inputs)))
     out.sort(key=lambda f: f.members[-1])
     return out
+
+
+def _dequantizes(q: Node, dq: Node) -> bool:
+    """Whether ``dq`` dequantizes ``q``'s codes with ``q``'s own scale, zero point and axis (and no
+    other attribute of either: block sizes, output types, saturation and precision stay apart)."""
+    return (dq.op_type == "DequantizeLinear" and _plain(dq) and dq.inputs[0] == q.outputs[0]
+            and dq.inputs[1:] == q.inputs[1:] and 2 <= len(q.inputs) <= 3 and set(q.attrs) <= {"axis"}
+            and set(dq.attrs) <= {"axis"} and q.attrs.get("axis", 1) == dq.attrs.get("axis", 1))
 
 
 def _projections_into_norms(ix: GraphIndex, nodes: Sequence[Node], where: dict[int, int], fusions: list[Fusion],

@@ -54,4 +54,21 @@ def dequantize_float32(x, scale, zero, out):
                 out[U(o), U(c), U(i)] = (np.float32(x[U(o), U(c), U(i)]) - z) * s
 
 
-__all__ = ["dequantize_float32", "quantize_float32"]
+@njit(signature=[types.void(_F32_3D_RO, _F32_1D_RO, _F64_1D_RO, types.float64, types.float64, _F32_3D)])
+def fake_quantize_float32(x, scale, zero, lo, hi, out):
+    """``quantize_float32`` and then ``dequantize_float32`` of its codes, in one pass and with no codes
+    in between: a QuantizeLinear and the DequantizeLinear that alone reads it, as an explicitly
+    quantized model puts them around every op (the code is an integer in [lo, hi], exact in float32,
+    so (code - zero point) * scale is the DequantizeLinear's own product)."""
+    outer, channels, inner = x.shape
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    for o in range(outer):
+        for c in range(channels):
+            s, z = scale[U(c)], np.float32(zero[U(c)])
+            for i in range(inner):
+                r = np.rint(np.float32(x[U(o), U(c), U(i)] / s)) + z
+                r = lo32 if r != r else min(max(r, lo32), hi32)
+                out[U(o), U(c), U(i)] = (r - z) * s
+
+
+__all__ = ["dequantize_float32", "fake_quantize_float32", "quantize_float32"]

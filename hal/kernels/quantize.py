@@ -97,17 +97,20 @@ def _channels(x: Array, scale: Array, zero: Array | None, axis: int
     return shape, np.ascontiguousarray(scale, _F32).reshape(-1), z
 
 
-def _quantize_compiled(x: Array, scale: Array, zero: Array | None, axis: int, out: np.dtype) -> Array | None:
+def _quantize_compiled(x: Array, scale: Array, zero: Array | None, axis: int, out: np.dtype,
+                       dequantized: bool = False) -> Array | None:
     """QuantizeLinear of float32 to int8 or uint8, per tensor or per axis, in one compiled pass
     (``hal.kernels._quant_loops``, the numpy path's bits: a QDQ squeezenet's 41 QuantizeLinears,
-    per tensor took 8.8 ms a run that way, 0.6 this way); None where it does not apply."""
+    per tensor took 8.8 ms a run that way, 0.6 this way), or with ``dequantized`` its codes
+    dequantized again with the same scale and zero point, as float32; None where it does not apply."""
     got = _channels(x, scale, zero, axis) if scale.dtype == _F32 else None
     if got is None:
         return None
     shape, s, z = got
     lo, hi = _INT_RANGES[out]
-    y = np.empty(x.shape, out)
-    jit.loops().quantize_float32(np.ascontiguousarray(x).reshape(shape), s, z, float(lo), float(hi), y.reshape(shape))
+    y = np.empty(x.shape, _F32 if dequantized else out)
+    loop = jit.loops().fake_quantize_float32 if dequantized else jit.loops().quantize_float32
+    loop(np.ascontiguousarray(x).reshape(shape), s, z, float(lo), float(hi), y.reshape(shape))
     return y
 
 

@@ -55,3 +55,23 @@ def test_compiled_quantize_and_dequantize_are_the_numpy_path_bit_for_bit(dtype, 
     # the ties went to even
     ties = (np.arange(-20, 20, dtype=np.float32) + 0.5) * np.float32(0.25)
     assert (quantize_linear(ties, np.float32(0.25), np.array(0, dtype)).astype(np.int64) % 2 == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_a_fused_quantize_dequantize_pair_is_the_two_kernels_bit_for_bit(dtype) -> None:
+    from hal.kernels.fused_quant import QuantizeDequantize
+
+    pair = QuantizeDequantize(("", "QuantizeLinear", 10), ("", "DequantizeLinear", 10))
+    with np.errstate(all="ignore"):
+        for x, s, z, a in _cases(np.random.default_rng(1), dtype):
+            want = dequantize_linear(quantize_linear(x, s, z, axis=a), s, z, axis=a)
+            got = pair(x, s, z, axis=a)
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    # codes the loop does not make (float8) go through the two kernels
+    import ml_dtypes
+
+    x = np.linspace(-3, 3, 13, dtype=np.float32)
+    z8 = np.array(0, ml_dtypes.float8_e4m3fn)
+    np.testing.assert_array_equal(pair(x, np.float32(0.5), z8),
+                                  dequantize_linear(quantize_linear(x, np.float32(0.5), z8), np.float32(0.5), z8))
