@@ -45,7 +45,7 @@ from hal.kernels._ml_loops import (
     forest_sums,
     shift_by_row_max,
 )
-from hal.kernels._quant_loops import dequantize_float32, fake_quantize_float32, quantize_float32
+from hal.kernels._quant_loops import dequantize_float32, quantize_float32
 from hal.kernels._rounding_loops import (
     BF16,
     FP8,
@@ -557,7 +557,7 @@ def warm() -> None:
 
 __all__ = ["BF16", "FP8", "FP16", "INT8", "TF32", "add_layer_norm_rows", "add_relu", "add_relu_into",
            "bias_erf_gelu_arg", "bias_tanh_gelu_arg", "channel_affine", "depthwise3x3", "dequantize_float32",
-           "divide_by_row_sum", "erf_tanh_arg", "fake_quantize_float32", "finite_abs_max", "first_max_rows",
+           "divide_by_row_sum", "erf_tanh_arg", "finite_abs_max", "first_max_rows",
            "forest_leaves", "forest_sums", "gelu_tail", "layer_norm_3d", "layer_norm_rows", "online_shift", "pool2d",
            "quantize_float32", "round_float32", "round_fp16_per_tensor", "row_sums", "shift_by_row_max",
            "softmax_prologue", "softmax_scale", "softmax_shift", "truncated_block_dot", "warm"]

@@ -16,7 +16,7 @@ class QuantizeDequantize(_Fused):
     """A QuantizeLinear and the DequantizeLinear that alone reads its codes, with the same scale, zero
     point and axis (``quantize_dequantize`` in ``hal.graph.fuse``; the step's inputs: the
     QuantizeLinear's): an explicitly quantized model's pair around every op. For float32 and int8 or
-    uint8 codes one compiled pass, with no codes in between (``_quant_loops.fake_quantize_float32``,
+    uint8 codes one compiled pass, with no codes in between (``_quant_loops.quantize_float32``,
     the two kernels' bits); otherwise the two kernels in turn."""
 
     _derived = ("_registry",)

@@ -109,8 +109,8 @@ def _quantize_compiled(x: Array, scale: Array, zero: Array | None, axis: int, ou
     shape, s, z = got
     lo, hi = _INT_RANGES[out]
     y = np.empty(x.shape, _F32 if dequantized else out)
-    loop = jit.loops().fake_quantize_float32 if dequantized else jit.loops().quantize_float32
-    loop(np.ascontiguousarray(x).reshape(shape), s, z, float(lo), float(hi), y.reshape(shape))
+    jit.loops().quantize_float32(np.ascontiguousarray(x).reshape(shape), s, z, float(lo), float(hi), dequantized,
+                                 y.reshape(shape))
     return y
 
 
