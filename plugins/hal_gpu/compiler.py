@@ -410,7 +410,10 @@ class GpuTarget:
                                                      "block": gpu.fp8_accumulation_block,
                                                      "promotion_blocks": gpu.fp8_promotion_blocks}
                                 if gpu.fp8_accumulation.truncates else "fp32"}
-                               if pol.matmul_inputs == "fp8" else {})},
+                               if pol.matmul_inputs == "fp8" else {}),
+                            # an explicitly quantized model's GEMMs run as int8 kernels (hal.graph.quant)
+                            **({"int8_qdq_gemms": n_qdq} if (n_qdq := sum(
+                                len(k.int8) for k in kernels if k.launched)) and not pol.exact else {})},
                 "fused_attention_kernels": sum(1 for k in kernels if k.attention is not None),
                 "gpu_kernels": len(launched), "view_groups": len(kernels) - len(launched),
                 "launch_overhead_s": tl.launch_overhead_s,

@@ -77,6 +77,7 @@ def build_report(graph: Graph, options: CompileOptions, policy: Policy, machine:
             time_s=sec(end - start), start_s=sec(start),
             bound=_bound(g.unit, sum(x.issue for x in members), sum(x.latency for x in members), install_bound),
             details={"chip": g.chip, "cycles": end - start, "start_cycle": start, **g.details}))
+    qdq = {n for g in builder.groups if g.details.get("quantization") for n in g.nodes}
     latency = sec(cycles)
     span = max((last - first for first, last in zip(chip_first, chip_last) if last > first), default=cycles)
     meta = graph.metadata
@@ -106,7 +107,9 @@ def build_report(graph: Graph, options: CompileOptions, policy: Policy, machine:
         "critical_path_cycles": critical_path(ins),
         "pipeline_stage_cycles": span,
         "policy": {"matmul_inputs": policy.matmul_inputs, "matmul_weights": policy.matmul_weights,
-                   "storage": policy.storage, "accumulation": "fp32"},
+                   "storage": policy.storage, "accumulation": "fp32",
+                   # an explicitly quantized model's GEMMs the MXM runs in int8 (hal_lpu.lowering.int8_products)
+                   **({"int8_qdq_gemms": len(qdq)} if qdq else {})},
         "energy_model": "chips x tdp_w x latency (every chip powered for the whole run)",
     }
     if phase:

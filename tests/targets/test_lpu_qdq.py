@@ -68,10 +68,12 @@ def test_a_float_weight_or_a_float_model_is_no_qdq_product() -> None:
     _, sess = _run(model, feeds, "int8")
     (k,) = _products(sess)
     assert k.details["format"] == "int8" and "quantization" not in k.details
+    assert "int8_qdq_gemms" not in sess.report.details["policy"]
     # at exact the products are fp32's, whatever the model says
     model, feeds = qdq_model("MatMul", True)
     _, sess = _run(model, feeds, "exact")
     assert all("format" not in k.details for k in _products(sess))
+    assert "int8_qdq_gemms" not in sess.report.details["policy"]
 
 
 def test_runtime_weight_codes() -> None:
@@ -189,4 +191,8 @@ def test_a_quantize_static_zoo_model_is_the_reference_on_the_integer_targets(tmp
         gemms = [k for k in sess.report.kernels if set(k.op_types) & {"MatMul", "Gemm", "Conv"}]
         assert gemms and all(k.details.get("quantization") == "int8 (Q/DQ)" for k in gemms)
         products = max(products, len(gemms))
+        # the report says how many of the model's GEMMs ran as int8 kernels, on either target
+        details = sess.report.details
+        assert (details.get("formats") or details.get("policy"))["int8_qdq_gemms"] == {"tiny-gpt": 17,
+                                                                                      "tiny-cnn": 5}[name]
     assert products == {"tiny-gpt": 17, "tiny-cnn": 5}[name]
