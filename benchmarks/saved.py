@@ -112,8 +112,8 @@ def _feeds(model: BenchModel, path: str, wanted: list[str]) -> dict[str, np.ndar
 
 def _rel_err(got: list[np.ndarray], want: list[np.ndarray]) -> float:
     """The largest error of ``got``'s float outputs against ``want``'s, relative to that output's largest value."""
-    return max(float(np.max(np.abs(g.astype(np.float64) - w)) / max(float(np.max(np.abs(w))), 1e-30))
-               for g, w in zip(got, want, strict=True) if w.dtype.kind == "f")
+    return max((float(np.max(np.abs(g.astype(np.float64) - w)) / max(float(np.max(np.abs(w))), 1e-30))
+                for g, w in zip(got, want, strict=True) if w.dtype.kind == "f"), default=0.0)
 
 
 def reference_err(path: str, feeds: dict[str, np.ndarray], got: list[np.ndarray]) -> float | None:
