@@ -3,11 +3,10 @@ that found ``jit.enabled()``: importing this module imports numba.
 
 Two families here; the number formats' rounding (``_rounding_loops``), linear quantisation
 (``_quant_loops``), a matrix unit's own accumulation (``_accumulation_loops``) and the ai.onnx.ml
-kernels' loops, a tree walk among them
-(``_ml_loops``), live beside them and are reached through this module too. Window loops (a
-depthwise 3x3 conv, 2-D pools) read each window in place and write their output once, where the
-numpy kernels make a pass over memory per tap. Row loops (erf's polynomial, softmax's passes around
-numpy's exp with the scale and mask before them,
+kernels' loops, a tree walk among them (``_ml_loops``), live beside them and are reached through
+this module too. Window loops (a depthwise 3x3 conv, 2-D pools) read each window in place and write
+their output once, where the numpy kernels make a pass over memory per tap. Row loops (erf's
+polynomial, softmax's passes around numpy's exp with the scale and mask before them,
 LayerNormalization, BatchNormalization's multiply-add a channel and the Relu after it, a key
 block of the GPU target's flash attention) do in one call per row what numpy does in several to
 twenty calls over the whole tensor: on tiny-gpt's rows of 16 to 256 floats each numpy call costs
@@ -35,8 +34,8 @@ from __future__ import annotations
 import numpy as np
 from numba import types
 
-# the number formats' loops, linear quantisation's, a matrix unit's accumulation and the ai.onnx.ml kernels' live beside
-# these; kernels reach them here
+# the number formats' loops, linear quantisation's, a matrix unit's accumulation and the ai.onnx.ml
+# kernels' live beside these; kernels reach them here
 from hal.kernels._accumulation_loops import truncated_block_dot
 from hal.kernels._ml_loops import (
     divide_by_row_sum,

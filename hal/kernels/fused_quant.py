@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from hal.kernels import jit
-from hal.kernels.fused import _F32, Key, _Fused
-from hal.kernels.quantize import _CODES, _quantize_compiled, dequantize_linear, quantize_linear
+from hal.kernels.fused import Key, _Fused
+from hal.kernels.quantize import _quantize_compiled, dequantize_linear, quantize_linear
 
 
 class QuantizeDequantize(_Fused):
@@ -31,10 +30,10 @@ class QuantizeDequantize(_Fused):
 
     def __call__(self, x: Any, scale: Any, zero: Any = None, **attrs: Any) -> Any:
         axis = attrs.get("axis", 1)
-        if self._registry and x.__class__ is np.ndarray and x.dtype == _F32 and x.size and jit.enabled():
-            scale = np.asarray(scale)
+        if self._registry and x.__class__ is np.ndarray:
             out = np.asarray(zero).dtype if zero is not None else np.dtype(np.uint8)
-            if out in _CODES and (y := _quantize_compiled(x, scale, zero, axis, out, dequantized=True)) is not None:
+            y = _quantize_compiled(x, np.asarray(scale), zero, axis, out, dequantized=True)
+            if y is not None:
                 return y
         quantize, dequantize = self.fns
         return dequantize(quantize(x, scale, zero, **attrs), scale, zero, axis=axis)

@@ -102,8 +102,11 @@ def _quantize_compiled(x: Array, scale: Array, zero: Array | None, axis: int, ou
     """QuantizeLinear of float32 to int8 or uint8, per tensor or per axis, in one compiled pass
     (``hal.kernels._quant_loops``, the numpy path's bits: a QDQ squeezenet's 41 QuantizeLinears,
     per tensor took 8.8 ms a run that way, 0.6 this way), or with ``dequantized`` its codes
-    dequantized again with the same scale and zero point, as float32; None where it does not apply."""
-    got = _channels(x, scale, zero, axis) if scale.dtype == _F32 else None
+    dequantized again with the same scale and zero point, as float32; None where it does not apply
+    (x or the scale not float32, codes of another type, the loops off)."""
+    if not (out in _CODES and x.dtype == _F32 == scale.dtype and x.size and jit.enabled()):
+        return None
+    got = _channels(x, scale, zero, axis)
     if got is None:
         return None
     shape, s, z = got
@@ -127,8 +130,8 @@ def quantize_linear(x: Array, y_scale: Array, y_zero_point: Array | None = None,
     y_scale = np.asarray(y_scale)
     # The division runs in ``precision`` if given, else in the scale's type (16-bit floats included).
     work = _dtype(precision) if precision else y_scale.dtype
-    if (out in _CODES and work == _F32 and x.dtype == _F32 and not block_size and x.size and jit.enabled()
-            and (fast := _quantize_compiled(x, y_scale, y_zero_point, axis, out)) is not None):
+    fast = _quantize_compiled(x, y_scale, y_zero_point, axis, out) if work == _F32 and not block_size else None
+    if fast is not None:
         return fast
     scale = _expand(y_scale, x.shape, axis, block_size).astype(work)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

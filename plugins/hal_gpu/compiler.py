@@ -393,6 +393,7 @@ class GpuTarget:
         kv = sum(int(sizes.value(x) * sh.share(x)) for x in sizes.cache_inputs)
         launched = [c for c in costs if c.kernel.launched]
         bound_time = {b: sum(c.time_s for c in launched if c.bound == b) for b in ("compute", "memory", "latency")}
+        qdq = 0 if pol.exact else sum(len(k.int8) for k in kernels if k.launched)
         return CompileReport(
             target=self.spec.name, plugin_version=__version__, model=graph.name, model_hash=graph.model_hash,
             precision=options.precision, shape_only=graph.shape_only, node_count=len(graph.nodes),
@@ -412,8 +413,7 @@ class GpuTarget:
                                 if gpu.fp8_accumulation.truncates else "fp32"}
                                if pol.matmul_inputs == "fp8" else {}),
                             # an explicitly quantized model's GEMMs run as int8 kernels (hal.graph.quant)
-                            **({"int8_qdq_gemms": n_qdq} if (n_qdq := sum(
-                                len(k.int8) for k in kernels if k.launched)) and not pol.exact else {})},
+                            **({"int8_qdq_gemms": qdq} if qdq else {})},
                 "fused_attention_kernels": sum(1 for k in kernels if k.attention is not None),
                 "gpu_kernels": len(launched), "view_groups": len(kernels) - len(launched),
                 "launch_overhead_s": tl.launch_overhead_s,

@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+import hal
+
 
 def codes(rng: np.random.Generator, shape: tuple[int, ...], dtype=np.int8) -> np.ndarray:
     info = np.iinfo(dtype)
@@ -120,3 +122,8 @@ def quantize_static_zoo(tmp_path: Path, name: str, per_channel: bool) -> tuple[b
     else:
         batches = [{inp.name: rng.normal(0, 1, shape).astype(np.float32)} for _ in range(5)]
     return quantize_static(model, tmp_path, per_channel, batches[:4]), batches[4]
+
+
+def cpu_output(model: bytes, feeds: dict) -> np.ndarray:
+    """The model's first output on the cpu reference target."""
+    return hal.InferenceSession(model, target="cpu", cache_dir=False).run(None, feeds)[0]

@@ -15,7 +15,7 @@ from hal.graph.load import load
 from hal.graph.passes import optimize
 from hal.plugins import get_target
 from hal.specs import CompileOptions
-from tests.targets._qdq import codes, qdq_model, quantize_static_convnet
+from tests.targets._qdq import codes, cpu_output, qdq_model, quantize_static_convnet
 
 GPUS = ["gpu", "gpu-h200", "gpu-mi300x"]
 
@@ -23,10 +23,6 @@ GPUS = ["gpu", "gpu-h200", "gpu-mi300x"]
 def _run(model: bytes, feeds: dict, target: str, precision: str) -> tuple[np.ndarray, hal.InferenceSession]:
     sess = hal.InferenceSession(model, target=target, precision=precision, cache_dir=False)
     return sess.run(None, feeds)[0], sess
-
-
-def _cpu(model: bytes, feeds: dict) -> np.ndarray:
-    return hal.InferenceSession(model, target="cpu", cache_dir=False).run(None, feeds)[0]
 
 
 def _gemm_kernels(sess) -> list:
@@ -40,7 +36,7 @@ def test_qdq_gemm_at_native_is_the_reference_and_an_int8_kernel(op: str, per_cha
     # land a quantisation step off (before: 7.7e-3 of max|cpu|, 89 of 4608 Conv outputs)
     for requantize in (False, True):
         model, feeds = qdq_model(op, per_channel, requantize=requantize, act_uint8=op == "MatMul")
-        want = _cpu(model, feeds)
+        want = cpu_output(model, feeds)
         got, sess = _run(model, feeds, "gpu", "native")
         np.testing.assert_array_equal(got, want)
         (k,) = _gemm_kernels(sess)
@@ -58,7 +54,7 @@ def test_explicit_quantization_overrides_the_precision(target: str, precision: s
     m = onnx.load_from_string(model)
     m.graph.output[0].CopyFrom(helper.make_tensor_value_info("yq", TensorProto.INT8, [1, 32, 12, 12]))
     model = m.SerializeToString()
-    want = _cpu(model, feeds)
+    want = cpu_output(model, feeds)
     got, sess = _run(model, feeds, target, precision)
     assert got.dtype == np.int8
     np.testing.assert_array_equal(got, want)
@@ -70,12 +66,12 @@ def test_runtime_weight_codes_and_a_float_weight() -> None:
     # a trained float weight beside a quantized activation is no int8 GEMM (TF32 at native)
     model, feeds = qdq_model("MatMul", True, weight_input=True, requantize=False)
     got, sess = _run(model, feeds, "gpu", "native")
-    np.testing.assert_array_equal(got, _cpu(model, feeds))
+    np.testing.assert_array_equal(got, cpu_output(model, feeds))
     (k,) = _gemm_kernels(sess)
     assert k.details["format"] == "int8" and k.op_types.count("DequantizeLinear") == 2
     model, feeds = qdq_model("MatMul", False, float_weight=True, requantize=False)
     got, sess = _run(model, feeds, "gpu", "native")
-    assert not np.array_equal(got, _cpu(model, feeds))
+    assert not np.array_equal(got, cpu_output(model, feeds))
     (k,) = _gemm_kernels(sess)
     assert k.details["format"] == "tf32" and "quantization" not in k.details
 
@@ -110,7 +106,7 @@ def test_quantize_static_model_matches_the_reference(tmp_path) -> None:
     pytest.importorskip("onnxruntime.quantization")
     for per_channel in (False, True):
         q, feeds = quantize_static_convnet(tmp_path, per_channel)
-        want = _cpu(q, feeds)
+        want = cpu_output(q, feeds)
         for target in GPUS:
             got, sess = _run(q, feeds, target, "native")
             np.testing.assert_array_equal(got, want)
@@ -135,7 +131,7 @@ def _weight_only_qdq(w_nodes: list, w_inits: dict, weight: str, x_shape=(24, 64)
 def _formats(model: bytes) -> list:
     x = np.random.default_rng(2).normal(0, 1, (24, 64)).astype(np.float32)
     got, sess = _run(model, {"x": x}, "gpu", "native")
-    want = _cpu(model, {"x": x})
+    want = cpu_output(model, {"x": x})
     if _gemm_kernels(sess)[0].details["format"] == "int8":
         np.testing.assert_array_equal(got, want)
     return [k.details["format"] for k in _gemm_kernels(sess)]
@@ -191,7 +187,7 @@ def test_the_record_survives_partitioning_and_the_compile_cache(tmp_path) -> Non
     for _ in range(2):  # compiled, then loaded from the cache
         sess = hal.InferenceSession(model, target="gpu", precision="native", cache_dir=tmp_path)
         assert [k.details["format"] for k in _gemm_kernels(sess)] == ["int8"]
-        np.testing.assert_array_equal(sess.run(None, x)[0], _cpu(model, x))
+        np.testing.assert_array_equal(sess.run(None, x)[0], cpu_output(model, x))
 
 
 def test_a_fake_quantised_float_weight_folds_to_a_recorded_int8_one() -> None:

@@ -17,16 +17,12 @@ from hal.graph.passes import optimize
 from hal.numerics import round_to
 from hal.plugins import get_target
 from hal.specs import CompileOptions
-from tests.targets._qdq import codes, qdq_model, quantize_static_convnet, quantize_static_zoo
+from tests.targets._qdq import codes, cpu_output, qdq_model, quantize_static_convnet, quantize_static_zoo
 
 
 def _run(model: bytes, feeds: dict, precision: str, **options) -> tuple[np.ndarray, hal.InferenceSession]:
     sess = hal.InferenceSession(model, target="lpu", precision=precision, cache_dir=False, **options)
     return sess.run(None, feeds)[0], sess
-
-
-def _cpu(model: bytes, feeds: dict) -> np.ndarray:
-    return hal.InferenceSession(model, target="cpu", cache_dir=False).run(None, feeds)[0]
 
 
 def _products(sess) -> list:
@@ -38,7 +34,7 @@ def _products(sess) -> list:
 def test_qdq_gemm_is_the_reference_and_an_int8_product(op: str, per_channel: bool) -> None:
     for requantize in (False, True):
         model, feeds = qdq_model(op, per_channel, requantize=requantize, act_uint8=op == "MatMul")
-        want = _cpu(model, feeds)
+        want = cpu_output(model, feeds)
         for precision in ("native", "int8"):
             got, sess = _run(model, feeds, precision)
             np.testing.assert_array_equal(got, want)
@@ -53,7 +49,7 @@ def test_fp16_precision_stores_the_int8_products_result_in_fp16() -> None:
     # ``fp16`` stores every result in fp16, the int8 product's too: the reference's bits rounded once
     model, feeds = qdq_model("MatMul", True, requantize=False)
     got, sess = _run(model, feeds, "fp16")
-    np.testing.assert_array_equal(got, round_to(_cpu(model, feeds), "fp16"))
+    np.testing.assert_array_equal(got, round_to(cpu_output(model, feeds), "fp16"))
     assert [k.details["format"] for k in _products(sess)] == ["int8"]
 
 
@@ -62,7 +58,7 @@ def test_a_float_weight_or_a_float_model_is_no_qdq_product() -> None:
     # quantized by the target itself (per tensor and per output channel): int8 but no Q/DQ product
     model, feeds = qdq_model("MatMul", False, float_weight=True, requantize=False)
     got, sess = _run(model, feeds, "native")
-    assert not np.array_equal(got, _cpu(model, feeds))
+    assert not np.array_equal(got, cpu_output(model, feeds))
     (k,) = _products(sess)
     assert k.details["format"] == "fp16" and "quantization" not in k.details
     _, sess = _run(model, feeds, "int8")
@@ -81,7 +77,7 @@ def test_runtime_weight_codes() -> None:
     # both DequantizeLinears stream codes
     model, feeds = qdq_model("MatMul", True, weight_input=True, requantize=False)
     got, sess = _run(model, feeds, "native")
-    np.testing.assert_array_equal(got, _cpu(model, feeds))
+    np.testing.assert_array_equal(got, cpu_output(model, feeds))
     assert [k.details["format"] for k in _products(sess)] == ["int8"]
     assert [k.unit for k in sess.report.kernels if k.op_types == ["DequantizeLinear"]] == ["MEM", "MEM"]
 
@@ -135,7 +131,7 @@ def test_a_product_split_over_chips_stays_int8_and_exact() -> None:
     model = _big_matmul(1024, True, rows=16)
     x = {"x": np.random.default_rng(3).normal(0, 1, (16, 1024)).astype(np.float32)}
     got, sess = _run(model, x, "native", sram_bytes=600_000)
-    np.testing.assert_array_equal(got, _cpu(model, x))
+    np.testing.assert_array_equal(got, cpu_output(model, x))
     shards = _products(sess)
     assert sess.report.devices > 1 and len(shards) > 1
     assert {k.details["format"] for k in shards} == {"int8"}
@@ -145,7 +141,7 @@ def test_quantize_static_model_matches_the_reference(tmp_path) -> None:
     pytest.importorskip("onnxruntime.quantization")
     for per_channel in (False, True):
         q, feeds = quantize_static_convnet(tmp_path, per_channel)
-        want = _cpu(q, feeds)
+        want = cpu_output(q, feeds)
         for precision in ("native", "int8"):
             got, sess = _run(q, feeds, precision)
             np.testing.assert_array_equal(got, want)
@@ -183,7 +179,7 @@ def test_a_quantize_static_zoo_model_is_the_reference_on_the_integer_targets(tmp
     # an int8 one on the LPU and the GPU, and the outputs are the reference's bits at native
     pytest.importorskip("onnxruntime.quantization")
     model, feeds = quantize_static_zoo(tmp_path, name, per_channel=name == "tiny-cnn")
-    want = _cpu(model, feeds)
+    want = cpu_output(model, feeds)
     products = 0
     for target in ("lpu", "gpu"):
         sess = hal.InferenceSession(model, target=target, precision="native", cache_dir=False)
